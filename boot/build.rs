@@ -1,0 +1,10 @@
+//! Links the EL2 binary with `linker/kcore.ld`.
+fn main() {
+    let target = std::env::var("TARGET").unwrap_or_default();
+    if target.starts_with("aarch64-unknown-none") {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let script = root.join("linker").join("kcore.ld");
+        println!("cargo:rerun-if-changed={}", script.display());
+        println!("cargo:rustc-link-arg-bins=-T{}", script.display());
+    }
+}

@@ -1,0 +1,3 @@
+//! Format of the KServ payload packed after KCore in the boot image.
+#![no_std]
+#![forbid(unsafe_code)]

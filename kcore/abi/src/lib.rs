@@ -1,0 +1,193 @@
+//! The wire format between KServ (the `kserv-shim` module) and KCore.
+//!
+//! Hypercalls are SMCCC fast calls (SMC64) in the vendor-specific hypervisor
+//! service range `0xC600_0000..=0xC600_FFFF`, issued with `HVC #0` from EL1.
+//! Arguments travel in `x1..=x6`; `x0` returns a status: [`SUCCESS`] or a
+//! negative [`Error`] code, further results in `x1..`. This crate is the only
+//! definition of those numbers: KCore and the shim both depend on it, so a
+//! mismatch between them is a compile error. It has no dependencies and no
+//! `unsafe`. The human-readable description lives in `docs/abi.md`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod smccc;
+
+/// Major version of the hypercall ABI. Incompatible changes bump it.
+pub const ABI_VERSION_MAJOR: u16 = 0;
+/// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
+pub const ABI_VERSION_MINOR: u16 = 1;
+
+/// The ABI version as returned by [`HypercallId::Version`] in `x1`:
+/// `major << 16 | minor`.
+pub const fn abi_version() -> u64 {
+    ((ABI_VERSION_MAJOR as u64) << 16) | ABI_VERSION_MINOR as u64
+}
+
+/// Splits a version word returned by [`HypercallId::Version`] into
+/// `(major, minor)`.
+pub const fn split_version(v: u64) -> (u16, u16) {
+    ((v >> 16) as u16, v as u16)
+}
+
+/// Status returned in `x0` by a hypercall that succeeded.
+pub const SUCCESS: i64 = 0;
+
+/// Base of KCore's hypercall function ids: SMCCC fast call, SMC64 calling
+/// convention, owner "vendor specific hypervisor service" (6).
+pub const HYPERCALL_BASE: u32 = smccc::FAST_CALL | smccc::SMC64 | smccc::owner(smccc::OWNER_VENDOR_HYP);
+
+/// Every KCore hypercall. The discriminant is the SMCCC function id placed in
+/// `x0`.
+///
+/// Handler names follow `<initiator>_<verb>_<completer>` once calls change
+/// ownership; these first two only query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum HypercallId {
+    /// Query the ABI version.
+    ///
+    /// Returns `x0 = SUCCESS`, `x1 =` [`abi_version()`], `x2 =` the
+    /// [`features`] bitmap of this KCore build.
+    Version = HYPERCALL_BASE,
+    /// Query whether a function id is implemented.
+    ///
+    /// `x1` = the function id to ask about. Returns `x0 = SUCCESS` if it is
+    /// implemented, [`Error::NotSupported`] otherwise.
+    Features = HYPERCALL_BASE + 1,
+}
+
+impl HypercallId {
+    /// Every hypercall this ABI version defines.
+    pub const ALL: [HypercallId; 2] = [HypercallId::Version, HypercallId::Features];
+
+    /// The SMCCC function id of this call.
+    pub const fn function_id(self) -> u32 {
+        self as u32
+    }
+
+    /// Decodes a raw `x0` value. Only the low 32 bits carry the function id
+    /// (SMCCC: the upper bits of `w0` are ignored for SMC64 calls are required
+    /// to be zero); anything with upper bits set is not a KCore call.
+    pub const fn from_raw(x0: u64) -> Option<HypercallId> {
+        if x0 > u32::MAX as u64 {
+            return None;
+        }
+        let id = x0 as u32;
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i] as u32 == id {
+                return Some(Self::ALL[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+/// Bits of the feature word returned by [`HypercallId::Version`] in `x2`.
+pub mod features {
+    /// KCore proxies PSCI for KServ (CPU_ON, CPU_OFF, SYSTEM_OFF, ...).
+    pub const PSCI_PROXY: u64 = 1 << 0;
+    /// KServ's stage 2 isolates KCore's memory; KServ accesses to it are
+    /// reported to KServ as synchronous external aborts.
+    pub const HOST_STAGE2: u64 = 1 << 1;
+}
+
+/// Error codes returned in `x0`. The values below `-16` are KCore's own; the
+/// first ones coincide with SMCCC's so that a generic SMCCC caller reads them
+/// correctly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i64)]
+pub enum Error {
+    /// SMCCC `NOT_SUPPORTED`: unknown function id.
+    NotSupported = -1,
+    /// SMCCC `NOT_REQUIRED`.
+    NotRequired = -2,
+    /// SMCCC `INVALID_PARAMETER`: an argument is out of range or malformed.
+    InvalidParameter = -3,
+    /// The caller may not do this (wrong owner, wrong state).
+    Denied = -17,
+    /// The object is in a state where the call cannot proceed now.
+    Busy = -18,
+    /// KCore lacks the memory to complete the call.
+    NoMemory = -19,
+    /// No object with that handle or address exists.
+    NotFound = -20,
+}
+
+impl Error {
+    /// Every error code.
+    pub const ALL: [Error; 7] = [
+        Error::NotSupported,
+        Error::NotRequired,
+        Error::InvalidParameter,
+        Error::Denied,
+        Error::Busy,
+        Error::NoMemory,
+        Error::NotFound,
+    ];
+
+    /// The value placed in `x0`.
+    pub const fn to_x0(self) -> u64 {
+        self as i64 as u64
+    }
+
+    /// Decodes an `x0` status. `Ok(())` for [`SUCCESS`], `Err(None)` for a
+    /// value this ABI version does not define.
+    pub fn from_x0(x0: u64) -> Result<(), Option<Error>> {
+        let v = x0 as i64;
+        if v == SUCCESS {
+            return Ok(());
+        }
+        Err(Self::ALL.iter().copied().find(|e| *e as i64 == v))
+    }
+}
+
+/// What KCore writes into the device tree it hands to KServ.
+pub mod dt {
+    /// `compatible` of the node announcing KCore (`/hypervisor`).
+    pub const HYPERVISOR_COMPATIBLE: &str = "kcore,hypervisor";
+    /// Path of the node announcing KCore.
+    pub const HYPERVISOR_NODE: &str = "/hypervisor";
+    /// Property of that node holding [`super::abi_version()`] as one cell.
+    pub const ABI_VERSION_PROP: &str = "kcore,abi-version";
+    /// `compatible` of the `/reserved-memory` children covering KCore memory.
+    pub const RESERVED_COMPATIBLE: &str = "kcore,reserved-memory";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_vendor_hyp_fast_smc64() {
+        for id in HypercallId::ALL {
+            let f = id.function_id();
+            assert_eq!(f & 0xFFFF_0000, 0xC600_0000, "{id:?}");
+            assert_eq!(HypercallId::from_raw(f as u64), Some(id));
+        }
+    }
+
+    #[test]
+    fn raw_decoding_rejects_other_ids() {
+        assert_eq!(HypercallId::from_raw(0), None);
+        assert_eq!(HypercallId::from_raw(0xC600_FFFF), None);
+        assert_eq!(HypercallId::from_raw(0x1_C600_0000), None);
+        assert_eq!(HypercallId::from_raw(0x8600_0000), None);
+    }
+
+    #[test]
+    fn errors_round_trip() {
+        for e in Error::ALL {
+            assert!((e as i64) < 0);
+            assert_eq!(Error::from_x0(e.to_x0()), Err(Some(e)));
+        }
+        assert_eq!(Error::from_x0(0), Ok(()));
+        assert_eq!(Error::from_x0(-1000i64 as u64), Err(None));
+    }
+
+    #[test]
+    fn version_packs() {
+        assert_eq!(split_version(abi_version()), (ABI_VERSION_MAJOR, ABI_VERSION_MINOR));
+    }
+}

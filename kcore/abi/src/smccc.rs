@@ -1,0 +1,40 @@
+//! SMC Calling Convention (Arm DEN0028) function-id encoding.
+//!
+//! Bit 31 selects fast calls, bit 30 the SMC64 convention, bits 29:24 the
+//! service owner and bits 15:0 the function number.
+
+/// Bit 31: fast call.
+pub const FAST_CALL: u32 = 1 << 31;
+/// Bit 30: SMC64/HVC64 calling convention.
+pub const SMC64: u32 = 1 << 30;
+/// Owner: Arm architecture calls.
+pub const OWNER_ARCH: u32 = 0;
+/// Owner: standard secure services (PSCI lives here).
+pub const OWNER_STANDARD: u32 = 4;
+/// Owner: standard hypervisor services.
+pub const OWNER_STANDARD_HYP: u32 = 5;
+/// Owner: vendor-specific hypervisor services (KCore's calls live here).
+pub const OWNER_VENDOR_HYP: u32 = 6;
+
+/// The owner field of a function id.
+pub const fn owner(o: u32) -> u32 {
+    (o & 0x3F) << 24
+}
+
+/// Decodes the owner field of a function id.
+pub const fn owner_of(function_id: u32) -> u32 {
+    (function_id >> 24) & 0x3F
+}
+
+/// SMCCC `SMCCC_VERSION`.
+pub const SMCCC_VERSION: u32 = 0x8000_0000;
+/// SMCCC `SMCCC_ARCH_FEATURES`.
+pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+/// SMCCC `NOT_SUPPORTED` as it appears in `x0`.
+pub const RET_NOT_SUPPORTED: u64 = -1i64 as u64;
+/// Vendor hypervisor service "call UID" query (SMC32 form, as Linux issues it).
+pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_FF01;
+
+/// KCore's UID, returned in `x0..x3` (each register holding 32 bits) by
+/// [`VENDOR_HYP_CALL_UID`]: a random UUID, `4b636f72-652d-4b53-6572-76d2a1b83c17`.
+pub const KCORE_UID: [u32; 4] = [0x726f_634b, 0x534b_2d65, 0xd276_7265, 0x173c_b8a1];

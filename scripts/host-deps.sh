@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and the tests need, once.
+# Idempotent: does nothing when everything is already there.
+set -euo pipefail
+
+need=()
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# QEMU 10 (raspi4b, virt with virtualization=on, icount) lives in bookworm-backports.
+qemu_ok() {
+    command -v qemu-system-aarch64 >/dev/null 2>&1 || return 1
+    local v
+    v=$(qemu-system-aarch64 --version | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -n1)
+    [ "${v:-0}" -ge 10 ]
+}
+
+src=/etc/apt/sources.list.d/kcore-backports.sources
+if ! qemu_ok && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    # Reuse the archive the machine already uses for bookworm.
+    uri=$(grep -rhs '^URIs:' /etc/apt/sources.list.d/*.sources | head -n1 | awk '{print $2}')
+    if [ -z "$uri" ]; then
+        uri=$(grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}' | head -n1)
+    fi
+    [ -n "$uri" ] || { echo "host-deps: cannot find the Debian archive URI" >&2; exit 1; }
+    sudo_ tee "$src" >/dev/null <<EOS
+Types: deb
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOS
+fi
+
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    sudo_ dpkg --add-architecture arm64
+fi
+
+for p in gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu linux-kbuild-6.1 cpio make bc flex bison libelf-dev xz-utils device-tree-compiler; do
+    have "$p" || need+=("$p")
+done
+
+stamp=/var/lib/apt/periodic/kcore-update-stamp
+if ! qemu_ok || [ ${#need[@]} -gt 0 ] || [ ! -e "$stamp" ]; then
+    sudo_ apt-get update -q
+    sudo_ mkdir -p "$(dirname "$stamp")"; sudo_ touch "$stamp"
+fi
+if ! qemu_ok; then
+    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t bookworm-backports qemu-system-arm
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
+qemu_ok || { echo "host-deps: qemu-system-aarch64 >= 10 is not available" >&2; exit 1; }

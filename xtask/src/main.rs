@@ -1,0 +1,2 @@
+//! Build orchestration for KCore/KServ.
+fn main() {}
