@@ -1,2 +1,16 @@
 //! The hardware side of KCore: every instruction safe Rust cannot express.
+//!
+//! [`el2`] implements `kcore`'s hardware traits with real instructions at EL2
+//! (system registers through `aarch64-cpu`, the PL011 through
+//! `tock-registers`, `SMC` to firmware, the exception vectors and the
+//! KServ trap frame). [`host_double`] implements the same traits over ordinary
+//! memory so that `kcore` runs unchanged in host tests. Every `unsafe` block
+//! states the invariant it relies on (`clippy::undocumented_unsafe_blocks`).
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod el2;
+
+#[cfg(not(target_os = "none"))]
+pub mod host_double;

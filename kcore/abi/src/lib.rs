@@ -34,7 +34,8 @@ pub const SUCCESS: i64 = 0;
 
 /// Base of KCore's hypercall function ids: SMCCC fast call, SMC64 calling
 /// convention, owner "vendor specific hypervisor service" (6).
-pub const HYPERCALL_BASE: u32 = smccc::FAST_CALL | smccc::SMC64 | smccc::owner(smccc::OWNER_VENDOR_HYP);
+pub const HYPERCALL_BASE: u32 =
+    smccc::FAST_CALL | smccc::SMC64 | smccc::owner(smccc::OWNER_VENDOR_HYP);
 
 /// Every KCore hypercall. The discriminant is the SMCCC function id placed in
 /// `x0`.
@@ -188,6 +189,9 @@ mod tests {
 
     #[test]
     fn version_packs() {
-        assert_eq!(split_version(abi_version()), (ABI_VERSION_MAJOR, ABI_VERSION_MINOR));
+        assert_eq!(
+            split_version(abi_version()),
+            (ABI_VERSION_MAJOR, ABI_VERSION_MINOR)
+        );
     }
 }

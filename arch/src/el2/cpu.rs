@@ -1,0 +1,363 @@
+//! Per-CPU EL2 state: feature discovery, KCore's MMU, the configuration that
+//! lets KServ run natively at EL1, and the drop to EL1.
+//!
+//! The trap configuration follows Linux's `Documentation/arch/arm64/booting.rst`
+//! requirements for a kernel entered at EL1 with EL2 present: FP/SIMD, SVE
+//! and SME untrapped with the maximum vector lengths, pointer authentication
+//! and MTE usable, fine-grained traps off, counters and timers at EL1, GICv3
+//! system registers enabled for EL1. The ones KCore needs are on: stage 2
+//! (`HCR_EL2.VM`) and `SMC` trapping (`HCR_EL2.TSC`). Physical interrupts
+//! stay with EL1 (`IMO`/`FMO`/`AMO` clear).
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::*;
+use core::arch::asm;
+
+macro_rules! read_raw {
+    ($name:literal) => {{
+        let v: u64;
+        // SAFETY: reading an ID or EL2 system register has no side effects.
+        unsafe { asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }};
+}
+
+macro_rules! write_raw {
+    ($name:literal, $v:expr) => {{
+        let v: u64 = $v;
+        // SAFETY: the register's value was chosen by the caller per the Arm
+        // ARM; it configures only traps and limits for lower ELs.
+        unsafe { asm!(concat!("msr ", $name, ", {}"), in(reg) v, options(nomem, nostack, preserves_flags)) };
+    }};
+}
+
+/// CPU features KCore configures for.
+#[derive(Clone, Copy, Debug)]
+pub struct Features {
+    /// `ID_AA64MMFR0_EL1.PARange`, capped at 48 bits (5).
+    pub pa_range: u64,
+    /// Physical address bits for `pa_range`.
+    pub pa_bits: u32,
+    /// FEAT_SVE.
+    pub sve: bool,
+    /// FEAT_SME.
+    pub sme: bool,
+    /// Any pointer-authentication algorithm.
+    pub pauth: bool,
+    /// FEAT_MTE2.
+    pub mte2: bool,
+    /// FEAT_FGT.
+    pub fgt: bool,
+    /// FEAT_HCX.
+    pub hcx: bool,
+    /// GICv3 system-register interface.
+    pub gicv3_sysregs: bool,
+    /// Number of PMU event counters, if a PMU exists.
+    pub pmu_counters: Option<u64>,
+}
+
+/// Reads the ID registers.
+pub fn features() -> Features {
+    let mmfr0 = ID_AA64MMFR0_EL1.get();
+    let pa_range = (mmfr0 & 0xF).min(5);
+    let pa_bits = [32, 36, 40, 42, 44, 48][pa_range as usize];
+    let pfr0 = ID_AA64PFR0_EL1.get();
+    let pfr1 = ID_AA64PFR1_EL1.get();
+    let isar1 = ID_AA64ISAR1_EL1.get();
+    let isar2 = read_raw!("S3_0_C0_C6_2"); // ID_AA64ISAR2_EL1
+    let mmfr1 = ID_AA64MMFR1_EL1.get();
+    let mmfr0_fgt = (mmfr0 >> 56) & 0xF;
+    let dfr0 = ID_AA64DFR0_EL1.get();
+    let pmuver = (dfr0 >> 8) & 0xF;
+    let pmu_counters = if pmuver != 0 && pmuver != 0xF {
+        let pmcr: u64 = read_raw!("pmcr_el0");
+        Some((pmcr >> 11) & 0x1F)
+    } else {
+        None
+    };
+    Features {
+        pa_range,
+        pa_bits,
+        sve: (pfr0 >> 32) & 0xF != 0,
+        sme: (pfr1 >> 24) & 0xF != 0,
+        // APA, API, GPA, GPI in ISAR1; APA3, GPA3 in ISAR2.
+        pauth: isar1 & (0xFF << 4 | 0xFF << 24) != 0 || isar2 & (0xF << 12 | 0xF << 8) != 0,
+        mte2: (pfr1 >> 8) & 0xF >= 2,
+        fgt: mmfr0_fgt != 0,
+        hcx: (mmfr1 >> 40) & 0xF != 0,
+        gicv3_sysregs: (pfr0 >> 24) & 0xF != 0,
+        pmu_counters,
+    }
+}
+
+/// The current exception level.
+pub fn current_el() -> u64 {
+    CurrentEL.get() >> 2 & 3
+}
+
+/// This CPU's MPIDR affinity.
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get() & 0xFF_00FF_FFFF
+}
+
+/// Values of KCore's EL2 translation regime, identical on every CPU.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct MmuConfig {
+    /// `MAIR_EL2`.
+    pub mair: u64,
+    /// `TCR_EL2`.
+    pub tcr: u64,
+    /// `TTBR0_EL2`.
+    pub ttbr0: u64,
+    /// `SCTLR_EL2` with the MMU and caches on.
+    pub sctlr: u64,
+}
+
+/// `SCTLR_EL2` RES1 bits (non-VHE): 29, 28, 23, 22, 18, 16, 11, 5, 4.
+const SCTLR_EL2_RES1: u64 = 0x30C5_0830;
+const SCTLR_M: u64 = 1 << 0;
+const SCTLR_C: u64 = 1 << 2;
+const SCTLR_SA: u64 = 1 << 3;
+const SCTLR_I: u64 = 1 << 12;
+const SCTLR_WXN: u64 = 1 << 19;
+const SCTLR_ENTP2: u64 = 1 << 60;
+
+/// `SCTLR_EL2` for KCore: MMU, caches, stack alignment check, write implies
+/// execute-never, and `EnTP2` where SME exists (booting.rst).
+pub fn sctlr_el2(f: &Features) -> u64 {
+    let mut v = SCTLR_EL2_RES1 | SCTLR_M | SCTLR_C | SCTLR_SA | SCTLR_I | SCTLR_WXN;
+    if f.sme {
+        v |= SCTLR_ENTP2;
+    }
+    v
+}
+
+/// Turns KCore's MMU on with `cfg`.
+///
+/// # Safety
+/// `cfg.ttbr0` must be a complete EL2 table tree that maps the code being
+/// executed, the current stack and every object KCore touches afterwards at
+/// their current addresses.
+pub unsafe fn enable_mmu(cfg: &MmuConfig) {
+    MAIR_EL2.set(cfg.mair);
+    TCR_EL2.set(cfg.tcr);
+    TTBR0_EL2.set(cfg.ttbr0);
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+    // SAFETY: invalidates EL2 TLB entries left by firmware; no memory access.
+    unsafe {
+        asm!(
+            "tlbi alle2",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+    SCTLR_EL2.set(cfg.sctlr);
+    barrier::isb(barrier::SY);
+}
+
+/// Installs the vector table.
+pub fn set_vectors(addr: u64) {
+    VBAR_EL2.set(addr);
+    barrier::isb(barrier::SY);
+}
+
+/// Records this CPU's index where the trap path finds it.
+pub fn set_cpu_index(i: usize) {
+    TPIDR_EL2.set(i as u64);
+}
+
+/// This CPU's index, as recorded by [`set_cpu_index`].
+pub fn cpu_index() -> usize {
+    TPIDR_EL2.get() as usize
+}
+
+/// What KServ's stage 2 and traps are built from.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct HostConfig {
+    /// `VTTBR_EL2` (VMID 0).
+    pub vttbr: u64,
+    /// `VTCR_EL2`.
+    pub vtcr: u64,
+}
+
+const HCR_VM: u64 = 1 << 0;
+const HCR_SWIO: u64 = 1 << 1;
+const HCR_FB: u64 = 1 << 9;
+const HCR_BSU_IS: u64 = 1 << 10;
+const HCR_TSC: u64 = 1 << 19;
+const HCR_RW: u64 = 1 << 31;
+const HCR_APK: u64 = 1 << 40;
+const HCR_API: u64 = 1 << 41;
+const HCR_ATA: u64 = 1 << 56;
+
+/// `HCR_EL2` for KServ.
+pub fn host_hcr(f: &Features) -> u64 {
+    let mut v = HCR_VM | HCR_SWIO | HCR_FB | HCR_BSU_IS | HCR_TSC | HCR_RW;
+    if f.pauth {
+        v |= HCR_APK | HCR_API;
+    }
+    if f.mte2 {
+        v |= HCR_ATA;
+    }
+    v
+}
+
+/// Fine-grained trap bits of negative polarity (`nXXX`: 0 traps), all set so
+/// that nothing traps (HFGRTR_EL2/HFGWTR_EL2 bits 50 and 52-63).
+const HFGXTR_NEG: u64 = 0xFFF4_0000_0000_0000;
+
+/// Configures this CPU's EL2 so that KServ runs natively at EL1 under the
+/// stage 2 described by `host`.
+///
+/// # Safety
+/// `host.vttbr` must be a complete stage-2 tree for KServ; after this call
+/// any EL1 code runs under it.
+pub unsafe fn configure_for_host(f: &Features, host: &HostConfig) {
+    // Traps: FP/SIMD, SVE and SME untrapped (non-VHE CPTR_EL2 layout: bits
+    // 13, 9, 7:0 RES1; TZ (8) and TSM (12) RES1 when the feature is absent).
+    let mut cptr = (1 << 13) | (1 << 9) | 0xFF;
+    if !f.sve {
+        cptr |= 1 << 8;
+    }
+    if !f.sme {
+        cptr |= 1 << 12;
+    }
+    CPTR_EL2.set(cptr);
+    barrier::isb(barrier::SY);
+    if f.sve {
+        write_raw!("S3_4_C1_C2_0", 0x1FF); // ZCR_EL2: largest vector length
+    }
+    if f.sme {
+        write_raw!("S3_4_C1_C2_6", (1 << 31) | 0x1FF); // SMCR_EL2: FA64, largest SVL
+    }
+    if f.hcx {
+        write_raw!("S3_4_C1_C2_2", 0); // HCRX_EL2: no extra traps, SMPME off
+    }
+    if f.fgt {
+        HFGRTR_EL2.set(HFGXTR_NEG);
+        HFGWTR_EL2.set(HFGXTR_NEG);
+        HFGITR_EL2.set(0);
+        HDFGRTR_EL2.set(0);
+        HDFGWTR_EL2.set(0);
+    }
+    // Debug and PMU: nothing trapped, every counter given to EL1.
+    MDCR_EL2.set(f.pmu_counters.unwrap_or(0));
+    // Counters and timers: EL1 may use the physical ones; no offset.
+    CNTHCTL_EL2.set(0b11);
+    CNTVOFF_EL2.set(0);
+    // Identity: KServ sees the real CPU.
+    write_raw!("vpidr_el2", MIDR_EL1.get());
+    VMPIDR_EL2.set(MPIDR_EL1.get());
+    if f.gicv3_sysregs {
+        // ICC_SRE_EL2: SRE | Enable (EL1 may use the system registers).
+        ICC_SRE_EL2.set(0b1001);
+        barrier::isb(barrier::SY);
+        ICH_HCR_EL2.set(0);
+    }
+    write_raw!("hstr_el2", 0);
+    VTCR_EL2.set(host.vtcr);
+    VTTBR_EL2.set(host.vttbr);
+    barrier::isb(barrier::SY);
+    // SAFETY: drops stale stage-1+2 TLB entries for VMID 0; no memory access.
+    unsafe { asm!("tlbi alle1", "dsb ish", options(nostack, preserves_flags)) };
+    HCR_EL2.set(host_hcr(f));
+    barrier::isb(barrier::SY);
+}
+
+/// `SCTLR_EL1` as booting.rst wants it at kernel entry: MMU and caches off
+/// (RES1 bits of ARMv8.0 set).
+const SCTLR_EL1_MMU_OFF: u64 = 0x30D0_0800;
+
+/// Drops to EL1h at `entry` with `x0 = arg`, interrupts masked, MMU off, and
+/// resets this CPU's EL2 stack to `el2_stack_top` for later traps.
+///
+/// # Safety
+/// `entry` must be KServ code under the stage 2 installed by
+/// [`configure_for_host`]; `el2_stack_top` must be this CPU's EL2 stack.
+pub unsafe fn enter_el1(entry: u64, arg: u64, el2_stack_top: u64) -> ! {
+    SCTLR_EL1.set(SCTLR_EL1_MMU_OFF);
+    barrier::isb(barrier::SY);
+    // SAFETY: switches to a fresh EL2 stack and leaves EL2; nothing on the
+    // old stack is used again. Registers KServ could read are cleared.
+    unsafe {
+        asm!(
+            "msr elr_el2, {entry}",
+            "mov x9, #0x3c5", // EL1h, DAIF masked
+            "msr spsr_el2, x9",
+            "mov sp, {stack}",
+            "mov x0, {arg}",
+            "mov x1, xzr", "mov x2, xzr", "mov x3, xzr", "mov x4, xzr", "mov x5, xzr",
+            "mov x6, xzr", "mov x7, xzr", "mov x8, xzr", "mov x9, xzr", "mov x10, xzr",
+            "mov x11, xzr", "mov x12, xzr", "mov x13, xzr", "mov x14, xzr", "mov x15, xzr",
+            "mov x16, xzr", "mov x17, xzr", "mov x18, xzr", "mov x19, xzr", "mov x20, xzr",
+            "mov x21, xzr", "mov x22, xzr", "mov x23, xzr", "mov x24, xzr", "mov x25, xzr",
+            "mov x26, xzr", "mov x27, xzr", "mov x28, xzr", "mov x29, xzr", "mov x30, xzr",
+            "eret",
+            entry = in(reg) entry,
+            stack = in(reg) el2_stack_top,
+            arg = in(reg) arg,
+            options(noreturn),
+        )
+    }
+}
+
+/// Masks everything and waits forever: the clean stop.
+pub fn halt() -> ! {
+    loop {
+        // SAFETY: masks interrupts and waits; touches no memory.
+        unsafe { asm!("msr daifset, #0xf", "wfe", options(nomem, nostack)) };
+    }
+}
+
+/// Cleans and invalidates the data cache lines covering `[addr, addr+len)`
+/// to the point of coherency (for data a CPU with its MMU off will read).
+pub fn clean_dcache_range(addr: u64, len: u64) {
+    let line = 4 << ((read_raw!("ctr_el0") >> 16) & 0xF);
+    let mut a = addr & !(line - 1);
+    while a < addr + len {
+        // SAFETY: cache maintenance by VA on memory KCore maps; no data changes.
+        unsafe { asm!("dc civac, {}", in(reg) a, options(nostack, preserves_flags)) };
+        a += line;
+    }
+    barrier::dsb(barrier::ISH);
+}
+
+/// KServ-side EL1 registers KCore reads at a trap or writes to inject.
+pub mod el1 {
+    use super::*;
+    use kcore::exception::Injection;
+
+    /// Reads what `kcore::exception::TrapState` needs.
+    pub fn trap_state() -> kcore::exception::TrapState {
+        kcore::exception::TrapState {
+            esr: ESR_EL2.get(),
+            far: FAR_EL2.get(),
+            hpfar: HPFAR_EL2.get(),
+            elr: ELR_EL2.get(),
+            spsr: SPSR_EL2.get(),
+            vbar_el1: VBAR_EL1.get(),
+            sctlr_el1: SCTLR_EL1.get(),
+        }
+    }
+
+    /// Advances KServ's PC past the trapped instruction.
+    pub fn skip_instruction() {
+        ELR_EL2.set(ELR_EL2.get().wrapping_add(4));
+    }
+
+    /// Makes KServ take the exception `i` when KCore returns.
+    pub fn inject(i: &Injection) {
+        ESR_EL1.set(i.esr_el1);
+        if let Some(far) = i.far_el1 {
+            FAR_EL1.set(far);
+        }
+        ELR_EL1.set(i.elr_el1);
+        SPSR_EL1.set(i.spsr_el1);
+        ELR_EL2.set(i.elr_el2);
+        SPSR_EL2.set(i.spsr_el2);
+    }
+}

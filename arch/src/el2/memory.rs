@@ -1,0 +1,84 @@
+//! Table memory and the page pool at EL2.
+//!
+//! KCore's EL2 stage 1 maps all RAM at its physical address, so a table
+//! page's physical address is also the pointer KCore uses to write it.
+
+use core::arch::asm;
+use kcore::addr::{PAGE_SIZE, Pa};
+use kcore::hw::{PageAllocator, TableMemory};
+
+/// Physical memory seen through KCore's identity map (or with the MMU off).
+#[derive(Debug)]
+pub struct PhysTables {
+    _private: (),
+}
+
+impl PhysTables {
+    /// # Safety
+    /// Only KCore-owned pages (those a [`PagePool`] or a static table area
+    /// handed out) may then be passed to the [`TableMemory`] methods, and
+    /// they must be mapped read-write at EL2 (or the MMU off).
+    pub const unsafe fn new() -> Self {
+        PhysTables { _private: () }
+    }
+}
+
+impl TableMemory for PhysTables {
+    fn read_entry(&self, table: Pa, index: usize) -> u64 {
+        let p = (table.raw() as usize + index * 8) as *const u64;
+        // SAFETY: `new`'s contract: `table` is a mapped KCore table page and
+        // `index` is within it (the table code computes it from the geometry).
+        unsafe { p.read_volatile() }
+    }
+    fn write_entry(&mut self, table: Pa, index: usize, value: u64) {
+        let p = (table.raw() as usize + index * 8) as *mut u64;
+        // SAFETY: as for `read_entry`; KCore is the only writer of its tables.
+        unsafe { p.write_volatile(value) };
+        // Make the descriptor visible to table walkers before it is used.
+        // SAFETY: a barrier; no memory is accessed.
+        unsafe { asm!("dsb ishst", options(nostack, preserves_flags)) };
+    }
+    fn zero_page(&mut self, page: Pa) {
+        let p = page.raw() as usize as *mut u64;
+        for i in 0..(PAGE_SIZE as usize / 8) {
+            // SAFETY: `page` is a whole, mapped, KCore-owned page and `i`
+            // stays inside it.
+            let word = unsafe { p.add(i) };
+            // SAFETY: as above.
+            unsafe { word.write_volatile(0) };
+        }
+    }
+}
+
+/// A bump allocator over a KCore-owned physical range: pages are never
+/// returned, which is right for tables that live as long as KCore.
+#[derive(Debug)]
+pub struct PagePool {
+    next: u64,
+    end: u64,
+}
+
+impl PagePool {
+    /// A pool over `[base, end)`, both page aligned.
+    ///
+    /// # Safety
+    /// The range must be RAM that KCore owns, mapped at EL2, and used for
+    /// nothing else.
+    pub const unsafe fn new(base: u64, end: u64) -> Self {
+        PagePool { next: base, end }
+    }
+}
+
+impl PageAllocator for PagePool {
+    fn alloc_page(&mut self) -> Option<Pa> {
+        if self.next.checked_add(PAGE_SIZE)? > self.end {
+            return None;
+        }
+        let p = Pa(self.next);
+        self.next += PAGE_SIZE;
+        Some(p)
+    }
+    fn free_pages(&self) -> usize {
+        ((self.end - self.next) / PAGE_SIZE) as usize
+    }
+}

@@ -1,0 +1,12 @@
+//! KCore's hardware layer at EL2 (AArch64, non-VHE).
+//!
+//! Owns the instructions: system registers, barriers, cache and TLB
+//! maintenance, `SMC`, `ERET`, the vector table and the trap frame. Each
+//! submodule implements one of `kcore`'s hardware traits or one step of
+//! bring-up; `boot` drives them.
+
+pub mod cpu;
+pub mod firmware;
+pub mod memory;
+pub mod pl011;
+pub mod vectors;

@@ -1,0 +1,8 @@
+//! The EL2 side of the boot binary: entry, console, heap, bring-up, traps.
+
+mod console;
+mod early;
+pub mod entry;
+mod heap;
+pub mod start;
+mod trap;

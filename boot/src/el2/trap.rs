@@ -1,0 +1,93 @@
+//! KServ's traps at EL2: the glue between the vector table and
+//! `kcore::host::Host`, and the reports of exceptions that must not happen.
+//!
+//! Lock order: [`super::start::STATE`], then the console. The state lock is
+//! dropped around firmware calls that start or stop CPUs, since a CPU started
+//! by the firmware takes it on arrival.
+
+use super::start::{STATE, stop};
+use core::sync::atomic::{AtomicU64, Ordering};
+use kcore::exception::fault_ipa;
+use kcore::host::Resume;
+use kcore::psci::fid;
+use kcore_arch::el2::cpu::{self, el1};
+use kcore_arch::el2::firmware::{self, SmcFirmware};
+use kcore_arch::el2::memory::PhysTables;
+use kcore_arch::el2::vectors::HostFrame;
+use log::warn;
+
+static SECONDARY_ENTRY: AtomicU64 = AtomicU64::new(0);
+
+/// Records where PSCI CPU_ON starts secondary CPUs.
+pub fn set_secondary_entry(pa: u64) {
+    SECONDARY_ENTRY.store(pa, Ordering::Relaxed);
+}
+
+/// A synchronous exception from KServ. Called by the vector table with the
+/// saved registers.
+#[unsafe(no_mangle)]
+extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
+    let cpu = cpu::cpu_index();
+    let trap = el1::trap_state();
+    let mut guard = STATE.lock();
+    let Some(state) = guard.as_mut() else { stop(format_args!("trap from KServ before KCore finished booting")) };
+    // SAFETY: the table code only touches pages of KServ's stage 2, which
+    // come from KCore's pool and are mapped read-write at EL2.
+    let mut mem = unsafe { PhysTables::new() };
+    let denied_before = state.host.stats().denied;
+    let resume = state.host.handle_trap(cpu, &trap, frame, &mut mem, &mut state.pool, &mut SmcFirmware);
+    match resume {
+        Resume::Retry => {}
+        Resume::Skip => el1::skip_instruction(),
+        Resume::Inject(i) => {
+            let denied = state.host.stats().denied;
+            drop(guard);
+            el1::inject(&i);
+            // Report the first refusals and then every power of two: a
+            // hostile KServ cannot flood the console.
+            if denied != denied_before && denied.is_power_of_two() {
+                warn!(
+                    "refused KServ access at IPA {:#x} (PC {:#x}); abort injected ({denied} so far)",
+                    fault_ipa(trap.hpfar, trap.far),
+                    trap.elr
+                );
+            }
+        }
+        Resume::StartCpu { mpidr, cpu: target } => {
+            drop(guard);
+            let entry = SECONDARY_ENTRY.load(Ordering::Relaxed);
+            let r = firmware::smc(fid::CPU_ON_64, mpidr, entry, target as u64);
+            if let Some(s) = STATE.lock().as_mut() {
+                s.host.finish_cpu_on(target, r, frame);
+            }
+            el1::skip_instruction();
+        }
+        Resume::CpuOff => {
+            drop(guard);
+            firmware::smc(fid::CPU_OFF, 0, 0, 0);
+            if let Some(s) = STATE.lock().as_mut() {
+                s.host.cpu_off_failed(cpu, frame);
+            }
+            el1::skip_instruction();
+        }
+    }
+}
+
+/// An exception KCore never expects: taken at EL2 itself, or an interrupt,
+/// SError or AArch32 exception routed here. Reported once, then this CPU
+/// stops (KCore never loops on a fault).
+#[unsafe(no_mangle)]
+extern "C" fn kcore_el2_unexpected(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
+    const KINDS: [&str; 16] = [
+        "EL2t sync", "EL2t IRQ", "EL2t FIQ", "EL2t SError", "EL2h sync", "EL2h IRQ", "EL2h FIQ", "EL2h SError",
+        "lower AArch64 sync", "lower AArch64 IRQ", "lower AArch64 FIQ", "lower AArch64 SError",
+        "lower AArch32 sync", "lower AArch32 IRQ", "lower AArch32 FIQ", "lower AArch32 SError",
+    ];
+    let name = KINDS.get(kind as usize).copied().unwrap_or("unknown");
+    stop(format_args!("unexpected exception at EL2: {name}, ESR {esr:#x}, ELR {elr:#x}, FAR {far:#x}"))
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    stop(format_args!("KCore panic: {info}"))
+}

@@ -1,0 +1,274 @@
+//! KServ's traps into KCore: decode, check, act.
+//!
+//! Every exception KServ takes to EL2 arrives here as a [`TrapState`] plus its
+//! general registers. `HVC` is the hypercall ABI of `kcore-abi`; `SMC` is PSCI
+//! (KCore is KServ's firmware); stage-2 aborts are KServ touching memory it
+//! has no mapping for. Anything else is an instruction KServ may not use and
+//! becomes an UNDEFINED exception in KServ. Every outcome is a value: nothing
+//! KServ passes can make this code panic.
+
+use crate::addr::Ipa;
+use crate::exception::{
+    Esr, Injection, TrapState, ec, fault_ipa, inject_external_abort, inject_undef,
+};
+use crate::host_stage2::{HostAbort, HostStage2};
+use crate::hw::{Firmware, PageAllocator, TableMemory};
+use crate::psci::{PsciOutcome, PsciRelay, fid};
+use kcore_abi::{Error, HypercallId, smccc};
+
+/// The host's general registers `x0..=x30` at the trap.
+pub type Regs = [u64; 31];
+
+/// What the EL2 code must do to return to KServ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// Return to where KServ trapped (`ELR_EL2` unchanged): HVC (whose
+    /// preferred return is already the next instruction) and retried aborts.
+    Retry,
+    /// Skip the trapped instruction (`ELR_EL2 += 4`): a trapped `SMC`.
+    Skip,
+    /// Make KServ take this exception at EL1.
+    Inject(Injection),
+    /// Start CPU `cpu` (`mpidr`) at KCore's secondary entry through the
+    /// firmware, report with [`Host::finish_cpu_on`], then [`Resume::Skip`].
+    StartCpu {
+        /// Target MPIDR.
+        mpidr: u64,
+        /// Target CPU index.
+        cpu: usize,
+    },
+    /// Power this CPU off through the firmware; if that returns, report with
+    /// [`Host::cpu_off_failed`] and [`Resume::Skip`].
+    CpuOff,
+}
+
+/// Counters for diagnostics; reported rate-limited, never per event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// Stage-2 aborts that mapped device memory or RAM.
+    pub mapped: u64,
+    /// Accesses to KCore memory refused.
+    pub denied: u64,
+    /// UNDEFINED exceptions injected.
+    pub undef: u64,
+}
+
+/// KCore's host-facing state.
+#[derive(Debug)]
+pub struct Host<const N: usize, const CPUS: usize> {
+    stage2: HostStage2<N>,
+    psci: PsciRelay<CPUS>,
+    stats: HostStats,
+}
+
+/// Features KCore reports in the version call.
+const FEATURES: u64 = kcore_abi::features::PSCI_PROXY | kcore_abi::features::HOST_STAGE2;
+
+impl<const N: usize, const CPUS: usize> Host<N, CPUS> {
+    /// Builds the host state from KServ's stage 2 (already populated) and the
+    /// PSCI relay.
+    pub fn new(stage2: HostStage2<N>, psci: PsciRelay<CPUS>) -> Self {
+        Host {
+            stage2,
+            psci,
+            stats: HostStats::default(),
+        }
+    }
+
+    /// KServ's stage 2.
+    pub fn stage2(&self) -> &HostStage2<N> {
+        &self.stage2
+    }
+
+    /// The PSCI relay.
+    pub fn psci(&self) -> &PsciRelay<CPUS> {
+        &self.psci
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> HostStats {
+        self.stats
+    }
+
+    /// Handles one synchronous exception from KServ on CPU `cpu`.
+    pub fn handle_trap(
+        &mut self,
+        cpu: usize,
+        trap: &TrapState,
+        regs: &mut Regs,
+        mem: &mut impl TableMemory,
+        alloc: &mut impl PageAllocator,
+        fw: &mut impl Firmware,
+    ) -> Resume {
+        let esr = Esr(trap.esr);
+        match esr.ec() {
+            ec::HVC64 => {
+                handle_hvc(esr.imm16(), regs);
+                Resume::Retry
+            }
+            ec::SMC64 => self.handle_smc(cpu, esr.imm16(), regs, fw),
+            ec::DABT_LOW | ec::IABT_LOW if esr.is_s2_mapping_fault() => {
+                let ipa = Ipa(fault_ipa(trap.hpfar, trap.far));
+                match self.stage2.handle_abort(mem, alloc, ipa) {
+                    HostAbort::Mapped => {
+                        self.stats.mapped += 1;
+                        Resume::Retry
+                    }
+                    HostAbort::Denied | HostAbort::NoMemory => {
+                        self.stats.denied += 1;
+                        Resume::Inject(inject_external_abort(trap))
+                    }
+                }
+            }
+            // External aborts and anything stage 2 did not cause are KServ's.
+            ec::DABT_LOW | ec::IABT_LOW => {
+                self.stats.denied += 1;
+                Resume::Inject(inject_external_abort(trap))
+            }
+            _ => {
+                self.stats.undef += 1;
+                Resume::Inject(inject_undef(trap))
+            }
+        }
+    }
+
+    fn handle_smc(
+        &mut self,
+        cpu: usize,
+        imm: u16,
+        regs: &mut Regs,
+        fw: &mut impl Firmware,
+    ) -> Resume {
+        let id = regs[0];
+        if imm != 0 || id > u32::MAX as u64 || !fid::is_psci(id as u32) {
+            regs[0] = smccc::RET_NOT_SUPPORTED;
+            return Resume::Skip;
+        }
+        let stage2 = &self.stage2;
+        let out = self
+            .psci
+            .handle(cpu, id as u32, [regs[1], regs[2], regs[3]], fw, |a| {
+                stage2.map().is_host_ram(a)
+            });
+        match out {
+            PsciOutcome::Return(v) => {
+                regs[0] = v;
+                Resume::Skip
+            }
+            PsciOutcome::StartCpu { mpidr, cpu } => Resume::StartCpu { mpidr, cpu },
+            PsciOutcome::CpuOff { .. } => Resume::CpuOff,
+        }
+    }
+
+    /// Reports the firmware's answer to [`Resume::StartCpu`] into KServ's `x0`.
+    pub fn finish_cpu_on(&mut self, cpu: usize, firmware_ret: u64, regs: &mut Regs) {
+        regs[0] = self.psci.finish_cpu_on(cpu, firmware_ret);
+    }
+
+    /// The firmware's CPU_OFF returned.
+    pub fn cpu_off_failed(&mut self, cpu: usize, regs: &mut Regs) {
+        regs[0] = self.psci.cpu_off_failed(cpu);
+    }
+
+    /// A secondary CPU arrived at KCore's entry: KServ's entry point and
+    /// context, once.
+    pub fn take_boot_args(&mut self, cpu: usize) -> Option<(u64, u64)> {
+        self.psci.take_boot_args(cpu)
+    }
+}
+
+/// The hypercall ABI. Results go to `x0..x3`; `x4..x17` are left as they
+/// were (SMCCC 1.1 lets them be clobbered, KCore does not).
+pub fn handle_hvc(imm: u16, regs: &mut Regs) {
+    let x0 = regs[0];
+    let (r0, r1, r2, r3) = if imm != 0 {
+        (Error::NotSupported.to_x0(), 0, 0, 0)
+    } else if x0 == smccc::VENDOR_HYP_CALL_UID as u64 {
+        let u = smccc::KCORE_UID;
+        (u[0] as u64, u[1] as u64, u[2] as u64, u[3] as u64)
+    } else {
+        match HypercallId::from_raw(x0) {
+            Some(HypercallId::Version) => (
+                kcore_abi::SUCCESS as u64,
+                kcore_abi::abi_version(),
+                FEATURES,
+                0,
+            ),
+            Some(HypercallId::Features) => {
+                let known = HypercallId::from_raw(regs[1]).is_some();
+                let r = if known {
+                    kcore_abi::SUCCESS as u64
+                } else {
+                    Error::NotSupported.to_x0()
+                };
+                (r, 0, 0, 0)
+            }
+            None => (Error::NotSupported.to_x0(), 0, 0, 0),
+        }
+    };
+    regs[0] = r0;
+    regs[1] = r1;
+    regs[2] = r2;
+    regs[3] = r3;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(x0: u64, x1: u64) -> Regs {
+        let mut r = [0xAAu64; 31];
+        r[0] = x0;
+        r[1] = x1;
+        handle_hvc(0, &mut r);
+        r
+    }
+
+    #[test]
+    fn version_and_features() {
+        let r = call(HypercallId::Version.function_id() as u64, 0);
+        assert_eq!((r[0], r[1], r[2]), (0, kcore_abi::abi_version(), FEATURES));
+        assert_eq!(r[4], 0xAA, "x4.. untouched");
+        let r = call(
+            HypercallId::Features.function_id() as u64,
+            HypercallId::Version.function_id() as u64,
+        );
+        assert_eq!(r[0], 0);
+        let r = call(HypercallId::Features.function_id() as u64, 0xC600_00FF);
+        assert_eq!(r[0], Error::NotSupported.to_x0());
+    }
+
+    #[test]
+    fn everything_else_is_not_supported() {
+        // Linux's hyp-stub calls (set/reset vectors, soft restart, VHE restart)
+        // and any other id, in or out of KCore's range.
+        for id in [
+            0,
+            1,
+            2,
+            3,
+            4,
+            0xC600_0002,
+            0xC600_FFFF,
+            0x8600_0000,
+            0x8400_0000,
+            0xC400_0003,
+            u64::MAX,
+            1 << 32 | 0xC600_0000,
+        ] {
+            let r = call(id, 0);
+            assert_eq!(r[0], Error::NotSupported.to_x0(), "{id:#x}");
+            assert_eq!((r[1], r[2], r[3]), (0, 0, 0), "{id:#x} leaks nothing");
+        }
+        let mut r = [0u64; 31];
+        r[0] = HypercallId::Version.function_id() as u64;
+        handle_hvc(1, &mut r);
+        assert_eq!(r[0], Error::NotSupported.to_x0(), "HVC #imm != 0");
+    }
+
+    #[test]
+    fn uid_query() {
+        let r = call(smccc::VENDOR_HYP_CALL_UID as u64, 0);
+        assert_eq!([r[0], r[1], r[2], r[3]], smccc::KCORE_UID.map(u64::from));
+    }
+}

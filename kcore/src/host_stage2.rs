@@ -1,0 +1,180 @@
+//! KServ's stage 2: an identity map of everything KServ may touch.
+//!
+//! At boot all RAM that KCore does not keep is mapped with the largest blocks
+//! alignment allows. Device memory is mapped on first touch (as pKVM does):
+//! an abort at an address that is neither RAM nor KCore's gets the largest
+//! device block around it that contains no RAM and nothing of KCore's. An
+//! abort on KCore's memory is refused, and KServ sees an external abort.
+//! So invariant 1 of DESIGN.md section 2 ("a KCore page is mapped in no
+//! stage-2 table") holds by construction: no path maps an address inside
+//! [`HostMemoryMap::kcore`].
+
+use crate::addr::{Ipa, MemRange, Pa, RangeSet, RangeSetError};
+use crate::hw::{PageAllocator, TableMemory};
+use crate::pgtable::{Attrs, MapError, PageTable, Stage2, block_size};
+
+/// The platform's memory as far as KServ's stage 2 is concerned.
+#[derive(Clone, Debug, Default)]
+pub struct HostMemoryMap<const N: usize> {
+    ram: RangeSet<N>,
+    kcore: RangeSet<N>,
+}
+
+impl<const N: usize> HostMemoryMap<N> {
+    /// An empty map.
+    pub const fn new() -> Self {
+        HostMemoryMap {
+            ram: RangeSet::new(),
+            kcore: RangeSet::new(),
+        }
+    }
+    /// Adds a RAM bank.
+    pub fn add_ram(&mut self, r: MemRange) -> Result<(), RangeSetError> {
+        self.ram.insert(r)
+    }
+    /// Adds a region KCore keeps (its image, its pool, device regions it owns).
+    /// Page granular: the region is widened to whole pages.
+    pub fn add_kcore(&mut self, r: MemRange) -> Result<(), RangeSetError> {
+        let r = r
+            .align_out(crate::addr::PAGE_SIZE)
+            .ok_or(RangeSetError::Overlap)?;
+        self.kcore.insert(r)
+    }
+    /// RAM banks.
+    pub fn ram(&self) -> &RangeSet<N> {
+        &self.ram
+    }
+    /// KCore's regions.
+    pub fn kcore(&self) -> &RangeSet<N> {
+        &self.kcore
+    }
+    /// Whether `addr` is RAM that KServ may use.
+    pub fn is_host_ram(&self, addr: u64) -> bool {
+        self.ram.find(addr).is_some() && self.kcore.find(addr).is_none()
+    }
+}
+
+/// Outcome of a KServ stage-2 abort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostAbort {
+    /// The address is now mapped (or already was): retry the access.
+    Mapped,
+    /// The address is KCore's: inject an external abort into KServ.
+    Denied,
+    /// No table memory left to map it: inject an external abort.
+    NoMemory,
+}
+
+/// KServ's stage-2 table and the map that decides what goes in it.
+#[derive(Debug)]
+pub struct HostStage2<const N: usize> {
+    table: PageTable<Stage2>,
+    map: HostMemoryMap<N>,
+    denied: u64,
+}
+
+impl<const N: usize> HostStage2<N> {
+    /// Wraps an empty table.
+    pub fn new(table: PageTable<Stage2>, map: HostMemoryMap<N>) -> Self {
+        HostStage2 {
+            table,
+            map,
+            denied: 0,
+        }
+    }
+
+    /// The table (for `VTTBR_EL2` and the invariant checks).
+    pub fn table(&self) -> &PageTable<Stage2> {
+        &self.table
+    }
+
+    /// The memory map.
+    pub fn map(&self) -> &HostMemoryMap<N> {
+        &self.map
+    }
+
+    /// Accesses refused so far.
+    pub fn denied_count(&self) -> u64 {
+        self.denied
+    }
+
+    /// Maps every RAM bank, minus KCore's regions, identity, read-write-execute.
+    pub fn map_ram(
+        &mut self,
+        mem: &mut impl TableMemory,
+        alloc: &mut impl PageAllocator,
+    ) -> Result<(), MapError> {
+        let limit = self.table.geometry().input_limit();
+        for bank in self.map.ram.iter() {
+            let mut start = bank.base();
+            let end = bank.end().min(limit);
+            for k in self.map.kcore.iter() {
+                if k.end() <= start || k.base() >= end {
+                    continue;
+                }
+                if k.base() > start {
+                    self.table.map(
+                        mem,
+                        alloc,
+                        start,
+                        Pa(start),
+                        k.base() - start,
+                        Attrs::RAM_RWX,
+                    )?;
+                }
+                start = k.end();
+            }
+            if start < end {
+                self.table
+                    .map(mem, alloc, start, Pa(start), end - start, Attrs::RAM_RWX)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles a stage-2 abort by KServ at `ipa`.
+    pub fn handle_abort(
+        &mut self,
+        mem: &mut impl TableMemory,
+        alloc: &mut impl PageAllocator,
+        ipa: Ipa,
+    ) -> HostAbort {
+        let addr = ipa.raw();
+        if self.map.kcore.find(addr).is_some() || addr >= self.table.geometry().input_limit() {
+            self.denied += 1;
+            return HostAbort::Denied;
+        }
+        if self.table.walk(mem, addr).is_some() {
+            // Another CPU mapped it first, or a stale TLB entry: retry.
+            return HostAbort::Mapped;
+        }
+        let is_ram = self.map.ram.find(addr).is_some();
+        let attrs = if is_ram {
+            Attrs::RAM_RWX
+        } else {
+            Attrs::DEVICE
+        };
+        for level in 1..=3 {
+            let size = block_size(level);
+            let base = addr & !(size - 1);
+            let Some(block) = MemRange::new(base, size) else {
+                continue;
+            };
+            if self.map.kcore.overlaps(&block) || (!is_ram && self.map.ram.overlaps(&block)) {
+                continue;
+            }
+            if is_ram && !self.map.ram.iter().any(|r| r.contains_range(&block)) {
+                continue;
+            }
+            match self.table.map(mem, alloc, base, Pa(base), size, attrs) {
+                Ok(()) => return HostAbort::Mapped,
+                Err(MapError::NoMemory) => return HostAbort::NoMemory,
+                // Part of this block is mapped already: try a smaller one.
+                Err(MapError::AlreadyMapped) | Err(MapError::BadRange) => continue,
+            }
+        }
+        // Only reached if even the 4 KiB page is mapped, which the walk above
+        // ruled out, or overlaps KCore, which was refused first.
+        HostAbort::Denied
+    }
+}

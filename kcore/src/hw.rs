@@ -1,0 +1,37 @@
+//! The hardware traits: the only way KCore reaches the machine.
+//!
+//! `kcore-arch` implements them at EL2 with real instructions and, for host
+//! tests and model checks, as a host double backed by ordinary memory. Nothing
+//! in KCore knows which one it runs on.
+
+use crate::addr::Pa;
+
+/// Physical memory that holds translation tables, seen 64 bits at a time.
+///
+/// Implementations must only be handed table pages that KCore owns; the
+/// table code never forms an address outside the pages it allocated itself.
+pub trait TableMemory {
+    /// Reads entry `index` of the table at `table`.
+    fn read_entry(&self, table: Pa, index: usize) -> u64;
+    /// Writes entry `index` of the table at `table`. On hardware the write is
+    /// ordered before any later table walk (a `dsb ishst` before it is used).
+    fn write_entry(&mut self, table: Pa, index: usize, value: u64);
+    /// Fills the 4 KiB page at `page` with zeros.
+    fn zero_page(&mut self, page: Pa);
+}
+
+/// A bounded source of 4 KiB pages for translation tables.
+pub trait PageAllocator {
+    /// One page-aligned page, or `None` when the pool is exhausted.
+    fn alloc_page(&mut self) -> Option<Pa>;
+    /// Pages left in the pool.
+    fn free_pages(&self) -> usize;
+}
+
+/// The firmware below KCore (EL3, or the machine model on QEMU), reached with
+/// `SMC #0`.
+pub trait Firmware {
+    /// Issues an SMCCC call with `x0 = fid` and the given arguments and returns
+    /// `x0`.
+    fn smc(&mut self, fid: u32, args: [u64; 3]) -> u64;
+}

@@ -1,0 +1,544 @@
+//! VMSAv8-64 translation tables with the 4 KiB granule, for KCore's own EL2
+//! stage 1 and for stage 2.
+//!
+//! One walker serves both regimes; [`Regime`] supplies the leaf descriptor
+//! encoding (Arm ARM D8.3, "Translation table descriptor formats"). Mapping
+//! uses the largest block the alignment allows (1 GiB at level 1, 2 MiB at
+//! level 2, 4 KiB pages at level 3) and never replaces a valid entry: a live
+//! table only ever goes from invalid to valid here, which needs no
+//! break-before-make sequence and no TLB maintenance (translation faults are
+//! not cached in TLBs). Changing or removing a valid entry is a separate,
+//! explicit operation with its own TLB invalidation, added with VM teardown.
+
+use crate::addr::{PAGE_SIZE, Pa};
+use crate::hw::{PageAllocator, TableMemory};
+use core::marker::PhantomData;
+
+/// Entries in one table.
+pub const ENTRIES: usize = 512;
+
+const DESC_VALID: u64 = 1 << 0;
+const DESC_TABLE: u64 = 1 << 1; // at levels 0-2: table, at level 3: page
+const OA_MASK: u64 = 0x0000_FFFF_FFFF_F000;
+const AF: u64 = 1 << 10;
+const SH_INNER: u64 = 0b11 << 8;
+const XN: u64 = 1 << 54;
+
+/// What a mapping maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemKind {
+    /// Normal memory, write-back cacheable, inner shareable.
+    Normal,
+    /// Device-nGnRE memory (MMIO).
+    Device,
+}
+
+/// Access rights of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attrs {
+    /// Normal memory or device.
+    pub kind: MemKind,
+    /// Writable (readability is implied).
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+}
+
+impl Attrs {
+    /// Normal memory, read-write, executable: KServ's RAM.
+    pub const RAM_RWX: Attrs = Attrs {
+        kind: MemKind::Normal,
+        write: true,
+        exec: true,
+    };
+    /// Normal memory, read-write, never executable.
+    pub const RAM_RW: Attrs = Attrs {
+        kind: MemKind::Normal,
+        write: true,
+        exec: false,
+    };
+    /// Normal memory, read-only, never executable.
+    pub const RAM_RO: Attrs = Attrs {
+        kind: MemKind::Normal,
+        write: false,
+        exec: false,
+    };
+    /// Normal memory, read-only, executable: code.
+    pub const RAM_RX: Attrs = Attrs {
+        kind: MemKind::Normal,
+        write: false,
+        exec: true,
+    };
+    /// Device memory, read-write, never executable.
+    pub const DEVICE: Attrs = Attrs {
+        kind: MemKind::Device,
+        write: true,
+        exec: false,
+    };
+}
+
+/// A translation regime's leaf descriptor format.
+pub trait Regime {
+    /// Encodes the attribute bits of a block or page descriptor (everything
+    /// but the output address and the two type bits).
+    fn leaf_attrs(attrs: Attrs) -> u64;
+    /// Decodes what [`Regime::leaf_attrs`] encoded.
+    fn decode_attrs(desc: u64) -> Attrs;
+}
+
+/// The EL2 stage-1 regime (non-VHE, `TTBR0_EL2`), with `MAIR_EL2` holding
+/// [`El2Stage1::MAIR`].
+#[derive(Clone, Copy, Debug)]
+pub enum El2Stage1 {}
+
+impl El2Stage1 {
+    /// `MAIR_EL2`: index 0 Normal WB RA/WA, index 1 Device-nGnRE.
+    pub const MAIR: u64 = 0xFF | (0x04 << 8);
+    const ATTRIDX_DEVICE: u64 = 1 << 2;
+    const AP_RO: u64 = 1 << 7;
+    const AP_RES1: u64 = 1 << 6; // AP[1] is RES1 in a single-range regime
+}
+
+impl Regime for El2Stage1 {
+    fn leaf_attrs(a: Attrs) -> u64 {
+        let mut d = AF | Self::AP_RES1;
+        match a.kind {
+            MemKind::Normal => d |= SH_INNER,
+            MemKind::Device => d |= Self::ATTRIDX_DEVICE,
+        }
+        if !a.write {
+            d |= Self::AP_RO;
+        }
+        if !a.exec {
+            d |= XN;
+        }
+        d
+    }
+    fn decode_attrs(d: u64) -> Attrs {
+        Attrs {
+            kind: if d & (0b111 << 2) == Self::ATTRIDX_DEVICE {
+                MemKind::Device
+            } else {
+                MemKind::Normal
+            },
+            write: d & Self::AP_RO == 0,
+            exec: d & XN == 0,
+        }
+    }
+}
+
+/// The stage-2 regime (`VTTBR_EL2`), attributes given directly in the
+/// descriptor (`HCR_EL2.FWB` = 0: combined with stage 1's).
+#[derive(Clone, Copy, Debug)]
+pub enum Stage2 {}
+
+impl Stage2 {
+    const MEMATTR_NORMAL_WB: u64 = 0b1111 << 2;
+    const MEMATTR_DEVICE_NGNRE: u64 = 0b0001 << 2;
+    const S2AP_R: u64 = 1 << 6;
+    const S2AP_W: u64 = 1 << 7;
+}
+
+impl Regime for Stage2 {
+    fn leaf_attrs(a: Attrs) -> u64 {
+        let mut d = AF | Self::S2AP_R;
+        match a.kind {
+            MemKind::Normal => d |= Self::MEMATTR_NORMAL_WB | SH_INNER,
+            MemKind::Device => d |= Self::MEMATTR_DEVICE_NGNRE,
+        }
+        if a.write {
+            d |= Self::S2AP_W;
+        }
+        if !a.exec {
+            d |= XN;
+        }
+        d
+    }
+    fn decode_attrs(d: u64) -> Attrs {
+        Attrs {
+            kind: if d & (0b1111 << 2) == Self::MEMATTR_NORMAL_WB {
+                MemKind::Normal
+            } else {
+                MemKind::Device
+            },
+            write: d & Self::S2AP_W != 0,
+            exec: d & XN == 0,
+        }
+    }
+}
+
+/// Shape of a table tree: input size, start level and how many root tables
+/// are concatenated (stage 2 only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    input_bits: u32,
+    start_level: usize,
+    root_tables: usize,
+}
+
+/// Bits of input address resolved from `level` down: 48 at level 0, 39 at
+/// level 1, 30 at level 2, 21 at level 3.
+const fn coverage_bits(level: usize) -> u32 {
+    12 + 9 * (4 - level as u32)
+}
+
+/// Size of a block or page mapped by one entry at `level`.
+pub const fn block_size(level: usize) -> u64 {
+    1 << (12 + 9 * (3 - level as u32))
+}
+
+impl Geometry {
+    /// A stage-2 geometry for an IPA space of `ipa_bits` (32..=48), using
+    /// root-table concatenation (up to 16 tables) to save a level where the
+    /// architecture allows it (Arm ARM D8.2.7).
+    pub const fn stage2(ipa_bits: u32) -> Option<Geometry> {
+        if ipa_bits < 32 || ipa_bits > 48 {
+            return None;
+        }
+        let mut level = 2;
+        loop {
+            let cov = coverage_bits(level);
+            if ipa_bits <= cov + 4 {
+                let root_tables = if ipa_bits > cov {
+                    1 << (ipa_bits - cov)
+                } else {
+                    1
+                };
+                return Some(Geometry {
+                    input_bits: ipa_bits,
+                    start_level: level,
+                    root_tables,
+                });
+            }
+            if level == 0 {
+                return None;
+            }
+            level -= 1;
+        }
+    }
+
+    /// A stage-1 geometry for a `va_bits` (32..=48) input space; no
+    /// concatenation exists at stage 1.
+    pub const fn stage1(va_bits: u32) -> Option<Geometry> {
+        if va_bits < 32 || va_bits > 48 {
+            return None;
+        }
+        let start_level = if va_bits <= 39 { 1 } else { 0 };
+        Some(Geometry {
+            input_bits: va_bits,
+            start_level,
+            root_tables: 1,
+        })
+    }
+
+    /// Input address size in bits (`64 - T0SZ`).
+    pub const fn input_bits(&self) -> u32 {
+        self.input_bits
+    }
+    /// The level the walk starts at.
+    pub const fn start_level(&self) -> usize {
+        self.start_level
+    }
+    /// Number of concatenated root tables (contiguous, aligned to their total size).
+    pub const fn root_tables(&self) -> usize {
+        self.root_tables
+    }
+    /// Entries in the (possibly concatenated) root.
+    const fn root_entries(&self) -> usize {
+        let bits = self.input_bits - (coverage_bits(self.start_level) - 9);
+        1 << bits
+    }
+    /// One past the largest input address.
+    pub const fn input_limit(&self) -> u64 {
+        1 << self.input_bits
+    }
+
+    /// `VTCR_EL2` for this geometry (Arm ARM D19.2): 4 KiB granule, inner
+    /// shareable write-back walks, 8-bit VMID, `PS` = `pa_range` (the
+    /// `ID_AA64MMFR0_EL1.PARange` encoding).
+    pub const fn vtcr(&self, pa_range: u64) -> u64 {
+        let t0sz = (64 - self.input_bits) as u64;
+        let sl0 = match self.start_level {
+            2 => 0,
+            1 => 1,
+            _ => 2,
+        };
+        (1 << 31)
+            | ((pa_range & 0b111) << 16)
+            | (0b11 << 12)
+            | (0b01 << 10)
+            | (0b01 << 8)
+            | (sl0 << 6)
+            | t0sz
+    }
+
+    /// `TCR_EL2` (non-VHE) for this geometry: 4 KiB granule, inner shareable
+    /// write-back walks, `PS` = `pa_range`.
+    pub const fn tcr_el2(&self, pa_range: u64) -> u64 {
+        let t0sz = (64 - self.input_bits) as u64;
+        (1 << 31)
+            | (1 << 23)
+            | ((pa_range & 0b111) << 16)
+            | (0b11 << 12)
+            | (0b01 << 10)
+            | (0b01 << 8)
+            | t0sz
+    }
+}
+
+/// Why a mapping could not be made. The tables may hold part of the
+/// requested mapping when this is returned (only invalid entries were
+/// filled); callers that need all-or-nothing reserve pages up front.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// Addresses or size not page aligned, or the range leaves the input space.
+    BadRange,
+    /// Part of the range is already mapped.
+    AlreadyMapped,
+    /// The page-table pool ran dry.
+    NoMemory,
+}
+
+/// A leaf found by [`PageTable::walk`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// Output address for the looked-up input address.
+    pub pa: Pa,
+    /// Level of the leaf (1, 2 or 3).
+    pub level: usize,
+    /// Attributes of the mapping.
+    pub attrs: Attrs,
+}
+
+/// A table tree rooted at `root`, in regime `R`.
+#[derive(Debug)]
+pub struct PageTable<R: Regime> {
+    root: Pa,
+    geometry: Geometry,
+    _regime: PhantomData<R>,
+}
+
+impl<R: Regime> PageTable<R> {
+    /// Takes over a zeroed root of `geometry.root_tables()` contiguous pages,
+    /// aligned to their total size.
+    pub fn new(root: Pa, geometry: Geometry) -> Self {
+        PageTable {
+            root,
+            geometry,
+            _regime: PhantomData,
+        }
+    }
+
+    /// The root's physical address (for `TTBR0_EL2`/`VTTBR_EL2`).
+    pub fn root(&self) -> Pa {
+        self.root
+    }
+
+    /// The geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    fn index(&self, level: usize, va: u64) -> usize {
+        let shift = 12 + 9 * (3 - level as u32);
+        let mask = if level == self.geometry.start_level {
+            self.geometry.root_entries() - 1
+        } else {
+            ENTRIES - 1
+        };
+        ((va >> shift) as usize) & mask
+    }
+
+    /// Maps `[va, va + size)` to `[pa, pa + size)` with the largest blocks
+    /// alignment allows, allocating intermediate tables from `alloc`.
+    /// Refuses to replace any valid entry.
+    pub fn map(
+        &mut self,
+        mem: &mut impl TableMemory,
+        alloc: &mut impl PageAllocator,
+        va: u64,
+        pa: Pa,
+        size: u64,
+        attrs: Attrs,
+    ) -> Result<(), MapError> {
+        let aligned = va.is_multiple_of(PAGE_SIZE)
+            && pa.is_aligned(PAGE_SIZE)
+            && size.is_multiple_of(PAGE_SIZE)
+            && size > 0;
+        let end = va.checked_add(size).ok_or(MapError::BadRange)?;
+        if !aligned || end > self.geometry.input_limit() || pa.checked_add(size).is_none() {
+            return Err(MapError::BadRange);
+        }
+        let mut cur = va;
+        while cur < end {
+            let out = Pa(pa.raw() + (cur - va));
+            cur += self.map_one(mem, alloc, cur, out, end - cur, attrs)?;
+        }
+        Ok(())
+    }
+
+    /// Maps the largest block possible at `va` (at most `remaining` bytes)
+    /// and returns its size.
+    fn map_one(
+        &mut self,
+        mem: &mut impl TableMemory,
+        alloc: &mut impl PageAllocator,
+        va: u64,
+        pa: Pa,
+        remaining: u64,
+        attrs: Attrs,
+    ) -> Result<u64, MapError> {
+        let mut table = self.root;
+        let mut level = self.geometry.start_level;
+        loop {
+            let idx = self.index(level, va);
+            let entry = mem.read_entry(table, idx);
+            let size = block_size(level);
+            let block_ok =
+                level >= 1 && va.is_multiple_of(size) && pa.is_aligned(size) && remaining >= size;
+            if entry & DESC_VALID == 0 && (block_ok || level == 3) {
+                let ty = if level == 3 {
+                    DESC_VALID | DESC_TABLE
+                } else {
+                    DESC_VALID
+                };
+                mem.write_entry(table, idx, (pa.raw() & OA_MASK) | R::leaf_attrs(attrs) | ty);
+                return Ok(size);
+            }
+            if level == 3 || (entry & DESC_VALID != 0 && entry & DESC_TABLE == 0) {
+                return Err(MapError::AlreadyMapped);
+            }
+            if entry & DESC_VALID == 0 {
+                let next = alloc.alloc_page().ok_or(MapError::NoMemory)?;
+                mem.zero_page(next);
+                mem.write_entry(table, idx, (next.raw() & OA_MASK) | DESC_VALID | DESC_TABLE);
+                table = next;
+            } else {
+                table = Pa(entry & OA_MASK);
+            }
+            level += 1;
+        }
+    }
+
+    /// Looks up `va`.
+    pub fn walk(&self, mem: &impl TableMemory, va: u64) -> Option<Leaf> {
+        if va >= self.geometry.input_limit() {
+            return None;
+        }
+        let mut table = self.root;
+        let mut level = self.geometry.start_level;
+        loop {
+            let entry = mem.read_entry(table, self.index(level, va));
+            if entry & DESC_VALID == 0 {
+                return None;
+            }
+            if level == 3 || entry & DESC_TABLE == 0 {
+                let size = block_size(level);
+                let pa = Pa((entry & OA_MASK & !(size - 1)) | (va & (size - 1)));
+                return Some(Leaf {
+                    pa,
+                    level,
+                    attrs: R::decode_attrs(entry),
+                });
+            }
+            table = Pa(entry & OA_MASK);
+            level += 1;
+        }
+    }
+
+    /// Calls `f(table_page)` for every table page of the tree, root pages
+    /// included (for the invariant "table pages are KCore-owned").
+    pub fn for_each_table(&self, mem: &impl TableMemory, f: &mut impl FnMut(Pa)) {
+        for i in 0..self.geometry.root_tables {
+            f(Pa(self.root.raw() + i as u64 * PAGE_SIZE));
+        }
+        self.visit(
+            mem,
+            self.root,
+            self.geometry.start_level,
+            self.geometry.root_entries(),
+            f,
+        );
+    }
+
+    fn visit(
+        &self,
+        mem: &impl TableMemory,
+        table: Pa,
+        level: usize,
+        entries: usize,
+        f: &mut impl FnMut(Pa),
+    ) {
+        if level == 3 {
+            return;
+        }
+        for i in 0..entries {
+            let e = mem.read_entry(table, i);
+            if e & DESC_VALID != 0 && e & DESC_TABLE != 0 {
+                let next = Pa(e & OA_MASK);
+                f(next);
+                self.visit(mem, next, level + 1, ENTRIES, f);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage2_geometry_uses_concatenation() {
+        let g = Geometry::stage2(40).unwrap();
+        assert_eq!((g.start_level(), g.root_tables()), (1, 2));
+        assert_eq!(g.root_entries(), 1024);
+        let g = Geometry::stage2(32).unwrap();
+        assert_eq!((g.start_level(), g.root_tables()), (2, 4));
+        let g = Geometry::stage2(36).unwrap();
+        assert_eq!((g.start_level(), g.root_tables()), (1, 1));
+        let g = Geometry::stage2(44).unwrap();
+        assert_eq!((g.start_level(), g.root_tables()), (0, 1));
+        let g = Geometry::stage2(48).unwrap();
+        assert_eq!(
+            (g.start_level(), g.root_tables(), g.root_entries()),
+            (0, 1, 512)
+        );
+        assert!(Geometry::stage2(31).is_none() && Geometry::stage2(49).is_none());
+    }
+
+    #[test]
+    fn vtcr_fields() {
+        let g = Geometry::stage2(40).unwrap();
+        let v = g.vtcr(2);
+        assert_eq!(v & 0x3F, 24, "T0SZ");
+        assert_eq!((v >> 6) & 3, 1, "SL0 = level 1");
+        assert_eq!((v >> 14) & 3, 0, "TG0 = 4K");
+        assert_eq!((v >> 16) & 7, 2, "PS");
+        assert_eq!(v >> 31, 1, "RES1");
+    }
+
+    #[test]
+    fn descriptor_attribute_encodings() {
+        let d = Stage2::leaf_attrs(Attrs::RAM_RWX);
+        assert_eq!(d & (0xF << 2), 0xF << 2, "Normal WB");
+        assert_eq!(d & (3 << 6), 3 << 6, "S2AP RW");
+        assert_eq!(d & XN, 0);
+        assert_eq!(d & AF, AF);
+        let d = Stage2::leaf_attrs(Attrs::DEVICE);
+        assert_eq!(d & (0xF << 2), 1 << 2, "Device-nGnRE");
+        assert_ne!(d & XN, 0);
+        for a in [
+            Attrs::RAM_RWX,
+            Attrs::RAM_RW,
+            Attrs::RAM_RO,
+            Attrs::RAM_RX,
+            Attrs::DEVICE,
+        ] {
+            assert_eq!(Stage2::decode_attrs(Stage2::leaf_attrs(a)), a);
+            assert_eq!(El2Stage1::decode_attrs(El2Stage1::leaf_attrs(a)), a);
+        }
+        let d = El2Stage1::leaf_attrs(Attrs::RAM_RO);
+        assert_eq!((d >> 6) & 3, 0b11, "AP = RO");
+        assert_eq!(d & (0b111 << 2), 0, "AttrIndx 0");
+    }
+}

@@ -1,0 +1,296 @@
+//! KServ's stage 2 over the host double: built from a memory map, it maps
+//! all of KServ's RAM with blocks, never a byte of KCore's, and maps device
+//! memory on first touch.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on an unexpected error"
+)]
+
+use kcore::addr::{Ipa, MemRange, PAGE_SIZE, Pa};
+use kcore::host_stage2::{HostAbort, HostMemoryMap, HostStage2};
+use kcore::pgtable::{Attrs, Geometry, MemKind, PageTable, Stage2};
+use kcore_arch::host_double::{FakeAllocator, FakeMemory};
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+const RAM: u64 = 0x4000_0000;
+const KCORE: u64 = 0x4020_0000;
+const KCORE_SIZE: u64 = 0x60_3000; // deliberately not 2 MiB aligned
+const POOL: u64 = 0x7FC0_0000;
+const POOL_SIZE: u64 = 4 * MIB;
+
+fn setup(ipa_bits: u32) -> (HostStage2<8>, FakeMemory, FakeAllocator) {
+    let mut map = HostMemoryMap::<8>::new();
+    map.add_ram(MemRange::new(RAM, GIB).unwrap()).unwrap();
+    map.add_kcore(MemRange::new(KCORE, KCORE_SIZE).unwrap())
+        .unwrap();
+    map.add_kcore(MemRange::new(POOL, POOL_SIZE).unwrap())
+        .unwrap();
+    let geometry = Geometry::stage2(ipa_bits).unwrap();
+    // Table pages come from inside KCore's pool, as at EL2.
+    let alloc = FakeAllocator::new(POOL + 16 * PAGE_SIZE, 512);
+    let table = PageTable::<Stage2>::new(Pa(POOL), geometry);
+    (HostStage2::new(table, map), FakeMemory::new(), alloc)
+}
+
+fn kcore_ranges() -> [MemRange; 2] {
+    [
+        MemRange::new(KCORE, KCORE_SIZE).unwrap(),
+        MemRange::new(POOL, POOL_SIZE).unwrap(),
+    ]
+}
+
+#[test]
+fn ram_is_identity_mapped_except_kcore() {
+    for bits in [40, 44, 48] {
+        let (mut s2, mut mem, mut alloc) = setup(bits);
+        s2.map_ram(&mut mem, &mut alloc).unwrap();
+        let t = s2.table();
+        let mut page = RAM;
+        while page < RAM + GIB {
+            let in_kcore = kcore_ranges().iter().any(|k| k.contains(page));
+            match t.walk(&mem, page + 0x123) {
+                Some(leaf) => {
+                    assert!(
+                        !in_kcore,
+                        "KCore page {page:#x} mapped for KServ ({bits}-bit IPA)"
+                    );
+                    assert_eq!(leaf.pa, Pa(page + 0x123), "identity");
+                    assert_eq!(leaf.attrs, Attrs::RAM_RWX);
+                }
+                None => assert!(
+                    in_kcore,
+                    "KServ RAM page {page:#x} unmapped ({bits}-bit IPA)"
+                ),
+            }
+            page += PAGE_SIZE;
+        }
+        // Outside RAM nothing is mapped until touched.
+        assert!(t.walk(&mem, 0x0900_0000).is_none());
+        assert!(t.walk(&mem, RAM + GIB).is_none());
+    }
+}
+
+#[test]
+fn ram_uses_blocks_where_alignment_allows() {
+    let (mut s2, mut mem, mut alloc) = setup(40);
+    s2.map_ram(&mut mem, &mut alloc).unwrap();
+    let t = s2.table();
+    assert_eq!(
+        t.walk(&mem, RAM).unwrap().level,
+        2,
+        "2 MiB block below KCore"
+    );
+    assert_eq!(
+        t.walk(&mem, 0x5000_0000).unwrap().level,
+        2,
+        "2 MiB block above KCore"
+    );
+    // KCore's footprint ends mid-2 MiB: the rest of that block needs pages.
+    assert_eq!(t.walk(&mem, KCORE + KCORE_SIZE).unwrap().level, 3);
+    // 1 GiB of RAM in 2 MiB blocks needs few tables: no page per page.
+    assert!(
+        alloc.handed_out().len() < 8,
+        "{} table pages",
+        alloc.handed_out().len()
+    );
+}
+
+#[test]
+fn table_pages_are_kcore_pages() {
+    let (mut s2, mut mem, mut alloc) = setup(44);
+    s2.map_ram(&mut mem, &mut alloc).unwrap();
+    let mut ab = || s2.handle_abort(&mut mem, &mut alloc, Ipa(0x0900_0000));
+    assert_eq!(ab(), HostAbort::Mapped);
+    let pool = MemRange::new(POOL, POOL_SIZE).unwrap();
+    let mut n = 0;
+    s2.table().for_each_table(&mem, &mut |p| {
+        n += 1;
+        assert!(
+            pool.contains(p.raw()),
+            "table page {p:?} outside KCore's pool"
+        );
+        assert!(
+            s2.table().walk(&mem, p.raw()).is_none(),
+            "table page {p:?} mapped for KServ"
+        );
+    });
+    assert!(n >= 3);
+}
+
+#[test]
+fn aborts_map_devices_and_refuse_kcore() {
+    let (mut s2, mut mem, mut alloc) = setup(40);
+    s2.map_ram(&mut mem, &mut alloc).unwrap();
+    // A UART below RAM: the largest block that holds no RAM is 1 GiB at 0.
+    assert_eq!(
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x0900_0004)),
+        HostAbort::Mapped
+    );
+    let leaf = s2.table().walk(&mem, 0x0900_0004).unwrap();
+    assert_eq!(
+        (leaf.pa, leaf.level, leaf.attrs.kind),
+        (Pa(0x0900_0004), 1, MemKind::Device)
+    );
+    assert!(!leaf.attrs.exec);
+    // High MMIO (virt's PCIe window at 512 GiB) gets a 1 GiB block too.
+    assert_eq!(
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x80_0000_1000)),
+        HostAbort::Mapped
+    );
+    assert_eq!(s2.table().walk(&mem, 0x80_0000_1000).unwrap().level, 1);
+    // KCore memory: refused, nothing mapped, counted.
+    for a in [
+        KCORE,
+        KCORE + 0x1000,
+        KCORE + KCORE_SIZE - 1,
+        POOL,
+        POOL + POOL_SIZE - 8,
+    ] {
+        assert_eq!(
+            s2.handle_abort(&mut mem, &mut alloc, Ipa(a)),
+            HostAbort::Denied,
+            "{a:#x}"
+        );
+        assert!(s2.table().walk(&mem, a).is_none());
+    }
+    assert_eq!(s2.denied_count(), 5);
+    // Beyond the IPA space: refused.
+    assert_eq!(
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(1 << 40)),
+        HostAbort::Denied
+    );
+    // Mapped already (e.g. raced with another CPU): retry.
+    assert_eq!(
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(RAM)),
+        HostAbort::Mapped
+    );
+}
+
+#[test]
+fn device_block_next_to_ram_shrinks() {
+    // RAM at 1 GiB: MMIO just below it, in the same 1 GiB-aligned window as
+    // nothing, can still have a block; a device page inside a 2 MiB window
+    // shared with KCore's image gets a 4 KiB page.
+    let mut map = HostMemoryMap::<8>::new();
+    map.add_ram(MemRange::new(0x4000_0000, 0x3000_0000).unwrap())
+        .unwrap(); // up to 0x7000_0000
+    map.add_kcore(MemRange::new(0x7010_0000, 0x1000).unwrap())
+        .unwrap(); // e.g. GICH
+    let mut s2 = HostStage2::new(
+        PageTable::<Stage2>::new(Pa(0x1000_0000), Geometry::stage2(40).unwrap()),
+        map,
+    );
+    let (mut mem, mut alloc) = (FakeMemory::new(), FakeAllocator::new(0x1000_1000, 64));
+    assert_eq!(
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7000_0010)),
+        HostAbort::Mapped
+    );
+    assert_eq!(
+        s2.table().walk(&mem, 0x7000_0010).unwrap().level,
+        3,
+        "shares 2 MiB with KCore's page"
+    );
+    assert_eq!(
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7020_0000)),
+        HostAbort::Mapped
+    );
+    assert_eq!(
+        s2.table().walk(&mem, 0x7020_0000).unwrap().level,
+        2,
+        "2 MiB: its 1 GiB holds RAM"
+    );
+    assert_eq!(
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7010_0000)),
+        HostAbort::Denied
+    );
+}
+
+#[test]
+fn pool_exhaustion_is_an_error_not_a_panic() {
+    let mut map = HostMemoryMap::<8>::new();
+    // Not 1 GiB aligned: needs a level-1 and a level-2 table, the pool has one page.
+    map.add_ram(MemRange::new(RAM + 2 * MIB, GIB - 2 * MIB).unwrap())
+        .unwrap();
+    let mut s2 = HostStage2::new(
+        PageTable::<Stage2>::new(Pa(0x1000_0000), Geometry::stage2(48).unwrap()),
+        map,
+    );
+    let (mut mem, mut alloc) = (FakeMemory::new(), FakeAllocator::new(0x1000_1000, 1));
+    assert!(s2.map_ram(&mut mem, &mut alloc).is_err());
+    assert_eq!(
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x1_0000_0000_0000 - 0x1000)),
+        HostAbort::NoMemory
+    );
+}
+
+#[test]
+fn map_rejects_bad_ranges_and_overlaps() {
+    use kcore::pgtable::MapError;
+    let mut t = PageTable::<Stage2>::new(Pa(0x1000_0000), Geometry::stage2(40).unwrap());
+    let (mut mem, mut alloc) = (FakeMemory::new(), FakeAllocator::new(0x1000_1000, 64));
+    assert_eq!(
+        t.map(
+            &mut mem,
+            &mut alloc,
+            0x1001,
+            Pa(0x1000),
+            0x1000,
+            Attrs::RAM_RW
+        ),
+        Err(MapError::BadRange)
+    );
+    assert_eq!(
+        t.map(&mut mem, &mut alloc, 0x1000, Pa(0x1000), 0, Attrs::RAM_RW),
+        Err(MapError::BadRange)
+    );
+    assert_eq!(
+        t.map(
+            &mut mem,
+            &mut alloc,
+            (1 << 40) - 0x1000,
+            Pa(0),
+            0x2000,
+            Attrs::RAM_RW
+        ),
+        Err(MapError::BadRange)
+    );
+    assert_eq!(
+        t.map(
+            &mut mem,
+            &mut alloc,
+            u64::MAX - 0xFFF,
+            Pa(0),
+            0x1000,
+            Attrs::RAM_RW
+        ),
+        Err(MapError::BadRange)
+    );
+    t.map(
+        &mut mem,
+        &mut alloc,
+        0x4000_0000,
+        Pa(0x4000_0000),
+        2 * MIB,
+        Attrs::RAM_RW,
+    )
+    .unwrap();
+    assert_eq!(
+        t.map(
+            &mut mem,
+            &mut alloc,
+            0x4010_0000,
+            Pa(0x9000_0000),
+            0x1000,
+            Attrs::RAM_RW
+        ),
+        Err(MapError::AlreadyMapped),
+        "inside a block"
+    );
+    assert_eq!(
+        t.walk(&mem, 0x4010_0000).unwrap().pa,
+        Pa(0x4010_0000),
+        "unchanged"
+    );
+}
