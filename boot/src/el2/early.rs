@@ -38,7 +38,8 @@ pub unsafe fn discover(dtb: u64) -> Result<Early, EarlyError> {
     }
     // SAFETY: the header's 40 bytes are readable by the loader's contract.
     let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 40) };
-    let word = |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let word =
+        |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
     if word(0) != 0xd00d_feed {
         return Err(EarlyError::BadHeader);
     }
@@ -68,9 +69,16 @@ pub unsafe fn discover(dtb: u64) -> Result<Early, EarlyError> {
     let uart = fdt
         .chosen()
         .stdout()
-        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "arm,pl011")))
+        .filter(|n| {
+            n.compatible()
+                .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
+        })
         .or_else(|| fdt.find_compatible(&["arm,pl011"]))
         .and_then(|n| n.reg()?.next())
         .map(|r| r.starting_address as u64);
-    Ok(Early { ram, uart, dtb_size: size })
+    Ok(Early {
+        ram,
+        uart,
+        dtb_size: size,
+    })
 }

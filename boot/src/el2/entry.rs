@@ -30,8 +30,17 @@ pub struct SecondaryBoot {
 
 /// Written by the primary CPU before any `CPU_ON`.
 #[unsafe(no_mangle)]
-pub static mut KCORE_SECONDARY_BOOT: SecondaryBoot =
-    SecondaryBoot { mmu: MmuConfig { mair: 0, tcr: 0, ttbr0: 0, sctlr: 0 }, stacks: 0, stack_size: 0, cpus: 0 };
+pub static mut KCORE_SECONDARY_BOOT: SecondaryBoot = SecondaryBoot {
+    mmu: MmuConfig {
+        mair: 0,
+        tcr: 0,
+        ttbr0: 0,
+        sctlr: 0,
+    },
+    stacks: 0,
+    stack_size: 0,
+    cpus: 0,
+};
 
 /// `SCTLR_EL2` with only its RES1 bits: MMU and caches off.
 const SCTLR_EL2_OFF: u64 = 0x30C5_0830;
@@ -174,6 +183,6 @@ pub fn layout() -> ImageLayout {
         rodata_end: addr_of!(__rodata_end) as u64,
         end: addr_of!(__kcore_end) as u64,
         boot_stack_top: addr_of!(__boot_stack_top) as u64,
-        secondary_entry: kcore_secondary_entry as usize as u64,
+        secondary_entry: kcore_secondary_entry as *const () as u64,
     }
 }

@@ -48,8 +48,6 @@ pub struct KcoreState {
     pub host: Host<MAP_RANGES, MAX_CPUS>,
     /// Pages for KServ's stage-2 tables.
     pub pool: PagePool,
-    /// The PSCI conduit to the firmware, if the platform has PSCI.
-    pub psci: Option<Conduit>,
 }
 
 /// The one KCore state. Lock order: `STATE` before the console lock.
@@ -90,7 +88,12 @@ impl PageAllocator for BssPool {
 }
 
 /// `[start, end)` minus every range in `holes`, as pieces, through `f`.
-fn subtract<E>(start: u64, end: u64, holes: &[MemRange], mut f: impl FnMut(u64, u64) -> Result<(), E>) -> Result<(), E> {
+fn subtract<E>(
+    start: u64,
+    end: u64,
+    holes: &[MemRange],
+    mut f: impl FnMut(u64, u64) -> Result<(), E>,
+) -> Result<(), E> {
     let mut cur = start;
     let mut sorted: [Option<MemRange>; 4] = [None; 4];
     for (i, h) in holes.iter().take(4).enumerate() {
@@ -114,28 +117,51 @@ fn subtract<E>(start: u64, end: u64, holes: &[MemRange], mut f: impl FnMut(u64, 
 
 /// Builds KCore's EL2 stage 1: its image with section permissions, all RAM
 /// read-write never-executable, the console as device memory.
-fn build_el2_map(img: &ImageLayout, ram: &RangeSet<{ early::MAX_BANKS }>, uart: Option<u64>, f: &Features) -> Option<MmuConfig> {
+fn build_el2_map(
+    img: &ImageLayout,
+    ram: &RangeSet<{ early::MAX_BANKS }>,
+    uart: Option<u64>,
+    f: &Features,
+) -> Option<MmuConfig> {
     // SAFETY: the table area is KCore's bss, used for nothing else, and the
     // MMU is off (or, on the secondaries, already on with this same map).
     let mut mem = unsafe { PhysTables::new() };
     let area = core::ptr::addr_of!(EL2_TABLES) as u64;
-    let mut pool = BssPool { next: area + PAGE_SIZE, end: area + EL2_TABLE_PAGES as u64 * PAGE_SIZE };
+    let mut pool = BssPool {
+        next: area + PAGE_SIZE,
+        end: area + EL2_TABLE_PAGES as u64 * PAGE_SIZE,
+    };
     let geometry = Geometry::stage1(f.pa_bits)?;
     let mut t = PageTable::<El2Stage1>::new(Pa(area), geometry);
-    let mut map = |va: u64, end: u64, a: Attrs| t.map(&mut mem, &mut pool, va, Pa(va), end - va, a).ok();
+    let mut map =
+        |va: u64, end: u64, a: Attrs| t.map(&mut mem, &mut pool, va, Pa(va), end - va, a).ok();
     map(img.start, img.text_end, Attrs::RAM_RX)?;
     map(img.text_end, img.rodata_end, Attrs::RAM_RO)?;
     map(img.rodata_end, img.end, Attrs::RAM_RW)?;
     let image = MemRange::from_bounds(img.start, img.end)?;
     for bank in ram.iter() {
-        subtract(bank.base(), bank.end().min(geometry.input_limit()), &[image], |s, e| {
-            t.map(&mut mem, &mut pool, s, Pa(s), e - s, Attrs::RAM_RW).map_err(|_| ())
-        })
+        subtract(
+            bank.base(),
+            bank.end().min(geometry.input_limit()),
+            &[image],
+            |s, e| {
+                t.map(&mut mem, &mut pool, s, Pa(s), e - s, Attrs::RAM_RW)
+                    .map_err(|_| ())
+            },
+        )
         .ok()?;
     }
     if let Some(u) = uart {
         let page = u & !(PAGE_SIZE - 1);
-        t.map(&mut mem, &mut pool, page, Pa(page), PAGE_SIZE, Attrs::DEVICE).ok()?;
+        t.map(
+            &mut mem,
+            &mut pool,
+            page,
+            Pa(page),
+            PAGE_SIZE,
+            Attrs::DEVICE,
+        )
+        .ok()?;
     }
     Some(MmuConfig {
         mair: El2Stage1::MAIR,
@@ -168,11 +194,18 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     }
     let el = cpu::current_el();
     if el != 2 {
-        error!("entered at EL{el}, but KCore must be entered at EL2 (QEMU: -machine virt,virtualization=on)");
+        error!(
+            "entered at EL{el}, but KCore must be entered at EL2 (QEMU: -machine virt,virtualization=on)"
+        );
         error!("halting");
         cpu::halt();
     }
-    info!("KCore v{} at EL2 (ABI {}.{})", env!("CARGO_PKG_VERSION"), kcore_abi::ABI_VERSION_MAJOR, kcore_abi::ABI_VERSION_MINOR);
+    info!(
+        "KCore v{} at EL2 (ABI {}.{})",
+        env!("CARGO_PKG_VERSION"),
+        kcore_abi::ABI_VERSION_MAJOR,
+        kcore_abi::ABI_VERSION_MINOR
+    );
     let f = *FEATURES.call_once(cpu::features);
     let img = entry::layout();
     let Some(mmu) = build_el2_map(&img, &early.ram, early.uart, &f) else {
@@ -187,14 +220,20 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     // A private copy of the loader's device tree: the loader's copy lives in
     // memory KServ will own.
     // SAFETY: `discover` validated the header and the size.
-    let dt: Vec<u8> = unsafe { core::slice::from_raw_parts(dtb as *const u8, early.dtb_size) }.to_vec();
+    let dt: Vec<u8> =
+        unsafe { core::slice::from_raw_parts(dtb as *const u8, early.dtb_size) }.to_vec();
     let plat = match platform::parse(&dt) {
         Ok(p) => p,
         Err(e) => stop(format_args!("bad device tree: {e}")),
     };
     POWER.call_once(|| plat.psci.as_ref().map(|p| p.method));
     let boot = boot_kserv(&plat, &dt, &img, &mmu, &f);
-    info!("entering KServ at EL1: kernel {:#x}, device tree {:#x}, {} CPUs", boot.entry, boot.dt, plat.cpus.len());
+    info!(
+        "entering KServ at EL1: kernel {:#x}, device tree {:#x}, {} CPUs",
+        boot.entry,
+        boot.dt,
+        plat.cpus.len()
+    );
     // SAFETY: KServ's stage 2 and traps are configured; the boot stack is
     // free again (nothing above this frame is used after the ERET).
     unsafe { cpu::enter_el1(boot.entry, boot.dt, img.boot_stack_top) }
@@ -209,21 +248,36 @@ fn region(r: &MemRegion) -> Option<MemRange> {
     MemRange::new(r.base, r.size)
 }
 
-fn boot_kserv(plat: &Platform, dt: &[u8], img: &ImageLayout, mmu: &MmuConfig, f: &Features) -> KservBoot {
+fn boot_kserv(
+    plat: &Platform,
+    dt: &[u8],
+    img: &ImageLayout,
+    mmu: &MmuConfig,
+    f: &Features,
+) -> KservBoot {
     let banks: Vec<MemRange> = plat.memory.iter().filter_map(region).collect();
     let Some(bank) = banks.iter().find(|b| b.contains(img.start)).copied() else {
-        stop(format_args!("KCore at {:#x} is not inside any /memory bank", img.start));
+        stop(format_args!(
+            "KCore at {:#x} is not inside any /memory bank",
+            img.start
+        ));
     };
     // The payload follows KCore's footprint, in the same bank.
     if img.end >= bank.end() {
-        stop(format_args!("no KServ payload: KCore ends at the end of its RAM bank"));
+        stop(format_args!(
+            "no KServ payload: KCore ends at the end of its RAM bank"
+        ));
     }
     // SAFETY: [img.end, bank.end) is RAM mapped at EL2; nothing else runs, and
     // it is only read while `payload` is alive.
-    let mem = unsafe { core::slice::from_raw_parts(img.end as *const u8, (bank.end() - img.end) as usize) };
+    let mem = unsafe {
+        core::slice::from_raw_parts(img.end as *const u8, (bank.end() - img.end) as usize)
+    };
     let payload = match kcore_payload::parse(mem) {
         Ok(p) => p,
-        Err(kcore_payload::Error::NoPayload) => stop(format_args!("no KServ payload found after KCore (build the boot image with `cargo xtask build`)")),
+        Err(kcore_payload::Error::NoPayload) => stop(format_args!(
+            "no KServ payload found after KCore (build the boot image with `cargo xtask build`)"
+        )),
         Err(e) => stop(format_args!("bad KServ payload: {e}")),
     };
     let header = match kcore_payload::parse_image_header(payload.kernel.bytes) {
@@ -232,11 +286,15 @@ fn boot_kserv(plat: &Platform, dt: &[u8], img: &ImageLayout, mmu: &MmuConfig, f:
     };
     let mut kernel = img.end + payload.kernel.offset;
     let kernel_len = payload.kernel.bytes.len() as u64;
-    let initrd = payload.initramfs.as_ref().map(|c| (img.end + c.offset, c.bytes.len() as u64));
+    let initrd = payload
+        .initramfs
+        .as_ref()
+        .map(|c| (img.end + c.offset, c.bytes.len() as u64));
     let cmdline = payload.cmdline;
     // The kernel must sit text_offset above a 2 MiB boundary.
     if (kernel - header.text_offset) % (2 << 20) != 0 {
-        let Some(target) = align_up(kernel + kernel_len, 2 << 20).map(|t| t + header.text_offset) else {
+        let Some(target) = align_up(kernel + kernel_len, 2 << 20).map(|t| t + header.text_offset)
+        else {
             stop(format_args!("bad KServ payload: kernel cannot be placed"));
         };
         // SAFETY: both ranges are RAM in the payload's bank (checked against
@@ -250,10 +308,14 @@ fn boot_kserv(plat: &Platform, dt: &[u8], img: &ImageLayout, mmu: &MmuConfig, f:
         kernel = target;
     }
     let kernel_end = kernel + header.image_size.max(kernel_len);
-    let Some(dt_base) = align_up(kernel_end, 2 << 20) else { stop(format_args!("no room for KServ's device tree")) };
+    let Some(dt_base) = align_up(kernel_end, 2 << 20) else {
+        stop(format_args!("no room for KServ's device tree"))
+    };
     let pool_end = bank.end() & !((2 << 20) - 1);
     let pool_base = pool_end.saturating_sub(POOL_SIZE);
-    let Some(pool) = MemRange::from_bounds(pool_base, pool_end) else { stop(format_args!("RAM bank too small for KCore's pool")) };
+    let Some(pool) = MemRange::from_bounds(pool_base, pool_end) else {
+        stop(format_args!("RAM bank too small for KCore's pool"))
+    };
     let image = MemRange::from_bounds(img.start, img.end).unwrap_or_default();
     let dt_limit = dt_base + (dt.len() as u64 + 64 * 1024);
     let used = [
@@ -261,13 +323,28 @@ fn boot_kserv(plat: &Platform, dt: &[u8], img: &ImageLayout, mmu: &MmuConfig, f:
         MemRange::from_bounds(dt_base, dt_limit),
     ];
     if used.iter().flatten().any(|u| u.overlaps(&pool))
-        || plat.reserved.iter().filter_map(region).any(|r| r.overlaps(&pool))
+        || plat
+            .reserved
+            .iter()
+            .filter_map(region)
+            .any(|r| r.overlaps(&pool))
     {
-        stop(format_args!("not enough RAM: KCore's pool at {pool:?} would overlap KServ's kernel, device tree or a reserved region"));
+        stop(format_args!(
+            "not enough RAM: KCore's pool at {pool:?} would overlap KServ's kernel, device tree or a reserved region"
+        ));
     }
     let kcore_regions = [image, pool];
     let edits = kserv_dt::KservDtEdits {
-        kcore_regions: &[MemRegion { base: image.base(), size: image.size() }, MemRegion { base: pool.base(), size: pool.size() }],
+        kcore_regions: &[
+            MemRegion {
+                base: image.base(),
+                size: image.size(),
+            },
+            MemRegion {
+                base: pool.base(),
+                size: pool.size(),
+            },
+        ],
         initrd: initrd.map(|(b, l)| MemRegion { base: b, size: l }),
         payload_cmdline: cmdline,
         abi_version: kcore_abi::abi_version() as u32,
@@ -277,12 +354,17 @@ fn boot_kserv(plat: &Platform, dt: &[u8], img: &ImageLayout, mmu: &MmuConfig, f:
         Err(e) => stop(format_args!("cannot build KServ's device tree: {e}")),
     };
     if dt_base + kdt.len() as u64 > dt_limit {
-        stop(format_args!("KServ's device tree grew beyond the space reserved for it"));
+        stop(format_args!(
+            "KServ's device tree grew beyond the space reserved for it"
+        ));
     }
     // SAFETY: [dt_base, dt_base + len) is RAM past the kernel's footprint and
     // below KCore's pool (checked above), mapped at EL2.
     unsafe { core::ptr::copy_nonoverlapping(kdt.as_ptr(), dt_base as *mut u8, kdt.len()) };
-    info!("KServ: kernel {kernel:#x}..{kernel_end:#x}, initrd {:?}, device tree {dt_base:#x}, KCore owns {image:?} and {pool:?}", initrd.map(|(b, l)| (b, b + l)));
+    info!(
+        "KServ: kernel {kernel:#x}..{kernel_end:#x}, initrd {:?}, device tree {dt_base:#x}, KCore owns {image:?} and {pool:?}",
+        initrd.map(|(b, l)| (b, b + l))
+    );
 
     // KServ's stage 2.
     let mut map = HostMemoryMap::<MAP_RANGES>::new();
@@ -299,17 +381,28 @@ fn boot_kserv(plat: &Platform, dt: &[u8], img: &ImageLayout, mmu: &MmuConfig, f:
     if let Some(gic) = &plat.gic {
         // The virtual-interface control and vCPU interface of a GICv2 belong
         // to KCore: KServ never maps them.
-        for r in [gic.hyp_if, gic.vcpu_if].iter().flatten().filter_map(region) {
+        for r in [gic.hyp_if, gic.vcpu_if]
+            .iter()
+            .flatten()
+            .filter_map(region)
+        {
             if map.add_kcore(r).is_err() {
                 warn!("cannot record GIC region {r:?} as KCore's");
             }
         }
     }
-    let Some(geometry) = Geometry::stage2(f.pa_bits) else { stop(format_args!("unsupported PA range")) };
+    let Some(geometry) = Geometry::stage2(f.pa_bits) else {
+        stop(format_args!("unsupported PA range"))
+    };
     // SAFETY: the pool is RAM KCore just reserved for itself, mapped RW at EL2.
     let mut tables = unsafe { PhysTables::new() };
     // SAFETY: as above; the pool's first S2_ROOT_SPACE bytes hold the root.
-    let mut pages = unsafe { PagePool::new(pool.base() + S2_ROOT_SPACE, pool.end() - MAX_CPUS as u64 * SECONDARY_STACK) };
+    let mut pages = unsafe {
+        PagePool::new(
+            pool.base() + S2_ROOT_SPACE,
+            pool.end() - MAX_CPUS as u64 * SECONDARY_STACK,
+        )
+    };
     for i in 0..geometry.root_tables() {
         use kcore::hw::TableMemory;
         tables.zero_page(Pa(pool.base() + i as u64 * PAGE_SIZE));
@@ -321,28 +414,46 @@ fn boot_kserv(plat: &Platform, dt: &[u8], img: &ImageLayout, mmu: &MmuConfig, f:
     let mpidrs: Vec<u64> = plat.cpus.iter().map(|c| c.mpidr).collect();
     let me = cpu::mpidr();
     let Some(boot_cpu) = mpidrs.iter().position(|&m| m == me) else {
-        stop(format_args!("the boot CPU (MPIDR {me:#x}) is not in the device tree"));
+        stop(format_args!(
+            "the boot CPU (MPIDR {me:#x}) is not in the device tree"
+        ));
     };
     if mpidrs.len() > MAX_CPUS {
-        warn!("{} CPUs in the device tree; KCore manages the first {MAX_CPUS}", mpidrs.len());
+        warn!(
+            "{} CPUs in the device tree; KCore manages the first {MAX_CPUS}",
+            mpidrs.len()
+        );
     }
-    let host_cfg = *HOST_CONFIG.call_once(|| HostConfig { vttbr: pool.base(), vtcr: geometry.vtcr(f.pa_range) });
+    let host_cfg = *HOST_CONFIG.call_once(|| HostConfig {
+        vttbr: pool.base(),
+        vtcr: geometry.vtcr(f.pa_range),
+    });
     // Secondary CPUs: stacks at the top of the pool, MMU configuration.
     let stacks = pool.end() - MAX_CPUS as u64 * SECONDARY_STACK;
-    let sb = SecondaryBoot { mmu: *mmu, stacks, stack_size: SECONDARY_STACK, cpus: mpidrs.len().min(MAX_CPUS) as u64 };
+    let sb = SecondaryBoot {
+        mmu: *mmu,
+        stacks,
+        stack_size: SECONDARY_STACK,
+        cpus: mpidrs.len().min(MAX_CPUS) as u64,
+    };
     // SAFETY: no secondary CPU runs yet; this is the only writer.
     unsafe { core::ptr::addr_of_mut!(KCORE_SECONDARY_BOOT).write_volatile(sb) };
-    cpu::clean_dcache_range(core::ptr::addr_of!(KCORE_SECONDARY_BOOT) as u64, size_of::<SecondaryBoot>() as u64);
+    cpu::clean_dcache_range(
+        core::ptr::addr_of!(KCORE_SECONDARY_BOOT) as u64,
+        size_of::<SecondaryBoot>() as u64,
+    );
     *STATE.lock() = Some(KcoreState {
         host: Host::new(s2, PsciRelay::new(&mpidrs, boot_cpu)),
         pool: pages,
-        psci: plat.psci.as_ref().map(|p| p.method),
     });
     trap::set_secondary_entry(img.secondary_entry);
     cpu::set_cpu_index(boot_cpu);
     // SAFETY: the stage 2 just built maps all of KServ's RAM.
     unsafe { cpu::configure_for_host(f, &host_cfg) };
-    KservBoot { entry: kernel, dt: dt_base }
+    KservBoot {
+        entry: kernel,
+        dt: dt_base,
+    }
 }
 
 /// A secondary CPU's Rust entry, with its MMU on and its stack set.
@@ -350,10 +461,15 @@ fn boot_kserv(plat: &Platform, dt: &[u8], img: &ImageLayout, mmu: &MmuConfig, f:
 extern "C" fn kcore_secondary_main(cpu: usize) -> ! {
     cpu::set_vectors(vectors::vectors_addr());
     cpu::set_cpu_index(cpu);
-    let (Some(f), Some(host_cfg)) = (FEATURES.get(), HOST_CONFIG.get()) else { cpu::halt() };
+    let (Some(f), Some(host_cfg)) = (FEATURES.get(), HOST_CONFIG.get()) else {
+        cpu::halt()
+    };
     // SAFETY: the same stage 2 as the primary's, complete before any CPU_ON.
     unsafe { cpu::configure_for_host(f, host_cfg) };
-    let args = STATE.lock().as_mut().and_then(|s| s.host.take_boot_args(cpu));
+    let args = STATE
+        .lock()
+        .as_mut()
+        .and_then(|s| s.host.take_boot_args(cpu));
     let Some((entry, context)) = args else {
         warn!("CPU {cpu} started without a pending CPU_ON; parking it");
         cpu::halt();

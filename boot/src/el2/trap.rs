@@ -30,12 +30,23 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
     let cpu = cpu::cpu_index();
     let trap = el1::trap_state();
     let mut guard = STATE.lock();
-    let Some(state) = guard.as_mut() else { stop(format_args!("trap from KServ before KCore finished booting")) };
+    let Some(state) = guard.as_mut() else {
+        stop(format_args!(
+            "trap from KServ before KCore finished booting"
+        ))
+    };
     // SAFETY: the table code only touches pages of KServ's stage 2, which
     // come from KCore's pool and are mapped read-write at EL2.
     let mut mem = unsafe { PhysTables::new() };
     let denied_before = state.host.stats().denied;
-    let resume = state.host.handle_trap(cpu, &trap, frame, &mut mem, &mut state.pool, &mut SmcFirmware);
+    let resume = state.host.handle_trap(
+        cpu,
+        &trap,
+        frame,
+        &mut mem,
+        &mut state.pool,
+        &mut SmcFirmware,
+    );
     match resume {
         Resume::Retry => {}
         Resume::Skip => el1::skip_instruction(),
@@ -79,12 +90,27 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
 #[unsafe(no_mangle)]
 extern "C" fn kcore_el2_unexpected(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
     const KINDS: [&str; 16] = [
-        "EL2t sync", "EL2t IRQ", "EL2t FIQ", "EL2t SError", "EL2h sync", "EL2h IRQ", "EL2h FIQ", "EL2h SError",
-        "lower AArch64 sync", "lower AArch64 IRQ", "lower AArch64 FIQ", "lower AArch64 SError",
-        "lower AArch32 sync", "lower AArch32 IRQ", "lower AArch32 FIQ", "lower AArch32 SError",
+        "EL2t sync",
+        "EL2t IRQ",
+        "EL2t FIQ",
+        "EL2t SError",
+        "EL2h sync",
+        "EL2h IRQ",
+        "EL2h FIQ",
+        "EL2h SError",
+        "lower AArch64 sync",
+        "lower AArch64 IRQ",
+        "lower AArch64 FIQ",
+        "lower AArch64 SError",
+        "lower AArch32 sync",
+        "lower AArch32 IRQ",
+        "lower AArch32 FIQ",
+        "lower AArch32 SError",
     ];
     let name = KINDS.get(kind as usize).copied().unwrap_or("unknown");
-    stop(format_args!("unexpected exception at EL2: {name}, ESR {esr:#x}, ELR {elr:#x}, FAR {far:#x}"))
+    stop(format_args!(
+        "unexpected exception at EL2: {name}, ESR {esr:#x}, ELR {elr:#x}, FAR {far:#x}"
+    ))
 }
 
 #[panic_handler]
