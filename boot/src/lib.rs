@@ -1,6 +1,18 @@
 //! Host-testable parts of the EL2 binary: platform discovery from the device
 //! tree and the device tree KServ is handed.
+//!
+//! This crate root only wires the modules: [`platform`] reads the loader's
+//! device tree (behind a guard that validates the blob before the `fdt` crate
+//! sees it) and [`kserv_dt`] writes the edited tree KServ boots with. Both are
+//! plain `no_std` + `alloc` Rust with no hardware access, compiled for the host
+//! in `cargo test` and for `aarch64-unknown-none-softfloat` into KCore.
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+
+pub mod kserv_dt;
+pub mod platform;
+
+pub use kserv_dt::KservDtEdits;
+pub use platform::{DtError, MemRegion, Platform};

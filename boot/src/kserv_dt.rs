@@ -1,0 +1,508 @@
+//! The device tree KServ boots with.
+//!
+//! This module owns the edits of `docs/boot-image.md` ("The device tree KServ
+//! sees") and the serializer that writes the result. [`build`] re-emits the
+//! loader's tree node by node and property by property, values byte for byte
+//! (phandles included, `/memreserve/` entries and `boot_cpuid_phys` kept),
+//! changing only what the document lists: `/reserved-memory/kcore@...`
+//! children covering KCore's memory, the initramfs and bootargs in `/chosen`,
+//! PSCI through SMC (which KCore traps and proxies) for every CPU, and the
+//! `/hypervisor` node announcing KCore's ABI version.
+//!
+//! The serializer is written here rather than taken from `vm-fdt`, whose
+//! writer refuses node names that real firmware trees contain
+//! (`__symbols__`, `__overrides__` on the Raspberry Pi).
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use kcore_abi::dt;
+
+use crate::platform::{DtError, Dtb, FDT_HEADER_SIZE, FDT_VERSION, MemRegion, ROOT, Tree};
+
+/// What KCore changes in the loader's device tree before KServ sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KservDtEdits<'a> {
+    /// KCore's image and pool; each becomes a `no-map` reservation.
+    pub kcore_regions: &'a [MemRegion],
+    /// Where the initramfs lies, if there is one.
+    pub initrd: Option<MemRegion>,
+    /// The payload's command line, placed before the loader's bootargs.
+    pub payload_cmdline: Option<&'a str>,
+    /// `major << 16 | minor` of the hypercall ABI.
+    pub abi_version: u32,
+}
+
+/// `compatible` of the PSCI node KServ sees (a string list).
+pub const PSCI_COMPATIBLE: &[u8] = b"arm,psci-1.0\0arm,psci-0.2\0arm,psci\0";
+/// The PSCI 0.1 function-id properties, dropped because KCore offers PSCI 1.0.
+pub const PSCI_0_1_PROPERTIES: [&str; 4] = ["cpu_on", "cpu_off", "migrate", "cpu_suspend"];
+
+/// Builds KServ's device tree from the loader's tree `orig` and `edits`.
+pub fn build(orig: &[u8], edits: &KservDtEdits<'_>) -> Result<Vec<u8>, DtError> {
+    check_edits(edits)?;
+    let dtb = Dtb::check(orig)?;
+    let fdt = dtb.fdt()?;
+    let tree = Tree::new(&fdt)?;
+    let plan = Plan::new(&tree, edits)?;
+    let mut w = DtbWriter::default();
+    plan.emit(&mut w, ROOT)?;
+    w.finish(&dtb.reservations, dtb.boot_cpuid_phys)
+}
+
+/// Refuses edits that would produce a contradictory tree.
+fn check_edits(edits: &KservDtEdits<'_>) -> Result<(), DtError> {
+    for (k, r) in edits.kcore_regions.iter().enumerate() {
+        if r.is_empty() {
+            return Err(DtError::BadEdit("a KCore region is empty"));
+        }
+        if r.end().is_none() {
+            return Err(DtError::BadEdit("a KCore region wraps around"));
+        }
+        if edits
+            .kcore_regions
+            .iter()
+            .skip(k + 1)
+            .any(|o| o.overlaps(r))
+        {
+            return Err(DtError::BadEdit("KCore regions overlap"));
+        }
+    }
+    if edits
+        .initrd
+        .is_some_and(|i| i.is_empty() || i.end().is_none())
+    {
+        return Err(DtError::BadEdit(
+            "the initramfs region is empty or wraps around",
+        ));
+    }
+    if edits.payload_cmdline.is_some_and(|c| c.contains('\0')) {
+        return Err(DtError::BadEdit(
+            "the payload command line contains a NUL byte",
+        ));
+    }
+    Ok(())
+}
+
+/// What happens to one property of an edited node.
+#[derive(Clone, Debug)]
+struct PropEdit {
+    name: &'static str,
+    /// The new value; `None` removes the property.
+    value: Option<Vec<u8>>,
+}
+
+impl PropEdit {
+    fn set(name: &'static str, value: &[u8]) -> Self {
+        PropEdit {
+            name,
+            value: Some(value.to_vec()),
+        }
+    }
+    fn string(name: &'static str, value: &str) -> Self {
+        let mut v = value.as_bytes().to_vec();
+        v.push(0);
+        PropEdit {
+            name,
+            value: Some(v),
+        }
+    }
+    fn remove(name: &'static str) -> Self {
+        PropEdit { name, value: None }
+    }
+}
+
+/// The edits, resolved against one tree.
+struct Plan<'t, 'b, 'a> {
+    tree: &'t Tree<'b, 'a>,
+    chosen_edits: Vec<PropEdit>,
+    psci_edits: Vec<PropEdit>,
+    cpu_edits: Vec<PropEdit>,
+    hypervisor_edits: Vec<PropEdit>,
+    /// `/reserved-memory/kcore@...` children: `(name, reg value)`.
+    kcore_nodes: Vec<(String, Vec<u8>)>,
+    /// `(#address-cells, #size-cells)` of a `/reserved-memory` this plan
+    /// creates, `None` if the tree has one.
+    new_reserved_memory: Option<(u32, u32)>,
+    /// Whether `/chosen`, a PSCI node and `/hypervisor` exist.
+    has_chosen: bool,
+    has_psci: bool,
+    has_hypervisor: bool,
+    /// `/cpus`, whose `cpu` children get PSCI.
+    cpus: Option<usize>,
+}
+
+/// The roles a node of the loader's tree can have in the edits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Root,
+    Chosen,
+    ReservedMemory,
+    Psci,
+    Cpu,
+    Hypervisor,
+    /// A `/reserved-memory` child a previous KCore left: replaced.
+    StaleKcore,
+    Plain,
+}
+
+impl<'t, 'b, 'a> Plan<'t, 'b, 'a> {
+    fn new(tree: &'t Tree<'b, 'a>, edits: &KservDtEdits<'_>) -> Result<Self, DtError> {
+        let chosen = tree
+            .child(ROOT, "chosen")
+            .filter(|&c| tree.name(c) == "chosen");
+        let reserved = tree
+            .child(ROOT, "reserved-memory")
+            .filter(|&c| tree.name(c) == "reserved-memory");
+        let hypervisor = tree
+            .child(ROOT, "hypervisor")
+            .filter(|&c| tree.name(c) == "hypervisor");
+        let cpus = tree.child(ROOT, "cpus").filter(|&c| tree.name(c) == "cpus");
+
+        // bootargs: the payload's command line, then the loader's.
+        let loader_args = chosen
+            .and_then(|c| tree.prop(c, "bootargs"))
+            .and_then(|v| v.split(|&b| b == 0).next())
+            .filter(|v| !v.is_empty());
+        let payload_args = edits
+            .payload_cmdline
+            .map(str::as_bytes)
+            .filter(|c| !c.is_empty());
+        let bootargs = match (payload_args, loader_args) {
+            (Some(p), Some(l)) => Some([p, b" ", l, b"\0"].concat()),
+            (Some(p), None) => Some([p, b"\0"].concat()),
+            // Without a payload command line, the loader's stays as it is.
+            (None, _) => None,
+        };
+        let mut chosen_edits = Vec::new();
+        if let Some(v) = bootargs {
+            chosen_edits.push(PropEdit {
+                name: "bootargs",
+                value: Some(v),
+            });
+        }
+        match edits.initrd {
+            Some(r) => {
+                let end = r
+                    .end()
+                    .ok_or(DtError::BadEdit("the initramfs region wraps around"))?;
+                chosen_edits.push(PropEdit::set("linux,initrd-start", &r.base.to_be_bytes()));
+                chosen_edits.push(PropEdit::set("linux,initrd-end", &end.to_be_bytes()));
+            }
+            None => {
+                chosen_edits.push(PropEdit::remove("linux,initrd-start"));
+                chosen_edits.push(PropEdit::remove("linux,initrd-end"));
+            }
+        }
+
+        let mut psci_edits = alloc::vec![
+            PropEdit::set("compatible", PSCI_COMPATIBLE),
+            PropEdit::string("method", "smc")
+        ];
+        psci_edits.extend(PSCI_0_1_PROPERTIES.iter().map(|p| PropEdit::remove(p)));
+        let cpu_edits = alloc::vec![
+            PropEdit::string("enable-method", "psci"),
+            PropEdit::remove("cpu-release-addr")
+        ];
+        let hypervisor_edits = alloc::vec![
+            PropEdit::string("compatible", dt::HYPERVISOR_COMPATIBLE),
+            PropEdit::set(dt::ABI_VERSION_PROP, &edits.abi_version.to_be_bytes()),
+        ];
+
+        // The cells the kcore@ children's `reg` uses.
+        let (ac, sc) = match reserved {
+            Some(rm) => {
+                if tree.prop(rm, "ranges").is_some_and(|r| !r.is_empty()) {
+                    return Err(DtError::BadEdit(
+                        "/reserved-memory translates addresses (non-empty ranges)",
+                    ));
+                }
+                tree.cells(rm)
+            }
+            None => tree.cells(ROOT),
+        };
+        if !(1..=2).contains(&ac) || !(1..=2).contains(&sc) {
+            return Err(DtError::BadEdit(
+                "/reserved-memory has unsupported #address-cells or #size-cells",
+            ));
+        }
+        let mut kcore_nodes = Vec::new();
+        for r in edits.kcore_regions {
+            let mut reg = Vec::new();
+            push_cells(&mut reg, r.base, ac).ok_or(DtError::BadEdit(
+                "a KCore region does not fit /reserved-memory's #address-cells",
+            ))?;
+            push_cells(&mut reg, r.size, sc).ok_or(DtError::BadEdit(
+                "a KCore region does not fit /reserved-memory's #size-cells",
+            ))?;
+            kcore_nodes.push((format!("kcore@{:x}", r.base), reg));
+        }
+
+        let mut plan = Plan {
+            tree,
+            chosen_edits,
+            psci_edits,
+            cpu_edits,
+            hypervisor_edits,
+            kcore_nodes,
+            new_reserved_memory: if reserved.is_some() {
+                None
+            } else {
+                Some((ac, sc))
+            },
+            has_chosen: chosen.is_some(),
+            has_psci: false,
+            has_hypervisor: hypervisor.is_some(),
+            cpus,
+        };
+        plan.has_psci = (0..tree.nodes.len()).any(|i| plan.role(i) == Role::Psci);
+        Ok(plan)
+    }
+
+    /// What node `i` is to the edits.
+    fn role(&self, i: usize) -> Role {
+        let tree = self.tree;
+        let Some(parent) = tree.parent(i) else {
+            return Role::Root;
+        };
+        let name = tree.name(i);
+        if tree.compatible_with(i, |c| c.starts_with(b"arm,psci"))
+            || (parent == ROOT && name == "psci")
+        {
+            return Role::Psci;
+        }
+        if parent == ROOT {
+            return match name {
+                "chosen" => Role::Chosen,
+                "reserved-memory" => Role::ReservedMemory,
+                "hypervisor" => Role::Hypervisor,
+                _ => Role::Plain,
+            };
+        }
+        if Some(parent) == self.cpus && tree.prop_is(i, "device_type", "cpu") {
+            return Role::Cpu;
+        }
+        if tree.parent(parent) == Some(ROOT)
+            && tree.name(parent) == "reserved-memory"
+            && tree.is_compatible(i, dt::RESERVED_COMPATIBLE)
+        {
+            return Role::StaleKcore;
+        }
+        Role::Plain
+    }
+
+    fn edits_for(&self, role: Role) -> &[PropEdit] {
+        match role {
+            Role::Chosen => &self.chosen_edits,
+            Role::Psci => &self.psci_edits,
+            Role::Cpu => &self.cpu_edits,
+            Role::Hypervisor => &self.hypervisor_edits,
+            Role::Root | Role::ReservedMemory | Role::StaleKcore | Role::Plain => &[],
+        }
+    }
+
+    /// Writes node `i`, its properties with the edits applied, its children,
+    /// and the nodes the edits add under it.
+    fn emit(&self, w: &mut DtbWriter, i: usize) -> Result<(), DtError> {
+        let role = self.role(i);
+        w.begin_node(self.tree.name(i));
+        emit_props(w, self.tree.props(i), self.edits_for(role))?;
+        for &c in self.tree.children(i) {
+            if self.role(c) != Role::StaleKcore {
+                self.emit(w, c)?;
+            }
+        }
+        match role {
+            Role::ReservedMemory => self.emit_kcore_nodes(w)?,
+            Role::Root => self.emit_new_root_children(w)?,
+            _ => {}
+        }
+        w.end_node();
+        Ok(())
+    }
+
+    fn emit_kcore_nodes(&self, w: &mut DtbWriter) -> Result<(), DtError> {
+        for (name, reg) in &self.kcore_nodes {
+            w.begin_node(name);
+            w.prop(
+                "compatible",
+                &[dt::RESERVED_COMPATIBLE.as_bytes(), b"\0"].concat(),
+            )?;
+            w.prop("reg", reg)?;
+            w.prop("no-map", &[])?;
+            w.end_node();
+        }
+        Ok(())
+    }
+
+    /// The nodes the edits need that the loader's tree lacks.
+    fn emit_new_root_children(&self, w: &mut DtbWriter) -> Result<(), DtError> {
+        if let Some((ac, sc)) = self.new_reserved_memory {
+            w.begin_node("reserved-memory");
+            w.prop("#address-cells", &ac.to_be_bytes())?;
+            w.prop("#size-cells", &sc.to_be_bytes())?;
+            w.prop("ranges", &[])?;
+            self.emit_kcore_nodes(w)?;
+            w.end_node();
+        }
+        let new_nodes = [
+            (!self.has_chosen, "chosen", &self.chosen_edits),
+            (!self.has_psci, "psci", &self.psci_edits),
+            (!self.has_hypervisor, "hypervisor", &self.hypervisor_edits),
+        ];
+        for (_, name, edits) in new_nodes.iter().filter(|(missing, _, _)| *missing) {
+            w.begin_node(name);
+            emit_props(w, core::iter::empty(), edits)?;
+            w.end_node();
+        }
+        Ok(())
+    }
+}
+
+/// Writes `props` with `edits` applied: an edited property keeps its place,
+/// a removed one disappears, new ones follow the original properties.
+fn emit_props<'a>(
+    w: &mut DtbWriter,
+    props: impl Iterator<Item = (&'a str, &'a [u8])>,
+    edits: &[PropEdit],
+) -> Result<(), DtError> {
+    let mut done = alloc::vec![false; edits.len()];
+    for (name, value) in props {
+        match edits.iter().position(|e| e.name == name) {
+            None => w.prop(name, value)?,
+            Some(k) => {
+                let (Some(edit), Some(flag)) = (edits.get(k), done.get_mut(k)) else {
+                    continue;
+                };
+                if let (Some(v), false) = (&edit.value, *flag) {
+                    w.prop(name, v)?;
+                }
+                *flag = true;
+            }
+        }
+    }
+    for (edit, flag) in edits.iter().zip(done) {
+        if let (Some(v), false) = (&edit.value, flag) {
+            w.prop(edit.name, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends `value` as `cells` big-endian cells; `None` if it does not fit.
+fn push_cells(out: &mut Vec<u8>, value: u64, cells: u32) -> Option<()> {
+    match cells {
+        1 => out.extend_from_slice(&u32::try_from(value).ok()?.to_be_bytes()),
+        2 => out.extend_from_slice(&value.to_be_bytes()),
+        _ => return None,
+    }
+    Some(())
+}
+
+/// A minimal flattened-devicetree writer (version 17): structure block,
+/// strings block with each name stored once, memory reservation block.
+#[derive(Default)]
+struct DtbWriter {
+    structure: Vec<u8>,
+    strings: Vec<u8>,
+    string_offsets: BTreeMap<String, u32>,
+}
+
+const FDT_MAGIC: u32 = 0xd00d_feed;
+const FDT_BEGIN_NODE: u32 = 1;
+const FDT_END_NODE: u32 = 2;
+const FDT_PROP: u32 = 3;
+const FDT_END: u32 = 9;
+/// `last_comp_version` of the trees written: readers of version 16 can read them.
+const FDT_LAST_COMP_VERSION: u32 = 16;
+
+impl DtbWriter {
+    fn token(&mut self, t: u32) {
+        self.structure.extend_from_slice(&t.to_be_bytes());
+    }
+
+    fn pad(&mut self) {
+        while !self.structure.len().is_multiple_of(4) {
+            self.structure.push(0);
+        }
+    }
+
+    fn begin_node(&mut self, name: &str) {
+        self.token(FDT_BEGIN_NODE);
+        self.structure.extend_from_slice(name.as_bytes());
+        self.structure.push(0);
+        self.pad();
+    }
+
+    fn end_node(&mut self) {
+        self.token(FDT_END_NODE);
+    }
+
+    fn prop(&mut self, name: &str, value: &[u8]) -> Result<(), DtError> {
+        let nameoff = match self.string_offsets.get(name) {
+            Some(&off) => off,
+            None => {
+                let off = u32::try_from(self.strings.len()).map_err(|_| DtError::TooLarge)?;
+                self.strings.extend_from_slice(name.as_bytes());
+                self.strings.push(0);
+                self.string_offsets.insert(String::from(name), off);
+                off
+            }
+        };
+        let len = u32::try_from(value.len()).map_err(|_| DtError::TooLarge)?;
+        self.token(FDT_PROP);
+        self.token(len);
+        self.token(nameoff);
+        self.structure.extend_from_slice(value);
+        self.pad();
+        Ok(())
+    }
+
+    /// The blob: header, memory reservations, structure, strings.
+    fn finish(
+        mut self,
+        reservations: &[(u64, u64)],
+        boot_cpuid_phys: u32,
+    ) -> Result<Vec<u8>, DtError> {
+        self.token(FDT_END);
+        let too_large = |_| DtError::TooLarge;
+        let off_rsvmap = FDT_HEADER_SIZE;
+        let rsvmap_len = reservations
+            .len()
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(16))
+            .ok_or(DtError::TooLarge)?;
+        let off_struct = off_rsvmap + rsvmap_len;
+        let off_strings = off_struct
+            .checked_add(self.structure.len())
+            .ok_or(DtError::TooLarge)?;
+        let total = off_strings
+            .checked_add(self.strings.len())
+            .ok_or(DtError::TooLarge)?;
+        let header = [
+            FDT_MAGIC,
+            u32::try_from(total).map_err(too_large)?,
+            u32::try_from(off_struct).map_err(too_large)?,
+            u32::try_from(off_strings).map_err(too_large)?,
+            off_rsvmap as u32,
+            FDT_VERSION,
+            FDT_LAST_COMP_VERSION,
+            boot_cpuid_phys,
+            u32::try_from(self.strings.len()).map_err(too_large)?,
+            u32::try_from(self.structure.len()).map_err(too_large)?,
+        ];
+        let mut out = Vec::with_capacity(total);
+        for word in header {
+            out.extend_from_slice(&word.to_be_bytes());
+        }
+        for &(address, size) in reservations.iter().chain(&[(0, 0)]) {
+            out.extend_from_slice(&address.to_be_bytes());
+            out.extend_from_slice(&size.to_be_bytes());
+        }
+        out.extend_from_slice(&self.structure);
+        out.extend_from_slice(&self.strings);
+        Ok(out)
+    }
+}
