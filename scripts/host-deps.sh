@@ -37,7 +37,9 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     sudo_ dpkg --add-architecture arm64
 fi
 
-for p in gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu linux-kbuild-6.1 cpio make bc flex bison libelf-dev xz-utils device-tree-compiler; do
+# kmod: modinfo (the build checks the module's vermagic); gzip: a compressed
+# vmlinuz, should Debian ship one.
+for p in gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu linux-kbuild-6.1 cpio make bc flex bison libelf-dev xz-utils device-tree-compiler kmod gzip; do
     have "$p" || need+=("$p")
 done
 

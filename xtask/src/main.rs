@@ -1,2 +1,54 @@
-//! Build orchestration for KCore/KServ.
-fn main() {}
+//! Build orchestration for KCore/KServ: `cargo xtask <command>`.
+//!
+//! The two commands a new machine needs are `cargo xtask run` (build everything
+//! and boot KCore -> KServ under QEMU) and `cargo xtask test` (every test). Both
+//! install what they lack first (Debian packages, Rust targets, Debian's kernel,
+//! headers and busybox into `.cache/`).
+
+mod bench;
+mod build;
+mod deps;
+mod fetch;
+mod paths;
+mod run;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, run and test KCore/KServ")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the Debian packages and Rust targets the build needs.
+    Deps,
+    /// Download Debian's arm64 kernel, headers and busybox into `.cache/`.
+    Fetch,
+    /// Build KCore, the shim module, KServ's initramfs and pack `build/kcore.img`.
+    Build,
+    /// Build everything, then boot the stack under QEMU.
+    Run(run::RunArgs),
+    /// Run every test: formatting, lints, host tests, QEMU system tests.
+    Test(test::TestArgs),
+    /// Benchmarks under `-icount`, KCore against the same kernel booted at EL2.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Deps => deps::ensure(),
+        Command::Fetch => {
+            deps::ensure()?;
+            fetch::ensure().map(|_| ())
+        }
+        Command::Build => build::all().map(|_| ()),
+        Command::Run(args) => run::main(args),
+        Command::Test(args) => test::main(args),
+        Command::Bench(args) => bench::main(args),
+    }
+}

@@ -1,0 +1,130 @@
+//! The C-callable surface of the core, declared again in
+//! `kserv-shim/module/kserv_core.h` (keep the two in step). The build pulls
+//! every global `kserv_core_*` symbol of the static library into the module's
+//! `core.o` (`ld -r -u <symbol>`), so the names carry that prefix.
+//!
+//! Only the functions that issue hypercalls are `unsafe`: their caller must
+//! have established that KCore is underneath (see [`Hvc::new`]).
+
+use crate::conduit::{Conduit, Hvc};
+use crate::request;
+use crate::version::{self, KcoreVersion};
+use core::ffi::c_char;
+
+/// `s` followed by a NUL, as a C string in a static. `N` must be `s.len() + 1`
+/// (checked at compile time).
+const fn nul_terminated<const N: usize>(s: &str) -> [u8; N] {
+    let b = s.as_bytes();
+    assert!(b.len() + 1 == N, "N must leave room for exactly one NUL");
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < b.len() {
+        assert!(b[i] != 0, "no NUL inside the string");
+        out[i] = b[i];
+        i += 1;
+    }
+    out
+}
+
+static DT_HYPERVISOR_COMPATIBLE: [u8; kcore_abi::dt::HYPERVISOR_COMPATIBLE.len() + 1] =
+    nul_terminated(kcore_abi::dt::HYPERVISOR_COMPATIBLE);
+static DT_ABI_VERSION_PROP: [u8; kcore_abi::dt::ABI_VERSION_PROP.len() + 1] =
+    nul_terminated(kcore_abi::dt::ABI_VERSION_PROP);
+static DT_RESERVED_COMPATIBLE: [u8; kcore_abi::dt::RESERVED_COMPATIBLE.len() + 1] =
+    nul_terminated(kcore_abi::dt::RESERVED_COMPATIBLE);
+
+/// `compatible` of the device-tree node announcing KCore, as a C string.
+#[unsafe(no_mangle)]
+pub extern "C" fn kserv_core_dt_hypervisor_compatible() -> *const c_char {
+    DT_HYPERVISOR_COMPATIBLE.as_ptr().cast()
+}
+
+/// Name of that node's ABI version property, as a C string.
+#[unsafe(no_mangle)]
+pub extern "C" fn kserv_core_dt_abi_version_prop() -> *const c_char {
+    DT_ABI_VERSION_PROP.as_ptr().cast()
+}
+
+/// `compatible` of the `/reserved-memory` children covering KCore, as a C
+/// string.
+#[unsafe(no_mangle)]
+pub extern "C" fn kserv_core_dt_reserved_compatible() -> *const c_char {
+    DT_RESERVED_COMPATIBLE.as_ptr().cast()
+}
+
+/// Parses a raw hypercall request (`"<id> [a1 .. a6]"` in hex, see
+/// [`request`]) from `len` bytes at `text` into `*regs`. Returns 0, or -1 and
+/// leaves `*regs` alone when the text is not a request.
+///
+/// # Safety
+///
+/// `text` must be valid for reading `len` bytes and `regs` for writing eight
+/// `u64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_parse_hvc(
+    text: *const u8,
+    len: usize,
+    regs: *mut [u64; 8],
+) -> i32 {
+    // SAFETY: the caller guarantees `text` is valid for `len` bytes.
+    let text = unsafe { core::slice::from_raw_parts(text, len) };
+    match request::parse(text) {
+        Ok(r) => {
+            // SAFETY: the caller guarantees `regs` is valid for writes.
+            unsafe { regs.write(r) };
+            0
+        }
+        Err(_) => -1,
+    }
+}
+
+/// The ABI version this shim was built against, `major << 16 | minor`.
+#[unsafe(no_mangle)]
+pub extern "C" fn kserv_core_abi_version() -> u32 {
+    kcore_abi::abi_version() as u32
+}
+
+/// Whether KCore's ABI version `major.minor` works with this shim: a
+/// [`version::Compat`] discriminant (0 = compatible).
+#[unsafe(no_mangle)]
+pub extern "C" fn kserv_core_check_abi(major: u16, minor: u16) -> u32 {
+    version::check(major, minor) as u32
+}
+
+/// Asks KCore for its version. Returns 0 and fills `*out`, or KCore's negative
+/// status (or [`version::MALFORMED_REPLY`]) and leaves `*out` alone.
+///
+/// # Safety
+///
+/// KCore must be underneath this kernel (see [`Hvc::new`]), and `out` must be
+/// valid for writing one `KcoreVersion`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_version(out: *mut KcoreVersion) -> i64 {
+    // SAFETY: the caller guarantees KCore is underneath.
+    let mut hvc = unsafe { Hvc::new() };
+    match version::query(&mut hvc) {
+        Ok(v) => {
+            // SAFETY: the caller guarantees `out` is valid for writes.
+            unsafe { out.write(v) };
+            0
+        }
+        Err(status) => status,
+    }
+}
+
+/// Issues one raw hypercall with `regs[0]` = function id and `regs[1..]` the
+/// arguments; on return `regs` holds `x0..=x7`. For tests that probe how KCore
+/// answers ids it does not implement.
+///
+/// # Safety
+///
+/// KCore must be underneath this kernel (see [`Hvc::new`]), and `regs` must be
+/// valid for reads and writes of eight `u64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_hvc(regs: *mut [u64; 8]) {
+    // SAFETY: the caller guarantees KCore is underneath.
+    let mut hvc = unsafe { Hvc::new() };
+    // SAFETY: the caller guarantees `regs` is valid and not aliased for the call.
+    let regs = unsafe { &mut *regs };
+    hvc.call(regs);
+}

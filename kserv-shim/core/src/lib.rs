@@ -1,0 +1,41 @@
+//! The Rust core of `kserv-shim`, linked into the kernel module as a static
+//! library.
+//!
+//! The module's C glue (`kserv-shim/module`) talks to the kernel; this crate
+//! talks to KCore. It issues the hypercalls of [`kcore_abi`] and holds the
+//! logic around them (decoding replies, the ABI compatibility rule, parsing
+//! test requests), so that logic is unit-tested on the host with a fake
+//! [`conduit::Conduit`]. It is built for `aarch64-unknown-none-softfloat` with
+//! `panic = "abort"`: nothing in it may touch the FP/SIMD registers, which the
+//! kernel does not save around module code. Its only dependency is
+//! `kcore-abi`: the shim never sees KCore's internals.
+//!
+//! The C-callable surface lives in [`ffi`] (aarch64 only) and is mirrored by
+//! `kserv-shim/module/kserv_core.h`.
+#![no_std]
+
+pub mod conduit;
+#[cfg(target_arch = "aarch64")]
+pub mod ffi;
+pub mod request;
+pub mod version;
+
+#[cfg(not(test))]
+unsafe extern "C" {
+    /// Provided by the C glue: logs the location and `BUG()`s. Never returns.
+    fn kserv_core_panic(file: *const u8, file_len: usize, line: u32) -> !;
+}
+
+/// A panic in the core is a broken invariant of the shim itself: report where
+/// and let the kernel's `BUG()` machinery take over.
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let (file, line) = info
+        .location()
+        .map_or(("<unknown>", 0), |l| (l.file(), l.line()));
+    // SAFETY: `kserv_core_panic` is defined by the module's C glue with exactly
+    // this signature; it only reads `file_len` bytes from `file`, which is a
+    // valid `&str`.
+    unsafe { kserv_core_panic(file.as_ptr(), file.len(), line) }
+}

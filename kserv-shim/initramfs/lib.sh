@@ -1,0 +1,33 @@
+# Helpers shared by KServ's /init and its tests (/lib/kserv/lib.sh). POSIX sh,
+# run by busybox.
+
+# The value of `key=value` on the kernel command line, or nothing.
+cmdline_value() {
+    for word in $(cat /proc/cmdline); do
+        case $word in
+            "$1"=*) echo "${word#*=}"; return 0 ;;
+        esac
+    done
+    return 0
+}
+
+# Number of CPUs in a sysfs CPU list such as "0-3,6,8-9".
+count_cpus() {
+    n=0
+    for r in $(echo "$1" | tr ',' ' '); do
+        case $r in
+            *-*) n=$((n + ${r#*-} - ${r%-*} + 1)) ;;
+            *) n=$((n + 1)) ;;
+        esac
+    done
+    echo "$n"
+}
+
+# Prints the one result line of test $1 and exits.
+pass() { echo "KSERV-TEST $KSERV_TEST: PASS $*"; exit 0; }
+fail() { echo "KSERV-TEST $KSERV_TEST: FAIL $*"; exit 1; }
+
+# Whether kserv-shim is loaded.
+shim_loaded() { grep -q '^kserv_shim ' /proc/modules; }
+
+KSERV_DEBUGFS=/sys/kernel/debug/kserv

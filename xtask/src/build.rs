@@ -1,0 +1,156 @@
+//! `cargo xtask build`: everything the stack boots from, in one pass.
+//!
+//! Steps, each printing one line: host prerequisites ([`crate::deps`]), Debian's
+//! kernel, headers and busybox ([`crate::fetch`]), KCore (`build/kcore.bin`),
+//! the shim module, KServ's tools, KServ's initramfs, the kernel `Image` and
+//! command line next to them in `build/kserv/`, and the packed boot image
+//! `build/kcore.img` (`docs/boot-image.md`). Every step is incremental: cargo
+//! and Kbuild rebuild what changed, and outputs are rewritten only when their
+//! bytes change.
+
+pub mod cargo;
+pub mod cmd;
+mod cpio;
+mod initramfs;
+mod kcore;
+mod module;
+mod pack;
+mod tools;
+
+use crate::fetch::{self, Fetched};
+use crate::{deps, paths};
+use anyhow::{Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// KServ's kernel command line as packed into the boot image: PL011 console
+/// (with early output through the device tree's `stdout-path`), the initramfs'
+/// `/init`, and an immediate reboot on panic so a QEMU run with `-no-reboot`
+/// ends instead of hanging. Without `kserv.mode=batch` init ends in a shell.
+pub const KSERV_CMDLINE: &str = "console=ttyAMA0 earlycon rdinit=/init panic=-1";
+
+/// What [`all`] produced.
+#[derive(Clone, Debug)]
+#[allow(
+    dead_code,
+    reason = "part of the interface for run/test/bench; not every field has a user yet"
+)]
+pub struct Built {
+    /// The Debian artefacts used.
+    pub fetched: Fetched,
+    /// KCore alone, flat (`build/kcore.bin`).
+    pub kcore_bin: PathBuf,
+    /// KServ's kernel `Image` (`build/kserv/Image`).
+    pub kernel: PathBuf,
+    /// KServ's initramfs (`build/kserv/initramfs.cpio`).
+    pub initramfs: PathBuf,
+    /// The shim module (`build/kserv/kserv_shim.ko`).
+    pub module: PathBuf,
+    /// The command line packed into the image.
+    pub cmdline: String,
+    /// The boot image (`build/kcore.img`).
+    pub boot_image: PathBuf,
+}
+
+/// Builds everything and packs `build/kcore.img`.
+pub fn all() -> Result<Built> {
+    deps::ensure()?;
+    let fetched = fetch::ensure()?;
+    let kcore_bin = kcore::build()?;
+    let kserv = kserv(&fetched)?;
+    let boot_image = pack(
+        &kcore_bin,
+        &kserv.kernel,
+        &kserv.initramfs,
+        KSERV_CMDLINE,
+        &paths::boot_image(),
+    )?;
+    Ok(Built {
+        fetched,
+        kcore_bin,
+        kernel: kserv.kernel,
+        initramfs: kserv.initramfs,
+        module: kserv.module,
+        cmdline: KSERV_CMDLINE.to_string(),
+        boot_image,
+    })
+}
+
+/// KServ's files in `build/kserv/`.
+struct Kserv {
+    kernel: PathBuf,
+    initramfs: PathBuf,
+    module: PathBuf,
+}
+
+/// Builds the module, the tools and the initramfs, and puts the kernel and
+/// its command line beside them.
+fn kserv(fetched: &Fetched) -> Result<Kserv> {
+    let module = module::build(fetched)?;
+    let tools = tools::build()?;
+    let initramfs = initramfs::build(&initramfs::Inputs {
+        busybox: &fetched.busybox,
+        module: &module,
+        tools: &tools,
+    })?;
+    let kernel = paths::kserv_kernel();
+    let changed = cmd::copy_if_changed(&fetched.image, &kernel)?;
+    cmd::step(
+        "kernel",
+        format!(
+            "{} (Debian {}){}",
+            cmd::show(&kernel),
+            fetched.release,
+            cmd::changed_note(changed)
+        ),
+    );
+    let cmdline = paths::kserv_cmdline();
+    let changed = cmd::write_if_changed(&cmdline, format!("{KSERV_CMDLINE}\n").as_bytes())?;
+    cmd::step(
+        "cmdline",
+        format!(
+            "{}: {KSERV_CMDLINE}{}",
+            cmd::show(&cmdline),
+            cmd::changed_note(changed)
+        ),
+    );
+    Ok(Kserv {
+        kernel,
+        initramfs,
+        module,
+    })
+}
+
+/// Packs KCore (`kcore_bin`) with KServ's `kernel`, `initramfs` and `cmdline`
+/// into the boot image `out`. Public so that tests can pack variants (another
+/// command line, say `KSERV_CMDLINE` plus `kserv.mode=batch`) beside the
+/// default image.
+pub fn pack(
+    kcore_bin: &Path,
+    kernel: &Path,
+    initramfs: &Path,
+    cmdline: &str,
+    out: &Path,
+) -> Result<PathBuf> {
+    let read = |p: &Path| fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let (image, layout) = pack::boot_image(
+        &read(kcore_bin)?,
+        &read(kernel)?,
+        Some(&read(initramfs)?),
+        Some(cmdline),
+    )?;
+    let changed = cmd::write_if_changed(out, &image)?;
+    cmd::step(
+        "image",
+        format!(
+            "{} ({} MiB; KCore footprint {:#x}, kernel at {:#x}, image_size {:#x}){}",
+            cmd::show(out),
+            image.len() >> 20,
+            layout.kcore_footprint,
+            layout.kernel_offset,
+            layout.image_size,
+            cmd::changed_note(changed)
+        ),
+    );
+    Ok(out.to_path_buf())
+}

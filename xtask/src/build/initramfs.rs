@@ -1,0 +1,153 @@
+//! KServ's initramfs, `build/kserv/initramfs.cpio`: Debian's static busybox,
+//! the `/init` script and test scripts of `kserv-shim/initramfs`, the shim
+//! module and `kserv-tools`. Busybox's applet links are made by `/init`
+//! (`busybox --install -s`), so this recipe needs no arm64 machine to list
+//! them.
+//!
+//! Layout:
+//!
+//! ```text
+//! /init                        kserv-shim/initramfs/init
+//! /bin/busybox, /bin/sh        busybox-static
+//! /bin/kserv-tools             kserv-shim/tools
+//! /lib/modules/kserv_shim.ko   kserv-shim/module
+//! /lib/kserv/lib.sh            kserv-shim/initramfs/lib.sh
+//! /lib/kserv/tests/<name>      kserv-shim/initramfs/tests/<name>
+//! /dev/console                 character device 5:1
+//! ```
+
+use super::cmd;
+use super::cpio::{Entry, archive};
+use crate::paths;
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The inputs that are built rather than kept in `kserv-shim/initramfs`.
+pub struct Inputs<'a> {
+    /// Static arm64 busybox.
+    pub busybox: &'a Path,
+    /// The shim module.
+    pub module: &'a Path,
+    /// The static `kserv-tools` binary.
+    pub tools: &'a Path,
+}
+
+/// Writes `build/kserv/initramfs.cpio` (only if its bytes change); returns
+/// its path.
+pub fn build(inputs: &Inputs<'_>) -> Result<PathBuf> {
+    let recipe = paths::root().join("kserv-shim").join("initramfs");
+    let entries = entries(&recipe, inputs)?;
+    let bytes = archive(&entries);
+    let out = paths::kserv_initramfs();
+    let changed = cmd::write_if_changed(&out, &bytes)?;
+    cmd::step(
+        "initramfs",
+        format!(
+            "{} ({} entries, {} KiB){}",
+            cmd::show(&out),
+            entries.len(),
+            bytes.len() / 1024,
+            cmd::changed_note(changed)
+        ),
+    );
+    Ok(out)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn dir(path: &str) -> Entry {
+    Entry::Dir {
+        path: path.into(),
+        mode: 0o755,
+    }
+}
+
+fn file(path: &str, mode: u32, data: Vec<u8>) -> Entry {
+    Entry::File {
+        path: path.into(),
+        mode,
+        data,
+    }
+}
+
+fn entries(recipe: &Path, inputs: &Inputs<'_>) -> Result<Vec<Entry>> {
+    let mut e: Vec<Entry> = [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "root",
+        "etc",
+        "lib",
+        "lib/modules",
+        "lib/kserv",
+        "lib/kserv/tests",
+    ]
+    .into_iter()
+    .map(dir)
+    .collect();
+    e.push(Entry::CharDev {
+        path: "dev/console".into(),
+        mode: 0o600,
+        major: 5,
+        minor: 1,
+    });
+    e.push(Entry::CharDev {
+        path: "dev/null".into(),
+        mode: 0o666,
+        major: 1,
+        minor: 3,
+    });
+    e.push(file("bin/busybox", 0o755, read(inputs.busybox)?));
+    e.push(Entry::Symlink {
+        path: "bin/sh".into(),
+        target: "busybox".into(),
+    });
+    e.push(file("bin/kserv-tools", 0o755, read(inputs.tools)?));
+    e.push(file(
+        "lib/modules/kserv_shim.ko",
+        0o644,
+        read(inputs.module)?,
+    ));
+    e.push(file("init", 0o755, read(&recipe.join("init"))?));
+    e.push(file(
+        "lib/kserv/lib.sh",
+        0o644,
+        read(&recipe.join("lib.sh"))?,
+    ));
+    e.push(file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+    ));
+    e.push(file("etc/group", 0o644, b"root:x:0:\n".to_vec()));
+
+    let tests = recipe.join("tests");
+    let mut names: Vec<String> = fs::read_dir(&tests)
+        .with_context(|| format!("cannot list {}", tests.display()))?
+        .map(|d| d.map(|d| d.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot list {}", tests.display()))?;
+    names.retain(|n| !n.starts_with('.'));
+    names.sort();
+    if names.is_empty() {
+        bail!("{} holds no tests", tests.display());
+    }
+    for n in names {
+        e.push(file(
+            &format!("lib/kserv/tests/{n}"),
+            0o755,
+            read(&tests.join(&n))?,
+        ));
+    }
+    Ok(e)
+}

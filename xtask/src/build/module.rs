@@ -1,0 +1,139 @@
+//! The `kserv_shim.ko` module: the Rust core (`kserv-core`, a static library
+//! for `aarch64-unknown-none-softfloat`) reduced to one relocatable object,
+//! plus the C glue, built by Kbuild against the fetched Debian headers.
+//!
+//! Kbuild runs in a copy of `kserv-shim/module` under `build/kserv/module`, so
+//! the source tree stays free of build products. The core arrives there as
+//! `core.o_shipped` (Kbuild's name for a prebuilt object) with the
+//! `.core.o.cmd` file modpost reads for every object of a module.
+
+use super::{cargo, cmd};
+use crate::fetch::Fetched;
+use crate::paths;
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The target of the module's Rust core: no FP/SIMD register use.
+const CORE_TARGET: &str = "aarch64-unknown-none-softfloat";
+/// Prefix of every symbol the C glue calls in the core.
+const EXPORT_PREFIX: &str = "kserv_core_";
+/// The sources Kbuild compiles, copied from `kserv-shim/module`.
+const SOURCES: [&str; 3] = ["Kbuild", "kserv_shim_glue.c", "kserv_core.h"];
+
+/// Builds `build/kserv/kserv_shim.ko` for the fetched kernel; returns its path.
+pub fn build(fetched: &Fetched) -> Result<PathBuf> {
+    let dir = paths::build_dir().join("kserv").join("module");
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+
+    let lib = cargo::build("kserv-core", &[], CORE_TARGET, "kserv_core", "staticlib")?
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "a"))
+        .context("kserv-core produced no static library")?;
+    let core = core_object(&lib, &dir)?;
+    cmd::write_if_changed(&dir.join("core.o_shipped"), &core)?;
+    let cmd_file = format!(
+        "cmd_{0}/core.o := cat {0}/core.o_shipped > {0}/core.o\n",
+        dir.display()
+    );
+    cmd::write_if_changed(&dir.join(".core.o.cmd"), cmd_file.as_bytes())?;
+
+    let src = paths::root().join("kserv-shim").join("module");
+    for f in SOURCES {
+        cmd::copy_if_changed(&src.join(f), &dir.join(f))?;
+    }
+
+    cmd::run(
+        Command::new("make")
+            .arg("-C")
+            .arg(&fetched.kdir)
+            .arg(format!("M={}", dir.display()))
+            .args(["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "modules"]),
+    )
+    .context("Kbuild failed to build kserv_shim.ko")?;
+
+    // The installed copy loses its debug info, as Debian's own modules do.
+    let built = dir.join("kserv_shim.ko");
+    let stripped = dir.join("kserv_shim.ko.stripped");
+    cmd::run(
+        Command::new("aarch64-linux-gnu-strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&built),
+    )?;
+    let ko = paths::shim_module();
+    let changed = cmd::copy_if_changed(&stripped, &ko)?;
+
+    let vermagic = cmd::output(Command::new("modinfo").args(["-F", "vermagic"]).arg(&ko))?;
+    let vermagic = vermagic.trim();
+    if vermagic.split_whitespace().next() != Some(fetched.release.as_str()) {
+        bail!(
+            "{} has vermagic `{vermagic}`, not for kernel {}",
+            ko.display(),
+            fetched.release
+        );
+    }
+    cmd::step(
+        "module",
+        format!(
+            "{} (vermagic {vermagic}){}",
+            cmd::show(&ko),
+            cmd::changed_note(changed)
+        ),
+    );
+    Ok(ko)
+}
+
+/// Reduces the core's static library to what the glue uses: `ld -r` with an
+/// `-u` for every exported `kserv_core_*` symbol pulls in exactly the archive
+/// members needed. Then hidden symbols (the compiler's `memcpy` and friends)
+/// become local, so the C glue keeps using the kernel's, and sections the
+/// kernel has no use for go.
+fn core_object(lib: &Path, dir: &Path) -> Result<Vec<u8>> {
+    let nm = cmd::output(
+        Command::new("aarch64-linux-gnu-nm")
+            .args(["-g", "--defined-only"])
+            .arg(lib),
+    )?;
+    let mut exports: Vec<&str> = nm
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_addr, kind, name) = (f.next()?, f.next()?, f.next()?);
+            (name.starts_with(EXPORT_PREFIX) && "TDRB".contains(kind)).then_some(name)
+        })
+        .collect();
+    exports.sort_unstable();
+    exports.dedup();
+    if exports.is_empty() {
+        bail!("{} exports no {EXPORT_PREFIX}* symbols", lib.display());
+    }
+    let linked = dir.join("core.o.ld~");
+    let mut ld = Command::new("aarch64-linux-gnu-ld");
+    ld.arg("-r");
+    for e in &exports {
+        ld.args(["-u", e]);
+    }
+    cmd::run(ld.arg(lib).arg("-o").arg(&linked))?;
+    let object = dir.join("core.o.objcopy~");
+    cmd::run(
+        Command::new("aarch64-linux-gnu-objcopy")
+            .args([
+                "--localize-hidden",
+                "-R",
+                ".llvmbc",
+                "-R",
+                ".llvmcmd",
+                "-R",
+                ".eh_frame",
+            ])
+            .arg(&linked)
+            .arg(&object),
+    )?;
+    let bytes = fs::read(&object).with_context(|| format!("cannot read {}", object.display()))?;
+    fs::remove_file(&linked).ok();
+    fs::remove_file(&object).ok();
+    Ok(bytes)
+}

@@ -1,0 +1,247 @@
+//! `cargo xtask run`: build everything, then boot the stack under QEMU.
+//!
+//! By default KCore's boot image (`build/kcore.img`) boots on `virt` with a
+//! GICv3 and four Cortex-A72s, and QEMU takes over the terminal (`-nographic`:
+//! the serial console is stdio, Ctrl-A X quits, Ctrl-A C toggles the monitor).
+//! `--direct` boots the same Debian kernel straight at EL2 without KCore;
+//! `--image` boots another image (e.g. a damaged one). `--batch` runs KServ's
+//! built-in tests non-interactively with a timeout and exits 0 only if every
+//! test passed and QEMU powered off, which makes it usable in scripts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kcore_qemu::kserv::{self, Verdict};
+use kcore_qemu::{Boot, Cpu, Machine, QemuCommand, Session, SessionOptions};
+
+use crate::paths;
+
+/// The board.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum MachineKind {
+    /// QEMU `virt` with a GICv3.
+    VirtGicv3,
+    /// QEMU `virt` with a GICv2.
+    VirtGicv2,
+}
+
+/// The CPU model.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CpuKind {
+    /// Cortex-A72 (Armv8.0, no VHE).
+    #[value(name = "cortex-a72")]
+    CortexA72,
+    /// Every feature QEMU implements.
+    Max,
+}
+
+/// Arguments of `cargo xtask run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The board.
+    #[arg(long, value_enum, default_value = "virt-gicv3")]
+    machine: MachineKind,
+    /// The CPU model.
+    #[arg(long, value_enum, default_value = "cortex-a72")]
+    cpu: CpuKind,
+    /// Number of CPUs.
+    #[arg(long, default_value_t = 4)]
+    smp: u32,
+    /// RAM in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 1024)]
+    mem: u32,
+    /// Boot Debian's kernel directly at EL2, without KCore (the stock-KVM baseline).
+    #[arg(long, conflicts_with = "image")]
+    direct: bool,
+    /// Boot this image instead of build/kcore.img (e.g. a damaged copy).
+    #[arg(long, value_name = "PATH")]
+    image: Option<PathBuf>,
+    /// Run KServ's tests non-interactively, wait for QEMU to power off, report.
+    #[arg(long)]
+    batch: bool,
+    /// Tests to run with --batch [default: boot,version; with --direct: boot,nokcore].
+    #[arg(long, value_delimiter = ',', requires = "batch")]
+    tests: Option<Vec<String>>,
+    /// Seconds --batch waits for the tests and QEMU's exit.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    timeout: u64,
+    /// Extra kernel command-line arguments (after the batch ones).
+    #[arg(
+        long,
+        value_name = "STR",
+        allow_hyphen_values = true,
+        default_value = ""
+    )]
+    append: String,
+    /// Run under -icount shift=0,sleep=off (deterministic instruction time).
+    #[arg(long)]
+    icount: bool,
+    /// Show the whole console with --batch, not just the test lines.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Do not build first; boot what is in build/.
+    #[arg(long)]
+    no_build: bool,
+}
+
+impl RunArgs {
+    fn machine(&self) -> Machine {
+        let machine = match self.machine {
+            MachineKind::VirtGicv3 => Machine::virt_gicv3(),
+            MachineKind::VirtGicv2 => Machine::virt_gicv2(),
+        };
+        let cpu = match self.cpu {
+            CpuKind::CortexA72 => Cpu::CortexA72,
+            CpuKind::Max => Cpu::Max,
+        };
+        machine
+            .with_cpu(cpu)
+            .with_smp(self.smp)
+            .with_mem_mib(self.mem)
+            .with_icount(self.icount)
+    }
+
+    fn tests(&self) -> Vec<String> {
+        match &self.tests {
+            Some(tests) => tests.iter().filter(|t| !t.is_empty()).cloned().collect(),
+            None if self.direct => vec!["boot".into(), "nokcore".into()],
+            None => vec!["boot".into(), "version".into()],
+        }
+    }
+}
+
+/// What to boot: KCore's image, or the kernel, initramfs and command line of
+/// a direct boot. Fails with a hint when the build has not produced them.
+pub fn boot_target(direct: bool, image: Option<&Path>) -> anyhow::Result<Boot> {
+    if direct {
+        let kernel = require(&paths::kserv_kernel())?;
+        let initrd = require(&paths::kserv_initramfs())?;
+        let cmdline_path = require(&paths::kserv_cmdline())?;
+        let cmdline = std::fs::read_to_string(&cmdline_path)
+            .with_context(|| format!("reading {}", cmdline_path.display()))?;
+        Ok(Boot::Direct {
+            kernel,
+            initrd: Some(initrd),
+            cmdline: cmdline.trim().to_string(),
+        })
+    } else {
+        let image = match image {
+            Some(image) => image.to_path_buf(),
+            None => require(&paths::boot_image())?,
+        };
+        if !image.is_file() {
+            bail!("{} does not exist", image.display());
+        }
+        Ok(Boot::Kcore { image })
+    }
+}
+
+fn require(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_file() {
+        Ok(path.to_path_buf())
+    } else {
+        bail!(
+            "{} is missing: run `cargo xtask build` first",
+            path.display()
+        )
+    }
+}
+
+/// `build/logs/<name>.log`.
+pub fn log_path(name: &str) -> PathBuf {
+    paths::build_dir().join("logs").join(format!("{name}.log"))
+}
+
+/// Runs `cargo xtask run`.
+pub fn main(args: RunArgs) -> anyhow::Result<()> {
+    if !args.no_build {
+        crate::build::all()?;
+    }
+    kcore_qemu::check_qemu()?;
+    let machine = args.machine();
+    machine.validate().map_err(anyhow::Error::msg)?;
+    let boot = boot_target(args.direct, args.image.as_deref())?;
+    let what = match &boot {
+        Boot::Kcore { image } => format!("KCore -> KServ from {}", image.display()),
+        Boot::Direct { .. } => "Debian's kernel directly at EL2 (no KCore)".to_string(),
+    };
+    if args.batch {
+        batch(&args, machine, boot, &what)
+    } else {
+        interactive(&args, machine, boot, &what)
+    }
+}
+
+fn interactive(args: &RunArgs, machine: Machine, boot: Boot, what: &str) -> anyhow::Result<()> {
+    let cmd = QemuCommand::new(machine.clone(), boot)
+        .append(&format!("kserv.cpus={}", machine.smp))
+        .append(&args.append);
+    eprintln!("run: booting {what} on {machine}");
+    eprintln!("run: {}", cmd.display());
+    eprintln!("run: the console is this terminal; quit with Ctrl-A X (Ctrl-A H: help)");
+    let status = cmd.command().status().context("starting QEMU")?;
+    if status.success() {
+        Ok(())
+    } else {
+        bail!("QEMU exited with {status}")
+    }
+}
+
+fn batch(args: &RunArgs, machine: Machine, boot: Boot, what: &str) -> anyhow::Result<()> {
+    let tests = args.tests();
+    let names: Vec<&str> = tests.iter().map(String::as_str).collect();
+    for name in &names {
+        if !kserv::TESTS.contains(name) {
+            eprintln!(
+                "run: warning: `{name}` is not one of KServ's tests ({})",
+                kserv::TESTS.join(", ")
+            );
+        }
+    }
+    let cmd = QemuCommand::new(machine.clone(), boot)
+        .append(&kserv::batch_args(&names, machine.smp))
+        .append(&args.append);
+    let log = log_path(if args.direct { "run-direct" } else { "run" });
+    eprintln!("run: booting {what} on {machine}");
+    eprintln!(
+        "run: tests {}; timeout {} s; console log {}",
+        names.join(","),
+        args.timeout,
+        log.display()
+    );
+    let mut session = Session::spawn_with(&cmd, &log, SessionOptions { echo: args.verbose })?;
+    let report = kserv::run_batch(&mut session, Duration::from_secs(args.timeout))?;
+    let secs = session.elapsed().as_secs_f64();
+    drop(session);
+
+    for t in &report.tests {
+        println!("{t}");
+    }
+    let passed = report
+        .tests
+        .iter()
+        .filter(|t| t.verdict == Verdict::Pass)
+        .count();
+    match report.check(&names) {
+        Ok(()) => {
+            println!(
+                "run: PASS: {passed}/{} tests passed, QEMU powered off after {secs:.1} s (log: {})",
+                names.len(),
+                log.display()
+            );
+            Ok(())
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("run: problem: {p}");
+            }
+            bail!(
+                "run: FAIL: {passed}/{} tests passed, {} problem(s) after {secs:.1} s; console log: {}",
+                names.len(),
+                problems.len(),
+                log.display()
+            )
+        }
+    }
+}
