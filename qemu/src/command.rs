@@ -1,0 +1,269 @@
+//! What to boot and the exact QEMU command line for it.
+//!
+//! Two ways to boot KServ, both on the same [`Machine`]:
+//! [`Boot::Kcore`] hands the boot image (KCore + payload, `docs/boot-image.md`)
+//! to QEMU's `-kernel` loader; KCore appends `-append` to the payload's own
+//! command line. [`Boot::Direct`] boots Debian's kernel straight at EL2 without
+//! KCore (the stock-KVM baseline), with its initramfs and full command line.
+//! Console and monitor are on stdio (`-nographic`) and a reset or a reboot
+//! request ends QEMU (`-no-reboot`), so a guest that dies never loops.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::Machine;
+use crate::version::qemu_binary;
+
+/// What QEMU loads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// A KCore boot image (normally `build/kcore.img`).
+    Kcore {
+        /// The image file.
+        image: PathBuf,
+    },
+    /// A Linux Image booted directly at EL2, without KCore.
+    Direct {
+        /// The kernel Image.
+        kernel: PathBuf,
+        /// Its initramfs, if any.
+        initrd: Option<PathBuf>,
+        /// Its command line (the extra arguments of [`QemuCommand`] follow it).
+        cmdline: String,
+    },
+}
+
+/// A full QEMU invocation: machine, what to boot, extra kernel arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuCommand {
+    /// The machine.
+    pub machine: Machine,
+    /// What to boot on it.
+    pub boot: Boot,
+    /// Extra kernel command-line arguments, in order (e.g. `kserv.mode=batch`).
+    pub append: Vec<String>,
+}
+
+impl QemuCommand {
+    /// Boots `boot` on `machine` with no extra arguments.
+    pub fn new(machine: Machine, boot: Boot) -> Self {
+        QemuCommand {
+            machine,
+            boot,
+            append: Vec::new(),
+        }
+    }
+
+    /// Adds kernel command-line arguments; `args` is split on whitespace, and
+    /// empty input adds nothing.
+    pub fn append(mut self, args: &str) -> Self {
+        self.append
+            .extend(args.split_whitespace().map(str::to_string));
+        self
+    }
+
+    /// The string given to `-append`, or `None` when there is nothing to pass.
+    pub fn kernel_cmdline(&self) -> Option<String> {
+        let base = match &self.boot {
+            Boot::Kcore { .. } => "",
+            Boot::Direct { cmdline, .. } => cmdline.trim(),
+        };
+        let words: Vec<&str> = base
+            .split_whitespace()
+            .chain(self.append.iter().map(String::as_str))
+            .collect();
+        (!words.is_empty()).then(|| words.join(" "))
+    }
+
+    /// QEMU's arguments, without the program name.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = self
+            .machine
+            .args()
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        for a in ["-nographic", "-no-reboot"] {
+            args.push(a.into());
+        }
+        match &self.boot {
+            Boot::Kcore { image } => {
+                args.push("-kernel".into());
+                args.push(image.into());
+            }
+            Boot::Direct { kernel, initrd, .. } => {
+                args.push("-kernel".into());
+                args.push(kernel.into());
+                if let Some(initrd) = initrd {
+                    args.push("-initrd".into());
+                    args.push(initrd.into());
+                }
+            }
+        }
+        if let Some(cmdline) = self.kernel_cmdline() {
+            args.push("-append".into());
+            args.push(cmdline.into());
+        }
+        args
+    }
+
+    /// A [`Command`] running QEMU (the binary from [`qemu_binary`]) with
+    /// [`Self::args`]; stdio is left for the caller to set.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(qemu_binary());
+        cmd.args(self.args());
+        cmd
+    }
+
+    /// The command as one shell-pasteable line, for logs and error messages.
+    pub fn display(&self) -> String {
+        let mut words = vec![shell_quote(&qemu_binary().to_string_lossy())];
+        words.extend(
+            self.args()
+                .iter()
+                .map(|a| shell_quote(&a.to_string_lossy())),
+        );
+        words.join(" ")
+    }
+}
+
+/// Quotes `word` for a POSIX shell when it needs quoting.
+pub(crate) fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=,./:+@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cpu;
+
+    fn strings(cmd: &QemuCommand) -> Vec<String> {
+        cmd.args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn kcore_boot_with_extra_arguments() {
+        let cmd = QemuCommand::new(
+            Machine::virt_gicv3(),
+            Boot::Kcore {
+                image: "build/kcore.img".into(),
+            },
+        )
+        .append("kserv.mode=batch  kserv.cpus=4")
+        .append("kserv.tests=boot,version");
+        assert_eq!(
+            strings(&cmd),
+            [
+                "-M",
+                "virt,virtualization=on,gic-version=3",
+                "-cpu",
+                "cortex-a72",
+                "-smp",
+                "4",
+                "-m",
+                "1024",
+                "-nographic",
+                "-no-reboot",
+                "-kernel",
+                "build/kcore.img",
+                "-append",
+                "kserv.mode=batch kserv.cpus=4 kserv.tests=boot,version"
+            ]
+        );
+    }
+
+    #[test]
+    fn kcore_boot_without_arguments_has_no_append() {
+        let cmd = QemuCommand::new(
+            Machine::virt_gicv2().with_cpu(Cpu::Max),
+            Boot::Kcore {
+                image: "/x/kcore.img".into(),
+            },
+        )
+        .append("   ");
+        let args = strings(&cmd);
+        assert!(!args.iter().any(|a| a == "-append"), "{args:?}");
+        assert!(!args.iter().any(|a| a == "-initrd"), "{args:?}");
+        assert_eq!(
+            &args[..4],
+            ["-M", "virt,virtualization=on,gic-version=2", "-cpu", "max"]
+        );
+        assert_eq!(cmd.kernel_cmdline(), None);
+    }
+
+    #[test]
+    fn direct_boot_puts_the_cmdline_first() {
+        let cmd = QemuCommand::new(
+            Machine::virt_gicv3().with_smp(2).with_icount(true),
+            Boot::Direct {
+                kernel: "build/kserv/Image".into(),
+                initrd: Some("build/kserv/initramfs.cpio".into()),
+                cmdline: "console=ttyAMA0 quiet\n".into(),
+            },
+        )
+        .append("kserv.mode=batch kserv.tests=nokcore");
+        assert_eq!(
+            strings(&cmd)[1..2],
+            ["virt,virtualization=on,gic-version=3,dtb-randomness=off"]
+        );
+        assert_eq!(
+            strings(&cmd)[8..],
+            [
+                "-icount",
+                "shift=0,sleep=off",
+                "-nographic",
+                "-no-reboot",
+                "-kernel",
+                "build/kserv/Image",
+                "-initrd",
+                "build/kserv/initramfs.cpio",
+                "-append",
+                "console=ttyAMA0 quiet kserv.mode=batch kserv.tests=nokcore"
+            ]
+        );
+    }
+
+    #[test]
+    fn direct_boot_without_initrd() {
+        let cmd = QemuCommand::new(
+            Machine::default(),
+            Boot::Direct {
+                kernel: "Image".into(),
+                initrd: None,
+                cmdline: String::new(),
+            },
+        );
+        let args = strings(&cmd);
+        assert_eq!(args[args.len() - 2..], ["-kernel", "Image"]);
+    }
+
+    #[test]
+    fn display_quotes_what_the_shell_would_split() {
+        let cmd = QemuCommand::new(
+            Machine::default(),
+            Boot::Kcore {
+                image: "my dir/k.img".into(),
+            },
+        )
+        .append("a=1 b=2");
+        let line = cmd.display();
+        assert!(
+            line.ends_with("-kernel 'my dir/k.img' -append 'a=1 b=2'"),
+            "{line}"
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

@@ -1,0 +1,261 @@
+//! The machines we boot: QEMU `virt` with EL2 enabled (`virtualization=on`), a
+//! GICv2 or GICv3, a CPU model, a CPU count, an amount of RAM and, for
+//! benchmarks, `-icount shift=0,sleep=off` (one instruction = one nanosecond of
+//! virtual time, and an idle CPU skips ahead instead of sleeping, so every time
+//! the guest reads is a deterministic function of the instructions executed).
+//!
+//! This module only describes a machine; [`crate::QemuCommand`] turns it into
+//! QEMU arguments.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The interrupt controller of the `virt` board (`-M virt,gic-version=..`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Gic {
+    /// GICv2 (GIC-400 class): memory-mapped CPU interface, at most 8 CPUs.
+    V2,
+    /// GICv3 with system-register CPU interface and redistributors.
+    V3,
+}
+
+impl Gic {
+    /// The value of `gic-version=`.
+    pub fn version(self) -> u8 {
+        match self {
+            Gic::V2 => 2,
+            Gic::V3 => 3,
+        }
+    }
+}
+
+/// The CPU model (`-cpu`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cpu {
+    /// Arm Cortex-A72: Armv8.0, no VHE; Linux at EL2 runs KVM in nVHE mode.
+    CortexA72,
+    /// Every architectural feature QEMU implements (VHE, PAuth, MTE, ...).
+    Max,
+}
+
+impl Cpu {
+    /// The value of `-cpu`.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            Cpu::CortexA72 => "cortex-a72",
+            Cpu::Max => "max",
+        }
+    }
+}
+
+impl fmt::Display for Cpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.qemu_name())
+    }
+}
+
+impl FromStr for Cpu {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cortex-a72" => Ok(Cpu::CortexA72),
+            "max" => Ok(Cpu::Max),
+            _ => Err(format!(
+                "unknown CPU model `{s}` (expected `cortex-a72` or `max`)"
+            )),
+        }
+    }
+}
+
+/// A QEMU `virt` machine with EL2 (`virtualization=on`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Machine {
+    /// The interrupt controller.
+    pub gic: Gic,
+    /// The CPU model of every CPU.
+    pub cpu: Cpu,
+    /// The number of CPUs (`-smp`).
+    pub smp: u32,
+    /// RAM in MiB (`-m`).
+    pub mem_mib: u32,
+    /// Run under `-icount shift=0,sleep=off` (deterministic virtual time; QEMU
+    /// then runs all CPUs on one host thread), with the random seeds QEMU
+    /// writes into the device tree turned off (`dtb-randomness=off`).
+    pub icount: bool,
+}
+
+impl Machine {
+    /// `virt` with a GICv3, 4 Cortex-A72 CPUs and 1 GiB of RAM: the default.
+    pub fn virt_gicv3() -> Self {
+        Machine {
+            gic: Gic::V3,
+            cpu: Cpu::CortexA72,
+            smp: 4,
+            mem_mib: 1024,
+            icount: false,
+        }
+    }
+
+    /// `virt` with a GICv2, 4 Cortex-A72 CPUs and 1 GiB of RAM.
+    pub fn virt_gicv2() -> Self {
+        Machine {
+            gic: Gic::V2,
+            ..Self::virt_gicv3()
+        }
+    }
+
+    /// The same machine with another CPU model.
+    pub fn with_cpu(self, cpu: Cpu) -> Self {
+        Machine { cpu, ..self }
+    }
+
+    /// The same machine with `smp` CPUs.
+    pub fn with_smp(self, smp: u32) -> Self {
+        Machine { smp, ..self }
+    }
+
+    /// The same machine with `mem_mib` MiB of RAM.
+    pub fn with_mem_mib(self, mem_mib: u32) -> Self {
+        Machine { mem_mib, ..self }
+    }
+
+    /// The same machine with or without `-icount shift=0,sleep=off`.
+    pub fn with_icount(self, icount: bool) -> Self {
+        Machine { icount, ..self }
+    }
+
+    /// Checks what QEMU would otherwise reject with a less helpful message.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.smp == 0 {
+            return Err("a machine needs at least one CPU".into());
+        }
+        if self.gic == Gic::V2 && self.smp > 8 {
+            return Err(format!("a GICv2 serves at most 8 CPUs, not {}", self.smp));
+        }
+        if self.mem_mib < 128 {
+            return Err(format!(
+                "{} MiB of RAM is too little to boot KServ (at least 128)",
+                self.mem_mib
+            ));
+        }
+        Ok(())
+    }
+
+    /// QEMU's arguments for this machine (everything but what to boot).
+    pub fn args(&self) -> Vec<String> {
+        let mut board = format!("virt,virtualization=on,gic-version={}", self.gic.version());
+        if self.icount {
+            // QEMU puts fresh random `kaslr-seed` and `rng-seed` values in the
+            // device tree on every boot; they move the kernel and change its
+            // instruction count from run to run.
+            board.push_str(",dtb-randomness=off");
+        }
+        let mut args = vec![
+            "-M".to_string(),
+            board,
+            "-cpu".to_string(),
+            self.cpu.qemu_name().to_string(),
+            "-smp".to_string(),
+            self.smp.to_string(),
+            "-m".to_string(),
+            self.mem_mib.to_string(),
+        ];
+        if self.icount {
+            args.push("-icount".to_string());
+            args.push("shift=0,sleep=off".to_string());
+        }
+        args
+    }
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Self::virt_gicv3()
+    }
+}
+
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "virt, GICv{}, {}, {} CPU{}, {} MiB",
+            self.gic.version(),
+            self.cpu,
+            self.smp,
+            if self.smp == 1 { "" } else { "s" },
+            self.mem_mib
+        )?;
+        if self.icount {
+            f.write_str(", -icount shift=0,sleep=off")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_machine_arguments() {
+        assert_eq!(
+            Machine::default().args(),
+            [
+                "-M",
+                "virt,virtualization=on,gic-version=3",
+                "-cpu",
+                "cortex-a72",
+                "-smp",
+                "4",
+                "-m",
+                "1024"
+            ]
+        );
+    }
+
+    #[test]
+    fn gicv2_max_icount_arguments() {
+        let m = Machine::virt_gicv2()
+            .with_cpu(Cpu::Max)
+            .with_smp(2)
+            .with_mem_mib(512)
+            .with_icount(true);
+        assert_eq!(
+            m.args(),
+            [
+                "-M",
+                "virt,virtualization=on,gic-version=2,dtb-randomness=off",
+                "-cpu",
+                "max",
+                "-smp",
+                "2",
+                "-m",
+                "512",
+                "-icount",
+                "shift=0,sleep=off"
+            ]
+        );
+        assert_eq!(
+            m.to_string(),
+            "virt, GICv2, max, 2 CPUs, 512 MiB, -icount shift=0,sleep=off"
+        );
+    }
+
+    #[test]
+    fn validation() {
+        assert!(Machine::default().validate().is_ok());
+        assert!(Machine::default().with_smp(0).validate().is_err());
+        assert!(Machine::virt_gicv2().with_smp(9).validate().is_err());
+        assert!(Machine::virt_gicv3().with_smp(9).validate().is_ok());
+        assert!(Machine::default().with_mem_mib(64).validate().is_err());
+    }
+
+    #[test]
+    fn cpu_names_round_trip() {
+        for cpu in [Cpu::CortexA72, Cpu::Max] {
+            assert_eq!(cpu.qemu_name().parse::<Cpu>(), Ok(cpu));
+        }
+        assert!("cortex-a53".parse::<Cpu>().is_err());
+    }
+}

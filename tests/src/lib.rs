@@ -1,0 +1,248 @@
+//! Shared pieces of the QEMU system tests (`tests/tests/*.rs`).
+//!
+//! The tests boot the artefacts of `cargo xtask build` from `build/` (or the
+//! directory named by `$KCORE_BUILD_DIR`) and fail with a hint to build when
+//! they are missing. Each QEMU run has a timeout, logs its console to
+//! `build/logs/systest-<name>.log` and, on failure, shows the end of it.
+//! The machines have 2 host cores to share, so at most [`MAX_QEMUS`] QEMUs
+//! run at once in one test binary, whatever `--test-threads` says
+//! (`$KCORE_QEMU_JOBS` changes that); cargo runs the test binaries one after
+//! the other. Run them with
+//! `cargo test -p kcore-systests -- --test-threads=2`.
+
+pub mod image;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kcore_qemu::kserv::{self, BatchReport};
+use kcore_qemu::{Boot, Machine, QemuCommand, Session};
+
+/// How many QEMUs may run at once by default.
+pub const MAX_QEMUS: usize = 2;
+
+/// Wall-clock limit for a boot to KServ's `/init`, its tests and power-off
+/// (TCG, up to 4 vCPUs, two QEMUs sharing two host cores).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Wall-clock limit for KCore to report a bad payload and power off.
+pub const HALT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What a system test returns. Its failure prints as the error chain with the
+/// console tail, without the backtrace `anyhow` would add under
+/// `RUST_BACKTRACE=1` (it only shows test-harness frames).
+pub type TestResult = Result<(), Failure>;
+
+/// A failed system test: any error, shown readably by `cargo test`.
+pub struct Failure(anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.into())
+    }
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+/// The build directory: `$KCORE_BUILD_DIR` or the workspace's `build/`.
+pub fn build_dir() -> PathBuf {
+    match std::env::var_os("KCORE_BUILD_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+            manifest.parent().unwrap_or(manifest).join("build")
+        }
+    }
+}
+
+/// `build/<relative>`, which must exist.
+pub fn artefact(relative: &str) -> anyhow::Result<PathBuf> {
+    let path = build_dir().join(relative);
+    if !path.is_file() {
+        bail!(
+            "{} is missing: run `cargo xtask build` first (the system tests boot its artefacts)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The boot image `build/kcore.img`.
+pub fn kcore_image() -> anyhow::Result<PathBuf> {
+    artefact("kcore.img")
+}
+
+/// Debian's kernel with KServ's initramfs and command line, booted directly
+/// at EL2.
+pub fn direct_boot() -> anyhow::Result<Boot> {
+    let kernel = artefact("kserv/Image")?;
+    let initrd = artefact("kserv/initramfs.cpio")?;
+    let cmdline_path = artefact("kserv/cmdline")?;
+    let cmdline = std::fs::read_to_string(&cmdline_path)
+        .with_context(|| format!("reading {}", cmdline_path.display()))?;
+    Ok(Boot::Direct {
+        kernel,
+        initrd: Some(initrd),
+        cmdline: cmdline.trim().to_string(),
+    })
+}
+
+/// `build/logs/systest-<name>.log`.
+pub fn log_path(name: &str) -> PathBuf {
+    build_dir().join("logs").join(format!("systest-{name}.log"))
+}
+
+/// Permission to run one QEMU; released on drop.
+pub struct QemuSlot {
+    _private: (),
+}
+
+struct Slots {
+    in_use: Mutex<usize>,
+    freed: Condvar,
+}
+
+static SLOTS: Slots = Slots {
+    in_use: Mutex::new(0),
+    freed: Condvar::new(),
+};
+
+fn lock_slots() -> MutexGuard<'static, usize> {
+    SLOTS.in_use.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn max_qemus() -> usize {
+    std::env::var("KCORE_QEMU_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(MAX_QEMUS)
+}
+
+impl QemuSlot {
+    /// Waits until fewer than the allowed number of QEMUs run in this process.
+    pub fn acquire() -> Self {
+        let max = max_qemus();
+        let mut in_use = lock_slots();
+        while *in_use >= max {
+            in_use = SLOTS
+                .freed
+                .wait(in_use)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *in_use += 1;
+        QemuSlot { _private: () }
+    }
+}
+
+impl Drop for QemuSlot {
+    fn drop(&mut self) {
+        *lock_slots() -= 1;
+        SLOTS.freed.notify_one();
+    }
+}
+
+/// A session that holds its [`QemuSlot`]; QEMU is killed before the slot is
+/// released.
+pub struct SlotSession {
+    /// The session.
+    pub session: Session,
+    _slot: QemuSlot,
+}
+
+/// Starts `cmd` once a QEMU slot is free, logging to [`log_path`]`(name)`.
+pub fn spawn(name: &str, cmd: &QemuCommand) -> anyhow::Result<SlotSession> {
+    let slot = QemuSlot::acquire();
+    let session = Session::spawn(cmd, log_path(name))?;
+    Ok(SlotSession {
+        session,
+        _slot: slot,
+    })
+}
+
+/// Boots `boot` on `machine` in batch mode with `tests`, waits for
+/// `KSERV-DONE` and QEMU's power-off, and checks that every test passed.
+/// Returns the report and the console lines for further checks.
+pub fn batch(
+    name: &str,
+    machine: Machine,
+    boot: Boot,
+    tests: &[&str],
+) -> anyhow::Result<(BatchReport, SlotSession)> {
+    let cmd =
+        QemuCommand::new(machine.clone(), boot).append(&kserv::batch_args(tests, machine.smp));
+    let mut run = spawn(name, &cmd)?;
+    let report = kserv::run_batch(&mut run.session, BOOT_TIMEOUT)?;
+    if let Err(problems) = report.check(tests) {
+        return Err(run
+            .session
+            .failure(format!(
+                "{name}: {}\n  - {}",
+                machine,
+                problems.join("\n  - ")
+            ))
+            .into());
+    }
+    Ok((report, run))
+}
+
+/// Fails if any non-blank console line repeats more than `max_repeats`
+/// times: the sign of an exception or error loop.
+pub fn check_no_repeats(lines: &[String], max_repeats: usize) -> Result<(), String> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for line in lines {
+        let line = line.trim();
+        if !line.is_empty() {
+            *counts.entry(line).or_default() += 1;
+        }
+    }
+    let mut spam: Vec<(&str, usize)> = counts
+        .into_iter()
+        .filter(|&(_, n)| n > max_repeats)
+        .collect();
+    spam.sort();
+    if spam.is_empty() {
+        Ok(())
+    } else {
+        let shown: Vec<String> = spam
+            .iter()
+            .take(5)
+            .map(|(l, n)| format!("{n}x {l:?}"))
+            .collect();
+        Err(format!(
+            "console lines repeat (an exception loop?): {}",
+            shown.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_lines_are_spam() {
+        let lines: Vec<String> = ["a", "b", "a", "", "", "", "a"].map(String::from).into();
+        assert!(check_no_repeats(&lines, 3).is_ok());
+        let err = check_no_repeats(&lines, 2).err().unwrap_or_default();
+        assert!(err.contains("3x \"a\""), "{err}");
+    }
+
+    #[test]
+    fn slots_limit_concurrency() {
+        let a = QemuSlot::acquire();
+        let b = QemuSlot::acquire();
+        assert_eq!(*lock_slots(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(*lock_slots(), 0);
+    }
+}
