@@ -29,7 +29,7 @@ impl Log for Console {
                         log::Level::Warn => "kcore: warning: ",
                         _ => "kcore: ",
                     };
-                    let _ = write!(u, "{prefix}{}\n", record.args());
+                    let _ = writeln!(u, "{prefix}{}", record.args());
                 }
                 return;
             }

@@ -33,7 +33,7 @@ pub enum EarlyError {
 /// `dtb` must be readable for the size its header announces (the loader's
 /// contract); the header is checked first.
 pub unsafe fn discover(dtb: u64) -> Result<Early, EarlyError> {
-    if dtb == 0 || dtb % 8 != 0 {
+    if dtb == 0 || !dtb.is_multiple_of(8) {
         return Err(EarlyError::BadHeader);
     }
     // SAFETY: the header's 40 bytes are readable by the loader's contract.

@@ -292,7 +292,7 @@ fn boot_kserv(
         .map(|c| (img.end + c.offset, c.bytes.len() as u64));
     let cmdline = payload.cmdline;
     // The kernel must sit text_offset above a 2 MiB boundary.
-    if (kernel - header.text_offset) % (2 << 20) != 0 {
+    if !(kernel - header.text_offset).is_multiple_of(2 << 20) {
         let Some(target) = align_up(kernel + kernel_len, 2 << 20).map(|t| t + header.text_offset)
         else {
             stop(format_args!("bad KServ payload: kernel cannot be placed"));
@@ -436,8 +436,9 @@ fn boot_kserv(
         stack_size: SECONDARY_STACK,
         cpus: mpidrs.len().min(MAX_CPUS) as u64,
     };
+    let slot = &raw mut KCORE_SECONDARY_BOOT;
     // SAFETY: no secondary CPU runs yet; this is the only writer.
-    unsafe { core::ptr::addr_of_mut!(KCORE_SECONDARY_BOOT).write_volatile(sb) };
+    unsafe { slot.write_volatile(sb) };
     cpu::clean_dcache_range(
         core::ptr::addr_of!(KCORE_SECONDARY_BOOT) as u64,
         size_of::<SecondaryBoot>() as u64,
@@ -474,8 +475,9 @@ extern "C" fn kcore_secondary_main(cpu: usize) -> ! {
         warn!("CPU {cpu} started without a pending CPU_ON; parking it");
         cpu::halt();
     };
-    // SAFETY: read-only view of KCORE_SECONDARY_BOOT, written before CPU_ON.
-    let sb = unsafe { core::ptr::addr_of!(KCORE_SECONDARY_BOOT).read_volatile() };
+    let slot = &raw const KCORE_SECONDARY_BOOT;
+    // SAFETY: read-only; the primary wrote it before any CPU_ON.
+    let sb = unsafe { slot.read_volatile() };
     let top = sb.stacks + (cpu as u64 + 1) * sb.stack_size;
     // SAFETY: `entry` was checked to be KServ RAM by the PSCI relay.
     unsafe { cpu::enter_el1(entry, context, top) }
