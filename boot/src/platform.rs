@@ -447,88 +447,144 @@ mod hdr {
     pub const SIZE_DT_STRUCT: usize = 36;
 }
 
+/// Where the blocks of a validated blob are.
+struct Layout<'a> {
+    /// The blob, cut to `totalsize`.
+    blob: &'a [u8],
+    off_rsvmap: usize,
+    off_struct: usize,
+    size_struct: usize,
+    boot_cpuid_phys: u32,
+    /// `FDT_NOP` tokens in the structure block.
+    nops: usize,
+}
+
+/// The `/memreserve/` entries of a blob whose reservation block `check_layout`
+/// validated, in order.
+fn reservations(blob: &[u8], off_rsvmap: usize) -> impl Iterator<Item = (u64, u64)> + '_ {
+    (0..)
+        .map(move |i| {
+            let at = off_rsvmap + 16 * i;
+            (be64(blob, at).unwrap_or(0), be64(blob, at + 8).unwrap_or(0))
+        })
+        .take_while(|&e| e != (0, 0))
+}
+
+/// Validates `dtb` completely without allocating: header, memory
+/// reservation block, block bounds, and every token of the structure block
+/// (nesting, names, property lengths and name offsets).
+fn check_layout(dtb: &[u8]) -> Result<Layout<'_>, DtError> {
+    let available = dtb.len() as u64;
+    let truncated = |needed: u64| DtError::Truncated { needed, available };
+    let magic = be32(dtb, 0).ok_or(truncated(FDT_HEADER_SIZE as u64))?;
+    if magic != FDT_MAGIC {
+        return Err(DtError::BadMagic { found: magic });
+    }
+    let field = |at| be32(dtb, at).ok_or(truncated(FDT_HEADER_SIZE as u64));
+    let totalsize = field(hdr::TOTALSIZE)? as usize;
+    let off_struct = field(hdr::OFF_DT_STRUCT)? as usize;
+    let off_strings = field(hdr::OFF_DT_STRINGS)? as usize;
+    let off_rsvmap = field(hdr::OFF_MEM_RSVMAP)? as usize;
+    let version = field(hdr::VERSION)?;
+    let last_compatible = field(hdr::LAST_COMP_VERSION)?;
+    let boot_cpuid_phys = field(hdr::BOOT_CPUID_PHYS)?;
+    let size_strings = field(hdr::SIZE_DT_STRINGS)? as usize;
+    let size_struct = field(hdr::SIZE_DT_STRUCT)? as usize;
+    if totalsize as u64 > available {
+        return Err(truncated(totalsize as u64));
+    }
+    if version < FDT_VERSION || last_compatible > FDT_VERSION {
+        return Err(DtError::UnsupportedVersion {
+            version,
+            last_compatible,
+        });
+    }
+    let blob = dtb.get(..totalsize).ok_or(truncated(totalsize as u64))?;
+    if totalsize < FDT_HEADER_SIZE {
+        return Err(DtError::BadLayout("totalsize is smaller than the header"));
+    }
+
+    // Memory reservation block: 16-byte entries up to a (0, 0) entry.
+    if off_rsvmap < FDT_HEADER_SIZE || !off_rsvmap.is_multiple_of(8) {
+        return Err(DtError::BadLayout("memory reservation block is misplaced"));
+    }
+    let mut at = off_rsvmap;
+    loop {
+        let entry = (
+            be64(blob, at),
+            at.checked_add(8).and_then(|a| be64(blob, a)),
+        );
+        let (Some(address), Some(size)) = entry else {
+            return Err(DtError::BadLayout(
+                "memory reservation block runs past totalsize",
+            ));
+        };
+        if address == 0 && size == 0 {
+            break;
+        }
+        at += 16;
+    }
+
+    if off_struct < FDT_HEADER_SIZE
+        || !off_struct.is_multiple_of(4)
+        || !size_struct.is_multiple_of(4)
+    {
+        return Err(DtError::BadLayout("structure block is misaligned"));
+    }
+    let structure = sub(blob, off_struct, size_struct)
+        .ok_or(DtError::BadLayout("structure block runs past totalsize"))?;
+    if off_strings < FDT_HEADER_SIZE {
+        return Err(DtError::BadLayout("strings block overlaps the header"));
+    }
+    let strings = sub(blob, off_strings, size_strings)
+        .ok_or(DtError::BadLayout("strings block runs past totalsize"))?;
+
+    let nops = check_structure(structure, strings)?;
+    Ok(Layout {
+        blob,
+        off_rsvmap,
+        off_struct,
+        size_struct,
+        boot_cpuid_phys,
+        nops,
+    })
+}
+
+/// Validates `dtb` (as [`parse`] does) and copies it into `out` with its
+/// `FDT_NOP` tokens removed, without allocating; returns the copy's length.
+/// KCore calls this with its MMU still off, so that it only ever hands the
+/// `fdt` crate a checked, NOP-free tree.
+pub fn sanitized_copy(dtb: &[u8], out: &mut [u8]) -> Result<usize, DtError> {
+    let layout = check_layout(dtb)?;
+    let len = layout.blob.len();
+    let out = out.get_mut(..len).ok_or(DtError::Truncated {
+        needed: len as u64,
+        available: 0,
+    })?;
+    out.copy_from_slice(layout.blob);
+    if layout.nops > 0 {
+        remove_nops(out, layout.off_struct, layout.size_struct)?;
+    }
+    Ok(len)
+}
+
 impl<'a> Dtb<'a> {
-    /// Validates `dtb` completely: header, memory reservation block, block
-    /// bounds, and every token of the structure block (nesting, names,
-    /// property lengths and name offsets). Only blobs that pass reach `fdt`.
+    /// Validates `dtb` completely (see [`check_layout`]). Only blobs that
+    /// pass reach `fdt`.
     pub(crate) fn check(dtb: &'a [u8]) -> Result<Dtb<'a>, DtError> {
-        let available = dtb.len() as u64;
-        let truncated = |needed: u64| DtError::Truncated { needed, available };
-        let magic = be32(dtb, 0).ok_or(truncated(FDT_HEADER_SIZE as u64))?;
-        if magic != FDT_MAGIC {
-            return Err(DtError::BadMagic { found: magic });
-        }
-        let field = |at| be32(dtb, at).ok_or(truncated(FDT_HEADER_SIZE as u64));
-        let totalsize = field(hdr::TOTALSIZE)? as usize;
-        let off_struct = field(hdr::OFF_DT_STRUCT)? as usize;
-        let off_strings = field(hdr::OFF_DT_STRINGS)? as usize;
-        let off_rsvmap = field(hdr::OFF_MEM_RSVMAP)? as usize;
-        let version = field(hdr::VERSION)?;
-        let last_compatible = field(hdr::LAST_COMP_VERSION)?;
-        let boot_cpuid_phys = field(hdr::BOOT_CPUID_PHYS)?;
-        let size_strings = field(hdr::SIZE_DT_STRINGS)? as usize;
-        let size_struct = field(hdr::SIZE_DT_STRUCT)? as usize;
-        if totalsize as u64 > available {
-            return Err(truncated(totalsize as u64));
-        }
-        if version < FDT_VERSION || last_compatible > FDT_VERSION {
-            return Err(DtError::UnsupportedVersion {
-                version,
-                last_compatible,
-            });
-        }
-        let blob = dtb.get(..totalsize).ok_or(truncated(totalsize as u64))?;
-        if totalsize < FDT_HEADER_SIZE {
-            return Err(DtError::BadLayout("totalsize is smaller than the header"));
-        }
-
-        // Memory reservation block: 16-byte entries up to a (0, 0) entry.
-        if off_rsvmap < FDT_HEADER_SIZE || !off_rsvmap.is_multiple_of(8) {
-            return Err(DtError::BadLayout("memory reservation block is misplaced"));
-        }
-        let mut reservations = Vec::new();
-        let mut at = off_rsvmap;
-        loop {
-            let entry = (
-                be64(blob, at),
-                at.checked_add(8).and_then(|a| be64(blob, a)),
-            );
-            let (Some(address), Some(size)) = entry else {
-                return Err(DtError::BadLayout(
-                    "memory reservation block runs past totalsize",
-                ));
-            };
-            if address == 0 && size == 0 {
-                break;
-            }
-            reservations.push((address, size));
-            at += 16;
-        }
-
-        if off_struct < FDT_HEADER_SIZE
-            || !off_struct.is_multiple_of(4)
-            || !size_struct.is_multiple_of(4)
-        {
-            return Err(DtError::BadLayout("structure block is misaligned"));
-        }
-        let structure = sub(blob, off_struct, size_struct)
-            .ok_or(DtError::BadLayout("structure block runs past totalsize"))?;
-        if off_strings < FDT_HEADER_SIZE {
-            return Err(DtError::BadLayout("strings block overlaps the header"));
-        }
-        let strings = sub(blob, off_strings, size_strings)
-            .ok_or(DtError::BadLayout("strings block runs past totalsize"))?;
-
-        let nops = check_structure(structure, strings)?;
-        let blob = if nops.is_empty() {
-            Cow::Borrowed(blob)
+        let layout = check_layout(dtb)?;
+        let reservations = reservations(layout.blob, layout.off_rsvmap).collect();
+        let blob = if layout.nops == 0 {
+            Cow::Borrowed(layout.blob)
         } else {
-            Cow::Owned(without_nops(blob, off_struct, structure, &nops)?)
+            let mut copy = layout.blob.to_vec();
+            remove_nops(&mut copy, layout.off_struct, layout.size_struct)?;
+            Cow::Owned(copy)
         };
         Ok(Dtb {
             blob,
             reservations,
-            boot_cpuid_phys,
+            boot_cpuid_phys: layout.boot_cpuid_phys,
         })
     }
 
@@ -538,14 +594,14 @@ impl<'a> Dtb<'a> {
     }
 }
 
-/// Walks every token of the structure block. Returns the offsets of the
-/// `FDT_NOP` tokens found.
-fn check_structure(s: &[u8], strings: &[u8]) -> Result<Vec<usize>, DtError> {
+/// Walks every token of the structure block. Returns how many `FDT_NOP`
+/// tokens it holds.
+fn check_structure(s: &[u8], strings: &[u8]) -> Result<usize, DtError> {
     let bad = |offset: usize, reason| DtError::BadStructure {
         offset: offset as u64,
         reason,
     };
-    let mut nops = Vec::new();
+    let mut nops = 0usize;
     let mut pos = 0usize;
     let mut depth = 0u32;
     let mut seen_root = false;
@@ -620,7 +676,7 @@ fn check_structure(s: &[u8], strings: &[u8]) -> Result<Vec<usize>, DtError> {
                 depth -= 1;
                 props_allowed = false;
             }
-            FDT_NOP => nops.push(at),
+            FDT_NOP => nops += 1,
             FDT_END => {
                 if !seen_root {
                     return Err(bad(at, "no root node"));
@@ -635,36 +691,46 @@ fn check_structure(s: &[u8], strings: &[u8]) -> Result<Vec<usize>, DtError> {
     }
 }
 
-/// A copy of `blob` whose structure block has the `FDT_NOP` tokens at `nops`
-/// removed (and `size_dt_struct` shrunk to match).
-fn without_nops(
-    blob: &[u8],
-    off_struct: usize,
-    structure: &[u8],
-    nops: &[usize],
-) -> Result<Vec<u8>, DtError> {
-    let layout = DtError::BadLayout("structure block");
-    let mut stripped = Vec::with_capacity(structure.len());
-    let mut from = 0;
-    for &nop in nops {
-        stripped.extend_from_slice(structure.get(from..nop).ok_or(layout.clone())?);
-        from = nop + 4;
+/// Removes the `FDT_NOP` tokens from the structure block of a blob that
+/// [`check_layout`] accepted, in place: later tokens move down, the freed
+/// tail of the block is zeroed and `size_dt_struct` shrinks to match.
+fn remove_nops(blob: &mut [u8], off_struct: usize, size_struct: usize) -> Result<(), DtError> {
+    let layout = || DtError::BadLayout("structure block");
+    let block = blob
+        .get_mut(off_struct..off_struct + size_struct)
+        .ok_or_else(layout)?;
+    let (mut read, mut write) = (0usize, 0usize);
+    loop {
+        let token = be32(block, read).ok_or_else(layout)?;
+        let len = match token {
+            FDT_BEGIN_NODE => {
+                let name = block.get(read + 4..).and_then(cstr).ok_or_else(layout)?;
+                align4(4 + name.len() + 1).ok_or_else(layout)?
+            }
+            FDT_PROP => {
+                let value = be32(block, read + 4).ok_or_else(layout)? as usize;
+                align4(12 + value).ok_or_else(layout)?
+            }
+            _ => 4,
+        };
+        if read + len > block.len() {
+            return Err(layout());
+        }
+        if token != FDT_NOP {
+            block.copy_within(read..read + len, write);
+            write += len;
+        }
+        read += len;
+        if token == FDT_END {
+            break;
+        }
     }
-    stripped.extend_from_slice(structure.get(from..).ok_or(layout.clone())?);
-    let mut out = blob.to_vec();
-    let region = out
-        .get_mut(off_struct..off_struct + structure.len())
-        .ok_or(layout.clone())?;
-    region.fill(0);
-    region
-        .get_mut(..stripped.len())
-        .ok_or(layout.clone())?
-        .copy_from_slice(&stripped);
-    let size = (stripped.len() as u32).to_be_bytes();
-    out.get_mut(hdr::SIZE_DT_STRUCT..hdr::SIZE_DT_STRUCT + 4)
-        .ok_or(layout)?
+    block.get_mut(write..).ok_or_else(layout)?.fill(0);
+    let size = (write as u32).to_be_bytes();
+    blob.get_mut(hdr::SIZE_DT_STRUCT..hdr::SIZE_DT_STRUCT + 4)
+        .ok_or_else(layout)?
         .copy_from_slice(&size);
-    Ok(out)
+    Ok(())
 }
 
 // ---- An index over the validated tree -------------------------------------------

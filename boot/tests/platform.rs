@@ -514,6 +514,53 @@ fn nop_tokens_are_tolerated() {
 }
 
 #[test]
+fn sanitized_copy_strips_nops_and_never_panics() {
+    use kcore_boot::platform::sanitized_copy;
+    let mut dtb = fixture("qemu-virt-gicv3-a72.dtb");
+    let t = find_prop(&dtb, "/psci", "cpu_on");
+    nop_out(&mut dtb, t.at, t.next);
+    let (begin, end) = find_node(&dtb, "/pmu");
+    nop_out(&mut dtb, begin, end);
+    let mut out = vec![0xA5u8; dtb.len() + 64];
+    let n = sanitized_copy(&dtb, &mut out).unwrap();
+    assert_eq!(n, dtb.len());
+    let copy = &out[..n];
+    // No NOP token is left: the raw `fdt` crate, which trips over them, now
+    // sees the same tree the guarded parser sees.
+    let raw = fdt::Fdt::new(copy).unwrap();
+    assert!(raw.find_all_nodes("/pmu").next().is_none());
+    assert_eq!(parse(copy).unwrap(), parse(&dtb).unwrap());
+    // A copy of a NOP-free tree is byte-identical.
+    let clean = fixture("qemu-virt-gicv2-a72.dtb");
+    let mut out = vec![0u8; clean.len()];
+    assert_eq!(sanitized_copy(&clean, &mut out).unwrap(), clean.len());
+    assert_eq!(out, clean);
+    // Too small an output buffer, or a damaged blob: an error.
+    assert!(sanitized_copy(&clean, &mut out[..100]).is_err());
+    for cut in [0, 3, 40, clean.len() / 2, clean.len() - 1] {
+        assert!(
+            sanitized_copy(&clean[..cut], &mut out).is_err(),
+            "cut at {cut}"
+        );
+    }
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    for _ in 0..2000 {
+        let mut m = dtb.clone();
+        for _ in 0..3 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let i = (rng as usize) % m.len().min(0x2000);
+            m[i] ^= (rng >> 40) as u8 | 1;
+        }
+        let mut out = vec![0u8; m.len()];
+        if let Ok(n) = sanitized_copy(&m, &mut out) {
+            let _ = parse(&out[..n]);
+        }
+    }
+}
+
+#[test]
 fn an_empty_tree_describes_nothing() {
     let p = parse(&tree(|_| {})).unwrap();
     assert!(p.memory.is_empty() && p.cpus.is_empty() && p.reserved.is_empty());

@@ -83,6 +83,9 @@ pub struct Machine {
     /// then runs all CPUs on one host thread), with the random seeds QEMU
     /// writes into the device tree turned off (`dtb-randomness=off`).
     pub icount: bool,
+    /// Whether the CPUs have EL2 (`virtualization=on`). Without it the loader
+    /// enters KCore at EL1, which KCore must refuse.
+    pub el2: bool,
 }
 
 impl Machine {
@@ -94,6 +97,7 @@ impl Machine {
             smp: 4,
             mem_mib: 1024,
             icount: false,
+            el2: true,
         }
     }
 
@@ -125,6 +129,11 @@ impl Machine {
         Machine { icount, ..self }
     }
 
+    /// The same machine with or without EL2.
+    pub fn with_el2(self, el2: bool) -> Self {
+        Machine { el2, ..self }
+    }
+
     /// Checks what QEMU would otherwise reject with a less helpful message.
     pub fn validate(&self) -> Result<(), String> {
         if self.smp == 0 {
@@ -144,7 +153,11 @@ impl Machine {
 
     /// QEMU's arguments for this machine (everything but what to boot).
     pub fn args(&self) -> Vec<String> {
-        let mut board = format!("virt,virtualization=on,gic-version={}", self.gic.version());
+        let virtualization = if self.el2 { "on" } else { "off" };
+        let mut board = format!(
+            "virt,virtualization={virtualization},gic-version={}",
+            self.gic.version()
+        );
         if self.icount {
             // QEMU puts fresh random `kaslr-seed` and `rng-seed` values in the
             // device tree on every boot; they move the kernel and change its

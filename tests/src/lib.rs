@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kcore_qemu::kserv::{self, BatchReport};
-use kcore_qemu::{Boot, Machine, QemuCommand, Session};
+use kcore_qemu::{Boot, Machine, Pattern, QemuCommand, Session};
 
 /// How many QEMUs may run at once by default.
 pub const MAX_QEMUS: usize = 2;
@@ -222,6 +222,44 @@ pub fn check_no_repeats(lines: &[String], max_repeats: usize) -> Result<(), Stri
             shown.join(", ")
         ))
     }
+}
+
+/// A regex for a KCore line saying `message`, with or without a log-level tag
+/// (`kcore: bad ...` or `kcore: error: bad ...`).
+pub fn kcore_line(message: &str) -> String {
+    format!(r"kcore: (?:[a-z]+: )?{message}")
+}
+
+/// Boots `cmd` and expects KCore to refuse to go on: it prints `message` (a
+/// regex) and `halting`, powers the machine off (QEMU exits successfully by
+/// itself), Linux never starts and the console shows no error loop.
+pub fn expect_clean_stop(name: &str, cmd: &QemuCommand, message: &str) -> TestResult {
+    let mut run = spawn(name, cmd)?;
+    let s = &mut run.session;
+    s.wait_for(Pattern::regex(&kcore_line(message))?, HALT_TIMEOUT)?;
+    s.wait_for(
+        Pattern::regex(&kcore_line("halting"))?,
+        Duration::from_secs(30),
+    )?;
+    let status = s.wait_exit(Duration::from_secs(30))?;
+    let lines = s.lines();
+    let fail = |what: String| Failure::from(s.failure(format!("{name}: {what}")));
+    if !status.success() {
+        return Err(fail(format!(
+            "QEMU exited with {status} (expected a PSCI SYSTEM_OFF)"
+        )));
+    }
+    if lines.iter().any(|l| l.contains(kserv::LINUX_BANNER)) {
+        return Err(fail("Linux started".into()));
+    }
+    check_no_repeats(&lines, 3).map_err(&fail)?;
+    let kcore_lines = lines.iter().filter(|l| l.contains("kcore:")).count();
+    if kcore_lines > 64 {
+        return Err(fail(format!(
+            "{kcore_lines} lines from KCore: an error loop?"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -28,5 +28,21 @@ fn kserv_cannot_touch_kcore_and_kcore_keeps_answering() -> TestResult {
             ))
             .into());
     }
+    // KCore reports refusals rate-limited (the 1st, 2nd, 4th, ...): one probe
+    // gives at most two lines, and at least one.
+    let refusals = run
+        .session
+        .lines()
+        .iter()
+        .filter(|l| l.contains("refused KServ access"))
+        .count();
+    if !(1..=2).contains(&refusals) {
+        return Err(run
+            .session
+            .failure(format!(
+                "{name}: {refusals} refusal reports from KCore (expected 1 or 2)"
+            ))
+            .into());
+    }
     Ok(())
 }

@@ -1,12 +1,11 @@
 //! KCore's boot heap: a fixed area in bss behind `buddy_system_allocator`.
 //!
-//! Used at boot for the private copy of the device tree, the platform
-//! description and KServ's device tree; never by the trap path, whose memory
+//! Used at boot for the platform description and KServ's device tree; never by the trap path, whose memory
 //! comes from bounded pools.
 
 use buddy_system_allocator::LockedHeap;
 
-const HEAP_SIZE: usize = 4 << 20;
+const HEAP_SIZE: usize = 2 << 20;
 
 #[repr(C, align(4096))]
 struct HeapArea([u8; HEAP_SIZE]);

@@ -57,12 +57,19 @@ static HOST_CONFIG: spin::Once<HostConfig> = spin::Once::new();
 static POWER: spin::Once<Option<Conduit>> = spin::Once::new();
 
 /// Prints `why`, then powers the machine off through PSCI if the platform
-/// has it, else parks this CPU. Never returns.
+/// has it (over the device tree's conduit: `HVC` only when KCore was wrongly
+/// entered at EL1), else parks this CPU. Never returns.
 pub fn stop(why: core::fmt::Arguments<'_>) -> ! {
     error!("{why}");
     error!("halting");
-    if let Some(Some(Conduit::Smc)) = POWER.get() {
-        firmware::smc(fid::SYSTEM_OFF, 0, 0, 0);
+    match POWER.get() {
+        Some(Some(Conduit::Smc)) => {
+            firmware::smc(fid::SYSTEM_OFF, 0, 0, 0);
+        }
+        Some(Some(Conduit::Hvc)) if cpu::current_el() < 2 => {
+            firmware::hvc(fid::SYSTEM_OFF, 0, 0, 0);
+        }
+        _ => {}
     }
     cpu::halt()
 }
@@ -187,6 +194,7 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
         // No console without a device tree: nothing can be reported.
         Err(_) => cpu::halt(),
     };
+    POWER.call_once(|| early.psci);
     if let Some(uart) = early.uart {
         // SAFETY: the device tree names a PL011 there; the MMU is off (every
         // access is device-typed) and the EL2 map built below keeps it mapped.
@@ -194,11 +202,9 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     }
     let el = cpu::current_el();
     if el != 2 {
-        error!(
+        stop(format_args!(
             "entered at EL{el}, but KCore must be entered at EL2 (QEMU: -machine virt,virtualization=on)"
-        );
-        error!("halting");
-        cpu::halt();
+        ));
     }
     info!(
         "KCore v{} at EL2 (ABI {}.{})",
@@ -217,17 +223,14 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     cpu::set_vectors(vectors::vectors_addr());
     heap::init();
 
-    // A private copy of the loader's device tree: the loader's copy lives in
-    // memory KServ will own.
-    // SAFETY: `discover` validated the header and the size.
-    let dt: Vec<u8> =
-        unsafe { core::slice::from_raw_parts(dtb as *const u8, early.dtb_size) }.to_vec();
-    let plat = match platform::parse(&dt) {
+    // `early` validated the loader's tree and made KCore's own copy: the
+    // loader's copy lives in memory KServ will own.
+    let dt = early.dt;
+    let plat = match platform::parse(dt) {
         Ok(p) => p,
         Err(e) => stop(format_args!("bad device tree: {e}")),
     };
-    POWER.call_once(|| plat.psci.as_ref().map(|p| p.method));
-    let boot = boot_kserv(&plat, &dt, &img, &mmu, &f);
+    let boot = boot_kserv(&plat, dt, &img, &mmu, &f);
     info!(
         "entering KServ at EL1: kernel {:#x}, device tree {:#x}, {} CPUs",
         boot.entry,
