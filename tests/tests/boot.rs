@@ -1,12 +1,14 @@
 //! KCore boots KServ (Debian's kernel at EL1) to its `/init` on four CPUs, on
 //! each interrupt controller and CPU model we support, and KServ's `boot`,
-//! `version` and `hvc` tests pass: all CPUs online, KCore's ABI version read
-//! through the device tree and a hypercall, a hypercall round trip.
+//! `version`, `hvc` and `hotplug` tests pass: all CPUs online, KCore's ABI
+//! version read through the device tree and a hypercall, unknown and legacy
+//! hypercalls refused, and every secondary CPU taken offline and back
+//! through KCore's PSCI (CPU_OFF, AFFINITY_INFO, CPU_ON).
 
 use kcore_qemu::{Boot, Cpu, Machine};
 use kcore_systests::{Failure, TestResult, batch, kcore_image};
 
-const TESTS: &[&str] = &["boot", "version", "hvc"];
+const TESTS: &[&str] = &["boot", "version", "hvc", "hotplug"];
 
 fn boots(name: &str, machine: Machine) -> TestResult {
     let boot = Boot::Kcore {
