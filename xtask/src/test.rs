@@ -34,7 +34,12 @@ const EL2_CRATES: &[&str] = &[
     "kcore-arch",
     "kcore-boot",
     "kcore-payload",
+    "kserv-core",
 ];
+
+/// KServ's userspace tools and their target.
+const MUSL_CRATES: &[&str] = &["kserv-tools"];
+const MUSL_TARGET: &str = "aarch64-unknown-linux-musl";
 
 /// The target of KCore.
 const EL2_TARGET: &str = "aarch64-unknown-none-softfloat";
@@ -81,6 +86,12 @@ fn steps(args: &TestArgs) -> Vec<Step> {
         }
         el2.extend(["--target", EL2_TARGET, "--", "-D", "warnings"]);
         steps.push(cargo(&el2));
+        let mut musl = vec!["clippy"];
+        for krate in MUSL_CRATES {
+            musl.extend(["-p", krate]);
+        }
+        musl.extend(["--target", MUSL_TARGET, "--", "-D", "warnings"]);
+        steps.push(cargo(&musl));
     }
     // The system tests are a workspace member (so clippy sees them) but need
     // build artefacts and QEMU: they run last, after the build.
@@ -244,7 +255,8 @@ mod tests {
                 "cargo fmt --all --check",
                 "cargo clippy --workspace --all-targets -- -D warnings",
                 "cargo clippy -p kcore -p kcore-abi -p kcore-arch -p kcore-boot -p kcore-payload \
-                 --target aarch64-unknown-none-softfloat -- -D warnings",
+                 -p kserv-core --target aarch64-unknown-none-softfloat -- -D warnings",
+                "cargo clippy -p kserv-tools --target aarch64-unknown-linux-musl -- -D warnings",
                 "cargo test --workspace --exclude kcore-systests",
                 "build (cargo xtask build)",
                 "cargo test -p kcore-systests --no-fail-fast -- --test-threads=2",

@@ -95,6 +95,12 @@ pub fn current_el() -> u64 {
     CurrentEL.get() >> 2 & 3
 }
 
+/// Time since reset in microseconds, from the physical counter.
+pub fn uptime_us() -> u64 {
+    let freq = CNTFRQ_EL0.get().max(1);
+    (CNTPCT_EL0.get() as u128 * 1_000_000 / freq as u128) as u64
+}
+
 /// This CPU's MPIDR affinity.
 pub fn mpidr() -> u64 {
     MPIDR_EL1.get() & 0xFF_00FF_FFFF

@@ -433,36 +433,65 @@ pub fn payload_checksum(payload: &[u8]) -> u64 {
 }
 
 fn checksum_words(bytes: &[u8], zero_word: Option<usize>) -> u64 {
-    let step = |h: u64, w: u64| (h ^ w).wrapping_mul(CHECKSUM_PRIME);
-    let words = bytes.chunks_exact(8);
-    let tail = words.remainder();
+    fn fold(h: u64, words: impl Iterator<Item = u64>) -> u64 {
+        words.fold(h, |h, w| (h ^ w).wrapping_mul(CHECKSUM_PRIME))
+    }
+    // Four words per iteration: the same sequential function, with a quarter
+    // of the loop overhead.
+    fn fold_words(h: u64, words: &[u64]) -> u64 {
+        let p = CHECKSUM_PRIME;
+        let mut quads = words.chunks_exact(4);
+        let mut h = h;
+        for q in quads.by_ref() {
+            if let [a, b, c, d] = q {
+                h = (h ^ u64::from_le(*a)).wrapping_mul(p);
+                h = (h ^ u64::from_le(*b)).wrapping_mul(p);
+                h = (h ^ u64::from_le(*c)).wrapping_mul(p);
+                h = (h ^ u64::from_le(*d)).wrapping_mul(p);
+            }
+        }
+        fold(h, quads.remainder().iter().map(|w| u64::from_le(*w)))
+    }
+    let (body, tail) = bytes.split_at(bytes.len() / 8 * 8);
+    let n = body.len() / 8;
+    // The word read as zero splits the body in two runs.
+    let (before, after) = match zero_word {
+        Some(z) if z < n => (z, z + 1),
+        _ => (n, n),
+    };
     let mut h = CHECKSUM_BASIS;
-    for (i, chunk) in words.enumerate() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        h = step(
-            h,
-            if zero_word == Some(i) {
-                0
-            } else {
+    // KCore checksums tens of MiB at boot, 4 KiB aligned: read them as words
+    // (byte loads cost eight times the instructions with strict alignment).
+    match bytemuck::try_cast_slice::<u8, u64>(body) {
+        Ok(words) => {
+            h = fold_words(h, &words[..before]);
+            if after > before {
+                h = fold(h, core::iter::once(0));
+            }
+            h = fold_words(h, &words[after..]);
+        }
+        Err(_) => {
+            let word = |c: &[u8]| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(c);
                 u64::from_le_bytes(w)
-            },
-        );
+            };
+            h = fold(h, body[..before * 8].chunks_exact(8).map(word));
+            if after > before {
+                h = fold(h, core::iter::once(0));
+            }
+            h = fold(h, body[after * 8..].chunks_exact(8).map(word));
+        }
     }
     if !tail.is_empty() {
         let mut w = [0u8; 8];
-        for (dst, src) in w.iter_mut().zip(tail) {
-            *dst = *src;
-        }
-        let i = bytes.len() / 8;
-        h = step(
-            h,
-            if zero_word == Some(i) {
-                0
-            } else {
-                u64::from_le_bytes(w)
-            },
-        );
+        w[..tail.len()].copy_from_slice(tail);
+        let last = if zero_word == Some(n) {
+            0
+        } else {
+            u64::from_le_bytes(w)
+        };
+        h = fold(h, core::iter::once(last));
     }
     h
 }

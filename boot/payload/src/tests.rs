@@ -857,3 +857,60 @@ fn kinds_round_trip() {
     assert_eq!(Kind::from_raw(0), None);
     assert_eq!(Kind::from_raw(4), None);
 }
+
+/// The checksum as docs/boot-image.md defines it, one byte at a time.
+fn reference_checksum(bytes: &[u8], zero_word: Option<usize>) -> u64 {
+    let mut padded = bytes.to_vec();
+    while padded.len() % 8 != 0 {
+        padded.push(0);
+    }
+    let mut h = CHECKSUM_BASIS;
+    for (i, c) in padded.chunks(8).enumerate() {
+        let mut w = 0u64;
+        for (k, b) in c.iter().enumerate() {
+            w |= (*b as u64) << (8 * k);
+        }
+        if zero_word == Some(i) {
+            w = 0;
+        }
+        h = (h ^ w).wrapping_mul(CHECKSUM_PRIME);
+    }
+    h
+}
+
+#[test]
+fn checksum_is_the_same_aligned_or_not() {
+    // A u64 buffer guarantees an 8-byte aligned start for the fast path;
+    // offsetting by one byte takes the byte-wise path.
+    let words: Vec<u64> = (0..1000u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect();
+    let aligned: &[u8] = bytemuck::cast_slice(&words);
+    let mut shifted = Vec::with_capacity(aligned.len() + 1);
+    shifted.push(0xEE);
+    shifted.extend_from_slice(aligned);
+    for len in [0, 1, 7, 8, 9, 31, 32, 33, 4000, 7999, 8000] {
+        let a = &aligned[..len];
+        let b = &shifted[1..1 + len];
+        assert_eq!(
+            checksum(a),
+            reference_checksum(a, None),
+            "aligned, len {len}"
+        );
+        assert_eq!(
+            checksum(b),
+            reference_checksum(b, None),
+            "unaligned, len {len}"
+        );
+        assert_eq!(
+            payload_checksum(a),
+            reference_checksum(a, Some(CHECKSUM_WORD)),
+            "len {len}"
+        );
+        assert_eq!(
+            payload_checksum(b),
+            reference_checksum(b, Some(CHECKSUM_WORD)),
+            "len {len}"
+        );
+    }
+}

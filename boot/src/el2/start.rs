@@ -232,10 +232,11 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     };
     let boot = boot_kserv(&plat, dt, &img, &mmu, &f);
     info!(
-        "entering KServ at EL1: kernel {:#x}, device tree {:#x}, {} CPUs",
+        "entering KServ at EL1: kernel {:#x}, device tree {:#x}, {} CPUs ({} us since reset)",
         boot.entry,
         boot.dt,
-        plat.cpus.len()
+        plat.cpus.len(),
+        cpu::uptime_us()
     );
     // SAFETY: KServ's stage 2 and traps are configured; the boot stack is
     // free again (nothing above this frame is used after the ERET).
