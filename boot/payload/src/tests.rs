@@ -861,7 +861,7 @@ fn kinds_round_trip() {
 /// The checksum as docs/boot-image.md defines it, one byte at a time.
 fn reference_checksum(bytes: &[u8], zero_word: Option<usize>) -> u64 {
     let mut padded = bytes.to_vec();
-    while padded.len() % 8 != 0 {
+    while !padded.len().is_multiple_of(8) {
         padded.push(0);
     }
     let mut h = CHECKSUM_BASIS;
