@@ -14,3 +14,6 @@ pub mod el2;
 
 #[cfg(not(target_os = "none"))]
 pub mod host_double;
+
+#[cfg(not(target_os = "none"))]
+pub mod host_machine;

@@ -58,6 +58,38 @@ macro_rules! addr_common {
 addr_common!(Pa, "Pa");
 addr_common!(Ipa, "Ipa");
 
+/// A physical page frame number: `Pa >> 12`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct Pfn(pub u64);
+
+/// A guest frame number: `Ipa >> 12` in a VM's address space.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct Gfn(pub u64);
+
+impl Pfn {
+    /// The page's first byte, or `None` if the frame number is too large.
+    pub const fn pa(self) -> Option<Pa> {
+        if self.0 > (u64::MAX >> PAGE_SHIFT) {
+            return None;
+        }
+        Some(Pa(self.0 << PAGE_SHIFT))
+    }
+    /// The frame holding `pa`.
+    pub const fn of(pa: Pa) -> Pfn {
+        Pfn(pa.0 >> PAGE_SHIFT)
+    }
+}
+
+impl Gfn {
+    /// The frame's first IPA, or `None` if the frame number is too large.
+    pub const fn ipa(self) -> Option<Ipa> {
+        if self.0 > (u64::MAX >> PAGE_SHIFT) {
+            return None;
+        }
+        Some(Ipa(self.0 << PAGE_SHIFT))
+    }
+}
+
 /// A non-empty range of addresses `[base, base + size)` whose end does not
 /// overflow. The end may be `2^64` exactly only in the sense that `end()` is
 /// never computed past `u64::MAX`.
@@ -137,7 +169,7 @@ impl fmt::Debug for MemRange {
 
 /// A bounded set of disjoint ranges kept sorted by base, with no allocation:
 /// the capacity is a const generic so the same code runs at EL2 and in tests.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct RangeSet<const N: usize> {
     ranges: [MemRange; N],
     len: usize,

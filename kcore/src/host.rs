@@ -7,14 +7,17 @@
 //! becomes an UNDEFINED exception in KServ. Every outcome is a value: nothing
 //! KServ passes can make this code panic.
 
-use crate::addr::Ipa;
+use crate::addr::{Ipa, Pfn};
 use crate::exception::{
     Esr, Injection, TrapState, ec, fault_ipa, inject_external_abort, inject_undef,
 };
-use crate::host_stage2::{HostAbort, HostStage2};
-use crate::hw::{Firmware, PageAllocator, TableMemory};
+use crate::host_stage2::HostAbort;
+use crate::hw::{Firmware, Hardware, PageAllocator};
+use crate::mem_protect::{CreateVm, MemCore};
+use crate::ownership::PageState;
 use crate::psci::{PsciOutcome, PsciRelay, fid};
-use kcore_abi::{Error, HypercallId, smccc};
+use crate::vm::VmKind;
+use kcore_abi::{Error, HypercallId, PageOwner, smccc, vm_flags};
 
 /// The host's general registers `x0..=x30` at the trap.
 pub type Regs = [u64; 31];
@@ -53,31 +56,41 @@ pub struct HostStats {
     pub undef: u64,
 }
 
-/// KCore's host-facing state.
-#[derive(Debug)]
-pub struct Host<const N: usize, const CPUS: usize> {
-    stage2: HostStage2<N>,
+/// KCore's host-facing state: memory (ownership, VMs, KServ's stage 2) and
+/// PSCI.
+#[derive(Clone, Debug)]
+pub struct Host<S, const BANKS: usize, const CPUS: usize, const VMS: usize> {
+    mem: MemCore<S, BANKS, VMS>,
     psci: PsciRelay<CPUS>,
     stats: HostStats,
 }
 
 /// Features KCore reports in the version call.
-const FEATURES: u64 = kcore_abi::features::PSCI_PROXY | kcore_abi::features::HOST_STAGE2;
+const FEATURES: u64 =
+    kcore_abi::features::PSCI_PROXY | kcore_abi::features::HOST_STAGE2 | kcore_abi::features::VMS;
 
-impl<const N: usize, const CPUS: usize> Host<N, CPUS> {
-    /// Builds the host state from KServ's stage 2 (already populated) and the
-    /// PSCI relay.
-    pub fn new(stage2: HostStage2<N>, psci: PsciRelay<CPUS>) -> Self {
+impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, const VMS: usize>
+    Host<S, BANKS, CPUS, VMS>
+{
+    /// Builds the host state from the memory side (KServ's stage 2 already
+    /// populated) and the PSCI relay.
+    pub fn new(mem: MemCore<S, BANKS, VMS>, psci: PsciRelay<CPUS>) -> Self {
         Host {
-            stage2,
+            mem,
             psci,
             stats: HostStats::default(),
         }
     }
 
-    /// KServ's stage 2.
-    pub fn stage2(&self) -> &HostStage2<N> {
-        &self.stage2
+    /// The memory side.
+    pub fn mem(&self) -> &MemCore<S, BANKS, VMS> {
+        &self.mem
+    }
+
+    /// The memory side, mutably: the guest-initiated transitions arrive
+    /// through vCPU exits, not through `handle_trap`.
+    pub fn mem_mut(&mut self) -> &mut MemCore<S, BANKS, VMS> {
+        &mut self.mem
     }
 
     /// The PSCI relay.
@@ -90,26 +103,28 @@ impl<const N: usize, const CPUS: usize> Host<N, CPUS> {
         self.stats
     }
 
-    /// Handles one synchronous exception from KServ on CPU `cpu`.
+    /// Handles one synchronous exception from KServ on CPU `cpu`. `alloc` is
+    /// KCore's pool for KServ's own stage-2 tables.
     pub fn handle_trap(
         &mut self,
         cpu: usize,
         trap: &TrapState,
         regs: &mut Regs,
-        mem: &mut impl TableMemory,
+        hw: &mut impl Hardware,
         alloc: &mut impl PageAllocator,
         fw: &mut impl Firmware,
     ) -> Resume {
         let esr = Esr(trap.esr);
         match esr.ec() {
             ec::HVC64 => {
-                handle_hvc(esr.imm16(), regs);
+                self.handle_hvc(esr.imm16(), regs, hw);
                 Resume::Retry
             }
             ec::SMC64 => self.handle_smc(cpu, esr.imm16(), regs, fw),
             ec::DABT_LOW | ec::IABT_LOW if esr.is_s2_mapping_fault() => {
                 let ipa = Ipa(fault_ipa(trap.hpfar, trap.far));
-                match self.stage2.handle_abort(mem, alloc, ipa) {
+                let (stage2, owners) = self.mem.host_mut();
+                match stage2.handle_abort(hw, alloc, ipa, |r| owners.host_may_map_range(r)) {
                     HostAbort::Mapped => {
                         self.stats.mapped += 1;
                         Resume::Retry
@@ -132,6 +147,75 @@ impl<const N: usize, const CPUS: usize> Host<N, CPUS> {
         }
     }
 
+    /// KServ's hypercalls: decode, then each call's check and commit.
+    /// Results go to `x0..x3`; `x4..x30` are left as they were.
+    pub fn handle_hvc(&mut self, imm: u16, regs: &mut Regs, hw: &mut impl Hardware) {
+        let id = if imm == 0 {
+            HypercallId::from_raw(regs[0])
+        } else {
+            None
+        };
+        let [a1, a2, a3, a4, a5] = [regs[1], regs[2], regs[3], regs[4], regs[5]];
+        let m = &mut self.mem;
+        let result: Result<[u64; 3], Error> = match id {
+            None | Some(HypercallId::Version) | Some(HypercallId::Features) => {
+                abi_query(imm, regs);
+                return;
+            }
+            Some(HypercallId::HostCreateVm) => {
+                let kind = if a1 & vm_flags::PROTECTED != 0 {
+                    VmKind::Protected
+                } else {
+                    VmKind::NonProtected
+                };
+                if a1 & !vm_flags::ALL != 0 || a2 > u32::MAX as u64 {
+                    Err(Error::InvalidParameter)
+                } else {
+                    let args = CreateVm {
+                        kind,
+                        ipa_bits: a2 as u32,
+                        max_vcpus: a3,
+                        pool: Pfn(a4),
+                        pool_pages: a5,
+                    };
+                    m.check_create_vm(&args)
+                        .map(|t| [m.commit_create_vm(t, hw).0, 0, 0])
+                }
+            }
+            Some(HypercallId::HostCreateVcpu) => m.host_create_vcpu(a1, a2).map(|()| [0; 3]),
+            Some(HypercallId::HostDonateVmPool) => m
+                .check_donate_vm_pool(a1, a2)
+                .map(|t| m.commit_donate_vm_pool(t, hw))
+                .map(|()| [0; 3]),
+            Some(HypercallId::HostDonateGuest) => m
+                .check_host_donate_guest(a1, a2, a3, hw)
+                .map(|t| m.commit_host_donate_guest(t, hw))
+                .map(|()| [0; 3]),
+            Some(HypercallId::HostShareGuest) => m
+                .check_host_share_guest(a1, a2, a3, hw)
+                .map(|t| m.commit_host_share_guest(t, hw))
+                .map(|()| [0; 3]),
+            Some(HypercallId::HostUnshareGuest) => m
+                .check_host_unshare_guest(a1, a2, hw)
+                .map(|t| m.commit_host_unshare_guest(t, hw))
+                .map(|()| [0; 3]),
+            Some(HypercallId::HostTeardownVm) => m.host_teardown_vm(a1, hw).map(|()| [0; 3]),
+            Some(HypercallId::HostReclaimPage) => m
+                .check_host_reclaim_page(a1, a2)
+                .map(|t| m.commit_host_reclaim_page(t, hw))
+                .map(|()| [0; 3]),
+            Some(HypercallId::HostPageOwner) => m.host_page_owner(a1).map(|s| owner_report(m, s)),
+        };
+        let (r0, [r1, r2, r3]) = match result {
+            Ok(r) => (kcore_abi::SUCCESS as u64, r),
+            Err(e) => (e.to_x0(), [0; 3]),
+        };
+        regs[0] = r0;
+        regs[1] = r1;
+        regs[2] = r2;
+        regs[3] = r3;
+    }
+
     fn handle_smc(
         &mut self,
         cpu: usize,
@@ -144,11 +228,13 @@ impl<const N: usize, const CPUS: usize> Host<N, CPUS> {
             regs[0] = smccc::RET_NOT_SUPPORTED;
             return Resume::Skip;
         }
-        let stage2 = &self.stage2;
+        let owners = self.mem.owners();
         let out = self
             .psci
             .handle(cpu, id as u32, [regs[1], regs[2], regs[3]], fw, |a| {
-                stage2.map().is_host_ram(a)
+                owners
+                    .get(Pfn::of(crate::addr::Pa(a)))
+                    .is_some_and(PageState::host_may_map)
             });
         match out {
             PsciOutcome::Return(v) => {
@@ -177,9 +263,31 @@ impl<const N: usize, const CPUS: usize> Host<N, CPUS> {
     }
 }
 
-/// The hypercall ABI. Results go to `x0..x3`; `x4..x17` are left as they
-/// were (SMCCC 1.1 lets them be clobbered, KCore does not).
-pub fn handle_hvc(imm: u16, regs: &mut Regs) {
+/// `x1..x3` of `host_page_owner`: the owner code, the VM's handle, the gfn.
+fn owner_report<S: AsRef<[u64]> + AsMut<[u64]>, const B: usize, const V: usize>(
+    m: &MemCore<S, B, V>,
+    s: PageState,
+) -> [u64; 3] {
+    let code = match s {
+        PageState::KCore => PageOwner::KCore,
+        PageState::VmTable { .. } => PageOwner::VmTable,
+        PageState::Host => PageOwner::Host,
+        PageState::HostSharedWithGuest { .. } => PageOwner::HostSharedWithGuest,
+        PageState::Guest { .. } => PageOwner::Guest,
+        PageState::GuestSharedWithHost { .. } => PageOwner::GuestSharedWithHost,
+    };
+    let handle = s
+        .vm()
+        .and_then(|v| m.vms().get(v))
+        .map_or(0, |v| v.handle.0);
+    [code as u64, handle, s.gfn().map_or(0, |g| g.0)]
+}
+
+/// The stateless part of the hypercall ABI: version, features, the SMCCC
+/// UID query, and `NOT_SUPPORTED` for everything unknown. Results go to
+/// `x0..x3`; `x4..x30` are left as they were (SMCCC 1.1 lets callees clobber
+/// `x4..x17`; KCore does not).
+pub fn abi_query(imm: u16, regs: &mut Regs) {
     let x0 = regs[0];
     let (r0, r1, r2, r3) = if imm != 0 {
         (Error::NotSupported.to_x0(), 0, 0, 0)
@@ -203,7 +311,7 @@ pub fn handle_hvc(imm: u16, regs: &mut Regs) {
                 };
                 (r, 0, 0, 0)
             }
-            None => (Error::NotSupported.to_x0(), 0, 0, 0),
+            _ => (Error::NotSupported.to_x0(), 0, 0, 0),
         }
     };
     regs[0] = r0;
@@ -220,7 +328,7 @@ mod tests {
         let mut r = [0xAAu64; 31];
         r[0] = x0;
         r[1] = x1;
-        handle_hvc(0, &mut r);
+        abi_query(0, &mut r);
         r
     }
 
@@ -262,7 +370,7 @@ mod tests {
         }
         let mut r = [0u64; 31];
         r[0] = HypercallId::Version.function_id() as u64;
-        handle_hvc(1, &mut r);
+        abi_query(1, &mut r);
         assert_eq!(r[0], Error::NotSupported.to_x0(), "HVC #imm != 0");
     }
 

@@ -66,7 +66,7 @@ pub enum HostAbort {
 }
 
 /// KServ's stage-2 table and the map that decides what goes in it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct HostStage2<const N: usize> {
     table: PageTable<Stage2>,
     map: HostMemoryMap<N>,
@@ -86,6 +86,11 @@ impl<const N: usize> HostStage2<N> {
     /// The table (for `VTTBR_EL2` and the invariant checks).
     pub fn table(&self) -> &PageTable<Stage2> {
         &self.table
+    }
+
+    /// The table, for the ownership transitions that unmap from it.
+    pub(crate) fn table_mut(&mut self) -> &mut PageTable<Stage2> {
+        &mut self.table
     }
 
     /// The memory map.
@@ -132,12 +137,16 @@ impl<const N: usize> HostStage2<N> {
         Ok(())
     }
 
-    /// Handles a stage-2 abort by KServ at `ipa`.
+    /// Handles a stage-2 abort by KServ at `ipa`. `ram_ok(range)` says
+    /// whether KServ may map every page of a RAM range now (the ownership
+    /// table's answer). RAM gets the largest block up to 2 MiB for which that
+    /// holds, device memory up to 1 GiB.
     pub fn handle_abort(
         &mut self,
         mem: &mut impl TableMemory,
         alloc: &mut impl PageAllocator,
         ipa: Ipa,
+        ram_ok: impl Fn(MemRange) -> bool,
     ) -> HostAbort {
         let addr = ipa.raw();
         if self.map.kcore.find(addr).is_some() || addr >= self.table.geometry().input_limit() {
@@ -149,12 +158,12 @@ impl<const N: usize> HostStage2<N> {
             return HostAbort::Mapped;
         }
         let is_ram = self.map.ram.find(addr).is_some();
-        let attrs = if is_ram {
-            Attrs::RAM_RWX
+        let (attrs, first_level) = if is_ram {
+            (Attrs::RAM_RWX, 2)
         } else {
-            Attrs::DEVICE
+            (Attrs::DEVICE, 1)
         };
-        for level in 1..=3 {
+        for level in first_level..=3 {
             let size = block_size(level);
             let base = addr & !(size - 1);
             let Some(block) = MemRange::new(base, size) else {
@@ -163,7 +172,12 @@ impl<const N: usize> HostStage2<N> {
             if self.map.kcore.overlaps(&block) || (!is_ram && self.map.ram.overlaps(&block)) {
                 continue;
             }
-            if is_ram && !self.map.ram.iter().any(|r| r.contains_range(&block)) {
+            if is_ram && !(self.map.ram.iter().any(|r| r.contains_range(&block)) && ram_ok(block)) {
+                if level == 3 {
+                    // The page itself is not one KServ may use.
+                    self.denied += 1;
+                    return HostAbort::Denied;
+                }
                 continue;
             }
             match self.table.map(mem, alloc, base, Pa(base), size, attrs) {

@@ -35,3 +35,34 @@ pub trait Firmware {
     /// `x0`.
     fn smc(&mut self, fid: u32, args: [u64; 3]) -> u64;
 }
+
+/// RAM as KCore reads and writes it on behalf of ownership changes: hashing a
+/// VM's image, scrubbing a page before it returns to KServ. At EL2 this is
+/// KCore's identity map of RAM.
+pub trait PhysMemory {
+    /// Copies `buf.len()` bytes starting at `pa` into `buf`. The range never
+    /// crosses a page boundary.
+    fn read(&self, pa: Pa, buf: &mut [u8]);
+    /// Fills the 4 KiB page at `page` with zeros.
+    fn scrub_page(&mut self, page: Pa);
+}
+
+/// A VMID: 0 is KServ's stage 2, `1..` are VMs'.
+pub type Vmid = u16;
+
+/// TLB maintenance for stage-2 changes. Every valid-to-invalid change of a
+/// stage-2 entry is followed by one of these before the change is relied on
+/// (break-before-make, Arm ARM D8.16).
+pub trait Tlb {
+    /// Drops every TLB entry of `vmid` (stage 2 and combined stage 1+2) that
+    /// translates `ipa`, on all CPUs, and waits for completion.
+    fn flush_ipa(&mut self, vmid: Vmid, ipa: crate::addr::Ipa);
+    /// Drops every TLB entry of `vmid` on all CPUs, and waits for completion.
+    fn flush_vmid(&mut self, vmid: Vmid);
+}
+
+/// Everything KCore's ownership transitions touch: table memory, RAM
+/// contents and the TLBs. At EL2 one object implements all three.
+pub trait Hardware: TableMemory + PhysMemory + Tlb {}
+
+impl<T: TableMemory + PhysMemory + Tlb> Hardware for T {}

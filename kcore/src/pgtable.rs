@@ -311,7 +311,7 @@ pub struct Leaf {
 }
 
 /// A table tree rooted at `root`, in regime `R`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct PageTable<R: Regime> {
     root: Pa,
     geometry: Geometry,
@@ -443,6 +443,92 @@ impl<R: Regime> PageTable<R> {
             }
             table = Pa(entry & OA_MASK);
             level += 1;
+        }
+    }
+
+    /// Number of table pages [`PageTable::map`] would allocate to map the
+    /// single page at `va` (0 to 3).
+    pub fn tables_needed(&self, mem: &impl TableMemory, va: u64) -> usize {
+        let mut table = self.root;
+        let mut level = self.geometry.start_level;
+        while level < 3 {
+            let entry = mem.read_entry(table, self.index(level, va));
+            if entry & DESC_VALID == 0 {
+                return 3 - level;
+            }
+            if entry & DESC_TABLE == 0 {
+                return 0; // a block: `map` will refuse, nothing is allocated
+            }
+            table = Pa(entry & OA_MASK);
+            level += 1;
+        }
+        0
+    }
+
+    /// Invalidates the leaf (block or page) that translates `va`, if any, and
+    /// returns the input range it covered. The caller must then invalidate
+    /// the TLBs for that range before relying on the change.
+    pub fn unmap_leaf(&mut self, mem: &mut impl TableMemory, va: u64) -> Option<(u64, u64)> {
+        if va >= self.geometry.input_limit() {
+            return None;
+        }
+        let mut table = self.root;
+        let mut level = self.geometry.start_level;
+        loop {
+            let idx = self.index(level, va);
+            let entry = mem.read_entry(table, idx);
+            if entry & DESC_VALID == 0 {
+                return None;
+            }
+            if level == 3 || entry & DESC_TABLE == 0 {
+                mem.write_entry(table, idx, 0);
+                let size = block_size(level);
+                return Some((va & !(size - 1), size));
+            }
+            table = Pa(entry & OA_MASK);
+            level += 1;
+        }
+    }
+
+    /// Calls `f(va, leaf, size)` for every valid leaf of the tree, in input
+    /// address order.
+    pub fn for_each_leaf(&self, mem: &impl TableMemory, f: &mut impl FnMut(u64, Leaf, u64)) {
+        self.visit_leaves(
+            mem,
+            self.root,
+            self.geometry.start_level,
+            self.geometry.root_entries(),
+            0,
+            f,
+        );
+    }
+
+    fn visit_leaves(
+        &self,
+        mem: &impl TableMemory,
+        table: Pa,
+        level: usize,
+        entries: usize,
+        base: u64,
+        f: &mut impl FnMut(u64, Leaf, u64),
+    ) {
+        let size = block_size(level);
+        for i in 0..entries {
+            let e = mem.read_entry(table, i);
+            if e & DESC_VALID == 0 {
+                continue;
+            }
+            let va = base + i as u64 * size;
+            if level == 3 || e & DESC_TABLE == 0 {
+                let leaf = Leaf {
+                    pa: Pa(e & OA_MASK & !(size - 1)),
+                    level,
+                    attrs: R::decode_attrs(e),
+                };
+                f(va, leaf, size);
+            } else {
+                self.visit_leaves(mem, Pa(e & OA_MASK), level + 1, ENTRIES, va, f);
+            }
         }
     }
 

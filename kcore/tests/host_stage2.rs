@@ -101,7 +101,7 @@ fn ram_uses_blocks_where_alignment_allows() {
 fn table_pages_are_kcore_pages() {
     let (mut s2, mut mem, mut alloc) = setup(44);
     s2.map_ram(&mut mem, &mut alloc).unwrap();
-    let mut ab = || s2.handle_abort(&mut mem, &mut alloc, Ipa(0x0900_0000));
+    let mut ab = || s2.handle_abort(&mut mem, &mut alloc, Ipa(0x0900_0000), |_| true);
     assert_eq!(ab(), HostAbort::Mapped);
     let pool = MemRange::new(POOL, POOL_SIZE).unwrap();
     let mut n = 0;
@@ -125,7 +125,7 @@ fn aborts_map_devices_and_refuse_kcore() {
     s2.map_ram(&mut mem, &mut alloc).unwrap();
     // A UART below RAM: the largest block that holds no RAM is 1 GiB at 0.
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x0900_0004)),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x0900_0004), |_| true),
         HostAbort::Mapped
     );
     let leaf = s2.table().walk(&mem, 0x0900_0004).unwrap();
@@ -136,7 +136,7 @@ fn aborts_map_devices_and_refuse_kcore() {
     assert!(!leaf.attrs.exec);
     // High MMIO (virt's PCIe window at 512 GiB) gets a 1 GiB block too.
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x80_0000_1000)),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x80_0000_1000), |_| true),
         HostAbort::Mapped
     );
     assert_eq!(s2.table().walk(&mem, 0x80_0000_1000).unwrap().level, 1);
@@ -149,7 +149,7 @@ fn aborts_map_devices_and_refuse_kcore() {
         POOL + POOL_SIZE - 8,
     ] {
         assert_eq!(
-            s2.handle_abort(&mut mem, &mut alloc, Ipa(a)),
+            s2.handle_abort(&mut mem, &mut alloc, Ipa(a), |_| true),
             HostAbort::Denied,
             "{a:#x}"
         );
@@ -158,12 +158,12 @@ fn aborts_map_devices_and_refuse_kcore() {
     assert_eq!(s2.denied_count(), 5);
     // Beyond the IPA space: refused.
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(1 << 40)),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(1 << 40), |_| true),
         HostAbort::Denied
     );
     // Mapped already (e.g. raced with another CPU): retry.
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(RAM)),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(RAM), |_| true),
         HostAbort::Mapped
     );
 }
@@ -184,7 +184,7 @@ fn device_block_next_to_ram_shrinks() {
     );
     let (mut mem, mut alloc) = (FakeMemory::new(), FakeAllocator::new(0x1000_1000, 64));
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7000_0010)),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7000_0010), |_| true),
         HostAbort::Mapped
     );
     assert_eq!(
@@ -193,7 +193,7 @@ fn device_block_next_to_ram_shrinks() {
         "shares 2 MiB with KCore's page"
     );
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7020_0000)),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7020_0000), |_| true),
         HostAbort::Mapped
     );
     assert_eq!(
@@ -202,7 +202,7 @@ fn device_block_next_to_ram_shrinks() {
         "2 MiB: its 1 GiB holds RAM"
     );
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7010_0000)),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7010_0000), |_| true),
         HostAbort::Denied
     );
 }
@@ -220,7 +220,12 @@ fn pool_exhaustion_is_an_error_not_a_panic() {
     let (mut mem, mut alloc) = (FakeMemory::new(), FakeAllocator::new(0x1000_1000, 1));
     assert!(s2.map_ram(&mut mem, &mut alloc).is_err());
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x1_0000_0000_0000 - 0x1000)),
+        s2.handle_abort(
+            &mut mem,
+            &mut alloc,
+            Ipa(0x1_0000_0000_0000 - 0x1000),
+            |_| true
+        ),
         HostAbort::NoMemory
     );
 }

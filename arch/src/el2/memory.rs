@@ -82,3 +82,77 @@ impl PageAllocator for PagePool {
         ((self.end - self.next) / PAGE_SIZE) as usize
     }
 }
+
+impl kcore::hw::PhysMemory for PhysTables {
+    fn read(&self, pa: Pa, buf: &mut [u8]) {
+        let src = pa.raw() as usize as *const u8;
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: KCore maps all RAM at EL2 and the caller passes RAM
+            // addresses within one page (the trait's contract).
+            *b = unsafe { src.wrapping_add(i).read_volatile() };
+        }
+    }
+    fn scrub_page(&mut self, page: Pa) {
+        // A scrubbed page is RAM like a table page: the same zeroing.
+        TableMemory::zero_page(self, page);
+        // Make the zeros visible before the page changes hands.
+        // SAFETY: a barrier; no memory is accessed.
+        unsafe { asm!("dsb ish", options(nostack, preserves_flags)) };
+    }
+}
+
+impl kcore::hw::Tlb for PhysTables {
+    fn flush_ipa(&mut self, vmid: kcore::hw::Vmid, ipa: kcore::addr::Ipa) {
+        with_vmid(vmid, || {
+            // SAFETY: TLB maintenance for the current VMID: stage-2 entries for
+            // the IPA, then the combined stage-1+2 entries, broadcast to the
+            // inner-shareable domain and completed before returning.
+            unsafe {
+                asm!(
+                    "dsb ishst",
+                    "tlbi ipas2e1is, {ipa}",
+                    "dsb ish",
+                    "tlbi vmalle1is",
+                    "dsb ish",
+                    "isb",
+                    ipa = in(reg) ipa.raw() >> 12,
+                    options(nostack, preserves_flags)
+                )
+            };
+        });
+    }
+    fn flush_vmid(&mut self, vmid: kcore::hw::Vmid) {
+        with_vmid(vmid, || {
+            // SAFETY: TLB maintenance for every entry of the current VMID,
+            // broadcast and completed before returning.
+            unsafe {
+                asm!(
+                    "dsb ishst",
+                    "tlbi vmalls12e1is",
+                    "dsb ish",
+                    "isb",
+                    options(nostack, preserves_flags)
+                )
+            };
+        });
+    }
+}
+
+/// Runs `f` with `VTTBR_EL2.VMID` = `vmid` (TLB maintenance by VMID acts on
+/// the current one), restoring the previous `VTTBR_EL2` after.
+fn with_vmid(vmid: kcore::hw::Vmid, f: impl FnOnce()) {
+    let saved: u64;
+    // SAFETY: reads an EL2 register.
+    unsafe { asm!("mrs {}, vttbr_el2", out(reg) saved, options(nomem, nostack, preserves_flags)) };
+    let want = (saved & !(0xFFFF << 48)) | ((vmid as u64) << 48);
+    if want == saved {
+        f();
+        return;
+    }
+    // SAFETY: only the VMID field changes, while KCore runs at EL2 (stage 2
+    // does not apply to it); the previous value is restored below.
+    unsafe { asm!("msr vttbr_el2, {}", "isb", in(reg) want, options(nostack, preserves_flags)) };
+    f();
+    // SAFETY: restores the value read above.
+    unsafe { asm!("msr vttbr_el2, {}", "isb", in(reg) saved, options(nostack, preserves_flags)) };
+}

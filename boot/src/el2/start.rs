@@ -13,6 +13,8 @@ use alloc::vec::Vec;
 use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
 use kcore::host::Host;
 use kcore::host_stage2::{HostMemoryMap, HostStage2};
+use kcore::mem_protect::MemCore;
+use kcore::ownership::OwnershipTable;
 use kcore::hw::PageAllocator;
 use kcore::pgtable::{Attrs, El2Stage1, Geometry, PageTable, Stage2};
 use kcore::psci::{PsciRelay, fid};
@@ -30,8 +32,10 @@ pub const MAX_CPUS: usize = 64;
 pub const MAP_RANGES: usize = 16;
 /// EL2 stack per secondary CPU.
 const SECONDARY_STACK: u64 = 16 * 1024;
-/// KCore's pool: KServ's stage-2 tables and the secondary stacks.
-const POOL_SIZE: u64 = 4 << 20;
+/// Most VMs at once (hardware VMIDs 1..=MAX_VMS; 8-bit VMIDs).
+pub const MAX_VMS: usize = 16;
+/// Part of KCore's pool for KServ's stage-2 tables.
+const HOST_S2_POOL: u64 = 2 << 20;
 /// Space reserved at the start of the pool for a stage-2 root (up to 16
 /// concatenated tables).
 const S2_ROOT_SPACE: u64 = 16 * PAGE_SIZE;
@@ -45,7 +49,7 @@ static mut EL2_TABLES: TableArea = TableArea([0; EL2_TABLE_PAGES * PAGE_SIZE as 
 /// Everything KServ's traps need, behind one lock (docs/lock-order.md).
 pub struct KcoreState {
     /// The host-facing state machine.
-    pub host: Host<MAP_RANGES, MAX_CPUS>,
+    pub host: Host<&'static mut [u64], MAP_RANGES, MAX_CPUS, MAX_VMS>,
     /// Pages for KServ's stage-2 tables.
     pub pool: PagePool,
 }
@@ -315,8 +319,21 @@ fn boot_kserv(
     let Some(dt_base) = align_up(kernel_end, 2 << 20) else {
         stop(format_args!("no room for KServ's device tree"))
     };
+    // KCore's pool: a stage-2 root, the ownership table (8 bytes a page of
+    // RAM), KServ's stage-2 tables, the secondary CPUs' stacks.
+    let mut ram_banks = RangeSet::<MAP_RANGES>::new();
+    for b in &banks {
+        if ram_banks.insert(*b).is_err() {
+            warn!("ignoring RAM bank {b:?} (overlap or too many banks)");
+        }
+    }
+    let owner_entries = OwnershipTable::<&mut [u64], MAP_RANGES>::entries_needed(&ram_banks);
+    let owner_bytes = align_up(owner_entries as u64 * 8, PAGE_SIZE).unwrap_or(u64::MAX);
+    let stacks_bytes = MAX_CPUS as u64 * SECONDARY_STACK;
+    let pool_size = align_up(S2_ROOT_SPACE + owner_bytes + HOST_S2_POOL + stacks_bytes, 2 << 20)
+        .unwrap_or(u64::MAX);
     let pool_end = bank.end() & !((2 << 20) - 1);
-    let pool_base = pool_end.saturating_sub(POOL_SIZE);
+    let pool_base = pool_end.saturating_sub(pool_size);
     let Some(pool) = MemRange::from_bounds(pool_base, pool_end) else {
         stop(format_args!("RAM bank too small for KCore's pool"))
     };
@@ -372,9 +389,9 @@ fn boot_kserv(
 
     // KServ's stage 2.
     let mut map = HostMemoryMap::<MAP_RANGES>::new();
-    for b in &banks {
+    for b in ram_banks.iter() {
         if map.add_ram(*b).is_err() {
-            warn!("ignoring RAM bank {b:?} (overlap or too many banks)");
+            stop(format_args!("cannot record RAM bank {b:?}"));
         }
     }
     for k in kcore_regions {
@@ -400,13 +417,24 @@ fn boot_kserv(
     };
     // SAFETY: the pool is RAM KCore just reserved for itself, mapped RW at EL2.
     let mut tables = unsafe { PhysTables::new() };
-    // SAFETY: as above; the pool's first S2_ROOT_SPACE bytes hold the root.
-    let mut pages = unsafe {
-        PagePool::new(
-            pool.base() + S2_ROOT_SPACE,
-            pool.end() - MAX_CPUS as u64 * SECONDARY_STACK,
-        )
+    let owners_at = pool.base() + S2_ROOT_SPACE;
+    // SAFETY: as above; the pool holds, in order, the root (S2_ROOT_SPACE),
+    // the ownership table (owner_bytes), KServ's table pages, the stacks.
+    let mut pages = unsafe { PagePool::new(owners_at + owner_bytes, pool.end() - stacks_bytes) };
+    // SAFETY: [owners_at, owners_at + owner_bytes) is part of KCore's pool,
+    // mapped read-write at EL2, 8-byte aligned, and used for nothing else
+    // for as long as KCore runs.
+    let storage: &'static mut [u64] =
+        unsafe { core::slice::from_raw_parts_mut(owners_at as *mut u64, owner_entries) };
+    let mut owners = match OwnershipTable::new(storage, ram_banks) {
+        Ok(o) => o,
+        Err(e) => stop(format_args!("cannot build the ownership table: {e:?}")),
     };
+    for k in kcore_regions {
+        if let Err(e) = owners.mark_kcore(k) {
+            stop(format_args!("cannot mark KCore's memory {k:?}: {e:?}"));
+        }
+    }
     for i in 0..geometry.root_tables() {
         use kcore::hw::TableMemory;
         tables.zero_page(Pa(pool.base() + i as u64 * PAGE_SIZE));
@@ -448,7 +476,7 @@ fn boot_kserv(
         size_of::<SecondaryBoot>() as u64,
     );
     *STATE.lock() = Some(KcoreState {
-        host: Host::new(s2, PsciRelay::new(&mpidrs, boot_cpu)),
+        host: Host::new(MemCore::new(owners, s2, f.pa_bits), PsciRelay::new(&mpidrs, boot_cpu)),
         pool: pages,
     });
     trap::set_secondary_entry(img.secondary_entry);

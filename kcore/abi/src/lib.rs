@@ -15,7 +15,7 @@ pub mod smccc;
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 1;
+pub const ABI_VERSION_MINOR: u16 = 2;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.
@@ -55,11 +55,52 @@ pub enum HypercallId {
     /// `x1` = the function id to ask about. Returns `x0 = SUCCESS` if it is
     /// implemented, [`Error::NotSupported`] otherwise.
     Features = HYPERCALL_BASE + 1,
+    /// `host_create_vm`: `x1` = [`vm_flags`], `x2` = IPA size in bits (0:
+    /// default 40), `x3` = most vCPUs (1..=64), `x4` = first pfn and `x5` =
+    /// number of KServ pages donated for the VM's stage-2 tables (contiguous;
+    /// the first ones, aligned to their size, hold the root). Returns `x1` =
+    /// the VM handle.
+    HostCreateVm = HYPERCALL_BASE + 2,
+    /// `host_create_vcpu`: `x1` = handle, `x2` = vCPU index.
+    HostCreateVcpu = HYPERCALL_BASE + 3,
+    /// `host_donate_vm_pool`: `x1` = handle, `x2` = pfn of one more KServ page
+    /// for the VM's stage-2 tables.
+    HostDonateVmPool = HYPERCALL_BASE + 4,
+    /// `host_donate_guest`: `x1` = handle, `x2` = pfn, `x3` = gfn. The page
+    /// becomes the VM's at `gfn` and leaves KServ's stage 2.
+    HostDonateGuest = HYPERCALL_BASE + 5,
+    /// `host_share_guest`: `x1` = handle, `x2` = pfn, `x3` = gfn. The page
+    /// stays KServ's and is also mapped in the (non-protected) VM at `gfn`.
+    HostShareGuest = HYPERCALL_BASE + 6,
+    /// `host_unshare_guest`: `x1` = handle, `x2` = gfn of a shared page.
+    HostUnshareGuest = HYPERCALL_BASE + 7,
+    /// `host_teardown_vm`: `x1` = handle. The VM is dying: unmapped, never to
+    /// run again; its pages wait for `HostReclaimPage`.
+    HostTeardownVm = HYPERCALL_BASE + 8,
+    /// `host_reclaim_page`: `x1` = handle of a dying VM, `x2` = pfn of one of
+    /// its pages (memory or table). KCore scrubs it and returns it to KServ;
+    /// the VM's slot is freed with its last page.
+    HostReclaimPage = HYPERCALL_BASE + 9,
+    /// `host_page_owner` (for tests): `x1` = pfn. Returns `x1` = a
+    /// [`PageOwner`] code, `x2` = the VM handle (0 if none), `x3` = the gfn.
+    HostPageOwner = HYPERCALL_BASE + 10,
 }
 
 impl HypercallId {
     /// Every hypercall this ABI version defines.
-    pub const ALL: [HypercallId; 2] = [HypercallId::Version, HypercallId::Features];
+    pub const ALL: [HypercallId; 11] = [
+        HypercallId::Version,
+        HypercallId::Features,
+        HypercallId::HostCreateVm,
+        HypercallId::HostCreateVcpu,
+        HypercallId::HostDonateVmPool,
+        HypercallId::HostDonateGuest,
+        HypercallId::HostShareGuest,
+        HypercallId::HostUnshareGuest,
+        HypercallId::HostTeardownVm,
+        HypercallId::HostReclaimPage,
+        HypercallId::HostPageOwner,
+    ];
 
     /// The SMCCC function id of this call.
     pub const fn function_id(self) -> u32 {
@@ -85,6 +126,47 @@ impl HypercallId {
     }
 }
 
+/// Flags of [`HypercallId::HostCreateVm`] in `x1`.
+pub mod vm_flags {
+    /// A protected VM: KServ can neither read nor write its private memory.
+    pub const PROTECTED: u64 = 1 << 0;
+    /// Every flag this ABI version defines.
+    pub const ALL: u64 = PROTECTED;
+}
+
+/// Who owns a page, as [`HypercallId::HostPageOwner`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u64)]
+pub enum PageOwner {
+    /// KCore's own.
+    KCore = 1,
+    /// KCore's, holding a VM's stage-2 tables.
+    VmTable = 2,
+    /// KServ's alone.
+    Host = 3,
+    /// KServ's, shared with a non-protected VM.
+    HostSharedWithGuest = 4,
+    /// A VM's.
+    Guest = 5,
+    /// A VM's, shared with KServ.
+    GuestSharedWithHost = 6,
+}
+
+impl PageOwner {
+    /// Decodes an `x1` value.
+    pub const fn from_raw(v: u64) -> Option<PageOwner> {
+        Some(match v {
+            1 => PageOwner::KCore,
+            2 => PageOwner::VmTable,
+            3 => PageOwner::Host,
+            4 => PageOwner::HostSharedWithGuest,
+            5 => PageOwner::Guest,
+            6 => PageOwner::GuestSharedWithHost,
+            _ => return None,
+        })
+    }
+}
+
 /// Bits of the feature word returned by [`HypercallId::Version`] in `x2`.
 pub mod features {
     /// KCore proxies PSCI for KServ (CPU_ON, CPU_OFF, SYSTEM_OFF, ...).
@@ -92,6 +174,8 @@ pub mod features {
     /// KServ's stage 2 isolates KCore's memory; KServ accesses to it are
     /// reported to KServ as synchronous external aborts.
     pub const HOST_STAGE2: u64 = 1 << 1;
+    /// VMs: creation, memory donation and sharing, teardown and reclaim.
+    pub const VMS: u64 = 1 << 2;
 }
 
 /// Error codes returned in `x0`. The values below `-16` are KCore's own; the

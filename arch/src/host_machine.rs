@@ -1,0 +1,128 @@
+//! A host double of everything KCore's ownership transitions touch
+//! (`kcore::hw::Hardware`): one sparse physical memory that holds both table
+//! descriptors and page contents, and a TLB model.
+//!
+//! The TLB model counts stage-2 descriptors that went from valid to anything
+//! else and have not been followed by a flush yet; tests assert the count is
+//! zero after every call, which catches a transition that forgets its TLB
+//! invalidation. It also records every flush.
+
+extern crate std;
+
+use kcore::addr::{Ipa, PAGE_SIZE, Pa};
+use kcore::hw::{PhysMemory, TableMemory, Tlb, Vmid};
+use std::boxed::Box;
+use std::collections::BTreeMap;
+use std::vec::Vec;
+
+const PAGE: usize = PAGE_SIZE as usize;
+
+/// One TLB maintenance operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// `flush_ipa(vmid, ipa)`.
+    Ipa(Vmid, u64),
+    /// `flush_vmid(vmid)`.
+    Vmid(Vmid),
+}
+
+/// Sparse RAM plus a TLB model.
+#[derive(Debug, Default, Clone)]
+pub struct FakeMachine {
+    pages: BTreeMap<u64, Box<[u8; PAGE]>>,
+    unflushed: usize,
+    flushes: Vec<Flush>,
+}
+
+impl FakeMachine {
+    /// All-zero memory, nothing to flush.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes `bytes` at `pa` (may cross pages): a test playing KServ or a VM.
+    pub fn write(&mut self, pa: u64, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate() {
+            let a = pa + i as u64;
+            let page = self
+                .pages
+                .entry(a & !(PAGE_SIZE - 1))
+                .or_insert_with(|| Box::new([0; PAGE]));
+            page[(a % PAGE_SIZE) as usize] = *b;
+        }
+    }
+
+    /// Reads `len` bytes at `pa`.
+    pub fn bytes(&self, pa: u64, len: usize) -> Vec<u8> {
+        (0..len as u64)
+            .map(|i| {
+                let a = pa + i;
+                self.pages
+                    .get(&(a & !(PAGE_SIZE - 1)))
+                    .map_or(0, |p| p[(a % PAGE_SIZE) as usize])
+            })
+            .collect()
+    }
+
+    /// Whether the page at `pa` is all zero.
+    pub fn is_zero(&self, pa: u64) -> bool {
+        self.pages
+            .get(&(pa & !(PAGE_SIZE - 1)))
+            .is_none_or(|p| p.iter().all(|b| *b == 0))
+    }
+
+    /// Descriptors invalidated since the last flush.
+    pub fn unflushed(&self) -> usize {
+        self.unflushed
+    }
+
+    /// Every flush so far.
+    pub fn flushes(&self) -> &[Flush] {
+        &self.flushes
+    }
+
+    fn word(&self, addr: u64) -> u64 {
+        let b = self.bytes(addr, 8);
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b);
+        u64::from_le_bytes(w)
+    }
+}
+
+impl TableMemory for FakeMachine {
+    fn read_entry(&self, table: Pa, index: usize) -> u64 {
+        self.word(table.raw() + index as u64 * 8)
+    }
+    fn write_entry(&mut self, table: Pa, index: usize, value: u64) {
+        let addr = table.raw() + index as u64 * 8;
+        let old = self.word(addr);
+        if old & 1 != 0 && old != value {
+            self.unflushed += 1;
+        }
+        self.write(addr, &value.to_le_bytes());
+    }
+    fn zero_page(&mut self, page: Pa) {
+        self.pages.remove(&page.raw());
+    }
+}
+
+impl PhysMemory for FakeMachine {
+    fn read(&self, pa: Pa, buf: &mut [u8]) {
+        let b = self.bytes(pa.raw(), buf.len());
+        buf.copy_from_slice(&b);
+    }
+    fn scrub_page(&mut self, page: Pa) {
+        self.pages.remove(&(page.raw() & !(PAGE_SIZE - 1)));
+    }
+}
+
+impl Tlb for FakeMachine {
+    fn flush_ipa(&mut self, vmid: Vmid, ipa: Ipa) {
+        self.unflushed = 0;
+        self.flushes.push(Flush::Ipa(vmid, ipa.raw()));
+    }
+    fn flush_vmid(&mut self, vmid: Vmid) {
+        self.unflushed = 0;
+        self.flushes.push(Flush::Vmid(vmid));
+    }
+}

@@ -1,0 +1,582 @@
+//! The only lawful ways for a page to change owner (DESIGN.md section 2).
+//!
+//! Every transition is split in two, as in pKVM's `mem_protect.c`: `check_*`
+//! validates everything — the handle, the VM's state, that the page is RAM,
+//! its current state, the guest frame, and that the VM's table pool holds
+//! every table page the mapping can need — and returns a ticket; `commit_*`
+//! consumes the ticket and cannot fail. A refused call therefore changes
+//! nothing. Names follow `<initiator>_<verb>_<completer>`.
+//!
+//! Ordering inside a commit keeps secrets from leaking even with other CPUs
+//! running: a page leaves KServ's stage 2 (entry invalidated, TLBs flushed)
+//! before a VM can map it, and a VM's page is scrubbed before KServ can map
+//! it again.
+
+use crate::addr::{Gfn, Ipa, MemRange, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
+use crate::host_stage2::HostStage2;
+use crate::hw::{Hardware, TableMemory};
+use crate::ownership::{OwnershipTable, PageState};
+use crate::pgtable::{Attrs, Geometry, PageTable};
+use crate::vm::{FreeList, MAX_VCPUS, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms};
+use kcore_abi::Error;
+
+/// KServ's VMID.
+pub const HOST_VMID: u16 = 0;
+/// Table pages one page mapping can need (levels 1-3 below a root).
+const MAX_TABLES_PER_MAP: usize = 3;
+
+/// The memory side of KCore: the ownership table, the VMs and KServ's stage 2.
+#[derive(Clone, Debug)]
+pub struct MemCore<S, const BANKS: usize, const VMS: usize> {
+    owners: OwnershipTable<S, BANKS>,
+    vms: Vms<VMS>,
+    host: HostStage2<BANKS>,
+    /// Largest IPA size a VM may ask for.
+    max_ipa_bits: u32,
+}
+
+/// Arguments of `host_create_vm`, as decoded from registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreateVm {
+    /// Protected or not.
+    pub kind: VmKind,
+    /// Requested IPA size in bits (32..=the CPU's PA size); 0 for the default (40).
+    pub ipa_bits: u32,
+    /// Most vCPUs (1..=64).
+    pub max_vcpus: u64,
+    /// First of the pages KServ donates for the VM's stage-2 tables.
+    pub pool: Pfn,
+    /// How many (at least the root's pages).
+    pub pool_pages: u64,
+}
+
+/// A checked `host_create_vm`.
+#[derive(Debug)]
+pub struct CreateVmTicket {
+    id: VmId,
+    handle: VmHandle,
+    kind: VmKind,
+    geometry: Geometry,
+    pages: MemRange,
+    max_vcpus: u16,
+}
+
+/// A checked page transition: the VM, the page and where the VM sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageTicket {
+    vm: VmId,
+    pfn: Pfn,
+    gfn: Gfn,
+}
+
+/// A checked `host_reclaim_page`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReclaimTicket {
+    vm: VmId,
+    pfn: Pfn,
+    was: PageState,
+}
+
+/// Most pages one `host_create_vm` may donate (1 GiB): bounds the time the
+/// call takes. More can follow with `host_donate_vm_pool`.
+pub const MAX_POOL_DONATION: u64 = 1 << 18;
+
+/// Default IPA size of a VM.
+pub const DEFAULT_IPA_BITS: u32 = 40;
+
+impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCore<S, BANKS, VMS> {
+    /// Puts the pieces together: `owners` must already mark KCore's pages and
+    /// `host` map what KServ may use. `pa_bits` is the CPU's PA size.
+    pub fn new(owners: OwnershipTable<S, BANKS>, host: HostStage2<BANKS>, pa_bits: u32) -> Self {
+        MemCore {
+            owners,
+            vms: Vms::new(),
+            host,
+            max_ipa_bits: pa_bits.min(48),
+        }
+    }
+
+    /// The ownership table.
+    pub fn owners(&self) -> &OwnershipTable<S, BANKS> {
+        &self.owners
+    }
+    /// The VMs.
+    pub fn vms(&self) -> &Vms<VMS> {
+        &self.vms
+    }
+    /// KServ's stage 2.
+    pub fn host(&self) -> &HostStage2<BANKS> {
+        &self.host
+    }
+    /// KServ's stage 2, mutably (its abort handling).
+    pub(crate) fn host_mut(&mut self) -> (&mut HostStage2<BANKS>, &OwnershipTable<S, BANKS>) {
+        (&mut self.host, &self.owners)
+    }
+
+    fn live_vm(&self, handle: u64) -> Result<(VmId, &Vm), Error> {
+        self.vms.lookup(handle).ok_or(Error::NotFound)
+    }
+
+    fn ram_page(&self, pfn: u64) -> Result<(Pfn, PageState), Error> {
+        let pfn = Pfn(pfn);
+        self.owners
+            .get(pfn)
+            .map(|s| (pfn, s))
+            .ok_or(Error::InvalidParameter)
+    }
+
+    fn guest_gfn(vm: &Vm, gfn: u64) -> Result<Gfn, Error> {
+        let ipa = Gfn(gfn).ipa().ok_or(Error::InvalidParameter)?;
+        if ipa.raw() >= vm.stage2.geometry().input_limit() {
+            return Err(Error::InvalidParameter);
+        }
+        Ok(Gfn(gfn))
+    }
+
+    /// Removes `pfn` from KServ's stage 2 (the whole leaf that maps it: KServ
+    /// re-faults the rest in) and flushes the TLBs.
+    fn host_unmap(&mut self, hw: &mut impl Hardware, pfn: Pfn) {
+        let pa = pfn.0 << PAGE_SHIFT;
+        if let Some((base, _)) = self.host.table_mut().unmap_leaf(hw, pa) {
+            hw.flush_ipa(HOST_VMID, Ipa(base));
+        }
+    }
+
+    // ---- host_create_vm -------------------------------------------------------
+
+    /// Checks `host_create_vm`.
+    pub fn check_create_vm(&self, a: &CreateVm) -> Result<CreateVmTicket, Error> {
+        let ipa_bits = if a.ipa_bits == 0 {
+            DEFAULT_IPA_BITS.min(self.max_ipa_bits)
+        } else {
+            a.ipa_bits
+        };
+        if ipa_bits < 32 || ipa_bits > self.max_ipa_bits {
+            return Err(Error::InvalidParameter);
+        }
+        let geometry = Geometry::stage2(ipa_bits).ok_or(Error::InvalidParameter)?;
+        if a.max_vcpus == 0 || a.max_vcpus > MAX_VCPUS as u64 {
+            return Err(Error::InvalidParameter);
+        }
+        let root = geometry.root_tables() as u64;
+        if a.pool_pages < root || a.pool_pages > MAX_POOL_DONATION {
+            return Err(Error::InvalidParameter);
+        }
+        let base = a.pool.pa().ok_or(Error::InvalidParameter)?;
+        // The concatenated root must be aligned to its size.
+        if !base.is_aligned(root * PAGE_SIZE) {
+            return Err(Error::InvalidParameter);
+        }
+        let bytes = a
+            .pool_pages
+            .checked_mul(PAGE_SIZE)
+            .ok_or(Error::InvalidParameter)?;
+        let pages = MemRange::new(base.raw(), bytes).ok_or(Error::InvalidParameter)?;
+        for i in 0..a.pool_pages {
+            match self.owners.get(Pfn(a.pool.0 + i)) {
+                Some(PageState::Host) => {}
+                Some(_) => return Err(Error::Denied),
+                None => return Err(Error::InvalidParameter),
+            }
+        }
+        let (id, handle) = self.vms.free_slot().ok_or(Error::NoMemory)?;
+        Ok(CreateVmTicket {
+            id,
+            handle,
+            kind: a.kind,
+            geometry,
+            pages,
+            max_vcpus: a.max_vcpus as u16,
+        })
+    }
+
+    /// Commits `host_create_vm`: the pages become the VM's table pages.
+    pub fn commit_create_vm(&mut self, t: CreateVmTicket, hw: &mut impl Hardware) -> VmHandle {
+        let first = Pfn::of(Pa(t.pages.base()));
+        let count = t.pages.size() >> PAGE_SHIFT;
+        for i in 0..count {
+            let pfn = Pfn(first.0 + i);
+            self.host_unmap(hw, pfn);
+            self.owners.set(pfn, PageState::VmTable { vm: t.id });
+        }
+        let root_pages = t.geometry.root_tables() as u64;
+        for i in 0..root_pages {
+            hw.zero_page(Pa(t.pages.base() + i * PAGE_SIZE));
+        }
+        let mut pool = FreeList::new();
+        for i in root_pages..count {
+            pool.push(hw, Pa(t.pages.base() + i * PAGE_SIZE));
+        }
+        // The VMID may have been used by an earlier VM in this slot.
+        hw.flush_vmid(t.id.vmid());
+        self.vms.insert(
+            t.id,
+            Vm {
+                handle: t.handle,
+                kind: t.kind,
+                state: VmState::Created,
+                stage2: PageTable::new(Pa(t.pages.base()), t.geometry),
+                pool,
+                max_vcpus: t.max_vcpus,
+                vcpus: 0,
+                owned_pages: 0,
+                table_pages: count,
+                borrowed_pages: 0,
+            },
+        );
+        t.handle
+    }
+
+    // ---- host_create_vcpu -----------------------------------------------------
+
+    /// `host_create_vcpu`: registers vCPU `idx` of a VM. (A single step: it
+    /// only sets a bit after checking.)
+    pub fn host_create_vcpu(&mut self, handle: u64, idx: u64) -> Result<(), Error> {
+        let (id, vm) = self.live_vm(handle)?;
+        if matches!(vm.state, VmState::Dying | VmState::Poisoned) {
+            return Err(Error::Denied);
+        }
+        if idx >= vm.max_vcpus as u64 {
+            return Err(Error::InvalidParameter);
+        }
+        if vm.vcpus & (1 << idx) != 0 {
+            return Err(Error::Busy);
+        }
+        if let Some(vm) = self.vms.get_mut(id) {
+            vm.vcpus |= 1 << idx;
+        }
+        Ok(())
+    }
+
+    // ---- host_donate_vm_pool ----------------------------------------------------
+
+    /// Checks `host_donate_vm_pool`: one more table page for a VM.
+    pub fn check_donate_vm_pool(&self, handle: u64, pfn: u64) -> Result<PageTicket, Error> {
+        let (id, vm) = self.live_vm(handle)?;
+        if vm.state == VmState::Dying {
+            return Err(Error::Denied);
+        }
+        let (pfn, state) = self.ram_page(pfn)?;
+        if state != PageState::Host {
+            return Err(Error::Denied);
+        }
+        Ok(PageTicket {
+            vm: id,
+            pfn,
+            gfn: Gfn(0),
+        })
+    }
+
+    /// Commits `host_donate_vm_pool`.
+    pub fn commit_donate_vm_pool(&mut self, t: PageTicket, hw: &mut impl Hardware) {
+        self.host_unmap(hw, t.pfn);
+        self.owners.set(t.pfn, PageState::VmTable { vm: t.vm });
+        if let (Some(vm), Some(pa)) = (self.vms.get_mut(t.vm), t.pfn.pa()) {
+            vm.pool.push(hw, pa);
+            vm.table_pages += 1;
+        }
+    }
+
+    // ---- host_donate_guest / host_share_guest ------------------------------------
+
+    fn check_host_to_guest(
+        &self,
+        handle: u64,
+        pfn: u64,
+        gfn: u64,
+        hw: &impl TableMemory,
+    ) -> Result<PageTicket, Error> {
+        let (id, vm) = self.live_vm(handle)?;
+        if matches!(vm.state, VmState::Dying | VmState::Poisoned) {
+            return Err(Error::Denied);
+        }
+        let (pfn, state) = self.ram_page(pfn)?;
+        let gfn = Self::guest_gfn(vm, gfn)?;
+        if state != PageState::Host {
+            return Err(Error::Denied);
+        }
+        let ipa = gfn.0 << PAGE_SHIFT;
+        if vm.stage2.walk(hw, ipa).is_some() {
+            return Err(Error::Busy);
+        }
+        if (vm.pool.len() as usize) < vm.stage2.tables_needed(hw, ipa).min(MAX_TABLES_PER_MAP) {
+            return Err(Error::NoMemory);
+        }
+        Ok(PageTicket { vm: id, pfn, gfn })
+    }
+
+    fn guest_map(&mut self, hw: &mut impl Hardware, t: PageTicket) {
+        if let (Some(vm), Some(pa)) = (self.vms.get_mut(t.vm), t.pfn.pa()) {
+            let ipa = t.gfn.0 << PAGE_SHIFT;
+            let needed = vm.stage2.tables_needed(hw, ipa);
+            // Cannot fail: the check saw the gfn unmapped and the pool holding
+            // every table page the walk needs.
+            if let Some(mut reserved) = Reserved::take(&mut vm.pool, hw, needed) {
+                let _ = vm
+                    .stage2
+                    .map(hw, &mut reserved, ipa, pa, PAGE_SIZE, Attrs::RAM_RWX);
+                reserved.give_back(&mut vm.pool, hw);
+            }
+        }
+    }
+
+    /// Checks `host_donate_guest`: a KServ page becomes the VM's at `gfn`.
+    pub fn check_host_donate_guest(
+        &self,
+        handle: u64,
+        pfn: u64,
+        gfn: u64,
+        hw: &impl TableMemory,
+    ) -> Result<PageTicket, Error> {
+        self.check_host_to_guest(handle, pfn, gfn, hw)
+    }
+
+    /// Commits `host_donate_guest`: out of KServ's stage 2 first, then into
+    /// the VM's.
+    pub fn commit_host_donate_guest(&mut self, t: PageTicket, hw: &mut impl Hardware) {
+        self.host_unmap(hw, t.pfn);
+        self.owners.set(
+            t.pfn,
+            PageState::Guest {
+                vm: t.vm,
+                gfn: t.gfn,
+            },
+        );
+        self.guest_map(hw, t);
+        if let Some(vm) = self.vms.get_mut(t.vm) {
+            vm.owned_pages += 1;
+        }
+    }
+
+    /// Checks `host_share_guest`: a KServ page is also mapped in a
+    /// non-protected VM at `gfn`.
+    pub fn check_host_share_guest(
+        &self,
+        handle: u64,
+        pfn: u64,
+        gfn: u64,
+        hw: &impl TableMemory,
+    ) -> Result<PageTicket, Error> {
+        let t = self.check_host_to_guest(handle, pfn, gfn, hw)?;
+        match self.vms.get(t.vm).map(|v| v.kind) {
+            Some(VmKind::NonProtected) => Ok(t),
+            _ => Err(Error::Denied),
+        }
+    }
+
+    /// Commits `host_share_guest`.
+    pub fn commit_host_share_guest(&mut self, t: PageTicket, hw: &mut impl Hardware) {
+        self.owners.set(
+            t.pfn,
+            PageState::HostSharedWithGuest {
+                vm: t.vm,
+                gfn: t.gfn,
+            },
+        );
+        self.guest_map(hw, t);
+        if let Some(vm) = self.vms.get_mut(t.vm) {
+            vm.borrowed_pages += 1;
+        }
+    }
+
+    /// Checks `host_unshare_guest`: ends a `host_share_guest` of `gfn`.
+    pub fn check_host_unshare_guest(
+        &self,
+        handle: u64,
+        gfn: u64,
+        hw: &impl TableMemory,
+    ) -> Result<PageTicket, Error> {
+        let (id, vm) = self.live_vm(handle)?;
+        // A dying VM's tables may already be KServ's again: never walk them.
+        if vm.state == VmState::Dying {
+            return Err(Error::Denied);
+        }
+        let gfn = Self::guest_gfn(vm, gfn)?;
+        let leaf = vm
+            .stage2
+            .walk(hw, gfn.0 << PAGE_SHIFT)
+            .ok_or(Error::NotFound)?;
+        let pfn = Pfn::of(leaf.pa);
+        match self.owners.get(pfn) {
+            Some(PageState::HostSharedWithGuest { vm: v, gfn: g }) if v == id && g == gfn => {
+                Ok(PageTicket { vm: id, pfn, gfn })
+            }
+            _ => Err(Error::Denied),
+        }
+    }
+
+    /// Commits `host_unshare_guest`: out of the VM's stage 2, back to KServ alone.
+    pub fn commit_host_unshare_guest(&mut self, t: PageTicket, hw: &mut impl Hardware) {
+        if let Some(vm) = self.vms.get_mut(t.vm) {
+            if vm.stage2.unmap_leaf(hw, t.gfn.0 << PAGE_SHIFT).is_some() {
+                hw.flush_ipa(t.vm.vmid(), Ipa(t.gfn.0 << PAGE_SHIFT));
+            }
+            vm.borrowed_pages -= 1;
+        }
+        self.owners.set(t.pfn, PageState::Host);
+    }
+
+    // ---- guest_share_host / guest_unshare_host -------------------------------------
+
+    fn guest_page(
+        &self,
+        vm: VmId,
+        gfn: u64,
+        hw: &impl TableMemory,
+    ) -> Result<(Pfn, Gfn, PageState), Error> {
+        let v = self.vms.get(vm).ok_or(Error::NotFound)?;
+        // A dying VM's tables may already be KServ's again: never walk them.
+        if v.state == VmState::Dying {
+            return Err(Error::Denied);
+        }
+        let gfn = Self::guest_gfn(v, gfn)?;
+        let leaf = v
+            .stage2
+            .walk(hw, gfn.0 << PAGE_SHIFT)
+            .ok_or(Error::NotFound)?;
+        let pfn = Pfn::of(leaf.pa);
+        let state = self.owners.get(pfn).ok_or(Error::Denied)?;
+        Ok((pfn, gfn, state))
+    }
+
+    /// Checks `guest_share_host`: VM `vm` shares its page at `gfn` with KServ.
+    pub fn check_guest_share_host(
+        &self,
+        vm: VmId,
+        gfn: u64,
+        hw: &impl TableMemory,
+    ) -> Result<PageTicket, Error> {
+        match self.guest_page(vm, gfn, hw)? {
+            (pfn, gfn, PageState::Guest { vm: v, gfn: g }) if v == vm && g == gfn => {
+                Ok(PageTicket { vm, pfn, gfn })
+            }
+            _ => Err(Error::Denied),
+        }
+    }
+
+    /// Commits `guest_share_host`. KServ's stage 2 maps the page on KServ's
+    /// first touch.
+    pub fn commit_guest_share_host(&mut self, t: PageTicket) {
+        self.owners.set(
+            t.pfn,
+            PageState::GuestSharedWithHost {
+                vm: t.vm,
+                gfn: t.gfn,
+            },
+        );
+    }
+
+    /// Checks `guest_unshare_host`: VM `vm` takes its page at `gfn` back.
+    pub fn check_guest_unshare_host(
+        &self,
+        vm: VmId,
+        gfn: u64,
+        hw: &impl TableMemory,
+    ) -> Result<PageTicket, Error> {
+        match self.guest_page(vm, gfn, hw)? {
+            (pfn, gfn, PageState::GuestSharedWithHost { vm: v, gfn: g }) if v == vm && g == gfn => {
+                Ok(PageTicket { vm, pfn, gfn })
+            }
+            _ => Err(Error::Denied),
+        }
+    }
+
+    /// Commits `guest_unshare_host`: out of KServ's stage 2.
+    pub fn commit_guest_unshare_host(&mut self, t: PageTicket, hw: &mut impl Hardware) {
+        self.host_unmap(hw, t.pfn);
+        self.owners.set(
+            t.pfn,
+            PageState::Guest {
+                vm: t.vm,
+                gfn: t.gfn,
+            },
+        );
+    }
+
+    // ---- host_teardown_vm / host_reclaim_page ---------------------------------------
+
+    /// `host_teardown_vm`, first phase: the VM is dying, can never run again
+    /// and is unmapped from everything. Its pages stay its own until KServ
+    /// reclaims them; pages KServ had shared with it are KServ's alone again.
+    pub fn host_teardown_vm(&mut self, handle: u64, hw: &mut impl Hardware) -> Result<(), Error> {
+        let (id, vm) = self.live_vm(handle)?;
+        if vm.state == VmState::Dying {
+            return Err(Error::Denied);
+        }
+        // Commit (nothing below can fail). Empty the VM's stage 2 (its root
+        // pages; the lower tables stay the VM's until reclaimed) and drop
+        // every translation of its VMID.
+        if let Some(vm) = self.vms.get_mut(id) {
+            vm.state = VmState::Dying;
+            vm.borrowed_pages = 0;
+            let root = vm.stage2.root();
+            for i in 0..vm.stage2.geometry().root_tables() as u64 {
+                hw.zero_page(Pa(root.raw() + i * PAGE_SIZE));
+            }
+        }
+        hw.flush_vmid(id.vmid());
+        let banks = *self.owners.banks();
+        for bank in banks.iter() {
+            for p in bank.base() >> PAGE_SHIFT..bank.end() >> PAGE_SHIFT {
+                let pfn = Pfn(p);
+                match self.owners.get(pfn) {
+                    Some(PageState::HostSharedWithGuest { vm, .. }) if vm == id => {
+                        self.owners.set(pfn, PageState::Host)
+                    }
+                    Some(PageState::GuestSharedWithHost { vm, gfn }) if vm == id => {
+                        self.host_unmap(hw, pfn);
+                        self.owners.set(pfn, PageState::Guest { vm, gfn });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `host_reclaim_page`: a page of a dying VM (memory or table)
+    /// returns to KServ.
+    pub fn check_host_reclaim_page(&self, handle: u64, pfn: u64) -> Result<ReclaimTicket, Error> {
+        let (id, vm) = self.live_vm(handle)?;
+        if vm.state != VmState::Dying {
+            return Err(Error::Busy);
+        }
+        let (pfn, state) = self.ram_page(pfn)?;
+        match state {
+            PageState::Guest { vm, .. } | PageState::VmTable { vm } if vm == id => {
+                Ok(ReclaimTicket {
+                    vm: id,
+                    pfn,
+                    was: state,
+                })
+            }
+            _ => Err(Error::Denied),
+        }
+    }
+
+    /// Commits `host_reclaim_page`: the page is scrubbed, then KServ's. The
+    /// VM's slot is freed (and its VMID flushed) with its last page.
+    pub fn commit_host_reclaim_page(&mut self, t: ReclaimTicket, hw: &mut impl Hardware) {
+        if let Some(pa) = t.pfn.pa() {
+            hw.scrub_page(pa);
+        }
+        self.owners.set(t.pfn, PageState::Host);
+        let mut empty = false;
+        if let Some(vm) = self.vms.get_mut(t.vm) {
+            match t.was {
+                PageState::VmTable { .. } => vm.table_pages -= 1,
+                _ => vm.owned_pages -= 1,
+            }
+            empty = vm.table_pages == 0 && vm.owned_pages == 0;
+        }
+        if empty {
+            hw.flush_vmid(t.vm.vmid());
+            self.vms.remove(t.vm);
+        }
+    }
+
+    /// `host_page_owner` (for tests): the state of a page of RAM.
+    pub fn host_page_owner(&self, pfn: u64) -> Result<PageState, Error> {
+        self.ram_page(pfn).map(|(_, s)| s)
+    }
+}

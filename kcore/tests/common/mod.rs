@@ -1,0 +1,204 @@
+//! A small machine for KCore's host tests, and the checker of the ownership
+//! invariants of DESIGN.md section 2.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use kcore::addr::{MemRange, PAGE_SIZE, Pa, Pfn, RangeSet};
+use kcore::host::Host;
+use kcore::host_stage2::{HostMemoryMap, HostStage2};
+use kcore::mem_protect::MemCore;
+use kcore::ownership::{OwnershipTable, PageState};
+use kcore::pgtable::{Geometry, PageTable, Stage2};
+use kcore::psci::PsciRelay;
+use kcore::vm::VmState;
+use kcore_arch::host_double::FakeAllocator;
+use kcore_arch::host_machine::FakeMachine;
+
+/// One RAM bank of 4 MiB.
+pub const RAM: u64 = 0x4000_0000;
+pub const RAM_SIZE: u64 = 4 << 20;
+/// KCore's image and pool: the first 1 MiB.
+pub const KCORE_SIZE: u64 = 1 << 20;
+/// KServ's stage-2 root and pool, inside KCore's region.
+pub const HOST_S2_POOL: u64 = RAM + 0x8_0000;
+/// First page KServ owns.
+pub const FIRST_HOST_PFN: u64 = (RAM + KCORE_SIZE) >> 12;
+/// The CPU's PA size.
+pub const PA_BITS: u32 = 40;
+
+pub type TestHost = Host<Vec<u64>, 4, 4, 4>;
+
+pub struct World {
+    pub host: TestHost,
+    pub hw: FakeMachine,
+    pub alloc: FakeAllocator,
+}
+
+pub fn world() -> World {
+    let mut banks = RangeSet::<4>::new();
+    banks.insert(MemRange::new(RAM, RAM_SIZE).unwrap()).unwrap();
+    let storage = vec![0u64; OwnershipTable::<Vec<u64>, 4>::entries_needed(&banks)];
+    let mut owners = OwnershipTable::new(storage, banks).unwrap();
+    let kcore = MemRange::new(RAM, KCORE_SIZE).unwrap();
+    owners.mark_kcore(kcore).unwrap();
+    let mut map = HostMemoryMap::<4>::new();
+    map.add_ram(MemRange::new(RAM, RAM_SIZE).unwrap()).unwrap();
+    map.add_kcore(kcore).unwrap();
+    let mut hw = FakeMachine::new();
+    let mut alloc = FakeAllocator::new(HOST_S2_POOL + 16 * PAGE_SIZE, 64);
+    let geometry = Geometry::stage2(PA_BITS).unwrap();
+    let mut s2 = HostStage2::new(PageTable::<Stage2>::new(Pa(HOST_S2_POOL), geometry), map);
+    s2.map_ram(&mut hw, &mut alloc).unwrap();
+    let mem = MemCore::new(owners, s2, PA_BITS);
+    World {
+        host: Host::new(mem, PsciRelay::new(&[0, 1, 2, 3], 0)),
+        hw,
+        alloc,
+    }
+}
+
+/// Checks invariants 1-4 of DESIGN.md section 2 over every stage-2 table,
+/// that no invalidated descriptor is waiting for a TLB flush, and that the
+/// VMs' page counters agree with the ownership table.
+pub fn check_invariants(w: &World) -> Result<(), String> {
+    let mem = w.host.mem();
+    let owners = mem.owners();
+    let state = |pa: u64| owners.get(Pfn(pa >> 12));
+    if w.hw.unflushed() != 0 {
+        return Err(format!(
+            "{} invalidated descriptors without a TLB flush",
+            w.hw.unflushed()
+        ));
+    }
+    // Invariants 1 and 3: KServ's stage 2 maps only pages KServ may use,
+    // never KCore's.
+    let host = mem.host();
+    let mut err = None;
+    host.table().for_each_leaf(&w.hw, &mut |va, leaf, size| {
+        for off in (0..size).step_by(PAGE_SIZE as usize) {
+            let pa = leaf.pa.raw() + off;
+            if va + off != pa {
+                err.get_or_insert(format!(
+                    "KServ's stage 2 is not identity at {:#x}",
+                    va + off
+                ));
+            }
+            match state(pa) {
+                Some(s) if !s.host_may_map() => {
+                    err.get_or_insert(format!("KServ maps {pa:#x} in state {s:?}"));
+                }
+                None if host.map().kcore().find(pa).is_some() => {
+                    err.get_or_insert(format!("KServ maps KCore device memory at {pa:#x}"));
+                }
+                _ => {}
+            }
+        }
+    });
+    // Invariant 4 for KServ's stage 2: its tables are KCore's.
+    host.table().for_each_table(&w.hw, &mut |t| {
+        if state(t.raw()) != Some(PageState::KCore) {
+            err.get_or_insert(format!("KServ's table page {t:?} is {:?}", state(t.raw())));
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    for (id, vm) in mem.vms().iter() {
+        let mut mapped = 0u64;
+        let mut err = None;
+        let dying = vm.state == VmState::Dying;
+        // A dying VM's root was emptied at teardown and its table pages may
+        // be KServ's again: its tree is not walked (KCore never does either).
+        let walk = |f: &mut dyn FnMut()| {
+            if !dying {
+                f()
+            }
+        };
+        // Invariant 2: a VM maps only its own pages (or pages shared with
+        // it), each at its recorded gfn, never KCore's.
+        walk(&mut || {
+            vm.stage2.for_each_leaf(&w.hw, &mut |va, leaf, size| {
+                if size != PAGE_SIZE {
+                    err.get_or_insert(format!("VM {id:?} maps a block at {va:#x}"));
+                }
+                mapped += 1;
+                let gfn = va >> 12;
+                match state(leaf.pa.raw()) {
+                    Some(PageState::Guest { vm, gfn: g })
+                    | Some(PageState::GuestSharedWithHost { vm, gfn: g })
+                    | Some(PageState::HostSharedWithGuest { vm, gfn: g })
+                        if vm == id && g.0 == gfn => {}
+                    s => {
+                        err.get_or_insert(format!(
+                            "VM {id:?} maps gfn {gfn:#x} to {:?} in state {s:?}",
+                            leaf.pa
+                        ));
+                    }
+                }
+            });
+            // Invariant 4: a VM's tables are KCore's, held for that VM.
+            vm.stage2.for_each_table(&w.hw, &mut |t| {
+                if state(t.raw()) != Some(PageState::VmTable { vm: id }) {
+                    err.get_or_insert(format!(
+                        "VM {id:?} table page {t:?} is {:?}",
+                        state(t.raw())
+                    ));
+                }
+            });
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        // Counters against the table; a live VM maps exactly its pages.
+        let (mut owned, mut tables, mut borrowed) = (0, 0, 0);
+        for (_, s) in owners.iter() {
+            match s {
+                PageState::Guest { vm, .. } | PageState::GuestSharedWithHost { vm, .. }
+                    if vm == id =>
+                {
+                    owned += 1
+                }
+                PageState::VmTable { vm } if vm == id => tables += 1,
+                PageState::HostSharedWithGuest { vm, .. } if vm == id => borrowed += 1,
+                _ => {}
+            }
+        }
+        if (owned, tables, borrowed) != (vm.owned_pages, vm.table_pages, vm.borrowed_pages) {
+            return Err(format!(
+                "VM {id:?} counters {:?} but the table says {:?}",
+                (vm.owned_pages, vm.table_pages, vm.borrowed_pages),
+                (owned, tables, borrowed)
+            ));
+        }
+        let expect_mapped = if vm.state == VmState::Dying {
+            0
+        } else {
+            owned + borrowed
+        };
+        if mapped != expect_mapped {
+            return Err(format!(
+                "VM {id:?} maps {mapped} pages, owns or borrows {expect_mapped}"
+            ));
+        }
+    }
+    // No page names a VM that does not exist.
+    for (pfn, s) in owners.iter() {
+        if let Some(v) = s.vm()
+            && mem.vms().get(v).is_none()
+        {
+            return Err(format!(
+                "page {pfn:?} in state {s:?} names a VM that does not exist"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The raw registers of an HVC.
+pub fn hvc(w: &mut World, id: kcore_abi::HypercallId, args: &[u64]) -> [u64; 4] {
+    let mut regs = [0u64; 31];
+    regs[0] = id.function_id() as u64;
+    regs[1..=args.len()].copy_from_slice(args);
+    w.host.handle_hvc(0, &mut regs, &mut w.hw);
+    [regs[0], regs[1], regs[2], regs[3]]
+}
