@@ -3,8 +3,9 @@
 //! Steps, each printing one line: host prerequisites ([`crate::deps`]), Debian's
 //! kernel, headers and busybox ([`crate::fetch`]), KCore (`build/kcore.bin`),
 //! the shim module, KServ's tools, KServ's initramfs, the kernel `Image` and
-//! command line next to them in `build/kserv/`, and the packed boot image
-//! `build/kcore.img` (`docs/boot-image.md`). Every step is incremental: cargo
+//! command line next to them in `build/kserv/`, the key pair for VM images
+//! (`build/keys/`, made once), and the packed boot image `build/kcore.img`
+//! (`docs/boot-image.md`). Every step is incremental: cargo
 //! and Kbuild rebuild what changed, and outputs are rewritten only when their
 //! bytes change.
 
@@ -13,6 +14,7 @@ pub mod cmd;
 mod cpio;
 mod initramfs;
 mod kcore;
+pub mod keys;
 mod module;
 mod pack;
 mod tools;
@@ -58,11 +60,13 @@ pub fn all() -> Result<Built> {
     let fetched = fetch::ensure()?;
     let kcore_bin = kcore::build()?;
     let kserv = kserv(&fetched)?;
+    let vm_verify_key = keys::ensure()?;
     let boot_image = pack(
         &kcore_bin,
         &kserv.kernel,
         &kserv.initramfs,
         KSERV_CMDLINE,
+        Some(&vm_verify_key),
         &paths::boot_image(),
     )?;
     Ok(Built {
@@ -122,7 +126,7 @@ fn kserv(fetched: &Fetched) -> Result<Kserv> {
 }
 
 /// Packs KCore (`kcore_bin`) with KServ's `kernel`, `initramfs` and `cmdline`
-/// into the boot image `out`. Public so that tests can pack variants (another
+/// and the public key VM images are verified against into the boot image `out`. Public so that tests can pack variants (another
 /// command line, say `KSERV_CMDLINE` plus `kserv.mode=batch`) beside the
 /// default image.
 pub fn pack(
@@ -130,6 +134,7 @@ pub fn pack(
     kernel: &Path,
     initramfs: &Path,
     cmdline: &str,
+    vm_verify_key: Option<&[u8; 32]>,
     out: &Path,
 ) -> Result<PathBuf> {
     let read = |p: &Path| fs::read(p).with_context(|| format!("cannot read {}", p.display()));
@@ -138,6 +143,7 @@ pub fn pack(
         &read(kernel)?,
         Some(&read(initramfs)?),
         Some(cmdline),
+        vm_verify_key,
     )?;
     let changed = cmd::write_if_changed(out, &image)?;
     cmd::step(

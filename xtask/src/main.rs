@@ -11,6 +11,7 @@ mod deps;
 mod fetch;
 mod paths;
 mod run;
+mod sign;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ enum Command {
     Test(test::TestArgs),
     /// Benchmarks under `-icount`, KCore against the same kernel booted at EL2.
     Bench(bench::BenchArgs),
+    /// Write the detached Ed25519 signature of a protected VM's image.
+    SignImage(sign::SignArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::main(args),
         Command::Test(args) => test::main(args),
         Command::Bench(args) => bench::main(args),
+        Command::SignImage(args) => sign::main(args),
     }
 }

@@ -1,7 +1,8 @@
 //! Building a payload (the packer's side), available with the `alloc` feature.
 //!
 //! [`build`] lays the components out exactly as `docs/boot-image.md` draws
-//! them: header, entry table, command line and its NUL, initramfs at the next
+//! them: header, entry table, VM verification key, command line and its NUL,
+//! initramfs at the next
 //! 4 KiB boundary, and the kernel last at the first offset whose absolute file
 //! offset in the boot image is a multiple of 2 MiB. Every output of [`build`]
 //! is accepted by [`crate::parse`].
@@ -11,7 +12,8 @@ use alloc::vec::Vec;
 
 use crate::{
     CHECKSUM_OFFSET, ENTRY_SIZE, EntryProblem, Error, FORMAT_VERSION, HEADER_SIZE, KERNEL_ALIGN,
-    Kind, MAGIC, PAGE_ALIGN, Payload, check_cmdline, parse_image_header, payload_checksum,
+    Kind, MAGIC, PAGE_ALIGN, Payload, VM_VERIFY_KEY_SIZE, check_cmdline, parse_image_header,
+    payload_checksum,
 };
 
 /// Copies `bytes` into `out` at `at`.
@@ -34,12 +36,14 @@ fn align_up(x: u64, align: u64) -> Option<u64> {
 ///
 /// The kernel must carry a valid arm64 `Image` header, the initramfs (if any)
 /// must not be empty, and the command line (if any) must be at most 4 KiB and
-/// free of NUL bytes.
+/// free of NUL bytes. `vm_verify_key`, the Ed25519 public key of protected
+/// VMs' images, is packed as it is (KCore validates it at boot).
 pub fn build(
     payload_file_offset: u64,
     kernel: &[u8],
     initramfs: Option<&[u8]>,
     cmdline: Option<&str>,
+    vm_verify_key: Option<&[u8; 32]>,
 ) -> Result<Vec<u8>, Error> {
     if !payload_file_offset.is_multiple_of(PAGE_ALIGN) {
         return Err(Error::MisalignedPayloadOffset {
@@ -51,11 +55,19 @@ pub fn build(
         check_cmdline(c.as_bytes())?;
     }
     let mut entries: Vec<(Kind, u64, &[u8])> = Vec::new();
-    let count = 1 + u64::from(initramfs.is_some()) + u64::from(cmdline.is_some());
+    let count = 1
+        + u64::from(initramfs.is_some())
+        + u64::from(cmdline.is_some())
+        + u64::from(vm_verify_key.is_some());
     let mut cursor = HEADER_SIZE + ENTRY_SIZE * count;
     let too_large = Error::TooLarge;
     // The kernel's entry comes first; its offset is filled in below.
     entries.push((Kind::Kernel, 0, kernel));
+    // The key right after the entry table: 8-byte aligned, at a fixed place.
+    if let Some(k) = vm_verify_key {
+        entries.push((Kind::VmVerifyKey, cursor, k.as_slice()));
+        cursor += VM_VERIFY_KEY_SIZE;
+    }
     if let Some(c) = cmdline {
         entries.push((Kind::Cmdline, cursor, c.as_bytes()));
         // The NUL terminator follows the command line.

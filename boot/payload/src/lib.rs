@@ -4,7 +4,10 @@
 //! the header and entry table, the checksum, the validation KCore performs
 //! before it trusts any byte of the payload ([`parse`]), the check of the KServ
 //! kernel's own arm64 `Image` header ([`parse_image_header`]), and, under the
-//! `alloc` feature, the builder the packer in `xtask` uses ([`build`]). Parsing
+//! `alloc` feature, the builder the packer in `xtask` uses ([`build`]). Besides
+//! KServ's kernel, initramfs and command line, a payload may carry the Ed25519
+//! public key KCore checks protected VMs' images against ([`Kind::VmVerifyKey`]).
+//! Parsing
 //! works on a plain byte slice, never panics and allocates nothing, so the very
 //! same code runs at EL2 and in host tests.
 #![no_std]
@@ -39,6 +42,8 @@ pub const MAX_CMDLINE: u64 = 4096;
 pub const PAGE_ALIGN: u64 = 4096;
 /// Alignment of the KServ kernel's absolute file offset in the boot image.
 pub const KERNEL_ALIGN: u64 = 2 << 20;
+/// Size of the VM image verification key (an Ed25519 public key).
+pub const VM_VERIFY_KEY_SIZE: u64 = 32;
 
 /// Initial value of the checksum (the 64-bit FNV offset basis).
 const CHECKSUM_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
@@ -57,11 +62,19 @@ pub enum Kind {
     Initramfs = 2,
     /// The KServ command line, UTF-8 without its NUL terminator (optional).
     Cmdline = 3,
+    /// The Ed25519 public key protected VMs' images are verified against,
+    /// exactly 32 bytes (optional; without it KCore verifies no image).
+    VmVerifyKey = 4,
 }
 
 impl Kind {
     /// Every kind this format version defines.
-    pub const ALL: [Kind; 3] = [Kind::Kernel, Kind::Initramfs, Kind::Cmdline];
+    pub const ALL: [Kind; 4] = [
+        Kind::Kernel,
+        Kind::Initramfs,
+        Kind::Cmdline,
+        Kind::VmVerifyKey,
+    ];
 
     /// Decodes the `kind` field of an entry.
     pub const fn from_raw(raw: u32) -> Option<Kind> {
@@ -69,6 +82,7 @@ impl Kind {
             1 => Some(Kind::Kernel),
             2 => Some(Kind::Initramfs),
             3 => Some(Kind::Cmdline),
+            4 => Some(Kind::VmVerifyKey),
             _ => None,
         }
     }
@@ -84,6 +98,7 @@ impl Kind {
             Kind::Kernel => "kernel",
             Kind::Initramfs => "initramfs",
             Kind::Cmdline => "command line",
+            Kind::VmVerifyKey => "VM verification key",
         }
     }
 }
@@ -114,6 +129,9 @@ pub struct Payload<'a> {
     pub initramfs: Option<Component<'a>>,
     /// The KServ command line, if the payload has one.
     pub cmdline: Option<&'a str>,
+    /// The Ed25519 public key for protected VMs' images, if the payload has
+    /// one. Only its length is checked here; KCore validates the point.
+    pub vm_verify_key: Option<&'a [u8; 32]>,
 }
 
 /// The fields of an arm64 Linux `Image` header that KCore uses
@@ -234,6 +252,13 @@ pub enum EntryProblem {
     },
     /// An initramfs of zero bytes.
     Empty,
+    /// A component whose kind has a fixed size has another size.
+    BadSize {
+        /// The size found.
+        size: u64,
+        /// The size the kind requires.
+        expected: u64,
+    },
 }
 
 impl fmt::Display for EntryProblem {
@@ -254,6 +279,9 @@ impl fmt::Display for EntryProblem {
                 write!(f, "offset {offset:#x} is not a multiple of {align:#x}")
             }
             EntryProblem::Empty => f.write_str("the component is empty"),
+            EntryProblem::BadSize { size, expected } => {
+                write!(f, "the component is {size} bytes, not {expected}")
+            }
         }
     }
 }
@@ -563,9 +591,10 @@ pub fn parse_image_header(image: &[u8]) -> Result<ImageHeader, ImageHeaderError>
 /// count, that the header, entry table and `total_size` fit in `mem`, the
 /// checksum, then every entry (kind known and unique, reserved zero, offset
 /// and size without overflow, inside `total_size`, clear of the header and
-/// entry table, aligned), that `total_size` ends at the last component, that
-/// no components overlap, that there is a kernel with a valid arm64 `Image`
-/// header, and that the command line is short, UTF-8 and free of NUL bytes.
+/// entry table, aligned, of the size the kind requires), that `total_size`
+/// ends at the last component, that no components overlap, that there is a
+/// kernel with a valid arm64 `Image` header, and that the command line is
+/// short, UTF-8 and free of NUL bytes.
 ///
 /// The 2 MiB alignment of the kernel's absolute file offset is not checked:
 /// it depends on where the payload sits, which `mem` does not say, and KCore
@@ -652,13 +681,19 @@ pub fn parse(mem: &[u8]) -> Result<Payload<'_>, Error> {
         }
         let align = match kind {
             Kind::Initramfs => PAGE_ALIGN,
-            Kind::Kernel | Kind::Cmdline => 1,
+            Kind::Kernel | Kind::Cmdline | Kind::VmVerifyKey => 1,
         };
         if !offset.is_multiple_of(align) {
             return Err(bad(EntryProblem::Misaligned { offset, align }));
         }
         if kind == Kind::Initramfs && size == 0 {
             return Err(bad(EntryProblem::Empty));
+        }
+        if kind == Kind::VmVerifyKey && size != VM_VERIFY_KEY_SIZE {
+            return Err(bad(EntryProblem::BadSize {
+                size,
+                expected: VM_VERIFY_KEY_SIZE,
+            }));
         }
         *slot = Some((kind, offset, end));
         last_end = last_end.max(end);
@@ -699,11 +734,15 @@ pub fn parse(mem: &[u8]) -> Result<Payload<'_>, Error> {
         Some(c) => Some(check_cmdline(c.bytes)?),
         None => None,
     };
+    // The entry check above fixed the size at 32 bytes.
+    let vm_verify_key =
+        component(Kind::VmVerifyKey).and_then(|c| <&[u8; 32]>::try_from(c.bytes).ok());
     Ok(Payload {
         total_size,
         kernel,
         initramfs,
         cmdline,
+        vm_verify_key,
     })
 }
 

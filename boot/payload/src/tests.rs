@@ -36,6 +36,23 @@ fn full() -> Vec<u8> {
         &fake_kernel(4096, 0x8000),
         Some(&initrd(0x180)),
         Some("console=ttyAMA0 quiet"),
+        None,
+    )
+    .unwrap()
+}
+
+/// A test key: any 32 bytes (the payload checks only the length).
+const KEY: [u8; 32] = *b"an Ed25519 public key, 32 bytes!";
+
+/// [`full`] plus a VM verification key: entries kernel, key, command line,
+/// initramfs.
+fn full_with_key() -> Vec<u8> {
+    build(
+        SMALL_OFFSET,
+        &fake_kernel(4096, 0x8000),
+        Some(&initrd(0x180)),
+        Some("console=ttyAMA0 quiet"),
+        Some(&KEY),
     )
     .unwrap()
 }
@@ -93,7 +110,7 @@ fn round_trip_all_components() {
         0x34_5000,
         7 * KERNEL_ALIGN - 0x1000,
     ] {
-        let buf = build(offset, &kernel, Some(&rd), Some("root=/dev/vda rw")).unwrap();
+        let buf = build(offset, &kernel, Some(&rd), Some("root=/dev/vda rw"), None).unwrap();
         let p = parse(&buf).unwrap();
         assert_eq!(p.total_size, buf.len() as u64);
         assert_eq!(p.kernel.bytes, &kernel[..]);
@@ -125,27 +142,59 @@ fn round_trip_all_components() {
 #[test]
 fn round_trip_optional_components_absent() {
     let kernel = fake_kernel(256, 0x1000);
-    let p_buf = build(0, &kernel, None, None).unwrap();
+    let p_buf = build(0, &kernel, None, None, None).unwrap();
     let p = parse(&p_buf).unwrap();
     assert_eq!(p.kernel.offset, KERNEL_ALIGN);
     assert_eq!(p.initramfs, None);
     assert_eq!(p.cmdline, None);
+    assert_eq!(p.vm_verify_key, None);
 
-    let buf = build(SMALL_OFFSET, &kernel, None, Some("")).unwrap();
+    let buf = build(SMALL_OFFSET, &kernel, None, Some(""), None).unwrap();
     let p = parse(&buf).unwrap();
     assert_eq!(p.cmdline, Some(""));
     assert_eq!(p.kernel.offset, 0x3000);
 
-    let buf = build(SMALL_OFFSET, &kernel, Some(b"x"), None).unwrap();
+    let buf = build(SMALL_OFFSET, &kernel, Some(b"x"), None, None).unwrap();
     let p = parse(&buf).unwrap();
     assert_eq!(p.initramfs.unwrap().bytes, b"x");
     assert_eq!(p.cmdline, None);
 }
 
 #[test]
+fn round_trip_with_a_vm_verify_key() {
+    let buf = full_with_key();
+    let p = parse(&buf).unwrap();
+    assert_eq!(p.vm_verify_key, Some(&KEY));
+    assert_eq!(p.cmdline, Some("console=ttyAMA0 quiet"));
+    assert_eq!(p.initramfs.unwrap().bytes, &initrd(0x180)[..]);
+    assert_eq!(
+        p.kernel.bytes,
+        &fake_kernel(4096, 0x8000)[..],
+        "the kernel is unchanged"
+    );
+    // The key sits right after the entry table, the command line after it.
+    let table_end = (HEADER_SIZE + 4 * ENTRY_SIZE) as usize;
+    assert_eq!(get_u64(&buf, 12) as u32, 4, "entry count");
+    let k = index_of(&buf, Kind::VmVerifyKey);
+    assert_eq!(get_u64(&buf, entry(k, 8)), table_end as u64);
+    assert_eq!(get_u64(&buf, entry(k, 16)), VM_VERIFY_KEY_SIZE);
+    assert_eq!(&buf[table_end..table_end + 32], &KEY);
+    assert_eq!(
+        &buf[table_end + 32..table_end + 53],
+        b"console=ttyAMA0 quiet"
+    );
+    // Key alone with the kernel.
+    let kernel = fake_kernel(64, 64);
+    let buf = build(0, &kernel, None, None, Some(&KEY)).unwrap();
+    let p = parse(&buf).unwrap();
+    assert_eq!(p.vm_verify_key, Some(&KEY));
+    assert_eq!((p.initramfs, p.cmdline), (None, None));
+}
+
+#[test]
 fn max_length_cmdline_round_trips() {
     let long: String = "a".repeat(MAX_CMDLINE as usize);
-    let buf = build(SMALL_OFFSET, &fake_kernel(64, 64), None, Some(&long)).unwrap();
+    let buf = build(SMALL_OFFSET, &fake_kernel(64, 64), None, Some(&long), None).unwrap();
     assert_eq!(parse(&buf).unwrap().cmdline, Some(long.as_str()));
 }
 
@@ -160,7 +209,7 @@ fn parse_accepts_memory_longer_than_the_payload() {
 
 #[test]
 fn boot_image_size_covers_a_kernel_larger_than_its_image_size() {
-    let buf = build(SMALL_OFFSET, &fake_kernel(4096, 64), None, None).unwrap();
+    let buf = build(SMALL_OFFSET, &fake_kernel(4096, 64), None, None, None).unwrap();
     let p = parse(&buf).unwrap();
     assert_eq!(
         boot_image_size(SMALL_OFFSET, &p).unwrap(),
@@ -462,7 +511,7 @@ fn rule_components_do_not_overlap() {
 
 #[test]
 fn rule_kernel_required() {
-    let mut buf = build(SMALL_OFFSET, &fake_kernel(64, 64), None, Some("x")).unwrap();
+    let mut buf = build(SMALL_OFFSET, &fake_kernel(64, 64), None, Some("x"), None).unwrap();
     // The kernel entry, relabelled, is a perfectly good initramfs.
     set_u32(&mut buf, entry(0, 0), Kind::Initramfs.raw());
     reseal(&mut buf);
@@ -480,7 +529,7 @@ fn rule_kernel_image_header_valid() {
         parse(&buf),
         Err(Error::BadKernelHeader(ImageHeaderError::BadMagic { found }))
     );
-    let mut short = build(SMALL_OFFSET, &fake_kernel(64, 64), None, None).unwrap();
+    let mut short = build(SMALL_OFFSET, &fake_kernel(64, 64), None, None, None).unwrap();
     set_u64(&mut short, entry(0, 16), 63);
     set_u64(&mut short, 16, 0x3000 + 63);
     short.pop();
@@ -491,6 +540,67 @@ fn rule_kernel_image_header_valid() {
             len: 63
         }))
     );
+}
+
+#[test]
+fn rule_vm_verify_key_is_32_bytes() {
+    let full = full_with_key();
+    let k = index_of(&full, Kind::VmVerifyKey);
+    for size in [0, 1, 31, 33, 64] {
+        let mut buf = full.clone();
+        set_u64(&mut buf, entry(k, 16), size);
+        reseal(&mut buf);
+        assert_eq!(
+            parse(&buf),
+            Err(Error::BadEntry {
+                index: k as u32,
+                reason: EntryProblem::BadSize {
+                    size,
+                    expected: VM_VERIFY_KEY_SIZE
+                }
+            }),
+            "size {size}"
+        );
+    }
+}
+
+#[test]
+fn rule_vm_verify_key_unique() {
+    let full = full_with_key();
+    let c = index_of(&full, Kind::Cmdline);
+    assert!(c > index_of(&full, Kind::VmVerifyKey));
+    let mut buf = full.clone();
+    set_u32(&mut buf, entry(c, 0), Kind::VmVerifyKey.raw());
+    reseal(&mut buf);
+    assert_eq!(
+        parse(&buf),
+        Err(Error::BadEntry {
+            index: c as u32,
+            reason: EntryProblem::DuplicateKind(Kind::VmVerifyKey)
+        })
+    );
+}
+
+#[test]
+fn rule_vm_verify_key_inside_and_clear_of_others() {
+    let full = full_with_key();
+    let k = index_of(&full, Kind::VmVerifyKey);
+    // Over the entry table.
+    let mut buf = full.clone();
+    set_u64(&mut buf, entry(k, 8), 8);
+    reseal(&mut buf);
+    assert_eq!(
+        parse(&buf),
+        Err(Error::BadEntry {
+            index: k as u32,
+            reason: EntryProblem::OverlapsHeader
+        })
+    );
+    // Into the command line.
+    let mut buf = full.clone();
+    set_u64(&mut buf, entry(k, 8), HEADER_SIZE + 4 * ENTRY_SIZE + 16);
+    reseal(&mut buf);
+    assert!(matches!(parse(&buf), Err(Error::Overlap { .. })));
 }
 
 /// Replaces the command line of `full()` by `bytes` of the same length.
@@ -505,7 +615,7 @@ fn with_cmdline_bytes(bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn rule_cmdline_at_most_4k() {
     let long: String = "b".repeat(MAX_CMDLINE as usize);
-    let mut buf = build(SMALL_OFFSET, &fake_kernel(64, 64), None, Some(&long)).unwrap();
+    let mut buf = build(SMALL_OFFSET, &fake_kernel(64, 64), None, Some(&long), None).unwrap();
     set_u64(&mut buf, entry(1, 16), MAX_CMDLINE + 1);
     reseal(&mut buf);
     assert_eq!(
@@ -595,57 +705,64 @@ fn image_header_rules() {
 fn build_refuses_bad_input() {
     let k = fake_kernel(64, 64);
     assert_eq!(
-        build(0x800, &k, None, None),
+        build(0x800, &k, None, None, None),
         Err(Error::MisalignedPayloadOffset { offset: 0x800 })
     );
     assert_eq!(
-        build(0, &k[..32], None, None),
+        build(0, &k[..32], None, None, None),
         Err(Error::BadKernelHeader(ImageHeaderError::TooShort {
             len: 32
         }))
     );
     let long: String = "c".repeat(MAX_CMDLINE as usize + 1);
     assert_eq!(
-        build(0, &k, None, Some(&long)),
+        build(0, &k, None, Some(&long), None),
         Err(Error::CmdlineTooLong { len: 4097 })
     );
     assert_eq!(
-        build(0, &k, None, Some("a\0b")),
+        build(0, &k, None, Some("a\0b"), None),
         Err(Error::CmdlineHasNul { at: 1 })
     );
     assert_eq!(
-        build(0, &k, Some(&[]), Some("x")),
+        build(0, &k, Some(&[]), Some("x"), None),
         Err(Error::BadEntry {
             index: 2,
             reason: EntryProblem::Empty
         })
     );
-    assert_eq!(build(!0xfff, &k, None, None), Err(Error::TooLarge));
+    assert_eq!(build(!0xfff, &k, None, None, None), Err(Error::TooLarge));
 }
 
 // ---- damage never panics and never passes -----------------------------------------
 
 #[test]
 fn every_truncation_is_refused() {
-    let buf = full();
-    for cut in 0..buf.len() {
-        let r = parse(&buf[..cut]);
-        assert!(r.is_err(), "cut at {cut} accepted");
+    for buf in [full(), full_with_key()] {
+        for cut in 0..buf.len() {
+            let r = parse(&buf[..cut]);
+            assert!(r.is_err(), "cut at {cut} accepted");
+        }
     }
 }
 
 #[test]
 fn every_single_byte_flip_is_refused() {
-    let buf = full();
+    every_single_byte_flip_of_is_refused(&full(), 104);
+    every_single_byte_flip_of_is_refused(&full_with_key(), 128 + 32);
+}
+
+/// Flips every bit of `buf[..dense]` (header, entry table, key) and one bit
+/// of every other byte.
+fn every_single_byte_flip_of_is_refused(buf: &[u8], dense: usize) {
     for at in 0..buf.len() {
         // Every bit of the header and entry table; one bit elsewhere.
-        let masks: &[u8] = if at < 104 {
+        let masks: &[u8] = if at < dense {
             &[0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80]
         } else {
             &[0x01]
         };
         for &mask in masks {
-            let mut b = buf.clone();
+            let mut b = buf.to_vec();
             b[at] ^= mask;
             assert!(parse(&b).is_err(), "flip {mask:#x} at {at:#x} accepted");
         }
@@ -695,12 +812,16 @@ fn check_accepted(mem: &[u8], p: &Payload<'_>) {
     if let Some(c) = p.cmdline {
         assert!(c.len() as u64 <= MAX_CMDLINE && !c.contains('\0'));
     }
+    if let Some(k) = p.vm_verify_key {
+        let mem = mem.as_ptr_range();
+        assert!(mem.contains(&k.as_ptr()), "the key points into the payload");
+    }
 }
 
 #[test]
 fn random_bytes_and_mutations_never_panic() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let base = full();
+    let bases = [full(), full_with_key()];
     let mut accepted = 0;
     for round in 0..20_000 {
         let mut buf = match round % 4 {
@@ -713,7 +834,7 @@ fn random_bytes_and_mutations_never_panic() {
                 }
                 b
             }
-            _ => base.clone(),
+            n => bases[n % 2].clone(),
         };
         let edits = 1 + rng.below(4);
         for _ in 0..edits {
@@ -782,7 +903,7 @@ fn every_error_has_a_message() {
         },
         Error::BadEntry {
             index: 0,
-            reason: EntryProblem::UnknownKind(4),
+            reason: EntryProblem::UnknownKind(5),
         },
         Error::BadEntry {
             index: 0,
@@ -817,6 +938,13 @@ fn every_error_has_a_message() {
         Error::BadEntry {
             index: 0,
             reason: EntryProblem::Empty,
+        },
+        Error::BadEntry {
+            index: 0,
+            reason: EntryProblem::BadSize {
+                size: 31,
+                expected: 32,
+            },
         },
         Error::Overlap {
             first: Kind::Cmdline,
@@ -855,7 +983,11 @@ fn kinds_round_trip() {
         assert_eq!(Kind::from_raw(k.raw()), Some(k));
     }
     assert_eq!(Kind::from_raw(0), None);
-    assert_eq!(Kind::from_raw(4), None);
+    assert_eq!(Kind::from_raw(4), Some(Kind::VmVerifyKey));
+    assert_eq!(Kind::from_raw(5), None);
+    for k in Kind::ALL {
+        assert!(!k.name().is_empty());
+    }
 }
 
 /// The checksum as docs/boot-image.md defines it, one byte at a time.

@@ -1,7 +1,8 @@
 //! Packing the boot image, `build/kcore.img`, as `docs/boot-image.md`
 //! describes: KCore's flat binary, zero-filled to the footprint its own `Image`
 //! header states (`image_size`), then the KServ payload built by
-//! `kcore_payload::build`; finally KCore's `image_size` is rewritten to the
+//! `kcore_payload::build` (with the public key protected VMs' images are
+//! verified against, when given); finally KCore's `image_size` is rewritten to the
 //! footprint of the whole boot image, so a loader that honours it leaves room
 //! for the KServ kernel's bss too.
 
@@ -27,12 +28,13 @@ pub struct Layout {
 }
 
 /// Packs KCore (`kcore`, a flat binary starting with its `Image` header) and
-/// the KServ payload into one boot image.
+/// the KServ payload, with the VM image verification key, into one boot image.
 pub fn boot_image(
     kcore: &[u8],
     kernel: &[u8],
     initramfs: Option<&[u8]>,
     cmdline: Option<&str>,
+    vm_verify_key: Option<&[u8; 32]>,
 ) -> Result<(Vec<u8>, Layout)> {
     if kcore.get(MAGIC_OFFSET..MAGIC_OFFSET + 4) != Some(MAGIC.as_slice()) {
         bail!(
@@ -51,7 +53,7 @@ pub fn boot_image(
             "KCore's image_size {footprint:#x} is not 4 KiB aligned (the linker script must align __kcore_end)"
         );
     }
-    let payload = kcore_payload::build(footprint, kernel, initramfs, cmdline)
+    let payload = kcore_payload::build(footprint, kernel, initramfs, cmdline, vm_verify_key)
         .map_err(|e| anyhow!("cannot build the KServ payload: {e}"))?;
     let parsed = kcore_payload::parse(&payload)
         .map_err(|e| anyhow!("the payload just built does not parse: {e}"))?;
@@ -99,8 +101,15 @@ mod tests {
         let kcore = fake_image(0x3000, 0x5000);
         let kernel = fake_image(0x10000, 0x40000);
         let initramfs = vec![7u8; 5000];
-        let (img, layout) =
-            boot_image(&kcore, &kernel, Some(&initramfs), Some("console=ttyAMA0")).expect("packs");
+        let key = [0x5a; 32];
+        let (img, layout) = boot_image(
+            &kcore,
+            &kernel,
+            Some(&initramfs),
+            Some("console=ttyAMA0"),
+            Some(&key),
+        )
+        .expect("packs");
         assert_eq!(layout.kcore_footprint, 0x5000);
         assert_eq!(
             &img[..0x3000],
@@ -131,21 +140,25 @@ mod tests {
             parsed.initramfs.map(|c| c.bytes),
             Some(initramfs.as_slice())
         );
+        assert_eq!(parsed.vm_verify_key, Some(&key));
+        let (img, _) = boot_image(&kcore, &kernel, None, None, None).expect("packs");
+        let parsed = kcore_payload::parse(&img[0x5000..]).expect("payload parses");
+        assert_eq!(parsed.vm_verify_key, None);
     }
 
     #[test]
     fn refuses_bad_kcore_headers() {
         let kernel = fake_image(0x1000, 0x2000);
         assert!(
-            boot_image(&[0u8; 0x100], &kernel, None, None).is_err(),
+            boot_image(&[0u8; 0x100], &kernel, None, None, None).is_err(),
             "no magic"
         );
         assert!(
-            boot_image(&fake_image(0x3000, 0x2000), &kernel, None, None).is_err(),
+            boot_image(&fake_image(0x3000, 0x2000), &kernel, None, None, None).is_err(),
             "footprint below size"
         );
         assert!(
-            boot_image(&fake_image(0x3000, 0x3100), &kernel, None, None).is_err(),
+            boot_image(&fake_image(0x3000, 0x3100), &kernel, None, None, None).is_err(),
             "unaligned footprint"
         );
     }
