@@ -205,6 +205,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
                 .map(|t| m.commit_host_reclaim_page(t, hw))
                 .map(|()| [0; 3]),
             Some(HypercallId::HostPageOwner) => m.host_page_owner(a1).map(|s| owner_report(m, s)),
+            Some(HypercallId::HostVerifyImage) => {
+                m.host_verify_image(a1, a2, a3, a4, hw).map(|()| [0; 3])
+            }
         };
         let (r0, [r1, r2, r3]) = match result {
             Ok(r) => (kcore_abi::SUCCESS as u64, r),

@@ -14,7 +14,8 @@
 
 use crate::addr::{Gfn, Ipa, MemRange, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
 use crate::host_stage2::HostStage2;
-use crate::hw::{Hardware, TableMemory};
+use crate::hw::{Hardware, PhysMemory, TableMemory};
+use crate::image::{self, Signature, VerifyKey};
 use crate::ownership::{OwnershipTable, PageState};
 use crate::pgtable::{Attrs, Geometry, PageTable};
 use crate::vm::{FreeList, MAX_VCPUS, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms};
@@ -33,6 +34,8 @@ pub struct MemCore<S, const BANKS: usize, const VMS: usize> {
     host: HostStage2<BANKS>,
     /// Largest IPA size a VM may ask for.
     max_ipa_bits: u32,
+    /// The key protected VMs' images are checked against (from the boot image).
+    verify_key: Option<VerifyKey>,
 }
 
 /// Arguments of `host_create_vm`, as decoded from registers.
@@ -93,7 +96,13 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             vms: Vms::new(),
             host,
             max_ipa_bits: pa_bits.min(48),
+            verify_key: None,
         }
+    }
+
+    /// Installs the key protected VMs' images are checked against.
+    pub fn set_verify_key(&mut self, key: VerifyKey) {
+        self.verify_key = Some(key);
     }
 
     /// The ownership table.
@@ -222,6 +231,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 owned_pages: 0,
                 table_pages: count,
                 borrowed_pages: 0,
+                image: None,
             },
         );
         t.handle
@@ -578,5 +588,73 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// `host_page_owner` (for tests): the state of a page of RAM.
     pub fn host_page_owner(&self, pfn: u64) -> Result<PageState, Error> {
         self.ram_page(pfn).map(|(_, s)| s)
+    }
+
+    // ---- host_verify_image ----------------------------------------------------------
+
+    /// `host_verify_image`: checks a protected VM's boot image, `len` bytes
+    /// starting at `gfn`, against the boot image's key and the 64-byte
+    /// signature at the start of KServ's page `sig_pfn`. The image pages must
+    /// be the VM's own (KServ lost write access when it donated them), so the
+    /// bytes checked are the bytes the VM will run. A malformed request
+    /// changes nothing; a signature that does not verify poisons the VM.
+    pub fn host_verify_image(
+        &mut self,
+        handle: u64,
+        gfn: u64,
+        len: u64,
+        sig_pfn: u64,
+        hw: &(impl TableMemory + PhysMemory),
+    ) -> Result<(), Error> {
+        let (id, vm) = self.live_vm(handle)?;
+        if vm.kind != VmKind::Protected || vm.state != VmState::Created {
+            return Err(Error::Denied);
+        }
+        let key = self.verify_key.ok_or(Error::NotSupported)?;
+        if len == 0 || len > image::MAX_IMAGE_LEN {
+            return Err(Error::InvalidParameter);
+        }
+        let pages = len.div_ceil(PAGE_SIZE);
+        let first = Self::guest_gfn(vm, gfn)?;
+        let last = gfn.checked_add(pages - 1).ok_or(Error::InvalidParameter)?;
+        Self::guest_gfn(vm, last)?;
+        // Every image page must be mapped at its gfn and be the VM's alone.
+        let page_at = |i: u64| -> Option<Pa> {
+            let g = first.0 + i;
+            let leaf = vm.stage2.walk(hw, g << PAGE_SHIFT)?;
+            match self.owners.get(Pfn::of(leaf.pa)) {
+                Some(PageState::Guest { vm: v, gfn: pg }) if v == id && pg.0 == g => Some(leaf.pa),
+                _ => None,
+            }
+        };
+        if (0..pages).any(|i| page_at(i).is_none()) {
+            return Err(Error::Denied);
+        }
+        // The signature: copied once out of KServ's page.
+        let (sig_pfn, sig_state) = self.ram_page(sig_pfn)?;
+        if sig_state != PageState::Host {
+            return Err(Error::Denied);
+        }
+        let mut sig = [0u8; image::SIGNATURE_LEN];
+        hw.read(sig_pfn.pa().ok_or(Error::InvalidParameter)?, &mut sig);
+        let result = image::verify(
+            &key,
+            &Signature(sig),
+            (0..pages).filter_map(page_at),
+            len,
+            hw,
+        );
+        let vm = self.vms.get_mut(id).ok_or(Error::NotFound)?;
+        match result {
+            Ok(()) => {
+                vm.state = VmState::Verified;
+                vm.image = Some((first, len));
+                Ok(())
+            }
+            Err(_) => {
+                vm.state = VmState::Poisoned;
+                Err(Error::VerificationFailed)
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! never reaches a new VM, and the hardware VMID (slot + 1) is invalidated in
 //! the TLBs before a slot is reused.
 
-use crate::addr::Pa;
+use crate::addr::{Gfn, Pa};
 use crate::hw::TableMemory;
 use crate::pgtable::{PageTable, Stage2};
 
@@ -167,6 +167,9 @@ pub struct Vm {
     pub table_pages: u64,
     /// Pages in state `HostSharedWithGuest` with this VM.
     pub borrowed_pages: u64,
+    /// The verified boot image (first gfn, length in bytes) of a protected
+    /// VM in state [`VmState::Verified`]: its first PC must lie inside.
+    pub image: Option<(Gfn, u64)>,
 }
 
 /// Most vCPUs a VM may have (a bitmap of 64).

@@ -191,14 +191,7 @@ fn snapshot(w: &World) -> Snapshot {
     let vms = mem
         .vms()
         .iter()
-        .map(|(_, v)| {
-            (
-                v.owned_pages,
-                v.table_pages,
-                v.borrowed_pages,
-                v.pool.len(),
-            )
-        })
+        .map(|(_, v)| (v.owned_pages, v.table_pages, v.borrowed_pages, v.pool.len()))
         .collect();
     (pages, vms)
 }

@@ -13,9 +13,10 @@ use alloc::vec::Vec;
 use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
 use kcore::host::Host;
 use kcore::host_stage2::{HostMemoryMap, HostStage2};
+use kcore::hw::PageAllocator;
+use kcore::image::VerifyKey;
 use kcore::mem_protect::MemCore;
 use kcore::ownership::OwnershipTable;
-use kcore::hw::PageAllocator;
 use kcore::pgtable::{Attrs, El2Stage1, Geometry, PageTable, Stage2};
 use kcore::psci::{PsciRelay, fid};
 use kcore_arch::el2::cpu::{self, Features, HostConfig, MmuConfig};
@@ -299,6 +300,18 @@ fn boot_kserv(
         .as_ref()
         .map(|c| (img.end + c.offset, c.bytes.len() as u64));
     let cmdline = payload.cmdline;
+    // The key for protected VMs' images, copied into KCore's memory now: the
+    // payload lives in memory KServ will own.
+    let verify_key = payload.vm_verify_key.and_then(|k| match VerifyKey::new(*k) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            warn!("the boot image's VM verification key is unusable ({e}); protected VMs cannot be verified");
+            None
+        }
+    });
+    if verify_key.is_none() && payload.vm_verify_key.is_none() {
+        warn!("the boot image carries no VM verification key; protected VMs cannot be verified");
+    }
     // The kernel must sit text_offset above a 2 MiB boundary.
     if !(kernel - header.text_offset).is_multiple_of(2 << 20) {
         let Some(target) = align_up(kernel + kernel_len, 2 << 20).map(|t| t + header.text_offset)
@@ -330,8 +343,11 @@ fn boot_kserv(
     let owner_entries = OwnershipTable::<&mut [u64], MAP_RANGES>::entries_needed(&ram_banks);
     let owner_bytes = align_up(owner_entries as u64 * 8, PAGE_SIZE).unwrap_or(u64::MAX);
     let stacks_bytes = MAX_CPUS as u64 * SECONDARY_STACK;
-    let pool_size = align_up(S2_ROOT_SPACE + owner_bytes + HOST_S2_POOL + stacks_bytes, 2 << 20)
-        .unwrap_or(u64::MAX);
+    let pool_size = align_up(
+        S2_ROOT_SPACE + owner_bytes + HOST_S2_POOL + stacks_bytes,
+        2 << 20,
+    )
+    .unwrap_or(u64::MAX);
     let pool_end = bank.end() & !((2 << 20) - 1);
     let pool_base = pool_end.saturating_sub(pool_size);
     let Some(pool) = MemRange::from_bounds(pool_base, pool_end) else {
@@ -475,8 +491,12 @@ fn boot_kserv(
         core::ptr::addr_of!(KCORE_SECONDARY_BOOT) as u64,
         size_of::<SecondaryBoot>() as u64,
     );
+    let mut mem = MemCore::new(owners, s2, f.pa_bits);
+    if let Some(k) = verify_key {
+        mem.set_verify_key(k);
+    }
     *STATE.lock() = Some(KcoreState {
-        host: Host::new(MemCore::new(owners, s2, f.pa_bits), PsciRelay::new(&mpidrs, boot_cpu)),
+        host: Host::new(mem, PsciRelay::new(&mpidrs, boot_cpu)),
         pool: pages,
     });
     trap::set_secondary_entry(img.secondary_entry);

@@ -15,7 +15,7 @@ pub mod smccc;
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 2;
+pub const ABI_VERSION_MINOR: u16 = 3;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.
@@ -84,11 +84,18 @@ pub enum HypercallId {
     /// `host_page_owner` (for tests): `x1` = pfn. Returns `x1` = a
     /// [`PageOwner`] code, `x2` = the VM handle (0 if none), `x3` = the gfn.
     HostPageOwner = HYPERCALL_BASE + 10,
+    /// `host_verify_image`: `x1` = handle of a protected VM that has not run,
+    /// `x2` = first gfn of its boot image, `x3` = the image's length in
+    /// bytes, `x4` = pfn of a KServ page whose first 64 bytes are the Ed25519
+    /// signature. The image pages must be the VM's own (donated, not shared).
+    /// On success the VM may run; if the signature does not verify, the VM is
+    /// poisoned and never runs ([`Error::VerificationFailed`]).
+    HostVerifyImage = HYPERCALL_BASE + 11,
 }
 
 impl HypercallId {
     /// Every hypercall this ABI version defines.
-    pub const ALL: [HypercallId; 11] = [
+    pub const ALL: [HypercallId; 12] = [
         HypercallId::Version,
         HypercallId::Features,
         HypercallId::HostCreateVm,
@@ -100,6 +107,7 @@ impl HypercallId {
         HypercallId::HostTeardownVm,
         HypercallId::HostReclaimPage,
         HypercallId::HostPageOwner,
+        HypercallId::HostVerifyImage,
     ];
 
     /// The SMCCC function id of this call.
@@ -198,11 +206,13 @@ pub enum Error {
     NoMemory = -19,
     /// No object with that handle or address exists.
     NotFound = -20,
+    /// A VM image's signature did not verify: the VM is poisoned.
+    VerificationFailed = -21,
 }
 
 impl Error {
     /// Every error code.
-    pub const ALL: [Error; 7] = [
+    pub const ALL: [Error; 8] = [
         Error::NotSupported,
         Error::NotRequired,
         Error::InvalidParameter,
@@ -210,6 +220,7 @@ impl Error {
         Error::Busy,
         Error::NoMemory,
         Error::NotFound,
+        Error::VerificationFailed,
     ];
 
     /// The value placed in `x0`.
