@@ -35,8 +35,9 @@ pub const MAP_RANGES: usize = 16;
 const SECONDARY_STACK: u64 = 16 * 1024;
 /// Most VMs at once (hardware VMIDs 1..=MAX_VMS; 8-bit VMIDs).
 pub const MAX_VMS: usize = 16;
-/// Part of KCore's pool for KServ's stage-2 tables.
-const HOST_S2_POOL: u64 = 2 << 20;
+/// KServ's stage-2 tables beyond one per 2 MiB of RAM (upper levels,
+/// device mappings).
+const HOST_S2_HEADROOM: u64 = 256 * PAGE_SIZE;
 /// Space reserved at the start of the pool for a stage-2 root (up to 16
 /// concatenated tables).
 const S2_ROOT_SPACE: u64 = 16 * PAGE_SIZE;
@@ -343,8 +344,11 @@ fn boot_kserv(
     let owner_entries = OwnershipTable::<&mut [u64], MAP_RANGES>::entries_needed(&ram_banks);
     let owner_bytes = align_up(owner_entries as u64 * 8, PAGE_SIZE).unwrap_or(u64::MAX);
     let stacks_bytes = MAX_CPUS as u64 * SECONDARY_STACK;
+    // KServ's stage 2 needs at most one last-level table per 2 MiB of RAM
+    // (once donations split every block into pages), plus the upper levels.
+    let host_s2_bytes = (owner_entries as u64 / 512) * PAGE_SIZE + HOST_S2_HEADROOM;
     let pool_size = align_up(
-        S2_ROOT_SPACE + owner_bytes + HOST_S2_POOL + stacks_bytes,
+        S2_ROOT_SPACE + owner_bytes + host_s2_bytes + stacks_bytes,
         2 << 20,
     )
     .unwrap_or(u64::MAX);
