@@ -183,8 +183,16 @@ impl<const N: usize> HostStage2<N> {
             match self.table.map(mem, alloc, base, Pa(base), size, attrs) {
                 Ok(()) => return HostAbort::Mapped,
                 Err(MapError::NoMemory) => return HostAbort::NoMemory,
-                // Part of this block is mapped already: try a smaller one.
-                Err(MapError::AlreadyMapped) | Err(MapError::BadRange) => continue,
+                // Part of this block is mapped already. `map` fills the
+                // block's free entries in order until it meets a mapped one,
+                // so the faulting address may be mapped now (every page of
+                // the block was checked above); otherwise try smaller.
+                Err(MapError::AlreadyMapped) | Err(MapError::BadRange) => {
+                    if self.table.walk(mem, addr).is_some() {
+                        return HostAbort::Mapped;
+                    }
+                    continue;
+                }
             }
         }
         // Only reached if even the 4 KiB page is mapped, which the walk above

@@ -299,3 +299,35 @@ fn map_rejects_bad_ranges_and_overlaps() {
         "unchanged"
     );
 }
+
+#[test]
+fn a_page_mapped_by_a_partial_block_attempt_is_not_refused() {
+    // A 2 MiB region whose last-level table already maps its second page
+    // (KServ touched it while a neighbour was given away; the neighbour has
+    // come back since). The first touch of its first page tries the 2 MiB
+    // block, which fills the table's free entries up to the mapped one and
+    // so maps the faulting page: that is success, not a refusal.
+    let mut map = HostMemoryMap::<8>::new();
+    map.add_ram(MemRange::new(RAM, GIB).unwrap()).unwrap();
+    let mut s2 = HostStage2::new(
+        PageTable::<Stage2>::new(Pa(0x1000_0000), Geometry::stage2(40).unwrap()),
+        map,
+    );
+    let (mut mem, mut alloc) = (FakeMemory::new(), FakeAllocator::new(0x1000_1000, 64));
+    let region = RAM + 4 * MIB;
+    // Map the second page alone, as a 4 KiB page.
+    let only_second = |r: MemRange| r.size() == PAGE_SIZE && r.base() == region + PAGE_SIZE;
+    assert_eq!(
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(region + PAGE_SIZE), only_second),
+        HostAbort::Mapped
+    );
+    assert_eq!(s2.table().walk(&mem, region + PAGE_SIZE).unwrap().level, 3);
+    assert!(s2.table().walk(&mem, region).is_none());
+    // Now everything in the region is KServ's.
+    assert_eq!(
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(region), |_| true),
+        HostAbort::Mapped
+    );
+    assert_eq!(s2.table().walk(&mem, region).unwrap().pa, Pa(region));
+    assert_eq!(s2.denied_count(), 0);
+}

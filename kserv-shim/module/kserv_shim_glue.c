@@ -13,6 +13,10 @@
  *                                        the last call
  *   /sys/kernel/debug/kserv/probe_kcore  write 1: read KCore's memory from a
  *                                        kthread; KCore must make it fault
+ *   /sys/kernel/debug/kserv/vm_image     write: the VM self-test's image
+ *   /sys/kernel/debug/kserv/vm_sig       write: its 64-byte signature
+ *   /sys/kernel/debug/kserv/vm_selftest  write 1: run the VM isolation
+ *                                        self-test (kserv-core vm_selftest)
  *
  * All hypercalls and their logic live in the Rust core (kserv-shim/core,
  * declared in kserv_core.h); this file is the thin glue to kernel APIs.
@@ -29,15 +33,21 @@
 #include <linux/debugfs.h>
 #include <linux/err.h>
 #include <linux/fs.h>
+#include <linux/gfp.h>
 #include <linux/io.h>
+#include <linux/jiffies.h>
 #include <linux/kthread.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/of.h>
 #include <linux/of_address.h>
+#include <linux/sched.h>
+#include <linux/sched/task.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
+#include <linux/vmalloc.h>
 #include <asm/virt.h>
 
 #include "kserv_core.h"
@@ -293,6 +303,398 @@ static const struct file_operations probe_fops = {
 	.llseek = default_llseek,
 };
 
+/* ---- debugfs: vm_image, vm_sig, vm_selftest ------------------------------ */
+
+/*
+ * The VM isolation self-test. The scenario and its expectations live in the
+ * Rust core (kserv_core_vm_selftest); this glue allocates the pages, copies
+ * bytes in and out of them through the linear map, makes sacrificial kthreads
+ * touch pages KServ gave away, and frees only the pages the core hands back
+ * (KServ's again, as KCore confirmed). A page the core does not hand back may
+ * still be KCore's or a VM's: it is never freed, whatever happens.
+ */
+
+/*
+ * Every page of a run comes from one naturally aligned 2 MiB block of its
+ * own (order 9, split into pages): KCore takes pages out of KServ's stage 2
+ * by whole leaves (up to 2 MiB) and KServ faults the rest back in, so the
+ * stage-2 churn the test causes stays inside memory no one else touches, and
+ * where each page lies in its block is the same on every run. Pages: both
+ * VMs' pools first (aligned), then each VM's extra pool page and image
+ * pages, the memory pages, the signature page. The rest of the block is
+ * unused and freed with the pages the core gives back.
+ */
+#define VMST_BLOCK_ORDER 9
+#define VMST_BLOCK_PAGES (1U << VMST_BLOCK_ORDER)
+/* Every page one run may use. */
+#define VMST_MAX_PAGES \
+	(2 * (KSERV_VMST_POOL_PAGES + 1 + KSERV_VMST_MAX_IMAGE_PAGES) + KSERV_VMST_MEM_PAGES + 1)
+/* How long a probing kthread gets to finish or die. */
+#define VMST_PROBE_TIMEOUT (10 * HZ)
+/* What a probing kthread writes. */
+#define VMST_WRITE_MARK 0x4b53455256574d4bULL
+
+static_assert(PAGE_SIZE == 4096, "KCore's ownership granule is 4 KiB");
+static_assert(VMST_MAX_PAGES <= VMST_BLOCK_PAGES);
+
+static DEFINE_MUTEX(vmst_lock);
+static u8 *vmst_image;		/* KSERV_VMST_MAX_IMAGE_LEN bytes, vmalloc'd on first write */
+static size_t vmst_image_len;
+static u8 vmst_sig[KSERV_VMST_SIG_LEN];
+static size_t vmst_sig_len;
+static bool vmst_pinned;
+
+struct vmst_run {
+	struct kserv_vmst_args args;
+	struct page *block;			/* VMST_BLOCK_PAGES pages */
+	unsigned int used;			/* pages handed to the core: block[0..used) */
+	bool released[VMST_MAX_PAGES];		/* the core gave it back: free it */
+};
+
+/* The index of pfn among the pages handed to the core, or -1. */
+static int vmst_index(struct vmst_run *run, u64 pfn)
+{
+	u64 first = page_to_pfn(run->block);
+
+	return pfn >= first && pfn - first < run->used ? (int)(pfn - first) : -1;
+}
+
+/* The linear-map address of byte offset of one of this run's pages. */
+static u8 *vmst_addr(struct vmst_run *run, u64 pfn, u32 offset, u32 len)
+{
+	int i = vmst_index(run, pfn);
+
+	if (WARN_ONCE(i < 0 || offset > PAGE_SIZE || len > PAGE_SIZE - offset,
+		      "kserv-shim: vm_selftest: bad access to pfn %#llx +%u len %u\n", pfn, offset,
+		      len))
+		return NULL;
+	return (u8 *)page_address(run->block + i) + offset;
+}
+
+void kserv_glue_vmst_write(void *ctx, u64 pfn, u32 offset, const u8 *data, u32 len)
+{
+	u8 *dst = vmst_addr(ctx, pfn, offset, len);
+
+	if (dst)
+		memcpy(dst, data, len);
+}
+
+void kserv_glue_vmst_read(void *ctx, u64 pfn, u32 offset, u8 *buf, u32 len)
+{
+	const u8 *src = vmst_addr(ctx, pfn, offset, len);
+
+	if (src)
+		memcpy(buf, src, len);
+	else
+		memset(buf, 0xff, len);
+}
+
+void kserv_glue_vmst_release(void *ctx, u64 pfn)
+{
+	struct vmst_run *run = ctx;
+	int i = vmst_index(run, pfn);
+
+	if (!WARN_ONCE(i < 0, "kserv-shim: vm_selftest: release of foreign pfn %#llx\n", pfn))
+		run->released[i] = true;
+}
+
+void kserv_glue_vmst_log(void *ctx, const char *line, u32 len)
+{
+	pr_info("vm_selftest: %.*s\n", (int)len, line);
+}
+
+/*
+ * Shared between the prober and its kthread. Leaked when the kthread does
+ * not come back: it died (or may still run) holding it.
+ */
+struct vmst_probe {
+	struct completion done;
+	u64 *addr;
+	u64 value;
+	bool write;
+};
+
+static int vmst_prober(void *data)
+{
+	struct vmst_probe *p = data;
+
+	/*
+	 * KCore answers this access with a synchronous external abort when the
+	 * page is not KServ's: the kernel's Oops then kills this thread.
+	 */
+	if (p->write)
+		WRITE_ONCE(*p->addr, VMST_WRITE_MARK);
+	else
+		p->value = READ_ONCE(*p->addr);
+	/* Never returns into module code once the prober may free p. */
+	kthread_complete_and_exit(&p->done, 0);
+}
+
+/* Pins the module for good: a kthread that ran its code died or may still run. */
+static void vmst_pin(void)
+{
+	if (!vmst_pinned) {
+		__module_get(THIS_MODULE);
+		vmst_pinned = true;
+	}
+}
+
+s64 kserv_glue_vmst_probe(void *ctx, u64 pfn, u32 write, u32 expect_fault, u64 *value)
+{
+	const char *name = write ? "kserv-vmwrite" : "kserv-vmread";
+	unsigned long deadline = jiffies + VMST_PROBE_TIMEOUT;
+	struct task_struct *task;
+	struct vmst_probe *p;
+	s64 result;
+	u8 *addr;
+
+	addr = vmst_addr(ctx, pfn, 0, sizeof(u64));
+	if (!addr)
+		return -EINVAL;
+	p = kzalloc(sizeof(*p), GFP_KERNEL);
+	if (!p)
+		return -ENOMEM;
+	init_completion(&p->done);
+	p->addr = (u64 *)addr;
+	p->write = write;
+
+	task = kthread_create(vmst_prober, p, "%s", name);
+	if (IS_ERR(task)) {
+		kfree(p);
+		return PTR_ERR(task);
+	}
+	get_task_struct(task);
+	if (expect_fault)
+		pr_info("vm_selftest: kthread %s %s pfn %#llx through the linear map (an abort Oops is expected)\n",
+			name, write ? "writes" : "reads", pfn);
+	wake_up_process(task);
+
+	for (;;) {
+		if (wait_for_completion_timeout(&p->done, msecs_to_jiffies(20))) {
+			result = KSERV_VMST_COMPLETED;
+			break;
+		}
+		if (READ_ONCE(task->flags) & PF_EXITING) {
+			/* Exiting without completing: killed by the abort's Oops. */
+			smp_rmb();
+			result = completion_done(&p->done) ? KSERV_VMST_COMPLETED : KSERV_VMST_FAULTED;
+			break;
+		}
+		if (time_after(jiffies, deadline)) {
+			result = KSERV_VMST_HUNG;
+			break;
+		}
+	}
+	put_task_struct(task);
+
+	if (result == KSERV_VMST_COMPLETED) {
+		*value = p->value;
+		kfree(p);
+	} else {
+		vmst_pin();
+	}
+	return result;
+}
+
+/* Hands the next page of the block to the core; returns its pfn. */
+static u64 vmst_take(struct vmst_run *run)
+{
+	return page_to_pfn(run->block + run->used++);
+}
+
+/* Allocates the run's block and lays its pages out (see VMST_BLOCK_ORDER). */
+static int vmst_alloc(struct vmst_run *run, size_t image_pages)
+{
+	struct kserv_vmst_args *a = &run->args;
+	unsigned int v, i;
+
+	/* The pools come first: a naturally aligned block keeps them aligned. */
+	BUILD_BUG_ON(!is_power_of_2(KSERV_VMST_POOL_PAGES));
+	if (image_pages > KSERV_VMST_MAX_IMAGE_PAGES)
+		return -EINVAL;
+	run->block = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN, VMST_BLOCK_ORDER);
+	if (!run->block)
+		return -ENOMEM;
+	/* Each page can be freed alone from now on. */
+	split_page(run->block, VMST_BLOCK_ORDER);
+	run->used = 0;
+	for (v = 0; v < 2; v++) {
+		a->vm[v].pool_pfn = vmst_take(run);
+		for (i = 1; i < KSERV_VMST_POOL_PAGES; i++)
+			vmst_take(run);
+	}
+	for (v = 0; v < 2; v++) {
+		a->vm[v].extra_pool_pfn = vmst_take(run);
+		for (i = 0; i < image_pages; i++)
+			a->vm[v].image_pfns[i] = vmst_take(run);
+	}
+	for (i = 0; i < KSERV_VMST_MEM_PAGES; i++)
+		a->mem_pfns[i] = vmst_take(run);
+	a->sig_pfn = vmst_take(run);
+	a->pool_pages = KSERV_VMST_POOL_PAGES;
+	return 0;
+}
+
+/*
+ * Frees the pages the core gave back and the block's unused ones; the others
+ * may still be KCore's or a VM's and are never freed. Returns how many are
+ * kept.
+ */
+static unsigned int vmst_free(struct vmst_run *run)
+{
+	unsigned int i, kept = 0;
+
+	for (i = 0; i < VMST_BLOCK_PAGES; i++) {
+		if (i >= run->used || run->released[i]) {
+			__free_page(run->block + i);
+		} else {
+			pr_warn("vm_selftest: pfn %#lx not given back: kept, never freed\n",
+				page_to_pfn(run->block + i));
+			kept++;
+		}
+	}
+	return kept;
+}
+
+static int vm_image_open(struct inode *inode, struct file *file)
+{
+	/* Every open for writing starts a new image. */
+	if (file->f_mode & FMODE_WRITE) {
+		mutex_lock(&vmst_lock);
+		vmst_image_len = 0;
+		mutex_unlock(&vmst_lock);
+	}
+	return nonseekable_open(inode, file);
+}
+
+static ssize_t vm_image_write(struct file *file, const char __user *ubuf, size_t count,
+			      loff_t *ppos)
+{
+	ssize_t n;
+
+	mutex_lock(&vmst_lock);
+	if (!vmst_image)
+		vmst_image = vzalloc(KSERV_VMST_MAX_IMAGE_LEN);
+	if (!vmst_image) {
+		n = -ENOMEM;
+	} else if (*ppos + count > KSERV_VMST_MAX_IMAGE_LEN) {
+		n = -EFBIG;
+	} else {
+		n = simple_write_to_buffer(vmst_image, KSERV_VMST_MAX_IMAGE_LEN, ppos, ubuf, count);
+		if (n > 0)
+			vmst_image_len = max_t(size_t, vmst_image_len, *ppos);
+	}
+	mutex_unlock(&vmst_lock);
+	return n;
+}
+
+static const struct file_operations vm_image_fops = {
+	.owner = THIS_MODULE,
+	.open = vm_image_open,
+	.write = vm_image_write,
+	.llseek = no_llseek,
+};
+
+static int vm_sig_open(struct inode *inode, struct file *file)
+{
+	if (file->f_mode & FMODE_WRITE) {
+		mutex_lock(&vmst_lock);
+		vmst_sig_len = 0;
+		mutex_unlock(&vmst_lock);
+	}
+	return nonseekable_open(inode, file);
+}
+
+static ssize_t vm_sig_write(struct file *file, const char __user *ubuf, size_t count,
+			    loff_t *ppos)
+{
+	ssize_t n;
+
+	mutex_lock(&vmst_lock);
+	if (*ppos + count > sizeof(vmst_sig)) {
+		n = -EFBIG;
+	} else {
+		n = simple_write_to_buffer(vmst_sig, sizeof(vmst_sig), ppos, ubuf, count);
+		if (n > 0)
+			vmst_sig_len = max_t(size_t, vmst_sig_len, *ppos);
+	}
+	mutex_unlock(&vmst_lock);
+	return n;
+}
+
+static const struct file_operations vm_sig_fops = {
+	.owner = THIS_MODULE,
+	.open = vm_sig_open,
+	.write = vm_sig_write,
+	.llseek = no_llseek,
+};
+
+static ssize_t vm_selftest_write(struct file *file, const char __user *ubuf, size_t count,
+				 loff_t *ppos)
+{
+	struct vmst_run *run;
+	size_t image_pages;
+	unsigned int kept;
+	u32 failed;
+	bool go;
+	int ret;
+
+	ret = kstrtobool_from_user(ubuf, count, &go);
+	if (ret)
+		return ret;
+	if (!go)
+		return -EINVAL;
+	if (kserv_core_vmst_args_size() != sizeof(struct kserv_vmst_args)) {
+		pr_err("vm_selftest: the Rust core's arguments are %zu bytes, the glue's %zu\n",
+		       kserv_core_vmst_args_size(), sizeof(struct kserv_vmst_args));
+		return -EINVAL;
+	}
+
+	mutex_lock(&vmst_lock);
+	if (!vmst_image_len || vmst_sig_len != sizeof(vmst_sig)) {
+		pr_info("vm_selftest: setup: FAIL write the image to vm_image (have %zu bytes) and its %zu-byte signature to vm_sig (have %zu) first\n",
+			vmst_image_len, sizeof(vmst_sig), vmst_sig_len);
+		ret = -EINVAL;
+		goto out;
+	}
+	run = kzalloc(sizeof(*run), GFP_KERNEL);
+	if (!run) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	image_pages = DIV_ROUND_UP(vmst_image_len, PAGE_SIZE);
+	ret = vmst_alloc(run, image_pages);
+	if (ret) {
+		pr_info("vm_selftest: setup: FAIL cannot allocate a 2 MiB block of pages (%d)\n",
+			ret);
+		kfree(run);
+		goto out;
+	}
+	run->args.ctx = run;
+	run->args.image = vmst_image;
+	run->args.image_len = vmst_image_len;
+	run->args.sig = vmst_sig;
+	pr_info("vm_selftest: start: image of %zu bytes (%zu pages a copy), %u pages at pfn %#lx\n",
+		vmst_image_len, image_pages, run->used, page_to_pfn(run->block));
+
+	failed = kserv_core_vm_selftest(&run->args);
+
+	kept = vmst_free(run);
+	if (kept)
+		pr_warn("vm_selftest: %u pages kept: KCore may still own them\n", kept);
+	kfree(run);
+	ret = failed ? -EIO : 0;
+out:
+	mutex_unlock(&vmst_lock);
+	return ret ? ret : count;
+}
+
+static const struct file_operations vm_selftest_fops = {
+	.owner = THIS_MODULE,
+	.write = vm_selftest_write,
+	.llseek = default_llseek,
+};
+
 /* ---- module -------------------------------------------------------------- */
 
 static int __init kserv_shim_init(void)
@@ -334,12 +736,16 @@ static int __init kserv_shim_init(void)
 	debugfs_create_file("version", 0444, kserv_debugfs, NULL, &version_fops);
 	debugfs_create_file("hvc", 0600, kserv_debugfs, NULL, &hvc_fops);
 	debugfs_create_file("probe_kcore", 0200, kserv_debugfs, NULL, &probe_fops);
+	debugfs_create_file("vm_image", 0200, kserv_debugfs, NULL, &vm_image_fops);
+	debugfs_create_file("vm_sig", 0200, kserv_debugfs, NULL, &vm_sig_fops);
+	debugfs_create_file("vm_selftest", 0200, kserv_debugfs, NULL, &vm_selftest_fops);
 	return 0;
 }
 
 static void __exit kserv_shim_exit(void)
 {
 	debugfs_remove_recursive(kserv_debugfs);
+	vfree(vmst_image);
 }
 
 module_init(kserv_shim_init);

@@ -32,7 +32,15 @@ pub const KERNEL_PANIC_END: &str = "---[ end Kernel panic";
 pub const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The test names `/init` knows.
-pub const TESTS: &[&str] = &["boot", "version", "hvc", "hotplug", "protection", "nokcore"];
+pub const TESTS: &[&str] = &[
+    "boot",
+    "version",
+    "hvc",
+    "hotplug",
+    "protection",
+    "vmisolation",
+    "nokcore",
+];
 
 /// The kernel arguments for a batch run of `tests` expecting `cpus` CPUs.
 pub fn batch_args(tests: &[&str], cpus: u32) -> String {

@@ -2,10 +2,10 @@
 //!
 //! Steps, each printing one line: host prerequisites ([`crate::deps`]), Debian's
 //! kernel, headers and busybox ([`crate::fetch`]), KCore (`build/kcore.bin`),
-//! the shim module, KServ's tools, KServ's initramfs, the kernel `Image` and
-//! command line next to them in `build/kserv/`, the key pair for VM images
-//! (`build/keys/`, made once), and the packed boot image `build/kcore.img`
-//! (`docs/boot-image.md`). Every step is incremental: cargo
+//! the key pair for VM images (`build/keys/`, made once), the shim module,
+//! KServ's tools, the signed test VM image, KServ's initramfs, the kernel
+//! `Image` and command line next to them in `build/kserv/`, and the packed
+//! boot image `build/kcore.img` (`docs/boot-image.md`). Every step is incremental: cargo
 //! and Kbuild rebuild what changed, and outputs are rewritten only when their
 //! bytes change.
 
@@ -18,6 +18,7 @@ pub mod keys;
 mod module;
 mod pack;
 mod tools;
+mod vm_image;
 
 use crate::fetch::{self, Fetched};
 use crate::{deps, paths};
@@ -59,8 +60,9 @@ pub fn all() -> Result<Built> {
     deps::ensure()?;
     let fetched = fetch::ensure()?;
     let kcore_bin = kcore::build()?;
-    let kserv = kserv(&fetched)?;
+    // Before KServ's initramfs: it carries a test image signed with the key.
     let vm_verify_key = keys::ensure()?;
+    let kserv = kserv(&fetched)?;
     let boot_image = pack(
         &kcore_bin,
         &kserv.kernel,
@@ -87,15 +89,19 @@ struct Kserv {
     module: PathBuf,
 }
 
-/// Builds the module, the tools and the initramfs, and puts the kernel and
-/// its command line beside them.
+/// Builds the module, the tools, the signed test VM image and the
+/// initramfs, and puts the kernel and its command line beside them. The
+/// signing key must exist ([`keys::ensure`]).
 fn kserv(fetched: &Fetched) -> Result<Kserv> {
     let module = module::build(fetched)?;
     let tools = tools::build()?;
+    let vm_image = vm_image::build()?;
     let initramfs = initramfs::build(&initramfs::Inputs {
         busybox: &fetched.busybox,
         module: &module,
         tools: &tools,
+        vm_image: &vm_image.image,
+        vm_image_sig: &vm_image.signature,
     })?;
     let kernel = paths::kserv_kernel();
     let changed = cmd::copy_if_changed(&fetched.image, &kernel)?;

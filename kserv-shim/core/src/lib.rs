@@ -2,9 +2,10 @@
 //! library.
 //!
 //! The module's C glue (`kserv-shim/module`) talks to the kernel; this crate
-//! talks to KCore. It issues the hypercalls of [`kcore_abi`] and holds the
-//! logic around them (decoding replies, the ABI compatibility rule, parsing
-//! test requests), so that logic is unit-tested on the host with a fake
+//! talks to KCore. It issues the hypercalls of [`kcore_abi`] (typed wrappers
+//! in [`hypercall`]) and holds the logic around them (decoding replies, the
+//! ABI compatibility rule, parsing test requests, the VM isolation self-test
+//! of [`vm_selftest`]), so that logic is unit-tested on the host with a fake
 //! [`conduit::Conduit`]. It is built for `aarch64-unknown-none-softfloat` with
 //! `panic = "abort"`: nothing in it may touch the FP/SIMD registers, which the
 //! kernel does not save around module code. Its only dependency is
@@ -17,8 +18,10 @@
 pub mod conduit;
 #[cfg(target_arch = "aarch64")]
 pub mod ffi;
+pub mod hypercall;
 pub mod request;
 pub mod version;
+pub mod vm_selftest;
 
 #[cfg(not(test))]
 unsafe extern "C" {

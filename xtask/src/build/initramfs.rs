@@ -13,6 +13,8 @@
 //! /lib/modules/kserv_shim.ko   kserv-shim/module
 //! /lib/kserv/lib.sh            kserv-shim/initramfs/lib.sh
 //! /lib/kserv/tests/<name>      kserv-shim/initramfs/tests/<name>
+//! /lib/kserv/vm-test.img       the test VM image (`vm_image.rs`)
+//! /lib/kserv/vm-test.img.sig   its signature, made with build/keys/
 //! /dev/console                 character device 5:1
 //! ```
 
@@ -31,6 +33,10 @@ pub struct Inputs<'a> {
     pub module: &'a Path,
     /// The static `kserv-tools` binary.
     pub tools: &'a Path,
+    /// The test VM image of the `vmisolation` test.
+    pub vm_image: &'a [u8],
+    /// Its signature.
+    pub vm_image_sig: &'a [u8; 64],
 }
 
 /// Writes `build/kserv/initramfs.cpio` (only if its bytes change); returns
@@ -130,6 +136,16 @@ fn entries(recipe: &Path, inputs: &Inputs<'_>) -> Result<Vec<Entry>> {
         b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
     ));
     e.push(file("etc/group", 0o644, b"root:x:0:\n".to_vec()));
+    e.push(file(
+        "lib/kserv/vm-test.img",
+        0o644,
+        inputs.vm_image.to_vec(),
+    ));
+    e.push(file(
+        "lib/kserv/vm-test.img.sig",
+        0o644,
+        inputs.vm_image_sig.to_vec(),
+    ));
 
     let tests = recipe.join("tests");
     let mut names: Vec<String> = fs::read_dir(&tests)

@@ -132,8 +132,85 @@ fn core_object(lib: &Path, dir: &Path) -> Result<Vec<u8>> {
             .arg(&linked)
             .arg(&object),
     )?;
+    let disasm = cmd::output(
+        Command::new("aarch64-linux-gnu-objdump")
+            .arg("-d")
+            .arg(&object),
+    )?;
+    let indirect = indirect_branches(&disasm);
+    if !indirect.is_empty() {
+        bail!(
+            "the module's Rust core contains indirect branches ({}): on CPUs with BTI the \
+             kernel maps module text guarded, and Rust code has no landing pads, so these \
+             would fault. Avoid `dyn`, function pointers, `core::fmt` and large `match` \
+             jump tables in kserv-core.",
+            indirect.join("; ")
+        );
+    }
     let bytes = fs::read(&object).with_context(|| format!("cannot read {}", object.display()))?;
     fs::remove_file(&linked).ok();
     fs::remove_file(&object).ok();
     Ok(bytes)
+}
+
+/// The indirect branches (`br`, `blr` and their pointer-authenticated
+/// forms) in `objdump -d` output, each with the function it is in. Direct
+/// calls (`bl` to C, including the glue's callbacks) and `ret` are fine:
+/// BTI checks only the targets of indirect branches, and C functions have
+/// landing pads.
+fn indirect_branches(disasm: &str) -> Vec<String> {
+    let mut function = "";
+    let mut found = Vec::new();
+    for line in disasm.lines() {
+        if let Some(name) = line.strip_suffix(">:") {
+            function = name.rsplit('<').next().unwrap_or(name);
+            continue;
+        }
+        // `  1c:\td61f0200 \tbr\tx16`
+        let mnemonic = line.split('\t').nth(2).map(str::trim).unwrap_or("");
+        if matches!(
+            mnemonic,
+            "br" | "blr"
+                | "braa"
+                | "brab"
+                | "braaz"
+                | "brabz"
+                | "blraa"
+                | "blrab"
+                | "blraaz"
+                | "blrabz"
+        ) {
+            found.push(format!("{mnemonic} in {function}"));
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_indirect_branches() {
+        let disasm = "\
+core.o:     file format elf64-littleaarch64
+
+Disassembly of section .text.f:
+
+0000000000000000 <kserv_core_f>:
+   0:\td503233f \tpaciasp
+   4:\t94000000 \tbl\t0 <kserv_glue_vmst_log>
+   8:\td61f0200 \tbr\tx16
+   c:\td65f03c0 \tret
+
+0000000000000010 <g>:
+  10:\td63f0100 \tblr\tx8
+  14:\td65f03c0 \tret
+";
+        assert_eq!(
+            indirect_branches(disasm),
+            ["br in kserv_core_f", "blr in g"]
+        );
+        assert!(indirect_branches("   0:\t94000000 \tbl\t0 <x>\n").is_empty());
+    }
 }

@@ -1,0 +1,307 @@
+//! Typed wrappers for KCore's VM and memory hypercalls (ABI 0.3,
+//! `docs/abi.md`): each places its arguments in `x1..`, issues the call
+//! through a [`Conduit`] and decodes `x0` into `Ok` or the
+//! [`kcore_abi::Error`] KCore refused with.
+//!
+//! The wrappers check nothing themselves: deciding what is allowed is
+//! KCore's job, and the tests that play a hostile KServ need to pass
+//! anything. What they add is decoding, so callers never compare raw
+//! registers.
+
+use crate::conduit::Conduit;
+use kcore_abi::{Error, HypercallId, PageOwner};
+
+/// Why a hypercall did not succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// KCore refused with a status the ABI defines.
+    Kcore(Error),
+    /// `x0` was neither success nor a status this ABI version defines.
+    UnknownStatus(u64),
+    /// The call succeeded but its results cannot be decoded (say, an owner
+    /// code the ABI does not define).
+    MalformedReply,
+}
+
+impl CallError {
+    /// The ABI error, if KCore answered with one.
+    pub const fn kcore(self) -> Option<Error> {
+        match self {
+            CallError::Kcore(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether this is exactly KCore's `e`.
+    pub fn is(self, e: Error) -> bool {
+        self == CallError::Kcore(e)
+    }
+}
+
+/// A VM as KCore names it to KServ (`x1` of `HostCreateVm`). Opaque: KCore
+/// encodes a slot and a generation in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VmHandle(pub u64);
+
+/// Arguments of [`create_vm`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreateVm {
+    /// [`kcore_abi::vm_flags`] (bit 0: protected).
+    pub flags: u64,
+    /// IPA size in bits; 0 for KCore's default (40).
+    pub ipa_bits: u64,
+    /// Most vCPUs (1..=64).
+    pub max_vcpus: u64,
+    /// First pfn of the pages donated for the VM's stage-2 tables.
+    pub pool_pfn: u64,
+    /// How many (contiguous; the root's pages first, aligned to their size).
+    pub pool_pages: u64,
+}
+
+/// What `HostPageOwner` reports about a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageInfo {
+    /// Its owner.
+    pub owner: PageOwner,
+    /// The VM it belongs to or is shared with, `None` for KServ's or KCore's
+    /// own pages (KCore reports 0).
+    pub vm: Option<VmHandle>,
+    /// The guest frame it is mapped at (0 when not a VM's).
+    pub gfn: u64,
+}
+
+/// Issues `id` with `args` in `x1..`; returns `x1..=x3` on success.
+pub fn call<C: Conduit>(c: &mut C, id: HypercallId, args: &[u64]) -> Result<[u64; 3], CallError> {
+    let mut regs = [0u64; 8];
+    regs[0] = u64::from(id.function_id());
+    for (r, a) in regs[1..7].iter_mut().zip(args) {
+        *r = *a;
+    }
+    c.call(&mut regs);
+    match Error::from_x0(regs[0]) {
+        Ok(()) => Ok([regs[1], regs[2], regs[3]]),
+        Err(Some(e)) => Err(CallError::Kcore(e)),
+        Err(None) => Err(CallError::UnknownStatus(regs[0])),
+    }
+}
+
+/// `HostCreateVm`: the pool pages become the VM's table pages; returns the
+/// VM's handle.
+pub fn create_vm<C: Conduit>(c: &mut C, a: &CreateVm) -> Result<VmHandle, CallError> {
+    let [handle, _, _] = call(
+        c,
+        HypercallId::HostCreateVm,
+        &[a.flags, a.ipa_bits, a.max_vcpus, a.pool_pfn, a.pool_pages],
+    )?;
+    Ok(VmHandle(handle))
+}
+
+/// `HostCreateVcpu`: registers vCPU `index` of `vm`.
+pub fn create_vcpu<C: Conduit>(c: &mut C, vm: VmHandle, index: u64) -> Result<(), CallError> {
+    call(c, HypercallId::HostCreateVcpu, &[vm.0, index]).map(drop)
+}
+
+/// `HostDonateVmPool`: one more KServ page for `vm`'s stage-2 tables.
+pub fn donate_vm_pool<C: Conduit>(c: &mut C, vm: VmHandle, pfn: u64) -> Result<(), CallError> {
+    call(c, HypercallId::HostDonateVmPool, &[vm.0, pfn]).map(drop)
+}
+
+/// `HostDonateGuest`: KServ's page `pfn` becomes `vm`'s at `gfn`.
+pub fn donate_guest<C: Conduit>(
+    c: &mut C,
+    vm: VmHandle,
+    pfn: u64,
+    gfn: u64,
+) -> Result<(), CallError> {
+    call(c, HypercallId::HostDonateGuest, &[vm.0, pfn, gfn]).map(drop)
+}
+
+/// `HostShareGuest`: KServ's page `pfn` is also mapped in (non-protected)
+/// `vm` at `gfn`.
+pub fn share_guest<C: Conduit>(
+    c: &mut C,
+    vm: VmHandle,
+    pfn: u64,
+    gfn: u64,
+) -> Result<(), CallError> {
+    call(c, HypercallId::HostShareGuest, &[vm.0, pfn, gfn]).map(drop)
+}
+
+/// `HostUnshareGuest`: ends the sharing of the page `vm` sees at `gfn`.
+pub fn unshare_guest<C: Conduit>(c: &mut C, vm: VmHandle, gfn: u64) -> Result<(), CallError> {
+    call(c, HypercallId::HostUnshareGuest, &[vm.0, gfn]).map(drop)
+}
+
+/// `HostTeardownVm`: `vm` is dying; its pages wait for [`reclaim_page`].
+pub fn teardown_vm<C: Conduit>(c: &mut C, vm: VmHandle) -> Result<(), CallError> {
+    call(c, HypercallId::HostTeardownVm, &[vm.0]).map(drop)
+}
+
+/// `HostReclaimPage`: page `pfn` of dying `vm` comes back to KServ,
+/// scrubbed.
+pub fn reclaim_page<C: Conduit>(c: &mut C, vm: VmHandle, pfn: u64) -> Result<(), CallError> {
+    call(c, HypercallId::HostReclaimPage, &[vm.0, pfn]).map(drop)
+}
+
+/// `HostPageOwner` (for tests): who owns page `pfn`.
+pub fn page_owner<C: Conduit>(c: &mut C, pfn: u64) -> Result<PageInfo, CallError> {
+    let [code, vm, gfn] = call(c, HypercallId::HostPageOwner, &[pfn])?;
+    let owner = PageOwner::from_raw(code).ok_or(CallError::MalformedReply)?;
+    Ok(PageInfo {
+        owner,
+        vm: (vm != 0).then_some(VmHandle(vm)),
+        gfn,
+    })
+}
+
+/// `HostVerifyImage`: checks `vm`'s boot image, `len` bytes from `gfn` on,
+/// against the 64-byte signature at the start of KServ's page `sig_pfn`.
+pub fn verify_image<C: Conduit>(
+    c: &mut C,
+    vm: VmHandle,
+    gfn: u64,
+    len: u64,
+    sig_pfn: u64,
+) -> Result<(), CallError> {
+    call(c, HypercallId::HostVerifyImage, &[vm.0, gfn, len, sig_pfn]).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the registers of each call and answers with a fixed reply.
+    struct Scripted {
+        reply: [u64; 4],
+        asked: [u64; 8],
+    }
+
+    impl Scripted {
+        fn new(reply: [u64; 4]) -> Self {
+            Scripted {
+                reply,
+                asked: [0; 8],
+            }
+        }
+    }
+
+    impl Conduit for Scripted {
+        fn call(&mut self, regs: &mut [u64; 8]) {
+            self.asked = *regs;
+            regs[..4].copy_from_slice(&self.reply);
+            // Whatever KCore leaves in x4.. must not matter.
+            regs[4..].fill(0xdead);
+        }
+    }
+
+    const OK: [u64; 4] = [0, 0, 0, 0];
+
+    #[test]
+    fn arguments_land_in_x1_onwards() {
+        let vm = VmHandle(0x1_0003);
+        let mut c = Scripted::new([0, 0x2_0001, 0, 0]);
+        let a = CreateVm {
+            flags: 1,
+            ipa_bits: 0,
+            max_vcpus: 2,
+            pool_pfn: 0x4_0000,
+            pool_pages: 4,
+        };
+        assert_eq!(create_vm(&mut c, &a), Ok(VmHandle(0x2_0001)));
+        assert_eq!(c.asked, [0xC600_0002, 1, 0, 2, 0x4_0000, 4, 0, 0]);
+
+        let mut c = Scripted::new(OK);
+        type Call = fn(&mut Scripted) -> Result<(), CallError>;
+        let cases: [(Call, [u64; 8]); 8] = [
+            (
+                |c| create_vcpu(c, VmHandle(0x1_0003), 1),
+                [0xC600_0003, vm.0, 1, 0, 0, 0, 0, 0],
+            ),
+            (
+                |c| donate_vm_pool(c, VmHandle(0x1_0003), 7),
+                [0xC600_0004, vm.0, 7, 0, 0, 0, 0, 0],
+            ),
+            (
+                |c| donate_guest(c, VmHandle(0x1_0003), 7, 9),
+                [0xC600_0005, vm.0, 7, 9, 0, 0, 0, 0],
+            ),
+            (
+                |c| share_guest(c, VmHandle(0x1_0003), 7, 9),
+                [0xC600_0006, vm.0, 7, 9, 0, 0, 0, 0],
+            ),
+            (
+                |c| unshare_guest(c, VmHandle(0x1_0003), 9),
+                [0xC600_0007, vm.0, 9, 0, 0, 0, 0, 0],
+            ),
+            (
+                |c| teardown_vm(c, VmHandle(0x1_0003)),
+                [0xC600_0008, vm.0, 0, 0, 0, 0, 0, 0],
+            ),
+            (
+                |c| reclaim_page(c, VmHandle(0x1_0003), 7),
+                [0xC600_0009, vm.0, 7, 0, 0, 0, 0, 0],
+            ),
+            (
+                |c| verify_image(c, VmHandle(0x1_0003), 0x80, 5000, 3),
+                [0xC600_000B, vm.0, 0x80, 5000, 3, 0, 0, 0],
+            ),
+        ];
+        for (f, regs) in cases {
+            assert_eq!(f(&mut c), Ok(()));
+            assert_eq!(c.asked, regs);
+        }
+    }
+
+    #[test]
+    fn errors_decode() {
+        let mut c = Scripted::new([Error::Busy.to_x0(), 0, 0, 0]);
+        let r = reclaim_page(&mut c, VmHandle(1), 2);
+        assert_eq!(r, Err(CallError::Kcore(Error::Busy)));
+        assert!(r.is_err_and(|e| e.is(Error::Busy) && e.kcore() == Some(Error::Busy)));
+        let mut c = Scripted::new([Error::VerificationFailed.to_x0(), 0, 0, 0]);
+        assert_eq!(
+            verify_image(&mut c, VmHandle(1), 0, 1, 2),
+            Err(CallError::Kcore(Error::VerificationFailed))
+        );
+        let mut c = Scripted::new([-1000i64 as u64, 0, 0, 0]);
+        let r = teardown_vm(&mut c, VmHandle(1));
+        assert_eq!(r, Err(CallError::UnknownStatus(-1000i64 as u64)));
+        assert_eq!(r.err().and_then(CallError::kcore), None);
+        // A failed create yields no handle, whatever x1 says.
+        let mut c = Scripted::new([Error::Denied.to_x0(), 0x55, 0, 0]);
+        let a = CreateVm {
+            flags: 1,
+            ipa_bits: 0,
+            max_vcpus: 1,
+            pool_pfn: 0,
+            pool_pages: 2,
+        };
+        assert_eq!(create_vm(&mut c, &a), Err(CallError::Kcore(Error::Denied)));
+    }
+
+    #[test]
+    fn page_owner_decodes() {
+        let mut c = Scripted::new([0, 5, 0x1_0001, 0x80]);
+        assert_eq!(
+            page_owner(&mut c, 0x4_0000),
+            Ok(PageInfo {
+                owner: PageOwner::Guest,
+                vm: Some(VmHandle(0x1_0001)),
+                gfn: 0x80
+            })
+        );
+        assert_eq!(c.asked, [0xC600_000A, 0x4_0000, 0, 0, 0, 0, 0, 0]);
+        let mut c = Scripted::new([0, 3, 0, 0]);
+        assert_eq!(
+            page_owner(&mut c, 1).map(|i| (i.owner, i.vm)),
+            Ok((PageOwner::Host, None))
+        );
+        let mut c = Scripted::new([0, 9, 0, 0]);
+        assert_eq!(page_owner(&mut c, 1), Err(CallError::MalformedReply));
+        let mut c = Scripted::new([Error::InvalidParameter.to_x0(), 0, 0, 0]);
+        assert_eq!(
+            page_owner(&mut c, u64::MAX),
+            Err(CallError::Kcore(Error::InvalidParameter))
+        );
+    }
+}
