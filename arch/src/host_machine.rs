@@ -82,10 +82,21 @@ impl FakeMachine {
     }
 
     fn word(&self, addr: u64) -> u64 {
-        let b = self.bytes(addr, 8);
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b);
-        u64::from_le_bytes(w)
+        let off = (addr % PAGE_SIZE) as usize;
+        match self.pages.get(&(addr & !(PAGE_SIZE - 1))) {
+            // Table entries are 8-byte aligned, so they never cross a page.
+            Some(p) if off + 8 <= PAGE => {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&p[off..off + 8]);
+                u64::from_le_bytes(w)
+            }
+            Some(_) => {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&self.bytes(addr, 8));
+                u64::from_le_bytes(w)
+            }
+            None => 0,
+        }
     }
 }
 

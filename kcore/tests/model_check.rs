@@ -86,7 +86,7 @@ const GFNS: [u64; 2] = [0x10, 0x210];
 const VM_SLOTS: usize = 4;
 const MAX_VCPUS: u64 = 2;
 /// The bound: every sequence of this many steps is explored.
-const DEPTH: usize = 6;
+const DEPTH: usize = 7;
 /// A well-formed handle of slot 0 whose generation no VM reaches.
 const STALE_HANDLE: u64 = VmHandle::new(VmId(0), 0x7777).0;
 /// What a protected VM writes into its private pages, per run.
