@@ -9,6 +9,7 @@ mod bench;
 mod build;
 mod deps;
 mod fetch;
+mod fuzz;
 mod paths;
 mod run;
 mod sign;
@@ -37,6 +38,8 @@ enum Command {
     Test(test::TestArgs),
     /// Benchmarks under `-icount`, KCore against the same kernel booted at EL2.
     Bench(bench::BenchArgs),
+    /// Fuzz KCore's trap dispatcher with libFuzzer (`kcore/fuzz`; docs/model-checking.md).
+    Fuzz(fuzz::FuzzArgs),
     /// Write the detached Ed25519 signature of a protected VM's image.
     SignImage(sign::SignArgs),
 }
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::main(args),
         Command::Test(args) => test::main(args),
         Command::Bench(args) => bench::main(args),
+        Command::Fuzz(args) => fuzz::main(args),
         Command::SignImage(args) => sign::main(args),
     }
 }
