@@ -5,7 +5,7 @@
 //! The TLB model counts stage-2 descriptors that went from valid to anything
 //! else and have not been followed by a flush yet; tests assert the count is
 //! zero after every call, which catches a transition that forgets its TLB
-//! invalidation. It also records every flush.
+//! invalidation. It also records every flush and every scrubbed page.
 
 extern crate std;
 
@@ -32,6 +32,7 @@ pub struct FakeMachine {
     pages: BTreeMap<u64, Box<[u8; PAGE]>>,
     unflushed: usize,
     flushes: Vec<Flush>,
+    scrubbed: Vec<Pa>,
 }
 
 impl FakeMachine {
@@ -41,7 +42,8 @@ impl FakeMachine {
     }
 
     /// Writes `bytes` at `pa` (may cross pages): a test playing KServ or a VM.
-    pub fn write(&mut self, pa: u64, bytes: &[u8]) {
+    pub fn write(&mut self, pa: impl Into<u64>, bytes: &[u8]) {
+        let pa = pa.into();
         for (i, b) in bytes.iter().enumerate() {
             let a = pa + i as u64;
             let page = self
@@ -79,6 +81,11 @@ impl FakeMachine {
     /// Every flush so far.
     pub fn flushes(&self) -> &[Flush] {
         &self.flushes
+    }
+
+    /// Pages scrubbed so far, in order.
+    pub fn scrubbed(&self) -> &[Pa] {
+        &self.scrubbed
     }
 
     fn word(&self, addr: u64) -> u64 {
@@ -119,11 +126,19 @@ impl TableMemory for FakeMachine {
 
 impl PhysMemory for FakeMachine {
     fn read(&self, pa: Pa, buf: &mut [u8]) {
+        let offset = (pa.raw() % PAGE_SIZE) as usize;
+        assert!(
+            offset + buf.len() <= PAGE,
+            "read of {} bytes at {pa} crosses a page boundary",
+            buf.len()
+        );
         let b = self.bytes(pa.raw(), buf.len());
         buf.copy_from_slice(&b);
     }
     fn scrub_page(&mut self, page: Pa) {
-        self.pages.remove(&(page.raw() & !(PAGE_SIZE - 1)));
+        assert!(page.is_aligned(PAGE_SIZE), "scrub of unaligned {page}");
+        self.pages.remove(&page.raw());
+        self.scrubbed.push(page);
     }
 }
 

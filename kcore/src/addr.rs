@@ -56,6 +56,12 @@ macro_rules! addr_common {
     };
 }
 addr_common!(Pa, "Pa");
+
+impl From<Pa> for u64 {
+    fn from(pa: Pa) -> u64 {
+        pa.0
+    }
+}
 addr_common!(Ipa, "Ipa");
 
 /// A physical page frame number: `Pa >> 12`.

@@ -44,13 +44,10 @@ impl<const N: usize> HostMemoryMap<N> {
     pub fn ram(&self) -> &RangeSet<N> {
         &self.ram
     }
+
     /// KCore's regions.
     pub fn kcore(&self) -> &RangeSet<N> {
         &self.kcore
-    }
-    /// Whether `addr` is RAM that KServ may use.
-    pub fn is_host_ram(&self, addr: u64) -> bool {
-        self.ram.find(addr).is_some() && self.kcore.find(addr).is_none()
     }
 }
 

@@ -10,7 +10,8 @@
 use kcore::addr::{Ipa, MemRange, PAGE_SIZE, Pa};
 use kcore::host_stage2::{HostAbort, HostMemoryMap, HostStage2};
 use kcore::pgtable::{Attrs, Geometry, MemKind, PageTable, Stage2};
-use kcore_arch::host_double::{FakeAllocator, FakeMemory};
+use kcore_arch::host_double::FakeAllocator;
+use kcore_arch::host_machine::FakeMachine;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -20,7 +21,7 @@ const KCORE_SIZE: u64 = 0x60_3000; // deliberately not 2 MiB aligned
 const POOL: u64 = 0x7FC0_0000;
 const POOL_SIZE: u64 = 4 * MIB;
 
-fn setup(ipa_bits: u32) -> (HostStage2<8>, FakeMemory, FakeAllocator) {
+fn setup(ipa_bits: u32) -> (HostStage2<8>, FakeMachine, FakeAllocator) {
     let mut map = HostMemoryMap::<8>::new();
     map.add_ram(MemRange::new(RAM, GIB).unwrap()).unwrap();
     map.add_kcore(MemRange::new(KCORE, KCORE_SIZE).unwrap())
@@ -31,7 +32,7 @@ fn setup(ipa_bits: u32) -> (HostStage2<8>, FakeMemory, FakeAllocator) {
     // Table pages come from inside KCore's pool, as at EL2.
     let alloc = FakeAllocator::new(POOL + 16 * PAGE_SIZE, 512);
     let table = PageTable::<Stage2>::new(Pa(POOL), geometry);
-    (HostStage2::new(table, map), FakeMemory::new(), alloc)
+    (HostStage2::new(table, map), FakeMachine::new(), alloc)
 }
 
 fn kcore_ranges() -> [MemRange; 2] {
@@ -182,7 +183,7 @@ fn device_block_next_to_ram_shrinks() {
         PageTable::<Stage2>::new(Pa(0x1000_0000), Geometry::stage2(40).unwrap()),
         map,
     );
-    let (mut mem, mut alloc) = (FakeMemory::new(), FakeAllocator::new(0x1000_1000, 64));
+    let (mut mem, mut alloc) = (FakeMachine::new(), FakeAllocator::new(0x1000_1000, 64));
     assert_eq!(
         s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7000_0010), |_| true),
         HostAbort::Mapped
@@ -217,7 +218,7 @@ fn pool_exhaustion_is_an_error_not_a_panic() {
         PageTable::<Stage2>::new(Pa(0x1000_0000), Geometry::stage2(48).unwrap()),
         map,
     );
-    let (mut mem, mut alloc) = (FakeMemory::new(), FakeAllocator::new(0x1000_1000, 1));
+    let (mut mem, mut alloc) = (FakeMachine::new(), FakeAllocator::new(0x1000_1000, 1));
     assert!(s2.map_ram(&mut mem, &mut alloc).is_err());
     assert_eq!(
         s2.handle_abort(
@@ -234,7 +235,7 @@ fn pool_exhaustion_is_an_error_not_a_panic() {
 fn map_rejects_bad_ranges_and_overlaps() {
     use kcore::pgtable::MapError;
     let mut t = PageTable::<Stage2>::new(Pa(0x1000_0000), Geometry::stage2(40).unwrap());
-    let (mut mem, mut alloc) = (FakeMemory::new(), FakeAllocator::new(0x1000_1000, 64));
+    let (mut mem, mut alloc) = (FakeMachine::new(), FakeAllocator::new(0x1000_1000, 64));
     assert_eq!(
         t.map(
             &mut mem,
@@ -313,7 +314,7 @@ fn a_page_mapped_by_a_partial_block_attempt_is_not_refused() {
         PageTable::<Stage2>::new(Pa(0x1000_0000), Geometry::stage2(40).unwrap()),
         map,
     );
-    let (mut mem, mut alloc) = (FakeMemory::new(), FakeAllocator::new(0x1000_1000, 64));
+    let (mut mem, mut alloc) = (FakeMachine::new(), FakeAllocator::new(0x1000_1000, 64));
     let region = RAM + 4 * MIB;
     // Map the second page alone, as a 4 KiB page.
     let only_second = |r: MemRange| r.size() == PAGE_SIZE && r.base() == region + PAGE_SIZE;

@@ -15,7 +15,7 @@ use ed25519_compact::{KeyPair, Seed};
 use kcore::addr::{PAGE_SIZE, Pa};
 use kcore::hw::PhysMemory;
 use kcore::image::{ImageError, MAX_IMAGE_LEN, Signature, VerifyKey, pages_needed, verify};
-use kcore_arch::host_double::FakePhysMemory;
+use kcore_arch::host_machine::FakeMachine;
 
 /// A small deterministic generator (xorshift64*), so failures reproduce.
 struct Rng(u64);
@@ -39,7 +39,7 @@ fn keypair(seed: u8) -> KeyPair {
 /// An image laid out in memory as a VM's pages would be: deliberately not
 /// contiguous and not in address order.
 struct Placed {
-    mem: FakePhysMemory,
+    mem: FakeMachine,
     pages: Vec<Pa>,
     image: Vec<u8>,
 }
@@ -51,7 +51,7 @@ fn place(image: Vec<u8>) -> Placed {
     let pages: Vec<Pa> = (0..n)
         .map(|i| Pa(0x8000_0000 + ((i * 7 + 3) % 97) * PAGE_SIZE))
         .collect();
-    let mut mem = FakePhysMemory::new();
+    let mut mem = FakeMachine::new();
     for (i, chunk) in image.chunks(PAGE_SIZE as usize).enumerate() {
         mem.write(pages[i], chunk);
     }
@@ -208,7 +208,7 @@ fn a_short_page_list_fails() {
 fn zero_and_huge_lengths_fail_cleanly() {
     let kp = keypair(7);
     let k = key(&kp);
-    let mem = FakePhysMemory::new();
+    let mem = FakeMachine::new();
     let sig = sign(&kp, b"");
     // Even a valid signature of the empty message is refused.
     assert_eq!(
@@ -381,7 +381,7 @@ fn every_error_has_a_message() {
 
 #[test]
 fn the_fake_memory_reads_what_was_written_and_scrubs() {
-    let mut mem = FakePhysMemory::new();
+    let mut mem = FakeMachine::new();
     mem.write(Pa(0x1ffe), &[1, 2, 3, 4]);
     let mut b = [0u8; 2];
     mem.read(Pa(0x1ffe), &mut b);

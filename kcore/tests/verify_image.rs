@@ -28,7 +28,6 @@ fn image() -> Vec<u8> {
 struct Setup {
     w: World,
     vm: u64,
-    kp: KeyPair,
 }
 
 /// A protected VM whose image KServ wrote into its own pages, donated them
@@ -51,7 +50,7 @@ fn setup(flags: u64, signed: &[u8]) -> Setup {
     }
     let sig = kp.sk.sign(signed, None);
     w.hw.write(SIG_PFN << 12, sig.as_ref());
-    Setup { w, vm: vm[1], kp }
+    Setup { w, vm: vm[1] }
 }
 
 fn verify(s: &mut Setup, gfn: u64, len: usize) -> u64 {
@@ -194,5 +193,4 @@ fn non_protected_vms_and_missing_keys_are_refused() {
         hvc(&mut w, H::HostVerifyImage, &[vm, 0, 4096, SIG_PFN])[0],
         Error::NotSupported.to_x0()
     );
-    let _ = s.kp;
 }

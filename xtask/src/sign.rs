@@ -102,7 +102,7 @@ mod tests {
     use crate::build::keys::tests::scratch;
     use kcore::addr::{PAGE_SIZE, Pa};
     use kcore::image::{ImageError, Signature, VerifyKey, pages_needed, verify};
-    use kcore_arch::host_double::FakePhysMemory;
+    use kcore_arch::host_machine::FakeMachine;
 
     /// Places `image` in pages at descending addresses, as a VM's pages might
     /// be, and runs KCore's verification over them.
@@ -110,7 +110,7 @@ mod tests {
         let key = VerifyKey::new(public)?;
         let n = pages_needed(image.len() as u64);
         let pages: Vec<Pa> = (0..n).map(|i| Pa(0x9000_0000 - i * PAGE_SIZE)).collect();
-        let mut mem = FakePhysMemory::new();
+        let mut mem = FakeMachine::new();
         for (page, chunk) in pages.iter().zip(image.chunks(PAGE_SIZE as usize)) {
             mem.write(*page, chunk);
         }

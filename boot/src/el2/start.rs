@@ -13,7 +13,6 @@ use alloc::vec::Vec;
 use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
 use kcore::host::Host;
 use kcore::host_stage2::{HostMemoryMap, HostStage2};
-use kcore::hw::PageAllocator;
 use kcore::image::VerifyKey;
 use kcore::mem_protect::MemCore;
 use kcore::ownership::OwnershipTable;
@@ -80,26 +79,6 @@ pub fn stop(why: core::fmt::Arguments<'_>) -> ! {
     cpu::halt()
 }
 
-/// A bump allocator over KCore's bss table area, for its own stage 1.
-struct BssPool {
-    next: u64,
-    end: u64,
-}
-
-impl PageAllocator for BssPool {
-    fn alloc_page(&mut self) -> Option<Pa> {
-        if self.next + PAGE_SIZE > self.end {
-            return None;
-        }
-        let p = Pa(self.next);
-        self.next += PAGE_SIZE;
-        Some(p)
-    }
-    fn free_pages(&self) -> usize {
-        ((self.end - self.next) / PAGE_SIZE) as usize
-    }
-}
-
 /// `[start, end)` minus every range in `holes`, as pieces, through `f`.
 fn subtract<E>(
     start: u64,
@@ -140,10 +119,10 @@ fn build_el2_map(
     // MMU is off (or, on the secondaries, already on with this same map).
     let mut mem = unsafe { PhysTables::new() };
     let area = core::ptr::addr_of!(EL2_TABLES) as u64;
-    let mut pool = BssPool {
-        next: area + PAGE_SIZE,
-        end: area + EL2_TABLE_PAGES as u64 * PAGE_SIZE,
-    };
+    // SAFETY: the rest of the same bss area, also used for nothing else.
+    let mut pool =
+        unsafe { PagePool::new(area + PAGE_SIZE, area + EL2_TABLE_PAGES as u64 * PAGE_SIZE) };
+
     let geometry = Geometry::stage1(f.pa_bits)?;
     let mut t = PageTable::<El2Stage1>::new(Pa(area), geometry);
     let mut map =
