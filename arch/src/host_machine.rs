@@ -135,6 +135,28 @@ impl PhysMemory for FakeMachine {
         let b = self.bytes(pa.raw(), buf.len());
         buf.copy_from_slice(&b);
     }
+    fn read_words(&self, pa: Pa, buf: &mut [u64]) {
+        assert!(pa.is_aligned(8), "word read at unaligned {pa}");
+        let mut bytes = std::vec![0u8; buf.len() * 8];
+        self.read(pa, &mut bytes);
+        for (w, b) in buf.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            *w = u64::from_le_bytes(a);
+        }
+    }
+    fn write_words(&mut self, pa: Pa, words: &[u64]) {
+        assert!(pa.is_aligned(8), "word write at unaligned {pa}");
+        let offset = (pa.raw() % PAGE_SIZE) as usize;
+        assert!(
+            offset + words.len() * 8 <= PAGE,
+            "write of {} words at {pa} crosses a page boundary",
+            words.len()
+        );
+        for (i, w) in words.iter().enumerate() {
+            self.write(pa.raw() + 8 * i as u64, &w.to_le_bytes());
+        }
+    }
     fn scrub_page(&mut self, page: Pa) {
         assert!(page.is_aligned(PAGE_SIZE), "scrub of unaligned {page}");
         self.pages.remove(&page.raw());

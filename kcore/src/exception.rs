@@ -11,6 +11,8 @@
 pub mod ec {
     /// Unknown reason (used for injected UNDEFINED).
     pub const UNKNOWN: u64 = 0x00;
+    /// Trapped `WFI`/`WFE`.
+    pub const WFX: u64 = 0x01;
     /// `HVC` from AArch64.
     pub const HVC64: u64 = 0x16;
     /// `SMC` from AArch64 (trapped by `HCR_EL2.TSC`).

@@ -13,9 +13,10 @@ use crate::exception::{
 };
 use crate::host_stage2::HostAbort;
 use crate::hw::{Firmware, Hardware, PageAllocator};
-use crate::mem_protect::{CreateVm, MemCore};
+use crate::mem_protect::{CreateVm, MemCore, RunArgs};
 use crate::ownership::PageState;
 use crate::psci::{PsciOutcome, PsciRelay, fid};
+use crate::vcpu::{Loaded, Step, VcpuHost};
 use crate::vm::VmKind;
 use kcore_abi::{Error, HypercallId, PageOwner, smccc, vm_flags};
 
@@ -43,6 +44,10 @@ pub enum Resume {
     /// Power this CPU off through the firmware; if that returns, report with
     /// [`Host::cpu_off_failed`] and [`Resume::Skip`].
     CpuOff,
+    /// `host_vcpu_run`: run the vCPU with [`crate::vcpu::run_vcpu`] (the EL2
+    /// code drops the state lock while the guest runs), put the status in
+    /// `x0` and the exit reason in `x1`, then [`Resume::Retry`].
+    RunVcpu(RunArgs),
 }
 
 /// Counters for diagnostics; reported rate-limited, never per event.
@@ -66,8 +71,10 @@ pub struct Host<S, const BANKS: usize, const CPUS: usize, const VMS: usize> {
 }
 
 /// Features KCore reports in the version call.
-const FEATURES: u64 =
-    kcore_abi::features::PSCI_PROXY | kcore_abi::features::HOST_STAGE2 | kcore_abi::features::VMS;
+const FEATURES: u64 = kcore_abi::features::PSCI_PROXY
+    | kcore_abi::features::HOST_STAGE2
+    | kcore_abi::features::VMS
+    | kcore_abi::features::VCPUS;
 
 impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, const VMS: usize>
     Host<S, BANKS, CPUS, VMS>
@@ -116,10 +123,10 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
     ) -> Resume {
         let esr = Esr(trap.esr);
         match esr.ec() {
-            ec::HVC64 => {
-                self.handle_hvc(esr.imm16(), regs, hw);
-                Resume::Retry
-            }
+            ec::HVC64 => match self.handle_hvc(esr.imm16(), regs, hw) {
+                Some(run) => Resume::RunVcpu(run),
+                None => Resume::Retry,
+            },
             ec::SMC64 => self.handle_smc(cpu, esr.imm16(), regs, fw),
             ec::DABT_LOW | ec::IABT_LOW if esr.is_s2_mapping_fault() => {
                 let ipa = Ipa(fault_ipa(trap.hpfar, trap.far));
@@ -148,8 +155,15 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
     }
 
     /// KServ's hypercalls: decode, then each call's check and commit.
-    /// Results go to `x0..x3`; `x4..x30` are left as they were.
-    pub fn handle_hvc(&mut self, imm: u16, regs: &mut Regs, hw: &mut impl Hardware) {
+    /// Results go to `x0..x3`; `x4..x30` are left as they were. A
+    /// `host_vcpu_run` is not done here: its decoded arguments come back
+    /// for the caller to run (registers untouched).
+    pub fn handle_hvc(
+        &mut self,
+        imm: u16,
+        regs: &mut Regs,
+        hw: &mut impl Hardware,
+    ) -> Option<RunArgs> {
         let id = if imm == 0 {
             HypercallId::from_raw(regs[0])
         } else {
@@ -160,7 +174,21 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
         let result: Result<[u64; 3], Error> = match id {
             None | Some(HypercallId::Version) | Some(HypercallId::Features) => {
                 abi_query(imm, regs);
-                return;
+                return None;
+            }
+            Some(HypercallId::HostVcpuRun) => {
+                return Some(RunArgs {
+                    handle: a1,
+                    vcpu: a2,
+                    run_pfn: a3,
+                });
+            }
+            Some(HypercallId::HostDeclareMmio) => m.host_declare_mmio(a1, a2, a3).map(|()| [0; 3]),
+            Some(HypercallId::HostVcpuGetReg) => {
+                m.host_vcpu_get_reg(a1, a2, a3, hw).map(|v| [v, 0, 0])
+            }
+            Some(HypercallId::HostVcpuSetReg) => {
+                m.host_vcpu_set_reg(a1, a2, a3, a4, hw).map(|()| [0; 3])
             }
             Some(HypercallId::HostCreateVm) => {
                 let kind = if a1 & vm_flags::PROTECTED != 0 {
@@ -182,7 +210,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
                         .map(|t| [m.commit_create_vm(t, hw).0, 0, 0])
                 }
             }
-            Some(HypercallId::HostCreateVcpu) => m.host_create_vcpu(a1, a2).map(|()| [0; 3]),
+            Some(HypercallId::HostCreateVcpu) => m.host_create_vcpu(a1, a2, hw).map(|()| [0; 3]),
             Some(HypercallId::HostDonateVmPool) => m
                 .check_donate_vm_pool(a1, a2)
                 .map(|t| m.commit_donate_vm_pool(t, hw))
@@ -217,6 +245,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
         regs[1] = r1;
         regs[2] = r2;
         regs[3] = r3;
+        None
     }
 
     fn handle_smc(
@@ -264,6 +293,49 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
     pub fn take_boot_args(&mut self, cpu: usize) -> Option<(u64, u64)> {
         self.psci.take_boot_args(cpu)
     }
+}
+
+/// A [`VcpuHost`] over a [`Host`] the caller already holds exclusively
+/// (host tests, and anything that needs no lock).
+pub struct Direct<'a, S, W, const BANKS: usize, const CPUS: usize, const VMS: usize> {
+    /// KCore's state.
+    pub host: &'a mut Host<S, BANKS, CPUS, VMS>,
+    /// The machine.
+    pub hw: &'a mut W,
+}
+
+impl<
+    S: AsRef<[u64]> + AsMut<[u64]>,
+    W: Hardware,
+    const BANKS: usize,
+    const CPUS: usize,
+    const VMS: usize,
+> VcpuHost for Direct<'_, S, W, BANKS, CPUS, VMS>
+{
+    fn load(&mut self, a: RunArgs, lr_count: usize) -> Result<Loaded, Error> {
+        self.host.mem.vcpu_load(a, lr_count, self.hw)
+    }
+    fn cpu_on(&mut self, l: &mut Loaded, target: usize, entry: u64, context: u64) -> Step {
+        self.host
+            .mem
+            .vcpu_cpu_on(l, target, entry, context, self.hw)
+    }
+    fn put(&mut self, l: &Loaded) {
+        self.host.mem.vcpu_put(l, self.hw)
+    }
+}
+
+/// The registers `host_vcpu_run` returns to KServ: the status in `x0`, the
+/// exit reason in `x1`.
+pub fn run_result(r: Result<u64, Error>, regs: &mut Regs) {
+    let (x0, x1) = match r {
+        Ok(reason) => (kcore_abi::SUCCESS as u64, reason),
+        Err(e) => (e.to_x0(), 0),
+    };
+    regs[0] = x0;
+    regs[1] = x1;
+    regs[2] = 0;
+    regs[3] = 0;
 }
 
 /// `x1..x3` of `host_page_owner`: the owner code, the VM's handle, the gfn.

@@ -43,6 +43,12 @@ pub trait PhysMemory {
     /// Copies `buf.len()` bytes starting at `pa` into `buf`. The range never
     /// crosses a page boundary.
     fn read(&self, pa: Pa, buf: &mut [u8]);
+    /// Reads `buf.len()` 64-bit words starting at the 8-byte aligned `pa`,
+    /// within one page: a vCPU's context page, KServ's run page.
+    fn read_words(&self, pa: Pa, buf: &mut [u64]);
+    /// Writes words to the 8-byte aligned `pa`, within one page. KCore
+    /// writes only its own pages and the exit half of a run page.
+    fn write_words(&mut self, pa: Pa, words: &[u64]);
     /// Fills the 4 KiB page at `page` with zeros.
     fn scrub_page(&mut self, page: Pa);
 }

@@ -18,4 +18,6 @@ pub mod mem_protect;
 pub mod ownership;
 pub mod pgtable;
 pub mod psci;
+pub mod vcpu;
+pub mod vgic;
 pub mod vm;

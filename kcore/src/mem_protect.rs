@@ -18,8 +18,12 @@ use crate::hw::{Hardware, PhysMemory, TableMemory};
 use crate::image::{self, Signature, VerifyKey};
 use crate::ownership::{OwnershipTable, PageState};
 use crate::pgtable::{Attrs, Geometry, PageTable};
+use crate::vcpu::{
+    CTX_WORDS, ExitReport, GuestConfig, Loaded, Pending, Step, VcpuContext, guest_fid, status,
+};
+use crate::vgic;
 use crate::vm::{FreeList, MAX_VCPUS, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms};
-use kcore_abi::Error;
+use kcore_abi::{Error, reg, run};
 
 /// KServ's VMID.
 pub const HOST_VMID: u16 = 0;
@@ -232,6 +236,10 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 table_pages: count,
                 borrowed_pages: 0,
                 image: None,
+                vcpu_pages: [0; MAX_VCPUS as usize],
+                loaded: 0,
+                ran: false,
+                mmio: crate::vcpu::MmioRanges::default(),
             },
         );
         t.handle
@@ -239,9 +247,15 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
 
     // ---- host_create_vcpu -----------------------------------------------------
 
-    /// `host_create_vcpu`: registers vCPU `idx` of a VM. (A single step: it
-    /// only sets a bit after checking.)
-    pub fn host_create_vcpu(&mut self, handle: u64, idx: u64) -> Result<(), Error> {
+    /// `host_create_vcpu`: registers vCPU `idx` of a VM. Its context (the
+    /// registers at reset) goes into one page of the VM's table pool, so it
+    /// is KCore's and mapped nowhere.
+    pub fn host_create_vcpu(
+        &mut self,
+        handle: u64,
+        idx: u64,
+        hw: &mut impl Hardware,
+    ) -> Result<(), Error> {
         let (id, vm) = self.live_vm(handle)?;
         if matches!(vm.state, VmState::Dying | VmState::Poisoned) {
             return Err(Error::Denied);
@@ -252,8 +266,17 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         if vm.vcpus & (1 << idx) != 0 {
             return Err(Error::Busy);
         }
+        if vm.pool.is_empty() {
+            return Err(Error::NoMemory);
+        }
         if let Some(vm) = self.vms.get_mut(id) {
-            vm.vcpus |= 1 << idx;
+            // Cannot fail: the pool holds a page.
+            if let Some(page) = vm.pool.pop(hw) {
+                let ctx = VcpuContext::reset(idx as usize);
+                hw.write_words(page, &ctx.to_words());
+                vm.vcpu_pages[idx as usize] = page.raw();
+                vm.vcpus |= 1 << idx;
+            }
         }
         Ok(())
     }
@@ -513,6 +536,11 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         if vm.state == VmState::Dying {
             return Err(Error::Denied);
         }
+        if vm.loaded != 0 {
+            // A vCPU is running on some CPU: its stage 2 must stay until it
+            // is back (KServ can ask again after the exit).
+            return Err(Error::Busy);
+        }
         // Commit (nothing below can fail). Empty the VM's stage 2 (its root
         // pages; the lower tables stay the VM's until reclaimed) and drop
         // every translation of its VMID.
@@ -655,6 +683,274 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 vm.state = VmState::Poisoned;
                 Err(Error::VerificationFailed)
             }
+        }
+    }
+}
+
+/// Where `host_vcpu_run` found a vCPU and what it asks of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunArgs {
+    /// The VM's handle.
+    pub handle: u64,
+    /// The vCPU index.
+    pub vcpu: u64,
+    /// KServ's run page.
+    pub run_pfn: u64,
+}
+
+impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCore<S, BANKS, VMS> {
+    // ---- vCPUs ------------------------------------------------------------------
+
+    /// A vCPU of a live VM and its context page.
+    fn vcpu_page(&self, handle: u64, idx: u64) -> Result<(VmId, &Vm, Pa), Error> {
+        let (id, vm) = self.live_vm(handle)?;
+        if idx >= MAX_VCPUS as u64 || vm.vcpus & (1 << idx) == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok((id, vm, Pa(vm.vcpu_pages[idx as usize])))
+    }
+
+    fn read_ctx(hw: &impl Hardware, page: Pa) -> VcpuContext {
+        let mut words = [0u64; CTX_WORDS];
+        hw.read_words(page, &mut words);
+        VcpuContext::from_words(&words)
+    }
+
+    /// `host_declare_mmio`: `pages` pages from `gfn` are emulated by KServ.
+    pub fn host_declare_mmio(&mut self, handle: u64, gfn: u64, pages: u64) -> Result<(), Error> {
+        let (id, vm) = self.live_vm(handle)?;
+        if matches!(vm.state, VmState::Dying | VmState::Poisoned) {
+            return Err(Error::Denied);
+        }
+        if vm.kind == VmKind::Protected && vm.ran {
+            return Err(Error::Denied);
+        }
+        let last = gfn
+            .checked_add(pages)
+            .filter(|_| pages > 0)
+            .ok_or(Error::InvalidParameter)?;
+        Self::guest_gfn(vm, gfn)?;
+        Self::guest_gfn(vm, last - 1)?;
+        let mut mmio = vm.mmio;
+        if !mmio.add(Gfn(gfn), pages) {
+            return Err(Error::NoMemory);
+        }
+        if let Some(vm) = self.vms.get_mut(id) {
+            vm.mmio = mmio;
+        }
+        Ok(())
+    }
+
+    /// `host_vcpu_get_reg`: a non-protected vCPU's register.
+    pub fn host_vcpu_get_reg(
+        &self,
+        handle: u64,
+        idx: u64,
+        id: u64,
+        hw: &impl Hardware,
+    ) -> Result<u64, Error> {
+        let (_, vm, page) = self.vcpu_page(handle, idx)?;
+        if vm.kind == VmKind::Protected {
+            return Err(Error::Denied);
+        }
+        if vm.loaded & (1 << idx) != 0 {
+            return Err(Error::Busy);
+        }
+        Self::read_ctx(hw, page).get_reg(id).ok_or(Error::NotFound)
+    }
+
+    /// `host_vcpu_set_reg`: any register of a non-protected vCPU; only the
+    /// PC and `x0` of a protected vCPU that has not run yet.
+    pub fn host_vcpu_set_reg(
+        &mut self,
+        handle: u64,
+        idx: u64,
+        id: u64,
+        value: u64,
+        hw: &mut impl Hardware,
+    ) -> Result<(), Error> {
+        let (_, vm, page) = self.vcpu_page(handle, idx)?;
+        if vm.loaded & (1 << idx) != 0 {
+            return Err(Error::Busy);
+        }
+        let mut ctx = Self::read_ctx(hw, page);
+        if vm.kind == VmKind::Protected
+            && (ctx.status & status::STARTED != 0 || !matches!(id, reg::PC | reg::X0))
+        {
+            return Err(Error::Denied);
+        }
+        ctx.set_reg(id, value)?;
+        hw.write_words(page, &ctx.to_words());
+        Ok(())
+    }
+
+    /// First half of `host_vcpu_run`: checks the request, copies the entry
+    /// half of the run page once, takes the vCPU's context out of its page,
+    /// finishes the previous exit with KServ's completion, applies a first
+    /// run or a guest's CPU_ON, checks KServ's interrupts, and marks the vCPU
+    /// running. `lr_count` is the GIC's number of list registers.
+    pub fn vcpu_load(
+        &mut self,
+        a: RunArgs,
+        lr_count: usize,
+        hw: &mut impl Hardware,
+    ) -> Result<Loaded, Error> {
+        if lr_count == 0 {
+            return Err(Error::NotSupported);
+        }
+        let (id, vm, page) = self.vcpu_page(a.handle, a.vcpu)?;
+        let idx = a.vcpu as usize;
+        let runnable = match vm.kind {
+            VmKind::Protected => vm.state == VmState::Verified,
+            VmKind::NonProtected => matches!(vm.state, VmState::Created | VmState::Verified),
+        };
+        if !runnable {
+            return Err(Error::Denied);
+        }
+        if vm.loaded & (1 << idx) != 0 {
+            return Err(Error::Busy);
+        }
+        let (run_pfn, run_state) = self.ram_page(a.run_pfn)?;
+        if run_state != PageState::Host {
+            return Err(Error::Denied);
+        }
+        let run_page = run_pfn.pa().ok_or(Error::InvalidParameter)?;
+        // The entry half, copied once: everything below looks at the copy.
+        let mut entry = [0u64; run::ENTRY_WORDS];
+        hw.read_words(run_page, &mut entry);
+        if entry[run::FLAGS] != 0 {
+            return Err(Error::InvalidParameter);
+        }
+        let n_irqs = entry[run::IRQ_COUNT];
+        if n_irqs > run::MAX_IRQS as u64 {
+            return Err(Error::InvalidParameter);
+        }
+        let n_irqs = n_irqs as usize;
+        let mut irq_words = [0u64; run::MAX_IRQS];
+        irq_words[..n_irqs].copy_from_slice(&entry[run::IRQS..run::IRQS + n_irqs]);
+        let lrs = vgic::check_irqs(&irq_words[..n_irqs], lr_count - 1)?;
+
+        let mut ctx = Self::read_ctx(hw, page);
+        if ctx.status & status::BOOT != 0 {
+            // A guest's CPU_ON: the entry and context id it chose, nothing
+            // of KServ's.
+            let (pc, x0, mpidr, cntvoff) = (ctx.boot_pc, ctx.boot_x0, ctx.mpidr, ctx.cntvoff);
+            ctx = VcpuContext::reset(idx);
+            (ctx.pc, ctx.x[0], ctx.mpidr, ctx.cntvoff) = (pc, x0, mpidr, cntvoff);
+            ctx.status = status::STARTED;
+        } else if ctx.status & status::STARTED == 0 {
+            if vm.kind == VmKind::Protected {
+                let (gfn, len) = vm.image.ok_or(Error::Denied)?;
+                let start = gfn.0 << PAGE_SHIFT;
+                if !(start..start.saturating_add(len)).contains(&ctx.pc) {
+                    return Err(Error::Denied);
+                }
+            }
+            ctx.status |= status::STARTED;
+        } else if ctx.status & status::OFF != 0 {
+            if vm.kind == VmKind::Protected {
+                return Err(Error::Denied);
+            }
+            ctx.status &= !status::OFF;
+        } else {
+            ctx.complete(entry[run::COMPLETION]);
+        }
+        if !crate::vcpu::pstate_ok(ctx.pstate) {
+            // Never reached by a context KCore kept; refuse rather than
+            // return to EL2 or AArch32.
+            return Err(Error::Denied);
+        }
+        let loaded = Loaded {
+            vm: id,
+            idx,
+            kind: vm.kind,
+            cfg: GuestConfig {
+                vmid: id.vmid(),
+                root: vm.stage2.root(),
+                geometry: vm.stage2.geometry(),
+            },
+            ctx,
+            ctx_page: page,
+            run_page,
+            irq_words,
+            n_irqs,
+            lrs,
+            mmio: vm.mmio,
+            ipa_limit: vm.stage2.geometry().input_limit(),
+            report: ExitReport::default(),
+        };
+        if let Some(vm) = self.vms.get_mut(id) {
+            vm.loaded |= 1 << idx;
+            vm.ran = true;
+        }
+        Ok(loaded)
+    }
+
+    /// A guest's PSCI CPU_ON of vCPU `target`, while `l` runs: records the
+    /// entry point and context id in the target (if it exists and is off or
+    /// never ran), then lets KServ schedule it. Without a target that can be
+    /// started the guest gets PSCI's answer at once and keeps running.
+    pub fn vcpu_cpu_on(
+        &mut self,
+        l: &mut Loaded,
+        target: usize,
+        entry: u64,
+        context: u64,
+        hw: &mut impl Hardware,
+    ) -> Step {
+        let Some(vm) = self.vms.get(l.vm) else {
+            return Step::Exit;
+        };
+        if target >= MAX_VCPUS as usize || vm.vcpus & (1 << target) == 0 {
+            l.ctx.pending = Pending::None;
+            l.ctx.x[0] = guest_fid::PSCI_INVALID_PARAMETERS;
+            return Step::Resume;
+        }
+        let page = Pa(vm.vcpu_pages[target]);
+        let mut t = Self::read_ctx(hw, page);
+        let running = t.status & status::STARTED != 0 && t.status & status::OFF == 0;
+        if vm.loaded & (1 << target) != 0 || running {
+            l.ctx.pending = Pending::None;
+            l.ctx.x[0] = guest_fid::PSCI_ALREADY_ON;
+            return Step::Resume;
+        }
+        t.status |= status::BOOT;
+        t.boot_pc = entry;
+        t.boot_x0 = context;
+        hw.write_words(page, &t.to_words());
+        Step::Exit
+    }
+
+    /// Last half of `host_vcpu_run`: the context back into its page, the
+    /// exit half of the run page written (the report, the guest's timer,
+    /// the state of KServ's interrupts), the vCPU no longer running.
+    pub fn vcpu_put(&mut self, l: &Loaded, hw: &mut impl Hardware) {
+        hw.write_words(l.ctx_page, &l.ctx.to_words());
+        let r = &l.report;
+        let mut out = [0u64; run::WORDS - run::EXIT];
+        let mut put = |i: usize, v: u64| {
+            if let Some(w) = out.get_mut(i - run::EXIT) {
+                *w = v;
+            }
+        };
+        put(run::EXIT_REASON, r.reason);
+        put(run::EXIT_FLAGS, r.flags);
+        put(run::EXIT_ADDR, r.addr);
+        put(run::EXIT_DATA, r.data);
+        put(run::EXIT_WIDTH, r.width);
+        for (i, a) in r.args.iter().enumerate() {
+            put(run::EXIT_ARGS + i, *a);
+        }
+        put(run::EXIT_TIMER_CTL, l.ctx.cntv_ctl);
+        put(run::EXIT_TIMER_DEADLINE, l.ctx.timer_deadline());
+        put(run::EXIT_IRQ_COUNT, l.n_irqs as u64);
+        for i in 0..l.n_irqs {
+            let lr = l.lrs.as_slice().get(i).copied().unwrap_or_default();
+            put(run::EXIT_IRQS + i, vgic::report(l.irq_words[i], &lr));
+        }
+        hw.write_words(Pa(l.run_page.raw() + 8 * run::EXIT as u64), &out);
+        if let Some(vm) = self.vms.get_mut(l.vm) {
+            vm.loaded &= !(1 << l.idx);
         }
     }
 }

@@ -170,6 +170,14 @@ pub struct Vm {
     /// The verified boot image (first gfn, length in bytes) of a protected
     /// VM in state [`VmState::Verified`]: its first PC must lie inside.
     pub image: Option<(Gfn, u64)>,
+    /// The KCore page holding each vCPU's context (0: no such vCPU).
+    pub vcpu_pages: [u64; MAX_VCPUS as usize],
+    /// vCPUs running on some CPU right now (bit `i` for vCPU `i`).
+    pub loaded: u64,
+    /// Whether any vCPU has run (a protected VM's MMIO ranges are frozen).
+    pub ran: bool,
+    /// The guest-physical ranges KServ emulates.
+    pub mmio: crate::vcpu::MmioRanges,
 }
 
 /// Most vCPUs a VM may have (a bitmap of 64).

@@ -92,6 +92,23 @@ impl kcore::hw::PhysMemory for PhysTables {
             *b = unsafe { src.wrapping_add(i).read_volatile() };
         }
     }
+    fn read_words(&self, pa: Pa, buf: &mut [u64]) {
+        let src = pa.raw() as usize as *const u64;
+        for (i, w) in buf.iter_mut().enumerate() {
+            // SAFETY: as for `read`: RAM mapped at EL2, 8-byte aligned, within
+            // one page (the trait's contract).
+            *w = unsafe { src.wrapping_add(i).read_volatile() };
+        }
+    }
+    fn write_words(&mut self, pa: Pa, words: &[u64]) {
+        let dst = pa.raw() as usize as *mut u64;
+        for (i, w) in words.iter().enumerate() {
+            // SAFETY: KCore writes only its own context pages and the exit
+            // half of a KServ run page it checked is KServ's (the trait's
+            // contract); RAM is mapped read-write at EL2.
+            unsafe { dst.wrapping_add(i).write_volatile(*w) };
+        }
+    }
     fn scrub_page(&mut self, page: Pa) {
         // A scrubbed page is RAM like a table page: the same zeroing.
         TableMemory::zero_page(self, page);

@@ -7,6 +7,8 @@
 
 pub mod cpu;
 pub mod firmware;
+pub mod gicv3;
+pub mod guest;
 pub mod memory;
 pub mod pl011;
 pub mod vectors;

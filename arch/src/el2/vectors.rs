@@ -6,6 +6,10 @@
 //! Anything else reaching EL2 — an exception taken at EL2 itself, an
 //! interrupt or SError routed here, AArch32 — is a KCore bug or a broken
 //! platform: `kcore_el2_unexpected` reports it once and stops the CPU.
+//!
+//! While a guest runs, `VBAR_EL2` holds a second table whose lower-EL
+//! entries save the guest's general registers into its context and return
+//! from `kcore_guest_run`, the call that entered the guest.
 
 /// KServ's general registers as saved at the trap.
 pub type HostFrame = [u64; 31];
@@ -86,13 +90,126 @@ kcore_host_sync_entry:
     ldr x30, [sp, #240]
     add sp, sp, #{frame}
     eret
+
+// The table VBAR_EL2 holds while a guest runs: every exception from the
+// guest leaves through `kcore_guest_exit` with its kind in x1; anything
+// taken at EL2 itself is unexpected, as with the host table.
+.macro guest_exit kind
+    .balign 0x80
+    stp x0, x1, [sp, #-16]!
+    mov x1, #\kind
+    b kcore_guest_exit
+.endm
+
+.balign 0x800
+.global kcore_guest_vectors
+kcore_guest_vectors:
+    unexpected 0
+    unexpected 1
+    unexpected 2
+    unexpected 3
+    unexpected 4
+    unexpected 5
+    unexpected 6
+    unexpected 7
+    guest_exit 0
+    guest_exit 1
+    guest_exit 2
+    guest_exit 3
+    guest_exit 0
+    guest_exit 1
+    guest_exit 2
+    guest_exit 3
+
+// u64 kcore_guest_run(VcpuContext *ctx): enters the guest whose x0..x30 and
+// SP_EL0 are at ctx (ELR_EL2, SPSR_EL2 and everything else already loaded),
+// returns the exit kind (0 sync, 1 IRQ, 2 FIQ, 3 SError) with the guest's
+// general registers saved back into ctx. The host's callee-saved registers
+// and ctx wait on the EL2 stack, which SP_EL2 keeps while the guest runs.
+.balign 16
+.global kcore_guest_run
+kcore_guest_run:
+    stp x29, x30, [sp, #-16]!
+    stp x27, x28, [sp, #-16]!
+    stp x25, x26, [sp, #-16]!
+    stp x23, x24, [sp, #-16]!
+    stp x21, x22, [sp, #-16]!
+    stp x19, x20, [sp, #-16]!
+    stp x18, x0, [sp, #-16]!
+    ldr x1, [x0, #248]
+    msr sp_el0, x1
+    ldp x2, x3, [x0, #16]
+    ldp x4, x5, [x0, #32]
+    ldp x6, x7, [x0, #48]
+    ldp x8, x9, [x0, #64]
+    ldp x10, x11, [x0, #80]
+    ldp x12, x13, [x0, #96]
+    ldp x14, x15, [x0, #112]
+    ldp x16, x17, [x0, #128]
+    ldp x18, x19, [x0, #144]
+    ldp x20, x21, [x0, #160]
+    ldp x22, x23, [x0, #176]
+    ldp x24, x25, [x0, #192]
+    ldp x26, x27, [x0, #208]
+    ldp x28, x29, [x0, #224]
+    ldr x30, [x0, #240]
+    ldp x0, x1, [x0, #0]
+    eret
+    dsb nsh
+    isb
+
+kcore_guest_exit:
+    // [sp] = the guest's x0, x1; [sp + 16] = host x18, ctx.
+    ldr x0, [sp, #24]
+    stp x2, x3, [x0, #16]
+    stp x4, x5, [x0, #32]
+    stp x6, x7, [x0, #48]
+    stp x8, x9, [x0, #64]
+    stp x10, x11, [x0, #80]
+    stp x12, x13, [x0, #96]
+    stp x14, x15, [x0, #112]
+    stp x16, x17, [x0, #128]
+    stp x18, x19, [x0, #144]
+    stp x20, x21, [x0, #160]
+    stp x22, x23, [x0, #176]
+    stp x24, x25, [x0, #192]
+    stp x26, x27, [x0, #208]
+    stp x28, x29, [x0, #224]
+    str x30, [x0, #240]
+    ldp x2, x3, [sp], #16
+    stp x2, x3, [x0, #0]
+    mrs x2, sp_el0
+    str x2, [x0, #248]
+    mov x0, x1
+    ldp x18, x2, [sp], #16
+    ldp x19, x20, [sp], #16
+    ldp x21, x22, [sp], #16
+    ldp x23, x24, [sp], #16
+    ldp x25, x26, [sp], #16
+    ldp x27, x28, [sp], #16
+    ldp x29, x30, [sp], #16
+    ret
 "#,
     frame = const FRAME_SIZE,
 );
 
+// The entry code addresses the guest's registers by these offsets.
+const _: () = assert!(core::mem::offset_of!(kcore::vcpu::VcpuContext, x) == 0);
+const _: () = assert!(core::mem::offset_of!(kcore::vcpu::VcpuContext, sp_el0) == 248);
+
 unsafe extern "C" {
     /// The vector table (2 KiB aligned).
     pub static kcore_el2_vectors: u8;
+    /// The vector table while a guest runs (2 KiB aligned).
+    pub static kcore_guest_vectors: u8;
+    /// Enters a guest; see the assembly above. `ctx` points to a
+    /// `kcore::vcpu::VcpuContext`.
+    pub fn kcore_guest_run(ctx: *mut u8) -> u64;
+}
+
+/// Address of the guest vector table, for `VBAR_EL2` while a guest runs.
+pub fn guest_vectors_addr() -> u64 {
+    core::ptr::addr_of!(kcore_guest_vectors) as u64
 }
 
 /// Address of the vector table, for `VBAR_EL2`.

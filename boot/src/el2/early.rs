@@ -26,6 +26,9 @@ pub struct Early {
     pub uart: Option<u64>,
     /// The PSCI conduit, if the tree describes PSCI.
     pub psci: Option<Conduit>,
+    /// A GICv3's redistributor regions (base, size): KCore maps them to set
+    /// the active state of the guest timer's PPI on its own CPU.
+    pub gicr: [Option<(u64, u64)>; 4],
     /// KCore's checked copy of the device tree.
     pub dt: &'static [u8],
 }
@@ -98,10 +101,25 @@ pub unsafe fn discover(dtb: u64) -> Result<Early, EarlyError> {
             "hvc" => Some(Conduit::Hvc),
             _ => None,
         });
+    let mut gicr = [None; 4];
+    if let Some(gic) = fdt.find_compatible(&["arm,gic-v3"]) {
+        let count = gic
+            .property("#redistributor-regions")
+            .and_then(|p| p.as_usize())
+            .unwrap_or(1)
+            .min(gicr.len());
+        for (slot, r) in gicr
+            .iter_mut()
+            .zip(gic.reg().into_iter().flatten().skip(1).take(count))
+        {
+            *slot = r.size.map(|s| (r.starting_address as u64, s as u64));
+        }
+    }
     Ok(Early {
         ram,
         uart,
         psci,
+        gicr,
         dt,
     })
 }

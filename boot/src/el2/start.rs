@@ -20,6 +20,7 @@ use kcore::pgtable::{Attrs, El2Stage1, Geometry, PageTable, Stage2};
 use kcore::psci::{PsciRelay, fid};
 use kcore_arch::el2::cpu::{self, Features, HostConfig, MmuConfig};
 use kcore_arch::el2::firmware;
+use kcore_arch::el2::gicv3;
 use kcore_arch::el2::memory::{PagePool, PhysTables};
 use kcore_arch::el2::vectors;
 use kcore_boot::platform::{self, Conduit, Platform};
@@ -113,6 +114,7 @@ fn build_el2_map(
     img: &ImageLayout,
     ram: &RangeSet<{ early::MAX_BANKS }>,
     uart: Option<u64>,
+    gicr: &[Option<(u64, u64)>],
     f: &Features,
 ) -> Option<MmuConfig> {
     // SAFETY: the table area is KCore's bss, used for nothing else, and the
@@ -151,6 +153,19 @@ fn build_el2_map(
             page,
             Pa(page),
             PAGE_SIZE,
+            Attrs::DEVICE,
+        )
+        .ok()?;
+    }
+    for &(base, size) in gicr.iter().flatten() {
+        let start = base & !(PAGE_SIZE - 1);
+        let end = align_up(base.checked_add(size)?, PAGE_SIZE)?;
+        t.map(
+            &mut mem,
+            &mut pool,
+            start,
+            Pa(start),
+            end - start,
             Attrs::DEVICE,
         )
         .ok()?;
@@ -199,7 +214,7 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     );
     let f = *FEATURES.call_once(cpu::features);
     let img = entry::layout();
-    let Some(mmu) = build_el2_map(&img, &early.ram, early.uart, &f) else {
+    let Some(mmu) = build_el2_map(&img, &early.ram, early.uart, &early.gicr, &f) else {
         stop(format_args!("cannot build KCore's EL2 page tables"));
     };
     // SAFETY: the map covers KCore's image (code, data, this stack), all RAM
@@ -207,6 +222,8 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     unsafe { cpu::enable_mmu(&mmu) };
     cpu::set_vectors(vectors::vectors_addr());
     heap::init();
+    let regions: Vec<(u64, u64)> = early.gicr.iter().flatten().copied().collect();
+    gicv3::set_regions(&regions);
 
     // `early` validated the loader's tree and made KCore's own copy: the
     // loader's copy lives in memory KServ will own.
@@ -484,12 +501,25 @@ fn boot_kserv(
     });
     trap::set_secondary_entry(img.secondary_entry);
     cpu::set_cpu_index(boot_cpu);
+    find_redistributor(boot_cpu);
     // SAFETY: the stage 2 just built maps all of KServ's RAM.
     unsafe { cpu::configure_for_host(f, &host_cfg) };
     KservBoot {
         entry: kernel,
         dt: dt_base,
     }
+}
+
+/// Records this CPU's GICv3 redistributor, which running guests needs.
+fn find_redistributor(cpu: usize) {
+    if FEATURES.get().is_some_and(|f| f.gicv3_sysregs) && !gicv3::init_cpu(cpu, cpu::mpidr()) {
+        warn!("CPU {cpu}: no GICv3 redistributor found; it cannot run guests");
+    }
+}
+
+/// The CPU features KCore configured for, once the primary read them.
+pub fn features() -> Option<&'static Features> {
+    FEATURES.get()
 }
 
 /// A secondary CPU's Rust entry, with its MMU on and its stack set.
@@ -500,6 +530,7 @@ extern "C" fn kcore_secondary_main(cpu: usize) -> ! {
     let (Some(f), Some(host_cfg)) = (FEATURES.get(), HOST_CONFIG.get()) else {
         cpu::halt()
     };
+    find_redistributor(cpu);
     // SAFETY: the same stage 2 as the primary's, complete before any CPU_ON.
     unsafe { cpu::configure_for_host(f, host_cfg) };
     let args = STATE

@@ -3,15 +3,19 @@
 //!
 //! Lock order: [`super::start::STATE`], then the console. The state lock is
 //! dropped around firmware calls that start or stop CPUs, since a CPU started
-//! by the firmware takes it on arrival.
+//! by the firmware takes it on arrival, and while a guest runs.
 
 use super::start::{STATE, stop};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::exception::fault_ipa;
-use kcore::host::Resume;
+use kcore::host::{Resume, run_result};
+use kcore::mem_protect::RunArgs;
 use kcore::psci::fid;
+use kcore::vcpu::{Loaded, Step, VcpuHost, run_vcpu};
+use kcore_abi::Error;
 use kcore_arch::el2::cpu::{self, el1};
 use kcore_arch::el2::firmware::{self, SmcFirmware};
+use kcore_arch::el2::guest::El2Guest;
 use kcore_arch::el2::memory::PhysTables;
 use kcore_arch::el2::vectors::HostFrame;
 use log::warn;
@@ -73,6 +77,16 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
             }
             el1::skip_instruction();
         }
+        Resume::RunVcpu(a) => {
+            // The guest runs with no lock held; each step that touches
+            // KCore's state takes the lock for itself (`Locked`).
+            drop(guard);
+            let r = match super::start::features().and_then(El2Guest::new) {
+                Some(mut g) => run_vcpu(&mut Locked, &mut g, a),
+                None => Err(Error::NotSupported),
+            };
+            run_result(r, frame);
+        }
         Resume::CpuOff => {
             drop(guard);
             firmware::smc(fid::CPU_OFF, 0, 0, 0);
@@ -80,6 +94,39 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
                 s.host.cpu_off_failed(cpu, frame);
             }
             el1::skip_instruction();
+        }
+    }
+}
+
+/// KCore's state for the vCPU run loop: the state lock for each step.
+struct Locked;
+
+impl VcpuHost for Locked {
+    fn load(&mut self, a: RunArgs, lr_count: usize) -> Result<Loaded, Error> {
+        let mut guard = STATE.lock();
+        let state = guard.as_mut().ok_or(Error::Busy)?;
+        // SAFETY: KCore's tables and RAM are mapped read-write at EL2.
+        let mut mem = unsafe { PhysTables::new() };
+        state.host.mem_mut().vcpu_load(a, lr_count, &mut mem)
+    }
+    fn cpu_on(&mut self, l: &mut Loaded, target: usize, entry: u64, context: u64) -> Step {
+        let mut guard = STATE.lock();
+        let Some(state) = guard.as_mut() else {
+            return Step::Exit;
+        };
+        // SAFETY: as in `load`.
+        let mut mem = unsafe { PhysTables::new() };
+        state
+            .host
+            .mem_mut()
+            .vcpu_cpu_on(l, target, entry, context, &mut mem)
+    }
+    fn put(&mut self, l: &Loaded) {
+        let mut guard = STATE.lock();
+        if let Some(state) = guard.as_mut() {
+            // SAFETY: as in `load`.
+            let mut mem = unsafe { PhysTables::new() };
+            state.host.mem_mut().vcpu_put(l, &mut mem);
         }
     }
 }

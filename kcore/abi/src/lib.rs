@@ -10,12 +10,14 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod reg;
+pub mod run;
 pub mod smccc;
 
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 3;
+pub const ABI_VERSION_MINOR: u16 = 4;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.
@@ -61,7 +63,8 @@ pub enum HypercallId {
     /// the first ones, aligned to their size, hold the root). Returns `x1` =
     /// the VM handle.
     HostCreateVm = HYPERCALL_BASE + 2,
-    /// `host_create_vcpu`: `x1` = handle, `x2` = vCPU index.
+    /// `host_create_vcpu`: `x1` = handle, `x2` = vCPU index. The vCPU's
+    /// register state takes one page of the VM's table pool (KCore memory).
     HostCreateVcpu = HYPERCALL_BASE + 3,
     /// `host_donate_vm_pool`: `x1` = handle, `x2` = pfn of one more KServ page
     /// for the VM's stage-2 tables.
@@ -91,11 +94,29 @@ pub enum HypercallId {
     /// On success the VM may run; if the signature does not verify, the VM is
     /// poisoned and never runs ([`Error::VerificationFailed`]).
     HostVerifyImage = HYPERCALL_BASE + 11,
+    /// `host_declare_mmio`: `x1` = handle, `x2` = first gfn, `x3` = number of
+    /// pages. Stage-2 faults inside a declared range exit as [`run::exit::MMIO`]
+    /// with the one data register; faults elsewhere as
+    /// [`run::exit::MEM_FAULT`] with the page only. A protected VM's ranges
+    /// are frozen once one of its vCPUs ran.
+    HostDeclareMmio = HYPERCALL_BASE + 12,
+    /// `host_vcpu_run`: `x1` = handle, `x2` = vCPU index, `x3` = pfn of a
+    /// KServ page laid out as [`run`] describes. KCore reads the entry half
+    /// once, runs the vCPU until an exit KServ must see, writes the exit
+    /// half and returns `x1` = the exit reason ([`run::exit`]).
+    HostVcpuRun = HYPERCALL_BASE + 13,
+    /// `host_vcpu_get_reg`: `x1` = handle, `x2` = vCPU index, `x3` = a
+    /// [`reg`] id. Returns `x1` = the value. Refused for a protected VM.
+    HostVcpuGetReg = HYPERCALL_BASE + 14,
+    /// `host_vcpu_set_reg`: `x1` = handle, `x2` = vCPU index, `x3` = a [`reg`]
+    /// id, `x4` = the value. A protected vCPU takes only [`reg::PC`] and
+    /// [`reg::X0`], and only before it first ran.
+    HostVcpuSetReg = HYPERCALL_BASE + 15,
 }
 
 impl HypercallId {
     /// Every hypercall this ABI version defines.
-    pub const ALL: [HypercallId; 12] = [
+    pub const ALL: [HypercallId; 16] = [
         HypercallId::Version,
         HypercallId::Features,
         HypercallId::HostCreateVm,
@@ -108,6 +129,10 @@ impl HypercallId {
         HypercallId::HostReclaimPage,
         HypercallId::HostPageOwner,
         HypercallId::HostVerifyImage,
+        HypercallId::HostDeclareMmio,
+        HypercallId::HostVcpuRun,
+        HypercallId::HostVcpuGetReg,
+        HypercallId::HostVcpuSetReg,
     ];
 
     /// The SMCCC function id of this call.
@@ -184,6 +209,8 @@ pub mod features {
     pub const HOST_STAGE2: u64 = 1 << 1;
     /// VMs: creation, memory donation and sharing, teardown and reclaim.
     pub const VMS: u64 = 1 << 2;
+    /// vCPUs: run, exits, registers, virtual interrupts.
+    pub const VCPUS: u64 = 1 << 3;
 }
 
 /// Error codes returned in `x0`. The values below `-16` are KCore's own; the

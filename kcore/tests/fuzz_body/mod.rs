@@ -30,7 +30,7 @@ use std::sync::OnceLock;
 use ed25519_compact::{KeyPair, Seed};
 use kcore::addr::{Ipa, MemRange, PAGE_SIZE, Pa, Pfn, RangeSet};
 use kcore::exception::{Esr, TrapState, ec, fault_ipa};
-use kcore::host::{Host, Regs, Resume};
+use kcore::host::{Direct, Host, Regs, Resume, run_result};
 use kcore::host_stage2::{HostMemoryMap, HostStage2};
 use kcore::hw::{PhysMemory, TableMemory, Tlb, Vmid};
 use kcore::image::VerifyKey;
@@ -38,9 +38,10 @@ use kcore::mem_protect::MemCore;
 use kcore::ownership::{OwnershipTable, PageState};
 use kcore::pgtable::{Geometry, PageTable, Stage2};
 use kcore::psci::{CpuState, PsciRelay, fid};
+use kcore::vcpu::{ExitKind, GuestExit, run_vcpu};
 use kcore::vm::{VmHandle, VmId, VmState};
 use kcore_abi::{Error, HYPERCALL_BASE, HypercallId, smccc, vm_flags};
-use kcore_arch::host_double::{FakeAllocator, FakeFirmware};
+use kcore_arch::host_double::{FakeAllocator, FakeFirmware, ScriptedGuest};
 use kcore_arch::host_machine::FakeMachine;
 
 // ---- the machine ----------------------------------------------------------------
@@ -198,6 +199,17 @@ impl PhysMemory for Machine {
     fn read(&self, pa: Pa, buf: &mut [u8]) {
         self.fake.read(pa, buf);
     }
+    fn read_words(&self, pa: Pa, buf: &mut [u64]) {
+        self.fake.read_words(pa, buf);
+    }
+    fn write_words(&mut self, pa: Pa, words: &[u64]) {
+        // Through the table path, so the mirror follows.
+        let page = Pa(pa.raw() & !(PAGE_SIZE - 1));
+        let first = ((pa.raw() % PAGE_SIZE) / 8) as usize;
+        for (i, w) in words.iter().enumerate() {
+            self.write_entry(page, first + i, *w);
+        }
+    }
     fn scrub_page(&mut self, page: Pa) {
         self.fake.scrub_page(page);
         self.writes += 1;
@@ -245,7 +257,8 @@ impl TableMemory for MirrorView<'_> {
     }
 }
 
-/// Pre-populated VMs, by pool (each pool: 4 pages, the 2-page root first).
+/// Pre-populated VMs, by pool (each pool: 4 pages, the 2-page root first,
+/// plus one page per vCPU for its context).
 /// A: protected, with two donated pages, one of them shared back by the
 /// guest and mapped by KServ. B: non-protected, with a page KServ shares, a
 /// donated page and an extra pool page. C: torn down, its pages waiting to
@@ -345,6 +358,11 @@ fn build_template() -> World {
     setup_hvc(&mut w, H::HostCreateVcpu, &[a, 0]);
     setup_hvc(&mut w, H::HostCreateVcpu, &[b, 0]);
     setup_hvc(&mut w, H::HostCreateVcpu, &[b, 1]);
+    // Each vCPU's context took a pool page: give the pools their table
+    // pages back.
+    setup_hvc(&mut w, H::HostDonateVmPool, &[a, GUEST_PAGES + 10]);
+    setup_hvc(&mut w, H::HostDonateVmPool, &[b, GUEST_PAGES + 11]);
+    setup_hvc(&mut w, H::HostDonateVmPool, &[b, GUEST_PAGES + 12]);
     setup_hvc(&mut w, H::HostDonateGuest, &[a, GUEST_PAGES, 0x10]);
     setup_hvc(&mut w, H::HostDonateGuest, &[a, GUEST_PAGES + 1, 0x11]);
     setup_hvc(&mut w, H::HostShareGuest, &[b, GUEST_PAGES + 2, 0x20]);
@@ -794,12 +812,15 @@ pub struct Tally {
     pub aborts_injected: u64,
     /// UNDEFINED exceptions injected.
     pub undef: u64,
+    /// `host_vcpu_run` calls played on a scripted guest.
+    pub runs: u64,
 }
 
 impl Tally {
     /// Adds `o` into `self`.
     pub fn add(&mut self, o: &Tally) {
         self.traps += o.traps;
+        self.runs += o.runs;
         self.full_checks += o.full_checks;
         for i in 0..self.hvc_ok.len() {
             self.hvc_ok[i] += o.hvc_ok[i];
@@ -899,9 +920,30 @@ fn apply(
     let fw_calls = fw.calls.len();
     fw.answer = t.firmware;
     let mut regs = t.regs;
-    let resume = w
+    let mut resume = w
         .host
         .handle_trap(t.cpu, &t.state, &mut regs, &mut w.hw, &mut w.alloc, fw);
+    if let Resume::RunVcpu(a) = resume {
+        // The EL2 glue's part: run the vCPU on a guest whose exits come from
+        // the trap's spare registers (arbitrary syndromes), then report.
+        tally.runs += 1;
+        let mut guest = ScriptedGuest::new(4);
+        for pair in t.regs[8..14].chunks(2) {
+            guest.then(GuestExit {
+                kind: ExitKind::Sync,
+                esr: pair[0],
+                far: pair[1],
+                hpfar: pair[1] >> 8,
+            });
+        }
+        let mut direct = Direct {
+            host: &mut w.host,
+            hw: &mut w.hw,
+        };
+        let r = run_vcpu(&mut direct, &mut guest, a);
+        run_result(r, &mut regs);
+        resume = Resume::Retry;
+    }
     let fx = Effects {
         owners: owner_writes() != owner_writes_before,
         tables: w.hw.writes != table_writes_before,
@@ -1138,7 +1180,9 @@ fn glue_psci(
             }
             Ok(())
         }
-        Resume::Retry | Resume::Inject(_) => Err(format!("SMC resumed as {resume:?}")),
+        Resume::Retry | Resume::Inject(_) | Resume::RunVcpu(_) => {
+            Err(format!("SMC resumed as {resume:?}"))
+        }
     }
 }
 

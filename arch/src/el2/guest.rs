@@ -1,0 +1,456 @@
+//! The world switch: KServ's CPU state out, a vCPU's in, the guest run until
+//! its next exception to EL2, and everything back.
+//!
+//! KServ's state is saved on the EL2 stack of the CPU it called from: the
+//! `ELR_EL2`/`SPSR_EL2` of its `HVC`, `SP_EL0`, the EL1 system registers,
+//! FP/SIMD, its virtual timer and the EL2 configuration it runs under. The
+//! vCPU's state comes from, and goes back into, the [`VcpuContext`] KCore
+//! copied out of the VM's context page; nothing of it stays in a register
+//! KServ can read once the switch back is done (the EL1 registers, FP/SIMD,
+//! timer and list registers are all overwritten with KServ's own values or
+//! cleared). Switching is eager: FP/SIMD moves on every entry and exit.
+//!
+//! While the guest runs, physical interrupts are routed to EL2 (`IMO`,
+//! `FMO`, `AMO`), so any interrupt KServ should see ends the run; KServ's
+//! own virtual timer deadline is carried over by the EL2 physical timer
+//! (`CNTHP`), so KServ's tick is never lost to a guest that does not exit.
+//! The guest's timer interrupt reaches it through a hardware-mapped list
+//! register: the physical PPI is made active for the run so that it cannot
+//! fire again until the guest deactivates the virtual one.
+//!
+//! Only GICv3 with the system-register interface is supported here; the
+//! list-register encoding is the one place a GICv2 (`GICH` MMIO) back end
+//! would differ.
+
+use super::{cpu, gicv3, vectors};
+use core::arch::asm;
+use kcore::vcpu::{ExitKind, GuestConfig, GuestCpu, GuestExit, N_SYS, Sys, VcpuContext, status};
+use kcore::vgic::{Lr, LrSet, LrState, MAX_LRS};
+
+macro_rules! mrs {
+    ($name:literal) => {{
+        let v: u64;
+        // SAFETY: reading a system register that EL2 may access has no side
+        // effect on memory.
+        unsafe {
+            asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack, preserves_flags))
+        };
+        v
+    }};
+}
+
+macro_rules! msr {
+    ($name:literal, $v:expr) => {{
+        let v: u64 = $v;
+        // SAFETY: the register belongs to a lower EL or configures traps and
+        // translation for a lower EL; the world switch writes each one with
+        // the value of the side (KServ or the vCPU) that is about to run.
+        unsafe {
+            asm!(concat!("msr ", $name, ", {}"), in(reg) v, options(nomem, nostack, preserves_flags))
+        };
+    }};
+}
+
+macro_rules! el1_registers {
+    ($($r:path => $name:literal),* $(,)?) => {
+        fn save_el1(out: &mut [u64; N_SYS]) {
+            $( out[$r as usize] = mrs!($name); )*
+        }
+        fn load_el1(regs: &[u64; N_SYS]) {
+            $( msr!($name, regs[$r as usize]); )*
+        }
+    };
+}
+
+el1_registers! {
+    Sys::Sctlr => "sctlr_el1",
+    Sys::Cpacr => "cpacr_el1",
+    Sys::Ttbr0 => "ttbr0_el1",
+    Sys::Ttbr1 => "ttbr1_el1",
+    Sys::Tcr => "tcr_el1",
+    Sys::Esr => "esr_el1",
+    Sys::Afsr0 => "afsr0_el1",
+    Sys::Afsr1 => "afsr1_el1",
+    Sys::Far => "far_el1",
+    Sys::Par => "par_el1",
+    Sys::Mair => "mair_el1",
+    Sys::Amair => "amair_el1",
+    Sys::Vbar => "vbar_el1",
+    Sys::Contextidr => "contextidr_el1",
+    Sys::TpidrEl1 => "tpidr_el1",
+    Sys::Cntkctl => "cntkctl_el1",
+    Sys::Csselr => "csselr_el1",
+    Sys::TpidrEl0 => "tpidr_el0",
+    Sys::TpidrroEl0 => "tpidrro_el0",
+    Sys::Mdscr => "mdscr_el1",
+    Sys::SpEl1 => "sp_el1",
+    Sys::ElrEl1 => "elr_el1",
+    Sys::SpsrEl1 => "spsr_el1",
+}
+
+/// FP/SIMD state in the layout `stp q` writes.
+#[repr(C, align(16))]
+struct Fp([u64; 64]);
+
+fn save_fp(fp: &mut Fp) -> (u64, u64) {
+    let p = fp.0.as_mut_ptr();
+    // SAFETY: stores the 32 Q registers into the 512 bytes at `p`, which
+    // `fp` owns; KCore's own code never uses FP/SIMD registers (soft-float
+    // target), so nothing of KCore's is in them.
+    unsafe {
+        asm!(
+            ".arch_extension fp",
+            ".arch_extension simd",
+            "stp q0, q1, [{p}, #0]",
+            "stp q2, q3, [{p}, #32]",
+            "stp q4, q5, [{p}, #64]",
+            "stp q6, q7, [{p}, #96]",
+            "stp q8, q9, [{p}, #128]",
+            "stp q10, q11, [{p}, #160]",
+            "stp q12, q13, [{p}, #192]",
+            "stp q14, q15, [{p}, #224]",
+            "stp q16, q17, [{p}, #256]",
+            "stp q18, q19, [{p}, #288]",
+            "stp q20, q21, [{p}, #320]",
+            "stp q22, q23, [{p}, #352]",
+            "stp q24, q25, [{p}, #384]",
+            "stp q26, q27, [{p}, #416]",
+            "stp q28, q29, [{p}, #448]",
+            "stp q30, q31, [{p}, #480]",
+            p = in(reg) p,
+            options(nostack, preserves_flags),
+        )
+    };
+    (mrs!("S3_3_C4_C4_1"), mrs!("S3_3_C4_C4_0")) // FPSR, FPCR
+}
+
+fn load_fp(fp: &Fp, fpsr: u64, fpcr: u64) {
+    let p = fp.0.as_ptr();
+    // SAFETY: loads the 32 Q registers from the 512 bytes at `p`; KCore's
+    // own code never uses them (soft-float target).
+    unsafe {
+        asm!(
+            ".arch_extension fp",
+            ".arch_extension simd",
+            "ldp q0, q1, [{p}, #0]",
+            "ldp q2, q3, [{p}, #32]",
+            "ldp q4, q5, [{p}, #64]",
+            "ldp q6, q7, [{p}, #96]",
+            "ldp q8, q9, [{p}, #128]",
+            "ldp q10, q11, [{p}, #160]",
+            "ldp q12, q13, [{p}, #192]",
+            "ldp q14, q15, [{p}, #224]",
+            "ldp q16, q17, [{p}, #256]",
+            "ldp q18, q19, [{p}, #288]",
+            "ldp q20, q21, [{p}, #320]",
+            "ldp q22, q23, [{p}, #352]",
+            "ldp q24, q25, [{p}, #384]",
+            "ldp q26, q27, [{p}, #416]",
+            "ldp q28, q29, [{p}, #448]",
+            "ldp q30, q31, [{p}, #480]",
+            p = in(reg) p,
+            options(nostack, preserves_flags, readonly),
+        )
+    };
+    msr!("S3_3_C4_C4_1", fpsr); // FPSR
+    msr!("S3_3_C4_C4_0", fpcr); // FPCR
+}
+
+macro_rules! lr_access {
+    ($($n:literal => $name:literal),* $(,)?) => {
+        fn read_lr(n: usize) -> u64 {
+            match n {
+                $( $n => mrs!($name), )*
+                _ => 0,
+            }
+        }
+        fn write_lr(n: usize, v: u64) {
+            match n {
+                $( $n => msr!($name, v), )*
+                _ => {}
+            }
+        }
+    };
+}
+
+lr_access! {
+    0 => "S3_4_C12_C12_0", 1 => "S3_4_C12_C12_1", 2 => "S3_4_C12_C12_2", 3 => "S3_4_C12_C12_3",
+    4 => "S3_4_C12_C12_4", 5 => "S3_4_C12_C12_5", 6 => "S3_4_C12_C12_6", 7 => "S3_4_C12_C12_7",
+    8 => "S3_4_C12_C13_0", 9 => "S3_4_C12_C13_1", 10 => "S3_4_C12_C13_2", 11 => "S3_4_C12_C13_3",
+    12 => "S3_4_C12_C13_4", 13 => "S3_4_C12_C13_5", 14 => "S3_4_C12_C13_6", 15 => "S3_4_C12_C13_7",
+}
+
+macro_rules! apr_access {
+    ($($n:literal => $ap0:literal, $ap1:literal);* $(;)?) => {
+        fn save_aprs(n: usize, ap0: &mut [u64; 4], ap1: &mut [u64; 4]) {
+            $( if $n < n { ap0[$n] = mrs!($ap0); ap1[$n] = mrs!($ap1); } )*
+        }
+        fn load_aprs(n: usize, ap0: &[u64; 4], ap1: &[u64; 4]) {
+            $( if $n < n { msr!($ap0, ap0[$n]); msr!($ap1, ap1[$n]); } )*
+        }
+    };
+}
+
+apr_access! {
+    0 => "S3_4_C12_C8_0", "S3_4_C12_C9_0";
+    1 => "S3_4_C12_C8_1", "S3_4_C12_C9_1";
+    2 => "S3_4_C12_C8_2", "S3_4_C12_C9_2";
+    3 => "S3_4_C12_C8_3", "S3_4_C12_C9_3";
+}
+
+/// `ICH_LR<n>_EL2` for `lr`.
+fn encode_lr(lr: &Lr) -> u64 {
+    let mut v = lr.vintid as u64
+        | (lr.priority as u64) << 48
+        | (lr.group1 as u64) << 60
+        | lr.state.bits() << 62;
+    if let Some(p) = lr.hw {
+        v |= 1 << 61 | (p as u64 & 0x1FFF) << 32;
+    }
+    v
+}
+
+const HCR_VM: u64 = 1 << 0;
+const HCR_SWIO: u64 = 1 << 1;
+const HCR_FMO: u64 = 1 << 3;
+const HCR_IMO: u64 = 1 << 4;
+const HCR_AMO: u64 = 1 << 5;
+const HCR_VSE: u64 = 1 << 8;
+const HCR_FB: u64 = 1 << 9;
+const HCR_BSU_IS: u64 = 1 << 10;
+const HCR_TWI: u64 = 1 << 13;
+const HCR_TWE: u64 = 1 << 14;
+const HCR_TSC: u64 = 1 << 19;
+const HCR_TIDCP: u64 = 1 << 20;
+const HCR_TACR: u64 = 1 << 21;
+const HCR_TSW: u64 = 1 << 22;
+const HCR_RW: u64 = 1 << 31;
+const HCR_TLOR: u64 = 1 << 35;
+
+const MDCR_TPMCR: u64 = 1 << 5;
+const MDCR_TPM: u64 = 1 << 6;
+const MDCR_TDA: u64 = 1 << 9;
+const MDCR_TDOSA: u64 = 1 << 10;
+const MDCR_TDRA: u64 = 1 << 11;
+
+const CPTR_TZ: u64 = 1 << 8;
+const CPTR_TSM: u64 = 1 << 12;
+const CPTR_TTA: u64 = 1 << 20;
+
+/// `ICH_HCR_EL2.En`.
+const ICH_HCR_EN: u64 = 1;
+/// The EL2 physical timer's PPI (`CNTHP`).
+const HYP_TIMER_PPI: u32 = 26;
+
+/// The CPU side of running guests on this platform.
+#[derive(Clone, Copy, Debug)]
+pub struct El2Guest {
+    lrs: usize,
+    aprs: usize,
+    hcr: u64,
+}
+
+impl El2Guest {
+    /// The guest configuration this CPU supports; `None` without a GICv3
+    /// system-register interface and a known redistributor for this CPU.
+    pub fn new(f: &cpu::Features) -> Option<El2Guest> {
+        if !f.gicv3_sysregs || !gicv3::available() {
+            return None;
+        }
+        let vtr = mrs!("S3_4_C12_C11_1"); // ICH_VTR_EL2
+        let lrs = ((vtr & 0x1F) as usize + 1).min(MAX_LRS);
+        let pre_bits = ((vtr >> 26) & 7) + 1;
+        let aprs = 1usize << pre_bits.saturating_sub(5).min(2);
+        let mmfr1 = mrs!("id_aa64mmfr1_el1");
+        let mut hcr = HCR_VM
+            | HCR_SWIO
+            | HCR_FMO
+            | HCR_IMO
+            | HCR_AMO
+            | HCR_FB
+            | HCR_BSU_IS
+            | HCR_TWI
+            | HCR_TWE
+            | HCR_TSC
+            | HCR_TIDCP
+            | HCR_TACR
+            | HCR_TSW
+            | HCR_RW;
+        if (mmfr1 >> 16) & 0xF != 0 {
+            hcr |= HCR_TLOR;
+        }
+        Some(El2Guest { lrs, aprs, hcr })
+    }
+}
+
+/// KServ's side of the switch.
+struct Host {
+    el1: [u64; N_SYS],
+    sp_el0: u64,
+    elr: u64,
+    spsr: u64,
+    fp: Fp,
+    fpsr: u64,
+    fpcr: u64,
+    cntv_ctl: u64,
+    cntv_cval: u64,
+    hcr: u64,
+    mdcr: u64,
+    cptr: u64,
+    cnthctl: u64,
+    vttbr: u64,
+    vtcr: u64,
+}
+
+impl GuestCpu for El2Guest {
+    fn list_registers(&self) -> usize {
+        self.lrs
+    }
+
+    fn counter(&self) -> u64 {
+        mrs!("cntpct_el0")
+    }
+
+    fn run(&mut self, cfg: &GuestConfig, ctx: &mut VcpuContext, lrs: &mut LrSet) -> GuestExit {
+        let mut host = Host {
+            el1: [0; N_SYS],
+            sp_el0: mrs!("sp_el0"),
+            elr: mrs!("elr_el2"),
+            spsr: mrs!("spsr_el2"),
+            fp: Fp([0; 64]),
+            fpsr: 0,
+            fpcr: 0,
+            cntv_ctl: mrs!("cntv_ctl_el0"),
+            cntv_cval: mrs!("cntv_cval_el0"),
+            hcr: mrs!("hcr_el2"),
+            mdcr: mrs!("mdcr_el2"),
+            cptr: mrs!("cptr_el2"),
+            cnthctl: mrs!("cnthctl_el2"),
+            vttbr: mrs!("vttbr_el2"),
+            vtcr: mrs!("vtcr_el2"),
+        };
+        save_el1(&mut host.el1);
+        (host.fpsr, host.fpcr) = save_fp(&mut host.fp);
+
+        // KServ's timer: off while the guest owns CNTV, its deadline kept by
+        // the EL2 timer, whose interrupt ends the run.
+        msr!("cntv_ctl_el0", 0);
+        if host.cntv_ctl & 3 == 1 {
+            msr!("S3_4_C14_C2_2", host.cntv_cval); // CNTHP_CVAL_EL2 (KServ's CNTVOFF is 0)
+            msr!("S3_4_C14_C2_1", 1); // CNTHP_CTL_EL2: enabled
+            gicv3::enable_private(HYP_TIMER_PPI);
+        }
+
+        // The vCPU.
+        load_el1(&ctx.sys);
+        let mut fp = Fp(ctx.v);
+        load_fp(&fp, ctx.fpsr, ctx.fpcr);
+        msr!("cntvoff_el2", ctx.cntvoff);
+        msr!("cntv_cval_el0", ctx.cntv_cval);
+        msr!("cntv_ctl_el0", ctx.cntv_ctl);
+        msr!("vmpidr_el2", ctx.mpidr);
+        let n = lrs.len.min(self.lrs);
+        for i in 0..self.lrs {
+            let v = match lrs.as_slice().get(i).filter(|_| i < n) {
+                Some(lr) => {
+                    if let Some(p) = lr.hw {
+                        gicv3::set_private_active(p, true);
+                    }
+                    encode_lr(lr)
+                }
+                None => 0,
+            };
+            write_lr(i, v);
+        }
+        msr!("S3_4_C12_C11_7", ctx.vgic.vmcr); // ICH_VMCR_EL2
+        load_aprs(self.aprs, &ctx.vgic.ap0r, &ctx.vgic.ap1r);
+        msr!("S3_4_C12_C11_0", ICH_HCR_EN); // ICH_HCR_EL2
+
+        let mut hcr = self.hcr;
+        if ctx.status & status::VSERROR != 0 {
+            hcr |= HCR_VSE;
+            ctx.status &= !status::VSERROR;
+        }
+        msr!("vtcr_el2", cfg.geometry.vtcr(host.vtcr >> 16 & 7));
+        msr!("vttbr_el2", (cfg.vmid as u64) << 48 | cfg.root.raw());
+        msr!(
+            "mdcr_el2",
+            host.mdcr | MDCR_TPM | MDCR_TPMCR | MDCR_TDA | MDCR_TDOSA | MDCR_TDRA
+        );
+        msr!("cptr_el2", host.cptr | CPTR_TZ | CPTR_TSM | CPTR_TTA);
+        msr!("cnthctl_el2", 0b01); // EL1PCTEN only: the physical timer traps
+        msr!("hcr_el2", hcr);
+        msr!("elr_el2", ctx.pc);
+        msr!("spsr_el2", ctx.pstate);
+        msr!("vbar_el2", vectors::guest_vectors_addr());
+        // SAFETY: a context synchronization barrier; no memory access.
+        unsafe { asm!("isb", options(nostack, preserves_flags)) };
+
+        // SAFETY: every register the guest's EL1 may use is loaded above
+        // with the vCPU's values (or trapped by the configuration above);
+        // `ctx` is valid for the call and its layout is what the entry code
+        // expects (asserted in `vectors`). The call returns at the guest's
+        // next exception to EL2 with the host's callee-saved state restored.
+        let kind = unsafe { vectors::kcore_guest_run(core::ptr::from_mut(ctx).cast()) };
+
+        msr!("vbar_el2", vectors::vectors_addr());
+        let exit = GuestExit {
+            kind: match kind {
+                0 => ExitKind::Sync,
+                1 => ExitKind::Irq,
+                2 => ExitKind::Fiq,
+                _ => ExitKind::SError,
+            },
+            esr: mrs!("esr_el2"),
+            far: mrs!("far_el2"),
+            hpfar: mrs!("hpfar_el2"),
+        };
+        ctx.pc = mrs!("elr_el2");
+        ctx.pstate = mrs!("spsr_el2");
+
+        // KServ's EL2 configuration first: from here on, interrupts stay with
+        // EL1 and stage 2 is KServ's again.
+        msr!("hcr_el2", host.hcr);
+        msr!("vttbr_el2", host.vttbr);
+        msr!("vtcr_el2", host.vtcr);
+        msr!("mdcr_el2", host.mdcr);
+        msr!("cptr_el2", host.cptr);
+        msr!("cnthctl_el2", host.cnthctl);
+        // SAFETY: a context synchronization barrier; no memory access.
+        unsafe { asm!("isb", options(nostack, preserves_flags)) };
+
+        // Save the vCPU, leaving nothing of it behind.
+        save_el1(&mut ctx.sys);
+        (ctx.fpsr, ctx.fpcr) = save_fp(&mut fp);
+        ctx.v = fp.0;
+        ctx.cntv_ctl = mrs!("cntv_ctl_el0");
+        ctx.cntv_cval = mrs!("cntv_cval_el0");
+        msr!("cntv_ctl_el0", 0);
+        for (i, lr) in lrs.as_mut_slice().iter_mut().take(n).enumerate() {
+            lr.state = LrState::from_bits(read_lr(i) >> 62);
+            write_lr(i, 0);
+            if let Some(p) = lr.hw {
+                gicv3::set_private_active(p, false);
+            }
+        }
+        ctx.vgic.vmcr = mrs!("S3_4_C12_C11_7");
+        save_aprs(self.aprs, &mut ctx.vgic.ap0r, &mut ctx.vgic.ap1r);
+        load_aprs(self.aprs, &[0; 4], &[0; 4]);
+        msr!("S3_4_C12_C11_0", 0);
+        msr!("S3_4_C14_C2_1", 0); // CNTHP_CTL_EL2: off
+
+        // KServ.
+        load_el1(&host.el1);
+        load_fp(&host.fp, host.fpsr, host.fpcr);
+        msr!("sp_el0", host.sp_el0);
+        msr!("cntvoff_el2", 0);
+        msr!("cntv_cval_el0", host.cntv_cval);
+        msr!("cntv_ctl_el0", host.cntv_ctl);
+        msr!("vmpidr_el2", mrs!("mpidr_el1"));
+        msr!("elr_el2", host.elr);
+        msr!("spsr_el2", host.spsr);
+        // SAFETY: a context synchronization barrier; no memory access.
+        unsafe { asm!("isb", options(nostack, preserves_flags)) };
+        exit
+    }
+}

@@ -1,0 +1,95 @@
+//! Register ids of [`crate::HypercallId::HostVcpuGetReg`] and
+//! [`crate::HypercallId::HostVcpuSetReg`].
+//!
+//! General registers, the PC and PSTATE have small fixed ids; the FP/SIMD
+//! registers are addressed in 64-bit halves; EL1 system registers use their
+//! `MRS`/`MSR` encoding (`op0, op1, CRn, CRm, op2`) under [`SYSREG`], as
+//! KVM's `ONE_REG` ids do.
+
+/// `x0`; `x<n>` is `X0 + n` for `n` in `0..=30`.
+pub const X0: u64 = 0;
+/// `SP_EL0`.
+pub const SP_EL0: u64 = 31;
+/// The PC (`ELR_EL2` while the vCPU is not running).
+pub const PC: u64 = 32;
+/// PSTATE (`SPSR_EL2` while the vCPU is not running).
+pub const PSTATE: u64 = 33;
+/// `SP_EL1`.
+pub const SP_EL1: u64 = 34;
+/// `ELR_EL1`.
+pub const ELR_EL1: u64 = 35;
+/// `SPSR_EL1`.
+pub const SPSR_EL1: u64 = 36;
+/// `FPSR`.
+pub const FPSR: u64 = 37;
+/// `FPCR`.
+pub const FPCR: u64 = 38;
+/// Low 64 bits of `v<n>`: `V_LO + n`.
+pub const V_LO: u64 = 0x40;
+/// High 64 bits of `v<n>`: `V_HI + n`.
+pub const V_HI: u64 = 0x60;
+/// The guest's view of the virtual counter offset (`CNTVOFF_EL2`).
+pub const CNTVOFF: u64 = 0x80;
+/// A system register: `SYSREG | sysreg(op0, op1, crn, crm, op2)`.
+pub const SYSREG: u64 = 0x1_0000;
+
+/// The 16-bit `MRS`/`MSR` encoding of a system register.
+pub const fn sysreg(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64) -> u64 {
+    (op0 & 3) << 14 | (op1 & 7) << 11 | (crn & 15) << 7 | (crm & 15) << 3 | (op2 & 7)
+}
+
+/// `x<n>`.
+pub const fn x(n: u64) -> u64 {
+    X0 + n
+}
+
+/// The EL1 system registers a vCPU carries, as `SYSREG | encoding`.
+pub mod sys {
+    use super::{SYSREG, sysreg};
+    /// `SCTLR_EL1`.
+    pub const SCTLR_EL1: u64 = SYSREG | sysreg(3, 0, 1, 0, 0);
+    /// `CPACR_EL1`.
+    pub const CPACR_EL1: u64 = SYSREG | sysreg(3, 0, 1, 0, 2);
+    /// `TTBR0_EL1`.
+    pub const TTBR0_EL1: u64 = SYSREG | sysreg(3, 0, 2, 0, 0);
+    /// `TTBR1_EL1`.
+    pub const TTBR1_EL1: u64 = SYSREG | sysreg(3, 0, 2, 0, 1);
+    /// `TCR_EL1`.
+    pub const TCR_EL1: u64 = SYSREG | sysreg(3, 0, 2, 0, 2);
+    /// `AFSR0_EL1`.
+    pub const AFSR0_EL1: u64 = SYSREG | sysreg(3, 0, 5, 1, 0);
+    /// `AFSR1_EL1`.
+    pub const AFSR1_EL1: u64 = SYSREG | sysreg(3, 0, 5, 1, 1);
+    /// `ESR_EL1`.
+    pub const ESR_EL1: u64 = SYSREG | sysreg(3, 0, 5, 2, 0);
+    /// `FAR_EL1`.
+    pub const FAR_EL1: u64 = SYSREG | sysreg(3, 0, 6, 0, 0);
+    /// `PAR_EL1`.
+    pub const PAR_EL1: u64 = SYSREG | sysreg(3, 0, 7, 4, 0);
+    /// `MAIR_EL1`.
+    pub const MAIR_EL1: u64 = SYSREG | sysreg(3, 0, 10, 2, 0);
+    /// `AMAIR_EL1`.
+    pub const AMAIR_EL1: u64 = SYSREG | sysreg(3, 0, 10, 3, 0);
+    /// `VBAR_EL1`.
+    pub const VBAR_EL1: u64 = SYSREG | sysreg(3, 0, 12, 0, 0);
+    /// `CONTEXTIDR_EL1`.
+    pub const CONTEXTIDR_EL1: u64 = SYSREG | sysreg(3, 0, 13, 0, 1);
+    /// `TPIDR_EL1`.
+    pub const TPIDR_EL1: u64 = SYSREG | sysreg(3, 0, 13, 0, 4);
+    /// `CNTKCTL_EL1`.
+    pub const CNTKCTL_EL1: u64 = SYSREG | sysreg(3, 0, 14, 1, 0);
+    /// `CSSELR_EL1`.
+    pub const CSSELR_EL1: u64 = SYSREG | sysreg(3, 2, 0, 0, 0);
+    /// `TPIDR_EL0`.
+    pub const TPIDR_EL0: u64 = SYSREG | sysreg(3, 3, 13, 0, 2);
+    /// `TPIDRRO_EL0`.
+    pub const TPIDRRO_EL0: u64 = SYSREG | sysreg(3, 3, 13, 0, 3);
+    /// `CNTV_CTL_EL0`.
+    pub const CNTV_CTL_EL0: u64 = SYSREG | sysreg(3, 3, 14, 3, 1);
+    /// `CNTV_CVAL_EL0`.
+    pub const CNTV_CVAL_EL0: u64 = SYSREG | sysreg(3, 3, 14, 3, 2);
+    /// `MDSCR_EL1`.
+    pub const MDSCR_EL1: u64 = SYSREG | sysreg(2, 0, 0, 2, 2);
+    /// `MPIDR_EL1` (read-only: KCore derives it from the vCPU index).
+    pub const MPIDR_EL1: u64 = SYSREG | sysreg(3, 0, 0, 0, 5);
+}

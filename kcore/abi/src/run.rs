@@ -1,0 +1,139 @@
+//! The run page of [`crate::HypercallId::HostVcpuRun`]: one KServ page per
+//! call, read as 64-bit little-endian words.
+//!
+//! Words `0..ENTRY_WORDS` are the entry half: KServ writes them before the
+//! call and KCore copies them once, then checks the copy (so a KServ CPU
+//! rewriting the page during the call changes nothing). Words from
+//! [`EXIT`] on are the exit half, written by KCore before the call returns.
+//! KCore writes nothing else and reads nothing else.
+
+/// Entry word: flags; must be 0 (reserved).
+pub const FLAGS: usize = 0;
+/// Entry word: the answer to the previous exit: the value an MMIO read
+/// returns, or `x0` of a PSCI call KServ handled. Ignored after other exits.
+pub const COMPLETION: usize = 1;
+/// Entry word: how many virtual interrupts follow (at most [`MAX_IRQS`]).
+pub const IRQ_COUNT: usize = 2;
+/// Entry words: the virtual interrupts KServ wants pending or active, each
+/// an [`irq`] word.
+pub const IRQS: usize = 3;
+/// Most virtual interrupts per entry (more than any GIC has list registers;
+/// KCore refuses more than the hardware holds).
+pub const MAX_IRQS: usize = 16;
+/// Words of the entry half.
+pub const ENTRY_WORDS: usize = IRQS + MAX_IRQS;
+
+/// First word of the exit half.
+pub const EXIT: usize = 32;
+/// Exit word: the reason, one of [`exit`].
+pub const EXIT_REASON: usize = EXIT;
+/// Exit word: reason-specific flags ([`exit_flags`]).
+pub const EXIT_FLAGS: usize = EXIT + 1;
+/// Exit word: the guest address: the full IPA of an MMIO access, the page of
+/// a memory fault (offset cut off).
+pub const EXIT_ADDR: usize = EXIT + 2;
+/// Exit word: the data: an MMIO write's value (clamped to its width), a
+/// PSCI function id, a trapped GIC system register write's value.
+pub const EXIT_DATA: usize = EXIT + 3;
+/// Exit word: an MMIO access's width in bytes (1, 2, 4, 8).
+pub const EXIT_WIDTH: usize = EXIT + 4;
+/// Exit words: `x1..x3` of a PSCI call.
+pub const EXIT_ARGS: usize = EXIT + 5;
+/// Exit word: the guest's `CNTV_CTL_EL0`.
+pub const EXIT_TIMER_CTL: usize = EXIT + 8;
+/// Exit word: the physical counter value at which the guest's virtual timer
+/// fires, or `u64::MAX` if it is disabled or masked.
+pub const EXIT_TIMER_DEADLINE: usize = EXIT + 9;
+/// Exit word: how many [`irq`] words follow.
+pub const EXIT_IRQ_COUNT: usize = EXIT + 10;
+/// Exit words: the state now of each interrupt KServ supplied, in the order
+/// supplied; an interrupt the guest completed has state 0.
+pub const EXIT_IRQS: usize = EXIT + 11;
+/// Words of the whole page that KCore uses.
+pub const WORDS: usize = EXIT_IRQS + MAX_IRQS;
+
+/// Exit reasons (`x1` of the call and [`EXIT_REASON`]).
+pub mod exit {
+    /// A physical interrupt arrived for KServ (or KCore wants KServ to
+    /// schedule); nothing to emulate.
+    pub const IRQ: u64 = 1;
+    /// An MMIO access inside a declared range: address, width, direction and,
+    /// for a write, the value. A read is completed by the next entry's
+    /// [`super::COMPLETION`].
+    pub const MMIO: u64 = 2;
+    /// A stage-2 fault outside the declared MMIO ranges: the page at
+    /// [`super::EXIT_ADDR`] needs memory (donate or share, then run again).
+    pub const MEM_FAULT: u64 = 3;
+    /// `WFI` (or `WFE`, see [`super::exit_flags::WFE`]): the vCPU idles until
+    /// an interrupt or its timer deadline.
+    pub const WFI: u64 = 4;
+    /// A PSCI call: function id in [`super::EXIT_DATA`], `x1..x3` in
+    /// [`super::EXIT_ARGS`]; `x0` comes back in [`super::COMPLETION`].
+    pub const PSCI: u64 = 5;
+    /// A write to a GIC SGI register (`ICC_SGI1R_EL1`, `ICC_ASGI1R_EL1`,
+    /// `ICC_SGI0R_EL1`; which one in [`super::exit_flags`]): KServ's vGIC
+    /// delivers it.
+    pub const SGI: u64 = 6;
+}
+
+/// Bits of [`EXIT_FLAGS`].
+pub mod exit_flags {
+    /// MMIO or memory fault: the access writes.
+    pub const WRITE: u64 = 1 << 0;
+    /// Memory fault: an instruction fetch.
+    pub const EXEC: u64 = 1 << 1;
+    /// WFI exit: it was `WFE`.
+    pub const WFE: u64 = 1 << 2;
+    /// SGI exit: `ICC_ASGI1R_EL1` (group 1, other security state).
+    pub const SGI_ASGI1R: u64 = 1 << 3;
+    /// SGI exit: `ICC_SGI0R_EL1` (group 0).
+    pub const SGI_SGI0R: u64 = 1 << 4;
+}
+
+/// One virtual interrupt, as a word: `vintid` in bits 0..32, priority in
+/// bits 32..40, group 1 in bit 40, state in bits 41..43 (1 pending, 2
+/// active, 3 both), hardware-mapped in bit 43 with the physical INTID in
+/// bits 44..64.
+pub mod irq {
+    /// Pending.
+    pub const PENDING: u64 = 1;
+    /// Active.
+    pub const ACTIVE: u64 = 2;
+
+    /// Encodes an interrupt word.
+    pub const fn encode(vintid: u32, priority: u8, group1: bool, state: u64) -> u64 {
+        vintid as u64 | (priority as u64) << 32 | (group1 as u64) << 40 | (state & 3) << 41
+    }
+    /// The virtual INTID.
+    pub const fn vintid(w: u64) -> u32 {
+        w as u32
+    }
+    /// The priority.
+    pub const fn priority(w: u64) -> u8 {
+        (w >> 32) as u8
+    }
+    /// Group 1 (else group 0).
+    pub const fn group1(w: u64) -> bool {
+        w & (1 << 40) != 0
+    }
+    /// The state bits ([`PENDING`], [`ACTIVE`]).
+    pub const fn state(w: u64) -> u64 {
+        (w >> 41) & 3
+    }
+    /// With the state replaced.
+    pub const fn with_state(w: u64, state: u64) -> u64 {
+        (w & !(3 << 41)) | (state & 3) << 41
+    }
+    /// Hardware-mapped: the physical INTID, if the bit is set.
+    pub const fn hw(w: u64) -> Option<u32> {
+        if w & (1 << 43) != 0 {
+            Some((w >> 44) as u32)
+        } else {
+            None
+        }
+    }
+    /// Bit 43: hardware-mapped.
+    pub const HW: u64 = 1 << 43;
+}
+
+const _: () = assert!(ENTRY_WORDS <= EXIT && WORDS * 8 <= 4096);

@@ -1,0 +1,215 @@
+//! The GIC virtual CPU interface as KCore programs it: list registers in a
+//! GIC-version-neutral form, and the checks on the interrupts KServ asks to
+//! inject.
+//!
+//! KServ runs the distributor and redistributor model (in the untrusted
+//! shim, as KVM does) and tells KCore, at each entry, which virtual
+//! interrupts should be pending or active. KCore refuses anything that could
+//! reach beyond the VM: a hardware-mapped entry (KServ owns no physical
+//! interrupt that is delegated to a guest), the virtual timer's PPI (KCore
+//! delivers the guest's own timer itself), INTIDs outside the SGI/PPI/SPI
+//! ranges, duplicates, more entries than the hardware has list registers.
+//! `kcore-arch` turns an [`Lr`] into `ICH_LR<n>_EL2` (GICv3) or `GICH_LR<n>`
+//! (GICv2).
+
+use kcore_abi::Error;
+use kcore_abi::run::irq;
+
+/// The virtual timer's PPI (the architected `CNTV` interrupt).
+pub const TIMER_PPI: u32 = 27;
+/// First INTID that is not an SPI (1020..1023 are special).
+const SPI_END: u32 = 1020;
+/// Most list registers any GIC has (GICv3: 16).
+pub const MAX_LRS: usize = 16;
+
+/// The state of a list register entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LrState {
+    /// Empty: the interrupt was completed (or never loaded).
+    #[default]
+    Invalid,
+    /// Pending.
+    Pending,
+    /// Active (acknowledged, not yet deactivated).
+    Active,
+    /// Active and pending again.
+    PendingActive,
+}
+
+impl LrState {
+    /// From the two state bits of an [`irq`] word.
+    pub const fn from_bits(b: u64) -> LrState {
+        match b & 3 {
+            0 => LrState::Invalid,
+            1 => LrState::Pending,
+            2 => LrState::Active,
+            _ => LrState::PendingActive,
+        }
+    }
+    /// The two state bits.
+    pub const fn bits(self) -> u64 {
+        match self {
+            LrState::Invalid => 0,
+            LrState::Pending => 1,
+            LrState::Active => 2,
+            LrState::PendingActive => 3,
+        }
+    }
+}
+
+/// One list register entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lr {
+    /// The virtual INTID the guest sees.
+    pub vintid: u32,
+    /// Priority (GICv3 LR: 8 bits, of which the implemented ones count).
+    pub priority: u8,
+    /// Group 1 (else group 0).
+    pub group1: bool,
+    /// State.
+    pub state: LrState,
+    /// The physical INTID the guest's deactivation also deactivates.
+    pub hw: Option<u32>,
+}
+
+/// The entries loaded for one entry into a guest: KServ's first (in the
+/// order supplied), then KCore's own timer entry if it has one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LrSet {
+    /// The entries; only the first `len` count.
+    pub lrs: [Lr; MAX_LRS],
+    /// How many entries are in use.
+    pub len: usize,
+}
+
+impl LrSet {
+    /// The entries in use.
+    pub fn as_slice(&self) -> &[Lr] {
+        &self.lrs[..self.len.min(MAX_LRS)]
+    }
+    /// The entries in use, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [Lr] {
+        let n = self.len.min(MAX_LRS);
+        &mut self.lrs[..n]
+    }
+    /// Appends `lr`; false when full.
+    pub fn push(&mut self, lr: Lr) -> bool {
+        if self.len >= MAX_LRS {
+            return false;
+        }
+        self.lrs[self.len] = lr;
+        self.len += 1;
+        true
+    }
+}
+
+/// Checks KServ's interrupt words for one entry and turns them into list
+/// register entries. `free_lrs` is how many list registers KServ may fill
+/// (the hardware's count minus the one KCore keeps for the timer).
+pub fn check_irqs(words: &[u64], free_lrs: usize) -> Result<LrSet, Error> {
+    if words.len() > free_lrs || words.len() > MAX_LRS {
+        return Err(Error::InvalidParameter);
+    }
+    let mut set = LrSet::default();
+    for (i, &w) in words.iter().enumerate() {
+        if irq::hw(w).is_some() {
+            return Err(Error::Denied);
+        }
+        let vintid = irq::vintid(w);
+        if vintid == TIMER_PPI {
+            return Err(Error::Denied);
+        }
+        if vintid >= SPI_END {
+            return Err(Error::InvalidParameter);
+        }
+        // Bits 44..64 only mean something with the hardware bit.
+        if w >> 44 != 0 {
+            return Err(Error::InvalidParameter);
+        }
+        let state = LrState::from_bits(irq::state(w));
+        if state == LrState::Invalid {
+            return Err(Error::InvalidParameter);
+        }
+        if words[..i].iter().any(|&o| irq::vintid(o) == vintid) {
+            return Err(Error::InvalidParameter);
+        }
+        set.push(Lr {
+            vintid,
+            priority: irq::priority(w),
+            group1: irq::group1(w),
+            state,
+            hw: None,
+        });
+    }
+    Ok(set)
+}
+
+/// The word reporting `lr`'s state after an exit, for KServ's entry `w`.
+pub fn report(w: u64, lr: &Lr) -> u64 {
+    irq::with_state(w, lr.state.bits())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(vintid: u32, state: u64) -> u64 {
+        irq::encode(vintid, 0xa0, true, state)
+    }
+
+    #[test]
+    fn accepts_sgis_ppis_spis() {
+        let s = check_irqs(&[w(1, 1), w(30, 2), w(1019, 3)], 3).expect("valid");
+        assert_eq!(s.len, 3);
+        assert_eq!(s.lrs[0].vintid, 1);
+        assert_eq!(s.lrs[1].state, LrState::Active);
+        assert_eq!(s.lrs[2].state, LrState::PendingActive);
+        assert_eq!(s.lrs[2].priority, 0xa0);
+        assert!(s.lrs[2].group1);
+        assert!(s.as_slice().iter().all(|l| l.hw.is_none()));
+    }
+
+    #[test]
+    fn refuses_what_is_not_kservs() {
+        assert_eq!(
+            check_irqs(&[w(40, 1) | irq::HW | 40 << 44], 3),
+            Err(Error::Denied)
+        );
+        assert_eq!(check_irqs(&[w(40, 1) | irq::HW], 3), Err(Error::Denied));
+        assert_eq!(check_irqs(&[w(TIMER_PPI, 1)], 3), Err(Error::Denied));
+    }
+
+    #[test]
+    fn refuses_malformed() {
+        let bad: [&[u64]; 6] = [
+            &[w(1020, 1)],
+            &[w(1023, 1)],
+            &[w(8192, 1)],
+            &[w(5, 0)],
+            &[w(5, 1), w(5, 2)],
+            &[w(5, 1) | 1 << 50],
+        ];
+        for b in bad {
+            assert_eq!(check_irqs(b, 3), Err(Error::InvalidParameter), "{b:x?}");
+        }
+        assert_eq!(
+            check_irqs(&[w(1, 1), w(2, 1), w(3, 1), w(4, 1)], 3),
+            Err(Error::InvalidParameter),
+            "more than the free list registers"
+        );
+        assert!(check_irqs(&[], 0).is_ok());
+    }
+
+    #[test]
+    fn report_replaces_only_the_state() {
+        let word = w(33, 1);
+        let lr = Lr {
+            vintid: 33,
+            state: LrState::Active,
+            ..Lr::default()
+        };
+        assert_eq!(irq::state(report(word, &lr)), 2);
+        assert_eq!(irq::vintid(report(word, &lr)), 33);
+        assert_eq!(irq::priority(report(word, &lr)), 0xa0);
+    }
+}

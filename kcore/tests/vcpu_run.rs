@@ -1,0 +1,517 @@
+//! `host_vcpu_run` and the vCPU register calls, on a scripted guest CPU:
+//! the first run of a protected vCPU takes only a PC inside its verified
+//! image and `x0`, its registers are KServ's to neither read nor set after
+//! that, exits expose only what DESIGN.md §1 allows, the run page is read
+//! once and checked, a guest's CPU_ON decides where its target starts, and
+//! KServ's virtual interrupts are checked before they reach list registers.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on an unexpected error"
+)]
+
+mod common;
+
+use common::{FIRST_HOST_PFN, RAM, World, check_invariants, hvc, world};
+use ed25519_compact::{KeyPair, Seed};
+use kcore::addr::Pa;
+use kcore::exception::ec;
+use kcore::host::{Direct, Regs, run_result};
+use kcore::hw::PhysMemory;
+use kcore::image::VerifyKey;
+use kcore::mem_protect::RunArgs;
+use kcore::vcpu::{ExitKind, GuestExit, VcpuContext, mpidr_of, run_vcpu};
+use kcore::vgic::{LrState, TIMER_PPI};
+use kcore_abi::run::{self, exit, exit_flags, irq};
+use kcore_abi::{Error, HypercallId as H, reg, vm_flags};
+use kcore_arch::host_double::ScriptedGuest;
+
+const IMAGE_PFN: u64 = FIRST_HOST_PFN + 32;
+const SIG_PFN: u64 = FIRST_HOST_PFN + 60;
+const RUN_PFN: u64 = FIRST_HOST_PFN + 61;
+const SPARE_PFN: u64 = FIRST_HOST_PFN + 70;
+const GFN: u64 = 0x80;
+const IMAGE_LEN: usize = 2 * 4096;
+const ENTRY: u64 = (GFN << 12) + 0x40;
+const MMIO_GFN: u64 = 0x9000;
+
+struct Vm {
+    w: World,
+    h: u64,
+}
+
+/// A VM with `vcpus` vCPUs (protected: with a verified image at `GFN`).
+fn vm(protected: bool, vcpus: u64) -> Vm {
+    let mut w = world();
+    let kp = KeyPair::from_seed(Seed::new([3; 32]));
+    w.host
+        .mem_mut()
+        .set_verify_key(VerifyKey::new(*kp.pk).unwrap());
+    let flags = if protected { vm_flags::PROTECTED } else { 0 };
+    let r = hvc(&mut w, H::HostCreateVm, &[flags, 0, 4, FIRST_HOST_PFN, 16]);
+    assert_eq!(r[0], 0);
+    let h = r[1];
+    for i in 0..vcpus {
+        assert_eq!(hvc(&mut w, H::HostCreateVcpu, &[h, i])[0], 0);
+    }
+    assert_eq!(hvc(&mut w, H::HostDeclareMmio, &[h, MMIO_GFN, 1])[0], 0);
+    let img: Vec<u8> = (0..IMAGE_LEN).map(|i| (i * 5) as u8).collect();
+    w.hw.write(IMAGE_PFN << 12, &img);
+    for i in 0..2 {
+        assert_eq!(
+            hvc(&mut w, H::HostDonateGuest, &[h, IMAGE_PFN + i, GFN + i])[0],
+            0
+        );
+    }
+    if protected {
+        w.hw.write(SIG_PFN << 12, kp.sk.sign(&img, None).as_ref());
+        let r = hvc(
+            &mut w,
+            H::HostVerifyImage,
+            &[h, GFN, IMAGE_LEN as u64, SIG_PFN],
+        );
+        assert_eq!(r[0], 0);
+    }
+    Vm { w, h }
+}
+
+fn sync(esr: u64, ipa: u64) -> GuestExit {
+    GuestExit {
+        kind: ExitKind::Sync,
+        esr,
+        far: 0xffff_8000_0000_0000 | (ipa & 0xFFF),
+        hpfar: (ipa >> 12) << 4,
+    }
+}
+
+fn irq_exit() -> GuestExit {
+    GuestExit {
+        kind: ExitKind::Irq,
+        esr: 0,
+        far: 0,
+        hpfar: 0,
+    }
+}
+
+/// A data abort with ISV: translation fault, level 3.
+fn dabt(write: bool, sas: u64, rt: u64) -> u64 {
+    ec::DABT_LOW << 26
+        | 1 << 25
+        | 1 << 24
+        | sas << 22
+        | rt << 16
+        | 1 << 15
+        | (write as u64) << 6
+        | 7
+}
+
+fn run_page(v: &mut Vm, completion: u64, irqs: &[u64]) {
+    let mut words = [0u64; run::ENTRY_WORDS];
+    words[run::COMPLETION] = completion;
+    words[run::IRQ_COUNT] = irqs.len() as u64;
+    words[run::IRQS..run::IRQS + irqs.len()].copy_from_slice(irqs);
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    v.w.hw.write(RUN_PFN << 12, &bytes);
+}
+
+fn exit_words(v: &World) -> Vec<u64> {
+    let mut out = vec![0u64; run::WORDS];
+    v.hw.read_words(Pa(RUN_PFN << 12), &mut out);
+    out
+}
+
+/// One `host_vcpu_run` through the HVC dispatcher and the run loop, as the
+/// EL2 glue does it. Returns `(x0, x1)`.
+fn run(v: &mut Vm, vcpu: u64, g: &mut ScriptedGuest) -> (u64, u64) {
+    let mut regs: Regs = [0; 31];
+    regs[0] = H::HostVcpuRun.function_id() as u64;
+    regs[1..4].copy_from_slice(&[v.h, vcpu, RUN_PFN]);
+    let a = v.w.host.handle_hvc(0, &mut regs, &mut v.w.hw).unwrap();
+    assert_eq!(
+        a,
+        RunArgs {
+            handle: v.h,
+            vcpu,
+            run_pfn: RUN_PFN
+        }
+    );
+    let mut d = Direct {
+        host: &mut v.w.host,
+        hw: &mut v.w.hw,
+    };
+    let r = run_vcpu(&mut d, g, a);
+    run_result(r, &mut regs);
+    check_invariants(&v.w).unwrap();
+    (regs[0], regs[1])
+}
+
+fn set(v: &mut Vm, vcpu: u64, id: u64, val: u64) -> u64 {
+    hvc(&mut v.w, H::HostVcpuSetReg, &[v.h, vcpu, id, val])[0]
+}
+
+fn get(v: &mut Vm, vcpu: u64, id: u64) -> [u64; 4] {
+    hvc(&mut v.w, H::HostVcpuGetReg, &[v.h, vcpu, id])
+}
+
+#[test]
+fn protected_first_run_takes_only_a_pc_in_the_image_and_x0() {
+    let mut v = vm(true, 1);
+    let denied = Error::Denied.to_x0();
+    assert_eq!(set(&mut v, 0, reg::x(1), 5), denied, "x1");
+    assert_eq!(set(&mut v, 0, reg::sys::VBAR_EL1, 5), denied);
+    assert_eq!(set(&mut v, 0, reg::PSTATE, 0x3c5), denied);
+    assert_eq!(get(&mut v, 0, reg::PC)[0], denied);
+    // A PC outside the verified image: refused at run time, nothing runs.
+    assert_eq!(set(&mut v, 0, reg::PC, (GFN << 12) + IMAGE_LEN as u64), 0);
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    assert_eq!(run(&mut v, 0, &mut g), (denied, 0));
+    assert!(g.entries.is_empty());
+    assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
+    assert_eq!(set(&mut v, 0, reg::X0, 0xB007), 0);
+    g.then_do(irq_exit(), |ctx, _| ctx.x[9] = 0x5EC2E7);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    let (ctx, _) = g.entries[0];
+    let mut expect = VcpuContext::reset(0);
+    expect.pc = ENTRY;
+    expect.x[0] = 0xB007;
+    assert_eq!(ctx.x, expect.x, "every other register is zero");
+    assert_eq!(
+        (ctx.pc, ctx.pstate, ctx.sys),
+        (expect.pc, expect.pstate, expect.sys)
+    );
+    // After the first run: nothing in, nothing out.
+    for id in [reg::PC, reg::X0, reg::x(9), reg::sys::SCTLR_EL1, reg::V_LO] {
+        assert_eq!(set(&mut v, 0, id, 1), denied, "set {id:#x}");
+        let r = get(&mut v, 0, id);
+        assert_eq!(r, [denied, 0, 0, 0], "get {id:#x}");
+    }
+    // The exit page says an interrupt happened, and nothing else.
+    let out = exit_words(&v.w);
+    assert_eq!(out[run::EXIT_REASON], exit::IRQ);
+    assert_eq!(&out[run::EXIT_FLAGS..run::EXIT_TIMER_CTL], &[0; 7]);
+    assert_eq!(out[run::EXIT_TIMER_DEADLINE], u64::MAX);
+    // The registers survive: the next run resumes where the guest was.
+    g.then(irq_exit());
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    assert_eq!(g.entries[1].0.x[9], 0x5EC2E7);
+}
+
+#[test]
+fn a_protected_vm_runs_only_once_verified() {
+    let mut w = world();
+    let r = hvc(
+        &mut w,
+        H::HostCreateVm,
+        &[vm_flags::PROTECTED, 0, 1, FIRST_HOST_PFN, 8],
+    );
+    assert_eq!(hvc(&mut w, H::HostCreateVcpu, &[r[1], 0])[0], 0);
+    let mut v = Vm { w, h: r[1] };
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    assert_eq!(run(&mut v, 0, &mut g).0, Error::Denied.to_x0());
+    assert_eq!(run(&mut v, 1, &mut g).0, Error::NotFound.to_x0());
+}
+
+#[test]
+fn non_protected_registers_are_kservs() {
+    let mut v = vm(false, 1);
+    for (id, val) in [
+        (reg::x(7), 7),
+        (reg::PC, 0x4000_0000),
+        (reg::sys::VBAR_EL1, 0x4000_8000),
+        (reg::V_HI + 3, 0xABCD),
+        (reg::FPCR, 0x0300_0000),
+    ] {
+        assert_eq!(set(&mut v, 0, id, val), 0, "{id:#x}");
+        assert_eq!(get(&mut v, 0, id)[..2], [0, val], "{id:#x}");
+    }
+    assert_eq!(
+        set(&mut v, 0, reg::PSTATE, 0x3c9),
+        Error::InvalidParameter.to_x0(),
+        "EL2h"
+    );
+    assert_eq!(
+        set(&mut v, 0, reg::PSTATE, 0x10),
+        Error::InvalidParameter.to_x0(),
+        "AArch32"
+    );
+    assert_eq!(get(&mut v, 0, 0xFFFF)[0], Error::NotFound.to_x0());
+    assert_eq!(get(&mut v, 0, reg::sys::MPIDR_EL1)[1], mpidr_of(0));
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.then_do(irq_exit(), |ctx, _| ctx.x[7] = 70);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    assert_eq!(g.entries[0].0.pc, 0x4000_0000);
+    assert_eq!(get(&mut v, 0, reg::x(7))[1], 70);
+}
+
+#[test]
+fn mmio_exits_carry_one_register_and_reads_complete_into_one() {
+    let mut v = vm(true, 1);
+    assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    let mmio = (MMIO_GFN << 12) + 0x104;
+    g.then_do(sync(dabt(true, 2, 5), mmio), |ctx, _| {
+        ctx.x = [0x1111_2222_3333_4444; 31];
+    });
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::MMIO));
+    let out = exit_words(&v.w);
+    assert_eq!(out[run::EXIT_ADDR], mmio);
+    assert_eq!(out[run::EXIT_WIDTH], 4);
+    assert_eq!(out[run::EXIT_FLAGS], exit_flags::WRITE);
+    assert_eq!(out[run::EXIT_DATA], 0x3333_4444, "x5, clamped to 32 bits");
+    // A read into x3: nothing of the guest's goes out, the completion
+    // comes back into x3 only, and the PC moves past the load.
+    g.then(sync(dabt(false, 0, 3), mmio));
+    run_page(&mut v, 0, &[]);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::MMIO));
+    let out = exit_words(&v.w);
+    assert_eq!((out[run::EXIT_DATA], out[run::EXIT_FLAGS]), (0, 0));
+    assert_eq!(out[run::EXIT_WIDTH], 1);
+    run_page(&mut v, 0x1FF, &[]);
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    let (ctx, _) = g.entries[2];
+    assert_eq!(ctx.x[3], 0xFF, "ldrb zero-extends the completion");
+    assert_eq!(ctx.x[4], 0x1111_2222_3333_4444);
+    assert_eq!(ctx.pc, ENTRY + 8);
+    // A completion on a run that follows no read changes nothing.
+    run_page(&mut v, 0x77, &[]);
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[3].0.x, ctx.x);
+}
+
+#[test]
+fn memory_faults_show_only_the_page_and_retry() {
+    let mut v = vm(true, 1);
+    assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.then_do(sync(dabt(true, 3, 2), 0x0012_3456), |ctx, _| {
+        ctx.x[2] = 0x5EC2E7;
+        ctx.pc = ENTRY + 0x10;
+    });
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::MEM_FAULT));
+    let out = exit_words(&v.w);
+    assert_eq!(out[run::EXIT_ADDR], 0x0012_3000);
+    assert_eq!(out[run::EXIT_FLAGS], exit_flags::WRITE);
+    assert_eq!(out[run::EXIT_DATA], 0);
+    assert!(!out.contains(&0x5EC2E7));
+    // KServ donates the page; the guest retries the same instruction.
+    assert_eq!(
+        hvc(&mut v.w, H::HostDonateGuest, &[v.h, SPARE_PFN, 0x123])[0],
+        0
+    );
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[1].0.pc, ENTRY + 0x10);
+}
+
+#[test]
+fn the_guests_cpu_on_decides_where_its_target_starts() {
+    let mut v = vm(true, 2);
+    assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
+    // KServ tries to choose vCPU 1's start itself (inside the image).
+    assert_eq!(set(&mut v, 1, reg::PC, ENTRY + 0x100), 0);
+    assert_eq!(set(&mut v, 1, reg::X0, 0xBAD), 0);
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.then_do(sync(ec::HVC64 << 26, 0), |ctx, _| {
+        ctx.x[0] = 0xC400_0003;
+        ctx.x[1] = mpidr_of(1);
+        ctx.x[2] = ENTRY + 0x200;
+        ctx.x[3] = 0xC0FFEE;
+        ctx.x[4] = 0x5EC2E7;
+    });
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::PSCI));
+    let out = exit_words(&v.w);
+    assert_eq!(out[run::EXIT_DATA], 0xC400_0003);
+    assert_eq!(
+        out[run::EXIT_ARGS..run::EXIT_ARGS + 3],
+        [mpidr_of(1), ENTRY + 0x200, 0xC0FFEE]
+    );
+    assert!(!out.contains(&0x5EC2E7));
+    run_page(&mut v, 0, &[]);
+    g.then(irq_exit());
+    assert_eq!(run(&mut v, 1, &mut g), (0, exit::IRQ));
+    let (ctx, _) = g.entries[1];
+    assert_eq!((ctx.pc, ctx.x[0]), (ENTRY + 0x200, 0xC0FFEE));
+    assert_eq!(ctx.mpidr, mpidr_of(1));
+    // vCPU 0 gets KServ's PSCI answer in x0 only.
+    g.then(irq_exit());
+    run_page(&mut v, 0, &[]);
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[2].0.x[0], 0);
+    assert_eq!(g.entries[2].0.x[4], 0x5EC2E7);
+    // CPU_ON of a running vCPU: ALREADY_ON from KCore, KServ not involved.
+    g.then_do(sync(ec::HVC64 << 26, 0), |ctx, _| {
+        ctx.x[0] = 0xC400_0003;
+        ctx.x[1] = mpidr_of(1);
+    });
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[4].0.x[0], -4i64 as u64);
+    // CPU_OFF: vCPU 1 stays off until a CPU_ON; KServ cannot run it.
+    g.then_do(sync(ec::HVC64 << 26, 0), |ctx, _| ctx.x[0] = 0x8400_0002);
+    run_page(&mut v, 0, &[]);
+    assert_eq!(run(&mut v, 1, &mut g), (0, exit::PSCI));
+    assert_eq!(run(&mut v, 1, &mut g).0, Error::Denied.to_x0());
+}
+
+#[test]
+fn kservs_interrupts_are_checked_and_their_state_reported() {
+    let mut v = vm(true, 1);
+    assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
+    let mut g = ScriptedGuest::new(4);
+    // Refused: hardware-mapped, the timer's PPI, more than the free list
+    // registers, a malformed state. Nothing runs, nothing changes.
+    for (irqs, e) in [
+        (
+            vec![irq::encode(40, 0xa0, true, irq::PENDING) | irq::HW | 40 << 44],
+            Error::Denied,
+        ),
+        (
+            vec![irq::encode(TIMER_PPI, 0xa0, true, irq::PENDING)],
+            Error::Denied,
+        ),
+        (
+            (1..=4)
+                .map(|i| irq::encode(i, 0xa0, true, irq::PENDING))
+                .collect(),
+            Error::InvalidParameter,
+        ),
+        (vec![irq::encode(3, 0, true, 0)], Error::InvalidParameter),
+    ] {
+        run_page(&mut v, 0, &irqs);
+        assert_eq!(run(&mut v, 0, &mut g).0, e.to_x0(), "{irqs:x?}");
+    }
+    assert!(g.entries.is_empty());
+    assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0, "still never ran");
+    let sgi = irq::encode(1, 0xa0, true, irq::PENDING);
+    let spi = irq::encode(40, 0x80, true, irq::PENDING);
+    run_page(&mut v, 0, &[sgi, spi]);
+    g.then_do(irq_exit(), |_, lrs| {
+        lrs.lrs[0].state = LrState::Active;
+        lrs.lrs[1].state = LrState::Invalid;
+    });
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    let lrs = g.entries[0].1;
+    assert_eq!(lrs.len, 2);
+    assert_eq!((lrs.lrs[0].vintid, lrs.lrs[0].hw), (1, None));
+    assert_eq!(lrs.lrs[1].priority, 0x80);
+    let out = exit_words(&v.w);
+    assert_eq!(out[run::EXIT_IRQ_COUNT], 2);
+    assert_eq!(irq::state(out[run::EXIT_IRQS]), irq::ACTIVE);
+    assert_eq!(irq::vintid(out[run::EXIT_IRQS]), 1);
+    assert_eq!(irq::state(out[run::EXIT_IRQS + 1]), 0, "completed");
+}
+
+#[test]
+fn the_guest_timer_is_delivered_by_kcore() {
+    let mut v = vm(false, 1);
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.now = 1000;
+    g.then_do(irq_exit(), |ctx, _| {
+        ctx.cntv_cval = 2000;
+        ctx.cntv_ctl = 1;
+    });
+    run(&mut v, 0, &mut g);
+    let out = exit_words(&v.w);
+    assert_eq!(out[run::EXIT_TIMER_CTL], 1);
+    assert_eq!(
+        out[run::EXIT_TIMER_DEADLINE],
+        2000,
+        "KServ can wake the vCPU then"
+    );
+    g.now = 1999;
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[1].1.len, 0);
+    g.now = 2000;
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    let lr = g.entries[2].1.lrs[0];
+    assert_eq!(
+        (lr.vintid, lr.hw, lr.state),
+        (TIMER_PPI, Some(TIMER_PPI), LrState::Pending)
+    );
+}
+
+#[test]
+fn the_run_page_must_be_kservs_and_well_formed() {
+    let mut v = vm(false, 1);
+    let mut g = ScriptedGuest::new(4);
+    let mut regs: Regs = [0; 31];
+    for (pfn, e) in [
+        (RAM >> 12, Error::Denied),      // KCore's
+        (IMAGE_PFN, Error::Denied),      // the guest's
+        (FIRST_HOST_PFN, Error::Denied), // the VM's table pool
+        (0x10, Error::InvalidParameter), // not RAM
+    ] {
+        let a = RunArgs {
+            handle: v.h,
+            vcpu: 0,
+            run_pfn: pfn,
+        };
+        let mut d = Direct {
+            host: &mut v.w.host,
+            hw: &mut v.w.hw,
+        };
+        run_result(run_vcpu(&mut d, &mut g, a), &mut regs);
+        assert_eq!(regs[0], e.to_x0(), "{pfn:#x}");
+    }
+    let mut words = vec![0u8; 8];
+    words[0] = 1;
+    v.w.hw.write(RUN_PFN << 12, &words);
+    assert_eq!(
+        run(&mut v, 0, &mut g).0,
+        Error::InvalidParameter.to_x0(),
+        "flags"
+    );
+    run_page(&mut v, 0, &[]);
+    v.w.hw.write(
+        (RUN_PFN << 12) + 8 * run::IRQ_COUNT as u64,
+        &17u64.to_le_bytes(),
+    );
+    assert_eq!(
+        run(&mut v, 0, &mut g).0,
+        Error::InvalidParameter.to_x0(),
+        "count"
+    );
+    assert!(g.entries.is_empty());
+}
+
+#[test]
+fn a_running_vcpu_keeps_its_vm_alive() {
+    let mut v = vm(false, 1);
+    run_page(&mut v, 0, &[]);
+    let a = RunArgs {
+        handle: v.h,
+        vcpu: 0,
+        run_pfn: RUN_PFN,
+    };
+    let l = v.w.host.mem_mut().vcpu_load(a, 4, &mut v.w.hw).unwrap();
+    assert_eq!(
+        hvc(&mut v.w, H::HostTeardownVm, &[v.h])[0],
+        Error::Busy.to_x0()
+    );
+    assert_eq!(get(&mut v, 0, reg::PC)[0], Error::Busy.to_x0());
+    assert_eq!(set(&mut v, 0, reg::PC, 0), Error::Busy.to_x0());
+    let mut g = ScriptedGuest::new(4);
+    assert_eq!(
+        run(&mut v, 0, &mut g).0,
+        Error::Busy.to_x0(),
+        "one CPU at a time"
+    );
+    v.w.host.mem_mut().vcpu_put(&l, &mut v.w.hw);
+    assert_eq!(hvc(&mut v.w, H::HostTeardownVm, &[v.h])[0], 0);
+    // The context page is the VM's until reclaimed, then scrubbed.
+    let page = l.ctx_page.raw() >> 12;
+    assert_eq!(hvc(&mut v.w, H::HostReclaimPage, &[v.h, page])[0], 0);
+    assert!(v.w.hw.is_zero(page << 12));
+    check_invariants(&v.w).unwrap();
+}
