@@ -39,6 +39,10 @@ const EL2_CRATES: &[&str] = &[
 
 /// KServ's userspace tools and their target.
 const MUSL_CRATES: &[&str] = &["kserv-tools"];
+/// Crates built for guests: the bare-metal test guest (hard-float, FP/SIMD
+/// allowed, unlike KCore).
+const GUEST_CRATES: &[&str] = &["kcore-test-guest"];
+const GUEST_TARGET: &str = "aarch64-unknown-none";
 const MUSL_TARGET: &str = "aarch64-unknown-linux-musl";
 
 /// The target of KCore.
@@ -92,6 +96,12 @@ fn steps(args: &TestArgs) -> Vec<Step> {
         }
         musl.extend(["--target", MUSL_TARGET, "--", "-D", "warnings"]);
         steps.push(cargo(&musl));
+        let mut guest = vec!["clippy"];
+        for krate in GUEST_CRATES {
+            guest.extend(["-p", krate]);
+        }
+        guest.extend(["--target", GUEST_TARGET, "--", "-D", "warnings"]);
+        steps.push(cargo(&guest));
     }
     // The system tests are a workspace member (so clippy sees them) but need
     // build artefacts and QEMU: they run last, after the build.
@@ -257,6 +267,7 @@ mod tests {
                 "cargo clippy -p kcore -p kcore-abi -p kcore-arch -p kcore-boot -p kcore-payload \
                  -p kserv-core --target aarch64-unknown-none-softfloat -- -D warnings",
                 "cargo clippy -p kserv-tools --target aarch64-unknown-linux-musl -- -D warnings",
+                "cargo clippy -p kcore-test-guest --target aarch64-unknown-none -- -D warnings",
                 "cargo test --workspace --exclude kcore-systests",
                 "build (cargo xtask build)",
                 "cargo test -p kcore-systests --no-fail-fast -- --test-threads=2",

@@ -1,0 +1,79 @@
+//! The GICv3 CPU interface, through its system registers only: the host's
+//! virtual GIC delivers SGIs and the timer PPI without the guest touching a
+//! distributor or redistributor.
+
+use core::arch::asm;
+
+/// `ICC_SRE_EL1.SRE`: use the system-register interface.
+const ICC_SRE_EL1_SRE: u64 = 1 << 0;
+/// `ICC_PMR_EL1`: let every priority through.
+const PRIORITY_MASK_ALL: u64 = 0xff;
+/// `ICC_SGI1R_EL1.INTID` is bits 27:24.
+const SGI1R_INTID_SHIFT: u32 = 24;
+
+/// The INTIDs `ICC_IAR1_EL1` returns when no interrupt is to be handled
+/// (1020..=1023; 1023 is "spurious"). These must not be EOIed.
+pub const SPECIAL_INTIDS: core::ops::RangeInclusive<u32> = 1020..=1023;
+
+/// Enables this vCPU's CPU interface for Group 1 interrupts of any priority.
+pub fn init() {
+    // SAFETY: configures this vCPU's GIC CPU interface; no memory access.
+    unsafe {
+        asm!(
+            "mrs {t}, icc_sre_el1",
+            "orr {t}, {t}, #{sre}",
+            "msr icc_sre_el1, {t}",
+            "isb",
+            "msr icc_pmr_el1, {pmr}",
+            "msr icc_bpr1_el1, xzr",
+            "msr icc_igrpen1_el1, {one}",
+            "isb",
+            t = out(reg) _,
+            sre = const ICC_SRE_EL1_SRE,
+            pmr = in(reg) PRIORITY_MASK_ALL,
+            one = in(reg) 1u64,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+}
+
+/// Acknowledges the highest-priority pending interrupt: its INTID, or one of
+/// [`SPECIAL_INTIDS`].
+pub fn acknowledge() -> u32 {
+    let v: u64;
+    // SAFETY: reads ICC_IAR1_EL1, which activates the interrupt it returns;
+    // the caller completes it with `end_of_interrupt`.
+    unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    (v & 0xff_ffff) as u32
+}
+
+/// Completes (drops priority and deactivates, EOImode 0) an acknowledged
+/// interrupt.
+pub fn end_of_interrupt(intid: u32) {
+    // SAFETY: writes ICC_EOIR1_EL1 for an interrupt this vCPU acknowledged.
+    unsafe {
+        asm!(
+            "msr icc_eoir1_el1, {}",
+            "isb",
+            in(reg) u64::from(intid),
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+}
+
+/// Sends SGI `intid` to the vCPU with affinity `0.0.0.target` (`target` <
+/// 16).
+pub fn send_sgi(intid: u32, target: usize) {
+    let value = u64::from(intid) << SGI1R_INTID_SHIFT | 1 << (target & 0xf);
+    // SAFETY: writes ICC_SGI1R_EL1; the `dsb` first makes this vCPU's
+    // earlier stores visible to the target's handler.
+    unsafe {
+        asm!(
+            "dsb ish",
+            "msr icc_sgi1r_el1, {}",
+            "isb",
+            in(reg) value,
+            options(nostack, preserves_flags),
+        )
+    };
+}

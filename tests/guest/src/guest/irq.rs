@@ -1,0 +1,87 @@
+//! The IRQ handler and what it records, and the idle wait built on it.
+//!
+//! The handler acknowledges one interrupt and:
+//! - the virtual timer: masks it (the tests re-arm it) and counts it with
+//!   the counter value it saw;
+//! - [`SGI_PING`] (on vCPU 1): counts it and answers with [`SGI_PONG`] to
+//!   vCPU 0;
+//! - [`SGI_PONG`] (on vCPU 0): counts it;
+//! - anything else: counts it as unexpected.
+
+use super::{cpu, gic, timer};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use kcore_test_guest::VCPUS;
+use kcore_test_guest::gic::{SGI_PING, SGI_PONG, TIMER_INTID};
+
+/// Per-vCPU record of virtual timer interrupts.
+pub struct TimerIrqs {
+    /// How many the vCPU took.
+    pub count: AtomicU32,
+    /// `CNTVCT_EL0` in the handler of the last one.
+    pub at: AtomicU64,
+}
+
+/// Timer interrupts taken, by vCPU index.
+pub static TIMER: [TimerIrqs; VCPUS as usize] = [const {
+    TimerIrqs {
+        count: AtomicU32::new(0),
+        at: AtomicU64::new(0),
+    }
+}; VCPUS as usize];
+/// [`SGI_PING`]s taken by vCPU 1.
+pub static PINGS: AtomicU32 = AtomicU32::new(0);
+/// [`SGI_PONG`]s taken by vCPU 0.
+pub static PONGS: AtomicU32 = AtomicU32::new(0);
+/// Interrupts with any other INTID (or an SGI on the wrong vCPU).
+pub static UNEXPECTED: AtomicU32 = AtomicU32::new(0);
+/// The INTID of the last unexpected interrupt.
+pub static LAST_UNEXPECTED: AtomicU32 = AtomicU32::new(0);
+
+/// Handles one IRQ (called from the vector table).
+pub fn handle() {
+    let intid = gic::acknowledge();
+    if gic::SPECIAL_INTIDS.contains(&intid) {
+        return;
+    }
+    let vcpu = cpu::index();
+    match (intid, vcpu) {
+        (TIMER_INTID, _) if vcpu < TIMER.len() => {
+            timer::mask();
+            TIMER[vcpu].at.store(timer::counter(), Ordering::SeqCst);
+            TIMER[vcpu].count.fetch_add(1, Ordering::SeqCst);
+        }
+        (SGI_PING, 1) => {
+            PINGS.fetch_add(1, Ordering::SeqCst);
+            gic::send_sgi(SGI_PONG, 0);
+        }
+        (SGI_PONG, 0) => {
+            PONGS.fetch_add(1, Ordering::SeqCst);
+        }
+        _ => {
+            LAST_UNEXPECTED.store(intid, Ordering::SeqCst);
+            UNEXPECTED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    gic::end_of_interrupt(intid);
+}
+
+/// Idles in WFI until `done()` holds or the counter reaches `deadline`;
+/// returns `done()`. The check and the WFI run with IRQs masked (an
+/// interrupt arriving in between still ends the WFI) and interrupts are taken
+/// right after each WFI. The virtual timer is armed at `deadline` so that the
+/// wait ends even if nothing else happens, and is off again on return.
+pub fn wait_until(done: impl Fn() -> bool, deadline: u64) -> bool {
+    timer::arm(deadline);
+    let finished = loop {
+        if done() {
+            break true;
+        }
+        if timer::counter() >= deadline {
+            break done();
+        }
+        cpu::wfi();
+        cpu::take_pending_irqs();
+    };
+    timer::disarm();
+    finished
+}

@@ -1,0 +1,21 @@
+//! The guest proper, at EL1: [`boot`] enters [`runner::guest_primary_main`]
+//! on vCPU 0, which runs [`tests`] in order and reports them; vCPU 1 starts
+//! in [`secondary`] when the `cpu-on` test turns it on.
+//!
+//! Both vCPUs keep IRQs masked except in [`irq::wait_until`]'s window after
+//! each WFI, so interrupt handlers never run in the middle of other code.
+
+mod boot;
+mod console;
+mod cpu;
+mod exception;
+mod fpsimd;
+mod gic;
+mod irq;
+mod mmu;
+mod psci;
+mod runner;
+mod secondary;
+mod testdev;
+mod tests;
+mod timer;

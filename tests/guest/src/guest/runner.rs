@@ -1,0 +1,104 @@
+//! vCPU 0's main loop: runs [`tests::ALL`] in order and prints one line per
+//! test (PASS here, FAIL where the test fails), then the result line; writes
+//! the status register and turns the VM off. Also the panic handler, and
+//! [`abort`] for when a test dies.
+
+use super::{console, cpu, psci, secondary, testdev, tests};
+use core::fmt;
+use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use kcore_test_guest::testdev::{STATUS, Width};
+use kcore_test_guest::{RESULT_NAME, Status, TESTS};
+
+/// A test failed; its FAIL line is already printed.
+#[derive(Debug)]
+pub struct Failed;
+
+/// What a test returns.
+pub type TestResult = Result<(), Failed>;
+
+/// Ends the enclosing test: prints its FAIL line with the formatted detail
+/// and returns [`Failed`].
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        return Err($crate::guest::runner::report_failure(format_args!($($arg)*)))
+    };
+}
+pub(crate) use fail;
+
+/// Fails the enclosing test (see [`fail!`]) unless the condition holds.
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            $crate::guest::runner::fail!($($arg)*);
+        }
+    };
+}
+pub(crate) use ensure;
+
+/// The index in [`TESTS`] of the test running now.
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+/// Tests that passed so far.
+static PASSED: AtomicU32 = AtomicU32::new(0);
+/// Set once the run is ending (so a fault while ending cannot recurse).
+static FINISHING: AtomicBool = AtomicBool::new(false);
+
+/// vCPU 0's first Rust code, called by `_start` with `x0` and the OR of
+/// `x1`..`x30` as they were at entry.
+#[unsafe(no_mangle)]
+extern "C" fn guest_primary_main(x0: u64, other_registers: u64) -> ! {
+    tests::record_boot_registers(x0, other_registers);
+    for (i, &(name, test)) in tests::ALL.iter().enumerate() {
+        CURRENT.store(i, Ordering::SeqCst);
+        if test().is_ok() {
+            PASSED.fetch_add(1, Ordering::SeqCst);
+            console::line(format_args!("{name}: PASS"));
+        }
+    }
+    finish()
+}
+
+/// Prints the running test's FAIL line with `detail` (through [`fail!`]).
+pub fn report_failure(detail: fmt::Arguments<'_>) -> Failed {
+    let name = TESTS
+        .get(CURRENT.load(Ordering::SeqCst))
+        .unwrap_or(&"guest");
+    console::line(format_args!("{name}: FAIL {detail}"));
+    Failed
+}
+
+/// Fails the running test with `why`, counts the tests after it as failed
+/// and ends the run. For faults and panics on vCPU 0.
+pub fn abort(why: fmt::Arguments<'_>) -> ! {
+    if FINISHING.load(Ordering::SeqCst) {
+        cpu::park()
+    }
+    report_failure(why);
+    finish()
+}
+
+/// Prints the result line, writes the status register and turns the VM off.
+fn finish() -> ! {
+    FINISHING.store(true, Ordering::SeqCst);
+    let passed = PASSED.load(Ordering::SeqCst);
+    let status = Status {
+        passed,
+        failed: TESTS.len() as u32 - passed,
+    };
+    console::line(format_args!(
+        "{RESULT_NAME}: {} passed, {} failed",
+        status.passed, status.failed
+    ));
+    testdev::write(STATUS, Width::Double, status.to_word());
+    psci::system_off();
+    cpu::park()
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    if cpu::index() == 0 {
+        abort(format_args!("panic: {info}"))
+    }
+    secondary::record_panic();
+    cpu::park()
+}
