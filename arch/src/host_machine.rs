@@ -5,7 +5,8 @@
 //! The TLB model counts stage-2 descriptors that went from valid to anything
 //! else and have not been followed by a flush yet; tests assert the count is
 //! zero after every call, which catches a transition that forgets its TLB
-//! invalidation. It also records every flush and every scrubbed page.
+//! invalidation. It also records every flush, every scrubbed page and every
+//! page synchronised for a guest.
 
 extern crate std;
 
@@ -33,6 +34,7 @@ pub struct FakeMachine {
     unflushed: usize,
     flushes: Vec<Flush>,
     scrubbed: Vec<Pa>,
+    synced: Vec<Pa>,
 }
 
 impl FakeMachine {
@@ -83,6 +85,10 @@ impl FakeMachine {
         &self.flushes
     }
 
+    /// Pages made visible to guests with [`PhysMemory::sync_for_guest`], in order.
+    pub fn synced(&self) -> &[Pa] {
+        &self.synced
+    }
     /// Pages scrubbed so far, in order.
     pub fn scrubbed(&self) -> &[Pa] {
         &self.scrubbed
@@ -156,6 +162,13 @@ impl PhysMemory for FakeMachine {
         for (i, w) in words.iter().enumerate() {
             self.write(pa.raw() + 8 * i as u64, &w.to_le_bytes());
         }
+    }
+    fn sync_for_guest(&mut self, page: Pa) {
+        assert!(
+            page.is_aligned(PAGE_SIZE),
+            "cache maintenance of unaligned {page}"
+        );
+        self.synced.push(page);
     }
     fn scrub_page(&mut self, page: Pa) {
         assert!(page.is_aligned(PAGE_SIZE), "scrub of unaligned {page}");

@@ -51,6 +51,10 @@ pub trait PhysMemory {
     fn write_words(&mut self, pa: Pa, words: &[u64]);
     /// Fills the 4 KiB page at `page` with zeros.
     fn scrub_page(&mut self, page: Pa);
+    /// Makes the 4 KiB page at `page` as KServ wrote it visible to a guest
+    /// that runs with its MMU or caches off: cleaned to the point of
+    /// coherency, and no stale instructions in any instruction cache.
+    fn sync_for_guest(&mut self, page: Pa);
 }
 
 /// A VMID: 0 is KServ's stage 2, `1..` are VMs'.

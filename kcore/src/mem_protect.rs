@@ -340,6 +340,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
 
     fn guest_map(&mut self, hw: &mut impl Hardware, t: PageTicket) {
         if let (Some(vm), Some(pa)) = (self.vms.get_mut(t.vm), t.pfn.pa()) {
+            hw.sync_for_guest(pa);
             let ipa = t.gfn.0 << PAGE_SHIFT;
             let needed = vm.stage2.tables_needed(hw, ipa);
             // Cannot fail: the check saw the gfn unmapped and the pool holding

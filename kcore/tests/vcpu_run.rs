@@ -305,6 +305,10 @@ fn memory_faults_show_only_the_page_and_retry() {
         hvc(&mut v.w, H::HostDonateGuest, &[v.h, SPARE_PFN, 0x123])[0],
         0
     );
+    assert!(
+        v.w.hw.synced().contains(&Pa(SPARE_PFN << 12)),
+        "a donated page is cleaned to the point of coherency before the guest maps it"
+    );
     g.then(irq_exit());
     run(&mut v, 0, &mut g);
     assert_eq!(g.entries[1].0.pc, ENTRY + 0x10);

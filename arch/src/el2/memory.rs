@@ -109,6 +109,18 @@ impl kcore::hw::PhysMemory for PhysTables {
             unsafe { dst.wrapping_add(i).write_volatile(*w) };
         }
     }
+    fn sync_for_guest(&mut self, page: Pa) {
+        crate::el2::cpu::clean_dcache_range(page.raw(), PAGE_SIZE);
+        // SAFETY: instruction cache maintenance and barriers; no data access.
+        unsafe {
+            asm!(
+                "ic ialluis",
+                "dsb ish",
+                "isb",
+                options(nostack, preserves_flags)
+            )
+        };
+    }
     fn scrub_page(&mut self, page: Pa) {
         // A scrubbed page is RAM like a table page: the same zeroing.
         TableMemory::zero_page(self, page);

@@ -210,6 +210,9 @@ impl PhysMemory for Machine {
             self.write_entry(page, first + i, *w);
         }
     }
+    fn sync_for_guest(&mut self, page: Pa) {
+        self.fake.sync_for_guest(page);
+    }
     fn scrub_page(&mut self, page: Pa) {
         self.fake.scrub_page(page);
         self.writes += 1;
