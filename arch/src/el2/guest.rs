@@ -408,6 +408,10 @@ impl GuestCpu for El2Guest {
         ctx.pc = mrs!("elr_el2");
         ctx.pstate = mrs!("spsr_el2");
 
+        // A virtual SError the guest has not taken yet stays pending.
+        if mrs!("hcr_el2") & HCR_VSE != 0 {
+            ctx.status |= status::VSERROR;
+        }
         // KServ's EL2 configuration first: from here on, interrupts stay with
         // EL1 and stage 2 is KServ's again.
         msr!("hcr_el2", host.hcr);
