@@ -18,6 +18,10 @@
 //! register: the physical PPI is made active for the run so that it cannot
 //! fire again until the guest deactivates the virtual one.
 //!
+//! Data-cache maintenance by set/way is not trapped: with `HCR_EL2.SWIO`
+//! an invalidate by set/way cleans as well, so a guest can lose no one's
+//! data, only make caches colder.
+//!
 //! Only GICv3 with the system-register interface is supported here; the
 //! list-register encoding is the one place a GICv2 (`GICH` MMIO) back end
 //! would differ.
@@ -223,7 +227,6 @@ const HCR_TWE: u64 = 1 << 14;
 const HCR_TSC: u64 = 1 << 19;
 const HCR_TIDCP: u64 = 1 << 20;
 const HCR_TACR: u64 = 1 << 21;
-const HCR_TSW: u64 = 1 << 22;
 const HCR_RW: u64 = 1 << 31;
 const HCR_TLOR: u64 = 1 << 35;
 
@@ -274,7 +277,6 @@ impl El2Guest {
             | HCR_TSC
             | HCR_TIDCP
             | HCR_TACR
-            | HCR_TSW
             | HCR_RW;
         if (mmfr1 >> 16) & 0xF != 0 {
             hcr |= HCR_TLOR;
