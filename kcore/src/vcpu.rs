@@ -270,18 +270,23 @@ pub const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
 /// PSTATE at reset: EL1h, DAIF masked.
 pub const PSTATE_RESET: u64 = 0x3C5;
 
-/// PSTATE bits KServ or a saved context may carry: NZCV, DIT, UAO, PAN, SS,
-/// IL, SSBS, BTYPE, DAIF and M.
+/// PSTATE bits KServ or a saved context may carry: NZCV, TCO, DIT, UAO,
+/// PAN, SS, IL, ALLINT, SSBS, BTYPE, DAIF and M, and PM, PPEND, EXLOCK.
+/// The hardware sets the newer ones on exception entry on CPUs that have
+/// them (`ALLINT` with FEAT_NMI, for one).
 const PSTATE_ALLOWED: u64 = 0xF000_0000
+    | 1 << 25
     | 1 << 24
     | 1 << 23
     | 1 << 22
     | 1 << 21
     | 1 << 20
+    | 1 << 13
     | 1 << 12
     | 3 << 10
     | 0xF << 6
-    | 0x1F;
+    | 0x1F
+    | 7 << 32;
 
 /// Whether `pstate` is an AArch64 EL0t, EL1t or EL1h state with no bits
 /// outside [`PSTATE_ALLOWED`]: the only states KCore ever returns into.
@@ -1184,6 +1189,7 @@ mod tests {
         assert!(!pstate_ok(0x8), "EL2t");
         assert!(!pstate_ok(0x10), "AArch32");
         assert!(!pstate_ok(0x3C5 | 1 << 40), "unknown bits");
+        assert!(pstate_ok(0x3C5 | 1 << 13), "ALLINT, set by FEAT_NMI CPUs");
         let mut c = VcpuContext::reset(0);
         assert_eq!(c.set_reg(reg::PSTATE, 0x3C9), Err(Error::InvalidParameter));
         assert_eq!(c.set_reg(reg::sys::MPIDR_EL1, 0), Err(Error::Denied));
