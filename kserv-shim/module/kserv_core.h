@@ -122,6 +122,63 @@ s64 kserv_glue_vmst_probe(void *ctx, u64 pfn, u32 write, u32 expect_fault, u64 *
 void kserv_glue_vmst_release(void *ctx, u64 pfn);
 void kserv_glue_vmst_log(void *ctx, const char *line, u32 len);
 
+/*
+ * Running kcore-test-guest in a protected VM (Rust: guest_run, ffi::GrArgs).
+ * The core sets up the VM and drives the run; the glue provides pages,
+ * threads, sleeping and time through the kserv_glue_gr_* callbacks below.
+ */
+#define KSERV_GR_VCPUS 2		/* guest_run::VCPUS */
+#define KSERV_GR_MAX_IMAGE_LEN (16 * 4096)	/* guest_run::MAX_IMAGE_LEN */
+#define KSERV_GR_SIG_LEN 64
+
+/* Results of kserv_core_guest_run (Rust: ffi::gr_result). */
+#define KSERV_GR_PASS 0
+#define KSERV_GR_FAIL 1
+#define KSERV_GR_STUCK 2	/* a vCPU thread never came back: leak ctx and state */
+
+/* The run's inputs (Rust: ffi::GrArgs). */
+struct kserv_gr_args {
+	void *ctx;		/* passed back to the kserv_glue_gr_* calls */
+	void *state;		/* kserv_core_gr_state_size() bytes, zeroed, 8-aligned */
+	u64 state_size;
+	const u8 *image;
+	u64 image_len;		/* 1 .. KSERV_GR_MAX_IMAGE_LEN */
+	const u8 *sig;		/* KSERV_GR_SIG_LEN bytes */
+	u64 timeout_secs;	/* wall-clock limit; 0: the core's default (60 s) */
+};
+static_assert(sizeof(struct kserv_gr_args) == 7 * 8);
+
+/* sizeof(struct kserv_gr_args) as the core was built. */
+size_t kserv_core_gr_args_size(void);
+/* Bytes of the threads' shared state the glue allocates, zeroed. */
+size_t kserv_core_gr_state_size(void);
+/* Number of vCPUs the core runs (must be KSERV_GR_VCPUS). */
+u32 kserv_core_gr_vcpus(void);
+
+/*
+ * Runs the guest: logs through kserv_glue_gr_log and returns KSERV_GR_*.
+ * Every page it allocated is freed through kserv_glue_gr_free or must be
+ * kept forever (KCore may still own it). KCore must be underneath.
+ */
+u32 kserv_core_guest_run(const struct kserv_gr_args *args);
+/* The body of vCPU idx's kthread, started by kserv_glue_gr_start. */
+void kserv_core_guest_vcpu(const struct kserv_gr_args *args, u32 idx);
+
+/* Provided by the C glue for kserv_core_guest_run; ctx is args->ctx. */
+u64 kserv_glue_gr_alloc(void *ctx, u32 order);	/* first pfn, or 0 */
+void kserv_glue_gr_free(void *ctx, u64 pfn);
+void kserv_glue_gr_write(void *ctx, u64 pfn, u32 offset, const u8 *data, u32 len);
+void kserv_glue_gr_read(void *ctx, u64 pfn, u32 offset, u8 *buf, u32 len);
+void kserv_glue_gr_log(void *ctx, const char *line, u32 len);
+u64 kserv_glue_gr_now(void);		/* CNTPCT_EL0 */
+u64 kserv_glue_gr_frequency(void);	/* CNTFRQ_EL0 */
+u32 kserv_glue_gr_cpu(void);
+void kserv_glue_gr_relax(void);
+s64 kserv_glue_gr_start(void *ctx, u32 idx);	/* 0 or a negative errno */
+u32 kserv_glue_gr_join(void *ctx, u32 idx, u64 deadline);	/* 1: finished */
+void kserv_glue_gr_wait(void *ctx, u32 idx, u64 deadline);
+void kserv_glue_gr_wake(void *ctx, u32 idx);
+
 /* Provided by the C glue for the Rust panic handler; never returns. */
 void __noreturn kserv_core_panic(const char *file, size_t file_len, u32 line);
 

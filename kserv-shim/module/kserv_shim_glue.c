@@ -17,6 +17,11 @@
  *   /sys/kernel/debug/kserv/vm_sig       write: its 64-byte signature
  *   /sys/kernel/debug/kserv/vm_selftest  write 1: run the VM isolation
  *                                        self-test (kserv-core vm_selftest)
+ *   /sys/kernel/debug/kserv/guest_image  write: the test guest's flat image
+ *   /sys/kernel/debug/kserv/guest_sig    write: its 64-byte signature
+ *   /sys/kernel/debug/kserv/guest_run    write 1: run the test guest in a
+ *                                        protected VM with two vCPUs
+ *                                        (kserv-core guest_run)
  *
  * All hypercalls and their logic live in the Rust core (kserv-shim/core,
  * declared in kserv_core.h); this file is the thin glue to kernel APIs.
@@ -37,6 +42,8 @@
 #include <linux/io.h>
 #include <linux/jiffies.h>
 #include <linux/kthread.h>
+#include <linux/math64.h>
+#include <linux/moduleparam.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -48,6 +55,8 @@
 #include <linux/string.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
+#include <linux/wait.h>
+#include <asm/arch_timer.h>
 #include <asm/virt.h>
 
 #include "kserv_core.h"
@@ -695,6 +704,362 @@ static const struct file_operations vm_selftest_fops = {
 	.llseek = default_llseek,
 };
 
+/* ---- debugfs: guest_image, guest_sig, guest_run ------------------------- */
+
+/*
+ * Runs kcore-test-guest in a protected VM with two vCPUs. The VM, the
+ * emulation of the guest's devices and every check live in the Rust core
+ * (kserv_core_guest_run, kserv-core's guest_run); this glue allocates and
+ * frees pages and the threads' shared state, runs vCPU i on a kthread bound
+ * to CPU i, and lets those threads sleep and wake each other. The write of
+ * "1" to guest_run runs synchronously: 0 on PASS, -EIO otherwise.
+ */
+
+/* Wall-clock limit of a run in seconds; 0: the core's default (60 s). */
+static unsigned int guest_run_timeout;
+module_param(guest_run_timeout, uint, 0644);
+MODULE_PARM_DESC(guest_run_timeout, "guest_run's time limit in seconds (0: 60)");
+
+/* Largest block kserv_glue_gr_alloc hands out (the core asks for 4 pages). */
+#define GR_MAX_ORDER 4
+
+static DEFINE_MUTEX(gr_lock);
+static u8 *gr_image;		/* KSERV_GR_MAX_IMAGE_LEN bytes, vmalloc'd on first write */
+static size_t gr_image_len;
+static u8 gr_sig[KSERV_GR_SIG_LEN];
+static size_t gr_sig_len;
+static bool gr_pinned;
+
+struct gr_run;
+
+/* One vCPU's kthread and what it sleeps on. */
+struct gr_vcpu {
+	struct gr_run *run;
+	unsigned int idx;
+	wait_queue_head_t wq;
+	atomic_t kick;			/* a wake-up since its last wait */
+	struct completion done;		/* the kthread is finished */
+};
+
+struct gr_run {
+	struct kserv_gr_args args;
+	struct gr_vcpu vcpu[KSERV_GR_VCPUS];
+	u64 freq;			/* CNTFRQ_EL0, never 0 */
+};
+
+/* The linear-map address of a page the core holds, checked. */
+static u8 *gr_addr(u64 pfn, u32 offset, u32 len)
+{
+	if (WARN_ONCE(!pfn_valid(pfn) || offset > PAGE_SIZE || len > PAGE_SIZE - offset,
+		      "kserv-shim: guest_run: bad access to pfn %#llx +%u len %u\n", pfn, offset,
+		      len))
+		return NULL;
+	return (u8 *)page_address(pfn_to_page(pfn)) + offset;
+}
+
+u64 kserv_glue_gr_alloc(void *ctx, u32 order)
+{
+	struct page *p;
+
+	if (order > GR_MAX_ORDER)
+		return 0;
+	p = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN, order);
+	if (!p)
+		return 0;
+	/* Each page can be freed alone from now on. */
+	if (order)
+		split_page(p, order);
+	return page_to_pfn(p);
+}
+
+void kserv_glue_gr_free(void *ctx, u64 pfn)
+{
+	if (!WARN_ONCE(!pfn_valid(pfn), "kserv-shim: guest_run: free of pfn %#llx\n", pfn))
+		__free_page(pfn_to_page(pfn));
+}
+
+void kserv_glue_gr_write(void *ctx, u64 pfn, u32 offset, const u8 *data, u32 len)
+{
+	u8 *dst = gr_addr(pfn, offset, len);
+
+	if (dst)
+		memcpy(dst, data, len);
+}
+
+void kserv_glue_gr_read(void *ctx, u64 pfn, u32 offset, u8 *buf, u32 len)
+{
+	const u8 *src = gr_addr(pfn, offset, len);
+
+	if (src)
+		memcpy(buf, src, len);
+	else
+		memset(buf, 0, len);
+}
+
+void kserv_glue_gr_log(void *ctx, const char *line, u32 len)
+{
+	pr_info("guest_run: %.*s\n", (int)len, line);
+}
+
+u64 kserv_glue_gr_now(void)
+{
+	return __arch_counter_get_cntpct();
+}
+
+u64 kserv_glue_gr_frequency(void)
+{
+	return arch_timer_get_cntfrq();
+}
+
+u32 kserv_glue_gr_cpu(void)
+{
+	return raw_smp_processor_id();
+}
+
+void kserv_glue_gr_relax(void)
+{
+	cond_resched();
+}
+
+static int gr_vcpu_thread(void *data)
+{
+	struct gr_vcpu *v = data;
+
+	kserv_core_guest_vcpu(&v->run->args, v->idx);
+	/* Never returns into module code once the runner may free v. */
+	kthread_complete_and_exit(&v->done, 0);
+}
+
+s64 kserv_glue_gr_start(void *ctx, u32 idx)
+{
+	struct gr_run *run = ctx;
+	struct task_struct *task;
+
+	if (idx >= KSERV_GR_VCPUS)
+		return -EINVAL;
+	if (!cpu_online(idx))
+		return -ENODEV;
+	/* vCPU i on CPU i: kserv-vcpu<i> is bound there for its whole life. */
+	task = kthread_create_on_cpu(gr_vcpu_thread, &run->vcpu[idx], idx, "kserv-vcpu%u");
+	if (IS_ERR(task))
+		return PTR_ERR(task);
+	wake_up_process(task);
+	return 0;
+}
+
+/*
+ * How long until the counter reaches deadline, at most a second (callers
+ * loop): the time in nanoseconds, 0 if it has passed.
+ */
+static u64 gr_ns_until(struct gr_run *run, u64 deadline)
+{
+	u64 now = __arch_counter_get_cntpct();
+
+	if (deadline <= now)
+		return 0;
+	return div64_u64(min(deadline - now, run->freq) * NSEC_PER_SEC, run->freq);
+}
+
+u32 kserv_glue_gr_join(void *ctx, u32 idx, u64 deadline)
+{
+	struct gr_run *run = ctx;
+	u64 ns;
+
+	if (idx >= KSERV_GR_VCPUS)
+		return 1;
+	ns = gr_ns_until(run, deadline);
+	return wait_for_completion_timeout(&run->vcpu[idx].done,
+					   nsecs_to_jiffies(ns) + (ns ? 1 : 0)) ? 1 : 0;
+}
+
+void kserv_glue_gr_wait(void *ctx, u32 idx, u64 deadline)
+{
+	struct gr_run *run = ctx;
+	struct gr_vcpu *v;
+	u64 ns;
+
+	if (idx >= KSERV_GR_VCPUS)
+		return;
+	v = &run->vcpu[idx];
+	ns = gr_ns_until(run, deadline);
+	if (ns)
+		wait_event_interruptible_hrtimeout(v->wq, atomic_read_acquire(&v->kick),
+						   ns_to_ktime(ns));
+	/* The core checks everything it waits for after each wait. */
+	atomic_set(&v->kick, 0);
+}
+
+void kserv_glue_gr_wake(void *ctx, u32 idx)
+{
+	struct gr_run *run = ctx;
+	struct gr_vcpu *v;
+
+	if (idx >= KSERV_GR_VCPUS)
+		return;
+	v = &run->vcpu[idx];
+	/* After the core's own stores: the woken thread sees what it is for. */
+	atomic_set_release(&v->kick, 1);
+	wake_up(&v->wq);
+}
+
+static int guest_image_open(struct inode *inode, struct file *file)
+{
+	/* Every open for writing starts a new image. */
+	if (file->f_mode & FMODE_WRITE) {
+		mutex_lock(&gr_lock);
+		gr_image_len = 0;
+		mutex_unlock(&gr_lock);
+	}
+	return nonseekable_open(inode, file);
+}
+
+static ssize_t guest_image_write(struct file *file, const char __user *ubuf, size_t count,
+				 loff_t *ppos)
+{
+	ssize_t n;
+
+	mutex_lock(&gr_lock);
+	if (!gr_image)
+		gr_image = vzalloc(KSERV_GR_MAX_IMAGE_LEN);
+	if (!gr_image) {
+		n = -ENOMEM;
+	} else if (*ppos + count > KSERV_GR_MAX_IMAGE_LEN) {
+		n = -EFBIG;
+	} else {
+		n = simple_write_to_buffer(gr_image, KSERV_GR_MAX_IMAGE_LEN, ppos, ubuf, count);
+		if (n > 0)
+			gr_image_len = max_t(size_t, gr_image_len, *ppos);
+	}
+	mutex_unlock(&gr_lock);
+	return n;
+}
+
+static const struct file_operations guest_image_fops = {
+	.owner = THIS_MODULE,
+	.open = guest_image_open,
+	.write = guest_image_write,
+	.llseek = no_llseek,
+};
+
+static int guest_sig_open(struct inode *inode, struct file *file)
+{
+	if (file->f_mode & FMODE_WRITE) {
+		mutex_lock(&gr_lock);
+		gr_sig_len = 0;
+		mutex_unlock(&gr_lock);
+	}
+	return nonseekable_open(inode, file);
+}
+
+static ssize_t guest_sig_write(struct file *file, const char __user *ubuf, size_t count,
+			       loff_t *ppos)
+{
+	ssize_t n;
+
+	mutex_lock(&gr_lock);
+	if (*ppos + count > sizeof(gr_sig)) {
+		n = -EFBIG;
+	} else {
+		n = simple_write_to_buffer(gr_sig, sizeof(gr_sig), ppos, ubuf, count);
+		if (n > 0)
+			gr_sig_len = max_t(size_t, gr_sig_len, *ppos);
+	}
+	mutex_unlock(&gr_lock);
+	return n;
+}
+
+static const struct file_operations guest_sig_fops = {
+	.owner = THIS_MODULE,
+	.open = guest_sig_open,
+	.write = guest_sig_write,
+	.llseek = no_llseek,
+};
+
+static ssize_t guest_run_write(struct file *file, const char __user *ubuf, size_t count,
+			       loff_t *ppos)
+{
+	size_t state_size = kserv_core_gr_state_size();
+	struct gr_run *run;
+	void *state;
+	unsigned int i;
+	u32 result;
+	bool go;
+	int ret;
+
+	ret = kstrtobool_from_user(ubuf, count, &go);
+	if (ret)
+		return ret;
+	if (!go)
+		return -EINVAL;
+	if (kserv_core_gr_args_size() != sizeof(struct kserv_gr_args) ||
+	    kserv_core_gr_vcpus() != KSERV_GR_VCPUS) {
+		pr_err("guest_run: the Rust core's arguments (%zu bytes, %u vCPUs) differ from the glue's (%zu, %u)\n",
+		       kserv_core_gr_args_size(), kserv_core_gr_vcpus(),
+		       sizeof(struct kserv_gr_args), KSERV_GR_VCPUS);
+		return -EINVAL;
+	}
+
+	mutex_lock(&gr_lock);
+	if (!gr_image_len || gr_sig_len != sizeof(gr_sig)) {
+		pr_info("guest_run: setup: FAIL write the image to guest_image (have %zu bytes) and its %zu-byte signature to guest_sig (have %zu) first\n",
+			gr_image_len, sizeof(gr_sig), gr_sig_len);
+		ret = -EINVAL;
+		goto out;
+	}
+	run = kzalloc(sizeof(*run), GFP_KERNEL);
+	state = kvzalloc(state_size, GFP_KERNEL);
+	if (!run || !state) {
+		kfree(run);
+		kvfree(state);
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < KSERV_GR_VCPUS; i++) {
+		run->vcpu[i].run = run;
+		run->vcpu[i].idx = i;
+		init_waitqueue_head(&run->vcpu[i].wq);
+		atomic_set(&run->vcpu[i].kick, 0);
+		init_completion(&run->vcpu[i].done);
+	}
+	run->freq = arch_timer_get_cntfrq() ?: 1;
+	run->args.ctx = run;
+	run->args.state = state;
+	run->args.state_size = state_size;
+	run->args.image = gr_image;
+	run->args.image_len = gr_image_len;
+	run->args.sig = gr_sig;
+	run->args.timeout_secs = READ_ONCE(guest_run_timeout);
+
+	result = kserv_core_guest_run(&run->args);
+
+	if (result == KSERV_GR_STUCK) {
+		/*
+		 * A vCPU kthread never came back: it may still use the run, the
+		 * state and the image, and run module code. All stay, for good.
+		 */
+		pr_warn("guest_run: a vCPU thread is stuck: its state is kept and the module pinned\n");
+		gr_image = NULL;
+		gr_image_len = 0;
+		if (!gr_pinned) {
+			__module_get(THIS_MODULE);
+			gr_pinned = true;
+		}
+	} else {
+		kvfree(state);
+		kfree(run);
+	}
+	ret = result == KSERV_GR_PASS ? 0 : -EIO;
+out:
+	mutex_unlock(&gr_lock);
+	return ret ? ret : count;
+}
+
+static const struct file_operations guest_run_fops = {
+	.owner = THIS_MODULE,
+	.write = guest_run_write,
+	.llseek = default_llseek,
+};
+
 /* ---- module -------------------------------------------------------------- */
 
 static int __init kserv_shim_init(void)
@@ -739,6 +1104,9 @@ static int __init kserv_shim_init(void)
 	debugfs_create_file("vm_image", 0200, kserv_debugfs, NULL, &vm_image_fops);
 	debugfs_create_file("vm_sig", 0200, kserv_debugfs, NULL, &vm_sig_fops);
 	debugfs_create_file("vm_selftest", 0200, kserv_debugfs, NULL, &vm_selftest_fops);
+	debugfs_create_file("guest_image", 0200, kserv_debugfs, NULL, &guest_image_fops);
+	debugfs_create_file("guest_sig", 0200, kserv_debugfs, NULL, &guest_sig_fops);
+	debugfs_create_file("guest_run", 0200, kserv_debugfs, NULL, &guest_run_fops);
 	return 0;
 }
 
@@ -746,6 +1114,7 @@ static void __exit kserv_shim_exit(void)
 {
 	debugfs_remove_recursive(kserv_debugfs);
 	vfree(vmst_image);
+	vfree(gr_image);
 }
 
 module_init(kserv_shim_init);

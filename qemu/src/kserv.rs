@@ -39,6 +39,7 @@ pub const TESTS: &[&str] = &[
     "hotplug",
     "protection",
     "vmisolation",
+    "vcpu",
     "nokcore",
 ];
 

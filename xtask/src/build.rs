@@ -3,8 +3,9 @@
 //! Steps, each printing one line: host prerequisites ([`crate::deps`]), Debian's
 //! kernel, headers and busybox ([`crate::fetch`]), KCore (`build/kcore.bin`),
 //! the key pair for VM images (`build/keys/`, made once), the shim module,
-//! KServ's tools, the signed test VM image, KServ's initramfs, the kernel
-//! `Image` and command line next to them in `build/kserv/`, and the packed
+//! KServ's tools, the signed test VM image, the signed test guest, KServ's
+//! initramfs, the kernel `Image` and command line next to them in
+//! `build/kserv/`, and the packed
 //! boot image `build/kcore.img` (`docs/boot-image.md`). Every step is incremental: cargo
 //! and Kbuild rebuild what changed, and outputs are rewritten only when their
 //! bytes change.
@@ -17,6 +18,7 @@ mod kcore;
 pub mod keys;
 mod module;
 mod pack;
+mod test_guest;
 mod tools;
 mod vm_image;
 
@@ -89,19 +91,23 @@ struct Kserv {
     module: PathBuf,
 }
 
-/// Builds the module, the tools, the signed test VM image and the
-/// initramfs, and puts the kernel and its command line beside them. The
+/// Builds the module, the tools, the signed test VM image, the signed test
+/// guest and the initramfs, and puts the kernel and its command line beside them. The
 /// signing key must exist ([`keys::ensure`]).
 fn kserv(fetched: &Fetched) -> Result<Kserv> {
     let module = module::build(fetched)?;
     let tools = tools::build()?;
     let vm_image = vm_image::build()?;
+    let test_guest = test_guest::build()?;
     let initramfs = initramfs::build(&initramfs::Inputs {
         busybox: &fetched.busybox,
         module: &module,
         tools: &tools,
         vm_image: &vm_image.image,
         vm_image_sig: &vm_image.signature,
+        test_guest: &test_guest.image,
+        test_guest_sig: &test_guest.signature,
+        test_guest_tests: &test_guest.tests,
     })?;
     let kernel = paths::kserv_kernel();
     let changed = cmd::copy_if_changed(&fetched.image, &kernel)?;

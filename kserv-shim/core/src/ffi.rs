@@ -7,6 +7,7 @@
 //! have established that KCore is underneath (see [`Hvc::new`]).
 
 use crate::conduit::{Conduit, Hvc};
+use crate::guest_run;
 use crate::request;
 use crate::version::{self, KcoreVersion};
 use crate::vm_selftest::{self, Access, Env, MAX_IMAGE_PAGES, MEM_PAGES, Probe, SIGNATURE_LEN};
@@ -305,4 +306,287 @@ pub unsafe extern "C" fn kserv_core_vm_selftest(args: *const VmstArgs) -> u32 {
         ctx: a.ctx,
     };
     vm_selftest::run(&mut env, &setup).failed
+}
+
+// ---- running the test guest (debugfs guest_run) -------------------------------------
+
+/// The guest run's inputs (`struct kserv_gr_args`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GrArgs {
+    /// Handed back to every `kserv_glue_gr_*` call that takes a context.
+    pub ctx: *mut c_void,
+    /// The threads' shared state: [`kserv_core_gr_state_size`] bytes,
+    /// zeroed, aligned to 8.
+    pub state: *mut c_void,
+    /// Its size in bytes.
+    pub state_size: u64,
+    /// The flat guest image.
+    pub image: *const u8,
+    /// Its length (1..=[`guest_run::MAX_IMAGE_LEN`]).
+    pub image_len: u64,
+    /// Its 64-byte signature.
+    pub sig: *const u8,
+    /// Wall-clock limit of the run, in seconds; 0 for
+    /// [`guest_run::TIMEOUT_SECS`].
+    pub timeout_secs: u64,
+}
+
+const _: () = assert!(size_of::<GrArgs>() == 7 * 8);
+
+/// Results of [`kserv_core_guest_run`].
+pub mod gr_result {
+    /// Every check passed.
+    pub const PASS: u32 = 0;
+    /// Something failed; everything was cleaned up.
+    pub const FAIL: u32 = 1;
+    /// Something failed and a vCPU thread never came back: the state and
+    /// the glue's context must be leaked (the thread may still use them).
+    pub const STUCK: u32 = 2;
+}
+
+unsafe extern "C" {
+    /// A zeroed, naturally aligned block of `2^order` pages (each freeable
+    /// alone); its first pfn, or 0.
+    fn kserv_glue_gr_alloc(ctx: *mut c_void, order: u32) -> u64;
+    /// Frees one page from `kserv_glue_gr_alloc`.
+    fn kserv_glue_gr_free(ctx: *mut c_void, pfn: u64);
+    /// Copies `len` bytes from `data` to page `pfn` at `offset`.
+    fn kserv_glue_gr_write(ctx: *mut c_void, pfn: u64, offset: u32, data: *const u8, len: u32);
+    /// Copies `len` bytes of page `pfn` at `offset` to `buf`.
+    fn kserv_glue_gr_read(ctx: *mut c_void, pfn: u64, offset: u32, buf: *mut u8, len: u32);
+    /// Logs `len` bytes at `line` as one line.
+    fn kserv_glue_gr_log(ctx: *mut c_void, line: *const u8, len: u32);
+    /// `CNTPCT_EL0`.
+    fn kserv_glue_gr_now() -> u64;
+    /// `CNTFRQ_EL0`.
+    fn kserv_glue_gr_frequency() -> u64;
+    /// The CPU the caller runs on.
+    fn kserv_glue_gr_cpu() -> u32;
+    /// `cond_resched()`.
+    fn kserv_glue_gr_relax();
+    /// Starts vCPU `idx`'s kthread on CPU `idx`: 0 or a negative errno.
+    fn kserv_glue_gr_start(ctx: *mut c_void, idx: u32) -> i64;
+    /// Waits for vCPU `idx`'s kthread to finish, until `deadline` at most:
+    /// 1 if it finished.
+    fn kserv_glue_gr_join(ctx: *mut c_void, idx: u32, deadline: u64) -> u32;
+    /// Sleeps until woken for `idx` or until `deadline` at most.
+    fn kserv_glue_gr_wait(ctx: *mut c_void, idx: u32, deadline: u64);
+    /// Wakes vCPU `idx`'s kthread.
+    fn kserv_glue_gr_wake(ctx: *mut c_void, idx: u32);
+}
+
+/// [`guest_run::Env`] over the C glue's callbacks and the HVC conduit.
+struct GrGlue {
+    hvc: Hvc,
+    ctx: *mut c_void,
+}
+
+impl Conduit for GrGlue {
+    fn call(&mut self, regs: &mut [u64; 8]) {
+        self.hvc.call(regs);
+    }
+}
+
+impl guest_run::Env for GrGlue {
+    fn alloc_pages(&mut self, order: u32) -> Option<u64> {
+        // SAFETY: the glue allocates from the kernel; 0 means none.
+        let pfn = unsafe { kserv_glue_gr_alloc(self.ctx, order) };
+        (pfn != 0).then_some(pfn)
+    }
+
+    fn free_page(&mut self, pfn: u64) {
+        // SAFETY: `guest_run` frees only pages it allocated, once, after
+        // KCore confirmed they are KServ's.
+        unsafe { kserv_glue_gr_free(self.ctx, pfn) }
+    }
+
+    fn write(&mut self, pfn: u64, offset: usize, data: &[u8]) {
+        // SAFETY: a valid slice; the page is one `guest_run` allocated and
+        // holds, and offset + len stay within it (the glue checks again).
+        unsafe {
+            kserv_glue_gr_write(
+                self.ctx,
+                pfn,
+                offset as u32,
+                data.as_ptr(),
+                data.len() as u32,
+            )
+        }
+    }
+
+    fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]) {
+        // SAFETY: as for `write`, into a valid mutable slice.
+        unsafe {
+            kserv_glue_gr_read(
+                self.ctx,
+                pfn,
+                offset as u32,
+                buf.as_mut_ptr(),
+                buf.len() as u32,
+            )
+        }
+    }
+
+    fn log(&mut self, line: &[u8]) {
+        // SAFETY: a valid slice of `line.len()` bytes.
+        unsafe { kserv_glue_gr_log(self.ctx, line.as_ptr(), line.len() as u32) }
+    }
+
+    fn now(&mut self) -> u64 {
+        // SAFETY: reads the counter.
+        unsafe { kserv_glue_gr_now() }
+    }
+
+    fn frequency(&mut self) -> u64 {
+        // SAFETY: reads the counter's frequency.
+        unsafe { kserv_glue_gr_frequency() }
+    }
+
+    fn cpu(&mut self) -> u32 {
+        // SAFETY: reads the CPU number.
+        unsafe { kserv_glue_gr_cpu() }
+    }
+
+    fn relax(&mut self) {
+        // SAFETY: `cond_resched()` from a kthread or a syscall.
+        unsafe { kserv_glue_gr_relax() }
+    }
+
+    fn start_vcpu(&mut self, idx: usize) -> Result<(), i64> {
+        // SAFETY: the glue starts a kthread that calls
+        // `kserv_core_guest_vcpu` with this run's arguments.
+        match unsafe { kserv_glue_gr_start(self.ctx, idx as u32) } {
+            0 => Ok(()),
+            e => Err(e),
+        }
+    }
+
+    fn join_vcpu(&mut self, idx: usize, deadline: u64) -> bool {
+        // SAFETY: waits on the glue's completion for a started thread.
+        unsafe { kserv_glue_gr_join(self.ctx, idx as u32, deadline) != 0 }
+    }
+
+    fn wait(&mut self, idx: usize, deadline: u64) {
+        // SAFETY: sleeps on the glue's wait queue of `idx`.
+        unsafe { kserv_glue_gr_wait(self.ctx, idx as u32, deadline) }
+    }
+
+    fn wake(&mut self, idx: usize) {
+        // SAFETY: wakes the glue's wait queue of `idx`.
+        unsafe { kserv_glue_gr_wake(self.ctx, idx as u32) }
+    }
+}
+
+/// `sizeof(struct kserv_gr_args)` as the core sees it: the glue refuses to
+/// run if its own differs.
+#[unsafe(no_mangle)]
+pub extern "C" fn kserv_core_gr_args_size() -> usize {
+    size_of::<GrArgs>()
+}
+
+/// How many vCPUs a run has (`KSERV_GR_VCPUS` in `kserv_core.h`).
+#[unsafe(no_mangle)]
+pub extern "C" fn kserv_core_gr_vcpus() -> u32 {
+    guest_run::VCPUS as u32
+}
+
+const _: () = assert!(guest_run::MAX_IMAGE_LEN == 16 * 4096 && guest_run::SIGNATURE_LEN == 64);
+
+/// Bytes of the shared state the glue allocates (zeroed) for a run.
+#[unsafe(no_mangle)]
+pub extern "C" fn kserv_core_gr_state_size() -> usize {
+    size_of::<guest_run::Shared>()
+}
+
+/// The shared state of `a`, if the glue's allocation can hold it.
+///
+/// # Safety
+///
+/// `a.state` must be null or valid for `a.state_size` bytes for as long as
+/// the returned reference is used.
+unsafe fn gr_state(a: &GrArgs) -> Option<&guest_run::Shared> {
+    let fits = a.state_size as usize >= size_of::<guest_run::Shared>()
+        && (a.state as usize).is_multiple_of(align_of::<guest_run::Shared>());
+    if a.state.is_null() || !fits {
+        return None;
+    }
+    // SAFETY: the memory is valid, large and aligned enough (checked above,
+    // the caller guarantees validity), and every field of `Shared` is an
+    // atomic integer, for which any bit pattern (the glue's zeroes in
+    // particular) is a valid value; it is only ever accessed through
+    // atomics, so sharing it between threads is sound.
+    Some(unsafe { &*a.state.cast::<guest_run::Shared>() })
+}
+
+/// Runs the test guest ([`guest_run::run`]) with the image in `*args`,
+/// logging through the glue: a [`gr_result`] code. Every page the run
+/// allocated is either freed through `kserv_glue_gr_free` or kept because
+/// KCore may own it.
+///
+/// # Safety
+///
+/// KCore must be underneath this kernel (see [`Hvc::new`]). `args` must be
+/// valid and stay so (with `state`, `image` for `image_len` bytes and `sig`
+/// for 64) until the run returns, or for good if it returns
+/// [`gr_result::STUCK`]; `state` must not be in use by another run.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_guest_run(args: *const GrArgs) -> u32 {
+    // SAFETY: the caller guarantees `args` is valid.
+    let a = unsafe { &*args };
+    let mut env = GrGlue {
+        // SAFETY: the caller guarantees KCore is underneath.
+        hvc: unsafe { Hvc::new() },
+        ctx: a.ctx,
+    };
+    // SAFETY: the caller guarantees `state` is valid for `state_size`.
+    let Some(state) = (unsafe { gr_state(a) }) else {
+        guest_run::Env::log(&mut env, b"setup: FAIL the glue's state is too small");
+        return gr_result::FAIL;
+    };
+    let len = (a.image_len as usize).min(guest_run::MAX_IMAGE_LEN);
+    // SAFETY: the caller guarantees `image` is valid for `image_len` bytes.
+    let image = unsafe { core::slice::from_raw_parts(a.image, len) };
+    // SAFETY: the caller guarantees `sig` is valid for 64 bytes.
+    let signature = unsafe { &*a.sig.cast::<[u8; guest_run::SIGNATURE_LEN]>() };
+    let timeout_secs = match a.timeout_secs {
+        0 => guest_run::TIMEOUT_SECS,
+        t => t,
+    };
+    let setup = guest_run::Setup {
+        image,
+        signature,
+        timeout_secs,
+    };
+    let outcome = guest_run::run(&mut env, state, &setup);
+    if outcome.stuck {
+        gr_result::STUCK
+    } else if outcome.pass {
+        gr_result::PASS
+    } else {
+        gr_result::FAIL
+    }
+}
+
+/// The body of vCPU `idx`'s kthread ([`guest_run::vcpu_thread`]).
+///
+/// # Safety
+///
+/// Called only from the kthread the glue started for `idx` during
+/// [`kserv_core_guest_run`] with the same `args`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_guest_vcpu(args: *const GrArgs, idx: u32) {
+    // SAFETY: the caller guarantees `args` is the running run's.
+    let a = unsafe { &*args };
+    // SAFETY: as in `kserv_core_guest_run`, which checked the state.
+    let Some(state) = (unsafe { gr_state(a) }) else {
+        return;
+    };
+    let mut env = GrGlue {
+        // SAFETY: the run that started this thread established that KCore
+        // is underneath.
+        hvc: unsafe { Hvc::new() },
+        ctx: a.ctx,
+    };
+    guest_run::vcpu_thread(&mut env, state, idx as usize);
 }

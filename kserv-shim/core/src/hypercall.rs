@@ -1,4 +1,4 @@
-//! Typed wrappers for KCore's VM and memory hypercalls (ABI 0.3,
+//! Typed wrappers for KCore's VM, memory and vCPU hypercalls (ABI 0.4,
 //! `docs/abi.md`): each places its arguments in `x1..`, issues the call
 //! through a [`Conduit`] and decodes `x0` into `Ok` or the
 //! [`kcore_abi::Error`] KCore refused with.
@@ -166,6 +166,55 @@ pub fn verify_image<C: Conduit>(
     call(c, HypercallId::HostVerifyImage, &[vm.0, gfn, len, sig_pfn]).map(drop)
 }
 
+/// `HostDeclareMmio`: guest accesses to `pages` pages from `gfn` exit to
+/// KServ as MMIO (protected VMs: only before a vCPU first ran).
+pub fn declare_mmio<C: Conduit>(
+    c: &mut C,
+    vm: VmHandle,
+    gfn: u64,
+    pages: u64,
+) -> Result<(), CallError> {
+    call(c, HypercallId::HostDeclareMmio, &[vm.0, gfn, pages]).map(drop)
+}
+
+/// `HostVcpuRun`: runs vCPU `vcpu` of `vm` with KServ's run page `run_pfn`
+/// (`kcore_abi::run`) until an exit KServ must handle; returns the exit
+/// reason (`kcore_abi::run::exit`), which the run page's exit half repeats
+/// with the details.
+pub fn vcpu_run<C: Conduit>(
+    c: &mut C,
+    vm: VmHandle,
+    vcpu: u64,
+    run_pfn: u64,
+) -> Result<u64, CallError> {
+    let [reason, _, _] = call(c, HypercallId::HostVcpuRun, &[vm.0, vcpu, run_pfn])?;
+    Ok(reason)
+}
+
+/// `HostVcpuGetReg`: register `reg` (`kcore_abi::reg`) of a
+/// non-protected vCPU.
+pub fn vcpu_get_reg<C: Conduit>(
+    c: &mut C,
+    vm: VmHandle,
+    vcpu: u64,
+    reg: u64,
+) -> Result<u64, CallError> {
+    let [value, _, _] = call(c, HypercallId::HostVcpuGetReg, &[vm.0, vcpu, reg])?;
+    Ok(value)
+}
+
+/// `HostVcpuSetReg`: sets register `reg` of vCPU `vcpu` (a protected vCPU:
+/// only the PC and `x0`, only before it first ran).
+pub fn vcpu_set_reg<C: Conduit>(
+    c: &mut C,
+    vm: VmHandle,
+    vcpu: u64,
+    reg: u64,
+    value: u64,
+) -> Result<(), CallError> {
+    call(c, HypercallId::HostVcpuSetReg, &[vm.0, vcpu, reg, value]).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,7 +261,7 @@ mod tests {
 
         let mut c = Scripted::new(OK);
         type Call = fn(&mut Scripted) -> Result<(), CallError>;
-        let cases: [(Call, [u64; 8]); 8] = [
+        let cases: [(Call, [u64; 8]); 10] = [
             (
                 |c| create_vcpu(c, VmHandle(0x1_0003), 1),
                 [0xC600_0003, vm.0, 1, 0, 0, 0, 0, 0],
@@ -245,11 +294,35 @@ mod tests {
                 |c| verify_image(c, VmHandle(0x1_0003), 0x80, 5000, 3),
                 [0xC600_000B, vm.0, 0x80, 5000, 3, 0, 0, 0],
             ),
+            (
+                |c| declare_mmio(c, VmHandle(0x1_0003), 0x9000, 1),
+                [0xC600_000C, vm.0, 0x9000, 1, 0, 0, 0, 0],
+            ),
+            (
+                |c| vcpu_set_reg(c, VmHandle(0x1_0003), 1, 32, 0x4000_0000),
+                [0xC600_000F, vm.0, 1, 32, 0x4000_0000, 0, 0, 0],
+            ),
         ];
         for (f, regs) in cases {
             assert_eq!(f(&mut c), Ok(()));
             assert_eq!(c.asked, regs);
         }
+    }
+
+    #[test]
+    fn vcpu_calls_return_x1() {
+        let vm = VmHandle(0x2_0001);
+        let mut c = Scripted::new([0, 5, 0, 0]);
+        assert_eq!(vcpu_run(&mut c, vm, 1, 0x4_1234), Ok(5));
+        assert_eq!(c.asked, [0xC600_000D, vm.0, 1, 0x4_1234, 0, 0, 0, 0]);
+        let mut c = Scripted::new([0, 0xabcd, 0, 0]);
+        assert_eq!(vcpu_get_reg(&mut c, vm, 0, 32), Ok(0xabcd));
+        assert_eq!(c.asked, [0xC600_000E, vm.0, 0, 32, 0, 0, 0, 0]);
+        let mut c = Scripted::new([Error::Denied.to_x0(), 3, 0, 0]);
+        assert_eq!(
+            vcpu_run(&mut c, vm, 1, 0),
+            Err(CallError::Kcore(Error::Denied))
+        );
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! talks to KCore. It issues the hypercalls of [`kcore_abi`] (typed wrappers
 //! in [`hypercall`]) and holds the logic around them (decoding replies, the
 //! ABI compatibility rule, parsing test requests, the VM isolation self-test
-//! of [`vm_selftest`]), so that logic is unit-tested on the host with a fake
-//! [`conduit::Conduit`]. It is built for `aarch64-unknown-none-softfloat` with
-//! `panic = "abort"`: nothing in it may touch the FP/SIMD registers, which the
-//! kernel does not save around module code. Its only dependency is
-//! `kcore-abi`: the shim never sees KCore's internals.
+//! of [`vm_selftest`], the test guest's VMM of [`guest_run`]), so that logic
+//! is unit-tested on the host with a fake [`conduit::Conduit`]. It is built
+//! for `aarch64-unknown-none-softfloat` with `panic = "abort"`: nothing in it
+//! may touch the FP/SIMD registers, which the kernel does not save around
+//! module code. It depends on `kcore-abi` (the shim never sees KCore's
+//! internals) and on the protocol library of `kcore-test-guest`.
 //!
 //! The C-callable surface lives in [`ffi`] (aarch64 only) and is mirrored by
 //! `kserv-shim/module/kserv_core.h`.
@@ -18,7 +19,9 @@
 pub mod conduit;
 #[cfg(target_arch = "aarch64")]
 pub mod ffi;
+pub mod guest_run;
 pub mod hypercall;
+pub mod line;
 pub mod request;
 pub mod version;
 pub mod vm_selftest;

@@ -45,6 +45,7 @@
 
 use crate::conduit::Conduit;
 use crate::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
+use crate::line::{Line, owner_name};
 use crate::version;
 use kcore_abi::{Error, PageOwner, vm_flags};
 
@@ -264,114 +265,6 @@ pub fn run<E: Env>(env: &mut E, setup: &Setup<'_>) -> Outcome {
 /// The byte at `offset` of memory page `page`: never zero.
 pub const fn pattern(page: usize, offset: usize) -> u8 {
     (offset.wrapping_mul(31).wrapping_add(page.wrapping_mul(97)) as u8) | 0x80
-}
-
-// ---- a line of text without core::fmt -------------------------------------------------
-
-/// A log line in a fixed buffer; what does not fit is cut.
-struct Line {
-    buf: [u8; 200],
-    len: usize,
-}
-
-impl Line {
-    fn new() -> Self {
-        Line {
-            buf: [0; 200],
-            len: 0,
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-
-    fn raw(&mut self, bytes: &[u8]) -> &mut Self {
-        for &b in bytes {
-            if self.len == self.buf.len() {
-                break;
-            }
-            self.buf[self.len] = b;
-            self.len += 1;
-        }
-        self
-    }
-
-    fn s(&mut self, s: &str) -> &mut Self {
-        self.raw(s.as_bytes())
-    }
-
-    fn digits(&mut self, mut v: u64, base: u64) -> &mut Self {
-        let mut tmp = [0u8; 20];
-        let mut n = 0;
-        loop {
-            let d = (v % base) as u8;
-            tmp[n] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
-            n += 1;
-            v /= base;
-            if v == 0 {
-                break;
-            }
-        }
-        while n > 0 {
-            n -= 1;
-            if self.len == self.buf.len() {
-                break;
-            }
-            self.buf[self.len] = tmp[n];
-            self.len += 1;
-        }
-        self
-    }
-
-    /// `0x` and lower-case hex.
-    fn hex(&mut self, v: u64) -> &mut Self {
-        self.s("0x").digits(v, 16)
-    }
-
-    fn dec(&mut self, v: u64) -> &mut Self {
-        self.digits(v, 10)
-    }
-
-    fn err(&mut self, e: CallError) -> &mut Self {
-        match e {
-            CallError::Kcore(e) => self.s(error_name(e)),
-            CallError::UnknownStatus(x0) => self.s("unknown status ").hex(x0),
-            CallError::MalformedReply => self.s("malformed reply"),
-        }
-    }
-
-    fn owner(&mut self, i: &PageInfo) -> &mut Self {
-        self.s(owner_name(i.owner));
-        if let Some(vm) = i.vm {
-            self.s(" of VM ").hex(vm.0).s(" at gfn ").hex(i.gfn);
-        }
-        self
-    }
-}
-
-fn error_name(e: Error) -> &'static str {
-    match e {
-        Error::NotSupported => "NotSupported",
-        Error::NotRequired => "NotRequired",
-        Error::InvalidParameter => "InvalidParameter",
-        Error::Denied => "Denied",
-        Error::Busy => "Busy",
-        Error::NoMemory => "NoMemory",
-        Error::NotFound => "NotFound",
-        Error::VerificationFailed => "VerificationFailed",
-    }
-}
-
-fn owner_name(o: PageOwner) -> &'static str {
-    match o {
-        PageOwner::KCore => "KCore",
-        PageOwner::VmTable => "VmTable",
-        PageOwner::Host => "Host",
-        PageOwner::HostSharedWithGuest => "HostSharedWithGuest",
-        PageOwner::Guest => "Guest",
-        PageOwner::GuestSharedWithHost => "GuestSharedWithHost",
-    }
 }
 
 // ---- the pages -------------------------------------------------------------------------

@@ -15,6 +15,9 @@
 //! /lib/kserv/tests/<name>      kserv-shim/initramfs/tests/<name>
 //! /lib/kserv/vm-test.img       the test VM image (`vm_image.rs`)
 //! /lib/kserv/vm-test.img.sig   its signature, made with build/keys/
+//! /lib/kserv/test-guest.img    the flat test guest image (`test_guest.rs`)
+//! /lib/kserv/test-guest.img.sig  its signature
+//! /lib/kserv/test-guest.tests  the names of the guest's tests, in order
 //! /dev/console                 character device 5:1
 //! ```
 
@@ -37,6 +40,12 @@ pub struct Inputs<'a> {
     pub vm_image: &'a [u8],
     /// Its signature.
     pub vm_image_sig: &'a [u8; 64],
+    /// The flat test guest of the `vcpu` test.
+    pub test_guest: &'a [u8],
+    /// Its signature.
+    pub test_guest_sig: &'a [u8; 64],
+    /// The names of its tests, one per line.
+    pub test_guest_tests: &'a str,
 }
 
 /// Writes `build/kserv/initramfs.cpio` (only if its bytes change); returns
@@ -145,6 +154,21 @@ fn entries(recipe: &Path, inputs: &Inputs<'_>) -> Result<Vec<Entry>> {
         "lib/kserv/vm-test.img.sig",
         0o644,
         inputs.vm_image_sig.to_vec(),
+    ));
+    e.push(file(
+        "lib/kserv/test-guest.img",
+        0o644,
+        inputs.test_guest.to_vec(),
+    ));
+    e.push(file(
+        "lib/kserv/test-guest.img.sig",
+        0o644,
+        inputs.test_guest_sig.to_vec(),
+    ));
+    e.push(file(
+        "lib/kserv/test-guest.tests",
+        0o644,
+        inputs.test_guest_tests.as_bytes().to_vec(),
     ));
 
     let tests = recipe.join("tests");

@@ -293,6 +293,11 @@ impl Fake {
                 }
             }
             HypercallId::HostShareGuest | HypercallId::HostUnshareGuest => Err(Error::Denied),
+            // The self-test never runs a vCPU.
+            HypercallId::HostDeclareMmio
+            | HypercallId::HostVcpuRun
+            | HypercallId::HostVcpuGetReg
+            | HypercallId::HostVcpuSetReg => Err(Error::NotSupported),
         }
     }
 }
@@ -532,7 +537,11 @@ fn every_step_passes_against_a_faithful_kcore() {
     );
     assert_eq!(
         line(&fake, "version"),
-        "version: PASS KCore still answers (0.3)"
+        format!(
+            "version: PASS KCore still answers ({}.{})",
+            kcore_abi::ABI_VERSION_MAJOR,
+            kcore_abi::ABI_VERSION_MINOR
+        )
     );
 }
 
@@ -743,18 +752,6 @@ fn a_bad_setup_changes_nothing_and_frees_everything() {
     assert!(line(&fake, "setup").contains("pools of 2 pages, the test needs 4"));
     assert_eq!(outcome.released, pages.all().len() as u32 - 4);
     assert!(!fake.released.contains(&0x4_0002) && !fake.released.contains(&0x4_0007));
-}
-
-#[test]
-fn lines_are_cut_not_overflowed() {
-    let mut l = Line::new();
-    for _ in 0..100 {
-        l.s("abc").hex(u64::MAX).dec(u64::MAX);
-    }
-    assert_eq!(l.bytes().len(), 200);
-    let mut l = Line::new();
-    l.hex(0).s(" ").dec(0).s(" ").hex(0xabc).s(" ").dec(1234);
-    assert_eq!(l.bytes(), b"0x0 0 0xabc 1234");
 }
 
 #[test]
