@@ -3,10 +3,13 @@
 //! (`kserv-shim/README.md`): KCore verifies the signed image and runs the
 //! vCPUs, KServ emulates the guest's test device, PSCI and SGIs from the
 //! exits, runs vCPU *i* on a kernel thread bound to CPU *i*, and afterwards
-//! takes every page back. On the GICv3 `virt` machine with four Cortex-A72
-//! CPUs the test must PASS, `version` after it too (KCore keeps serving),
-//! the console must show every test of the guest passing in order, and
-//! KCore must report no trouble.
+//! takes every page back. Between runs KServ attacks the started protected
+//! vCPUs: it reads and sets their registers and injects hardware-mapped and
+//! timer interrupts, each of which KCore must refuse. On the GICv3 `virt`
+//! machine with four Cortex-A72 CPUs the test must PASS, `version` after it
+//! too (KCore keeps serving), the console must show every test of the guest
+//! passing in order and every attack refused, and KCore must report no
+//! trouble.
 
 use kcore_qemu::kserv::{KCORE_PREFIX, Verdict};
 use kcore_qemu::{Boot, Machine};
@@ -72,6 +75,7 @@ fn the_test_guest_passes_on_two_vcpus() -> TestResult {
         )));
     }
     for needle in [
+        "kserv-shim: guest_run: attacks: PASS",
         "kserv-shim: guest_run: checksum: PASS",
         "kserv-shim: guest_run: result: PASS",
     ] {

@@ -557,6 +557,7 @@ pub unsafe extern "C" fn kserv_core_guest_run(args: *const GrArgs) -> u32 {
         image,
         signature,
         timeout_secs,
+        attack_every: guest_run::attack::EVERY,
     };
     let outcome = guest_run::run(&mut env, state, &setup);
     if outcome.stuck {

@@ -223,6 +223,8 @@ pub struct Setup<'a> {
     pub signature: &'a [u8; SIGNATURE_LEN],
     /// Wall-clock limit of the run, in seconds.
     pub timeout_secs: u64,
+    /// Runs of a vCPU between two rounds of attacks ([`attack`]); 0: none.
+    pub attack_every: u64,
 }
 
 /// How a run went.
@@ -343,6 +345,15 @@ pub enum Fault {
         /// The errno.
         errno: i64,
     },
+    /// KCore did not refuse an attack on the protected vCPU.
+    Attack {
+        /// The vCPU.
+        vcpu: usize,
+        /// Which attack ([`attack`]).
+        what: u64,
+        /// KCore's status.
+        status: u64,
+    },
 }
 
 impl Fault {
@@ -356,6 +367,7 @@ impl Fault {
             Fault::Donate { vcpu, gfn, status } => (6, vcpu, gfn, status),
             Fault::Refaults { vcpu, gfn } => (7, vcpu, gfn, 0),
             Fault::Start { vcpu, errno } => (8, vcpu, errno as u64, 0),
+            Fault::Attack { vcpu, what, status } => (9, vcpu, what, status),
         }
     }
 
@@ -375,6 +387,11 @@ impl Fault {
             8 => Fault::Start {
                 vcpu,
                 errno: a as i64,
+            },
+            9 => Fault::Attack {
+                vcpu,
+                what: a,
+                status: b,
             },
             _ => return None,
         })
@@ -429,6 +446,15 @@ impl Fault {
                 l.s(" on CPU ").dec(vcpu as u64).s(" (error ").signed(errno);
                 l.s(")");
             }
+            Fault::Attack {
+                vcpu,
+                what,
+                status: x0,
+            } => {
+                l.s("vCPU ").dec(vcpu as u64).s(": attack ");
+                l.s(attack::name(what)).s(" was not refused: ");
+                status(l, x0);
+            }
         }
     }
 }
@@ -451,8 +477,73 @@ mod counter {
     pub const IRQ: usize = 6;
     /// Interrupts the guest completed.
     pub const DELIVERED: usize = 7;
+    /// Attacks KCore refused.
+    pub const REFUSED: usize = 8;
     /// How many.
-    pub const N: usize = 8;
+    pub const N: usize = 9;
+}
+
+/// What KServ tries against the running protected VM between two runs of
+/// a vCPU (issue 4's attacks): each must be refused, and the guest must
+/// not notice. Made every [`attack::EVERY`] runs of each vCPU.
+pub mod attack {
+    use kcore_abi::reg;
+
+    /// Runs between two rounds of attacks in the module's runs.
+    pub const EVERY: u64 = 400;
+    /// Registers KServ tries to read: `GET | index`.
+    pub const GETS: [u64; 7] = [
+        reg::PC,
+        reg::X0,
+        reg::x(1),
+        reg::x(30),
+        reg::sys::SCTLR_EL1,
+        reg::sys::TTBR0_EL1,
+        reg::V_LO,
+    ];
+    /// Registers KServ tries to set, and the values.
+    pub const SETS: [(u64, u64); 5] = [
+        (reg::PC, super::guest::RAM_BASE),
+        (reg::X0, 0),
+        (reg::x(1), 0xBAD),
+        (reg::PSTATE, 0x3C5),
+        (reg::sys::VBAR_EL1, 0),
+    ];
+    /// Interrupt words KServ tries to inject: hardware-mapped to the
+    /// physical virtual-timer PPI, to the EL2 timer's PPI, to an SPI; and
+    /// the guest timer's own INTID, which KCore keeps for itself.
+    pub const IRQS: [u64; 4] = [
+        kcore_abi::run::irq::encode(40, 0xa0, true, kcore_abi::run::irq::PENDING)
+            | kcore_abi::run::irq::HW
+            | 27 << 44,
+        kcore_abi::run::irq::encode(33, 0xa0, true, kcore_abi::run::irq::PENDING)
+            | kcore_abi::run::irq::HW
+            | 26 << 44,
+        kcore_abi::run::irq::encode(48, 0xa0, true, kcore_abi::run::irq::PENDING)
+            | kcore_abi::run::irq::HW
+            | 48 << 44,
+        kcore_abi::run::irq::encode(27, 0xa0, true, kcore_abi::run::irq::PENDING),
+    ];
+    /// Attack ids: a get of `GETS[i]`, a set of `SETS[i]`, a run with
+    /// `IRQS[i]`, a get of the other vCPU's PC.
+    pub const GET: u64 = 0x100;
+    /// See [`GET`].
+    pub const SET: u64 = 0x200;
+    /// See [`GET`].
+    pub const IRQ: u64 = 0x300;
+    /// See [`GET`].
+    pub const OTHER: u64 = 0x400;
+
+    /// A name for the log.
+    pub fn name(what: u64) -> &'static str {
+        match what & 0xF00 {
+            GET => "get-reg",
+            SET => "set-reg",
+            IRQ => "hw-irq",
+            OTHER => "get-reg-other-vcpu",
+            _ => "unknown",
+        }
+    }
 }
 
 /// What the threads share about one vCPU.
@@ -541,6 +632,8 @@ pub struct Shared {
     mem: [AtomicU64; MAX_MEM_PAGES],
     /// KServ's page that carries the signature ([`slot`] encoding).
     sig_page: AtomicU64,
+    /// [`Setup::attack_every`] of this run.
+    attack_every: AtomicU64,
 }
 
 impl Default for Shared {
@@ -571,6 +664,7 @@ impl Shared {
             fail_lines: AtomicU32::new(0),
             misordered: AtomicU32::new(0),
             result: AtomicU64::new(0),
+            attack_every: AtomicU64::new(0),
             result_seen: AtomicBool::new(false),
             vcpus: [const { VcpuShared::new() }; VCPUS],
             pool: [const { AtomicU64::new(0) }; MAX_POOL_PAGES],
@@ -592,6 +686,7 @@ impl Shared {
             &self.mmio_other,
             &self.result,
             &self.sig_page,
+            &self.attack_every,
         ] {
             a.store(0, SeqCst);
         }
@@ -956,10 +1051,80 @@ impl Vcpu {
         Ok(())
     }
 
+    /// A round of attacks on this (protected, already started) vCPU: each
+    /// must be refused, and the guest must not notice (it goes on passing
+    /// its tests). Uses the run page before the real entry rewrites it.
+    fn attack<E: Env>(&mut self, env: &mut E, vm: &Shared, run_page: u64) -> Result<(), Fault> {
+        let me = self.shared(vm);
+        let idx = self.idx as u64;
+        let refused = |what: u64, r: Result<u64, CallError>, only_denied: bool| match r {
+            Err(CallError::Kcore(Error::Denied)) => Ok(()),
+            Err(CallError::Kcore(Error::Busy)) if !only_denied => Ok(()),
+            Err(e) => Err(Fault::Attack {
+                vcpu: self.idx,
+                what,
+                status: raw_status(e),
+            }),
+            Ok(_) => Err(Fault::Attack {
+                vcpu: self.idx,
+                what,
+                status: 0,
+            }),
+        };
+        for (i, &id) in attack::GETS.iter().enumerate() {
+            refused(
+                attack::GET | i as u64,
+                hypercall::vcpu_get_reg(env, vm.vm(), idx, id),
+                true,
+            )?;
+            me.count(counter::REFUSED);
+        }
+        for (i, &(id, value)) in attack::SETS.iter().enumerate() {
+            refused(
+                attack::SET | i as u64,
+                hypercall::vcpu_set_reg(env, vm.vm(), idx, id, value).map(|()| 0),
+                true,
+            )?;
+            me.count(counter::REFUSED);
+        }
+        // The other vCPU may be running right now: refused either way.
+        let other = (idx + 1) % VCPUS as u64;
+        refused(
+            attack::OTHER,
+            hypercall::vcpu_get_reg(env, vm.vm(), other, reg::PC),
+            false,
+        )?;
+        me.count(counter::REFUSED);
+        for (i, &w) in attack::IRQS.iter().enumerate() {
+            let mut entry = [0u64; run::ENTRY_WORDS];
+            entry[run::COMPLETION] = self.completion;
+            entry[run::IRQ_COUNT] = 1;
+            entry[run::IRQS] = w;
+            write_words(env, run_page, 0, &entry);
+            refused(
+                attack::IRQ | i as u64,
+                hypercall::vcpu_run(env, vm.vm(), idx, run_page),
+                true,
+            )?;
+            me.count(counter::REFUSED);
+        }
+        Ok(())
+    }
+
     /// One entry into the guest and what its exit asks for.
     fn step<E: Env>(&mut self, env: &mut E, vm: &Shared) -> Next {
         let me = self.shared(vm);
         let run_page = me.run_page.load(SeqCst) & slot::PFN;
+        let runs = me.counted(counter::RUNS);
+        let every = vm.attack_every.load(Relaxed);
+        if every != 0
+            && runs > 0
+            && runs.is_multiple_of(every)
+            && let Err(f) = self.attack(env, vm, run_page)
+        {
+            vm.fail(env, f);
+            return Next::Stop;
+        }
         let mut irqs = [0u64; IRQ_SLOTS];
         let n = self.prepare_irqs(vm, &mut irqs);
         let mut entry = [0u64; run::ENTRY_WORDS];
@@ -1326,6 +1491,7 @@ fn log_step<E: Env>(env: &mut E, step: &str, pass: bool, detail: &Line) {
 /// cannot account for are kept ([`Outcome::kept`]).
 pub fn run<E: Env>(env: &mut E, vm: &Shared, setup: &Setup<'_>) -> Outcome {
     vm.reset();
+    vm.attack_every.store(setup.attack_every, SeqCst);
     let mut v = Verdict {
         failed: false,
         why: Line::new(),
@@ -1647,10 +1813,33 @@ fn summarize<E: Env>(env: &mut E, vm: &Shared, v: &mut Verdict) {
         l.s(" psci ").dec(c.counted(counter::PSCI));
         l.s(" sgi ").dec(c.counted(counter::SGI));
         l.s(" irq ").dec(c.counted(counter::IRQ));
-        l.s("; ").dec(c.counted(counter::DELIVERED));
+        l.s("; ").dec(c.counted(counter::REFUSED));
+        l.s(" attacks refused; ").dec(c.counted(counter::DELIVERED));
         l.s(" interrupts delivered, CPU ");
         cpus(&mut l, c.cpus.load(SeqCst));
         env.log(l.bytes());
+    }
+
+    let refused: u64 = vm.vcpus.iter().map(|c| c.counted(counter::REFUSED)).sum();
+    let mut d = Line::new();
+    d.dec(refused)
+        .s(" refused (registers of the running protected vCPUs read and set, ")
+        .s("hardware-mapped and timer interrupts injected), every ")
+        .dec(vm.attack_every.load(Relaxed))
+        .s(" runs");
+    // An attack KCore let through already failed the run; none made at all
+    // means the run was too short to test anything.
+    let attacked =
+        (refused > 0 || vm.attack_every.load(Relaxed) == 0) && vm.fault_kind.load(SeqCst) != 9;
+    log_step(env, "attacks", attacked, &d);
+    if !attacked {
+        let mut w = Line::new();
+        if refused == 0 {
+            w.s("no attacks made");
+        } else {
+            w.s("an attack was not refused");
+        }
+        v.fail(&w);
     }
 
     let expected = guest::expected_checksum();

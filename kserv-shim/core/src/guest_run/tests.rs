@@ -96,6 +96,8 @@ struct Knobs {
     same_cpu: bool,
     /// The exit reports one interrupt fewer than supplied.
     short_irq_report: bool,
+    /// A broken KCore that lets KServ read a protected vCPU's registers.
+    leak_registers: bool,
 }
 
 struct World {
@@ -119,9 +121,14 @@ struct World {
     vcpus: [FakeVcpu; VCPUS],
     reclaims: usize,
     pool_donations: u64,
+    /// Register reads/writes and interrupt injections refused as KCore
+    /// refuses them.
+    attacks_refused: u64,
 }
 
 const HANDLE: u64 = 0x1_0001;
+/// Runs between attacks in the scripted runs (short guests).
+const ATTACK_EVERY: u64 = 3;
 /// PSCI `ALREADY_ON`, which KCore (not KServ) answers.
 const ALREADY_ON: u64 = -4i64 as u64;
 const KEY: u64 = 0x5eed;
@@ -178,6 +185,7 @@ impl World {
             vcpus: [vcpu(s0), vcpu(s1)],
             reclaims: 0,
             pool_donations: 0,
+            attacks_refused: 0,
         }
     }
 
@@ -334,6 +342,7 @@ impl World {
                     return Err(Error::NotFound);
                 }
                 if v.started {
+                    self.attacks_refused += 1;
                     return Err(Error::Denied);
                 }
                 match a[2] {
@@ -374,6 +383,19 @@ impl World {
                 self.maybe_forget_vm();
                 Ok([0; 3])
             }
+            HypercallId::HostVcpuGetReg => {
+                // A protected VM: no register is KServ's to read.
+                self.live(a[0])?;
+                let v = self.vcpus.get(a[1] as usize).ok_or(Error::NotFound)?;
+                if !v.created {
+                    return Err(Error::NotFound);
+                }
+                if self.knobs.leak_registers {
+                    return Ok([0x5EC2E7, 0, 0]);
+                }
+                self.attacks_refused += 1;
+                Err(Error::Denied)
+            }
             HypercallId::HostPageOwner => {
                 let h = self.handle.unwrap_or(HANDLE);
                 Ok(match self.state(a[0])? {
@@ -396,6 +418,23 @@ impl World {
         }
         if self.state(run_pfn)? != St::Host {
             return Err(Error::Denied);
+        }
+        // KServ's interrupts are checked before anything changes, as KCore
+        // does: no hardware mapping, not the guest timer's INTID.
+        {
+            let page = self.host_page(run_pfn);
+            let word = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&page[8 * i..8 * i + 8]);
+                u64::from_le_bytes(b)
+            };
+            let n = (word(run::IRQ_COUNT) as usize).min(run::MAX_IRQS);
+            if (0..n).any(|i| {
+                irq::hw(word(run::IRQS + i)).is_some() || irq::vintid(word(run::IRQS + i)) == 27
+            }) {
+                self.attacks_refused += 1;
+                return Err(Error::Denied);
+            }
         }
         if let Some((v, n)) = self.knobs.run_error
             && v == idx
@@ -432,7 +471,7 @@ impl World {
             .collect();
         for (i, &w) in lrs.iter().enumerate() {
             let id = irq::vintid(w);
-            if id == 27 || irq::state(w) == 0 || lrs[..i].iter().any(|&o| irq::vintid(o) == id) {
+            if irq::state(w) == 0 || lrs[..i].iter().any(|&o| irq::vintid(o) == id) {
                 return Err(Error::InvalidParameter);
             }
         }
@@ -668,6 +707,7 @@ impl Fake {
                 image,
                 signature: sig,
                 timeout_secs,
+                attack_every: ATTACK_EVERY,
             },
         )
     }
@@ -926,6 +966,16 @@ fn a_passing_guest_passes_and_every_page_comes_back() {
         "{v1}"
     );
     assert!(v1.ends_with("CPU 1"), "{v1}");
+    // Every round of attacks was refused, and the guest did not notice.
+    let refused = f.world().attacks_refused;
+    assert!(refused > 0);
+    assert_eq!(
+        f.line("attacks: "),
+        format!(
+            "attacks: PASS {refused} refused (registers of the running protected vCPUs read and set, \
+             hardware-mapped and timer interrupts injected), every {ATTACK_EVERY} runs"
+        )
+    );
     assert_eq!(
         f.line("checksum: "),
         format!("checksum: PASS {:#x}", guest::expected_checksum())
@@ -958,6 +1008,7 @@ fn the_image_goes_to_ram_base_and_vcpu0_starts_there() {
         image: &image,
         signature: &sig,
         timeout_secs: 1,
+        attack_every: ATTACK_EVERY,
     };
     let mut d = Line::new();
     let h = setup_vm(&mut f, vm, &setup, &mut d);
@@ -992,6 +1043,7 @@ fn stepper(f: &mut Fake, idx: usize) -> Vcpu {
         image: &image,
         signature: &sig,
         timeout_secs: 1,
+        attack_every: ATTACK_EVERY,
     };
     assert!(setup_vm(f, vm, &setup, &mut Line::new()).is_ok());
     let mut v = Vcpu::new(idx);
@@ -1281,7 +1333,7 @@ fn a_stuck_guest_times_out_and_still_gives_every_page_back() {
     assert_eq!(
         result,
         format!(
-            "result: FAIL no SYSTEM_OFF: timeout after 1 s; no checksum; no status; \
+            "result: FAIL no SYSTEM_OFF: timeout after 1 s; no attacks made; no checksum; no status; \
              0/{} test lines in order; vCPUs not each on a CPU of its own: on CPUs 0, none",
             guest::TESTS.len()
         )
@@ -1305,7 +1357,7 @@ fn a_refused_run_fails_and_tears_down() {
         stop.starts_with("stop: vCPU 0: HostVcpuRun: Busy after "),
         "{stop}"
     );
-    f.line("result: FAIL no SYSTEM_OFF: vCPU 0: HostVcpuRun: Busy; no checksum");
+    f.line("result: FAIL no SYSTEM_OFF: vCPU 0: HostVcpuRun: Busy; no attacks made; no checksum");
     f.assert_all_back();
 }
 
@@ -1512,5 +1564,25 @@ fn a_vcpu_turned_off_runs_again_after_the_next_cpu_on() {
             .len()
             > 10
     );
+    f.assert_all_back();
+}
+
+#[test]
+fn a_kcore_that_leaks_registers_fails_the_run() {
+    let mut f = Fake::new(
+        Knobs {
+            leak_registers: true,
+            ..Knobs::default()
+        },
+        passing_guest(),
+    );
+    let outcome = f.run(20);
+    assert!(!outcome.pass);
+    let result = f.line("result: FAIL");
+    assert!(
+        result.contains("attack get-reg was not refused: success"),
+        "{result}"
+    );
+    assert!(f.line("attacks: ").starts_with("attacks: FAIL"));
     f.assert_all_back();
 }
