@@ -607,6 +607,10 @@ pub enum ExitKind {
     Sync,
     /// A physical IRQ.
     Irq,
+    /// A physical IRQ that is the guest's own virtual timer (its PPI is
+    /// the highest pending and the guest's timer asserts): KCore delivers
+    /// it at the next entry without involving KServ.
+    GuestTimer,
     /// A physical FIQ.
     Fiq,
     /// A physical SError.
@@ -769,6 +773,7 @@ const NOT_SUPPORTED: u64 = u64::MAX;
 /// KServ must see, [`Loaded::report`].
 pub fn step(l: &mut Loaded, e: &GuestExit) -> Step {
     match e.kind {
+        ExitKind::GuestTimer => return Step::Resume,
         ExitKind::Irq | ExitKind::Fiq => return report(l, exit::IRQ, ExitReport::default()),
         ExitKind::SError => {
             // A physical SError while the guest ran is the guest's: deliver
@@ -1417,6 +1422,17 @@ mod tests {
             hpfar: 0,
         };
         assert_eq!(step(&mut l, &irq), Step::Exit);
+        let timer = GuestExit {
+            kind: ExitKind::GuestTimer,
+            ..irq
+        };
+        let before = l.report;
+        assert_eq!(
+            step(&mut l, &timer),
+            Step::Resume,
+            "no round trip for its own timer"
+        );
+        assert_eq!(l.report, before);
         assert_eq!(
             l.report,
             ExitReport {

@@ -29,7 +29,7 @@
 use super::{cpu, gicv3, vectors};
 use core::arch::asm;
 use kcore::vcpu::{ExitKind, GuestConfig, GuestCpu, GuestExit, N_SYS, Sys, VcpuContext, status};
-use kcore::vgic::{Lr, LrSet, LrState, MAX_LRS};
+use kcore::vgic::{Lr, LrSet, LrState, MAX_LRS, TIMER_PPI};
 
 macro_rules! mrs {
     ($name:literal) => {{
@@ -431,6 +431,17 @@ impl GuestCpu for El2Guest {
         ctx.v = fp.0;
         ctx.cntv_ctl = mrs!("cntv_ctl_el0");
         ctx.cntv_cval = mrs!("cntv_cval_el0");
+        // The guest's own timer as the interrupt that ended the run: KCore
+        // delivers it without a round trip through KServ. (Enabled, not
+        // masked, condition met; its PPI the highest pending interrupt —
+        // read before the timer is disabled and the line drops.)
+        let mut exit = exit;
+        if exit.kind == ExitKind::Irq
+            && ctx.cntv_ctl & 0b111 == 0b101
+            && mrs!("S3_0_C12_C12_2") & 0xFF_FFFF == u64::from(TIMER_PPI)
+        {
+            exit.kind = ExitKind::GuestTimer;
+        }
         msr!("cntv_ctl_el0", 0);
         for (i, lr) in lrs.as_mut_slice().iter_mut().take(n).enumerate() {
             lr.state = LrState::from_bits(read_lr(i) >> 62);
