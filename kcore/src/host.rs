@@ -74,7 +74,17 @@ pub struct Host<S, const BANKS: usize, const CPUS: usize, const VMS: usize> {
 const FEATURES: u64 = kcore_abi::features::PSCI_PROXY
     | kcore_abi::features::HOST_STAGE2
     | kcore_abi::features::VMS
-    | kcore_abi::features::VCPUS;
+    | kcore_abi::features::VCPUS
+    | if cfg!(feature = "self-check") {
+        kcore_abi::features::SELF_CHECK
+    } else {
+        0
+    };
+
+/// Whether this build implements `id`.
+fn implemented(id: HypercallId) -> bool {
+    id != HypercallId::HostSelfCheck || cfg!(feature = "self-check")
+}
 
 impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, const VMS: usize>
     Host<S, BANKS, CPUS, VMS>
@@ -236,6 +246,16 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
             Some(HypercallId::HostVerifyImage) => {
                 m.host_verify_image(a1, a2, a3, a4, hw).map(|()| [0; 3])
             }
+            Some(HypercallId::HostSelfCheck) if implemented(HypercallId::HostSelfCheck) => {
+                match crate::audit::audit(m, hw) {
+                    Ok(r) => Ok([r.host_pages, r.vm_pages, r.table_pages]),
+                    Err(e) => {
+                        log::error!("self-check failed: {e:?}");
+                        Err(Error::SelfCheckFailed)
+                    }
+                }
+            }
+            Some(HypercallId::HostSelfCheck) => Err(Error::NotSupported),
         };
         let (r0, [r1, r2, r3]) = match result {
             Ok(r) => (kcore_abi::SUCCESS as u64, r),
@@ -378,7 +398,7 @@ pub fn abi_query(imm: u16, regs: &mut Regs) {
                 0,
             ),
             Some(HypercallId::Features) => {
-                let known = HypercallId::from_raw(regs[1]).is_some();
+                let known = HypercallId::from_raw(regs[1]).is_some_and(implemented);
                 let r = if known {
                     kcore_abi::SUCCESS as u64
                 } else {

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod audit;
 pub mod exception;
 pub mod host;
 pub mod host_stage2;

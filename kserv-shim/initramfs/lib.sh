@@ -31,3 +31,16 @@ fail() { echo "KSERV-TEST $KSERV_TEST: FAIL $*"; exit 1; }
 shim_loaded() { grep -q '^kserv_shim ' /proc/modules; }
 
 KSERV_DEBUGFS=/sys/kernel/debug/kserv
+
+# KCore's self-check (test images: HostSelfCheck, 0xc6000010): its ownership
+# table against every stage-2 table. Prints "pages: host H, guests G, tables
+# T" and returns 0 when they agree; prints the status and returns 1 if not.
+self_check() {
+    echo c6000010 > $KSERV_DEBUGFS/hvc 2>/dev/null || { echo "cannot call the self-check"; return 1; }
+    set -- $(cat $KSERV_DEBUGFS/hvc)
+    if [ "$1" != 0 ]; then
+        echo "self-check status $1"
+        return 1
+    fi
+    echo "pages: host $((0x$2)), guests $((0x$3)), tables $((0x$4))"
+}

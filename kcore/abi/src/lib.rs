@@ -17,7 +17,7 @@ pub mod smccc;
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 4;
+pub const ABI_VERSION_MINOR: u16 = 5;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.
@@ -112,11 +112,17 @@ pub enum HypercallId {
     /// id, `x4` = the value. A protected vCPU takes only [`reg::PC`] and
     /// [`reg::X0`], and only before it first ran.
     HostVcpuSetReg = HYPERCALL_BASE + 15,
+    /// `host_self_check` (test images only, feature bit
+    /// [`features::SELF_CHECK`]): KCore audits its ownership table against
+    /// every stage-2 table. Returns `x1` = pages KServ's stage 2 maps, `x2`
+    /// = pages VMs map, `x3` = table pages walked; [`Error::SelfCheckFailed`]
+    /// (and a line on KCore's console) on the first disagreement.
+    HostSelfCheck = HYPERCALL_BASE + 16,
 }
 
 impl HypercallId {
     /// Every hypercall this ABI version defines.
-    pub const ALL: [HypercallId; 16] = [
+    pub const ALL: [HypercallId; 17] = [
         HypercallId::Version,
         HypercallId::Features,
         HypercallId::HostCreateVm,
@@ -133,6 +139,7 @@ impl HypercallId {
         HypercallId::HostVcpuRun,
         HypercallId::HostVcpuGetReg,
         HypercallId::HostVcpuSetReg,
+        HypercallId::HostSelfCheck,
     ];
 
     /// The SMCCC function id of this call.
@@ -211,6 +218,8 @@ pub mod features {
     pub const VMS: u64 = 1 << 2;
     /// vCPUs: run, exits, registers, virtual interrupts.
     pub const VCPUS: u64 = 1 << 3;
+    /// A test image: [`super::HypercallId::HostSelfCheck`] is built in.
+    pub const SELF_CHECK: u64 = 1 << 4;
 }
 
 /// Error codes returned in `x0`. The values below `-16` are KCore's own; the
@@ -235,11 +244,14 @@ pub enum Error {
     NotFound = -20,
     /// A VM image's signature did not verify: the VM is poisoned.
     VerificationFailed = -21,
+    /// KCore's self-check found its ownership table and a stage-2 table
+    /// disagreeing.
+    SelfCheckFailed = -22,
 }
 
 impl Error {
     /// Every error code.
-    pub const ALL: [Error; 8] = [
+    pub const ALL: [Error; 9] = [
         Error::NotSupported,
         Error::NotRequired,
         Error::InvalidParameter,
@@ -248,6 +260,7 @@ impl Error {
         Error::NoMemory,
         Error::NotFound,
         Error::VerificationFailed,
+        Error::SelfCheckFailed,
     ];
 
     /// The value placed in `x0`.

@@ -3,14 +3,13 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
-use kcore::addr::{MemRange, PAGE_SIZE, Pa, Pfn, RangeSet};
+use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
 use kcore::host::Host;
 use kcore::host_stage2::{HostMemoryMap, HostStage2};
 use kcore::mem_protect::MemCore;
-use kcore::ownership::{OwnershipTable, PageState};
+use kcore::ownership::OwnershipTable;
 use kcore::pgtable::{Geometry, PageTable, Stage2};
 use kcore::psci::PsciRelay;
-use kcore::vm::VmState;
 use kcore_arch::host_double::FakeAllocator;
 use kcore_arch::host_machine::FakeMachine;
 
@@ -57,141 +56,19 @@ pub fn world() -> World {
     }
 }
 
-/// Checks invariants 1-4 of DESIGN.md section 2 over every stage-2 table,
-/// that no invalidated descriptor is waiting for a TLB flush, and that the
-/// VMs' page counters agree with the ownership table.
+/// Checks invariants 1-4 of DESIGN.md section 2 over every stage-2 table
+/// and the VMs' page counters (KCore's own [`kcore::audit`]), and that no
+/// invalidated descriptor is waiting for a TLB flush.
 pub fn check_invariants(w: &World) -> Result<(), String> {
-    let mem = w.host.mem();
-    let owners = mem.owners();
-    let state = |pa: u64| owners.get(Pfn(pa >> 12));
     if w.hw.unflushed() != 0 {
         return Err(format!(
             "{} invalidated descriptors without a TLB flush",
             w.hw.unflushed()
         ));
     }
-    // Invariants 1 and 3: KServ's stage 2 maps only pages KServ may use,
-    // never KCore's.
-    let host = mem.host();
-    let mut err = None;
-    host.table().for_each_leaf(&w.hw, &mut |va, leaf, size| {
-        for off in (0..size).step_by(PAGE_SIZE as usize) {
-            let pa = leaf.pa.raw() + off;
-            if va + off != pa {
-                err.get_or_insert(format!(
-                    "KServ's stage 2 is not identity at {:#x}",
-                    va + off
-                ));
-            }
-            match state(pa) {
-                Some(s) if !s.host_may_map() => {
-                    err.get_or_insert(format!("KServ maps {pa:#x} in state {s:?}"));
-                }
-                None if host.map().kcore().find(pa).is_some() => {
-                    err.get_or_insert(format!("KServ maps KCore device memory at {pa:#x}"));
-                }
-                _ => {}
-            }
-        }
-    });
-    // Invariant 4 for KServ's stage 2: its tables are KCore's.
-    host.table().for_each_table(&w.hw, &mut |t| {
-        if state(t.raw()) != Some(PageState::KCore) {
-            err.get_or_insert(format!("KServ's table page {t:?} is {:?}", state(t.raw())));
-        }
-    });
-    if let Some(e) = err {
-        return Err(e);
-    }
-    for (id, vm) in mem.vms().iter() {
-        let mut mapped = 0u64;
-        let mut err = None;
-        let dying = vm.state == VmState::Dying;
-        // A dying VM's root was emptied at teardown and its table pages may
-        // be KServ's again: its tree is not walked (KCore never does either).
-        let walk = |f: &mut dyn FnMut()| {
-            if !dying {
-                f()
-            }
-        };
-        // Invariant 2: a VM maps only its own pages (or pages shared with
-        // it), each at its recorded gfn, never KCore's.
-        walk(&mut || {
-            vm.stage2.for_each_leaf(&w.hw, &mut |va, leaf, size| {
-                if size != PAGE_SIZE {
-                    err.get_or_insert(format!("VM {id:?} maps a block at {va:#x}"));
-                }
-                mapped += 1;
-                let gfn = va >> 12;
-                match state(leaf.pa.raw()) {
-                    Some(PageState::Guest { vm, gfn: g })
-                    | Some(PageState::GuestSharedWithHost { vm, gfn: g })
-                    | Some(PageState::HostSharedWithGuest { vm, gfn: g })
-                        if vm == id && g.0 == gfn => {}
-                    s => {
-                        err.get_or_insert(format!(
-                            "VM {id:?} maps gfn {gfn:#x} to {:?} in state {s:?}",
-                            leaf.pa
-                        ));
-                    }
-                }
-            });
-            // Invariant 4: a VM's tables are KCore's, held for that VM.
-            vm.stage2.for_each_table(&w.hw, &mut |t| {
-                if state(t.raw()) != Some(PageState::VmTable { vm: id }) {
-                    err.get_or_insert(format!(
-                        "VM {id:?} table page {t:?} is {:?}",
-                        state(t.raw())
-                    ));
-                }
-            });
-        });
-        if let Some(e) = err {
-            return Err(e);
-        }
-        // Counters against the table; a live VM maps exactly its pages.
-        let (mut owned, mut tables, mut borrowed) = (0, 0, 0);
-        for (_, s) in owners.iter() {
-            match s {
-                PageState::Guest { vm, .. } | PageState::GuestSharedWithHost { vm, .. }
-                    if vm == id =>
-                {
-                    owned += 1
-                }
-                PageState::VmTable { vm } if vm == id => tables += 1,
-                PageState::HostSharedWithGuest { vm, .. } if vm == id => borrowed += 1,
-                _ => {}
-            }
-        }
-        if (owned, tables, borrowed) != (vm.owned_pages, vm.table_pages, vm.borrowed_pages) {
-            return Err(format!(
-                "VM {id:?} counters {:?} but the table says {:?}",
-                (vm.owned_pages, vm.table_pages, vm.borrowed_pages),
-                (owned, tables, borrowed)
-            ));
-        }
-        let expect_mapped = if vm.state == VmState::Dying {
-            0
-        } else {
-            owned + borrowed
-        };
-        if mapped != expect_mapped {
-            return Err(format!(
-                "VM {id:?} maps {mapped} pages, owns or borrows {expect_mapped}"
-            ));
-        }
-    }
-    // No page names a VM that does not exist.
-    for (pfn, s) in owners.iter() {
-        if let Some(v) = s.vm()
-            && mem.vms().get(v).is_none()
-        {
-            return Err(format!(
-                "page {pfn:?} in state {s:?} names a VM that does not exist"
-            ));
-        }
-    }
-    Ok(())
+    kcore::audit::audit(w.host.mem(), &w.hw)
+        .map(drop)
+        .map_err(|e| format!("self-check: {e:?}"))
 }
 
 /// The raw registers of an HVC.

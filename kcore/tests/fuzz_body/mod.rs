@@ -798,9 +798,9 @@ pub struct Tally {
     /// Traps after which the whole world was checked (something changed).
     pub full_checks: u64,
     /// Successful HVCs, by index in [`HypercallId::ALL`].
-    pub hvc_ok: [u64; 16],
+    pub hvc_ok: [u64; HypercallId::ALL.len()],
     /// Refused HVCs, by index in [`HypercallId::ALL`].
-    pub hvc_refused: [u64; 16],
+    pub hvc_refused: [u64; HypercallId::ALL.len()],
     /// HVCs that are not KCore's ABI (unknown ids, `HVC #imm != 0`).
     pub hvc_other: u64,
     /// SMCs.
@@ -1079,7 +1079,10 @@ fn check_hvc(
     let index = HypercallId::ALL.iter().position(|i| *i == id).unwrap_or(0);
     let query = matches!(
         id,
-        HypercallId::Version | HypercallId::Features | HypercallId::HostPageOwner
+        HypercallId::Version
+            | HypercallId::Features
+            | HypercallId::HostPageOwner
+            | HypercallId::HostSelfCheck
     );
     match Error::from_x0(regs[0]) {
         Ok(()) => {
@@ -1466,6 +1469,10 @@ enum Arg {
     ImageLen,
     /// The page holding an image's signature.
     SigPage,
+    /// A vCPU index (mostly one that exists).
+    Vcpu,
+    /// A KServ page for a run page.
+    RunPage,
     /// Anything.
     Any,
 }
@@ -1554,6 +1561,8 @@ impl Encoder {
             Arg::ImageLen if v % 10 < 5 => self.val(Val::Raw(IMAGE_LEN)),
             Arg::ImageLen => self.val(Val::Raw(v % (4 * PAGE_SIZE))),
             Arg::SigPage => self.push_special(SIG_PAGE),
+            Arg::Vcpu => self.bytes.push((v % 3) as u8),
+            Arg::RunPage => self.push_special(SIG_PAGE + 1 + v % 2),
             Arg::Addr => {
                 self.bytes.push(tag::RAM_ADDR);
                 self.bytes.extend_from_slice(&(v >> 8).to_le_bytes()[..3]);
@@ -1582,7 +1591,10 @@ impl Encoder {
     /// hypercalls and PSCI calls with plausible arguments for each, some
     /// aborts, a few of anything else.
     pub fn random_trap(&mut self, r: &mut dyn FnMut() -> u64) -> &mut Self {
-        use Arg::{Addr, Fid, Gfn, Handle, ImageLen, Mpidr, Pfn, SigPage, Small, VmPage};
+        use Arg::{
+            Addr, Any, Fid, Gfn, Handle, ImageLen, Mpidr, Pfn, RunPage, SigPage, Small, Vcpu,
+            VmPage,
+        };
         let high = (r() as u8) & 0xF8;
         let class_byte = match r() % 100 {
             0..60 => class::HVC,
@@ -1598,7 +1610,7 @@ impl Encoder {
         }
         if r().is_multiple_of(10) {
             self.bytes.push(0xC0);
-            self.random_word(Arg::Any, r);
+            self.random_word(Any, r);
         } else {
             self.bytes.push((r() % 0xC0) as u8);
         }
@@ -1631,6 +1643,11 @@ impl Encoder {
             (Some(HypercallId::HostTeardownVm), _) => &[Handle],
             (Some(HypercallId::Features), _) => &[Fid],
             (Some(HypercallId::HostVerifyImage), _) => &[Handle, Gfn, ImageLen, SigPage],
+            (Some(HypercallId::HostDeclareMmio), _) => &[Handle, Gfn, Small],
+            (Some(HypercallId::HostVcpuRun), _) => &[Handle, Vcpu, RunPage],
+            (Some(HypercallId::HostVcpuGetReg), _) => &[Handle, Vcpu, Small],
+            (Some(HypercallId::HostVcpuSetReg), _) => &[Handle, Vcpu, Small, Any],
+            (Some(HypercallId::HostSelfCheck), _) => &[],
             (Some(_), _) => &[Handle, Gfn, Small, Pfn],
             (None, Some(&f)) if f == fid::CPU_ON as u64 || f == fid::CPU_ON_64 as u64 => {
                 &[Mpidr, Addr, Small]
@@ -1643,12 +1660,12 @@ impl Encoder {
             _ => &[],
         };
         for i in 0..7 {
-            self.random_word(args.get(i).copied().unwrap_or(Arg::Any), r); // x1..x7
+            self.random_word(args.get(i).copied().unwrap_or(Any), r); // x1..x7
         }
         self.random_word(Addr, r); // HPFAR
         for flag in [extra::OWN_FAR, extra::ELR, extra::VBAR] {
             if flags & flag != 0 {
-                self.random_word(Arg::Any, r);
+                self.random_word(Any, r);
             }
         }
         self

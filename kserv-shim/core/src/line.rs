@@ -123,6 +123,7 @@ pub fn error_name(e: Error) -> &'static str {
         Error::NoMemory => "NoMemory",
         Error::NotFound => "NotFound",
         Error::VerificationFailed => "VerificationFailed",
+        Error::SelfCheckFailed => "SelfCheckFailed",
     }
 }
 

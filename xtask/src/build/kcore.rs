@@ -14,10 +14,18 @@ pub const TARGET: &str = "aarch64-unknown-none-softfloat";
 
 /// Builds KCore and writes `build/kcore.bin`; returns its path.
 pub fn build() -> Result<PathBuf> {
-    let elf = cargo::build("kcore-boot", &["--bin", "kcore"], TARGET, "kcore", "bin")?
-        .into_iter()
-        .next()
-        .context("no kcore executable")?;
+    // Every image this build makes is a test image: it carries KCore's
+    // self-check hypercall, which the attack tests use.
+    let elf = cargo::build(
+        "kcore-boot",
+        &["--bin", "kcore", "--features", "self-check"],
+        TARGET,
+        "kcore",
+        "bin",
+    )?
+    .into_iter()
+    .next()
+    .context("no kcore executable")?;
     let bin = paths::kcore_bin();
     let tmp = bin.with_extension("bin.objcopy~");
     fs::create_dir_all(paths::build_dir())?;

@@ -297,7 +297,8 @@ impl Fake {
             HypercallId::HostDeclareMmio
             | HypercallId::HostVcpuRun
             | HypercallId::HostVcpuGetReg
-            | HypercallId::HostVcpuSetReg => Err(Error::NotSupported),
+            | HypercallId::HostVcpuSetReg
+            | HypercallId::HostSelfCheck => Err(Error::NotSupported),
         }
     }
 }
