@@ -230,7 +230,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
                 .map(|t| m.commit_host_donate_guest(t, hw))
                 .map(|()| [0; 3]),
             Some(HypercallId::HostShareGuest) => m
-                .check_host_share_guest(a1, a2, a3, hw)
+                .check_host_share_guest(a1, a2, a3, a4, hw)
                 .map(|t| m.commit_host_share_guest(t, hw))
                 .map(|()| [0; 3]),
             Some(HypercallId::HostUnshareGuest) => m

@@ -19,11 +19,12 @@ use crate::image::{self, Signature, VerifyKey};
 use crate::ownership::{OwnershipTable, PageState};
 use crate::pgtable::{Attrs, Geometry, PageTable};
 use crate::vcpu::{
-    CTX_WORDS, ExitReport, GuestConfig, Loaded, Pending, Step, VcpuContext, guest_fid, status,
+    CTX_WORDS, ExitReport, GuestConfig, Loaded, Pending, Step, TimerIrq, VcpuContext, guest_fid,
+    status,
 };
 use crate::vgic;
 use crate::vm::{FreeList, MAX_VCPUS, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms};
-use kcore_abi::{Error, reg, run};
+use kcore_abi::{Error, reg, run, share_flags};
 
 /// KServ's VMID.
 pub const HOST_VMID: u16 = 0;
@@ -74,6 +75,7 @@ pub struct PageTicket {
     vm: VmId,
     pfn: Pfn,
     gfn: Gfn,
+    read_only: bool,
 }
 
 /// A checked `host_reclaim_page`.
@@ -297,6 +299,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             vm: id,
             pfn,
             gfn: Gfn(0),
+            read_only: false,
         })
     }
 
@@ -335,7 +338,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         if (vm.pool.len() as usize) < vm.stage2.tables_needed(hw, ipa).min(MAX_TABLES_PER_MAP) {
             return Err(Error::NoMemory);
         }
-        Ok(PageTicket { vm: id, pfn, gfn })
+        Ok(PageTicket {
+            vm: id,
+            pfn,
+            gfn,
+            read_only: false,
+        })
     }
 
     fn guest_map(&mut self, hw: &mut impl Hardware, t: PageTicket) {
@@ -346,9 +354,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             // Cannot fail: the check saw the gfn unmapped and the pool holding
             // every table page the walk needs.
             if let Some(mut reserved) = Reserved::take(&mut vm.pool, hw, needed) {
-                let _ = vm
-                    .stage2
-                    .map(hw, &mut reserved, ipa, pa, PAGE_SIZE, Attrs::RAM_RWX);
+                let attrs = if t.read_only {
+                    Attrs::RAM_RX
+                } else {
+                    Attrs::RAM_RWX
+                };
+                let _ = vm.stage2.map(hw, &mut reserved, ipa, pa, PAGE_SIZE, attrs);
                 reserved.give_back(&mut vm.pool, hw);
             }
         }
@@ -389,11 +400,18 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         handle: u64,
         pfn: u64,
         gfn: u64,
+        flags: u64,
         hw: &impl TableMemory,
     ) -> Result<PageTicket, Error> {
         let t = self.check_host_to_guest(handle, pfn, gfn, hw)?;
+        if flags & !share_flags::ALL != 0 {
+            return Err(Error::InvalidParameter);
+        }
         match self.vms.get(t.vm).map(|v| v.kind) {
-            Some(VmKind::NonProtected) => Ok(t),
+            Some(VmKind::NonProtected) => Ok(PageTicket {
+                read_only: flags & share_flags::READ_ONLY != 0,
+                ..t
+            }),
             _ => Err(Error::Denied),
         }
     }
@@ -433,7 +451,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let pfn = Pfn::of(leaf.pa);
         match self.owners.get(pfn) {
             Some(PageState::HostSharedWithGuest { vm: v, gfn: g }) if v == id && g == gfn => {
-                Ok(PageTicket { vm: id, pfn, gfn })
+                Ok(PageTicket {
+                    vm: id,
+                    pfn,
+                    gfn,
+                    read_only: false,
+                })
             }
             _ => Err(Error::Denied),
         }
@@ -482,7 +505,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     ) -> Result<PageTicket, Error> {
         match self.guest_page(vm, gfn, hw)? {
             (pfn, gfn, PageState::Guest { vm: v, gfn: g }) if v == vm && g == gfn => {
-                Ok(PageTicket { vm, pfn, gfn })
+                Ok(PageTicket {
+                    vm,
+                    pfn,
+                    gfn,
+                    read_only: false,
+                })
             }
             _ => Err(Error::Denied),
         }
@@ -509,7 +537,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     ) -> Result<PageTicket, Error> {
         match self.guest_page(vm, gfn, hw)? {
             (pfn, gfn, PageState::GuestSharedWithHost { vm: v, gfn: g }) if v == vm && g == gfn => {
-                Ok(PageTicket { vm, pfn, gfn })
+                Ok(PageTicket {
+                    vm,
+                    pfn,
+                    gfn,
+                    read_only: false,
+                })
             }
             _ => Err(Error::Denied),
         }
@@ -819,7 +852,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         // The entry half, copied once: everything below looks at the copy.
         let mut entry = [0u64; run::ENTRY_WORDS];
         hw.read_words(run_page, &mut entry);
-        if entry[run::FLAGS] != 0 {
+        if entry[run::FLAGS] & !run::entry_flags::ALL != 0 {
             return Err(Error::InvalidParameter);
         }
         let n_irqs = entry[run::IRQ_COUNT];
@@ -878,6 +911,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             lrs,
             mmio: vm.mmio,
             ipa_limit: vm.stage2.geometry().input_limit(),
+            timer: TimerIrq::from_flags(entry[run::FLAGS]),
             report: ExitReport::default(),
         };
         if let Some(vm) = self.vms.get_mut(id) {

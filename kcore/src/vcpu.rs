@@ -690,6 +690,31 @@ impl MmioRanges {
     }
 }
 
+/// The guest's timer interrupt as KServ's vGIC model configures it (the
+/// run page's entry flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerIrq {
+    /// The guest has it enabled.
+    pub enabled: bool,
+    /// Its priority.
+    pub priority: u8,
+    /// Group 1 (else group 0).
+    pub group1: bool,
+}
+
+impl TimerIrq {
+    /// From the entry flags (already checked against
+    /// [`kcore_abi::run::entry_flags::ALL`]).
+    pub const fn from_flags(f: u64) -> TimerIrq {
+        use kcore_abi::run::entry_flags as ef;
+        TimerIrq {
+            enabled: f & ef::TIMER_DISABLED == 0,
+            priority: (f >> ef::TIMER_PRIORITY_SHIFT) as u8,
+            group1: f & ef::TIMER_GROUP0 == 0,
+        }
+    }
+}
+
 /// A vCPU taken out of its page for a run.
 #[derive(Clone, Debug)]
 pub struct Loaded {
@@ -717,6 +742,8 @@ pub struct Loaded {
     pub mmio: MmioRanges,
     /// The VM's IPA limit (bytes).
     pub ipa_limit: u64,
+    /// How KServ's vGIC configures the guest's timer interrupt.
+    pub timer: TimerIrq,
     /// The report for KServ, once an exit needs it.
     pub report: ExitReport,
 }
@@ -975,7 +1002,13 @@ fn abort(l: &mut Loaded, e: &GuestExit) -> Step {
     // own stage-1 walk into MMIO are the guest's problem.
     let fsc = esr.fsc();
     let translation = matches!(fsc & 0x3C, 0x04 | 0x08) || fsc == 0x2B;
+    let permission = fsc & 0x3C == 0x0C;
     let ipa = fault_ipa(e.hpfar, e.far);
+    // A write to a page KServ shared read-only with a non-protected VM
+    // (a read-only memory slot): emulated by KServ, as KVM does.
+    if permission && is_data && esr.is_write() && l.kind == VmKind::NonProtected {
+        return mmio(l, e, ipa);
+    }
     if !translation || ipa >= l.ipa_limit {
         l.ctx.inject_abort(e.esr, e.far);
         return Step::Resume;
@@ -1000,9 +1033,20 @@ fn abort(l: &mut Loaded, e: &GuestExit) -> Step {
             },
         );
     }
-    // MMIO: only a data access the hardware described (ISV) can be emulated.
+    if !is_data {
+        l.ctx.inject_abort(e.esr, e.far);
+        return Step::Resume;
+    }
+    mmio(l, e, ipa)
+}
+
+/// An MMIO access KServ emulates: only a data access the hardware
+/// described (ISV, not on a stage-1 walk) can be.
+fn mmio(l: &mut Loaded, e: &GuestExit, ipa: u64) -> Step {
+    let esr = Esr(e.esr);
     let isv = e.esr & (1 << 24) != 0;
-    if !is_data || !isv || s1ptw {
+    let s1ptw = e.esr & (1 << 7) != 0;
+    if !isv || s1ptw {
         l.ctx.inject_abort(e.esr, e.far);
         return Step::Resume;
     }
@@ -1037,15 +1081,15 @@ fn abort(l: &mut Loaded, e: &GuestExit) -> Step {
 /// PPI, so the guest's deactivation ends it at the physical GIC too.
 pub fn prepare_timer(l: &mut Loaded, now: u64) {
     let n = l.n_irqs;
-    if l.ctx.timer_lr == LrState::Invalid && l.ctx.timer_asserts(now) {
+    if l.ctx.timer_lr == LrState::Invalid && l.timer.enabled && l.ctx.timer_asserts(now) {
         l.ctx.timer_lr = LrState::Pending;
     }
     l.lrs.len = n.min(MAX_LRS);
     if l.ctx.timer_lr != LrState::Invalid {
         l.lrs.push(Lr {
             vintid: TIMER_PPI,
-            priority: 0,
-            group1: true,
+            priority: l.timer.priority,
+            group1: l.timer.group1,
             state: l.ctx.timer_lr,
             hw: Some(TIMER_PPI),
         });
@@ -1128,6 +1172,7 @@ mod tests {
             lrs: LrSet::default(),
             mmio,
             ipa_limit: 1 << 40,
+            timer: TimerIrq::from_flags(0),
             report: ExitReport::default(),
         }
     }

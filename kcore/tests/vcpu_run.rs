@@ -468,9 +468,8 @@ fn the_run_page_must_be_kservs_and_well_formed() {
         run_result(run_vcpu(&mut d, &mut g, a), &mut regs);
         assert_eq!(regs[0], e.to_x0(), "{pfn:#x}");
     }
-    let mut words = vec![0u8; 8];
-    words[0] = 1;
-    v.w.hw.write(RUN_PFN << 12, &words);
+    // An entry flag this ABI does not define.
+    v.w.hw.write(RUN_PFN << 12, &(1u64 << 20).to_le_bytes());
     assert_eq!(
         run(&mut v, 0, &mut g).0,
         Error::InvalidParameter.to_x0(),
@@ -557,6 +556,7 @@ mod noninterference {
             lrs: LrSet::default(),
             mmio,
             ipa_limit: 1 << 40,
+            timer: kcore::vcpu::TimerIrq::from_flags(0),
             report: ExitReport::default(),
         }
     }
@@ -623,4 +623,76 @@ mod noninterference {
             prop_assert_eq!(la.ctx.pending, lb.ctx.pending);
         }
     }
+}
+
+#[test]
+fn the_timer_follows_kservs_vgic_configuration() {
+    use kcore_abi::run::entry_flags as ef;
+    let mut v = vm(false, 1);
+    let mut g = ScriptedGuest::new(4);
+    g.now = 5000;
+    g.then_do(irq_exit(), |ctx, _| {
+        ctx.cntv_cval = 100;
+        ctx.cntv_ctl = 1;
+    });
+    run_page(&mut v, 0, &[]);
+    run(&mut v, 0, &mut g);
+    // The guest disabled the PPI in KServ's redistributor model: nothing.
+    let mut disabled = [0u64; run::ENTRY_WORDS];
+    disabled[run::FLAGS] = ef::TIMER_DISABLED;
+    let bytes: Vec<u8> = disabled.iter().flat_map(|w| w.to_le_bytes()).collect();
+    v.w.hw.write(RUN_PFN << 12, &bytes);
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[1].1.len, 0);
+    // Enabled, with the priority and group the guest gave it.
+    let mut flags = [0u64; run::ENTRY_WORDS];
+    flags[run::FLAGS] = 0xa0 << ef::TIMER_PRIORITY_SHIFT | ef::TIMER_GROUP0;
+    let bytes: Vec<u8> = flags.iter().flat_map(|w| w.to_le_bytes()).collect();
+    v.w.hw.write(RUN_PFN << 12, &bytes);
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    let lr = g.entries[2].1.lrs[0];
+    assert_eq!(
+        (lr.vintid, lr.priority, lr.group1),
+        (TIMER_PPI, 0xa0, false)
+    );
+}
+
+#[test]
+fn writes_to_a_read_only_shared_page_exit_as_mmio() {
+    use kcore_abi::share_flags;
+    let mut v = vm(false, 1);
+    let rom = FIRST_HOST_PFN + 90;
+    let r = hvc(
+        &mut v.w,
+        H::HostShareGuest,
+        &[v.h, rom, 0x200, share_flags::READ_ONLY],
+    );
+    assert_eq!(r[0], 0);
+    assert_eq!(
+        hvc(&mut v.w, H::HostShareGuest, &[v.h, rom + 1, 0x201, 2])[0],
+        Error::InvalidParameter.to_x0(),
+        "unknown flag"
+    );
+    // Permission fault, level 3, write, ISV, x7.
+    let esr = ec::DABT_LOW << 26 | 1 << 25 | 1 << 24 | 3 << 22 | 7 << 16 | 1 << 15 | 1 << 6 | 0x0F;
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.then_do(sync(esr, 0x20_0010), |ctx, _| ctx.x[7] = 0x1234);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::MMIO));
+    let out = exit_words(&v.w);
+    assert_eq!(out[run::EXIT_ADDR], 0x20_0010);
+    assert_eq!(
+        (out[run::EXIT_DATA], out[run::EXIT_FLAGS]),
+        (0x1234, exit_flags::WRITE)
+    );
+    // The same fault in a protected VM is the guest's: an abort, no exit.
+    let mut p = vm(true, 1);
+    assert_eq!(set(&mut p, 0, reg::PC, ENTRY), 0);
+    run_page(&mut p, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.then(sync(esr, (GFN << 12) + 0x10));
+    assert_eq!(run(&mut p, 0, &mut g), (0, exit::IRQ));
+    assert_eq!(g.entries.len(), 2, "re-entered at its abort vector");
 }

@@ -17,7 +17,7 @@ pub mod smccc;
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 5;
+pub const ABI_VERSION_MINOR: u16 = 6;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.
@@ -72,8 +72,10 @@ pub enum HypercallId {
     /// `host_donate_guest`: `x1` = handle, `x2` = pfn, `x3` = gfn. The page
     /// becomes the VM's at `gfn` and leaves KServ's stage 2.
     HostDonateGuest = HYPERCALL_BASE + 5,
-    /// `host_share_guest`: `x1` = handle, `x2` = pfn, `x3` = gfn. The page
-    /// stays KServ's and is also mapped in the (non-protected) VM at `gfn`.
+    /// `host_share_guest`: `x1` = handle, `x2` = pfn, `x3` = gfn, `x4` =
+    /// [`share_flags`]. The page stays KServ's and is also mapped in the
+    /// (non-protected) VM at `gfn`; read-only, a guest write to it exits as
+    /// MMIO (KVM's read-only memory slots).
     HostShareGuest = HYPERCALL_BASE + 6,
     /// `host_unshare_guest`: `x1` = handle, `x2` = gfn of a shared page.
     HostUnshareGuest = HYPERCALL_BASE + 7,
@@ -172,6 +174,14 @@ pub mod vm_flags {
     pub const PROTECTED: u64 = 1 << 0;
     /// Every flag this ABI version defines.
     pub const ALL: u64 = PROTECTED;
+}
+
+/// Flags of [`HypercallId::HostShareGuest`] in `x4`.
+pub mod share_flags {
+    /// The guest may read and execute the page, not write it.
+    pub const READ_ONLY: u64 = 1 << 0;
+    /// Every flag this ABI version defines.
+    pub const ALL: u64 = READ_ONLY;
 }
 
 /// Who owns a page, as [`HypercallId::HostPageOwner`] reports it.

@@ -7,8 +7,22 @@
 //! [`EXIT`] on are the exit half, written by KCore before the call returns.
 //! KCore writes nothing else and reads nothing else.
 
-/// Entry word: flags; must be 0 (reserved).
+/// Entry word: [`entry_flags`]: how KServ's vGIC model configures the
+/// guest's timer interrupt (0: enabled, priority 0, group 1).
 pub const FLAGS: usize = 0;
+
+/// Bits of [`FLAGS`]; any other bit is `InvalidParameter`.
+pub mod entry_flags {
+    /// The guest disabled its timer PPI: KCore delivers no new timer
+    /// interrupt (one already pending or active stays).
+    pub const TIMER_DISABLED: u64 = 1 << 0;
+    /// Shift of the timer interrupt's priority (8 bits).
+    pub const TIMER_PRIORITY_SHIFT: u32 = 8;
+    /// The timer interrupt is group 0 (else group 1).
+    pub const TIMER_GROUP0: u64 = 1 << 16;
+    /// Every bit this ABI version defines.
+    pub const ALL: u64 = TIMER_DISABLED | 0xFF << TIMER_PRIORITY_SHIFT | TIMER_GROUP0;
+}
 /// Entry word: the answer to the previous exit: the value an MMIO read
 /// returns, or `x0` of a PSCI call KServ handled. Ignored after other exits.
 pub const COMPLETION: usize = 1;

@@ -1473,6 +1473,8 @@ enum Arg {
     Vcpu,
     /// A KServ page for a run page.
     RunPage,
+    /// Flags: 0, 1 or an undefined 2.
+    Flags,
     /// Anything.
     Any,
 }
@@ -1561,7 +1563,7 @@ impl Encoder {
             Arg::ImageLen if v % 10 < 5 => self.val(Val::Raw(IMAGE_LEN)),
             Arg::ImageLen => self.val(Val::Raw(v % (4 * PAGE_SIZE))),
             Arg::SigPage => self.push_special(SIG_PAGE),
-            Arg::Vcpu => self.bytes.push((v % 3) as u8),
+            Arg::Vcpu | Arg::Flags => self.bytes.push((v % 3) as u8),
             Arg::RunPage => self.push_special(SIG_PAGE + 1 + v % 2),
             Arg::Addr => {
                 self.bytes.push(tag::RAM_ADDR);
@@ -1592,8 +1594,8 @@ impl Encoder {
     /// aborts, a few of anything else.
     pub fn random_trap(&mut self, r: &mut dyn FnMut() -> u64) -> &mut Self {
         use Arg::{
-            Addr, Any, Fid, Gfn, Handle, ImageLen, Mpidr, Pfn, RunPage, SigPage, Small, Vcpu,
-            VmPage,
+            Addr, Any, Fid, Flags, Gfn, Handle, ImageLen, Mpidr, Pfn, RunPage, SigPage, Small,
+            Vcpu, VmPage,
         };
         let high = (r() as u8) & 0xF8;
         let class_byte = match r() % 100 {
@@ -1635,9 +1637,8 @@ impl Encoder {
             (Some(HypercallId::HostCreateVm), _) => &[Small, Small, Small, Pfn, Small],
             (Some(HypercallId::HostCreateVcpu), _) => &[Handle, Small],
             (Some(HypercallId::HostDonateVmPool | HypercallId::HostPageOwner), _) => &[Handle, Pfn],
-            (Some(HypercallId::HostDonateGuest | HypercallId::HostShareGuest), _) => {
-                &[Handle, Pfn, Gfn]
-            }
+            (Some(HypercallId::HostDonateGuest), _) => &[Handle, Pfn, Gfn],
+            (Some(HypercallId::HostShareGuest), _) => &[Handle, Pfn, Gfn, Flags],
             (Some(HypercallId::HostUnshareGuest), _) => &[Handle, Gfn],
             (Some(HypercallId::HostReclaimPage), _) => &[Handle, VmPage],
             (Some(HypercallId::HostTeardownVm), _) => &[Handle],
