@@ -340,6 +340,9 @@ impl<
             .mem
             .vcpu_cpu_on(l, target, entry, context, self.hw)
     }
+    fn guest_mem(&mut self, l: &mut Loaded, share: bool, gfn: u64) {
+        self.host.mem.vcpu_guest_mem(l, share, gfn, self.hw)
+    }
     fn put(&mut self, l: &Loaded) {
         self.host.mem.vcpu_put(l, self.hw)
     }

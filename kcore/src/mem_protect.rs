@@ -921,6 +921,31 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         Ok(loaded)
     }
 
+    /// A guest's `MEM_SHARE` or `MEM_UNSHARE` of `gfn` while `l` runs (pKVM's
+    /// guest ABI): the checked transition, its result in the guest's `x0`
+    /// (0, or SMCCC `INVALID_PARAMETER` when the page is not the guest's in
+    /// the right state). Only the guest can make these calls: KServ cannot
+    /// share a protected VM's page.
+    pub fn vcpu_guest_mem(
+        &mut self,
+        l: &mut Loaded,
+        share: bool,
+        gfn: u64,
+        hw: &mut impl Hardware,
+    ) {
+        let r = if share {
+            self.check_guest_share_host(l.vm, gfn, hw)
+                .map(|t| self.commit_guest_share_host(t))
+        } else {
+            self.check_guest_unshare_host(l.vm, gfn, hw)
+                .map(|t| self.commit_guest_unshare_host(t, hw))
+        };
+        l.ctx.x[0] = match r {
+            Ok(()) => 0,
+            Err(_) => guest_fid::SMCCC_INVALID_PARAMETER,
+        };
+    }
+
     /// A guest's PSCI CPU_ON of vCPU `target`, while `l` runs: records the
     /// entry point and context id in the target (if it exists and is off or
     /// never ran), then lets KServ schedule it. Without a target that can be

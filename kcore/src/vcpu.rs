@@ -755,6 +755,16 @@ pub enum Step {
     Resume,
     /// Return to KServ with [`Loaded::report`].
     Exit,
+    /// A guest's `MEM_SHARE` (`share`) or `MEM_UNSHARE` of the page at
+    /// `gfn` (pKVM's guest ABI): done under the state lock
+    /// ([`crate::mem_protect::MemCore::vcpu_guest_mem`]), then the guest
+    /// resumes with the result in `x0`.
+    GuestMem {
+        /// Share (else unshare).
+        share: bool,
+        /// The page.
+        gfn: u64,
+    },
     /// A guest's PSCI CPU_ON for vCPU `target`: record it (under the VM
     /// lock, [`crate::host::Host::vcpu_cpu_on`]), then return to KServ.
     CpuOn {
@@ -785,6 +795,25 @@ pub mod guest_fid {
     pub const PSCI_INVALID_PARAMETERS: u64 = -2i64 as u64;
     /// PSCI `ALREADY_ON`.
     pub const PSCI_ALREADY_ON: u64 = -4i64 as u64;
+    /// SMCCC `INVALID_PARAMETER`.
+    pub const SMCCC_INVALID_PARAMETER: u64 = -3i64 as u64;
+    /// The vendor hypervisor service's UID query.
+    pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_FF01;
+    /// KVM's vendor hypervisor feature bitmap query.
+    pub const KVM_FEATURES: u32 = 0x8600_0000;
+    /// pKVM's guest ABI: the granule of `MEM_SHARE`/`MEM_UNSHARE`.
+    pub const KVM_HYP_MEMINFO: u32 = 0xC600_0002;
+    /// pKVM's guest ABI: share the page at IPA `x1` with the host.
+    pub const KVM_MEM_SHARE: u32 = 0xC600_0003;
+    /// pKVM's guest ABI: end a `MEM_SHARE`.
+    pub const KVM_MEM_UNSHARE: u32 = 0xC600_0004;
+    /// KVM's vendor hypervisor UID (`28b46fb6-2ec5-11e9-a9ca-4b564d003a74`)
+    /// in `x0..x3`: guests built for pKVM look for it before using the
+    /// calls above.
+    pub const KVM_UID: [u64; 4] = [0xb66f_b428, 0xe911_c52e, 0x564b_caa9, 0x743a_004d];
+    /// The feature bits KCore offers guests in `KVM_FEATURES`: the query
+    /// itself (0), `HYP_MEMINFO` (2), `MEM_SHARE` (3), `MEM_UNSHARE` (4).
+    pub const KVM_FEATURE_BITS: u64 = 1 << 0 | 1 << 2 | 1 << 3 | 1 << 4;
 
     /// Whether `fid` is in PSCI's SMC32 or SMC64 range.
     pub const fn is_psci(fid: u32) -> bool {
@@ -863,6 +892,37 @@ fn guest_call(l: &mut Loaded) -> Step {
         guest_fid::SMCCC_ARCH_FEATURES => {
             l.ctx.x[0] = NOT_SUPPORTED;
             Step::Resume
+        }
+        guest_fid::VENDOR_HYP_CALL_UID => {
+            l.ctx.x[..4].copy_from_slice(&guest_fid::KVM_UID);
+            Step::Resume
+        }
+        guest_fid::KVM_FEATURES => {
+            l.ctx.x[0] = guest_fid::KVM_FEATURE_BITS;
+            l.ctx.x[1..4].fill(0);
+            Step::Resume
+        }
+        guest_fid::KVM_HYP_MEMINFO => {
+            l.ctx.x[0] = if l.ctx.x[1..4] == [0; 3] {
+                crate::addr::PAGE_SIZE
+            } else {
+                guest_fid::SMCCC_INVALID_PARAMETER
+            };
+            Step::Resume
+        }
+        guest_fid::KVM_MEM_SHARE | guest_fid::KVM_MEM_UNSHARE => {
+            let ipa = l.ctx.x[1];
+            if !ipa.is_multiple_of(crate::addr::PAGE_SIZE)
+                || l.ctx.x[2..4] != [0; 2]
+                || ipa >= l.ipa_limit
+            {
+                l.ctx.x[0] = guest_fid::SMCCC_INVALID_PARAMETER;
+                return Step::Resume;
+            }
+            Step::GuestMem {
+                share: fid == guest_fid::KVM_MEM_SHARE,
+                gfn: ipa >> PAGE_SHIFT,
+            }
         }
         _ if guest_fid::is_psci(fid) && l.ctx.x[0] >> 32 == 0 => {
             let args = [l.ctx.x[1], l.ctx.x[2], l.ctx.x[3]];
@@ -1109,6 +1169,8 @@ pub fn save_timer(l: &mut Loaded) {
 /// KCore's state as the run loop reaches it: each call takes the state lock
 /// for its own duration only, so the guest runs with no lock held.
 pub trait VcpuHost {
+    /// [`crate::mem_protect::MemCore::vcpu_guest_mem`].
+    fn guest_mem(&mut self, l: &mut Loaded, share: bool, gfn: u64);
     /// [`crate::mem_protect::MemCore::vcpu_load`].
     fn load(&mut self, a: RunArgs, lr_count: usize) -> Result<Loaded, Error>;
     /// [`crate::mem_protect::MemCore::vcpu_cpu_on`].
@@ -1133,6 +1195,7 @@ pub fn run_vcpu(
         match step(&mut l, &e) {
             Step::Resume => {}
             Step::Exit => break,
+            Step::GuestMem { share, gfn } => host.guest_mem(&mut l, share, gfn),
             Step::CpuOn {
                 target,
                 entry,

@@ -696,3 +696,100 @@ fn writes_to_a_read_only_shared_page_exit_as_mmio() {
     assert_eq!(run(&mut p, 0, &mut g), (0, exit::IRQ));
     assert_eq!(g.entries.len(), 2, "re-entered at its abort vector");
 }
+
+#[test]
+fn a_protected_guest_shares_and_unshares_its_pages_itself() {
+    use kcore::exception::TrapState;
+    use kcore::host::Resume;
+    use kcore::ownership::PageState;
+    use kcore::vm::VmId;
+    use kcore_arch::host_double::{FakeAllocator, FakeFirmware};
+    let mut v = vm(true, 1);
+    assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
+    run_page(&mut v, 0, &[]);
+    let hvc_exit = |fid: u64, a1: u64, a2: u64| {
+        move |ctx: &mut VcpuContext, _: &mut kcore::vgic::LrSet| {
+            ctx.x[0] = fid;
+            ctx.x[1] = a1;
+            ctx.x[2] = a2;
+            ctx.x[3] = 0;
+        }
+    };
+    let mut g = ScriptedGuest::new(4);
+    let hvc = sync(ec::HVC64 << 26, 0);
+    g.then_do(hvc, hvc_exit(0x8600_FF01, 0, 0)); // UID: KVM's
+    g.then_do(hvc, hvc_exit(0x8600_0000, 0, 0)); // features
+    g.then_do(hvc, hvc_exit(0xC600_0002, 0, 0)); // HYP_MEMINFO
+    g.then_do(hvc, hvc_exit(0xC600_0003, (GFN + 1) << 12, 0)); // share its page
+    g.then_do(hvc, hvc_exit(0xC600_0003, (GFN + 1) << 12, 0)); // again: refused
+    g.then_do(hvc, hvc_exit(0xC600_0003, 0x300 << 12, 0)); // not its page
+    g.then_do(hvc, hvc_exit(0xC600_0003, (GFN << 12) + 8, 0)); // misaligned
+    g.then(irq_exit());
+    assert_eq!(
+        run(&mut v, 0, &mut g),
+        (0, exit::IRQ),
+        "no KServ round trip"
+    );
+    let x = |i: usize| g.entries[i].0.x;
+    assert_eq!(
+        x(1)[..4],
+        [0xb66f_b428, 0xe911_c52e, 0x564b_caa9, 0x743a_004d]
+    );
+    assert_eq!(x(2)[0], 1 | 1 << 2 | 1 << 3 | 1 << 4);
+    assert_eq!(x(3)[0], 4096);
+    assert_eq!(x(4)[0], 0, "shared");
+    let invalid = -3i64 as u64;
+    assert_eq!((x(5)[0], x(6)[0], x(7)[0]), (invalid, invalid, invalid));
+    let page = IMAGE_PFN + 1;
+    assert_eq!(
+        v.w.host.mem().owners().get(kcore::addr::Pfn(page)),
+        Some(PageState::GuestSharedWithHost {
+            vm: VmId(0),
+            gfn: kcore::addr::Gfn(GFN + 1)
+        })
+    );
+    // KServ may now touch it: its stage-2 fault maps the page.
+    let pa = page << 12;
+    let t = TrapState {
+        esr: ec::DABT_LOW << 26 | 1 << 25 | 0x07,
+        far: pa,
+        hpfar: (pa >> 12) << 4,
+        elr: 0,
+        spsr: 0x3c5,
+        vbar_el1: 0,
+        sctlr_el1: 0,
+    };
+    let mut regs: Regs = [0; 31];
+    let mut alloc = FakeAllocator::new(common::HOST_S2_POOL + 32 * 4096, 32);
+    let r = v.w.host.handle_trap(
+        0,
+        &t,
+        &mut regs,
+        &mut v.w.hw,
+        &mut alloc,
+        &mut FakeFirmware::default(),
+    );
+    assert_eq!(r, Resume::Retry);
+    check_invariants(&v.w).unwrap();
+    // Unshared: the guest's alone again, out of KServ's stage 2.
+    g.then_do(hvc, hvc_exit(0xC600_0004, (GFN + 1) << 12, 0));
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[9].0.x[0], 0);
+    assert!(matches!(
+        v.w.host.mem().owners().get(kcore::addr::Pfn(page)),
+        Some(PageState::Guest { .. })
+    ));
+    let r = v.w.host.handle_trap(
+        0,
+        &t,
+        &mut regs,
+        &mut v.w.hw,
+        &mut alloc,
+        &mut FakeFirmware::default(),
+    );
+    assert!(
+        matches!(r, Resume::Inject(_)),
+        "KServ's access faults again"
+    );
+}

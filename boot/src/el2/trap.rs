@@ -121,6 +121,14 @@ impl VcpuHost for Locked {
             .mem_mut()
             .vcpu_cpu_on(l, target, entry, context, &mut mem)
     }
+    fn guest_mem(&mut self, l: &mut Loaded, share: bool, gfn: u64) {
+        let mut guard = STATE.lock();
+        if let Some(state) = guard.as_mut() {
+            // SAFETY: as in `load`.
+            let mut mem = unsafe { PhysTables::new() };
+            state.host.mem_mut().vcpu_guest_mem(l, share, gfn, &mut mem);
+        }
+    }
     fn put(&mut self, l: &Loaded) {
         let mut guard = STATE.lock();
         if let Some(state) = guard.as_mut() {
