@@ -179,6 +179,68 @@ u32 kserv_glue_gr_join(void *ctx, u32 idx, u64 deadline);	/* 1: finished */
 void kserv_glue_gr_wait(void *ctx, u32 idx, u64 deadline);
 void kserv_glue_gr_wake(void *ctx, u32 idx);
 
+/*
+ * /dev/kvm (Rust: kvm, kvm::ffi). The glue registers the misc device, makes
+ * the VM, vCPU and device fds and allocates the core's objects (zeroed);
+ * the core decides everything and calls back kserv_glue_kvm_* (and the
+ * kserv_glue_gr_* page, time and CPU helpers) with the glue's per-call
+ * context.
+ */
+struct kserv_kvm_sizes {
+	u64 vm;			/* bytes of a VM's core state */
+	u64 vcpu;		/* bytes of a vCPU's core state */
+	u64 max_vcpus;
+};
+static_assert(sizeof(struct kserv_kvm_sizes) == 24);
+
+struct kserv_kvm_host {
+	u32 ipa_limit;		/* IPA bits a VM may have */
+	u32 online_cpus;
+	u64 midr;
+};
+static_assert(sizeof(struct kserv_kvm_host) == 16);
+
+/* Number of values kserv_core_kvm_check_uapi compares (kvm::uapi::CHECKED). */
+#define KSERV_KVM_CHECKED 31
+
+void kserv_core_kvm_sizes(struct kserv_kvm_sizes *out);
+u32 kserv_core_kvm_check_uapi(const u64 *values, u32 n);	/* 0: all agree */
+s64 kserv_core_kvm_dev_ioctl(const struct kserv_kvm_host *host, u32 cmd, u64 arg);
+s64 kserv_core_kvm_vm_init(void *ctx, const struct kserv_kvm_host *host, void *vm, u64 type);
+s64 kserv_core_kvm_vm_ioctl(void *ctx, const struct kserv_kvm_host *host, void *vm, u32 cmd,
+			    u64 arg);
+s64 kserv_core_kvm_vcpu_reserve(void *ctx, void *vm, u64 id);
+s64 kserv_core_kvm_vcpu_create(void *ctx, void *vm, void *vcpu, u64 id);
+void kserv_core_kvm_vcpu_unreserve(void *ctx, void *vm, u64 id);
+s64 kserv_core_kvm_vcpu_ioctl(void *ctx, const struct kserv_kvm_host *host, void *vm,
+			      void *vcpu, u32 cmd, u64 arg);
+s64 kserv_core_kvm_device_create(void *ctx, void *vm, u32 type, u32 flags);
+s64 kserv_core_kvm_device_ioctl(void *ctx, void *vm, u32 cmd, u64 arg);
+void kserv_core_kvm_vcpu_destroy(void *ctx, void *vcpu);
+u64 kserv_core_kvm_vm_destroy(void *ctx, void *vm, u64 *kept);
+
+/* Provided by the glue (kserv_kvm.c) for the KVM core. Errors are positive errnos. */
+s32 kserv_glue_kvm_copy_from_user(void *ctx, u64 uaddr, u8 *buf, u32 len);
+s32 kserv_glue_kvm_copy_to_user(void *ctx, u64 uaddr, const u8 *data, u32 len);
+s32 kserv_glue_kvm_pin(void *ctx, u64 uaddr, u32 write, u64 *pfn);
+void kserv_glue_kvm_unpin(u64 pfn);
+u64 kserv_glue_kvm_alloc_array(u64 words);
+void kserv_glue_kvm_free_array(u64 addr);
+void kserv_glue_kvm_run_read(void *ctx, u32 offset, u8 *buf, u32 len);
+void kserv_glue_kvm_run_write(void *ctx, u32 offset, const u8 *data, u32 len);
+void kserv_glue_kvm_lock(void *ctx, u32 which);		/* 0: the VM's mutex, 1: its GIC spinlock */
+void kserv_glue_kvm_unlock(void *ctx, u32 which);
+u32 kserv_glue_kvm_signal_pending(void);
+void kserv_glue_kvm_wait(void *ctx, u64 deadline);
+void kserv_glue_kvm_kick(void *ctx, u32 id);
+void kserv_glue_kvm_enter_guest(void *ctx);
+void kserv_glue_kvm_leave_guest(void *ctx);
+void kserv_glue_kvm_log(const char *line, u32 len);
+
+/* kserv_kvm.c: /dev/kvm's registration. */
+int kserv_kvm_init(void);
+void kserv_kvm_exit(void);
+
 /* Provided by the C glue for the Rust panic handler; never returns. */
 void __noreturn kserv_core_panic(const char *file, size_t file_len, u32 line);
 

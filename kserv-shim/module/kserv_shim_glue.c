@@ -23,6 +23,8 @@
  *                                        protected VM with two vCPUs
  *                                        (kserv-core guest_run)
  *
+ * and /dev/kvm, the KVM API (kserv_kvm.c, kserv-core's kvm).
+ *
  * All hypercalls and their logic live in the Rust core (kserv-shim/core,
  * declared in kserv_core.h); this file is the thin glue to kernel APIs.
  *
@@ -601,7 +603,6 @@ static const struct file_operations vm_image_fops = {
 	.owner = THIS_MODULE,
 	.open = vm_image_open,
 	.write = vm_image_write,
-	.llseek = no_llseek,
 };
 
 static int vm_sig_open(struct inode *inode, struct file *file)
@@ -635,7 +636,6 @@ static const struct file_operations vm_sig_fops = {
 	.owner = THIS_MODULE,
 	.open = vm_sig_open,
 	.write = vm_sig_write,
-	.llseek = no_llseek,
 };
 
 static ssize_t vm_selftest_write(struct file *file, const char __user *ubuf, size_t count,
@@ -938,7 +938,6 @@ static const struct file_operations guest_image_fops = {
 	.owner = THIS_MODULE,
 	.open = guest_image_open,
 	.write = guest_image_write,
-	.llseek = no_llseek,
 };
 
 static int guest_sig_open(struct inode *inode, struct file *file)
@@ -972,7 +971,6 @@ static const struct file_operations guest_sig_fops = {
 	.owner = THIS_MODULE,
 	.open = guest_sig_open,
 	.write = guest_sig_write,
-	.llseek = no_llseek,
 };
 
 static ssize_t guest_run_write(struct file *file, const char __user *ubuf, size_t count,
@@ -1107,11 +1105,14 @@ static int __init kserv_shim_init(void)
 	debugfs_create_file("guest_image", 0200, kserv_debugfs, NULL, &guest_image_fops);
 	debugfs_create_file("guest_sig", 0200, kserv_debugfs, NULL, &guest_sig_fops);
 	debugfs_create_file("guest_run", 0200, kserv_debugfs, NULL, &guest_run_fops);
+	/* Without /dev/kvm the module still serves its debugfs tests. */
+	kserv_kvm_init();
 	return 0;
 }
 
 static void __exit kserv_shim_exit(void)
 {
+	kserv_kvm_exit();
 	debugfs_remove_recursive(kserv_debugfs);
 	vfree(vmst_image);
 	vfree(gr_image);

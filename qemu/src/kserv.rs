@@ -40,7 +40,9 @@ pub const TESTS: &[&str] = &[
     "protection",
     "vmisolation",
     "vcpu",
+    "kvmapi",
     "nokcore",
+    "kvmguest",
 ];
 
 /// The kernel arguments for a batch run of `tests` expecting `cpus` CPUs.

@@ -21,6 +21,7 @@ mod pack;
 mod test_guest;
 mod tools;
 mod vm_image;
+mod vmm;
 
 use crate::fetch::{self, Fetched};
 use crate::{deps, paths};
@@ -96,9 +97,12 @@ struct Kserv {
 /// signing key must exist ([`keys::ensure`]).
 fn kserv(fetched: &Fetched) -> Result<Kserv> {
     let module = module::build(fetched)?;
+    // The module must keep compiling for Debian's 6.12 too (not loaded yet).
+    module::build_other(&fetch::ensure_series(fetch::Series::Linux6_12)?)?;
     let tools = tools::build()?;
     let vm_image = vm_image::build()?;
     let test_guest = test_guest::build()?;
+    let guest = vmm::build(fetched)?;
     let initramfs = initramfs::build(&initramfs::Inputs {
         busybox: &fetched.busybox,
         module: &module,
@@ -108,6 +112,7 @@ fn kserv(fetched: &Fetched) -> Result<Kserv> {
         test_guest: &test_guest.image,
         test_guest_sig: &test_guest.signature,
         test_guest_tests: &test_guest.tests,
+        guest: &guest,
     })?;
     let kernel = paths::kserv_kernel();
     let changed = cmd::copy_if_changed(&fetched.image, &kernel)?;

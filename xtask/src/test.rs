@@ -37,8 +37,8 @@ const EL2_CRATES: &[&str] = &[
     "kserv-core",
 ];
 
-/// KServ's userspace tools and their target.
-const MUSL_CRATES: &[&str] = &["kserv-tools"];
+/// KServ's userspace tools and the VMM, and their target.
+const MUSL_CRATES: &[&str] = &["kserv-tools", "kcore-vmm"];
 /// Crates built for guests: the bare-metal test guest (hard-float, FP/SIMD
 /// allowed, unlike KCore).
 const GUEST_CRATES: &[&str] = &["kcore-test-guest"];
@@ -266,7 +266,7 @@ mod tests {
                 "cargo clippy --workspace --all-targets -- -D warnings",
                 "cargo clippy -p kcore -p kcore-abi -p kcore-arch -p kcore-boot -p kcore-payload \
                  -p kserv-core --target aarch64-unknown-none-softfloat -- -D warnings",
-                "cargo clippy -p kserv-tools --target aarch64-unknown-linux-musl -- -D warnings",
+                "cargo clippy -p kserv-tools -p kcore-vmm --target aarch64-unknown-linux-musl -- -D warnings",
                 "cargo clippy -p kcore-test-guest --target aarch64-unknown-none -- -D warnings",
                 "cargo test --workspace --exclude kcore-systests",
                 "build (cargo xtask build)",

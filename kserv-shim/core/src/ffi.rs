@@ -9,6 +9,7 @@
 use crate::conduit::{Conduit, Hvc};
 use crate::guest_run;
 use crate::request;
+use crate::runpage::PageIo;
 use crate::version::{self, KcoreVersion};
 use crate::vm_selftest::{self, Access, Env, MAX_IMAGE_PAGES, MEM_PAGES, Probe, SIGNATURE_LEN};
 use core::ffi::{c_char, c_void};
@@ -388,19 +389,7 @@ impl Conduit for GrGlue {
     }
 }
 
-impl guest_run::Env for GrGlue {
-    fn alloc_pages(&mut self, order: u32) -> Option<u64> {
-        // SAFETY: the glue allocates from the kernel; 0 means none.
-        let pfn = unsafe { kserv_glue_gr_alloc(self.ctx, order) };
-        (pfn != 0).then_some(pfn)
-    }
-
-    fn free_page(&mut self, pfn: u64) {
-        // SAFETY: `guest_run` frees only pages it allocated, once, after
-        // KCore confirmed they are KServ's.
-        unsafe { kserv_glue_gr_free(self.ctx, pfn) }
-    }
-
+impl PageIo for GrGlue {
     fn write(&mut self, pfn: u64, offset: usize, data: &[u8]) {
         // SAFETY: a valid slice; the page is one `guest_run` allocated and
         // holds, and offset + len stay within it (the glue checks again).
@@ -426,6 +415,20 @@ impl guest_run::Env for GrGlue {
                 buf.len() as u32,
             )
         }
+    }
+}
+
+impl guest_run::Env for GrGlue {
+    fn alloc_pages(&mut self, order: u32) -> Option<u64> {
+        // SAFETY: the glue allocates from the kernel; 0 means none.
+        let pfn = unsafe { kserv_glue_gr_alloc(self.ctx, order) };
+        (pfn != 0).then_some(pfn)
+    }
+
+    fn free_page(&mut self, pfn: u64) {
+        // SAFETY: `guest_run` frees only pages it allocated, once, after
+        // KCore confirmed they are KServ's.
+        unsafe { kserv_glue_gr_free(self.ctx, pfn) }
     }
 
     fn log(&mut self, line: &[u8]) {

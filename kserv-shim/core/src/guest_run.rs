@@ -59,6 +59,8 @@
 use crate::conduit::Conduit;
 use crate::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
 use crate::line::{Line, error_name};
+use crate::psci;
+use crate::runpage::{Exit, PageIo, write_entry};
 use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 use kcore_abi::run::{self, exit, exit_flags, irq};
@@ -123,71 +125,29 @@ const _: () = assert!(ROOT_PAGES + EXTRA_POOL_PAGES <= MAX_POOL_PAGES);
 const _: () = assert!(MAX_IMAGE_PAGES <= MAX_MEM_PAGES);
 const _: () = assert!(CONSOLE_BYTES + GUEST_PREFIX.len() <= crate::line::LINE_BYTES);
 
-/// PSCI (Arm DEN 0022) function ids and results the model knows.
-pub mod psci {
-    /// `PSCI_VERSION`.
-    pub const VERSION: u32 = 0x8400_0000;
-    /// `CPU_OFF`.
-    pub const CPU_OFF: u32 = 0x8400_0002;
-    /// `CPU_ON` (SMC32).
-    pub const CPU_ON_32: u32 = 0x8400_0003;
-    /// `CPU_ON` (SMC64).
-    pub const CPU_ON_64: u32 = 0xC400_0003;
-    /// `AFFINITY_INFO` (SMC32).
-    pub const AFFINITY_INFO_32: u32 = 0x8400_0004;
-    /// `AFFINITY_INFO` (SMC64).
-    pub const AFFINITY_INFO_64: u32 = 0xC400_0004;
-    /// `MIGRATE_INFO_TYPE`.
-    pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
-    /// `SYSTEM_OFF`.
-    pub const SYSTEM_OFF: u32 = 0x8400_0008;
-    /// `SYSTEM_RESET`.
-    pub const SYSTEM_RESET: u32 = 0x8400_0009;
-    /// `PSCI_FEATURES`.
-    pub const FEATURES: u32 = 0x8400_000A;
-    /// What `PSCI_VERSION` answers: 1.0.
-    pub const VERSION_1_0: u64 = 0x1_0000;
-    /// `SUCCESS`.
-    pub const SUCCESS: u64 = 0;
-    /// `NOT_SUPPORTED` (-1).
-    pub const NOT_SUPPORTED: u64 = -1i64 as u64;
-    /// `INVALID_PARAMETERS` (-2).
-    pub const INVALID_PARAMETERS: u64 = -2i64 as u64;
-    /// `AFFINITY_INFO`: on.
-    pub const ON: u64 = 0;
-    /// `AFFINITY_INFO`: off.
-    pub const OFF: u64 = 1;
-    /// `MIGRATE_INFO_TYPE`: no Trusted OS to migrate.
-    pub const NO_TRUSTED_OS: u64 = 2;
-
-    /// Every function the model implements (what `PSCI_FEATURES` admits).
-    pub const IMPLEMENTED: [u32; 10] = [
-        VERSION,
-        CPU_OFF,
-        CPU_ON_32,
-        CPU_ON_64,
-        AFFINITY_INFO_32,
-        AFFINITY_INFO_64,
-        MIGRATE_INFO_TYPE,
-        SYSTEM_OFF,
-        SYSTEM_RESET,
-        FEATURES,
-    ];
-}
+/// The PSCI functions the model implements (what `PSCI_FEATURES` admits).
+pub const PSCI_IMPLEMENTED: [u32; 10] = [
+    psci::VERSION,
+    psci::CPU_OFF,
+    psci::CPU_ON_32,
+    psci::CPU_ON_64,
+    psci::AFFINITY_INFO_32,
+    psci::AFFINITY_INFO_64,
+    psci::MIGRATE_INFO_TYPE,
+    psci::SYSTEM_OFF,
+    psci::SYSTEM_RESET,
+    psci::FEATURES,
+];
 
 /// What the run needs from the kernel, besides hypercalls. Every thread
 /// has its own `Env`; the calls must be safe to make from several threads
 /// at once.
-pub trait Env: Conduit {
+pub trait Env: Conduit + PageIo {
     /// A naturally aligned block of `2^order` zeroed pages (each of which
     /// can be freed alone); the first pfn, or `None`.
     fn alloc_pages(&mut self, order: u32) -> Option<u64>;
     /// Gives page `pfn`, from [`Env::alloc_pages`], back to the kernel.
     fn free_page(&mut self, pfn: u64);
-    /// Copies `data` into KServ's page `pfn` at `offset` (within the page).
-    fn write(&mut self, pfn: u64, offset: usize, data: &[u8]);
-    /// Reads `buf.len()` bytes of KServ's page `pfn` at `offset`.
-    fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]);
     /// Logs one line (no newline).
     fn log(&mut self, line: &[u8]);
     /// The physical counter (`CNTPCT_EL0`).
@@ -880,41 +840,15 @@ fn raw_status(e: CallError) -> u64 {
     }
 }
 
-/// The vCPU index an MPIDR names (Aff0 = index % 16, Aff1 = index / 16, as
-/// KCore lays them out), if it is one of the guest's.
+/// The vCPU index an MPIDR names, if it is one of the guest's.
 pub fn vcpu_of_mpidr(mpidr: u64) -> Option<usize> {
-    let aff = mpidr & 0xFF_00FF_FFFF;
-    if aff & !0xFFFF != 0 || aff & 0xF0 != 0 {
-        return None;
-    }
-    let idx = ((aff >> 8) as usize) << 4 | (aff & 0xF) as usize;
-    (idx < VCPUS).then_some(idx)
+    psci::vcpu_of_mpidr(mpidr, VCPUS)
 }
 
-/// The vCPUs an `ICC_SGI1R_EL1` value targets, as a mask, for a write by
-/// vCPU `from`: every other vCPU with IRM, else those of the target list at
-/// affinity `Aff3.Aff2.Aff1` with range selector 0.
+/// The vCPUs an `ICC_SGI1R_EL1` value written by vCPU `from` targets, as a
+/// mask ([`psci::sgi_targets`]).
 pub fn sgi_targets(value: u64, from: usize) -> u32 {
-    let mut mask = 0;
-    for t in 0..VCPUS {
-        let hit = if value & (1 << 40) != 0 {
-            t != from
-        } else {
-            let aff1 = (value >> 16) & 0xFF;
-            let aff2 = (value >> 32) & 0xFF;
-            let aff3 = (value >> 48) & 0xFF;
-            let rs = (value >> 44) & 0xF;
-            aff3 == 0
-                && aff2 == 0
-                && rs == 0
-                && aff1 == (t >> 4) as u64
-                && value & (1 << (t & 15)) != 0
-        };
-        if hit {
-            mask |= 1 << t;
-        }
-    }
-    mask
+    psci::sgi_targets(value, from, VCPUS) as u32
 }
 
 fn width_of(bytes: u64) -> Option<Width> {
@@ -928,17 +862,6 @@ fn width_of(bytes: u64) -> Option<Width> {
 }
 
 // ---- one vCPU -----------------------------------------------------------------------
-
-/// The exit half of a run page, from [`run::EXIT`] on.
-struct Exit {
-    words: [u64; run::WORDS - run::EXIT],
-}
-
-impl Exit {
-    fn word(&self, i: usize) -> u64 {
-        self.words.get(i - run::EXIT).copied().unwrap_or(0)
-    }
-}
 
 /// What a vCPU thread does after an exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1096,11 +1019,7 @@ impl Vcpu {
         )?;
         me.count(counter::REFUSED);
         for (i, &w) in attack::IRQS.iter().enumerate() {
-            let mut entry = [0u64; run::ENTRY_WORDS];
-            entry[run::COMPLETION] = self.completion;
-            entry[run::IRQ_COUNT] = 1;
-            entry[run::IRQS] = w;
-            write_words(env, run_page, 0, &entry);
+            write_entry(env, run_page, 0, self.completion, &[w]);
             refused(
                 attack::IRQ | i as u64,
                 hypercall::vcpu_run(env, vm.vm(), idx, run_page),
@@ -1127,12 +1046,7 @@ impl Vcpu {
         }
         let mut irqs = [0u64; IRQ_SLOTS];
         let n = self.prepare_irqs(vm, &mut irqs);
-        let mut entry = [0u64; run::ENTRY_WORDS];
-        entry[run::FLAGS] = 0;
-        entry[run::COMPLETION] = self.completion;
-        entry[run::IRQ_COUNT] = n as u64;
-        entry[run::IRQS..run::IRQS + n].copy_from_slice(&irqs[..n]);
-        write_words(env, run_page, 0, &entry);
+        write_entry(env, run_page, 0, self.completion, &irqs[..n]);
 
         let r = hypercall::vcpu_run(env, vm.vm(), self.idx as u64, run_page);
         let cpu = env.cpu();
@@ -1153,10 +1067,7 @@ impl Vcpu {
         };
         me.count(counter::RUNS);
         self.completion = 0;
-        let mut e = Exit {
-            words: [0; run::WORDS - run::EXIT],
-        };
-        read_words(env, run_page, run::EXIT, &mut e.words);
+        let e = Exit::read(env, run_page);
         if let Err(f) = self.take_irq_report(vm, &irqs[..n], &e) {
             vm.fail(env, f);
             return Next::Stop;
@@ -1347,7 +1258,7 @@ impl Vcpu {
             psci::VERSION => (psci::VERSION_1_0, Next::Run),
             psci::FEATURES => {
                 let asked = args[0];
-                let known = asked >> 32 == 0 && psci::IMPLEMENTED.contains(&(asked as u32));
+                let known = asked >> 32 == 0 && PSCI_IMPLEMENTED.contains(&(asked as u32));
                 let answer = if known {
                     psci::SUCCESS
                 } else {
@@ -1395,28 +1306,6 @@ impl Vcpu {
         };
         self.completion = answer;
         next
-    }
-}
-
-/// Writes `words` to page `pfn` from word `first` on (little-endian).
-fn write_words<E: Env>(env: &mut E, pfn: u64, first: usize, words: &[u64]) {
-    let mut buf = [0u8; 8 * run::WORDS];
-    let n = words.len().min(run::WORDS);
-    for (chunk, w) in buf.chunks_exact_mut(8).zip(&words[..n]) {
-        chunk.copy_from_slice(&w.to_le_bytes());
-    }
-    env.write(pfn, 8 * first, &buf[..8 * n]);
-}
-
-/// Reads `words` from page `pfn` from word `first` on (little-endian).
-fn read_words<E: Env>(env: &mut E, pfn: u64, first: usize, words: &mut [u64]) {
-    let mut buf = [0u8; 8 * run::WORDS];
-    let n = words.len().min(run::WORDS);
-    env.read(pfn, 8 * first, &mut buf[..8 * n]);
-    for (w, chunk) in words[..n].iter_mut().zip(buf.chunks_exact(8)) {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(chunk);
-        *w = u64::from_le_bytes(b);
     }
 }
 

@@ -21,8 +21,11 @@ pub mod conduit;
 pub mod ffi;
 pub mod guest_run;
 pub mod hypercall;
+pub mod kvm;
 pub mod line;
+pub mod psci;
 pub mod request;
+pub mod runpage;
 pub mod version;
 pub mod vm_selftest;
 

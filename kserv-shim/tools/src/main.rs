@@ -8,16 +8,21 @@
 //!   `-icount shift=0` the virtual count is instruction time since reset, which
 //!   is what the boot benchmark compares.
 //!
+//! - `kvmapi [GUEST_IMAGE [SIGNATURE]]`: exercises `/dev/kvm` ([`kvmapi`]).
+//!
 //! Deliberately tiny: no argument-parsing crate.
 
 use std::process::ExitCode;
+
+mod kvmapi;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("cntvct") if args.len() == 1 => cntvct(),
+        Some("kvmapi") if args.len() <= 3 => kvmapi::main(&args[1..]),
         _ => {
-            eprintln!("usage: kserv-tools cntvct");
+            eprintln!("usage: kserv-tools cntvct | kvmapi [GUEST_IMAGE [SIGNATURE]]");
             ExitCode::from(2)
         }
     }

@@ -18,6 +18,11 @@
 //! /lib/kserv/test-guest.img    the flat test guest image (`test_guest.rs`)
 //! /lib/kserv/test-guest.img.sig  its signature
 //! /lib/kserv/test-guest.tests  the names of the guest's tests, in order
+//! /usr/bin/kcore-vmm           the VMM (`vmm/`, `vmm.rs`)
+//! /lib/kserv/guest/Image       the Linux guest it boots: KServ's own kernel
+//! /lib/kserv/guest/Image.sig   its signature, made with build/keys/
+//! /lib/kserv/guest/initrd.cpio the guest's initramfs (`vmm/guest/init`)
+//! /lib/kserv/guest/expected    the checksum line the guest must print
 //! /dev/console                 character device 5:1
 //! ```
 
@@ -46,6 +51,8 @@ pub struct Inputs<'a> {
     pub test_guest_sig: &'a [u8; 64],
     /// The names of its tests, one per line.
     pub test_guest_tests: &'a str,
+    /// `kcore-vmm` and the Linux guest of the `kvmguest` test.
+    pub guest: &'a super::vmm::Guest,
 }
 
 /// Writes `build/kserv/initramfs.cpio` (only if its bytes change); returns
@@ -106,6 +113,7 @@ fn entries(recipe: &Path, inputs: &Inputs<'_>) -> Result<Vec<Entry>> {
         "lib/modules",
         "lib/kserv",
         "lib/kserv/tests",
+        "lib/kserv/guest",
     ]
     .into_iter()
     .map(dir)
@@ -169,6 +177,28 @@ fn entries(recipe: &Path, inputs: &Inputs<'_>) -> Result<Vec<Entry>> {
         "lib/kserv/test-guest.tests",
         0o644,
         inputs.test_guest_tests.as_bytes().to_vec(),
+    ));
+
+    e.push(file("usr/bin/kcore-vmm", 0o755, read(&inputs.guest.vmm)?));
+    e.push(file(
+        "lib/kserv/guest/Image",
+        0o644,
+        read(&inputs.guest.kernel)?,
+    ));
+    e.push(file(
+        "lib/kserv/guest/Image.sig",
+        0o644,
+        inputs.guest.kernel_sig.to_vec(),
+    ));
+    e.push(file(
+        "lib/kserv/guest/initrd.cpio",
+        0o644,
+        inputs.guest.initrd.clone(),
+    ));
+    e.push(file(
+        "lib/kserv/guest/expected",
+        0o644,
+        inputs.guest.expected.as_bytes().to_vec(),
     ));
 
     let tests = recipe.join("tests");

@@ -20,11 +20,26 @@ const CORE_TARGET: &str = "aarch64-unknown-none-softfloat";
 /// Prefix of every symbol the C glue calls in the core.
 const EXPORT_PREFIX: &str = "kserv_core_";
 /// The sources Kbuild compiles, copied from `kserv-shim/module`.
-const SOURCES: [&str; 3] = ["Kbuild", "kserv_shim_glue.c", "kserv_core.h"];
+const SOURCES: [&str; 4] = ["Kbuild", "kserv_shim_glue.c", "kserv_kvm.c", "kserv_core.h"];
 
 /// Builds `build/kserv/kserv_shim.ko` for the fetched kernel; returns its path.
 pub fn build(fetched: &Fetched) -> Result<PathBuf> {
-    let dir = paths::build_dir().join("kserv").join("module");
+    build_in(fetched, "module", &paths::shim_module(), "module")
+}
+
+/// Builds the module against another kernel series' headers
+/// (`build/kserv/kserv_shim-<series>.ko`), to keep it compiling there; it
+/// is not packed into the initramfs.
+pub fn build_other(fetched: &Fetched) -> Result<PathBuf> {
+    let name = format!("module-{}", fetched.series.name());
+    let ko = paths::build_dir()
+        .join("kserv")
+        .join(format!("kserv_shim-{}.ko", fetched.series.name()));
+    build_in(fetched, &name, &ko, &name)
+}
+
+fn build_in(fetched: &Fetched, subdir: &str, ko: &Path, step: &str) -> Result<PathBuf> {
+    let dir = paths::build_dir().join("kserv").join(subdir);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
 
     let lib = cargo::build("kserv-core", &[], CORE_TARGET, "kserv_core", "staticlib")?
@@ -63,10 +78,9 @@ pub fn build(fetched: &Fetched) -> Result<PathBuf> {
             .arg(&stripped)
             .arg(&built),
     )?;
-    let ko = paths::shim_module();
-    let changed = cmd::copy_if_changed(&stripped, &ko)?;
+    let changed = cmd::copy_if_changed(&stripped, ko)?;
 
-    let vermagic = cmd::output(Command::new("modinfo").args(["-F", "vermagic"]).arg(&ko))?;
+    let vermagic = cmd::output(Command::new("modinfo").args(["-F", "vermagic"]).arg(ko))?;
     let vermagic = vermagic.trim();
     if vermagic.split_whitespace().next() != Some(fetched.release.as_str()) {
         bail!(
@@ -76,14 +90,14 @@ pub fn build(fetched: &Fetched) -> Result<PathBuf> {
         );
     }
     cmd::step(
-        "module",
+        step,
         format!(
             "{} (vermagic {vermagic}){}",
-            cmd::show(&ko),
+            cmd::show(ko),
             cmd::changed_note(changed)
         ),
     );
-    Ok(ko)
+    Ok(ko.to_path_buf())
 }
 
 /// Reduces the core's static library to what the glue uses: `ld -r` with an

@@ -756,6 +756,18 @@ fn deadline_in(deadline: u64, now: u64) -> Duration {
     Duration::from_micros(deadline.saturating_sub(now).min(200_000))
 }
 
+impl PageIo for Fake {
+    fn write(&mut self, pfn: u64, offset: usize, data: &[u8]) {
+        let mut w = self.world();
+        w.host_page_mut(pfn)[offset..offset + data.len()].copy_from_slice(data);
+    }
+
+    fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]) {
+        let w = self.world();
+        buf.copy_from_slice(&w.host_page(pfn)[offset..offset + buf.len()]);
+    }
+}
+
 impl Env for Fake {
     fn alloc_pages(&mut self, order: u32) -> Option<u64> {
         let mut w = self.world();
@@ -775,16 +787,6 @@ impl Env for Fake {
         assert!(!w.freed.contains(&pfn), "pfn {pfn:#x} freed twice");
         w.freed.push(pfn);
         w.pages.remove(&pfn);
-    }
-
-    fn write(&mut self, pfn: u64, offset: usize, data: &[u8]) {
-        let mut w = self.world();
-        w.host_page_mut(pfn)[offset..offset + data.len()].copy_from_slice(data);
-    }
-
-    fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]) {
-        let w = self.world();
-        buf.copy_from_slice(&w.host_page(pfn)[offset..offset + buf.len()]);
     }
 
     fn log(&mut self, line: &[u8]) {

@@ -1,0 +1,516 @@
+//! The C-callable surface of the KVM API (aarch64 only), declared again in
+//! `kserv-shim/module/kserv_core.h`: the glue allocates the objects
+//! (zeroed, [`kserv_core_kvm_sizes`]), makes the fds and calls in here; the
+//! core calls back `kserv_glue_kvm_*` (and the page helpers of `guest_run`)
+//! for what needs the kernel.
+
+use super::env::{KvmEnv, Lock};
+use super::errno::{Errno, ioctl_ret, ret};
+use super::vcpu::{self, Vcpu};
+use super::vm::{self, Host, Vm};
+use crate::conduit::{Conduit, Hvc};
+use crate::runpage::PageIo;
+use core::ffi::c_void;
+
+/// Sizes the glue allocates (`struct kserv_kvm_sizes`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KvmSizes {
+    /// Bytes of a VM's core state.
+    pub vm: u64,
+    /// Bytes of a vCPU's core state.
+    pub vcpu: u64,
+    /// Most vCPUs (ids below it).
+    pub max_vcpus: u64,
+}
+
+/// What the glue knows of the machine (`struct kserv_kvm_host`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KvmHost {
+    /// IPA bits a VM may have.
+    pub ipa_limit: u32,
+    /// CPUs online.
+    pub online_cpus: u32,
+    /// `MIDR_EL1`.
+    pub midr: u64,
+}
+
+impl KvmHost {
+    fn host(&self) -> Host {
+        Host {
+            ipa_limit: self.ipa_limit,
+            online_cpus: self.online_cpus,
+            midr: self.midr,
+        }
+    }
+}
+
+unsafe extern "C" {
+    fn kserv_glue_kvm_copy_from_user(ctx: *mut c_void, uaddr: u64, buf: *mut u8, len: u32) -> i32;
+    fn kserv_glue_kvm_copy_to_user(ctx: *mut c_void, uaddr: u64, data: *const u8, len: u32) -> i32;
+    fn kserv_glue_kvm_pin(ctx: *mut c_void, uaddr: u64, write: u32, pfn: *mut u64) -> i32;
+    fn kserv_glue_kvm_unpin(pfn: u64);
+    fn kserv_glue_kvm_alloc_array(words: u64) -> u64;
+    fn kserv_glue_kvm_free_array(addr: u64);
+    fn kserv_glue_kvm_run_read(ctx: *mut c_void, offset: u32, buf: *mut u8, len: u32);
+    fn kserv_glue_kvm_run_write(ctx: *mut c_void, offset: u32, data: *const u8, len: u32);
+    fn kserv_glue_kvm_lock(ctx: *mut c_void, which: u32);
+    fn kserv_glue_kvm_unlock(ctx: *mut c_void, which: u32);
+    fn kserv_glue_kvm_signal_pending() -> u32;
+    fn kserv_glue_kvm_wait(ctx: *mut c_void, deadline: u64);
+    fn kserv_glue_kvm_kick(ctx: *mut c_void, id: u32);
+    fn kserv_glue_kvm_enter_guest(ctx: *mut c_void);
+    fn kserv_glue_kvm_leave_guest(ctx: *mut c_void);
+    fn kserv_glue_kvm_log(line: *const u8, len: u32);
+    fn kserv_glue_gr_alloc(ctx: *mut c_void, order: u32) -> u64;
+    fn kserv_glue_gr_free(ctx: *mut c_void, pfn: u64);
+    fn kserv_glue_gr_write(ctx: *mut c_void, pfn: u64, offset: u32, data: *const u8, len: u32);
+    fn kserv_glue_gr_read(ctx: *mut c_void, pfn: u64, offset: u32, buf: *mut u8, len: u32);
+    fn kserv_glue_gr_now() -> u64;
+    fn kserv_glue_gr_cpu() -> u32;
+    fn kserv_glue_gr_relax();
+}
+
+/// [`KvmEnv`] over the glue for one call.
+struct Glue {
+    hvc: Hvc,
+    ctx: *mut c_void,
+}
+
+impl Glue {
+    /// # Safety
+    ///
+    /// KCore must be underneath; `ctx` is the glue's context of the call.
+    unsafe fn new(ctx: *mut c_void) -> Glue {
+        Glue {
+            // SAFETY: the caller guarantees KCore is underneath.
+            hvc: unsafe { Hvc::new() },
+            ctx,
+        }
+    }
+}
+
+fn status(r: i32) -> Result<(), Errno> {
+    if r == 0 { Ok(()) } else { Err(r) }
+}
+
+impl Conduit for Glue {
+    fn call(&mut self, regs: &mut [u64; 8]) {
+        self.hvc.call(regs);
+    }
+}
+
+impl PageIo for Glue {
+    fn write(&mut self, pfn: u64, offset: usize, data: &[u8]) {
+        // SAFETY: a valid slice; the glue checks the page and the bounds.
+        unsafe {
+            kserv_glue_gr_write(
+                self.ctx,
+                pfn,
+                offset as u32,
+                data.as_ptr(),
+                data.len() as u32,
+            )
+        }
+    }
+    fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]) {
+        // SAFETY: as for `write`, into a valid mutable slice.
+        unsafe {
+            kserv_glue_gr_read(
+                self.ctx,
+                pfn,
+                offset as u32,
+                buf.as_mut_ptr(),
+                buf.len() as u32,
+            )
+        }
+    }
+}
+
+impl KvmEnv for Glue {
+    fn copy_from_user(&mut self, uaddr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        // SAFETY: a valid mutable slice; the glue uses copy_from_user.
+        status(unsafe {
+            kserv_glue_kvm_copy_from_user(self.ctx, uaddr, buf.as_mut_ptr(), buf.len() as u32)
+        })
+    }
+    fn copy_to_user(&mut self, uaddr: u64, data: &[u8]) -> Result<(), Errno> {
+        // SAFETY: a valid slice; the glue uses copy_to_user.
+        status(unsafe {
+            kserv_glue_kvm_copy_to_user(self.ctx, uaddr, data.as_ptr(), data.len() as u32)
+        })
+    }
+    fn pin_user_page(&mut self, uaddr: u64, write: bool) -> Result<u64, Errno> {
+        let mut pfn = 0;
+        // SAFETY: `pfn` is a valid u64 to write.
+        status(unsafe { kserv_glue_kvm_pin(self.ctx, uaddr, u32::from(write), &mut pfn) })?;
+        Ok(pfn)
+    }
+    fn unpin_page(&mut self, pfn: u64) {
+        // SAFETY: the core unpins only pages it pinned, once.
+        unsafe { kserv_glue_kvm_unpin(pfn) }
+    }
+    fn alloc_pages(&mut self, order: u32) -> Option<u64> {
+        // SAFETY: allocates kernel pages; 0 is none.
+        let pfn = unsafe { kserv_glue_gr_alloc(self.ctx, order) };
+        (pfn != 0).then_some(pfn)
+    }
+    fn free_page(&mut self, pfn: u64) {
+        // SAFETY: the core frees only pages it allocated, once, KServ's.
+        unsafe { kserv_glue_gr_free(self.ctx, pfn) }
+    }
+    fn alloc_array(&mut self, words: usize) -> Option<u64> {
+        // SAFETY: allocates zeroed kernel memory; 0 is none.
+        let a = unsafe { kserv_glue_kvm_alloc_array(words as u64) };
+        (a != 0).then_some(a)
+    }
+    fn free_array(&mut self, addr: u64) {
+        // SAFETY: the core frees only arrays it allocated, once.
+        unsafe { kserv_glue_kvm_free_array(addr) }
+    }
+    fn run_read(&mut self, offset: usize, buf: &mut [u8]) {
+        // SAFETY: a valid mutable slice; the glue checks the bounds.
+        unsafe {
+            kserv_glue_kvm_run_read(self.ctx, offset as u32, buf.as_mut_ptr(), buf.len() as u32)
+        }
+    }
+    fn run_write(&mut self, offset: usize, data: &[u8]) {
+        // SAFETY: a valid slice; the glue checks the bounds.
+        unsafe {
+            kserv_glue_kvm_run_write(self.ctx, offset as u32, data.as_ptr(), data.len() as u32)
+        }
+    }
+    fn lock(&mut self, l: Lock) {
+        // SAFETY: the glue's lock of this VM.
+        unsafe { kserv_glue_kvm_lock(self.ctx, l as u32) }
+    }
+    fn unlock(&mut self, l: Lock) {
+        // SAFETY: releases what `lock` took.
+        unsafe { kserv_glue_kvm_unlock(self.ctx, l as u32) }
+    }
+    fn now(&mut self) -> u64 {
+        // SAFETY: reads the counter.
+        unsafe { kserv_glue_gr_now() }
+    }
+    fn cpu(&mut self) -> u32 {
+        // SAFETY: reads the CPU number.
+        unsafe { kserv_glue_gr_cpu() }
+    }
+    fn signal_pending(&mut self) -> bool {
+        // SAFETY: reads the current task's signal state.
+        unsafe { kserv_glue_kvm_signal_pending() != 0 }
+    }
+    fn wait(&mut self, deadline: u64) {
+        // SAFETY: sleeps on the calling vCPU's wait queue.
+        unsafe { kserv_glue_kvm_wait(self.ctx, deadline) }
+    }
+    fn kick(&mut self, id: usize) {
+        // SAFETY: wakes and interrupts vCPU `id` of this VM, if it exists.
+        unsafe { kserv_glue_kvm_kick(self.ctx, id as u32) }
+    }
+    fn enter_guest(&mut self) {
+        // SAFETY: masks interrupts and marks the calling vCPU in the guest.
+        unsafe { kserv_glue_kvm_enter_guest(self.ctx) }
+    }
+    fn leave_guest(&mut self) {
+        // SAFETY: undoes `enter_guest`.
+        unsafe { kserv_glue_kvm_leave_guest(self.ctx) }
+    }
+    fn relax(&mut self) {
+        // SAFETY: `cond_resched()` in an ioctl.
+        unsafe { kserv_glue_gr_relax() }
+    }
+    fn log(&mut self, line: &[u8]) {
+        // SAFETY: a valid slice.
+        unsafe { kserv_glue_kvm_log(line.as_ptr(), line.len() as u32) }
+    }
+}
+
+/// The glue's VM state.
+///
+/// # Safety
+///
+/// `vm` must be the core state of a live VM, for as long as the reference
+/// is used.
+unsafe fn vm_ref<'a>(vm: *mut c_void) -> &'a Vm {
+    // SAFETY: per the caller's guarantee; `Vm` is shared (its cells are
+    // reached under the glue's locks).
+    unsafe { &*vm.cast::<Vm>() }
+}
+
+/// The glue's vCPU state.
+///
+/// # Safety
+///
+/// `vcpu` must be the core state of a live vCPU whose mutex the caller
+/// holds (or that nothing else can reach), for as long as it is used.
+unsafe fn vcpu_mut<'a>(vcpu: *mut c_void) -> &'a mut Vcpu {
+    // SAFETY: per the caller's guarantee.
+    unsafe { &mut *vcpu.cast::<Vcpu>() }
+}
+
+/// The machine as the glue describes it.
+///
+/// # Safety
+///
+/// `host` must be valid for reading.
+unsafe fn host_of(host: *const KvmHost) -> Host {
+    // SAFETY: per the caller's guarantee.
+    unsafe { (*host).host() }
+}
+
+/// The sizes of the core's objects.
+///
+/// # Safety
+///
+/// `out` must be valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_sizes(out: *mut KvmSizes) {
+    // SAFETY: the caller guarantees `out` is valid.
+    unsafe {
+        out.write(KvmSizes {
+            vm: size_of::<Vm>() as u64,
+            vcpu: size_of::<Vcpu>() as u64,
+            max_vcpus: super::vgic::MAX_VCPUS as u64,
+        })
+    }
+}
+
+/// Compares the kernel's values of [`super::uapi::CHECKED`] (in order) with
+/// the core's: 0 if all agree, else the 1-based index of the first that
+/// does not.
+///
+/// # Safety
+///
+/// `values` must be valid for `n` reads.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_check_uapi(values: *const u64, n: u32) -> u32 {
+    // SAFETY: the caller guarantees `values` has `n` entries.
+    let got = unsafe { core::slice::from_raw_parts(values, n as usize) };
+    let want = &super::uapi::CHECKED;
+    if got.len() != want.len() {
+        return want.len() as u32 + 1;
+    }
+    match got.iter().zip(want).position(|(a, b)| a != b) {
+        Some(i) => i as u32 + 1,
+        None => 0,
+    }
+}
+
+/// `/dev/kvm` ioctls but `KVM_CREATE_VM`.
+///
+/// # Safety
+///
+/// `host` must be valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_dev_ioctl(host: *const KvmHost, cmd: u32, arg: u64) -> i64 {
+    // SAFETY: the caller guarantees `host` is valid.
+    let host = unsafe { &*host }.host();
+    vm::dev_ioctl(&host, cmd, arg)
+}
+
+/// `KVM_CREATE_VM` of type `ty` into `vm` (zeroed, `KvmSizes::vm` bytes).
+///
+/// # Safety
+///
+/// KCore must be underneath; `host` valid; `vm` the glue's fresh VM state
+/// and `ctx` the glue's context for it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_vm_init(
+    ctx: *mut c_void,
+    host: *const KvmHost,
+    vm: *mut c_void,
+    ty: u64,
+) -> i64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let host = unsafe { host_of(host) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    ioctl_ret(vm::init(&mut env, vm, ty, &host).map(|()| 0))
+}
+
+/// A VM fd's ioctl but `KVM_CREATE_VCPU`/`KVM_CREATE_DEVICE`.
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_init`], `vm` initialised.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_vm_ioctl(
+    ctx: *mut c_void,
+    host: *const KvmHost,
+    vm: *mut c_void,
+    cmd: u32,
+    arg: u64,
+) -> i64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let host = unsafe { host_of(host) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    ioctl_ret(vm::ioctl(&mut env, vm, &host, cmd, arg))
+}
+
+/// Reserves vCPU id `id` (first half of `KVM_CREATE_VCPU`).
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_vcpu_reserve(
+    ctx: *mut c_void,
+    vm: *mut c_void,
+    id: u64,
+) -> i64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    ioctl_ret(vm::vcpu_reserve(&mut env, vm, id).map(|()| 0))
+}
+
+/// Creates reserved vCPU `id` into `vcpu` (zeroed, `KvmSizes::vcpu`
+/// bytes); on failure the id is free again.
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`]; `vcpu` the glue's fresh vCPU state.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_vcpu_create(
+    ctx: *mut c_void,
+    vm: *mut c_void,
+    vcpu: *mut c_void,
+    id: u64,
+) -> i64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    // SAFETY: per the caller's guarantees.
+    let v = unsafe { vcpu_mut(vcpu) };
+    match vcpu::create(&mut env, vm, v, id) {
+        Ok(()) => 0,
+        Err(e) => {
+            vm::vcpu_unreserve(&mut env, vm, id);
+            ret(e)
+        }
+    }
+}
+
+/// Frees reserved vCPU id `id` when the glue could not create it.
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_vcpu_unreserve(ctx: *mut c_void, vm: *mut c_void, id: u64) {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    vm::vcpu_unreserve(&mut env, vm, id);
+}
+
+/// A vCPU fd's ioctl (the glue holds the vCPU's mutex).
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`]; `vcpu` one of the VM's, created.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_vcpu_ioctl(
+    ctx: *mut c_void,
+    host: *const KvmHost,
+    vm: *mut c_void,
+    vcpu: *mut c_void,
+    cmd: u32,
+    arg: u64,
+) -> i64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let host = unsafe { host_of(host) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    // SAFETY: per the caller's guarantees.
+    let v = unsafe { vcpu_mut(vcpu) };
+    ioctl_ret(vcpu::ioctl(&mut env, vm, &host, v, cmd, arg))
+}
+
+/// `KVM_CREATE_DEVICE`'s decision: 1 make a device fd, 0 a successful
+/// test, or a negative errno.
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_device_create(
+    ctx: *mut c_void,
+    vm: *mut c_void,
+    ty: u32,
+    flags: u32,
+) -> i64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    ioctl_ret(vm::device_create(&mut env, vm, ty, flags).map(i64::from))
+}
+
+/// A vGIC device fd's ioctl.
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_device_ioctl(
+    ctx: *mut c_void,
+    vm: *mut c_void,
+    cmd: u32,
+    arg: u64,
+) -> i64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    ioctl_ret(vm::device_ioctl(&mut env, vm, cmd, arg))
+}
+
+/// Frees a vCPU's pages (after [`kserv_core_kvm_vm_destroy`]).
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vcpu_ioctl`]; no ioctl on it runs.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_vcpu_destroy(ctx: *mut c_void, vcpu: *mut c_void) {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let v = unsafe { vcpu_mut(vcpu) };
+    vcpu::destroy(&mut env, v);
+}
+
+/// Tears the VM down; returns the pages given back to the kernel and puts
+/// the number kept (still KCore's or a VM's: never to be freed) in `*kept`.
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`]; no fd of the VM is left; `kept`
+/// valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_vm_destroy(
+    ctx: *mut c_void,
+    vm: *mut c_void,
+    kept: *mut u64,
+) -> u64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    let t = vm::destroy(&mut env, vm);
+    // SAFETY: the caller guarantees `kept` is valid.
+    unsafe { kept.write(t.kept) };
+    t.released
+}

@@ -1,0 +1,26 @@
+//! `/dev/kvm`: Linux's KVM API (arm64, as Linux 6.1 implements it) on top
+//! of KCore's hypercalls, for unmodified VMMs. The module's glue registers
+//! the misc device, makes the fds and calls in here for every ioctl; all
+//! the decisions are here, host-tested against a fake KCore and kernel.
+//!
+//! - [`vm`]: `/dev/kvm` and VM fds, memory slots, guest memory, teardown;
+//! - [`vcpu`]: vCPU fds, registers, `KVM_RUN` and its exits, PSCI;
+//! - [`vgic`]: the virtual GICv3 (distributor, redistributors, interrupt
+//!   delivery through KCore's list registers);
+//! - [`memslot`], [`regs`], [`uapi`], [`errno`]: the API's rules, register
+//!   ids and numbers.
+
+pub mod env;
+pub mod errno;
+pub mod memslot;
+pub mod regs;
+pub mod uapi;
+pub mod vcpu;
+pub mod vgic;
+pub mod vm;
+
+#[cfg(target_arch = "aarch64")]
+pub mod ffi;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+//! `ONE_REG` ids of arm64 KVM mapped onto KCore's register ids
+//! (`kcore_abi::reg`), and the list `KVM_GET_REG_LIST` reports.
+//!
+//! Core registers are `KVM_REG_ARM_CORE` ids whose low bits are an offset
+//! in 32-bit words into `struct kvm_regs` (`x0..x30`, `sp`, `pc`,
+//! `pstate`, `sp_el1`, `elr_el1`, `spsr[5]`, then the 16-byte aligned
+//! `fp_regs`: `vregs[32]` of 128 bits, `fpsr`, `fpcr`); system registers use
+//! the same `op0:op1:CRn:CRm:op2` encoding as KCore's; the virtual timer is
+//! `KVM_REG_ARM_TIMER_*` (whose CNT and CVAL encodings are swapped); the
+//! PSCI version is a firmware pseudo-register. The error numbers follow
+//! arm64 KVM (`arch/arm64/kvm/guest.c`): a core offset outside `kvm_regs`
+//! is `ENOENT`, an id of the wrong size or inside a field `EINVAL`, an
+//! unknown system register `ENOENT`, an id of another architecture `EINVAL`.
+
+use super::errno::{EINVAL, ENOENT, Errno};
+use super::uapi::reg as id;
+use kcore_abi::reg as kr;
+
+/// Words (32-bit) of `struct kvm_regs`.
+pub const KVM_REGS_WORDS: u64 = 216;
+/// Offset of `regs.sp`.
+const OFF_SP: u64 = 62;
+/// Offset of `regs.pc`.
+const OFF_PC: u64 = 64;
+/// Offset of `regs.pstate`.
+const OFF_PSTATE: u64 = 66;
+/// Offset of `sp_el1`.
+const OFF_SP_EL1: u64 = 68;
+/// Offset of `elr_el1`.
+const OFF_ELR_EL1: u64 = 70;
+/// Offset of `spsr[0]` (`KVM_SPSR_EL1`).
+const OFF_SPSR: u64 = 72;
+/// `KVM_NR_SPSR`.
+const NR_SPSR: u64 = 5;
+/// Offset of `fp_regs.vregs[0]`.
+const OFF_VREGS: u64 = 84;
+/// Offset of `fp_regs.fpsr`.
+const OFF_FPSR: u64 = 212;
+/// Offset of `fp_regs.fpcr`.
+const OFF_FPCR: u64 = 213;
+
+/// What an id names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reg {
+    /// A 64-bit register KCore keeps under this id.
+    Kcore(u64),
+    /// `v<n>` (128 bits: KCore's `V_LO + n` and `V_HI + n`).
+    V(u64),
+    /// `fpsr` or `fpcr` (32 bits of KCore's 64-bit id).
+    Fp32(u64),
+    /// `spsr[1..5]`, the AArch32 banked SPSRs: always 0 (no AArch32 EL1).
+    Spsr32,
+    /// `KVM_REG_ARM_TIMER_CNT`: the guest's virtual count (the physical
+    /// count minus the vCPU's `CNTVOFF`).
+    TimerCnt,
+    /// `KVM_REG_ARM_PSCI_VERSION`.
+    PsciVersion,
+}
+
+/// The EL1 system registers offered, in the order of their ids (as KVM
+/// lists them): all of KCore's but the timer's (which are timer ids).
+pub const SYSREGS: [u64; 21] = [
+    kr::sys::MDSCR_EL1,
+    kr::sys::MPIDR_EL1,
+    kr::sys::SCTLR_EL1,
+    kr::sys::CPACR_EL1,
+    kr::sys::TTBR0_EL1,
+    kr::sys::TTBR1_EL1,
+    kr::sys::TCR_EL1,
+    kr::sys::AFSR0_EL1,
+    kr::sys::AFSR1_EL1,
+    kr::sys::ESR_EL1,
+    kr::sys::FAR_EL1,
+    kr::sys::PAR_EL1,
+    kr::sys::MAIR_EL1,
+    kr::sys::AMAIR_EL1,
+    kr::sys::VBAR_EL1,
+    kr::sys::CONTEXTIDR_EL1,
+    kr::sys::TPIDR_EL1,
+    kr::sys::CNTKCTL_EL1,
+    kr::sys::CSSELR_EL1,
+    kr::sys::TPIDR_EL0,
+    kr::sys::TPIDRRO_EL0,
+];
+
+/// Registers `KVM_GET_REG_LIST` reports.
+pub const COUNT: usize = 31 + 5 + NR_SPSR as usize + 32 + 2 + 1 + 3 + SYSREGS.len();
+
+/// Decodes a `ONE_REG` id.
+pub fn decode(reg: u64) -> Result<Reg, Errno> {
+    if (reg & !id::SIZE_MASK) >> 32 != id::ARM64 >> 32 {
+        return Err(EINVAL);
+    }
+    let size = id::size(reg);
+    match reg & id::COPROC_MASK {
+        id::CORE => {
+            let off = reg & !(0xFF00_0000_0000_0000 | id::SIZE_MASK | id::CORE);
+            if off >= KVM_REGS_WORDS || off + (size as u64) / 4 >= KVM_REGS_WORDS {
+                return Err(ENOENT);
+            }
+            core(off, size).ok_or(EINVAL)
+        }
+        id::FW => match reg {
+            id::PSCI_VERSION => Ok(Reg::PsciVersion),
+            _ => Err(ENOENT),
+        },
+        _ => match reg {
+            id::TIMER_CTL => Ok(Reg::Kcore(kr::sys::CNTV_CTL_EL0)),
+            id::TIMER_CVAL => Ok(Reg::Kcore(kr::sys::CNTV_CVAL_EL0)),
+            id::TIMER_CNT => Ok(Reg::TimerCnt),
+            _ if reg & id::COPROC_MASK == id::SYSREG && size == 8 => {
+                let enc = kr::SYSREG | (reg & 0xFFFF);
+                if reg & !(id::ARM64 | id::SIZE_MASK | id::SYSREG | 0xFFFF) != 0 {
+                    return Err(ENOENT);
+                }
+                SYSREGS
+                    .contains(&enc)
+                    .then_some(Reg::Kcore(enc))
+                    .ok_or(ENOENT)
+            }
+            _ => Err(ENOENT),
+        },
+    }
+}
+
+/// A core register at `off` (32-bit words) read as `size` bytes.
+fn core(off: u64, size: usize) -> Option<Reg> {
+    let (r, want) = match off {
+        0..=61 if off.is_multiple_of(2) => (Reg::Kcore(kr::x(off / 2)), 8),
+        OFF_SP => (Reg::Kcore(kr::SP_EL0), 8),
+        OFF_PC => (Reg::Kcore(kr::PC), 8),
+        OFF_PSTATE => (Reg::Kcore(kr::PSTATE), 8),
+        OFF_SP_EL1 => (Reg::Kcore(kr::SP_EL1), 8),
+        OFF_ELR_EL1 => (Reg::Kcore(kr::ELR_EL1), 8),
+        OFF_SPSR => (Reg::Kcore(kr::SPSR_EL1), 8),
+        _ if (OFF_SPSR + 2..OFF_SPSR + 2 * NR_SPSR).contains(&off) && off.is_multiple_of(2) => {
+            (Reg::Spsr32, 8)
+        }
+        _ if (OFF_VREGS..OFF_FPSR).contains(&off) && (off - OFF_VREGS).is_multiple_of(4) => {
+            (Reg::V((off - OFF_VREGS) / 4), 16)
+        }
+        OFF_FPSR => (Reg::Fp32(kr::FPSR), 4),
+        OFF_FPCR => (Reg::Fp32(kr::FPCR), 4),
+        _ => return None,
+    };
+    (size == want).then_some(r)
+}
+
+/// The `i`th id of the list `KVM_GET_REG_LIST` reports (`i < COUNT`): the
+/// core registers, the PSCI version, the timer, the system registers.
+pub fn list(i: usize) -> u64 {
+    let u64c = |off| id::core(id::SIZE_U64, off);
+    let mut i = i;
+    let mut take = |n: usize| {
+        if i < n {
+            Some(i)
+        } else {
+            i -= n;
+            None
+        }
+    };
+    if let Some(n) = take(31) {
+        return u64c(2 * n as u64);
+    }
+    if let Some(n) = take(5) {
+        return u64c([OFF_SP, OFF_PC, OFF_PSTATE, OFF_SP_EL1, OFF_ELR_EL1][n]);
+    }
+    if let Some(n) = take(NR_SPSR as usize) {
+        return u64c(OFF_SPSR + 2 * n as u64);
+    }
+    if let Some(n) = take(32) {
+        return id::core(id::SIZE_U128, OFF_VREGS + 4 * n as u64);
+    }
+    if let Some(n) = take(2) {
+        return id::core(id::SIZE_U32, OFF_FPSR + n as u64);
+    }
+    if take(1).is_some() {
+        return id::PSCI_VERSION;
+    }
+    if let Some(n) = take(3) {
+        return [id::TIMER_CTL, id::TIMER_CNT, id::TIMER_CVAL][n];
+    }
+    sys_id(SYSREGS[i.min(SYSREGS.len() - 1)])
+}
+
+/// The `ONE_REG` id of KCore's system register `r`.
+pub const fn sys_id(r: u64) -> u64 {
+    id::ARM64 | id::SIZE_U64 | id::SYSREG | (r & 0xFFFF)
+}
+
+/// The values a vCPU has at reset (`VcpuContext::reset` in KCore): what a
+/// protected vCPU, whose registers KServ may neither read nor set once
+/// KCore holds them, is known to hold before its first run.
+pub fn reset_value(r: Reg, mpidr: u64) -> u64 {
+    match r {
+        Reg::Kcore(kr::PSTATE) => PSTATE_RESET,
+        Reg::Kcore(kr::sys::SCTLR_EL1) => SCTLR_EL1_RESET,
+        Reg::Kcore(kr::sys::MPIDR_EL1) => mpidr,
+        _ => 0,
+    }
+}
+
+/// PSTATE at reset: EL1h with D, A, I and F masked (KVM's and KCore's).
+pub const PSTATE_RESET: u64 = 0x3C5;
+/// `SCTLR_EL1` at reset in KCore: its RES1 bits, MMU and caches off.
+pub const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
+
+/// Whether PSTATE `v` is one a vCPU may be given: AArch64 EL0t, EL1t or
+/// EL1h (KVM's `set_core_reg` refuses other modes with `EINVAL`; KCore
+/// refuses them too).
+pub const fn pstate_mode_ok(v: u64) -> bool {
+    v & 0x10 == 0 && matches!(v & 0xF, 0b0000 | 0b0100 | 0b0101)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn core_ids_map_to_kcore() {
+        assert_eq!(decode(id::core(id::SIZE_U64, 0)), Ok(Reg::Kcore(kr::X0)));
+        assert_eq!(
+            decode(id::core(id::SIZE_U64, 60)),
+            Ok(Reg::Kcore(kr::x(30)))
+        );
+        assert_eq!(
+            decode(id::core(id::SIZE_U64, 62)),
+            Ok(Reg::Kcore(kr::SP_EL0))
+        );
+        assert_eq!(decode(id::core(id::SIZE_U64, 64)), Ok(Reg::Kcore(kr::PC)));
+        assert_eq!(
+            decode(id::core(id::SIZE_U64, 66)),
+            Ok(Reg::Kcore(kr::PSTATE))
+        );
+        assert_eq!(
+            decode(id::core(id::SIZE_U64, 68)),
+            Ok(Reg::Kcore(kr::SP_EL1))
+        );
+        assert_eq!(
+            decode(id::core(id::SIZE_U64, 70)),
+            Ok(Reg::Kcore(kr::ELR_EL1))
+        );
+        assert_eq!(
+            decode(id::core(id::SIZE_U64, 72)),
+            Ok(Reg::Kcore(kr::SPSR_EL1))
+        );
+        assert_eq!(decode(id::core(id::SIZE_U64, 74)), Ok(Reg::Spsr32));
+        assert_eq!(decode(id::core(id::SIZE_U128, 84)), Ok(Reg::V(0)));
+        assert_eq!(decode(id::core(id::SIZE_U128, 208)), Ok(Reg::V(31)));
+        assert_eq!(decode(id::core(id::SIZE_U32, 212)), Ok(Reg::Fp32(kr::FPSR)));
+        assert_eq!(decode(id::core(id::SIZE_U32, 213)), Ok(Reg::Fp32(kr::FPCR)));
+    }
+
+    #[test]
+    fn bad_ids_get_kvms_errors() {
+        // Wrong size, or the middle of a register: EINVAL.
+        assert_eq!(decode(id::core(id::SIZE_U32, 0)), Err(EINVAL));
+        assert_eq!(decode(id::core(id::SIZE_U64, 1)), Err(EINVAL));
+        assert_eq!(decode(id::core(id::SIZE_U64, 84)), Err(EINVAL));
+        assert_eq!(decode(id::core(id::SIZE_U128, 86)), Err(EINVAL));
+        // Past the structure: ENOENT.
+        assert_eq!(decode(id::core(id::SIZE_U64, 216)), Err(ENOENT));
+        assert_eq!(decode(id::core(id::SIZE_U128, 213)), Err(ENOENT));
+        // Another architecture: EINVAL.
+        assert_eq!(decode(0x4030_0000_0010_0000), Err(EINVAL));
+        // A system register KCore does not carry: ENOENT.
+        assert_eq!(decode(id::sys(3, 0, 0, 0, 0)), Err(ENOENT));
+        assert_eq!(decode(id::sys(3, 3, 14, 2, 1)), Err(ENOENT));
+        assert_eq!(decode(id::PSCI_VERSION + 1), Err(ENOENT));
+    }
+
+    #[test]
+    fn timer_ids_keep_kvms_swap() {
+        assert_eq!(decode(id::TIMER_CTL), Ok(Reg::Kcore(kr::sys::CNTV_CTL_EL0)));
+        assert_eq!(
+            decode(id::TIMER_CVAL),
+            Ok(Reg::Kcore(kr::sys::CNTV_CVAL_EL0))
+        );
+        assert_eq!(decode(id::TIMER_CNT), Ok(Reg::TimerCnt));
+        assert_eq!(decode(id::PSCI_VERSION), Ok(Reg::PsciVersion));
+    }
+
+    #[test]
+    fn the_list_is_distinct_and_every_entry_decodes() {
+        let ids: BTreeSet<u64> = (0..COUNT).map(list).collect();
+        assert_eq!(ids.len(), COUNT);
+        for i in 0..COUNT {
+            assert!(decode(list(i)).is_ok(), "entry {i}: {:#x}", list(i));
+        }
+        // Every system register KCore carries is reachable.
+        for r in [kr::sys::SCTLR_EL1, kr::sys::TPIDRRO_EL0, kr::sys::MPIDR_EL1] {
+            assert!(ids.contains(&sys_id(r)));
+        }
+        assert_eq!(COUNT, 100);
+    }
+
+    #[test]
+    fn pstate_modes() {
+        assert!(pstate_mode_ok(PSTATE_RESET));
+        assert!(pstate_mode_ok(0x0));
+        assert!(pstate_mode_ok(0x4));
+        assert!(!pstate_mode_ok(0x10));
+        assert!(!pstate_mode_ok(0x9));
+    }
+}

@@ -1,0 +1,453 @@
+//! The numbers of Linux's KVM API on arm64 that the shim implements, from
+//! `include/uapi/linux/kvm.h` and `arch/arm64/include/uapi/asm/kvm.h` of
+//! Linux 6.1 (unchanged in 6.12), plus the shim's own `KSERV_VM_VERIFY_IMAGE`.
+//! The module's glue compares every ioctl number and structure layout here
+//! with the kernel headers it is compiled against when it loads
+//! ([`CHECKED`]), so a mistake here stops the module instead of
+//! misbehaving.
+
+/// `KVMIO`: the ioctl type of every KVM call.
+pub const KVMIO: u32 = 0xAE;
+
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    dir << 30 | (size as u32) << 16 | KVMIO << 8 | nr
+}
+const fn io(nr: u32) -> u32 {
+    ioc(0, nr, 0)
+}
+const fn iow(nr: u32, size: usize) -> u32 {
+    ioc(1, nr, size)
+}
+const fn ior(nr: u32, size: usize) -> u32 {
+    ioc(2, nr, size)
+}
+const fn iowr(nr: u32, size: usize) -> u32 {
+    ioc(3, nr, size)
+}
+
+/// The number of an ioctl (bits 0..8).
+pub const fn ioc_nr(cmd: u32) -> u32 {
+    cmd & 0xFF
+}
+/// The type of an ioctl (bits 8..16).
+pub const fn ioc_type(cmd: u32) -> u32 {
+    (cmd >> 8) & 0xFF
+}
+
+/// `KVM_API_VERSION`.
+pub const API_VERSION: i64 = 12;
+
+/// Sizes of the argument structures.
+pub mod size {
+    /// `struct kvm_userspace_memory_region`.
+    pub const USERSPACE_MEMORY_REGION: usize = 32;
+    /// `struct kvm_irq_level`.
+    pub const IRQ_LEVEL: usize = 8;
+    /// `struct kvm_one_reg`.
+    pub const ONE_REG: usize = 16;
+    /// `struct kvm_vcpu_init`.
+    pub const VCPU_INIT: usize = 32;
+    /// `struct kvm_reg_list` (its header; `reg[]` follows).
+    pub const REG_LIST: usize = 8;
+    /// `struct kvm_create_device`.
+    pub const CREATE_DEVICE: usize = 12;
+    /// `struct kvm_device_attr`.
+    pub const DEVICE_ATTR: usize = 24;
+    /// `struct kserv_verify_image`.
+    pub const VERIFY_IMAGE: usize = 24;
+    /// `struct kvm_run`.
+    pub const RUN: usize = 2352;
+}
+
+/// `KVM_GET_API_VERSION`.
+pub const GET_API_VERSION: u32 = io(0x00);
+/// `KVM_CREATE_VM`.
+pub const CREATE_VM: u32 = io(0x01);
+/// `KVM_CHECK_EXTENSION`.
+pub const CHECK_EXTENSION: u32 = io(0x03);
+/// `KVM_GET_VCPU_MMAP_SIZE`.
+pub const GET_VCPU_MMAP_SIZE: u32 = io(0x04);
+/// `KVM_CREATE_VCPU`.
+pub const CREATE_VCPU: u32 = io(0x41);
+/// `KVM_SET_USER_MEMORY_REGION`.
+pub const SET_USER_MEMORY_REGION: u32 = iow(0x46, size::USERSPACE_MEMORY_REGION);
+/// `KVM_CREATE_IRQCHIP` (GICv2 only: refused).
+pub const CREATE_IRQCHIP: u32 = io(0x60);
+/// `KVM_IRQ_LINE`.
+pub const IRQ_LINE: u32 = iow(0x61, size::IRQ_LEVEL);
+/// `KVM_RUN`.
+pub const RUN: u32 = io(0x80);
+/// `KVM_GET_ONE_REG`.
+pub const GET_ONE_REG: u32 = iow(0xAB, size::ONE_REG);
+/// `KVM_SET_ONE_REG`.
+pub const SET_ONE_REG: u32 = iow(0xAC, size::ONE_REG);
+/// `KVM_ARM_VCPU_INIT`.
+pub const ARM_VCPU_INIT: u32 = iow(0xAE, size::VCPU_INIT);
+/// `KVM_ARM_PREFERRED_TARGET`.
+pub const ARM_PREFERRED_TARGET: u32 = ior(0xAF, size::VCPU_INIT);
+/// `KVM_GET_REG_LIST`.
+pub const GET_REG_LIST: u32 = iowr(0xB0, size::REG_LIST);
+/// `KVM_CREATE_DEVICE`.
+pub const CREATE_DEVICE: u32 = iowr(0xE0, size::CREATE_DEVICE);
+/// `KVM_SET_DEVICE_ATTR`.
+pub const SET_DEVICE_ATTR: u32 = iow(0xE1, size::DEVICE_ATTR);
+/// `KVM_GET_DEVICE_ATTR`.
+pub const GET_DEVICE_ATTR: u32 = iow(0xE2, size::DEVICE_ATTR);
+/// `KVM_HAS_DEVICE_ATTR`.
+pub const HAS_DEVICE_ATTR: u32 = iow(0xE3, size::DEVICE_ATTR);
+/// `KSERV_VM_VERIFY_IMAGE` (the shim's own, VM fd): `_IOW(KVMIO, 0xF0,
+/// struct kserv_verify_image { __u64 gpa; __u64 len; __u64 sig_addr; })`.
+pub const KSERV_VM_VERIFY_IMAGE: u32 = iow(0xF0, size::VERIFY_IMAGE);
+
+/// Capabilities (`KVM_CHECK_EXTENSION`).
+pub mod cap {
+    /// `KVM_CAP_IRQCHIP`.
+    pub const IRQCHIP: u64 = 0;
+    /// `KVM_CAP_USER_MEMORY`.
+    pub const USER_MEMORY: u64 = 3;
+    /// `KVM_CAP_NR_VCPUS`.
+    pub const NR_VCPUS: u64 = 9;
+    /// `KVM_CAP_NR_MEMSLOTS`.
+    pub const NR_MEMSLOTS: u64 = 10;
+    /// `KVM_CAP_DESTROY_MEMORY_REGION_WORKS`.
+    pub const DESTROY_MEMORY_REGION_WORKS: u64 = 21;
+    /// `KVM_CAP_JOIN_MEMORY_REGIONS_WORKS`.
+    pub const JOIN_MEMORY_REGIONS_WORKS: u64 = 30;
+    /// `KVM_CAP_MAX_VCPUS`.
+    pub const MAX_VCPUS: u64 = 66;
+    /// `KVM_CAP_ONE_REG`.
+    pub const ONE_REG: u64 = 70;
+    /// `KVM_CAP_READONLY_MEM`.
+    pub const READONLY_MEM: u64 = 81;
+    /// `KVM_CAP_ARM_PSCI`.
+    pub const ARM_PSCI: u64 = 87;
+    /// `KVM_CAP_DEVICE_CTRL`.
+    pub const DEVICE_CTRL: u64 = 89;
+    /// `KVM_CAP_ARM_PSCI_0_2`.
+    pub const ARM_PSCI_0_2: u64 = 102;
+    /// `KVM_CAP_CHECK_EXTENSION_VM`.
+    pub const CHECK_EXTENSION_VM: u64 = 105;
+    /// `KVM_CAP_MAX_VCPU_ID`.
+    pub const MAX_VCPU_ID: u64 = 128;
+    /// `KVM_CAP_IMMEDIATE_EXIT`.
+    pub const IMMEDIATE_EXIT: u64 = 136;
+    /// `KVM_CAP_ARM_VM_IPA_SIZE`.
+    pub const ARM_VM_IPA_SIZE: u64 = 165;
+    /// `KVM_CAP_ARM_IRQ_LINE_LAYOUT_2`.
+    pub const ARM_IRQ_LINE_LAYOUT_2: u64 = 174;
+    /// `KVM_CAP_SYSTEM_EVENT_DATA`.
+    pub const SYSTEM_EVENT_DATA: u64 = 215;
+    /// `KVM_CAP_ARM_PROTECTED_VM`, as Android's pKVM numbers it.
+    pub const ARM_PROTECTED_VM: u64 = 0xFFBA_DAB1;
+}
+
+/// `KVM_CREATE_VM` type bits on arm64.
+pub mod vm_type {
+    /// `KVM_VM_TYPE_ARM_IPA_SIZE_MASK`: the IPA size in bits (0: 40).
+    pub const IPA_SIZE_MASK: u64 = 0xFF;
+    /// `KVM_VM_TYPE_ARM_PROTECTED` (as Android's pKVM): a protected VM.
+    pub const PROTECTED: u64 = 1 << 31;
+    /// The IPA size KVM gives a VM whose type says 0 (`KVM_PHYS_SHIFT`).
+    pub const DEFAULT_IPA_BITS: u32 = 40;
+    /// The smallest IPA size KVM accepts (`ARM64_MIN_PARANGE_BITS`).
+    pub const MIN_IPA_BITS: u32 = 32;
+}
+
+/// `KVM_MEM_*` memory slot flags.
+pub mod mem {
+    /// `KVM_MEM_LOG_DIRTY_PAGES`.
+    pub const LOG_DIRTY_PAGES: u32 = 1 << 0;
+    /// `KVM_MEM_READONLY`.
+    pub const READONLY: u32 = 1 << 1;
+}
+
+/// Exit reasons (`kvm_run.exit_reason`).
+pub mod exit {
+    /// `KVM_EXIT_UNKNOWN`.
+    pub const UNKNOWN: u32 = 0;
+    /// `KVM_EXIT_MMIO`.
+    pub const MMIO: u32 = 6;
+    /// `KVM_EXIT_FAIL_ENTRY`.
+    pub const FAIL_ENTRY: u32 = 9;
+    /// `KVM_EXIT_INTR`.
+    pub const INTR: u32 = 10;
+    /// `KVM_EXIT_INTERNAL_ERROR`.
+    pub const INTERNAL_ERROR: u32 = 17;
+    /// `KVM_EXIT_SYSTEM_EVENT`.
+    pub const SYSTEM_EVENT: u32 = 24;
+}
+
+/// `kvm_run.system_event.type` and flags.
+pub mod system_event {
+    /// `KVM_SYSTEM_EVENT_SHUTDOWN`.
+    pub const SHUTDOWN: u32 = 1;
+    /// `KVM_SYSTEM_EVENT_RESET`.
+    pub const RESET: u32 = 2;
+    /// `KVM_SYSTEM_EVENT_RESET_FLAG_PSCI_RESET2`.
+    pub const RESET_FLAG_PSCI_RESET2: u64 = 1 << 0;
+}
+
+/// `kvm_run.internal.suberror`.
+pub mod internal_error {
+    /// `KVM_INTERNAL_ERROR_EMULATION`: an access the kernel cannot emulate.
+    pub const EMULATION: u32 = 1;
+    /// `KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON`.
+    pub const UNEXPECTED_EXIT_REASON: u32 = 4;
+}
+
+/// Byte offsets in `struct kvm_run`.
+pub mod run {
+    /// `immediate_exit` (u8).
+    pub const IMMEDIATE_EXIT: usize = 1;
+    /// `exit_reason` (u32).
+    pub const EXIT_REASON: usize = 8;
+    /// `flags` (u16).
+    pub const FLAGS: usize = 14;
+    /// The exit union.
+    pub const UNION: usize = 32;
+    /// `mmio.phys_addr` (u64).
+    pub const MMIO_PHYS_ADDR: usize = UNION;
+    /// `mmio.data` (8 bytes).
+    pub const MMIO_DATA: usize = UNION + 8;
+    /// `mmio.len` (u32).
+    pub const MMIO_LEN: usize = UNION + 16;
+    /// `mmio.is_write` (u8).
+    pub const MMIO_IS_WRITE: usize = UNION + 20;
+    /// `fail_entry.hardware_entry_failure_reason` (u64).
+    pub const FAIL_ENTRY_REASON: usize = UNION;
+    /// `fail_entry.cpu` (u32).
+    pub const FAIL_ENTRY_CPU: usize = UNION + 8;
+    /// `internal.suberror` (u32).
+    pub const INTERNAL_SUBERROR: usize = UNION;
+    /// `internal.ndata` (u32).
+    pub const INTERNAL_NDATA: usize = UNION + 4;
+    /// `internal.data[]` (u64 each).
+    pub const INTERNAL_DATA: usize = UNION + 8;
+    /// `system_event.type` (u32).
+    pub const SYSTEM_EVENT_TYPE: usize = UNION;
+    /// `system_event.ndata` (u32).
+    pub const SYSTEM_EVENT_NDATA: usize = UNION + 4;
+    /// `system_event.data[]` (u64 each).
+    pub const SYSTEM_EVENT_DATA: usize = UNION + 8;
+    /// Bytes of the exit union.
+    pub const UNION_SIZE: usize = 256;
+}
+
+/// `KVM_ARM_VCPU_INIT` targets and features.
+pub mod vcpu_init {
+    /// `KVM_ARM_TARGET_AEM_V8`.
+    pub const TARGET_AEM_V8: u32 = 0;
+    /// `KVM_ARM_TARGET_FOUNDATION_V8`.
+    pub const TARGET_FOUNDATION_V8: u32 = 1;
+    /// `KVM_ARM_TARGET_CORTEX_A57`.
+    pub const TARGET_CORTEX_A57: u32 = 2;
+    /// `KVM_ARM_TARGET_XGENE_POTENZA`.
+    pub const TARGET_XGENE_POTENZA: u32 = 3;
+    /// `KVM_ARM_TARGET_CORTEX_A53`.
+    pub const TARGET_CORTEX_A53: u32 = 4;
+    /// `KVM_ARM_TARGET_GENERIC_V8`.
+    pub const TARGET_GENERIC_V8: u32 = 5;
+    /// `KVM_ARM_VCPU_POWER_OFF`: the vCPU starts off.
+    pub const POWER_OFF: u32 = 0;
+    /// `KVM_ARM_VCPU_EL1_32BIT` (not offered).
+    pub const EL1_32BIT: u32 = 1;
+    /// `KVM_ARM_VCPU_PSCI_0_2`.
+    pub const PSCI_0_2: u32 = 2;
+    /// `KVM_VCPU_MAX_FEATURES` in 6.1: features at or above are `ENOENT`.
+    pub const MAX_FEATURES: u32 = 7;
+
+    /// `kvm_target_cpu()`: the target KVM prefers for a CPU with `midr`.
+    pub const fn preferred_target(midr: u64) -> u32 {
+        let implementer = (midr >> 24) & 0xFF;
+        let part = (midr >> 4) & 0xFFF;
+        match (implementer, part) {
+            (0x41, 0xD0F) => TARGET_AEM_V8,
+            (0x41, 0xD00) => TARGET_FOUNDATION_V8,
+            (0x41, 0xD03) => TARGET_CORTEX_A53,
+            (0x41, 0xD07) => TARGET_CORTEX_A57,
+            (0x50, 0x000) => TARGET_XGENE_POTENZA,
+            _ => TARGET_GENERIC_V8,
+        }
+    }
+}
+
+/// `KVM_IRQ_LINE`'s `irq` field on arm64.
+pub mod irq_line {
+    /// `KVM_ARM_IRQ_TYPE_CPU`.
+    pub const TYPE_CPU: u32 = 0;
+    /// `KVM_ARM_IRQ_TYPE_SPI`.
+    pub const TYPE_SPI: u32 = 1;
+    /// `KVM_ARM_IRQ_TYPE_PPI`.
+    pub const TYPE_PPI: u32 = 2;
+
+    /// `(type, vcpu index, irq number)` of an `irq` field (layout 2: the
+    /// vCPU index's bits 8..12 in bits 28..32).
+    pub const fn decode(irq: u32) -> (u32, usize, u32) {
+        let ty = (irq >> 24) & 0xF;
+        let vcpu = ((irq >> 16) & 0xFF) as usize + (((irq >> 28) & 0xF) as usize) * 256;
+        (ty, vcpu, irq & 0xFFFF)
+    }
+}
+
+/// `KVM_CREATE_DEVICE` types and flags.
+pub mod device {
+    /// `KVM_CREATE_DEVICE_TEST`: only ask whether the type is supported.
+    pub const CREATE_TEST: u32 = 1;
+    /// `KVM_DEV_TYPE_ARM_VGIC_V2`.
+    pub const TYPE_ARM_VGIC_V2: u32 = 5;
+    /// `KVM_DEV_TYPE_ARM_VGIC_V3`.
+    pub const TYPE_ARM_VGIC_V3: u32 = 7;
+    /// `KVM_DEV_TYPE_ARM_VGIC_ITS`.
+    pub const TYPE_ARM_VGIC_ITS: u32 = 8;
+}
+
+/// `KVM_DEV_ARM_VGIC_*` attribute groups and attributes of a GICv3.
+pub mod vgic_attr {
+    /// `KVM_DEV_ARM_VGIC_GRP_ADDR`.
+    pub const GRP_ADDR: u32 = 0;
+    /// `KVM_DEV_ARM_VGIC_GRP_DIST_REGS`.
+    pub const GRP_DIST_REGS: u32 = 1;
+    /// `KVM_DEV_ARM_VGIC_GRP_NR_IRQS`.
+    pub const GRP_NR_IRQS: u32 = 3;
+    /// `KVM_DEV_ARM_VGIC_GRP_CTRL`.
+    pub const GRP_CTRL: u32 = 4;
+    /// `KVM_DEV_ARM_VGIC_GRP_REDIST_REGS`.
+    pub const GRP_REDIST_REGS: u32 = 5;
+    /// `KVM_VGIC_V3_ADDR_TYPE_DIST`.
+    pub const ADDR_TYPE_DIST: u64 = 2;
+    /// `KVM_VGIC_V3_ADDR_TYPE_REDIST`.
+    pub const ADDR_TYPE_REDIST: u64 = 3;
+    /// `KVM_DEV_ARM_VGIC_CTRL_INIT`.
+    pub const CTRL_INIT: u64 = 0;
+    /// `KVM_VGIC_V3_DIST_SIZE`.
+    pub const DIST_SIZE: u64 = 0x1_0000;
+    /// `KVM_VGIC_V3_REDIST_SIZE` (one vCPU's RD and SGI frames).
+    pub const REDIST_SIZE: u64 = 0x2_0000;
+    /// `VGIC_ADDR_UNDEF`: what an address reads as before it is set.
+    pub const ADDR_UNDEF: u64 = u64::MAX;
+}
+
+/// `ONE_REG` ids on arm64.
+pub mod reg {
+    /// `KVM_REG_ARM64`.
+    pub const ARM64: u64 = 0x6000_0000_0000_0000;
+    /// `KVM_REG_SIZE_MASK`.
+    pub const SIZE_MASK: u64 = 0x00F0_0000_0000_0000;
+    /// `KVM_REG_SIZE_SHIFT`.
+    pub const SIZE_SHIFT: u32 = 52;
+    /// `KVM_REG_SIZE_U32`.
+    pub const SIZE_U32: u64 = 0x0020_0000_0000_0000;
+    /// `KVM_REG_SIZE_U64`.
+    pub const SIZE_U64: u64 = 0x0030_0000_0000_0000;
+    /// `KVM_REG_SIZE_U128`.
+    pub const SIZE_U128: u64 = 0x0040_0000_0000_0000;
+    /// `KVM_REG_ARM_COPROC_MASK`.
+    pub const COPROC_MASK: u64 = 0x0000_0000_0FFF_0000;
+    /// `KVM_REG_ARM_CORE`.
+    pub const CORE: u64 = 0x0010 << 16;
+    /// `KVM_REG_ARM64_SYSREG`.
+    pub const SYSREG: u64 = 0x0013 << 16;
+    /// `KVM_REG_ARM_FW`.
+    pub const FW: u64 = 0x0014 << 16;
+
+    /// The bytes an id says its value has.
+    pub const fn size(id: u64) -> usize {
+        1 << ((id & SIZE_MASK) >> SIZE_SHIFT)
+    }
+    /// `ARM64_SYS_REG(op0, op1, crn, crm, op2)`.
+    pub const fn sys(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64) -> u64 {
+        ARM64 | SIZE_U64 | SYSREG | kcore_abi::reg::sysreg(op0, op1, crn, crm, op2)
+    }
+    /// `KVM_REG_ARM_TIMER_CTL` (`CNTV_CTL_EL0`).
+    pub const TIMER_CTL: u64 = sys(3, 3, 14, 3, 1);
+    /// `KVM_REG_ARM_TIMER_CVAL`: `CNTV_CVAL_EL0`, although the encoding is
+    /// `CNTVCT_EL0`'s (KVM's ABI swapped the two long ago and keeps them).
+    pub const TIMER_CVAL: u64 = sys(3, 3, 14, 0, 2);
+    /// `KVM_REG_ARM_TIMER_CNT`: the virtual count, encoded as `CNTV_CVAL_EL0`.
+    pub const TIMER_CNT: u64 = sys(3, 3, 14, 3, 2);
+    /// `KVM_REG_ARM_PSCI_VERSION`.
+    pub const PSCI_VERSION: u64 = ARM64 | SIZE_U64 | FW;
+    /// A core register: `offset` in 32-bit words into `struct kvm_regs`.
+    pub const fn core(size: u64, offset: u64) -> u64 {
+        ARM64 | size | CORE | offset
+    }
+}
+
+/// What the glue checks against the kernel's headers when the module loads,
+/// in this order (`kserv_core.h` lists the same names).
+pub const CHECKED: [u64; 31] = [
+    GET_API_VERSION as u64,
+    CREATE_VM as u64,
+    CHECK_EXTENSION as u64,
+    GET_VCPU_MMAP_SIZE as u64,
+    CREATE_VCPU as u64,
+    SET_USER_MEMORY_REGION as u64,
+    CREATE_IRQCHIP as u64,
+    IRQ_LINE as u64,
+    RUN as u64,
+    GET_ONE_REG as u64,
+    SET_ONE_REG as u64,
+    ARM_VCPU_INIT as u64,
+    ARM_PREFERRED_TARGET as u64,
+    GET_REG_LIST as u64,
+    CREATE_DEVICE as u64,
+    SET_DEVICE_ATTR as u64,
+    GET_DEVICE_ATTR as u64,
+    HAS_DEVICE_ATTR as u64,
+    size::RUN as u64,
+    run::MMIO_DATA as u64,
+    run::MMIO_LEN as u64,
+    run::MMIO_IS_WRITE as u64,
+    run::SYSTEM_EVENT_NDATA as u64,
+    run::SYSTEM_EVENT_DATA as u64,
+    run::INTERNAL_DATA as u64,
+    run::FAIL_ENTRY_CPU as u64,
+    reg::TIMER_CNT,
+    reg::TIMER_CVAL,
+    reg::PSCI_VERSION,
+    reg::core(reg::SIZE_U32, 212),
+    reg::core(reg::SIZE_U128, 84),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_linux() {
+        // Values as Linux's headers expand them on arm64.
+        assert_eq!(CREATE_VM, 0xAE01);
+        assert_eq!(RUN, 0xAE80);
+        assert_eq!(SET_USER_MEMORY_REGION, 0x4020_AE46);
+        assert_eq!(IRQ_LINE, 0x4008_AE61);
+        assert_eq!(GET_ONE_REG, 0x4010_AEAB);
+        assert_eq!(ARM_VCPU_INIT, 0x4020_AEAE);
+        assert_eq!(ARM_PREFERRED_TARGET, 0x8020_AEAF);
+        assert_eq!(GET_REG_LIST, 0xC008_AEB0);
+        assert_eq!(CREATE_DEVICE, 0xC00C_AEE0);
+        assert_eq!(SET_DEVICE_ATTR, 0x4018_AEE1);
+        assert_eq!(KSERV_VM_VERIFY_IMAGE, 0x4018_AEF0);
+        assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);
+        assert_eq!(reg::TIMER_CVAL, 0x6030_0000_0013_DF02);
+        assert_eq!(reg::TIMER_CTL, 0x6030_0000_0013_DF19);
+        assert_eq!(reg::PSCI_VERSION, 0x6030_0000_0014_0000);
+    }
+
+    #[test]
+    fn irq_line_layout() {
+        assert_eq!(irq_line::decode(1 << 24 | 40), (1, 0, 40));
+        assert_eq!(irq_line::decode(2 << 24 | 3 << 16 | 23), (2, 3, 23));
+        assert_eq!(
+            irq_line::decode(2 << 24 | 1 << 28 | 2 << 16 | 20),
+            (2, 258, 20)
+        );
+    }
+
+    #[test]
+    fn preferred_targets() {
+        assert_eq!(vcpu_init::preferred_target(0x410F_D083), 5); // Cortex-A72
+        assert_eq!(vcpu_init::preferred_target(0x410F_D034), 4); // Cortex-A53
+        assert_eq!(vcpu_init::preferred_target(0x411F_D070), 2); // Cortex-A57
+        assert_eq!(vcpu_init::preferred_target(0x000F_0510), 5); // QEMU max
+    }
+}

@@ -1,0 +1,671 @@
+//! A vCPU of the KVM API: `KVM_ARM_VCPU_INIT`, `ONE_REG`,
+//! `KVM_GET_REG_LIST` and `KVM_RUN`, which enters the guest through KCore
+//! (`HostVcpuRun`) and handles its exits: the vGIC's registers and memory
+//! slots the shim emulates itself, other MMIO goes to the VMM
+//! (`KVM_EXIT_MMIO`; a read's data, put in `kvm_run.mmio.data`, completes
+//! the access at the next entry), memory faults are backed with the VMM's
+//! pages, PSCI is answered in the shim (`SYSTEM_OFF`/`RESET` become
+//! `KVM_EXIT_SYSTEM_EVENT`), SGIs raised in the vGIC, and WFI sleeps until
+//! an interrupt for the vCPU, its timer deadline or a signal. KCore refusing
+//! an entry is `KVM_EXIT_FAIL_ENTRY` with KCore's status.
+
+use super::env::KvmEnv;
+use super::errno::{E2BIG, EFAULT, EINTR, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENXIO, EPERM, Errno};
+use super::regs::{self, Reg};
+use super::uapi::{self, exit as kexit, run as krun, system_event, vcpu_init};
+use super::vgic::{IRQ_SLOTS, MAX_VCPUS};
+use super::vm::{self, Host, Vm, errno_of, power};
+use crate::hypercall::{self, CallError};
+use crate::psci;
+use crate::runpage::{Exit, write_entry};
+use core::sync::atomic::Ordering::SeqCst;
+use kcore_abi::run::{self, exit, exit_flags};
+use kcore_abi::{Error, reg as kr};
+
+/// A vCPU as its fd's holder keeps it (the glue serialises its ioctls).
+/// All zero: not created.
+pub struct Vcpu {
+    id: u32,
+    created: bool,
+    /// `KVM_ARM_VCPU_INIT` succeeded.
+    initialized: bool,
+    /// Its feature bits (`features[0]`).
+    features: u32,
+    /// It entered the guest at least once.
+    ran: bool,
+    /// KServ's run page for `HostVcpuRun`.
+    run_pfn: u64,
+    /// The next entry's `COMPLETION`.
+    completion: u64,
+    /// Bytes of an MMIO read the VMM completes (0: none pending).
+    mmio_read: u8,
+}
+
+/// Creates vCPU `id` (reserved with [`vm::vcpu_reserve`]) in `v`, zeroed by
+/// the glue.
+pub fn create<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, id: u64) -> Result<(), Errno> {
+    let pfn = env.alloc_pages(0).ok_or(ENOMEM)?;
+    if let Err(e) = vm::vcpu_create(env, vm, id) {
+        env.free_page(pfn);
+        return Err(e);
+    }
+    v.id = id as u32;
+    v.created = true;
+    v.run_pfn = pfn;
+    Ok(())
+}
+
+/// Frees what [`create`] allocated (after the VM's teardown).
+pub fn destroy<E: KvmEnv>(env: &mut E, v: &mut Vcpu) {
+    if v.run_pfn != 0 {
+        env.free_page(v.run_pfn);
+        v.run_pfn = 0;
+    }
+    v.created = false;
+}
+
+/// The vCPU fd's ioctls. Unknown ones are `EINVAL`; vCPU device
+/// attributes (timer and PMU interrupt numbers) are not offered: `ENXIO`.
+pub fn ioctl<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    host: &Host,
+    v: &mut Vcpu,
+    cmd: u32,
+    arg: u64,
+) -> Result<i64, Errno> {
+    if !v.created {
+        return Err(EINVAL);
+    }
+    match cmd {
+        uapi::RUN if arg == 0 => run_vcpu(env, vm, v),
+        uapi::RUN => Err(EINVAL),
+        uapi::ARM_VCPU_INIT => {
+            let mut b = [0u8; uapi::size::VCPU_INIT];
+            env.copy_from_user(arg, &mut b)?;
+            init(env, vm, host, v, &b).map(|()| 0)
+        }
+        uapi::GET_ONE_REG | uapi::SET_ONE_REG => {
+            if !v.initialized {
+                return Err(ENOEXEC);
+            }
+            let mut b = [0u8; uapi::size::ONE_REG];
+            env.copy_from_user(arg, &mut b)?;
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[..8]);
+            let id = u64::from_le_bytes(w);
+            w.copy_from_slice(&b[8..]);
+            let addr = u64::from_le_bytes(w);
+            if cmd == uapi::GET_ONE_REG {
+                get_one_reg(env, vm, v, id, addr).map(|()| 0)
+            } else {
+                set_one_reg(env, vm, v, id, addr).map(|()| 0)
+            }
+        }
+        uapi::GET_REG_LIST => {
+            if !v.initialized {
+                return Err(ENOEXEC);
+            }
+            let mut b = [0u8; 8];
+            env.copy_from_user(arg, &mut b)?;
+            let n = u64::from_le_bytes(b);
+            env.copy_to_user(arg, &(regs::COUNT as u64).to_le_bytes())?;
+            if n < regs::COUNT as u64 {
+                return Err(E2BIG);
+            }
+            for i in 0..regs::COUNT {
+                env.copy_to_user(arg + 8 + 8 * i as u64, &regs::list(i).to_le_bytes())?;
+            }
+            Ok(0)
+        }
+        uapi::SET_DEVICE_ATTR | uapi::GET_DEVICE_ATTR | uapi::HAS_DEVICE_ATTR => Err(ENXIO),
+        _ => Err(EINVAL),
+    }
+}
+
+/// `KVM_ARM_VCPU_INIT`: the preferred target only, features `POWER_OFF`
+/// and `PSCI_0_2` (features KVM does not know: `ENOENT`; others, and a
+/// different target or feature set than a previous init: `EINVAL`). A
+/// re-init returns the vCPU to its power-on state but not its registers
+/// (KCore has no vCPU reset): `EPERM` once it ran.
+fn init<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    host: &Host,
+    v: &mut Vcpu,
+    b: &[u8; 32],
+) -> Result<(), Errno> {
+    let target = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    if target != vcpu_init::preferred_target(host.midr) {
+        return Err(EINVAL);
+    }
+    let mut features = [0u32; 7];
+    for (i, f) in features.iter_mut().enumerate() {
+        let o = 4 + 4 * i;
+        *f = u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    }
+    if features[0] >> vcpu_init::MAX_FEATURES != 0 || features[1..].iter().any(|&f| f != 0) {
+        return Err(ENOENT);
+    }
+    let offered = 1 << vcpu_init::POWER_OFF | 1 << vcpu_init::PSCI_0_2;
+    if features[0] & !offered != 0 {
+        return Err(EINVAL);
+    }
+    if v.initialized && features[0] != v.features {
+        return Err(EINVAL);
+    }
+    if v.ran {
+        return Err(EPERM);
+    }
+    v.features = features[0];
+    v.initialized = true;
+    let state = if features[0] & 1 << vcpu_init::POWER_OFF != 0 {
+        power::OFF
+    } else {
+        power::ON
+    };
+    vm.vcpus[v.id as usize].power.store(state, SeqCst);
+    let _ = env;
+    Ok(())
+}
+
+/// The value of `r` for `GET_ONE_REG`, as little-endian bytes (16 for a
+/// vector register).
+fn read_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, r: Reg) -> Result<[u8; 16], Errno> {
+    let h = vm.handle();
+    let id = u64::from(v.id);
+    let get = |env: &mut E, k: u64| -> Result<u64, Errno> {
+        if vm.protected() {
+            // KCore reveals nothing of a protected vCPU; its MPIDR is no
+            // secret (KCore derives it from the index).
+            return if k == kr::sys::MPIDR_EL1 {
+                Ok(1 << 31 | psci::mpidr_of(v.id as usize))
+            } else {
+                Err(EPERM)
+            };
+        }
+        hypercall::vcpu_get_reg(env, h, id, k).map_err(|e| match e {
+            CallError::Kcore(Error::NotFound) => ENOENT,
+            e => errno_of(e),
+        })
+    };
+    let mut out = [0u8; 16];
+    match r {
+        Reg::Kcore(k) => out[..8].copy_from_slice(&get(env, k)?.to_le_bytes()),
+        Reg::Fp32(k) => out[..4].copy_from_slice(&(get(env, k)? as u32).to_le_bytes()),
+        Reg::V(n) => {
+            out[..8].copy_from_slice(&get(env, kr::V_LO + n)?.to_le_bytes());
+            out[8..].copy_from_slice(&get(env, kr::V_HI + n)?.to_le_bytes());
+        }
+        Reg::Spsr32 => {}
+        Reg::TimerCnt => {
+            let off = if vm.protected() {
+                return Err(EPERM);
+            } else {
+                get(env, kr::CNTVOFF)?
+            };
+            out[..8].copy_from_slice(&env.now().wrapping_sub(off).to_le_bytes());
+        }
+        Reg::PsciVersion => out[..8].copy_from_slice(&vm.psci_version.load(SeqCst).to_le_bytes()),
+    }
+    Ok(out)
+}
+
+fn get_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) -> Result<(), Errno> {
+    let r = regs::decode(id)?;
+    let bytes = read_reg(env, vm, v, r)?;
+    env.copy_to_user(addr, &bytes[..uapi::reg::size(id).min(16)])
+}
+
+/// `SET_ONE_REG`. A protected vCPU takes only its PC and `x0`, and only
+/// before it first ran; anything else is `EPERM`, except a write of the
+/// value the register holds at reset (so VMMs' ordinary setup works).
+fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) -> Result<(), Errno> {
+    let r = regs::decode(id)?;
+    let size = uapi::reg::size(id).min(16);
+    let mut b = [0u8; 16];
+    env.copy_from_user(addr, &mut b[..size])?;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[..8]);
+    let lo = u64::from_le_bytes(w);
+    w.copy_from_slice(&b[8..]);
+    let hi = u64::from_le_bytes(w);
+    let h = vm.handle();
+    let vid = u64::from(v.id);
+    if let Reg::Kcore(kr::PSTATE) = r
+        && !regs::pstate_mode_ok(lo)
+    {
+        return Err(EINVAL);
+    }
+    if vm.protected() {
+        let mpidr = 1 << 31 | psci::mpidr_of(v.id as usize);
+        let allowed = matches!(r, Reg::Kcore(kr::PC) | Reg::Kcore(kr::X0)) && !v.ran;
+        if !allowed {
+            let same = match r {
+                Reg::V(_) => lo == 0 && hi == 0,
+                Reg::PsciVersion => return set_psci_version(vm, lo),
+                Reg::TimerCnt => false,
+                r => lo == regs::reset_value(r, mpidr),
+            };
+            return if same && !v.ran { Ok(()) } else { Err(EPERM) };
+        }
+    }
+    let set = |env: &mut E, k: u64, val: u64| {
+        hypercall::vcpu_set_reg(env, h, vid, k, val).map_err(|e| match e {
+            CallError::Kcore(Error::NotFound | Error::InvalidParameter) => EINVAL,
+            e => errno_of(e),
+        })
+    };
+    match r {
+        Reg::Kcore(kr::sys::MPIDR_EL1) => {
+            // KCore derives it from the index: only that value is taken.
+            if lo == 1 << 31 | psci::mpidr_of(v.id as usize) {
+                Ok(())
+            } else {
+                Err(EINVAL)
+            }
+        }
+        Reg::Kcore(k) => set(env, k, lo),
+        Reg::Fp32(k) => set(env, k, lo & 0xFFFF_FFFF),
+        Reg::V(n) => {
+            set(env, kr::V_LO + n, lo)?;
+            set(env, kr::V_HI + n, hi)
+        }
+        Reg::Spsr32 => {
+            if lo == 0 {
+                Ok(())
+            } else {
+                Err(EINVAL)
+            }
+        }
+        Reg::TimerCnt => {
+            // The offset of the whole VM, as KVM sets it.
+            let off = env.now().wrapping_sub(lo);
+            vm.cntvoff.store(off, SeqCst);
+            let order = vm.with_cfg(env, |_, c| {
+                let mut o = [0u8; MAX_VCPUS];
+                o[..c.vcpu_order().len()].copy_from_slice(c.vcpu_order());
+                (o, c.vcpu_order().len())
+            });
+            for &t in &order.0[..order.1] {
+                set(env, kr::CNTVOFF, off)
+                    .or_else(|e| if u64::from(t) == vid { Err(e) } else { Ok(()) })?;
+                let _ = hypercall::vcpu_set_reg(env, h, u64::from(t), kr::CNTVOFF, off);
+            }
+            Ok(())
+        }
+        Reg::PsciVersion => set_psci_version(vm, lo),
+    }
+}
+
+/// `KVM_REG_ARM_PSCI_VERSION`: 0.2, 1.0 or 1.1 (`EINVAL` otherwise).
+fn set_psci_version(vm: &Vm, v: u64) -> Result<(), Errno> {
+    if matches!(v, psci::VERSION_0_2 | psci::VERSION_1_0 | psci::VERSION_1_1) {
+        vm.psci_version.store(v, SeqCst);
+        Ok(())
+    } else {
+        Err(EINVAL)
+    }
+}
+
+// ---- KVM_RUN ------------------------------------------------------------------------------
+
+/// What the run loop does after an exit.
+enum Next {
+    /// Enter the guest again.
+    Enter,
+    /// Sleep until an interrupt, a kick, a signal or this deadline.
+    Idle(u64),
+    /// Return to the VMM with this value (`kvm_run` filled).
+    Return(i64),
+}
+
+fn run_u32<E: KvmEnv>(env: &mut E, off: usize, v: u32) {
+    env.run_write(off, &v.to_le_bytes());
+}
+
+fn run_u64<E: KvmEnv>(env: &mut E, off: usize, v: u64) {
+    env.run_write(off, &v.to_le_bytes());
+}
+
+fn exit_to<E: KvmEnv>(env: &mut E, reason: u32) {
+    env.run_write(krun::UNION, &[0u8; krun::UNION_SIZE]);
+    run_u32(env, krun::EXIT_REASON, reason);
+}
+
+/// `KVM_RUN`.
+fn run_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Result<i64, Errno> {
+    if !v.initialized {
+        return Err(ENOEXEC);
+    }
+    if v.mmio_read != 0 {
+        // The VMM's answer to the MMIO read it was asked for.
+        let mut d = [0u8; 8];
+        env.run_read(krun::MMIO_DATA, &mut d);
+        let n = v.mmio_read as usize;
+        d[n.min(8)..].fill(0);
+        v.completion = u64::from_le_bytes(d);
+        v.mmio_read = 0;
+    }
+    let mut ie = [0u8; 1];
+    env.run_read(krun::IMMEDIATE_EXIT, &mut ie);
+    if ie[0] != 0 {
+        return Err(EINTR);
+    }
+    if !v.ran {
+        vm::prepare_run(env, vm)?;
+    }
+    run_u32(env, krun::EXIT_REASON, kexit::UNKNOWN);
+    env.run_write(krun::FLAGS, &0u16.to_le_bytes());
+    let me = &vm.vcpus[v.id as usize];
+    loop {
+        if env.signal_pending() {
+            exit_to(env, kexit::INTR);
+            return Err(EINTR);
+        }
+        me.kicked.store(false, SeqCst);
+        if me.power.load(SeqCst) != power::ON {
+            env.wait(u64::MAX);
+            continue;
+        }
+        let next = enter(env, vm, v);
+        match next {
+            Next::Enter => env.relax(),
+            Next::Idle(deadline) => idle(env, vm, v, deadline),
+            Next::Return(r) => return Ok(r),
+        }
+    }
+}
+
+/// Sleeps until the vCPU has an interrupt, its deadline passes, it is
+/// kicked (power changes) or a signal comes.
+fn idle<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, deadline: u64) {
+    let id = v.id as usize;
+    let me = &vm.vcpus[id];
+    loop {
+        if env.signal_pending()
+            || me.power.load(SeqCst) != power::ON
+            || env.now() >= deadline
+            || vm.with_gic(env, |g| (g.has_work(id), 0))
+        {
+            return;
+        }
+        env.wait(deadline);
+        if me.kicked.swap(false, SeqCst) {
+            continue;
+        }
+    }
+}
+
+/// One entry into the guest and what its exit asks for.
+fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
+    let id = v.id as usize;
+    let mut irqs = [0u64; IRQ_SLOTS];
+    let (n, flags) = vm.with_gic(env, |g| ((g.flush(id, &mut irqs), g.timer_flags(id)), 0));
+    write_entry(env, v.run_pfn, flags, v.completion, &irqs[..n]);
+    env.enter_guest();
+    if vm.vcpus[id].kicked.load(SeqCst) {
+        // A kick came after the interrupts were chosen: choose again.
+        env.leave_guest();
+        vm.with_gic(env, |g| (g.fold(id, &irqs[..n], &irqs[..n]), 0));
+        return Next::Enter;
+    }
+    let r = hypercall::vcpu_run(env, vm.handle(), u64::from(v.id), v.run_pfn);
+    env.leave_guest();
+    let reason = match r {
+        Ok(reason) => reason,
+        Err(e) => {
+            vm.with_gic(env, |g| (g.fold(id, &irqs[..n], &irqs[..n]), 0));
+            exit_to(env, kexit::FAIL_ENTRY);
+            let status = match e {
+                CallError::Kcore(e) => e.to_x0(),
+                CallError::UnknownStatus(x0) => x0,
+                CallError::MalformedReply => 0,
+            };
+            run_u64(env, krun::FAIL_ENTRY_REASON, status);
+            let cpu = env.cpu();
+            run_u32(env, krun::FAIL_ENTRY_CPU, cpu);
+            return Next::Return(0);
+        }
+    };
+    v.ran = true;
+    v.completion = 0;
+    let e = Exit::read(env, v.run_pfn);
+    match e.irq_states(n) {
+        Some(states) => {
+            let mut s = [0u64; IRQ_SLOTS];
+            s[..n].copy_from_slice(states);
+            vm.with_gic(env, |g| {
+                let k = g.fold(id, &irqs[..n], &s[..n]);
+                ((), k)
+            });
+        }
+        None => return internal_error(env, reason, e.word(run::EXIT_IRQ_COUNT)),
+    }
+    match reason {
+        exit::IRQ => Next::Enter,
+        exit::MMIO => mmio(env, vm, v, &e),
+        exit::MEM_FAULT => {
+            let gfn = e.word(run::EXIT_ADDR) >> 12;
+            match vm.with_cfg(env, |env, c| c.back(env, vm, gfn)) {
+                Ok(()) => Next::Enter,
+                Err(err) => Next::Return(super::errno::ret(err)),
+            }
+        }
+        exit::WFI if e.word(run::EXIT_FLAGS) & exit_flags::WFE != 0 => Next::Enter,
+        exit::WFI => Next::Idle(e.word(run::EXIT_TIMER_DEADLINE)),
+        exit::PSCI => psci_call(env, vm, v, &e),
+        exit::SGI => {
+            let g1 =
+                e.word(run::EXIT_FLAGS) & (exit_flags::SGI_ASGI1R | exit_flags::SGI_SGI0R) == 0;
+            let value = e.word(run::EXIT_DATA);
+            vm.with_gic(env, |g| ((), g.sgi(id, value, g1)));
+            Next::Enter
+        }
+        r => internal_error(env, r, 0),
+    }
+}
+
+/// `KVM_EXIT_INTERNAL_ERROR` for an exit the shim cannot make sense of.
+fn internal_error<E: KvmEnv>(env: &mut E, reason: u64, detail: u64) -> Next {
+    exit_to(env, kexit::INTERNAL_ERROR);
+    run_u32(
+        env,
+        krun::INTERNAL_SUBERROR,
+        uapi::internal_error::UNEXPECTED_EXIT_REASON,
+    );
+    run_u32(env, krun::INTERNAL_NDATA, 2);
+    run_u64(env, krun::INTERNAL_DATA, reason);
+    run_u64(env, krun::INTERNAL_DATA + 8, detail);
+    Next::Return(0)
+}
+
+/// An MMIO exit: the vGIC, a memory slot (read-only ones, or one created
+/// after KCore's MMIO ranges were declared), or the VMM.
+fn mmio<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
+    let addr = e.word(run::EXIT_ADDR);
+    let width = e.word(run::EXIT_WIDTH).clamp(1, 8);
+    let write = e.word(run::EXIT_FLAGS) & exit_flags::WRITE != 0;
+    let data = e.word(run::EXIT_DATA);
+    let id = v.id as usize;
+    if let Some(value) = vm.with_gic(env, |g| match g.mmio(id, addr, width, write, data) {
+        Some((value, kick)) => (Some(value), kick),
+        None => (None, 0),
+    }) {
+        if !write {
+            v.completion = value;
+        }
+        return Next::Enter;
+    }
+    let gfn = addr >> 12;
+    if let Some(s) = vm.with_cfg(env, |_, c| c.slot_of(gfn))
+        && (!write || !s.readonly())
+        && (s.readonly() || !vm.protected())
+    {
+        let uaddr = s.uaddr + (addr - s.gfn * 4096);
+        let mut b = [0u8; 8];
+        let r = if write {
+            b = data.to_le_bytes();
+            env.copy_to_user(uaddr, &b[..width as usize])
+        } else {
+            env.copy_from_user(uaddr, &mut b[..width as usize])
+        };
+        if r.is_err() {
+            return Next::Return(super::errno::ret(EFAULT));
+        }
+        if !write {
+            v.completion = u64::from_le_bytes(b);
+        }
+        if !s.readonly() {
+            // Map the page: the next accesses go straight to memory.
+            let _ = vm.with_cfg(env, |env, c| c.back(env, vm, gfn));
+        }
+        return Next::Enter;
+    }
+    exit_to(env, kexit::MMIO);
+    run_u64(env, krun::MMIO_PHYS_ADDR, addr);
+    run_u64(env, krun::MMIO_DATA, if write { data } else { 0 });
+    run_u32(env, krun::MMIO_LEN, width as u32);
+    env.run_write(krun::MMIO_IS_WRITE, &[u8::from(write)]);
+    if !write {
+        v.mmio_read = width as u8;
+    }
+    Next::Return(0)
+}
+
+/// `KVM_EXIT_SYSTEM_EVENT`: every vCPU stopped (until re-init), as KVM's
+/// `kvm_prepare_system_event` does; the caller sees `INTERNAL_FAILURE`
+/// should the VMM run it again.
+fn system_event<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, ty: u32, flags: u64) -> Next {
+    for id in 0..MAX_VCPUS {
+        if vm.vcpus[id].power.swap(power::STOPPED, SeqCst) != power::STOPPED {
+            vm.kick(env, id);
+        }
+    }
+    v.completion = psci::INTERNAL_FAILURE;
+    exit_to(env, kexit::SYSTEM_EVENT);
+    run_u32(env, krun::SYSTEM_EVENT_TYPE, ty);
+    run_u32(env, krun::SYSTEM_EVENT_NDATA, 1);
+    run_u64(env, krun::SYSTEM_EVENT_DATA, flags);
+    Next::Return(0)
+}
+
+/// PSCI 0.2 / 1.0 / 1.1 as KVM's `psci.c` answers it.
+fn psci_call<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
+    let fid = e.word(run::EXIT_DATA) as u32;
+    let a = |i: usize| psci::arg(fid, e.word(run::EXIT_ARGS + i));
+    let version = vm.psci_version.load(SeqCst);
+    let minor = if version == psci::VERSION_0_2 {
+        None
+    } else {
+        Some(version & 0xFFFF)
+    };
+    let order = vm.with_cfg(env, |_, c| {
+        let mut o = [0u8; MAX_VCPUS];
+        o[..c.vcpu_order().len()].copy_from_slice(c.vcpu_order());
+        (o, c.vcpu_order().len())
+    });
+    let order = &order.0[..order.1];
+    // An `if` chain, not a `match`: a dense `match` on the function ids
+    // becomes a jump table, an indirect branch BTI would fault on.
+    let is = |a: u32, b: u32| fid == a || fid == b;
+    let reset2 =
+        minor.is_some_and(|m| m >= 1) && is(psci::SYSTEM_RESET2_32, psci::SYSTEM_RESET2_64);
+    let answer = if fid == psci::VERSION {
+        version
+    } else if fid == psci::FEATURES && minor.is_some() {
+        let asked = a(0);
+        let known = [
+            psci::VERSION,
+            psci::CPU_SUSPEND_32,
+            psci::CPU_SUSPEND_64,
+            psci::CPU_OFF,
+            psci::CPU_ON_32,
+            psci::CPU_ON_64,
+            psci::AFFINITY_INFO_32,
+            psci::AFFINITY_INFO_64,
+            psci::MIGRATE_INFO_TYPE,
+            psci::SYSTEM_OFF,
+            psci::SYSTEM_RESET,
+            psci::FEATURES,
+            psci::SMCCC_VERSION,
+        ];
+        let asked_reset2 = minor.is_some_and(|m| m >= 1)
+            && (asked == u64::from(psci::SYSTEM_RESET2_32)
+                || asked == u64::from(psci::SYSTEM_RESET2_64));
+        if asked >> 32 == 0 && (known.contains(&(asked as u32)) || asked_reset2) {
+            psci::SUCCESS
+        } else {
+            psci::NOT_SUPPORTED
+        }
+    } else if is(psci::CPU_SUSPEND_32, psci::CPU_SUSPEND_64) {
+        v.completion = psci::SUCCESS;
+        return Next::Idle(e.word(run::EXIT_TIMER_DEADLINE));
+    } else if fid == psci::CPU_OFF {
+        vm.vcpus[v.id as usize].power.store(power::OFF, SeqCst);
+        psci::SUCCESS
+    } else if is(psci::CPU_ON_32, psci::CPU_ON_64) {
+        match psci::vcpu_of_mpidr(a(0), MAX_VCPUS).filter(|&t| order.contains(&(t as u8))) {
+            None => psci::INVALID_PARAMETERS,
+            Some(t) => {
+                // KCore recorded the entry point and context id.
+                let on = vm.vcpus[t]
+                    .power
+                    .compare_exchange(power::OFF, power::ON, SeqCst, SeqCst);
+                if on.is_ok() {
+                    vm.kick(env, t);
+                    psci::SUCCESS
+                } else {
+                    psci::ALREADY_ON
+                }
+            }
+        }
+    } else if is(psci::AFFINITY_INFO_32, psci::AFFINITY_INFO_64) {
+        affinity_info(vm, order, a(0), a(1))
+    } else if fid == psci::MIGRATE_INFO_TYPE {
+        psci::NO_TRUSTED_OS
+    } else if fid == psci::SYSTEM_OFF {
+        return system_event(env, vm, v, system_event::SHUTDOWN, 0);
+    } else if fid == psci::SYSTEM_RESET {
+        return system_event(env, vm, v, system_event::RESET, 0);
+    } else if reset2 {
+        let ty = a(0);
+        if ty == psci::RESET2_WARM || ty >= psci::RESET2_VENDOR {
+            return system_event(
+                env,
+                vm,
+                v,
+                system_event::RESET,
+                system_event::RESET_FLAG_PSCI_RESET2,
+            );
+        }
+        psci::INVALID_PARAMETERS
+    } else {
+        psci::NOT_SUPPORTED
+    };
+    v.completion = answer;
+    Next::Enter
+}
+
+/// `AFFINITY_INFO(target, lowest level)`: ON if a vCPU of the VM matching
+/// the target at that level is on, OFF if all matching are off,
+/// `INVALID_PARAMETERS` if none matches or the arguments are malformed.
+fn affinity_info(vm: &Vm, order: &[u8], target: u64, level: u64) -> u64 {
+    if target & !psci::MPIDR_AFFINITY != 0 || level > 3 {
+        return psci::INVALID_PARAMETERS;
+    }
+    let mask = psci::MPIDR_AFFINITY & !((1u64 << (8 * level)) - 1);
+    let mut matched = false;
+    let mut on = false;
+    for &t in order {
+        if psci::mpidr_of(t as usize) & mask == target & mask {
+            matched = true;
+            on |= vm.vcpus[t as usize].power.load(SeqCst) == power::ON;
+        }
+    }
+    match (matched, on) {
+        (false, _) => psci::INVALID_PARAMETERS,
+        (true, true) => psci::ON,
+        (true, false) => psci::OFF,
+    }
+}

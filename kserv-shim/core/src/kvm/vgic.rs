@@ -1,0 +1,798 @@
+//! The virtual GICv3 of a VM (`KVM_DEV_TYPE_ARM_VGIC_V3`): distributor and
+//! redistributor registers emulated on the guest's MMIO exits, interrupt
+//! state for SGIs, PPIs and SPIs (no LPIs, no ITS), and the choice of the
+//! interrupts KServ hands KCore for a vCPU's list registers at each entry.
+//!
+//! An interrupt is *pending* when its latch is set (an edge, a write to
+//! `ISPENDR`, an SGI), when it is level-sensitive and its line is high, or
+//! while a list register holds it pending. At each entry a vCPU gets, in at
+//! most [`IRQ_SLOTS`] list registers, the active interrupts it already
+//! holds, then the pending, enabled interrupts routed to it by priority;
+//! the interrupt is then *owned* by that vCPU until the guest completes it
+//! (the exit reports each list register's state, [`Vgic::fold`]). An edge's
+//! pending state moves into the list register when it is handed over, as in
+//! KVM's `vgic_v3_populate_lr`, so an edge that comes in meanwhile is not
+//! lost. KCore delivers the guest's virtual timer (PPI 27) itself: it is
+//! never handed over. Register behaviour follows KVM's
+//! `vgic-mmio-v3.c` (Linux 6.1): accesses of a width a register does not
+//! take read as zero and are ignored, SGI and PPI configuration is read-only,
+//! `GICR_WAKER` reads as zero, priorities keep their top 5 bits.
+
+use super::errno::{EBUSY, EINVAL, Errno};
+use crate::psci::{mpidr_of, sgi_targets, vcpu_of_mpidr};
+use kcore_abi::run::irq;
+
+/// Most vCPUs a VM has (KCore's limit).
+pub const MAX_VCPUS: usize = 64;
+/// SGIs and PPIs.
+pub const NR_PRIVATE: u32 = 32;
+/// Most interrupts a VM may configure (`KVM_DEV_ARM_VGIC_GRP_NR_IRQS`: a
+/// multiple of 32 up to 1023).
+pub const MAX_IRQS: u32 = 992;
+/// Interrupts of a VM that did not configure them (`VGIC_NR_IRQS_LEGACY`).
+pub const DEFAULT_IRQS: u32 = 256;
+/// Most interrupts handed to KCore per entry: QEMU's GICv3 has four list
+/// registers, of which KCore keeps one for the guest's timer.
+pub const IRQ_SLOTS: usize = 3;
+/// The guest's virtual timer, which KCore delivers.
+pub const TIMER_PPI: u32 = 27;
+
+/// `GICD_IIDR`/`GICR_IIDR`: KVM's product id, Arm as implementer,
+/// revision 2 (groups are guest-configurable).
+const IIDR: u64 = 0x4B << 24 | 2 << 12 | 0x43B;
+/// `GICD_PIDR2`/`GICR_PIDR2`: a GICv3.
+const PIDR2: u64 = 0x3B;
+
+/// Bits of [`Irq::flags`].
+mod f {
+    pub const ENABLED: u8 = 1 << 0;
+    pub const LATCH: u8 = 1 << 1;
+    pub const LINE: u8 = 1 << 2;
+    pub const ACTIVE: u8 = 1 << 3;
+    pub const EDGE: u8 = 1 << 4;
+    pub const GROUP1: u8 = 1 << 5;
+    /// A list register holds it pending (as of the last exit).
+    pub const LR_PENDING: u8 = 1 << 6;
+}
+
+/// One interrupt's state. All zero is a valid (disabled) interrupt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Irq {
+    flags: u8,
+    priority: u8,
+    /// The vCPU whose list registers hold it, plus one; 0 for none.
+    owner: u8,
+    /// `GICD_IROUTER` affinity (SPIs).
+    route: u32,
+}
+
+impl Irq {
+    fn has(&self, b: u8) -> bool {
+        self.flags & b != 0
+    }
+    fn set(&mut self, b: u8, on: bool) {
+        if on {
+            self.flags |= b;
+        } else {
+            self.flags &= !b;
+        }
+    }
+    /// Pending: latched, or an edge pending in a list register, or a
+    /// level-sensitive line that is high (its list register's pending bit
+    /// is resampled from the line at every entry, as in KVM).
+    pub fn pending(&self) -> bool {
+        self.has(f::LATCH)
+            || if self.has(f::EDGE) {
+                self.has(f::LR_PENDING)
+            } else {
+                self.has(f::LINE)
+            }
+    }
+    /// Active.
+    pub fn active(&self) -> bool {
+        self.has(f::ACTIVE)
+    }
+    /// Enabled.
+    pub fn enabled(&self) -> bool {
+        self.has(f::ENABLED)
+    }
+}
+
+/// A VM's virtual GIC. All zero: not created.
+pub struct Vgic {
+    /// `KVM_CREATE_DEVICE` made it.
+    pub created: bool,
+    /// `KVM_DEV_ARM_VGIC_CTRL_INIT` ran.
+    pub ready: bool,
+    /// Distributor base, plus one (0: unset).
+    dist: u64,
+    /// Redistributor region base, plus one (0: unset).
+    redist: u64,
+    /// Interrupts configured (0: unset, [`DEFAULT_IRQS`] at init).
+    nr_irqs: u32,
+    /// vCPUs at init, and their ids in redistributor order.
+    nr_vcpus: usize,
+    rd_vcpu: [u8; MAX_VCPUS],
+    /// vCPU ids present.
+    vcpu_mask: u64,
+    /// `GICD_CTLR.EnableGrp1`.
+    enabled: bool,
+    /// `GICR_PROPBASER` (shared), `GICR_PENDBASER` per vCPU: stored only.
+    propbaser: u64,
+    pendbaser: [u64; MAX_VCPUS],
+    private: [[Irq; NR_PRIVATE as usize]; MAX_VCPUS],
+    spis: [Irq; (MAX_IRQS - NR_PRIVATE) as usize],
+    /// The interrupts each vCPU owns (handed over at its last entry and not
+    /// yet completed).
+    owned: [[u16; IRQ_SLOTS]; MAX_VCPUS],
+    n_owned: [u8; MAX_VCPUS],
+}
+
+/// Where an MMIO access landed.
+enum Frame {
+    Dist(u64),
+    /// A redistributor's RD frame (vCPU id, offset) or SGI frame.
+    Rd(usize, u64),
+    Sgi(usize, u64),
+}
+
+impl Vgic {
+    /// A fresh (not created) vGIC; large: host tests only build it on the
+    /// heap, the module's glue allocates it zeroed.
+    pub fn reset(&mut self) {
+        self.created = false;
+        self.ready = false;
+        self.dist = 0;
+        self.redist = 0;
+        self.nr_irqs = 0;
+        self.nr_vcpus = 0;
+        self.vcpu_mask = 0;
+        self.enabled = false;
+    }
+
+    /// Interrupts in use (private ones included).
+    pub fn nr_irqs(&self) -> u32 {
+        self.nr_irqs
+    }
+
+    /// `KVM_DEV_ARM_VGIC_GRP_ADDR`: the distributor's or the
+    /// redistributors' base (`None` when unset, KVM's `VGIC_ADDR_UNDEF`).
+    pub fn base(&self, redist: bool) -> Option<u64> {
+        let b = if redist { self.redist } else { self.dist };
+        b.checked_sub(1)
+    }
+
+    /// Sets a base: `EEXIST` when already set, `EINVAL` unaligned (64 KiB),
+    /// `E2BIG` outside an IPA space of `ipa_bits` (`vgic_check_iorange`).
+    pub fn set_base(&mut self, redist: bool, addr: u64, ipa_bits: u32) -> Result<(), Errno> {
+        use super::errno::{E2BIG, EEXIST};
+        use super::uapi::vgic_attr::{DIST_SIZE, REDIST_SIZE};
+        if self.base(redist).is_some() {
+            return Err(EEXIST);
+        }
+        let size = if redist { REDIST_SIZE } else { DIST_SIZE };
+        if !addr.is_multiple_of(0x1_0000) {
+            return Err(EINVAL);
+        }
+        let limit = 1u64 << ipa_bits;
+        if addr >= limit || addr.checked_add(size).is_none_or(|e| e > limit) {
+            return Err(E2BIG);
+        }
+        if redist {
+            self.redist = addr + 1;
+        } else {
+            self.dist = addr + 1;
+        }
+        Ok(())
+    }
+
+    /// `KVM_DEV_ARM_VGIC_GRP_NR_IRQS`: `EINVAL` out of range, `EBUSY` once
+    /// set or initialised.
+    pub fn set_nr_irqs(&mut self, n: u32) -> Result<(), Errno> {
+        if !(NR_PRIVATE + 32..=MAX_IRQS).contains(&n) || !n.is_multiple_of(32) {
+            return Err(EINVAL);
+        }
+        if self.ready || self.nr_irqs != 0 {
+            return Err(EBUSY);
+        }
+        self.nr_irqs = n;
+        Ok(())
+    }
+
+    /// `KVM_DEV_ARM_VGIC_CTRL_INIT` with the VM's vCPU ids in creation
+    /// order: the interrupts at their reset state. Idempotent.
+    pub fn init(&mut self, vcpus: &[u8]) {
+        if self.ready {
+            return;
+        }
+        if self.nr_irqs == 0 {
+            self.nr_irqs = DEFAULT_IRQS;
+        }
+        self.nr_vcpus = vcpus.len().min(MAX_VCPUS);
+        self.vcpu_mask = 0;
+        for (i, &v) in vcpus.iter().take(MAX_VCPUS).enumerate() {
+            self.rd_vcpu[i] = v;
+            self.vcpu_mask |= 1 << (v as usize % MAX_VCPUS);
+        }
+        for v in 0..MAX_VCPUS {
+            for (i, irq) in self.private[v].iter_mut().enumerate() {
+                *irq = Irq {
+                    // SGIs: enabled, edge; PPIs: level.
+                    flags: f::GROUP1 | if i < 16 { f::ENABLED | f::EDGE } else { 0 },
+                    ..Irq::default()
+                };
+            }
+            self.owned[v] = [0; IRQ_SLOTS];
+            self.n_owned[v] = 0;
+            self.pendbaser[v] = 0;
+        }
+        for irq in self.spis.iter_mut() {
+            *irq = Irq {
+                flags: f::GROUP1,
+                ..Irq::default()
+            };
+        }
+        self.enabled = false;
+        self.propbaser = 0;
+        self.ready = true;
+    }
+
+    fn exists(&self, v: usize) -> bool {
+        v < MAX_VCPUS && self.vcpu_mask & (1 << v) != 0
+    }
+
+    fn irq(&self, v: usize, intid: u32) -> Option<&Irq> {
+        if intid < NR_PRIVATE {
+            self.private.get(v)?.get(intid as usize)
+        } else if intid < self.nr_irqs {
+            self.spis.get((intid - NR_PRIVATE) as usize)
+        } else {
+            None
+        }
+    }
+
+    fn irq_mut(&mut self, v: usize, intid: u32) -> Option<&mut Irq> {
+        if intid < NR_PRIVATE {
+            self.private.get_mut(v)?.get_mut(intid as usize)
+        } else if intid < self.nr_irqs {
+            self.spis.get_mut((intid - NR_PRIVATE) as usize)
+        } else {
+            None
+        }
+    }
+
+    /// The vCPU an interrupt goes to: `v` for its private ones, the routed
+    /// one for SPIs.
+    fn target(&self, v: usize, intid: u32, irq: &Irq) -> Option<usize> {
+        if intid < NR_PRIVATE {
+            return Some(v);
+        }
+        vcpu_of_mpidr(u64::from(irq.route), MAX_VCPUS).filter(|&t| self.exists(t))
+    }
+
+    /// Whether `irq` should be handed to a vCPU now.
+    fn deliverable(&self, irq: &Irq) -> bool {
+        self.enabled && irq.enabled() && irq.pending()
+    }
+
+    /// The kick mask for interrupt `intid` of `v` if it is deliverable.
+    fn kick_for(&self, v: usize, intid: u32) -> u64 {
+        match self.irq(v, intid) {
+            Some(irq) if self.deliverable(irq) => match irq.owner {
+                0 => self.target(v, intid, irq).map_or(0, |t| 1 << t),
+                o => 1 << (o - 1),
+            },
+            _ => 0,
+        }
+    }
+
+    /// `KVM_IRQ_LINE` for a PPI of vCPU `v` or an SPI (`v` ignored): the
+    /// vCPUs to kick. `EBUSY` before init, `EINVAL` for no such interrupt.
+    pub fn set_line(&mut self, v: usize, intid: u32, level: bool) -> Result<u64, Errno> {
+        if !self.ready {
+            return Err(EBUSY);
+        }
+        if intid < NR_PRIVATE && !self.exists(v) {
+            return Err(EINVAL);
+        }
+        let irq = self.irq_mut(v, intid).ok_or(EINVAL)?;
+        if irq.has(f::EDGE) && level && !irq.has(f::LINE) {
+            irq.set(f::LATCH, true);
+        }
+        irq.set(f::LINE, level);
+        Ok(self.kick_for(v, intid))
+    }
+
+    /// An SGI register write by vCPU `from` (`group1`: `ICC_SGI1R_EL1`,
+    /// which may raise SGIs of either group; else only group 0 ones): the
+    /// vCPUs to kick.
+    pub fn sgi(&mut self, from: usize, value: u64, group1: bool) -> u64 {
+        if !self.ready {
+            return 0;
+        }
+        let intid = crate::psci::sgi_intid(value);
+        let targets = sgi_targets(value, from, MAX_VCPUS) & self.vcpu_mask;
+        let mut kick = 0;
+        for t in 0..MAX_VCPUS {
+            if targets & (1 << t) == 0 {
+                continue;
+            }
+            let irq = &mut self.private[t][intid as usize];
+            if group1 || !irq.has(f::GROUP1) {
+                irq.set(f::LATCH, true);
+                kick |= self.kick_for(t, intid);
+            }
+        }
+        kick
+    }
+
+    /// Whether vCPU `v` has an interrupt to take: one it owns that is
+    /// pending, or a deliverable one routed to it (what ends a WFI).
+    pub fn has_work(&self, v: usize) -> bool {
+        if !self.ready || v >= MAX_VCPUS {
+            return false;
+        }
+        let owned = &self.owned[v][..self.n_owned[v] as usize];
+        if owned.iter().any(|&i| {
+            self.irq(v, u32::from(i))
+                .is_some_and(|q| q.pending() && q.enabled())
+        }) {
+            return true;
+        }
+        self.candidates(v, |_, _| true)
+    }
+
+    /// Calls `take(intid, irq)` for each unowned deliverable interrupt
+    /// routed to `v` (not the timer); true as soon as one returns true.
+    fn candidates(&self, v: usize, mut take: impl FnMut(u32, &Irq) -> bool) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        for (i, irq) in self.private[v].iter().enumerate() {
+            let intid = i as u32;
+            if intid != TIMER_PPI && irq.owner == 0 && self.deliverable(irq) && take(intid, irq) {
+                return true;
+            }
+        }
+        let nspi = (self.nr_irqs.saturating_sub(NR_PRIVATE)) as usize;
+        for (i, irq) in self.spis[..nspi.min(self.spis.len())].iter().enumerate() {
+            let intid = NR_PRIVATE + i as u32;
+            if irq.owner == 0
+                && self.deliverable(irq)
+                && self.target(v, intid, irq) == Some(v)
+                && take(intid, irq)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// How vCPU `v`'s timer PPI is configured, as `run::entry_flags` for
+    /// KCore, which delivers it: disabled (or the distributor is), its
+    /// priority and group. 0 (KCore's default) without a vGIC.
+    pub fn timer_flags(&self, v: usize) -> u64 {
+        use kcore_abi::run::entry_flags::{TIMER_DISABLED, TIMER_GROUP0, TIMER_PRIORITY_SHIFT};
+        let Some(t) = self.private.get(v).map(|p| p[TIMER_PPI as usize]) else {
+            return 0;
+        };
+        if !self.ready {
+            return 0;
+        }
+        let mut flags = u64::from(t.priority) << TIMER_PRIORITY_SHIFT;
+        if !self.enabled || !t.enabled() {
+            flags |= TIMER_DISABLED;
+        }
+        if !t.has(f::GROUP1) {
+            flags |= TIMER_GROUP0;
+        }
+        flags
+    }
+
+    /// The interrupt words for vCPU `v`'s next entry (at most
+    /// [`IRQ_SLOTS`]): its active interrupts, then the pending ones by
+    /// priority. Those chosen become `v`'s; owned ones not chosen again are
+    /// given back.
+    pub fn flush(&mut self, v: usize, out: &mut [u64; IRQ_SLOTS]) -> usize {
+        if !self.ready || v >= MAX_VCPUS {
+            return 0;
+        }
+        // (key, intid): active first, then priority, then INTID.
+        let mut best: [(u32, u32); IRQ_SLOTS] = [(u32::MAX, 0); IRQ_SLOTS];
+        let mut insert = |key: u32, intid: u32| {
+            if key < best[IRQ_SLOTS - 1].0 {
+                let mut i = IRQ_SLOTS - 1;
+                while i > 0 && best[i - 1].0 > key {
+                    best[i] = best[i - 1];
+                    i -= 1;
+                }
+                best[i] = (key, intid);
+            }
+        };
+        let key = |intid: u32, irq: &Irq| -> u32 {
+            u32::from(!irq.active()) << 24 | u32::from(irq.priority) << 16 | intid
+        };
+        for k in 0..self.n_owned[v] as usize {
+            let intid = u32::from(self.owned[v][k]);
+            if let Some(irq) = self.irq(v, intid)
+                && (irq.active() || self.deliverable(irq))
+            {
+                insert(key(intid, irq), intid);
+            }
+        }
+        self.candidates(v, |intid, irq| {
+            insert(key(intid, irq), intid);
+            false
+        });
+        // Give back what is owned but not chosen.
+        for k in 0..self.n_owned[v] as usize {
+            let intid = u32::from(self.owned[v][k]);
+            if best.iter().any(|&(key, i)| key != u32::MAX && i == intid) {
+                continue;
+            }
+            if let Some(irq) = self.irq_mut(v, intid) {
+                if irq.has(f::EDGE) && irq.has(f::LR_PENDING) {
+                    irq.set(f::LATCH, true);
+                }
+                irq.set(f::LR_PENDING, false);
+                irq.owner = 0;
+            }
+        }
+        let mut n = 0;
+        for &(k, intid) in &best {
+            if k == u32::MAX {
+                break;
+            }
+            let Some(irq) = self.irq_mut(v, intid) else {
+                continue;
+            };
+            let pending = irq.pending();
+            let mut state = 0;
+            if pending {
+                state |= irq::PENDING;
+            }
+            if irq.active() {
+                state |= irq::ACTIVE;
+            }
+            if pending && irq.has(f::EDGE) {
+                irq.set(f::LATCH, false);
+            }
+            irq.set(f::LR_PENDING, pending);
+            irq.owner = v as u8 + 1;
+            out[n] = irq::encode(intid, irq.priority, irq.has(f::GROUP1), state);
+            self.owned[v][n] = intid as u16;
+            n += 1;
+        }
+        self.n_owned[v] = n as u8;
+        n
+    }
+
+    /// The states an exit reports for the words `supplied` at `v`'s entry:
+    /// what the guest did with them. Returns the vCPUs to kick (an SPI
+    /// rerouted meanwhile goes to its new target).
+    pub fn fold(&mut self, v: usize, supplied: &[u64], states: &[u64]) -> u64 {
+        let mut kick = 0;
+        if v >= MAX_VCPUS {
+            return 0;
+        }
+        for (&w, &s) in supplied.iter().zip(states) {
+            let intid = irq::vintid(w);
+            let Some(irq) = self.irq_mut(v, intid) else {
+                continue;
+            };
+            if irq.owner != v as u8 + 1 {
+                continue;
+            }
+            let s = irq::state(s);
+            irq.set(f::ACTIVE, s & irq::ACTIVE != 0);
+            irq.set(f::LR_PENDING, s & irq::PENDING != 0);
+            if !irq.has(f::EDGE) && s & irq::PENDING == 0 {
+                // Acknowledged: a level interrupt's software pend is spent.
+                irq.set(f::LATCH, false);
+            }
+            let irq = *irq;
+            let target = self.target(v, intid, &irq);
+            if !irq.active() && (!irq.pending() || target != Some(v)) {
+                if let Some(q) = self.irq_mut(v, intid) {
+                    if q.has(f::EDGE) && q.has(f::LR_PENDING) {
+                        q.set(f::LATCH, true);
+                    }
+                    q.set(f::LR_PENDING, false);
+                    q.owner = 0;
+                }
+                kick |= self.kick_for(v, intid);
+            }
+        }
+        // Keep the owned list to what is still owned.
+        let mut n = 0;
+        for k in 0..self.n_owned[v] as usize {
+            let intid = self.owned[v][k];
+            if self
+                .irq(v, u32::from(intid))
+                .is_some_and(|q| q.owner == v as u8 + 1)
+            {
+                self.owned[v][n] = intid;
+                n += 1;
+            }
+        }
+        self.n_owned[v] = n as u8;
+        kick
+    }
+
+    // ---- MMIO ------------------------------------------------------------------------
+
+    fn frame(&self, addr: u64) -> Option<Frame> {
+        use super::uapi::vgic_attr::{DIST_SIZE, REDIST_SIZE};
+        if let Some(d) = self.base(false)
+            && addr.wrapping_sub(d) < DIST_SIZE
+        {
+            return Some(Frame::Dist(addr - d));
+        }
+        let r = self.base(true)?;
+        let off = addr.wrapping_sub(r);
+        let i = (off / REDIST_SIZE) as usize;
+        if i >= self.nr_vcpus {
+            return None;
+        }
+        let v = self.rd_vcpu[i] as usize;
+        let o = off % REDIST_SIZE;
+        Some(if o < 0x1_0000 {
+            Frame::Rd(v, o)
+        } else {
+            Frame::Sgi(v, o - 0x1_0000)
+        })
+    }
+
+    /// Whether `addr` is one of the vGIC's registers (once initialised).
+    pub fn claims(&self, addr: u64) -> bool {
+        self.ready && self.frame(addr).is_some()
+    }
+
+    /// An MMIO access by vCPU `v` (`width` bytes at `addr`; `data` for a
+    /// write): `None` if the address is not the vGIC's, else the value a
+    /// read returns and the vCPUs to kick.
+    pub fn mmio(
+        &mut self,
+        v: usize,
+        addr: u64,
+        width: u64,
+        write: bool,
+        data: u64,
+    ) -> Option<(u64, u64)> {
+        if !self.ready {
+            return None;
+        }
+        let frame = self.frame(addr)?;
+        Some(match frame {
+            Frame::Dist(o) => self.dist_access(v, o, width, write, data),
+            Frame::Rd(t, o) => (self.rd_access(t, o, width, write, data), 0),
+            Frame::Sgi(t, o) => self.sgi_frame_access(t, o, width, write, data),
+        })
+    }
+
+    /// `KVM_DEV_ARM_VGIC_GRP_{DIST,REDIST}_REGS`: a 32-bit register at
+    /// `offset` of the distributor, or of vCPU `rd`'s redistributor (RD
+    /// then SGI frame), as the guest would access it. `EBUSY` before init,
+    /// `ENXIO` for no such vCPU or offset. Returns the value read (0 for a
+    /// write) and the vCPUs to kick.
+    pub fn uaccess(
+        &mut self,
+        rd: Option<usize>,
+        offset: u64,
+        write: bool,
+        value: u32,
+    ) -> Result<(u64, u64), Errno> {
+        use super::errno::ENXIO;
+        if !self.ready {
+            return Err(EBUSY);
+        }
+        let data = u64::from(value);
+        match rd {
+            None if offset < 0x1_0000 => Ok(self.dist_access(0, offset, 4, write, data)),
+            Some(v) if self.exists(v) && offset < 0x1_0000 => {
+                Ok((self.rd_access(v, offset, 4, write, data), 0))
+            }
+            Some(v) if self.exists(v) && offset < 0x2_0000 => {
+                Ok(self.sgi_frame_access(v, offset - 0x1_0000, 4, write, data))
+            }
+            _ => Err(ENXIO),
+        }
+    }
+
+    fn dist_access(&mut self, v: usize, o: u64, width: u64, write: bool, data: u64) -> (u64, u64) {
+        match (o, width) {
+            (0x0, 4) => {
+                if write {
+                    let was = self.enabled;
+                    self.enabled = data & 2 != 0;
+                    if !was && self.enabled {
+                        return (0, self.vcpu_mask);
+                    }
+                    (0, 0)
+                } else {
+                    (u64::from(self.enabled) << 1 | 1 << 4 | 1 << 6, 0)
+                }
+            }
+            (0x4, 4) => (
+                u64::from((self.nr_irqs >> 5).saturating_sub(1)) | (10 - 1) << 19,
+                0,
+            ),
+            (0x8, 4) => (IIDR, 0),
+            (0x80..=0x7FF, _) | (0xC00..=0xCFF, _) => {
+                let first = match o {
+                    0x80..=0xFF => 0x80,
+                    0x100..=0x17F => 0x100,
+                    0x180..=0x1FF => 0x180,
+                    0x200..=0x27F => 0x200,
+                    0x280..=0x2FF => 0x280,
+                    0x300..=0x37F => 0x300,
+                    0x380..=0x3FF => 0x380,
+                    0x400..=0x7FF => 0x400,
+                    _ => 0xC00,
+                };
+                let bits = match first {
+                    0x400 => 8,
+                    0xC00 => 2,
+                    _ => 1,
+                };
+                let intid = ((o - first) * 8 / bits) as u32;
+                // The distributor does not reach private interrupts.
+                if intid < NR_PRIVATE {
+                    return (0, 0);
+                }
+                self.irq_regs(v, first, intid, width, write, data)
+            }
+            (0x6100..=0x7FDF, 8 | 4) => {
+                let intid = ((o - 0x6000) / 8) as u32;
+                let high = o % 8 == 4;
+                if width == 8 && !o.is_multiple_of(8) {
+                    return (0, 0);
+                }
+                let Some(irq) = self.irq_mut(v, intid) else {
+                    return (0, 0);
+                };
+                if write {
+                    if !high {
+                        irq.route = (data & 0xFF_FFFF) as u32;
+                    }
+                    (0, self.kick_for(v, intid))
+                } else if high {
+                    (0, 0)
+                } else {
+                    (u64::from(irq.route), 0)
+                }
+            }
+            (0xFFE8, 4) => (PIDR2, 0),
+            _ => (0, 0),
+        }
+    }
+
+    fn rd_access(&mut self, t: usize, o: u64, width: u64, write: bool, data: u64) -> u64 {
+        match (o, width) {
+            (0x4, 4) => IIDR,
+            (0x8, 8) | (0x8, 4) | (0xC, 4) => {
+                let i = self.rd_vcpu[..self.nr_vcpus]
+                    .iter()
+                    .position(|&x| x as usize == t)
+                    .unwrap_or(0);
+                let last = u64::from(i + 1 == self.nr_vcpus) << 4;
+                let typer = mpidr_of(t) << 32 | (t as u64 & 0xFFFF) << 8 | last;
+                match (o, width) {
+                    (0x8, 8) => typer,
+                    (0x8, _) => typer & 0xFFFF_FFFF,
+                    _ => typer >> 32,
+                }
+            }
+            (0x70, 8) | (0x78, 8) | (0x70, 4) | (0x74, 4) | (0x78, 4) | (0x7C, 4) => {
+                let reg = if o < 0x78 {
+                    &mut self.propbaser
+                } else {
+                    &mut self.pendbaser[t]
+                };
+                let shift = (o % 8) * 8;
+                let mask = if width == 8 {
+                    u64::MAX
+                } else {
+                    0xFFFF_FFFF << shift
+                };
+                if write {
+                    *reg = (*reg & !mask) | ((data << shift) & mask);
+                    0
+                } else {
+                    (*reg & mask) >> shift
+                }
+            }
+            (0xFFE8, 4) => PIDR2,
+            _ => 0,
+        }
+    }
+
+    fn sgi_frame_access(
+        &mut self,
+        t: usize,
+        o: u64,
+        width: u64,
+        write: bool,
+        data: u64,
+    ) -> (u64, u64) {
+        let first = match o {
+            0x80 | 0x100 | 0x180 | 0x200 | 0x280 | 0x300 | 0x380 => o,
+            0x400..=0x41F => 0x400,
+            0xC00 | 0xC04 => 0xC00,
+            _ => return (0, 0),
+        };
+        let bits = match first {
+            0x400 => 8,
+            0xC00 => 2,
+            _ => 1,
+        };
+        let intid = ((o - first) * 8 / bits) as u32;
+        self.irq_regs(t, first, intid, width, write, data)
+    }
+
+    /// A per-interrupt register (`first` is its offset in the distributor's
+    /// layout) covering `width` bytes of interrupts from `intid` of vCPU
+    /// `v`'s view.
+    fn irq_regs(
+        &mut self,
+        v: usize,
+        first: u64,
+        intid: u32,
+        width: u64,
+        write: bool,
+        data: u64,
+    ) -> (u64, u64) {
+        let bits: u32 = match first {
+            0x400 => 8,
+            0xC00 => 2,
+            _ => 1,
+        };
+        // Priorities take bytes or words; everything else words only.
+        if width != 4 && !(first == 0x400 && width == 1) {
+            return (0, 0);
+        }
+        let count = (width as u32 * 8) / bits;
+        let mut value = 0u64;
+        let mut kick = 0u64;
+        for k in 0..count {
+            let id = intid + k;
+            let field = (data >> (k * bits)) & ((1 << bits) - 1);
+            let Some(irq) = self.irq_mut(v, id) else {
+                continue;
+            };
+            let shift = k * bits;
+            if !write {
+                let got = match first {
+                    0x80 => u64::from(irq.has(f::GROUP1)),
+                    0x100 | 0x180 => u64::from(irq.enabled()),
+                    0x200 | 0x280 => u64::from(irq.pending()),
+                    0x300 | 0x380 => u64::from(irq.active()),
+                    0x400 => u64::from(irq.priority),
+                    _ => u64::from(irq.has(f::EDGE)) << 1,
+                };
+                value |= got << shift;
+                continue;
+            }
+            match first {
+                0x80 => irq.set(f::GROUP1, field != 0),
+                0x100 if field != 0 => irq.set(f::ENABLED, true),
+                0x180 if field != 0 => irq.set(f::ENABLED, false),
+                0x200 if field != 0 => irq.set(f::LATCH, true),
+                0x280 if field != 0 => {
+                    irq.set(f::LATCH, false);
+                    irq.set(f::LR_PENDING, false);
+                }
+                0x300 if field != 0 => irq.set(f::ACTIVE, true),
+                0x380 if field != 0 => irq.set(f::ACTIVE, false),
+                0x400 => irq.priority = (field as u8) & 0xF8,
+                0xC00 if id >= NR_PRIVATE => irq.set(f::EDGE, field & 2 != 0),
+                _ => {}
+            }
+            kick |= self.kick_for(v, id);
+        }
+        (value, kick)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+//! The vGIC model on its own: registers as a guest sees them, interrupt
+//! lines, SGIs, and what each entry hands KCore and each exit folds back.
+
+extern crate std;
+
+use super::*;
+use std::boxed::Box;
+
+const D: u64 = 0x0800_0000;
+const R: u64 = 0x080A_0000;
+
+/// A vGIC with its frames placed, `n` interrupts and vCPUs 0 and 1, its
+/// distributor enabled.
+fn gic(n: u32) -> Box<Vgic> {
+    // SAFETY: every field of `Vgic` is an integer, a bool or an array of
+    // them: all zero is a valid (not created) vGIC, as the glue makes it.
+    let mut g: Box<Vgic> = unsafe { Box::new_zeroed().assume_init() };
+    g.reset();
+    g.created = true;
+    g.set_base(false, D, 40)
+        .unwrap_or_else(|e| panic!("dist {e}"));
+    g.set_base(true, R, 40)
+        .unwrap_or_else(|e| panic!("redist {e}"));
+    g.set_nr_irqs(n).unwrap_or_else(|e| panic!("nr_irqs {e}"));
+    g.init(&[0, 1]);
+    w(&mut g, 0, D, 2);
+    g
+}
+
+fn r(g: &mut Vgic, v: usize, addr: u64) -> u64 {
+    g.mmio(v, addr, 4, false, 0).map_or(u64::MAX, |(x, _)| x)
+}
+
+fn w(g: &mut Vgic, v: usize, addr: u64, data: u64) -> u64 {
+    g.mmio(v, addr, 4, true, data).map_or(u64::MAX, |(_, k)| k)
+}
+
+fn flush(g: &mut Vgic, v: usize) -> std::vec::Vec<u64> {
+    let mut out = [0; IRQ_SLOTS];
+    let n = g.flush(v, &mut out);
+    out[..n].to_vec()
+}
+
+#[test]
+fn attributes_follow_kvm() {
+    use crate::kvm::errno::{E2BIG, EEXIST};
+    // SAFETY: as in `gic`.
+    let mut g: Box<Vgic> = unsafe { Box::new_zeroed().assume_init() };
+    assert_eq!(g.base(false), None);
+    assert_eq!(g.set_base(false, 0x1000, 40), Err(EINVAL));
+    assert_eq!(g.set_base(false, 1 << 40, 40), Err(E2BIG));
+    assert_eq!(g.set_base(false, D, 40), Ok(()));
+    assert_eq!(g.set_base(false, D, 40), Err(EEXIST));
+    assert_eq!(g.set_nr_irqs(48), Err(EINVAL));
+    assert_eq!(g.set_nr_irqs(100), Err(EINVAL));
+    assert_eq!(g.set_nr_irqs(1024), Err(EINVAL));
+    assert_eq!(g.set_nr_irqs(64), Ok(()));
+    assert_eq!(g.set_nr_irqs(96), Err(EBUSY));
+    // Lines before init: EBUSY.
+    assert_eq!(g.set_line(0, 40, true), Err(EBUSY));
+}
+
+#[test]
+fn identification_registers() {
+    let mut g = gic(64);
+    assert_eq!(r(&mut g, 0, D), 2 | 1 << 4 | 1 << 6);
+    assert_eq!(r(&mut g, 0, D + 4) & 0x1F, 1);
+    assert_eq!(r(&mut g, 0, D + 0xFFE8), 0x3B);
+    assert_eq!(r(&mut g, 0, D + 8) >> 24, 0x4B);
+    // Redistributor 1: vCPU 1, the last one.
+    let typer = g.mmio(0, R + 0x2_0000 + 8, 8, false, 0).map(|x| x.0);
+    assert_eq!(typer, Some(1 << 32 | 1 << 8 | 1 << 4));
+    let typer0 = g.mmio(0, R + 8, 8, false, 0).map(|x| x.0);
+    assert_eq!(typer0, Some(0));
+    // Beyond the redistributors: not the vGIC's.
+    assert!(g.mmio(0, R + 0x4_0000, 4, false, 0).is_none());
+    assert!(!g.claims(R + 0x4_0000));
+    assert!(g.claims(D + 0x100));
+    // WAKER reads as zero; a byte access to a word register too.
+    assert_eq!(r(&mut g, 0, R + 0x14), 0);
+    assert_eq!(g.mmio(0, D, 1, false, 0).map(|x| x.0), Some(0));
+}
+
+#[test]
+fn spi_level_line_until_the_device_lowers_it() {
+    let mut g = gic(64);
+    // Disabled: nothing to deliver.
+    assert_eq!(g.set_line(0, 40, true), Ok(0));
+    assert!(flush(&mut g, 0).is_empty());
+    assert_eq!(r(&mut g, 0, D + 0x204), 1 << 8, "pending in ISPENDR1");
+    // Enable it (priority 0xa0): vCPU 0 (route 0) gets kicked.
+    w(&mut g, 0, D + 0x428, 0xa0);
+    assert_eq!(w(&mut g, 0, D + 0x104, 1 << 8), 1);
+    let words = flush(&mut g, 0);
+    assert_eq!(words, [irq::encode(40, 0xa0, true, irq::PENDING)]);
+    assert!(flush(&mut g, 1).is_empty(), "owned by vCPU 0");
+    // The guest acknowledges: active; the line is still high.
+    g.fold(0, &words, &[irq::encode(40, 0xa0, true, irq::ACTIVE)]);
+    assert_eq!(r(&mut g, 0, D + 0x304), 1 << 8);
+    let again = flush(&mut g, 0);
+    assert_eq!(
+        again,
+        [irq::encode(40, 0xa0, true, irq::ACTIVE | irq::PENDING)]
+    );
+    // The device lowers the line; the guest completes it.
+    g.set_line(0, 40, false).ok();
+    let active = flush(&mut g, 0);
+    assert_eq!(active, [irq::encode(40, 0xa0, true, irq::ACTIVE)]);
+    g.fold(0, &active, &[0]);
+    assert!(flush(&mut g, 0).is_empty());
+    assert!(!g.has_work(0));
+    assert_eq!(r(&mut g, 0, D + 0x204), 0);
+}
+
+#[test]
+fn edges_are_not_lost_while_in_a_list_register() {
+    let mut g = gic(64);
+    // SPI 33 edge-triggered (ICFGR2, bits 2..4), enabled, routed to vCPU 1.
+    w(&mut g, 0, D + 0xC08, 2 << 2);
+    g.mmio(0, D + 0x6000 + 33 * 8, 8, true, 1);
+    w(&mut g, 0, D + 0x104, 1 << 1);
+    assert_eq!(g.set_line(0, 33, true), Ok(1 << 1));
+    g.set_line(0, 33, false).ok();
+    let words = flush(&mut g, 1);
+    assert_eq!(words.len(), 1);
+    // A second edge while the first sits pending in the list register.
+    g.set_line(0, 33, true).ok();
+    g.set_line(0, 33, false).ok();
+    // The guest took the first: the second is still pending.
+    g.fold(1, &words, &[irq::with_state(words[0], irq::ACTIVE)]);
+    let next = flush(&mut g, 1);
+    assert_eq!(irq::state(next[0]), irq::ACTIVE | irq::PENDING);
+}
+
+#[test]
+fn sgis_priorities_and_the_timer() {
+    let mut g = gic(64);
+    // SGI 3 from vCPU 0 to vCPU 1 (target list bit 1).
+    assert_eq!(g.sgi(0, 3 << 24 | 0b10, true), 1 << 1);
+    assert!(g.has_work(1));
+    assert!(!g.has_work(0));
+    // Four more interrupts for vCPU 1 at different priorities: the three
+    // best go first.
+    for (sgi, prio) in [(5u32, 0x80u64), (6, 0x40), (7, 0x10)] {
+        let reg = R + 0x2_0000 + 0x1_0000 + 0x400 + u64::from(sgi);
+        g.mmio(1, reg, 1, true, prio);
+        g.sgi(0, u64::from(sgi) << 24 | 0b10, true);
+    }
+    let words = flush(&mut g, 1);
+    let ids: std::vec::Vec<u32> = words.iter().map(|&w| irq::vintid(w)).collect();
+    assert_eq!(ids, [3, 7, 6], "priority 0 (SGI 3), then 0x10, 0x40");
+    // The timer PPI never goes to KCore, whatever its state.
+    w(&mut g, 1, R + 0x2_0000 + 0x1_0000 + 0x100, 1 << 27);
+    w(&mut g, 1, R + 0x2_0000 + 0x1_0000 + 0x200, 1 << 27);
+    g.fold(1, &words, &[0, 0, 0]);
+    let rest = flush(&mut g, 1);
+    assert_eq!(
+        rest.iter()
+            .map(|&w| irq::vintid(w))
+            .collect::<std::vec::Vec<_>>(),
+        [5]
+    );
+    // Group 0 SGIs only from SGI0R: SGI 9 made group 0 is raised by both,
+    // a group-1 SGI not by SGI0R.
+    assert_eq!(g.sgi(1, 4 << 24 | 1, false), 0);
+    w(&mut g, 0, R + 0x1_0000 + 0x80, !(1 << 9) & 0xFFFF_FFFF);
+    assert_eq!(g.sgi(1, 9 << 24 | 1, false), 1);
+}
+
+#[test]
+fn private_configuration_is_read_only_and_priorities_keep_five_bits() {
+    let mut g = gic(64);
+    let sgi_frame = R + 0x1_0000;
+    let before = r(&mut g, 0, sgi_frame + 0xC04);
+    w(&mut g, 0, sgi_frame + 0xC04, 0xFFFF_FFFF);
+    assert_eq!(r(&mut g, 0, sgi_frame + 0xC04), before);
+    assert_eq!(
+        r(&mut g, 0, sgi_frame + 0xC00),
+        0xAAAA_AAAA,
+        "SGIs are edge"
+    );
+    g.mmio(0, sgi_frame + 0x401, 1, true, 0xFF);
+    assert_eq!(
+        g.mmio(0, sgi_frame + 0x401, 1, false, 0).map(|x| x.0),
+        Some(0xF8)
+    );
+    // The distributor does not reach private interrupts.
+    w(&mut g, 0, D + 0x100, 0xFFFF_FFFF);
+    assert_eq!(r(&mut g, 0, D + 0x100), 0);
+    // KVM_IRQ_LINE for a PPI of a vCPU that is not there.
+    assert_eq!(g.set_line(5, 20, true), Err(EINVAL));
+    assert_eq!(g.set_line(0, 64, true), Err(EINVAL));
+}
+
+#[test]
+fn the_timer_ppi_configuration_goes_to_kcore() {
+    use kcore_abi::run::entry_flags::{TIMER_DISABLED, TIMER_GROUP0};
+    let mut g = gic(64);
+    assert_eq!(g.timer_flags(0), TIMER_DISABLED, "PPIs start disabled");
+    let sgi_frame = R + 0x1_0000;
+    w(&mut g, 0, sgi_frame + 0x100, 1 << 27);
+    g.mmio(0, sgi_frame + 0x41B, 1, true, 0xA0);
+    assert_eq!(g.timer_flags(0), 0xA0 << 8);
+    w(&mut g, 0, sgi_frame + 0x80, !(1u64 << 27) & 0xFFFF_FFFF);
+    assert_eq!(g.timer_flags(0), 0xA0 << 8 | TIMER_GROUP0);
+    assert_eq!(g.timer_flags(1), TIMER_DISABLED, "vCPU 1's own PPI");
+    w(&mut g, 0, D, 0);
+    assert_eq!(
+        g.timer_flags(0) & TIMER_DISABLED,
+        TIMER_DISABLED,
+        "distributor off"
+    );
+}

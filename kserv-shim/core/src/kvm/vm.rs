@@ -1,0 +1,875 @@
+//! A VM of the KVM API: `KVM_CREATE_VM` and the VM fd's ioctls (memory
+//! slots, vCPU creation, `KVM_IRQ_LINE`, the vGIC device, image
+//! verification of protected VMs), the guest memory KServ gives KCore on
+//! first touch, and teardown.
+//!
+//! KCore's MMIO ranges: KCore reports an access as MMIO (with address,
+//! width and data) only inside ranges declared with `HostDeclareMmio`, at
+//! most 16 per VM, and a protected VM's freeze at its first run. At the
+//! first `KVM_RUN` of any vCPU the shim declares every part of the IPA
+//! space that no writable memory slot backs (the vGIC and the VMM's
+//! devices lie there, and read-only slots, which the shim emulates). A
+//! slot deleted later (non-protected VMs) is declared too, while ranges
+//! remain; a slot created later inside a declared range is emulated access
+//! by access and its pages are then mapped, so only a first touch that is
+//! an instruction fetch fails there. More than 16 unbacked ranges make the
+//! first `KVM_RUN` fail with `ENOSPC`.
+
+use super::env::{KvmEnv, Lock, array};
+use super::errno::{
+    EBUSY, EEXIST, EFAULT, EINVAL, EIO, EKEYREJECTED, ENODEV, ENOMEM, ENOSPC, ENXIO, Errno,
+};
+use super::memslot::{self, Change, MAX_SLOTS, PAGE_SIZE, Region, Slot, page};
+use super::uapi::{self, cap, device, irq_line, vgic_attr, vm_type};
+use super::vgic::{MAX_VCPUS, Vgic};
+use crate::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
+use core::cell::UnsafeCell;
+use core::sync::atomic::Ordering::SeqCst;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use kcore_abi::{Error, PageOwner, vm_flags};
+
+/// `log2` of the block donated at creation for the stage-2 root: 16 pages
+/// cover the largest concatenated root KCore builds; what the root does not
+/// need becomes table pool.
+pub const ROOT_ORDER: u32 = 4;
+/// Most table-pool pages a VM gets (a level-3 table maps 2 MiB).
+pub const MAX_POOL: usize = 8192;
+/// Most MMIO ranges KCore keeps per VM.
+pub const MAX_MMIO: usize = 16;
+/// Bytes of a protected VM's image signature.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// vCPU power states ([`VcpuShared::power`]).
+pub mod power {
+    /// Runnable.
+    pub const ON: u32 = 0;
+    /// Off: `KVM_ARM_VCPU_POWER_OFF` or PSCI `CPU_OFF`, until `CPU_ON`.
+    pub const OFF: u32 = 1;
+    /// Stopped by a system event (`SYSTEM_OFF`/`RESET`) until re-init.
+    pub const STOPPED: u32 = 2;
+}
+
+/// What every thread may read of a vCPU.
+#[derive(Default)]
+pub struct VcpuShared {
+    /// [`power`].
+    pub power: AtomicU32,
+    /// Set by a kicker, cleared by the vCPU before it enters the guest.
+    pub kicked: AtomicBool,
+}
+
+/// A VM's configuration, under [`Lock::Vm`].
+pub struct VmCfg {
+    slots: [Slot; MAX_SLOTS],
+    /// The table pool's pages (an array of [`MAX_POOL`] pfns).
+    pool: u64,
+    pool_len: usize,
+    mmio: [(u64, u64); MAX_MMIO],
+    n_mmio: usize,
+    /// The first `KVM_RUN` prepared the VM.
+    ran: bool,
+    /// vCPU ids: 1 reserved, 2 created.
+    vcpu_state: [u8; MAX_VCPUS],
+    /// Created vCPUs' ids in creation order.
+    order: [u8; MAX_VCPUS],
+    n_vcpus: usize,
+}
+
+/// A VM. All zero until [`init`]; the glue allocates it zeroed (and frees
+/// it after [`destroy`]).
+pub struct Vm {
+    cfg: UnsafeCell<VmCfg>,
+    gic: UnsafeCell<Vgic>,
+    /// Per vCPU id.
+    pub vcpus: [VcpuShared; MAX_VCPUS],
+    handle: AtomicU64,
+    protected: AtomicBool,
+    ipa_bits: AtomicU32,
+    /// `KVM_REG_ARM_PSCI_VERSION`.
+    pub psci_version: AtomicU64,
+    /// The guest's `CNTVOFF` (the counter at creation).
+    pub cntvoff: AtomicU64,
+}
+
+// SAFETY: the cells are only reached through `with_cfg`/`with_gic`, which
+// hold the glue's lock for them; the rest is atomics.
+unsafe impl Sync for Vm {}
+
+impl Vm {
+    /// KCore's handle.
+    pub fn handle(&self) -> VmHandle {
+        VmHandle(self.handle.load(SeqCst))
+    }
+    /// Whether it is protected.
+    pub fn protected(&self) -> bool {
+        self.protected.load(SeqCst)
+    }
+    /// Its IPA size in bits.
+    pub fn ipa_bits(&self) -> u32 {
+        self.ipa_bits.load(SeqCst)
+    }
+
+    /// Runs `f` on the configuration under [`Lock::Vm`].
+    pub fn with_cfg<E: KvmEnv, R>(
+        &self,
+        env: &mut E,
+        f: impl FnOnce(&mut E, &mut VmCfg) -> R,
+    ) -> R {
+        env.lock(Lock::Vm);
+        // SAFETY: the VM lock is held, and no caller nests `with_cfg`.
+        let r = f(env, unsafe { &mut *self.cfg.get() });
+        env.unlock(Lock::Vm);
+        r
+    }
+
+    /// Runs `f` on the vGIC under [`Lock::Gic`]; kicks the vCPUs in the
+    /// mask `f` returns afterwards.
+    pub fn with_gic<E: KvmEnv, R>(&self, env: &mut E, f: impl FnOnce(&mut Vgic) -> (R, u64)) -> R {
+        env.lock(Lock::Gic);
+        // SAFETY: the GIC lock is held, and no caller nests `with_gic`.
+        let (r, kick) = f(unsafe { &mut *self.gic.get() });
+        env.unlock(Lock::Gic);
+        self.kick_mask(env, kick);
+        r
+    }
+
+    /// Kicks every vCPU in `mask`.
+    pub fn kick_mask<E: KvmEnv>(&self, env: &mut E, mask: u64) {
+        for id in 0..MAX_VCPUS {
+            if mask & (1 << id) != 0 {
+                self.kick(env, id);
+            }
+        }
+    }
+
+    /// Kicks vCPU `id`: it re-evaluates its interrupts and power state.
+    pub fn kick<E: KvmEnv>(&self, env: &mut E, id: usize) {
+        if let Some(v) = self.vcpus.get(id) {
+            v.kicked.store(true, SeqCst);
+            env.kick(id);
+        }
+    }
+}
+
+/// A KCore error as an errno: malformed `EINVAL`, refused `EPERM`... as
+/// close as the KVM API has.
+pub fn errno_of(e: CallError) -> Errno {
+    use super::errno::EPERM;
+    match e {
+        CallError::Kcore(Error::InvalidParameter) => EINVAL,
+        CallError::Kcore(Error::Denied) => EPERM,
+        CallError::Kcore(Error::Busy) => EBUSY,
+        CallError::Kcore(Error::NoMemory) => ENOMEM,
+        CallError::Kcore(Error::NotFound) => ENXIO,
+        CallError::Kcore(Error::VerificationFailed) => EKEYREJECTED,
+        _ => EIO,
+    }
+}
+
+// ---- /dev/kvm ------------------------------------------------------------------------
+
+/// What the kernel tells the shim about the machine.
+#[derive(Clone, Copy, Debug)]
+pub struct Host {
+    /// IPA bits a VM may have (the CPU's PA size, at most 48).
+    pub ipa_limit: u32,
+    /// CPUs online.
+    pub online_cpus: u32,
+    /// `MIDR_EL1`.
+    pub midr: u64,
+}
+
+/// `KVM_CHECK_EXTENSION` on `/dev/kvm` or a VM fd: what the shim
+/// implements (0 for everything else).
+pub fn check_extension(host: &Host, c: u64) -> i64 {
+    match c {
+        cap::USER_MEMORY
+        | cap::DESTROY_MEMORY_REGION_WORKS
+        | cap::JOIN_MEMORY_REGIONS_WORKS
+        | cap::ONE_REG
+        | cap::ARM_PSCI_0_2
+        | cap::READONLY_MEM
+        | cap::IMMEDIATE_EXIT
+        | cap::DEVICE_CTRL
+        | cap::IRQCHIP
+        | cap::ARM_IRQ_LINE_LAYOUT_2
+        | cap::CHECK_EXTENSION_VM
+        | cap::SYSTEM_EVENT_DATA
+        | cap::ARM_PROTECTED_VM => 1,
+        cap::NR_VCPUS => i64::from(host.online_cpus.clamp(1, MAX_VCPUS as u32)),
+        cap::MAX_VCPUS | cap::MAX_VCPU_ID => MAX_VCPUS as i64,
+        cap::NR_MEMSLOTS => MAX_SLOTS as i64,
+        cap::ARM_VM_IPA_SIZE => i64::from(host.ipa_limit),
+        _ => 0,
+    }
+}
+
+/// `/dev/kvm` ioctls but `KVM_CREATE_VM` (the glue's, with [`check_type`]
+/// and [`init`]). Unknown ones are `EINVAL`, as arm64 KVM answers
+/// (`kvm_arch_dev_ioctl`).
+pub fn dev_ioctl(host: &Host, cmd: u32, arg: u64) -> i64 {
+    use super::errno::ret;
+    match cmd {
+        uapi::GET_API_VERSION if arg == 0 => uapi::API_VERSION,
+        uapi::CHECK_EXTENSION => check_extension(host, arg),
+        uapi::GET_VCPU_MMAP_SIZE if arg == 0 => PAGE_SIZE as i64,
+        _ => ret(EINVAL),
+    }
+}
+
+/// `KVM_CREATE_VM`'s type: `(protected, IPA bits)`. Unknown bits and IPA
+/// sizes outside `32..=ipa_limit` are `EINVAL` (`kvm_arm_setup_stage2`).
+pub fn check_type(ty: u64, ipa_limit: u32) -> Result<(bool, u32), Errno> {
+    if ty & !(vm_type::IPA_SIZE_MASK | vm_type::PROTECTED) != 0 {
+        return Err(EINVAL);
+    }
+    let bits = match (ty & vm_type::IPA_SIZE_MASK) as u32 {
+        0 => vm_type::DEFAULT_IPA_BITS,
+        b => b,
+    };
+    if bits < vm_type::MIN_IPA_BITS || bits > ipa_limit.min(48) {
+        return Err(EINVAL);
+    }
+    Ok((ty & vm_type::PROTECTED != 0, bits))
+}
+
+/// Creates the VM in KCore (`vm` zeroed by the glue).
+pub fn init<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u64, host: &Host) -> Result<(), Errno> {
+    let (protected, ipa_bits) = check_type(ty, host.ipa_limit)?;
+    let pool = env.alloc_array(MAX_POOL).ok_or(ENOMEM)?;
+    let Some(root) = env.alloc_pages(ROOT_ORDER) else {
+        env.free_array(pool);
+        return Err(ENOMEM);
+    };
+    let root_pages = 1u64 << ROOT_ORDER;
+    let created = hypercall::create_vm(
+        env,
+        &CreateVm {
+            flags: if protected { vm_flags::PROTECTED } else { 0 },
+            ipa_bits: u64::from(ipa_bits),
+            max_vcpus: MAX_VCPUS as u64,
+            pool_pfn: root,
+            pool_pages: root_pages,
+        },
+    );
+    let h = match created {
+        Ok(h) => h,
+        Err(e) => {
+            for p in 0..root_pages {
+                env.free_page(root + p);
+            }
+            env.free_array(pool);
+            return Err(errno_of(e));
+        }
+    };
+    vm.handle.store(h.0, SeqCst);
+    vm.protected.store(protected, SeqCst);
+    vm.ipa_bits.store(ipa_bits, SeqCst);
+    vm.psci_version.store(crate::psci::VERSION_1_1, SeqCst);
+    let now = env.now();
+    vm.cntvoff.store(now, SeqCst);
+    vm.with_cfg(env, |_, c| {
+        c.pool = pool;
+        // SAFETY: the array has MAX_POOL words and is the VM's alone.
+        let list = unsafe { array(pool, MAX_POOL) };
+        for (p, slot) in list.iter_mut().take(root_pages as usize).enumerate() {
+            *slot = root + p as u64;
+        }
+        c.pool_len = root_pages as usize;
+    });
+    // SAFETY: nothing else can reach the new VM's vGIC yet.
+    unsafe { &mut *vm.gic.get() }.reset();
+    Ok(())
+}
+
+impl VmCfg {
+    fn pool(&mut self) -> &mut [u64] {
+        // SAFETY: `pool` has MAX_POOL words (init), under the VM lock.
+        unsafe { array(self.pool, MAX_POOL) }
+    }
+
+    /// One more table-pool page for KCore.
+    fn grow_pool<E: KvmEnv>(&mut self, env: &mut E, h: VmHandle) -> Result<(), Errno> {
+        if self.pool_len >= MAX_POOL {
+            return Err(ENOMEM);
+        }
+        let pfn = env.alloc_pages(0).ok_or(ENOMEM)?;
+        match hypercall::donate_vm_pool(env, h, pfn) {
+            Ok(()) => {
+                let i = self.pool_len;
+                self.pool()[i] = pfn;
+                self.pool_len += 1;
+                Ok(())
+            }
+            Err(e) => {
+                env.free_page(pfn);
+                Err(errno_of(e))
+            }
+        }
+    }
+
+    /// Runs `call` until KCore stops answering `NoMemory`, growing the
+    /// table pool after each.
+    fn with_pool<E: KvmEnv, T>(
+        &mut self,
+        env: &mut E,
+        h: VmHandle,
+        mut call: impl FnMut(&mut E) -> Result<T, CallError>,
+    ) -> Result<T, Errno> {
+        loop {
+            match call(env) {
+                Err(CallError::Kcore(Error::NoMemory)) => self.grow_pool(env, h)?,
+                r => return r.map_err(errno_of),
+            }
+        }
+    }
+
+    fn slot_pages(&mut self, i: usize) -> &mut [u64] {
+        let s = self.slots[i];
+        // SAFETY: a used slot's array has `pages` words, under the VM lock.
+        unsafe { array(s.array, s.pages as usize) }
+    }
+
+    /// Backs `gfn` with the VMM's page: pinned, then shared with the VM
+    /// (non-protected) or donated to it (protected). Nothing to do if it
+    /// is backed already.
+    pub fn back<E: KvmEnv>(&mut self, env: &mut E, vm: &Vm, gfn: u64) -> Result<(), Errno> {
+        let i = memslot::find(&self.slots, gfn).ok_or(EFAULT)?;
+        let s = self.slots[i];
+        if s.readonly() {
+            return Err(EFAULT);
+        }
+        let k = (gfn - s.gfn) as usize;
+        if self.slot_pages(i)[k] & page::PINNED != 0 {
+            return Ok(());
+        }
+        let pfn = env.pin_user_page(s.uaddr + k as u64 * PAGE_SIZE, true)?;
+        let h = vm.handle();
+        let protected = vm.protected();
+        let r = self.with_pool(env, h, |env| {
+            if protected {
+                hypercall::donate_guest(env, h, pfn, gfn)
+            } else {
+                hypercall::share_guest(env, h, pfn, gfn)
+            }
+        });
+        match r {
+            Ok(()) => {
+                let how = if protected {
+                    page::DONATED
+                } else {
+                    page::SHARED
+                };
+                self.slot_pages(i)[k] = pfn | page::PINNED | how;
+                Ok(())
+            }
+            Err(e) => {
+                env.unpin_page(pfn);
+                env.log(b"kvm: a memory slot page could not be given to the VM");
+                Err(if e == ENOMEM { ENOMEM } else { EFAULT })
+            }
+        }
+    }
+
+    /// The slot holding `gfn`.
+    pub fn slot_of(&self, gfn: u64) -> Option<Slot> {
+        memslot::find(&self.slots, gfn).map(|i| self.slots[i])
+    }
+
+    /// Declares `[gfn, gfn + pages)` MMIO if KCore has room.
+    fn declare<E: KvmEnv>(
+        &mut self,
+        env: &mut E,
+        h: VmHandle,
+        gfn: u64,
+        pages: u64,
+    ) -> Result<(), Errno> {
+        if self.n_mmio >= MAX_MMIO {
+            return Err(ENOSPC);
+        }
+        hypercall::declare_mmio(env, h, gfn, pages).map_err(errno_of)?;
+        self.mmio[self.n_mmio] = (gfn, pages);
+        self.n_mmio += 1;
+        Ok(())
+    }
+
+    /// Created vCPU ids in creation order.
+    pub fn vcpu_order(&self) -> &[u8] {
+        &self.order[..self.n_vcpus]
+    }
+}
+
+/// The first `KVM_RUN` of the VM: the vGIC must be initialised and placed
+/// (`EBUSY`, `ENXIO`), and every unbacked part of the IPA space is declared
+/// MMIO (`ENOSPC` if more than KCore's 16 ranges). Once per VM.
+pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
+    let gic = vm.with_gic(env, |g| {
+        let r = if !g.created {
+            Ok(())
+        } else if !g.ready {
+            Err(EBUSY)
+        } else if g.base(false).is_none() || g.base(true).is_none() {
+            Err(ENXIO)
+        } else {
+            Ok(())
+        };
+        (r, 0)
+    });
+    gic?;
+    let h = vm.handle();
+    let ipa_pages = 1u64 << (vm.ipa_bits() - 12);
+    vm.with_cfg(env, |env, c| {
+        if c.ran {
+            return Ok(());
+        }
+        let mut ranges = [(0u64, 0u64); MAX_MMIO];
+        let n = memslot::unbacked(&c.slots, ipa_pages, &mut ranges).ok_or(ENOSPC)?;
+        if n > MAX_MMIO - c.n_mmio {
+            return Err(ENOSPC);
+        }
+        for &(gfn, pages) in &ranges[..n] {
+            c.declare(env, h, gfn, pages)?;
+        }
+        c.ran = true;
+        Ok(())
+    })
+}
+
+// ---- VM fd ioctls -----------------------------------------------------------------------
+
+/// The VM fd's ioctls but `KVM_CREATE_VCPU` and `KVM_CREATE_DEVICE` (the
+/// glue's, with [`vcpu_reserve`] and [`device_create`]). Unknown ones are
+/// `EINVAL` (`kvm_arch_vm_ioctl`).
+pub fn ioctl<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    host: &Host,
+    cmd: u32,
+    arg: u64,
+) -> Result<i64, Errno> {
+    match cmd {
+        uapi::CHECK_EXTENSION => Ok(check_extension(host, arg)),
+        uapi::SET_USER_MEMORY_REGION => {
+            let mut b = [0u8; uapi::size::USERSPACE_MEMORY_REGION];
+            env.copy_from_user(arg, &mut b)?;
+            set_memory_region(env, vm, &Region::parse(&b)).map(|()| 0)
+        }
+        uapi::IRQ_LINE => {
+            let mut b = [0u8; uapi::size::IRQ_LEVEL];
+            env.copy_from_user(arg, &mut b)?;
+            let irq = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let level = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) != 0;
+            irq_line(env, vm, irq, level).map(|()| 0)
+        }
+        uapi::ARM_PREFERRED_TARGET => {
+            let mut b = [0u8; uapi::size::VCPU_INIT];
+            let target = uapi::vcpu_init::preferred_target(host.midr);
+            b[..4].copy_from_slice(&target.to_le_bytes());
+            env.copy_to_user(arg, &b)?;
+            Ok(0)
+        }
+        uapi::CREATE_IRQCHIP => Err(ENODEV),
+        uapi::KSERV_VM_VERIFY_IMAGE => {
+            let mut b = [0u8; uapi::size::VERIFY_IMAGE];
+            env.copy_from_user(arg, &mut b)?;
+            let w = |i: usize| {
+                let mut x = [0u8; 8];
+                x.copy_from_slice(&b[i..i + 8]);
+                u64::from_le_bytes(x)
+            };
+            verify_image(env, vm, w(0), w(8), w(16)).map(|()| 0)
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+/// `KVM_SET_USER_MEMORY_REGION` ([`memslot::check`]'s rules). A protected
+/// VM's slot whose pages were donated cannot be deleted or moved (`EBUSY`):
+/// KCore gives guest pages back only at teardown.
+pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<(), Errno> {
+    let h = vm.handle();
+    let ipa_bits = vm.ipa_bits();
+    let protected = vm.protected();
+    vm.with_cfg(env, |env, c| {
+        let change = memslot::check(&c.slots, r, ipa_bits)?;
+        let id = (r.slot & 0xFFFF) as usize;
+        match change {
+            Change::Nothing => Ok(()),
+            Change::Create => {
+                let pages = r.size / PAGE_SIZE;
+                let array = env.alloc_array(pages as usize).ok_or(ENOMEM)?;
+                c.slots[id] = Slot {
+                    flags: r.flags,
+                    gfn: r.gpa / PAGE_SIZE,
+                    pages,
+                    uaddr: r.uaddr,
+                    array,
+                };
+                Ok(())
+            }
+            Change::Delete | Change::Move => {
+                let old = c.slots[id];
+                if protected && c.slot_pages(id).iter().any(|w| w & page::DONATED != 0) {
+                    return Err(EBUSY);
+                }
+                for k in 0..old.pages as usize {
+                    let w = c.slot_pages(id)[k];
+                    if w & page::SHARED != 0 {
+                        let gfn = old.gfn + k as u64;
+                        if hypercall::unshare_guest(env, h, gfn).is_err() {
+                            // Still the VM's: keep it pinned (and the
+                            // array) rather than let the kernel reuse it.
+                            return Err(EIO);
+                        }
+                        env.unpin_page(w & page::PFN);
+                        c.slot_pages(id)[k] = 0;
+                    }
+                }
+                if c.ran {
+                    // Accesses there are MMIO from now on, while KCore has
+                    // room for the range.
+                    let _ = c.declare(env, h, old.gfn, old.pages);
+                }
+                if change == Change::Delete {
+                    env.free_array(old.array);
+                    c.slots[id] = Slot::default();
+                } else {
+                    c.slots[id].gfn = r.gpa / PAGE_SIZE;
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+/// `KVM_IRQ_LINE` (arm64 layout 2): CPU lines are `ENXIO` (no userspace
+/// irqchip), PPIs and SPIs need the vGIC (`ENXIO` without), a PPI names a
+/// vCPU by creation index (`EINVAL` past them) and INTID 16..32, an SPI
+/// INTID 32.. (`EINVAL` otherwise); `EBUSY` before the vGIC's init.
+pub fn irq_line<E: KvmEnv>(env: &mut E, vm: &Vm, irq: u32, level: bool) -> Result<(), Errno> {
+    let (ty, idx, num) = irq_line::decode(irq);
+    let created = vm.with_gic(env, |g| (g.created, 0));
+    match ty {
+        irq_line::TYPE_CPU => Err(ENXIO),
+        irq_line::TYPE_PPI | irq_line::TYPE_SPI if !created => Err(ENXIO),
+        irq_line::TYPE_PPI => {
+            let id = vm.with_cfg(env, |_, c| c.vcpu_order().get(idx).copied());
+            let id = id.ok_or(EINVAL)? as usize;
+            if !(16..32).contains(&num) {
+                return Err(EINVAL);
+            }
+            vm.with_gic(env, |g| match g.set_line(id, num, level) {
+                Ok(k) => (Ok(()), k),
+                Err(e) => (Err(e), 0),
+            })
+        }
+        irq_line::TYPE_SPI => {
+            if num < 32 {
+                return Err(EINVAL);
+            }
+            vm.with_gic(env, |g| match g.set_line(0, num, level) {
+                Ok(k) => (Ok(()), k),
+                Err(e) => (Err(e), 0),
+            })
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+/// `KSERV_VM_VERIFY_IMAGE`: the pages of `[gpa, gpa + len)` (what the VMM
+/// wrote through its slots) donated to the protected VM, then KCore checks
+/// them against the 64-byte signature at `sig_addr`. `EINVAL` for a
+/// non-protected VM or a malformed range, `EFAULT` for a range no writable
+/// slot backs, `EKEYREJECTED` if the signature does not verify (the VM can
+/// then never run), `EPERM` once the VM ran or was verified.
+pub fn verify_image<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    gpa: u64,
+    len: u64,
+    sig_addr: u64,
+) -> Result<(), Errno> {
+    if !vm.protected() || len == 0 || !gpa.is_multiple_of(PAGE_SIZE) {
+        return Err(EINVAL);
+    }
+    let end = gpa.checked_add(len).ok_or(EINVAL)?;
+    if end > 1u64 << vm.ipa_bits() {
+        return Err(EINVAL);
+    }
+    let mut sig = [0u8; SIGNATURE_LEN];
+    env.copy_from_user(sig_addr, &mut sig)?;
+    let h = vm.handle();
+    vm.with_cfg(env, |env, c| {
+        let first = gpa / PAGE_SIZE;
+        let last = (end - 1) / PAGE_SIZE;
+        for gfn in first..=last {
+            c.back(env, vm, gfn)?;
+        }
+        let sig_pfn = env.alloc_pages(0).ok_or(ENOMEM)?;
+        env.write(sig_pfn, 0, &sig);
+        let r = hypercall::verify_image(env, h, first, len, sig_pfn);
+        env.free_page(sig_pfn);
+        r.map_err(errno_of)
+    })
+}
+
+// ---- vCPU creation -------------------------------------------------------------------------
+
+/// Reserves vCPU `id` for `KVM_CREATE_VCPU`: `EINVAL` past
+/// `KVM_CAP_MAX_VCPU_ID`, `EEXIST` if taken, `EBUSY` once the vGIC is
+/// initialised.
+pub fn vcpu_reserve<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) -> Result<(), Errno> {
+    if id >= MAX_VCPUS as u64 {
+        return Err(EINVAL);
+    }
+    if vm.with_gic(env, |g| (g.ready, 0)) {
+        return Err(EBUSY);
+    }
+    vm.with_cfg(env, |_, c| {
+        if c.vcpu_state[id as usize] != 0 {
+            return Err(EEXIST);
+        }
+        c.vcpu_state[id as usize] = 1;
+        Ok(())
+    })
+}
+
+/// Undoes [`vcpu_reserve`] after a failed creation.
+pub fn vcpu_unreserve<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) {
+    vm.with_cfg(env, |_, c| {
+        if let Some(s) = c.vcpu_state.get_mut(id as usize)
+            && *s == 1
+        {
+            *s = 0;
+        }
+    });
+}
+
+/// Creates reserved vCPU `id` in KCore.
+pub fn vcpu_create<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) -> Result<(), Errno> {
+    let h = vm.handle();
+    vm.with_cfg(env, |env, c| {
+        c.with_pool(env, h, |env| hypercall::create_vcpu(env, h, id))?;
+        c.vcpu_state[id as usize] = 2;
+        c.order[c.n_vcpus] = id as u8;
+        c.n_vcpus += 1;
+        Ok::<(), Errno>(())
+    })?;
+    vm.vcpus[id as usize].power.store(power::OFF, SeqCst);
+    if !vm.protected() {
+        // The guest's counter starts at the VM's creation, as under KVM.
+        let _ =
+            hypercall::vcpu_set_reg(env, h, id, kcore_abi::reg::CNTVOFF, vm.cntvoff.load(SeqCst));
+    }
+    Ok(())
+}
+
+// ---- the vGIC device ------------------------------------------------------------------------
+
+/// `KVM_CREATE_DEVICE`: `Ok(true)` when a device fd is to be made,
+/// `Ok(false)` for a successful `KVM_CREATE_DEVICE_TEST`. Only a GICv3 is
+/// offered (`ENODEV` otherwise, as a GICv3 host without GICv2
+/// compatibility answers); a second one is `EEXIST`, one after a vCPU ran
+/// `EBUSY`.
+pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Result<bool, Errno> {
+    if ty != device::TYPE_ARM_VGIC_V3 {
+        return Err(ENODEV);
+    }
+    if flags & device::CREATE_TEST != 0 {
+        return Ok(false);
+    }
+    if vm.with_cfg(env, |_, c| c.ran) {
+        return Err(EBUSY);
+    }
+    vm.with_gic(env, |g| {
+        if g.created {
+            (Err(EEXIST), 0)
+        } else {
+            g.created = true;
+            (Ok(true), 0)
+        }
+    })
+}
+
+/// The vGIC device fd's ioctls: `KVM_{SET,GET,HAS}_DEVICE_ATTR` for the
+/// groups `ADDR` (DIST, REDIST), `NR_IRQS`, `CTRL` (`INIT`) and the
+/// 32-bit registers of `DIST_REGS` and `REDIST_REGS`; other
+/// attributes `ENXIO`, other ioctls `ENOTTY` (`kvm_device_ioctl`).
+pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Result<i64, Errno> {
+    use super::errno::ENOTTY;
+    let op = match cmd {
+        uapi::SET_DEVICE_ATTR => 0,
+        uapi::GET_DEVICE_ATTR => 1,
+        uapi::HAS_DEVICE_ATTR => 2,
+        _ => return Err(ENOTTY),
+    };
+    let mut b = [0u8; uapi::size::DEVICE_ATTR];
+    env.copy_from_user(arg, &mut b)?;
+    let w = |i: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(x)
+    };
+    let group = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    let (attr, addr) = (w(8), w(16));
+    let ipa_bits = vm.ipa_bits();
+    match (group, attr) {
+        (vgic_attr::GRP_ADDR, vgic_attr::ADDR_TYPE_DIST | vgic_attr::ADDR_TYPE_REDIST) => {
+            let redist = attr == vgic_attr::ADDR_TYPE_REDIST;
+            match op {
+                0 => {
+                    let mut v = [0u8; 8];
+                    env.copy_from_user(addr, &mut v)?;
+                    let base = u64::from_le_bytes(v);
+                    vm.with_gic(env, |g| (g.set_base(redist, base, ipa_bits), 0))?;
+                }
+                1 => {
+                    let base = vm.with_gic(env, |g| (g.base(redist), 0));
+                    let v = base.unwrap_or(vgic_attr::ADDR_UNDEF);
+                    env.copy_to_user(addr, &v.to_le_bytes())?;
+                }
+                _ => {}
+            }
+            Ok(0)
+        }
+        (vgic_attr::GRP_NR_IRQS, _) => {
+            match op {
+                0 => {
+                    let mut v = [0u8; 4];
+                    env.copy_from_user(addr, &mut v)?;
+                    let n = u32::from_le_bytes(v);
+                    vm.with_gic(env, |g| (g.set_nr_irqs(n), 0))?;
+                }
+                1 => {
+                    let n = vm.with_gic(env, |g| (g.nr_irqs().max(32), 0));
+                    env.copy_to_user(addr, &n.to_le_bytes())?;
+                }
+                _ => {}
+            }
+            Ok(0)
+        }
+        (vgic_attr::GRP_DIST_REGS | vgic_attr::GRP_REDIST_REGS, _) => {
+            let offset = attr & 0xFFFF_FFFF;
+            let rd = if group == vgic_attr::GRP_REDIST_REGS {
+                let mpidr = attr >> 32;
+                Some(crate::psci::vcpu_of_mpidr(mpidr, MAX_VCPUS).ok_or(ENXIO)?)
+            } else {
+                None
+            };
+            if op == 2 {
+                return if offset.is_multiple_of(4) && offset < 0x2_0000 {
+                    Ok(0)
+                } else {
+                    Err(ENXIO)
+                };
+            }
+            let mut v = [0u8; 4];
+            if op == 0 {
+                env.copy_from_user(addr, &mut v)?;
+            }
+            let value = u32::from_le_bytes(v);
+            let (read, kick) =
+                vm.with_gic(env, |g| match g.uaccess(rd, offset, op == 0, value) {
+                    Ok(r) => (Ok(r), 0),
+                    Err(e) => (Err(e), 0),
+                })?;
+            vm.kick_mask(env, kick);
+            if op == 1 {
+                env.copy_to_user(addr, &(read as u32).to_le_bytes())?;
+            }
+            Ok(0)
+        }
+        (vgic_attr::GRP_CTRL, vgic_attr::CTRL_INIT) if op != 1 => {
+            if op == 0 {
+                let order = vm.with_cfg(env, |_, c| {
+                    // A vCPU in the middle of its creation: KVM's EBUSY.
+                    let busy = c.vcpu_state.contains(&1);
+                    let mut o = [0u8; MAX_VCPUS];
+                    o[..c.n_vcpus].copy_from_slice(c.vcpu_order());
+                    (busy, o, c.n_vcpus)
+                });
+                if order.0 {
+                    return Err(EBUSY);
+                }
+                vm.with_gic(env, |g| {
+                    g.init(&order.1[..order.2]);
+                    ((), 0)
+                });
+            }
+            Ok::<i64, Errno>(0)
+        }
+        _ => Err(ENXIO),
+    }
+}
+
+// ---- teardown ---------------------------------------------------------------------------
+
+/// What [`destroy`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Teardown {
+    /// Pages back with the kernel (unpinned or freed).
+    pub released: u64,
+    /// Pages KServ did not get back: kept pinned or never freed.
+    pub kept: u64,
+}
+
+/// Tears the VM down (no vCPU runs any more: every fd is closed):
+/// `HostTeardownVm`, `HostReclaimPage` for every page it got, and each page
+/// goes back to the kernel only once KCore says it is KServ's.
+pub fn destroy<E: KvmEnv>(env: &mut E, vm: &Vm) -> Teardown {
+    let h = vm.handle();
+    let mut t = Teardown::default();
+    if h.0 == 0 {
+        return t;
+    }
+    let _ = hypercall::teardown_vm(env, h);
+    let is_host = |env: &mut E, pfn: u64| {
+        matches!(
+            hypercall::page_owner(env, pfn),
+            Ok(PageInfo {
+                owner: PageOwner::Host,
+                ..
+            })
+        )
+    };
+    vm.with_cfg(env, |env, c| {
+        for i in 0..MAX_SLOTS {
+            if !c.slots[i].used() {
+                continue;
+            }
+            for k in 0..c.slots[i].pages as usize {
+                let w = c.slot_pages(i)[k];
+                if w & page::PINNED == 0 {
+                    continue;
+                }
+                let pfn = w & page::PFN;
+                if w & page::DONATED != 0 {
+                    let _ = hypercall::reclaim_page(env, h, pfn);
+                }
+                if is_host(env, pfn) {
+                    env.unpin_page(pfn);
+                    t.released += 1;
+                } else {
+                    t.kept += 1;
+                }
+            }
+            env.free_array(c.slots[i].array);
+            c.slots[i] = Slot::default();
+        }
+        for k in 0..c.pool_len {
+            let pfn = c.pool()[k];
+            let _ = hypercall::reclaim_page(env, h, pfn);
+            if is_host(env, pfn) {
+                env.free_page(pfn);
+                t.released += 1;
+            } else {
+                t.kept += 1;
+            }
+        }
+        c.pool_len = 0;
+        env.free_array(c.pool);
+        c.pool = 0;
+    });
+    vm.handle.store(0, SeqCst);
+    t
+}

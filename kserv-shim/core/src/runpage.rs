@@ -1,0 +1,83 @@
+//! The run page of `HostVcpuRun` (`kcore_abi::run`) as KServ fills and reads
+//! it: the entry half written before each call, the exit half read after.
+//! Shared by both VMMs in the module ([`crate::guest_run`], [`crate::kvm`]).
+
+use kcore_abi::run;
+
+/// Access to KServ's own pages by pfn (the module's glue maps them).
+pub trait PageIo {
+    /// Copies `data` into KServ's page `pfn` at `offset` (within the page).
+    fn write(&mut self, pfn: u64, offset: usize, data: &[u8]);
+    /// Reads `buf.len()` bytes of KServ's page `pfn` at `offset`.
+    fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]);
+}
+
+/// Writes `words` to page `pfn` from word `first` on (little-endian).
+pub fn write_words<E: PageIo>(env: &mut E, pfn: u64, first: usize, words: &[u64]) {
+    let mut buf = [0u8; 8 * run::WORDS];
+    let n = words.len().min(run::WORDS);
+    for (chunk, w) in buf.chunks_exact_mut(8).zip(&words[..n]) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    env.write(pfn, 8 * first, &buf[..8 * n]);
+}
+
+/// Reads `words` from page `pfn` from word `first` on (little-endian).
+pub fn read_words<E: PageIo>(env: &mut E, pfn: u64, first: usize, words: &mut [u64]) {
+    let mut buf = [0u8; 8 * run::WORDS];
+    let n = words.len().min(run::WORDS);
+    env.read(pfn, 8 * first, &mut buf[..8 * n]);
+    for (w, chunk) in words[..n].iter_mut().zip(buf.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        *w = u64::from_le_bytes(b);
+    }
+}
+
+/// The entry half of a run: the flags (`run::entry_flags`: the guest
+/// timer's configuration), the previous exit's completion and the
+/// interrupts to have pending or active in the list registers.
+pub fn write_entry<E: PageIo>(env: &mut E, pfn: u64, flags: u64, completion: u64, irqs: &[u64]) {
+    let n = irqs.len().min(run::MAX_IRQS);
+    let mut entry = [0u64; run::ENTRY_WORDS];
+    entry[run::FLAGS] = flags;
+    entry[run::COMPLETION] = completion;
+    entry[run::IRQ_COUNT] = n as u64;
+    entry[run::IRQS..run::IRQS + n].copy_from_slice(&irqs[..n]);
+    write_words(env, pfn, 0, &entry);
+}
+
+/// The exit half of a run page, from [`run::EXIT`] on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// The words.
+    pub words: [u64; run::WORDS - run::EXIT],
+}
+
+impl Exit {
+    /// Reads the exit half of page `pfn`.
+    pub fn read<E: PageIo>(env: &mut E, pfn: u64) -> Exit {
+        let mut e = Exit {
+            words: [0; run::WORDS - run::EXIT],
+        };
+        read_words(env, pfn, run::EXIT, &mut e.words);
+        e
+    }
+
+    /// Word `i` of the page (one of `run::EXIT_*`); 0 outside the half.
+    pub fn word(&self, i: usize) -> u64 {
+        i.checked_sub(run::EXIT)
+            .and_then(|j| self.words.get(j))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The states now of the interrupts supplied at entry, if the exit
+    /// reports as many as were supplied.
+    pub fn irq_states(&self, supplied: usize) -> Option<&[u64]> {
+        let n = self.word(run::EXIT_IRQ_COUNT);
+        let first = run::EXIT_IRQS - run::EXIT;
+        (n == supplied as u64 && supplied <= run::MAX_IRQS)
+            .then(|| &self.words[first..first + supplied])
+    }
+}

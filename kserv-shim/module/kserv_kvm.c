@@ -1,0 +1,630 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+/*
+ * kserv_kvm.c - /dev/kvm: the kernel side of the KVM API that kserv-core's
+ * kvm module implements on top of KCore.
+ *
+ * KServ's own KVM fails to initialise at EL1, so the misc device "kvm"
+ * (minor KVM_MINOR) is free; this file registers it and does what needs
+ * the kernel: the fds (anon inodes for VMs, vCPUs and the vGIC device),
+ * the objects' memory and lifetimes, user memory (copies, pinning), the
+ * mmap'd struct kvm_run, locks, sleeping vCPU threads and kicking them out
+ * of the guest. Every decision (ioctl decoding, errnos, the VM and vCPU
+ * logic, the vGIC, PSCI) is the Rust core's.
+ *
+ * Lifetimes as in KVM: a VM lives while its fd or any of its vCPU or device
+ * fds is open (each holds a reference); the last close tears it down in
+ * KCore and takes every page back. A vCPU thread in KVM_RUN holds its
+ * vCPU's fd, so teardown never races a running vCPU. ioctls from another
+ * process than the VM's creator are EIO, as in KVM.
+ */
+#define pr_fmt(fmt) "kserv-shim: " fmt
+
+#include <linux/anon_inodes.h>
+#include <linux/atomic.h>
+#include <linux/cpumask.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/kvm.h>
+#include <linux/math64.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/refcount.h>
+#include <linux/sched.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/smp.h>
+#include <linux/spinlock.h>
+#include <linux/uaccess.h>
+#include <linux/wait.h>
+#include <asm/arch_timer.h>
+#include <asm/cputype.h>
+#include <asm/sysreg.h>
+
+#include "kserv_core.h"
+
+#ifndef KVM_MINOR
+#define KVM_MINOR 232
+#endif
+
+struct kkvm_vcpu;
+
+struct kkvm_vm {
+	refcount_t ref;
+	struct mm_struct *mm;		/* the creator's: only it may issue ioctls */
+	struct mutex lock;		/* the core's Lock::Vm */
+	spinlock_t gic_lock;		/* the core's Lock::Gic */
+	struct mutex create_lock;	/* vcpus[] */
+	struct kkvm_vcpu **vcpus;	/* by id, max_vcpus of them */
+	void *core;
+};
+
+struct kkvm_vcpu {
+	struct kkvm_vm *vm;
+	u32 id;
+	struct mutex mutex;		/* one ioctl at a time */
+	wait_queue_head_t wq;
+	atomic_t kick;			/* a kick since its last wait */
+	int cpu;			/* the CPU it runs the guest on, or -1 */
+	struct page *run;		/* struct kvm_run, mmap'd by the VMM */
+	void *core;
+};
+
+/* What every core call gets back as its context. */
+struct kkvm_ctx {
+	struct kkvm_vm *vm;
+	struct kkvm_vcpu *vcpu;
+};
+
+static struct kserv_kvm_sizes kkvm_sizes;
+static u32 kkvm_ipa_limit;
+static u64 kkvm_freq;
+static bool kkvm_registered;
+
+static void kkvm_host(struct kserv_kvm_host *h)
+{
+	h->ipa_limit = kkvm_ipa_limit;
+	h->online_cpus = num_online_cpus();
+	h->midr = read_cpuid_id();
+}
+
+/* ---- callbacks for the core ---------------------------------------------- */
+
+s32 kserv_glue_kvm_copy_from_user(void *ctx, u64 uaddr, u8 *buf, u32 len)
+{
+	return copy_from_user(buf, (const void __user *)(uintptr_t)uaddr, len) ? EFAULT : 0;
+}
+
+s32 kserv_glue_kvm_copy_to_user(void *ctx, u64 uaddr, const u8 *data, u32 len)
+{
+	return copy_to_user((void __user *)(uintptr_t)uaddr, data, len) ? EFAULT : 0;
+}
+
+s32 kserv_glue_kvm_pin(void *ctx, u64 uaddr, u32 write, u64 *pfn)
+{
+	struct kkvm_ctx *c = ctx;
+	struct page *page;
+	int n;
+
+	/* Pinning uses current->mm: it must be the VM's. */
+	if (current->mm != c->vm->mm)
+		return EFAULT;
+	n = pin_user_pages_fast(uaddr, 1, FOLL_LONGTERM | (write ? FOLL_WRITE : 0), &page);
+	if (n != 1)
+		return EFAULT;
+	*pfn = page_to_pfn(page);
+	return 0;
+}
+
+void kserv_glue_kvm_unpin(u64 pfn)
+{
+	struct page *page;
+
+	if (WARN_ONCE(!pfn_valid(pfn), "kserv-shim: kvm: unpin of pfn %#llx\n", pfn))
+		return;
+	page = pfn_to_page(pfn);
+	/* The guest may have written it. */
+	unpin_user_pages_dirty_lock(&page, 1, true);
+}
+
+u64 kserv_glue_kvm_alloc_array(u64 words)
+{
+	if (words > SIZE_MAX / 8)
+		return 0;
+	return (u64)(uintptr_t)kvzalloc(words * 8, GFP_KERNEL_ACCOUNT);
+}
+
+void kserv_glue_kvm_free_array(u64 addr)
+{
+	kvfree((void *)(uintptr_t)addr);
+}
+
+static u8 *kkvm_run_addr(struct kkvm_ctx *c, u32 offset, u32 len)
+{
+	if (WARN_ONCE(!c->vcpu || offset > sizeof(struct kvm_run) ||
+		      len > sizeof(struct kvm_run) - offset,
+		      "kserv-shim: kvm: bad kvm_run access +%u len %u\n", offset, len))
+		return NULL;
+	return (u8 *)page_address(c->vcpu->run) + offset;
+}
+
+void kserv_glue_kvm_run_read(void *ctx, u32 offset, u8 *buf, u32 len)
+{
+	u8 *src = kkvm_run_addr(ctx, offset, len);
+
+	if (src)
+		memcpy(buf, src, len);
+	else
+		memset(buf, 0, len);
+}
+
+void kserv_glue_kvm_run_write(void *ctx, u32 offset, const u8 *data, u32 len)
+{
+	u8 *dst = kkvm_run_addr(ctx, offset, len);
+
+	if (dst)
+		memcpy(dst, data, len);
+}
+
+void kserv_glue_kvm_lock(void *ctx, u32 which)
+{
+	struct kkvm_ctx *c = ctx;
+
+	if (which)
+		spin_lock(&c->vm->gic_lock);
+	else
+		mutex_lock(&c->vm->lock);
+}
+
+void kserv_glue_kvm_unlock(void *ctx, u32 which)
+{
+	struct kkvm_ctx *c = ctx;
+
+	if (which)
+		spin_unlock(&c->vm->gic_lock);
+	else
+		mutex_unlock(&c->vm->lock);
+}
+
+u32 kserv_glue_kvm_signal_pending(void)
+{
+	return signal_pending(current);
+}
+
+void kserv_glue_kvm_wait(void *ctx, u64 deadline)
+{
+	struct kkvm_vcpu *v = ((struct kkvm_ctx *)ctx)->vcpu;
+	u64 now = __arch_counter_get_cntpct();
+	u64 ns;
+
+	if (!v || deadline <= now)
+		return;
+	/* At most a second at a time: the core checks and waits again. */
+	ns = div64_u64(min(deadline - now, kkvm_freq) * NSEC_PER_SEC, kkvm_freq);
+	wait_event_interruptible_hrtimeout(v->wq, atomic_read_acquire(&v->kick), ns_to_ktime(ns));
+	atomic_set(&v->kick, 0);
+}
+
+static void kkvm_nop(void *unused)
+{
+}
+
+void kserv_glue_kvm_kick(void *ctx, u32 id)
+{
+	struct kkvm_vm *vm = ((struct kkvm_ctx *)ctx)->vm;
+	struct kkvm_vcpu *v;
+	int cpu, me;
+
+	if (id >= kkvm_sizes.max_vcpus)
+		return;
+	v = READ_ONCE(vm->vcpus[id]);
+	if (!v)
+		return;
+	atomic_set_release(&v->kick, 1);
+	wake_up_interruptible(&v->wq);
+	/* Pairs with the barrier in enter_guest: it sees the kick or we its CPU. */
+	smp_mb();
+	cpu = READ_ONCE(v->cpu);
+	me = get_cpu();
+	/* Any interrupt ends the guest's run; the thread then sees the kick. */
+	if (cpu >= 0 && cpu != me)
+		smp_call_function_single(cpu, kkvm_nop, NULL, 0);
+	put_cpu();
+}
+
+void kserv_glue_kvm_enter_guest(void *ctx)
+{
+	struct kkvm_vcpu *v = ((struct kkvm_ctx *)ctx)->vcpu;
+
+	local_irq_disable();
+	WRITE_ONCE(v->cpu, smp_processor_id());
+	smp_mb();
+}
+
+void kserv_glue_kvm_leave_guest(void *ctx)
+{
+	struct kkvm_vcpu *v = ((struct kkvm_ctx *)ctx)->vcpu;
+
+	WRITE_ONCE(v->cpu, -1);
+	local_irq_enable();
+}
+
+void kserv_glue_kvm_log(const char *line, u32 len)
+{
+	pr_info("kvm: %.*s\n", (int)len, line);
+}
+
+/* ---- VMs ------------------------------------------------------------------ */
+
+static void kkvm_vm_put(struct kkvm_vm *vm)
+{
+	struct kkvm_ctx ctx = { .vm = vm };
+	u64 released, kept = 0;
+	u32 i;
+
+	if (!refcount_dec_and_test(&vm->ref))
+		return;
+	released = kserv_core_kvm_vm_destroy(&ctx, vm->core, &kept);
+	for (i = 0; i < kkvm_sizes.max_vcpus; i++) {
+		struct kkvm_vcpu *v = vm->vcpus[i];
+
+		if (!v)
+			continue;
+		ctx.vcpu = v;
+		kserv_core_kvm_vcpu_destroy(&ctx, v->core);
+		kvfree(v->core);
+		__free_page(v->run);
+		kfree(v);
+	}
+	if (kept)
+		pr_warn("kvm: VM torn down, %llu pages back, %llu kept (KCore did not give them back)\n",
+			released, kept);
+	else
+		pr_info("kvm: VM torn down, %llu pages back\n", released);
+	kvfree(vm->core);
+	kfree(vm->vcpus);
+	mmdrop(vm->mm);
+	kfree(vm);
+	module_put(THIS_MODULE);
+}
+
+static long kkvm_vcpu_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct kkvm_vcpu *v = file->private_data;
+	struct kkvm_ctx ctx = { .vm = v->vm, .vcpu = v };
+	struct kserv_kvm_host host;
+	long r;
+
+	if (current->mm != v->vm->mm)
+		return -EIO;
+	if (mutex_lock_killable(&v->mutex))
+		return -EINTR;
+	kkvm_host(&host);
+	r = kserv_core_kvm_vcpu_ioctl(&ctx, &host, v->vm->core, v->core, cmd, arg);
+	mutex_unlock(&v->mutex);
+	return r;
+}
+
+static vm_fault_t kkvm_vcpu_fault(struct vm_fault *vmf)
+{
+	struct kkvm_vcpu *v = vmf->vma->vm_file->private_data;
+
+	if (vmf->pgoff != 0)
+		return VM_FAULT_SIGBUS;
+	get_page(v->run);
+	vmf->page = v->run;
+	return 0;
+}
+
+static const struct vm_operations_struct kkvm_vcpu_vm_ops = {
+	.fault = kkvm_vcpu_fault,
+};
+
+static int kkvm_vcpu_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	/* The vCPU's mmap size is one page: struct kvm_run. */
+	if (vma->vm_pgoff != 0 || vma_pages(vma) > 1)
+		return -EINVAL;
+	vma->vm_ops = &kkvm_vcpu_vm_ops;
+	return 0;
+}
+
+static int kkvm_vcpu_release(struct inode *inode, struct file *file)
+{
+	struct kkvm_vcpu *v = file->private_data;
+
+	kkvm_vm_put(v->vm);
+	return 0;
+}
+
+static const struct file_operations kkvm_vcpu_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = kkvm_vcpu_ioctl,
+	.mmap = kkvm_vcpu_mmap,
+	.release = kkvm_vcpu_release,
+	.llseek = noop_llseek,
+};
+
+static int kkvm_create_vcpu(struct kkvm_vm *vm, unsigned long id)
+{
+	struct kkvm_ctx ctx = { .vm = vm };
+	struct kkvm_vcpu *v;
+	char name[24];
+	s64 r;
+	int fd;
+
+	r = kserv_core_kvm_vcpu_reserve(&ctx, vm->core, id);
+	if (r)
+		return r;
+	v = kzalloc(sizeof(*v), GFP_KERNEL_ACCOUNT);
+	if (v) {
+		v->core = kvzalloc(kkvm_sizes.vcpu, GFP_KERNEL_ACCOUNT);
+		v->run = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
+	}
+	if (!v || !v->core || !v->run) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	v->vm = vm;
+	v->id = id;
+	v->cpu = -1;
+	mutex_init(&v->mutex);
+	init_waitqueue_head(&v->wq);
+	atomic_set(&v->kick, 0);
+	/* Visible to kicks from now on (the core kicks only created vCPUs). */
+	mutex_lock(&vm->create_lock);
+	WRITE_ONCE(vm->vcpus[id], v);
+	mutex_unlock(&vm->create_lock);
+	ctx.vcpu = v;
+	r = kserv_core_kvm_vcpu_create(&ctx, vm->core, v->core, id);
+	if (r) {
+		mutex_lock(&vm->create_lock);
+		WRITE_ONCE(vm->vcpus[id], NULL);
+		mutex_unlock(&vm->create_lock);
+		goto fail_unreserved;
+	}
+	refcount_inc(&vm->ref);
+	snprintf(name, sizeof(name), "kvm-vcpu:%lu", id);
+	fd = anon_inode_getfd(name, &kkvm_vcpu_fops, v, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		/* The vCPU stays with the VM, as in KVM, and goes with it. */
+		kkvm_vm_put(vm);
+	return fd;
+
+fail:
+	kserv_core_kvm_vcpu_unreserve(&ctx, vm->core, id);
+fail_unreserved:
+	if (v) {
+		kvfree(v->core);
+		if (v->run)
+			__free_page(v->run);
+		kfree(v);
+	}
+	return r;
+}
+
+static int kkvm_device_release(struct inode *inode, struct file *file)
+{
+	kkvm_vm_put(file->private_data);
+	return 0;
+}
+
+static long kkvm_device_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct kkvm_vm *vm = file->private_data;
+	struct kkvm_ctx ctx = { .vm = vm };
+
+	if (current->mm != vm->mm)
+		return -EIO;
+	return kserv_core_kvm_device_ioctl(&ctx, vm->core, cmd, arg);
+}
+
+static const struct file_operations kkvm_device_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = kkvm_device_ioctl,
+	.release = kkvm_device_release,
+	.llseek = noop_llseek,
+};
+
+static int kkvm_create_device(struct kkvm_vm *vm, void __user *argp)
+{
+	struct kkvm_ctx ctx = { .vm = vm };
+	struct kvm_create_device cd;
+	s64 r;
+	int fd;
+
+	if (copy_from_user(&cd, argp, sizeof(cd)))
+		return -EFAULT;
+	r = kserv_core_kvm_device_create(&ctx, vm->core, cd.type, cd.flags);
+	if (r <= 0)
+		return r;
+	refcount_inc(&vm->ref);
+	fd = anon_inode_getfd("kvm-arm-vgic-v3", &kkvm_device_fops, vm, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		kkvm_vm_put(vm);
+		return fd;
+	}
+	cd.fd = fd;
+	if (copy_to_user(argp, &cd, sizeof(cd)))
+		return -EFAULT;
+	return 0;
+}
+
+static long kkvm_vm_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct kkvm_vm *vm = file->private_data;
+	struct kkvm_ctx ctx = { .vm = vm };
+	struct kserv_kvm_host host;
+
+	if (current->mm != vm->mm)
+		return -EIO;
+	switch (cmd) {
+	case KVM_CREATE_VCPU:
+		return kkvm_create_vcpu(vm, arg);
+	case KVM_CREATE_DEVICE:
+		return kkvm_create_device(vm, (void __user *)arg);
+	default:
+		kkvm_host(&host);
+		return kserv_core_kvm_vm_ioctl(&ctx, &host, vm->core, cmd, arg);
+	}
+}
+
+static int kkvm_vm_release(struct inode *inode, struct file *file)
+{
+	kkvm_vm_put(file->private_data);
+	return 0;
+}
+
+static const struct file_operations kkvm_vm_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = kkvm_vm_ioctl,
+	.release = kkvm_vm_release,
+	.llseek = noop_llseek,
+};
+
+static int kkvm_create_vm(unsigned long type)
+{
+	struct kserv_kvm_host host;
+	struct kkvm_ctx ctx;
+	struct kkvm_vm *vm;
+	s64 r;
+	int fd;
+
+	vm = kzalloc(sizeof(*vm), GFP_KERNEL_ACCOUNT);
+	if (!vm)
+		return -ENOMEM;
+	vm->core = kvzalloc(kkvm_sizes.vm, GFP_KERNEL_ACCOUNT);
+	vm->vcpus = kcalloc(kkvm_sizes.max_vcpus, sizeof(*vm->vcpus), GFP_KERNEL_ACCOUNT);
+	if (!vm->core || !vm->vcpus) {
+		kvfree(vm->core);
+		kfree(vm->vcpus);
+		kfree(vm);
+		return -ENOMEM;
+	}
+	refcount_set(&vm->ref, 1);
+	mutex_init(&vm->lock);
+	mutex_init(&vm->create_lock);
+	spin_lock_init(&vm->gic_lock);
+	vm->mm = current->mm;
+	mmgrab(vm->mm);
+	/* Each VM pins the module until its teardown. */
+	__module_get(THIS_MODULE);
+	ctx.vm = vm;
+	ctx.vcpu = NULL;
+	kkvm_host(&host);
+	r = kserv_core_kvm_vm_init(&ctx, &host, vm->core, type);
+	if (r) {
+		mmdrop(vm->mm);
+		kvfree(vm->core);
+		kfree(vm->vcpus);
+		kfree(vm);
+		module_put(THIS_MODULE);
+		return r;
+	}
+	fd = anon_inode_getfd("kvm-vm", &kkvm_vm_fops, vm, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		kkvm_vm_put(vm);
+	return fd;
+}
+
+static long kkvm_dev_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct kserv_kvm_host host;
+
+	if (cmd == KVM_CREATE_VM)
+		return kkvm_create_vm(arg);
+	kkvm_host(&host);
+	return kserv_core_kvm_dev_ioctl(&host, cmd, arg);
+}
+
+static const struct file_operations kkvm_dev_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = kkvm_dev_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice kkvm_misc = {
+	.minor = KVM_MINOR,
+	.name = "kvm",
+	.fops = &kkvm_dev_fops,
+};
+
+/* ---- registration --------------------------------------------------------- */
+
+/* The IPA size ID_AA64MMFR0_EL1.PARange allows, at most 48 bits (KCore's). */
+static u32 kkvm_parange_bits(void)
+{
+	static const u8 bits[] = { 32, 36, 40, 42, 44, 48, 52 };
+	u64 mmfr0 = read_sysreg_s(SYS_ID_AA64MMFR0_EL1);
+	u32 pa = mmfr0 & 0xf;
+
+	return min_t(u32, pa < ARRAY_SIZE(bits) ? bits[pa] : 32, 48);
+}
+
+int kserv_kvm_init(void)
+{
+	const u64 values[KSERV_KVM_CHECKED] = {
+		KVM_GET_API_VERSION,
+		KVM_CREATE_VM,
+		KVM_CHECK_EXTENSION,
+		KVM_GET_VCPU_MMAP_SIZE,
+		KVM_CREATE_VCPU,
+		KVM_SET_USER_MEMORY_REGION,
+		KVM_CREATE_IRQCHIP,
+		KVM_IRQ_LINE,
+		KVM_RUN,
+		KVM_GET_ONE_REG,
+		KVM_SET_ONE_REG,
+		KVM_ARM_VCPU_INIT,
+		KVM_ARM_PREFERRED_TARGET,
+		KVM_GET_REG_LIST,
+		KVM_CREATE_DEVICE,
+		KVM_SET_DEVICE_ATTR,
+		KVM_GET_DEVICE_ATTR,
+		KVM_HAS_DEVICE_ATTR,
+		sizeof(struct kvm_run),
+		offsetof(struct kvm_run, mmio.data),
+		offsetof(struct kvm_run, mmio.len),
+		offsetof(struct kvm_run, mmio.is_write),
+		offsetof(struct kvm_run, system_event.ndata),
+		offsetof(struct kvm_run, system_event.data),
+		offsetof(struct kvm_run, internal.data),
+		offsetof(struct kvm_run, fail_entry.cpu),
+		KVM_REG_ARM_TIMER_CNT,
+		KVM_REG_ARM_TIMER_CVAL,
+		KVM_REG_ARM_PSCI_VERSION,
+		KVM_REG_ARM64 | KVM_REG_SIZE_U32 | KVM_REG_ARM_CORE |
+			KVM_REG_ARM_CORE_REG(fp_regs.fpsr),
+		KVM_REG_ARM64 | KVM_REG_SIZE_U128 | KVM_REG_ARM_CORE |
+			KVM_REG_ARM_CORE_REG(fp_regs.vregs[0]),
+	};
+	u32 bad;
+	int ret;
+
+	kserv_core_kvm_sizes(&kkvm_sizes);
+	bad = kserv_core_kvm_check_uapi(values, ARRAY_SIZE(values));
+	if (bad) {
+		pr_err("kvm: the core's KVM ABI differs from this kernel's (value %u): no /dev/kvm\n",
+		       bad);
+		return -EINVAL;
+	}
+	kkvm_ipa_limit = kkvm_parange_bits();
+	kkvm_freq = arch_timer_get_cntfrq() ?: 1;
+	ret = misc_register(&kkvm_misc);
+	if (ret) {
+		pr_err("kvm: cannot register /dev/kvm (%d)\n", ret);
+		return ret;
+	}
+	kkvm_registered = true;
+	pr_info("kvm: /dev/kvm registered (IPA limit %u bits, %llu vCPUs per VM)\n",
+		kkvm_ipa_limit, kkvm_sizes.max_vcpus);
+	return 0;
+}
+
+void kserv_kvm_exit(void)
+{
+	if (kkvm_registered)
+		misc_deregister(&kkvm_misc);
+}

@@ -1,0 +1,833 @@
+//! `kserv-tools kvmapi [GUEST_IMAGE [SIGNATURE]]`: exercises `/dev/kvm`
+//! the way a VMM does, ioctl by ioctl, and checks KVM's answers and errnos:
+//! the system fd (API version, extensions, VM types), memory slots, vCPU
+//! init, `ONE_REG` and `KVM_GET_REG_LIST` on a non-protected vCPU, what a
+//! protected vCPU refuses, the vGIC device, and then runs `kcore-test-guest`
+//! (`tests/guest`) through `KVM_RUN` in a non-protected VM with two vCPUs
+//! (vCPU 1 on its own thread, started by the guest's PSCI `CPU_ON`),
+//! emulating the guest's test device from `KVM_EXIT_MMIO` exits in
+//! userspace; with a signature, the same guest again in a protected VM whose
+//! image KCore verifies (`KSERV_VM_VERIFY_IMAGE`).
+//!
+//! One line per check, `kvmapi: <check>: PASS` or `kvmapi: <check>: FAIL
+//! <why>`, the guest's console as `kvmapi: guest: <line>`, and last
+//! `kvmapi: result: <p> passed, <f> failed`; the exit status is 0 only if
+//! nothing failed. The ioctls are raw system calls (no libc crate).
+
+use kcore_test_guest::testdev::{self, Width};
+use kcore_test_guest::{self as guest, Status};
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+// ---- system calls -------------------------------------------------------------------
+
+mod sys {
+    /// `ioctl`, `mmap` on aarch64 Linux.
+    const IOCTL: u64 = 29;
+    const MMAP: u64 = 222;
+
+    #[cfg(target_arch = "aarch64")]
+    fn syscall(n: u64, a: [u64; 6]) -> i64 {
+        let r: i64;
+        // SAFETY: a Linux system call; the callers pass arguments the kernel
+        // validates itself (pointers it copies through with fault handling,
+        // or memory this process owns for the call's duration).
+        unsafe {
+            core::arch::asm!(
+                "svc #0",
+                inlateout("x0") a[0] => r,
+                in("x1") a[1],
+                in("x2") a[2],
+                in("x3") a[3],
+                in("x4") a[4],
+                in("x5") a[5],
+                in("x8") n,
+                options(nostack),
+            );
+        }
+        r
+    }
+
+    #[cfg(not(target_arch = "aarch64"))]
+    fn syscall(_n: u64, _a: [u64; 6]) -> i64 {
+        -38 // ENOSYS: only arm64 has /dev/kvm as KCore offers it.
+    }
+
+    /// `ioctl(fd, cmd, arg)`: the return value or the errno.
+    pub fn ioctl(fd: i32, cmd: u32, arg: u64) -> Result<i64, i32> {
+        let r = syscall(IOCTL, [fd as u64, u64::from(cmd), arg, 0, 0, 0]);
+        if r < 0 { Err(-r as i32) } else { Ok(r) }
+    }
+
+    /// `mmap(NULL, len, READ|WRITE, flags, fd, 0)`.
+    pub fn mmap(len: usize, flags: u64, fd: i32) -> Result<*mut u8, i32> {
+        let r = syscall(MMAP, [0, len as u64, 3, flags, fd as u64, 0]);
+        if (-4095..0).contains(&r) {
+            Err(-r as i32)
+        } else {
+            Ok(r as *mut u8)
+        }
+    }
+
+    /// `MAP_SHARED`.
+    pub const MAP_SHARED: u64 = 0x01;
+    /// `MAP_PRIVATE | MAP_ANONYMOUS`.
+    pub const MAP_ANON: u64 = 0x22;
+}
+
+const EPERM: i32 = 1;
+const ENOENT: i32 = 2;
+const EINTR: i32 = 4;
+const ENXIO: i32 = 6;
+const E2BIG: i32 = 7;
+const ENOEXEC: i32 = 8;
+const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+const EINVAL: i32 = 22;
+const EFAULT: i32 = 14;
+
+// KVM's numbers (include/uapi/linux/kvm.h, arm64).
+const fn ioc(dir: u32, nr: u32, size: u32) -> u32 {
+    dir << 30 | size << 16 | 0xAE << 8 | nr
+}
+const GET_API_VERSION: u32 = ioc(0, 0x00, 0);
+const CREATE_VM: u32 = ioc(0, 0x01, 0);
+const CHECK_EXTENSION: u32 = ioc(0, 0x03, 0);
+const GET_VCPU_MMAP_SIZE: u32 = ioc(0, 0x04, 0);
+const CREATE_VCPU: u32 = ioc(0, 0x41, 0);
+const SET_USER_MEMORY_REGION: u32 = ioc(1, 0x46, 32);
+const IRQ_LINE: u32 = ioc(1, 0x61, 8);
+const RUN: u32 = ioc(0, 0x80, 0);
+const GET_ONE_REG: u32 = ioc(1, 0xAB, 16);
+const SET_ONE_REG: u32 = ioc(1, 0xAC, 16);
+const ARM_VCPU_INIT: u32 = ioc(1, 0xAE, 32);
+const ARM_PREFERRED_TARGET: u32 = ioc(2, 0xAF, 32);
+const GET_REG_LIST: u32 = ioc(3, 0xB0, 8);
+const CREATE_DEVICE: u32 = ioc(3, 0xE0, 12);
+const SET_DEVICE_ATTR: u32 = ioc(1, 0xE1, 24);
+const GET_DEVICE_ATTR: u32 = ioc(1, 0xE2, 24);
+const KSERV_VM_VERIFY_IMAGE: u32 = ioc(1, 0xF0, 24);
+
+const CAP_IRQCHIP: u64 = 0;
+const CAP_USER_MEMORY: u64 = 3;
+const CAP_NR_MEMSLOTS: u64 = 10;
+const CAP_MAX_VCPUS: u64 = 66;
+const CAP_ONE_REG: u64 = 70;
+const CAP_READONLY_MEM: u64 = 81;
+const CAP_DEVICE_CTRL: u64 = 89;
+const CAP_ARM_PSCI_0_2: u64 = 102;
+const CAP_IMMEDIATE_EXIT: u64 = 136;
+const CAP_ARM_VM_IPA_SIZE: u64 = 165;
+const CAP_ARM_PROTECTED_VM: u64 = 0xFFBA_DAB1;
+const VM_PROTECTED: u64 = 1 << 31;
+
+const REG_U32: u64 = 0x6020_0000_0010_0000;
+const REG_U64: u64 = 0x6030_0000_0010_0000;
+const REG_U128: u64 = 0x6040_0000_0010_0000;
+const fn core64(off: u64) -> u64 {
+    REG_U64 | off
+}
+const REG_PC: u64 = core64(64);
+const REG_PSTATE: u64 = core64(66);
+const REG_X0: u64 = core64(0);
+const fn sysreg(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64) -> u64 {
+    0x6030_0000_0013_0000 | op0 << 14 | op1 << 11 | crn << 7 | crm << 3 | op2
+}
+const REG_MPIDR: u64 = sysreg(3, 0, 0, 0, 5);
+const REG_TIMER_CNT: u64 = sysreg(3, 3, 14, 3, 2);
+const REG_PSCI_VERSION: u64 = 0x6030_0000_0014_0000;
+
+const EXIT_MMIO: u32 = 6;
+const EXIT_SYSTEM_EVENT: u32 = 24;
+const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+
+/// Where the vGIC goes (QEMU `virt`'s layout).
+const GICD_BASE: u64 = 0x0800_0000;
+const GICR_BASE: u64 = 0x080A_0000;
+
+// ---- checks ---------------------------------------------------------------------------
+
+struct Checks {
+    passed: u32,
+    failed: u32,
+}
+
+impl Checks {
+    fn check(&mut self, name: &str, ok: bool, why: impl FnOnce() -> String) {
+        if ok {
+            self.passed += 1;
+            println!("kvmapi: {name}: PASS");
+        } else {
+            self.failed += 1;
+            println!("kvmapi: {name}: FAIL {}", why());
+        }
+    }
+
+    /// `r` must be `Ok(want)`.
+    fn ok(&mut self, name: &str, r: Result<i64, i32>, want: i64) {
+        self.check(name, r == Ok(want), || {
+            format!("got {r:?}, expected Ok({want})")
+        });
+    }
+
+    /// `r` must fail with `errno`.
+    fn errno(&mut self, name: &str, r: Result<i64, i32>, errno: i32) {
+        self.check(name, r == Err(errno), || {
+            format!("got {r:?}, expected errno {errno}")
+        });
+    }
+}
+
+fn ioctl(fd: &impl AsRawFd, cmd: u32, arg: u64) -> Result<i64, i32> {
+    sys::ioctl(fd.as_raw_fd(), cmd, arg)
+}
+
+fn ptr<T>(v: &T) -> u64 {
+    v as *const T as u64
+}
+
+/// For an ioctl that writes `v`.
+fn ptr_mut<T>(v: &mut T) -> u64 {
+    v as *mut T as u64
+}
+
+fn owned(fd: i64) -> OwnedFd {
+    // SAFETY: `fd` is a descriptor a KVM ioctl just returned to this
+    // process, owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+}
+
+fn region(slot: u32, flags: u32, gpa: u64, size: u64, uaddr: u64) -> [u64; 4] {
+    [u64::from(slot) | u64::from(flags) << 32, gpa, size, uaddr]
+}
+
+fn set_region(vm: &OwnedFd, r: [u64; 4]) -> Result<i64, i32> {
+    ioctl(vm, SET_USER_MEMORY_REGION, ptr(&r))
+}
+
+fn get_reg(vcpu: &OwnedFd, id: u64) -> Result<u64, i32> {
+    let mut v = [0u64; 2];
+    let one = [id, v.as_mut_ptr() as u64];
+    ioctl(vcpu, GET_ONE_REG, ptr(&one)).map(|_| v[0])
+}
+
+fn set_reg(vcpu: &OwnedFd, id: u64, value: u64) -> Result<i64, i32> {
+    let v = [value, 0];
+    let one = [id, v.as_ptr() as u64];
+    ioctl(vcpu, SET_ONE_REG, ptr(&one))
+}
+
+fn vcpu_init(vcpu: &OwnedFd, target: u32, features: u32) -> Result<i64, i32> {
+    let mut init = [0u32; 8];
+    init[0] = target;
+    init[1] = features;
+    ioctl(vcpu, ARM_VCPU_INIT, ptr(&init))
+}
+
+fn device_attr(dev: &OwnedFd, cmd: u32, group: u32, attr: u64, addr: u64) -> Result<i64, i32> {
+    let a = [u64::from(group) << 32, attr, addr];
+    ioctl(dev, cmd, ptr(&a))
+}
+
+/// Anonymous, page-aligned memory for guest RAM.
+fn anon(len: usize) -> Result<&'static mut [u8], i32> {
+    let p = sys::mmap(len, sys::MAP_ANON, -1)?;
+    // SAFETY: a fresh private mapping of `len` bytes, never unmapped.
+    Ok(unsafe { core::slice::from_raw_parts_mut(p, len) })
+}
+
+/// The entry point.
+pub fn main(args: &[String]) -> ExitCode {
+    let mut c = Checks {
+        passed: 0,
+        failed: 0,
+    };
+    match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(kvm) => {
+            let target = system(&mut c, &kvm);
+            if let Err(e) = vm_checks(&mut c, &kvm, target) {
+                c.check("vm", false, || e);
+            }
+            if let Some(path) = args.first() {
+                match std::fs::read(path) {
+                    Ok(image) => {
+                        run_guest(&mut c, &kvm, target, &image, None);
+                        if let Some(sig) = args.get(1) {
+                            match std::fs::read(sig) {
+                                Ok(sig) => run_guest(&mut c, &kvm, target, &image, Some(&sig)),
+                                Err(e) => c.check("signature", false, || format!("{sig}: {e}")),
+                            }
+                        }
+                    }
+                    Err(e) => c.check("image", false, || format!("{path}: {e}")),
+                }
+            }
+        }
+        Err(e) => c.check("open", false, || format!("/dev/kvm: {e}")),
+    }
+    println!("kvmapi: result: {} passed, {} failed", c.passed, c.failed);
+    if c.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The system fd; returns the preferred target.
+fn system(c: &mut Checks, kvm: &File) -> u32 {
+    c.ok("api-version", ioctl(kvm, GET_API_VERSION, 0), 12);
+    c.errno("api-version-arg", ioctl(kvm, GET_API_VERSION, 1), EINVAL);
+    c.ok("mmap-size", ioctl(kvm, GET_VCPU_MMAP_SIZE, 0), 4096);
+    c.errno("unknown-ioctl", ioctl(kvm, ioc(0, 0x7F, 0), 0), EINVAL);
+    for (name, cap, want) in [
+        ("cap-user-memory", CAP_USER_MEMORY, 1),
+        ("cap-one-reg", CAP_ONE_REG, 1),
+        ("cap-psci-0.2", CAP_ARM_PSCI_0_2, 1),
+        ("cap-irqchip", CAP_IRQCHIP, 1),
+        ("cap-device-ctrl", CAP_DEVICE_CTRL, 1),
+        ("cap-immediate-exit", CAP_IMMEDIATE_EXIT, 1),
+        ("cap-readonly-mem", CAP_READONLY_MEM, 1),
+        ("cap-protected-vm", CAP_ARM_PROTECTED_VM, 1),
+        ("cap-max-vcpus", CAP_MAX_VCPUS, 64),
+        ("cap-nr-memslots", CAP_NR_MEMSLOTS, 32),
+        ("cap-unknown", 9999, 0),
+    ] {
+        c.ok(name, ioctl(kvm, CHECK_EXTENSION, cap), want);
+    }
+    let ipa = ioctl(kvm, CHECK_EXTENSION, CAP_ARM_VM_IPA_SIZE);
+    c.check(
+        "cap-ipa-size",
+        ipa.is_ok_and(|b| (40..=48).contains(&b)),
+        || format!("{ipa:?}"),
+    );
+    for (name, ty) in [
+        ("create-vm-bad-bits", 1 << 8),
+        ("create-vm-ipa-31", 31),
+        ("create-vm-ipa-too-big", 60),
+    ] {
+        c.errno(name, ioctl(kvm, CREATE_VM, ty), EINVAL);
+    }
+    let vm = ioctl(kvm, CREATE_VM, 33).map(owned);
+    c.check("create-vm-ipa-33", vm.is_ok(), || {
+        format!("{:?}", vm.as_ref().err())
+    });
+    let vm = ioctl(kvm, CREATE_VM, VM_PROTECTED).map(owned);
+    c.check("create-vm-protected", vm.is_ok(), || {
+        format!("{:?}", vm.as_ref().err())
+    });
+    let mut init = [0u32; 8];
+    let vm = ioctl(kvm, CREATE_VM, 0).map(owned);
+    let r = vm
+        .as_ref()
+        .map_err(|e| *e)
+        .and_then(|vm| ioctl(vm, ARM_PREFERRED_TARGET, init.as_mut_ptr() as u64));
+    c.check(
+        "preferred-target",
+        r == Ok(0) && init[1..] == [0; 7],
+        || format!("{r:?} {init:?}"),
+    );
+    init[0]
+}
+
+/// A non-protected and a protected VM, without running them.
+fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
+    let vm = owned(ioctl(kvm, CREATE_VM, 0).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?);
+    c.ok(
+        "vm-check-extension",
+        ioctl(&vm, CHECK_EXTENSION, CAP_MAX_VCPUS),
+        64,
+    );
+    c.errno("vm-unknown-ioctl", ioctl(&vm, ioc(0, 0x7F, 0), 0), EINVAL);
+    let mem = anon(4 << 20).map_err(|e| format!("mmap: errno {e}"))?;
+    let ua = mem.as_ptr() as u64;
+    let gb = 0x4000_0000;
+    c.ok(
+        "memslot-add",
+        set_region(&vm, region(0, 0, gb, 2 << 20, ua)),
+        0,
+    );
+    c.ok(
+        "memslot-same",
+        set_region(&vm, region(0, 0, gb, 2 << 20, ua)),
+        0,
+    );
+    c.errno(
+        "memslot-overlap",
+        set_region(&vm, region(1, 0, gb + 0x10_0000, 0x1000, ua)),
+        EEXIST,
+    );
+    c.errno(
+        "memslot-resize",
+        set_region(&vm, region(0, 0, gb, 1 << 20, ua)),
+        EINVAL,
+    );
+    c.errno(
+        "memslot-misaligned",
+        set_region(&vm, region(1, 0, 0x5000_0800, 0x1000, ua)),
+        EINVAL,
+    );
+    c.errno(
+        "memslot-size",
+        set_region(&vm, region(1, 0, 0x5000_0000, 0x1800, ua)),
+        EINVAL,
+    );
+    c.errno(
+        "memslot-id",
+        set_region(&vm, region(32, 0, 0x5000_0000, 0x1000, ua)),
+        EINVAL,
+    );
+    c.errno(
+        "memslot-dirty-log",
+        set_region(&vm, region(1, 1, 0x5000_0000, 0x1000, ua)),
+        EINVAL,
+    );
+    c.errno(
+        "memslot-beyond-ipa",
+        set_region(&vm, region(1, 0, 1 << 40, 0x1000, ua)),
+        EFAULT,
+    );
+    let rom = ua + (2 << 20);
+    c.ok(
+        "memslot-readonly",
+        set_region(&vm, region(2, 2, 0x5000_0000, 0x1000, rom)),
+        0,
+    );
+    c.ok("memslot-delete", set_region(&vm, region(2, 0, 0, 0, 0)), 0);
+    c.errno(
+        "memslot-delete-again",
+        set_region(&vm, region(2, 0, 0, 0, 0)),
+        EINVAL,
+    );
+
+    let vcpu =
+        owned(ioctl(&vm, CREATE_VCPU, 0).map_err(|e| format!("KVM_CREATE_VCPU: errno {e}"))?);
+    c.errno("vcpu-duplicate", ioctl(&vm, CREATE_VCPU, 0), EEXIST);
+    c.errno("vcpu-id-too-big", ioctl(&vm, CREATE_VCPU, 64), EINVAL);
+    c.errno(
+        "one-reg-before-init",
+        get_reg(&vcpu, REG_PC).map(|v| v as i64),
+        ENOEXEC,
+    );
+    c.errno("run-before-init", ioctl(&vcpu, RUN, 0), ENOEXEC);
+    c.errno("init-wrong-target", vcpu_init(&vcpu, target + 1, 0), EINVAL);
+    c.errno(
+        "init-unknown-feature",
+        vcpu_init(&vcpu, target, 1 << 7),
+        ENOENT,
+    );
+    c.errno("init-el1-32bit", vcpu_init(&vcpu, target, 1 << 1), EINVAL);
+    c.ok("init", vcpu_init(&vcpu, target, 1 << 2), 0);
+    c.errno(
+        "init-other-features",
+        vcpu_init(&vcpu, target, 1 << 2 | 1),
+        EINVAL,
+    );
+    let mut list = [0u64; 128];
+    list[0] = 1;
+    c.errno(
+        "reg-list-small",
+        ioctl(&vcpu, GET_REG_LIST, list.as_mut_ptr() as u64),
+        E2BIG,
+    );
+    let n = list[0] as usize;
+    c.check("reg-list-count", n == 100, || format!("n = {n}"));
+    list[0] = 127;
+    c.ok(
+        "reg-list",
+        ioctl(&vcpu, GET_REG_LIST, list.as_mut_ptr() as u64),
+        0,
+    );
+    let ids = &list[1..1 + n.min(127)];
+    let all = ids.iter().all(|&id| {
+        get_reg(&vcpu, id).is_ok() || id & 0x00F0_0000_0000_0000 == 0x0040_0000_0000_0000
+    });
+    c.check(
+        "reg-list-readable",
+        all && ids.contains(&REG_PC) && ids.contains(&REG_TIMER_CNT),
+        || format!("{ids:x?}"),
+    );
+    c.check(
+        "pstate-reset",
+        get_reg(&vcpu, REG_PSTATE) == Ok(0x3C5),
+        || format!("{:?}", get_reg(&vcpu, REG_PSTATE)),
+    );
+    c.check(
+        "mpidr",
+        get_reg(&vcpu, REG_MPIDR) == Ok(0x8000_0000),
+        || format!("{:?}", get_reg(&vcpu, REG_MPIDR)),
+    );
+    c.ok(
+        "set-x5",
+        set_reg(&vcpu, core64(10), 0x1234_5678_9abc_def0),
+        0,
+    );
+    c.check(
+        "get-x5",
+        get_reg(&vcpu, core64(10)) == Ok(0x1234_5678_9abc_def0),
+        || format!("{:?}", get_reg(&vcpu, core64(10))),
+    );
+    c.errno(
+        "set-pstate-aarch32",
+        set_reg(&vcpu, REG_PSTATE, 0x10),
+        EINVAL,
+    );
+    c.errno(
+        "reg-wrong-size",
+        get_reg(&vcpu, REG_U32 | 64).map(|v| v as i64),
+        EINVAL,
+    );
+    c.errno(
+        "reg-past-kvm-regs",
+        get_reg(&vcpu, core64(216)).map(|v| v as i64),
+        ENOENT,
+    );
+    c.errno(
+        "reg-unknown-sysreg",
+        get_reg(&vcpu, sysreg(3, 0, 0, 0, 0)).map(|v| v as i64),
+        ENOENT,
+    );
+    let v = [0x1111_2222_3333_4444u64, 0x5555_6666_7777_8888];
+    let one = [REG_U128 | (84 + 4 * 3), v.as_ptr() as u64];
+    c.ok("set-v3", ioctl(&vcpu, SET_ONE_REG, ptr(&one)), 0);
+    let mut back = [0u64; 2];
+    let one = [REG_U128 | (84 + 4 * 3), back.as_mut_ptr() as u64];
+    let r = ioctl(&vcpu, GET_ONE_REG, ptr(&one));
+    c.check("get-v3", r == Ok(0) && back == v, || {
+        format!("{r:?} {back:x?}")
+    });
+    let fpcr = 0x0300_0000u32;
+    let one = [REG_U32 | 213, ptr(&fpcr)];
+    c.ok("set-fpcr", ioctl(&vcpu, SET_ONE_REG, ptr(&one)), 0);
+    let t0 = get_reg(&vcpu, REG_TIMER_CNT);
+    let t1 = get_reg(&vcpu, REG_TIMER_CNT);
+    c.check(
+        "timer-cnt",
+        matches!((t0, t1), (Ok(a), Ok(b)) if b >= a),
+        || format!("{t0:?} {t1:?}"),
+    );
+    c.ok(
+        "psci-version",
+        get_reg(&vcpu, REG_PSCI_VERSION).map(|v| v as i64),
+        0x1_0001,
+    );
+    c.errno(
+        "verify-non-protected",
+        ioctl(&vm, KSERV_VM_VERIFY_IMAGE, ptr(&[gb, 4096u64, ua])),
+        EINVAL,
+    );
+    let irq = [1u32 << 24 | 40, 1];
+    c.errno("irq-line-no-vgic", ioctl(&vm, IRQ_LINE, ptr(&irq)), ENXIO);
+    let mut dev = [0u32, 0, 0];
+    dev[0] = 5;
+    c.errno(
+        "create-vgic-v2",
+        ioctl(&vm, CREATE_DEVICE, dev.as_mut_ptr() as u64),
+        ENODEV,
+    );
+    dev = [7, 0, 1];
+    c.ok(
+        "create-vgic-v3-test",
+        ioctl(&vm, CREATE_DEVICE, dev.as_mut_ptr() as u64),
+        0,
+    );
+
+    // A protected VM: registers are KCore's.
+    let pvm = owned(
+        ioctl(kvm, CREATE_VM, VM_PROTECTED)
+            .map_err(|e| format!("protected KVM_CREATE_VM: errno {e}"))?,
+    );
+    let pv = owned(
+        ioctl(&pvm, CREATE_VCPU, 0).map_err(|e| format!("protected KVM_CREATE_VCPU: errno {e}"))?,
+    );
+    c.ok("protected-init", vcpu_init(&pv, target, 1 << 2), 0);
+    c.errno(
+        "protected-get-x0",
+        get_reg(&pv, REG_X0).map(|v| v as i64),
+        EPERM,
+    );
+    c.ok("protected-set-pc", set_reg(&pv, REG_PC, 0x4000_0000), 0);
+    c.ok(
+        "protected-set-pstate-reset",
+        set_reg(&pv, REG_PSTATE, 0x3C5),
+        0,
+    );
+    c.errno(
+        "protected-set-pstate-other",
+        set_reg(&pv, REG_PSTATE, 0x3C4),
+        EPERM,
+    );
+    c.errno("protected-set-x1", set_reg(&pv, core64(2), 5), EPERM);
+    c.ok(
+        "protected-mpidr",
+        get_reg(&pv, REG_MPIDR).map(|v| v as i64),
+        0x8000_0000,
+    );
+    Ok(())
+}
+
+// ---- running the test guest ------------------------------------------------------------
+
+/// What the test device saw.
+#[derive(Default)]
+struct Device {
+    scratch: AtomicU64,
+    status: AtomicU64,
+    checksum: AtomicU64,
+}
+
+/// One vCPU's fd and its mmap'd `struct kvm_run`.
+struct Vcpu {
+    fd: OwnedFd,
+    run: *mut u8,
+}
+
+// SAFETY: the kvm_run mapping is used by the one thread that owns the Vcpu.
+unsafe impl Send for Vcpu {}
+
+impl Vcpu {
+    fn run_u32(&self, off: usize) -> u32 {
+        // SAFETY: `off + 4` is inside the mapped page; the kernel writes it
+        // only during KVM_RUN, which this thread is not in.
+        unsafe { self.run.wrapping_add(off).cast::<u32>().read_volatile() }
+    }
+    fn run_u64(&self, off: usize) -> u64 {
+        // SAFETY: as in `run_u32`.
+        unsafe { self.run.wrapping_add(off).cast::<u64>().read_unaligned() }
+    }
+    fn set_run_u64(&self, off: usize, v: u64) {
+        // SAFETY: as in `run_u32`.
+        unsafe { self.run.wrapping_add(off).cast::<u64>().write_unaligned(v) }
+    }
+    fn set_immediate_exit(&self, v: u8) {
+        // SAFETY: byte 1 of the mapped page.
+        unsafe { self.run.wrapping_add(1).write_volatile(v) }
+    }
+}
+
+/// Runs a vCPU until the guest turns the machine off; the console lines it
+/// printed. `Err` with what went wrong.
+fn drive(v: &Vcpu, dev: &Device, idx: usize) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    loop {
+        match ioctl(&v.fd, RUN, 0) {
+            Ok(_) => {}
+            Err(EINTR) => continue,
+            Err(e) => return Err(format!("vCPU {idx}: KVM_RUN: errno {e}")),
+        }
+        match v.run_u32(8) {
+            EXIT_MMIO => {
+                let addr = v.run_u64(32);
+                let len = v.run_u32(48);
+                // SAFETY: byte 52 of the mapped page.
+                let write = unsafe { v.run.wrapping_add(52).read_volatile() } != 0;
+                let data = v.run_u64(40);
+                let width = match len {
+                    1 => Width::Byte,
+                    2 => Width::Half,
+                    4 => Width::Word,
+                    _ => Width::Double,
+                };
+                let off = addr.wrapping_sub(testdev::BASE);
+                if write {
+                    match off {
+                        testdev::CONSOLE => match data as u8 {
+                            b'\n' => {
+                                println!("kvmapi: guest: {line}");
+                                lines.push(std::mem::take(&mut line));
+                            }
+                            b => line.push(char::from(b)),
+                        },
+                        testdev::STATUS => dev.status.store(data, SeqCst),
+                        testdev::CHECKSUM => dev.checksum.store(data, SeqCst),
+                        testdev::SCRATCH => dev
+                            .scratch
+                            .store(testdev::scratch_store(data, width), SeqCst),
+                        _ => return Err(format!("vCPU {idx}: MMIO write at {addr:#x}")),
+                    }
+                } else {
+                    let value = if off == testdev::SCRATCH {
+                        testdev::scratch_load(dev.scratch.load(SeqCst), width)
+                    } else {
+                        0
+                    };
+                    v.set_run_u64(40, value);
+                }
+            }
+            EXIT_SYSTEM_EVENT => {
+                let ty = v.run_u32(32);
+                if ty != SYSTEM_EVENT_SHUTDOWN {
+                    return Err(format!("vCPU {idx}: system event {ty}"));
+                }
+                return Ok(lines);
+            }
+            r => {
+                return Err(format!(
+                    "vCPU {idx}: exit reason {r}, word {:#x}",
+                    v.run_u64(32)
+                ));
+            }
+        }
+    }
+}
+
+fn make_vcpu(vm: &OwnedFd, id: u64, target: u32, features: u32) -> Result<Vcpu, String> {
+    let fd =
+        owned(ioctl(vm, CREATE_VCPU, id).map_err(|e| format!("KVM_CREATE_VCPU {id}: errno {e}"))?);
+    vcpu_init(&fd, target, features).map_err(|e| format!("KVM_ARM_VCPU_INIT {id}: errno {e}"))?;
+    // PSCI 1.0, as the guest expects.
+    set_reg(&fd, REG_PSCI_VERSION, 0x1_0000).map_err(|e| format!("PSCI version: errno {e}"))?;
+    let run = sys::mmap(4096, sys::MAP_SHARED, fd.as_raw_fd())
+        .map_err(|e| format!("mmap kvm_run: errno {e}"))?;
+    Ok(Vcpu { fd, run })
+}
+
+/// The test guest through KVM_RUN (`sig`: in a protected VM).
+fn run_guest(c: &mut Checks, kvm: &File, target: u32, image: &[u8], sig: Option<&[u8]>) {
+    let tag = if sig.is_some() {
+        "protected-guest"
+    } else {
+        "guest"
+    };
+    let r = try_run_guest(c, kvm, target, image, sig, tag);
+    if let Err(e) = r {
+        c.check(tag, false, || e);
+    }
+}
+
+fn try_run_guest(
+    c: &mut Checks,
+    kvm: &File,
+    target: u32,
+    image: &[u8],
+    sig: Option<&[u8]>,
+    tag: &str,
+) -> Result<(), String> {
+    let ty = if sig.is_some() { VM_PROTECTED } else { 0 };
+    let vm = owned(ioctl(kvm, CREATE_VM, ty).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?);
+    let ram = anon(guest::RAM_SIZE as usize).map_err(|e| format!("mmap: errno {e}"))?;
+    ram[..image.len()].copy_from_slice(image);
+    set_region(
+        &vm,
+        region(0, 0, guest::RAM_BASE, guest::RAM_SIZE, ram.as_ptr() as u64),
+    )
+    .map_err(|e| format!("memory slot: errno {e}"))?;
+    if let Some(sig) = sig {
+        let r = ioctl(
+            &vm,
+            KSERV_VM_VERIFY_IMAGE,
+            ptr(&[guest::RAM_BASE, image.len() as u64, sig.as_ptr() as u64]),
+        );
+        c.ok(&format!("{tag}-verify"), r, 0);
+    }
+    let v0 = make_vcpu(&vm, 0, target, 1 << 2)?;
+    let v1 = make_vcpu(&vm, 1, target, 1 << 2 | 1)?;
+    let mut dev = [7u32, 0, 0];
+    ioctl(&vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
+        .map_err(|e| format!("KVM_CREATE_DEVICE: errno {e}"))?;
+    let gic = owned(i64::from(dev[1]));
+    for (attr, base) in [(2u64, GICD_BASE), (3, GICR_BASE)] {
+        device_attr(&gic, SET_DEVICE_ATTR, 0, attr, ptr(&base))
+            .map_err(|e| format!("vGIC address {attr}: errno {e}"))?;
+    }
+    let nr = 64u32;
+    device_attr(&gic, SET_DEVICE_ATTR, 3, 0, ptr(&nr))
+        .map_err(|e| format!("vGIC NR_IRQS: errno {e}"))?;
+    device_attr(&gic, SET_DEVICE_ATTR, 4, 0, 0).map_err(|e| format!("vGIC init: errno {e}"))?;
+    // The bare-metal guest never enables the distributor: its VMM does
+    // (GICD_CTLR.EnableGrp1), as it would restore it.
+    let ctlr = 2u32;
+    device_attr(&gic, SET_DEVICE_ATTR, 1, 0, ptr(&ctlr))
+        .map_err(|e| format!("GICD_CTLR: errno {e}"))?;
+    // Nor its redistributors: the timer PPI (27) enabled on both vCPUs.
+    let timer = 1u32 << 27;
+    for mpidr in [0u64, 1] {
+        device_attr(
+            &gic,
+            SET_DEVICE_ATTR,
+            5,
+            mpidr << 32 | 0x1_0100,
+            ptr(&timer),
+        )
+        .map_err(|e| format!("GICR_ISENABLER0: errno {e}"))?;
+    }
+    let mut back = 0u32;
+    let r = device_attr(&gic, GET_DEVICE_ATTR, 1, 4, ptr_mut(&mut back));
+    c.check(
+        &format!("{tag}-gicd-typer"),
+        r == Ok(0) && back & 0x1F == 1,
+        || format!("{r:?} {back:#x}"),
+    );
+    let mut base = 0u64;
+    let r = device_attr(&gic, GET_DEVICE_ATTR, 0, 2, ptr_mut(&mut base));
+    c.check(
+        &format!("{tag}-gicd-base"),
+        r == Ok(0) && base == GICD_BASE,
+        || format!("{r:?} {base:#x}"),
+    );
+    let spi = [1u32 << 24 | 40, 1];
+    c.ok(
+        &format!("{tag}-irq-line-spi"),
+        ioctl(&vm, IRQ_LINE, ptr(&spi)),
+        0,
+    );
+    let bad = [1u32 << 24 | 96, 1];
+    c.errno(
+        &format!("{tag}-irq-line-bad-spi"),
+        ioctl(&vm, IRQ_LINE, ptr(&bad)),
+        EINVAL,
+    );
+    let ppi = [2u32 << 24 | 5 << 16 | 20, 1];
+    c.errno(
+        &format!("{tag}-irq-line-bad-vcpu"),
+        ioctl(&vm, IRQ_LINE, ptr(&ppi)),
+        EINVAL,
+    );
+
+    set_reg(&v0.fd, REG_PC, guest::RAM_BASE).map_err(|e| format!("PC: errno {e}"))?;
+    set_reg(&v0.fd, REG_X0, guest::BOOT_X0).map_err(|e| format!("x0: errno {e}"))?;
+    v0.set_immediate_exit(1);
+    c.errno(
+        &format!("{tag}-immediate-exit"),
+        ioctl(&v0.fd, RUN, 0),
+        EINTR,
+    );
+    v0.set_immediate_exit(0);
+
+    let dev = Arc::new(Device::default());
+    let d1 = Arc::clone(&dev);
+    // vCPU 1 waits in KVM_RUN until the guest's CPU_ON; when the guest
+    // turns the machine off it stays stopped there, and the process's exit
+    // ends it (and closes every fd, which tears the VM down).
+    std::thread::spawn(move || {
+        let r = drive(&v1, &d1, 1);
+        if let Err(e) = r {
+            println!("kvmapi: {e}");
+        }
+    });
+    let lines = drive(&v0, &dev, 0)?;
+    let status = Status::from_word(dev.status.load(SeqCst));
+    let passes = lines.iter().filter(|l| l.ends_with(": PASS")).count();
+    c.check(
+        tag,
+        status.all_passed() && passes == guest::TESTS.len(),
+        || {
+            format!(
+                "{} passed, {} failed, {passes} PASS lines of {}",
+                status.passed,
+                status.failed,
+                guest::TESTS.len()
+            )
+        },
+    );
+    let sum = dev.checksum.load(SeqCst);
+    c.check(
+        &format!("{tag}-checksum"),
+        sum == guest::expected_checksum(),
+        || format!("{sum:#x}, expected {:#x}", guest::expected_checksum()),
+    );
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! KServ's `kvmapi` test drives `/dev/kvm` from userspace as a VMM would
+//! (`kserv-tools kvmapi`, `kserv-shim/initramfs/tests/kvmapi`): the KVM API's
+//! ioctls and their errnos, then `kcore-test-guest` through `KVM_RUN` in a
+//! non-protected and in a protected VM with two vCPUs each, its test device
+//! emulated in userspace. On the GICv3 `virt` machine with four Cortex-A72
+//! CPUs every check must pass, the guest's every test must pass in both VMs,
+//! each VM must be torn down with every page back once the tool exits, and
+//! `version` must pass afterwards (KCore keeps serving).
+
+use kcore_qemu::kserv::Verdict;
+use kcore_qemu::{Boot, Machine};
+use kcore_systests::{Failure, TestResult, batch, kcore_image};
+use kcore_test_guest::TESTS;
+
+#[test]
+fn the_kvm_api_runs_the_test_guest() -> TestResult {
+    let name = "kvmapi";
+    let boot = Boot::Kcore {
+        image: kcore_image()?,
+    };
+    let (report, run) = batch(
+        name,
+        Machine::virt_gicv3().with_smp(4),
+        boot,
+        &["kvmapi", "version"],
+    )?;
+    let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
+    let order: Vec<&str> = report.tests.iter().map(|t| t.name.as_str()).collect();
+    if order != ["kvmapi", "version"]
+        || report.verdict("kvmapi") != Some(Verdict::Pass)
+        || report.verdict("version") != Some(Verdict::Pass)
+    {
+        return Err(fail(format!(
+            "expected `kvmapi` and `version` to pass, got {:?}",
+            report.tests
+        )));
+    }
+    // Every check of the tool passed, and both guests (non-protected,
+    // protected) passed every test.
+    let detail = report
+        .tests
+        .iter()
+        .find(|t| t.name == "kvmapi")
+        .map(|t| t.detail.clone())
+        .unwrap_or_default();
+    let guests = format!(
+        "2 guest runs (non-protected, protected) passed all {} tests",
+        TESTS.len()
+    );
+    if !detail.contains(" 0 failed") || !detail.contains(&guests) {
+        return Err(fail(format!(
+            "`kvmapi` says `{detail}`, expected `0 failed` and `{guests}`"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! The numbers of the KVM API this VMM uses, as plain constants so the code
+//! that computes with them is host-testable (`kvm-bindings` only has the arm64
+//! definitions when built for aarch64; there, `vm.rs` checks each constant
+//! against the bindings at compile time).
+//!
+//! Sources: Linux `Documentation/virt/kvm/api.rst` and
+//! `arch/arm64/include/uapi/asm/kvm.h` (6.1), and, for
+//! [`KVM_VM_TYPE_ARM_PROTECTED`] and [`KSERV_VM_VERIFY_IMAGE`], KServ's own
+//! extension of the API (`docs/vmm.md`).
+
+/// `KVM_REG_ARM64`: the architecture field of a `ONE_REG` id.
+pub const KVM_REG_ARM64: u64 = 0x6000_0000_0000_0000;
+/// `KVM_REG_SIZE_U64`: the size field of a 64-bit register's id.
+pub const KVM_REG_SIZE_U64: u64 = 0x0030_0000_0000_0000;
+/// `KVM_REG_ARM_CORE`: the coprocessor field of the core registers
+/// (`struct kvm_regs`, indexed in 32-bit words).
+pub const KVM_REG_ARM_CORE: u64 = 0x0010 << 16;
+
+/// Offset of `regs.regs[0]` (x0) in `struct kvm_regs`.
+const KVM_REGS_X0_OFFSET: u64 = 0;
+/// Offset of `regs.pc` in `struct kvm_regs`: after x0..x30 and sp.
+const KVM_REGS_PC_OFFSET: u64 = 8 * 32;
+
+/// The `ONE_REG` id of a core register at byte `offset` in `struct kvm_regs`.
+pub const fn core_reg_id(offset: u64) -> u64 {
+    KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offset / 4)
+}
+
+/// `ONE_REG` id of the vCPU's `x0`.
+pub const REG_X0: u64 = core_reg_id(KVM_REGS_X0_OFFSET);
+/// `ONE_REG` id of the vCPU's `pc`.
+pub const REG_PC: u64 = core_reg_id(KVM_REGS_PC_OFFSET);
+
+/// `KVM_ARM_VCPU_INIT` feature bit: the vCPU starts powered off (a PSCI
+/// `CPU_ON` starts it).
+pub const KVM_ARM_VCPU_POWER_OFF: u32 = 0;
+/// `KVM_ARM_VCPU_INIT` feature bit: in-kernel PSCI 0.2 and later.
+pub const KVM_ARM_VCPU_PSCI_0_2: u32 = 2;
+
+/// `KVM_DEV_TYPE_ARM_VGIC_V3` for `KVM_CREATE_DEVICE`.
+pub const KVM_DEV_TYPE_ARM_VGIC_V3: u32 = 7;
+/// vGIC attribute group: base addresses.
+pub const KVM_DEV_ARM_VGIC_GRP_ADDR: u32 = 0;
+/// vGIC attribute group: number of interrupts (a `u32`, multiple of 32).
+pub const KVM_DEV_ARM_VGIC_GRP_NR_IRQS: u32 = 3;
+/// vGIC attribute group: control.
+pub const KVM_DEV_ARM_VGIC_GRP_CTRL: u32 = 4;
+/// vGIC control attribute: initialise now.
+pub const KVM_DEV_ARM_VGIC_CTRL_INIT: u64 = 0;
+/// vGIC address attribute: GICv3 distributor.
+pub const KVM_VGIC_V3_ADDR_TYPE_DIST: u64 = 2;
+/// vGIC address attribute: the first GICv3 redistributor (one 128 KiB frame
+/// pair per vCPU follows it).
+pub const KVM_VGIC_V3_ADDR_TYPE_REDIST: u64 = 3;
+
+/// `KVM_IRQ_LINE` on arm64: the `irq_type` field's shift.
+pub const KVM_ARM_IRQ_TYPE_SHIFT: u32 = 24;
+/// `irq_type` of an SPI of the in-kernel GIC; `irq_id` is its INTID
+/// (32..=1019).
+pub const KVM_ARM_IRQ_TYPE_SPI: u32 = 1;
+
+/// `KVM_SYSTEM_EVENT_SHUTDOWN`: the guest powered off (PSCI `SYSTEM_OFF`).
+pub const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+/// `KVM_SYSTEM_EVENT_RESET`: the guest asked for a reset (PSCI
+/// `SYSTEM_RESET`).
+pub const KVM_SYSTEM_EVENT_RESET: u32 = 2;
+/// `KVM_SYSTEM_EVENT_CRASH`.
+pub const KVM_SYSTEM_EVENT_CRASH: u32 = 3;
+
+/// `KVM_VM_TYPE_ARM_IPA_SIZE_MASK`: the low byte of the `KVM_CREATE_VM` type
+/// is the IPA size in bits (0: the default, 40).
+pub const KVM_VM_TYPE_ARM_IPA_SIZE_MASK: u64 = 0xff;
+/// The IPA size a VM gets with IPA bits 0.
+pub const KVM_DEFAULT_IPA_BITS: u32 = 40;
+/// The smallest IPA size `KVM_CREATE_VM` accepts.
+pub const KVM_MIN_IPA_BITS: u32 = 32;
+
+/// `KVM_CREATE_VM` type flag of a protected VM, as Android's pKVM defines it
+/// (`KVM_VM_TYPE_ARM_PROTECTED`). **KServ's extension**: stock KVM (Debian's
+/// 6.1) has no protected VMs and fails `KVM_CREATE_VM` with `EINVAL`.
+pub const KVM_VM_TYPE_ARM_PROTECTED: u64 = 1 << 31;
+
+/// The `KVM_CREATE_VM` type for a VM with `ipa_bits` of IPA space (0: the
+/// default), protected or not.
+pub const fn vm_type(ipa_bits: u32, protected: bool) -> u64 {
+    let ipa = ipa_bits as u64 & KVM_VM_TYPE_ARM_IPA_SIZE_MASK;
+    if protected {
+        ipa | KVM_VM_TYPE_ARM_PROTECTED
+    } else {
+        ipa
+    }
+}
+
+/// `_IOC_WRITE`: userspace writes, the kernel reads.
+const IOC_WRITE: u64 = 1;
+
+/// `_IOW(ty, nr, size)` with the asm-generic layout arm64 uses: direction in
+/// bits 31:30, size in 29:16, type in 15:8, number in 7:0.
+pub const fn iow(ty: u64, nr: u64, size: u64) -> u64 {
+    (IOC_WRITE << 30) | (size << 16) | (ty << 8) | nr
+}
+
+/// The argument of [`KSERV_VM_VERIFY_IMAGE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KservVerifyImage {
+    /// Guest physical address of the image's first byte.
+    pub gpa: u64,
+    /// Length of the image in bytes (the signed length).
+    pub len: u64,
+    /// User pointer to the 64-byte Ed25519 signature.
+    pub sig_addr: u64,
+}
+
+/// KVM's ioctl type, `KVMIO`.
+pub const KVMIO: u64 = 0xAE;
+
+/// `KSERV_VM_VERIFY_IMAGE`, a VM ioctl: `_IOW(KVMIO, 0xF0, struct
+/// kserv_verify_image)`. **KServ's extension** of the KVM API: it asks KCore
+/// to verify the image at `gpa..gpa + len` of a protected VM against the
+/// signature, after KServ has lost write access to those pages; a protected
+/// vCPU does not run before. Stock KVM does not know the number (`ENOTTY`).
+pub const KSERV_VM_VERIFY_IMAGE: u64 = iow(KVMIO, 0xF0, size_of::<KservVerifyImage>() as u64);
+
+/// Length of the signature [`KSERV_VM_VERIFY_IMAGE`] points to.
+pub const SIGNATURE_LEN: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_register_ids() {
+        // As QEMU and kvmtool compute them: ARM64 | U64 | CORE | offset/4.
+        assert_eq!(REG_X0, 0x6030_0000_0010_0000);
+        assert_eq!(REG_PC, 0x6030_0000_0010_0040);
+    }
+
+    #[test]
+    fn verify_image_ioctl_number() {
+        assert_eq!(size_of::<KservVerifyImage>(), 24);
+        assert_eq!(KSERV_VM_VERIFY_IMAGE, 0x4018_AEF0);
+        // The same formula as vmm-sys-util's `_IOW` (used for KVM's own
+        // numbers), for a known KVM ioctl: KVM_IRQ_LINE = _IOW(KVMIO, 0x61,
+        // struct kvm_irq_level (8 bytes)).
+        assert_eq!(iow(KVMIO, 0x61, 8), 0x4008_AE61);
+    }
+
+    #[test]
+    fn vm_types() {
+        assert_eq!(vm_type(0, false), 0);
+        assert_eq!(vm_type(32, false), 32);
+        assert_eq!(vm_type(40, true), 0x8000_0028);
+        assert_eq!(vm_type(0, true), 1 << 31);
+    }
+}

@@ -1,0 +1,209 @@
+//! `kcore-vmm` and the Linux guest it boots in KServ's `kvmguest` test.
+//!
+//! - `kcore-vmm` (`vmm/`) built for `aarch64-unknown-linux-musl` and
+//!   stripped to `build/kserv/kcore-vmm`;
+//! - the guest's initramfs `build/kserv/guest/initrd.cpio`: Debian's static
+//!   busybox, `vmm/guest/init` and Debian's `virtio_mmio`, `virtio_console`
+//!   and `virtio_blk` modules (of the same kernel: the guest kernel is the
+//!   `Image` KServ runs);
+//! - `build/kserv/guest/Image.sig`, the guest kernel's Ed25519 signature made
+//!   with the build's key (`build/keys/vm-signing.key`) for `--protected`;
+//! - `build/kserv/guest/expected`: the line the guest's `/init` must print
+//!   for its workload, `KCORE-GUEST: checksum <sha512 of seq 1 N>`, computed
+//!   here from the same data.
+//!
+//! [`crate::build::initramfs`] puts them into KServ's initramfs as
+//! `/usr/bin/kcore-vmm` and `/lib/kserv/guest/{Image,Image.sig,initrd.cpio,
+//! expected}`.
+
+use super::cpio::{Entry, archive};
+use super::{cargo, cmd, keys};
+use crate::fetch::Fetched;
+use crate::{paths, sign};
+use anyhow::{Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The VMM's target.
+const TARGET: &str = "aarch64-unknown-linux-musl";
+/// The package and its binary.
+const PACKAGE: &str = "kcore-vmm";
+/// `seq 1 SEQ_COUNT` is the guest's workload (`COUNT` in `vmm/guest/init`).
+pub const SEQ_COUNT: u32 = 100_000;
+/// The modules the guest loads, under the kernel's `lib/modules/<release>/`.
+const MODULES: &[&str] = &[
+    "kernel/drivers/virtio/virtio_mmio.ko",
+    "kernel/drivers/char/virtio_console.ko",
+    "kernel/drivers/block/virtio_blk.ko",
+];
+
+/// What KServ's initramfs gets.
+pub struct Guest {
+    /// The stripped static VMM.
+    pub vmm: PathBuf,
+    /// The guest kernel (KServ's own `Image`).
+    pub kernel: PathBuf,
+    /// Its signature.
+    pub kernel_sig: [u8; 64],
+    /// The guest's initramfs.
+    pub initrd: Vec<u8>,
+    /// The checksum line the guest must print, with a newline.
+    pub expected: String,
+}
+
+/// What `seq 1 count` prints.
+pub fn seq_output(count: u32) -> String {
+    (1..=count).map(|i| format!("{i}\n")).collect()
+}
+
+/// The line the guest prints for its workload.
+pub fn expected_line(count: u32) -> String {
+    let digest = ed25519_compact::sha512::Hash::hash(seq_output(count).as_bytes());
+    format!("KCORE-GUEST: checksum {}", keys::hex(&digest))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The guest's initramfs.
+fn initrd(fetched: &Fetched) -> Result<Vec<u8>> {
+    // `config` is `<extracted package>/boot/config-<release>`.
+    let modules = fetched
+        .config
+        .parent()
+        .and_then(Path::parent)
+        .context("the kernel package's config has no parent directory")?
+        .join("lib")
+        .join("modules")
+        .join(&fetched.release);
+    let dir = |path: &str| Entry::Dir {
+        path: path.into(),
+        mode: 0o755,
+    };
+    let mut e: Vec<Entry> = [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "lib",
+        "lib/modules",
+    ]
+    .into_iter()
+    .map(dir)
+    .collect();
+    e.push(Entry::CharDev {
+        path: "dev/console".into(),
+        mode: 0o600,
+        major: 5,
+        minor: 1,
+    });
+    e.push(Entry::File {
+        path: "bin/busybox".into(),
+        mode: 0o755,
+        data: read(&fetched.busybox)?,
+    });
+    e.push(Entry::Symlink {
+        path: "bin/sh".into(),
+        target: "busybox".into(),
+    });
+    e.push(Entry::File {
+        path: "init".into(),
+        mode: 0o755,
+        data: read(&paths::root().join("vmm").join("guest").join("init"))?,
+    });
+    for m in MODULES {
+        let name = Path::new(m)
+            .file_name()
+            .context("module path without a name")?
+            .to_string_lossy();
+        e.push(Entry::File {
+            path: format!("lib/modules/{name}"),
+            mode: 0o644,
+            data: read(&modules.join(m))?,
+        });
+    }
+    Ok(archive(&e))
+}
+
+/// Builds the VMM and the guest's files into `build/kserv/`; prints one step
+/// line. The signing key must exist ([`keys::ensure`]).
+pub fn build(fetched: &Fetched) -> Result<Guest> {
+    let exe = cargo::build(PACKAGE, &["--bin", PACKAGE], TARGET, PACKAGE, "bin")?
+        .into_iter()
+        .next()
+        .context("no kcore-vmm executable")?;
+    let kserv = paths::build_dir().join("kserv");
+    let guest_dir = kserv.join("guest");
+    fs::create_dir_all(&guest_dir)
+        .with_context(|| format!("cannot create {}", guest_dir.display()))?;
+    let vmm = kserv.join("kcore-vmm");
+    let tmp = vmm.with_extension("strip~");
+    cmd::run(
+        Command::new("aarch64-linux-gnu-strip")
+            .arg("-o")
+            .arg(&tmp)
+            .arg(&exe),
+    )?;
+    let vmm_bytes = read(&tmp)?;
+    fs::remove_file(&tmp).ok();
+    let mut changed = cmd::write_if_changed(&vmm, &vmm_bytes)?;
+
+    let initrd = initrd(fetched)?;
+    changed |= cmd::write_if_changed(&guest_dir.join("initrd.cpio"), &initrd)?;
+    let pair = keys::load_secret(&keys::secret_path())?;
+    let kernel_sig = sign::sign(&pair, &read(&fetched.image)?)?;
+    changed |= cmd::write_if_changed(&guest_dir.join("Image.sig"), &kernel_sig)?;
+    let expected = format!("{}\n", expected_line(SEQ_COUNT));
+    changed |= cmd::write_if_changed(&guest_dir.join("expected"), expected.as_bytes())?;
+    cmd::step(
+        "vmm",
+        format!(
+            "{} ({} KiB), guest initrd {} KiB, kernel signed with {}{}",
+            cmd::show(&vmm),
+            vmm_bytes.len() / 1024,
+            initrd.len() / 1024,
+            cmd::show(&keys::secret_path()),
+            cmd::changed_note(changed)
+        ),
+    );
+    Ok(Guest {
+        vmm,
+        kernel: fetched.image.clone(),
+        kernel_sig,
+        initrd,
+        expected,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_as_busybox_prints_it() {
+        assert_eq!(seq_output(3), "1\n2\n3\n");
+        assert!(seq_output(SEQ_COUNT).ends_with("\n99999\n100000\n"));
+    }
+
+    #[test]
+    fn expected_line_is_sha512_hex() {
+        // sha512 of "1\n2\n3\n" (sha512sum of `seq 1 3`).
+        assert_eq!(
+            expected_line(3),
+            "KCORE-GUEST: checksum 6a8e8f13f75c3dead6c5b542d2282b182d94619292e7c31c551b719a65af7093\
+             a621b008868d47d2e85973ae3fa1df5c8ca23f2bcb27919229ad0c5b9a59c8cc"
+        );
+    }
+
+    #[test]
+    fn the_guest_script_counts_as_far_as_we_do() {
+        let init = fs::read_to_string(paths::root().join("vmm/guest/init")).unwrap();
+        assert!(init.contains(&format!("COUNT={SEQ_COUNT}\n")));
+    }
+}
