@@ -1,0 +1,63 @@
+//! The whole stack: KCore, Debian's kernel as KServ with the shim's
+//! `/dev/kvm`, `kcore-vmm`, and a Debian Linux guest with 2 vCPUs. KServ's
+//! `kvmguest` test boots the guest three times — non-protected with the
+//! PL011 console, non-protected with a virtio console and virtio-blk disk,
+//! and protected (image verified by KCore, memory donated on first touch,
+//! PL011 console) — each printing its marker and the expected checksum of
+//! a workload it generated, then powering off. KServ's `version` test
+//! afterwards shows KCore still serving; KCore must report no trouble.
+
+use kcore_qemu::kserv::KCORE_PREFIX;
+use kcore_qemu::{Boot, Machine};
+use kcore_systests::{Failure, TestResult, batch, kcore_image};
+
+#[test]
+fn linux_guests_on_kcore_protected_and_not() -> TestResult {
+    let name = "kvm-guest";
+    let boot = Boot::Kcore {
+        image: kcore_image()?,
+    };
+    let (report, run) = batch(
+        name,
+        Machine::virt_gicv3().with_smp(4),
+        boot,
+        &["kvmguest", "version"],
+    )?;
+    let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
+    let detail = report
+        .tests
+        .iter()
+        .find(|t| t.name == "kvmguest")
+        .map(|t| t.detail.clone())
+        .unwrap_or_default();
+    if !detail.contains("protected") {
+        return Err(fail(format!(
+            "kvmguest did not boot the protected guest: {detail}"
+        )));
+    }
+    let lines = run.session.lines();
+    for run_name in ["pl011", "virtio", "protected"] {
+        for marker in [
+            "KCORE-GUEST: hello from",
+            "KCORE-GUEST: done",
+            "kvmguest-exit 0",
+        ] {
+            let prefix = format!("kvmguest {run_name}| ");
+            if !lines
+                .iter()
+                .any(|l| l.contains(&prefix) && l.contains(marker))
+            {
+                return Err(fail(format!("no `{prefix}{marker}` line on the console")));
+            }
+        }
+    }
+    if let Some(bad) = lines.iter().find(|l| {
+        l.find(KCORE_PREFIX).is_some_and(|at| {
+            let msg = &l[at + KCORE_PREFIX.len()..];
+            msg.starts_with("error:") || msg.contains("panic") || msg.contains("unexpected")
+        })
+    }) {
+        return Err(fail(format!("KCore reported trouble: {bad:?}")));
+    }
+    Ok(())
+}
