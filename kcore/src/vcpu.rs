@@ -829,6 +829,7 @@ const NOT_SUPPORTED: u64 = u64::MAX;
 /// KServ must see, [`Loaded::report`].
 pub fn step(l: &mut Loaded, e: &GuestExit) -> Step {
     match e.kind {
+        // Delivered (or held quiet) by the next entry's `prepare_timer`.
         ExitKind::GuestTimer => return Step::Resume,
         ExitKind::Irq | ExitKind::Fiq => return report(l, exit::IRQ, ExitReport::default()),
         ExitKind::SError => {
@@ -1141,9 +1142,17 @@ fn mmio(l: &mut Loaded, e: &GuestExit, ipa: u64) -> Step {
 /// PPI, so the guest's deactivation ends it at the physical GIC too.
 pub fn prepare_timer(l: &mut Loaded, now: u64) {
     let n = l.n_irqs;
-    if l.ctx.timer_lr == LrState::Invalid && l.timer.enabled && l.ctx.timer_asserts(now) {
+    let asserts = l.ctx.timer_asserts(now);
+    if l.ctx.timer_lr == LrState::Invalid && l.timer.enabled && asserts {
         l.ctx.timer_lr = LrState::Pending;
     }
+    // Asserted but not deliverable (disabled in KServ's model): held
+    // active, as KVM does, or the line would end every run at once.
+    l.lrs.hold_active = if asserts && l.ctx.timer_lr == LrState::Invalid {
+        1 << TIMER_PPI
+    } else {
+        0
+    };
     l.lrs.len = n.min(MAX_LRS);
     if l.ctx.timer_lr != LrState::Invalid {
         l.lrs.push(Lr {

@@ -80,6 +80,11 @@ pub struct LrSet {
     pub lrs: [Lr; MAX_LRS],
     /// How many entries are in use.
     pub len: usize,
+    /// Private interrupts (bit = INTID < 32) whose physical line the guest
+    /// asserts but which are not delivered now: held active at the
+    /// physical GIC for the run, so that they cannot end it again and
+    /// again (the guest timer while KServ's vGIC has its PPI disabled).
+    pub hold_active: u32,
 }
 
 impl LrSet {

@@ -645,6 +645,16 @@ fn the_timer_follows_kservs_vgic_configuration() {
     g.then(irq_exit());
     run(&mut v, 0, &mut g);
     assert_eq!(g.entries[1].1.len, 0);
+    assert_eq!(
+        g.entries[1].1.hold_active,
+        1 << TIMER_PPI,
+        "the asserted, undelivered line is held quiet for the run"
+    );
+    assert_eq!(
+        g.entries[1].1.hold_active,
+        1 << TIMER_PPI,
+        "the asserted, undelivered line is held quiet for the run"
+    );
     // Enabled, with the priority and group the guest gave it.
     let mut flags = [0u64; run::ENTRY_WORDS];
     flags[run::FLAGS] = 0xa0 << ef::TIMER_PRIORITY_SHIFT | ef::TIMER_GROUP0;

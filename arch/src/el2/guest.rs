@@ -352,6 +352,12 @@ impl GuestCpu for El2Guest {
         msr!("cntv_ctl_el0", ctx.cntv_ctl);
         msr!("vmpidr_el2", ctx.mpidr);
         let n = lrs.len.min(self.lrs);
+        let held = lrs.hold_active;
+        for p in 0..32 {
+            if held & (1 << p) != 0 {
+                gicv3::set_private_active(p, true);
+            }
+        }
         for i in 0..self.lrs {
             let v = match lrs.as_slice().get(i).filter(|_| i < n) {
                 Some(lr) => {
@@ -447,6 +453,11 @@ impl GuestCpu for El2Guest {
             lr.state = LrState::from_bits(read_lr(i) >> 62);
             write_lr(i, 0);
             if let Some(p) = lr.hw {
+                gicv3::set_private_active(p, false);
+            }
+        }
+        for p in 0..32 {
+            if held & (1 << p) != 0 {
                 gicv3::set_private_active(p, false);
             }
         }
