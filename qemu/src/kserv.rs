@@ -43,6 +43,7 @@ pub const TESTS: &[&str] = &[
     "kvmapi",
     "nokcore",
     "kvmguest",
+    "kvmlife",
 ];
 
 /// The kernel arguments for a batch run of `tests` expecting `cpus` CPUs.

@@ -177,10 +177,22 @@ pub fn batch(
     boot: Boot,
     tests: &[&str],
 ) -> anyhow::Result<(BatchReport, SlotSession)> {
+    batch_within(name, machine, boot, tests, BOOT_TIMEOUT)
+}
+
+/// [`batch`] for tests that take longer: `KSERV-DONE` must come within
+/// `timeout` of QEMU's start (rather than [`BOOT_TIMEOUT`]).
+pub fn batch_within(
+    name: &str,
+    machine: Machine,
+    boot: Boot,
+    tests: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<(BatchReport, SlotSession)> {
     let cmd =
         QemuCommand::new(machine.clone(), boot).append(&kserv::batch_args(tests, machine.smp));
     let mut run = spawn(name, &cmd)?;
-    let report = kserv::run_batch(&mut run.session, BOOT_TIMEOUT)?;
+    let report = kserv::run_batch(&mut run.session, timeout)?;
     if let Err(problems) = report.check(tests) {
         return Err(run
             .session

@@ -9,6 +9,24 @@
 //! userspace; with a signature, the same guest again in a protected VM whose
 //! image KCore verifies (`KSERV_VM_VERIFY_IMAGE`).
 //!
+//! Three further modes skip the API checks:
+//!
+//! - `kvmapi --guest GUEST_IMAGE [SIGNATURE]`: the test guest once (in a
+//!   protected VM given a signature);
+//! - `kvmapi --cycles N GUEST_IMAGE SIGNATURE`: `N` create/run/destroy
+//!   cycles of the test guest, alternately non-protected and protected, each
+//!   a child process (`--guest`) whose exit tears its VM down; after each,
+//!   where KServ's debugfs offers it, KCore's self-check must pass with no
+//!   page left in any guest's stage 2;
+//! - `kvmapi --sigbus GUEST_IMAGE SIGNATURE`: a protected VM whose RAM is a
+//!   shared anonymous mapping filled with a pattern and the image; once
+//!   `KSERV_VM_VERIFY_IMAGE` donated the image's pages, a forked child that
+//!   reads one must die of `SIGBUS`, while one that reads a page past the
+//!   image (not donated) must see the pattern; then the guest runs in that
+//!   VM as usual. (Shared, so that `fork` does not copy the pinned pages:
+//!   for a private mapping it would, reading the donated page in the
+//!   kernel.)
+//!
 //! One line per check, `kvmapi: <check>: PASS` or `kvmapi: <check>: FAIL
 //! <why>`, the guest's console as `kvmapi: guest: <line>`, and last
 //! `kvmapi: result: <p> passed, <f> failed`; the exit status is 0 only if
@@ -25,9 +43,12 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 // ---- system calls -------------------------------------------------------------------
 
 mod sys {
-    /// `ioctl`, `mmap` on aarch64 Linux.
+    /// `ioctl`, `mmap`, `clone`, `exit_group`, `wait4` on aarch64 Linux.
     const IOCTL: u64 = 29;
     const MMAP: u64 = 222;
+    const CLONE: u64 = 220;
+    const EXIT_GROUP: u64 = 94;
+    const WAIT4: u64 = 260;
 
     #[cfg(target_arch = "aarch64")]
     fn syscall(n: u64, a: [u64; 6]) -> i64 {
@@ -72,8 +93,32 @@ mod sys {
         }
     }
 
+    /// `fork()`: `clone(SIGCHLD, 0, 0, 0, 0)`; the child's pid, 0 in the
+    /// child, or the errno.
+    pub fn fork() -> Result<i64, i32> {
+        let r = syscall(CLONE, [17, 0, 0, 0, 0, 0]);
+        if r < 0 { Err(-r as i32) } else { Ok(r) }
+    }
+
+    /// `exit_group(code)`: ends the process at once (no destructors, no
+    /// buffered output: for a forked child).
+    pub fn exit_group(code: i32) -> ! {
+        syscall(EXIT_GROUP, [code as u64, 0, 0, 0, 0, 0]);
+        #[allow(clippy::empty_loop)]
+        loop {}
+    }
+
+    /// `wait4(pid, &status, 0, NULL)`: the wait status, or the errno.
+    pub fn wait(pid: i64) -> Result<i32, i32> {
+        let mut status = 0i32;
+        let r = syscall(WAIT4, [pid as u64, &raw mut status as u64, 0, 0, 0, 0]);
+        if r < 0 { Err(-r as i32) } else { Ok(status) }
+    }
+
     /// `MAP_SHARED`.
     pub const MAP_SHARED: u64 = 0x01;
+    /// `MAP_SHARED | MAP_ANONYMOUS`.
+    pub const MAP_SHARED_ANON: u64 = 0x21;
     /// `MAP_PRIVATE | MAP_ANONYMOUS`.
     pub const MAP_ANON: u64 = 0x22;
 }
@@ -245,19 +290,187 @@ pub fn main(args: &[String]) -> ExitCode {
         passed: 0,
         failed: 0,
     };
+    match args.first().map(String::as_str) {
+        Some("--guest") => only_guest(&mut c, &args[1..], Mode::Plain),
+        Some("--sigbus") => only_guest(&mut c, &args[1..], Mode::Sigbus),
+        Some("--cycles") => cycles(&mut c, &args[1..]),
+        _ => api(&mut c, args),
+    }
+    println!("kvmapi: result: {} passed, {} failed", c.passed, c.failed);
+    if c.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// What [`try_run_guest`] does besides running the guest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Nothing.
+    Plain,
+    /// Reads of donated memory by forked children (protected VMs only).
+    Sigbus,
+}
+
+/// Reads a file; a failed check if it cannot.
+fn read_arg(c: &mut Checks, what: &str, path: Option<&String>) -> Option<Vec<u8>> {
+    let Some(path) = path else {
+        c.check(what, false, || "missing".into());
+        return None;
+    };
+    match std::fs::read(path) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            c.check(what, false, || format!("{path}: {e}"));
+            None
+        }
+    }
+}
+
+/// `--guest IMAGE [SIG]`, `--sigbus IMAGE SIG`.
+fn only_guest(c: &mut Checks, args: &[String], mode: Mode) {
+    let Some(image) = read_arg(c, "image", args.first()) else {
+        return;
+    };
+    let sig = match (args.get(1), mode) {
+        (None, Mode::Plain) => None,
+        (path, _) => match read_arg(c, "signature", path) {
+            Some(s) => Some(s),
+            None => return,
+        },
+    };
     match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         Ok(kvm) => {
-            let target = system(&mut c, &kvm);
-            if let Err(e) = vm_checks(&mut c, &kvm, target) {
+            let mut init = [0u32; 8];
+            let target = ioctl(&kvm, CREATE_VM, 0)
+                .map(owned)
+                .and_then(|vm| ioctl(&vm, ARM_PREFERRED_TARGET, init.as_mut_ptr() as u64));
+            match target {
+                Ok(_) => run_guest(c, &kvm, init[0], &image, sig.as_deref(), mode),
+                Err(e) => c.check("preferred-target", false, || format!("errno {e}")),
+            }
+        }
+        Err(e) => c.check("open", false, || format!("/dev/kvm: {e}")),
+    }
+}
+
+/// KCore's self-check through KServ's debugfs (test images): `Ok((host,
+/// guests, tables))` pages if it passed, `Err` with why not; `None` where
+/// there is no debugfs file to ask it through.
+fn self_check() -> Option<Result<(u64, u64, u64), String>> {
+    const HVC: &str = "/sys/kernel/debug/kserv/hvc";
+    if !std::path::Path::new(HVC).exists() {
+        return None;
+    }
+    let r = std::fs::write(HVC, "c6000010\n")
+        .and_then(|()| std::fs::read_to_string(HVC))
+        .map_err(|e| format!("{HVC}: {e}"))
+        .and_then(|out| {
+            let w: Vec<u64> = out
+                .split_whitespace()
+                .map(|x| u64::from_str_radix(x, 16))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{out:?}: {e}"))?;
+            match w[..] {
+                [0, host, guests, tables] => Ok((host, guests, tables)),
+                [status, ..] => Err(format!("status {status:#x}")),
+                [] => Err("no answer".into()),
+            }
+        });
+    Some(r)
+}
+
+/// `--cycles N IMAGE SIG`: `N` runs of `--guest`, each a child process,
+/// alternately non-protected and protected.
+fn cycles(c: &mut Checks, args: &[String]) {
+    let n = args.first().and_then(|n| n.parse::<u32>().ok());
+    let (Some(n), Some(image), Some(sig)) = (n, args.get(1), args.get(2)) else {
+        c.check("cycles", false, || "usage: --cycles N IMAGE SIG".into());
+        return;
+    };
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return c.check("cycles", false, || format!("own path: {e}")),
+    };
+    let mut ms_total = [0u128; 2];
+    let mut runs = [0u32; 2];
+    for i in 0..n {
+        let protected = i % 2 == 1;
+        let kind = if protected {
+            "protected"
+        } else {
+            "non-protected"
+        };
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["kvmapi", "--guest", image]);
+        if protected {
+            cmd.arg(sig);
+        }
+        let start = std::time::Instant::now();
+        let out = cmd.output();
+        let ms = start.elapsed().as_millis();
+        let name = format!("cycle-{}", i + 1);
+        match out {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let ok = out.status.success()
+                    && text.contains("kvmapi: result: ")
+                    && text.contains(" 0 failed");
+                c.check(&name, ok, || {
+                    let fails: Vec<&str> = text
+                        .lines()
+                        .filter(|l| l.contains("FAIL") || l.contains("vCPU"))
+                        .take(3)
+                        .collect();
+                    format!("{kind}: {} {}", out.status, fails.join("; "))
+                });
+                if ok {
+                    println!("kvmapi: {name}: {kind} guest ran in {ms} ms");
+                    ms_total[usize::from(protected)] += ms;
+                    runs[usize::from(protected)] += 1;
+                }
+            }
+            Err(e) => c.check(&name, false, || format!("{}: {e}", exe.display())),
+        }
+        // The child's exit closed its fds: its VM is gone, every page back.
+        if let Some(r) = self_check() {
+            c.check(
+                &format!("{name}-self-check"),
+                matches!(r, Ok((_, 0, _))),
+                || format!("{r:?}"),
+            );
+        }
+    }
+    for (kind, i) in [("non-protected", 0), ("protected", 1)] {
+        if runs[i] > 0 {
+            println!(
+                "kvmapi: cycles: {} {kind} runs, {} ms each on average",
+                runs[i],
+                ms_total[i] / u128::from(runs[i])
+            );
+        }
+    }
+}
+
+/// The API checks, then the guest (non-protected, and protected given a
+/// signature).
+fn api(c: &mut Checks, args: &[String]) {
+    match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(kvm) => {
+            let target = system(c, &kvm);
+            if let Err(e) = vm_checks(c, &kvm, target) {
                 c.check("vm", false, || e);
             }
             if let Some(path) = args.first() {
                 match std::fs::read(path) {
                     Ok(image) => {
-                        run_guest(&mut c, &kvm, target, &image, None);
+                        run_guest(c, &kvm, target, &image, None, Mode::Plain);
                         if let Some(sig) = args.get(1) {
                             match std::fs::read(sig) {
-                                Ok(sig) => run_guest(&mut c, &kvm, target, &image, Some(&sig)),
+                                Ok(sig) => {
+                                    run_guest(c, &kvm, target, &image, Some(&sig), Mode::Plain);
+                                }
                                 Err(e) => c.check("signature", false, || format!("{sig}: {e}")),
                             }
                         }
@@ -267,12 +480,6 @@ pub fn main(args: &[String]) -> ExitCode {
             }
         }
         Err(e) => c.check("open", false, || format!("/dev/kvm: {e}")),
-    }
-    println!("kvmapi: result: {} passed, {} failed", c.passed, c.failed);
-    if c.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }
 
@@ -686,13 +893,20 @@ fn make_vcpu(vm: &OwnedFd, id: u64, target: u32, features: u32) -> Result<Vcpu, 
 }
 
 /// The test guest through KVM_RUN (`sig`: in a protected VM).
-fn run_guest(c: &mut Checks, kvm: &File, target: u32, image: &[u8], sig: Option<&[u8]>) {
+fn run_guest(
+    c: &mut Checks,
+    kvm: &File,
+    target: u32,
+    image: &[u8],
+    sig: Option<&[u8]>,
+    mode: Mode,
+) {
     let tag = if sig.is_some() {
         "protected-guest"
     } else {
         "guest"
     };
-    let r = try_run_guest(c, kvm, target, image, sig, tag);
+    let r = try_run_guest(c, kvm, target, image, sig, tag, mode);
     if let Err(e) = r {
         c.check(tag, false, || e);
     }
@@ -705,10 +919,22 @@ fn try_run_guest(
     image: &[u8],
     sig: Option<&[u8]>,
     tag: &str,
+    mode: Mode,
 ) -> Result<(), String> {
     let ty = if sig.is_some() { VM_PROTECTED } else { 0 };
     let vm = owned(ioctl(kvm, CREATE_VM, ty).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?);
-    let ram = anon(guest::RAM_SIZE as usize).map_err(|e| format!("mmap: errno {e}"))?;
+    let ram = if mode == Mode::Sigbus {
+        let p = sys::mmap(guest::RAM_SIZE as usize, sys::MAP_SHARED_ANON, -1)
+            .map_err(|e| format!("mmap: errno {e}"))?;
+        // SAFETY: a fresh shared mapping of RAM_SIZE bytes, never unmapped.
+        let ram = unsafe { core::slice::from_raw_parts_mut(p, guest::RAM_SIZE as usize) };
+        for (i, w) in ram.chunks_exact_mut(8).enumerate() {
+            w.copy_from_slice(&pattern(i).to_le_bytes());
+        }
+        ram
+    } else {
+        anon(guest::RAM_SIZE as usize).map_err(|e| format!("mmap: errno {e}"))?
+    };
     ram[..image.len()].copy_from_slice(image);
     set_region(
         &vm,
@@ -722,6 +948,9 @@ fn try_run_guest(
             ptr(&[guest::RAM_BASE, image.len() as u64, sig.as_ptr() as u64]),
         );
         c.ok(&format!("{tag}-verify"), r, 0);
+        if mode == Mode::Sigbus {
+            sigbus_probes(c, ram, image.len());
+        }
     }
     let v0 = make_vcpu(&vm, 0, target, 1 << 2)?;
     let v1 = make_vcpu(&vm, 1, target, 1 << 2 | 1)?;
@@ -830,4 +1059,71 @@ fn try_run_guest(
         || format!("{sum:#x}, expected {:#x}", guest::expected_checksum()),
     );
     Ok(())
+}
+
+// ---- reads of donated memory ----------------------------------------------------------------
+
+/// The pattern `--sigbus` fills guest RAM with: word `i`.
+fn pattern(i: usize) -> u64 {
+    0x5afe_0000_0000_0000 | (i as u64).wrapping_mul(0x9E37_79B9)
+}
+
+const SIGBUS: i32 = 7;
+
+/// Forks a child that reads the word at byte `off` of `ram` and exits 0 if
+/// it is `want`, 1 if not; the child's wait status.
+fn child_read(ram: &[u8], off: usize, want: u64) -> Result<i32, String> {
+    let p = ram[off..off + 8].as_ptr().cast::<u64>();
+    match sys::fork().map_err(|e| format!("fork: errno {e}"))? {
+        0 => {
+            // SAFETY: `p` is inside the (shared) mapping, inherited by this
+            // child; a donated page makes the read fault, which is the test.
+            let v = unsafe { p.read_volatile() };
+            sys::exit_group(i32::from(v != want))
+        }
+        pid => sys::wait(pid).map_err(|e| format!("wait4: errno {e}")),
+    }
+}
+
+/// A wait status in words.
+fn describe(status: i32) -> String {
+    match status & 0x7F {
+        0 => format!("exited {}", (status >> 8) & 0xFF),
+        sig => format!("killed by signal {sig}"),
+    }
+}
+
+/// After `KSERV_VM_VERIFY_IMAGE` donated the image's pages: a child reading
+/// the image dies of SIGBUS, one reading past it sees the pattern.
+fn sigbus_probes(c: &mut Checks, ram: &[u8], image_len: usize) {
+    let page = 4096;
+    let past = image_len.div_ceil(page) * page + page;
+    let r = child_read(ram, past, pattern(past / 8));
+    c.check("sigbus-undonated-read", r == Ok(0), || match &r {
+        Ok(s) => format!("the child reading page {:#x} {}", past / page, describe(*s)),
+        Err(e) => e.clone(),
+    });
+    for (name, off) in [
+        ("sigbus-image-first", 0),
+        ("sigbus-image-last", (image_len - 1) & !7),
+    ] {
+        let r = child_read(ram, off, 0);
+        c.check(
+            name,
+            r.as_ref().is_ok_and(|s| s & 0x7F == SIGBUS),
+            || match &r {
+                Ok(s) => format!(
+                    "the child reading donated byte {off:#x} {} (expected SIGBUS)",
+                    describe(*s)
+                ),
+                Err(e) => e.clone(),
+            },
+        );
+        if let Ok(s) = r {
+            println!(
+                "kvmapi: {name}: the child reading donated byte {off:#x} {}",
+                describe(s)
+            );
+        }
+    }
 }

@@ -8,7 +8,10 @@
 //!   `-icount shift=0` the virtual count is instruction time since reset, which
 //!   is what the boot benchmark compares.
 //!
-//! - `kvmapi [GUEST_IMAGE [SIGNATURE]]`: exercises `/dev/kvm` ([`kvmapi`]).
+//! - `kvmapi [GUEST_IMAGE [SIGNATURE]]`: exercises `/dev/kvm` ([`kvmapi`]);
+//!   `kvmapi --guest GUEST_IMAGE [SIGNATURE]`, `kvmapi --cycles N GUEST_IMAGE
+//!   SIGNATURE` and `kvmapi --sigbus GUEST_IMAGE SIGNATURE` only run the test
+//!   guest: once, `N` times, or with reads of its donated memory.
 //!
 //! Deliberately tiny: no argument-parsing crate.
 
@@ -20,9 +23,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("cntvct") if args.len() == 1 => cntvct(),
-        Some("kvmapi") if args.len() <= 3 => kvmapi::main(&args[1..]),
+        Some("kvmapi") if args.len() <= 5 => kvmapi::main(&args[1..]),
         _ => {
-            eprintln!("usage: kserv-tools cntvct | kvmapi [GUEST_IMAGE [SIGNATURE]]");
+            eprintln!(
+                "usage: kserv-tools cntvct | kvmapi [GUEST_IMAGE [SIGNATURE]]\n\
+                 \x20      kserv-tools kvmapi --guest GUEST_IMAGE [SIGNATURE]\n\
+                 \x20      kserv-tools kvmapi --cycles N GUEST_IMAGE SIGNATURE\n\
+                 \x20      kserv-tools kvmapi --sigbus GUEST_IMAGE SIGNATURE"
+            );
             ExitCode::from(2)
         }
     }
