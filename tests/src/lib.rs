@@ -274,6 +274,19 @@ pub fn expect_clean_stop(name: &str, cmd: &QemuCommand, message: &str) -> TestRe
     Ok(())
 }
 
+/// Whether a console line is KCore reporting trouble that must never appear:
+/// an error, its panic handler, an exception it did not expect, or a stop.
+pub fn kcore_trouble(line: &str) -> bool {
+    let Some(at) = line.find(kserv::KCORE_PREFIX) else {
+        return false;
+    };
+    let msg = &line[at + kserv::KCORE_PREFIX.len()..];
+    msg.starts_with("error:")
+        || ["panic", "unexpected exception", "halting"]
+            .iter()
+            .any(|w| msg.contains(w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

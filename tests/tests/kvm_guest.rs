@@ -7,9 +7,8 @@
 //! a workload it generated, then powering off. KServ's `version` test
 //! afterwards shows KCore still serving; KCore must report no trouble.
 
-use kcore_qemu::kserv::KCORE_PREFIX;
 use kcore_qemu::{Boot, Machine};
-use kcore_systests::{Failure, TestResult, batch, kcore_image};
+use kcore_systests::{Failure, TestResult, batch, kcore_image, kcore_trouble};
 
 #[test]
 fn linux_guests_on_kcore_protected_and_not() -> TestResult {
@@ -51,12 +50,7 @@ fn linux_guests_on_kcore_protected_and_not() -> TestResult {
             }
         }
     }
-    if let Some(bad) = lines.iter().find(|l| {
-        l.find(KCORE_PREFIX).is_some_and(|at| {
-            let msg = &l[at + KCORE_PREFIX.len()..];
-            msg.starts_with("error:") || msg.contains("panic") || msg.contains("unexpected")
-        })
-    }) {
+    if let Some(bad) = lines.iter().find(|l| kcore_trouble(l)) {
         return Err(fail(format!("KCore reported trouble: {bad:?}")));
     }
     Ok(())

@@ -11,9 +11,9 @@
 //! passing in order and every attack refused, and KCore must report no
 //! trouble.
 
-use kcore_qemu::kserv::{KCORE_PREFIX, Verdict};
+use kcore_qemu::kserv::Verdict;
 use kcore_qemu::{Boot, Machine};
-use kcore_systests::{Failure, TestResult, batch, kcore_image};
+use kcore_systests::{Failure, TestResult, batch, kcore_image, kcore_trouble};
 use kcore_test_guest::{LINE_PREFIX, TESTS};
 
 /// The names of the guest's PASS/FAIL lines on the console, in order, with
@@ -30,19 +30,6 @@ fn guest_results(lines: &[String]) -> Vec<(String, bool)> {
             (pass || verdict.starts_with("FAIL")).then(|| (name.to_string(), pass))
         })
         .collect()
-}
-
-/// KCore lines that must never appear: its panic handler, an exception it
-/// did not expect, or a stop.
-fn kcore_trouble(line: &str) -> bool {
-    let Some(at) = line.find(KCORE_PREFIX) else {
-        return false;
-    };
-    let msg = &line[at + KCORE_PREFIX.len()..];
-    msg.starts_with("error:")
-        || ["panic", "unexpected exception", "halting"]
-            .iter()
-            .any(|w| msg.contains(w))
 }
 
 #[test]

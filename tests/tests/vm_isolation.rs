@@ -8,9 +8,9 @@
 //! pages the self-test says it probed — and nothing that looks like a KCore
 //! panic or an unexpected exception.
 
-use kcore_qemu::kserv::{KCORE_PREFIX, Verdict};
+use kcore_qemu::kserv::Verdict;
 use kcore_qemu::{Boot, Machine};
-use kcore_systests::{Failure, TestResult, batch, kcore_image};
+use kcore_systests::{Failure, TestResult, batch, kcore_image, kcore_trouble};
 
 /// The pfn in a self-test line such as
 /// `kserv-shim: vm_selftest: read_donated: PASS reader of donated pfn 0x44c81 faulted`.
@@ -28,19 +28,6 @@ fn refused_ipa(line: &str) -> Option<u64> {
     let rest = &line[line.find("refused KServ access at IPA 0x")? + 30..];
     let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
     u64::from_str_radix(&hex, 16).ok()
-}
-
-/// KCore lines that must never appear: its panic handler, an exception it
-/// did not expect, or a stop.
-fn kcore_trouble(line: &str) -> bool {
-    let Some(at) = line.find(KCORE_PREFIX) else {
-        return false;
-    };
-    let msg = &line[at + KCORE_PREFIX.len()..];
-    msg.starts_with("error:")
-        || ["panic", "unexpected exception", "halting"]
-            .iter()
-            .any(|w| msg.contains(w))
 }
 
 #[test]

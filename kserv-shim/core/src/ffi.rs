@@ -391,31 +391,26 @@ impl Conduit for GrGlue {
 
 impl PageIo for GrGlue {
     fn write(&mut self, pfn: u64, offset: usize, data: &[u8]) {
-        // SAFETY: a valid slice; the page is one `guest_run` allocated and
-        // holds, and offset + len stay within it (the glue checks again).
-        unsafe {
-            kserv_glue_gr_write(
-                self.ctx,
-                pfn,
-                offset as u32,
-                data.as_ptr(),
-                data.len() as u32,
-            )
-        }
+        glue_page_write(self.ctx, pfn, offset, data);
     }
-
     fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]) {
-        // SAFETY: as for `write`, into a valid mutable slice.
-        unsafe {
-            kserv_glue_gr_read(
-                self.ctx,
-                pfn,
-                offset as u32,
-                buf.as_mut_ptr(),
-                buf.len() as u32,
-            )
-        }
+        glue_page_read(self.ctx, pfn, offset, buf);
     }
+}
+
+/// Writes `data` at `offset` of KServ page `pfn` through the glue (for
+/// `guest_run` and `/dev/kvm`, which name only pages they allocated and
+/// hold; the glue checks the page and the bounds again).
+pub(crate) fn glue_page_write(ctx: *mut c_void, pfn: u64, offset: usize, data: &[u8]) {
+    // SAFETY: a valid slice of `data.len()` bytes; `ctx` is the glue's own
+    // context for this run, which it passed in.
+    unsafe { kserv_glue_gr_write(ctx, pfn, offset as u32, data.as_ptr(), data.len() as u32) }
+}
+
+/// Reads into `buf` from `offset` of KServ page `pfn` through the glue.
+pub(crate) fn glue_page_read(ctx: *mut c_void, pfn: u64, offset: usize, buf: &mut [u8]) {
+    // SAFETY: as for `glue_page_write`, into a valid mutable slice.
+    unsafe { kserv_glue_gr_read(ctx, pfn, offset as u32, buf.as_mut_ptr(), buf.len() as u32) }
 }
 
 impl guest_run::Env for GrGlue {

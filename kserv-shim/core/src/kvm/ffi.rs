@@ -65,8 +65,6 @@ unsafe extern "C" {
     fn kserv_glue_kvm_log(line: *const u8, len: u32);
     fn kserv_glue_gr_alloc(ctx: *mut c_void, order: u32) -> u64;
     fn kserv_glue_gr_free(ctx: *mut c_void, pfn: u64);
-    fn kserv_glue_gr_write(ctx: *mut c_void, pfn: u64, offset: u32, data: *const u8, len: u32);
-    fn kserv_glue_gr_read(ctx: *mut c_void, pfn: u64, offset: u32, buf: *mut u8, len: u32);
     fn kserv_glue_gr_now() -> u64;
     fn kserv_glue_gr_cpu() -> u32;
     fn kserv_glue_gr_relax();
@@ -103,28 +101,10 @@ impl Conduit for Glue {
 
 impl PageIo for Glue {
     fn write(&mut self, pfn: u64, offset: usize, data: &[u8]) {
-        // SAFETY: a valid slice; the glue checks the page and the bounds.
-        unsafe {
-            kserv_glue_gr_write(
-                self.ctx,
-                pfn,
-                offset as u32,
-                data.as_ptr(),
-                data.len() as u32,
-            )
-        }
+        crate::ffi::glue_page_write(self.ctx, pfn, offset, data);
     }
     fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]) {
-        // SAFETY: as for `write`, into a valid mutable slice.
-        unsafe {
-            kserv_glue_gr_read(
-                self.ctx,
-                pfn,
-                offset as u32,
-                buf.as_mut_ptr(),
-                buf.len() as u32,
-            )
-        }
+        crate::ffi::glue_page_read(self.ctx, pfn, offset, buf);
     }
 }
 
