@@ -201,7 +201,7 @@ struct kserv_kvm_host {
 static_assert(sizeof(struct kserv_kvm_host) == 16);
 
 /* Number of values kserv_core_kvm_check_uapi compares (kvm::uapi::CHECKED). */
-#define KSERV_KVM_CHECKED 31
+#define KSERV_KVM_CHECKED 33
 
 void kserv_core_kvm_sizes(struct kserv_kvm_sizes *out);
 u32 kserv_core_kvm_check_uapi(const u64 *values, u32 n);	/* 0: all agree */
@@ -218,6 +218,8 @@ s64 kserv_core_kvm_device_create(void *ctx, void *vm, u32 type, u32 flags);
 s64 kserv_core_kvm_device_ioctl(void *ctx, void *vm, u32 cmd, u64 arg);
 void kserv_core_kvm_vcpu_destroy(void *ctx, void *vcpu);
 u64 kserv_core_kvm_vm_destroy(void *ctx, void *vm, u64 *kept);
+/* An irqfd's work item: its eventfd was signalled (ctx: the VM's, no vCPU). */
+void kserv_core_kvm_irqfd_inject(void *ctx, void *vm, u32 gsi, u32 resample);
 
 /* Provided by the glue (kserv_kvm.c) for the KVM core. Errors are positive errnos. */
 s32 kserv_glue_kvm_copy_from_user(void *ctx, u64 uaddr, u8 *buf, u32 len);
@@ -236,6 +238,12 @@ void kserv_glue_kvm_kick(void *ctx, u32 id);
 void kserv_glue_kvm_enter_guest(void *ctx);
 void kserv_glue_kvm_leave_guest(void *ctx);
 void kserv_glue_kvm_log(const char *line, u32 len);
+s32 kserv_glue_kvm_eventfd_get(s32 fd, u64 *eventfd);	/* a reference: EBADF, EINVAL */
+void kserv_glue_kvm_eventfd_put(u64 eventfd);
+void kserv_glue_kvm_eventfd_signal(u64 eventfd);
+s32 kserv_glue_kvm_irqfd_attach(void *ctx, s32 fd, u64 eventfd, u32 gsi, u32 resample,
+				u64 *hook);
+void kserv_glue_kvm_irqfd_detach(u64 hook);
 
 /* kserv_kvm.c: /dev/kvm's registration. */
 int kserv_kvm_init(void);

@@ -16,12 +16,20 @@
  * KCore and takes every page back. A vCPU thread in KVM_RUN holds its
  * vCPU's fd, so teardown never races a running vCPU. ioctls from another
  * process than the VM's creator are EIO, as in KVM.
+ *
+ * Eventfds (KVM_IOEVENTFD, KVM_IRQFD): the core keeps the tables and holds
+ * one eventfd_ctx reference per entry; an irqfd's hook here sits on its
+ * eventfd's wait queue (first, exclusive, as KVM's) and turns each signal
+ * into a work item that calls the core's injection. Detaching unhooks it
+ * and waits for that work, so teardown (which detaches every irqfd first)
+ * never races an injection.
  */
 #define pr_fmt(fmt) "kserv-shim: " fmt
 
 #include <linux/anon_inodes.h>
 #include <linux/atomic.h>
 #include <linux/cpumask.h>
+#include <linux/eventfd.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/kvm.h>
@@ -30,6 +38,7 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/poll.h>
 #include <linux/refcount.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
@@ -38,7 +47,9 @@
 #include <linux/smp.h>
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 #include <asm/arch_timer.h>
 #include <asm/cputype.h>
 #include <asm/sysreg.h>
@@ -254,6 +265,129 @@ void kserv_glue_kvm_leave_guest(void *ctx)
 void kserv_glue_kvm_log(const char *line, u32 len)
 {
 	pr_info("kvm: %.*s\n", (int)len, line);
+}
+
+/* ---- eventfds ------------------------------------------------------------- */
+
+s32 kserv_glue_kvm_eventfd_get(s32 fd, u64 *eventfd)
+{
+	/* ERR_PTR(-EBADF) for no such fd, -EINVAL for another kind of file. */
+	struct eventfd_ctx *e = eventfd_ctx_fdget(fd);
+
+	if (IS_ERR(e))
+		return -PTR_ERR(e);
+	*eventfd = (u64)(uintptr_t)e;
+	return 0;
+}
+
+void kserv_glue_kvm_eventfd_put(u64 eventfd)
+{
+	eventfd_ctx_put((struct eventfd_ctx *)(uintptr_t)eventfd);
+}
+
+void kserv_glue_kvm_eventfd_signal(u64 eventfd)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	eventfd_signal((struct eventfd_ctx *)(uintptr_t)eventfd);
+#else
+	eventfd_signal((struct eventfd_ctx *)(uintptr_t)eventfd, 1);
+#endif
+}
+
+struct kkvm_irqfd {
+	struct kkvm_vm *vm;
+	struct eventfd_ctx *eventfd;	/* the core's reference */
+	u32 gsi;
+	u32 resample;
+	wait_queue_entry_t wait;
+	poll_table pt;
+	struct work_struct inject;
+};
+
+static void kkvm_irqfd_inject(struct work_struct *work)
+{
+	struct kkvm_irqfd *q = container_of(work, struct kkvm_irqfd, inject);
+	struct kkvm_ctx ctx = { .vm = q->vm };
+
+	kserv_core_kvm_irqfd_inject(&ctx, q->vm->core, q->gsi, q->resample);
+}
+
+/* Called with the eventfd's wait queue lock held and interrupts off. */
+static int kkvm_irqfd_wakeup(wait_queue_entry_t *wait, unsigned int mode, int sync, void *key)
+{
+	struct kkvm_irqfd *q = container_of(wait, struct kkvm_irqfd, wait);
+	u64 count;
+
+	if (!(key_to_poll(key) & EPOLLIN))
+		/*
+		 * EPOLLHUP: the eventfd's file is closing. The hook holds the
+		 * eventfd itself and stays until deassignment or teardown.
+		 */
+		return 0;
+	eventfd_ctx_do_read(q->eventfd, &count);
+	schedule_work(&q->inject);
+	return 1;
+}
+
+static void kkvm_irqfd_queue(struct file *file, wait_queue_head_t *wqh, poll_table *pt)
+{
+	struct kkvm_irqfd *q = container_of(pt, struct kkvm_irqfd, pt);
+
+	add_wait_queue_priority(wqh, &q->wait);
+}
+
+s32 kserv_glue_kvm_irqfd_attach(void *ctx, s32 fd, u64 eventfd, u32 gsi, u32 resample, u64 *hook)
+{
+	struct kkvm_ctx *c = ctx;
+	struct eventfd_ctx *e;
+	struct kkvm_irqfd *q;
+	struct file *file;
+	__poll_t events;
+
+	file = fget(fd);
+	if (!file)
+		return EBADF;
+	/* The fd may have changed since the core took its eventfd. */
+	e = eventfd_ctx_fileget(file);
+	if (IS_ERR(e)) {
+		fput(file);
+		return EINVAL;
+	}
+	eventfd_ctx_put(e);
+	if ((u64)(uintptr_t)e != eventfd) {
+		fput(file);
+		return EINVAL;
+	}
+	q = kzalloc(sizeof(*q), GFP_KERNEL_ACCOUNT);
+	if (!q) {
+		fput(file);
+		return ENOMEM;
+	}
+	q->vm = c->vm;
+	q->eventfd = e;
+	q->gsi = gsi;
+	q->resample = resample;
+	INIT_WORK(&q->inject, kkvm_irqfd_inject);
+	init_waitqueue_func_entry(&q->wait, kkvm_irqfd_wakeup);
+	init_poll_funcptr(&q->pt, kkvm_irqfd_queue);
+	/* Hooks it; a signal from before counts as one now (as in KVM). */
+	events = vfs_poll(file, &q->pt);
+	if (events & EPOLLIN)
+		schedule_work(&q->inject);
+	fput(file);
+	*hook = (u64)(uintptr_t)q;
+	return 0;
+}
+
+void kserv_glue_kvm_irqfd_detach(u64 hook)
+{
+	struct kkvm_irqfd *q = (struct kkvm_irqfd *)(uintptr_t)hook;
+	u64 count;
+
+	eventfd_ctx_remove_wait_queue(q->eventfd, &q->wait, &count);
+	/* No new work can come; wait for what is queued or running. */
+	flush_work(&q->inject);
+	kfree(q);
 }
 
 /* ---- VMs ------------------------------------------------------------------ */
@@ -584,6 +718,8 @@ int kserv_kvm_init(void)
 		KVM_SET_DEVICE_ATTR,
 		KVM_GET_DEVICE_ATTR,
 		KVM_HAS_DEVICE_ATTR,
+		KVM_IRQFD,
+		KVM_IOEVENTFD,
 		sizeof(struct kvm_run),
 		offsetof(struct kvm_run, mmio.data),
 		offsetof(struct kvm_run, mmio.len),

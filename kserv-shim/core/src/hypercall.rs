@@ -117,14 +117,21 @@ pub fn donate_guest<C: Conduit>(
 }
 
 /// `HostShareGuest`: KServ's page `pfn` is also mapped in (non-protected)
-/// `vm` at `gfn`.
+/// `vm` at `gfn`, read-only if `read_only` (the guest's writes there exit
+/// as MMIO).
 pub fn share_guest<C: Conduit>(
     c: &mut C,
     vm: VmHandle,
     pfn: u64,
     gfn: u64,
+    read_only: bool,
 ) -> Result<(), CallError> {
-    call(c, HypercallId::HostShareGuest, &[vm.0, pfn, gfn]).map(drop)
+    let flags = if read_only {
+        kcore_abi::share_flags::READ_ONLY
+    } else {
+        0
+    };
+    call(c, HypercallId::HostShareGuest, &[vm.0, pfn, gfn, flags]).map(drop)
 }
 
 /// `HostUnshareGuest`: ends the sharing of the page `vm` sees at `gfn`.
@@ -261,7 +268,7 @@ mod tests {
 
         let mut c = Scripted::new(OK);
         type Call = fn(&mut Scripted) -> Result<(), CallError>;
-        let cases: [(Call, [u64; 8]); 10] = [
+        let cases: [(Call, [u64; 8]); 11] = [
             (
                 |c| create_vcpu(c, VmHandle(0x1_0003), 1),
                 [0xC600_0003, vm.0, 1, 0, 0, 0, 0, 0],
@@ -275,8 +282,12 @@ mod tests {
                 [0xC600_0005, vm.0, 7, 9, 0, 0, 0, 0],
             ),
             (
-                |c| share_guest(c, VmHandle(0x1_0003), 7, 9),
+                |c| share_guest(c, VmHandle(0x1_0003), 7, 9, false),
                 [0xC600_0006, vm.0, 7, 9, 0, 0, 0, 0],
+            ),
+            (
+                |c| share_guest(c, VmHandle(0x1_0003), 7, 9, true),
+                [0xC600_0006, vm.0, 7, 9, 1, 0, 0, 0],
             ),
             (
                 |c| unshare_guest(c, VmHandle(0x1_0003), 9),

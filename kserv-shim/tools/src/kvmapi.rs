@@ -9,7 +9,7 @@
 //! userspace; with a signature, the same guest again in a protected VM whose
 //! image KCore verifies (`KSERV_VM_VERIFY_IMAGE`).
 //!
-//! Three further modes skip the API checks:
+//! Four further modes skip the API checks:
 //!
 //! - `kvmapi --guest GUEST_IMAGE [SIGNATURE]`: the test guest once (in a
 //!   protected VM given a signature);
@@ -18,6 +18,9 @@
 //!   a child process (`--guest`) whose exit tears its VM down; after each,
 //!   where KServ's debugfs offers it, KCore's self-check must pass with no
 //!   page left in any guest's stage 2;
+//! - `kvmapi --eventfd GUEST_IMAGE [SIGNATURE]`: the guest's eventfd program
+//!   (`KVM_IOEVENTFD`, `KVM_IRQFD`, see [`eventfd_guest`]), in a protected VM
+//!   given a signature; the API checks run it too, in both kinds of VM;
 //! - `kvmapi --sigbus GUEST_IMAGE SIGNATURE`: a protected VM whose RAM is a
 //!   shared anonymous mapping filled with a pattern and the image; once
 //!   `KSERV_VM_VERIFY_IMAGE` donated the image's pages, a forked child that
@@ -43,8 +46,10 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 // ---- system calls -------------------------------------------------------------------
 
 mod sys {
-    /// `ioctl`, `mmap`, `clone`, `exit_group`, `wait4` on aarch64 Linux.
+    /// `ioctl`, `mmap`, `clone`, `exit_group`, `wait4`, `eventfd2` on
+    /// aarch64 Linux.
     const IOCTL: u64 = 29;
+    const EVENTFD2: u64 = 19;
     const MMAP: u64 = 222;
     const CLONE: u64 = 220;
     const EXIT_GROUP: u64 = 94;
@@ -115,6 +120,12 @@ mod sys {
         if r < 0 { Err(-r as i32) } else { Ok(status) }
     }
 
+    /// `eventfd2(0, EFD_NONBLOCK | EFD_CLOEXEC)`: a fresh eventfd.
+    pub fn eventfd() -> Result<i32, i32> {
+        let r = syscall(EVENTFD2, [0, 0o4000 | 0o2_000_000, 0, 0, 0, 0]);
+        if r < 0 { Err(-r as i32) } else { Ok(r as i32) }
+    }
+
     /// `MAP_SHARED`.
     pub const MAP_SHARED: u64 = 0x01;
     /// `MAP_SHARED | MAP_ANONYMOUS`.
@@ -129,6 +140,9 @@ const EINTR: i32 = 4;
 const ENXIO: i32 = 6;
 const E2BIG: i32 = 7;
 const ENOEXEC: i32 = 8;
+const EBADF: i32 = 9;
+const EAGAIN: i32 = 11;
+const EBUSY: i32 = 16;
 const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
 const EINVAL: i32 = 22;
@@ -155,6 +169,12 @@ const CREATE_DEVICE: u32 = ioc(3, 0xE0, 12);
 const SET_DEVICE_ATTR: u32 = ioc(1, 0xE1, 24);
 const GET_DEVICE_ATTR: u32 = ioc(1, 0xE2, 24);
 const KSERV_VM_VERIFY_IMAGE: u32 = ioc(1, 0xF0, 24);
+const IRQFD: u32 = ioc(1, 0x76, 32);
+const IOEVENTFD: u32 = ioc(1, 0x79, 64);
+const IOEVENTFD_DATAMATCH: u32 = 1 << 0;
+const IOEVENTFD_DEASSIGN: u32 = 1 << 2;
+const IRQFD_DEASSIGN: u32 = 1 << 0;
+const IRQFD_RESAMPLE: u32 = 1 << 1;
 
 const CAP_IRQCHIP: u64 = 0;
 const CAP_USER_MEMORY: u64 = 3;
@@ -167,6 +187,10 @@ const CAP_ARM_PSCI_0_2: u64 = 102;
 const CAP_IMMEDIATE_EXIT: u64 = 136;
 const CAP_ARM_VM_IPA_SIZE: u64 = 165;
 const CAP_ARM_PROTECTED_VM: u64 = 0xFFBA_DAB1;
+const CAP_IRQFD: u64 = 32;
+const CAP_IOEVENTFD: u64 = 36;
+const CAP_IRQFD_RESAMPLE: u64 = 82;
+const CAP_IOEVENTFD_ANY_LENGTH: u64 = 122;
 const VM_PROTECTED: u64 = 1 << 31;
 
 const REG_U32: u64 = 0x6020_0000_0010_0000;
@@ -293,6 +317,7 @@ pub fn main(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
         Some("--guest") => only_guest(&mut c, &args[1..], Mode::Plain),
         Some("--sigbus") => only_guest(&mut c, &args[1..], Mode::Sigbus),
+        Some("--eventfd") => only_guest(&mut c, &args[1..], Mode::Eventfd),
         Some("--cycles") => cycles(&mut c, &args[1..]),
         _ => api(&mut c, args),
     }
@@ -311,6 +336,8 @@ enum Mode {
     Plain,
     /// Reads of donated memory by forked children (protected VMs only).
     Sigbus,
+    /// The guest's eventfd program instead of its tests ([`eventfd_guest`]).
+    Eventfd,
 }
 
 /// Reads a file; a failed check if it cannot.
@@ -334,7 +361,7 @@ fn only_guest(c: &mut Checks, args: &[String], mode: Mode) {
         return;
     };
     let sig = match (args.get(1), mode) {
-        (None, Mode::Plain) => None,
+        (None, Mode::Plain | Mode::Eventfd) => None,
         (path, _) => match read_arg(c, "signature", path) {
             Some(s) => Some(s),
             None => return,
@@ -466,10 +493,12 @@ fn api(c: &mut Checks, args: &[String]) {
                 match std::fs::read(path) {
                     Ok(image) => {
                         run_guest(c, &kvm, target, &image, None, Mode::Plain);
+                        run_guest(c, &kvm, target, &image, None, Mode::Eventfd);
                         if let Some(sig) = args.get(1) {
                             match std::fs::read(sig) {
                                 Ok(sig) => {
                                     run_guest(c, &kvm, target, &image, Some(&sig), Mode::Plain);
+                                    run_guest(c, &kvm, target, &image, Some(&sig), Mode::Eventfd);
                                 }
                                 Err(e) => c.check("signature", false, || format!("{sig}: {e}")),
                             }
@@ -498,6 +527,10 @@ fn system(c: &mut Checks, kvm: &File) -> u32 {
         ("cap-immediate-exit", CAP_IMMEDIATE_EXIT, 1),
         ("cap-readonly-mem", CAP_READONLY_MEM, 1),
         ("cap-protected-vm", CAP_ARM_PROTECTED_VM, 1),
+        ("cap-irqfd", CAP_IRQFD, 1),
+        ("cap-irqfd-resample", CAP_IRQFD_RESAMPLE, 1),
+        ("cap-ioeventfd", CAP_IOEVENTFD, 1),
+        ("cap-ioeventfd-any-length", CAP_IOEVENTFD_ANY_LENGTH, 1),
         ("cap-max-vcpus", CAP_MAX_VCPUS, 64),
         ("cap-nr-memslots", CAP_NR_MEMSLOTS, 32),
         ("cap-unknown", 9999, 0),
@@ -808,6 +841,12 @@ impl Vcpu {
         // SAFETY: as in `run_u32`.
         unsafe { self.run.wrapping_add(off).cast::<u64>().write_unaligned(v) }
     }
+    /// A `KVM_EXIT_MMIO`'s address, data, length and direction (write).
+    fn mmio(&self) -> (u64, u64, u32, bool) {
+        // SAFETY: byte 52 of the mapped page, as in `run_u32`.
+        let write = unsafe { self.run.wrapping_add(52).read_volatile() } != 0;
+        (self.run_u64(32), self.run_u64(40), self.run_u32(48), write)
+    }
     fn set_immediate_exit(&self, v: u8) {
         // SAFETY: byte 1 of the mapped page.
         unsafe { self.run.wrapping_add(1).write_volatile(v) }
@@ -827,11 +866,7 @@ fn drive(v: &Vcpu, dev: &Device, idx: usize) -> Result<Vec<String>, String> {
         }
         match v.run_u32(8) {
             EXIT_MMIO => {
-                let addr = v.run_u64(32);
-                let len = v.run_u32(48);
-                // SAFETY: byte 52 of the mapped page.
-                let write = unsafe { v.run.wrapping_add(52).read_volatile() } != 0;
-                let data = v.run_u64(40);
+                let (addr, data, len, write) = v.mmio();
                 let width = match len {
                     1 => Width::Byte,
                     2 => Width::Half,
@@ -901,12 +936,17 @@ fn run_guest(
     sig: Option<&[u8]>,
     mode: Mode,
 ) {
-    let tag = if sig.is_some() {
-        "protected-guest"
-    } else {
-        "guest"
+    let tag = match (sig.is_some(), mode) {
+        (true, Mode::Eventfd) => "protected-eventfd",
+        (false, Mode::Eventfd) => "eventfd",
+        (true, _) => "protected-guest",
+        (false, _) => "guest",
     };
-    let r = try_run_guest(c, kvm, target, image, sig, tag, mode);
+    let r = if mode == Mode::Eventfd {
+        eventfd_guest(c, kvm, target, image, sig, tag)
+    } else {
+        try_run_guest(c, kvm, target, image, sig, tag, mode)
+    };
     if let Err(e) = r {
         c.check(tag, false, || e);
     }
@@ -1126,4 +1166,312 @@ fn sigbus_probes(c: &mut Checks, ram: &[u8], image_len: usize) {
             );
         }
     }
+}
+
+// ---- ioeventfds and irqfds ------------------------------------------------------------------
+
+/// A fresh non-blocking eventfd.
+fn eventfd() -> Result<File, String> {
+    let fd = sys::eventfd().map_err(|e| format!("eventfd2: errno {e}"))?;
+    // SAFETY: a fresh fd this process owns from here on.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Takes an eventfd's counter (0 if nothing was signalled).
+fn take_count(e: &File) -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    match (&*e).read(&mut b) {
+        Ok(8) => u64::from_le_bytes(b),
+        _ => 0,
+    }
+}
+
+/// Signals an eventfd as a device thread would.
+fn signal(e: &File) {
+    use std::io::Write;
+    let _ = (&*e).write(&1u64.to_le_bytes());
+}
+
+/// `KVM_IOEVENTFD`.
+fn ioeventfd(
+    vm: &OwnedFd,
+    datamatch: u64,
+    addr: u64,
+    len: u32,
+    fd: i32,
+    flags: u32,
+) -> Result<i64, i32> {
+    let mut a = [0u64; 8];
+    a[0] = datamatch;
+    a[1] = addr;
+    a[2] = u64::from(len) | u64::from(fd as u32) << 32;
+    a[3] = u64::from(flags);
+    ioctl(vm, IOEVENTFD, ptr(&a))
+}
+
+/// `KVM_IRQFD`.
+fn irqfd(vm: &OwnedFd, fd: i32, gsi: u32, flags: u32, resamplefd: i32) -> Result<i64, i32> {
+    let a = [fd as u32, gsi, flags, resamplefd as u32, 0, 0, 0, 0];
+    ioctl(vm, IRQFD, ptr(&a))
+}
+
+/// The guest's eventfd program ([`guest::eventfd`]) on vCPU 0 of a VM with
+/// an ioeventfd on the doorbell, an edge irqfd and a resampling one, after
+/// KVM's errors for bad arguments; every step's expectations are checked
+/// here as the guest reports it. `sig`: in a protected VM.
+fn eventfd_guest(
+    c: &mut Checks,
+    kvm: &File,
+    target: u32,
+    image: &[u8],
+    sig: Option<&[u8]>,
+    tag: &str,
+) -> Result<(), String> {
+    use guest::eventfd::{
+        self as ev, DOORBELL, DOORBELL_VALUE, DOORBELLS, EDGE_GSI, LEVEL_GSI, ROM, ROM_WRITE, STEP,
+        rom_word,
+    };
+    let ty = if sig.is_some() { VM_PROTECTED } else { 0 };
+    let vm = owned(ioctl(kvm, CREATE_VM, ty).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?);
+    let ram = anon(guest::RAM_SIZE as usize).map_err(|e| format!("mmap: errno {e}"))?;
+    ram[..image.len()].copy_from_slice(image);
+    set_region(
+        &vm,
+        region(0, 0, guest::RAM_BASE, guest::RAM_SIZE, ram.as_ptr() as u64),
+    )
+    .map_err(|e| format!("memory slot: errno {e}"))?;
+    // A read-only slot, one page of known words.
+    let rom = anon(4096).map_err(|e| format!("mmap: errno {e}"))?;
+    for (k, w) in rom.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&rom_word(k as u64).to_le_bytes());
+    }
+    set_region(&vm, region(1, 2, ROM, 4096, rom.as_ptr() as u64))
+        .map_err(|e| format!("read-only slot: errno {e}"))?;
+    let mut rom_writes = 0u64;
+    if let Some(sig) = sig {
+        let r = ioctl(
+            &vm,
+            KSERV_VM_VERIFY_IMAGE,
+            ptr(&[guest::RAM_BASE, image.len() as u64, sig.as_ptr() as u64]),
+        );
+        c.ok(&format!("{tag}-verify"), r, 0);
+    }
+    let v = make_vcpu(&vm, 0, target, 1 << 2)?;
+    let (doorbell, edge, level, resample) = (eventfd()?, eventfd()?, eventfd()?, eventfd()?);
+    let (db, ed, lv, rs) = (
+        doorbell.as_raw_fd(),
+        edge.as_raw_fd(),
+        level.as_raw_fd(),
+        resample.as_raw_fd(),
+    );
+    let addr = testdev::BASE + DOORBELL;
+    let name = |n: &str| format!("{tag}-{n}");
+    // Before the vGIC exists: no irqfd (EAGAIN), as in KVM.
+    c.errno(
+        &name("irqfd-no-vgic"),
+        irqfd(&vm, ed, EDGE_GSI, 0, 0),
+        EAGAIN,
+    );
+    let mut dev = [7u32, 0, 0];
+    ioctl(&vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
+        .map_err(|e| format!("KVM_CREATE_DEVICE: errno {e}"))?;
+    let gic = owned(i64::from(dev[1]));
+    for (attr, base) in [(2u64, ev::GICD), (3, ev::GICR)] {
+        device_attr(&gic, SET_DEVICE_ATTR, 0, attr, ptr(&base))
+            .map_err(|e| format!("vGIC address {attr}: errno {e}"))?;
+    }
+    device_attr(&gic, SET_DEVICE_ATTR, 4, 0, 0).map_err(|e| format!("vGIC init: errno {e}"))?;
+    // KVM's errors.
+    c.errno(
+        &name("ioeventfd-len-3"),
+        ioeventfd(&vm, 0, addr, 3, db, 0),
+        EINVAL,
+    );
+    c.errno(
+        &name("ioeventfd-wraps"),
+        ioeventfd(&vm, 0, u64::MAX - 1, 4, db, 0),
+        EINVAL,
+    );
+    c.errno(
+        &name("ioeventfd-flags"),
+        ioeventfd(&vm, 0, addr, 4, db, 1 << 6),
+        EINVAL,
+    );
+    c.errno(
+        &name("ioeventfd-any-len-datamatch"),
+        ioeventfd(&vm, 0, addr, 0, db, IOEVENTFD_DATAMATCH),
+        EINVAL,
+    );
+    c.errno(
+        &name("ioeventfd-bad-fd"),
+        ioeventfd(&vm, 0, addr, 4, 999, 0),
+        EBADF,
+    );
+    c.errno(
+        &name("ioeventfd-not-eventfd"),
+        ioeventfd(&vm, 0, addr, 4, vm.as_raw_fd(), 0),
+        EINVAL,
+    );
+    c.errno(
+        &name("ioeventfd-deassign-none"),
+        ioeventfd(&vm, 0, addr, 4, db, IOEVENTFD_DEASSIGN),
+        ENOENT,
+    );
+    c.errno(
+        &name("irqfd-flags"),
+        irqfd(&vm, ed, EDGE_GSI, 1 << 2, 0),
+        EINVAL,
+    );
+    c.errno(
+        &name("irqfd-bad-fd"),
+        irqfd(&vm, 999, EDGE_GSI, 0, 0),
+        EBADF,
+    );
+    c.errno(
+        &name("irqfd-not-eventfd"),
+        irqfd(&vm, vm.as_raw_fd(), EDGE_GSI, 0, 0),
+        EINVAL,
+    );
+    c.errno(
+        &name("irqfd-bad-resamplefd"),
+        irqfd(&vm, lv, LEVEL_GSI, IRQFD_RESAMPLE, 999),
+        EBADF,
+    );
+    c.ok(
+        &name("irqfd-deassign-none"),
+        irqfd(&vm, ed, EDGE_GSI, IRQFD_DEASSIGN, 0),
+        0,
+    );
+    // The real ones.
+    c.ok(
+        &name("ioeventfd"),
+        ioeventfd(&vm, DOORBELL_VALUE, addr, 4, db, IOEVENTFD_DATAMATCH),
+        0,
+    );
+    c.errno(
+        &name("ioeventfd-collision"),
+        ioeventfd(&vm, 0, addr, 4, ed, 0),
+        EEXIST,
+    );
+    c.ok(&name("irqfd-edge"), irqfd(&vm, ed, EDGE_GSI, 0, 0), 0);
+    c.errno(&name("irqfd-busy"), irqfd(&vm, ed, LEVEL_GSI, 0, 0), EBUSY);
+    c.ok(
+        &name("irqfd-resample"),
+        irqfd(&vm, lv, LEVEL_GSI, IRQFD_RESAMPLE, rs),
+        0,
+    );
+    set_reg(&v.fd, REG_PC, guest::RAM_BASE).map_err(|e| format!("PC: errno {e}"))?;
+    set_reg(&v.fd, REG_X0, guest::EVENTFD_X0).map_err(|e| format!("x0: errno {e}"))?;
+
+    let mut line = String::new();
+    let mut plain_doorbells = 0u64;
+    let mut status = None;
+    let mut waker = None;
+    loop {
+        match ioctl(&v.fd, RUN, 0) {
+            Ok(_) => {}
+            Err(EINTR) => continue,
+            Err(e) => return Err(format!("KVM_RUN: errno {e}")),
+        }
+        match v.run_u32(8) {
+            EXIT_MMIO => {
+                let (addr, data, _, write) = v.mmio();
+                let off = addr.wrapping_sub(testdev::BASE);
+                if !write {
+                    return Err(format!("an MMIO read at {addr:#x}"));
+                }
+                if addr == ROM {
+                    // A write to the read-only slot: the VMM's to handle.
+                    if data != ROM_WRITE {
+                        return Err(format!("the read-only slot's write carried {data:#x}"));
+                    }
+                    rom_writes += 1;
+                    continue;
+                }
+                match off {
+                    testdev::CONSOLE => match data as u8 {
+                        b'\n' => println!("kvmapi: guest: {}", std::mem::take(&mut line)),
+                        b => line.push(char::from(b)),
+                    },
+                    DOORBELL => plain_doorbells += 1,
+                    testdev::STATUS => status = Some(Status::from_word(data)),
+                    STEP => {
+                        let (n, _, _) = ev::parse_step(data);
+                        match n {
+                            1 => {
+                                c.check(
+                                    &name("readonly-slot-write"),
+                                    rom_writes == 1 && rom[..8] == rom_word(0).to_le_bytes(),
+                                    || format!("{rom_writes} writes reached the VMM, want 1"),
+                                );
+                                let got = take_count(&doorbell);
+                                c.check(&name("ioeventfd-doorbells"), got == DOORBELLS && plain_doorbells == 1, || {
+                                    format!("{got} doorbells signalled, {plain_doorbells} reached the VMM (want {DOORBELLS} and 1)")
+                                });
+                                signal(&edge);
+                            }
+                            2 => {
+                                let late = edge.try_clone().map_err(|e| format!("dup: {e}"))?;
+                                waker = Some(std::thread::spawn(move || {
+                                    std::thread::sleep(std::time::Duration::from_millis(100));
+                                    signal(&late);
+                                }));
+                            }
+                            3 => signal(&level),
+                            4 => {
+                                let got = take_count(&resample);
+                                c.check(&name("irqfd-resampled"), got == 1, || {
+                                    format!("resamplefd counted {got}, want 1")
+                                });
+                                c.ok(
+                                    &name("irqfd-deassign"),
+                                    irqfd(&vm, ed, EDGE_GSI, IRQFD_DEASSIGN, 0),
+                                    0,
+                                );
+                                c.ok(
+                                    &name("ioeventfd-deassign"),
+                                    ioeventfd(
+                                        &vm,
+                                        DOORBELL_VALUE,
+                                        addr,
+                                        4,
+                                        db,
+                                        IOEVENTFD_DATAMATCH | IOEVENTFD_DEASSIGN,
+                                    ),
+                                    0,
+                                );
+                                signal(&edge);
+                            }
+                            5 => {
+                                let got = take_count(&doorbell);
+                                c.check(&name("ioeventfd-after-deassign"), got == 0 && plain_doorbells == 2, || {
+                                    format!("{got} doorbells signalled, {plain_doorbells} reached the VMM (want 0 and 2)")
+                                });
+                            }
+                            n => return Err(format!("step {n}")),
+                        }
+                    }
+                    _ => return Err(format!("an MMIO write at {addr:#x}")),
+                }
+            }
+            EXIT_SYSTEM_EVENT => break,
+            r => return Err(format!("exit reason {r}, word {:#x}", v.run_u64(32))),
+        }
+    }
+    if let Some(w) = waker {
+        let _ = w.join();
+    }
+    let status = status.unwrap_or_default();
+    c.check(
+        tag,
+        status.passed == ev::GUEST_CHECKS && status.failed == 0,
+        || {
+            format!(
+                "the guest's checks: {} passed, {} failed",
+                status.passed, status.failed
+            )
+        },
+    );
+    Ok(())
 }

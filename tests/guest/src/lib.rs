@@ -52,6 +52,86 @@ const _: () = assert!(CHECKSUM_BASE + CHECKSUM_BYTES <= RAM_BASE + RAM_SIZE);
 const _: () = assert!(testdev::BASE + testdev::SIZE <= RAM_BASE);
 const _: () = assert!(testdev::SCRATCH + 8 <= testdev::SIZE);
 
+/// `x0` of vCPU 0 that makes the guest run the [`eventfd`] program
+/// instead of its tests ("eventfd!").
+pub const EVENTFD_X0: u64 = 0x6576_656e_7466_6421;
+
+/// The eventfd program, for a host's `KVM_IOEVENTFD` and `KVM_IRQFD`: vCPU
+/// 0 alone, the host's GICv3 distributor at [`eventfd::GICD`]. The guest
+/// writes [`eventfd::STEP`] at each step (the step number in bits 0..8,
+/// the SPIs it took so far in bits 32..48 (edge) and 48..64 (level)); the
+/// host acts on it before it runs the vCPU again:
+///
+/// 1. the guest read the first two words of the host's read-only memory
+///    slot at [`eventfd::ROM`] ([`eventfd::rom_word`]), wrote one (which must
+///    reach the host as an MMIO write) and read it back unchanged; then it
+///    rang [`eventfd::DOORBELLS`] doorbells (32-bit writes of
+///    [`eventfd::DOORBELL_VALUE`] to [`eventfd::DOORBELL`], the host's
+///    ioeventfd with that data match takes them) and then one with another
+///    value, which must reach the host as an MMIO write; the host signals
+///    the edge irqfd ([`eventfd::EDGE_GSI`]) before the next entry;
+/// 2. the guest took that SPI; the host signals the edge irqfd again from
+///    another thread a while later, while the guest waits in WFI;
+/// 3. the guest took it; the host signals the resampling irqfd
+///    ([`eventfd::LEVEL_GSI`]);
+/// 4. the guest took that level SPI and completed it: the host's
+///    resamplefd must have been signalled once; the host deassigns the edge
+///    irqfd and the ioeventfd, and signals the edge eventfd;
+/// 5. the guest waited [`eventfd::QUIET_MS`] without an interrupt and rang
+///    one more doorbell, which must reach the host as an MMIO write.
+///
+/// Then it writes [`testdev::STATUS`] (the steps that went as the guest
+/// expected, all 5 to pass) and turns the VM off. Its console says what
+/// went wrong.
+pub mod eventfd {
+    /// The distributor's base.
+    pub const GICD: u64 = 0x0800_0000;
+    /// The redistributors' base.
+    pub const GICR: u64 = 0x080A_0000;
+    /// Test device register the doorbells go to (32-bit writes).
+    pub const DOORBELL: u64 = 0x020;
+    /// The value of the doorbells the ioeventfd takes.
+    pub const DOORBELL_VALUE: u64 = 0x5eed;
+    /// Doorbells rung in step 1.
+    pub const DOORBELLS: u64 = 100;
+    /// Test device register of the steps (64-bit writes).
+    pub const STEP: u64 = 0x028;
+    /// The GSI of the edge irqfd: SPI 40, edge-triggered.
+    pub const EDGE_GSI: u32 = 8;
+    /// The GSI of the resampling irqfd: SPI 41, level-sensitive.
+    pub const LEVEL_GSI: u32 = 9;
+    /// How long step 5 waits for an interrupt that must not come.
+    pub const QUIET_MS: u64 = 200;
+    /// Steps.
+    pub const STEPS: u64 = 5;
+    /// What the guest checks itself (the read-only memory and steps 2 to
+    /// 5), the `passed` of its status when all hold.
+    pub const GUEST_CHECKS: u32 = 5;
+    /// The host's read-only memory slot (one page, in the guest's device
+    /// GiB, so it is read as device memory: no instruction fetches).
+    pub const ROM: u64 = 0x0c00_0000;
+    /// Word `i` of [`ROM`] as the host fills it.
+    pub const fn rom_word(i: u64) -> u64 {
+        0x0123_4567_0000_0000 | i.wrapping_mul(0x9E37_79B9) & 0xffff_ffff
+    }
+    /// What the guest writes to [`ROM`]'s first word.
+    pub const ROM_WRITE: u64 = 0xdead_beef_f00d_cafe;
+    /// The INTID of GSI `gsi` (arm64 KVM's default routing: SPI `32 + gsi`).
+    pub const fn spi(gsi: u32) -> u32 {
+        32 + gsi
+    }
+
+    /// The STEP word for `step` with `edge` and `level` SPIs taken.
+    pub const fn step_word(step: u64, edge: u64, level: u64) -> u64 {
+        step & 0xff | (edge & 0xffff) << 32 | (level & 0xffff) << 48
+    }
+
+    /// `(step, edge, level)` of a STEP word.
+    pub const fn parse_step(w: u64) -> (u64, u64, u64) {
+        (w & 0xff, (w >> 32) & 0xffff, w >> 48)
+    }
+}
+
 /// Every test the guest reports, in the order it reports them.
 pub const TESTS: &[&str] = &[
     "x0",

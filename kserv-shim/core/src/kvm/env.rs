@@ -8,7 +8,9 @@ use crate::conduit::Conduit;
 use crate::runpage::PageIo;
 
 /// The glue's locks. Order: [`Lock::Vm`] before [`Lock::Gic`]; neither is
-/// held across a sleep or a guest entry.
+/// held across a guest entry, and [`Lock::Gic`] (a spinlock) never across
+/// a sleep. [`Lock::Vm`] is held while pinning pages and while an irqfd is
+/// detached (waiting for its injection, which takes only [`Lock::Gic`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Lock {
@@ -68,6 +70,27 @@ pub trait KvmEnv: Conduit + PageIo {
     fn leave_guest(&mut self);
     /// Lets the kernel schedule.
     fn relax(&mut self);
+    /// A reference to the eventfd behind the caller's `fd` (its context,
+    /// never 0; the same eventfd gives the same value): `EBADF` for no fd,
+    /// `EINVAL` for one that is not an eventfd.
+    fn eventfd_get(&mut self, fd: i32) -> Result<u64, Errno>;
+    /// Drops a reference of [`KvmEnv::eventfd_get`].
+    fn eventfd_put(&mut self, eventfd: u64);
+    /// Adds 1 to the eventfd's counter (waking its readers).
+    fn eventfd_signal(&mut self, eventfd: u64);
+    /// Hooks `fd` (whose eventfd must be `eventfd`, else `EINVAL`) to this
+    /// VM: from now on each signal makes a kernel worker call the core's
+    /// irqfd injection for `gsi` (`resample`: level until completed), also
+    /// for a signal already pending. Returns the hook.
+    fn irqfd_attach(
+        &mut self,
+        fd: i32,
+        eventfd: u64,
+        gsi: u32,
+        resample: bool,
+    ) -> Result<u64, Errno>;
+    /// Unhooks an irqfd; no injection of it runs once this returns.
+    fn irqfd_detach(&mut self, hook: u64);
     /// Logs a line.
     fn log(&mut self, line: &[u8]);
 }

@@ -18,6 +18,8 @@ pub const ENXIO: Errno = 6;
 pub const E2BIG: Errno = 7;
 /// `ENOEXEC`.
 pub const ENOEXEC: Errno = 8;
+/// `EBADF`.
+pub const EBADF: Errno = 9;
 /// `EAGAIN`.
 pub const EAGAIN: Errno = 11;
 /// `ENOMEM`.

@@ -63,6 +63,18 @@ unsafe extern "C" {
     fn kserv_glue_kvm_enter_guest(ctx: *mut c_void);
     fn kserv_glue_kvm_leave_guest(ctx: *mut c_void);
     fn kserv_glue_kvm_log(line: *const u8, len: u32);
+    fn kserv_glue_kvm_eventfd_get(fd: i32, eventfd: *mut u64) -> i32;
+    fn kserv_glue_kvm_eventfd_put(eventfd: u64);
+    fn kserv_glue_kvm_eventfd_signal(eventfd: u64);
+    fn kserv_glue_kvm_irqfd_attach(
+        ctx: *mut c_void,
+        fd: i32,
+        eventfd: u64,
+        gsi: u32,
+        resample: u32,
+        hook: *mut u64,
+    ) -> i32;
+    fn kserv_glue_kvm_irqfd_detach(hook: u64);
     fn kserv_glue_gr_alloc(ctx: *mut c_void, order: u32) -> u64;
     fn kserv_glue_gr_free(ctx: *mut c_void, pfn: u64);
     fn kserv_glue_gr_now() -> u64;
@@ -204,6 +216,39 @@ impl KvmEnv for Glue {
     fn log(&mut self, line: &[u8]) {
         // SAFETY: a valid slice.
         unsafe { kserv_glue_kvm_log(line.as_ptr(), line.len() as u32) }
+    }
+    fn eventfd_get(&mut self, fd: i32) -> Result<u64, Errno> {
+        let mut e = 0;
+        // SAFETY: `e` is a valid u64 to write.
+        status(unsafe { kserv_glue_kvm_eventfd_get(fd, &mut e) })?;
+        Ok(e)
+    }
+    fn eventfd_put(&mut self, eventfd: u64) {
+        // SAFETY: the core drops only references it got, once.
+        unsafe { kserv_glue_kvm_eventfd_put(eventfd) }
+    }
+    fn eventfd_signal(&mut self, eventfd: u64) {
+        // SAFETY: a reference the core holds.
+        unsafe { kserv_glue_kvm_eventfd_signal(eventfd) }
+    }
+    fn irqfd_attach(
+        &mut self,
+        fd: i32,
+        eventfd: u64,
+        gsi: u32,
+        resample: bool,
+    ) -> Result<u64, Errno> {
+        let mut hook = 0;
+        // SAFETY: `hook` is a valid u64 to write; `eventfd` a reference the
+        // core holds for as long as the hook lives.
+        status(unsafe {
+            kserv_glue_kvm_irqfd_attach(self.ctx, fd, eventfd, gsi, u32::from(resample), &mut hook)
+        })?;
+        Ok(hook)
+    }
+    fn irqfd_detach(&mut self, hook: u64) {
+        // SAFETY: a hook of `irqfd_attach`, detached once.
+        unsafe { kserv_glue_kvm_irqfd_detach(hook) }
     }
 }
 
@@ -456,6 +501,26 @@ pub unsafe extern "C" fn kserv_core_kvm_device_ioctl(
     // SAFETY: per the caller's guarantees.
     let vm = unsafe { vm_ref(vm) };
     ioctl_ret(vm::device_ioctl(&mut env, vm, cmd, arg))
+}
+
+/// An irqfd's worker: its eventfd was signalled.
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`] (the VM is live while its irqfds are
+/// hooked: teardown detaches them first).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_irqfd_inject(
+    ctx: *mut c_void,
+    vm: *mut c_void,
+    gsi: u32,
+    resample: u32,
+) {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    vm::irqfd_inject(&mut env, vm, gsi, resample != 0);
 }
 
 /// Frees a vCPU's pages (after [`kserv_core_kvm_vm_destroy`]).

@@ -188,22 +188,25 @@ pub fn find(slots: &[Slot; MAX_SLOTS], gfn: u64) -> Option<usize> {
     slots.iter().position(|s| s.contains(gfn))
 }
 
-/// The guest frames of an IPA space of `ipa_pages` pages that no writable
-/// slot backs, as `(first gfn, pages)` ranges in ascending order, into
-/// `out`; how many, or `None` if they do not fit. Read-only slots count as
-/// not backed: the shim emulates them (KCore has no read-only mapping).
+/// The guest frames of an IPA space of `ipa_pages` pages that no slot
+/// backs, as `(first gfn, pages)` ranges in ascending order, into `out`;
+/// how many, or `None` if they do not fit. Read-only slots back their
+/// frames only if `readonly_mapped` (a non-protected VM: KCore maps them
+/// read-only); otherwise the shim emulates them and they count as not
+/// backed.
 pub fn unbacked<const N: usize>(
     slots: &[Slot; MAX_SLOTS],
     ipa_pages: u64,
+    readonly_mapped: bool,
     out: &mut [(u64, u64); N],
 ) -> Option<usize> {
     let mut n = 0;
     let mut at = 0u64;
     loop {
-        // The lowest writable slot at or after `at`.
+        // The lowest backing slot at or after `at`.
         let next = slots
             .iter()
-            .filter(|s| s.used() && !s.readonly() && s.gfn + s.pages > at)
+            .filter(|s| s.used() && (readonly_mapped || !s.readonly()) && s.gfn + s.pages > at)
             .min_by_key(|s| s.gfn);
         let (hole_end, resume) = match next {
             Some(s) => (s.gfn.max(at), s.gfn + s.pages),
@@ -479,7 +482,7 @@ mod tests {
             (3, 0x100, 16, 0),
             (1, 0x50000, 16, mem::READONLY),
         ]);
-        let n = unbacked(&s, 1 << 20, &mut out);
+        let n = unbacked(&s, 1 << 20, false, &mut out);
         assert_eq!(n, Some(3));
         assert_eq!(
             out[..3],
@@ -489,12 +492,18 @@ mod tests {
                 (0x40100, (1 << 20) - 0x40100)
             ]
         );
+        // Mapped read-only, the read-only slot backs its frames.
+        assert_eq!(unbacked(&s, 1 << 20, true, &mut out), Some(4));
+        assert_eq!(
+            out[2..4],
+            [(0x40100, 0x50000 - 0x40100), (0x50010, (1 << 20) - 0x50010)]
+        );
         // A slot reaching the top of the space leaves no range after it.
         let s = with(&[(0, 0, 0x100, 0), (1, (1 << 20) - 0x10, 0x10, 0)]);
-        assert_eq!(unbacked(&s, 1 << 20, &mut out), Some(1));
+        assert_eq!(unbacked(&s, 1 << 20, false, &mut out), Some(1));
         assert_eq!(out[0], (0x100, (1 << 20) - 0x110));
         // No slot: the whole space.
-        assert_eq!(unbacked(&with(&[]), 1 << 20, &mut out), Some(1));
+        assert_eq!(unbacked(&with(&[]), 1 << 20, false, &mut out), Some(1));
         assert_eq!(out[0], (0, 1 << 20));
         // Too many holes for the table.
         let s = with(&[
@@ -504,8 +513,8 @@ mod tests {
             (3, 7, 1, 0),
             (4, 9, 1, 0),
         ]);
-        assert_eq!(unbacked(&s, 16, &mut out), None);
+        assert_eq!(unbacked(&s, 16, false, &mut out), None);
         let mut big = [(0, 0); 8];
-        assert_eq!(unbacked(&s, 16, &mut big), Some(6));
+        assert_eq!(unbacked(&s, 16, false, &mut big), Some(6));
     }
 }

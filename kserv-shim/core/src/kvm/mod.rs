@@ -7,11 +7,13 @@
 //! - [`vcpu`]: vCPU fds, registers, `KVM_RUN` and its exits, PSCI;
 //! - [`vgic`]: the virtual GICv3 (distributor, redistributors, interrupt
 //!   delivery through KCore's list registers);
+//! - [`eventfd`]: `KVM_IOEVENTFD` and `KVM_IRQFD`;
 //! - [`memslot`], [`regs`], [`uapi`], [`errno`]: the API's rules, register
 //!   ids and numbers.
 
 pub mod env;
 pub mod errno;
+pub mod eventfd;
 pub mod memslot;
 pub mod regs;
 pub mod uapi;

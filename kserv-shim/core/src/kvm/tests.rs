@@ -47,13 +47,26 @@ struct Fake {
     protected: bool,
     guest: BTreeMap<u64, u64>,
     shared: BTreeSet<u64>,
+    /// Pages shared read-only (`HostShareGuest` flags).
+    shared_ro: BTreeSet<u64>,
+    /// Pages pinned for reading only.
+    pinned_ro: BTreeSet<u64>,
     mmio: Vec<(u64, u64)>,
     script: VecDeque<Script>,
     completions: Vec<u64>,
+    /// The interrupt words of each entry.
+    entry_irqs: Vec<Vec<u64>>,
     refuse_run: Option<Error>,
     dying: bool,
     owned_by_vm: BTreeSet<u64>,
     calls: Vec<HypercallId>,
+    // Eventfds: the caller's fds (an fd of another kind maps to 0), each
+    // eventfd's references and counter, and the irqfd hooks.
+    fds: BTreeMap<i32, u64>,
+    eventfd_refs: BTreeMap<u64, u32>,
+    eventfd_count: BTreeMap<u64, u64>,
+    hooks: BTreeMap<u64, (u64, u32, bool)>,
+    next_hook: u64,
 }
 
 impl Fake {
@@ -96,6 +109,9 @@ impl Fake {
                 self.guest.insert(a[2], a[1]);
                 if id == HypercallId::HostShareGuest {
                     self.shared.insert(a[1]);
+                    if a[3] & kcore_abi::share_flags::READ_ONLY != 0 {
+                        self.shared_ro.insert(a[1]);
+                    }
                 } else {
                     self.owned_by_vm.insert(a[1]);
                 }
@@ -124,6 +140,9 @@ impl Fake {
                 let mut entry = [0u64; run::ENTRY_WORDS];
                 crate::runpage::read_words(self, pfn, 0, &mut entry);
                 self.completions.push(entry[run::COMPLETION]);
+                let n = (entry[run::IRQ_COUNT] as usize).min(run::MAX_IRQS);
+                self.entry_irqs
+                    .push(entry[run::IRQS..run::IRQS + n].to_vec());
                 let (reason, flags, addr, data, width, args) =
                     self.script
                         .pop_front()
@@ -213,8 +232,11 @@ impl KvmEnv for Fake {
         }
         Ok(())
     }
-    fn pin_user_page(&mut self, uaddr: u64, _write: bool) -> Result<u64, Errno> {
+    fn pin_user_page(&mut self, uaddr: u64, write: bool) -> Result<u64, Errno> {
         let pfn = self.alloc_pages(0).ok_or(ENOMEM)?;
+        if !write {
+            self.pinned_ro.insert(pfn);
+        }
         self.pinned.insert(pfn, uaddr);
         Ok(pfn)
     }
@@ -269,6 +291,65 @@ impl KvmEnv for Fake {
     fn leave_guest(&mut self) {}
     fn relax(&mut self) {}
     fn log(&mut self, _line: &[u8]) {}
+    fn eventfd_get(&mut self, fd: i32) -> Result<u64, Errno> {
+        match self.fds.get(&fd) {
+            None => Err(EBADF),
+            Some(0) => Err(EINVAL),
+            Some(&e) => {
+                *self.eventfd_refs.entry(e).or_default() += 1;
+                Ok(e)
+            }
+        }
+    }
+    fn eventfd_put(&mut self, eventfd: u64) {
+        let r = self.eventfd_refs.get_mut(&eventfd);
+        assert!(r.as_ref().is_some_and(|r| **r > 0), "put of {eventfd:#x}");
+        if let Some(r) = r {
+            *r -= 1;
+        }
+    }
+    fn eventfd_signal(&mut self, eventfd: u64) {
+        assert!(self.eventfd_refs.get(&eventfd).is_some_and(|&r| r > 0));
+        *self.eventfd_count.entry(eventfd).or_default() += 1;
+    }
+    fn irqfd_attach(
+        &mut self,
+        fd: i32,
+        eventfd: u64,
+        gsi: u32,
+        resample: bool,
+    ) -> Result<u64, Errno> {
+        if self.fds.get(&fd) != Some(&eventfd) {
+            return Err(EINVAL);
+        }
+        self.next_hook += 1;
+        self.hooks.insert(self.next_hook, (eventfd, gsi, resample));
+        Ok(self.next_hook)
+    }
+    fn irqfd_detach(&mut self, hook: u64) {
+        assert!(self.hooks.remove(&hook).is_some(), "detach of {hook}");
+    }
+}
+
+impl Fake {
+    /// References held on eventfds.
+    fn eventfd_refs(&self) -> u32 {
+        self.eventfd_refs.values().sum()
+    }
+    /// Signals the eventfd of `fd` as a VMM's thread would: the hooked
+    /// irqfds' injections run (the glue's worker).
+    fn signal_fd(&mut self, vm: &Vm, fd: i32) {
+        let e = self.fds[&fd];
+        let hooked: Vec<(u32, bool)> = self
+            .hooks
+            .values()
+            .filter(|h| h.0 == e)
+            .map(|h| (h.1, h.2))
+            .collect();
+        for (gsi, resample) in hooked {
+            vm::irqfd_inject(self, vm, gsi, resample);
+        }
+    }
 }
 
 fn new_vm(f: &mut Fake, ty: u64) -> Box<Vm> {
@@ -575,4 +656,351 @@ fn memory_slots_and_teardown() {
     assert!(f.pinned.is_empty() && f.owned_by_vm.is_empty());
     vcpu::destroy(&mut f, &mut v);
     assert!(f.arrays.is_empty(), "every array freed");
+}
+
+const GICD: u64 = 0x0800_0000;
+const GICR: u64 = 0x080A_0000;
+
+/// Creates, places and initialises the vGIC (after the vCPUs), and
+/// enables its distributor.
+fn vgic(f: &mut Fake, vm: &Vm) {
+    use super::uapi::vgic_attr::{ADDR_TYPE_DIST, ADDR_TYPE_REDIST, CTRL_INIT, GRP_ADDR, GRP_CTRL};
+    assert_eq!(
+        vm::device_create(f, vm, uapi::device::TYPE_ARM_VGIC_V3, 0),
+        Ok(true)
+    );
+    for (ty, base) in [(ADDR_TYPE_DIST, GICD), (ADDR_TYPE_REDIST, GICR)] {
+        let value = user(f, 0xA000, &[base]);
+        let a = user(f, 0xA100, &[u64::from(GRP_ADDR) << 32, ty, value]);
+        assert_eq!(vm::device_ioctl(f, vm, uapi::SET_DEVICE_ATTR, a), Ok(0));
+    }
+    let a = user(f, 0xA100, &[u64::from(GRP_CTRL) << 32, CTRL_INIT, 0]);
+    assert_eq!(vm::device_ioctl(f, vm, uapi::SET_DEVICE_ATTR, a), Ok(0));
+    vm.with_gic(f, |g| ((), g.mmio(0, GICD, 4, true, 2).map_or(0, |r| r.1)));
+}
+
+/// `KVM_IOEVENTFD` with `struct kvm_ioeventfd`'s fields.
+fn ioeventfd(
+    f: &mut Fake,
+    vm: &Vm,
+    datamatch: u64,
+    addr: u64,
+    len: u64,
+    fd: i32,
+    flags: u64,
+) -> Result<i64, Errno> {
+    let a = user(
+        f,
+        0xB000,
+        &[
+            datamatch,
+            addr,
+            len | u64::from(fd as u32) << 32,
+            flags,
+            0,
+            0,
+            0,
+            0,
+        ],
+    );
+    vm::ioctl(f, vm, &HOST, uapi::IOEVENTFD, a)
+}
+
+/// `KVM_IRQFD` with `struct kvm_irqfd`'s fields.
+fn irqfd(
+    f: &mut Fake,
+    vm: &Vm,
+    fd: i32,
+    gsi: u32,
+    flags: u32,
+    resamplefd: i32,
+) -> Result<i64, Errno> {
+    let a = user(
+        f,
+        0xB100,
+        &[
+            u64::from(fd as u32) | u64::from(gsi) << 32,
+            u64::from(flags) | u64::from(resamplefd as u32) << 32,
+            0,
+            0,
+        ],
+    );
+    vm::ioctl(f, vm, &HOST, uapi::IRQFD, a)
+}
+
+#[test]
+fn ioeventfds_take_matching_writes_with_kvms_errors() {
+    use super::eventfd::io::{DATAMATCH, DEASSIGN, PIO};
+    use kcore_abi::run::exit_flags::WRITE;
+    const DB: u64 = 0x0A00_0050;
+    let mut f = Fake::new();
+    // fds 5 and 6 are eventfds, 7 another kind of file.
+    f.fds.extend([(5, 0xE5), (6, 0xE6), (7, 0)]);
+    let vm = new_vm(&mut f, 0);
+    slot(&mut f, &vm);
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    let flags = |x: u32| u64::from(x);
+    // KVM's checks, in its order.
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0, DB, 3, 5, 0),
+        Err(EINVAL),
+        "length"
+    );
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0, u64::MAX - 2, 4, 5, 0),
+        Err(EINVAL),
+        "wraps"
+    );
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0, DB, 4, 5, 1 << 5),
+        Err(EINVAL),
+        "flags"
+    );
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0, DB, 0, 5, flags(DATAMATCH)),
+        Err(EINVAL)
+    );
+    assert_eq!(ioeventfd(&mut f, &vm, 0, DB, 4, 9, 0), Err(EBADF));
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0, DB, 4, 7, 0),
+        Err(EINVAL),
+        "not an eventfd"
+    );
+    assert_eq!(
+        vm::ioctl(&mut f, &vm, &HOST, uapi::IOEVENTFD, 0x10),
+        Err(EFAULT)
+    );
+    // 4-byte writes of 0x11 signal fd 5, of 0x22 fd 6; any 2-byte write fd 5.
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0x11, DB, 4, 5, flags(DATAMATCH)),
+        Ok(0)
+    );
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0x22, DB, 4, 6, flags(DATAMATCH)),
+        Ok(0)
+    );
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0x22, DB, 4, 5, flags(DATAMATCH)),
+        Err(EEXIST)
+    );
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0, DB, 4, 5, 0),
+        Err(EEXIST),
+        "a wildcard over them"
+    );
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0, DB, 0, 6, 0),
+        Err(EEXIST),
+        "any length over them"
+    );
+    assert_eq!(ioeventfd(&mut f, &vm, 0, DB, 2, 5, 0), Ok(0));
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0, DB, 4, 5, flags(PIO)),
+        Ok(0),
+        "another bus"
+    );
+    assert_eq!(f.eventfd_refs(), 4);
+    let w = |data: u64, width: u64| (exit::MMIO, WRITE, DB, data, width, [0; 3]);
+    f.script.extend([
+        w(0x11, 4),
+        w(0x11, 4),
+        w(0x22, 4),
+        w(0xFFFF, 2),
+        (exit::MMIO, 0, DB, 0, 4, [0; 3]),
+    ]);
+    // The read goes to the VMM; the writes before it did not.
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
+    assert_eq!(f.run[krun::MMIO_IS_WRITE], 0);
+    assert_eq!(f.eventfd_count.get(&0xE5), Some(&3));
+    assert_eq!(f.eventfd_count.get(&0xE6), Some(&1));
+    // Unmatched: a value, a width.
+    f.script.push_back(w(0x33, 4));
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.run[krun::MMIO_IS_WRITE], 1);
+    assert_eq!(f.run_u64(krun::MMIO_DATA), 0x33);
+    f.script.push_back(w(0x11, 8));
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.run_u32(krun::MMIO_LEN), 8);
+    // Deassignment must name the same fd, address, length and match.
+    let dm = flags(DATAMATCH | DEASSIGN);
+    assert_eq!(ioeventfd(&mut f, &vm, 0x11, DB, 4, 6, dm), Err(ENOENT));
+    assert_eq!(ioeventfd(&mut f, &vm, 0x11, DB, 2, 5, dm), Err(ENOENT));
+    assert_eq!(
+        ioeventfd(&mut f, &vm, 0, DB, 4, 5, flags(DEASSIGN)),
+        Err(ENOENT)
+    );
+    assert_eq!(ioeventfd(&mut f, &vm, 0x11, DB, 4, 5, dm), Ok(0));
+    assert_eq!(ioeventfd(&mut f, &vm, 0x11, DB, 4, 5, dm), Err(ENOENT));
+    assert_eq!(ioeventfd(&mut f, &vm, 0x11, DB, 4, 9, dm), Err(EBADF));
+    assert_eq!(f.eventfd_refs(), 3);
+    f.script.push_back(w(0x11, 4));
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.run_u64(krun::MMIO_DATA), 0x11, "now the VMM's");
+    assert_eq!(f.eventfd_count.get(&0xE5), Some(&3));
+    // Teardown drops every reference.
+    vcpu::destroy(&mut f, &mut v);
+    vm::destroy(&mut f, &vm);
+    assert_eq!(f.eventfd_refs(), 0);
+}
+
+#[test]
+fn irqfds_inject_spis_and_resample_with_kvms_errors() {
+    use super::eventfd::irq::{DEASSIGN, RESAMPLE};
+    use kcore_abi::run::irq as lr;
+    let mut f = Fake::new();
+    f.fds.extend([(5, 0xE5), (6, 0xE6), (8, 0xE8), (7, 0)]);
+    let vm = new_vm(&mut f, 0);
+    slot(&mut f, &vm);
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    // Before the vGIC is initialised: EAGAIN (flags are checked first).
+    assert_eq!(irqfd(&mut f, &vm, 5, 8, 1 << 2, 0), Err(EINVAL));
+    assert_eq!(irqfd(&mut f, &vm, 5, 8, 0, 0), Err(EAGAIN));
+    vgic(&mut f, &vm);
+    assert_eq!(irqfd(&mut f, &vm, 9, 8, 0, 0), Err(EBADF));
+    assert_eq!(irqfd(&mut f, &vm, 7, 8, 0, 0), Err(EINVAL));
+    assert_eq!(
+        irqfd(&mut f, &vm, 5, 8, RESAMPLE, 9),
+        Err(EBADF),
+        "resamplefd"
+    );
+    assert_eq!(f.eventfd_refs(), 0, "nothing kept on failure");
+    // GSI 8 (SPI 40) edge-triggered and enabled for vCPU 0; GSI 9 (SPI 41)
+    // level-sensitive and enabled.
+    vm.with_gic(&mut f, |g| {
+        g.mmio(0, GICD + 0xC08, 4, true, 2 << 16);
+        g.mmio(0, GICD + 0x104, 4, true, 3 << 8);
+        ((), 0)
+    });
+    assert_eq!(irqfd(&mut f, &vm, 5, 8, 0, 0), Ok(0));
+    assert_eq!(
+        irqfd(&mut f, &vm, 5, 9, 0, 0),
+        Err(EBUSY),
+        "one GSI per eventfd"
+    );
+    assert_eq!(irqfd(&mut f, &vm, 6, 9, RESAMPLE, 8), Ok(0));
+    assert_eq!(f.hooks.len(), 2);
+    // A signal of fd 5 is an edge of SPI 40: the next entry hands it over.
+    f.kicks.clear();
+    f.signal_fd(&vm, 5);
+    assert_eq!(f.kicks, [0]);
+    f.script
+        .push_back((exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3]));
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    let e = f.entry_irqs.last().cloned().unwrap_or_default();
+    assert_eq!(e.len(), 1);
+    assert_eq!(lr::vintid(e[0]), 40);
+    // Fd 6 raises SPI 41's line until the guest completes it; the guest
+    // takes both (active), then completes them (the fake KCore reports the
+    // states given, so script them through the exits' irq states).
+    f.signal_fd(&vm, 6);
+    assert_eq!(f.eventfd_count.get(&0xE8), None);
+    vm.with_gic(&mut f, |g| {
+        let mut words = [0u64; super::vgic::IRQ_SLOTS];
+        let n = g.flush(0, &mut words);
+        assert_eq!(n, 2);
+        let states: Vec<u64> = words[..n]
+            .iter()
+            .map(|&w| lr::with_state(w, lr::ACTIVE))
+            .collect();
+        g.fold(0, &words[..n], &states);
+        let active: Vec<u64> = {
+            let n = g.flush(0, &mut words);
+            words[..n].to_vec()
+        };
+        assert!(
+            active.iter().all(|&w| lr::state(w) == lr::ACTIVE),
+            "no P+A for a resampled line"
+        );
+        g.fold(0, &active, &[0, 0]);
+        ((), 0)
+    });
+    // The exit path signals the resamplefd.
+    vm::resample(&mut f, &vm);
+    assert_eq!(f.eventfd_count.get(&0xE8), Some(&1));
+    vm::resample(&mut f, &vm);
+    assert_eq!(f.eventfd_count.get(&0xE8), Some(&1), "once per completion");
+    // Deassignment: fd and GSI must match; 0 even when nothing matched.
+    assert_eq!(irqfd(&mut f, &vm, 5, 9, DEASSIGN, 0), Ok(0));
+    assert_eq!(f.hooks.len(), 2);
+    assert_eq!(irqfd(&mut f, &vm, 9, 8, DEASSIGN, 0), Err(EBADF));
+    assert_eq!(irqfd(&mut f, &vm, 5, 8, DEASSIGN, 0), Ok(0));
+    assert_eq!(f.hooks.len(), 1);
+    // The last resampling irqfd of a GSI going lowers its line.
+    f.signal_fd(&vm, 6);
+    assert!(vm.with_gic(&mut f, |g| (g.has_work(0), 0)));
+    assert_eq!(irqfd(&mut f, &vm, 6, 9, DEASSIGN, 0), Ok(0));
+    assert!(!vm.with_gic(&mut f, |g| (g.has_work(0), 0)));
+    assert_eq!(f.eventfd_refs(), 0);
+    // Teardown unhooks what is left.
+    assert_eq!(irqfd(&mut f, &vm, 5, 8, 0, 0), Ok(0));
+    assert_eq!(irqfd(&mut f, &vm, 6, 9, RESAMPLE, 8), Ok(0));
+    vcpu::destroy(&mut f, &mut v);
+    vm::destroy(&mut f, &vm);
+    assert!(f.hooks.is_empty());
+    assert_eq!(f.eventfd_refs(), 0);
+}
+
+#[test]
+fn read_only_slots_are_mapped_read_only_or_emulated() {
+    use kcore_abi::run::exit_flags::WRITE;
+    const ROM: u64 = 0x1000_0000;
+    const ROM_UADDR: u64 = 0x6000_0000;
+    for protected in [false, true] {
+        let mut f = Fake::new();
+        let vm = new_vm(&mut f, if protected { 1 << 31 } else { 0 });
+        slot(&mut f, &vm);
+        let a = user(
+            &mut f,
+            0x8000,
+            &[
+                1 | u64::from(uapi::mem::READONLY) << 32,
+                ROM,
+                0x2000,
+                ROM_UADDR,
+            ],
+        );
+        assert_eq!(
+            vm::ioctl(&mut f, &vm, &HOST, uapi::SET_USER_MEMORY_REGION, a),
+            Ok(0)
+        );
+        f.copy_to_user(ROM_UADDR + 0x10, &0xABCDu64.to_le_bytes())
+            .ok();
+        let mut v = new_vcpu(&mut f, &vm, 0);
+        init(&mut f, &vm, &mut v, 1 << 2);
+        let rom = ROM >> 12;
+        if protected {
+            // Emulated: a read exit answered from the VMM's memory.
+            f.script.extend([
+                (exit::MMIO, 0, ROM + 0x10, 0, 8, [0; 3]),
+                (exit::MMIO, WRITE, ROM + 0x10, 5, 8, [0; 3]),
+            ]);
+        } else {
+            // Mapped on first touch (a fault, say an instruction fetch).
+            f.script.extend([
+                (exit::MEM_FAULT, 0, ROM + 0x10, 0, 0, [0; 3]),
+                (exit::MMIO, WRITE, ROM + 0x10, 5, 8, [0; 3]),
+            ]);
+        }
+        assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+        let declared_rom = f.mmio.iter().any(|&(g, n)| g <= rom && rom < g + n);
+        assert_eq!(declared_rom, protected, "declared MMIO only when emulated");
+        if protected {
+            assert_eq!(f.completions.last(), Some(&0xABCD));
+            assert!(!f.guest.contains_key(&rom), "nothing mapped");
+        } else {
+            let pfn = f.guest.get(&rom).copied();
+            assert!(pfn.is_some_and(|p| f.shared_ro.contains(&p) && f.pinned_ro.contains(&p)));
+        }
+        // Writes reach the VMM as MMIO, as in KVM.
+        assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
+        assert_eq!(f.run[krun::MMIO_IS_WRITE], 1);
+        assert_eq!(f.run_u64(krun::MMIO_PHYS_ADDR), ROM + 0x10);
+        vcpu::destroy(&mut f, &mut v);
+        let t = vm::destroy(&mut f, &vm);
+        assert_eq!(t.kept, 0);
+        assert!(f.pinned.is_empty(), "every page unpinned");
+    }
 }

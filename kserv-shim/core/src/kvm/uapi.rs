@@ -57,6 +57,10 @@ pub mod size {
     pub const VERIFY_IMAGE: usize = 24;
     /// `struct kvm_run`.
     pub const RUN: usize = 2352;
+    /// `struct kvm_irqfd`.
+    pub const IRQFD: usize = super::super::eventfd::irq::SIZE;
+    /// `struct kvm_ioeventfd`.
+    pub const IOEVENTFD: usize = super::super::eventfd::io::SIZE;
 }
 
 /// `KVM_GET_API_VERSION`.
@@ -95,6 +99,10 @@ pub const SET_DEVICE_ATTR: u32 = iow(0xE1, size::DEVICE_ATTR);
 pub const GET_DEVICE_ATTR: u32 = iow(0xE2, size::DEVICE_ATTR);
 /// `KVM_HAS_DEVICE_ATTR`.
 pub const HAS_DEVICE_ATTR: u32 = iow(0xE3, size::DEVICE_ATTR);
+/// `KVM_IRQFD`.
+pub const IRQFD: u32 = iow(0x76, size::IRQFD);
+/// `KVM_IOEVENTFD`.
+pub const IOEVENTFD: u32 = iow(0x79, size::IOEVENTFD);
 /// `KSERV_VM_VERIFY_IMAGE` (the shim's own, VM fd): `_IOW(KVMIO, 0xF0,
 /// struct kserv_verify_image { __u64 gpa; __u64 len; __u64 sig_addr; })`.
 pub const KSERV_VM_VERIFY_IMAGE: u32 = iow(0xF0, size::VERIFY_IMAGE);
@@ -113,18 +121,26 @@ pub mod cap {
     pub const DESTROY_MEMORY_REGION_WORKS: u64 = 21;
     /// `KVM_CAP_JOIN_MEMORY_REGIONS_WORKS`.
     pub const JOIN_MEMORY_REGIONS_WORKS: u64 = 30;
+    /// `KVM_CAP_IRQFD`.
+    pub const IRQFD: u64 = 32;
+    /// `KVM_CAP_IOEVENTFD`.
+    pub const IOEVENTFD: u64 = 36;
     /// `KVM_CAP_MAX_VCPUS`.
     pub const MAX_VCPUS: u64 = 66;
     /// `KVM_CAP_ONE_REG`.
     pub const ONE_REG: u64 = 70;
     /// `KVM_CAP_READONLY_MEM`.
     pub const READONLY_MEM: u64 = 81;
+    /// `KVM_CAP_IRQFD_RESAMPLE`.
+    pub const IRQFD_RESAMPLE: u64 = 82;
     /// `KVM_CAP_ARM_PSCI`.
     pub const ARM_PSCI: u64 = 87;
     /// `KVM_CAP_DEVICE_CTRL`.
     pub const DEVICE_CTRL: u64 = 89;
     /// `KVM_CAP_ARM_PSCI_0_2`.
     pub const ARM_PSCI_0_2: u64 = 102;
+    /// `KVM_CAP_IOEVENTFD_ANY_LENGTH`.
+    pub const IOEVENTFD_ANY_LENGTH: u64 = 122;
     /// `KVM_CAP_CHECK_EXTENSION_VM`.
     pub const CHECK_EXTENSION_VM: u64 = 105;
     /// `KVM_CAP_MAX_VCPU_ID`.
@@ -375,7 +391,7 @@ pub mod reg {
 
 /// What the glue checks against the kernel's headers when the module loads,
 /// in this order (`kserv_core.h` lists the same names).
-pub const CHECKED: [u64; 31] = [
+pub const CHECKED: [u64; 33] = [
     GET_API_VERSION as u64,
     CREATE_VM as u64,
     CHECK_EXTENSION as u64,
@@ -394,6 +410,8 @@ pub const CHECKED: [u64; 31] = [
     SET_DEVICE_ATTR as u64,
     GET_DEVICE_ATTR as u64,
     HAS_DEVICE_ATTR as u64,
+    IRQFD as u64,
+    IOEVENTFD as u64,
     size::RUN as u64,
     run::MMIO_DATA as u64,
     run::MMIO_LEN as u64,
@@ -427,6 +445,8 @@ mod tests {
         assert_eq!(CREATE_DEVICE, 0xC00C_AEE0);
         assert_eq!(SET_DEVICE_ATTR, 0x4018_AEE1);
         assert_eq!(KSERV_VM_VERIFY_IMAGE, 0x4018_AEF0);
+        assert_eq!(IRQFD, 0x4020_AE76);
+        assert_eq!(IOEVENTFD, 0x4040_AE79);
         assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);
         assert_eq!(reg::TIMER_CVAL, 0x6030_0000_0013_DF02);
         assert_eq!(reg::TIMER_CTL, 0x6030_0000_0013_DF19);

@@ -439,6 +439,7 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
                 let k = g.fold(id, &irqs[..n], &s[..n]);
                 ((), k)
             });
+            vm::resample(env, vm);
         }
         None => return internal_error(env, reason, e.word(run::EXIT_IRQ_COUNT)),
     }
@@ -480,8 +481,9 @@ fn internal_error<E: KvmEnv>(env: &mut E, reason: u64, detail: u64) -> Next {
     Next::Return(0)
 }
 
-/// An MMIO exit: the vGIC, a memory slot (read-only ones, or one created
-/// after KCore's MMIO ranges were declared), or the VMM.
+/// An MMIO exit: the vGIC, a memory slot (a protected VM's read-only ones,
+/// or one created after KCore's MMIO ranges were declared), an ioeventfd,
+/// or the VMM (writes to read-only slots too, as in KVM).
 fn mmio<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
     let addr = e.word(run::EXIT_ADDR);
     let width = e.word(run::EXIT_WIDTH).clamp(1, 8);
@@ -516,10 +518,14 @@ fn mmio<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
         if !write {
             v.completion = u64::from_le_bytes(b);
         }
-        if !s.readonly() {
-            // Map the page: the next accesses go straight to memory.
+        if !(s.readonly() && vm.protected()) {
+            // Map the page (read-only for a read-only slot): the next
+            // accesses go straight to memory.
             let _ = vm.with_cfg(env, |env, c| c.back(env, vm, gfn));
         }
+        return Next::Enter;
+    }
+    if write && vm::ioeventfd_write(env, vm, addr, width, data) {
         return Next::Enter;
     }
     exit_to(env, kexit::MMIO);

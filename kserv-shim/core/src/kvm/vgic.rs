@@ -53,7 +53,14 @@ mod f {
     pub const GROUP1: u8 = 1 << 5;
     /// A list register holds it pending (as of the last exit).
     pub const LR_PENDING: u8 = 1 << 6;
+    /// An irqfd in resampling mode holds its line high until the guest
+    /// completes it.
+    pub const RESAMPLE: u8 = 1 << 7;
 }
+
+/// Words of the bitmap of SPIs (by GSI, `INTID - 32`) whose resampled line
+/// the guest completed.
+pub const ACKED_WORDS: usize = (MAX_IRQS - NR_PRIVATE).div_ceil(64) as usize;
 
 /// One interrupt's state. All zero is a valid (disabled) interrupt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -126,6 +133,9 @@ pub struct Vgic {
     /// yet completed).
     owned: [[u16; IRQ_SLOTS]; MAX_VCPUS],
     n_owned: [u8; MAX_VCPUS],
+    /// Resampled SPIs the guest completed, by GSI, for their resamplefds.
+    acked: [u64; ACKED_WORDS],
+    any_acked: bool,
 }
 
 /// Where an MMIO access landed.
@@ -303,6 +313,50 @@ impl Vgic {
         Ok(self.kick_for(v, intid))
     }
 
+    /// An irqfd's edge on SPI `intid` (`resample`: the line stays high,
+    /// until the guest completes the interrupt): the vCPUs to kick. Nothing
+    /// for an SPI the vGIC does not have (as KVM's routing ignores it).
+    pub fn irqfd(&mut self, intid: u32, resample: bool) -> u64 {
+        if intid < NR_PRIVATE || intid >= self.nr_irqs {
+            return 0;
+        }
+        let Ok(k) = self.set_line(0, intid, true) else {
+            return 0;
+        };
+        if resample {
+            if let Some(irq) = self.irq_mut(0, intid) {
+                irq.set(f::RESAMPLE, true);
+            }
+            k
+        } else {
+            k | self.set_line(0, intid, false).unwrap_or(0)
+        }
+    }
+
+    /// The last resampling irqfd of SPI `intid` went: its line goes low.
+    pub fn end_resample(&mut self, intid: u32) -> u64 {
+        let Some(irq) = self.irq_mut(0, intid) else {
+            return 0;
+        };
+        if !irq.has(f::RESAMPLE) || intid < NR_PRIVATE {
+            return 0;
+        }
+        irq.set(f::RESAMPLE, false);
+        self.set_line(0, intid, false).unwrap_or(0)
+    }
+
+    /// Takes the bitmap of resampled SPIs (by GSI) the guest completed
+    /// since the last call; false if there are none.
+    pub fn take_acked(&mut self, out: &mut [u64; ACKED_WORDS]) -> bool {
+        if !self.any_acked {
+            return false;
+        }
+        *out = self.acked;
+        self.acked = [0; ACKED_WORDS];
+        self.any_acked = false;
+        true
+    }
+
     /// An SGI register write by vCPU `from` (`group1`: `ICC_SGI1R_EL1`,
     /// which may raise SGIs of either group; else only group 0 ones): the
     /// vCPUs to kick.
@@ -446,7 +500,9 @@ impl Vgic {
             let Some(irq) = self.irq_mut(v, intid) else {
                 continue;
             };
-            let pending = irq.pending();
+            // A resampled level interrupt is never handed over pending and
+            // active at once: its completion must show (as in KVM).
+            let pending = irq.pending() && !(irq.active() && irq.has(f::RESAMPLE));
             let mut state = 0;
             if pending {
                 state |= irq::PENDING;
@@ -490,7 +546,20 @@ impl Vgic {
                 // Acknowledged: a level interrupt's software pend is spent.
                 irq.set(f::LATCH, false);
             }
+            let resampled = irq.has(f::RESAMPLE) && !irq.has(f::EDGE) && s == 0;
+            if resampled {
+                // Completed: the irqfd's line drops, its resamplefd fires.
+                irq.set(f::RESAMPLE, false);
+                irq.set(f::LINE, false);
+            }
             let irq = *irq;
+            if resampled && intid >= NR_PRIVATE {
+                let gsi = (intid - NR_PRIVATE) as usize;
+                if let Some(w) = self.acked.get_mut(gsi / 64) {
+                    *w |= 1 << (gsi % 64);
+                    self.any_acked = true;
+                }
+            }
             let target = self.target(v, intid, &irq);
             if !irq.active() && (!irq.pending() || target != Some(v)) {
                 if let Some(q) = self.irq_mut(v, intid) {

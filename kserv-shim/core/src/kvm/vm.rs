@@ -7,21 +7,27 @@
 //! width and data) only inside ranges declared with `HostDeclareMmio`, at
 //! most 16 per VM, and a protected VM's freeze at its first run. At the
 //! first `KVM_RUN` of any vCPU the shim declares every part of the IPA
-//! space that no writable memory slot backs (the vGIC and the VMM's
-//! devices lie there, and read-only slots, which the shim emulates). A
-//! slot deleted later (non-protected VMs) is declared too, while ranges
-//! remain; a slot created later inside a declared range is emulated access
-//! by access and its pages are then mapped, so only a first touch that is
-//! an instruction fetch fails there. More than 16 unbacked ranges make the
+//! space that no memory slot backs (the vGIC and the VMM's devices lie
+//! there). A non-protected VM's read-only slots are backed: their pages are
+//! shared read-only (`HostShareGuest` `READ_ONLY`) on first touch, reads and
+//! instruction fetches go to memory and writes exit as MMIO to the VMM, as
+//! in KVM. A protected VM's read-only slots count as unbacked and the shim
+//! emulates them access by access (KCore shares nothing with a protected
+//! VM), so an instruction fetch from one faults in the guest. A slot
+//! deleted later (non-protected VMs) is declared too, while ranges remain;
+//! a slot created later inside a declared range is emulated access by
+//! access and its pages are then mapped, so only a first touch that is an
+//! instruction fetch fails there. More than 16 unbacked ranges make the
 //! first `KVM_RUN` fail with `ENOSPC`.
 
 use super::env::{KvmEnv, Lock, array};
 use super::errno::{
     EBUSY, EEXIST, EFAULT, EINVAL, EIO, EKEYREJECTED, ENODEV, ENOMEM, ENOSPC, ENXIO, Errno,
 };
+use super::eventfd::{Eventfds, IoArgs, IrqArgs};
 use super::memslot::{self, Change, MAX_SLOTS, PAGE_SIZE, Region, Slot, page};
 use super::uapi::{self, cap, device, irq_line, vgic_attr, vm_type};
-use super::vgic::{MAX_VCPUS, Vgic};
+use super::vgic::{ACKED_WORDS, MAX_VCPUS, NR_PRIVATE, Vgic};
 use crate::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::SeqCst;
@@ -73,6 +79,8 @@ pub struct VmCfg {
     /// Created vCPUs' ids in creation order.
     order: [u8; MAX_VCPUS],
     n_vcpus: usize,
+    /// `KVM_IOEVENTFD`s and `KVM_IRQFD`s.
+    eventfds: Eventfds,
 }
 
 /// A VM. All zero until [`init`]; the glue allocates it zeroed (and frees
@@ -89,6 +97,8 @@ pub struct Vm {
     pub psci_version: AtomicU64,
     /// The guest's `CNTVOFF` (the counter at creation).
     pub cntvoff: AtomicU64,
+    /// How many ioeventfds there are (MMIO writes look them up only then).
+    ioeventfds: AtomicU32,
 }
 
 // SAFETY: the cells are only reached through `with_cfg`/`with_gic`, which
@@ -195,6 +205,10 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::ARM_IRQ_LINE_LAYOUT_2
         | cap::CHECK_EXTENSION_VM
         | cap::SYSTEM_EVENT_DATA
+        | cap::IOEVENTFD
+        | cap::IOEVENTFD_ANY_LENGTH
+        | cap::IRQFD
+        | cap::IRQFD_RESAMPLE
         | cap::ARM_PROTECTED_VM => 1,
         cap::NR_VCPUS => i64::from(host.online_cpus.clamp(1, MAX_VCPUS as u32)),
         cap::MAX_VCPUS | cap::MAX_VCPU_ID => MAX_VCPUS as i64,
@@ -331,26 +345,28 @@ impl VmCfg {
     }
 
     /// Backs `gfn` with the VMM's page: pinned, then shared with the VM
-    /// (non-protected) or donated to it (protected). Nothing to do if it
-    /// is backed already.
+    /// (non-protected; read-only for a read-only slot) or donated to it
+    /// (protected, whose read-only slots are emulated: `EFAULT`). Nothing to
+    /// do if it is backed already.
     pub fn back<E: KvmEnv>(&mut self, env: &mut E, vm: &Vm, gfn: u64) -> Result<(), Errno> {
         let i = memslot::find(&self.slots, gfn).ok_or(EFAULT)?;
         let s = self.slots[i];
-        if s.readonly() {
+        let protected = vm.protected();
+        let read_only = s.readonly();
+        if read_only && protected {
             return Err(EFAULT);
         }
         let k = (gfn - s.gfn) as usize;
         if self.slot_pages(i)[k] & page::PINNED != 0 {
             return Ok(());
         }
-        let pfn = env.pin_user_page(s.uaddr + k as u64 * PAGE_SIZE, true)?;
+        let pfn = env.pin_user_page(s.uaddr + k as u64 * PAGE_SIZE, !read_only)?;
         let h = vm.handle();
-        let protected = vm.protected();
         let r = self.with_pool(env, h, |env| {
             if protected {
                 hypercall::donate_guest(env, h, pfn, gfn)
             } else {
-                hypercall::share_guest(env, h, pfn, gfn)
+                hypercall::share_guest(env, h, pfn, gfn, read_only)
             }
         });
         match r {
@@ -423,7 +439,8 @@ pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
             return Ok(());
         }
         let mut ranges = [(0u64, 0u64); MAX_MMIO];
-        let n = memslot::unbacked(&c.slots, ipa_pages, &mut ranges).ok_or(ENOSPC)?;
+        let n =
+            memslot::unbacked(&c.slots, ipa_pages, !vm.protected(), &mut ranges).ok_or(ENOSPC)?;
         if n > MAX_MMIO - c.n_mmio {
             return Err(ENOSPC);
         }
@@ -469,6 +486,29 @@ pub fn ioctl<E: KvmEnv>(
             Ok(0)
         }
         uapi::CREATE_IRQCHIP => Err(ENODEV),
+        uapi::IOEVENTFD => {
+            let mut b = [0u8; uapi::size::IOEVENTFD];
+            env.copy_from_user(arg, &mut b)?;
+            let a = IoArgs::parse(&b);
+            vm.with_cfg(env, |env, c| {
+                let r = c.eventfds.ioeventfd(env, &a);
+                vm.ioeventfds.store(c.eventfds.ioeventfds() as u32, SeqCst);
+                r
+            })
+            .map(|()| 0)
+        }
+        uapi::IRQFD => {
+            let mut b = [0u8; uapi::size::IRQFD];
+            env.copy_from_user(arg, &mut b)?;
+            let a = IrqArgs::parse(&b);
+            let ready = vm.with_gic(env, |g| (g.ready, 0));
+            let lower = vm.with_cfg(env, |env, c| c.eventfds.irqfd(env, &a, ready))?;
+            if let Some(gsi) = lower {
+                let intid = gsi.saturating_add(NR_PRIVATE);
+                vm.with_gic(env, |g| ((), g.end_resample(intid)));
+            }
+            Ok(0)
+        }
         uapi::KSERV_VM_VERIFY_IMAGE => {
             let mut b = [0u8; uapi::size::VERIFY_IMAGE];
             env.copy_from_user(arg, &mut b)?;
@@ -573,6 +613,34 @@ pub fn irq_line<E: KvmEnv>(env: &mut E, vm: &Vm, irq: u32, level: bool) -> Resul
             })
         }
         _ => Err(EINVAL),
+    }
+}
+
+/// An irqfd's eventfd was signalled (the glue's worker): GSI `gsi`, SPI
+/// `32 + gsi`, gets an edge, or its line is held high until the guest
+/// completes it (`resample`).
+pub fn irqfd_inject<E: KvmEnv>(env: &mut E, vm: &Vm, gsi: u32, resample: bool) {
+    let Some(intid) = gsi.checked_add(NR_PRIVATE) else {
+        return;
+    };
+    vm.with_gic(env, |g| ((), g.irqfd(intid, resample)));
+}
+
+/// A guest's MMIO write that no vGIC register or writable memory took:
+/// whether an ioeventfd did (signalled).
+pub fn ioeventfd_write<E: KvmEnv>(env: &mut E, vm: &Vm, addr: u64, width: u64, data: u64) -> bool {
+    if vm.ioeventfds.load(SeqCst) == 0 {
+        return false;
+    }
+    vm.with_cfg(env, |env, c| c.eventfds.mmio_write(env, addr, width, data))
+}
+
+/// After an exit: signals the resamplefds of the resampled SPIs the guest
+/// completed.
+pub fn resample<E: KvmEnv>(env: &mut E, vm: &Vm) {
+    let mut acked = [0u64; ACKED_WORDS];
+    if vm.with_gic(env, |g| (g.take_acked(&mut acked), 0)) {
+        vm.with_cfg(env, |env, c| c.eventfds.resampled(env, &acked));
     }
 }
 
@@ -822,6 +890,8 @@ pub fn destroy<E: KvmEnv>(env: &mut E, vm: &Vm) -> Teardown {
     if h.0 == 0 {
         return t;
     }
+    vm.with_cfg(env, |env, c| c.eventfds.release(env));
+    vm.ioeventfds.store(0, SeqCst);
     let _ = hypercall::teardown_vm(env, h);
     let is_host = |env: &mut E, pfn: u64| {
         matches!(

@@ -6,12 +6,18 @@
 //! - [`SGI_PING`] (on vCPU 1): counts it and answers with [`SGI_PONG`] to
 //!   vCPU 0;
 //! - [`SGI_PONG`] (on vCPU 0): counts it;
+//! - the eventfd program's SPIs (on vCPU 0): counts them;
 //! - anything else: counts it as unexpected.
 
 use super::{cpu, gic, timer};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kcore_test_guest::VCPUS;
+use kcore_test_guest::eventfd::{EDGE_GSI, LEVEL_GSI, spi};
 use kcore_test_guest::gic::{SGI_PING, SGI_PONG, TIMER_INTID};
+
+/// The eventfd program's SPIs.
+const EDGE_SPI: u32 = spi(EDGE_GSI);
+const LEVEL_SPI: u32 = spi(LEVEL_GSI);
 
 /// Per-vCPU record of virtual timer interrupts.
 pub struct TimerIrqs {
@@ -32,6 +38,10 @@ pub static TIMER: [TimerIrqs; VCPUS as usize] = [const {
 pub static PINGS: AtomicU32 = AtomicU32::new(0);
 /// [`SGI_PONG`]s taken by vCPU 0.
 pub static PONGS: AtomicU32 = AtomicU32::new(0);
+/// SPIs of the eventfd program's edge irqfd taken (vCPU 0).
+pub static EDGE_SPIS: AtomicU32 = AtomicU32::new(0);
+/// SPIs of the eventfd program's resampling irqfd taken (vCPU 0).
+pub static LEVEL_SPIS: AtomicU32 = AtomicU32::new(0);
 /// Interrupts with any other INTID (or an SGI on the wrong vCPU).
 pub static UNEXPECTED: AtomicU32 = AtomicU32::new(0);
 /// The INTID of the last unexpected interrupt.
@@ -56,6 +66,12 @@ pub fn handle() {
         }
         (SGI_PONG, 0) => {
             PONGS.fetch_add(1, Ordering::SeqCst);
+        }
+        (EDGE_SPI, 0) => {
+            EDGE_SPIS.fetch_add(1, Ordering::SeqCst);
+        }
+        (LEVEL_SPI, 0) => {
+            LEVEL_SPIS.fetch_add(1, Ordering::SeqCst);
         }
         _ => {
             LAST_UNEXPECTED.store(intid, Ordering::SeqCst);

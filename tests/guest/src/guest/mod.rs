@@ -1,6 +1,8 @@
 //! The guest proper, at EL1: [`boot`] enters [`runner::guest_primary_main`]
 //! on vCPU 0, which runs [`tests`] in order and reports them; vCPU 1 starts
-//! in [`secondary`] when the `cpu-on` test turns it on.
+//! in [`secondary`] when the `cpu-on` test turns it on. Booted with
+//! [`EVENTFD_X0`](kcore_test_guest::EVENTFD_X0), vCPU 0 runs [`eventfd`]'s
+//! program instead.
 //!
 //! Both vCPUs keep IRQs masked except in [`irq::wait_until`]'s window after
 //! each WFI, so interrupt handlers never run in the middle of other code.
@@ -8,6 +10,7 @@
 mod boot;
 mod console;
 mod cpu;
+mod eventfd;
 mod exception;
 mod fpsimd;
 mod gic;

@@ -211,3 +211,53 @@ fn the_timer_ppi_configuration_goes_to_kcore() {
         "distributor off"
     );
 }
+
+#[test]
+fn irqfd_edges_and_resampled_lines() {
+    let mut g = gic(64);
+    let mut acked = [0u64; ACKED_WORDS];
+    // GSI 8 = SPI 40, level-sensitive (the default), enabled, vCPU 0.
+    w(&mut g, 0, D + 0x428, 0xa0);
+    w(&mut g, 0, D + 0x104, 1 << 8);
+    // A plain irqfd on a level SPI is a pulse: gone before any entry, as
+    // in KVM (such SPIs must be edge-triggered or resampled).
+    g.irqfd(40, false);
+    assert!(flush(&mut g, 0).is_empty());
+    // SPIs the vGIC does not have, or private ones, are ignored.
+    assert_eq!(g.irqfd(64, false), 0);
+    assert_eq!(g.irqfd(27, true), 0);
+    // Resampled: the line stays high until the guest completes it.
+    assert_eq!(g.irqfd(40, true), 1);
+    let words = flush(&mut g, 0);
+    assert_eq!(words, [irq::encode(40, 0xa0, true, irq::PENDING)]);
+    g.fold(0, &words, &[irq::with_state(words[0], irq::ACTIVE)]);
+    assert!(!g.take_acked(&mut acked), "only acknowledged");
+    // While active it is not handed over pending too, so that the
+    // completion shows.
+    let active = flush(&mut g, 0);
+    assert_eq!(active, [irq::encode(40, 0xa0, true, irq::ACTIVE)]);
+    g.fold(0, &active, &[0]);
+    assert!(g.take_acked(&mut acked));
+    assert_eq!(acked[0], 1 << 8);
+    assert!(!g.take_acked(&mut acked), "taken once");
+    assert!(flush(&mut g, 0).is_empty(), "the line went low");
+    // Acknowledged and completed in one run counts too.
+    g.irqfd(40, true);
+    let words = flush(&mut g, 0);
+    g.fold(0, &words, &[0]);
+    assert!(g.take_acked(&mut acked));
+    // A resampled line whose irqfd goes away drops.
+    g.irqfd(40, true);
+    assert!(g.has_work(0));
+    g.end_resample(40);
+    assert!(!g.has_work(0));
+    assert_eq!(g.end_resample(40), 0, "once");
+    // An edge-triggered SPI takes irqfd edges, each one delivered.
+    w(&mut g, 0, D + 0xC08, 2 << 16);
+    g.irqfd(40, false);
+    let words = flush(&mut g, 0);
+    assert_eq!(words, [irq::encode(40, 0xa0, true, irq::PENDING)]);
+    g.irqfd(40, false);
+    g.fold(0, &words, &[irq::with_state(words[0], irq::ACTIVE)]);
+    assert_eq!(irq::state(flush(&mut g, 0)[0]), irq::ACTIVE | irq::PENDING);
+}
