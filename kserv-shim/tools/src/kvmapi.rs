@@ -1078,6 +1078,19 @@ fn try_run_guest(
         }
     });
     let lines = drive(&v0, &dev, 0)?;
+    // A reboot: KVM_ARM_VCPU_INIT again resets a non-protected vCPU; a
+    // protected one's registers are KCore's, it cannot be reset.
+    let r = vcpu_init(&v0.fd, target, 1 << 2);
+    if sig.is_some() {
+        c.errno(&format!("{tag}-reinit"), r, EPERM);
+    } else {
+        let (pc, pstate) = (get_reg(&v0.fd, REG_PC), get_reg(&v0.fd, REG_PSTATE));
+        c.check(
+            &format!("{tag}-reinit"),
+            r == Ok(0) && pc == Ok(0) && pstate == Ok(0x3C5),
+            || format!("init {r:?}, then PC {pc:x?}, PSTATE {pstate:x?}"),
+        );
+    }
     let status = Status::from_word(dev.status.load(SeqCst));
     let passes = lines.iter().filter(|l| l.ends_with(": PASS")).count();
     c.check(
@@ -1376,12 +1389,12 @@ fn eventfd_guest(
         }
         match v.run_u32(8) {
             EXIT_MMIO => {
-                let (addr, data, _, write) = v.mmio();
-                let off = addr.wrapping_sub(testdev::BASE);
+                let (at, data, _, write) = v.mmio();
+                let off = at.wrapping_sub(testdev::BASE);
                 if !write {
-                    return Err(format!("an MMIO read at {addr:#x}"));
+                    return Err(format!("an MMIO read at {at:#x}"));
                 }
-                if addr == ROM {
+                if at == ROM {
                     // A write to the read-only slot: the VMM's to handle.
                     if data != ROM_WRITE {
                         return Err(format!("the read-only slot's write carried {data:#x}"));
@@ -1452,7 +1465,7 @@ fn eventfd_guest(
                             n => return Err(format!("step {n}")),
                         }
                     }
-                    _ => return Err(format!("an MMIO write at {addr:#x}")),
+                    _ => return Err(format!("an MMIO write at {at:#x}")),
                 }
             }
             EXIT_SYSTEM_EVENT => break,

@@ -1004,3 +1004,58 @@ fn read_only_slots_are_mapped_read_only_or_emulated() {
         assert!(f.pinned.is_empty(), "every page unpinned");
     }
 }
+
+#[test]
+fn reinit_resets_a_non_protected_vcpu_only() {
+    for protected in [false, true] {
+        let mut f = Fake::new();
+        let vm = new_vm(&mut f, if protected { 1 << 31 } else { 0 });
+        slot(&mut f, &vm);
+        let mut v = new_vcpu(&mut f, &vm, 0);
+        init(&mut f, &vm, &mut v, 1 << 2);
+        f.script.push_back((
+            exit::PSCI,
+            0,
+            0,
+            u64::from(crate::psci::SYSTEM_OFF),
+            0,
+            [0; 3],
+        ));
+        assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+        // What the guest left behind.
+        for (k, val) in [
+            (kr::x(5), 7),
+            (kr::PC, RAM + 0x40),
+            (kr::V_HI + 3, 9),
+            (kr::PSTATE, 0x3C4),
+        ] {
+            f.regs.insert((0, k), val);
+        }
+        let a = user(&mut f, 0x9000, &[5 | (1 << 2) << 32, 0, 0, 0]);
+        let r = ioctl(&mut f, &vm, &mut v, uapi::ARM_VCPU_INIT, a);
+        if protected {
+            assert_eq!(r, Err(EPERM));
+            continue;
+        }
+        assert_eq!(r, Ok(0));
+        for (k, want) in [
+            (kr::x(5), 0),
+            (kr::PC, 0),
+            (kr::V_HI + 3, 0),
+            (kr::PSTATE, 0x3C5),
+        ] {
+            assert_eq!(f.regs.get(&(0, k)), Some(&want), "register {k:#x}");
+        }
+        // Runnable again: the system event's stop is over.
+        f.script
+            .push_back((exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3]));
+        assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+        assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
+        // Another feature set is still EINVAL.
+        let a = user(&mut f, 0x9000, &[5, 0, 0, 0]);
+        assert_eq!(
+            ioctl(&mut f, &vm, &mut v, uapi::ARM_VCPU_INIT, a),
+            Err(EINVAL)
+        );
+    }
+}

@@ -126,8 +126,10 @@ pub fn ioctl<E: KvmEnv>(
 /// `KVM_ARM_VCPU_INIT`: the preferred target only, features `POWER_OFF`
 /// and `PSCI_0_2` (features KVM does not know: `ENOENT`; others, and a
 /// different target or feature set than a previous init: `EINVAL`). A
-/// re-init returns the vCPU to its power-on state but not its registers
-/// (KCore has no vCPU reset): `EPERM` once it ran.
+/// re-init resets the vCPU, as KVM does when a VMM reboots its guest: the
+/// power state, and once it ran every register KCore keeps to its reset
+/// value (written with `HostVcpuSetReg`); a protected vCPU cannot be reset
+/// once it ran (KCore holds its registers): `EPERM`.
 fn init<E: KvmEnv>(
     env: &mut E,
     vm: &Vm,
@@ -155,7 +157,12 @@ fn init<E: KvmEnv>(
         return Err(EINVAL);
     }
     if v.ran {
-        return Err(EPERM);
+        if vm.protected() {
+            return Err(EPERM);
+        }
+        reset_registers(env, vm, v)?;
+        v.completion = 0;
+        v.mmio_read = 0;
     }
     v.features = features[0];
     v.initialized = true;
@@ -165,7 +172,31 @@ fn init<E: KvmEnv>(
         power::ON
     };
     vm.vcpus[v.id as usize].power.store(state, SeqCst);
-    let _ = env;
+    Ok(())
+}
+
+/// Every register of `KVM_GET_REG_LIST` that KCore keeps back to its reset
+/// value (`regs::reset_value`); the VM's timer offset and PSCI version and
+/// the vCPU's `MPIDR_EL1` stay.
+fn reset_registers<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu) -> Result<(), Errno> {
+    let h = vm.handle();
+    let vid = u64::from(v.id);
+    let mpidr = 1 << 31 | psci::mpidr_of(v.id as usize);
+    let set = |env: &mut E, k: u64, val: u64| {
+        hypercall::vcpu_set_reg(env, h, vid, k, val).map_err(errno_of)
+    };
+    for i in 0..regs::COUNT {
+        match regs::decode(regs::list(i)) {
+            Ok(Reg::Kcore(kr::sys::MPIDR_EL1)) => {}
+            Ok(r @ Reg::Kcore(k)) => set(env, k, regs::reset_value(r, mpidr))?,
+            Ok(Reg::Fp32(k)) => set(env, k, 0)?,
+            Ok(Reg::V(n)) => {
+                set(env, kr::V_LO + n, 0)?;
+                set(env, kr::V_HI + n, 0)?;
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
