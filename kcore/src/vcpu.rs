@@ -1138,11 +1138,22 @@ fn mmio(l: &mut Loaded, e: &GuestExit, ipa: u64) -> Step {
 
 /// Brings KCore's timer list register entry up to date before an entry at
 /// physical counter `now`: pending if the guest's timer asserts and the
-/// guest has not got it yet. The entry is hardware-mapped to the timer's
-/// PPI, so the guest's deactivation ends it at the physical GIC too.
+/// guest has not got it yet, and no longer pending once it does not (the
+/// guest re-armed, masked or stopped it since: the line is level, and KVM
+/// resamples mapped level interrupts the same way), so the guest never
+/// takes a stale timer interrupt in a later run. The entry is
+/// hardware-mapped to the timer's PPI, so the guest's deactivation ends it
+/// at the physical GIC too.
 pub fn prepare_timer(l: &mut Loaded, now: u64) {
     let n = l.n_irqs;
     let asserts = l.ctx.timer_asserts(now);
+    if !asserts {
+        l.ctx.timer_lr = match l.ctx.timer_lr {
+            LrState::Pending => LrState::Invalid,
+            LrState::PendingActive => LrState::Active,
+            s => s,
+        };
+    }
     if l.ctx.timer_lr == LrState::Invalid && l.timer.enabled && asserts {
         l.ctx.timer_lr = LrState::Pending;
     }
@@ -1584,5 +1595,32 @@ mod tests {
         prepare_timer(&mut l, 1000);
         assert_eq!(l.lrs.len, 0);
         assert_eq!(l.ctx.timer_deadline(), u64::MAX);
+    }
+
+    #[test]
+    fn a_timer_pending_from_before_a_rearm_is_not_delivered() {
+        let mut l = loaded();
+        l.ctx.cntv_ctl = 1;
+        l.ctx.cntv_cval = 100;
+        prepare_timer(&mut l, 100);
+        assert_eq!(l.lrs.as_slice()[0].state, LrState::Pending);
+        // The run ends before the guest takes it (IRQs masked), and the
+        // guest then re-arms the timer for later: the pending state goes.
+        save_timer(&mut l);
+        l.ctx.cntv_cval = 500;
+        prepare_timer(&mut l, 200);
+        assert_eq!(l.lrs.len, 0, "a stale timer interrupt would be taken");
+        assert_eq!(l.ctx.timer_lr, LrState::Invalid);
+        // Turned off while active and pending: the active part stays for
+        // the guest to complete.
+        l.ctx.timer_lr = LrState::PendingActive;
+        l.ctx.cntv_ctl = 0;
+        prepare_timer(&mut l, 600);
+        assert_eq!(l.lrs.as_slice()[0].state, LrState::Active);
+        // When it fires again, it is pending again.
+        l.ctx.timer_lr = LrState::Invalid;
+        l.ctx.cntv_ctl = 1;
+        prepare_timer(&mut l, 600);
+        assert_eq!(l.lrs.as_slice()[0].state, LrState::Pending);
     }
 }

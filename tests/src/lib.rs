@@ -287,6 +287,15 @@ pub fn kcore_trouble(line: &str) -> bool {
             .any(|w| msg.contains(w))
 }
 
+/// The first of `markers` that no console line prefixed `prefix` carries,
+/// as `prefix` + marker (a guest's console relayed by a KServ test).
+pub fn missing_marker(lines: &[String], prefix: &str, markers: &[&str]) -> Option<String> {
+    markers
+        .iter()
+        .find(|m| !lines.iter().any(|l| l.contains(prefix) && l.contains(*m)))
+        .map(|m| format!("{prefix}{m}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

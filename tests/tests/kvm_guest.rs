@@ -8,7 +8,7 @@
 //! afterwards shows KCore still serving; KCore must report no trouble.
 
 use kcore_qemu::{Boot, Machine};
-use kcore_systests::{Failure, TestResult, batch, kcore_image, kcore_trouble};
+use kcore_systests::{Failure, TestResult, batch, kcore_image, kcore_trouble, missing_marker};
 
 #[test]
 fn linux_guests_on_kcore_protected_and_not() -> TestResult {
@@ -36,18 +36,14 @@ fn linux_guests_on_kcore_protected_and_not() -> TestResult {
     }
     let lines = run.session.lines();
     for run_name in ["pl011", "virtio", "protected"] {
-        for marker in [
+        let prefix = format!("kvmguest {run_name}| ");
+        let markers = [
             "KCORE-GUEST: hello from",
             "KCORE-GUEST: done",
             "kvmguest-exit 0",
-        ] {
-            let prefix = format!("kvmguest {run_name}| ");
-            if !lines
-                .iter()
-                .any(|l| l.contains(&prefix) && l.contains(marker))
-            {
-                return Err(fail(format!("no `{prefix}{marker}` line on the console")));
-            }
+        ];
+        if let Some(m) = missing_marker(&lines, &prefix, &markers) {
+            return Err(fail(format!("no `{m}` line on the console")));
         }
     }
     if let Some(bad) = lines.iter().find(|l| kcore_trouble(l)) {

@@ -1,8 +1,8 @@
 //! The IRQ handler and what it records, and the idle wait built on it.
 //!
 //! The handler acknowledges one interrupt and:
-//! - the virtual timer: masks it (the tests re-arm it) and counts it with
-//!   the counter value it saw;
+//! - the virtual timer: if it fired, masks it (the tests re-arm it) and
+//!   counts it with the counter value it saw (a stale one is ignored);
 //! - [`SGI_PING`] (on vCPU 1): counts it and answers with [`SGI_PONG`] to
 //!   vCPU 0;
 //! - [`SGI_PONG`] (on vCPU 0): counts it;
@@ -56,9 +56,16 @@ pub fn handle() {
     let vcpu = cpu::index();
     match (intid, vcpu) {
         (TIMER_INTID, _) if vcpu < TIMER.len() => {
-            timer::mask();
-            TIMER[vcpu].at.store(timer::counter(), Ordering::SeqCst);
-            TIMER[vcpu].count.fetch_add(1, Ordering::SeqCst);
+            // Only a timer whose condition holds fired. One that was
+            // re-armed or turned off after its interrupt became pending is
+            // spurious (as Linux's timer handler treats it): masking the
+            // timer then would take away the wake-up `wait_until` armed.
+            let fired = timer::CTL_ENABLE | timer::CTL_ISTATUS;
+            if timer::control() & (fired | timer::CTL_IMASK) == fired {
+                timer::mask();
+                TIMER[vcpu].at.store(timer::counter(), Ordering::SeqCst);
+                TIMER[vcpu].count.fetch_add(1, Ordering::SeqCst);
+            }
         }
         (SGI_PING, 1) => {
             PINGS.fetch_add(1, Ordering::SeqCst);
