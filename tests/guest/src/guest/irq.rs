@@ -42,6 +42,9 @@ pub static PONGS: AtomicU32 = AtomicU32::new(0);
 pub static EDGE_SPIS: AtomicU32 = AtomicU32::new(0);
 /// SPIs of the eventfd program's resampling irqfd taken (vCPU 0).
 pub static LEVEL_SPIS: AtomicU32 = AtomicU32::new(0);
+/// Timer interrupts taken whose timer had not fired (stale ones, see
+/// [`handle`]).
+pub static SPURIOUS_TIMER: AtomicU32 = AtomicU32::new(0);
 /// Interrupts with any other INTID (or an SGI on the wrong vCPU).
 pub static UNEXPECTED: AtomicU32 = AtomicU32::new(0);
 /// The INTID of the last unexpected interrupt.
@@ -65,6 +68,8 @@ pub fn handle() {
                 timer::mask();
                 TIMER[vcpu].at.store(timer::counter(), Ordering::SeqCst);
                 TIMER[vcpu].count.fetch_add(1, Ordering::SeqCst);
+            } else {
+                SPURIOUS_TIMER.fetch_add(1, Ordering::SeqCst);
             }
         }
         (SGI_PING, 1) => {

@@ -22,11 +22,12 @@ fn taken() -> u32 {
 
 /// Sets up vCPU 0's GIC CPU interface (for this and every later test), arms
 /// the timer 2 ms ahead and idles until the handler has taken its interrupt:
-/// not before the deadline, exactly INTID 27, with the timer condition still
-/// met and masked by the handler.
+/// not before the deadline (and none before the timer fired), exactly INTID
+/// 27, with the timer condition still met and masked by the handler.
 pub fn vtimer() -> TestResult {
     gic::init();
     let before = taken();
+    let spurious = irq::SPURIOUS_TIMER.load(Ordering::SeqCst);
     let unexpected = irq::UNEXPECTED.load(Ordering::SeqCst);
     let start = timer::counter();
     let cval = start + timer::ticks_in_ms(VTIMER_MS);
@@ -48,6 +49,13 @@ pub fn vtimer() -> TestResult {
     ensure!(
         cval <= at && at <= end,
         "interrupt at counter {at:#x}: CVAL was {cval:#x}, the wait ended at {end:#x}"
+    );
+    // Nothing turned the timer off or re-armed it: an interrupt before it
+    // fired would be the host's doing.
+    let early = irq::SPURIOUS_TIMER.load(Ordering::SeqCst) - spurious;
+    ensure!(
+        early == 0,
+        "{early} interrupts {TIMER_INTID} before the timer fired"
     );
     ensure!(
         ctl & (CTL_ISTATUS | CTL_IMASK) == CTL_ISTATUS | CTL_IMASK,
