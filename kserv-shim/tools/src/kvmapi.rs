@@ -1259,8 +1259,20 @@ fn eventfd_guest(
     for (k, w) in rom.chunks_exact_mut(8).enumerate() {
         w.copy_from_slice(&rom_word(k as u64).to_le_bytes());
     }
+    // And one of code, which the guest calls, where it can be mapped
+    // (not in a protected VM, whose read-only slots the shim emulates).
+    let xrom = anon(4096).map_err(|e| format!("mmap: errno {e}"))?;
+    for (k, w) in xrom.chunks_exact_mut(4).zip(ev::XROM_CODE) {
+        k.copy_from_slice(&w.to_le_bytes());
+    }
+    let with_xrom = sig.is_none();
+    rom[8 * ev::ROM_XROM_WORD as usize..][..8].copy_from_slice(&u64::from(with_xrom).to_le_bytes());
     set_region(&vm, region(1, 2, ROM, 4096, rom.as_ptr() as u64))
         .map_err(|e| format!("read-only slot: errno {e}"))?;
+    if with_xrom {
+        set_region(&vm, region(2, 2, ev::XROM, 4096, xrom.as_ptr() as u64))
+            .map_err(|e| format!("read-only code slot: errno {e}"))?;
+    }
     let mut rom_writes = 0u64;
     if let Some(sig) = sig {
         let r = ioctl(
@@ -1379,6 +1391,7 @@ fn eventfd_guest(
 
     let mut line = String::new();
     let mut plain_doorbells = 0u64;
+    let mut xrom_called = false;
     let mut status = None;
     let mut waker = None;
     loop {
@@ -1404,7 +1417,14 @@ fn eventfd_guest(
                 }
                 match off {
                     testdev::CONSOLE => match data as u8 {
-                        b'\n' => println!("kvmapi: guest: {}", std::mem::take(&mut line)),
+                        b'\n' => {
+                            println!("kvmapi: guest: {line}");
+                            xrom_called |= line.ends_with(&format!(
+                                "read-only slot's code returned {:#x}",
+                                ev::XROM_RESULT
+                            ));
+                            line.clear();
+                        }
                         b => line.push(char::from(b)),
                     },
                     DOORBELL => plain_doorbells += 1,
@@ -1475,6 +1495,15 @@ fn eventfd_guest(
     if let Some(w) = waker {
         let _ = w.join();
     }
+    c.check(
+        &name("readonly-slot-code"),
+        xrom_called == with_xrom,
+        || {
+            format!(
+                "the guest called the read-only slot's code: {xrom_called}, expected {with_xrom}"
+            )
+        },
+    );
     let status = status.unwrap_or_default();
     c.check(
         tag,

@@ -64,7 +64,9 @@ pub const EVENTFD_X0: u64 = 0x6576_656e_7466_6421;
 ///
 /// 1. the guest read the first two words of the host's read-only memory
 ///    slot at [`eventfd::ROM`] ([`eventfd::rom_word`]), wrote one (which must
-///    reach the host as an MMIO write) and read it back unchanged; then it
+///    reach the host as an MMIO write) and read it back unchanged, and
+///    called the code in the read-only slot [`eventfd::XROM`] if the host
+///    made one; then it
 ///    rang [`eventfd::DOORBELLS`] doorbells (32-bit writes of
 ///    [`eventfd::DOORBELL_VALUE`] to [`eventfd::DOORBELL`], the host's
 ///    ioeventfd with that data match takes them) and then one with another
@@ -116,6 +118,16 @@ pub mod eventfd {
     }
     /// What the guest writes to [`ROM`]'s first word.
     pub const ROM_WRITE: u64 = 0xdead_beef_f00d_cafe;
+    /// [`ROM`]'s word that says whether the host also made [`XROM`] (1) or
+    /// not (0; a protected VM, whose read-only slots the host emulates, so
+    /// that an instruction fetch there faults).
+    pub const ROM_XROM_WORD: u64 = 2;
+    /// A read-only slot of code in RAM's GiB, past RAM (one page).
+    pub const XROM: u64 = super::RAM_BASE + super::RAM_SIZE + (2 << 20);
+    /// What [`XROM`] holds: `movz x0, #0x5a5a` and `ret`.
+    pub const XROM_CODE: [u32; 2] = [0xD280_0000 | 0x5a5a << 5, 0xD65F_03C0];
+    /// What calling [`XROM`] returns.
+    pub const XROM_RESULT: u64 = 0x5a5a;
     /// The INTID of GSI `gsi` (arm64 KVM's default routing: SPI `32 + gsi`).
     pub const fn spi(gsi: u32) -> u32 {
         32 + gsi

@@ -8,7 +8,7 @@ use core::sync::atomic::Ordering::SeqCst;
 use kcore_test_guest::Status;
 use kcore_test_guest::eventfd::{
     DOORBELL, DOORBELL_VALUE, DOORBELLS, EDGE_GSI, GICD, GICR, GUEST_CHECKS, LEVEL_GSI, QUIET_MS,
-    ROM, ROM_WRITE, STEP, rom_word, spi, step_word,
+    ROM, ROM_WRITE, ROM_XROM_WORD, STEP, XROM, XROM_RESULT, rom_word, spi, step_word,
 };
 use kcore_test_guest::gic::TIMER_INTID;
 use kcore_test_guest::testdev::{STATUS, Width};
@@ -91,6 +91,19 @@ fn rom() -> bool {
     ok
 }
 
+/// Calls the code in the executable read-only slot: whether it returned
+/// what it should.
+fn call_xrom() -> bool {
+    // SAFETY: the host filled XROM with `XROM_CODE`, a leaf function of
+    // the C ABI that only sets x0; the identity map maps it executable.
+    let f: extern "C" fn() -> u64 = unsafe { core::mem::transmute(XROM as usize) };
+    let got = f();
+    console::line(format_args!(
+        "eventfd: the read-only slot's code returned {got:#x}"
+    ));
+    got == XROM_RESULT
+}
+
 /// One check: counts it, or prints why not.
 fn check(ok: bool, passed: &mut u32, what: &str) {
     if ok {
@@ -106,11 +119,21 @@ fn check(ok: bool, passed: &mut u32, what: &str) {
 /// Runs the program, reports and turns the VM off.
 pub fn run() -> ! {
     mmu::build_tables();
+    // SAFETY: a load from the host's read-only slot (device memory: the MMU
+    // is still off), which holds no Rust object.
+    let xrom = unsafe { core::ptr::read_volatile((ROM + 8 * ROM_XROM_WORD) as *const u64) } == 1;
+    if xrom {
+        mmu::map_normal_block(XROM);
+    }
     mmu::enable();
     gic::init();
     program_distributor();
     let mut passed = 0;
-    check(rom(), &mut passed, "the read-only memory");
+    check(
+        rom() && (!xrom || call_xrom()),
+        &mut passed,
+        "the read-only memory",
+    );
     for _ in 0..DOORBELLS {
         testdev::write(DOORBELL, Width::Word, DOORBELL_VALUE);
     }

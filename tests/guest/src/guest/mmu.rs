@@ -86,6 +86,19 @@ struct Table([AtomicU64; ENTRIES]);
 #[unsafe(link_section = ".bss.page_tables")]
 static TABLES: [Table; 2] = [const { Table([const { AtomicU64::new(0) }; ENTRIES]) }; 2];
 
+/// Maps the 2 MiB block at `base`, in RAM's GiB, as [`build_tables`] maps
+/// RAM (normal memory, executable): the eventfd program's executable
+/// read-only slot. Called after [`build_tables`], before [`enable`].
+pub fn map_normal_block(base: u64) {
+    let [_, l2] = &TABLES;
+    if base / L1_BLOCK != RAM_BASE / L1_BLOCK {
+        return;
+    }
+    let normal = BLOCK | attr_index(ATTR_NORMAL) | INNER_SHAREABLE | ACCESS_FLAG;
+    let i = (base % L1_BLOCK / L2_BLOCK) as usize;
+    l2.0[i].store((base & !(L2_BLOCK - 1)) | normal, Ordering::Relaxed);
+}
+
 /// Fills the translation tables. Called once, by vCPU 0, with the MMU off.
 pub fn build_tables() {
     let [l1, l2] = &TABLES;
