@@ -213,9 +213,10 @@ const EXIT_MMIO: u32 = 6;
 const EXIT_SYSTEM_EVENT: u32 = 24;
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 
-/// Where the vGIC goes (QEMU `virt`'s layout).
-const GICD_BASE: u64 = 0x0800_0000;
-const GICR_BASE: u64 = 0x080A_0000;
+/// Where the vGIC goes (QEMU `virt`'s layout, as the eventfd program
+/// expects it).
+const GICD_BASE: u64 = guest::eventfd::GICD;
+const GICR_BASE: u64 = guest::eventfd::GICR;
 
 // ---- checks ---------------------------------------------------------------------------
 
@@ -916,6 +917,25 @@ fn drive(v: &Vcpu, dev: &Device, idx: usize) -> Result<Vec<String>, String> {
     }
 }
 
+/// The VM's GICv3 (after its vCPUs): created, placed at [`GICD_BASE`] and
+/// [`GICR_BASE`], with `nr_irqs` interrupts if given, initialised.
+fn make_vgic(vm: &OwnedFd, nr_irqs: Option<u32>) -> Result<OwnedFd, String> {
+    let mut dev = [7u32, 0, 0];
+    ioctl(vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
+        .map_err(|e| format!("KVM_CREATE_DEVICE: errno {e}"))?;
+    let gic = owned(i64::from(dev[1]));
+    for (attr, base) in [(2u64, GICD_BASE), (3, GICR_BASE)] {
+        device_attr(&gic, SET_DEVICE_ATTR, 0, attr, ptr(&base))
+            .map_err(|e| format!("vGIC address {attr}: errno {e}"))?;
+    }
+    if let Some(nr) = nr_irqs {
+        device_attr(&gic, SET_DEVICE_ATTR, 3, 0, ptr(&nr))
+            .map_err(|e| format!("vGIC NR_IRQS: errno {e}"))?;
+    }
+    device_attr(&gic, SET_DEVICE_ATTR, 4, 0, 0).map_err(|e| format!("vGIC init: errno {e}"))?;
+    Ok(gic)
+}
+
 fn make_vcpu(vm: &OwnedFd, id: u64, target: u32, features: u32) -> Result<Vcpu, String> {
     let fd =
         owned(ioctl(vm, CREATE_VCPU, id).map_err(|e| format!("KVM_CREATE_VCPU {id}: errno {e}"))?);
@@ -994,18 +1014,7 @@ fn try_run_guest(
     }
     let v0 = make_vcpu(&vm, 0, target, 1 << 2)?;
     let v1 = make_vcpu(&vm, 1, target, 1 << 2 | 1)?;
-    let mut dev = [7u32, 0, 0];
-    ioctl(&vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
-        .map_err(|e| format!("KVM_CREATE_DEVICE: errno {e}"))?;
-    let gic = owned(i64::from(dev[1]));
-    for (attr, base) in [(2u64, GICD_BASE), (3, GICR_BASE)] {
-        device_attr(&gic, SET_DEVICE_ATTR, 0, attr, ptr(&base))
-            .map_err(|e| format!("vGIC address {attr}: errno {e}"))?;
-    }
-    let nr = 64u32;
-    device_attr(&gic, SET_DEVICE_ATTR, 3, 0, ptr(&nr))
-        .map_err(|e| format!("vGIC NR_IRQS: errno {e}"))?;
-    device_attr(&gic, SET_DEVICE_ATTR, 4, 0, 0).map_err(|e| format!("vGIC init: errno {e}"))?;
+    let gic = make_vgic(&vm, Some(64))?;
     // The bare-metal guest never enables the distributor: its VMM does
     // (GICD_CTLR.EnableGrp1), as it would restore it.
     let ctlr = 2u32;
@@ -1298,15 +1307,7 @@ fn eventfd_guest(
         irqfd(&vm, ed, EDGE_GSI, 0, 0),
         EAGAIN,
     );
-    let mut dev = [7u32, 0, 0];
-    ioctl(&vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
-        .map_err(|e| format!("KVM_CREATE_DEVICE: errno {e}"))?;
-    let gic = owned(i64::from(dev[1]));
-    for (attr, base) in [(2u64, ev::GICD), (3, ev::GICR)] {
-        device_attr(&gic, SET_DEVICE_ATTR, 0, attr, ptr(&base))
-            .map_err(|e| format!("vGIC address {attr}: errno {e}"))?;
-    }
-    device_attr(&gic, SET_DEVICE_ATTR, 4, 0, 0).map_err(|e| format!("vGIC init: errno {e}"))?;
+    let _gic = make_vgic(&vm, None)?;
     // KVM's errors.
     c.errno(
         &name("ioeventfd-len-3"),

@@ -104,8 +104,6 @@ pub mod eventfd {
     pub const LEVEL_GSI: u32 = 9;
     /// How long step 5 waits for an interrupt that must not come.
     pub const QUIET_MS: u64 = 200;
-    /// Steps.
-    pub const STEPS: u64 = 5;
     /// What the guest checks itself (the read-only memory and steps 2 to
     /// 5), the `passed` of its status when all hold.
     pub const GUEST_CHECKS: u32 = 5;

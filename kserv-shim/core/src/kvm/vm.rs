@@ -635,13 +635,10 @@ pub fn ioeventfd_write<E: KvmEnv>(env: &mut E, vm: &Vm, addr: u64, width: u64, d
     vm.with_cfg(env, |env, c| c.eventfds.mmio_write(env, addr, width, data))
 }
 
-/// After an exit: signals the resamplefds of the resampled SPIs the guest
-/// completed.
-pub fn resample<E: KvmEnv>(env: &mut E, vm: &Vm) {
-    let mut acked = [0u64; ACKED_WORDS];
-    if vm.with_gic(env, |g| (g.take_acked(&mut acked), 0)) {
-        vm.with_cfg(env, |env, c| c.eventfds.resampled(env, &acked));
-    }
+/// After an exit whose fold found resampled SPIs the guest completed
+/// (`acked`, by GSI, from `Vgic::take_acked`): signals their resamplefds.
+pub fn resampled<E: KvmEnv>(env: &mut E, vm: &Vm, acked: &[u64; ACKED_WORDS]) {
+    vm.with_cfg(env, |env, c| c.eventfds.resampled(env, acked));
 }
 
 /// `KSERV_VM_VERIFY_IMAGE`: the pages of `[gpa, gpa + len)` (what the VMM
