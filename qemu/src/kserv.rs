@@ -279,9 +279,89 @@ pub fn run_batch(session: &mut Session, timeout: Duration) -> Result<BatchReport
     Ok(report)
 }
 
+/// One row of KServ's attack suite (its `attacks` test): the lines
+/// `KSERV-ATTACK <row> expected <text>` (printed before the attack runs) and
+/// `KSERV-ATTACK <row> observed PASS|FAIL <text>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttackRow {
+    /// The row's name.
+    pub name: String,
+    /// What the row expected, as written before it ran.
+    pub expected: String,
+    /// Whether the outcome matched; `None` if no `observed` line came.
+    pub passed: Option<bool>,
+    /// What happened.
+    pub observed: String,
+}
+
+const ATTACK_MARKER: &str = "KSERV-ATTACK ";
+
+/// The attack rows in `lines`, in the order their `expected` lines came. An
+/// `observed` line without an `expected` one before it is ignored; a row
+/// whose `observed` line never came has `passed: None`.
+pub fn attack_rows(lines: &[String]) -> Vec<AttackRow> {
+    let mut rows: Vec<AttackRow> = Vec::new();
+    for line in lines {
+        let Some(at) = line.find(ATTACK_MARKER) else {
+            continue;
+        };
+        let rest = line[at + ATTACK_MARKER.len()..].trim_end();
+        let Some((name, rest)) = rest.split_once(' ') else {
+            continue;
+        };
+        if let Some(expected) = rest.strip_prefix("expected ") {
+            rows.push(AttackRow {
+                name: name.to_string(),
+                expected: expected.to_string(),
+                passed: None,
+                observed: String::new(),
+            });
+        } else if let Some(observed) = rest.strip_prefix("observed ") {
+            let (passed, text) = match observed.split_once(' ').unwrap_or((observed, "")) {
+                ("PASS", t) => (true, t),
+                (_, t) => (false, t),
+            };
+            if let Some(row) = rows
+                .iter_mut()
+                .rev()
+                .find(|r| r.name == name && r.passed.is_none())
+            {
+                row.passed = Some(passed);
+                row.observed = text.to_string();
+            }
+        }
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attack_rows_pair_expected_and_observed() {
+        let lines: Vec<String> = [
+            "KSERV-ATTACK scan expected a victim is found",
+            "[  1.0] noise",
+            "KSERV-ATTACK scan observed PASS victim VM 0x1",
+            "KSERV-ATTACK fuzz expected every call answers",
+            "KSERV-ATTACK stray observed PASS nobody expected this",
+            "xx KSERV-ATTACK fuzz observed FAIL UNEXPECTED: -99",
+            "KSERV-ATTACK lost expected an observed line",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let rows = attack_rows(&lines);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].name, "scan");
+        assert_eq!(rows[0].expected, "a victim is found");
+        assert_eq!(rows[0].passed, Some(true));
+        assert_eq!(rows[0].observed, "victim VM 0x1");
+        assert_eq!(rows[1].passed, Some(false));
+        assert_eq!(rows[1].observed, "UNEXPECTED: -99");
+        assert_eq!(rows[2].passed, None);
+    }
 
     #[test]
     fn batch_arguments() {

@@ -105,7 +105,8 @@ fn kserv(fetched: &Fetched) -> Result<Kserv> {
     let guest = vmm::build(fetched)?;
     let initramfs = initramfs::build(&initramfs::Inputs {
         busybox: &fetched.busybox,
-        module: &module,
+        module: &module.shim,
+        attack_module: &module.attack,
         tools: &tools,
         vm_image: &vm_image.image,
         vm_image_sig: &vm_image.signature,
@@ -138,7 +139,7 @@ fn kserv(fetched: &Fetched) -> Result<Kserv> {
     Ok(Kserv {
         kernel,
         initramfs,
-        module,
+        module: module.shim,
     })
 }
 

@@ -12,7 +12,9 @@ mod fetch;
 mod fuzz;
 mod paths;
 mod run;
+mod security;
 mod sign;
+mod soak;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +38,10 @@ enum Command {
     Run(run::RunArgs),
     /// Run every test: formatting, lints, host tests, QEMU system tests.
     Test(test::TestArgs),
+    /// Run the attack suite against KCore under QEMU and write docs/security.md.
+    Security(security::SecurityArgs),
+    /// Many VM lives in a row with memory accounting (200 cycles); writes docs/soak.md.
+    Soak(soak::SoakArgs),
     /// Benchmarks under `-icount`, KCore against the same kernel booted at EL2.
     Bench(bench::BenchArgs),
     /// Fuzz KCore's trap dispatcher with libFuzzer (`kcore/fuzz`; docs/model-checking.md).
@@ -55,6 +61,8 @@ fn main() -> anyhow::Result<()> {
         Command::Build => build::all().map(|_| ()),
         Command::Run(args) => run::main(args),
         Command::Test(args) => test::main(args),
+        Command::Security(args) => security::main(args),
+        Command::Soak(args) => soak::main(args),
         Command::Bench(args) => bench::main(args),
         Command::Fuzz(args) => fuzz::main(args),
         Command::SignImage(args) => sign::main(args),

@@ -35,6 +35,8 @@
 //! `kvmapi: result: <p> passed, <f> failed`; the exit status is 0 only if
 //! nothing failed. The ioctls are raw system calls (no libc crate).
 
+pub mod attack;
+
 use kcore_test_guest::testdev::{self, Width};
 use kcore_test_guest::{self as guest, Status};
 use std::fs::{File, OpenOptions};
@@ -90,7 +92,12 @@ mod sys {
 
     /// `mmap(NULL, len, READ|WRITE, flags, fd, 0)`.
     pub fn mmap(len: usize, flags: u64, fd: i32) -> Result<*mut u8, i32> {
-        let r = syscall(MMAP, [0, len as u64, 3, flags, fd as u64, 0]);
+        mmap_at(len, flags, fd, 0)
+    }
+
+    /// `mmap(NULL, len, READ|WRITE, flags, fd, offset)`.
+    pub fn mmap_at(len: usize, flags: u64, fd: i32, offset: u64) -> Result<*mut u8, i32> {
+        let r = syscall(MMAP, [0, len as u64, 3, flags, fd as u64, offset]);
         if (-4095..0).contains(&r) {
             Err(-r as i32)
         } else {
@@ -1147,6 +1154,22 @@ fn child_read(ram: &[u8], off: usize, want: u64) -> Result<i32, String> {
     }
 }
 
+/// Forks a child that writes the word at byte `off` of `ram` and exits 0
+/// if the write completed; the child's wait status.
+fn child_write(ram: &[u8], off: usize) -> Result<i32, String> {
+    let p = ram[off..off + 8].as_ptr().cast::<u64>().cast_mut();
+    match sys::fork().map_err(|e| format!("fork: errno {e}"))? {
+        0 => {
+            // SAFETY: `p` is inside the (shared, writable) mapping, inherited
+            // by this child; a donated page makes the write fault, which is
+            // the test.
+            unsafe { p.write_volatile(0xbad0_bad0_bad0_bad0) };
+            sys::exit_group(0)
+        }
+        pid => sys::wait(pid).map_err(|e| format!("wait4: errno {e}")),
+    }
+}
+
 /// A wait status in words.
 fn describe(status: i32) -> String {
     match status & 0x7F {
@@ -1188,6 +1211,19 @@ fn sigbus_probes(c: &mut Checks, ram: &[u8], image_len: usize) {
             );
         }
     }
+    // Changing the verified image: the writer dies the same way.
+    let r = child_write(ram, 0);
+    c.check(
+        "sigbus-image-write",
+        r.as_ref().is_ok_and(|s| s & 0x7F == SIGBUS),
+        || match &r {
+            Ok(s) => format!(
+                "the child writing the image's first word {} (expected SIGBUS)",
+                describe(*s)
+            ),
+            Err(e) => e.clone(),
+        },
+    );
 }
 
 // ---- ioeventfds and irqfds ------------------------------------------------------------------

@@ -13,6 +13,9 @@
 //!   SIGNATURE` and `kvmapi --sigbus GUEST_IMAGE SIGNATURE` only run the test
 //!   guest: once, `N` times, or with reads of its donated memory.
 //!
+//! - `attack ROW ARGS..`: one userspace row of the attack suite
+//!   ([`kvmapi::attack`]).
+//!
 //! Deliberately tiny: no argument-parsing crate.
 
 use std::process::ExitCode;
@@ -24,12 +27,14 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("cntvct") if args.len() == 1 => cntvct(),
         Some("kvmapi") if args.len() <= 5 => kvmapi::main(&args[1..]),
+        Some("attack") => kvmapi::attack::main(&args[1..]),
         _ => {
             eprintln!(
                 "usage: kserv-tools cntvct | kvmapi [GUEST_IMAGE [SIGNATURE]]\n\
                  \x20      kserv-tools kvmapi --guest GUEST_IMAGE [SIGNATURE]\n\
                  \x20      kserv-tools kvmapi --cycles N GUEST_IMAGE SIGNATURE\n\
-                 \x20      kserv-tools kvmapi --sigbus GUEST_IMAGE SIGNATURE"
+                 \x20      kserv-tools kvmapi --sigbus GUEST_IMAGE SIGNATURE\n\
+                 \x20      kserv-tools attack ROW ARGS.. (the attack suite's rows)"
             );
             ExitCode::from(2)
         }

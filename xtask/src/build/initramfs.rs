@@ -11,6 +11,7 @@
 //! /bin/busybox, /bin/sh        busybox-static
 //! /bin/kserv-tools             kserv-shim/tools
 //! /lib/modules/kserv_shim.ko   kserv-shim/module
+//! /lib/modules/kserv_attack.ko kserv-shim/module (the attack suite's)
 //! /lib/kserv/lib.sh            kserv-shim/initramfs/lib.sh
 //! /lib/kserv/tests/<name>      kserv-shim/initramfs/tests/<name>
 //! /lib/kserv/vm-test.img       the test VM image (`vm_image.rs`)
@@ -39,6 +40,8 @@ pub struct Inputs<'a> {
     pub busybox: &'a Path,
     /// The shim module.
     pub module: &'a Path,
+    /// The attack suite's module.
+    pub attack_module: &'a Path,
     /// The static `kserv-tools` binary.
     pub tools: &'a Path,
     /// The test VM image of the `vmisolation` test.
@@ -140,6 +143,11 @@ fn entries(recipe: &Path, inputs: &Inputs<'_>) -> Result<Vec<Entry>> {
         "lib/modules/kserv_shim.ko",
         0o644,
         read(inputs.module)?,
+    ));
+    e.push(file(
+        "lib/modules/kserv_attack.ko",
+        0o644,
+        read(inputs.attack_module)?,
     ));
     e.push(file("init", 0o755, read(&recipe.join("init"))?));
     e.push(file(

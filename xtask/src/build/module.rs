@@ -1,6 +1,8 @@
 //! The `kserv_shim.ko` module: the Rust core (`kserv-core`, a static library
 //! for `aarch64-unknown-none-softfloat`) reduced to one relocatable object,
-//! plus the C glue, built by Kbuild against the fetched Debian headers.
+//! plus the C glue, built by Kbuild against the fetched Debian headers; and
+//! beside it `kserv_attack.ko`, the attack suite's malicious-KServ module
+//! (plain C, test images only).
 //!
 //! Kbuild runs in a copy of `kserv-shim/module` under `build/kserv/module`, so
 //! the source tree stays free of build products. The core arrives there as
@@ -20,11 +22,35 @@ const CORE_TARGET: &str = "aarch64-unknown-none-softfloat";
 /// Prefix of every symbol the C glue calls in the core.
 const EXPORT_PREFIX: &str = "kserv_core_";
 /// The sources Kbuild compiles, copied from `kserv-shim/module`.
-const SOURCES: [&str; 4] = ["Kbuild", "kserv_shim_glue.c", "kserv_kvm.c", "kserv_core.h"];
+const SOURCES: [&str; 5] = [
+    "Kbuild",
+    "kserv_shim_glue.c",
+    "kserv_kvm.c",
+    "kserv_core.h",
+    "kserv_attack.c",
+];
 
-/// Builds `build/kserv/kserv_shim.ko` for the fetched kernel; returns its path.
-pub fn build(fetched: &Fetched) -> Result<PathBuf> {
-    build_in(fetched, "module", &paths::shim_module(), "module")
+/// The modules built for the kernel KServ runs.
+pub struct Modules {
+    /// `build/kserv/kserv_shim.ko`.
+    pub shim: PathBuf,
+    /// `build/kserv/kserv_attack.ko`.
+    pub attack: PathBuf,
+}
+
+/// Builds `build/kserv/kserv_shim.ko` and `kserv_attack.ko` for the fetched
+/// kernel.
+pub fn build(fetched: &Fetched) -> Result<Modules> {
+    let shim = build_in(fetched, "module", &paths::shim_module(), "module")?;
+    let dir = paths::build_dir().join("kserv").join("module");
+    let attack = paths::build_dir().join("kserv").join("kserv_attack.ko");
+    install(
+        fetched,
+        &dir.join("kserv_attack.ko"),
+        &attack,
+        "attack module",
+    )?;
+    Ok(Modules { shim, attack })
 }
 
 /// Builds the module against another kernel series' headers
@@ -68,15 +94,20 @@ fn build_in(fetched: &Fetched, subdir: &str, ko: &Path, step: &str) -> Result<Pa
     )
     .context("Kbuild failed to build kserv_shim.ko")?;
 
-    // The installed copy loses its debug info, as Debian's own modules do.
-    let built = dir.join("kserv_shim.ko");
-    let stripped = dir.join("kserv_shim.ko.stripped");
+    install(fetched, &dir.join("kserv_shim.ko"), ko, step)?;
+    Ok(ko.to_path_buf())
+}
+
+/// Copies a built module to `ko` without its debug info (as Debian's own
+/// modules are), after checking it is for the fetched kernel.
+fn install(fetched: &Fetched, built: &Path, ko: &Path, step: &str) -> Result<()> {
+    let stripped = built.with_extension("ko.stripped");
     cmd::run(
         Command::new("aarch64-linux-gnu-strip")
             .arg("--strip-debug")
             .arg("-o")
             .arg(&stripped)
-            .arg(&built),
+            .arg(built),
     )?;
     let changed = cmd::copy_if_changed(&stripped, ko)?;
 
@@ -97,7 +128,7 @@ fn build_in(fetched: &Fetched, subdir: &str, ko: &Path, step: &str) -> Result<Pa
             cmd::changed_note(changed)
         ),
     );
-    Ok(ko.to_path_buf())
+    Ok(())
 }
 
 /// Reduces the core's static library to what the glue uses: `ld -r` with an

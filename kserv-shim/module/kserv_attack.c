@@ -1,0 +1,1699 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+/*
+ * kserv_attack.c - a malicious KServ, for the attack suite (test images only).
+ *
+ * KServ is untrusted: everything this module does, any kernel module could.
+ * It plays the attacker against KCore while a protected guest (the victim)
+ * runs under kserv-shim's /dev/kvm, and reports for each attack what was
+ * expected -- written in the table below, printed before the attack runs --
+ * and what happened. KServ's test `attacks` drives it:
+ *
+ *   /sys/kernel/debug/kserv_attack/run   write "<attack> [seed]": run one
+ *                                        attack; read: its report,
+ *                                        "expected <text>" and
+ *                                        "observed PASS|FAIL <text>"
+ *   /sys/kernel/debug/kserv_attack/list  read: "<attack>\t<expected>" lines
+ *   /sys/kernel/debug/kserv_attack/info  read: what `scan` found, as
+ *                                        "key value" lines
+ *   /sys/kernel/debug/kserv_attack/mem   mmap at offset pa: maps that
+ *                                        physical page into the caller, with
+ *                                        none of /dev/mem's checks
+ *
+ * `scan` must run first: it asks KCore who owns every page of RAM
+ * (HostPageOwner) and picks the live VM with the most private pages as the
+ * victim. The attacks never tear the victim down or run its vCPUs (KServ
+ * may always stop a VM: availability is out of scope); every other call is
+ * fair game. The VMs the module makes for itself ("sacrificial" VMs) get
+ * only pages it allocated, and every such page must come back -- reclaimed,
+ * scrubbed by KCore -- before it is freed; a page that does not is never
+ * freed and fails the attack.
+ *
+ * The ABI numbers below mirror kcore-abi (kcore/abi/src); xtask's host test
+ * `attack_module_abi` checks that they agree.
+ */
+#define pr_fmt(fmt) "kserv-attack: " fmt
+
+#include <linux/arm-smccc.h>
+#include <linux/completion.h>
+#include <linux/debugfs.h>
+#include <linux/delay.h>
+#include <linux/err.h>
+#include <linux/fs.h>
+#include <linux/gfp.h>
+#include <linux/highmem.h>
+#include <linux/jiffies.h>
+#include <linux/kthread.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/of.h>
+#include <linux/of_address.h>
+#include <linux/sched.h>
+#include <linux/sched/task.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+#include <asm/virt.h>
+
+/* ---- KCore's host ABI (kcore-abi) ---------------------------------------- */
+
+#define KC_BASE			0xC6000000UL
+#define KC_VERSION		(KC_BASE + 0x00)
+#define KC_FEATURES		(KC_BASE + 0x01)
+#define KC_CREATE_VM		(KC_BASE + 0x02)
+#define KC_CREATE_VCPU		(KC_BASE + 0x03)
+#define KC_DONATE_VM_POOL	(KC_BASE + 0x04)
+#define KC_DONATE_GUEST		(KC_BASE + 0x05)
+#define KC_SHARE_GUEST		(KC_BASE + 0x06)
+#define KC_UNSHARE_GUEST	(KC_BASE + 0x07)
+#define KC_TEARDOWN_VM		(KC_BASE + 0x08)
+#define KC_RECLAIM_PAGE		(KC_BASE + 0x09)
+#define KC_PAGE_OWNER		(KC_BASE + 0x0A)
+#define KC_VERIFY_IMAGE		(KC_BASE + 0x0B)
+#define KC_DECLARE_MMIO		(KC_BASE + 0x0C)
+#define KC_VCPU_RUN		(KC_BASE + 0x0D)
+#define KC_VCPU_GET_REG		(KC_BASE + 0x0E)
+#define KC_VCPU_SET_REG		(KC_BASE + 0x0F)
+#define KC_SELF_CHECK		(KC_BASE + 0x10)
+#define KC_CALLS		0x11
+
+#define KC_OK			0
+#define KC_NOT_SUPPORTED	(-1)
+#define KC_NOT_REQUIRED		(-2)
+#define KC_INVALID_PARAMETER	(-3)
+#define KC_DENIED		(-17)
+#define KC_BUSY			(-18)
+#define KC_NO_MEMORY		(-19)
+#define KC_NOT_FOUND		(-20)
+#define KC_VERIFICATION_FAILED	(-21)
+#define KC_SELF_CHECK_FAILED	(-22)
+
+#define OWNER_KCORE		1
+#define OWNER_VM_TABLE		2
+#define OWNER_HOST		3
+#define OWNER_HOST_SHARED	4
+#define OWNER_GUEST		5
+#define OWNER_GUEST_SHARED	6
+
+#define VM_PROTECTED		1
+
+#define KR_X(n)		(n)
+#define KR_PC			32
+#define KR_PSTATE		33
+#define KR_SP_EL1		34
+#define KR_ELR_EL1		35
+#define KR_SPSR_EL1		36
+#define KR_V_LO		0x40
+#define KR_CNTVOFF		0x80
+#define KR_SYSREG(op0, op1, crn, crm, op2) \
+	(0x10000 | (op0) << 14 | (op1) << 11 | (crn) << 7 | (crm) << 3 | (op2))
+#define KR_SCTLR_EL1		KR_SYSREG(3, 0, 1, 0, 0)
+#define KR_TTBR1_EL1		KR_SYSREG(3, 0, 2, 0, 1)
+#define KR_MPIDR_EL1		KR_SYSREG(3, 0, 0, 0, 5)
+
+/* The run page, in 64-bit words. */
+#define RUN_FLAGS		0
+#define RUN_COMPLETION		1
+#define RUN_IRQ_COUNT		2
+#define RUN_IRQS		3
+#define RUN_MAX_IRQS		16
+#define RUN_EXIT_REASON		32
+#define RUN_EXIT_FLAGS		33
+#define RUN_EXIT_ADDR		34
+#define RUN_EXIT_DATA		35
+#define RUN_EXIT_WIDTH		36
+#define EXIT_MMIO		2
+#define IRQ_WORD(vintid, prio, state) \
+	((u64)(vintid) | (u64)(prio) << 32 | 1ULL << 40 | (u64)(state) << 41)
+#define IRQ_HW			(1ULL << 43)
+#define IRQ_PENDING		1
+
+/* The stage 2 of a 40-bit IPA space has a root of two concatenated pages. */
+#define ROOT_PAGES		2
+
+struct kc_ret {
+	s64 status;
+	u64 x1, x2, x3;
+};
+
+static struct kc_ret kc(u64 fn, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5)
+{
+	struct arm_smccc_res res;
+
+	arm_smccc_1_1_hvc(fn, a1, a2, a3, a4, a5, &res);
+	return (struct kc_ret){ (s64)res.a0, res.a1, res.a2, res.a3 };
+}
+
+static const char *kc_name(s64 status)
+{
+	switch (status) {
+	case KC_OK: return "ok";
+	case KC_NOT_SUPPORTED: return "NotSupported";
+	case KC_NOT_REQUIRED: return "NotRequired";
+	case KC_INVALID_PARAMETER: return "InvalidParameter";
+	case KC_DENIED: return "Denied";
+	case KC_BUSY: return "Busy";
+	case KC_NO_MEMORY: return "NoMemory";
+	case KC_NOT_FOUND: return "NotFound";
+	case KC_VERIFICATION_FAILED: return "VerificationFailed";
+	case KC_SELF_CHECK_FAILED: return "SelfCheckFailed";
+	default: return NULL;
+	}
+}
+
+/* Index of a status in the fuzzer's histogram; the last slot is "undefined". */
+#define N_STATUS 11
+static int status_slot(s64 status)
+{
+	static const s64 known[N_STATUS - 1] = {
+		KC_OK, KC_NOT_SUPPORTED, KC_NOT_REQUIRED, KC_INVALID_PARAMETER, KC_DENIED,
+		KC_BUSY, KC_NO_MEMORY, KC_NOT_FOUND, KC_VERIFICATION_FAILED, KC_SELF_CHECK_FAILED,
+	};
+	int i;
+
+	for (i = 0; i < N_STATUS - 1; i++)
+		if (known[i] == status)
+			return i;
+	return N_STATUS - 1;
+}
+
+/* ---- the report ---------------------------------------------------------- */
+
+static DEFINE_MUTEX(atk_lock);
+static char report[2048];
+static char obs[1536];
+static size_t obs_len;
+
+static __printf(1, 2) void note(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (obs_len >= sizeof(obs) - 1)
+		return;
+	va_start(ap, fmt);
+	obs_len += vscnprintf(obs + obs_len, sizeof(obs) - obs_len, fmt, ap);
+	va_end(ap);
+}
+
+/* Notes a failed expectation and returns false. */
+static __printf(1, 2) bool bad(const char *fmt, ...)
+{
+	va_list ap;
+
+	note("UNEXPECTED: ");
+	if (obs_len < sizeof(obs) - 1) {
+		va_start(ap, fmt);
+		obs_len += vscnprintf(obs + obs_len, sizeof(obs) - obs_len, fmt, ap);
+		va_end(ap);
+	}
+	note("; ");
+	return false;
+}
+
+/* Checks that a call was refused with one of the allowed codes. */
+static bool refused(const char *what, s64 got, s64 want1, s64 want2)
+{
+	if (got == want1 || got == want2)
+		return true;
+	return bad("%s returned %lld (%s)", what, got, kc_name(got) ?: "undefined");
+}
+
+/* ---- what scan found ----------------------------------------------------- */
+
+struct victim {
+	bool found;
+	u64 handle;
+	unsigned int vcpus;
+	u64 guest_pfn;		/* a private page of the victim (Guest) */
+	u64 table_pfn;		/* one of its table pages (VmTable) */
+	u64 guest_pages, table_pages;
+	u64 kcore_pfn, kcore_pages;
+	u64 ram_first, ram_last;	/* inclusive pfns */
+};
+static struct victim vic;
+
+/* ---- pages the module owns ----------------------------------------------- */
+
+/*
+ * Every page the module gives KCore is in `pages`: a page goes back to the
+ * kernel only once KCore says it is KServ's again (and, if it was a VM's,
+ * reads zero). Blocks for VM roots are split into single pages.
+ */
+#define MAX_PAGES 256
+static struct page *pages[MAX_PAGES];
+static unsigned int n_pages;
+static u64 leaked;
+
+static struct page *take_pages(unsigned int order)
+{
+	struct page *p;
+	unsigned int i, n = 1U << order;
+
+	if (n_pages + n > MAX_PAGES)
+		return NULL;
+	p = alloc_pages(GFP_KERNEL | __GFP_ZERO, order);
+	if (!p)
+		return NULL;
+	if (order)
+		split_page(p, order);
+	for (i = 0; i < n; i++)
+		pages[n_pages++] = p + i;
+	return p;
+}
+
+static u64 take_pfn(void)
+{
+	struct page *p = take_pages(0);
+
+	return p ? page_to_pfn(p) : 0;
+}
+
+static bool page_is_zero(struct page *p)
+{
+	u64 *w = kmap_local_page(p);
+	bool zero = true;
+	unsigned int i;
+
+	for (i = 0; i < PAGE_SIZE / 8; i++)
+		if (w[i]) {
+			zero = false;
+			break;
+		}
+	kunmap_local(w);
+	return zero;
+}
+
+/*
+ * Gets every module page back from KCore: tears down whichever VM holds one
+ * and reclaims it. Returns the pages reclaimed from VMs; counts the ones
+ * that stayed away (or came back dirty) in `leaked`, and never frees them.
+ */
+static unsigned int give_back(unsigned int *dirty)
+{
+	unsigned int i, j, kept = 0, reclaimed = 0;
+	struct kc_ret r;
+
+	*dirty = 0;
+	for (i = 0; i < n_pages; i++) {
+		u64 pfn = page_to_pfn(pages[i]);
+		bool was_vms = false;
+
+		for (j = 0; j < 3; j++) {
+			r = kc(KC_PAGE_OWNER, pfn, 0, 0, 0, 0);
+			if (r.status != KC_OK || r.x1 == OWNER_HOST)
+				break;
+			was_vms = r.x1 != OWNER_HOST_SHARED;
+			/* Teardown: Denied when the VM is already dying. */
+			kc(KC_TEARDOWN_VM, r.x2, 0, 0, 0, 0);
+			kc(KC_RECLAIM_PAGE, r.x2, pfn, 0, 0, 0);
+		}
+		if (r.status != KC_OK || r.x1 != OWNER_HOST) {
+			pages[kept++] = pages[i];
+			leaked++;
+			continue;
+		}
+		if (was_vms) {
+			reclaimed++;
+			if (!page_is_zero(pages[i])) {
+				(*dirty)++;
+				leaked++;
+				pages[kept++] = pages[i];
+				continue;
+			}
+		}
+		__free_page(pages[i]);
+	}
+	n_pages = kept;
+	return reclaimed;
+}
+
+/* Ends an attack that made VMs: everything back, KCore consistent. */
+static bool settle(void)
+{
+	unsigned int dirty, before = leaked, back;
+	struct kc_ret r;
+	bool ok = true;
+
+	back = give_back(&dirty);
+	if (leaked != before)
+		ok = bad("%u pages did not come back (%u not scrubbed)", (unsigned int)(leaked - before), dirty);
+	r = kc(KC_SELF_CHECK, 0, 0, 0, 0, 0);
+	if (r.status != KC_OK)
+		ok = bad("self-check %lld (%s)", r.status, kc_name(r.status) ?: "undefined");
+	note("%u pages reclaimed from VMs, all zero; self-check ok", back);
+	return ok;
+}
+
+/* Gives up an attack: notes why, gets every page back, fails. */
+#define GIVE_UP(...) ({ bad(__VA_ARGS__); settle(); false; })
+
+/* ---- sacrificial VMs ----------------------------------------------------- */
+
+struct sac_vm {
+	u64 handle;
+	bool protected;
+};
+
+/* A VM with one vCPU and `extra` pool pages beyond its root and vCPU page. */
+static int sac_create(struct sac_vm *vm, bool protected, unsigned int extra)
+{
+	struct page *block = take_pages(2);
+	struct kc_ret r;
+	unsigned int i;
+
+	if (!block)
+		return -ENOMEM;
+	r = kc(KC_CREATE_VM, protected ? VM_PROTECTED : 0, 0, 2, page_to_pfn(block), 4);
+	if (r.status != KC_OK)
+		return -EIO;
+	vm->handle = r.x1;
+	vm->protected = protected;
+	if (kc(KC_CREATE_VCPU, vm->handle, 0, 0, 0, 0).status != KC_OK)
+		return -EIO;
+	for (i = 0; i < extra; i++) {
+		u64 pfn = take_pfn();
+
+		if (!pfn || kc(KC_DONATE_VM_POOL, vm->handle, pfn, 0, 0, 0).status != KC_OK)
+			return -EIO;
+	}
+	return 0;
+}
+
+/*
+ * A non-protected VM running a three-instruction guest at IPA 0x4000_0000:
+ *   0: ldr   w5, [x1]      a 32-bit MMIO read
+ *   4: ldrsb x6, [x1]      a sign-extended 8-bit MMIO read
+ *   8: b     0
+ * with x1 = 0x1000_0000 (a declared MMIO page), x7.. seeded with markers, so
+ * every entry runs one instruction into an MMIO exit.
+ */
+#define LOOP_IPA	0x40000000ULL
+#define LOOP_MMIO	0x10000000ULL
+#define KR_SEED(n)	(0x5eed000000000000ULL | (u64)(n) << 8 | (n))
+static const u32 loop_code[] = { 0xb9400025, 0x39800026, 0x17fffffe };
+
+struct loop_vm {
+	struct sac_vm vm;
+	u64 code_pfn;
+	u64 run_pfn;
+	u64 *run;		/* the run page, KServ's */
+};
+
+static int loop_create(struct loop_vm *l)
+{
+	struct page *code, *run;
+	u32 *c;
+	int ret, n;
+
+	ret = sac_create(&l->vm, false, 6);
+	if (ret)
+		return ret;
+	code = take_pages(0);
+	run = take_pages(0);
+	if (!code || !run)
+		return -ENOMEM;
+	c = page_address(code);
+	memcpy(c, loop_code, sizeof(loop_code));
+	flush_dcache_page(code);
+	l->code_pfn = page_to_pfn(code);
+	l->run_pfn = page_to_pfn(run);
+	l->run = page_address(run);
+	if (kc(KC_SHARE_GUEST, l->vm.handle, l->code_pfn, LOOP_IPA >> PAGE_SHIFT, 0, 0).status)
+		return -EIO;
+	if (kc(KC_DECLARE_MMIO, l->vm.handle, LOOP_MMIO >> PAGE_SHIFT, 1, 0, 0).status)
+		return -EIO;
+	if (kc(KC_VCPU_SET_REG, l->vm.handle, 0, KR_PC, LOOP_IPA, 0).status)
+		return -EIO;
+	/* EL1h, DAIF masked. */
+	if (kc(KC_VCPU_SET_REG, l->vm.handle, 0, KR_PSTATE, 0x3c5, 0).status)
+		return -EIO;
+	if (kc(KC_VCPU_SET_REG, l->vm.handle, 0, KR_X(1), LOOP_MMIO, 0).status)
+		return -EIO;
+	for (n = 7; n <= 30; n++)
+		if (kc(KC_VCPU_SET_REG, l->vm.handle, 0, KR_X(n), KR_SEED(n), 0).status)
+			return -EIO;
+	return 0;
+}
+
+static void run_clear(u64 *run)
+{
+	memset(run, 0, PAGE_SIZE);
+}
+
+/* ---- kthreads that touch pages KServ gave away --------------------------- */
+
+struct toucher {
+	struct completion done;
+	volatile u64 *addr;
+	u64 value;
+	bool write;
+};
+
+static int toucher_fn(void *data)
+{
+	struct toucher *t = data;
+
+	/* KCore answers with a synchronous external abort: the Oops kills us. */
+	if (t->write)
+		WRITE_ONCE(*t->addr, 0xbad0bad0bad0bad0ULL);
+	else
+		t->value = READ_ONCE(*t->addr);
+	kthread_complete_and_exit(&t->done, 0);
+}
+
+static bool pinned;
+
+/*
+ * Touches `addr` from a new kthread. Returns 1 when the kthread died without
+ * finishing (the access faulted), 0 when it finished (value in *value), -1
+ * when it neither finished nor died in 10 s.
+ */
+static int touch(volatile u64 *addr, bool write, const char *name, u64 *value)
+{
+	unsigned long deadline = jiffies + 10 * HZ;
+	struct task_struct *task;
+	struct toucher *t;
+	int result;
+
+	t = kzalloc(sizeof(*t), GFP_KERNEL);
+	if (!t)
+		return -1;
+	init_completion(&t->done);
+	t->addr = addr;
+	t->write = write;
+	task = kthread_create(toucher_fn, t, "%s", name);
+	if (IS_ERR(task)) {
+		kfree(t);
+		return -1;
+	}
+	get_task_struct(task);
+	pr_info("kthread %s %s %px (an abort Oops is expected)\n", name,
+		write ? "writes" : "reads", addr);
+	wake_up_process(task);
+	for (;;) {
+		if (wait_for_completion_timeout(&t->done, msecs_to_jiffies(20))) {
+			result = 0;
+			break;
+		}
+		if (READ_ONCE(task->flags) & PF_EXITING) {
+			smp_rmb();
+			result = completion_done(&t->done) ? 0 : 1;
+			break;
+		}
+		if (time_after(jiffies, deadline)) {
+			result = -1;
+			break;
+		}
+	}
+	put_task_struct(task);
+	if (result == 0) {
+		*value = t->value;
+		kfree(t);
+	} else if (!pinned) {
+		/* A kthread that ran module code died or still runs: never unload. */
+		__module_get(THIS_MODULE);
+		pinned = true;
+	}
+	return result;
+}
+
+static bool expect_fault(volatile u64 *addr, bool write, const char *name)
+{
+	u64 value = 0;
+	int r = touch(addr, write, name, &value);
+
+	if (r == 1) {
+		note("%s faulted (kthread %s died); ", write ? "write" : "read", name);
+		return true;
+	}
+	if (r == 0)
+		return bad("%s %s completed (read 0x%llx)", name, write ? "write" : "read", value);
+	return bad("%s neither finished nor died", name);
+}
+
+static bool kcore_answers(void)
+{
+	struct kc_ret r = kc(KC_VERSION, 0, 0, 0, 0, 0);
+
+	if (r.status != KC_OK)
+		return bad("KCore's version call returned %lld", r.status);
+	note("KCore answers (ABI %llu.%llu)", r.x1 >> 16, r.x1 & 0xffff);
+	return true;
+}
+
+static bool need_victim(void)
+{
+	if (vic.found)
+		return true;
+	return bad("no victim: run scan first (with a protected guest running)");
+}
+
+/* ---- scan ---------------------------------------------------------------- */
+
+#define MAX_VMS_SEEN 16
+static bool atk_scan(u64 seed)
+{
+	struct { u64 handle, guest, table, guest_pfn, table_pfn; } seen[MAX_VMS_SEEN] = {};
+	struct device_node *np;
+	u64 total = 0, best = 0;
+	unsigned int n_seen = 0, i;
+	struct kc_ret r;
+
+	memset(&vic, 0, sizeof(vic));
+	vic.ram_first = U64_MAX;
+	for_each_node_by_type(np, "memory") {
+		struct resource res;
+		int idx;
+
+		for (idx = 0; !of_address_to_resource(np, idx, &res); idx++) {
+			u64 pfn, first = PFN_UP(res.start), last = PFN_DOWN(res.end + 1);
+
+			vic.ram_first = min(vic.ram_first, first);
+			vic.ram_last = max(vic.ram_last, last - 1);
+			for (pfn = first; pfn < last; pfn++) {
+				total++;
+				r = kc(KC_PAGE_OWNER, pfn, 0, 0, 0, 0);
+				if (r.status != KC_OK)
+					continue;
+				if (r.x1 == OWNER_KCORE) {
+					if (!vic.kcore_pages++)
+						vic.kcore_pfn = pfn;
+					continue;
+				}
+				if (r.x1 != OWNER_GUEST && r.x1 != OWNER_VM_TABLE)
+					continue;
+				for (i = 0; i < n_seen && seen[i].handle != r.x2; i++)
+					;
+				if (i == n_seen) {
+					if (n_seen == MAX_VMS_SEEN)
+						continue;
+					seen[n_seen++].handle = r.x2;
+				}
+				if (r.x1 == OWNER_GUEST) {
+					/* A page from the middle of its memory. */
+					if (seen[i].guest++ % 64 == 32)
+						seen[i].guest_pfn = pfn;
+				} else if (!seen[i].table++) {
+					seen[i].table_pfn = pfn;
+				}
+			}
+			cond_resched();
+		}
+	}
+	for (i = 0; i < n_seen; i++) {
+		if (seen[i].guest <= best || !seen[i].guest_pfn || !seen[i].table_pfn)
+			continue;
+		best = seen[i].guest;
+		vic.handle = seen[i].handle;
+		vic.guest_pages = seen[i].guest;
+		vic.table_pages = seen[i].table;
+		vic.guest_pfn = seen[i].guest_pfn;
+		vic.table_pfn = seen[i].table_pfn;
+	}
+	note("%llu pages asked; %llu KCore pages from pfn 0x%llx; %u live VMs; ", total,
+	     vic.kcore_pages, vic.kcore_pfn, n_seen);
+	if (!best || !vic.kcore_pages)
+		return bad("no VM with private memory, or no KCore page");
+	/* A protected vCPU's registers are Denied (Busy while it runs). */
+	for (i = 0; i < 8; i++) {
+		r = kc(KC_VCPU_GET_REG, vic.handle, i, KR_PC, 0, 0);
+		if (r.status == KC_OK)
+			return bad("vCPU %u of VM 0x%llx gave its PC: not a protected VM", i, vic.handle);
+		if (r.status != KC_DENIED && r.status != KC_BUSY)
+			break;
+		vic.vcpus = i + 1;
+	}
+	if (!vic.vcpus)
+		return bad("VM 0x%llx has no vCPU", vic.handle);
+	vic.found = true;
+	note("victim VM 0x%llx: %llu private pages, %llu table pages, %u vCPUs", vic.handle,
+	     vic.guest_pages, vic.table_pages, vic.vcpus);
+	return true;
+}
+
+/* ---- memory attacks on the victim ---------------------------------------- */
+
+static bool atk_linear(bool write)
+{
+	bool ok;
+
+	if (!need_victim())
+		return false;
+	note("pfn 0x%llx: ", vic.guest_pfn);
+	ok = expect_fault(page_address(pfn_to_page(vic.guest_pfn)), write,
+			  write ? "atk-linwrite" : "atk-linread");
+	return kcore_answers() && ok;
+}
+
+static bool atk_linear_read(u64 seed) { return atk_linear(false); }
+static bool atk_linear_write(u64 seed) { return atk_linear(true); }
+
+/* A fresh kernel mapping (vmap) of the victim's page, then a read and a write. */
+static bool atk_vmap(u64 seed)
+{
+	struct page *p;
+	void *va;
+	bool ok;
+
+	if (!need_victim())
+		return false;
+	p = pfn_to_page(vic.guest_pfn);
+	va = vmap(&p, 1, VM_MAP, PAGE_KERNEL);
+	if (!va)
+		return bad("vmap failed");
+	note("pfn 0x%llx at %px: ", vic.guest_pfn, va);
+	ok = expect_fault(va, false, "atk-vmapread");
+	ok = expect_fault(va, true, "atk-vmapwrite") && ok;
+	/* Left mapped: a dead kthread may still have it in hand. */
+	return kcore_answers() && ok;
+}
+
+/* KCore's own memory, through a fresh mapping. */
+static bool atk_kcore_map(u64 seed)
+{
+	void *va;
+	bool ok;
+
+	if (!need_victim())
+		return false;
+	va = memremap(PFN_PHYS(vic.kcore_pfn), PAGE_SIZE, MEMREMAP_WB);
+	if (!va)
+		return bad("memremap of pfn 0x%llx failed", vic.kcore_pfn);
+	note("KCore pfn 0x%llx at %px: ", vic.kcore_pfn, va);
+	ok = expect_fault(va, false, "atk-kcoreread");
+	ok = expect_fault(va, true, "atk-kcorewrite") && ok;
+	return kcore_answers() && ok;
+}
+
+/* ---- ownership attacks ---------------------------------------------------- */
+
+/* Someone else's pages (KCore's, the victim's, its tables) given as our own. */
+static bool atk_donate_foreign(u64 seed)
+{
+	const struct { const char *name; u64 pfn; } foreign[] = {
+		{ "KCore", vic.kcore_pfn },
+		{ "victim's", vic.guest_pfn },
+		{ "victim's table", vic.table_pfn },
+	};
+	struct sac_vm a, p;
+	unsigned int i, n = 0;
+	bool ok = true;
+
+	if (!need_victim())
+		return false;
+	if (sac_create(&a, false, 4) || sac_create(&p, true, 4))
+		return GIVE_UP("cannot make the sacrificial VMs");
+	for (i = 0; i < ARRAY_SIZE(foreign); i++) {
+		u64 pfn = foreign[i].pfn;
+
+		ok &= refused("DonateGuest", kc(KC_DONATE_GUEST, p.handle, pfn, 0x100, 0, 0).status,
+			      KC_DENIED, KC_DENIED);
+		ok &= refused("ShareGuest", kc(KC_SHARE_GUEST, a.handle, pfn, 0x100, 0, 0).status,
+			      KC_DENIED, KC_DENIED);
+		ok &= refused("DonateVmPool", kc(KC_DONATE_VM_POOL, a.handle, pfn, 0, 0, 0).status,
+			      KC_DENIED, KC_DENIED);
+		/* A pool of two pages from there (the root needs 8 KiB alignment). */
+		ok &= refused("CreateVm", kc(KC_CREATE_VM, 0, 0, 1, pfn & ~1ULL, 2).status,
+			      KC_DENIED, KC_DENIED);
+		/* And to the victim itself, at another gfn. */
+		ok &= refused("DonateGuest to the victim",
+			      kc(KC_DONATE_GUEST, vic.handle, pfn, 0xfff00, 0, 0).status, KC_DENIED,
+			      KC_BUSY);
+		n += 5;
+	}
+	/* A pfn that is no RAM at all. */
+	ok &= refused("DonateGuest of a non-RAM pfn",
+		      kc(KC_DONATE_GUEST, p.handle, vic.ram_last + 1, 0x100, 0, 0).status,
+		      KC_INVALID_PARAMETER, KC_INVALID_PARAMETER);
+	n++;
+	note("%u donations of KCore's, the victim's and non-RAM pages refused; ", n);
+	return settle() && ok;
+}
+
+/* One page to two VMs; one page at two gfns of one VM. */
+static bool atk_donate_twice(u64 seed)
+{
+	struct sac_vm a, b, c;
+	u64 pfn;
+	s64 s;
+	bool ok = true;
+
+	if (sac_create(&a, true, 4) || sac_create(&b, true, 4) || sac_create(&c, false, 4))
+		return GIVE_UP("cannot make the sacrificial VMs");
+	pfn = take_pfn();
+	if (!pfn)
+		return GIVE_UP("no page");
+	s = kc(KC_DONATE_GUEST, a.handle, pfn, 0x100, 0, 0).status;
+	if (s != KC_OK)
+		return GIVE_UP("the first donation failed: %lld", s);
+	ok &= refused("DonateGuest to a second VM", kc(KC_DONATE_GUEST, b.handle, pfn, 0x100, 0, 0).status,
+		      KC_DENIED, KC_DENIED);
+	ok &= refused("DonateGuest at a second gfn", kc(KC_DONATE_GUEST, a.handle, pfn, 0x101, 0, 0).status,
+		      KC_DENIED, KC_DENIED);
+	ok &= refused("ShareGuest of a donated page", kc(KC_SHARE_GUEST, c.handle, pfn, 0x100, 0, 0).status,
+		      KC_DENIED, KC_DENIED);
+	ok &= refused("DonateVmPool of a donated page", kc(KC_DONATE_VM_POOL, b.handle, pfn, 0, 0, 0).status,
+		      KC_DENIED, KC_DENIED);
+	/* Shared with a non-protected VM at one gfn, then at another. */
+	pfn = take_pfn();
+	if (!pfn || kc(KC_SHARE_GUEST, c.handle, pfn, 0x200, 0, 0).status != KC_OK)
+		return GIVE_UP("the first share failed");
+	ok &= refused("ShareGuest at a second gfn", kc(KC_SHARE_GUEST, c.handle, pfn, 0x201, 0, 0).status,
+		      KC_DENIED, KC_DENIED);
+	ok &= refused("DonateGuest of a shared page", kc(KC_DONATE_GUEST, a.handle, pfn, 0x200, 0, 0).status,
+		      KC_DENIED, KC_DENIED);
+	/* A gfn that is taken, with a fresh page. */
+	pfn = take_pfn();
+	ok &= refused("DonateGuest at a taken gfn", kc(KC_DONATE_GUEST, a.handle, pfn, 0x100, 0, 0).status,
+		      KC_BUSY, KC_DENIED);
+	note("second owner, second gfn, share-after-donate, donate-after-share, taken gfn: all refused; ");
+	return settle() && ok;
+}
+
+/* Share and unshare one page from both CPUs at once, at two gfns. */
+#define RACE_ROUNDS 20000
+struct racer {
+	struct completion done;
+	u64 handle, pfn, gfn;
+	unsigned int cpu;
+	u64 shares, unshares, refusals, undefined;
+};
+
+static int racer_fn(void *data)
+{
+	struct racer *r = data;
+	unsigned int i;
+
+	for (i = 0; i < RACE_ROUNDS; i++) {
+		s64 s = kc(KC_SHARE_GUEST, r->handle, r->pfn, r->gfn, 0, 0).status;
+
+		if (s == KC_OK)
+			r->shares++;
+		else if (s == KC_DENIED || s == KC_BUSY)
+			r->refusals++;
+		else
+			r->undefined++;
+		s = kc(KC_UNSHARE_GUEST, r->handle, r->gfn, 0, 0, 0).status;
+		if (s == KC_OK)
+			r->unshares++;
+		else if (s == KC_DENIED || s == KC_NOT_FOUND)
+			r->refusals++;
+		else
+			r->undefined++;
+		if (!(i % 256))
+			cond_resched();
+	}
+	complete(&r->done);
+	return 0;
+}
+
+static int start_on(int (*fn)(void *), void *data, unsigned int cpu, const char *name)
+{
+	struct task_struct *t = kthread_create(fn, data, "%s/%u", name, cpu);
+
+	if (IS_ERR(t))
+		return PTR_ERR(t);
+	if (cpu < nr_cpu_ids && cpu_online(cpu))
+		kthread_bind(t, cpu);
+	wake_up_process(t);
+	return 0;
+}
+
+/* A CPU other than the caller's (the caller may still move; good enough). */
+static unsigned int other_cpu(void)
+{
+	unsigned int cpu = cpumask_next(raw_smp_processor_id(), cpu_online_mask);
+
+	return cpu < nr_cpu_ids ? cpu : cpumask_first(cpu_online_mask);
+}
+
+static bool atk_share_race(u64 seed)
+{
+	struct racer r[2] = {};
+	struct sac_vm c;
+	struct kc_ret o;
+	unsigned int i;
+	bool ok = true;
+	u64 pfn;
+
+	if (sac_create(&c, false, 6))
+		return GIVE_UP("cannot make the sacrificial VM");
+	pfn = take_pfn();
+	if (!pfn)
+		return GIVE_UP("no page");
+	for (i = 0; i < 2; i++) {
+		init_completion(&r[i].done);
+		r[i].handle = c.handle;
+		r[i].pfn = pfn;
+		r[i].gfn = 0x300 + i;
+		r[i].cpu = i;
+		if (start_on(racer_fn, &r[i], i, "atk-race"))
+			return GIVE_UP("cannot start racer %u", i);
+	}
+	for (i = 0; i < 2; i++)
+		wait_for_completion(&r[i].done);
+	for (i = 0; i < 2; i++) {
+		note("CPU %u: %llu shares, %llu unshares, %llu refused; ", i, r[i].shares,
+		     r[i].unshares, r[i].refusals);
+		if (r[i].undefined)
+			ok = bad("CPU %u saw %llu other results", i, r[i].undefined);
+		if (r[i].shares != r[i].unshares)
+			ok = bad("CPU %u: shares and unshares differ", i);
+	}
+	if (!r[0].shares || !r[1].shares)
+		note("(one CPU never won the page); ");
+	o = kc(KC_PAGE_OWNER, pfn, 0, 0, 0, 0);
+	if (o.status != KC_OK || o.x1 != OWNER_HOST)
+		ok = bad("the page ended as owner %llu, not KServ's", o.x1);
+	o = kc(KC_SELF_CHECK, 0, 0, 0, 0, 0);
+	if (o.status != KC_OK)
+		ok = bad("self-check after the race: %lld", o.status);
+	return settle() && ok;
+}
+
+/* The victim's memory and tables while it runs. */
+static bool atk_reclaim_running(u64 seed)
+{
+	bool ok = true;
+	u64 own;
+
+	if (!need_victim())
+		return false;
+	own = take_pfn();
+	ok &= refused("ReclaimPage of a private page",
+		      kc(KC_RECLAIM_PAGE, vic.handle, vic.guest_pfn, 0, 0, 0).status, KC_BUSY, KC_BUSY);
+	ok &= refused("ReclaimPage of a table page",
+		      kc(KC_RECLAIM_PAGE, vic.handle, vic.table_pfn, 0, 0, 0).status, KC_BUSY, KC_BUSY);
+	ok &= refused("ReclaimPage of KServ's page", kc(KC_RECLAIM_PAGE, vic.handle, own, 0, 0, 0).status,
+		      KC_BUSY, KC_DENIED);
+	/* A handle one generation off names no VM. */
+	ok &= refused("ReclaimPage with a stale handle",
+		      kc(KC_RECLAIM_PAGE, vic.handle ^ (1ULL << 32), vic.guest_pfn, 0, 0, 0).status,
+		      KC_NOT_FOUND, KC_INVALID_PARAMETER);
+	note("reclaims of the victim's page and table page refused (Busy: it is not dying); ");
+	return settle() && ok;
+}
+
+/* ---- vCPU attacks --------------------------------------------------------- */
+
+static const u64 victim_regs[] = {
+	KR_X(0), KR_X(1), KR_X(2), KR_X(19), KR_X(29), KR_X(30), KR_PC, KR_PSTATE,
+	KR_SP_EL1, KR_ELR_EL1, KR_SPSR_EL1, KR_V_LO, KR_V_LO + 31, KR_CNTVOFF,
+	KR_SCTLR_EL1, KR_TTBR1_EL1, KR_MPIDR_EL1,
+};
+
+static bool atk_regs(u64 seed)
+{
+	u64 gets = 0, sets = 0, busy = 0;
+	unsigned int round, v, i;
+	bool ok = true;
+
+	if (!need_victim())
+		return false;
+	for (round = 0; round < 200 && ok; round++) {
+		for (v = 0; v < vic.vcpus; v++) {
+			for (i = 0; i < ARRAY_SIZE(victim_regs); i++) {
+				struct kc_ret r = kc(KC_VCPU_GET_REG, vic.handle, v, victim_regs[i], 0, 0);
+
+				gets++;
+				busy += r.status == KC_BUSY;
+				if (r.status != KC_DENIED && r.status != KC_BUSY)
+					ok = bad("GetReg vCPU %u reg 0x%llx: %lld (x1 0x%llx)", v,
+						 victim_regs[i], r.status, r.x1);
+				else if (r.x1 || r.x2 || r.x3)
+					ok = bad("GetReg refused but returned 0x%llx", r.x1);
+				r = kc(KC_VCPU_SET_REG, vic.handle, v, victim_regs[i], 0x4141414141414141ULL, 0);
+				sets++;
+				busy += r.status == KC_BUSY;
+				if (r.status != KC_DENIED && r.status != KC_BUSY)
+					ok = bad("SetReg vCPU %u reg 0x%llx: %lld", v, victim_regs[i], r.status);
+			}
+		}
+		cond_resched();
+	}
+	note("%llu GetReg and %llu SetReg on the victim's %u vCPUs refused (%llu Busy, the rest Denied); ",
+	     gets, sets, vic.vcpus, busy);
+	return kcore_answers() && ok;
+}
+
+/* Interrupts KServ may not inject: hardware-mapped ones, the guest's timer. */
+static bool atk_hw_irq(u64 seed)
+{
+	static const struct { const char *what; u64 word; s64 want; } bad_irqs[] = {
+		{ "hardware-mapped SPI 40", IRQ_WORD(40, 0xa0, IRQ_PENDING) | IRQ_HW | 40ULL << 44, KC_DENIED },
+		{ "hardware-mapped PPI 30 (the host timer)", IRQ_WORD(30, 0xa0, IRQ_PENDING) | IRQ_HW | 30ULL << 44, KC_DENIED },
+		{ "hardware-mapped PPI 27", IRQ_WORD(27, 0xa0, IRQ_PENDING) | IRQ_HW | 27ULL << 44, KC_DENIED },
+		{ "INTID 27 (the guest's timer)", IRQ_WORD(27, 0xa0, IRQ_PENDING), KC_DENIED },
+		{ "INTID 1020", IRQ_WORD(1020, 0xa0, IRQ_PENDING), KC_INVALID_PARAMETER },
+		{ "state 0", IRQ_WORD(40, 0xa0, 0), KC_INVALID_PARAMETER },
+	};
+	struct loop_vm l;
+	unsigned int i, v, n = 0;
+	struct page *runp;
+	u64 *run;
+	bool ok = true;
+
+	if (!need_victim())
+		return false;
+	runp = take_pages(0);
+	if (!runp || loop_create(&l))
+		return GIVE_UP("cannot make the sacrificial VM");
+	run = page_address(runp);
+	for (i = 0; i < ARRAY_SIZE(bad_irqs); i++) {
+		run_clear(run);
+		run[RUN_IRQ_COUNT] = 1;
+		run[RUN_IRQS] = bad_irqs[i].word;
+		ok &= refused(bad_irqs[i].what,
+			      kc(KC_VCPU_RUN, l.vm.handle, 0, page_to_pfn(runp), 0, 0).status,
+			      bad_irqs[i].want, bad_irqs[i].want);
+		n++;
+		/* The victim's vCPUs: refused before anything runs (Busy while they do). */
+		for (v = 0; v < vic.vcpus; v++) {
+			ok &= refused(bad_irqs[i].what,
+				      kc(KC_VCPU_RUN, vic.handle, v, page_to_pfn(runp), 0, 0).status,
+				      bad_irqs[i].want, KC_BUSY);
+			n++;
+		}
+	}
+	run_clear(run);
+	run[RUN_IRQ_COUNT] = 2;
+	run[RUN_IRQS] = IRQ_WORD(40, 0xa0, IRQ_PENDING);
+	run[RUN_IRQS + 1] = IRQ_WORD(40, 0xa0, IRQ_PENDING);
+	ok &= refused("a duplicate", kc(KC_VCPU_RUN, l.vm.handle, 0, page_to_pfn(runp), 0, 0).status,
+		      KC_INVALID_PARAMETER, KC_INVALID_PARAMETER);
+	run_clear(run);
+	run[RUN_IRQ_COUNT] = RUN_MAX_IRQS + 1;
+	ok &= refused("17 interrupts", kc(KC_VCPU_RUN, l.vm.handle, 0, page_to_pfn(runp), 0, 0).status,
+		      KC_INVALID_PARAMETER, KC_INVALID_PARAMETER);
+	n += 2;
+	note("%u runs with forbidden interrupts refused (a sacrificial VM and the victim's vCPUs); ", n);
+	return settle() && ok;
+}
+
+/*
+ * Time of check, time of use: KServ rewrites the run page's exit half
+ * between an exit and the next entry, and scribbles the entry half from the
+ * other CPU while KCore reads it. KCore must complete the MMIO read from its
+ * own record of the exit: only the load's register changes, zero- or
+ * sign-extended as the instruction says.
+ */
+struct scribbler {
+	struct completion done;
+	u64 *run;
+	bool stop;
+	u64 writes;
+};
+
+static int scribbler_fn(void *data)
+{
+	struct scribbler *s = data;
+	u64 x = 0x9e3779b97f4a7c15ULL;
+
+	while (!READ_ONCE(s->stop)) {
+		unsigned int w;
+
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		/*
+		 * Mostly a valid entry (no flags, up to 3 pending SPIs, any
+		 * completion) changing under KCore's feet; now and then garbage.
+		 */
+		if (x % 4) {
+			WRITE_ONCE(s->run[RUN_FLAGS], 0);
+			WRITE_ONCE(s->run[RUN_COMPLETION], x);
+			WRITE_ONCE(s->run[RUN_IRQ_COUNT], (x >> 8) % 4);
+			for (w = 0; w < 3; w++)
+				WRITE_ONCE(s->run[RUN_IRQS + w],
+					   IRQ_WORD(32 + ((x >> (16 + 4 * w)) % 32), 0xa0, IRQ_PENDING));
+		} else {
+			w = (x >> 32) % (RUN_IRQS + RUN_MAX_IRQS);
+			WRITE_ONCE(s->run[w], w == RUN_IRQ_COUNT ? x % 20 : x);
+		}
+		WRITE_ONCE(s->run[RUN_EXIT_REASON + x % 10], x);
+		s->writes++;
+		if (!(s->writes % 4096))
+			cond_resched();
+	}
+	complete(&s->done);
+	return 0;
+}
+
+static bool loop_regs_intact(struct loop_vm *l, u64 *x5, u64 *x6)
+{
+	unsigned int n;
+	bool ok = true;
+
+	for (n = 7; n <= 30; n++) {
+		struct kc_ret r = kc(KC_VCPU_GET_REG, l->vm.handle, 0, KR_X(n), 0, 0);
+
+		if (r.status != KC_OK || r.x1 != KR_SEED(n))
+			ok = bad("x%u is 0x%llx (status %lld)", n, r.x1, r.status);
+	}
+	*x5 = kc(KC_VCPU_GET_REG, l->vm.handle, 0, KR_X(5), 0, 0).x1;
+	*x6 = kc(KC_VCPU_GET_REG, l->vm.handle, 0, KR_X(6), 0, 0).x1;
+	return ok;
+}
+
+static bool atk_toctou(u64 seed)
+{
+	struct scribbler s = {};
+	struct loop_vm l;
+	u64 runs = 0, refusals = 0, exits = 0, x5, x6, i;
+	bool ok = true;
+	s64 st;
+
+	if (loop_create(&l))
+		return GIVE_UP("cannot make the sacrificial VM");
+	/* 1. A clean exit: the 32-bit read. */
+	run_clear(l.run);
+	st = kc(KC_VCPU_RUN, l.vm.handle, 0, l.run_pfn, 0, 0).status;
+	if (st != KC_OK || l.run[RUN_EXIT_REASON] != EXIT_MMIO || l.run[RUN_EXIT_WIDTH] != 4)
+		return GIVE_UP("first run: %lld, exit %llu width %llu", st, l.run[RUN_EXIT_REASON],
+			   l.run[RUN_EXIT_WIDTH]);
+	/* 2. Rewrite the exit: an 8-byte write to another address, by x7. */
+	l.run[RUN_EXIT_FLAGS] = 1;
+	l.run[RUN_EXIT_ADDR] = LOOP_IPA;
+	l.run[RUN_EXIT_WIDTH] = 8;
+	l.run[RUN_EXIT_DATA] = 0x7777777777777777ULL;
+	l.run[RUN_COMPLETION] = 0xdeadbeefcafef00dULL;
+	st = kc(KC_VCPU_RUN, l.vm.handle, 0, l.run_pfn, 0, 0).status;
+	if (st != KC_OK || l.run[RUN_EXIT_REASON] != EXIT_MMIO || l.run[RUN_EXIT_WIDTH] != 1)
+		return GIVE_UP("second run: %lld, exit %llu width %llu", st, l.run[RUN_EXIT_REASON],
+			   l.run[RUN_EXIT_WIDTH]);
+	/* 3. Complete the byte read with a value whose bit 7 is set. */
+	l.run[RUN_EXIT_WIDTH] = 8;
+	l.run[RUN_COMPLETION] = 0x1234567890abcd80ULL;
+	st = kc(KC_VCPU_RUN, l.vm.handle, 0, l.run_pfn, 0, 0).status;
+	if (st != KC_OK)
+		return GIVE_UP("third run: %lld", st);
+	ok &= loop_regs_intact(&l, &x5, &x6);
+	if (x5 != 0xcafef00dULL || x6 != 0xffffffffffffff80ULL)
+		ok = bad("x5 0x%llx x6 0x%llx after rewritten exits (want 0xcafef00d, 0xffffffffffffff80)",
+			 x5, x6);
+	note("rewritten exits: w5 = 0xcafef00d, x6 = 0x%llx, x7..x30 intact; ", x6);
+
+	/* 4. The other CPU scribbles the page during 2000 entries. */
+	init_completion(&s.done);
+	s.run = l.run;
+	if (start_on(scribbler_fn, &s, other_cpu(), "atk-scribble"))
+		return GIVE_UP("cannot start the scribbler");
+	for (i = 0; i < 2000; i++) {
+		st = kc(KC_VCPU_RUN, l.vm.handle, 0, l.run_pfn, 0, 0).status;
+		runs++;
+		if (st == KC_OK)
+			exits++;
+		else if (st == KC_INVALID_PARAMETER || st == KC_DENIED)
+			refusals++;
+		else
+			ok = bad("run during scribbling: %lld", st);
+		if (!(i % 64))
+			cond_resched();
+	}
+	WRITE_ONCE(s.stop, true);
+	wait_for_completion(&s.done);
+	note("%llu entries under scribbling: %llu ran to an exit, %llu refused (%llu scribbles); ",
+	     runs, exits, refusals, s.writes);
+	/* 5. Afterwards: the loads' registers only, each as wide as its load. */
+	ok &= loop_regs_intact(&l, &x5, &x6);
+	if (x5 >> 32)
+		ok = bad("x5 0x%llx has bits above a 32-bit load", x5);
+	if ((u64)(s64)(s8)x6 != x6)
+		ok = bad("x6 0x%llx is not a sign-extended byte", x6);
+	return settle() && ok;
+}
+
+/*
+ * Destroy a VM during an exit: one CPU runs the vCPU in a loop (an MMIO exit
+ * per entry), the other tears the VM down.
+ */
+struct runner {
+	struct completion done;
+	struct loop_vm *l;
+	u64 runs, refused_after, other;
+	bool dead;
+};
+
+static int runner_fn(void *data)
+{
+	struct runner *r = data;
+	unsigned int i;
+
+	for (i = 0; i < 100000; i++) {
+		s64 s;
+
+		r->l->run[RUN_COMPLETION] = 0;
+		s = kc(KC_VCPU_RUN, r->l->vm.handle, 0, r->l->run_pfn, 0, 0).status;
+		if (s == KC_OK) {
+			r->runs++;
+		} else if (s == KC_DENIED || s == KC_NOT_FOUND) {
+			if (++r->refused_after >= 100)
+				break;
+		} else {
+			r->other++;
+		}
+		if (!(i % 64))
+			cond_resched();
+	}
+	complete(&r->done);
+	return 0;
+}
+
+static bool atk_destroy_in_exit(u64 seed)
+{
+	struct runner r = {};
+	struct loop_vm l;
+	u64 busy = 0, tries = 0;
+	bool ok = true;
+	s64 s;
+
+	if (loop_create(&l))
+		return GIVE_UP("cannot make the sacrificial VM");
+	run_clear(l.run);
+	init_completion(&r.done);
+	r.l = &l;
+	if (start_on(runner_fn, &r, other_cpu(), "atk-runner"))
+		return GIVE_UP("cannot start the runner");
+	/* Let it run a while, then tear down until KCore agrees. */
+	while (READ_ONCE(r.runs) < 500 && !completion_done(&r.done))
+		usleep_range(100, 200);
+	do {
+		s = kc(KC_TEARDOWN_VM, l.vm.handle, 0, 0, 0, 0).status;
+		tries++;
+		busy += s == KC_BUSY;
+		if (s != KC_OK && s != KC_BUSY) {
+			ok = bad("teardown: %lld", s);
+			break;
+		}
+		if (!(tries % 64))
+			cond_resched();
+	} while (s == KC_BUSY && tries < 1000000);
+	wait_for_completion(&r.done);
+	note("teardown after %llu runs: %llu Busy while the vCPU was in, then ok; "
+	     "%llu later runs refused; ", r.runs, busy, r.refused_after);
+	if (r.other)
+		ok = bad("%llu runs returned something else", r.other);
+	if (r.refused_after < 100)
+		ok = bad("runs after teardown were not refused");
+	return settle() && ok;
+}
+
+/* ---- hypercall fuzzing ---------------------------------------------------- */
+
+#define FUZZ_CALLS 50000
+/* Each fuzzer's own pages: one block, so a VM pool range can stay inside it. */
+#define FUZZ_OWN_ORDER 5
+#define FUZZ_OWN (1U << FUZZ_OWN_ORDER)
+
+struct fuzzer {
+	struct completion done;
+	unsigned int cpu;
+	u64 seed;
+	struct sac_vm vms[2];
+	u64 own;		/* first of FUZZ_OWN pages it may give away */
+	u64 run_pfn;
+	u64 *run;
+	u64 calls, per_call[KC_CALLS + 1], status[N_STATUS];
+	u64 undefined_example;
+};
+
+static u64 rnd(u64 *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
+static struct fuzzer fz[2];
+
+static u64 fuzz_handle(struct fuzzer *f, u64 *x)
+{
+	switch (rnd(x) % 8) {
+	case 0: return vic.handle;
+	case 1: case 2: return f->vms[rnd(x) % 2].handle;
+	case 3: return fz[f->cpu ^ 1].vms[rnd(x) % 2].handle;
+	case 4: return 0;
+	case 5: return rnd(x);
+	case 6: return f->vms[0].handle ^ (1ULL << (rnd(x) % 64));
+	default: return rnd(x) % 32;
+	}
+}
+
+static u64 fuzz_pfn(struct fuzzer *f, u64 *x)
+{
+
+	switch (rnd(x) % 10) {
+	case 0: return vic.guest_pfn;
+	case 1: return vic.table_pfn;
+	case 2: return vic.kcore_pfn + rnd(x) % vic.kcore_pages;
+	case 3: return vic.ram_last + 1 + rnd(x) % 1024;
+	case 4: return rnd(x);
+	case 5:
+		/* Any page of RAM KServ does not own (ours it may give). */
+		return vic.ram_first + rnd(x) % (vic.ram_last - vic.ram_first + 1);
+	default: return f->own + rnd(x) % FUZZ_OWN;
+	}
+}
+
+/*
+ * A pfn the call may take: one of the fuzzer's own, or any page KServ does
+ * not own. A page of KServ's in use by its kernel would be given away for
+ * real (KServ may donate what it owns) and crash KServ, which proves nothing.
+ */
+static u64 safe_pfn(struct fuzzer *f, u64 *x, u64 pfn)
+{
+	struct kc_ret r;
+
+	if (pfn - f->own < FUZZ_OWN)
+		return pfn;
+	r = kc(KC_PAGE_OWNER, pfn, 0, 0, 0, 0);
+	if (r.status == KC_OK && (r.x1 == OWNER_HOST || r.x1 == OWNER_HOST_SHARED))
+		return f->own + rnd(x) % FUZZ_OWN;
+	return pfn;
+}
+
+static u64 fuzz_gfn(u64 *x)
+{
+	switch (rnd(x) % 4) {
+	case 0: return rnd(x) % 0x1000;
+	case 1: return rnd(x) & ((1ULL << 28) - 1);	/* inside 40 bits */
+	case 2: return (1ULL << 28) + rnd(x) % 16;	/* just outside */
+	default: return rnd(x);
+	}
+}
+
+static u64 fuzz_reg(u64 *x)
+{
+	switch (rnd(x) % 4) {
+	case 0: return rnd(x) % 40;
+	case 1: return KR_V_LO + rnd(x) % 0x48;
+	case 2: return victim_regs[rnd(x) % ARRAY_SIZE(victim_regs)];
+	default: return rnd(x);
+	}
+}
+
+static u64 fuzz_small(u64 *x)
+{
+	switch (rnd(x) % 3) {
+	case 0: return rnd(x) % 8;
+	case 1: return rnd(x) % 70;
+	default: return rnd(x);
+	}
+}
+
+/*
+ * One random call. The function id: mostly KCore's (one past the end
+ * included), else Linux's hyp-stub ids, random vendor ids, PSCI/SMCCC ids
+ * or anything. Arguments: drawn per slot from handles, pfns, gfns, register
+ * ids and small numbers, or random. Guard: calls that could legitimately
+ * stop, run or grow the victim go to the fuzzer's own VM instead.
+ */
+static void fuzz_one(struct fuzzer *f, u64 *x)
+{
+	u64 fn, a[5], call;
+	unsigned int i;
+	struct kc_ret r;
+
+	switch (rnd(x) % 20) {
+	case 0: fn = rnd(x) % 4; break;
+	case 1: fn = KC_BASE | (rnd(x) & 0xffff); break;
+	case 2: fn = 0x84000000ULL + rnd(x) % 0x20; break;
+	case 3: fn = rnd(x); break;
+	default: fn = KC_BASE + rnd(x) % (KC_CALLS + 1); break;
+	}
+	call = fn - KC_BASE;
+	for (i = 0; i < 5; i++) {
+		switch (rnd(x) % 6) {
+		case 0: a[i] = fuzz_handle(f, x); break;
+		case 1: case 2: a[i] = fuzz_pfn(f, x); break;
+		case 3: a[i] = fuzz_gfn(x); break;
+		case 4: a[i] = fuzz_small(x); break;
+		default: a[i] = fuzz_reg(x); break;
+		}
+	}
+	/* Shape the common calls: a handle first, then what the call takes. */
+	if (call < KC_CALLS && rnd(x) % 4) {
+		a[0] = fuzz_handle(f, x);
+		switch (fn) {
+		case KC_CREATE_VM:
+			a[0] = rnd(x) % 3;
+			a[1] = rnd(x) % 2 ? 0 : rnd(x) % 52;
+			a[2] = fuzz_small(x);
+			a[3] = fuzz_pfn(f, x);
+			a[4] = rnd(x) % 2 ? 2 : fuzz_small(x);
+			break;
+		case KC_DONATE_VM_POOL:
+		case KC_RECLAIM_PAGE:
+		case KC_PAGE_OWNER:
+			a[1] = fuzz_pfn(f, x);
+			if (fn == KC_PAGE_OWNER)
+				a[0] = a[1];
+			break;
+		case KC_DONATE_GUEST:
+		case KC_SHARE_GUEST:
+			a[1] = fuzz_pfn(f, x);
+			a[2] = fuzz_gfn(x);
+			a[3] = rnd(x) % 3;
+			break;
+		case KC_UNSHARE_GUEST:
+			a[1] = fuzz_gfn(x);
+			break;
+		case KC_VCPU_RUN:
+			a[1] = rnd(x) % 3;
+			a[2] = rnd(x) % 2 ? f->run_pfn : fuzz_pfn(f, x);
+			/* Run-page contents: mostly a valid empty entry. */
+			memset(f->run, 0, 8 * (RUN_IRQS + RUN_MAX_IRQS));
+			if (rnd(x) % 2)
+				f->run[rnd(x) % (RUN_IRQS + RUN_MAX_IRQS)] = rnd(x) % 2 ? rnd(x) : rnd(x) % 32;
+			break;
+		case KC_VCPU_GET_REG:
+		case KC_VCPU_SET_REG:
+			a[1] = rnd(x) % 3;
+			a[2] = fuzz_reg(x);
+			break;
+		case KC_DECLARE_MMIO:
+			a[1] = fuzz_gfn(x);
+			a[2] = fuzz_small(x);
+			break;
+		}
+	}
+	/* Pages given away, or written (the run page), are safe ones. */
+	switch (fn) {
+	case KC_CREATE_VM:
+		a[3] = safe_pfn(f, x, a[3]);
+		/* A pool inside the own block stays inside it. */
+		if (a[3] - f->own < FUZZ_OWN && a[4] > f->own + FUZZ_OWN - a[3])
+			a[4] = f->own + FUZZ_OWN - a[3];
+		break;
+	case KC_DONATE_VM_POOL:
+	case KC_DONATE_GUEST:
+	case KC_SHARE_GUEST:
+		a[1] = safe_pfn(f, x, a[1]);
+		break;
+	case KC_VCPU_RUN:
+		a[2] = safe_pfn(f, x, a[2]);
+		break;
+	}
+	/* The guard: the victim is never stopped, run, or given pages. */
+	if (a[0] == vic.handle &&
+	    (fn == KC_TEARDOWN_VM || fn == KC_VCPU_RUN || fn == KC_CREATE_VCPU ||
+	     fn == KC_DONATE_VM_POOL || fn == KC_DONATE_GUEST || fn == KC_SHARE_GUEST ||
+	     fn == KC_UNSHARE_GUEST || fn == KC_DECLARE_MMIO))
+		a[0] = f->vms[rnd(x) % 2].handle;
+	/* The self-check walks every table: one call in 2000. */
+	if (fn == KC_SELF_CHECK && rnd(x) % 100)
+		fn = KC_VERSION;
+	r = kc(fn, a[0], a[1], a[2], a[3], a[4]);
+	f->calls++;
+	f->per_call[call < KC_CALLS ? call : KC_CALLS]++;
+	i = status_slot(r.status);
+	f->status[i]++;
+	/* Only the known calls have codes of their own; others answer -1. */
+	if (call >= KC_CALLS && fn != 0x8600ff01ULL && r.status != KC_NOT_SUPPORTED) {
+		f->status[N_STATUS - 1]++;
+		f->undefined_example = fn;
+	}
+	if (i == N_STATUS - 1)
+		f->undefined_example = fn;
+}
+
+static int fuzzer_fn(void *data)
+{
+	struct fuzzer *f = data;
+	u64 x = f->seed | 1;
+	unsigned int i;
+
+	for (i = 0; i < FUZZ_CALLS; i++) {
+		fuzz_one(f, &x);
+		if (!(i % 128))
+			cond_resched();
+	}
+	complete(&f->done);
+	return 0;
+}
+
+static bool atk_fuzz(u64 seed)
+{
+	static const char *const names[KC_CALLS + 1] = {
+		"Version", "Features", "CreateVm", "CreateVcpu", "DonateVmPool", "DonateGuest",
+		"ShareGuest", "UnshareGuest", "TeardownVm", "ReclaimPage", "PageOwner",
+		"VerifyImage", "DeclareMmio", "VcpuRun", "GetReg", "SetReg", "SelfCheck", "other",
+	};
+	u64 total = 0, per_call[KC_CALLS + 1] = {}, status[N_STATUS] = {}, lo, hi;
+	unsigned int c, i, j;
+	struct page *runp;
+	bool ok = true;
+
+	if (!need_victim())
+		return false;
+	memset(fz, 0, sizeof(fz));
+	for (c = 0; c < 2; c++) {
+		struct fuzzer *f = &fz[c];
+
+		f->cpu = c;
+		f->seed = seed * 2 + c + 0x5851f42d4c957f2dULL;
+		init_completion(&f->done);
+		if (sac_create(&f->vms[0], false, 2) || sac_create(&f->vms[1], true, 2))
+			return GIVE_UP("cannot make the fuzzer's VMs");
+		runp = take_pages(FUZZ_OWN_ORDER);
+		if (!runp)
+			return GIVE_UP("no pages");
+		f->own = page_to_pfn(runp);
+		runp = take_pages(0);
+		if (!runp)
+			return GIVE_UP("no run page");
+		f->run_pfn = page_to_pfn(runp);
+		f->run = page_address(runp);
+	}
+	for (c = 0; c < 2; c++)
+		if (start_on(fuzzer_fn, &fz[c], c, "atk-fuzz"))
+			return GIVE_UP("cannot start fuzzer %u", c);
+	for (c = 0; c < 2; c++)
+		wait_for_completion(&fz[c].done);
+	for (c = 0; c < 2; c++) {
+		total += fz[c].calls;
+		for (i = 0; i <= KC_CALLS; i++)
+			per_call[i] += fz[c].per_call[i];
+		for (i = 0; i < N_STATUS; i++)
+			status[i] += fz[c].status[i];
+		if (fz[c].status[N_STATUS - 1])
+			ok = bad("CPU %u: %llu undefined answers (e.g. to 0x%llx)", c,
+				 fz[c].status[N_STATUS - 1], fz[c].undefined_example);
+	}
+	pr_info("fuzz: calls by id:");
+	for (i = 0; i <= KC_CALLS; i++)
+		pr_cont(" %s %llu", names[i], per_call[i]);
+	pr_cont("\n");
+	lo = U64_MAX;
+	hi = 0;
+	for (i = 0; i < KC_CALLS; i++) {
+		lo = min(lo, per_call[i]);
+		hi = max(hi, per_call[i]);
+	}
+	note("seed %llu: %llu calls from 2 CPUs (%llu + %llu): each of KCore's %u calls %llu-%llu times, "
+	     "%llu other ids; results:", seed, total, fz[0].calls, fz[1].calls, KC_CALLS, lo, hi,
+	     per_call[KC_CALLS]);
+	for (j = 0; j < N_STATUS - 1; j++) {
+		static const s64 codes[N_STATUS - 1] = {
+			KC_OK, KC_NOT_SUPPORTED, KC_NOT_REQUIRED, KC_INVALID_PARAMETER, KC_DENIED,
+			KC_BUSY, KC_NO_MEMORY, KC_NOT_FOUND, KC_VERIFICATION_FAILED,
+			KC_SELF_CHECK_FAILED,
+		};
+		if (status[j])
+			note(" %s %llu", kc_name(codes[j]), status[j]);
+	}
+	note("; ");
+	if (status[status_slot(KC_SELF_CHECK_FAILED)])
+		ok = bad("a self-check failed during fuzzing");
+	ok = kcore_answers() && ok;
+	note("; ");
+	return settle() && ok;
+}
+
+/* KCore's self-check on its own: the ownership table against every stage 2. */
+static bool atk_self_check(u64 seed)
+{
+	struct kc_ret r = kc(KC_SELF_CHECK, 0, 0, 0, 0, 0);
+
+	if (r.status != KC_OK)
+		return bad("self-check %lld (%s)", r.status, kc_name(r.status) ?: "undefined");
+	note("ownership table agrees with every stage 2: host %llu, guests %llu, tables %llu pages; "
+	     "module pages never returned: %llu", r.x1, r.x2, r.x3, leaked);
+	return leaked == 0;
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+struct attack {
+	const char *name;
+	const char *expected;
+	bool (*run)(u64 seed);
+};
+
+static const struct attack attacks[] = {
+	{ "scan", "KCore names every page's owner; a live protected VM is found (its registers are Denied)", atk_scan },
+	{ "linear-read", "reading a protected VM's page through the kernel's linear map faults: KCore injects an external abort, the reading kthread dies in an Oops, KCore keeps serving", atk_linear_read },
+	{ "linear-write", "writing it the same way faults the same way", atk_linear_write },
+	{ "vmap", "a fresh kernel mapping (vmap) of that page faults on read and on write", atk_vmap },
+	{ "kcore-map", "a fresh mapping (memremap) of KCore's own memory faults on read and on write", atk_kcore_map },
+	{ "donate-foreign", "donating, sharing, pooling or building a VM from a page KServ does not own (KCore's, the victim's memory or tables) is Denied; a pfn outside RAM is InvalidParameter", atk_donate_foreign },
+	{ "donate-twice", "a page donated to one VM cannot go to a second VM, to a second gfn, or be shared or pooled; a shared page cannot be shared at a second gfn or donated; a taken gfn is Busy", atk_donate_twice },
+	{ "share-race", "sharing and unsharing one page at two gfns from two CPUs at once (20,000 rounds each): every call succeeds or is refused, never both shares at once; the page ends KServ's; the self-check agrees", atk_share_race },
+	{ "reclaim-running", "reclaiming a running VM's memory or table pages is Busy (only a dying VM's pages come back)", atk_reclaim_running },
+	{ "regs", "reading or setting any register of a running protected vCPU is Denied (Busy while it runs) and returns no value", atk_regs },
+	{ "hw-irq", "runs asking for hardware-mapped interrupts or the guest's timer INTID are Denied; malformed interrupt lists are InvalidParameter; nothing runs", atk_hw_irq },
+	{ "toctou", "KCore completes an MMIO read from its own record of the exit, whatever KServ rewrote in the run page: only the load's register changes, with the load's width and sign; a run page scribbled during entry is used whole or refused", atk_toctou },
+	{ "destroy-in-exit", "tearing a VM down while another CPU runs its vCPU is Busy until the vCPU is out; then every run is refused and every page comes back scrubbed", atk_destroy_in_exit },
+	{ "fuzz", "100,000 calls with random ids and arguments from 2 CPUs: every one answers a defined status, unknown ids NotSupported; KCore keeps serving; every page the fuzzer gave away comes back scrubbed; the self-check agrees", atk_fuzz },
+	{ "self-check", "KCore's ownership table agrees with every stage 2; no page the attacks gave away stayed away", atk_self_check },
+};
+
+static ssize_t run_write(struct file *file, const char __user *ubuf, size_t count, loff_t *ppos)
+{
+	char buf[64], *seed_s;
+	const struct attack *a = NULL;
+	u64 seed = 1;
+	unsigned int i;
+	bool pass;
+
+	if (count >= sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, count))
+		return -EFAULT;
+	buf[count] = 0;
+	strim(buf);
+	seed_s = strchr(buf, ' ');
+	if (seed_s) {
+		*seed_s++ = 0;
+		if (kstrtou64(skip_spaces(seed_s), 0, &seed))
+			return -EINVAL;
+	}
+	for (i = 0; i < ARRAY_SIZE(attacks); i++)
+		if (!strcmp(buf, attacks[i].name))
+			a = &attacks[i];
+	if (!a)
+		return -ENOENT;
+
+	mutex_lock(&atk_lock);
+	obs_len = 0;
+	obs[0] = 0;
+	pr_info("%s: expected: %s\n", a->name, a->expected);
+	pass = a->run(seed);
+	pr_info("%s: observed: %s %s\n", a->name, pass ? "PASS" : "FAIL", obs);
+	scnprintf(report, sizeof(report), "expected %s\nobserved %s %s\n", a->expected,
+		  pass ? "PASS" : "FAIL", obs);
+	mutex_unlock(&atk_lock);
+	return count;
+}
+
+static ssize_t run_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	ssize_t n;
+
+	mutex_lock(&atk_lock);
+	n = simple_read_from_buffer(ubuf, count, ppos, report, strlen(report));
+	mutex_unlock(&atk_lock);
+	return n;
+}
+
+static const struct file_operations run_fops = {
+	.owner = THIS_MODULE,
+	.read = run_read,
+	.write = run_write,
+	.llseek = default_llseek,
+};
+
+/* Every attack and what it expects, one "name<TAB>expected" line each. */
+static ssize_t list_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	size_t len = 0, cap = 0;
+	unsigned int i;
+	ssize_t n;
+	char *buf;
+
+	for (i = 0; i < ARRAY_SIZE(attacks); i++)
+		cap += strlen(attacks[i].name) + strlen(attacks[i].expected) + 2;
+	buf = kmalloc(cap + 1, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	for (i = 0; i < ARRAY_SIZE(attacks); i++)
+		len += scnprintf(buf + len, cap + 1 - len, "%s\t%s\n", attacks[i].name,
+				 attacks[i].expected);
+	n = simple_read_from_buffer(ubuf, count, ppos, buf, len);
+	kfree(buf);
+	return n;
+}
+
+static const struct file_operations list_fops = {
+	.owner = THIS_MODULE,
+	.read = list_read,
+	.llseek = default_llseek,
+};
+
+static ssize_t info_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	char buf[320];
+	int n;
+
+	mutex_lock(&atk_lock);
+	n = scnprintf(buf, sizeof(buf),
+		      "found %d\nvictim 0x%llx\nvcpus %u\nguest_pfn 0x%llx\ntable_pfn 0x%llx\n"
+		      "kcore_pfn 0x%llx\nguest_pages %llu\nleaked %llu\n",
+		      vic.found, vic.handle, vic.vcpus, vic.guest_pfn, vic.table_pfn, vic.kcore_pfn,
+		      vic.guest_pages, leaked);
+	mutex_unlock(&atk_lock);
+	return simple_read_from_buffer(ubuf, count, ppos, buf, n);
+}
+
+static const struct file_operations info_fops = {
+	.owner = THIS_MODULE,
+	.read = info_read,
+	.llseek = default_llseek,
+};
+
+/* Any physical page into the caller's address space: /dev/mem without its checks. */
+static int mem_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	return remap_pfn_range(vma, vma->vm_start, vma->vm_pgoff, vma->vm_end - vma->vm_start,
+			       vma->vm_page_prot);
+}
+
+static const struct file_operations mem_fops = {
+	.owner = THIS_MODULE,
+	.mmap = mem_mmap,
+};
+
+static struct dentry *dir;
+
+static int __init kserv_attack_init(void)
+{
+	struct device_node *np = of_find_node_by_path("/hypervisor");
+
+	/* HVCs only with KCore underneath (see kserv_shim_glue.c). */
+	if (is_kernel_in_hyp_mode() || !np || !of_device_is_compatible(np, "kcore,hypervisor")) {
+		of_node_put(np);
+		pr_err("no KCore underneath: not loading\n");
+		return -ENODEV;
+	}
+	of_node_put(np);
+	dir = debugfs_create_dir("kserv_attack", NULL);
+	debugfs_create_file("run", 0600, dir, NULL, &run_fops);
+	debugfs_create_file("info", 0400, dir, NULL, &info_fops);
+	debugfs_create_file("list", 0400, dir, NULL, &list_fops);
+	/* Not proxied: debugfs's proxy has no mmap. */
+	debugfs_create_file_unsafe("mem", 0600, dir, NULL, &mem_fops);
+	pr_info("loaded: %zu attacks\n", ARRAY_SIZE(attacks));
+	return 0;
+}
+
+static void __exit kserv_attack_exit(void)
+{
+	debugfs_remove(dir);
+}
+
+module_init(kserv_attack_init);
+module_exit(kserv_attack_exit);
+MODULE_DESCRIPTION("KServ attack suite against KCore (test images only)");
+MODULE_LICENSE("Dual MIT/GPL");
