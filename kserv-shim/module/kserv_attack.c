@@ -123,6 +123,7 @@
 #define RUN_EXIT_ADDR		34
 #define RUN_EXIT_DATA		35
 #define RUN_EXIT_WIDTH		36
+#define EXIT_IRQ		1
 #define EXIT_MMIO		2
 #define IRQ_WORD(vintid, prio, state) \
 	((u64)(vintid) | (u64)(prio) << 32 | 1ULL << 40 | (u64)(state) << 41)
@@ -338,10 +339,12 @@ static bool settle(void)
 	back = give_back(&dirty);
 	if (leaked != before)
 		ok = bad("%u pages did not come back (%u not scrubbed)", (unsigned int)(leaked - before), dirty);
+	note("%u pages reclaimed from VMs", back);
 	r = kc(KC_SELF_CHECK, 0, 0, 0, 0, 0);
 	if (r.status != KC_OK)
-		ok = bad("self-check %lld (%s)", r.status, kc_name(r.status) ?: "undefined");
-	note("%u pages reclaimed from VMs, all zero; self-check ok", back);
+		return bad("self-check %lld (%s)", r.status, kc_name(r.status) ?: "undefined");
+	if (ok)
+		note(", all zero; self-check ok");
 	return ok;
 }
 
@@ -439,6 +442,24 @@ static int loop_create(struct loop_vm *l)
 static void run_clear(u64 *run)
 {
 	memset(run, 0, PAGE_SIZE);
+}
+
+/*
+ * Runs the loop VM's vCPU to its next exit that is not a host interrupt (a
+ * physical interrupt ends a run wherever the guest is; it is not the exit
+ * the attack waits for). Returns KCore's status.
+ */
+static s64 loop_run(struct loop_vm *l)
+{
+	unsigned int i;
+	s64 st = KC_OK;
+
+	for (i = 0; i < 1000; i++) {
+		st = kc(KC_VCPU_RUN, l->vm.handle, 0, l->run_pfn, 0, 0).status;
+		if (st != KC_OK || l->run[RUN_EXIT_REASON] != EXIT_IRQ)
+			break;
+	}
+	return st;
 }
 
 /* ---- kthreads that touch pages KServ gave away --------------------------- */
@@ -891,7 +912,8 @@ static bool atk_reclaim_running(u64 seed)
 	ok &= refused("ReclaimPage with a stale handle",
 		      kc(KC_RECLAIM_PAGE, vic.handle ^ (1ULL << 32), vic.guest_pfn, 0, 0, 0).status,
 		      KC_NOT_FOUND, KC_INVALID_PARAMETER);
-	note("reclaims of the victim's page and table page refused (Busy: it is not dying); ");
+	if (ok)
+		note("reclaims of the victim's page and table page refused (Busy: it is not dying); ");
 	return settle() && ok;
 }
 
@@ -1068,7 +1090,7 @@ static bool atk_toctou(u64 seed)
 		return GIVE_UP("cannot make the sacrificial VM");
 	/* 1. A clean exit: the 32-bit read. */
 	run_clear(l.run);
-	st = kc(KC_VCPU_RUN, l.vm.handle, 0, l.run_pfn, 0, 0).status;
+	st = loop_run(&l);
 	if (st != KC_OK || l.run[RUN_EXIT_REASON] != EXIT_MMIO || l.run[RUN_EXIT_WIDTH] != 4)
 		return GIVE_UP("first run: %lld, exit %llu width %llu", st, l.run[RUN_EXIT_REASON],
 			   l.run[RUN_EXIT_WIDTH]);
@@ -1078,14 +1100,14 @@ static bool atk_toctou(u64 seed)
 	l.run[RUN_EXIT_WIDTH] = 8;
 	l.run[RUN_EXIT_DATA] = 0x7777777777777777ULL;
 	l.run[RUN_COMPLETION] = 0xdeadbeefcafef00dULL;
-	st = kc(KC_VCPU_RUN, l.vm.handle, 0, l.run_pfn, 0, 0).status;
+	st = loop_run(&l);
 	if (st != KC_OK || l.run[RUN_EXIT_REASON] != EXIT_MMIO || l.run[RUN_EXIT_WIDTH] != 1)
 		return GIVE_UP("second run: %lld, exit %llu width %llu", st, l.run[RUN_EXIT_REASON],
 			   l.run[RUN_EXIT_WIDTH]);
 	/* 3. Complete the byte read with a value whose bit 7 is set. */
 	l.run[RUN_EXIT_WIDTH] = 8;
 	l.run[RUN_COMPLETION] = 0x1234567890abcd80ULL;
-	st = kc(KC_VCPU_RUN, l.vm.handle, 0, l.run_pfn, 0, 0).status;
+	st = loop_run(&l);
 	if (st != KC_OK)
 		return GIVE_UP("third run: %lld", st);
 	ok &= loop_regs_intact(&l, &x5, &x6);
