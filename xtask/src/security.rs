@@ -168,6 +168,13 @@ fn render(rows: &[AttackRow], machine: &str, seed: u64, commit: &str, secs: u64)
     let _ = writeln!(
         t,
         "\n{passed} of {} rows went as expected.\n\n\
+         ## The suite can fail\n\n\
+         A row passes only when its expectation holds, so a KCore that gave in would show. \
+         Checked by hand: with KCore's reclaim check removed (a live VM's page may be \
+         reclaimed), `reclaim-running` fails, the self-check finds a VM mapping a page it no \
+         longer owns (`hw-irq`, `toctou`, `destroy-in-exit` and `fuzz` fail on it), and the \
+         victim, its memory scrubbed under it, never answers `stop`. The module's ABI numbers \
+         are held to `kcore-abi` by `kcore/abi/tests/attack_module.rs`.\n\n\
          ## What the rows do not cover yet\n\n\
          - DMA: there is no SMMU support yet, so no device attack (VM-iodataiso) is made.\n\
          - `toctou` runs on a non-protected VM: its registers are what shows KCore completed the \
