@@ -5,7 +5,9 @@
 //! `KSERV-TIME cntvct=<u64> cntfrq=<u64>` first (the virtual counter: under
 //! `-icount shift=0,sleep=off`, instruction time since reset), then
 //! `KSERV-TEST <name>: PASS|FAIL <detail>` per test and finally
-//! `KSERV-DONE: <p> passed, <f> failed`. KCore's own lines start `kcore: `.
+//! `KSERV-DONE: <p> passed, <f> failed`. Benchmark tests also print
+//! `KSERV-BENCH <name> iters=<n> ticks=<t> cntfrq=<f>` (or `KSERV-BENCH
+//! <name> FAIL <why>`) per figure. KCore's own lines start `kcore: `.
 //! Markers are searched anywhere in a line, since kernel messages from other
 //! CPUs may be printed into the middle of one.
 
@@ -44,6 +46,7 @@ pub const TESTS: &[&str] = &[
     "nokcore",
     "kvmguest",
     "kvmlife",
+    "kvmbench",
 ];
 
 /// The kernel arguments for a batch run of `tests` expecting `cpus` CPUs.
@@ -166,6 +169,76 @@ pub fn parse_time(line: &str) -> Option<Time> {
     })
 }
 
+/// A benchmark's figure: `ticks` of the virtual counter at `cntfrq` for
+/// `iters` iterations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchFigure {
+    /// Iterations measured.
+    pub iters: u64,
+    /// Counter ticks they took in all.
+    pub ticks: u64,
+    /// Counter ticks per second.
+    pub cntfrq: u64,
+}
+
+impl BenchFigure {
+    /// Nanoseconds per iteration (NaN without a frequency or iterations).
+    pub fn ns_per_iter(&self) -> f64 {
+        if self.cntfrq == 0 || self.iters == 0 {
+            f64::NAN
+        } else {
+            self.ticks as f64 * 1e9 / self.cntfrq as f64 / self.iters as f64
+        }
+    }
+}
+
+/// One `KSERV-BENCH` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchLine {
+    /// The benchmark.
+    pub name: String,
+    /// Its figure, or why there is none.
+    pub figure: Result<BenchFigure, String>,
+}
+
+/// Parses a `KSERV-BENCH` line: every field present and numeric, or `None`.
+pub fn parse_bench_line(line: &str) -> Option<BenchLine> {
+    const MARKER: &str = "KSERV-BENCH ";
+    let rest = line[line.find(MARKER)? + MARKER.len()..].trim_end();
+    let (name, rest) = rest.split_once(' ')?;
+    if name.is_empty() {
+        return None;
+    }
+    if let Some(why) = rest.strip_prefix("FAIL") {
+        return Some(BenchLine {
+            name: name.to_string(),
+            figure: Err(why.trim().to_string()),
+        });
+    }
+    let (mut iters, mut ticks, mut cntfrq) = (None, None, None);
+    for word in rest.split_whitespace() {
+        let (key, value) = word.split_once('=')?;
+        let value = value.parse().ok()?;
+        let slot = match key {
+            "iters" => &mut iters,
+            "ticks" => &mut ticks,
+            "cntfrq" => &mut cntfrq,
+            _ => return None,
+        };
+        if slot.replace(value).is_some() {
+            return None;
+        }
+    }
+    Some(BenchLine {
+        name: name.to_string(),
+        figure: Ok(BenchFigure {
+            iters: iters?,
+            ticks: ticks?,
+            cntfrq: cntfrq?,
+        }),
+    })
+}
+
 /// What a batch run printed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchReport {
@@ -175,6 +248,8 @@ pub struct BatchReport {
     pub done: Option<Done>,
     /// The `KSERV-TIME` line, if it came.
     pub time: Option<Time>,
+    /// Every `KSERV-BENCH` line, in order.
+    pub benches: Vec<BenchLine>,
     /// Index of KCore's banner line, if any.
     pub kcore_banner: Option<usize>,
     /// Index of Linux's banner line, if any.
@@ -194,6 +269,8 @@ impl BatchReport {
                 report.done.get_or_insert(d);
             } else if let Some(t) = parse_time(line) {
                 report.time.get_or_insert(t);
+            } else if let Some(b) = parse_bench_line(line) {
+                report.benches.push(b);
             }
             if report.kcore_banner.is_none() && line.contains(KCORE_BANNER) {
                 report.kcore_banner = Some(i);
@@ -447,6 +524,52 @@ mod tests {
             .millis()
             .is_nan()
         );
+    }
+
+    #[test]
+    fn bench_lines() {
+        let b =
+            parse_bench_line("[ 9.1] KSERV-BENCH hvc iters=2000 ticks=125000 cntfrq=62500000\r");
+        let figure = BenchFigure {
+            iters: 2000,
+            ticks: 125_000,
+            cntfrq: 62_500_000,
+        };
+        assert_eq!(
+            b,
+            Some(BenchLine {
+                name: "hvc".into(),
+                figure: Ok(figure)
+            })
+        );
+        assert_eq!(figure.ns_per_iter(), 1000.0);
+        assert_eq!(
+            parse_bench_line("KSERV-BENCH ipi FAIL in the guest").map(|b| b.figure),
+            Some(Err("in the guest".into()))
+        );
+        // Anything missing, repeated, unknown or not a number: no line.
+        for bad in [
+            "KSERV-BENCH hvc iters=2000 ticks=125000",
+            "KSERV-BENCH hvc iters=2000 ticks=1 ticks=2 cntfrq=3",
+            "KSERV-BENCH hvc iters=2000 ticks=-1 cntfrq=3",
+            "KSERV-BENCH hvc iters=2000 ticks=1 cntfrq=3 ns=4",
+            "KSERV-BENCH hvc iters=2000 tic[ 3.2] kernel: ks=1 cntfrq=3",
+            "KSERV-BENCH  iters=1 ticks=1 cntfrq=1",
+            "KSERV-BENCH hvc",
+        ] {
+            assert_eq!(parse_bench_line(bad), None, "{bad}");
+        }
+        let zero = BenchFigure {
+            iters: 0,
+            ticks: 1,
+            cntfrq: 1,
+        };
+        assert!(zero.ns_per_iter().is_nan());
+        let r = BatchReport::from_lines(&lines(
+            "KSERV-BENCH a iters=1 ticks=2 cntfrq=3\nKSERV-TEST kvmbench: PASS\n",
+        ));
+        assert_eq!(r.benches.len(), 1);
+        assert_eq!(r.tests.len(), 1);
     }
 
     fn lines(text: &str) -> Vec<String> {

@@ -37,193 +37,14 @@
 
 pub mod attack;
 
+use crate::kvm::*;
 use kcore_test_guest::testdev::{self, Width};
 use kcore_test_guest::{self as guest, Status};
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-
-// ---- system calls -------------------------------------------------------------------
-
-mod sys {
-    /// `ioctl`, `mmap`, `clone`, `exit_group`, `wait4`, `eventfd2` on
-    /// aarch64 Linux.
-    const IOCTL: u64 = 29;
-    const EVENTFD2: u64 = 19;
-    const MMAP: u64 = 222;
-    const CLONE: u64 = 220;
-    const EXIT_GROUP: u64 = 94;
-    const WAIT4: u64 = 260;
-
-    #[cfg(target_arch = "aarch64")]
-    fn syscall(n: u64, a: [u64; 6]) -> i64 {
-        let r: i64;
-        // SAFETY: a Linux system call; the callers pass arguments the kernel
-        // validates itself (pointers it copies through with fault handling,
-        // or memory this process owns for the call's duration).
-        unsafe {
-            core::arch::asm!(
-                "svc #0",
-                inlateout("x0") a[0] => r,
-                in("x1") a[1],
-                in("x2") a[2],
-                in("x3") a[3],
-                in("x4") a[4],
-                in("x5") a[5],
-                in("x8") n,
-                options(nostack),
-            );
-        }
-        r
-    }
-
-    #[cfg(not(target_arch = "aarch64"))]
-    fn syscall(_n: u64, _a: [u64; 6]) -> i64 {
-        -38 // ENOSYS: only arm64 has /dev/kvm as KCore offers it.
-    }
-
-    /// `ioctl(fd, cmd, arg)`: the return value or the errno.
-    pub fn ioctl(fd: i32, cmd: u32, arg: u64) -> Result<i64, i32> {
-        let r = syscall(IOCTL, [fd as u64, u64::from(cmd), arg, 0, 0, 0]);
-        if r < 0 { Err(-r as i32) } else { Ok(r) }
-    }
-
-    /// `mmap(NULL, len, READ|WRITE, flags, fd, 0)`.
-    pub fn mmap(len: usize, flags: u64, fd: i32) -> Result<*mut u8, i32> {
-        mmap_at(len, flags, fd, 0)
-    }
-
-    /// `mmap(NULL, len, READ|WRITE, flags, fd, offset)`.
-    pub fn mmap_at(len: usize, flags: u64, fd: i32, offset: u64) -> Result<*mut u8, i32> {
-        let r = syscall(MMAP, [0, len as u64, 3, flags, fd as u64, offset]);
-        if (-4095..0).contains(&r) {
-            Err(-r as i32)
-        } else {
-            Ok(r as *mut u8)
-        }
-    }
-
-    /// `fork()`: `clone(SIGCHLD, 0, 0, 0, 0)`; the child's pid, 0 in the
-    /// child, or the errno.
-    pub fn fork() -> Result<i64, i32> {
-        let r = syscall(CLONE, [17, 0, 0, 0, 0, 0]);
-        if r < 0 { Err(-r as i32) } else { Ok(r) }
-    }
-
-    /// `exit_group(code)`: ends the process at once (no destructors, no
-    /// buffered output: for a forked child).
-    pub fn exit_group(code: i32) -> ! {
-        syscall(EXIT_GROUP, [code as u64, 0, 0, 0, 0, 0]);
-        #[allow(clippy::empty_loop)]
-        loop {}
-    }
-
-    /// `wait4(pid, &status, 0, NULL)`: the wait status, or the errno.
-    pub fn wait(pid: i64) -> Result<i32, i32> {
-        let mut status = 0i32;
-        let r = syscall(WAIT4, [pid as u64, &raw mut status as u64, 0, 0, 0, 0]);
-        if r < 0 { Err(-r as i32) } else { Ok(status) }
-    }
-
-    /// `eventfd2(0, EFD_NONBLOCK | EFD_CLOEXEC)`: a fresh eventfd.
-    pub fn eventfd() -> Result<i32, i32> {
-        let r = syscall(EVENTFD2, [0, 0o4000 | 0o2_000_000, 0, 0, 0, 0]);
-        if r < 0 { Err(-r as i32) } else { Ok(r as i32) }
-    }
-
-    /// `MAP_SHARED`.
-    pub const MAP_SHARED: u64 = 0x01;
-    /// `MAP_SHARED | MAP_ANONYMOUS`.
-    pub const MAP_SHARED_ANON: u64 = 0x21;
-    /// `MAP_PRIVATE | MAP_ANONYMOUS`.
-    pub const MAP_ANON: u64 = 0x22;
-}
-
-const EPERM: i32 = 1;
-const ENOENT: i32 = 2;
-const EINTR: i32 = 4;
-const ENXIO: i32 = 6;
-const E2BIG: i32 = 7;
-const ENOEXEC: i32 = 8;
-const EBADF: i32 = 9;
-const EAGAIN: i32 = 11;
-const EBUSY: i32 = 16;
-const EEXIST: i32 = 17;
-const ENODEV: i32 = 19;
-const EINVAL: i32 = 22;
-const EFAULT: i32 = 14;
-
-// KVM's numbers (include/uapi/linux/kvm.h, arm64).
-const fn ioc(dir: u32, nr: u32, size: u32) -> u32 {
-    dir << 30 | size << 16 | 0xAE << 8 | nr
-}
-const GET_API_VERSION: u32 = ioc(0, 0x00, 0);
-const CREATE_VM: u32 = ioc(0, 0x01, 0);
-const CHECK_EXTENSION: u32 = ioc(0, 0x03, 0);
-const GET_VCPU_MMAP_SIZE: u32 = ioc(0, 0x04, 0);
-const CREATE_VCPU: u32 = ioc(0, 0x41, 0);
-const SET_USER_MEMORY_REGION: u32 = ioc(1, 0x46, 32);
-const IRQ_LINE: u32 = ioc(1, 0x61, 8);
-const RUN: u32 = ioc(0, 0x80, 0);
-const GET_ONE_REG: u32 = ioc(1, 0xAB, 16);
-const SET_ONE_REG: u32 = ioc(1, 0xAC, 16);
-const ARM_VCPU_INIT: u32 = ioc(1, 0xAE, 32);
-const ARM_PREFERRED_TARGET: u32 = ioc(2, 0xAF, 32);
-const GET_REG_LIST: u32 = ioc(3, 0xB0, 8);
-const CREATE_DEVICE: u32 = ioc(3, 0xE0, 12);
-const SET_DEVICE_ATTR: u32 = ioc(1, 0xE1, 24);
-const GET_DEVICE_ATTR: u32 = ioc(1, 0xE2, 24);
-const KSERV_VM_VERIFY_IMAGE: u32 = ioc(1, 0xF0, 24);
-const IRQFD: u32 = ioc(1, 0x76, 32);
-const IOEVENTFD: u32 = ioc(1, 0x79, 64);
-const IOEVENTFD_DATAMATCH: u32 = 1 << 0;
-const IOEVENTFD_DEASSIGN: u32 = 1 << 2;
-const IRQFD_DEASSIGN: u32 = 1 << 0;
-const IRQFD_RESAMPLE: u32 = 1 << 1;
-
-const CAP_IRQCHIP: u64 = 0;
-const CAP_USER_MEMORY: u64 = 3;
-const CAP_NR_MEMSLOTS: u64 = 10;
-const CAP_MAX_VCPUS: u64 = 66;
-const CAP_ONE_REG: u64 = 70;
-const CAP_READONLY_MEM: u64 = 81;
-const CAP_DEVICE_CTRL: u64 = 89;
-const CAP_ARM_PSCI_0_2: u64 = 102;
-const CAP_IMMEDIATE_EXIT: u64 = 136;
-const CAP_ARM_VM_IPA_SIZE: u64 = 165;
-const CAP_ARM_PROTECTED_VM: u64 = 0xFFBA_DAB1;
-const CAP_IRQFD: u64 = 32;
-const CAP_IOEVENTFD: u64 = 36;
-const CAP_IRQFD_RESAMPLE: u64 = 82;
-const CAP_IOEVENTFD_ANY_LENGTH: u64 = 122;
-const VM_PROTECTED: u64 = 1 << 31;
-
-const REG_U32: u64 = 0x6020_0000_0010_0000;
-const REG_U64: u64 = 0x6030_0000_0010_0000;
-const REG_U128: u64 = 0x6040_0000_0010_0000;
-const fn core64(off: u64) -> u64 {
-    REG_U64 | off
-}
-const REG_PC: u64 = core64(64);
-const REG_PSTATE: u64 = core64(66);
-const REG_X0: u64 = core64(0);
-const fn sysreg(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64) -> u64 {
-    0x6030_0000_0013_0000 | op0 << 14 | op1 << 11 | crn << 7 | crm << 3 | op2
-}
-const REG_MPIDR: u64 = sysreg(3, 0, 0, 0, 5);
-const REG_TIMER_CNT: u64 = sysreg(3, 3, 14, 3, 2);
-const REG_PSCI_VERSION: u64 = 0x6030_0000_0014_0000;
-
-const EXIT_MMIO: u32 = 6;
-const EXIT_SYSTEM_EVENT: u32 = 24;
-const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
-
-/// Where the vGIC goes (QEMU `virt`'s layout, as the eventfd program
-/// expects it).
-const GICD_BASE: u64 = guest::eventfd::GICD;
-const GICR_BASE: u64 = guest::eventfd::GICR;
 
 // ---- checks ---------------------------------------------------------------------------
 
@@ -256,64 +77,6 @@ impl Checks {
             format!("got {r:?}, expected errno {errno}")
         });
     }
-}
-
-fn ioctl(fd: &impl AsRawFd, cmd: u32, arg: u64) -> Result<i64, i32> {
-    sys::ioctl(fd.as_raw_fd(), cmd, arg)
-}
-
-fn ptr<T>(v: &T) -> u64 {
-    v as *const T as u64
-}
-
-/// For an ioctl that writes `v`.
-fn ptr_mut<T>(v: &mut T) -> u64 {
-    v as *mut T as u64
-}
-
-fn owned(fd: i64) -> OwnedFd {
-    // SAFETY: `fd` is a descriptor a KVM ioctl just returned to this
-    // process, owned by nobody else.
-    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
-}
-
-fn region(slot: u32, flags: u32, gpa: u64, size: u64, uaddr: u64) -> [u64; 4] {
-    [u64::from(slot) | u64::from(flags) << 32, gpa, size, uaddr]
-}
-
-fn set_region(vm: &OwnedFd, r: [u64; 4]) -> Result<i64, i32> {
-    ioctl(vm, SET_USER_MEMORY_REGION, ptr(&r))
-}
-
-fn get_reg(vcpu: &OwnedFd, id: u64) -> Result<u64, i32> {
-    let mut v = [0u64; 2];
-    let one = [id, v.as_mut_ptr() as u64];
-    ioctl(vcpu, GET_ONE_REG, ptr(&one)).map(|_| v[0])
-}
-
-fn set_reg(vcpu: &OwnedFd, id: u64, value: u64) -> Result<i64, i32> {
-    let v = [value, 0];
-    let one = [id, v.as_ptr() as u64];
-    ioctl(vcpu, SET_ONE_REG, ptr(&one))
-}
-
-fn vcpu_init(vcpu: &OwnedFd, target: u32, features: u32) -> Result<i64, i32> {
-    let mut init = [0u32; 8];
-    init[0] = target;
-    init[1] = features;
-    ioctl(vcpu, ARM_VCPU_INIT, ptr(&init))
-}
-
-fn device_attr(dev: &OwnedFd, cmd: u32, group: u32, attr: u64, addr: u64) -> Result<i64, i32> {
-    let a = [u64::from(group) << 32, attr, addr];
-    ioctl(dev, cmd, ptr(&a))
-}
-
-/// Anonymous, page-aligned memory for guest RAM.
-fn anon(len: usize) -> Result<&'static mut [u8], i32> {
-    let p = sys::mmap(len, sys::MAP_ANON, -1)?;
-    // SAFETY: a fresh private mapping of `len` bytes, never unmapped.
-    Ok(unsafe { core::slice::from_raw_parts_mut(p, len) })
 }
 
 /// The entry point.
@@ -826,41 +589,6 @@ struct Device {
     checksum: AtomicU64,
 }
 
-/// One vCPU's fd and its mmap'd `struct kvm_run`.
-struct Vcpu {
-    fd: OwnedFd,
-    run: *mut u8,
-}
-
-// SAFETY: the kvm_run mapping is used by the one thread that owns the Vcpu.
-unsafe impl Send for Vcpu {}
-
-impl Vcpu {
-    fn run_u32(&self, off: usize) -> u32 {
-        // SAFETY: `off + 4` is inside the mapped page; the kernel writes it
-        // only during KVM_RUN, which this thread is not in.
-        unsafe { self.run.wrapping_add(off).cast::<u32>().read_volatile() }
-    }
-    fn run_u64(&self, off: usize) -> u64 {
-        // SAFETY: as in `run_u32`.
-        unsafe { self.run.wrapping_add(off).cast::<u64>().read_unaligned() }
-    }
-    fn set_run_u64(&self, off: usize, v: u64) {
-        // SAFETY: as in `run_u32`.
-        unsafe { self.run.wrapping_add(off).cast::<u64>().write_unaligned(v) }
-    }
-    /// A `KVM_EXIT_MMIO`'s address, data, length and direction (write).
-    fn mmio(&self) -> (u64, u64, u32, bool) {
-        // SAFETY: byte 52 of the mapped page, as in `run_u32`.
-        let write = unsafe { self.run.wrapping_add(52).read_volatile() } != 0;
-        (self.run_u64(32), self.run_u64(40), self.run_u32(48), write)
-    }
-    fn set_immediate_exit(&self, v: u8) {
-        // SAFETY: byte 1 of the mapped page.
-        unsafe { self.run.wrapping_add(1).write_volatile(v) }
-    }
-}
-
 /// Runs a vCPU until the guest turns the machine off; the console lines it
 /// printed. `Err` with what went wrong.
 fn drive(v: &Vcpu, dev: &Device, idx: usize) -> Result<Vec<String>, String> {
@@ -924,36 +652,6 @@ fn drive(v: &Vcpu, dev: &Device, idx: usize) -> Result<Vec<String>, String> {
     }
 }
 
-/// The VM's GICv3 (after its vCPUs): created, placed at [`GICD_BASE`] and
-/// [`GICR_BASE`], with `nr_irqs` interrupts if given, initialised.
-fn make_vgic(vm: &OwnedFd, nr_irqs: Option<u32>) -> Result<OwnedFd, String> {
-    let mut dev = [7u32, 0, 0];
-    ioctl(vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
-        .map_err(|e| format!("KVM_CREATE_DEVICE: errno {e}"))?;
-    let gic = owned(i64::from(dev[1]));
-    for (attr, base) in [(2u64, GICD_BASE), (3, GICR_BASE)] {
-        device_attr(&gic, SET_DEVICE_ATTR, 0, attr, ptr(&base))
-            .map_err(|e| format!("vGIC address {attr}: errno {e}"))?;
-    }
-    if let Some(nr) = nr_irqs {
-        device_attr(&gic, SET_DEVICE_ATTR, 3, 0, ptr(&nr))
-            .map_err(|e| format!("vGIC NR_IRQS: errno {e}"))?;
-    }
-    device_attr(&gic, SET_DEVICE_ATTR, 4, 0, 0).map_err(|e| format!("vGIC init: errno {e}"))?;
-    Ok(gic)
-}
-
-fn make_vcpu(vm: &OwnedFd, id: u64, target: u32, features: u32) -> Result<Vcpu, String> {
-    let fd =
-        owned(ioctl(vm, CREATE_VCPU, id).map_err(|e| format!("KVM_CREATE_VCPU {id}: errno {e}"))?);
-    vcpu_init(&fd, target, features).map_err(|e| format!("KVM_ARM_VCPU_INIT {id}: errno {e}"))?;
-    // PSCI 1.0, as the guest expects.
-    set_reg(&fd, REG_PSCI_VERSION, 0x1_0000).map_err(|e| format!("PSCI version: errno {e}"))?;
-    let run = sys::mmap(4096, sys::MAP_SHARED, fd.as_raw_fd())
-        .map_err(|e| format!("mmap kvm_run: errno {e}"))?;
-    Ok(Vcpu { fd, run })
-}
-
 /// The test guest through KVM_RUN (`sig`: in a protected VM).
 fn run_guest(
     c: &mut Checks,
@@ -1002,12 +700,7 @@ fn try_run_guest(
     } else {
         anon(guest::RAM_SIZE as usize).map_err(|e| format!("mmap: errno {e}"))?
     };
-    ram[..image.len()].copy_from_slice(image);
-    set_region(
-        &vm,
-        region(0, 0, guest::RAM_BASE, guest::RAM_SIZE, ram.as_ptr() as u64),
-    )
-    .map_err(|e| format!("memory slot: errno {e}"))?;
+    load_guest(&vm, ram, image)?;
     if let Some(sig) = sig {
         let r = ioctl(
             &vm,
@@ -1293,12 +986,7 @@ fn eventfd_guest(
     let ty = if sig.is_some() { VM_PROTECTED } else { 0 };
     let vm = owned(ioctl(kvm, CREATE_VM, ty).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?);
     let ram = anon(guest::RAM_SIZE as usize).map_err(|e| format!("mmap: errno {e}"))?;
-    ram[..image.len()].copy_from_slice(image);
-    set_region(
-        &vm,
-        region(0, 0, guest::RAM_BASE, guest::RAM_SIZE, ram.as_ptr() as u64),
-    )
-    .map_err(|e| format!("memory slot: errno {e}"))?;
+    load_guest(&vm, ram, image)?;
     // A read-only slot, one page of known words.
     let rom = anon(4096).map_err(|e| format!("mmap: errno {e}"))?;
     for (k, w) in rom.chunks_exact_mut(8).enumerate() {

@@ -16,11 +16,16 @@
 //! - `attack ROW ARGS..`: one userspace row of the attack suite
 //!   ([`kvmapi::attack`]).
 //!
+//! - `kvmbench GUEST_IMAGE`: the test guest's microbenchmarks through
+//!   `/dev/kvm`, one `KSERV-BENCH` line each ([`kvmbench`]).
+//!
 //! Deliberately tiny: no argument-parsing crate.
 
 use std::process::ExitCode;
 
+mod kvm;
 mod kvmapi;
+mod kvmbench;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,13 +33,15 @@ fn main() -> ExitCode {
         Some("cntvct") if args.len() == 1 => cntvct(),
         Some("kvmapi") if args.len() <= 5 => kvmapi::main(&args[1..]),
         Some("attack") => kvmapi::attack::main(&args[1..]),
+        Some("kvmbench") => kvmbench::main(&args[1..]),
         _ => {
             eprintln!(
                 "usage: kserv-tools cntvct | kvmapi [GUEST_IMAGE [SIGNATURE]]\n\
                  \x20      kserv-tools kvmapi --guest GUEST_IMAGE [SIGNATURE]\n\
                  \x20      kserv-tools kvmapi --cycles N GUEST_IMAGE SIGNATURE\n\
                  \x20      kserv-tools kvmapi --sigbus GUEST_IMAGE SIGNATURE\n\
-                 \x20      kserv-tools attack ROW ARGS.. (the attack suite's rows)"
+                 \x20      kserv-tools attack ROW ARGS.. (the attack suite's rows)\n\
+                 \x20      kserv-tools kvmbench GUEST_IMAGE"
             );
             ExitCode::from(2)
         }

@@ -142,6 +142,140 @@ pub mod eventfd {
     }
 }
 
+/// `x0` of vCPU 0 that makes the guest run the [`bench`] program instead
+/// of its tests ("bench!!!").
+pub const BENCH_X0: u64 = 0x6265_6e63_6821_2121;
+
+/// The bench program: microbenchmarks of what a VM's exits cost, each the
+/// mean of [`bench::Bench::iterations`] repetitions timed with the guest's
+/// virtual counter, for a host's side-by-side comparison of hypervisors.
+///
+/// A VM like the tests' (two vCPUs, [`RAM_SIZE`] of RAM, the test device),
+/// plus the host's GICv3 at [`eventfd::GICD`] and [`eventfd::GICR`] with at
+/// least [`bench::IRQ_GSI`]'s SPI. The `ipi` benchmark's SGIs are the
+/// tests' [`gic::SGI_PING`] and [`gic::SGI_PONG`]. vCPU 0 programs the distributor, writes
+/// `CNTFRQ_EL0` to [`bench::CNTFRQ`], starts vCPU 1 (PSCI `CPU_ON` with
+/// [`bench::SECONDARY_CTX`]), then runs [`bench::BENCHES`] in order, each
+/// after its warm-up repetitions, and writes one
+/// [`bench::result_word`] per benchmark to [`bench::RESULT`]. Last it
+/// writes [`testdev::STATUS`] (`passed`: benchmarks that ran and checked
+/// out, `failed`: the others) and turns the VM off. Its console says what
+/// failed.
+///
+/// What the host does for it: answers 32-bit reads of [`bench::MMIO`] with
+/// [`bench::MMIO_VALUE`] (from userspace: a `KVM_EXIT_MMIO`), and on each
+/// 32-bit write to [`bench::IRQ_REQUEST`] gives SPI
+/// [`eventfd::spi`]`(`[`bench::IRQ_GSI`]`)` an edge (`KVM_IRQ_LINE` up,
+/// then down) before the vCPU runs again. RAM from [`bench::FAULT_BASE`]
+/// must be untouched (not yet backed) when the guest starts.
+pub mod bench {
+    /// One benchmark.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Bench {
+        /// Its name (no spaces).
+        pub name: &'static str,
+        /// Timed repetitions; the result is their total.
+        pub iterations: u32,
+        /// Untimed repetitions first (none where the first time is what
+        /// is measured).
+        pub warmup: u32,
+        /// What one repetition does.
+        pub what: &'static str,
+    }
+
+    /// Every benchmark, in the order the guest runs and reports them.
+    pub const BENCHES: &[Bench] = &[
+        Bench {
+            name: "hvc",
+            iterations: 2000,
+            warmup: 200,
+            what: "hypercall round trip to the host kernel (HVC PSCI_VERSION)",
+        },
+        Bench {
+            name: "mmio-kernel",
+            iterations: 2000,
+            warmup: 200,
+            what: "MMIO exit handled in the host kernel (32-bit GICD_TYPER read)",
+        },
+        Bench {
+            name: "mmio-user",
+            iterations: 2000,
+            warmup: 200,
+            what: "MMIO exit to the VMM (32-bit read answered from userspace)",
+        },
+        Bench {
+            name: "ipi",
+            iterations: 1000,
+            warmup: 100,
+            what: "virtual IPI round trip: SGI to vCPU 1 and its SGI back, both idle in WFI",
+        },
+        Bench {
+            name: "irq",
+            iterations: 1000,
+            warmup: 100,
+            what: "interrupt injection: MMIO request, the VMM's KVM_IRQ_LINE, IRQ taken and EOIed",
+        },
+        Bench {
+            name: "fault",
+            iterations: FAULT_PAGES as u32,
+            warmup: 0,
+            what: "first touch of a page: stage-2 fault, backed by the host",
+        },
+    ];
+
+    /// Test device register: the guest's `CNTFRQ_EL0` (64-bit write, once,
+    /// before any result).
+    pub const CNTFRQ: u64 = 0x030;
+    /// Test device register of the results (64-bit writes of
+    /// [`result_word`]).
+    pub const RESULT: u64 = 0x038;
+    /// Test device register the `mmio-user` benchmark reads (32-bit).
+    pub const MMIO: u64 = 0x040;
+    /// What reads of [`MMIO`] return.
+    pub const MMIO_VALUE: u32 = 0x600d_b175;
+    /// Test device register whose writes ask for an edge on the
+    /// `irq` benchmark's SPI (32-bit).
+    pub const IRQ_REQUEST: u64 = 0x048;
+    /// The GSI of the `irq` benchmark: SPI 42, edge-triggered.
+    pub const IRQ_GSI: u32 = 10;
+    /// The context id vCPU 0 passes to PSCI `CPU_ON` for vCPU 1 ("bench-v1").
+    pub const SECONDARY_CTX: u64 = 0x6265_6e63_682d_7631;
+    /// First byte of the RAM the `fault` benchmark touches, a word per page.
+    pub const FAULT_BASE: u64 = super::RAM_BASE + (8 << 20);
+    /// Pages the `fault` benchmark touches.
+    pub const FAULT_PAGES: u64 = 2048;
+    /// How long a repetition may wait for an interrupt, in ms.
+    pub const WAIT_MS: u64 = 1000;
+
+    const _: () = assert!(FAULT_BASE + FAULT_PAGES * 4096 <= super::RAM_BASE + super::RAM_SIZE);
+    const _: () = assert!(BENCHES.len() < 256);
+
+    /// Bits of a result word's tick count.
+    const TICK_BITS: u32 = 48;
+
+    /// The result of benchmark `index` of [`BENCHES`]: `ticks` of the
+    /// virtual counter for all its iterations, or `None` if it failed.
+    pub const fn result_word(index: usize, ticks: Option<u64>) -> u64 {
+        let (ok, t) = match ticks {
+            Some(t) if t < 1 << TICK_BITS => (1, t),
+            _ => (0, 0),
+        };
+        (index as u64 & 0xff) << 56 | ok << TICK_BITS | t
+    }
+
+    /// `(index, ticks)` of a result word; `ticks` is `None` for a failed
+    /// benchmark.
+    pub const fn parse_result(word: u64) -> (usize, Option<u64>) {
+        let index = (word >> 56) as usize;
+        let ticks = if word >> TICK_BITS & 1 == 1 {
+            Some(word & ((1 << TICK_BITS) - 1))
+        } else {
+            None
+        };
+        (index, ticks)
+    }
+}
+
 /// Every test the guest reports, in the order it reports them.
 pub const TESTS: &[&str] = &[
     "x0",
@@ -296,6 +430,29 @@ mod tests {
             assert_ne!(*a, RESULT_NAME);
             assert!(TESTS[i + 1..].iter().all(|b| a != b), "{a} twice");
         }
+    }
+
+    #[test]
+    fn bench_results_round_trip() {
+        use bench::{BENCHES, parse_result, result_word};
+        for i in [0, 5, 255] {
+            assert_eq!(parse_result(result_word(i, Some(1234))), (i, Some(1234)));
+            assert_eq!(parse_result(result_word(i, None)), (i, None));
+        }
+        // Ticks that do not fit read as a failure, never as a wrong figure.
+        assert_eq!(parse_result(result_word(1, Some(1 << 48))), (1, None));
+        assert_eq!(parse_result(0), (0, None));
+        for (i, a) in BENCHES.iter().enumerate() {
+            assert!(
+                !a.name.is_empty() && !a.name.contains([' ', '=']),
+                "{}",
+                a.name
+            );
+            assert!(a.iterations > 0);
+            assert!(BENCHES[i + 1..].iter().all(|b| a.name != b.name));
+        }
+        assert_ne!(BENCH_X0, BOOT_X0);
+        assert_ne!(BENCH_X0, EVENTFD_X0);
     }
 
     #[test]

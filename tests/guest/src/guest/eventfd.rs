@@ -7,50 +7,19 @@ use super::{console, cpu, gic, irq, mmu, psci, testdev, timer};
 use core::sync::atomic::Ordering::SeqCst;
 use kcore_test_guest::Status;
 use kcore_test_guest::eventfd::{
-    DOORBELL, DOORBELL_VALUE, DOORBELLS, EDGE_GSI, GICD, GICR, GUEST_CHECKS, LEVEL_GSI, QUIET_MS,
-    ROM, ROM_WRITE, ROM_XROM_WORD, STEP, XROM, XROM_RESULT, rom_word, spi, step_word,
+    DOORBELL, DOORBELL_VALUE, DOORBELLS, EDGE_GSI, GUEST_CHECKS, LEVEL_GSI, QUIET_MS, ROM,
+    ROM_WRITE, ROM_XROM_WORD, STEP, XROM, XROM_RESULT, rom_word, spi, step_word,
 };
-use kcore_test_guest::gic::TIMER_INTID;
 use kcore_test_guest::testdev::{STATUS, Width};
 
-/// A 32-bit distributor register write.
-fn gicd_write(offset: u64, value: u32) {
-    // SAFETY: a store to the distributor's page, which the identity map
-    // maps as device memory and which holds no Rust object.
-    unsafe { core::ptr::write_volatile((GICD + offset) as *mut u32, value) };
-}
-
-/// A 32-bit distributor register read.
-fn gicd_read(offset: u64) -> u32 {
-    // SAFETY: a load from the distributor's page, as in `gicd_write`.
-    unsafe { core::ptr::read_volatile((GICD + offset) as *const u32) }
-}
-
-/// `GICD_CTLR`: affinity routing, Group 1 enabled; both SPIs Group 1,
-/// priority 0xa0, routed to affinity 0.0.0.0 (this vCPU) and enabled, the
-/// edge irqfd's edge-triggered; and the timer PPI enabled.
+/// Affinity routing and Group 1 on, both SPIs enabled and routed to this
+/// vCPU (the edge irqfd's edge-triggered), and the timer PPI enabled: the
+/// waits' deadlines are timer interrupts.
 fn program_distributor() {
-    gicd_write(0x0, 1 << 4 | 1 << 1);
-    for intid in [spi(EDGE_GSI), spi(LEVEL_GSI)] {
-        let (word, bit) = (u64::from(intid / 32) * 4, intid % 32);
-        // IGROUPR is not a set/clear pair: read, modify, write.
-        gicd_write(0x80 + word, gicd_read(0x80 + word) | 1 << bit);
-        gicd_write(0x100 + word, 1 << bit);
-        let prio = u64::from(intid) & !3;
-        let shift = (intid % 4) * 8;
-        let old = gicd_read(0x400 + prio);
-        gicd_write(0x400 + prio, old & !(0xff << shift) | 0xa0 << shift);
-        gicd_write(0x6000 + 8 * u64::from(intid), 0);
-        gicd_write(0x6000 + 8 * u64::from(intid) + 4, 0);
-    }
-    let edge = spi(EDGE_GSI);
-    let cfg = 0xC00 + u64::from(edge / 16) * 4;
-    gicd_write(cfg, 2 << ((edge % 16) * 2));
-    // This vCPU's timer PPI, in its redistributor's SGI frame
-    // (GICR_ISENABLER0): the waits' deadlines are timer interrupts.
-    // SAFETY: a store to the first redistributor's SGI frame, mapped as
-    // device memory, which holds no Rust object.
-    unsafe { core::ptr::write_volatile((GICR + 0x1_0100) as *mut u32, 1 << TIMER_INTID) };
+    gic::enable_distributor();
+    gic::enable_spi(spi(EDGE_GSI), true);
+    gic::enable_spi(spi(LEVEL_GSI), false);
+    gic::enable_timer_ppi(0);
 }
 
 /// Reports `step` with the SPIs taken so far.

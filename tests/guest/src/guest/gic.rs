@@ -1,8 +1,12 @@
-//! The GICv3 CPU interface, through its system registers only: the host's
+//! The GICv3 CPU interface, through its system registers: the host's
 //! virtual GIC delivers SGIs and the timer PPI without the guest touching a
-//! distributor or redistributor.
+//! distributor or redistributor. The eventfd and bench programs also
+//! program the host's distributor and redistributors
+//! ([`kcore_test_guest::eventfd::GICD`], `GICR`) for their SPIs.
 
 use core::arch::asm;
+use kcore_test_guest::eventfd::{GICD, GICR};
+use kcore_test_guest::gic::TIMER_INTID;
 
 /// `ICC_SRE_EL1.SRE`: use the system-register interface.
 const ICC_SRE_EL1_SRE: u64 = 1 << 0;
@@ -76,4 +80,53 @@ pub fn send_sgi(intid: u32, target: usize) {
             options(nostack, preserves_flags),
         )
     };
+}
+
+/// A 32-bit distributor register write.
+pub fn gicd_write(offset: u64, value: u32) {
+    // SAFETY: a store to the distributor's page, which the identity map
+    // maps as device memory and which holds no Rust object.
+    unsafe { core::ptr::write_volatile((GICD + offset) as *mut u32, value) };
+}
+
+/// A 32-bit distributor register read.
+pub fn gicd_read(offset: u64) -> u32 {
+    // SAFETY: a load from the distributor's page, as in `gicd_write`.
+    unsafe { core::ptr::read_volatile((GICD + offset) as *const u32) }
+}
+
+/// `GICD_CTLR`: affinity routing (ARE), Group 1 enabled.
+pub fn enable_distributor() {
+    gicd_write(0x0, 1 << 4 | 1 << 1);
+}
+
+/// SPI `intid`: Group 1, priority 0xa0, routed to affinity 0.0.0.0 (vCPU
+/// 0), edge-triggered if `edge` (the reset configuration, level, if not),
+/// and enabled.
+pub fn enable_spi(intid: u32, edge: bool) {
+    let (word, bit) = (u64::from(intid / 32) * 4, intid % 32);
+    // IGROUPR is not a set/clear pair: read, modify, write.
+    gicd_write(0x80 + word, gicd_read(0x80 + word) | 1 << bit);
+    let prio = u64::from(intid) & !3;
+    let shift = (intid % 4) * 8;
+    let old = gicd_read(0x400 + prio);
+    gicd_write(0x400 + prio, old & !(0xff << shift) | 0xa0 << shift);
+    gicd_write(0x6000 + 8 * u64::from(intid), 0);
+    gicd_write(0x6000 + 8 * u64::from(intid) + 4, 0);
+    if edge {
+        let cfg = 0xC00 + u64::from(intid / 16) * 4;
+        let shift = (intid % 16) * 2;
+        let old = gicd_read(cfg);
+        gicd_write(cfg, old & !(3 << shift) | 2 << shift);
+    }
+    gicd_write(0x100 + word, 1 << bit);
+}
+
+/// Enables the timer PPI in redistributor `index`'s SGI frame
+/// (`GICR_ISENABLER0`; redistributors are 128 KiB apart).
+pub fn enable_timer_ppi(index: usize) {
+    let isenabler0 = GICR + 0x2_0000 * index as u64 + 0x1_0100;
+    // SAFETY: a store to a redistributor's SGI frame, mapped as device
+    // memory, which holds no Rust object.
+    unsafe { core::ptr::write_volatile(isenabler0 as *mut u32, 1 << TIMER_INTID) };
 }

@@ -7,17 +7,21 @@
 //!   vCPU 0;
 //! - [`SGI_PONG`] (on vCPU 0): counts it;
 //! - the eventfd program's SPIs (on vCPU 0): counts them;
+//! - the bench program's SPI (on vCPU 0): counts it;
 //! - anything else: counts it as unexpected.
 
 use super::{cpu, gic, timer};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kcore_test_guest::VCPUS;
+use kcore_test_guest::bench::IRQ_GSI;
 use kcore_test_guest::eventfd::{EDGE_GSI, LEVEL_GSI, spi};
 use kcore_test_guest::gic::{SGI_PING, SGI_PONG, TIMER_INTID};
 
 /// The eventfd program's SPIs.
 const EDGE_SPI: u32 = spi(EDGE_GSI);
 const LEVEL_SPI: u32 = spi(LEVEL_GSI);
+/// The bench program's SPI.
+const BENCH_SPI: u32 = spi(IRQ_GSI);
 
 /// Per-vCPU record of virtual timer interrupts.
 pub struct TimerIrqs {
@@ -42,6 +46,8 @@ pub static PONGS: AtomicU32 = AtomicU32::new(0);
 pub static EDGE_SPIS: AtomicU32 = AtomicU32::new(0);
 /// SPIs of the eventfd program's resampling irqfd taken (vCPU 0).
 pub static LEVEL_SPIS: AtomicU32 = AtomicU32::new(0);
+/// The bench program's SPIs taken by vCPU 0.
+pub static BENCH_SPIS: AtomicU32 = AtomicU32::new(0);
 /// Timer interrupts taken whose timer had not fired (stale ones, see
 /// [`handle`]).
 pub static SPURIOUS_TIMER: AtomicU32 = AtomicU32::new(0);
@@ -84,6 +90,9 @@ pub fn handle() {
         }
         (LEVEL_SPI, 0) => {
             LEVEL_SPIS.fetch_add(1, Ordering::SeqCst);
+        }
+        (BENCH_SPI, 0) => {
+            BENCH_SPIS.fetch_add(1, Ordering::SeqCst);
         }
         _ => {
             LAST_UNEXPECTED.store(intid, Ordering::SeqCst);

@@ -2,11 +2,13 @@
 //! on vCPU 0, which runs [`tests`] in order and reports them; vCPU 1 starts
 //! in [`secondary`] when the `cpu-on` test turns it on. Booted with
 //! [`EVENTFD_X0`](kcore_test_guest::EVENTFD_X0), vCPU 0 runs [`eventfd`]'s
-//! program instead.
+//! program instead; with [`BENCH_X0`](kcore_test_guest::BENCH_X0), both run
+//! [`bench`]'s.
 //!
 //! Both vCPUs keep IRQs masked except in [`irq::wait_until`]'s window after
 //! each WFI, so interrupt handlers never run in the middle of other code.
 
+mod bench;
 mod boot;
 mod console;
 mod cpu;

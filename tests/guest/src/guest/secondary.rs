@@ -8,7 +8,9 @@
 //! WFI, answering PINGs (in [`super::irq`]); in [`Phase::FpSimd`] it runs its
 //! own FP/SIMD check across exits and reports the outcome; in [`Phase::Off`]
 //! it calls PSCI `CPU_OFF`. It never prints: vCPU 0 reports for it, including
-//! any [`Fault`] or panic it recorded.
+//! any [`Fault`] or panic it recorded. Started by the bench program (context
+//! id [`kcore_test_guest::bench::SECONDARY_CTX`]) it runs
+//! [`super::bench::secondary`] instead.
 
 use super::exception::Fault;
 use super::fpsimd::{self, FpMismatch};
@@ -132,6 +134,9 @@ const PHASE_POLL_MS: u64 = 10;
 /// context id from `x0`, on vCPU 1's stack with the MMU on.
 #[unsafe(no_mangle)]
 extern "C" fn guest_secondary_main(context: u64) -> ! {
+    if context == kcore_test_guest::bench::SECONDARY_CTX {
+        super::bench::secondary()
+    }
     gic::init();
     SHARED.x0.store(context, Ordering::SeqCst);
     SHARED.mpidr.store(cpu::mpidr(), Ordering::SeqCst);

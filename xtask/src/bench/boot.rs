@@ -1,92 +1,15 @@
-//! `cargo xtask bench`: benchmarks under `-icount shift=0,sleep=off`.
-//!
-//! Under that flag QEMU advances the virtual clock by one nanosecond per
-//! executed instruction and skips idle time instead of sleeping, so the
-//! guest-visible counter measures instructions, not host time: results are
-//! deterministic and independent of host load, and a ratio between two
-//! configurations on the same machine is meaningful on a noisy laptop.
-//!
 //! `bench boot` measures boot to KServ's `/init` (its `KSERV-TIME cntvct=..`
 //! line) for KCore -> KServ and for the same Debian kernel booted directly at
 //! EL2, on the same machine, and reports the medians and their ratio.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use kcore_qemu::kserv::{self, Time, Verdict};
 use kcore_qemu::{Machine, QemuCommand, Session};
 
-use crate::run::{boot_target, log_path};
-
-/// Arguments of `cargo xtask bench`.
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    what: What,
-}
-
-/// The benchmarks.
-#[derive(clap::Subcommand, Debug)]
-enum What {
-    /// Instruction time from reset to KServ's /init: KCore -> KServ against
-    /// the same kernel booted directly at EL2.
-    Boot(BootArgs),
-}
-
-/// Arguments of `cargo xtask bench boot`.
-#[derive(clap::Args, Debug)]
-struct BootArgs {
-    /// Boots of each kind; the median is reported.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    runs: u32,
-    /// Number of CPUs (the same for both).
-    #[arg(long, default_value_t = 2)]
-    smp: u32,
-    /// RAM in MiB (the same for both).
-    #[arg(long, value_name = "MiB", default_value_t = 1024)]
-    mem: u32,
-    /// Also write the results as JSON to this file.
-    #[arg(long, value_name = "PATH")]
-    json: Option<PathBuf>,
-    /// Seconds each boot may take (wall-clock).
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    timeout: u64,
-    /// Do not build first; use what is in build/.
-    #[arg(long)]
-    no_build: bool,
-}
-
-/// Runs `cargo xtask bench`.
-pub fn main(args: BenchArgs) -> anyhow::Result<()> {
-    match args.what {
-        What::Boot(args) => boot(&args),
-    }
-}
-
-/// One side of the comparison.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Kcore,
-    Direct,
-}
-
-impl Side {
-    fn label(self) -> &'static str {
-        match self {
-            Side::Kcore => "KCore -> KServ at EL1",
-            Side::Direct => "direct at EL2, no KCore",
-        }
-    }
-
-    fn key(self) -> &'static str {
-        match self {
-            Side::Kcore => "kcore",
-            Side::Direct => "direct",
-        }
-    }
-}
+use super::{Args, Pair, Side, median};
+use crate::run::log_path;
 
 /// The runs of one side.
 struct Series {
@@ -104,20 +27,10 @@ impl Series {
     }
 }
 
-fn boot(args: &BootArgs) -> anyhow::Result<()> {
-    if !args.no_build {
-        crate::build::all()?;
-    }
-    kcore_qemu::check_qemu()?;
-    let machine = Machine::virt_gicv3()
-        .with_smp(args.smp)
-        .with_mem_mib(args.mem)
-        .with_icount(true);
-    machine.validate().map_err(anyhow::Error::msg)?;
-    let kcore = QemuCommand::new(machine.clone(), boot_target(false, None)?);
-    let direct = QemuCommand::new(machine.clone(), boot_target(true, None)?);
-    let extra = kserv::batch_args(&["boot"], machine.smp);
-    let (kcore, direct) = (kcore.append(&extra), direct.append(&extra));
+/// Runs `cargo xtask bench boot`.
+pub fn main(args: &Args) -> anyhow::Result<()> {
+    let pair = Pair::new(args.no_build, args.smp, args.mem, &["boot"])?;
+    let machine = &pair.machine;
     let timeout = Duration::from_secs(args.timeout);
 
     eprintln!(
@@ -137,14 +50,7 @@ fn boot(args: &BootArgs) -> anyhow::Result<()> {
     ];
     let mut notes: Vec<String> = Vec::new();
     for run in 1..=args.runs {
-        // The two boots of a round run side by side: under -icount the
-        // results do not depend on host load.
-        let (k, d) = std::thread::scope(|s| {
-            let k = s.spawn(|| boot_once(&kcore, Side::Kcore, run, timeout));
-            let d = s.spawn(|| boot_once(&direct, Side::Direct, run, timeout));
-            (join(k), join(d))
-        });
-        let (k, d) = (k?, d?);
+        let (k, d) = pair.both(|cmd, side| boot_once(cmd, side, run, timeout))?;
         eprintln!(
             "bench boot: run {run}/{}: KCore {:.3} ms, direct {:.3} ms",
             args.runs,
@@ -215,20 +121,10 @@ fn boot(args: &BootArgs) -> anyhow::Result<()> {
     );
 
     if let Some(path) = &args.json {
-        let json = to_json(&machine, args.runs, &series, ratio);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        super::write_file(path, &to_json(machine, args.runs, &series, ratio))?;
         println!("JSON written to {}", path.display());
     }
     Ok(())
-}
-
-fn join<T>(handle: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
-    handle
-        .join()
-        .unwrap_or_else(|_| bail!("a benchmark thread panicked"))
 }
 
 /// One boot's result.
@@ -282,17 +178,6 @@ fn boot_once(cmd: &QemuCommand, side: Side, run: u32, timeout: Duration) -> anyh
     Ok(Sample { time, notes })
 }
 
-/// The median; the mean of the middle two for an even count.
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn to_json(machine: &Machine, runs: u32, series: &[Series], ratio: f64) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{{");
@@ -332,14 +217,6 @@ fn to_json(machine: &Machine, runs: u32, series: &[Series], ratio: f64) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(&[7.0]), 7.0);
-        assert!(median(&[]).is_nan());
-    }
 
     #[test]
     fn json_shape() {

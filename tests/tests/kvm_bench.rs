@@ -1,0 +1,56 @@
+//! KServ's `kvmbench` test (`kserv-tools kvmbench`, the figures of
+//! `cargo xtask bench`) works on both `/dev/kvm`s: on KCore's shim and on
+//! stock KVM (Debian's kernel booted straight at EL2), the test guest's
+//! bench program reports a figure for every benchmark, each with the
+//! guest's iterations and a non-zero tick count. Nothing is timed here: the
+//! figures themselves are `cargo xtask bench`'s business.
+
+use kcore_qemu::kserv::BatchReport;
+use kcore_qemu::{Boot, Machine};
+use kcore_systests::{Failure, TestResult, batch, direct_boot, kcore_image};
+use kcore_test_guest::bench::BENCHES;
+
+/// Boots `boot` with the `kvmbench` test; checks its detail names `kvm`
+/// and every benchmark's figure is there.
+fn bench_on(name: &str, boot: Boot, kvm: &str) -> TestResult {
+    let (report, run) = batch(name, Machine::virt_gicv3().with_smp(2), boot, &["kvmbench"])?;
+    let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
+    let detail = report
+        .tests
+        .first()
+        .map(|t| t.detail.clone())
+        .unwrap_or_default();
+    if !detail.starts_with(&format!("/dev/kvm from {kvm}")) {
+        return Err(fail(format!("expected /dev/kvm from {kvm}: {detail}")));
+    }
+    figures(&report).map_err(fail)
+}
+
+/// One figure per benchmark, in the guest's order, with its iterations.
+fn figures(report: &BatchReport) -> Result<(), String> {
+    let names: Vec<&str> = report.benches.iter().map(|b| b.name.as_str()).collect();
+    let want: Vec<&str> = BENCHES.iter().map(|b| b.name).collect();
+    if names != want {
+        return Err(format!("benchmarks {names:?}, expected {want:?}"));
+    }
+    for (line, b) in report.benches.iter().zip(BENCHES) {
+        match &line.figure {
+            Ok(f) if f.iters == u64::from(b.iterations) && f.ticks > 0 && f.cntfrq > 0 => {}
+            other => return Err(format!("{}: {other:?}", b.name)),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn bench_program_on_kcore() -> TestResult {
+    let boot = Boot::Kcore {
+        image: kcore_image()?,
+    };
+    bench_on("kvm-bench", boot, "kserv-shim on KCore")
+}
+
+#[test]
+fn bench_program_on_stock_kvm() -> TestResult {
+    bench_on("kvm-bench-direct", direct_boot()?, "stock KVM")
+}
