@@ -47,6 +47,8 @@ pub const TESTS: &[&str] = &[
     "kvmguest",
     "kvmlife",
     "kvmbench",
+    "kvmbench-linux",
+    "kvmbench-vm",
 ];
 
 /// The kernel arguments for a batch run of `tests` expecting `cpus` CPUs.

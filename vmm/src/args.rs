@@ -26,6 +26,8 @@ Boots an arm64 Linux guest through the KVM API (/dev/kvm).
                       before it runs; PL011 console only, no virtio
   --kernel-sig PATH   the kernel's 64-byte Ed25519 signature for --protected
                       [default: IMAGE.sig]
+  --timestamps        prefix each line of the guest's console with `@TICKS `:
+                      the host's CNTVCT_EL0 since the VMM started
   -v, --verbose       report the VM's setup and exit counts on stderr
   -h, --help          this text
 
@@ -60,6 +62,8 @@ pub struct Options {
     pub block: Option<PathBuf>,
     /// Report the setup and exit counts.
     pub verbose: bool,
+    /// Stamp the guest's console lines ([`crate::timestamp`]).
+    pub timestamps: bool,
 }
 
 impl Options {
@@ -130,6 +134,7 @@ where
     let mut console = Console::Pl011;
     let mut block = None;
     let mut verbose = false;
+    let mut timestamps = false;
 
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -147,6 +152,7 @@ where
         match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-v" | "--verbose" => verbose = true,
+            "--timestamps" => timestamps = true,
             "--protected" => protected = true,
             "--kernel" => kernel = Some(PathBuf::from(value()?)),
             "--initrd" => initrd = Some(PathBuf::from(value()?)),
@@ -218,6 +224,7 @@ where
         console,
         block,
         verbose,
+        timestamps,
     }))
 }
 
@@ -239,7 +246,7 @@ mod tests {
         assert_eq!((o.mem_mib, o.vcpus), (128, 2));
         assert_eq!(o.console, Console::Pl011);
         assert_eq!(o.cmdline, "console=ttyAMA0 earlycon panic=-1");
-        assert!(!o.protected && !o.verbose);
+        assert!(!o.protected && !o.verbose && !o.timestamps);
         assert_eq!(o.mem_bytes(), 128 << 20);
         assert_eq!(o.signature_path(), PathBuf::from("/lib/Image.sig"));
     }
@@ -260,6 +267,7 @@ mod tests {
             "--block",
             "d.img",
             "-v",
+            "--timestamps",
         ])
         .unwrap();
         assert_eq!(o.initrd, Some(PathBuf::from("i.cpio")));
@@ -267,7 +275,7 @@ mod tests {
         assert_eq!((o.mem_mib, o.vcpus), (256, 4));
         assert_eq!(o.console, Console::Virtio);
         assert_eq!(o.block, Some(PathBuf::from("d.img")));
-        assert!(o.verbose);
+        assert!(o.verbose && o.timestamps);
         // The virtio console's default command line.
         let o = run(&["--kernel", "k", "--console", "virtio"]).unwrap();
         assert_eq!(o.cmdline, "console=hvc0 panic=-1");

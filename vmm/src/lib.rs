@@ -6,8 +6,8 @@
 //! Everything but the KVM calls is host-tested: the command line
 //! ([`args`]), the memory map and boot placement ([`layout`], [`image`]),
 //! the device tree ([`fdt`]), the devices ([`pl011`], [`virtio`]) and their
-//! bus ([`bus`], [`irq`]), the exit decisions ([`exit`]) and the console
-//! input ([`terminal`]). `vm` drives KVM and exists only on aarch64.
+//! bus ([`bus`], [`irq`]), the exit decisions ([`exit`]), the console
+//! input ([`terminal`]) and its output's timestamps ([`timestamp`]). `vm` drives KVM and exists only on aarch64.
 
 pub mod args;
 pub mod bus;
@@ -19,6 +19,7 @@ pub mod kvm_abi;
 pub mod layout;
 pub mod pl011;
 pub mod terminal;
+pub mod timestamp;
 pub mod virtio;
 #[cfg(target_arch = "aarch64")]
 pub mod vm;

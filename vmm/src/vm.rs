@@ -32,6 +32,7 @@ use crate::kvm_abi::{self, KservVerifyImage};
 use crate::layout::{self, BootLayout, Gpa, Spi};
 use crate::pl011::Pl011;
 use crate::terminal::{self, ConsoleInput};
+use crate::timestamp::Timestamped;
 use crate::virtio::GuestMem;
 use crate::virtio::block::Block;
 use crate::virtio::console::Console as VirtioConsole;
@@ -44,7 +45,7 @@ use kvm_ioctls::{Cap, DeviceFd, Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_loader::loader::KernelLoader;
 use linux_loader::loader::pe::PE;
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -444,6 +445,7 @@ fn create_devices(
     mem: &GuestMem,
     line: &dyn Fn(Spi) -> Arc<dyn IrqLine>,
     virtio: &[(Gpa, Spi)],
+    console_out: Box<dyn Write + Send>,
 ) -> Result<Devices> {
     let mut bus = MmioBus::new();
     let rtc: SharedDevice = Arc::new(Mutex::new(Rtc(vm_superio::Rtc::new())));
@@ -451,10 +453,7 @@ fn create_devices(
     let mut next_virtio = virtio.iter();
     let input: Arc<Mutex<dyn ConsoleInput>> = match opts.console {
         Console::Pl011 => {
-            let uart = Arc::new(Mutex::new(Pl011::new(
-                Box::new(std::io::stdout()),
-                line(layout::UART_SPI),
-            )));
+            let uart = Arc::new(Mutex::new(Pl011::new(console_out, line(layout::UART_SPI))));
             bus.insert(
                 "pl011",
                 layout::UART_BASE,
@@ -467,7 +466,7 @@ fn create_devices(
             let &(base, spi) = next_virtio
                 .next()
                 .context("no virtio slot for the console")?;
-            let console = VirtioConsole::new(Box::new(std::io::stdout()));
+            let console = VirtioConsole::new(console_out);
             let t = Arc::new(Mutex::new(
                 MmioTransport::new(console, mem.clone(), line(spi))
                     .map_err(|e| anyhow::anyhow!("virtio console: {e}"))?,
@@ -550,6 +549,14 @@ fn run_vcpu(
 pub fn run(opts: &Options, escapes: bool) -> Result<Stop> {
     let v = Verbose(opts.verbose);
     let started = Instant::now();
+    // Before anything else: the stamps count from here.
+    let console_out: Box<dyn Write + Send> = if opts.timestamps {
+        Box::new(Timestamped::new(std::io::stdout(), || {
+            crate::timestamp::counter().0
+        }))
+    } else {
+        Box::new(std::io::stdout())
+    };
     let kvm = Kvm::new().context("cannot open /dev/kvm")?;
     check_kvm(&kvm, opts)?;
     let vm = Arc::new(create_vm(&kvm, opts, v)?);
@@ -575,7 +582,7 @@ pub fn run(opts: &Options, escapes: bool) -> Result<Stop> {
             stop: Mutex::new(tx.clone()),
         })
     };
-    let devices = create_devices(opts, &mem, &line, &virtio)?;
+    let devices = create_devices(opts, &mem, &line, &virtio, console_out)?;
     let bus = Arc::new(devices.bus);
     let stats: Arc<Vec<Mutex<ExitStats>>> =
         Arc::new((0..opts.vcpus).map(|_| Mutex::default()).collect());

@@ -14,6 +14,7 @@ pub mod sys {
     /// `madvise`, `sched_setaffinity` on aarch64 Linux.
     const IOCTL: u64 = 29;
     const MADVISE: u64 = 233;
+    const MUNMAP: u64 = 215;
     const SCHED_SETAFFINITY: u64 = 122;
     const EVENTFD2: u64 = 19;
     const MMAP: u64 = 222;
@@ -95,6 +96,16 @@ pub mod sys {
     pub fn eventfd() -> Result<i32, i32> {
         let r = syscall(EVENTFD2, [0, 0o4000 | 0o2_000_000, 0, 0, 0, 0]);
         if r < 0 { Err(-r as i32) } else { Ok(r as i32) }
+    }
+
+    /// `munmap(addr, len)`.
+    ///
+    /// # Safety
+    ///
+    /// Nothing may use `[addr, addr + len)` afterwards.
+    pub unsafe fn munmap(addr: *mut u8, len: usize) -> Result<(), i32> {
+        let r = syscall(MUNMAP, [addr as u64, len as u64, 0, 0, 0, 0]);
+        if r < 0 { Err(-r as i32) } else { Ok(()) }
     }
 
     /// `madvise(addr, len, MADV_NOHUGEPAGE)`: no transparent huge pages
@@ -234,9 +245,8 @@ pub fn set_region(vm: &OwnedFd, r: [u64; 4]) -> Result<i64, i32> {
     ioctl(vm, SET_USER_MEMORY_REGION, ptr(&r))
 }
 
-/// Copies the test guest's `image` to the start of `ram` (its RAM, of
-/// `guest::RAM_SIZE` bytes) and makes that memory slot 0 at
-/// `guest::RAM_BASE`.
+/// Copies the test guest's `image` to the start of `ram` (its RAM) and
+/// makes all of `ram` memory slot 0 at `guest::RAM_BASE`.
 pub fn load_guest(vm: &OwnedFd, ram: &mut [u8], image: &[u8]) -> Result<(), String> {
     let dst = ram
         .get_mut(..image.len())
@@ -244,7 +254,7 @@ pub fn load_guest(vm: &OwnedFd, ram: &mut [u8], image: &[u8]) -> Result<(), Stri
     dst.copy_from_slice(image);
     set_region(
         vm,
-        region(0, 0, guest::RAM_BASE, guest::RAM_SIZE, ram.as_ptr() as u64),
+        region(0, 0, guest::RAM_BASE, ram.len() as u64, ram.as_ptr() as u64),
     )
     .map(|_| ())
     .map_err(|e| format!("memory slot: errno {e}"))
@@ -291,6 +301,16 @@ pub struct Vcpu {
 
 // SAFETY: the kvm_run mapping is used by the one thread that owns the Vcpu.
 unsafe impl Send for Vcpu {}
+
+impl Drop for Vcpu {
+    /// Unmaps `struct kvm_run` (which holds the vCPU's file open), then the
+    /// fd closes: the vCPU's last reference is gone.
+    fn drop(&mut self) {
+        // SAFETY: `run` is this vCPU's one-page mapping, used only through
+        // `self`, which is going away.
+        let _ = unsafe { sys::munmap(self.run, 4096) };
+    }
+}
 
 impl Vcpu {
     pub fn run_u32(&self, off: usize) -> u32 {

@@ -19,16 +19,27 @@
 //! lines follow as `kvmbench: guest: <line>`; last comes `kvmbench: result:
 //! <p> passed, <f> failed`, and the exit status is 0 only if every
 //! benchmark reported a figure.
+//!
+//! `kserv-tools kvmbench --vm MIB GUEST_IMAGE [SIGNATURE]`: the whole life
+//! of a VM with `MIB` MiB of RAM, timed with this CPU's virtual counter
+//! ([`vm_life`]): created, every page backed by the test guest's touch
+//! program ([`guest::touch`]), torn down and its memory freed; in a
+//! protected VM (KCore verifies the image, donates each page and scrubs
+//! it at teardown) given the image's signature. Two figures, `iters=1`:
+//! `vm-<MIB>m` for all of it, `vm-<MIB>m-teardown` from the guest's last
+//! store to the memory's release (`-protected` after `m` for a protected
+//! VM).
 
+use crate::counter;
 use crate::kvm::{
-    ARM_PREFERRED_TARGET, CREATE_VM, EINTR, EXIT_MMIO, EXIT_SYSTEM_EVENT, IRQ_LINE, REG_PC, REG_X0,
-    RUN, SYSTEM_EVENT_SHUTDOWN, Vcpu, anon, ioctl, load_guest, make_vcpu, make_vgic, owned, ptr,
-    set_reg, sys,
+    ARM_PREFERRED_TARGET, CREATE_VM, EINTR, EXIT_MMIO, EXIT_SYSTEM_EVENT, IRQ_LINE,
+    KSERV_VM_VERIFY_IMAGE, REG_PC, REG_X0, RUN, SYSTEM_EVENT_SHUTDOWN, VM_PROTECTED, Vcpu, anon,
+    ioctl, load_guest, make_vcpu, make_vgic, owned, ptr, set_reg, sys,
 };
 use kcore_test_guest::bench::{self, BENCHES};
 use kcore_test_guest::testdev;
 use kcore_test_guest::{self as guest, Status};
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
@@ -44,26 +55,62 @@ const IRQ_TYPE_SPI: u32 = 1 << 24;
 
 /// The entry point.
 pub fn main(args: &[String]) -> ExitCode {
-    let [image] = args else {
-        eprintln!("usage: kserv-tools kvmbench GUEST_IMAGE");
-        return ExitCode::from(2);
+    let (outcome, total) = match args {
+        [image] => (read(image).and_then(|i| micro(&i)), BENCHES.len() as u32),
+        [flag, mib, image, sig @ ..] if flag == "--vm" && sig.len() <= 1 => {
+            let r = mib
+                .parse::<u64>()
+                .ok()
+                .filter(|m| (1..=4096).contains(m))
+                .ok_or_else(|| format!("--vm {mib}: expected MiB in 1..=4096"))
+                .and_then(|mib| {
+                    let sig = sig.first().map(|s| read(s)).transpose()?;
+                    vm_life(mib, &read(image)?, sig.as_deref())
+                });
+            (r, 1)
+        }
+        _ => {
+            eprintln!(
+                "usage: kserv-tools kvmbench GUEST_IMAGE\n\
+                 \x20      kserv-tools kvmbench --vm MIB GUEST_IMAGE [SIGNATURE]"
+            );
+            return ExitCode::from(2);
+        }
     };
-    let outcome = std::fs::read(image)
-        .map_err(|e| format!("{image}: {e}"))
-        .and_then(|image| micro(&image));
     let (passed, failed) = match outcome {
         Ok(status) => (status.passed, status.failed),
         Err(e) => {
             println!("kvmbench: {e}");
-            (0, BENCHES.len() as u32)
+            (0, total)
         }
     };
     println!("kvmbench: result: {passed} passed, {failed} failed");
-    if failed == 0 && passed as usize == BENCHES.len() {
+    if failed == 0 && passed == total {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn read(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{path}: {e}"))
+}
+
+/// `/dev/kvm`.
+fn open_kvm() -> Result<File, String> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map_err(|e| format!("/dev/kvm: {e}"))
+}
+
+/// `KVM_ARM_PREFERRED_TARGET` of `vm`.
+fn preferred_target(vm: &OwnedFd) -> Result<u32, String> {
+    let mut init = [0u32; 8];
+    ioctl(vm, ARM_PREFERRED_TARGET, init.as_mut_ptr() as u64)
+        .map_err(|e| format!("KVM_ARM_PREFERRED_TARGET: errno {e}"))?;
+    Ok(init[0])
 }
 
 /// Pins this thread to `cpu`; says so if it cannot (the figures are still
@@ -80,16 +127,9 @@ fn micro(image: &[u8]) -> Result<Status, String> {
     if image.len() > bench::FAULT_BASE as usize - guest::RAM_BASE as usize {
         return Err(format!("the image is {} bytes: too long", image.len()));
     }
-    let kvm = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .map_err(|e| format!("/dev/kvm: {e}"))?;
+    let kvm = open_kvm()?;
     let vm = owned(ioctl(&kvm, CREATE_VM, 0).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?);
-    let mut init = [0u32; 8];
-    ioctl(&vm, ARM_PREFERRED_TARGET, init.as_mut_ptr() as u64)
-        .map_err(|e| format!("KVM_ARM_PREFERRED_TARGET: errno {e}"))?;
-    let target = init[0];
+    let target = preferred_target(&vm)?;
     let size = guest::RAM_SIZE as usize;
     let ram = anon(size).map_err(|e| format!("mmap: errno {e}"))?;
     sys::no_huge_pages(ram.as_mut_ptr(), size).map_err(|e| format!("madvise: errno {e}"))?;
@@ -196,5 +236,60 @@ fn primary(vm: &OwnedFd, v: &Vcpu) -> Result<Status, String> {
     Ok(Status {
         passed: status.passed.min(reported),
         failed: BENCHES.len() as u32 - status.passed.min(reported),
+    })
+}
+
+/// The life of a VM with `mib` MiB of RAM (see the module's text); prints
+/// its two figures.
+fn vm_life(mib: u64, image: &[u8], sig: Option<&[u8]>) -> Result<Status, String> {
+    let Some((start, cntfrq)) = counter::read() else {
+        return Err("no counter to time with".into());
+    };
+    let size = (mib << 20) as usize;
+    if image.len() >= (guest::touch::FIRST - guest::RAM_BASE) as usize {
+        return Err(format!("the image is {} bytes: too long", image.len()));
+    }
+    let kvm = open_kvm()?;
+    let ty = if sig.is_some() { VM_PROTECTED } else { 0 };
+    let vm = owned(ioctl(&kvm, CREATE_VM, ty).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?);
+    let target = preferred_target(&vm)?;
+    let ram = sys::mmap(size, sys::MAP_ANON, -1).map_err(|e| format!("mmap: errno {e}"))?;
+    // SAFETY: a fresh private mapping of `size` bytes, unmapped below only
+    // once the VM that uses it is gone.
+    let slice = unsafe { core::slice::from_raw_parts_mut(ram, size) };
+    load_guest(&vm, slice, image)?;
+    if let Some(sig) = sig {
+        let args = [guest::RAM_BASE, image.len() as u64, sig.as_ptr() as u64];
+        ioctl(&vm, KSERV_VM_VERIFY_IMAGE, ptr(&args))
+            .map_err(|e| format!("KSERV_VM_VERIFY_IMAGE: errno {e}"))?;
+    }
+    let v = make_vcpu(&vm, 0, target, PSCI_0_2)?;
+    set_reg(&v.fd, REG_PC, guest::RAM_BASE).map_err(|e| format!("PC: errno {e}"))?;
+    set_reg(&v.fd, REG_X0, guest::TOUCH_X0).map_err(|e| format!("x0: errno {e}"))?;
+    let end = guest::RAM_BASE + size as u64;
+    match run(&v)? {
+        EXIT_MMIO if v.mmio().0 == end && v.mmio().3 => {}
+        EXIT_MMIO => return Err(format!("an MMIO exit at {:#x}", v.mmio().0)),
+        r => return Err(format!("exit reason {r}")),
+    }
+    let touched = counter::read().map_or(0, |(t, _)| t);
+    // The last references: the vCPU (its kvm_run mapping, then its fd),
+    // the VM's fd; then the memory.
+    drop(v);
+    drop(vm);
+    // SAFETY: the VM that used the mapping is gone and `slice` is not
+    // used again.
+    unsafe { sys::munmap(ram, size) }.map_err(|e| format!("munmap: errno {e}"))?;
+    let end = counter::read().map_or(0, |(t, _)| t);
+    let name = format!("vm-{mib}m{}", if sig.is_some() { "-protected" } else { "" });
+    for (name, ticks) in [
+        (name.clone(), end.wrapping_sub(start)),
+        (format!("{name}-teardown"), end.wrapping_sub(touched)),
+    ] {
+        println!("{PREFIX} {name} iters=1 ticks={ticks} cntfrq={cntfrq}");
+    }
+    Ok(Status {
+        passed: 1,
+        failed: 0,
     })
 }

@@ -62,7 +62,7 @@ fn cntvct() -> ExitCode {
 }
 
 /// The Arm generic timer's virtual count and frequency.
-mod counter {
+pub mod counter {
     /// `(CNTVCT_EL0, CNTFRQ_EL0)`.
     #[cfg(target_arch = "aarch64")]
     pub fn read() -> Option<(u64, u64)> {

@@ -22,7 +22,7 @@ use super::{Args, Pair, Side, median};
 use crate::run::log_path;
 
 /// KServ's tests that print the figures, in the order they run.
-pub const TESTS: &[&str] = &["kvmbench"];
+pub const TESTS: &[&str] = &["kvmbench", "kvmbench-vm", "kvmbench-linux"];
 
 /// What a row measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +30,6 @@ pub enum Kind {
     /// A microbenchmark: ns per iteration.
     Micro,
     /// A macrobenchmark: ms.
-    #[allow(dead_code, reason = "the macro rows are the next step")]
     Macro,
 }
 
@@ -70,24 +69,77 @@ impl Kind {
 /// A row of the table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RowSpec {
-    /// The `KSERV-BENCH` name.
+    /// The `KSERV-BENCH` name of KCore's figure.
     pub name: &'static str,
+    /// The `KSERV-BENCH` name of stock KVM's figure: the same but for a
+    /// protected VM, which stock KVM does not have (its plain VM's figure).
+    pub kvm_name: &'static str,
     /// Micro or macro.
     pub kind: Kind,
     /// What it measures.
     pub what: &'static str,
 }
 
-/// Every row, in the table's order: the guest's microbenchmarks.
+/// The macro rows: (KCore's name, stock KVM's name, what).
+const MACRO: &[(&str, &str, &str)] = &[
+    (
+        "linux-boot",
+        "linux-boot",
+        "Linux guest boot (kcore-vmm, 2 vCPUs, 128 MiB, PL011, quiet): VMM start to init's first line",
+    ),
+    (
+        "linux-workload",
+        "linux-workload",
+        "in that guest: gzip -1 of 16 MiB of `seq` output made in the guest",
+    ),
+    (
+        "vm-256m",
+        "vm-256m",
+        "a 256 MiB VM's life: create, touch every page (test guest), tear down, free the memory",
+    ),
+    (
+        "vm-256m-teardown",
+        "vm-256m-teardown",
+        "its teardown: from the last touch to the memory freed",
+    ),
+    (
+        "linux-boot-protected",
+        "linux-boot",
+        "linux-boot as a protected VM on KCore (stock KVM: its plain VM, it has no other)",
+    ),
+    (
+        "linux-workload-protected",
+        "linux-workload",
+        "linux-workload in that protected VM (stock KVM: its plain VM)",
+    ),
+    (
+        "vm-256m-protected",
+        "vm-256m",
+        "vm-256m as a protected VM: pages donated on first touch, scrubbed by KCore at teardown",
+    ),
+    (
+        "vm-256m-protected-teardown",
+        "vm-256m-teardown",
+        "its teardown with KCore's scrub (stock KVM: its plain VM)",
+    ),
+];
+
+/// Every row, in the table's order: the guest's microbenchmarks, then the
+/// macro rows.
 pub fn rows() -> Vec<RowSpec> {
-    kcore_test_guest::bench::BENCHES
-        .iter()
-        .map(|b| RowSpec {
-            name: b.name,
-            kind: Kind::Micro,
-            what: b.what,
-        })
-        .collect()
+    let micro = kcore_test_guest::bench::BENCHES.iter().map(|b| RowSpec {
+        name: b.name,
+        kvm_name: b.name,
+        kind: Kind::Micro,
+        what: b.what,
+    });
+    let macros = MACRO.iter().map(|&(name, kvm_name, what)| RowSpec {
+        name,
+        kvm_name,
+        kind: Kind::Macro,
+        what,
+    });
+    micro.chain(macros).collect()
 }
 
 /// The figures of one side: every run's, by benchmark.
@@ -191,7 +243,10 @@ impl Figures {
     fn unexpected(&self, rows: &[Row]) -> Vec<String> {
         self.by_name
             .keys()
-            .filter(|n| rows.iter().all(|r| r.spec.name != n.as_str()))
+            .filter(|n| {
+                rows.iter()
+                    .all(|r| r.spec.name != n.as_str() && r.spec.kvm_name != n.as_str())
+            })
             .map(|n| format!("a figure for `{n}`, which is not a row of the table"))
             .collect()
     }
@@ -199,8 +254,8 @@ impl Figures {
 
 impl Row {
     fn new(spec: RowSpec, kvm: &Figures, kcore: &Figures) -> Self {
-        let runs = |f: &Figures| f.by_name.get(spec.name).cloned().unwrap_or_default();
-        let (kvm_runs, kcore_runs) = (runs(kvm), runs(kcore));
+        let runs = |f: &Figures, name: &str| f.by_name.get(name).cloned().unwrap_or_default();
+        let (kvm_runs, kcore_runs) = (runs(kvm, spec.kvm_name), runs(kcore, spec.name));
         let med = |runs: &[BenchFigure]| {
             let v: Vec<f64> = runs.iter().map(|f| spec.kind.value(f)).collect();
             Some(median(&v)).filter(|m| m.is_finite())
@@ -248,6 +303,12 @@ fn table(machine: &Machine, runs: u32, rows: &[Row]) -> String {
         Some(v) => format!("{v:.digits$}"),
         None => "-".to_string(),
     };
+    let w = rows
+        .iter()
+        .map(|r| r.spec.name.len())
+        .chain([9])
+        .max()
+        .unwrap_or(9);
     let mut out = String::new();
     out.push_str(
         "Stock KVM and KCore side by side: guest-visible instruction time \
@@ -257,7 +318,7 @@ fn table(machine: &Machine, runs: u32, rows: &[Row]) -> String {
         "machine: {machine}; median of {runs} run(s) of each side\n\n"
     ));
     out.push_str(&format!(
-        "  {:<12} {:<5} {:>4} {:>12} {:>12} {:>9} {:>7}  {}\n",
+        "  {:<w$} {:<5} {:>4} {:>12} {:>12} {:>9} {:>7}  {}\n",
         "benchmark", "kind", "unit", "stock KVM", "KCore", "KCore/KVM", "target", "met"
     ));
     for r in rows {
@@ -267,7 +328,7 @@ fn table(machine: &Machine, runs: u32, rows: &[Row]) -> String {
             None => "-",
         };
         out.push_str(&format!(
-            "  {:<12} {:<5} {:>4} {:>12} {:>12} {:>9} {:>7}  {met}\n",
+            "  {:<w$} {:<5} {:>4} {:>12} {:>12} {:>9} {:>7}  {met}\n",
             r.spec.name,
             r.spec.kind.key(),
             r.spec.kind.unit(),
@@ -279,7 +340,7 @@ fn table(machine: &Machine, runs: u32, rows: &[Row]) -> String {
     }
     out.push('\n');
     for r in rows {
-        out.push_str(&format!("  {:<12} {}\n", r.spec.name, r.spec.what));
+        out.push_str(&format!("  {:<w$} {}\n", r.spec.name, r.spec.what));
     }
     out.push('\n');
     out
@@ -343,6 +404,7 @@ mod tests {
     fn rows_take_medians_and_ratios() {
         let spec = RowSpec {
             name: "hvc",
+            kvm_name: "hvc",
             kind: Kind::Micro,
             what: "x",
         };
@@ -368,15 +430,18 @@ mod tests {
         assert_eq!(Kind::Micro.value(&figure(2_500_000, 1000)), 2500.0);
         assert!(Kind::Macro.target() > Kind::Micro.target());
         let spec = RowSpec {
-            name: "boot",
+            name: "boot-protected",
+            kvm_name: "boot",
             kind: Kind::Macro,
             what: "x",
         };
+        // A protected row takes stock KVM's plain figure.
         let row = Row::new(
             spec,
             &figures("boot", &[figure(100_000_000, 1)]),
-            &figures("boot", &[figure(104_000_000, 1)]),
+            &figures("boot-protected", &[figure(104_000_000, 1)]),
         );
+        assert_eq!((row.kvm, row.kcore), (Some(100.0), Some(104.0)));
         assert_eq!(row.met(), Some(true));
     }
 
@@ -386,7 +451,14 @@ mod tests {
             .into_iter()
             .map(|s| Row::new(s, &Figures::default(), &Figures::default()))
             .collect();
-        assert_eq!(rows.len(), kcore_test_guest::bench::BENCHES.len());
+        assert_eq!(
+            rows.len(),
+            kcore_test_guest::bench::BENCHES.len() + MACRO.len()
+        );
+        assert!(
+            rows.iter()
+                .all(|r| rows.iter().any(|k| k.spec.name == r.spec.kvm_name))
+        );
         let text = table(&Machine::virt_gicv3(), 1, &rows);
         for b in kcore_test_guest::bench::BENCHES {
             assert!(text.contains(b.name) && text.contains(b.what), "{text}");

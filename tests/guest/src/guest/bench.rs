@@ -2,6 +2,8 @@
 //! [`BENCHES`] with the virtual counter and reports the ticks; vCPU 1 idles
 //! in WFI and answers the `ipi` benchmark's PINGs (in [`super::irq`]).
 //!
+//! [`touch`] is the touch program ([`kcore_test_guest::touch`]).
+//!
 //! Every benchmark checks what it measured (the hypercall's answer, the
 //! values read, the interrupts taken, the pages written), so a hypervisor
 //! that skips the work reports a failure, not a fast figure.
@@ -239,5 +241,19 @@ fn fault(n: u32) -> Result<u64, Why> {
         Ok(ticks)
     } else {
         Err("a touched page did not keep its word")
+    }
+}
+
+/// The touch program: one store to each page from
+/// [`kcore_test_guest::touch::FIRST`] up, MMU off, until the host stops the
+/// VM at the first store past its RAM.
+pub fn touch() -> ! {
+    let mut addr = kcore_test_guest::touch::FIRST;
+    loop {
+        // SAFETY: a store to guest RAM above everything the guest uses (or,
+        // past RAM, an MMIO exit that ends the run); with the MMU off no
+        // Rust object lives there.
+        unsafe { (addr as *mut u64).write_volatile(kcore_test_guest::touch::word(addr)) };
+        addr = addr.wrapping_add(4096);
     }
 }

@@ -3,7 +3,8 @@
 //! in [`secondary`] when the `cpu-on` test turns it on. Booted with
 //! [`EVENTFD_X0`](kcore_test_guest::EVENTFD_X0), vCPU 0 runs [`eventfd`]'s
 //! program instead; with [`BENCH_X0`](kcore_test_guest::BENCH_X0), both run
-//! [`bench`]'s.
+//! [`bench`]'s; with [`TOUCH_X0`](kcore_test_guest::TOUCH_X0), vCPU 0 runs
+//! [`bench::touch`].
 //!
 //! Both vCPUs keep IRQs masked except in [`irq::wait_until`]'s window after
 //! each WFI, so interrupt handlers never run in the middle of other code.
