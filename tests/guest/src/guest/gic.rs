@@ -101,8 +101,7 @@ pub fn enable_distributor() {
 }
 
 /// SPI `intid`: Group 1, priority 0xa0, routed to affinity 0.0.0.0 (vCPU
-/// 0), edge-triggered if `edge` (the reset configuration, level, if not),
-/// and enabled.
+/// 0), edge-triggered if `edge` and level-triggered if not, then enabled.
 pub fn enable_spi(intid: u32, edge: bool) {
     let (word, bit) = (u64::from(intid / 32) * 4, intid % 32);
     // IGROUPR is not a set/clear pair: read, modify, write.
@@ -113,12 +112,13 @@ pub fn enable_spi(intid: u32, edge: bool) {
     gicd_write(0x400 + prio, old & !(0xff << shift) | 0xa0 << shift);
     gicd_write(0x6000 + 8 * u64::from(intid), 0);
     gicd_write(0x6000 + 8 * u64::from(intid) + 4, 0);
-    if edge {
-        let cfg = 0xC00 + u64::from(intid / 16) * 4;
-        let shift = (intid % 16) * 2;
-        let old = gicd_read(cfg);
-        gicd_write(cfg, old & !(3 << shift) | 2 << shift);
-    }
+    // Both ways, explicitly: an SPI's reset configuration is the
+    // implementation's choice (KVM's SPIs start edge-triggered, KServ's
+    // vGIC's level-triggered).
+    let cfg = 0xC00 + u64::from(intid / 16) * 4;
+    let shift = (intid % 16) * 2;
+    let old = gicd_read(cfg) & !(3 << shift);
+    gicd_write(cfg, if edge { old | 2 << shift } else { old });
     gicd_write(0x100 + word, 1 << bit);
 }
 
