@@ -332,8 +332,8 @@ impl<
     const VMS: usize,
 > VcpuHost for Direct<'_, S, W, BANKS, CPUS, VMS>
 {
-    fn load(&mut self, a: RunArgs, lr_count: usize) -> Result<Loaded, Error> {
-        self.host.mem.vcpu_load(a, lr_count, self.hw)
+    fn load(&mut self, a: RunArgs, lr_count: usize, out: &mut Loaded) -> Result<(), Error> {
+        self.host.mem.vcpu_load_into(a, lr_count, self.hw, out)
     }
     fn cpu_on(&mut self, l: &mut Loaded, target: usize, entry: u64, context: u64) -> Step {
         self.host

@@ -19,8 +19,7 @@ use crate::image::{self, Signature, VerifyKey};
 use crate::ownership::{OwnershipTable, PageState};
 use crate::pgtable::{Attrs, Geometry, PageTable};
 use crate::vcpu::{
-    CTX_WORDS, ExitReport, GuestConfig, Loaded, Pending, Step, TimerIrq, VcpuContext, guest_fid,
-    status,
+    ExitReport, GuestConfig, Loaded, Pending, Step, TimerIrq, VcpuContext, guest_fid, status,
 };
 use crate::vgic;
 use crate::vm::{FreeList, MAX_VCPUS, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms};
@@ -587,19 +586,20 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             }
         }
         hw.flush_vmid(id.vmid());
+        if self.owners.end_host_shares(id) == 0 {
+            return Ok(());
+        }
+        // Pages the guest shares with KServ: out of KServ's stage 2, the
+        // guest's alone again (until reclaimed).
         let banks = *self.owners.banks();
         for bank in banks.iter() {
             for p in bank.base() >> PAGE_SHIFT..bank.end() >> PAGE_SHIFT {
                 let pfn = Pfn(p);
-                match self.owners.get(pfn) {
-                    Some(PageState::HostSharedWithGuest { vm, .. }) if vm == id => {
-                        self.owners.set(pfn, PageState::Host)
-                    }
-                    Some(PageState::GuestSharedWithHost { vm, gfn }) if vm == id => {
-                        self.host_unmap(hw, pfn);
-                        self.owners.set(pfn, PageState::Guest { vm, gfn });
-                    }
-                    _ => {}
+                if let Some(PageState::GuestSharedWithHost { vm, gfn }) = self.owners.get(pfn)
+                    && vm == id
+                {
+                    self.host_unmap(hw, pfn);
+                    self.owners.set(pfn, PageState::Guest { vm, gfn });
                 }
             }
         }
@@ -745,9 +745,14 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     }
 
     fn read_ctx(hw: &impl Hardware, page: Pa) -> VcpuContext {
-        let mut words = [0u64; CTX_WORDS];
-        hw.read_words(page, &mut words);
-        VcpuContext::from_words(&words)
+        let mut c = VcpuContext::reset(0);
+        Self::read_ctx_into(hw, page, &mut c);
+        c
+    }
+
+    /// [`Self::read_ctx`] into `ctx` (the run path: no context moves).
+    fn read_ctx_into(hw: &impl Hardware, page: Pa, ctx: &mut VcpuContext) {
+        ctx.read_from(hw, page);
     }
 
     /// `host_declare_mmio`: `pages` pages from `gfn` are emulated by KServ.
@@ -829,6 +834,21 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         lr_count: usize,
         hw: &mut impl Hardware,
     ) -> Result<Loaded, Error> {
+        let mut l = Loaded::empty();
+        self.vcpu_load_into(a, lr_count, hw, &mut l)?;
+        Ok(l)
+    }
+
+    /// [`Self::vcpu_load`] into `out`, which the run path keeps in one place
+    /// for the whole run (a context is a kilobyte: moving it costs more than
+    /// the rest of an exit). `out` is only meaningful on `Ok`.
+    pub fn vcpu_load_into(
+        &mut self,
+        a: RunArgs,
+        lr_count: usize,
+        hw: &mut impl Hardware,
+        out: &mut Loaded,
+    ) -> Result<(), Error> {
         if lr_count == 0 {
             return Err(Error::NotSupported);
         }
@@ -860,16 +880,17 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             return Err(Error::InvalidParameter);
         }
         let n_irqs = n_irqs as usize;
-        let mut irq_words = [0u64; run::MAX_IRQS];
-        irq_words[..n_irqs].copy_from_slice(&entry[run::IRQS..run::IRQS + n_irqs]);
-        let lrs = vgic::check_irqs(&irq_words[..n_irqs], lr_count - 1)?;
+        out.irq_words = [0u64; run::MAX_IRQS];
+        out.irq_words[..n_irqs].copy_from_slice(&entry[run::IRQS..run::IRQS + n_irqs]);
+        out.lrs = vgic::check_irqs(&out.irq_words[..n_irqs], lr_count - 1)?;
 
-        let mut ctx = Self::read_ctx(hw, page);
+        let ctx = &mut out.ctx;
+        Self::read_ctx_into(hw, page, ctx);
         if ctx.status & status::BOOT != 0 {
             // A guest's CPU_ON: the entry and context id it chose, nothing
             // of KServ's.
             let (pc, x0, mpidr, cntvoff) = (ctx.boot_pc, ctx.boot_x0, ctx.mpidr, ctx.cntvoff);
-            ctx = VcpuContext::reset(idx);
+            *ctx = VcpuContext::reset(idx);
             (ctx.pc, ctx.x[0], ctx.mpidr, ctx.cntvoff) = (pc, x0, mpidr, cntvoff);
             ctx.status = status::STARTED;
         } else if ctx.status & status::STARTED == 0 {
@@ -894,31 +915,26 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             // return to EL2 or AArch32.
             return Err(Error::Denied);
         }
-        let loaded = Loaded {
-            vm: id,
-            idx,
-            kind: vm.kind,
-            cfg: GuestConfig {
-                vmid: id.vmid(),
-                root: vm.stage2.root(),
-                geometry: vm.stage2.geometry(),
-            },
-            ctx,
-            ctx_page: page,
-            run_page,
-            irq_words,
-            n_irqs,
-            lrs,
-            mmio: vm.mmio,
-            ipa_limit: vm.stage2.geometry().input_limit(),
-            timer: TimerIrq::from_flags(entry[run::FLAGS]),
-            report: ExitReport::default(),
+        out.vm = id;
+        out.idx = idx;
+        out.kind = vm.kind;
+        out.cfg = GuestConfig {
+            vmid: id.vmid(),
+            root: vm.stage2.root(),
+            geometry: vm.stage2.geometry(),
         };
+        out.ctx_page = page;
+        out.run_page = run_page;
+        out.n_irqs = n_irqs;
+        out.mmio = vm.mmio;
+        out.ipa_limit = vm.stage2.geometry().input_limit();
+        out.timer = TimerIrq::from_flags(entry[run::FLAGS]);
+        out.report = ExitReport::default();
         if let Some(vm) = self.vms.get_mut(id) {
             vm.loaded |= 1 << idx;
             vm.ran = true;
         }
-        Ok(loaded)
+        Ok(())
     }
 
     /// A guest's `MEM_SHARE` or `MEM_UNSHARE` of `gfn` while `l` runs (pKVM's
@@ -985,7 +1001,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// exit half of the run page written (the report, the guest's timer,
     /// the state of KServ's interrupts), the vCPU no longer running.
     pub fn vcpu_put(&mut self, l: &Loaded, hw: &mut impl Hardware) {
-        hw.write_words(l.ctx_page, &l.ctx.to_words());
+        l.ctx.write_to(hw, l.ctx_page);
         let r = &l.report;
         let mut out = [0u64; run::WORDS - run::EXIT];
         let mut put = |i: usize, v: u64| {

@@ -246,10 +246,41 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize> OwnershipTable<S, BANKS
         })
     }
 
+    /// A VM is being torn down: every page KServ shared with `vm` becomes
+    /// KServ's alone, in one pass over the table (not a lookup per page).
+    /// Returns how many of `vm`'s own pages it shares with KServ, which the
+    /// caller takes back page by page.
+    pub(crate) fn end_host_shares(&mut self, vm: VmId) -> usize {
+        let needed = Self::entries_needed(&self.banks);
+        let mut guest_shared = 0;
+        for w in self.entries.as_mut().iter_mut().take(needed) {
+            match PageState::unpack(*w) {
+                Some(PageState::HostSharedWithGuest { vm: v, .. }) if v == vm => {
+                    *w = PageState::Host.pack();
+                }
+                Some(PageState::GuestSharedWithHost { vm: v, .. }) if v == vm => {
+                    guest_shared += 1;
+                }
+                _ => {}
+            }
+        }
+        guest_shared
+    }
+
     /// Whether every page of `range` is RAM that KServ may map.
+    /// (KServ's stage-2 faults ask this of a whole 2 MiB block, so a range
+    /// within one bank is read as one run of entries.)
     pub fn host_may_map_range(&self, range: MemRange) -> bool {
         let first = range.base() >> PAGE_SHIFT;
         let last = (range.end() - 1) >> PAGE_SHIFT;
+        let may = |w: &u64| PageState::unpack(*w).is_some_and(PageState::host_may_map);
+        if let (Some(a), Some(b)) = (self.index(Pfn(first)), self.index(Pfn(last)))
+            && b >= a
+            && b - a == (last - first) as usize
+            && let Some(run) = self.entries.as_ref().get(a..=b)
+        {
+            return run.iter().all(may);
+        }
         (first..=last).all(|p| self.get(Pfn(p)).is_some_and(PageState::host_may_map))
     }
 }
@@ -325,5 +356,22 @@ mod tests {
             !t.host_may_map_range(MemRange::new(0x8000_2000, 0x3000).unwrap()),
             "past RAM"
         );
+        let guest = PageState::Guest {
+            vm: VmId(1),
+            gfn: Gfn(7),
+        };
+        t.set(Pfn(0x8_0003), guest);
+        assert!(
+            !t.host_may_map_range(MemRange::new(0x8000_2000, 0x2000).unwrap()),
+            "a guest's page in the range"
+        );
+        t.set(
+            Pfn(0x8_0003),
+            PageState::HostSharedWithGuest {
+                vm: VmId(1),
+                gfn: Gfn(7),
+            },
+        );
+        assert!(t.host_may_map_range(MemRange::new(0x8000_2000, 0x2000).unwrap()));
     }
 }

@@ -217,6 +217,14 @@ impl Geometry {
         }
     }
 
+    /// The smallest stage-2 geometry (32-bit IPAs, four concatenated
+    /// level-2 root tables): a placeholder where some geometry is needed.
+    pub const SMALLEST_STAGE2: Geometry = Geometry {
+        input_bits: 32,
+        start_level: 2,
+        root_tables: 4,
+    };
+
     /// A stage-1 geometry for a `va_bits` (32..=48) input space; no
     /// concatenation exists at stage 1.
     pub const fn stage1(va_bits: u32) -> Option<Geometry> {
@@ -580,6 +588,7 @@ mod tests {
         assert_eq!(g.root_entries(), 1024);
         let g = Geometry::stage2(32).unwrap();
         assert_eq!((g.start_level(), g.root_tables()), (2, 4));
+        assert_eq!(g, Geometry::SMALLEST_STAGE2);
         let g = Geometry::stage2(36).unwrap();
         assert_eq!((g.start_level(), g.root_tables()), (1, 1));
         let g = Geometry::stage2(44).unwrap();

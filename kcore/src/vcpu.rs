@@ -17,6 +17,7 @@
 use crate::addr::{Gfn, PAGE_SHIFT, Pa};
 use crate::exception::{Esr, Injection, TrapState, ec, fault_ipa};
 use crate::exception::{inject_external_abort, inject_undef};
+use crate::hw::PhysMemory;
 use crate::mem_protect::RunArgs;
 use crate::pgtable::Geometry;
 use crate::vgic::{Lr, LrSet, LrState, MAX_LRS, TIMER_PPI};
@@ -264,6 +265,14 @@ pub struct VcpuContext {
 /// Words a [`VcpuContext`] takes in its page.
 pub const CTX_WORDS: usize = 31 + 3 + N_SYS + 64 + 2 + 3 + 9 + 1 + 1 + 1 + 2 + 1;
 const _: () = assert!(CTX_WORDS * 8 <= 4096);
+/// Where the context page's groups start (words): `x0..x30`, then
+/// `SP_EL0`, PC, PSTATE; the EL1 registers; FP/SIMD; the rest.
+const CTX_X: usize = 0;
+const CTX_SYS: usize = CTX_X + 34;
+const CTX_V: usize = CTX_SYS + N_SYS;
+/// Words after FP/SIMD ([`VcpuContext::tail`]).
+const CTX_TAIL: usize = CTX_WORDS - CTX_V - 64;
+const _: () = assert!(CTX_TAIL == 20);
 
 /// `SCTLR_EL1` at reset: its RES1 bits, MMU and caches off.
 pub const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
@@ -358,24 +367,7 @@ impl VcpuContext {
         w.put(&[self.sp_el0, self.pc, self.pstate]);
         w.put(&self.sys);
         w.put(&self.v);
-        w.put(&[
-            self.fpsr,
-            self.fpcr,
-            self.cntv_ctl,
-            self.cntv_cval,
-            self.cntvoff,
-        ]);
-        w.put(&[self.vgic.vmcr]);
-        w.put(&self.vgic.ap0r);
-        w.put(&self.vgic.ap1r);
-        w.put(&[
-            self.timer_lr.bits(),
-            self.mpidr,
-            self.status,
-            self.boot_pc,
-            self.boot_x0,
-            self.pending.encode(),
-        ]);
+        w.put(&self.tail());
         out
     }
 
@@ -388,17 +380,96 @@ impl VcpuContext {
         (c.sp_el0, c.pc, c.pstate) = (sp_el0, pc, pstate);
         r.take(&mut c.sys);
         r.take(&mut c.v);
-        let [fpsr, fpcr, ctl, cval, off] = r.array();
-        (c.fpsr, c.fpcr, c.cntv_ctl, c.cntv_cval, c.cntvoff) = (fpsr, fpcr, ctl, cval, off);
-        let [vmcr] = r.array();
-        c.vgic.vmcr = vmcr;
-        r.take(&mut c.vgic.ap0r);
-        r.take(&mut c.vgic.ap1r);
-        let [lr, mpidr, st, bpc, bx0, pending] = r.array();
-        c.timer_lr = LrState::from_bits(lr);
-        (c.mpidr, c.status, c.boot_pc, c.boot_x0) = (mpidr, st, bpc, bx0);
-        c.pending = Pending::decode(pending);
+        c.set_tail(r.array());
         c
+    }
+
+    /// The page's last group: FP control, timer, vGIC CPU interface,
+    /// KCore's own state.
+    fn tail(&self) -> [u64; CTX_TAIL] {
+        let [a0, a1, a2, a3] = self.vgic.ap0r;
+        let [b0, b1, b2, b3] = self.vgic.ap1r;
+        [
+            self.fpsr,
+            self.fpcr,
+            self.cntv_ctl,
+            self.cntv_cval,
+            self.cntvoff,
+            self.vgic.vmcr,
+            a0,
+            a1,
+            a2,
+            a3,
+            b0,
+            b1,
+            b2,
+            b3,
+            self.timer_lr.bits(),
+            self.mpidr,
+            self.status,
+            self.boot_pc,
+            self.boot_x0,
+            self.pending.encode(),
+        ]
+    }
+
+    /// Sets what [`Self::tail`] returns.
+    fn set_tail(&mut self, t: [u64; CTX_TAIL]) {
+        let [
+            fpsr,
+            fpcr,
+            ctl,
+            cval,
+            off,
+            vmcr,
+            ap @ ..,
+            lr,
+            mpidr,
+            st,
+            bpc,
+            bx0,
+            pending,
+        ] = t;
+        (
+            self.fpsr,
+            self.fpcr,
+            self.cntv_ctl,
+            self.cntv_cval,
+            self.cntvoff,
+        ) = (fpsr, fpcr, ctl, cval, off);
+        self.vgic.vmcr = vmcr;
+        self.vgic.ap0r.copy_from_slice(&ap[..4]);
+        self.vgic.ap1r.copy_from_slice(&ap[4..]);
+        self.timer_lr = LrState::from_bits(lr);
+        (self.mpidr, self.status, self.boot_pc, self.boot_x0) = (mpidr, st, bpc, bx0);
+        self.pending = Pending::decode(pending);
+    }
+
+    /// Reads the context from its page in place, group by group, with no
+    /// copy in between (the run path: a context is over a kilobyte). The
+    /// same words as [`Self::from_words`].
+    pub fn read_from(&mut self, mem: &impl PhysMemory, page: Pa) {
+        let at = |w: usize| Pa(page.raw() + 8 * w as u64);
+        mem.read_words(at(CTX_X), &mut self.x);
+        let mut a = [0u64; 3];
+        mem.read_words(at(CTX_X + 31), &mut a);
+        [self.sp_el0, self.pc, self.pstate] = a;
+        mem.read_words(at(CTX_SYS), &mut self.sys);
+        mem.read_words(at(CTX_V), &mut self.v);
+        let mut t = [0u64; CTX_TAIL];
+        mem.read_words(at(CTX_V + 64), &mut t);
+        self.set_tail(t);
+    }
+
+    /// Writes the context into its page, group by group: the same words as
+    /// [`Self::to_words`].
+    pub fn write_to(&self, mem: &mut impl PhysMemory, page: Pa) {
+        let at = |w: usize| Pa(page.raw() + 8 * w as u64);
+        mem.write_words(at(CTX_X), &self.x);
+        mem.write_words(at(CTX_X + 31), &[self.sp_el0, self.pc, self.pstate]);
+        mem.write_words(at(CTX_SYS), &self.sys);
+        mem.write_words(at(CTX_V), &self.v);
+        mem.write_words(at(CTX_V + 64), &self.tail());
     }
 
     /// Register `n` as an instruction names it: 31 is the zero register.
@@ -746,6 +817,32 @@ pub struct Loaded {
     pub timer: TimerIrq,
     /// The report for KServ, once an exit needs it.
     pub report: ExitReport,
+}
+
+impl Loaded {
+    /// A placeholder for [`VcpuHost::load`] to fill.
+    pub fn empty() -> Loaded {
+        Loaded {
+            vm: VmId(0),
+            idx: 0,
+            kind: VmKind::NonProtected,
+            cfg: GuestConfig {
+                vmid: 0,
+                root: Pa(0),
+                geometry: Geometry::SMALLEST_STAGE2,
+            },
+            ctx: VcpuContext::reset(0),
+            ctx_page: Pa(0),
+            run_page: Pa(0),
+            irq_words: [0; run::MAX_IRQS],
+            n_irqs: 0,
+            lrs: LrSet::default(),
+            mmio: MmioRanges::default(),
+            ipa_limit: 0,
+            timer: TimerIrq::from_flags(0),
+            report: ExitReport::default(),
+        }
+    }
 }
 
 /// What to do after one exit.
@@ -1192,7 +1289,7 @@ pub trait VcpuHost {
     /// [`crate::mem_protect::MemCore::vcpu_guest_mem`].
     fn guest_mem(&mut self, l: &mut Loaded, share: bool, gfn: u64);
     /// [`crate::mem_protect::MemCore::vcpu_load`].
-    fn load(&mut self, a: RunArgs, lr_count: usize) -> Result<Loaded, Error>;
+    fn load(&mut self, a: RunArgs, lr_count: usize, out: &mut Loaded) -> Result<(), Error>;
     /// [`crate::mem_protect::MemCore::vcpu_cpu_on`].
     fn cpu_on(&mut self, l: &mut Loaded, target: usize, entry: u64, context: u64) -> Step;
     /// [`crate::mem_protect::MemCore::vcpu_put`].
@@ -1207,7 +1304,8 @@ pub fn run_vcpu(
     cpu: &mut impl GuestCpu,
     a: RunArgs,
 ) -> Result<u64, Error> {
-    let mut l = host.load(a, cpu.list_registers())?;
+    let mut l = Loaded::empty();
+    host.load(a, cpu.list_registers(), &mut l)?;
     loop {
         prepare_timer(&mut l, cpu.counter());
         let e = cpu.run(&l.cfg, &mut l.ctx, &mut l.lrs);
@@ -1302,6 +1400,54 @@ mod tests {
         assert_eq!(VcpuContext::from_words(&c.to_words()), c);
         assert_eq!(c.mpidr, 1 << 31 | 1 << 8 | 1);
         assert_eq!(index_of_mpidr(c.mpidr), Some(17));
+    }
+
+    /// One page of words, for the in-place context copies.
+    struct Page([u64; 512]);
+
+    impl PhysMemory for Page {
+        fn read(&self, _: Pa, _: &mut [u8]) {
+            unreachable!("the context is read as words")
+        }
+        fn read_words(&self, pa: Pa, buf: &mut [u64]) {
+            let at = (pa.raw() - 0x8000) as usize / 8;
+            buf.copy_from_slice(&self.0[at..at + buf.len()]);
+        }
+        fn write_words(&mut self, pa: Pa, words: &[u64]) {
+            let at = (pa.raw() - 0x8000) as usize / 8;
+            self.0[at..at + words.len()].copy_from_slice(words);
+        }
+        fn scrub_page(&mut self, _: Pa) {}
+        fn sync_for_guest(&mut self, _: Pa) {}
+    }
+
+    #[test]
+    fn context_page_copies_in_place_match_the_words() {
+        // Every word different, so a group at the wrong offset shows.
+        let mut words = [0u64; CTX_WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = 0x5000 + i as u64;
+        }
+        let tail = CTX_WORDS - 6;
+        words[tail] = LrState::Pending.bits();
+        words[CTX_WORDS - 1] = Pending::MmioRead {
+            rt: 3,
+            width: 4,
+            sign: false,
+            sf: true,
+        }
+        .encode();
+        let c = VcpuContext::from_words(&words);
+        assert_eq!(c.to_words(), words, "the test's words are a context");
+
+        let mut page = Page([u64::MAX; 512]);
+        c.write_to(&mut page, Pa(0x8000));
+        assert_eq!(page.0[..CTX_WORDS], words, "write_to lays out to_words");
+        assert!(page.0[CTX_WORDS..].iter().all(|&w| w == u64::MAX));
+
+        let mut back = VcpuContext::reset(5);
+        back.read_from(&page, Pa(0x8000));
+        assert_eq!(back, c, "read_from reads what from_words reads");
     }
 
     #[test]

@@ -96,8 +96,10 @@ el1_registers! {
 #[repr(C, align(16))]
 struct Fp([u64; 64]);
 
-fn save_fp(fp: &mut Fp) -> (u64, u64) {
-    let p = fp.0.as_mut_ptr();
+/// Saves the 32 Q registers into `fp` (8-byte alignment is enough: EL2's
+/// RAM is Normal memory and `SCTLR_EL2.A` is clear) and returns FPSR, FPCR.
+fn save_fp(fp: &mut [u64; 64]) -> (u64, u64) {
+    let p = fp.as_mut_ptr();
     // SAFETY: stores the 32 Q registers into the 512 bytes at `p`, which
     // `fp` owns; KCore's own code never uses FP/SIMD registers (soft-float
     // target), so nothing of KCore's is in them.
@@ -128,8 +130,9 @@ fn save_fp(fp: &mut Fp) -> (u64, u64) {
     (mrs!("S3_3_C4_C4_1"), mrs!("S3_3_C4_C4_0")) // FPSR, FPCR
 }
 
-fn load_fp(fp: &Fp, fpsr: u64, fpcr: u64) {
-    let p = fp.0.as_ptr();
+/// Loads the 32 Q registers from `fp`, and FPSR, FPCR.
+fn load_fp(fp: &[u64; 64], fpsr: u64, fpcr: u64) {
+    let p = fp.as_ptr();
     // SAFETY: loads the 32 Q registers from the 512 bytes at `p`; KCore's
     // own code never uses them (soft-float target).
     unsafe {
@@ -212,6 +215,18 @@ fn encode_lr(lr: &Lr) -> u64 {
         v |= 1 << 61 | (p as u64 & 0x1FFF) << 32;
     }
     v
+}
+
+/// The private interrupts whose bits are set in `mask`, lowest first (a
+/// loop over the set bits only: this runs twice per guest entry).
+fn ppis(mut mask: u32) -> impl Iterator<Item = u32> {
+    core::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let p = mask.trailing_zeros();
+            mask &= mask - 1;
+            p
+        })
+    })
 }
 
 const HCR_VM: u64 = 1 << 0;
@@ -332,7 +347,7 @@ impl GuestCpu for El2Guest {
             vtcr: mrs!("vtcr_el2"),
         };
         save_el1(&mut host.el1);
-        (host.fpsr, host.fpcr) = save_fp(&mut host.fp);
+        (host.fpsr, host.fpcr) = save_fp(&mut host.fp.0);
 
         // KServ's timer: off while the guest owns CNTV, its deadline kept by
         // the EL2 timer, whose interrupt ends the run.
@@ -345,18 +360,15 @@ impl GuestCpu for El2Guest {
 
         // The vCPU.
         load_el1(&ctx.sys);
-        let mut fp = Fp(ctx.v);
-        load_fp(&fp, ctx.fpsr, ctx.fpcr);
+        load_fp(&ctx.v, ctx.fpsr, ctx.fpcr);
         msr!("cntvoff_el2", ctx.cntvoff);
         msr!("cntv_cval_el0", ctx.cntv_cval);
         msr!("cntv_ctl_el0", ctx.cntv_ctl);
         msr!("vmpidr_el2", ctx.mpidr);
         let n = lrs.len.min(self.lrs);
         let held = lrs.hold_active;
-        for p in 0..32 {
-            if held & (1 << p) != 0 {
-                gicv3::set_private_active(p, true);
-            }
+        for p in ppis(held) {
+            gicv3::set_private_active(p, true);
         }
         for i in 0..self.lrs {
             let v = match lrs.as_slice().get(i).filter(|_| i < n) {
@@ -433,8 +445,7 @@ impl GuestCpu for El2Guest {
 
         // Save the vCPU, leaving nothing of it behind.
         save_el1(&mut ctx.sys);
-        (ctx.fpsr, ctx.fpcr) = save_fp(&mut fp);
-        ctx.v = fp.0;
+        (ctx.fpsr, ctx.fpcr) = save_fp(&mut ctx.v);
         ctx.cntv_ctl = mrs!("cntv_ctl_el0");
         ctx.cntv_cval = mrs!("cntv_cval_el0");
         // The guest's own timer as the interrupt that ended the run: KCore
@@ -456,10 +467,8 @@ impl GuestCpu for El2Guest {
                 gicv3::set_private_active(p, false);
             }
         }
-        for p in 0..32 {
-            if held & (1 << p) != 0 {
-                gicv3::set_private_active(p, false);
-            }
+        for p in ppis(held) {
+            gicv3::set_private_active(p, false);
         }
         ctx.vgic.vmcr = mrs!("S3_4_C12_C11_7");
         save_aprs(self.aprs, &mut ctx.vgic.ap0r, &mut ctx.vgic.ap1r);
@@ -469,7 +478,7 @@ impl GuestCpu for El2Guest {
 
         // KServ.
         load_el1(&host.el1);
-        load_fp(&host.fp, host.fpsr, host.fpcr);
+        load_fp(&host.fp.0, host.fpsr, host.fpcr);
         msr!("sp_el0", host.sp_el0);
         msr!("cntvoff_el2", 0);
         msr!("cntv_cval_el0", host.cntv_cval);

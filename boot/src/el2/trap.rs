@@ -102,12 +102,15 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
 struct Locked;
 
 impl VcpuHost for Locked {
-    fn load(&mut self, a: RunArgs, lr_count: usize) -> Result<Loaded, Error> {
+    fn load(&mut self, a: RunArgs, lr_count: usize, out: &mut Loaded) -> Result<(), Error> {
         let mut guard = STATE.lock();
         let state = guard.as_mut().ok_or(Error::Busy)?;
         // SAFETY: KCore's tables and RAM are mapped read-write at EL2.
         let mut mem = unsafe { PhysTables::new() };
-        state.host.mem_mut().vcpu_load(a, lr_count, &mut mem)
+        state
+            .host
+            .mem_mut()
+            .vcpu_load_into(a, lr_count, &mut mem, out)
     }
     fn cpu_on(&mut self, l: &mut Loaded, target: usize, entry: u64, context: u64) -> Step {
         let mut guard = STATE.lock();
