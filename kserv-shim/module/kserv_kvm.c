@@ -81,6 +81,7 @@ struct kkvm_vcpu {
 	int cpu;			/* the CPU it runs the guest on, or -1 */
 	struct page *run;		/* struct kvm_run, mmap'd by the VMM */
 	void *core;
+	u32 poll_ns;			/* its halt-polling window now */
 };
 
 /* What every core call gets back as its context. */
@@ -204,18 +205,66 @@ u32 kserv_glue_kvm_signal_pending(void)
 	return signal_pending(current);
 }
 
+/*
+ * Halt polling, as KVM's (virt/kvm/kvm_main.c, with its defaults for arm64):
+ * before a vCPU's thread sleeps for its guest's WFI it watches for a kick
+ * for a while, so a wake-up that comes soon (an IPI from another vCPU, an
+ * interrupt the VMM injects) costs neither a sleep nor a trip through the
+ * scheduler. Each vCPU's window adapts: it starts at nothing, grows
+ * (from 10 us, doubling) while wake-ups come within the longest window, and
+ * drops to nothing when a wait outlasts it. 0 turns polling off.
+ */
+static unsigned int halt_poll_ns = 500000;
+module_param(halt_poll_ns, uint, 0644);
+MODULE_PARM_DESC(halt_poll_ns, "longest halt-polling window in ns (0: off)");
+
+static u64 kkvm_ns_to_ticks(u64 ns)
+{
+	return div64_u64(ns * kkvm_freq, NSEC_PER_SEC);
+}
+
+/* Polls for a kick until `end` (counter); true if one came. */
+static bool kkvm_poll(struct kkvm_vcpu *v, u64 end)
+{
+	while (__arch_counter_get_cntpct() < end) {
+		if (atomic_read_acquire(&v->kick))
+			return true;
+		if (signal_pending(current) || need_resched())
+			return false;
+		cpu_relax();
+	}
+	return atomic_read_acquire(&v->kick);
+}
+
 void kserv_glue_kvm_wait(void *ctx, u64 deadline)
 {
 	struct kkvm_vcpu *v = ((struct kkvm_ctx *)ctx)->vcpu;
 	u64 now = __arch_counter_get_cntpct();
-	u64 ns;
+	u64 start = now, max = READ_ONCE(halt_poll_ns);
+	u64 ns, waited;
 
 	if (!v || deadline <= now)
 		return;
-	/* At most a second at a time: the core checks and waits again. */
-	ns = div64_u64(min(deadline - now, kkvm_freq) * NSEC_PER_SEC, kkvm_freq);
-	wait_event_interruptible_hrtimeout(v->wq, atomic_read_acquire(&v->kick), ns_to_ktime(ns));
+	if (v->poll_ns > max)
+		v->poll_ns = max;
+	if (v->poll_ns && kkvm_poll(v, min(deadline, now + kkvm_ns_to_ticks(v->poll_ns)))) {
+		atomic_set(&v->kick, 0);
+		return;
+	}
+	now = __arch_counter_get_cntpct();
+	if (deadline > now) {
+		/* At most a second at a time: the core checks and waits again. */
+		ns = div64_u64(min(deadline - now, kkvm_freq) * NSEC_PER_SEC, kkvm_freq);
+		wait_event_interruptible_hrtimeout(v->wq, atomic_read_acquire(&v->kick),
+						   ns_to_ktime(ns));
+	}
 	atomic_set(&v->kick, 0);
+	/* Adapt the window to how long this wait was. */
+	waited = div64_u64((__arch_counter_get_cntpct() - start) * NSEC_PER_SEC, kkvm_freq);
+	if (waited > max)
+		v->poll_ns = 0;
+	else if (v->poll_ns < max)
+		v->poll_ns = min_t(u64, max, v->poll_ns ? 2 * (u64)v->poll_ns : 10000);
 }
 
 static void kkvm_nop(void *unused)

@@ -76,6 +76,30 @@ void __noreturn kserv_core_panic(const char *file, size_t file_len, u32 line)
 }
 
 /*
+ * The Rust core's memcpy, memset and memcmp: the kernel's own (the core is
+ * linked with `ld -r --wrap=...`, so its calls land here rather than on the
+ * compiler's generic word-at-a-time versions).
+ */
+void *__wrap_memcpy(void *dst, const void *src, size_t len);
+void *__wrap_memset(void *dst, int c, size_t len);
+int __wrap_memcmp(const void *a, const void *b, size_t len);
+
+void *__wrap_memcpy(void *dst, const void *src, size_t len)
+{
+	return memcpy(dst, src, len);
+}
+
+void *__wrap_memset(void *dst, int c, size_t len)
+{
+	return memset(dst, c, len);
+}
+
+int __wrap_memcmp(const void *a, const void *b, size_t len)
+{
+	return memcmp(a, b, len);
+}
+
+/*
  * Decides, without any hypercall, whether KCore is underneath this kernel.
  * Returns 0 and the ABI version the device tree announces, or -ENODEV after
  * saying why not.

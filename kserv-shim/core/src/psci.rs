@@ -98,26 +98,21 @@ pub const fn mpidr_of(idx: usize) -> u64 {
 /// vCPU with IRM, else those of the target list at affinity
 /// `Aff3.Aff2.Aff1` with range selector 0.
 pub fn sgi_targets(value: u64, from: usize, vcpus: usize) -> u64 {
-    let mut mask = 0;
-    for t in 0..vcpus.min(64) {
-        let hit = if value & (1 << 40) != 0 {
-            t != from
-        } else {
-            let aff1 = (value >> 16) & 0xFF;
-            let aff2 = (value >> 32) & 0xFF;
-            let aff3 = (value >> 48) & 0xFF;
-            let rs = (value >> 44) & 0xF;
-            aff3 == 0
-                && aff2 == 0
-                && rs == 0
-                && aff1 == (t >> 4) as u64
-                && value & (1 << (t & 15)) != 0
-        };
-        if hit {
-            mask |= 1 << t;
-        }
+    let n = vcpus.min(64);
+    let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+    if value & (1 << 40) != 0 {
+        let me = if from < 64 { 1u64 << from } else { 0 };
+        return all & !me;
     }
-    mask
+    let aff1 = (value >> 16) & 0xFF;
+    let aff2 = (value >> 32) & 0xFF;
+    let aff3 = (value >> 48) & 0xFF;
+    let rs = (value >> 44) & 0xF;
+    if aff3 != 0 || aff2 != 0 || rs != 0 || aff1 >= 4 {
+        return 0;
+    }
+    // vCPU t is Aff1 = t / 16, Aff0 = t % 16 (`mpidr_of`).
+    ((value & 0xFFFF) << (16 * aff1)) & all
 }
 
 /// The INTID an SGI register value generates.
@@ -128,6 +123,55 @@ pub const fn sgi_intid(value: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `sgi_targets` as the architecture states it, vCPU by vCPU.
+    fn sgi_targets_one_by_one(value: u64, from: usize, vcpus: usize) -> u64 {
+        let mut mask = 0;
+        for t in 0..vcpus.min(64) {
+            let hit = if value & (1 << 40) != 0 {
+                t != from
+            } else {
+                let aff = mpidr_of(t);
+                (value >> 48) & 0xFF == 0
+                    && (value >> 32) & 0xFF == 0
+                    && (value >> 44) & 0xF == 0
+                    && (value >> 16) & 0xFF == (aff >> 8) & 0xFF
+                    && value & (1 << (aff & 0xF)) != 0
+            };
+            if hit {
+                mask |= 1 << t;
+            }
+        }
+        mask
+    }
+
+    #[test]
+    fn sgi_targets_match_the_one_by_one_definition() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let fixed = [1 << 40, 0xFFFF, 0x3_FFFF, 0x1_0001, 0xFF_FFFF, 1 << 44 | 1];
+        let random = (0..40000).map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Half with small affinities, so the target list matters.
+            if i % 2 == 0 {
+                x & 0xFFFF_0000_00FF_FFFF & !(0xFC << 16) | (x >> 20 & 1) << 40
+            } else {
+                x
+            }
+        });
+        for v in fixed.into_iter().chain(random) {
+            for vcpus in [0, 1, 2, 5, 16, 17, 33, 63, 64, 100] {
+                for from in [0, 1, 15, 16, 63, 64] {
+                    assert_eq!(
+                        sgi_targets(v, from, vcpus),
+                        sgi_targets_one_by_one(v, from, vcpus),
+                        "value {v:#x}, from {from}, {vcpus} vCPUs"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn mpidr_round_trip() {

@@ -131,11 +131,16 @@ fn install(fetched: &Fetched, built: &Path, ko: &Path, step: &str) -> Result<()>
     Ok(())
 }
 
+/// The C library functions the core calls that the kernel provides better.
+const WRAPPED: [&str; 3] = ["memcpy", "memset", "memcmp"];
+
 /// Reduces the core's static library to what the glue uses: `ld -r` with an
 /// `-u` for every exported `kserv_core_*` symbol pulls in exactly the archive
-/// members needed. Then hidden symbols (the compiler's `memcpy` and friends)
-/// become local, so the C glue keeps using the kernel's, and sections the
-/// kernel has no use for go.
+/// members needed, with the core's calls to [`WRAPPED`] sent to the glue's
+/// `__wrap_*` (the kernel's routines). Then hidden symbols (the compiler's
+/// own `memcpy` and friends, if anything still pulls them in) become local,
+/// so the C glue keeps using the kernel's, and sections the kernel has no
+/// use for go.
 fn core_object(lib: &Path, dir: &Path) -> Result<Vec<u8>> {
     let nm = cmd::output(
         Command::new("aarch64-linux-gnu-nm")
@@ -158,6 +163,11 @@ fn core_object(lib: &Path, dir: &Path) -> Result<Vec<u8>> {
     let linked = dir.join("core.o.ld~");
     let mut ld = Command::new("aarch64-linux-gnu-ld");
     ld.arg("-r");
+    // The core's calls to these go to the glue's `__wrap_*`, which are the
+    // kernel's optimised routines, not the compiler's generic ones.
+    for f in WRAPPED {
+        ld.arg(format!("--wrap={f}"));
+    }
     for e in &exports {
         ld.args(["-u", e]);
     }

@@ -144,9 +144,12 @@ impl Vm {
     }
 
     /// Kicks every vCPU in `mask`.
-    pub fn kick_mask<E: KvmEnv>(&self, env: &mut E, mask: u64) {
-        for id in 0..MAX_VCPUS {
-            if mask & (1 << id) != 0 {
+    pub fn kick_mask<E: KvmEnv>(&self, env: &mut E, mut mask: u64) {
+        // Only the set bits (usually none: this runs after every vGIC call).
+        while mask != 0 {
+            let id = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if id < MAX_VCPUS {
                 self.kick(env, id);
             }
         }
@@ -889,7 +892,12 @@ pub fn destroy<E: KvmEnv>(env: &mut E, vm: &Vm) -> Teardown {
     }
     vm.with_cfg(env, |env, c| c.eventfds.release(env));
     vm.ioeventfds.store(0, SeqCst);
-    let _ = hypercall::teardown_vm(env, h);
+    // KCore's answers are what a page's return rests on: after a successful
+    // `HostTeardownVm` every page KServ shared with the VM is KServ's
+    // alone, and a successful `HostReclaimPage` makes a page KServ's; only
+    // when one of them failed is the page's owner asked (and the page kept
+    // unless it is KServ's).
+    let torn_down = hypercall::teardown_vm(env, h).is_ok();
     let is_host = |env: &mut E, pfn: u64| {
         matches!(
             hypercall::page_owner(env, pfn),
@@ -910,10 +918,12 @@ pub fn destroy<E: KvmEnv>(env: &mut E, vm: &Vm) -> Teardown {
                     continue;
                 }
                 let pfn = w & page::PFN;
-                if w & page::DONATED != 0 {
-                    let _ = hypercall::reclaim_page(env, h, pfn);
-                }
-                if is_host(env, pfn) {
+                let returned = if w & page::DONATED != 0 {
+                    hypercall::reclaim_page(env, h, pfn).is_ok()
+                } else {
+                    torn_down
+                };
+                if returned || is_host(env, pfn) {
                     env.unpin_page(pfn);
                     t.released += 1;
                 } else {
@@ -925,8 +935,8 @@ pub fn destroy<E: KvmEnv>(env: &mut E, vm: &Vm) -> Teardown {
         }
         for k in 0..c.pool_len {
             let pfn = c.pool()[k];
-            let _ = hypercall::reclaim_page(env, h, pfn);
-            if is_host(env, pfn) {
+            let returned = hypercall::reclaim_page(env, h, pfn).is_ok();
+            if returned || is_host(env, pfn) {
                 env.free_page(pfn);
                 t.released += 1;
             } else {
