@@ -54,7 +54,7 @@ pub fn run() -> ! {
         let result = match (body(b.name), vcpu1) {
             (None, _) => Err("not in this guest"),
             (Some(_), Err(why)) if b.name == "ipi" => Err(why),
-            (Some(f), _) => f(b.warmup).and_then(|_| f(b.iterations)),
+            (Some(f), _) => f(b.warmup).and_then(|_| profiled(|| f(b.iterations))),
         };
         match result {
             Ok(ticks) => {
@@ -74,6 +74,18 @@ pub fn run() -> ! {
     testdev::write(STATUS, Width::Double, status.to_word());
     psci::system_off();
     cpu::park()
+}
+
+/// Runs `timed` between the markers `scripts/insn-profile` counts
+/// instructions between (`HINT #100`, `HINT #101`: NOPs to any CPU, and
+/// outside the timed region).
+fn profiled<R>(timed: impl FnOnce() -> R) -> R {
+    // SAFETY: a hint instruction; no memory or register effect.
+    unsafe { core::arch::asm!("hint #100", options(nomem, nostack, preserves_flags)) };
+    let r = timed();
+    // SAFETY: as above.
+    unsafe { core::arch::asm!("hint #101", options(nomem, nostack, preserves_flags)) };
+    r
 }
 
 /// The body of the benchmark called `name`.
