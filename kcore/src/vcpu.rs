@@ -1334,28 +1334,16 @@ mod tests {
     use super::*;
 
     fn loaded() -> Loaded {
-        let mut mmio = MmioRanges::default();
-        assert!(mmio.add(Gfn(0x9000), 1));
-        Loaded {
-            vm: VmId(0),
-            idx: 0,
-            kind: VmKind::Protected,
-            cfg: GuestConfig {
-                vmid: 1,
-                root: Pa(0),
-                geometry: Geometry::stage2(40).expect("geometry"),
-            },
-            ctx: VcpuContext::reset(0),
-            ctx_page: Pa(0),
-            run_page: Pa(0),
-            irq_words: [0; run::MAX_IRQS],
-            n_irqs: 0,
-            lrs: LrSet::default(),
-            mmio,
-            ipa_limit: 1 << 40,
-            timer: TimerIrq::from_flags(0),
-            report: ExitReport::default(),
-        }
+        let mut l = Loaded::empty();
+        assert!(l.mmio.add(Gfn(0x9000), 1));
+        l.kind = VmKind::Protected;
+        l.cfg = GuestConfig {
+            vmid: 1,
+            root: Pa(0),
+            geometry: Geometry::stage2(40).expect("geometry"),
+        };
+        l.ipa_limit = 1 << 40;
+        l
     }
 
     fn sync(esr: u64, ipa: u64) -> GuestExit {
