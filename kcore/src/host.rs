@@ -343,7 +343,7 @@ impl<
     fn guest_mem(&mut self, l: &mut Loaded, share: bool, gfn: u64) {
         self.host.mem.vcpu_guest_mem(l, share, gfn, self.hw)
     }
-    fn put(&mut self, l: &Loaded) {
+    fn put(&mut self, l: &mut Loaded) {
         self.host.mem.vcpu_put(l, self.hw)
     }
 }

@@ -19,7 +19,8 @@ use crate::image::{self, Signature, VerifyKey};
 use crate::ownership::{OwnershipTable, PageState};
 use crate::pgtable::{Attrs, Geometry, PageTable};
 use crate::vcpu::{
-    ExitReport, GuestConfig, Loaded, Pending, Step, TimerIrq, VcpuContext, guest_fid, status,
+    CtxKey, ExitReport, GuestConfig, Loaded, Pending, Step, TimerIrq, VcpuContext, guest_fid,
+    status,
 };
 use crate::vgic;
 use crate::vm::{FreeList, MAX_VCPUS, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms};
@@ -40,6 +41,8 @@ pub struct MemCore<S, const BANKS: usize, const VMS: usize> {
     max_ipa_bits: u32,
     /// The key protected VMs' images are checked against (from the boot image).
     verify_key: Option<VerifyKey>,
+    /// The last context-page version given out ([`Vm::ctx_versions`]).
+    ctx_writes: u64,
 }
 
 /// Arguments of `host_create_vm`, as decoded from registers.
@@ -102,6 +105,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             host,
             max_ipa_bits: pa_bits.min(48),
             verify_key: None,
+            ctx_writes: 0,
         }
     }
 
@@ -238,6 +242,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 borrowed_pages: 0,
                 image: None,
                 vcpu_pages: [0; MAX_VCPUS as usize],
+                ctx_versions: [0; MAX_VCPUS as usize],
                 loaded: 0,
                 ran: false,
                 mmio: crate::vcpu::MmioRanges::default(),
@@ -270,12 +275,14 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         if vm.pool.is_empty() {
             return Err(Error::NoMemory);
         }
+        let version = self.next_ctx_version();
         if let Some(vm) = self.vms.get_mut(id) {
             // Cannot fail: the pool holds a page.
             if let Some(page) = vm.pool.pop(hw) {
                 let ctx = VcpuContext::reset(idx as usize);
                 hw.write_words(page, &ctx.to_words());
                 vm.vcpu_pages[idx as usize] = page.raw();
+                vm.ctx_versions[idx as usize] = version;
                 vm.vcpus |= 1 << idx;
             }
         }
@@ -744,6 +751,26 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         Ok((id, vm, Pa(vm.vcpu_pages[idx as usize])))
     }
 
+    /// A context-page version never given out before.
+    fn next_ctx_version(&mut self) -> u64 {
+        self.ctx_writes += 1;
+        self.ctx_writes
+    }
+
+    /// Records that KCore wrote vCPU `idx`'s context page: a copy of the
+    /// old contents is stale from now on. Returns the new version.
+    fn ctx_written(&mut self, id: VmId, idx: usize) -> u64 {
+        let version = self.next_ctx_version();
+        if let Some(v) = self
+            .vms
+            .get_mut(id)
+            .and_then(|vm| vm.ctx_versions.get_mut(idx))
+        {
+            *v = version;
+        }
+        version
+    }
+
     fn read_ctx(hw: &impl Hardware, page: Pa) -> VcpuContext {
         let mut c = VcpuContext::reset(0);
         Self::read_ctx_into(hw, page, &mut c);
@@ -808,7 +835,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         value: u64,
         hw: &mut impl Hardware,
     ) -> Result<(), Error> {
-        let (_, vm, page) = self.vcpu_page(handle, idx)?;
+        let (vm_id, vm, page) = self.vcpu_page(handle, idx)?;
         if vm.loaded & (1 << idx) != 0 {
             return Err(Error::Busy);
         }
@@ -820,6 +847,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         }
         ctx.set_reg(id, value)?;
         hw.write_words(page, &ctx.to_words());
+        self.ctx_written(vm_id, idx as usize);
         Ok(())
     }
 
@@ -842,6 +870,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// [`Self::vcpu_load`] into `out`, which the run path keeps in one place
     /// for the whole run (a context is a kilobyte: moving it costs more than
     /// the rest of an exit). `out` is only meaningful on `Ok`.
+    ///
+    /// When `out` still holds this vCPU's context as the last
+    /// [`Self::vcpu_put`] on this CPU wrote it, and KCore has not written
+    /// the page since (`out.ctx_key` names the VM's handle, the vCPU and the
+    /// page's current version), the context is not read again: the copy is
+    /// the page.
     pub fn vcpu_load_into(
         &mut self,
         a: RunArgs,
@@ -882,10 +916,19 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let n_irqs = n_irqs as usize;
         out.irq_words = [0u64; run::MAX_IRQS];
         out.irq_words[..n_irqs].copy_from_slice(&entry[run::IRQS..run::IRQS + n_irqs]);
-        out.lrs = vgic::check_irqs(&out.irq_words[..n_irqs], lr_count - 1)?;
+        vgic::check_irqs_into(&out.irq_words[..n_irqs], lr_count - 1, &mut out.lrs)?;
 
+        let current = CtxKey {
+            handle: a.handle,
+            idx,
+            version: vm.ctx_versions.get(idx).copied().unwrap_or_default(),
+        };
+        // Taken whatever happens next: a failed load may leave `out.ctx`
+        // half changed.
+        if out.ctx_key.take() != Some(current) {
+            Self::read_ctx_into(hw, page, &mut out.ctx);
+        }
         let ctx = &mut out.ctx;
-        Self::read_ctx_into(hw, page, ctx);
         if ctx.status & status::BOOT != 0 {
             // A guest's CPU_ON: the entry and context id it chose, nothing
             // of KServ's.
@@ -983,6 +1026,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             return Step::Resume;
         }
         let page = Pa(vm.vcpu_pages[target]);
+        let vm_id = l.vm;
         let mut t = Self::read_ctx(hw, page);
         let running = t.status & status::STARTED != 0 && t.status & status::OFF == 0;
         if vm.loaded & (1 << target) != 0 || running {
@@ -994,14 +1038,23 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         t.boot_pc = entry;
         t.boot_x0 = context;
         hw.write_words(page, &t.to_words());
+        self.ctx_written(vm_id, target);
         Step::Exit
     }
 
     /// Last half of `host_vcpu_run`: the context back into its page, the
     /// exit half of the run page written (the report, the guest's timer,
-    /// the state of KServ's interrupts), the vCPU no longer running.
-    pub fn vcpu_put(&mut self, l: &Loaded, hw: &mut impl Hardware) {
+    /// the state of KServ's interrupts), the vCPU no longer running. `l`
+    /// keeps the context with the key that lets the next
+    /// [`Self::vcpu_load_into`] on this CPU use it without reading the page.
+    pub fn vcpu_put(&mut self, l: &mut Loaded, hw: &mut impl Hardware) {
         l.ctx.write_to(hw, l.ctx_page);
+        let version = self.ctx_written(l.vm, l.idx);
+        l.ctx_key = self.vms.get(l.vm).map(|vm| CtxKey {
+            handle: vm.handle.0,
+            idx: l.idx,
+            version,
+        });
         let r = &l.report;
         let mut out = [0u64; run::WORDS - run::EXIT];
         let mut put = |i: usize, v: u64| {

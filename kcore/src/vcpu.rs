@@ -817,6 +817,25 @@ pub struct Loaded {
     pub timer: TimerIrq,
     /// The report for KServ, once an exit needs it.
     pub report: ExitReport,
+    /// Set by [`crate::mem_protect::MemCore::vcpu_put`]: `ctx` is what the
+    /// put wrote into that vCPU's page. A CPU that keeps its `Loaded`
+    /// between runs lets the next load of the same vCPU skip reading the
+    /// page back (a kilobyte), unless KCore wrote the page in between.
+    pub ctx_key: Option<CtxKey>,
+}
+
+/// Which context page, at which version, a [`Loaded`]'s `ctx` is a copy
+/// of. Versions are never given out twice and a handle names one VM for its
+/// life, so a key that matches the VM's current version means nothing
+/// changed the page since the copy was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtxKey {
+    /// The VM's handle.
+    pub handle: u64,
+    /// The vCPU.
+    pub idx: usize,
+    /// [`crate::vm::Vm::ctx_versions`] when the copy was made.
+    pub version: u64,
 }
 
 impl Loaded {
@@ -841,6 +860,7 @@ impl Loaded {
             ipa_limit: 0,
             timer: TimerIrq::from_flags(0),
             report: ExitReport::default(),
+            ctx_key: None,
         }
     }
 }
@@ -1293,7 +1313,7 @@ pub trait VcpuHost {
     /// [`crate::mem_protect::MemCore::vcpu_cpu_on`].
     fn cpu_on(&mut self, l: &mut Loaded, target: usize, entry: u64, context: u64) -> Step;
     /// [`crate::mem_protect::MemCore::vcpu_put`].
-    fn put(&mut self, l: &Loaded);
+    fn put(&mut self, l: &mut Loaded);
 }
 
 /// `host_vcpu_run`: loads the vCPU, runs it on `cpu` until an exit KServ
@@ -1304,28 +1324,41 @@ pub fn run_vcpu(
     cpu: &mut impl GuestCpu,
     a: RunArgs,
 ) -> Result<u64, Error> {
-    let mut l = Loaded::empty();
-    host.load(a, cpu.list_registers(), &mut l)?;
+    run_vcpu_in(host, cpu, a, &mut Loaded::empty())
+}
+
+/// [`run_vcpu`] in `l`, which the caller keeps for this CPU from one run to
+/// the next: when the same vCPU runs here again and KCore has not written
+/// its context page since, its context is not read back (see
+/// [`Loaded::ctx_key`]). Whatever `l` held before, only the context can be
+/// reused, and only under that key.
+pub fn run_vcpu_in(
+    host: &mut impl VcpuHost,
+    cpu: &mut impl GuestCpu,
+    a: RunArgs,
+    l: &mut Loaded,
+) -> Result<u64, Error> {
+    host.load(a, cpu.list_registers(), l)?;
     loop {
-        prepare_timer(&mut l, cpu.counter());
+        prepare_timer(l, cpu.counter());
         let e = cpu.run(&l.cfg, &mut l.ctx, &mut l.lrs);
-        save_timer(&mut l);
-        match step(&mut l, &e) {
+        save_timer(l);
+        match step(l, &e) {
             Step::Resume => {}
             Step::Exit => break,
-            Step::GuestMem { share, gfn } => host.guest_mem(&mut l, share, gfn),
+            Step::GuestMem { share, gfn } => host.guest_mem(l, share, gfn),
             Step::CpuOn {
                 target,
                 entry,
                 context,
             } => {
-                if host.cpu_on(&mut l, target, entry, context) != Step::Resume {
+                if host.cpu_on(l, target, entry, context) != Step::Resume {
                     break;
                 }
             }
         }
     }
-    host.put(&l);
+    host.put(l);
     Ok(l.report.reason)
 }
 

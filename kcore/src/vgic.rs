@@ -112,10 +112,20 @@ impl LrSet {
 /// register entries. `free_lrs` is how many list registers KServ may fill
 /// (the hardware's count minus the one KCore keeps for the timer).
 pub fn check_irqs(words: &[u64], free_lrs: usize) -> Result<LrSet, Error> {
+    let mut set = LrSet::default();
+    check_irqs_into(words, free_lrs, &mut set)?;
+    Ok(set)
+}
+
+/// [`check_irqs`] into `set`, whose entries it replaces (the run path: the
+/// set lives in the loaded vCPU and entries past its length are never
+/// looked at, so they are not cleared). `set` is only meaningful on `Ok`.
+pub fn check_irqs_into(words: &[u64], free_lrs: usize, set: &mut LrSet) -> Result<(), Error> {
+    set.len = 0;
+    set.hold_active = 0;
     if words.len() > free_lrs || words.len() > MAX_LRS {
         return Err(Error::InvalidParameter);
     }
-    let mut set = LrSet::default();
     for (i, &w) in words.iter().enumerate() {
         if irq::hw(w).is_some() {
             return Err(Error::Denied);
@@ -146,7 +156,7 @@ pub fn check_irqs(words: &[u64], free_lrs: usize) -> Result<LrSet, Error> {
             hw: None,
         });
     }
-    Ok(set)
+    Ok(())
 }
 
 /// The word reporting `lr`'s state after an exit, for KServ's entry `w`.

@@ -172,6 +172,10 @@ pub struct Vm {
     pub image: Option<(Gfn, u64)>,
     /// The KCore page holding each vCPU's context (0: no such vCPU).
     pub vcpu_pages: [u64; MAX_VCPUS as usize],
+    /// The version of each context page's contents: a number KCore never
+    /// gives out twice, renewed whenever it writes the page (see
+    /// [`crate::vcpu::CtxKey`]).
+    pub ctx_versions: [u64; MAX_VCPUS as usize],
     /// vCPUs running on some CPU right now (bit `i` for vCPU `i`).
     pub loaded: u64,
     /// Whether any vCPU has run (a protected VM's MMIO ranges are frozen).

@@ -20,7 +20,7 @@ use kcore::host::{Direct, Regs, run_result};
 use kcore::hw::PhysMemory;
 use kcore::image::VerifyKey;
 use kcore::mem_protect::RunArgs;
-use kcore::vcpu::{ExitKind, GuestExit, VcpuContext, mpidr_of, run_vcpu};
+use kcore::vcpu::{ExitKind, GuestExit, Loaded, VcpuContext, mpidr_of, run_vcpu_in};
 use kcore::vgic::{LrState, TIMER_PPI};
 use kcore_abi::run::{self, exit, exit_flags, irq};
 use kcore_abi::{Error, HypercallId as H, reg, vm_flags};
@@ -38,6 +38,9 @@ const MMIO_GFN: u64 = 0x9000;
 struct Vm {
     w: World,
     h: u64,
+    /// The one simulated CPU's loaded vCPU, kept between runs as the EL2
+    /// glue keeps it: every test runs through the kept-context path.
+    cpu: Loaded,
 }
 
 /// A VM with `vcpus` vCPUs (protected: with a verified image at `GFN`).
@@ -72,7 +75,11 @@ fn vm(protected: bool, vcpus: u64) -> Vm {
         );
         assert_eq!(r[0], 0);
     }
-    Vm { w, h }
+    Vm {
+        w,
+        h,
+        cpu: Loaded::empty(),
+    }
 }
 
 fn sync(esr: u64, ipa: u64) -> GuestExit {
@@ -139,7 +146,7 @@ fn run(v: &mut Vm, vcpu: u64, g: &mut ScriptedGuest) -> (u64, u64) {
         host: &mut v.w.host,
         hw: &mut v.w.hw,
     };
-    let r = run_vcpu(&mut d, g, a);
+    let r = run_vcpu_in(&mut d, g, a, &mut v.cpu);
     run_result(r, &mut regs);
     check_invariants(&v.w).unwrap();
     (regs[0], regs[1])
@@ -206,7 +213,11 @@ fn a_protected_vm_runs_only_once_verified() {
         &[vm_flags::PROTECTED, 0, 1, FIRST_HOST_PFN, 8],
     );
     assert_eq!(hvc(&mut w, H::HostCreateVcpu, &[r[1], 0])[0], 0);
-    let mut v = Vm { w, h: r[1] };
+    let mut v = Vm {
+        w,
+        h: r[1],
+        cpu: Loaded::empty(),
+    };
     run_page(&mut v, 0, &[]);
     let mut g = ScriptedGuest::new(4);
     assert_eq!(run(&mut v, 0, &mut g).0, Error::Denied.to_x0());
@@ -244,6 +255,74 @@ fn non_protected_registers_are_kservs() {
     assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
     assert_eq!(g.entries[0].0.pc, 0x4000_0000);
     assert_eq!(get(&mut v, 0, reg::x(7))[1], 70);
+}
+
+#[test]
+fn a_kept_context_is_used_only_while_kcore_left_its_page_alone() {
+    let mut v = vm(false, 2);
+    for vcpu in 0..2 {
+        assert_eq!(set(&mut v, vcpu, reg::PC, 0x4000_0000), 0);
+    }
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.then_do(irq_exit(), |ctx, _| ctx.x[5] = 0x55);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    assert_eq!(get(&mut v, 0, reg::x(5))[1], 0x55, "the page was written");
+    let page = v.cpu.ctx_page.raw();
+
+    // Nothing wrote the page since: the next run here uses the copy, so
+    // a change behind KCore's back (which only KCore can make) is not
+    // read. This is what saves the read.
+    let mut ctx = [0u64; 1];
+    v.w.hw.read_words(Pa(page + 5 * 8), &mut ctx);
+    assert_eq!(ctx[0], 0x55, "x5 is word 5 of the context");
+    v.w.hw.write_words(Pa(page + 5 * 8), &[0x66]);
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[1].0.x[5], 0x55, "entered from the kept copy");
+
+    // KServ's register write renews the page's version: read again.
+    assert_eq!(set(&mut v, 0, reg::x(5), 0x77), 0);
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[2].0.x[5], 0x77, "set_reg seen");
+
+    // Another vCPU on this CPU, then the first again: its own registers.
+    g.then_do(irq_exit(), |ctx, _| ctx.x[5] = 0x11);
+    run(&mut v, 1, &mut g);
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[4].0.x[5], 0x77, "vCPU 0's context, not vCPU 1's");
+
+    // vCPU 0 runs on another CPU (a fresh `Loaded`) in between: this CPU's
+    // copy is out of date and must not be used.
+    let mut other = std::mem::replace(&mut v.cpu, Loaded::empty());
+    g.then_do(irq_exit(), |ctx, _| ctx.x[5] = 0x99);
+    run(&mut v, 0, &mut g);
+    std::mem::swap(&mut v.cpu, &mut other);
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[6].0.x[5], 0x99, "the other CPU's run seen");
+
+    // A guest's CPU_ON writes its target's page: vCPU 1 turns itself off
+    // here, vCPU 0 starts it again from another CPU, and vCPU 1 then starts
+    // here where the guest said, not where this CPU's copy left it.
+    g.then_do(sync(ec::HVC64 << 26, 0), |ctx, _| ctx.x[0] = 0x8400_0002);
+    assert_eq!(run(&mut v, 1, &mut g), (0, exit::PSCI));
+    std::mem::swap(&mut v.cpu, &mut other);
+    g.then_do(sync(ec::HVC64 << 26, 0), |ctx, _| {
+        ctx.x[0] = 0xC400_0003;
+        ctx.x[1] = mpidr_of(1);
+        ctx.x[2] = 0x4000_2000;
+        ctx.x[3] = 0xC0;
+    });
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::PSCI));
+    std::mem::swap(&mut v.cpu, &mut other);
+    g.then(irq_exit());
+    assert_eq!(run(&mut v, 1, &mut g), (0, exit::IRQ));
+    let (ctx, _) = g.entries[g.entries.len() - 1];
+    assert_eq!((ctx.pc, ctx.x[0]), (0x4000_2000, 0xC0), "CPU_ON seen");
+    check_invariants(&v.w).unwrap();
 }
 
 #[test]
@@ -465,7 +544,7 @@ fn the_run_page_must_be_kservs_and_well_formed() {
             host: &mut v.w.host,
             hw: &mut v.w.hw,
         };
-        run_result(run_vcpu(&mut d, &mut g, a), &mut regs);
+        run_result(run_vcpu_in(&mut d, &mut g, a, &mut v.cpu), &mut regs);
         assert_eq!(regs[0], e.to_x0(), "{pfn:#x}");
     }
     // An entry flag this ABI does not define.
@@ -497,7 +576,7 @@ fn a_running_vcpu_keeps_its_vm_alive() {
         vcpu: 0,
         run_pfn: RUN_PFN,
     };
-    let l = v.w.host.mem_mut().vcpu_load(a, 4, &mut v.w.hw).unwrap();
+    let mut l = v.w.host.mem_mut().vcpu_load(a, 4, &mut v.w.hw).unwrap();
     assert_eq!(
         hvc(&mut v.w, H::HostTeardownVm, &[v.h])[0],
         Error::Busy.to_x0()
@@ -510,7 +589,7 @@ fn a_running_vcpu_keeps_its_vm_alive() {
         Error::Busy.to_x0(),
         "one CPU at a time"
     );
-    v.w.host.mem_mut().vcpu_put(&l, &mut v.w.hw);
+    v.w.host.mem_mut().vcpu_put(&mut l, &mut v.w.hw);
     assert_eq!(hvc(&mut v.w, H::HostTeardownVm, &[v.h])[0], 0);
     // The context page is the VM's until reclaimed, then scrubbed.
     let page = l.ctx_page.raw() >> 12;
@@ -558,6 +637,7 @@ mod noninterference {
             ipa_limit: 1 << 40,
             timer: kcore::vcpu::TimerIrq::from_flags(0),
             report: ExitReport::default(),
+            ctx_key: None,
         }
     }
 

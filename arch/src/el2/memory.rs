@@ -40,6 +40,32 @@ impl TableMemory for PhysTables {
     }
     fn zero_page(&mut self, page: Pa) {
         let start = page.raw();
+        let end = start + PAGE_SIZE;
+        if let Some(block) = zva_block() {
+            // SAFETY: `page` is a whole, mapped, KCore-owned page of Normal
+            // memory (the MMU is on); `block` divides a quarter page, so the
+            // loop zeroes exactly its 4096 bytes, four blocks a turn.
+            unsafe {
+                asm!(
+                    "2:",
+                    "dc zva, {p}",
+                    "add {p}, {p}, {b}",
+                    "dc zva, {p}",
+                    "add {p}, {p}, {b}",
+                    "dc zva, {p}",
+                    "add {p}, {p}, {b}",
+                    "dc zva, {p}",
+                    "add {p}, {p}, {b}",
+                    "cmp {p}, {end}",
+                    "b.ne 2b",
+                    p = inout(reg) start => _,
+                    b = in(reg) block,
+                    end = in(reg) end,
+                    options(nostack),
+                )
+            };
+            return;
+        }
         // SAFETY: `page` is a whole, mapped, KCore-owned page (page aligned,
         // so every 16-byte store is aligned, as Device memory with the MMU
         // off needs); the loop writes exactly its 4096 bytes, 64 a turn.
@@ -54,11 +80,34 @@ impl TableMemory for PhysTables {
                 "cmp {p}, {end}",
                 "b.ne 2b",
                 p = inout(reg) start => _,
-                end = in(reg) start + PAGE_SIZE,
+                end = in(reg) end,
                 options(nostack),
             )
         };
     }
+}
+
+/// The bytes one `DC ZVA` zeroes, when KCore may use it to zero pages: the
+/// MMU is on (with it off, data accesses are Device memory, where `DC ZVA`
+/// faults), `DCZID_EL0` does not prohibit it and four blocks fit in a page.
+/// A page then costs a sixteenth of the instructions of a store loop with
+/// 64-byte blocks.
+fn zva_block() -> Option<u64> {
+    let (sctlr, dczid): (u64, u64);
+    // SAFETY: reads two system registers; no memory is accessed.
+    unsafe {
+        asm!(
+            "mrs {s}, sctlr_el2",
+            "mrs {d}, dczid_el0",
+            s = out(reg) sctlr,
+            d = out(reg) dczid,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+    let mmu_on = sctlr & 1 != 0;
+    let prohibited = dczid & (1 << 4) != 0;
+    let block = 4u64 << (dczid & 0xF);
+    (mmu_on && !prohibited && block <= PAGE_SIZE / 4).then_some(block)
 }
 
 /// A bump allocator over a KCore-owned physical range: pages are never

@@ -237,6 +237,10 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     unsafe { cpu::enable_mmu(&mmu) };
     cpu::set_vectors(vectors::vectors_addr());
     heap::init();
+    #[cfg(feature = "self-check")]
+    if let Err(e) = kcore_arch::el2::mem::check() {
+        stop(format_args!("self-check: {e}"));
+    }
     let regions: Vec<(u64, u64)> = early.gicr.iter().flatten().copied().collect();
     gicv3::set_regions(&regions);
 
@@ -487,6 +491,7 @@ fn boot_kserv(
             mpidrs.len()
         );
     }
+    trap::init_loaded(mpidrs.len());
     let host_cfg = *HOST_CONFIG.call_once(|| HostConfig {
         vttbr: pool.base(),
         vtcr: geometry.vtcr(f.pa_range),

@@ -1,17 +1,19 @@
 //! KServ's traps at EL2: the glue between the vector table and
 //! `kcore::host::Host`, and the reports of exceptions that must not happen.
 //!
-//! Lock order: [`super::start::STATE`], then the console. The state lock is
-//! dropped around firmware calls that start or stop CPUs, since a CPU started
-//! by the firmware takes it on arrival, and while a guest runs.
+//! Lock order: a CPU's own [`LOADED`] slot, then [`super::start::STATE`],
+//! then the console. The state lock is dropped around firmware calls that
+//! start or stop CPUs, since a CPU started by the firmware takes it on
+//! arrival, and while a guest runs.
 
-use super::start::{STATE, stop};
+use super::start::{MAX_CPUS, STATE, stop};
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::exception::fault_ipa;
 use kcore::host::{Resume, run_result};
 use kcore::mem_protect::RunArgs;
 use kcore::psci::fid;
-use kcore::vcpu::{Loaded, Step, VcpuHost, run_vcpu};
+use kcore::vcpu::{Loaded, Step, VcpuHost, run_vcpu_in};
 use kcore_abi::Error;
 use kcore_arch::el2::cpu::{self, el1};
 use kcore_arch::el2::firmware::{self, SmcFirmware};
@@ -21,6 +23,23 @@ use kcore_arch::el2::vectors::HostFrame;
 use log::warn;
 
 static SECONDARY_ENTRY: AtomicU64 = AtomicU64::new(0);
+
+/// Each CPU's loaded vCPU, kept from one `host_vcpu_run` to the next so
+/// that a vCPU running on the same CPU again need not have its context read
+/// back from its page ([`kcore::vcpu::run_vcpu_in`]). Only CPU `i` takes
+/// slot `i`, so its lock is never contended; it is held for the whole run.
+/// Allocated on the primary CPU at boot, one slot per CPU KCore manages.
+static LOADED: spin::Once<Vec<spin::Mutex<Loaded>>> = spin::Once::new();
+
+/// Allocates the [`LOADED`] slots for `cpus` CPUs (at most [`MAX_CPUS`]).
+/// Called once, on the primary CPU, before any vCPU can run.
+pub fn init_loaded(cpus: usize) {
+    LOADED.call_once(|| {
+        (0..cpus.min(MAX_CPUS))
+            .map(|_| spin::Mutex::new(Loaded::empty()))
+            .collect()
+    });
+}
 
 /// Records where PSCI CPU_ON starts secondary CPUs.
 pub fn set_secondary_entry(pa: u64) {
@@ -81,9 +100,12 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
             // The guest runs with no lock held; each step that touches
             // KCore's state takes the lock for itself (`Locked`).
             drop(guard);
-            let r = match super::start::features().and_then(El2Guest::new) {
-                Some(mut g) => run_vcpu(&mut Locked, &mut g, a),
-                None => Err(Error::NotSupported),
+            let r = match (
+                super::start::features().and_then(El2Guest::new),
+                LOADED.get().and_then(|slots| slots.get(cpu)),
+            ) {
+                (Some(mut g), Some(slot)) => run_vcpu_in(&mut Locked, &mut g, a, &mut slot.lock()),
+                _ => Err(Error::NotSupported),
             };
             run_result(r, frame);
         }
@@ -132,7 +154,7 @@ impl VcpuHost for Locked {
             state.host.mem_mut().vcpu_guest_mem(l, share, gfn, &mut mem);
         }
     }
-    fn put(&mut self, l: &Loaded) {
+    fn put(&mut self, l: &mut Loaded) {
         let mut guard = STATE.lock();
         if let Some(state) = guard.as_mut() {
             // SAFETY: as in `load`.
