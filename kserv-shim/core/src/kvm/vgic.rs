@@ -136,6 +136,14 @@ pub struct Vgic {
     /// Resampled SPIs the guest completed, by GSI, for their resamplefds.
     acked: [u64; ACKED_WORDS],
     any_acked: bool,
+    /// The interrupts that may be unowned, enabled and pending: a superset,
+    /// so that choosing what to hand a vCPU looks at these instead of every
+    /// interrupt. Every mutable access marks its interrupt
+    /// ([`Self::irq_mut`], [`Self::sgi`]); [`Self::flush`] clears the marks
+    /// of those that are not. Private ones per vCPU by INTID, SPIs by
+    /// INTID - 32.
+    maybe_private: [u32; MAX_VCPUS],
+    maybe_spi: [u64; ACKED_WORDS],
 }
 
 /// Where an MMIO access landed.
@@ -244,6 +252,9 @@ impl Vgic {
         }
         self.enabled = false;
         self.propbaser = 0;
+        // Nothing is pending at reset.
+        self.maybe_private = [0; MAX_VCPUS];
+        self.maybe_spi = [0; ACKED_WORDS];
         self.ready = true;
     }
 
@@ -261,13 +272,56 @@ impl Vgic {
         }
     }
 
+    /// An interrupt to change: marked as one that may have become a
+    /// candidate ([`Self::maybe_private`]).
     fn irq_mut(&mut self, v: usize, intid: u32) -> Option<&mut Irq> {
         if intid < NR_PRIVATE {
+            *self.maybe_private.get_mut(v)? |= 1 << intid;
             self.private.get_mut(v)?.get_mut(intid as usize)
         } else if intid < self.nr_irqs {
-            self.spis.get_mut((intid - NR_PRIVATE) as usize)
+            let s = (intid - NR_PRIVATE) as usize;
+            *self.maybe_spi.get_mut(s / 64)? |= 1 << (s % 64);
+            self.spis.get_mut(s)
         } else {
             None
+        }
+    }
+
+    /// Whether `irq` could be handed to some vCPU, whichever it is routed
+    /// to and whether the distributor is enabled: what keeps its mark.
+    fn may_be_candidate(irq: &Irq) -> bool {
+        irq.owner == 0 && irq.enabled() && irq.pending()
+    }
+
+    /// Clears the marks of vCPU `v`'s private interrupts and of the SPIs
+    /// that are no candidates (owned, disabled or not pending): only a
+    /// mutable access can make them one again, and it marks them.
+    fn prune(&mut self, v: usize) {
+        if let Some(bits) = self.maybe_private.get(v).copied() {
+            let mut keep = bits;
+            let mut rest = bits;
+            while rest != 0 {
+                let i = rest.trailing_zeros();
+                rest &= rest - 1;
+                if !Self::may_be_candidate(&self.private[v][i as usize]) {
+                    keep &= !(1 << i);
+                }
+            }
+            self.maybe_private[v] = keep;
+        }
+        for w in 0..ACKED_WORDS {
+            let mut rest = self.maybe_spi[w];
+            while rest != 0 {
+                let b = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                let keep = self
+                    .spis
+                    .get(w * 64 + b)
+                    .is_some_and(Self::may_be_candidate);
+                if !keep {
+                    self.maybe_spi[w] &= !(1 << b);
+                }
+            }
         }
     }
 
@@ -371,6 +425,7 @@ impl Vgic {
             if targets & (1 << t) == 0 {
                 continue;
             }
+            self.maybe_private[t] |= 1 << intid;
             let irq = &mut self.private[t][intid as usize];
             if group1 || !irq.has(f::GROUP1) {
                 irq.set(f::LATCH, true);
@@ -399,24 +454,37 @@ impl Vgic {
     /// Calls `take(intid, irq)` for each unowned deliverable interrupt
     /// routed to `v` (not the timer); true as soon as one returns true.
     fn candidates(&self, v: usize, mut take: impl FnMut(u32, &Irq) -> bool) -> bool {
-        if !self.enabled {
+        if !self.enabled || v >= MAX_VCPUS {
             return false;
         }
-        for (i, irq) in self.private[v].iter().enumerate() {
-            let intid = i as u32;
+        // Only the marked ones can be candidates ([`Self::maybe_private`]),
+        // visited in INTID order as a full scan would.
+        let mut rest = self.maybe_private[v];
+        while rest != 0 {
+            let intid = rest.trailing_zeros();
+            rest &= rest - 1;
+            let irq = &self.private[v][intid as usize];
             if intid != TIMER_PPI && irq.owner == 0 && self.deliverable(irq) && take(intid, irq) {
                 return true;
             }
         }
         let nspi = (self.nr_irqs.saturating_sub(NR_PRIVATE)) as usize;
-        for (i, irq) in self.spis[..nspi.min(self.spis.len())].iter().enumerate() {
-            let intid = NR_PRIVATE + i as u32;
-            if irq.owner == 0
-                && self.deliverable(irq)
-                && self.target(v, intid, irq) == Some(v)
-                && take(intid, irq)
-            {
-                return true;
+        for (w, &word) in self.maybe_spi.iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                let s = w * 64 + rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                let Some(irq) = self.spis[..nspi.min(self.spis.len())].get(s) else {
+                    continue;
+                };
+                let intid = NR_PRIVATE + s as u32;
+                if irq.owner == 0
+                    && self.deliverable(irq)
+                    && self.target(v, intid, irq) == Some(v)
+                    && take(intid, irq)
+                {
+                    return true;
+                }
             }
         }
         false
@@ -520,7 +588,33 @@ impl Vgic {
             n += 1;
         }
         self.n_owned[v] = n as u8;
+        self.prune(v);
+        #[cfg(test)]
+        self.check_marks();
         n
+    }
+
+    /// Every interrupt that could be a candidate is marked (the superset
+    /// [`Self::candidates`] relies on): checked after every flush in the
+    /// host tests, so a mutation that bypassed the marks fails them.
+    #[cfg(test)]
+    fn check_marks(&self) {
+        for v in 0..MAX_VCPUS {
+            for (i, irq) in self.private[v].iter().enumerate() {
+                assert!(
+                    !Self::may_be_candidate(irq) || self.maybe_private[v] & (1 << i) != 0,
+                    "vCPU {v} INTID {i} is a candidate but not marked"
+                );
+            }
+        }
+        let nspi = (self.nr_irqs.saturating_sub(NR_PRIVATE)) as usize;
+        for (s, irq) in self.spis[..nspi.min(self.spis.len())].iter().enumerate() {
+            assert!(
+                !Self::may_be_candidate(irq) || self.maybe_spi[s / 64] & (1 << (s % 64)) != 0,
+                "SPI {} is a candidate but not marked",
+                s + NR_PRIVATE as usize
+            );
+        }
     }
 
     /// The states an exit reports for the words `supplied` at `v`'s entry:
