@@ -53,6 +53,10 @@ pub const MAX_IMAGE_LEN: u64 = 1 << 30;
 /// `PAGE_SIZE / CHUNK` pieces through a buffer on KCore's stack.
 const CHUNK: usize = 512;
 
+/// The buffer the image passes through.
+#[repr(align(8))]
+struct Chunk([u8; CHUNK]);
+
 /// A validated Ed25519 public key: the canonical encoding of a curve point
 /// that does not have small order. Only [`VerifyKey::new`] makes one.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -185,7 +189,9 @@ pub fn verify<M: PhysMemory + ?Sized>(
         .verify_incremental(&ed::Signature::new(sig.0))
         .map_err(from_ed)?;
     let mut pages = pages.into_iter();
-    let mut buf = [0u8; CHUNK];
+    // Word-aligned, so the platform can copy the image a word at a time.
+    let mut buf = Chunk([0u8; CHUNK]);
+    let buf = &mut buf.0;
     let mut remaining = len;
     let mut index = 0;
     while remaining > 0 {

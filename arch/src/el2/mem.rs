@@ -123,6 +123,17 @@ pub unsafe fn copy_words(dst: *mut u64, src: *const u64, n: usize) {
     unsafe { kcore_copy_words(dst, src, n * 8) };
 }
 
+/// Copies `n` bytes from `src` to `dst`, each read exactly once: 64 bytes a
+/// turn when both are 8-byte aligned, else byte by byte.
+///
+/// # Safety
+/// `src` must be readable and `dst` writable for `n` bytes, and the two must
+/// not overlap.
+pub unsafe fn copy_bytes(dst: *mut u8, src: *const u8, n: usize) {
+    // SAFETY: the caller's contract; the routine touches only those bytes.
+    unsafe { kcore_copy_words(dst.cast(), src.cast(), n) };
+}
+
 /// Checks `memcpy` and `memset` against byte-at-a-time volatile loops for
 /// every length up to 200 bytes, both pointers aligned (the wide paths) and
 /// not (source, destination or both off by some bytes). Test images run it
