@@ -914,7 +914,6 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             return Err(Error::InvalidParameter);
         }
         let n_irqs = n_irqs as usize;
-        out.irq_words = [0u64; run::MAX_IRQS];
         out.irq_words[..n_irqs].copy_from_slice(&entry[run::IRQS..run::IRQS + n_irqs]);
         vgic::check_irqs_into(&out.irq_words[..n_irqs], lr_count - 1, &mut out.lrs)?;
 

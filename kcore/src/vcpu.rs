@@ -803,7 +803,8 @@ pub struct Loaded {
     pub ctx_page: Pa,
     /// KServ's run page.
     pub run_page: Pa,
-    /// KServ's interrupt words of this entry.
+    /// KServ's interrupt words of this entry: the first `n_irqs` (the
+    /// rest are left from earlier runs and mean nothing).
     pub irq_words: [u64; run::MAX_IRQS],
     /// How many.
     pub n_irqs: usize,

@@ -28,6 +28,7 @@
 
 use super::{cpu, gicv3, vectors};
 use core::arch::asm;
+use core::mem::MaybeUninit;
 use kcore::vcpu::{ExitKind, GuestConfig, GuestCpu, GuestExit, N_SYS, Sys, VcpuContext, status};
 use kcore::vgic::{Lr, LrSet, LrState, MAX_LRS, TIMER_PPI};
 
@@ -92,17 +93,25 @@ el1_registers! {
     Sys::SpsrEl1 => "spsr_el1",
 }
 
-/// FP/SIMD state in the layout `stp q` writes.
-#[repr(C, align(16))]
-struct Fp([u64; 64]);
-
 /// Saves the 32 Q registers into `fp` (8-byte alignment is enough: EL2's
 /// RAM is Normal memory and `SCTLR_EL2.A` is clear) and returns FPSR, FPCR.
 fn save_fp(fp: &mut [u64; 64]) -> (u64, u64) {
-    let p = fp.as_mut_ptr();
+    save_fp_to(fp.as_mut_ptr())
+}
+
+/// [`save_fp`] into a buffer that need not be initialised first (KServ's
+/// registers, saved and restored on every entry: zeroing the buffer would
+/// cost as much as the save).
+fn save_fp_uninit(fp: &mut MaybeUninit<[u64; 64]>) -> (u64, u64) {
+    save_fp_to(fp.as_mut_ptr().cast())
+}
+
+/// [`save_fp`] to the 512 bytes at `p`, which the caller owns.
+fn save_fp_to(p: *mut u64) -> (u64, u64) {
     // SAFETY: stores the 32 Q registers into the 512 bytes at `p`, which
-    // `fp` owns; KCore's own code never uses FP/SIMD registers (soft-float
-    // target), so nothing of KCore's is in them.
+    // the callers own (a `[u64; 64]`, initialised or not); KCore's own code
+    // never uses FP/SIMD registers (soft-float target), so nothing of
+    // KCore's is in them.
     unsafe {
         asm!(
             ".arch_extension fp",
@@ -132,9 +141,19 @@ fn save_fp(fp: &mut [u64; 64]) -> (u64, u64) {
 
 /// Loads the 32 Q registers from `fp`, and FPSR, FPCR.
 fn load_fp(fp: &[u64; 64], fpsr: u64, fpcr: u64) {
-    let p = fp.as_ptr();
-    // SAFETY: loads the 32 Q registers from the 512 bytes at `p`; KCore's
-    // own code never uses them (soft-float target).
+    load_fp_from(fp.as_ptr(), fpsr, fpcr);
+}
+
+/// [`load_fp`] from a buffer [`save_fp_uninit`] filled.
+fn load_fp_saved(fp: &MaybeUninit<[u64; 64]>, fpsr: u64, fpcr: u64) {
+    load_fp_from(fp.as_ptr().cast(), fpsr, fpcr);
+}
+
+/// [`load_fp`] from the 512 bytes at `p`, which the caller owns.
+fn load_fp_from(p: *const u64, fpsr: u64, fpcr: u64) {
+    // SAFETY: loads the 32 Q registers from the 512 bytes at `p` (written
+    // before by the callers: a context's registers, or a save); KCore's own
+    // code never uses them (soft-float target).
     unsafe {
         asm!(
             ".arch_extension fp",
@@ -252,6 +271,9 @@ const MDCR_TDOSA: u64 = 1 << 10;
 const MDCR_TDRA: u64 = 1 << 11;
 
 const CPTR_TZ: u64 = 1 << 8;
+const CPTR_TFP: u64 = 1 << 10;
+/// `ESR_EL2.EC` of an FP/SIMD access trapped by `CPTR_EL2.TFP`.
+const EC_FP: u64 = 0x07;
 const CPTR_TSM: u64 = 1 << 12;
 const CPTR_TTA: u64 = 1 << 20;
 
@@ -306,7 +328,8 @@ struct Host {
     sp_el0: u64,
     elr: u64,
     spsr: u64,
-    fp: Fp,
+    /// Written by [`save_fp_uninit`] before anything reads it.
+    fp: MaybeUninit<[u64; 64]>,
     fpsr: u64,
     fpcr: u64,
     cntv_ctl: u64,
@@ -334,7 +357,7 @@ impl GuestCpu for El2Guest {
             sp_el0: mrs!("sp_el0"),
             elr: mrs!("elr_el2"),
             spsr: mrs!("spsr_el2"),
-            fp: Fp([0; 64]),
+            fp: MaybeUninit::uninit(),
             fpsr: 0,
             fpcr: 0,
             cntv_ctl: mrs!("cntv_ctl_el0"),
@@ -347,7 +370,6 @@ impl GuestCpu for El2Guest {
             vtcr: mrs!("vtcr_el2"),
         };
         save_el1(&mut host.el1);
-        (host.fpsr, host.fpcr) = save_fp(&mut host.fp.0);
 
         // KServ's timer: off while the guest owns CNTV, its deadline kept by
         // the EL2 timer, whose interrupt ends the run.
@@ -360,7 +382,8 @@ impl GuestCpu for El2Guest {
 
         // The vCPU.
         load_el1(&ctx.sys);
-        load_fp(&ctx.v, ctx.fpsr, ctx.fpcr);
+        // FP/SIMD stays KServ's until the guest touches it (`CPTR_EL2.TFP`
+        // traps the first access): most exits then move none of it.
         msr!("cntvoff_el2", ctx.cntvoff);
         msr!("cntv_cval_el0", ctx.cntv_cval);
         msr!("cntv_ctl_el0", ctx.cntv_ctl);
@@ -397,7 +420,8 @@ impl GuestCpu for El2Guest {
             "mdcr_el2",
             host.mdcr | MDCR_TPM | MDCR_TPMCR | MDCR_TDA | MDCR_TDOSA | MDCR_TDRA
         );
-        msr!("cptr_el2", host.cptr | CPTR_TZ | CPTR_TSM | CPTR_TTA);
+        let guest_cptr = host.cptr | CPTR_TZ | CPTR_TSM | CPTR_TTA;
+        msr!("cptr_el2", guest_cptr | CPTR_TFP);
         msr!("cnthctl_el2", 0b01); // EL1PCTEN only: the physical timer traps
         msr!("hcr_el2", hcr);
         msr!("elr_el2", ctx.pc);
@@ -411,7 +435,24 @@ impl GuestCpu for El2Guest {
         // `ctx` is valid for the call and its layout is what the entry code
         // expects (asserted in `vectors`). The call returns at the guest's
         // next exception to EL2 with the host's callee-saved state restored.
-        let kind = unsafe { vectors::kcore_guest_run(core::ptr::from_mut(ctx).cast()) };
+        let mut kind = unsafe { vectors::kcore_guest_run(core::ptr::from_mut(ctx).cast()) };
+        // The guest's first FP/SIMD access: KServ's registers out, the
+        // vCPU's in, the trap off, and the same instruction again (ELR_EL2
+        // and SPSR_EL2 still hold it). A guest's own CPACR_EL1 trap goes to
+        // its EL1 first, so this is only ever KCore's trap.
+        let mut fp_loaded = false;
+        if kind == 0 && mrs!("esr_el2") >> 26 == EC_FP {
+            // The trap first: it catches EL2's own FP/SIMD accesses too.
+            msr!("cptr_el2", guest_cptr);
+            // SAFETY: a context synchronization barrier; no memory access.
+            unsafe { asm!("isb", options(nostack, preserves_flags)) };
+            (host.fpsr, host.fpcr) = save_fp_uninit(&mut host.fp);
+            load_fp(&ctx.v, ctx.fpsr, ctx.fpcr);
+            fp_loaded = true;
+            // SAFETY: as above: the guest's state is what it was at the
+            // trap, with its FP/SIMD registers now loaded and untrapped.
+            kind = unsafe { vectors::kcore_guest_run(core::ptr::from_mut(ctx).cast()) };
+        }
 
         msr!("vbar_el2", vectors::vectors_addr());
         let exit = GuestExit {
@@ -445,7 +486,9 @@ impl GuestCpu for El2Guest {
 
         // Save the vCPU, leaving nothing of it behind.
         save_el1(&mut ctx.sys);
-        (ctx.fpsr, ctx.fpcr) = save_fp(&mut ctx.v);
+        if fp_loaded {
+            (ctx.fpsr, ctx.fpcr) = save_fp(&mut ctx.v);
+        }
         ctx.cntv_ctl = mrs!("cntv_ctl_el0");
         ctx.cntv_cval = mrs!("cntv_cval_el0");
         // The guest's own timer as the interrupt that ended the run: KCore
@@ -478,7 +521,9 @@ impl GuestCpu for El2Guest {
 
         // KServ.
         load_el1(&host.el1);
-        load_fp(&host.fp.0, host.fpsr, host.fpcr);
+        if fp_loaded {
+            load_fp_saved(&host.fp, host.fpsr, host.fpcr);
+        }
         msr!("sp_el0", host.sp_el0);
         msr!("cntvoff_el2", 0);
         msr!("cntv_cval_el0", host.cntv_cval);
