@@ -126,14 +126,21 @@ impl kcore::vcpu::GuestCpu for ScriptedGuest {
         self.entries.push((*ctx, *lrs));
         match self.script.pop_front() {
             Some((exit, mut action)) => {
+                let fp = (ctx.v, ctx.fpsr, ctx.fpcr);
                 action(ctx, lrs);
-                exit
+                // As the hardware reports it: live whenever the guest
+                // changed its FP/SIMD registers (and maybe when it did not).
+                kcore::vcpu::GuestExit {
+                    fp: exit.fp || fp != (ctx.v, ctx.fpsr, ctx.fpcr),
+                    ..exit
+                }
             }
             None => kcore::vcpu::GuestExit {
                 kind: kcore::vcpu::ExitKind::Irq,
                 esr: 0,
                 far: 0,
                 hpfar: 0,
+                fp: false,
             },
         }
     }

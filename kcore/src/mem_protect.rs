@@ -926,11 +926,14 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         // half changed.
         if out.ctx_key.take() != Some(current) {
             Self::read_ctx_into(hw, page, &mut out.ctx);
+            out.v_in_page = true;
         }
         let ctx = &mut out.ctx;
         if ctx.status & status::BOOT != 0 {
             // A guest's CPU_ON: the entry and context id it chose, nothing
-            // of KServ's.
+            // of KServ's (its FP/SIMD registers zero, which the page does
+            // not have yet).
+            out.v_in_page = false;
             let (pc, x0, mpidr, cntvoff) = (ctx.boot_pc, ctx.boot_x0, ctx.mpidr, ctx.cntvoff);
             *ctx = VcpuContext::reset(idx);
             (ctx.pc, ctx.x[0], ctx.mpidr, ctx.cntvoff) = (pc, x0, mpidr, cntvoff);
@@ -1047,7 +1050,8 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// keeps the context with the key that lets the next
     /// [`Self::vcpu_load_into`] on this CPU use it without reading the page.
     pub fn vcpu_put(&mut self, l: &mut Loaded, hw: &mut impl Hardware) {
-        l.ctx.write_to(hw, l.ctx_page);
+        l.ctx.write_to(hw, l.ctx_page, !l.v_in_page);
+        l.v_in_page = true;
         let version = self.ctx_written(l.vm, l.idx);
         l.ctx_key = self.vms.get(l.vm).map(|vm| CtxKey {
             handle: vm.handle.0,

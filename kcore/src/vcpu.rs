@@ -462,13 +462,17 @@ impl VcpuContext {
     }
 
     /// Writes the context into its page, group by group: the same words as
-    /// [`Self::to_words`].
-    pub fn write_to(&self, mem: &mut impl PhysMemory, page: Pa) {
+    /// [`Self::to_words`]. Without `with_v` the FP/SIMD registers (`v`, half
+    /// the page) are left as the page has them: for a caller that knows
+    /// they are the same.
+    pub fn write_to(&self, mem: &mut impl PhysMemory, page: Pa, with_v: bool) {
         let at = |w: usize| Pa(page.raw() + 8 * w as u64);
         mem.write_words(at(CTX_X), &self.x);
         mem.write_words(at(CTX_X + 31), &[self.sp_el0, self.pc, self.pstate]);
         mem.write_words(at(CTX_SYS), &self.sys);
-        mem.write_words(at(CTX_V), &self.v);
+        if with_v {
+            mem.write_words(at(CTX_V), &self.v);
+        }
         mem.write_words(at(CTX_V + 64), &self.tail());
     }
 
@@ -699,6 +703,11 @@ pub struct GuestExit {
     pub far: u64,
     /// `HPFAR_EL2`.
     pub hpfar: u64,
+    /// The guest's FP/SIMD registers were live in this run, so `ctx.v`,
+    /// `fpsr` and `fpcr` may have changed. When false the run left them as
+    /// they were (KCore's trap of the guest's first FP/SIMD access never
+    /// fired).
+    pub fp: bool,
 }
 
 /// The CPU side of running a guest, implemented by `kcore-arch`.
@@ -823,6 +832,12 @@ pub struct Loaded {
     /// between runs lets the next load of the same vCPU skip reading the
     /// page back (a kilobyte), unless KCore wrote the page in between.
     pub ctx_key: Option<CtxKey>,
+    /// `ctx.v` is what the context page holds: set by a load that read the
+    /// page and by each put, cleared by a run in which the guest's FP/SIMD
+    /// registers were live ([`GuestExit::fp`]) and by a reset at `CPU_ON`.
+    /// While it is set, a put leaves the page's 512 bytes of FP/SIMD
+    /// registers alone.
+    pub v_in_page: bool,
 }
 
 /// Which context page, at which version, a [`Loaded`]'s `ctx` is a copy
@@ -862,6 +877,7 @@ impl Loaded {
             timer: TimerIrq::from_flags(0),
             report: ExitReport::default(),
             ctx_key: None,
+            v_in_page: false,
         }
     }
 }
@@ -1343,6 +1359,9 @@ pub fn run_vcpu_in(
     loop {
         prepare_timer(l, cpu.counter());
         let e = cpu.run(&l.cfg, &mut l.ctx, &mut l.lrs);
+        if e.fp {
+            l.v_in_page = false;
+        }
         save_timer(l);
         match step(l, &e) {
             Step::Resume => {}
@@ -1386,6 +1405,7 @@ mod tests {
             esr,
             far: 0xffff_0000_0000_0000 | (ipa & 0xFFF),
             hpfar: (ipa >> 12) << 4,
+            fp: false,
         }
     }
 
@@ -1463,7 +1483,7 @@ mod tests {
         assert_eq!(c.to_words(), words, "the test's words are a context");
 
         let mut page = Page([u64::MAX; 512]);
-        c.write_to(&mut page, Pa(0x8000));
+        c.write_to(&mut page, Pa(0x8000), true);
         assert_eq!(page.0[..CTX_WORDS], words, "write_to lays out to_words");
         assert!(page.0[CTX_WORDS..].iter().all(|&w| w == u64::MAX));
 
@@ -1716,6 +1736,7 @@ mod tests {
             esr: 0x1234,
             far: 0x5678,
             hpfar: 0,
+            fp: false,
         };
         assert_eq!(step(&mut l, &irq), Step::Exit);
         let timer = GuestExit {

@@ -20,7 +20,7 @@ use kcore::host::{Direct, Regs, run_result};
 use kcore::hw::PhysMemory;
 use kcore::image::VerifyKey;
 use kcore::mem_protect::RunArgs;
-use kcore::vcpu::{ExitKind, GuestExit, Loaded, VcpuContext, mpidr_of, run_vcpu_in};
+use kcore::vcpu::{CTX_WORDS, ExitKind, GuestExit, Loaded, VcpuContext, mpidr_of, run_vcpu_in};
 use kcore::vgic::{LrState, TIMER_PPI};
 use kcore_abi::run::{self, exit, exit_flags, irq};
 use kcore_abi::{Error, HypercallId as H, reg, vm_flags};
@@ -88,6 +88,7 @@ fn sync(esr: u64, ipa: u64) -> GuestExit {
         esr,
         far: 0xffff_8000_0000_0000 | (ipa & 0xFFF),
         hpfar: (ipa >> 12) << 4,
+        fp: false,
     }
 }
 
@@ -97,6 +98,7 @@ fn irq_exit() -> GuestExit {
         esr: 0,
         far: 0,
         hpfar: 0,
+        fp: false,
     }
 }
 
@@ -322,6 +324,73 @@ fn a_kept_context_is_used_only_while_kcore_left_its_page_alone() {
     assert_eq!(run(&mut v, 1, &mut g), (0, exit::IRQ));
     let (ctx, _) = g.entries[g.entries.len() - 1];
     assert_eq!((ctx.pc, ctx.x[0]), (0x4000_2000, 0xC0), "CPU_ON seen");
+    check_invariants(&v.w).unwrap();
+}
+
+#[test]
+fn the_page_gets_the_fp_registers_whenever_they_may_have_changed() {
+    let mut v = vm(false, 2);
+    for vcpu in 0..2 {
+        assert_eq!(set(&mut v, vcpu, reg::PC, 0x4000_0000), 0);
+    }
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    // The page of the vCPU that ran last.
+    let page = |v: &Vm| {
+        let mut w = [0u64; CTX_WORDS];
+        v.w.hw.read_words(v.cpu.ctx_page, &mut w);
+        w
+    };
+
+    // The guest uses FP/SIMD: the put writes it.
+    g.then_do(irq_exit(), |ctx, _| {
+        ctx.v[6] = 0xF00D;
+        ctx.fpcr = 0x0300_0000;
+    });
+    run(&mut v, 0, &mut g);
+    assert_eq!(page(&v), v.cpu.ctx.to_words(), "the page is the context");
+    assert_eq!(get(&mut v, 0, reg::V_LO + 3)[1], 0xF00D);
+
+    // Runs that leave FP/SIMD alone, one of them with it live all the same,
+    // then one that changes it again: the page follows every time.
+    g.then_do(irq_exit(), |ctx, _| ctx.x[1] = 1);
+    run(&mut v, 0, &mut g);
+    assert_eq!(page(&v), v.cpu.ctx.to_words());
+    let mut live = irq_exit();
+    live.fp = true;
+    g.then(live);
+    run(&mut v, 0, &mut g);
+    assert_eq!(page(&v), v.cpu.ctx.to_words());
+    g.then_do(irq_exit(), |ctx, _| ctx.v[6] = 0xBEEF);
+    run(&mut v, 0, &mut g);
+    assert_eq!(page(&v), v.cpu.ctx.to_words());
+    assert_eq!(get(&mut v, 0, reg::V_LO + 3)[1], 0xBEEF);
+
+    // vCPU 1 uses FP/SIMD, turns itself off, vCPU 0 starts it again: it
+    // starts with FP/SIMD zero here, the CPU that holds its old copy, and
+    // its page says so.
+    g.then_do(irq_exit(), |ctx, _| ctx.v[6] = 0xDEAD);
+    run(&mut v, 1, &mut g);
+    g.then_do(sync(ec::HVC64 << 26, 0), |ctx, _| ctx.x[0] = 0x8400_0002);
+    assert_eq!(run(&mut v, 1, &mut g), (0, exit::PSCI));
+    let mut other = std::mem::replace(&mut v.cpu, Loaded::empty());
+    g.then_do(sync(ec::HVC64 << 26, 0), |ctx, _| {
+        ctx.x[0] = 0xC400_0003;
+        ctx.x[1] = mpidr_of(1);
+        ctx.x[2] = 0x4000_2000;
+    });
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::PSCI));
+    std::mem::swap(&mut v.cpu, &mut other);
+    g.then(irq_exit());
+    run(&mut v, 1, &mut g);
+    let (ctx, _) = g.entries[g.entries.len() - 1];
+    assert_eq!(
+        (ctx.pc, ctx.v[6]),
+        (0x4000_2000, 0),
+        "CPU_ON resets FP/SIMD"
+    );
+    assert_eq!(page(&v), v.cpu.ctx.to_words(), "and the page has it");
+    assert_eq!(get(&mut v, 1, reg::V_LO + 3)[1], 0);
     check_invariants(&v.w).unwrap();
 }
 
@@ -638,6 +707,7 @@ mod noninterference {
             timer: kcore::vcpu::TimerIrq::from_flags(0),
             report: ExitReport::default(),
             ctx_key: None,
+            v_in_page: false,
         }
     }
 
@@ -670,7 +740,7 @@ mod noninterference {
             class in 0..CLASSES.len(),
             iss in any::<u32>(),
             ipa in prop_oneof![0x900_0000u64..0x900_4000, any::<u64>().prop_map(|a| a & 0xFF_FFFF_FFFF)],
-            kind in 0..4u8,
+            kind in 0..8u8,
             fid in prop_oneof![Just(0x8400_0000u64), Just(0xC400_0003), Just(0x8400_0002), Just(0x8000_0000), any::<u64>()],
             a in any::<[u64; 31]>(),
             b in any::<[u64; 31]>(),
@@ -682,6 +752,7 @@ mod noninterference {
                 esr,
                 far: ipa & 0xFFF,
                 hpfar: (ipa >> 12) << 4,
+                fp: kind & 4 != 0,
             };
             let mut ca = VcpuContext::reset(0);
             ca.x = a;

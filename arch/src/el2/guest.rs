@@ -465,6 +465,7 @@ impl GuestCpu for El2Guest {
             esr: mrs!("esr_el2"),
             far: mrs!("far_el2"),
             hpfar: mrs!("hpfar_el2"),
+            fp: fp_loaded,
         };
         ctx.pc = mrs!("elr_el2");
         ctx.pstate = mrs!("spsr_el2");

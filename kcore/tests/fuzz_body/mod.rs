@@ -937,6 +937,7 @@ fn apply(
                 esr: pair[0],
                 far: pair[1],
                 hpfar: pair[1] >> 8,
+                fp: pair[0] & 1 != 0,
             });
         }
         let mut direct = Direct {
