@@ -12,22 +12,28 @@ pub trait PageIo {
     fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]);
 }
 
+/// A run page's words as bytes, aligned as a word: the module's target
+/// allows no unaligned access, so converting a plain byte buffer takes a
+/// load or store per byte, several hundred instructions per run.
+#[repr(C, align(8))]
+struct WordBytes([u8; 8 * run::WORDS]);
+
 /// Writes `words` to page `pfn` from word `first` on (little-endian).
 pub fn write_words<E: PageIo>(env: &mut E, pfn: u64, first: usize, words: &[u64]) {
-    let mut buf = [0u8; 8 * run::WORDS];
+    let mut buf = WordBytes([0; 8 * run::WORDS]);
     let n = words.len().min(run::WORDS);
-    for (chunk, w) in buf.chunks_exact_mut(8).zip(&words[..n]) {
+    for (chunk, w) in buf.0.chunks_exact_mut(8).zip(&words[..n]) {
         chunk.copy_from_slice(&w.to_le_bytes());
     }
-    env.write(pfn, 8 * first, &buf[..8 * n]);
+    env.write(pfn, 8 * first, &buf.0[..8 * n]);
 }
 
 /// Reads `words` from page `pfn` from word `first` on (little-endian).
 pub fn read_words<E: PageIo>(env: &mut E, pfn: u64, first: usize, words: &mut [u64]) {
-    let mut buf = [0u8; 8 * run::WORDS];
+    let mut buf = WordBytes([0; 8 * run::WORDS]);
     let n = words.len().min(run::WORDS);
-    env.read(pfn, 8 * first, &mut buf[..8 * n]);
-    for (w, chunk) in words[..n].iter_mut().zip(buf.chunks_exact(8)) {
+    env.read(pfn, 8 * first, &mut buf.0[..8 * n]);
+    for (w, chunk) in words[..n].iter_mut().zip(buf.0.chunks_exact(8)) {
         let mut b = [0u8; 8];
         b.copy_from_slice(chunk);
         *w = u64::from_le_bytes(b);

@@ -287,6 +287,14 @@ impl Vgic {
         }
     }
 
+    /// How many words of [`Self::maybe_spi`] this VM's SPIs use: only
+    /// those can have marks.
+    fn spi_words(&self) -> usize {
+        (self.nr_irqs.saturating_sub(NR_PRIVATE) as usize)
+            .div_ceil(64)
+            .min(ACKED_WORDS)
+    }
+
     /// Whether `irq` could be handed to some vCPU, whichever it is routed
     /// to and whether the distributor is enabled: what keeps its mark.
     fn may_be_candidate(irq: &Irq) -> bool {
@@ -309,7 +317,7 @@ impl Vgic {
             }
             self.maybe_private[v] = keep;
         }
-        for w in 0..ACKED_WORDS {
+        for w in 0..self.spi_words() {
             let mut rest = self.maybe_spi[w];
             while rest != 0 {
                 let b = rest.trailing_zeros() as usize;
@@ -469,7 +477,7 @@ impl Vgic {
             }
         }
         let nspi = (self.nr_irqs.saturating_sub(NR_PRIVATE)) as usize;
-        for (w, &word) in self.maybe_spi.iter().enumerate() {
+        for (w, &word) in self.maybe_spi[..self.spi_words()].iter().enumerate() {
             let mut rest = word;
             while rest != 0 {
                 let s = w * 64 + rest.trailing_zeros() as usize;
