@@ -13,6 +13,7 @@ use crate::runpage::PageIo;
 use crate::version::{self, KcoreVersion};
 use crate::vm_selftest::{self, Access, Env, MAX_IMAGE_PAGES, MEM_PAGES, Probe, SIGNATURE_LEN};
 use core::ffi::{c_char, c_void};
+use kcore_abi::run;
 
 /// `s` followed by a NUL, as a C string in a static. `N` must be `s.len() + 1`
 /// (checked at compile time).
@@ -396,6 +397,12 @@ impl PageIo for GrGlue {
     fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]) {
         glue_page_read(self.ctx, pfn, offset, buf);
     }
+    fn write_words(&mut self, pfn: u64, first: usize, words: &[u64]) {
+        glue_page_write_words(self.ctx, pfn, first, words);
+    }
+    fn read_words(&mut self, pfn: u64, first: usize, words: &mut [u64]) {
+        glue_page_read_words(self.ctx, pfn, first, words);
+    }
 }
 
 /// Writes `data` at `offset` of KServ page `pfn` through the glue (for
@@ -411,6 +418,31 @@ pub(crate) fn glue_page_write(ctx: *mut c_void, pfn: u64, offset: usize, data: &
 pub(crate) fn glue_page_read(ctx: *mut c_void, pfn: u64, offset: usize, buf: &mut [u8]) {
     // SAFETY: as for `glue_page_write`, into a valid mutable slice.
     unsafe { kserv_glue_gr_read(ctx, pfn, offset as u32, buf.as_mut_ptr(), buf.len() as u32) }
+}
+
+// The run page's words are little-endian, as this kernel keeps a `u64` in
+// memory: the glue copies them as they are, with no buffer and no
+// conversion (a conversion through bytes costs a store per byte on this
+// target, which allows no unaligned access).
+const _: () = assert!(cfg!(target_endian = "little"));
+
+/// [`glue_page_write`] of `words` from word `first` of the page on.
+pub(crate) fn glue_page_write_words(ctx: *mut c_void, pfn: u64, first: usize, words: &[u64]) {
+    let words = &words[..words.len().min(run::WORDS)];
+    let (offset, len) = (8 * first as u32, 8 * words.len() as u32);
+    // SAFETY: `words` is valid for reading `len` bytes, which are its
+    // little-endian words (asserted above); `ctx` as in `glue_page_write`.
+    unsafe { kserv_glue_gr_write(ctx, pfn, offset, words.as_ptr().cast(), len) }
+}
+
+/// [`glue_page_read`] into `words` from word `first` of the page on.
+pub(crate) fn glue_page_read_words(ctx: *mut c_void, pfn: u64, first: usize, words: &mut [u64]) {
+    let n = words.len().min(run::WORDS);
+    let words = &mut words[..n];
+    let (offset, len) = (8 * first as u32, 8 * words.len() as u32);
+    // SAFETY: `words` is valid for writing `len` bytes, and any bytes make
+    // valid words; `ctx` as in `glue_page_write`.
+    unsafe { kserv_glue_gr_read(ctx, pfn, offset, words.as_mut_ptr().cast(), len) }
 }
 
 impl guest_run::Env for GrGlue {

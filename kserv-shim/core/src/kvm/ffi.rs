@@ -118,6 +118,12 @@ impl PageIo for Glue {
     fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]) {
         crate::ffi::glue_page_read(self.ctx, pfn, offset, buf);
     }
+    fn write_words(&mut self, pfn: u64, first: usize, words: &[u64]) {
+        crate::ffi::glue_page_write_words(self.ctx, pfn, first, words);
+    }
+    fn read_words(&mut self, pfn: u64, first: usize, words: &mut [u64]) {
+        crate::ffi::glue_page_read_words(self.ctx, pfn, first, words);
+    }
 }
 
 impl KvmEnv for Glue {
