@@ -903,8 +903,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             return Err(Error::Denied);
         }
         let run_page = run_pfn.pa().ok_or(Error::InvalidParameter)?;
-        // The entry half, copied once: everything below looks at the copy.
-        let mut entry = [0u64; run::ENTRY_WORDS];
+        // The entry half, copied once (up to the last interrupt word KServ
+        // supplied): everything below looks at the copy.
+        let mut entry = [0u64; run::IRQS];
         hw.read_words(run_page, &mut entry);
         if entry[run::FLAGS] & !run::entry_flags::ALL != 0 {
             return Err(Error::InvalidParameter);
@@ -914,7 +915,8 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             return Err(Error::InvalidParameter);
         }
         let n_irqs = n_irqs as usize;
-        out.irq_words[..n_irqs].copy_from_slice(&entry[run::IRQS..run::IRQS + n_irqs]);
+        let irqs = Pa(run_page.raw() + 8 * run::IRQS as u64);
+        hw.read_words(irqs, &mut out.irq_words[..n_irqs]);
         vgic::check_irqs_into(&out.irq_words[..n_irqs], lr_count - 1, &mut out.lrs)?;
 
         let current = CtxKey {
@@ -1080,7 +1082,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             let lr = l.lrs.as_slice().get(i).copied().unwrap_or_default();
             put(run::EXIT_IRQS + i, vgic::report(l.irq_words[i], &lr));
         }
-        hw.write_words(Pa(l.run_page.raw() + 8 * run::EXIT as u64), &out);
+        // Up to the last interrupt word: KServ reads no further.
+        let used = (run::EXIT_IRQS - run::EXIT + l.n_irqs).min(out.len());
+        hw.write_words(Pa(l.run_page.raw() + 8 * run::EXIT as u64), &out[..used]);
         if let Some(vm) = self.vms.get_mut(l.vm) {
             vm.loaded &= !(1 << l.idx);
         }
