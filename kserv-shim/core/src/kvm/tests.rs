@@ -918,11 +918,10 @@ fn irqfds_inject_spis_and_resample_with_kvms_errors() {
         ((), 0)
     });
     // The exit path signals the resamplefd, once per completion.
-    let mut acked = [0u64; super::vgic::ACKED_WORDS];
-    assert!(vm.with_gic(&mut f, |g| (g.take_acked(&mut acked), 0)));
+    let acked = vm.with_gic(&mut f, |g| (g.take_acked(), 0)).unwrap();
     vm::resampled(&mut f, &vm, &acked);
     assert_eq!(f.eventfd_count.get(&0xE8), Some(&1));
-    assert!(!vm.with_gic(&mut f, |g| (g.take_acked(&mut acked), 0)));
+    assert!(vm.with_gic(&mut f, |g| (g.take_acked(), 0)).is_none());
     // Deassignment: fd and GSI must match; 0 even when nothing matched.
     assert_eq!(irqfd(&mut f, &vm, 5, 9, DEASSIGN, 0), Ok(0));
     assert_eq!(f.hooks.len(), 2);

@@ -13,7 +13,7 @@ use super::env::KvmEnv;
 use super::errno::{E2BIG, EFAULT, EINTR, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENXIO, EPERM, Errno};
 use super::regs::{self, Reg};
 use super::uapi::{self, exit as kexit, run as krun, system_event, vcpu_init};
-use super::vgic::{ACKED_WORDS, IRQ_SLOTS, MAX_VCPUS};
+use super::vgic::{IRQ_SLOTS, MAX_VCPUS};
 use super::vm::{self, Host, Vm, errno_of, power};
 use crate::hypercall::{self, CallError};
 use crate::psci;
@@ -464,14 +464,11 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
     let e = Exit::read(env, v.run_pfn);
     match e.irq_states(n) {
         Some(states) => {
-            let mut s = [0u64; IRQ_SLOTS];
-            s[..n].copy_from_slice(states);
-            let mut acked = [0u64; ACKED_WORDS];
-            let resampled = vm.with_gic(env, |g| {
-                let k = g.fold(id, &irqs[..n], &s[..n]);
-                (g.take_acked(&mut acked), k)
+            let acked = vm.with_gic(env, |g| {
+                let k = g.fold(id, &irqs[..n], states);
+                (g.take_acked(), k)
             });
-            if resampled {
+            if let Some(acked) = acked {
                 vm::resampled(env, vm, &acked);
             }
         }

@@ -408,15 +408,14 @@ impl Vgic {
     }
 
     /// Takes the bitmap of resampled SPIs (by GSI) the guest completed
-    /// since the last call; false if there are none.
-    pub fn take_acked(&mut self, out: &mut [u64; ACKED_WORDS]) -> bool {
+    /// since the last call; `None` if there are none (the common case, on
+    /// every exit: no bitmap is built).
+    pub fn take_acked(&mut self) -> Option<[u64; ACKED_WORDS]> {
         if !self.any_acked {
-            return false;
+            return None;
         }
-        *out = self.acked;
-        self.acked = [0; ACKED_WORDS];
         self.any_acked = false;
-        true
+        Some(core::mem::replace(&mut self.acked, [0; ACKED_WORDS]))
     }
 
     /// An SGI register write by vCPU `from` (`group1`: `ICC_SGI1R_EL1`,
