@@ -29,14 +29,28 @@ static SECONDARY_ENTRY: AtomicU64 = AtomicU64::new(0);
 /// back from its page ([`kcore::vcpu::run_vcpu_in`]). Only CPU `i` takes
 /// slot `i`, so its lock is never contended; it is held for the whole run.
 /// Allocated on the primary CPU at boot, one slot per CPU KCore manages.
-static LOADED: spin::Once<Vec<spin::Mutex<Loaded>>> = spin::Once::new();
+static LOADED: spin::Once<Vec<spin::Mutex<CpuSlot>>> = spin::Once::new();
+
+/// What a CPU keeps between its runs of vCPUs.
+struct CpuSlot {
+    /// The vCPU it ran last.
+    loaded: Loaded,
+    /// Its guest configuration, read from its own registers at its first
+    /// run (never `Some` on a CPU that cannot run guests).
+    guest: Option<El2Guest>,
+}
 
 /// Allocates the [`LOADED`] slots for `cpus` CPUs (at most [`MAX_CPUS`]).
 /// Called once, on the primary CPU, before any vCPU can run.
 pub fn init_loaded(cpus: usize) {
     LOADED.call_once(|| {
         (0..cpus.min(MAX_CPUS))
-            .map(|_| spin::Mutex::new(Loaded::empty()))
+            .map(|_| {
+                spin::Mutex::new(CpuSlot {
+                    loaded: Loaded::empty(),
+                    guest: None,
+                })
+            })
             .collect()
     });
 }
@@ -100,12 +114,18 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
             // The guest runs with no lock held; each step that touches
             // KCore's state takes the lock for itself (`Locked`).
             drop(guard);
-            let r = match (
-                super::start::features().and_then(El2Guest::new),
-                LOADED.get().and_then(|slots| slots.get(cpu)),
-            ) {
-                (Some(mut g), Some(slot)) => run_vcpu_in(&mut Locked, &mut g, a, &mut slot.lock()),
-                _ => Err(Error::NotSupported),
+            let r = match LOADED.get().and_then(|slots| slots.get(cpu)) {
+                Some(slot) => {
+                    let slot = &mut *slot.lock();
+                    if slot.guest.is_none() {
+                        slot.guest = super::start::features().and_then(El2Guest::new);
+                    }
+                    match &mut slot.guest {
+                        Some(g) => run_vcpu_in(&mut Locked, g, a, &mut slot.loaded),
+                        None => Err(Error::NotSupported),
+                    }
+                }
+                None => Err(Error::NotSupported),
             };
             run_result(r, frame);
         }
