@@ -44,8 +44,9 @@ pub enum Resume {
     /// Power this CPU off through the firmware; if that returns, report with
     /// [`Host::cpu_off_failed`] and [`Resume::Skip`].
     CpuOff,
-    /// `host_vcpu_run`: run the vCPU with [`crate::vcpu::run_vcpu`] (the EL2
-    /// code drops the state lock while the guest runs), put the status in
+    /// `host_vcpu_run`: run the vCPU with [`crate::vcpu::run_vcpu_in`] in the
+    /// CPU's kept slot (the EL2 code drops the state lock while the guest
+    /// runs), put the status in
     /// `x0` and the exit reason in `x1`, then [`Resume::Retry`].
     RunVcpu(RunArgs),
 }

@@ -298,7 +298,7 @@ const PSTATE_ALLOWED: u64 = 0xF000_0000
     | 7 << 32;
 
 /// Whether `pstate` is an AArch64 EL0t, EL1t or EL1h state with no bits
-/// outside [`PSTATE_ALLOWED`]: the only states KCore ever returns into.
+/// outside `PSTATE_ALLOWED`: the only states KCore ever returns into.
 pub const fn pstate_ok(pstate: u64) -> bool {
     pstate & !PSTATE_ALLOWED == 0 && matches!(pstate & 0x1F, 0b00000 | 0b00100 | 0b00101)
 }
@@ -900,7 +900,8 @@ pub enum Step {
         gfn: u64,
     },
     /// A guest's PSCI CPU_ON for vCPU `target`: record it (under the VM
-    /// lock, [`crate::host::Host::vcpu_cpu_on`]), then return to KServ.
+    /// lock, [`crate::mem_protect::MemCore::vcpu_cpu_on`]), then return to
+    /// KServ.
     CpuOn {
         /// The target vCPU index.
         target: usize,
@@ -1325,7 +1326,7 @@ pub fn save_timer(l: &mut Loaded) {
 pub trait VcpuHost {
     /// [`crate::mem_protect::MemCore::vcpu_guest_mem`].
     fn guest_mem(&mut self, l: &mut Loaded, share: bool, gfn: u64);
-    /// [`crate::mem_protect::MemCore::vcpu_load`].
+    /// [`crate::mem_protect::MemCore::vcpu_load_into`].
     fn load(&mut self, a: RunArgs, lr_count: usize, out: &mut Loaded) -> Result<(), Error>;
     /// [`crate::mem_protect::MemCore::vcpu_cpu_on`].
     fn cpu_on(&mut self, l: &mut Loaded, target: usize, entry: u64, context: u64) -> Step;
