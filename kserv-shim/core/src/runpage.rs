@@ -14,41 +14,25 @@ pub trait PageIo {
     /// By default through [`Self::write`]; the module's glue passes the
     /// words as they are (see `ffi::glue_page_write_words`).
     fn write_words(&mut self, pfn: u64, first: usize, words: &[u64]) {
-        let mut buf = WordBytes([0; 8 * run::WORDS]);
+        let mut buf = [0u8; 8 * run::WORDS];
         let n = words.len().min(run::WORDS);
-        for (chunk, w) in buf.0.chunks_exact_mut(8).zip(&words[..n]) {
+        for (chunk, w) in buf.chunks_exact_mut(8).zip(&words[..n]) {
             chunk.copy_from_slice(&w.to_le_bytes());
         }
-        self.write(pfn, 8 * first, &buf.0[..8 * n]);
+        self.write(pfn, 8 * first, &buf[..8 * n]);
     }
     /// Reads `words` (little-endian) from page `pfn` from word `first` on.
     /// By default through [`Self::read`].
     fn read_words(&mut self, pfn: u64, first: usize, words: &mut [u64]) {
-        let mut buf = WordBytes([0; 8 * run::WORDS]);
+        let mut buf = [0u8; 8 * run::WORDS];
         let n = words.len().min(run::WORDS);
-        self.read(pfn, 8 * first, &mut buf.0[..8 * n]);
-        for (w, chunk) in words[..n].iter_mut().zip(buf.0.chunks_exact(8)) {
+        self.read(pfn, 8 * first, &mut buf[..8 * n]);
+        for (w, chunk) in words[..n].iter_mut().zip(buf.chunks_exact(8)) {
             let mut b = [0u8; 8];
             b.copy_from_slice(chunk);
             *w = u64::from_le_bytes(b);
         }
     }
-}
-
-/// A run page's words as bytes, aligned as a word: the module's target
-/// allows no unaligned access, so converting a plain byte buffer would take
-/// a load or store per byte.
-#[repr(C, align(8))]
-struct WordBytes([u8; 8 * run::WORDS]);
-
-/// Writes `words` to page `pfn` from word `first` on (little-endian).
-pub fn write_words<E: PageIo>(env: &mut E, pfn: u64, first: usize, words: &[u64]) {
-    env.write_words(pfn, first, words);
-}
-
-/// Reads `words` from page `pfn` from word `first` on (little-endian).
-pub fn read_words<E: PageIo>(env: &mut E, pfn: u64, first: usize, words: &mut [u64]) {
-    env.read_words(pfn, first, words);
 }
 
 /// The entry half of a run: the flags (`run::entry_flags`: the guest
@@ -62,7 +46,7 @@ pub fn write_entry<E: PageIo>(env: &mut E, pfn: u64, flags: u64, completion: u64
     entry[run::IRQ_COUNT] = n as u64;
     entry[run::IRQS..run::IRQS + n].copy_from_slice(&irqs[..n]);
     // KCore reads only the first `n` interrupt words.
-    write_words(env, pfn, 0, &entry[..run::IRQS + n]);
+    env.write_words(pfn, 0, &entry[..run::IRQS + n]);
 }
 
 /// The exit half of a run page, from [`run::EXIT`] on.
@@ -78,7 +62,7 @@ impl Exit {
         let mut e = Exit {
             words: [0; run::WORDS - run::EXIT],
         };
-        read_words(env, pfn, run::EXIT, &mut e.words);
+        env.read_words(pfn, run::EXIT, &mut e.words);
         e
     }
 

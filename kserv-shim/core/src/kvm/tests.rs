@@ -138,7 +138,7 @@ impl Fake {
                 }
                 let pfn = a[2];
                 let mut entry = [0u64; run::ENTRY_WORDS];
-                crate::runpage::read_words(self, pfn, 0, &mut entry);
+                self.read_words(pfn, 0, &mut entry);
                 self.completions.push(entry[run::COMPLETION]);
                 let n = (entry[run::IRQ_COUNT] as usize).min(run::MAX_IRQS);
                 self.entry_irqs
@@ -158,7 +158,7 @@ impl Fake {
                 out[10] = entry[run::IRQ_COUNT];
                 let n = entry[run::IRQ_COUNT] as usize;
                 out[11..11 + n].copy_from_slice(&entry[run::IRQS..run::IRQS + n]);
-                crate::runpage::write_words(self, pfn, run::EXIT, &out);
+                self.write_words(pfn, run::EXIT, &out);
                 Ok([reason, 0, 0])
             }
             HypercallId::HostTeardownVm => {

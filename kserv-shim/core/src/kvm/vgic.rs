@@ -476,12 +476,13 @@ impl Vgic {
             }
         }
         let nspi = (self.nr_irqs.saturating_sub(NR_PRIVATE)) as usize;
+        let spis = &self.spis[..nspi.min(self.spis.len())];
         for (w, &word) in self.maybe_spi[..self.spi_words()].iter().enumerate() {
             let mut rest = word;
             while rest != 0 {
                 let s = w * 64 + rest.trailing_zeros() as usize;
                 rest &= rest - 1;
-                let Some(irq) = self.spis[..nspi.min(self.spis.len())].get(s) else {
+                let Some(irq) = spis.get(s) else {
                     continue;
                 };
                 let intid = NR_PRIVATE + s as u32;
