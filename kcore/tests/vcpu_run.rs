@@ -259,14 +259,20 @@ fn non_protected_registers_are_kservs() {
     assert_eq!(get(&mut v, 0, reg::x(7))[1], 70);
 }
 
-#[test]
-fn a_kept_context_is_used_only_while_kcore_left_its_page_alone() {
+/// A non-protected VM whose two vCPUs start at 0x4000_0000, an empty run
+/// page, and a guest CPU with 4 list registers.
+fn two_plain_vcpus() -> (Vm, ScriptedGuest) {
     let mut v = vm(false, 2);
     for vcpu in 0..2 {
         assert_eq!(set(&mut v, vcpu, reg::PC, 0x4000_0000), 0);
     }
     run_page(&mut v, 0, &[]);
-    let mut g = ScriptedGuest::new(4);
+    (v, ScriptedGuest::new(4))
+}
+
+#[test]
+fn a_kept_context_is_used_only_while_kcore_left_its_page_alone() {
+    let (mut v, mut g) = two_plain_vcpus();
     g.then_do(irq_exit(), |ctx, _| ctx.x[5] = 0x55);
     assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
     assert_eq!(get(&mut v, 0, reg::x(5))[1], 0x55, "the page was written");
@@ -329,12 +335,7 @@ fn a_kept_context_is_used_only_while_kcore_left_its_page_alone() {
 
 #[test]
 fn the_page_gets_the_fp_registers_whenever_they_may_have_changed() {
-    let mut v = vm(false, 2);
-    for vcpu in 0..2 {
-        assert_eq!(set(&mut v, vcpu, reg::PC, 0x4000_0000), 0);
-    }
-    run_page(&mut v, 0, &[]);
-    let mut g = ScriptedGuest::new(4);
+    let (mut v, mut g) = two_plain_vcpus();
     // The page of the vCPU that ran last.
     let page = |v: &Vm| {
         let mut w = [0u64; CTX_WORDS];
