@@ -86,6 +86,19 @@ impl fmt::Display for MemRegion {
     }
 }
 
+/// An optional region for the console: the region as [`MemRegion`] shows
+/// it, or `none`.
+pub struct MaybeRegion(pub Option<MemRegion>);
+
+impl fmt::Display for MaybeRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(r) => r.fmt(f),
+            None => f.write_str("none"),
+        }
+    }
+}
+
 /// Sorts `regions`, drops empty ones and merges those that overlap or touch.
 pub fn normalize_regions(regions: &mut Vec<MemRegion>) {
     regions.retain(|r| !r.is_empty());
@@ -1327,6 +1340,20 @@ fn psci(tree: &Tree<'_, '_>) -> Result<Option<Psci>, DtError> {
 mod tests {
     use super::*;
     use alloc::format;
+
+    #[test]
+    fn regions_show_as_hex_ranges() {
+        let initrd = MemRegion {
+            base: 0x4069_0000,
+            size: 0x248_8890,
+        };
+        assert_eq!(format!("{initrd}"), "[0x40690000, 0x42b18890)");
+        assert_eq!(
+            format!("{}", MaybeRegion(Some(initrd))),
+            "[0x40690000, 0x42b18890)"
+        );
+        assert_eq!(format!("{}", MaybeRegion(None)), "none");
+    }
 
     #[test]
     fn region_arithmetic_never_overflows() {

@@ -1,11 +1,20 @@
 //! Host prerequisites: the Debian packages the build and the tests use
 //! (`scripts/host-deps.sh`: QEMU 10, the aarch64 cross binutils and gcc,
-//! `linux-kbuild-6.1`, cpio, dtc, kmod, ...) and the Rust targets that
-//! `rust-toolchain.toml` lists.
+//! `linux-kbuild-6.1`, cpio, dtc, kmod, ...) and the Rust targets and
+//! components that `rust-toolchain.toml` lists.
 //!
 //! Idempotent and quick when everything is present: the script checks with
-//! `dpkg-query` before it touches apt, and the targets are compared with
-//! `rustup target list --installed` before anything is installed.
+//! `dpkg-query` before it touches apt, and the targets and components are
+//! compared with what `rustup` lists as installed before anything is
+//! installed.
+//!
+//! The Rust half names the toolchain file's channel explicitly
+//! (`rustup target add --toolchain <channel> ...`). Under `cargo xtask`,
+//! cargo's rustup proxy has set `RUSTUP_TOOLCHAIN`, and a bare
+//! `rustup toolchain install` in the workspace then installs the channel but
+//! ignores the file's `targets` and `components`: a fresh machine was left
+//! without them. `cargo xtask test` proves the explicit form works on every
+//! run ([`reinstall_check`]).
 
 use crate::build::cmd;
 use crate::paths;
@@ -13,79 +22,239 @@ use anyhow::{Context, Result, bail};
 use std::fs;
 use std::process::Command;
 
-/// Installs whatever is missing.
+/// Installs whatever is missing: the Debian packages, then the Rust targets
+/// and components.
 pub fn ensure() -> Result<()> {
     let root = paths::root();
     let script = root.join("scripts").join("host-deps.sh");
     cmd::run_visible(Command::new("bash").arg(&script).current_dir(&root))
         .context("installing the host packages failed")?;
+    ensure_rust()
+}
 
-    let toolchain_file = root.join("rust-toolchain.toml");
-    let toml = fs::read_to_string(&toolchain_file)
-        .with_context(|| format!("cannot read {}", toolchain_file.display()))?;
-    let wanted = toolchain_targets(&toml).with_context(|| {
-        format!(
-            "cannot find the `targets` list in {}",
-            toolchain_file.display()
-        )
-    })?;
-    let mut missing = missing_targets(&wanted)?;
+/// What `rust-toolchain.toml` asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Toolchain {
+    /// `channel = "..."`: the pinned toolchain.
+    pub channel: String,
+    /// `targets = [...]`.
+    pub targets: Vec<String>,
+    /// `components = [...]`.
+    pub components: Vec<String>,
+}
+
+impl Toolchain {
+    /// Reads the workspace's `rust-toolchain.toml`.
+    pub fn read() -> Result<Self> {
+        let file = paths::root().join("rust-toolchain.toml");
+        let toml =
+            fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        Self::parse(&toml).with_context(|| {
+            format!(
+                "{} must name a `channel` and a `targets` list",
+                file.display()
+            )
+        })
+    }
+
+    fn parse(toml: &str) -> Option<Self> {
+        Some(Toolchain {
+            channel: string_value(toml, "channel")?,
+            targets: array_value(toml, "targets")?,
+            components: array_value(toml, "components").unwrap_or_default(),
+        })
+    }
+}
+
+/// Installs the Rust targets and components of `rust-toolchain.toml` that
+/// the pinned toolchain lacks, and checks that they are there afterwards.
+pub fn ensure_rust() -> Result<()> {
+    let tc = Toolchain::read()?;
+    let missing = missing_targets(&tc)?;
     if !missing.is_empty() {
         cmd::step(
             "deps",
             format!("installing Rust targets {}", missing.join(" ")),
         );
-        // In the workspace root, rustup installs the toolchain file's channel,
-        // components and targets.
         cmd::run_visible(
             Command::new("rustup")
-                .args(["toolchain", "install"])
-                .current_dir(&root),
+                .args(["target", "add", "--toolchain", &tc.channel])
+                .args(&missing)
+                .current_dir(paths::root()),
         )?;
-        missing = missing_targets(&wanted)?;
-        if !missing.is_empty() {
-            bail!(
-                "`rustup toolchain install` left Rust targets missing: {}",
-                missing.join(" ")
-            );
-        }
+    }
+    let missing_comp = missing_components(&tc)?;
+    if !missing_comp.is_empty() {
+        cmd::step(
+            "deps",
+            format!("installing Rust components {}", missing_comp.join(" ")),
+        );
+        cmd::run_visible(
+            Command::new("rustup")
+                .args(["component", "add", "--toolchain", &tc.channel])
+                .args(&missing_comp)
+                .current_dir(paths::root()),
+        )?;
+    }
+    let (targets, components) = (missing_targets(&tc)?, missing_components(&tc)?);
+    if !targets.is_empty() || !components.is_empty() {
+        bail!(
+            "rustup left toolchain {} without targets [{}] and components [{}]",
+            tc.channel,
+            targets.join(" "),
+            components.join(" ")
+        );
     }
     cmd::step(
         "deps",
         format!(
-            "host packages and Rust targets ({}) present",
-            wanted.join(", ")
+            "toolchain {}: targets {} and components {} present",
+            tc.channel,
+            tc.targets.join(", "),
+            tc.components.join(", ")
         ),
     );
     Ok(())
 }
 
-/// The `wanted` targets that `rustup` does not list as installed for the
-/// workspace's toolchain.
-fn missing_targets(wanted: &[String]) -> Result<Vec<String>> {
-    let installed = cmd::output(
+/// The target [`reinstall_check`] removes: the smallest of the three
+/// (`rust-std` only, about 20 MB unpacked; the musl one carries a C runtime).
+const CHECK_TARGET: &str = "aarch64-unknown-none";
+
+/// Proves that the install path of the README's commands puts back a Rust
+/// target a fresh machine lacks: removes [`CHECK_TARGET`] from the pinned
+/// toolchain, runs `cargo xtask deps` through the `cargo` on `PATH` (the
+/// rustup proxy, which sets `RUSTUP_TOOLCHAIN` as it does for the README's
+/// commands), and requires the target to be installed again.
+///
+/// On a prepared machine the removal makes the check real: it passes only
+/// if the install step works, not because the target was there already.
+/// Idempotent: whatever happens, the next `ensure_rust` reinstalls it.
+pub fn reinstall_check() -> Result<()> {
+    let tc = Toolchain::read()?;
+    if !tc.targets.iter().any(|t| t == CHECK_TARGET) {
+        bail!("rust-toolchain.toml no longer lists {CHECK_TARGET}; update deps::CHECK_TARGET");
+    }
+    cmd::step(
+        "deps",
+        format!("removing {CHECK_TARGET} from toolchain {}", tc.channel),
+    );
+    cmd::run_visible(
         Command::new("rustup")
-            .args(["target", "list", "--installed"])
+            .args(["target", "remove", "--toolchain", &tc.channel, CHECK_TARGET])
             .current_dir(paths::root()),
     )?;
-    Ok(wanted
+    if !missing_targets(&tc)?.iter().any(|t| t == CHECK_TARGET) {
+        bail!("{CHECK_TARGET} is still listed as installed after `rustup target remove`");
+    }
+    cmd::step(
+        "deps",
+        "running `cargo xtask deps` as the README's commands do",
+    );
+    cmd::run_visible(
+        Command::new("cargo")
+            .args(["xtask", "deps"])
+            .current_dir(paths::root()),
+    )
+    .context("`cargo xtask deps` failed to reinstall a removed target")?;
+    let missing = missing_targets(&tc)?;
+    if !missing.is_empty() {
+        bail!(
+            "`cargo xtask deps` left toolchain {} without {}",
+            tc.channel,
+            missing.join(" ")
+        );
+    }
+    cmd::step(
+        "deps",
+        format!("{CHECK_TARGET} is back: the install path works"),
+    );
+    Ok(())
+}
+
+/// The toolchain file's targets that `rustup` does not list as installed for
+/// its channel.
+fn missing_targets(tc: &Toolchain) -> Result<Vec<String>> {
+    let installed = cmd::output(
+        Command::new("rustup")
+            .args(["target", "list", "--installed", "--toolchain", &tc.channel])
+            .current_dir(paths::root()),
+    )?;
+    Ok(tc
+        .targets
         .iter()
         .filter(|t| !installed.lines().any(|l| l.trim() == t.as_str()))
         .cloned()
         .collect())
 }
 
-/// The `targets = [...]` array of a `rust-toolchain.toml` (which may span
-/// lines). `None` when there is no such key.
-fn toolchain_targets(toml: &str) -> Option<Vec<String>> {
-    let start = toml
-        .lines()
-        .position(|l| l.trim_start().starts_with("targets"))?;
-    let rest: String = toml.lines().skip(start).collect::<Vec<_>>().join("\n");
-    let open = rest.find('[')?;
-    let close = rest[open..].find(']')? + open;
+/// The toolchain file's components that `rustup` does not list as installed
+/// for its channel.
+fn missing_components(tc: &Toolchain) -> Result<Vec<String>> {
+    let installed = cmd::output(
+        Command::new("rustup")
+            .args([
+                "component",
+                "list",
+                "--installed",
+                "--toolchain",
+                &tc.channel,
+            ])
+            .current_dir(paths::root()),
+    )?;
+    Ok(tc
+        .components
+        .iter()
+        .filter(|c| !installed.lines().any(|l| component_matches(l.trim(), c)))
+        .cloned()
+        .collect())
+}
+
+/// Whether a line of `rustup component list --installed` (`clippy`, or
+/// `clippy-x86_64-unknown-linux-gnu`) is the component `name`. A component
+/// whose name merely starts with `name` (`rust-src` for `rust`) does not
+/// count: what follows `name-` must be a target triple.
+fn component_matches(line: &str, name: &str) -> bool {
+    match line.strip_prefix(name) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix('-')
+            .is_some_and(|triple| triple.split('-').count() >= 3),
+        None => false,
+    }
+}
+
+/// The lines of `toml` from the one that sets `key` on.
+fn from_key<'a>(toml: &'a str, key: &str) -> Option<&'a str> {
+    let mut offset = 0;
+    for line in toml.split_inclusive('\n') {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let at = offset + (line.len() - t.len()) + key.len();
+            let rest = &toml[at..];
+            return Some(&rest[rest.find('=')? + 1..]);
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// `key = "value"`.
+fn string_value(toml: &str, key: &str) -> Option<String> {
+    let rest = from_key(toml, key)?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// `key = ["a", "b"]` (which may span lines).
+fn array_value(toml: &str, key: &str) -> Option<Vec<String>> {
+    let rest = from_key(toml, key)?.trim_start();
+    let rest = rest.strip_prefix('[')?;
+    let close = rest.find(']')?;
     Some(
-        rest[open + 1..close]
+        rest[..close]
             .split(',')
             .map(|t| t.trim().trim_matches('"').to_string())
             .filter(|t| !t.is_empty())
@@ -98,17 +267,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_targets_array() {
-        let toml = "[toolchain]\nchannel = \"1.95.0\"\ntargets = [\"a\", \"b-c\"]\nprofile = \"minimal\"\n";
+    fn reads_the_toolchain_file() {
+        let toml = "[toolchain]\nchannel = \"1.95.0\"\ncomponents = [\"rustfmt\", \"clippy\"]\ntargets = [\"a\", \"b-c\"]\nprofile = \"minimal\"\n";
         assert_eq!(
-            toolchain_targets(toml),
-            Some(vec!["a".to_string(), "b-c".to_string()])
+            Toolchain::parse(toml),
+            Some(Toolchain {
+                channel: "1.95.0".into(),
+                targets: vec!["a".into(), "b-c".into()],
+                components: vec!["rustfmt".into(), "clippy".into()],
+            })
         );
-        let multi = "[toolchain]\ntargets = [\n  \"x\",\n  \"y\",\n]\n";
+        let multi = "[toolchain]\nchannel=\"x\"\ntargets = [\n  \"x\",\n  \"y\",\n]\n";
         assert_eq!(
-            toolchain_targets(multi),
-            Some(vec!["x".to_string(), "y".to_string()])
+            Toolchain::parse(multi),
+            Some(Toolchain {
+                channel: "x".into(),
+                targets: vec!["x".into(), "y".into()],
+                components: vec![],
+            })
         );
-        assert_eq!(toolchain_targets("[toolchain]\n"), None);
+        assert_eq!(Toolchain::parse("[toolchain]\n"), None);
+        assert_eq!(Toolchain::parse("[toolchain]\nchannel = \"1\"\n"), None);
+        // A key that only starts like another is not it.
+        assert_eq!(
+            string_value("channels = \"no\"\nchannel = \"yes\"\n", "channel").as_deref(),
+            Some("yes")
+        );
+    }
+
+    #[test]
+    fn the_workspace_file_names_what_the_build_uses() {
+        let tc = Toolchain::read().unwrap();
+        assert!(!tc.channel.is_empty());
+        for t in [
+            "aarch64-unknown-none-softfloat",
+            CHECK_TARGET,
+            "aarch64-unknown-linux-musl",
+        ] {
+            assert!(tc.targets.iter().any(|x| x == t), "{t} missing");
+        }
+        for c in ["rustfmt", "clippy"] {
+            assert!(tc.components.iter().any(|x| x == c), "{c} missing");
+        }
+    }
+
+    #[test]
+    fn component_lines() {
+        assert!(component_matches("clippy", "clippy"));
+        assert!(component_matches(
+            "clippy-x86_64-unknown-linux-gnu",
+            "clippy"
+        ));
+        assert!(component_matches(
+            "llvm-tools-x86_64-unknown-linux-gnu",
+            "llvm-tools"
+        ));
+        assert!(!component_matches("rust-src", "rust"));
+        assert!(!component_matches("rustfmt-x", "rustfmt"));
+        assert!(!component_matches("clip", "clippy"));
     }
 }

@@ -57,6 +57,7 @@ pub struct FuzzArgs {
 pub fn main(args: FuzzArgs) -> Result<()> {
     let root = paths::root();
     let fuzz_dir = root.join("kcore").join("fuzz");
+    crate::deps::ensure_rust()?;
     ensure_cargo_fuzz()?;
     ensure_cxx()?;
 

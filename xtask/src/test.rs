@@ -1,6 +1,10 @@
 //! `cargo xtask test`: every check, in the order a failure is cheapest to find.
 //!
-//! Formatting, clippy for the host and for the EL2 target, the host tests,
+//! First the install step (`cargo xtask deps`: Debian packages, then the
+//! Rust targets and components of `rust-toolchain.toml`) and a check that
+//! this install path really restores a Rust target a fresh machine lacks
+//! (`deps::reinstall_check`); then formatting, clippy for the host and for
+//! the EL2 target, the host tests,
 //! the build (`build/kcore.img` and KServ's artefacts), then the QEMU system
 //! tests (`kcore-systests`, at most two QEMUs at a time). Each step is printed
 //! with its wall time, cargo's own output (including its `test result:`
@@ -53,6 +57,12 @@ const SYSTESTS: &str = "kcore-systests";
 
 /// What a step does.
 enum Action {
+    /// `crate::deps::ensure()`: the Debian packages, Rust targets and
+    /// components the later steps need.
+    Deps,
+    /// `crate::deps::reinstall_check()`: a removed Rust target comes back
+    /// through the README commands' install path.
+    DepsCheck,
     /// `cargo <args>` in the workspace root.
     Cargo(Vec<String>),
     /// `crate::build::all()`.
@@ -73,7 +83,18 @@ fn cargo(args: &[&str]) -> Step {
 }
 
 fn steps(args: &TestArgs) -> Vec<Step> {
-    let mut steps = Vec::new();
+    // Before anything that compiles for a cross target: a fresh machine has
+    // only the host's standard library.
+    let mut steps = vec![
+        Step {
+            name: "install what is missing (cargo xtask deps)".into(),
+            action: Action::Deps,
+        },
+        Step {
+            name: "check: the install path restores a removed Rust target".into(),
+            action: Action::DepsCheck,
+        },
+    ];
     if !args.skip_lint {
         steps.push(cargo(&["fmt", "--all", "--check"]));
         steps.push(cargo(&[
@@ -177,6 +198,8 @@ struct Outcome {
 /// well).
 fn run(step: &Step) -> anyhow::Result<Vec<String>> {
     match &step.action {
+        Action::Deps => crate::deps::ensure().map(|_| Vec::new()),
+        Action::DepsCheck => crate::deps::reinstall_check().map(|_| Vec::new()),
         Action::Build => crate::build::all().map(|_| Vec::new()),
         Action::Cargo(args) => {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
@@ -262,6 +285,8 @@ mod tests {
                 skip_lint: false
             }),
             [
+                "install what is missing (cargo xtask deps)",
+                "check: the install path restores a removed Rust target",
                 "cargo fmt --all --check",
                 "cargo clippy --workspace --all-targets -- -D warnings",
                 "cargo clippy -p kcore -p kcore-abi -p kcore-arch -p kcore-boot -p kcore-payload \
@@ -292,7 +317,11 @@ mod tests {
                 host_only: true,
                 skip_lint: true
             }),
-            ["cargo test --workspace --exclude kcore-systests"]
+            [
+                "install what is missing (cargo xtask deps)",
+                "check: the install path restores a removed Rust target",
+                "cargo test --workspace --exclude kcore-systests"
+            ]
         );
     }
 }

@@ -23,7 +23,7 @@ use kcore_arch::el2::firmware;
 use kcore_arch::el2::gicv3;
 use kcore_arch::el2::memory::{PagePool, PhysTables};
 use kcore_arch::el2::vectors;
-use kcore_boot::platform::{self, Conduit, Platform};
+use kcore_boot::platform::{self, Conduit, MaybeRegion, Platform};
 use kcore_boot::{kserv_dt, platform::MemRegion};
 use log::{error, info, warn};
 
@@ -418,8 +418,8 @@ fn boot_kserv(
     // below KCore's pool (checked above), mapped at EL2.
     unsafe { core::ptr::copy_nonoverlapping(kdt.as_ptr(), dt_base as *mut u8, kdt.len()) };
     info!(
-        "KServ: kernel {kernel:#x}..{kernel_end:#x}, initrd {:?}, device tree {dt_base:#x}, KCore owns {image:?} and {pool:?}",
-        initrd.map(|(b, l)| (b, b + l))
+        "KServ: kernel {kernel:#x}..{kernel_end:#x}, initrd {}, device tree {dt_base:#x}, KCore owns {image:?} and {pool:?}",
+        MaybeRegion(edits.initrd)
     );
 
     // KServ's stage 2.
