@@ -6,7 +6,10 @@
 //! KCore memory; a VM maps only its own pages (or pages shared with it),
 //! each at its recorded gfn, with 4 KiB leaves; every table page of a stage
 //! 2 is KCore's (`KCore` for KServ's, `VmTable` of that VM for a VM's); no
-//! page names a VM that does not exist. Host tests run it after every step;
+//! page names a VM that does not exist; a page is pinned exactly as often as
+//! running vCPUs use it as their run page (invariant 7), and no commit step
+//! ever found the state other than its check promised. Host tests run it
+//! after every step;
 //! test images expose it to KServ as a hypercall (feature `self-check`), so
 //! the attack suite can confirm afterwards that nothing drifted. It only
 //! reads, allocates nothing and reports the first disagreement.
@@ -41,6 +44,12 @@ pub enum Finding {
     VmMappedCount = 9,
     /// A page names a VM that does not exist.
     OrphanPage = 10,
+    /// A page's pin count is not the number of running vCPUs using it as
+    /// their run page, or a running vCPU's run page is not pinned.
+    PinMismatch = 11,
+    /// A commit step found the state other than its check promised
+    /// ([`MemCore::broken_invariants`]).
+    BrokenInvariant = 12,
 }
 
 /// The first disagreement found: what, where (an address or a pfn), which
@@ -173,6 +182,39 @@ pub fn audit<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usiz
         {
             return Err(fail(Finding::OrphanPage, pfn.0, Some(v)));
         }
+    }
+    // Invariant 7: pins are the running vCPUs' run pages, no more, no less.
+    let users = |pfn: Pfn| -> u64 {
+        mem.vms()
+            .iter()
+            .map(|(_, vm)| {
+                (0..vm.run_pages.len())
+                    .filter(|&i| vm.loaded & (1 << i) != 0 && vm.run_pages[i] == pfn.0)
+                    .count() as u64
+            })
+            .sum()
+    };
+    for (pfn, s) in owners.iter() {
+        if let PageState::HostPinned { pins } = s
+            && users(pfn) != pins as u64
+        {
+            return Err(fail(Finding::PinMismatch, pfn.0, None));
+        }
+    }
+    for (id, vm) in mem.vms().iter() {
+        for (i, &run) in vm.run_pages.iter().enumerate() {
+            if vm.loaded & (1 << i) != 0 && !owners.get(Pfn(run)).is_some_and(PageState::is_pinned)
+            {
+                return Err(fail(Finding::PinMismatch, run, Some(id)));
+            }
+        }
+    }
+    if mem.broken_invariants() != 0 {
+        return Err(fail(
+            Finding::BrokenInvariant,
+            mem.broken_invariants(),
+            None,
+        ));
     }
     Ok(report)
 }

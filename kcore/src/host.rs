@@ -371,6 +371,7 @@ fn owner_report<S: AsRef<[u64]> + AsMut<[u64]>, const B: usize, const V: usize>(
         PageState::KCore => PageOwner::KCore,
         PageState::VmTable { .. } => PageOwner::VmTable,
         PageState::Host => PageOwner::Host,
+        PageState::HostPinned { .. } => PageOwner::HostPinned,
         PageState::HostSharedWithGuest { .. } => PageOwner::HostSharedWithGuest,
         PageState::Guest { .. } => PageOwner::Guest,
         PageState::GuestSharedWithHost { .. } => PageOwner::GuestSharedWithHost,
@@ -379,7 +380,11 @@ fn owner_report<S: AsRef<[u64]> + AsMut<[u64]>, const B: usize, const V: usize>(
         .vm()
         .and_then(|v| m.vms().get(v))
         .map_or(0, |v| v.handle.0);
-    [code as u64, handle, s.gfn().map_or(0, |g| g.0)]
+    let third = match s {
+        PageState::HostPinned { pins } => pins as u64,
+        _ => s.gfn().map_or(0, |g| g.0),
+    };
+    [code as u64, handle, third]
 }
 
 /// The stateless part of the hypercall ABI: version, features, the SMCCC

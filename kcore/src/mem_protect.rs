@@ -43,6 +43,9 @@ pub struct MemCore<S, const BANKS: usize, const VMS: usize> {
     verify_key: Option<VerifyKey>,
     /// The last context-page version given out ([`Vm::ctx_versions`]).
     ctx_writes: u64,
+    /// How often a commit step found the state other than its check
+    /// promised ([`Self::broken_invariants`]).
+    broken: u64,
 }
 
 /// Arguments of `host_create_vm`, as decoded from registers.
@@ -106,12 +109,27 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             max_ipa_bits: pa_bits.min(48),
             verify_key: None,
             ctx_writes: 0,
+            broken: 0,
         }
     }
 
     /// Installs the key protected VMs' images are checked against.
     pub fn set_verify_key(&mut self, key: VerifyKey) {
         self.verify_key = Some(key);
+    }
+
+    /// How often a step found KCore's state other than its own checks had
+    /// promised (a pinned run page that is no longer pinned at the put, ...).
+    /// Always 0 unless KCore has a bug: host tests, the fuzzer and the model
+    /// check require 0 ([`crate::audit`] reports anything else); at EL2 the
+    /// trap glue logs it, rate-limited.
+    pub fn broken_invariants(&self) -> u64 {
+        self.broken
+    }
+
+    /// Records a broken invariant (see [`Self::broken_invariants`]).
+    fn broke(&mut self) {
+        self.broken = self.broken.saturating_add(1);
     }
 
     /// The ownership table.
@@ -141,6 +159,17 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             .get(pfn)
             .map(|s| (pfn, s))
             .ok_or(Error::InvalidParameter)
+    }
+
+    /// Whether a KServ page in `state` may leave KServ (become a VM's page,
+    /// a table or part of a pool): only a [`PageState::Host`] page; a pinned
+    /// one is `Busy` until KCore is done with it, anything else `Denied`.
+    fn host_page_to_give(state: PageState) -> Result<(), Error> {
+        match state {
+            PageState::Host => Ok(()),
+            PageState::HostPinned { .. } => Err(Error::Busy),
+            _ => Err(Error::Denied),
+        }
     }
 
     fn guest_gfn(vm: &Vm, gfn: u64) -> Result<Gfn, Error> {
@@ -193,6 +222,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         for i in 0..a.pool_pages {
             match self.owners.get(Pfn(a.pool.0 + i)) {
                 Some(PageState::Host) => {}
+                Some(PageState::HostPinned { .. }) => return Err(Error::Busy),
                 Some(_) => return Err(Error::Denied),
                 None => return Err(Error::InvalidParameter),
             }
@@ -244,6 +274,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 vcpu_pages: [0; MAX_VCPUS as usize],
                 ctx_versions: [0; MAX_VCPUS as usize],
                 loaded: 0,
+                run_pages: [0; MAX_VCPUS as usize],
                 ran: false,
                 mmio: crate::vcpu::MmioRanges::default(),
             },
@@ -298,9 +329,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             return Err(Error::Denied);
         }
         let (pfn, state) = self.ram_page(pfn)?;
-        if state != PageState::Host {
-            return Err(Error::Denied);
-        }
+        Self::host_page_to_give(state)?;
         Ok(PageTicket {
             vm: id,
             pfn,
@@ -334,9 +363,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         }
         let (pfn, state) = self.ram_page(pfn)?;
         let gfn = Self::guest_gfn(vm, gfn)?;
-        if state != PageState::Host {
-            return Err(Error::Denied);
-        }
+        Self::host_page_to_give(state)?;
         let ipa = gfn.0 << PAGE_SHIFT;
         if vm.stage2.walk(hw, ipa).is_some() {
             return Err(Error::Busy);
@@ -701,7 +728,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         }
         // The signature: copied once out of KServ's page.
         let (sig_pfn, sig_state) = self.ram_page(sig_pfn)?;
-        if sig_state != PageState::Host {
+        if !matches!(sig_state, PageState::Host | PageState::HostPinned { .. }) {
             return Err(Error::Denied);
         }
         let mut sig = [0u8; image::SIGNATURE_LEN];
@@ -898,9 +925,15 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         if vm.loaded & (1 << idx) != 0 {
             return Err(Error::Busy);
         }
+        // The run page must be KServ's alone; it is pinned below for the
+        // whole run, since the put writes the exit into it after KCore's
+        // lock was dropped while the guest ran.
         let (run_pfn, run_state) = self.ram_page(a.run_pfn)?;
-        if run_state != PageState::Host {
-            return Err(Error::Denied);
+        match run_state {
+            PageState::Host => {}
+            PageState::HostPinned { pins } if pins < u32::MAX => {}
+            PageState::HostPinned { .. } => return Err(Error::Busy),
+            _ => return Err(Error::Denied),
         }
         let run_page = run_pfn.pa().ok_or(Error::InvalidParameter)?;
         // The entry half, copied once (up to the last interrupt word KServ
@@ -977,8 +1010,15 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         out.ipa_limit = vm.stage2.geometry().input_limit();
         out.timer = TimerIrq::from_flags(entry[run::FLAGS]);
         out.report = ExitReport::default();
+        // Commit: nothing below can fail.
+        let pins = match run_state {
+            PageState::HostPinned { pins } => pins + 1,
+            _ => 1,
+        };
+        self.owners.set(run_pfn, PageState::HostPinned { pins });
         if let Some(vm) = self.vms.get_mut(id) {
             vm.loaded |= 1 << idx;
+            vm.run_pages[idx] = run_pfn.0;
             vm.ran = true;
         }
         Ok(())
@@ -1082,9 +1122,29 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             let lr = l.lrs.as_slice().get(i).copied().unwrap_or_default();
             put(run::EXIT_IRQS + i, vgic::report(l.irq_words[i], &lr));
         }
-        // Up to the last interrupt word: KServ reads no further.
+        // Up to the last interrupt word: KServ reads no further. Only into
+        // the page the load pinned, and only while it is still pinned: no
+        // other CPU can have given it away meanwhile.
         let used = (run::EXIT_IRQS - run::EXIT + l.n_irqs).min(out.len());
-        hw.write_words(Pa(l.run_page.raw() + 8 * run::EXIT as u64), &out[..used]);
+        let run_pfn = Pfn::of(l.run_page);
+        let recorded = self
+            .vms
+            .get(l.vm)
+            .filter(|vm| vm.loaded & (1 << l.idx) != 0)
+            .and_then(|vm| vm.run_pages.get(l.idx).copied());
+        match (recorded, self.owners.get(run_pfn)) {
+            (Some(p), Some(PageState::HostPinned { pins })) if p == run_pfn.0 => {
+                hw.write_words(Pa(l.run_page.raw() + 8 * run::EXIT as u64), &out[..used]);
+                let now = match pins {
+                    1 => PageState::Host,
+                    n => PageState::HostPinned { pins: n - 1 },
+                };
+                self.owners.set(run_pfn, now);
+            }
+            // The load pinned this page and recorded it: anything else is
+            // a bug in KCore. The exit is not written anywhere.
+            _ => self.broke(),
+        }
         if let Some(vm) = self.vms.get_mut(l.vm) {
             vm.loaded &= !(1 << l.idx);
         }

@@ -13,6 +13,7 @@
 //! | `KCore` | KCore | never | never |
 //! | `VmTable { vm }` | KCore, for *v*'s stage-2 tables | never | never |
 //! | `Host` | KServ | yes (lazily) | never |
+//! | `HostPinned { pins }` | KServ, in use by KCore (a running vCPU's run page) | yes (lazily) | never |
 //! | `HostSharedWithGuest { vm, gfn }` | KServ | yes | at `gfn` only (non-protected *v*) |
 //! | `Guest { vm, gfn }` | *v* | never | at `gfn` only |
 //! | `GuestSharedWithHost { vm, gfn }` | *v* | yes | at `gfn` only |
@@ -32,6 +33,14 @@ pub enum PageState {
     },
     /// KServ's, mapped only in KServ's stage 2.
     Host,
+    /// KServ's, and in use by KCore across a lock drop: the run page of
+    /// `pins` running vCPUs, which KCore writes when each of them exits.
+    /// KServ may map it; nobody may donate, share, pool or make a table of
+    /// it until the last unpin makes it [`PageState::Host`] again.
+    HostPinned {
+        /// How many uses hold the pin (at least 1).
+        pins: u32,
+    },
     /// KServ's, also mapped in the non-protected VM `vm` at `gfn`.
     HostSharedWithGuest {
         /// The borrowing VM.
@@ -61,6 +70,7 @@ impl PageState {
         matches!(
             self,
             PageState::Host
+                | PageState::HostPinned { .. }
                 | PageState::HostSharedWithGuest { .. }
                 | PageState::GuestSharedWithHost { .. }
         )
@@ -69,7 +79,7 @@ impl PageState {
     /// The VM involved with this page, if any.
     pub const fn vm(self) -> Option<VmId> {
         match self {
-            PageState::KCore | PageState::Host => None,
+            PageState::KCore | PageState::Host | PageState::HostPinned { .. } => None,
             PageState::VmTable { vm }
             | PageState::HostSharedWithGuest { vm, .. }
             | PageState::Guest { vm, .. }
@@ -93,15 +103,23 @@ impl PageState {
     const TAG_HOST_SHARED: u64 = 4;
     const TAG_GUEST: u64 = 5;
     const TAG_GUEST_SHARED: u64 = 6;
+    const TAG_HOST_PINNED: u64 = 7;
     /// Largest guest frame number an entry holds (a 56-bit IPA space).
     pub const MAX_GFN: u64 = (1 << 44) - 1;
 
-    /// The packed form: tag in bits 3:0, VM in bits 19:4, gfn in bits 63:20.
+    /// Whether KCore holds a pin on this page: it may not change owner.
+    pub const fn is_pinned(self) -> bool {
+        matches!(self, PageState::HostPinned { .. })
+    }
+
+    /// The packed form: tag in bits 3:0, VM in bits 19:4, gfn (or a pin
+    /// count) in bits 63:20.
     pub const fn pack(self) -> u64 {
         let (tag, vm, gfn) = match self {
             PageState::KCore => (Self::TAG_KCORE, 0, 0),
             PageState::VmTable { vm } => (Self::TAG_VM_TABLE, vm.0, 0),
             PageState::Host => (Self::TAG_HOST, 0, 0),
+            PageState::HostPinned { pins } => (Self::TAG_HOST_PINNED, 0, pins as u64),
             PageState::HostSharedWithGuest { vm, gfn } => (Self::TAG_HOST_SHARED, vm.0, gfn.0),
             PageState::Guest { vm, gfn } => (Self::TAG_GUEST, vm.0, gfn.0),
             PageState::GuestSharedWithHost { vm, gfn } => (Self::TAG_GUEST_SHARED, vm.0, gfn.0),
@@ -119,6 +137,11 @@ impl PageState {
             Self::TAG_KCORE if no_extra => PageState::KCore,
             Self::TAG_VM_TABLE if no_gfn => PageState::VmTable { vm },
             Self::TAG_HOST if no_extra => PageState::Host,
+            Self::TAG_HOST_PINNED
+                if w >> 4 & 0xFFFF == 0 && gfn.0 != 0 && gfn.0 <= u32::MAX as u64 =>
+            {
+                PageState::HostPinned { pins: gfn.0 as u32 }
+            }
             Self::TAG_HOST_SHARED => PageState::HostSharedWithGuest { vm, gfn },
             Self::TAG_GUEST => PageState::Guest { vm, gfn },
             Self::TAG_GUEST_SHARED => PageState::GuestSharedWithHost { vm, gfn },
@@ -296,6 +319,8 @@ mod tests {
             PageState::KCore,
             PageState::VmTable { vm },
             PageState::Host,
+            PageState::HostPinned { pins: 1 },
+            PageState::HostPinned { pins: u32::MAX },
             PageState::HostSharedWithGuest {
                 vm,
                 gfn: Gfn(PageState::MAX_GFN),
@@ -312,7 +337,16 @@ mod tests {
         for s in states {
             assert_eq!(PageState::unpack(s.pack()), Some(s), "{s:?}");
         }
-        for junk in [0, 7, 15, 1 | 1 << 4, 3 | 1 << 20, 2 | 1 << 20] {
+        for junk in [
+            0,
+            7,
+            15,
+            1 | 1 << 4,
+            3 | 1 << 20,
+            2 | 1 << 20,
+            7 | 1 << 4 | 1 << 20,
+            7 | 1 << 52,
+        ] {
             assert_eq!(PageState::unpack(junk), None, "{junk:#x}");
         }
     }

@@ -178,6 +178,10 @@ pub struct Vm {
     pub ctx_versions: [u64; MAX_VCPUS as usize],
     /// vCPUs running on some CPU right now (bit `i` for vCPU `i`).
     pub loaded: u64,
+    /// The run page (a pfn) of each running vCPU, pinned
+    /// ([`crate::ownership::PageState::HostPinned`]) from its load to its
+    /// put; meaningful only where `loaded` has the vCPU's bit.
+    pub run_pages: [u64; MAX_VCPUS as usize],
     /// Whether any vCPU has run (a protected VM's MMIO ranges are frozen).
     pub ran: bool,
     /// The guest-physical ranges KServ emulates.

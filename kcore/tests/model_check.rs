@@ -46,10 +46,12 @@ use kcore::addr::{Gfn, PAGE_SIZE, Pa, Pfn};
 use kcore::exception::{TrapState, ec};
 use kcore::host::Resume;
 use kcore::hw::TableMemory;
+use kcore::mem_protect::RunArgs;
 use kcore::ownership::PageState;
 use kcore::pgtable::Geometry;
+use kcore::vcpu::Loaded;
 use kcore::vm::{FreeList, VmHandle, VmId, VmKind, VmState};
-use kcore_abi::{Error, HypercallId as H, PageOwner, vm_flags};
+use kcore_abi::{Error, HypercallId as H, PageOwner, run, vm_flags};
 use kcore_arch::host_double::FakeFirmware;
 
 // ---- the machine -------------------------------------------------------------
@@ -93,6 +95,11 @@ const STALE_HANDLE: u64 = VmHandle::new(VmId(0), 0x7777).0;
 const SECRET: [u8; 2] = [0xAA, 0x55];
 /// What a VM puts into a page before it shares it with KServ (both runs).
 const PUBLIC: u8 = 0x3C;
+/// What KServ stores into a page it may write (both windows): a valid
+/// run-page flags word, so a page KServ scribbled on can still be a run page.
+const HOST_WORD: u64 = run::entry_flags::TIMER_DISABLED;
+/// The GIC's list registers, as the EL2 glue passes them to a load.
+const LIST_REGISTERS: usize = 4;
 /// Where the model writes into a page: its first and last word. KCore never
 /// copies data, so comparing these (plus the full page of every new state)
 /// compares everything a run can differ in.
@@ -195,6 +202,28 @@ enum Op {
     HostRead {
         page: Page,
     },
+    /// KServ stores [`HOST_WORD`] into a page (same fault path as a load).
+    HostWrite {
+        page: Page,
+    },
+    /// `host_create_vcpu` of vCPU 0.
+    CreateVcpu {
+        vm: VmArg,
+    },
+    /// The first half of `host_vcpu_run` of vCPU 0 with `page` as its run
+    /// page, on the CPU the model gives the VM made from that pool (the
+    /// stale handle runs nowhere). KCore's lock is dropped after it: every
+    /// other step may come before the [`Op::VcpuPut`], as another CPU's
+    /// hypercall, KServ's store or the running guest's own call.
+    VcpuLoad {
+        vm: VmArg,
+        page: Page,
+    },
+    /// The last half of `host_vcpu_run`: the guest exited on the CPU of the
+    /// VM made from pool `vm`, and KCore writes the exit into the run page.
+    VcpuPut {
+        vm: usize,
+    },
 }
 
 fn alphabet() -> Vec<Op> {
@@ -244,6 +273,23 @@ fn alphabet() -> Vec<Op> {
     }
     for page in &pages[..5] {
         ops.push(Op::HostRead { page: *page });
+        ops.push(Op::HostWrite { page: *page });
+    }
+    // A run page may also be a page of a table pool that is KServ's until
+    // the VM is made from it: then the run page is offered as a VM's root.
+    let run_pages: Vec<Page> = pages
+        .iter()
+        .copied()
+        .chain([Page::Table(0, 0), Page::Table(1, 0)])
+        .collect();
+    for vm in vms {
+        ops.push(Op::CreateVcpu { vm });
+        for &page in &run_pages {
+            ops.push(Op::VcpuLoad { vm, page });
+        }
+    }
+    for vm in 0..2 {
+        ops.push(Op::VcpuPut { vm });
     }
     ops
 }
@@ -259,6 +305,8 @@ type Digest = [u64; 2];
 enum Outcome {
     Regs([u64; 4]),
     Read(Option<Digest>),
+    /// A store by KServ: done, or KCore made it fault.
+    Stored(bool),
     Wrote,
 }
 
@@ -272,6 +320,7 @@ impl std::fmt::Debug for Outcome {
             },
             Outcome::Read(Some(d)) => write!(f, "Read({d:x?})"),
             Outcome::Read(None) => f.write_str("Read(external abort)"),
+            Outcome::Stored(ok) => write!(f, "Stored({ok})"),
             Outcome::Wrote => f.write_str("Wrote"),
         }
     }
@@ -282,6 +331,9 @@ impl std::fmt::Debug for Outcome {
 struct Pair {
     runs: [World; 2],
     handles: [Option<u64>; 2],
+    /// Per run, the vCPU loaded on the CPU of the VM made from each pool
+    /// (between an [`Op::VcpuLoad`] and its [`Op::VcpuPut`]).
+    loaded: [[Option<Box<Loaded>>; 2]; 2],
 }
 
 fn clone_world(w: &World) -> World {
@@ -298,6 +350,7 @@ impl Pair {
         Pair {
             runs: [world(), world()],
             handles: [None, None],
+            loaded: Default::default(),
         }
     }
 
@@ -305,6 +358,7 @@ impl Pair {
         Pair {
             runs: [clone_world(&self.runs[0]), clone_world(&self.runs[1])],
             handles: self.handles,
+            loaded: self.loaded.clone(),
         }
     }
 
@@ -346,6 +400,7 @@ fn enabled(p: &Pair, op: Op) -> bool {
             guest_id(w, &p.handles, vm).is_some()
         }
         Op::VmWriteSecret { vm, gfn } => private_page(w, &p.handles, vm, gfn).is_some(),
+        Op::VcpuPut { vm } => p.loaded[0][vm].is_some(),
         _ => true,
     }
 }
@@ -403,6 +458,27 @@ fn guest_unshare_host(w: &mut World, id: VmId, gfn: u64) -> Outcome {
 /// the access traps and KCore's abort handler either maps the page (retry)
 /// or makes KServ take an external abort.
 fn host_read(w: &mut World, pfn: u64) -> Result<Outcome, String> {
+    fault_in(w, pfn)?;
+    let mapped = w.host.mem().host().table().walk(&w.hw, pfn << 12).is_some();
+    Ok(Outcome::Read(mapped.then(|| digest(w, pfn))))
+}
+
+/// KServ stores [`HOST_WORD`] into `pfn`'s windows, through the same fault
+/// path as [`host_read`].
+fn host_write(w: &mut World, pfn: u64) -> Result<Outcome, String> {
+    fault_in(w, pfn)?;
+    let mapped = w.host.mem().host().table().walk(&w.hw, pfn << 12).is_some();
+    if mapped {
+        for off in WINDOWS {
+            w.hw.write((pfn << 12) + off, &HOST_WORD.to_ne_bytes());
+        }
+    }
+    Ok(Outcome::Stored(mapped))
+}
+
+/// KServ touches `pfn`: an unmapped page goes through KCore's abort handler,
+/// which must either map it (retry) or inject an external abort.
+fn fault_in(w: &mut World, pfn: u64) -> Result<(), String> {
     let pa = pfn << 12;
     let mapped = |w: &World| w.host.mem().host().table().walk(&w.hw, pa).is_some();
     if !mapped(w) {
@@ -427,13 +503,63 @@ fn host_read(w: &mut World, pfn: u64) -> Result<Outcome, String> {
             (Resume::Retry, true) | (Resume::Inject(_), false)
         ) {
             return Err(format!(
-                "KServ's load from {pfn:#x}: the abort handler returned {resume:?} \
+                "KServ's access to {pfn:#x}: the abort handler returned {resume:?} \
                  and the page is {}mapped",
                 if now { "" } else { "not " }
             ));
         }
     }
-    Ok(Outcome::Read(mapped(w).then(|| digest(w, pfn))))
+    Ok(())
+}
+
+/// The first half of `host_vcpu_run`, as the EL2 glue runs it: the HVC
+/// decoded by KCore's dispatcher, then the load under the lock. The loaded
+/// vCPU is kept only if the load succeeded.
+fn vcpu_load(w: &mut World, slot: &mut Option<Box<Loaded>>, handle: u64, pfn: u64) -> Outcome {
+    let mut regs = [0u64; 31];
+    regs[0] = H::HostVcpuRun.function_id() as u64;
+    (regs[1], regs[2], regs[3]) = (handle, 0, pfn);
+    let Some(a) = w.host.handle_hvc(0, &mut regs, &mut w.hw) else {
+        return Outcome::Regs([regs[0], regs[1], regs[2], regs[3]]);
+    };
+    assert_eq!(
+        a,
+        RunArgs {
+            handle,
+            vcpu: 0,
+            run_pfn: pfn
+        }
+    );
+    let mut l = Box::new(Loaded::empty());
+    let r = w
+        .host
+        .mem_mut()
+        .vcpu_load_into(a, LIST_REGISTERS, &mut w.hw, &mut l);
+    if r.is_ok() {
+        *slot = Some(l);
+    }
+    status(r)
+}
+
+/// The last half of `host_vcpu_run`: KCore writes the exit into the run
+/// page. It may do so only while the page is still KServ's and pinned: a
+/// page given away meanwhile (a VM's table, a protected VM's memory) would
+/// take KServ's words.
+fn vcpu_put(w: &mut World, slot: &mut Option<Box<Loaded>>) -> Result<Outcome, String> {
+    let mut l = slot.take().ok_or("no vCPU is loaded on this CPU")?;
+    let pfn = Pfn::of(l.run_page);
+    match w.host.mem().owners().get(pfn) {
+        Some(PageState::HostPinned { .. }) => {}
+        s => {
+            return Err(format!(
+                "the put is about to write the exit into run page {:#x}, which is {s:?}: \
+                 not KServ's and pinned",
+                pfn.0
+            ));
+        }
+    }
+    w.host.mem_mut().vcpu_put(&mut l, &mut w.hw);
+    Ok(Outcome::Wrote)
 }
 
 /// Runs `op` in both runs.
@@ -458,7 +584,17 @@ fn apply(p: &mut Pair, op: Op) -> Result<[Outcome; 2], String> {
         Op::TeardownVm { vm } => Some((H::HostTeardownVm, vec![h(vm)])),
         Op::ReclaimPage { vm, page } => Some((H::HostReclaimPage, vec![h(vm), page.pfn()])),
         Op::PageOwner { page } => Some((H::HostPageOwner, vec![page.pfn()])),
+        Op::CreateVcpu { vm } => Some((H::HostCreateVcpu, vec![h(vm), 0])),
         _ => None,
+    };
+    let cpu = |vm: VmArg| match vm {
+        VmArg::A => Some(0),
+        VmArg::B => Some(1),
+        VmArg::Stale => None,
+    };
+    let load_handle = match op {
+        Op::VcpuLoad { vm, .. } => h(vm),
+        _ => 0,
     };
     for (run, w) in p.runs.iter_mut().enumerate() {
         let no_vm = || format!("{op:?}: the VM does not exist");
@@ -478,6 +614,16 @@ fn apply(p: &mut Pair, op: Op) -> Result<[Outcome; 2], String> {
                 Outcome::Wrote
             }
             (Op::HostRead { page }, None) => host_read(w, page.pfn())?,
+            (Op::HostWrite { page }, None) => host_write(w, page.pfn())?,
+            (Op::VcpuLoad { vm, page }, None) => {
+                let mut scratch = None;
+                let slot = match cpu(vm) {
+                    Some(c) => &mut p.loaded[run][c],
+                    None => &mut scratch,
+                };
+                vcpu_load(w, slot, load_handle, page.pfn())
+            }
+            (Op::VcpuPut { vm }, None) => vcpu_put(w, &mut p.loaded[run][vm])?,
             (_, None) => unreachable!("every hypercall has arguments"),
         };
     }
@@ -501,6 +647,10 @@ struct AbsVm {
     owned: u64,
     tables: u64,
     borrowed: u64,
+    /// Whether vCPU 0 exists.
+    vcpu: bool,
+    /// vCPU 0's run page while it is loaded (between a load and its put).
+    run: Option<u64>,
 }
 
 /// KCore's state as the spec sees it: every RAM page's owner, whether
@@ -533,6 +683,8 @@ fn project(w: &World) -> Abs {
             owned: v.owned_pages,
             tables: v.table_pages,
             borrowed: v.borrowed_pages,
+            vcpu: v.vcpus & 1 != 0,
+            run: (v.loaded & 1 != 0).then_some(v.run_pages[0]),
         });
         // A dying VM's tables are never walked (KCore emptied its root).
         if v.state == VmState::Dying {
@@ -636,6 +788,8 @@ enum Expect {
     Call(Result<[u64; 3], Error>),
     /// A load that succeeds (`true`) or faults.
     Read(bool),
+    /// A store that succeeds (`true`) or faults.
+    Stored(bool),
     Wrote,
 }
 
@@ -644,6 +798,8 @@ enum Expect {
 enum Fill {
     Secret,
     Public,
+    /// KServ's [`HOST_WORD`].
+    Host,
 }
 
 /// The spec's verdict on a step from `pre`: what it shows, the abstract state
@@ -668,10 +824,32 @@ fn spec(op: Op, pre: &Abs, before: &Pair, shown: Outcome) -> Verdict {
             }
             Expect::Read(ok)
         }
+        Op::HostWrite { page } => {
+            let ok = pre.page(page.pfn()).is_ok_and(|(_, s)| s.host_may_map());
+            if let (true, Ok((i, _))) = (ok, pre.page(page.pfn())) {
+                post.host_mapped[i] = true;
+                fills = Some((i, Fill::Host));
+            }
+            Expect::Stored(ok)
+        }
         Op::VmWriteSecret { vm, gfn } => {
             let id = guest_id(&before.runs[0], &before.handles, vm).unwrap();
             let pfn = pre.leaf(id, gfn).unwrap();
             fills = page_index(pfn).map(|i| (i, Fill::Secret));
+            Expect::Wrote
+        }
+        Op::VcpuPut { vm } => {
+            // The exit goes into the run page (its words past the model's
+            // windows); the pin the load took is dropped.
+            let id = guest_id(&before.runs[0], &before.handles, vm).unwrap();
+            let pfn = pre.vm(id).and_then(|v| v.run).unwrap();
+            let i = page_index(pfn).unwrap();
+            post.pages[i] = match pre.pages[i] {
+                PageState::HostPinned { pins: 1 } => PageState::Host,
+                PageState::HostPinned { pins } => PageState::HostPinned { pins: pins - 1 },
+                s => s,
+            };
+            post.vm_mut(id).run = None;
             Expect::Wrote
         }
         _ => {
@@ -717,13 +895,21 @@ fn spec_call(
     use PageState as S;
     let w = &before.runs[0];
     let gfn_of = |g: usize| Gfn(GFNS[g]);
+    // A KServ page that is to leave KServ: a pinned one is busy.
+    let give = |s: PageState| match s {
+        S::Host => Ok(()),
+        S::HostPinned { .. } => Err(Error::Busy),
+        _ => Err(Error::Denied),
+    };
     match op {
         Op::CreateVm { protected, pool } => {
             // (flags, IPA size, vCPUs, alignment and size of the donation
             // are valid in the model.)
             for i in 0..POOL_PAGES {
-                if pre.page(POOLS[pool] + i)?.1 != S::Host {
-                    return Err(Error::Denied);
+                match pre.page(POOLS[pool] + i)?.1 {
+                    S::Host => {}
+                    S::HostPinned { .. } => return Err(Error::Busy),
+                    _ => return Err(Error::Denied),
                 }
             }
             if pre.vms.len() >= VM_SLOTS {
@@ -752,6 +938,8 @@ fn spec_call(
                 owned: 0,
                 tables: POOL_PAGES,
                 borrowed: 0,
+                vcpu: false,
+                run: None,
             });
             post.vms.sort_by_key(|v| v.id);
             Ok([handle, 0, 0])
@@ -762,9 +950,7 @@ fn spec_call(
                 return Err(Error::Denied);
             }
             let (i, s) = pre.page(page.pfn())?;
-            if s != S::Host {
-                return Err(Error::Denied);
-            }
+            give(s)?;
             post.set(i, S::VmTable { vm: v.id });
             let pv = post.vm_mut(v.id);
             pv.pool += 1;
@@ -779,9 +965,7 @@ fn spec_call(
             }
             let (i, s) = pre.page(page.pfn())?;
             // (The model's gfns lie inside every VM's IPA space.)
-            if s != S::Host {
-                return Err(Error::Denied);
-            }
+            give(s)?;
             if pre.leaf(v.id, gfn).is_some() {
                 return Err(Error::Busy);
             }
@@ -835,6 +1019,10 @@ fn spec_call(
             if v.state == VmState::Dying {
                 return Err(Error::Denied);
             }
+            if v.run.is_some() {
+                // A vCPU runs on some CPU: its stage 2 must stay.
+                return Err(Error::Busy);
+            }
             let pv = post.vm_mut(v.id);
             pv.state = VmState::Dying;
             pv.borrowed = 0;
@@ -881,12 +1069,71 @@ fn spec_call(
                 S::KCore => PageOwner::KCore,
                 S::VmTable { .. } => PageOwner::VmTable,
                 S::Host => PageOwner::Host,
+                S::HostPinned { .. } => PageOwner::HostPinned,
                 S::HostSharedWithGuest { .. } => PageOwner::HostSharedWithGuest,
                 S::Guest { .. } => PageOwner::Guest,
                 S::GuestSharedWithHost { .. } => PageOwner::GuestSharedWithHost,
             };
             let handle = s.vm().and_then(|id| pre.vm(id)).map_or(0, |v| v.handle);
-            Ok([code as u64, handle, s.gfn().map_or(0, |g| g.0)])
+            let third = match s {
+                S::HostPinned { pins } => pins as u64,
+                _ => s.gfn().map_or(0, |g| g.0),
+            };
+            Ok([code as u64, handle, third])
+        }
+        Op::CreateVcpu { vm } => {
+            let v = pre.live(before.handle(vm))?;
+            if matches!(v.state, VmState::Dying | VmState::Poisoned) {
+                return Err(Error::Denied);
+            }
+            // (vCPU 0 is below every VM's maximum.)
+            if v.vcpu {
+                return Err(Error::Busy);
+            }
+            if v.pool == 0 {
+                return Err(Error::NoMemory);
+            }
+            // The context takes a page of the VM's table pool.
+            let pv = post.vm_mut(v.id);
+            pv.pool -= 1;
+            pv.vcpu = true;
+            Ok([0; 3])
+        }
+        Op::VcpuLoad { vm, page } => {
+            let v = pre.live(before.handle(vm))?;
+            if !v.vcpu {
+                return Err(Error::NotFound);
+            }
+            // Protected VMs never have a verified image in the model.
+            let runnable = v.kind == VmKind::NonProtected
+                && matches!(v.state, VmState::Created | VmState::Verified);
+            if !runnable {
+                return Err(Error::Denied);
+            }
+            if v.run.is_some() {
+                return Err(Error::Busy);
+            }
+            let (i, s) = pre.page(page.pfn())?;
+            let pins = match s {
+                S::Host => 1,
+                S::HostPinned { pins } => pins + 1,
+                _ => return Err(Error::Denied),
+            };
+            // The entry half of the run page, as KServ left it.
+            let word = |k: usize| w.hw.read_entry(Pa(page.pfn() << 12), k);
+            if word(run::FLAGS) & !run::entry_flags::ALL != 0 {
+                return Err(Error::InvalidParameter);
+            }
+            match word(run::IRQ_COUNT) {
+                0 => {}
+                n if n > run::MAX_IRQS as u64 => return Err(Error::InvalidParameter),
+                n => unreachable!("the model never writes an interrupt count ({n})"),
+            }
+            // A fresh vCPU of a non-protected VM starts wherever KServ set
+            // its PC; a vCPU that ran completes its (empty) exit.
+            post.pages[i] = S::HostPinned { pins };
+            post.vm_mut(v.id).run = Some(page.pfn());
+            Ok([0; 3])
         }
         Op::GuestShareHost { vm, gfn } | Op::GuestUnshareHost { vm, gfn } => {
             let share = matches!(op, Op::GuestShareHost { .. });
@@ -918,7 +1165,10 @@ fn spec_call(
             post.set(i, to);
             Ok([0; 3])
         }
-        Op::HostRead { .. } | Op::VmWriteSecret { .. } => unreachable!("not a call"),
+        Op::HostRead { .. }
+        | Op::HostWrite { .. }
+        | Op::VmWriteSecret { .. }
+        | Op::VcpuPut { .. } => unreachable!("not a call"),
     }
 }
 
@@ -955,6 +1205,8 @@ type VmBooks = (
     u64,
     u64,
     Option<(Gfn, u64)>,
+    u64,
+    u64,
 );
 
 /// The part of KCore's state that is cheap to read (no table walks): the
@@ -965,6 +1217,7 @@ type VmBooks = (
 struct Books {
     pages: [PageState; RAM_PAGES],
     vms: Vec<VmBooks>,
+    broken: u64,
     flushes: usize,
     unflushed: usize,
 }
@@ -988,9 +1241,12 @@ fn books(w: &World) -> Books {
                     v.table_pages,
                     v.borrowed_pages,
                     v.image,
+                    v.loaded,
+                    v.run_pages[0],
                 )
             })
             .collect(),
+        broken: mem.broken_invariants(),
         flushes: w.hw.flushes().len(),
         unflushed: w.hw.unflushed(),
     }
@@ -1024,6 +1280,7 @@ fn check_shown(
             x == want
         }
         (Expect::Read(ok), Outcome::Read(d)) => ok == d.is_some(),
+        (Expect::Stored(ok), Outcome::Stored(done)) => ok == done,
         (Expect::Wrote, Outcome::Wrote) => true,
         _ => false,
     };
@@ -1109,6 +1366,7 @@ fn check_post(
             let want = match v.fills {
                 Some((j, Fill::Secret)) if j == i => [u64::from_ne_bytes([SECRET[r]; 8]); 2],
                 Some((j, Fill::Public)) if j == i => [u64::from_ne_bytes([PUBLIC; 8]); 2],
+                Some((j, Fill::Host)) if j == i => [HOST_WORD; 2],
                 _ => pre_c[r][i],
             };
             if c[r][i] != want {
@@ -1227,10 +1485,20 @@ fn mirror(
         .map(|&(vm, g, pfn)| (vm, if gfns { 1 - g } else { g }, pfn))
         .collect();
     leaves.sort();
+    // A run page may be a pool page: it moves with its pool.
+    let pfn = |p: u64| page_index(p).map_or(p, |i| FIRST_PFN + from(i) as u64);
+    let vms = abs
+        .vms
+        .iter()
+        .map(|v| AbsVm {
+            run: v.run.map(pfn),
+            ..*v
+        })
+        .collect();
     let image = Abs {
         pages: std::array::from_fn(|i| state(abs.pages[from(i)])),
         host_mapped: std::array::from_fn(|i| abs.host_mapped[from(i)]),
-        vms: abs.vms.clone(),
+        vms,
         leaves,
     };
     let c = c.map(|c| std::array::from_fn(|r| std::array::from_fn(|i| c[r][from(i)])));
@@ -1284,12 +1552,30 @@ fn hash_up_to_page_order(
             sig(d).hash(h);
         }
         if c.is_some() {
-            abs.vms.hash(h);
+            for v in &abs.vms {
+                AbsVm {
+                    run: v.run.map(relabel),
+                    ..*v
+                }
+                .hash(h);
+            }
         } else {
             // The shape of the tables: what the invariants depend on (the
-            // pool lengths stand for which pages hold tables).
+            // pool lengths stand for which pages hold tables; the run pages
+            // for the pins).
             for v in &abs.vms {
-                (v.id, v.kind, v.state, v.pool, v.owned, v.tables, v.borrowed).hash(h);
+                (
+                    v.id,
+                    v.kind,
+                    v.state,
+                    v.pool,
+                    v.owned,
+                    v.tables,
+                    v.borrowed,
+                    v.vcpu,
+                    v.run.map(relabel),
+                )
+                    .hash(h);
             }
         }
         leaves.hash(h);
@@ -1325,6 +1611,11 @@ struct Coverage {
     declassified_read: bool,
     faulted_in: bool,
     read_refused: bool,
+    vcpu_loaded: bool,
+    vcpu_put: bool,
+    pinned_twice: bool,
+    pinned_refused: bool,
+    teardown_while_running: bool,
     errors: BTreeSet<i64>,
 }
 
@@ -1348,14 +1639,41 @@ impl Coverage {
         self.guest_shared |= gs;
         self.shared_both_ways |= hs && gs;
         self.dying |= abs.vms.iter().any(|v| v.state == VmState::Dying);
+        self.pinned_twice |= abs
+            .pages
+            .iter()
+            .any(|s| matches!(s, PageState::HostPinned { pins } if *pins > 1));
     }
 
     fn step(&mut self, op: Op, out: Outcome, pre: &Abs, pre_c: &Contents) {
         let secret = [u64::from_ne_bytes([SECRET[0]; 8]); 2];
+        let busy = Error::Busy.to_x0();
+        let pinned = |page: Page| page_index(page.pfn()).is_some_and(|i| pre.pages[i].is_pinned());
         match (op, out) {
+            (Op::TeardownVm { .. }, Outcome::Regs([x0, ..])) if x0 == busy => {
+                self.teardown_while_running = true;
+                self.errors.insert(x0 as i64);
+            }
+            (
+                Op::DonateVmPool { page, .. }
+                | Op::DonateGuest { page, .. }
+                | Op::ShareGuest { page, .. },
+                Outcome::Regs([x0, ..]),
+            ) if x0 == busy && pinned(page) => {
+                self.pinned_refused = true;
+                self.errors.insert(x0 as i64);
+            }
+            (Op::CreateVm { pool, .. }, Outcome::Regs([x0, ..]))
+                if x0 == busy && pinned(Page::Table(pool, 0)) =>
+            {
+                self.pinned_refused = true;
+                self.errors.insert(x0 as i64);
+            }
             (_, Outcome::Regs([x0, ..])) if x0 != 0 => {
                 self.errors.insert(x0 as i64);
             }
+            (Op::VcpuLoad { .. }, Outcome::Regs([0, ..])) => self.vcpu_loaded = true,
+            (Op::VcpuPut { .. }, _) => self.vcpu_put = true,
             (Op::CreateVm { .. }, Outcome::Regs([0, h, ..])) => {
                 self.slot_reused |= VmHandle::decode(h).is_some_and(|(_, g)| g > 0);
             }
@@ -1433,6 +1751,11 @@ impl Found {
         a.declassified_read |= b.declassified_read;
         a.faulted_in |= b.faulted_in;
         a.read_refused |= b.read_refused;
+        a.vcpu_loaded |= b.vcpu_loaded;
+        a.vcpu_put |= b.vcpu_put;
+        a.pinned_twice |= b.pinned_twice;
+        a.pinned_refused |= b.pinned_refused;
+        a.teardown_while_running |= b.teardown_while_running;
         a.errors.extend(b.errors);
     }
 }
@@ -1689,6 +2012,17 @@ fn every_hypercall_sequence_up_to_the_bound() {
         ("KServ reads what a VM shared", c.declassified_read),
         ("KServ faults a page back in", c.faulted_in),
         ("KServ's load refused", c.read_refused),
+        ("a vCPU loaded (KCore's lock dropped)", c.vcpu_loaded),
+        ("a vCPU put back", c.vcpu_put),
+        ("one run page of two running vCPUs", c.pinned_twice),
+        (
+            "a running vCPU's run page offered as a VM page, pool or root: Busy",
+            c.pinned_refused,
+        ),
+        (
+            "a teardown refused while a vCPU runs",
+            c.teardown_while_running,
+        ),
     ] {
         assert!(reached, "{summary}: never reached: {what}");
     }

@@ -1,5 +1,7 @@
 //! Property tests: random sequences of KServ's memory hypercalls (and the
-//! guest-initiated sharing calls), with arbitrary and hostile arguments. After
+//! guest-initiated sharing calls), with arbitrary and hostile arguments, on
+//! two CPUs: `host_vcpu_run` is split into its load and its put, with any
+//! other steps between them, as KCore drops its lock while a guest runs. After
 //! every step the invariants of DESIGN.md section 2 hold; a refused call
 //! changed nothing; a page KServ gets back from a VM is zero; KCore never
 //! panics.
@@ -13,7 +15,9 @@ mod common;
 
 use common::{FIRST_HOST_PFN, RAM, RAM_SIZE, World, check_invariants, hvc, world};
 use kcore::addr::Pfn;
+use kcore::mem_protect::RunArgs;
 use kcore::ownership::PageState;
+use kcore::vcpu::Loaded;
 use kcore::vm::VmId;
 use kcore_abi::HypercallId as H;
 use proptest::prelude::*;
@@ -66,13 +70,35 @@ enum Op {
     Scribble {
         page: u64,
     },
+    CreateVcpu {
+        vm: usize,
+        idx: u64,
+    },
+    /// The first half of `host_vcpu_run` on CPU `cpu` (if it runs no vCPU).
+    Load {
+        cpu: usize,
+        vm: usize,
+        idx: u64,
+        page: u64,
+    },
+    /// The guest on CPU `cpu` exits: the last half.
+    Put {
+        cpu: usize,
+    },
 }
 
 /// Pages: mostly KServ's first 48, sometimes KCore's, the end of RAM or
 /// beyond, or anything at all.
+/// Pages the tests use as run pages most of the time, so that a running
+/// vCPU's run page is often offered to the other calls too.
+fn run_page() -> impl Strategy<Value = u64> {
+    (44..48u64).prop_map(|i| FIRST_HOST_PFN + i)
+}
+
 fn page() -> impl Strategy<Value = u64> {
     prop_oneof![
         8 => (0..48u64).prop_map(|i| FIRST_HOST_PFN + i),
+        4 => run_page(),
         1 => (0..4u64).prop_map(|i| (RAM >> 12) + i),
         1 => Just((RAM + RAM_SIZE) >> 12),
         1 => any::<u64>(),
@@ -84,13 +110,17 @@ fn gfn() -> impl Strategy<Value = u64> {
 }
 
 /// VM handles by index into those created so far; high indices give junk.
+fn vcpu_idx() -> impl Strategy<Value = u64> {
+    prop_oneof![4 => Just(0u64), 1 => 0..3u64]
+}
+
 fn vm() -> impl Strategy<Value = usize> {
     0..6usize
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        2 => (any::<bool>(), (0..24u64).prop_map(|i| FIRST_HOST_PFN + 2 * i), prop_oneof![3 => 2..6u64, 1 => any::<u64>()],
+        2 => (prop_oneof![2 => Just(false), 1 => Just(true)], (0..24u64).prop_map(|i| FIRST_HOST_PFN + 2 * i), prop_oneof![3 => 2..6u64, 1 => any::<u64>()],
               prop_oneof![3 => Just(0u32), 1 => 28..50u32])
             .prop_map(|(protected, pool, pages, ipa)| Op::Create { protected, pool, pages, ipa }),
         4 => (vm(), page(), gfn()).prop_map(|(vm, page, gfn)| Op::DonateGuest { vm, page, gfn }),
@@ -103,6 +133,11 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (vm(), page()).prop_map(|(vm, page)| Op::Reclaim { vm, page }),
         1 => page().prop_map(|page| Op::Owner { page }),
         2 => page().prop_map(|page| Op::Scribble { page }),
+        // Biased towards the first VMs' vCPU 0, so that loads succeed.
+        3 => (0..2usize, vcpu_idx()).prop_map(|(vm, idx)| Op::CreateVcpu { vm, idx }),
+        5 => (0..2usize, prop_oneof![4 => 0..2usize, 1 => vm()], vcpu_idx(), prop_oneof![4 => run_page(), 1 => page()])
+            .prop_map(|(cpu, vm, idx, page)| Op::Load { cpu, vm, idx, page }),
+        3 => (0..2usize).prop_map(|cpu| Op::Put { cpu }),
     ]
 }
 
@@ -135,6 +170,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut w = world();
     let mut handles: Vec<u64> = Vec::new();
     let handle = |h: &Vec<u64>, i: usize| h.get(i).copied().unwrap_or(0xdead_0001 + i as u64);
+    let mut cpus: [Option<Box<Loaded>>; 2] = [None, None];
+    // VM 0 is a non-protected VM with two vCPUs, its pool outside the pages
+    // the steps pick (so its vCPUs can run whatever the steps do).
+    let r = hvc(&mut w, H::HostCreateVm, &[0, 0, 2, FIRST_HOST_PFN + 64, 8]);
+    prop_assert_eq!(r[0], 0);
+    handles.push(r[1]);
+    for idx in 0..2 {
+        prop_assert_eq!(hvc(&mut w, H::HostCreateVcpu, &[r[1], idx])[0], 0);
+    }
     for (step, op) in ops.into_iter().enumerate() {
         let before = snapshot(&w);
         let r =
@@ -208,6 +252,42 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     if writable {
                         w.hw.write(page << 12, &[0xC3; 32]);
                     }
+                    0
+                }
+                Op::CreateVcpu { vm, idx } => {
+                    hvc(&mut w, H::HostCreateVcpu, &[handle(&handles, vm), idx])[0]
+                }
+                Op::Load { cpu, vm, idx, page } => {
+                    if cpus[cpu].is_some() {
+                        continue;
+                    }
+                    let a = RunArgs {
+                        handle: handle(&handles, vm),
+                        vcpu: idx,
+                        run_pfn: page,
+                    };
+                    let mut l = Box::new(Loaded::empty());
+                    match w.host.mem_mut().vcpu_load_into(a, 4, &mut w.hw, &mut l) {
+                        Ok(()) => {
+                            cpus[cpu] = Some(l);
+                            0
+                        }
+                        Err(e) => e.to_x0(),
+                    }
+                }
+                Op::Put { cpu } => {
+                    let Some(mut l) = cpus[cpu].take() else {
+                        continue;
+                    };
+                    // Whatever ran on the other CPU meanwhile, the page the
+                    // exit goes into is still KServ's and pinned.
+                    let run = w.host.mem().owners().get(Pfn::of(l.run_page));
+                    prop_assert!(
+                        run.is_some_and(PageState::is_pinned),
+                        "step {step}: the put would write into {:#x}, which is {run:?}",
+                        l.run_page.raw()
+                    );
+                    w.host.mem_mut().vcpu_put(&mut l, &mut w.hw);
                     0
                 }
             };

@@ -13,6 +13,7 @@ mod common;
 
 use common::{FIRST_HOST_PFN, RAM, World, check_invariants, hvc, world};
 use kcore::addr::{Gfn, Pfn};
+use kcore::mem_protect::RunArgs;
 use kcore::ownership::PageState;
 use kcore::vm::VmId;
 use kcore_abi::{Error, HypercallId as H, vm_flags};
@@ -26,16 +27,19 @@ enum Start {
     Guest,
     GuestShared,
     HostShared,
+    /// The run page of B's vCPU 0, which is running (loaded, not put).
+    HostPinned,
     NotRam,
 }
 
-const STARTS: [Start; 7] = [
+const STARTS: [Start; 8] = [
     Start::Host,
     Start::KCore,
     Start::VmTable,
     Start::Guest,
     Start::GuestShared,
     Start::HostShared,
+    Start::HostPinned,
     Start::NotRam,
 ];
 
@@ -79,6 +83,16 @@ fn setup(start: Start) -> Cell {
         }
         Start::HostShared => {
             assert_eq!(hvc(&mut w, H::HostShareGuest, &[b, page, G])[0], 0);
+            page
+        }
+        Start::HostPinned => {
+            assert_eq!(hvc(&mut w, H::HostCreateVcpu, &[b, 0])[0], 0);
+            let a = RunArgs {
+                handle: b,
+                vcpu: 0,
+                run_pfn: page,
+            };
+            w.host.mem_mut().vcpu_load(a, 4, &mut w.hw).unwrap();
             page
         }
         Start::NotRam => 0x9000,
@@ -154,6 +168,15 @@ fn expected(call: &str, start: Start) -> Expect {
         // A live VM's pages are never reclaimed (checked before the page).
         ("host_reclaim_page(A)", _) => Err(Error::Busy),
         (_, NotRam) if call.starts_with("host_") => Err(Error::InvalidParameter),
+        // A running vCPU's run page cannot leave KServ until the put.
+        (
+            "host_donate_guest(A)"
+            | "host_donate_guest(B)"
+            | "host_share_guest(B)"
+            | "host_share_guest(A)"
+            | "host_donate_vm_pool(A)",
+            HostPinned,
+        ) => Err(Error::Busy),
         ("host_donate_guest(A)", Host) => guest(A, G2),
         ("host_donate_guest(B)", Host) => guest(B, G2),
         ("host_share_guest(B)", Host) => Ok(Some(PageState::HostSharedWithGuest {

@@ -668,6 +668,85 @@ fn a_running_vcpu_keeps_its_vm_alive() {
     check_invariants(&v.w).unwrap();
 }
 
+/// The run page, while a vCPU runs with KCore's lock dropped: another CPU
+/// offers it as a VM's root, a table-pool page (where vCPU contexts come
+/// from too), a protected VM's memory and a page shared into a VM; each is
+/// `Busy` until the last vCPU using it is put back, and the put writes the
+/// exit into the run page, nowhere else.
+#[test]
+fn the_run_page_is_pinned_while_a_guest_runs() {
+    let mut v = vm(false, 2);
+    run_page(&mut v, 0, &[]);
+    // A protected VM on another pool, to offer the page to.
+    let pool = FIRST_HOST_PFN + 128;
+    let r = hvc(
+        &mut v.w,
+        H::HostCreateVm,
+        &[vm_flags::PROTECTED, 0, 1, pool, 8],
+    );
+    assert_eq!(r[0], 0);
+    let other = r[1];
+    let load = |v: &mut Vm, vcpu: u64| {
+        let a = RunArgs {
+            handle: v.h,
+            vcpu,
+            run_pfn: RUN_PFN,
+        };
+        v.w.host.mem_mut().vcpu_load(a, 4, &mut v.w.hw).unwrap()
+    };
+    let busy = Error::Busy.to_x0();
+    let offers = |v: &mut Vm| -> Vec<u64> {
+        vec![
+            // A new VM's (one-page, 36-bit IPA) root.
+            hvc(&mut v.w, H::HostCreateVm, &[0, 36, 1, RUN_PFN, 1])[0],
+            // A table-pool page of either VM.
+            hvc(&mut v.w, H::HostDonateVmPool, &[other, RUN_PFN])[0],
+            hvc(&mut v.w, H::HostDonateVmPool, &[v.h, RUN_PFN])[0],
+            // The protected VM's memory.
+            hvc(&mut v.w, H::HostDonateGuest, &[other, RUN_PFN, 0x40])[0],
+            // Shared into the running VM itself.
+            hvc(&mut v.w, H::HostShareGuest, &[v.h, RUN_PFN, 0x41, 0])[0],
+        ]
+    };
+    let owner = |v: &mut Vm| hvc(&mut v.w, H::HostPageOwner, &[RUN_PFN]);
+    let pinned = kcore_abi::PageOwner::HostPinned as u64;
+
+    let mut l0 = load(&mut v, 0);
+    assert_eq!(owner(&mut v), [0, pinned, 0, 1]);
+    check_invariants(&v.w).unwrap();
+    // Two vCPUs on two CPUs may share one run page: two pins.
+    let mut l1 = load(&mut v, 1);
+    assert_eq!(owner(&mut v), [0, pinned, 0, 2]);
+    check_invariants(&v.w).unwrap();
+    assert_eq!(offers(&mut v), [busy; 5]);
+    // KServ itself may still read and write it (the shim's exit page).
+    assert!(
+        v.w.host
+            .mem()
+            .owners()
+            .host_may_map_range(kcore::addr::MemRange::new(RUN_PFN << 12, 4096).unwrap())
+    );
+
+    l0.report.reason = exit::MMIO;
+    l0.report.data = 0x00e0_0000_4000_0741; // what a forged block descriptor looks like
+    v.w.host.mem_mut().vcpu_put(&mut l0, &mut v.w.hw);
+    assert_eq!(exit_words(&v.w)[run::EXIT_DATA], 0x00e0_0000_4000_0741);
+    assert_eq!(owner(&mut v), [0, pinned, 0, 1]);
+    check_invariants(&v.w).unwrap();
+    assert_eq!(offers(&mut v), [busy; 5], "still pinned by vCPU 1");
+
+    v.w.host.mem_mut().vcpu_put(&mut l1, &mut v.w.hw);
+    assert_eq!(owner(&mut v), [0, kcore_abi::PageOwner::Host as u64, 0, 0]);
+    assert_eq!(v.w.host.mem().broken_invariants(), 0);
+    check_invariants(&v.w).unwrap();
+    // Unpinned, it is KServ's to give again.
+    assert_eq!(
+        hvc(&mut v.w, H::HostDonateGuest, &[other, RUN_PFN, 0x40])[0],
+        0
+    );
+    check_invariants(&v.w).unwrap();
+}
+
 mod noninterference {
     //! What an exit shows KServ depends only on what DESIGN.md §1 lets it
     //! see: two vCPUs that differ in every register the exit does not

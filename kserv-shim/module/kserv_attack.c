@@ -93,6 +93,7 @@
 #define OWNER_VM_TABLE		2
 #define OWNER_HOST		3
 #define OWNER_HOST_SHARED	4
+#define OWNER_HOST_PINNED	7
 #define OWNER_GUEST		5
 #define OWNER_GUEST_SHARED	6
 
@@ -1318,7 +1319,8 @@ static u64 safe_pfn(struct fuzzer *f, u64 *x, u64 pfn)
 	if (pfn - f->own < FUZZ_OWN)
 		return pfn;
 	r = kc(KC_PAGE_OWNER, pfn, 0, 0, 0, 0);
-	if (r.status == KC_OK && (r.x1 == OWNER_HOST || r.x1 == OWNER_HOST_SHARED))
+	if (r.status == KC_OK &&
+	    (r.x1 == OWNER_HOST || r.x1 == OWNER_HOST_SHARED || r.x1 == OWNER_HOST_PINNED))
 		return f->own + rnd(x) % FUZZ_OWN;
 	return pfn;
 }

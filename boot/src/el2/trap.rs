@@ -179,7 +179,18 @@ impl VcpuHost for Locked {
         if let Some(state) = guard.as_mut() {
             // SAFETY: as in `load`.
             let mut mem = unsafe { PhysTables::new() };
+            let before = state.host.mem().broken_invariants();
             state.host.mem_mut().vcpu_put(l, &mut mem);
+            let broken = state.host.mem().broken_invariants();
+            drop(guard);
+            // Never silent, never a flood: the first and then every power
+            // of two.
+            if broken != before && broken.is_power_of_two() {
+                warn!(
+                    "KCore bug: a vCPU put found its run page no longer pinned; exit not written \
+                     ({broken} broken invariants so far)"
+                );
+            }
         }
     }
 }

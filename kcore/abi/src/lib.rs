@@ -17,7 +17,7 @@ pub mod smccc;
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 6;
+pub const ABI_VERSION_MINOR: u16 = 7;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.
@@ -200,6 +200,10 @@ pub enum PageOwner {
     Guest = 5,
     /// A VM's, shared with KServ.
     GuestSharedWithHost = 6,
+    /// KServ's, pinned by KCore while it uses the page (a running vCPU's
+    /// run page): it cannot be donated, shared, pooled or made a table
+    /// (`Busy`) until unpinned. `x3` reports the number of pins.
+    HostPinned = 7,
 }
 
 impl PageOwner {
@@ -212,6 +216,7 @@ impl PageOwner {
             4 => PageOwner::HostSharedWithGuest,
             5 => PageOwner::Guest,
             6 => PageOwner::GuestSharedWithHost,
+            7 => PageOwner::HostPinned,
             _ => return None,
         })
     }

@@ -133,6 +133,7 @@ pub fn owner_name(o: PageOwner) -> &'static str {
         PageOwner::KCore => "KCore",
         PageOwner::VmTable => "VmTable",
         PageOwner::Host => "Host",
+        PageOwner::HostPinned => "HostPinned",
         PageOwner::HostSharedWithGuest => "HostSharedWithGuest",
         PageOwner::Guest => "Guest",
         PageOwner::GuestSharedWithHost => "GuestSharedWithHost",
