@@ -853,7 +853,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     }
 
     /// `host_vcpu_set_reg`: any register of a non-protected vCPU; only the
-    /// PC and `x0` of a protected vCPU that has not run yet.
+    /// PC and `x0` of a protected VM's vCPU 0 before it first ran. A
+    /// protected VM's other vCPUs take nothing from KServ: they start only
+    /// where the guest's own PSCI `CPU_ON` says.
     pub fn host_vcpu_set_reg(
         &mut self,
         handle: u64,
@@ -868,7 +870,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         }
         let mut ctx = Self::read_ctx(hw, page);
         if vm.kind == VmKind::Protected
-            && (ctx.status & status::STARTED != 0 || !matches!(id, reg::PC | reg::X0))
+            && (idx != 0 || ctx.status & status::STARTED != 0 || !matches!(id, reg::PC | reg::X0))
         {
             return Err(Error::Denied);
         }
@@ -975,6 +977,11 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             ctx.status = status::STARTED;
         } else if ctx.status & status::STARTED == 0 {
             if vm.kind == VmKind::Protected {
+                // Only vCPU 0 boots at KServ's word (inside the verified
+                // image); the others only through the guest's CPU_ON.
+                if idx != 0 {
+                    return Err(Error::Denied);
+                }
                 let (gfn, len) = vm.image.ok_or(Error::Denied)?;
                 let start = gfn.0 << PAGE_SHIFT;
                 if !(start..start.saturating_add(len)).contains(&ctx.pc) {

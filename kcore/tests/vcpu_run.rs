@@ -467,11 +467,17 @@ fn memory_faults_show_only_the_page_and_retry() {
 fn the_guests_cpu_on_decides_where_its_target_starts() {
     let mut v = vm(true, 2);
     assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
-    // KServ tries to choose vCPU 1's start itself (inside the image).
-    assert_eq!(set(&mut v, 1, reg::PC, ENTRY + 0x100), 0);
-    assert_eq!(set(&mut v, 1, reg::X0, 0xBAD), 0);
+    // KServ tries to choose vCPU 1's start itself (inside the image), and
+    // to start it before the guest asked: a protected VM's secondaries take
+    // nothing from KServ and start only through the guest's CPU_ON.
+    let denied = Error::Denied.to_x0();
+    assert_eq!(set(&mut v, 1, reg::PC, ENTRY + 0x100), denied);
+    assert_eq!(set(&mut v, 1, reg::X0, 0xBAD), denied);
     run_page(&mut v, 0, &[]);
     let mut g = ScriptedGuest::new(4);
+    assert_eq!(run(&mut v, 1, &mut g).0, denied, "vCPU 1 before CPU_ON");
+    assert!(g.entries.is_empty());
+    check_invariants(&v.w).unwrap();
     g.then_do(sync(ec::HVC64 << 26, 0), |ctx, _| {
         ctx.x[0] = 0xC400_0003;
         ctx.x[1] = mpidr_of(1);

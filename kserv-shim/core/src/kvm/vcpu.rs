@@ -248,9 +248,10 @@ fn get_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
     env.copy_to_user(addr, &bytes[..uapi::reg::size(id).min(16)])
 }
 
-/// `SET_ONE_REG`. A protected vCPU takes only its PC and `x0`, and only
-/// before it first ran; anything else is `EPERM`, except a write of the
-/// value the register holds at reset (so VMMs' ordinary setup works).
+/// `SET_ONE_REG`. A protected VM's vCPU 0 takes only its PC and `x0`, and
+/// only before it first ran; its other vCPUs take nothing (they start where
+/// the guest's PSCI `CPU_ON` says). Anything else is `EPERM`, except a write
+/// of the value the register holds at reset (so VMMs' ordinary setup works).
 fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) -> Result<(), Errno> {
     let r = regs::decode(id)?;
     let size = uapi::reg::size(id).min(16);
@@ -270,7 +271,7 @@ fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
     }
     if vm.protected() {
         let mpidr = 1 << 31 | psci::mpidr_of(v.id as usize);
-        let allowed = matches!(r, Reg::Kcore(kr::PC) | Reg::Kcore(kr::X0)) && !v.ran;
+        let allowed = matches!(r, Reg::Kcore(kr::PC) | Reg::Kcore(kr::X0)) && !v.ran && v.id == 0;
         if !allowed {
             let same = match r {
                 Reg::V(_) => lo == 0 && hi == 0,
