@@ -138,7 +138,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
                 Some(run) => Resume::RunVcpu(run),
                 None => Resume::Retry,
             },
-            ec::SMC64 => self.handle_smc(cpu, esr.imm16(), regs, fw),
+            ec::SMC64 => self.handle_smc(cpu, esr.imm16(), regs, hw, fw),
             ec::DABT_LOW | ec::IABT_LOW if esr.is_s2_mapping_fault() => {
                 let ipa = Ipa(fault_ipa(trap.hpfar, trap.far));
                 let (stage2, owners) = self.mem.host_mut();
@@ -274,12 +274,20 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
         cpu: usize,
         imm: u16,
         regs: &mut Regs,
+        hw: &mut impl Hardware,
         fw: &mut impl Firmware,
     ) -> Resume {
         let id = regs[0];
         if imm != 0 || id > u32::MAX as u64 || !fid::is_psci(id as u32) {
             regs[0] = smccc::RET_NOT_SUPPORTED;
             return Resume::Skip;
+        }
+        if matches!(id as u32, fid::SYSTEM_OFF | fid::SYSTEM_RESET) {
+            // No residue across the firmware hand-off (DESIGN.md §2,
+            // invariant 6): RAM survives a reset. The caller holds KCore's
+            // lock across the firmware call, so no CPU changes anything
+            // between the wipe and the reset.
+            self.mem.wipe_vms(hw);
         }
         let owners = self.mem.owners();
         let out = self

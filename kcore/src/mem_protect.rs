@@ -608,9 +608,14 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             // is back (KServ can ask again after the exit).
             return Err(Error::Busy);
         }
-        // Commit (nothing below can fail). Empty the VM's stage 2 (its root
-        // pages; the lower tables stay the VM's until reclaimed) and drop
-        // every translation of its VMID.
+        self.commit_teardown(id, hw);
+        Ok(())
+    }
+
+    /// The commit of `host_teardown_vm`: empty the VM's stage 2 (its root
+    /// pages; the lower tables stay the VM's until reclaimed), drop every
+    /// translation of its VMID, end every share. Cannot fail.
+    fn commit_teardown(&mut self, id: VmId, hw: &mut impl Hardware) {
         if let Some(vm) = self.vms.get_mut(id) {
             vm.state = VmState::Dying;
             vm.borrowed_pages = 0;
@@ -621,7 +626,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         }
         hw.flush_vmid(id.vmid());
         if self.owners.end_host_shares(id) == 0 {
-            return Ok(());
+            return;
         }
         // Pages the guest shares with KServ: out of KServ's stage 2, the
         // guest's alone again (until reclaimed).
@@ -637,7 +642,44 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 }
             }
         }
-        Ok(())
+    }
+
+    /// Before `SYSTEM_OFF` or `SYSTEM_RESET` reaches the firmware: no VM's
+    /// data may outlive KCore in RAM (QEMU and warm resets keep it). Every
+    /// live VM is torn down — running vCPUs included: their stage 2 is
+    /// emptied and its VMID flushed first, so a guest still running on
+    /// another CPU faults into KCore (whose lock the caller holds) instead
+    /// of writing on — and then every page a VM owns (memory, shared or
+    /// not, stage-2 tables, vCPU contexts, pool pages) is scrubbed. The
+    /// pages stay the dying VMs' until reclaimed, so should the firmware
+    /// return, the bookkeeping still holds. Returns the pages scrubbed.
+    pub fn wipe_vms(&mut self, hw: &mut impl Hardware) -> u64 {
+        let ids: [Option<VmId>; VMS] = core::array::from_fn(|i| {
+            let id = VmId(i as u16);
+            self.vms
+                .get(id)
+                .filter(|vm| vm.state != VmState::Dying)
+                .map(|_| id)
+        });
+        for id in ids.into_iter().flatten() {
+            self.commit_teardown(id, hw);
+        }
+        let mut scrubbed = 0;
+        let banks = *self.owners.banks();
+        for bank in banks.iter() {
+            for p in bank.base() >> PAGE_SHIFT..bank.end() >> PAGE_SHIFT {
+                let pfn = Pfn(p);
+                let vm_held = matches!(
+                    self.owners.get(pfn),
+                    Some(PageState::Guest { .. } | PageState::VmTable { .. })
+                );
+                if vm_held && let Some(pa) = pfn.pa() {
+                    hw.scrub_page(pa);
+                    scrubbed += 1;
+                }
+            }
+        }
+        scrubbed
     }
 
     /// Checks `host_reclaim_page`: a page of a dying VM (memory or table)

@@ -753,6 +753,67 @@ fn the_run_page_is_pinned_while_a_guest_runs() {
     check_invariants(&v.w).unwrap();
 }
 
+/// KServ's `SYSTEM_RESET` (or `SYSTEM_OFF`) with a protected VM alive and
+/// one of its vCPUs running on another CPU: before the firmware gets the
+/// call, every VM is torn down and every page a VM holds — its memory, its
+/// tables, its vCPU contexts — is zero, since RAM survives a reset.
+#[test]
+fn system_reset_leaves_no_vm_data_in_ram() {
+    use kcore::exception::TrapState;
+    use kcore::ownership::PageState;
+    use kcore::vm::VmState;
+    use kcore_arch::host_double::FakeFirmware;
+
+    let mut v = vm(true, 2);
+    assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
+    run_page(&mut v, 0, &[]);
+    assert!(!v.w.hw.is_zero(IMAGE_PFN << 12), "the image is in RAM");
+    let a = RunArgs {
+        handle: v.h,
+        vcpu: 0,
+        run_pfn: RUN_PFN,
+    };
+    let mut l = v.w.host.mem_mut().vcpu_load(a, 4, &mut v.w.hw).unwrap();
+    const SYSTEM_RESET: u64 = 0x8400_0009;
+    let mut regs: Regs = [0; 31];
+    regs[0] = SYSTEM_RESET;
+    let smc = TrapState {
+        esr: ec::SMC64 << 26 | 1 << 25,
+        far: 0,
+        hpfar: 0,
+        elr: 0xffff_8000_0810_0000,
+        spsr: 0x3c5,
+        vbar_el1: 0,
+        sctlr_el1: 0,
+    };
+    // The firmware refuses, so what KCore left behind can be looked at.
+    let mut fw = FakeFirmware {
+        answer: -3i64 as u64,
+        calls: Vec::new(),
+    };
+    v.w.host
+        .handle_trap(0, &smc, &mut regs, &mut v.w.hw, &mut v.w.alloc, &mut fw);
+    assert_eq!(fw.calls, [(SYSTEM_RESET as u32, [0; 3])]);
+    let mut vm_pages = 0;
+    for (pfn, s) in v.w.host.mem().owners().iter() {
+        if matches!(s, PageState::Guest { .. } | PageState::VmTable { .. }) {
+            vm_pages += 1;
+            assert!(v.w.hw.is_zero(pfn.0 << 12), "{pfn:?} ({s:?}) not scrubbed");
+        }
+    }
+    assert!(vm_pages > 16, "memory, tables and contexts: {vm_pages}");
+    assert!(v.w.hw.is_zero(IMAGE_PFN << 12));
+    let (_, vm) = v.w.host.mem().vms().lookup(v.h).unwrap();
+    assert_eq!(vm.state, VmState::Dying);
+    // The guest on the other CPU exits (its stage 2 is gone) and is put
+    // back; KServ then reclaims what is left, all of it zero.
+    v.w.host.mem_mut().vcpu_put(&mut l, &mut v.w.hw);
+    check_invariants(&v.w).unwrap();
+    let mut g = ScriptedGuest::new(4);
+    assert_eq!(run(&mut v, 0, &mut g).0, Error::Denied.to_x0(), "dying");
+    assert!(g.entries.is_empty());
+}
+
 mod noninterference {
     //! What an exit shows KServ depends only on what DESIGN.md §1 lets it
     //! see: two vCPUs that differ in every register the exit does not

@@ -884,6 +884,44 @@ fn vm_summary(w: &World) -> Vec<VmSummary> {
         .collect()
 }
 
+/// After KServ's `SYSTEM_OFF` or `SYSTEM_RESET`: every VM is torn down
+/// (no other change to a VM), nothing is shared any more, and every page a
+/// VM holds is zero before the firmware sees the call (invariant 6).
+fn check_wiped(w: &World, fx: &Effects) -> Result<(), String> {
+    let (before, after) = &fx.vms;
+    if before.len() != after.len() {
+        return Err("SYSTEM_OFF/RESET removed or added a VM".into());
+    }
+    for (b, a) in before.iter().zip(after) {
+        let (id, handle, _, vcpus, owned, tables, _, pool) = *b;
+        if *a != (id, handle, VmState::Dying, vcpus, owned, tables, 0, pool) {
+            return Err(format!(
+                "SYSTEM_OFF/RESET left VM {b:?} as {a:?}, not torn down"
+            ));
+        }
+    }
+    for (pfn, s) in w.host.mem().owners().iter() {
+        match s {
+            PageState::HostSharedWithGuest { .. } | PageState::GuestSharedWithHost { .. } => {
+                return Err(format!(
+                    "SYSTEM_OFF/RESET left page {:#x} shared: {s:?}",
+                    pfn.0
+                ));
+            }
+            PageState::Guest { .. } | PageState::VmTable { .. }
+                if !w.hw.fake.is_zero(pfn.0 << 12) =>
+            {
+                return Err(format!(
+                    "SYSTEM_OFF/RESET reached the firmware with VM page {:#x} ({s:?}) unscrubbed",
+                    pfn.0
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The PSCI calls KCore may pass to the firmware itself (the EL2 glue makes
 /// the `CPU_ON` and `CPU_OFF` calls).
 const FIRMWARE_FIDS: [u32; 4] = [
@@ -961,7 +999,11 @@ fn apply(
             if regs[1..] != t.regs[1..] {
                 return Err("an SMC changed x1..x30".into());
             }
-            if !fx.none() {
+            let wipe = matches!(t.regs[0], x if x == fid::SYSTEM_OFF as u64 || x == fid::SYSTEM_RESET as u64)
+                && esr.imm16() == 0;
+            if wipe {
+                check_wiped(w, &fx)?;
+            } else if !fx.none() {
                 return Err("an SMC changed memory ownership or a VM".into());
             }
             glue_psci(w, t, resume, &mut regs, tally)?;
