@@ -11,7 +11,7 @@
 extern crate std;
 
 use kcore::addr::{Ipa, PAGE_SIZE, Pa};
-use kcore::hw::{PhysMemory, TableMemory, Tlb, Vmid};
+use kcore::hw::{DeviceMemory, PhysMemory, TableMemory, Tlb, Vmid};
 use std::boxed::Box;
 use std::collections::BTreeMap;
 use std::vec::Vec;
@@ -35,6 +35,12 @@ pub struct FakeMachine {
     flushes: Vec<Flush>,
     scrubbed: Vec<Pa>,
     synced: Vec<Pa>,
+    /// Device registers by address, as KCore last wrote them (or a test
+    /// set them); unset ones read as zero.
+    pub registers: BTreeMap<u64, u64>,
+    /// Every device access KCore made: address, width, the value written
+    /// (`None` for a read).
+    pub mmio_log: Vec<(u64, u8, Option<u64>)>,
 }
 
 impl FakeMachine {
@@ -174,6 +180,25 @@ impl PhysMemory for FakeMachine {
         assert!(page.is_aligned(PAGE_SIZE), "scrub of unaligned {page}");
         self.pages.remove(&page.raw());
         self.scrubbed.push(page);
+    }
+}
+
+impl DeviceMemory for FakeMachine {
+    fn mmio_read(&mut self, pa: Pa, width: u8) -> u64 {
+        assert!(
+            matches!(width, 1 | 2 | 4 | 8) && pa.is_aligned(u64::from(width)),
+            "device read of {width} bytes at {pa}"
+        );
+        self.mmio_log.push((pa.raw(), width, None));
+        self.registers.get(&pa.raw()).copied().unwrap_or(0)
+    }
+    fn mmio_write(&mut self, pa: Pa, width: u8, value: u64) {
+        assert!(
+            matches!(width, 1 | 2 | 4 | 8) && pa.is_aligned(u64::from(width)),
+            "device write of {width} bytes at {pa}"
+        );
+        self.mmio_log.push((pa.raw(), width, Some(value)));
+        self.registers.insert(pa.raw(), value);
     }
 }
 

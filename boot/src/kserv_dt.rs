@@ -6,8 +6,10 @@
 //! (phandles included, `/memreserve/` entries and `boot_cpuid_phys` kept),
 //! changing only what the document lists: `/reserved-memory/kcore@...`
 //! children covering KCore's memory, the initramfs and bootargs in `/chosen`,
-//! PSCI through SMC (which KCore traps and proxies) for every CPU, and the
-//! `/hypervisor` node announcing KCore's ABI version.
+//! PSCI through SMC (which KCore traps and proxies) for every CPU, every
+//! GICv3 ITS `status = "disabled"` (KCore keeps the ITS: it writes memory by
+//! physical address, `kcore::gic_guard`), and the `/hypervisor` node
+//! announcing KCore's ABI version.
 //!
 //! The serializer is written here rather than taken from `vm-fdt`, whose
 //! writer refuses node names that real firmware trees contain
@@ -121,6 +123,8 @@ struct Plan<'t, 'b, 'a> {
     psci_edits: Vec<PropEdit>,
     cpu_edits: Vec<PropEdit>,
     hypervisor_edits: Vec<PropEdit>,
+    /// What an ITS node becomes: unavailable to KServ.
+    its_edits: Vec<PropEdit>,
     /// `/reserved-memory/kcore@...` children: `(name, reg value)`.
     kcore_nodes: Vec<(String, Vec<u8>)>,
     /// `(#address-cells, #size-cells)` of a `/reserved-memory` this plan
@@ -143,6 +147,8 @@ enum Role {
     Psci,
     Cpu,
     Hypervisor,
+    /// A GICv3 ITS: KCore's, disabled for KServ.
+    Its,
     /// A `/reserved-memory` child a previous KCore left: replaced.
     StaleKcore,
     Plain,
@@ -246,6 +252,7 @@ impl<'t, 'b, 'a> Plan<'t, 'b, 'a> {
             psci_edits,
             cpu_edits,
             hypervisor_edits,
+            its_edits: alloc::vec![PropEdit::string("status", "disabled")],
             kcore_nodes,
             new_reserved_memory: if reserved.is_some() {
                 None
@@ -268,6 +275,9 @@ impl<'t, 'b, 'a> Plan<'t, 'b, 'a> {
             return Role::Root;
         };
         let name = tree.name(i);
+        if tree.is_compatible(i, crate::platform::ITS_COMPATIBLE) {
+            return Role::Its;
+        }
         if tree.compatible_with(i, |c| c.starts_with(b"arm,psci"))
             || (parent == ROOT && name == "psci")
         {
@@ -299,6 +309,7 @@ impl<'t, 'b, 'a> Plan<'t, 'b, 'a> {
             Role::Psci => &self.psci_edits,
             Role::Cpu => &self.cpu_edits,
             Role::Hypervisor => &self.hypervisor_edits,
+            Role::Its => &self.its_edits,
             Role::Root | Role::ReservedMemory | Role::StaleKcore | Role::Plain => &[],
         }
     }

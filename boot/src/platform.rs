@@ -169,7 +169,14 @@ pub struct Gic {
     pub vcpu_if: Option<MemRegion>,
     /// INTID of the virtual-interface maintenance interrupt.
     pub maintenance_irq: Option<u32>,
+    /// The register frames of the GICv3's ITSes (`arm,gic-v3-its`
+    /// children that are available), translated to physical addresses.
+    /// KCore keeps them: an ITS writes its tables by physical address.
+    pub its: Vec<MemRegion>,
 }
+
+/// `compatible` of a GICv3 ITS node.
+pub const ITS_COMPATIBLE: &str = "arm,gic-v3-its";
 
 /// A PL011 UART.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1266,6 +1273,19 @@ fn gic(tree: &Tree<'_, '_>) -> Result<Option<Gic>, DtError> {
             Some(intid.ok_or_else(|| tree.bad(i, "interrupts", "is neither an SPI nor a PPI"))?)
         }
     };
+    let mut its = Vec::new();
+    if version == GicVersion::V3 {
+        for j in 0..tree.nodes.len() {
+            if tree.is_compatible(j, ITS_COMPATIBLE) && tree.is_available(j) {
+                let r = tree.reg(j)?;
+                let first = r
+                    .first()
+                    .copied()
+                    .ok_or_else(|| tree.bad(j, "reg", "is empty"))?;
+                its.push(first);
+            }
+        }
+    }
     Ok(Some(Gic {
         version,
         dist,
@@ -1274,6 +1294,7 @@ fn gic(tree: &Tree<'_, '_>) -> Result<Option<Gic>, DtError> {
         hyp_if: at(first_cpu_if + 1),
         vcpu_if: at(first_cpu_if + 2),
         maintenance_irq,
+        its,
     }))
 }
 

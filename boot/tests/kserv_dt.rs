@@ -55,6 +55,13 @@ fn edited(orig: &Flat, path: &str, name: &str) -> bool {
             .contains(&name))
         || (is_cpu && ["enable-method", "cpu-release-addr"].contains(&name))
         || (path == "/hypervisor" && ["compatible", "kcore,abi-version"].contains(&name))
+        || (is_its(orig, path) && name == "status")
+}
+
+/// Whether node `path` of `orig` is a GICv3 ITS (KCore's: disabled for KServ).
+fn is_its(orig: &Flat, path: &str) -> bool {
+    orig.prop(path, "compatible")
+        .is_some_and(|c| c.split(|&b| b == 0).any(|s| s == b"arm,gic-v3-its"))
 }
 
 /// Checks `out` = `build(orig, e)` against the specification of the edits.
@@ -181,6 +188,11 @@ fn check(orig_blob: &[u8], out_blob: &[u8], e: &KservDtEdits<'_>, bootargs: Opti
             assert_eq!(out.prop(p, "enable-method"), Some(&b"psci\0"[..]), "{p}");
             assert_eq!(out.prop(p, "cpu-release-addr"), None, "{p}");
         }
+    }
+
+    // Every ITS is KCore's: disabled for KServ.
+    for p in orig.paths().into_iter().filter(|p| is_its(&orig, p)) {
+        assert_eq!(out.prop(p, "status"), Some(&b"disabled\0"[..]), "{p}");
     }
 
     // /hypervisor.

@@ -63,6 +63,8 @@ fn qemu_virt_gicv3() {
                 hyp_if: None,
                 vcpu_if: None,
                 maintenance_irq: Some(25),
+                // Behind the GIC node's `ranges`.
+                its: vec![r(0x0808_0000, 0x2_0000)],
             }),
             "{name}"
         );
@@ -83,6 +85,7 @@ fn qemu_virt_gicv2() {
             hyp_if: Some(r(0x0803_0000, 0x1_0000)),
             vcpu_if: Some(r(0x0804_0000, 0x1_0000)),
             maintenance_irq: Some(25),
+            its: vec![],
         })
     );
 }
@@ -123,6 +126,7 @@ fn pi4_shaped_tree() {
             hyp_if: Some(r(0xff84_4000, 0x2000)),
             vcpu_if: Some(r(0xff84_6000, 0x2000)),
             maintenance_irq: Some(25),
+            its: vec![],
         })
     );
     // stdout-path names the mini UART (not a PL011): the first PL011 is used.

@@ -188,6 +188,8 @@ pub enum RangeSetError {
     Full,
     /// The range overlaps one already in the set.
     Overlap,
+    /// The range (or what describes it) is malformed: unaligned, wrapping.
+    Malformed,
 }
 
 impl<const N: usize> Default for RangeSet<N> {

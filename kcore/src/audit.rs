@@ -28,7 +28,8 @@ pub enum Finding {
     HostNotIdentity = 1,
     /// KServ's stage 2 maps a page in a state KServ may not map.
     HostMapsForeign = 2,
-    /// KServ's stage 2 maps KCore's device memory.
+    /// KServ's stage 2 maps KCore's device memory, or a device page KServ
+    /// may reach only through KCore.
     HostMapsKcoreDevice = 3,
     /// A table page of KServ's stage 2 is not KCore's.
     HostTableNotKcore = 4,
@@ -102,7 +103,7 @@ pub fn audit<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usiz
                 Some(s) if !s.host_may_map() => {
                     err.get_or_insert(fail(Finding::HostMapsForeign, pa, s.vm()));
                 }
-                None if host.map().kcore().find(pa).is_some() => {
+                None if host.map().kcore().find(pa).is_some() || host.map().is_trapped(pa) => {
                     err.get_or_insert(fail(Finding::HostMapsKcoreDevice, pa, None));
                 }
                 _ => {}

@@ -61,6 +61,27 @@ impl Esr {
     pub const fn is_write(self) -> bool {
         self.0 & (1 << 6) != 0
     }
+    /// For data aborts: the syndrome below is valid (ISV): a single load or
+    /// store of one general register.
+    pub const fn isv(self) -> bool {
+        self.0 & (1 << 24) != 0
+    }
+    /// For data aborts with ISV: the access size in bytes (SAS).
+    pub const fn access_bytes(self) -> u8 {
+        1 << ((self.0 >> 22) & 3)
+    }
+    /// For data aborts with ISV: a load sign-extends (SSE).
+    pub const fn sign_extend(self) -> bool {
+        self.0 & (1 << 21) != 0
+    }
+    /// For data aborts with ISV: the register transferred (SRT; 31 is XZR).
+    pub const fn srt(self) -> usize {
+        ((self.0 >> 16) & 0x1F) as usize
+    }
+    /// For data aborts with ISV: the register is 64 bits wide (SF).
+    pub const fn sixty_four(self) -> bool {
+        self.0 & (1 << 15) != 0
+    }
 }
 
 /// The IPA of a stage-2 abort: `HPFAR_EL2.FIPA` (bits 47:12 of the IPA in

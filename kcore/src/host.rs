@@ -11,6 +11,7 @@ use crate::addr::{Ipa, Pfn};
 use crate::exception::{
     Esr, Injection, TrapState, ec, fault_ipa, inject_external_abort, inject_undef,
 };
+use crate::gic_guard::{self, Guarded};
 use crate::host_stage2::HostAbort;
 use crate::hw::{Firmware, Hardware, PageAllocator};
 use crate::mem_protect::{CreateVm, MemCore, RunArgs};
@@ -29,7 +30,8 @@ pub enum Resume {
     /// Return to where KServ trapped (`ELR_EL2` unchanged): HVC (whose
     /// preferred return is already the next instruction) and retried aborts.
     Retry,
-    /// Skip the trapped instruction (`ELR_EL2 += 4`): a trapped `SMC`.
+    /// Skip the trapped instruction (`ELR_EL2 += 4`): a trapped `SMC`, or an
+    /// access KCore emulated.
     Skip,
     /// Make KServ take this exception at EL1.
     Inject(Injection),
@@ -60,6 +62,9 @@ pub struct HostStats {
     pub denied: u64,
     /// UNDEFINED exceptions injected.
     pub undef: u64,
+    /// Accesses to trapped device pages KCore performed (or dropped) for
+    /// KServ after checking them.
+    pub emulated: u64,
 }
 
 /// KCore's host-facing state: memory (ownership, VMs, KServ's stage 2) and
@@ -121,6 +126,61 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
         self.stats
     }
 
+    /// KServ's access to a trapped GIC page ([`crate::gic_guard`]): one
+    /// load or store of one register (the syndrome must say which), checked,
+    /// performed by KCore, and the instruction skipped. Anything else
+    /// (an instruction fetch, a load pair, an odd size) is an external abort.
+    fn emulate_trapped(
+        &mut self,
+        trap: &TrapState,
+        ipa: Ipa,
+        regs: &mut Regs,
+        hw: &mut impl Hardware,
+    ) -> Resume {
+        let esr = Esr(trap.esr);
+        let offset = self.mem.host().map().frame_offset(ipa.raw());
+        let (Some(offset), ec::DABT_LOW, true) = (offset, esr.ec(), esr.isv()) else {
+            self.stats.denied += 1;
+            return Resume::Inject(inject_external_abort(trap));
+        };
+        let (width, srt, write) = (esr.access_bytes(), esr.srt(), esr.is_write());
+        let bits = 8 * u32::from(width);
+        let mask = if bits == 64 {
+            u64::MAX
+        } else {
+            (1 << bits) - 1
+        };
+        let value = regs.get(srt).copied().unwrap_or(0) & mask;
+        let pa = crate::addr::Pa(ipa.raw());
+        let read = match gic_guard::check(offset, write, width, value) {
+            Guarded::Deny => {
+                self.stats.denied += 1;
+                return Resume::Inject(inject_external_abort(trap));
+            }
+            Guarded::Write(v) => {
+                hw.mmio_write(pa, width, v);
+                None
+            }
+            Guarded::Ignore => None,
+            Guarded::Read => Some(hw.mmio_read(pa, width) & mask),
+            Guarded::ReadAs(v) => Some(v & mask),
+        };
+        if let Some(mut v) = read {
+            if esr.sign_extend() && bits < 64 {
+                let shift = 64 - bits;
+                v = (((v << shift) as i64) >> shift) as u64;
+            }
+            if !esr.sixty_four() {
+                v &= 0xFFFF_FFFF;
+            }
+            if let Some(r) = regs.get_mut(srt) {
+                *r = v;
+            }
+        }
+        self.stats.emulated += 1;
+        Resume::Skip
+    }
+
     /// Handles one synchronous exception from KServ on CPU `cpu`. `alloc` is
     /// KCore's pool for KServ's own stage-2 tables.
     pub fn handle_trap(
@@ -151,6 +211,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
                         self.stats.denied += 1;
                         Resume::Inject(inject_external_abort(trap))
                     }
+                    HostAbort::Emulate => self.emulate_trapped(trap, ipa, regs, hw),
                 }
             }
             // External aborts and anything stage 2 did not cause are KServ's.

@@ -8,16 +8,68 @@
 //! So invariant 1 of DESIGN.md section 2 ("a KCore page is mapped in no
 //! stage-2 table") holds by construction: no path maps an address inside
 //! [`HostMemoryMap::kcore`].
+//!
+//! A third kind of address is neither KServ's nor refused: a *trapped*
+//! device page ([`TrapFrames`]), whose registers give the device power over
+//! memory (a GIC redistributor's LPI table bases). It is never mapped either;
+//! an access to it is emulated by KCore after a check
+//! ([`HostAbort::Emulate`], [`crate::gic_guard`]).
 
 use crate::addr::{Ipa, MemRange, Pa, RangeSet, RangeSetError};
 use crate::hw::{PageAllocator, TableMemory};
 use crate::pgtable::{Attrs, MapError, PageTable, Stage2, block_size};
+
+/// Pages KServ reaches only through KCore: in `region`, the page at each
+/// of `offsets` (page aligned, below `stride`) of every `stride`-sized
+/// frame. A GIC's redistributors are such a region: one frame per CPU, and
+/// in each the control page with the LPI table bases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrapFrames {
+    /// The whole region (page aligned).
+    pub region: MemRange,
+    /// The frame size (a power of two, at least a page).
+    pub stride: u64,
+    /// Offsets of the trapped pages in each frame.
+    pub offsets: [Option<u64>; 2],
+}
+
+impl TrapFrames {
+    /// Whether `addr` lies in a trapped page.
+    pub fn contains(&self, addr: u64) -> bool {
+        if !self.region.contains(addr) || !self.stride.is_power_of_two() {
+            return false;
+        }
+        let page = ((addr - self.region.base()) % self.stride) & !(crate::addr::PAGE_SIZE - 1);
+        self.offsets.iter().flatten().any(|&o| o == page)
+    }
+
+    /// Whether `range` contains a trapped page (conservatively: any range
+    /// of a frame or more that meets the region does).
+    pub fn overlaps(&self, range: &MemRange) -> bool {
+        if !self.region.overlaps(range) {
+            return false;
+        }
+        if range.size() >= self.stride {
+            return true;
+        }
+        let page = crate::addr::PAGE_SIZE;
+        let first = range.base().max(self.region.base()) & !(page - 1);
+        let end = range.end().min(self.region.end());
+        (first..end)
+            .step_by(page as usize)
+            .any(|a| self.contains(a))
+    }
+}
+
+/// Most [`TrapFrames`] regions (a GIC's redistributor regions).
+pub const MAX_TRAP_FRAMES: usize = 4;
 
 /// The platform's memory as far as KServ's stage 2 is concerned.
 #[derive(Clone, Debug, Default)]
 pub struct HostMemoryMap<const N: usize> {
     ram: RangeSet<N>,
     kcore: RangeSet<N>,
+    trapped: [Option<TrapFrames>; MAX_TRAP_FRAMES],
 }
 
 impl<const N: usize> HostMemoryMap<N> {
@@ -26,7 +78,48 @@ impl<const N: usize> HostMemoryMap<N> {
         HostMemoryMap {
             ram: RangeSet::new(),
             kcore: RangeSet::new(),
+            trapped: [None; MAX_TRAP_FRAMES],
         }
+    }
+
+    /// Adds pages KServ may use only through KCore ([`TrapFrames`]). Fails
+    /// when the region is not page aligned, the stride is no power of two of
+    /// at least a page, an offset lies outside a frame, or every slot is
+    /// taken.
+    pub fn add_trapped(&mut self, t: TrapFrames) -> Result<(), RangeSetError> {
+        let page = crate::addr::PAGE_SIZE;
+        let ok = t.region.is_aligned(page)
+            && t.stride.is_power_of_two()
+            && t.stride >= page
+            && t.offsets
+                .iter()
+                .flatten()
+                .all(|&o| o.is_multiple_of(page) && o < t.stride);
+        if !ok {
+            return Err(RangeSetError::Malformed);
+        }
+        let slot = self
+            .trapped
+            .iter_mut()
+            .find(|s| s.is_none())
+            .ok_or(RangeSetError::Full)?;
+        *slot = Some(t);
+        Ok(())
+    }
+
+    /// Whether `addr` lies in a page KServ reaches only through KCore.
+    pub fn is_trapped(&self, addr: u64) -> bool {
+        self.trapped.iter().flatten().any(|t| t.contains(addr))
+    }
+
+    /// For an address in a trapped page: its offset in its frame.
+    pub fn frame_offset(&self, addr: u64) -> Option<u64> {
+        let t = self.trapped.iter().flatten().find(|t| t.contains(addr))?;
+        Some((addr - t.region.base()) % t.stride)
+    }
+
+    fn trapped_overlaps(&self, range: &MemRange) -> bool {
+        self.trapped.iter().flatten().any(|t| t.overlaps(range))
     }
     /// Adds a RAM bank.
     pub fn add_ram(&mut self, r: MemRange) -> Result<(), RangeSetError> {
@@ -60,6 +153,9 @@ pub enum HostAbort {
     Denied,
     /// No table memory left to map it: inject an external abort.
     NoMemory,
+    /// A trapped device page: KCore performs the access for KServ, checked
+    /// ([`crate::gic_guard`]), and skips the instruction.
+    Emulate,
 }
 
 /// KServ's stage-2 table and the map that decides what goes in it.
@@ -150,6 +246,9 @@ impl<const N: usize> HostStage2<N> {
             self.denied += 1;
             return HostAbort::Denied;
         }
+        if self.map.is_trapped(addr) {
+            return HostAbort::Emulate;
+        }
         if self.table.walk(mem, addr).is_some() {
             // Another CPU mapped it first, or a stale TLB entry: retry.
             return HostAbort::Mapped;
@@ -166,7 +265,10 @@ impl<const N: usize> HostStage2<N> {
             let Some(block) = MemRange::new(base, size) else {
                 continue;
             };
-            if self.map.kcore.overlaps(&block) || (!is_ram && self.map.ram.overlaps(&block)) {
+            if self.map.kcore.overlaps(&block)
+                || self.map.trapped_overlaps(&block)
+                || (!is_ram && self.map.ram.overlaps(&block))
+            {
                 continue;
             }
             if is_ram && !(self.map.ram.iter().any(|r| r.contains_range(&block)) && ram_ok(block)) {

@@ -71,8 +71,19 @@ pub trait Tlb {
     fn flush_vmid(&mut self, vmid: Vmid);
 }
 
-/// Everything KCore's ownership transitions touch: table memory, RAM
-/// contents and the TLBs. At EL2 one object implements all three.
-pub trait Hardware: TableMemory + PhysMemory + Tlb {}
+/// Device registers KCore accesses on KServ's behalf: the GIC frames KServ
+/// may use only through KCore's checks ([`crate::gic_guard`]). An access is
+/// one load or store of `width` bytes (1, 2, 4 or 8), aligned, at `pa`.
+pub trait DeviceMemory {
+    /// Reads the register at `pa`.
+    fn mmio_read(&mut self, pa: Pa, width: u8) -> u64;
+    /// Writes `value` (its low `width` bytes) to the register at `pa`.
+    fn mmio_write(&mut self, pa: Pa, width: u8, value: u64);
+}
 
-impl<T: TableMemory + PhysMemory + Tlb> Hardware for T {}
+/// Everything KCore's ownership transitions and KServ's traps touch: table
+/// memory, RAM contents, the TLBs and trapped device registers. At EL2 one
+/// object implements all four.
+pub trait Hardware: TableMemory + PhysMemory + Tlb + DeviceMemory {}
+
+impl<T: TableMemory + PhysMemory + Tlb + DeviceMemory> Hardware for T {}

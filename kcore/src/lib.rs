@@ -11,6 +11,7 @@
 pub mod addr;
 pub mod audit;
 pub mod exception;
+pub mod gic_guard;
 pub mod host;
 pub mod host_stage2;
 pub mod hw;

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{RAM, World, world};
+use common::{GICR, GICR_STRIDE, RAM, World, check_invariants, world};
 use kcore::exception::{Esr, TrapState, ec};
 use kcore::host::{Regs, Resume};
 use kcore::psci::fid;
@@ -153,4 +153,75 @@ fn other_traps_become_undefined() {
         run(&mut w, &mut fw, &trap(ec::DABT_LOW, 0x10, 0, 0), &mut regs),
         Resume::Inject(_)
     ));
+}
+
+/// A data abort with a valid syndrome: `width` bytes, register `rt`, 64-bit
+/// register view, read or write, stage-2 translation fault at level 3.
+fn mmio_trap(addr: u64, width: u8, rt: u64, write: bool) -> TrapState {
+    let sas = u64::from(width.trailing_zeros());
+    let iss = 1 << 24 | sas << 22 | rt << 16 | 1 << 15 | u64::from(write) << 6 | 0x07;
+    trap(
+        ec::DABT_LOW,
+        iss,
+        0xffff_0000_0000_0000 | (addr & 0xFFF),
+        (addr >> 12) << 4,
+    )
+}
+
+/// KServ's accesses to a redistributor's control page: never mapped, each
+/// one checked and performed by KCore; the LPI table bases and EnableLPIs
+/// stay out of KServ's reach (`kcore::gic_guard`).
+#[test]
+fn gic_redistributor_control_pages_are_guarded() {
+    let (mut w, mut fw) = (world(), FakeFirmware::default());
+    let mut regs = [0u64; 31];
+    let rd1 = GICR + GICR_STRIDE;
+    // PROPBASER and PENDBASER: writes dropped, reads zero.
+    regs[5] = 0x4000_0000 | 0x7;
+    for reg in [0x70, 0x78] {
+        let t = mmio_trap(rd1 + reg, 8, 5, true);
+        assert_eq!(run(&mut w, &mut fw, &t, &mut regs), Resume::Skip);
+    }
+    w.hw.registers.insert(rd1 + 0x70, 0x1234);
+    regs[7] = 99;
+    let t = mmio_trap(rd1 + 0x70, 8, 7, false);
+    assert_eq!(run(&mut w, &mut fw, &t, &mut regs), Resume::Skip);
+    assert_eq!(regs[7], 0);
+    assert!(w.hw.mmio_log.is_empty(), "{:x?}", w.hw.mmio_log);
+    // GICR_CTLR: everything but EnableLPIs.
+    regs[3] = 0b11;
+    let t = mmio_trap(GICR, 4, 3, true);
+    assert_eq!(run(&mut w, &mut fw, &t, &mut regs), Resume::Skip);
+    assert_eq!(w.hw.mmio_log, [(GICR, 4, Some(0b10))]);
+    // GICR_TYPER read through, into a 64-bit register; GICR_WAKER written.
+    w.hw.registers.insert(GICR + 0x8, 0x0000_0001_0000_0010);
+    let t = mmio_trap(GICR + 0x8, 8, 9, false);
+    assert_eq!(run(&mut w, &mut fw, &t, &mut regs), Resume::Skip);
+    assert_eq!(regs[9], 0x0000_0001_0000_0010);
+    regs[2] = 0;
+    let t = mmio_trap(rd1 + 0x14, 4, 2, true);
+    assert_eq!(run(&mut w, &mut fw, &t, &mut regs), Resume::Skip);
+    assert_eq!(w.hw.mmio_log.last(), Some(&(rd1 + 0x14, 4, Some(0))));
+    assert_eq!(w.host.stats().emulated, 6);
+    // No syndrome (a load pair, say) or a byte access: an external abort.
+    let mut no_isv = mmio_trap(GICR + 0x14, 4, 2, true);
+    no_isv.esr &= !(1 << 24);
+    let byte = mmio_trap(GICR + 0x14, 1, 2, true);
+    for t in [no_isv, byte] {
+        assert!(matches!(
+            run(&mut w, &mut fw, &t, &mut regs),
+            Resume::Inject(_)
+        ));
+    }
+    assert_eq!(w.host.stats().denied, 2);
+    // The control pages are never mapped; the SGI frames beside them are,
+    // a page at a time.
+    let sgi = GICR + 0x1_0000;
+    let t = mmio_trap(sgi + 0x100, 4, 2, true);
+    assert_eq!(run(&mut w, &mut fw, &t, &mut regs), Resume::Retry);
+    let table = w.host.mem().host().table();
+    assert!(table.walk(&w.hw, sgi).is_some());
+    assert!(table.walk(&w.hw, GICR).is_none());
+    assert!(table.walk(&w.hw, rd1).is_none());
+    check_invariants(&w).unwrap();
 }

@@ -41,6 +41,7 @@
 #include <linux/fs.h>
 #include <linux/gfp.h>
 #include <linux/highmem.h>
+#include <linux/io.h>
 #include <linux/jiffies.h>
 #include <linux/kthread.h>
 #include <linux/mm.h>
@@ -50,6 +51,7 @@
 #include <linux/of_address.h>
 #include <linux/sched.h>
 #include <linux/sched/task.h>
+#include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
@@ -480,7 +482,7 @@ static int toucher_fn(void *data)
 
 	/* KCore answers with a synchronous external abort: the Oops kills us. */
 	if (t->write)
-		WRITE_ONCE(*t->addr, 0xbad0bad0bad0bad0ULL);
+		WRITE_ONCE(*t->addr, t->value);
 	else
 		t->value = READ_ONCE(*t->addr);
 	kthread_complete_and_exit(&t->done, 0);
@@ -489,9 +491,9 @@ static int toucher_fn(void *data)
 static bool pinned;
 
 /*
- * Touches `addr` from a new kthread. Returns 1 when the kthread died without
- * finishing (the access faulted), 0 when it finished (value in *value), -1
- * when it neither finished nor died in 10 s.
+ * Touches `addr` from a new kthread: writes *value, or reads into *value.
+ * Returns 1 when the kthread died without finishing (the access faulted), 0
+ * when it finished, -1 when it neither finished nor died in 10 s.
  */
 static int touch(volatile u64 *addr, bool write, const char *name, u64 *value)
 {
@@ -506,6 +508,7 @@ static int touch(volatile u64 *addr, bool write, const char *name, u64 *value)
 	init_completion(&t->done);
 	t->addr = addr;
 	t->write = write;
+	t->value = *value;
 	task = kthread_create(toucher_fn, t, "%s", name);
 	if (IS_ERR(task)) {
 		kfree(t);
@@ -542,9 +545,8 @@ static int touch(volatile u64 *addr, bool write, const char *name, u64 *value)
 	return result;
 }
 
-static bool expect_fault(volatile u64 *addr, bool write, const char *name)
+static bool expect_fault_v(volatile u64 *addr, bool write, const char *name, u64 value)
 {
-	u64 value = 0;
 	int r = touch(addr, write, name, &value);
 
 	if (r == 1) {
@@ -554,6 +556,11 @@ static bool expect_fault(volatile u64 *addr, bool write, const char *name)
 	if (r == 0)
 		return bad("%s %s completed (read 0x%llx)", name, write ? "write" : "read", value);
 	return bad("%s neither finished nor died", name);
+}
+
+static bool expect_fault(volatile u64 *addr, bool write, const char *name)
+{
+	return expect_fault_v(addr, write, name, 0xbad0bad0bad0bad0ULL);
 }
 
 static bool kcore_answers(void)
@@ -707,6 +714,104 @@ static bool atk_kcore_map(u64 seed)
 	note("KCore pfn 0x%llx at %px: ", vic.kcore_pfn, va);
 	ok = expect_fault(va, false, "atk-kcoreread");
 	ok = expect_fault(va, true, "atk-kcorewrite") && ok;
+	return kcore_answers() && ok;
+}
+
+/* ---- the GIC's memory tables ---------------------------------------------- */
+
+/* The GICv3 node's register region `index` (0 the distributor, 1 the first
+ * redistributor region), or an ITS node's: from KServ's device tree. */
+static bool gic_region(const char *compatible, int index, struct resource *res, bool *available)
+{
+	struct device_node *np = of_find_compatible_node(NULL, NULL, compatible);
+	int err;
+
+	if (!np)
+		return false;
+	*available = of_device_is_available(np);
+	err = of_address_to_resource(np, index, res);
+	of_node_put(np);
+	return !err;
+}
+
+/*
+ * The ITS writes its device table, collection table and every ITT a MAPD
+ * command names by physical address, outside any stage 2. Pointing
+ * GITS_BASER0 at KCore's memory or at a protected VM's page and queueing MAPD
+ * commands whose table entries spell "KServ's page" relabelled every page of
+ * a victim once. KCore keeps the ITS: KServ's tree shows it disabled and
+ * every access to its control frame faults.
+ */
+static bool atk_its(u64 seed)
+{
+	struct resource res;
+	bool available, ok = true;
+	/* Valid, device table, 8-byte entries, the page's address. */
+	const u64 baser = 1ULL << 63 | 1ULL << 56 | 7ULL << 48;
+	void __iomem *its;
+
+	if (!need_victim())
+		return false;
+	if (!gic_region("arm,gic-v3-its", 0, &res, &available))
+		return bad("KServ's device tree has no ITS node to aim at");
+	if (available)
+		ok = bad("the ITS at %pa is available to KServ", &res.start);
+	else
+		note("the ITS at %pa is disabled in KServ's tree; ", &res.start);
+	its = ioremap(res.start, SZ_64K);
+	if (!its)
+		return bad("ioremap of the ITS failed");
+	ok = expect_fault_v(its + 0x100, true, "atk-its-baser-kcore",
+			    baser | PFN_PHYS(vic.kcore_pfn)) && ok;
+	ok = expect_fault_v(its + 0x100, true, "atk-its-baser-victim",
+			    baser | PFN_PHYS(vic.guest_pfn)) && ok;
+	ok = expect_fault(its + 0x80, true, "atk-its-cbaser") && ok;
+	ok = expect_fault(its + 0x0, false, "atk-its-ctlr") && ok;
+	iounmap(its);
+	return kcore_answers() && ok;
+}
+
+/*
+ * A redistributor reads and writes its LPI property and pending tables by
+ * physical address. KServ's writes of GICR_PROPBASER and GICR_PENDBASER (with
+ * a protected VM's page and KCore's) must not take, GICR_CTLR.EnableLPIs must
+ * stay clear, and the redistributor must keep working for everything else.
+ */
+static bool atk_gicr(u64 seed)
+{
+	struct resource res;
+	bool available, ok = true;
+	void __iomem *rd;
+	u64 typer, prop, pend;
+	u32 ctlr, ctlr_after, waker;
+
+	if (!need_victim())
+		return false;
+	if (!gic_region("arm,gic-v3", 1, &res, &available))
+		return bad("KServ's device tree has no GICv3 redistributor region");
+	rd = ioremap(res.start, SZ_128K);
+	if (!rd)
+		return bad("ioremap of the redistributors failed");
+	typer = readq(rd + 0x8);
+	waker = readl(rd + 0x14);
+	writeq(PFN_PHYS(vic.guest_pfn) | 0x7, rd + 0x70);
+	writeq(PFN_PHYS(vic.kcore_pfn), rd + 0x78);
+	prop = readq(rd + 0x70);
+	pend = readq(rd + 0x78);
+	ctlr = readl(rd + 0x0);
+	writel(ctlr | 1, rd + 0x0);
+	ctlr_after = readl(rd + 0x0);
+	writel(ctlr, rd + 0x0);
+	iounmap(rd);
+	note("redistributor at %pa: TYPER 0x%llx, WAKER 0x%x; PROPBASER reads 0x%llx, PENDBASER 0x%llx; "
+	     "CTLR 0x%x, after setting EnableLPIs 0x%x; ", &res.start, typer, waker, prop, pend, ctlr,
+	     ctlr_after);
+	if (prop || pend)
+		ok = bad("an LPI table base took KServ's write");
+	if (ctlr_after & 1)
+		ok = bad("EnableLPIs took KServ's write");
+	if (!typer)
+		ok = bad("GICR_TYPER read as 0: the redistributor does not answer");
 	return kcore_answers() && ok;
 }
 
@@ -1249,6 +1354,102 @@ static bool atk_destroy_in_exit(u64 seed)
 	return settle() && ok;
 }
 
+/* ---- the run page while a vCPU runs ---------------------------------------- */
+
+/*
+ * KCore writes a vCPU's exit into its run page after the guest ran with
+ * KCore's lock dropped; the page is pinned from the load to that write. While
+ * another CPU runs the loop VM's spinning vCPU, this CPU offers the run page
+ * as a new VM's stage-2 root, as a table-pool (vCPU-context) page and as the
+ * memory of a protected VM, and shares it into the running VM. Offers are
+ * made while KCore reports the page pinned; each must be Busy. One made just
+ * as the vCPU left may be granted: then everything is taken back and the
+ * round starts again.
+ */
+#define RP_KINDS	4
+#define RP_WANT		20
+static const char *const rp_kind[RP_KINDS] = { "VM root", "pool page", "protected VM's memory", "shared page" };
+
+static s64 rp_offer(unsigned int kind, struct loop_vm *l, struct sac_vm *prot)
+{
+	switch (kind) {
+	/* A one-page root: a 36-bit IPA space. */
+	case 0: return kc(KC_CREATE_VM, 0, 36, 1, l->run_pfn, 1).status;
+	case 1: return kc(KC_DONATE_VM_POOL, prot->handle, l->run_pfn, 0, 0, 0).status;
+	case 2: return kc(KC_DONATE_GUEST, prot->handle, l->run_pfn, 0x100, 0, 0).status;
+	default: return kc(KC_SHARE_GUEST, l->vm.handle, l->run_pfn, 0x50000, 0, 0).status;
+	}
+}
+
+static bool atk_run_page(u64 seed)
+{
+	u64 busy[RP_KINDS] = {}, granted = 0, pinned_seen = 0, offers = 0;
+	unsigned int round, k, i;
+	bool ok = true, done = false;
+
+	for (round = 0; round < 3 && !done && ok; round++) {
+		struct runner r = {};
+		struct loop_vm l;
+		struct sac_vm prot;
+		bool again = false;
+
+		if (loop_create(&l) || sac_create(&prot, true, 0))
+			return GIVE_UP("cannot make the sacrificial VMs");
+		if (kc(KC_VCPU_SET_REG, l.vm.handle, 0, KR_PC, LOOP_SPIN, 0).status)
+			return GIVE_UP("cannot point the vCPU at its spin loop");
+		run_clear(l.run);
+		init_completion(&r.done);
+		r.l = &l;
+		if (start_on(runner_fn, &r, other_cpu(), "atk-runner"))
+			return GIVE_UP("cannot start the runner");
+		while (READ_ONCE(r.runs) < 5 && !completion_done(&r.done))
+			usleep_range(100, 200);
+		for (i = 0; i < 200000 && !again && !completion_done(&r.done); i++) {
+			struct kc_ret o = kc(KC_PAGE_OWNER, l.run_pfn, 0, 0, 0, 0);
+			s64 s;
+
+			if (!(i % 64))
+				cond_resched();
+			if (o.status != KC_OK || o.x1 != OWNER_HOST_PINNED)
+				continue;
+			pinned_seen++;
+			k = offers++ % RP_KINDS;
+			s = rp_offer(k, &l, &prot);
+			if (s == KC_BUSY) {
+				busy[k]++;
+			} else if (s == KC_OK) {
+				/* The vCPU had just left: take it all back, start again. */
+				granted++;
+				again = true;
+			} else {
+				ok = bad("offering the run page as %s: %lld (%s)", rp_kind[k], s,
+					 kc_name(s) ?: "undefined");
+				break;
+			}
+			done = true;
+			for (k = 0; k < RP_KINDS; k++)
+				done &= busy[k] >= RP_WANT;
+			if (done)
+				break;
+		}
+		WRITE_ONCE(r.stop, true);
+		wait_for_completion(&r.done);
+		if (r.other)
+			ok = bad("%llu runs returned neither ok nor a refusal", r.other);
+		ok &= settle();
+		note("; ");
+	}
+	note("seen pinned %llu times; Busy as", pinned_seen);
+	for (k = 0; k < RP_KINDS; k++)
+		note(" %s %llu%s", rp_kind[k], busy[k], k + 1 < RP_KINDS ? "," : "");
+	note("; %llu granted just after the vCPU left", granted);
+	for (k = 0; k < RP_KINDS; k++)
+		if (busy[k] < RP_WANT)
+			ok = bad("the run page was offered as %s while pinned and refused Busy only %llu times",
+				 rp_kind[k], busy[k]);
+	return ok;
+}
+
 /* ---- hypercall fuzzing ---------------------------------------------------- */
 
 #define FUZZ_CALLS 50000
@@ -1596,6 +1797,9 @@ static const struct attack attacks[] = {
 	{ "regs", "reading or setting any register of a running protected vCPU is Denied (Busy while it runs) and returns no value", atk_regs },
 	{ "hw-irq", "runs asking for hardware-mapped interrupts or the guest's timer INTID are Denied; malformed interrupt lists are InvalidParameter; nothing runs", atk_hw_irq },
 	{ "toctou", "KCore completes an MMIO read from its own record of the exit, whatever KServ rewrote in the run page: only the load's register changes, with the load's width and sign; a run page scribbled during entry is used whole or refused", atk_toctou },
+	{ "its", "the ITS is KCore's: KServ's device tree shows it disabled, and pointing GITS_BASER0 at KCore's memory or a protected page, writing GITS_CBASER or reading GITS_CTLR faults", atk_its },
+	{ "gic-redist", "GICR_PROPBASER and GICR_PENDBASER written with a protected page's and KCore's addresses read back 0, GICR_CTLR.EnableLPIs stays clear, GICR_TYPER and GICR_WAKER still answer", atk_gicr },
+	{ "run-page", "while another CPU runs a vCPU, its run page (pinned by KCore: owner HostPinned) offered as a new VM's root, a table-pool page, a protected VM's memory or a page shared into the VM is Busy every time (20 of each); every page comes back; the self-check agrees", atk_run_page },
 	{ "destroy-in-exit", "tearing a VM down while another CPU runs its vCPU is Busy until the vCPU is out; then every run is refused and every page comes back scrubbed", atk_destroy_in_exit },
 	{ "fuzz", "100,000 calls with random ids and arguments from 2 CPUs: every one answers a defined status, unknown ids NotSupported; KCore keeps serving; every page the fuzzer gave away comes back scrubbed; the self-check agrees", atk_fuzz },
 	{ "self-check", "KCore's ownership table agrees with every stage 2; no page the attacks gave away stayed away", atk_self_check },

@@ -49,6 +49,8 @@ pub const TESTS: &[&str] = &[
     "kvmbench",
     "kvmbench-linux",
     "kvmbench-vm",
+    "attacks",
+    "reset",
 ];
 
 /// The kernel arguments for a batch run of `tests` expecting `cpus` CPUs.

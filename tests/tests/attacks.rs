@@ -5,7 +5,9 @@
 //! double and racing donations and shares; reclaim of the running VM;
 //! images changed before and after verification; a first PC outside the
 //! image; the running vCPUs' registers; hardware-mapped interrupts; the run
-//! page rewritten between exit and entry and during entry; teardown during
+//! page rewritten between exit and entry and during entry; the run page
+//! offered away while its vCPU runs; the GIC's ITS and redistributor table
+//! registers aimed at KCore's and the victim's memory; teardown during
 //! exits; 100,000 random hypercalls from 2 CPUs. Every row must be there
 //! and pass, the victim must keep its memory and finish with its marker and
 //! checksum, KCore's self-check must agree afterwards, KServ's `version`
@@ -18,7 +20,7 @@ use kcore_systests::{Failure, TestResult, batch_within, kcore_image, kcore_troub
 use std::time::Duration;
 
 /// Every row the suite must report, in order.
-const ROWS: [&str; 21] = [
+const ROWS: [&str; 24] = [
     "scan",
     "linear-read",
     "linear-write",
@@ -36,6 +38,9 @@ const ROWS: [&str; 21] = [
     "regs",
     "hw-irq",
     "toctou",
+    "run-page",
+    "its",
+    "gic-redist",
     "destroy-in-exit",
     "fuzz",
     "victim",

@@ -82,6 +82,26 @@ pub fn init_cpu(cpu: usize, mpidr: u64) -> bool {
     false
 }
 
+/// The distance between two redistributors in the recorded region `i`:
+/// two 64 KiB frames, or four when they have virtual LPIs (GICv4, VLPIS).
+/// `None` when there is no such region.
+pub fn stride(i: usize) -> Option<u64> {
+    if i >= REGION_COUNT.load(Ordering::Acquire) {
+        return None;
+    }
+    let (b, s) = REGIONS.get(i)?;
+    let (base, size) = (b.load(Ordering::Relaxed), s.load(Ordering::Relaxed));
+    if size < 2 * FRAME {
+        return None;
+    }
+    let typer = read64(base + GICR_TYPER);
+    Some(if typer & TYPER_VLPIS != 0 {
+        4 * FRAME
+    } else {
+        2 * FRAME
+    })
+}
+
 fn frame() -> Option<u64> {
     let f = SGI_FRAME
         .get(super::cpu::cpu_index())?

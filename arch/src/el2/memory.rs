@@ -190,6 +190,42 @@ impl kcore::hw::PhysMemory for PhysTables {
     }
 }
 
+impl kcore::hw::DeviceMemory for PhysTables {
+    fn mmio_read(&mut self, pa: Pa, width: u8) -> u64 {
+        let a = pa.raw() as usize;
+        // SAFETY (each arm): KCore asks only for registers of the trapped
+        // GIC pages (`kcore::gic_guard`), which lie in the redistributor
+        // regions KCore maps at EL2 as device memory, at an address aligned
+        // to `width` (checked by `gic_guard::check`): one single-copy-atomic
+        // device load of that size.
+        match width {
+            // SAFETY: see above.
+            8 => unsafe { (a as *const u64).read_volatile() },
+            // SAFETY: see above.
+            4 => u64::from(unsafe { (a as *const u32).read_volatile() }),
+            // SAFETY: see above.
+            2 => u64::from(unsafe { (a as *const u16).read_volatile() }),
+            // SAFETY: see above.
+            _ => u64::from(unsafe { (a as *const u8).read_volatile() }),
+        }
+    }
+    fn mmio_write(&mut self, pa: Pa, width: u8, value: u64) {
+        let a = pa.raw() as usize;
+        // SAFETY (each arm): as for `mmio_read`: an aligned device store of
+        // `width` bytes to a mapped, trapped GIC register that KCore checked.
+        match width {
+            // SAFETY: see above.
+            8 => unsafe { (a as *mut u64).write_volatile(value) },
+            // SAFETY: see above.
+            4 => unsafe { (a as *mut u32).write_volatile(value as u32) },
+            // SAFETY: see above.
+            2 => unsafe { (a as *mut u16).write_volatile(value as u16) },
+            // SAFETY: see above.
+            _ => unsafe { (a as *mut u8).write_volatile(value as u8) },
+        }
+    }
+}
+
 impl kcore::hw::Tlb for PhysTables {
     fn flush_ipa(&mut self, vmid: kcore::hw::Vmid, ipa: kcore::addr::Ipa) {
         with_vmid(vmid, || {

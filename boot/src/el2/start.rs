@@ -11,8 +11,9 @@ use super::entry::{self, ImageLayout, KCORE_SECONDARY_BOOT, SecondaryBoot};
 use super::{console, early, heap, trap};
 use alloc::vec::Vec;
 use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
+use kcore::gic_guard;
 use kcore::host::Host;
-use kcore::host_stage2::{HostMemoryMap, HostStage2};
+use kcore::host_stage2::{HostMemoryMap, HostStage2, TrapFrames};
 use kcore::image::VerifyKey;
 use kcore::mem_protect::MemCore;
 use kcore::ownership::OwnershipTable;
@@ -436,14 +437,36 @@ fn boot_kserv(
     }
     if let Some(gic) = &plat.gic {
         // The virtual-interface control and vCPU interface of a GICv2 belong
-        // to KCore: KServ never maps them.
+        // to KCore: KServ never maps them. So do the ITSes, which write
+        // their tables by physical address (hidden from KServ's tree).
         for r in [gic.hyp_if, gic.vcpu_if]
             .iter()
             .flatten()
+            .chain(gic.its.iter())
             .filter_map(region)
         {
             if map.add_kcore(r).is_err() {
-                warn!("cannot record GIC region {r:?} as KCore's");
+                stop(format_args!("cannot record GIC region {r:?} as KCore's"));
+            }
+        }
+        // The redistributors' control pages (LPI table bases) reach KServ
+        // only through KCore's checks (`kcore::gic_guard`).
+        for (i, r) in gic.redist.iter().enumerate() {
+            let (Some(range), Some(stride)) = (region(r), gicv3::stride(i)) else {
+                stop(format_args!(
+                    "cannot find the layout of redistributor region {r}"
+                ));
+            };
+            let vlpi = (stride == gic_guard::STRIDE_V4).then_some(gic_guard::VLPI_FRAME);
+            let frames = TrapFrames {
+                region: range,
+                stride,
+                offsets: [Some(0), vlpi],
+            };
+            if map.add_trapped(frames).is_err() {
+                stop(format_args!(
+                    "cannot trap the control pages of redistributor region {r}"
+                ));
             }
         }
     }

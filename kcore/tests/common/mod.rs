@@ -5,7 +5,7 @@
 
 use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
 use kcore::host::Host;
-use kcore::host_stage2::{HostMemoryMap, HostStage2};
+use kcore::host_stage2::{HostMemoryMap, HostStage2, TrapFrames};
 use kcore::mem_protect::MemCore;
 use kcore::ownership::OwnershipTable;
 use kcore::pgtable::{Geometry, PageTable, Stage2};
@@ -24,6 +24,10 @@ pub const HOST_S2_POOL: u64 = RAM + 0x8_0000;
 pub const FIRST_HOST_PFN: u64 = (RAM + KCORE_SIZE) >> 12;
 /// The CPU's PA size.
 pub const PA_BITS: u32 = 40;
+/// Two GICv3 redistributors (as on QEMU's `virt`), whose control pages
+/// KServ reaches only through KCore.
+pub const GICR: u64 = 0x080A_0000;
+pub const GICR_STRIDE: u64 = 0x2_0000;
 
 pub type TestHost = Host<Vec<u64>, 4, 4, 4>;
 
@@ -43,6 +47,12 @@ pub fn world() -> World {
     let mut map = HostMemoryMap::<4>::new();
     map.add_ram(MemRange::new(RAM, RAM_SIZE).unwrap()).unwrap();
     map.add_kcore(kcore).unwrap();
+    map.add_trapped(TrapFrames {
+        region: MemRange::new(GICR, 2 * GICR_STRIDE).unwrap(),
+        stride: GICR_STRIDE,
+        offsets: [Some(0), None],
+    })
+    .unwrap();
     let mut hw = FakeMachine::new();
     let mut alloc = FakeAllocator::new(HOST_S2_POOL + 16 * PAGE_SIZE, 64);
     let geometry = Geometry::stage2(PA_BITS).unwrap();

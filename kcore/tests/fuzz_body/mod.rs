@@ -32,7 +32,7 @@ use kcore::addr::{Ipa, MemRange, PAGE_SIZE, Pa, Pfn, RangeSet};
 use kcore::exception::{Esr, TrapState, ec, fault_ipa};
 use kcore::host::{Direct, Host, Regs, Resume, run_result};
 use kcore::host_stage2::{HostMemoryMap, HostStage2};
-use kcore::hw::{PhysMemory, TableMemory, Tlb, Vmid};
+use kcore::hw::{DeviceMemory, PhysMemory, TableMemory, Tlb, Vmid};
 use kcore::image::VerifyKey;
 use kcore::mem_protect::MemCore;
 use kcore::ownership::{OwnershipTable, PageState};
@@ -217,6 +217,15 @@ impl PhysMemory for Machine {
         self.fake.scrub_page(page);
         self.writes += 1;
         self.mirror.remove(&(page.raw() & !(PAGE_SIZE - 1)));
+    }
+}
+
+impl DeviceMemory for Machine {
+    fn mmio_read(&mut self, pa: Pa, width: u8) -> u64 {
+        self.fake.mmio_read(pa, width)
+    }
+    fn mmio_write(&mut self, pa: Pa, width: u8, value: u64) {
+        self.fake.mmio_write(pa, width, value);
     }
 }
 
