@@ -23,7 +23,9 @@ use crate::vcpu::{
     status,
 };
 use crate::vgic;
-use crate::vm::{FreeList, MAX_VCPUS, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms};
+use crate::vm::{
+    FreeList, MAX_VCPUS, MmioRanges, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms,
+};
 use kcore_abi::{Error, reg, run, share_flags};
 
 /// KServ's VMID.
@@ -276,7 +278,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 loaded: 0,
                 run_pages: [0; MAX_VCPUS as usize],
                 ran: false,
-                mmio: crate::vcpu::MmioRanges::default(),
+                mmio: MmioRanges::default(),
             },
         );
         t.handle

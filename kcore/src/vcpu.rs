@@ -21,7 +21,7 @@ use crate::hw::PhysMemory;
 use crate::mem_protect::RunArgs;
 use crate::pgtable::Geometry;
 use crate::vgic::{Lr, LrSet, LrState, MAX_LRS, TIMER_PPI};
-use crate::vm::{VmId, VmKind};
+use crate::vm::{MmioRanges, VmId, VmKind};
 use kcore_abi::run::{self, exit, exit_flags};
 use kcore_abi::{Error, reg};
 
@@ -740,34 +740,6 @@ pub struct ExitReport {
     pub width: u64,
     /// PSCI `x1..x3`.
     pub args: [u64; 3],
-}
-
-/// A VM's declared MMIO ranges, as gfn ranges.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MmioRanges {
-    ranges: [(u64, u64); MAX_MMIO_RANGES],
-    len: usize,
-}
-
-/// Most MMIO ranges per VM.
-pub const MAX_MMIO_RANGES: usize = 16;
-
-impl MmioRanges {
-    /// Adds `pages` pages from `first`; false when the table is full.
-    pub fn add(&mut self, first: Gfn, pages: u64) -> bool {
-        if self.len >= MAX_MMIO_RANGES {
-            return false;
-        }
-        self.ranges[self.len] = (first.0, first.0 + pages);
-        self.len += 1;
-        true
-    }
-    /// Whether `gfn` is inside a declared range.
-    pub fn contains(&self, gfn: Gfn) -> bool {
-        self.ranges[..self.len]
-            .iter()
-            .any(|&(a, b)| (a..b).contains(&gfn.0))
-    }
 }
 
 /// The guest's timer interrupt as KServ's vGIC model configures it (the

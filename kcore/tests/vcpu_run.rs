@@ -823,11 +823,9 @@ mod noninterference {
     use kcore::addr::Pa;
     use kcore::exception::ec;
     use kcore::pgtable::Geometry;
-    use kcore::vcpu::{
-        ExitKind, ExitReport, GuestConfig, GuestExit, Loaded, MmioRanges, VcpuContext, step,
-    };
+    use kcore::vcpu::{ExitKind, ExitReport, GuestConfig, GuestExit, Loaded, VcpuContext, step};
     use kcore::vgic::LrSet;
-    use kcore::vm::{VmId, VmKind};
+    use kcore::vm::{MmioRanges, VmId, VmKind};
     use kcore_abi::run;
     use proptest::prelude::*;
 
