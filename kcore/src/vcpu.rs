@@ -18,7 +18,6 @@ use crate::addr::{Gfn, PAGE_SHIFT, Pa};
 use crate::exception::{Esr, Injection, TrapState, ec, fault_ipa};
 use crate::exception::{inject_external_abort, inject_undef};
 use crate::hw::PhysMemory;
-use crate::mem_protect::RunArgs;
 use crate::pgtable::Geometry;
 use crate::vgic::{Lr, LrSet, LrState, MAX_LRS, TIMER_PPI};
 use crate::vm::{MmioRanges, VmId, VmKind};
@@ -1291,6 +1290,17 @@ pub fn save_timer(l: &mut Loaded) {
         Some(lr) if lr.vintid == TIMER_PPI => lr.state,
         _ => LrState::Invalid,
     };
+}
+
+/// Where `host_vcpu_run` found a vCPU and what it asks of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunArgs {
+    /// The VM's handle.
+    pub handle: u64,
+    /// The vCPU index.
+    pub vcpu: u64,
+    /// KServ's run page.
+    pub run_pfn: u64,
 }
 
 /// KCore's state as the run loop reaches it: each call takes the state lock

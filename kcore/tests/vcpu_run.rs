@@ -19,8 +19,9 @@ use kcore::exception::ec;
 use kcore::host::{Direct, Regs, run_result};
 use kcore::hw::PhysMemory;
 use kcore::image::VerifyKey;
-use kcore::mem_protect::RunArgs;
-use kcore::vcpu::{CTX_WORDS, ExitKind, GuestExit, Loaded, VcpuContext, mpidr_of, run_vcpu_in};
+use kcore::vcpu::{
+    CTX_WORDS, ExitKind, GuestExit, Loaded, RunArgs, VcpuContext, mpidr_of, run_vcpu_in,
+};
 use kcore::vgic::{LrState, TIMER_PPI};
 use kcore_abi::run::{self, exit, exit_flags, irq};
 use kcore_abi::{Error, HypercallId as H, reg, vm_flags};
