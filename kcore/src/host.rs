@@ -14,10 +14,10 @@ use crate::exception::{
 use crate::gic_guard::{self, Guarded};
 use crate::host_stage2::HostAbort;
 use crate::hw::{Firmware, Hardware, PageAllocator};
-use crate::mem_protect::{CreateVm, MemCore, RunArgs};
+use crate::mem_protect::{CreateVm, MemCore};
 use crate::ownership::PageState;
 use crate::psci::{PsciOutcome, PsciRelay, fid};
-use crate::vcpu::{Loaded, Step, VcpuHost};
+use crate::vcpu::{Loaded, RunArgs, Step, VcpuHost};
 use crate::vm::VmKind;
 use kcore_abi::{Error, HypercallId, PageOwner, smccc, vm_flags};
 

@@ -21,5 +21,6 @@ pub mod ownership;
 pub mod pgtable;
 pub mod psci;
 pub mod vcpu;
+pub mod vcpu_mem;
 pub mod vgic;
 pub mod vm;

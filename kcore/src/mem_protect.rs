@@ -11,6 +11,11 @@
 //! running: a page leaves KServ's stage 2 (entry invalidated, TLBs flushed)
 //! before a VM can map it, and a VM's page is scrubbed before KServ can map
 //! it again.
+//!
+//! [`MemCore`]'s vCPU half — creating vCPUs, KServ's access to their
+//! registers and MMIO ranges, and the load and put of `host_vcpu_run` that
+//! pin and unpin its run page — is in [`crate::vcpu_mem`], which builds on
+//! this module; this module does not depend on the vCPU code.
 
 use crate::addr::{Gfn, Ipa, MemRange, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
 use crate::host_stage2::HostStage2;
@@ -18,13 +23,10 @@ use crate::hw::{Hardware, PhysMemory, TableMemory};
 use crate::image::{self, Signature, VerifyKey};
 use crate::ownership::{OwnershipTable, PageState};
 use crate::pgtable::{Attrs, Geometry, PageTable};
-use crate::vcpu::{
-    CtxKey, ExitReport, GuestConfig, Loaded, Pending, Step, TimerIrq, VcpuContext, guest_fid,
-    status,
+use crate::vm::{
+    FreeList, MAX_VCPUS, MmioRanges, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms,
 };
-use crate::vgic;
-use crate::vm::{FreeList, MAX_VCPUS, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms};
-use kcore_abi::{Error, reg, run, share_flags};
+use kcore_abi::{Error, share_flags};
 
 /// KServ's VMID.
 pub const HOST_VMID: u16 = 0;
@@ -34,15 +36,19 @@ const MAX_TABLES_PER_MAP: usize = 3;
 /// The memory side of KCore: the ownership table, the VMs and KServ's stage 2.
 #[derive(Clone, Debug)]
 pub struct MemCore<S, const BANKS: usize, const VMS: usize> {
-    owners: OwnershipTable<S, BANKS>,
-    vms: Vms<VMS>,
+    /// The ownership table (crate-visible for the vCPU half,
+    /// [`crate::vcpu_mem`], which pins and unpins run pages).
+    pub(crate) owners: OwnershipTable<S, BANKS>,
+    /// The VMs (crate-visible for the vCPU half).
+    pub(crate) vms: Vms<VMS>,
     host: HostStage2<BANKS>,
     /// Largest IPA size a VM may ask for.
     max_ipa_bits: u32,
     /// The key protected VMs' images are checked against (from the boot image).
     verify_key: Option<VerifyKey>,
-    /// The last context-page version given out ([`Vm::ctx_versions`]).
-    ctx_writes: u64,
+    /// The last context-page version given out ([`Vm::ctx_versions`];
+    /// crate-visible for the vCPU half, which gives them out).
+    pub(crate) ctx_writes: u64,
     /// How often a commit step found the state other than its check
     /// promised ([`Self::broken_invariants`]).
     broken: u64,
@@ -128,7 +134,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     }
 
     /// Records a broken invariant (see [`Self::broken_invariants`]).
-    fn broke(&mut self) {
+    pub(crate) fn broke(&mut self) {
         self.broken = self.broken.saturating_add(1);
     }
 
@@ -149,11 +155,13 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         (&mut self.host, &self.owners)
     }
 
-    fn live_vm(&self, handle: u64) -> Result<(VmId, &Vm), Error> {
+    /// The VM a raw handle from KServ names, if it exists now.
+    pub(crate) fn live_vm(&self, handle: u64) -> Result<(VmId, &Vm), Error> {
         self.vms.lookup(handle).ok_or(Error::NotFound)
     }
 
-    fn ram_page(&self, pfn: u64) -> Result<(Pfn, PageState), Error> {
+    /// A page of RAM and its state; `InvalidParameter` outside RAM.
+    pub(crate) fn ram_page(&self, pfn: u64) -> Result<(Pfn, PageState), Error> {
         let pfn = Pfn(pfn);
         self.owners
             .get(pfn)
@@ -172,7 +180,8 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         }
     }
 
-    fn guest_gfn(vm: &Vm, gfn: u64) -> Result<Gfn, Error> {
+    /// `gfn`, if it lies inside `vm`'s IPA space.
+    pub(crate) fn guest_gfn(vm: &Vm, gfn: u64) -> Result<Gfn, Error> {
         let ipa = Gfn(gfn).ipa().ok_or(Error::InvalidParameter)?;
         if ipa.raw() >= vm.stage2.geometry().input_limit() {
             return Err(Error::InvalidParameter);
@@ -276,48 +285,10 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 loaded: 0,
                 run_pages: [0; MAX_VCPUS as usize],
                 ran: false,
-                mmio: crate::vcpu::MmioRanges::default(),
+                mmio: MmioRanges::default(),
             },
         );
         t.handle
-    }
-
-    // ---- host_create_vcpu -----------------------------------------------------
-
-    /// `host_create_vcpu`: registers vCPU `idx` of a VM. Its context (the
-    /// registers at reset) goes into one page of the VM's table pool, so it
-    /// is KCore's and mapped nowhere.
-    pub fn host_create_vcpu(
-        &mut self,
-        handle: u64,
-        idx: u64,
-        hw: &mut impl Hardware,
-    ) -> Result<(), Error> {
-        let (id, vm) = self.live_vm(handle)?;
-        if matches!(vm.state, VmState::Dying | VmState::Poisoned) {
-            return Err(Error::Denied);
-        }
-        if idx >= vm.max_vcpus as u64 {
-            return Err(Error::InvalidParameter);
-        }
-        if vm.vcpus & (1 << idx) != 0 {
-            return Err(Error::Busy);
-        }
-        if vm.pool.is_empty() {
-            return Err(Error::NoMemory);
-        }
-        let version = self.next_ctx_version();
-        if let Some(vm) = self.vms.get_mut(id) {
-            // Cannot fail: the pool holds a page.
-            if let Some(page) = vm.pool.pop(hw) {
-                let ctx = VcpuContext::reset(idx as usize);
-                hw.write_words(page, &ctx.to_words());
-                vm.vcpu_pages[idx as usize] = page.raw();
-                vm.ctx_versions[idx as usize] = version;
-                vm.vcpus |= 1 << idx;
-            }
-        }
-        Ok(())
     }
 
     // ---- host_donate_vm_pool ----------------------------------------------------
@@ -793,409 +764,6 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 vm.state = VmState::Poisoned;
                 Err(Error::VerificationFailed)
             }
-        }
-    }
-}
-
-/// Where `host_vcpu_run` found a vCPU and what it asks of the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RunArgs {
-    /// The VM's handle.
-    pub handle: u64,
-    /// The vCPU index.
-    pub vcpu: u64,
-    /// KServ's run page.
-    pub run_pfn: u64,
-}
-
-impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCore<S, BANKS, VMS> {
-    // ---- vCPUs ------------------------------------------------------------------
-
-    /// A vCPU of a live VM and its context page.
-    fn vcpu_page(&self, handle: u64, idx: u64) -> Result<(VmId, &Vm, Pa), Error> {
-        let (id, vm) = self.live_vm(handle)?;
-        if idx >= MAX_VCPUS as u64 || vm.vcpus & (1 << idx) == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok((id, vm, Pa(vm.vcpu_pages[idx as usize])))
-    }
-
-    /// A context-page version never given out before.
-    fn next_ctx_version(&mut self) -> u64 {
-        self.ctx_writes += 1;
-        self.ctx_writes
-    }
-
-    /// Records that KCore wrote vCPU `idx`'s context page: a copy of the
-    /// old contents is stale from now on. Returns the new version.
-    fn ctx_written(&mut self, id: VmId, idx: usize) -> u64 {
-        let version = self.next_ctx_version();
-        if let Some(v) = self
-            .vms
-            .get_mut(id)
-            .and_then(|vm| vm.ctx_versions.get_mut(idx))
-        {
-            *v = version;
-        }
-        version
-    }
-
-    fn read_ctx(hw: &impl Hardware, page: Pa) -> VcpuContext {
-        let mut c = VcpuContext::reset(0);
-        Self::read_ctx_into(hw, page, &mut c);
-        c
-    }
-
-    /// [`Self::read_ctx`] into `ctx` (the run path: no context moves).
-    fn read_ctx_into(hw: &impl Hardware, page: Pa, ctx: &mut VcpuContext) {
-        ctx.read_from(hw, page);
-    }
-
-    /// `host_declare_mmio`: `pages` pages from `gfn` are emulated by KServ.
-    pub fn host_declare_mmio(&mut self, handle: u64, gfn: u64, pages: u64) -> Result<(), Error> {
-        let (id, vm) = self.live_vm(handle)?;
-        if matches!(vm.state, VmState::Dying | VmState::Poisoned) {
-            return Err(Error::Denied);
-        }
-        if vm.kind == VmKind::Protected && vm.ran {
-            return Err(Error::Denied);
-        }
-        let last = gfn
-            .checked_add(pages)
-            .filter(|_| pages > 0)
-            .ok_or(Error::InvalidParameter)?;
-        Self::guest_gfn(vm, gfn)?;
-        Self::guest_gfn(vm, last - 1)?;
-        let mut mmio = vm.mmio;
-        if !mmio.add(Gfn(gfn), pages) {
-            return Err(Error::NoMemory);
-        }
-        if let Some(vm) = self.vms.get_mut(id) {
-            vm.mmio = mmio;
-        }
-        Ok(())
-    }
-
-    /// `host_vcpu_get_reg`: a non-protected vCPU's register.
-    pub fn host_vcpu_get_reg(
-        &self,
-        handle: u64,
-        idx: u64,
-        id: u64,
-        hw: &impl Hardware,
-    ) -> Result<u64, Error> {
-        let (_, vm, page) = self.vcpu_page(handle, idx)?;
-        if vm.kind == VmKind::Protected {
-            return Err(Error::Denied);
-        }
-        if vm.loaded & (1 << idx) != 0 {
-            return Err(Error::Busy);
-        }
-        Self::read_ctx(hw, page).get_reg(id).ok_or(Error::NotFound)
-    }
-
-    /// `host_vcpu_set_reg`: any register of a non-protected vCPU; only the
-    /// PC and `x0` of a protected VM's vCPU 0 before it first ran. A
-    /// protected VM's other vCPUs take nothing from KServ: they start only
-    /// where the guest's own PSCI `CPU_ON` says.
-    pub fn host_vcpu_set_reg(
-        &mut self,
-        handle: u64,
-        idx: u64,
-        id: u64,
-        value: u64,
-        hw: &mut impl Hardware,
-    ) -> Result<(), Error> {
-        let (vm_id, vm, page) = self.vcpu_page(handle, idx)?;
-        if vm.loaded & (1 << idx) != 0 {
-            return Err(Error::Busy);
-        }
-        let mut ctx = Self::read_ctx(hw, page);
-        if vm.kind == VmKind::Protected
-            && (idx != 0 || ctx.status & status::STARTED != 0 || !matches!(id, reg::PC | reg::X0))
-        {
-            return Err(Error::Denied);
-        }
-        ctx.set_reg(id, value)?;
-        hw.write_words(page, &ctx.to_words());
-        self.ctx_written(vm_id, idx as usize);
-        Ok(())
-    }
-
-    /// First half of `host_vcpu_run`: checks the request, copies the entry
-    /// half of the run page once, takes the vCPU's context out of its page,
-    /// finishes the previous exit with KServ's completion, applies a first
-    /// run or a guest's CPU_ON, checks KServ's interrupts, and marks the vCPU
-    /// running. `lr_count` is the GIC's number of list registers.
-    pub fn vcpu_load(
-        &mut self,
-        a: RunArgs,
-        lr_count: usize,
-        hw: &mut impl Hardware,
-    ) -> Result<Loaded, Error> {
-        let mut l = Loaded::empty();
-        self.vcpu_load_into(a, lr_count, hw, &mut l)?;
-        Ok(l)
-    }
-
-    /// [`Self::vcpu_load`] into `out`, which the run path keeps in one place
-    /// for the whole run (a context is a kilobyte: moving it costs more than
-    /// the rest of an exit). `out` is only meaningful on `Ok`.
-    ///
-    /// When `out` still holds this vCPU's context as the last
-    /// [`Self::vcpu_put`] on this CPU wrote it, and KCore has not written
-    /// the page since (`out.ctx_key` names the VM's handle, the vCPU and the
-    /// page's current version), the context is not read again: the copy is
-    /// the page.
-    pub fn vcpu_load_into(
-        &mut self,
-        a: RunArgs,
-        lr_count: usize,
-        hw: &mut impl Hardware,
-        out: &mut Loaded,
-    ) -> Result<(), Error> {
-        if lr_count == 0 {
-            return Err(Error::NotSupported);
-        }
-        let (id, vm, page) = self.vcpu_page(a.handle, a.vcpu)?;
-        let idx = a.vcpu as usize;
-        let runnable = match vm.kind {
-            VmKind::Protected => vm.state == VmState::Verified,
-            VmKind::NonProtected => matches!(vm.state, VmState::Created | VmState::Verified),
-        };
-        if !runnable {
-            return Err(Error::Denied);
-        }
-        if vm.loaded & (1 << idx) != 0 {
-            return Err(Error::Busy);
-        }
-        // The run page must be KServ's alone; it is pinned below for the
-        // whole run, since the put writes the exit into it after KCore's
-        // lock was dropped while the guest ran.
-        let (run_pfn, run_state) = self.ram_page(a.run_pfn)?;
-        match run_state {
-            PageState::Host => {}
-            PageState::HostPinned { pins } if pins < u32::MAX => {}
-            PageState::HostPinned { .. } => return Err(Error::Busy),
-            _ => return Err(Error::Denied),
-        }
-        let run_page = run_pfn.pa().ok_or(Error::InvalidParameter)?;
-        // The entry half, copied once (up to the last interrupt word KServ
-        // supplied): everything below looks at the copy.
-        let mut entry = [0u64; run::IRQS];
-        hw.read_words(run_page, &mut entry);
-        if entry[run::FLAGS] & !run::entry_flags::ALL != 0 {
-            return Err(Error::InvalidParameter);
-        }
-        let n_irqs = entry[run::IRQ_COUNT];
-        if n_irqs > run::MAX_IRQS as u64 {
-            return Err(Error::InvalidParameter);
-        }
-        let n_irqs = n_irqs as usize;
-        let irqs = Pa(run_page.raw() + 8 * run::IRQS as u64);
-        hw.read_words(irqs, &mut out.irq_words[..n_irqs]);
-        vgic::check_irqs_into(&out.irq_words[..n_irqs], lr_count - 1, &mut out.lrs)?;
-
-        let current = CtxKey {
-            handle: a.handle,
-            idx,
-            version: vm.ctx_versions.get(idx).copied().unwrap_or_default(),
-        };
-        // Taken whatever happens next: a failed load may leave `out.ctx`
-        // half changed.
-        if out.ctx_key.take() != Some(current) {
-            Self::read_ctx_into(hw, page, &mut out.ctx);
-            out.v_in_page = true;
-        }
-        let ctx = &mut out.ctx;
-        if ctx.status & status::BOOT != 0 {
-            // A guest's CPU_ON: the entry and context id it chose, nothing
-            // of KServ's (its FP/SIMD registers zero, which the page does
-            // not have yet).
-            out.v_in_page = false;
-            let (pc, x0, mpidr, cntvoff) = (ctx.boot_pc, ctx.boot_x0, ctx.mpidr, ctx.cntvoff);
-            *ctx = VcpuContext::reset(idx);
-            (ctx.pc, ctx.x[0], ctx.mpidr, ctx.cntvoff) = (pc, x0, mpidr, cntvoff);
-            ctx.status = status::STARTED;
-        } else if ctx.status & status::STARTED == 0 {
-            if vm.kind == VmKind::Protected {
-                // Only vCPU 0 boots at KServ's word (inside the verified
-                // image); the others only through the guest's CPU_ON.
-                if idx != 0 {
-                    return Err(Error::Denied);
-                }
-                let (gfn, len) = vm.image.ok_or(Error::Denied)?;
-                let start = gfn.0 << PAGE_SHIFT;
-                if !(start..start.saturating_add(len)).contains(&ctx.pc) {
-                    return Err(Error::Denied);
-                }
-            }
-            ctx.status |= status::STARTED;
-        } else if ctx.status & status::OFF != 0 {
-            if vm.kind == VmKind::Protected {
-                return Err(Error::Denied);
-            }
-            ctx.status &= !status::OFF;
-        } else {
-            ctx.complete(entry[run::COMPLETION]);
-        }
-        if !crate::vcpu::pstate_ok(ctx.pstate) {
-            // Never reached by a context KCore kept; refuse rather than
-            // return to EL2 or AArch32.
-            return Err(Error::Denied);
-        }
-        out.vm = id;
-        out.idx = idx;
-        out.kind = vm.kind;
-        out.cfg = GuestConfig {
-            vmid: id.vmid(),
-            root: vm.stage2.root(),
-            geometry: vm.stage2.geometry(),
-        };
-        out.ctx_page = page;
-        out.run_page = run_page;
-        out.n_irqs = n_irqs;
-        out.mmio = vm.mmio;
-        out.ipa_limit = vm.stage2.geometry().input_limit();
-        out.timer = TimerIrq::from_flags(entry[run::FLAGS]);
-        out.report = ExitReport::default();
-        // Commit: nothing below can fail.
-        let pins = match run_state {
-            PageState::HostPinned { pins } => pins + 1,
-            _ => 1,
-        };
-        self.owners.set(run_pfn, PageState::HostPinned { pins });
-        if let Some(vm) = self.vms.get_mut(id) {
-            vm.loaded |= 1 << idx;
-            vm.run_pages[idx] = run_pfn.0;
-            vm.ran = true;
-        }
-        Ok(())
-    }
-
-    /// A guest's `MEM_SHARE` or `MEM_UNSHARE` of `gfn` while `l` runs (pKVM's
-    /// guest ABI): the checked transition, its result in the guest's `x0`
-    /// (0, or SMCCC `INVALID_PARAMETER` when the page is not the guest's in
-    /// the right state). Only the guest can make these calls: KServ cannot
-    /// share a protected VM's page.
-    pub fn vcpu_guest_mem(
-        &mut self,
-        l: &mut Loaded,
-        share: bool,
-        gfn: u64,
-        hw: &mut impl Hardware,
-    ) {
-        let r = if share {
-            self.check_guest_share_host(l.vm, gfn, hw)
-                .map(|t| self.commit_guest_share_host(t))
-        } else {
-            self.check_guest_unshare_host(l.vm, gfn, hw)
-                .map(|t| self.commit_guest_unshare_host(t, hw))
-        };
-        l.ctx.x[0] = match r {
-            Ok(()) => 0,
-            Err(_) => guest_fid::SMCCC_INVALID_PARAMETER,
-        };
-    }
-
-    /// A guest's PSCI CPU_ON of vCPU `target`, while `l` runs: records the
-    /// entry point and context id in the target (if it exists and is off or
-    /// never ran), then lets KServ schedule it. Without a target that can be
-    /// started the guest gets PSCI's answer at once and keeps running.
-    pub fn vcpu_cpu_on(
-        &mut self,
-        l: &mut Loaded,
-        target: usize,
-        entry: u64,
-        context: u64,
-        hw: &mut impl Hardware,
-    ) -> Step {
-        let Some(vm) = self.vms.get(l.vm) else {
-            return Step::Exit;
-        };
-        if target >= MAX_VCPUS as usize || vm.vcpus & (1 << target) == 0 {
-            l.ctx.pending = Pending::None;
-            l.ctx.x[0] = guest_fid::PSCI_INVALID_PARAMETERS;
-            return Step::Resume;
-        }
-        let page = Pa(vm.vcpu_pages[target]);
-        let vm_id = l.vm;
-        let mut t = Self::read_ctx(hw, page);
-        let running = t.status & status::STARTED != 0 && t.status & status::OFF == 0;
-        if vm.loaded & (1 << target) != 0 || running {
-            l.ctx.pending = Pending::None;
-            l.ctx.x[0] = guest_fid::PSCI_ALREADY_ON;
-            return Step::Resume;
-        }
-        t.status |= status::BOOT;
-        t.boot_pc = entry;
-        t.boot_x0 = context;
-        hw.write_words(page, &t.to_words());
-        self.ctx_written(vm_id, target);
-        Step::Exit
-    }
-
-    /// Last half of `host_vcpu_run`: the context back into its page, the
-    /// exit half of the run page written (the report, the guest's timer,
-    /// the state of KServ's interrupts), the vCPU no longer running. `l`
-    /// keeps the context with the key that lets the next
-    /// [`Self::vcpu_load_into`] on this CPU use it without reading the page.
-    pub fn vcpu_put(&mut self, l: &mut Loaded, hw: &mut impl Hardware) {
-        l.ctx.write_to(hw, l.ctx_page, !l.v_in_page);
-        l.v_in_page = true;
-        let version = self.ctx_written(l.vm, l.idx);
-        l.ctx_key = self.vms.get(l.vm).map(|vm| CtxKey {
-            handle: vm.handle.0,
-            idx: l.idx,
-            version,
-        });
-        let r = &l.report;
-        let mut out = [0u64; run::WORDS - run::EXIT];
-        let mut put = |i: usize, v: u64| {
-            if let Some(w) = out.get_mut(i - run::EXIT) {
-                *w = v;
-            }
-        };
-        put(run::EXIT_REASON, r.reason);
-        put(run::EXIT_FLAGS, r.flags);
-        put(run::EXIT_ADDR, r.addr);
-        put(run::EXIT_DATA, r.data);
-        put(run::EXIT_WIDTH, r.width);
-        for (i, a) in r.args.iter().enumerate() {
-            put(run::EXIT_ARGS + i, *a);
-        }
-        put(run::EXIT_TIMER_CTL, l.ctx.cntv_ctl);
-        put(run::EXIT_TIMER_DEADLINE, l.ctx.timer_deadline());
-        put(run::EXIT_IRQ_COUNT, l.n_irqs as u64);
-        for i in 0..l.n_irqs {
-            let lr = l.lrs.as_slice().get(i).copied().unwrap_or_default();
-            put(run::EXIT_IRQS + i, vgic::report(l.irq_words[i], &lr));
-        }
-        // Up to the last interrupt word: KServ reads no further. Only into
-        // the page the load pinned, and only while it is still pinned: no
-        // other CPU can have given it away meanwhile.
-        let used = (run::EXIT_IRQS - run::EXIT + l.n_irqs).min(out.len());
-        let run_pfn = Pfn::of(l.run_page);
-        let recorded = self
-            .vms
-            .get(l.vm)
-            .filter(|vm| vm.loaded & (1 << l.idx) != 0)
-            .and_then(|vm| vm.run_pages.get(l.idx).copied());
-        match (recorded, self.owners.get(run_pfn)) {
-            (Some(p), Some(PageState::HostPinned { pins })) if p == run_pfn.0 => {
-                hw.write_words(Pa(l.run_page.raw() + 8 * run::EXIT as u64), &out[..used]);
-                let now = match pins {
-                    1 => PageState::Host,
-                    n => PageState::HostPinned { pins: n - 1 },
-                };
-                self.owners.set(run_pfn, now);
-            }
-            // The load pinned this page and recorded it: anything else is
-            // a bug in KCore. The exit is not written anywhere.
-            _ => self.broke(),
-        }
-        if let Some(vm) = self.vms.get_mut(l.vm) {
-            vm.loaded &= !(1 << l.idx);
         }
     }
 }

@@ -6,7 +6,8 @@
 //! KServ (the host) or a VM — and, for pages a VM may see, the one guest frame
 //! it may be mapped at and how it is shared. The table is the source of truth;
 //! the stage-2 tables are kept consistent with it by the transitions in
-//! [`crate::mem_protect`], the only code that changes an entry.
+//! [`crate::mem_protect`] which, with the run page's pin and unpin in
+//! [`crate::vcpu_mem`], are the only code that changes an entry.
 //!
 //! | state | owner | mapped in KServ's stage 2 | mapped in VM *v*'s stage 2 |
 //! |---|---|---|---|

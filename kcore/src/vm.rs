@@ -1,5 +1,6 @@
 //! VMs as KCore sees them: a slot, a kind, a life-cycle state, a stage-2
-//! table and a bounded pool of table pages KServ donated for it.
+//! table, a bounded pool of table pages KServ donated for it and the
+//! guest-physical ranges KServ emulates ([`MmioRanges`]).
 //!
 //! A VM's stage-2 tables come only from its own pool of pages KServ donated
 //! for it, so one VM can never exhaust memory another needs; KServ tops a
@@ -144,6 +145,34 @@ impl crate::hw::PageAllocator for Reserved {
     }
 }
 
+/// A VM's declared MMIO ranges, as gfn ranges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmioRanges {
+    ranges: [(u64, u64); MAX_MMIO_RANGES],
+    len: usize,
+}
+
+/// Most MMIO ranges per VM.
+pub const MAX_MMIO_RANGES: usize = 16;
+
+impl MmioRanges {
+    /// Adds `pages` pages from `first`; false when the table is full.
+    pub fn add(&mut self, first: Gfn, pages: u64) -> bool {
+        if self.len >= MAX_MMIO_RANGES {
+            return false;
+        }
+        self.ranges[self.len] = (first.0, first.0 + pages);
+        self.len += 1;
+        true
+    }
+    /// Whether `gfn` is inside a declared range.
+    pub fn contains(&self, gfn: Gfn) -> bool {
+        self.ranges[..self.len]
+            .iter()
+            .any(|&(a, b)| (a..b).contains(&gfn.0))
+    }
+}
+
 /// One VM.
 #[derive(Clone, Debug)]
 pub struct Vm {
@@ -185,7 +214,7 @@ pub struct Vm {
     /// Whether any vCPU has run (a protected VM's MMIO ranges are frozen).
     pub ran: bool,
     /// The guest-physical ranges KServ emulates.
-    pub mmio: crate::vcpu::MmioRanges,
+    pub mmio: MmioRanges,
 }
 
 /// Most vCPUs a VM may have (a bitmap of 64).

@@ -15,9 +15,8 @@ mod common;
 
 use common::{FIRST_HOST_PFN, RAM, RAM_SIZE, World, check_invariants, hvc, world};
 use kcore::addr::Pfn;
-use kcore::mem_protect::RunArgs;
 use kcore::ownership::PageState;
-use kcore::vcpu::Loaded;
+use kcore::vcpu::{Loaded, RunArgs};
 use kcore::vm::VmId;
 use kcore_abi::HypercallId as H;
 use proptest::prelude::*;

@@ -13,8 +13,8 @@ mod common;
 
 use common::{FIRST_HOST_PFN, RAM, World, check_invariants, hvc, world};
 use kcore::addr::{Gfn, Pfn};
-use kcore::mem_protect::RunArgs;
 use kcore::ownership::PageState;
+use kcore::vcpu::RunArgs;
 use kcore::vm::VmId;
 use kcore_abi::{Error, HypercallId as H, vm_flags};
 

@@ -19,8 +19,9 @@ use kcore::exception::ec;
 use kcore::host::{Direct, Regs, run_result};
 use kcore::hw::PhysMemory;
 use kcore::image::VerifyKey;
-use kcore::mem_protect::RunArgs;
-use kcore::vcpu::{CTX_WORDS, ExitKind, GuestExit, Loaded, VcpuContext, mpidr_of, run_vcpu_in};
+use kcore::vcpu::{
+    CTX_WORDS, ExitKind, GuestExit, Loaded, RunArgs, VcpuContext, mpidr_of, run_vcpu_in,
+};
 use kcore::vgic::{LrState, TIMER_PPI};
 use kcore_abi::run::{self, exit, exit_flags, irq};
 use kcore_abi::{Error, HypercallId as H, reg, vm_flags};
@@ -823,11 +824,9 @@ mod noninterference {
     use kcore::addr::Pa;
     use kcore::exception::ec;
     use kcore::pgtable::Geometry;
-    use kcore::vcpu::{
-        ExitKind, ExitReport, GuestConfig, GuestExit, Loaded, MmioRanges, VcpuContext, step,
-    };
+    use kcore::vcpu::{ExitKind, ExitReport, GuestConfig, GuestExit, Loaded, VcpuContext, step};
     use kcore::vgic::LrSet;
-    use kcore::vm::{VmId, VmKind};
+    use kcore::vm::{MmioRanges, VmId, VmKind};
     use kcore_abi::run;
     use proptest::prelude::*;
 

@@ -1,0 +1,758 @@
+//! A vCPU's registers as KCore keeps them between runs: [`VcpuContext`]
+//! and the layout of the context page it is stored in (the word
+//! (de)serialisation and the in-place copies of the run path), the EL1
+//! system registers a vCPU carries ([`Sys`]), its [`status`] bits and the
+//! exit awaiting completion ([`Pending`]), its state at reset, which PSTATE
+//! values KCore returns into ([`pstate_ok`]) and the MPIDR of each vCPU
+//! index ([`mpidr_of`], [`index_of_mpidr`]).
+
+use crate::addr::Pa;
+use crate::exception::{Injection, TrapState, inject_external_abort, inject_undef};
+use crate::hw::PhysMemory;
+use crate::vgic::LrState;
+use kcore_abi::{Error, reg};
+
+/// The EL1 system registers a vCPU carries, indices into [`VcpuContext::sys`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum Sys {
+    /// `SCTLR_EL1`.
+    Sctlr,
+    /// `CPACR_EL1`.
+    Cpacr,
+    /// `TTBR0_EL1`.
+    Ttbr0,
+    /// `TTBR1_EL1`.
+    Ttbr1,
+    /// `TCR_EL1`.
+    Tcr,
+    /// `ESR_EL1`.
+    Esr,
+    /// `AFSR0_EL1`.
+    Afsr0,
+    /// `AFSR1_EL1`.
+    Afsr1,
+    /// `FAR_EL1`.
+    Far,
+    /// `PAR_EL1`.
+    Par,
+    /// `MAIR_EL1`.
+    Mair,
+    /// `AMAIR_EL1`.
+    Amair,
+    /// `VBAR_EL1`.
+    Vbar,
+    /// `CONTEXTIDR_EL1`.
+    Contextidr,
+    /// `TPIDR_EL1`.
+    TpidrEl1,
+    /// `CNTKCTL_EL1`.
+    Cntkctl,
+    /// `CSSELR_EL1`.
+    Csselr,
+    /// `TPIDR_EL0`.
+    TpidrEl0,
+    /// `TPIDRRO_EL0`.
+    TpidrroEl0,
+    /// `MDSCR_EL1` (trapped and emulated: KCore loads it, the guest's
+    /// accesses are answered from here).
+    Mdscr,
+    /// `SP_EL1`.
+    SpEl1,
+    /// `ELR_EL1`.
+    ElrEl1,
+    /// `SPSR_EL1`.
+    SpsrEl1,
+}
+
+/// How many [`Sys`] registers there are.
+pub const N_SYS: usize = 23;
+
+impl Sys {
+    /// Every register, in index order.
+    pub const ALL: [Sys; N_SYS] = [
+        Sys::Sctlr,
+        Sys::Cpacr,
+        Sys::Ttbr0,
+        Sys::Ttbr1,
+        Sys::Tcr,
+        Sys::Esr,
+        Sys::Afsr0,
+        Sys::Afsr1,
+        Sys::Far,
+        Sys::Par,
+        Sys::Mair,
+        Sys::Amair,
+        Sys::Vbar,
+        Sys::Contextidr,
+        Sys::TpidrEl1,
+        Sys::Cntkctl,
+        Sys::Csselr,
+        Sys::TpidrEl0,
+        Sys::TpidrroEl0,
+        Sys::Mdscr,
+        Sys::SpEl1,
+        Sys::ElrEl1,
+        Sys::SpsrEl1,
+    ];
+
+    /// The register a [`reg`] id names.
+    pub fn from_reg(id: u64) -> Option<Sys> {
+        use reg::sys as s;
+        Some(match id {
+            s::SCTLR_EL1 => Sys::Sctlr,
+            s::CPACR_EL1 => Sys::Cpacr,
+            s::TTBR0_EL1 => Sys::Ttbr0,
+            s::TTBR1_EL1 => Sys::Ttbr1,
+            s::TCR_EL1 => Sys::Tcr,
+            s::ESR_EL1 => Sys::Esr,
+            s::AFSR0_EL1 => Sys::Afsr0,
+            s::AFSR1_EL1 => Sys::Afsr1,
+            s::FAR_EL1 => Sys::Far,
+            s::PAR_EL1 => Sys::Par,
+            s::MAIR_EL1 => Sys::Mair,
+            s::AMAIR_EL1 => Sys::Amair,
+            s::VBAR_EL1 => Sys::Vbar,
+            s::CONTEXTIDR_EL1 => Sys::Contextidr,
+            s::TPIDR_EL1 => Sys::TpidrEl1,
+            s::CNTKCTL_EL1 => Sys::Cntkctl,
+            s::CSSELR_EL1 => Sys::Csselr,
+            s::TPIDR_EL0 => Sys::TpidrEl0,
+            s::TPIDRRO_EL0 => Sys::TpidrroEl0,
+            s::MDSCR_EL1 => Sys::Mdscr,
+            reg::SP_EL1 => Sys::SpEl1,
+            reg::ELR_EL1 => Sys::ElrEl1,
+            reg::SPSR_EL1 => Sys::SpsrEl1,
+            _ => return None,
+        })
+    }
+}
+
+/// The GIC virtual CPU interface state that belongs to the guest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VgicCpu {
+    /// `ICH_VMCR_EL2` (GICv2: `GICH_VMCR`).
+    pub vmcr: u64,
+    /// `ICH_AP0R<n>_EL2` (GICv2: `GICH_APR` in `ap1r[0]`).
+    pub ap0r: [u64; 4],
+    /// `ICH_AP1R<n>_EL2`.
+    pub ap1r: [u64; 4],
+}
+
+/// Bits of [`VcpuContext::status`].
+pub mod status {
+    /// The vCPU has run at least once.
+    pub const STARTED: u64 = 1 << 0;
+    /// The guest turned it off (PSCI CPU_OFF); only a CPU_ON restarts it.
+    pub const OFF: u64 = 1 << 1;
+    /// A guest's CPU_ON is recorded in `boot_pc`/`boot_x0`.
+    pub const BOOT: u64 = 1 << 2;
+    /// The guest's OS lock (`OSLAR_EL1`) is set.
+    pub const OS_LOCK: u64 = 1 << 3;
+    /// A virtual SError is pending for the guest.
+    pub const VSERROR: u64 = 1 << 4;
+}
+
+/// What the next entry must finish before the guest runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pending {
+    /// Nothing.
+    #[default]
+    None,
+    /// An MMIO read: KServ's completion goes to `x<rt>`.
+    MmioRead {
+        /// Destination register (31: the zero register, discarded).
+        rt: u8,
+        /// Access width in bytes.
+        width: u8,
+        /// Sign-extend (`LDRS*`).
+        sign: bool,
+        /// 64-bit destination (else the upper 32 bits are cleared).
+        sf: bool,
+    },
+    /// A PSCI call KServ handles: its completion is `x0`.
+    Psci,
+}
+
+impl Pending {
+    fn encode(self) -> u64 {
+        match self {
+            Pending::None => 0,
+            Pending::MmioRead {
+                rt,
+                width,
+                sign,
+                sf,
+            } => {
+                1 | (rt as u64) << 8
+                    | (width as u64) << 16
+                    | (sign as u64) << 24
+                    | (sf as u64) << 25
+            }
+            Pending::Psci => 2,
+        }
+    }
+    fn decode(w: u64) -> Pending {
+        match w & 0xFF {
+            1 => Pending::MmioRead {
+                rt: (w >> 8) as u8 & 31,
+                width: (w >> 16) as u8,
+                sign: w & (1 << 24) != 0,
+                sf: w & (1 << 25) != 0,
+            },
+            2 => Pending::Psci,
+            _ => Pending::None,
+        }
+    }
+}
+
+/// Everything that is a vCPU, as KCore keeps it between runs. The general
+/// registers come first: `kcore-arch`'s entry code addresses them by offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct VcpuContext {
+    /// `x0..=x30`.
+    pub x: [u64; 31],
+    /// `SP_EL0`.
+    pub sp_el0: u64,
+    /// The PC.
+    pub pc: u64,
+    /// PSTATE.
+    pub pstate: u64,
+    /// EL1 system registers, indexed by [`Sys`].
+    pub sys: [u64; N_SYS],
+    /// `v0..v31`, each as (low, high) 64-bit halves.
+    pub v: [u64; 64],
+    /// `FPSR`.
+    pub fpsr: u64,
+    /// `FPCR`.
+    pub fpcr: u64,
+    /// `CNTV_CTL_EL0`.
+    pub cntv_ctl: u64,
+    /// `CNTV_CVAL_EL0`.
+    pub cntv_cval: u64,
+    /// `CNTVOFF_EL2`.
+    pub cntvoff: u64,
+    /// The virtual CPU interface.
+    pub vgic: VgicCpu,
+    /// State of KCore's list register entry for the guest's timer.
+    pub timer_lr: LrState,
+    /// `VMPIDR_EL2`: what the guest reads as `MPIDR_EL1`.
+    pub mpidr: u64,
+    /// [`status`] bits.
+    pub status: u64,
+    /// Entry point recorded by a guest's PSCI CPU_ON.
+    pub boot_pc: u64,
+    /// Context id recorded by a guest's PSCI CPU_ON.
+    pub boot_x0: u64,
+    /// What the next entry completes.
+    pub pending: Pending,
+}
+
+/// Words a [`VcpuContext`] takes in its page.
+pub const CTX_WORDS: usize = 31 + 3 + N_SYS + 64 + 2 + 3 + 9 + 1 + 1 + 1 + 2 + 1;
+const _: () = assert!(CTX_WORDS * 8 <= 4096);
+/// Where the context page's groups start (words): `x0..x30`, then
+/// `SP_EL0`, PC, PSTATE; the EL1 registers; FP/SIMD; the rest.
+const CTX_X: usize = 0;
+const CTX_SYS: usize = CTX_X + 34;
+const CTX_V: usize = CTX_SYS + N_SYS;
+/// Words after FP/SIMD ([`VcpuContext::tail`]).
+const CTX_TAIL: usize = CTX_WORDS - CTX_V - 64;
+const _: () = assert!(CTX_TAIL == 20);
+
+/// `SCTLR_EL1` at reset: its RES1 bits, MMU and caches off.
+pub const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
+/// PSTATE at reset: EL1h, DAIF masked.
+pub const PSTATE_RESET: u64 = 0x3C5;
+
+/// PSTATE bits KServ or a saved context may carry: NZCV, TCO, DIT, UAO,
+/// PAN, SS, IL, ALLINT, SSBS, BTYPE, DAIF and M, and PM, PPEND, EXLOCK.
+/// The hardware sets the newer ones on exception entry on CPUs that have
+/// them (`ALLINT` with FEAT_NMI, for one).
+const PSTATE_ALLOWED: u64 = 0xF000_0000
+    | 1 << 25
+    | 1 << 24
+    | 1 << 23
+    | 1 << 22
+    | 1 << 21
+    | 1 << 20
+    | 1 << 13
+    | 1 << 12
+    | 3 << 10
+    | 0xF << 6
+    | 0x1F
+    | 7 << 32;
+
+/// Whether `pstate` is an AArch64 EL0t, EL1t or EL1h state with no bits
+/// outside `PSTATE_ALLOWED`: the only states KCore ever returns into.
+pub const fn pstate_ok(pstate: u64) -> bool {
+    pstate & !PSTATE_ALLOWED == 0 && matches!(pstate & 0x1F, 0b00000 | 0b00100 | 0b00101)
+}
+
+/// The `MPIDR_EL1` of vCPU `idx` (Aff0 = `idx % 16`, Aff1 = `idx / 16`, as
+/// KVM lays them out, so a GICv3 SGI target list reaches 16 vCPUs).
+pub const fn mpidr_of(idx: usize) -> u64 {
+    1 << 31 | (idx as u64 & 0xF) | ((idx as u64 >> 4) & 0xFF) << 8
+}
+
+/// The vCPU index an MPIDR names, if well formed.
+pub const fn index_of_mpidr(mpidr: u64) -> Option<usize> {
+    let aff = mpidr & 0xFF_00FF_FFFF;
+    if aff & !0xFFFF != 0 || aff & 0xF0 != 0 {
+        return None;
+    }
+    Some(((aff >> 8) as usize) << 4 | (aff & 0xF) as usize)
+}
+
+impl VcpuContext {
+    /// A vCPU at reset: registers zero, EL1h with interrupts masked, MMU off.
+    pub const fn reset(idx: usize) -> VcpuContext {
+        let mut sys = [0; N_SYS];
+        sys[Sys::Sctlr as usize] = SCTLR_EL1_RESET;
+        VcpuContext {
+            x: [0; 31],
+            sp_el0: 0,
+            pc: 0,
+            pstate: PSTATE_RESET,
+            sys,
+            v: [0; 64],
+            fpsr: 0,
+            fpcr: 0,
+            cntv_ctl: 0,
+            cntv_cval: 0,
+            cntvoff: 0,
+            vgic: VgicCpu {
+                vmcr: 0,
+                ap0r: [0; 4],
+                ap1r: [0; 4],
+            },
+            timer_lr: LrState::Invalid,
+            mpidr: mpidr_of(idx),
+            status: 0,
+            boot_pc: 0,
+            boot_x0: 0,
+            pending: Pending::None,
+        }
+    }
+
+    /// A system register.
+    pub fn sys(&self, r: Sys) -> u64 {
+        self.sys[r as usize]
+    }
+
+    /// Sets a system register.
+    pub fn set_sys(&mut self, r: Sys, v: u64) {
+        self.sys[r as usize] = v;
+    }
+
+    /// The words of the context page.
+    pub fn to_words(&self) -> [u64; CTX_WORDS] {
+        let mut out = [0u64; CTX_WORDS];
+        let mut w = Cursor::new(&mut out);
+        w.put(&self.x);
+        w.put(&[self.sp_el0, self.pc, self.pstate]);
+        w.put(&self.sys);
+        w.put(&self.v);
+        w.put(&self.tail());
+        out
+    }
+
+    /// The context a page's words describe.
+    pub fn from_words(words: &[u64; CTX_WORDS]) -> VcpuContext {
+        let mut c = VcpuContext::reset(0);
+        let mut r = Reader { words, at: 0 };
+        r.take(&mut c.x);
+        let [sp_el0, pc, pstate] = r.array();
+        (c.sp_el0, c.pc, c.pstate) = (sp_el0, pc, pstate);
+        r.take(&mut c.sys);
+        r.take(&mut c.v);
+        c.set_tail(r.array());
+        c
+    }
+
+    /// The page's last group: FP control, timer, vGIC CPU interface,
+    /// KCore's own state.
+    fn tail(&self) -> [u64; CTX_TAIL] {
+        let [a0, a1, a2, a3] = self.vgic.ap0r;
+        let [b0, b1, b2, b3] = self.vgic.ap1r;
+        [
+            self.fpsr,
+            self.fpcr,
+            self.cntv_ctl,
+            self.cntv_cval,
+            self.cntvoff,
+            self.vgic.vmcr,
+            a0,
+            a1,
+            a2,
+            a3,
+            b0,
+            b1,
+            b2,
+            b3,
+            self.timer_lr.bits(),
+            self.mpidr,
+            self.status,
+            self.boot_pc,
+            self.boot_x0,
+            self.pending.encode(),
+        ]
+    }
+
+    /// Sets what [`Self::tail`] returns.
+    fn set_tail(&mut self, t: [u64; CTX_TAIL]) {
+        let [
+            fpsr,
+            fpcr,
+            ctl,
+            cval,
+            off,
+            vmcr,
+            ap @ ..,
+            lr,
+            mpidr,
+            st,
+            bpc,
+            bx0,
+            pending,
+        ] = t;
+        (
+            self.fpsr,
+            self.fpcr,
+            self.cntv_ctl,
+            self.cntv_cval,
+            self.cntvoff,
+        ) = (fpsr, fpcr, ctl, cval, off);
+        self.vgic.vmcr = vmcr;
+        self.vgic.ap0r.copy_from_slice(&ap[..4]);
+        self.vgic.ap1r.copy_from_slice(&ap[4..]);
+        self.timer_lr = LrState::from_bits(lr);
+        (self.mpidr, self.status, self.boot_pc, self.boot_x0) = (mpidr, st, bpc, bx0);
+        self.pending = Pending::decode(pending);
+    }
+
+    /// Reads the context from its page in place, group by group, with no
+    /// copy in between (the run path: a context is over a kilobyte). The
+    /// same words as [`Self::from_words`].
+    pub fn read_from(&mut self, mem: &impl PhysMemory, page: Pa) {
+        let at = |w: usize| Pa(page.raw() + 8 * w as u64);
+        mem.read_words(at(CTX_X), &mut self.x);
+        let mut a = [0u64; 3];
+        mem.read_words(at(CTX_X + 31), &mut a);
+        [self.sp_el0, self.pc, self.pstate] = a;
+        mem.read_words(at(CTX_SYS), &mut self.sys);
+        mem.read_words(at(CTX_V), &mut self.v);
+        let mut t = [0u64; CTX_TAIL];
+        mem.read_words(at(CTX_V + 64), &mut t);
+        self.set_tail(t);
+    }
+
+    /// Writes the context into its page, group by group: the same words as
+    /// [`Self::to_words`]. Without `with_v` the FP/SIMD registers (`v`, half
+    /// the page) are left as the page has them: for a caller that knows
+    /// they are the same.
+    pub fn write_to(&self, mem: &mut impl PhysMemory, page: Pa, with_v: bool) {
+        let at = |w: usize| Pa(page.raw() + 8 * w as u64);
+        mem.write_words(at(CTX_X), &self.x);
+        mem.write_words(at(CTX_X + 31), &[self.sp_el0, self.pc, self.pstate]);
+        mem.write_words(at(CTX_SYS), &self.sys);
+        if with_v {
+            mem.write_words(at(CTX_V), &self.v);
+        }
+        mem.write_words(at(CTX_V + 64), &self.tail());
+    }
+
+    /// Register `n` as an instruction names it: 31 is the zero register.
+    pub fn xr(&self, n: usize) -> u64 {
+        self.x.get(n).copied().unwrap_or(0)
+    }
+
+    /// Writes register `n` as an instruction names it (31: discarded).
+    pub fn set_xr(&mut self, n: usize, v: u64) {
+        if let Some(r) = self.x.get_mut(n) {
+            *r = v;
+        }
+    }
+
+    /// Reads a register by its ABI id.
+    pub fn get_reg(&self, id: u64) -> Option<u64> {
+        Some(match id {
+            0..=30 => self.x[id as usize],
+            reg::SP_EL0 => self.sp_el0,
+            reg::PC => self.pc,
+            reg::PSTATE => self.pstate,
+            reg::FPSR => self.fpsr,
+            reg::FPCR => self.fpcr,
+            reg::CNTVOFF => self.cntvoff,
+            _ if (reg::V_LO..reg::V_LO + 32).contains(&id) => self.v[2 * (id - reg::V_LO) as usize],
+            _ if (reg::V_HI..reg::V_HI + 32).contains(&id) => {
+                self.v[2 * (id - reg::V_HI) as usize + 1]
+            }
+            reg::sys::CNTV_CTL_EL0 => self.cntv_ctl,
+            reg::sys::CNTV_CVAL_EL0 => self.cntv_cval,
+            reg::sys::MPIDR_EL1 => self.mpidr,
+            _ => self.sys(Sys::from_reg(id)?),
+        })
+    }
+
+    /// Writes a register by its ABI id. PSTATE must be an AArch64 EL0/EL1
+    /// state; `MPIDR_EL1` is read-only.
+    pub fn set_reg(&mut self, id: u64, v: u64) -> Result<(), Error> {
+        match id {
+            0..=30 => self.x[id as usize] = v,
+            reg::SP_EL0 => self.sp_el0 = v,
+            reg::PC => self.pc = v,
+            reg::PSTATE if pstate_ok(v) => self.pstate = v,
+            reg::PSTATE => return Err(Error::InvalidParameter),
+            reg::FPSR => self.fpsr = v,
+            reg::FPCR => self.fpcr = v,
+            reg::CNTVOFF => self.cntvoff = v,
+            _ if (reg::V_LO..reg::V_LO + 32).contains(&id) => {
+                self.v[2 * (id - reg::V_LO) as usize] = v
+            }
+            _ if (reg::V_HI..reg::V_HI + 32).contains(&id) => {
+                self.v[2 * (id - reg::V_HI) as usize + 1] = v
+            }
+            reg::sys::CNTV_CTL_EL0 => self.cntv_ctl = v,
+            reg::sys::CNTV_CVAL_EL0 => self.cntv_cval = v,
+            reg::sys::MPIDR_EL1 => return Err(Error::Denied),
+            _ => {
+                let r = Sys::from_reg(id).ok_or(Error::NotFound)?;
+                self.set_sys(r, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the guest's virtual timer asserts its interrupt at physical
+    /// counter value `now`.
+    pub fn timer_asserts(&self, now: u64) -> bool {
+        const ENABLE: u64 = 1;
+        const IMASK: u64 = 2;
+        self.cntv_ctl & (ENABLE | IMASK) == ENABLE
+            && now.wrapping_sub(self.cntvoff) >= self.cntv_cval
+    }
+
+    /// The physical counter value at which the timer fires, or `u64::MAX`.
+    pub fn timer_deadline(&self) -> u64 {
+        if self.cntv_ctl & 3 == 1 {
+            self.cntv_cval.saturating_add(self.cntvoff)
+        } else {
+            u64::MAX
+        }
+    }
+
+    fn trap_state(&self, esr: u64, far: u64) -> TrapState {
+        TrapState {
+            esr,
+            far,
+            hpfar: 0,
+            elr: self.pc,
+            spsr: self.pstate,
+            vbar_el1: self.sys(Sys::Vbar),
+            sctlr_el1: self.sys(Sys::Sctlr),
+        }
+    }
+
+    /// Makes the guest take `i` at EL1 when it next runs.
+    pub fn apply(&mut self, i: &Injection) {
+        self.set_sys(Sys::Esr, i.esr_el1);
+        if let Some(far) = i.far_el1 {
+            self.set_sys(Sys::Far, far);
+        }
+        self.set_sys(Sys::ElrEl1, i.elr_el1);
+        self.set_sys(Sys::SpsrEl1, i.spsr_el1);
+        self.pc = i.elr_el2;
+        self.pstate = i.spsr_el2;
+    }
+
+    /// Injects an UNDEFINED exception for the instruction at the PC.
+    pub fn inject_undef(&mut self) {
+        let i = inject_undef(&self.trap_state(0, 0));
+        self.apply(&i);
+    }
+
+    /// Injects a synchronous external abort for the access `esr`/`far`
+    /// describe (an instruction or data abort from the guest).
+    pub fn inject_abort(&mut self, esr: u64, far: u64) {
+        let i = inject_external_abort(&self.trap_state(esr, far));
+        self.apply(&i);
+    }
+
+    /// Finishes the exit the last run ended with, using KServ's completion.
+    pub fn complete(&mut self, completion: u64) {
+        match self.pending {
+            Pending::None => {}
+            Pending::MmioRead {
+                rt,
+                width,
+                sign,
+                sf,
+            } => {
+                let bits = 8 * width.clamp(1, 8) as u32;
+                let mut v = completion & mask(bits);
+                if sign && bits < 64 {
+                    let shift = 64 - bits;
+                    v = (((v << shift) as i64) >> shift) as u64;
+                }
+                if !sf {
+                    v &= 0xFFFF_FFFF;
+                }
+                self.set_xr(rt as usize, v);
+            }
+            Pending::Psci => self.x[0] = completion,
+        }
+        self.pending = Pending::None;
+    }
+}
+
+/// A mask of the low `bits` bits (all ones from 64 bits up).
+pub(super) fn mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1 << bits) - 1
+    }
+}
+
+struct Cursor<'a> {
+    out: &'a mut [u64],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(out: &'a mut [u64]) -> Self {
+        Cursor { out, at: 0 }
+    }
+    fn put(&mut self, w: &[u64]) {
+        if let Some(dst) = self.out.get_mut(self.at..self.at + w.len()) {
+            dst.copy_from_slice(w);
+        }
+        self.at += w.len();
+    }
+}
+
+struct Reader<'a> {
+    words: &'a [u64],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, dst: &mut [u64]) {
+        if let Some(src) = self.words.get(self.at..self.at + dst.len()) {
+            dst.copy_from_slice(src);
+        }
+        self.at += dst.len();
+    }
+    fn array<const N: usize>(&mut self) -> [u64; N] {
+        let mut a = [0; N];
+        self.take(&mut a);
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_round_trips_through_words() {
+        let mut c = VcpuContext::reset(17);
+        for (i, x) in c.x.iter_mut().enumerate() {
+            *x = 0x1000 + i as u64;
+        }
+        c.pc = 0x4000_0000;
+        c.v[63] = 0xdead;
+        c.vgic.ap1r[3] = 7;
+        c.timer_lr = LrState::Active;
+        c.pending = Pending::MmioRead {
+            rt: 9,
+            width: 2,
+            sign: true,
+            sf: false,
+        };
+        c.status = status::STARTED | status::BOOT;
+        assert_eq!(VcpuContext::from_words(&c.to_words()), c);
+        assert_eq!(c.mpidr, 1 << 31 | 1 << 8 | 1);
+        assert_eq!(index_of_mpidr(c.mpidr), Some(17));
+    }
+
+    /// One page of words, for the in-place context copies.
+    struct Page([u64; 512]);
+
+    impl PhysMemory for Page {
+        fn read(&self, _: Pa, _: &mut [u8]) {
+            unreachable!("the context is read as words")
+        }
+        fn read_words(&self, pa: Pa, buf: &mut [u64]) {
+            let at = (pa.raw() - 0x8000) as usize / 8;
+            buf.copy_from_slice(&self.0[at..at + buf.len()]);
+        }
+        fn write_words(&mut self, pa: Pa, words: &[u64]) {
+            let at = (pa.raw() - 0x8000) as usize / 8;
+            self.0[at..at + words.len()].copy_from_slice(words);
+        }
+        fn scrub_page(&mut self, _: Pa) {}
+        fn sync_for_guest(&mut self, _: Pa) {}
+    }
+
+    #[test]
+    fn context_page_copies_in_place_match_the_words() {
+        // Every word different, so a group at the wrong offset shows.
+        let mut words = [0u64; CTX_WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = 0x5000 + i as u64;
+        }
+        let tail = CTX_WORDS - 6;
+        words[tail] = LrState::Pending.bits();
+        words[CTX_WORDS - 1] = Pending::MmioRead {
+            rt: 3,
+            width: 4,
+            sign: false,
+            sf: true,
+        }
+        .encode();
+        let c = VcpuContext::from_words(&words);
+        assert_eq!(c.to_words(), words, "the test's words are a context");
+
+        let mut page = Page([u64::MAX; 512]);
+        c.write_to(&mut page, Pa(0x8000), true);
+        assert_eq!(page.0[..CTX_WORDS], words, "write_to lays out to_words");
+        assert!(page.0[CTX_WORDS..].iter().all(|&w| w == u64::MAX));
+
+        let mut back = VcpuContext::reset(5);
+        back.read_from(&page, Pa(0x8000));
+        assert_eq!(back, c, "read_from reads what from_words reads");
+    }
+
+    #[test]
+    fn mpidr_decoding_rejects_what_no_vcpu_has() {
+        assert_eq!(index_of_mpidr(0), Some(0));
+        assert_eq!(index_of_mpidr(0x8000_0001), Some(1));
+        assert_eq!(index_of_mpidr(0x10), None, "Aff0 >= 16");
+        assert_eq!(index_of_mpidr(1 << 16), None, "Aff2");
+        assert_eq!(index_of_mpidr(1 << 32), None, "Aff3");
+    }
+
+    #[test]
+    fn pstate_only_el0_el1_aarch64() {
+        assert!(pstate_ok(PSTATE_RESET));
+        assert!(pstate_ok(0));
+        assert!(pstate_ok(0x4));
+        assert!(!pstate_ok(0x9), "EL2h");
+        assert!(!pstate_ok(0x8), "EL2t");
+        assert!(!pstate_ok(0x10), "AArch32");
+        assert!(!pstate_ok(0x3C5 | 1 << 40), "unknown bits");
+        assert!(pstate_ok(0x3C5 | 1 << 13), "ALLINT, set by FEAT_NMI CPUs");
+        let mut c = VcpuContext::reset(0);
+        assert_eq!(c.set_reg(reg::PSTATE, 0x3C9), Err(Error::InvalidParameter));
+        assert_eq!(c.set_reg(reg::sys::MPIDR_EL1, 0), Err(Error::Denied));
+        assert_eq!(c.set_reg(0xFFFF, 0), Err(Error::NotFound));
+        c.set_reg(reg::V_HI + 31, 5).expect("v31 high");
+        assert_eq!(c.v[63], 5);
+        assert_eq!(c.get_reg(reg::V_HI + 31), Some(5));
+        c.set_reg(reg::sys::VBAR_EL1, 0x800).expect("vbar");
+        assert_eq!(c.sys(Sys::Vbar), 0x800);
+    }
+}

@@ -1,0 +1,541 @@
+//! What each exit means ([`step`]) and what of it KServ may learn. An
+//! exit, as `kcore-arch` read its syndrome ([`GuestExit`], [`ExitKind`]),
+//! is either handled inside KCore — the guest's own timer, a guest call
+//! KCore answers, a debug or PMU register, a fault the guest made itself
+//! (injected back into it) — or becomes a report with exactly what
+//! emulation needs: for MMIO the address, width, direction and the one
+//! data register; for a memory fault only the page; for an SGI the SGI
+//! register's value; for WFI/WFE and interrupts only the reason.
+
+use super::context::{Pending, Sys, mask, status};
+use super::guest_call::{NOT_SUPPORTED, guest_call};
+use super::loaded::{ExitReport, Loaded, Step};
+use crate::addr::{Gfn, PAGE_SHIFT};
+use crate::exception::{Esr, ec, fault_ipa};
+use crate::vm::VmKind;
+use kcore_abi::reg;
+use kcore_abi::run::{exit, exit_flags};
+
+/// How the guest left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExitKind {
+    /// A synchronous exception (`ESR_EL2` says which).
+    Sync,
+    /// A physical IRQ.
+    Irq,
+    /// A physical IRQ that is the guest's own virtual timer (its PPI is
+    /// the highest pending and the guest's timer asserts): KCore delivers
+    /// it at the next entry without involving KServ.
+    GuestTimer,
+    /// A physical FIQ.
+    Fiq,
+    /// A physical SError.
+    SError,
+}
+
+/// The syndrome of one exit, as `kcore-arch` read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestExit {
+    /// The kind.
+    pub kind: ExitKind,
+    /// `ESR_EL2`.
+    pub esr: u64,
+    /// `FAR_EL2`.
+    pub far: u64,
+    /// `HPFAR_EL2`.
+    pub hpfar: u64,
+    /// The guest's FP/SIMD registers were live in this run, so `ctx.v`,
+    /// `fpsr` and `fpcr` may have changed. When false the run left them as
+    /// they were (KCore's trap of the guest's first FP/SIMD access never
+    /// fired).
+    pub fp: bool,
+}
+
+/// Decides what exit `e` means for the loaded vCPU `l`, updating its
+/// registers (PC, injected exceptions, emulated registers) and, for exits
+/// KServ must see, [`Loaded::report`].
+pub fn step(l: &mut Loaded, e: &GuestExit) -> Step {
+    match e.kind {
+        // Delivered (or held quiet) by the next entry's `prepare_timer`.
+        ExitKind::GuestTimer => return Step::Resume,
+        ExitKind::Irq | ExitKind::Fiq => return report(l, exit::IRQ, ExitReport::default()),
+        ExitKind::SError => {
+            // A physical SError while the guest ran is the guest's: deliver
+            // it as a virtual SError; KServ gets the CPU back meanwhile.
+            l.ctx.status |= status::VSERROR;
+            return report(l, exit::IRQ, ExitReport::default());
+        }
+        ExitKind::Sync => {}
+    }
+    let esr = Esr(e.esr);
+    match esr.ec() {
+        ec::WFX => {
+            l.ctx.pc = l.ctx.pc.wrapping_add(4);
+            let flags = if e.esr & 3 == 1 { exit_flags::WFE } else { 0 };
+            report(
+                l,
+                exit::WFI,
+                ExitReport {
+                    flags,
+                    ..ExitReport::default()
+                },
+            )
+        }
+        ec::HVC64 if esr.imm16() == 0 => guest_call(l),
+        ec::SMC64 if esr.imm16() == 0 => {
+            l.ctx.pc = l.ctx.pc.wrapping_add(4);
+            guest_call(l)
+        }
+        ec::HVC64 => {
+            l.ctx.x[0] = NOT_SUPPORTED;
+            Step::Resume
+        }
+        ec::SMC64 => {
+            l.ctx.pc = l.ctx.pc.wrapping_add(4);
+            l.ctx.x[0] = NOT_SUPPORTED;
+            Step::Resume
+        }
+        ec::SYS64 => sysreg(l, e.esr),
+        ec::DABT_LOW | ec::IABT_LOW => abort(l, e),
+        _ => {
+            l.ctx.inject_undef();
+            Step::Resume
+        }
+    }
+}
+
+fn report(l: &mut Loaded, reason: u64, r: ExitReport) -> Step {
+    l.report = ExitReport { reason, ..r };
+    Step::Exit
+}
+
+/// A trapped `MSR`/`MRS`.
+fn sysreg(l: &mut Loaded, esr: u64) -> Step {
+    let iss = esr & 0x1FF_FFFF;
+    let op0 = (iss >> 20) & 3;
+    let op2 = (iss >> 17) & 7;
+    let op1 = (iss >> 14) & 7;
+    let crn = (iss >> 10) & 15;
+    let rt = ((iss >> 5) & 31) as usize;
+    let crm = (iss >> 1) & 15;
+    let read = iss & 1 == 1;
+    let value = l.ctx.xr(rt);
+    let enc = reg::sysreg(op0, op1, crn, crm, op2);
+    const SGI1R: u64 = reg::sysreg(3, 0, 12, 11, 5);
+    const ASGI1R: u64 = reg::sysreg(3, 0, 12, 11, 6);
+    const SGI0R: u64 = reg::sysreg(3, 0, 12, 11, 7);
+    const MDSCR: u64 = reg::sysreg(2, 0, 0, 2, 2);
+    const OSLAR: u64 = reg::sysreg(2, 0, 1, 0, 4);
+    const OSLSR: u64 = reg::sysreg(2, 0, 1, 1, 4);
+    let result: Option<u64> = match enc {
+        SGI1R | ASGI1R | SGI0R if !read => {
+            l.ctx.pc = l.ctx.pc.wrapping_add(4);
+            let flags = match enc {
+                ASGI1R => exit_flags::SGI_ASGI1R,
+                SGI0R => exit_flags::SGI_SGI0R,
+                _ => 0,
+            };
+            return report(
+                l,
+                exit::SGI,
+                ExitReport {
+                    flags,
+                    data: value,
+                    ..ExitReport::default()
+                },
+            );
+        }
+        MDSCR => {
+            if !read {
+                l.ctx.set_sys(Sys::Mdscr, value);
+            }
+            Some(l.ctx.sys(Sys::Mdscr))
+        }
+        OSLAR if !read => {
+            if value & 1 == 1 {
+                l.ctx.status |= status::OS_LOCK;
+            } else {
+                l.ctx.status &= !status::OS_LOCK;
+            }
+            Some(0)
+        }
+        OSLSR if read => {
+            // OSLM = 0b10 (the OS lock is implemented), OSLK.
+            let locked = (l.ctx.status & status::OS_LOCK != 0) as u64;
+            Some(1 << 3 | locked << 1)
+        }
+        // The rest of the debug registers: no breakpoints or watchpoints
+        // are offered; reads as zero, writes ignored (as KVM does before a
+        // debugger attaches).
+        _ if op0 == 2 => Some(0),
+        // The PMU: not offered; reads as zero, writes ignored, so a guest
+        // that resets PMU registers on a CPU with PMUv3 keeps running.
+        _ if is_pmu(op0, op1, crn, crm) => Some(0),
+        _ => None,
+    };
+    match result {
+        Some(v) => {
+            if read {
+                l.ctx.set_xr(rt, v);
+            }
+            l.ctx.pc = l.ctx.pc.wrapping_add(4);
+        }
+        None => l.ctx.inject_undef(),
+    }
+    Step::Resume
+}
+
+fn is_pmu(op0: u64, op1: u64, crn: u64, crm: u64) -> bool {
+    op0 == 3 && ((op1 == 0 || op1 == 3) && crn == 9 && (12..=14).contains(&crm))
+        || (op0 == 3 && op1 == 3 && crn == 14 && (8..=15).contains(&crm))
+}
+
+/// A data or instruction abort taken to EL2.
+fn abort(l: &mut Loaded, e: &GuestExit) -> Step {
+    let esr = Esr(e.esr);
+    let is_data = esr.ec() == ec::DABT_LOW;
+    // Only stage-2 translation and access-flag faults mean "no memory here
+    // yet"; permission faults, external aborts and faults on the guest's
+    // own stage-1 walk into MMIO are the guest's problem.
+    let fsc = esr.fsc();
+    let translation = matches!(fsc & 0x3C, 0x04 | 0x08) || fsc == 0x2B;
+    let permission = fsc & 0x3C == 0x0C;
+    let ipa = fault_ipa(e.hpfar, e.far);
+    // A write to a page KServ shared read-only with a non-protected VM
+    // (a read-only memory slot): emulated by KServ, as KVM does.
+    if permission && is_data && esr.is_write() && l.kind == VmKind::NonProtected {
+        return mmio(l, e, ipa);
+    }
+    if !translation || ipa >= l.ipa_limit {
+        l.ctx.inject_abort(e.esr, e.far);
+        return Step::Resume;
+    }
+    let gfn = Gfn(ipa >> PAGE_SHIFT);
+    let s1ptw = e.esr & (1 << 7) != 0;
+    if !l.mmio.contains(gfn) {
+        let mut flags = 0;
+        if is_data && esr.is_write() && !s1ptw {
+            flags |= exit_flags::WRITE;
+        }
+        if !is_data {
+            flags |= exit_flags::EXEC;
+        }
+        return report(
+            l,
+            exit::MEM_FAULT,
+            ExitReport {
+                flags,
+                addr: gfn.0 << PAGE_SHIFT,
+                ..ExitReport::default()
+            },
+        );
+    }
+    if !is_data {
+        l.ctx.inject_abort(e.esr, e.far);
+        return Step::Resume;
+    }
+    mmio(l, e, ipa)
+}
+
+/// An MMIO access KServ emulates: only a data access the hardware
+/// described (ISV, not on a stage-1 walk) can be.
+fn mmio(l: &mut Loaded, e: &GuestExit, ipa: u64) -> Step {
+    let esr = Esr(e.esr);
+    let isv = e.esr & (1 << 24) != 0;
+    let s1ptw = e.esr & (1 << 7) != 0;
+    if !isv || s1ptw {
+        l.ctx.inject_abort(e.esr, e.far);
+        return Step::Resume;
+    }
+    let width = 1u64 << ((e.esr >> 22) & 3);
+    let sign = e.esr & (1 << 21) != 0;
+    let rt = ((e.esr >> 16) & 31) as u8;
+    let sf = e.esr & (1 << 15) != 0;
+    let write = esr.is_write();
+    l.ctx.pc = l.ctx.pc.wrapping_add(4);
+    let mut r = ExitReport {
+        addr: ipa,
+        width,
+        ..ExitReport::default()
+    };
+    if write {
+        r.flags = exit_flags::WRITE;
+        r.data = l.ctx.xr(rt as usize) & mask(8 * width as u32);
+    } else {
+        l.ctx.pending = Pending::MmioRead {
+            rt,
+            width: width as u8,
+            sign,
+            sf,
+        };
+    }
+    report(l, exit::MMIO, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vcpu::context::mpidr_of;
+    use crate::vcpu::guest_call::guest_fid;
+    use crate::vcpu::test_util::loaded;
+
+    fn sync(esr: u64, ipa: u64) -> GuestExit {
+        GuestExit {
+            kind: ExitKind::Sync,
+            esr,
+            far: 0xffff_0000_0000_0000 | (ipa & 0xFFF),
+            hpfar: (ipa >> 12) << 4,
+            fp: false,
+        }
+    }
+
+    /// A data abort, translation fault level 3, with ISV.
+    fn dabt(write: bool, sas: u64, sse: bool, rt: u64, sf: bool) -> u64 {
+        ec::DABT_LOW << 26
+            | 1 << 25
+            | 1 << 24
+            | sas << 22
+            | (sse as u64) << 21
+            | rt << 16
+            | (sf as u64) << 15
+            | (write as u64) << 6
+            | 0x07
+    }
+
+    #[test]
+    fn mmio_write_exposes_only_the_data_register_clamped() {
+        let mut l = loaded();
+        l.ctx.pc = 0x4000_1000;
+        l.ctx.x[5] = 0x1122_3344_5566_7788;
+        let s = step(&mut l, &sync(dabt(true, 1, false, 5, false), 0x900_0104));
+        assert_eq!(s, Step::Exit);
+        assert_eq!(l.report.reason, exit::MMIO);
+        assert_eq!(l.report.addr, 0x900_0104);
+        assert_eq!(l.report.width, 2);
+        assert_eq!(l.report.data, 0x7788, "clamped to 16 bits");
+        assert_eq!(l.report.flags, exit_flags::WRITE);
+        assert_eq!(l.report.args, [0; 3]);
+        assert_eq!(l.ctx.pc, 0x4000_1004);
+        // The zero register stores zero.
+        let s = step(&mut l, &sync(dabt(true, 3, false, 31, true), 0x900_0100));
+        assert_eq!((s, l.report.data), (Step::Exit, 0));
+    }
+
+    #[test]
+    fn mmio_reads_complete_into_one_register() {
+        let mut l = loaded();
+        l.ctx.x[3] = 0xFFFF_FFFF_FFFF_FFFF;
+        step(&mut l, &sync(dabt(false, 0, false, 3, true), 0x900_0100));
+        assert_eq!(l.report.data, 0, "a read exposes no register");
+        l.ctx.complete(0xABCD_EF80);
+        assert_eq!(l.ctx.x[3], 0x80, "ldrb zero-extends");
+        step(&mut l, &sync(dabt(false, 0, true, 3, true), 0x900_0100));
+        l.ctx.complete(0x80);
+        assert_eq!(l.ctx.x[3], 0xFFFF_FFFF_FFFF_FF80, "ldrsb x");
+        step(&mut l, &sync(dabt(false, 1, true, 3, false), 0x900_0100));
+        l.ctx.complete(0x8000);
+        assert_eq!(l.ctx.x[3], 0xFFFF_8000, "ldrsh w");
+        step(&mut l, &sync(dabt(false, 2, true, 3, true), 0x900_0100));
+        l.ctx.complete(0x8000_0000);
+        assert_eq!(l.ctx.x[3], 0xFFFF_FFFF_8000_0000, "ldrsw");
+        step(&mut l, &sync(dabt(false, 3, false, 31, true), 0x900_0100));
+        let before = l.ctx.x;
+        l.ctx.complete(7);
+        assert_eq!(l.ctx.x, before, "xzr discards");
+        l.ctx.complete(9);
+        assert_eq!(
+            l.ctx.x, before,
+            "a completion without a pending read does nothing"
+        );
+    }
+
+    #[test]
+    fn memory_faults_expose_only_the_page() {
+        let mut l = loaded();
+        l.ctx.x[2] = 0x5EC2E7;
+        let s = step(&mut l, &sync(dabt(true, 3, false, 2, true), 0x4010_2345));
+        assert_eq!(s, Step::Exit);
+        assert_eq!(l.report.reason, exit::MEM_FAULT);
+        assert_eq!(l.report.addr, 0x4010_2000);
+        assert_eq!(l.report.data, 0, "no register for RAM faults");
+        assert_eq!(l.report.flags, exit_flags::WRITE);
+        assert_eq!(l.ctx.pc, 0, "retried, not skipped");
+        let ia = ec::IABT_LOW << 26 | 1 << 25 | 0x06;
+        step(&mut l, &sync(ia, 0x4020_0000));
+        assert_eq!(
+            (l.report.reason, l.report.flags),
+            (exit::MEM_FAULT, exit_flags::EXEC)
+        );
+    }
+
+    #[test]
+    fn unemulatable_faults_are_injected() {
+        let mut l = loaded();
+        l.ctx.set_sys(Sys::Vbar, 0x4000_8000);
+        l.ctx.pc = 0x4000_0100;
+        // MMIO without ISV (e.g. a load pair).
+        let esr = ec::DABT_LOW << 26 | 1 << 25 | 0x07;
+        assert_eq!(step(&mut l, &sync(esr, 0x900_0000)), Step::Resume);
+        assert_eq!(l.ctx.pc, 0x4000_8200, "current EL, SPx, sync");
+        assert_eq!(Esr(l.ctx.sys(Sys::Esr)).ec(), ec::DABT_CUR);
+        assert_eq!(l.ctx.sys(Sys::ElrEl1), 0x4000_0100);
+        // A permission fault.
+        let mut l = loaded();
+        let esr = ec::DABT_LOW << 26 | 1 << 25 | 0x0F;
+        assert_eq!(step(&mut l, &sync(esr, 0x4000_0000)), Step::Resume);
+        assert_eq!(Esr(l.ctx.sys(Sys::Esr)).fsc(), 0x10);
+        // Beyond the IPA space.
+        let mut l = loaded();
+        l.ipa_limit = 1 << 32;
+        let esr = ec::DABT_LOW << 26 | 1 << 25 | 0x04;
+        assert_eq!(step(&mut l, &sync(esr, 1 << 33)), Step::Resume);
+    }
+
+    #[test]
+    fn hypercalls_kcore_answers_itself() {
+        let mut l = loaded();
+        for fid in [
+            0xC600_1234u64,
+            0x8600_0042,
+            0x8400_0000 | 1 << 32,
+            0x8000_0001,
+        ] {
+            l.ctx.x[0] = fid;
+            l.ctx.x[1] = 11;
+            assert_eq!(
+                step(&mut l, &sync(ec::HVC64 << 26, 0)),
+                Step::Resume,
+                "{fid:#x}"
+            );
+            assert_eq!(l.ctx.x[0], NOT_SUPPORTED);
+            assert_eq!(l.ctx.x[1], 11);
+        }
+        l.ctx.x[0] = 0x8000_0000;
+        l.ctx.pc = 0x100;
+        assert_eq!(step(&mut l, &sync(ec::SMC64 << 26, 0)), Step::Resume);
+        assert_eq!((l.ctx.x[0], l.ctx.pc), (guest_fid::SMCCC_1_1, 0x104));
+        l.ctx.x[0] = 0x8400_0000;
+        assert_eq!(step(&mut l, &sync(ec::HVC64 << 26 | 1, 0)), Step::Resume);
+        assert_eq!(l.ctx.x[0], NOT_SUPPORTED, "HVC #1");
+    }
+
+    #[test]
+    fn psci_goes_to_kserv_with_its_arguments_only() {
+        let mut l = loaded();
+        l.ctx.x = [0x77; 31];
+        l.ctx.x[0] = 0x8400_0000;
+        l.ctx.x[1] = 1;
+        l.ctx.x[2] = 2;
+        l.ctx.x[3] = 3;
+        assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Exit);
+        assert_eq!(l.report.reason, exit::PSCI);
+        assert_eq!((l.report.data, l.report.args), (0x8400_0000, [1, 2, 3]));
+        l.ctx.complete(0x1_0000);
+        assert_eq!(l.ctx.x[0], 0x1_0000);
+        assert_eq!(l.ctx.x[4], 0x77);
+        // CPU_ON: recorded by KCore, then KServ.
+        l.ctx.x[0] = guest_fid::CPU_ON_64 as u64;
+        l.ctx.x[1] = mpidr_of(1);
+        l.ctx.x[2] = 0x4000_2000;
+        l.ctx.x[3] = 42;
+        assert_eq!(
+            step(&mut l, &sync(ec::HVC64 << 26, 0)),
+            Step::CpuOn {
+                target: 1,
+                entry: 0x4000_2000,
+                context: 42
+            }
+        );
+        l.ctx.x[0] = guest_fid::CPU_ON_64 as u64;
+        l.ctx.x[1] = 0x10;
+        assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Resume);
+        assert_eq!(l.ctx.x[0], guest_fid::PSCI_INVALID_PARAMETERS);
+        l.ctx.x[0] = guest_fid::CPU_OFF as u64;
+        assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Exit);
+        assert_ne!(l.ctx.status & status::OFF, 0);
+    }
+
+    #[test]
+    fn system_registers() {
+        let mut l = loaded();
+        let sys = |op0: u64, op1: u64, crn: u64, crm: u64, op2: u64, rt: u64, read: bool| {
+            ec::SYS64 << 26
+                | 1 << 25
+                | op0 << 20
+                | op2 << 17
+                | op1 << 14
+                | crn << 10
+                | rt << 5
+                | crm << 1
+                | read as u64
+        };
+        l.ctx.x[4] = 0x0100_0000_0002_0003;
+        assert_eq!(
+            step(&mut l, &sync(sys(3, 0, 12, 11, 5, 4, false), 0)),
+            Step::Exit
+        );
+        assert_eq!(
+            (l.report.reason, l.report.data),
+            (exit::SGI, 0x0100_0000_0002_0003)
+        );
+        assert_eq!(l.ctx.pc, 4);
+        // MDSCR_EL1 round trip, PMU reads as zero, OS lock status.
+        l.ctx.x[6] = 0x8000;
+        step(&mut l, &sync(sys(2, 0, 0, 2, 2, 6, false), 0));
+        l.ctx.x[7] = 1;
+        step(&mut l, &sync(sys(2, 0, 0, 2, 2, 7, true), 0));
+        assert_eq!(l.ctx.x[7], 0x8000);
+        l.ctx.x[8] = 5;
+        step(&mut l, &sync(sys(3, 3, 9, 12, 0, 8, true), 0));
+        assert_eq!(l.ctx.x[8], 0, "PMCR_EL0 reads as zero");
+        l.ctx.x[1] = 1;
+        step(&mut l, &sync(sys(2, 0, 1, 0, 4, 1, false), 0));
+        step(&mut l, &sync(sys(2, 0, 1, 1, 4, 9, true), 0));
+        assert_eq!(l.ctx.x[9], 0b1010);
+        // An implementation-defined register: UNDEFINED in the guest.
+        l.ctx.set_sys(Sys::Vbar, 0x8000);
+        let pc = l.ctx.pc;
+        step(&mut l, &sync(sys(3, 0, 15, 0, 0, 0, false), 0));
+        assert_eq!(l.ctx.pc, 0x8200);
+        assert_eq!(l.ctx.sys(Sys::ElrEl1), pc);
+        assert_eq!(Esr(l.ctx.sys(Sys::Esr)).ec(), ec::UNKNOWN);
+    }
+
+    #[test]
+    fn wfi_wfe_and_interrupts() {
+        let mut l = loaded();
+        assert_eq!(step(&mut l, &sync(ec::WFX << 26, 0)), Step::Exit);
+        assert_eq!(
+            (l.report.reason, l.report.flags, l.ctx.pc),
+            (exit::WFI, 0, 4)
+        );
+        step(&mut l, &sync(ec::WFX << 26 | 1, 0));
+        assert_eq!(l.report.flags, exit_flags::WFE);
+        let irq = GuestExit {
+            kind: ExitKind::Irq,
+            esr: 0x1234,
+            far: 0x5678,
+            hpfar: 0,
+            fp: false,
+        };
+        assert_eq!(step(&mut l, &irq), Step::Exit);
+        let timer = GuestExit {
+            kind: ExitKind::GuestTimer,
+            ..irq
+        };
+        let before = l.report;
+        assert_eq!(
+            step(&mut l, &timer),
+            Step::Resume,
+            "no round trip for its own timer"
+        );
+        assert_eq!(l.report, before);
+        assert_eq!(
+            l.report,
+            ExitReport {
+                reason: exit::IRQ,
+                ..ExitReport::default()
+            }
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! A vCPU taken out of its page for a run ([`Loaded`]) and what travels
+//! with it: the VM's entry configuration ([`GuestConfig`]), how KServ's
+//! vGIC model configures the guest's timer interrupt ([`TimerIrq`]), the
+//! report KServ gets at the exit ([`ExitReport`]), which context-page
+//! version the copy is ([`CtxKey`]), and what to do after one exit
+//! ([`Step`]). The exit decoding, the guest calls, the timer and the run
+//! loop all work on these types.
+
+use super::context::VcpuContext;
+use crate::addr::Pa;
+use crate::pgtable::Geometry;
+use crate::vgic::LrSet;
+use crate::vm::{MmioRanges, VmId, VmKind};
+use kcore_abi::run;
+
+/// What the EL2 code needs to enter a VM, beyond the vCPU's context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestConfig {
+    /// Hardware VMID.
+    pub vmid: u16,
+    /// Root of the VM's stage 2.
+    pub root: Pa,
+    /// Its geometry (for `VTCR_EL2`).
+    pub geometry: Geometry,
+}
+
+/// The exit report KServ gets (the exit half of the run page).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitReport {
+    /// [`run::exit`] reason.
+    pub reason: u64,
+    /// [`run::exit_flags`].
+    pub flags: u64,
+    /// Address.
+    pub addr: u64,
+    /// Data.
+    pub data: u64,
+    /// MMIO width.
+    pub width: u64,
+    /// PSCI `x1..x3`.
+    pub args: [u64; 3],
+}
+
+/// The guest's timer interrupt as KServ's vGIC model configures it (the
+/// run page's entry flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerIrq {
+    /// The guest has it enabled.
+    pub enabled: bool,
+    /// Its priority.
+    pub priority: u8,
+    /// Group 1 (else group 0).
+    pub group1: bool,
+}
+
+impl TimerIrq {
+    /// From the entry flags (already checked against
+    /// [`kcore_abi::run::entry_flags::ALL`]).
+    pub const fn from_flags(f: u64) -> TimerIrq {
+        use kcore_abi::run::entry_flags as ef;
+        TimerIrq {
+            enabled: f & ef::TIMER_DISABLED == 0,
+            priority: (f >> ef::TIMER_PRIORITY_SHIFT) as u8,
+            group1: f & ef::TIMER_GROUP0 == 0,
+        }
+    }
+}
+
+/// A vCPU taken out of its page for a run.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The VM.
+    pub vm: VmId,
+    /// The vCPU index.
+    pub idx: usize,
+    /// The VM's kind.
+    pub kind: VmKind,
+    /// Entry configuration.
+    pub cfg: GuestConfig,
+    /// The registers.
+    pub ctx: VcpuContext,
+    /// The KCore page the context lives in.
+    pub ctx_page: Pa,
+    /// KServ's run page.
+    pub run_page: Pa,
+    /// KServ's interrupt words of this entry: the first `n_irqs` (the
+    /// rest are left from earlier runs and mean nothing).
+    pub irq_words: [u64; run::MAX_IRQS],
+    /// How many.
+    pub n_irqs: usize,
+    /// The list registers: KServ's entries first, then the timer's.
+    pub lrs: LrSet,
+    /// The VM's MMIO ranges.
+    pub mmio: MmioRanges,
+    /// The VM's IPA limit (bytes).
+    pub ipa_limit: u64,
+    /// How KServ's vGIC configures the guest's timer interrupt.
+    pub timer: TimerIrq,
+    /// The report for KServ, once an exit needs it.
+    pub report: ExitReport,
+    /// Set by [`crate::mem_protect::MemCore::vcpu_put`]: `ctx` is what the
+    /// put wrote into that vCPU's page. A CPU that keeps its `Loaded`
+    /// between runs lets the next load of the same vCPU skip reading the
+    /// page back (a kilobyte), unless KCore wrote the page in between.
+    pub ctx_key: Option<CtxKey>,
+    /// `ctx.v` is what the context page holds: set by a load that read the
+    /// page and by each put, cleared by a run in which the guest's FP/SIMD
+    /// registers were live ([`crate::vcpu::GuestExit::fp`]) and by a reset
+    /// at `CPU_ON`. While it is set, a put leaves the page's 512 bytes of
+    /// FP/SIMD registers alone.
+    pub v_in_page: bool,
+}
+
+/// Which context page, at which version, a [`Loaded`]'s `ctx` is a copy
+/// of. Versions are never given out twice and a handle names one VM for its
+/// life, so a key that matches the VM's current version means nothing
+/// changed the page since the copy was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtxKey {
+    /// The VM's handle.
+    pub handle: u64,
+    /// The vCPU.
+    pub idx: usize,
+    /// [`crate::vm::Vm::ctx_versions`] when the copy was made.
+    pub version: u64,
+}
+
+impl Loaded {
+    /// A placeholder for [`crate::vcpu::VcpuHost::load`] to fill.
+    pub fn empty() -> Loaded {
+        Loaded {
+            vm: VmId(0),
+            idx: 0,
+            kind: VmKind::NonProtected,
+            cfg: GuestConfig {
+                vmid: 0,
+                root: Pa(0),
+                geometry: Geometry::SMALLEST_STAGE2,
+            },
+            ctx: VcpuContext::reset(0),
+            ctx_page: Pa(0),
+            run_page: Pa(0),
+            irq_words: [0; run::MAX_IRQS],
+            n_irqs: 0,
+            lrs: LrSet::default(),
+            mmio: MmioRanges::default(),
+            ipa_limit: 0,
+            timer: TimerIrq::from_flags(0),
+            report: ExitReport::default(),
+            ctx_key: None,
+            v_in_page: false,
+        }
+    }
+}
+
+/// What to do after one exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// KCore handled it: enter the guest again.
+    Resume,
+    /// Return to KServ with [`Loaded::report`].
+    Exit,
+    /// A guest's `MEM_SHARE` (`share`) or `MEM_UNSHARE` of the page at
+    /// `gfn` (pKVM's guest ABI): done under the state lock
+    /// ([`crate::mem_protect::MemCore::vcpu_guest_mem`]), then the guest
+    /// resumes with the result in `x0`.
+    GuestMem {
+        /// Share (else unshare).
+        share: bool,
+        /// The page.
+        gfn: u64,
+    },
+    /// A guest's PSCI CPU_ON for vCPU `target`: record it (under the VM
+    /// lock, [`crate::mem_protect::MemCore::vcpu_cpu_on`]), then return to
+    /// KServ.
+    CpuOn {
+        /// The target vCPU index.
+        target: usize,
+        /// Entry point.
+        entry: u64,
+        /// Context id.
+        context: u64,
+    },
+}
