@@ -7,9 +7,10 @@
 //! changing only what the document lists: `/reserved-memory/kcore@...`
 //! children covering KCore's memory, the initramfs and bootargs in `/chosen`,
 //! PSCI through SMC (which KCore traps and proxies) for every CPU, every
-//! GICv3 ITS `status = "disabled"` (KCore keeps the ITS: it writes memory by
-//! physical address, `kcore::gic_guard`), and the `/hypervisor` node
-//! announcing KCore's ABI version.
+//! device KCore keeps `status = "disabled"` (a GICv3 ITS and the DMA masters
+//! of `platform::DMA_MASTER_COMPATIBLES`: they write memory by physical
+//! address, `kcore::gic_guard`), and the `/hypervisor` node announcing
+//! KCore's ABI version.
 //!
 //! The serializer is written here rather than taken from `vm-fdt`, whose
 //! writer refuses node names that real firmware trees contain
@@ -123,8 +124,8 @@ struct Plan<'t, 'b, 'a> {
     psci_edits: Vec<PropEdit>,
     cpu_edits: Vec<PropEdit>,
     hypervisor_edits: Vec<PropEdit>,
-    /// What an ITS node becomes: unavailable to KServ.
-    its_edits: Vec<PropEdit>,
+    /// What a node KCore keeps becomes: unavailable to KServ.
+    kept_edits: Vec<PropEdit>,
     /// `/reserved-memory/kcore@...` children: `(name, reg value)`.
     kcore_nodes: Vec<(String, Vec<u8>)>,
     /// `(#address-cells, #size-cells)` of a `/reserved-memory` this plan
@@ -147,8 +148,9 @@ enum Role {
     Psci,
     Cpu,
     Hypervisor,
-    /// A GICv3 ITS: KCore's, disabled for KServ.
-    Its,
+    /// A device KCore keeps (a GICv3 ITS, a DMA master): disabled for
+    /// KServ.
+    Kept,
     /// A `/reserved-memory` child a previous KCore left: replaced.
     StaleKcore,
     Plain,
@@ -252,7 +254,7 @@ impl<'t, 'b, 'a> Plan<'t, 'b, 'a> {
             psci_edits,
             cpu_edits,
             hypervisor_edits,
-            its_edits: alloc::vec![PropEdit::string("status", "disabled")],
+            kept_edits: alloc::vec![PropEdit::string("status", "disabled")],
             kcore_nodes,
             new_reserved_memory: if reserved.is_some() {
                 None
@@ -275,8 +277,8 @@ impl<'t, 'b, 'a> Plan<'t, 'b, 'a> {
             return Role::Root;
         };
         let name = tree.name(i);
-        if tree.is_compatible(i, crate::platform::ITS_COMPATIBLE) {
-            return Role::Its;
+        if crate::platform::kept_from_kserv(tree, i) {
+            return Role::Kept;
         }
         if tree.compatible_with(i, |c| c.starts_with(b"arm,psci"))
             || (parent == ROOT && name == "psci")
@@ -309,7 +311,7 @@ impl<'t, 'b, 'a> Plan<'t, 'b, 'a> {
             Role::Psci => &self.psci_edits,
             Role::Cpu => &self.cpu_edits,
             Role::Hypervisor => &self.hypervisor_edits,
-            Role::Its => &self.its_edits,
+            Role::Kept => &self.kept_edits,
             Role::Root | Role::ReservedMemory | Role::StaleKcore | Role::Plain => &[],
         }
     }

@@ -241,7 +241,25 @@ pub struct Platform {
     pub psci: Option<Psci>,
     /// `/chosen/bootargs`.
     pub bootargs: Option<String>,
+    /// The register frames of devices that master memory with no SMMU of
+    /// KCore's in front of them ([`DMA_MASTER_COMPATIBLES`]), translated to
+    /// physical addresses, sorted and merged. KCore keeps them: KServ could
+    /// make them write anywhere, KCore's memory included.
+    pub dma_masters: Vec<MemRegion>,
 }
+
+/// `compatible`s of devices that read and write memory by physical address
+/// (DMA) and that KCore keeps from KServ while it has no SMMU to put in
+/// front of them: QEMU's fw_cfg (its DMA interface), a generic PCIe host
+/// bridge (every device behind it can be made a bus master through its
+/// config space; QEMU's `virt` puts a virtio-net NIC there by default) and
+/// virtio-mmio transports (their queues live wherever the driver says).
+pub const DMA_MASTER_COMPATIBLES: [&str; 4] = [
+    "qemu,fw-cfg-mmio",
+    "pci-host-ecam-generic",
+    "pci-host-cam-generic",
+    "virtio,mmio",
+];
 
 /// Why a device tree was refused. Messages name the node and property, so
 /// that KCore's console says what to fix.
@@ -1130,7 +1148,33 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, DtError> {
             Some(chosen) => tree.string(chosen, "bootargs")?.map(String::from),
             None => None,
         },
+        dma_masters: dma_masters(&tree)?,
     })
+}
+
+/// Whether node `i` is a device KCore keeps from KServ: a GICv3 ITS or a
+/// DMA master of [`DMA_MASTER_COMPATIBLES`].
+pub(crate) fn kept_from_kserv(tree: &Tree<'_, '_>, i: usize) -> bool {
+    tree.is_compatible(i, ITS_COMPATIBLE)
+        || DMA_MASTER_COMPATIBLES
+            .iter()
+            .any(|c| tree.is_compatible(i, c))
+}
+
+/// Every `reg` region of every available DMA master, sorted and merged.
+fn dma_masters(tree: &Tree<'_, '_>) -> Result<Vec<MemRegion>, DtError> {
+    let mut out = Vec::new();
+    for i in 0..tree.nodes.len() {
+        if DMA_MASTER_COMPATIBLES
+            .iter()
+            .any(|c| tree.is_compatible(i, c))
+            && tree.is_available(i)
+        {
+            out.extend(tree.reg(i)?);
+        }
+    }
+    normalize_regions(&mut out);
+    Ok(out)
 }
 
 /// Every usable `/memory*` node (or root child with `device_type = "memory"`).

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use kcore_boot::kserv_dt::{KservDtEdits, PSCI_COMPATIBLE, build};
-use kcore_boot::platform::{self, Conduit, DtError, EnableMethod, MemRegion};
+use kcore_boot::platform::{self, Conduit, DMA_MASTER_COMPATIBLES, DtError, EnableMethod, MemRegion};
 
 const KCORE: [MemRegion; 2] = [
     MemRegion {
@@ -55,13 +55,18 @@ fn edited(orig: &Flat, path: &str, name: &str) -> bool {
             .contains(&name))
         || (is_cpu && ["enable-method", "cpu-release-addr"].contains(&name))
         || (path == "/hypervisor" && ["compatible", "kcore,abi-version"].contains(&name))
-        || (is_its(orig, path) && name == "status")
+        || (is_kept(orig, path) && name == "status")
 }
 
-/// Whether node `path` of `orig` is a GICv3 ITS (KCore's: disabled for KServ).
-fn is_its(orig: &Flat, path: &str) -> bool {
-    orig.prop(path, "compatible")
-        .is_some_and(|c| c.split(|&b| b == 0).any(|s| s == b"arm,gic-v3-its"))
+/// Whether node `path` of `orig` is a device KCore keeps (a GICv3 ITS or a
+/// DMA master): disabled for KServ.
+fn is_kept(orig: &Flat, path: &str) -> bool {
+    orig.prop(path, "compatible").is_some_and(|c| {
+        c.split(|&b| b == 0).any(|s| {
+            s == b"arm,gic-v3-its"
+                || DMA_MASTER_COMPATIBLES.iter().any(|m| m.as_bytes() == s)
+        })
+    })
 }
 
 /// Checks `out` = `build(orig, e)` against the specification of the edits.
@@ -190,8 +195,8 @@ fn check(orig_blob: &[u8], out_blob: &[u8], e: &KservDtEdits<'_>, bootargs: Opti
         }
     }
 
-    // Every ITS is KCore's: disabled for KServ.
-    for p in orig.paths().into_iter().filter(|p| is_its(&orig, p)) {
+    // Every ITS and DMA master is KCore's: disabled for KServ.
+    for p in orig.paths().into_iter().filter(|p| is_kept(&orig, p)) {
         assert_eq!(out.prop(p, "status"), Some(&b"disabled\0"[..]), "{p}");
     }
 

@@ -68,6 +68,16 @@ fn qemu_virt_gicv3() {
             }),
             "{name}"
         );
+        // fw_cfg, 32 virtio-mmio transports (merged), the PCIe ECAM.
+        assert_eq!(
+            p.dma_masters,
+            [
+                r(0x0902_0000, 0x18),
+                r(0x0a00_0000, 0x4000),
+                r(0x40_1000_0000, 0x1000_0000)
+            ],
+            "{name}"
+        );
     }
 }
 

@@ -815,6 +815,59 @@ static bool atk_gicr(u64 seed)
 	return kcore_answers() && ok;
 }
 
+/*
+ * Devices that read and write memory by physical address with no SMMU in
+ * between are KCore's: fw_cfg's DMA interface, the PCIe host bridge (its
+ * config space makes any device a bus master; QEMU's virt has a virtio-net
+ * NIC there) and the virtio-mmio transports. KServ's tree shows them
+ * disabled, and touching them faults.
+ */
+static bool atk_dma_masters(u64 seed)
+{
+	static const struct {
+		const char *compatible, *what;
+		unsigned long offset;
+		bool write;
+	} dev[] = {
+		/* FW_CFG_DMA: the address of a DMA descriptor, big-endian. */
+		{ "qemu,fw-cfg-mmio", "fw_cfg DMA address", 0x10, true },
+		/* Device 0's vendor and device id in config space. */
+		{ "pci-host-ecam-generic", "PCIe config space", 0x0, false },
+		/* A transport's magic value. */
+		{ "virtio,mmio", "virtio-mmio transport", 0x0, false },
+	};
+	bool ok = true;
+	unsigned int i;
+
+	if (!need_victim())
+		return false;
+	for (i = 0; i < ARRAY_SIZE(dev); i++) {
+		struct resource res;
+		bool available;
+		void __iomem *va;
+		char name[32];
+
+		if (!gic_region(dev[i].compatible, 0, &res, &available)) {
+			note("no %s in KServ's tree; ", dev[i].what);
+			continue;
+		}
+		if (available)
+			ok = bad("the %s at %pa is available to KServ", dev[i].what, &res.start);
+		else
+			note("%s at %pa disabled in KServ's tree: ", dev[i].what, &res.start);
+		va = ioremap(res.start, PAGE_SIZE);
+		if (!va) {
+			ok = bad("ioremap of the %s failed", dev[i].what);
+			continue;
+		}
+		snprintf(name, sizeof(name), "atk-dma-%u", i);
+		ok = expect_fault_v(va + dev[i].offset, dev[i].write, name,
+				    cpu_to_be64(PFN_PHYS(vic.kcore_pfn))) && ok;
+		iounmap(va);
+	}
+	return kcore_answers() && ok;
+}
+
 /* ---- ownership attacks ---------------------------------------------------- */
 
 /* Someone else's pages (KCore's, the victim's, its tables) given as our own. */
@@ -1799,6 +1852,7 @@ static const struct attack attacks[] = {
 	{ "toctou", "KCore completes an MMIO read from its own record of the exit, whatever KServ rewrote in the run page: only the load's register changes, with the load's width and sign; a run page scribbled during entry is used whole or refused", atk_toctou },
 	{ "its", "the ITS is KCore's: KServ's device tree shows it disabled, and pointing GITS_BASER0 at KCore's memory or a protected page, writing GITS_CBASER or reading GITS_CTLR faults", atk_its },
 	{ "gic-redist", "GICR_PROPBASER and GICR_PENDBASER written with a protected page's and KCore's addresses read back 0, GICR_CTLR.EnableLPIs stays clear, GICR_TYPER and GICR_WAKER still answer", atk_gicr },
+	{ "dma-masters", "fw_cfg's DMA interface, the PCIe host bridge and the virtio-mmio transports are KCore's: disabled in KServ's tree, and pointing fw_cfg's DMA at KCore's memory or reading PCIe config space or a transport faults", atk_dma_masters },
 	{ "run-page", "while another CPU runs a vCPU, its run page (pinned by KCore: owner HostPinned) offered as a new VM's root, a table-pool page, a protected VM's memory or a page shared into the VM is Busy every time (20 of each); every page comes back; the self-check agrees", atk_run_page },
 	{ "destroy-in-exit", "tearing a VM down while another CPU runs its vCPU is Busy until the vCPU is out; then every run is refused and every page comes back scrubbed", atk_destroy_in_exit },
 	{ "fuzz", "100,000 calls with random ids and arguments from 2 CPUs: every one answers a defined status, unknown ids NotSupported; KCore keeps serving; every page the fuzzer gave away comes back scrubbed; the self-check agrees", atk_fuzz },

@@ -20,7 +20,7 @@ use kcore_systests::{Failure, TestResult, batch_within, kcore_image, kcore_troub
 use std::time::Duration;
 
 /// Every row the suite must report, in order.
-const ROWS: [&str; 24] = [
+const ROWS: [&str; 25] = [
     "scan",
     "linear-read",
     "linear-write",
@@ -41,6 +41,7 @@ const ROWS: [&str; 24] = [
     "run-page",
     "its",
     "gic-redist",
+    "dma-masters",
     "destroy-in-exit",
     "fuzz",
     "victim",

@@ -435,6 +435,25 @@ fn boot_kserv(
             stop(format_args!("cannot record KCore region {k:?}"));
         }
     }
+    // Devices that master memory with no SMMU of KCore's in front of them
+    // are KCore's (hidden from KServ's tree): widened to whole pages, then
+    // merged, so that neighbours sharing a page are one region.
+    let mut masters: Vec<MemRegion> = plat
+        .dma_masters
+        .iter()
+        .filter_map(region)
+        .filter_map(|r| r.align_out(PAGE_SIZE))
+        .map(|r| MemRegion {
+            base: r.base(),
+            size: r.size(),
+        })
+        .collect();
+    platform::normalize_regions(&mut masters);
+    for r in masters.iter().filter_map(region) {
+        if map.add_kcore(r).is_err() {
+            stop(format_args!("cannot keep the DMA master at {r:?} from KServ"));
+        }
+    }
     if let Some(gic) = &plat.gic {
         // The virtual-interface control and vCPU interface of a GICv2 belong
         // to KCore: KServ never maps them. So do the ITSes, which write
