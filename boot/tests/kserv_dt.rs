@@ -6,7 +6,9 @@ mod common;
 
 use common::*;
 use kcore_boot::kserv_dt::{KservDtEdits, PSCI_COMPATIBLE, build};
-use kcore_boot::platform::{self, Conduit, DMA_MASTER_COMPATIBLES, DtError, EnableMethod, MemRegion};
+use kcore_boot::platform::{
+    self, Conduit, DMA_MASTER_COMPATIBLES, DtError, EnableMethod, MemRegion,
+};
 
 const KCORE: [MemRegion; 2] = [
     MemRegion {
@@ -63,8 +65,7 @@ fn edited(orig: &Flat, path: &str, name: &str) -> bool {
 fn is_kept(orig: &Flat, path: &str) -> bool {
     orig.prop(path, "compatible").is_some_and(|c| {
         c.split(|&b| b == 0).any(|s| {
-            s == b"arm,gic-v3-its"
-                || DMA_MASTER_COMPATIBLES.iter().any(|m| m.as_bytes() == s)
+            s == b"arm,gic-v3-its" || DMA_MASTER_COMPATIBLES.iter().any(|m| m.as_bytes() == s)
         })
     })
 }

@@ -43,6 +43,9 @@ pub struct QemuCommand {
     pub boot: Boot,
     /// Extra kernel command-line arguments, in order (e.g. `kserv.mode=batch`).
     pub append: Vec<String>,
+    /// Whether a reset restarts the machine (RAM kept, the images loaded
+    /// again) instead of ending QEMU (`-no-reboot`, the default).
+    pub reboot: bool,
 }
 
 impl QemuCommand {
@@ -52,7 +55,16 @@ impl QemuCommand {
             machine,
             boot,
             append: Vec::new(),
+            reboot: false,
         }
+    }
+
+    /// Lets a reset restart the machine, as a board's warm reset does: RAM
+    /// keeps what it held, QEMU loads the boot image again and the same
+    /// command line boots.
+    pub fn allow_reboot(mut self) -> Self {
+        self.reboot = true;
+        self
     }
 
     /// Adds kernel command-line arguments; `args` is split on whitespace, and
@@ -84,8 +96,9 @@ impl QemuCommand {
             .into_iter()
             .map(OsString::from)
             .collect();
-        for a in ["-nographic", "-no-reboot"] {
-            args.push(a.into());
+        args.push("-nographic".into());
+        if !self.reboot {
+            args.push("-no-reboot".into());
         }
         match &self.boot {
             Boot::Kcore { image } => {

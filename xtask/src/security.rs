@@ -175,8 +175,50 @@ fn render(rows: &[AttackRow], machine: &str, seed: u64, commit: &str, secs: u64)
          longer owns (`hw-irq`, `toctou`, `destroy-in-exit` and `fuzz` fail on it), and the \
          victim, its memory scrubbed under it, never answers `stop`. The module's ABI numbers \
          are held to `kcore-abi` by `kcore/abi/tests/attack_module.rs`.\n\n\
+         The rows added with the run-page pin and the device rules were run against a KCore \
+         with those fixes taken out (the load pins nothing and the put writes wherever the \
+         load pointed; no trapped redistributor pages; the ITS and the DMA masters mapped for \
+         KServ, though still disabled in its tree): `run-page` fails (the page is never seen \
+         pinned, no offer is Busy), `its` fails (`GITS_BASER0` takes KCore's and the victim's \
+         addresses, `GITS_CBASER` and `GITS_CTLR` answer), `gic-redist` fails (`PROPBASER` \
+         reads back the victim's page, `PENDBASER` KCore's, `EnableLPIs` sets), `dma-masters` \
+         fails (fw_cfg's DMA register takes KCore's address, PCIe config space and a \
+         virtio-mmio transport answer), and KCore's self-check finds running vCPUs whose run \
+         pages are not pinned (`share-race` and `fuzz` fail on it).\n\n\
+         Residue across a reset is the system test `residue` (`cargo xtask test`): a protected \
+         guest fills 4 MiB of its memory with 16 random bytes, KServ resets the machine with \
+         the guest alive (QEMU keeps RAM, as a warm reset does), and after the second boot no \
+         page KServ owns holds those bytes. With KCore's wipe before `SYSTEM_RESET` taken out, \
+         the second boot found the bytes in \
+         335,616 places (5 MiB of the guest's memory read back by KServ); with it, in none.\n\n\
+         ## Devices that write memory\n\n\
+         A device that reads or writes memory by physical address is outside every stage 2: \
+         if KServ could program it, it could write KCore's memory or a protected VM's. Every \
+         register frame of QEMU's `virt` (as the suite runs it) was checked for that power:\n\n\
+         | frame | writes memory? | KServ's access |\n\
+         |---|---|---|\n\
+         | GIC distributor (GICD) | no | mapped |\n\
+         | GIC redistributor `RD_base` page (`GICR_PROPBASER`, `GICR_PENDBASER`, `EnableLPIs`; \
+         `VLPI_base` on GICv4) | yes: the LPI property and pending tables | trapped: KCore performs \
+         each access after `kcore::gic_guard` (table bases read 0 and ignore writes, `EnableLPIs` \
+         stays clear); row `gic-redist` |\n\
+         | GIC redistributor `SGI_base` | no | mapped |\n\
+         | GIC ITS | yes: device, collection and command tables, every ITT | KCore's, disabled in \
+         KServ's tree; row `its` |\n\
+         | GICv2 GICH, GICV | (KCore's virtual interface) | KCore's |\n\
+         | fw_cfg | yes: its DMA interface | KCore's, disabled; row `dma-masters` |\n\
+         | PCIe host bridge (ECAM) and the devices behind it (a virtio-net NIC by default) | yes: \
+         any device made a bus master | KCore's, disabled; row `dma-masters` |\n\
+         | virtio-mmio transports | yes, once a device is attached | KCore's, disabled; row \
+         `dma-masters` |\n\
+         | PL011 UART, PL031 RTC, PL061 GPIO, flash | no | mapped |\n\n\
+         KServ therefore runs without MSIs and without PCI or virtio devices of its own. Giving \
+         them back needs what pKVM and Xen use: an SMMU owned by KCore in front of every DMA \
+         master, and for MSIs an ITS whose command queue KCore owns and whose every `MAPD` it \
+         checks. On a board without an SMMU (the Raspberry Pi 4) DMA remains a platform limit.\n\n\
          ## What the rows do not cover yet\n\n\
-         - DMA: there is no SMMU support yet, so no device attack (VM-iodataiso) is made.\n\
+         - DMA: there is no SMMU support yet: KServ gets no DMA master (above), so no device \
+         attack (VM-iodataiso) is made.\n\
          - `toctou` runs on a non-protected VM: its registers are what shows KCore completed the \
          MMIO read from its own record (a protected vCPU's are not readable). The completion \
          path is the same for both kinds of VM.\n\

@@ -451,7 +451,9 @@ fn boot_kserv(
     platform::normalize_regions(&mut masters);
     for r in masters.iter().filter_map(region) {
         if map.add_kcore(r).is_err() {
-            stop(format_args!("cannot keep the DMA master at {r:?} from KServ"));
+            stop(format_args!(
+                "cannot keep the DMA master at {r:?} from KServ"
+            ));
         }
     }
     if let Some(gic) = &plat.gic {
