@@ -178,6 +178,20 @@ pub fn verify<M: PhysMemory + ?Sized>(
     len: u64,
     mem: &M,
 ) -> Result<(), ImageError> {
+    verify_with_tail(key, sig, pages, len, &[], mem)
+}
+
+/// [`verify`] of the image's bytes followed by `tail` (KCore's own copy of
+/// the signed MMIO manifest, `kcore_abi::manifest`): one signature over
+/// both, so neither can be swapped.
+pub fn verify_with_tail<M: PhysMemory + ?Sized>(
+    key: &VerifyKey,
+    sig: &Signature,
+    pages: impl IntoIterator<Item = Pa>,
+    len: u64,
+    tail: &[u8],
+    mem: &M,
+) -> Result<(), ImageError> {
     if len == 0 {
         return Err(ImageError::Empty);
     }
@@ -218,6 +232,7 @@ pub fn verify<M: PhysMemory + ?Sized>(
         remaining -= in_page;
         index += 1;
     }
+    state.absorb(tail);
     state.verify().map_err(from_ed)
 }
 

@@ -26,6 +26,7 @@ use crate::pgtable::{Attrs, Geometry, PageTable};
 use crate::vm::{
     FreeList, MAX_VCPUS, MmioRanges, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms,
 };
+use kcore_abi::manifest::{self, Manifest};
 use kcore_abi::{Error, share_flags};
 
 /// KServ's VMID.
@@ -286,6 +287,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 run_pages: [0; MAX_VCPUS as usize],
                 ran: false,
                 mmio: MmioRanges::default(),
+                manifest: Manifest::default(),
             },
         );
         t.handle
@@ -335,6 +337,11 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let (pfn, state) = self.ram_page(pfn)?;
         let gfn = Self::guest_gfn(vm, gfn)?;
         Self::host_page_to_give(state)?;
+        // No memory where KServ emulates devices: the guest's accesses there
+        // are to be exits, never reads of a page KServ chose.
+        if vm.mmio.contains(gfn) || vm.manifest.contains(gfn.0) {
+            return Err(Error::Denied);
+        }
         let ipa = gfn.0 << PAGE_SHIFT;
         if vm.stage2.walk(hw, ipa).is_some() {
             return Err(Error::Busy);
@@ -702,8 +709,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     // ---- host_verify_image ----------------------------------------------------------
 
     /// `host_verify_image`: checks a protected VM's boot image, `len` bytes
-    /// starting at `gfn`, against the boot image's key and the 64-byte
-    /// signature at the start of KServ's page `sig_pfn`. The image pages must
+    /// starting at `gfn`, against the boot image's key and the signature
+    /// block at the start of KServ's page `sig_pfn`: the 64-byte signature
+    /// over the image's bytes followed by the MMIO manifest, then that
+    /// manifest (`kcore_abi::manifest`), which from then on bounds where
+    /// KServ may declare MMIO. A malformed manifest, or one that covers the
+    /// image, is `InvalidParameter` and changes nothing. The image pages must
     /// be the VM's own (KServ lost write access when it donated them), so the
     /// bytes checked are the bytes the VM will run. A malformed request
     /// changes nothing; a signature that does not verify poisons the VM.
@@ -739,18 +750,33 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         if (0..pages).any(|i| page_at(i).is_none()) {
             return Err(Error::Denied);
         }
-        // The signature: copied once out of KServ's page.
+        // The signature block — the signature, then the MMIO manifest the
+        // signature also covers — copied once out of KServ's page; only the
+        // copy is looked at.
         let (sig_pfn, sig_state) = self.ram_page(sig_pfn)?;
         if !matches!(sig_state, PageState::Host | PageState::HostPinned { .. }) {
             return Err(Error::Denied);
         }
-        let mut sig = [0u8; image::SIGNATURE_LEN];
-        hw.read(sig_pfn.pa().ok_or(Error::InvalidParameter)?, &mut sig);
-        let result = image::verify(
+        let mut block = [0u8; manifest::MAX_BLOCK_LEN];
+        hw.read(sig_pfn.pa().ok_or(Error::InvalidParameter)?, &mut block);
+        let (sig, tail) = block.split_at(image::SIGNATURE_LEN);
+        let (mmio, n) = Manifest::decode(tail).map_err(|_| Error::InvalidParameter)?;
+        // Devices where the image is make no sense: refused as malformed.
+        if mmio
+            .ranges()
+            .iter()
+            .any(|&(g, p)| g < first.0 + pages && first.0 < g + p)
+        {
+            return Err(Error::InvalidParameter);
+        }
+        let mut signature = [0u8; image::SIGNATURE_LEN];
+        signature.copy_from_slice(sig);
+        let result = image::verify_with_tail(
             &key,
-            &Signature(sig),
+            &Signature(signature),
             (0..pages).filter_map(page_at),
             len,
+            &tail[..n],
             hw,
         );
         let vm = self.vms.get_mut(id).ok_or(Error::NotFound)?;
@@ -758,6 +784,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             Ok(()) => {
                 vm.state = VmState::Verified;
                 vm.image = Some((first, len));
+                vm.manifest = mmio;
                 Ok(())
             }
             Err(_) => {

@@ -103,6 +103,8 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     }
 
     /// `host_declare_mmio`: `pages` pages from `gfn` are emulated by KServ.
+    /// For a protected VM only once its image is verified, only inside the
+    /// manifest its signature covers, and only before its first run.
     pub fn host_declare_mmio(&mut self, handle: u64, gfn: u64, pages: u64) -> Result<(), Error> {
         let (id, vm) = self.live_vm(handle)?;
         if matches!(vm.state, VmState::Dying | VmState::Poisoned) {
@@ -117,6 +119,14 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             .ok_or(Error::InvalidParameter)?;
         Self::guest_gfn(vm, gfn)?;
         Self::guest_gfn(vm, last - 1)?;
+        // A protected VM's accesses leave it as exits with their data only
+        // where its image's signer allowed: inside the verified manifest.
+        // KServ may narrow that, never widen it.
+        if vm.kind == VmKind::Protected
+            && (vm.state != VmState::Verified || !vm.manifest.covers(gfn, pages))
+        {
+            return Err(Error::Denied);
+        }
         let mut mmio = vm.mmio;
         if !mmio.add(Gfn(gfn), pages) {
             return Err(Error::NoMemory);

@@ -215,6 +215,10 @@ pub struct Vm {
     pub ran: bool,
     /// The guest-physical ranges KServ emulates.
     pub mmio: MmioRanges,
+    /// A protected VM's signed MMIO manifest, from its verified image's
+    /// signature block: [`Self::mmio`] may only lie inside it (empty before
+    /// verification and for non-protected VMs).
+    pub manifest: kcore_abi::manifest::Manifest,
 }
 
 /// Most vCPUs a VM may have (a bitmap of 64).

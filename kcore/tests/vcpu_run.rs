@@ -58,7 +58,6 @@ fn vm(protected: bool, vcpus: u64) -> Vm {
     for i in 0..vcpus {
         assert_eq!(hvc(&mut w, H::HostCreateVcpu, &[h, i])[0], 0);
     }
-    assert_eq!(hvc(&mut w, H::HostDeclareMmio, &[h, MMIO_GFN, 1])[0], 0);
     let img: Vec<u8> = (0..IMAGE_LEN).map(|i| (i * 5) as u8).collect();
     w.hw.write(IMAGE_PFN << 12, &img);
     for i in 0..2 {
@@ -68,7 +67,8 @@ fn vm(protected: bool, vcpus: u64) -> Vm {
         );
     }
     if protected {
-        w.hw.write(SIG_PFN << 12, kp.sk.sign(&img, None).as_ref());
+        let block = common::signature_block(&kp, &img, &[(MMIO_GFN, 16)]);
+        w.hw.write(SIG_PFN << 12, &block);
         let r = hvc(
             &mut w,
             H::HostVerifyImage,
@@ -76,6 +76,8 @@ fn vm(protected: bool, vcpus: u64) -> Vm {
         );
         assert_eq!(r[0], 0);
     }
+    // A protected VM's MMIO only once verified, inside its manifest.
+    assert_eq!(hvc(&mut w, H::HostDeclareMmio, &[h, MMIO_GFN, 1])[0], 0);
     Vm {
         w,
         h,

@@ -1,7 +1,9 @@
 //! `host_verify_image`: a protected VM runs only from an image whose bytes,
 //! in pages the VM owns, carry a good signature by the boot image's key. A
 //! malformed request changes nothing; a bad signature poisons the VM; the
-//! image pages cannot change hands afterwards.
+//! image pages cannot change hands afterwards. The signature also covers
+//! the VM's MMIO manifest: KServ may declare MMIO only inside it, only after
+//! verification, and may donate no memory there.
 
 #![allow(
     clippy::unwrap_used,
@@ -20,6 +22,8 @@ const IMAGE_LEN: usize = 3 * 4096 + 100;
 const IMAGE_PFN: u64 = FIRST_HOST_PFN + 32;
 const SIG_PFN: u64 = FIRST_HOST_PFN + 60;
 const GFN: u64 = 0x80;
+/// The manifest the image is signed with: a device page, a 16-page region.
+const MMIO: [(u64, u64); 2] = [(0x10, 1), (0x9000, 16)];
 
 fn image() -> Vec<u8> {
     (0..IMAGE_LEN).map(|i| (i * 7 + i / 4096) as u8).collect()
@@ -48,8 +52,7 @@ fn setup(flags: u64, signed: &[u8]) -> Setup {
             0
         );
     }
-    let sig = kp.sk.sign(signed, None);
-    w.hw.write(SIG_PFN << 12, sig.as_ref());
+    w.hw.write(SIG_PFN << 12, &common::signature_block(&kp, signed, &MMIO));
     Setup { w, vm: vm[1] }
 }
 
@@ -192,5 +195,94 @@ fn non_protected_vms_and_missing_keys_are_refused() {
     assert_eq!(
         hvc(&mut w, H::HostVerifyImage, &[vm, 0, 4096, SIG_PFN])[0],
         Error::NotSupported.to_x0()
+    );
+}
+
+#[test]
+fn mmio_only_where_the_signature_allows() {
+    let mut s = setup(vm_flags::PROTECTED, &image());
+    let declare = |s: &mut Setup, gfn: u64, pages: u64| {
+        hvc(&mut s.w, H::HostDeclareMmio, &[s.vm, gfn, pages])[0]
+    };
+    // Before verification KServ declares nothing, even inside the manifest.
+    assert_eq!(declare(&mut s, 0x9000, 1), Error::Denied.to_x0());
+    assert_eq!(verify(&mut s, GFN, IMAGE_LEN), 0);
+    // The guest's RAM (right after its image, or the image itself) never
+    // becomes MMIO; nor does anything wider than the manifest.
+    for (gfn, pages) in [(GFN + 4, 1), (GFN, 4), (0x9000, 17), (0x8fff, 2), (0x11, 1)] {
+        assert_eq!(
+            declare(&mut s, gfn, pages),
+            Error::Denied.to_x0(),
+            "{gfn:#x}+{pages}"
+        );
+    }
+    // Narrowing is KServ's choice.
+    assert_eq!(declare(&mut s, 0x9004, 4), 0);
+    assert_eq!(declare(&mut s, 0x10, 1), 0);
+    // No memory where devices are: declared or merely allowed.
+    for gfn in [0x9005, 0x9000, 0x10] {
+        assert_eq!(
+            hvc(
+                &mut s.w,
+                H::HostDonateGuest,
+                &[s.vm, FIRST_HOST_PFN + 40, gfn]
+            )[0],
+            Error::Denied.to_x0(),
+            "{gfn:#x}"
+        );
+    }
+    assert_eq!(
+        hvc(
+            &mut s.w,
+            H::HostDonateGuest,
+            &[s.vm, FIRST_HOST_PFN + 40, GFN + 4]
+        )[0],
+        0,
+        "RAM takes memory"
+    );
+    check_invariants(&s.w).unwrap();
+}
+
+#[test]
+fn the_manifest_is_signed_and_checked() {
+    // Another manifest than the one signed: the signature fails.
+    let mut s = setup(vm_flags::PROTECTED, &image());
+    let mut block = s.w.hw.bytes(SIG_PFN << 12, 64 + 16 + 32);
+    block[64 + 16 + 16 + 8] = 0xff; // the second range's page count
+    s.w.hw.write(SIG_PFN << 12, &block);
+    assert_eq!(
+        verify(&mut s, GFN, IMAGE_LEN),
+        Error::VerificationFailed.to_x0()
+    );
+    assert_eq!(state(&s), VmState::Poisoned);
+    // A malformed manifest, or one over the image, changes nothing.
+    for bad in [
+        &b"XXXX"[..],                              // magic
+        &[b'K', b'C', b'M', b'F', 2, 0, 0, 0][..], // version
+    ] {
+        let mut s = setup(vm_flags::PROTECTED, &image());
+        s.w.hw.write((SIG_PFN << 12) + 64, bad);
+        assert_eq!(
+            verify(&mut s, GFN, IMAGE_LEN),
+            Error::InvalidParameter.to_x0()
+        );
+        assert_eq!(state(&s), VmState::Created);
+    }
+    let mut s = setup(vm_flags::PROTECTED, &image());
+    let kp = KeyPair::from_seed(Seed::new([9; 32]));
+    let over_image = common::signature_block(&kp, &image(), &[(GFN + 2, 1)]);
+    s.w.hw.write(SIG_PFN << 12, &over_image);
+    assert_eq!(
+        verify(&mut s, GFN, IMAGE_LEN),
+        Error::InvalidParameter.to_x0()
+    );
+    assert_eq!(state(&s), VmState::Created);
+    // An empty manifest: a VM with no MMIO at all.
+    let none = common::signature_block(&kp, &image(), &[]);
+    s.w.hw.write(SIG_PFN << 12, &none);
+    assert_eq!(verify(&mut s, GFN, IMAGE_LEN), 0);
+    assert_eq!(
+        hvc(&mut s.w, H::HostDeclareMmio, &[s.vm, 0x9000, 1])[0],
+        Error::Denied.to_x0()
     );
 }

@@ -43,6 +43,7 @@
 #include <linux/highmem.h>
 #include <linux/io.h>
 #include <linux/jiffies.h>
+#include <linux/kernel_read_file.h>
 #include <linux/kthread.h>
 #include <linux/mm.h>
 #include <linux/module.h>
@@ -866,6 +867,106 @@ static bool atk_dma_masters(u64 seed)
 		iounmap(va);
 	}
 	return kcore_answers() && ok;
+}
+
+/* ---- MMIO only where the guest's signer allowed ---------------------------- */
+
+#define TG_IMAGE	"/lib/kserv/test-guest.img"
+#define TG_RAM_GFN	0x40000ULL	/* the test guest's RAM, at 1 GiB */
+#define TG_DEVICE_GFN	0x9000ULL	/* inside its signed manifest (the low 1 GiB) */
+
+static ssize_t read_file(const char *path, void **buf, size_t max)
+{
+	size_t size = 0;
+
+	*buf = NULL;
+	return kernel_read_file_from_path(path, 0, buf, max, &size, READING_UNKNOWN);
+}
+
+/*
+ * A protected VM's accesses to a page KServ declared MMIO leave the VM as
+ * exits carrying their data. KServ once declared the guest's RAM after its
+ * image MMIO and read its stores. Now the image's signature block carries
+ * the MMIO ranges its signer allows: on a fresh protected VM with the signed
+ * test guest, declaring MMIO before verification, over the guest's RAM or
+ * image, or wider than the manifest is Denied; narrowing is allowed; and no
+ * page can be donated where devices are.
+ */
+static bool atk_mmio_consent(u64 seed)
+{
+	void *img = NULL, *sig = NULL;
+	ssize_t img_len, sig_len;
+	struct sac_vm vm;
+	u64 pages, i, sig_pfn, pfn;
+	bool ok = true;
+	s64 s;
+
+	img_len = read_file(TG_IMAGE, &img, 16 * PAGE_SIZE);
+	sig_len = read_file(TG_IMAGE ".sig", &sig, PAGE_SIZE);
+	if (img_len <= 0 || sig_len <= 0) {
+		vfree(img);
+		vfree(sig);
+		return bad("cannot read %s and its signature block (%zd, %zd)", TG_IMAGE, img_len,
+			   sig_len);
+	}
+	pages = DIV_ROUND_UP(img_len, PAGE_SIZE);
+	if (sac_create(&vm, true, 4)) {
+		vfree(img);
+		vfree(sig);
+		return GIVE_UP("cannot make the sacrificial protected VM");
+	}
+	for (i = 0; i < pages; i++) {
+		size_t n = min_t(size_t, PAGE_SIZE, img_len - i * PAGE_SIZE);
+		void *va;
+
+		pfn = take_pfn();
+		if (!pfn)
+			break;
+		va = kmap_local_page(pfn_to_page(pfn));
+		memcpy(va, img + i * PAGE_SIZE, n);
+		kunmap_local(va);
+		if (kc(KC_DONATE_GUEST, vm.handle, pfn, TG_RAM_GFN + i, 0, 0).status != KC_OK)
+			break;
+	}
+	sig_pfn = take_pfn();
+	if (i < pages || !sig_pfn) {
+		vfree(img);
+		vfree(sig);
+		return GIVE_UP("cannot donate the image");
+	}
+	memcpy(page_address(pfn_to_page(sig_pfn)), sig, sig_len);
+	vfree(img);
+	vfree(sig);
+
+	s = kc(KC_DECLARE_MMIO, vm.handle, TG_DEVICE_GFN, 1, 0, 0).status;
+	ok = refused("declaring MMIO before verification", s, KC_DENIED, KC_DENIED) && ok;
+	s = kc(KC_VERIFY_IMAGE, vm.handle, TG_RAM_GFN, img_len, sig_pfn, 0).status;
+	if (s != KC_OK) {
+		ok = bad("the signed test guest did not verify: %lld", s);
+		return settle() && ok;
+	}
+	note("%llu image pages verified; ", pages);
+	/* The RAM right after the image, the image, wider than the manifest. */
+	s = kc(KC_DECLARE_MMIO, vm.handle, TG_RAM_GFN + pages, 1, 0, 0).status;
+	ok = refused("declaring the RAM after the image MMIO", s, KC_DENIED, KC_DENIED) && ok;
+	s = kc(KC_DECLARE_MMIO, vm.handle, TG_RAM_GFN, 1, 0, 0).status;
+	ok = refused("declaring the image MMIO", s, KC_DENIED, KC_DENIED) && ok;
+	s = kc(KC_DECLARE_MMIO, vm.handle, TG_RAM_GFN - 1, 2, 0, 0).status;
+	ok = refused("declaring past the manifest", s, KC_DENIED, KC_DENIED) && ok;
+	/* Narrowing is KServ's choice. */
+	s = kc(KC_DECLARE_MMIO, vm.handle, TG_DEVICE_GFN, 1, 0, 0).status;
+	if (s != KC_OK)
+		ok = bad("declaring a device page inside the manifest: %lld", s);
+	/* No memory where devices are, declared or merely allowed. */
+	pfn = take_pfn();
+	s = kc(KC_DONATE_GUEST, vm.handle, pfn, TG_DEVICE_GFN, 0, 0).status;
+	ok = refused("donating into declared MMIO", s, KC_DENIED, KC_DENIED) && ok;
+	s = kc(KC_DONATE_GUEST, vm.handle, pfn, TG_DEVICE_GFN + 1, 0, 0).status;
+	ok = refused("donating inside the manifest", s, KC_DENIED, KC_DENIED) && ok;
+	if (ok)
+		note("MMIO before verification, over RAM, over the image and past the manifest: "
+		     "Denied; a device page inside: declared; donations there: Denied; ");
+	return settle() && ok;
 }
 
 /* ---- ownership attacks ---------------------------------------------------- */
@@ -1853,6 +1954,7 @@ static const struct attack attacks[] = {
 	{ "its", "the ITS is KCore's: KServ's device tree shows it disabled, and pointing GITS_BASER0 at KCore's memory or a protected page, writing GITS_CBASER or reading GITS_CTLR faults", atk_its },
 	{ "gic-redist", "GICR_PROPBASER and GICR_PENDBASER written with a protected page's and KCore's addresses read back 0, GICR_CTLR.EnableLPIs stays clear, GICR_TYPER and GICR_WAKER still answer", atk_gicr },
 	{ "dma-masters", "fw_cfg's DMA interface, the PCIe host bridge and the virtio-mmio transports are KCore's: disabled in KServ's tree, and pointing fw_cfg's DMA at KCore's memory or reading PCIe config space or a transport faults", atk_dma_masters },
+	{ "mmio-consent", "on a fresh protected VM with the signed test guest, MMIO is declared only after verification and only inside the manifest its signature covers: before, over the guest's RAM or image, or past the manifest it is Denied; no page is donated where devices are", atk_mmio_consent },
 	{ "run-page", "while another CPU runs a vCPU, its run page (pinned by KCore: owner HostPinned) offered as a new VM's root, a table-pool page, a protected VM's memory or a page shared into the VM is Busy every time (20 of each); every page comes back; the self-check agrees", atk_run_page },
 	{ "destroy-in-exit", "tearing a VM down while another CPU runs its vCPU is Busy until the vCPU is out; then every run is refused and every page comes back scrubbed", atk_destroy_in_exit },
 	{ "fuzz", "100,000 calls with random ids and arguments from 2 CPUs: every one answers a defined status, unknown ids NotSupported; KCore keeps serving; every page the fuzzer gave away comes back scrubbed; the self-check agrees", atk_fuzz },

@@ -71,7 +71,10 @@ void kserv_core_hvc(u64 regs[8]);
 #define KSERV_VMST_MEM_PAGES 4		/* memory pages of the first VM */
 #define KSERV_VMST_MAX_IMAGE_PAGES 16
 #define KSERV_VMST_MAX_IMAGE_LEN (KSERV_VMST_MAX_IMAGE_PAGES * 4096)
-#define KSERV_VMST_SIG_LEN 64
+/* The image's signature block: the 64-byte signature, then the signed MMIO
+ * manifest (kcore_abi::manifest::MAX_BLOCK_LEN at most; zero-padded). */
+#define KSERV_VMST_SIG_LEN 336
+#define KSERV_SIG_BLOCK_MIN 80
 
 /* Results of kserv_glue_vmst_probe (Rust: vm_selftest::Probe). */
 #define KSERV_VMST_COMPLETED 0
@@ -92,7 +95,7 @@ struct kserv_vmst_args {
 	u64 pool_pages;		/* KSERV_VMST_POOL_PAGES */
 	const u8 *image;
 	u64 image_len;		/* 1 .. KSERV_VMST_MAX_IMAGE_LEN */
-	const u8 *sig;		/* KSERV_VMST_SIG_LEN bytes */
+	const u8 *sig;		/* KSERV_VMST_SIG_LEN bytes, zero-padded */
 	struct kserv_vmst_vm vm[2];	/* the good VM, the tampered one */
 	u64 mem_pfns[KSERV_VMST_MEM_PAGES];
 	u64 sig_pfn;
@@ -129,7 +132,7 @@ void kserv_glue_vmst_log(void *ctx, const char *line, u32 len);
  */
 #define KSERV_GR_VCPUS 2		/* guest_run::VCPUS */
 #define KSERV_GR_MAX_IMAGE_LEN (16 * 4096)	/* guest_run::MAX_IMAGE_LEN */
-#define KSERV_GR_SIG_LEN 64
+#define KSERV_GR_SIG_LEN 336	/* a zero-padded signature block */
 
 /* Results of kserv_core_guest_run (Rust: ffi::gr_result). */
 #define KSERV_GR_PASS 0
@@ -143,7 +146,7 @@ struct kserv_gr_args {
 	u64 state_size;
 	const u8 *image;
 	u64 image_len;		/* 1 .. KSERV_GR_MAX_IMAGE_LEN */
-	const u8 *sig;		/* KSERV_GR_SIG_LEN bytes */
+	const u8 *sig;		/* KSERV_GR_SIG_LEN bytes, zero-padded */
 	u64 timeout_secs;	/* wall-clock limit; 0: the core's default (60 s) */
 };
 static_assert(sizeof(struct kserv_gr_args) == 7 * 8);

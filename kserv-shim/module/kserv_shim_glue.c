@@ -14,11 +14,11 @@
  *   /sys/kernel/debug/kserv/probe_kcore  write 1: read KCore's memory from a
  *                                        kthread; KCore must make it fault
  *   /sys/kernel/debug/kserv/vm_image     write: the VM self-test's image
- *   /sys/kernel/debug/kserv/vm_sig       write: its 64-byte signature
+ *   /sys/kernel/debug/kserv/vm_sig       write: its signature block
  *   /sys/kernel/debug/kserv/vm_selftest  write 1: run the VM isolation
  *                                        self-test (kserv-core vm_selftest)
  *   /sys/kernel/debug/kserv/guest_image  write: the test guest's flat image
- *   /sys/kernel/debug/kserv/guest_sig    write: its 64-byte signature
+ *   /sys/kernel/debug/kserv/guest_sig    write: its signature block
  *   /sys/kernel/debug/kserv/guest_run    write 1: run the test guest in a
  *                                        protected VM with two vCPUs
  *                                        (kserv-core guest_run)
@@ -634,6 +634,7 @@ static int vm_sig_open(struct inode *inode, struct file *file)
 	if (file->f_mode & FMODE_WRITE) {
 		mutex_lock(&vmst_lock);
 		vmst_sig_len = 0;
+		memset(vmst_sig, 0, sizeof(vmst_sig));
 		mutex_unlock(&vmst_lock);
 	}
 	return nonseekable_open(inode, file);
@@ -684,9 +685,9 @@ static ssize_t vm_selftest_write(struct file *file, const char __user *ubuf, siz
 	}
 
 	mutex_lock(&vmst_lock);
-	if (!vmst_image_len || vmst_sig_len != sizeof(vmst_sig)) {
-		pr_info("vm_selftest: setup: FAIL write the image to vm_image (have %zu bytes) and its %zu-byte signature to vm_sig (have %zu) first\n",
-			vmst_image_len, sizeof(vmst_sig), vmst_sig_len);
+	if (!vmst_image_len || vmst_sig_len < KSERV_SIG_BLOCK_MIN) {
+		pr_info("vm_selftest: setup: FAIL write the image to vm_image (have %zu bytes) and its signature block (%u to %zu bytes) to vm_sig (have %zu) first\n",
+			vmst_image_len, KSERV_SIG_BLOCK_MIN, sizeof(vmst_sig), vmst_sig_len);
 		ret = -EINVAL;
 		goto out;
 	}
@@ -969,6 +970,7 @@ static int guest_sig_open(struct inode *inode, struct file *file)
 	if (file->f_mode & FMODE_WRITE) {
 		mutex_lock(&gr_lock);
 		gr_sig_len = 0;
+		memset(gr_sig, 0, sizeof(gr_sig));
 		mutex_unlock(&gr_lock);
 	}
 	return nonseekable_open(inode, file);
@@ -1022,9 +1024,9 @@ static ssize_t guest_run_write(struct file *file, const char __user *ubuf, size_
 	}
 
 	mutex_lock(&gr_lock);
-	if (!gr_image_len || gr_sig_len != sizeof(gr_sig)) {
-		pr_info("guest_run: setup: FAIL write the image to guest_image (have %zu bytes) and its %zu-byte signature to guest_sig (have %zu) first\n",
-			gr_image_len, sizeof(gr_sig), gr_sig_len);
+	if (!gr_image_len || gr_sig_len < KSERV_SIG_BLOCK_MIN) {
+		pr_info("guest_run: setup: FAIL write the image to guest_image (have %zu bytes) and its signature block (%u to %zu bytes) to guest_sig (have %zu) first\n",
+			gr_image_len, KSERV_SIG_BLOCK_MIN, sizeof(gr_sig), gr_sig_len);
 		ret = -EINVAL;
 		goto out;
 	}

@@ -20,7 +20,7 @@ use kcore_systests::{Failure, TestResult, batch_within, kcore_image, kcore_troub
 use std::time::Duration;
 
 /// Every row the suite must report, in order.
-const ROWS: [&str; 25] = [
+const ROWS: [&str; 26] = [
     "scan",
     "linear-read",
     "linear-write",
@@ -42,6 +42,7 @@ const ROWS: [&str; 25] = [
     "its",
     "gic-redist",
     "dma-masters",
+    "mmio-consent",
     "destroy-in-exit",
     "fuzz",
     "victim",

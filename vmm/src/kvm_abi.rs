@@ -108,8 +108,11 @@ pub struct KservVerifyImage {
     pub gpa: u64,
     /// Length of the image in bytes (the signed length).
     pub len: u64,
-    /// User pointer to the 64-byte Ed25519 signature.
+    /// User pointer to the signature block: the 64-byte Ed25519 signature,
+    /// then the signed MMIO manifest (`kcore_abi::manifest`).
     pub sig_addr: u64,
+    /// Its length in bytes.
+    pub sig_len: u64,
 }
 
 /// KVM's ioctl type, `KVMIO`.
@@ -118,12 +121,16 @@ pub const KVMIO: u64 = 0xAE;
 /// `KSERV_VM_VERIFY_IMAGE`, a VM ioctl: `_IOW(KVMIO, 0xF0, struct
 /// kserv_verify_image)`. **KServ's extension** of the KVM API: it asks KCore
 /// to verify the image at `gpa..gpa + len` of a protected VM against the
-/// signature, after KServ has lost write access to those pages; a protected
-/// vCPU does not run before. Stock KVM does not know the number (`ENOTTY`).
+/// signature block (which also fixes where the VM may have MMIO), after
+/// KServ has lost write access to those pages; a protected vCPU does not run
+/// before. Stock KVM does not know the number (`ENOTTY`).
 pub const KSERV_VM_VERIFY_IMAGE: u64 = iow(KVMIO, 0xF0, size_of::<KservVerifyImage>() as u64);
 
-/// Length of the signature [`KSERV_VM_VERIFY_IMAGE`] points to.
-pub const SIGNATURE_LEN: usize = 64;
+/// Shortest signature block [`KSERV_VM_VERIFY_IMAGE`] takes: the signature
+/// and an empty manifest's header.
+pub const MIN_SIGNATURE_BLOCK: usize = 64 + 16;
+/// Longest: the signature and a manifest of 16 ranges.
+pub const MAX_SIGNATURE_BLOCK: usize = 64 + 16 + 16 * 16;
 
 #[cfg(test)]
 mod tests {
@@ -138,8 +145,8 @@ mod tests {
 
     #[test]
     fn verify_image_ioctl_number() {
-        assert_eq!(size_of::<KservVerifyImage>(), 24);
-        assert_eq!(KSERV_VM_VERIFY_IMAGE, 0x4018_AEF0);
+        assert_eq!(size_of::<KservVerifyImage>(), 32);
+        assert_eq!(KSERV_VM_VERIFY_IMAGE, 0x4020_AEF0);
         // The same formula as vmm-sys-util's `_IOW` (used for KVM's own
         // numbers), for a known KVM ioctl: KVM_IRQ_LINE = _IOW(KVMIO, 0x61,
         // struct kvm_irq_level (8 bytes)).

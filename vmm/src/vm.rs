@@ -325,8 +325,9 @@ fn verify_image(vm: &VmFd, opts: &Options, loaded: &Loaded, v: Verbose) -> Resul
     let sig = fs::read(&sig_path)
         .with_context(|| format!("cannot read the kernel's signature {}", sig_path.display()))?;
     ensure!(
-        sig.len() == kvm_abi::SIGNATURE_LEN,
-        "{} holds {} bytes, not a 64-byte Ed25519 signature",
+        (kvm_abi::MIN_SIGNATURE_BLOCK..=kvm_abi::MAX_SIGNATURE_BLOCK).contains(&sig.len()),
+        "{} holds {} bytes, not a signature block (a 64-byte Ed25519 signature and the \
+         signed MMIO manifest, `cargo xtask sign-image`)",
         sig_path.display(),
         sig.len()
     );
@@ -334,6 +335,7 @@ fn verify_image(vm: &VmFd, opts: &Options, loaded: &Loaded, v: Verbose) -> Resul
         gpa: loaded.layout.kernel_entry.0,
         len: loaded.kernel_len,
         sig_addr: sig.as_ptr() as u64,
+        sig_len: sig.len() as u64,
     };
     v.say(|| {
         format!(
@@ -342,7 +344,8 @@ fn verify_image(vm: &VmFd, opts: &Options, loaded: &Loaded, v: Verbose) -> Resul
         )
     });
     // SAFETY: `vm` is an open VM file descriptor; the kernel reads the
-    // 24-byte `arg` and the 64 bytes at `sig_addr`, both alive for the call.
+    // 32-byte `arg` and the `sig_len` bytes at `sig_addr`, both alive for
+    // the call.
     let ret = unsafe {
         vmm_sys_util::ioctl::ioctl_with_ref(vm, kvm_abi::KSERV_VM_VERIFY_IMAGE as _, &arg)
     };

@@ -216,6 +216,22 @@ fn render(rows: &[AttackRow], machine: &str, seed: u64, commit: &str, secs: u64)
          them back needs what pKVM and Xen use: an SMMU owned by KCore in front of every DMA \
          master, and for MSIs an ITS whose command queue KCore owns and whose every `MAPD` it \
          checks. On a board without an SMMU (the Raspberry Pi 4) DMA remains a platform limit.\n\n\
+         ## What a protected guest still shows KServ\n\n\
+         An unmodified protected guest (no pKVM guest calls) shows KServ exactly this, and \
+         nothing of its registers or private memory besides:\n\n\
+         - MMIO, only inside the ranges its image's signer allowed (the manifest its \
+         signature covers; KServ may declare less, never more, and no memory is donated there): \
+         for each access the page and offset, the width, the direction, and for a write the \
+         value of the one source register; for a read KServ supplies the one destination \
+         register.\n\
+         - The first touch of each page of RAM: its frame number and whether it was a write or \
+         an instruction fetch (KServ must donate it).\n\
+         - PSCI calls with their function id and arguments (`CPU_ON` targets, entry points and \
+         context ids; `SYSTEM_OFF`), SMCCC version queries, WFI/WFE, the target list of each \
+         SGI, the virtual timer's deadline at each exit, and when it exits at all.\n\
+         - The pages it shares itself (`MEM_SHARE`), whole.\n\n\
+         A guest built with the pKVM guest ABI's MMIO guard could narrow the first item to \
+         the exact pages it maps as devices; KCore does not implement MMIO_GUARD yet.\n\n\
          ## What the rows do not cover yet\n\n\
          - DMA: there is no SMMU support yet: KServ gets no DMA master (above), so no device \
          attack (VM-iodataiso) is made.\n\

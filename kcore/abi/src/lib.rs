@@ -10,6 +10,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod manifest;
 pub mod reg;
 pub mod run;
 pub mod smccc;
@@ -17,7 +18,7 @@ pub mod smccc;
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 7;
+pub const ABI_VERSION_MINOR: u16 = 8;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.

@@ -119,3 +119,20 @@ pub fn small_world(ram_pages: u64, kcore_pages: u64, pa_bits: u32) -> World {
         alloc,
     }
 }
+
+/// A signature block as `host_verify_image` reads it from KServ's page: the
+/// Ed25519 signature over `image` followed by the encoded `mmio` manifest,
+/// then that manifest (`kcore_abi::manifest`).
+pub fn signature_block(
+    kp: &ed25519_compact::KeyPair,
+    image: &[u8],
+    mmio: &[(u64, u64)],
+) -> Vec<u8> {
+    let m = kcore_abi::manifest::Manifest::new(mmio).unwrap();
+    let mut tail = [0u8; kcore_abi::manifest::MAX_LEN];
+    let n = m.encode(&mut tail).unwrap();
+    let signed = [image, &tail[..n]].concat();
+    let mut block = kp.sk.sign(&signed, None).to_vec();
+    block.extend_from_slice(&tail[..n]);
+    block
+}

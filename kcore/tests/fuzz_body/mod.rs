@@ -365,8 +365,15 @@ fn build_template() -> World {
         .set_verify_key(VerifyKey::new(*key.pk).expect("an Ed25519 key"));
     let image: Vec<u8> = (0..IMAGE_LEN).map(|i| (i * 13 + 1) as u8).collect();
     w.hw.fake.write(GUEST_PAGES << 12, &image);
-    w.hw.fake
-        .write(SIG_PAGE << 12, key.sk.sign(&image, None).as_ref());
+    // The signature block: the signature over the image and a one-page
+    // MMIO manifest, then the manifest.
+    let manifest = kcore_abi::manifest::Manifest::new(&[(0x9000, 1)]).expect("a manifest");
+    let mut tail = [0u8; kcore_abi::manifest::MAX_LEN];
+    let n = manifest.encode(&mut tail).expect("room");
+    let signed = [&image[..], &tail[..n]].concat();
+    let mut block = key.sk.sign(&signed, None).to_vec();
+    block.extend_from_slice(&tail[..n]);
+    w.hw.fake.write(SIG_PAGE << 12, &block);
     setup_hvc(&mut w, H::HostCreateVcpu, &[a, 0]);
     setup_hvc(&mut w, H::HostCreateVcpu, &[b, 0]);
     setup_hvc(&mut w, H::HostCreateVcpu, &[b, 1]);

@@ -161,7 +161,7 @@ pub struct VmstArgs {
     pub image: *const u8,
     /// Its length (1..=[`vm_selftest::MAX_IMAGE_LEN`]).
     pub image_len: u64,
-    /// Its 64-byte signature.
+    /// Its signature block, zero-padded to [`vm_selftest::SIGNATURE_LEN`].
     pub sig: *const u8,
     /// The good VM and the tampered one.
     pub vm: [VmstVm; 2],
@@ -278,7 +278,7 @@ pub extern "C" fn kserv_core_vmst_args_size() -> usize {
 ///
 /// KCore must be underneath this kernel (see [`Hvc::new`]). `args` must be
 /// valid, `image` valid for `image_len` bytes (at most
-/// [`vm_selftest::MAX_IMAGE_LEN`]) and `sig` for 64, and every pfn in it a
+/// [`vm_selftest::MAX_IMAGE_LEN`]) and `sig` for [`SIGNATURE_LEN`], and every pfn in it a
 /// page the glue allocated for this run, distinct and KServ's.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kserv_core_vm_selftest(args: *const VmstArgs) -> u32 {
@@ -287,7 +287,7 @@ pub unsafe extern "C" fn kserv_core_vm_selftest(args: *const VmstArgs) -> u32 {
     let len = (a.image_len as usize).min(vm_selftest::MAX_IMAGE_LEN);
     // SAFETY: the caller guarantees `image` is valid for `image_len` bytes.
     let image = unsafe { core::slice::from_raw_parts(a.image, len) };
-    // SAFETY: the caller guarantees `sig` is valid for 64 bytes.
+    // SAFETY: the caller guarantees `sig` is valid for SIGNATURE_LEN bytes.
     let signature = unsafe { &*a.sig.cast::<[u8; SIGNATURE_LEN]>() };
     let pages = len.div_ceil(vm_selftest::PAGE_SIZE);
     let setup = vm_selftest::Setup {
@@ -327,7 +327,7 @@ pub struct GrArgs {
     pub image: *const u8,
     /// Its length (1..=[`guest_run::MAX_IMAGE_LEN`]).
     pub image_len: u64,
-    /// Its 64-byte signature.
+    /// Its signature block, zero-padded to [`vm_selftest::SIGNATURE_LEN`].
     pub sig: *const u8,
     /// Wall-clock limit of the run, in seconds; 0 for
     /// [`guest_run::TIMEOUT_SECS`].
@@ -521,7 +521,8 @@ pub extern "C" fn kserv_core_gr_vcpus() -> u32 {
     guest_run::VCPUS as u32
 }
 
-const _: () = assert!(guest_run::MAX_IMAGE_LEN == 16 * 4096 && guest_run::SIGNATURE_LEN == 64);
+const _: () = assert!(guest_run::MAX_IMAGE_LEN == 16 * 4096 && guest_run::SIGNATURE_LEN == 336);
+const _: () = assert!(SIGNATURE_LEN == 336);
 
 /// Bytes of the shared state the glue allocates (zeroed) for a run.
 #[unsafe(no_mangle)]
@@ -558,7 +559,7 @@ unsafe fn gr_state(a: &GrArgs) -> Option<&guest_run::Shared> {
 ///
 /// KCore must be underneath this kernel (see [`Hvc::new`]). `args` must be
 /// valid and stay so (with `state`, `image` for `image_len` bytes and `sig`
-/// for 64) until the run returns, or for good if it returns
+/// for [`guest_run::SIGNATURE_LEN`]) until the run returns, or for good if it returns
 /// [`gr_result::STUCK`]; `state` must not be in use by another run.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kserv_core_guest_run(args: *const GrArgs) -> u32 {
@@ -577,7 +578,7 @@ pub unsafe extern "C" fn kserv_core_guest_run(args: *const GrArgs) -> u32 {
     let len = (a.image_len as usize).min(guest_run::MAX_IMAGE_LEN);
     // SAFETY: the caller guarantees `image` is valid for `image_len` bytes.
     let image = unsafe { core::slice::from_raw_parts(a.image, len) };
-    // SAFETY: the caller guarantees `sig` is valid for 64 bytes.
+    // SAFETY: the caller guarantees `sig` is valid for SIGNATURE_LEN bytes.
     let signature = unsafe { &*a.sig.cast::<[u8; guest_run::SIGNATURE_LEN]>() };
     let timeout_secs = match a.timeout_secs {
         0 => guest_run::TIMEOUT_SECS,

@@ -87,8 +87,10 @@ pub const TESTDEV_GFN: u64 = testdev::BASE >> PAGE_SHIFT;
 pub const MAX_IMAGE_PAGES: usize = 16;
 /// Longest image (64 KiB).
 pub const MAX_IMAGE_LEN: usize = MAX_IMAGE_PAGES * PAGE_SIZE;
-/// Length of the image's Ed25519 signature.
-pub const SIGNATURE_LEN: usize = 64;
+/// Length of the image's signature block as the glue hands it over: the
+/// Ed25519 signature, the signed MMIO manifest, zero padding (KCore reads
+/// the manifest's own length from its header).
+pub const SIGNATURE_LEN: usize = kcore_abi::manifest::MAX_BLOCK_LEN;
 /// `log2` of the root's pages: a 32-bit IPA space starts at level 2 with
 /// four concatenated tables, aligned to their size.
 pub const ROOT_ORDER: u32 = 2;
@@ -179,7 +181,7 @@ pub trait Env: Conduit + PageIo {
 pub struct Setup<'a> {
     /// The flat guest image (1..=[`MAX_IMAGE_LEN`] bytes).
     pub image: &'a [u8],
-    /// Its Ed25519 signature.
+    /// Its signature block ([`SIGNATURE_LEN`], zero-padded).
     pub signature: &'a [u8; SIGNATURE_LEN],
     /// Wall-clock limit of the run, in seconds.
     pub timeout_secs: u64,
@@ -1529,11 +1531,6 @@ fn setup_vm<E: Env>(
             return fail(d, "HostDonateVmPool", e);
         }
     }
-    if let Err(e) = hypercall::declare_mmio(env, h, TESTDEV_GFN, 1) {
-        d.s("test device at ").hex(testdev::BASE).s(": ");
-        return fail(d, "HostDeclareMmio", e);
-    }
-
     // The image, in pages donated from RAM_GFN on.
     let pages = image.len().div_ceil(PAGE_SIZE);
     for p in 0..pages {
@@ -1569,6 +1566,11 @@ fn setup_vm<E: Env>(
             d.s(" (not signed with the key in the boot image?)");
         }
         return Err(Some(h));
+    }
+    // Only now, and only inside the manifest the image was signed with.
+    if let Err(e) = hypercall::declare_mmio(env, h, TESTDEV_GFN, 1) {
+        d.s("test device at ").hex(testdev::BASE).s(": ");
+        return fail(d, "HostDeclareMmio", e);
     }
 
     for i in 0..VCPUS as u64 {

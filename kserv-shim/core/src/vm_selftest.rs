@@ -62,8 +62,9 @@ pub const MEM_PAGES: usize = 4;
 pub const MAX_IMAGE_PAGES: usize = 16;
 /// Longest test image.
 pub const MAX_IMAGE_LEN: usize = MAX_IMAGE_PAGES * PAGE_SIZE;
-/// Length of an Ed25519 signature.
-pub const SIGNATURE_LEN: usize = 64;
+/// Length of a signature block as the glue hands it over: the Ed25519
+/// signature, the signed MMIO manifest, zero padding.
+pub const SIGNATURE_LEN: usize = kcore_abi::manifest::MAX_BLOCK_LEN;
 /// The gfn the image starts at (IPA 2 GiB, where guests' RAM usually starts).
 pub const IMAGE_GFN: u64 = 0x8_0000;
 /// The gfn of the first memory page (in the same 2 MiB as the image, so
@@ -137,7 +138,7 @@ pub struct Setup<'a> {
     pub pool_pages: usize,
     /// The test image as signed (1..=[`MAX_IMAGE_LEN`] bytes).
     pub image: &'a [u8],
-    /// Its Ed25519 signature.
+    /// Its signature block ([`SIGNATURE_LEN`], zero-padded).
     pub signature: &'a [u8; SIGNATURE_LEN],
     /// The VM that runs the good image, and the one given a tampered copy.
     pub vms: [VmPages<'a>; VMS],

@@ -526,7 +526,7 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
     );
     c.errno(
         "verify-non-protected",
-        ioctl(&vm, KSERV_VM_VERIFY_IMAGE, ptr(&[gb, 4096u64, ua])),
+        ioctl(&vm, KSERV_VM_VERIFY_IMAGE, ptr(&[gb, 4096u64, ua, 80])),
         EINVAL,
     );
     let irq = [1u32 << 24 | 40, 1];
@@ -705,7 +705,12 @@ fn try_run_guest(
         let r = ioctl(
             &vm,
             KSERV_VM_VERIFY_IMAGE,
-            ptr(&[guest::RAM_BASE, image.len() as u64, sig.as_ptr() as u64]),
+            ptr(&[
+                guest::RAM_BASE,
+                image.len() as u64,
+                sig.as_ptr() as u64,
+                sig.len() as u64,
+            ]),
         );
         c.ok(&format!("{tag}-verify"), r, 0);
         if mode == Mode::Sigbus {
@@ -1011,7 +1016,12 @@ fn eventfd_guest(
         let r = ioctl(
             &vm,
             KSERV_VM_VERIFY_IMAGE,
-            ptr(&[guest::RAM_BASE, image.len() as u64, sig.as_ptr() as u64]),
+            ptr(&[
+                guest::RAM_BASE,
+                image.len() as u64,
+                sig.as_ptr() as u64,
+                sig.len() as u64,
+            ]),
         );
         c.ok(&format!("{tag}-verify"), r, 0);
     }

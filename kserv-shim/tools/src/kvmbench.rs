@@ -259,7 +259,12 @@ fn vm_life(mib: u64, image: &[u8], sig: Option<&[u8]>) -> Result<Status, String>
     let slice = unsafe { core::slice::from_raw_parts_mut(ram, size) };
     load_guest(&vm, slice, image)?;
     if let Some(sig) = sig {
-        let args = [guest::RAM_BASE, image.len() as u64, sig.as_ptr() as u64];
+        let args = [
+            guest::RAM_BASE,
+            image.len() as u64,
+            sig.as_ptr() as u64,
+            sig.len() as u64,
+        ];
         ioctl(&vm, KSERV_VM_VERIFY_IMAGE, ptr(&args))
             .map_err(|e| format!("KSERV_VM_VERIFY_IMAGE: errno {e}"))?;
     }

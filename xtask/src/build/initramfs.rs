@@ -47,11 +47,11 @@ pub struct Inputs<'a> {
     /// The test VM image of the `vmisolation` test.
     pub vm_image: &'a [u8],
     /// Its signature.
-    pub vm_image_sig: &'a [u8; 64],
+    pub vm_image_sig: &'a [u8],
     /// The flat test guest of the `vcpu` test.
     pub test_guest: &'a [u8],
     /// Its signature.
-    pub test_guest_sig: &'a [u8; 64],
+    pub test_guest_sig: &'a [u8],
     /// The names of its tests, one per line.
     pub test_guest_tests: &'a str,
     /// `kcore-vmm` and the Linux guest of the `kvmguest` test.

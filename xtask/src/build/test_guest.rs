@@ -27,8 +27,8 @@ pub const MAX_LEN: usize = 64 * 1024;
 pub struct TestGuest {
     /// The flat image.
     pub image: Vec<u8>,
-    /// Its 64-byte signature.
-    pub signature: [u8; 64],
+    /// Its signature block: the 64-byte signature and the signed MMIO manifest.
+    pub signature: Vec<u8>,
     /// The names of its tests, one per line.
     pub tests: String,
 }
@@ -68,7 +68,7 @@ pub fn build() -> Result<TestGuest> {
         );
     }
     let pair = keys::load_secret(&keys::secret_path())?;
-    let signature = sign::sign(&pair, &image)?;
+    let signature = sign::sign(&pair, &image, &sign::default_manifest())?;
     let tests = test_list();
     let sig_path = dir.join("test-guest.img.sig");
     let tests_path = dir.join("test-guest.tests");

@@ -22,8 +22,8 @@ const MAGIC: &[u8] = b"KCORE-VM-TEST-IMAGE v1\n";
 pub struct VmImage {
     /// The image.
     pub image: Vec<u8>,
-    /// Its 64-byte signature.
-    pub signature: [u8; 64],
+    /// Its signature block: the 64-byte signature and the signed MMIO manifest.
+    pub signature: Vec<u8>,
 }
 
 /// The image's bytes: [`MAGIC`], then a xorshift64 stream from a fixed seed.
@@ -45,7 +45,7 @@ pub fn bytes() -> Vec<u8> {
 pub fn build() -> Result<VmImage> {
     let pair = keys::load_secret(&keys::secret_path())?;
     let image = bytes();
-    let signature = sign::sign(&pair, &image)?;
+    let signature = sign::sign(&pair, &image, &sign::default_manifest())?;
     let dir = paths::build_dir().join("kserv");
     let image_path = dir.join("vm-test.img");
     let sig_path = dir.join("vm-test.img.sig");
@@ -85,11 +85,12 @@ mod tests {
     fn signature_verifies_and_a_flipped_last_byte_does_not() {
         let pair = KeyPair::from_seed(Seed::new([3; 32]));
         let image = bytes();
-        let sig = sign::sign(&pair, &image).unwrap();
-        let sig = ed25519_compact::Signature::new(sig);
-        assert!(pair.pk.verify(&image, &sig).is_ok());
-        let mut tampered = image.clone();
-        *tampered.last_mut().unwrap() ^= 1;
+        let block = sign::sign(&pair, &image, &sign::default_manifest()).unwrap();
+        let sig = ed25519_compact::Signature::new(block[..64].try_into().unwrap());
+        let message = [&image[..], &block[64..]].concat();
+        assert!(pair.pk.verify(&message, &sig).is_ok());
+        let mut tampered = message.clone();
+        tampered[image.len() - 1] ^= 1;
         assert!(pair.pk.verify(&tampered, &sig).is_err());
     }
 }

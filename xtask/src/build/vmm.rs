@@ -44,8 +44,8 @@ pub struct Guest {
     pub vmm: PathBuf,
     /// The guest kernel (KServ's own `Image`).
     pub kernel: PathBuf,
-    /// Its signature.
-    pub kernel_sig: [u8; 64],
+    /// Its signature block: the 64-byte signature and the signed MMIO manifest.
+    pub kernel_sig: Vec<u8>,
     /// The guest's initramfs.
     pub initrd: Vec<u8>,
     /// The checksum line the guest must print, with a newline.
@@ -157,7 +157,7 @@ pub fn build(fetched: &Fetched) -> Result<Guest> {
     let initrd = initrd(fetched)?;
     changed |= cmd::write_if_changed(&guest_dir.join("initrd.cpio"), &initrd)?;
     let pair = keys::load_secret(&keys::secret_path())?;
-    let kernel_sig = sign::sign(&pair, &read(&fetched.image)?)?;
+    let kernel_sig = sign::sign(&pair, &read(&fetched.image)?, &sign::default_manifest())?;
     changed |= cmd::write_if_changed(&guest_dir.join("Image.sig"), &kernel_sig)?;
     let expected = format!("{}\n", expected_line(SEQ_COUNT));
     changed |= cmd::write_if_changed(&guest_dir.join("expected"), expected.as_bytes())?;

@@ -134,12 +134,15 @@ const ALREADY_ON: u64 = -4i64 as u64;
 const KEY: u64 = 0x5eed;
 const RAM: u64 = 0x4_0000;
 
-fn fake_signature(image: &[u8]) -> [u8; 64] {
+fn fake_signature(image: &[u8]) -> [u8; SIGNATURE_LEN] {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ KEY;
     for &b in image {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
-    let mut sig = [0x5a; 64];
+    // The signature, then (zero-padded) what would be the manifest: the
+    // fake KCore checks the first 64 bytes only.
+    let mut sig = [0u8; SIGNATURE_LEN];
+    sig[..64].fill(0x5a);
     sig[..8].copy_from_slice(&h.to_le_bytes());
     sig
 }
@@ -313,7 +316,7 @@ impl World {
                     bytes.extend_from_slice(&self.pages[&pfn].1);
                 }
                 bytes.truncate(len);
-                if self.host_page(sig_pfn)[..64] != fake_signature(&bytes) {
+                if self.host_page(sig_pfn)[..64] != fake_signature(&bytes)[..64] {
                     return Err(Error::VerificationFailed);
                 }
                 self.verified = true;
@@ -698,7 +701,7 @@ impl Fake {
         self.run_with(&image, &sig, timeout_secs)
     }
 
-    fn run_with(&mut self, image: &[u8], sig: &[u8; 64], timeout_secs: u64) -> Outcome {
+    fn run_with(&mut self, image: &[u8], sig: &[u8; SIGNATURE_LEN], timeout_secs: u64) -> Outcome {
         let vm = self.vm();
         run(
             self,

@@ -224,6 +224,29 @@ pub fn unbacked<const N: usize>(
     }
 }
 
+/// Narrows the first `n` ranges of `ranges` (sorted `(gfn, pages)`) to
+/// their overlap with `allowed` (sorted, disjoint), in place; returns how
+/// many ranges that leaves, or `None` if they do not fit.
+pub fn intersect<const N: usize>(
+    ranges: &mut [(u64, u64); N],
+    n: usize,
+    allowed: &[(u64, u64)],
+) -> Option<usize> {
+    let mut out = [(0u64, 0u64); N];
+    let mut k = 0;
+    for &(g, p) in ranges.iter().take(n) {
+        for &(a, q) in allowed {
+            let (lo, hi) = (g.max(a), (g + p).min(a + q));
+            if lo < hi {
+                *out.get_mut(k)? = (lo, hi - lo);
+                k += 1;
+            }
+        }
+    }
+    *ranges = out;
+    Some(k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,5 +539,23 @@ mod tests {
         assert_eq!(unbacked(&s, 16, false, &mut out), None);
         let mut big = [(0, 0); 8];
         assert_eq!(unbacked(&s, 16, false, &mut big), Some(6));
+    }
+
+    #[test]
+    fn ranges_narrow_to_what_is_allowed() {
+        let mut r = [(0u64, 0u64); 4];
+        r[0] = (0, 0x4_0000);
+        r[1] = (0x4_8000, 0x100);
+        let n = intersect(&mut r, 2, &[(0x9000, 1), (0xa000, 4), (0x4_8080, 0x1000)]).unwrap();
+        assert_eq!(&r[..n], [(0x9000, 1), (0xa000, 4), (0x4_8080, 0x80)]);
+        let mut r = [(0u64, 0u64); 1];
+        r[0] = (0, 0x10);
+        assert_eq!(
+            intersect(&mut r, 1, &[]),
+            Some(0),
+            "an empty manifest: no MMIO"
+        );
+        r[0] = (0, 0x10);
+        assert_eq!(intersect(&mut r, 1, &[(0, 1), (2, 1)]), None, "too many");
     }
 }

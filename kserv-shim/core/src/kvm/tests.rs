@@ -57,6 +57,8 @@ struct Fake {
     /// The interrupt words of each entry.
     entry_irqs: Vec<Vec<u64>>,
     refuse_run: Option<Error>,
+    /// `HostVerifyImage` succeeds (else `NotSupported`).
+    verify_ok: bool,
     dying: bool,
     owned_by_vm: BTreeSet<u64>,
     calls: Vec<HypercallId>,
@@ -172,6 +174,7 @@ impl Fake {
                 }
                 Ok([0; 3])
             }
+            HypercallId::HostVerifyImage if self.verify_ok => Ok([0; 3]),
             HypercallId::HostPageOwner => {
                 let owner = if self.owned_by_vm.contains(&a[0]) || self.shared.contains(&a[0]) {
                     5
@@ -627,6 +630,17 @@ fn cpu_on_wakes_a_powered_off_vcpu() {
     assert!(f.kicks.contains(&1));
 }
 
+/// A `KSERV_VM_VERIFY_IMAGE` request for `len` bytes at `RAM` with a
+/// signature block (an all-zero signature; the fake KCore checks none) whose
+/// manifest holds `mmio`.
+fn signed_request(f: &mut Fake, len: u64, mmio: &[(u64, u64)]) -> u64 {
+    let m = kcore_abi::manifest::Manifest::new(mmio).unwrap();
+    let mut block = [0u8; kcore_abi::manifest::MAX_BLOCK_LEN];
+    let n = m.encode(&mut block[64..]).unwrap() + 64;
+    f.copy_to_user(0xC000, &block[..n]).unwrap();
+    user(f, 0x9500, &[RAM, len, 0xC000, n as u64])
+}
+
 #[test]
 fn memory_slots_and_teardown() {
     let mut f = Fake::new();
@@ -634,9 +648,16 @@ fn memory_slots_and_teardown() {
     slot(&mut f, &vm);
     let mut v = new_vcpu(&mut f, &vm, 0);
     init(&mut f, &vm, &mut v, 1 << 2);
-    // The image: two pages donated, then verified.
+    // The image: two pages donated, then verified. A block that is not a
+    // signature and a manifest is refused before anything is donated.
+    let req = user(&mut f, 0x9500, &[RAM, 0x1800, 0xC000, 64]);
     user(&mut f, 0xC000, &[0; 8]);
-    let req = user(&mut f, 0x9500, &[RAM, 0x1800, 0xC000]);
+    assert_eq!(
+        vm::ioctl(&mut f, &vm, &HOST, uapi::KSERV_VM_VERIFY_IMAGE, req),
+        Err(EINVAL)
+    );
+    assert!(f.guest.is_empty());
+    let req = signed_request(&mut f, 0x1800, &[]);
     assert_eq!(
         vm::ioctl(&mut f, &vm, &HOST, uapi::KSERV_VM_VERIFY_IMAGE, req),
         Err(EIO)
@@ -972,6 +993,15 @@ fn read_only_slots_are_mapped_read_only_or_emulated() {
         init(&mut f, &vm, &mut v, 1 << 2);
         let rom = ROM >> 12;
         if protected {
+            // Its image's signed manifest lets the ROM be emulated.
+            f.verify_ok = true;
+            let req = signed_request(&mut f, 0x1000, &[(rom, 2)]);
+            assert_eq!(
+                vm::ioctl(&mut f, &vm, &HOST, uapi::KSERV_VM_VERIFY_IMAGE, req),
+                Ok(0)
+            );
+        }
+        if protected {
             // Emulated: a read exit answered from the VMM's memory.
             f.script.extend([
                 (exit::MMIO, 0, ROM + 0x10, 0, 8, [0; 3]),
@@ -987,6 +1017,9 @@ fn read_only_slots_are_mapped_read_only_or_emulated() {
         assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
         let declared_rom = f.mmio.iter().any(|&(g, n)| g <= rom && rom < g + n);
         assert_eq!(declared_rom, protected, "declared MMIO only when emulated");
+        if protected {
+            assert_eq!(f.mmio, [(rom, 2)], "only inside the signed manifest");
+        }
         if protected {
             assert_eq!(f.completions.last(), Some(&0xABCD));
             assert!(!f.guest.contains_key(&rom), "nothing mapped");

@@ -54,7 +54,7 @@ pub mod size {
     /// `struct kvm_device_attr`.
     pub const DEVICE_ATTR: usize = 24;
     /// `struct kserv_verify_image`.
-    pub const VERIFY_IMAGE: usize = 24;
+    pub const VERIFY_IMAGE: usize = 32;
     /// `struct kvm_run`.
     pub const RUN: usize = 2352;
     /// `struct kvm_irqfd`.
@@ -104,7 +104,10 @@ pub const IRQFD: u32 = iow(0x76, size::IRQFD);
 /// `KVM_IOEVENTFD`.
 pub const IOEVENTFD: u32 = iow(0x79, size::IOEVENTFD);
 /// `KSERV_VM_VERIFY_IMAGE` (the shim's own, VM fd): `_IOW(KVMIO, 0xF0,
-/// struct kserv_verify_image { __u64 gpa; __u64 len; __u64 sig_addr; })`.
+/// struct kserv_verify_image { __u64 gpa; __u64 len; __u64 sig_addr;
+/// __u64 sig_len; })`: `sig_len` bytes at `sig_addr` are the image's
+/// signature block (`kcore_abi::manifest`: the signature, then the signed
+/// MMIO manifest).
 pub const KSERV_VM_VERIFY_IMAGE: u32 = iow(0xF0, size::VERIFY_IMAGE);
 
 /// Capabilities (`KVM_CHECK_EXTENSION`).
@@ -444,7 +447,7 @@ mod tests {
         assert_eq!(GET_REG_LIST, 0xC008_AEB0);
         assert_eq!(CREATE_DEVICE, 0xC00C_AEE0);
         assert_eq!(SET_DEVICE_ATTR, 0x4018_AEE1);
-        assert_eq!(KSERV_VM_VERIFY_IMAGE, 0x4018_AEF0);
+        assert_eq!(KSERV_VM_VERIFY_IMAGE, 0x4020_AEF0);
         assert_eq!(IRQFD, 0x4020_AE76);
         assert_eq!(IOEVENTFD, 0x4040_AE79);
         assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);

@@ -32,6 +32,7 @@ use crate::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::SeqCst;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use kcore_abi::manifest::Manifest;
 use kcore_abi::{Error, PageOwner, vm_flags};
 
 /// `log2` of the block donated at creation for the stage-2 root: 16 pages
@@ -42,8 +43,9 @@ pub const ROOT_ORDER: u32 = 4;
 pub const MAX_POOL: usize = 8192;
 /// Most MMIO ranges KCore keeps per VM.
 pub const MAX_MMIO: usize = 16;
-/// Bytes of a protected VM's image signature.
-pub const SIGNATURE_LEN: usize = 64;
+/// Most bytes of a protected VM's image signature block (the signature and
+/// its signed MMIO manifest).
+pub const MAX_SIGNATURE_BLOCK: usize = kcore_abi::manifest::MAX_BLOCK_LEN;
 
 /// vCPU power states ([`VcpuShared::power`]).
 pub mod power {
@@ -74,6 +76,9 @@ pub struct VmCfg {
     n_mmio: usize,
     /// The first `KVM_RUN` prepared the VM.
     ran: bool,
+    /// A protected VM's signed MMIO manifest, once its image verified:
+    /// where the first `KVM_RUN` may declare MMIO (all zero: none).
+    manifest: Manifest,
     /// vCPU ids: 1 reserved, 2 created.
     vcpu_state: [u8; MAX_VCPUS],
     /// Created vCPUs' ids in creation order.
@@ -442,8 +447,13 @@ pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
             return Ok(());
         }
         let mut ranges = [(0u64, 0u64); MAX_MMIO];
-        let n =
+        let mut n =
             memslot::unbacked(&c.slots, ipa_pages, !vm.protected(), &mut ranges).ok_or(ENOSPC)?;
+        if vm.protected() {
+            // Only where the image's signer allowed MMIO (KCore refuses
+            // anything wider).
+            n = memslot::intersect(&mut ranges, n, c.manifest.ranges()).ok_or(ENOSPC)?;
+        }
         if n > MAX_MMIO - c.n_mmio {
             return Err(ENOSPC);
         }
@@ -520,7 +530,7 @@ pub fn ioctl<E: KvmEnv>(
                 x.copy_from_slice(&b[i..i + 8]);
                 u64::from_le_bytes(x)
             };
-            verify_image(env, vm, w(0), w(8), w(16)).map(|()| 0)
+            verify_image(env, vm, w(0), w(8), w(16), w(24)).map(|()| 0)
         }
         _ => Err(EINVAL),
     }
@@ -646,16 +656,20 @@ pub fn resampled<E: KvmEnv>(env: &mut E, vm: &Vm, acked: &[u64; ACKED_WORDS]) {
 
 /// `KSERV_VM_VERIFY_IMAGE`: the pages of `[gpa, gpa + len)` (what the VMM
 /// wrote through its slots) donated to the protected VM, then KCore checks
-/// them against the 64-byte signature at `sig_addr`. `EINVAL` for a
-/// non-protected VM or a malformed range, `EFAULT` for a range no writable
-/// slot backs, `EKEYREJECTED` if the signature does not verify (the VM can
-/// then never run), `EPERM` once the VM ran or was verified.
+/// them against the signature block of `sig_len` bytes at `sig_addr` (the
+/// 64-byte signature, then the signed MMIO manifest). `EINVAL` for a
+/// non-protected VM, a malformed range or a malformed block, `EFAULT` for a
+/// range no writable slot backs, `EKEYREJECTED` if the signature does not
+/// verify (the VM can then never run), `EPERM` once the VM ran or was
+/// verified. The manifest is kept: the first `KVM_RUN` declares MMIO only
+/// inside it.
 pub fn verify_image<E: KvmEnv>(
     env: &mut E,
     vm: &Vm,
     gpa: u64,
     len: u64,
     sig_addr: u64,
+    sig_len: u64,
 ) -> Result<(), Errno> {
     if !vm.protected() || len == 0 || !gpa.is_multiple_of(PAGE_SIZE) {
         return Err(EINVAL);
@@ -664,8 +678,17 @@ pub fn verify_image<E: KvmEnv>(
     if end > 1u64 << vm.ipa_bits() {
         return Err(EINVAL);
     }
-    let mut sig = [0u8; SIGNATURE_LEN];
-    env.copy_from_user(sig_addr, &mut sig)?;
+    let sig_len = usize::try_from(sig_len).map_err(|_| EINVAL)?;
+    if !(kcore_abi::manifest::SIGNATURE_LEN..=MAX_SIGNATURE_BLOCK).contains(&sig_len) {
+        return Err(EINVAL);
+    }
+    let mut block = [0u8; MAX_SIGNATURE_BLOCK];
+    env.copy_from_user(sig_addr, &mut block[..sig_len])?;
+    let tail = &block[kcore_abi::manifest::SIGNATURE_LEN..sig_len];
+    let manifest = match Manifest::decode(tail) {
+        Ok((m, n)) if n == tail.len() => m,
+        _ => return Err(EINVAL),
+    };
     let h = vm.handle();
     vm.with_cfg(env, |env, c| {
         let first = gpa / PAGE_SIZE;
@@ -674,10 +697,12 @@ pub fn verify_image<E: KvmEnv>(
             c.back(env, vm, gfn)?;
         }
         let sig_pfn = env.alloc_pages(0).ok_or(ENOMEM)?;
-        env.write(sig_pfn, 0, &sig);
+        env.write(sig_pfn, 0, &block[..sig_len]);
         let r = hypercall::verify_image(env, h, first, len, sig_pfn);
         env.free_page(sig_pfn);
-        r.map_err(errno_of)
+        r.map_err(errno_of)?;
+        c.manifest = manifest;
+        Ok(())
     })
 }
 

@@ -275,7 +275,12 @@ fn protected_vm(
     let verified = ioctl(
         &vm,
         KSERV_VM_VERIFY_IMAGE,
-        ptr(&[guest::RAM_BASE, image.len() as u64, sig.as_ptr() as u64]),
+        ptr(&[
+            guest::RAM_BASE,
+            image.len() as u64,
+            sig.as_ptr() as u64,
+            sig.len() as u64,
+        ]),
     );
     let v = make_vcpu(&vm, 0, target, 1 << 2);
     Ok((vm, v, verified))
