@@ -892,28 +892,27 @@ static ssize_t read_file(const char *path, void **buf, size_t max)
  * image, or wider than the manifest is Denied; narrowing is allowed; and no
  * page can be donated where devices are.
  */
-static bool atk_mmio_consent(u64 seed)
+/*
+ * A fresh protected VM (vCPUs 0 and 1) holding the signed test guest at
+ * TG_RAM_GFN, its signature block in a page of ours: *sig_pfn. Returns the
+ * image's length in bytes, or 0 (noted) when that cannot be done.
+ */
+static ssize_t tg_protected_vm(struct sac_vm *vm, u64 *sig_pfn)
 {
 	void *img = NULL, *sig = NULL;
-	ssize_t img_len, sig_len;
-	struct sac_vm vm;
-	u64 pages, i, sig_pfn, pfn;
-	bool ok = true;
-	s64 s;
+	ssize_t img_len, sig_len, ret = 0;
+	u64 pages, i, pfn;
 
 	img_len = read_file(TG_IMAGE, &img, 16 * PAGE_SIZE);
 	sig_len = read_file(TG_IMAGE ".sig", &sig, PAGE_SIZE);
 	if (img_len <= 0 || sig_len <= 0) {
-		vfree(img);
-		vfree(sig);
-		return bad("cannot read %s and its signature block (%zd, %zd)", TG_IMAGE, img_len,
-			   sig_len);
+		bad("cannot read %s and its signature block (%zd, %zd)", TG_IMAGE, img_len, sig_len);
+		goto out;
 	}
 	pages = DIV_ROUND_UP(img_len, PAGE_SIZE);
-	if (sac_create(&vm, true, 4)) {
-		vfree(img);
-		vfree(sig);
-		return GIVE_UP("cannot make the sacrificial protected VM");
+	if (sac_create(vm, true, 5) || kc(KC_CREATE_VCPU, vm->handle, 1, 0, 0, 0).status != KC_OK) {
+		bad("cannot make the sacrificial protected VM");
+		goto out;
 	}
 	for (i = 0; i < pages; i++) {
 		size_t n = min_t(size_t, PAGE_SIZE, img_len - i * PAGE_SIZE);
@@ -925,19 +924,36 @@ static bool atk_mmio_consent(u64 seed)
 		va = kmap_local_page(pfn_to_page(pfn));
 		memcpy(va, img + i * PAGE_SIZE, n);
 		kunmap_local(va);
-		if (kc(KC_DONATE_GUEST, vm.handle, pfn, TG_RAM_GFN + i, 0, 0).status != KC_OK)
+		if (kc(KC_DONATE_GUEST, vm->handle, pfn, TG_RAM_GFN + i, 0, 0).status != KC_OK)
 			break;
 	}
-	sig_pfn = take_pfn();
-	if (i < pages || !sig_pfn) {
-		vfree(img);
-		vfree(sig);
-		return GIVE_UP("cannot donate the image");
+	*sig_pfn = take_pfn();
+	if (i < pages || !*sig_pfn) {
+		bad("cannot donate the image");
+		goto out;
 	}
-	memcpy(page_address(pfn_to_page(sig_pfn)), sig, sig_len);
+	memcpy(page_address(pfn_to_page(*sig_pfn)), sig, sig_len);
+	ret = img_len;
+out:
 	vfree(img);
 	vfree(sig);
+	return ret;
+}
 
+static bool atk_mmio_consent(u64 seed)
+{
+	struct sac_vm vm;
+	u64 pages, sig_pfn = 0, pfn;
+	ssize_t img_len;
+	bool ok = true;
+	s64 s;
+
+	img_len = tg_protected_vm(&vm, &sig_pfn);
+	if (!img_len) {
+		settle();
+		return false;
+	}
+	pages = DIV_ROUND_UP(img_len, PAGE_SIZE);
 	s = kc(KC_DECLARE_MMIO, vm.handle, TG_DEVICE_GFN, 1, 0, 0).status;
 	ok = refused("declaring MMIO before verification", s, KC_DENIED, KC_DENIED) && ok;
 	s = kc(KC_VERIFY_IMAGE, vm.handle, TG_RAM_GFN, img_len, sig_pfn, 0).status;
@@ -966,6 +982,47 @@ static bool atk_mmio_consent(u64 seed)
 	if (ok)
 		note("MMIO before verification, over RAM, over the image and past the manifest: "
 		     "Denied; a device page inside: declared; donations there: Denied; ");
+	return settle() && ok;
+}
+
+/*
+ * A protected VM's secondary vCPUs start only through the guest's own PSCI
+ * CPU_ON, at the entry and context id it gives: KServ once set vCPU 1's PC
+ * inside the image and ran it. On a verified protected VM, setting vCPU 1's
+ * PC or x0 and running it before any CPU_ON are Denied; vCPU 0 still takes
+ * its first PC inside the image.
+ */
+static bool atk_secondary(u64 seed)
+{
+	struct sac_vm vm;
+	u64 sig_pfn = 0, run_pfn;
+	ssize_t img_len;
+	bool ok = true;
+	s64 s;
+
+	img_len = tg_protected_vm(&vm, &sig_pfn);
+	if (!img_len) {
+		settle();
+		return false;
+	}
+	s = kc(KC_VERIFY_IMAGE, vm.handle, TG_RAM_GFN, img_len, sig_pfn, 0).status;
+	if (s != KC_OK) {
+		ok = bad("the signed test guest did not verify: %lld", s);
+		return settle() && ok;
+	}
+	s = kc(KC_VCPU_SET_REG, vm.handle, 1, KR_PC, (TG_RAM_GFN << PAGE_SHIFT) + 12, 0).status;
+	ok = refused("setting vCPU 1's PC inside the image", s, KC_DENIED, KC_DENIED) && ok;
+	s = kc(KC_VCPU_SET_REG, vm.handle, 1, KR_X(0), 0x5ec0, 0).status;
+	ok = refused("setting vCPU 1's x0", s, KC_DENIED, KC_DENIED) && ok;
+	run_pfn = take_pfn();
+	s = kc(KC_VCPU_RUN, vm.handle, 1, run_pfn, 0, 0).status;
+	ok = refused("running vCPU 1 before the guest's CPU_ON", s, KC_DENIED, KC_DENIED) && ok;
+	s = kc(KC_VCPU_SET_REG, vm.handle, 0, KR_PC, TG_RAM_GFN << PAGE_SHIFT, 0).status;
+	if (s != KC_OK)
+		ok = bad("setting vCPU 0's first PC at the image's entry: %lld", s);
+	if (ok)
+		note("vCPU 1's PC and x0 and a run of it before CPU_ON: Denied; vCPU 0's first PC "
+		     "in the image: taken; ");
 	return settle() && ok;
 }
 
@@ -1955,6 +2012,7 @@ static const struct attack attacks[] = {
 	{ "gic-redist", "GICR_PROPBASER and GICR_PENDBASER written with a protected page's and KCore's addresses read back 0, GICR_CTLR.EnableLPIs stays clear, GICR_TYPER and GICR_WAKER still answer", atk_gicr },
 	{ "dma-masters", "fw_cfg's DMA interface, the PCIe host bridge and the virtio-mmio transports are KCore's: disabled in KServ's tree, and pointing fw_cfg's DMA at KCore's memory or reading PCIe config space or a transport faults", atk_dma_masters },
 	{ "mmio-consent", "on a fresh protected VM with the signed test guest, MMIO is declared only after verification and only inside the manifest its signature covers: before, over the guest's RAM or image, or past the manifest it is Denied; no page is donated where devices are", atk_mmio_consent },
+	{ "secondary", "a verified protected VM's vCPU 1 takes no PC or x0 from KServ and does not run before the guest's own CPU_ON (all Denied); vCPU 0 takes its first PC inside the image", atk_secondary },
 	{ "run-page", "while another CPU runs a vCPU, its run page (pinned by KCore: owner HostPinned) offered as a new VM's root, a table-pool page, a protected VM's memory or a page shared into the VM is Busy every time (20 of each); every page comes back; the self-check agrees", atk_run_page },
 	{ "destroy-in-exit", "tearing a VM down while another CPU runs its vCPU is Busy until the vCPU is out; then every run is refused and every page comes back scrubbed", atk_destroy_in_exit },
 	{ "fuzz", "100,000 calls with random ids and arguments from 2 CPUs: every one answers a defined status, unknown ids NotSupported; KCore keeps serving; every page the fuzzer gave away comes back scrubbed; the self-check agrees", atk_fuzz },

@@ -20,7 +20,7 @@ use kcore_systests::{Failure, TestResult, batch_within, kcore_image, kcore_troub
 use std::time::Duration;
 
 /// Every row the suite must report, in order.
-const ROWS: [&str; 26] = [
+const ROWS: [&str; 27] = [
     "scan",
     "linear-read",
     "linear-write",
@@ -43,6 +43,7 @@ const ROWS: [&str; 26] = [
     "gic-redist",
     "dma-masters",
     "mmio-consent",
+    "secondary",
     "destroy-in-exit",
     "fuzz",
     "victim",
