@@ -1318,13 +1318,22 @@ fn check_post(
             diff(&post, &v.post)
         ));
     }
-    // Every descriptor KCore invalidated was followed by a TLB flush (part of
-    // the invariant check, made here after every step).
+    // Every descriptor KCore invalidated was followed by a TLB flush, and no
+    // step found KCore's state other than its check promised (both part of
+    // the invariant check, made here after every step: `check_invariants`
+    // runs once per shape of the tables, and a step that changes nothing is
+    // held to KCore's whole bookkeeping, the count included).
     for (r, w) in after.runs.iter().enumerate() {
         if w.hw.unflushed() != 0 {
             return Err(format!(
                 "invariant (run {r}): {} invalidated stage-2 descriptors without a TLB flush",
                 w.hw.unflushed()
+            ));
+        }
+        let broken = w.host.mem().broken_invariants();
+        if broken != 0 {
+            return Err(format!(
+                "invariant (run {r}): KCore counted {broken} broken invariants"
             ));
         }
     }

@@ -1000,6 +1000,13 @@ fn apply(
         tables: w.hw.writes != table_writes_before,
         vms: (vms_before, vm_summary(w)),
     };
+    // KCore found its own state other than its checks promised: a KCore
+    // bug whatever the trap was (the audit's `BrokenInvariant`; this body
+    // has its own checks instead of the audit, so it asks directly).
+    let broken = w.host.mem().broken_invariants();
+    if broken != 0 {
+        return Err(format!("KCore counted {broken} broken invariants"));
+    }
     let esr = Esr(t.state.esr);
     match esr.ec() {
         ec::HVC64 => check_hvc(w, t, &regs, resume, &fx, tally)?,
@@ -1259,6 +1266,10 @@ fn page_states(w: &World) -> Vec<Option<PageState>> {
 
 /// Checks the whole world from scratch (the template, and tests).
 pub fn check_world(w: &World) -> Result<(), String> {
+    let broken = w.host.mem().broken_invariants();
+    if broken != 0 {
+        return Err(format!("KCore counted {broken} broken invariants"));
+    }
     if w.hw.fake.unflushed() != 0 {
         return Err(format!(
             "{} invalidated descriptors without a TLB flush",
