@@ -321,7 +321,8 @@ fn empty_world() -> World {
     let mut alloc = FakeAllocator::new(HOST_S2_ROOT + 16 * PAGE_SIZE, HOST_S2_POOL_PAGES);
     let geometry = Geometry::stage2(PA_BITS).expect("40-bit stage 2");
     let mut s2 = HostStage2::new(PageTable::<Stage2>::new(Pa(HOST_S2_ROOT), geometry), map);
-    s2.map_ram(&mut hw, &mut alloc).expect("KServ's RAM maps");
+    s2.map_ram(&mut hw, &mut alloc, &|t| owners.holds_table(t, None))
+        .expect("KServ's RAM maps");
     World {
         host: Host::new(
             MemCore::new(owners, s2, PA_BITS),
@@ -1038,8 +1039,16 @@ fn apply(
                     if !esr.is_s2_mapping_fault() {
                         return Err("an abort that is no stage-2 fault was retried".into());
                     }
-                    match w.host.mem().host().table().walk(&w.hw.view(), ipa) {
-                        Some(l) if l.pa.raw() == ipa => {}
+                    let owners = w.host.mem().owners();
+                    let host_table = |p| owners.holds_table(p, None);
+                    match w
+                        .host
+                        .mem()
+                        .host()
+                        .table()
+                        .walk(&w.hw.view(), &host_table, ipa)
+                    {
+                        Ok(Some(l)) if l.pa.raw() == ipa => {}
                         other => {
                             return Err(format!("retried abort at {ipa:#x} maps to {other:?}"));
                         }
