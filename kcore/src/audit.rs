@@ -13,11 +13,19 @@
 //! test images expose it to KServ as a hypercall (feature `self-check`), so
 //! the attack suite can confirm afterwards that nothing drifted. It only
 //! reads, allocates nothing and reports the first disagreement.
+//!
+//! It never reads a page through a descriptor before checking that the
+//! page is one of that stage 2's own tables (the walks of
+//! [`crate::pgtable`] ask [`crate::ownership::OwnershipTable::holds_table`]
+//! first): a descriptor that names anything else — a guest's page, KServ's,
+//! an address past RAM — is reported as [`Finding::CorruptTable`], never
+//! followed, so a corrupted table cannot make the self-check fault.
 
-use crate::addr::{PAGE_SIZE, Pfn};
+use crate::addr::{PAGE_SIZE, Pa, Pfn};
 use crate::hw::TableMemory;
 use crate::mem_protect::MemCore;
 use crate::ownership::PageState;
+use crate::pgtable::CorruptTable;
 use crate::vm::{VmId, VmState};
 
 /// What disagreed.
@@ -31,13 +39,15 @@ pub enum Finding {
     /// KServ's stage 2 maps KCore's device memory, or a device page KServ
     /// may reach only through KCore.
     HostMapsKcoreDevice = 3,
-    /// A table page of KServ's stage 2 is not KCore's.
+    /// A root page of KServ's stage 2 is not KCore's (a table below the
+    /// root that is not is [`Finding::CorruptTable`]).
     HostTableNotKcore = 4,
     /// A VM maps a block, not a page.
     VmBlock = 5,
     /// A VM maps a page that is not its own at that gfn.
     VmMapsForeign = 6,
-    /// A table page of a VM's stage 2 is not that VM's `VmTable`.
+    /// A root page of a VM's stage 2 is not that VM's `VmTable` (a table
+    /// below the root that is not is [`Finding::CorruptTable`]).
     VmTableNotOwned = 7,
     /// A VM's page counters disagree with the ownership table.
     VmCounters = 8,
@@ -51,6 +61,10 @@ pub enum Finding {
     /// A commit step found the state other than its check promised
     /// ([`MemCore::broken_invariants`]).
     BrokenInvariant = 12,
+    /// A table descriptor names a page that is not one of its stage 2's
+    /// tables (`at`: that page; `vm`: whose stage 2, `None` for KServ's).
+    /// The audit did not follow it.
+    CorruptTable = 13,
 }
 
 /// The first disagreement found: what, where (an address or a pfn), which
@@ -82,6 +96,10 @@ fn fail(finding: Finding, at: u64, vm: Option<VmId>) -> AuditError {
     AuditError { finding, at, vm }
 }
 
+fn corrupt(c: CorruptTable, vm: Option<VmId>) -> AuditError {
+    fail(Finding::CorruptTable, c.next.raw(), vm)
+}
+
 /// Audits `mem` with its tables in `hw`.
 pub fn audit<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize>(
     mem: &MemCore<S, BANKS, VMS>,
@@ -92,30 +110,41 @@ pub fn audit<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usiz
     let mut report = AuditReport::default();
     let mut err: Option<AuditError> = None;
     let host = mem.host();
-    host.table().for_each_leaf(hw, &mut |va, leaf, size| {
-        for off in (0..size).step_by(PAGE_SIZE as usize) {
-            let pa = leaf.pa.raw() + off;
-            report.host_pages += 1;
-            if va + off != pa {
-                err.get_or_insert(fail(Finding::HostNotIdentity, va + off, None));
-            }
-            match state(pa) {
-                Some(s) if !s.host_may_map() => {
-                    err.get_or_insert(fail(Finding::HostMapsForeign, pa, s.vm()));
+    let host_table = |t: Pa| owners.holds_table(t, None);
+    let walked = host
+        .table()
+        .for_each_leaf(hw, &host_table, &mut |va, leaf, size| {
+            for off in (0..size).step_by(PAGE_SIZE as usize) {
+                let pa = leaf.pa.raw() + off;
+                report.host_pages += 1;
+                if va + off != pa {
+                    err.get_or_insert(fail(Finding::HostNotIdentity, va + off, None));
                 }
-                None if host.map().kcore().find(pa).is_some() || host.map().is_trapped(pa) => {
-                    err.get_or_insert(fail(Finding::HostMapsKcoreDevice, pa, None));
+                match state(pa) {
+                    Some(s) if !s.host_may_map() => {
+                        err.get_or_insert(fail(Finding::HostMapsForeign, pa, s.vm()));
+                    }
+                    None if host.map().kcore().find(pa).is_some() || host.map().is_trapped(pa) => {
+                        err.get_or_insert(fail(Finding::HostMapsKcoreDevice, pa, None));
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-    });
-    host.table().for_each_table(hw, &mut |t| {
-        report.table_pages += 1;
-        if state(t.raw()) != Some(PageState::KCore) {
-            err.get_or_insert(fail(Finding::HostTableNotKcore, t.raw(), None));
-        }
-    });
+        });
+    if let Err(c) = walked {
+        err.get_or_insert(corrupt(c, None));
+    }
+    if let Some(e) = err {
+        return Err(e);
+    }
+    host.table()
+        .for_each_table(hw, &host_table, &mut |t| {
+            report.table_pages += 1;
+            if !host_table(t) {
+                err.get_or_insert(fail(Finding::HostTableNotKcore, t.raw(), None));
+            }
+        })
+        .map_err(|c| corrupt(c, None))?;
     if let Some(e) = err {
         return Err(e);
     }
@@ -125,28 +154,39 @@ pub fn audit<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usiz
         // may be KServ's again: its tree is not walked (KCore never does).
         if vm.state != VmState::Dying {
             report.vms += 1;
-            vm.stage2.for_each_leaf(hw, &mut |va, leaf, size| {
-                if size != PAGE_SIZE {
-                    err.get_or_insert(fail(Finding::VmBlock, va, Some(id)));
-                }
-                mapped += 1;
-                let gfn = va >> 12;
-                match state(leaf.pa.raw()) {
-                    Some(PageState::Guest { vm, gfn: g })
-                    | Some(PageState::GuestSharedWithHost { vm, gfn: g })
-                    | Some(PageState::HostSharedWithGuest { vm, gfn: g })
-                        if vm == id && g.0 == gfn => {}
-                    _ => {
-                        err.get_or_insert(fail(Finding::VmMapsForeign, va, Some(id)));
+            let vm_table = |t: Pa| owners.holds_table(t, Some(id));
+            let walked = vm
+                .stage2
+                .for_each_leaf(hw, &vm_table, &mut |va, leaf, size| {
+                    if size != PAGE_SIZE {
+                        err.get_or_insert(fail(Finding::VmBlock, va, Some(id)));
                     }
-                }
-            });
-            vm.stage2.for_each_table(hw, &mut |t| {
-                report.table_pages += 1;
-                if state(t.raw()) != Some(PageState::VmTable { vm: id }) {
-                    err.get_or_insert(fail(Finding::VmTableNotOwned, t.raw(), Some(id)));
-                }
-            });
+                    mapped += 1;
+                    let gfn = va >> 12;
+                    match state(leaf.pa.raw()) {
+                        Some(PageState::Guest { vm, gfn: g })
+                        | Some(PageState::GuestSharedWithHost { vm, gfn: g })
+                        | Some(PageState::HostSharedWithGuest { vm, gfn: g })
+                            if vm == id && g.0 == gfn => {}
+                        _ => {
+                            err.get_or_insert(fail(Finding::VmMapsForeign, va, Some(id)));
+                        }
+                    }
+                });
+            if let Err(c) = walked {
+                err.get_or_insert(corrupt(c, Some(id)));
+            }
+            if let Some(e) = err {
+                return Err(e);
+            }
+            vm.stage2
+                .for_each_table(hw, &vm_table, &mut |t| {
+                    report.table_pages += 1;
+                    if !vm_table(t) {
+                        err.get_or_insert(fail(Finding::VmTableNotOwned, t.raw(), Some(id)));
+                    }
+                })
+                .map_err(|c| corrupt(c, Some(id)))?;
         }
         if let Some(e) = err {
             return Err(e);

@@ -202,12 +202,21 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
             ec::DABT_LOW | ec::IABT_LOW if esr.is_s2_mapping_fault() => {
                 let ipa = Ipa(fault_ipa(trap.hpfar, trap.far));
                 let (stage2, owners) = self.mem.host_mut();
-                match stage2.handle_abort(hw, alloc, ipa, |r| owners.host_may_map_range(r)) {
+                let abort =
+                    stage2.handle_abort(hw, alloc, ipa, |r| owners.host_may_map_range(r), &|t| {
+                        owners.holds_table(t, None)
+                    });
+                match abort {
                     HostAbort::Mapped => {
                         self.stats.mapped += 1;
                         Resume::Retry
                     }
                     HostAbort::Denied | HostAbort::NoMemory => {
+                        self.stats.denied += 1;
+                        Resume::Inject(inject_external_abort(trap))
+                    }
+                    HostAbort::CorruptTable => {
+                        self.mem.broke();
                         self.stats.denied += 1;
                         Resume::Inject(inject_external_abort(trap))
                     }

@@ -156,6 +156,10 @@ pub enum HostAbort {
     /// A trapped device page: KCore performs the access for KServ, checked
     /// ([`crate::gic_guard`]), and skips the instruction.
     Emulate,
+    /// KServ's stage 2 holds a table descriptor that names a page that is
+    /// not one of its tables (a KCore bug): nothing was read or mapped
+    /// through it. Inject an external abort and count a broken invariant.
+    CorruptTable,
 }
 
 /// KServ's stage-2 table and the map that decides what goes in it.
@@ -197,10 +201,12 @@ impl<const N: usize> HostStage2<N> {
     }
 
     /// Maps every RAM bank, minus KCore's regions, identity, read-write-execute.
+    /// `is_table` says which pages hold the table's tables ([`crate::pgtable`]).
     pub fn map_ram(
         &mut self,
         mem: &mut impl TableMemory,
         alloc: &mut impl PageAllocator,
+        is_table: &impl Fn(Pa) -> bool,
     ) -> Result<(), MapError> {
         let limit = self.table.geometry().input_limit();
         for bank in self.map.ram.iter() {
@@ -214,6 +220,7 @@ impl<const N: usize> HostStage2<N> {
                     self.table.map(
                         mem,
                         alloc,
+                        is_table,
                         start,
                         Pa(start),
                         k.base() - start,
@@ -223,8 +230,15 @@ impl<const N: usize> HostStage2<N> {
                 start = k.end();
             }
             if start < end {
-                self.table
-                    .map(mem, alloc, start, Pa(start), end - start, Attrs::RAM_RWX)?;
+                self.table.map(
+                    mem,
+                    alloc,
+                    is_table,
+                    start,
+                    Pa(start),
+                    end - start,
+                    Attrs::RAM_RWX,
+                )?;
             }
         }
         Ok(())
@@ -233,13 +247,15 @@ impl<const N: usize> HostStage2<N> {
     /// Handles a stage-2 abort by KServ at `ipa`. `ram_ok(range)` says
     /// whether KServ may map every page of a RAM range now (the ownership
     /// table's answer). RAM gets the largest block up to 2 MiB for which that
-    /// holds, device memory up to 1 GiB.
+    /// holds, device memory up to 1 GiB. `is_table` says which pages hold
+    /// the table's tables ([`crate::pgtable`]).
     pub fn handle_abort(
         &mut self,
         mem: &mut impl TableMemory,
         alloc: &mut impl PageAllocator,
         ipa: Ipa,
         ram_ok: impl Fn(MemRange) -> bool,
+        is_table: &impl Fn(Pa) -> bool,
     ) -> HostAbort {
         let addr = ipa.raw();
         if self.map.kcore.find(addr).is_some() || addr >= self.table.geometry().input_limit() {
@@ -249,9 +265,11 @@ impl<const N: usize> HostStage2<N> {
         if self.map.is_trapped(addr) {
             return HostAbort::Emulate;
         }
-        if self.table.walk(mem, addr).is_some() {
+        match self.table.walk(mem, is_table, addr) {
             // Another CPU mapped it first, or a stale TLB entry: retry.
-            return HostAbort::Mapped;
+            Ok(Some(_)) => return HostAbort::Mapped,
+            Ok(None) => {}
+            Err(_) => return HostAbort::CorruptTable,
         }
         let is_ram = self.map.ram.find(addr).is_some();
         let (attrs, first_level) = if is_ram {
@@ -279,18 +297,23 @@ impl<const N: usize> HostStage2<N> {
                 }
                 continue;
             }
-            match self.table.map(mem, alloc, base, Pa(base), size, attrs) {
+            match self
+                .table
+                .map(mem, alloc, is_table, base, Pa(base), size, attrs)
+            {
                 Ok(()) => return HostAbort::Mapped,
                 Err(MapError::NoMemory) => return HostAbort::NoMemory,
+                Err(MapError::CorruptTable(_)) => return HostAbort::CorruptTable,
                 // Part of this block is mapped already. `map` fills the
                 // block's free entries in order until it meets a mapped one,
                 // so the faulting address may be mapped now (every page of
                 // the block was checked above); otherwise try smaller.
                 Err(MapError::AlreadyMapped) | Err(MapError::BadRange) => {
-                    if self.table.walk(mem, addr).is_some() {
-                        return HostAbort::Mapped;
+                    match self.table.walk(mem, is_table, addr) {
+                        Ok(Some(_)) => return HostAbort::Mapped,
+                        Ok(None) => continue,
+                        Err(_) => return HostAbort::CorruptTable,
                     }
-                    continue;
                 }
             }
         }

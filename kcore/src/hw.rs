@@ -9,7 +9,9 @@ use crate::addr::Pa;
 /// Physical memory that holds translation tables, seen 64 bits at a time.
 ///
 /// Implementations must only be handed table pages that KCore owns; the
-/// table code never forms an address outside the pages it allocated itself.
+/// table code never forms an address outside the pages it allocated itself,
+/// and never reads a page a descriptor names before the caller's
+/// `is_table` accepted it as one of the tree's tables ([`crate::pgtable`]).
 pub trait TableMemory {
     /// Reads entry `index` of the table at `table`.
     fn read_entry(&self, table: Pa, index: usize) -> u64;

@@ -5,7 +5,19 @@
 //! its current state, the guest frame, and that the VM's table pool holds
 //! every table page the mapping can need — and returns a ticket; `commit_*`
 //! consumes the ticket and cannot fail. A refused call therefore changes
-//! nothing. Names follow `<initiator>_<verb>_<completer>`.
+//! nothing. Names follow `<initiator>_<verb>_<completer>`. Tickets are
+//! neither `Copy` nor `Clone`: each is used by exactly one commit.
+//!
+//! A broken invariant is never silent. Where a commit finds the state other
+//! than its check promised — the VM gone, a page not RAM, the pool short, a
+//! mapping refused, a counter about to underflow — it does what it still
+//! can, leaves the rest as it was and counts a broken invariant
+//! ([`MemCore::broken_invariants`]): host tests, the fuzzer and the model
+//! check fail on any, the EL2 glue logs it. Every walk of a stage 2 checks
+//! each next-level table against the ownership table before it reads it
+//! ([`crate::pgtable`], [`OwnershipTable::holds_table`]); a check that meets
+//! a descriptor naming any other page counts a broken invariant too and
+//! refuses with `Denied`.
 //!
 //! Ordering inside a commit keeps secrets from leaking even with other CPUs
 //! running: a page leaves KServ's stage 2 (entry invalidated, TLBs flushed)
@@ -22,10 +34,11 @@ use crate::host_stage2::HostStage2;
 use crate::hw::{Hardware, PhysMemory, TableMemory};
 use crate::image::{self, Signature, VerifyKey};
 use crate::ownership::{OwnershipTable, PageState};
-use crate::pgtable::{Attrs, Geometry, PageTable};
+use crate::pgtable::{Attrs, CorruptTable, Geometry, PageTable};
 use crate::vm::{
     FreeList, MAX_VCPUS, MmioRanges, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms,
 };
+use core::sync::atomic::{AtomicU64, Ordering};
 use kcore_abi::manifest::{self, Manifest};
 use kcore_abi::{Error, share_flags};
 
@@ -52,7 +65,29 @@ pub struct MemCore<S, const BANKS: usize, const VMS: usize> {
     pub(crate) ctx_writes: u64,
     /// How often a commit step found the state other than its check
     /// promised ([`Self::broken_invariants`]).
-    broken: u64,
+    broken: BrokenCount,
+}
+
+/// The broken-invariant count. A check (`&self`) that finds a table
+/// corrupt raises it too, hence an atomic; every step runs under KCore's
+/// lock, so a load and a store suffice.
+#[derive(Debug, Default)]
+struct BrokenCount(AtomicU64);
+
+impl BrokenCount {
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn raise(&self) {
+        self.0
+            .store(self.get().saturating_add(1), Ordering::Relaxed);
+    }
+}
+
+impl Clone for BrokenCount {
+    fn clone(&self) -> Self {
+        BrokenCount(AtomicU64::new(self.get()))
+    }
 }
 
 /// Arguments of `host_create_vm`, as decoded from registers.
@@ -82,7 +117,7 @@ pub struct CreateVmTicket {
 }
 
 /// A checked page transition: the VM, the page and where the VM sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct PageTicket {
     vm: VmId,
     pfn: Pfn,
@@ -91,7 +126,7 @@ pub struct PageTicket {
 }
 
 /// A checked `host_reclaim_page`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ReclaimTicket {
     vm: VmId,
     pfn: Pfn,
@@ -116,7 +151,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             max_ipa_bits: pa_bits.min(48),
             verify_key: None,
             ctx_writes: 0,
-            broken: 0,
+            broken: BrokenCount::default(),
         }
     }
 
@@ -126,17 +161,35 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     }
 
     /// How often a step found KCore's state other than its own checks had
-    /// promised (a pinned run page that is no longer pinned at the put, ...).
+    /// promised (a pinned run page that is no longer pinned at the put, a
+    /// VM gone between its check and its commit, a stage-2 descriptor that
+    /// names a page that is not one of that stage 2's tables, ...).
     /// Always 0 unless KCore has a bug: host tests, the fuzzer and the model
     /// check require 0 ([`crate::audit`] reports anything else); at EL2 the
-    /// trap glue logs it, rate-limited.
+    /// trap glue logs it after every trap, rate-limited.
     pub fn broken_invariants(&self) -> u64 {
-        self.broken
+        self.broken.get()
     }
 
-    /// Records a broken invariant (see [`Self::broken_invariants`]).
-    pub(crate) fn broke(&mut self) {
-        self.broken = self.broken.saturating_add(1);
+    /// Records a broken invariant (see [`Self::broken_invariants`]). Takes
+    /// `&self` so that a check which finds a table corrupt can record it.
+    pub(crate) fn broke(&self) {
+        self.broken.raise();
+    }
+
+    /// A check found a stage-2 table corrupt (a descriptor naming a page
+    /// that is not one of its tables): counted, and the call refused.
+    fn corrupt(&self) -> Error {
+        self.broke();
+        Error::Denied
+    }
+
+    /// Sets a page's state in a commit: its check found the page to be RAM,
+    /// so a page the table does not cover is a broken invariant.
+    pub(crate) fn set_owner(&mut self, pfn: Pfn, state: PageState) {
+        if !self.owners.set(pfn, state) {
+            self.broke();
+        }
     }
 
     /// The ownership table.
@@ -194,8 +247,15 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// re-faults the rest in) and flushes the TLBs.
     fn host_unmap(&mut self, hw: &mut impl Hardware, pfn: Pfn) {
         let pa = pfn.0 << PAGE_SHIFT;
-        if let Some((base, _)) = self.host.table_mut().unmap_leaf(hw, pa) {
-            hw.flush_ipa(HOST_VMID, Ipa(base));
+        let owners = &self.owners;
+        let is_table = |t| owners.holds_table(t, None);
+        match self.host.table_mut().unmap_leaf(hw, &is_table, pa) {
+            Ok(Some((base, _))) => hw.flush_ipa(HOST_VMID, Ipa(base)),
+            // KServ maps lazily: it may never have touched the page.
+            Ok(None) => {}
+            // KServ's stage 2 is corrupt on the way to `pa`: nothing behind
+            // the descriptor was touched.
+            Err(_) => self.broke(),
         }
     }
 
@@ -255,7 +315,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         for i in 0..count {
             let pfn = Pfn(first.0 + i);
             self.host_unmap(hw, pfn);
-            self.owners.set(pfn, PageState::VmTable { vm: t.id });
+            self.set_owner(pfn, PageState::VmTable { vm: t.id });
         }
         let root_pages = t.geometry.root_tables() as u64;
         for i in 0..root_pages {
@@ -267,7 +327,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         }
         // The VMID may have been used by an earlier VM in this slot.
         hw.flush_vmid(t.id.vmid());
-        self.vms.insert(
+        let inserted = self.vms.insert(
             t.id,
             Vm {
                 handle: t.handle,
@@ -290,6 +350,10 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 manifest: Manifest::default(),
             },
         );
+        if !inserted {
+            // The check found the slot free.
+            self.broke();
+        }
         t.handle
     }
 
@@ -314,10 +378,13 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// Commits `host_donate_vm_pool`.
     pub fn commit_donate_vm_pool(&mut self, t: PageTicket, hw: &mut impl Hardware) {
         self.host_unmap(hw, t.pfn);
-        self.owners.set(t.pfn, PageState::VmTable { vm: t.vm });
+        self.set_owner(t.pfn, PageState::VmTable { vm: t.vm });
         if let (Some(vm), Some(pa)) = (self.vms.get_mut(t.vm), t.pfn.pa()) {
             vm.pool.push(hw, pa);
             vm.table_pages += 1;
+        } else {
+            // The check found the VM live and the page RAM.
+            self.broke();
         }
     }
 
@@ -343,10 +410,17 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             return Err(Error::Denied);
         }
         let ipa = gfn.0 << PAGE_SHIFT;
-        if vm.stage2.walk(hw, ipa).is_some() {
-            return Err(Error::Busy);
+        let is_table = |t| self.owners.holds_table(t, Some(id));
+        match vm.stage2.walk(hw, &is_table, ipa) {
+            Ok(None) => {}
+            Ok(Some(_)) => return Err(Error::Busy),
+            Err(_) => return Err(self.corrupt()),
         }
-        if (vm.pool.len() as usize) < vm.stage2.tables_needed(hw, ipa).min(MAX_TABLES_PER_MAP) {
+        let needed = vm
+            .stage2
+            .tables_needed(hw, &is_table, ipa)
+            .map_err(|_| self.corrupt())?;
+        if (vm.pool.len() as usize) < needed.min(MAX_TABLES_PER_MAP) {
             return Err(Error::NoMemory);
         }
         Ok(PageTicket {
@@ -357,22 +431,41 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         })
     }
 
-    fn guest_map(&mut self, hw: &mut impl Hardware, t: PageTicket) {
-        if let (Some(vm), Some(pa)) = (self.vms.get_mut(t.vm), t.pfn.pa()) {
-            hw.sync_for_guest(pa);
-            let ipa = t.gfn.0 << PAGE_SHIFT;
-            let needed = vm.stage2.tables_needed(hw, ipa);
-            // Cannot fail: the check saw the gfn unmapped and the pool holding
-            // every table page the walk needs.
-            if let Some(mut reserved) = Reserved::take(&mut vm.pool, hw, needed) {
-                let attrs = if t.read_only {
-                    Attrs::RAM_RX
-                } else {
-                    Attrs::RAM_RWX
-                };
-                let _ = vm.stage2.map(hw, &mut reserved, ipa, pa, PAGE_SIZE, attrs);
-                reserved.give_back(&mut vm.pool, hw);
-            }
+    /// Maps `t`'s page into its VM at its gfn, then `count`s it in the VM.
+    fn guest_map(&mut self, hw: &mut impl Hardware, t: &PageTicket, count: impl FnOnce(&mut Vm)) {
+        let (Some(vm), Some(pa)) = (self.vms.get_mut(t.vm), t.pfn.pa()) else {
+            // The check found the VM live and the page RAM.
+            self.broke();
+            return;
+        };
+        hw.sync_for_guest(pa);
+        let ipa = t.gfn.0 << PAGE_SHIFT;
+        let owners = &self.owners;
+        let is_table = |p| owners.holds_table(p, Some(t.vm));
+        let attrs = if t.read_only {
+            Attrs::RAM_RX
+        } else {
+            Attrs::RAM_RWX
+        };
+        // Cannot fail: the check walked to the gfn through the VM's own
+        // tables, saw it unmapped and the pool holding every table page
+        // the mapping needs.
+        let mapped = match vm.stage2.tables_needed(hw, &is_table, ipa) {
+            Ok(needed) => match Reserved::take(&mut vm.pool, hw, needed) {
+                Some(mut reserved) => {
+                    let r = vm
+                        .stage2
+                        .map(hw, &mut reserved, &is_table, ipa, pa, PAGE_SIZE, attrs);
+                    reserved.give_back(&mut vm.pool, hw);
+                    r.is_ok()
+                }
+                None => false,
+            },
+            Err(_) => false,
+        };
+        count(vm);
+        if !mapped {
+            self.broke();
         }
     }
 
@@ -391,17 +484,14 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// the VM's.
     pub fn commit_host_donate_guest(&mut self, t: PageTicket, hw: &mut impl Hardware) {
         self.host_unmap(hw, t.pfn);
-        self.owners.set(
+        self.set_owner(
             t.pfn,
             PageState::Guest {
                 vm: t.vm,
                 gfn: t.gfn,
             },
         );
-        self.guest_map(hw, t);
-        if let Some(vm) = self.vms.get_mut(t.vm) {
-            vm.owned_pages += 1;
-        }
+        self.guest_map(hw, &t, |vm| vm.owned_pages += 1);
     }
 
     /// Checks `host_share_guest`: a KServ page is also mapped in a
@@ -429,17 +519,14 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
 
     /// Commits `host_share_guest`.
     pub fn commit_host_share_guest(&mut self, t: PageTicket, hw: &mut impl Hardware) {
-        self.owners.set(
+        self.set_owner(
             t.pfn,
             PageState::HostSharedWithGuest {
                 vm: t.vm,
                 gfn: t.gfn,
             },
         );
-        self.guest_map(hw, t);
-        if let Some(vm) = self.vms.get_mut(t.vm) {
-            vm.borrowed_pages += 1;
-        }
+        self.guest_map(hw, &t, |vm| vm.borrowed_pages += 1);
     }
 
     /// Checks `host_unshare_guest`: ends a `host_share_guest` of `gfn`.
@@ -457,7 +544,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let gfn = Self::guest_gfn(vm, gfn)?;
         let leaf = vm
             .stage2
-            .walk(hw, gfn.0 << PAGE_SHIFT)
+            .walk(
+                hw,
+                &|t| self.owners.holds_table(t, Some(id)),
+                gfn.0 << PAGE_SHIFT,
+            )
+            .map_err(|_| self.corrupt())?
             .ok_or(Error::NotFound)?;
         let pfn = Pfn::of(leaf.pa);
         match self.owners.get(pfn) {
@@ -475,13 +567,35 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
 
     /// Commits `host_unshare_guest`: out of the VM's stage 2, back to KServ alone.
     pub fn commit_host_unshare_guest(&mut self, t: PageTicket, hw: &mut impl Hardware) {
-        if let Some(vm) = self.vms.get_mut(t.vm) {
-            if vm.stage2.unmap_leaf(hw, t.gfn.0 << PAGE_SHIFT).is_some() {
-                hw.flush_ipa(t.vm.vmid(), Ipa(t.gfn.0 << PAGE_SHIFT));
+        let ipa = t.gfn.0 << PAGE_SHIFT;
+        let owners = &self.owners;
+        let is_table = |p| owners.holds_table(p, Some(t.vm));
+        // The check found the VM live, the page mapped at the gfn through
+        // its own tables and borrowed (so counted).
+        let as_checked = match self.vms.get_mut(t.vm) {
+            Some(vm) => {
+                let unmapped = match vm.stage2.unmap_leaf(hw, &is_table, ipa) {
+                    Ok(Some(_)) => {
+                        hw.flush_ipa(t.vm.vmid(), Ipa(ipa));
+                        true
+                    }
+                    Ok(None) | Err(_) => false,
+                };
+                let counted = match vm.borrowed_pages.checked_sub(1) {
+                    Some(n) => {
+                        vm.borrowed_pages = n;
+                        true
+                    }
+                    None => false,
+                };
+                unmapped && counted
             }
-            vm.borrowed_pages -= 1;
+            None => false,
+        };
+        if !as_checked {
+            self.broke();
         }
-        self.owners.set(t.pfn, PageState::Host);
+        self.set_owner(t.pfn, PageState::Host);
     }
 
     // ---- guest_share_host / guest_unshare_host -------------------------------------
@@ -500,7 +614,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let gfn = Self::guest_gfn(v, gfn)?;
         let leaf = v
             .stage2
-            .walk(hw, gfn.0 << PAGE_SHIFT)
+            .walk(
+                hw,
+                &|t| self.owners.holds_table(t, Some(vm)),
+                gfn.0 << PAGE_SHIFT,
+            )
+            .map_err(|_| self.corrupt())?
             .ok_or(Error::NotFound)?;
         let pfn = Pfn::of(leaf.pa);
         let state = self.owners.get(pfn).ok_or(Error::Denied)?;
@@ -530,7 +649,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// Commits `guest_share_host`. KServ's stage 2 maps the page on KServ's
     /// first touch.
     pub fn commit_guest_share_host(&mut self, t: PageTicket) {
-        self.owners.set(
+        self.set_owner(
             t.pfn,
             PageState::GuestSharedWithHost {
                 vm: t.vm,
@@ -562,7 +681,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// Commits `guest_unshare_host`: out of KServ's stage 2.
     pub fn commit_guest_unshare_host(&mut self, t: PageTicket, hw: &mut impl Hardware) {
         self.host_unmap(hw, t.pfn);
-        self.owners.set(
+        self.set_owner(
             t.pfn,
             PageState::Guest {
                 vm: t.vm,
@@ -601,6 +720,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             for i in 0..vm.stage2.geometry().root_tables() as u64 {
                 hw.zero_page(Pa(root.raw() + i * PAGE_SIZE));
             }
+        } else {
+            // Both callers found the VM live.
+            self.broke();
         }
         hw.flush_vmid(id.vmid());
         if self.owners.end_host_shares(id) == 0 {
@@ -616,7 +738,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                     && vm == id
                 {
                     self.host_unmap(hw, pfn);
-                    self.owners.set(pfn, PageState::Guest { vm, gfn });
+                    self.set_owner(pfn, PageState::Guest { vm, gfn });
                 }
             }
         }
@@ -683,17 +805,27 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// Commits `host_reclaim_page`: the page is scrubbed, then KServ's. The
     /// VM's slot is freed (and its VMID flushed) with its last page.
     pub fn commit_host_reclaim_page(&mut self, t: ReclaimTicket, hw: &mut impl Hardware) {
-        if let Some(pa) = t.pfn.pa() {
-            hw.scrub_page(pa);
+        // The check found the page RAM, the VM's (so counted), the VM live.
+        match t.pfn.pa() {
+            Some(pa) => hw.scrub_page(pa),
+            None => self.broke(),
         }
-        self.owners.set(t.pfn, PageState::Host);
+        self.set_owner(t.pfn, PageState::Host);
         let mut empty = false;
+        let mut counted = false;
         if let Some(vm) = self.vms.get_mut(t.vm) {
-            match t.was {
-                PageState::VmTable { .. } => vm.table_pages -= 1,
-                _ => vm.owned_pages -= 1,
+            let pages = match t.was {
+                PageState::VmTable { .. } => &mut vm.table_pages,
+                _ => &mut vm.owned_pages,
+            };
+            if let Some(n) = pages.checked_sub(1) {
+                *pages = n;
+                counted = true;
             }
             empty = vm.table_pages == 0 && vm.owned_pages == 0;
+        }
+        if !counted {
+            self.broke();
         }
         if empty {
             hw.flush_vmid(t.vm.vmid());
@@ -739,16 +871,23 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let last = gfn.checked_add(pages - 1).ok_or(Error::InvalidParameter)?;
         Self::guest_gfn(vm, last)?;
         // Every image page must be mapped at its gfn and be the VM's alone.
-        let page_at = |i: u64| -> Option<Pa> {
+        let is_table = |t| self.owners.holds_table(t, Some(id));
+        let page_at = |i: u64| -> Result<Option<Pa>, CorruptTable> {
             let g = first.0 + i;
-            let leaf = vm.stage2.walk(hw, g << PAGE_SHIFT)?;
-            match self.owners.get(Pfn::of(leaf.pa)) {
+            let Some(leaf) = vm.stage2.walk(hw, &is_table, g << PAGE_SHIFT)? else {
+                return Ok(None);
+            };
+            Ok(match self.owners.get(Pfn::of(leaf.pa)) {
                 Some(PageState::Guest { vm: v, gfn: pg }) if v == id && pg.0 == g => Some(leaf.pa),
                 _ => None,
-            }
+            })
         };
-        if (0..pages).any(|i| page_at(i).is_none()) {
-            return Err(Error::Denied);
+        for i in 0..pages {
+            match page_at(i) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(Error::Denied),
+                Err(_) => return Err(self.corrupt()),
+            }
         }
         // The signature block — the signature, then the MMIO manifest the
         // signature also covers — copied once out of KServ's page; only the
@@ -774,12 +913,17 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let result = image::verify_with_tail(
             &key,
             &Signature(signature),
-            (0..pages).filter_map(page_at),
+            // The same walks again: every one succeeded just above.
+            (0..pages).filter_map(|i| page_at(i).ok().flatten()),
             len,
             &tail[..n],
             hw,
         );
-        let vm = self.vms.get_mut(id).ok_or(Error::NotFound)?;
+        let Some(vm) = self.vms.get_mut(id) else {
+            // Found live above, and nothing since removed it.
+            self.broke();
+            return Err(Error::NotFound);
+        };
         match result {
             Ok(()) => {
                 vm.state = VmState::Verified;

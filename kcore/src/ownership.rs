@@ -19,7 +19,7 @@
 //! | `Guest { vm, gfn }` | *v* | never | at `gfn` only |
 //! | `GuestSharedWithHost { vm, gfn }` | *v* | yes | at `gfn` only |
 
-use crate::addr::{Gfn, MemRange, PAGE_SHIFT, PAGE_SIZE, Pfn, RangeSet};
+use crate::addr::{Gfn, MemRange, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn, RangeSet};
 use crate::vm::VmId;
 
 /// The state of one page of RAM.
@@ -235,26 +235,44 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize> OwnershipTable<S, BANKS
     }
 
     /// Sets the state of page `pfn`. Only the checked transitions call this,
-    /// after validating that `pfn` is RAM; for anything else it does nothing.
-    pub(crate) fn set(&mut self, pfn: Pfn, state: PageState) {
+    /// after validating that `pfn` is RAM; for anything else it does nothing
+    /// and returns false (the caller counts a broken invariant).
+    #[must_use]
+    pub(crate) fn set(&mut self, pfn: Pfn, state: PageState) -> bool {
         if let Some(i) = self.index(pfn)
             && let Some(slot) = self.entries.as_mut().get_mut(i)
         {
             *slot = state.pack();
+            return true;
         }
+        false
+    }
+
+    /// Whether `pa` may hold a table of the stage 2 of VM `vm`, or of
+    /// KServ's when `vm` is `None`: a page in state `VmTable { vm }`, or
+    /// `KCore`. Every walk of a stage 2 asks this of each next-level table
+    /// before it reads it ([`crate::pgtable`]), so a corrupted descriptor
+    /// never leads KCore into a page that is not KCore's.
+    pub fn holds_table(&self, pa: Pa, vm: Option<VmId>) -> bool {
+        let want = match vm {
+            Some(vm) => PageState::VmTable { vm },
+            None => PageState::KCore,
+        };
+        self.get(Pfn::of(pa)) == Some(want)
     }
 
     /// Marks every page of `range` (RAM) as KCore's: at boot, for KCore's
     /// image, its pools and this table's own storage.
     pub fn mark_kcore(&mut self, range: MemRange) -> Result<(), OwnershipError> {
         let range = range.align_out(PAGE_SIZE).ok_or(OwnershipError::NotRam)?;
-        let first = Pfn::of(crate::addr::Pa(range.base()));
+        let first = Pfn::of(Pa(range.base()));
         let pages = range.size() >> PAGE_SHIFT;
         if (0..pages).any(|i| !self.is_ram(Pfn(first.0 + i))) {
             return Err(OwnershipError::NotRam);
         }
         for i in 0..pages {
-            self.set(Pfn(first.0 + i), PageState::KCore);
+            // Cannot fail: every page was found to be RAM above.
+            let _ = self.set(Pfn(first.0 + i), PageState::KCore);
         }
         Ok(())
     }
@@ -395,18 +413,38 @@ mod tests {
             vm: VmId(1),
             gfn: Gfn(7),
         };
-        t.set(Pfn(0x8_0003), guest);
+        assert!(t.set(Pfn(0x8_0003), guest));
         assert!(
             !t.host_may_map_range(MemRange::new(0x8000_2000, 0x2000).unwrap()),
             "a guest's page in the range"
         );
-        t.set(
+        assert!(t.set(
             Pfn(0x8_0003),
             PageState::HostSharedWithGuest {
                 vm: VmId(1),
                 gfn: Gfn(7),
             },
-        );
+        ));
         assert!(t.host_may_map_range(MemRange::new(0x8000_2000, 0x2000).unwrap()));
+    }
+
+    #[test]
+    fn table_pages_and_non_ram_writes() {
+        let mut banks = RangeSet::<4>::new();
+        banks
+            .insert(MemRange::new(0x4000_0000, 0x4000).unwrap())
+            .unwrap();
+        let mut t = OwnershipTable::new([0u64; 4], banks).unwrap();
+        assert!(!t.set(Pfn(0x4_0004), PageState::KCore), "past RAM");
+        assert!(t.set(Pfn(0x4_0001), PageState::KCore));
+        assert!(t.set(Pfn(0x4_0002), PageState::VmTable { vm: VmId(1) }));
+        // KServ's stage 2 lives in KCore pages, a VM's in its own VmTable.
+        assert!(t.holds_table(Pa(0x4000_1000), None));
+        assert!(!t.holds_table(Pa(0x4000_1000), Some(VmId(1))));
+        assert!(t.holds_table(Pa(0x4000_2000), Some(VmId(1))));
+        assert!(!t.holds_table(Pa(0x4000_2000), Some(VmId(0))));
+        assert!(!t.holds_table(Pa(0x4000_2000), None));
+        assert!(!t.holds_table(Pa(0x4000_0000), None), "KServ's page");
+        assert!(!t.holds_table(Pa(0x4000_4000), None), "past RAM");
     }
 }

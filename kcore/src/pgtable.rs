@@ -9,6 +9,19 @@
 //! break-before-make sequence and no TLB maintenance (translation faults are
 //! not cached in TLBs). Changing or removing a valid entry is a separate,
 //! explicit operation with its own TLB invalidation, added with VM teardown.
+//!
+//! No walk follows a table descriptor blindly. Every walker takes the
+//! caller's `is_table(pa)`, which says whether `pa` is one of this tree's
+//! own table pages (for a stage 2, [`crate::ownership::OwnershipTable::holds_table`]:
+//! `KCore` pages for KServ's, `VmTable` pages of the VM for a VM's), and
+//! asks it about each next-level table before reading a word of it. A
+//! descriptor that names any other page — a corrupted or forged one, which
+//! could point at a guest's page, at KServ's or past RAM — stops the walk
+//! with a [`CorruptTable`], which the caller reports (a broken invariant, a
+//! refusal, an audit finding); nothing behind it is read or written. The
+//! single-address walks (`map`, `walk`, `tables_needed`, `unmap_leaf`)
+//! share one descent, the whole-tree visits (`for_each_leaf`,
+//! `for_each_table`) one recursion.
 
 use crate::addr::{PAGE_SIZE, Pa};
 use crate::hw::{PageAllocator, TableMemory};
@@ -305,6 +318,22 @@ pub enum MapError {
     AlreadyMapped,
     /// The page-table pool ran dry.
     NoMemory,
+    /// A table descriptor on the way names a page that is not one of the
+    /// tree's tables; nothing was written below it.
+    CorruptTable(CorruptTable),
+}
+
+/// A table descriptor a walk would not follow: it names a page that is not
+/// one of the tree's own table pages (the caller's `is_table` said no), so
+/// the tree is corrupt. The walk stopped there and read nothing behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CorruptTable {
+    /// First input address the descriptor covers.
+    pub va: u64,
+    /// Level of the table that holds the descriptor.
+    pub level: usize,
+    /// The page it names.
+    pub next: Pa,
 }
 
 /// A leaf found by [`PageTable::walk`].
@@ -359,11 +388,17 @@ impl<R: Regime> PageTable<R> {
 
     /// Maps `[va, va + size)` to `[pa, pa + size)` with the largest blocks
     /// alignment allows, allocating intermediate tables from `alloc`.
-    /// Refuses to replace any valid entry.
+    /// Refuses to replace any valid entry. `is_table` says which pages hold
+    /// this tree's tables (see the module documentation).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the tree's memory, page source and table check, then the mapping"
+    )]
     pub fn map(
         &mut self,
         mem: &mut impl TableMemory,
         alloc: &mut impl PageAllocator,
+        is_table: &impl Fn(Pa) -> bool,
         va: u64,
         pa: Pa,
         size: u64,
@@ -380,17 +415,60 @@ impl<R: Regime> PageTable<R> {
         let mut cur = va;
         while cur < end {
             let out = Pa(pa.raw() + (cur - va));
-            cur += self.map_one(mem, alloc, cur, out, end - cur, attrs)?;
+            cur += self.map_one(mem, alloc, is_table, cur, out, end - cur, attrs)?;
         }
         Ok(())
     }
 
+    /// The descent every single-address walker shares: from `va`'s entry in
+    /// the table at `table` (at `level`), follows table descriptors down to
+    /// the first entry that is not one (an invalid entry, a block, or any
+    /// level-3 entry) and returns where it is. Each next-level table is
+    /// checked with `is_table` before its page is read; a descriptor that
+    /// names any other page stops the descent.
+    fn descend<M: TableMemory + ?Sized>(
+        &self,
+        mem: &M,
+        is_table: &impl Fn(Pa) -> bool,
+        va: u64,
+        mut table: Pa,
+        mut level: usize,
+    ) -> Result<Slot, CorruptTable> {
+        loop {
+            let idx = self.index(level, va);
+            let entry = mem.read_entry(table, idx);
+            if !is_table_descriptor(level, entry) {
+                return Ok(Slot {
+                    table,
+                    level,
+                    idx,
+                    entry,
+                });
+            }
+            let next = Pa(entry & OA_MASK);
+            if !is_table(next) {
+                return Err(CorruptTable {
+                    va: va & !(block_size(level) - 1),
+                    level,
+                    next,
+                });
+            }
+            table = next;
+            level += 1;
+        }
+    }
+
     /// Maps the largest block possible at `va` (at most `remaining` bytes)
     /// and returns its size.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "`map`'s arguments, one block at a time"
+    )]
     fn map_one(
         &mut self,
         mem: &mut impl TableMemory,
         alloc: &mut impl PageAllocator,
+        is_table: &impl Fn(Pa) -> bool,
         va: u64,
         pa: Pa,
         remaining: u64,
@@ -399,127 +477,170 @@ impl<R: Regime> PageTable<R> {
         let mut table = self.root;
         let mut level = self.geometry.start_level;
         loop {
-            let idx = self.index(level, va);
-            let entry = mem.read_entry(table, idx);
-            let size = block_size(level);
+            let s = self
+                .descend(&*mem, is_table, va, table, level)
+                .map_err(MapError::CorruptTable)?;
+            if s.entry & DESC_VALID != 0 {
+                return Err(MapError::AlreadyMapped);
+            }
+            let size = block_size(s.level);
             let block_ok =
-                level >= 1 && va.is_multiple_of(size) && pa.is_aligned(size) && remaining >= size;
-            if entry & DESC_VALID == 0 && (block_ok || level == 3) {
-                let ty = if level == 3 {
+                s.level >= 1 && va.is_multiple_of(size) && pa.is_aligned(size) && remaining >= size;
+            if block_ok || s.level == 3 {
+                let ty = if s.level == 3 {
                     DESC_VALID | DESC_TABLE
                 } else {
                     DESC_VALID
                 };
-                mem.write_entry(table, idx, (pa.raw() & OA_MASK) | R::leaf_attrs(attrs) | ty);
+                mem.write_entry(
+                    s.table,
+                    s.idx,
+                    (pa.raw() & OA_MASK) | R::leaf_attrs(attrs) | ty,
+                );
                 return Ok(size);
             }
-            if level == 3 || (entry & DESC_VALID != 0 && entry & DESC_TABLE == 0) {
-                return Err(MapError::AlreadyMapped);
-            }
-            if entry & DESC_VALID == 0 {
-                let next = alloc.alloc_page().ok_or(MapError::NoMemory)?;
-                mem.zero_page(next);
-                mem.write_entry(table, idx, (next.raw() & OA_MASK) | DESC_VALID | DESC_TABLE);
-                table = next;
-            } else {
-                table = Pa(entry & OA_MASK);
-            }
-            level += 1;
+            // A new table, taken from `alloc` (the caller's own pool): the
+            // descent continues in it without asking `is_table`.
+            let next = alloc.alloc_page().ok_or(MapError::NoMemory)?;
+            mem.zero_page(next);
+            mem.write_entry(
+                s.table,
+                s.idx,
+                (next.raw() & OA_MASK) | DESC_VALID | DESC_TABLE,
+            );
+            table = next;
+            level = s.level + 1;
         }
     }
 
-    /// Looks up `va`.
-    pub fn walk(&self, mem: &impl TableMemory, va: u64) -> Option<Leaf> {
+    /// Looks up `va`: the leaf that maps it, `None` if nothing does, or the
+    /// descriptor on the way that names a page `is_table` refused.
+    pub fn walk(
+        &self,
+        mem: &impl TableMemory,
+        is_table: &impl Fn(Pa) -> bool,
+        va: u64,
+    ) -> Result<Option<Leaf>, CorruptTable> {
         if va >= self.geometry.input_limit() {
-            return None;
+            return Ok(None);
         }
-        let mut table = self.root;
-        let mut level = self.geometry.start_level;
-        loop {
-            let entry = mem.read_entry(table, self.index(level, va));
-            if entry & DESC_VALID == 0 {
-                return None;
-            }
-            if level == 3 || entry & DESC_TABLE == 0 {
-                let size = block_size(level);
-                let pa = Pa((entry & OA_MASK & !(size - 1)) | (va & (size - 1)));
-                return Some(Leaf {
-                    pa,
-                    level,
-                    attrs: R::decode_attrs(entry),
-                });
-            }
-            table = Pa(entry & OA_MASK);
-            level += 1;
+        let s = self.descend(mem, is_table, va, self.root, self.geometry.start_level)?;
+        if s.entry & DESC_VALID == 0 {
+            return Ok(None);
         }
+        let size = block_size(s.level);
+        Ok(Some(Leaf {
+            pa: Pa((s.entry & OA_MASK & !(size - 1)) | (va & (size - 1))),
+            level: s.level,
+            attrs: R::decode_attrs(s.entry),
+        }))
     }
 
     /// Number of table pages [`PageTable::map`] would allocate to map the
     /// single page at `va` (0 to 3).
-    pub fn tables_needed(&self, mem: &impl TableMemory, va: u64) -> usize {
-        let mut table = self.root;
-        let mut level = self.geometry.start_level;
-        while level < 3 {
-            let entry = mem.read_entry(table, self.index(level, va));
-            if entry & DESC_VALID == 0 {
-                return 3 - level;
-            }
-            if entry & DESC_TABLE == 0 {
-                return 0; // a block: `map` will refuse, nothing is allocated
-            }
-            table = Pa(entry & OA_MASK);
-            level += 1;
-        }
-        0
+    pub fn tables_needed(
+        &self,
+        mem: &impl TableMemory,
+        is_table: &impl Fn(Pa) -> bool,
+        va: u64,
+    ) -> Result<usize, CorruptTable> {
+        let s = self.descend(mem, is_table, va, self.root, self.geometry.start_level)?;
+        // A valid entry (a block, or a page at level 3): `map` will refuse
+        // and allocate nothing.
+        Ok(if s.entry & DESC_VALID == 0 {
+            3 - s.level
+        } else {
+            0
+        })
     }
 
     /// Invalidates the leaf (block or page) that translates `va`, if any, and
     /// returns the input range it covered. The caller must then invalidate
     /// the TLBs for that range before relying on the change.
-    pub fn unmap_leaf(&mut self, mem: &mut impl TableMemory, va: u64) -> Option<(u64, u64)> {
+    pub fn unmap_leaf(
+        &mut self,
+        mem: &mut impl TableMemory,
+        is_table: &impl Fn(Pa) -> bool,
+        va: u64,
+    ) -> Result<Option<(u64, u64)>, CorruptTable> {
         if va >= self.geometry.input_limit() {
-            return None;
+            return Ok(None);
         }
-        let mut table = self.root;
-        let mut level = self.geometry.start_level;
-        loop {
-            let idx = self.index(level, va);
-            let entry = mem.read_entry(table, idx);
-            if entry & DESC_VALID == 0 {
-                return None;
-            }
-            if level == 3 || entry & DESC_TABLE == 0 {
-                mem.write_entry(table, idx, 0);
-                let size = block_size(level);
-                return Some((va & !(size - 1), size));
-            }
-            table = Pa(entry & OA_MASK);
-            level += 1;
+        let s = self.descend(&*mem, is_table, va, self.root, self.geometry.start_level)?;
+        if s.entry & DESC_VALID == 0 {
+            return Ok(None);
         }
+        mem.write_entry(s.table, s.idx, 0);
+        let size = block_size(s.level);
+        Ok(Some((va & !(size - 1), size)))
     }
 
     /// Calls `f(va, leaf, size)` for every valid leaf of the tree, in input
-    /// address order.
-    pub fn for_each_leaf(&self, mem: &impl TableMemory, f: &mut impl FnMut(u64, Leaf, u64)) {
-        self.visit_leaves(
-            mem,
-            self.root,
-            self.geometry.start_level,
-            self.geometry.root_entries(),
-            0,
-            f,
-        );
-    }
-
-    fn visit_leaves(
+    /// address order, up to the first table descriptor that names a page
+    /// `is_table` refused (which it returns, having read nothing there).
+    pub fn for_each_leaf(
         &self,
         mem: &impl TableMemory,
-        table: Pa,
-        level: usize,
-        entries: usize,
-        base: u64,
+        is_table: &impl Fn(Pa) -> bool,
         f: &mut impl FnMut(u64, Leaf, u64),
-    ) {
+    ) -> Result<(), CorruptTable> {
+        self.visit(
+            mem,
+            is_table,
+            (self.root, self.geometry.start_level, 0),
+            self.geometry.root_entries(),
+            true,
+            &mut |node| {
+                if let Node::Leaf(va, leaf, size) = node {
+                    f(va, leaf, size);
+                }
+            },
+        )
+    }
+
+    /// Calls `f(table_page)` for every table page of the tree, root pages
+    /// first (for the invariant "table pages are KCore-owned"), up to the
+    /// first table descriptor that names a page `is_table` refused (which
+    /// it returns, without calling `f` on it or reading it).
+    pub fn for_each_table(
+        &self,
+        mem: &impl TableMemory,
+        is_table: &impl Fn(Pa) -> bool,
+        f: &mut impl FnMut(Pa),
+    ) -> Result<(), CorruptTable> {
+        for i in 0..self.geometry.root_tables {
+            f(Pa(self.root.raw() + i as u64 * PAGE_SIZE));
+        }
+        self.visit(
+            mem,
+            is_table,
+            (self.root, self.geometry.start_level, 0),
+            self.geometry.root_entries(),
+            false,
+            &mut |node| {
+                if let Node::Table(t) = node {
+                    f(t);
+                }
+            },
+        )
+    }
+
+    /// Visits the first `entries` entries of the table at `at = (table,
+    /// level, first input address)` and everything below them, depth first:
+    /// each next-level table (checked with `is_table` before it is read),
+    /// and with `leaves` each leaf (without, level-3 tables are not read).
+    fn visit(
+        &self,
+        mem: &impl TableMemory,
+        is_table: &impl Fn(Pa) -> bool,
+        (table, level, base): (Pa, usize, u64),
+        entries: usize,
+        leaves: bool,
+        f: &mut impl FnMut(Node),
+    ) -> Result<(), CorruptTable> {
+        if level == 3 && !leaves {
+            return Ok(());
+        }
         let size = block_size(level);
         for i in 0..entries {
             let e = mem.read_entry(table, i);
@@ -527,54 +648,48 @@ impl<R: Regime> PageTable<R> {
                 continue;
             }
             let va = base + i as u64 * size;
-            if level == 3 || e & DESC_TABLE == 0 {
+            if is_table_descriptor(level, e) {
+                let next = Pa(e & OA_MASK);
+                if !is_table(next) {
+                    return Err(CorruptTable { va, level, next });
+                }
+                f(Node::Table(next));
+                self.visit(mem, is_table, (next, level + 1, va), ENTRIES, leaves, f)?;
+            } else if leaves {
                 let leaf = Leaf {
                     pa: Pa(e & OA_MASK & !(size - 1)),
                     level,
                     attrs: R::decode_attrs(e),
                 };
-                f(va, leaf, size);
-            } else {
-                self.visit_leaves(mem, Pa(e & OA_MASK), level + 1, ENTRIES, va, f);
+                f(Node::Leaf(va, leaf, size));
             }
         }
+        Ok(())
     }
+}
 
-    /// Calls `f(table_page)` for every table page of the tree, root pages
-    /// included (for the invariant "table pages are KCore-owned").
-    pub fn for_each_table(&self, mem: &impl TableMemory, f: &mut impl FnMut(Pa)) {
-        for i in 0..self.geometry.root_tables {
-            f(Pa(self.root.raw() + i as u64 * PAGE_SIZE));
-        }
-        self.visit(
-            mem,
-            self.root,
-            self.geometry.start_level,
-            self.geometry.root_entries(),
-            f,
-        );
-    }
+/// Whether `entry`, at `level`, points to a next-level table.
+const fn is_table_descriptor(level: usize, entry: u64) -> bool {
+    level < 3 && entry & (DESC_VALID | DESC_TABLE) == DESC_VALID | DESC_TABLE
+}
 
-    fn visit(
-        &self,
-        mem: &impl TableMemory,
-        table: Pa,
-        level: usize,
-        entries: usize,
-        f: &mut impl FnMut(Pa),
-    ) {
-        if level == 3 {
-            return;
-        }
-        for i in 0..entries {
-            let e = mem.read_entry(table, i);
-            if e & DESC_VALID != 0 && e & DESC_TABLE != 0 {
-                let next = Pa(e & OA_MASK);
-                f(next);
-                self.visit(mem, next, level + 1, ENTRIES, f);
-            }
-        }
-    }
+/// Where [`PageTable::descend`] stopped: entry `idx` of the table at
+/// `table`, at `level`, holding `entry`.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    table: Pa,
+    level: usize,
+    idx: usize,
+    entry: u64,
+}
+
+/// What [`PageTable::visit`] found.
+#[derive(Clone, Copy, Debug)]
+enum Node {
+    /// A table page below the root.
+    Table(Pa),
+    /// A leaf: its first input address, the leaf, its size.
+    Leaf(u64, Leaf, u64),
 }
 
 #[cfg(test)]

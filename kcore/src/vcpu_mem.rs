@@ -7,7 +7,10 @@
 //!
 //! It sits above both [`crate::mem_protect`] (the ownership table, the VMs)
 //! and [`crate::vcpu`] (what a vCPU is and what its exits mean); neither of
-//! those depends on it.
+//! those depends on it. As there, a step that finds the state other than
+//! its checks promised (the VM gone, its pool empty, the run page no longer
+//! pinned) does what it still can and counts a broken invariant
+//! ([`MemCore::broken_invariants`]).
 
 use crate::addr::{Gfn, PAGE_SHIFT, Pa, Pfn};
 use crate::hw::Hardware;
@@ -47,15 +50,16 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             return Err(Error::NoMemory);
         }
         let version = self.next_ctx_version();
-        if let Some(vm) = self.vms.get_mut(id) {
-            // Cannot fail: the pool holds a page.
-            if let Some(page) = vm.pool.pop(hw) {
+        // Cannot fail: the VM is live and its pool holds a page.
+        match self.vms.get_mut(id).map(|vm| (vm.pool.pop(hw), vm)) {
+            Some((Some(page), vm)) => {
                 let ctx = VcpuContext::reset(idx as usize);
                 hw.write_words(page, &ctx.to_words());
                 vm.vcpu_pages[idx as usize] = page.raw();
                 vm.ctx_versions[idx as usize] = version;
                 vm.vcpus |= 1 << idx;
             }
+            _ => self.broke(),
         }
         Ok(())
     }
@@ -78,17 +82,18 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     }
 
     /// Records that KCore wrote vCPU `idx`'s context page: a copy of the
-    /// old contents is stale from now on. Returns the new version.
-    fn ctx_written(&mut self, id: VmId, idx: usize) -> u64 {
+    /// old contents is stale from now on. Returns the new version, or
+    /// `None` (nothing recorded) if VM `id` or its vCPU `idx` does not
+    /// exist, which every caller had found it to: the caller counts a
+    /// broken invariant.
+    fn ctx_written(&mut self, id: VmId, idx: usize) -> Option<u64> {
         let version = self.next_ctx_version();
-        if let Some(v) = self
+        let v = self
             .vms
             .get_mut(id)
-            .and_then(|vm| vm.ctx_versions.get_mut(idx))
-        {
-            *v = version;
-        }
-        version
+            .and_then(|vm| vm.ctx_versions.get_mut(idx))?;
+        *v = version;
+        Some(version)
     }
 
     fn read_ctx(hw: &impl Hardware, page: Pa) -> VcpuContext {
@@ -131,8 +136,10 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         if !mmio.add(Gfn(gfn), pages) {
             return Err(Error::NoMemory);
         }
-        if let Some(vm) = self.vms.get_mut(id) {
-            vm.mmio = mmio;
+        match self.vms.get_mut(id) {
+            Some(vm) => vm.mmio = mmio,
+            // Found live above.
+            None => self.broke(),
         }
         Ok(())
     }
@@ -179,7 +186,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         }
         ctx.set_reg(id, value)?;
         hw.write_words(page, &ctx.to_words());
-        self.ctx_written(vm_id, idx as usize);
+        if self.ctx_written(vm_id, idx as usize).is_none() {
+            self.broke();
+        }
         Ok(())
     }
 
@@ -325,11 +334,15 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             PageState::HostPinned { pins } => pins + 1,
             _ => 1,
         };
-        self.owners.set(run_pfn, PageState::HostPinned { pins });
-        if let Some(vm) = self.vms.get_mut(id) {
-            vm.loaded |= 1 << idx;
-            vm.run_pages[idx] = run_pfn.0;
-            vm.ran = true;
+        self.set_owner(run_pfn, PageState::HostPinned { pins });
+        match self.vms.get_mut(id) {
+            Some(vm) => {
+                vm.loaded |= 1 << idx;
+                vm.run_pages[idx] = run_pfn.0;
+                vm.ran = true;
+            }
+            // Found live above.
+            None => self.broke(),
         }
         Ok(())
     }
@@ -372,6 +385,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         hw: &mut impl Hardware,
     ) -> Step {
         let Some(vm) = self.vms.get(l.vm) else {
+            // The load found the VM live, and a VM keeps its slot while a
+            // vCPU of it runs.
+            self.broke();
             return Step::Exit;
         };
         if target >= MAX_VCPUS as usize || vm.vcpus & (1 << target) == 0 {
@@ -392,7 +408,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         t.boot_pc = entry;
         t.boot_x0 = context;
         hw.write_words(page, &t.to_words());
-        self.ctx_written(vm_id, target);
+        if self.ctx_written(vm_id, target).is_none() {
+            self.broke();
+        }
         Step::Exit
     }
 
@@ -404,8 +422,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     pub fn vcpu_put(&mut self, l: &mut Loaded, hw: &mut impl Hardware) {
         l.ctx.write_to(hw, l.ctx_page, !l.v_in_page);
         l.v_in_page = true;
+        // A VM gone is counted below (its run page is not recorded).
         let version = self.ctx_written(l.vm, l.idx);
-        l.ctx_key = self.vms.get(l.vm).map(|vm| CtxKey {
+        l.ctx_key = self.vms.get(l.vm).zip(version).map(|(vm, version)| CtxKey {
             handle: vm.handle.0,
             idx: l.idx,
             version,
@@ -449,7 +468,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                     1 => PageState::Host,
                     n => PageState::HostPinned { pins: n - 1 },
                 };
-                self.owners.set(run_pfn, now);
+                self.set_owner(run_pfn, now);
             }
             // The load pinned this page and recorded it: anything else is
             // a bug in KCore. The exit is not written anywhere.

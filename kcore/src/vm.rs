@@ -270,10 +270,14 @@ impl<const VMS: usize> Vms<VMS> {
         Some((id, VmHandle::new(id, self.generations[i])))
     }
 
-    /// Puts `vm` in slot `id` (which [`Vms::free_slot`] returned).
-    pub(crate) fn insert(&mut self, id: VmId, vm: Vm) {
-        if let Some(s) = self.slots.get_mut(id.0 as usize) {
-            *s = Some(vm);
+    /// Puts `vm` in slot `id` (which [`Vms::free_slot`] returned). False if
+    /// there is no such slot or it was not free (the VM in it is replaced):
+    /// the caller counts a broken invariant.
+    #[must_use]
+    pub(crate) fn insert(&mut self, id: VmId, vm: Vm) -> bool {
+        match self.slots.get_mut(id.0 as usize) {
+            Some(s) => s.replace(vm).is_none(),
+            None => false,
         }
     }
 

@@ -52,8 +52,17 @@ fn kserv_mapping_a_guest_page_is_found() {
     let (mut w, _) = setup();
     let pa = GUEST_PFN << 12;
     let mut t = w.host.mem().host().table().clone();
-    t.map(&mut w.hw, &mut w.alloc, pa, Pa(pa), 4096, Attrs::RAM_RW)
-        .unwrap();
+    let owners = w.host.mem().owners();
+    t.map(
+        &mut w.hw,
+        &mut w.alloc,
+        &|t| owners.holds_table(t, None),
+        pa,
+        Pa(pa),
+        4096,
+        Attrs::RAM_RW,
+    )
+    .unwrap();
     let e = audit(w.host.mem(), &w.hw).unwrap_err();
     assert_eq!(
         (e.finding, e.at, e.vm),
@@ -69,9 +78,11 @@ fn a_vm_mapping_a_kserv_page_is_found() {
     let host_page = (FIRST_HOST_PFN + 40) << 12;
     let vm = w.host.mem().vms().get(VmId(0)).unwrap();
     let mut t = vm.stage2.clone();
+    let owners = w.host.mem().owners();
     t.map(
         &mut w.hw,
         &mut w.alloc,
+        &|t| owners.holds_table(t, Some(VmId(0))),
         ipa,
         Pa(host_page),
         4096,
@@ -92,9 +103,11 @@ fn a_guest_page_at_the_wrong_gfn_is_found() {
     let ipa = (GFN + 3) << 12;
     let vm = w.host.mem().vms().get(VmId(0)).unwrap();
     let mut t = vm.stage2.clone();
+    let owners = w.host.mem().owners();
     t.map(
         &mut w.hw,
         &mut w.alloc,
+        &|t| owners.holds_table(t, Some(VmId(0))),
         ipa,
         Pa(GUEST_PFN << 12),
         4096,
@@ -116,8 +129,17 @@ fn kserv_can_ask_for_the_self_check() {
     assert!(r[3] > 0, "table pages");
     let pa = GUEST_PFN << 12;
     let mut t = w.host.mem().host().table().clone();
-    t.map(&mut w.hw, &mut w.alloc, pa, Pa(pa), 4096, Attrs::RAM_RW)
-        .unwrap();
+    let owners = w.host.mem().owners();
+    t.map(
+        &mut w.hw,
+        &mut w.alloc,
+        &|t| owners.holds_table(t, None),
+        pa,
+        Pa(pa),
+        4096,
+        Attrs::RAM_RW,
+    )
+    .unwrap();
     let r = hvc(&mut w, H::HostSelfCheck, &[]);
     assert_eq!(r, [kcore_abi::Error::SelfCheckFailed.to_x0(), 0, 0, 0]);
 }

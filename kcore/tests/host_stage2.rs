@@ -35,6 +35,17 @@ fn setup(ipa_bits: u32) -> (HostStage2<8>, FakeMachine, FakeAllocator) {
     (HostStage2::new(table, map), FakeMachine::new(), alloc)
 }
 
+/// Whether `p` lies in KCore's pool, where the table's pages are.
+fn in_pool(p: Pa) -> bool {
+    (POOL..POOL + POOL_SIZE).contains(&p.raw())
+}
+
+/// The table pages of the tests that build their own stage 2 at
+/// `0x1000_0000` (its root, then its pool).
+fn low_pool(p: Pa) -> bool {
+    (0x1000_0000..0x1010_0000).contains(&p.raw())
+}
+
 fn kcore_ranges() -> [MemRange; 2] {
     [
         MemRange::new(KCORE, KCORE_SIZE).unwrap(),
@@ -46,12 +57,12 @@ fn kcore_ranges() -> [MemRange; 2] {
 fn ram_is_identity_mapped_except_kcore() {
     for bits in [40, 44, 48] {
         let (mut s2, mut mem, mut alloc) = setup(bits);
-        s2.map_ram(&mut mem, &mut alloc).unwrap();
+        s2.map_ram(&mut mem, &mut alloc, &in_pool).unwrap();
         let t = s2.table();
         let mut page = RAM;
         while page < RAM + GIB {
             let in_kcore = kcore_ranges().iter().any(|k| k.contains(page));
-            match t.walk(&mem, page + 0x123) {
+            match t.walk(&mem, &in_pool, page + 0x123).unwrap() {
                 Some(leaf) => {
                     assert!(
                         !in_kcore,
@@ -68,28 +79,34 @@ fn ram_is_identity_mapped_except_kcore() {
             page += PAGE_SIZE;
         }
         // Outside RAM nothing is mapped until touched.
-        assert!(t.walk(&mem, 0x0900_0000).is_none());
-        assert!(t.walk(&mem, RAM + GIB).is_none());
+        assert!(t.walk(&mem, &in_pool, 0x0900_0000).unwrap().is_none());
+        assert!(t.walk(&mem, &in_pool, RAM + GIB).unwrap().is_none());
     }
 }
 
 #[test]
 fn ram_uses_blocks_where_alignment_allows() {
     let (mut s2, mut mem, mut alloc) = setup(40);
-    s2.map_ram(&mut mem, &mut alloc).unwrap();
+    s2.map_ram(&mut mem, &mut alloc, &in_pool).unwrap();
     let t = s2.table();
     assert_eq!(
-        t.walk(&mem, RAM).unwrap().level,
+        t.walk(&mem, &in_pool, RAM).unwrap().unwrap().level,
         2,
         "2 MiB block below KCore"
     );
     assert_eq!(
-        t.walk(&mem, 0x5000_0000).unwrap().level,
+        t.walk(&mem, &in_pool, 0x5000_0000).unwrap().unwrap().level,
         2,
         "2 MiB block above KCore"
     );
     // KCore's footprint ends mid-2 MiB: the rest of that block needs pages.
-    assert_eq!(t.walk(&mem, KCORE + KCORE_SIZE).unwrap().level, 3);
+    assert_eq!(
+        t.walk(&mem, &in_pool, KCORE + KCORE_SIZE)
+            .unwrap()
+            .unwrap()
+            .level,
+        3
+    );
     // 1 GiB of RAM in 2 MiB blocks needs few tables: no page per page.
     assert!(
         alloc.handed_out().len() < 8,
@@ -101,35 +118,41 @@ fn ram_uses_blocks_where_alignment_allows() {
 #[test]
 fn table_pages_are_kcore_pages() {
     let (mut s2, mut mem, mut alloc) = setup(44);
-    s2.map_ram(&mut mem, &mut alloc).unwrap();
-    let mut ab = || s2.handle_abort(&mut mem, &mut alloc, Ipa(0x0900_0000), |_| true);
+    s2.map_ram(&mut mem, &mut alloc, &in_pool).unwrap();
+    let mut ab = || s2.handle_abort(&mut mem, &mut alloc, Ipa(0x0900_0000), |_| true, &in_pool);
     assert_eq!(ab(), HostAbort::Mapped);
     let pool = MemRange::new(POOL, POOL_SIZE).unwrap();
     let mut n = 0;
-    s2.table().for_each_table(&mem, &mut |p| {
-        n += 1;
-        assert!(
-            pool.contains(p.raw()),
-            "table page {p:?} outside KCore's pool"
-        );
-        assert!(
-            s2.table().walk(&mem, p.raw()).is_none(),
-            "table page {p:?} mapped for KServ"
-        );
-    });
+    s2.table()
+        .for_each_table(&mem, &in_pool, &mut |p| {
+            n += 1;
+            assert!(
+                pool.contains(p.raw()),
+                "table page {p:?} outside KCore's pool"
+            );
+            assert!(
+                s2.table().walk(&mem, &in_pool, p.raw()).unwrap().is_none(),
+                "table page {p:?} mapped for KServ"
+            );
+        })
+        .unwrap();
     assert!(n >= 3);
 }
 
 #[test]
 fn aborts_map_devices_and_refuse_kcore() {
     let (mut s2, mut mem, mut alloc) = setup(40);
-    s2.map_ram(&mut mem, &mut alloc).unwrap();
+    s2.map_ram(&mut mem, &mut alloc, &in_pool).unwrap();
     // A UART below RAM: the largest block that holds no RAM is 1 GiB at 0.
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x0900_0004), |_| true),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x0900_0004), |_| true, &in_pool),
         HostAbort::Mapped
     );
-    let leaf = s2.table().walk(&mem, 0x0900_0004).unwrap();
+    let leaf = s2
+        .table()
+        .walk(&mem, &in_pool, 0x0900_0004)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (leaf.pa, leaf.level, leaf.attrs.kind),
         (Pa(0x0900_0004), 1, MemKind::Device)
@@ -137,10 +160,23 @@ fn aborts_map_devices_and_refuse_kcore() {
     assert!(!leaf.attrs.exec);
     // High MMIO (virt's PCIe window at 512 GiB) gets a 1 GiB block too.
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x80_0000_1000), |_| true),
+        s2.handle_abort(
+            &mut mem,
+            &mut alloc,
+            Ipa(0x80_0000_1000),
+            |_| true,
+            &in_pool
+        ),
         HostAbort::Mapped
     );
-    assert_eq!(s2.table().walk(&mem, 0x80_0000_1000).unwrap().level, 1);
+    assert_eq!(
+        s2.table()
+            .walk(&mem, &in_pool, 0x80_0000_1000)
+            .unwrap()
+            .unwrap()
+            .level,
+        1
+    );
     // KCore memory: refused, nothing mapped, counted.
     for a in [
         KCORE,
@@ -150,21 +186,21 @@ fn aborts_map_devices_and_refuse_kcore() {
         POOL + POOL_SIZE - 8,
     ] {
         assert_eq!(
-            s2.handle_abort(&mut mem, &mut alloc, Ipa(a), |_| true),
+            s2.handle_abort(&mut mem, &mut alloc, Ipa(a), |_| true, &in_pool),
             HostAbort::Denied,
             "{a:#x}"
         );
-        assert!(s2.table().walk(&mem, a).is_none());
+        assert!(s2.table().walk(&mem, &in_pool, a).unwrap().is_none());
     }
     assert_eq!(s2.denied_count(), 5);
     // Beyond the IPA space: refused.
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(1 << 40), |_| true),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(1 << 40), |_| true, &in_pool),
         HostAbort::Denied
     );
     // Mapped already (e.g. raced with another CPU): retry.
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(RAM), |_| true),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(RAM), |_| true, &in_pool),
         HostAbort::Mapped
     );
 }
@@ -185,25 +221,33 @@ fn device_block_next_to_ram_shrinks() {
     );
     let (mut mem, mut alloc) = (FakeMachine::new(), FakeAllocator::new(0x1000_1000, 64));
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7000_0010), |_| true),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7000_0010), |_| true, &low_pool),
         HostAbort::Mapped
     );
     assert_eq!(
-        s2.table().walk(&mem, 0x7000_0010).unwrap().level,
+        s2.table()
+            .walk(&mem, &low_pool, 0x7000_0010)
+            .unwrap()
+            .unwrap()
+            .level,
         3,
         "shares 2 MiB with KCore's page"
     );
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7020_0000), |_| true),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7020_0000), |_| true, &low_pool),
         HostAbort::Mapped
     );
     assert_eq!(
-        s2.table().walk(&mem, 0x7020_0000).unwrap().level,
+        s2.table()
+            .walk(&mem, &low_pool, 0x7020_0000)
+            .unwrap()
+            .unwrap()
+            .level,
         2,
         "2 MiB: its 1 GiB holds RAM"
     );
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7010_0000), |_| true),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(0x7010_0000), |_| true, &low_pool),
         HostAbort::Denied
     );
 }
@@ -219,13 +263,14 @@ fn pool_exhaustion_is_an_error_not_a_panic() {
         map,
     );
     let (mut mem, mut alloc) = (FakeMachine::new(), FakeAllocator::new(0x1000_1000, 1));
-    assert!(s2.map_ram(&mut mem, &mut alloc).is_err());
+    assert!(s2.map_ram(&mut mem, &mut alloc, &low_pool).is_err());
     assert_eq!(
         s2.handle_abort(
             &mut mem,
             &mut alloc,
             Ipa(0x1_0000_0000_0000 - 0x1000),
-            |_| true
+            |_| true,
+            &low_pool
         ),
         HostAbort::NoMemory
     );
@@ -240,6 +285,7 @@ fn map_rejects_bad_ranges_and_overlaps() {
         t.map(
             &mut mem,
             &mut alloc,
+            &low_pool,
             0x1001,
             Pa(0x1000),
             0x1000,
@@ -248,13 +294,22 @@ fn map_rejects_bad_ranges_and_overlaps() {
         Err(MapError::BadRange)
     );
     assert_eq!(
-        t.map(&mut mem, &mut alloc, 0x1000, Pa(0x1000), 0, Attrs::RAM_RW),
+        t.map(
+            &mut mem,
+            &mut alloc,
+            &low_pool,
+            0x1000,
+            Pa(0x1000),
+            0,
+            Attrs::RAM_RW
+        ),
         Err(MapError::BadRange)
     );
     assert_eq!(
         t.map(
             &mut mem,
             &mut alloc,
+            &low_pool,
             (1 << 40) - 0x1000,
             Pa(0),
             0x2000,
@@ -266,6 +321,7 @@ fn map_rejects_bad_ranges_and_overlaps() {
         t.map(
             &mut mem,
             &mut alloc,
+            &low_pool,
             u64::MAX - 0xFFF,
             Pa(0),
             0x1000,
@@ -276,6 +332,7 @@ fn map_rejects_bad_ranges_and_overlaps() {
     t.map(
         &mut mem,
         &mut alloc,
+        &low_pool,
         0x4000_0000,
         Pa(0x4000_0000),
         2 * MIB,
@@ -286,6 +343,7 @@ fn map_rejects_bad_ranges_and_overlaps() {
         t.map(
             &mut mem,
             &mut alloc,
+            &low_pool,
             0x4010_0000,
             Pa(0x9000_0000),
             0x1000,
@@ -295,7 +353,7 @@ fn map_rejects_bad_ranges_and_overlaps() {
         "inside a block"
     );
     assert_eq!(
-        t.walk(&mem, 0x4010_0000).unwrap().pa,
+        t.walk(&mem, &low_pool, 0x4010_0000).unwrap().unwrap().pa,
         Pa(0x4010_0000),
         "unchanged"
     );
@@ -319,16 +377,36 @@ fn a_page_mapped_by_a_partial_block_attempt_is_not_refused() {
     // Map the second page alone, as a 4 KiB page.
     let only_second = |r: MemRange| r.size() == PAGE_SIZE && r.base() == region + PAGE_SIZE;
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(region + PAGE_SIZE), only_second),
+        s2.handle_abort(
+            &mut mem,
+            &mut alloc,
+            Ipa(region + PAGE_SIZE),
+            only_second,
+            &low_pool
+        ),
         HostAbort::Mapped
     );
-    assert_eq!(s2.table().walk(&mem, region + PAGE_SIZE).unwrap().level, 3);
-    assert!(s2.table().walk(&mem, region).is_none());
+    assert_eq!(
+        s2.table()
+            .walk(&mem, &low_pool, region + PAGE_SIZE)
+            .unwrap()
+            .unwrap()
+            .level,
+        3
+    );
+    assert!(s2.table().walk(&mem, &low_pool, region).unwrap().is_none());
     // Now everything in the region is KServ's.
     assert_eq!(
-        s2.handle_abort(&mut mem, &mut alloc, Ipa(region), |_| true),
+        s2.handle_abort(&mut mem, &mut alloc, Ipa(region), |_| true, &low_pool),
         HostAbort::Mapped
     );
-    assert_eq!(s2.table().walk(&mem, region).unwrap().pa, Pa(region));
+    assert_eq!(
+        s2.table()
+            .walk(&mem, &low_pool, region)
+            .unwrap()
+            .unwrap()
+            .pa,
+        Pa(region)
+    );
     assert_eq!(s2.denied_count(), 0);
 }

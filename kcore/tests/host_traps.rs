@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{GICR, GICR_STRIDE, RAM, World, check_invariants, world};
+use common::{GICR, GICR_STRIDE, RAM, World, check_invariants, host_walk, world};
 use kcore::exception::{Esr, TrapState, ec};
 use kcore::host::{Regs, Resume};
 use kcore::psci::fid;
@@ -113,7 +113,7 @@ fn kserv_touching_kcore_gets_an_external_abort() {
     }
     assert_eq!(regs, [7u64; 31], "registers untouched");
     assert_eq!(w.host.stats().denied, 1);
-    assert!(w.host.mem().host().table().walk(&w.hw, ipa).is_none());
+    assert!(host_walk(&w, ipa).is_none());
 }
 
 #[test]
@@ -127,14 +127,7 @@ fn device_abort_maps_and_retries() {
         (0x0900_0000u64 >> 12) << 4,
     );
     assert_eq!(run(&mut w, &mut fw, &t, &mut regs), Resume::Retry);
-    assert!(
-        w.host
-            .mem()
-            .host()
-            .table()
-            .walk(&w.hw, 0x0900_0000)
-            .is_some()
-    );
+    assert!(host_walk(&w, 0x0900_0000).is_some());
     assert_eq!(w.host.stats().mapped, 1);
 }
 
@@ -219,9 +212,8 @@ fn gic_redistributor_control_pages_are_guarded() {
     let sgi = GICR + 0x1_0000;
     let t = mmio_trap(sgi + 0x100, 4, 2, true);
     assert_eq!(run(&mut w, &mut fw, &t, &mut regs), Resume::Retry);
-    let table = w.host.mem().host().table();
-    assert!(table.walk(&w.hw, sgi).is_some());
-    assert!(table.walk(&w.hw, GICR).is_none());
-    assert!(table.walk(&w.hw, rd1).is_none());
+    assert!(host_walk(&w, sgi).is_some());
+    assert!(host_walk(&w, GICR).is_none());
+    assert!(host_walk(&w, rd1).is_none());
     check_invariants(&w).unwrap();
 }

@@ -41,7 +41,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use common::{RAM, World, check_invariants, hvc, small_world};
+use common::{RAM, World, check_invariants, host_walk, hvc, small_world, vm_walk};
 use kcore::addr::{Gfn, PAGE_SIZE, Pa, Pfn};
 use kcore::exception::{TrapState, ec};
 use kcore::host::Resume;
@@ -383,7 +383,7 @@ fn private_page(w: &World, handles: &[Option<u64>; 2], vm: usize, gfn: usize) ->
     if v.kind != VmKind::Protected || matches!(v.state, VmState::Dying | VmState::Poisoned) {
         return None;
     }
-    let pa = v.stage2.walk(&w.hw, GFNS[gfn] << 12)?.pa;
+    let pa = vm_walk(w, id, GFNS[gfn] << 12)?.pa;
     let private = PageState::Guest {
         vm: id,
         gfn: Gfn(GFNS[gfn]),
@@ -428,11 +428,7 @@ fn guest_share_host(w: &mut World, id: VmId, gfn: u64) -> Outcome {
         Ok(t) => {
             // The VM releases the page: it first puts there only what it
             // means KServ to see (declassification is the VM's own act).
-            let leaf = mem
-                .vms()
-                .get(id)
-                .and_then(|v| v.stage2.walk(&w.hw, gfn << 12));
-            if let Some(leaf) = leaf {
+            if let Some(leaf) = vm_walk(w, id, gfn << 12) {
                 fill(&mut w.hw, leaf.pa.raw(), PUBLIC);
             }
             w.host.mem_mut().commit_guest_share_host(t);
@@ -458,7 +454,7 @@ fn guest_unshare_host(w: &mut World, id: VmId, gfn: u64) -> Outcome {
 /// or makes KServ take an external abort.
 fn host_read(w: &mut World, pfn: u64) -> Result<Outcome, String> {
     fault_in(w, pfn)?;
-    let mapped = w.host.mem().host().table().walk(&w.hw, pfn << 12).is_some();
+    let mapped = host_walk(w, pfn << 12).is_some();
     Ok(Outcome::Read(mapped.then(|| digest(w, pfn))))
 }
 
@@ -466,7 +462,7 @@ fn host_read(w: &mut World, pfn: u64) -> Result<Outcome, String> {
 /// path as [`host_read`].
 fn host_write(w: &mut World, pfn: u64) -> Result<Outcome, String> {
     fault_in(w, pfn)?;
-    let mapped = w.host.mem().host().table().walk(&w.hw, pfn << 12).is_some();
+    let mapped = host_walk(w, pfn << 12).is_some();
     if mapped {
         for off in WINDOWS {
             w.hw.write((pfn << 12) + off, &HOST_WORD.to_ne_bytes());
@@ -479,7 +475,7 @@ fn host_write(w: &mut World, pfn: u64) -> Result<Outcome, String> {
 /// which must either map it (retry) or inject an external abort.
 fn fault_in(w: &mut World, pfn: u64) -> Result<(), String> {
     let pa = pfn << 12;
-    let mapped = |w: &World| w.host.mem().host().table().walk(&w.hw, pa).is_some();
+    let mapped = |w: &World| host_walk(w, pa).is_some();
     if !mapped(w) {
         let trap = TrapState {
             // Data abort from EL1, translation fault at level 3.
@@ -666,10 +662,9 @@ struct Abs {
 
 fn project(w: &World) -> Abs {
     let mem = w.host.mem();
-    let host = mem.host().table();
     let pfn = |i: usize| FIRST_PFN + i as u64;
     let pages = std::array::from_fn(|i| mem.owners().get(Pfn(pfn(i))).unwrap());
-    let host_mapped = std::array::from_fn(|i| host.walk(&w.hw, pfn(i) << 12).is_some());
+    let host_mapped = std::array::from_fn(|i| host_walk(w, pfn(i) << 12).is_some());
     let mut vms = Vec::new();
     let mut leaves = Vec::new();
     for (id, v) in mem.vms().iter() {
@@ -690,7 +685,7 @@ fn project(w: &World) -> Abs {
             continue;
         }
         for (g, gfn) in GFNS.iter().enumerate() {
-            if let Some(leaf) = v.stage2.walk(&w.hw, gfn << 12) {
+            if let Some(leaf) = vm_walk(w, id, gfn << 12) {
                 leaves.push((id, g, Pfn::of(leaf.pa).0));
             }
         }
@@ -876,8 +871,12 @@ fn spec(op: Op, pre: &Abs, before: &Pair, shown: Outcome) -> Verdict {
 /// Table pages a mapping at model gfn `gfn` of VM `id` needs (the spec leaves
 /// the shape of the tables to KCore).
 fn tables_needed(w: &World, id: VmId, gfn: usize) -> u64 {
+    let owners = w.host.mem().owners();
     w.host.mem().vms().get(id).map_or(0, |v| {
-        v.stage2.tables_needed(&w.hw, GFNS[gfn] << 12).min(3) as u64
+        v.stage2
+            .tables_needed(&w.hw, &|t| owners.holds_table(t, Some(id)), GFNS[gfn] << 12)
+            .unwrap()
+            .min(3) as u64
     })
 }
 
@@ -1318,13 +1317,22 @@ fn check_post(
             diff(&post, &v.post)
         ));
     }
-    // Every descriptor KCore invalidated was followed by a TLB flush (part of
-    // the invariant check, made here after every step).
+    // Every descriptor KCore invalidated was followed by a TLB flush, and no
+    // step found KCore's state other than its check promised (both part of
+    // the invariant check, made here after every step: `check_invariants`
+    // runs once per shape of the tables, and a step that changes nothing is
+    // held to KCore's whole bookkeeping, the count included).
     for (r, w) in after.runs.iter().enumerate() {
         if w.hw.unflushed() != 0 {
             return Err(format!(
                 "invariant (run {r}): {} invalidated stage-2 descriptors without a TLB flush",
                 w.hw.unflushed()
+            ));
+        }
+        let broken = w.host.mem().broken_invariants();
+        if broken != 0 {
+            return Err(format!(
+                "invariant (run {r}): KCore counted {broken} broken invariants"
             ));
         }
     }

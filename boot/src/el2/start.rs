@@ -143,8 +143,13 @@ fn build_el2_map(
 
     let geometry = Geometry::stage1(f.pa_bits)?;
     let mut t = PageTable::<El2Stage1>::new(Pa(area), geometry);
-    let mut map =
-        |va: u64, end: u64, a: Attrs| t.map(&mut mem, &mut pool, va, Pa(va), end - va, a).ok();
+    // The tables are pages of the area, and nothing else.
+    let area_end = area + EL2_TABLE_PAGES as u64 * PAGE_SIZE;
+    let in_area = |p: Pa| (area..area_end).contains(&p.raw());
+    let mut map = |va: u64, end: u64, a: Attrs| {
+        t.map(&mut mem, &mut pool, &in_area, va, Pa(va), end - va, a)
+            .ok()
+    };
     map(img.start, img.text_end, Attrs::RAM_RX)?;
     map(img.text_end, img.rodata_end, Attrs::RAM_RO)?;
     map(img.rodata_end, img.end, Attrs::RAM_RW)?;
@@ -155,8 +160,16 @@ fn build_el2_map(
             bank.end().min(geometry.input_limit()),
             &[image],
             |s, e| {
-                t.map(&mut mem, &mut pool, s, Pa(s), e - s, Attrs::RAM_RW)
-                    .map_err(|_| ())
+                t.map(
+                    &mut mem,
+                    &mut pool,
+                    &in_area,
+                    s,
+                    Pa(s),
+                    e - s,
+                    Attrs::RAM_RW,
+                )
+                .map_err(|_| ())
             },
         )
         .ok()?;
@@ -166,6 +179,7 @@ fn build_el2_map(
         t.map(
             &mut mem,
             &mut pool,
+            &in_area,
             page,
             Pa(page),
             PAGE_SIZE,
@@ -179,6 +193,7 @@ fn build_el2_map(
         t.map(
             &mut mem,
             &mut pool,
+            &in_area,
             start,
             Pa(start),
             end - start,
@@ -519,7 +534,7 @@ fn boot_kserv(
         tables.zero_page(Pa(pool.base() + i as u64 * PAGE_SIZE));
     }
     let mut s2 = HostStage2::new(PageTable::<Stage2>::new(Pa(pool.base()), geometry), map);
-    if let Err(e) = s2.map_ram(&mut tables, &mut pages) {
+    if let Err(e) = s2.map_ram(&mut tables, &mut pages, &|t| owners.holds_table(t, None)) {
         stop(format_args!("cannot build KServ's stage 2: {e:?}"));
     }
     let mpidrs: Vec<u64> = plat.cpus.iter().map(|c| c.mpidr).collect();

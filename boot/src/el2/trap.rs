@@ -6,11 +6,12 @@
 //! start or stop CPUs, since a CPU started by the firmware takes it on
 //! arrival, and while a guest runs.
 
-use super::start::{MAX_CPUS, STATE, stop};
+use super::start::{MAP_RANGES, MAX_CPUS, MAX_VMS, STATE, stop};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::exception::fault_ipa;
 use kcore::host::{Resume, run_result};
+use kcore::mem_protect::MemCore;
 use kcore::psci::fid;
 use kcore::vcpu::{Loaded, RunArgs, Step, VcpuHost, run_vcpu_in};
 use kcore_abi::Error;
@@ -19,7 +20,7 @@ use kcore_arch::el2::firmware::{self, SmcFirmware};
 use kcore_arch::el2::guest::El2Guest;
 use kcore_arch::el2::memory::PhysTables;
 use kcore_arch::el2::vectors::HostFrame;
-use log::warn;
+use log::{error, warn};
 
 static SECONDARY_ENTRY: AtomicU64 = AtomicU64::new(0);
 
@@ -75,6 +76,8 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
     // come from KCore's pool and are mapped read-write at EL2.
     let mut mem = unsafe { PhysTables::new() };
     let denied_before = state.host.stats().denied;
+    let broken_before = state.host.mem().broken_invariants();
+    let x0 = frame[0];
     let resume = state.host.handle_trap(
         cpu,
         &trap,
@@ -82,6 +85,16 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
         &mut mem,
         &mut state.pool,
         &mut SmcFirmware,
+    );
+    // Under the state lock (it comes before the console's), since not
+    // every way on from here returns; a KCore bug is rare enough.
+    report_broken(
+        broken_before,
+        state.host.mem().broken_invariants(),
+        format_args!(
+            "a KServ trap (ESR {:#x}, x0 {x0:#x}, PC {:#x})",
+            trap.esr, trap.elr
+        ),
     );
     match resume {
         Resume::Retry => {}
@@ -142,55 +155,69 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
 /// KCore's state for the vCPU run loop: the state lock for each step.
 struct Locked;
 
-impl VcpuHost for Locked {
-    fn load(&mut self, a: RunArgs, lr_count: usize, out: &mut Loaded) -> Result<(), Error> {
+impl Locked {
+    /// Runs `f` on KCore's state under its lock, then, with the lock
+    /// dropped, reports any broken invariant `f` counted ([`report_broken`],
+    /// `what` naming the step). `None` if KCore has no state yet.
+    fn step<R>(
+        what: &str,
+        f: impl FnOnce(&mut MemCore<&'static mut [u64], MAP_RANGES, MAX_VMS>, &mut PhysTables) -> R,
+    ) -> Option<R> {
         let mut guard = STATE.lock();
-        let state = guard.as_mut().ok_or(Error::Busy)?;
+        let state = guard.as_mut()?;
         // SAFETY: KCore's tables and RAM are mapped read-write at EL2.
         let mut mem = unsafe { PhysTables::new() };
-        state
-            .host
-            .mem_mut()
-            .vcpu_load_into(a, lr_count, &mut mem, out)
+        let before = state.host.mem().broken_invariants();
+        let r = f(state.host.mem_mut(), &mut mem);
+        let now = state.host.mem().broken_invariants();
+        drop(guard);
+        report_broken(before, now, format_args!("{what}"));
+        Some(r)
+    }
+}
+
+impl VcpuHost for Locked {
+    fn load(&mut self, a: RunArgs, lr_count: usize, out: &mut Loaded) -> Result<(), Error> {
+        Self::step("a vCPU load", |m, mem| {
+            m.vcpu_load_into(a, lr_count, mem, out)
+        })
+        .unwrap_or(Err(Error::Busy))
     }
     fn cpu_on(&mut self, l: &mut Loaded, target: usize, entry: u64, context: u64) -> Step {
-        let mut guard = STATE.lock();
-        let Some(state) = guard.as_mut() else {
-            return Step::Exit;
-        };
-        // SAFETY: as in `load`.
-        let mut mem = unsafe { PhysTables::new() };
-        state
-            .host
-            .mem_mut()
-            .vcpu_cpu_on(l, target, entry, context, &mut mem)
+        Self::step("a guest's CPU_ON", |m, mem| {
+            m.vcpu_cpu_on(l, target, entry, context, mem)
+        })
+        .unwrap_or(Step::Exit)
     }
     fn guest_mem(&mut self, l: &mut Loaded, share: bool, gfn: u64) {
-        let mut guard = STATE.lock();
-        if let Some(state) = guard.as_mut() {
-            // SAFETY: as in `load`.
-            let mut mem = unsafe { PhysTables::new() };
-            state.host.mem_mut().vcpu_guest_mem(l, share, gfn, &mut mem);
-        }
+        Self::step("a guest's MEM_SHARE or MEM_UNSHARE", |m, mem| {
+            m.vcpu_guest_mem(l, share, gfn, mem)
+        });
     }
     fn put(&mut self, l: &mut Loaded) {
-        let mut guard = STATE.lock();
-        if let Some(state) = guard.as_mut() {
-            // SAFETY: as in `load`.
-            let mut mem = unsafe { PhysTables::new() };
-            let before = state.host.mem().broken_invariants();
-            state.host.mem_mut().vcpu_put(l, &mut mem);
-            let broken = state.host.mem().broken_invariants();
-            drop(guard);
-            // Never silent, never a flood: the first and then every power
-            // of two.
-            if broken != before && broken.is_power_of_two() {
-                warn!(
-                    "KCore bug: a vCPU put found its run page no longer pinned; exit not written \
-                     ({broken} broken invariants so far)"
-                );
-            }
-        }
+        Self::step(
+            "a vCPU put (its run page no longer pinned: exit not written)",
+            |m, mem| m.vcpu_put(l, mem),
+        );
+    }
+}
+
+/// Logs that KCore's broken-invariant count went from `before` to `now`
+/// during `step`: a KCore bug (a step found KCore's state other than its
+/// own check promised, or a stage-2 table corrupt). Never silent, never a
+/// flood: logged when the count reaches the first and then every power of
+/// two, however many steps raised it.
+fn report_broken(before: u64, now: u64, step: core::fmt::Arguments<'_>) {
+    // The first power of two above `before`, if the count reached it.
+    let crossed = before
+        .checked_add(1)
+        .and_then(u64::checked_next_power_of_two)
+        .is_some_and(|p| p <= now);
+    if crossed {
+        error!(
+            "KCore bug: {step} broke a KCore invariant (broken-invariant count {now}, was \
+             {before})"
+        );
     }
 }
 

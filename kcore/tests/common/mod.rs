@@ -8,8 +8,9 @@ use kcore::host::Host;
 use kcore::host_stage2::{HostMemoryMap, HostStage2, TrapFrames};
 use kcore::mem_protect::MemCore;
 use kcore::ownership::OwnershipTable;
-use kcore::pgtable::{Geometry, PageTable, Stage2};
+use kcore::pgtable::{Geometry, Leaf, PageTable, Stage2};
 use kcore::psci::PsciRelay;
+use kcore::vm::VmId;
 use kcore_arch::host_double::FakeAllocator;
 use kcore_arch::host_machine::FakeMachine;
 
@@ -57,7 +58,8 @@ pub fn world() -> World {
     let mut alloc = FakeAllocator::new(HOST_S2_POOL + 16 * PAGE_SIZE, 64);
     let geometry = Geometry::stage2(PA_BITS).unwrap();
     let mut s2 = HostStage2::new(PageTable::<Stage2>::new(Pa(HOST_S2_POOL), geometry), map);
-    s2.map_ram(&mut hw, &mut alloc).unwrap();
+    s2.map_ram(&mut hw, &mut alloc, &|t| owners.holds_table(t, None))
+        .unwrap();
     let mem = MemCore::new(owners, s2, PA_BITS);
     World {
         host: Host::new(mem, PsciRelay::new(&[0, 1, 2, 3], 0)),
@@ -79,6 +81,31 @@ pub fn check_invariants(w: &World) -> Result<(), String> {
     kcore::audit::audit(w.host.mem(), &w.hw)
         .map(drop)
         .map_err(|e| format!("self-check: {e:?}"))
+}
+
+/// What KServ's stage 2 maps at `va`, walked as KCore walks it (each table
+/// checked against the ownership table first). Panics on a corrupt table.
+pub fn host_walk(w: &World, va: u64) -> Option<Leaf> {
+    let owners = w.host.mem().owners();
+    w.host
+        .mem()
+        .host()
+        .table()
+        .walk(&w.hw, &|t| owners.holds_table(t, None), va)
+        .expect("KServ's stage 2 is not corrupt")
+}
+
+/// What VM `id`'s stage 2 maps at `ipa` (`None` too if there is no such
+/// VM), walked as KCore walks it. Panics on a corrupt table.
+pub fn vm_walk(w: &World, id: VmId, ipa: u64) -> Option<Leaf> {
+    let owners = w.host.mem().owners();
+    w.host
+        .mem()
+        .vms()
+        .get(id)?
+        .stage2
+        .walk(&w.hw, &|t| owners.holds_table(t, Some(id)), ipa)
+        .expect("the VM's stage 2 is not corrupt")
 }
 
 /// The raw registers of an HVC.
@@ -111,7 +138,8 @@ pub fn small_world(ram_pages: u64, kcore_pages: u64, pa_bits: u32) -> World {
     let mut hw = FakeMachine::new();
     let mut alloc = FakeAllocator::new(RAM + root_pages * PAGE_SIZE, kcore_pages - root_pages);
     let mut s2 = HostStage2::new(PageTable::<Stage2>::new(Pa(RAM), geometry), map);
-    s2.map_ram(&mut hw, &mut alloc).unwrap();
+    s2.map_ram(&mut hw, &mut alloc, &|t| owners.holds_table(t, None))
+        .unwrap();
     let mem = MemCore::new(owners, s2, pa_bits);
     World {
         host: Host::new(mem, PsciRelay::new(&[0, 1, 2, 3], 0)),
