@@ -786,7 +786,11 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// returns to KServ.
     pub fn check_host_reclaim_page(&self, handle: u64, pfn: u64) -> Result<ReclaimTicket, Error> {
         let (id, vm) = self.live_vm(handle)?;
-        if vm.state != VmState::Dying {
+        // Dying, and no vCPU of it still out on a CPU: a VM torn down under
+        // a running vCPU (by the wipe before SYSTEM_OFF/RESET, should the
+        // firmware return) keeps its pages until that vCPU's put, which
+        // writes its context page.
+        if vm.state != VmState::Dying || vm.loaded != 0 {
             return Err(Error::Busy);
         }
         let (pfn, state) = self.ram_page(pfn)?;

@@ -808,10 +808,19 @@ fn system_reset_leaves_no_vm_data_in_ram() {
     assert!(v.w.hw.is_zero(IMAGE_PFN << 12));
     let (_, vm) = v.w.host.mem().vms().lookup(v.h).unwrap();
     assert_eq!(vm.state, VmState::Dying);
-    // The guest on the other CPU exits (its stage 2 is gone) and is put
-    // back; KServ then reclaims what is left, all of it zero.
+    // Until the guest still out on the other CPU is put back, its VM's pages
+    // stay: the put writes its context page.
+    let ctx = l.ctx_page.raw() >> 12;
+    assert_eq!(
+        hvc(&mut v.w, H::HostReclaimPage, &[v.h, ctx])[0],
+        Error::Busy.to_x0()
+    );
+    // It exits (its stage 2 is gone) and is put back; then the pages come
+    // back, scrubbed.
     v.w.host.mem_mut().vcpu_put(&mut l, &mut v.w.hw);
     check_invariants(&v.w).unwrap();
+    assert_eq!(hvc(&mut v.w, H::HostReclaimPage, &[v.h, ctx])[0], 0);
+    assert!(v.w.hw.is_zero(ctx << 12), "scrubbed at reclaim");
     let mut g = ScriptedGuest::new(4);
     assert_eq!(run(&mut v, 0, &mut g).0, Error::Denied.to_x0(), "dying");
     assert!(g.entries.is_empty());
