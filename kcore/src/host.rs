@@ -202,9 +202,10 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
             ec::DABT_LOW | ec::IABT_LOW if esr.is_s2_mapping_fault() => {
                 let ipa = Ipa(fault_ipa(trap.hpfar, trap.far));
                 let (stage2, owners) = self.mem.host_mut();
+                let pages = stage2.table_pages();
                 let abort =
                     stage2.handle_abort(hw, alloc, ipa, |r| owners.host_may_map_range(r), &|t| {
-                        owners.holds_table(t, None)
+                        owners.holds_table(t, None) && pages.allows(t)
                     });
                 match abort {
                     HostAbort::Mapped => {

@@ -168,6 +168,26 @@ pub struct HostStage2<const N: usize> {
     table: PageTable<Stage2>,
     map: HostMemoryMap<N>,
     denied: u64,
+    tables: TablePages,
+}
+
+/// Where KServ's stage-2 table pages may lie: its root and the pool its
+/// tables are allocated from. A descriptor naming any other page — even
+/// another of KCore's, such as the ownership table — is corrupt. Empty means
+/// not narrowed (any `KCore` page; host tests that do not say).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TablePages([Option<MemRange>; 2]);
+
+impl TablePages {
+    /// The root's pages and the pool's.
+    pub const fn new(root: MemRange, pool: MemRange) -> Self {
+        TablePages([Some(root), Some(pool)])
+    }
+    /// Whether a table page of KServ's stage 2 may lie at `pa` (besides
+    /// being KCore's).
+    pub fn allows(&self, pa: Pa) -> bool {
+        self.0.iter().all(Option::is_none) || self.0.iter().flatten().any(|r| r.contains(pa.raw()))
+    }
 }
 
 impl<const N: usize> HostStage2<N> {
@@ -177,6 +197,7 @@ impl<const N: usize> HostStage2<N> {
             table,
             map,
             denied: 0,
+            tables: TablePages::default(),
         }
     }
 
@@ -188,6 +209,16 @@ impl<const N: usize> HostStage2<N> {
     /// The table, for the ownership transitions that unmap from it.
     pub(crate) fn table_mut(&mut self) -> &mut PageTable<Stage2> {
         &mut self.table
+    }
+
+    /// Narrows where the table's pages may lie ([`TablePages`]).
+    pub fn set_table_pages(&mut self, pages: TablePages) {
+        self.tables = pages;
+    }
+
+    /// Where the table's pages may lie.
+    pub fn table_pages(&self) -> TablePages {
+        self.tables
     }
 
     /// The memory map.

@@ -442,3 +442,36 @@ fn every_walker_stops_at_a_forged_descriptor() {
     assert_eq!(t.walk(&spy, &in_tables, 0x4000_0000), Ok(None));
     assert_eq!(t.tables_needed(&spy, &in_tables, 0x4000_0000), Ok(2));
 }
+
+/// KServ's stage-2 tables are its root and its table pool's pages only: a
+/// descriptor naming another of KCore's pages (its image, the ownership
+/// table) is as corrupt as one naming KServ's.
+#[test]
+fn kservs_stage_2_never_follows_into_other_kcore_memory() {
+    let Setup { mut w, .. } = setup();
+    let root = w.host.mem().host().table().root();
+    let kcore_page = RAM + 0x1000; // KCore's, outside KServ's table pages
+    forge(&mut w, root, 4, kcore_page);
+    let mut spy = Spy::new(std::mem::take(&mut w.hw));
+    assert_eq!(
+        audit(w.host.mem(), &spy),
+        Err(AuditError {
+            finding: Finding::CorruptTable,
+            at: kcore_page,
+            vm: None,
+        })
+    );
+    spy.assert_untouched(kcore_page, "audit");
+    let mut regs = [7u64; 31];
+    let r = w.host.handle_trap(
+        0,
+        &data_abort(0x1_0000_0000),
+        &mut regs,
+        &mut spy,
+        &mut FakeAllocator::new(HOST_S2_POOL + 16 * PAGE_SIZE, 0),
+        &mut FakeFirmware::default(),
+    );
+    assert!(matches!(r, Resume::Inject(_)), "{r:?}");
+    assert_eq!(w.host.mem().broken_invariants(), 1);
+    spy.assert_untouched(kcore_page, "abort");
+}

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
 use kcore::gic_guard;
 use kcore::host::Host;
-use kcore::host_stage2::{HostMemoryMap, HostStage2, TrapFrames};
+use kcore::host_stage2::{HostMemoryMap, HostStage2, TablePages, TrapFrames};
 use kcore::image::VerifyKey;
 use kcore::mem_protect::MemCore;
 use kcore::ownership::OwnershipTable;
@@ -534,7 +534,21 @@ fn boot_kserv(
         tables.zero_page(Pa(pool.base() + i as u64 * PAGE_SIZE));
     }
     let mut s2 = HostStage2::new(PageTable::<Stage2>::new(Pa(pool.base()), geometry), map);
-    if let Err(e) = s2.map_ram(&mut tables, &mut pages, &|t| owners.holds_table(t, None)) {
+    // KServ's tables are its root and pages of `pages`: never the ownership
+    // table or the stacks beside them in KCore's pool.
+    let (Some(root), Some(table_pool)) = (
+        MemRange::new(pool.base(), S2_ROOT_SPACE),
+        MemRange::from_bounds(owners_at + owner_bytes, pool.end() - stacks_bytes),
+    ) else {
+        stop(format_args!(
+            "KCore's pool leaves no room for KServ's tables"
+        ))
+    };
+    s2.set_table_pages(TablePages::new(root, table_pool));
+    let table_pages = s2.table_pages();
+    if let Err(e) = s2.map_ram(&mut tables, &mut pages, &|t| {
+        owners.holds_table(t, None) && table_pages.allows(t)
+    }) {
         stop(format_args!("cannot build KServ's stage 2: {e:?}"));
     }
     let mpidrs: Vec<u64> = plat.cpus.iter().map(|c| c.mpidr).collect();

@@ -5,7 +5,7 @@
 
 use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
 use kcore::host::Host;
-use kcore::host_stage2::{HostMemoryMap, HostStage2, TrapFrames};
+use kcore::host_stage2::{HostMemoryMap, HostStage2, TablePages, TrapFrames};
 use kcore::mem_protect::MemCore;
 use kcore::ownership::OwnershipTable;
 use kcore::pgtable::{Geometry, Leaf, PageTable, Stage2};
@@ -58,8 +58,17 @@ pub fn world() -> World {
     let mut alloc = FakeAllocator::new(HOST_S2_POOL + 16 * PAGE_SIZE, 64);
     let geometry = Geometry::stage2(PA_BITS).unwrap();
     let mut s2 = HostStage2::new(PageTable::<Stage2>::new(Pa(HOST_S2_POOL), geometry), map);
-    s2.map_ram(&mut hw, &mut alloc, &|t| owners.holds_table(t, None))
-        .unwrap();
+    // KServ's tables: its root and the allocator's pages, nothing else of
+    // KCore's.
+    s2.set_table_pages(TablePages::new(
+        MemRange::new(HOST_S2_POOL, geometry.root_tables() as u64 * PAGE_SIZE).unwrap(),
+        MemRange::new(HOST_S2_POOL + 16 * PAGE_SIZE, 64 * PAGE_SIZE).unwrap(),
+    ));
+    let pages = s2.table_pages();
+    s2.map_ram(&mut hw, &mut alloc, &|t| {
+        owners.holds_table(t, None) && pages.allows(t)
+    })
+    .unwrap();
     let mem = MemCore::new(owners, s2, PA_BITS);
     World {
         host: Host::new(mem, PsciRelay::new(&[0, 1, 2, 3], 0)),
