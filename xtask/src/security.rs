@@ -184,7 +184,11 @@ fn render(rows: &[AttackRow], machine: &str, seed: u64, commit: &str, secs: u64)
          reads back the victim's page, `PENDBASER` KCore's, `EnableLPIs` sets), `dma-masters` \
          fails (fw_cfg's DMA register takes KCore's address, PCIe config space and a \
          virtio-mmio transport answer), and KCore's self-check finds running vCPUs whose run \
-         pages are not pinned (`share-race` and `fuzz` fail on it).\n\n\
+         pages are not pinned (`share-race` and `fuzz` fail on it). With KCore's manifest \
+         check on `HostDeclareMmio` and its rules for protected secondaries taken out, \
+         `mmio-consent` fails (MMIO declared before verification, over the RAM after the \
+         image, over the image and past the manifest, all accepted) and `secondary` fails \
+         (vCPU 1's PC and `x0` set, and vCPU 1 run before any `CPU_ON`).\n\n\
          Residue across a reset is the system test `residue` (`cargo xtask test`): a protected \
          guest fills 4 MiB of its memory with 16 random bytes, KServ resets the machine with \
          the guest alive (QEMU keeps RAM, as a warm reset does), and after the second boot no \
