@@ -23,7 +23,9 @@ use alloc::vec::Vec;
 
 use kcore_abi::dt;
 
-use crate::platform::{DtError, Dtb, FDT_HEADER_SIZE, FDT_VERSION, MemRegion, ROOT, Tree};
+use crate::platform::dtb::{Dtb, FDT_HEADER_SIZE, FDT_VERSION};
+use crate::platform::tree::{ROOT, Tree};
+use crate::platform::{DtError, MemRegion};
 
 /// What KCore changes in the loader's device tree before KServ sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
