@@ -25,23 +25,15 @@ use kcore_arch::el2::gicv3;
 use kcore_arch::el2::memory::{PagePool, PhysTables};
 use kcore_arch::el2::vectors;
 use kcore_boot::platform::{self, Conduit, MaybeRegion, Platform};
-use kcore_boot::{kserv_dt, platform::MemRegion};
+use kcore_boot::{kserv_dt, platform::MemRegion, pool};
 use log::{error, info, warn};
 
 /// Most CPUs KCore manages.
 pub const MAX_CPUS: usize = 64;
 /// Ranges KServ's memory map may hold (RAM banks and KCore regions).
 pub const MAP_RANGES: usize = 16;
-/// EL2 stack per secondary CPU.
-const SECONDARY_STACK: u64 = 16 * 1024;
 /// Most VMs at once (hardware VMIDs 1..=MAX_VMS; 8-bit VMIDs).
 pub const MAX_VMS: usize = 16;
-/// KServ's stage-2 tables beyond one per 2 MiB of RAM (upper levels,
-/// device mappings).
-const HOST_S2_HEADROOM: u64 = 256 * PAGE_SIZE;
-/// Space reserved at the start of the pool for a stage-2 root (up to 16
-/// concatenated tables).
-const S2_ROOT_SPACE: u64 = 16 * PAGE_SIZE;
 /// Pages of the EL2 stage-1 table area in bss.
 const EL2_TABLE_PAGES: usize = 64;
 
@@ -364,8 +356,6 @@ fn boot_kserv(
     let Some(dt_base) = align_up(kernel_end, 2 << 20) else {
         stop(format_args!("no room for KServ's device tree"))
     };
-    // KCore's pool: a stage-2 root, the ownership table (8 bytes a page of
-    // RAM), KServ's stage-2 tables, the secondary CPUs' stacks.
     let mut ram_banks = RangeSet::<MAP_RANGES>::new();
     for b in &banks {
         if ram_banks.insert(*b).is_err() {
@@ -373,38 +363,24 @@ fn boot_kserv(
         }
     }
     let owner_entries = OwnershipTable::<&mut [u64], MAP_RANGES>::entries_needed(&ram_banks);
-    let owner_bytes = align_up(owner_entries as u64 * 8, PAGE_SIZE).unwrap_or(u64::MAX);
-    let stacks_bytes = MAX_CPUS as u64 * SECONDARY_STACK;
-    // KServ's stage 2 needs at most one last-level table per 2 MiB of RAM
-    // (once donations split every block into pages), plus the upper levels.
-    let host_s2_bytes = (owner_entries as u64 / 512) * PAGE_SIZE + HOST_S2_HEADROOM;
-    let pool_size = align_up(
-        S2_ROOT_SPACE + owner_bytes + host_s2_bytes + stacks_bytes,
-        2 << 20,
-    )
-    .unwrap_or(u64::MAX);
-    let pool_end = bank.end() & !((2 << 20) - 1);
-    let pool_base = pool_end.saturating_sub(pool_size);
-    let Some(pool) = MemRange::from_bounds(pool_base, pool_end) else {
-        stop(format_args!("RAM bank too small for KCore's pool"))
+    // KCore's pool: a stage-2 root, the ownership table, KServ's stage-2
+    // tables, the secondary CPUs' stacks (`kcore_boot::pool`).
+    let layout = match pool::place(&pool::PoolRequest {
+        bank,
+        owner_entries,
+        cpus: MAX_CPUS,
+        kcore_start: img.start,
+        kernel_end,
+        dt_base,
+        dt_len: dt.len() as u64,
+        reserved: &plat.reserved,
+    }) {
+        Ok(l) => l,
+        Err(e) => stop(format_args!("{e}")),
     };
+    let pool = layout.pool;
     let image = MemRange::from_bounds(img.start, img.end).unwrap_or_default();
-    let dt_limit = dt_base + (dt.len() as u64 + 64 * 1024);
-    let used = [
-        MemRange::from_bounds(img.start, kernel_end),
-        MemRange::from_bounds(dt_base, dt_limit),
-    ];
-    if used.iter().flatten().any(|u| u.overlaps(&pool))
-        || plat
-            .reserved
-            .iter()
-            .filter_map(region)
-            .any(|r| r.overlaps(&pool))
-    {
-        stop(format_args!(
-            "not enough RAM: KCore's pool at {pool:?} would overlap KServ's kernel, device tree or a reserved region"
-        ));
-    }
+    let dt_limit = layout.dt.end();
     let kcore_regions = [image, pool];
     let edits = kserv_dt::KservDtEdits {
         kcore_regions: &[
@@ -511,15 +487,14 @@ fn boot_kserv(
     };
     // SAFETY: the pool is RAM KCore just reserved for itself, mapped RW at EL2.
     let mut tables = unsafe { PhysTables::new() };
-    let owners_at = pool.base() + S2_ROOT_SPACE;
-    // SAFETY: as above; the pool holds, in order, the root (S2_ROOT_SPACE),
-    // the ownership table (owner_bytes), KServ's table pages, the stacks.
-    let mut pages = unsafe { PagePool::new(owners_at + owner_bytes, pool.end() - stacks_bytes) };
-    // SAFETY: [owners_at, owners_at + owner_bytes) is part of KCore's pool,
-    // mapped read-write at EL2, 8-byte aligned, and used for nothing else
-    // for as long as KCore runs.
+    // SAFETY: as above; `layout.tables` is the part of the pool between the
+    // ownership table and the stacks, used for nothing else.
+    let mut pages = unsafe { PagePool::new(layout.tables.base(), layout.tables.end()) };
+    // SAFETY: `layout.owners` is part of KCore's pool, mapped read-write at
+    // EL2, page aligned, holds `owner_entries` u64s (`pool::place`), and is
+    // used for nothing else for as long as KCore runs.
     let storage: &'static mut [u64] =
-        unsafe { core::slice::from_raw_parts_mut(owners_at as *mut u64, owner_entries) };
+        unsafe { core::slice::from_raw_parts_mut(layout.owners.base() as *mut u64, owner_entries) };
     let mut owners = match OwnershipTable::new(storage, ram_banks) {
         Ok(o) => o,
         Err(e) => stop(format_args!("cannot build the ownership table: {e:?}")),
@@ -536,15 +511,7 @@ fn boot_kserv(
     let mut s2 = HostStage2::new(PageTable::<Stage2>::new(Pa(pool.base()), geometry), map);
     // KServ's tables are its root and pages of `pages`: never the ownership
     // table or the stacks beside them in KCore's pool.
-    let (Some(root), Some(table_pool)) = (
-        MemRange::new(pool.base(), S2_ROOT_SPACE),
-        MemRange::from_bounds(owners_at + owner_bytes, pool.end() - stacks_bytes),
-    ) else {
-        stop(format_args!(
-            "KCore's pool leaves no room for KServ's tables"
-        ))
-    };
-    s2.set_table_pages(TablePages::new(root, table_pool));
+    s2.set_table_pages(TablePages::new(layout.s2_root, layout.tables));
     let table_pages = s2.table_pages();
     if let Err(e) = s2.map_ram(&mut tables, &mut pages, &|t| {
         owners.holds_table(t, None) && table_pages.allows(t)
@@ -570,11 +537,10 @@ fn boot_kserv(
         vtcr: geometry.vtcr(f.pa_range),
     });
     // Secondary CPUs: stacks at the top of the pool, MMU configuration.
-    let stacks = pool.end() - MAX_CPUS as u64 * SECONDARY_STACK;
     let sb = SecondaryBoot {
         mmu: *mmu,
-        stacks,
-        stack_size: SECONDARY_STACK,
+        stacks: layout.stacks,
+        stack_size: pool::SECONDARY_STACK,
         cpus: mpidrs.len().min(MAX_CPUS) as u64,
     };
     let slot = &raw mut KCORE_SECONDARY_BOOT;
