@@ -4,11 +4,12 @@
 //! One walker serves both regimes; [`Regime`] supplies the leaf descriptor
 //! encoding (Arm ARM D8.3, "Translation table descriptor formats"). Mapping
 //! uses the largest block the alignment allows (1 GiB at level 1, 2 MiB at
-//! level 2, 4 KiB pages at level 3) and never replaces a valid entry: a live
-//! table only ever goes from invalid to valid here, which needs no
-//! break-before-make sequence and no TLB maintenance (translation faults are
-//! not cached in TLBs). Changing or removing a valid entry is a separate,
-//! explicit operation with its own TLB invalidation, added with VM teardown.
+//! level 2, 4 KiB pages at level 3) and never replaces a valid entry: `map`
+//! only takes entries from invalid to valid, which needs no break-before-make
+//! sequence and no TLB maintenance (translation faults are not cached in
+//! TLBs). The one way a valid entry changes is [`PageTable::unmap_leaf`],
+//! which invalidates a leaf and returns the range it covered; its caller
+//! invalidates the TLBs for that range before relying on the change.
 //!
 //! No walk follows a table descriptor blindly. Every walker takes the
 //! caller's `is_table(pa)`, which says whether `pa` is one of this tree's

@@ -1,5 +1,5 @@
-//! Typed wrappers for KCore's VM, memory and vCPU hypercalls (ABI 0.4,
-//! `docs/abi.md`): each places its arguments in `x1..`, issues the call
+//! Typed wrappers for KCore's VM, memory and vCPU hypercalls (the ABI of
+//! `kcore_abi`, `docs/abi.md`): each places its arguments in `x1..`, issues the call
 //! through a [`Conduit`] and decodes `x0` into `Ok` or the
 //! [`kcore_abi::Error`] KCore refused with.
 //!
