@@ -16,10 +16,10 @@ use crate::host_stage2::HostAbort;
 use crate::hw::{Firmware, Hardware, PageAllocator};
 use crate::mem_protect::{CreateVm, MemCore};
 use crate::ownership::PageState;
-use crate::psci::{PsciOutcome, PsciRelay, fid};
+use crate::psci::{PsciOutcome, PsciRelay};
 use crate::vcpu::{Loaded, RunArgs, Step, VcpuHost};
 use crate::vm::VmKind;
-use kcore_abi::{Error, HypercallId, PageOwner, smccc, vm_flags};
+use kcore_abi::{Error, HypercallId, PageOwner, psci, smccc, vm_flags};
 
 /// The host's general registers `x0..=x30` at the trap.
 pub type Regs = [u64; 31];
@@ -349,11 +349,11 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
         fw: &mut impl Firmware,
     ) -> Resume {
         let id = regs[0];
-        if imm != 0 || id > u32::MAX as u64 || !fid::is_psci(id as u32) {
+        if imm != 0 || id > u32::MAX as u64 || !psci::is_psci(id as u32) {
             regs[0] = smccc::RET_NOT_SUPPORTED;
             return Resume::Skip;
         }
-        if matches!(id as u32, fid::SYSTEM_OFF | fid::SYSTEM_RESET) {
+        if matches!(id as u32, psci::SYSTEM_OFF | psci::SYSTEM_RESET) {
             // No residue across the firmware hand-off (DESIGN.md §2,
             // invariant 6): RAM survives a reset. The caller holds KCore's
             // lock across the firmware call, so no CPU changes anything

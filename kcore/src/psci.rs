@@ -10,72 +10,34 @@
 //! reaches the firmware.
 
 use crate::hw::Firmware;
+use kcore_abi::{psci, smccc};
 
-/// PSCI function ids KCore knows (SMC32 forms, and SMC64 where one exists).
-pub mod fid {
-    /// `PSCI_VERSION`.
-    pub const PSCI_VERSION: u32 = 0x8400_0000;
-    /// `CPU_SUSPEND` (SMC32).
-    pub const CPU_SUSPEND: u32 = 0x8400_0001;
-    /// `CPU_SUSPEND` (SMC64).
-    pub const CPU_SUSPEND_64: u32 = 0xC400_0001;
-    /// `CPU_OFF`.
-    pub const CPU_OFF: u32 = 0x8400_0002;
-    /// `CPU_ON` (SMC32).
-    pub const CPU_ON: u32 = 0x8400_0003;
-    /// `CPU_ON` (SMC64).
-    pub const CPU_ON_64: u32 = 0xC400_0003;
-    /// `AFFINITY_INFO` (SMC32).
-    pub const AFFINITY_INFO: u32 = 0x8400_0004;
-    /// `AFFINITY_INFO` (SMC64).
-    pub const AFFINITY_INFO_64: u32 = 0xC400_0004;
-    /// `MIGRATE_INFO_TYPE`.
-    pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
-    /// `SYSTEM_OFF`.
-    pub const SYSTEM_OFF: u32 = 0x8400_0008;
-    /// `SYSTEM_RESET`.
-    pub const SYSTEM_RESET: u32 = 0x8400_0009;
-    /// `PSCI_FEATURES`.
-    pub const PSCI_FEATURES: u32 = 0x8400_000A;
-
-    /// Whether `f` lies in the PSCI function-id ranges (standard secure
-    /// service, numbers 0x00-0x1F, SMC32 or SMC64).
-    pub const fn is_psci(f: u32) -> bool {
-        (f & !0x4000_0000) & 0xFFFF_FFE0 == 0x8400_0000
-    }
-}
-
-/// PSCI return codes.
+/// The PSCI errors KCore returns itself (values from [`kcore_abi::psci`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i32)]
+#[repr(u64)]
 pub enum PsciError {
     /// `NOT_SUPPORTED`.
-    NotSupported = -1,
+    NotSupported = psci::NOT_SUPPORTED,
     /// `INVALID_PARAMETERS`.
-    InvalidParameters = -2,
+    InvalidParameters = psci::INVALID_PARAMETERS,
     /// `DENIED`.
-    Denied = -3,
+    Denied = psci::DENIED,
     /// `ALREADY_ON`.
-    AlreadyOn = -4,
+    AlreadyOn = psci::ALREADY_ON,
     /// `ON_PENDING`.
-    OnPending = -5,
+    OnPending = psci::ON_PENDING,
     /// `INTERNAL_FAILURE`.
-    InternalFailure = -6,
+    InternalFailure = psci::INTERNAL_FAILURE,
     /// `INVALID_ADDRESS`.
-    InvalidAddress = -9,
+    InvalidAddress = psci::INVALID_ADDRESS,
 }
 
 impl PsciError {
     /// As it appears in `x0` (sign-extended).
     pub const fn to_x0(self) -> u64 {
-        self as i32 as i64 as u64
+        self as u64
     }
 }
-
-/// The PSCI version KCore implements: 1.0.
-pub const VERSION_1_0: u64 = 0x0001_0000;
-/// `MIGRATE_INFO_TYPE`: no Trusted OS that needs migrating.
-const MIGRATE_NOT_REQUIRED: u64 = 2;
 
 /// Where a CPU is in KCore's view of its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,9 +78,6 @@ pub enum PsciOutcome {
     },
 }
 
-/// MPIDR affinity fields (Aff3, Aff2, Aff1, Aff0).
-pub const MPIDR_AFFINITY_MASK: u64 = 0xFF_00FF_FFFF;
-
 /// KCore's PSCI state: the CPUs the platform has and where each one is.
 #[derive(Clone, Debug)]
 pub struct PsciRelay<const CPUS: usize> {
@@ -137,7 +96,7 @@ impl<const CPUS: usize> PsciRelay<CPUS> {
             count: 0,
         };
         for (i, m) in mpidrs.iter().take(CPUS).enumerate() {
-            r.mpidrs[i] = m & MPIDR_AFFINITY_MASK;
+            r.mpidrs[i] = m & psci::MPIDR_AFFINITY;
             r.count = i + 1;
         }
         if boot_cpu < r.count {
@@ -153,7 +112,7 @@ impl<const CPUS: usize> PsciRelay<CPUS> {
 
     /// Index of the CPU with this MPIDR.
     pub fn cpu_index(&self, mpidr: u64) -> Option<usize> {
-        let m = mpidr & MPIDR_AFFINITY_MASK;
+        let m = mpidr & psci::MPIDR_AFFINITY;
         self.mpidrs[..self.count].iter().position(|&x| x == m)
     }
 
@@ -174,34 +133,35 @@ impl<const CPUS: usize> PsciRelay<CPUS> {
         entry_ok: impl Fn(u64) -> bool,
     ) -> PsciOutcome {
         use PsciOutcome::Return;
-        let is32 = fid & 0x4000_0000 == 0;
         // SMC32 calls only see the low 32 bits of their arguments.
-        let arg = |i: usize| if is32 { args[i] & 0xFFFF_FFFF } else { args[i] };
+        let arg = |i: usize| smccc::arg(fid, args[i]);
         match fid {
-            fid::PSCI_VERSION => Return(VERSION_1_0),
-            fid::PSCI_FEATURES => Return(Self::features(arg(0) as u32)),
-            fid::MIGRATE_INFO_TYPE => Return(MIGRATE_NOT_REQUIRED),
-            fid::CPU_ON | fid::CPU_ON_64 => self.start_cpu_on(arg(0), arg(1), arg(2), &entry_ok),
-            fid::CPU_OFF => match self.state[..self.count].get_mut(caller) {
+            psci::VERSION => Return(psci::VERSION_1_0),
+            psci::FEATURES => Return(Self::features(arg(0) as u32)),
+            psci::MIGRATE_INFO_TYPE => Return(psci::NO_TRUSTED_OS),
+            psci::CPU_ON_32 | psci::CPU_ON_64 => {
+                self.start_cpu_on(arg(0), arg(1), arg(2), &entry_ok)
+            }
+            psci::CPU_OFF => match self.state[..self.count].get_mut(caller) {
                 Some(s) => {
                     *s = CpuState::Off;
                     PsciOutcome::CpuOff { cpu: caller }
                 }
                 None => Return(PsciError::InternalFailure.to_x0()),
             },
-            fid::AFFINITY_INFO | fid::AFFINITY_INFO_64 => {
+            psci::AFFINITY_INFO_32 | psci::AFFINITY_INFO_64 => {
                 let (target, level) = (arg(0), arg(1));
                 if level != 0 {
                     return Return(PsciError::InvalidParameters.to_x0());
                 }
                 match self.cpu_index(target) {
-                    Some(i) if target & !MPIDR_AFFINITY_MASK == 0 => {
+                    Some(i) if target & !psci::MPIDR_AFFINITY == 0 => {
                         Return(fw.smc(fid, [self.mpidrs[i], 0, 0]))
                     }
                     _ => Return(PsciError::InvalidParameters.to_x0()),
                 }
             }
-            fid::SYSTEM_OFF | fid::SYSTEM_RESET => {
+            psci::SYSTEM_OFF | psci::SYSTEM_RESET => {
                 let r = fw.smc(fid, [0; 3]);
                 // Only reached if the firmware refused.
                 Return(if r == 0 {
@@ -216,16 +176,16 @@ impl<const CPUS: usize> PsciRelay<CPUS> {
 
     fn features(f: u32) -> u64 {
         match f {
-            fid::PSCI_VERSION
-            | fid::PSCI_FEATURES
-            | fid::CPU_OFF
-            | fid::CPU_ON
-            | fid::CPU_ON_64
-            | fid::AFFINITY_INFO
-            | fid::AFFINITY_INFO_64
-            | fid::MIGRATE_INFO_TYPE
-            | fid::SYSTEM_OFF
-            | fid::SYSTEM_RESET => 0,
+            psci::VERSION
+            | psci::FEATURES
+            | psci::CPU_OFF
+            | psci::CPU_ON_32
+            | psci::CPU_ON_64
+            | psci::AFFINITY_INFO_32
+            | psci::AFFINITY_INFO_64
+            | psci::MIGRATE_INFO_TYPE
+            | psci::SYSTEM_OFF
+            | psci::SYSTEM_RESET => 0,
             _ => PsciError::NotSupported.to_x0(),
         }
     }
@@ -239,7 +199,7 @@ impl<const CPUS: usize> PsciRelay<CPUS> {
     ) -> PsciOutcome {
         let Some(cpu) = self
             .cpu_index(target)
-            .filter(|_| target & !MPIDR_AFFINITY_MASK == 0)
+            .filter(|_| target & !psci::MPIDR_AFFINITY == 0)
         else {
             return PsciOutcome::Return(PsciError::InvalidParameters.to_x0());
         };
@@ -316,14 +276,14 @@ mod tests {
         let mut fw = Fw(0, None);
         let ok = |_| true;
         assert_eq!(
-            r.handle(0, fid::PSCI_VERSION, [0; 3], &mut fw, ok),
-            PsciOutcome::Return(VERSION_1_0)
+            r.handle(0, psci::VERSION, [0; 3], &mut fw, ok),
+            PsciOutcome::Return(psci::VERSION_1_0)
         );
         assert_eq!(
             r.handle(
                 0,
-                fid::PSCI_FEATURES,
-                [fid::CPU_ON_64 as u64, 0, 0],
+                psci::FEATURES,
+                [psci::CPU_ON_64 as u64, 0, 0],
                 &mut fw,
                 ok
             ),
@@ -333,18 +293,18 @@ mod tests {
         assert_eq!(
             r.handle(
                 0,
-                fid::PSCI_FEATURES,
-                [fid::CPU_SUSPEND as u64, 0, 0],
+                psci::FEATURES,
+                [psci::CPU_SUSPEND_32 as u64, 0, 0],
                 &mut fw,
                 ok
             ),
             ns
         );
-        assert_eq!(r.handle(0, fid::CPU_SUSPEND_64, [0; 3], &mut fw, ok), ns);
+        assert_eq!(r.handle(0, psci::CPU_SUSPEND_64, [0; 3], &mut fw, ok), ns);
         assert_eq!(r.handle(0, 0x8400_001F, [0; 3], &mut fw, ok), ns);
         assert!(fw.1.is_none(), "nothing reached the firmware");
-        assert!(fid::is_psci(fid::CPU_ON_64) && fid::is_psci(fid::SYSTEM_OFF));
-        assert!(!fid::is_psci(0xC600_0000) && !fid::is_psci(0x8400_0020));
+        assert!(psci::is_psci(psci::CPU_ON_64) && psci::is_psci(psci::SYSTEM_OFF));
+        assert!(!psci::is_psci(0xC600_0000) && !psci::is_psci(0x8400_0020));
     }
 
     #[test]
@@ -352,30 +312,30 @@ mod tests {
         let mut r = relay();
         let mut fw = Fw(0, None);
         let in_ram = |a: u64| (0x4000_0000..0x8000_0000).contains(&a);
-        let bad_target = r.handle(0, fid::CPU_ON_64, [0x2, 0x4008_0000, 7], &mut fw, in_ram);
+        let bad_target = r.handle(0, psci::CPU_ON_64, [0x2, 0x4008_0000, 7], &mut fw, in_ram);
         assert_eq!(
             bad_target,
             PsciOutcome::Return(PsciError::InvalidParameters.to_x0())
         );
-        let bad_entry = r.handle(0, fid::CPU_ON_64, [0x1, 0x1000, 7], &mut fw, in_ram);
+        let bad_entry = r.handle(0, psci::CPU_ON_64, [0x1, 0x1000, 7], &mut fw, in_ram);
         assert_eq!(
             bad_entry,
             PsciOutcome::Return(PsciError::InvalidAddress.to_x0())
         );
-        let misaligned = r.handle(0, fid::CPU_ON_64, [0x1, 0x4008_0002, 7], &mut fw, in_ram);
+        let misaligned = r.handle(0, psci::CPU_ON_64, [0x1, 0x4008_0002, 7], &mut fw, in_ram);
         assert_eq!(
             misaligned,
             PsciOutcome::Return(PsciError::InvalidAddress.to_x0())
         );
         assert_eq!(r.state(1), Some(CpuState::Off), "refusals change nothing");
-        let on = r.handle(0, fid::CPU_ON_64, [0x1, 0x4008_0000, 7], &mut fw, in_ram);
+        let on = r.handle(0, psci::CPU_ON_64, [0x1, 0x4008_0000, 7], &mut fw, in_ram);
         assert_eq!(on, PsciOutcome::StartCpu { mpidr: 1, cpu: 1 });
-        let again = r.handle(0, fid::CPU_ON_64, [0x1, 0x4008_0000, 7], &mut fw, in_ram);
+        let again = r.handle(0, psci::CPU_ON_64, [0x1, 0x4008_0000, 7], &mut fw, in_ram);
         assert_eq!(again, PsciOutcome::Return(PsciError::OnPending.to_x0()));
         assert_eq!(r.finish_cpu_on(1, 0), 0);
         assert_eq!(r.take_boot_args(1), Some((0x4008_0000, 7)));
         assert_eq!(r.take_boot_args(1), None, "only once");
-        let on_again = r.handle(0, fid::CPU_ON_64, [0x1, 0x4008_0000, 7], &mut fw, in_ram);
+        let on_again = r.handle(0, psci::CPU_ON_64, [0x1, 0x4008_0000, 7], &mut fw, in_ram);
         assert_eq!(on_again, PsciOutcome::Return(PsciError::AlreadyOn.to_x0()));
         assert!(fw.1.is_none());
     }
@@ -386,7 +346,7 @@ mod tests {
         let mut fw = Fw(0, None);
         let out = r.handle(
             0,
-            fid::CPU_ON,
+            psci::CPU_ON_32,
             [0xFFFF_FFFF_0000_0100, 0x1_4008_0000, 0],
             &mut fw,
             |a| a == 0x4008_0000,
@@ -405,7 +365,7 @@ mod tests {
         let mut r = relay();
         let mut fw = Fw(0, None);
         assert!(matches!(
-            r.handle(0, fid::CPU_ON_64, [0x100, 0x4000_0000, 0], &mut fw, |_| {
+            r.handle(0, psci::CPU_ON_64, [0x100, 0x4000_0000, 0], &mut fw, |_| {
                 true
             }),
             PsciOutcome::StartCpu { .. }
@@ -421,7 +381,7 @@ mod tests {
         let mut r = relay();
         let mut fw = Fw(1, None);
         assert_eq!(
-            r.handle(0, fid::CPU_OFF, [0; 3], &mut fw, |_| true),
+            r.handle(0, psci::CPU_OFF, [0; 3], &mut fw, |_| true),
             PsciOutcome::CpuOff { cpu: 0 }
         );
         assert_eq!(r.state(0), Some(CpuState::Off));
@@ -429,14 +389,14 @@ mod tests {
         assert_eq!(r.state(0), Some(CpuState::On));
         let info = r.handle(
             0,
-            fid::AFFINITY_INFO_64,
+            psci::AFFINITY_INFO_64,
             [0x1_0000_0000, 0, 0],
             &mut fw,
             |_| true,
         );
         assert_eq!(info, PsciOutcome::Return(1));
-        assert_eq!(fw.1, Some((fid::AFFINITY_INFO_64, [0x1_0000_0000, 0, 0])));
-        let bad = r.handle(0, fid::AFFINITY_INFO_64, [0x0, 1, 0], &mut fw, |_| true);
+        assert_eq!(fw.1, Some((psci::AFFINITY_INFO_64, [0x1_0000_0000, 0, 0])));
+        let bad = r.handle(0, psci::AFFINITY_INFO_64, [0x0, 1, 0], &mut fw, |_| true);
         assert_eq!(
             bad,
             PsciOutcome::Return(PsciError::InvalidParameters.to_x0())

@@ -17,12 +17,11 @@ use crate::hw::Hardware;
 use crate::mem_protect::MemCore;
 use crate::ownership::PageState;
 use crate::vcpu::{
-    CtxKey, ExitReport, GuestConfig, Loaded, Pending, RunArgs, Step, TimerIrq, VcpuContext,
-    guest_fid, status,
+    CtxKey, ExitReport, GuestConfig, Loaded, Pending, RunArgs, Step, TimerIrq, VcpuContext, status,
 };
 use crate::vgic;
 use crate::vm::{MAX_VCPUS, Vm, VmId, VmKind, VmState};
-use kcore_abi::{Error, reg, run};
+use kcore_abi::{Error, psci, reg, run, smccc};
 
 impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCore<S, BANKS, VMS> {
     // ---- host_create_vcpu -----------------------------------------------------
@@ -368,7 +367,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         };
         l.ctx.x[0] = match r {
             Ok(()) => 0,
-            Err(_) => guest_fid::SMCCC_INVALID_PARAMETER,
+            Err(_) => smccc::RET_INVALID_PARAMETER,
         };
     }
 
@@ -392,7 +391,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         };
         if target >= MAX_VCPUS as usize || vm.vcpus & (1 << target) == 0 {
             l.ctx.pending = Pending::None;
-            l.ctx.x[0] = guest_fid::PSCI_INVALID_PARAMETERS;
+            l.ctx.x[0] = psci::INVALID_PARAMETERS;
             return Step::Resume;
         }
         let page = Pa(vm.vcpu_pages[target]);
@@ -401,7 +400,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let running = t.status & status::STARTED != 0 && t.status & status::OFF == 0;
         if vm.loaded & (1 << target) != 0 || running {
             l.ctx.pending = Pending::None;
-            l.ctx.x[0] = guest_fid::PSCI_ALREADY_ON;
+            l.ctx.x[0] = psci::ALREADY_ON;
             return Step::Resume;
         }
         t.status |= status::BOOT;

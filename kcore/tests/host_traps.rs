@@ -11,8 +11,7 @@ mod common;
 use common::{GICR, GICR_STRIDE, RAM, World, check_invariants, host_walk, world};
 use kcore::exception::{Esr, TrapState, ec};
 use kcore::host::{Regs, Resume};
-use kcore::psci::fid;
-use kcore_abi::{Error, HypercallId};
+use kcore_abi::{Error, HypercallId, psci};
 use kcore_arch::host_double::FakeFirmware;
 
 const KCORE_PAGE: u64 = RAM + 0x2000;
@@ -64,20 +63,20 @@ fn hvc_version_and_unknown_ids() {
 fn smc_psci_is_relayed_and_skipped() {
     let (mut w, mut fw) = (world(), FakeFirmware::default());
     let mut regs = [0u64; 31];
-    regs[0] = fid::PSCI_VERSION as u64;
+    regs[0] = psci::VERSION as u64;
     assert_eq!(
         run(&mut w, &mut fw, &trap(ec::SMC64, 0, 0, 0), &mut regs),
         Resume::Skip
     );
     assert_eq!(regs[0], 0x1_0000);
     // CPU_ON with an entry point inside KCore is refused before the firmware.
-    regs[..4].copy_from_slice(&[fid::CPU_ON_64 as u64, 1, KCORE_PAGE, 0]);
+    regs[..4].copy_from_slice(&[psci::CPU_ON_64 as u64, 1, KCORE_PAGE, 0]);
     assert_eq!(
         run(&mut w, &mut fw, &trap(ec::SMC64, 0, 0, 0), &mut regs),
         Resume::Skip
     );
     assert_eq!(regs[0], -9i64 as u64, "INVALID_ADDRESS");
-    regs[..4].copy_from_slice(&[fid::CPU_ON_64 as u64, 1, HOST_RAM, 42]);
+    regs[..4].copy_from_slice(&[psci::CPU_ON_64 as u64, 1, HOST_RAM, 42]);
     assert_eq!(
         run(&mut w, &mut fw, &trap(ec::SMC64, 0, 0, 0), &mut regs),
         Resume::StartCpu { mpidr: 1, cpu: 1 }

@@ -4,9 +4,13 @@
 //! against the bindings at compile time).
 //!
 //! Sources: Linux `Documentation/virt/kvm/api.rst` and
-//! `arch/arm64/include/uapi/asm/kvm.h` (6.1), and, for
-//! [`KVM_VM_TYPE_ARM_PROTECTED`] and [`KSERV_VM_VERIFY_IMAGE`], KServ's own
-//! extension of the API (`docs/vmm.md`).
+//! `arch/arm64/include/uapi/asm/kvm.h` (6.1). KServ's own extension of the
+//! API (the protected VM type, `KSERV_VM_VERIFY_IMAGE` and the layout of its
+//! argument) is [`kcore_abi::kvm_ext`]'s (`docs/vmm.md`); [`KservVerifyImage`]
+//! is that argument as a Rust structure, checked against the layout there.
+
+use core::mem::offset_of;
+use kcore_abi::kvm_ext::{self, verify_image};
 
 /// `KVM_REG_ARM64`: the architecture field of a `ONE_REG` id.
 pub const KVM_REG_ARM64: u64 = 0x6000_0000_0000_0000;
@@ -75,32 +79,20 @@ pub const KVM_DEFAULT_IPA_BITS: u32 = 40;
 /// The smallest IPA size `KVM_CREATE_VM` accepts.
 pub const KVM_MIN_IPA_BITS: u32 = 32;
 
-/// `KVM_CREATE_VM` type flag of a protected VM, as Android's pKVM defines it
-/// (`KVM_VM_TYPE_ARM_PROTECTED`). **KServ's extension**: stock KVM (Debian's
-/// 6.1) has no protected VMs and fails `KVM_CREATE_VM` with `EINVAL`.
-pub const KVM_VM_TYPE_ARM_PROTECTED: u64 = 1 << 31;
-
 /// The `KVM_CREATE_VM` type for a VM with `ipa_bits` of IPA space (0: the
-/// default), protected or not.
+/// default), protected or not ([`kvm_ext::VM_TYPE_ARM_PROTECTED`], **KServ's
+/// extension**: stock KVM (Debian's 6.1) has no protected VMs and fails
+/// `KVM_CREATE_VM` with `EINVAL`).
 pub const fn vm_type(ipa_bits: u32, protected: bool) -> u64 {
     let ipa = ipa_bits as u64 & KVM_VM_TYPE_ARM_IPA_SIZE_MASK;
     if protected {
-        ipa | KVM_VM_TYPE_ARM_PROTECTED
+        ipa | kvm_ext::VM_TYPE_ARM_PROTECTED
     } else {
         ipa
     }
 }
 
-/// `_IOC_WRITE`: userspace writes, the kernel reads.
-const IOC_WRITE: u64 = 1;
-
-/// `_IOW(ty, nr, size)` with the asm-generic layout arm64 uses: direction in
-/// bits 31:30, size in 29:16, type in 15:8, number in 7:0.
-pub const fn iow(ty: u64, nr: u64, size: u64) -> u64 {
-    (IOC_WRITE << 30) | (size << 16) | (ty << 8) | nr
-}
-
-/// The argument of [`KSERV_VM_VERIFY_IMAGE`].
+/// The argument of `KSERV_VM_VERIFY_IMAGE` ([`kvm_ext::KSERV_VM_VERIFY_IMAGE`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KservVerifyImage {
@@ -115,18 +107,15 @@ pub struct KservVerifyImage {
     pub sig_len: u64,
 }
 
-/// KVM's ioctl type, `KVMIO`.
-pub const KVMIO: u64 = 0xAE;
+// The structure is `struct kserv_verify_image` as `kcore_abi::kvm_ext`
+// lays it out.
+const _: () = assert!(size_of::<KservVerifyImage>() == verify_image::SIZE);
+const _: () = assert!(offset_of!(KservVerifyImage, gpa) == verify_image::GPA);
+const _: () = assert!(offset_of!(KservVerifyImage, len) == verify_image::LEN);
+const _: () = assert!(offset_of!(KservVerifyImage, sig_addr) == verify_image::SIG_ADDR);
+const _: () = assert!(offset_of!(KservVerifyImage, sig_len) == verify_image::SIG_LEN);
 
-/// `KSERV_VM_VERIFY_IMAGE`, a VM ioctl: `_IOW(KVMIO, 0xF0, struct
-/// kserv_verify_image)`. **KServ's extension** of the KVM API: it asks KCore
-/// to verify the image at `gpa..gpa + len` of a protected VM against the
-/// signature block (which also fixes where the VM may have MMIO), after
-/// KServ has lost write access to those pages; a protected vCPU does not run
-/// before. Stock KVM does not know the number (`ENOTTY`).
-pub const KSERV_VM_VERIFY_IMAGE: u64 = iow(KVMIO, 0xF0, size_of::<KservVerifyImage>() as u64);
-
-/// Shortest signature block [`KSERV_VM_VERIFY_IMAGE`] takes: the signature
+/// Shortest signature block `KSERV_VM_VERIFY_IMAGE` takes: the signature
 /// and an empty manifest's header.
 pub const MIN_SIGNATURE_BLOCK: usize = 64 + 16;
 /// Longest: the signature and a manifest of 16 ranges.
@@ -146,11 +135,11 @@ mod tests {
     #[test]
     fn verify_image_ioctl_number() {
         assert_eq!(size_of::<KservVerifyImage>(), 32);
-        assert_eq!(KSERV_VM_VERIFY_IMAGE, 0x4020_AEF0);
+        assert_eq!(kvm_ext::KSERV_VM_VERIFY_IMAGE, 0x4020_AEF0);
         // The same formula as vmm-sys-util's `_IOW` (used for KVM's own
         // numbers), for a known KVM ioctl: KVM_IRQ_LINE = _IOW(KVMIO, 0x61,
         // struct kvm_irq_level (8 bytes)).
-        assert_eq!(iow(KVMIO, 0x61, 8), 0x4008_AE61);
+        assert_eq!(kvm_ext::kvm_ioc(kvm_ext::IOC_WRITE, 0x61, 8), 0x4008_AE61);
     }
 
     #[test]

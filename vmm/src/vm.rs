@@ -347,7 +347,11 @@ fn verify_image(vm: &VmFd, opts: &Options, loaded: &Loaded, v: Verbose) -> Resul
     // 32-byte `arg` and the `sig_len` bytes at `sig_addr`, both alive for
     // the call.
     let ret = unsafe {
-        vmm_sys_util::ioctl::ioctl_with_ref(vm, kvm_abi::KSERV_VM_VERIFY_IMAGE as _, &arg)
+        vmm_sys_util::ioctl::ioctl_with_ref(
+            vm,
+            kcore_abi::kvm_ext::KSERV_VM_VERIFY_IMAGE as _,
+            &arg,
+        )
     };
     if ret < 0 {
         let e = std::io::Error::last_os_error();

@@ -7,10 +7,17 @@
 //! definition of those numbers: KCore and the shim both depend on it, so a
 //! mismatch between them is a compile error. It has no dependencies and no
 //! `unsafe`. The human-readable description lives in `docs/abi.md`.
+//!
+//! It is also the one home of the other numbers several crates must agree
+//! on: the PSCI ([`psci`]) and SMCCC ([`smccc`]) function ids and results
+//! KCore, the shim and the test guest use, and KServ's extensions of the KVM
+//! API ([`kvm_ext`]) the shim implements and the VMM and tools call.
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod kvm_ext;
 pub mod manifest;
+pub mod psci;
 pub mod reg;
 pub mod run;
 pub mod smccc;

@@ -16,6 +16,17 @@ pub const OWNER_STANDARD_HYP: u32 = 5;
 /// Owner: vendor-specific hypervisor services (KCore's calls live here).
 pub const OWNER_VENDOR_HYP: u32 = 6;
 
+/// Whether `fid` is an SMC32 function (its arguments are 32-bit).
+pub const fn is_smc32(fid: u32) -> bool {
+    fid & SMC64 == 0
+}
+
+/// A function's argument as the calling convention of `fid` reads it: an
+/// SMC32 call sees only the low 32 bits of its registers.
+pub const fn arg(fid: u32, a: u64) -> u64 {
+    if is_smc32(fid) { a & 0xFFFF_FFFF } else { a }
+}
+
 /// The owner field of a function id.
 pub const fn owner(o: u32) -> u32 {
     (o & 0x3F) << 24
@@ -30,8 +41,12 @@ pub const fn owner_of(function_id: u32) -> u32 {
 pub const SMCCC_VERSION: u32 = 0x8000_0000;
 /// SMCCC `SMCCC_ARCH_FEATURES`.
 pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+/// What `SMCCC_VERSION` returns: SMCCC 1.1.
+pub const VERSION_1_1: u64 = 0x1_0001;
 /// SMCCC `NOT_SUPPORTED` as it appears in `x0`.
 pub const RET_NOT_SUPPORTED: u64 = -1i64 as u64;
+/// SMCCC `INVALID_PARAMETER` as it appears in `x0`.
+pub const RET_INVALID_PARAMETER: u64 = -3i64 as u64;
 /// Vendor hypervisor service "call UID" query (SMC32 form, as Linux issues it).
 pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_FF01;
 

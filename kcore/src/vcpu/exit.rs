@@ -8,13 +8,14 @@
 //! register's value; for WFI/WFE and interrupts only the reason.
 
 use super::context::{Pending, Sys, mask, status};
-use super::guest_call::{NOT_SUPPORTED, guest_call};
+use super::guest_call::guest_call;
 use super::loaded::{ExitReport, Loaded, Step};
 use crate::addr::{Gfn, PAGE_SHIFT};
 use crate::exception::{Esr, ec, fault_ipa};
 use crate::vm::VmKind;
 use kcore_abi::reg;
 use kcore_abi::run::{exit, exit_flags};
+use kcore_abi::smccc::RET_NOT_SUPPORTED as NOT_SUPPORTED;
 
 /// How the guest left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -276,8 +277,8 @@ fn mmio(l: &mut Loaded, e: &GuestExit, ipa: u64) -> Step {
 mod tests {
     use super::*;
     use crate::vcpu::context::mpidr_of;
-    use crate::vcpu::guest_call::guest_fid;
     use crate::vcpu::test_util::loaded;
+    use kcore_abi::{psci, smccc};
 
     fn sync(esr: u64, ipa: u64) -> GuestExit {
         GuestExit {
@@ -413,7 +414,7 @@ mod tests {
         l.ctx.x[0] = 0x8000_0000;
         l.ctx.pc = 0x100;
         assert_eq!(step(&mut l, &sync(ec::SMC64 << 26, 0)), Step::Resume);
-        assert_eq!((l.ctx.x[0], l.ctx.pc), (guest_fid::SMCCC_1_1, 0x104));
+        assert_eq!((l.ctx.x[0], l.ctx.pc), (smccc::VERSION_1_1, 0x104));
         l.ctx.x[0] = 0x8400_0000;
         assert_eq!(step(&mut l, &sync(ec::HVC64 << 26 | 1, 0)), Step::Resume);
         assert_eq!(l.ctx.x[0], NOT_SUPPORTED, "HVC #1");
@@ -434,7 +435,7 @@ mod tests {
         assert_eq!(l.ctx.x[0], 0x1_0000);
         assert_eq!(l.ctx.x[4], 0x77);
         // CPU_ON: recorded by KCore, then KServ.
-        l.ctx.x[0] = guest_fid::CPU_ON_64 as u64;
+        l.ctx.x[0] = psci::CPU_ON_64 as u64;
         l.ctx.x[1] = mpidr_of(1);
         l.ctx.x[2] = 0x4000_2000;
         l.ctx.x[3] = 42;
@@ -446,11 +447,11 @@ mod tests {
                 context: 42
             }
         );
-        l.ctx.x[0] = guest_fid::CPU_ON_64 as u64;
+        l.ctx.x[0] = psci::CPU_ON_64 as u64;
         l.ctx.x[1] = 0x10;
         assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Resume);
-        assert_eq!(l.ctx.x[0], guest_fid::PSCI_INVALID_PARAMETERS);
-        l.ctx.x[0] = guest_fid::CPU_OFF as u64;
+        assert_eq!(l.ctx.x[0], psci::INVALID_PARAMETERS);
+        l.ctx.x[0] = psci::CPU_OFF as u64;
         assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Exit);
         assert_ne!(l.ctx.status & status::OFF, 0);
     }

@@ -22,8 +22,9 @@
 //!   [`Pending`], the reset state, [`pstate_ok`] and the MPIDR helpers;
 //! - `loaded`: [`Loaded`], a vCPU taken out of its page for a run, with
 //!   [`GuestConfig`], [`TimerIrq`], [`ExitReport`], [`CtxKey`] and [`Step`];
-//! - `guest_call`: the guest's HVC/SMC calls and their function ids
-//!   ([`guest_fid`]);
+//! - `guest_call`: the guest's HVC/SMC calls, and the ids of KVM's vendor
+//!   hypervisor calls ([`guest_fid`]; SMCCC's and PSCI's are in
+//!   [`kcore_abi::smccc`] and [`kcore_abi::psci`]);
 //! - `exit`: [`GuestExit`] and [`step`], the decoding of an exit;
 //! - `timer`: the guest timer's list register entry ([`prepare_timer`],
 //!   [`save_timer`]);

@@ -37,10 +37,10 @@ use kcore::image::VerifyKey;
 use kcore::mem_protect::MemCore;
 use kcore::ownership::{OwnershipTable, PageState};
 use kcore::pgtable::{Geometry, PageTable, Stage2};
-use kcore::psci::{CpuState, PsciRelay, fid};
+use kcore::psci::{CpuState, PsciRelay};
 use kcore::vcpu::{ExitKind, GuestExit, run_vcpu};
 use kcore::vm::{VmHandle, VmId, VmState};
-use kcore_abi::{Error, HYPERCALL_BASE, HypercallId, smccc, vm_flags};
+use kcore_abi::{Error, HYPERCALL_BASE, HypercallId, psci, smccc, vm_flags};
 use kcore_arch::host_double::{FakeAllocator, FakeFirmware, ScriptedGuest};
 use kcore_arch::host_machine::FakeMachine;
 
@@ -560,18 +560,18 @@ const OTHER_FIDS: [u64; 24] = [
     1,
     2,
     3,
-    fid::PSCI_VERSION as u64,
-    fid::CPU_SUSPEND as u64,
-    fid::CPU_SUSPEND_64 as u64,
-    fid::CPU_OFF as u64,
-    fid::CPU_ON as u64,
-    fid::CPU_ON_64 as u64,
-    fid::AFFINITY_INFO as u64,
-    fid::AFFINITY_INFO_64 as u64,
-    fid::MIGRATE_INFO_TYPE as u64,
-    fid::SYSTEM_OFF as u64,
-    fid::SYSTEM_RESET as u64,
-    fid::PSCI_FEATURES as u64,
+    psci::VERSION as u64,
+    psci::CPU_SUSPEND_32 as u64,
+    psci::CPU_SUSPEND_64 as u64,
+    psci::CPU_OFF as u64,
+    psci::CPU_ON_32 as u64,
+    psci::CPU_ON_64 as u64,
+    psci::AFFINITY_INFO_32 as u64,
+    psci::AFFINITY_INFO_64 as u64,
+    psci::MIGRATE_INFO_TYPE as u64,
+    psci::SYSTEM_OFF as u64,
+    psci::SYSTEM_RESET as u64,
+    psci::FEATURES as u64,
     0x8400_001F,
     0x8400_0020,
     smccc::SMCCC_VERSION as u64,
@@ -942,10 +942,10 @@ fn check_wiped(w: &World, fx: &Effects) -> Result<(), String> {
 /// The PSCI calls KCore may pass to the firmware itself (the EL2 glue makes
 /// the `CPU_ON` and `CPU_OFF` calls).
 const FIRMWARE_FIDS: [u32; 4] = [
-    fid::AFFINITY_INFO,
-    fid::AFFINITY_INFO_64,
-    fid::SYSTEM_OFF,
-    fid::SYSTEM_RESET,
+    psci::AFFINITY_INFO_32,
+    psci::AFFINITY_INFO_64,
+    psci::SYSTEM_OFF,
+    psci::SYSTEM_RESET,
 ];
 
 /// What one trap did to the world's state.
@@ -1023,7 +1023,7 @@ fn apply(
             if regs[1..] != t.regs[1..] {
                 return Err("an SMC changed x1..x30".into());
             }
-            let wipe = matches!(t.regs[0], x if x == fid::SYSTEM_OFF as u64 || x == fid::SYSTEM_RESET as u64)
+            let wipe = matches!(t.regs[0], x if x == psci::SYSTEM_OFF as u64 || x == psci::SYSTEM_RESET as u64)
                 && esr.imm16() == 0;
             if wipe {
                 check_wiped(w, &fx)?;
@@ -1092,7 +1092,9 @@ fn apply(
         if !FIRMWARE_FIDS.contains(f) {
             return Err(format!("KCore passed {f:#x}{args:x?} to the firmware"));
         }
-        if matches!(*f, fid::AFFINITY_INFO | fid::AFFINITY_INFO_64) && !MPIDRS.contains(&args[0]) {
+        if matches!(*f, psci::AFFINITY_INFO_32 | psci::AFFINITY_INFO_64)
+            && !MPIDRS.contains(&args[0])
+        {
             return Err(format!("AFFINITY_INFO of unknown MPIDR {:#x}", args[0]));
         }
     }
@@ -1221,7 +1223,7 @@ fn glue_psci(
         Resume::StartCpu { mpidr, cpu } => {
             tally.cpu_started += 1;
             let id = t.regs[0];
-            if id != fid::CPU_ON as u64 && id != fid::CPU_ON_64 as u64 {
+            if id != psci::CPU_ON_32 as u64 && id != psci::CPU_ON_64 as u64 {
                 return Err(format!("{id:#x} started a CPU"));
             }
             if MPIDRS.get(cpu) != Some(&mpidr) {
@@ -1729,11 +1731,11 @@ impl Encoder {
             (Some(HypercallId::HostVcpuSetReg), _) => &[Handle, Vcpu, Small, Any],
             (Some(HypercallId::HostSelfCheck), _) => &[],
             (Some(_), _) => &[Handle, Gfn, Small, Pfn],
-            (None, Some(&f)) if f == fid::CPU_ON as u64 || f == fid::CPU_ON_64 as u64 => {
+            (None, Some(&f)) if f == psci::CPU_ON_32 as u64 || f == psci::CPU_ON_64 as u64 => {
                 &[Mpidr, Addr, Small]
             }
             (None, Some(&f))
-                if f == fid::AFFINITY_INFO as u64 || f == fid::AFFINITY_INFO_64 as u64 =>
+                if f == psci::AFFINITY_INFO_32 as u64 || f == psci::AFFINITY_INFO_64 as u64 =>
             {
                 &[Mpidr, Small]
             }
@@ -1945,19 +1947,19 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     add(
         "psci",
         Encoder::new()
-            .smc(fid::PSCI_VERSION as u64, &[])
-            .smc(fid::PSCI_FEATURES as u64, &[Raw(fid::CPU_ON as u64)])
-            .smc(fid::CPU_ON_64 as u64, &[Raw(1), Raw(0x4010_0000), Raw(7)])
-            .smc(fid::CPU_ON_64 as u64, &[Raw(1), Raw(0x4010_0000), Raw(7)])
-            .smc(fid::CPU_ON as u64, &[Raw(0x100), Raw(RAM0), Raw(0)])
+            .smc(psci::VERSION as u64, &[])
+            .smc(psci::FEATURES as u64, &[Raw(psci::CPU_ON_32 as u64)])
+            .smc(psci::CPU_ON_64 as u64, &[Raw(1), Raw(0x4010_0000), Raw(7)])
+            .smc(psci::CPU_ON_64 as u64, &[Raw(1), Raw(0x4010_0000), Raw(7)])
+            .smc(psci::CPU_ON_32 as u64, &[Raw(0x100), Raw(RAM0), Raw(0)])
             .smc(
-                fid::CPU_ON_64 as u64,
+                psci::CPU_ON_64 as u64,
                 &[Raw(0x1_0000_0000), Raw(RAM1 + 4), Raw(0)],
             )
-            .smc(fid::AFFINITY_INFO_64 as u64, &[Raw(1), Raw(0)])
-            .smc(fid::AFFINITY_INFO as u64, &[Raw(u64::MAX), Raw(0)])
-            .smc(fid::CPU_OFF as u64, &[])
-            .smc(fid::SYSTEM_RESET as u64, &[])
+            .smc(psci::AFFINITY_INFO_64 as u64, &[Raw(1), Raw(0)])
+            .smc(psci::AFFINITY_INFO_32 as u64, &[Raw(u64::MAX), Raw(0)])
+            .smc(psci::CPU_OFF as u64, &[])
+            .smc(psci::SYSTEM_RESET as u64, &[])
             .smc(smccc::SMCCC_VERSION as u64, &[]),
     );
     add(

@@ -1287,8 +1287,8 @@ impl Vcpu {
             }
             psci::AFFINITY_INFO_32 | psci::AFFINITY_INFO_64 => {
                 match vcpu_of_mpidr(arg(args[0])).filter(|_| args[1] == 0) {
-                    Some(t) if vm.vcpus[t].is_on() => (psci::ON, Next::Run),
-                    Some(_) => (psci::OFF, Next::Run),
+                    Some(t) if vm.vcpus[t].is_on() => (psci::AFFINITY_ON, Next::Run),
+                    Some(_) => (psci::AFFINITY_OFF, Next::Run),
                     None => (psci::INVALID_PARAMETERS, Next::Run),
                 }
             }

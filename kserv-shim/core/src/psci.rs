@@ -1,81 +1,13 @@
-//! PSCI (Arm DEN 0022) as KServ emulates it for guests: function ids,
-//! results, and the affinity helpers both VMMs in the module use (the test
-//! guest's runner in [`crate::guest_run`] and the KVM API in
-//! [`crate::kvm`]). KCore forwards a guest's PSCI calls (`0x8400_0000..=
-//! 0x8400_001F`, `0xC400_0000..=0xC400_001F`) to KServ with `x1..x3`; what
-//! KServ answers goes back in `x0`.
+//! PSCI (Arm DEN 0022) as KServ emulates it for guests: function ids and
+//! results (re-exported from [`kcore_abi::psci`], their one home), and the
+//! affinity helpers both VMMs in the module use (the test guest's runner in
+//! [`crate::guest_run`] and the KVM API in [`crate::kvm`]). KCore forwards a
+//! guest's PSCI calls ([`is_psci`]) to KServ with `x1..x3`; what KServ
+//! answers goes back in `x0`.
 
-/// `PSCI_VERSION`.
-pub const VERSION: u32 = 0x8400_0000;
-/// `CPU_SUSPEND` (SMC32).
-pub const CPU_SUSPEND_32: u32 = 0x8400_0001;
-/// `CPU_SUSPEND` (SMC64).
-pub const CPU_SUSPEND_64: u32 = 0xC400_0001;
-/// `CPU_OFF`.
-pub const CPU_OFF: u32 = 0x8400_0002;
-/// `CPU_ON` (SMC32).
-pub const CPU_ON_32: u32 = 0x8400_0003;
-/// `CPU_ON` (SMC64).
-pub const CPU_ON_64: u32 = 0xC400_0003;
-/// `AFFINITY_INFO` (SMC32).
-pub const AFFINITY_INFO_32: u32 = 0x8400_0004;
-/// `AFFINITY_INFO` (SMC64).
-pub const AFFINITY_INFO_64: u32 = 0xC400_0004;
-/// `MIGRATE_INFO_TYPE`.
-pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
-/// `SYSTEM_OFF`.
-pub const SYSTEM_OFF: u32 = 0x8400_0008;
-/// `SYSTEM_RESET`.
-pub const SYSTEM_RESET: u32 = 0x8400_0009;
-/// `PSCI_FEATURES`.
-pub const FEATURES: u32 = 0x8400_000A;
-/// `SYSTEM_RESET2` (SMC32, PSCI 1.1).
-pub const SYSTEM_RESET2_32: u32 = 0x8400_0012;
-/// `SYSTEM_RESET2` (SMC64, PSCI 1.1).
-pub const SYSTEM_RESET2_64: u32 = 0xC400_0012;
-/// SMCCC `SMCCC_VERSION` (KCore answers it; `PSCI_FEATURES` admits it).
-pub const SMCCC_VERSION: u32 = 0x8000_0000;
-
-/// `PSCI_VERSION` 0.2.
-pub const VERSION_0_2: u64 = 0x2;
-/// `PSCI_VERSION` 1.0.
-pub const VERSION_1_0: u64 = 0x1_0000;
-/// `PSCI_VERSION` 1.1.
-pub const VERSION_1_1: u64 = 0x1_0001;
-
-/// `SUCCESS`.
-pub const SUCCESS: u64 = 0;
-/// `NOT_SUPPORTED` (-1).
-pub const NOT_SUPPORTED: u64 = -1i64 as u64;
-/// `INVALID_PARAMETERS` (-2).
-pub const INVALID_PARAMETERS: u64 = -2i64 as u64;
-/// `ALREADY_ON` (-4).
-pub const ALREADY_ON: u64 = -4i64 as u64;
-/// `INTERNAL_FAILURE` (-6).
-pub const INTERNAL_FAILURE: u64 = -6i64 as u64;
-/// `AFFINITY_INFO`: on.
-pub const ON: u64 = 0;
-/// `AFFINITY_INFO`: off.
-pub const OFF: u64 = 1;
-/// `MIGRATE_INFO_TYPE`: no Trusted OS to migrate.
-pub const NO_TRUSTED_OS: u64 = 2;
-/// `SYSTEM_RESET2`: the architectural warm reset (the only one defined).
-pub const RESET2_WARM: u64 = 0;
-/// `SYSTEM_RESET2`: first vendor-specific reset type.
-pub const RESET2_VENDOR: u64 = 0x8000_0000;
-
-/// The affinity bits of an MPIDR (`Aff3`, `Aff2`, `Aff1`, `Aff0`).
-pub const MPIDR_AFFINITY: u64 = 0xFF_00FF_FFFF;
-
-/// Whether `fid` is an SMC32 function (its arguments are 32-bit).
-pub const fn is_smc32(fid: u32) -> bool {
-    fid & (1 << 30) == 0
-}
-
-/// A function's argument as the calling convention of `fid` reads it.
-pub const fn arg(fid: u32, a: u64) -> u64 {
-    if is_smc32(fid) { a & 0xFFFF_FFFF } else { a }
-}
+/// The function ids, results and the MPIDR affinity mask, defined once
+/// for KCore, the shim and the test guest.
+pub use kcore_abi::psci::*;
 
 /// The vCPU index an MPIDR names (Aff0 = index % 16, Aff1 = index / 16, as
 /// KCore and KVM lay them out), if it is below `vcpus`.
@@ -123,6 +55,7 @@ pub const fn sgi_intid(value: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kcore_abi::smccc;
 
     /// `sgi_targets` as the architecture states it, vCPU by vCPU.
     fn sgi_targets_one_by_one(value: u64, from: usize, vcpus: usize) -> u64 {
@@ -195,7 +128,7 @@ mod tests {
         assert_eq!(sgi_targets(1 << 44 | 1, 0, 4), 0);
         assert_eq!(sgi_targets(1 << 32 | 1, 0, 4), 0);
         assert_eq!(sgi_intid(7 << 24), 7);
-        assert_eq!(arg(CPU_ON_32, u64::MAX), 0xFFFF_FFFF);
-        assert_eq!(arg(CPU_ON_64, u64::MAX), u64::MAX);
+        assert_eq!(smccc::arg(CPU_ON_32, u64::MAX), 0xFFFF_FFFF);
+        assert_eq!(smccc::arg(CPU_ON_64, u64::MAX), u64::MAX);
     }
 }

@@ -146,10 +146,10 @@ pub const ENODEV: i32 = 19;
 pub const EINVAL: i32 = 22;
 pub const EFAULT: i32 = 14;
 
-// KVM's numbers (include/uapi/linux/kvm.h, arm64).
-pub const fn ioc(dir: u32, nr: u32, size: u32) -> u32 {
-    dir << 30 | size << 16 | 0xAE << 8 | nr
-}
+// KVM's numbers (include/uapi/linux/kvm.h, arm64); KServ's extensions of
+// the API are `kcore_abi::kvm_ext`'s.
+pub use kcore_abi::kvm_ext::kvm_ioc as ioc;
+pub use kcore_abi::kvm_ext::{CAP_ARM_PROTECTED_VM, KSERV_VM_VERIFY_IMAGE, VM_TYPE_ARM_PROTECTED};
 pub const GET_API_VERSION: u32 = ioc(0, 0x00, 0);
 pub const CREATE_VM: u32 = ioc(0, 0x01, 0);
 pub const CHECK_EXTENSION: u32 = ioc(0, 0x03, 0);
@@ -166,7 +166,6 @@ pub const GET_REG_LIST: u32 = ioc(3, 0xB0, 8);
 pub const CREATE_DEVICE: u32 = ioc(3, 0xE0, 12);
 pub const SET_DEVICE_ATTR: u32 = ioc(1, 0xE1, 24);
 pub const GET_DEVICE_ATTR: u32 = ioc(1, 0xE2, 24);
-pub const KSERV_VM_VERIFY_IMAGE: u32 = ioc(1, 0xF0, 32);
 pub const IRQFD: u32 = ioc(1, 0x76, 32);
 pub const IOEVENTFD: u32 = ioc(1, 0x79, 64);
 pub const IOEVENTFD_DATAMATCH: u32 = 1 << 0;
@@ -184,12 +183,10 @@ pub const CAP_DEVICE_CTRL: u64 = 89;
 pub const CAP_ARM_PSCI_0_2: u64 = 102;
 pub const CAP_IMMEDIATE_EXIT: u64 = 136;
 pub const CAP_ARM_VM_IPA_SIZE: u64 = 165;
-pub const CAP_ARM_PROTECTED_VM: u64 = 0xFFBA_DAB1;
 pub const CAP_IRQFD: u64 = 32;
 pub const CAP_IOEVENTFD: u64 = 36;
 pub const CAP_IRQFD_RESAMPLE: u64 = 82;
 pub const CAP_IOEVENTFD_ANY_LENGTH: u64 = 122;
-pub const VM_PROTECTED: u64 = 1 << 31;
 
 pub const REG_U32: u64 = 0x6020_0000_0010_0000;
 pub const REG_U64: u64 = 0x6030_0000_0010_0000;

@@ -325,7 +325,7 @@ fn system(c: &mut Checks, kvm: &File) -> u32 {
     c.check("create-vm-ipa-33", vm.is_ok(), || {
         format!("{:?}", vm.as_ref().err())
     });
-    let vm = ioctl(kvm, CREATE_VM, VM_PROTECTED).map(owned);
+    let vm = ioctl(kvm, CREATE_VM, VM_TYPE_ARM_PROTECTED).map(owned);
     c.check("create-vm-protected", vm.is_ok(), || {
         format!("{:?}", vm.as_ref().err())
     });
@@ -547,7 +547,7 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
 
     // A protected VM: registers are KCore's.
     let pvm = owned(
-        ioctl(kvm, CREATE_VM, VM_PROTECTED)
+        ioctl(kvm, CREATE_VM, VM_TYPE_ARM_PROTECTED)
             .map_err(|e| format!("protected KVM_CREATE_VM: errno {e}"))?,
     );
     let pv = owned(
@@ -686,7 +686,11 @@ fn try_run_guest(
     tag: &str,
     mode: Mode,
 ) -> Result<(), String> {
-    let ty = if sig.is_some() { VM_PROTECTED } else { 0 };
+    let ty = if sig.is_some() {
+        VM_TYPE_ARM_PROTECTED
+    } else {
+        0
+    };
     let vm = owned(ioctl(kvm, CREATE_VM, ty).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?);
     let ram = if mode == Mode::Sigbus {
         let p = sys::mmap(guest::RAM_SIZE as usize, sys::MAP_SHARED_ANON, -1)
@@ -988,7 +992,11 @@ fn eventfd_guest(
         self as ev, DOORBELL, DOORBELL_VALUE, DOORBELLS, EDGE_GSI, LEVEL_GSI, ROM, ROM_WRITE, STEP,
         rom_word,
     };
-    let ty = if sig.is_some() { VM_PROTECTED } else { 0 };
+    let ty = if sig.is_some() {
+        VM_TYPE_ARM_PROTECTED
+    } else {
+        0
+    };
     let vm = owned(ioctl(kvm, CREATE_VM, ty).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?);
     let ram = anon(guest::RAM_SIZE as usize).map_err(|e| format!("mmap: errno {e}"))?;
     load_guest(&vm, ram, image)?;

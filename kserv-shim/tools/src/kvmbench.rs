@@ -33,8 +33,8 @@
 use crate::counter;
 use crate::kvm::{
     ARM_PREFERRED_TARGET, CREATE_VM, EINTR, EXIT_MMIO, EXIT_SYSTEM_EVENT, IRQ_LINE,
-    KSERV_VM_VERIFY_IMAGE, REG_PC, REG_X0, RUN, SYSTEM_EVENT_SHUTDOWN, VM_PROTECTED, Vcpu, anon,
-    ioctl, load_guest, make_vcpu, make_vgic, owned, ptr, set_reg, sys,
+    KSERV_VM_VERIFY_IMAGE, REG_PC, REG_X0, RUN, SYSTEM_EVENT_SHUTDOWN, VM_TYPE_ARM_PROTECTED, Vcpu,
+    anon, ioctl, load_guest, make_vcpu, make_vgic, owned, ptr, set_reg, sys,
 };
 use kcore_test_guest::bench::{self, BENCHES};
 use kcore_test_guest::testdev;
@@ -250,7 +250,11 @@ fn vm_life(mib: u64, image: &[u8], sig: Option<&[u8]>) -> Result<Status, String>
         return Err(format!("the image is {} bytes: too long", image.len()));
     }
     let kvm = open_kvm()?;
-    let ty = if sig.is_some() { VM_PROTECTED } else { 0 };
+    let ty = if sig.is_some() {
+        VM_TYPE_ARM_PROTECTED
+    } else {
+        0
+    };
     let vm = owned(ioctl(&kvm, CREATE_VM, ty).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?);
     let target = preferred_target(&vm)?;
     let ram = sys::mmap(size, sys::MAP_ANON, -1).map_err(|e| format!("mmap: errno {e}"))?;

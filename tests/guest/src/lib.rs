@@ -320,44 +320,12 @@ pub const TESTS: &[&str] = &[
     "checksum",
 ];
 
-/// SMCCC (Arm DEN 0028) calls the guest makes; both `HVC #0` and `SMC #0`
-/// reach the host.
-pub mod smccc {
-    /// `SMCCC_VERSION`.
-    pub const VERSION: u64 = 0x8000_0000;
-    /// What `SMCCC_VERSION` returns: v1.1.
-    pub const VERSION_1_1: u64 = 0x1_0001;
-    /// `NOT_SUPPORTED` (-1), returned in `x0` for an unknown function id.
-    pub const NOT_SUPPORTED: u64 = u64::MAX;
-    /// Function ids nobody implements; the host must answer
-    /// [`NOT_SUPPORTED`].
-    pub const UNKNOWN_FUNCTIONS: [u64; 2] = [0xC600_1234, 0x8600_0042];
-}
-
-/// PSCI (Arm DEN 0022) calls, emulated by the host.
-pub mod psci {
-    /// `PSCI_VERSION`.
-    pub const VERSION: u64 = 0x8400_0000;
-    /// What `PSCI_VERSION` returns: 1.0.
-    pub const VERSION_1_0: u64 = 0x0001_0000;
-    /// `CPU_OFF`: does not return on success.
-    pub const CPU_OFF: u64 = 0x8400_0002;
-    /// `CPU_ON` (SMC64): `x1` target MPIDR, `x2` entry point, `x3` context id.
-    pub const CPU_ON: u64 = 0xC400_0003;
-    /// `AFFINITY_INFO` (SMC64): `x1` target MPIDR, `x2` lowest affinity level
-    /// (0).
-    pub const AFFINITY_INFO: u64 = 0xC400_0004;
-    /// `SYSTEM_OFF`: the guest's last call.
-    pub const SYSTEM_OFF: u64 = 0x8400_0008;
-    /// `SUCCESS`.
-    pub const SUCCESS: u64 = 0;
-    /// `AFFINITY_INFO`: the target is on.
-    pub const AFFINITY_ON: u64 = 0;
-    /// `AFFINITY_INFO`: the target is off.
-    pub const AFFINITY_OFF: u64 = 1;
-    /// `AFFINITY_INFO`: the target is being turned on.
-    pub const AFFINITY_ON_PENDING: u64 = 2;
-}
+/// SMCCC (Arm DEN 0028) function ids nobody implements; the host must
+/// answer `NOT_SUPPORTED` ([`kcore_abi::smccc::RET_NOT_SUPPORTED`]) through
+/// both `HVC #0` and `SMC #0`. The ids and results of the SMCCC and PSCI
+/// (Arm DEN 0022) calls the guest makes are [`kcore_abi::smccc`]'s and
+/// [`kcore_abi::psci`]'s.
+pub const UNKNOWN_FUNCTIONS: [u64; 2] = [0xC600_1234, 0x8600_0042];
 
 /// Interrupts, delivered through the GICv3 CPU interface's system registers
 /// (there is no distributor or redistributor to program).

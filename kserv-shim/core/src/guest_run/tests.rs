@@ -8,7 +8,6 @@ extern crate std;
 
 use super::*;
 use kcore_abi::HypercallId;
-use kcore_test_guest::psci as gpsci;
 use std::boxed::Box;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::string::{String, ToString};
@@ -869,7 +868,7 @@ fn passing_guest() -> [Vec<Op>; VCPUS] {
         Op::Read(dev + testdev::SCRATCH, 8, !0x5678),
         Op::Read(dev + testdev::SCRATCH, 1, 0x87),
         Op::Read(dev + 0x800, 4, 0),
-        Op::Psci(psci::VERSION, [0; 3], Some(gpsci::VERSION_1_0)),
+        Op::Psci(psci::VERSION, [0; 3], Some(psci::VERSION_1_0)),
         Op::Psci(0x8400_0011, [0; 3], Some(psci::NOT_SUPPORTED)),
         Op::Psci(psci::FEATURES, [u64::from(psci::CPU_ON_64), 0, 0], Some(0)),
         Op::Psci(
@@ -881,7 +880,7 @@ fn passing_guest() -> [Vec<Op>; VCPUS] {
         Op::Psci(
             psci::AFFINITY_INFO_64,
             [mpidr1, 0, 0],
-            Some(gpsci::AFFINITY_OFF),
+            Some(psci::AFFINITY_OFF),
         ),
         Op::Psci(
             psci::AFFINITY_INFO_64,
@@ -896,7 +895,7 @@ fn passing_guest() -> [Vec<Op>; VCPUS] {
         Op::Psci(
             psci::AFFINITY_INFO_64,
             [mpidr1, 0, 0],
-            Some(gpsci::AFFINITY_ON),
+            Some(psci::AFFINITY_ON),
         ),
         // PING vCPU 1, wait for its PONG.
         Op::Sgi(u64::from(guest::gic::SGI_PING) << 24 | 1 << 1),
@@ -905,7 +904,7 @@ fn passing_guest() -> [Vec<Op>; VCPUS] {
         Op::Irq,
         Op::Touch(guest::CHECKSUM_BASE),
         Op::Touch(guest::CHECKSUM_BASE + 0x1000),
-        Op::AwaitAffinity(mpidr1, gpsci::AFFINITY_OFF),
+        Op::AwaitAffinity(mpidr1, psci::AFFINITY_OFF),
     ];
     for name in guest::TESTS {
         v0.extend(console(&format!("kcore-test-guest: {name}: PASS\r\n")));
@@ -1149,9 +1148,9 @@ fn psci_answers() {
         (
             psci::AFFINITY_INFO_32,
             [0xffff_ffff_0000_0000, 0, 0],
-            psci::ON,
+            psci::AFFINITY_ON,
         ),
-        (psci::AFFINITY_INFO_64, [1, 0, 0], psci::OFF),
+        (psci::AFFINITY_INFO_64, [1, 0, 0], psci::AFFINITY_OFF),
         (psci::AFFINITY_INFO_64, [2, 0, 0], psci::INVALID_PARAMETERS),
         (
             psci::AFFINITY_INFO_64,
@@ -1547,10 +1546,10 @@ fn a_vcpu_turned_off_runs_again_after_the_next_cpu_on() {
     });
     v0.extend([
         on(0),
-        Op::AwaitAffinity(1, gpsci::AFFINITY_OFF),
+        Op::AwaitAffinity(1, psci::AFFINITY_OFF),
         on(0),
         Op::TakeIrq(5),
-        Op::AwaitAffinity(1, gpsci::AFFINITY_OFF),
+        Op::AwaitAffinity(1, psci::AFFINITY_OFF),
     ]);
     v0.extend(tail);
     let v1 = vec![

@@ -14,6 +14,7 @@ use super::vcpu::{self, Vcpu};
 use super::vm::{self, Host, Vm};
 use crate::conduit::Conduit;
 use crate::runpage::PageIo;
+use kcore_abi::kvm_ext::KSERV_VM_VERIFY_IMAGE;
 use kcore_abi::run::{self, exit};
 use kcore_abi::{Error, HypercallId, reg as kr};
 use std::boxed::Box;
@@ -621,11 +622,17 @@ fn cpu_on_wakes_a_powered_off_vcpu() {
         f.run_u32(krun::SYSTEM_EVENT_TYPE),
         uapi::system_event::RESET
     );
-    use crate::psci::{ALREADY_ON, INVALID_PARAMETERS, OFF, ON, SUCCESS};
+    use crate::psci::{AFFINITY_OFF, AFFINITY_ON, ALREADY_ON, INVALID_PARAMETERS, SUCCESS};
     // Each answer is the completion of the next entry.
     assert_eq!(
         f.completions[1..],
-        [OFF, SUCCESS, ALREADY_ON, ON, INVALID_PARAMETERS]
+        [
+            AFFINITY_OFF,
+            SUCCESS,
+            ALREADY_ON,
+            AFFINITY_ON,
+            INVALID_PARAMETERS
+        ]
     );
     assert!(f.kicks.contains(&1));
 }
@@ -653,13 +660,13 @@ fn memory_slots_and_teardown() {
     let req = user(&mut f, 0x9500, &[RAM, 0x1800, 0xC000, 64]);
     user(&mut f, 0xC000, &[0; 8]);
     assert_eq!(
-        vm::ioctl(&mut f, &vm, &HOST, uapi::KSERV_VM_VERIFY_IMAGE, req),
+        vm::ioctl(&mut f, &vm, &HOST, KSERV_VM_VERIFY_IMAGE, req),
         Err(EINVAL)
     );
     assert!(f.guest.is_empty());
     let req = signed_request(&mut f, 0x1800, &[]);
     assert_eq!(
-        vm::ioctl(&mut f, &vm, &HOST, uapi::KSERV_VM_VERIFY_IMAGE, req),
+        vm::ioctl(&mut f, &vm, &HOST, KSERV_VM_VERIFY_IMAGE, req),
         Err(EIO)
     );
     assert_eq!(f.guest.len(), 2, "pages donated before KCore was asked");
@@ -997,7 +1004,7 @@ fn read_only_slots_are_mapped_read_only_or_emulated() {
             f.verify_ok = true;
             let req = signed_request(&mut f, 0x1000, &[(rom, 2)]);
             assert_eq!(
-                vm::ioctl(&mut f, &vm, &HOST, uapi::KSERV_VM_VERIFY_IMAGE, req),
+                vm::ioctl(&mut f, &vm, &HOST, KSERV_VM_VERIFY_IMAGE, req),
                 Ok(0)
             );
         }

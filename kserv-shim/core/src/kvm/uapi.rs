@@ -1,22 +1,21 @@
 //! The numbers of Linux's KVM API on arm64 that the shim implements, from
 //! `include/uapi/linux/kvm.h` and `arch/arm64/include/uapi/asm/kvm.h` of
-//! Linux 6.1 (unchanged in 6.12), plus the shim's own `KSERV_VM_VERIFY_IMAGE`.
+//! Linux 6.1 (unchanged in 6.12). KServ's own extensions (the protected VM
+//! type and capability, `KSERV_VM_VERIFY_IMAGE`) are
+//! [`kcore_abi::kvm_ext`]'s.
 //! The module's glue compares every ioctl number and structure layout here
 //! with the kernel headers it is compiled against when it loads
 //! ([`CHECKED`]), so a mistake here stops the module instead of
 //! misbehaving.
 
-/// `KVMIO`: the ioctl type of every KVM call.
-pub const KVMIO: u32 = 0xAE;
+pub use kcore_abi::kvm_ext::KVMIO;
+use kcore_abi::kvm_ext::{IOC_WRITE, kvm_ioc as ioc};
 
-const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
-    dir << 30 | (size as u32) << 16 | KVMIO << 8 | nr
-}
 const fn io(nr: u32) -> u32 {
     ioc(0, nr, 0)
 }
 const fn iow(nr: u32, size: usize) -> u32 {
-    ioc(1, nr, size)
+    ioc(IOC_WRITE, nr, size)
 }
 const fn ior(nr: u32, size: usize) -> u32 {
     ioc(2, nr, size)
@@ -53,8 +52,6 @@ pub mod size {
     pub const CREATE_DEVICE: usize = 12;
     /// `struct kvm_device_attr`.
     pub const DEVICE_ATTR: usize = 24;
-    /// `struct kserv_verify_image`.
-    pub const VERIFY_IMAGE: usize = 32;
     /// `struct kvm_run`.
     pub const RUN: usize = 2352;
     /// `struct kvm_irqfd`.
@@ -103,12 +100,6 @@ pub const HAS_DEVICE_ATTR: u32 = iow(0xE3, size::DEVICE_ATTR);
 pub const IRQFD: u32 = iow(0x76, size::IRQFD);
 /// `KVM_IOEVENTFD`.
 pub const IOEVENTFD: u32 = iow(0x79, size::IOEVENTFD);
-/// `KSERV_VM_VERIFY_IMAGE` (the shim's own, VM fd): `_IOW(KVMIO, 0xF0,
-/// struct kserv_verify_image { __u64 gpa; __u64 len; __u64 sig_addr;
-/// __u64 sig_len; })`: `sig_len` bytes at `sig_addr` are the image's
-/// signature block (`kcore_abi::manifest`: the signature, then the signed
-/// MMIO manifest).
-pub const KSERV_VM_VERIFY_IMAGE: u32 = iow(0xF0, size::VERIFY_IMAGE);
 
 /// Capabilities (`KVM_CHECK_EXTENSION`).
 pub mod cap {
@@ -156,16 +147,12 @@ pub mod cap {
     pub const ARM_IRQ_LINE_LAYOUT_2: u64 = 174;
     /// `KVM_CAP_SYSTEM_EVENT_DATA`.
     pub const SYSTEM_EVENT_DATA: u64 = 215;
-    /// `KVM_CAP_ARM_PROTECTED_VM`, as Android's pKVM numbers it.
-    pub const ARM_PROTECTED_VM: u64 = 0xFFBA_DAB1;
 }
 
 /// `KVM_CREATE_VM` type bits on arm64.
 pub mod vm_type {
     /// `KVM_VM_TYPE_ARM_IPA_SIZE_MASK`: the IPA size in bits (0: 40).
     pub const IPA_SIZE_MASK: u64 = 0xFF;
-    /// `KVM_VM_TYPE_ARM_PROTECTED` (as Android's pKVM): a protected VM.
-    pub const PROTECTED: u64 = 1 << 31;
     /// The IPA size KVM gives a VM whose type says 0 (`KVM_PHYS_SHIFT`).
     pub const DEFAULT_IPA_BITS: u32 = 40;
     /// The smallest IPA size KVM accepts (`ARM64_MIN_PARANGE_BITS`).
@@ -447,7 +434,7 @@ mod tests {
         assert_eq!(GET_REG_LIST, 0xC008_AEB0);
         assert_eq!(CREATE_DEVICE, 0xC00C_AEE0);
         assert_eq!(SET_DEVICE_ATTR, 0x4018_AEE1);
-        assert_eq!(KSERV_VM_VERIFY_IMAGE, 0x4020_AEF0);
+        assert_eq!(kcore_abi::kvm_ext::KSERV_VM_VERIFY_IMAGE, 0x4020_AEF0);
         assert_eq!(IRQFD, 0x4020_AE76);
         assert_eq!(IOEVENTFD, 0x4040_AE79);
         assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);

@@ -20,7 +20,7 @@ use crate::psci;
 use crate::runpage::{Exit, write_entry};
 use core::sync::atomic::Ordering::SeqCst;
 use kcore_abi::run::{self, exit, exit_flags};
-use kcore_abi::{Error, reg as kr};
+use kcore_abi::{Error, reg as kr, smccc};
 
 /// A vCPU as its fd's holder keeps it (the glue serialises its ioctls).
 /// All zero: not created.
@@ -591,7 +591,7 @@ fn system_event<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, ty: u32, flags: u
 /// PSCI 0.2 / 1.0 / 1.1 as KVM's `psci.c` answers it.
 fn psci_call<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
     let fid = e.word(run::EXIT_DATA) as u32;
-    let a = |i: usize| psci::arg(fid, e.word(run::EXIT_ARGS + i));
+    let a = |i: usize| smccc::arg(fid, e.word(run::EXIT_ARGS + i));
     let version = vm.psci_version.load(SeqCst);
     let minor = if version == psci::VERSION_0_2 {
         None
@@ -626,7 +626,7 @@ fn psci_call<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
             psci::SYSTEM_OFF,
             psci::SYSTEM_RESET,
             psci::FEATURES,
-            psci::SMCCC_VERSION,
+            smccc::SMCCC_VERSION,
         ];
         let asked_reset2 = minor.is_some_and(|m| m >= 1)
             && (asked == u64::from(psci::SYSTEM_RESET2_32)
@@ -703,7 +703,7 @@ fn affinity_info(vm: &Vm, order: &[u8], target: u64, level: u64) -> u64 {
     }
     match (matched, on) {
         (false, _) => psci::INVALID_PARAMETERS,
-        (true, true) => psci::ON,
-        (true, false) => psci::OFF,
+        (true, true) => psci::AFFINITY_ON,
+        (true, false) => psci::AFFINITY_OFF,
     }
 }

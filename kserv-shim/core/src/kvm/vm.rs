@@ -32,6 +32,7 @@ use crate::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::SeqCst;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use kcore_abi::kvm_ext::{self, verify_image};
 use kcore_abi::manifest::Manifest;
 use kcore_abi::{Error, PageOwner, vm_flags};
 
@@ -217,7 +218,7 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::IOEVENTFD_ANY_LENGTH
         | cap::IRQFD
         | cap::IRQFD_RESAMPLE
-        | cap::ARM_PROTECTED_VM => 1,
+        | kvm_ext::CAP_ARM_PROTECTED_VM => 1,
         cap::NR_VCPUS => i64::from(host.online_cpus.clamp(1, MAX_VCPUS as u32)),
         cap::MAX_VCPUS | cap::MAX_VCPU_ID => MAX_VCPUS as i64,
         cap::NR_MEMSLOTS => MAX_SLOTS as i64,
@@ -242,7 +243,7 @@ pub fn dev_ioctl(host: &Host, cmd: u32, arg: u64) -> i64 {
 /// `KVM_CREATE_VM`'s type: `(protected, IPA bits)`. Unknown bits and IPA
 /// sizes outside `32..=ipa_limit` are `EINVAL` (`kvm_arm_setup_stage2`).
 pub fn check_type(ty: u64, ipa_limit: u32) -> Result<(bool, u32), Errno> {
-    if ty & !(vm_type::IPA_SIZE_MASK | vm_type::PROTECTED) != 0 {
+    if ty & !(vm_type::IPA_SIZE_MASK | kvm_ext::VM_TYPE_ARM_PROTECTED) != 0 {
         return Err(EINVAL);
     }
     let bits = match (ty & vm_type::IPA_SIZE_MASK) as u32 {
@@ -252,7 +253,7 @@ pub fn check_type(ty: u64, ipa_limit: u32) -> Result<(bool, u32), Errno> {
     if bits < vm_type::MIN_IPA_BITS || bits > ipa_limit.min(48) {
         return Err(EINVAL);
     }
-    Ok((ty & vm_type::PROTECTED != 0, bits))
+    Ok((ty & kvm_ext::VM_TYPE_ARM_PROTECTED != 0, bits))
 }
 
 /// Creates the VM in KCore (`vm` zeroed by the glue).
@@ -522,15 +523,17 @@ pub fn ioctl<E: KvmEnv>(
             }
             Ok(0)
         }
-        uapi::KSERV_VM_VERIFY_IMAGE => {
-            let mut b = [0u8; uapi::size::VERIFY_IMAGE];
+        kvm_ext::KSERV_VM_VERIFY_IMAGE => {
+            let mut b = [0u8; verify_image::SIZE];
             env.copy_from_user(arg, &mut b)?;
             let w = |i: usize| {
                 let mut x = [0u8; 8];
                 x.copy_from_slice(&b[i..i + 8]);
                 u64::from_le_bytes(x)
             };
-            verify_image(env, vm, w(0), w(8), w(16), w(24)).map(|()| 0)
+            let (gpa, len) = (w(verify_image::GPA), w(verify_image::LEN));
+            let (sig_addr, sig_len) = (w(verify_image::SIG_ADDR), w(verify_image::SIG_LEN));
+            verify_image(env, vm, gpa, len, sig_addr, sig_len).map(|()| 0)
         }
         _ => Err(EINVAL),
     }

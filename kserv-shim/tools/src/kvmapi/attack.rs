@@ -257,7 +257,8 @@ fn protected_vm(
 ) -> Result<(OwnedFd, Result<Vcpu, String>, Result<i64, i32>), String> {
     let (kvm, target) = kvm_and_target()?;
     let vm = owned(
-        ioctl(&kvm, CREATE_VM, VM_PROTECTED).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?,
+        ioctl(&kvm, CREATE_VM, VM_TYPE_ARM_PROTECTED)
+            .map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?,
     );
     let p = sys::mmap(guest::RAM_SIZE as usize, sys::MAP_SHARED_ANON, -1)
         .map_err(|e| format!("mmap: errno {e}"))?;

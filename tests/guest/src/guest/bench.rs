@@ -10,6 +10,7 @@
 
 use super::{boot, console, cpu, gic, irq, mmu, psci, testdev, timer};
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use kcore_abi::psci::{SUCCESS, VERSION_1_0};
 use kcore_test_guest::Status;
 use kcore_test_guest::bench::{
     BENCHES, CNTFRQ, FAULT_BASE, IRQ_GSI, IRQ_REQUEST, MMIO, MMIO_VALUE, RESULT, SECONDARY_CTX,
@@ -17,7 +18,6 @@ use kcore_test_guest::bench::{
 };
 use kcore_test_guest::eventfd::spi;
 use kcore_test_guest::gic::SGI_PING;
-use kcore_test_guest::psci::{SUCCESS, VERSION_1_0};
 use kcore_test_guest::testdev::{STATUS, Width};
 
 /// `GICD_TYPER`, the distributor register the `mmio-kernel` benchmark

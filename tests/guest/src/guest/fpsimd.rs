@@ -10,7 +10,8 @@
 use core::arch::asm;
 use core::fmt;
 use core::mem::offset_of;
-use kcore_test_guest::{fill_word, psci::VERSION, testdev};
+use kcore_abi::psci::VERSION;
+use kcore_test_guest::{fill_word, testdev};
 
 /// Rounds of exits per check (two exits each).
 pub const EXIT_ROUNDS: u64 = 1000;
@@ -216,7 +217,7 @@ fn across_exits(state: &FpState, rounds: u64) -> (FpState, u64, u64) {
             out("x25") _,
             out("x26") fpcr_loaded,
             out("x27") fpsr_loaded,
-            in("x28") VERSION,
+            in("x28") u64::from(VERSION),
             clobber_abi("C"),
             options(nostack),
         )

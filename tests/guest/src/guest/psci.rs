@@ -1,7 +1,7 @@
 //! SMCCC calls through either conduit, and the PSCI calls built on them.
 
 use core::arch::asm;
-use kcore_test_guest::psci;
+use kcore_abi::psci;
 
 /// How a call reaches the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,26 +50,30 @@ pub fn call(conduit: Conduit, fid: u64, args: [u64; 3]) -> u64 {
 
 /// `PSCI_VERSION` through `conduit`.
 pub fn version(conduit: Conduit) -> u64 {
-    call(conduit, psci::VERSION, [0; 3])
+    call(conduit, psci::VERSION.into(), [0; 3])
 }
 
-/// `CPU_ON`: starts the vCPU with MPIDR `target` at physical address
+/// `CPU_ON` (SMC64): starts the vCPU with MPIDR `target` at physical address
 /// `entry` with `x0` = `context`.
 pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
-    call(Conduit::Hvc, psci::CPU_ON, [target, entry, context])
+    call(
+        Conduit::Hvc,
+        psci::CPU_ON_64.into(),
+        [target, entry, context],
+    )
 }
 
 /// `CPU_OFF`: turns this vCPU off; returns only on failure.
 pub fn cpu_off() -> u64 {
-    call(Conduit::Hvc, psci::CPU_OFF, [0; 3])
+    call(Conduit::Hvc, psci::CPU_OFF.into(), [0; 3])
 }
 
-/// `AFFINITY_INFO` for the vCPU with MPIDR `target` (level 0).
+/// `AFFINITY_INFO` (SMC64) for the vCPU with MPIDR `target` (level 0).
 pub fn affinity_info(target: u64) -> u64 {
-    call(Conduit::Hvc, psci::AFFINITY_INFO, [target, 0, 0])
+    call(Conduit::Hvc, psci::AFFINITY_INFO_64.into(), [target, 0, 0])
 }
 
 /// `SYSTEM_OFF`: ends the VM; returns only if the host ignored it.
 pub fn system_off() {
-    call(Conduit::Hvc, psci::SYSTEM_OFF, [0; 3]);
+    call(Conduit::Hvc, psci::SYSTEM_OFF.into(), [0; 3]);
 }

@@ -3,18 +3,19 @@
 
 use crate::guest::psci::{self, Conduit};
 use crate::guest::runner::{TestResult, ensure};
-use kcore_test_guest::{psci::VERSION_1_0, smccc};
+use kcore_abi::{psci::VERSION_1_0, smccc};
+use kcore_test_guest::UNKNOWN_FUNCTIONS;
 
 /// Argument registers for the unknown calls: their values must not matter.
 const ARGUMENTS: [[u64; 3]; 2] = [[0; 3], [u64::MAX, 1, 0x4000_0000]];
 
 /// Every unknown function id returns `NOT_SUPPORTED`.
 fn unknown(conduit: Conduit) -> TestResult {
-    for fid in smccc::UNKNOWN_FUNCTIONS {
+    for fid in UNKNOWN_FUNCTIONS {
         for args in ARGUMENTS {
             let r = psci::call(conduit, fid, args);
             ensure!(
-                r == smccc::NOT_SUPPORTED,
+                r == smccc::RET_NOT_SUPPORTED,
                 "function {fid:#x} (x1..x3 = {:#x}, {:#x}, {:#x}) returned {r:#x}",
                 args[0],
                 args[1],
@@ -38,7 +39,7 @@ pub fn smc_unknown() -> TestResult {
 /// `SMCCC_VERSION` is 1.1 through both conduits.
 pub fn smccc_version() -> TestResult {
     for conduit in [Conduit::Hvc, Conduit::Smc] {
-        let r = psci::call(conduit, smccc::VERSION, [0; 3]);
+        let r = psci::call(conduit, smccc::SMCCC_VERSION.into(), [0; 3]);
         ensure!(
             r == smccc::VERSION_1_1,
             "{conduit:?}: SMCCC_VERSION returned {r:#x}, expected {:#x}",

@@ -7,8 +7,8 @@ use crate::guest::runner::{TestResult, ensure, fail};
 use crate::guest::secondary::{self, FaultNote, FpOutcome, Phase};
 use crate::guest::{boot, gic, irq, psci, timer};
 use core::sync::atomic::Ordering;
+use kcore_abi::psci::{AFFINITY_OFF, AFFINITY_ON, SUCCESS};
 use kcore_test_guest::gic::SGI_PING;
-use kcore_test_guest::psci::{AFFINITY_OFF, AFFINITY_ON, SUCCESS};
 use kcore_test_guest::{SECONDARY_CTX, VCPUS};
 
 /// vCPU 1's MPIDR affinity (Aff0 = 1, Aff1..3 = 0).
