@@ -15,6 +15,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod kvm_ext;
 pub mod manifest;
 pub mod psci;
@@ -48,7 +49,7 @@ pub const HYPERCALL_BASE: u32 =
     smccc::FAST_CALL | smccc::SMC64 | smccc::owner(smccc::OWNER_VENDOR_HYP);
 
 /// Every KCore hypercall. The discriminant is the SMCCC function id placed in
-/// `x0`.
+/// `x0`. Each call's arguments are a struct of the same name in [`call`].
 ///
 /// Handler names follow `<initiator>_<verb>_<completer>` once calls change
 /// ownership; these first two only query.
