@@ -18,8 +18,8 @@ use crate::mem_protect::{CreateVm, MemCore};
 use crate::ownership::PageState;
 use crate::psci::{PsciOutcome, PsciRelay};
 use crate::vcpu::{Loaded, RunArgs, Step, VcpuHost};
-use crate::vm::VmKind;
-use kcore_abi::{Error, HypercallId, PageOwner, psci, smccc, vm_flags};
+use kcore_abi::call::Hypercall;
+use kcore_abi::{Error, HypercallId, PageOwner, psci, smccc};
 
 /// The host's general registers `x0..=x30` at the trap.
 pub type Regs = [u64; 31];
@@ -236,7 +236,8 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
         }
     }
 
-    /// KServ's hypercalls: decode, then each call's check and commit.
+    /// KServ's hypercalls: decode (once, into the call's argument struct of
+    /// [`kcore_abi::call`]), then each call's check and commit.
     /// Results go to `x0..x3`; `x4..x30` are left as they were. A
     /// `host_vcpu_run` is not done here: its decoded arguments come back
     /// for the caller to run (registers untouched).
@@ -251,74 +252,59 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
         } else {
             None
         };
-        let [a1, a2, a3, a4, a5] = [regs[1], regs[2], regs[3], regs[4], regs[5]];
+        let Some(id) = id else {
+            abi_query(imm, regs);
+            return None;
+        };
+        let args = [regs[1], regs[2], regs[3], regs[4], regs[5], regs[6]];
         let m = &mut self.mem;
-        let result: Result<[u64; 3], Error> = match id {
-            None | Some(HypercallId::Version) | Some(HypercallId::Features) => {
+        let result: Result<[u64; 3], Error> = match Hypercall::decode(id, &args) {
+            Hypercall::Version(_) | Hypercall::Features(_) => {
                 abi_query(imm, regs);
                 return None;
             }
-            Some(HypercallId::HostVcpuRun) => {
-                return Some(RunArgs {
-                    handle: a1,
-                    vcpu: a2,
-                    run_pfn: a3,
-                });
+            Hypercall::HostVcpuRun(a) => return Some(a),
+            Hypercall::HostDeclareMmio(a) => m
+                .host_declare_mmio(a.handle, a.gfn, a.pages)
+                .map(|()| [0; 3]),
+            Hypercall::HostVcpuGetReg(a) => m
+                .host_vcpu_get_reg(a.handle, a.vcpu, a.reg, hw)
+                .map(|v| [v, 0, 0]),
+            Hypercall::HostVcpuSetReg(a) => m
+                .host_vcpu_set_reg(a.handle, a.vcpu, a.reg, a.value, hw)
+                .map(|()| [0; 3]),
+            Hypercall::HostCreateVm(a) => CreateVm::from_call(&a)
+                .and_then(|args| m.check_create_vm(&args))
+                .map(|t| [m.commit_create_vm(t, hw).0, 0, 0]),
+            Hypercall::HostCreateVcpu(a) => {
+                m.host_create_vcpu(a.handle, a.vcpu, hw).map(|()| [0; 3])
             }
-            Some(HypercallId::HostDeclareMmio) => m.host_declare_mmio(a1, a2, a3).map(|()| [0; 3]),
-            Some(HypercallId::HostVcpuGetReg) => {
-                m.host_vcpu_get_reg(a1, a2, a3, hw).map(|v| [v, 0, 0])
-            }
-            Some(HypercallId::HostVcpuSetReg) => {
-                m.host_vcpu_set_reg(a1, a2, a3, a4, hw).map(|()| [0; 3])
-            }
-            Some(HypercallId::HostCreateVm) => {
-                let kind = if a1 & vm_flags::PROTECTED != 0 {
-                    VmKind::Protected
-                } else {
-                    VmKind::NonProtected
-                };
-                if a1 & !vm_flags::ALL != 0 || a2 > u32::MAX as u64 {
-                    Err(Error::InvalidParameter)
-                } else {
-                    let args = CreateVm {
-                        kind,
-                        ipa_bits: a2 as u32,
-                        max_vcpus: a3,
-                        pool: Pfn(a4),
-                        pool_pages: a5,
-                    };
-                    m.check_create_vm(&args)
-                        .map(|t| [m.commit_create_vm(t, hw).0, 0, 0])
-                }
-            }
-            Some(HypercallId::HostCreateVcpu) => m.host_create_vcpu(a1, a2, hw).map(|()| [0; 3]),
-            Some(HypercallId::HostDonateVmPool) => m
-                .check_donate_vm_pool(a1, a2)
+            Hypercall::HostDonateVmPool(a) => m
+                .check_donate_vm_pool(a.handle, a.pfn)
                 .map(|t| m.commit_donate_vm_pool(t, hw))
                 .map(|()| [0; 3]),
-            Some(HypercallId::HostDonateGuest) => m
-                .check_host_donate_guest(a1, a2, a3, hw)
+            Hypercall::HostDonateGuest(a) => m
+                .check_host_donate_guest(a.handle, a.pfn, a.gfn, hw)
                 .map(|t| m.commit_host_donate_guest(t, hw))
                 .map(|()| [0; 3]),
-            Some(HypercallId::HostShareGuest) => m
-                .check_host_share_guest(a1, a2, a3, a4, hw)
+            Hypercall::HostShareGuest(a) => m
+                .check_host_share_guest(a.handle, a.pfn, a.gfn, a.flags, hw)
                 .map(|t| m.commit_host_share_guest(t, hw))
                 .map(|()| [0; 3]),
-            Some(HypercallId::HostUnshareGuest) => m
-                .check_host_unshare_guest(a1, a2, hw)
+            Hypercall::HostUnshareGuest(a) => m
+                .check_host_unshare_guest(a.handle, a.gfn, hw)
                 .map(|t| m.commit_host_unshare_guest(t, hw))
                 .map(|()| [0; 3]),
-            Some(HypercallId::HostTeardownVm) => m.host_teardown_vm(a1, hw).map(|()| [0; 3]),
-            Some(HypercallId::HostReclaimPage) => m
-                .check_host_reclaim_page(a1, a2)
+            Hypercall::HostTeardownVm(a) => m.host_teardown_vm(a.handle, hw).map(|()| [0; 3]),
+            Hypercall::HostReclaimPage(a) => m
+                .check_host_reclaim_page(a.handle, a.pfn)
                 .map(|t| m.commit_host_reclaim_page(t, hw))
                 .map(|()| [0; 3]),
-            Some(HypercallId::HostPageOwner) => m.host_page_owner(a1).map(|s| owner_report(m, s)),
-            Some(HypercallId::HostVerifyImage) => {
-                m.host_verify_image(a1, a2, a3, a4, hw).map(|()| [0; 3])
-            }
-            Some(HypercallId::HostSelfCheck) if implemented(HypercallId::HostSelfCheck) => {
+            Hypercall::HostPageOwner(a) => m.host_page_owner(a.pfn).map(|s| owner_report(m, s)),
+            Hypercall::HostVerifyImage(a) => m
+                .host_verify_image(a.handle, a.gfn, a.len, a.sig_pfn, hw)
+                .map(|()| [0; 3]),
+            Hypercall::HostSelfCheck(_) if implemented(HypercallId::HostSelfCheck) => {
                 match crate::audit::audit(m, hw) {
                     Ok(r) => Ok([r.host_pages, r.vm_pages, r.table_pages]),
                     Err(e) => {
@@ -327,7 +313,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
                     }
                 }
             }
-            Some(HypercallId::HostSelfCheck) => Err(Error::NotSupported),
+            Hypercall::HostSelfCheck(_) => Err(Error::NotSupported),
         };
         let (r0, [r1, r2, r3]) = match result {
             Ok(r) => (kcore_abi::SUCCESS as u64, r),

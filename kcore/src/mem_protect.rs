@@ -40,7 +40,7 @@ use crate::vm::{
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kcore_abi::manifest::{self, Manifest};
-use kcore_abi::{Error, share_flags};
+use kcore_abi::{Error, call, share_flags, vm_flags};
 
 /// KServ's VMID.
 pub const HOST_VMID: u16 = 0;
@@ -103,6 +103,28 @@ pub struct CreateVm {
     pub pool: Pfn,
     /// How many (at least the root's pages).
     pub pool_pages: u64,
+}
+
+impl CreateVm {
+    /// Decodes `host_create_vm`'s arguments: `InvalidParameter` for an
+    /// unknown flag or an IPA size that does not fit.
+    pub fn from_call(a: &call::HostCreateVm) -> Result<CreateVm, Error> {
+        if a.flags & !vm_flags::ALL != 0 {
+            return Err(Error::InvalidParameter);
+        }
+        let ipa_bits = u32::try_from(a.ipa_bits).map_err(|_| Error::InvalidParameter)?;
+        Ok(CreateVm {
+            kind: if a.flags & vm_flags::PROTECTED != 0 {
+                VmKind::Protected
+            } else {
+                VmKind::NonProtected
+            },
+            ipa_bits,
+            max_vcpus: a.max_vcpus,
+            pool: Pfn(a.pool_pfn),
+            pool_pages: a.pool_pages,
+        })
+    }
 }
 
 /// A checked `host_create_vm`.

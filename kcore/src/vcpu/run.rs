@@ -26,16 +26,10 @@ pub trait GuestCpu {
     fn run(&mut self, cfg: &GuestConfig, ctx: &mut VcpuContext, lrs: &mut LrSet) -> GuestExit;
 }
 
-/// Where `host_vcpu_run` found a vCPU and what it asks of the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RunArgs {
-    /// The VM's handle.
-    pub handle: u64,
-    /// The vCPU index.
-    pub vcpu: u64,
-    /// KServ's run page.
-    pub run_pfn: u64,
-}
+/// Where `host_vcpu_run` found a vCPU and what it asks of the run: the
+/// call's arguments as KServ passed them (`handle`, `vcpu`, `run_pfn`),
+/// checked when the vCPU is loaded.
+pub type RunArgs = kcore_abi::call::HostVcpuRun;
 
 /// KCore's state as the run loop reaches it: each call takes the state lock
 /// for its own duration only, so the guest runs with no lock held.
