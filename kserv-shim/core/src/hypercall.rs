@@ -1,5 +1,6 @@
 //! Typed wrappers for KCore's VM, memory and vCPU hypercalls (the ABI of
-//! `kcore_abi`, `docs/abi.md`): each places its arguments in `x1..`, issues the call
+//! `kcore_abi`, `docs/abi.md`): each places its arguments in `x1..` with the
+//! call's argument struct of [`kcore_abi::call`], issues the call
 //! through a [`Conduit`] and decodes `x0` into `Ok` or the
 //! [`kcore_abi::Error`] KCore refused with.
 //!
@@ -9,7 +10,8 @@
 //! registers.
 
 use crate::conduit::Conduit;
-use kcore_abi::{Error, HypercallId, PageOwner};
+use kcore_abi::call::{self as args, Call};
+use kcore_abi::{Error, PageOwner};
 
 /// Why a hypercall did not succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,19 +46,7 @@ impl CallError {
 pub struct VmHandle(pub u64);
 
 /// Arguments of [`create_vm`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CreateVm {
-    /// [`kcore_abi::vm_flags`] (bit 0: protected).
-    pub flags: u64,
-    /// IPA size in bits; 0 for KCore's default (40).
-    pub ipa_bits: u64,
-    /// Most vCPUs (1..=64).
-    pub max_vcpus: u64,
-    /// First pfn of the pages donated for the VM's stage-2 tables.
-    pub pool_pfn: u64,
-    /// How many (contiguous; the root's pages first, aligned to their size).
-    pub pool_pages: u64,
-}
+pub use kcore_abi::call::HostCreateVm as CreateVm;
 
 /// What `HostPageOwner` reports about a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,13 +60,12 @@ pub struct PageInfo {
     pub gfn: u64,
 }
 
-/// Issues `id` with `args` in `x1..`; returns `x1..=x3` on success.
-pub fn call<C: Conduit>(c: &mut C, id: HypercallId, args: &[u64]) -> Result<[u64; 3], CallError> {
+/// Issues the call whose arguments are `args` (their registers from
+/// [`Call::to_regs`]); returns `x1..=x3` on success.
+pub fn call<C: Conduit, A: Call>(c: &mut C, args: &A) -> Result<[u64; 3], CallError> {
     let mut regs = [0u64; 8];
-    regs[0] = u64::from(id.function_id());
-    for (r, a) in regs[1..7].iter_mut().zip(args) {
-        *r = *a;
-    }
+    regs[0] = u64::from(A::ID.function_id());
+    regs[1..7].copy_from_slice(&args.to_regs());
     c.call(&mut regs);
     match Error::from_x0(regs[0]) {
         Ok(()) => Ok([regs[1], regs[2], regs[3]]),
@@ -88,22 +77,22 @@ pub fn call<C: Conduit>(c: &mut C, id: HypercallId, args: &[u64]) -> Result<[u64
 /// `HostCreateVm`: the pool pages become the VM's table pages; returns the
 /// VM's handle.
 pub fn create_vm<C: Conduit>(c: &mut C, a: &CreateVm) -> Result<VmHandle, CallError> {
-    let [handle, _, _] = call(
-        c,
-        HypercallId::HostCreateVm,
-        &[a.flags, a.ipa_bits, a.max_vcpus, a.pool_pfn, a.pool_pages],
-    )?;
+    let [handle, _, _] = call(c, a)?;
     Ok(VmHandle(handle))
 }
 
 /// `HostCreateVcpu`: registers vCPU `index` of `vm`.
 pub fn create_vcpu<C: Conduit>(c: &mut C, vm: VmHandle, index: u64) -> Result<(), CallError> {
-    call(c, HypercallId::HostCreateVcpu, &[vm.0, index]).map(drop)
+    let a = args::HostCreateVcpu {
+        handle: vm.0,
+        vcpu: index,
+    };
+    call(c, &a).map(drop)
 }
 
 /// `HostDonateVmPool`: one more KServ page for `vm`'s stage-2 tables.
 pub fn donate_vm_pool<C: Conduit>(c: &mut C, vm: VmHandle, pfn: u64) -> Result<(), CallError> {
-    call(c, HypercallId::HostDonateVmPool, &[vm.0, pfn]).map(drop)
+    call(c, &args::HostDonateVmPool { handle: vm.0, pfn }).map(drop)
 }
 
 /// `HostDonateGuest`: KServ's page `pfn` becomes `vm`'s at `gfn`.
@@ -113,7 +102,12 @@ pub fn donate_guest<C: Conduit>(
     pfn: u64,
     gfn: u64,
 ) -> Result<(), CallError> {
-    call(c, HypercallId::HostDonateGuest, &[vm.0, pfn, gfn]).map(drop)
+    let a = args::HostDonateGuest {
+        handle: vm.0,
+        pfn,
+        gfn,
+    };
+    call(c, &a).map(drop)
 }
 
 /// `HostShareGuest`: KServ's page `pfn` is also mapped in (non-protected)
@@ -131,28 +125,34 @@ pub fn share_guest<C: Conduit>(
     } else {
         0
     };
-    call(c, HypercallId::HostShareGuest, &[vm.0, pfn, gfn, flags]).map(drop)
+    let a = args::HostShareGuest {
+        handle: vm.0,
+        pfn,
+        gfn,
+        flags,
+    };
+    call(c, &a).map(drop)
 }
 
 /// `HostUnshareGuest`: ends the sharing of the page `vm` sees at `gfn`.
 pub fn unshare_guest<C: Conduit>(c: &mut C, vm: VmHandle, gfn: u64) -> Result<(), CallError> {
-    call(c, HypercallId::HostUnshareGuest, &[vm.0, gfn]).map(drop)
+    call(c, &args::HostUnshareGuest { handle: vm.0, gfn }).map(drop)
 }
 
 /// `HostTeardownVm`: `vm` is dying; its pages wait for [`reclaim_page`].
 pub fn teardown_vm<C: Conduit>(c: &mut C, vm: VmHandle) -> Result<(), CallError> {
-    call(c, HypercallId::HostTeardownVm, &[vm.0]).map(drop)
+    call(c, &args::HostTeardownVm { handle: vm.0 }).map(drop)
 }
 
 /// `HostReclaimPage`: page `pfn` of dying `vm` comes back to KServ,
 /// scrubbed.
 pub fn reclaim_page<C: Conduit>(c: &mut C, vm: VmHandle, pfn: u64) -> Result<(), CallError> {
-    call(c, HypercallId::HostReclaimPage, &[vm.0, pfn]).map(drop)
+    call(c, &args::HostReclaimPage { handle: vm.0, pfn }).map(drop)
 }
 
 /// `HostPageOwner` (for tests): who owns page `pfn`.
 pub fn page_owner<C: Conduit>(c: &mut C, pfn: u64) -> Result<PageInfo, CallError> {
-    let [code, vm, gfn] = call(c, HypercallId::HostPageOwner, &[pfn])?;
+    let [code, vm, gfn] = call(c, &args::HostPageOwner { pfn })?;
     let owner = PageOwner::from_raw(code).ok_or(CallError::MalformedReply)?;
     Ok(PageInfo {
         owner,
@@ -170,7 +170,13 @@ pub fn verify_image<C: Conduit>(
     len: u64,
     sig_pfn: u64,
 ) -> Result<(), CallError> {
-    call(c, HypercallId::HostVerifyImage, &[vm.0, gfn, len, sig_pfn]).map(drop)
+    let a = args::HostVerifyImage {
+        handle: vm.0,
+        gfn,
+        len,
+        sig_pfn,
+    };
+    call(c, &a).map(drop)
 }
 
 /// `HostDeclareMmio`: guest accesses to `pages` pages from `gfn` exit to
@@ -181,7 +187,12 @@ pub fn declare_mmio<C: Conduit>(
     gfn: u64,
     pages: u64,
 ) -> Result<(), CallError> {
-    call(c, HypercallId::HostDeclareMmio, &[vm.0, gfn, pages]).map(drop)
+    let a = args::HostDeclareMmio {
+        handle: vm.0,
+        gfn,
+        pages,
+    };
+    call(c, &a).map(drop)
 }
 
 /// `HostVcpuRun`: runs vCPU `vcpu` of `vm` with KServ's run page `run_pfn`
@@ -194,7 +205,12 @@ pub fn vcpu_run<C: Conduit>(
     vcpu: u64,
     run_pfn: u64,
 ) -> Result<u64, CallError> {
-    let [reason, _, _] = call(c, HypercallId::HostVcpuRun, &[vm.0, vcpu, run_pfn])?;
+    let a = args::HostVcpuRun {
+        handle: vm.0,
+        vcpu,
+        run_pfn,
+    };
+    let [reason, _, _] = call(c, &a)?;
     Ok(reason)
 }
 
@@ -206,7 +222,12 @@ pub fn vcpu_get_reg<C: Conduit>(
     vcpu: u64,
     reg: u64,
 ) -> Result<u64, CallError> {
-    let [value, _, _] = call(c, HypercallId::HostVcpuGetReg, &[vm.0, vcpu, reg])?;
+    let a = args::HostVcpuGetReg {
+        handle: vm.0,
+        vcpu,
+        reg,
+    };
+    let [value, _, _] = call(c, &a)?;
     Ok(value)
 }
 
@@ -219,7 +240,13 @@ pub fn vcpu_set_reg<C: Conduit>(
     reg: u64,
     value: u64,
 ) -> Result<(), CallError> {
-    call(c, HypercallId::HostVcpuSetReg, &[vm.0, vcpu, reg, value]).map(drop)
+    let a = args::HostVcpuSetReg {
+        handle: vm.0,
+        vcpu,
+        reg,
+        value,
+    };
+    call(c, &a).map(drop)
 }
 
 #[cfg(test)]
