@@ -66,7 +66,8 @@ pub const EXIT_IRQS: usize = EXIT + 11;
 /// Words of the whole page that KCore uses.
 pub const WORDS: usize = EXIT_IRQS + MAX_IRQS;
 
-/// Exit reasons (`x1` of the call and [`EXIT_REASON`]).
+/// Exit reasons (`x1` of the call and [`EXIT_REASON`]); [`ExitReason`]
+/// decodes them.
 pub mod exit {
     /// A physical interrupt arrived for KServ (or KCore wants KServ to
     /// schedule); nothing to emulate.
@@ -88,6 +89,54 @@ pub mod exit {
     /// `ICC_SGI0R_EL1`; which one in [`super::exit_flags`]): KServ's vGIC
     /// delivers it.
     pub const SGI: u64 = 6;
+}
+
+/// The [`exit`] reasons as a type, for matching on what KCore reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u64)]
+pub enum ExitReason {
+    /// [`exit::IRQ`].
+    Irq = exit::IRQ,
+    /// [`exit::MMIO`].
+    Mmio = exit::MMIO,
+    /// [`exit::MEM_FAULT`].
+    MemFault = exit::MEM_FAULT,
+    /// [`exit::WFI`].
+    Wfi = exit::WFI,
+    /// [`exit::PSCI`].
+    Psci = exit::PSCI,
+    /// [`exit::SGI`].
+    Sgi = exit::SGI,
+}
+
+impl ExitReason {
+    /// Every exit reason.
+    pub const ALL: [ExitReason; 6] = [
+        ExitReason::Irq,
+        ExitReason::Mmio,
+        ExitReason::MemFault,
+        ExitReason::Wfi,
+        ExitReason::Psci,
+        ExitReason::Sgi,
+    ];
+
+    /// Decodes `x1` of the call or [`EXIT_REASON`]; `None` for a reason
+    /// this ABI version does not define.
+    pub const fn from_raw(v: u64) -> Option<ExitReason> {
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i] as u64 == v {
+                return Some(Self::ALL[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The raw value, one of [`exit`].
+    pub const fn raw(self) -> u64 {
+        self as u64
+    }
 }
 
 /// Bits of [`EXIT_FLAGS`].
@@ -151,3 +200,28 @@ pub mod irq {
 }
 
 const _: () = assert!(ENTRY_WORDS <= EXIT && WORDS * 8 <= 4096);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_reasons_round_trip() {
+        for r in ExitReason::ALL {
+            assert_eq!(ExitReason::from_raw(r.raw()), Some(r));
+        }
+        assert_eq!(ExitReason::from_raw(0), None);
+        assert_eq!(ExitReason::from_raw(exit::SGI + 1), None);
+        assert_eq!(
+            ExitReason::ALL.map(ExitReason::raw),
+            [
+                exit::IRQ,
+                exit::MMIO,
+                exit::MEM_FAULT,
+                exit::WFI,
+                exit::PSCI,
+                exit::SGI
+            ]
+        );
+    }
+}

@@ -63,7 +63,7 @@ use crate::psci;
 use crate::runpage::{Exit, PageIo, write_entry};
 use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
-use kcore_abi::run::{self, exit, exit_flags, irq};
+use kcore_abi::run::{self, ExitReason, exit_flags, irq};
 use kcore_abi::{Error, PageOwner, reg, vm_flags};
 use kcore_test_guest::testdev::{self, Width};
 use kcore_test_guest::{self as guest, Line as GuestLine, Status};
@@ -1074,24 +1074,25 @@ impl Vcpu {
             vm.fail(env, f);
             return Next::Stop;
         }
-        if reason != exit::MEM_FAULT {
+        let decoded = ExitReason::from_raw(reason);
+        if decoded != Some(ExitReason::MemFault) {
             self.refaults = 0;
         }
-        match reason {
-            exit::IRQ => {
+        match decoded {
+            Some(ExitReason::Irq) => {
                 me.count(counter::IRQ);
                 Next::Run
             }
-            exit::MMIO => {
+            Some(ExitReason::Mmio) => {
                 me.count(counter::MMIO);
                 self.mmio(env, vm, &e);
                 Next::Run
             }
-            exit::MEM_FAULT => {
+            Some(ExitReason::MemFault) => {
                 me.count(counter::MEM);
                 self.mem_fault(env, vm, e.word(run::EXIT_ADDR))
             }
-            exit::WFI => {
+            Some(ExitReason::Wfi) => {
                 me.count(counter::WFI);
                 if e.word(run::EXIT_FLAGS) & exit_flags::WFE != 0 {
                     // No event model: a WFE only yields.
@@ -1100,7 +1101,7 @@ impl Vcpu {
                     Next::Idle(e.word(run::EXIT_TIMER_DEADLINE))
                 }
             }
-            exit::PSCI => {
+            Some(ExitReason::Psci) => {
                 me.count(counter::PSCI);
                 let args = [
                     e.word(run::EXIT_ARGS),
@@ -1109,7 +1110,7 @@ impl Vcpu {
                 ];
                 self.psci(env, vm, e.word(run::EXIT_DATA), args)
             }
-            exit::SGI => {
+            Some(ExitReason::Sgi) => {
                 me.count(counter::SGI);
                 let targets = sgi_targets(e.word(run::EXIT_DATA), self.idx);
                 let intid = ((e.word(run::EXIT_DATA) >> 24) & 0xF) as u32;
@@ -1120,7 +1121,7 @@ impl Vcpu {
                 }
                 Next::Run
             }
-            reason => {
+            None => {
                 vm.fail(
                     env,
                     Fault::UnknownExit {

@@ -8,6 +8,7 @@ extern crate std;
 
 use super::*;
 use kcore_abi::HypercallId;
+use kcore_abi::run::exit;
 use std::boxed::Box;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::string::{String, ToString};

@@ -19,7 +19,7 @@ use crate::hypercall::{self, CallError};
 use crate::psci;
 use crate::runpage::{Exit, write_entry};
 use core::sync::atomic::Ordering::SeqCst;
-use kcore_abi::run::{self, exit, exit_flags};
+use kcore_abi::run::{self, ExitReason, exit_flags};
 use kcore_abi::{Error, reg as kr, smccc};
 
 /// A vCPU as its fd's holder keeps it (the glue serialises its ioctls).
@@ -475,27 +475,27 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
         }
         None => return internal_error(env, reason, e.word(run::EXIT_IRQ_COUNT)),
     }
-    match reason {
-        exit::IRQ => Next::Enter,
-        exit::MMIO => mmio(env, vm, v, &e),
-        exit::MEM_FAULT => {
+    match ExitReason::from_raw(reason) {
+        Some(ExitReason::Irq) => Next::Enter,
+        Some(ExitReason::Mmio) => mmio(env, vm, v, &e),
+        Some(ExitReason::MemFault) => {
             let gfn = e.word(run::EXIT_ADDR) >> 12;
             match vm.with_cfg(env, |env, c| c.back(env, vm, gfn)) {
                 Ok(()) => Next::Enter,
                 Err(err) => Next::Return(super::errno::ret(err)),
             }
         }
-        exit::WFI if e.word(run::EXIT_FLAGS) & exit_flags::WFE != 0 => Next::Enter,
-        exit::WFI => Next::Idle(e.word(run::EXIT_TIMER_DEADLINE)),
-        exit::PSCI => psci_call(env, vm, v, &e),
-        exit::SGI => {
+        Some(ExitReason::Wfi) if e.word(run::EXIT_FLAGS) & exit_flags::WFE != 0 => Next::Enter,
+        Some(ExitReason::Wfi) => Next::Idle(e.word(run::EXIT_TIMER_DEADLINE)),
+        Some(ExitReason::Psci) => psci_call(env, vm, v, &e),
+        Some(ExitReason::Sgi) => {
             let g1 =
                 e.word(run::EXIT_FLAGS) & (exit_flags::SGI_ASGI1R | exit_flags::SGI_SGI0R) == 0;
             let value = e.word(run::EXIT_DATA);
             vm.with_gic(env, |g| ((), g.sgi(id, value, g1)));
             Next::Enter
         }
-        r => internal_error(env, r, 0),
+        None => internal_error(env, reason, 0),
     }
 }
 
