@@ -29,14 +29,53 @@ pub mod ec {
     pub const DABT_CUR: u64 = 0x25;
 }
 
+/// `ESR_ELx.ISS` fault status codes (`DFSC`/`IFSC`) KCore tells apart
+/// (Arm ARM D19.2, ESR_ELx). The level-indexed kinds are matched on
+/// `fsc & LEVEL_KIND`, which drops the level (0-3) in bits 1:0.
+pub mod fsc {
+    /// The bits of a fault status code that name its kind, without the
+    /// lookup level.
+    pub const LEVEL_KIND: u64 = 0x3C;
+    /// Translation fault, levels 0-3.
+    pub const TRANSLATION: u64 = 0x04;
+    /// Access flag fault, levels 0-3.
+    pub const ACCESS_FLAG: u64 = 0x08;
+    /// Permission fault, levels 0-3.
+    pub const PERMISSION: u64 = 0x0C;
+    /// Synchronous external abort, not on a translation table walk.
+    pub const SEA: u64 = 0x10;
+    /// Translation fault, level -1 (FEAT_LPA2).
+    pub const TRANSLATION_LEVEL_MINUS_1: u64 = 0x2B;
+}
+
 /// A syndrome register value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Esr(pub u64);
 
+/// The fields of a trapped `MSR`/`MRS`/system instruction's syndrome
+/// (`EC == 0x18`): which register, which general register, which way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysRegTrap {
+    /// `Op0`.
+    pub op0: u64,
+    /// `Op1`.
+    pub op1: u64,
+    /// `CRn`.
+    pub crn: u64,
+    /// `CRm`.
+    pub crm: u64,
+    /// `Op2`.
+    pub op2: u64,
+    /// `Rt`: the general register transferred (31 is XZR).
+    pub rt: usize,
+    /// Direction: a read (`MRS`) rather than a write (`MSR`).
+    pub read: bool,
+}
+
 impl Esr {
     /// Exception class.
     pub const fn ec(self) -> u64 {
-        (self.0 >> 26) & 0x3F
+        (self.0 >> ESR_EC_SHIFT) & 0x3F
     }
     /// Instruction syndrome.
     pub const fn iss(self) -> u64 {
@@ -46,20 +85,53 @@ impl Esr {
     pub const fn imm16(self) -> u16 {
         self.0 as u16
     }
+    /// For trapped `WFI`/`WFE`: the instruction was `WFE` (`TI == 0b01`;
+    /// `WFI`, `WFIT` and `WFET` are not).
+    pub const fn is_wfe(self) -> bool {
+        self.0 & 3 == 1
+    }
+    /// For trapped `MSR`/`MRS`/system instructions: the register and
+    /// direction.
+    pub const fn sys_reg(self) -> SysRegTrap {
+        let iss = self.iss();
+        SysRegTrap {
+            op0: (iss >> 20) & 3,
+            op2: (iss >> 17) & 7,
+            op1: (iss >> 14) & 7,
+            crn: (iss >> 10) & 15,
+            rt: ((iss >> 5) & 31) as usize,
+            crm: (iss >> 1) & 15,
+            read: iss & 1 == 1,
+        }
+    }
     /// For aborts: the fault status code.
     pub const fn fsc(self) -> u64 {
         self.0 & 0x3F
     }
+    /// For aborts: a translation fault (any level, including -1) or an
+    /// access flag fault: nothing is mapped (usable) there yet.
+    pub const fn is_translation_or_access_fault(self) -> bool {
+        let code = self.fsc();
+        matches!(code & fsc::LEVEL_KIND, fsc::TRANSLATION | fsc::ACCESS_FLAG)
+            || code == fsc::TRANSLATION_LEVEL_MINUS_1
+    }
+    /// For aborts: a permission fault (levels 0-3).
+    pub const fn is_permission_fault(self) -> bool {
+        self.fsc() & fsc::LEVEL_KIND == fsc::PERMISSION
+    }
     /// For aborts: whether the fault is a translation, access-flag or
-    /// permission fault (levels 0-3): the stage-2 faults `HPFAR_EL2` is
-    /// valid for.
+    /// permission fault: the stage-2 faults `HPFAR_EL2` is valid for.
     pub const fn is_s2_mapping_fault(self) -> bool {
-        let fsc = self.fsc();
-        matches!(fsc & 0x3C, 0x04 | 0x08 | 0x0C) || fsc == 0x2B // 0x2B: translation fault level -1 (LPA2)
+        self.is_translation_or_access_fault() || self.is_permission_fault()
+    }
+    /// For stage-2 aborts: the fault was on the stage-1 translation table
+    /// walk (S1PTW), not on the access itself.
+    pub const fn s1ptw(self) -> bool {
+        self.0 & (1 << 7) != 0
     }
     /// For data aborts: write (WnR).
     pub const fn is_write(self) -> bool {
-        self.0 & (1 << 6) != 0
+        self.0 & ESR_WNR != 0
     }
     /// For data aborts: the syndrome below is valid (ISV): a single load or
     /// store of one general register.
@@ -143,9 +215,12 @@ pub struct Injection {
     pub spsr_el2: u64,
 }
 
+/// `ESR_ELx.EC`'s position.
+const ESR_EC_SHIFT: u32 = 26;
+/// `ESR_ELx.IL`: a 32-bit instruction.
 const ESR_IL: u64 = 1 << 25;
-/// Fault status: synchronous external abort, not on a table walk.
-const FSC_SEA: u64 = 0x10;
+/// `ESR_ELx.ISS.WnR` of a data abort.
+const ESR_WNR: u64 = 1 << 6;
 
 fn enter_el1(t: &TrapState, esr_el1: u64, far_el1: Option<u64>) -> Injection {
     let from = t.spsr & pstate::M_MASK;
@@ -194,14 +269,18 @@ pub fn inject_external_abort(t: &TrapState) -> Injection {
     };
     // Keep only WnR from the original syndrome: nothing else about the
     // stage-2 walk is KServ's business.
-    let wnr = if is_instr { 0 } else { t.esr & (1 << 6) };
-    let esr = (class << 26) | ESR_IL | wnr | FSC_SEA;
+    let wnr = if !is_instr && trap.is_write() {
+        ESR_WNR
+    } else {
+        0
+    };
+    let esr = (class << ESR_EC_SHIFT) | ESR_IL | wnr | fsc::SEA;
     enter_el1(t, esr, Some(t.far))
 }
 
 /// An UNDEFINED exception for the instruction KServ trapped on.
 pub fn inject_undef(t: &TrapState) -> Injection {
-    enter_el1(t, (ec::UNKNOWN << 26) | ESR_IL, None)
+    enter_el1(t, (ec::UNKNOWN << ESR_EC_SHIFT) | ESR_IL, None)
 }
 
 #[cfg(test)]
@@ -229,7 +308,7 @@ mod tests {
         let i = inject_external_abort(&t);
         assert_eq!(i.elr_el2, t.vbar_el1 + 0x200);
         assert_eq!(Esr(i.esr_el1).ec(), ec::DABT_CUR);
-        assert_eq!(Esr(i.esr_el1).fsc(), FSC_SEA);
+        assert_eq!(Esr(i.esr_el1).fsc(), fsc::SEA);
         assert!(Esr(i.esr_el1).is_write());
         assert_eq!(i.far_el1, Some(t.far));
         assert_eq!((i.elr_el1, i.spsr_el1), (t.elr, t.spsr));
@@ -269,5 +348,81 @@ mod tests {
         assert!(Esr(0x9200_0007).is_s2_mapping_fault());
         assert!(Esr(0x9200_000F).is_s2_mapping_fault());
         assert!(!Esr(0x9200_0010).is_s2_mapping_fault());
+    }
+
+    #[test]
+    fn sysreg_trap_fields() {
+        // MRS x3, MDSCR_EL1 (Op0 2, Op1 0, CRn 0, CRm 2, Op2 2).
+        assert_eq!(
+            Esr(0x6224_0065).sys_reg(),
+            SysRegTrap {
+                op0: 2,
+                op1: 0,
+                crn: 0,
+                crm: 2,
+                op2: 2,
+                rt: 3,
+                read: true
+            }
+        );
+        // MSR ICC_SGI1R_EL1, x4 (Op0 3, Op1 0, CRn 12, CRm 11, Op2 5).
+        let t = Esr(0x623A_3096);
+        assert_eq!(t.ec(), ec::SYS64);
+        assert_eq!(
+            t.sys_reg(),
+            SysRegTrap {
+                op0: 3,
+                op1: 0,
+                crn: 12,
+                crm: 11,
+                op2: 5,
+                rt: 4,
+                read: false
+            }
+        );
+    }
+
+    #[test]
+    fn data_abort_fields() {
+        // STR w5: ISV, SAS 2, SRT 5, WnR, translation fault level 3.
+        let st = Esr(0x9385_0047);
+        assert_eq!(st.ec(), ec::DABT_LOW);
+        assert!(st.isv() && st.is_write() && !st.s1ptw());
+        assert_eq!((st.access_bytes(), st.srt()), (4, 5));
+        assert!(!st.sign_extend() && !st.sixty_four());
+        assert!(st.is_translation_or_access_fault() && !st.is_permission_fault());
+        // LDRSH x3 on the stage-1 walk: SAS 1, SSE, SF, S1PTW, level 2.
+        let ld = Esr(0x9363_8086);
+        assert!(ld.isv() && !ld.is_write() && ld.s1ptw());
+        assert_eq!((ld.access_bytes(), ld.srt()), (2, 3));
+        assert!(ld.sign_extend() && ld.sixty_four());
+        assert_eq!(ld.fsc(), 0x06);
+    }
+
+    #[test]
+    fn fault_status_kinds() {
+        for (esr, translation, permission) in [
+            (0x9200_0004, true, false),  // translation, level 0
+            (0x9200_0007, true, false),  // translation, level 3
+            (0x9200_002B, true, false),  // translation, level -1
+            (0x9200_000B, true, false),  // access flag, level 3
+            (0x9200_000D, false, true),  // permission, level 1
+            (0x9200_000F, false, true),  // permission, level 3
+            (0x9200_0010, false, false), // synchronous external abort
+            (0x9200_0021, false, false), // alignment
+        ] {
+            let e = Esr(esr);
+            assert_eq!(e.is_translation_or_access_fault(), translation, "{esr:#x}");
+            assert_eq!(e.is_permission_fault(), permission, "{esr:#x}");
+            assert_eq!(e.is_s2_mapping_fault(), translation || permission);
+        }
+    }
+
+    #[test]
+    fn wfx_kinds() {
+        assert!(!Esr(0x0600_0000).is_wfe(), "WFI");
+        assert!(Esr(0x0600_0001).is_wfe(), "WFE");
+        assert!(!Esr(0x0600_0002).is_wfe(), "WFIT");
+        assert!(!Esr(0x0600_0003).is_wfe(), "WFET");
     }
 }

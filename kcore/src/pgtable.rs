@@ -31,12 +31,45 @@ use core::marker::PhantomData;
 /// Entries in one table.
 pub const ENTRIES: usize = 512;
 
-const DESC_VALID: u64 = 1 << 0;
-const DESC_TABLE: u64 = 1 << 1; // at levels 0-2: table, at level 3: page
-const OA_MASK: u64 = 0x0000_FFFF_FFFF_F000;
-const AF: u64 = 1 << 10;
-const SH_INNER: u64 = 0b11 << 8;
-const XN: u64 = 1 << 54;
+/// The bits of a VMSAv8-64 descriptor with the 4 KiB granule (Arm ARM
+/// D8.3), for both regimes: the one place their encodings are written.
+mod desc {
+    /// Valid.
+    pub const VALID: u64 = 1 << 0;
+    /// At levels 0-2 a table descriptor (clear: a block); at level 3 a page
+    /// (which must have it set).
+    pub const TABLE: u64 = 1 << 1;
+    /// The output address (or next table's address), bits 47:12.
+    pub const OA_MASK: u64 = 0x0000_FFFF_FFFF_F000;
+    /// Access flag: set, so a first access does not fault.
+    pub const AF: u64 = 1 << 10;
+    /// `SH` = `0b11`: inner shareable.
+    pub const SH_INNER: u64 = 0b11 << 8;
+    /// Execute-never: stage 1's `XN` (EL2) and stage 2's `XN[1]` (`XN` =
+    /// `0b10`: not executable at EL1 or EL0).
+    pub const XN: u64 = 1 << 54;
+
+    /// Stage 1: `AttrIndx`, the `MAIR` index.
+    pub const ATTRIDX_MASK: u64 = 0b111 << 2;
+    /// Stage 1: `AttrIndx` = 1 (`MAIR_EL2` index 1, Device-nGnRE).
+    pub const ATTRIDX_DEVICE: u64 = 1 << 2;
+    /// Stage 1: `AP[2]`, read-only.
+    pub const AP_RO: u64 = 1 << 7;
+    /// Stage 1: `AP[1]`, RES1 in a single-range regime such as EL2's.
+    pub const AP_RES1: u64 = 1 << 6;
+
+    /// Stage 2: `MemAttr[3:0]`, the memory type.
+    pub const MEMATTR_MASK: u64 = 0b1111 << 2;
+    /// Stage 2: `MemAttr` = `0b1111`, Normal, outer and inner write-back.
+    pub const MEMATTR_NORMAL_WB: u64 = 0b1111 << 2;
+    /// Stage 2: `MemAttr` = `0b0001`, Device-nGnRE.
+    pub const MEMATTR_DEVICE_NGNRE: u64 = 0b0001 << 2;
+    /// Stage 2: `S2AP[0]`, readable.
+    pub const S2AP_R: u64 = 1 << 6;
+    /// Stage 2: `S2AP[1]`, writable.
+    pub const S2AP_W: u64 = 1 << 7;
+}
+use desc::{AF, OA_MASK, SH_INNER, XN};
 
 /// What a mapping maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,20 +141,17 @@ pub enum El2Stage1 {}
 impl El2Stage1 {
     /// `MAIR_EL2`: index 0 Normal WB RA/WA, index 1 Device-nGnRE.
     pub const MAIR: u64 = 0xFF | (0x04 << 8);
-    const ATTRIDX_DEVICE: u64 = 1 << 2;
-    const AP_RO: u64 = 1 << 7;
-    const AP_RES1: u64 = 1 << 6; // AP[1] is RES1 in a single-range regime
 }
 
 impl Regime for El2Stage1 {
     fn leaf_attrs(a: Attrs) -> u64 {
-        let mut d = AF | Self::AP_RES1;
+        let mut d = AF | desc::AP_RES1;
         match a.kind {
             MemKind::Normal => d |= SH_INNER,
-            MemKind::Device => d |= Self::ATTRIDX_DEVICE,
+            MemKind::Device => d |= desc::ATTRIDX_DEVICE,
         }
         if !a.write {
-            d |= Self::AP_RO;
+            d |= desc::AP_RO;
         }
         if !a.exec {
             d |= XN;
@@ -130,12 +160,12 @@ impl Regime for El2Stage1 {
     }
     fn decode_attrs(d: u64) -> Attrs {
         Attrs {
-            kind: if d & (0b111 << 2) == Self::ATTRIDX_DEVICE {
+            kind: if d & desc::ATTRIDX_MASK == desc::ATTRIDX_DEVICE {
                 MemKind::Device
             } else {
                 MemKind::Normal
             },
-            write: d & Self::AP_RO == 0,
+            write: d & desc::AP_RO == 0,
             exec: d & XN == 0,
         }
     }
@@ -146,22 +176,15 @@ impl Regime for El2Stage1 {
 #[derive(Clone, Copy, Debug)]
 pub enum Stage2 {}
 
-impl Stage2 {
-    const MEMATTR_NORMAL_WB: u64 = 0b1111 << 2;
-    const MEMATTR_DEVICE_NGNRE: u64 = 0b0001 << 2;
-    const S2AP_R: u64 = 1 << 6;
-    const S2AP_W: u64 = 1 << 7;
-}
-
 impl Regime for Stage2 {
     fn leaf_attrs(a: Attrs) -> u64 {
-        let mut d = AF | Self::S2AP_R;
+        let mut d = AF | desc::S2AP_R;
         match a.kind {
-            MemKind::Normal => d |= Self::MEMATTR_NORMAL_WB | SH_INNER,
-            MemKind::Device => d |= Self::MEMATTR_DEVICE_NGNRE,
+            MemKind::Normal => d |= desc::MEMATTR_NORMAL_WB | SH_INNER,
+            MemKind::Device => d |= desc::MEMATTR_DEVICE_NGNRE,
         }
         if a.write {
-            d |= Self::S2AP_W;
+            d |= desc::S2AP_W;
         }
         if !a.exec {
             d |= XN;
@@ -170,12 +193,12 @@ impl Regime for Stage2 {
     }
     fn decode_attrs(d: u64) -> Attrs {
         Attrs {
-            kind: if d & (0b1111 << 2) == Self::MEMATTR_NORMAL_WB {
+            kind: if d & desc::MEMATTR_MASK == desc::MEMATTR_NORMAL_WB {
                 MemKind::Normal
             } else {
                 MemKind::Device
             },
-            write: d & Self::S2AP_W != 0,
+            write: d & desc::S2AP_W != 0,
             exec: d & XN == 0,
         }
     }
@@ -481,7 +504,7 @@ impl<R: Regime> PageTable<R> {
             let s = self
                 .descend(&*mem, is_table, va, table, level)
                 .map_err(MapError::CorruptTable)?;
-            if s.entry & DESC_VALID != 0 {
+            if s.entry & desc::VALID != 0 {
                 return Err(MapError::AlreadyMapped);
             }
             let size = block_size(s.level);
@@ -489,9 +512,9 @@ impl<R: Regime> PageTable<R> {
                 s.level >= 1 && va.is_multiple_of(size) && pa.is_aligned(size) && remaining >= size;
             if block_ok || s.level == 3 {
                 let ty = if s.level == 3 {
-                    DESC_VALID | DESC_TABLE
+                    desc::VALID | desc::TABLE
                 } else {
-                    DESC_VALID
+                    desc::VALID
                 };
                 mem.write_entry(
                     s.table,
@@ -507,7 +530,7 @@ impl<R: Regime> PageTable<R> {
             mem.write_entry(
                 s.table,
                 s.idx,
-                (next.raw() & OA_MASK) | DESC_VALID | DESC_TABLE,
+                (next.raw() & OA_MASK) | desc::VALID | desc::TABLE,
             );
             table = next;
             level = s.level + 1;
@@ -526,7 +549,7 @@ impl<R: Regime> PageTable<R> {
             return Ok(None);
         }
         let s = self.descend(mem, is_table, va, self.root, self.geometry.start_level)?;
-        if s.entry & DESC_VALID == 0 {
+        if s.entry & desc::VALID == 0 {
             return Ok(None);
         }
         let size = block_size(s.level);
@@ -548,7 +571,7 @@ impl<R: Regime> PageTable<R> {
         let s = self.descend(mem, is_table, va, self.root, self.geometry.start_level)?;
         // A valid entry (a block, or a page at level 3): `map` will refuse
         // and allocate nothing.
-        Ok(if s.entry & DESC_VALID == 0 {
+        Ok(if s.entry & desc::VALID == 0 {
             3 - s.level
         } else {
             0
@@ -568,7 +591,7 @@ impl<R: Regime> PageTable<R> {
             return Ok(None);
         }
         let s = self.descend(&*mem, is_table, va, self.root, self.geometry.start_level)?;
-        if s.entry & DESC_VALID == 0 {
+        if s.entry & desc::VALID == 0 {
             return Ok(None);
         }
         mem.write_entry(s.table, s.idx, 0);
@@ -645,7 +668,7 @@ impl<R: Regime> PageTable<R> {
         let size = block_size(level);
         for i in 0..entries {
             let e = mem.read_entry(table, i);
-            if e & DESC_VALID == 0 {
+            if e & desc::VALID == 0 {
                 continue;
             }
             let va = base + i as u64 * size;
@@ -671,7 +694,7 @@ impl<R: Regime> PageTable<R> {
 
 /// Whether `entry`, at `level`, points to a next-level table.
 const fn is_table_descriptor(level: usize, entry: u64) -> bool {
-    level < 3 && entry & (DESC_VALID | DESC_TABLE) == DESC_VALID | DESC_TABLE
+    level < 3 && entry & (desc::VALID | desc::TABLE) == desc::VALID | desc::TABLE
 }
 
 /// Where [`PageTable::descend`] stopped: entry `idx` of the table at
@@ -751,5 +774,20 @@ mod tests {
         let d = El2Stage1::leaf_attrs(Attrs::RAM_RO);
         assert_eq!((d >> 6) & 3, 0b11, "AP = RO");
         assert_eq!(d & (0b111 << 2), 0, "AttrIndx 0");
+    }
+
+    #[test]
+    fn descriptor_encodings_are_pinned() {
+        // The exact attribute bits each regime writes, as literal numbers.
+        for (a, s2, s1) in [
+            (Attrs::RAM_RWX, 0x7FC, 0x740),
+            (Attrs::RAM_RW, 0x0040_0000_0000_07FC, 0x0040_0000_0000_0740),
+            (Attrs::RAM_RO, 0x0040_0000_0000_077C, 0x0040_0000_0000_07C0),
+            (Attrs::RAM_RX, 0x77C, 0x7C0),
+            (Attrs::DEVICE, 0x0040_0000_0000_04C4, 0x0040_0000_0000_0444),
+        ] {
+            assert_eq!(Stage2::leaf_attrs(a), s2, "stage 2 {a:?}");
+            assert_eq!(El2Stage1::leaf_attrs(a), s1, "EL2 stage 1 {a:?}");
+        }
     }
 }

@@ -122,12 +122,17 @@ pub struct MmuConfig {
 
 /// `SCTLR_EL2` RES1 bits (non-VHE): 29, 28, 23, 22, 18, 16, 11, 5, 4.
 const SCTLR_EL2_RES1: u64 = 0x30C5_0830;
-const SCTLR_M: u64 = 1 << 0;
-const SCTLR_C: u64 = 1 << 2;
-const SCTLR_SA: u64 = 1 << 3;
-const SCTLR_I: u64 = 1 << 12;
-const SCTLR_WXN: u64 = 1 << 19;
+const SCTLR_M: u64 = SCTLR_EL2::M::SET.value;
+const SCTLR_C: u64 = SCTLR_EL2::C::SET.value;
+const SCTLR_SA: u64 = SCTLR_EL2::SA::SET.value;
+const SCTLR_I: u64 = SCTLR_EL2::I::SET.value;
+const SCTLR_WXN: u64 = SCTLR_EL2::WXN::SET.value;
+/// `SCTLR_EL2.EnTP2` (FEAT_SME), which `aarch64-cpu` does not name.
 const SCTLR_ENTP2: u64 = 1 << 60;
+const _: () = assert!(matches!(
+    (SCTLR_M, SCTLR_C, SCTLR_SA, SCTLR_I, SCTLR_WXN),
+    (0x1, 0x4, 0x8, 0x1000, 0x8_0000)
+));
 
 /// `SCTLR_EL2` for KCore: MMU, caches, stack alignment check, write implies
 /// execute-never, and `EnTP2` where SME exists (booting.rst).
@@ -190,15 +195,21 @@ pub struct HostConfig {
     pub vtcr: u64,
 }
 
-const HCR_VM: u64 = 1 << 0;
-const HCR_SWIO: u64 = 1 << 1;
-const HCR_FB: u64 = 1 << 9;
-const HCR_BSU_IS: u64 = 1 << 10;
-const HCR_TSC: u64 = 1 << 19;
-const HCR_RW: u64 = 1 << 31;
-const HCR_APK: u64 = 1 << 40;
-const HCR_API: u64 = 1 << 41;
-const HCR_ATA: u64 = 1 << 56;
+const HCR_VM: u64 = HCR_EL2::VM::Enable.value;
+const HCR_SWIO: u64 = HCR_EL2::SWIO::SET.value;
+const HCR_FB: u64 = HCR_EL2::FB::SET.value;
+const HCR_BSU_IS: u64 = HCR_EL2::BSU::InnerShareable.value;
+const HCR_TSC: u64 = HCR_EL2::TSC::EnableTrapEl1SmcToEl2.value;
+const HCR_RW: u64 = HCR_EL2::RW::EL1IsAarch64.value;
+const HCR_APK: u64 = HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2.value;
+const HCR_API: u64 = HCR_EL2::API::DisableTrapPointerAuthInstToEl2.value;
+const HCR_ATA: u64 = HCR_EL2::ATA::SET.value;
+// The bits KCore has always written.
+const _: () = assert!(matches!(
+    [HCR_VM, HCR_SWIO, HCR_FB, HCR_BSU_IS, HCR_TSC, HCR_RW],
+    [0x1, 0x2, 0x200, 0x400, 0x8_0000, 0x8000_0000]
+));
+const _: () = assert!(HCR_APK == 1 << 40 && HCR_API == 1 << 41 && HCR_ATA == 1 << 56);
 
 /// `HCR_EL2` for KServ.
 pub fn host_hcr(f: &Features) -> u64 {

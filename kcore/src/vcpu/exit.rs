@@ -11,7 +11,7 @@ use super::context::{Pending, Sys, mask, status};
 use super::guest_call::guest_call;
 use super::loaded::{ExitReport, Loaded, Step};
 use crate::addr::{Gfn, PAGE_SHIFT};
-use crate::exception::{Esr, ec, fault_ipa};
+use crate::exception::{Esr, SysRegTrap, ec, fault_ipa};
 use crate::vm::VmKind;
 use kcore_abi::reg;
 use kcore_abi::run::{exit, exit_flags};
@@ -72,7 +72,7 @@ pub fn step(l: &mut Loaded, e: &GuestExit) -> Step {
     match esr.ec() {
         ec::WFX => {
             l.ctx.pc = l.ctx.pc.wrapping_add(4);
-            let flags = if e.esr & 3 == 1 { exit_flags::WFE } else { 0 };
+            let flags = if esr.is_wfe() { exit_flags::WFE } else { 0 };
             report(
                 l,
                 exit::WFI,
@@ -96,7 +96,7 @@ pub fn step(l: &mut Loaded, e: &GuestExit) -> Step {
             l.ctx.x[0] = NOT_SUPPORTED;
             Step::Resume
         }
-        ec::SYS64 => sysreg(l, e.esr),
+        ec::SYS64 => sysreg(l, esr),
         ec::DABT_LOW | ec::IABT_LOW => abort(l, e),
         _ => {
             l.ctx.inject_undef();
@@ -111,15 +111,16 @@ fn report(l: &mut Loaded, reason: u64, r: ExitReport) -> Step {
 }
 
 /// A trapped `MSR`/`MRS`.
-fn sysreg(l: &mut Loaded, esr: u64) -> Step {
-    let iss = esr & 0x1FF_FFFF;
-    let op0 = (iss >> 20) & 3;
-    let op2 = (iss >> 17) & 7;
-    let op1 = (iss >> 14) & 7;
-    let crn = (iss >> 10) & 15;
-    let rt = ((iss >> 5) & 31) as usize;
-    let crm = (iss >> 1) & 15;
-    let read = iss & 1 == 1;
+fn sysreg(l: &mut Loaded, esr: Esr) -> Step {
+    let SysRegTrap {
+        op0,
+        op1,
+        crn,
+        crm,
+        op2,
+        rt,
+        read,
+    } = esr.sys_reg();
     let value = l.ctx.xr(rt);
     let enc = reg::sysreg(op0, op1, crn, crm, op2);
     const SGI1R: u64 = reg::sysreg(3, 0, 12, 11, 5);
@@ -198,9 +199,8 @@ fn abort(l: &mut Loaded, e: &GuestExit) -> Step {
     // Only stage-2 translation and access-flag faults mean "no memory here
     // yet"; permission faults, external aborts and faults on the guest's
     // own stage-1 walk into MMIO are the guest's problem.
-    let fsc = esr.fsc();
-    let translation = matches!(fsc & 0x3C, 0x04 | 0x08) || fsc == 0x2B;
-    let permission = fsc & 0x3C == 0x0C;
+    let translation = esr.is_translation_or_access_fault();
+    let permission = esr.is_permission_fault();
     let ipa = fault_ipa(e.hpfar, e.far);
     // A write to a page KServ shared read-only with a non-protected VM
     // (a read-only memory slot): emulated by KServ, as KVM does.
@@ -212,7 +212,7 @@ fn abort(l: &mut Loaded, e: &GuestExit) -> Step {
         return Step::Resume;
     }
     let gfn = Gfn(ipa >> PAGE_SHIFT);
-    let s1ptw = e.esr & (1 << 7) != 0;
+    let s1ptw = esr.s1ptw();
     if !l.mmio.contains(gfn) {
         let mut flags = 0;
         if is_data && esr.is_write() && !s1ptw {
@@ -242,16 +242,14 @@ fn abort(l: &mut Loaded, e: &GuestExit) -> Step {
 /// described (ISV, not on a stage-1 walk) can be.
 fn mmio(l: &mut Loaded, e: &GuestExit, ipa: u64) -> Step {
     let esr = Esr(e.esr);
-    let isv = e.esr & (1 << 24) != 0;
-    let s1ptw = e.esr & (1 << 7) != 0;
-    if !isv || s1ptw {
+    if !esr.isv() || esr.s1ptw() {
         l.ctx.inject_abort(e.esr, e.far);
         return Step::Resume;
     }
-    let width = 1u64 << ((e.esr >> 22) & 3);
-    let sign = e.esr & (1 << 21) != 0;
-    let rt = ((e.esr >> 16) & 31) as u8;
-    let sf = e.esr & (1 << 15) != 0;
+    let width = u64::from(esr.access_bytes());
+    let sign = esr.sign_extend();
+    let rt = esr.srt() as u8;
+    let sf = esr.sixty_four();
     let write = esr.is_write();
     l.ctx.pc = l.ctx.pc.wrapping_add(4);
     let mut r = ExitReport {
