@@ -51,8 +51,8 @@ pub const HYPERCALL_BASE: u32 =
 /// Every KCore hypercall. The discriminant is the SMCCC function id placed in
 /// `x0`. Each call's arguments are a struct of the same name in [`call`].
 ///
-/// Handler names follow `<initiator>_<verb>_<completer>` once calls change
-/// ownership; these first two only query.
+/// Calls that change who owns a page are named
+/// `<initiator>_<verb>_<completer>`; `Version` and `Features` only query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum HypercallId {
