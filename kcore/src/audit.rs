@@ -111,7 +111,7 @@ pub fn audit<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usiz
     let mut err: Option<AuditError> = None;
     let host = mem.host();
     let pages = mem.host().table_pages();
-    let host_table = |t: Pa| owners.holds_table(t, None) && pages.allows(t);
+    let host_table = |t: Pa| pages.holds(owners, t);
     let walked = host
         .table()
         .for_each_leaf(hw, &host_table, &mut |va, leaf, size| {

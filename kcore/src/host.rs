@@ -205,7 +205,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
                 let pages = stage2.table_pages();
                 let abort =
                     stage2.handle_abort(hw, alloc, ipa, |r| owners.host_may_map_range(r), &|t| {
-                        owners.holds_table(t, None) && pages.allows(t)
+                        pages.holds(owners, t)
                     });
                 match abort {
                     HostAbort::Mapped => {

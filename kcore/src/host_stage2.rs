@@ -188,6 +188,16 @@ impl TablePages {
     pub fn allows(&self, pa: Pa) -> bool {
         self.0.iter().all(Option::is_none) || self.0.iter().flatten().any(|r| r.contains(pa.raw()))
     }
+
+    /// Whether `pa` holds one of KServ's stage-2 tables: a `KCore` page in
+    /// these regions. The one test every walk of KServ's stage 2 uses.
+    pub fn holds<S: AsRef<[u64]> + AsMut<[u64]>, const B: usize>(
+        &self,
+        owners: &crate::ownership::OwnershipTable<S, B>,
+        pa: Pa,
+    ) -> bool {
+        owners.holds_table(pa, None) && self.allows(pa)
+    }
 }
 
 impl<const N: usize> HostStage2<N> {

@@ -271,7 +271,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let pa = pfn.0 << PAGE_SHIFT;
         let owners = &self.owners;
         let pages = self.host.table_pages();
-        let is_table = |t| owners.holds_table(t, None) && pages.allows(t);
+        let is_table = |t| pages.holds(owners, t);
         match self.host.table_mut().unmap_leaf(hw, &is_table, pa) {
             Ok(Some((base, _))) => hw.flush_ipa(HOST_VMID, Ipa(base)),
             // KServ maps lazily: it may never have touched the page.

@@ -514,9 +514,7 @@ fn boot_kserv(
     // table or the stacks beside them in KCore's pool.
     s2.set_table_pages(TablePages::new(layout.s2_root, layout.tables));
     let table_pages = s2.table_pages();
-    if let Err(e) = s2.map_ram(&mut tables, &mut pages, &|t| {
-        owners.holds_table(t, None) && table_pages.allows(t)
-    }) {
+    if let Err(e) = s2.map_ram(&mut tables, &mut pages, &|t| table_pages.holds(&owners, t)) {
         stop(format_args!("cannot build KServ's stage 2: {e:?}"));
     }
     let mpidrs: Vec<u64> = plat.cpus.iter().map(|c| c.mpidr).collect();

@@ -65,10 +65,8 @@ pub fn world() -> World {
         MemRange::new(HOST_S2_POOL + 16 * PAGE_SIZE, 64 * PAGE_SIZE).unwrap(),
     ));
     let pages = s2.table_pages();
-    s2.map_ram(&mut hw, &mut alloc, &|t| {
-        owners.holds_table(t, None) && pages.allows(t)
-    })
-    .unwrap();
+    s2.map_ram(&mut hw, &mut alloc, &|t| pages.holds(&owners, t))
+        .unwrap();
     let mem = MemCore::new(owners, s2, PA_BITS);
     World {
         host: Host::new(mem, PsciRelay::new(&[0, 1, 2, 3], 0)),
