@@ -314,6 +314,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
                 }
             }
             Hypercall::HostSelfCheck(_) => Err(Error::NotSupported),
+            Hypercall::HostGuestIdReg(a) => a
+                .reg
+                .checked_sub(kcore_abi::reg::SYSREG)
+                .and_then(|enc| m.guest_id_regs().get(enc))
+                .map(|v| [v, 0, 0])
+                .ok_or(Error::NotFound),
         };
         let (r0, [r1, r2, r3]) = match result {
             Ok(r) => (kcore_abi::SUCCESS as u64, r),

@@ -15,6 +15,7 @@ pub mod gic_guard;
 pub mod host;
 pub mod host_stage2;
 pub mod hw;
+pub mod idregs;
 pub mod image;
 pub mod mem_protect;
 pub mod ownership;

@@ -32,6 +32,7 @@
 use crate::addr::{Gfn, Ipa, MemRange, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
 use crate::host_stage2::HostStage2;
 use crate::hw::{Hardware, PhysMemory, TableMemory};
+use crate::idregs::GuestIdRegs;
 use crate::image::{self, Signature, VerifyKey};
 use crate::ownership::{OwnershipTable, PageState};
 use crate::pgtable::{Attrs, CorruptTable, Geometry, PageTable};
@@ -66,6 +67,8 @@ pub struct MemCore<S, const BANKS: usize, const VMS: usize> {
     /// How often a commit step found the state other than its check
     /// promised ([`Self::broken_invariants`]).
     broken: BrokenCount,
+    /// The CPU as guests see it ([`crate::idregs`]).
+    pub(crate) guest_ids: GuestIdRegs,
 }
 
 /// The broken-invariant count. A check (`&self`) that finds a table
@@ -174,7 +177,20 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             verify_key: None,
             ctx_writes: 0,
             broken: BrokenCount::default(),
+            guest_ids: GuestIdRegs::EMPTY,
         }
+    }
+
+    /// Installs the guests' view of the CPU's ID registers (made at boot by
+    /// [`GuestIdRegs::sanitise`]; all zero until then).
+    pub fn set_guest_id_regs(&mut self, ids: GuestIdRegs) {
+        self.guest_ids = ids;
+    }
+
+    /// The guests' view of the CPU's ID registers, which their trapped
+    /// reads and `HostGuestIdReg` answer from.
+    pub fn guest_id_regs(&self) -> &GuestIdRegs {
+        &self.guest_ids
     }
 
     /// Installs the key protected VMs' images are checked against.

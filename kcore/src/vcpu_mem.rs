@@ -328,6 +328,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         out.ipa_limit = vm.stage2.geometry().input_limit();
         out.timer = TimerIrq::from_flags(entry[run::FLAGS]);
         out.report = ExitReport::default();
+        out.ids = self.guest_ids;
         // Commit: nothing below can fail.
         let pins = match run_state {
             PageState::HostPinned { pins } => pins + 1,

@@ -865,6 +865,7 @@ mod noninterference {
             report: ExitReport::default(),
             ctx_key: None,
             v_in_page: false,
+            ids: kcore::idregs::GuestIdRegs::sanitise(|enc| enc.wrapping_mul(0x9e37_79b9)),
         }
     }
 

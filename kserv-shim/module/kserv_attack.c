@@ -79,7 +79,8 @@
 #define KC_VCPU_GET_REG		(KC_BASE + 0x0E)
 #define KC_VCPU_SET_REG		(KC_BASE + 0x0F)
 #define KC_SELF_CHECK		(KC_BASE + 0x10)
-#define KC_CALLS		0x11
+#define KC_GUEST_ID_REG		(KC_BASE + 0x11)
+#define KC_CALLS		0x12
 
 #define KC_OK			0
 #define KC_NOT_SUPPORTED	(-1)
@@ -1902,7 +1903,8 @@ static bool atk_fuzz(u64 seed)
 	static const char *const names[KC_CALLS + 1] = {
 		"Version", "Features", "CreateVm", "CreateVcpu", "DonateVmPool", "DonateGuest",
 		"ShareGuest", "UnshareGuest", "TeardownVm", "ReclaimPage", "PageOwner",
-		"VerifyImage", "DeclareMmio", "VcpuRun", "GetReg", "SetReg", "SelfCheck", "other",
+		"VerifyImage", "DeclareMmio", "VcpuRun", "GetReg", "SetReg", "SelfCheck", "GuestIdReg",
+		"other",
 	};
 	u64 total = 0, per_call[KC_CALLS + 1] = {}, status[N_STATUS] = {}, lo, hi;
 	unsigned int c, i, j;

@@ -18,6 +18,10 @@
 //! register: the physical PPI is made active for the run so that it cannot
 //! fire again until the guest deactivates the virtual one.
 //!
+//! The guest's reads of the feature ID registers trap (`HCR_EL2.TID3`)
+//! and KCore answers them from its sanitised view (`kcore::idregs`), the
+//! same one KServ reads for `KVM_GET_ONE_REG`.
+//!
 //! Data-cache maintenance by set/way is not trapped: with `HCR_EL2.SWIO`
 //! an invalidate by set/way cleans as well, so a guest can lose no one's
 //! data, only make caches colder.
@@ -258,6 +262,7 @@ const HCR_FB: u64 = 1 << 9;
 const HCR_BSU_IS: u64 = 1 << 10;
 const HCR_TWI: u64 = 1 << 13;
 const HCR_TWE: u64 = 1 << 14;
+const HCR_TID3: u64 = 1 << 18;
 const HCR_TSC: u64 = 1 << 19;
 const HCR_TIDCP: u64 = 1 << 20;
 const HCR_TACR: u64 = 1 << 21;
@@ -311,6 +316,7 @@ impl El2Guest {
             | HCR_BSU_IS
             | HCR_TWI
             | HCR_TWE
+            | HCR_TID3
             | HCR_TSC
             | HCR_TIDCP
             | HCR_TACR

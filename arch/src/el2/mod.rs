@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod firmware;
 pub mod gicv3;
 pub mod guest;
+pub mod idregs;
 pub mod mem;
 pub mod memory;
 pub mod pl011;

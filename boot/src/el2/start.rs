@@ -553,6 +553,9 @@ fn boot_kserv(
     if let Some(k) = verify_key {
         mem.set_verify_key(k);
     }
+    mem.set_guest_id_regs(kcore::idregs::GuestIdRegs::sanitise(
+        kcore_arch::el2::idregs::id_reg,
+    ));
     *STATE.lock() = Some(KcoreState {
         host: Host::new(mem, PsciRelay::new(&mpidrs, boot_cpu)),
         pool: pages,

@@ -220,6 +220,11 @@ calls! {
     }
     /// [`HypercallId::HostSelfCheck`]: no arguments.
     HostSelfCheck {}
+    /// [`HypercallId::HostGuestIdReg`].
+    HostGuestIdReg {
+        /// A [`crate::reg`] id (`reg::SYSREG | encoding`).
+        reg: 1,
+    }
 }
 
 #[cfg(test)]
@@ -392,6 +397,11 @@ mod tests {
     #[test]
     fn host_self_check() {
         round_trip(HostSelfCheck {}, 0);
+    }
+
+    #[test]
+    fn host_guest_id_reg() {
+        round_trip(HostGuestIdReg { reg: 11 }, 1);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub mod smccc;
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 8;
+pub const ABI_VERSION_MINOR: u16 = 9;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.
@@ -129,11 +129,17 @@ pub enum HypercallId {
     /// = pages VMs map, `x3` = table pages walked; [`Error::SelfCheckFailed`]
     /// (and a line on KCore's console) on the first disagreement.
     HostSelfCheck = HYPERCALL_BASE + 16,
+    /// `host_guest_id_reg`: `x1` = a [`reg`] id of an identification
+    /// register (`reg::SYSREG |` the feature space `op0=3, op1=0, CRn=0,
+    /// CRm=1..7`, or `MIDR_EL1`, `REVIDR_EL1`, `CLIDR_EL1`, `AIDR_EL1`,
+    /// `CTR_EL0`). Returns `x1` = the value every guest reads (the same for
+    /// every VM, protected or not); [`Error::NotFound`] for any other id.
+    HostGuestIdReg = HYPERCALL_BASE + 17,
 }
 
 impl HypercallId {
     /// Every hypercall this ABI version defines.
-    pub const ALL: [HypercallId; 17] = [
+    pub const ALL: [HypercallId; 18] = [
         HypercallId::Version,
         HypercallId::Features,
         HypercallId::HostCreateVm,
@@ -151,6 +157,7 @@ impl HypercallId {
         HypercallId::HostVcpuGetReg,
         HypercallId::HostVcpuSetReg,
         HypercallId::HostSelfCheck,
+        HypercallId::HostGuestIdReg,
     ];
 
     /// The SMCCC function id of this call.

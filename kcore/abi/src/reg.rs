@@ -93,3 +93,114 @@ pub mod sys {
     /// `MPIDR_EL1` (read-only: KCore derives it from the vCPU index).
     pub const MPIDR_EL1: u64 = SYSREG | sysreg(3, 0, 0, 0, 5);
 }
+
+/// The identification registers `HostGuestIdReg` answers, as 16-bit
+/// encodings (without [`SYSREG`]): the feature space `op0=3, op1=0, CRn=0,
+/// CRm=1..7` (56 registers, reserved ones included, which KCore traps in
+/// guests) and [`id::FIXED`], which guests read from the hardware.
+pub mod id {
+    use super::sysreg;
+
+    /// Registers of the feature space.
+    pub const FEATURE_REGS: usize = 56;
+
+    /// `MIDR_EL1`.
+    pub const MIDR_EL1: u64 = sysreg(3, 0, 0, 0, 0);
+    /// `REVIDR_EL1`.
+    pub const REVIDR_EL1: u64 = sysreg(3, 0, 0, 0, 6);
+    /// `CLIDR_EL1`.
+    pub const CLIDR_EL1: u64 = sysreg(3, 1, 0, 0, 1);
+    /// `AIDR_EL1`.
+    pub const AIDR_EL1: u64 = sysreg(3, 1, 0, 0, 7);
+    /// `CTR_EL0`.
+    pub const CTR_EL0: u64 = sysreg(3, 3, 0, 0, 1);
+
+    /// The identification registers outside the feature space, in
+    /// ascending order.
+    pub const FIXED: [u64; 5] = [MIDR_EL1, REVIDR_EL1, CLIDR_EL1, AIDR_EL1, CTR_EL0];
+
+    /// `ID_AA64PFR0_EL1`.
+    pub const ID_AA64PFR0_EL1: u64 = sysreg(3, 0, 0, 4, 0);
+    /// `ID_AA64PFR1_EL1`.
+    pub const ID_AA64PFR1_EL1: u64 = sysreg(3, 0, 0, 4, 1);
+    /// `ID_AA64DFR0_EL1`.
+    pub const ID_AA64DFR0_EL1: u64 = sysreg(3, 0, 0, 5, 0);
+    /// `ID_AA64ISAR0_EL1`.
+    pub const ID_AA64ISAR0_EL1: u64 = sysreg(3, 0, 0, 6, 0);
+    /// `ID_AA64ISAR1_EL1`.
+    pub const ID_AA64ISAR1_EL1: u64 = sysreg(3, 0, 0, 6, 1);
+    /// `ID_AA64ISAR2_EL1`.
+    pub const ID_AA64ISAR2_EL1: u64 = sysreg(3, 0, 0, 6, 2);
+    /// `ID_AA64MMFR0_EL1`.
+    pub const ID_AA64MMFR0_EL1: u64 = sysreg(3, 0, 0, 7, 0);
+    /// `ID_AA64MMFR1_EL1`.
+    pub const ID_AA64MMFR1_EL1: u64 = sysreg(3, 0, 0, 7, 1);
+    /// `ID_AA64MMFR2_EL1`.
+    pub const ID_AA64MMFR2_EL1: u64 = sysreg(3, 0, 0, 7, 2);
+
+    /// The index of `enc` in the feature space, if it is in it.
+    pub const fn feature_index(enc: u64) -> Option<usize> {
+        let op0 = (enc >> 14) & 3;
+        let op1 = (enc >> 11) & 7;
+        let crn = (enc >> 7) & 0xF;
+        let crm = (enc >> 3) & 0xF;
+        let op2 = enc & 7;
+        if enc >> 16 != 0 || op0 != 3 || op1 != 0 || crn != 0 || crm == 0 || crm > 7 {
+            return None;
+        }
+        Some(((crm - 1) * 8 + op2) as usize)
+    }
+
+    /// The encoding of the `i`th register of the feature space.
+    pub const fn feature_encoding(i: usize) -> u64 {
+        let i = i as u64;
+        sysreg(3, 0, 0, i / 8 + 1, i % 8)
+    }
+
+    /// Whether `enc` is an identification register `HostGuestIdReg`
+    /// answers.
+    pub const fn is_id(enc: u64) -> bool {
+        if feature_index(enc).is_some() {
+            return true;
+        }
+        let mut i = 0;
+        while i < FIXED.len() {
+            if FIXED[i] == enc {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_feature_space_is_56_registers_in_order() {
+            assert_eq!(feature_index(sysreg(3, 0, 0, 1, 0)), Some(0));
+            assert_eq!(feature_index(ID_AA64PFR0_EL1), Some(24));
+            assert_eq!(feature_index(sysreg(3, 0, 0, 7, 7)), Some(55));
+            for i in 0..FEATURE_REGS {
+                assert_eq!(feature_index(feature_encoding(i)), Some(i));
+                assert!(is_id(feature_encoding(i)));
+            }
+            for outside in [
+                sysreg(3, 0, 0, 0, 5),
+                sysreg(3, 0, 0, 8, 0),
+                sysreg(3, 0, 1, 0, 0),
+            ] {
+                assert_eq!(feature_index(outside), None);
+                assert!(!is_id(outside));
+            }
+            assert_eq!(feature_index(ID_AA64PFR0_EL1 | 1 << 16), None);
+            assert!(FIXED.windows(2).all(|w| w[0] < w[1]));
+            assert!(
+                FIXED
+                    .iter()
+                    .all(|&f| feature_index(f).is_none() && is_id(f))
+            );
+        }
+    }
+}

@@ -80,6 +80,7 @@ fn hypercall_ids_agree() {
         "KC_VCPU_GET_REG",
         "KC_VCPU_SET_REG",
         "KC_SELF_CHECK",
+        "KC_GUEST_ID_REG",
     ];
     assert_eq!(names.len(), HypercallId::ALL.len());
     assert_eq!(get(&d, "KC_CALLS"), HypercallId::ALL.len() as i128);

@@ -130,6 +130,8 @@ fn sysreg(l: &mut Loaded, esr: Esr) -> Step {
     const OSLAR: u64 = reg::sysreg(2, 0, 1, 0, 4);
     const OSLSR: u64 = reg::sysreg(2, 0, 1, 1, 4);
     let result: Option<u64> = match enc {
+        // The feature ID space (`HCR_EL2.TID3`): the guest's sanitised view.
+        _ if read && crate::idregs::feature_index(enc).is_some() => l.ids.get(enc),
         SGI1R | ASGI1R | SGI0R if !read => {
             l.ctx.pc = l.ctx.pc.wrapping_add(4);
             let flags = match enc {
@@ -491,6 +493,14 @@ mod tests {
         step(&mut l, &sync(sys(2, 0, 1, 0, 4, 1, false), 0));
         step(&mut l, &sync(sys(2, 0, 1, 1, 4, 9, true), 0));
         assert_eq!(l.ctx.x[9], 0b1010);
+        // The feature ID space reads as the guests' sanitised view.
+        l.ids = crate::idregs::GuestIdRegs::sanitise(|_| u64::MAX);
+        step(&mut l, &sync(sys(3, 0, 0, 4, 0, 10, true), 0));
+        assert_eq!(Some(l.ctx.x[10]), l.ids.get(crate::idregs::ID_AA64PFR0_EL1));
+        assert_eq!(l.ctx.x[10] & 0xFF, 0x11, "AArch64 only at EL0 and EL1");
+        l.ctx.x[11] = 7;
+        step(&mut l, &sync(sys(3, 0, 0, 4, 4, 11, true), 0));
+        assert_eq!(l.ctx.x[11], 0, "ID_AA64ZFR0_EL1: no SVE");
         // An implementation-defined register: UNDEFINED in the guest.
         l.ctx.set_sys(Sys::Vbar, 0x8000);
         let pc = l.ctx.pc;

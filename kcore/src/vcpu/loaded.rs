@@ -8,6 +8,7 @@
 
 use super::context::VcpuContext;
 use crate::addr::Pa;
+use crate::idregs::GuestIdRegs;
 use crate::pgtable::Geometry;
 use crate::vgic::LrSet;
 use crate::vm::{MmioRanges, VmId, VmKind};
@@ -109,6 +110,10 @@ pub struct Loaded {
     /// at `CPU_ON`. While it is set, a put leaves the page's 512 bytes of
     /// FP/SIMD registers alone.
     pub v_in_page: bool,
+    /// The guest's view of the CPU's ID registers (copied from
+    /// [`crate::mem_protect::MemCore::guest_id_regs`] at each load), from
+    /// which KCore answers the guest's trapped reads of them.
+    pub ids: GuestIdRegs,
 }
 
 /// Which context page, at which version, a [`Loaded`]'s `ctx` is a copy
@@ -149,6 +154,7 @@ impl Loaded {
             report: ExitReport::default(),
             ctx_key: None,
             v_in_page: false,
+            ids: GuestIdRegs::EMPTY,
         }
     }
 }

@@ -1556,6 +1556,8 @@ enum Arg {
     RunPage,
     /// Flags: 0, 1 or an undefined 2.
     Flags,
+    /// A register id in or near the identification registers.
+    IdReg,
     /// Anything.
     Any,
 }
@@ -1645,6 +1647,11 @@ impl Encoder {
             Arg::ImageLen => self.val(Val::Raw(v % (4 * PAGE_SIZE))),
             Arg::SigPage => self.push_special(SIG_PAGE),
             Arg::Vcpu | Arg::Flags => self.bytes.push((v % 3) as u8),
+            // The feature space `CRm` 0..=8 (0 and 8 mostly outside it).
+            Arg::IdReg => self.val(Val::Raw(
+                kcore_abi::reg::SYSREG
+                    | kcore_abi::reg::sysreg(3, 0, 0, (v >> 8) % 9, (v >> 16) % 8),
+            )),
             Arg::RunPage => self.push_special(SIG_PAGE + 1 + v % 2),
             Arg::Addr => {
                 self.bytes.push(tag::RAM_ADDR);
@@ -1730,6 +1737,7 @@ impl Encoder {
             (Some(HypercallId::HostVcpuGetReg), _) => &[Handle, Vcpu, Small],
             (Some(HypercallId::HostVcpuSetReg), _) => &[Handle, Vcpu, Small, Any],
             (Some(HypercallId::HostSelfCheck), _) => &[],
+            (Some(HypercallId::HostGuestIdReg), _) => &[Arg::IdReg],
             (Some(_), _) => &[Handle, Gfn, Small, Pfn],
             (None, Some(&f)) if f == psci::CPU_ON_32 as u64 || f == psci::CPU_ON_64 as u64 => {
                 &[Mpidr, Addr, Small]

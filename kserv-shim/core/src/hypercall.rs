@@ -249,6 +249,14 @@ pub fn vcpu_set_reg<C: Conduit>(
     call(c, &a).map(drop)
 }
 
+/// `HostGuestIdReg`: the value every guest reads from identification
+/// register `reg` (`kcore_abi::reg::SYSREG |` an encoding of
+/// `kcore_abi::reg::id`).
+pub fn guest_id_reg<C: Conduit>(c: &mut C, reg: u64) -> Result<u64, CallError> {
+    let [value, _, _] = call(c, &args::HostGuestIdReg { reg })?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

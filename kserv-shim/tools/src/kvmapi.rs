@@ -436,7 +436,7 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         vcpu_init(&vcpu, target, 1 << 2 | 1),
         EINVAL,
     );
-    let mut list = [0u64; 128];
+    let mut list = [0u64; 256];
     list[0] = 1;
     c.errno(
         "reg-list-small",
@@ -444,14 +444,14 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         E2BIG,
     );
     let n = list[0] as usize;
-    c.check("reg-list-count", n == 100, || format!("n = {n}"));
-    list[0] = 127;
+    c.check("reg-list-count", n == 161, || format!("n = {n}"));
+    list[0] = 255;
     c.ok(
         "reg-list",
         ioctl(&vcpu, GET_REG_LIST, list.as_mut_ptr() as u64),
         0,
     );
-    let ids = &list[1..1 + n.min(127)];
+    let ids = &list[1..1 + n.min(255)];
     let all = ids.iter().all(|&id| {
         get_reg(&vcpu, id).is_ok() || id & 0x00F0_0000_0000_0000 == 0x0040_0000_0000_0000
     });
@@ -497,8 +497,26 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
     );
     c.errno(
         "reg-unknown-sysreg",
-        get_reg(&vcpu, sysreg(3, 0, 0, 0, 0)).map(|v| v as i64),
+        get_reg(&vcpu, sysreg(3, 0, 0, 0, 1)).map(|v| v as i64),
         ENOENT,
+    );
+    // The identification registers are KCore's view: AArch64-only guests,
+    // read-only (a write must repeat the value).
+    let pfr0 = get_reg(&vcpu, sysreg(3, 0, 0, 4, 0));
+    c.check(
+        "id-aa64pfr0",
+        pfr0.is_ok_and(|v| v & 0xFF == 0x11 && (v >> 32) & 0xF == 0),
+        || format!("{pfr0:x?}"),
+    );
+    let value = pfr0.unwrap_or(0);
+    let same = [sysreg(3, 0, 0, 4, 0), ptr(&value)];
+    c.ok("id-set-same", ioctl(&vcpu, SET_ONE_REG, ptr(&same)), 0);
+    let other = value ^ 0xF0000;
+    let changed = [sysreg(3, 0, 0, 4, 0), ptr(&other)];
+    c.errno(
+        "id-set-other",
+        ioctl(&vcpu, SET_ONE_REG, ptr(&changed)),
+        EINVAL,
     );
     let v = [0x1111_2222_3333_4444u64, 0x5555_6666_7777_8888];
     let one = [REG_U128 | (84 + 4 * 3), v.as_ptr() as u64];

@@ -55,6 +55,11 @@ pub enum Reg {
     TimerCnt,
     /// `KVM_REG_ARM_PSCI_VERSION`.
     PsciVersion,
+    /// An identification register (KCore's id `SYSREG | encoding` of
+    /// `kcore_abi::reg::id`): what every guest reads, from KCore
+    /// (`HostGuestIdReg`); read-only, as in KVM 6.1 (a write must repeat the
+    /// value).
+    Id(u64),
 }
 
 /// The EL1 system registers offered, in the order of their ids (as KVM
@@ -83,8 +88,12 @@ pub const SYSREGS: [u64; 21] = [
     kr::sys::TPIDRRO_EL0,
 ];
 
+/// The identification registers offered: the feature space and the
+/// registers KVM lists beside it (`kcore_abi::reg::id`).
+const ID_REGS: usize = kr::id::FEATURE_REGS + kr::id::FIXED.len();
+
 /// Registers `KVM_GET_REG_LIST` reports.
-pub const COUNT: usize = 31 + 5 + NR_SPSR as usize + 32 + 2 + 1 + 3 + SYSREGS.len();
+pub const COUNT: usize = 31 + 5 + NR_SPSR as usize + 32 + 2 + 1 + 3 + SYSREGS.len() + ID_REGS;
 
 /// Decodes a `ONE_REG` id.
 pub fn decode(reg: u64) -> Result<Reg, Errno> {
@@ -113,6 +122,9 @@ pub fn decode(reg: u64) -> Result<Reg, Errno> {
                 if reg & !(id::ARM64 | id::SIZE_MASK | id::SYSREG | 0xFFFF) != 0 {
                     return Err(ENOENT);
                 }
+                if kr::id::is_id(reg & 0xFFFF) {
+                    return Ok(Reg::Id(enc));
+                }
                 SYSREGS
                     .contains(&enc)
                     .then_some(Reg::Kcore(enc))
@@ -120,6 +132,34 @@ pub fn decode(reg: u64) -> Result<Reg, Errno> {
             }
             _ => Err(ENOENT),
         },
+    }
+}
+
+/// Whether a write of identification register `k` (KCore's id) from
+/// userspace is accepted and ignored: the named AArch32 ID registers, which
+/// read as zero because guests are AArch64-only, are "RAZ, user WI" in KVM
+/// 6.1 (`aa32_id_visibility`); every other identification register takes
+/// only its own value (`EINVAL`).
+pub fn id_write_ignored(k: u64) -> bool {
+    let enc = k & 0xFFFF;
+    let (op0, op1, crn, crm, op2) = (
+        enc >> 14,
+        (enc >> 11) & 7,
+        (enc >> 7) & 15,
+        (enc >> 3) & 15,
+        enc & 7,
+    );
+    if (op0, op1, crn) != (3, 0, 0) {
+        return false;
+    }
+    match crm {
+        // ID_PFR0, ID_PFR1, ID_DFR0, ID_MMFR0..3; not ID_AFR0 (op2 3).
+        1 => op2 != 3,
+        // ID_ISAR0..5, ID_MMFR4, ID_ISAR6.
+        2 => true,
+        // MVFR0..2, ID_PFR2, ID_MMFR5; not ID_DFR1 (5) or the reserved 3, 7.
+        3 => matches!(op2, 0 | 1 | 2 | 4 | 6),
+        _ => false,
     }
 }
 
@@ -147,7 +187,8 @@ fn core(off: u64, size: usize) -> Option<Reg> {
 }
 
 /// The `i`th id of the list `KVM_GET_REG_LIST` reports (`i < COUNT`): the
-/// core registers, the PSCI version, the timer, the system registers.
+/// core registers, the PSCI version, the timer, the system registers, the
+/// identification registers.
 pub fn list(i: usize) -> u64 {
     let u64c = |off| id::core(id::SIZE_U64, off);
     let mut i = i;
@@ -180,7 +221,14 @@ pub fn list(i: usize) -> u64 {
     if let Some(n) = take(3) {
         return [id::TIMER_CTL, id::TIMER_CNT, id::TIMER_CVAL][n];
     }
-    sys_id(SYSREGS[i.min(SYSREGS.len() - 1)])
+    if let Some(n) = take(SYSREGS.len()) {
+        return sys_id(SYSREGS[n]);
+    }
+    let n = i.min(ID_REGS - 1);
+    match n.checked_sub(kr::id::FIXED.len()) {
+        None => sys_id(kr::id::FIXED[n]),
+        Some(f) => sys_id(kr::id::feature_encoding(f)),
+    }
 }
 
 /// The `ONE_REG` id of KCore's system register `r`.
@@ -266,7 +314,7 @@ mod tests {
         // Another architecture: EINVAL.
         assert_eq!(decode(0x4030_0000_0010_0000), Err(EINVAL));
         // A system register KCore does not carry: ENOENT.
-        assert_eq!(decode(id::sys(3, 0, 0, 0, 0)), Err(ENOENT));
+        assert_eq!(decode(id::sys(3, 0, 0, 0, 1)), Err(ENOENT));
         assert_eq!(decode(id::sys(3, 3, 14, 2, 1)), Err(ENOENT));
         assert_eq!(decode(id::PSCI_VERSION + 1), Err(ENOENT));
     }
@@ -293,7 +341,46 @@ mod tests {
         for r in [kr::sys::SCTLR_EL1, kr::sys::TPIDRRO_EL0, kr::sys::MPIDR_EL1] {
             assert!(ids.contains(&sys_id(r)));
         }
-        assert_eq!(COUNT, 100);
+        // And every identification register KVM 6.1 lists.
+        for r in [
+            kr::id::MIDR_EL1,
+            kr::id::CTR_EL0,
+            kr::id::ID_AA64PFR0_EL1,
+            id::sys(3, 0, 0, 1, 0) & 0xFFFF,
+            id::sys(3, 0, 0, 7, 7) & 0xFFFF,
+        ] {
+            assert!(ids.contains(&sys_id(kr::SYSREG | r)), "{r:#x}");
+        }
+        assert_eq!(COUNT, 100 + 61);
+    }
+
+    #[test]
+    fn identification_registers_are_kcores() {
+        assert_eq!(
+            decode(id::sys(3, 0, 0, 7, 0)),
+            Ok(Reg::Id(kr::SYSREG | kr::id::ID_AA64MMFR0_EL1))
+        );
+        assert_eq!(
+            decode(id::sys(3, 0, 0, 0, 0)),
+            Ok(Reg::Id(kr::SYSREG | kr::id::MIDR_EL1))
+        );
+        assert_eq!(
+            decode(id::sys(3, 0, 0, 3, 3)),
+            Ok(Reg::Id(kr::SYSREG | kr::id::feature_encoding(19)))
+        );
+        // KVM's user-WI AArch32 registers and its invariant ones.
+        let k = |crm, op2| kr::SYSREG | (id::sys(3, 0, 0, crm, op2) & 0xFFFF);
+        assert!(
+            id_write_ignored(k(1, 0)) && id_write_ignored(k(2, 7)) && id_write_ignored(k(3, 6))
+        );
+        for (crm, op2) in [(1, 3), (3, 3), (3, 5), (3, 7), (4, 0), (7, 0)] {
+            assert!(!id_write_ignored(k(crm, op2)), "CRm {crm} op2 {op2}");
+        }
+        // MPIDR_EL1 stays the vCPU's own.
+        assert_eq!(
+            decode(id::sys(3, 0, 0, 0, 5)),
+            Ok(Reg::Kcore(kr::sys::MPIDR_EL1))
+        );
     }
 
     #[test]

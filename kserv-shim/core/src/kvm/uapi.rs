@@ -323,6 +323,9 @@ pub mod vgic_attr {
     pub const ADDR_TYPE_DIST: u64 = 2;
     /// `KVM_VGIC_V3_ADDR_TYPE_REDIST`.
     pub const ADDR_TYPE_REDIST: u64 = 3;
+    /// `KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION`: the value is
+    /// `count << 52 | base | flags << 12 | index` (`base` 64 KiB aligned).
+    pub const ADDR_TYPE_REDIST_REGION: u64 = 5;
     /// `KVM_DEV_ARM_VGIC_CTRL_INIT`.
     pub const CTRL_INIT: u64 = 0;
     /// `KVM_VGIC_V3_DIST_SIZE`.

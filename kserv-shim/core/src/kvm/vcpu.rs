@@ -238,6 +238,7 @@ fn read_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, r: Reg) -> Result<[u8; 16
             out[..8].copy_from_slice(&env.now().wrapping_sub(off).to_le_bytes());
         }
         Reg::PsciVersion => out[..8].copy_from_slice(&vm.psci_version.load(SeqCst).to_le_bytes()),
+        Reg::Id(k) => out[..8].copy_from_slice(&guest_id_reg(env, k)?.to_le_bytes()),
     }
     Ok(out)
 }
@@ -268,6 +269,15 @@ fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
         && !regs::pstate_mode_ok(lo)
     {
         return Err(EINVAL);
+    }
+    if let Reg::Id(k) = r {
+        // Read-only, as in KVM 6.1: only the value every guest reads (the
+        // AArch32 ones ignore any write).
+        return if regs::id_write_ignored(k) || guest_id_reg(env, k)? == lo {
+            Ok(())
+        } else {
+            Err(EINVAL)
+        };
     }
     if vm.protected() {
         let mpidr = 1 << 31 | psci::mpidr_of(v.id as usize);
@@ -327,7 +337,17 @@ fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
             Ok(())
         }
         Reg::PsciVersion => set_psci_version(vm, lo),
+        Reg::Id(_) => Ok(()),
     }
+}
+
+/// An identification register as guests read it (no secret of any VM's:
+/// the same for protected ones).
+fn guest_id_reg<E: KvmEnv>(env: &mut E, k: u64) -> Result<u64, Errno> {
+    hypercall::guest_id_reg(env, k).map_err(|e| match e {
+        CallError::Kcore(Error::NotFound) => ENOENT,
+        e => errno_of(e),
+    })
 }
 
 /// `KVM_REG_ARM_PSCI_VERSION`: 0.2, 1.0 or 1.1 (`EINVAL` otherwise).

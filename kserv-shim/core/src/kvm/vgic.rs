@@ -115,6 +115,10 @@ pub struct Vgic {
     dist: u64,
     /// Redistributor region base, plus one (0: unset).
     redist: u64,
+    /// Redistributors in the region when it was set as
+    /// `ADDR_TYPE_REDIST_REGION` (0: set as `ADDR_TYPE_REDIST`, one per
+    /// vCPU).
+    redist_count: u64,
     /// Interrupts configured (0: unset, [`DEFAULT_IRQS`] at init).
     nr_irqs: u32,
     /// vCPUs at init, and their ids in redistributor order.
@@ -146,6 +150,16 @@ pub struct Vgic {
     maybe_spi: [u64; ACKED_WORDS],
 }
 
+/// `(count, base, flags, index)` of an `ADDR_TYPE_REDIST_REGION` value.
+fn region_fields(value: u64) -> (u64, u64, u64, u64) {
+    (
+        value >> 52,
+        value & 0x000F_FFFF_FFFF_0000,
+        (value >> 12) & 0xF,
+        value & 0xFFF,
+    )
+}
+
 /// Where an MMIO access landed.
 enum Frame {
     Dist(u64),
@@ -162,6 +176,7 @@ impl Vgic {
         self.ready = false;
         self.dist = 0;
         self.redist = 0;
+        self.redist_count = 0;
         self.nr_irqs = 0;
         self.nr_vcpus = 0;
         self.vcpu_mask = 0;
@@ -185,6 +200,10 @@ impl Vgic {
     pub fn set_base(&mut self, redist: bool, addr: u64, ipa_bits: u32) -> Result<(), Errno> {
         use super::errno::{E2BIG, EEXIST};
         use super::uapi::vgic_attr::{DIST_SIZE, REDIST_SIZE};
+        if redist && self.redist_count != 0 {
+            // Set as a region: the legacy type does not mix with it.
+            return Err(EINVAL);
+        }
         if self.base(redist).is_some() {
             return Err(EEXIST);
         }
@@ -202,6 +221,55 @@ impl Vgic {
             self.dist = addr + 1;
         }
         Ok(())
+    }
+
+    /// `KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION` (`vgic_v3_set_redist_base`):
+    /// region `index` of `count` redistributors at `base`. Regions come in
+    /// index order (another index `EINVAL`), cannot be mixed with the legacy
+    /// `ADDR_TYPE_REDIST` (`EINVAL`), need a count and no flags (`EINVAL`),
+    /// 64 KiB alignment (`EINVAL`) and room in the IPA space (`E2BIG`).
+    /// Only one region is held: a second is `ENOSPC` (KVM takes several;
+    /// `docs/kvm.md`).
+    pub fn set_redist_region(&mut self, value: u64, ipa_bits: u32) -> Result<(), Errno> {
+        use super::errno::{E2BIG, ENOSPC};
+        use super::uapi::vgic_attr::REDIST_SIZE;
+        let (count, base, flags, index) = region_fields(value);
+        if flags != 0 || count == 0 {
+            return Err(EINVAL);
+        }
+        if self.base(true).is_some() {
+            // The next index after ours, or a mix with the legacy type.
+            return Err(if self.redist_count != 0 && index == 1 {
+                ENOSPC
+            } else {
+                EINVAL
+            });
+        }
+        if index != 0 {
+            return Err(EINVAL);
+        }
+        let limit = 1u64 << ipa_bits;
+        let end = count
+            .checked_mul(REDIST_SIZE)
+            .and_then(|size| base.checked_add(size));
+        if base >= limit || end.is_none_or(|e| e > limit) {
+            return Err(E2BIG);
+        }
+        self.redist = base + 1;
+        self.redist_count = count;
+        Ok(())
+    }
+
+    /// The region `value`'s index names, as `ADDR_TYPE_REDIST_REGION` reads
+    /// it back (`ENOENT` if there is none).
+    pub fn redist_region(&self, value: u64) -> Result<u64, Errno> {
+        let (_, _, _, index) = region_fields(value);
+        match self.base(true) {
+            Some(base) if index == 0 && self.redist_count != 0 => {
+                Ok(self.redist_count << 52 | base)
+            }
+            _ => Err(super::errno::ENOENT),
+        }
     }
 
     /// `KVM_DEV_ARM_VGIC_GRP_NR_IRQS`: `EINVAL` out of range, `EBUSY` once
@@ -702,7 +770,7 @@ impl Vgic {
         let r = self.base(true)?;
         let off = addr.wrapping_sub(r);
         let i = (off / REDIST_SIZE) as usize;
-        if i >= self.nr_vcpus {
+        if i >= self.nr_vcpus || (self.redist_count != 0 && i as u64 >= self.redist_count) {
             return None;
         }
         let v = self.rd_vcpu[i] as usize;

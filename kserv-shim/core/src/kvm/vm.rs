@@ -788,7 +788,7 @@ pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Re
 }
 
 /// The vGIC device fd's ioctls: `KVM_{SET,GET,HAS}_DEVICE_ATTR` for the
-/// groups `ADDR` (DIST, REDIST), `NR_IRQS`, `CTRL` (`INIT`) and the
+/// groups `ADDR` (DIST, REDIST, REDIST_REGION), `NR_IRQS`, `CTRL` (`INIT`) and the
 /// 32-bit registers of `DIST_REGS` and `REDIST_REGS`; other
 /// attributes `ENXIO`, other ioctls `ENOTTY` (`kvm_device_ioctl`).
 pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Result<i64, Errno> {
@@ -825,6 +825,21 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
                     env.copy_to_user(addr, &v.to_le_bytes())?;
                 }
                 _ => {}
+            }
+            Ok(0)
+        }
+        (vgic_attr::GRP_ADDR, vgic_attr::ADDR_TYPE_REDIST_REGION) => {
+            if op == 2 {
+                return Ok(0);
+            }
+            let mut v = [0u8; 8];
+            env.copy_from_user(addr, &mut v)?;
+            let value = u64::from_le_bytes(v);
+            if op == 0 {
+                vm.with_gic(env, |g| (g.set_redist_region(value, ipa_bits), 0))?;
+            } else {
+                let region = vm.with_gic(env, |g| (g.redist_region(value), 0))?;
+                env.copy_to_user(addr, &region.to_le_bytes())?;
             }
             Ok(0)
         }

@@ -301,7 +301,8 @@ impl Fake {
             | HypercallId::HostVcpuRun
             | HypercallId::HostVcpuGetReg
             | HypercallId::HostVcpuSetReg
-            | HypercallId::HostSelfCheck => Err(Error::NotSupported),
+            | HypercallId::HostSelfCheck
+            | HypercallId::HostGuestIdReg => Err(Error::NotSupported),
         }
     }
 }
