@@ -37,9 +37,10 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     sudo_ dpkg --add-architecture arm64
 fi
 
-# kmod: modinfo (the build checks the module's vermagic); gzip: a compressed
+# gcc and libc6-dev-arm64-cross: the kernel's `make headers` and the static KVM
+# selftests. kmod: modinfo (the build checks the module's vermagic); gzip: a compressed
 # vmlinuz, should Debian ship one.
-for p in gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu linux-kbuild-6.1 cpio make bc flex bison libelf-dev xz-utils device-tree-compiler kmod gzip; do
+for p in gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu linux-kbuild-6.1 cpio make bc flex bison libelf-dev xz-utils device-tree-compiler kmod gzip; do
     have "$p" || need+=("$p")
 done
 

@@ -46,6 +46,7 @@ pub const TESTS: &[&str] = &[
     "nokcore",
     "kvmguest",
     "kvmlife",
+    "kvmselftests",
     "kvmbench",
     "kvmbench-linux",
     "kvmbench-vm",

@@ -16,6 +16,7 @@ mod cpio;
 mod initramfs;
 mod kcore;
 pub mod keys;
+mod kvm_selftests;
 mod module;
 mod pack;
 mod test_guest;
@@ -103,6 +104,7 @@ fn kserv(fetched: &Fetched) -> Result<Kserv> {
     let vm_image = vm_image::build()?;
     let test_guest = test_guest::build()?;
     let guest = vmm::build(fetched)?;
+    let selftests = kvm_selftests::ensure(fetched)?;
     let initramfs = initramfs::build(&initramfs::Inputs {
         busybox: &fetched.busybox,
         module: &module.shim,
@@ -114,6 +116,7 @@ fn kserv(fetched: &Fetched) -> Result<Kserv> {
         test_guest_sig: &test_guest.signature,
         test_guest_tests: &test_guest.tests,
         guest: &guest,
+        selftests: &selftests,
     })?;
     let kernel = paths::kserv_kernel();
     let changed = cmd::copy_if_changed(&fetched.image, &kernel)?;

@@ -179,6 +179,46 @@ fn resolve_and_fetch(series: Series) -> Result<Fetched> {
     })
 }
 
+/// Debian's kernel source of `fetched`'s version (`linux-source-6.1`), fetched
+/// into `.cache/debian/` if needed; returns the path of its tarball
+/// (`usr/src/linux-source-6.1.tar.xz`). [`forget_source`] drops it again.
+pub fn linux_source(fetched: &Fetched) -> Result<PathBuf> {
+    let cache = paths::cache_dir().join("debian");
+    let package = format!("linux-source-{}", fetched.series.name());
+    let dir = source_dir(fetched);
+    extract_once(&dir, &[format!("{package}={}", fetched.version)], &cache)?;
+    let tarball = dir
+        .join("usr")
+        .join("src")
+        .join(format!("{package}.tar.xz"));
+    if !tarball.is_file() {
+        bail!(
+            "{package} {} carries no {}",
+            fetched.version,
+            tarball.display()
+        );
+    }
+    Ok(tarball)
+}
+
+/// Removes what [`linux_source`] fetched (once what was built from it is
+/// kept elsewhere).
+pub fn forget_source(fetched: &Fetched) -> Result<()> {
+    let dir = source_dir(fetched);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn source_dir(fetched: &Fetched) -> PathBuf {
+    paths::cache_dir().join("debian").join(format!(
+        "linux-source-{}_{}",
+        fetched.series.name(),
+        file_safe(&fetched.version)
+    ))
+}
+
 /// What the package lists say the current packages are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Resolved {

@@ -24,6 +24,8 @@
 //! /lib/kserv/guest/Image.sig   its signature, made with build/keys/
 //! /lib/kserv/guest/initrd.cpio the guest's initramfs (`vmm/guest/init`)
 //! /lib/kserv/guest/expected    the checksum line the guest must print
+//! /lib/kserv/kvm-selftests/…   Debian's KVM selftests (`kvm_selftests.rs`)
+//! /lib/kserv/kvm-selftests.list  their names, and why any did not build
 //! /dev/console                 character device 5:1
 //! ```
 
@@ -56,6 +58,8 @@ pub struct Inputs<'a> {
     pub test_guest_tests: &'a str,
     /// `kcore-vmm` and the Linux guest of the `kvmguest` test.
     pub guest: &'a super::vmm::Guest,
+    /// The KVM selftests of the `kvmselftests` test.
+    pub selftests: &'a super::kvm_selftests::Selftests,
 }
 
 /// Writes `build/kserv/initramfs.cpio` (only if its bytes change); returns
@@ -207,6 +211,36 @@ fn entries(recipe: &Path, inputs: &Inputs<'_>) -> Result<Vec<Entry>> {
         "lib/kserv/guest/expected",
         0o644,
         inputs.guest.expected.as_bytes().to_vec(),
+    ));
+
+    e.push(dir("lib/kserv/kvm-selftests"));
+    let mut subdirs: Vec<&str> = inputs
+        .selftests
+        .tests
+        .iter()
+        .filter_map(|t| t.name.rsplit_once('/').map(|(d, _)| d))
+        .collect();
+    subdirs.sort();
+    subdirs.dedup();
+    for d in subdirs {
+        e.push(dir(&format!("lib/kserv/kvm-selftests/{d}")));
+    }
+    for t in inputs
+        .selftests
+        .tests
+        .iter()
+        .filter(|t| t.unbuilt.is_none())
+    {
+        e.push(file(
+            &format!("lib/kserv/kvm-selftests/{}", t.name),
+            0o755,
+            read(&inputs.selftests.dir.join(&t.name))?,
+        ));
+    }
+    e.push(file(
+        "lib/kserv/kvm-selftests.list",
+        0o644,
+        inputs.selftests.list_text().into_bytes(),
     ));
 
     let tests = recipe.join("tests");
