@@ -4,7 +4,8 @@
 //! (system registers through `aarch64-cpu`, the PL011 through
 //! `tock-registers`, `SMC` to firmware, the exception vectors and the
 //! KServ trap frame). [`host_double`] implements the same traits over ordinary
-//! memory so that `kcore` runs unchanged in host tests. Every `unsafe` block
+//! memory so that `kcore` runs unchanged in host tests; [`host_world`] builds a
+//! whole small machine with KCore on it for them. Every `unsafe` block
 //! states the invariant it relies on (`clippy::undocumented_unsafe_blocks`).
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
@@ -17,3 +18,6 @@ pub mod host_double;
 
 #[cfg(not(target_os = "none"))]
 pub mod host_machine;
+
+#[cfg(not(target_os = "none"))]
+pub mod host_world;

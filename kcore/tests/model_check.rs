@@ -83,7 +83,7 @@ const NOT_RAM_PFN: u64 = FIRST_PFN + RAM_PAGES as u64;
 /// VM takes both pages of its pool (a level-2 and a level-3 table), so a
 /// second one needs a `host_donate_vm_pool` first (`NoMemory` is reachable).
 const GFNS: [u64; 2] = [0x10, 0x210];
-/// VM slots of [`common::TestHost`].
+/// VM slots of [`kcore_arch::host_world::TestHost`].
 const VM_SLOTS: usize = 4;
 const MAX_VCPUS: u64 = 2;
 /// The bound: every sequence of this many steps is explored.

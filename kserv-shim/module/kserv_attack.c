@@ -28,8 +28,8 @@
  * scrubbed by KCore -- before it is freed; a page that does not is never
  * freed and fails the attack.
  *
- * The ABI numbers below mirror kcore-abi (kcore/abi/src); xtask's host test
- * `attack_module_abi` checks that they agree.
+ * KCore's ABI comes from kcore_abi.h, which the build generates from kcore-abi
+ * (kcore/abi/src) beside this file.
  */
 #define pr_fmt(fmt) "kserv-attack: " fmt
 
@@ -61,79 +61,12 @@
 
 /* ---- KCore's host ABI (kcore-abi) ---------------------------------------- */
 
-#define KC_BASE			0xC6000000UL
-#define KC_VERSION		(KC_BASE + 0x00)
-#define KC_FEATURES		(KC_BASE + 0x01)
-#define KC_CREATE_VM		(KC_BASE + 0x02)
-#define KC_CREATE_VCPU		(KC_BASE + 0x03)
-#define KC_DONATE_VM_POOL	(KC_BASE + 0x04)
-#define KC_DONATE_GUEST		(KC_BASE + 0x05)
-#define KC_SHARE_GUEST		(KC_BASE + 0x06)
-#define KC_UNSHARE_GUEST	(KC_BASE + 0x07)
-#define KC_TEARDOWN_VM		(KC_BASE + 0x08)
-#define KC_RECLAIM_PAGE		(KC_BASE + 0x09)
-#define KC_PAGE_OWNER		(KC_BASE + 0x0A)
-#define KC_VERIFY_IMAGE		(KC_BASE + 0x0B)
-#define KC_DECLARE_MMIO		(KC_BASE + 0x0C)
-#define KC_VCPU_RUN		(KC_BASE + 0x0D)
-#define KC_VCPU_GET_REG		(KC_BASE + 0x0E)
-#define KC_VCPU_SET_REG		(KC_BASE + 0x0F)
-#define KC_SELF_CHECK		(KC_BASE + 0x10)
-#define KC_GUEST_ID_REG		(KC_BASE + 0x11)
-#define KC_CALLS		0x12
+#include "kcore_abi.h"
 
-#define KC_OK			0
-#define KC_NOT_SUPPORTED	(-1)
-#define KC_NOT_REQUIRED		(-2)
-#define KC_INVALID_PARAMETER	(-3)
-#define KC_DENIED		(-17)
-#define KC_BUSY			(-18)
-#define KC_NO_MEMORY		(-19)
-#define KC_NOT_FOUND		(-20)
-#define KC_VERIFICATION_FAILED	(-21)
-#define KC_SELF_CHECK_FAILED	(-22)
-
-#define OWNER_KCORE		1
-#define OWNER_VM_TABLE		2
-#define OWNER_HOST		3
-#define OWNER_HOST_SHARED	4
-#define OWNER_HOST_PINNED	7
-#define OWNER_GUEST		5
-#define OWNER_GUEST_SHARED	6
-
-#define VM_PROTECTED		1
-
-#define KR_X(n)		(n)
-#define KR_PC			32
-#define KR_PSTATE		33
-#define KR_SP_EL1		34
-#define KR_ELR_EL1		35
-#define KR_SPSR_EL1		36
-#define KR_V_LO		0x40
-#define KR_CNTVOFF		0x80
-#define KR_SYSREG(op0, op1, crn, crm, op2) \
-	(0x10000 | (op0) << 14 | (op1) << 11 | (crn) << 7 | (crm) << 3 | (op2))
-#define KR_SCTLR_EL1		KR_SYSREG(3, 0, 1, 0, 0)
-#define KR_TTBR1_EL1		KR_SYSREG(3, 0, 2, 0, 1)
-#define KR_MPIDR_EL1		KR_SYSREG(3, 0, 0, 0, 5)
-
-/* The run page, in 64-bit words. */
-#define RUN_FLAGS		0
-#define RUN_COMPLETION		1
-#define RUN_IRQ_COUNT		2
-#define RUN_IRQS		3
-#define RUN_MAX_IRQS		16
-#define RUN_EXIT_REASON		32
-#define RUN_EXIT_FLAGS		33
-#define RUN_EXIT_ADDR		34
-#define RUN_EXIT_DATA		35
-#define RUN_EXIT_WIDTH		36
-#define EXIT_IRQ		1
-#define EXIT_MMIO		2
+#define KR_X(n)		(KC_REG_X0 + (n))
 #define IRQ_WORD(vintid, prio, state) \
-	((u64)(vintid) | (u64)(prio) << 32 | 1ULL << 40 | (u64)(state) << 41)
-#define IRQ_HW			(1ULL << 43)
-#define IRQ_PENDING		1
+	((u64)(vintid) | (u64)(prio) << KC_IRQ_PRIORITY_SHIFT | KC_IRQ_GROUP1 | \
+	 (u64)(state) << KC_IRQ_STATE_SHIFT)
 
 /* The stage 2 of a 40-bit IPA space has a root of two concatenated pages. */
 #define ROOT_PAGES		2
@@ -153,33 +86,19 @@ static struct kc_ret kc(u64 fn, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5)
 
 static const char *kc_name(s64 status)
 {
-	switch (status) {
-	case KC_OK: return "ok";
-	case KC_NOT_SUPPORTED: return "NotSupported";
-	case KC_NOT_REQUIRED: return "NotRequired";
-	case KC_INVALID_PARAMETER: return "InvalidParameter";
-	case KC_DENIED: return "Denied";
-	case KC_BUSY: return "Busy";
-	case KC_NO_MEMORY: return "NoMemory";
-	case KC_NOT_FOUND: return "NotFound";
-	case KC_VERIFICATION_FAILED: return "VerificationFailed";
-	case KC_SELF_CHECK_FAILED: return "SelfCheckFailed";
-	default: return NULL;
-	}
+	return status == KC_SUCCESS ? "ok" : kc_error_name(status);
 }
 
 /* Index of a status in the fuzzer's histogram; the last slot is "undefined". */
-#define N_STATUS 11
+#define N_STATUS (KC_ERRORS + 2)
+static const s64 known_status[N_STATUS - 1] = { KC_SUCCESS, KC_ERROR_CODES };
+
 static int status_slot(s64 status)
 {
-	static const s64 known[N_STATUS - 1] = {
-		KC_OK, KC_NOT_SUPPORTED, KC_NOT_REQUIRED, KC_INVALID_PARAMETER, KC_DENIED,
-		KC_BUSY, KC_NO_MEMORY, KC_NOT_FOUND, KC_VERIFICATION_FAILED, KC_SELF_CHECK_FAILED,
-	};
 	int i;
 
 	for (i = 0; i < N_STATUS - 1; i++)
-		if (known[i] == status)
+		if (known_status[i] == status)
 			return i;
 	return N_STATUS - 1;
 }
@@ -306,15 +225,15 @@ static unsigned int give_back(unsigned int *dirty)
 		bool was_vms = false;
 
 		for (j = 0; j < 3; j++) {
-			r = kc(KC_PAGE_OWNER, pfn, 0, 0, 0, 0);
-			if (r.status != KC_OK || r.x1 == OWNER_HOST)
+			r = kc(KC_HOST_PAGE_OWNER, pfn, 0, 0, 0, 0);
+			if (r.status != KC_SUCCESS || r.x1 == KC_OWNER_HOST)
 				break;
-			was_vms = r.x1 != OWNER_HOST_SHARED;
+			was_vms = r.x1 != KC_OWNER_HOST_SHARED_WITH_GUEST;
 			/* Teardown: Denied when the VM is already dying. */
-			kc(KC_TEARDOWN_VM, r.x2, 0, 0, 0, 0);
-			kc(KC_RECLAIM_PAGE, r.x2, pfn, 0, 0, 0);
+			kc(KC_HOST_TEARDOWN_VM, r.x2, 0, 0, 0, 0);
+			kc(KC_HOST_RECLAIM_PAGE, r.x2, pfn, 0, 0, 0);
 		}
-		if (r.status != KC_OK || r.x1 != OWNER_HOST) {
+		if (r.status != KC_SUCCESS || r.x1 != KC_OWNER_HOST) {
 			pages[kept++] = pages[i];
 			leaked++;
 			continue;
@@ -345,8 +264,8 @@ static bool settle(void)
 	if (leaked != before)
 		ok = bad("%u pages did not come back (%u not scrubbed)", (unsigned int)(leaked - before), dirty);
 	note("%u pages reclaimed from VMs", back);
-	r = kc(KC_SELF_CHECK, 0, 0, 0, 0, 0);
-	if (r.status != KC_OK)
+	r = kc(KC_HOST_SELF_CHECK, 0, 0, 0, 0, 0);
+	if (r.status != KC_SUCCESS)
 		return bad("self-check %lld (%s)", r.status, kc_name(r.status) ?: "undefined");
 	if (ok)
 		note(", all zero; self-check ok");
@@ -372,17 +291,17 @@ static int sac_create(struct sac_vm *vm, bool protected, unsigned int extra)
 
 	if (!block)
 		return -ENOMEM;
-	r = kc(KC_CREATE_VM, protected ? VM_PROTECTED : 0, 0, 2, page_to_pfn(block), 4);
-	if (r.status != KC_OK)
+	r = kc(KC_HOST_CREATE_VM, protected ? KC_VM_PROTECTED : 0, 0, 2, page_to_pfn(block), 4);
+	if (r.status != KC_SUCCESS)
 		return -EIO;
 	vm->handle = r.x1;
 	vm->protected = protected;
-	if (kc(KC_CREATE_VCPU, vm->handle, 0, 0, 0, 0).status != KC_OK)
+	if (kc(KC_HOST_CREATE_VCPU, vm->handle, 0, 0, 0, 0).status != KC_SUCCESS)
 		return -EIO;
 	for (i = 0; i < extra; i++) {
 		u64 pfn = take_pfn();
 
-		if (!pfn || kc(KC_DONATE_VM_POOL, vm->handle, pfn, 0, 0, 0).status != KC_OK)
+		if (!pfn || kc(KC_HOST_DONATE_VM_POOL, vm->handle, pfn, 0, 0, 0).status != KC_SUCCESS)
 			return -EIO;
 	}
 	return 0;
@@ -429,19 +348,19 @@ static int loop_create(struct loop_vm *l)
 	l->code_pfn = page_to_pfn(code);
 	l->run_pfn = page_to_pfn(run);
 	l->run = page_address(run);
-	if (kc(KC_SHARE_GUEST, l->vm.handle, l->code_pfn, LOOP_IPA >> PAGE_SHIFT, 0, 0).status)
+	if (kc(KC_HOST_SHARE_GUEST, l->vm.handle, l->code_pfn, LOOP_IPA >> PAGE_SHIFT, 0, 0).status)
 		return -EIO;
-	if (kc(KC_DECLARE_MMIO, l->vm.handle, LOOP_MMIO >> PAGE_SHIFT, 1, 0, 0).status)
+	if (kc(KC_HOST_DECLARE_MMIO, l->vm.handle, LOOP_MMIO >> PAGE_SHIFT, 1, 0, 0).status)
 		return -EIO;
-	if (kc(KC_VCPU_SET_REG, l->vm.handle, 0, KR_PC, LOOP_IPA, 0).status)
+	if (kc(KC_HOST_VCPU_SET_REG, l->vm.handle, 0, KC_REG_PC, LOOP_IPA, 0).status)
 		return -EIO;
 	/* EL1h, DAIF masked. */
-	if (kc(KC_VCPU_SET_REG, l->vm.handle, 0, KR_PSTATE, 0x3c5, 0).status)
+	if (kc(KC_HOST_VCPU_SET_REG, l->vm.handle, 0, KC_REG_PSTATE, 0x3c5, 0).status)
 		return -EIO;
-	if (kc(KC_VCPU_SET_REG, l->vm.handle, 0, KR_X(1), LOOP_MMIO, 0).status)
+	if (kc(KC_HOST_VCPU_SET_REG, l->vm.handle, 0, KR_X(1), LOOP_MMIO, 0).status)
 		return -EIO;
 	for (n = 7; n <= 30; n++)
-		if (kc(KC_VCPU_SET_REG, l->vm.handle, 0, KR_X(n), KR_SEED(n), 0).status)
+		if (kc(KC_HOST_VCPU_SET_REG, l->vm.handle, 0, KR_X(n), KR_SEED(n), 0).status)
 			return -EIO;
 	return 0;
 }
@@ -459,11 +378,11 @@ static void run_clear(u64 *run)
 static s64 loop_run(struct loop_vm *l)
 {
 	unsigned int i;
-	s64 st = KC_OK;
+	s64 st = KC_SUCCESS;
 
 	for (i = 0; i < 1000; i++) {
-		st = kc(KC_VCPU_RUN, l->vm.handle, 0, l->run_pfn, 0, 0).status;
-		if (st != KC_OK || l->run[RUN_EXIT_REASON] != EXIT_IRQ)
+		st = kc(KC_HOST_VCPU_RUN, l->vm.handle, 0, l->run_pfn, 0, 0).status;
+		if (st != KC_SUCCESS || l->run[KC_RUN_EXIT_REASON] != KC_EXIT_IRQ)
 			break;
 	}
 	return st;
@@ -569,7 +488,7 @@ static bool kcore_answers(void)
 {
 	struct kc_ret r = kc(KC_VERSION, 0, 0, 0, 0, 0);
 
-	if (r.status != KC_OK)
+	if (r.status != KC_SUCCESS)
 		return bad("KCore's version call returned %lld", r.status);
 	note("KCore answers (ABI %llu.%llu)", r.x1 >> 16, r.x1 & 0xffff);
 	return true;
@@ -606,15 +525,15 @@ static bool atk_scan(u64 seed)
 			vic.ram_last = max(vic.ram_last, last - 1);
 			for (pfn = first; pfn < last; pfn++) {
 				total++;
-				r = kc(KC_PAGE_OWNER, pfn, 0, 0, 0, 0);
-				if (r.status != KC_OK)
+				r = kc(KC_HOST_PAGE_OWNER, pfn, 0, 0, 0, 0);
+				if (r.status != KC_SUCCESS)
 					continue;
-				if (r.x1 == OWNER_KCORE) {
+				if (r.x1 == KC_OWNER_KCORE) {
 					if (!vic.kcore_pages++)
 						vic.kcore_pfn = pfn;
 					continue;
 				}
-				if (r.x1 != OWNER_GUEST && r.x1 != OWNER_VM_TABLE)
+				if (r.x1 != KC_OWNER_GUEST && r.x1 != KC_OWNER_VM_TABLE)
 					continue;
 				for (i = 0; i < n_seen && seen[i].handle != r.x2; i++)
 					;
@@ -623,7 +542,7 @@ static bool atk_scan(u64 seed)
 						continue;
 					seen[n_seen++].handle = r.x2;
 				}
-				if (r.x1 == OWNER_GUEST) {
+				if (r.x1 == KC_OWNER_GUEST) {
 					/* A page from the middle of its memory. */
 					if (seen[i].guest++ % 64 == 32)
 						seen[i].guest_pfn = pfn;
@@ -650,10 +569,10 @@ static bool atk_scan(u64 seed)
 		return bad("no VM with private memory, or no KCore page");
 	/* A protected vCPU's registers are Denied (Busy while it runs). */
 	for (i = 0; i < 8; i++) {
-		r = kc(KC_VCPU_GET_REG, vic.handle, i, KR_PC, 0, 0);
-		if (r.status == KC_OK)
+		r = kc(KC_HOST_VCPU_GET_REG, vic.handle, i, KC_REG_PC, 0, 0);
+		if (r.status == KC_SUCCESS)
 			return bad("vCPU %u of VM 0x%llx gave its PC: not a protected VM", i, vic.handle);
-		if (r.status != KC_DENIED && r.status != KC_BUSY)
+		if (r.status != KC_ERR_DENIED && r.status != KC_ERR_BUSY)
 			break;
 		vic.vcpus = i + 1;
 	}
@@ -911,7 +830,7 @@ static ssize_t tg_protected_vm(struct sac_vm *vm, u64 *sig_pfn)
 		goto out;
 	}
 	pages = DIV_ROUND_UP(img_len, PAGE_SIZE);
-	if (sac_create(vm, true, 5) || kc(KC_CREATE_VCPU, vm->handle, 1, 0, 0, 0).status != KC_OK) {
+	if (sac_create(vm, true, 5) || kc(KC_HOST_CREATE_VCPU, vm->handle, 1, 0, 0, 0).status != KC_SUCCESS) {
 		bad("cannot make the sacrificial protected VM");
 		goto out;
 	}
@@ -925,7 +844,7 @@ static ssize_t tg_protected_vm(struct sac_vm *vm, u64 *sig_pfn)
 		va = kmap_local_page(pfn_to_page(pfn));
 		memcpy(va, img + i * PAGE_SIZE, n);
 		kunmap_local(va);
-		if (kc(KC_DONATE_GUEST, vm->handle, pfn, TG_RAM_GFN + i, 0, 0).status != KC_OK)
+		if (kc(KC_HOST_DONATE_GUEST, vm->handle, pfn, TG_RAM_GFN + i, 0, 0).status != KC_SUCCESS)
 			break;
 	}
 	*sig_pfn = take_pfn();
@@ -955,31 +874,31 @@ static bool atk_mmio_consent(u64 seed)
 		return false;
 	}
 	pages = DIV_ROUND_UP(img_len, PAGE_SIZE);
-	s = kc(KC_DECLARE_MMIO, vm.handle, TG_DEVICE_GFN, 1, 0, 0).status;
-	ok = refused("declaring MMIO before verification", s, KC_DENIED, KC_DENIED) && ok;
-	s = kc(KC_VERIFY_IMAGE, vm.handle, TG_RAM_GFN, img_len, sig_pfn, 0).status;
-	if (s != KC_OK) {
+	s = kc(KC_HOST_DECLARE_MMIO, vm.handle, TG_DEVICE_GFN, 1, 0, 0).status;
+	ok = refused("declaring MMIO before verification", s, KC_ERR_DENIED, KC_ERR_DENIED) && ok;
+	s = kc(KC_HOST_VERIFY_IMAGE, vm.handle, TG_RAM_GFN, img_len, sig_pfn, 0).status;
+	if (s != KC_SUCCESS) {
 		ok = bad("the signed test guest did not verify: %lld", s);
 		return settle() && ok;
 	}
 	note("%llu image pages verified; ", pages);
 	/* The RAM right after the image, the image, wider than the manifest. */
-	s = kc(KC_DECLARE_MMIO, vm.handle, TG_RAM_GFN + pages, 1, 0, 0).status;
-	ok = refused("declaring the RAM after the image MMIO", s, KC_DENIED, KC_DENIED) && ok;
-	s = kc(KC_DECLARE_MMIO, vm.handle, TG_RAM_GFN, 1, 0, 0).status;
-	ok = refused("declaring the image MMIO", s, KC_DENIED, KC_DENIED) && ok;
-	s = kc(KC_DECLARE_MMIO, vm.handle, TG_RAM_GFN - 1, 2, 0, 0).status;
-	ok = refused("declaring past the manifest", s, KC_DENIED, KC_DENIED) && ok;
+	s = kc(KC_HOST_DECLARE_MMIO, vm.handle, TG_RAM_GFN + pages, 1, 0, 0).status;
+	ok = refused("declaring the RAM after the image MMIO", s, KC_ERR_DENIED, KC_ERR_DENIED) && ok;
+	s = kc(KC_HOST_DECLARE_MMIO, vm.handle, TG_RAM_GFN, 1, 0, 0).status;
+	ok = refused("declaring the image MMIO", s, KC_ERR_DENIED, KC_ERR_DENIED) && ok;
+	s = kc(KC_HOST_DECLARE_MMIO, vm.handle, TG_RAM_GFN - 1, 2, 0, 0).status;
+	ok = refused("declaring past the manifest", s, KC_ERR_DENIED, KC_ERR_DENIED) && ok;
 	/* Narrowing is KServ's choice. */
-	s = kc(KC_DECLARE_MMIO, vm.handle, TG_DEVICE_GFN, 1, 0, 0).status;
-	if (s != KC_OK)
+	s = kc(KC_HOST_DECLARE_MMIO, vm.handle, TG_DEVICE_GFN, 1, 0, 0).status;
+	if (s != KC_SUCCESS)
 		ok = bad("declaring a device page inside the manifest: %lld", s);
 	/* No memory where devices are, declared or merely allowed. */
 	pfn = take_pfn();
-	s = kc(KC_DONATE_GUEST, vm.handle, pfn, TG_DEVICE_GFN, 0, 0).status;
-	ok = refused("donating into declared MMIO", s, KC_DENIED, KC_DENIED) && ok;
-	s = kc(KC_DONATE_GUEST, vm.handle, pfn, TG_DEVICE_GFN + 1, 0, 0).status;
-	ok = refused("donating inside the manifest", s, KC_DENIED, KC_DENIED) && ok;
+	s = kc(KC_HOST_DONATE_GUEST, vm.handle, pfn, TG_DEVICE_GFN, 0, 0).status;
+	ok = refused("donating into declared MMIO", s, KC_ERR_DENIED, KC_ERR_DENIED) && ok;
+	s = kc(KC_HOST_DONATE_GUEST, vm.handle, pfn, TG_DEVICE_GFN + 1, 0, 0).status;
+	ok = refused("donating inside the manifest", s, KC_ERR_DENIED, KC_ERR_DENIED) && ok;
 	if (ok)
 		note("MMIO before verification, over RAM, over the image and past the manifest: "
 		     "Denied; a device page inside: declared; donations there: Denied; ");
@@ -1006,20 +925,20 @@ static bool atk_secondary(u64 seed)
 		settle();
 		return false;
 	}
-	s = kc(KC_VERIFY_IMAGE, vm.handle, TG_RAM_GFN, img_len, sig_pfn, 0).status;
-	if (s != KC_OK) {
+	s = kc(KC_HOST_VERIFY_IMAGE, vm.handle, TG_RAM_GFN, img_len, sig_pfn, 0).status;
+	if (s != KC_SUCCESS) {
 		ok = bad("the signed test guest did not verify: %lld", s);
 		return settle() && ok;
 	}
-	s = kc(KC_VCPU_SET_REG, vm.handle, 1, KR_PC, (TG_RAM_GFN << PAGE_SHIFT) + 12, 0).status;
-	ok = refused("setting vCPU 1's PC inside the image", s, KC_DENIED, KC_DENIED) && ok;
-	s = kc(KC_VCPU_SET_REG, vm.handle, 1, KR_X(0), 0x5ec0, 0).status;
-	ok = refused("setting vCPU 1's x0", s, KC_DENIED, KC_DENIED) && ok;
+	s = kc(KC_HOST_VCPU_SET_REG, vm.handle, 1, KC_REG_PC, (TG_RAM_GFN << PAGE_SHIFT) + 12, 0).status;
+	ok = refused("setting vCPU 1's PC inside the image", s, KC_ERR_DENIED, KC_ERR_DENIED) && ok;
+	s = kc(KC_HOST_VCPU_SET_REG, vm.handle, 1, KR_X(0), 0x5ec0, 0).status;
+	ok = refused("setting vCPU 1's x0", s, KC_ERR_DENIED, KC_ERR_DENIED) && ok;
 	run_pfn = take_pfn();
-	s = kc(KC_VCPU_RUN, vm.handle, 1, run_pfn, 0, 0).status;
-	ok = refused("running vCPU 1 before the guest's CPU_ON", s, KC_DENIED, KC_DENIED) && ok;
-	s = kc(KC_VCPU_SET_REG, vm.handle, 0, KR_PC, TG_RAM_GFN << PAGE_SHIFT, 0).status;
-	if (s != KC_OK)
+	s = kc(KC_HOST_VCPU_RUN, vm.handle, 1, run_pfn, 0, 0).status;
+	ok = refused("running vCPU 1 before the guest's CPU_ON", s, KC_ERR_DENIED, KC_ERR_DENIED) && ok;
+	s = kc(KC_HOST_VCPU_SET_REG, vm.handle, 0, KC_REG_PC, TG_RAM_GFN << PAGE_SHIFT, 0).status;
+	if (s != KC_SUCCESS)
 		ok = bad("setting vCPU 0's first PC at the image's entry: %lld", s);
 	if (ok)
 		note("vCPU 1's PC and x0 and a run of it before CPU_ON: Denied; vCPU 0's first PC "
@@ -1048,25 +967,25 @@ static bool atk_donate_foreign(u64 seed)
 	for (i = 0; i < ARRAY_SIZE(foreign); i++) {
 		u64 pfn = foreign[i].pfn;
 
-		ok &= refused("DonateGuest", kc(KC_DONATE_GUEST, p.handle, pfn, 0x100, 0, 0).status,
-			      KC_DENIED, KC_DENIED);
-		ok &= refused("ShareGuest", kc(KC_SHARE_GUEST, a.handle, pfn, 0x100, 0, 0).status,
-			      KC_DENIED, KC_DENIED);
-		ok &= refused("DonateVmPool", kc(KC_DONATE_VM_POOL, a.handle, pfn, 0, 0, 0).status,
-			      KC_DENIED, KC_DENIED);
+		ok &= refused("DonateGuest", kc(KC_HOST_DONATE_GUEST, p.handle, pfn, 0x100, 0, 0).status,
+			      KC_ERR_DENIED, KC_ERR_DENIED);
+		ok &= refused("ShareGuest", kc(KC_HOST_SHARE_GUEST, a.handle, pfn, 0x100, 0, 0).status,
+			      KC_ERR_DENIED, KC_ERR_DENIED);
+		ok &= refused("DonateVmPool", kc(KC_HOST_DONATE_VM_POOL, a.handle, pfn, 0, 0, 0).status,
+			      KC_ERR_DENIED, KC_ERR_DENIED);
 		/* A pool of two pages from there (the root needs 8 KiB alignment). */
-		ok &= refused("CreateVm", kc(KC_CREATE_VM, 0, 0, 1, pfn & ~1ULL, 2).status,
-			      KC_DENIED, KC_DENIED);
+		ok &= refused("CreateVm", kc(KC_HOST_CREATE_VM, 0, 0, 1, pfn & ~1ULL, 2).status,
+			      KC_ERR_DENIED, KC_ERR_DENIED);
 		/* And to the victim itself, at another gfn. */
 		ok &= refused("DonateGuest to the victim",
-			      kc(KC_DONATE_GUEST, vic.handle, pfn, 0xfff00, 0, 0).status, KC_DENIED,
-			      KC_BUSY);
+			      kc(KC_HOST_DONATE_GUEST, vic.handle, pfn, 0xfff00, 0, 0).status, KC_ERR_DENIED,
+			      KC_ERR_BUSY);
 		n += 5;
 	}
 	/* A pfn that is no RAM at all. */
 	ok &= refused("DonateGuest of a non-RAM pfn",
-		      kc(KC_DONATE_GUEST, p.handle, vic.ram_last + 1, 0x100, 0, 0).status,
-		      KC_INVALID_PARAMETER, KC_INVALID_PARAMETER);
+		      kc(KC_HOST_DONATE_GUEST, p.handle, vic.ram_last + 1, 0x100, 0, 0).status,
+		      KC_ERR_INVALID_PARAMETER, KC_ERR_INVALID_PARAMETER);
 	n++;
 	note("%u donations of KCore's, the victim's and non-RAM pages refused; ", n);
 	return settle() && ok;
@@ -1085,29 +1004,29 @@ static bool atk_donate_twice(u64 seed)
 	pfn = take_pfn();
 	if (!pfn)
 		return GIVE_UP("no page");
-	s = kc(KC_DONATE_GUEST, a.handle, pfn, 0x100, 0, 0).status;
-	if (s != KC_OK)
+	s = kc(KC_HOST_DONATE_GUEST, a.handle, pfn, 0x100, 0, 0).status;
+	if (s != KC_SUCCESS)
 		return GIVE_UP("the first donation failed: %lld", s);
-	ok &= refused("DonateGuest to a second VM", kc(KC_DONATE_GUEST, b.handle, pfn, 0x100, 0, 0).status,
-		      KC_DENIED, KC_DENIED);
-	ok &= refused("DonateGuest at a second gfn", kc(KC_DONATE_GUEST, a.handle, pfn, 0x101, 0, 0).status,
-		      KC_DENIED, KC_DENIED);
-	ok &= refused("ShareGuest of a donated page", kc(KC_SHARE_GUEST, c.handle, pfn, 0x100, 0, 0).status,
-		      KC_DENIED, KC_DENIED);
-	ok &= refused("DonateVmPool of a donated page", kc(KC_DONATE_VM_POOL, b.handle, pfn, 0, 0, 0).status,
-		      KC_DENIED, KC_DENIED);
+	ok &= refused("DonateGuest to a second VM", kc(KC_HOST_DONATE_GUEST, b.handle, pfn, 0x100, 0, 0).status,
+		      KC_ERR_DENIED, KC_ERR_DENIED);
+	ok &= refused("DonateGuest at a second gfn", kc(KC_HOST_DONATE_GUEST, a.handle, pfn, 0x101, 0, 0).status,
+		      KC_ERR_DENIED, KC_ERR_DENIED);
+	ok &= refused("ShareGuest of a donated page", kc(KC_HOST_SHARE_GUEST, c.handle, pfn, 0x100, 0, 0).status,
+		      KC_ERR_DENIED, KC_ERR_DENIED);
+	ok &= refused("DonateVmPool of a donated page", kc(KC_HOST_DONATE_VM_POOL, b.handle, pfn, 0, 0, 0).status,
+		      KC_ERR_DENIED, KC_ERR_DENIED);
 	/* Shared with a non-protected VM at one gfn, then at another. */
 	pfn = take_pfn();
-	if (!pfn || kc(KC_SHARE_GUEST, c.handle, pfn, 0x200, 0, 0).status != KC_OK)
+	if (!pfn || kc(KC_HOST_SHARE_GUEST, c.handle, pfn, 0x200, 0, 0).status != KC_SUCCESS)
 		return GIVE_UP("the first share failed");
-	ok &= refused("ShareGuest at a second gfn", kc(KC_SHARE_GUEST, c.handle, pfn, 0x201, 0, 0).status,
-		      KC_DENIED, KC_DENIED);
-	ok &= refused("DonateGuest of a shared page", kc(KC_DONATE_GUEST, a.handle, pfn, 0x200, 0, 0).status,
-		      KC_DENIED, KC_DENIED);
+	ok &= refused("ShareGuest at a second gfn", kc(KC_HOST_SHARE_GUEST, c.handle, pfn, 0x201, 0, 0).status,
+		      KC_ERR_DENIED, KC_ERR_DENIED);
+	ok &= refused("DonateGuest of a shared page", kc(KC_HOST_DONATE_GUEST, a.handle, pfn, 0x200, 0, 0).status,
+		      KC_ERR_DENIED, KC_ERR_DENIED);
 	/* A gfn that is taken, with a fresh page. */
 	pfn = take_pfn();
-	ok &= refused("DonateGuest at a taken gfn", kc(KC_DONATE_GUEST, a.handle, pfn, 0x100, 0, 0).status,
-		      KC_BUSY, KC_DENIED);
+	ok &= refused("DonateGuest at a taken gfn", kc(KC_HOST_DONATE_GUEST, a.handle, pfn, 0x100, 0, 0).status,
+		      KC_ERR_BUSY, KC_ERR_DENIED);
 	note("second owner, second gfn, share-after-donate, donate-after-share, taken gfn: all refused; ");
 	return settle() && ok;
 }
@@ -1127,18 +1046,18 @@ static int racer_fn(void *data)
 	unsigned int i;
 
 	for (i = 0; i < RACE_ROUNDS; i++) {
-		s64 s = kc(KC_SHARE_GUEST, r->handle, r->pfn, r->gfn, 0, 0).status;
+		s64 s = kc(KC_HOST_SHARE_GUEST, r->handle, r->pfn, r->gfn, 0, 0).status;
 
-		if (s == KC_OK)
+		if (s == KC_SUCCESS)
 			r->shares++;
-		else if (s == KC_DENIED || s == KC_BUSY)
+		else if (s == KC_ERR_DENIED || s == KC_ERR_BUSY)
 			r->refusals++;
 		else
 			r->undefined++;
-		s = kc(KC_UNSHARE_GUEST, r->handle, r->gfn, 0, 0, 0).status;
-		if (s == KC_OK)
+		s = kc(KC_HOST_UNSHARE_GUEST, r->handle, r->gfn, 0, 0, 0).status;
+		if (s == KC_SUCCESS)
 			r->unshares++;
-		else if (s == KC_DENIED || s == KC_NOT_FOUND)
+		else if (s == KC_ERR_DENIED || s == KC_ERR_NOT_FOUND)
 			r->refusals++;
 		else
 			r->undefined++;
@@ -1204,11 +1123,11 @@ static bool atk_share_race(u64 seed)
 	}
 	if (!r[0].shares || !r[1].shares)
 		note("(one CPU never won the page); ");
-	o = kc(KC_PAGE_OWNER, pfn, 0, 0, 0, 0);
-	if (o.status != KC_OK || o.x1 != OWNER_HOST)
+	o = kc(KC_HOST_PAGE_OWNER, pfn, 0, 0, 0, 0);
+	if (o.status != KC_SUCCESS || o.x1 != KC_OWNER_HOST)
 		ok = bad("the page ended as owner %llu, not KServ's", o.x1);
-	o = kc(KC_SELF_CHECK, 0, 0, 0, 0, 0);
-	if (o.status != KC_OK)
+	o = kc(KC_HOST_SELF_CHECK, 0, 0, 0, 0, 0);
+	if (o.status != KC_SUCCESS)
 		ok = bad("self-check after the race: %lld", o.status);
 	return settle() && ok;
 }
@@ -1223,15 +1142,15 @@ static bool atk_reclaim_running(u64 seed)
 		return false;
 	own = take_pfn();
 	ok &= refused("ReclaimPage of a private page",
-		      kc(KC_RECLAIM_PAGE, vic.handle, vic.guest_pfn, 0, 0, 0).status, KC_BUSY, KC_BUSY);
+		      kc(KC_HOST_RECLAIM_PAGE, vic.handle, vic.guest_pfn, 0, 0, 0).status, KC_ERR_BUSY, KC_ERR_BUSY);
 	ok &= refused("ReclaimPage of a table page",
-		      kc(KC_RECLAIM_PAGE, vic.handle, vic.table_pfn, 0, 0, 0).status, KC_BUSY, KC_BUSY);
-	ok &= refused("ReclaimPage of KServ's page", kc(KC_RECLAIM_PAGE, vic.handle, own, 0, 0, 0).status,
-		      KC_BUSY, KC_DENIED);
+		      kc(KC_HOST_RECLAIM_PAGE, vic.handle, vic.table_pfn, 0, 0, 0).status, KC_ERR_BUSY, KC_ERR_BUSY);
+	ok &= refused("ReclaimPage of KServ's page", kc(KC_HOST_RECLAIM_PAGE, vic.handle, own, 0, 0, 0).status,
+		      KC_ERR_BUSY, KC_ERR_DENIED);
 	/* A handle one generation off names no VM. */
 	ok &= refused("ReclaimPage with a stale handle",
-		      kc(KC_RECLAIM_PAGE, vic.handle ^ (1ULL << 32), vic.guest_pfn, 0, 0, 0).status,
-		      KC_NOT_FOUND, KC_INVALID_PARAMETER);
+		      kc(KC_HOST_RECLAIM_PAGE, vic.handle ^ (1ULL << 32), vic.guest_pfn, 0, 0, 0).status,
+		      KC_ERR_NOT_FOUND, KC_ERR_INVALID_PARAMETER);
 	if (ok)
 		note("reclaims of the victim's page and table page refused (Busy: it is not dying); ");
 	return settle() && ok;
@@ -1240,9 +1159,9 @@ static bool atk_reclaim_running(u64 seed)
 /* ---- vCPU attacks --------------------------------------------------------- */
 
 static const u64 victim_regs[] = {
-	KR_X(0), KR_X(1), KR_X(2), KR_X(19), KR_X(29), KR_X(30), KR_PC, KR_PSTATE,
-	KR_SP_EL1, KR_ELR_EL1, KR_SPSR_EL1, KR_V_LO, KR_V_LO + 31, KR_CNTVOFF,
-	KR_SCTLR_EL1, KR_TTBR1_EL1, KR_MPIDR_EL1,
+	KR_X(0), KR_X(1), KR_X(2), KR_X(19), KR_X(29), KR_X(30), KC_REG_PC, KC_REG_PSTATE,
+	KC_REG_SP_EL1, KC_REG_ELR_EL1, KC_REG_SPSR_EL1, KC_REG_V_LO, KC_REG_V_LO + 31, KC_REG_CNTVOFF,
+	KC_REG_SCTLR_EL1, KC_REG_TTBR1_EL1, KC_REG_MPIDR_EL1,
 };
 
 static bool atk_regs(u64 seed)
@@ -1256,19 +1175,19 @@ static bool atk_regs(u64 seed)
 	for (round = 0; round < 200 && ok; round++) {
 		for (v = 0; v < vic.vcpus; v++) {
 			for (i = 0; i < ARRAY_SIZE(victim_regs); i++) {
-				struct kc_ret r = kc(KC_VCPU_GET_REG, vic.handle, v, victim_regs[i], 0, 0);
+				struct kc_ret r = kc(KC_HOST_VCPU_GET_REG, vic.handle, v, victim_regs[i], 0, 0);
 
 				gets++;
-				busy += r.status == KC_BUSY;
-				if (r.status != KC_DENIED && r.status != KC_BUSY)
+				busy += r.status == KC_ERR_BUSY;
+				if (r.status != KC_ERR_DENIED && r.status != KC_ERR_BUSY)
 					ok = bad("GetReg vCPU %u reg 0x%llx: %lld (x1 0x%llx)", v,
 						 victim_regs[i], r.status, r.x1);
 				else if (r.x1 || r.x2 || r.x3)
 					ok = bad("GetReg refused but returned 0x%llx", r.x1);
-				r = kc(KC_VCPU_SET_REG, vic.handle, v, victim_regs[i], 0x4141414141414141ULL, 0);
+				r = kc(KC_HOST_VCPU_SET_REG, vic.handle, v, victim_regs[i], 0x4141414141414141ULL, 0);
 				sets++;
-				busy += r.status == KC_BUSY;
-				if (r.status != KC_DENIED && r.status != KC_BUSY)
+				busy += r.status == KC_ERR_BUSY;
+				if (r.status != KC_ERR_DENIED && r.status != KC_ERR_BUSY)
 					ok = bad("SetReg vCPU %u reg 0x%llx: %lld", v, victim_regs[i], r.status);
 			}
 		}
@@ -1283,12 +1202,12 @@ static bool atk_regs(u64 seed)
 static bool atk_hw_irq(u64 seed)
 {
 	static const struct { const char *what; u64 word; s64 want; } bad_irqs[] = {
-		{ "hardware-mapped SPI 40", IRQ_WORD(40, 0xa0, IRQ_PENDING) | IRQ_HW | 40ULL << 44, KC_DENIED },
-		{ "hardware-mapped PPI 30 (the host timer)", IRQ_WORD(30, 0xa0, IRQ_PENDING) | IRQ_HW | 30ULL << 44, KC_DENIED },
-		{ "hardware-mapped PPI 27", IRQ_WORD(27, 0xa0, IRQ_PENDING) | IRQ_HW | 27ULL << 44, KC_DENIED },
-		{ "INTID 27 (the guest's timer)", IRQ_WORD(27, 0xa0, IRQ_PENDING), KC_DENIED },
-		{ "INTID 1020", IRQ_WORD(1020, 0xa0, IRQ_PENDING), KC_INVALID_PARAMETER },
-		{ "state 0", IRQ_WORD(40, 0xa0, 0), KC_INVALID_PARAMETER },
+		{ "hardware-mapped SPI 40", IRQ_WORD(40, 0xa0, KC_IRQ_PENDING) | KC_IRQ_HW | 40ULL << KC_IRQ_HW_INTID_SHIFT, KC_ERR_DENIED },
+		{ "hardware-mapped PPI 30 (the host timer)", IRQ_WORD(30, 0xa0, KC_IRQ_PENDING) | KC_IRQ_HW | 30ULL << KC_IRQ_HW_INTID_SHIFT, KC_ERR_DENIED },
+		{ "hardware-mapped PPI 27", IRQ_WORD(27, 0xa0, KC_IRQ_PENDING) | KC_IRQ_HW | 27ULL << KC_IRQ_HW_INTID_SHIFT, KC_ERR_DENIED },
+		{ "INTID 27 (the guest's timer)", IRQ_WORD(27, 0xa0, KC_IRQ_PENDING), KC_ERR_DENIED },
+		{ "INTID 1020", IRQ_WORD(1020, 0xa0, KC_IRQ_PENDING), KC_ERR_INVALID_PARAMETER },
+		{ "state 0", IRQ_WORD(40, 0xa0, 0), KC_ERR_INVALID_PARAMETER },
 	};
 	struct loop_vm l;
 	unsigned int i, v, n = 0;
@@ -1304,30 +1223,30 @@ static bool atk_hw_irq(u64 seed)
 	run = page_address(runp);
 	for (i = 0; i < ARRAY_SIZE(bad_irqs); i++) {
 		run_clear(run);
-		run[RUN_IRQ_COUNT] = 1;
-		run[RUN_IRQS] = bad_irqs[i].word;
+		run[KC_RUN_IRQ_COUNT] = 1;
+		run[KC_RUN_IRQS] = bad_irqs[i].word;
 		ok &= refused(bad_irqs[i].what,
-			      kc(KC_VCPU_RUN, l.vm.handle, 0, page_to_pfn(runp), 0, 0).status,
+			      kc(KC_HOST_VCPU_RUN, l.vm.handle, 0, page_to_pfn(runp), 0, 0).status,
 			      bad_irqs[i].want, bad_irqs[i].want);
 		n++;
 		/* The victim's vCPUs: refused before anything runs (Busy while they do). */
 		for (v = 0; v < vic.vcpus; v++) {
 			ok &= refused(bad_irqs[i].what,
-				      kc(KC_VCPU_RUN, vic.handle, v, page_to_pfn(runp), 0, 0).status,
-				      bad_irqs[i].want, KC_BUSY);
+				      kc(KC_HOST_VCPU_RUN, vic.handle, v, page_to_pfn(runp), 0, 0).status,
+				      bad_irqs[i].want, KC_ERR_BUSY);
 			n++;
 		}
 	}
 	run_clear(run);
-	run[RUN_IRQ_COUNT] = 2;
-	run[RUN_IRQS] = IRQ_WORD(40, 0xa0, IRQ_PENDING);
-	run[RUN_IRQS + 1] = IRQ_WORD(40, 0xa0, IRQ_PENDING);
-	ok &= refused("a duplicate", kc(KC_VCPU_RUN, l.vm.handle, 0, page_to_pfn(runp), 0, 0).status,
-		      KC_INVALID_PARAMETER, KC_INVALID_PARAMETER);
+	run[KC_RUN_IRQ_COUNT] = 2;
+	run[KC_RUN_IRQS] = IRQ_WORD(40, 0xa0, KC_IRQ_PENDING);
+	run[KC_RUN_IRQS + 1] = IRQ_WORD(40, 0xa0, KC_IRQ_PENDING);
+	ok &= refused("a duplicate", kc(KC_HOST_VCPU_RUN, l.vm.handle, 0, page_to_pfn(runp), 0, 0).status,
+		      KC_ERR_INVALID_PARAMETER, KC_ERR_INVALID_PARAMETER);
 	run_clear(run);
-	run[RUN_IRQ_COUNT] = RUN_MAX_IRQS + 1;
-	ok &= refused("17 interrupts", kc(KC_VCPU_RUN, l.vm.handle, 0, page_to_pfn(runp), 0, 0).status,
-		      KC_INVALID_PARAMETER, KC_INVALID_PARAMETER);
+	run[KC_RUN_IRQ_COUNT] = KC_RUN_MAX_IRQS + 1;
+	ok &= refused("17 interrupts", kc(KC_HOST_VCPU_RUN, l.vm.handle, 0, page_to_pfn(runp), 0, 0).status,
+		      KC_ERR_INVALID_PARAMETER, KC_ERR_INVALID_PARAMETER);
 	n += 2;
 	note("%u runs with forbidden interrupts refused (a sacrificial VM and the victim's vCPUs); ", n);
 	return settle() && ok;
@@ -1363,17 +1282,17 @@ static int scribbler_fn(void *data)
 		 * completion) changing under KCore's feet; now and then garbage.
 		 */
 		if (x % 4) {
-			WRITE_ONCE(s->run[RUN_FLAGS], 0);
-			WRITE_ONCE(s->run[RUN_COMPLETION], x);
-			WRITE_ONCE(s->run[RUN_IRQ_COUNT], (x >> 8) % 4);
+			WRITE_ONCE(s->run[KC_RUN_FLAGS], 0);
+			WRITE_ONCE(s->run[KC_RUN_COMPLETION], x);
+			WRITE_ONCE(s->run[KC_RUN_IRQ_COUNT], (x >> 8) % 4);
 			for (w = 0; w < 3; w++)
-				WRITE_ONCE(s->run[RUN_IRQS + w],
-					   IRQ_WORD(32 + ((x >> (16 + 4 * w)) % 32), 0xa0, IRQ_PENDING));
+				WRITE_ONCE(s->run[KC_RUN_IRQS + w],
+					   IRQ_WORD(32 + ((x >> (16 + 4 * w)) % 32), 0xa0, KC_IRQ_PENDING));
 		} else {
-			w = (x >> 32) % (RUN_IRQS + RUN_MAX_IRQS);
-			WRITE_ONCE(s->run[w], w == RUN_IRQ_COUNT ? x % 20 : x);
+			w = (x >> 32) % (KC_RUN_IRQS + KC_RUN_MAX_IRQS);
+			WRITE_ONCE(s->run[w], w == KC_RUN_IRQ_COUNT ? x % 20 : x);
 		}
-		WRITE_ONCE(s->run[RUN_EXIT_REASON + x % 10], x);
+		WRITE_ONCE(s->run[KC_RUN_EXIT_REASON + x % 10], x);
 		s->writes++;
 		if (!(s->writes % 4096))
 			cond_resched();
@@ -1388,13 +1307,13 @@ static bool loop_regs_intact(struct loop_vm *l, u64 *x5, u64 *x6)
 	bool ok = true;
 
 	for (n = 7; n <= 30; n++) {
-		struct kc_ret r = kc(KC_VCPU_GET_REG, l->vm.handle, 0, KR_X(n), 0, 0);
+		struct kc_ret r = kc(KC_HOST_VCPU_GET_REG, l->vm.handle, 0, KR_X(n), 0, 0);
 
-		if (r.status != KC_OK || r.x1 != KR_SEED(n))
+		if (r.status != KC_SUCCESS || r.x1 != KR_SEED(n))
 			ok = bad("x%u is 0x%llx (status %lld)", n, r.x1, r.status);
 	}
-	*x5 = kc(KC_VCPU_GET_REG, l->vm.handle, 0, KR_X(5), 0, 0).x1;
-	*x6 = kc(KC_VCPU_GET_REG, l->vm.handle, 0, KR_X(6), 0, 0).x1;
+	*x5 = kc(KC_HOST_VCPU_GET_REG, l->vm.handle, 0, KR_X(5), 0, 0).x1;
+	*x6 = kc(KC_HOST_VCPU_GET_REG, l->vm.handle, 0, KR_X(6), 0, 0).x1;
 	return ok;
 }
 
@@ -1411,24 +1330,24 @@ static bool atk_toctou(u64 seed)
 	/* 1. A clean exit: the 32-bit read. */
 	run_clear(l.run);
 	st = loop_run(&l);
-	if (st != KC_OK || l.run[RUN_EXIT_REASON] != EXIT_MMIO || l.run[RUN_EXIT_WIDTH] != 4)
-		return GIVE_UP("first run: %lld, exit %llu width %llu", st, l.run[RUN_EXIT_REASON],
-			   l.run[RUN_EXIT_WIDTH]);
+	if (st != KC_SUCCESS || l.run[KC_RUN_EXIT_REASON] != KC_EXIT_MMIO || l.run[KC_RUN_EXIT_WIDTH] != 4)
+		return GIVE_UP("first run: %lld, exit %llu width %llu", st, l.run[KC_RUN_EXIT_REASON],
+			   l.run[KC_RUN_EXIT_WIDTH]);
 	/* 2. Rewrite the exit: an 8-byte write to another address, by x7. */
-	l.run[RUN_EXIT_FLAGS] = 1;
-	l.run[RUN_EXIT_ADDR] = LOOP_IPA;
-	l.run[RUN_EXIT_WIDTH] = 8;
-	l.run[RUN_EXIT_DATA] = 0x7777777777777777ULL;
-	l.run[RUN_COMPLETION] = 0xdeadbeefcafef00dULL;
+	l.run[KC_RUN_EXIT_FLAGS] = 1;
+	l.run[KC_RUN_EXIT_ADDR] = LOOP_IPA;
+	l.run[KC_RUN_EXIT_WIDTH] = 8;
+	l.run[KC_RUN_EXIT_DATA] = 0x7777777777777777ULL;
+	l.run[KC_RUN_COMPLETION] = 0xdeadbeefcafef00dULL;
 	st = loop_run(&l);
-	if (st != KC_OK || l.run[RUN_EXIT_REASON] != EXIT_MMIO || l.run[RUN_EXIT_WIDTH] != 1)
-		return GIVE_UP("second run: %lld, exit %llu width %llu", st, l.run[RUN_EXIT_REASON],
-			   l.run[RUN_EXIT_WIDTH]);
+	if (st != KC_SUCCESS || l.run[KC_RUN_EXIT_REASON] != KC_EXIT_MMIO || l.run[KC_RUN_EXIT_WIDTH] != 1)
+		return GIVE_UP("second run: %lld, exit %llu width %llu", st, l.run[KC_RUN_EXIT_REASON],
+			   l.run[KC_RUN_EXIT_WIDTH]);
 	/* 3. Complete the byte read with a value whose bit 7 is set. */
-	l.run[RUN_EXIT_WIDTH] = 8;
-	l.run[RUN_COMPLETION] = 0x1234567890abcd80ULL;
+	l.run[KC_RUN_EXIT_WIDTH] = 8;
+	l.run[KC_RUN_COMPLETION] = 0x1234567890abcd80ULL;
 	st = loop_run(&l);
-	if (st != KC_OK)
+	if (st != KC_SUCCESS)
 		return GIVE_UP("third run: %lld", st);
 	ok &= loop_regs_intact(&l, &x5, &x6);
 	if (x5 != 0xcafef00dULL || x6 != 0xffffffffffffff80ULL)
@@ -1442,11 +1361,11 @@ static bool atk_toctou(u64 seed)
 	if (start_on(scribbler_fn, &s, other_cpu(), "atk-scribble"))
 		return GIVE_UP("cannot start the scribbler");
 	for (i = 0; i < 2000; i++) {
-		st = kc(KC_VCPU_RUN, l.vm.handle, 0, l.run_pfn, 0, 0).status;
+		st = kc(KC_HOST_VCPU_RUN, l.vm.handle, 0, l.run_pfn, 0, 0).status;
 		runs++;
-		if (st == KC_OK)
+		if (st == KC_SUCCESS)
 			exits++;
-		else if (st == KC_INVALID_PARAMETER || st == KC_DENIED)
+		else if (st == KC_ERR_INVALID_PARAMETER || st == KC_ERR_DENIED)
 			refusals++;
 		else
 			ok = bad("run during scribbling: %lld", st);
@@ -1486,11 +1405,11 @@ static int runner_fn(void *data)
 	unsigned int i;
 
 	for (i = 0; !READ_ONCE(r->stop); i++) {
-		s64 s = kc(KC_VCPU_RUN, r->l->vm.handle, 0, r->l->run_pfn, 0, 0).status;
+		s64 s = kc(KC_HOST_VCPU_RUN, r->l->vm.handle, 0, r->l->run_pfn, 0, 0).status;
 
-		if (s == KC_OK) {
+		if (s == KC_SUCCESS) {
 			WRITE_ONCE(r->runs, r->runs + 1);
-		} else if (s == KC_DENIED || s == KC_NOT_FOUND) {
+		} else if (s == KC_ERR_DENIED || s == KC_ERR_NOT_FOUND) {
 			if (++r->refused_after >= 100)
 				break;
 		} else {
@@ -1514,7 +1433,7 @@ static bool atk_destroy_in_exit(u64 seed)
 
 	if (loop_create(&l))
 		return GIVE_UP("cannot make the sacrificial VM");
-	if (kc(KC_VCPU_SET_REG, l.vm.handle, 0, KR_PC, LOOP_SPIN, 0).status)
+	if (kc(KC_HOST_VCPU_SET_REG, l.vm.handle, 0, KC_REG_PC, LOOP_SPIN, 0).status)
 		return GIVE_UP("cannot point the vCPU at its spin loop");
 	run_clear(l.run);
 	init_completion(&r.done);
@@ -1525,31 +1444,31 @@ static bool atk_destroy_in_exit(u64 seed)
 	while (READ_ONCE(r.runs) < 20 && !completion_done(&r.done))
 		usleep_range(100, 200);
 	do {
-		s = kc(KC_TEARDOWN_VM, l.vm.handle, 0, 0, 0, 0).status;
+		s = kc(KC_HOST_TEARDOWN_VM, l.vm.handle, 0, 0, 0, 0).status;
 		tries++;
-		busy += s == KC_BUSY;
-		if (s != KC_OK && s != KC_BUSY) {
+		busy += s == KC_ERR_BUSY;
+		if (s != KC_SUCCESS && s != KC_ERR_BUSY) {
 			ok = bad("teardown: %lld", s);
 			break;
 		}
 		if (!(tries % 64))
 			cond_resched();
-	} while (s == KC_BUSY && tries < 200000);
-	if (s == KC_BUSY) {
+	} while (s == KC_ERR_BUSY && tries < 200000);
+	if (s == KC_ERR_BUSY) {
 		/* The gaps between runs are short: stop the runner, then it must go. */
 		WRITE_ONCE(r.stop, true);
 		wait_for_completion(&r.done);
 		stopped = true;
-		s = kc(KC_TEARDOWN_VM, l.vm.handle, 0, 0, 0, 0).status;
-		if (s != KC_OK)
+		s = kc(KC_HOST_TEARDOWN_VM, l.vm.handle, 0, 0, 0, 0).status;
+		if (s != KC_SUCCESS)
 			ok = bad("teardown with the vCPU out: %lld", s);
 	}
 	if (!stopped)
 		wait_for_completion(&r.done);
 	/* Runs after the teardown: the runner's, or ours if it was stopped. */
 	for (i = 0; stopped && i < 100; i++) {
-		s = kc(KC_VCPU_RUN, l.vm.handle, 0, l.run_pfn, 0, 0).status;
-		if (s == KC_DENIED || s == KC_NOT_FOUND)
+		s = kc(KC_HOST_VCPU_RUN, l.vm.handle, 0, l.run_pfn, 0, 0).status;
+		if (s == KC_ERR_DENIED || s == KC_ERR_NOT_FOUND)
 			r.refused_after++;
 		else
 			r.other++;
@@ -1586,10 +1505,10 @@ static s64 rp_offer(unsigned int kind, struct loop_vm *l, struct sac_vm *prot)
 {
 	switch (kind) {
 	/* A one-page root: a 36-bit IPA space. */
-	case 0: return kc(KC_CREATE_VM, 0, 36, 1, l->run_pfn, 1).status;
-	case 1: return kc(KC_DONATE_VM_POOL, prot->handle, l->run_pfn, 0, 0, 0).status;
-	case 2: return kc(KC_DONATE_GUEST, prot->handle, l->run_pfn, 0x100, 0, 0).status;
-	default: return kc(KC_SHARE_GUEST, l->vm.handle, l->run_pfn, 0x50000, 0, 0).status;
+	case 0: return kc(KC_HOST_CREATE_VM, 0, 36, 1, l->run_pfn, 1).status;
+	case 1: return kc(KC_HOST_DONATE_VM_POOL, prot->handle, l->run_pfn, 0, 0, 0).status;
+	case 2: return kc(KC_HOST_DONATE_GUEST, prot->handle, l->run_pfn, 0x100, 0, 0).status;
+	default: return kc(KC_HOST_SHARE_GUEST, l->vm.handle, l->run_pfn, 0x50000, 0, 0).status;
 	}
 }
 
@@ -1607,7 +1526,7 @@ static bool atk_run_page(u64 seed)
 
 		if (loop_create(&l) || sac_create(&prot, true, 0))
 			return GIVE_UP("cannot make the sacrificial VMs");
-		if (kc(KC_VCPU_SET_REG, l.vm.handle, 0, KR_PC, LOOP_SPIN, 0).status)
+		if (kc(KC_HOST_VCPU_SET_REG, l.vm.handle, 0, KC_REG_PC, LOOP_SPIN, 0).status)
 			return GIVE_UP("cannot point the vCPU at its spin loop");
 		run_clear(l.run);
 		init_completion(&r.done);
@@ -1617,19 +1536,19 @@ static bool atk_run_page(u64 seed)
 		while (READ_ONCE(r.runs) < 5 && !completion_done(&r.done))
 			usleep_range(100, 200);
 		for (i = 0; i < 200000 && !again && !completion_done(&r.done); i++) {
-			struct kc_ret o = kc(KC_PAGE_OWNER, l.run_pfn, 0, 0, 0, 0);
+			struct kc_ret o = kc(KC_HOST_PAGE_OWNER, l.run_pfn, 0, 0, 0, 0);
 			s64 s;
 
 			if (!(i % 64))
 				cond_resched();
-			if (o.status != KC_OK || o.x1 != OWNER_HOST_PINNED)
+			if (o.status != KC_SUCCESS || o.x1 != KC_OWNER_HOST_PINNED)
 				continue;
 			pinned_seen++;
 			k = offers++ % RP_KINDS;
 			s = rp_offer(k, &l, &prot);
-			if (s == KC_BUSY) {
+			if (s == KC_ERR_BUSY) {
 				busy[k]++;
-			} else if (s == KC_OK) {
+			} else if (s == KC_SUCCESS) {
 				/* The vCPU had just left: take it all back, start again. */
 				granted++;
 				again = true;
@@ -1677,7 +1596,7 @@ struct fuzzer {
 	u64 own;		/* first of FUZZ_OWN pages it may give away */
 	u64 run_pfn;
 	u64 *run;
-	u64 calls, per_call[KC_CALLS + 1], status[N_STATUS];
+	u64 calls, per_call[KC_HYPERCALLS + 1], status[N_STATUS];
 	u64 undefined_example;
 };
 
@@ -1731,9 +1650,9 @@ static u64 safe_pfn(struct fuzzer *f, u64 *x, u64 pfn)
 
 	if (pfn - f->own < FUZZ_OWN)
 		return pfn;
-	r = kc(KC_PAGE_OWNER, pfn, 0, 0, 0, 0);
-	if (r.status == KC_OK &&
-	    (r.x1 == OWNER_HOST || r.x1 == OWNER_HOST_SHARED || r.x1 == OWNER_HOST_PINNED))
+	r = kc(KC_HOST_PAGE_OWNER, pfn, 0, 0, 0, 0);
+	if (r.status == KC_SUCCESS &&
+	    (r.x1 == KC_OWNER_HOST || r.x1 == KC_OWNER_HOST_SHARED_WITH_GUEST || r.x1 == KC_OWNER_HOST_PINNED))
 		return f->own + rnd(x) % FUZZ_OWN;
 	return pfn;
 }
@@ -1752,7 +1671,7 @@ static u64 fuzz_reg(u64 *x)
 {
 	switch (rnd(x) % 4) {
 	case 0: return rnd(x) % 40;
-	case 1: return KR_V_LO + rnd(x) % 0x48;
+	case 1: return KC_REG_V_LO + rnd(x) % 0x48;
 	case 2: return victim_regs[rnd(x) % ARRAY_SIZE(victim_regs)];
 	default: return rnd(x);
 	}
@@ -1782,12 +1701,12 @@ static void fuzz_one(struct fuzzer *f, u64 *x)
 
 	switch (rnd(x) % 20) {
 	case 0: fn = rnd(x) % 4; break;
-	case 1: fn = KC_BASE | (rnd(x) & 0xffff); break;
-	case 2: fn = 0x84000000ULL + rnd(x) % 0x20; break;
+	case 1: fn = KC_HYPERCALL_BASE | (rnd(x) & 0xffff); break;
+	case 2: fn = KC_PSCI_FIRST_32 + rnd(x) % (KC_PSCI_LAST_32 - KC_PSCI_FIRST_32 + 1); break;
 	case 3: fn = rnd(x); break;
-	default: fn = KC_BASE + rnd(x) % (KC_CALLS + 1); break;
+	default: fn = KC_HYPERCALL_BASE + rnd(x) % (KC_HYPERCALLS + 1); break;
 	}
-	call = fn - KC_BASE;
+	call = fn - KC_HYPERCALL_BASE;
 	for (i = 0; i < 5; i++) {
 		switch (rnd(x) % 6) {
 		case 0: a[i] = fuzz_handle(f, x); break;
@@ -1798,46 +1717,46 @@ static void fuzz_one(struct fuzzer *f, u64 *x)
 		}
 	}
 	/* Shape the common calls: a handle first, then what the call takes. */
-	if (call < KC_CALLS && rnd(x) % 4) {
+	if (call < KC_HYPERCALLS && rnd(x) % 4) {
 		a[0] = fuzz_handle(f, x);
 		switch (fn) {
-		case KC_CREATE_VM:
+		case KC_HOST_CREATE_VM:
 			a[0] = rnd(x) % 3;
 			a[1] = rnd(x) % 2 ? 0 : rnd(x) % 52;
 			a[2] = fuzz_small(x);
 			a[3] = fuzz_pfn(f, x);
 			a[4] = rnd(x) % 2 ? 2 : fuzz_small(x);
 			break;
-		case KC_DONATE_VM_POOL:
-		case KC_RECLAIM_PAGE:
-		case KC_PAGE_OWNER:
+		case KC_HOST_DONATE_VM_POOL:
+		case KC_HOST_RECLAIM_PAGE:
+		case KC_HOST_PAGE_OWNER:
 			a[1] = fuzz_pfn(f, x);
-			if (fn == KC_PAGE_OWNER)
+			if (fn == KC_HOST_PAGE_OWNER)
 				a[0] = a[1];
 			break;
-		case KC_DONATE_GUEST:
-		case KC_SHARE_GUEST:
+		case KC_HOST_DONATE_GUEST:
+		case KC_HOST_SHARE_GUEST:
 			a[1] = fuzz_pfn(f, x);
 			a[2] = fuzz_gfn(x);
 			a[3] = rnd(x) % 3;
 			break;
-		case KC_UNSHARE_GUEST:
+		case KC_HOST_UNSHARE_GUEST:
 			a[1] = fuzz_gfn(x);
 			break;
-		case KC_VCPU_RUN:
+		case KC_HOST_VCPU_RUN:
 			a[1] = rnd(x) % 3;
 			a[2] = rnd(x) % 2 ? f->run_pfn : fuzz_pfn(f, x);
 			/* Run-page contents: mostly a valid empty entry. */
-			memset(f->run, 0, 8 * (RUN_IRQS + RUN_MAX_IRQS));
+			memset(f->run, 0, 8 * (KC_RUN_IRQS + KC_RUN_MAX_IRQS));
 			if (rnd(x) % 2)
-				f->run[rnd(x) % (RUN_IRQS + RUN_MAX_IRQS)] = rnd(x) % 2 ? rnd(x) : rnd(x) % 32;
+				f->run[rnd(x) % (KC_RUN_IRQS + KC_RUN_MAX_IRQS)] = rnd(x) % 2 ? rnd(x) : rnd(x) % 32;
 			break;
-		case KC_VCPU_GET_REG:
-		case KC_VCPU_SET_REG:
+		case KC_HOST_VCPU_GET_REG:
+		case KC_HOST_VCPU_SET_REG:
 			a[1] = rnd(x) % 3;
 			a[2] = fuzz_reg(x);
 			break;
-		case KC_DECLARE_MMIO:
+		case KC_HOST_DECLARE_MMIO:
 			a[1] = fuzz_gfn(x);
 			a[2] = fuzz_small(x);
 			break;
@@ -1845,37 +1764,37 @@ static void fuzz_one(struct fuzzer *f, u64 *x)
 	}
 	/* Pages given away, or written (the run page), are safe ones. */
 	switch (fn) {
-	case KC_CREATE_VM:
+	case KC_HOST_CREATE_VM:
 		a[3] = safe_pfn(f, x, a[3]);
 		/* A pool inside the own block stays inside it. */
 		if (a[3] - f->own < FUZZ_OWN && a[4] > f->own + FUZZ_OWN - a[3])
 			a[4] = f->own + FUZZ_OWN - a[3];
 		break;
-	case KC_DONATE_VM_POOL:
-	case KC_DONATE_GUEST:
-	case KC_SHARE_GUEST:
+	case KC_HOST_DONATE_VM_POOL:
+	case KC_HOST_DONATE_GUEST:
+	case KC_HOST_SHARE_GUEST:
 		a[1] = safe_pfn(f, x, a[1]);
 		break;
-	case KC_VCPU_RUN:
+	case KC_HOST_VCPU_RUN:
 		a[2] = safe_pfn(f, x, a[2]);
 		break;
 	}
 	/* The guard: the victim is never stopped, run, or given pages. */
 	if (a[0] == vic.handle &&
-	    (fn == KC_TEARDOWN_VM || fn == KC_VCPU_RUN || fn == KC_CREATE_VCPU ||
-	     fn == KC_DONATE_VM_POOL || fn == KC_DONATE_GUEST || fn == KC_SHARE_GUEST ||
-	     fn == KC_UNSHARE_GUEST || fn == KC_DECLARE_MMIO))
+	    (fn == KC_HOST_TEARDOWN_VM || fn == KC_HOST_VCPU_RUN || fn == KC_HOST_CREATE_VCPU ||
+	     fn == KC_HOST_DONATE_VM_POOL || fn == KC_HOST_DONATE_GUEST || fn == KC_HOST_SHARE_GUEST ||
+	     fn == KC_HOST_UNSHARE_GUEST || fn == KC_HOST_DECLARE_MMIO))
 		a[0] = f->vms[rnd(x) % 2].handle;
 	/* The self-check walks every table: one call in 2000. */
-	if (fn == KC_SELF_CHECK && rnd(x) % 100)
+	if (fn == KC_HOST_SELF_CHECK && rnd(x) % 100)
 		fn = KC_VERSION;
 	r = kc(fn, a[0], a[1], a[2], a[3], a[4]);
 	f->calls++;
-	f->per_call[call < KC_CALLS ? call : KC_CALLS]++;
+	f->per_call[call < KC_HYPERCALLS ? call : KC_HYPERCALLS]++;
 	i = status_slot(r.status);
 	f->status[i]++;
 	/* Only the known calls have codes of their own; others answer -1. */
-	if (call >= KC_CALLS && fn != 0x8600ff01ULL && r.status != KC_NOT_SUPPORTED) {
+	if (call >= KC_HYPERCALLS && fn != KC_SMCCC_VENDOR_HYP_CALL_UID && r.status != KC_ERR_NOT_SUPPORTED) {
 		f->status[N_STATUS - 1]++;
 		f->undefined_example = fn;
 	}
@@ -1900,13 +1819,8 @@ static int fuzzer_fn(void *data)
 
 static bool atk_fuzz(u64 seed)
 {
-	static const char *const names[KC_CALLS + 1] = {
-		"Version", "Features", "CreateVm", "CreateVcpu", "DonateVmPool", "DonateGuest",
-		"ShareGuest", "UnshareGuest", "TeardownVm", "ReclaimPage", "PageOwner",
-		"VerifyImage", "DeclareMmio", "VcpuRun", "GetReg", "SetReg", "SelfCheck", "GuestIdReg",
-		"other",
-	};
-	u64 total = 0, per_call[KC_CALLS + 1] = {}, status[N_STATUS] = {}, lo, hi;
+	static const char *const names[KC_HYPERCALLS + 1] = { KC_HYPERCALL_NAMES, "other" };
+	u64 total = 0, per_call[KC_HYPERCALLS + 1] = {}, status[N_STATUS] = {}, lo, hi;
 	unsigned int c, i, j;
 	struct page *runp;
 	bool ok = true;
@@ -1939,7 +1853,7 @@ static bool atk_fuzz(u64 seed)
 		wait_for_completion(&fz[c].done);
 	for (c = 0; c < 2; c++) {
 		total += fz[c].calls;
-		for (i = 0; i <= KC_CALLS; i++)
+		for (i = 0; i <= KC_HYPERCALLS; i++)
 			per_call[i] += fz[c].per_call[i];
 		for (i = 0; i < N_STATUS; i++)
 			status[i] += fz[c].status[i];
@@ -1948,29 +1862,24 @@ static bool atk_fuzz(u64 seed)
 				 fz[c].status[N_STATUS - 1], fz[c].undefined_example);
 	}
 	pr_info("fuzz: calls by id:");
-	for (i = 0; i <= KC_CALLS; i++)
+	for (i = 0; i <= KC_HYPERCALLS; i++)
 		pr_cont(" %s %llu", names[i], per_call[i]);
 	pr_cont("\n");
 	lo = U64_MAX;
 	hi = 0;
-	for (i = 0; i < KC_CALLS; i++) {
+	for (i = 0; i < KC_HYPERCALLS; i++) {
 		lo = min(lo, per_call[i]);
 		hi = max(hi, per_call[i]);
 	}
 	note("seed %llu: %llu calls from 2 CPUs (%llu + %llu): each of KCore's %u calls %llu-%llu times, "
-	     "%llu other ids; results:", seed, total, fz[0].calls, fz[1].calls, KC_CALLS, lo, hi,
-	     per_call[KC_CALLS]);
+	     "%llu other ids; results:", seed, total, fz[0].calls, fz[1].calls, KC_HYPERCALLS, lo, hi,
+	     per_call[KC_HYPERCALLS]);
 	for (j = 0; j < N_STATUS - 1; j++) {
-		static const s64 codes[N_STATUS - 1] = {
-			KC_OK, KC_NOT_SUPPORTED, KC_NOT_REQUIRED, KC_INVALID_PARAMETER, KC_DENIED,
-			KC_BUSY, KC_NO_MEMORY, KC_NOT_FOUND, KC_VERIFICATION_FAILED,
-			KC_SELF_CHECK_FAILED,
-		};
 		if (status[j])
-			note(" %s %llu", kc_name(codes[j]), status[j]);
+			note(" %s %llu", kc_name(known_status[j]), status[j]);
 	}
 	note("; ");
-	if (status[status_slot(KC_SELF_CHECK_FAILED)])
+	if (status[status_slot(KC_ERR_SELF_CHECK_FAILED)])
 		ok = bad("a self-check failed during fuzzing");
 	ok = kcore_answers() && ok;
 	note("; ");
@@ -1980,9 +1889,9 @@ static bool atk_fuzz(u64 seed)
 /* KCore's self-check on its own: the ownership table against every stage 2. */
 static bool atk_self_check(u64 seed)
 {
-	struct kc_ret r = kc(KC_SELF_CHECK, 0, 0, 0, 0, 0);
+	struct kc_ret r = kc(KC_HOST_SELF_CHECK, 0, 0, 0, 0, 0);
 
-	if (r.status != KC_OK)
+	if (r.status != KC_SUCCESS)
 		return bad("self-check %lld (%s)", r.status, kc_name(r.status) ?: "undefined");
 	note("ownership table agrees with every stage 2: host %llu, guests %llu, tables %llu pages; "
 	     "module pages never returned: %llu", r.x1, r.x2, r.x3, leaked);
@@ -2173,10 +2082,10 @@ static ssize_t residue_write(struct file *file, const char __user *ubuf, size_t 
 			u64 pfn, last = PFN_DOWN(res.end + 1);
 
 			for (pfn = PFN_UP(res.start); pfn < last; pfn++) {
-				struct kc_ret r = kc(KC_PAGE_OWNER, pfn, 0, 0, 0, 0);
+				struct kc_ret r = kc(KC_HOST_PAGE_OWNER, pfn, 0, 0, 0, 0);
 				const u64 *w;
 
-				if (r.status != KC_OK || r.x1 == OWNER_KCORE || !pfn_valid(pfn)) {
+				if (r.status != KC_SUCCESS || r.x1 == KC_OWNER_KCORE || !pfn_valid(pfn)) {
 					skipped++;
 					continue;
 				}

@@ -14,6 +14,8 @@
 #include <linux/build_bug.h>
 #include <linux/types.h>
 
+#include "kcore_abi.h"	/* generated from kcore-abi by the build */
+
 /* KCore's answer to the version hypercall (Rust: version::KcoreVersion). */
 struct kcore_version {
 	u16 major;
@@ -72,9 +74,9 @@ void kserv_core_hvc(u64 regs[8]);
 #define KSERV_VMST_MAX_IMAGE_PAGES 16
 #define KSERV_VMST_MAX_IMAGE_LEN (KSERV_VMST_MAX_IMAGE_PAGES * 4096)
 /* The image's signature block: the 64-byte signature, then the signed MMIO
- * manifest (kcore_abi::manifest::MAX_BLOCK_LEN at most; zero-padded). */
-#define KSERV_VMST_SIG_LEN 336
-#define KSERV_SIG_BLOCK_MIN 80
+ * manifest (at most KC_MANIFEST_MAX_BLOCK_LEN bytes in all; zero-padded). */
+#define KSERV_VMST_SIG_LEN KC_MANIFEST_MAX_BLOCK_LEN
+#define KSERV_SIG_BLOCK_MIN (KC_MANIFEST_SIGNATURE_LEN + KC_MANIFEST_HEADER_LEN)
 
 /* Results of kserv_glue_vmst_probe (Rust: vm_selftest::Probe). */
 #define KSERV_VMST_COMPLETED 0
@@ -132,7 +134,7 @@ void kserv_glue_vmst_log(void *ctx, const char *line, u32 len);
  */
 #define KSERV_GR_VCPUS 2		/* guest_run::VCPUS */
 #define KSERV_GR_MAX_IMAGE_LEN (16 * 4096)	/* guest_run::MAX_IMAGE_LEN */
-#define KSERV_GR_SIG_LEN 336	/* a zero-padded signature block */
+#define KSERV_GR_SIG_LEN KC_MANIFEST_MAX_BLOCK_LEN	/* a zero-padded signature block */
 
 /* Results of kserv_core_guest_run (Rust: ffi::gr_result). */
 #define KSERV_GR_PASS 0

@@ -10,6 +10,7 @@
 //! and Kbuild rebuild what changed, and outputs are rewritten only when their
 //! bytes change.
 
+mod abi_header;
 pub mod cargo;
 pub mod cmd;
 mod cpio;

@@ -173,8 +173,8 @@ fn render(rows: &[AttackRow], machine: &str, seed: u64, commit: &str, secs: u64)
          Checked by hand: with KCore's reclaim check removed (a live VM's page may be \
          reclaimed), `reclaim-running` fails, the self-check finds a VM mapping a page it no \
          longer owns (`hw-irq`, `toctou`, `destroy-in-exit` and `fuzz` fail on it), and the \
-         victim, its memory scrubbed under it, never answers `stop`. The module's ABI numbers \
-         are held to `kcore-abi` by `kcore/abi/tests/attack_module.rs`.\n\n\
+         victim, its memory scrubbed under it, never answers `stop`. The module takes KCore's ABI \
+         from `kcore_abi.h`, which the build generates from `kcore-abi`.\n\n\
          The rows added with the run-page pin and the device rules were run against a KCore \
          with those fixes taken out (the load pins nothing and the put writes wherever the \
          load pointed; no trapped redistributor pages; the ITS and the DMA masters mapped for \

@@ -223,6 +223,17 @@ pub enum PageOwner {
 }
 
 impl PageOwner {
+    /// Every owner code.
+    pub const ALL: [PageOwner; 7] = [
+        PageOwner::KCore,
+        PageOwner::VmTable,
+        PageOwner::Host,
+        PageOwner::HostSharedWithGuest,
+        PageOwner::Guest,
+        PageOwner::GuestSharedWithHost,
+        PageOwner::HostPinned,
+    ];
+
     /// Decodes an `x1` value.
     pub const fn from_raw(v: u64) -> Option<PageOwner> {
         Some(match v {
@@ -351,6 +362,15 @@ mod tests {
         }
         assert_eq!(Error::from_x0(0), Ok(()));
         assert_eq!(Error::from_x0(-1000i64 as u64), Err(None));
+    }
+
+    #[test]
+    fn owners_round_trip() {
+        for o in PageOwner::ALL {
+            assert_eq!(PageOwner::from_raw(o as u64), Some(o));
+        }
+        assert_eq!(PageOwner::from_raw(0), None);
+        assert_eq!(PageOwner::from_raw(8), None);
     }
 
     #[test]

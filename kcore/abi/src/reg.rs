@@ -204,3 +204,18 @@ pub mod id {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysreg_fields_in_their_bits() {
+        for (i, shift) in [14, 11, 7, 3, 0].into_iter().enumerate() {
+            let mut f = [0u64; 5];
+            f[i] = 1;
+            assert_eq!(sysreg(f[0], f[1], f[2], f[3], f[4]), 1 << shift);
+        }
+        assert_eq!(sys::MPIDR_EL1, SYSREG | 0xc005);
+    }
+}

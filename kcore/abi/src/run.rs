@@ -162,10 +162,23 @@ pub mod irq {
     pub const PENDING: u64 = 1;
     /// Active.
     pub const ACTIVE: u64 = 2;
+    /// Shift of the priority (8 bits).
+    pub const PRIORITY_SHIFT: u32 = 32;
+    /// Bit 40: group 1 (else group 0).
+    pub const GROUP1: u64 = 1 << 40;
+    /// Shift of the state (2 bits: [`PENDING`], [`ACTIVE`]).
+    pub const STATE_SHIFT: u32 = 41;
+    /// Bit 43: hardware-mapped.
+    pub const HW: u64 = 1 << 43;
+    /// Shift of a hardware-mapped interrupt's physical INTID.
+    pub const HW_INTID_SHIFT: u32 = 44;
 
     /// Encodes an interrupt word.
     pub const fn encode(vintid: u32, priority: u8, group1: bool, state: u64) -> u64 {
-        vintid as u64 | (priority as u64) << 32 | (group1 as u64) << 40 | (state & 3) << 41
+        vintid as u64
+            | (priority as u64) << PRIORITY_SHIFT
+            | if group1 { GROUP1 } else { 0 }
+            | (state & 3) << STATE_SHIFT
     }
     /// The virtual INTID.
     pub const fn vintid(w: u64) -> u32 {
@@ -173,30 +186,28 @@ pub mod irq {
     }
     /// The priority.
     pub const fn priority(w: u64) -> u8 {
-        (w >> 32) as u8
+        (w >> PRIORITY_SHIFT) as u8
     }
     /// Group 1 (else group 0).
     pub const fn group1(w: u64) -> bool {
-        w & (1 << 40) != 0
+        w & GROUP1 != 0
     }
     /// The state bits ([`PENDING`], [`ACTIVE`]).
     pub const fn state(w: u64) -> u64 {
-        (w >> 41) & 3
+        (w >> STATE_SHIFT) & 3
     }
     /// With the state replaced.
     pub const fn with_state(w: u64, state: u64) -> u64 {
-        (w & !(3 << 41)) | (state & 3) << 41
+        (w & !(3 << STATE_SHIFT)) | (state & 3) << STATE_SHIFT
     }
     /// Hardware-mapped: the physical INTID, if the bit is set.
     pub const fn hw(w: u64) -> Option<u32> {
-        if w & (1 << 43) != 0 {
-            Some((w >> 44) as u32)
+        if w & HW != 0 {
+            Some((w >> HW_INTID_SHIFT) as u32)
         } else {
             None
         }
     }
-    /// Bit 43: hardware-mapped.
-    pub const HW: u64 = 1 << 43;
 }
 
 const _: () = assert!(ENTRY_WORDS <= EXIT && WORDS * 8 <= 4096);
@@ -223,5 +234,27 @@ mod tests {
                 exit::SGI
             ]
         );
+    }
+
+    #[test]
+    fn irq_words_round_trip() {
+        // The layout the module's doc states, bit by bit.
+        assert_eq!(
+            irq::encode(40, 0xa0, true, irq::PENDING),
+            40 | 0xa0 << 32 | 1 << 40 | 1 << 41
+        );
+        let w = irq::encode(1020, 0x5a, false, irq::PENDING | irq::ACTIVE);
+        assert_eq!(
+            (
+                irq::vintid(w),
+                irq::priority(w),
+                irq::group1(w),
+                irq::state(w)
+            ),
+            (1020, 0x5a, false, 3)
+        );
+        assert_eq!(irq::state(irq::with_state(w, irq::ACTIVE)), irq::ACTIVE);
+        assert_eq!(irq::hw(w), None);
+        assert_eq!(irq::hw(w | irq::HW | 27 << 44), Some(27));
     }
 }

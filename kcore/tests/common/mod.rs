@@ -30,13 +30,7 @@ pub const PA_BITS: u32 = 40;
 pub const GICR: u64 = 0x080A_0000;
 pub const GICR_STRIDE: u64 = 0x2_0000;
 
-pub type TestHost = Host<Vec<u64>, 4, 4, 4>;
-
-pub struct World {
-    pub host: TestHost,
-    pub hw: FakeMachine,
-    pub alloc: FakeAllocator,
-}
+pub use kcore_arch::host_world::World;
 
 pub fn world() -> World {
     let mut banks = RangeSet::<4>::new();
@@ -125,34 +119,10 @@ pub fn hvc(w: &mut World, id: kcore_abi::HypercallId, args: &[u64]) -> [u64; 4] 
 }
 
 /// A machine of `ram_pages` pages at [`RAM`] whose first `kcore_pages` are
-/// KCore's (KServ's stage-2 root first, then the pool for its tables), for a
-/// CPU with `pa_bits` of PA, built as [`world`] builds its larger one. Small
+/// KCore's, for a CPU with `pa_bits` of PA (`kcore_arch::host_world`). Small
 /// enough for the model checker to copy, hash and compare states quickly.
 pub fn small_world(ram_pages: u64, kcore_pages: u64, pa_bits: u32) -> World {
-    let ram = MemRange::new(RAM, ram_pages * PAGE_SIZE).unwrap();
-    let kcore = MemRange::new(RAM, kcore_pages * PAGE_SIZE).unwrap();
-    let mut banks = RangeSet::<4>::new();
-    banks.insert(ram).unwrap();
-    let storage = vec![0u64; OwnershipTable::<Vec<u64>, 4>::entries_needed(&banks)];
-    let mut owners = OwnershipTable::new(storage, banks).unwrap();
-    owners.mark_kcore(kcore).unwrap();
-    let mut map = HostMemoryMap::<4>::new();
-    map.add_ram(ram).unwrap();
-    map.add_kcore(kcore).unwrap();
-    let geometry = Geometry::stage2(pa_bits).unwrap();
-    let root_pages = geometry.root_tables() as u64;
-    assert!(kcore_pages > root_pages, "room for KServ's stage-2 tables");
-    let mut hw = FakeMachine::new();
-    let mut alloc = FakeAllocator::new(RAM + root_pages * PAGE_SIZE, kcore_pages - root_pages);
-    let mut s2 = HostStage2::new(PageTable::<Stage2>::new(Pa(RAM), geometry), map);
-    s2.map_ram(&mut hw, &mut alloc, &|t| owners.holds_table(t, None))
-        .unwrap();
-    let mem = MemCore::new(owners, s2, pa_bits);
-    World {
-        host: Host::new(mem, PsciRelay::new(&[0, 1, 2, 3], 0)),
-        hw,
-        alloc,
-    }
+    kcore_arch::host_world::small_world(RAM, ram_pages, kcore_pages, pa_bits)
 }
 
 /// A signature block as `host_verify_image` reads it from KServ's page: the

@@ -2,8 +2,9 @@
 //!
 //! [`Conduit`] is the one operation the rest of the crate needs: place eight
 //! registers, trap to EL2, read the registers back. On the real machine that is
-//! [`Hvc`]; host tests implement the trait with a scripted fake, so the logic
-//! above it runs unchanged in `cargo test`.
+//! [`Hvc`]; host tests implement the trait over the real KCore's HVC handler
+//! (`kvm`'s tests) or with a scripted fake, so the logic above it runs
+//! unchanged in `cargo test`.
 
 /// Issues one SMCCC call: `regs[0]` is the function id, `regs[1..=6]` the
 /// arguments (`regs[7]` is passed too, for SMCCC 1.2 style calls). On return

@@ -6,7 +6,8 @@
 //! in [`hypercall`]) and holds the logic around them (decoding replies, the
 //! ABI compatibility rule, parsing test requests, the VM isolation self-test
 //! of [`vm_selftest`], the test guest's VMM of [`guest_run`]), so that logic
-//! is unit-tested on the host with a fake [`conduit::Conduit`]. It is built
+//! is unit-tested on the host through a [`conduit::Conduit`] over the real
+//! KCore (a dev-dependency only) or a scripted fake. It is built
 //! for `aarch64-unknown-none-softfloat` with `panic = "abort"`: nothing in it
 //! may touch the FP/SIMD registers, which the kernel does not save around
 //! module code. It depends on `kcore-abi` (the shim never sees KCore's

@@ -7,9 +7,11 @@
 //! Kbuild runs in a copy of `kserv-shim/module` under `build/kserv/module`, so
 //! the source tree stays free of build products. The core arrives there as
 //! `core.o_shipped` (Kbuild's name for a prebuilt object) with the
-//! `.core.o.cmd` file modpost reads for every object of a module.
+//! `.core.o.cmd` file modpost reads for every object of a module. Beside the
+//! sources goes `kcore_abi.h`, KCore's ABI for C, generated from `kcore-abi`
+//! ([`super::abi_header`]).
 
-use super::{cargo, cmd};
+use super::{abi_header, cargo, cmd};
 use crate::fetch::Fetched;
 use crate::paths;
 use anyhow::{Context, Result, bail};
@@ -84,6 +86,7 @@ fn build_in(fetched: &Fetched, subdir: &str, ko: &Path, step: &str) -> Result<Pa
     for f in SOURCES {
         cmd::copy_if_changed(&src.join(f), &dir.join(f))?;
     }
+    cmd::write_if_changed(&dir.join(abi_header::FILE), abi_header::header().as_bytes())?;
 
     cmd::run(
         Command::new("make")

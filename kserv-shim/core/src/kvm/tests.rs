@@ -1,9 +1,10 @@
-//! The KVM API against a fake KCore and a fake kernel, one thread: VM and
-//! vCPU creation, memory slots, registers, and `KVM_RUN` turning scripted
-//! KCore exits into `kvm_run` exits (MMIO to the VMM and its completion,
-//! memory faults backed with pinned pages, PSCI system events, KCore
-//! refusals), `immediate_exit` and signals, and teardown giving every page
-//! back.
+//! The KVM API against the real KCore (`kcore` over the host double of
+//! `kcore-arch`, its guest CPU playing scripted exits) and a fake kernel,
+//! one thread: VM and vCPU creation, memory slots, registers, and `KVM_RUN`
+//! turning the guest's exits into `kvm_run` exits (MMIO to the VMM and its
+//! completion, memory faults backed with pinned pages, PSCI system events,
+//! KCore refusals), `immediate_exit` and signals, and teardown giving every
+//! page back.
 
 extern crate std;
 
@@ -14,11 +15,16 @@ use super::vcpu::{self, Vcpu};
 use super::vm::{self, Host, Vm};
 use crate::conduit::Conduit;
 use crate::runpage::PageIo;
+use kcore::exception::ec;
+use kcore::host::{Direct, Regs, run_result};
+use kcore::vcpu::{ExitKind, GuestExit, Loaded, run_vcpu_in};
 use kcore_abi::kvm_ext::KSERV_VM_VERIFY_IMAGE;
-use kcore_abi::run::{self, exit};
-use kcore_abi::{Error, HypercallId, reg as kr};
+use kcore_abi::run::exit;
+use kcore_abi::{Error, HypercallId, PageOwner, reg as kr};
+use kcore_arch::host_double::ScriptedGuest;
+use kcore_arch::host_world::{World, small_world};
 use std::boxed::Box;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::vec::Vec;
 
 const HOST: Host = Host {
@@ -27,15 +33,79 @@ const HOST: Host = Host {
     midr: 0x410F_D083,
 };
 
-/// What the fake KCore's next `HostVcpuRun` reports: reason, flags, addr,
-/// data, width, args.
+/// The machine's RAM: 16 MiB, of which KCore keeps the first 256 KiB.
+const MACHINE_RAM: u64 = 0x8000_0000;
+const MACHINE_PAGES: u64 = 4096;
+const KCORE_PAGES: u64 = 64;
+/// The general register the scripted guest's MMIO accesses use.
+const RT: usize = 1;
+/// A [`Script`] flag of this test's: the guest writes a page mapped
+/// read-only, so the hardware reports a permission fault (else a
+/// translation fault: nothing mapped there).
+const READ_ONLY_PAGE: u64 = 1 << 63;
+/// Runs KServ may start with the guest's script used up (each ends in a
+/// physical interrupt) before the test is stuck in a loop.
+const IDLE_RUNS: usize = 1000;
+
+/// What the guest does next, as KServ will see it: reason, flags, addr,
+/// data, width, args (the guest CPU turns it into the trap that makes KCore
+/// report it).
 type Script = (u64, u64, u64, u64, u64, [u64; 3]);
+
+/// The real KCore on a small machine, reached through its HVC handler and
+/// its vCPU run loop as the EL2 glue reaches them.
+struct Kcore {
+    w: World,
+    guest: ScriptedGuest,
+    cpu: Loaded,
+    /// Every call: id, `x1..=x6`, and `x0`, `x1` of the answer.
+    calls: Vec<(HypercallId, [u64; 6], u64, u64)>,
+    /// For each scripted exit in order, the guest register KServ's answer
+    /// lands in at the next entry (an MMIO read's, a PSCI call's `x0`).
+    answer_regs: Vec<Option<usize>>,
+    /// Runs started with the script used up.
+    idle_runs: usize,
+}
+
+impl Kcore {
+    fn new() -> Kcore {
+        Kcore {
+            w: small_world(MACHINE_RAM, MACHINE_PAGES, KCORE_PAGES, 40),
+            guest: ScriptedGuest::new(4),
+            cpu: Loaded::empty(),
+            calls: Vec::new(),
+            answer_regs: Vec::new(),
+            idle_runs: 0,
+        }
+    }
+}
+
+/// A data abort with a valid syndrome (translation or permission fault,
+/// level 3) at `ipa`.
+fn data_abort(ipa: u64, write: bool, width: u64, permission: bool) -> GuestExit {
+    let sas = u64::from(width.max(1).trailing_zeros());
+    let fault_status = if permission { 0x0F } else { 0x07 };
+    GuestExit {
+        kind: ExitKind::Sync,
+        esr: ec::DABT_LOW << 26
+            | 1 << 25
+            | 1 << 24
+            | sas << 22
+            | (RT as u64) << 16
+            | 1 << 15
+            | u64::from(write) << 6
+            | fault_status,
+        far: ipa & 0xFFF,
+        hpfar: (ipa >> 12) << 4,
+        fp: false,
+    }
+}
 
 #[derive(Default)]
 struct Fake {
     // The kernel.
     next_pfn: u64,
-    pages: BTreeMap<u64, Vec<u8>>,
+    allocated: Vec<u64>,
     arrays: BTreeMap<u64, Box<[u64]>>,
     user: BTreeMap<u64, u8>,
     pinned: BTreeMap<u64, u64>,
@@ -43,26 +113,8 @@ struct Fake {
     run: Vec<u8>,
     signal: bool,
     kicks: Vec<usize>,
-    // KCore.
-    regs: BTreeMap<(u64, u64), u64>,
-    protected: bool,
-    guest: BTreeMap<u64, u64>,
-    shared: BTreeSet<u64>,
-    /// Pages shared read-only (`HostShareGuest` flags).
-    shared_ro: BTreeSet<u64>,
     /// Pages pinned for reading only.
     pinned_ro: BTreeSet<u64>,
-    mmio: Vec<(u64, u64)>,
-    script: VecDeque<Script>,
-    completions: Vec<u64>,
-    /// The interrupt words of each entry.
-    entry_irqs: Vec<Vec<u64>>,
-    refuse_run: Option<Error>,
-    /// `HostVerifyImage` succeeds (else `NotSupported`).
-    verify_ok: bool,
-    dying: bool,
-    owned_by_vm: BTreeSet<u64>,
-    calls: Vec<HypercallId>,
     // Eventfds: the caller's fds (an fd of another kind maps to 0), each
     // eventfd's references and counter, and the irqfd hooks.
     fds: BTreeMap<i32, u64>,
@@ -70,15 +122,21 @@ struct Fake {
     eventfd_count: BTreeMap<u64, u64>,
     hooks: BTreeMap<u64, (u64, u32, bool)>,
     next_hook: u64,
+    // KCore.
+    k: Option<Box<Kcore>>,
 }
 
 impl Fake {
     fn new() -> Fake {
         Fake {
-            next_pfn: 0x1000,
+            next_pfn: (MACHINE_RAM >> 12) + KCORE_PAGES,
             run: std::vec![0; uapi::size::RUN],
+            k: Some(Box::new(Kcore::new())),
             ..Fake::default()
         }
+    }
+    fn k(&mut self) -> &mut Kcore {
+        self.k.as_mut().expect("a KCore")
     }
     fn run_u32(&self, off: usize) -> u32 {
         u32::from_le_bytes(self.run[off..off + 4].try_into().unwrap_or_default())
@@ -86,134 +144,197 @@ impl Fake {
     fn run_u64(&self, off: usize) -> u64 {
         u64::from_le_bytes(self.run[off..off + 8].try_into().unwrap_or_default())
     }
-    fn kcore(&mut self, id: HypercallId, a: [u64; 6]) -> Result<[u64; 3], Error> {
-        self.calls.push(id);
-        match id {
-            HypercallId::HostCreateVm => {
-                self.protected = a[0] & 1 != 0;
-                for p in 0..a[4] {
-                    self.owned_by_vm.insert(a[3] + p);
+    /// Lets KCore's signature check accept images signed by [`sign`].
+    fn trust_signer(&mut self) {
+        let pk = signer().pk;
+        self.k()
+            .w
+            .host
+            .mem_mut()
+            .set_verify_key(kcore::image::VerifyKey::new(*pk).expect("a key"));
+    }
+    /// Queues the guest's next exits.
+    fn script(&mut self, exits: impl IntoIterator<Item = Script>) {
+        for (reason, flags, addr, data, width, args) in exits {
+            let write = flags & kcore_abi::run::exit_flags::WRITE != 0;
+            let k = self.k();
+            let answer = match reason {
+                exit::MMIO | exit::MEM_FAULT => {
+                    let permission = flags & READ_ONLY_PAGE != 0;
+                    let abort = data_abort(addr, write, width, permission);
+                    k.guest.then_do(abort, move |ctx, _| {
+                        ctx.x[RT] = data;
+                    });
+                    (reason == exit::MMIO && !write).then_some(RT)
                 }
-                Ok([0x1_0001, 0, 0])
-            }
-            HypercallId::HostCreateVcpu => {
-                self.regs.insert((a[1], kr::PSTATE), 0x3C5);
-                Ok([0; 3])
-            }
-            HypercallId::HostDonateVmPool => {
-                self.owned_by_vm.insert(a[1]);
-                Ok([0; 3])
-            }
-            HypercallId::HostShareGuest if self.protected => Err(Error::Denied),
-            HypercallId::HostShareGuest | HypercallId::HostDonateGuest => {
-                if self.guest.contains_key(&a[2]) {
-                    return Err(Error::Busy);
+                exit::PSCI => {
+                    let hvc = GuestExit {
+                        kind: ExitKind::Sync,
+                        esr: ec::HVC64 << 26 | 1 << 25,
+                        far: 0,
+                        hpfar: 0,
+                        fp: false,
+                    };
+                    k.guest.then_do(hvc, move |ctx, _| {
+                        ctx.x[0] = data;
+                        ctx.x[1..4].copy_from_slice(&args);
+                    });
+                    Some(0)
                 }
-                self.guest.insert(a[2], a[1]);
-                if id == HypercallId::HostShareGuest {
-                    self.shared.insert(a[1]);
-                    if a[3] & kcore_abi::share_flags::READ_ONLY != 0 {
-                        self.shared_ro.insert(a[1]);
-                    }
-                } else {
-                    self.owned_by_vm.insert(a[1]);
+                _ => {
+                    k.guest.then(GuestExit {
+                        kind: ExitKind::Irq,
+                        esr: 0,
+                        far: 0,
+                        hpfar: 0,
+                        fp: false,
+                    });
+                    None
                 }
-                Ok([0; 3])
-            }
-            HypercallId::HostUnshareGuest => {
-                let pfn = self.guest.remove(&a[1]).ok_or(Error::NotFound)?;
-                self.shared.remove(&pfn);
-                Ok([0; 3])
-            }
-            HypercallId::HostDeclareMmio => {
-                self.mmio.push((a[1], a[2]));
-                Ok([0; 3])
-            }
-            HypercallId::HostVcpuGetReg if self.protected => Err(Error::Denied),
-            HypercallId::HostVcpuGetReg => Ok([*self.regs.get(&(a[1], a[2])).unwrap_or(&0), 0, 0]),
-            HypercallId::HostVcpuSetReg => {
-                self.regs.insert((a[1], a[2]), a[3]);
-                Ok([0; 3])
-            }
-            HypercallId::HostVcpuRun => {
-                if let Some(e) = self.refuse_run {
-                    return Err(e);
-                }
-                let pfn = a[2];
-                let mut entry = [0u64; run::ENTRY_WORDS];
-                self.read_words(pfn, 0, &mut entry);
-                self.completions.push(entry[run::COMPLETION]);
-                let n = (entry[run::IRQ_COUNT] as usize).min(run::MAX_IRQS);
-                self.entry_irqs
-                    .push(entry[run::IRQS..run::IRQS + n].to_vec());
-                let (reason, flags, addr, data, width, args) =
-                    self.script
-                        .pop_front()
-                        .unwrap_or((exit::IRQ, 0, 0, 0, 0, [0; 3]));
-                let mut out = [0u64; run::WORDS - run::EXIT];
-                out[0] = reason;
-                out[1] = flags;
-                out[2] = addr;
-                out[3] = data;
-                out[4] = width;
-                out[5..8].copy_from_slice(&args);
-                out[9] = u64::MAX;
-                out[10] = entry[run::IRQ_COUNT];
-                let n = entry[run::IRQ_COUNT] as usize;
-                out[11..11 + n].copy_from_slice(&entry[run::IRQS..run::IRQS + n]);
-                self.write_words(pfn, run::EXIT, &out);
-                Ok([reason, 0, 0])
-            }
-            HypercallId::HostTeardownVm => {
-                self.dying = true;
-                self.shared.clear();
-                Ok([0; 3])
-            }
-            HypercallId::HostReclaimPage => {
-                if !self.dying || !self.owned_by_vm.remove(&a[1]) {
-                    return Err(Error::Denied);
-                }
-                Ok([0; 3])
-            }
-            HypercallId::HostVerifyImage if self.verify_ok => Ok([0; 3]),
-            HypercallId::HostPageOwner => {
-                let owner = if self.owned_by_vm.contains(&a[0]) || self.shared.contains(&a[0]) {
-                    5
-                } else {
-                    3
-                };
-                Ok([owner, 0, 0])
-            }
-            _ => Err(Error::NotSupported),
+            };
+            k.answer_regs.push(answer);
         }
+    }
+    /// KServ's answers as the guest found them on its next entry, in order.
+    fn answers(&mut self) -> Vec<u64> {
+        let k = self.k();
+        k.answer_regs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some(k.guest.entries.get(i + 1)?.0.x[(*r)?]))
+            .collect()
+    }
+    /// The list registers' virtual INTIDs at the guest's last entry.
+    fn last_entry_irqs(&mut self) -> Vec<u32> {
+        let k = self.k();
+        k.guest.entries.last().map_or(Vec::new(), |(_, lrs)| {
+            lrs.as_slice().iter().map(|lr| lr.vintid).collect()
+        })
+    }
+    /// How many calls of `id` KServ made.
+    fn calls_of(&mut self, id: HypercallId) -> usize {
+        self.k().calls.iter().filter(|c| c.0 == id).count()
+    }
+    /// The accepted calls of `id`, with their arguments.
+    fn accepted(&mut self, id: HypercallId) -> Vec<[u64; 6]> {
+        let k = self.k();
+        k.calls
+            .iter()
+            .filter(|c| c.0 == id && c.2 == 0)
+            .map(|c| c.1)
+            .collect()
+    }
+    /// The MMIO ranges KCore accepted, `(first gfn, pages)`.
+    fn mmio(&mut self) -> Vec<(u64, u64)> {
+        self.accepted(HypercallId::HostDeclareMmio)
+            .iter()
+            .map(|a| (a[1], a[2]))
+            .collect()
+    }
+    /// The value of every register KCore accepted from KServ, by `(vCPU,
+    /// register)`: the last one set.
+    fn regs_set(&mut self) -> BTreeMap<(u64, u64), u64> {
+        self.accepted(HypercallId::HostVcpuSetReg)
+            .iter()
+            .map(|a| ((a[1], a[2]), a[3]))
+            .collect()
+    }
+    /// The handle of the VM KServ created.
+    fn handle(&mut self) -> u64 {
+        let k = self.k();
+        k.calls
+            .iter()
+            .find(|c| c.0 == HypercallId::HostCreateVm && c.2 == 0)
+            .map_or(0, |c| c.3)
+    }
+    /// A raw hypercall, as another KServ CPU (the test) makes it.
+    fn hvc(&mut self, id: HypercallId, args: &[u64]) -> [u64; 4] {
+        let mut regs = [0u64; 8];
+        regs[0] = u64::from(id.function_id());
+        regs[1..=args.len()].copy_from_slice(args);
+        self.call(&mut regs);
+        [regs[0], regs[1], regs[2], regs[3]]
+    }
+    /// A non-protected vCPU's register, as KCore holds it.
+    fn get_reg(&mut self, vcpu: u64, id: u64) -> Option<u64> {
+        let h = self.handle();
+        let r = self.hvc(HypercallId::HostVcpuGetReg, &[h, vcpu, id]);
+        (r[0] == 0).then_some(r[1])
+    }
+    /// Sets a vCPU's register in KCore; whether KCore took it.
+    fn set_reg(&mut self, vcpu: u64, id: u64, value: u64) -> bool {
+        let h = self.handle();
+        self.hvc(HypercallId::HostVcpuSetReg, &[h, vcpu, id, value])[0] == 0
+    }
+    /// Who KCore says owns `pfn`: the owner, and the gfn if a VM maps it.
+    fn owner(&mut self, pfn: u64) -> (Option<PageOwner>, u64) {
+        let r = self.hvc(HypercallId::HostPageOwner, &[pfn]);
+        (PageOwner::from_raw(r[1]), r[3])
+    }
+    /// KServ's pages KCore says a VM holds (its memory or its tables).
+    fn vm_pages(&mut self) -> Vec<u64> {
+        let first = (MACHINE_RAM >> 12) + KCORE_PAGES;
+        (first..(MACHINE_RAM >> 12) + MACHINE_PAGES)
+            .filter(|&p| {
+                matches!(
+                    self.owner(p).0,
+                    Some(PageOwner::Guest | PageOwner::VmTable | PageOwner::HostSharedWithGuest)
+                )
+            })
+            .collect()
+    }
+    /// Pages a VM's memory holds (donated or shared), by gfn.
+    fn guest_pages(&mut self) -> BTreeMap<u64, u64> {
+        let first = (MACHINE_RAM >> 12) + KCORE_PAGES;
+        let mut out = BTreeMap::new();
+        for p in first..(MACHINE_RAM >> 12) + MACHINE_PAGES {
+            if let (Some(PageOwner::Guest | PageOwner::HostSharedWithGuest), gfn) = self.owner(p) {
+                out.insert(gfn, p);
+            }
+        }
+        out
     }
 }
 
 impl Conduit for Fake {
     fn call(&mut self, regs: &mut [u64; 8]) {
-        let Some(id) = HypercallId::from_raw(regs[0]) else {
-            regs[0] = Error::NotSupported.to_x0();
-            return;
-        };
-        let a = [regs[1], regs[2], regs[3], regs[4], regs[5], regs[6]];
-        match self.kcore(id, a) {
-            Ok(r) => {
-                regs[0] = 0;
-                regs[1..4].copy_from_slice(&r);
-            }
-            Err(e) => regs[0] = e.to_x0(),
+        let k = self.k();
+        let mut r: Regs = [0; 31];
+        r[..8].copy_from_slice(regs);
+        if regs[0] == u64::from(HypercallId::HostVcpuRun.function_id()) && k.guest.script.is_empty()
+        {
+            k.idle_runs += 1;
+            assert!(k.idle_runs < IDLE_RUNS, "the guest's script ran out");
         }
+        if let Some(a) = k.w.host.handle_hvc(0, &mut r, &mut k.w.hw) {
+            let mut d = Direct {
+                host: &mut k.w.host,
+                hw: &mut k.w.hw,
+            };
+            let result = run_vcpu_in(&mut d, &mut k.guest, a, &mut k.cpu);
+            run_result(result, &mut r);
+        }
+        if let Some(id) = HypercallId::from_raw(regs[0]) {
+            let mut args = [0; 6];
+            args.copy_from_slice(&regs[1..7]);
+            k.calls.push((id, args, r[0], r[1]));
+        }
+        regs.copy_from_slice(&r[..8]);
     }
+}
+
+/// The key pair of this test's VM images.
+fn signer() -> ed25519_compact::KeyPair {
+    ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([7; 32]))
 }
 
 impl PageIo for Fake {
     fn write(&mut self, pfn: u64, offset: usize, data: &[u8]) {
-        let p = self.pages.entry(pfn).or_insert_with(|| std::vec![0; 4096]);
-        p[offset..offset + data.len()].copy_from_slice(data);
+        self.k().w.hw.write((pfn << 12) + offset as u64, data);
     }
     fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]) {
-        let p = self.pages.entry(pfn).or_insert_with(|| std::vec![0; 4096]);
-        buf.copy_from_slice(&p[offset..offset + buf.len()]);
+        let b = self.k().w.hw.bytes((pfn << 12) + offset as u64, buf.len());
+        buf.copy_from_slice(&b);
     }
 }
 
@@ -238,6 +359,11 @@ impl KvmEnv for Fake {
     }
     fn pin_user_page(&mut self, uaddr: u64, write: bool) -> Result<u64, Errno> {
         let pfn = self.alloc_pages(0).ok_or(ENOMEM)?;
+        // The page holds what the caller's memory holds there.
+        let page = uaddr & !0xFFF;
+        let mut bytes = [0u8; 4096];
+        self.copy_from_user(page, &mut bytes)?;
+        PageIo::write(self, pfn, 0, &bytes);
         if !write {
             self.pinned_ro.insert(pfn);
         }
@@ -246,16 +372,28 @@ impl KvmEnv for Fake {
     }
     fn unpin_page(&mut self, pfn: u64) {
         assert!(self.pinned.remove(&pfn).is_some(), "unpin of {pfn:#x}");
-        assert!(!self.owned_by_vm.contains(&pfn) && !self.shared.contains(&pfn));
+        assert_eq!(
+            self.owner(pfn).0,
+            Some(PageOwner::Host),
+            "unpin of {pfn:#x}"
+        );
     }
     fn alloc_pages(&mut self, order: u32) -> Option<u64> {
         let n = 1u64 << order;
         let first = self.next_pfn.next_multiple_of(n);
+        if first + n > (MACHINE_RAM >> 12) + MACHINE_PAGES {
+            return None;
+        }
         self.next_pfn = first + n;
+        self.allocated.extend(first..first + n);
         Some(first)
     }
     fn free_page(&mut self, pfn: u64) {
-        assert!(!self.owned_by_vm.contains(&pfn), "freed a VM page {pfn:#x}");
+        assert_eq!(
+            self.owner(pfn).0,
+            Some(PageOwner::Host),
+            "freed a VM page {pfn:#x}"
+        );
         assert!(self.freed.insert(pfn), "double free {pfn:#x}");
     }
     fn alloc_array(&mut self, words: usize) -> Option<u64> {
@@ -447,9 +585,9 @@ fn registers_of_a_non_protected_vcpu() {
     init(&mut f, &vm, &mut v, 1 << 2);
     user(&mut f, 0xA000, &[0x1234]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::SET_ONE_REG, one), Ok(0));
-    assert_eq!(f.regs.get(&(0, kr::x(5))), Some(&0x1234));
+    assert_eq!(f.get_reg(0, kr::x(5)), Some(0x1234));
     // The counter: physical (1000) minus the VM's offset.
-    f.regs.insert((0, kr::CNTVOFF), 400);
+    assert!(f.set_reg(0, kr::CNTVOFF, 400));
     let cnt = user(&mut f, 0x9200, &[uapi::reg::TIMER_CNT, 0xA100]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::GET_ONE_REG, cnt), Ok(0));
     let mut b = [0u8; 8];
@@ -496,8 +634,12 @@ fn a_protected_vcpu_takes_pc_x0_and_reset_values_only() {
     assert_eq!(set(&mut f, &mut v, core(66), 0x3C4), Err(EPERM));
     assert_eq!(set(&mut f, &mut v, core(2), 0), Ok(0));
     assert_eq!(set(&mut f, &mut v, core(2), 1), Err(EPERM));
-    assert_eq!(f.regs.get(&(0, kr::X0)), Some(&7));
-    assert_eq!(f.regs.get(&(0, kr::x(1))), None, "no hypercall for x1");
+    assert_eq!(f.regs_set().get(&(0, kr::X0)), Some(&7));
+    assert_eq!(
+        f.calls_of(HypercallId::HostVcpuSetReg),
+        2,
+        "PC and x0 only: no hypercall for x1"
+    );
     let get = user(&mut f, 0x9400, &[core(0), 0xA000]);
     assert_eq!(
         ioctl(&mut f, &vm, &mut v, uapi::GET_ONE_REG, get),
@@ -512,7 +654,7 @@ fn run_exits_mmio_memory_psci_and_refusals() {
     slot(&mut f, &vm);
     let mut v = new_vcpu(&mut f, &vm, 0);
     init(&mut f, &vm, &mut v, 1 << 2);
-    f.script.extend([
+    f.script([
         (exit::MEM_FAULT, 0, RAM + 0x3000, 0, 0, [0; 3]),
         (exit::MMIO, 0, 0x0900_0008, 0, 4, [0; 3]),
     ]);
@@ -520,11 +662,11 @@ fn run_exits_mmio_memory_psci_and_refusals() {
     // First run: everything but the slot declared MMIO.
     let ipa = 1u64 << (40 - 12);
     assert_eq!(
-        f.mmio,
+        f.mmio(),
         [(0, RAM >> 12), ((RAM >> 12) + 256, ipa - (RAM >> 12) - 256)]
     );
     // The fault was backed with the VMM's page at the right address.
-    let pfn = f.guest.get(&((RAM >> 12) + 3)).copied();
+    let pfn = f.guest_pages().get(&((RAM >> 12) + 3)).copied();
     assert!(pfn.is_some_and(|p| f.pinned.get(&p) == Some(&(UADDR + 0x3000))));
     // The read went to the VMM.
     assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
@@ -534,16 +676,16 @@ fn run_exits_mmio_memory_psci_and_refusals() {
     // Its answer is the next entry's completion (cut to 4 bytes).
     f.run[krun::MMIO_DATA..krun::MMIO_DATA + 8]
         .copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
-    f.script.push_back((
+    f.script([(
         exit::PSCI,
         0,
         0,
         u64::from(crate::psci::SYSTEM_OFF),
         0,
         [0; 3],
-    ));
+    )]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
-    assert_eq!(f.completions.last(), Some(&0x5566_7788));
+    assert_eq!(f.answers().last(), Some(&0x5566_7788));
     assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::SYSTEM_EVENT);
     assert_eq!(
         f.run_u32(krun::SYSTEM_EVENT_TYPE),
@@ -560,15 +702,21 @@ fn run_exits_mmio_memory_psci_and_refusals() {
 fn immediate_exit_signals_and_kcore_refusals() {
     let mut f = Fake::new();
     let vm = new_vm(&mut f, 0);
+    let before = f.allocated.len();
     let mut v = new_vcpu(&mut f, &vm, 0);
+    let run_page = f.allocated[before..] == [f.allocated[before]];
+    let run_page = if run_page { f.allocated[before] } else { 0 };
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Err(ENOEXEC));
     init(&mut f, &vm, &mut v, 1 << 2);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 1), Err(EINVAL));
     f.run[krun::IMMEDIATE_EXIT] = 1;
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Err(EINTR));
     f.run[krun::IMMEDIATE_EXIT] = 0;
-    assert!(!f.calls.contains(&HypercallId::HostVcpuRun));
-    f.refuse_run = Some(Error::Denied);
+    assert_eq!(f.calls_of(HypercallId::HostVcpuRun), 0);
+    // KCore refuses a run page that is not KServ's alone: another KServ
+    // CPU gives this vCPU's away to the VM's tables.
+    let h = f.handle();
+    assert_eq!(f.hvc(HypercallId::HostDonateVmPool, &[h, run_page])[0], 0);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
     assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::FAIL_ENTRY);
     assert_eq!(f.run_u64(krun::FAIL_ENTRY_REASON), Error::Denied.to_x0());
@@ -576,20 +724,9 @@ fn immediate_exit_signals_and_kcore_refusals() {
     // A vCPU started off (POWER_OFF) sleeps until a signal.
     let mut v1 = new_vcpu(&mut f, &vm, 1);
     init(&mut f, &vm, &mut v1, 1 << 2 | 1);
-    f.refuse_run = None;
-    let runs = f
-        .calls
-        .iter()
-        .filter(|c| **c == HypercallId::HostVcpuRun)
-        .count();
+    let runs = f.calls_of(HypercallId::HostVcpuRun);
     assert_eq!(ioctl(&mut f, &vm, &mut v1, uapi::RUN, 0), Err(EINTR));
-    assert_eq!(
-        f.calls
-            .iter()
-            .filter(|c| **c == HypercallId::HostVcpuRun)
-            .count(),
-        runs
-    );
+    assert_eq!(f.calls_of(HypercallId::HostVcpuRun), runs);
 }
 
 #[test]
@@ -602,7 +739,7 @@ fn cpu_on_wakes_a_powered_off_vcpu() {
     init(&mut f, &vm, &mut v1, 1 << 2 | 1);
     let on = u64::from(crate::psci::CPU_ON_64);
     let info = u64::from(crate::psci::AFFINITY_INFO_64);
-    f.script.extend([
+    f.script([
         (exit::PSCI, 0, 0, info, 0, [1, 0, 0]),
         (exit::PSCI, 0, 0, on, 0, [1, RAM, 0]),
         (exit::PSCI, 0, 0, on, 0, [1, RAM, 0]),
@@ -625,7 +762,7 @@ fn cpu_on_wakes_a_powered_off_vcpu() {
     use crate::psci::{AFFINITY_OFF, AFFINITY_ON, ALREADY_ON, INVALID_PARAMETERS, SUCCESS};
     // Each answer is the completion of the next entry.
     assert_eq!(
-        f.completions[1..],
+        f.answers(),
         [
             AFFINITY_OFF,
             SUCCESS,
@@ -637,15 +774,31 @@ fn cpu_on_wakes_a_powered_off_vcpu() {
     assert!(f.kicks.contains(&1));
 }
 
-/// A `KSERV_VM_VERIFY_IMAGE` request for `len` bytes at `RAM` with a
-/// signature block (an all-zero signature; the fake KCore checks none) whose
-/// manifest holds `mmio`.
+/// A `KSERV_VM_VERIFY_IMAGE` request for `len` bytes at `RAM` (the VMM's
+/// memory at `UADDR`) with a signature block by [`signer`] whose manifest
+/// holds `mmio`.
 fn signed_request(f: &mut Fake, len: u64, mmio: &[(u64, u64)]) -> u64 {
     let m = kcore_abi::manifest::Manifest::new(mmio).unwrap();
     let mut block = [0u8; kcore_abi::manifest::MAX_BLOCK_LEN];
     let n = m.encode(&mut block[64..]).unwrap() + 64;
+    let mut signed = std::vec![0u8; len as usize];
+    f.copy_from_user(UADDR, &mut signed).unwrap();
+    signed.extend_from_slice(&block[64..n]);
+    block[..64].copy_from_slice(&signer().sk.sign(&signed, None)[..]);
     f.copy_to_user(0xC000, &block[..n]).unwrap();
     user(f, 0x9500, &[RAM, len, 0xC000, n as u64])
+}
+
+/// Points a protected vCPU 0 at the start of its verified image (at `RAM`),
+/// the only first PC KCore runs it from.
+fn start_in_image(f: &mut Fake, vm: &Vm, v: &mut Vcpu) {
+    let one = user(
+        f,
+        0x9600,
+        &[uapi::reg::core(uapi::reg::SIZE_U64, 64), 0xA600],
+    );
+    user(f, 0xA600, &[RAM]);
+    assert_eq!(ioctl(f, vm, v, uapi::SET_ONE_REG, one), Ok(0));
 }
 
 #[test]
@@ -663,25 +816,29 @@ fn memory_slots_and_teardown() {
         vm::ioctl(&mut f, &vm, &HOST, KSERV_VM_VERIFY_IMAGE, req),
         Err(EINVAL)
     );
-    assert!(f.guest.is_empty());
+    assert!(f.guest_pages().is_empty());
     let req = signed_request(&mut f, 0x1800, &[]);
     assert_eq!(
         vm::ioctl(&mut f, &vm, &HOST, KSERV_VM_VERIFY_IMAGE, req),
         Err(EIO)
     );
-    assert_eq!(f.guest.len(), 2, "pages donated before KCore was asked");
+    assert_eq!(
+        f.guest_pages().len(),
+        2,
+        "pages donated before KCore was asked"
+    );
     // Donated pages pin the slot.
     let del = user(&mut f, 0x8000, &[0, 0, 0, 0]);
     assert_eq!(
         vm::ioctl(&mut f, &vm, &HOST, uapi::SET_USER_MEMORY_REGION, del),
         Err(EBUSY)
     );
-    let pool = f.owned_by_vm.len();
+    let pool = f.vm_pages().len();
     assert!(pool >= 18, "16 root pages, a vCPU's context, 2 donated");
     let t = vm::destroy(&mut f, &vm);
     assert_eq!(t.kept, 0);
     assert_eq!(t.released as usize, pool);
-    assert!(f.pinned.is_empty() && f.owned_by_vm.is_empty());
+    assert!(f.pinned.is_empty() && f.vm_pages().is_empty());
     vcpu::destroy(&mut f, &mut v);
     assert!(f.arrays.is_empty(), "every array freed");
 }
@@ -830,7 +987,7 @@ fn ioeventfds_take_matching_writes_with_kvms_errors() {
     );
     assert_eq!(f.eventfd_refs(), 4);
     let w = |data: u64, width: u64| (exit::MMIO, WRITE, DB, data, width, [0; 3]);
-    f.script.extend([
+    f.script([
         w(0x11, 4),
         w(0x11, 4),
         w(0x22, 4),
@@ -844,11 +1001,11 @@ fn ioeventfds_take_matching_writes_with_kvms_errors() {
     assert_eq!(f.eventfd_count.get(&0xE5), Some(&3));
     assert_eq!(f.eventfd_count.get(&0xE6), Some(&1));
     // Unmatched: a value, a width.
-    f.script.push_back(w(0x33, 4));
+    f.script([w(0x33, 4)]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
     assert_eq!(f.run[krun::MMIO_IS_WRITE], 1);
     assert_eq!(f.run_u64(krun::MMIO_DATA), 0x33);
-    f.script.push_back(w(0x11, 8));
+    f.script([w(0x11, 8)]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
     assert_eq!(f.run_u32(krun::MMIO_LEN), 8);
     // Deassignment must name the same fd, address, length and match.
@@ -863,7 +1020,7 @@ fn ioeventfds_take_matching_writes_with_kvms_errors() {
     assert_eq!(ioeventfd(&mut f, &vm, 0x11, DB, 4, 5, dm), Err(ENOENT));
     assert_eq!(ioeventfd(&mut f, &vm, 0x11, DB, 4, 9, dm), Err(EBADF));
     assert_eq!(f.eventfd_refs(), 3);
-    f.script.push_back(w(0x11, 4));
+    f.script([w(0x11, 4)]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
     assert_eq!(f.run_u64(krun::MMIO_DATA), 0x11, "now the VMM's");
     assert_eq!(f.eventfd_count.get(&0xE5), Some(&3));
@@ -914,12 +1071,11 @@ fn irqfds_inject_spis_and_resample_with_kvms_errors() {
     f.kicks.clear();
     f.signal_fd(&vm, 5);
     assert_eq!(f.kicks, [0]);
-    f.script
-        .push_back((exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3]));
+    f.script([(exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3])]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
-    let e = f.entry_irqs.last().cloned().unwrap_or_default();
+    let e = f.last_entry_irqs();
     assert_eq!(e.len(), 1);
-    assert_eq!(lr::vintid(e[0]), 40);
+    assert_eq!(e[0], 40);
     // Fd 6 raises SPI 41's line until the guest completes it; the guest
     // takes both (active), then completes them (the fake KCore reports the
     // states given, so script them through the exits' irq states).
@@ -1001,38 +1157,45 @@ fn read_only_slots_are_mapped_read_only_or_emulated() {
         let rom = ROM >> 12;
         if protected {
             // Its image's signed manifest lets the ROM be emulated.
-            f.verify_ok = true;
+            f.trust_signer();
             let req = signed_request(&mut f, 0x1000, &[(rom, 2)]);
             assert_eq!(
                 vm::ioctl(&mut f, &vm, &HOST, KSERV_VM_VERIFY_IMAGE, req),
                 Ok(0)
             );
+            start_in_image(&mut f, &vm, &mut v);
         }
         if protected {
             // Emulated: a read exit answered from the VMM's memory.
-            f.script.extend([
+            f.script([
                 (exit::MMIO, 0, ROM + 0x10, 0, 8, [0; 3]),
                 (exit::MMIO, WRITE, ROM + 0x10, 5, 8, [0; 3]),
             ]);
         } else {
             // Mapped on first touch (a fault, say an instruction fetch).
-            f.script.extend([
+            f.script([
                 (exit::MEM_FAULT, 0, ROM + 0x10, 0, 0, [0; 3]),
-                (exit::MMIO, WRITE, ROM + 0x10, 5, 8, [0; 3]),
+                (exit::MMIO, WRITE | READ_ONLY_PAGE, ROM + 0x10, 5, 8, [0; 3]),
             ]);
         }
         assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
-        let declared_rom = f.mmio.iter().any(|&(g, n)| g <= rom && rom < g + n);
+        let declared_rom = f.mmio().iter().any(|&(g, n)| g <= rom && rom < g + n);
         assert_eq!(declared_rom, protected, "declared MMIO only when emulated");
         if protected {
-            assert_eq!(f.mmio, [(rom, 2)], "only inside the signed manifest");
+            assert_eq!(f.mmio(), [(rom, 2)], "only inside the signed manifest");
         }
         if protected {
-            assert_eq!(f.completions.last(), Some(&0xABCD));
-            assert!(!f.guest.contains_key(&rom), "nothing mapped");
+            assert_eq!(f.answers().last(), Some(&0xABCD));
+            assert!(!f.guest_pages().contains_key(&rom), "nothing mapped");
         } else {
-            let pfn = f.guest.get(&rom).copied();
-            assert!(pfn.is_some_and(|p| f.shared_ro.contains(&p) && f.pinned_ro.contains(&p)));
+            let pfn = f.guest_pages().get(&rom).copied();
+            let shared_ro: Vec<u64> = f
+                .accepted(HypercallId::HostShareGuest)
+                .iter()
+                .filter(|a| a[3] & kcore_abi::share_flags::READ_ONLY != 0)
+                .map(|a| a[1])
+                .collect();
+            assert!(pfn.is_some_and(|p| shared_ro.contains(&p) && f.pinned_ro.contains(&p)));
         }
         // Writes reach the VMM as MMIO, as in KVM.
         assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
@@ -1053,14 +1216,23 @@ fn reinit_resets_a_non_protected_vcpu_only() {
         slot(&mut f, &vm);
         let mut v = new_vcpu(&mut f, &vm, 0);
         init(&mut f, &vm, &mut v, 1 << 2);
-        f.script.push_back((
+        if protected {
+            f.trust_signer();
+            let req = signed_request(&mut f, 0x1000, &[]);
+            assert_eq!(
+                vm::ioctl(&mut f, &vm, &HOST, KSERV_VM_VERIFY_IMAGE, req),
+                Ok(0)
+            );
+            start_in_image(&mut f, &vm, &mut v);
+        }
+        f.script([(
             exit::PSCI,
             0,
             0,
             u64::from(crate::psci::SYSTEM_OFF),
             0,
             [0; 3],
-        ));
+        )]);
         assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
         // What the guest left behind.
         for (k, val) in [
@@ -1069,7 +1241,8 @@ fn reinit_resets_a_non_protected_vcpu_only() {
             (kr::V_HI + 3, 9),
             (kr::PSTATE, 0x3C4),
         ] {
-            f.regs.insert((0, k), val);
+            // KCore takes them only for a non-protected vCPU.
+            assert_eq!(f.set_reg(0, k, val), !protected);
         }
         let a = user(&mut f, 0x9000, &[5 | (1 << 2) << 32, 0, 0, 0]);
         let r = ioctl(&mut f, &vm, &mut v, uapi::ARM_VCPU_INIT, a);
@@ -1084,11 +1257,10 @@ fn reinit_resets_a_non_protected_vcpu_only() {
             (kr::V_HI + 3, 0),
             (kr::PSTATE, 0x3C5),
         ] {
-            assert_eq!(f.regs.get(&(0, k)), Some(&want), "register {k:#x}");
+            assert_eq!(f.get_reg(0, k), Some(want), "register {k:#x}");
         }
         // Runnable again: the system event's stop is over.
-        f.script
-            .push_back((exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3]));
+        f.script([(exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3])]);
         assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
         assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
         // Another feature set is still EINVAL.
