@@ -4,7 +4,7 @@
 //! into their module, and both reach KCore through this crate.
 //!
 //! It holds the way a hypercall reaches KCore ([`conduit`]), typed wrappers
-//! for the calls ([`hypercall`]), the ABI version handshake ([`version`]) and,
+//! for the calls ([`hypercall`]), the ABI version handshake ([`version`]) and
 //! the panic handler every module core defines ([`panic_handler!`]). Like the
 //! cores it is built for `aarch64-unknown-none-softfloat` (nothing in it may
 //! touch the FP/SIMD registers) and host-tested with fake conduits. It
