@@ -35,13 +35,27 @@ skip() { echo "KSERV-TEST $KSERV_TEST: PASS skipped: $*"; exit 0; }
 shim_loaded() { grep -q '^kserv_shim ' /proc/modules; }
 
 KSERV_DEBUGFS=/sys/kernel/debug/kserv
+# The test images' self-test module (kserv_selftest.ko) and its debugfs files.
+KSERV_SELFTEST=/sys/kernel/debug/kserv_selftest
 
-# KCore's self-check (test images: HostSelfCheck, 0xc6000010): its ownership
-# table against every stage-2 table. Prints "pages: host H, guests G, tables
-# T" and returns 0 when they agree; prints the status and returns 1 if not.
+# Loads kserv_selftest.ko unless it is loaded (it needs kserv_shim). Returns 0
+# when it is loaded; prints why not and returns 1 otherwise.
+selftest_load() {
+    grep -q '^kserv_selftest ' /proc/modules && return 0
+    out=$(insmod /lib/modules/kserv_selftest.ko 2>&1) || {
+        echo "insmod kserv_selftest.ko: ${out:-failed}"
+        return 1
+    }
+}
+
+# KCore's self-check (test images: HostSelfCheck, 0xc6000010, through
+# kserv_selftest's raw hvc file): its ownership table against every stage-2
+# table. Prints "pages: host H, guests G, tables T" and returns 0 when they
+# agree; prints the status and returns 1 if not.
 self_check() {
-    echo c6000010 > $KSERV_DEBUGFS/hvc 2>/dev/null || { echo "cannot call the self-check"; return 1; }
-    set -- $(cat $KSERV_DEBUGFS/hvc)
+    selftest_load || return 1
+    echo c6000010 > $KSERV_SELFTEST/hvc 2>/dev/null || { echo "cannot call the self-check"; return 1; }
+    set -- $(cat $KSERV_SELFTEST/hvc)
     if [ "$1" != 0 ]; then
         echo "self-check status $1"
         return 1

@@ -153,6 +153,72 @@ void kserv_glue_kvm_free_array(u64 addr)
 	kvfree((void *)(uintptr_t)addr);
 }
 
+/* Largest block kserv_glue_kvm_alloc_pages hands out (the core asks for 4 pages). */
+#define KKVM_MAX_ORDER 4
+
+/* The linear-map address of a page the core holds, checked. */
+static u8 *kkvm_page_addr(u64 pfn, u32 offset, u32 len)
+{
+	if (WARN_ONCE(!pfn_valid(pfn) || offset > PAGE_SIZE || len > PAGE_SIZE - offset,
+		      "kserv-shim: kvm: bad access to pfn %#llx +%u len %u\n", pfn, offset, len))
+		return NULL;
+	return (u8 *)page_address(pfn_to_page(pfn)) + offset;
+}
+
+u64 kserv_glue_kvm_alloc_pages(void *ctx, u32 order)
+{
+	struct page *p;
+
+	if (order > KKVM_MAX_ORDER)
+		return 0;
+	p = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN, order);
+	if (!p)
+		return 0;
+	/* Each page can be freed alone from now on. */
+	if (order)
+		split_page(p, order);
+	return page_to_pfn(p);
+}
+
+void kserv_glue_kvm_free_page(void *ctx, u64 pfn)
+{
+	if (!WARN_ONCE(!pfn_valid(pfn), "kserv-shim: kvm: free of pfn %#llx\n", pfn))
+		__free_page(pfn_to_page(pfn));
+}
+
+void kserv_glue_kvm_page_write(void *ctx, u64 pfn, u32 offset, const u8 *data, u32 len)
+{
+	u8 *dst = kkvm_page_addr(pfn, offset, len);
+
+	if (dst)
+		memcpy(dst, data, len);
+}
+
+void kserv_glue_kvm_page_read(void *ctx, u64 pfn, u32 offset, u8 *buf, u32 len)
+{
+	const u8 *src = kkvm_page_addr(pfn, offset, len);
+
+	if (src)
+		memcpy(buf, src, len);
+	else
+		memset(buf, 0, len);
+}
+
+u64 kserv_glue_kvm_now(void)
+{
+	return __arch_counter_get_cntpct();
+}
+
+u32 kserv_glue_kvm_cpu(void)
+{
+	return raw_smp_processor_id();
+}
+
+void kserv_glue_kvm_relax(void)
+{
+	cond_resched();
+}
+
 static u8 *kkvm_run_addr(struct kkvm_ctx *c, u32 offset, u32 len)
 {
 	if (WARN_ONCE(!c->vcpu || offset > sizeof(struct kvm_run) ||

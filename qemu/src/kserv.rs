@@ -41,7 +41,6 @@ pub const TESTS: &[&str] = &[
     "hotplug",
     "protection",
     "vmisolation",
-    "vcpu",
     "kvmapi",
     "nokcore",
     "kvmguest",

@@ -1,8 +1,9 @@
-//! KServ's `vmisolation` test walks a protected VM through its life via the
-//! shim's debugfs `vm_selftest` (`kserv-shim/README.md`): create, donate,
-//! KServ's read of a donated page faults, the signed image is accepted and
-//! a copy with one flipped byte rejected, a verified page can be neither
-//! written nor reclaimed, teardown and reclaim give every page back zeroed.
+//! KServ's `vmisolation` test walks a protected VM through its life via
+//! `kserv_selftest.ko`'s debugfs `vm_selftest` (`kserv-shim/README.md`):
+//! create, donate, KServ's read of a donated page faults, the signed image
+//! is accepted and a copy with one flipped byte rejected, a verified page
+//! can be neither written nor reclaimed, teardown and reclaim give every
+//! page back zeroed.
 //! It must PASS, `version` after it too (KCore keeps serving), and KCore's
 //! console must show exactly the two refusals the test provokes — at the
 //! pages the self-test says it probed — and nothing that looks like a KCore
@@ -13,9 +14,9 @@ use kcore_qemu::{Boot, Machine};
 use kcore_systests::{Failure, TestResult, batch, kcore_image, kcore_trouble};
 
 /// The pfn in a self-test line such as
-/// `kserv-shim: vm_selftest: read_donated: PASS reader of donated pfn 0x44c81 faulted`.
+/// `kserv-selftest: vm_selftest: read_donated: PASS reader of donated pfn 0x44c81 faulted`.
 fn probed_pfn(lines: &[String], step: &str) -> Option<u64> {
-    let marker = format!("kserv-shim: vm_selftest: {step}: PASS ");
+    let marker = format!("kserv-selftest: vm_selftest: {step}: PASS ");
     let line = lines.iter().find(|l| l.contains(&marker))?;
     let rest = &line[line.find(" pfn 0x")? + " pfn 0x".len()..];
     let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
@@ -53,7 +54,7 @@ fn protected_vm_memory_is_isolated_verified_and_scrubbed() -> TestResult {
     }
     if !lines
         .iter()
-        .any(|l| l.contains("kserv-shim: vm_selftest: result: PASS"))
+        .any(|l| l.contains("kserv-selftest: vm_selftest: result: PASS"))
     {
         return Err(fail("no `vm_selftest: result: PASS` on the console".into()));
     }
@@ -88,8 +89,8 @@ fn protected_vm_memory_is_isolated_verified_and_scrubbed() -> TestResult {
 #[test]
 fn console_parsing() {
     let lines: Vec<String> = [
-        "[    3.56] kserv-shim: vm_selftest: read_donated: PASS reader of donated pfn 0x44c81 faulted",
-        "[    3.63] kserv-shim: vm_selftest: write_verified: PASS writer of verified image pfn 0x44b15 faulted",
+        "[    3.56] kserv-selftest: vm_selftest: read_donated: PASS reader of donated pfn 0x44c81 faulted",
+        "[    3.63] kserv-selftest: vm_selftest: write_verified: PASS writer of verified image pfn 0x44b15 faulted",
     ]
     .map(String::from)
     .into();

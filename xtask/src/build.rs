@@ -109,6 +109,7 @@ fn kserv(fetched: &Fetched) -> Result<Kserv> {
     let initramfs = initramfs::build(&initramfs::Inputs {
         busybox: &fetched.busybox,
         module: &module.shim,
+        selftest_module: &module.selftest,
         attack_module: &module.attack,
         tools: &tools,
         vm_image: &vm_image.image,

@@ -38,7 +38,9 @@ const EL2_CRATES: &[&str] = &[
     "kcore-arch",
     "kcore-boot",
     "kcore-payload",
+    "kserv-base",
     "kserv-core",
+    "kserv-selftest",
 ];
 
 /// KServ's userspace tools and the VMM, and their target.
@@ -290,7 +292,8 @@ mod tests {
                 "cargo fmt --all --check",
                 "cargo clippy --workspace --all-targets -- -D warnings",
                 "cargo clippy -p kcore -p kcore-abi -p kcore-arch -p kcore-boot -p kcore-payload \
-                 -p kserv-core --target aarch64-unknown-none-softfloat -- -D warnings",
+                 -p kserv-base -p kserv-core -p kserv-selftest --target aarch64-unknown-none-softfloat \
+                 -- -D warnings",
                 "cargo clippy -p kserv-tools -p kcore-vmm --target aarch64-unknown-linux-musl -- -D warnings",
                 "cargo clippy -p kcore-test-guest --target aarch64-unknown-none -- -D warnings",
                 "cargo test --workspace --exclude kcore-systests",

@@ -1,7 +1,6 @@
 //! PSCI (Arm DEN 0022) as KServ emulates it for guests: function ids and
 //! results (re-exported from [`kcore_abi::psci`], their one home), and the
-//! affinity helpers both VMMs in the module use (the test guest's runner in
-//! [`crate::guest_run`] and the KVM API in [`crate::kvm`]). KCore forwards a
+//! affinity helpers the KVM API in [`crate::kvm`] uses. KCore forwards a
 //! guest's PSCI calls ([`is_psci`]) to KServ with `x1..x3`; what KServ
 //! answers goes back in `x0`.
 

@@ -1,6 +1,6 @@
 //! The run page of `HostVcpuRun` (`kcore_abi::run`) as KServ fills and reads
 //! it: the entry half written before each call, the exit half read after.
-//! Shared by both VMMs in the module ([`crate::guest_run`], [`crate::kvm`]).
+//! Used by the KVM API's vCPUs ([`crate::kvm`]).
 
 use kcore_abi::run;
 

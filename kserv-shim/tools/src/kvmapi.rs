@@ -157,7 +157,7 @@ fn only_guest(c: &mut Checks, args: &[String], mode: Mode) {
 /// guests, tables))` pages if it passed, `Err` with why not; `None` where
 /// there is no debugfs file to ask it through.
 fn self_check() -> Option<Result<(u64, u64, u64), String>> {
-    const HVC: &str = "/sys/kernel/debug/kserv/hvc";
+    const HVC: &str = "/sys/kernel/debug/kserv_selftest/hvc";
     if !std::path::Path::new(HVC).exists() {
         return None;
     }

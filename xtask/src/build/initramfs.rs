@@ -11,6 +11,7 @@
 //! /bin/busybox, /bin/sh        busybox-static
 //! /bin/kserv-tools             kserv-shim/tools
 //! /lib/modules/kserv_shim.ko   kserv-shim/module
+//! /lib/modules/kserv_selftest.ko kserv-shim/module (the self-tests')
 //! /lib/modules/kserv_attack.ko kserv-shim/module (the attack suite's)
 //! /lib/kserv/lib.sh            kserv-shim/initramfs/lib.sh
 //! /lib/kserv/tests/<name>      kserv-shim/initramfs/tests/<name>
@@ -42,6 +43,8 @@ pub struct Inputs<'a> {
     pub busybox: &'a Path,
     /// The shim module.
     pub module: &'a Path,
+    /// The self-tests' module.
+    pub selftest_module: &'a Path,
     /// The attack suite's module.
     pub attack_module: &'a Path,
     /// The static `kserv-tools` binary.
@@ -50,7 +53,7 @@ pub struct Inputs<'a> {
     pub vm_image: &'a [u8],
     /// Its signature.
     pub vm_image_sig: &'a [u8],
-    /// The flat test guest of the `vcpu` test.
+    /// The flat test guest of the `kvmapi` test.
     pub test_guest: &'a [u8],
     /// Its signature.
     pub test_guest_sig: &'a [u8],
@@ -147,6 +150,11 @@ fn entries(recipe: &Path, inputs: &Inputs<'_>) -> Result<Vec<Entry>> {
         "lib/modules/kserv_shim.ko",
         0o644,
         read(inputs.module)?,
+    ));
+    e.push(file(
+        "lib/modules/kserv_selftest.ko",
+        0o644,
+        read(inputs.selftest_module)?,
     ));
     e.push(file(
         "lib/modules/kserv_attack.ko",

@@ -1,15 +1,16 @@
 //! The `kserv_shim.ko` module: the Rust core (`kserv-core`, a static library
 //! for `aarch64-unknown-none-softfloat`) reduced to one relocatable object,
 //! plus the C glue, built by Kbuild against the fetched Debian headers; and
-//! beside it `kserv_attack.ko`, the attack suite's malicious-KServ module
-//! (plain C, test images only).
+//! beside it the test images' modules: `kserv_selftest.ko`, built the same
+//! way from `kserv-selftest`, and `kserv_attack.ko`, the attack suite's
+//! malicious-KServ module (plain C).
 //!
 //! Kbuild runs in a copy of `kserv-shim/module` under `build/kserv/module`, so
-//! the source tree stays free of build products. The core arrives there as
-//! `core.o_shipped` (Kbuild's name for a prebuilt object) with the
-//! `.core.o.cmd` file modpost reads for every object of a module. Beside the
-//! sources goes `kcore_abi.h`, KCore's ABI for C, generated from `kcore-abi`
-//! ([`super::abi_header`]).
+//! the source tree stays free of build products. Each core arrives there as
+//! `<name>.o_shipped` (Kbuild's name for a prebuilt object) with the
+//! `.<name>.o.cmd` file modpost reads for every object of a module. Beside
+//! the sources goes `kcore_abi.h`, KCore's ABI for C, generated from
+//! `kcore-abi` ([`super::abi_header`]).
 
 use super::{abi_header, cargo, cmd};
 use crate::fetch::Fetched;
@@ -21,38 +22,71 @@ use std::process::Command;
 
 /// The target of the module's Rust core: no FP/SIMD register use.
 const CORE_TARGET: &str = "aarch64-unknown-none-softfloat";
-/// Prefix of every symbol the C glue calls in the core.
-const EXPORT_PREFIX: &str = "kserv_core_";
 /// The sources Kbuild compiles, copied from `kserv-shim/module`.
-const SOURCES: [&str; 5] = [
+const SOURCES: [&str; 7] = [
     "Kbuild",
     "kserv_shim_glue.c",
     "kserv_kvm.c",
     "kserv_core.h",
+    "kserv_selftest_glue.c",
+    "kserv_selftest.h",
     "kserv_attack.c",
+];
+
+/// A Rust core a module links: its package, the library it builds, the
+/// prefix of every symbol its C glue calls in it, and the object Kbuild
+/// takes it as.
+struct Core {
+    package: &'static str,
+    lib: &'static str,
+    export_prefix: &'static str,
+    object: &'static str,
+}
+
+/// `kserv_shim.ko`'s core and `kserv_selftest.ko`'s (see `Kbuild`).
+const CORES: [Core; 2] = [
+    Core {
+        package: "kserv-core",
+        lib: "kserv_core",
+        export_prefix: "kserv_core_",
+        object: "core.o",
+    },
+    Core {
+        package: "kserv-selftest",
+        lib: "kserv_selftest",
+        export_prefix: "kserv_selftest_",
+        object: "selftest.o",
+    },
 ];
 
 /// The modules built for the kernel KServ runs.
 pub struct Modules {
     /// `build/kserv/kserv_shim.ko`.
     pub shim: PathBuf,
-    /// `build/kserv/kserv_attack.ko`.
+    /// `build/kserv/kserv_selftest.ko` (test images only).
+    pub selftest: PathBuf,
+    /// `build/kserv/kserv_attack.ko` (test images only).
     pub attack: PathBuf,
 }
 
-/// Builds `build/kserv/kserv_shim.ko` and `kserv_attack.ko` for the fetched
-/// kernel.
+/// Builds `build/kserv/kserv_shim.ko`, `kserv_selftest.ko` and
+/// `kserv_attack.ko` for the fetched kernel.
 pub fn build(fetched: &Fetched) -> Result<Modules> {
     let shim = build_in(fetched, "module", &paths::shim_module(), "module")?;
     let dir = paths::build_dir().join("kserv").join("module");
-    let attack = paths::build_dir().join("kserv").join("kserv_attack.ko");
-    install(
-        fetched,
-        &dir.join("kserv_attack.ko"),
-        &attack,
-        "attack module",
-    )?;
-    Ok(Modules { shim, attack })
+    let [selftest, attack] = [
+        ("kserv_selftest.ko", "selftest module"),
+        ("kserv_attack.ko", "attack module"),
+    ]
+    .map(|(ko, step)| {
+        let out = paths::build_dir().join("kserv").join(ko);
+        install(fetched, &dir.join(ko), &out, step).map(|()| out)
+    });
+    Ok(Modules {
+        shim,
+        selftest: selftest?,
+        attack: attack?,
+    })
 }
 
 /// Builds the module against another kernel series' headers
@@ -70,17 +104,23 @@ fn build_in(fetched: &Fetched, subdir: &str, ko: &Path, step: &str) -> Result<Pa
     let dir = paths::build_dir().join("kserv").join(subdir);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
 
-    let lib = cargo::build("kserv-core", &[], CORE_TARGET, "kserv_core", "staticlib")?
-        .into_iter()
-        .find(|f| f.extension().is_some_and(|e| e == "a"))
-        .context("kserv-core produced no static library")?;
-    let core = core_object(&lib, &dir)?;
-    cmd::write_if_changed(&dir.join("core.o_shipped"), &core)?;
-    let cmd_file = format!(
-        "cmd_{0}/core.o := cat {0}/core.o_shipped > {0}/core.o\n",
-        dir.display()
-    );
-    cmd::write_if_changed(&dir.join(".core.o.cmd"), cmd_file.as_bytes())?;
+    for core in &CORES {
+        let lib = cargo::build(core.package, &[], CORE_TARGET, core.lib, "staticlib")?
+            .into_iter()
+            .find(|f| f.extension().is_some_and(|e| e == "a"))
+            .with_context(|| format!("{} produced no static library", core.package))?;
+        let object = core_object(&lib, &dir, core)?;
+        cmd::write_if_changed(&dir.join(format!("{}_shipped", core.object)), &object)?;
+        let cmd_file = format!(
+            "cmd_{0}/{1} := cat {0}/{1}_shipped > {0}/{1}\n",
+            dir.display(),
+            core.object
+        );
+        cmd::write_if_changed(
+            &dir.join(format!(".{}.cmd", core.object)),
+            cmd_file.as_bytes(),
+        )?;
+    }
 
     let src = paths::root().join("kserv-shim").join("module");
     for f in SOURCES {
@@ -137,14 +177,15 @@ fn install(fetched: &Fetched, built: &Path, ko: &Path, step: &str) -> Result<()>
 /// The C library functions the core calls that the kernel provides better.
 const WRAPPED: [&str; 3] = ["memcpy", "memset", "memcmp"];
 
-/// Reduces the core's static library to what the glue uses: `ld -r` with an
-/// `-u` for every exported `kserv_core_*` symbol pulls in exactly the archive
+/// Reduces a core's static library to what the glue uses: `ld -r` with an
+/// `-u` for every exported symbol of `core.export_prefix` (`kserv_core_*`,
+/// `kserv_selftest_*`) pulls in exactly the archive
 /// members needed, with the core's calls to [`WRAPPED`] sent to the glue's
 /// `__wrap_*` (the kernel's routines). Then hidden symbols (the compiler's
 /// own `memcpy` and friends, if anything still pulls them in) become local,
 /// so the C glue keeps using the kernel's, and sections the kernel has no
 /// use for go.
-fn core_object(lib: &Path, dir: &Path) -> Result<Vec<u8>> {
+fn core_object(lib: &Path, dir: &Path, core: &Core) -> Result<Vec<u8>> {
     let nm = cmd::output(
         Command::new("aarch64-linux-gnu-nm")
             .args(["-g", "--defined-only"])
@@ -155,15 +196,19 @@ fn core_object(lib: &Path, dir: &Path) -> Result<Vec<u8>> {
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             let (_addr, kind, name) = (f.next()?, f.next()?, f.next()?);
-            (name.starts_with(EXPORT_PREFIX) && "TDRB".contains(kind)).then_some(name)
+            (name.starts_with(core.export_prefix) && "TDRB".contains(kind)).then_some(name)
         })
         .collect();
     exports.sort_unstable();
     exports.dedup();
     if exports.is_empty() {
-        bail!("{} exports no {EXPORT_PREFIX}* symbols", lib.display());
+        bail!(
+            "{} exports no {}* symbols",
+            lib.display(),
+            core.export_prefix
+        );
     }
-    let linked = dir.join("core.o.ld~");
+    let linked = dir.join(format!("{}.ld~", core.object));
     let mut ld = Command::new("aarch64-linux-gnu-ld");
     ld.arg("-r");
     // The core's calls to these go to the glue's `__wrap_*`, which are the
@@ -175,7 +220,7 @@ fn core_object(lib: &Path, dir: &Path) -> Result<Vec<u8>> {
         ld.args(["-u", e]);
     }
     cmd::run(ld.arg(lib).arg("-o").arg(&linked))?;
-    let object = dir.join("core.o.objcopy~");
+    let object = dir.join(format!("{}.objcopy~", core.object));
     cmd::run(
         Command::new("aarch64-linux-gnu-objcopy")
             .args([
@@ -198,10 +243,11 @@ fn core_object(lib: &Path, dir: &Path) -> Result<Vec<u8>> {
     let indirect = indirect_branches(&disasm);
     if !indirect.is_empty() {
         bail!(
-            "the module's Rust core contains indirect branches ({}): on CPUs with BTI the \
-             kernel maps module text guarded, and Rust code has no landing pads, so these \
-             would fault. Avoid `dyn`, function pointers, `core::fmt` and large `match` \
-             jump tables in kserv-core.",
+            "the module's Rust core {} contains indirect branches ({}): on CPUs with BTI \
+             the kernel maps module text guarded, and Rust code has no landing pads, so \
+             these would fault. Avoid `dyn`, function pointers, `core::fmt` and large \
+             `match` jump tables in it.",
+            core.package,
             indirect.join("; ")
         );
     }

@@ -1,4 +1,4 @@
-//! The test guest of KServ's `vcpu` test: `kcore-test-guest` (`tests/guest`)
+//! The test guest of KServ's `kvmapi` test: `kcore-test-guest` (`tests/guest`)
 //! built for `aarch64-unknown-none`, flattened with `objcopy -O binary` into
 //! the image a vCPU enters at its first byte (`RAM_BASE`), and signed with the
 //! build's key (`build/keys/vm-signing.key`, whose public half the boot image
@@ -6,8 +6,8 @@
 //! line in the order it reports them (`kcore_test_guest::TESTS`), which the
 //! KServ test checks its console lines against. All three land in
 //! `build/kserv/` and in KServ's initramfs as `/lib/kserv/test-guest.img`,
-//! `test-guest.img.sig` and `test-guest.tests`; the shim's `guest_run` runs
-//! the image in a protected VM.
+//! `test-guest.img.sig` and `test-guest.tests`; `kserv-tools kvmapi` runs
+//! the image through `/dev/kvm`, in a non-protected and a protected VM.
 
 use super::{cargo, cmd, keys};
 use crate::{paths, sign};
@@ -20,7 +20,8 @@ use std::process::Command;
 pub const TARGET: &str = "aarch64-unknown-none";
 /// The package and its binary.
 const PACKAGE: &str = "kcore-test-guest";
-/// Longest image the shim takes (`kserv-core`'s `guest_run::MAX_IMAGE_LEN`).
+/// Longest image the build accepts: the guest is a few pages, and a flat
+/// image past this would mean its link went wrong.
 pub const MAX_LEN: usize = 64 * 1024;
 
 /// The signed guest image and its test list.
@@ -62,7 +63,7 @@ pub fn build() -> Result<TestGuest> {
     fs::remove_file(&tmp).ok();
     if image.is_empty() || image.len() > MAX_LEN {
         bail!(
-            "{} flattens to {} bytes; the shim takes 1..={MAX_LEN}",
+            "{} flattens to {} bytes; the build takes 1..={MAX_LEN}",
             elf.display(),
             image.len()
         );

@@ -4,15 +4,16 @@
 //! the build's signing key (`build/keys/vm-signing.key`, the key whose public
 //! half the boot image carries). Both land in `build/kserv/` and in KServ's
 //! initramfs as `/lib/kserv/vm-test.img` and `/lib/kserv/vm-test.img.sig`;
-//! the shim's `vm_selftest` loads the image into a protected VM and has KCore
-//! verify it (and a copy with one flipped byte, which must fail).
+//! `kserv_selftest.ko`'s `vm_selftest` loads the image into a protected VM
+//! and has KCore verify it (and a copy with one flipped byte, which must
+//! fail).
 
 use super::{cmd, keys};
 use crate::{paths, sign};
 use anyhow::Result;
 
 /// Length of the test image: three pages and a bit. At most the 64 KiB the
-/// shim's self-test takes (`kserv-core`'s `vm_selftest::MAX_IMAGE_LEN`).
+/// self-test takes (`kserv-selftest`'s `vm_selftest::MAX_IMAGE_LEN`).
 pub const LEN: usize = 3 * 4096 + 1234;
 
 /// The start of the image, so it is recognisable in a dump.

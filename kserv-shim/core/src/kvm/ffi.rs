@@ -1,8 +1,7 @@
 //! The C-callable surface of the KVM API (aarch64 only), declared again in
 //! `kserv-shim/module/kserv_core.h`: the glue allocates the objects
 //! (zeroed, [`kserv_core_kvm_sizes`]), makes the fds and calls in here; the
-//! core calls back `kserv_glue_kvm_*` (and the page helpers of `guest_run`)
-//! for what needs the kernel.
+//! core calls back `kserv_glue_kvm_*` for what needs the kernel.
 
 use super::env::{KvmEnv, Lock};
 use super::errno::{Errno, ioctl_ret, ret};
@@ -11,6 +10,7 @@ use super::vm::{self, Host, Vm};
 use crate::conduit::{Conduit, Hvc};
 use crate::runpage::PageIo;
 use core::ffi::c_void;
+use kcore_abi::run;
 
 /// Sizes the glue allocates (`struct kserv_kvm_sizes`).
 #[repr(C)]
@@ -75,11 +75,19 @@ unsafe extern "C" {
         hook: *mut u64,
     ) -> i32;
     fn kserv_glue_kvm_irqfd_detach(hook: u64);
-    fn kserv_glue_gr_alloc(ctx: *mut c_void, order: u32) -> u64;
-    fn kserv_glue_gr_free(ctx: *mut c_void, pfn: u64);
-    fn kserv_glue_gr_now() -> u64;
-    fn kserv_glue_gr_cpu() -> u32;
-    fn kserv_glue_gr_relax();
+    fn kserv_glue_kvm_alloc_pages(ctx: *mut c_void, order: u32) -> u64;
+    fn kserv_glue_kvm_free_page(ctx: *mut c_void, pfn: u64);
+    fn kserv_glue_kvm_page_write(
+        ctx: *mut c_void,
+        pfn: u64,
+        offset: u32,
+        data: *const u8,
+        len: u32,
+    );
+    fn kserv_glue_kvm_page_read(ctx: *mut c_void, pfn: u64, offset: u32, buf: *mut u8, len: u32);
+    fn kserv_glue_kvm_now() -> u64;
+    fn kserv_glue_kvm_cpu() -> u32;
+    fn kserv_glue_kvm_relax();
 }
 
 /// [`KvmEnv`] over the glue for one call.
@@ -111,18 +119,48 @@ impl Conduit for Glue {
     }
 }
 
+// The run page's words are little-endian, as this kernel keeps a `u64` in
+// memory: the glue copies them as they are, with no buffer and no
+// conversion (a conversion through bytes costs a store per byte on this
+// target, which allows no unaligned access).
+const _: () = assert!(cfg!(target_endian = "little"));
+
+/// Writes `data` at `offset` of KServ page `pfn` through the glue (the
+/// core names only pages it allocated and holds; the glue checks the page
+/// and the bounds again).
+fn page_write(ctx: *mut c_void, pfn: u64, offset: usize, data: &[u8]) {
+    // SAFETY: a valid slice of `data.len()` bytes; `ctx` is the glue's own
+    // context for this call, which it passed in.
+    unsafe { kserv_glue_kvm_page_write(ctx, pfn, offset as u32, data.as_ptr(), data.len() as u32) }
+}
+
+/// Reads into `buf` from `offset` of KServ page `pfn` through the glue.
+fn page_read(ctx: *mut c_void, pfn: u64, offset: usize, buf: &mut [u8]) {
+    // SAFETY: as for `page_write`, into a valid mutable slice.
+    unsafe { kserv_glue_kvm_page_read(ctx, pfn, offset as u32, buf.as_mut_ptr(), buf.len() as u32) }
+}
+
 impl PageIo for Glue {
     fn write(&mut self, pfn: u64, offset: usize, data: &[u8]) {
-        crate::ffi::glue_page_write(self.ctx, pfn, offset, data);
+        page_write(self.ctx, pfn, offset, data);
     }
     fn read(&mut self, pfn: u64, offset: usize, buf: &mut [u8]) {
-        crate::ffi::glue_page_read(self.ctx, pfn, offset, buf);
+        page_read(self.ctx, pfn, offset, buf);
     }
     fn write_words(&mut self, pfn: u64, first: usize, words: &[u64]) {
-        crate::ffi::glue_page_write_words(self.ctx, pfn, first, words);
+        let words = &words[..words.len().min(run::WORDS)];
+        let (offset, len) = (8 * first as u32, 8 * words.len() as u32);
+        // SAFETY: `words` is valid for reading `len` bytes, which are its
+        // little-endian words (asserted above); `ctx` as in `page_write`.
+        unsafe { kserv_glue_kvm_page_write(self.ctx, pfn, offset, words.as_ptr().cast(), len) }
     }
     fn read_words(&mut self, pfn: u64, first: usize, words: &mut [u64]) {
-        crate::ffi::glue_page_read_words(self.ctx, pfn, first, words);
+        let n = words.len().min(run::WORDS);
+        let words = &mut words[..n];
+        let (offset, len) = (8 * first as u32, 8 * words.len() as u32);
+        // SAFETY: `words` is valid for writing `len` bytes, and any bytes
+        // make valid words; `ctx` as in `page_write`.
+        unsafe { kserv_glue_kvm_page_read(self.ctx, pfn, offset, words.as_mut_ptr().cast(), len) }
     }
 }
 
@@ -151,12 +189,12 @@ impl KvmEnv for Glue {
     }
     fn alloc_pages(&mut self, order: u32) -> Option<u64> {
         // SAFETY: allocates kernel pages; 0 is none.
-        let pfn = unsafe { kserv_glue_gr_alloc(self.ctx, order) };
+        let pfn = unsafe { kserv_glue_kvm_alloc_pages(self.ctx, order) };
         (pfn != 0).then_some(pfn)
     }
     fn free_page(&mut self, pfn: u64) {
         // SAFETY: the core frees only pages it allocated, once, KServ's.
-        unsafe { kserv_glue_gr_free(self.ctx, pfn) }
+        unsafe { kserv_glue_kvm_free_page(self.ctx, pfn) }
     }
     fn alloc_array(&mut self, words: usize) -> Option<u64> {
         // SAFETY: allocates zeroed kernel memory; 0 is none.
@@ -189,11 +227,11 @@ impl KvmEnv for Glue {
     }
     fn now(&mut self) -> u64 {
         // SAFETY: reads the counter.
-        unsafe { kserv_glue_gr_now() }
+        unsafe { kserv_glue_kvm_now() }
     }
     fn cpu(&mut self) -> u32 {
         // SAFETY: reads the CPU number.
-        unsafe { kserv_glue_gr_cpu() }
+        unsafe { kserv_glue_kvm_cpu() }
     }
     fn signal_pending(&mut self) -> bool {
         // SAFETY: reads the current task's signal state.
@@ -217,7 +255,7 @@ impl KvmEnv for Glue {
     }
     fn relax(&mut self) {
         // SAFETY: `cond_resched()` in an ioctl.
-        unsafe { kserv_glue_gr_relax() }
+        unsafe { kserv_glue_kvm_relax() }
     }
     fn log(&mut self, line: &[u8]) {
         // SAFETY: a valid slice.

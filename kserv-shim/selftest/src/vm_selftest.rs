@@ -43,11 +43,11 @@
 //! indirect branches: the kernel maps module text with BTI guards on CPUs
 //! that have them.
 
-use crate::conduit::Conduit;
-use crate::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
 use crate::line::{Line, owner_name};
-use crate::version;
 use kcore_abi::{Error, PageOwner, vm_flags};
+use kserv_base::conduit::Conduit;
+use kserv_base::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
+use kserv_base::version;
 
 /// Bytes in a page.
 pub const PAGE_SIZE: usize = 4096;

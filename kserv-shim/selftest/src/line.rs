@@ -3,8 +3,8 @@
 //! that have them, and Rust code has no landing pads). Shared by the
 //! self-tests' logs.
 
-use crate::hypercall::{CallError, PageInfo};
 use kcore_abi::{Error, PageOwner};
+use kserv_base::hypercall::{CallError, PageInfo};
 
 /// Bytes a [`Line`] holds; what does not fit is cut.
 pub const LINE_BYTES: usize = 256;
