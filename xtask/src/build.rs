@@ -11,7 +11,6 @@
 //! bytes change.
 
 pub mod cargo;
-pub mod cmd;
 mod cpio;
 mod initramfs;
 mod kcore;
@@ -24,7 +23,7 @@ mod vm_image;
 mod vmm;
 
 use crate::fetch::{self, Fetched};
-use crate::{deps, paths};
+use crate::{cmd, deps, paths};
 use anyhow::{Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -20,7 +20,8 @@ use ed25519_compact::KeyPair;
 use kcore::image::{MAX_IMAGE_LEN, SIGNATURE_LEN};
 use kcore_abi::manifest::{self, Manifest};
 
-use crate::build::{cmd, keys};
+use crate::build::keys;
+use crate::cmd;
 
 /// Arguments of `cargo xtask sign-image`.
 #[derive(clap::Args, Debug)]

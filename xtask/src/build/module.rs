@@ -9,7 +9,8 @@
 //! `core.o_shipped` (Kbuild's name for a prebuilt object) with the
 //! `.core.o.cmd` file modpost reads for every object of a module.
 
-use super::{cargo, cmd};
+use super::cargo;
+use crate::cmd;
 use crate::fetch::Fetched;
 use crate::paths;
 use anyhow::{Context, Result, bail};

@@ -9,7 +9,8 @@
 //! `test-guest.img.sig` and `test-guest.tests`; the shim's `guest_run` runs
 //! the image in a protected VM.
 
-use super::{cargo, cmd, keys};
+use super::{cargo, keys};
+use crate::cmd;
 use crate::{paths, sign};
 use anyhow::{Context, Result, bail};
 use std::fs;

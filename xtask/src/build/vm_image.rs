@@ -7,7 +7,8 @@
 //! the shim's `vm_selftest` loads the image into a protected VM and has KCore
 //! verify it (and a copy with one flipped byte, which must fail).
 
-use super::{cmd, keys};
+use super::keys;
+use crate::cmd;
 use crate::{paths, sign};
 use anyhow::Result;
 
