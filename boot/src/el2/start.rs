@@ -8,6 +8,7 @@
 //! why and stops the machine cleanly ([`stop`]).
 
 use super::entry::{self, ImageLayout, KCORE_SECONDARY_BOOT, SecondaryBoot};
+use super::state::{FEATURES, KcoreState, MAP_RANGES, MAX_CPUS, POWER, STATE, stop};
 use super::{console, early, heap, trap};
 use alloc::vec::Vec;
 use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
@@ -19,75 +20,21 @@ use kcore::mem_protect::MemCore;
 use kcore::ownership::OwnershipTable;
 use kcore::pgtable::{Attrs, El2Stage1, Geometry, PageTable, Stage2};
 use kcore::psci::PsciRelay;
-use kcore_abi::psci as fid;
 use kcore_arch::el2::cpu::{self, Features, HostConfig, MmuConfig};
-use kcore_arch::el2::firmware;
 use kcore_arch::el2::gicv3;
 use kcore_arch::el2::memory::{PagePool, PhysTables};
 use kcore_arch::el2::vectors;
-use kcore_boot::platform::{self, Conduit, MaybeRegion, Platform};
+use kcore_boot::platform::{self, MaybeRegion, Platform};
 use kcore_boot::{kserv_dt, platform::MemRegion, pool};
-use log::{error, info, warn};
+use log::{info, warn};
 
-/// Most CPUs KCore manages.
-pub const MAX_CPUS: usize = 64;
-/// Ranges KServ's memory map may hold (RAM banks and KCore regions).
-pub const MAP_RANGES: usize = 16;
-/// Most VMs at once (hardware VMIDs 1..=MAX_VMS; 8-bit VMIDs).
-pub const MAX_VMS: usize = 16;
 /// Pages of the EL2 stage-1 table area in bss.
 const EL2_TABLE_PAGES: usize = 64;
 
 #[repr(C, align(4096))]
 struct TableArea([u8; EL2_TABLE_PAGES * PAGE_SIZE as usize]);
 static mut EL2_TABLES: TableArea = TableArea([0; EL2_TABLE_PAGES * PAGE_SIZE as usize]);
-
-/// Everything KServ's traps need, behind one lock (docs/lock-order.md).
-pub struct KcoreState {
-    /// The host-facing state machine.
-    pub host: Host<&'static mut [u64], MAP_RANGES, MAX_CPUS, MAX_VMS>,
-    /// Pages for KServ's stage-2 tables.
-    pub pool: PagePool,
-}
-
-/// How a CPU waits for [`STATE`]: `YIELD` between tries. A hint on
-/// hardware; under QEMU's round-robin TCG it hands the turn to the next CPU,
-/// which may be the lock's holder, where a plain spin would burn this CPU's
-/// whole time slice first (tens of thousands of instructions per contended
-/// vCPU exit in the IPI benchmark).
-pub struct YieldRelax;
-
-impl spin::RelaxStrategy for YieldRelax {
-    fn relax() {
-        // SAFETY: a hint instruction; no memory or register effect.
-        unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
-    }
-}
-
-/// The one KCore state. Lock order: `STATE` before the console lock.
-pub static STATE: spin::mutex::Mutex<Option<KcoreState>, YieldRelax> =
-    spin::mutex::Mutex::new(None);
-static FEATURES: spin::Once<Features> = spin::Once::new();
 static HOST_CONFIG: spin::Once<HostConfig> = spin::Once::new();
-static POWER: spin::Once<Option<Conduit>> = spin::Once::new();
-
-/// Prints `why`, then powers the machine off through PSCI if the platform
-/// has it (over the device tree's conduit: `HVC` only when KCore was wrongly
-/// entered at EL1), else parks this CPU. Never returns.
-pub fn stop(why: core::fmt::Arguments<'_>) -> ! {
-    error!("{why}");
-    error!("halting");
-    match POWER.get() {
-        Some(Some(Conduit::Smc)) => {
-            firmware::smc(fid::SYSTEM_OFF, 0, 0, 0);
-        }
-        Some(Some(Conduit::Hvc)) if cpu::current_el() < 2 => {
-            firmware::hvc(fid::SYSTEM_OFF, 0, 0, 0);
-        }
-        _ => {}
-    }
-    cpu::halt()
-}
 
 /// `[start, end)` minus every range in `holes`, as pieces, through `f`.
 fn subtract<E>(
@@ -573,11 +520,6 @@ fn find_redistributor(cpu: usize) {
     if FEATURES.get().is_some_and(|f| f.gicv3_sysregs) && !gicv3::init_cpu(cpu, cpu::mpidr()) {
         warn!("CPU {cpu}: no GICv3 redistributor found; it cannot run guests");
     }
-}
-
-/// The CPU features KCore configured for, once the primary read them.
-pub fn features() -> Option<&'static Features> {
-    FEATURES.get()
 }
 
 /// A secondary CPU's Rust entry, with its MMU on and its stack set.
