@@ -155,7 +155,7 @@ mod tests {
     use crate::build::keys::tests::scratch;
     use kcore::addr::{PAGE_SIZE, Pa};
     use kcore::image::{ImageError, Signature, VerifyKey, pages_needed, verify_with_tail};
-    use kcore_arch::host_machine::FakeMachine;
+    use kcore_arch::host_memory::FakeMachine;
 
     /// Places `image` in pages at descending addresses, as a VM's pages might
     /// be, and runs KCore's verification over them and the block's manifest

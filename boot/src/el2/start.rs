@@ -22,7 +22,7 @@ use kcore::pgtable::{Attrs, El2Stage1, Geometry, PageTable, Stage2};
 use kcore::psci::PsciRelay;
 use kcore_arch::el2::cpu::{self, Features, HostConfig, MmuConfig};
 use kcore_arch::el2::gicv3;
-use kcore_arch::el2::memory::{PagePool, PhysTables};
+use kcore_arch::el2::phys_memory::{PagePool, PhysTables};
 use kcore_arch::el2::vectors;
 use kcore_boot::platform::{self, MaybeRegion, Platform};
 use kcore_boot::{kserv_dt, platform::MemRegion, pool};
@@ -194,7 +194,7 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     cpu::set_vectors(vectors::vectors_addr());
     heap::init();
     #[cfg(feature = "self-check")]
-    if let Err(e) = kcore_arch::el2::mem::check() {
+    if let Err(e) = kcore_arch::el2::memcpy::check() {
         stop(format_args!("self-check: {e}"));
     }
     let regions: Vec<(u64, u64)> = early.gicr.iter().flatten().copied().collect();

@@ -8,7 +8,7 @@ use kcore::host::Host;
 use kcore_abi::psci as fid;
 use kcore_arch::el2::cpu::{self, Features};
 use kcore_arch::el2::firmware;
-use kcore_arch::el2::memory::PagePool;
+use kcore_arch::el2::phys_memory::PagePool;
 use kcore_boot::platform::Conduit;
 use log::error;
 

@@ -18,7 +18,7 @@ use kcore_abi::psci as fid;
 use kcore_arch::el2::cpu::{self, el1};
 use kcore_arch::el2::firmware::{self, SmcFirmware};
 use kcore_arch::el2::guest::El2Guest;
-use kcore_arch::el2::memory::PhysTables;
+use kcore_arch::el2::phys_memory::PhysTables;
 use kcore_arch::el2::vectors::HostFrame;
 use log::{error, warn};
 
