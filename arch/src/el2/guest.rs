@@ -29,6 +29,7 @@
 use super::{cpu, gicv3, vectors};
 use core::arch::asm;
 use core::mem::MaybeUninit;
+use kcore::exception::{Esr, ec};
 use kcore::vcpu::{ExitKind, GuestConfig, GuestCpu, GuestExit, N_SYS, Sys, VcpuContext, status};
 use kcore::vgic::{Lr, LrSet, LrState, MAX_LRS, TIMER_PPI};
 
@@ -272,8 +273,6 @@ const MDCR_TDRA: u64 = 1 << 11;
 
 const CPTR_TZ: u64 = 1 << 8;
 const CPTR_TFP: u64 = 1 << 10;
-/// `ESR_EL2.EC` of an FP/SIMD access trapped by `CPTR_EL2.TFP`.
-const EC_FP: u64 = 0x07;
 const CPTR_TSM: u64 = 1 << 12;
 const CPTR_TTA: u64 = 1 << 20;
 
@@ -441,7 +440,7 @@ impl GuestCpu for El2Guest {
         // and SPSR_EL2 still hold it). A guest's own CPACR_EL1 trap goes to
         // its EL1 first, so this is only ever KCore's trap.
         let mut fp_loaded = false;
-        if kind == 0 && mrs!("esr_el2") >> 26 == EC_FP {
+        if kind == 0 && Esr(mrs!("esr_el2")).ec() == ec::FP_ASIMD {
             // The trap first: it catches EL2's own FP/SIMD accesses too.
             msr!("cptr_el2", guest_cptr);
             // SAFETY: a context synchronization barrier; no memory access.
