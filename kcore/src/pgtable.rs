@@ -369,38 +369,6 @@ impl Geometry {
     pub const fn input_limit(&self) -> u64 {
         1 << self.input_bits
     }
-
-    /// `VTCR_EL2` for this geometry (Arm ARM D19.2): 4 KiB granule, inner
-    /// shareable write-back walks, 8-bit VMID, `PS` = `pa_range` (the
-    /// `ID_AA64MMFR0_EL1.PARange` encoding).
-    pub const fn vtcr(&self, pa_range: u64) -> u64 {
-        let t0sz = (64 - self.input_bits) as u64;
-        let sl0 = match self.start_level {
-            2 => 0,
-            1 => 1,
-            _ => 2,
-        };
-        (1 << 31)
-            | ((pa_range & 0b111) << 16)
-            | (0b11 << 12)
-            | (0b01 << 10)
-            | (0b01 << 8)
-            | (sl0 << 6)
-            | t0sz
-    }
-
-    /// `TCR_EL2` (non-VHE) for this geometry: 4 KiB granule, inner shareable
-    /// write-back walks, `PS` = `pa_range`.
-    pub const fn tcr_el2(&self, pa_range: u64) -> u64 {
-        let t0sz = (64 - self.input_bits) as u64;
-        (1 << 31)
-            | (1 << 23)
-            | ((pa_range & 0b111) << 16)
-            | (0b11 << 12)
-            | (0b01 << 10)
-            | (0b01 << 8)
-            | t0sz
-    }
 }
 
 /// Why a mapping could not be made. The tables may hold part of the
@@ -789,17 +757,6 @@ mod tests {
             (0, 1, 512)
         );
         assert!(Geometry::stage2(31).is_none() && Geometry::stage2(49).is_none());
-    }
-
-    #[test]
-    fn vtcr_fields() {
-        let g = Geometry::stage2(40).unwrap();
-        let v = g.vtcr(2);
-        assert_eq!(v & 0x3F, 24, "T0SZ");
-        assert_eq!((v >> 6) & 3, 1, "SL0 = level 1");
-        assert_eq!((v >> 14) & 3, 0, "TG0 = 4K");
-        assert_eq!((v >> 16) & 7, 2, "PS");
-        assert_eq!(v >> 31, 1, "RES1");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use kcore_arch::el2::cpu::{self, Features, HostConfig, MmuConfig};
 use kcore_arch::el2::gicv3;
 use kcore_arch::el2::phys_memory::{PagePool, PhysTables};
 use kcore_arch::el2::vectors;
+use kcore_arch::sysreg;
 use kcore_boot::platform::{self, MaybeRegion, Platform};
 use kcore_boot::{kserv_dt, platform::MemRegion, pool};
 use log::{info, warn};
@@ -143,7 +144,7 @@ fn build_el2_map(
     }
     Some(MmuConfig {
         mair: El2Stage1::MAIR,
-        tcr: geometry.tcr_el2(f.pa_range),
+        tcr: sysreg::tcr_el2(&geometry, f.pa_range),
         ttbr0: area,
         sctlr: cpu::sctlr_el2(f),
     })
@@ -480,7 +481,7 @@ fn boot_kserv(
     trap::init_loaded(mpidrs.len());
     let host_cfg = *HOST_CONFIG.call_once(|| HostConfig {
         vttbr: pool.base(),
-        vtcr: geometry.vtcr(f.pa_range),
+        vtcr: sysreg::vtcr_el2(&geometry, f.pa_range),
     });
     // Secondary CPUs: stacks at the top of the pool, MMU configuration.
     let sb = SecondaryBoot {
