@@ -26,7 +26,7 @@ use kcore_arch::el2::phys_memory::{PagePool, PhysTables};
 use kcore_arch::el2::vectors;
 use kcore_arch::sysreg;
 use kcore_boot::platform::{self, MaybeRegion, Platform};
-use kcore_boot::{kserv_dt, platform::MemRegion, pool};
+use kcore_boot::{kserv_dt, pool};
 use log::{info, warn};
 
 /// Pages of the EL2 stage-1 table area in bss.
@@ -226,10 +226,6 @@ struct KservBoot {
     dt: u64,
 }
 
-fn region(r: &MemRegion) -> Option<MemRange> {
-    MemRange::new(r.base, r.size)
-}
-
 fn boot_kserv(
     plat: &Platform,
     dt: &[u8],
@@ -237,7 +233,7 @@ fn boot_kserv(
     mmu: &MmuConfig,
     f: &Features,
 ) -> KservBoot {
-    let banks: Vec<MemRange> = plat.memory.iter().filter_map(region).collect();
+    let banks: &[MemRange] = &plat.memory;
     let Some(bank) = banks.iter().find(|b| b.contains(img.start)).copied() else {
         stop(format_args!(
             "KCore at {:#x} is not inside any /memory bank",
@@ -306,7 +302,7 @@ fn boot_kserv(
         stop(format_args!("no room for KServ's device tree"))
     };
     let mut ram_banks = RangeSet::<MAP_RANGES>::new();
-    for b in &banks {
+    for b in banks {
         if ram_banks.insert(*b).is_err() {
             warn!("ignoring RAM bank {b:?} (overlap or too many banks)");
         }
@@ -331,18 +327,18 @@ fn boot_kserv(
     let image = MemRange::from_bounds(img.start, img.end).unwrap_or_default();
     let dt_limit = layout.dt.end();
     let kcore_regions = [image, pool];
+    let initrd = match initrd {
+        None => None,
+        Some((base, len)) => match MemRange::new(base, len) {
+            Some(r) => Some(r),
+            None => stop(format_args!(
+                "cannot build KServ's device tree: the initramfs region is empty or wraps around"
+            )),
+        },
+    };
     let edits = kserv_dt::KservDtEdits {
-        kcore_regions: &[
-            MemRegion {
-                base: image.base(),
-                size: image.size(),
-            },
-            MemRegion {
-                base: pool.base(),
-                size: pool.size(),
-            },
-        ],
-        initrd: initrd.map(|(b, l)| MemRegion { base: b, size: l }),
+        kcore_regions: &kcore_regions,
+        initrd,
         payload_cmdline: cmdline,
         abi_version: kcore_abi::abi_version() as u32,
     };
@@ -378,18 +374,13 @@ fn boot_kserv(
     // Devices that master memory with no SMMU of KCore's in front of them
     // are KCore's (hidden from KServ's tree): widened to whole pages, then
     // merged, so that neighbours sharing a page are one region.
-    let mut masters: Vec<MemRegion> = plat
+    let mut masters: Vec<MemRange> = plat
         .dma_masters
         .iter()
-        .filter_map(region)
         .filter_map(|r| r.align_out(PAGE_SIZE))
-        .map(|r| MemRegion {
-            base: r.base(),
-            size: r.size(),
-        })
         .collect();
     platform::normalize_regions(&mut masters);
-    for r in masters.iter().filter_map(region) {
+    for &r in &masters {
         if map.add_kcore(r).is_err() {
             stop(format_args!(
                 "cannot keep the DMA master at {r:?} from KServ"
@@ -404,7 +395,7 @@ fn boot_kserv(
             .iter()
             .flatten()
             .chain(gic.its.iter())
-            .filter_map(region)
+            .copied()
         {
             if map.add_kcore(r).is_err() {
                 stop(format_args!("cannot record GIC region {r:?} as KCore's"));
@@ -413,7 +404,7 @@ fn boot_kserv(
         // The redistributors' control pages (LPI table bases) reach KServ
         // only through KCore's checks (`kcore::gic_guard`).
         for (i, r) in gic.redist.iter().enumerate() {
-            let (Some(range), Some(stride)) = (region(r), gicv3::stride(i)) else {
+            let (range, Some(stride)) = (*r, gicv3::stride(i)) else {
                 stop(format_args!(
                     "cannot find the layout of redistributor region {r}"
                 ));
