@@ -70,6 +70,16 @@ register_bitfields! [u64,
         /// Event counters implemented.
         N OFFSET(11) NUMBITS(5) [],
     ],
+    /// `CTR_EL0`: the cache line sizes.
+    pub(crate) CTR_EL0 [
+        /// Log2 of the words in the smallest data cache line.
+        DminLine OFFSET(16) NUMBITS(4) [],
+    ],
+    /// `ICC_HPPIR1_EL1`: the highest-priority pending Group 1 interrupt.
+    pub(crate) ICC_HPPIR1_EL1 [
+        /// Its INTID.
+        INTID OFFSET(0) NUMBITS(24) [],
+    ],
     /// `ZCR_EL2` and `SMCR_EL2`: the vector length limit.
     pub(crate) ZCR_SMCR_EL2 [
         /// `SMCR_EL2.FA64`: the full A64 instruction set in streaming mode.

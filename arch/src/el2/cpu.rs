@@ -10,7 +10,7 @@
 //! stay with EL1 (`IMO`/`FMO`/`AMO` clear).
 
 use crate::sysreg::{
-    CPTR_EL2_NVHE, ID_AA64ISAR2_EL1, ID_AA64MMFR0, ID_AA64MMFR1, ID_AA64PFR0, ID_AA64PFR1,
+    CPTR_EL2_NVHE, CTR_EL0, ID_AA64ISAR2_EL1, ID_AA64MMFR0, ID_AA64MMFR1, ID_AA64PFR0, ID_AA64PFR1,
     PMCR_EL0, ZCR_SMCR_EL2,
 };
 use aarch64_cpu::asm::barrier;
@@ -113,7 +113,9 @@ pub fn uptime_us() -> u64 {
 
 /// This CPU's MPIDR affinity.
 pub fn mpidr() -> u64 {
-    MPIDR_EL1.get() & 0xFF_00FF_FFFF
+    let affinity =
+        MPIDR_EL1::Aff3::SET + MPIDR_EL1::Aff2::SET + MPIDR_EL1::Aff1::SET + MPIDR_EL1::Aff0::SET;
+    MPIDR_EL1.get() & affinity.value
 }
 
 /// Values of KCore's EL2 translation regime, identical on every CPU.
@@ -300,6 +302,14 @@ pub unsafe fn configure_for_host(f: &Features, host: &HostConfig) {
     barrier::isb(barrier::SY);
 }
 
+/// `SPSR_EL2` for the drop to KServ: EL1h with `DAIF` masked.
+const SPSR_EL1H_MASKED: u64 = SPSR_EL2::D::Masked.value
+    | SPSR_EL2::A::Masked.value
+    | SPSR_EL2::I::Masked.value
+    | SPSR_EL2::F::Masked.value
+    | SPSR_EL2::M::EL1h.value;
+const _: () = assert!(SPSR_EL1H_MASKED == 0x3c5);
+
 /// `SCTLR_EL1` as booting.rst wants it at kernel entry: MMU and caches off
 /// (RES1 bits of ARMv8.0 set).
 const SCTLR_EL1_MMU_OFF: u64 = 0x30D0_0800;
@@ -318,7 +328,7 @@ pub unsafe fn enter_el1(entry: u64, arg: u64, el2_stack_top: u64) -> ! {
     unsafe {
         asm!(
             "msr elr_el2, {entry}",
-            "mov x9, #0x3c5", // EL1h, DAIF masked
+            "mov x9, #{spsr}",
             "msr spsr_el2, x9",
             "mov sp, {stack}",
             "mov x0, {arg}",
@@ -332,6 +342,7 @@ pub unsafe fn enter_el1(entry: u64, arg: u64, el2_stack_top: u64) -> ! {
             entry = in(reg) entry,
             stack = in(reg) el2_stack_top,
             arg = in(reg) arg,
+            spsr = const SPSR_EL1H_MASKED,
             options(noreturn),
         )
     }
@@ -348,7 +359,7 @@ pub fn halt() -> ! {
 /// Cleans and invalidates the data cache lines covering `[addr, addr+len)`
 /// to the point of coherency (for data a CPU with its MMU off will read).
 pub fn clean_dcache_range(addr: u64, len: u64) {
-    let line = 4 << ((read_raw!("ctr_el0") >> 16) & 0xF);
+    let line = 4 << CTR_EL0::DminLine.read(read_raw!("ctr_el0"));
     let mut a = addr & !(line - 1);
     while a < addr + len {
         // SAFETY: cache maintenance by VA on memory KCore maps; no data changes.

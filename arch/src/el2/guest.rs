@@ -27,10 +27,10 @@
 //! would differ.
 
 use super::{cpu, gicv3, vectors};
-use crate::sysreg::{self, CPTR_EL2_NVHE};
+use crate::sysreg::{self, CPTR_EL2_NVHE, ICC_HPPIR1_EL1};
 use aarch64_cpu::registers::{
-    CNTHCTL_EL2, CNTV_CTL_EL0, HCR_EL2, ICH_HCR_EL2, ICH_LR0_EL2, ICH_VTR_EL2, ID_AA64MMFR1_EL1,
-    MDCR_EL2, Readable,
+    CNTHCTL_EL2, CNTHP_CTL_EL2, CNTV_CTL_EL0, HCR_EL2, ICH_HCR_EL2, ICH_LR0_EL2, ICH_VTR_EL2,
+    ID_AA64MMFR1_EL1, MDCR_EL2, Readable, VTTBR_EL2,
 };
 use core::arch::asm;
 use core::mem::MaybeUninit;
@@ -358,7 +358,7 @@ impl GuestCpu for El2Guest {
         let enabled = CNTV_CTL_EL0::ENABLE::SET;
         if host.cntv_ctl & (enabled + CNTV_CTL_EL0::IMASK::SET).value == enabled.value {
             msr!("S3_4_C14_C2_2", host.cntv_cval); // CNTHP_CVAL_EL2 (KServ's CNTVOFF is 0)
-            msr!("S3_4_C14_C2_1", 1); // CNTHP_CTL_EL2: enabled
+            msr!("S3_4_C14_C2_1", CNTHP_CTL_EL2::ENABLE::SET.value); // CNTHP_CTL_EL2
             gicv3::enable_private(HYP_TIMER_PPI);
         }
 
@@ -400,7 +400,8 @@ impl GuestCpu for El2Guest {
             "vtcr_el2",
             sysreg::vtcr_el2(&cfg.geometry, sysreg::vtcr_el2_pa_range(host.vtcr))
         );
-        msr!("vttbr_el2", (cfg.vmid as u64) << 48 | cfg.root.raw());
+        let vmid = VTTBR_EL2::VMID.val(u64::from(cfg.vmid));
+        msr!("vttbr_el2", vmid.value | cfg.root.raw());
         let mdcr_traps = MDCR_EL2::TPM::SET
             + MDCR_EL2::TPMCR::SET
             + MDCR_EL2::TDA::SET
@@ -490,7 +491,7 @@ impl GuestCpu for El2Guest {
             && CNTV_CTL_EL0::ENABLE.is_set(ctx.cntv_ctl)
             && !CNTV_CTL_EL0::IMASK.is_set(ctx.cntv_ctl)
             && CNTV_CTL_EL0::ISTATUS.is_set(ctx.cntv_ctl)
-            && mrs!("S3_0_C12_C12_2") & 0xFF_FFFF == u64::from(TIMER_PPI)
+            && ICC_HPPIR1_EL1::INTID.read(mrs!("S3_0_C12_C12_2")) == u64::from(TIMER_PPI)
         {
             exit.kind = ExitKind::GuestTimer;
         }
