@@ -7,8 +7,8 @@
 
 extern crate std;
 
-use crate::host_double::FakeAllocator;
-use crate::host_machine::FakeMachine;
+use crate::host_memory::FakeAllocator;
+use crate::host_memory::FakeMachine;
 use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
 use kcore::host::Host;
 use kcore::host_stage2::{HostMemoryMap, HostStage2};

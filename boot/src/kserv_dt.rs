@@ -23,17 +23,18 @@ use alloc::vec::Vec;
 
 use kcore_abi::dt;
 
+use crate::platform::DtError;
 use crate::platform::dtb::{Dtb, FDT_HEADER_SIZE, FDT_VERSION};
 use crate::platform::tree::{ROOT, Tree};
-use crate::platform::{DtError, MemRegion};
+use kcore::addr::MemRange;
 
 /// What KCore changes in the loader's device tree before KServ sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KservDtEdits<'a> {
     /// KCore's image and pool; each becomes a `no-map` reservation.
-    pub kcore_regions: &'a [MemRegion],
+    pub kcore_regions: &'a [MemRange],
     /// Where the initramfs lies, if there is one.
-    pub initrd: Option<MemRegion>,
+    pub initrd: Option<MemRange>,
     /// The payload's command line, placed before the loader's bootargs.
     pub payload_cmdline: Option<&'a str>,
     /// `major << 16 | minor` of the hypercall ABI.
@@ -59,13 +60,9 @@ pub fn build(orig: &[u8], edits: &KservDtEdits<'_>) -> Result<Vec<u8>, DtError> 
 
 /// Refuses edits that would produce a contradictory tree.
 fn check_edits(edits: &KservDtEdits<'_>) -> Result<(), DtError> {
+    // Regions are never empty and never wrap (`MemRange`); they may still
+    // overlap.
     for (k, r) in edits.kcore_regions.iter().enumerate() {
-        if r.is_empty() {
-            return Err(DtError::BadEdit("a KCore region is empty"));
-        }
-        if r.end().is_none() {
-            return Err(DtError::BadEdit("a KCore region wraps around"));
-        }
         if edits
             .kcore_regions
             .iter()
@@ -74,14 +71,6 @@ fn check_edits(edits: &KservDtEdits<'_>) -> Result<(), DtError> {
         {
             return Err(DtError::BadEdit("KCore regions overlap"));
         }
-    }
-    if edits
-        .initrd
-        .is_some_and(|i| i.is_empty() || i.end().is_none())
-    {
-        return Err(DtError::BadEdit(
-            "the initramfs region is empty or wraps around",
-        ));
     }
     if edits.payload_cmdline.is_some_and(|c| c.contains('\0')) {
         return Err(DtError::BadEdit(
@@ -195,11 +184,8 @@ impl<'t, 'b, 'a> Plan<'t, 'b, 'a> {
         }
         match edits.initrd {
             Some(r) => {
-                let end = r
-                    .end()
-                    .ok_or(DtError::BadEdit("the initramfs region wraps around"))?;
-                chosen_edits.push(PropEdit::set("linux,initrd-start", &r.base.to_be_bytes()));
-                chosen_edits.push(PropEdit::set("linux,initrd-end", &end.to_be_bytes()));
+                chosen_edits.push(PropEdit::set("linux,initrd-start", &r.base().to_be_bytes()));
+                chosen_edits.push(PropEdit::set("linux,initrd-end", &r.end().to_be_bytes()));
             }
             None => {
                 chosen_edits.push(PropEdit::remove("linux,initrd-start"));
@@ -241,13 +227,13 @@ impl<'t, 'b, 'a> Plan<'t, 'b, 'a> {
         let mut kcore_nodes = Vec::new();
         for r in edits.kcore_regions {
             let mut reg = Vec::new();
-            push_cells(&mut reg, r.base, ac).ok_or(DtError::BadEdit(
+            push_cells(&mut reg, r.base(), ac).ok_or(DtError::BadEdit(
                 "a KCore region does not fit /reserved-memory's #address-cells",
             ))?;
-            push_cells(&mut reg, r.size, sc).ok_or(DtError::BadEdit(
+            push_cells(&mut reg, r.size(), sc).ok_or(DtError::BadEdit(
                 "a KCore region does not fit /reserved-memory's #size-cells",
             ))?;
-            kcore_nodes.push((format!("kcore@{:x}", r.base), reg));
+            kcore_nodes.push((format!("kcore@{:x}", r.base()), reg));
         }
 
         let mut plan = Plan {

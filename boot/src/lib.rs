@@ -17,4 +17,4 @@ pub mod platform;
 pub mod pool;
 
 pub use kserv_dt::KservDtEdits;
-pub use platform::{DtError, MemRegion, Platform};
+pub use platform::{DtError, Platform};

@@ -14,8 +14,6 @@ use core::fmt;
 
 use kcore::addr::{MemRange, PAGE_SIZE};
 
-use crate::platform::MemRegion;
-
 /// Space at the start of the pool for a stage-2 root (up to 16 concatenated
 /// tables).
 pub const S2_ROOT_SPACE: u64 = 16 * PAGE_SIZE;
@@ -48,7 +46,7 @@ pub struct PoolRequest<'a> {
     /// Size of the loader's device tree.
     pub dt_len: u64,
     /// Reserved memory of the device tree.
-    pub reserved: &'a [MemRegion],
+    pub reserved: &'a [MemRange],
 }
 
 /// KCore's pool and its parts, all inside [`PoolLayout::pool`] except
@@ -170,13 +168,8 @@ pub fn place(req: &PoolRequest<'_>) -> Result<PoolLayout, PoolError> {
     if dt.overlaps(&pool) {
         return Err(overlap("KServ's device tree", dt));
     }
-    if let Some(r) = req
-        .reserved
-        .iter()
-        .filter_map(|r| MemRange::new(r.base, r.size))
-        .find(|r| r.overlaps(&pool))
-    {
-        return Err(overlap("a reserved region", r));
+    if let Some(r) = req.reserved.iter().find(|r| r.overlaps(&pool)) {
+        return Err(overlap("a reserved region", *r));
     }
 
     // The pool is at least the sum of the parts, so every cut below lies in
@@ -215,7 +208,7 @@ mod tests {
 
     /// 1 GiB of RAM at 1 GiB, KCore and the kernel in its first 64 MiB, the
     /// device tree after them, 64 CPUs: QEMU's `virt` shape.
-    fn request(reserved: &[MemRegion]) -> PoolRequest<'_> {
+    fn request(reserved: &[MemRange]) -> PoolRequest<'_> {
         PoolRequest {
             bank: range(GIB, GIB),
             owner_entries: (GIB / PAGE_SIZE) as usize,
@@ -318,14 +311,8 @@ mod tests {
         req.dt_len = 0;
         assert!(place(&req).is_ok());
         let reserved = [
-            MemRegion {
-                base: GIB + 100 * MIB,
-                size: MIB,
-            },
-            MemRegion {
-                base: 2 * GIB - MIB,
-                size: 0x1000,
-            },
+            MemRange::new(GIB + 100 * MIB, MIB).unwrap(),
+            MemRange::new(2 * GIB - MIB, 0x1000).unwrap(),
         ];
         assert_eq!(
             place(&request(&reserved)),
@@ -335,14 +322,9 @@ mod tests {
                 with: range(2 * GIB - MIB, 0x1000),
             })
         );
-        // Reserved memory elsewhere, or empty, is no obstacle.
-        let elsewhere = [
-            reserved[0],
-            MemRegion {
-                base: 2 * GIB - MIB,
-                size: 0,
-            },
-        ];
+        // Reserved memory elsewhere is no obstacle (an empty region cannot
+        // be one: `MemRange` is never empty).
+        let elsewhere = [reserved[0]];
         assert!(place(&request(&elsewhere)).is_ok());
     }
 

@@ -5,28 +5,18 @@
 mod common;
 
 use common::*;
+use kcore::addr::MemRange;
 use kcore_boot::kserv_dt::{KservDtEdits, PSCI_COMPATIBLE, build};
-use kcore_boot::platform::{
-    self, Conduit, DMA_MASTER_COMPATIBLES, DtError, EnableMethod, MemRegion,
-};
+use kcore_boot::platform::{self, Conduit, DMA_MASTER_COMPATIBLES, DtError, EnableMethod};
 
-const KCORE: [MemRegion; 2] = [
-    MemRegion {
-        base: 0x4000_0000,
-        size: 0x40_0000,
-    },
-    MemRegion {
-        base: 0x7f00_0000,
-        size: 0x100_0000,
-    },
+const KCORE: [MemRange; 2] = [
+    MemRange::new(0x4000_0000, 0x40_0000).unwrap(),
+    MemRange::new(0x7f00_0000, 0x100_0000).unwrap(),
 ];
-const INITRD: MemRegion = MemRegion {
-    base: 0x4820_0000,
-    size: 0x12_3456,
-};
+const INITRD: MemRange = MemRange::new(0x4820_0000, 0x12_3456).unwrap();
 const ABI: u32 = 0x0000_0001;
 
-fn edits<'a>(cmdline: Option<&'a str>, initrd: Option<MemRegion>) -> KservDtEdits<'a> {
+fn edits<'a>(cmdline: Option<&'a str>, initrd: Option<MemRange>) -> KservDtEdits<'a> {
     KservDtEdits {
         kcore_regions: &KCORE,
         initrd,
@@ -128,10 +118,10 @@ fn check(orig_blob: &[u8], out_blob: &[u8], e: &KservDtEdits<'_>, bootargs: Opti
         assert_eq!(rm.get("#size-cells"), root.get("#size-cells"));
     }
     for r in e.kcore_regions {
-        let path = format!("/reserved-memory/kcore@{:x}", r.base);
+        let path = format!("/reserved-memory/kcore@{:x}", r.base());
         let node = out.props_map(&path);
         let mut reg = Vec::new();
-        for (v, c) in [(r.base, ac), (r.size, sc)] {
+        for (v, c) in [(r.base(), ac), (r.size(), sc)] {
             match c {
                 1 => reg.extend_from_slice(&(v as u32).to_be_bytes()),
                 2 => reg.extend_from_slice(&v.to_be_bytes()),
@@ -154,11 +144,11 @@ fn check(orig_blob: &[u8], out_blob: &[u8], e: &KservDtEdits<'_>, bootargs: Opti
         Some(i) => {
             assert_eq!(
                 chosen.get("linux,initrd-start"),
-                Some(&i.base.to_be_bytes().to_vec())
+                Some(&i.base().to_be_bytes().to_vec())
             );
             assert_eq!(
                 chosen.get("linux,initrd-end"),
-                Some(&(i.base + i.size).to_be_bytes().to_vec())
+                Some(&(i.base() + i.size()).to_be_bytes().to_vec())
             );
         }
         None => {
@@ -212,7 +202,7 @@ fn check(orig_blob: &[u8], out_blob: &[u8], e: &KservDtEdits<'_>, bootargs: Opti
     // KCore's own reader agrees.
     let p = platform::parse(out_blob).unwrap();
     for r in e.kcore_regions {
-        assert!(p.reserved.iter().any(|x| x.contains_region(r)), "{r}");
+        assert!(p.reserved.iter().any(|x| x.contains_range(r)), "{r}");
     }
     assert_eq!(p.psci.map(|p| p.method), Some(Conduit::Smc));
     assert!(p.cpus.iter().all(|c| c.enable_method == EnableMethod::Psci));
@@ -369,10 +359,7 @@ fn missing_nodes_are_created() {
     );
 
     // With one address cell, a region above 4 GiB cannot be described.
-    let high = [MemRegion {
-        base: 0x1_0000_0000,
-        size: 0x1000,
-    }];
+    let high = [MemRange::new(0x1_0000_0000, 0x1000).unwrap()];
     let e = KservDtEdits {
         kcore_regions: &high,
         ..edits(None, None)
@@ -443,47 +430,26 @@ fn existing_special_nodes_are_edited_in_place() {
 #[test]
 fn inconsistent_edits_are_refused() {
     let orig = fixture("qemu-virt-gicv3-a72.dtb");
-    let bad_regions: [&[MemRegion]; 3] = [
-        &[MemRegion {
-            base: 0x4000_0000,
-            size: 0,
-        }],
-        &[MemRegion {
-            base: u64::MAX - 10,
-            size: 0x100,
-        }],
-        &[
-            MemRegion {
-                base: 0x4000_0000,
-                size: 0x2000,
-            },
-            MemRegion {
-                base: 0x4000_1000,
-                size: 0x10,
-            },
-        ],
-    ];
-    for regions in bad_regions {
-        let e = KservDtEdits {
-            kcore_regions: regions,
-            ..edits(None, None)
-        };
-        let err = build(&orig, &e).unwrap_err();
-        assert!(matches!(err, DtError::BadEdit(_)), "{regions:?}: {err}");
-    }
-    for initrd in [
-        MemRegion {
-            base: 0x4800_0000,
-            size: 0,
-        },
-        MemRegion {
-            base: u64::MAX,
-            size: 2,
-        },
+    // Empty or wrapping KCore and initramfs regions cannot be stated at all
+    // (`MemRange` refuses them); overlapping KCore regions are refused here.
+    for (base, size) in [
+        (0x4000_0000, 0),
+        (u64::MAX - 10, 0x100),
+        (0x4800_0000, 0),
+        (u64::MAX, 2),
     ] {
-        let err = build(&orig, &edits(None, Some(initrd))).unwrap_err();
-        assert!(matches!(err, DtError::BadEdit(_)), "{err}");
+        assert_eq!(MemRange::new(base, size), None, "{base:#x} + {size:#x}");
     }
+    let overlapping = [
+        MemRange::new(0x4000_0000, 0x2000).unwrap(),
+        MemRange::new(0x4000_1000, 0x10).unwrap(),
+    ];
+    let e = KservDtEdits {
+        kcore_regions: &overlapping,
+        ..edits(None, None)
+    };
+    let err = build(&orig, &e).unwrap_err();
+    assert!(matches!(err, DtError::BadEdit(_)), "{overlapping:?}: {err}");
     let err = build(&orig, &edits(Some("a\0b"), None)).unwrap_err();
     assert!(matches!(err, DtError::BadEdit(_)), "{err}");
     // /reserved-memory that translates addresses is not something to add to.

@@ -5,18 +5,13 @@
 mod common;
 
 use common::*;
+use kcore::addr::MemRange;
 use kcore_boot::kserv_dt::{self, KservDtEdits};
-use kcore_boot::platform::{DtError, MemRegion, parse};
+use kcore_boot::platform::{DtError, parse};
 
 const EDITS: KservDtEdits<'static> = KservDtEdits {
-    kcore_regions: &[MemRegion {
-        base: 0x4000_0000,
-        size: 0x20_0000,
-    }],
-    initrd: Some(MemRegion {
-        base: 0x4800_0000,
-        size: 0x10_0000,
-    }),
+    kcore_regions: &[MemRange::new(0x4000_0000, 0x20_0000).unwrap()],
+    initrd: Some(MemRange::new(0x4800_0000, 0x10_0000).unwrap()),
     payload_cmdline: Some("console=ttyAMA0"),
     abi_version: 1,
 };

@@ -5,12 +5,13 @@
 mod common;
 
 use common::*;
+use kcore::addr::MemRange;
 use kcore_boot::platform::{
-    Conduit, Cpu, DtError, EnableMethod, Gic, GicVersion, MemRegion, Psci, Psci01Ids, Uart, parse,
+    Conduit, Cpu, DtError, EnableMethod, Gic, GicVersion, Psci, Psci01Ids, Uart, parse,
 };
 
-const fn r(base: u64, size: u64) -> MemRegion {
-    MemRegion { base, size }
+const fn r(base: u64, size: u64) -> MemRange {
+    MemRange::new(base, size).unwrap()
 }
 
 fn qemu_cpus() -> Vec<Cpu> {
@@ -223,6 +224,38 @@ fn stdout_path_selects_the_console_pl011() {
             "{stdout}"
         );
     }
+}
+
+#[test]
+fn empty_device_reg_entries_are_refused_and_empty_memory_dropped() {
+    // A device's entries are told apart by position, so an empty one is an
+    // error rather than left out.
+    let dtb = tree(|w| {
+        let n = w.begin_node("pl011@9000000").unwrap();
+        w.property_string("compatible", "arm,pl011").unwrap();
+        w.property_array_u64("reg", &[0x0900_0000, 0]).unwrap();
+        w.end_node(n).unwrap();
+    });
+    let err = parse(&dtb).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DtError::BadProperty {
+                property: "reg",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A memory node's empty entry describes nothing.
+    let dtb = tree(|w| {
+        let n = w.begin_node("memory@40000000").unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_array_u64("reg", &[0x4000_0000, 0, 0x8000_0000, 0x1000])
+            .unwrap();
+        w.end_node(n).unwrap();
+    });
+    assert_eq!(parse(&dtb).unwrap().memory, [r(0x8000_0000, 0x1000)]);
 }
 
 #[test]

@@ -173,6 +173,12 @@ impl fmt::Debug for MemRange {
     }
 }
 
+impl fmt::Display for MemRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
 /// A bounded set of disjoint ranges kept sorted by base, with no allocation:
 /// the capacity is a const generic so the same code runs at EL2 and in tests.
 #[derive(Clone, Copy, Debug)]

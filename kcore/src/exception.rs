@@ -13,6 +13,8 @@ pub mod ec {
     pub const UNKNOWN: u64 = 0x00;
     /// Trapped `WFI`/`WFE`.
     pub const WFX: u64 = 0x01;
+    /// FP/SIMD access trapped by `CPTR_EL2.TFP` (or `CPACR_EL1.FPEN`).
+    pub const FP_ASIMD: u64 = 0x07;
     /// `HVC` from AArch64.
     pub const HVC64: u64 = 0x16;
     /// `SMC` from AArch64 (trapped by `HCR_EL2.TSC`).

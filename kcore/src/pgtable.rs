@@ -2,7 +2,9 @@
 //! stage 1 and for stage 2.
 //!
 //! One walker serves both regimes; [`Regime`] supplies the leaf descriptor
-//! encoding (Arm ARM D8.3, "Translation table descriptor formats"). Mapping
+//! encoding (Arm ARM D8.3, "Translation table descriptor formats"), written
+//! as typed flags: [`Desc`] for the bits both regimes share,
+//! [`El2Attributes`] and [`Stage2Attributes`] for each one's own. Mapping
 //! uses the largest block the alignment allows (1 GiB at level 1, 2 MiB at
 //! level 2, 4 KiB pages at level 3) and never replaces a valid entry: `map`
 //! only takes entries from invalid to valid, which needs no break-before-make
@@ -31,45 +33,106 @@ use core::marker::PhantomData;
 /// Entries in one table.
 pub const ENTRIES: usize = 512;
 
-/// The bits of a VMSAv8-64 descriptor with the 4 KiB granule (Arm ARM
-/// D8.3), for both regimes: the one place their encodings are written.
-mod desc {
-    /// Valid.
-    pub const VALID: u64 = 1 << 0;
-    /// At levels 0-2 a table descriptor (clear: a block); at level 3 a page
-    /// (which must have it set).
-    pub const TABLE: u64 = 1 << 1;
-    /// The output address (or next table's address), bits 47:12.
-    pub const OA_MASK: u64 = 0x0000_FFFF_FFFF_F000;
-    /// Access flag: set, so a first access does not fault.
-    pub const AF: u64 = 1 << 10;
-    /// `SH` = `0b11`: inner shareable.
-    pub const SH_INNER: u64 = 0b11 << 8;
-    /// Execute-never: stage 1's `XN` (EL2) and stage 2's `XN[1]` (`XN` =
-    /// `0b10`: not executable at EL1 or EL0).
-    pub const XN: u64 = 1 << 54;
-
-    /// Stage 1: `AttrIndx`, the `MAIR` index.
-    pub const ATTRIDX_MASK: u64 = 0b111 << 2;
-    /// Stage 1: `AttrIndx` = 1 (`MAIR_EL2` index 1, Device-nGnRE).
-    pub const ATTRIDX_DEVICE: u64 = 1 << 2;
-    /// Stage 1: `AP[2]`, read-only.
-    pub const AP_RO: u64 = 1 << 7;
-    /// Stage 1: `AP[1]`, RES1 in a single-range regime such as EL2's.
-    pub const AP_RES1: u64 = 1 << 6;
-
-    /// Stage 2: `MemAttr[3:0]`, the memory type.
-    pub const MEMATTR_MASK: u64 = 0b1111 << 2;
-    /// Stage 2: `MemAttr` = `0b1111`, Normal, outer and inner write-back.
-    pub const MEMATTR_NORMAL_WB: u64 = 0b1111 << 2;
-    /// Stage 2: `MemAttr` = `0b0001`, Device-nGnRE.
-    pub const MEMATTR_DEVICE_NGNRE: u64 = 0b0001 << 2;
-    /// Stage 2: `S2AP[0]`, readable.
-    pub const S2AP_R: u64 = 1 << 6;
-    /// Stage 2: `S2AP[1]`, writable.
-    pub const S2AP_W: u64 = 1 << 7;
+bitflags::bitflags! {
+    /// The bits of a VMSAv8-64 descriptor with the 4 KiB granule that mean
+    /// the same in both regimes (Arm ARM D8.3): its type and the attributes
+    /// stage 1 and stage 2 share. The output address is not a flag: see
+    /// [`Descriptor`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Desc: u64 {
+        /// Valid.
+        const VALID = 1 << 0;
+        /// At levels 0-2 a table descriptor (clear: a block); at level 3 a
+        /// page (which must have it set).
+        const TABLE_OR_PAGE = 1 << 1;
+        /// `SH` = `0b11`: inner shareable.
+        const INNER_SHAREABLE = 0b11 << 8;
+        /// `AF`, the access flag: set, so a first access does not fault.
+        const ACCESS_FLAG = 1 << 10;
+        /// Execute-never: stage 1's `XN` (EL2) and stage 2's `XN[1]` (`XN`
+        /// = `0b10`: not executable at EL1 or EL0).
+        const EXECUTE_NEVER = 1 << 54;
+    }
 }
-use desc::{AF, OA_MASK, SH_INNER, XN};
+
+bitflags::bitflags! {
+    /// The attribute bits of an EL2 stage-1 block or page descriptor (Arm
+    /// ARM D8.3.2), with `MAIR_EL2` as [`El2Stage1::MAIR`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct El2Attributes: u64 {
+        /// `AttrIndx`, the whole field: the `MAIR_EL2` index.
+        const ATTR_INDEX = 0b111 << 2;
+        /// `AttrIndx` = 1: `MAIR_EL2` index 1, Device-nGnRE (index 0,
+        /// Normal write-back, is all bits clear).
+        const ATTR_INDEX_DEVICE = 1 << 2;
+        /// `AP[1]`, RES1 in a single-range regime such as EL2's.
+        const AP_RES1 = 1 << 6;
+        /// `AP[2]`: read-only.
+        const READ_ONLY = 1 << 7;
+    }
+}
+
+bitflags::bitflags! {
+    /// The attribute bits of a stage-2 block or page descriptor (Arm ARM
+    /// D8.3.2), with `HCR_EL2.FWB` = 0.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Stage2Attributes: u64 {
+        /// `MemAttr[3:0]`, the whole field: the memory type.
+        const MEM_ATTR = 0b1111 << 2;
+        /// `MemAttr` = `0b1111`: Normal, outer and inner write-back.
+        const NORMAL_WRITE_BACK = 0b1111 << 2;
+        /// `MemAttr` = `0b0001`: Device-nGnRE.
+        const DEVICE_NGNRE = 0b0001 << 2;
+        /// `S2AP[0]`: readable.
+        const READ = 1 << 6;
+        /// `S2AP[1]`: writable.
+        const WRITE = 1 << 7;
+    }
+}
+
+/// One descriptor as a table holds it: [`Desc`] bits, a regime's attribute
+/// bits and, in a valid one, an output address (or the next table's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Descriptor(u64);
+
+impl Descriptor {
+    /// An invalid descriptor: no translation.
+    const INVALID: Descriptor = Descriptor(0);
+    /// The output address field, bits 47:12.
+    const OA_MASK: u64 = 0x0000_FFFF_FFFF_F000;
+
+    /// A table descriptor for the next-level table at `next`.
+    const fn table(next: Pa) -> Descriptor {
+        Descriptor((next.raw() & Self::OA_MASK) | Desc::VALID.bits() | Desc::TABLE_OR_PAGE.bits())
+    }
+    /// A block (levels 1 and 2) or page (level 3) descriptor for `pa` with
+    /// a regime's `attrs` (from [`Regime::leaf_attrs`]).
+    const fn leaf(level: usize, pa: Pa, attrs: u64) -> Descriptor {
+        let ty = if level == 3 {
+            Desc::VALID.union(Desc::TABLE_OR_PAGE)
+        } else {
+            Desc::VALID
+        };
+        Descriptor((pa.raw() & Self::OA_MASK) | attrs | ty.bits())
+    }
+    const fn flags(self) -> Desc {
+        Desc::from_bits_truncate(self.0)
+    }
+    const fn is_valid(self) -> bool {
+        self.flags().contains(Desc::VALID)
+    }
+    /// Whether it points to a next-level table (it is at `level`).
+    const fn is_table(self, level: usize) -> bool {
+        level < 3
+            && self
+                .flags()
+                .contains(Desc::VALID.union(Desc::TABLE_OR_PAGE))
+    }
+    /// The output address (or the next table's), unaligned to any block.
+    const fn output(self) -> Pa {
+        Pa(self.0 & Self::OA_MASK)
+    }
+}
 
 /// What a mapping maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,28 +208,30 @@ impl El2Stage1 {
 
 impl Regime for El2Stage1 {
     fn leaf_attrs(a: Attrs) -> u64 {
-        let mut d = AF | desc::AP_RES1;
+        let mut common = Desc::ACCESS_FLAG;
+        let mut d = El2Attributes::AP_RES1;
         match a.kind {
-            MemKind::Normal => d |= SH_INNER,
-            MemKind::Device => d |= desc::ATTRIDX_DEVICE,
+            MemKind::Normal => common |= Desc::INNER_SHAREABLE,
+            MemKind::Device => d |= El2Attributes::ATTR_INDEX_DEVICE,
         }
         if !a.write {
-            d |= desc::AP_RO;
+            d |= El2Attributes::READ_ONLY;
         }
         if !a.exec {
-            d |= XN;
+            common |= Desc::EXECUTE_NEVER;
         }
-        d
+        common.bits() | d.bits()
     }
-    fn decode_attrs(d: u64) -> Attrs {
+    fn decode_attrs(desc: u64) -> Attrs {
+        let d = El2Attributes::from_bits_truncate(desc);
         Attrs {
-            kind: if d & desc::ATTRIDX_MASK == desc::ATTRIDX_DEVICE {
+            kind: if d.intersection(El2Attributes::ATTR_INDEX) == El2Attributes::ATTR_INDEX_DEVICE {
                 MemKind::Device
             } else {
                 MemKind::Normal
             },
-            write: d & desc::AP_RO == 0,
-            exec: d & XN == 0,
+            write: !d.contains(El2Attributes::READ_ONLY),
+            exec: !Desc::from_bits_truncate(desc).contains(Desc::EXECUTE_NEVER),
         }
     }
 }
@@ -178,28 +243,35 @@ pub enum Stage2 {}
 
 impl Regime for Stage2 {
     fn leaf_attrs(a: Attrs) -> u64 {
-        let mut d = AF | desc::S2AP_R;
+        let mut common = Desc::ACCESS_FLAG;
+        let mut d = Stage2Attributes::READ;
         match a.kind {
-            MemKind::Normal => d |= desc::MEMATTR_NORMAL_WB | SH_INNER,
-            MemKind::Device => d |= desc::MEMATTR_DEVICE_NGNRE,
+            MemKind::Normal => {
+                d |= Stage2Attributes::NORMAL_WRITE_BACK;
+                common |= Desc::INNER_SHAREABLE;
+            }
+            MemKind::Device => d |= Stage2Attributes::DEVICE_NGNRE,
         }
         if a.write {
-            d |= desc::S2AP_W;
+            d |= Stage2Attributes::WRITE;
         }
         if !a.exec {
-            d |= XN;
+            common |= Desc::EXECUTE_NEVER;
         }
-        d
+        common.bits() | d.bits()
     }
-    fn decode_attrs(d: u64) -> Attrs {
+    fn decode_attrs(desc: u64) -> Attrs {
+        let d = Stage2Attributes::from_bits_truncate(desc);
         Attrs {
-            kind: if d & desc::MEMATTR_MASK == desc::MEMATTR_NORMAL_WB {
+            kind: if d.intersection(Stage2Attributes::MEM_ATTR)
+                == Stage2Attributes::NORMAL_WRITE_BACK
+            {
                 MemKind::Normal
             } else {
                 MemKind::Device
             },
-            write: d & desc::S2AP_W != 0,
-            exec: d & XN == 0,
+            write: d.contains(Stage2Attributes::WRITE),
+            exec: !Desc::from_bits_truncate(desc).contains(Desc::EXECUTE_NEVER),
         }
     }
 }
@@ -296,38 +368,6 @@ impl Geometry {
     /// One past the largest input address.
     pub const fn input_limit(&self) -> u64 {
         1 << self.input_bits
-    }
-
-    /// `VTCR_EL2` for this geometry (Arm ARM D19.2): 4 KiB granule, inner
-    /// shareable write-back walks, 8-bit VMID, `PS` = `pa_range` (the
-    /// `ID_AA64MMFR0_EL1.PARange` encoding).
-    pub const fn vtcr(&self, pa_range: u64) -> u64 {
-        let t0sz = (64 - self.input_bits) as u64;
-        let sl0 = match self.start_level {
-            2 => 0,
-            1 => 1,
-            _ => 2,
-        };
-        (1 << 31)
-            | ((pa_range & 0b111) << 16)
-            | (0b11 << 12)
-            | (0b01 << 10)
-            | (0b01 << 8)
-            | (sl0 << 6)
-            | t0sz
-    }
-
-    /// `TCR_EL2` (non-VHE) for this geometry: 4 KiB granule, inner shareable
-    /// write-back walks, `PS` = `pa_range`.
-    pub const fn tcr_el2(&self, pa_range: u64) -> u64 {
-        let t0sz = (64 - self.input_bits) as u64;
-        (1 << 31)
-            | (1 << 23)
-            | ((pa_range & 0b111) << 16)
-            | (0b11 << 12)
-            | (0b01 << 10)
-            | (0b01 << 8)
-            | t0sz
     }
 }
 
@@ -460,8 +500,8 @@ impl<R: Regime> PageTable<R> {
     ) -> Result<Slot, CorruptTable> {
         loop {
             let idx = self.index(level, va);
-            let entry = mem.read_entry(table, idx);
-            if !is_table_descriptor(level, entry) {
+            let entry = Descriptor(mem.read_entry(table, idx));
+            if !entry.is_table(level) {
                 return Ok(Slot {
                     table,
                     level,
@@ -469,7 +509,7 @@ impl<R: Regime> PageTable<R> {
                     entry,
                 });
             }
-            let next = Pa(entry & OA_MASK);
+            let next = entry.output();
             if !is_table(next) {
                 return Err(CorruptTable {
                     va: va & !(block_size(level) - 1),
@@ -504,34 +544,22 @@ impl<R: Regime> PageTable<R> {
             let s = self
                 .descend(&*mem, is_table, va, table, level)
                 .map_err(MapError::CorruptTable)?;
-            if s.entry & desc::VALID != 0 {
+            if s.entry.is_valid() {
                 return Err(MapError::AlreadyMapped);
             }
             let size = block_size(s.level);
             let block_ok =
                 s.level >= 1 && va.is_multiple_of(size) && pa.is_aligned(size) && remaining >= size;
             if block_ok || s.level == 3 {
-                let ty = if s.level == 3 {
-                    desc::VALID | desc::TABLE
-                } else {
-                    desc::VALID
-                };
-                mem.write_entry(
-                    s.table,
-                    s.idx,
-                    (pa.raw() & OA_MASK) | R::leaf_attrs(attrs) | ty,
-                );
+                let leaf = Descriptor::leaf(s.level, pa, R::leaf_attrs(attrs));
+                mem.write_entry(s.table, s.idx, leaf.0);
                 return Ok(size);
             }
             // A new table, taken from `alloc` (the caller's own pool): the
             // descent continues in it without asking `is_table`.
             let next = alloc.alloc_page().ok_or(MapError::NoMemory)?;
             mem.zero_page(next);
-            mem.write_entry(
-                s.table,
-                s.idx,
-                (next.raw() & OA_MASK) | desc::VALID | desc::TABLE,
-            );
+            mem.write_entry(s.table, s.idx, Descriptor::table(next).0);
             table = next;
             level = s.level + 1;
         }
@@ -549,14 +577,14 @@ impl<R: Regime> PageTable<R> {
             return Ok(None);
         }
         let s = self.descend(mem, is_table, va, self.root, self.geometry.start_level)?;
-        if s.entry & desc::VALID == 0 {
+        if !s.entry.is_valid() {
             return Ok(None);
         }
         let size = block_size(s.level);
         Ok(Some(Leaf {
-            pa: Pa((s.entry & OA_MASK & !(size - 1)) | (va & (size - 1))),
+            pa: Pa((s.entry.output().raw() & !(size - 1)) | (va & (size - 1))),
             level: s.level,
-            attrs: R::decode_attrs(s.entry),
+            attrs: R::decode_attrs(s.entry.0),
         }))
     }
 
@@ -571,11 +599,7 @@ impl<R: Regime> PageTable<R> {
         let s = self.descend(mem, is_table, va, self.root, self.geometry.start_level)?;
         // A valid entry (a block, or a page at level 3): `map` will refuse
         // and allocate nothing.
-        Ok(if s.entry & desc::VALID == 0 {
-            3 - s.level
-        } else {
-            0
-        })
+        Ok(if !s.entry.is_valid() { 3 - s.level } else { 0 })
     }
 
     /// Invalidates the leaf (block or page) that translates `va`, if any, and
@@ -591,10 +615,10 @@ impl<R: Regime> PageTable<R> {
             return Ok(None);
         }
         let s = self.descend(&*mem, is_table, va, self.root, self.geometry.start_level)?;
-        if s.entry & desc::VALID == 0 {
+        if !s.entry.is_valid() {
             return Ok(None);
         }
-        mem.write_entry(s.table, s.idx, 0);
+        mem.write_entry(s.table, s.idx, Descriptor::INVALID.0);
         let size = block_size(s.level);
         Ok(Some((va & !(size - 1), size)))
     }
@@ -667,13 +691,13 @@ impl<R: Regime> PageTable<R> {
         }
         let size = block_size(level);
         for i in 0..entries {
-            let e = mem.read_entry(table, i);
-            if e & desc::VALID == 0 {
+            let e = Descriptor(mem.read_entry(table, i));
+            if !e.is_valid() {
                 continue;
             }
             let va = base + i as u64 * size;
-            if is_table_descriptor(level, e) {
-                let next = Pa(e & OA_MASK);
+            if e.is_table(level) {
+                let next = e.output();
                 if !is_table(next) {
                     return Err(CorruptTable { va, level, next });
                 }
@@ -681,20 +705,15 @@ impl<R: Regime> PageTable<R> {
                 self.visit(mem, is_table, (next, level + 1, va), ENTRIES, leaves, f)?;
             } else if leaves {
                 let leaf = Leaf {
-                    pa: Pa(e & OA_MASK & !(size - 1)),
+                    pa: Pa(e.output().raw() & !(size - 1)),
                     level,
-                    attrs: R::decode_attrs(e),
+                    attrs: R::decode_attrs(e.0),
                 };
                 f(Node::Leaf(va, leaf, size));
             }
         }
         Ok(())
     }
-}
-
-/// Whether `entry`, at `level`, points to a next-level table.
-const fn is_table_descriptor(level: usize, entry: u64) -> bool {
-    level < 3 && entry & (desc::VALID | desc::TABLE) == desc::VALID | desc::TABLE
 }
 
 /// Where [`PageTable::descend`] stopped: entry `idx` of the table at
@@ -704,7 +723,7 @@ struct Slot {
     table: Pa,
     level: usize,
     idx: usize,
-    entry: u64,
+    entry: Descriptor,
 }
 
 /// What [`PageTable::visit`] found.
@@ -741,18 +760,9 @@ mod tests {
     }
 
     #[test]
-    fn vtcr_fields() {
-        let g = Geometry::stage2(40).unwrap();
-        let v = g.vtcr(2);
-        assert_eq!(v & 0x3F, 24, "T0SZ");
-        assert_eq!((v >> 6) & 3, 1, "SL0 = level 1");
-        assert_eq!((v >> 14) & 3, 0, "TG0 = 4K");
-        assert_eq!((v >> 16) & 7, 2, "PS");
-        assert_eq!(v >> 31, 1, "RES1");
-    }
-
-    #[test]
     fn descriptor_attribute_encodings() {
+        const XN: u64 = Desc::EXECUTE_NEVER.bits();
+        const AF: u64 = Desc::ACCESS_FLAG.bits();
         let d = Stage2::leaf_attrs(Attrs::RAM_RWX);
         assert_eq!(d & (0xF << 2), 0xF << 2, "Normal WB");
         assert_eq!(d & (3 << 6), 3 << 6, "S2AP RW");

@@ -33,8 +33,8 @@ use kcore::ownership::PageState;
 use kcore::pgtable::{Attrs, CorruptTable, Geometry, MapError, PageTable, Stage2};
 use kcore::vm::{VmId, VmState};
 use kcore_abi::{Error, HypercallId as H, vm_flags};
-use kcore_arch::host_double::{FakeAllocator, FakeFirmware};
-use kcore_arch::host_machine::FakeMachine;
+use kcore_arch::host_cpu::FakeFirmware;
+use kcore_arch::host_memory::{FakeAllocator, FakeMachine};
 
 /// The host double, recording every page KCore reads or writes through
 /// any of the hardware traits.

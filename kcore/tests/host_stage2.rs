@@ -10,8 +10,7 @@
 use kcore::addr::{Ipa, MemRange, PAGE_SIZE, Pa};
 use kcore::host_stage2::{HostAbort, HostMemoryMap, HostStage2};
 use kcore::pgtable::{Attrs, Geometry, MemKind, PageTable, Stage2};
-use kcore_arch::host_double::FakeAllocator;
-use kcore_arch::host_machine::FakeMachine;
+use kcore_arch::host_memory::{FakeAllocator, FakeMachine};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;

@@ -12,7 +12,7 @@ use common::{GICR, GICR_STRIDE, RAM, World, check_invariants, host_walk, world};
 use kcore::exception::{Esr, TrapState, ec};
 use kcore::host::{Regs, Resume};
 use kcore_abi::{Error, HypercallId, psci};
-use kcore_arch::host_double::FakeFirmware;
+use kcore_arch::host_cpu::FakeFirmware;
 
 const KCORE_PAGE: u64 = RAM + 0x2000;
 const HOST_RAM: u64 = RAM + 0x20_0000;

@@ -15,7 +15,7 @@ use ed25519_compact::{KeyPair, Seed};
 use kcore::addr::{PAGE_SIZE, Pa};
 use kcore::hw::PhysMemory;
 use kcore::image::{ImageError, MAX_IMAGE_LEN, Signature, VerifyKey, pages_needed, verify};
-use kcore_arch::host_machine::FakeMachine;
+use kcore_arch::host_memory::FakeMachine;
 
 /// A small deterministic generator (xorshift64*), so failures reproduce.
 struct Rng(u64);

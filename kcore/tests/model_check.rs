@@ -51,7 +51,7 @@ use kcore::pgtable::Geometry;
 use kcore::vcpu::{Loaded, RunArgs};
 use kcore::vm::{FreeList, VmHandle, VmId, VmKind, VmState};
 use kcore_abi::{Error, HypercallId as H, PageOwner, run, vm_flags};
-use kcore_arch::host_double::FakeFirmware;
+use kcore_arch::host_cpu::FakeFirmware;
 
 // ---- the machine -------------------------------------------------------------
 
@@ -404,7 +404,7 @@ fn enabled(p: &Pair, op: Op) -> bool {
     }
 }
 
-fn fill(hw: &mut kcore_arch::host_machine::FakeMachine, pa: u64, byte: u8) {
+fn fill(hw: &mut kcore_arch::host_memory::FakeMachine, pa: u64, byte: u8) {
     for off in WINDOWS {
         hw.write(pa + off, &[byte; 8]);
     }

@@ -25,7 +25,7 @@ use kcore::vcpu::{
 use kcore::vgic::{LrState, TIMER_PPI};
 use kcore_abi::run::{self, exit, exit_flags, irq};
 use kcore_abi::{Error, HypercallId as H, reg, vm_flags};
-use kcore_arch::host_double::ScriptedGuest;
+use kcore_arch::host_cpu::ScriptedGuest;
 
 const IMAGE_PFN: u64 = FIRST_HOST_PFN + 32;
 const SIG_PFN: u64 = FIRST_HOST_PFN + 60;
@@ -765,7 +765,7 @@ fn system_reset_leaves_no_vm_data_in_ram() {
     use kcore::exception::TrapState;
     use kcore::ownership::PageState;
     use kcore::vm::VmState;
-    use kcore_arch::host_double::FakeFirmware;
+    use kcore_arch::host_cpu::FakeFirmware;
 
     let mut v = vm(true, 2);
     assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
@@ -1022,7 +1022,8 @@ fn a_protected_guest_shares_and_unshares_its_pages_itself() {
     use kcore::host::Resume;
     use kcore::ownership::PageState;
     use kcore::vm::VmId;
-    use kcore_arch::host_double::{FakeAllocator, FakeFirmware};
+    use kcore_arch::host_cpu::FakeFirmware;
+    use kcore_arch::host_memory::FakeAllocator;
     let mut v = vm(true, 1);
     assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
     run_page(&mut v, 0, &[]);

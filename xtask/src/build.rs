@@ -12,7 +12,6 @@
 
 mod abi_header;
 pub mod cargo;
-pub mod cmd;
 mod cpio;
 mod initramfs;
 mod kcore;
@@ -26,7 +25,7 @@ mod vm_image;
 mod vmm;
 
 use crate::fetch::{self, Fetched};
-use crate::{deps, paths};
+use crate::{cmd, deps, paths};
 use anyhow::{Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};

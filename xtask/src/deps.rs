@@ -16,7 +16,7 @@
 //! without them. `cargo xtask test` proves the explicit form works on every
 //! run ([`reinstall_check`]).
 
-use crate::build::cmd;
+use crate::cmd;
 use crate::paths;
 use anyhow::{Context, Result, bail};
 use std::fs;

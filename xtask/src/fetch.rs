@@ -12,7 +12,7 @@
 //! [`Series`] selects the kernel line: 6.1 from bookworm (what the stack runs
 //! today) or 6.12 from bookworm-backports.
 
-use crate::build::cmd;
+use crate::cmd;
 use crate::paths;
 use anyhow::{Context, Result, bail};
 use std::fs;

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::build::cmd;
+use crate::cmd;
 use crate::paths;
 
 /// The fuzz target.

@@ -7,6 +7,7 @@
 
 mod bench;
 mod build;
+mod cmd;
 mod deps;
 mod fetch;
 mod fuzz;

@@ -20,7 +20,8 @@ use ed25519_compact::KeyPair;
 use kcore::image::{MAX_IMAGE_LEN, SIGNATURE_LEN};
 use kcore_abi::manifest::{self, Manifest};
 
-use crate::build::{cmd, keys};
+use crate::build::keys;
+use crate::cmd;
 
 /// Arguments of `cargo xtask sign-image`.
 #[derive(clap::Args, Debug)]
@@ -154,7 +155,7 @@ mod tests {
     use crate::build::keys::tests::scratch;
     use kcore::addr::{PAGE_SIZE, Pa};
     use kcore::image::{ImageError, Signature, VerifyKey, pages_needed, verify_with_tail};
-    use kcore_arch::host_machine::FakeMachine;
+    use kcore_arch::host_memory::FakeMachine;
 
     /// Places `image` in pages at descending addresses, as a VM's pages might
     /// be, and runs KCore's verification over them and the block's manifest

@@ -9,6 +9,10 @@
 //! (`HCR_EL2.VM`) and `SMC` trapping (`HCR_EL2.TSC`). Physical interrupts
 //! stay with EL1 (`IMO`/`FMO`/`AMO` clear).
 
+use crate::sysreg::{
+    CPTR_EL2_NVHE, CTR_EL0, ID_AA64ISAR2_EL1, ID_AA64MMFR0, ID_AA64MMFR1, ID_AA64PFR0, ID_AA64PFR1,
+    PMCR_EL0, ZCR_SMCR_EL2,
+};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 use core::arch::asm;
@@ -59,40 +63,46 @@ pub struct Features {
 /// Reads the ID registers.
 pub fn features() -> Features {
     let mmfr0 = ID_AA64MMFR0_EL1.get();
-    let pa_range = (mmfr0 & 0xF).min(5);
+    let pa_range = ID_AA64MMFR0_EL1::PARange.read(mmfr0).min(5);
     let pa_bits = [32, 36, 40, 42, 44, 48][pa_range as usize];
     let pfr0 = ID_AA64PFR0_EL1.get();
     let pfr1 = ID_AA64PFR1_EL1.get();
     let isar1 = ID_AA64ISAR1_EL1.get();
     let isar2 = read_raw!("S3_0_C0_C6_2"); // ID_AA64ISAR2_EL1
     let mmfr1 = ID_AA64MMFR1_EL1.get();
-    let mmfr0_fgt = (mmfr0 >> 56) & 0xF;
-    let dfr0 = ID_AA64DFR0_EL1.get();
-    let pmuver = (dfr0 >> 8) & 0xF;
+    let pmuver = ID_AA64DFR0_EL1.read(ID_AA64DFR0_EL1::PMUVer);
     let pmu_counters = if pmuver != 0 && pmuver != 0xF {
         let pmcr: u64 = read_raw!("pmcr_el0");
-        Some((pmcr >> 11) & 0x1F)
+        Some(PMCR_EL0::N.read(pmcr))
     } else {
         None
     };
     Features {
         pa_range,
         pa_bits,
-        sve: (pfr0 >> 32) & 0xF != 0,
-        sme: (pfr1 >> 24) & 0xF != 0,
-        // APA, API, GPA, GPI in ISAR1; APA3, GPA3 in ISAR2.
-        pauth: isar1 & (0xFF << 4 | 0xFF << 24) != 0 || isar2 & (0xF << 12 | 0xF << 8) != 0,
-        mte2: (pfr1 >> 8) & 0xF >= 2,
-        fgt: mmfr0_fgt != 0,
-        hcx: (mmfr1 >> 40) & 0xF != 0,
-        gicv3_sysregs: (pfr0 >> 24) & 0xF != 0,
+        sve: ID_AA64PFR0_EL1::SVE.read(pfr0) != 0,
+        sme: ID_AA64PFR1::SME.read(pfr1) != 0,
+        pauth: [
+            ID_AA64ISAR1_EL1::APA.read(isar1),
+            ID_AA64ISAR1_EL1::API.read(isar1),
+            ID_AA64ISAR1_EL1::GPA.read(isar1),
+            ID_AA64ISAR1_EL1::GPI.read(isar1),
+            ID_AA64ISAR2_EL1::APA3.read(isar2),
+            ID_AA64ISAR2_EL1::GPA3.read(isar2),
+        ]
+        .iter()
+        .any(|&v| v != 0),
+        mte2: ID_AA64PFR1_EL1::MTE.read(pfr1) >= 2,
+        fgt: ID_AA64MMFR0::FGT.read(mmfr0) != 0,
+        hcx: ID_AA64MMFR1::HCX.read(mmfr1) != 0,
+        gicv3_sysregs: ID_AA64PFR0::GIC.read(pfr0) != 0,
         pmu_counters,
     }
 }
 
 /// The current exception level.
 pub fn current_el() -> u64 {
-    CurrentEL.get() >> 2 & 3
+    CurrentEL.read(CurrentEL::EL)
 }
 
 /// Time since reset in microseconds, from the physical counter.
@@ -103,7 +113,9 @@ pub fn uptime_us() -> u64 {
 
 /// This CPU's MPIDR affinity.
 pub fn mpidr() -> u64 {
-    MPIDR_EL1.get() & 0xFF_00FF_FFFF
+    let affinity =
+        MPIDR_EL1::Aff3::SET + MPIDR_EL1::Aff2::SET + MPIDR_EL1::Aff1::SET + MPIDR_EL1::Aff0::SET;
+    MPIDR_EL1.get() & affinity.value
 }
 
 /// Values of KCore's EL2 translation regime, identical on every CPU.
@@ -120,8 +132,9 @@ pub struct MmuConfig {
     pub sctlr: u64,
 }
 
-/// `SCTLR_EL2` RES1 bits (non-VHE): 29, 28, 23, 22, 18, 16, 11, 5, 4.
-const SCTLR_EL2_RES1: u64 = 0x30C5_0830;
+/// `SCTLR_EL2` RES1 bits (non-VHE): 29, 28, 23, 22, 18, 16, 11, 5, 4. With
+/// nothing else set: the MMU and caches off, as the entry code writes it.
+pub const SCTLR_EL2_RES1: u64 = 0x30C5_0830;
 const SCTLR_M: u64 = SCTLR_EL2::M::SET.value;
 const SCTLR_C: u64 = SCTLR_EL2::C::SET.value;
 const SCTLR_SA: u64 = SCTLR_EL2::SA::SET.value;
@@ -236,20 +249,24 @@ const HFGXTR_NEG: u64 = 0xFFF4_0000_0000_0000;
 pub unsafe fn configure_for_host(f: &Features, host: &HostConfig) {
     // Traps: FP/SIMD, SVE and SME untrapped (non-VHE CPTR_EL2 layout: bits
     // 13, 9, 7:0 RES1; TZ (8) and TSM (12) RES1 when the feature is absent).
-    let mut cptr = (1 << 13) | (1 << 9) | 0xFF;
+    let mut cptr =
+        CPTR_EL2_NVHE::RES1_13::SET + CPTR_EL2_NVHE::RES1_9::SET + CPTR_EL2_NVHE::RES1_7_0::SET;
     if !f.sve {
-        cptr |= 1 << 8;
+        cptr += CPTR_EL2_NVHE::TZ::SET;
     }
     if !f.sme {
-        cptr |= 1 << 12;
+        cptr += CPTR_EL2_NVHE::TSM::SET;
     }
-    CPTR_EL2.set(cptr);
+    CPTR_EL2.set(cptr.value);
     barrier::isb(barrier::SY);
     if f.sve {
-        write_raw!("S3_4_C1_C2_0", 0x1FF); // ZCR_EL2: largest vector length
+        // ZCR_EL2: largest vector length.
+        write_raw!("S3_4_C1_C2_0", ZCR_SMCR_EL2::LEN::SET.value);
     }
     if f.sme {
-        write_raw!("S3_4_C1_C2_6", (1 << 31) | 0x1FF); // SMCR_EL2: FA64, largest SVL
+        // SMCR_EL2: FA64, largest streaming vector length.
+        let smcr = ZCR_SMCR_EL2::FA64::SET + ZCR_SMCR_EL2::LEN::SET;
+        write_raw!("S3_4_C1_C2_6", smcr.value);
     }
     if f.hcx {
         write_raw!("S3_4_C1_C2_2", 0); // HCRX_EL2: no extra traps, SMPME off
@@ -262,16 +279,16 @@ pub unsafe fn configure_for_host(f: &Features, host: &HostConfig) {
         HDFGWTR_EL2.set(0);
     }
     // Debug and PMU: nothing trapped, every counter given to EL1.
-    MDCR_EL2.set(f.pmu_counters.unwrap_or(0));
+    MDCR_EL2.write(MDCR_EL2::HPMN.val(f.pmu_counters.unwrap_or(0)));
     // Counters and timers: EL1 may use the physical ones; no offset.
-    CNTHCTL_EL2.set(0b11);
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET);
     CNTVOFF_EL2.set(0);
     // Identity: KServ sees the real CPU.
     write_raw!("vpidr_el2", MIDR_EL1.get());
     VMPIDR_EL2.set(MPIDR_EL1.get());
     if f.gicv3_sysregs {
-        // ICC_SRE_EL2: SRE | Enable (EL1 may use the system registers).
-        ICC_SRE_EL2.set(0b1001);
+        // EL1 may use the system registers.
+        ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
         barrier::isb(barrier::SY);
         ICH_HCR_EL2.set(0);
     }
@@ -284,6 +301,14 @@ pub unsafe fn configure_for_host(f: &Features, host: &HostConfig) {
     HCR_EL2.set(host_hcr(f));
     barrier::isb(barrier::SY);
 }
+
+/// `SPSR_EL2` for the drop to KServ: EL1h with `DAIF` masked.
+const SPSR_EL1H_MASKED: u64 = SPSR_EL2::D::Masked.value
+    | SPSR_EL2::A::Masked.value
+    | SPSR_EL2::I::Masked.value
+    | SPSR_EL2::F::Masked.value
+    | SPSR_EL2::M::EL1h.value;
+const _: () = assert!(SPSR_EL1H_MASKED == 0x3c5);
 
 /// `SCTLR_EL1` as booting.rst wants it at kernel entry: MMU and caches off
 /// (RES1 bits of ARMv8.0 set).
@@ -303,7 +328,7 @@ pub unsafe fn enter_el1(entry: u64, arg: u64, el2_stack_top: u64) -> ! {
     unsafe {
         asm!(
             "msr elr_el2, {entry}",
-            "mov x9, #0x3c5", // EL1h, DAIF masked
+            "mov x9, #{spsr}",
             "msr spsr_el2, x9",
             "mov sp, {stack}",
             "mov x0, {arg}",
@@ -317,6 +342,7 @@ pub unsafe fn enter_el1(entry: u64, arg: u64, el2_stack_top: u64) -> ! {
             entry = in(reg) entry,
             stack = in(reg) el2_stack_top,
             arg = in(reg) arg,
+            spsr = const SPSR_EL1H_MASKED,
             options(noreturn),
         )
     }
@@ -333,7 +359,7 @@ pub fn halt() -> ! {
 /// Cleans and invalidates the data cache lines covering `[addr, addr+len)`
 /// to the point of coherency (for data a CPU with its MMU off will read).
 pub fn clean_dcache_range(addr: u64, len: u64) {
-    let line = 4 << ((read_raw!("ctr_el0") >> 16) & 0xF);
+    let line = 4 << CTR_EL0::DminLine.read(read_raw!("ctr_el0"));
     let mut a = addr & !(line - 1);
     while a < addr + len {
         // SAFETY: cache maintenance by VA on memory KCore maps; no data changes.

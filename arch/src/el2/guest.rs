@@ -31,8 +31,14 @@
 //! would differ.
 
 use super::{cpu, gicv3, vectors};
+use crate::sysreg::{self, CPTR_EL2_NVHE, ICC_HPPIR1_EL1};
+use aarch64_cpu::registers::{
+    CNTHCTL_EL2, CNTHP_CTL_EL2, CNTV_CTL_EL0, HCR_EL2, ICH_HCR_EL2, ICH_LR0_EL2, ICH_VTR_EL2,
+    ID_AA64MMFR1_EL1, MDCR_EL2, Readable, VTTBR_EL2,
+};
 use core::arch::asm;
 use core::mem::MaybeUninit;
+use kcore::exception::{Esr, ec};
 use kcore::vcpu::{ExitKind, GuestConfig, GuestCpu, GuestExit, N_SYS, Sys, VcpuContext, status};
 use kcore::vgic::{Lr, LrSet, LrState, MAX_LRS, TIMER_PPI};
 
@@ -230,14 +236,14 @@ apr_access! {
 
 /// `ICH_LR<n>_EL2` for `lr`.
 fn encode_lr(lr: &Lr) -> u64 {
-    let mut v = lr.vintid as u64
-        | (lr.priority as u64) << 48
-        | (lr.group1 as u64) << 60
-        | lr.state.bits() << 62;
+    let mut v = ICH_LR0_EL2::vINTID.val(u64::from(lr.vintid))
+        + ICH_LR0_EL2::Priority.val(u64::from(lr.priority))
+        + ICH_LR0_EL2::Group.val(u64::from(lr.group1))
+        + ICH_LR0_EL2::State.val(lr.state.bits());
     if let Some(p) = lr.hw {
-        v |= 1 << 61 | (p as u64 & 0x1FFF) << 32;
+        v += ICH_LR0_EL2::HW::SET + ICH_LR0_EL2::pINTID.val(u64::from(p));
     }
-    v
+    v.value
 }
 
 /// The private interrupts whose bits are set in `mask`, lowest first (a
@@ -252,38 +258,9 @@ fn ppis(mut mask: u32) -> impl Iterator<Item = u32> {
     })
 }
 
-const HCR_VM: u64 = 1 << 0;
-const HCR_SWIO: u64 = 1 << 1;
-const HCR_FMO: u64 = 1 << 3;
-const HCR_IMO: u64 = 1 << 4;
-const HCR_AMO: u64 = 1 << 5;
-const HCR_VSE: u64 = 1 << 8;
-const HCR_FB: u64 = 1 << 9;
-const HCR_BSU_IS: u64 = 1 << 10;
-const HCR_TWI: u64 = 1 << 13;
-const HCR_TWE: u64 = 1 << 14;
-const HCR_TID3: u64 = 1 << 18;
-const HCR_TSC: u64 = 1 << 19;
-const HCR_TIDCP: u64 = 1 << 20;
-const HCR_TACR: u64 = 1 << 21;
-const HCR_RW: u64 = 1 << 31;
-const HCR_TLOR: u64 = 1 << 35;
+/// `HCR_EL2.VSE`: a virtual SError pending.
+const HCR_VSE: u64 = HCR_EL2::VSE::SET.value;
 
-const MDCR_TPMCR: u64 = 1 << 5;
-const MDCR_TPM: u64 = 1 << 6;
-const MDCR_TDA: u64 = 1 << 9;
-const MDCR_TDOSA: u64 = 1 << 10;
-const MDCR_TDRA: u64 = 1 << 11;
-
-const CPTR_TZ: u64 = 1 << 8;
-const CPTR_TFP: u64 = 1 << 10;
-/// `ESR_EL2.EC` of an FP/SIMD access trapped by `CPTR_EL2.TFP`.
-const EC_FP: u64 = 0x07;
-const CPTR_TSM: u64 = 1 << 12;
-const CPTR_TTA: u64 = 1 << 20;
-
-/// `ICH_HCR_EL2.En`.
-const ICH_HCR_EN: u64 = 1;
 /// The EL2 physical timer's PPI (`CNTHP`).
 const HYP_TIMER_PPI: u32 = 26;
 
@@ -302,29 +279,32 @@ impl El2Guest {
         if !f.gicv3_sysregs || !gicv3::available() {
             return None;
         }
-        let vtr = mrs!("S3_4_C12_C11_1"); // ICH_VTR_EL2
-        let lrs = ((vtr & 0x1F) as usize + 1).min(MAX_LRS);
-        let pre_bits = ((vtr >> 26) & 7) + 1;
+        let vtr = ICH_VTR_EL2.get();
+        let lrs = (ICH_VTR_EL2::ListRegs.read(vtr) as usize + 1).min(MAX_LRS);
+        let pre_bits = ICH_VTR_EL2::PREbits.read(vtr) + 1;
         let aprs = 1usize << pre_bits.saturating_sub(5).min(2);
-        let mmfr1 = mrs!("id_aa64mmfr1_el1");
-        let mut hcr = HCR_VM
-            | HCR_SWIO
-            | HCR_FMO
-            | HCR_IMO
-            | HCR_AMO
-            | HCR_FB
-            | HCR_BSU_IS
-            | HCR_TWI
-            | HCR_TWE
-            | HCR_TID3
-            | HCR_TSC
-            | HCR_TIDCP
-            | HCR_TACR
-            | HCR_RW;
-        if (mmfr1 >> 16) & 0xF != 0 {
-            hcr |= HCR_TLOR;
+        let mut hcr = HCR_EL2::VM::Enable
+            + HCR_EL2::SWIO::SET
+            + HCR_EL2::FMO::SET
+            + HCR_EL2::IMO::SET
+            + HCR_EL2::AMO::SET
+            + HCR_EL2::FB::SET
+            + HCR_EL2::BSU::InnerShareable
+            + HCR_EL2::TWI::SET
+            + HCR_EL2::TWE::SET
+            + HCR_EL2::TID3::SET
+            + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+            + HCR_EL2::TIDCP::SET
+            + HCR_EL2::TACR::SET
+            + HCR_EL2::RW::EL1IsAarch64;
+        if ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::LO) != 0 {
+            hcr += HCR_EL2::TLOR::SET;
         }
-        Some(El2Guest { lrs, aprs, hcr })
+        Some(El2Guest {
+            lrs,
+            aprs,
+            hcr: hcr.value,
+        })
     }
 }
 
@@ -380,9 +360,10 @@ impl GuestCpu for El2Guest {
         // KServ's timer: off while the guest owns CNTV, its deadline kept by
         // the EL2 timer, whose interrupt ends the run.
         msr!("cntv_ctl_el0", 0);
-        if host.cntv_ctl & 3 == 1 {
+        let enabled = CNTV_CTL_EL0::ENABLE::SET;
+        if host.cntv_ctl & (enabled + CNTV_CTL_EL0::IMASK::SET).value == enabled.value {
             msr!("S3_4_C14_C2_2", host.cntv_cval); // CNTHP_CVAL_EL2 (KServ's CNTVOFF is 0)
-            msr!("S3_4_C14_C2_1", 1); // CNTHP_CTL_EL2: enabled
+            msr!("S3_4_C14_C2_1", CNTHP_CTL_EL2::ENABLE::SET.value); // CNTHP_CTL_EL2
             gicv3::enable_private(HYP_TIMER_PPI);
         }
 
@@ -413,22 +394,30 @@ impl GuestCpu for El2Guest {
         }
         msr!("S3_4_C12_C11_7", ctx.vgic.vmcr); // ICH_VMCR_EL2
         load_aprs(self.aprs, &ctx.vgic.ap0r, &ctx.vgic.ap1r);
-        msr!("S3_4_C12_C11_0", ICH_HCR_EN); // ICH_HCR_EL2
+        msr!("S3_4_C12_C11_0", ICH_HCR_EL2::En::SET.value); // ICH_HCR_EL2
 
         let mut hcr = self.hcr;
         if ctx.status & status::VSERROR != 0 {
             hcr |= HCR_VSE;
             ctx.status &= !status::VSERROR;
         }
-        msr!("vtcr_el2", cfg.geometry.vtcr(host.vtcr >> 16 & 7));
-        msr!("vttbr_el2", (cfg.vmid as u64) << 48 | cfg.root.raw());
         msr!(
-            "mdcr_el2",
-            host.mdcr | MDCR_TPM | MDCR_TPMCR | MDCR_TDA | MDCR_TDOSA | MDCR_TDRA
+            "vtcr_el2",
+            sysreg::vtcr_el2(&cfg.geometry, sysreg::vtcr_el2_pa_range(host.vtcr))
         );
-        let guest_cptr = host.cptr | CPTR_TZ | CPTR_TSM | CPTR_TTA;
-        msr!("cptr_el2", guest_cptr | CPTR_TFP);
-        msr!("cnthctl_el2", 0b01); // EL1PCTEN only: the physical timer traps
+        let vmid = VTTBR_EL2::VMID.val(u64::from(cfg.vmid));
+        msr!("vttbr_el2", vmid.value | cfg.root.raw());
+        let mdcr_traps = MDCR_EL2::TPM::SET
+            + MDCR_EL2::TPMCR::SET
+            + MDCR_EL2::TDA::SET
+            + MDCR_EL2::TDOSA::SET
+            + MDCR_EL2::TDRA::SET;
+        msr!("mdcr_el2", host.mdcr | mdcr_traps.value);
+        let cptr_traps = CPTR_EL2_NVHE::TZ::SET + CPTR_EL2_NVHE::TSM::SET + CPTR_EL2_NVHE::TTA::SET;
+        let guest_cptr = host.cptr | cptr_traps.value;
+        msr!("cptr_el2", guest_cptr | CPTR_EL2_NVHE::TFP::SET.value);
+        // EL1PCTEN only: the physical timer traps.
+        msr!("cnthctl_el2", CNTHCTL_EL2::EL1PCTEN::SET.value);
         msr!("hcr_el2", hcr);
         msr!("elr_el2", ctx.pc);
         msr!("spsr_el2", ctx.pstate);
@@ -447,7 +436,7 @@ impl GuestCpu for El2Guest {
         // and SPSR_EL2 still hold it). A guest's own CPACR_EL1 trap goes to
         // its EL1 first, so this is only ever KCore's trap.
         let mut fp_loaded = false;
-        if kind == 0 && mrs!("esr_el2") >> 26 == EC_FP {
+        if kind == 0 && Esr(mrs!("esr_el2")).ec() == ec::FP_ASIMD {
             // The trap first: it catches EL2's own FP/SIMD accesses too.
             msr!("cptr_el2", guest_cptr);
             // SAFETY: a context synchronization barrier; no memory access.
@@ -504,14 +493,16 @@ impl GuestCpu for El2Guest {
         // read before the timer is disabled and the line drops.)
         let mut exit = exit;
         if exit.kind == ExitKind::Irq
-            && ctx.cntv_ctl & 0b111 == 0b101
-            && mrs!("S3_0_C12_C12_2") & 0xFF_FFFF == u64::from(TIMER_PPI)
+            && CNTV_CTL_EL0::ENABLE.is_set(ctx.cntv_ctl)
+            && !CNTV_CTL_EL0::IMASK.is_set(ctx.cntv_ctl)
+            && CNTV_CTL_EL0::ISTATUS.is_set(ctx.cntv_ctl)
+            && ICC_HPPIR1_EL1::INTID.read(mrs!("S3_0_C12_C12_2")) == u64::from(TIMER_PPI)
         {
             exit.kind = ExitKind::GuestTimer;
         }
         msr!("cntv_ctl_el0", 0);
         for (i, lr) in lrs.as_mut_slice().iter_mut().take(n).enumerate() {
-            lr.state = LrState::from_bits(read_lr(i) >> 62);
+            lr.state = LrState::from_bits(ICH_LR0_EL2::State.read(read_lr(i)));
             write_lr(i, 0);
             if let Some(p) = lr.hw {
                 gicv3::set_private_active(p, false);

@@ -9,7 +9,12 @@
 //!
 //! While a guest runs, `VBAR_EL2` holds a second table whose lower-EL
 //! entries save the guest's general registers into its context and return
-//! from `kcore_guest_run`, the call that entered the guest.
+//! from `kcore_guest_run`, the call that entered the guest. The assembly
+//! reaches the context's fields through `offset_of!` constants passed in as
+//! `const` operands, never through literal offsets.
+
+use core::mem::offset_of;
+use kcore::vcpu::VcpuContext;
 
 /// KServ's general registers as saved at the trap.
 pub type HostFrame = [u64; 31];
@@ -136,24 +141,24 @@ kcore_guest_run:
     stp x21, x22, [sp, #-16]!
     stp x19, x20, [sp, #-16]!
     stp x18, x0, [sp, #-16]!
-    ldr x1, [x0, #248]
+    ldr x1, [x0, #{ctx_sp_el0}]
     msr sp_el0, x1
-    ldp x2, x3, [x0, #16]
-    ldp x4, x5, [x0, #32]
-    ldp x6, x7, [x0, #48]
-    ldp x8, x9, [x0, #64]
-    ldp x10, x11, [x0, #80]
-    ldp x12, x13, [x0, #96]
-    ldp x14, x15, [x0, #112]
-    ldp x16, x17, [x0, #128]
-    ldp x18, x19, [x0, #144]
-    ldp x20, x21, [x0, #160]
-    ldp x22, x23, [x0, #176]
-    ldp x24, x25, [x0, #192]
-    ldp x26, x27, [x0, #208]
-    ldp x28, x29, [x0, #224]
-    ldr x30, [x0, #240]
-    ldp x0, x1, [x0, #0]
+    ldp x2, x3, [x0, #({ctx_x} + 16)]
+    ldp x4, x5, [x0, #({ctx_x} + 32)]
+    ldp x6, x7, [x0, #({ctx_x} + 48)]
+    ldp x8, x9, [x0, #({ctx_x} + 64)]
+    ldp x10, x11, [x0, #({ctx_x} + 80)]
+    ldp x12, x13, [x0, #({ctx_x} + 96)]
+    ldp x14, x15, [x0, #({ctx_x} + 112)]
+    ldp x16, x17, [x0, #({ctx_x} + 128)]
+    ldp x18, x19, [x0, #({ctx_x} + 144)]
+    ldp x20, x21, [x0, #({ctx_x} + 160)]
+    ldp x22, x23, [x0, #({ctx_x} + 176)]
+    ldp x24, x25, [x0, #({ctx_x} + 192)]
+    ldp x26, x27, [x0, #({ctx_x} + 208)]
+    ldp x28, x29, [x0, #({ctx_x} + 224)]
+    ldr x30, [x0, #({ctx_x} + 240)]
+    ldp x0, x1, [x0, #{ctx_x}]
     eret
     dsb nsh
     isb
@@ -161,25 +166,25 @@ kcore_guest_run:
 kcore_guest_exit:
     // [sp] = the guest's x0, x1; [sp + 16] = host x18, ctx.
     ldr x0, [sp, #24]
-    stp x2, x3, [x0, #16]
-    stp x4, x5, [x0, #32]
-    stp x6, x7, [x0, #48]
-    stp x8, x9, [x0, #64]
-    stp x10, x11, [x0, #80]
-    stp x12, x13, [x0, #96]
-    stp x14, x15, [x0, #112]
-    stp x16, x17, [x0, #128]
-    stp x18, x19, [x0, #144]
-    stp x20, x21, [x0, #160]
-    stp x22, x23, [x0, #176]
-    stp x24, x25, [x0, #192]
-    stp x26, x27, [x0, #208]
-    stp x28, x29, [x0, #224]
-    str x30, [x0, #240]
+    stp x2, x3, [x0, #({ctx_x} + 16)]
+    stp x4, x5, [x0, #({ctx_x} + 32)]
+    stp x6, x7, [x0, #({ctx_x} + 48)]
+    stp x8, x9, [x0, #({ctx_x} + 64)]
+    stp x10, x11, [x0, #({ctx_x} + 80)]
+    stp x12, x13, [x0, #({ctx_x} + 96)]
+    stp x14, x15, [x0, #({ctx_x} + 112)]
+    stp x16, x17, [x0, #({ctx_x} + 128)]
+    stp x18, x19, [x0, #({ctx_x} + 144)]
+    stp x20, x21, [x0, #({ctx_x} + 160)]
+    stp x22, x23, [x0, #({ctx_x} + 176)]
+    stp x24, x25, [x0, #({ctx_x} + 192)]
+    stp x26, x27, [x0, #({ctx_x} + 208)]
+    stp x28, x29, [x0, #({ctx_x} + 224)]
+    str x30, [x0, #({ctx_x} + 240)]
     ldp x2, x3, [sp], #16
-    stp x2, x3, [x0, #0]
+    stp x2, x3, [x0, #{ctx_x}]
     mrs x2, sp_el0
-    str x2, [x0, #248]
+    str x2, [x0, #{ctx_sp_el0}]
     mov x0, x1
     ldp x18, x2, [sp], #16
     ldp x19, x20, [sp], #16
@@ -191,11 +196,22 @@ kcore_guest_exit:
     ret
 "#,
     frame = const FRAME_SIZE,
+    ctx_x = const offset_of!(VcpuContext, x),
+    ctx_sp_el0 = const offset_of!(VcpuContext, sp_el0),
 );
 
-// The entry code addresses the guest's registers by these offsets.
-const _: () = assert!(core::mem::offset_of!(kcore::vcpu::VcpuContext, x) == 0);
-const _: () = assert!(core::mem::offset_of!(kcore::vcpu::VcpuContext, sp_el0) == 248);
+/// Size of the field `field` selects, for the layout checks below.
+const fn field_size<T, F>(_field: fn(&T) -> &F) -> usize {
+    size_of::<F>()
+}
+
+// The entry code moves `x0..=x30` as one block of 31 words from `ctx_x`,
+// and `SP_EL0` on its own: the two must not overlap.
+const _: () = assert!(field_size(|c: &VcpuContext| &c.x) == 31 * 8);
+const _: () = assert!(
+    offset_of!(VcpuContext, sp_el0) >= offset_of!(VcpuContext, x) + 31 * 8
+        || offset_of!(VcpuContext, sp_el0) + 8 <= offset_of!(VcpuContext, x)
+);
 
 unsafe extern "C" {
     /// The vector table (2 KiB aligned).

@@ -11,7 +11,7 @@
 //! the MMU off), turn the MMU on and call `kcore_secondary_main(cpu)`.
 
 use core::mem::offset_of;
-use kcore_arch::el2::cpu::MmuConfig;
+use kcore_arch::el2::cpu::{MmuConfig, SCTLR_EL2_RES1};
 
 /// What a secondary CPU needs before its MMU is on.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,9 +41,6 @@ pub static mut KCORE_SECONDARY_BOOT: SecondaryBoot = SecondaryBoot {
     stack_size: 0,
     cpus: 0,
 };
-
-/// `SCTLR_EL2` with only its RES1 bits: MMU and caches off.
-const SCTLR_EL2_OFF: u64 = 0x30C5_0830;
 
 core::arch::global_asm!(
     r#"
@@ -138,7 +135,7 @@ kcore_secondary_entry:
 7:  wfe
     b 7b
 "#,
-    sctlr_off = const SCTLR_EL2_OFF,
+    sctlr_off = const SCTLR_EL2_RES1,
     cpus = const offset_of!(SecondaryBoot, cpus),
     stacks = const offset_of!(SecondaryBoot, stacks),
     stack_size = const offset_of!(SecondaryBoot, stack_size),

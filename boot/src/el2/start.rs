@@ -8,6 +8,7 @@
 //! why and stops the machine cleanly ([`stop`]).
 
 use super::entry::{self, ImageLayout, KCORE_SECONDARY_BOOT, SecondaryBoot};
+use super::state::{FEATURES, KcoreState, MAP_RANGES, MAX_CPUS, POWER, STATE, stop};
 use super::{console, early, heap, trap};
 use alloc::vec::Vec;
 use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
@@ -19,75 +20,22 @@ use kcore::mem_protect::MemCore;
 use kcore::ownership::OwnershipTable;
 use kcore::pgtable::{Attrs, El2Stage1, Geometry, PageTable, Stage2};
 use kcore::psci::PsciRelay;
-use kcore_abi::psci as fid;
 use kcore_arch::el2::cpu::{self, Features, HostConfig, MmuConfig};
-use kcore_arch::el2::firmware;
 use kcore_arch::el2::gicv3;
-use kcore_arch::el2::memory::{PagePool, PhysTables};
+use kcore_arch::el2::phys_memory::{PagePool, PhysTables};
 use kcore_arch::el2::vectors;
-use kcore_boot::platform::{self, Conduit, MaybeRegion, Platform};
-use kcore_boot::{kserv_dt, platform::MemRegion, pool};
-use log::{error, info, warn};
+use kcore_arch::sysreg;
+use kcore_boot::platform::{self, MaybeRegion, Platform};
+use kcore_boot::{kserv_dt, pool};
+use log::{info, warn};
 
-/// Most CPUs KCore manages.
-pub const MAX_CPUS: usize = 64;
-/// Ranges KServ's memory map may hold (RAM banks and KCore regions).
-pub const MAP_RANGES: usize = 16;
-/// Most VMs at once (hardware VMIDs 1..=MAX_VMS; 8-bit VMIDs).
-pub const MAX_VMS: usize = 16;
 /// Pages of the EL2 stage-1 table area in bss.
 const EL2_TABLE_PAGES: usize = 64;
 
 #[repr(C, align(4096))]
 struct TableArea([u8; EL2_TABLE_PAGES * PAGE_SIZE as usize]);
 static mut EL2_TABLES: TableArea = TableArea([0; EL2_TABLE_PAGES * PAGE_SIZE as usize]);
-
-/// Everything KServ's traps need, behind one lock (docs/lock-order.md).
-pub struct KcoreState {
-    /// The host-facing state machine.
-    pub host: Host<&'static mut [u64], MAP_RANGES, MAX_CPUS, MAX_VMS>,
-    /// Pages for KServ's stage-2 tables.
-    pub pool: PagePool,
-}
-
-/// How a CPU waits for [`STATE`]: `YIELD` between tries. A hint on
-/// hardware; under QEMU's round-robin TCG it hands the turn to the next CPU,
-/// which may be the lock's holder, where a plain spin would burn this CPU's
-/// whole time slice first (tens of thousands of instructions per contended
-/// vCPU exit in the IPI benchmark).
-pub struct YieldRelax;
-
-impl spin::RelaxStrategy for YieldRelax {
-    fn relax() {
-        // SAFETY: a hint instruction; no memory or register effect.
-        unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
-    }
-}
-
-/// The one KCore state. Lock order: `STATE` before the console lock.
-pub static STATE: spin::mutex::Mutex<Option<KcoreState>, YieldRelax> =
-    spin::mutex::Mutex::new(None);
-static FEATURES: spin::Once<Features> = spin::Once::new();
 static HOST_CONFIG: spin::Once<HostConfig> = spin::Once::new();
-static POWER: spin::Once<Option<Conduit>> = spin::Once::new();
-
-/// Prints `why`, then powers the machine off through PSCI if the platform
-/// has it (over the device tree's conduit: `HVC` only when KCore was wrongly
-/// entered at EL1), else parks this CPU. Never returns.
-pub fn stop(why: core::fmt::Arguments<'_>) -> ! {
-    error!("{why}");
-    error!("halting");
-    match POWER.get() {
-        Some(Some(Conduit::Smc)) => {
-            firmware::smc(fid::SYSTEM_OFF, 0, 0, 0);
-        }
-        Some(Some(Conduit::Hvc)) if cpu::current_el() < 2 => {
-            firmware::hvc(fid::SYSTEM_OFF, 0, 0, 0);
-        }
-        _ => {}
-    }
-    cpu::halt()
-}
 
 /// `[start, end)` minus every range in `holes`, as pieces, through `f`.
 fn subtract<E>(
@@ -196,7 +144,7 @@ fn build_el2_map(
     }
     Some(MmuConfig {
         mair: El2Stage1::MAIR,
-        tcr: geometry.tcr_el2(f.pa_range),
+        tcr: sysreg::tcr_el2(&geometry, f.pa_range),
         ttbr0: area,
         sctlr: cpu::sctlr_el2(f),
     })
@@ -247,7 +195,7 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     cpu::set_vectors(vectors::vectors_addr());
     heap::init();
     #[cfg(feature = "self-check")]
-    if let Err(e) = kcore_arch::el2::mem::check() {
+    if let Err(e) = kcore_arch::el2::memcpy::check() {
         stop(format_args!("self-check: {e}"));
     }
     let regions: Vec<(u64, u64)> = early.gicr.iter().flatten().copied().collect();
@@ -278,10 +226,6 @@ struct KservBoot {
     dt: u64,
 }
 
-fn region(r: &MemRegion) -> Option<MemRange> {
-    MemRange::new(r.base, r.size)
-}
-
 fn boot_kserv(
     plat: &Platform,
     dt: &[u8],
@@ -289,7 +233,7 @@ fn boot_kserv(
     mmu: &MmuConfig,
     f: &Features,
 ) -> KservBoot {
-    let banks: Vec<MemRange> = plat.memory.iter().filter_map(region).collect();
+    let banks: &[MemRange] = &plat.memory;
     let Some(bank) = banks.iter().find(|b| b.contains(img.start)).copied() else {
         stop(format_args!(
             "KCore at {:#x} is not inside any /memory bank",
@@ -358,7 +302,7 @@ fn boot_kserv(
         stop(format_args!("no room for KServ's device tree"))
     };
     let mut ram_banks = RangeSet::<MAP_RANGES>::new();
-    for b in &banks {
+    for b in banks {
         if ram_banks.insert(*b).is_err() {
             warn!("ignoring RAM bank {b:?} (overlap or too many banks)");
         }
@@ -383,18 +327,18 @@ fn boot_kserv(
     let image = MemRange::from_bounds(img.start, img.end).unwrap_or_default();
     let dt_limit = layout.dt.end();
     let kcore_regions = [image, pool];
+    let initrd = match initrd {
+        None => None,
+        Some((base, len)) => match MemRange::new(base, len) {
+            Some(r) => Some(r),
+            None => stop(format_args!(
+                "cannot build KServ's device tree: the initramfs region is empty or wraps around"
+            )),
+        },
+    };
     let edits = kserv_dt::KservDtEdits {
-        kcore_regions: &[
-            MemRegion {
-                base: image.base(),
-                size: image.size(),
-            },
-            MemRegion {
-                base: pool.base(),
-                size: pool.size(),
-            },
-        ],
-        initrd: initrd.map(|(b, l)| MemRegion { base: b, size: l }),
+        kcore_regions: &kcore_regions,
+        initrd,
         payload_cmdline: cmdline,
         abi_version: kcore_abi::abi_version() as u32,
     };
@@ -430,18 +374,13 @@ fn boot_kserv(
     // Devices that master memory with no SMMU of KCore's in front of them
     // are KCore's (hidden from KServ's tree): widened to whole pages, then
     // merged, so that neighbours sharing a page are one region.
-    let mut masters: Vec<MemRegion> = plat
+    let mut masters: Vec<MemRange> = plat
         .dma_masters
         .iter()
-        .filter_map(region)
         .filter_map(|r| r.align_out(PAGE_SIZE))
-        .map(|r| MemRegion {
-            base: r.base(),
-            size: r.size(),
-        })
         .collect();
     platform::normalize_regions(&mut masters);
-    for r in masters.iter().filter_map(region) {
+    for &r in &masters {
         if map.add_kcore(r).is_err() {
             stop(format_args!(
                 "cannot keep the DMA master at {r:?} from KServ"
@@ -456,7 +395,7 @@ fn boot_kserv(
             .iter()
             .flatten()
             .chain(gic.its.iter())
-            .filter_map(region)
+            .copied()
         {
             if map.add_kcore(r).is_err() {
                 stop(format_args!("cannot record GIC region {r:?} as KCore's"));
@@ -465,7 +404,7 @@ fn boot_kserv(
         // The redistributors' control pages (LPI table bases) reach KServ
         // only through KCore's checks (`kcore::gic_guard`).
         for (i, r) in gic.redist.iter().enumerate() {
-            let (Some(range), Some(stride)) = (region(r), gicv3::stride(i)) else {
+            let (range, Some(stride)) = (*r, gicv3::stride(i)) else {
                 stop(format_args!(
                     "cannot find the layout of redistributor region {r}"
                 ));
@@ -533,7 +472,7 @@ fn boot_kserv(
     trap::init_loaded(mpidrs.len());
     let host_cfg = *HOST_CONFIG.call_once(|| HostConfig {
         vttbr: pool.base(),
-        vtcr: geometry.vtcr(f.pa_range),
+        vtcr: sysreg::vtcr_el2(&geometry, f.pa_range),
     });
     // Secondary CPUs: stacks at the top of the pool, MMU configuration.
     let sb = SecondaryBoot {
@@ -576,11 +515,6 @@ fn find_redistributor(cpu: usize) {
     if FEATURES.get().is_some_and(|f| f.gicv3_sysregs) && !gicv3::init_cpu(cpu, cpu::mpidr()) {
         warn!("CPU {cpu}: no GICv3 redistributor found; it cannot run guests");
     }
-}
-
-/// The CPU features KCore configured for, once the primary read them.
-pub fn features() -> Option<&'static Features> {
-    FEATURES.get()
 }
 
 /// A secondary CPU's Rust entry, with its MMU on and its stack set.

@@ -1,12 +1,12 @@
 //! KServ's traps at EL2: the glue between the vector table and
 //! `kcore::host::Host`, and the reports of exceptions that must not happen.
 //!
-//! Lock order: a CPU's own [`LOADED`] slot, then [`super::start::STATE`],
+//! Lock order: a CPU's own [`LOADED`] slot, then [`STATE`],
 //! then the console. The state lock is dropped around firmware calls that
 //! start or stop CPUs, since a CPU started by the firmware takes it on
 //! arrival, and while a guest runs.
 
-use super::start::{MAP_RANGES, MAX_CPUS, MAX_VMS, STATE, stop};
+use super::state::{self, MAP_RANGES, MAX_CPUS, MAX_VMS, STATE, stop};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::exception::fault_ipa;
@@ -18,7 +18,7 @@ use kcore_abi::psci as fid;
 use kcore_arch::el2::cpu::{self, el1};
 use kcore_arch::el2::firmware::{self, SmcFirmware};
 use kcore_arch::el2::guest::El2Guest;
-use kcore_arch::el2::memory::PhysTables;
+use kcore_arch::el2::phys_memory::PhysTables;
 use kcore_arch::el2::vectors::HostFrame;
 use log::{error, warn};
 
@@ -130,7 +130,7 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
                 Some(slot) => {
                     let slot = &mut *slot.lock();
                     if slot.guest.is_none() {
-                        slot.guest = super::start::features().and_then(El2Guest::new);
+                        slot.guest = state::features().and_then(El2Guest::new);
                     }
                     match &mut slot.guest {
                         Some(g) => run_vcpu_in(&mut Locked, g, a, &mut slot.loaded),

@@ -10,9 +10,10 @@
 //! aliases, `reg` decoding and address translation through simple buses. This
 //! module is the platform description: [`parse`] turns the tree into a
 //! [`Platform`] (RAM, reserved memory, CPUs, GIC, console UART, PSCI, DMA
-//! masters and boot arguments), with [`MemRegion`] and [`DtError`] shared by
-//! all three. Nothing here touches hardware, so all of it is tested on the
-//! host against real QEMU trees.
+//! masters and boot arguments), with [`DtError`] shared by all three.
+//! Regions are `kcore`'s [`MemRange`]: never empty, never wrapping. Nothing
+//! here touches hardware, so all of it is tested on the host against real
+//! QEMU trees.
 
 pub(crate) mod dtb;
 pub(crate) mod tree;
@@ -20,80 +21,15 @@ pub(crate) mod tree;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use kcore::addr::MemRange;
 
 use dtb::{Dtb, be32};
 pub use dtb::{MAX_DEPTH, sanitized_copy};
 use tree::{ROOT, Tree, read_cells};
 
-/// A range of physical addresses `[base, base + size)`.
-///
-/// Regions returned by [`parse`] never wrap: `base + size` fits in a `u64`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct MemRegion {
-    /// First address of the region.
-    pub base: u64,
-    /// Size of the region in bytes.
-    pub size: u64,
-}
-
-impl MemRegion {
-    /// The region `[base, base + size)`, or `None` if that end overflows.
-    pub const fn new(base: u64, size: u64) -> Option<MemRegion> {
-        match base.checked_add(size) {
-            Some(_) => Some(MemRegion { base, size }),
-            None => None,
-        }
-    }
-
-    /// The first address past the region, or `None` if it does not fit in a
-    /// `u64`.
-    pub const fn end(&self) -> Option<u64> {
-        self.base.checked_add(self.size)
-    }
-
-    /// Whether the region is empty.
-    pub const fn is_empty(&self) -> bool {
-        self.size == 0
-    }
-
-    /// Whether `addr` lies inside the region.
-    pub const fn contains(&self, addr: u64) -> bool {
-        addr >= self.base && addr - self.base < self.size
-    }
-
-    /// Whether all of `other` lies inside the region (an empty `other` lies
-    /// inside any region that contains or ends at its base).
-    pub const fn contains_region(&self, other: &MemRegion) -> bool {
-        other.base >= self.base
-            && other.base - self.base <= self.size
-            && other.size <= self.size - (other.base - self.base)
-    }
-
-    /// Whether the two regions share at least one address.
-    pub const fn overlaps(&self, other: &MemRegion) -> bool {
-        if self.size == 0 || other.size == 0 {
-            return false;
-        }
-        if self.base <= other.base {
-            other.base - self.base < self.size
-        } else {
-            self.base - other.base < other.size
-        }
-    }
-}
-
-impl fmt::Display for MemRegion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.end() {
-            Some(end) => write!(f, "[{:#x}, {:#x})", self.base, end),
-            None => write!(f, "[{:#x}, +{:#x})", self.base, self.size),
-        }
-    }
-}
-
-/// An optional region for the console: the region as [`MemRegion`] shows
+/// An optional region for the console: the region as [`MemRange`] shows
 /// it, or `none`.
-pub struct MaybeRegion(pub Option<MemRegion>);
+pub struct MaybeRegion(pub Option<MemRange>);
 
 impl fmt::Display for MaybeRegion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -104,21 +40,17 @@ impl fmt::Display for MaybeRegion {
     }
 }
 
-/// Sorts `regions`, drops empty ones and merges those that overlap or touch.
-pub fn normalize_regions(regions: &mut Vec<MemRegion>) {
-    regions.retain(|r| !r.is_empty());
-    regions.sort_unstable();
-    let mut out: Vec<MemRegion> = Vec::with_capacity(regions.len());
+/// Sorts `regions` and merges those that overlap or touch.
+pub fn normalize_regions(regions: &mut Vec<MemRange>) {
+    regions.sort_unstable_by_key(|r| (r.base(), r.size()));
+    let mut out: Vec<MemRange> = Vec::with_capacity(regions.len());
     for r in regions.iter() {
-        if let Some(last) = out.last_mut() {
-            // Regions never wrap (built with `MemRegion::new`), so the ends exist;
-            // a wrapping one is kept separate rather than merged wrongly.
-            if let (Some(last_end), Some(r_end)) = (last.end(), r.end())
-                && r.base <= last_end
-            {
-                last.size = last_end.max(r_end) - last.base;
-                continue;
-            }
+        if let Some(last) = out.last_mut()
+            && r.base() <= last.end()
+            && let Some(merged) = MemRange::from_bounds(last.base(), last.end().max(r.end()))
+        {
+            *last = merged;
+            continue;
         }
         out.push(*r);
     }
@@ -163,21 +95,21 @@ pub struct Gic {
     /// GICv2 or GICv3.
     pub version: GicVersion,
     /// The distributor (GICD).
-    pub dist: MemRegion,
+    pub dist: MemRange,
     /// GICv3 redistributor regions (GICR); empty for GICv2.
-    pub redist: Vec<MemRegion>,
+    pub redist: Vec<MemRange>,
     /// The CPU interface (GICC): always there on GICv2, optional on GICv3.
-    pub cpu_if: Option<MemRegion>,
+    pub cpu_if: Option<MemRange>,
     /// The virtual interface control (GICH).
-    pub hyp_if: Option<MemRegion>,
+    pub hyp_if: Option<MemRange>,
     /// The virtual CPU interface (GICV).
-    pub vcpu_if: Option<MemRegion>,
+    pub vcpu_if: Option<MemRange>,
     /// INTID of the virtual-interface maintenance interrupt.
     pub maintenance_irq: Option<u32>,
     /// The register frames of the GICv3's ITSes (`arm,gic-v3-its`
     /// children that are available), translated to physical addresses.
     /// KCore keeps them: an ITS writes its tables by physical address.
-    pub its: Vec<MemRegion>,
+    pub its: Vec<MemRange>,
 }
 
 /// `compatible` of a GICv3 ITS node.
@@ -232,10 +164,10 @@ pub struct Platform {
     /// The root's `#size-cells`.
     pub size_cells: u32,
     /// RAM from every `/memory*` node: sorted, merged, no empty regions.
-    pub memory: Vec<MemRegion>,
+    pub memory: Vec<MemRange>,
     /// `/memreserve/` entries and `/reserved-memory` children with `reg`:
     /// sorted, merged, no empty regions.
-    pub reserved: Vec<MemRegion>,
+    pub reserved: Vec<MemRange>,
     /// CPU nodes, in tree order.
     pub cpus: Vec<Cpu>,
     /// The interrupt controller.
@@ -250,7 +182,7 @@ pub struct Platform {
     /// KCore's in front of them ([`DMA_MASTER_COMPATIBLES`]), translated to
     /// physical addresses, sorted and merged. KCore keeps them: KServ could
     /// make them write anywhere, KCore's memory included.
-    pub dma_masters: Vec<MemRegion>,
+    pub dma_masters: Vec<MemRange>,
 }
 
 /// `compatible`s of devices that read and write memory by physical address
@@ -463,7 +395,7 @@ pub(crate) fn kept_from_kserv(tree: &Tree<'_, '_>, i: usize) -> bool {
 }
 
 /// Every `reg` region of every available DMA master, sorted and merged.
-fn dma_masters(tree: &Tree<'_, '_>) -> Result<Vec<MemRegion>, DtError> {
+fn dma_masters(tree: &Tree<'_, '_>) -> Result<Vec<MemRange>, DtError> {
     let mut out = Vec::new();
     for i in 0..tree.nodes.len() {
         if DMA_MASTER_COMPATIBLES
@@ -479,7 +411,7 @@ fn dma_masters(tree: &Tree<'_, '_>) -> Result<Vec<MemRegion>, DtError> {
 }
 
 /// Every usable `/memory*` node (or root child with `device_type = "memory"`).
-fn memory(tree: &Tree<'_, '_>) -> Result<Vec<MemRegion>, DtError> {
+fn memory(tree: &Tree<'_, '_>) -> Result<Vec<MemRange>, DtError> {
     let mut regions = Vec::new();
     for &i in tree.children(ROOT) {
         let named = tree.name(i).split('@').next() == Some("memory");
@@ -493,10 +425,10 @@ fn memory(tree: &Tree<'_, '_>) -> Result<Vec<MemRegion>, DtError> {
 
 /// `/memreserve/` entries and the usable `/reserved-memory` children with
 /// `reg` (dynamically placed ones, with only `size`, are the kernel's affair).
-fn reserved(tree: &Tree<'_, '_>, memreserve: &[(u64, u64)]) -> Result<Vec<MemRegion>, DtError> {
+fn reserved(tree: &Tree<'_, '_>, memreserve: &[(u64, u64)]) -> Result<Vec<MemRange>, DtError> {
     let mut regions = Vec::new();
-    for &(base, size) in memreserve {
-        let region = MemRegion::new(base, size).ok_or_else(|| DtError::RegionOverflow {
+    for &(base, size) in memreserve.iter().filter(|&&(_, size)| size != 0) {
+        let region = MemRange::new(base, size).ok_or_else(|| DtError::RegionOverflow {
             node: String::from("/memreserve/"),
             base,
             size,
@@ -585,7 +517,7 @@ fn gic(tree: &Tree<'_, '_>) -> Result<Option<Gic>, DtError> {
         (None, Some(i)) => (i, GicVersion::V2),
         (None, None) => return Ok(None),
     };
-    let regs = tree.reg(i)?;
+    let regs = tree.device_reg(i)?;
     let at = |k: usize| regs.get(k).copied();
     let (dist, redist, first_cpu_if) = match version {
         GicVersion::V3 => {
@@ -622,7 +554,7 @@ fn gic(tree: &Tree<'_, '_>) -> Result<Option<Gic>, DtError> {
     if version == GicVersion::V3 {
         for j in 0..tree.nodes.len() {
             if tree.is_compatible(j, ITS_COMPATIBLE) && tree.is_available(j) {
-                let r = tree.reg(j)?;
+                let r = tree.device_reg(j)?;
                 let first = r
                     .first()
                     .copied()
@@ -661,13 +593,13 @@ fn uart(tree: &Tree<'_, '_>) -> Result<Option<Uart>, DtError> {
         return Ok(None);
     };
     let region = tree
-        .reg(i)?
+        .device_reg(i)?
         .first()
         .copied()
         .ok_or_else(|| tree.bad(i, "reg", "is empty"))?;
     Ok(Some(Uart {
-        base: region.base,
-        size: region.size,
+        base: region.base(),
+        size: region.size(),
     }))
 }
 
@@ -709,10 +641,7 @@ mod tests {
 
     #[test]
     fn regions_show_as_hex_ranges() {
-        let initrd = MemRegion {
-            base: 0x4069_0000,
-            size: 0x248_8890,
-        };
+        let initrd = MemRange::new(0x4069_0000, 0x248_8890).unwrap();
         assert_eq!(format!("{initrd}"), "[0x40690000, 0x42b18890)");
         assert_eq!(
             format!("{}", MaybeRegion(Some(initrd))),
@@ -722,115 +651,17 @@ mod tests {
     }
 
     #[test]
-    fn region_arithmetic_never_overflows() {
-        let top = MemRegion {
-            base: u64::MAX - 15,
-            size: 16,
-        };
-        assert_eq!(top.end(), None);
-        assert!(top.contains(u64::MAX));
-        assert!(!top.contains(u64::MAX - 16));
-        assert_eq!(MemRegion::new(u64::MAX, 1), None);
-        assert_eq!(
-            MemRegion::new(u64::MAX, 0),
-            Some(MemRegion {
-                base: u64::MAX,
-                size: 0
-            })
-        );
-        let a = MemRegion {
-            base: 0x1000,
-            size: 0x1000,
-        };
-        assert!(a.overlaps(&MemRegion {
-            base: 0x1fff,
-            size: u64::MAX - 0x1fff
-        }));
-        assert!(!a.overlaps(&MemRegion {
-            base: 0x2000,
-            size: 1
-        }));
-        assert!(!a.overlaps(&MemRegion {
-            base: 0x1800,
-            size: 0
-        }));
-        assert!(a.overlaps(&MemRegion {
-            base: 0,
-            size: 0x1001
-        }));
-        assert!(!a.overlaps(&MemRegion {
-            base: 0,
-            size: 0x1000
-        }));
-        assert!(top.overlaps(&MemRegion {
-            base: 0,
-            size: u64::MAX
-        }));
-        assert!(a.contains_region(&MemRegion {
-            base: 0x1800,
-            size: 0x800
-        }));
-        assert!(!a.contains_region(&MemRegion {
-            base: 0x1800,
-            size: 0x801
-        }));
-        assert!(!a.contains_region(&MemRegion {
-            base: 0x800,
-            size: 0x10
-        }));
-        assert!(!a.contains_region(&MemRegion {
-            base: u64::MAX,
-            size: u64::MAX
-        }));
-        assert!(top.contains_region(&top));
-    }
-
-    #[test]
-    fn normalize_sorts_merges_and_drops_empty() {
+    fn normalize_sorts_and_merges() {
+        let r = |base, size| MemRange::new(base, size).unwrap();
         let mut v = alloc::vec![
-            MemRegion {
-                base: 0x3000,
-                size: 0x1000
-            },
-            MemRegion {
-                base: 0x0,
-                size: 0x1000
-            },
-            MemRegion {
-                base: 0x1000,
-                size: 0x800
-            },
-            MemRegion {
-                base: 0x9000,
-                size: 0
-            },
-            MemRegion {
-                base: 0x1200,
-                size: 0x100
-            },
-            MemRegion {
-                base: u64::MAX - 9,
-                size: 10
-            },
+            r(0x3000, 0x1000),
+            r(0x0, 0x1000),
+            r(0x1000, 0x800),
+            r(0x1200, 0x100),
+            r(u64::MAX - 10, 10),
         ];
         normalize_regions(&mut v);
-        assert_eq!(
-            v,
-            [
-                MemRegion {
-                    base: 0,
-                    size: 0x1800
-                },
-                MemRegion {
-                    base: 0x3000,
-                    size: 0x1000
-                },
-                MemRegion {
-                    base: u64::MAX - 9,
-                    size: 10
-                },
-            ]
-        );
+        assert_eq!(v, [r(0, 0x1800), r(0x3000, 0x1000), r(u64::MAX - 10, 10)]);
     }
 
     #[test]

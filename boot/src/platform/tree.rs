@@ -11,10 +11,11 @@ use alloc::vec::Vec;
 use fdt::Fdt;
 use fdt::node::FdtNode;
 
+use super::DtError;
 #[cfg(doc)]
 use super::dtb::Dtb;
 use super::dtb::{MAX_DEPTH, be32};
-use super::{DtError, MemRegion};
+use kcore::addr::MemRange;
 
 /// One node of a [`Tree`].
 pub(crate) struct TreeNode<'b, 'a> {
@@ -278,12 +279,30 @@ impl<'b, 'a> Tree<'b, 'a> {
     }
 
     /// The `reg` entries of node `i` translated to CPU physical addresses
-    /// through the `ranges` of every ancestor bus.
-    pub(crate) fn reg(&self, i: usize) -> Result<Vec<MemRegion>, DtError> {
+    /// through the `ranges` of every ancestor bus, leaving out empty ones
+    /// (memory and reserved regions: an entry of size 0 describes nothing).
+    pub(crate) fn reg(&self, i: usize) -> Result<Vec<MemRange>, DtError> {
+        self.reg_entries(i, false)
+    }
+
+    /// [`Tree::reg`] for a device whose entries are told apart by their
+    /// position (a GIC's distributor, redistributors, CPU interface...): an
+    /// empty entry is an error rather than left out.
+    pub(crate) fn device_reg(&self, i: usize) -> Result<Vec<MemRange>, DtError> {
+        self.reg_entries(i, true)
+    }
+
+    fn reg_entries(&self, i: usize, device: bool) -> Result<Vec<MemRange>, DtError> {
         let mut out = Vec::new();
         for (address, size) in self.raw_reg(i)? {
+            if size == 0 {
+                if device {
+                    return Err(self.bad(i, "reg", "has an empty entry"));
+                }
+                continue;
+            }
             let base = self.translate(i, address, size)?;
-            let region = MemRegion::new(base, size).ok_or_else(|| DtError::RegionOverflow {
+            let region = MemRange::new(base, size).ok_or_else(|| DtError::RegionOverflow {
                 node: self.path(i),
                 base,
                 size,

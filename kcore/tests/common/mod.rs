@@ -11,8 +11,7 @@ use kcore::ownership::OwnershipTable;
 use kcore::pgtable::{Geometry, Leaf, PageTable, Stage2};
 use kcore::psci::PsciRelay;
 use kcore::vm::VmId;
-use kcore_arch::host_double::FakeAllocator;
-use kcore_arch::host_machine::FakeMachine;
+use kcore_arch::host_memory::{FakeAllocator, FakeMachine};
 
 /// One RAM bank of 4 MiB.
 pub const RAM: u64 = 0x4000_0000;

@@ -41,8 +41,8 @@ use kcore::psci::{CpuState, PsciRelay};
 use kcore::vcpu::{ExitKind, GuestExit, run_vcpu};
 use kcore::vm::{VmHandle, VmId, VmState};
 use kcore_abi::{Error, HYPERCALL_BASE, HypercallId, psci, smccc, vm_flags};
-use kcore_arch::host_double::{FakeAllocator, FakeFirmware, ScriptedGuest};
-use kcore_arch::host_machine::FakeMachine;
+use kcore_arch::host_cpu::{FakeFirmware, ScriptedGuest};
+use kcore_arch::host_memory::{FakeAllocator, FakeMachine};
 
 // ---- the machine ----------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 //! cargo's JSON messages, so any target directory works (the default
 //! `target/`, `CARGO_TARGET_DIR`, or a configured one).
 
-use super::cmd;
+use crate::cmd;
 use crate::paths;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;

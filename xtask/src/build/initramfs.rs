@@ -30,8 +30,8 @@
 //! /dev/console                 character device 5:1
 //! ```
 
-use super::cmd;
 use super::cpio::{Entry, archive};
+use crate::cmd;
 use crate::paths;
 use anyhow::{Context, Result, bail};
 use std::fs;

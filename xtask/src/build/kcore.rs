@@ -2,7 +2,8 @@
 //! `aarch64-unknown-none-softfloat` and flattened to `build/kcore.bin`, whose
 //! first bytes are its arm64 `Image` header.
 
-use super::{cargo, cmd};
+use super::cargo;
+use crate::cmd;
 use crate::paths;
 use anyhow::{Context, Result};
 use std::fs;

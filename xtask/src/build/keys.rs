@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use ed25519_compact::{KeyPair, Seed};
 
-use super::cmd;
+use crate::cmd;
 use crate::paths;
 
 /// File name of the secret key (the seed).

@@ -17,7 +17,7 @@
 //! `/lib/kserv/kvm-selftests.list`, one line per test: `<name> built` or
 //! `<name> unbuilt <reason>`.
 
-use super::cmd;
+use crate::cmd;
 use crate::fetch::{self, Fetched};
 use crate::paths;
 use anyhow::{Context, Result, bail};

@@ -12,7 +12,8 @@
 //! the sources goes `kcore_abi.h`, KCore's ABI for C, generated from
 //! `kcore-abi` ([`super::abi_header`]).
 
-use super::{abi_header, cargo, cmd};
+use super::{abi_header, cargo};
+use crate::cmd;
 use crate::fetch::Fetched;
 use crate::paths;
 use anyhow::{Context, Result, bail};

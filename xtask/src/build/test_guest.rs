@@ -9,7 +9,8 @@
 //! `test-guest.img.sig` and `test-guest.tests`; `kserv-tools kvmapi` runs
 //! the image through `/dev/kvm`, in a non-protected and a protected VM.
 
-use super::{cargo, cmd, keys};
+use super::{cargo, keys};
+use crate::cmd;
 use crate::{paths, sign};
 use anyhow::{Context, Result, bail};
 use std::fs;

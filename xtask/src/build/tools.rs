@@ -1,7 +1,8 @@
 //! `kserv-tools`, KServ's small static userspace helper, built for
 //! `aarch64-unknown-linux-musl` and stripped to `build/kserv/kserv-tools`.
 
-use super::{cargo, cmd};
+use super::cargo;
+use crate::cmd;
 use crate::paths;
 use anyhow::{Context, Result};
 use std::fs;

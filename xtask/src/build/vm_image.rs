@@ -8,7 +8,8 @@
 //! and has KCore verify it (and a copy with one flipped byte, which must
 //! fail).
 
-use super::{cmd, keys};
+use super::keys;
+use crate::cmd;
 use crate::{paths, sign};
 use anyhow::Result;
 

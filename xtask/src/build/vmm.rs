@@ -17,7 +17,8 @@
 //! expected}`.
 
 use super::cpio::{Entry, archive};
-use super::{cargo, cmd, keys};
+use super::{cargo, keys};
+use crate::cmd;
 use crate::fetch::Fetched;
 use crate::{paths, sign};
 use anyhow::{Context, Result};

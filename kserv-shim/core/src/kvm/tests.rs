@@ -21,7 +21,7 @@ use kcore::vcpu::{ExitKind, GuestExit, Loaded, run_vcpu_in};
 use kcore_abi::kvm_ext::KSERV_VM_VERIFY_IMAGE;
 use kcore_abi::run::exit;
 use kcore_abi::{Error, HypercallId, PageOwner, reg as kr};
-use kcore_arch::host_double::ScriptedGuest;
+use kcore_arch::host_cpu::ScriptedGuest;
 use kcore_arch::host_world::{World, small_world};
 use std::boxed::Box;
 use std::collections::{BTreeMap, BTreeSet};

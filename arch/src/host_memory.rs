@@ -1,6 +1,8 @@
-//! A host double of everything KCore's ownership transitions touch
-//! (`kcore::hw::Hardware`): one sparse physical memory that holds both table
-//! descriptors and page contents, and a TLB model.
+//! Host doubles of KCore's memory, for tests and model checks: everything
+//! its ownership transitions touch (`kcore::hw::Hardware`) as one sparse
+//! physical memory that holds both table descriptors and page contents,
+//! and a TLB model ([`FakeMachine`]); and a page allocator for table pages
+//! ([`FakeAllocator`]). The EL2 counterparts are `el2::phys_memory`.
 //!
 //! The TLB model counts stage-2 descriptors that went from valid to anything
 //! else and have not been followed by a flush yet; tests assert the count is
@@ -11,7 +13,7 @@
 extern crate std;
 
 use kcore::addr::{Ipa, PAGE_SIZE, Pa};
-use kcore::hw::{DeviceMemory, PhysMemory, TableMemory, Tlb, Vmid};
+use kcore::hw::{DeviceMemory, PageAllocator, PhysMemory, TableMemory, Tlb, Vmid};
 use std::boxed::Box;
 use std::collections::BTreeMap;
 use std::vec::Vec;
@@ -210,5 +212,43 @@ impl Tlb for FakeMachine {
     fn flush_vmid(&mut self, vmid: Vmid) {
         self.unflushed = 0;
         self.flushes.push(Flush::Vmid(vmid));
+    }
+}
+
+/// A bump allocator over `[base, base + pages * 4 KiB)`.
+#[derive(Clone, Debug)]
+pub struct FakeAllocator {
+    next: u64,
+    end: u64,
+    handed_out: Vec<Pa>,
+}
+
+impl FakeAllocator {
+    /// A pool of `pages` pages starting at `base`.
+    pub fn new(base: u64, pages: u64) -> Self {
+        FakeAllocator {
+            next: base,
+            end: base + pages * PAGE_SIZE,
+            handed_out: Vec::new(),
+        }
+    }
+    /// Every page handed out so far.
+    pub fn handed_out(&self) -> &[Pa] {
+        &self.handed_out
+    }
+}
+
+impl PageAllocator for FakeAllocator {
+    fn alloc_page(&mut self) -> Option<Pa> {
+        if self.next >= self.end {
+            return None;
+        }
+        let p = Pa(self.next);
+        self.next += PAGE_SIZE;
+        self.handed_out.push(p);
+        Some(p)
+    }
+    fn free_pages(&self) -> usize {
+        ((self.end - self.next) / PAGE_SIZE) as usize
     }
 }

@@ -1,52 +1,13 @@
-//! A host double of KCore's hardware traits, for tests and model checks.
-//!
-//! Physical memory is a sparse map of 4 KiB pages; the page allocator hands
-//! out pages from a fixed window and counts them; the firmware records the
-//! calls it receives and answers from a script.
+//! Host doubles of what KCore asks of the CPU beyond memory, for tests and
+//! model checks: firmware calls (`kcore::hw::Firmware`: the double records
+//! each `SMC` and answers from a script) and running a guest
+//! (`kcore::vcpu::GuestCpu`: the double plays back a script of exits).
+//! Their memory counterparts are in [`crate::host_memory`].
 
 extern crate std;
 
-use kcore::addr::{PAGE_SIZE, Pa};
-use kcore::hw::{Firmware, PageAllocator};
+use kcore::hw::Firmware;
 use std::vec::Vec;
-
-/// A bump allocator over `[base, base + pages * 4 KiB)`.
-#[derive(Clone, Debug)]
-pub struct FakeAllocator {
-    next: u64,
-    end: u64,
-    handed_out: Vec<Pa>,
-}
-
-impl FakeAllocator {
-    /// A pool of `pages` pages starting at `base`.
-    pub fn new(base: u64, pages: u64) -> Self {
-        FakeAllocator {
-            next: base,
-            end: base + pages * PAGE_SIZE,
-            handed_out: Vec::new(),
-        }
-    }
-    /// Every page handed out so far.
-    pub fn handed_out(&self) -> &[Pa] {
-        &self.handed_out
-    }
-}
-
-impl PageAllocator for FakeAllocator {
-    fn alloc_page(&mut self) -> Option<Pa> {
-        if self.next >= self.end {
-            return None;
-        }
-        let p = Pa(self.next);
-        self.next += PAGE_SIZE;
-        self.handed_out.push(p);
-        Some(p)
-    }
-    fn free_pages(&self) -> usize {
-        ((self.end - self.next) / PAGE_SIZE) as usize
-    }
-}
 
 /// Firmware that records calls and returns `answer`.
 #[derive(Debug, Default)]

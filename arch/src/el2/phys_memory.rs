@@ -1,4 +1,7 @@
-//! Table memory and the page pool at EL2.
+//! Physical memory at EL2: table descriptors, page contents, device memory
+//! and TLB maintenance through KCore's identity map ([`PhysTables`]), and the
+//! pool that table pages come from ([`PagePool`]). The host doubles of the
+//! same traits are in `host_memory`.
 //!
 //! KCore's EL2 stage 1 maps all RAM at its physical address, so a table
 //! page's physical address is also the pointer KCore uses to write it.
@@ -150,7 +153,7 @@ impl kcore::hw::PhysMemory for PhysTables {
         // KCore's own. Each source byte is read once, a word at a time when
         // both sides are aligned (an image being verified is read this way).
         unsafe {
-            super::mem::copy_bytes(buf.as_mut_ptr(), pa.raw() as usize as *const u8, buf.len())
+            super::memcpy::copy_bytes(buf.as_mut_ptr(), pa.raw() as usize as *const u8, buf.len())
         };
     }
     fn read_words(&self, pa: Pa, buf: &mut [u64]) {
@@ -158,7 +161,7 @@ impl kcore::hw::PhysMemory for PhysTables {
         // one page (the trait's contract); `buf` is KCore's own, and each
         // word of the source is read once.
         unsafe {
-            super::mem::copy_words(buf.as_mut_ptr(), pa.raw() as usize as *const u64, buf.len())
+            super::memcpy::copy_words(buf.as_mut_ptr(), pa.raw() as usize as *const u64, buf.len())
         };
     }
     fn write_words(&mut self, pa: Pa, words: &[u64]) {
@@ -166,7 +169,7 @@ impl kcore::hw::PhysMemory for PhysTables {
         // of a KServ run page it checked is KServ's (the trait's contract);
         // RAM is mapped read-write at EL2.
         unsafe {
-            super::mem::copy_words(pa.raw() as usize as *mut u64, words.as_ptr(), words.len())
+            super::memcpy::copy_words(pa.raw() as usize as *mut u64, words.as_ptr(), words.len())
         };
     }
     fn sync_for_guest(&mut self, page: Pa) {
