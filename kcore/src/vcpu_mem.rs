@@ -158,7 +158,11 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         if vm.loaded & (1 << idx) != 0 {
             return Err(Error::Busy);
         }
-        Self::read_ctx(hw, page).get_reg(id).ok_or(Error::NotFound)
+        let mut ctx = Self::read_ctx(hw, page);
+        // A start the guest's CPU_ON asked for comes before any access of
+        // KServ's (as KVM resets a vCPU before a ONE_REG access).
+        ctx.start_from_boot(idx as usize);
+        ctx.get_reg(id).ok_or(Error::NotFound)
     }
 
     /// `host_vcpu_set_reg`: any register of a non-protected vCPU; only the
@@ -182,6 +186,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             && (idx != 0 || ctx.status & status::STARTED != 0 || !matches!(id, reg::PC | reg::X0))
         {
             return Err(Error::Denied);
+        }
+        if vm.kind == VmKind::NonProtected {
+            ctx.start_from_boot(idx as usize);
         }
         ctx.set_reg(id, value)?;
         hw.write_words(page, &ctx.to_words());
@@ -277,15 +284,10 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             out.v_in_page = true;
         }
         let ctx = &mut out.ctx;
-        if ctx.status & status::BOOT != 0 {
-            // A guest's CPU_ON: the entry and context id it chose, nothing
-            // of KServ's (its FP/SIMD registers zero, which the page does
-            // not have yet).
+        if ctx.start_from_boot(idx) {
+            // A guest's CPU_ON: its FP/SIMD registers are zero, which the
+            // page does not have yet.
             out.v_in_page = false;
-            let (pc, x0, mpidr, cntvoff) = (ctx.boot_pc, ctx.boot_x0, ctx.mpidr, ctx.cntvoff);
-            *ctx = VcpuContext::reset(idx);
-            (ctx.pc, ctx.x[0], ctx.mpidr, ctx.cntvoff) = (pc, x0, mpidr, cntvoff);
-            ctx.status = status::STARTED;
         } else if ctx.status & status::STARTED == 0 {
             if vm.kind == VmKind::Protected {
                 // Only vCPU 0 boots at KServ's word (inside the verified

@@ -24,7 +24,7 @@ use kcore::vcpu::{
 };
 use kcore::vgic::{LrState, TIMER_PPI};
 use kcore_abi::run::{self, exit, exit_flags, irq};
-use kcore_abi::{Error, HypercallId as H, reg, vm_flags};
+use kcore_abi::{Error, HypercallId as H, psci, reg, vm_flags};
 use kcore_arch::host_cpu::ScriptedGuest;
 
 const IMAGE_PFN: u64 = FIRST_HOST_PFN + 32;
@@ -333,6 +333,53 @@ fn a_kept_context_is_used_only_while_kcore_left_its_page_alone() {
     assert_eq!(run(&mut v, 1, &mut g), (0, exit::IRQ));
     let (ctx, _) = g.entries[g.entries.len() - 1];
     assert_eq!((ctx.pc, ctx.x[0]), (0x4000_2000, 0xC0), "CPU_ON seen");
+    check_invariants(&v.w).unwrap();
+}
+
+#[test]
+fn kservs_register_access_comes_after_a_recorded_cpu_on() {
+    let (mut v, mut g) = two_plain_vcpus();
+    let cpu_on = |g: &mut ScriptedGuest| {
+        g.then_do(sync(ec::HVC64 << 26, 0), |ctx, _| {
+            ctx.x[0] = 0xC400_0003;
+            ctx.x[1] = mpidr_of(1);
+            ctx.x[2] = 0x4000_2000;
+            ctx.x[3] = 0xC0;
+        });
+    };
+    // vCPU 1 never ran: the guest's CPU_ON is recorded, and KServ's reads
+    // see the start it asked for before vCPU 1 runs (as KVM applies a
+    // pending PSCI reset before a ONE_REG access).
+    assert_eq!(set(&mut v, 1, reg::x(0), 0x1234), 0);
+    cpu_on(&mut g);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::PSCI));
+    assert_eq!(get(&mut v, 1, reg::PC)[1], 0x4000_2000);
+    assert_eq!(get(&mut v, 1, reg::x(0))[1], 0xC0);
+    // A write after the start stays: the start is not applied twice.
+    assert_eq!(set(&mut v, 1, reg::x(1), 0x77), 0);
+    g.then(irq_exit());
+    assert_eq!(run(&mut v, 1, &mut g), (0, exit::IRQ));
+    let (ctx, _) = g.entries[g.entries.len() - 1];
+    assert_eq!((ctx.pc, ctx.x[0], ctx.x[1]), (0x4000_2000, 0xC0, 0x77));
+
+    // vCPU 1 has run: a CPU_ON for it is ALREADY_ON, unless KServ marked it
+    // off (KVM_SET_MP_STATE) through the POWER_OFF pseudo-register.
+    assert_eq!(get(&mut v, 1, reg::POWER_OFF)[1], 0);
+    cpu_on(&mut g);
+    g.then(irq_exit());
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    let (ctx, _) = g.entries[g.entries.len() - 1];
+    assert_eq!(ctx.x[0], psci::ALREADY_ON);
+    assert_eq!(
+        set(&mut v, 1, reg::POWER_OFF, 2),
+        Error::InvalidParameter.to_x0()
+    );
+    assert_eq!(set(&mut v, 1, reg::POWER_OFF, 1), 0);
+    assert_eq!(get(&mut v, 1, reg::POWER_OFF)[1], 1);
+    cpu_on(&mut g);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::PSCI), "taken this time");
+    assert_eq!(get(&mut v, 1, reg::PC)[1], 0x4000_2000);
+    assert_eq!(get(&mut v, 1, reg::POWER_OFF)[1], 0, "started again");
     check_invariants(&v.w).unwrap();
 }
 

@@ -60,10 +60,6 @@ const GAPS: &[(&str, &str)] = &[
         "no vCPU device attributes (KVM_ARM_VCPU_PVTIME_CTRL: ENXIO) and no firmware feature-bitmap registers (KVM_REG_ARM_STD_BMAP, ...)",
     ),
     (
-        "aarch64/psci_test",
-        "no KVM_CAP_ARM_SYSTEM_SUSPEND (the test skips)",
-    ),
-    (
         "aarch64/vcpu_width_config",
         "AArch32 EL1 guests are refused (no KVM_CAP_ARM_EL1_32BIT: the test skips): a limit of KCore, which runs AArch64 guests only",
     ),

@@ -30,6 +30,10 @@ pub const V_LO: u64 = 0x40;
 pub const V_HI: u64 = 0x60;
 /// The guest's view of the virtual counter offset (`CNTVOFF_EL2`).
 pub const CNTVOFF: u64 = 0x80;
+/// A non-protected vCPU's power state as the guest's PSCI sees it: 1 when
+/// it is off (as after its own `CPU_OFF`: a `CPU_ON` from another vCPU may
+/// start it), 0 when it is on. KServ sets it for `KVM_SET_MP_STATE`.
+pub const POWER_OFF: u64 = 0x81;
 /// A system register: `SYSREG | sysreg(op0, op1, crn, crm, op2)`.
 pub const SYSREG: u64 = 0x1_0000;
 

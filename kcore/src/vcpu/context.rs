@@ -485,6 +485,7 @@ impl VcpuContext {
             reg::FPSR => self.fpsr,
             reg::FPCR => self.fpcr,
             reg::CNTVOFF => self.cntvoff,
+            reg::POWER_OFF => u64::from(self.status & status::OFF != 0),
             _ if (reg::V_LO..reg::V_LO + 32).contains(&id) => self.v[2 * (id - reg::V_LO) as usize],
             _ if (reg::V_HI..reg::V_HI + 32).contains(&id) => {
                 self.v[2 * (id - reg::V_HI) as usize + 1]
@@ -494,6 +495,21 @@ impl VcpuContext {
             reg::sys::MPIDR_EL1 => self.mpidr,
             _ => self.sys(Sys::from_reg(id)?),
         })
+    }
+
+    /// Starts a vCPU whose guest's `CPU_ON` KCore recorded (`status::BOOT`):
+    /// reset to the entry point and context id it chose, nothing of KServ's
+    /// (its FP/SIMD registers zero), its `MPIDR_EL1` and timer offset kept.
+    /// Returns whether there was such a start.
+    pub fn start_from_boot(&mut self, idx: usize) -> bool {
+        if self.status & status::BOOT == 0 {
+            return false;
+        }
+        let (pc, x0, mpidr, cntvoff) = (self.boot_pc, self.boot_x0, self.mpidr, self.cntvoff);
+        *self = VcpuContext::reset(idx);
+        (self.pc, self.x[0], self.mpidr, self.cntvoff) = (pc, x0, mpidr, cntvoff);
+        self.status = status::STARTED;
+        true
     }
 
     /// Writes a register by its ABI id. PSTATE must be an AArch64 EL0/EL1
@@ -508,6 +524,9 @@ impl VcpuContext {
             reg::FPSR => self.fpsr = v,
             reg::FPCR => self.fpcr = v,
             reg::CNTVOFF => self.cntvoff = v,
+            reg::POWER_OFF if v == 1 => self.status |= status::OFF,
+            reg::POWER_OFF if v == 0 => self.status &= !status::OFF,
+            reg::POWER_OFF => return Err(Error::InvalidParameter),
             _ if (reg::V_LO..reg::V_LO + 32).contains(&id) => {
                 self.v[2 * (id - reg::V_LO) as usize] = v
             }

@@ -774,6 +774,102 @@ fn cpu_on_wakes_a_powered_off_vcpu() {
     assert!(f.kicks.contains(&1));
 }
 
+#[test]
+fn mp_state_and_system_suspend() {
+    use crate::psci::{FEATURES, SUCCESS, SYSTEM_SUSPEND_64};
+    use uapi::mp_state::{RUNNABLE, STOPPED, SUSPENDED};
+    let mut f = Fake::new();
+    let vm = new_vm(&mut f, 0);
+    let mut v0 = new_vcpu(&mut f, &vm, 0);
+    let mut v1 = new_vcpu(&mut f, &vm, 1);
+    init(&mut f, &vm, &mut v0, 1 << 2);
+    init(&mut f, &vm, &mut v1, 1 << 2);
+    for cap in [
+        uapi::cap::MP_STATE,
+        uapi::cap::ARM_SYSTEM_SUSPEND,
+        uapi::cap::ENABLE_CAP_VM,
+    ] {
+        assert_eq!(vm::dev_ioctl(&HOST, uapi::CHECK_EXTENSION, cap), 1);
+    }
+    let mp = |f: &mut Fake, v: &mut Vcpu| {
+        let at = user(f, 0xB000, &[u64::MAX]);
+        assert_eq!(ioctl(f, &vm, v, uapi::GET_MP_STATE, at), Ok(0));
+        let mut b = [0u8; 4];
+        f.copy_from_user(at, &mut b).expect("user memory");
+        u32::from_le_bytes(b)
+    };
+    let set_mp = |f: &mut Fake, v: &mut Vcpu, state: u32| {
+        let at = user(f, 0xB100, &[u64::from(state)]);
+        ioctl(f, &vm, v, uapi::SET_MP_STATE, at)
+    };
+    assert_eq!(mp(&mut f, &mut v1), RUNNABLE);
+    assert_eq!(
+        set_mp(&mut f, &mut v1, SUSPENDED),
+        Err(EINVAL),
+        "not offered"
+    );
+    assert_eq!(set_mp(&mut f, &mut v1, 7), Err(EINVAL));
+    assert_eq!(set_mp(&mut f, &mut v1, STOPPED), Ok(0));
+    assert_eq!(mp(&mut f, &mut v1), STOPPED);
+    assert_eq!(
+        f.get_reg(1, kcore_abi::reg::POWER_OFF),
+        Some(1),
+        "KCore told"
+    );
+    assert_eq!(set_mp(&mut f, &mut v1, RUNNABLE), Ok(0));
+    assert_eq!(f.get_reg(1, kcore_abi::reg::POWER_OFF), Some(0));
+    assert!(f.kicks.contains(&1));
+
+    // SYSTEM_SUSPEND: not offered until the VMM enables it; then it exits
+    // as KVM_SYSTEM_EVENT_SUSPEND with the call's registers as they were.
+    let enable = |f: &mut Fake, cap: u64, flags: u64| {
+        let at = user(f, 0xB200, &[flags << 32 | cap, 0, 0, 0, 0]);
+        vm::ioctl(f, &vm, &HOST, uapi::ENABLE_CAP, at)
+    };
+    let features = u64::from(FEATURES);
+    let suspend = u64::from(SYSTEM_SUSPEND_64);
+    f.script([
+        (exit::PSCI, 0, 0, features, 0, [suspend, 0, 0]),
+        (exit::PSCI, 0, 0, suspend, 0, [RAM, 0x77, 0]),
+        (exit::MMIO, 0, 0x0900_0008, 0, 4, [0; 3]),
+    ]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v0, uapi::RUN, 0), Ok(0));
+    assert_eq!(
+        f.run_u32(krun::EXIT_REASON),
+        kexit::MMIO,
+        "the suspend was refused"
+    );
+    assert_eq!(
+        enable(&mut f, uapi::cap::ARM_SYSTEM_SUSPEND, 1),
+        Err(EINVAL),
+        "flags"
+    );
+    assert_eq!(
+        enable(&mut f, uapi::cap::MP_STATE, 0),
+        Err(EINVAL),
+        "not an enableable cap"
+    );
+    assert_eq!(enable(&mut f, uapi::cap::ARM_SYSTEM_SUSPEND, 0), Ok(0));
+    f.script([
+        (exit::PSCI, 0, 0, features, 0, [suspend, 0, 0]),
+        (exit::PSCI, 0, 0, suspend, 0, [RAM, 0x77, 0]),
+    ]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v0, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::SYSTEM_EVENT);
+    assert_eq!(
+        f.run_u32(krun::SYSTEM_EVENT_TYPE),
+        uapi::system_event::SUSPEND
+    );
+    assert_eq!(f.run_u32(krun::SYSTEM_EVENT_NDATA), 0);
+    assert_eq!(
+        f.get_reg(0, kcore_abi::reg::x(1)),
+        Some(RAM),
+        "entry point for the VMM"
+    );
+    let not_supported = crate::psci::NOT_SUPPORTED;
+    assert_eq!(f.answers()[..4], [not_supported, not_supported, 0, SUCCESS]);
+}
+
 /// A `KSERV_VM_VERIFY_IMAGE` request for `len` bytes at `RAM` (the VMM's
 /// memory at `UADDR`) with a signature block by [`signer`] whose manifest
 /// holds `mmio`.

@@ -44,6 +44,10 @@ pub mod size {
     pub const IRQ_LEVEL: usize = 8;
     /// `struct kvm_one_reg`.
     pub const ONE_REG: usize = 16;
+    /// `struct kvm_mp_state`.
+    pub const MP_STATE: usize = 4;
+    /// `struct kvm_enable_cap`: `cap`, `flags`, `args[4]`, `pad[64]`.
+    pub const ENABLE_CAP: usize = 104;
     /// `struct kvm_vcpu_init`.
     pub const VCPU_INIT: usize = 32;
     /// `struct kvm_reg_list` (its header; `reg[]` follows).
@@ -100,6 +104,12 @@ pub const HAS_DEVICE_ATTR: u32 = iow(0xE3, size::DEVICE_ATTR);
 pub const IRQFD: u32 = iow(0x76, size::IRQFD);
 /// `KVM_IOEVENTFD`.
 pub const IOEVENTFD: u32 = iow(0x79, size::IOEVENTFD);
+/// `KVM_GET_MP_STATE`.
+pub const GET_MP_STATE: u32 = ior(0x98, size::MP_STATE);
+/// `KVM_SET_MP_STATE`.
+pub const SET_MP_STATE: u32 = iow(0x99, size::MP_STATE);
+/// `KVM_ENABLE_CAP`.
+pub const ENABLE_CAP: u32 = iow(0xA3, size::ENABLE_CAP);
 
 /// Capabilities (`KVM_CHECK_EXTENSION`).
 pub mod cap {
@@ -111,6 +121,10 @@ pub mod cap {
     pub const NR_VCPUS: u64 = 9;
     /// `KVM_CAP_NR_MEMSLOTS`.
     pub const NR_MEMSLOTS: u64 = 10;
+    /// `KVM_CAP_MP_STATE`.
+    pub const MP_STATE: u64 = 14;
+    /// `KVM_CAP_ENABLE_CAP_VM`.
+    pub const ENABLE_CAP_VM: u64 = 98;
     /// `KVM_CAP_DESTROY_MEMORY_REGION_WORKS`.
     pub const DESTROY_MEMORY_REGION_WORKS: u64 = 21;
     /// `KVM_CAP_JOIN_MEMORY_REGIONS_WORKS`.
@@ -147,6 +161,18 @@ pub mod cap {
     pub const ARM_IRQ_LINE_LAYOUT_2: u64 = 174;
     /// `KVM_CAP_SYSTEM_EVENT_DATA`.
     pub const SYSTEM_EVENT_DATA: u64 = 215;
+    /// `KVM_CAP_ARM_SYSTEM_SUSPEND`.
+    pub const ARM_SYSTEM_SUSPEND: u64 = 216;
+}
+
+/// `struct kvm_mp_state` values arm64 KVM knows.
+pub mod mp_state {
+    /// `KVM_MP_STATE_RUNNABLE`.
+    pub const RUNNABLE: u32 = 0;
+    /// `KVM_MP_STATE_STOPPED`.
+    pub const STOPPED: u32 = 5;
+    /// `KVM_MP_STATE_SUSPENDED`.
+    pub const SUSPENDED: u32 = 10;
 }
 
 /// `KVM_CREATE_VM` type bits on arm64.
@@ -189,6 +215,8 @@ pub mod system_event {
     pub const SHUTDOWN: u32 = 1;
     /// `KVM_SYSTEM_EVENT_RESET`.
     pub const RESET: u32 = 2;
+    /// `KVM_SYSTEM_EVENT_SUSPEND`.
+    pub const SUSPEND: u32 = 5;
     /// `KVM_SYSTEM_EVENT_RESET_FLAG_PSCI_RESET2`.
     pub const RESET_FLAG_PSCI_RESET2: u64 = 1 << 0;
 }
@@ -384,7 +412,7 @@ pub mod reg {
 
 /// What the glue checks against the kernel's headers when the module loads,
 /// in this order (`kserv_core.h` lists the same names).
-pub const CHECKED: [u64; 33] = [
+pub const CHECKED: [u64; 36] = [
     GET_API_VERSION as u64,
     CREATE_VM as u64,
     CHECK_EXTENSION as u64,
@@ -405,6 +433,9 @@ pub const CHECKED: [u64; 33] = [
     HAS_DEVICE_ATTR as u64,
     IRQFD as u64,
     IOEVENTFD as u64,
+    GET_MP_STATE as u64,
+    SET_MP_STATE as u64,
+    ENABLE_CAP as u64,
     size::RUN as u64,
     run::MMIO_DATA as u64,
     run::MMIO_LEN as u64,
@@ -440,6 +471,9 @@ mod tests {
         assert_eq!(kcore_abi::kvm_ext::KSERV_VM_VERIFY_IMAGE, 0x4020_AEF0);
         assert_eq!(IRQFD, 0x4020_AE76);
         assert_eq!(IOEVENTFD, 0x4040_AE79);
+        assert_eq!(GET_MP_STATE, 0x8004_AE98);
+        assert_eq!(SET_MP_STATE, 0x4004_AE99);
+        assert_eq!(ENABLE_CAP, 0x4068_AEA3);
         assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);
         assert_eq!(reg::TIMER_CVAL, 0x6030_0000_0013_DF02);
         assert_eq!(reg::TIMER_CTL, 0x6030_0000_0013_DF19);

@@ -118,9 +118,44 @@ pub fn ioctl<E: KvmEnv>(
             }
             Ok(0)
         }
+        uapi::GET_MP_STATE => {
+            let state = match vm.vcpus[v.id as usize].power.load(SeqCst) {
+                power::ON => uapi::mp_state::RUNNABLE,
+                _ => uapi::mp_state::STOPPED,
+            };
+            env.copy_to_user(arg, &state.to_le_bytes())?;
+            Ok(0)
+        }
+        uapi::SET_MP_STATE => {
+            let mut b = [0u8; uapi::size::MP_STATE];
+            env.copy_from_user(arg, &mut b)?;
+            set_mp_state(env, vm, v, u32::from_le_bytes(b)).map(|()| 0)
+        }
         uapi::SET_DEVICE_ATTR | uapi::GET_DEVICE_ATTR | uapi::HAS_DEVICE_ATTR => Err(ENXIO),
         _ => Err(EINVAL),
     }
+}
+
+/// `KVM_SET_MP_STATE` (`kvm_arch_vcpu_ioctl_set_mpstate`): `RUNNABLE` powers
+/// the vCPU on, `STOPPED` off (a guest's `CPU_ON` may then start it, as
+/// after its own `CPU_OFF`); KCore's view follows for a non-protected vCPU
+/// that exists there (the `POWER_OFF` pseudo-register). `SUSPENDED` is not
+/// offered (`EINVAL`, as for an unknown state; `docs/kvm.md`).
+fn set_mp_state<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, state: u32) -> Result<(), Errno> {
+    let (power, off) = match state {
+        uapi::mp_state::RUNNABLE => (power::ON, 0),
+        uapi::mp_state::STOPPED => (power::OFF, 1),
+        _ => return Err(EINVAL),
+    };
+    if v.initialized && !vm.protected() {
+        hypercall::vcpu_set_reg(env, vm.handle(), u64::from(v.id), kr::POWER_OFF, off)
+            .map_err(errno_of)?;
+    }
+    vm.vcpus[v.id as usize].power.store(power, SeqCst);
+    if power == power::ON {
+        vm.kick(env, v.id as usize);
+    }
+    Ok(())
 }
 
 /// `KVM_ARM_VCPU_INIT`: the preferred target only, features `POWER_OFF`
@@ -629,6 +664,8 @@ fn psci_call<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
     let is = |a: u32, b: u32| fid == a || fid == b;
     let reset2 =
         minor.is_some_and(|m| m >= 1) && is(psci::SYSTEM_RESET2_32, psci::SYSTEM_RESET2_64);
+    // PSCI 1.0's SYSTEM_SUSPEND, once the VMM enabled it.
+    let suspend = minor.is_some() && vm.system_suspend.load(SeqCst);
     let answer = if fid == psci::VERSION {
         version
     } else if fid == psci::FEATURES && minor.is_some() {
@@ -651,7 +688,10 @@ fn psci_call<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
         let asked_reset2 = minor.is_some_and(|m| m >= 1)
             && (asked == u64::from(psci::SYSTEM_RESET2_32)
                 || asked == u64::from(psci::SYSTEM_RESET2_64));
-        if asked >> 32 == 0 && (known.contains(&(asked as u32)) || asked_reset2) {
+        let asked_suspend = suspend
+            && (asked == u64::from(psci::SYSTEM_SUSPEND_32)
+                || asked == u64::from(psci::SYSTEM_SUSPEND_64));
+        if asked >> 32 == 0 && (known.contains(&(asked as u32)) || asked_reset2 || asked_suspend) {
             psci::SUCCESS
         } else {
             psci::NOT_SUPPORTED
@@ -682,6 +722,15 @@ fn psci_call<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
         affinity_info(vm, order, a(0), a(1))
     } else if fid == psci::MIGRATE_INFO_TYPE {
         psci::NO_TRUSTED_OS
+    } else if suspend && is(psci::SYSTEM_SUSPEND_32, psci::SYSTEM_SUSPEND_64) {
+        // To the VMM with the vCPU's registers as the call left them (x0
+        // still the function id), as KVM does: the VMM reads the entry
+        // point and context id from x1 and x2 to emulate the suspend.
+        v.completion = u64::from(fid);
+        exit_to(env, kexit::SYSTEM_EVENT);
+        run_u32(env, krun::SYSTEM_EVENT_TYPE, system_event::SUSPEND);
+        run_u32(env, krun::SYSTEM_EVENT_NDATA, 0);
+        return Next::Return(0);
     } else if fid == psci::SYSTEM_OFF {
         return system_event(env, vm, v, system_event::SHUTDOWN, 0);
     } else if fid == psci::SYSTEM_RESET {

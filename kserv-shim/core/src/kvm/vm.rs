@@ -105,6 +105,9 @@ pub struct Vm {
     pub cntvoff: AtomicU64,
     /// How many ioeventfds there are (MMIO writes look them up only then).
     ioeventfds: AtomicU32,
+    /// `KVM_CAP_ARM_SYSTEM_SUSPEND` enabled: PSCI `SYSTEM_SUSPEND` exits to
+    /// the VMM as `KVM_SYSTEM_EVENT_SUSPEND`.
+    pub system_suspend: AtomicBool,
 }
 
 // SAFETY: the cells are only reached through `with_cfg`/`with_gic`, which
@@ -218,6 +221,9 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::IOEVENTFD_ANY_LENGTH
         | cap::IRQFD
         | cap::IRQFD_RESAMPLE
+        | cap::MP_STATE
+        | cap::ENABLE_CAP_VM
+        | cap::ARM_SYSTEM_SUSPEND
         | kvm_ext::CAP_ARM_PROTECTED_VM => 1,
         cap::NR_VCPUS => i64::from(host.online_cpus.clamp(1, MAX_VCPUS as u32)),
         cap::MAX_VCPUS | cap::MAX_VCPU_ID => MAX_VCPUS as i64,
@@ -500,6 +506,11 @@ pub fn ioctl<E: KvmEnv>(
             Ok(0)
         }
         uapi::CREATE_IRQCHIP => Err(ENODEV),
+        uapi::ENABLE_CAP => {
+            let mut b = [0u8; uapi::size::ENABLE_CAP];
+            env.copy_from_user(arg, &mut b)?;
+            enable_cap(vm, &b).map(|()| 0)
+        }
         uapi::IOEVENTFD => {
             let mut b = [0u8; uapi::size::IOEVENTFD];
             env.copy_from_user(arg, &mut b)?;
@@ -785,6 +796,23 @@ pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Re
             (Ok(true), 0)
         }
     })
+}
+
+/// `KVM_ENABLE_CAP` on the VM (`kvm_vm_ioctl_enable_cap`): flags must be 0;
+/// only `KVM_CAP_ARM_SYSTEM_SUSPEND` is offered (any other `EINVAL`).
+fn enable_cap(vm: &Vm, b: &[u8; uapi::size::ENABLE_CAP]) -> Result<(), Errno> {
+    let cap = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let flags = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    if flags != 0 {
+        return Err(EINVAL);
+    }
+    match u64::from(cap) {
+        cap::ARM_SYSTEM_SUSPEND => {
+            vm.system_suspend.store(true, SeqCst);
+            Ok(())
+        }
+        _ => Err(EINVAL),
+    }
 }
 
 /// The vGIC device fd's ioctls: `KVM_{SET,GET,HAS}_DEVICE_ATTR` for the
