@@ -52,10 +52,6 @@ const SLOW: &[&str] = &[
 /// a limit of KServ's design.
 const GAPS: &[(&str, &str)] = &[
     (
-        "aarch64/get-reg-list",
-        "KVM_GET_REG_LIST lacks the debug registers, the firmware pseudo-registers and the AArch32 EL2 registers KVM 6.1 lists",
-    ),
-    (
         "aarch64/hypercalls",
         "no vCPU device attributes (KVM_ARM_VCPU_PVTIME_CTRL: ENXIO) and no firmware feature-bitmap registers (KVM_REG_ARM_STD_BMAP, ...)",
     ),

@@ -94,6 +94,10 @@ pub mod sys {
     pub const CNTV_CVAL_EL0: u64 = SYSREG | sysreg(3, 3, 14, 3, 2);
     /// `MDSCR_EL1`.
     pub const MDSCR_EL1: u64 = SYSREG | sysreg(2, 0, 0, 2, 2);
+    /// `OSLSR_EL1` as the guest reads it (`OSLM` = 0b10, the OS lock
+    /// implemented; `OSLK` whether the guest set it); only `OSLK` may be
+    /// written.
+    pub const OSLSR_EL1: u64 = SYSREG | sysreg(2, 0, 1, 1, 4);
     /// `MPIDR_EL1` (read-only: KCore derives it from the vCPU index).
     pub const MPIDR_EL1: u64 = SYSREG | sysreg(3, 0, 0, 0, 5);
 }

@@ -153,6 +153,11 @@ pub mod status {
     pub const VSERROR: u64 = 1 << 4;
 }
 
+/// `OSLSR_EL1.OSLM` = 0b10: the OS lock is implemented.
+const OSLSR_OSLM_IMPLEMENTED: u64 = 1 << 3;
+/// `OSLSR_EL1.OSLK`: the OS lock is set.
+const OSLSR_OSLK: u64 = 1 << 1;
+
 /// What the next entry must finish before the guest runs on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Pending {
@@ -486,6 +491,7 @@ impl VcpuContext {
             reg::FPCR => self.fpcr,
             reg::CNTVOFF => self.cntvoff,
             reg::POWER_OFF => u64::from(self.status & status::OFF != 0),
+            reg::sys::OSLSR_EL1 => self.oslsr(),
             _ if (reg::V_LO..reg::V_LO + 32).contains(&id) => self.v[2 * (id - reg::V_LO) as usize],
             _ if (reg::V_HI..reg::V_HI + 32).contains(&id) => {
                 self.v[2 * (id - reg::V_HI) as usize + 1]
@@ -495,6 +501,26 @@ impl VcpuContext {
             reg::sys::MPIDR_EL1 => self.mpidr,
             _ => self.sys(Sys::from_reg(id)?),
         })
+    }
+
+    /// `OSLSR_EL1` as the guest reads it: the OS lock implemented, and
+    /// whether it is set.
+    pub fn oslsr(&self) -> u64 {
+        OSLSR_OSLM_IMPLEMENTED
+            | if self.status & status::OS_LOCK != 0 {
+                OSLSR_OSLK
+            } else {
+                0
+            }
+    }
+
+    /// Sets or clears the guest's OS lock (`OSLAR_EL1.OSLK`).
+    pub fn set_os_lock(&mut self, locked: bool) {
+        if locked {
+            self.status |= status::OS_LOCK;
+        } else {
+            self.status &= !status::OS_LOCK;
+        }
     }
 
     /// Starts a vCPU whose guest's `CPU_ON` KCore recorded (`status::BOOT`):
@@ -527,6 +553,10 @@ impl VcpuContext {
             reg::POWER_OFF if v == 1 => self.status |= status::OFF,
             reg::POWER_OFF if v == 0 => self.status &= !status::OFF,
             reg::POWER_OFF => return Err(Error::InvalidParameter),
+            reg::sys::OSLSR_EL1 if v & !OSLSR_OSLK == OSLSR_OSLM_IMPLEMENTED => {
+                self.set_os_lock(v & OSLSR_OSLK != 0)
+            }
+            reg::sys::OSLSR_EL1 => return Err(Error::InvalidParameter),
             _ if (reg::V_LO..reg::V_LO + 32).contains(&id) => {
                 self.v[2 * (id - reg::V_LO) as usize] = v
             }

@@ -129,6 +129,7 @@ fn sysreg(l: &mut Loaded, esr: Esr) -> Step {
     const MDSCR: u64 = reg::sysreg(2, 0, 0, 2, 2);
     const OSLAR: u64 = reg::sysreg(2, 0, 1, 0, 4);
     const OSLSR: u64 = reg::sysreg(2, 0, 1, 1, 4);
+    const ACTLR: u64 = reg::sysreg(3, 0, 1, 0, 1);
     let result: Option<u64> = match enc {
         // The feature ID space (`HCR_EL2.TID3`): the guest's sanitised view.
         _ if read && crate::idregs::feature_index(enc).is_some() => l.ids.get(enc),
@@ -156,18 +157,13 @@ fn sysreg(l: &mut Loaded, esr: Esr) -> Step {
             Some(l.ctx.sys(Sys::Mdscr))
         }
         OSLAR if !read => {
-            if value & 1 == 1 {
-                l.ctx.status |= status::OS_LOCK;
-            } else {
-                l.ctx.status &= !status::OS_LOCK;
-            }
+            l.ctx.set_os_lock(value & 1 == 1);
             Some(0)
         }
-        OSLSR if read => {
-            // OSLM = 0b10 (the OS lock is implemented), OSLK.
-            let locked = (l.ctx.status & status::OS_LOCK != 0) as u64;
-            Some(1 << 3 | locked << 1)
-        }
+        OSLSR if read => Some(l.ctx.oslsr()),
+        // ACTLR_EL1 (`HCR_EL2.TACR`): IMPLEMENTATION DEFINED; reads as zero,
+        // writes ignored, as KServ sees it too.
+        ACTLR => Some(0),
         // The rest of the debug registers: no breakpoints or watchpoints
         // are offered; reads as zero, writes ignored (as KVM does before a
         // debugger attaches).
@@ -493,6 +489,22 @@ mod tests {
         step(&mut l, &sync(sys(2, 0, 1, 0, 4, 1, false), 0));
         step(&mut l, &sync(sys(2, 0, 1, 1, 4, 9, true), 0));
         assert_eq!(l.ctx.x[9], 0b1010);
+        // KServ sees the same OSLSR_EL1 and may change only OSLK.
+        assert_eq!(l.ctx.get_reg(reg::sys::OSLSR_EL1), Some(0b1010));
+        assert!(
+            l.ctx.set_reg(reg::sys::OSLSR_EL1, 0).is_err(),
+            "OSLM is fixed"
+        );
+        assert!(l.ctx.set_reg(reg::sys::OSLSR_EL1, 0b1000).is_ok());
+        step(&mut l, &sync(sys(2, 0, 1, 1, 4, 9, true), 0));
+        assert_eq!(l.ctx.x[9], 0b1000, "unlocked by KServ");
+        // ACTLR_EL1 reads as zero and takes writes.
+        l.ctx.x[10] = 0x55;
+        step(&mut l, &sync(sys(3, 0, 1, 0, 1, 10, true), 0));
+        assert_eq!(l.ctx.x[10], 0);
+        let pc = l.ctx.pc;
+        step(&mut l, &sync(sys(3, 0, 1, 0, 1, 10, false), 0));
+        assert_eq!(l.ctx.pc, pc + 4, "a write is ignored, not UNDEFINED");
         // The feature ID space reads as the guests' sanitised view.
         l.ids = crate::idregs::GuestIdRegs::sanitise(|_| u64::MAX);
         step(&mut l, &sync(sys(3, 0, 0, 4, 0, 10, true), 0));

@@ -444,7 +444,7 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         E2BIG,
     );
     let n = list[0] as usize;
-    c.check("reg-list-count", n == 161, || format!("n = {n}"));
+    c.check("reg-list-count", n == 239, || format!("n = {n}"));
     list[0] = 255;
     c.ok(
         "reg-list",

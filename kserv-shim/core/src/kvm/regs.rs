@@ -60,6 +60,60 @@ pub enum Reg {
     /// (`HostGuestIdReg`); read-only, as in KVM 6.1 (a write must repeat the
     /// value).
     Id(u64),
+    /// A register that reads as zero for the VMM and the guest alike and
+    /// takes only zero: the debug registers (`DBG{B,W}{V,C}R<n>_EL1`,
+    /// `MDCCINT_EL1`; the guest's accesses are RAZ/WI while KCore does not
+    /// switch debug state), `ACTLR_EL1` (RAZ/WI in the guest),
+    /// `DISR_EL1` (RAS is not offered) and the AArch32 EL2 registers
+    /// (`DBGVCR32_EL2`, `DACR32_EL2`, `IFSR32_EL2`, `FPEXC32_EL2`; guests
+    /// are AArch64-only).
+    Zero,
+    /// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_<n>` (1..=3): what the guest's
+    /// `SMCCC_ARCH_FEATURES` query of that workaround answers. KCore
+    /// answers `NOT_SUPPORTED`, so each reads as `NOT_AVAIL` (0), and a VMM
+    /// may only write that (KVM takes no level above the host's).
+    Workaround,
+    /// `KVM_REG_ARM_{STD,STD_HYP,VENDOR_HYP}_BMAP` (0..=2): the hypercall
+    /// services the guest has. Only KVM's vendor feature query is offered
+    /// (in the vendor bitmap); a VMM may write back exactly what is offered
+    /// (`EINVAL` for other bits, and for narrowing it: `docs/kvm.md`).
+    FeatureBitmap(u64),
+}
+
+/// The registers of [`Reg::Zero`] outside the debug space, as
+/// `KVM_REG_ARM64_SYSREG` encodings, in ascending order.
+const ZERO_SYSREGS: [u64; 6] = [
+    kr::sysreg(2, 0, 0, 2, 0),  // MDCCINT_EL1
+    kr::sysreg(2, 4, 0, 7, 0),  // DBGVCR32_EL2
+    kr::sysreg(3, 0, 1, 0, 1),  // ACTLR_EL1
+    kr::sysreg(3, 0, 12, 1, 1), // DISR_EL1
+    kr::sysreg(3, 4, 3, 0, 0),  // DACR32_EL2
+    kr::sysreg(3, 4, 5, 0, 1),  // IFSR32_EL2
+];
+/// `FPEXC32_EL2`, the last of [`Reg::Zero`]'s.
+const FPEXC32_EL2: u64 = kr::sysreg(3, 4, 5, 3, 0);
+
+/// Breakpoint and watchpoint registers KVM lists: 16 of each of
+/// `DBGBVR`, `DBGBCR`, `DBGWVR`, `DBGWCR` (`op0=2, op1=0, CRn=0, CRm=n,
+/// op2=4..7`).
+const DEBUG_REGS: usize = 64;
+
+/// The `i`th debug register's encoding (`i < DEBUG_REGS`).
+const fn debug_encoding(i: usize) -> u64 {
+    kr::sysreg(2, 0, 0, (i / 4) as u64, 4 + (i % 4) as u64)
+}
+
+/// Whether `enc` is one of [`DEBUG_REGS`].
+const fn is_debug(enc: u64) -> bool {
+    enc >> 14 == 2 && (enc >> 7) & 0x7F == 0 && enc & 7 >= 4
+}
+
+/// The vendor hypervisor services offered in `KVM_REG_ARM_VENDOR_HYP_BMAP`.
+const VENDOR_HYP_OFFERED: u64 = id::VENDOR_HYP_FUNC_FEAT;
+
+/// The value of feature bitmap `n` (0..=2).
+pub const fn feature_bitmap(n: u64) -> u64 {
+    if n == 2 { VENDOR_HYP_OFFERED } else { 0 }
 }
 
 /// The EL1 system registers offered, in the order of their ids (as KVM
@@ -92,8 +146,16 @@ pub const SYSREGS: [u64; 21] = [
 /// registers KVM lists beside it (`kcore_abi::reg::id`).
 const ID_REGS: usize = kr::id::FEATURE_REGS + kr::id::FIXED.len();
 
+/// The firmware pseudo-registers beside the PSCI version: three
+/// workarounds and three feature bitmaps.
+const FW_REGS: usize = 6;
+
+/// The registers of [`Reg::Zero`].
+const ZERO_REGS: usize = DEBUG_REGS + ZERO_SYSREGS.len() + 1;
+
 /// Registers `KVM_GET_REG_LIST` reports.
-pub const COUNT: usize = 31 + 5 + NR_SPSR as usize + 32 + 2 + 1 + 3 + SYSREGS.len() + ID_REGS;
+pub const COUNT: usize =
+    31 + 5 + NR_SPSR as usize + 32 + 2 + 1 + FW_REGS + 3 + SYSREGS.len() + 1 + ID_REGS + ZERO_REGS;
 
 /// Decodes a `ONE_REG` id.
 pub fn decode(reg: u64) -> Result<Reg, Errno> {
@@ -111,6 +173,13 @@ pub fn decode(reg: u64) -> Result<Reg, Errno> {
         }
         id::FW => match reg {
             id::PSCI_VERSION => Ok(Reg::PsciVersion),
+            _ if (id::workaround(1)..=id::workaround(3)).contains(&reg) => Ok(Reg::Workaround),
+            _ => Err(ENOENT),
+        },
+        id::FW_FEAT_BMAP => match reg {
+            _ if (id::feature_bitmap(0)..=id::feature_bitmap(2)).contains(&reg) => {
+                Ok(Reg::FeatureBitmap(reg & 0xFFFF))
+            }
             _ => Err(ENOENT),
         },
         _ => match reg {
@@ -122,8 +191,15 @@ pub fn decode(reg: u64) -> Result<Reg, Errno> {
                 if reg & !(id::ARM64 | id::SIZE_MASK | id::SYSREG | 0xFFFF) != 0 {
                     return Err(ENOENT);
                 }
-                if kr::id::is_id(reg & 0xFFFF) {
+                let e = reg & 0xFFFF;
+                if kr::id::is_id(e) {
                     return Ok(Reg::Id(enc));
+                }
+                if is_debug(e) || ZERO_SYSREGS.contains(&e) || e == FPEXC32_EL2 {
+                    return Ok(Reg::Zero);
+                }
+                if enc == kr::sys::OSLSR_EL1 {
+                    return Ok(Reg::Kcore(enc));
                 }
                 SYSREGS
                     .contains(&enc)
@@ -187,8 +263,8 @@ fn core(off: u64, size: usize) -> Option<Reg> {
 }
 
 /// The `i`th id of the list `KVM_GET_REG_LIST` reports (`i < COUNT`): the
-/// core registers, the PSCI version, the timer, the system registers, the
-/// identification registers.
+/// core registers, the firmware pseudo-registers, the timer, the system
+/// registers, the identification registers, then those that read as zero.
 pub fn list(i: usize) -> u64 {
     let u64c = |off| id::core(id::SIZE_U64, off);
     let mut i = i;
@@ -219,15 +295,32 @@ pub fn list(i: usize) -> u64 {
         return id::PSCI_VERSION;
     }
     if let Some(n) = take(3) {
+        return id::workaround(n as u64 + 1);
+    }
+    if let Some(n) = take(3) {
+        return id::feature_bitmap(n as u64);
+    }
+    if let Some(n) = take(3) {
         return [id::TIMER_CTL, id::TIMER_CNT, id::TIMER_CVAL][n];
     }
     if let Some(n) = take(SYSREGS.len()) {
         return sys_id(SYSREGS[n]);
     }
-    let n = i.min(ID_REGS - 1);
-    match n.checked_sub(kr::id::FIXED.len()) {
-        None => sys_id(kr::id::FIXED[n]),
-        Some(f) => sys_id(kr::id::feature_encoding(f)),
+    if take(1).is_some() {
+        return sys_id(kr::sys::OSLSR_EL1);
+    }
+    if let Some(n) = take(ID_REGS) {
+        return match n.checked_sub(kr::id::FIXED.len()) {
+            None => sys_id(kr::id::FIXED[n]),
+            Some(f) => sys_id(kr::id::feature_encoding(f)),
+        };
+    }
+    if let Some(n) = take(DEBUG_REGS) {
+        return sys_id(debug_encoding(n));
+    }
+    match ZERO_SYSREGS.get(i) {
+        Some(&e) => sys_id(e),
+        None => sys_id(FPEXC32_EL2),
     }
 }
 
@@ -244,10 +337,14 @@ pub fn reset_value(r: Reg, mpidr: u64) -> u64 {
         Reg::Kcore(kr::PSTATE) => PSTATE_RESET,
         Reg::Kcore(kr::sys::SCTLR_EL1) => SCTLR_EL1_RESET,
         Reg::Kcore(kr::sys::MPIDR_EL1) => mpidr,
+        Reg::Kcore(kr::sys::OSLSR_EL1) => OSLSR_RESET,
         _ => 0,
     }
 }
 
+/// `OSLSR_EL1` at reset: the OS lock implemented, not set (KVM's and
+/// KCore's).
+pub const OSLSR_RESET: u64 = 1 << 3;
 /// PSTATE at reset: EL1h with D, A, I and F masked (KVM's and KCore's).
 pub const PSTATE_RESET: u64 = 0x3C5;
 /// `SCTLR_EL1` at reset in KCore: its RES1 bits, MMU and caches off.
@@ -316,7 +413,8 @@ mod tests {
         // A system register KCore does not carry: ENOENT.
         assert_eq!(decode(id::sys(3, 0, 0, 0, 1)), Err(ENOENT));
         assert_eq!(decode(id::sys(3, 3, 14, 2, 1)), Err(ENOENT));
-        assert_eq!(decode(id::PSCI_VERSION + 1), Err(ENOENT));
+        assert_eq!(decode(id::PSCI_VERSION + 4), Err(ENOENT));
+        assert_eq!(decode(id::feature_bitmap(3)), Err(ENOENT));
     }
 
     #[test]
@@ -351,7 +449,44 @@ mod tests {
         ] {
             assert!(ids.contains(&sys_id(kr::SYSREG | r)), "{r:#x}");
         }
-        assert_eq!(COUNT, 100 + 61);
+        assert_eq!(COUNT, 100 + 6 + 1 + 61 + 71);
+    }
+
+    #[test]
+    fn firmware_debug_and_aarch32_registers() {
+        assert_eq!(decode(id::workaround(1)), Ok(Reg::Workaround));
+        assert_eq!(decode(id::workaround(3)), Ok(Reg::Workaround));
+        assert_eq!(decode(id::feature_bitmap(2)), Ok(Reg::FeatureBitmap(2)));
+        assert_eq!(feature_bitmap(2), id::VENDOR_HYP_FUNC_FEAT);
+        assert_eq!((feature_bitmap(0), feature_bitmap(1)), (0, 0));
+        for (op0, op1, crn, crm, op2) in [
+            (2, 0, 0, 0, 4),
+            (2, 0, 0, 15, 7),
+            (2, 0, 0, 2, 0),
+            (2, 4, 0, 7, 0),
+            (3, 0, 1, 0, 1),
+            (3, 0, 12, 1, 1),
+            (3, 4, 3, 0, 0),
+            (3, 4, 5, 0, 1),
+            (3, 4, 5, 3, 0),
+        ] {
+            assert_eq!(
+                decode(id::sys(op0, op1, crn, crm, op2)),
+                Ok(Reg::Zero),
+                "{op0} {op1} {crn} {crm} {op2}"
+            );
+        }
+        assert_eq!(
+            decode(id::sys(2, 0, 1, 1, 4)),
+            Ok(Reg::Kcore(kr::sys::OSLSR_EL1))
+        );
+        assert_eq!(reset_value(Reg::Kcore(kr::sys::OSLSR_EL1), 0), OSLSR_RESET);
+        // MDSCR_EL1 (2,0,0,2,2) is KCore's, not a debug register.
+        assert_eq!(
+            decode(id::sys(2, 0, 0, 2, 2)),
+            Ok(Reg::Kcore(kr::sys::MDSCR_EL1))
+        );
+        assert_eq!(decode(id::sys(2, 0, 0, 2, 3)), Err(ENOENT));
     }
 
     #[test]

@@ -601,7 +601,7 @@ fn registers_of_a_non_protected_vcpu() {
     );
     f.copy_from_user(0xB000, &mut b).ok();
     assert_eq!(u64::from_le_bytes(b), super::regs::COUNT as u64);
-    user(&mut f, 0xB000, &[200]);
+    user(&mut f, 0xB000, &[300]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::GET_REG_LIST, list), Ok(0));
     // Bad PSTATE mode: EINVAL without a hypercall.
     let ps = user(

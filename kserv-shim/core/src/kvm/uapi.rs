@@ -386,6 +386,8 @@ pub mod reg {
     pub const SYSREG: u64 = 0x0013 << 16;
     /// `KVM_REG_ARM_FW`.
     pub const FW: u64 = 0x0014 << 16;
+    /// `KVM_REG_ARM_FW_FEAT_BMAP`.
+    pub const FW_FEAT_BMAP: u64 = 0x0016 << 16;
 
     /// The bytes an id says its value has.
     pub const fn size(id: u64) -> usize {
@@ -404,6 +406,17 @@ pub mod reg {
     pub const TIMER_CNT: u64 = sys(3, 3, 14, 3, 2);
     /// `KVM_REG_ARM_PSCI_VERSION`.
     pub const PSCI_VERSION: u64 = ARM64 | SIZE_U64 | FW;
+    /// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1`, `_2`, `_3`: `FW | 1..=3`.
+    pub const fn workaround(n: u64) -> u64 {
+        ARM64 | SIZE_U64 | FW | n
+    }
+    /// `KVM_REG_ARM_STD_BMAP` (0), `STD_HYP_BMAP` (1), `VENDOR_HYP_BMAP` (2).
+    pub const fn feature_bitmap(n: u64) -> u64 {
+        ARM64 | SIZE_U64 | FW_FEAT_BMAP | n
+    }
+    /// `KVM_REG_ARM_VENDOR_HYP_BIT_FUNC_FEAT`: KVM's vendor hypervisor
+    /// feature query (`ARM_SMCCC_VENDOR_HYP_KVM_FEATURES_FUNC_ID`).
+    pub const VENDOR_HYP_FUNC_FEAT: u64 = 1 << 0;
     /// A core register: `offset` in 32-bit words into `struct kvm_regs`.
     pub const fn core(size: u64, offset: u64) -> u64 {
         ARM64 | size | CORE | offset

@@ -274,6 +274,10 @@ fn read_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, r: Reg) -> Result<[u8; 16
         }
         Reg::PsciVersion => out[..8].copy_from_slice(&vm.psci_version.load(SeqCst).to_le_bytes()),
         Reg::Id(k) => out[..8].copy_from_slice(&guest_id_reg(env, k)?.to_le_bytes()),
+        // NOT_AVAIL: KCore answers the guest's SMCCC_ARCH_FEATURES with
+        // NOT_SUPPORTED.
+        Reg::Zero | Reg::Workaround => {}
+        Reg::FeatureBitmap(n) => out[..8].copy_from_slice(&regs::feature_bitmap(n).to_le_bytes()),
     }
     Ok(out)
 }
@@ -304,6 +308,19 @@ fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
         && !regs::pstate_mode_ok(lo)
     {
         return Err(EINVAL);
+    }
+    // Fixed values: a write must repeat them (KVM takes neither more than
+    // the host offers nor, here, less: `docs/kvm.md`).
+    match r {
+        Reg::Zero | Reg::Workaround => return if lo == 0 { Ok(()) } else { Err(EINVAL) },
+        Reg::FeatureBitmap(n) => {
+            return if lo == regs::feature_bitmap(n) {
+                Ok(())
+            } else {
+                Err(EINVAL)
+            };
+        }
+        _ => {}
     }
     if let Reg::Id(k) = r {
         // Read-only, as in KVM 6.1: only the value every guest reads (the
@@ -372,7 +389,7 @@ fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
             Ok(())
         }
         Reg::PsciVersion => set_psci_version(vm, lo),
-        Reg::Id(_) => Ok(()),
+        Reg::Id(_) | Reg::Zero | Reg::Workaround | Reg::FeatureBitmap(_) => Ok(()),
     }
 }
 
