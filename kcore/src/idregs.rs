@@ -18,9 +18,10 @@
 //! their hardware values for KServ.
 
 pub use kcore_abi::reg::id::{
-    AIDR_EL1, CLIDR_EL1, CTR_EL0, FEATURE_REGS, FIXED, ID_AA64DFR0_EL1, ID_AA64ISAR0_EL1,
-    ID_AA64ISAR1_EL1, ID_AA64ISAR2_EL1, ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1,
-    ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MIDR_EL1, REVIDR_EL1, feature_encoding, feature_index,
+    AIDR_EL1, CLIDR_EL1, CTR_EL0, FEATURE_REGS, FIXED, ICH_VTR_EL2, ID_AA64DFR0_EL1,
+    ID_AA64ISAR0_EL1, ID_AA64ISAR1_EL1, ID_AA64ISAR2_EL1, ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1,
+    ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MIDR_EL1, REVIDR_EL1, feature_encoding,
+    feature_index,
 };
 
 /// A 4-bit field at `shift`.
@@ -115,7 +116,13 @@ pub struct GuestIdRegs {
     pub features: [u64; FEATURE_REGS],
     /// [`FIXED`]'s registers.
     pub fixed: [u64; FIXED.len()],
+    /// `ICH_VTR_EL2`'s fields that describe the guest's virtual CPU
+    /// interface: `PRIbits`, `PREbits`, `IDbits`, `SEIS`, `A3V`.
+    pub ich_vtr: u64,
 }
+
+/// [`GuestIdRegs::ich_vtr`]'s fields: bits 31..21.
+const ICH_VTR_ALLOW: u64 = 0xFFE0_0000;
 
 impl GuestIdRegs {
     /// An all-zero view (no features): what a CPU that reports nothing
@@ -123,10 +130,12 @@ impl GuestIdRegs {
     pub const EMPTY: GuestIdRegs = GuestIdRegs {
         features: [0; FEATURE_REGS],
         fixed: [0; FIXED.len()],
+        ich_vtr: 0,
     };
 
     /// The guest's view of a CPU whose register `enc` reads `hw(enc)`
-    /// (called for every feature-space and [`FIXED`] encoding).
+    /// (called for every feature-space and [`FIXED`] encoding, and
+    /// [`ICH_VTR_EL2`]).
     pub fn sanitise(hw: impl Fn(u64) -> u64) -> GuestIdRegs {
         let mut features = [0; FEATURE_REGS];
         for (i, value) in features.iter_mut().enumerate() {
@@ -140,14 +149,21 @@ impl GuestIdRegs {
         for (value, enc) in fixed.iter_mut().zip(FIXED) {
             *value = hw(enc);
         }
-        GuestIdRegs { features, fixed }
+        GuestIdRegs {
+            features,
+            fixed,
+            ich_vtr: hw(ICH_VTR_EL2) & ICH_VTR_ALLOW,
+        }
     }
 
     /// The value of `enc`, if it is an identification register this view
-    /// holds (the whole feature space, and [`FIXED`]).
+    /// holds (the whole feature space, [`FIXED`] and [`ICH_VTR_EL2`]).
     pub fn get(&self, enc: u64) -> Option<u64> {
         if let Some(i) = feature_index(enc) {
             return Some(self.features[i]);
+        }
+        if enc == ICH_VTR_EL2 {
+            return Some(self.ich_vtr);
         }
         FIXED.iter().position(|&f| f == enc).map(|i| self.fixed[i])
     }
@@ -268,6 +284,11 @@ mod tests {
             assert_eq!(v.get(enc), Some(enc ^ 0x5a5a));
         }
         assert_eq!(v.get(sysreg(3, 0, 0, 0, 5)), None, "MPIDR is per vCPU");
+        assert_eq!(
+            v.get(ICH_VTR_EL2),
+            Some((ICH_VTR_EL2 ^ 0x5a5a) & 0xFFE0_0000),
+            "only the CPU interface's features, not the list registers"
+        );
         assert_eq!(v.get(sysreg(3, 0, 1, 0, 0)), None);
     }
 }

@@ -384,6 +384,38 @@ fn kservs_register_access_comes_after_a_recorded_cpu_on() {
 }
 
 #[test]
+fn kserv_saves_and_restores_a_plain_guests_gic_cpu_interface() {
+    let (mut v, mut g) = two_plain_vcpus();
+    // VPMR 0xf0, VBPR0 2, VBPR1 3, VEOIM, VENG1.
+    let vmcr = 0xf0 << 24 | 2 << 21 | 3 << 18 | 1 << 9 | 1 << 1;
+    assert_eq!(set(&mut v, 0, reg::ICH_VMCR, vmcr), 0);
+    assert_eq!(
+        set(&mut v, 0, reg::ICH_VMCR, 1 << 5),
+        Error::InvalidParameter.to_x0(),
+        "a reserved bit"
+    );
+    assert_eq!(set(&mut v, 0, reg::ICH_AP1R, 1 << 30), 0);
+    assert_eq!(
+        set(&mut v, 0, reg::ICH_AP0R + 3, 1 << 32),
+        Error::InvalidParameter.to_x0()
+    );
+    g.then_do(irq_exit(), |ctx, _| ctx.vgic.vmcr |= 1);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    let (ctx, _) = g.entries[0];
+    assert_eq!(
+        (ctx.vgic.vmcr, ctx.vgic.ap1r[0]),
+        (vmcr, 1 << 30),
+        "entered with it"
+    );
+    assert_eq!(
+        get(&mut v, 0, reg::ICH_VMCR)[1],
+        vmcr | 1,
+        "the guest's change read back"
+    );
+    check_invariants(&v.w).unwrap();
+}
+
+#[test]
 fn the_page_gets_the_fp_registers_whenever_they_may_have_changed() {
     let (mut v, mut g) = two_plain_vcpus();
     // The page of the vCPU that ran last.

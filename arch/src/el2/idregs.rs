@@ -2,7 +2,7 @@
 //! `kcore::idregs::GuestIdRegs::sanitise`.
 
 use core::arch::asm;
-use kcore::idregs::{AIDR_EL1, CLIDR_EL1, CTR_EL0, MIDR_EL1, REVIDR_EL1};
+use kcore::idregs::{AIDR_EL1, CLIDR_EL1, CTR_EL0, ICH_VTR_EL2, MIDR_EL1, REVIDR_EL1};
 
 /// One `MRS` of an encoding spelled out, so that registers the assembler
 /// has no name for (reserved ones of the feature space) read too.
@@ -40,7 +40,8 @@ macro_rules! row {
 
 /// This CPU's identification register `enc` (a `kcore_abi::reg::sysreg`
 /// encoding): the feature space `op0=3, op1=0, CRn=0, CRm=1..7` and
-/// `kcore::idregs::FIXED`; 0 for any other encoding.
+/// `kcore::idregs::FIXED`, and `ICH_VTR_EL2` on a GICv3 with its system
+/// registers; 0 for any other encoding.
 pub fn id_reg(enc: u64) -> u64 {
     if let Some(i) = kcore::idregs::feature_index(enc) {
         let op2 = i % 8;
@@ -60,6 +61,9 @@ pub fn id_reg(enc: u64) -> u64 {
         CLIDR_EL1 => mrs!(1, 0, 0, 1),
         AIDR_EL1 => mrs!(1, 0, 0, 7),
         CTR_EL0 => mrs!(3, 0, 0, 1),
+        // Only with the GICv3 system registers (and ICC_SRE_EL2.SRE set,
+        // which KServ's configuration does before this is read).
+        ICH_VTR_EL2 if super::cpu::features().gicv3_sysregs => mrs!(4, 12, 11, 1),
         _ => 0,
     }
 }

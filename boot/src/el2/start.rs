@@ -492,9 +492,6 @@ fn boot_kserv(
     if let Some(k) = verify_key {
         mem.set_verify_key(k);
     }
-    mem.set_guest_id_regs(kcore::idregs::GuestIdRegs::sanitise(
-        kcore_arch::el2::idregs::id_reg,
-    ));
     *STATE.lock() = Some(KcoreState {
         host: Host::new(mem, PsciRelay::new(&mpidrs, boot_cpu)),
         pool: pages,
@@ -504,6 +501,16 @@ fn boot_kserv(
     find_redistributor(boot_cpu);
     // SAFETY: the stage 2 just built maps all of KServ's RAM.
     unsafe { cpu::configure_for_host(f, &host_cfg) };
+    // After the configuration: ICH_VTR_EL2 reads only with ICC_SRE_EL2.SRE
+    // set.
+    if let Some(state) = STATE.lock().as_mut() {
+        state
+            .host
+            .mem_mut()
+            .set_guest_id_regs(kcore::idregs::GuestIdRegs::sanitise(
+                kcore_arch::el2::idregs::id_reg,
+            ));
+    }
     KservBoot {
         entry: kernel,
         dt: dt_base,

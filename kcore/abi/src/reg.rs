@@ -34,6 +34,17 @@ pub const CNTVOFF: u64 = 0x80;
 /// it is off (as after its own `CPU_OFF`: a `CPU_ON` from another vCPU may
 /// start it), 0 when it is on. KServ sets it for `KVM_SET_MP_STATE`.
 pub const POWER_OFF: u64 = 0x81;
+/// The guest's GIC virtual CPU interface, for KServ's save and restore of a
+/// non-protected vCPU (`KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS`): `ICH_VMCR_EL2`
+/// (reserved bits must be zero).
+pub const ICH_VMCR: u64 = 0x82;
+/// `ICH_AP0R<n>_EL2` is `ICH_AP0R + n` (`n < 4`).
+pub const ICH_AP0R: u64 = 0x84;
+/// `ICH_AP1R<n>_EL2` is `ICH_AP1R + n` (`n < 4`).
+pub const ICH_AP1R: u64 = 0x88;
+/// The bits of `ICH_VMCR_EL2` that exist: `VENG0`, `VENG1`, `VAckCtl`,
+/// `VFIQEn`, `VCBPR`, `VEOIM`, `VBPR1`, `VBPR0`, `VPMR`.
+pub const ICH_VMCR_VALID: u64 = 0x1F | 1 << 9 | 0x3FFF << 18;
 /// A system register: `SYSREG | sysreg(op0, op1, crn, crm, op2)`.
 pub const SYSREG: u64 = 0x1_0000;
 
@@ -122,6 +133,11 @@ pub mod id {
     pub const AIDR_EL1: u64 = sysreg(3, 1, 0, 0, 7);
     /// `CTR_EL0`.
     pub const CTR_EL0: u64 = sysreg(3, 3, 0, 0, 1);
+    /// `ICH_VTR_EL2`, of which the guest's virtual CPU interface shows
+    /// `PRIbits`, `PREbits`, `IDbits`, `SEIS` and `A3V` (what KServ reports as
+    /// the read-only fields of `ICC_CTLR_EL1`). Not listed in
+    /// `KVM_GET_REG_LIST`.
+    pub const ICH_VTR_EL2: u64 = sysreg(3, 4, 12, 11, 1);
 
     /// The identification registers outside the feature space, in
     /// ascending order.
@@ -168,6 +184,12 @@ pub mod id {
     /// Whether `enc` is an identification register `HostGuestIdReg`
     /// answers.
     pub const fn is_id(enc: u64) -> bool {
+        enc == ICH_VTR_EL2 || is_listed(enc)
+    }
+
+    /// Whether `enc` is an identification register KVM's
+    /// `KVM_GET_REG_LIST` lists: the feature space and [`FIXED`].
+    pub const fn is_listed(enc: u64) -> bool {
         if feature_index(enc).is_some() {
             return true;
         }
@@ -204,6 +226,7 @@ pub mod id {
             }
             assert_eq!(feature_index(ID_AA64PFR0_EL1 | 1 << 16), None);
             assert!(FIXED.windows(2).all(|w| w[0] < w[1]));
+            assert!(is_id(ICH_VTR_EL2) && !is_listed(ICH_VTR_EL2));
             assert!(
                 FIXED
                     .iter()

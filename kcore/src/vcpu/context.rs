@@ -492,6 +492,13 @@ impl VcpuContext {
             reg::CNTVOFF => self.cntvoff,
             reg::POWER_OFF => u64::from(self.status & status::OFF != 0),
             reg::sys::OSLSR_EL1 => self.oslsr(),
+            reg::ICH_VMCR => self.vgic.vmcr,
+            _ if (reg::ICH_AP0R..reg::ICH_AP0R + 4).contains(&id) => {
+                self.vgic.ap0r[(id - reg::ICH_AP0R) as usize]
+            }
+            _ if (reg::ICH_AP1R..reg::ICH_AP1R + 4).contains(&id) => {
+                self.vgic.ap1r[(id - reg::ICH_AP1R) as usize]
+            }
             _ if (reg::V_LO..reg::V_LO + 32).contains(&id) => self.v[2 * (id - reg::V_LO) as usize],
             _ if (reg::V_HI..reg::V_HI + 32).contains(&id) => {
                 self.v[2 * (id - reg::V_HI) as usize + 1]
@@ -557,6 +564,17 @@ impl VcpuContext {
                 self.set_os_lock(v & OSLSR_OSLK != 0)
             }
             reg::sys::OSLSR_EL1 => return Err(Error::InvalidParameter),
+            reg::ICH_VMCR if v & !reg::ICH_VMCR_VALID == 0 => self.vgic.vmcr = v,
+            reg::ICH_VMCR => return Err(Error::InvalidParameter),
+            _ if (reg::ICH_AP0R..reg::ICH_AP0R + 4).contains(&id) && v >> 32 == 0 => {
+                self.vgic.ap0r[(id - reg::ICH_AP0R) as usize] = v
+            }
+            _ if (reg::ICH_AP1R..reg::ICH_AP1R + 4).contains(&id) && v >> 32 == 0 => {
+                self.vgic.ap1r[(id - reg::ICH_AP1R) as usize] = v
+            }
+            _ if (reg::ICH_AP0R..reg::ICH_AP1R + 4).contains(&id) => {
+                return Err(Error::InvalidParameter);
+            }
             _ if (reg::V_LO..reg::V_LO + 32).contains(&id) => {
                 self.v[2 * (id - reg::V_LO) as usize] = v
             }

@@ -8,12 +8,14 @@
 //! - [`vgic`]: the virtual GICv3 (distributor, redistributors, interrupt
 //!   delivery through KCore's list registers);
 //! - [`eventfd`]: `KVM_IOEVENTFD` and `KVM_IRQFD`;
+//! - [`icc`]: the vGIC's CPU interface registers for save and restore;
 //! - [`memslot`], [`regs`], [`uapi`], [`errno`]: the API's rules, register
 //!   ids and numbers.
 
 pub mod env;
 pub mod errno;
 pub mod eventfd;
+pub mod icc;
 pub mod memslot;
 pub mod regs;
 pub mod uapi;

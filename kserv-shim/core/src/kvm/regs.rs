@@ -192,7 +192,7 @@ pub fn decode(reg: u64) -> Result<Reg, Errno> {
                     return Err(ENOENT);
                 }
                 let e = reg & 0xFFFF;
-                if kr::id::is_id(e) {
+                if kr::id::is_listed(e) {
                     return Ok(Reg::Id(enc));
                 }
                 if is_debug(e) || ZERO_SYSREGS.contains(&e) || e == FPEXC32_EL2 {

@@ -960,6 +960,79 @@ fn vgic(f: &mut Fake, vm: &Vm) {
     vm.with_gic(f, |g| ((), g.mmio(0, GICD, 4, true, 2).map_or(0, |r| r.1)));
 }
 
+#[test]
+fn cpu_sysregs_save_and_restore_the_guests_cpu_interface() {
+    use super::uapi::vgic_attr::GRP_CPU_SYSREGS;
+    use kcore_abi::reg::{id::ICH_VTR_EL2, sysreg};
+    let mut f = Fake::new();
+    // A CPU interface with 5 priority bits, 16-bit ids and A3V, as QEMU's.
+    let vtr = 4u64 << 29 | 4 << 26 | 1 << 21 | 3;
+    f.k()
+        .w
+        .host
+        .mem_mut()
+        .set_guest_id_regs(kcore::idregs::GuestIdRegs::sanitise(|enc| {
+            if enc == ICH_VTR_EL2 { vtr } else { 0 }
+        }));
+    let vm = new_vm(&mut f, 0);
+    let mut v0 = new_vcpu(&mut f, &vm, 0);
+    let mut v1 = new_vcpu(&mut f, &vm, 1);
+    init(&mut f, &vm, &mut v0, 1 << 2);
+    init(&mut f, &vm, &mut v1, 1 << 2);
+    vgic(&mut f, &vm);
+    let attr = |mpidr: u64, op0, op1, crn, crm, op2| mpidr << 32 | sysreg(op0, op1, crn, crm, op2);
+    let access = |f: &mut Fake, cmd: u32, attr: u64, value: u64| {
+        let at = user(f, 0xA000, &[value]);
+        let a = user(f, 0xA100, &[u64::from(GRP_CPU_SYSREGS) << 32, attr, at]);
+        let r = vm::device_ioctl(f, &vm, cmd, a);
+        let mut b = [0u8; 8];
+        f.copy_from_user(at, &mut b).expect("user memory");
+        r.map(|_| u64::from_le_bytes(b))
+    };
+    let pmr1 = attr(1, 3, 0, 4, 6, 0);
+    assert_eq!(access(&mut f, uapi::GET_DEVICE_ATTR, pmr1, 0), Ok(0));
+    assert_eq!(access(&mut f, uapi::SET_DEVICE_ATTR, pmr1, 0xF0), Ok(0xF0));
+    assert_eq!(access(&mut f, uapi::GET_DEVICE_ATTR, pmr1, 0), Ok(0xF0));
+    assert_eq!(
+        f.get_reg(1, kcore_abi::reg::ICH_VMCR),
+        Some(0xF0 << 24),
+        "KCore holds it"
+    );
+    assert_eq!(
+        f.get_reg(0, kcore_abi::reg::ICH_VMCR),
+        Some(0),
+        "vCPU 0's is its own"
+    );
+    let ctlr = attr(0, 3, 0, 12, 12, 4);
+    assert_eq!(
+        access(&mut f, uapi::GET_DEVICE_ATTR, ctlr, 0),
+        Ok(4 << 8 | 1 << 15)
+    );
+    assert_eq!(
+        access(&mut f, uapi::SET_DEVICE_ATTR, ctlr, 5 << 8 | 1 << 15),
+        Err(EINVAL)
+    );
+    let ap1r = |n| attr(0, 3, 0, 12, 9, n);
+    assert_eq!(
+        access(&mut f, uapi::SET_DEVICE_ATTR, ap1r(0), 0x8000_0000),
+        Ok(0x8000_0000)
+    );
+    assert_eq!(f.get_reg(0, kcore_abi::reg::ICH_AP1R), Some(0x8000_0000));
+    assert_eq!(
+        access(&mut f, uapi::GET_DEVICE_ATTR, ap1r(1), 0),
+        Err(EINVAL),
+        "one APR"
+    );
+    // Has: the group's registers only; no such vCPU: EINVAL.
+    assert_eq!(access(&mut f, uapi::HAS_DEVICE_ATTR, ap1r(3), 0), Ok(0));
+    let iar = attr(0, 3, 0, 12, 12, 0);
+    assert_eq!(access(&mut f, uapi::HAS_DEVICE_ATTR, iar, 0), Err(ENXIO));
+    assert_eq!(
+        access(&mut f, uapi::GET_DEVICE_ATTR, attr(5, 3, 0, 4, 6, 0), 0),
+        Err(EINVAL)
+    );
+}
+
 /// `KVM_IOEVENTFD` with `struct kvm_ioeventfd`'s fields.
 fn ioeventfd(
     f: &mut Fake,

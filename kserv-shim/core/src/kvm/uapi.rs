@@ -347,6 +347,9 @@ pub mod vgic_attr {
     pub const GRP_CTRL: u32 = 4;
     /// `KVM_DEV_ARM_VGIC_GRP_REDIST_REGS`.
     pub const GRP_REDIST_REGS: u32 = 5;
+    /// `KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS`: `attr` is the vCPU's MPIDR in
+    /// bits 63..32 and a system-register encoding in bits 15..0.
+    pub const GRP_CPU_SYSREGS: u32 = 6;
     /// `KVM_VGIC_V3_ADDR_TYPE_DIST`.
     pub const ADDR_TYPE_DIST: u64 = 2;
     /// `KVM_VGIC_V3_ADDR_TYPE_REDIST`.

@@ -798,6 +798,53 @@ pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Re
     })
 }
 
+/// `KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS` (`op`: 0 set, 1 get, 2 has): a
+/// vCPU's GIC CPU interface register ([`super::icc`]), through KCore's
+/// view of the guest's virtual CPU interface. Unknown registers are
+/// `ENXIO`, unknown vCPUs `EINVAL`; a protected vCPU's are KCore's alone
+/// (`EPERM`); a running vCPU's `EBUSY`.
+fn cpu_sysreg<E: KvmEnv>(env: &mut E, vm: &Vm, op: u8, attr: u64, addr: u64) -> Result<(), Errno> {
+    use super::icc::{self, Icc, Write};
+    use kcore_abi::reg as kr;
+    let r = icc::decode(attr & 0xFFFF).ok_or(ENXIO)?;
+    if op == 2 {
+        return Ok(());
+    }
+    let v = crate::psci::vcpu_of_mpidr(attr >> 32, MAX_VCPUS)
+        .filter(|&v| vm.with_cfg(env, |_, c| c.vcpu_order().contains(&(v as u8))))
+        .ok_or(EINVAL)?;
+    if vm.protected() {
+        return Err(super::errno::EPERM);
+    }
+    let (h, id) = (vm.handle(), v as u64);
+    let vtr = hypercall::guest_id_reg(env, kr::SYSREG | kr::id::ICH_VTR_EL2).map_err(errno_of)?;
+    let vmcr = hypercall::vcpu_get_reg(env, h, id, kr::ICH_VMCR).map_err(errno_of)?;
+    let apr_id = match r {
+        Icc::Ap0r(n) => Some(kr::ICH_AP0R + u64::from(n)),
+        Icc::Ap1r(n) => Some(kr::ICH_AP1R + u64::from(n)),
+        _ => None,
+    };
+    let apr = match apr_id.filter(|_| icc::read(r, vmcr, 0, vtr).is_ok()) {
+        Some(k) => hypercall::vcpu_get_reg(env, h, id, k).map_err(errno_of)?,
+        None => 0,
+    };
+    if op == 1 {
+        let value = icc::read(r, vmcr, apr, vtr)?;
+        return env.copy_to_user(addr, &value.to_le_bytes());
+    }
+    let mut b = [0u8; 8];
+    env.copy_from_user(addr, &mut b)?;
+    match icc::write(r, vmcr, u64::from_le_bytes(b), vtr)? {
+        Write::Vmcr(n) => hypercall::vcpu_set_reg(env, h, id, kr::ICH_VMCR, n),
+        Write::Apr(n) => match apr_id {
+            Some(k) => hypercall::vcpu_set_reg(env, h, id, k, n),
+            None => Ok(()),
+        },
+        Write::Nothing => Ok(()),
+    }
+    .map_err(errno_of)
+}
+
 /// `KVM_ENABLE_CAP` on the VM (`kvm_vm_ioctl_enable_cap`): flags must be 0;
 /// only `KVM_CAP_ARM_SYSTEM_SUSPEND` is offered (any other `EINVAL`).
 fn enable_cap(vm: &Vm, b: &[u8; uapi::size::ENABLE_CAP]) -> Result<(), Errno> {
@@ -918,6 +965,7 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             }
             Ok(0)
         }
+        (vgic_attr::GRP_CPU_SYSREGS, _) => cpu_sysreg(env, vm, op, attr, addr).map(|()| 0),
         (vgic_attr::GRP_CTRL, vgic_attr::CTRL_INIT) if op != 1 => {
             if op == 0 {
                 let order = vm.with_cfg(env, |_, c| {
