@@ -21,6 +21,25 @@ pub const fn is_psci(fid: u32) -> bool {
     matches!(fid, FIRST_32..=LAST_32 | FIRST_64..=LAST_64)
 }
 
+/// KVM's PSCI 0.1 function ids (`KVM_PSCI_FN_*`): what a vCPU initialised
+/// without `KVM_ARM_VCPU_PSCI_0_2` calls (the guest finds them in its device
+/// tree). Their arguments are never narrowed to 32 bits.
+pub mod v0_1 {
+    /// `KVM_PSCI_FN_CPU_SUSPEND`.
+    pub const CPU_SUSPEND: u32 = 0x95C1_BA5E;
+    /// `KVM_PSCI_FN_CPU_OFF`.
+    pub const CPU_OFF: u32 = 0x95C1_BA5F;
+    /// `KVM_PSCI_FN_CPU_ON`.
+    pub const CPU_ON: u32 = 0x95C1_BA60;
+    /// `KVM_PSCI_FN_MIGRATE`.
+    pub const MIGRATE: u32 = 0x95C1_BA61;
+
+    /// Whether `fid` is one of them.
+    pub const fn is_psci(fid: u32) -> bool {
+        matches!(fid, CPU_SUSPEND..=MIGRATE)
+    }
+}
+
 /// `PSCI_VERSION`.
 pub const VERSION: u32 = 0x8400_0000;
 /// `CPU_SUSPEND` (SMC32).
@@ -54,6 +73,8 @@ pub const SYSTEM_RESET2_32: u32 = 0x8400_0012;
 /// `SYSTEM_RESET2` (SMC64, PSCI 1.1).
 pub const SYSTEM_RESET2_64: u32 = 0xC400_0012;
 
+/// `PSCI_VERSION` 0.1 (what KVM reports for its 0.1).
+pub const VERSION_0_1: u64 = 0x1;
 /// `PSCI_VERSION` 0.2.
 pub const VERSION_0_2: u64 = 0x2;
 /// `PSCI_VERSION` 1.0.

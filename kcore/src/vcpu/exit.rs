@@ -450,6 +450,31 @@ mod tests {
         l.ctx.x[0] = psci::CPU_OFF as u64;
         assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Exit);
         assert_ne!(l.ctx.status & status::OFF, 0);
+        // KVM's PSCI 0.1 ids: forwarded too; CPU_ON's arguments whole,
+        // though the id looks like an SMC32 one.
+        l.ctx.x[0] = psci::v0_1::CPU_ON as u64;
+        l.ctx.x[1] = mpidr_of(1);
+        l.ctx.x[2] = 0x1_4000_2000;
+        l.ctx.x[3] = 1 << 40;
+        assert_eq!(
+            step(&mut l, &sync(ec::HVC64 << 26, 0)),
+            Step::CpuOn {
+                target: 1,
+                entry: 0x1_4000_2000,
+                context: 1 << 40
+            }
+        );
+        l.ctx.status &= !status::OFF;
+        l.ctx.x[0] = psci::v0_1::CPU_OFF as u64;
+        assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Exit);
+        assert_ne!(l.ctx.status & status::OFF, 0);
+        assert_eq!(l.report.data, u64::from(psci::v0_1::CPU_OFF));
+        l.ctx.x[0] = psci::v0_1::MIGRATE as u64 + 1;
+        assert_eq!(
+            step(&mut l, &sync(ec::HVC64 << 26, 0)),
+            Step::Resume,
+            "past the range"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The guest's `HVC #0` and `SMC #0` calls: the SMCCC queries and KVM's
 //! vendor hypervisor service KCore answers itself, pKVM's guest
-//! `MEM_SHARE`/`MEM_UNSHARE` (turned into [`Step::GuestMem`]), PSCI, which
+//! `MEM_SHARE`/`MEM_UNSHARE` (turned into [`Step::GuestMem`]), PSCI (and
+//! KVM's PSCI 0.1 ids, [`kcore_abi::psci::v0_1`]), which
 //! goes to KServ with its function id and `x1..x3` only (`CPU_ON` first
 //! recorded by KCore, [`Step::CpuOn`]), and `NOT_SUPPORTED` for anything
 //! else; KVM's vendor ids are in [`guest_fid`], SMCCC's and PSCI's in
@@ -75,7 +76,7 @@ pub(super) fn guest_call(l: &mut Loaded) -> Step {
                 gfn: ipa >> PAGE_SHIFT,
             }
         }
-        _ if psci::is_psci(fid) && l.ctx.x[0] >> 32 == 0 => {
+        _ if (psci::is_psci(fid) || psci::v0_1::is_psci(fid)) && l.ctx.x[0] >> 32 == 0 => {
             let args = [l.ctx.x[1], l.ctx.x[2], l.ctx.x[3]];
             l.ctx.pending = Pending::Psci;
             l.report = ExitReport {
@@ -85,8 +86,12 @@ pub(super) fn guest_call(l: &mut Loaded) -> Step {
                 ..ExitReport::default()
             };
             match fid {
-                psci::CPU_ON_32 | psci::CPU_ON_64 => {
-                    let (entry, context) = (smccc::arg(fid, args[1]), smccc::arg(fid, args[2]));
+                psci::CPU_ON_32 | psci::CPU_ON_64 | psci::v0_1::CPU_ON => {
+                    let (entry, context) = if fid == psci::v0_1::CPU_ON {
+                        (args[1], args[2])
+                    } else {
+                        (smccc::arg(fid, args[1]), smccc::arg(fid, args[2]))
+                    };
                     match index_of_mpidr(args[0]) {
                         Some(target) if target != l.idx => Step::CpuOn {
                             target,
@@ -105,7 +110,7 @@ pub(super) fn guest_call(l: &mut Loaded) -> Step {
                         }
                     }
                 }
-                psci::CPU_OFF => {
+                psci::CPU_OFF | psci::v0_1::CPU_OFF => {
                     l.ctx.status |= status::OFF;
                     Step::Exit
                 }

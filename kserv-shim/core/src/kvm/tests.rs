@@ -554,7 +554,7 @@ fn system_fd_and_vm_types() {
     );
     assert_eq!(
         vm::dev_ioctl(&HOST, uapi::CHECK_EXTENSION, uapi::cap::ARM_PSCI),
-        0
+        1
     );
     assert_eq!(vm::check_type(0, 44), Ok((false, 40)));
     assert_eq!(vm::check_type(1 << 31 | 36, 44), Ok((true, 36)));
@@ -772,6 +772,38 @@ fn cpu_on_wakes_a_powered_off_vcpu() {
         ]
     );
     assert!(f.kicks.contains(&1));
+}
+
+#[test]
+fn psci_0_1_for_a_vcpu_without_psci_0_2() {
+    use crate::psci::{CPU_ON_64, NOT_SUPPORTED, SUCCESS, VERSION, v0_1};
+    let mut f = Fake::new();
+    let vm = new_vm(&mut f, 0);
+    let mut v0 = new_vcpu(&mut f, &vm, 0);
+    let mut v1 = new_vcpu(&mut f, &vm, 1);
+    init(&mut f, &vm, &mut v0, 0);
+    init(&mut f, &vm, &mut v1, 1);
+    let one = user(&mut f, 0x9100, &[uapi::reg::PSCI_VERSION, 0xA000]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v0, uapi::GET_ONE_REG, one), Ok(0));
+    let mut b = [0u8; 8];
+    f.copy_from_user(0xA000, &mut b).ok();
+    assert_eq!(u64::from_le_bytes(b), crate::psci::VERSION_0_1);
+    f.script([
+        (exit::PSCI, 0, 0, u64::from(VERSION), 0, [0; 3]),
+        (exit::PSCI, 0, 0, u64::from(CPU_ON_64), 0, [1, RAM, 0]),
+        (exit::PSCI, 0, 0, u64::from(v0_1::MIGRATE), 0, [0; 3]),
+        (exit::PSCI, 0, 0, u64::from(v0_1::CPU_ON), 0, [1, RAM, 0x55]),
+        (exit::MMIO, 0, 0x0900_0008, 0, 4, [0; 3]),
+    ]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v0, uapi::RUN, 0), Ok(0));
+    // 0.2 calls are not this vCPU's; 0.1's CPU_ON starts vCPU 1.
+    assert_eq!(
+        f.answers()[..4],
+        [NOT_SUPPORTED, NOT_SUPPORTED, NOT_SUPPORTED, SUCCESS]
+    );
+    assert!(f.kicks.contains(&1));
+    assert_eq!(f.get_reg(1, kcore_abi::reg::PC), Some(RAM));
+    assert_eq!(f.get_reg(1, kcore_abi::reg::X0), Some(0x55));
 }
 
 #[test]

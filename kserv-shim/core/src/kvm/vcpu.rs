@@ -272,7 +272,15 @@ fn read_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, r: Reg) -> Result<[u8; 16
             };
             out[..8].copy_from_slice(&env.now().wrapping_sub(off).to_le_bytes());
         }
-        Reg::PsciVersion => out[..8].copy_from_slice(&vm.psci_version.load(SeqCst).to_le_bytes()),
+        Reg::PsciVersion => {
+            // KVM_ARM_PSCI_0_1 for a vCPU without KVM_ARM_VCPU_PSCI_0_2.
+            let version = if v.features & 1 << vcpu_init::PSCI_0_2 == 0 {
+                psci::VERSION_0_1
+            } else {
+                vm.psci_version.load(SeqCst)
+            };
+            out[..8].copy_from_slice(&version.to_le_bytes())
+        }
         Reg::Id(k) => out[..8].copy_from_slice(&guest_id_reg(env, k)?.to_le_bytes()),
         // NOT_AVAIL: KCore answers the guest's SMCCC_ARCH_FEATURES with
         // NOT_SUPPORTED.
@@ -660,9 +668,25 @@ fn system_event<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, ty: u32, flags: u
     Next::Return(0)
 }
 
-/// PSCI 0.2 / 1.0 / 1.1 as KVM's `psci.c` answers it.
+/// PSCI as KVM's `psci.c` answers it: 0.2, 1.0 or 1.1 for a vCPU
+/// initialised with `KVM_ARM_VCPU_PSCI_0_2`, KVM's 0.1 otherwise (its own
+/// function ids, [`psci::v0_1`]: `CPU_SUSPEND`, `CPU_OFF`, `CPU_ON`; every
+/// other call `NOT_SUPPORTED`, as the other version's are).
 fn psci_call<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
-    let fid = e.word(run::EXIT_DATA) as u32;
+    let raw = e.word(run::EXIT_DATA) as u32;
+    let v0_1 = v.features & 1 << vcpu_init::PSCI_0_2 == 0;
+    // A 0.1 call is answered as the 0.2 call it names, with its arguments
+    // whole; anything of the other version is not supported.
+    let fid = match (v0_1, raw) {
+        (true, psci::v0_1::CPU_SUSPEND) => psci::CPU_SUSPEND_64,
+        (true, psci::v0_1::CPU_OFF) => psci::CPU_OFF,
+        (true, psci::v0_1::CPU_ON) => psci::CPU_ON_64,
+        (false, f) if !psci::v0_1::is_psci(f) => f,
+        _ => {
+            v.completion = psci::NOT_SUPPORTED;
+            return Next::Enter;
+        }
+    };
     let a = |i: usize| smccc::arg(fid, e.word(run::EXIT_ARGS + i));
     let version = vm.psci_version.load(SeqCst);
     let minor = if version == psci::VERSION_0_2 {

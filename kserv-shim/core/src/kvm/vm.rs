@@ -209,6 +209,7 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::DESTROY_MEMORY_REGION_WORKS
         | cap::JOIN_MEMORY_REGIONS_WORKS
         | cap::ONE_REG
+        | cap::ARM_PSCI
         | cap::ARM_PSCI_0_2
         | cap::READONLY_MEM
         | cap::IMMEDIATE_EXIT
