@@ -31,9 +31,16 @@ pub const NR_PRIVATE: u32 = 32;
 pub const MAX_IRQS: u32 = 992;
 /// Interrupts of a VM that did not configure them (`VGIC_NR_IRQS_LEGACY`).
 pub const DEFAULT_IRQS: u32 = 256;
-/// Most interrupts handed to KCore per entry: QEMU's GICv3 has four list
-/// registers, of which KCore keeps one for the guest's timer.
-pub const IRQ_SLOTS: usize = 3;
+/// Most interrupts handed to KCore per entry: the list registers of QEMU's
+/// GICv3 (and of the Cortex-A cores' GIC CPU interfaces), four. KCore's
+/// timer entry takes a free one when the guest's timer needs it, so the
+/// last is only filled when the three before it are all active
+/// ([`SPARE_SLOTS`]): only then does the guest need it (a fourth level of
+/// preemption, four interrupts restored active), and the timer never waits
+/// behind a pending interrupt.
+pub const IRQ_SLOTS: usize = 4;
+/// Entries handed over while fewer than that many are active.
+pub const SPARE_SLOTS: usize = 3;
 /// The guest's virtual timer, which KCore delivers.
 pub const TIMER_PPI: u32 = 27;
 
@@ -366,7 +373,7 @@ impl Vgic {
     /// Whether `irq` could be handed to some vCPU, whichever it is routed
     /// to and whether the distributor is enabled: what keeps its mark.
     fn may_be_candidate(irq: &Irq) -> bool {
-        irq.owner == 0 && irq.enabled() && irq.pending()
+        irq.owner == 0 && (irq.active() || irq.enabled() && irq.pending())
     }
 
     /// Clears the marks of vCPU `v`'s private interrupts and of the SPIs
@@ -523,13 +530,22 @@ impl Vgic {
         }) {
             return true;
         }
-        self.candidates(v, |_, _| true)
+        self.candidates(v, |_, irq| self.deliverable(irq))
     }
 
-    /// Calls `take(intid, irq)` for each unowned deliverable interrupt
-    /// routed to `v` (not the timer); true as soon as one returns true.
+    /// Whether an unowned interrupt goes into a list register: when it is
+    /// deliverable, or active (as KVM's `vgic_target_oracle` keeps an
+    /// active interrupt on its vCPU whatever its enable: the guest must be
+    /// able to complete it, e.g. one user space restored active).
+    fn wanted(&self, irq: &Irq) -> bool {
+        irq.active() || self.deliverable(irq)
+    }
+
+    /// Calls `take(intid, irq)` for each unowned interrupt routed to `v`
+    /// that goes into a list register ([`Self::wanted`]; not the timer);
+    /// true as soon as one returns true.
     fn candidates(&self, v: usize, mut take: impl FnMut(u32, &Irq) -> bool) -> bool {
-        if !self.enabled || v >= MAX_VCPUS {
+        if v >= MAX_VCPUS {
             return false;
         }
         // Only the marked ones can be candidates ([`Self::maybe_private`]),
@@ -539,7 +555,7 @@ impl Vgic {
             let intid = rest.trailing_zeros();
             rest &= rest - 1;
             let irq = &self.private[v][intid as usize];
-            if intid != TIMER_PPI && irq.owner == 0 && self.deliverable(irq) && take(intid, irq) {
+            if intid != TIMER_PPI && irq.owner == 0 && self.wanted(irq) && take(intid, irq) {
                 return true;
             }
         }
@@ -555,7 +571,7 @@ impl Vgic {
                 };
                 let intid = NR_PRIVATE + s as u32;
                 if irq.owner == 0
-                    && self.deliverable(irq)
+                    && self.wanted(irq)
                     && self.target(v, intid, irq) == Some(v)
                     && take(intid, irq)
                 {
@@ -622,10 +638,23 @@ impl Vgic {
             insert(key(intid, irq), intid);
             false
         });
+        // The last list register only for an interrupt beyond three active
+        // ones ([`IRQ_SLOTS`]); the key's top bit is set for pending ones.
+        let take = if best[..SPARE_SLOTS]
+            .iter()
+            .all(|&(k, _)| k != u32::MAX && k >> 24 == 0)
+        {
+            IRQ_SLOTS
+        } else {
+            SPARE_SLOTS
+        };
         // Give back what is owned but not chosen.
         for k in 0..self.n_owned[v] as usize {
             let intid = u32::from(self.owned[v][k]);
-            if best.iter().any(|&(key, i)| key != u32::MAX && i == intid) {
+            if best[..take]
+                .iter()
+                .any(|&(key, i)| key != u32::MAX && i == intid)
+            {
                 continue;
             }
             if let Some(irq) = self.irq_mut(v, intid) {
@@ -637,7 +666,7 @@ impl Vgic {
             }
         }
         let mut n = 0;
-        for &(k, intid) in &best {
+        for &(k, intid) in &best[..take] {
             if k == u32::MAX {
                 break;
             }
