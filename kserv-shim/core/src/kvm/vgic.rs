@@ -435,6 +435,9 @@ impl Vgic {
 
     /// `KVM_IRQ_LINE` for a PPI of vCPU `v` or an SPI (`v` ignored): the
     /// vCPUs to kick. `EBUSY` before init, `EINVAL` for no such interrupt.
+    /// As KVM's `kvm_vgic_inject_irq`: a level-sensitive interrupt's line
+    /// follows `level`; an edge-triggered one becomes pending at every
+    /// `level` 1 (its line is not tracked) and ignores 0.
     pub fn set_line(&mut self, v: usize, intid: u32, level: bool) -> Result<u64, Errno> {
         if !self.ready {
             return Err(EBUSY);
@@ -443,16 +446,21 @@ impl Vgic {
             return Err(EINVAL);
         }
         let irq = self.irq_mut(v, intid).ok_or(EINVAL)?;
-        if irq.has(f::EDGE) && level && !irq.has(f::LINE) {
+        if !irq.has(f::EDGE) {
+            irq.set(f::LINE, level);
+        } else if level {
             irq.set(f::LATCH, true);
         }
-        irq.set(f::LINE, level);
         Ok(self.kick_for(v, intid))
     }
 
-    /// An irqfd's edge on SPI `intid` (`resample`: the line stays high,
-    /// until the guest completes the interrupt): the vCPUs to kick. Nothing
-    /// for an SPI the vGIC does not have (as KVM's routing ignores it).
+    /// An irqfd's signal on SPI `intid`: the line raised, as Linux 6.1's
+    /// `kvm_arch_set_irq_inatomic` does on arm64, and never lowered (an
+    /// edge-triggered SPI becomes pending; a level-sensitive one stays high
+    /// until `KVM_IRQ_LINE` lowers it). With `resample` the line stays high
+    /// until the guest completes the interrupt. Returns the vCPUs to kick;
+    /// nothing for an SPI the vGIC does not have (as KVM's routing ignores
+    /// it).
     pub fn irqfd(&mut self, intid: u32, resample: bool) -> u64 {
         if intid < NR_PRIVATE || intid >= self.nr_irqs {
             return 0;
@@ -460,14 +468,10 @@ impl Vgic {
         let Ok(k) = self.set_line(0, intid, true) else {
             return 0;
         };
-        if resample {
-            if let Some(irq) = self.irq_mut(0, intid) {
-                irq.set(f::RESAMPLE, true);
-            }
-            k
-        } else {
-            k | self.set_line(0, intid, false).unwrap_or(0)
+        if resample && let Some(irq) = self.irq_mut(0, intid) {
+            irq.set(f::RESAMPLE, true);
         }
+        k
     }
 
     /// The last resampling irqfd of SPI `intid` went: its line goes low.

@@ -218,9 +218,17 @@ fn irqfd_edges_and_resampled_lines() {
     // GSI 8 = SPI 40, level-sensitive (the default), enabled, vCPU 0.
     w(&mut g, 0, D + 0x428, 0xa0);
     w(&mut g, 0, D + 0x104, 1 << 8);
-    // A plain irqfd on a level SPI is a pulse: gone before any entry, as
-    // in KVM (such SPIs must be edge-triggered or resampled).
-    g.irqfd(40, false);
+    // A plain irqfd on a level SPI raises its line and leaves it high, as
+    // Linux 6.1 does (`kvm_arch_set_irq_inatomic`), until KVM_IRQ_LINE
+    // lowers it.
+    assert_eq!(g.irqfd(40, false), 1);
+    let words = flush(&mut g, 0);
+    assert_eq!(words, [irq::encode(40, 0xa0, true, irq::PENDING)]);
+    g.fold(0, &words, &[irq::with_state(words[0], irq::ACTIVE)]);
+    g.set_line(0, 40, false).ok();
+    let active = flush(&mut g, 0);
+    assert_eq!(active, [irq::encode(40, 0xa0, true, irq::ACTIVE)]);
+    g.fold(0, &active, &[0]);
     assert!(flush(&mut g, 0).is_empty());
     // SPIs the vGIC does not have, or private ones, are ignored.
     assert_eq!(g.irqfd(64, false), 0);
