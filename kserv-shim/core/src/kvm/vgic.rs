@@ -65,9 +65,15 @@ mod f {
     pub const RESAMPLE: u8 = 1 << 7;
 }
 
-/// Words of the bitmap of SPIs (by GSI, `INTID - 32`) whose resampled line
+/// Words of the bitmap of SPIs (by pin, `INTID - 32`) whose resampled line
 /// the guest completed.
 pub const ACKED_WORDS: usize = (MAX_IRQS - NR_PRIVATE).div_ceil(64) as usize;
+/// GSIs a routing table may name (`KVM_MAX_IRQ_ROUTES`).
+pub const MAX_ROUTES: usize = super::uapi::routing::MAX_ROUTES as usize;
+/// Words of a bitmap of GSIs.
+pub const GSI_WORDS: usize = MAX_ROUTES / 64;
+/// A GSI's route in [`Vgic::set_routes`]: an MSI (never fires: no ITS).
+pub const ROUTE_MSI: u16 = u16::MAX;
 
 /// One interrupt's state. All zero is a valid (disabled) interrupt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -144,7 +150,14 @@ pub struct Vgic {
     /// yet completed).
     owned: [[u16; IRQ_SLOTS]; MAX_VCPUS],
     n_owned: [u8; MAX_VCPUS],
-    /// Resampled SPIs the guest completed, by GSI, for their resamplefds.
+    /// `KVM_SET_GSI_ROUTING`'s table, in force when `routed` (else KVM's
+    /// default routing, which `KVM_DEV_ARM_VGIC_CTRL_INIT` installs: GSI
+    /// `n` is SPI `32 + n` for each SPI): per GSI its irqchip pin plus one,
+    /// [`ROUTE_MSI`] for an MSI entry (which never fires: no ITS), 0 none.
+    routes: [u16; MAX_ROUTES],
+    routed: bool,
+    /// Resampled SPIs the guest completed, by pin (`INTID - 32`), for
+    /// their resamplefds.
     acked: [u64; ACKED_WORDS],
     any_acked: bool,
     /// The interrupts that may be unowned, enabled and pending: a superset,
@@ -188,6 +201,7 @@ impl Vgic {
         self.nr_vcpus = 0;
         self.vcpu_mask = 0;
         self.enabled = false;
+        self.routed = false;
     }
 
     /// Interrupts in use (private ones included).
@@ -327,10 +341,17 @@ impl Vgic {
         }
         self.enabled = false;
         self.propbaser = 0;
+        // KVM's default routing (`kvm_vgic_setup_default_irq_routing`).
+        self.routed = false;
         // Nothing is pending at reset.
         self.maybe_private = [0; MAX_VCPUS];
         self.maybe_spi = [0; ACKED_WORDS];
         self.ready = true;
+    }
+
+    /// Whether vCPU `v` has a redistributor (it existed at init).
+    pub fn has_vcpu(&self, v: usize) -> bool {
+        self.exists(v)
     }
 
     fn exists(&self, v: usize) -> bool {
@@ -486,7 +507,96 @@ impl Vgic {
         self.set_line(0, intid, false).unwrap_or(0)
     }
 
-    /// Takes the bitmap of resampled SPIs (by GSI) the guest completed
+    /// The SPI an irqfd of `gsi` drives (`KVM_SET_GSI_ROUTING`'s table, or
+    /// KVM's default routing), if any.
+    pub fn spi_of(&self, gsi: u32) -> Option<u32> {
+        if !self.routed {
+            let spis = self.nr_irqs.saturating_sub(NR_PRIVATE);
+            return (gsi < spis).then_some(gsi + NR_PRIVATE);
+        }
+        match self.routes.get(gsi as usize).copied() {
+            None | Some(0) | Some(ROUTE_MSI) => None,
+            Some(pin) => Some(u32::from(pin) - 1 + NR_PRIVATE),
+        }
+    }
+
+    /// Installs a routing table (`KVM_SET_GSI_ROUTING`, checked by the
+    /// caller): `route(gsi)` is [`Self::routes`]' entry for each GSI.
+    pub fn set_routes(&mut self, route: impl Fn(usize) -> u16) {
+        for (gsi, r) in self.routes.iter_mut().enumerate() {
+            *r = route(gsi);
+        }
+        self.routed = true;
+    }
+
+    /// The GSIs whose SPIs are in the bitmap `pins` (by pin), for their
+    /// resamplefds: every GSI routed to one (KVM notifies the GSI its
+    /// table names for the pin, the last one routed there).
+    pub fn gsis_of(&self, pins: &[u64; ACKED_WORDS]) -> [u64; GSI_WORDS] {
+        let mut out = [0u64; GSI_WORDS];
+        if !self.routed {
+            out[..ACKED_WORDS].copy_from_slice(pins);
+            return out;
+        }
+        let mut last = [u16::MAX; ACKED_WORDS * 64];
+        for (gsi, &r) in self.routes.iter().enumerate() {
+            if r != 0
+                && r != ROUTE_MSI
+                && let Some(l) = last.get_mut(usize::from(r) - 1)
+            {
+                *l = gsi as u16;
+            }
+        }
+        for (pin, &gsi) in last.iter().enumerate() {
+            if gsi != u16::MAX && pins[pin / 64] & (1 << (pin % 64)) != 0 {
+                out[usize::from(gsi) / 64] |= 1 << (gsi % 64);
+            }
+        }
+        out
+    }
+
+    /// `KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO` read: the lines of the 32
+    /// interrupts from `intid` (a multiple of 32) of vCPU `v`'s view that
+    /// are level-sensitive and high (`vgic_read_irq_line_level_info`; SGIs
+    /// and interrupts past the configured ones read as 0).
+    pub fn line_levels(&self, v: usize, intid: u32) -> u32 {
+        let mut val = 0;
+        for i in 0..32 {
+            let id = intid + i;
+            if id < 16 {
+                continue;
+            }
+            if self
+                .irq(v, id)
+                .is_some_and(|q| !q.has(f::EDGE) && q.has(f::LINE))
+            {
+                val |= 1 << i;
+            }
+        }
+        val
+    }
+
+    /// `KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO` write: the lines of those 32
+    /// interrupts set from `val`, whatever their configuration (KVM's
+    /// `vgic_write_irq_line_level_info`, so that a restore need not come
+    /// after the configuration); SGIs and interrupts past the configured
+    /// ones are left alone. Returns the vCPUs to kick.
+    pub fn set_line_levels(&mut self, v: usize, intid: u32, val: u32) -> u64 {
+        let mut kick = 0;
+        for i in 0..32 {
+            let id = intid + i;
+            if id < 16 {
+                continue;
+            }
+            if let Some(q) = self.irq_mut(v, id) {
+                q.set(f::LINE, val & (1 << i) != 0);
+                kick |= self.kick_for(v, id);
+            }
+        }
+        kick
+    }
+
+    /// Takes the bitmap of resampled SPIs (by pin) the guest completed
     /// since the last call; `None` if there are none (the common case, on
     /// every exit: no bitmap is built).
     pub fn take_acked(&mut self) -> Option<[u64; ACKED_WORDS]> {

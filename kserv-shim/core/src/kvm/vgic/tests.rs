@@ -385,3 +385,33 @@ fn four_interrupts_restored_active_fit_the_list_registers() {
     assert_eq!(ids, [0, 1, 2, 3]);
     assert!(words.iter().all(|&x| irq::state(x) == irq::ACTIVE));
 }
+
+#[test]
+fn routing_tables_map_gsis_to_spis_and_completions_back() {
+    let mut g = gic(64);
+    // KVM's default routing: GSI n is SPI 32 + n, for the SPIs there are.
+    assert_eq!(g.spi_of(0), Some(32));
+    assert_eq!(g.spi_of(31), Some(63));
+    assert_eq!(g.spi_of(32), None);
+    let mut pins = [0u64; ACKED_WORDS];
+    pins[0] = 1 << 5;
+    assert_eq!(g.gsis_of(&pins)[0], 1 << 5);
+    // GSIs 100 and 7 to pin 5 (SPI 37), GSI 8 an MSI.
+    g.set_routes(|gsi| match gsi {
+        7 | 100 => 6,
+        8 => ROUTE_MSI,
+        _ => 0,
+    });
+    assert_eq!(g.spi_of(100), Some(37));
+    assert_eq!(g.spi_of(5), None);
+    assert_eq!(g.spi_of(8), None);
+    assert_eq!(g.spi_of(u32::MAX), None);
+    // A completion of SPI 37 is the last GSI routed there, as KVM's table.
+    let gsis = g.gsis_of(&pins);
+    assert_eq!(gsis[1], 1 << (100 - 64));
+    assert_eq!(gsis[0], 0);
+    // CTRL_INIT of a fresh vGIC installs the default again.
+    g.ready = false;
+    g.init(&[0]);
+    assert_eq!(g.spi_of(5), Some(37));
+}
