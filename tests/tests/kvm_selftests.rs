@@ -64,10 +64,6 @@ const GAPS: &[(&str, &str)] = &[
         "AArch32 EL1 guests are refused (no KVM_CAP_ARM_EL1_32BIT: the test skips): a limit of KCore, which runs AArch64 guests only",
     ),
     (
-        "aarch64/vgic_irq",
-        "hangs in its first configuration (64 IRQs, edge, no EOI split); not yet diagnosed",
-    ),
-    (
         "steal_time",
         "no stolen time (PV time, KVM_ARM_VCPU_PVTIME_CTRL): the test skips",
     ),
