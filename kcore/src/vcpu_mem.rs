@@ -270,7 +270,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let n_irqs = n_irqs as usize;
         let irqs = Pa(run_page.raw() + 8 * run::IRQS as u64);
         hw.read_words(irqs, &mut out.irq_words[..n_irqs]);
-        vgic::check_irqs_into(&out.irq_words[..n_irqs], lr_count - 1, &mut out.lrs)?;
+        vgic::check_irqs_into(&out.irq_words[..n_irqs], lr_count, &mut out.lrs)?;
 
         let current = CtxKey {
             handle: a.handle,

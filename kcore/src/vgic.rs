@@ -83,8 +83,14 @@ pub struct LrSet {
     /// Private interrupts (bit = INTID < 32) whose physical line the guest
     /// asserts but which are not delivered now: held active at the
     /// physical GIC for the run, so that they cannot end it again and
-    /// again (the guest timer while KServ's vGIC has its PPI disabled).
+    /// again (the guest timer while KServ's vGIC has its PPI disabled, or
+    /// while every list register holds one of KServ's entries).
     pub hold_active: u32,
+    /// KCore's timer entry took the place of KServ's last entry for this
+    /// run: KServ had filled every list register while the guest held the
+    /// timer active, whose completion must reach the hardware. The entry
+    /// it replaced was not loaded and is reported back as supplied.
+    pub displaced: bool,
 }
 
 impl LrSet {
@@ -109,8 +115,9 @@ impl LrSet {
 }
 
 /// Checks KServ's interrupt words for one entry and turns them into list
-/// register entries. `free_lrs` is how many list registers KServ may fill
-/// (the hardware's count minus the one KCore keeps for the timer).
+/// register entries. `free_lrs` is how many list registers KServ may fill:
+/// all of them (KCore's timer entry takes a free one when it needs one; see
+/// `vcpu::timer::prepare_timer`).
 pub fn check_irqs(words: &[u64], free_lrs: usize) -> Result<LrSet, Error> {
     let mut set = LrSet::default();
     check_irqs_into(words, free_lrs, &mut set)?;
@@ -123,6 +130,7 @@ pub fn check_irqs(words: &[u64], free_lrs: usize) -> Result<LrSet, Error> {
 pub fn check_irqs_into(words: &[u64], free_lrs: usize, set: &mut LrSet) -> Result<(), Error> {
     set.len = 0;
     set.hold_active = 0;
+    set.displaced = false;
     if words.len() > free_lrs || words.len() > MAX_LRS {
         return Err(Error::InvalidParameter);
     }
@@ -159,8 +167,13 @@ pub fn check_irqs_into(words: &[u64], free_lrs: usize, set: &mut LrSet) -> Resul
     Ok(())
 }
 
-/// The word reporting `lr`'s state after an exit, for KServ's entry `w`.
+/// The word reporting `lr`'s state after an exit, for KServ's entry `w`:
+/// `w` as supplied when `lr` is not its entry (KCore's timer entry took its
+/// place, [`LrSet::displaced`]: the guest never saw it).
 pub fn report(w: u64, lr: &Lr) -> u64 {
+    if lr.vintid != irq::vintid(w) || lr.hw.is_some() {
+        return w;
+    }
     irq::with_state(w, lr.state.bits())
 }
 
@@ -226,5 +239,12 @@ mod tests {
         assert_eq!(irq::state(report(word, &lr)), 2);
         assert_eq!(irq::vintid(report(word, &lr)), 33);
         assert_eq!(irq::priority(report(word, &lr)), 0xa0);
+        let timer = Lr {
+            vintid: TIMER_PPI,
+            state: LrState::Active,
+            hw: Some(TIMER_PPI),
+            ..Lr::default()
+        };
+        assert_eq!(report(word, &timer), word, "displaced: as supplied");
     }
 }

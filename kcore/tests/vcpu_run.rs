@@ -607,7 +607,7 @@ fn kservs_interrupts_are_checked_and_their_state_reported() {
     let mut v = vm(true, 1);
     assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
     let mut g = ScriptedGuest::new(4);
-    // Refused: hardware-mapped, the timer's PPI, more than the free list
+    // Refused: hardware-mapped, the timer's PPI, more than the list
     // registers, a malformed state. Nothing runs, nothing changes.
     for (irqs, e) in [
         (
@@ -619,7 +619,7 @@ fn kservs_interrupts_are_checked_and_their_state_reported() {
             Error::Denied,
         ),
         (
-            (1..=4)
+            (1..=5)
                 .map(|i| irq::encode(i, 0xa0, true, irq::PENDING))
                 .collect(),
             Error::InvalidParameter,
@@ -648,6 +648,18 @@ fn kservs_interrupts_are_checked_and_their_state_reported() {
     assert_eq!(irq::state(out[run::EXIT_IRQS]), irq::ACTIVE);
     assert_eq!(irq::vintid(out[run::EXIT_IRQS]), 1);
     assert_eq!(irq::state(out[run::EXIT_IRQS + 1]), 0, "completed");
+    // KServ may fill every list register (the timer, idle here, needs none).
+    let four: Vec<u64> = (1..=4)
+        .map(|i| irq::encode(i, 0xa0, true, irq::ACTIVE))
+        .collect();
+    run_page(&mut v, 0, &four);
+    g.then_do(irq_exit(), |_, lrs| lrs.lrs[3].state = LrState::Invalid);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    assert_eq!(g.entries[1].1.len, 4);
+    let out = exit_words(&v.w);
+    assert_eq!(out[run::EXIT_IRQ_COUNT], 4);
+    assert_eq!(irq::state(out[run::EXIT_IRQS + 2]), irq::ACTIVE);
+    assert_eq!(irq::state(out[run::EXIT_IRQS + 3]), 0, "completed");
 }
 
 #[test]
@@ -1013,9 +1025,9 @@ mod noninterference {
     }
 }
 
-#[test]
-fn the_timer_follows_kservs_vgic_configuration() {
-    use kcore_abi::run::entry_flags as ef;
+/// A non-protected vCPU whose first run armed its timer, which has fired
+/// since (KCore delivers it at the next entry).
+fn timer_fired() -> (Vm, ScriptedGuest) {
     let mut v = vm(false, 1);
     let mut g = ScriptedGuest::new(4);
     g.now = 5000;
@@ -1025,6 +1037,13 @@ fn the_timer_follows_kservs_vgic_configuration() {
     });
     run_page(&mut v, 0, &[]);
     run(&mut v, 0, &mut g);
+    (v, g)
+}
+
+#[test]
+fn the_timer_follows_kservs_vgic_configuration() {
+    use kcore_abi::run::entry_flags as ef;
+    let (mut v, mut g) = timer_fired();
     // The guest disabled the PPI in KServ's redistributor model: nothing.
     let mut disabled = [0u64; run::ENTRY_WORDS];
     disabled[run::FLAGS] = ef::TIMER_DISABLED;
@@ -1191,4 +1210,48 @@ fn a_protected_guest_shares_and_unshares_its_pages_itself() {
         matches!(r, Resume::Inject(_)),
         "KServ's access faults again"
     );
+}
+
+#[test]
+fn an_active_timer_keeps_its_list_register_when_kserv_fills_them() {
+    let (mut v, mut g) = timer_fired();
+    // Delivered; the guest acknowledges it.
+    g.then_do(irq_exit(), |_, lrs| lrs.lrs[0].state = LrState::Active);
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[1].1.lrs[0].vintid, TIMER_PPI);
+    // KServ hands four active interrupts: the active timer takes the last
+    // list register, and that entry comes back as supplied.
+    let four: Vec<u64> = (40..44)
+        .map(|i| irq::encode(i, 0x80, true, irq::ACTIVE))
+        .collect();
+    run_page(&mut v, 0, &four);
+    g.then_do(irq_exit(), |_, lrs| {
+        lrs.lrs[0].state = LrState::Invalid;
+        lrs.lrs[3].state = LrState::Invalid;
+    });
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    let lrs = g.entries[2].1;
+    assert_eq!(lrs.len, 4);
+    assert_eq!(
+        (lrs.lrs[3].vintid, lrs.lrs[3].hw, lrs.lrs[3].state),
+        (TIMER_PPI, Some(TIMER_PPI), LrState::Active)
+    );
+    assert_eq!(lrs.lrs[2].vintid, 42);
+    let out = exit_words(&v.w);
+    assert_eq!(out[run::EXIT_IRQ_COUNT], 4);
+    assert_eq!(irq::state(out[run::EXIT_IRQS]), 0, "completed");
+    assert_eq!(
+        out[run::EXIT_IRQS + 3],
+        four[3],
+        "never loaded: as supplied"
+    );
+    // The guest completed the timer: the next run has no entry for it
+    // (re-armed for later), and KServ's four are all loaded.
+    g.then_do(irq_exit(), |ctx, _| ctx.cntv_cval = 1 << 40);
+    run(&mut v, 0, &mut g);
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    let lrs = g.entries[4].1;
+    assert_eq!(lrs.len, 4);
+    assert!(lrs.as_slice().iter().all(|lr| lr.hw.is_none()));
 }

@@ -68,7 +68,7 @@ pub fn run_vcpu_in(
 ) -> Result<u64, Error> {
     host.load(a, cpu.list_registers(), l)?;
     loop {
-        prepare_timer(l, cpu.counter());
+        prepare_timer(l, cpu.counter(), cpu.list_registers());
         let e = cpu.run(&l.cfg, &mut l.ctx, &mut l.lrs);
         if e.fp {
             l.v_in_page = false;

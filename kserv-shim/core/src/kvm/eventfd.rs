@@ -9,11 +9,12 @@
 //!   vGIC, for writes no writable memory slot takes). `PIO` and
 //!   `VIRTIO_CCW_NOTIFY` ones are accepted as KVM accepts them but, as on
 //!   arm64 KVM, nothing ever writes to those buses.
-//! - An irqfd maps its eventfd to GSI `n`, which on arm64 is SPI `32 + n`
-//!   of the vGIC (KVM's default routing; no `KVM_SET_GSI_ROUTING`). The
+//! - An irqfd maps its eventfd to a GSI, which drives the SPI the vGIC's
+//!   routing table names (`Vgic::spi_of`: KVM's default routing, GSI `n` to
+//!   SPI `32 + n`, until `KVM_SET_GSI_ROUTING` replaces it). The
 //!   glue hooks the eventfd's wait queue; each signal makes a kernel worker
-//!   call [`super::vm::irqfd_inject`]: an edge (line raised and lowered), or
-//!   with `KVM_IRQFD_FLAG_RESAMPLE` the line raised until the guest
+//!   call [`super::vm::irqfd_inject`]: the line raised and never lowered (as
+//!   Linux 6.1 on arm64), or with `KVM_IRQFD_FLAG_RESAMPLE` the line raised until the guest
 //!   completes the interrupt, when the shim lowers it and signals the
 //!   resamplefd. The shim sees the completion at the vCPU's next exit (KCore
 //!   does not request EOI maintenance interrupts), where KVM sees it at

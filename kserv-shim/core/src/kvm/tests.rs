@@ -25,6 +25,7 @@ use kcore_arch::host_cpu::ScriptedGuest;
 use kcore_arch::host_world::{World, small_world};
 use std::boxed::Box;
 use std::collections::{BTreeMap, BTreeSet};
+use std::vec;
 use std::vec::Vec;
 
 const HOST: Host = Host {
@@ -1326,6 +1327,169 @@ fn irqfds_inject_spis_and_resample_with_kvms_errors() {
     vm::destroy(&mut f, &vm);
     assert!(f.hooks.is_empty());
     assert_eq!(f.eventfd_refs(), 0);
+}
+
+/// `KVM_SET_GSI_ROUTING` with `(gsi, type, flags, irqchip, pin)` entries.
+fn gsi_routing(
+    f: &mut Fake,
+    vm: &Vm,
+    flags: u64,
+    entries: &[(u32, u32, u32, u32, u32)],
+) -> Result<i64, Errno> {
+    let mut words = vec![entries.len() as u64 | flags << 32];
+    for &(gsi, ty, fl, chip, pin) in entries {
+        words.extend([
+            u64::from(gsi) | u64::from(ty) << 32,
+            u64::from(fl),
+            u64::from(chip) | u64::from(pin) << 32,
+            0,
+            0,
+            0,
+        ]);
+    }
+    let a = user(f, 0xC000, &words);
+    vm::ioctl(f, vm, &HOST, uapi::SET_GSI_ROUTING, a)
+}
+
+/// A vGIC device attribute: `op` 0 set, 1 get, 2 has; the value at 0xA000.
+fn gic_attr(
+    f: &mut Fake,
+    vm: &Vm,
+    op: u32,
+    group: u32,
+    attr: u64,
+    value: u32,
+) -> Result<u32, Errno> {
+    let cmd = [
+        uapi::SET_DEVICE_ATTR,
+        uapi::GET_DEVICE_ATTR,
+        uapi::HAS_DEVICE_ATTR,
+    ][op as usize];
+    let v = user(f, 0xA000, &[u64::from(value)]);
+    let a = user(f, 0xA100, &[u64::from(group) << 32, attr, v]);
+    vm::device_ioctl(f, vm, cmd, a)?;
+    let mut b = [0u8; 4];
+    f.copy_from_user(0xA000, &mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+/// What KVM's `vgic_irq` selftest needs beyond plain injection: routing
+/// tables for its irqfds, line levels set through `LEVEL_INFO`, and four
+/// interrupts restored active all reaching KCore's list registers.
+#[test]
+fn gsi_routing_level_info_and_four_active_interrupts() {
+    use super::uapi::routing::{IRQCHIP, MSI, NUM_PINS};
+    use super::uapi::vgic_attr::{GRP_DIST_REGS, GRP_LEVEL_INFO};
+    let mut f = Fake::new();
+    f.fds.extend([(5, 0xE5)]);
+    let vm = new_vm(&mut f, 0);
+    slot(&mut f, &vm);
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    assert_eq!(vm::check_extension(&HOST, uapi::cap::IRQ_ROUTING), 4096);
+    vgic(&mut f, &vm);
+    // Routing: KVM's errors, and a failed table changes nothing.
+    for (flags, entries) in [
+        (1, vec![]),
+        (0, vec![(0, IRQCHIP, 0, 0, NUM_PINS)]),
+        (0, vec![(0, IRQCHIP, 0, 1, 0)]),
+        (0, vec![(0, IRQCHIP, 1, 0, 0)]),
+        (0, vec![(4096, IRQCHIP, 0, 0, 0)]),
+        (0, vec![(0, 3, 0, 0, 0)]),
+        (0, vec![(7, IRQCHIP, 0, 0, 1), (7, MSI, 0, 0, 0)]),
+    ] {
+        assert_eq!(
+            gsi_routing(&mut f, &vm, flags, &entries),
+            Err(EINVAL),
+            "{entries:?}"
+        );
+    }
+    let a = user(&mut f, 0xC000, &[4097]);
+    assert_eq!(
+        vm::ioctl(&mut f, &vm, &HOST, uapi::SET_GSI_ROUTING, a),
+        Err(EINVAL)
+    );
+    assert_eq!(
+        vm.with_gic(&mut f, |g| (g.spi_of(3), 0)),
+        Some(35),
+        "the default"
+    );
+    // GSI 3 to SPI 42 (pin 10), GSI 4 an MSI: an irqfd of GSI 3 drives
+    // SPI 42 (edge-triggered, enabled), GSI 4's never fires.
+    assert_eq!(
+        gsi_routing(&mut f, &vm, 0, &[(3, IRQCHIP, 0, 0, 10), (4, MSI, 1, 0, 0)]),
+        Ok(0)
+    );
+    assert_eq!(vm.with_gic(&mut f, |g| (g.spi_of(4), 0)), None);
+    assert_eq!(
+        vm.with_gic(&mut f, |g| (g.spi_of(10), 0)),
+        None,
+        "not in the table"
+    );
+    vm.with_gic(&mut f, |g| {
+        g.mmio(0, GICD + 0xC08, 4, true, 2 << 20);
+        g.mmio(0, GICD + 0x104, 4, true, 1 << 10);
+        ((), 0)
+    });
+    assert_eq!(irqfd(&mut f, &vm, 5, 3, 0, 0), Ok(0));
+    f.kicks.clear();
+    f.signal_fd(&vm, 5);
+    assert_eq!(f.kicks, [0]);
+    f.script([(exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3])]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.last_entry_irqs(), [42]);
+    // LEVEL_INFO: SPI 41's line (level-sensitive, the default) high, read
+    // back; SGIs and interrupts past the configured ones are left alone.
+    assert_eq!(gic_attr(&mut f, &vm, 2, GRP_LEVEL_INFO, 32, 0), Ok(0));
+    assert_eq!(
+        gic_attr(&mut f, &vm, 0, GRP_LEVEL_INFO, 32, 1 << 9),
+        Ok(1 << 9)
+    );
+    assert_eq!(gic_attr(&mut f, &vm, 1, GRP_LEVEL_INFO, 32, 0), Ok(1 << 9));
+    assert_eq!(
+        gic_attr(&mut f, &vm, 0, GRP_LEVEL_INFO, 0, u32::MAX),
+        Ok(u32::MAX)
+    );
+    assert_eq!(
+        gic_attr(&mut f, &vm, 1, GRP_LEVEL_INFO, 0, 0),
+        Ok(0xFFFF_0000),
+        "PPIs' lines, not SGIs'"
+    );
+    assert_eq!(gic_attr(&mut f, &vm, 0, GRP_LEVEL_INFO, 0, 0), Ok(0));
+    assert_eq!(gic_attr(&mut f, &vm, 1, GRP_LEVEL_INFO, 992, 0), Ok(0));
+    for attr in [1024, 1120, 0xFFFF_FFE0, 33] {
+        assert_eq!(
+            gic_attr(&mut f, &vm, 1, GRP_LEVEL_INFO, attr, 0),
+            Err(EINVAL),
+            "{attr}"
+        );
+    }
+    assert_eq!(
+        gic_attr(&mut f, &vm, 2, GRP_LEVEL_INFO, 1024, 0),
+        Err(ENXIO)
+    );
+    assert_eq!(
+        gic_attr(&mut f, &vm, 1, GRP_LEVEL_INFO, 1 << 32, 0),
+        Err(EINVAL),
+        "no such vCPU"
+    );
+    // Four SPIs made active from user space, SPI 42 still pending: KCore
+    // takes four list registers.
+    gic_attr(&mut f, &vm, 0, GRP_LEVEL_INFO, 32, 0).ok();
+    for spi in 43..47u32 {
+        assert_eq!(
+            gic_attr(&mut f, &vm, 0, GRP_DIST_REGS, 0x304, 1 << (spi - 32)),
+            Ok(1 << (spi - 32))
+        );
+    }
+    f.script([(exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3])]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    let mut got = f.last_entry_irqs();
+    got.sort();
+    assert_eq!(got, [43, 44, 45, 46], "active ones first: SPI 42 waits");
+    assert_eq!(f.k().calls.last().map(|c| c.2), Some(0), "accepted");
+    vcpu::destroy(&mut f, &mut v);
+    vm::destroy(&mut f, &vm);
 }
 
 #[test]

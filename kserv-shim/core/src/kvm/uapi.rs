@@ -102,6 +102,9 @@ pub const GET_DEVICE_ATTR: u32 = iow(0xE2, size::DEVICE_ATTR);
 pub const HAS_DEVICE_ATTR: u32 = iow(0xE3, size::DEVICE_ATTR);
 /// `KVM_IRQFD`.
 pub const IRQFD: u32 = iow(0x76, size::IRQFD);
+/// `KVM_SET_GSI_ROUTING` (`struct kvm_irq_routing`: `nr`, `flags`, then
+/// `nr` entries of [`routing::ENTRY_SIZE`] bytes).
+pub const SET_GSI_ROUTING: u32 = iow(0x6a, 8);
 /// `KVM_IOEVENTFD`.
 pub const IOEVENTFD: u32 = iow(0x79, size::IOEVENTFD);
 /// `KVM_GET_MP_STATE`.
@@ -131,6 +134,8 @@ pub mod cap {
     pub const JOIN_MEMORY_REGIONS_WORKS: u64 = 30;
     /// `KVM_CAP_IRQFD`.
     pub const IRQFD: u64 = 32;
+    /// `KVM_CAP_IRQ_ROUTING`.
+    pub const IRQ_ROUTING: u64 = 25;
     /// `KVM_CAP_IOEVENTFD`.
     pub const IOEVENTFD: u64 = 36;
     /// `KVM_CAP_MAX_VCPUS`.
@@ -350,6 +355,10 @@ pub mod vgic_attr {
     /// `KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS`: `attr` is the vCPU's MPIDR in
     /// bits 63..32 and a system-register encoding in bits 15..0.
     pub const GRP_CPU_SYSREGS: u32 = 6;
+    /// `KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO`: the attribute is `mpidr << 32 |
+    /// info << 10 | intid` (info 0, `VGIC_LEVEL_INFO_LINE_LEVEL`, the only
+    /// one; `intid` a multiple of 32), the value the 32 lines from there.
+    pub const GRP_LEVEL_INFO: u32 = 7;
     /// `KVM_VGIC_V3_ADDR_TYPE_DIST`.
     pub const ADDR_TYPE_DIST: u64 = 2;
     /// `KVM_VGIC_V3_ADDR_TYPE_REDIST`.
@@ -365,6 +374,22 @@ pub mod vgic_attr {
     pub const REDIST_SIZE: u64 = 0x2_0000;
     /// `VGIC_ADDR_UNDEF`: what an address reads as before it is set.
     pub const ADDR_UNDEF: u64 = u64::MAX;
+}
+
+/// `KVM_SET_GSI_ROUTING`'s entries (`struct kvm_irq_routing_entry`).
+pub mod routing {
+    /// Bytes per entry: `gsi`, `type`, `flags`, `pad`, then a 32-byte union.
+    pub const ENTRY_SIZE: usize = 48;
+    /// `KVM_MAX_IRQ_ROUTES`: GSIs and entries per table.
+    pub const MAX_ROUTES: u32 = 4096;
+    /// `KVM_IRQ_ROUTING_IRQCHIP` (union: `irqchip`, `pin`).
+    pub const IRQCHIP: u32 = 1;
+    /// `KVM_IRQ_ROUTING_MSI`.
+    pub const MSI: u32 = 2;
+    /// `KVM_MSI_VALID_DEVID`, the one flag an MSI entry may have.
+    pub const MSI_VALID_DEVID: u32 = 1;
+    /// `KVM_IRQCHIP_NUM_PINS` on arm64: SPIs 32..1020.
+    pub const NUM_PINS: u32 = 1020 - 32;
 }
 
 /// `ONE_REG` ids on arm64.

@@ -31,9 +31,16 @@ pub const NR_PRIVATE: u32 = 32;
 pub const MAX_IRQS: u32 = 992;
 /// Interrupts of a VM that did not configure them (`VGIC_NR_IRQS_LEGACY`).
 pub const DEFAULT_IRQS: u32 = 256;
-/// Most interrupts handed to KCore per entry: QEMU's GICv3 has four list
-/// registers, of which KCore keeps one for the guest's timer.
-pub const IRQ_SLOTS: usize = 3;
+/// Most interrupts handed to KCore per entry: the list registers of QEMU's
+/// GICv3 (and of the Cortex-A cores' GIC CPU interfaces), four. KCore's
+/// timer entry takes a free one when the guest's timer needs it, so the
+/// last is only filled when the three before it are all active
+/// ([`SPARE_SLOTS`]): only then does the guest need it (a fourth level of
+/// preemption, four interrupts restored active), and the timer never waits
+/// behind a pending interrupt.
+pub const IRQ_SLOTS: usize = 4;
+/// Entries handed over while fewer than that many are active.
+pub const SPARE_SLOTS: usize = 3;
 /// The guest's virtual timer, which KCore delivers.
 pub const TIMER_PPI: u32 = 27;
 
@@ -58,9 +65,15 @@ mod f {
     pub const RESAMPLE: u8 = 1 << 7;
 }
 
-/// Words of the bitmap of SPIs (by GSI, `INTID - 32`) whose resampled line
+/// Words of the bitmap of SPIs (by pin, `INTID - 32`) whose resampled line
 /// the guest completed.
 pub const ACKED_WORDS: usize = (MAX_IRQS - NR_PRIVATE).div_ceil(64) as usize;
+/// GSIs a routing table may name (`KVM_MAX_IRQ_ROUTES`).
+pub const MAX_ROUTES: usize = super::uapi::routing::MAX_ROUTES as usize;
+/// Words of a bitmap of GSIs.
+pub const GSI_WORDS: usize = MAX_ROUTES / 64;
+/// A GSI's route in [`Vgic::set_routes`]: an MSI (never fires: no ITS).
+pub const ROUTE_MSI: u16 = u16::MAX;
 
 /// One interrupt's state. All zero is a valid (disabled) interrupt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,7 +150,14 @@ pub struct Vgic {
     /// yet completed).
     owned: [[u16; IRQ_SLOTS]; MAX_VCPUS],
     n_owned: [u8; MAX_VCPUS],
-    /// Resampled SPIs the guest completed, by GSI, for their resamplefds.
+    /// `KVM_SET_GSI_ROUTING`'s table, in force when `routed` (else KVM's
+    /// default routing, which `KVM_DEV_ARM_VGIC_CTRL_INIT` installs: GSI
+    /// `n` is SPI `32 + n` for each SPI): per GSI its irqchip pin plus one,
+    /// [`ROUTE_MSI`] for an MSI entry (which never fires: no ITS), 0 none.
+    routes: [u16; MAX_ROUTES],
+    routed: bool,
+    /// Resampled SPIs the guest completed, by pin (`INTID - 32`), for
+    /// their resamplefds.
     acked: [u64; ACKED_WORDS],
     any_acked: bool,
     /// The interrupts that may be unowned, enabled and pending: a superset,
@@ -181,6 +201,7 @@ impl Vgic {
         self.nr_vcpus = 0;
         self.vcpu_mask = 0;
         self.enabled = false;
+        self.routed = false;
     }
 
     /// Interrupts in use (private ones included).
@@ -320,10 +341,17 @@ impl Vgic {
         }
         self.enabled = false;
         self.propbaser = 0;
+        // KVM's default routing (`kvm_vgic_setup_default_irq_routing`).
+        self.routed = false;
         // Nothing is pending at reset.
         self.maybe_private = [0; MAX_VCPUS];
         self.maybe_spi = [0; ACKED_WORDS];
         self.ready = true;
+    }
+
+    /// Whether vCPU `v` has a redistributor (it existed at init).
+    pub fn has_vcpu(&self, v: usize) -> bool {
+        self.exists(v)
     }
 
     fn exists(&self, v: usize) -> bool {
@@ -366,7 +394,7 @@ impl Vgic {
     /// Whether `irq` could be handed to some vCPU, whichever it is routed
     /// to and whether the distributor is enabled: what keeps its mark.
     fn may_be_candidate(irq: &Irq) -> bool {
-        irq.owner == 0 && irq.enabled() && irq.pending()
+        irq.owner == 0 && (irq.active() || irq.enabled() && irq.pending())
     }
 
     /// Clears the marks of vCPU `v`'s private interrupts and of the SPIs
@@ -428,6 +456,9 @@ impl Vgic {
 
     /// `KVM_IRQ_LINE` for a PPI of vCPU `v` or an SPI (`v` ignored): the
     /// vCPUs to kick. `EBUSY` before init, `EINVAL` for no such interrupt.
+    /// As KVM's `kvm_vgic_inject_irq`: a level-sensitive interrupt's line
+    /// follows `level`; an edge-triggered one becomes pending at every
+    /// `level` 1 (its line is not tracked) and ignores 0.
     pub fn set_line(&mut self, v: usize, intid: u32, level: bool) -> Result<u64, Errno> {
         if !self.ready {
             return Err(EBUSY);
@@ -436,16 +467,21 @@ impl Vgic {
             return Err(EINVAL);
         }
         let irq = self.irq_mut(v, intid).ok_or(EINVAL)?;
-        if irq.has(f::EDGE) && level && !irq.has(f::LINE) {
+        if !irq.has(f::EDGE) {
+            irq.set(f::LINE, level);
+        } else if level {
             irq.set(f::LATCH, true);
         }
-        irq.set(f::LINE, level);
         Ok(self.kick_for(v, intid))
     }
 
-    /// An irqfd's edge on SPI `intid` (`resample`: the line stays high,
-    /// until the guest completes the interrupt): the vCPUs to kick. Nothing
-    /// for an SPI the vGIC does not have (as KVM's routing ignores it).
+    /// An irqfd's signal on SPI `intid`: the line raised, as Linux 6.1's
+    /// `kvm_arch_set_irq_inatomic` does on arm64, and never lowered (an
+    /// edge-triggered SPI becomes pending; a level-sensitive one stays high
+    /// until `KVM_IRQ_LINE` lowers it). With `resample` the line stays high
+    /// until the guest completes the interrupt. Returns the vCPUs to kick;
+    /// nothing for an SPI the vGIC does not have (as KVM's routing ignores
+    /// it).
     pub fn irqfd(&mut self, intid: u32, resample: bool) -> u64 {
         if intid < NR_PRIVATE || intid >= self.nr_irqs {
             return 0;
@@ -453,14 +489,10 @@ impl Vgic {
         let Ok(k) = self.set_line(0, intid, true) else {
             return 0;
         };
-        if resample {
-            if let Some(irq) = self.irq_mut(0, intid) {
-                irq.set(f::RESAMPLE, true);
-            }
-            k
-        } else {
-            k | self.set_line(0, intid, false).unwrap_or(0)
+        if resample && let Some(irq) = self.irq_mut(0, intid) {
+            irq.set(f::RESAMPLE, true);
         }
+        k
     }
 
     /// The last resampling irqfd of SPI `intid` went: its line goes low.
@@ -475,7 +507,96 @@ impl Vgic {
         self.set_line(0, intid, false).unwrap_or(0)
     }
 
-    /// Takes the bitmap of resampled SPIs (by GSI) the guest completed
+    /// The SPI an irqfd of `gsi` drives (`KVM_SET_GSI_ROUTING`'s table, or
+    /// KVM's default routing), if any.
+    pub fn spi_of(&self, gsi: u32) -> Option<u32> {
+        if !self.routed {
+            let spis = self.nr_irqs.saturating_sub(NR_PRIVATE);
+            return (gsi < spis).then_some(gsi + NR_PRIVATE);
+        }
+        match self.routes.get(gsi as usize).copied() {
+            None | Some(0) | Some(ROUTE_MSI) => None,
+            Some(pin) => Some(u32::from(pin) - 1 + NR_PRIVATE),
+        }
+    }
+
+    /// Installs a routing table (`KVM_SET_GSI_ROUTING`, checked by the
+    /// caller): `route(gsi)` is [`Self::routes`]' entry for each GSI.
+    pub fn set_routes(&mut self, route: impl Fn(usize) -> u16) {
+        for (gsi, r) in self.routes.iter_mut().enumerate() {
+            *r = route(gsi);
+        }
+        self.routed = true;
+    }
+
+    /// The GSIs whose SPIs are in the bitmap `pins` (by pin), for their
+    /// resamplefds: every GSI routed to one (KVM notifies the GSI its
+    /// table names for the pin, the last one routed there).
+    pub fn gsis_of(&self, pins: &[u64; ACKED_WORDS]) -> [u64; GSI_WORDS] {
+        let mut out = [0u64; GSI_WORDS];
+        if !self.routed {
+            out[..ACKED_WORDS].copy_from_slice(pins);
+            return out;
+        }
+        let mut last = [u16::MAX; ACKED_WORDS * 64];
+        for (gsi, &r) in self.routes.iter().enumerate() {
+            if r != 0
+                && r != ROUTE_MSI
+                && let Some(l) = last.get_mut(usize::from(r) - 1)
+            {
+                *l = gsi as u16;
+            }
+        }
+        for (pin, &gsi) in last.iter().enumerate() {
+            if gsi != u16::MAX && pins[pin / 64] & (1 << (pin % 64)) != 0 {
+                out[usize::from(gsi) / 64] |= 1 << (gsi % 64);
+            }
+        }
+        out
+    }
+
+    /// `KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO` read: the lines of the 32
+    /// interrupts from `intid` (a multiple of 32) of vCPU `v`'s view that
+    /// are level-sensitive and high (`vgic_read_irq_line_level_info`; SGIs
+    /// and interrupts past the configured ones read as 0).
+    pub fn line_levels(&self, v: usize, intid: u32) -> u32 {
+        let mut val = 0;
+        for i in 0..32 {
+            let id = intid + i;
+            if id < 16 {
+                continue;
+            }
+            if self
+                .irq(v, id)
+                .is_some_and(|q| !q.has(f::EDGE) && q.has(f::LINE))
+            {
+                val |= 1 << i;
+            }
+        }
+        val
+    }
+
+    /// `KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO` write: the lines of those 32
+    /// interrupts set from `val`, whatever their configuration (KVM's
+    /// `vgic_write_irq_line_level_info`, so that a restore need not come
+    /// after the configuration); SGIs and interrupts past the configured
+    /// ones are left alone. Returns the vCPUs to kick.
+    pub fn set_line_levels(&mut self, v: usize, intid: u32, val: u32) -> u64 {
+        let mut kick = 0;
+        for i in 0..32 {
+            let id = intid + i;
+            if id < 16 {
+                continue;
+            }
+            if let Some(q) = self.irq_mut(v, id) {
+                q.set(f::LINE, val & (1 << i) != 0);
+                kick |= self.kick_for(v, id);
+            }
+        }
+        kick
+    }
+
+    /// Takes the bitmap of resampled SPIs (by pin) the guest completed
     /// since the last call; `None` if there are none (the common case, on
     /// every exit: no bitmap is built).
     pub fn take_acked(&mut self) -> Option<[u64; ACKED_WORDS]> {
@@ -523,13 +644,22 @@ impl Vgic {
         }) {
             return true;
         }
-        self.candidates(v, |_, _| true)
+        self.candidates(v, |_, irq| self.deliverable(irq))
     }
 
-    /// Calls `take(intid, irq)` for each unowned deliverable interrupt
-    /// routed to `v` (not the timer); true as soon as one returns true.
+    /// Whether an unowned interrupt goes into a list register: when it is
+    /// deliverable, or active (as KVM's `vgic_target_oracle` keeps an
+    /// active interrupt on its vCPU whatever its enable: the guest must be
+    /// able to complete it, e.g. one user space restored active).
+    fn wanted(&self, irq: &Irq) -> bool {
+        irq.active() || self.deliverable(irq)
+    }
+
+    /// Calls `take(intid, irq)` for each unowned interrupt routed to `v`
+    /// that goes into a list register ([`Self::wanted`]; not the timer);
+    /// true as soon as one returns true.
     fn candidates(&self, v: usize, mut take: impl FnMut(u32, &Irq) -> bool) -> bool {
-        if !self.enabled || v >= MAX_VCPUS {
+        if v >= MAX_VCPUS {
             return false;
         }
         // Only the marked ones can be candidates ([`Self::maybe_private`]),
@@ -539,7 +669,7 @@ impl Vgic {
             let intid = rest.trailing_zeros();
             rest &= rest - 1;
             let irq = &self.private[v][intid as usize];
-            if intid != TIMER_PPI && irq.owner == 0 && self.deliverable(irq) && take(intid, irq) {
+            if intid != TIMER_PPI && irq.owner == 0 && self.wanted(irq) && take(intid, irq) {
                 return true;
             }
         }
@@ -555,7 +685,7 @@ impl Vgic {
                 };
                 let intid = NR_PRIVATE + s as u32;
                 if irq.owner == 0
-                    && self.deliverable(irq)
+                    && self.wanted(irq)
                     && self.target(v, intid, irq) == Some(v)
                     && take(intid, irq)
                 {
@@ -622,10 +752,23 @@ impl Vgic {
             insert(key(intid, irq), intid);
             false
         });
+        // The last list register only for an interrupt beyond three active
+        // ones ([`IRQ_SLOTS`]); the key's top bit is set for pending ones.
+        let take = if best[..SPARE_SLOTS]
+            .iter()
+            .all(|&(k, _)| k != u32::MAX && k >> 24 == 0)
+        {
+            IRQ_SLOTS
+        } else {
+            SPARE_SLOTS
+        };
         // Give back what is owned but not chosen.
         for k in 0..self.n_owned[v] as usize {
             let intid = u32::from(self.owned[v][k]);
-            if best.iter().any(|&(key, i)| key != u32::MAX && i == intid) {
+            if best[..take]
+                .iter()
+                .any(|&(key, i)| key != u32::MAX && i == intid)
+            {
                 continue;
             }
             if let Some(irq) = self.irq_mut(v, intid) {
@@ -637,7 +780,7 @@ impl Vgic {
             }
         }
         let mut n = 0;
-        for &(k, intid) in &best {
+        for &(k, intid) in &best[..take] {
             if k == u32::MAX {
                 break;
             }

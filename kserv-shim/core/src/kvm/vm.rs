@@ -27,7 +27,7 @@ use super::errno::{
 use super::eventfd::{Eventfds, IoArgs, IrqArgs};
 use super::memslot::{self, Change, MAX_SLOTS, PAGE_SIZE, Region, Slot, page};
 use super::uapi::{self, cap, device, irq_line, vgic_attr, vm_type};
-use super::vgic::{ACKED_WORDS, MAX_VCPUS, NR_PRIVATE, Vgic};
+use super::vgic::{ACKED_WORDS, MAX_VCPUS, Vgic};
 use crate::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::SeqCst;
@@ -230,6 +230,7 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         cap::MAX_VCPUS | cap::MAX_VCPU_ID => MAX_VCPUS as i64,
         cap::NR_MEMSLOTS => MAX_SLOTS as i64,
         cap::ARM_VM_IPA_SIZE => i64::from(host.ipa_limit),
+        cap::IRQ_ROUTING => i64::from(uapi::routing::MAX_ROUTES),
         _ => 0,
     }
 }
@@ -523,6 +524,7 @@ pub fn ioctl<E: KvmEnv>(
             })
             .map(|()| 0)
         }
+        uapi::SET_GSI_ROUTING => set_gsi_routing(env, vm, arg).map(|()| 0),
         uapi::IRQFD => {
             let mut b = [0u8; uapi::size::IRQFD];
             env.copy_from_user(arg, &mut b)?;
@@ -530,8 +532,10 @@ pub fn ioctl<E: KvmEnv>(
             let ready = vm.with_gic(env, |g| (g.ready, 0));
             let lower = vm.with_cfg(env, |env, c| c.eventfds.irqfd(env, &a, ready))?;
             if let Some(gsi) = lower {
-                let intid = gsi.saturating_add(NR_PRIVATE);
-                vm.with_gic(env, |g| ((), g.end_resample(intid)));
+                vm.with_gic(env, |g| match g.spi_of(gsi) {
+                    Some(intid) => ((), g.end_resample(intid)),
+                    None => ((), 0),
+                });
             }
             Ok(0)
         }
@@ -648,10 +652,10 @@ pub fn irq_line<E: KvmEnv>(env: &mut E, vm: &Vm, irq: u32, level: bool) -> Resul
 /// `32 + gsi`, gets an edge, or its line is held high until the guest
 /// completes it (`resample`).
 pub fn irqfd_inject<E: KvmEnv>(env: &mut E, vm: &Vm, gsi: u32, resample: bool) {
-    let Some(intid) = gsi.checked_add(NR_PRIVATE) else {
-        return;
-    };
-    vm.with_gic(env, |g| ((), g.irqfd(intid, resample)));
+    vm.with_gic(env, |g| match g.spi_of(gsi) {
+        Some(intid) => ((), g.irqfd(intid, resample)),
+        None => ((), 0),
+    });
 }
 
 /// A guest's MMIO write that no vGIC register or writable memory took:
@@ -664,9 +668,70 @@ pub fn ioeventfd_write<E: KvmEnv>(env: &mut E, vm: &Vm, addr: u64, width: u64, d
 }
 
 /// After an exit whose fold found resampled SPIs the guest completed
-/// (`acked`, by GSI, from `Vgic::take_acked`): signals their resamplefds.
+/// (`acked`, by pin, from `Vgic::take_acked`): signals the resamplefds of
+/// the GSIs routed to them.
 pub fn resampled<E: KvmEnv>(env: &mut E, vm: &Vm, acked: &[u64; ACKED_WORDS]) {
-    vm.with_cfg(env, |env, c| c.eventfds.resampled(env, acked));
+    let gsis = vm.with_gic(env, |g| (g.gsis_of(acked), 0));
+    vm.with_cfg(env, |env, c| c.eventfds.resampled(env, &gsis));
+}
+
+/// `KVM_SET_GSI_ROUTING` (`kvm_set_irq_routing` with arm64's
+/// `kvm_set_routing_entry`): at most `KVM_MAX_IRQ_ROUTES` entries and no
+/// flags (`EINVAL`); each entry a GSI below that limit, either an irqchip
+/// route (no flags, irqchip 0, a pin below `KVM_IRQCHIP_NUM_PINS`) or an MSI
+/// (only the `VALID_DEVID` flag; it never fires, there is no ITS), one entry
+/// per GSI: anything else `EINVAL`, and the table in force stays. The
+/// table is built in a scratch array first, so a failure changes nothing.
+/// `KVM_DEV_ARM_VGIC_CTRL_INIT` installs KVM's default routing again.
+fn set_gsi_routing<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errno> {
+    use super::uapi::routing::{ENTRY_SIZE, IRQCHIP, MAX_ROUTES, MSI, MSI_VALID_DEVID, NUM_PINS};
+    use super::vgic::ROUTE_MSI;
+    let mut h = [0u8; 8];
+    env.copy_from_user(arg, &mut h)?;
+    let nr = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let flags = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    if nr > MAX_ROUTES || flags != 0 {
+        return Err(EINVAL);
+    }
+    // One u16 per GSI, four to a word.
+    let words = MAX_ROUTES as usize / 4;
+    let scratch = env.alloc_array(words).ok_or(ENOMEM)?;
+    // SAFETY: just allocated with `words` words, freed below, referenced
+    // nowhere else.
+    let table = unsafe { array(scratch, words) };
+    let mut filled = || -> Result<(), Errno> {
+        for i in 0..u64::from(nr) {
+            let mut e = [0u8; ENTRY_SIZE];
+            env.copy_from_user(arg + 8 + i * ENTRY_SIZE as u64, &mut e)?;
+            let word = |k: usize| u32::from_le_bytes([e[k], e[k + 1], e[k + 2], e[k + 3]]);
+            let (gsi, ty, flags) = (word(0), word(4), word(8));
+            if gsi >= MAX_ROUTES {
+                return Err(EINVAL);
+            }
+            let route = match ty {
+                IRQCHIP if flags == 0 && word(16) == 0 && word(20) < NUM_PINS => {
+                    word(20) as u16 + 1
+                }
+                MSI if flags & !MSI_VALID_DEVID == 0 => ROUTE_MSI,
+                _ => return Err(EINVAL),
+            };
+            let (w, shift) = (gsi as usize / 4, (gsi % 4) * 16);
+            if (table[w] >> shift) & 0xFFFF != 0 {
+                return Err(EINVAL);
+            }
+            table[w] |= u64::from(route) << shift;
+        }
+        Ok(())
+    };
+    let r = filled();
+    if r.is_ok() {
+        vm.with_gic(env, |g| {
+            g.set_routes(|gsi| (table[gsi / 4] >> ((gsi % 4) * 16)) as u16);
+            ((), 0)
+        });
+    }
+    env.free_array(scratch);
+    r
 }
 
 /// `KSERV_VM_VERIFY_IMAGE`: the pages of `[gpa, gpa + len)` (what the VMM
@@ -864,8 +929,8 @@ fn enable_cap(vm: &Vm, b: &[u8; uapi::size::ENABLE_CAP]) -> Result<(), Errno> {
 }
 
 /// The vGIC device fd's ioctls: `KVM_{SET,GET,HAS}_DEVICE_ATTR` for the
-/// groups `ADDR` (DIST, REDIST, REDIST_REGION), `NR_IRQS`, `CTRL` (`INIT`) and the
-/// 32-bit registers of `DIST_REGS` and `REDIST_REGS`; other
+/// groups `ADDR` (DIST, REDIST, REDIST_REGION), `NR_IRQS`, `CTRL` (`INIT`), the
+/// 32-bit registers of `DIST_REGS` and `REDIST_REGS` and `LEVEL_INFO`; other
 /// attributes `ENXIO`, other ioctls `ENOTTY` (`kvm_device_ioctl`).
 pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Result<i64, Errno> {
     use super::errno::ENOTTY;
@@ -967,6 +1032,43 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             Ok(0)
         }
         (vgic_attr::GRP_CPU_SYSREGS, _) => cpu_sysreg(env, vm, op, attr, addr).map(|()| 0),
+        (vgic_attr::GRP_LEVEL_INFO, _) => {
+            // `vgic_v3_attr_regs_access`: info 0 (line level) only, the
+            // vCPU by MPIDR, a multiple of 32 (each `EINVAL`), `EBUSY`
+            // before init.
+            let info = (attr >> 10) & 0x3F_FFFF;
+            let intid = (attr & 0x3FF) as u32;
+            if info != 0 {
+                return Err(if op == 2 { ENXIO } else { EINVAL });
+            }
+            if op == 2 {
+                return Ok(0);
+            }
+            let v = crate::psci::vcpu_of_mpidr(attr >> 32, MAX_VCPUS).ok_or(EINVAL)?;
+            if !intid.is_multiple_of(32) {
+                return Err(EINVAL);
+            }
+            let mut b = [0u8; 4];
+            if op == 0 {
+                env.copy_from_user(addr, &mut b)?;
+            }
+            let val = u32::from_le_bytes(b);
+            let read = vm.with_gic(env, |g| {
+                if !g.ready {
+                    (Err(EBUSY), 0)
+                } else if !g.has_vcpu(v) {
+                    (Err(EINVAL), 0)
+                } else if op == 0 {
+                    (Ok(0), g.set_line_levels(v, intid, val))
+                } else {
+                    (Ok(g.line_levels(v, intid)), 0)
+                }
+            })?;
+            if op == 1 {
+                env.copy_to_user(addr, &read.to_le_bytes())?;
+            }
+            Ok(0)
+        }
         (vgic_attr::GRP_CTRL, vgic_attr::CTRL_INIT) if op != 1 => {
             if op == 0 {
                 let order = vm.with_cfg(env, |_, c| {

@@ -218,9 +218,17 @@ fn irqfd_edges_and_resampled_lines() {
     // GSI 8 = SPI 40, level-sensitive (the default), enabled, vCPU 0.
     w(&mut g, 0, D + 0x428, 0xa0);
     w(&mut g, 0, D + 0x104, 1 << 8);
-    // A plain irqfd on a level SPI is a pulse: gone before any entry, as
-    // in KVM (such SPIs must be edge-triggered or resampled).
-    g.irqfd(40, false);
+    // A plain irqfd on a level SPI raises its line and leaves it high, as
+    // Linux 6.1 does (`kvm_arch_set_irq_inatomic`), until KVM_IRQ_LINE
+    // lowers it.
+    assert_eq!(g.irqfd(40, false), 1);
+    let words = flush(&mut g, 0);
+    assert_eq!(words, [irq::encode(40, 0xa0, true, irq::PENDING)]);
+    g.fold(0, &words, &[irq::with_state(words[0], irq::ACTIVE)]);
+    g.set_line(0, 40, false).ok();
+    let active = flush(&mut g, 0);
+    assert_eq!(active, [irq::encode(40, 0xa0, true, irq::ACTIVE)]);
+    g.fold(0, &active, &[0]);
     assert!(flush(&mut g, 0).is_empty());
     // SPIs the vGIC does not have, or private ones, are ignored.
     assert_eq!(g.irqfd(64, false), 0);
@@ -319,4 +327,91 @@ fn a_redistributor_region_places_and_limits_the_frames() {
         !g.claims(R + 0x2_0000),
         "only one redistributor in the region"
     );
+}
+
+/// What the guest of KVM's `vgic_irq` selftest does in its preemption test:
+/// four edge SPIs, each of higher priority than the last, acknowledged one
+/// after the other while the guest masks interrupts. The fourth needs the
+/// last list register, which is only handed over behind three active ones.
+#[test]
+fn four_levels_of_preemption_use_the_fourth_list_register() {
+    let mut g = gic(64);
+    w(&mut g, 0, D + 0x104, 0xF); // SPIs 32..36 enabled
+    w(&mut g, 0, D + 0xC08, 0xAA); // edge
+    w(&mut g, 0, D + 0x420, 0x0008_1018); // priorities 24, 16, 8, 0
+    let mut active = std::vec::Vec::new();
+    for intid in 32..36 {
+        g.set_line(0, intid, true).ok();
+        g.set_line(0, intid, false).ok();
+        let words = flush(&mut g, 0);
+        let prio = (35 - intid as u8) * 8;
+        let pending = irq::encode(intid, prio, true, irq::PENDING);
+        assert!(words.contains(&pending), "{intid}: {words:x?}");
+        assert_eq!(words.len(), active.len() + 1, "{words:x?}");
+        // Acknowledged.
+        let states: std::vec::Vec<u64> = words
+            .iter()
+            .map(|&x| irq::with_state(x, irq::ACTIVE))
+            .collect();
+        g.fold(0, &words, &states);
+        active.push(intid);
+    }
+    let words = flush(&mut g, 0);
+    assert_eq!(words.len(), 4);
+    assert_eq!(r(&mut g, 0, D + 0x304), 0xF, "four active");
+    // Completed from the highest priority down.
+    g.fold(0, &words, &[0; 4]);
+    assert_eq!(r(&mut g, 0, D + 0x304), 0);
+    assert!(flush(&mut g, 0).is_empty());
+    // Three pending interrupts take three list registers, not four: the
+    // last stays free for KCore's timer.
+    w(&mut g, 0, D + 0x204, 0xF);
+    assert_eq!(flush(&mut g, 0).len(), 3);
+}
+
+/// `KVM_WRITE_ISACTIVER` of the selftest: four interrupts made active from
+/// user space all reach the list registers, so that the guest can complete
+/// them.
+#[test]
+fn four_interrupts_restored_active_fit_the_list_registers() {
+    let mut g = gic(64);
+    for intid in 0..4u32 {
+        g.uaccess(Some(0), 0x1_0000 + 0x300, true, 1 << intid)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let words = flush(&mut g, 0);
+    let mut ids: std::vec::Vec<u32> = words.iter().map(|&x| irq::vintid(x)).collect();
+    ids.sort();
+    assert_eq!(ids, [0, 1, 2, 3]);
+    assert!(words.iter().all(|&x| irq::state(x) == irq::ACTIVE));
+}
+
+#[test]
+fn routing_tables_map_gsis_to_spis_and_completions_back() {
+    let mut g = gic(64);
+    // KVM's default routing: GSI n is SPI 32 + n, for the SPIs there are.
+    assert_eq!(g.spi_of(0), Some(32));
+    assert_eq!(g.spi_of(31), Some(63));
+    assert_eq!(g.spi_of(32), None);
+    let mut pins = [0u64; ACKED_WORDS];
+    pins[0] = 1 << 5;
+    assert_eq!(g.gsis_of(&pins)[0], 1 << 5);
+    // GSIs 100 and 7 to pin 5 (SPI 37), GSI 8 an MSI.
+    g.set_routes(|gsi| match gsi {
+        7 | 100 => 6,
+        8 => ROUTE_MSI,
+        _ => 0,
+    });
+    assert_eq!(g.spi_of(100), Some(37));
+    assert_eq!(g.spi_of(5), None);
+    assert_eq!(g.spi_of(8), None);
+    assert_eq!(g.spi_of(u32::MAX), None);
+    // A completion of SPI 37 is the last GSI routed there, as KVM's table.
+    let gsis = g.gsis_of(&pins);
+    assert_eq!(gsis[1], 1 << (100 - 64));
+    assert_eq!(gsis[0], 0);
+    // CTRL_INIT of a fresh vGIC installs the default again.
+    g.ready = false;
+    g.init(&[0]);
+    assert_eq!(g.spi_of(5), Some(37));
 }
