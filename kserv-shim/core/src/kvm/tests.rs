@@ -789,6 +789,18 @@ fn psci_0_1_for_a_vcpu_without_psci_0_2() {
     let mut b = [0u8; 8];
     f.copy_from_user(0xA000, &mut b).ok();
     assert_eq!(u64::from_le_bytes(b), crate::psci::VERSION_0_1);
+    // It takes back only that version; a PSCI_0_2 vCPU only 0.2 and later.
+    let set = |f: &mut Fake, v: &mut Vcpu, value: u64| {
+        let one = user(f, 0x9100, &[uapi::reg::PSCI_VERSION, 0xA000]);
+        user(f, 0xA000, &[value]);
+        ioctl(f, &vm, v, uapi::SET_ONE_REG, one)
+    };
+    assert_eq!(set(&mut f, &mut v0, crate::psci::VERSION_0_1), Ok(0));
+    assert_eq!(set(&mut f, &mut v0, crate::psci::VERSION_1_0), Err(EINVAL));
+    let mut v2 = new_vcpu(&mut f, &vm, 2);
+    init(&mut f, &vm, &mut v2, 1 << 2);
+    assert_eq!(set(&mut f, &mut v2, crate::psci::VERSION_0_1), Err(EINVAL));
+    assert_eq!(set(&mut f, &mut v2, crate::psci::VERSION_1_0), Ok(0));
     f.script([
         (exit::PSCI, 0, 0, u64::from(VERSION), 0, [0; 3]),
         (exit::PSCI, 0, 0, u64::from(CPU_ON_64), 0, [1, RAM, 0]),

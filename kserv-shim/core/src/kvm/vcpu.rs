@@ -345,7 +345,7 @@ fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
         if !allowed {
             let same = match r {
                 Reg::V(_) => lo == 0 && hi == 0,
-                Reg::PsciVersion => return set_psci_version(vm, lo),
+                Reg::PsciVersion => return set_psci_version(vm, v, lo),
                 Reg::TimerCnt => false,
                 r => lo == regs::reset_value(r, mpidr),
             };
@@ -396,7 +396,7 @@ fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
             }
             Ok(())
         }
-        Reg::PsciVersion => set_psci_version(vm, lo),
+        Reg::PsciVersion => set_psci_version(vm, v, lo),
         Reg::Id(_) | Reg::Zero | Reg::Workaround | Reg::FeatureBitmap(_) => Ok(()),
     }
 }
@@ -410,8 +410,17 @@ fn guest_id_reg<E: KvmEnv>(env: &mut E, k: u64) -> Result<u64, Errno> {
     })
 }
 
-/// `KVM_REG_ARM_PSCI_VERSION`: 0.2, 1.0 or 1.1 (`EINVAL` otherwise).
-fn set_psci_version(vm: &Vm, v: u64) -> Result<(), Errno> {
+/// `KVM_REG_ARM_PSCI_VERSION` (`kvm_arm_set_fw_reg`): 0.2, 1.0 or 1.1 for
+/// a vCPU with `KVM_ARM_VCPU_PSCI_0_2`, only 0.1 (the version it has) for
+/// one without; `EINVAL` otherwise.
+fn set_psci_version(vm: &Vm, vcpu: &Vcpu, v: u64) -> Result<(), Errno> {
+    if vcpu.features & 1 << vcpu_init::PSCI_0_2 == 0 {
+        return if v == psci::VERSION_0_1 {
+            Ok(())
+        } else {
+            Err(EINVAL)
+        };
+    }
     if matches!(v, psci::VERSION_0_2 | psci::VERSION_1_0 | psci::VERSION_1_1) {
         vm.psci_version.store(v, SeqCst);
         Ok(())
