@@ -294,6 +294,15 @@ impl BatchReport {
             .map(|t| t.verdict)
     }
 
+    /// The detail of test `name`'s result line (after its verdict); empty if
+    /// it reported none.
+    pub fn detail(&self, name: &str) -> &str {
+        self.tests
+            .iter()
+            .find(|t| t.name == name)
+            .map_or("", |t| t.detail.as_str())
+    }
+
     /// Checks that each of `expected` reported exactly one PASS, nothing
     /// failed, `KSERV-DONE` agrees and QEMU exited successfully. Returns every
     /// problem found.
@@ -603,6 +612,9 @@ mod tests {
         assert_eq!(r.verdict("boot"), Some(Verdict::Pass));
         assert_eq!(r.verdict("version"), Some(Verdict::Fail));
         assert_eq!(r.verdict("hvc"), None);
+        assert_eq!(r.detail("boot"), "4 cpus");
+        assert_eq!(r.detail("version"), "got 0x0");
+        assert_eq!(r.detail("hvc"), "");
         assert_eq!(
             r.done,
             Some(Done {

@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use kcore_qemu::kserv::{self, BatchReport};
 use kcore_qemu::{Boot, Machine, Pattern, QemuCommand, Session};
+use kcore_test_guest::TESTS as GUEST_TESTS;
 
 /// How many QEMUs may run at once by default.
 pub const MAX_QEMUS: usize = 2;
@@ -78,6 +79,11 @@ pub fn artefact(relative: &str) -> anyhow::Result<PathBuf> {
 /// The boot image `build/kcore.img`.
 pub fn kcore_image() -> anyhow::Result<PathBuf> {
     artefact("kcore.img")
+}
+
+/// The boot image whose KServ is Debian's 6.12, `build/kcore-6.12.img`.
+pub fn kcore_image_6_12() -> anyhow::Result<PathBuf> {
+    artefact("kcore-6.12.img")
 }
 
 /// Debian's kernel with KServ's initramfs and command line, booted directly
@@ -287,6 +293,59 @@ pub fn kcore_trouble(line: &str) -> bool {
             .any(|w| msg.contains(w))
 }
 
+/// Whether a console line is the kernel reporting trouble: a `WARNING`, an
+/// oops, a `BUG` or a call trace.
+pub fn kernel_trouble(line: &str) -> bool {
+    [
+        "WARNING: ",
+        "Internal error: Oops",
+        "Unable to handle kernel",
+        "BUG: ",
+        "Call trace:",
+    ]
+    .iter()
+    .any(|w| line.contains(w))
+}
+
+/// What is wrong with KServ's `kvmapi` result in `report`, if anything:
+/// every check of `kserv-tools kvmapi` must pass, and both runs of the test
+/// guest (non-protected, protected) every one of its tests.
+pub fn kvmapi_shortfall(report: &BatchReport) -> Option<String> {
+    let detail = report.detail("kvmapi");
+    let guests = format!(
+        "2 guest runs (non-protected, protected) passed all {} tests",
+        GUEST_TESTS.len()
+    );
+    (!detail.contains(" 0 failed") || !detail.contains(&guests))
+        .then(|| format!("`kvmapi` says `{detail}`, expected `0 failed` and `{guests}`"))
+}
+
+/// The guest runs of KServ's `kvmguest` test, as its console lines name
+/// them (`kvmguest <run>| ...`).
+pub const KVMGUEST_RUNS: [&str; 3] = ["pl011", "virtio", "protected"];
+
+/// What is missing from KServ's `kvmguest` test, if anything: its result
+/// must name the protected guest, and each of its three guest runs
+/// (`pl011`, `virtio`, `protected`) must relay the guest's greeting, its
+/// end and the VMM's clean exit to the console `lines`.
+pub fn kvmguest_shortfall(report: &BatchReport, lines: &[String]) -> Option<String> {
+    let detail = report.detail("kvmguest");
+    if !detail.contains("protected") {
+        return Some(format!(
+            "kvmguest did not boot the protected guest: {detail}"
+        ));
+    }
+    KVMGUEST_RUNS.iter().find_map(|run| {
+        let markers = [
+            "KCORE-GUEST: hello from",
+            "KCORE-GUEST: done",
+            "kvmguest-exit 0",
+        ];
+        missing_marker(lines, &format!("kvmguest {run}| "), &markers)
+            .map(|m| format!("no `{m}` line on the console"))
+    })
+}
+
 /// The first of `markers` that no console line prefixed `prefix` carries,
 /// as `prefix` + marker (a guest's console relayed by a KServ test).
 pub fn missing_marker(lines: &[String], prefix: &str, markers: &[&str]) -> Option<String> {
@@ -306,6 +365,21 @@ mod tests {
         assert!(check_no_repeats(&lines, 3).is_ok());
         let err = check_no_repeats(&lines, 2).err().unwrap_or_default();
         assert!(err.contains("3x \"a\""), "{err}");
+    }
+
+    #[test]
+    fn kernel_trouble_lines() {
+        assert!(kernel_trouble(
+            "[    4.1] WARNING: CPU: 1 PID: 80 at mm/page_alloc.c:4426"
+        ));
+        assert!(kernel_trouble("[    5.0] Call trace:"));
+        assert!(kernel_trouble(
+            "[    5.0] Internal error: Oops: 0000000096000004 [#1] SMP"
+        ));
+        assert!(!kernel_trouble(
+            "[    4.6] kserv_shim: loading out-of-tree module taints kernel."
+        ));
+        assert!(!kernel_trouble("KSERV-TEST boot: PASS 4 CPUs online"));
     }
 
     #[test]

@@ -19,12 +19,7 @@ fn linux_guest_on_stock_kvm() -> TestResult {
         &["kvmguest"],
     )?;
     let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
-    let detail = report
-        .tests
-        .iter()
-        .find(|t| t.name == "kvmguest")
-        .map(|t| t.detail.clone())
-        .unwrap_or_default();
+    let detail = report.detail("kvmguest");
     if detail.starts_with("skipped") {
         return Err(fail(format!("kvmguest did not run on stock KVM: {detail}")));
     }

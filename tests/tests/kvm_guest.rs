@@ -8,7 +8,7 @@
 //! afterwards shows KCore still serving; KCore must report no trouble.
 
 use kcore_qemu::{Boot, Machine};
-use kcore_systests::{Failure, TestResult, batch, kcore_image, kcore_trouble, missing_marker};
+use kcore_systests::{Failure, TestResult, batch, kcore_image, kcore_trouble, kvmguest_shortfall};
 
 #[test]
 fn linux_guests_on_kcore_protected_and_not() -> TestResult {
@@ -23,28 +23,9 @@ fn linux_guests_on_kcore_protected_and_not() -> TestResult {
         &["kvmguest", "version"],
     )?;
     let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
-    let detail = report
-        .tests
-        .iter()
-        .find(|t| t.name == "kvmguest")
-        .map(|t| t.detail.clone())
-        .unwrap_or_default();
-    if !detail.contains("protected") {
-        return Err(fail(format!(
-            "kvmguest did not boot the protected guest: {detail}"
-        )));
-    }
     let lines = run.session.lines();
-    for run_name in ["pl011", "virtio", "protected"] {
-        let prefix = format!("kvmguest {run_name}| ");
-        let markers = [
-            "KCORE-GUEST: hello from",
-            "KCORE-GUEST: done",
-            "kvmguest-exit 0",
-        ];
-        if let Some(m) = missing_marker(&lines, &prefix, &markers) {
-            return Err(fail(format!("no `{m}` line on the console")));
-        }
+    if let Some(problem) = kvmguest_shortfall(&report, &lines) {
+        return Err(fail(problem));
     }
     if let Some(bad) = lines.iter().find(|l| kcore_trouble(l)) {
         return Err(fail(format!("KCore reported trouble: {bad:?}")));

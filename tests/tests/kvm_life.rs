@@ -30,12 +30,7 @@ fn two_vms_a_killed_vmm_sigbus_and_twenty_cycles() -> TestResult {
         Duration::from_secs(1800),
     )?;
     let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
-    let detail = report
-        .tests
-        .iter()
-        .find(|t| t.name == "kvmlife")
-        .map(|t| t.detail.clone())
-        .unwrap_or_default();
+    let detail = report.detail("kvmlife");
     for what in [
         "2 Linux guests at once",
         "torn down, guests 0",

@@ -2,11 +2,15 @@
 //!
 //! Steps, each printing one line: host prerequisites ([`crate::deps`]), Debian's
 //! kernel, headers and busybox ([`crate::fetch`]), KCore (`build/kcore.bin`),
-//! the key pair for VM images (`build/keys/`, made once), the shim module,
-//! KServ's tools, the signed test VM image, the signed test guest, KServ's
-//! initramfs, the kernel `Image` and command line next to them in
-//! `build/kserv/`, and the packed
-//! boot image `build/kcore.img` (`docs/boot-image.md`). Every step is incremental: cargo
+//! the key pair for VM images (`build/keys/`, made once), KServ's tools, the
+//! signed test VM image, the signed test guest, the KVM selftests; then for
+//! Debian's 6.1 the modules, the VMM's guest, KServ's initramfs, the kernel
+//! `Image` and command line next to them in `build/kserv/`, and the packed
+//! boot image `build/kcore.img` (`docs/boot-image.md`); then the same for
+//! Debian's 6.12 from bookworm-backports in `build/kserv-6.12/` and
+//! `build/kcore-6.12.img` (`cargo xtask run --kernel 6.12`). The second
+//! image costs only a Kbuild run, an initramfs and a pack: everything else
+//! is shared. Every step is incremental: cargo
 //! and Kbuild rebuild what changed, and outputs are rewritten only when their
 //! bytes change.
 
@@ -24,7 +28,7 @@ mod tools;
 mod vm_image;
 mod vmm;
 
-use crate::fetch::{self, Fetched};
+use crate::fetch::{self, Fetched, Series};
 use crate::{cmd, deps, paths};
 use anyhow::{Context, Result};
 use std::fs;
@@ -57,69 +61,100 @@ pub struct Built {
     pub cmdline: String,
     /// The boot image (`build/kcore.img`).
     pub boot_image: PathBuf,
+    /// The boot image whose KServ is Debian's 6.12 (`build/kcore-6.12.img`).
+    pub boot_image_6_12: PathBuf,
 }
 
-/// Builds everything and packs `build/kcore.img`.
+/// Builds everything and packs `build/kcore.img` and `build/kcore-6.12.img`.
 pub fn all() -> Result<Built> {
     deps::ensure()?;
     let fetched = fetch::ensure()?;
     let kcore_bin = kcore::build()?;
     // Before KServ's initramfs: it carries a test image signed with the key.
     let vm_verify_key = keys::ensure()?;
-    let kserv = kserv(&fetched)?;
-    let boot_image = pack(
-        &kcore_bin,
-        &kserv.kernel,
-        &kserv.initramfs,
-        KSERV_CMDLINE,
-        Some(&vm_verify_key),
-        &paths::boot_image(),
-    )?;
+    let shared = Shared::build(&fetched, &kcore_bin, &vm_verify_key)?;
+    let kserv_6_1 = kserv(&fetched, &shared)?;
+    let kserv_6_12 = kserv(&fetch::ensure_series(Series::Linux6_12)?, &shared)?;
     Ok(Built {
         fetched,
         kcore_bin,
-        kernel: kserv.kernel,
-        initramfs: kserv.initramfs,
-        module: kserv.module,
+        kernel: kserv_6_1.kernel,
+        initramfs: kserv_6_1.initramfs,
+        module: kserv_6_1.module,
         cmdline: KSERV_CMDLINE.to_string(),
-        boot_image,
+        boot_image: kserv_6_1.boot_image,
+        boot_image_6_12: kserv_6_12.boot_image,
     })
 }
 
-/// KServ's files in `build/kserv/`.
+/// What the boot images of every series share: KCore, the key VM images
+/// are verified against, and what KServ's initramfs carries that does not
+/// depend on its kernel.
+struct Shared<'a> {
+    kcore_bin: &'a Path,
+    vm_verify_key: &'a [u8; 32],
+    tools: PathBuf,
+    vm_image: vm_image::VmImage,
+    test_guest: test_guest::TestGuest,
+    selftests: kvm_selftests::Selftests,
+}
+
+impl<'a> Shared<'a> {
+    /// Builds the tools, the signed test VM image and test guest, and the KVM
+    /// selftests (of `fetched`'s `linux-source`: userspace programs, which
+    /// run on every later kernel). The signing key must exist
+    /// ([`keys::ensure`]).
+    fn build(
+        fetched: &Fetched,
+        kcore_bin: &'a Path,
+        vm_verify_key: &'a [u8; 32],
+    ) -> Result<Shared<'a>> {
+        Ok(Shared {
+            kcore_bin,
+            vm_verify_key,
+            tools: tools::build()?,
+            vm_image: vm_image::build()?,
+            test_guest: test_guest::build()?,
+            selftests: kvm_selftests::ensure(fetched)?,
+        })
+    }
+}
+
+/// KServ's files for one kernel series, in `build/kserv/` (6.1) or
+/// `build/kserv-6.12/`, and its boot image.
 struct Kserv {
     kernel: PathBuf,
     initramfs: PathBuf,
     module: PathBuf,
+    boot_image: PathBuf,
 }
 
-/// Builds the module, the tools, the signed test VM image, the signed test
-/// guest and the initramfs, and puts the kernel and its command line beside them. The
-/// signing key must exist ([`keys::ensure`]).
-fn kserv(fetched: &Fetched) -> Result<Kserv> {
+/// Builds the modules and the VMM's guest for the `fetched` kernel and
+/// KServ's initramfs with them and `shared`, puts the kernel and its
+/// command line beside them, and packs them with KCore into the series'
+/// boot image (`build/kcore.img`, `build/kcore-6.12.img`). The signing key
+/// must exist ([`keys::ensure`]).
+fn kserv(fetched: &Fetched, shared: &Shared<'_>) -> Result<Kserv> {
     let module = module::build(fetched)?;
-    // The module must keep compiling for Debian's 6.12 too (not loaded yet).
-    module::build_other(&fetch::ensure_series(fetch::Series::Linux6_12)?)?;
-    let tools = tools::build()?;
-    let vm_image = vm_image::build()?;
-    let test_guest = test_guest::build()?;
     let guest = vmm::build(fetched)?;
-    let selftests = kvm_selftests::ensure(fetched)?;
-    let initramfs = initramfs::build(&initramfs::Inputs {
-        busybox: &fetched.busybox,
-        module: &module.shim,
-        selftest_module: &module.selftest,
-        attack_module: &module.attack,
-        tools: &tools,
-        vm_image: &vm_image.image,
-        vm_image_sig: &vm_image.signature,
-        test_guest: &test_guest.image,
-        test_guest_sig: &test_guest.signature,
-        test_guest_tests: &test_guest.tests,
-        guest: &guest,
-        selftests: &selftests,
-    })?;
-    let kernel = paths::kserv_kernel();
+    let initramfs = initramfs::build(
+        fetched.series,
+        &initramfs::Inputs {
+            busybox: &fetched.busybox,
+            module: &module.shim,
+            selftest_module: &module.selftest,
+            attack_module: &module.attack,
+            tools: &shared.tools,
+            vm_image: &shared.vm_image.image,
+            vm_image_sig: &shared.vm_image.signature,
+            test_guest: &shared.test_guest.image,
+            test_guest_sig: &shared.test_guest.signature,
+            test_guest_tests: &shared.test_guest.tests,
+            guest: &guest,
+            selftests: &shared.selftests,
+        },
+    )?;
+    let kernel = paths::kserv_kernel(fetched.series);
     let changed = cmd::copy_if_changed(&fetched.image, &kernel)?;
     cmd::step(
         "kernel",
@@ -130,7 +165,7 @@ fn kserv(fetched: &Fetched) -> Result<Kserv> {
             cmd::changed_note(changed)
         ),
     );
-    let cmdline = paths::kserv_cmdline();
+    let cmdline = paths::kserv_cmdline(fetched.series);
     let changed = cmd::write_if_changed(&cmdline, format!("{KSERV_CMDLINE}\n").as_bytes())?;
     cmd::step(
         "cmdline",
@@ -140,10 +175,19 @@ fn kserv(fetched: &Fetched) -> Result<Kserv> {
             cmd::changed_note(changed)
         ),
     );
+    let boot_image = pack(
+        shared.kcore_bin,
+        &kernel,
+        &initramfs,
+        KSERV_CMDLINE,
+        Some(shared.vm_verify_key),
+        &paths::boot_image(fetched.series),
+    )?;
     Ok(Kserv {
         kernel,
         initramfs,
         module: module.shim,
+        boot_image,
     })
 }
 

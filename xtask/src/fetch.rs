@@ -24,7 +24,7 @@ use std::process::Command;
 pub enum Series {
     /// Linux 6.1, bookworm's own kernel.
     Linux6_1,
-    /// Linux 6.12, from bookworm-backports (the module is built for it).
+    /// Linux 6.12, from bookworm-backports (a second boot image).
     Linux6_12,
 }
 
@@ -51,6 +51,15 @@ impl Series {
         match self {
             Series::Linux6_1 => "6.1",
             Series::Linux6_12 => "6.12",
+        }
+    }
+
+    /// What the names of its build outputs end in: nothing for the default
+    /// (6.1), `-6.12` for 6.12 (`build/kcore-6.12.img`).
+    pub fn suffix(self) -> String {
+        match self {
+            Series::Linux6_1 => String::new(),
+            other => format!("-{}", other.name()),
         }
     }
 }

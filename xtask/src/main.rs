@@ -31,9 +31,10 @@ struct Cli {
 enum Command {
     /// Install the Debian packages and Rust targets the build needs.
     Deps,
-    /// Download Debian's arm64 kernel, headers and busybox into `.cache/`.
+    /// Download Debian's arm64 kernels (6.1 and 6.12), headers and busybox into `.cache/`.
     Fetch,
-    /// Build KCore, the shim module, KServ's initramfs and pack `build/kcore.img`.
+    /// Build KCore, the shim modules, KServ's initramfs and pack `build/kcore.img`
+    /// (and `build/kcore-6.12.img`, KServ on Debian's 6.12).
     Build,
     /// Build everything, then boot the stack under QEMU.
     Run(run::RunArgs),
@@ -57,7 +58,8 @@ fn main() -> anyhow::Result<()> {
         Command::Deps => deps::ensure(),
         Command::Fetch => {
             deps::ensure()?;
-            fetch::ensure().map(|_| ())
+            fetch::ensure()?;
+            fetch::ensure_series(fetch::Series::Linux6_12).map(|_| ())
         }
         Command::Build => build::all().map(|_| ()),
         Command::Run(args) => run::main(args),

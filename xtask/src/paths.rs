@@ -1,7 +1,15 @@
 //! Where the build puts things. Everything generated lives under `build/`
 //! (rebuilt freely) or `.cache/` (downloads, kept across builds); both are
 //! ignored by git.
+//!
+//! KServ's files for the default kernel (Debian's 6.1) are in `build/kserv/`
+//! and its boot image is `build/kcore.img`; those of another series are in
+//! `build/kserv-<series>/` and `build/kcore-<series>.img` (6.12:
+//! `build/kserv-6.12/`, `build/kcore-6.12.img`). Files that do not depend on
+//! the kernel (the tools, the VMM, the test images) are built once, in
+//! `build/kserv/`.
 
+use crate::fetch::Series;
 use std::path::PathBuf;
 
 /// The workspace root.
@@ -22,9 +30,20 @@ pub fn cache_dir() -> PathBuf {
     root().join(".cache")
 }
 
-/// The boot image: KCore with the KServ payload (`docs/boot-image.md`).
-pub fn boot_image() -> PathBuf {
-    build_dir().join("kcore.img")
+/// The boot image whose KServ runs `series`: KCore with the KServ payload
+/// (`docs/boot-image.md`).
+pub fn boot_image(series: Series) -> PathBuf {
+    build_dir().join(format!("kcore{}.img", series.suffix()))
+}
+
+/// KServ's files for `series`: `build/kserv/` or `build/kserv-<series>/`.
+pub fn kserv_dir(series: Series) -> PathBuf {
+    build_dir().join(format!("kserv{}", series.suffix()))
+}
+
+/// The files that do not depend on KServ's kernel: `build/kserv/`.
+pub fn shared_kserv_dir() -> PathBuf {
+    kserv_dir(Series::Linux6_1)
 }
 
 /// KCore alone as a flat binary (no payload).
@@ -34,21 +53,16 @@ pub fn kcore_bin() -> PathBuf {
 
 /// Debian's arm64 kernel Image used as KServ (and, booted straight at EL2, as the
 /// stock-KVM baseline).
-pub fn kserv_kernel() -> PathBuf {
-    build_dir().join("kserv").join("Image")
+pub fn kserv_kernel(series: Series) -> PathBuf {
+    kserv_dir(series).join("Image")
 }
 
 /// KServ's initramfs (newc cpio).
-pub fn kserv_initramfs() -> PathBuf {
-    build_dir().join("kserv").join("initramfs.cpio")
+pub fn kserv_initramfs(series: Series) -> PathBuf {
+    kserv_dir(series).join("initramfs.cpio")
 }
 
 /// The kernel command line packed into the payload.
-pub fn kserv_cmdline() -> PathBuf {
-    build_dir().join("kserv").join("cmdline")
-}
-
-/// The shim module.
-pub fn shim_module() -> PathBuf {
-    build_dir().join("kserv").join("kserv_shim.ko")
+pub fn kserv_cmdline(series: Series) -> PathBuf {
+    kserv_dir(series).join("cmdline")
 }

@@ -3,6 +3,8 @@
 //! By default KCore's boot image (`build/kcore.img`) boots on `virt` with a
 //! GICv3 and four Cortex-A72s, and QEMU takes over the terminal (`-nographic`:
 //! the serial console is stdio, Ctrl-A X quits, Ctrl-A C toggles the monitor).
+//! `--kernel 6.12` boots the image whose KServ is Debian's 6.12
+//! (`build/kcore-6.12.img`) instead of 6.1's.
 //! `--direct` boots the same Debian kernel straight at EL2 without KCore;
 //! `--image` boots another image (e.g. a damaged one). `--batch` runs KServ's
 //! built-in tests non-interactively with a timeout and exits 0 only if every
@@ -15,7 +17,28 @@ use anyhow::{Context, bail};
 use kcore_qemu::kserv::{self, Verdict};
 use kcore_qemu::{Boot, Cpu, Machine, QemuCommand, Session, SessionOptions};
 
+use crate::fetch::Series;
 use crate::paths;
+
+/// Debian's kernel series KServ runs.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum KernelKind {
+    /// Linux 6.1, bookworm's kernel (`build/kcore.img`).
+    #[value(name = "6.1")]
+    Linux6_1,
+    /// Linux 6.12, from bookworm-backports (`build/kcore-6.12.img`).
+    #[value(name = "6.12")]
+    Linux6_12,
+}
+
+impl KernelKind {
+    fn series(self) -> Series {
+        match self {
+            KernelKind::Linux6_1 => Series::Linux6_1,
+            KernelKind::Linux6_12 => Series::Linux6_12,
+        }
+    }
+}
 
 /// The board.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -51,6 +74,9 @@ pub struct RunArgs {
     /// RAM in MiB.
     #[arg(long, value_name = "MiB", default_value_t = 1024)]
     mem: u32,
+    /// Debian's kernel series KServ (or, with --direct, the kernel at EL2) runs.
+    #[arg(long, value_enum, default_value = "6.1", conflicts_with = "image")]
+    kernel: KernelKind,
     /// Boot Debian's kernel directly at EL2, without KCore (the stock-KVM baseline).
     #[arg(long, conflicts_with = "image")]
     direct: bool,
@@ -111,13 +137,14 @@ impl RunArgs {
     }
 }
 
-/// What to boot: KCore's image, or the kernel, initramfs and command line of
-/// a direct boot. Fails with a hint when the build has not produced them.
-pub fn boot_target(direct: bool, image: Option<&Path>) -> anyhow::Result<Boot> {
+/// What to boot: KCore's image with KServ on Debian's `series`, or that
+/// kernel, its initramfs and command line for a direct boot. Fails with a
+/// hint when the build has not produced them.
+pub fn boot_target(series: Series, direct: bool, image: Option<&Path>) -> anyhow::Result<Boot> {
     if direct {
-        let kernel = require(&paths::kserv_kernel())?;
-        let initrd = require(&paths::kserv_initramfs())?;
-        let cmdline_path = require(&paths::kserv_cmdline())?;
+        let kernel = require(&paths::kserv_kernel(series))?;
+        let initrd = require(&paths::kserv_initramfs(series))?;
+        let cmdline_path = require(&paths::kserv_cmdline(series))?;
         let cmdline = std::fs::read_to_string(&cmdline_path)
             .with_context(|| format!("reading {}", cmdline_path.display()))?;
         Ok(Boot::Direct {
@@ -128,7 +155,7 @@ pub fn boot_target(direct: bool, image: Option<&Path>) -> anyhow::Result<Boot> {
     } else {
         let image = match image {
             Some(image) => image.to_path_buf(),
-            None => require(&paths::boot_image())?,
+            None => require(&paths::boot_image(series))?,
         };
         if !image.is_file() {
             bail!("{} does not exist", image.display());
@@ -161,10 +188,14 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     kcore_qemu::check_qemu()?;
     let machine = args.machine();
     machine.validate().map_err(anyhow::Error::msg)?;
-    let boot = boot_target(args.direct, args.image.as_deref())?;
+    let series = args.kernel.series();
+    let boot = boot_target(series, args.direct, args.image.as_deref())?;
     let what = match &boot {
         Boot::Kcore { image } => format!("KCore -> KServ from {}", image.display()),
-        Boot::Direct { .. } => "Debian's kernel directly at EL2 (no KCore)".to_string(),
+        Boot::Direct { .. } => format!(
+            "Debian's {} kernel directly at EL2 (no KCore)",
+            series.name()
+        ),
     };
     if args.batch {
         batch(&args, machine, boot, &what)
@@ -202,7 +233,11 @@ fn batch(args: &RunArgs, machine: Machine, boot: Boot, what: &str) -> anyhow::Re
     let cmd = QemuCommand::new(machine.clone(), boot)
         .append(&kserv::batch_args(&names, machine.smp))
         .append(&args.append);
-    let log = log_path(if args.direct { "run-direct" } else { "run" });
+    let log = log_path(&format!(
+        "run{}{}",
+        if args.direct { "-direct" } else { "" },
+        args.kernel.series().suffix()
+    ));
     eprintln!("run: booting {what} on {machine}");
     eprintln!(
         "run: tests {}; timeout {} s; console log {}",

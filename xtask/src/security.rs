@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use kcore_qemu::kserv::{self, AttackRow, attack_rows};
 use kcore_qemu::{Machine, QemuCommand, Session};
 
+use crate::fetch::Series;
 use crate::paths;
 use crate::run::{boot_target, log_path};
 
@@ -47,11 +48,12 @@ pub fn main(args: SecurityArgs) -> anyhow::Result<()> {
     let machine = Machine::virt_gicv3().with_smp(4);
     machine.validate().map_err(anyhow::Error::msg)?;
     let tests = ["attacks", "version"];
-    let cmd = QemuCommand::new(machine.clone(), boot_target(false, None)?).append(&format!(
-        "{} kserv.attack_seed={}",
-        kserv::batch_args(&tests, machine.smp),
-        args.seed
-    ));
+    let cmd = QemuCommand::new(machine.clone(), boot_target(Series::Linux6_1, false, None)?)
+        .append(&format!(
+            "{} kserv.attack_seed={}",
+            kserv::batch_args(&tests, machine.smp),
+            args.seed
+        ));
     let log = log_path("security");
     eprintln!(
         "security: {machine}; the attack suite, fuzzer seed {}; console in {}",

@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use kcore_qemu::kserv::{self, Verdict};
 use kcore_qemu::{Machine, QemuCommand, Session};
 
+use crate::fetch::Series;
 use crate::paths;
 use crate::run::{boot_target, log_path};
 
@@ -47,10 +48,11 @@ pub fn main(args: SoakArgs) -> anyhow::Result<()> {
     machine.validate().map_err(anyhow::Error::msg)?;
     let tests = ["kvmlife", "version"];
     let n = args.cycles;
-    let cmd = QemuCommand::new(machine.clone(), boot_target(false, None)?).append(&format!(
-        "{} kserv.kvmlife_guest_cycles={n} kserv.kvmlife_cycles={n}",
-        kserv::batch_args(&tests, machine.smp)
-    ));
+    let cmd = QemuCommand::new(machine.clone(), boot_target(Series::Linux6_1, false, None)?)
+        .append(&format!(
+            "{} kserv.kvmlife_guest_cycles={n} kserv.kvmlife_cycles={n}",
+            kserv::batch_args(&tests, machine.smp)
+        ));
     // Generous: a Linux cycle takes 10-20 s under QEMU TCG on 2 cores.
     let timeout = Duration::from_secs(900 + 60 * u64::from(n));
     let log = log_path("soak");

@@ -4,8 +4,8 @@
 //! Rust targets and components of `rust-toolchain.toml`) and a check that
 //! this install path really restores a Rust target a fresh machine lacks
 //! (`deps::reinstall_check`); then formatting, clippy for the host and for
-//! the EL2 target, the host tests,
-//! the build (`build/kcore.img` and KServ's artefacts), then the QEMU system
+//! the EL2 target, the host tests, the build (`build/kcore.img`,
+//! `build/kcore-6.12.img` and KServ's artefacts), then the QEMU system
 //! tests (`kcore-systests`, at most two QEMUs at a time). Each step is printed
 //! with its wall time, cargo's own output (including its `test result:`
 //! summaries) is shown as is, and the first failing step stops the run with a

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use kcore_qemu::{Machine, QemuCommand, kserv};
 
+use crate::fetch::Series;
 use crate::run::boot_target;
 
 /// Arguments of `cargo xtask bench`.
@@ -124,8 +125,10 @@ impl Pair {
             .with_icount(true);
         machine.validate().map_err(anyhow::Error::msg)?;
         let extra = kserv::batch_args(tests, machine.smp);
-        let kcore = QemuCommand::new(machine.clone(), boot_target(false, None)?).append(&extra);
-        let direct = QemuCommand::new(machine.clone(), boot_target(true, None)?).append(&extra);
+        let kcore = QemuCommand::new(machine.clone(), boot_target(Series::Linux6_1, false, None)?)
+            .append(&extra);
+        let direct = QemuCommand::new(machine.clone(), boot_target(Series::Linux6_1, true, None)?)
+            .append(&extra);
         Ok(Pair {
             machine,
             kcore,

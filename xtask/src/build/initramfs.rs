@@ -1,4 +1,6 @@
-//! KServ's initramfs, `build/kserv/initramfs.cpio`: Debian's static busybox,
+//! KServ's initramfs, `build/kserv/initramfs.cpio` (and for Debian's 6.12,
+//! `build/kserv-6.12/initramfs.cpio`, the same but for the modules and the
+//! guest kernel, which are 6.12's): Debian's static busybox,
 //! the `/init` script and test scripts of `kserv-shim/initramfs`, the shim
 //! module and `kserv-tools`. Busybox's applet links are made by `/init`
 //! (`busybox --install -s`), so this recipe needs no arm64 machine to list
@@ -32,6 +34,7 @@
 
 use super::cpio::{Entry, archive};
 use crate::cmd;
+use crate::fetch::Series;
 use crate::paths;
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -65,13 +68,15 @@ pub struct Inputs<'a> {
     pub selftests: &'a super::kvm_selftests::Selftests,
 }
 
-/// Writes `build/kserv/initramfs.cpio` (only if its bytes change); returns
-/// its path.
-pub fn build(inputs: &Inputs<'_>) -> Result<PathBuf> {
+/// Writes the initramfs for KServ's kernel `series` (`build/kserv/initramfs.cpio`
+/// for 6.1, `build/kserv-6.12/initramfs.cpio` for 6.12), only if its bytes
+/// change; returns its path. The modules and the guest in `inputs` must be
+/// those of that kernel.
+pub fn build(series: Series, inputs: &Inputs<'_>) -> Result<PathBuf> {
     let recipe = paths::root().join("kserv-shim").join("initramfs");
     let entries = entries(&recipe, inputs)?;
     let bytes = archive(&entries);
-    let out = paths::kserv_initramfs();
+    let out = paths::kserv_initramfs(series);
     let changed = cmd::write_if_changed(&out, &bytes)?;
     cmd::step(
         "initramfs",

@@ -5,8 +5,10 @@
 //! way from `kserv-selftest`, and `kserv_attack.ko`, the attack suite's
 //! malicious-KServ module (plain C).
 //!
-//! Kbuild runs in a copy of `kserv-shim/module` under `build/kserv/module`, so
-//! the source tree stays free of build products. Each core arrives there as
+//! They are built for each kernel series KServ boots (Debian's 6.1 and 6.12):
+//! Kbuild runs in a copy of `kserv-shim/module` under `build/kserv/module`
+//! (6.1) or `build/kserv-6.12/module`, so the source tree stays free of
+//! build products. Each core arrives there as
 //! `<name>.o_shipped` (Kbuild's name for a prebuilt object) with the
 //! `.<name>.o.cmd` file modpost reads for every object of a module. Beside
 //! the sources goes `kcore_abi.h`, KCore's ABI for C, generated from
@@ -62,55 +64,55 @@ const CORES: [Core; 2] = [
 
 /// The modules built for the kernel KServ runs.
 pub struct Modules {
-    /// `build/kserv/kserv_shim.ko`.
+    /// `kserv_shim.ko`.
     pub shim: PathBuf,
-    /// `build/kserv/kserv_selftest.ko` (test images only).
+    /// `kserv_selftest.ko` (test images only).
     pub selftest: PathBuf,
-    /// `build/kserv/kserv_attack.ko` (test images only).
+    /// `kserv_attack.ko` (test images only).
     pub attack: PathBuf,
 }
 
-/// Builds `build/kserv/kserv_shim.ko`, `kserv_selftest.ko` and
-/// `kserv_attack.ko` for the fetched kernel.
+/// Builds `kserv_shim.ko`, `kserv_selftest.ko` and `kserv_attack.ko` for the
+/// fetched kernel into KServ's directory of its series (`build/kserv/` for
+/// 6.1, `build/kserv-6.12/` for 6.12; Kbuild runs in its `module/`). The
+/// Rust cores are the same objects for every series: only Kbuild runs again.
 pub fn build(fetched: &Fetched) -> Result<Modules> {
-    let shim = build_in(fetched, "module", &paths::shim_module(), "module")?;
-    let dir = paths::build_dir().join("kserv").join("module");
-    let [selftest, attack] = [
+    let out = paths::kserv_dir(fetched.series);
+    let dir = out.join("module");
+    kbuild(fetched, &dir)?;
+    let suffix = fetched.series.suffix();
+    let [shim, selftest, attack] = [
+        ("kserv_shim.ko", "module"),
         ("kserv_selftest.ko", "selftest module"),
         ("kserv_attack.ko", "attack module"),
     ]
     .map(|(ko, step)| {
-        let out = paths::build_dir().join("kserv").join(ko);
-        install(fetched, &dir.join(ko), &out, step).map(|()| out)
+        let installed = out.join(ko);
+        install(
+            fetched,
+            &dir.join(ko),
+            &installed,
+            &format!("{step}{suffix}"),
+        )
+        .map(|()| installed)
     });
     Ok(Modules {
-        shim,
+        shim: shim?,
         selftest: selftest?,
         attack: attack?,
     })
 }
 
-/// Builds the module against another kernel series' headers
-/// (`build/kserv/kserv_shim-<series>.ko`), to keep it compiling there; it
-/// is not packed into the initramfs.
-pub fn build_other(fetched: &Fetched) -> Result<PathBuf> {
-    let name = format!("module-{}", fetched.series.name());
-    let ko = paths::build_dir()
-        .join("kserv")
-        .join(format!("kserv_shim-{}.ko", fetched.series.name()));
-    build_in(fetched, &name, &ko, &name)
-}
-
-fn build_in(fetched: &Fetched, subdir: &str, ko: &Path, step: &str) -> Result<PathBuf> {
-    let dir = paths::build_dir().join("kserv").join(subdir);
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// Runs Kbuild for the three modules in `dir` against the fetched headers.
+fn kbuild(fetched: &Fetched, dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
 
     for core in &CORES {
         let lib = cargo::build(core.package, &[], CORE_TARGET, core.lib, "staticlib")?
             .into_iter()
             .find(|f| f.extension().is_some_and(|e| e == "a"))
             .with_context(|| format!("{} produced no static library", core.package))?;
-        let object = core_object(&lib, &dir, core)?;
+        let object = core_object(&lib, dir, core)?;
         cmd::write_if_changed(&dir.join(format!("{}_shipped", core.object)), &object)?;
         let cmd_file = format!(
             "cmd_{0}/{1} := cat {0}/{1}_shipped > {0}/{1}\n",
@@ -136,10 +138,12 @@ fn build_in(fetched: &Fetched, subdir: &str, ko: &Path, step: &str) -> Result<Pa
             .arg(format!("M={}", dir.display()))
             .args(["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "modules"]),
     )
-    .context("Kbuild failed to build kserv_shim.ko")?;
-
-    install(fetched, &dir.join("kserv_shim.ko"), ko, step)?;
-    Ok(ko.to_path_buf())
+    .with_context(|| {
+        format!(
+            "Kbuild failed to build the modules for Linux {}",
+            fetched.release
+        )
+    })
 }
 
 /// Copies a built module to `ko` without its debug info (as Debian's own

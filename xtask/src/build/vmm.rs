@@ -2,13 +2,16 @@
 //!
 //! - `kcore-vmm` (`vmm/`) built for `aarch64-unknown-linux-musl` and
 //!   stripped to `build/kserv/kcore-vmm`;
-//! - the guest's initramfs `build/kserv/guest/initrd.cpio`: Debian's static
-//!   busybox, `vmm/guest/init` and Debian's `virtio_mmio`, `virtio_console`
-//!   and `virtio_blk` modules (of the same kernel: the guest kernel is the
-//!   `Image` KServ runs);
-//! - `build/kserv/guest/Image.sig`, the guest kernel's Ed25519 signature made
+//! - the guest's initramfs `guest/initrd.cpio` in KServ's directory
+//!   (`build/kserv/`, `build/kserv-6.12/`): Debian's static busybox,
+//!   `vmm/guest/init` and Debian's `virtio_mmio`, `virtio_console` and
+//!   `virtio_blk` modules (of the same kernel: the guest kernel is the
+//!   `Image` KServ runs, so 6.12's image boots a 6.12 guest), those the
+//!   kernel has built in left out and xz-compressed ones (6.12's)
+//!   decompressed, as busybox's `insmod` takes them only plain;
+//! - `guest/Image.sig`, the guest kernel's Ed25519 signature made
 //!   with the build's key (`build/keys/vm-signing.key`) for `--protected`;
-//! - `build/kserv/guest/expected`: the line the guest's `/init` must print
+//! - `guest/expected`: the line the guest's `/init` must print
 //!   for its workload, `KCORE-GUEST: checksum <sha512 of seq 1 N>`, computed
 //!   here from the same data.
 //!
@@ -21,7 +24,7 @@ use super::{cargo, keys};
 use crate::cmd;
 use crate::fetch::Fetched;
 use crate::{paths, sign};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,11 +35,15 @@ const TARGET: &str = "aarch64-unknown-linux-musl";
 const PACKAGE: &str = "kcore-vmm";
 /// `seq 1 SEQ_COUNT` is the guest's workload (`COUNT` in `vmm/guest/init`).
 pub const SEQ_COUNT: u32 = 100_000;
-/// The modules the guest loads, under the kernel's `lib/modules/<release>/`.
-const MODULES: &[&str] = &[
-    "kernel/drivers/virtio/virtio_mmio.ko",
-    "kernel/drivers/char/virtio_console.ko",
-    "kernel/drivers/block/virtio_blk.ko",
+/// The modules the guest loads, under the kernel's `lib/modules/<release>/`,
+/// each with the configuration symbol that builds it in instead.
+const MODULES: &[(&str, &str)] = &[
+    ("kernel/drivers/virtio/virtio_mmio.ko", "CONFIG_VIRTIO_MMIO"),
+    (
+        "kernel/drivers/char/virtio_console.ko",
+        "CONFIG_VIRTIO_CONSOLE",
+    ),
+    ("kernel/drivers/block/virtio_blk.ko", "CONFIG_VIRTIO_BLK"),
 ];
 
 /// What KServ's initramfs gets.
@@ -118,29 +125,63 @@ fn initrd(fetched: &Fetched) -> Result<Vec<u8>> {
         mode: 0o755,
         data: read(&paths::root().join("vmm").join("guest").join("init"))?,
     });
-    for m in MODULES {
+    let config = fs::read_to_string(&fetched.config)
+        .with_context(|| format!("cannot read {}", fetched.config.display()))?;
+    for &(m, symbol) in MODULES {
         let name = Path::new(m)
             .file_name()
             .context("module path without a name")?
             .to_string_lossy();
+        let Some(data) = module_bytes(&modules.join(m), &config, symbol)? else {
+            continue;
+        };
         e.push(Entry::File {
             path: format!("lib/modules/{name}"),
             mode: 0o644,
-            data: read(&modules.join(m))?,
+            data,
         });
     }
     Ok(archive(&e))
 }
 
-/// Builds the VMM and the guest's files into `build/kserv/`; prints one step
+/// The module at `path` (`<name>.ko`, or `<name>.ko.xz` decompressed), or
+/// `None` if the kernel's `config` builds it in (`<symbol>=y`).
+fn module_bytes(path: &Path, config: &str, symbol: &str) -> Result<Option<Vec<u8>>> {
+    if path.is_file() {
+        return read(path).map(Some);
+    }
+    let xz = path.with_extension("ko.xz");
+    if xz.is_file() {
+        let out = Command::new("xz")
+            .args(["--decompress", "--stdout"])
+            .arg(&xz)
+            .output()
+            .with_context(|| format!("cannot run xz on {}", xz.display()))?;
+        if !out.status.success() {
+            bail!(
+                "xz --decompress {} failed: {}",
+                xz.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        return Ok(Some(out.stdout));
+    }
+    if config.lines().any(|l| l == format!("{symbol}=y")) {
+        return Ok(None);
+    }
+    bail!("the kernel has neither {} nor {symbol}=y", path.display())
+}
+
+/// Builds the VMM into `build/kserv/` and the guest's files for the fetched
+/// kernel into `guest/` of KServ's directory of its series; prints one step
 /// line. The signing key must exist ([`keys::ensure`]).
 pub fn build(fetched: &Fetched) -> Result<Guest> {
     let exe = cargo::build(PACKAGE, &["--bin", PACKAGE], TARGET, PACKAGE, "bin")?
         .into_iter()
         .next()
         .context("no kcore-vmm executable")?;
-    let kserv = paths::build_dir().join("kserv");
-    let guest_dir = kserv.join("guest");
+    let kserv = paths::shared_kserv_dir();
+    let guest_dir = paths::kserv_dir(fetched.series).join("guest");
     fs::create_dir_all(&guest_dir)
         .with_context(|| format!("cannot create {}", guest_dir.display()))?;
     let vmm = kserv.join("kcore-vmm");
@@ -165,9 +206,10 @@ pub fn build(fetched: &Fetched) -> Result<Guest> {
     cmd::step(
         "vmm",
         format!(
-            "{} ({} KiB), guest initrd {} KiB, kernel signed with {}{}",
+            "{} ({} KiB), guest {} initrd {} KiB, kernel signed with {}{}",
             cmd::show(&vmm),
             vmm_bytes.len() / 1024,
+            fetched.release,
             initrd.len() / 1024,
             cmd::show(&keys::secret_path()),
             cmd::changed_note(changed)
