@@ -13,6 +13,7 @@
 mod abi_header;
 pub mod cargo;
 mod cpio;
+mod debqemu;
 mod initramfs;
 mod kcore;
 pub mod keys;
@@ -74,6 +75,17 @@ pub fn all() -> Result<Built> {
         KSERV_CMDLINE,
         Some(&vm_verify_key),
         &paths::boot_image(),
+    )?;
+    // The boot image of the `debqemu` test: the same with Debian's QEMU
+    // appended to KServ's initramfs (`debqemu.rs`).
+    let debqemu = debqemu::build(&kserv.initramfs)?;
+    pack(
+        &kcore_bin,
+        &kserv.kernel,
+        &debqemu.initramfs,
+        KSERV_CMDLINE,
+        Some(&vm_verify_key),
+        &paths::build_dir().join("kcore-debqemu.img"),
     )?;
     Ok(Built {
         fetched,
