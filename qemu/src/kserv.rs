@@ -51,6 +51,7 @@ pub const TESTS: &[&str] = &[
     "kvmbench-vm",
     "attacks",
     "reset",
+    "debqemu",
 ];
 
 /// The kernel arguments for a batch run of `tests` expecting `cpus` CPUs.

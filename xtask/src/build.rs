@@ -17,6 +17,7 @@
 mod abi_header;
 pub mod cargo;
 mod cpio;
+mod debqemu;
 mod initramfs;
 mod kcore;
 pub mod keys;
@@ -75,6 +76,17 @@ pub fn all() -> Result<Built> {
     let shared = Shared::build(&fetched, &kcore_bin, &vm_verify_key)?;
     let kserv_6_1 = kserv(&fetched, &shared)?;
     let kserv_6_12 = kserv(&fetch::ensure_series(Series::Linux6_12)?, &shared)?;
+    // The boot image of the `debqemu` test: the 6.1 one with Debian's QEMU
+    // appended to KServ's initramfs (`debqemu.rs`).
+    let debqemu = debqemu::build(&kserv_6_1.initramfs)?;
+    pack(
+        &kcore_bin,
+        &kserv_6_1.kernel,
+        &debqemu.initramfs,
+        KSERV_CMDLINE,
+        Some(&vm_verify_key),
+        &paths::build_dir().join("kcore-debqemu.img"),
+    )?;
     Ok(Built {
         fetched,
         kcore_bin,

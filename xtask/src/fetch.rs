@@ -372,17 +372,17 @@ fn parse_candidate(out: &str, package: &str) -> Option<String> {
 }
 
 /// A package version as part of a file name (epochs carry a colon).
-fn file_safe(version: &str) -> String {
+pub(crate) fn file_safe(version: &str) -> String {
     version.replace(':', "%3a")
 }
 
 /// Marks a completely extracted directory; holds the package list.
-const STAMP: &str = ".kcore-extracted";
+pub(crate) const STAMP: &str = ".kcore-extracted";
 
 /// Downloads `packages` (`name[:arch]=version`) and extracts them all into
 /// `dir`, unless `dir` already holds exactly that extraction. Returns whether
 /// it did (true = cached).
-fn extract_once(dir: &Path, packages: &[String], cache: &Path) -> Result<bool> {
+pub(crate) fn extract_once(dir: &Path, packages: &[String], cache: &Path) -> Result<bool> {
     let want = packages.join("\n") + "\n";
     if fs::read_to_string(dir.join(STAMP)).is_ok_and(|s| s == want) {
         return Ok(true);
