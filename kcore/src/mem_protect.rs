@@ -69,6 +69,9 @@ pub struct MemCore<S, const BANKS: usize, const VMS: usize> {
     broken: BrokenCount,
     /// The CPU as guests see it ([`crate::idregs`]).
     pub(crate) guest_ids: GuestIdRegs,
+    /// How often [`Self::set_guest_id_regs`] ran: a vCPU load copies the
+    /// view into its CPU's `Loaded` only when this changed.
+    pub(crate) guest_ids_version: u64,
 }
 
 /// The broken-invariant count. A check (`&self`) that finds a table
@@ -178,6 +181,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             ctx_writes: 0,
             broken: BrokenCount::default(),
             guest_ids: GuestIdRegs::EMPTY,
+            guest_ids_version: 0,
         }
     }
 
@@ -185,6 +189,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// [`GuestIdRegs::sanitise`]; all zero until then).
     pub fn set_guest_id_regs(&mut self, ids: GuestIdRegs) {
         self.guest_ids = ids;
+        self.guest_ids_version += 1;
     }
 
     /// The guests' view of the CPU's ID registers, which their trapped

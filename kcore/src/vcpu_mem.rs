@@ -330,7 +330,11 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         out.ipa_limit = vm.stage2.geometry().input_limit();
         out.timer = TimerIrq::from_flags(entry[run::FLAGS]);
         out.report = ExitReport::default();
-        out.ids = self.guest_ids;
+        // The view is fixed at boot: copied once per CPU, not per run.
+        if out.ids_version != self.guest_ids_version {
+            out.ids = self.guest_ids;
+            out.ids_version = self.guest_ids_version;
+        }
         // Commit: nothing below can fail.
         let pins = match run_state {
             PageState::HostPinned { pins } => pins + 1,

@@ -111,9 +111,12 @@ pub struct Loaded {
     /// FP/SIMD registers alone.
     pub v_in_page: bool,
     /// The guest's view of the CPU's ID registers (copied from
-    /// [`crate::mem_protect::MemCore::guest_id_regs`] at each load), from
-    /// which KCore answers the guest's trapped reads of them.
+    /// [`crate::mem_protect::MemCore::guest_id_regs`] by a load when it
+    /// changed, [`Self::ids_version`]), from which KCore answers the guest's
+    /// trapped reads of them.
     pub ids: GuestIdRegs,
+    /// The `MemCore` view `ids` was copied from (0: the empty view).
+    pub ids_version: u64,
 }
 
 /// Which context page, at which version, a [`Loaded`]'s `ctx` is a copy
@@ -155,6 +158,7 @@ impl Loaded {
             ctx_key: None,
             v_in_page: false,
             ids: GuestIdRegs::EMPTY,
+            ids_version: 0,
         }
     }
 }
