@@ -172,6 +172,10 @@ fn protected_first_run_takes_only_a_pc_in_the_image_and_x0() {
     assert_eq!(set(&mut v, 0, reg::x(1), 5), denied, "x1");
     assert_eq!(set(&mut v, 0, reg::sys::VBAR_EL1, 5), denied);
     assert_eq!(set(&mut v, 0, reg::PSTATE, 0x3c5), denied);
+    // Nor the pseudo-registers of a plain vCPU's power and GIC interface.
+    for id in [reg::POWER_OFF, reg::ICH_VMCR, reg::ICH_AP0R] {
+        assert_eq!(set(&mut v, 0, id, 0), denied, "set {id:#x} before the run");
+    }
     assert_eq!(get(&mut v, 0, reg::PC)[0], denied);
     // A PC outside the verified image: refused at run time, nothing runs.
     assert_eq!(set(&mut v, 0, reg::PC, (GFN << 12) + IMAGE_LEN as u64), 0);
@@ -193,7 +197,17 @@ fn protected_first_run_takes_only_a_pc_in_the_image_and_x0() {
         (expect.pc, expect.pstate, expect.sys)
     );
     // After the first run: nothing in, nothing out.
-    for id in [reg::PC, reg::X0, reg::x(9), reg::sys::SCTLR_EL1, reg::V_LO] {
+    for id in [
+        reg::PC,
+        reg::X0,
+        reg::x(9),
+        reg::sys::SCTLR_EL1,
+        reg::V_LO,
+        reg::POWER_OFF,
+        reg::ICH_VMCR,
+        reg::ICH_AP1R,
+        reg::sys::OSLSR_EL1,
+    ] {
         assert_eq!(set(&mut v, 0, id, 1), denied, "set {id:#x}");
         let r = get(&mut v, 0, id);
         assert_eq!(r, [denied, 0, 0, 0], "get {id:#x}");
@@ -381,6 +395,28 @@ fn kservs_register_access_comes_after_a_recorded_cpu_on() {
     assert_eq!(get(&mut v, 1, reg::PC)[1], 0x4000_2000);
     assert_eq!(get(&mut v, 1, reg::POWER_OFF)[1], 0, "started again");
     check_invariants(&v.w).unwrap();
+}
+
+#[test]
+fn the_guest_reads_kcores_id_registers_through_the_run_path() {
+    let (mut v, mut g) = two_plain_vcpus();
+    let pfr0 = kcore::idregs::ID_AA64PFR0_EL1;
+    // MRS x3, ID_AA64PFR0_EL1: op0 3, op1 0, CRn 0, CRm 4, op2 0, read.
+    let mrs = ec::SYS64 << 26 | 1 << 25 | 3 << 20 | 4 << 1 | 3 << 5 | 1;
+    // Two views whose ID_AA64PFR0_EL1 differ (FP, then GIC).
+    for view in [0x0001_0000u64, 0x0100_0000] {
+        v.w.host
+            .mem_mut()
+            .set_guest_id_regs(kcore::idregs::GuestIdRegs::sanitise(|_| view));
+        let want = v.w.host.mem().guest_id_regs().get(pfr0);
+        g.then(sync(mrs, 0));
+        g.then(irq_exit());
+        assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+        let (ctx, _) = g.entries[g.entries.len() - 1];
+        assert_eq!(Some(ctx.x[3]), want, "the view as it is now, {view:#x}");
+        let hvc = hvc(&mut v.w, H::HostGuestIdReg, &[reg::SYSREG | pfr0]);
+        assert_eq!((hvc[0], Some(hvc[1])), (0, want), "KServ reads the same");
+    }
 }
 
 #[test]
@@ -957,6 +993,7 @@ mod noninterference {
             ctx_key: None,
             v_in_page: false,
             ids: kcore::idregs::GuestIdRegs::sanitise(|enc| enc.wrapping_mul(0x9e37_79b9)),
+            ids_version: 0,
         }
     }
 
