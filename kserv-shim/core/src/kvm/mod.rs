@@ -1,7 +1,8 @@
 //! `/dev/kvm`: Linux's KVM API (arm64, as Linux 6.1 implements it) on top
 //! of KCore's hypercalls, for unmodified VMMs. The module's glue registers
 //! the misc device, makes the fds and calls in here for every ioctl; all
-//! the decisions are here, host-tested against a fake KCore and kernel.
+//! the decisions are here, host-tested against the real KCore (on
+//! `kcore_arch::host_world`) and a fake kernel.
 //!
 //! - [`vm`]: `/dev/kvm` and VM fds, memory slots, guest memory, teardown;
 //! - [`vcpu`]: vCPU fds, registers, `KVM_RUN` and its exits, PSCI;

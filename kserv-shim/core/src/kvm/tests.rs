@@ -1291,8 +1291,8 @@ fn irqfds_inject_spis_and_resample_with_kvms_errors() {
     assert_eq!(e.len(), 1);
     assert_eq!(e[0], 40);
     // Fd 6 raises SPI 41's line until the guest completes it; the guest
-    // takes both (active), then completes them (the fake KCore reports the
-    // states given, so script them through the exits' irq states).
+    // takes both (active), then completes them (the states the exits report
+    // are the ones the test writes into the vGIC below).
     f.signal_fd(&vm, 6);
     assert_eq!(f.eventfd_count.get(&0xE8), None);
     vm.with_gic(&mut f, |g| {
