@@ -1,14 +1,16 @@
 //! Debian's own QEMU (bookworm's `qemu-system-aarch64` 7.2, unmodified, with
 //! Debian's libraries) as the VMM on `/dev/kvm`: KServ's `debqemu` test boots
 //! a Linux guest with `-accel kvm -M virt,gic-version=3,its=off -cpu host`,
-//! 2 vCPUs and the in-kernel GICv3 to its busybox init, which prints its
-//! markers and powers off. The QEMU root is only in the initramfs variant
+//! 2 vCPUs, the in-kernel GICv3, a virtio-blk-pci disk and a virtio-net-pci
+//! NIC on user networking to its busybox init, which reads and writes the
+//! disk, takes a DHCP lease, fetches a file by TFTP, prints its markers and
+//! powers off. The QEMU root is only in the initramfs variant
 //! `build/kserv/initramfs-debqemu.cpio` and the boot image packed with it,
 //! `build/kcore-debqemu.img` (`xtask/src/build/debqemu.rs`).
 //!
-//! Both columns must boot the guest with `its=off`; the default `its=on`
-//! (an ITS, which the shim does not offer yet) is reported, not required
-//! (`docs/kvm.md`, "Debian's QEMU").
+//! Both columns must boot the guest with `its=off`; a migration of the
+//! running guest to a file and back and the default `its=on` (an ITS) are
+//! reported, not required yet (`docs/kvm.md`, "Debian's QEMU").
 
 use kcore_qemu::{Boot, Machine};
 use kcore_systests::{
@@ -46,6 +48,9 @@ fn run(name: &str, boot: Boot) -> Result<SlotSession, Failure> {
     println!("{name}: debqemu: {detail}");
     let markers = [
         "KCORE-GUEST: hello from",
+        "KCORE-GUEST: disk written",
+        "KCORE-GUEST: net eth0 10.0.2.15",
+        "KCORE-GUEST: tftp ",
         "KCORE-GUEST: done",
         "debqemu-exit 0",
     ];

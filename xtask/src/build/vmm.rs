@@ -5,7 +5,8 @@
 //! - the guest's initramfs `guest/initrd.cpio` in KServ's directory
 //!   (`build/kserv/`, `build/kserv-6.12/`): Debian's static busybox,
 //!   `vmm/guest/init` and Debian's `virtio_mmio`, `virtio_console` and
-//!   `virtio_blk` modules (of the same kernel: the guest kernel is the
+//!   `virtio_blk` modules, and the virtio-pci and virtio-net ones Debian's
+//!   QEMU's devices need (all of the same kernel: the guest kernel is the
 //!   `Image` KServ runs, so 6.12's image boots a 6.12 guest), those the
 //!   kernel has built in left out and xz-compressed ones (6.12's)
 //!   decompressed, as busybox's `insmod` takes them only plain;
@@ -44,6 +45,20 @@ const MODULES: &[(&str, &str)] = &[
         "CONFIG_VIRTIO_CONSOLE",
     ),
     ("kernel/drivers/block/virtio_blk.ko", "CONFIG_VIRTIO_BLK"),
+    // virtio-pci and virtio-net, for Debian's QEMU's `virt` machine (the
+    // `debqemu` test), in the order they depend on each other.
+    (
+        "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+        "CONFIG_VIRTIO_PCI_LIB_LEGACY",
+    ),
+    (
+        "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+        "CONFIG_VIRTIO_PCI_LIB",
+    ),
+    ("kernel/drivers/virtio/virtio_pci.ko", "CONFIG_VIRTIO_PCI"),
+    ("kernel/net/core/failover.ko", "CONFIG_FAILOVER"),
+    ("kernel/drivers/net/net_failover.ko", "CONFIG_NET_FAILOVER"),
+    ("kernel/drivers/net/virtio_net.ko", "CONFIG_VIRTIO_NET"),
 ];
 
 /// What KServ's initramfs gets.
