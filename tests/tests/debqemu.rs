@@ -1,5 +1,6 @@
-//! Debian's own QEMU (bookworm's `qemu-system-aarch64` 7.2, unmodified, with
-//! Debian's libraries) as the VMM on `/dev/kvm`: KServ's `debqemu` test boots
+//! Debian's own QEMU (bookworm's `qemu-system-aarch64` 7.2 and
+//! bookworm-backports' 10.0, unmodified, with Debian's libraries) as the VMM
+//! on `/dev/kvm`: KServ's `debqemu` test has each boot
 //! a Linux guest with `-accel kvm -M virt,gic-version=3,its=off -cpu host`,
 //! 2 vCPUs, the in-kernel GICv3, a virtio-blk-pci disk and a virtio-net-pci
 //! NIC on user networking to its busybox init, which reads and writes the
@@ -42,8 +43,12 @@ fn run(name: &str, boot: Boot) -> Result<SlotSession, Failure> {
     if detail.starts_with("skipped") {
         return Err(fail(format!("debqemu did not run: {detail}")));
     }
-    if !detail.starts_with("QEMU 7.2") {
-        return Err(fail(format!("not Debian's QEMU 7.2: {detail}")));
+    for qemu in ["QEMU 7.2", "QEMU 10.0"] {
+        if !detail.contains(qemu) {
+            return Err(fail(format!(
+                "no {qemu} (Debian's bookworm and backports): {detail}"
+            )));
+        }
     }
     println!("{name}: debqemu: {detail}");
     let markers = [
@@ -54,8 +59,10 @@ fn run(name: &str, boot: Boot) -> Result<SlotSession, Failure> {
         "KCORE-GUEST: done",
         "debqemu-exit 0",
     ];
-    if let Some(m) = missing_marker(&run.session.lines(), "debqemu its-off| ", &markers) {
-        return Err(fail(format!("no `{m}` line on the console")));
+    for prefix in ["debqemu 7.2-its-off| ", "debqemu 10.0-its-off| "] {
+        if let Some(m) = missing_marker(&run.session.lines(), prefix, &markers) {
+            return Err(fail(format!("no `{m}` line on the console")));
+        }
     }
     Ok(run)
 }

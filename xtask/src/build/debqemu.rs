@@ -1,25 +1,31 @@
 //! Debian's own QEMU as a VMM in KServ (the KServ test `debqemu`).
 //!
-//! bookworm's `qemu-system-arm:arm64` (QEMU 7.2; the version of the `bookworm`
-//! release, never a backport's) and the arm64 shared libraries it runs on are
-//! fetched once per version into `.cache/debian/qemu-system-arm_<version>/`.
-//! Which packages: the closure of `qemu-system-arm`'s `Depends` over library
-//! packages (`lib*`, `zlib*`), resolved with `apt-cache depends` on arm64.
+//! Two builds of `qemu-system-arm:arm64`: bookworm's (QEMU 7.2, the version of
+//! the `bookworm` release and its security updates) and bookworm-backports'
+//! (QEMU 10.0), each with the arm64 shared libraries it runs on, fetched once
+//! per version into `.cache/debian/qemu-system-arm_<version>/`. Which
+//! packages: the closure of `qemu-system-arm`'s `Depends` over library
+//! packages (`lib*`, `zlib*`), resolved with `apt-cache depends` on arm64 (the
+//! libraries at their bookworm versions: the backport asks for none newer).
 //! Which files: the closure of `usr/bin/qemu-system-aarch64`'s `DT_NEEDED`
 //! entries over what those packages hold (read with `aarch64-linux-gnu-readelf`);
 //! a library no package supplies fails the build.
 //!
 //! The files go into a separate cpio fragment, `build/kserv/debqemu.cpio`
-//! (about 55 MB): normal boots do not carry it. Linux unpacks concatenated
+//! (about 110 MB): normal boots do not carry it. Linux unpacks concatenated
 //! archives in turn, so `build/kserv/initramfs-debqemu.cpio` is KServ's
 //! initramfs followed by the fragment (booted directly at EL2, the stock-KVM
 //! column) and `build/kcore-debqemu.img` the boot image packed with it (the
-//! KCore column). Layout of the fragment, as Debian installs it:
+//! KCore column). Layout of the fragment, bookworm's as Debian installs it,
+//! the backport's the same under `/opt/qemu-bpo` (run through its own
+//! dynamic loader, `--library-path` naming its directories):
 //!
 //! ```text
 //! /usr/bin/qemu-system-aarch64
 //! /lib/ld-linux-aarch64.so.1 -> aarch64-linux-gnu/ld-linux-aarch64.so.1
 //! /lib/aarch64-linux-gnu/<soname>, /usr/lib/aarch64-linux-gnu/<soname>
+//! /opt/qemu-bpo/usr/bin/qemu-system-aarch64
+//! /opt/qemu-bpo/lib/aarch64-linux-gnu/<soname>, /opt/qemu-bpo/usr/lib/aarch64-linux-gnu/<soname>
 //! ```
 //!
 //! Each library is stored under its soname (what `DT_NEEDED` names), with the
@@ -34,9 +40,29 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The package and the release it is taken from.
+/// The package.
 const PACKAGE: &str = "qemu-system-arm";
-const RELEASE: &str = "bookworm";
+
+/// A build of the package: the suite it is taken from and where in KServ's
+/// root it goes.
+struct Suite {
+    /// The suite (its `-security` and `-updates` count as it).
+    release: &'static str,
+    /// The directory the package's tree goes under (`""`: `/`).
+    prefix: &'static str,
+}
+
+/// bookworm's QEMU at `/`, the backport's under `/opt/qemu-bpo`.
+const SUITES: [Suite; 2] = [
+    Suite {
+        release: "bookworm",
+        prefix: "",
+    },
+    Suite {
+        release: "bookworm-backports",
+        prefix: "opt/qemu-bpo",
+    },
+];
 /// The binary the test runs.
 const BINARY: &str = "usr/bin/qemu-system-aarch64";
 /// The directories the dynamic loader is told to search
@@ -52,8 +78,20 @@ pub struct DebQemu {
 /// `build/kserv/initramfs-debqemu.cpio`: `initramfs` followed by the QEMU
 /// fragment. Prints one step line.
 pub fn build(initramfs: &Path) -> Result<DebQemu> {
-    let (version, root, cached) = ensure_extracted()?;
-    let entries = fragment_entries(&root)?;
+    let mut entries = Vec::new();
+    let mut what = Vec::new();
+    for suite in &SUITES {
+        let (version, root, cached) = ensure_extracted(suite.release)?;
+        let mine = fragment_entries(&root, suite.prefix)?;
+        what.push(format!(
+            "{version}{}, {} files",
+            if cached { " cached" } else { "" },
+            mine.iter()
+                .filter(|e| matches!(e, Entry::File { .. }))
+                .count(),
+        ));
+        entries.extend(mine);
+    }
     let fragment = archive(&entries);
     let kserv = paths::build_dir().join("kserv");
     let mut changed = cmd::write_if_changed(&kserv.join("debqemu.cpio"), &fragment)?;
@@ -65,13 +103,9 @@ pub fn build(initramfs: &Path) -> Result<DebQemu> {
     cmd::step(
         "debqemu",
         format!(
-            "{} (Debian {PACKAGE} {version}{}: {} files, {} KiB; with KServ's initramfs {} KiB){}",
+            "{} (Debian {PACKAGE} {}: {} KiB; with KServ's initramfs {} KiB){}",
             cmd::show(&out),
-            if cached { ", cached" } else { "" },
-            entries
-                .iter()
-                .filter(|e| matches!(e, Entry::File { .. }))
-                .count(),
+            what.join(" and "),
             fragment.len() / 1024,
             combined.len() / 1024,
             cmd::changed_note(changed)
@@ -80,11 +114,11 @@ pub fn build(initramfs: &Path) -> Result<DebQemu> {
     Ok(DebQemu { initramfs: out })
 }
 
-/// The bookworm version of the package, its extraction directory and
+/// The `release` version of the package, its extraction directory and
 /// whether that was already there.
-fn ensure_extracted() -> Result<(String, PathBuf, bool)> {
+fn ensure_extracted(release: &str) -> Result<(String, PathBuf, bool)> {
     let cache = paths::cache_dir().join("debian");
-    let version = release_version()?;
+    let version = release_version(release)?;
     let dir = cache.join(format!("{PACKAGE}_{}", fetch::file_safe(&version)));
     let top = format!("{PACKAGE}:arm64={version}");
     // The stamp lists the packages, this one first: once extracted, the
@@ -102,13 +136,14 @@ fn ensure_extracted() -> Result<(String, PathBuf, bool)> {
     Ok((version, dir, cached))
 }
 
-/// The version `apt-cache policy` lists for the package from bookworm itself
-/// (or its security or point-release updates), not from a backport.
-fn release_version() -> Result<String> {
+/// The version `apt-cache policy` lists for the package from `release` itself
+/// (or its security or point-release updates): `bookworm` is never a
+/// backport's.
+fn release_version(release: &str) -> Result<String> {
     let spec = format!("{PACKAGE}:arm64");
     let out = cmd::output(Command::new("apt-cache").args(["policy", &spec]))?;
-    parse_release_version(&out, RELEASE).with_context(|| {
-        format!("apt knows no {RELEASE} version of {spec} (is arm64 added?):\n{out}")
+    parse_release_version(&out, release).with_context(|| {
+        format!("apt knows no {release} version of {spec} (is arm64 added?):\n{out}")
     })
 }
 
@@ -218,18 +253,39 @@ fn dir(path: &str) -> Entry {
     }
 }
 
+/// `path` under `prefix`.
+fn under(prefix: &str, path: &str) -> String {
+    if prefix.is_empty() {
+        path.to_string()
+    } else {
+        format!("{prefix}/{path}")
+    }
+}
+
 /// The fragment's entries: the binary and the `DT_NEEDED` closure under
-/// `root`.
-fn fragment_entries(root: &Path) -> Result<Vec<Entry>> {
+/// `root`, placed under `prefix`; with no prefix also `/lib`'s link to the
+/// dynamic loader (a prefixed build is run through its own).
+fn fragment_entries(root: &Path, prefix: &str) -> Result<Vec<Entry>> {
     let read = |p: &Path| fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let mut e: Vec<Entry> = ["usr", "usr/bin", "lib", "usr/lib"]
-        .into_iter()
-        .chain(LIB_DIRS.iter().copied())
-        .map(dir)
+    let mut parents = Vec::new();
+    let mut at = String::new();
+    for part in prefix.split('/').filter(|p| !p.is_empty()) {
+        at = under(&at, part);
+        parents.push(at.clone());
+    }
+    let mut e: Vec<Entry> = parents
+        .iter()
+        .map(|p| dir(p))
+        .chain(
+            ["usr", "usr/bin", "lib", "usr/lib"]
+                .into_iter()
+                .chain(LIB_DIRS.iter().copied())
+                .map(|d| dir(&under(prefix, d))),
+        )
         .collect();
     let binary = root.join(BINARY);
     e.push(Entry::File {
-        path: BINARY.into(),
+        path: under(prefix, BINARY),
         mode: 0o755,
         data: read(&binary)?,
     });
@@ -253,7 +309,7 @@ fn fragment_entries(root: &Path) -> Result<Vec<Entry>> {
             };
             let path = root.join(&rel);
             e.push(Entry::File {
-                path: rel,
+                path: under(prefix, &rel),
                 mode: 0o755,
                 data: read(&path)?,
             });
@@ -267,10 +323,12 @@ fn fragment_entries(root: &Path) -> Result<Vec<Entry>> {
             root.join(BINARY).display()
         );
     }
-    e.push(Entry::Symlink {
-        path: "lib/ld-linux-aarch64.so.1".into(),
-        target: "aarch64-linux-gnu/ld-linux-aarch64.so.1".into(),
-    });
+    if prefix.is_empty() {
+        e.push(Entry::Symlink {
+            path: "lib/ld-linux-aarch64.so.1".into(),
+            target: "aarch64-linux-gnu/ld-linux-aarch64.so.1".into(),
+        });
+    }
     Ok(e)
 }
 
@@ -288,6 +346,10 @@ mod tests {
         assert_eq!(
             parse_release_version(out, "bookworm").as_deref(),
             Some("1:7.2+dfsg-7+deb12u18+b3")
+        );
+        assert_eq!(
+            parse_release_version(out, "bookworm-backports").as_deref(),
+            Some("1:10.0.2+ds-2+deb13u1~bpo12+1")
         );
         assert_eq!(parse_release_version(out, "trixie"), None);
         let installed = "x:\n  Version table:\n *** 2.0 500\n        500 http://x bookworm-security/main arm64 \

@@ -557,6 +557,11 @@ fn system_fd_and_vm_types() {
         vm::dev_ioctl(&HOST, uapi::CHECK_EXTENSION, uapi::cap::ARM_PSCI),
         1
     );
+    // QEMU 10 refuses to start without it (`kvm_required_capabilites`).
+    assert_eq!(
+        vm::dev_ioctl(&HOST, uapi::CHECK_EXTENSION, uapi::cap::INTERNAL_ERROR_DATA),
+        1
+    );
     assert_eq!(vm::check_type(0, 44), Ok((false, 40)));
     assert_eq!(vm::check_type(1 << 31 | 36, 44), Ok((true, 36)));
     assert_eq!(vm::check_type(45, 44), Err(EINVAL));

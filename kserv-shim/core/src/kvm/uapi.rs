@@ -134,6 +134,9 @@ pub mod cap {
     pub const JOIN_MEMORY_REGIONS_WORKS: u64 = 30;
     /// `KVM_CAP_IRQFD`.
     pub const IRQFD: u64 = 32;
+    /// `KVM_CAP_INTERNAL_ERROR_DATA`: `KVM_EXIT_INTERNAL_ERROR` fills
+    /// `internal.ndata` and `internal.data`.
+    pub const INTERNAL_ERROR_DATA: u64 = 40;
     /// `KVM_CAP_IRQ_ROUTING`.
     pub const IRQ_ROUTING: u64 = 25;
     /// `KVM_CAP_IOEVENTFD`.

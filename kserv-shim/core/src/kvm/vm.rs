@@ -208,6 +208,7 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         cap::USER_MEMORY
         | cap::DESTROY_MEMORY_REGION_WORKS
         | cap::JOIN_MEMORY_REGIONS_WORKS
+        | cap::INTERNAL_ERROR_DATA
         | cap::ONE_REG
         | cap::ARM_PSCI
         | cap::ARM_PSCI_0_2
