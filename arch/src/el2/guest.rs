@@ -34,12 +34,14 @@ use super::{cpu, gicv3, vectors};
 use crate::sysreg::{self, CPTR_EL2_NVHE, ICC_HPPIR1_EL1};
 use aarch64_cpu::registers::{
     CNTHCTL_EL2, CNTHP_CTL_EL2, CNTV_CTL_EL0, HCR_EL2, ICH_HCR_EL2, ICH_LR0_EL2, ICH_VTR_EL2,
-    ID_AA64MMFR1_EL1, MDCR_EL2, Readable, VTTBR_EL2,
+    ID_AA64DFR0_EL1, ID_AA64MMFR1_EL1, MDCR_EL2, Readable, VTTBR_EL2,
 };
 use core::arch::asm;
 use core::mem::MaybeUninit;
 use kcore::exception::{Esr, ec};
-use kcore::vcpu::{ExitKind, GuestConfig, GuestCpu, GuestExit, N_SYS, Sys, VcpuContext, status};
+use kcore::vcpu::{
+    DEBUG_REGS, ExitKind, GuestConfig, GuestCpu, GuestExit, N_SYS, Sys, VcpuContext, status,
+};
 use kcore::vgic::{Lr, LrSet, LrState, MAX_LRS, TIMER_PPI};
 
 macro_rules! mrs {
@@ -75,6 +77,57 @@ macro_rules! el1_registers {
             $( msr!($name, regs[$r as usize]); )*
         }
     };
+}
+
+/// The breakpoint and watchpoint registers, in [`VcpuContext::dbg`]'s order
+/// (`n` = index / 4: `BVR`, `BCR`, `WVR`, `WCR`); only the `brps`
+/// breakpoints and `wrps` watchpoints the CPU has are touched.
+macro_rules! debug_registers {
+    ($($n:literal: $bvr:literal, $bcr:literal, $wvr:literal, $wcr:literal;)*) => {
+        fn save_debug(out: &mut [u64; DEBUG_REGS], brps: usize, wrps: usize) {
+            $(
+                if $n < brps {
+                    out[4 * $n] = mrs!($bvr);
+                    out[4 * $n + 1] = mrs!($bcr);
+                }
+                if $n < wrps {
+                    out[4 * $n + 2] = mrs!($wvr);
+                    out[4 * $n + 3] = mrs!($wcr);
+                }
+            )*
+        }
+        fn load_debug(regs: &[u64; DEBUG_REGS], brps: usize, wrps: usize) {
+            $(
+                if $n < brps {
+                    msr!($bvr, regs[4 * $n]);
+                    msr!($bcr, regs[4 * $n + 1]);
+                }
+                if $n < wrps {
+                    msr!($wvr, regs[4 * $n + 2]);
+                    msr!($wcr, regs[4 * $n + 3]);
+                }
+            )*
+        }
+    };
+}
+
+debug_registers! {
+    0: "dbgbvr0_el1", "dbgbcr0_el1", "dbgwvr0_el1", "dbgwcr0_el1";
+    1: "dbgbvr1_el1", "dbgbcr1_el1", "dbgwvr1_el1", "dbgwcr1_el1";
+    2: "dbgbvr2_el1", "dbgbcr2_el1", "dbgwvr2_el1", "dbgwcr2_el1";
+    3: "dbgbvr3_el1", "dbgbcr3_el1", "dbgwvr3_el1", "dbgwcr3_el1";
+    4: "dbgbvr4_el1", "dbgbcr4_el1", "dbgwvr4_el1", "dbgwcr4_el1";
+    5: "dbgbvr5_el1", "dbgbcr5_el1", "dbgwvr5_el1", "dbgwcr5_el1";
+    6: "dbgbvr6_el1", "dbgbcr6_el1", "dbgwvr6_el1", "dbgwcr6_el1";
+    7: "dbgbvr7_el1", "dbgbcr7_el1", "dbgwvr7_el1", "dbgwcr7_el1";
+    8: "dbgbvr8_el1", "dbgbcr8_el1", "dbgwvr8_el1", "dbgwcr8_el1";
+    9: "dbgbvr9_el1", "dbgbcr9_el1", "dbgwvr9_el1", "dbgwcr9_el1";
+    10: "dbgbvr10_el1", "dbgbcr10_el1", "dbgwvr10_el1", "dbgwcr10_el1";
+    11: "dbgbvr11_el1", "dbgbcr11_el1", "dbgwvr11_el1", "dbgwcr11_el1";
+    12: "dbgbvr12_el1", "dbgbcr12_el1", "dbgwvr12_el1", "dbgwcr12_el1";
+    13: "dbgbvr13_el1", "dbgbcr13_el1", "dbgwvr13_el1", "dbgwcr13_el1";
+    14: "dbgbvr14_el1", "dbgbcr14_el1", "dbgwvr14_el1", "dbgwcr14_el1";
+    15: "dbgbvr15_el1", "dbgbcr15_el1", "dbgwvr15_el1", "dbgwcr15_el1";
 }
 
 el1_registers! {
@@ -270,6 +323,9 @@ pub struct El2Guest {
     lrs: usize,
     aprs: usize,
     hcr: u64,
+    /// Breakpoints and watchpoints the CPU has (`ID_AA64DFR0_EL1`).
+    brps: usize,
+    wrps: usize,
 }
 
 impl El2Guest {
@@ -300,10 +356,13 @@ impl El2Guest {
         if ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::LO) != 0 {
             hcr += HCR_EL2::TLOR::SET;
         }
+        let dfr0 = ID_AA64DFR0_EL1.get();
         Some(El2Guest {
             lrs,
             aprs,
             hcr: hcr.value,
+            brps: ID_AA64DFR0_EL1::BRPs.read(dfr0) as usize + 1,
+            wrps: ID_AA64DFR0_EL1::WRPs.read(dfr0) as usize + 1,
         })
     }
 }
@@ -367,8 +426,21 @@ impl GuestCpu for El2Guest {
             gicv3::enable_private(HYP_TIMER_PPI);
         }
 
-        // The vCPU.
+        // The vCPU. Its MDSCR_EL1 as KCore emulates it (the guest's accesses
+        // trap), with what its OS lock disables cleared.
         load_el1(&ctx.sys);
+        let mdscr = ctx.sys(Sys::Mdscr);
+        msr!("mdscr_el1", ctx.mdscr_to_load());
+        // Its breakpoints and watchpoints when its MDSCR_EL1 enables them
+        // (else KServ's cannot fire in it and stay). Its accesses to them
+        // trap (MDCR_EL2.TDA), so the hardware never holds a value of its
+        // that KCore has not seen.
+        let guest_debug = ctx.debug_to_load();
+        let mut host_debug = [0u64; DEBUG_REGS];
+        if let Some(regs) = &guest_debug {
+            save_debug(&mut host_debug, self.brps, self.wrps);
+            load_debug(regs, self.brps, self.wrps);
+        }
         // FP/SIMD stays KServ's until the guest touches it (`CPTR_EL2.TFP`
         // traps the first access): most exits then move none of it.
         msr!("cntvoff_el2", ctx.cntvoff);
@@ -480,8 +552,10 @@ impl GuestCpu for El2Guest {
         // SAFETY: a context synchronization barrier; no memory access.
         unsafe { asm!("isb", options(nostack, preserves_flags)) };
 
-        // Save the vCPU, leaving nothing of it behind.
+        // Save the vCPU, leaving nothing of it behind (its MDSCR_EL1 is
+        // KCore's emulated one).
         save_el1(&mut ctx.sys);
+        ctx.set_sys(Sys::Mdscr, mdscr);
         if fp_loaded {
             (ctx.fpsr, ctx.fpcr) = save_fp(&mut ctx.v);
         }
@@ -519,6 +593,9 @@ impl GuestCpu for El2Guest {
 
         // KServ.
         load_el1(&host.el1);
+        if guest_debug.is_some() {
+            load_debug(&host_debug, self.brps, self.wrps);
+        }
         if fp_loaded {
             load_fp_saved(&host.fp, host.fpsr, host.fpcr);
         }

@@ -111,6 +111,26 @@ pub mod sys {
     pub const OSLSR_EL1: u64 = SYSREG | sysreg(2, 0, 1, 1, 4);
     /// `MPIDR_EL1` (read-only: KCore derives it from the vCPU index).
     pub const MPIDR_EL1: u64 = SYSREG | sysreg(3, 0, 0, 0, 5);
+
+    /// Breakpoint and watchpoint registers: `DBGBVR<n>_EL1`,
+    /// `DBGBCR<n>_EL1`, `DBGWVR<n>_EL1`, `DBGWCR<n>_EL1` for `n` in 0..16
+    /// (`op0=2, op1=0, CRn=0, CRm=n, op2=4..7`), [`DEBUG_REGS`] of them.
+    pub const DEBUG_REGS: usize = 64;
+
+    /// The id of the `i`th debug register (`i < DEBUG_REGS`): `n = i / 4`,
+    /// then `BVR`, `BCR`, `WVR`, `WCR`.
+    pub const fn debug(i: usize) -> u64 {
+        SYSREG | sysreg(2, 0, 0, (i / 4) as u64, 4 + (i % 4) as u64)
+    }
+
+    /// The index (for [`debug`]) of the debug register `id` names.
+    pub const fn debug_index(id: u64) -> Option<usize> {
+        let enc = id ^ SYSREG;
+        if enc >> 16 != 0 || enc >> 7 != 2 << 7 || enc & 7 < 4 {
+            return None;
+        }
+        Some(((enc >> 3) & 15) as usize * 4 + (enc & 7) as usize - 4)
+    }
 }
 
 /// The identification registers `HostGuestIdReg` answers, as 16-bit
@@ -248,5 +268,27 @@ mod tests {
             assert_eq!(sysreg(f[0], f[1], f[2], f[3], f[4]), 1 << shift);
         }
         assert_eq!(sys::MPIDR_EL1, SYSREG | 0xc005);
+    }
+
+    #[test]
+    fn debug_registers_round_trip_and_nothing_else_is_one() {
+        // DBGBVR0_EL1, DBGWCR15_EL1 as KVM numbers them.
+        assert_eq!(sys::debug(0), SYSREG | 0x8004);
+        assert_eq!(sys::debug(63), SYSREG | 0x807f);
+        for i in 0..sys::DEBUG_REGS {
+            assert_eq!(sys::debug_index(sys::debug(i)), Some(i));
+        }
+        for id in [
+            sys::MDSCR_EL1,
+            sys::OSLSR_EL1,
+            SYSREG | sysreg(2, 0, 0, 2, 0), // MDCCINT_EL1
+            SYSREG | sysreg(2, 1, 0, 0, 4),
+            SYSREG | sysreg(2, 0, 1, 0, 4),
+            SYSREG | sysreg(3, 0, 0, 0, 4),
+            sysreg(2, 0, 0, 0, 4),
+            X0,
+        ] {
+            assert_eq!(sys::debug_index(id), None, "{id:#x}");
+        }
     }
 }

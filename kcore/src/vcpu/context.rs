@@ -252,19 +252,39 @@ pub struct VcpuContext {
     pub boot_x0: u64,
     /// What the next entry completes.
     pub pending: Pending,
+    /// The breakpoint and watchpoint registers, indexed as
+    /// [`reg::sys::debug`]: the guest's accesses trap (`MDCR_EL2.TDA`) and
+    /// are answered from here; the hardware has them while the guest runs
+    /// with debug exceptions enabled ([`Self::debug_to_load`]).
+    pub dbg: [u64; DEBUG_REGS],
 }
 
+/// Breakpoint and watchpoint registers a vCPU carries.
+pub const DEBUG_REGS: usize = reg::sys::DEBUG_REGS;
+
 /// Words a [`VcpuContext`] takes in its page.
-pub const CTX_WORDS: usize = 31 + 3 + N_SYS + 64 + 2 + 3 + 9 + 1 + 1 + 1 + 2 + 1;
+pub const CTX_WORDS: usize = 31 + 3 + N_SYS + 64 + 2 + 3 + 9 + 1 + 1 + 1 + 2 + 1 + DEBUG_REGS;
 const _: () = assert!(CTX_WORDS * 8 <= 4096);
 /// Where the context page's groups start (words): `x0..x30`, then
-/// `SP_EL0`, PC, PSTATE; the EL1 registers; FP/SIMD; the rest.
+/// `SP_EL0`, PC, PSTATE; the EL1 registers; FP/SIMD; the rest; the debug
+/// registers.
 const CTX_X: usize = 0;
 const CTX_SYS: usize = CTX_X + 34;
 const CTX_V: usize = CTX_SYS + N_SYS;
 /// Words after FP/SIMD ([`VcpuContext::tail`]).
-const CTX_TAIL: usize = CTX_WORDS - CTX_V - 64;
+const CTX_TAIL: usize = CTX_WORDS - CTX_V - 64 - DEBUG_REGS;
 const _: () = assert!(CTX_TAIL == 20);
+const CTX_DBG: usize = CTX_V + 64 + CTX_TAIL;
+
+/// `MDSCR_EL1.MDE`: breakpoint and watchpoint exceptions enabled.
+const MDSCR_MDE: u64 = 1 << 15;
+/// `MDSCR_EL1.KDE`: debug exceptions at EL1 enabled.
+const MDSCR_KDE: u64 = 1 << 13;
+/// `MDSCR_EL1.SS`: software step enabled.
+const MDSCR_SS: u64 = 1;
+/// PSTATE.SS (`SPSR_ELx.SS`): the software step state machine's
+/// active-not-pending state.
+const PSTATE_SS: u64 = 1 << 21;
 
 /// `SCTLR_EL1` at reset: its RES1 bits, MMU and caches off.
 pub const SCTLR_EL1_RESET: u64 = 0x30D0_0800;
@@ -338,6 +358,7 @@ impl VcpuContext {
             boot_pc: 0,
             boot_x0: 0,
             pending: Pending::None,
+            dbg: [0; DEBUG_REGS],
         }
     }
 
@@ -360,6 +381,7 @@ impl VcpuContext {
         w.put(&self.sys);
         w.put(&self.v);
         w.put(&self.tail());
+        w.put(&self.dbg);
         out
     }
 
@@ -373,6 +395,7 @@ impl VcpuContext {
         r.take(&mut c.sys);
         r.take(&mut c.v);
         c.set_tail(r.array());
+        r.take(&mut c.dbg);
         c
     }
 
@@ -451,6 +474,7 @@ impl VcpuContext {
         let mut t = [0u64; CTX_TAIL];
         mem.read_words(at(CTX_V + 64), &mut t);
         self.set_tail(t);
+        mem.read_words(at(CTX_DBG), &mut self.dbg);
     }
 
     /// Writes the context into its page, group by group: the same words as
@@ -466,6 +490,7 @@ impl VcpuContext {
             mem.write_words(at(CTX_V), &self.v);
         }
         mem.write_words(at(CTX_V + 64), &self.tail());
+        mem.write_words(at(CTX_DBG), &self.dbg);
     }
 
     /// Register `n` as an instruction names it: 31 is the zero register.
@@ -506,8 +531,40 @@ impl VcpuContext {
             reg::sys::CNTV_CTL_EL0 => self.cntv_ctl,
             reg::sys::CNTV_CVAL_EL0 => self.cntv_cval,
             reg::sys::MPIDR_EL1 => self.mpidr,
+            _ if reg::sys::debug_index(id).is_some() => self.dbg[reg::sys::debug_index(id)?],
             _ => self.sys(Sys::from_reg(id)?),
         })
+    }
+
+    /// The `MDSCR_EL1` the hardware must have while the guest runs: the
+    /// guest's (which KCore emulates: its accesses trap), but with its OS
+    /// lock set without the enables of breakpoints, watchpoints and
+    /// software step (`MDE`, `KDE`, `SS`), as the lock disables every debug
+    /// exception but `BRK`'s.
+    pub fn mdscr_to_load(&self) -> u64 {
+        let mdscr = self.sys(Sys::Mdscr);
+        if self.status & status::OS_LOCK != 0 {
+            mdscr & !(MDSCR_MDE | MDSCR_KDE | MDSCR_SS)
+        } else {
+            mdscr
+        }
+    }
+
+    /// The breakpoint and watchpoint registers the hardware must have while
+    /// the guest runs, or `None` if [`Self::mdscr_to_load`] leaves them
+    /// disabled (`MDE` and `KDE` clear: none fires, so KServ's may stay
+    /// loaded).
+    pub fn debug_to_load(&self) -> Option<[u64; DEBUG_REGS]> {
+        (self.mdscr_to_load() & (MDSCR_MDE | MDSCR_KDE) != 0).then_some(self.dbg)
+    }
+
+    /// Moves the PC past an instruction KCore emulated, as the hardware
+    /// would have after executing it: clearing PSTATE.SS, so a guest that
+    /// single-steps takes its step exception before the next instruction
+    /// (the step completed) rather than after it.
+    pub fn skip_instr(&mut self) {
+        self.pc = self.pc.wrapping_add(4);
+        self.pstate &= !PSTATE_SS;
     }
 
     /// `OSLSR_EL1` as the guest reads it: the OS lock implemented, and
@@ -584,6 +641,11 @@ impl VcpuContext {
             reg::sys::CNTV_CTL_EL0 => self.cntv_ctl = v,
             reg::sys::CNTV_CVAL_EL0 => self.cntv_cval = v,
             reg::sys::MPIDR_EL1 => return Err(Error::Denied),
+            _ if reg::sys::debug_index(id).is_some() => {
+                if let Some(i) = reg::sys::debug_index(id) {
+                    self.dbg[i] = v;
+                }
+            }
             _ => {
                 let r = Sys::from_reg(id).ok_or(Error::NotFound)?;
                 self.set_sys(r, v);
@@ -771,9 +833,9 @@ mod tests {
         for (i, w) in words.iter_mut().enumerate() {
             *w = 0x5000 + i as u64;
         }
-        let tail = CTX_WORDS - 6;
-        words[tail] = LrState::Pending.bits();
-        words[CTX_WORDS - 1] = Pending::MmioRead {
+        // The tail's timer list register and pending exit: valid values.
+        words[CTX_DBG - 6] = LrState::Pending.bits();
+        words[CTX_DBG - 1] = Pending::MmioRead {
             rt: 3,
             width: 4,
             sign: false,

@@ -71,7 +71,7 @@ pub fn step(l: &mut Loaded, e: &GuestExit) -> Step {
     let esr = Esr(e.esr);
     match esr.ec() {
         ec::WFX => {
-            l.ctx.pc = l.ctx.pc.wrapping_add(4);
+            l.ctx.skip_instr();
             let flags = if esr.is_wfe() { exit_flags::WFE } else { 0 };
             report(
                 l,
@@ -84,7 +84,7 @@ pub fn step(l: &mut Loaded, e: &GuestExit) -> Step {
         }
         ec::HVC64 if esr.imm16() == 0 => guest_call(l),
         ec::SMC64 if esr.imm16() == 0 => {
-            l.ctx.pc = l.ctx.pc.wrapping_add(4);
+            l.ctx.skip_instr();
             guest_call(l)
         }
         ec::HVC64 => {
@@ -92,7 +92,7 @@ pub fn step(l: &mut Loaded, e: &GuestExit) -> Step {
             Step::Resume
         }
         ec::SMC64 => {
-            l.ctx.pc = l.ctx.pc.wrapping_add(4);
+            l.ctx.skip_instr();
             l.ctx.x[0] = NOT_SUPPORTED;
             Step::Resume
         }
@@ -134,7 +134,7 @@ fn sysreg(l: &mut Loaded, esr: Esr) -> Step {
         // The feature ID space (`HCR_EL2.TID3`): the guest's sanitised view.
         _ if read && crate::idregs::feature_index(enc).is_some() => l.ids.get(enc),
         SGI1R | ASGI1R | SGI0R if !read => {
-            l.ctx.pc = l.ctx.pc.wrapping_add(4);
+            l.ctx.skip_instr();
             let flags = match enc {
                 ASGI1R => exit_flags::SGI_ASGI1R,
                 SGI0R => exit_flags::SGI_SGI0R,
@@ -164,9 +164,17 @@ fn sysreg(l: &mut Loaded, esr: Esr) -> Step {
         // ACTLR_EL1 (`HCR_EL2.TACR`): IMPLEMENTATION DEFINED; reads as zero,
         // writes ignored, as KServ sees it too.
         ACTLR => Some(0),
-        // The rest of the debug registers: no breakpoints or watchpoints
-        // are offered; reads as zero, writes ignored (as KVM does before a
-        // debugger attaches).
+        // Breakpoints and watchpoints: the vCPU's, loaded into the hardware
+        // while it runs with debug exceptions enabled.
+        _ if reg::sys::debug_index(reg::SYSREG | enc).is_some() => {
+            let i = reg::sys::debug_index(reg::SYSREG | enc).unwrap_or(0);
+            if !read {
+                l.ctx.dbg[i] = value;
+            }
+            Some(l.ctx.dbg[i])
+        }
+        // The rest of the debug registers (`MDCCINT_EL1`, the claim tags,
+        // the DCC): reads as zero, writes ignored.
         _ if op0 == 2 => Some(0),
         // The PMU: not offered; reads as zero, writes ignored, so a guest
         // that resets PMU registers on a CPU with PMUv3 keeps running.
@@ -178,7 +186,7 @@ fn sysreg(l: &mut Loaded, esr: Esr) -> Step {
             if read {
                 l.ctx.set_xr(rt, v);
             }
-            l.ctx.pc = l.ctx.pc.wrapping_add(4);
+            l.ctx.skip_instr();
         }
         None => l.ctx.inject_undef(),
     }
@@ -249,7 +257,7 @@ fn mmio(l: &mut Loaded, e: &GuestExit, ipa: u64) -> Step {
     let rt = esr.srt() as u8;
     let sf = esr.sixty_four();
     let write = esr.is_write();
-    l.ctx.pc = l.ctx.pc.wrapping_add(4);
+    l.ctx.skip_instr();
     let mut r = ExitReport {
         addr: ipa,
         width,
@@ -523,6 +531,52 @@ mod tests {
         assert!(l.ctx.set_reg(reg::sys::OSLSR_EL1, 0b1000).is_ok());
         step(&mut l, &sync(sys(2, 0, 1, 1, 4, 9, true), 0));
         assert_eq!(l.ctx.x[9], 0b1000, "unlocked by KServ");
+        // Breakpoint and watchpoint registers are the vCPU's: the guest's
+        // writes reach KServ's view and the hardware's (once enabled).
+        l.ctx.x[12] = 0xffff_0000_1000;
+        step(&mut l, &sync(sys(2, 0, 0, 3, 4, 12, false), 0)); // DBGBVR3_EL1
+        l.ctx.x[12] = 0x1e7;
+        step(&mut l, &sync(sys(2, 0, 0, 3, 5, 12, false), 0)); // DBGBCR3_EL1
+        l.ctx.x[12] = 0x5;
+        step(&mut l, &sync(sys(2, 0, 0, 15, 7, 12, false), 0)); // DBGWCR15_EL1
+        step(&mut l, &sync(sys(2, 0, 0, 3, 4, 13, true), 0));
+        assert_eq!(l.ctx.x[13], 0xffff_0000_1000);
+        assert_eq!(l.ctx.get_reg(reg::sys::debug(13)), Some(0x1e7));
+        assert_eq!(l.ctx.get_reg(reg::sys::debug(63)), Some(0x5));
+        assert_eq!(l.ctx.get_reg(reg::sys::debug(1)), Some(0));
+        assert!(l.ctx.set_reg(reg::sys::debug(1), 0x21).is_ok());
+        step(&mut l, &sync(sys(2, 0, 0, 0, 5, 13, true), 0));
+        assert_eq!(l.ctx.x[13], 0x21, "KServ's write reaches the guest");
+        // MDCCINT_EL1 stays RAZ/WI.
+        l.ctx.x[14] = 0x7;
+        step(&mut l, &sync(sys(2, 0, 0, 2, 0, 14, false), 0));
+        step(&mut l, &sync(sys(2, 0, 0, 2, 0, 14, true), 0));
+        assert_eq!(l.ctx.x[14], 0);
+        // Loaded only with debug exceptions enabled; the OS lock (still
+        // clear here) disables them.
+        l.ctx.set_sys(Sys::Mdscr, 0);
+        assert_eq!(l.ctx.debug_to_load(), None);
+        l.ctx.set_sys(Sys::Mdscr, 1 << 15);
+        let regs = l.ctx.debug_to_load().expect("MDE set");
+        assert_eq!(
+            (regs[12], regs[13], regs[63]),
+            (0xffff_0000_1000, 0x1e7, 0x5)
+        );
+        assert_eq!(l.ctx.mdscr_to_load(), 1 << 15);
+        // The OS lock disables them, and software step, in the hardware
+        // only: the guest reads its MDSCR_EL1 unchanged.
+        l.ctx.set_sys(Sys::Mdscr, 1 << 15 | 1 << 13 | 1 << 12 | 1);
+        l.ctx.set_os_lock(true);
+        assert_eq!(l.ctx.debug_to_load(), None);
+        assert_eq!(l.ctx.mdscr_to_load(), 1 << 12);
+        step(&mut l, &sync(sys(2, 0, 0, 2, 2, 15, true), 0));
+        assert_eq!(l.ctx.x[15], 1 << 15 | 1 << 13 | 1 << 12 | 1);
+        l.ctx.set_os_lock(false);
+        // An emulated instruction completes a step: PSTATE.SS clears.
+        l.ctx.pstate |= 1 << 21;
+        let pc = l.ctx.pc;
+        step(&mut l, &sync(sys(2, 0, 0, 2, 2, 15, true), 0));
+        assert_eq!((l.ctx.pc, l.ctx.pstate & 1 << 21), (pc + 4, 0));
         // ACTLR_EL1 reads as zero and takes writes.
         l.ctx.x[10] = 0x55;
         step(&mut l, &sync(sys(3, 0, 1, 0, 1, 10, true), 0));

@@ -47,8 +47,8 @@ mod test_util;
 mod timer;
 
 pub use context::{
-    CTX_WORDS, N_SYS, PSTATE_RESET, Pending, SCTLR_EL1_RESET, Sys, VcpuContext, VgicCpu,
-    index_of_mpidr, mpidr_of, pstate_ok, status,
+    CTX_WORDS, DEBUG_REGS, N_SYS, PSTATE_RESET, Pending, SCTLR_EL1_RESET, Sys, VcpuContext,
+    VgicCpu, index_of_mpidr, mpidr_of, pstate_ok, status,
 };
 pub use exit::{ExitKind, GuestExit, step};
 pub use guest_call::guest_fid;

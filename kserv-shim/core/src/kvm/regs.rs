@@ -61,9 +61,8 @@ pub enum Reg {
     /// value).
     Id(u64),
     /// A register that reads as zero for the VMM and the guest alike and
-    /// takes only zero: the debug registers (`DBG{B,W}{V,C}R<n>_EL1`,
-    /// `MDCCINT_EL1`; the guest's accesses are RAZ/WI while KCore does not
-    /// switch debug state), `ACTLR_EL1` (RAZ/WI in the guest),
+    /// takes only zero: `MDCCINT_EL1` (RAZ/WI in the guest; there is no
+    /// debug communications channel), `ACTLR_EL1` (RAZ/WI in the guest),
     /// `DISR_EL1` (RAS is not offered) and the AArch32 EL2 registers
     /// (`DBGVCR32_EL2`, `DACR32_EL2`, `IFSR32_EL2`, `FPEXC32_EL2`; guests
     /// are AArch64-only).
@@ -80,7 +79,7 @@ pub enum Reg {
     FeatureBitmap(u64),
 }
 
-/// The registers of [`Reg::Zero`] outside the debug space, as
+/// The registers of [`Reg::Zero`] but `FPEXC32_EL2`, as
 /// `KVM_REG_ARM64_SYSREG` encodings, in ascending order.
 const ZERO_SYSREGS: [u64; 6] = [
     kr::sysreg(2, 0, 0, 2, 0),  // MDCCINT_EL1
@@ -95,17 +94,12 @@ const FPEXC32_EL2: u64 = kr::sysreg(3, 4, 5, 3, 0);
 
 /// Breakpoint and watchpoint registers KVM lists: 16 of each of
 /// `DBGBVR`, `DBGBCR`, `DBGWVR`, `DBGWCR` (`op0=2, op1=0, CRn=0, CRm=n,
-/// op2=4..7`).
-const DEBUG_REGS: usize = 64;
+/// op2=4..7`), KCore's (`kcore_abi::reg::sys::debug`).
+const DEBUG_REGS: usize = kr::sys::DEBUG_REGS;
 
 /// The `i`th debug register's encoding (`i < DEBUG_REGS`).
 const fn debug_encoding(i: usize) -> u64 {
-    kr::sysreg(2, 0, 0, (i / 4) as u64, 4 + (i % 4) as u64)
-}
-
-/// Whether `enc` is one of [`DEBUG_REGS`].
-const fn is_debug(enc: u64) -> bool {
-    enc >> 14 == 2 && (enc >> 7) & 0x7F == 0 && enc & 7 >= 4
+    kr::sys::debug(i) & 0xFFFF
 }
 
 /// The vendor hypervisor services offered in `KVM_REG_ARM_VENDOR_HYP_BMAP`.
@@ -151,11 +145,22 @@ const ID_REGS: usize = kr::id::FEATURE_REGS + kr::id::FIXED.len();
 const FW_REGS: usize = 6;
 
 /// The registers of [`Reg::Zero`].
-const ZERO_REGS: usize = DEBUG_REGS + ZERO_SYSREGS.len() + 1;
+const ZERO_REGS: usize = ZERO_SYSREGS.len() + 1;
 
 /// Registers `KVM_GET_REG_LIST` reports.
-pub const COUNT: usize =
-    31 + 5 + NR_SPSR as usize + 32 + 2 + 1 + FW_REGS + 3 + SYSREGS.len() + 1 + ID_REGS + ZERO_REGS;
+pub const COUNT: usize = 31
+    + 5
+    + NR_SPSR as usize
+    + 32
+    + 2
+    + 1
+    + FW_REGS
+    + 3
+    + SYSREGS.len()
+    + 1
+    + ID_REGS
+    + ZERO_REGS
+    + DEBUG_REGS;
 
 /// Decodes a `ONE_REG` id.
 pub fn decode(reg: u64) -> Result<Reg, Errno> {
@@ -195,7 +200,10 @@ pub fn decode(reg: u64) -> Result<Reg, Errno> {
                 if kr::id::is_listed(e) {
                     return Ok(Reg::Id(enc));
                 }
-                if is_debug(e) || ZERO_SYSREGS.contains(&e) || e == FPEXC32_EL2 {
+                if kr::sys::debug_index(enc).is_some() {
+                    return Ok(Reg::Kcore(enc));
+                }
+                if ZERO_SYSREGS.contains(&e) || e == FPEXC32_EL2 {
                     return Ok(Reg::Zero);
                 }
                 if enc == kr::sys::OSLSR_EL1 {
@@ -459,9 +467,16 @@ mod tests {
         assert_eq!(decode(id::feature_bitmap(2)), Ok(Reg::FeatureBitmap(2)));
         assert_eq!(feature_bitmap(2), id::VENDOR_HYP_FUNC_FEAT);
         assert_eq!((feature_bitmap(0), feature_bitmap(1)), (0, 0));
+        // Breakpoints and watchpoints are KCore's.
+        assert_eq!(
+            decode(id::sys(2, 0, 0, 0, 4)),
+            Ok(Reg::Kcore(kr::sys::debug(0)))
+        );
+        assert_eq!(
+            decode(id::sys(2, 0, 0, 15, 7)),
+            Ok(Reg::Kcore(kr::sys::debug(63)))
+        );
         for (op0, op1, crn, crm, op2) in [
-            (2, 0, 0, 0, 4),
-            (2, 0, 0, 15, 7),
             (2, 0, 0, 2, 0),
             (2, 4, 0, 7, 0),
             (3, 0, 1, 0, 1),

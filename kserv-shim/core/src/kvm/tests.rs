@@ -592,11 +592,25 @@ fn registers_of_a_non_protected_vcpu() {
     user(&mut f, 0xA000, &[0x1234]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::SET_ONE_REG, one), Ok(0));
     assert_eq!(f.get_reg(0, kr::x(5)), Some(0x1234));
+    // A watchpoint control register (DBGWCR15_EL1) is KCore's and keeps
+    // what the VMM writes, as KVM stores it.
+    let wcr = user(
+        &mut f,
+        0x9080,
+        &[super::regs::sys_id(kr::sys::debug(63)), 0xA080],
+    );
+    user(&mut f, 0xA080, &[0x1f5]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::SET_ONE_REG, wcr), Ok(0));
+    assert_eq!(f.get_reg(0, kr::sys::debug(63)), Some(0x1f5));
+    user(&mut f, 0xA080, &[0]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::GET_ONE_REG, wcr), Ok(0));
+    let mut b = [0u8; 8];
+    f.copy_from_user(0xA080, &mut b).ok();
+    assert_eq!(u64::from_le_bytes(b), 0x1f5);
     // The counter: physical (1000) minus the VM's offset.
     assert!(f.set_reg(0, kr::CNTVOFF, 400));
     let cnt = user(&mut f, 0x9200, &[uapi::reg::TIMER_CNT, 0xA100]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::GET_ONE_REG, cnt), Ok(0));
-    let mut b = [0u8; 8];
     f.copy_from_user(0xA100, &mut b).ok();
     assert_eq!(u64::from_le_bytes(b), 600);
     // REG_LIST: E2BIG with the count, then the list.
