@@ -567,6 +567,31 @@ pub unsafe extern "C" fn kserv_core_kvm_irqfd_inject(
     vm::irqfd_inject(&mut env, vm, gsi, resample != 0);
 }
 
+/// `read(2)` of a stats fd (`KVM_GET_STATS_FD`) of the VM (`vcpu` < 0)
+/// or of its vCPU `vcpu`: up to `len` bytes from `offset` to the caller's
+/// `uaddr`; the bytes read or a negative errno.
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`]; `vcpu` created if not negative.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_stats_read(
+    ctx: *mut c_void,
+    vm: *mut c_void,
+    pid: u32,
+    vcpu: i32,
+    offset: i64,
+    uaddr: u64,
+    len: u64,
+) -> i64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    let vcpu = u32::try_from(vcpu).ok();
+    ioctl_ret(super::stats::read(&mut env, vm, pid, vcpu, offset, uaddr, len).map(|n| n as i64))
+}
+
 /// Frees a vCPU's pages (after [`kserv_core_kvm_vm_destroy`]).
 ///
 /// # Safety

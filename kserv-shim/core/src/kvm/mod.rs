@@ -10,6 +10,7 @@
 //!   delivery through KCore's list registers);
 //! - [`eventfd`]: `KVM_IOEVENTFD` and `KVM_IRQFD`;
 //! - [`icc`]: the vGIC's CPU interface registers for save and restore;
+//! - [`stats`]: `KVM_GET_STATS_FD`'s counters and file layout;
 //! - [`memslot`], [`regs`], [`uapi`], [`errno`]: the API's rules, register
 //!   ids and numbers.
 
@@ -19,6 +20,7 @@ pub mod eventfd;
 pub mod icc;
 pub mod memslot;
 pub mod regs;
+pub mod stats;
 pub mod uapi;
 pub mod vcpu;
 pub mod vgic;

@@ -697,6 +697,38 @@ fn run_exits_mmio_memory_psci_and_refusals() {
     // signal (the fake's wait brings one).
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Err(EINTR));
     assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::INTR);
+    // The vCPU's stats file counted those exits: three exits (a fault, an
+    // MMIO read for the VMM, a PSCI call) and the signal.
+    let at = 0x7000_0000;
+    let n = super::stats::read(&mut f, &vm, 5, Some(0), 0, at, 4096);
+    let n = n.unwrap_or_else(|e| panic!("stats {e}")) as usize;
+    let mut b = vec![0u8; n];
+    f.copy_from_user(at, &mut b).ok();
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    let data = u32::from_le_bytes(b[20..24].try_into().unwrap_or([0; 4])) as usize;
+    let value = |name: &str| {
+        let descs = (72..data).step_by(64);
+        let d = descs
+            .into_iter()
+            .find(|&d| b[d + 16..].starts_with(name.as_bytes()));
+        let d = d.unwrap_or_else(|| panic!("no {name}"));
+        word(data + u32::from_le_bytes(b[d + 8..d + 12].try_into().unwrap_or([0; 4])) as usize)
+    };
+    assert_eq!(&b[24..37], b"kvm-5/vcpu-0\0");
+    assert_eq!(value("exits"), 3);
+    assert_eq!(value("mem_faults"), 1);
+    assert_eq!(value("mmio_exit_user"), 1);
+    assert_eq!(value("mmio_exit_kernel"), 0);
+    assert_eq!(value("hvc_exit_stat"), 1);
+    assert_eq!(value("signal_exits"), 1);
+    assert_eq!(value("wfi_exit_stat"), 0);
+    // A read past the end reads nothing; a negative offset is refused.
+    let past = super::stats::read(&mut f, &vm, 5, Some(0), n as i64, at, 8);
+    assert_eq!(past, Ok(0));
+    assert_eq!(
+        super::stats::read(&mut f, &vm, 5, None, -1, at, 8),
+        Err(EINVAL)
+    );
 }
 
 #[test]

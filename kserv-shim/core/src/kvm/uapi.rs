@@ -113,6 +113,8 @@ pub const GET_MP_STATE: u32 = ior(0x98, size::MP_STATE);
 pub const SET_MP_STATE: u32 = iow(0x99, size::MP_STATE);
 /// `KVM_ENABLE_CAP`.
 pub const ENABLE_CAP: u32 = iow(0xA3, size::ENABLE_CAP);
+/// `KVM_GET_STATS_FD` (the glue makes the fd; [`super::stats`]).
+pub const GET_STATS_FD: u32 = io(0xCE);
 
 /// Capabilities (`KVM_CHECK_EXTENSION`).
 pub mod cap {
@@ -168,6 +170,8 @@ pub mod cap {
     pub const SYSTEM_EVENT_DATA: u64 = 215;
     /// `KVM_CAP_ARM_SYSTEM_SUSPEND`.
     pub const ARM_SYSTEM_SUSPEND: u64 = 216;
+    /// `KVM_CAP_BINARY_STATS_FD`.
+    pub const BINARY_STATS_FD: u64 = 203;
 }
 
 /// `struct kvm_mp_state` values arm64 KVM knows.
@@ -453,7 +457,7 @@ pub mod reg {
 
 /// What the glue checks against the kernel's headers when the module loads,
 /// in this order (`kserv_core.h` lists the same names).
-pub const CHECKED: [u64; 36] = [
+pub const CHECKED: [u64; 39] = [
     GET_API_VERSION as u64,
     CREATE_VM as u64,
     CHECK_EXTENSION as u64,
@@ -490,6 +494,9 @@ pub const CHECKED: [u64; 36] = [
     reg::PSCI_VERSION,
     reg::core(reg::SIZE_U32, 212),
     reg::core(reg::SIZE_U128, 84),
+    GET_STATS_FD as u64,
+    super::stats::HEADER_SIZE as u64,
+    super::stats::DESC_SIZE as u64,
 ];
 
 #[cfg(test)]
@@ -515,6 +522,7 @@ mod tests {
         assert_eq!(GET_MP_STATE, 0x8004_AE98);
         assert_eq!(SET_MP_STATE, 0x4004_AE99);
         assert_eq!(ENABLE_CAP, 0x4068_AEA3);
+        assert_eq!(GET_STATS_FD, 0xAECE);
         assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);
         assert_eq!(reg::TIMER_CVAL, 0x6030_0000_0013_DF02);
         assert_eq!(reg::TIMER_CTL, 0x6030_0000_0013_DF19);

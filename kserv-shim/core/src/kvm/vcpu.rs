@@ -12,6 +12,7 @@
 use super::env::KvmEnv;
 use super::errno::{E2BIG, EFAULT, EINTR, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENXIO, EPERM, Errno};
 use super::regs::{self, Reg};
+use super::stats::bump;
 use super::uapi::{self, exit as kexit, run as krun, system_event, vcpu_init};
 use super::vgic::{IRQ_SLOTS, MAX_VCPUS};
 use super::vm::{self, Host, Vm, errno_of, power};
@@ -52,6 +53,7 @@ pub fn create<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, id: u64) -> Result<
     v.id = id as u32;
     v.created = true;
     v.run_pfn = pfn;
+    bump(&vm.stats.vcpus);
     Ok(())
 }
 
@@ -482,6 +484,7 @@ fn run_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Result<i64, Errno>
     loop {
         if env.signal_pending() {
             exit_to(env, kexit::INTR);
+            bump(&me.stats.signal_exits);
             return Err(EINTR);
         }
         me.kicked.store(false, SeqCst);
@@ -503,15 +506,19 @@ fn run_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Result<i64, Errno>
 fn idle<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, deadline: u64) {
     let id = v.id as usize;
     let me = &vm.vcpus[id];
+    let mut waited = false;
     loop {
-        if env.signal_pending()
-            || me.power.load(SeqCst) != power::ON
-            || env.now() >= deadline
-            || vm.with_gic(env, |g| (g.has_work(id), 0))
-        {
+        if env.signal_pending() || me.power.load(SeqCst) != power::ON || env.now() >= deadline {
+            return;
+        }
+        if vm.with_gic(env, |g| (g.has_work(id), 0)) {
+            if waited {
+                bump(&me.stats.halt_wakeup);
+            }
             return;
         }
         env.wait(deadline);
+        waited = true;
         if me.kicked.swap(false, SeqCst) {
             continue;
         }
@@ -551,6 +558,8 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
     };
     v.ran = true;
     v.completion = 0;
+    let st = &vm.vcpus[id].stats;
+    bump(&st.exits);
     let e = Exit::read(env, v.run_pfn);
     match e.irq_states(n) {
         Some(states) => {
@@ -565,18 +574,41 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
         None => return internal_error(env, reason, e.word(run::EXIT_IRQ_COUNT)),
     }
     match ExitReason::from_raw(reason) {
-        Some(ExitReason::Irq) => Next::Enter,
-        Some(ExitReason::Mmio) => mmio(env, vm, v, &e),
+        Some(ExitReason::Irq) => {
+            bump(&st.irq_exits);
+            Next::Enter
+        }
+        Some(ExitReason::Mmio) => {
+            let next = mmio(env, vm, v, &e);
+            bump(match next {
+                Next::Return(0) => &st.mmio_exit_user,
+                _ => &st.mmio_exit_kernel,
+            });
+            next
+        }
         Some(ExitReason::MemFault) => {
             let gfn = e.word(run::EXIT_ADDR) >> 12;
             match vm.with_cfg(env, |env, c| c.back(env, vm, gfn)) {
-                Ok(()) => Next::Enter,
+                Ok(()) => {
+                    bump(&st.mem_faults);
+                    bump(&vm.stats.pages_backed);
+                    Next::Enter
+                }
                 Err(err) => Next::Return(super::errno::ret(err)),
             }
         }
-        Some(ExitReason::Wfi) if e.word(run::EXIT_FLAGS) & exit_flags::WFE != 0 => Next::Enter,
-        Some(ExitReason::Wfi) => Next::Idle(e.word(run::EXIT_TIMER_DEADLINE)),
-        Some(ExitReason::Psci) => psci_call(env, vm, v, &e),
+        Some(ExitReason::Wfi) if e.word(run::EXIT_FLAGS) & exit_flags::WFE != 0 => {
+            bump(&st.wfe_exit_stat);
+            Next::Enter
+        }
+        Some(ExitReason::Wfi) => {
+            bump(&st.wfi_exit_stat);
+            Next::Idle(e.word(run::EXIT_TIMER_DEADLINE))
+        }
+        Some(ExitReason::Psci) => {
+            bump(&st.hvc_exit_stat);
+            psci_call(env, vm, v, &e)
+        }
         Some(ExitReason::Sgi) => {
             let g1 =
                 e.word(run::EXIT_FLAGS) & (exit_flags::SGI_ASGI1R | exit_flags::SGI_SGI0R) == 0;
