@@ -28,6 +28,7 @@
 
 #include <linux/anon_inodes.h>
 #include <linux/atomic.h>
+#include <linux/clocksource_ids.h>
 #include <linux/cpumask.h>
 #include <linux/eventfd.h>
 #include <linux/file.h>
@@ -39,6 +40,7 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/poll.h>
+#include <linux/random.h>
 #include <linux/refcount.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
@@ -46,6 +48,7 @@
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/spinlock.h>
+#include <linux/timekeeping.h>
 #include <linux/uaccess.h>
 #include <linux/version.h>
 #include <linux/wait.h>
@@ -218,6 +221,32 @@ u32 kserv_glue_kvm_cpu(void)
 void kserv_glue_kvm_relax(void)
 {
 	cond_resched();
+}
+
+u64 kserv_glue_kvm_random(void)
+{
+	return get_random_u64();
+}
+
+u32 kserv_glue_kvm_ptp(u64 *real, u64 *cycles)
+{
+	struct system_time_snapshot snap;
+
+	ktime_get_snapshot(&snap);
+	if (snap.cs_id != CSID_ARM_ARCH_COUNTER)
+		return 0;
+	*real = ktime_to_ns(snap.real);
+	*cycles = snap.cycles;
+	return 1;
+}
+
+u64 kserv_glue_kvm_run_delay(void)
+{
+#ifdef CONFIG_SCHED_INFO
+	return READ_ONCE(current->sched_info.run_delay);
+#else
+	return 0;
+#endif
 }
 
 static u8 *kkvm_run_addr(struct kkvm_ctx *c, u32 offset, u32 len)

@@ -88,6 +88,9 @@ unsafe extern "C" {
     fn kserv_glue_kvm_now() -> u64;
     fn kserv_glue_kvm_cpu() -> u32;
     fn kserv_glue_kvm_relax();
+    fn kserv_glue_kvm_random() -> u64;
+    fn kserv_glue_kvm_ptp(real: *mut u64, cycles: *mut u64) -> u32;
+    fn kserv_glue_kvm_run_delay() -> u64;
 }
 
 /// [`KvmEnv`] over the glue for one call.
@@ -293,6 +296,20 @@ impl KvmEnv for Glue {
     fn irqfd_detach(&mut self, hook: u64) {
         // SAFETY: a hook of `irqfd_attach`, detached once.
         unsafe { kserv_glue_kvm_irqfd_detach(hook) }
+    }
+    fn random_u64(&mut self) -> u64 {
+        // SAFETY: reads the kernel's random number generator.
+        unsafe { kserv_glue_kvm_random() }
+    }
+    fn ptp_snapshot(&mut self) -> Option<(u64, u64)> {
+        let (mut real, mut cycles) = (0, 0);
+        // SAFETY: two valid u64s to write.
+        let ok = unsafe { kserv_glue_kvm_ptp(&mut real, &mut cycles) };
+        (ok != 0).then_some((real, cycles))
+    }
+    fn run_delay(&mut self) -> u64 {
+        // SAFETY: reads the current task's scheduler statistics.
+        unsafe { kserv_glue_kvm_run_delay() }
     }
 }
 

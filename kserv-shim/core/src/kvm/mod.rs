@@ -10,6 +10,8 @@
 //!   delivery through KCore's list registers);
 //! - [`eventfd`]: `KVM_IOEVENTFD` and `KVM_IRQFD`;
 //! - [`icc`]: the vGIC's CPU interface registers for save and restore;
+//! - [`hypercalls`]: a guest's SMCCC calls but PSCI, and the firmware
+//!   feature bitmaps; [`pvtime`]: stolen time;
 //! - [`stats`]: `KVM_GET_STATS_FD`'s counters and file layout;
 //! - [`memslot`], [`regs`], [`uapi`], [`errno`]: the API's rules, register
 //!   ids and numbers.
@@ -17,8 +19,10 @@
 pub mod env;
 pub mod errno;
 pub mod eventfd;
+pub mod hypercalls;
 pub mod icc;
 pub mod memslot;
+pub mod pvtime;
 pub mod regs;
 pub mod stats;
 pub mod uapi;

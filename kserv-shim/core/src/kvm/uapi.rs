@@ -172,6 +172,8 @@ pub mod cap {
     pub const ARM_SYSTEM_SUSPEND: u64 = 216;
     /// `KVM_CAP_BINARY_STATS_FD`.
     pub const BINARY_STATS_FD: u64 = 203;
+    /// `KVM_CAP_STEAL_TIME`.
+    pub const STEAL_TIME: u64 = 187;
 }
 
 /// `struct kvm_mp_state` values arm64 KVM knows.
@@ -446,9 +448,6 @@ pub mod reg {
     pub const fn feature_bitmap(n: u64) -> u64 {
         ARM64 | SIZE_U64 | FW_FEAT_BMAP | n
     }
-    /// `KVM_REG_ARM_VENDOR_HYP_BIT_FUNC_FEAT`: KVM's vendor hypervisor
-    /// feature query (`ARM_SMCCC_VENDOR_HYP_KVM_FEATURES_FUNC_ID`).
-    pub const VENDOR_HYP_FUNC_FEAT: u64 = 1 << 0;
     /// A core register: `offset` in 32-bit words into `struct kvm_regs`.
     pub const fn core(size: u64, offset: u64) -> u64 {
         ARM64 | size | CORE | offset

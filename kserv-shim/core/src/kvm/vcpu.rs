@@ -11,6 +11,8 @@
 
 use super::env::KvmEnv;
 use super::errno::{E2BIG, EFAULT, EINTR, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENXIO, EPERM, Errno};
+use super::hypercalls;
+use super::pvtime::{self, PvTime};
 use super::regs::{self, Reg};
 use super::stats::bump;
 use super::uapi::{self, exit as kexit, run as krun, system_event, vcpu_init};
@@ -40,6 +42,8 @@ pub struct Vcpu {
     completion: u64,
     /// Bytes of an MMIO read the VMM completes (0: none pending).
     mmio_read: u8,
+    /// Stolen time.
+    pv: PvTime,
 }
 
 /// Creates vCPU `id` (reserved with [`vm::vcpu_reserve`]) in `v`, zeroed by
@@ -133,8 +137,35 @@ pub fn ioctl<E: KvmEnv>(
             env.copy_from_user(arg, &mut b)?;
             set_mp_state(env, vm, v, u32::from_le_bytes(b)).map(|()| 0)
         }
-        uapi::SET_DEVICE_ATTR | uapi::GET_DEVICE_ATTR | uapi::HAS_DEVICE_ATTR => Err(ENXIO),
+        uapi::SET_DEVICE_ATTR | uapi::GET_DEVICE_ATTR | uapi::HAS_DEVICE_ATTR => {
+            let mut b = [0u8; uapi::size::DEVICE_ATTR];
+            env.copy_from_user(arg, &mut b)?;
+            device_attr(env, vm, v, cmd, &b).map(|()| 0)
+        }
         _ => Err(EINVAL),
+    }
+}
+
+/// The vCPU's device attributes (`struct kvm_device_attr` in `b`), as
+/// `kvm_arm_vcpu_arch_{set,get,has}_attr`: `KVM_ARM_VCPU_PVTIME_CTRL`
+/// ([`pvtime`]); no PMU and no timer attributes (`ENXIO`).
+fn device_attr<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    v: &mut Vcpu,
+    cmd: u32,
+    b: &[u8; uapi::size::DEVICE_ATTR],
+) -> Result<(), Errno> {
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    let group = u32::from_le_bytes(b[4..8].try_into().unwrap_or([0; 4]));
+    let (attr, addr) = (word(8), word(16));
+    if group != pvtime::GROUP {
+        return Err(ENXIO);
+    }
+    match cmd {
+        uapi::SET_DEVICE_ATTR => pvtime::set_attr(env, vm, &mut v.pv, attr, addr),
+        uapi::GET_DEVICE_ATTR => pvtime::get_attr(env, vm, &v.pv, attr, addr),
+        _ => pvtime::has_attr(vm, attr),
     }
 }
 
@@ -287,7 +318,7 @@ fn read_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, r: Reg) -> Result<[u8; 16
         // NOT_AVAIL: KCore answers the guest's SMCCC_ARCH_FEATURES with
         // NOT_SUPPORTED.
         Reg::Zero | Reg::Workaround => {}
-        Reg::FeatureBitmap(n) => out[..8].copy_from_slice(&regs::feature_bitmap(n).to_le_bytes()),
+        Reg::FeatureBitmap(n) => out[..8].copy_from_slice(&hypercalls::bitmap(vm, n).to_le_bytes()),
     }
     Ok(out)
 }
@@ -323,13 +354,7 @@ fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
     // the host offers nor, here, less: `docs/kvm.md`).
     match r {
         Reg::Zero | Reg::Workaround => return if lo == 0 { Ok(()) } else { Err(EINVAL) },
-        Reg::FeatureBitmap(n) => {
-            return if lo == regs::feature_bitmap(n) {
-                Ok(())
-            } else {
-                Err(EINVAL)
-            };
-        }
+        Reg::FeatureBitmap(n) => return hypercalls::set_bitmap(env, vm, n, lo),
         _ => {}
     }
     if let Reg::Id(k) = r {
@@ -478,6 +503,7 @@ fn run_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Result<i64, Errno>
     if !v.ran {
         vm::prepare_run(env, vm)?;
     }
+    pvtime::update(env, vm, &mut v.pv);
     run_u32(env, krun::EXIT_REASON, kexit::UNKNOWN);
     env.run_write(krun::FLAGS, &0u16.to_le_bytes());
     let me = &vm.vcpus[v.id as usize];
@@ -692,6 +718,21 @@ fn mmio<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
     Next::Return(0)
 }
 
+/// Another SMCCC call of a non-protected guest ([`hypercalls`]): `x0` is
+/// the next entry's completion, `x1..x3` are set now (KVM sets all four).
+fn firmware_call<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, fid: u32, e: &Exit) -> Next {
+    let args = [0, 1, 2].map(|i| e.word(run::EXIT_ARGS + i));
+    let r = hypercalls::call(env, vm, &mut v.pv, fid, args);
+    for (i, x) in r.iter().enumerate().skip(1) {
+        let set = hypercall::vcpu_set_reg(env, vm.handle(), u64::from(v.id), kr::x(i as u64), *x);
+        if let Err(err) = set {
+            return Next::Return(super::errno::ret(errno_of(err)));
+        }
+    }
+    v.completion = r[0];
+    Next::Enter
+}
+
 /// `KVM_EXIT_SYSTEM_EVENT`: every vCPU stopped (until re-init), as KVM's
 /// `kvm_prepare_system_event` does; the caller sees `INTERNAL_FAILURE`
 /// should the VMM run it again.
@@ -715,6 +756,9 @@ fn system_event<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, ty: u32, flags: u
 /// other call `NOT_SUPPORTED`, as the other version's are).
 fn psci_call<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
     let raw = e.word(run::EXIT_DATA) as u32;
+    if !psci::is_psci(raw) && !psci::v0_1::is_psci(raw) {
+        return firmware_call(env, vm, v, raw, e);
+    }
     let v0_1 = v.features & 1 << vcpu_init::PSCI_0_2 == 0;
     // A 0.1 call is answered as the 0.2 call it names, with its arguments
     // whole; anything of the other version is not supported.

@@ -113,6 +113,9 @@ pub struct Vm {
     pub system_suspend: AtomicBool,
     /// Its counters (`KVM_GET_STATS_FD`).
     pub stats: VmStats,
+    /// The firmware feature bitmaps' bits the VMM cleared
+    /// ([`super::hypercalls`]).
+    pub fw_cleared: [AtomicU64; 3],
 }
 
 // SAFETY: the cells are only reached through `with_cfg`/`with_gic`, which
@@ -231,6 +234,7 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::ENABLE_CAP_VM
         | cap::ARM_SYSTEM_SUSPEND
         | cap::BINARY_STATS_FD
+        | cap::STEAL_TIME
         | kvm_ext::CAP_ARM_PROTECTED_VM => 1,
         cap::NR_VCPUS => i64::from(host.online_cpus.clamp(1, MAX_VCPUS as u32)),
         cap::MAX_VCPUS | cap::MAX_VCPU_ID => MAX_VCPUS as i64,
@@ -408,6 +412,11 @@ impl VmCfg {
                 Err(if e == ENOMEM { ENOMEM } else { EFAULT })
             }
         }
+    }
+
+    /// Whether a vCPU of the VM entered the guest.
+    pub fn has_run(&self) -> bool {
+        self.ran
     }
 
     /// The slot holding `gfn`.
