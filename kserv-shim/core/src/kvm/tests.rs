@@ -1858,3 +1858,78 @@ fn a_protected_vm_has_no_stolen_time_and_fixed_bitmaps() {
     );
     assert_eq!(set_bitmap(&mut f, &vm, &mut v, 2, 1), Ok(0));
 }
+
+#[test]
+fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
+    use super::timer::{GROUP, IRQ_PTIMER, IRQ_VTIMER};
+    use uapi::{GET_DEVICE_ATTR as GET, HAS_DEVICE_ATTR as HAS, SET_DEVICE_ATTR as SET};
+    let g = u64::from(GROUP);
+    let mut f = Fake::new();
+    let vm = new_vm(&mut f, 0);
+    slot(&mut f, &vm);
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    let mut v1 = new_vcpu(&mut f, &vm, 1);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    init(&mut f, &vm, &mut v1, 1 << 2);
+    let read = |f: &mut Fake| {
+        let mut b = [0u8; 4];
+        f.copy_from_user(0xA000, &mut b).ok();
+        u32::from_le_bytes(b)
+    };
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, HAS, g, IRQ_VTIMER), Ok(0));
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, HAS, g, IRQ_PTIMER), Ok(0));
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, HAS, g, 2), Err(ENXIO));
+    for (attr, default) in [(IRQ_VTIMER, 27), (IRQ_PTIMER, 30)] {
+        assert_eq!(vcpu_attr(&mut f, &vm, &mut v, GET, g, attr), Ok(0));
+        assert_eq!(read(&mut f), default);
+    }
+    // No in-kernel vGIC yet.
+    user(&mut f, 0xA000, &[20]);
+    assert_eq!(
+        vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_VTIMER),
+        Err(EINVAL)
+    );
+    vgic(&mut f, &vm);
+    for bad in [15, 32, 0xFFFF_FFFF] {
+        user(&mut f, 0xA000, &[bad]);
+        assert_eq!(
+            vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_VTIMER),
+            Err(EINVAL)
+        );
+    }
+    user(&mut f, 0xA000, &[20]);
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, SET, g, 2), Err(ENXIO));
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_VTIMER), Ok(0));
+    // One pair for the VM: vCPU 1 reads it.
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v1, GET, g, IRQ_VTIMER), Ok(0));
+    assert_eq!(read(&mut f), 20);
+    // Both on one PPI: the first run refuses.
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_PTIMER), Ok(0));
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Err(EINVAL));
+    user(&mut f, 0xA000, &[30]);
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_PTIMER), Ok(0));
+    // The guest enables PPI 20: KCore is told it is the timer, and accepts.
+    let isenabler0 = GICR + 0x1_0000 + 0x100;
+    vm.with_gic(&mut f, |gic| {
+        (
+            (),
+            gic.mmio(0, isenabler0, 4, true, 1 << 20).map_or(0, |r| r.1),
+        )
+    });
+    let flags = vm.with_gic(&mut f, |gic| (gic.timer_flags(0), 0));
+    use kcore_abi::run::entry_flags::{TIMER_DISABLED, TIMER_INTID_SHIFT};
+    assert_eq!(
+        (flags >> TIMER_INTID_SHIFT, flags & TIMER_DISABLED),
+        (20, 0)
+    );
+    f.script([(exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3])]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
+    // This vCPU ran: its attributes are fixed; vCPU 1 may still set them.
+    user(&mut f, 0xA000, &[21]);
+    assert_eq!(
+        vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_VTIMER),
+        Err(EBUSY)
+    );
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v1, SET, g, IRQ_PTIMER), Ok(0));
+}

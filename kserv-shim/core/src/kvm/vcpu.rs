@@ -15,6 +15,7 @@ use super::hypercalls;
 use super::pvtime::{self, PvTime};
 use super::regs::{self, Reg};
 use super::stats::bump;
+use super::timer;
 use super::uapi::{self, exit as kexit, run as krun, system_event, vcpu_init};
 use super::vgic::{IRQ_SLOTS, MAX_VCPUS};
 use super::vm::{self, Host, Vm, errno_of, power};
@@ -147,8 +148,8 @@ pub fn ioctl<E: KvmEnv>(
 }
 
 /// The vCPU's device attributes (`struct kvm_device_attr` in `b`), as
-/// `kvm_arm_vcpu_arch_{set,get,has}_attr`: `KVM_ARM_VCPU_PVTIME_CTRL`
-/// ([`pvtime`]); no PMU and no timer attributes (`ENXIO`).
+/// `kvm_arm_vcpu_arch_{set,get,has}_attr`: `KVM_ARM_VCPU_TIMER_CTRL`
+/// ([`timer`]), `KVM_ARM_VCPU_PVTIME_CTRL` ([`pvtime`]); no PMU (`ENXIO`).
 fn device_attr<E: KvmEnv>(
     env: &mut E,
     vm: &Vm,
@@ -159,6 +160,13 @@ fn device_attr<E: KvmEnv>(
     let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
     let group = u32::from_le_bytes(b[4..8].try_into().unwrap_or([0; 4]));
     let (attr, addr) = (word(8), word(16));
+    if group == timer::GROUP {
+        return match cmd {
+            uapi::SET_DEVICE_ATTR => timer::set_attr(env, vm, v.ran, attr, addr),
+            uapi::GET_DEVICE_ATTR => timer::get_attr(env, vm, attr, addr),
+            _ => timer::has_attr(attr),
+        };
+    }
     if group != pvtime::GROUP {
         return Err(ENXIO);
     }
@@ -501,6 +509,7 @@ fn run_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Result<i64, Errno>
         return Err(EINTR);
     }
     if !v.ran {
+        timer::check(vm)?;
         vm::prepare_run(env, vm)?;
     }
     pvtime::update(env, vm, &mut v.pv);

@@ -116,6 +116,9 @@ pub struct Vm {
     /// The firmware feature bitmaps' bits the VMM cleared
     /// ([`super::hypercalls`]).
     pub fw_cleared: [AtomicU64; 3],
+    /// The virtual and physical timers' PPIs (0: the default;
+    /// [`super::timer`]).
+    pub timer_ppi: [AtomicU32; 2],
 }
 
 // SAFETY: the cells are only reached through `with_cfg`/`with_gic`, which
