@@ -957,7 +957,7 @@ int kserv_kvm_init(void)
 			KVM_REG_ARM_CORE_REG(fp_regs.vregs[0]),
 		KVM_GET_STATS_FD,
 		sizeof(struct kvm_stats_header),
-		sizeof(struct kvm_stats_desc),
+		offsetof(struct kvm_stats_desc, name),
 	};
 	u32 bad;
 	int ret;

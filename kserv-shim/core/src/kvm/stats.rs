@@ -20,7 +20,9 @@ use core::sync::atomic::Ordering::Relaxed;
 pub const NAME_SIZE: usize = 48;
 /// `sizeof(struct kvm_stats_header)`.
 pub const HEADER_SIZE: usize = 24;
-/// `sizeof(struct kvm_stats_desc)` without its name.
+/// `struct kvm_stats_desc` up to its name (`offsetof(..., name)`: the
+/// kernel's own definition makes the name 48 bytes from 6.6 on, user
+/// space's a flexible array).
 pub const DESC_SIZE: usize = 16;
 
 /// `KVM_STATS_TYPE_CUMULATIVE` (with `UNIT_NONE`, `BASE_POW10`).
