@@ -117,17 +117,23 @@ impl LrSet {
 /// Checks KServ's interrupt words for one entry and turns them into list
 /// register entries. `free_lrs` is how many list registers KServ may fill:
 /// all of them (KCore's timer entry takes a free one when it needs one; see
-/// `vcpu::timer::prepare_timer`).
-pub fn check_irqs(words: &[u64], free_lrs: usize) -> Result<LrSet, Error> {
+/// `vcpu::timer::prepare_timer`). The timer's INTIDs (the physical
+/// [`TIMER_PPI`] and the guest's `timer_intid`) are KCore's.
+pub fn check_irqs(words: &[u64], free_lrs: usize, timer_intid: u32) -> Result<LrSet, Error> {
     let mut set = LrSet::default();
-    check_irqs_into(words, free_lrs, &mut set)?;
+    check_irqs_into(words, free_lrs, timer_intid, &mut set)?;
     Ok(set)
 }
 
 /// [`check_irqs`] into `set`, whose entries it replaces (the run path: the
 /// set lives in the loaded vCPU and entries past its length are never
 /// looked at, so they are not cleared). `set` is only meaningful on `Ok`.
-pub fn check_irqs_into(words: &[u64], free_lrs: usize, set: &mut LrSet) -> Result<(), Error> {
+pub fn check_irqs_into(
+    words: &[u64],
+    free_lrs: usize,
+    timer_intid: u32,
+    set: &mut LrSet,
+) -> Result<(), Error> {
     set.len = 0;
     set.hold_active = 0;
     set.displaced = false;
@@ -139,7 +145,7 @@ pub fn check_irqs_into(words: &[u64], free_lrs: usize, set: &mut LrSet) -> Resul
             return Err(Error::Denied);
         }
         let vintid = irq::vintid(w);
-        if vintid == TIMER_PPI {
+        if vintid == TIMER_PPI || vintid == timer_intid {
             return Err(Error::Denied);
         }
         if vintid >= SPI_END {
@@ -187,7 +193,7 @@ mod tests {
 
     #[test]
     fn accepts_sgis_ppis_spis() {
-        let s = check_irqs(&[w(1, 1), w(30, 2), w(1019, 3)], 3).expect("valid");
+        let s = check_irqs(&[w(1, 1), w(30, 2), w(1019, 3)], 3, TIMER_PPI).expect("valid");
         assert_eq!(s.len, 3);
         assert_eq!(s.lrs[0].vintid, 1);
         assert_eq!(s.lrs[1].state, LrState::Active);
@@ -200,11 +206,17 @@ mod tests {
     #[test]
     fn refuses_what_is_not_kservs() {
         assert_eq!(
-            check_irqs(&[w(40, 1) | irq::HW | 40 << 44], 3),
+            check_irqs(&[w(40, 1) | irq::HW | 40 << 44], 3, TIMER_PPI),
             Err(Error::Denied)
         );
-        assert_eq!(check_irqs(&[w(40, 1) | irq::HW], 3), Err(Error::Denied));
-        assert_eq!(check_irqs(&[w(TIMER_PPI, 1)], 3), Err(Error::Denied));
+        assert_eq!(
+            check_irqs(&[w(40, 1) | irq::HW], 3, TIMER_PPI),
+            Err(Error::Denied)
+        );
+        assert_eq!(
+            check_irqs(&[w(TIMER_PPI, 1)], 3, TIMER_PPI),
+            Err(Error::Denied)
+        );
     }
 
     #[test]
@@ -218,14 +230,18 @@ mod tests {
             &[w(5, 1) | 1 << 50],
         ];
         for b in bad {
-            assert_eq!(check_irqs(b, 3), Err(Error::InvalidParameter), "{b:x?}");
+            assert_eq!(
+                check_irqs(b, 3, TIMER_PPI),
+                Err(Error::InvalidParameter),
+                "{b:x?}"
+            );
         }
         assert_eq!(
-            check_irqs(&[w(1, 1), w(2, 1), w(3, 1), w(4, 1)], 3),
+            check_irqs(&[w(1, 1), w(2, 1), w(3, 1), w(4, 1)], 3, TIMER_PPI),
             Err(Error::InvalidParameter),
             "more than the free list registers"
         );
-        assert!(check_irqs(&[], 0).is_ok());
+        assert!(check_irqs(&[], 0, TIMER_PPI).is_ok());
     }
 
     #[test]

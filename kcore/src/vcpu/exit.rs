@@ -417,6 +417,37 @@ mod tests {
     }
 
     #[test]
+    fn a_non_protected_vms_other_calls_go_to_kserv() {
+        let mut l = loaded();
+        l.kind = VmKind::NonProtected;
+        for fid in [
+            0xC600_1234u64,
+            0x8600_0042,
+            0x8000_0001,
+            0x8600_FF01,
+            0x8600_0000,
+        ] {
+            l.ctx.x[..4].copy_from_slice(&[fid, 1, 2, 3]);
+            let r = step(&mut l, &sync(ec::HVC64 << 26, 0));
+            assert_eq!(r, Step::Exit, "{fid:#x}");
+            assert_eq!(l.report.reason, exit::PSCI);
+            assert_eq!((l.report.data, l.report.args), (fid, [1, 2, 3]));
+            l.ctx.complete(7);
+            assert_eq!(l.ctx.x[..4], [7, 1, 2, 3]);
+        }
+        // Still KCore's: SMCCC_VERSION, pKVM's calls, 64-bit ids.
+        l.ctx.x[0] = 0x8000_0000;
+        assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Resume);
+        assert_eq!(l.ctx.x[0], smccc::VERSION_1_1);
+        l.ctx.x[..4].copy_from_slice(&[0xC600_0002, 0, 0, 0]);
+        assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Resume);
+        assert_eq!(l.ctx.x[0], 4096);
+        l.ctx.x[0] = 0xC500_0020 | 1 << 32;
+        assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Resume);
+        assert_eq!(l.ctx.x[0], NOT_SUPPORTED);
+    }
+
+    #[test]
     fn psci_goes_to_kserv_with_its_arguments_only() {
         let mut l = loaded();
         l.ctx.x = [0x77; 31];

@@ -52,17 +52,26 @@ pub struct TimerIrq {
     pub priority: u8,
     /// Group 1 (else group 0).
     pub group1: bool,
+    /// The INTID the guest sees it as (its physical PPI is
+    /// [`crate::vgic::TIMER_PPI`] whatever this is).
+    pub vintid: u32,
 }
 
 impl TimerIrq {
     /// From the entry flags (already checked against
-    /// [`kcore_abi::run::entry_flags::ALL`]).
+    /// [`kcore_abi::run::entry_flags::ALL`] and
+    /// [`kcore_abi::run::entry_flags::timer_intid`]; an INTID that is no
+    /// PPI reads as the default).
     pub const fn from_flags(f: u64) -> TimerIrq {
         use kcore_abi::run::entry_flags as ef;
         TimerIrq {
             enabled: f & ef::TIMER_DISABLED == 0,
             priority: (f >> ef::TIMER_PRIORITY_SHIFT) as u8,
             group1: f & ef::TIMER_GROUP0 == 0,
+            vintid: match ef::timer_intid(f) {
+                Some(i) => i,
+                None => ef::TIMER_DEFAULT_INTID,
+            },
         }
     }
 }

@@ -113,6 +113,8 @@ pub const GET_MP_STATE: u32 = ior(0x98, size::MP_STATE);
 pub const SET_MP_STATE: u32 = iow(0x99, size::MP_STATE);
 /// `KVM_ENABLE_CAP`.
 pub const ENABLE_CAP: u32 = iow(0xA3, size::ENABLE_CAP);
+/// `KVM_GET_STATS_FD` (the glue makes the fd; [`super::stats`]).
+pub const GET_STATS_FD: u32 = io(0xCE);
 
 /// Capabilities (`KVM_CHECK_EXTENSION`).
 pub mod cap {
@@ -171,6 +173,10 @@ pub mod cap {
     pub const SYSTEM_EVENT_DATA: u64 = 215;
     /// `KVM_CAP_ARM_SYSTEM_SUSPEND`.
     pub const ARM_SYSTEM_SUSPEND: u64 = 216;
+    /// `KVM_CAP_BINARY_STATS_FD`.
+    pub const BINARY_STATS_FD: u64 = 203;
+    /// `KVM_CAP_STEAL_TIME`.
+    pub const STEAL_TIME: u64 = 187;
 }
 
 /// `struct kvm_mp_state` values arm64 KVM knows.
@@ -445,9 +451,6 @@ pub mod reg {
     pub const fn feature_bitmap(n: u64) -> u64 {
         ARM64 | SIZE_U64 | FW_FEAT_BMAP | n
     }
-    /// `KVM_REG_ARM_VENDOR_HYP_BIT_FUNC_FEAT`: KVM's vendor hypervisor
-    /// feature query (`ARM_SMCCC_VENDOR_HYP_KVM_FEATURES_FUNC_ID`).
-    pub const VENDOR_HYP_FUNC_FEAT: u64 = 1 << 0;
     /// A core register: `offset` in 32-bit words into `struct kvm_regs`.
     pub const fn core(size: u64, offset: u64) -> u64 {
         ARM64 | size | CORE | offset
@@ -456,7 +459,7 @@ pub mod reg {
 
 /// What the glue checks against the kernel's headers when the module loads,
 /// in this order (`kserv_core.h` lists the same names).
-pub const CHECKED: [u64; 36] = [
+pub const CHECKED: [u64; 39] = [
     GET_API_VERSION as u64,
     CREATE_VM as u64,
     CHECK_EXTENSION as u64,
@@ -493,6 +496,9 @@ pub const CHECKED: [u64; 36] = [
     reg::PSCI_VERSION,
     reg::core(reg::SIZE_U32, 212),
     reg::core(reg::SIZE_U128, 84),
+    GET_STATS_FD as u64,
+    super::stats::HEADER_SIZE as u64,
+    super::stats::DESC_SIZE as u64,
 ];
 
 #[cfg(test)]
@@ -518,6 +524,7 @@ mod tests {
         assert_eq!(GET_MP_STATE, 0x8004_AE98);
         assert_eq!(SET_MP_STATE, 0x4004_AE99);
         assert_eq!(ENABLE_CAP, 0x4068_AEA3);
+        assert_eq!(GET_STATS_FD, 0xAECE);
         assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);
         assert_eq!(reg::TIMER_CVAL, 0x6030_0000_0013_DF02);
         assert_eq!(reg::TIMER_CTL, 0x6030_0000_0013_DF19);

@@ -168,6 +168,9 @@ pub struct Vgic {
     /// INTID - 32.
     maybe_private: [u32; MAX_VCPUS],
     maybe_spi: [u64; ACKED_WORDS],
+    /// The PPI the guest's virtual timer is (`KVM_ARM_VCPU_TIMER_IRQ_VTIMER`;
+    /// 0: [`TIMER_PPI`]): KCore delivers it, the shim never hands it over.
+    vtimer: u32,
 }
 
 /// `(count, base, flags, index)` of an `ADDR_TYPE_REDIST_REGION` value.
@@ -669,7 +672,10 @@ impl Vgic {
             let intid = rest.trailing_zeros();
             rest &= rest - 1;
             let irq = &self.private[v][intid as usize];
-            if intid != TIMER_PPI && irq.owner == 0 && self.wanted(irq) && take(intid, irq) {
+            // KCore's: the timer's PPI, and PPI 27 behind it (which
+            // KCore refuses from the shim whatever the guest's timer is).
+            let timer = intid == TIMER_PPI || intid == self.vtimer();
+            if !timer && irq.owner == 0 && self.wanted(irq) && take(intid, irq) {
                 return true;
             }
         }
@@ -696,18 +702,42 @@ impl Vgic {
         false
     }
 
+    /// The virtual timer's PPI.
+    pub fn vtimer(&self) -> u32 {
+        if self.vtimer == 0 {
+            TIMER_PPI
+        } else {
+            self.vtimer
+        }
+    }
+
+    /// Makes PPI `ppi` (16..=31) the virtual timer's.
+    pub fn set_vtimer(&mut self, ppi: u32) {
+        self.vtimer = ppi;
+    }
+
     /// How vCPU `v`'s timer PPI is configured, as `run::entry_flags` for
     /// KCore, which delivers it: disabled (or the distributor is), its
     /// priority and group. 0 (KCore's default) without a vGIC.
     pub fn timer_flags(&self, v: usize) -> u64 {
-        use kcore_abi::run::entry_flags::{TIMER_DISABLED, TIMER_GROUP0, TIMER_PRIORITY_SHIFT};
-        let Some(t) = self.private.get(v).map(|p| p[TIMER_PPI as usize]) else {
+        use kcore_abi::run::entry_flags::{
+            TIMER_DISABLED, TIMER_GROUP0, TIMER_INTID_SHIFT, TIMER_PRIORITY_SHIFT,
+        };
+        let ppi = self.vtimer();
+        let Some(t) = self
+            .private
+            .get(v)
+            .map(|p| p[ppi as usize % NR_PRIVATE as usize])
+        else {
             return 0;
         };
         if !self.ready {
             return 0;
         }
         let mut flags = u64::from(t.priority) << TIMER_PRIORITY_SHIFT;
+        if ppi != TIMER_PPI {
+            flags |= u64::from(ppi) << TIMER_INTID_SHIFT;
+        }
         if !self.enabled || !t.enabled() {
             flags |= TIMER_DISABLED;
         }

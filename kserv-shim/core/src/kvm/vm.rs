@@ -26,6 +26,7 @@ use super::errno::{
 };
 use super::eventfd::{Eventfds, IoArgs, IrqArgs};
 use super::memslot::{self, Change, MAX_SLOTS, PAGE_SIZE, Region, Slot, page};
+use super::stats::{VcpuStats, VmStats};
 use super::uapi::{self, cap, device, irq_line, vgic_attr, vm_type};
 use super::vgic::{ACKED_WORDS, MAX_VCPUS, Vgic};
 use crate::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
@@ -65,6 +66,8 @@ pub struct VcpuShared {
     pub power: AtomicU32,
     /// Set by a kicker, cleared by the vCPU before it enters the guest.
     pub kicked: AtomicBool,
+    /// Its counters (`KVM_GET_STATS_FD`).
+    pub stats: VcpuStats,
 }
 
 /// A VM's configuration, under [`Lock::Vm`].
@@ -108,6 +111,14 @@ pub struct Vm {
     /// `KVM_CAP_ARM_SYSTEM_SUSPEND` enabled: PSCI `SYSTEM_SUSPEND` exits to
     /// the VMM as `KVM_SYSTEM_EVENT_SUSPEND`.
     pub system_suspend: AtomicBool,
+    /// Its counters (`KVM_GET_STATS_FD`).
+    pub stats: VmStats,
+    /// The firmware feature bitmaps' bits the VMM cleared
+    /// ([`super::hypercalls`]).
+    pub fw_cleared: [AtomicU64; 3],
+    /// The virtual and physical timers' PPIs (0: the default;
+    /// [`super::timer`]).
+    pub timer_ppi: [AtomicU32; 2],
 }
 
 // SAFETY: the cells are only reached through `with_cfg`/`with_gic`, which
@@ -226,6 +237,8 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::MP_STATE
         | cap::ENABLE_CAP_VM
         | cap::ARM_SYSTEM_SUSPEND
+        | cap::BINARY_STATS_FD
+        | cap::STEAL_TIME
         | kvm_ext::CAP_ARM_PROTECTED_VM => 1,
         cap::NR_VCPUS => i64::from(host.online_cpus.clamp(1, MAX_VCPUS as u32)),
         cap::MAX_VCPUS | cap::MAX_VCPU_ID => MAX_VCPUS as i64,
@@ -403,6 +416,11 @@ impl VmCfg {
                 Err(if e == ENOMEM { ENOMEM } else { EFAULT })
             }
         }
+    }
+
+    /// Whether a vCPU of the VM entered the guest.
+    pub fn has_run(&self) -> bool {
+        self.ran
     }
 
     /// The slot holding `gfn`.
