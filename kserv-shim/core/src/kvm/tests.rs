@@ -993,7 +993,7 @@ fn vgic(f: &mut Fake, vm: &Vm) {
     use super::uapi::vgic_attr::{ADDR_TYPE_DIST, ADDR_TYPE_REDIST, CTRL_INIT, GRP_ADDR, GRP_CTRL};
     assert_eq!(
         vm::device_create(f, vm, uapi::device::TYPE_ARM_VGIC_V3, 0),
-        Ok(true)
+        Ok(vm::DEVICE_VGIC)
     );
     for (ty, base) in [(ADDR_TYPE_DIST, GICD), (ADDR_TYPE_REDIST, GICR)] {
         let value = user(f, 0xA000, &[base]);
