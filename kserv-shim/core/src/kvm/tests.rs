@@ -1372,17 +1372,32 @@ fn gic_attr(
     attr: u64,
     value: u32,
 ) -> Result<u32, Errno> {
+    let v = device_attr(f, vm, vm::device_ioctl, op, group, attr, u64::from(value))?;
+    Ok(v as u32)
+}
+
+/// A device attribute through `ioctl` (a device fd's): `op` 0 set, 1 get,
+/// 2 has; the value (64 bits) at 0xA000 before and after.
+fn device_attr(
+    f: &mut Fake,
+    vm: &Vm,
+    ioctl: fn(&mut Fake, &Vm, u32, u64) -> Result<i64, Errno>,
+    op: u32,
+    group: u32,
+    attr: u64,
+    value: u64,
+) -> Result<u64, Errno> {
     let cmd = [
         uapi::SET_DEVICE_ATTR,
         uapi::GET_DEVICE_ATTR,
         uapi::HAS_DEVICE_ATTR,
     ][op as usize];
-    let v = user(f, 0xA000, &[u64::from(value)]);
+    let v = user(f, 0xA000, &[value]);
     let a = user(f, 0xA100, &[u64::from(group) << 32, attr, v]);
-    vm::device_ioctl(f, vm, cmd, a)?;
-    let mut b = [0u8; 4];
+    ioctl(f, vm, cmd, a)?;
+    let mut b = [0u8; 8];
     f.copy_from_user(0xA000, &mut b)?;
-    Ok(u32::from_le_bytes(b))
+    Ok(u64::from_le_bytes(b))
 }
 
 /// What KVM's `vgic_irq` selftest needs beyond plain injection: routing
@@ -1648,3 +1663,5 @@ fn reinit_resets_a_non_protected_vcpu_only() {
         );
     }
 }
+
+mod its;
