@@ -1,14 +1,13 @@
 //! Debian's own QEMU (bookworm's `qemu-system-aarch64` 7.2, unmodified, with
 //! Debian's libraries) as the VMM on `/dev/kvm`: KServ's `debqemu` test boots
-//! a Linux guest with `-accel kvm -M virt,gic-version=3,its=off -cpu host`,
-//! 2 vCPUs and the in-kernel GICv3 to its busybox init, which prints its
-//! markers and powers off. The QEMU root is only in the initramfs variant
+//! a Linux guest with `-accel kvm -M virt,gic-version=3[,its=off] -cpu host`,
+//! 2 vCPUs and the in-kernel GICv3 (and ITS) to its busybox init, which
+//! prints its markers and powers off. The QEMU root is only in the initramfs variant
 //! `build/kserv/initramfs-debqemu.cpio` and the boot image packed with it,
 //! `build/kcore-debqemu.img` (`xtask/src/build/debqemu.rs`).
 //!
-//! Both columns must boot the guest with `its=off`; the default `its=on`
-//! (an ITS, which the shim does not offer yet) is reported, not required
-//! (`docs/kvm.md`, "Debian's QEMU").
+//! Both columns must boot the guest with `its=off` and with the default
+//! `its=on` (the in-kernel ITS; `docs/kvm.md`, "Debian's QEMU").
 
 use kcore_qemu::{Boot, Machine};
 use kcore_systests::{
@@ -21,7 +20,7 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Runs KServ's `debqemu` test on `boot`; fails unless it really ran (not
-/// skipped) and the its=off guest's markers reached the console.
+/// skipped) and both guests' markers reached the console.
 fn run(name: &str, boot: Boot) -> Result<SlotSession, Failure> {
     let (report, run) = batch_within(
         name,
@@ -49,8 +48,10 @@ fn run(name: &str, boot: Boot) -> Result<SlotSession, Failure> {
         "KCORE-GUEST: done",
         "debqemu-exit 0",
     ];
-    if let Some(m) = missing_marker(&run.session.lines(), "debqemu its-off| ", &markers) {
-        return Err(fail(format!("no `{m}` line on the console")));
+    for prefix in ["debqemu its-off| ", "debqemu its-on| "] {
+        if let Some(m) = missing_marker(&run.session.lines(), prefix, &markers) {
+            return Err(fail(format!("no `{m}` line on the console")));
+        }
     }
     Ok(run)
 }
