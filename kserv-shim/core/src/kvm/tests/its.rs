@@ -9,7 +9,7 @@ use super::*;
 use crate::kvm::uapi::routing::{MSI, MSI_VALID_DEVID};
 use crate::kvm::uapi::vgic_attr::{
     ADDR_UNDEF, CTRL_INIT, GRP_ADDR, GRP_CTRL, GRP_ITS_REGS, ITS_ADDR_TYPE, ITS_CTRL_RESET,
-    ITS_SAVE_TABLES,
+    ITS_RESTORE_TABLES, ITS_SAVE_TABLES,
 };
 use crate::kvm::vgic::its;
 use kcore_abi::run::exit_flags::WRITE;
@@ -125,10 +125,6 @@ fn its_device_commands_and_msis_reach_the_guest_as_lpis() {
     );
     assert_eq!(its_attr(&mut f, &vm, 0, GRP_CTRL, CTRL_INIT, 0), Ok(0));
     assert_eq!(its_attr(&mut f, &vm, 2, GRP_CTRL, ITS_CTRL_RESET, 0), Ok(0));
-    assert_eq!(
-        its_attr(&mut f, &vm, 2, GRP_CTRL, ITS_SAVE_TABLES, 0),
-        Err(ENXIO)
-    );
     assert_eq!(its_attr(&mut f, &vm, 2, GRP_ITS_REGS, 0x88, 0), Ok(0));
     assert_eq!(its_attr(&mut f, &vm, 2, GRP_ITS_REGS, 0x8C, 0), Err(EINVAL));
     assert_eq!(its_attr(&mut f, &vm, 2, GRP_ITS_REGS, 0x40, 0), Err(ENXIO));
@@ -249,8 +245,67 @@ fn its_device_commands_and_msis_reach_the_guest_as_lpis() {
     f.script([(exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3])]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
     assert_eq!(f.last_entry_irqs(), [8197]);
-    // The VMM's view of the registers, and a reset.
     assert_eq!(its_attr(&mut f, &vm, 1, GRP_ITS_REGS, 0x90, 0), Ok(4 * 32));
+    // Save: KVM's ABI revision 0 entries in the guest's tables.
+    assert_eq!(
+        its_attr(&mut f, &vm, 2, GRP_CTRL, ITS_SAVE_TABLES, 0),
+        Ok(0)
+    );
+    assert_eq!(
+        its_attr(&mut f, &vm, 0, GRP_CTRL, ITS_SAVE_TABLES, 0),
+        Ok(0)
+    );
+    let read = |f: &mut Fake, gpa: u64| {
+        let mut b = [0u8; 8];
+        f.copy_from_user(UADDR + gpa - RAM, &mut b)
+            .expect("guest memory");
+        u64::from_le_bytes(b)
+    };
+    let dte = 1 << 63 | (RAM + 0x8_0000) >> 8 << 5 | 7;
+    assert_eq!(read(&mut f, DEV_TABLE + 7 * 8), dte);
+    assert_eq!(read(&mut f, RAM + 0x8_0000 + 2 * 8), 8197 << 16 | 3);
+    assert_eq!(read(&mut f, COLL_TABLE), 1 << 63 | 3);
+    assert_eq!(read(&mut f, COLL_TABLE + 8), 0);
+    // Restore into a reset ITS, as a VMM does after migration: registers
+    // first, then the tables; the MSI reaches LPI 8197 again.
+    assert_eq!(its_attr(&mut f, &vm, 0, GRP_CTRL, ITS_CTRL_RESET, 0), Ok(0));
+    assert_eq!(
+        signal_msi(&mut f, &vm, ITS, 2, (MSI_VALID_DEVID, 7)),
+        Err(EBUSY)
+    );
+    for (off, value) in [(0x100, dev), (0x108, coll), (0x80, 1 << 63 | QUEUE)] {
+        assert_eq!(
+            its_attr(&mut f, &vm, 0, GRP_ITS_REGS, off, value),
+            Ok(value)
+        );
+    }
+    assert_eq!(
+        its_attr(&mut f, &vm, 0, GRP_CTRL, ITS_RESTORE_TABLES, 0),
+        Ok(0)
+    );
+    assert_eq!(its_attr(&mut f, &vm, 0, GRP_ITS_REGS, 0x0, 1), Ok(1));
+    assert_eq!(signal_msi(&mut f, &vm, ITS, 2, (MSI_VALID_DEVID, 7)), Ok(1));
+    assert_eq!(signal_msi(&mut f, &vm, ITS, 3, (MSI_VALID_DEVID, 7)), Ok(0));
+    // A second restore finds collection 3 there: EEXIST, and drops it all.
+    assert_eq!(
+        its_attr(&mut f, &vm, 0, GRP_CTRL, ITS_RESTORE_TABLES, 0),
+        Err(EEXIST)
+    );
+    assert_eq!(signal_msi(&mut f, &vm, ITS, 2, (MSI_VALID_DEVID, 7)), Ok(0));
+    // A malformed entry (an ITT entry's LPI below 8192): EINVAL.
+    guest_write(&mut f, COLL_TABLE, &0u64.to_le_bytes());
+    guest_write(
+        &mut f,
+        RAM + 0x8_0000 + 2 * 8,
+        &(100u64 << 16).to_le_bytes(),
+    );
+    assert_eq!(
+        its_attr(&mut f, &vm, 0, GRP_CTRL, ITS_RESTORE_TABLES, 0),
+        Err(EINVAL)
+    );
+    // The VMM's view of the registers (CBASER's write restarted the queue),
+    // and a reset.
+    assert_eq!(its_attr(&mut f, &vm, 1, GRP_ITS_REGS, 0x90, 0), Ok(0));
     assert_eq!(its_attr(&mut f, &vm, 0, GRP_ITS_REGS, 0x90, 0), Err(EBUSY));
     assert_eq!(its_attr(&mut f, &vm, 0, GRP_CTRL, ITS_CTRL_RESET, 0), Ok(0));
     assert_eq!(its_attr(&mut f, &vm, 1, GRP_ITS_REGS, 0x0, 0), Ok(1 << 31));

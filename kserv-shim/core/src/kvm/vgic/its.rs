@@ -12,8 +12,9 @@
 //! The device, translation and collection tables live here, in the vGIC,
 //! as KVM keeps them in kernel lists; the guest's tables are only checked
 //! (an id must fall inside the table its `BASER` describes, in memory a
-//! slot backs; a two-level table's first level is read) and are not
-//! written (no `KVM_DEV_ARM_ITS_SAVE_TABLES`). The state is under the vGIC's
+//! slot backs; a two-level table's first level is read) and only written
+//! by `KVM_DEV_ARM_ITS_SAVE_TABLES` (read back by `RESTORE_TABLES`), in
+//! KVM's ABI revision 0. The state is under the vGIC's
 //! lock, so an irqfd's injection translates without the VM's mutex; guest
 //! memory is read outside that spinlock, under the VM's mutex, which also
 //! serialises command processing ([`process`]). An LPI's configuration
@@ -934,6 +935,134 @@ impl Vgic {
     }
 }
 
+/// The smallest of `ids` above `after` (the first with `None`).
+fn next_id(ids: impl Iterator<Item = u32>, after: Option<u32>) -> Option<u32> {
+    ids.filter(|&i| after.is_none_or(|a| i > a)).min()
+}
+
+/// `KVM_ITS_DTE_*`, `KVM_ITS_ITE_*`, `KVM_ITS_CTE_*`: the entries of KVM's
+/// ABI revision 0 that table save and restore write and read.
+mod abi {
+    pub const DTE_NEXT_SHIFT: u32 = 49;
+    pub const DTE_NEXT_MAX: u64 = (1 << 14) - 1;
+    pub const DTE_ITT_MASK: u64 = ((1 << 44) - 1) << 5;
+    pub const ITE_NEXT_SHIFT: u32 = 48;
+    pub const ITE_NEXT_MAX: u64 = (1 << 16) - 1;
+    pub const CTE_RDBASE_SHIFT: u32 = 16;
+}
+
+impl Vgic {
+    /// Table save: the mapped device with the lowest id above `after`, and
+    /// the id of the one after it.
+    fn its_device_after(&self, after: Option<u32>) -> Option<(Device, Option<u32>)> {
+        let used = || self.its.devices.iter().filter(|d| d.used).map(|d| d.id);
+        let id = next_id(used(), after)?;
+        let d = self.its.devices[self.its.device(id)?];
+        Some((d, next_id(used(), Some(id))))
+    }
+
+    /// Table save: the event of device `dev` with the lowest id above
+    /// `after` and its translation table entry (0 without a collection).
+    fn its_ite_after(&self, dev: u32, after: Option<u32>) -> Option<(u32, u64)> {
+        let events = || {
+            self.its
+                .ites
+                .iter()
+                .filter(move |i| i.used && i.device == dev)
+                .map(|i| i.event)
+        };
+        let event = next_id(events(), after)?;
+        let ite = self.its.ites[self.its.ite(dev, event)?];
+        if !ite.has_coll {
+            return Some((event, 0));
+        }
+        let next = next_id(events(), Some(event))
+            .map_or(0, |n| u64::from(n - event).min(abi::ITE_NEXT_MAX));
+        let intid = self.its.lpis[usize::from(ite.lpi)].intid;
+        let value = next << abi::ITE_NEXT_SHIFT | u64::from(intid) << 16 | u64::from(ite.coll);
+        Some((event, value))
+    }
+
+    /// Table save: collection slot `k`'s entry, if it is in use.
+    fn its_coll_entry(&self, k: usize) -> Option<u64> {
+        let c = self.its.colls.get(k).filter(|c| c.used)?;
+        Some(VALID | u64::from(c.target) << abi::CTE_RDBASE_SHIFT | u64::from(c.id))
+    }
+
+    /// Table restore: a collection entry (`vgic_its_restore_cte`).
+    fn its_restore_coll(&mut self, id: u16, target: u32) -> Result<(), Errno> {
+        if target != NO_TARGET && !self.exists(target as usize) {
+            return Err(EINVAL);
+        }
+        if self.its.coll(id).is_some() {
+            return Err(crate::kvm::errno::EEXIST);
+        }
+        self.its
+            .new_coll(id, target)
+            .map(|_| ())
+            .ok_or(crate::kvm::errno::ENOMEM)
+    }
+
+    /// Table restore: a device entry (`vgic_its_restore_dte`).
+    fn its_restore_device(&mut self, id: u32, itt: u64, event_bits: u8) -> Result<(), Errno> {
+        let d = self
+            .its
+            .devices
+            .iter()
+            .position(|d| !d.used)
+            .ok_or(crate::kvm::errno::ENOMEM)?;
+        self.its.devices[d] = Device {
+            used: true,
+            id,
+            itt,
+            event_bits,
+        };
+        Ok(())
+    }
+
+    /// Table restore: a translation entry (`vgic_its_restore_ite`): the LPI
+    /// slot whose configuration is then read.
+    fn its_restore_ite(
+        &mut self,
+        dev: u32,
+        event: u32,
+        intid: u32,
+        coll: u16,
+    ) -> Result<usize, Errno> {
+        use crate::kvm::errno::ENOMEM;
+        let k = self.its.coll(coll).ok_or(EINVAL)?;
+        let target = self.its.colls[k].target;
+        let i = self.its.ites.iter().position(|i| !i.used).ok_or(ENOMEM)?;
+        let s = self.lpi_get(intid, target).ok_or(ENOMEM)?;
+        self.its.ites[i] = Ite {
+            used: true,
+            has_coll: true,
+            coll,
+            device: dev,
+            event,
+            lpi: s as u16,
+        };
+        Ok(s)
+    }
+
+    /// A failed restore: every device (and collection) goes.
+    fn its_free_tables(&mut self, collections: bool) {
+        for d in 0..MAX_DEVICES {
+            if self.its.devices[d].used {
+                self.free_device(d);
+            }
+        }
+        if collections {
+            for c in 0..MAX_COLLECTIONS {
+                if self.its.colls[c].used {
+                    let id = self.its.colls[c].id;
+                    self.free_coll(id);
+                }
+            }
+        }
+    }
+}
+
 // ---- guest memory, outside the vGIC's lock ---------------------------------------------
 
 /// Reads guest memory at `gpa` through the VM's memory slots (the VMM's
@@ -957,9 +1086,14 @@ fn read_guest<E: KvmEnv>(env: &mut E, c: &VmCfg, gpa: u64, buf: &mut [u8]) -> Re
 /// describes, in memory a slot backs (a two-level table's first-level entry
 /// read and its valid bit checked).
 fn table_has<E: KvmEnv>(env: &mut E, c: &VmCfg, baser: u64, id: u32) -> bool {
+    table_entry(env, c, baser, id).is_some()
+}
+
+/// [`table_has`], with the entry's guest address.
+fn table_entry<E: KvmEnv>(env: &mut E, c: &VmCfg, baser: u64, id: u32) -> Option<u64> {
     let ty = (baser >> 56) & 7;
     if !(ty == TYPE_DEVICE || ty == TYPE_COLLECTION) || id >= 1 << ID_BITS || baser & VALID == 0 {
-        return false;
+        return None;
     }
     let size = ((baser & 0xFF) + 1) * 0x1_0000;
     let esz = ((baser >> 48) & 0x1F) + 1;
@@ -967,26 +1101,40 @@ fn table_has<E: KvmEnv>(env: &mut E, c: &VmCfg, baser: u64, id: u32) -> bool {
     let id = u64::from(id);
     let addr = if baser & INDIRECT == 0 {
         if id >= size / esz {
-            return false;
+            return None;
         }
         base + id * esz
     } else {
         let per_page = 0x1_0000 / esz;
         let index = id / per_page;
         if index >= size / 8 {
-            return false;
+            return None;
         }
-        let mut b = [0u8; 8];
-        if read_guest(env, c, base + index * 8, &mut b).is_err() {
-            return false;
-        }
-        let l1 = u64::from_le_bytes(b);
+        let l1 = read_u64(env, c, base + index * 8).ok()?;
         if l1 & VALID == 0 {
-            return false;
+            return None;
         }
         (l1 & 0x000F_FFFF_FFFF_0000) + (id % per_page) * esz
     };
-    c.slot_of(addr >> 12).is_some()
+    c.slot_of(addr >> 12).map(|_| addr)
+}
+
+/// A little-endian u64 of guest memory.
+fn read_u64<E: KvmEnv>(env: &mut E, c: &VmCfg, gpa: u64) -> Result<u64, Errno> {
+    let mut b = [0u8; 8];
+    read_guest(env, c, gpa, &mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Writes a little-endian u64 into guest memory at `gpa` (8-aligned: one
+/// page) through a writable slot (`EFAULT` where none is).
+fn write_u64<E: KvmEnv>(env: &mut E, c: &VmCfg, gpa: u64, value: u64) -> Result<(), Errno> {
+    use crate::kvm::errno::EFAULT;
+    let s = c
+        .slot_of(gpa >> 12)
+        .filter(|s| !s.readonly() && gpa.is_multiple_of(8))
+        .ok_or(EFAULT)?;
+    env.copy_to_user(s.uaddr + (gpa - s.gfn * 4096), &value.to_le_bytes())
 }
 
 /// Runs the ITS's command queue until it is empty (or once round it: a
@@ -1032,6 +1180,192 @@ pub fn process<E: KvmEnv>(env: &mut E, vm: &Vm) {
             refresh_lpis(env, vm, c, &refresh);
         }
     });
+}
+
+/// `KVM_DEV_ARM_ITS_SAVE_TABLES` (ABI revision 0, as `vgic_its_save_tables_v0`):
+/// each device's translation entries into its ITT and its entry into the
+/// device table (by id, each with the offset to the next), then the
+/// collections into the collection table, ended by an invalid entry if
+/// there is room. `EINVAL` for a device the guest's table has no entry
+/// for, `EFAULT` for a table no writable slot backs.
+fn save_tables<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
+    vm.with_cfg(env, |env, c| {
+        let baser = vm.with_gic(env, |g| (g.its.baser, 0));
+        if baser[0] & VALID != 0 {
+            let mut last = None;
+            while let Some((d, next)) = vm.with_gic(env, |g| (g.its_device_after(last), 0)) {
+                let entry = table_entry(env, c, baser[0], d.id).ok_or(EINVAL)?;
+                let mut event = None;
+                while let Some((e, value)) = vm.with_gic(env, |g| (g.its_ite_after(d.id, event), 0))
+                {
+                    write_u64(env, c, d.itt + u64::from(e) * ENTRY_SIZE, value)?;
+                    event = Some(e);
+                }
+                let next = next.map_or(0, |n| u64::from(n - d.id).min(abi::DTE_NEXT_MAX));
+                let value = VALID
+                    | next << abi::DTE_NEXT_SHIFT
+                    | ((d.itt >> 8) << 5 & abi::DTE_ITT_MASK)
+                    | u64::from(d.event_bits - 1);
+                write_u64(env, c, entry, value)?;
+                last = Some(d.id);
+            }
+        }
+        if baser[1] & VALID != 0 {
+            let size = ((baser[1] & 0xFF) + 1) * 0x1_0000;
+            let mut gpa = table_base(baser[1]);
+            let mut filled = 0;
+            for k in 0..MAX_COLLECTIONS {
+                if let Some(value) = vm.with_gic(env, |g| (g.its_coll_entry(k), 0)) {
+                    write_u64(env, c, gpa, value)?;
+                    gpa += ENTRY_SIZE;
+                    filled += ENTRY_SIZE;
+                }
+            }
+            if filled < size {
+                write_u64(env, c, gpa, 0)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `KVM_DEV_ARM_ITS_RESTORE_TABLES` (`vgic_its_restore_tables_v0`): the
+/// collections from the collection table (up to the first invalid entry),
+/// then the devices from the device table (flat, or through its valid
+/// first-level entries), each with the entries of its ITT, following the
+/// entries' offsets to the next; the LPIs' configuration is read from the
+/// property table. KVM's errors (`EINVAL` for a malformed entry, `EEXIST`
+/// for a collection already there); `ENOMEM` past the caps. A failure drops
+/// what was restored.
+fn restore_tables<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
+    vm.with_cfg(env, |env, c| {
+        let baser = vm.with_gic(env, |g| (g.its.baser, 0));
+        let r = restore_collections(env, vm, c, baser[1]).and_then(|()| {
+            if baser[0] & VALID == 0 {
+                return Ok(());
+            }
+            restore_devices(env, vm, c, baser[0])
+        });
+        if r.is_err() {
+            vm.with_gic(env, |g| (g.its_free_tables(true), 0));
+        }
+        r
+    })
+}
+
+/// The collection table of `baser`, up to its first invalid entry.
+fn restore_collections<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    c: &VmCfg,
+    baser: u64,
+) -> Result<(), Errno> {
+    if baser & VALID == 0 {
+        return Ok(());
+    }
+    let size = ((baser & 0xFF) + 1) * 0x1_0000;
+    let base = table_base(baser);
+    for k in 0..size / ENTRY_SIZE {
+        let v = read_u64(env, c, base + k * ENTRY_SIZE)?;
+        if v & VALID == 0 {
+            break;
+        }
+        let (id, target) = (v as u16, (v >> abi::CTE_RDBASE_SHIFT) as u32);
+        if !table_has(env, c, baser, u32::from(id)) {
+            return Err(EINVAL);
+        }
+        vm.with_gic(env, |g| (g.its_restore_coll(id, target), 0))?;
+    }
+    Ok(())
+}
+
+/// The device table of `baser`, flat or two-level.
+fn restore_devices<E: KvmEnv>(env: &mut E, vm: &Vm, c: &VmCfg, baser: u64) -> Result<(), Errno> {
+    let size = ((baser & 0xFF) + 1) * 0x1_0000;
+    let base = table_base(baser);
+    if baser & INDIRECT == 0 {
+        return scan_devices(env, vm, c, baser, (base, size), 0);
+    }
+    let per_page = 0x1_0000 / ENTRY_SIZE;
+    for k in 0..size / 8 {
+        let l1 = read_u64(env, c, base + k * 8)?;
+        if l1 & VALID != 0 {
+            let l2 = l1 & 0x000F_FFFF_FFFF_0000;
+            scan_devices(env, vm, c, baser, (l2, 0x1_0000), k * per_page)?;
+        }
+    }
+    Ok(())
+}
+
+/// `scan_its_table` over device entries: `size` bytes at `base` (`table`),
+/// the first one device `first`; an invalid entry moves to the next, a
+/// valid one by its offset (0: the last).
+fn scan_devices<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    c: &VmCfg,
+    baser: u64,
+    table: (u64, u64),
+    first: u64,
+) -> Result<(), Errno> {
+    let (base, size) = table;
+    let mut k = 0;
+    while k < size / ENTRY_SIZE {
+        let v = read_u64(env, c, base + k * ENTRY_SIZE)?;
+        if v & VALID == 0 {
+            k += 1;
+            continue;
+        }
+        let id = u32::try_from(first + k).map_err(|_| EINVAL)?;
+        let bits = (v & 0x1F) as u32 + 1;
+        let itt = ((v & abi::DTE_ITT_MASK) >> 5) << 8;
+        let next = (v >> abi::DTE_NEXT_SHIFT) & abi::DTE_NEXT_MAX;
+        if bits > ID_BITS || !table_has(env, c, baser, id) {
+            return Err(EINVAL);
+        }
+        vm.with_gic(env, |g| (g.its_restore_device(id, itt, bits as u8), 0))?;
+        restore_itt(env, vm, c, (id, itt, bits))?;
+        if next == 0 {
+            return Ok(());
+        }
+        k += next;
+    }
+    Ok(())
+}
+
+/// The translation entries of device `(id, itt, event bits)` from its ITT.
+fn restore_itt<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    c: &VmCfg,
+    dev: (u32, u64, u32),
+) -> Result<(), Errno> {
+    let (id, itt, bits) = dev;
+    let events = 1u64 << bits;
+    let mut event = 0;
+    while event < events {
+        let v = read_u64(env, c, itt + event * ENTRY_SIZE)?;
+        let intid = ((v >> 16) & 0xFFFF_FFFF) as u32;
+        if intid == 0 {
+            event += 1;
+            continue;
+        }
+        let next = v >> abi::ITE_NEXT_SHIFT;
+        if intid < LPI_START || event + next >= events {
+            return Err(EINVAL);
+        }
+        let s = vm.with_gic(env, |g| {
+            (g.its_restore_ite(id, event as u32, intid, v as u16), 0)
+        })?;
+        let mut one = [0u64; MAX_LPIS / 64];
+        one[s / 64] |= 1 << (s % 64);
+        refresh_lpis(env, vm, c, &one);
+        if next == 0 {
+            return Ok(());
+        }
+        event += next;
+    }
+    Ok(())
 }
 
 /// Reads the property byte of each LPI slot in `slots` and applies it.
@@ -1105,8 +1439,8 @@ pub fn signal_msi<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<i64, Errn
 
 /// The ITS device fd's ioctls (`vgic_its_{set,get,has}_attr`):
 /// `GRP_ADDR`/`KVM_VGIC_ITS_ADDR_TYPE` (another type `ENODEV`),
-/// `GRP_CTRL` (`CTRL_INIT`, `KVM_DEV_ARM_ITS_CTRL_RESET`; the table save and
-/// restore are not implemented: `ENXIO`), `GRP_ITS_REGS` (a register by
+/// `GRP_CTRL` (`CTRL_INIT`, `KVM_DEV_ARM_ITS_CTRL_RESET`,
+/// `KVM_DEV_ARM_ITS_SAVE_TABLES`, `KVM_DEV_ARM_ITS_RESTORE_TABLES`), `GRP_ITS_REGS` (a register by
 /// offset: misaligned `EINVAL`, none there or no base yet `ENXIO`); other
 /// groups `ENXIO`, other ioctls `ENOTTY`.
 pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Result<i64, Errno> {
@@ -1161,7 +1495,10 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
                 }
                 Ok(0)
             }
-            (2, _) | (_, va::ITS_SAVE_TABLES | va::ITS_RESTORE_TABLES) => Err(ENXIO),
+            (2, va::ITS_SAVE_TABLES | va::ITS_RESTORE_TABLES) => Ok(0),
+            (_, va::ITS_SAVE_TABLES) => save_tables(env, vm).map(|()| 0),
+            (_, va::ITS_RESTORE_TABLES) => restore_tables(env, vm).map(|()| 0),
+            (2, _) => Err(ENXIO),
             // KVM's `vgic_its_ctrl` does nothing for other values.
             _ => Ok(0),
         },
