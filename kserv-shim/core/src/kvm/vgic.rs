@@ -927,6 +927,15 @@ impl Vgic {
                 s + NR_PRIVATE as usize
             );
         }
+        for (s, l) in self.its.lpis.iter().enumerate() {
+            assert!(
+                l.intid == 0
+                    || !Self::may_be_candidate(&l.irq)
+                    || self.its.maybe[s / 64] & (1 << (s % 64)) != 0,
+                "LPI {} is a candidate but not marked",
+                l.intid
+            );
+        }
     }
 
     /// The states an exit reports for the words `supplied` at `v`'s entry:
