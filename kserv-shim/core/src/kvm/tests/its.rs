@@ -160,7 +160,7 @@ fn its_device_commands_and_msis_reach_the_guest_as_lpis() {
     // Commands: MAPD device 7 (8 event bits), MAPC 3 to vCPU 0, MAPTI event
     // 2 to LPI 8197, SYNC; then CWRITER on an MMIO exit runs them.
     let cmds: [[u64; 4]; 4] = [
-        [0x08 | 7 << 32, 7, 1 << 63 | RAM + 0x8_0000, 0],
+        [0x08 | 7 << 32, 7, (1 << 63) | (RAM + 0x8_0000), 0],
         [0x09, 0, 1 << 63 | 3, 0],
         [0x0A | 7 << 32, 2 | 8197 << 32, 3, 0],
         [0x05, 0, 0, 0],

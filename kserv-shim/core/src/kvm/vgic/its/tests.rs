@@ -326,6 +326,7 @@ fn msis_need_the_its_and_the_targets_lpis_on() {
     its_w(&mut g, 0x0, 4, 0);
     assert_eq!(g.its_msi(ITS, 0, Some(1)), Err(EBUSY), "ITS disabled");
     // No ITS at all: ENODEV; KVM_IRQ_LINE cannot reach an LPI.
+    // SAFETY: as in `gic`: all zero is a valid vGIC.
     let mut plain: Box<Vgic> = unsafe { Box::new_zeroed().assume_init() };
     plain.reset();
     assert_eq!(
