@@ -371,6 +371,8 @@ pub mod vgic_attr {
     pub const GRP_ITS_REGS: u32 = 8;
     /// `KVM_VGIC_ITS_ADDR_TYPE` (an ITS device's `GRP_ADDR`).
     pub const ITS_ADDR_TYPE: u64 = 4;
+    /// `KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES` (the GICv3's `GRP_CTRL`).
+    pub const SAVE_PENDING_TABLES: u64 = 3;
     /// `KVM_DEV_ARM_ITS_SAVE_TABLES`.
     pub const ITS_SAVE_TABLES: u64 = 1;
     /// `KVM_DEV_ARM_ITS_RESTORE_TABLES`.

@@ -978,7 +978,7 @@ fn enable_cap(vm: &Vm, b: &[u8; uapi::size::ENABLE_CAP]) -> Result<(), Errno> {
 }
 
 /// The vGIC device fd's ioctls: `KVM_{SET,GET,HAS}_DEVICE_ATTR` for the
-/// groups `ADDR` (DIST, REDIST, REDIST_REGION), `NR_IRQS`, `CTRL` (`INIT`), the
+/// groups `ADDR` (DIST, REDIST, REDIST_REGION), `NR_IRQS`, `CTRL` (`INIT`, `SAVE_PENDING_TABLES`), the
 /// 32-bit registers of `DIST_REGS` and `REDIST_REGS` and `LEVEL_INFO`; other
 /// attributes `ENXIO`, other ioctls `ENOTTY` (`kvm_device_ioctl`).
 pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Result<i64, Errno> {
@@ -1115,6 +1115,12 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             })?;
             if op == 1 {
                 env.copy_to_user(addr, &read.to_le_bytes())?;
+            }
+            Ok(0)
+        }
+        (vgic_attr::GRP_CTRL, vgic_attr::SAVE_PENDING_TABLES) if op != 1 => {
+            if op == 0 {
+                super::vgic::its::save_pending(env, vm)?;
             }
             Ok(0)
         }

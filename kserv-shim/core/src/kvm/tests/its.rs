@@ -9,7 +9,7 @@ use super::*;
 use crate::kvm::uapi::routing::{MSI, MSI_VALID_DEVID};
 use crate::kvm::uapi::vgic_attr::{
     ADDR_UNDEF, CTRL_INIT, GRP_ADDR, GRP_CTRL, GRP_ITS_REGS, ITS_ADDR_TYPE, ITS_CTRL_RESET,
-    ITS_RESTORE_TABLES, ITS_SAVE_TABLES,
+    ITS_RESTORE_TABLES, ITS_SAVE_TABLES, SAVE_PENDING_TABLES,
 };
 use crate::kvm::vgic::its;
 use kcore_abi::run::exit_flags::WRITE;
@@ -266,6 +266,25 @@ fn its_device_commands_and_msis_reach_the_guest_as_lpis() {
     assert_eq!(read(&mut f, RAM + 0x8_0000 + 2 * 8), 8197 << 16 | 3);
     assert_eq!(read(&mut f, COLL_TABLE), 1 << 63 | 3);
     assert_eq!(read(&mut f, COLL_TABLE + 8), 0);
+    // The GICv3's SAVE_PENDING_TABLES: LPI 8197, pending, into vCPU 0's
+    // pending table (byte 1024, bit 5).
+    assert_eq!(signal_msi(&mut f, &vm, ITS, 2, (MSI_VALID_DEVID, 7)), Ok(1));
+    let pend = |f: &mut Fake| {
+        let mut b = [0u8; 1];
+        f.copy_from_user(UADDR + PEND - RAM + 1024, &mut b)
+            .expect("guest memory");
+        b[0]
+    };
+    assert_eq!(pend(&mut f), 0);
+    assert_eq!(
+        gic_attr(&mut f, &vm, 2, GRP_CTRL, SAVE_PENDING_TABLES, 0),
+        Ok(0)
+    );
+    assert_eq!(
+        gic_attr(&mut f, &vm, 0, GRP_CTRL, SAVE_PENDING_TABLES, 0),
+        Ok(0)
+    );
+    assert_eq!(pend(&mut f), 1 << 5);
     // Restore into a reset ITS, as a VMM does after migration: registers
     // first, then the tables; the MSI reaches LPI 8197 again.
     assert_eq!(its_attr(&mut f, &vm, 0, GRP_CTRL, ITS_CTRL_RESET, 0), Ok(0));
@@ -284,6 +303,9 @@ fn its_device_commands_and_msis_reach_the_guest_as_lpis() {
         Ok(0)
     );
     assert_eq!(its_attr(&mut f, &vm, 0, GRP_ITS_REGS, 0x0, 1), Ok(1));
+    // The restored LPI took its pending state from the table, and consumed it.
+    assert!(vm.with_gic(&mut f, |g| (g.has_work(0), 0)));
+    assert_eq!(pend(&mut f), 0);
     assert_eq!(signal_msi(&mut f, &vm, ITS, 2, (MSI_VALID_DEVID, 7)), Ok(1));
     assert_eq!(signal_msi(&mut f, &vm, ITS, 3, (MSI_VALID_DEVID, 7)), Ok(0));
     // A second restore finds collection 3 there: EEXIST, and drops it all.

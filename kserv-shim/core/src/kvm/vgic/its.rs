@@ -1045,6 +1045,39 @@ impl Vgic {
         Ok(s)
     }
 
+    /// The LPI slot a `MAPTI`/`MAPI` command maps (once applied).
+    fn its_mapped_slot(&self, c: &Command) -> Option<usize> {
+        let code = c.code();
+        if code != cmd::MAPTI && code != cmd::MAPI {
+            return None;
+        }
+        let i = self.its.ite(c.device(), c.event())?;
+        Some(usize::from(self.its.ites[i].lpi))
+    }
+
+    /// LPI slot `s`'s bit in its target's pending table (`GICR_PENDBASER`):
+    /// `(byte address, bit, pending now, INTID)`; `None` without a target.
+    fn its_pending_of(&self, s: usize) -> Option<(u64, u8, bool, u32)> {
+        let l = self.its.lpis.get(s).filter(|l| l.intid != 0)?;
+        let t = l.irq.route as usize;
+        if !self.exists(t) {
+            return None;
+        }
+        let base = self.pendbaser[t] & 0x000F_FFFF_FFFF_0000;
+        let byte = base + u64::from(l.intid / 8);
+        Some((byte, (l.intid % 8) as u8, l.irq.has(f::LATCH), l.intid))
+    }
+
+    /// LPI `intid` (slot `s`) pending or not, as its pending table says.
+    fn its_set_pending(&mut self, s: usize, intid: u32, on: bool) -> u64 {
+        match self.its.lpis.get_mut(s) {
+            Some(l) if l.intid == intid => l.irq.set(f::LATCH, on),
+            _ => return 0,
+        }
+        self.mark_lpi(s);
+        self.kick_lpi(s)
+    }
+
     /// A failed restore: every device (and collection) goes.
     fn its_free_tables(&mut self, collections: bool) {
         for d in 0..MAX_DEVICES {
@@ -1119,6 +1152,15 @@ fn table_entry<E: KvmEnv>(env: &mut E, c: &VmCfg, baser: u64, id: u32) -> Option
     c.slot_of(addr >> 12).map(|_| addr)
 }
 
+/// Writes one byte of guest memory through a writable slot (`EFAULT`).
+fn write_u8<E: KvmEnv>(env: &mut E, c: &VmCfg, gpa: u64, value: u8) -> Result<(), Errno> {
+    let s = c
+        .slot_of(gpa >> 12)
+        .filter(|s| !s.readonly())
+        .ok_or(crate::kvm::errno::EFAULT)?;
+    env.copy_to_user(s.uaddr + (gpa - s.gfn * 4096), &[value])
+}
+
 /// A little-endian u64 of guest memory.
 fn read_u64<E: KvmEnv>(env: &mut E, c: &VmCfg, gpa: u64) -> Result<u64, Errno> {
     let mut b = [0u8; 8];
@@ -1178,6 +1220,9 @@ pub fn process<E: KvmEnv>(env: &mut E, vm: &Vm) {
             };
             let refresh = vm.with_gic(env, |g| g.its_apply(&cmd, &chk));
             refresh_lpis(env, vm, c, &refresh);
+            if let Some(s) = vm.with_gic(env, |g| (g.its_mapped_slot(&cmd), 0)) {
+                sync_pending(env, vm, c, s);
+            }
         }
     });
 }
@@ -1351,7 +1396,9 @@ fn restore_itt<E: KvmEnv>(
             continue;
         }
         let next = v >> abi::ITE_NEXT_SHIFT;
-        if intid < LPI_START || event + next >= events {
+        // LPIs stop at the 16 ID bits advertised (KVM takes any INTID here;
+        // KCore's list registers take no more).
+        if !(LPI_START..1 << ID_BITS).contains(&intid) || event + next >= events {
             return Err(EINVAL);
         }
         let s = vm.with_gic(env, |g| {
@@ -1360,12 +1407,54 @@ fn restore_itt<E: KvmEnv>(
         let mut one = [0u64; MAX_LPIS / 64];
         one[s / 64] |= 1 << (s % 64);
         refresh_lpis(env, vm, c, &one);
+        sync_pending(env, vm, c, s);
         if next == 0 {
             return Ok(());
         }
         event += next;
     }
     Ok(())
+}
+
+/// `KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES` (`vgic_v3_save_pending_tables`):
+/// each mapped LPI's pending state into its target's pending table (a
+/// byte read and written back only where the bit differs). `ENXIO` before
+/// the vGIC's init, `EFAULT` for a table no writable slot backs.
+pub fn save_pending<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
+    if !vm.with_gic(env, |g| (g.ready, 0)) {
+        return Err(crate::kvm::errno::ENXIO);
+    }
+    vm.with_cfg(env, |env, c| {
+        for s in 0..MAX_LPIS {
+            let Some((gpa, bit, pending, _)) = vm.with_gic(env, |g| (g.its_pending_of(s), 0))
+            else {
+                continue;
+            };
+            let mut b = [0u8; 1];
+            read_guest(env, c, gpa, &mut b)?;
+            if (b[0] >> bit) & 1 != u8::from(pending) {
+                write_u8(env, c, gpa, b[0] ^ (1 << bit))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A newly mapped LPI takes its pending state from its target's pending
+/// table, whose bit is then cleared (`vgic_v3_lpi_sync_pending_status`).
+fn sync_pending<E: KvmEnv>(env: &mut E, vm: &Vm, c: &VmCfg, s: usize) {
+    let Some((gpa, bit, _, intid)) = vm.with_gic(env, |g| (g.its_pending_of(s), 0)) else {
+        return;
+    };
+    let mut b = [0u8; 1];
+    if read_guest(env, c, gpa, &mut b).is_err() {
+        return;
+    }
+    let on = (b[0] >> bit) & 1 != 0;
+    vm.with_gic(env, |g| ((), g.its_set_pending(s, intid, on)));
+    if on {
+        let _ = write_u8(env, c, gpa, b[0] & !(1 << bit));
+    }
 }
 
 /// Reads the property byte of each LPI slot in `slots` and applies it.
