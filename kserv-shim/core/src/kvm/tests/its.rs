@@ -276,14 +276,11 @@ fn its_device_commands_and_msis_reach_the_guest_as_lpis() {
         b[0]
     };
     assert_eq!(pend(&mut f), 0);
-    assert_eq!(
-        gic_attr(&mut f, &vm, 2, GRP_CTRL, SAVE_PENDING_TABLES, 0),
-        Ok(0)
-    );
-    assert_eq!(
-        gic_attr(&mut f, &vm, 0, GRP_CTRL, SAVE_PENDING_TABLES, 0),
-        Ok(0)
-    );
+    // Has, then set.
+    for op in [2, 0] {
+        let r = gic_attr(&mut f, &vm, op, GRP_CTRL, SAVE_PENDING_TABLES, 0);
+        assert_eq!(r, Ok(0));
+    }
     assert_eq!(pend(&mut f), 1 << 5);
     // Restore into a reset ITS, as a VMM does after migration: registers
     // first, then the tables; the MSI reaches LPI 8197 again.
