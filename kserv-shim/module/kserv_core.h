@@ -89,6 +89,7 @@ s64 kserv_core_kvm_vcpu_ioctl(void *ctx, const struct kserv_kvm_host *host, void
 			      void *vcpu, u32 cmd, u64 arg);
 s64 kserv_core_kvm_device_create(void *ctx, void *vm, u32 type, u32 flags);
 s64 kserv_core_kvm_device_ioctl(void *ctx, void *vm, u32 cmd, u64 arg);
+s64 kserv_core_kvm_its_ioctl(void *ctx, void *vm, u32 cmd, u64 arg);
 void kserv_core_kvm_vcpu_destroy(void *ctx, void *vcpu);
 u64 kserv_core_kvm_vm_destroy(void *ctx, void *vm, u64 *kept);
 /* An irqfd's work item: its eventfd was signalled (ctx: the VM's, no vCPU). */

@@ -776,6 +776,24 @@ static const struct file_operations kkvm_device_fops = {
 	.llseek = noop_llseek,
 };
 
+static long kkvm_its_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct kkvm_vm *vm = file->private_data;
+	struct kkvm_ctx ctx = { .vm = vm };
+
+	if (current->mm != vm->mm)
+		return -EIO;
+	return kserv_core_kvm_its_ioctl(&ctx, vm->core, cmd, arg);
+}
+
+/* The ITS's device fd: the same lifetime as the vGIC's, its own ioctls. */
+static const struct file_operations kkvm_its_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = kkvm_its_ioctl,
+	.release = kkvm_device_release,
+	.llseek = noop_llseek,
+};
+
 static int kkvm_create_device(struct kkvm_vm *vm, void __user *argp)
 {
 	struct kkvm_ctx ctx = { .vm = vm };
@@ -789,7 +807,10 @@ static int kkvm_create_device(struct kkvm_vm *vm, void __user *argp)
 	if (r <= 0)
 		return r;
 	refcount_inc(&vm->ref);
-	fd = anon_inode_getfd("kvm-arm-vgic-v3", &kkvm_device_fops, vm, O_RDWR | O_CLOEXEC);
+	if (r == 2)
+		fd = anon_inode_getfd("kvm-arm-vgic-its", &kkvm_its_fops, vm, O_RDWR | O_CLOEXEC);
+	else
+		fd = anon_inode_getfd("kvm-arm-vgic-v3", &kkvm_device_fops, vm, O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
 		kkvm_vm_put(vm);
 		return fd;

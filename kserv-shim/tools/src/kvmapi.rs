@@ -300,6 +300,7 @@ fn system(c: &mut Checks, kvm: &File) -> u32 {
         ("cap-protected-vm", CAP_ARM_PROTECTED_VM, 1),
         ("cap-irqfd", CAP_IRQFD, 1),
         ("cap-irqfd-resample", CAP_IRQFD_RESAMPLE, 1),
+        ("cap-signal-msi", CAP_SIGNAL_MSI, 1),
         ("cap-ioeventfd", CAP_IOEVENTFD, 1),
         ("cap-ioeventfd-any-length", CAP_IOEVENTFD_ANY_LENGTH, 1),
         ("cap-max-vcpus", CAP_MAX_VCPUS, 64),
@@ -562,6 +563,7 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         ioctl(&vm, CREATE_DEVICE, dev.as_mut_ptr() as u64),
         0,
     );
+    its_checks(c, &vm)?;
 
     // A protected VM: registers are KCore's.
     let pvm = owned(
@@ -593,6 +595,96 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         "protected-mpidr",
         get_reg(&pv, REG_MPIDR).map(|v| v as i64),
         0x8000_0000,
+    );
+    Ok(())
+}
+
+/// The in-kernel ITS of a non-protected VM (`KVM_DEV_TYPE_ARM_VGIC_ITS`,
+/// after its GICv3): its own device fd, its address, registers and
+/// controls, and `KVM_SIGNAL_MSI` refused while the guest has not enabled
+/// it, all with KVM's values and errnos.
+fn its_checks(c: &mut Checks, vm: &OwnedFd) -> Result<(), String> {
+    const ITS: u64 = 0x0808_0000;
+    c.ok(
+        "its-msi-devid-before",
+        ioctl(vm, CHECK_EXTENSION, CAP_MSI_DEVID),
+        0,
+    );
+    let _gic = make_vgic(vm, None)?;
+    let mut dev = [8u32, 0, 0];
+    ioctl(vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
+        .map_err(|e| format!("KVM_CREATE_DEVICE ITS: errno {e}"))?;
+    let its = owned(i64::from(dev[1]));
+    c.ok(
+        "its-msi-devid",
+        ioctl(vm, CHECK_EXTENSION, CAP_MSI_DEVID),
+        1,
+    );
+    let mut base = 0u64;
+    let r = device_attr(&its, GET_DEVICE_ATTR, 0, 4, ptr_mut(&mut base));
+    c.check("its-addr-undef", r == Ok(0) && base == u64::MAX, || {
+        format!("{r:?} {base:#x}")
+    });
+    c.errno(
+        "its-addr-unaligned",
+        device_attr(&its, SET_DEVICE_ATTR, 0, 4, ptr(&(ITS + 0x1000))),
+        EINVAL,
+    );
+    c.ok(
+        "its-addr",
+        device_attr(&its, SET_DEVICE_ATTR, 0, 4, ptr(&ITS)),
+        0,
+    );
+    c.errno(
+        "its-addr-again",
+        device_attr(&its, SET_DEVICE_ATTR, 0, 4, ptr(&ITS)),
+        EEXIST,
+    );
+    c.errno(
+        "its-addr-other-type",
+        device_attr(&its, SET_DEVICE_ATTR, 0, 2, ptr(&ITS)),
+        ENODEV,
+    );
+    c.ok("its-init", device_attr(&its, SET_DEVICE_ATTR, 4, 0, 0), 0);
+    for (name, attr) in [
+        ("its-has-reset", 4),
+        ("its-has-save", 1),
+        ("its-has-restore", 2),
+    ] {
+        c.ok(name, device_attr(&its, HAS_DEVICE_ATTR, 4, attr, 0), 0);
+    }
+    c.ok("its-reset", device_attr(&its, SET_DEVICE_ATTR, 4, 4, 0), 0);
+    for (name, offset, want) in [
+        ("its-typer", 0x8, 0x1_EF71u64),
+        ("its-iidr", 0x4, 0x4B00_043B),
+        ("its-ctlr", 0x0, 1 << 31),
+    ] {
+        let mut v = 0u64;
+        let r = device_attr(&its, GET_DEVICE_ATTR, 8, offset, ptr_mut(&mut v));
+        c.check(name, r == Ok(0) && v == want, || format!("{r:?} {v:#x}"));
+    }
+    c.errno(
+        "its-regs-misaligned",
+        device_attr(&its, HAS_DEVICE_ATTR, 8, 0x8C, 0),
+        EINVAL,
+    );
+    // The guest never enabled the ITS: EBUSY; no device id or a doorbell
+    // outside the frame: EINVAL.
+    let msi = |addr: u64, flags: u32| [addr, 2 | u64::from(flags) << 32, 7, 0];
+    c.errno(
+        "signal-msi-its-disabled",
+        ioctl(vm, SIGNAL_MSI, ptr(&msi(ITS + 0x1_0040, 1))),
+        EBUSY,
+    );
+    c.errno(
+        "signal-msi-no-devid",
+        ioctl(vm, SIGNAL_MSI, ptr(&msi(ITS + 0x1_0040, 0))),
+        EINVAL,
+    );
+    c.errno(
+        "signal-msi-not-its",
+        ioctl(vm, SIGNAL_MSI, ptr(&msi(GICD_BASE, 1))),
+        EINVAL,
     );
     Ok(())
 }

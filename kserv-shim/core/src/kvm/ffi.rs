@@ -525,8 +525,8 @@ pub unsafe extern "C" fn kserv_core_kvm_vcpu_ioctl(
     ioctl_ret(vcpu::ioctl(&mut env, vm, &host, v, cmd, arg))
 }
 
-/// `KVM_CREATE_DEVICE`'s decision: 1 make a device fd, 0 a successful
-/// test, or a negative errno.
+/// `KVM_CREATE_DEVICE`'s decision: 1 make a vGIC device fd, 2 an ITS
+/// device fd, 0 a successful test, or a negative errno.
 ///
 /// # Safety
 ///
@@ -542,7 +542,7 @@ pub unsafe extern "C" fn kserv_core_kvm_device_create(
     let mut env = unsafe { Glue::new(ctx) };
     // SAFETY: per the caller's guarantees.
     let vm = unsafe { vm_ref(vm) };
-    ioctl_ret(vm::device_create(&mut env, vm, ty, flags).map(i64::from))
+    ioctl_ret(vm::device_create(&mut env, vm, ty, flags))
 }
 
 /// A vGIC device fd's ioctl.
@@ -562,6 +562,25 @@ pub unsafe extern "C" fn kserv_core_kvm_device_ioctl(
     // SAFETY: per the caller's guarantees.
     let vm = unsafe { vm_ref(vm) };
     ioctl_ret(vm::device_ioctl(&mut env, vm, cmd, arg))
+}
+
+/// An ITS device fd's ioctl.
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_its_ioctl(
+    ctx: *mut c_void,
+    vm: *mut c_void,
+    cmd: u32,
+    arg: u64,
+) -> i64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    ioctl_ret(super::vgic::its::device_ioctl(&mut env, vm, cmd, arg))
 }
 
 /// An irqfd's worker: its eventfd was signalled.

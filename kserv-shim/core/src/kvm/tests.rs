@@ -1043,7 +1043,7 @@ fn vgic(f: &mut Fake, vm: &Vm) {
     use super::uapi::vgic_attr::{ADDR_TYPE_DIST, ADDR_TYPE_REDIST, CTRL_INIT, GRP_ADDR, GRP_CTRL};
     assert_eq!(
         vm::device_create(f, vm, uapi::device::TYPE_ARM_VGIC_V3, 0),
-        Ok(true)
+        Ok(vm::DEVICE_VGIC)
     );
     for (ty, base) in [(ADDR_TYPE_DIST, GICD), (ADDR_TYPE_REDIST, GICR)] {
         let value = user(f, 0xA000, &[base]);
@@ -1422,17 +1422,32 @@ fn gic_attr(
     attr: u64,
     value: u32,
 ) -> Result<u32, Errno> {
+    let v = device_attr(f, vm, vm::device_ioctl, op, group, attr, u64::from(value))?;
+    Ok(v as u32)
+}
+
+/// A device attribute through `ioctl` (a device fd's): `op` 0 set, 1 get,
+/// 2 has; the value (64 bits) at 0xA000 before and after.
+fn device_attr(
+    f: &mut Fake,
+    vm: &Vm,
+    ioctl: fn(&mut Fake, &Vm, u32, u64) -> Result<i64, Errno>,
+    op: u32,
+    group: u32,
+    attr: u64,
+    value: u64,
+) -> Result<u64, Errno> {
     let cmd = [
         uapi::SET_DEVICE_ATTR,
         uapi::GET_DEVICE_ATTR,
         uapi::HAS_DEVICE_ATTR,
     ][op as usize];
-    let v = user(f, 0xA000, &[u64::from(value)]);
+    let v = user(f, 0xA000, &[value]);
     let a = user(f, 0xA100, &[u64::from(group) << 32, attr, v]);
-    vm::device_ioctl(f, vm, cmd, a)?;
-    let mut b = [0u8; 4];
+    ioctl(f, vm, cmd, a)?;
+    let mut b = [0u8; 8];
     f.copy_from_user(0xA000, &mut b)?;
-    Ok(u32::from_le_bytes(b))
+    Ok(u64::from_le_bytes(b))
 }
 
 /// What KVM's `vgic_irq` selftest needs beyond plain injection: routing
@@ -1938,3 +1953,4 @@ fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
     );
     assert_eq!(vcpu_attr(&mut f, &vm, &mut v1, SET, g, IRQ_PTIMER), Ok(0));
 }
+mod its;

@@ -115,6 +115,9 @@ pub const SET_MP_STATE: u32 = iow(0x99, size::MP_STATE);
 pub const ENABLE_CAP: u32 = iow(0xA3, size::ENABLE_CAP);
 /// `KVM_GET_STATS_FD` (the glue makes the fd; [`super::stats`]).
 pub const GET_STATS_FD: u32 = io(0xCE);
+/// `KVM_SIGNAL_MSI` (`struct kvm_msi`: `address_lo`, `address_hi`, `data`,
+/// `flags`, `devid`, 12 bytes of padding).
+pub const SIGNAL_MSI: u32 = iow(0xA5, 32);
 
 /// Capabilities (`KVM_CHECK_EXTENSION`).
 pub mod cap {
@@ -151,6 +154,10 @@ pub mod cap {
     pub const READONLY_MEM: u64 = 81;
     /// `KVM_CAP_IRQFD_RESAMPLE`.
     pub const IRQFD_RESAMPLE: u64 = 82;
+    /// `KVM_CAP_SIGNAL_MSI`.
+    pub const SIGNAL_MSI: u64 = 77;
+    /// `KVM_CAP_MSI_DEVID` (a VM's: 1 once it has an ITS).
+    pub const MSI_DEVID: u64 = 131;
     /// `KVM_CAP_ARM_PSCI`.
     pub const ARM_PSCI: u64 = 87;
     /// `KVM_CAP_DEVICE_CTRL`.
@@ -368,6 +375,19 @@ pub mod vgic_attr {
     /// info << 10 | intid` (info 0, `VGIC_LEVEL_INFO_LINE_LEVEL`, the only
     /// one; `intid` a multiple of 32), the value the 32 lines from there.
     pub const GRP_LEVEL_INFO: u32 = 7;
+    /// `KVM_DEV_ARM_VGIC_GRP_ITS_REGS` (an ITS device's registers by
+    /// offset in its frame).
+    pub const GRP_ITS_REGS: u32 = 8;
+    /// `KVM_VGIC_ITS_ADDR_TYPE` (an ITS device's `GRP_ADDR`).
+    pub const ITS_ADDR_TYPE: u64 = 4;
+    /// `KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES` (the GICv3's `GRP_CTRL`).
+    pub const SAVE_PENDING_TABLES: u64 = 3;
+    /// `KVM_DEV_ARM_ITS_SAVE_TABLES`.
+    pub const ITS_SAVE_TABLES: u64 = 1;
+    /// `KVM_DEV_ARM_ITS_RESTORE_TABLES`.
+    pub const ITS_RESTORE_TABLES: u64 = 2;
+    /// `KVM_DEV_ARM_ITS_CTRL_RESET`.
+    pub const ITS_CTRL_RESET: u64 = 4;
     /// `KVM_VGIC_V3_ADDR_TYPE_DIST`.
     pub const ADDR_TYPE_DIST: u64 = 2;
     /// `KVM_VGIC_V3_ADDR_TYPE_REDIST`.
@@ -525,6 +545,7 @@ mod tests {
         assert_eq!(SET_MP_STATE, 0x4004_AE99);
         assert_eq!(ENABLE_CAP, 0x4068_AEA3);
         assert_eq!(GET_STATS_FD, 0xAECE);
+        assert_eq!(SIGNAL_MSI, 0x4020_AEA5);
         assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);
         assert_eq!(reg::TIMER_CVAL, 0x6030_0000_0013_DF02);
         assert_eq!(reg::TIMER_CTL, 0x6030_0000_0013_DF19);

@@ -678,6 +678,12 @@ fn mmio<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
     let write = e.word(run::EXIT_FLAGS) & exit_flags::WRITE != 0;
     let data = e.word(run::EXIT_DATA);
     let id = v.id as usize;
+    if let Some(value) = super::vgic::its::mmio(env, vm, addr, width, write, data) {
+        if !write {
+            v.completion = value;
+        }
+        return Next::Enter;
+    }
     if let Some(value) = vm.with_gic(env, |g| match g.mmio(id, addr, width, write, data) {
         Some((value, kick)) => (Some(value), kick),
         None => (None, 0),

@@ -239,6 +239,7 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::ARM_SYSTEM_SUSPEND
         | cap::BINARY_STATS_FD
         | cap::STEAL_TIME
+        | cap::SIGNAL_MSI
         | kvm_ext::CAP_ARM_PROTECTED_VM => 1,
         cap::NR_VCPUS => i64::from(host.online_cpus.clamp(1, MAX_VCPUS as u32)),
         cap::MAX_VCPUS | cap::MAX_VCPU_ID => MAX_VCPUS as i64,
@@ -256,6 +257,8 @@ pub fn dev_ioctl(host: &Host, cmd: u32, arg: u64) -> i64 {
     use super::errno::ret;
     match cmd {
         uapi::GET_API_VERSION if arg == 0 => uapi::API_VERSION,
+        // A VM's question only (KVM: EINVAL on /dev/kvm).
+        uapi::CHECK_EXTENSION if arg == cap::MSI_DEVID => ret(EINVAL),
         uapi::CHECK_EXTENSION => check_extension(host, arg),
         uapi::GET_VCPU_MMAP_SIZE if arg == 0 => PAGE_SIZE as i64,
         _ => ret(EINVAL),
@@ -506,7 +509,13 @@ pub fn ioctl<E: KvmEnv>(
     arg: u64,
 ) -> Result<i64, Errno> {
     match cmd {
+        // MSIs need a device id once an ITS exists (KVM's
+        // `msis_require_devid`).
+        uapi::CHECK_EXTENSION if arg == cap::MSI_DEVID => {
+            Ok(i64::from(vm.with_gic(env, |g| (g.its.created, 0))))
+        }
         uapi::CHECK_EXTENSION => Ok(check_extension(host, arg)),
+        uapi::SIGNAL_MSI => super::vgic::its::signal_msi(env, vm, arg),
         uapi::SET_USER_MEMORY_REGION => {
             let mut b = [0u8; uapi::size::USERSPACE_MEMORY_REGION];
             env.copy_from_user(arg, &mut b)?;
@@ -671,9 +680,14 @@ pub fn irq_line<E: KvmEnv>(env: &mut E, vm: &Vm, irq: u32, level: bool) -> Resul
 /// `32 + gsi`, gets an edge, or its line is held high until the guest
 /// completes it (`resample`).
 pub fn irqfd_inject<E: KvmEnv>(env: &mut E, vm: &Vm, gsi: u32, resample: bool) {
-    vm.with_gic(env, |g| match g.spi_of(gsi) {
-        Some(intid) => ((), g.irqfd(intid, resample)),
-        None => ((), 0),
+    vm.with_gic(env, |g| match (g.spi_of(gsi), g.msi_of(gsi)) {
+        (Some(intid), _) => ((), g.irqfd(intid, resample)),
+        // An MSI route: through the ITS, an edge whatever `resample`.
+        (None, Some(m)) => match g.its_msi(m.addr, m.data, m.has_devid.then_some(m.devid)) {
+            Ok((_, kick)) => ((), kick),
+            Err(_) => ((), 0),
+        },
+        (None, None) => ((), 0),
     });
 }
 
@@ -698,13 +712,14 @@ pub fn resampled<E: KvmEnv>(env: &mut E, vm: &Vm, acked: &[u64; ACKED_WORDS]) {
 /// `kvm_set_routing_entry`): at most `KVM_MAX_IRQ_ROUTES` entries and no
 /// flags (`EINVAL`); each entry a GSI below that limit, either an irqchip
 /// route (no flags, irqchip 0, a pin below `KVM_IRQCHIP_NUM_PINS`) or an MSI
-/// (only the `VALID_DEVID` flag; it never fires, there is no ITS), one entry
-/// per GSI: anything else `EINVAL`, and the table in force stays. The
+/// (only the `VALID_DEVID` flag; the ITS translates it), one entry
+/// per GSI: anything else `EINVAL`, and the table in force stays; more than
+/// `vgic::MAX_MSI_ROUTES` MSI entries are `ENOSPC`. The
 /// table is built in a scratch array first, so a failure changes nothing.
 /// `KVM_DEV_ARM_VGIC_CTRL_INIT` installs KVM's default routing again.
 fn set_gsi_routing<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errno> {
     use super::uapi::routing::{ENTRY_SIZE, IRQCHIP, MAX_ROUTES, MSI, MSI_VALID_DEVID, NUM_PINS};
-    use super::vgic::ROUTE_MSI;
+    use super::vgic::{MAX_MSI_ROUTES, MsiRoute, ROUTE_MSI};
     let mut h = [0u8; 8];
     env.copy_from_user(arg, &mut h)?;
     let nr = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
@@ -712,12 +727,15 @@ fn set_gsi_routing<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errn
     if nr > MAX_ROUTES || flags != 0 {
         return Err(EINVAL);
     }
-    // One u16 per GSI, four to a word.
+    // One u16 per GSI, four to a word; then three words per MSI route:
+    // address, data, device id (bit 32: `VALID_DEVID`).
     let words = MAX_ROUTES as usize / 4;
-    let scratch = env.alloc_array(words).ok_or(ENOMEM)?;
-    // SAFETY: just allocated with `words` words, freed below, referenced
+    let all = words + 3 * MAX_MSI_ROUTES;
+    let scratch = env.alloc_array(all).ok_or(ENOMEM)?;
+    // SAFETY: just allocated with `all` words, freed below, referenced
     // nowhere else.
-    let table = unsafe { array(scratch, words) };
+    let (table, msis) = unsafe { array(scratch, all) }.split_at_mut(words);
+    let mut n_msi = 0;
     let mut filled = || -> Result<(), Errno> {
         for i in 0..u64::from(nr) {
             let mut e = [0u8; ENTRY_SIZE];
@@ -731,7 +749,17 @@ fn set_gsi_routing<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errn
                 IRQCHIP if flags == 0 && word(16) == 0 && word(20) < NUM_PINS => {
                     word(20) as u16 + 1
                 }
-                MSI if flags & !MSI_VALID_DEVID == 0 => ROUTE_MSI,
+                MSI if flags & !MSI_VALID_DEVID == 0 => {
+                    if n_msi >= MAX_MSI_ROUTES {
+                        return Err(ENOSPC);
+                    }
+                    let m = &mut msis[3 * n_msi..3 * n_msi + 3];
+                    m[0] = u64::from(word(16)) | u64::from(word(20)) << 32;
+                    m[1] = u64::from(word(24));
+                    m[2] = u64::from(word(28)) | u64::from(flags) << 32;
+                    n_msi += 1;
+                    ROUTE_MSI | (n_msi - 1) as u16
+                }
                 _ => return Err(EINVAL),
             };
             let (w, shift) = (gsi as usize / 4, (gsi % 4) * 16);
@@ -745,6 +773,15 @@ fn set_gsi_routing<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errn
     let r = filled();
     if r.is_ok() {
         vm.with_gic(env, |g| {
+            for (n, m) in msis.chunks_exact(3).take(n_msi).enumerate() {
+                let route = MsiRoute {
+                    addr: m[0],
+                    data: m[1] as u32,
+                    devid: m[2] as u32,
+                    has_devid: m[2] >> 32 != 0,
+                };
+                g.set_msi_route(n, route);
+            }
             g.set_routes(|gsi| (table[gsi / 4] >> ((gsi % 4) * 16)) as u16);
             ((), 0)
         });
@@ -858,17 +895,24 @@ pub fn vcpu_create<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) -> Result<(), Errno
 
 // ---- the vGIC device ------------------------------------------------------------------------
 
-/// `KVM_CREATE_DEVICE`: `Ok(true)` when a device fd is to be made,
-/// `Ok(false)` for a successful `KVM_CREATE_DEVICE_TEST`. Only a GICv3 is
-/// offered (`ENODEV` otherwise, as a GICv3 host without GICv2
-/// compatibility answers); a second one is `EEXIST`, one after a vCPU ran
-/// `EBUSY`.
-pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Result<bool, Errno> {
+/// `KVM_CREATE_DEVICE`: [`DEVICE_VGIC`] or [`DEVICE_ITS`] when a device
+/// fd is to be made, 0 for a successful `KVM_CREATE_DEVICE_TEST`. A GICv3
+/// and its ITS are offered (`ENODEV` otherwise, as a GICv3 host without
+/// GICv2 compatibility answers; an ITS only for a non-protected VM, whose
+/// memory the shim can read); a second GICv3 is `EEXIST`, one after a vCPU
+/// ran `EBUSY`.
+pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Result<i64, Errno> {
+    if ty == device::TYPE_ARM_VGIC_ITS && !vm.protected() {
+        if flags & device::CREATE_TEST != 0 {
+            return Ok(0);
+        }
+        return vm.with_gic(env, |g| (g.its_create().map(|()| DEVICE_ITS), 0));
+    }
     if ty != device::TYPE_ARM_VGIC_V3 {
         return Err(ENODEV);
     }
     if flags & device::CREATE_TEST != 0 {
-        return Ok(false);
+        return Ok(0);
     }
     if vm.with_cfg(env, |_, c| c.ran) {
         return Err(EBUSY);
@@ -878,10 +922,15 @@ pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Re
             (Err(EEXIST), 0)
         } else {
             g.created = true;
-            (Ok(true), 0)
+            (Ok(DEVICE_VGIC), 0)
         }
     })
 }
+
+/// [`device_create`]: make a GICv3 device fd.
+pub const DEVICE_VGIC: i64 = 1;
+/// [`device_create`]: make an ITS device fd.
+pub const DEVICE_ITS: i64 = 2;
 
 /// `KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS` (`op`: 0 set, 1 get, 2 has): a
 /// vCPU's GIC CPU interface register ([`super::icc`]), through KCore's
@@ -948,7 +997,7 @@ fn enable_cap(vm: &Vm, b: &[u8; uapi::size::ENABLE_CAP]) -> Result<(), Errno> {
 }
 
 /// The vGIC device fd's ioctls: `KVM_{SET,GET,HAS}_DEVICE_ATTR` for the
-/// groups `ADDR` (DIST, REDIST, REDIST_REGION), `NR_IRQS`, `CTRL` (`INIT`), the
+/// groups `ADDR` (DIST, REDIST, REDIST_REGION), `NR_IRQS`, `CTRL` (`INIT`, `SAVE_PENDING_TABLES`), the
 /// 32-bit registers of `DIST_REGS` and `REDIST_REGS` and `LEVEL_INFO`; other
 /// attributes `ENXIO`, other ioctls `ENOTTY` (`kvm_device_ioctl`).
 pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Result<i64, Errno> {
@@ -1085,6 +1134,12 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             })?;
             if op == 1 {
                 env.copy_to_user(addr, &read.to_le_bytes())?;
+            }
+            Ok(0)
+        }
+        (vgic_attr::GRP_CTRL, vgic_attr::SAVE_PENDING_TABLES) if op != 1 => {
+            if op == 0 {
+                super::vgic::its::save_pending(env, vm)?;
             }
             Ok(0)
         }
