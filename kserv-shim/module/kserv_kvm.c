@@ -853,6 +853,8 @@ int kserv_kvm_init(void)
 			KVM_REG_ARM_CORE_REG(fp_regs.fpsr),
 		KVM_REG_ARM64 | KVM_REG_SIZE_U128 | KVM_REG_ARM_CORE |
 			KVM_REG_ARM_CORE_REG(fp_regs.vregs[0]),
+		KVM_GET_DIRTY_LOG,
+		KVM_CLEAR_DIRTY_LOG,
 	};
 	u32 bad;
 	int ret;

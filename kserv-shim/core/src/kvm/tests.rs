@@ -1648,3 +1648,5 @@ fn reinit_resets_a_non_protected_vcpu_only() {
         );
     }
 }
+
+mod dirty_log;

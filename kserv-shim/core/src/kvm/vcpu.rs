@@ -569,7 +569,7 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
         Some(ExitReason::Mmio) => mmio(env, vm, v, &e),
         Some(ExitReason::MemFault) => {
             let gfn = e.word(run::EXIT_ADDR) >> 12;
-            match vm.with_cfg(env, |env, c| c.back(env, vm, gfn)) {
+            match vm::mem_fault(env, vm, gfn, e.word(run::EXIT_FLAGS)) {
                 Ok(()) => Next::Enter,
                 Err(err) => Next::Return(super::errno::ret(err)),
             }
@@ -642,7 +642,12 @@ fn mmio<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
         if !(s.readonly() && vm.protected()) {
             // Map the page (read-only for a read-only slot): the next
             // accesses go straight to memory.
-            let _ = vm.with_cfg(env, |env, c| c.back(env, vm, gfn));
+            let _ = vm.with_cfg(env, |env, c| {
+                if write {
+                    c.written(gfn);
+                }
+                c.back(env, vm, gfn, write)
+            });
         }
         return Next::Enter;
     }
