@@ -95,9 +95,10 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         })
     }
 
-    /// Re-makes the page leaf of `t.0` at `gfn` with `attrs`,
-    /// break-before-make: invalidated, flushed (`flush`: by IPA, else the
-    /// caller flushes the VMID before [`Self::remake`]), then written.
+    /// The break of break-before-make: VM `id`'s leaf at `gfn` invalidated
+    /// and, with `flush`, that IPA flushed from every CPU's TLBs (else the
+    /// caller flushes the VMID before [`Self::remake`]). Whether there was
+    /// a leaf.
     fn unmake(&mut self, id: VmId, gfn: Gfn, flush: bool, hw: &mut impl Hardware) -> bool {
         let ipa = gfn.0 << PAGE_SHIFT;
         let owners = &self.owners;
@@ -158,7 +159,8 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         }
         let vm = self.vms.get(id).ok_or(Error::NotFound)?;
         let first = Self::guest_gfn(vm, gfn)?;
-        Self::guest_gfn(vm, gfn + pages - 1)?;
+        let last = gfn.checked_add(pages - 1).ok_or(Error::InvalidParameter)?;
+        Self::guest_gfn(vm, last)?;
         // Check: every walk succeeds (a corrupt table refuses the call
         // before anything changed).
         for i in 0..pages {
