@@ -1569,3 +1569,131 @@ fn dirty_logging_refusals_change_nothing() {
     check_invariants(&v.w).unwrap();
     check_invariants(&p.w).unwrap();
 }
+
+/// The run loop over `World`, with a second KServ CPU's hypercalls made
+/// exactly where the loop has dropped KCore's lock between a guest's write
+/// fault and its classification (the EL2 glue's `Locked::write_fault`
+/// takes the lock again only there).
+struct Racing<'a> {
+    w: &'a mut World,
+    /// The other CPU's calls, made at the next write fault.
+    calls: Vec<(H, Vec<u64>)>,
+    /// Their `x0`s.
+    results: Vec<u64>,
+}
+
+impl kcore::vcpu::VcpuHost for Racing<'_> {
+    fn load(&mut self, a: RunArgs, lr_count: usize, out: &mut Loaded) -> Result<(), Error> {
+        self.w
+            .host
+            .mem_mut()
+            .vcpu_load_into(a, lr_count, &mut self.w.hw, out)
+    }
+    fn cpu_on(&mut self, l: &mut Loaded, t: usize, e: u64, c: u64) -> kcore::vcpu::Step {
+        self.w
+            .host
+            .mem_mut()
+            .vcpu_cpu_on(l, t, e, c, &mut self.w.hw)
+    }
+    fn guest_mem(&mut self, l: &mut Loaded, share: bool, gfn: u64) {
+        self.w
+            .host
+            .mem_mut()
+            .vcpu_guest_mem(l, share, gfn, &mut self.w.hw)
+    }
+    fn put(&mut self, l: &mut Loaded) {
+        self.w.host.mem_mut().vcpu_put(l, &mut self.w.hw)
+    }
+    fn write_fault(&mut self, l: &Loaded, ipa: u64) -> kcore::vcpu::WriteFault {
+        for (id, args) in std::mem::take(&mut self.calls) {
+            let r = hvc(self.w, id, &args)[0];
+            self.results.push(r);
+        }
+        self.w.host.mem().vcpu_write_fault(l, ipa, &self.w.hw)
+    }
+}
+
+/// One run of vCPU 0 through [`Racing`], `calls` made at its first write
+/// fault: the exit reason and the calls' results.
+fn racing_run(v: &mut Vm, g: &mut ScriptedGuest, calls: Vec<(H, Vec<u64>)>) -> (u64, Vec<u64>) {
+    run_page(v, 0, &[]);
+    let a = RunArgs {
+        handle: v.h,
+        vcpu: 0,
+        run_pfn: RUN_PFN,
+    };
+    let mut r = Racing {
+        w: &mut v.w,
+        calls,
+        results: Vec::new(),
+    };
+    let reason = run_vcpu_in(&mut r, g, a, &mut v.cpu).unwrap();
+    let results = r.results;
+    check_invariants(&v.w).unwrap();
+    (reason, results)
+}
+
+#[test]
+fn another_cpu_changes_the_page_between_a_write_fault_and_its_classification() {
+    use kcore_abi::share_flags;
+    let mut v = logged_vm(1, None);
+    let page = FIRST_HOST_PFN + 90;
+    // KServ made the page writable meanwhile (another vCPU's fault came
+    // first): the guest just repeats its write, no exit for it.
+    assert_eq!(protect(&mut v, 0x200, 1), [0, 1]);
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_0000));
+    g.then(irq_exit());
+    let calls = vec![(H::HostUnprotectGuest, vec![v.h, 0x200])];
+    assert_eq!(racing_run(&mut v, &mut g, calls), (exit::IRQ, vec![0]));
+    assert_eq!(g.entries.len(), 2, "re-entered after the fault");
+    // Unshared meanwhile: repeated, and the repeat is a translation fault,
+    // an ordinary memory fault for KServ (which may share it again).
+    assert_eq!(protect(&mut v, 0x200, 1), [0, 1]);
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_0000));
+    g.then(sync(dabt(true, 3, 1), 0x20_0000));
+    let calls = vec![(H::HostUnshareGuest, vec![v.h, 0x200])];
+    assert_eq!(
+        racing_run(&mut v, &mut g, calls),
+        (exit::MEM_FAULT, vec![0])
+    );
+    assert_eq!(exit_words(&v.w)[run::EXIT_FLAGS], exit_flags::WRITE);
+    // Shared again read-only (a read-only slot now): the write is emulated
+    // as MMIO with its data, never a dirty-log fault.
+    let calls = vec![(
+        H::HostShareGuest,
+        vec![v.h, page, 0x200, share_flags::READ_ONLY],
+    )];
+    let mut g = ScriptedGuest::new(4);
+    g.then_do(write_permission_fault(0x20_0008), |ctx, _| ctx.x[7] = 0x77);
+    assert_eq!(racing_run(&mut v, &mut g, calls), (exit::MMIO, vec![0]));
+    assert_eq!(fault_words(&v), (exit_flags::WRITE, 0x20_0008, 0x77));
+    // Unshared and shared again write-protected: a dirty-log fault.
+    let calls = vec![
+        (H::HostUnshareGuest, vec![v.h, 0x200]),
+        (
+            H::HostShareGuest,
+            vec![v.h, page, 0x200, share_flags::WRITE_PROTECT],
+        ),
+    ];
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_0000));
+    assert_eq!(
+        racing_run(&mut v, &mut g, calls),
+        (exit::MEM_FAULT, vec![0, 0])
+    );
+    assert_eq!(
+        exit_words(&v.w)[run::EXIT_FLAGS],
+        exit_flags::WRITE | exit_flags::WRITE_PROTECTED
+    );
+    // Teardown is refused while the vCPU runs: the stage 2 it classifies
+    // against stays.
+    let calls = vec![(H::HostTeardownVm, vec![v.h])];
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_0000));
+    assert_eq!(
+        racing_run(&mut v, &mut g, calls),
+        (exit::MEM_FAULT, vec![Error::Busy.to_x0()])
+    );
+}
