@@ -979,6 +979,8 @@ int kserv_kvm_init(void)
 		KVM_GET_STATS_FD,
 		sizeof(struct kvm_stats_header),
 		offsetof(struct kvm_stats_desc, name),
+		KVM_GET_DIRTY_LOG,
+		KVM_CLEAR_DIRTY_LOG,
 	};
 	u32 bad;
 	int ret;

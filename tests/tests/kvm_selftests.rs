@@ -63,14 +63,6 @@ const GAPS: &[(&str, &str)] = &[
         "aarch64/debug-exceptions",
         "the guest's breakpoint and watchpoint registers read as zero: KCore does not switch debug state yet",
     ),
-    (
-        "dirty_log_perf_test",
-        "no dirty page logging (KVM_MEM_LOG_DIRTY_PAGES is EINVAL)",
-    ),
-    (
-        "kvm_page_table_test",
-        "no dirty page logging (KVM_MEM_LOG_DIRTY_PAGES is EINVAL)",
-    ),
 ];
 
 /// One column: test name to its verdict word (`PASS`, `FAIL`, `SKIP`,

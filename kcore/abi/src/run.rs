@@ -169,6 +169,12 @@ pub mod exit_flags {
     pub const SGI_ASGI1R: u64 = 1 << 3;
     /// SGI exit: `ICC_SGI0R_EL1` (group 0).
     pub const SGI_SGI0R: u64 = 1 << 4;
+    /// Memory fault (with [`WRITE`]): a write to a page KServ shares with
+    /// the (non-protected) VM that is write-protected for dirty logging
+    /// (`HostProtectGuest`). The write did not happen; KServ records the
+    /// page dirty, makes it writable (`HostUnprotectGuest`) and runs the
+    /// vCPU again, which repeats it.
+    pub const WRITE_PROTECTED: u64 = 1 << 5;
 }
 
 /// One virtual interrupt, as a word: `vintid` in bits 0..32, priority in

@@ -9,7 +9,7 @@
 //! userspace; with a signature, the same guest again in a protected VM whose
 //! image KCore verifies (`KSERV_VM_VERIFY_IMAGE`).
 //!
-//! Four further modes skip the API checks:
+//! Five further modes skip the API checks:
 //!
 //! - `kvmapi --guest GUEST_IMAGE [SIGNATURE]`: the test guest once (in a
 //!   protected VM given a signature);
@@ -18,6 +18,9 @@
 //!   a child process (`--guest`) whose exit tears its VM down; after each,
 //!   where KServ's debugfs offers it, KCore's self-check must pass with no
 //!   page left in any guest's stage 2;
+//! - `kvmapi --dirty GUEST_IMAGE`: the guest's dirty program in a
+//!   non-protected VM with dirty page logging ([`dirty`]); the API checks
+//!   run it too;
 //! - `kvmapi --eventfd GUEST_IMAGE [SIGNATURE]`: the guest's eventfd program
 //!   (`KVM_IOEVENTFD`, `KVM_IRQFD`, see [`eventfd_guest`]), in a protected VM
 //!   given a signature; the API checks run it too, in both kinds of VM;
@@ -36,6 +39,7 @@
 //! nothing failed. The ioctls are raw system calls (no libc crate).
 
 pub mod attack;
+mod dirty;
 
 use crate::kvm::*;
 use kcore_test_guest::testdev::{self, Width};
@@ -44,7 +48,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::SeqCst};
 
 // ---- checks ---------------------------------------------------------------------------
 
@@ -90,6 +94,7 @@ pub fn main(args: &[String]) -> ExitCode {
         Some("--sigbus") => only_guest(&mut c, &args[1..], Mode::Sigbus),
         Some("--eventfd") => only_guest(&mut c, &args[1..], Mode::Eventfd),
         Some("--cycles") => cycles(&mut c, &args[1..]),
+        Some("--dirty") => only_guest(&mut c, &args[1..], Mode::Dirty),
         _ => api(&mut c, args),
     }
     println!("kvmapi: result: {} passed, {} failed", c.passed, c.failed);
@@ -109,6 +114,9 @@ enum Mode {
     Sigbus,
     /// The guest's eventfd program instead of its tests ([`eventfd_guest`]).
     Eventfd,
+    /// The guest's dirty program instead of its tests, non-protected only
+    /// ([`dirty::dirty_guest`]).
+    Dirty,
 }
 
 /// Reads a file; a failed check if it cannot.
@@ -132,7 +140,7 @@ fn only_guest(c: &mut Checks, args: &[String], mode: Mode) {
         return;
     };
     let sig = match (args.get(1), mode) {
-        (None, Mode::Plain | Mode::Eventfd) => None,
+        (None, Mode::Plain | Mode::Eventfd | Mode::Dirty) => None,
         (path, _) => match read_arg(c, "signature", path) {
             Some(s) => Some(s),
             None => return,
@@ -265,6 +273,7 @@ fn api(c: &mut Checks, args: &[String]) {
                     Ok(image) => {
                         run_guest(c, &kvm, target, &image, None, Mode::Plain);
                         run_guest(c, &kvm, target, &image, None, Mode::Eventfd);
+                        run_guest(c, &kvm, target, &image, None, Mode::Dirty);
                         if let Some(sig) = args.get(1) {
                             match std::fs::read(sig) {
                                 Ok(sig) => {
@@ -391,10 +400,17 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         set_region(&vm, region(32, 0, 0x5000_0000, 0x1000, ua)),
         EINVAL,
     );
-    c.errno(
+    // Dirty logging is offered (non-protected VMs): a logging slot, gone
+    // again.
+    c.ok(
         "memslot-dirty-log",
         set_region(&vm, region(1, 1, 0x5000_0000, 0x1000, ua)),
-        EINVAL,
+        0,
+    );
+    c.ok(
+        "memslot-dirty-log-delete",
+        set_region(&vm, region(1, 1, 0, 0, 0)),
+        0,
     );
     c.errno(
         "memslot-beyond-ipa",
@@ -697,6 +713,11 @@ struct Device {
     scratch: AtomicU64,
     status: AtomicU64,
     checksum: AtomicU64,
+    /// The dirty program's VM fd + 1 (0: not that program): its round
+    /// reports read the dirty log ([`dirty::check_round`]) ...
+    dirty_vm: AtomicI32,
+    /// ... with these outcomes, in order.
+    rounds: std::sync::Mutex<Vec<Result<(), String>>>,
 }
 
 /// Runs a vCPU until the guest turns the machine off; the console lines it
@@ -734,6 +755,12 @@ fn drive(v: &Vcpu, dev: &Device, idx: usize) -> Result<Vec<String>, String> {
                         testdev::SCRATCH => dev
                             .scratch
                             .store(testdev::scratch_store(data, width), SeqCst),
+                        guest::dirty::ROUND if dev.dirty_vm.load(SeqCst) > 0 => {
+                            let r = dirty::check_round(dev.dirty_vm.load(SeqCst) - 1, data);
+                            if let Ok(mut rounds) = dev.rounds.lock() {
+                                rounds.push(r);
+                            }
+                        }
                         _ => return Err(format!("vCPU {idx}: MMIO write at {addr:#x}")),
                     }
                 } else {
@@ -772,6 +799,7 @@ fn run_guest(
     mode: Mode,
 ) {
     let tag = match (sig.is_some(), mode) {
+        (_, Mode::Dirty) => "dirty",
         (true, Mode::Eventfd) => "protected-eventfd",
         (false, Mode::Eventfd) => "eventfd",
         (true, _) => "protected-guest",
@@ -779,6 +807,8 @@ fn run_guest(
     };
     let r = if mode == Mode::Eventfd {
         eventfd_guest(c, kvm, target, image, sig, tag)
+    } else if mode == Mode::Dirty {
+        dirty::dirty_guest(c, kvm, target, image)
     } else {
         try_run_guest(c, kvm, target, image, sig, tag, mode)
     };

@@ -62,6 +62,11 @@ pub mod size {
     pub const IRQFD: usize = super::super::eventfd::irq::SIZE;
     /// `struct kvm_ioeventfd`.
     pub const IOEVENTFD: usize = super::super::eventfd::io::SIZE;
+    /// `struct kvm_dirty_log`: `slot`, padding, `dirty_bitmap`.
+    pub const DIRTY_LOG: usize = 16;
+    /// `struct kvm_clear_dirty_log`: `slot`, `num_pages`, `first_page`,
+    /// `dirty_bitmap`.
+    pub const CLEAR_DIRTY_LOG: usize = 24;
 }
 
 /// `KVM_GET_API_VERSION`.
@@ -118,6 +123,10 @@ pub const GET_STATS_FD: u32 = io(0xCE);
 /// `KVM_SIGNAL_MSI` (`struct kvm_msi`: `address_lo`, `address_hi`, `data`,
 /// `flags`, `devid`, 12 bytes of padding).
 pub const SIGNAL_MSI: u32 = iow(0xA5, 32);
+/// `KVM_GET_DIRTY_LOG`.
+pub const GET_DIRTY_LOG: u32 = iow(0x42, size::DIRTY_LOG);
+/// `KVM_CLEAR_DIRTY_LOG`.
+pub const CLEAR_DIRTY_LOG: u32 = iowr(0xC0, size::CLEAR_DIRTY_LOG);
 
 /// Capabilities (`KVM_CHECK_EXTENSION`).
 pub mod cap {
@@ -184,6 +193,24 @@ pub mod cap {
     pub const BINARY_STATS_FD: u64 = 203;
     /// `KVM_CAP_STEAL_TIME`.
     pub const STEAL_TIME: u64 = 187;
+    /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`.
+    pub const MANUAL_DIRTY_LOG_PROTECT2: u64 = 168;
+    /// `KVM_CAP_DIRTY_LOG_RING` (not offered: 0).
+    pub const DIRTY_LOG_RING: u64 = 192;
+}
+
+/// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`'s options (`KVM_ENABLE_CAP`'s
+/// `args[0]`).
+pub mod dirty_log {
+    /// `KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE`: `KVM_GET_DIRTY_LOG` neither
+    /// clears nor write-protects; `KVM_CLEAR_DIRTY_LOG` does.
+    pub const MANUAL_PROTECT_ENABLE: u64 = 1 << 0;
+    /// `KVM_DIRTY_LOG_INITIALLY_SET`: a slot starts logging with every
+    /// page dirty and none write-protected.
+    pub const INITIALLY_SET: u64 = 1 << 1;
+    /// arm64's `KVM_DIRTY_LOG_MANUAL_CAPS`, what `KVM_CHECK_EXTENSION`
+    /// answers.
+    pub const MANUAL_CAPS: u64 = MANUAL_PROTECT_ENABLE | INITIALLY_SET;
 }
 
 /// `struct kvm_mp_state` values arm64 KVM knows.
@@ -479,7 +506,7 @@ pub mod reg {
 
 /// What the glue checks against the kernel's headers when the module loads,
 /// in this order (`kserv_core.h` lists the same names).
-pub const CHECKED: [u64; 39] = [
+pub const CHECKED: [u64; 41] = [
     GET_API_VERSION as u64,
     CREATE_VM as u64,
     CHECK_EXTENSION as u64,
@@ -519,6 +546,8 @@ pub const CHECKED: [u64; 39] = [
     GET_STATS_FD as u64,
     super::stats::HEADER_SIZE as u64,
     super::stats::DESC_SIZE as u64,
+    GET_DIRTY_LOG as u64,
+    CLEAR_DIRTY_LOG as u64,
 ];
 
 #[cfg(test)]
@@ -546,6 +575,8 @@ mod tests {
         assert_eq!(ENABLE_CAP, 0x4068_AEA3);
         assert_eq!(GET_STATS_FD, 0xAECE);
         assert_eq!(SIGNAL_MSI, 0x4020_AEA5);
+        assert_eq!(GET_DIRTY_LOG, 0x4010_AE42);
+        assert_eq!(CLEAR_DIRTY_LOG, 0xC018_AEC0);
         assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);
         assert_eq!(reg::TIMER_CVAL, 0x6030_0000_0013_DF02);
         assert_eq!(reg::TIMER_CTL, 0x6030_0000_0013_DF19);

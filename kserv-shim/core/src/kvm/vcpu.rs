@@ -623,10 +623,13 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
         }
         Some(ExitReason::MemFault) => {
             let gfn = e.word(run::EXIT_ADDR) >> 12;
-            match vm.with_cfg(env, |env, c| c.back(env, vm, gfn)) {
+            let flags = e.word(run::EXIT_FLAGS);
+            match vm::mem_fault(env, vm, gfn, flags) {
                 Ok(()) => {
                     bump(&st.mem_faults);
-                    bump(&vm.stats.pages_backed);
+                    if flags & exit_flags::WRITE_PROTECTED == 0 {
+                        bump(&vm.stats.pages_backed);
+                    }
                     Next::Enter
                 }
                 Err(err) => Next::Return(super::errno::ret(err)),
@@ -715,7 +718,12 @@ fn mmio<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
         if !(s.readonly() && vm.protected()) {
             // Map the page (read-only for a read-only slot): the next
             // accesses go straight to memory.
-            let _ = vm.with_cfg(env, |env, c| c.back(env, vm, gfn));
+            let _ = vm.with_cfg(env, |env, c| {
+                if write {
+                    c.written(gfn);
+                }
+                c.back(env, vm, gfn, write)
+            });
         }
         return Next::Enter;
     }

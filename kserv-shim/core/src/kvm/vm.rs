@@ -35,7 +35,10 @@ use core::sync::atomic::Ordering::SeqCst;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use kcore_abi::kvm_ext::{self, verify_image};
 use kcore_abi::manifest::Manifest;
-use kcore_abi::{Error, PageOwner, vm_flags};
+use kcore_abi::{Error, PageOwner, share_flags, vm_flags};
+
+mod dirty;
+pub use dirty::mem_fault;
 
 /// `log2` of the block donated at creation for the stage-2 root: 16 pages
 /// cover the largest concatenated root KCore builds; what the root does not
@@ -119,6 +122,8 @@ pub struct Vm {
     /// The virtual and physical timers' PPIs (0: the default;
     /// [`super::timer`]).
     pub timer_ppi: [AtomicU32; 2],
+    /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`'s options (`uapi::dirty_log`).
+    manual_dirty: AtomicU64,
 }
 
 // SAFETY: the cells are only reached through `with_cfg`/`with_gic`, which
@@ -246,6 +251,7 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         cap::NR_MEMSLOTS => MAX_SLOTS as i64,
         cap::ARM_VM_IPA_SIZE => i64::from(host.ipa_limit),
         cap::IRQ_ROUTING => i64::from(uapi::routing::MAX_ROUTES),
+        cap::MANUAL_DIRTY_LOG_PROTECT2 => uapi::dirty_log::MANUAL_CAPS as i64,
         _ => 0,
     }
 }
@@ -381,8 +387,16 @@ impl VmCfg {
     /// Backs `gfn` with the VMM's page: pinned, then shared with the VM
     /// (non-protected; read-only for a read-only slot) or donated to it
     /// (protected, whose read-only slots are emulated: `EFAULT`). Nothing to
-    /// do if it is backed already.
-    pub fn back<E: KvmEnv>(&mut self, env: &mut E, vm: &Vm, gfn: u64) -> Result<(), Errno> {
+    /// do if it is backed already. In a slot that logs dirty pages a first
+    /// touch that is not a `write` is shared write-protected, a write
+    /// shares it writable and marks it dirty (as KVM maps it).
+    pub fn back<E: KvmEnv>(
+        &mut self,
+        env: &mut E,
+        vm: &Vm,
+        gfn: u64,
+        write: bool,
+    ) -> Result<(), Errno> {
         let i = memslot::find(&self.slots, gfn).ok_or(EFAULT)?;
         let s = self.slots[i];
         let protected = vm.protected();
@@ -396,11 +410,19 @@ impl VmCfg {
         }
         let pfn = env.pin_user_page(s.uaddr + k as u64 * PAGE_SIZE, !read_only)?;
         let h = vm.handle();
+        let logged = s.logging() && !read_only && !protected;
+        let flags = if read_only {
+            share_flags::READ_ONLY
+        } else if logged && !write {
+            share_flags::WRITE_PROTECT
+        } else {
+            0
+        };
         let r = self.with_pool(env, h, |env| {
             if protected {
                 hypercall::donate_guest(env, h, pfn, gfn)
             } else {
-                hypercall::share_guest(env, h, pfn, gfn, read_only)
+                hypercall::share_guest(env, h, pfn, gfn, flags)
             }
         });
         match r {
@@ -411,6 +433,9 @@ impl VmCfg {
                     page::SHARED
                 };
                 self.slot_pages(i)[k] = pfn | page::PINNED | how;
+                if logged && write {
+                    self.written(gfn);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -553,6 +578,8 @@ pub fn ioctl<E: KvmEnv>(
             .map(|()| 0)
         }
         uapi::SET_GSI_ROUTING => set_gsi_routing(env, vm, arg).map(|()| 0),
+        uapi::GET_DIRTY_LOG => dirty::get_dirty_log(env, vm, arg).map(|()| 0),
+        uapi::CLEAR_DIRTY_LOG => dirty::clear_dirty_log(env, vm, arg).map(|()| 0),
         uapi::IRQFD => {
             let mut b = [0u8; uapi::size::IRQFD];
             env.copy_from_user(arg, &mut b)?;
@@ -590,11 +617,27 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
     let h = vm.handle();
     let ipa_bits = vm.ipa_bits();
     let protected = vm.protected();
+    // KServ learns nothing of where a protected VM writes.
+    if protected && r.flags & uapi::mem::LOG_DIRTY_PAGES != 0 {
+        return Err(EINVAL);
+    }
+    let manual = vm.manual_dirty.load(SeqCst);
     vm.with_cfg(env, |env, c| {
         let change = memslot::check(&c.slots, r, ipa_bits)?;
         let id = (r.slot & 0xFFFF) as usize;
+        // The dirty log as the new flags say; on failure the slot stays
+        // without one.
+        let log = |env: &mut E, c: &mut VmCfg| {
+            c.slots[id].flags = r.flags;
+            let done = c.set_logging(env, h, id, manual);
+            if done.is_err() {
+                c.slots[id].flags &= !uapi::mem::LOG_DIRTY_PAGES;
+            }
+            done
+        };
         match change {
             Change::Nothing => Ok(()),
+            Change::Flags => log(env, c),
             Change::Create => {
                 let pages = r.size / PAGE_SIZE;
                 let array = env.alloc_array(pages as usize).ok_or(ENOMEM)?;
@@ -604,8 +647,14 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
                     pages,
                     uaddr: r.uaddr,
                     array,
+                    dirty: 0,
                 };
-                Ok(())
+                let done = log(env, c);
+                if done.is_err() {
+                    env.free_array(array);
+                    c.slots[id] = Slot::default();
+                }
+                done
             }
             Change::Delete | Change::Move => {
                 let old = c.slots[id];
@@ -632,11 +681,15 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
                 }
                 if change == Change::Delete {
                     env.free_array(old.array);
+                    if old.dirty != 0 {
+                        env.free_array(old.dirty);
+                    }
                     c.slots[id] = Slot::default();
+                    Ok(())
                 } else {
                     c.slots[id].gfn = r.gpa / PAGE_SIZE;
+                    log(env, c)
                 }
-                Ok(())
             }
         }
     })
@@ -830,7 +883,7 @@ pub fn verify_image<E: KvmEnv>(
         let first = gpa / PAGE_SIZE;
         let last = (end - 1) / PAGE_SIZE;
         for gfn in first..=last {
-            c.back(env, vm, gfn)?;
+            c.back(env, vm, gfn, false)?;
         }
         let sig_pfn = env.alloc_pages(0).ok_or(ENOMEM)?;
         env.write(sig_pfn, 0, &block[..sig_len]);
@@ -991,6 +1044,11 @@ fn enable_cap(vm: &Vm, b: &[u8; uapi::size::ENABLE_CAP]) -> Result<(), Errno> {
         cap::ARM_SYSTEM_SUSPEND => {
             vm.system_suspend.store(true, SeqCst);
             Ok(())
+        }
+        cap::MANUAL_DIRTY_LOG_PROTECT2 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[8..16]);
+            dirty::enable_manual(vm, u64::from_le_bytes(a))
         }
         _ => Err(EINVAL),
     }
@@ -1227,6 +1285,9 @@ pub fn destroy<E: KvmEnv>(env: &mut E, vm: &Vm) -> Teardown {
                 }
             }
             env.free_array(c.slots[i].array);
+            if c.slots[i].dirty != 0 {
+                env.free_array(c.slots[i].dirty);
+            }
             c.slots[i] = Slot::default();
         }
         for k in 0..c.pool_len {
