@@ -17,7 +17,7 @@ use crate::hw::{Firmware, Hardware, PageAllocator};
 use crate::mem_protect::{CreateVm, MemCore};
 use crate::ownership::PageState;
 use crate::psci::{PsciOutcome, PsciRelay};
-use crate::vcpu::{Loaded, RunArgs, Step, VcpuHost};
+use crate::vcpu::{Loaded, RunArgs, Step, VcpuHost, WriteFault};
 use kcore_abi::call::Hypercall;
 use kcore_abi::{Error, HypercallId, PageOwner, psci, smccc};
 
@@ -314,6 +314,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
                 }
             }
             Hypercall::HostSelfCheck(_) => Err(Error::NotSupported),
+            Hypercall::HostProtectGuest(a) => m
+                .host_protect_guest(a.handle, a.gfn, a.pages, hw)
+                .map(|n| [n, 0, 0]),
+            Hypercall::HostUnprotectGuest(a) => m
+                .host_unprotect_guest(a.handle, a.gfn, hw)
+                .map(|n| [n, 0, 0]),
             Hypercall::HostGuestIdReg(a) => a
                 .reg
                 .checked_sub(kcore_abi::reg::SYSREG)
@@ -417,6 +423,9 @@ impl<
     }
     fn put(&mut self, l: &mut Loaded) {
         self.host.mem.vcpu_put(l, self.hw)
+    }
+    fn write_fault(&mut self, l: &Loaded, ipa: u64) -> WriteFault {
+        self.host.mem.vcpu_write_fault(l, ipa, self.hw)
     }
 }
 

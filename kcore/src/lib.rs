@@ -10,6 +10,7 @@
 
 pub mod addr;
 pub mod audit;
+pub mod dirty_log;
 pub mod exception;
 pub mod gic_guard;
 pub mod host;

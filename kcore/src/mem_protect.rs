@@ -35,7 +35,7 @@ use crate::hw::{Hardware, PhysMemory, TableMemory};
 use crate::idregs::GuestIdRegs;
 use crate::image::{self, Signature, VerifyKey};
 use crate::ownership::{OwnershipTable, PageState};
-use crate::pgtable::{Attrs, CorruptTable, Geometry, PageTable};
+use crate::pgtable::{Attrs, CorruptTable, Geometry, Leaf, PageTable};
 use crate::vm::{
     FreeList, MAX_VCPUS, MmioRanges, Reserved, Vm, VmHandle, VmId, VmKind, VmState, Vms,
 };
@@ -150,7 +150,9 @@ pub struct PageTicket {
     vm: VmId,
     pfn: Pfn,
     gfn: Gfn,
-    read_only: bool,
+    /// How the VM maps it (guest memory: read-write, or read-only for a
+    /// read-only share, or write-protected for dirty logging).
+    attrs: Attrs,
 }
 
 /// A checked `host_reclaim_page`.
@@ -286,6 +288,25 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         Ok(Gfn(gfn))
     }
 
+    /// The leaf that maps `gfn` in the stage 2 of VM `id` (live; not
+    /// dying, whose tables may be KServ's already), if any; a walk that
+    /// meets a corrupt table is counted and `Denied`.
+    pub(crate) fn leaf_at(
+        &self,
+        id: VmId,
+        gfn: Gfn,
+        hw: &impl TableMemory,
+    ) -> Result<Option<Leaf>, Error> {
+        let vm = self.vms.get(id).ok_or(Error::NotFound)?;
+        vm.stage2
+            .walk(
+                hw,
+                &|t| self.owners.holds_table(t, Some(id)),
+                gfn.0 << PAGE_SHIFT,
+            )
+            .map_err(|_| self.corrupt())
+    }
+
     /// Removes `pfn` from KServ's stage 2 (the whole leaf that maps it: KServ
     /// re-faults the rest in) and flushes the TLBs.
     fn host_unmap(&mut self, hw: &mut impl Hardware, pfn: Pfn) {
@@ -415,7 +436,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             vm: id,
             pfn,
             gfn: Gfn(0),
-            read_only: false,
+            attrs: Attrs::RAM_RWX,
         })
     }
 
@@ -471,7 +492,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             vm: id,
             pfn,
             gfn,
-            read_only: false,
+            attrs: Attrs::RAM_RWX,
         })
     }
 
@@ -486,11 +507,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let ipa = t.gfn.0 << PAGE_SHIFT;
         let owners = &self.owners;
         let is_table = |p| owners.holds_table(p, Some(t.vm));
-        let attrs = if t.read_only {
-            Attrs::RAM_RX
-        } else {
-            Attrs::RAM_RWX
-        };
+        let attrs = t.attrs;
         // Cannot fail: the check walked to the gfn through the VM's own
         // tables, saw it unmapped and the pool holding every table page
         // the mapping needs.
@@ -549,14 +566,14 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         hw: &impl TableMemory,
     ) -> Result<PageTicket, Error> {
         let t = self.check_host_to_guest(handle, pfn, gfn, hw)?;
-        if flags & !share_flags::ALL != 0 {
-            return Err(Error::InvalidParameter);
-        }
+        let attrs = match flags {
+            0 => Attrs::RAM_RWX,
+            share_flags::READ_ONLY => Attrs::RAM_RX,
+            share_flags::WRITE_PROTECT => Attrs::RAM_RX_LOGGED,
+            _ => return Err(Error::InvalidParameter),
+        };
         match self.vms.get(t.vm).map(|v| v.kind) {
-            Some(VmKind::NonProtected) => Ok(PageTicket {
-                read_only: flags & share_flags::READ_ONLY != 0,
-                ..t
-            }),
+            Some(VmKind::NonProtected) => Ok(PageTicket { attrs, ..t }),
             _ => Err(Error::Denied),
         }
     }
@@ -586,15 +603,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             return Err(Error::Denied);
         }
         let gfn = Self::guest_gfn(vm, gfn)?;
-        let leaf = vm
-            .stage2
-            .walk(
-                hw,
-                &|t| self.owners.holds_table(t, Some(id)),
-                gfn.0 << PAGE_SHIFT,
-            )
-            .map_err(|_| self.corrupt())?
-            .ok_or(Error::NotFound)?;
+        let leaf = self.leaf_at(id, gfn, hw)?.ok_or(Error::NotFound)?;
         let pfn = Pfn::of(leaf.pa);
         match self.owners.get(pfn) {
             Some(PageState::HostSharedWithGuest { vm: v, gfn: g }) if v == id && g == gfn => {
@@ -602,7 +611,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                     vm: id,
                     pfn,
                     gfn,
-                    read_only: false,
+                    attrs: Attrs::RAM_RWX,
                 })
             }
             _ => Err(Error::Denied),
@@ -656,15 +665,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             return Err(Error::Denied);
         }
         let gfn = Self::guest_gfn(v, gfn)?;
-        let leaf = v
-            .stage2
-            .walk(
-                hw,
-                &|t| self.owners.holds_table(t, Some(vm)),
-                gfn.0 << PAGE_SHIFT,
-            )
-            .map_err(|_| self.corrupt())?
-            .ok_or(Error::NotFound)?;
+        let leaf = self.leaf_at(vm, gfn, hw)?.ok_or(Error::NotFound)?;
         let pfn = Pfn::of(leaf.pa);
         let state = self.owners.get(pfn).ok_or(Error::Denied)?;
         Ok((pfn, gfn, state))
@@ -683,7 +684,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                     vm,
                     pfn,
                     gfn,
-                    read_only: false,
+                    attrs: Attrs::RAM_RWX,
                 })
             }
             _ => Err(Error::Denied),
@@ -715,7 +716,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                     vm,
                     pfn,
                     gfn,
-                    read_only: false,
+                    attrs: Attrs::RAM_RWX,
                 })
             }
             _ => Err(Error::Denied),

@@ -87,6 +87,11 @@ bitflags::bitflags! {
         const READ = 1 << 6;
         /// `S2AP[1]`: writable.
         const WRITE = 1 << 7;
+        /// Bit 55, one of the four bits stage 2 leaves to software: the
+        /// page is read-only only because dirty logging write-protected it
+        /// ([`Attrs::dirty_log`]), so a write to it is not a write to
+        /// read-only memory.
+        const DIRTY_LOG = 1 << 55;
     }
 }
 
@@ -152,6 +157,10 @@ pub struct Attrs {
     pub write: bool,
     /// Executable.
     pub exec: bool,
+    /// Stage 2 only: not writable because dirty logging write-protected it
+    /// (`write` is then false); recorded in a software bit of the
+    /// descriptor, which the hardware ignores.
+    pub dirty_log: bool,
 }
 
 impl Attrs {
@@ -160,30 +169,43 @@ impl Attrs {
         kind: MemKind::Normal,
         write: true,
         exec: true,
+        dirty_log: false,
     };
     /// Normal memory, read-write, never executable.
     pub const RAM_RW: Attrs = Attrs {
         kind: MemKind::Normal,
         write: true,
         exec: false,
+        dirty_log: false,
     };
     /// Normal memory, read-only, never executable.
     pub const RAM_RO: Attrs = Attrs {
         kind: MemKind::Normal,
         write: false,
         exec: false,
+        dirty_log: false,
     };
     /// Normal memory, read-only, executable: code.
     pub const RAM_RX: Attrs = Attrs {
         kind: MemKind::Normal,
         write: false,
         exec: true,
+        dirty_log: false,
+    };
+    /// Normal memory, read-only and executable because dirty logging
+    /// write-protected it (stage 2).
+    pub const RAM_RX_LOGGED: Attrs = Attrs {
+        kind: MemKind::Normal,
+        write: false,
+        exec: true,
+        dirty_log: true,
     };
     /// Device memory, read-write, never executable.
     pub const DEVICE: Attrs = Attrs {
         kind: MemKind::Device,
         write: true,
         exec: false,
+        dirty_log: false,
     };
 }
 
@@ -232,6 +254,7 @@ impl Regime for El2Stage1 {
             },
             write: !d.contains(El2Attributes::READ_ONLY),
             exec: !Desc::from_bits_truncate(desc).contains(Desc::EXECUTE_NEVER),
+            dirty_log: false,
         }
     }
 }
@@ -254,6 +277,8 @@ impl Regime for Stage2 {
         }
         if a.write {
             d |= Stage2Attributes::WRITE;
+        } else if a.dirty_log {
+            d |= Stage2Attributes::DIRTY_LOG;
         }
         if !a.exec {
             common |= Desc::EXECUTE_NEVER;
@@ -272,6 +297,8 @@ impl Regime for Stage2 {
             },
             write: d.contains(Stage2Attributes::WRITE),
             exec: !Desc::from_bits_truncate(desc).contains(Desc::EXECUTE_NEVER),
+            dirty_log: d.contains(Stage2Attributes::DIRTY_LOG)
+                && !d.contains(Stage2Attributes::WRITE),
         }
     }
 }
@@ -781,6 +808,20 @@ mod tests {
             assert_eq!(Stage2::decode_attrs(Stage2::leaf_attrs(a)), a);
             assert_eq!(El2Stage1::decode_attrs(El2Stage1::leaf_attrs(a)), a);
         }
+        // Dirty logging's mark is stage 2's alone, and only on a page that
+        // is not writable.
+        let d = Stage2::leaf_attrs(Attrs::RAM_RX_LOGGED);
+        assert_eq!(d, Stage2::leaf_attrs(Attrs::RAM_RX) | 1 << 55);
+        assert_eq!(Stage2::decode_attrs(d), Attrs::RAM_RX_LOGGED);
+        let rwx_marked = Attrs {
+            dirty_log: true,
+            ..Attrs::RAM_RWX
+        };
+        assert_eq!(
+            Stage2::leaf_attrs(rwx_marked),
+            Stage2::leaf_attrs(Attrs::RAM_RWX)
+        );
+        assert!(!Stage2::decode_attrs(Stage2::leaf_attrs(Attrs::RAM_RWX) | 1 << 55).dirty_log);
         let d = El2Stage1::leaf_attrs(Attrs::RAM_RO);
         assert_eq!((d >> 6) & 3, 0b11, "AP = RO");
         assert_eq!(d & (0b111 << 2), 0, "AttrIndx 0");

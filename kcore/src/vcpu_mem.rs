@@ -260,7 +260,11 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         // supplied): everything below looks at the copy.
         let mut entry = [0u64; run::IRQS];
         hw.read_words(run_page, &mut entry);
-        if entry[run::FLAGS] & !run::entry_flags::ALL != 0 {
+        let flags = entry[run::FLAGS];
+        let Some(timer_intid) = run::entry_flags::timer_intid(flags) else {
+            return Err(Error::InvalidParameter);
+        };
+        if flags & !run::entry_flags::ALL != 0 {
             return Err(Error::InvalidParameter);
         }
         let n_irqs = entry[run::IRQ_COUNT];
@@ -270,7 +274,12 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let n_irqs = n_irqs as usize;
         let irqs = Pa(run_page.raw() + 8 * run::IRQS as u64);
         hw.read_words(irqs, &mut out.irq_words[..n_irqs]);
-        vgic::check_irqs_into(&out.irq_words[..n_irqs], lr_count, &mut out.lrs)?;
+        vgic::check_irqs_into(
+            &out.irq_words[..n_irqs],
+            lr_count,
+            timer_intid,
+            &mut out.lrs,
+        )?;
 
         let current = CtxKey {
             handle: a.handle,

@@ -8,7 +8,10 @@
 //! reach beyond the VM: a hardware-mapped entry (KServ owns no physical
 //! interrupt that is delegated to a guest), the virtual timer's PPI (KCore
 //! delivers the guest's own timer itself), INTIDs outside the SGI/PPI/SPI
-//! ranges, duplicates, more entries than the hardware has list registers.
+//! and LPI ranges, duplicates, more entries than the hardware has list
+//! registers. LPIs (`LPI_START..LPI_END`, the 16 ID bits every GICv3 CPU
+//! interface implements) come from KServ's ITS emulation; like an SPI, an
+//! LPI in a list register reaches nothing outside the VM.
 //! `kcore-arch` turns an [`Lr`] into `ICH_LR<n>_EL2` (GICv3) or `GICH_LR<n>`
 //! (GICv2).
 
@@ -19,6 +22,11 @@ use kcore_abi::run::irq;
 pub const TIMER_PPI: u32 = 27;
 /// First INTID that is not an SPI (1020..1023 are special).
 const SPI_END: u32 = 1020;
+/// First LPI.
+pub const LPI_START: u32 = 8192;
+/// First INTID past 16 ID bits: the LPIs KServ may hand over (a GICv3
+/// CPU interface has at least 16 `IDbits`, and KServ's vGIC advertises 16).
+pub const LPI_END: u32 = 1 << 16;
 /// Most list registers any GIC has (GICv3: 16).
 pub const MAX_LRS: usize = 16;
 
@@ -117,17 +125,23 @@ impl LrSet {
 /// Checks KServ's interrupt words for one entry and turns them into list
 /// register entries. `free_lrs` is how many list registers KServ may fill:
 /// all of them (KCore's timer entry takes a free one when it needs one; see
-/// `vcpu::timer::prepare_timer`).
-pub fn check_irqs(words: &[u64], free_lrs: usize) -> Result<LrSet, Error> {
+/// `vcpu::timer::prepare_timer`). The timer's INTIDs (the physical
+/// [`TIMER_PPI`] and the guest's `timer_intid`) are KCore's.
+pub fn check_irqs(words: &[u64], free_lrs: usize, timer_intid: u32) -> Result<LrSet, Error> {
     let mut set = LrSet::default();
-    check_irqs_into(words, free_lrs, &mut set)?;
+    check_irqs_into(words, free_lrs, timer_intid, &mut set)?;
     Ok(set)
 }
 
 /// [`check_irqs`] into `set`, whose entries it replaces (the run path: the
 /// set lives in the loaded vCPU and entries past its length are never
 /// looked at, so they are not cleared). `set` is only meaningful on `Ok`.
-pub fn check_irqs_into(words: &[u64], free_lrs: usize, set: &mut LrSet) -> Result<(), Error> {
+pub fn check_irqs_into(
+    words: &[u64],
+    free_lrs: usize,
+    timer_intid: u32,
+    set: &mut LrSet,
+) -> Result<(), Error> {
     set.len = 0;
     set.hold_active = 0;
     set.displaced = false;
@@ -139,10 +153,10 @@ pub fn check_irqs_into(words: &[u64], free_lrs: usize, set: &mut LrSet) -> Resul
             return Err(Error::Denied);
         }
         let vintid = irq::vintid(w);
-        if vintid == TIMER_PPI {
+        if vintid == TIMER_PPI || vintid == timer_intid {
             return Err(Error::Denied);
         }
-        if vintid >= SPI_END {
+        if vintid >= SPI_END && !(LPI_START..LPI_END).contains(&vintid) {
             return Err(Error::InvalidParameter);
         }
         // Bits 44..64 only mean something with the hardware bit.
@@ -187,7 +201,7 @@ mod tests {
 
     #[test]
     fn accepts_sgis_ppis_spis() {
-        let s = check_irqs(&[w(1, 1), w(30, 2), w(1019, 3)], 3).expect("valid");
+        let s = check_irqs(&[w(1, 1), w(30, 2), w(1019, 3)], 3, TIMER_PPI).expect("valid");
         assert_eq!(s.len, 3);
         assert_eq!(s.lrs[0].vintid, 1);
         assert_eq!(s.lrs[1].state, LrState::Active);
@@ -198,34 +212,58 @@ mod tests {
     }
 
     #[test]
+    fn accepts_lpis_within_16_id_bits() {
+        let s = check_irqs(&[w(LPI_START, 1), w(LPI_END - 1, 3)], 3, TIMER_PPI).expect("LPIs");
+        assert_eq!(s.lrs[0].vintid, 8192);
+        assert_eq!(s.lrs[1].vintid, 65535);
+        assert_eq!(
+            check_irqs(&[w(8200, 1), w(8200, 1)], 3, TIMER_PPI),
+            Err(Error::InvalidParameter),
+            "duplicates"
+        );
+    }
+
+    #[test]
     fn refuses_what_is_not_kservs() {
         assert_eq!(
-            check_irqs(&[w(40, 1) | irq::HW | 40 << 44], 3),
+            check_irqs(&[w(40, 1) | irq::HW | 40 << 44], 3, TIMER_PPI),
             Err(Error::Denied)
         );
-        assert_eq!(check_irqs(&[w(40, 1) | irq::HW], 3), Err(Error::Denied));
-        assert_eq!(check_irqs(&[w(TIMER_PPI, 1)], 3), Err(Error::Denied));
+        assert_eq!(
+            check_irqs(&[w(40, 1) | irq::HW], 3, TIMER_PPI),
+            Err(Error::Denied)
+        );
+        assert_eq!(
+            check_irqs(&[w(TIMER_PPI, 1)], 3, TIMER_PPI),
+            Err(Error::Denied)
+        );
     }
 
     #[test]
     fn refuses_malformed() {
-        let bad: [&[u64]; 6] = [
+        let bad: [&[u64]; 8] = [
             &[w(1020, 1)],
             &[w(1023, 1)],
-            &[w(8192, 1)],
+            &[w(8191, 1)],
+            &[w(LPI_END, 1)],
+            &[w(u32::MAX, 1)],
             &[w(5, 0)],
             &[w(5, 1), w(5, 2)],
             &[w(5, 1) | 1 << 50],
         ];
         for b in bad {
-            assert_eq!(check_irqs(b, 3), Err(Error::InvalidParameter), "{b:x?}");
+            assert_eq!(
+                check_irqs(b, 3, TIMER_PPI),
+                Err(Error::InvalidParameter),
+                "{b:x?}"
+            );
         }
         assert_eq!(
-            check_irqs(&[w(1, 1), w(2, 1), w(3, 1), w(4, 1)], 3),
+            check_irqs(&[w(1, 1), w(2, 1), w(3, 1), w(4, 1)], 3, TIMER_PPI),
             Err(Error::InvalidParameter),
             "more than the free list registers"
         );
-        assert!(check_irqs(&[], 0).is_ok());
+        assert!(check_irqs(&[], 0, TIMER_PPI).is_ok());
     }
 
     #[test]

@@ -1124,11 +1124,13 @@ fn writes_to_a_read_only_shared_page_exit_as_mmio() {
         &[v.h, rom, 0x200, share_flags::READ_ONLY],
     );
     assert_eq!(r[0], 0);
-    assert_eq!(
-        hvc(&mut v.w, H::HostShareGuest, &[v.h, rom + 1, 0x201, 2])[0],
-        Error::InvalidParameter.to_x0(),
-        "unknown flag"
-    );
+    for flags in [4, share_flags::READ_ONLY | share_flags::WRITE_PROTECT] {
+        assert_eq!(
+            hvc(&mut v.w, H::HostShareGuest, &[v.h, rom + 1, 0x201, flags])[0],
+            Error::InvalidParameter.to_x0(),
+            "unknown flag or combination {flags:#x}"
+        );
+    }
     // Permission fault, level 3, write, ISV, x7.
     let esr = ec::DABT_LOW << 26 | 1 << 25 | 1 << 24 | 3 << 22 | 7 << 16 | 1 << 15 | 1 << 6 | 0x0F;
     run_page(&mut v, 0, &[]);
@@ -1291,4 +1293,407 @@ fn an_active_timer_keeps_its_list_register_when_kserv_fills_them() {
     let lrs = g.entries[4].1;
     assert_eq!(lrs.len, 4);
     assert!(lrs.as_slice().iter().all(|lr| lr.hw.is_none()));
+}
+
+/// A permission fault on a write, level 3, ISV, `x7`, at `ipa`.
+fn write_permission_fault(ipa: u64) -> GuestExit {
+    let esr = ec::DABT_LOW << 26 | 1 << 25 | 1 << 24 | 3 << 22 | 7 << 16 | 1 << 15 | 1 << 6 | 0x0F;
+    sync(esr, ipa)
+}
+
+/// A non-protected VM (with `vm`'s two donated pages at `GFN`) and KServ's
+/// pages shared with it at gfn `0x200 + i`: read-write, or read-only for
+/// the index `ro`.
+fn logged_vm(shares: u64, ro: Option<u64>) -> Vm {
+    use kcore_abi::share_flags;
+    let mut v = vm(false, 1);
+    for i in 0..shares {
+        let flags = if Some(i) == ro {
+            share_flags::READ_ONLY
+        } else {
+            0
+        };
+        let r = hvc(
+            &mut v.w,
+            H::HostShareGuest,
+            &[v.h, FIRST_HOST_PFN + 90 + i, 0x200 + i, flags],
+        );
+        assert_eq!(r[0], 0);
+    }
+    v
+}
+
+/// `HostProtectGuest` of `pages` pages from `gfn`: `x0`, `x1`.
+fn protect(v: &mut Vm, gfn: u64, pages: u64) -> [u64; 2] {
+    let r = hvc(&mut v.w, H::HostProtectGuest, &[v.h, gfn, pages]);
+    [r[0], r[1]]
+}
+
+/// The exit's flags, address and data words.
+fn fault_words(v: &Vm) -> (u64, u64, u64) {
+    let out = exit_words(&v.w);
+    (
+        out[run::EXIT_FLAGS],
+        out[run::EXIT_ADDR],
+        out[run::EXIT_DATA],
+    )
+}
+
+fn vm_id(v: &Vm) -> kcore::vm::VmId {
+    v.w.host.mem().vms().lookup(v.h).unwrap().0
+}
+
+#[test]
+fn dirty_logging_write_protects_shared_pages_without_changing_owners() {
+    let mut v = logged_vm(3, Some(1));
+    let id = vm_id(&v);
+    let owners = |v: &mut Vm| -> Vec<[u64; 4]> {
+        (0..3)
+            .map(|i| hvc(&mut v.w, H::HostPageOwner, &[FIRST_HOST_PFN + 90 + i]))
+            .collect()
+    };
+    let before = owners(&mut v);
+    let flushes = v.w.hw.flushes().len();
+    // 0x200 and 0x202 are writable shares; 0x201 a read-only one, 0x203
+    // nothing, and the VM's own pages at GFN are not KServ's to log.
+    let r = hvc(&mut v.w, H::HostProtectGuest, &[v.h, 0x200, 4]);
+    assert_eq!(r[..2], [0, 2]);
+    assert_eq!(protect(&mut v, GFN, 2), [0, 0]);
+    assert_eq!(owners(&mut v), before, "no page changed owner");
+    for (gfn, write, logged) in [
+        (0x200, false, true),
+        (0x201, false, false),
+        (0x202, false, true),
+    ] {
+        let leaf = common::vm_walk(&v.w, id, gfn << 12).unwrap();
+        assert_eq!(
+            (leaf.attrs.write, leaf.attrs.dirty_log),
+            (write, logged),
+            "{gfn:#x}"
+        );
+        assert_eq!(leaf.pa.raw() >> 12, FIRST_HOST_PFN + 90 + (gfn - 0x200));
+    }
+    assert!(common::vm_walk(&v.w, id, GFN << 12).unwrap().attrs.write);
+    // Each change was flushed from every CPU's TLBs before the new leaf
+    // (FakeMachine counts a valid descriptor rewritten without a flush).
+    assert_eq!(v.w.hw.unflushed(), 0);
+    assert!(v.w.hw.flushes().len() >= flushes + 2);
+    check_invariants(&v.w).unwrap();
+    // Protecting again changes nothing more.
+    assert_eq!(protect(&mut v, 0x200, 4), [0, 0]);
+}
+
+#[test]
+fn a_write_to_a_write_protected_page_is_a_memory_fault_not_mmio() {
+    let mut v = logged_vm(2, Some(1));
+    assert_eq!(protect(&mut v, 0x200, 2), [0, 1]);
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.then_do(write_permission_fault(0x20_0010), |ctx, _| {
+        ctx.pc = 0x8_0000;
+        ctx.x[7] = 0x1234;
+    });
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::MEM_FAULT));
+    assert_eq!(
+        fault_words(&v),
+        (
+            exit_flags::WRITE | exit_flags::WRITE_PROTECTED,
+            0x20_0000,
+            0
+        ),
+        "the page and the direction only"
+    );
+    assert_eq!(
+        get(&mut v, 0, reg::PC)[1],
+        0x8_0000,
+        "the write is repeated"
+    );
+    // The read-only share next to it still exits as MMIO with its data.
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.then_do(write_permission_fault(0x20_1008), |ctx, _| ctx.x[7] = 0x55);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::MMIO));
+    assert_eq!(fault_words(&v), (exit_flags::WRITE, 0x20_1008, 0x55));
+    // KServ made the page writable: once, then it already is.
+    assert_eq!(
+        hvc(&mut v.w, H::HostUnprotectGuest, &[v.h, 0x200])[..2],
+        [0, 1]
+    );
+    assert_eq!(
+        hvc(&mut v.w, H::HostUnprotectGuest, &[v.h, 0x200])[..2],
+        [0, 0]
+    );
+    let leaf = common::vm_walk(&v.w, vm_id(&v), 0x20_0000).unwrap();
+    assert!(leaf.attrs.write && !leaf.attrs.dirty_log);
+    assert_eq!(v.w.hw.unflushed(), 0);
+    // A fault that raced with the unprotect on another CPU: the guest
+    // just repeats the write (re-entered, no exit for it).
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_0010));
+    g.then(irq_exit());
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    assert_eq!(g.entries.len(), 2);
+    // Shared write-protected from the start (a page first touched by a
+    // read while logging): its first write is a dirty-log fault too.
+    let r = hvc(
+        &mut v.w,
+        H::HostShareGuest,
+        &[
+            v.h,
+            FIRST_HOST_PFN + 95,
+            0x210,
+            kcore_abi::share_flags::WRITE_PROTECT,
+        ],
+    );
+    assert_eq!(r[0], 0);
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x21_0000));
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::MEM_FAULT));
+    assert_eq!(
+        exit_words(&v.w)[run::EXIT_FLAGS],
+        exit_flags::WRITE | exit_flags::WRITE_PROTECTED
+    );
+    check_invariants(&v.w).unwrap();
+}
+
+#[test]
+fn a_write_fault_is_classified_against_the_stage_2_as_it_is_now() {
+    use kcore::vcpu::WriteFault;
+    let mut v = logged_vm(2, Some(1));
+    assert_eq!(protect(&mut v, 0x200, 1), [0, 1]);
+    let mut l = Loaded::empty();
+    l.vm = vm_id(&v);
+    l.ipa_limit = 1 << 40;
+    let class = |v: &Vm, l: &Loaded, ipa: u64| v.w.host.mem().vcpu_write_fault(l, ipa, &v.w.hw);
+    assert_eq!(class(&v, &l, 0x20_0000), WriteFault::Logged);
+    assert_eq!(class(&v, &l, 0x20_1000), WriteFault::ReadOnly);
+    assert_eq!(class(&v, &l, GFN << 12), WriteFault::Retry, "writable");
+    assert_eq!(class(&v, &l, 0x30_0000), WriteFault::Retry, "unmapped");
+    assert_eq!(
+        class(&v, &l, 1 << 40),
+        WriteFault::Retry,
+        "past the IPA space"
+    );
+    // Another CPU unshared it meanwhile: the guest's retry faults again
+    // and KServ sees an ordinary memory fault then.
+    assert_eq!(hvc(&mut v.w, H::HostUnshareGuest, &[v.h, 0x200])[0], 0);
+    assert_eq!(class(&v, &l, 0x20_0000), WriteFault::Retry);
+    // ... or made it writable.
+    let r = hvc(
+        &mut v.w,
+        H::HostShareGuest,
+        &[v.h, FIRST_HOST_PFN + 90, 0x200, 2],
+    );
+    assert_eq!(r[0], 0);
+    assert_eq!(class(&v, &l, 0x20_0000), WriteFault::Logged);
+    assert_eq!(
+        hvc(&mut v.w, H::HostUnprotectGuest, &[v.h, 0x200])[..2],
+        [0, 1]
+    );
+    assert_eq!(class(&v, &l, 0x20_0000), WriteFault::Retry);
+    // A dying VM's tables are not walked.
+    assert_eq!(hvc(&mut v.w, H::HostTeardownVm, &[v.h])[0], 0);
+    assert_eq!(class(&v, &l, 0x20_1000), WriteFault::Retry);
+}
+
+#[test]
+fn dirty_logging_refusals_change_nothing() {
+    let mut v = logged_vm(2, Some(1));
+    let mut p = vm(true, 1);
+    let (inval, denied, notfound) = (
+        Error::InvalidParameter.to_x0(),
+        Error::Denied.to_x0(),
+        Error::NotFound.to_x0(),
+    );
+    let max = kcore_abi::MAX_PROTECT_PAGES;
+    // (the protected VM's world, call, arguments, status)
+    let cases: [(bool, H, Vec<u64>, u64); 14] = [
+        (true, H::HostProtectGuest, vec![p.h, GFN, 1], denied),
+        (true, H::HostUnprotectGuest, vec![p.h, GFN], denied),
+        (
+            false,
+            H::HostProtectGuest,
+            vec![v.h + 1, 0x200, 1],
+            notfound,
+        ),
+        (false, H::HostUnprotectGuest, vec![0, 0x200], notfound),
+        (false, H::HostProtectGuest, vec![v.h, 0x200, 0], inval),
+        (false, H::HostProtectGuest, vec![v.h, 0x200, max + 1], inval),
+        (
+            false,
+            H::HostProtectGuest,
+            vec![v.h, (1 << 28) - 1, 2],
+            inval,
+        ),
+        (false, H::HostProtectGuest, vec![v.h, u64::MAX, 1], inval),
+        (false, H::HostUnprotectGuest, vec![v.h, 1 << 28], inval),
+        // A read-only share is not write-protected for logging.
+        (false, H::HostUnprotectGuest, vec![v.h, 0x201], denied),
+        // The VM's own page, not a share.
+        (false, H::HostUnprotectGuest, vec![v.h, GFN], denied),
+        (false, H::HostUnprotectGuest, vec![v.h, 0x300], notfound),
+        // MMIO: nothing mapped.
+        (false, H::HostUnprotectGuest, vec![v.h, MMIO_GFN], notfound),
+        (false, H::HostProtectGuest, vec![v.h, 0x200, max], 0),
+    ];
+    let id = vm_id(&v);
+    let snapshot = |v: &Vm| {
+        let leaves: Vec<_> = [0x200, 0x201, GFN]
+            .map(|g| common::vm_walk(&v.w, id, g << 12))
+            .to_vec();
+        let owners: Vec<_> = (0..2)
+            .map(|i| v.w.host.mem().host_page_owner(FIRST_HOST_PFN + 90 + i))
+            .collect();
+        (leaves, owners, v.w.hw.flushes().len())
+    };
+    for (protected, call, args, want) in cases {
+        let before = snapshot(&v);
+        let w = if protected { &mut p.w } else { &mut v.w };
+        assert_eq!(hvc(w, call, &args)[0], want, "{call:?} {args:x?}");
+        if want != 0 {
+            assert_eq!(snapshot(&v), before, "{call:?} {args:x?} changed something");
+        }
+    }
+    // A dying VM is refused.
+    assert_eq!(hvc(&mut v.w, H::HostTeardownVm, &[v.h])[0], 0);
+    assert_eq!(
+        hvc(&mut v.w, H::HostProtectGuest, &[v.h, 0x200, 1])[0],
+        denied
+    );
+    assert_eq!(
+        hvc(&mut v.w, H::HostUnprotectGuest, &[v.h, 0x200])[0],
+        denied
+    );
+    check_invariants(&v.w).unwrap();
+    check_invariants(&p.w).unwrap();
+}
+
+/// The run loop over `World`, with a second KServ CPU's hypercalls made
+/// exactly where the loop has dropped KCore's lock between a guest's write
+/// fault and its classification (the EL2 glue's `Locked::write_fault`
+/// takes the lock again only there).
+struct Racing<'a> {
+    w: &'a mut World,
+    /// The other CPU's calls, made at the next write fault.
+    calls: Vec<(H, Vec<u64>)>,
+    /// Their `x0`s.
+    results: Vec<u64>,
+}
+
+impl kcore::vcpu::VcpuHost for Racing<'_> {
+    fn load(&mut self, a: RunArgs, lr_count: usize, out: &mut Loaded) -> Result<(), Error> {
+        self.w
+            .host
+            .mem_mut()
+            .vcpu_load_into(a, lr_count, &mut self.w.hw, out)
+    }
+    fn cpu_on(&mut self, l: &mut Loaded, t: usize, e: u64, c: u64) -> kcore::vcpu::Step {
+        self.w
+            .host
+            .mem_mut()
+            .vcpu_cpu_on(l, t, e, c, &mut self.w.hw)
+    }
+    fn guest_mem(&mut self, l: &mut Loaded, share: bool, gfn: u64) {
+        self.w
+            .host
+            .mem_mut()
+            .vcpu_guest_mem(l, share, gfn, &mut self.w.hw)
+    }
+    fn put(&mut self, l: &mut Loaded) {
+        self.w.host.mem_mut().vcpu_put(l, &mut self.w.hw)
+    }
+    fn write_fault(&mut self, l: &Loaded, ipa: u64) -> kcore::vcpu::WriteFault {
+        for (id, args) in std::mem::take(&mut self.calls) {
+            let r = hvc(self.w, id, &args)[0];
+            self.results.push(r);
+        }
+        self.w.host.mem().vcpu_write_fault(l, ipa, &self.w.hw)
+    }
+}
+
+/// One run of vCPU 0 through [`Racing`], `calls` made at its first write
+/// fault: the exit reason and the calls' results.
+fn racing_run(v: &mut Vm, g: &mut ScriptedGuest, calls: Vec<(H, Vec<u64>)>) -> (u64, Vec<u64>) {
+    run_page(v, 0, &[]);
+    let a = RunArgs {
+        handle: v.h,
+        vcpu: 0,
+        run_pfn: RUN_PFN,
+    };
+    let mut r = Racing {
+        w: &mut v.w,
+        calls,
+        results: Vec::new(),
+    };
+    let reason = run_vcpu_in(&mut r, g, a, &mut v.cpu).unwrap();
+    let results = r.results;
+    check_invariants(&v.w).unwrap();
+    (reason, results)
+}
+
+#[test]
+fn another_cpu_changes_the_page_between_a_write_fault_and_its_classification() {
+    use kcore_abi::share_flags;
+    let mut v = logged_vm(1, None);
+    let page = FIRST_HOST_PFN + 90;
+    // KServ made the page writable meanwhile (another vCPU's fault came
+    // first): the guest just repeats its write, no exit for it.
+    assert_eq!(protect(&mut v, 0x200, 1), [0, 1]);
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_0000));
+    g.then(irq_exit());
+    let calls = vec![(H::HostUnprotectGuest, vec![v.h, 0x200])];
+    assert_eq!(racing_run(&mut v, &mut g, calls), (exit::IRQ, vec![0]));
+    assert_eq!(g.entries.len(), 2, "re-entered after the fault");
+    // Unshared meanwhile: repeated, and the repeat is a translation fault,
+    // an ordinary memory fault for KServ (which may share it again).
+    assert_eq!(protect(&mut v, 0x200, 1), [0, 1]);
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_0000));
+    g.then(sync(dabt(true, 3, 1), 0x20_0000));
+    let calls = vec![(H::HostUnshareGuest, vec![v.h, 0x200])];
+    assert_eq!(
+        racing_run(&mut v, &mut g, calls),
+        (exit::MEM_FAULT, vec![0])
+    );
+    assert_eq!(exit_words(&v.w)[run::EXIT_FLAGS], exit_flags::WRITE);
+    // Shared again read-only (a read-only slot now): the write is emulated
+    // as MMIO with its data, never a dirty-log fault.
+    let calls = vec![(
+        H::HostShareGuest,
+        vec![v.h, page, 0x200, share_flags::READ_ONLY],
+    )];
+    let mut g = ScriptedGuest::new(4);
+    g.then_do(write_permission_fault(0x20_0008), |ctx, _| ctx.x[7] = 0x77);
+    assert_eq!(racing_run(&mut v, &mut g, calls), (exit::MMIO, vec![0]));
+    assert_eq!(fault_words(&v), (exit_flags::WRITE, 0x20_0008, 0x77));
+    // Unshared and shared again write-protected: a dirty-log fault.
+    let calls = vec![
+        (H::HostUnshareGuest, vec![v.h, 0x200]),
+        (
+            H::HostShareGuest,
+            vec![v.h, page, 0x200, share_flags::WRITE_PROTECT],
+        ),
+    ];
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_0000));
+    assert_eq!(
+        racing_run(&mut v, &mut g, calls),
+        (exit::MEM_FAULT, vec![0, 0])
+    );
+    assert_eq!(
+        exit_words(&v.w)[run::EXIT_FLAGS],
+        exit_flags::WRITE | exit_flags::WRITE_PROTECTED
+    );
+    // Teardown is refused while the vCPU runs: the stage 2 it classifies
+    // against stays.
+    let calls = vec![(H::HostTeardownVm, vec![v.h])];
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_0000));
+    assert_eq!(
+        racing_run(&mut v, &mut g, calls),
+        (exit::MEM_FAULT, vec![Error::Busy.to_x0()])
+    );
 }

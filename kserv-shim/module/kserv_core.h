@@ -74,7 +74,7 @@ struct kserv_kvm_host {
 static_assert(sizeof(struct kserv_kvm_host) == 16);
 
 /* Number of values kserv_core_kvm_check_uapi compares (kvm::uapi::CHECKED). */
-#define KSERV_KVM_CHECKED 36
+#define KSERV_KVM_CHECKED 41
 
 void kserv_core_kvm_sizes(struct kserv_kvm_sizes *out);
 u32 kserv_core_kvm_check_uapi(const u64 *values, u32 n);	/* 0: all agree */
@@ -89,10 +89,14 @@ s64 kserv_core_kvm_vcpu_ioctl(void *ctx, const struct kserv_kvm_host *host, void
 			      void *vcpu, u32 cmd, u64 arg);
 s64 kserv_core_kvm_device_create(void *ctx, void *vm, u32 type, u32 flags);
 s64 kserv_core_kvm_device_ioctl(void *ctx, void *vm, u32 cmd, u64 arg);
+s64 kserv_core_kvm_its_ioctl(void *ctx, void *vm, u32 cmd, u64 arg);
 void kserv_core_kvm_vcpu_destroy(void *ctx, void *vcpu);
 u64 kserv_core_kvm_vm_destroy(void *ctx, void *vm, u64 *kept);
 /* An irqfd's work item: its eventfd was signalled (ctx: the VM's, no vCPU). */
 void kserv_core_kvm_irqfd_inject(void *ctx, void *vm, u32 gsi, u32 resample);
+/* read(2) of a KVM_GET_STATS_FD fd of the VM (vcpu < 0) or a vCPU: bytes or -errno. */
+s64 kserv_core_kvm_stats_read(void *ctx, void *vm, u32 pid, s32 vcpu, s64 offset, u64 uaddr,
+			      u64 len);
 
 /* Provided by the glue (kserv_kvm.c) for the KVM core. Errors are positive errnos. */
 s32 kserv_glue_kvm_copy_from_user(void *ctx, u64 uaddr, u8 *buf, u32 len);
@@ -124,6 +128,10 @@ void kserv_glue_kvm_page_read(void *ctx, u64 pfn, u32 offset, u8 *buf, u32 len);
 u64 kserv_glue_kvm_now(void);		/* CNTPCT_EL0 */
 u32 kserv_glue_kvm_cpu(void);
 void kserv_glue_kvm_relax(void);
+u64 kserv_glue_kvm_random(void);
+/* The wall clock (ns) and CNTPCT_EL0 at one instant; 0 if the clock source is not the counter. */
+u32 kserv_glue_kvm_ptp(u64 *real, u64 *cycles);
+u64 kserv_glue_kvm_run_delay(void);	/* current's run-queue wait so far, ns */
 
 /* kserv_kvm.c: /dev/kvm's registration. */
 int kserv_kvm_init(void);

@@ -28,6 +28,7 @@
 
 #include <linux/anon_inodes.h>
 #include <linux/atomic.h>
+#include <linux/clocksource_ids.h>
 #include <linux/cpumask.h>
 #include <linux/eventfd.h>
 #include <linux/file.h>
@@ -39,6 +40,7 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/poll.h>
+#include <linux/random.h>
 #include <linux/refcount.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
@@ -46,6 +48,7 @@
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/spinlock.h>
+#include <linux/timekeeping.h>
 #include <linux/uaccess.h>
 #include <linux/version.h>
 #include <linux/wait.h>
@@ -70,6 +73,7 @@ struct kkvm_vm {
 	struct mutex create_lock;	/* vcpus[] */
 	struct kkvm_vcpu **vcpus;	/* by id, max_vcpus of them */
 	void *core;
+	u32 pid;			/* the creator's, for the stats' id string */
 };
 
 struct kkvm_vcpu {
@@ -217,6 +221,32 @@ u32 kserv_glue_kvm_cpu(void)
 void kserv_glue_kvm_relax(void)
 {
 	cond_resched();
+}
+
+u64 kserv_glue_kvm_random(void)
+{
+	return get_random_u64();
+}
+
+u32 kserv_glue_kvm_ptp(u64 *real, u64 *cycles)
+{
+	struct system_time_snapshot snap;
+
+	ktime_get_snapshot(&snap);
+	if (snap.cs_id != CSID_ARM_ARCH_COUNTER)
+		return 0;
+	*real = ktime_to_ns(snap.real);
+	*cycles = snap.cycles;
+	return 1;
+}
+
+u64 kserv_glue_kvm_run_delay(void)
+{
+#ifdef CONFIG_SCHED_INFO
+	return READ_ONCE(current->sched_info.run_delay);
+#else
+	return 0;
+#endif
 }
 
 static u8 *kkvm_run_addr(struct kkvm_ctx *c, u32 offset, u32 len)
@@ -539,6 +569,73 @@ static void kkvm_vm_put(struct kkvm_vm *vm)
 	module_put(THIS_MODULE);
 }
 
+/* ---- KVM_GET_STATS_FD ------------------------------------------------------ */
+
+/* A stats fd: the VM's (vcpu < 0) or one of its vCPUs'; it holds the VM. */
+struct kkvm_stats {
+	struct kkvm_vm *vm;
+	s32 vcpu;
+};
+
+static ssize_t kkvm_stats_read(struct file *file, char __user *buf, size_t size, loff_t *pos)
+{
+	struct kkvm_stats *s = file->private_data;
+	struct kkvm_ctx ctx = { .vm = s->vm };
+	s64 r;
+
+	r = kserv_core_kvm_stats_read(&ctx, s->vm->core, s->vm->pid, s->vcpu, *pos,
+				      (u64)(uintptr_t)buf, size);
+	if (r > 0)
+		*pos += r;
+	return r;
+}
+
+static int kkvm_stats_release(struct inode *inode, struct file *file)
+{
+	struct kkvm_stats *s = file->private_data;
+
+	kkvm_vm_put(s->vm);
+	kfree(s);
+	return 0;
+}
+
+static const struct file_operations kkvm_stats_fops = {
+	.owner = THIS_MODULE,
+	.read = kkvm_stats_read,
+	.release = kkvm_stats_release,
+	.llseek = noop_llseek,
+};
+
+static int kkvm_stats_fd(struct kkvm_vm *vm, s32 vcpu)
+{
+	struct kkvm_stats *s;
+	struct file *file;
+	int fd;
+
+	s = kzalloc(sizeof(*s), GFP_KERNEL_ACCOUNT);
+	if (!s)
+		return -ENOMEM;
+	s->vm = vm;
+	s->vcpu = vcpu;
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0) {
+		kfree(s);
+		return fd;
+	}
+	file = anon_inode_getfile(vcpu < 0 ? "kvm-vm-stats" : "kvm-vcpu-stats",
+				  &kkvm_stats_fops, s, O_RDONLY);
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		kfree(s);
+		return PTR_ERR(file);
+	}
+	refcount_inc(&vm->ref);
+	/* pread(2) at the offsets the header gives, as KVM's stats fds. */
+	file->f_mode |= FMODE_PREAD;
+	fd_install(fd, file);
+	return fd;
+}
+
 static long kkvm_vcpu_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	struct kkvm_vcpu *v = file->private_data;
@@ -548,6 +645,8 @@ static long kkvm_vcpu_ioctl(struct file *file, unsigned int cmd, unsigned long a
 
 	if (current->mm != v->vm->mm)
 		return -EIO;
+	if (cmd == KVM_GET_STATS_FD)
+		return kkvm_stats_fd(v->vm, v->id);
 	if (mutex_lock_killable(&v->mutex))
 		return -EINTR;
 	kkvm_host(&host);
@@ -677,6 +776,24 @@ static const struct file_operations kkvm_device_fops = {
 	.llseek = noop_llseek,
 };
 
+static long kkvm_its_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct kkvm_vm *vm = file->private_data;
+	struct kkvm_ctx ctx = { .vm = vm };
+
+	if (current->mm != vm->mm)
+		return -EIO;
+	return kserv_core_kvm_its_ioctl(&ctx, vm->core, cmd, arg);
+}
+
+/* The ITS's device fd: the same lifetime as the vGIC's, its own ioctls. */
+static const struct file_operations kkvm_its_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = kkvm_its_ioctl,
+	.release = kkvm_device_release,
+	.llseek = noop_llseek,
+};
+
 static int kkvm_create_device(struct kkvm_vm *vm, void __user *argp)
 {
 	struct kkvm_ctx ctx = { .vm = vm };
@@ -690,7 +807,10 @@ static int kkvm_create_device(struct kkvm_vm *vm, void __user *argp)
 	if (r <= 0)
 		return r;
 	refcount_inc(&vm->ref);
-	fd = anon_inode_getfd("kvm-arm-vgic-v3", &kkvm_device_fops, vm, O_RDWR | O_CLOEXEC);
+	if (r == 2)
+		fd = anon_inode_getfd("kvm-arm-vgic-its", &kkvm_its_fops, vm, O_RDWR | O_CLOEXEC);
+	else
+		fd = anon_inode_getfd("kvm-arm-vgic-v3", &kkvm_device_fops, vm, O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
 		kkvm_vm_put(vm);
 		return fd;
@@ -714,6 +834,8 @@ static long kkvm_vm_ioctl(struct file *file, unsigned int cmd, unsigned long arg
 		return kkvm_create_vcpu(vm, arg);
 	case KVM_CREATE_DEVICE:
 		return kkvm_create_device(vm, (void __user *)arg);
+	case KVM_GET_STATS_FD:
+		return kkvm_stats_fd(vm, -1);
 	default:
 		kkvm_host(&host);
 		return kserv_core_kvm_vm_ioctl(&ctx, &host, vm->core, cmd, arg);
@@ -757,6 +879,7 @@ static int kkvm_create_vm(unsigned long type)
 	mutex_init(&vm->create_lock);
 	spin_lock_init(&vm->gic_lock);
 	vm->mm = current->mm;
+	vm->pid = task_pid_nr(current);
 	mmgrab(vm->mm);
 	/* Each VM pins the module until its teardown. */
 	__module_get(THIS_MODULE);
@@ -853,6 +976,11 @@ int kserv_kvm_init(void)
 			KVM_REG_ARM_CORE_REG(fp_regs.fpsr),
 		KVM_REG_ARM64 | KVM_REG_SIZE_U128 | KVM_REG_ARM_CORE |
 			KVM_REG_ARM_CORE_REG(fp_regs.vregs[0]),
+		KVM_GET_STATS_FD,
+		sizeof(struct kvm_stats_header),
+		offsetof(struct kvm_stats_desc, name),
+		KVM_GET_DIRTY_LOG,
+		KVM_CLEAR_DIRTY_LOG,
 	};
 	u32 bad;
 	int ret;

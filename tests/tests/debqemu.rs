@@ -1,17 +1,18 @@
 //! Debian's own QEMU (bookworm's `qemu-system-aarch64` 7.2 and
 //! bookworm-backports' 10.0, unmodified, with Debian's libraries) as the VMM
-//! on `/dev/kvm`: KServ's `debqemu` test has each boot
-//! a Linux guest with `-accel kvm -M virt,gic-version=3,its=off -cpu host`,
-//! 2 vCPUs, the in-kernel GICv3, a virtio-blk-pci disk and a virtio-net-pci
-//! NIC on user networking to its busybox init, which reads and writes the
-//! disk, takes a DHCP lease, fetches a file by TFTP, prints its markers and
-//! powers off. The QEMU root is only in the initramfs variant
+//! on `/dev/kvm`: KServ's `debqemu` test has each boot a Linux guest with
+//! `-accel kvm -M virt,gic-version=3[,its=off] -cpu host`, 2 vCPUs, the
+//! in-kernel GICv3 (and ITS), a virtio-blk-pci disk and a virtio-net-pci NIC
+//! on user networking to its busybox init, which reads and writes the disk,
+//! takes a DHCP lease, fetches a file by TFTP, prints its markers and powers
+//! off. The QEMU root is only in the initramfs variant
 //! `build/kserv/initramfs-debqemu.cpio` and the boot image packed with it,
 //! `build/kcore-debqemu.img` (`xtask/src/build/debqemu.rs`).
 //!
-//! Both columns must boot the guest with `its=off`; a migration of the
-//! running guest to a file and back and the default `its=on` (an ITS) are
-//! reported, not required yet (`docs/kvm.md`, "Debian's QEMU").
+//! Both columns must boot the guest with `its=off` and with the default
+//! `its=on` (the in-kernel ITS) on both QEMUs; a migration of the running
+//! guest to a file and back is reported, not required yet (`docs/kvm.md`,
+//! "Debian's QEMU").
 
 use kcore_qemu::{Boot, Machine};
 use kcore_systests::{
@@ -24,7 +25,7 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Runs KServ's `debqemu` test on `boot`; fails unless it really ran (not
-/// skipped) and the its=off guest's markers reached the console.
+/// skipped) and both guests' markers reached the console.
 fn run(name: &str, boot: Boot) -> Result<SlotSession, Failure> {
     let (report, run) = batch_within(
         name,
@@ -59,7 +60,12 @@ fn run(name: &str, boot: Boot) -> Result<SlotSession, Failure> {
         "KCORE-GUEST: done",
         "debqemu-exit 0",
     ];
-    for prefix in ["debqemu 7.2-its-off| ", "debqemu 10.0-its-off| "] {
+    for prefix in [
+        "debqemu 7.2-its-off| ",
+        "debqemu 7.2-its-on| ",
+        "debqemu 10.0-its-off| ",
+        "debqemu 10.0-its-on| ",
+    ] {
         if let Some(m) = missing_marker(&run.session.lines(), prefix, &markers) {
             return Err(fail(format!("no `{m}` line on the console")));
         }

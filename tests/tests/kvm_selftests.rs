@@ -53,35 +53,15 @@ const SLOW: &[&str] = &[
 const GAPS: &[(&str, &str)] = &[
     (
         "aarch64/arch_timer",
-        "no vCPU timer attributes (KVM_ARM_VCPU_TIMER_CTRL is ENXIO); on stock KVM under TCG it fails or passes by timing",
-    ),
-    (
-        "aarch64/hypercalls",
-        "no vCPU device attributes (KVM_ARM_VCPU_PVTIME_CTRL: ENXIO) and no firmware feature-bitmap registers (KVM_REG_ARM_STD_BMAP, ...)",
+        "the guest has no EL1 physical timer (CNTP_* are UNDEFINED under KCore); on stock KVM under TCG it fails or passes by timing",
     ),
     (
         "aarch64/vcpu_width_config",
         "AArch32 EL1 guests are refused (no KVM_CAP_ARM_EL1_32BIT: the test skips): a limit of KCore, which runs AArch64 guests only",
     ),
     (
-        "steal_time",
-        "no stolen time (PV time, KVM_ARM_VCPU_PVTIME_CTRL): the test skips",
-    ),
-    (
-        "kvm_binary_stats_test",
-        "no KVM_CAP_BINARY_STATS_FD: the test skips",
-    ),
-    (
         "aarch64/debug-exceptions",
         "the guest's breakpoint and watchpoint registers read as zero: KCore does not switch debug state yet",
-    ),
-    (
-        "dirty_log_perf_test",
-        "no dirty page logging (KVM_MEM_LOG_DIRTY_PAGES is EINVAL)",
-    ),
-    (
-        "kvm_page_table_test",
-        "no dirty page logging (KVM_MEM_LOG_DIRTY_PAGES is EINVAL)",
     ),
 ];
 

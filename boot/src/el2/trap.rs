@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::exception::fault_ipa;
 use kcore::host::{Resume, run_result};
 use kcore::mem_protect::MemCore;
-use kcore::vcpu::{Loaded, RunArgs, Step, VcpuHost, run_vcpu_in};
+use kcore::vcpu::{Loaded, RunArgs, Step, VcpuHost, WriteFault, run_vcpu_in};
 use kcore_abi::Error;
 use kcore_abi::psci as fid;
 use kcore_arch::el2::cpu::{self, el1};
@@ -193,6 +193,12 @@ impl VcpuHost for Locked {
         Self::step("a guest's MEM_SHARE or MEM_UNSHARE", |m, mem| {
             m.vcpu_guest_mem(l, share, gfn, mem)
         });
+    }
+    fn write_fault(&mut self, l: &Loaded, ipa: u64) -> WriteFault {
+        Self::step("a guest's write to a read-only page", |m, mem| {
+            m.vcpu_write_fault(l, ipa, mem)
+        })
+        .unwrap_or(WriteFault::Retry)
     }
     fn put(&mut self, l: &mut Loaded) {
         Self::step(

@@ -225,6 +225,22 @@ calls! {
         /// A [`crate::reg`] id (`reg::SYSREG | encoding`).
         reg: 1,
     }
+    /// [`HypercallId::HostProtectGuest`].
+    HostProtectGuest {
+        /// The (non-protected) VM's handle.
+        handle: 1,
+        /// First gfn of the range.
+        gfn: 2,
+        /// Its number of pages (1..=[`crate::MAX_PROTECT_PAGES`]).
+        pages: 3,
+    }
+    /// [`HypercallId::HostUnprotectGuest`].
+    HostUnprotectGuest {
+        /// The (non-protected) VM's handle.
+        handle: 1,
+        /// The write-protected shared page's gfn.
+        gfn: 2,
+    }
 }
 
 #[cfg(test)]
@@ -402,6 +418,27 @@ mod tests {
     #[test]
     fn host_guest_id_reg() {
         round_trip(HostGuestIdReg { reg: 11 }, 1);
+    }
+
+    #[test]
+    fn host_protect_guest() {
+        let a = HostProtectGuest {
+            handle: 11,
+            gfn: 22,
+            pages: 33,
+        };
+        round_trip(a, 3);
+    }
+
+    #[test]
+    fn host_unprotect_guest() {
+        round_trip(
+            HostUnprotectGuest {
+                handle: 11,
+                gfn: 22,
+            },
+            2,
+        );
     }
 
     #[test]

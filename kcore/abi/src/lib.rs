@@ -26,7 +26,7 @@ pub mod smccc;
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 9;
+pub const ABI_VERSION_MINOR: u16 = 10;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.
@@ -135,11 +135,29 @@ pub enum HypercallId {
     /// `CTR_EL0`). Returns `x1` = the value every guest reads (the same for
     /// every VM, protected or not); [`Error::NotFound`] for any other id.
     HostGuestIdReg = HYPERCALL_BASE + 17,
+    /// `host_protect_guest`: `x1` = handle of a non-protected VM, `x2` =
+    /// first gfn, `x3` = number of pages (1..=[`MAX_PROTECT_PAGES`]). Every
+    /// page of the range that KServ shares with the VM writable is made
+    /// read-only in the VM's stage 2 (break-before-make, TLBs invalidated
+    /// on every CPU) for dirty logging: the guest's next write to it exits
+    /// as [`run::exit::MEM_FAULT`] with [`run::exit_flags::WRITE_PROTECTED`].
+    /// Who owns a page never changes; other pages of the range are left
+    /// alone. Returns `x1` = the pages write-protected.
+    HostProtectGuest = HYPERCALL_BASE + 18,
+    /// `host_unprotect_guest`: `x1` = handle of a non-protected VM, `x2` =
+    /// gfn of a page KServ shares with it that [`HypercallId::HostProtectGuest`]
+    /// (or [`share_flags::WRITE_PROTECT`]) made read-only: writable again.
+    /// Returns `x1` = 1, or 0 if the page was writable already.
+    HostUnprotectGuest = HYPERCALL_BASE + 19,
 }
+
+/// Most pages one [`HypercallId::HostProtectGuest`] covers (2 MiB): bounds
+/// the time KCore's lock is held.
+pub const MAX_PROTECT_PAGES: u64 = 512;
 
 impl HypercallId {
     /// Every hypercall this ABI version defines.
-    pub const ALL: [HypercallId; 18] = [
+    pub const ALL: [HypercallId; 20] = [
         HypercallId::Version,
         HypercallId::Features,
         HypercallId::HostCreateVm,
@@ -158,6 +176,8 @@ impl HypercallId {
         HypercallId::HostVcpuSetReg,
         HypercallId::HostSelfCheck,
         HypercallId::HostGuestIdReg,
+        HypercallId::HostProtectGuest,
+        HypercallId::HostUnprotectGuest,
     ];
 
     /// The SMCCC function id of this call.
@@ -196,8 +216,14 @@ pub mod vm_flags {
 pub mod share_flags {
     /// The guest may read and execute the page, not write it.
     pub const READ_ONLY: u64 = 1 << 0;
+    /// Mapped write-protected for dirty logging, as
+    /// [`super::HypercallId::HostProtectGuest`] leaves a page: the guest's
+    /// first write exits as a memory fault
+    /// ([`super::run::exit_flags::WRITE_PROTECTED`]) until
+    /// [`super::HypercallId::HostUnprotectGuest`]. Not with [`READ_ONLY`].
+    pub const WRITE_PROTECT: u64 = 1 << 1;
     /// Every flag this ABI version defines.
-    pub const ALL: u64 = READ_ONLY;
+    pub const ALL: u64 = READ_ONLY | WRITE_PROTECT;
 }
 
 /// Who owns a page, as [`HypercallId::HostPageOwner`] reports it.

@@ -20,8 +20,26 @@ pub mod entry_flags {
     pub const TIMER_PRIORITY_SHIFT: u32 = 8;
     /// The timer interrupt is group 0 (else group 1).
     pub const TIMER_GROUP0: u64 = 1 << 16;
+    /// Shift of the INTID the guest sees its timer interrupt as (8 bits,
+    /// ABI 0.10): 0 for PPI 27 (the default), else a PPI (16..=31), as a
+    /// VMM may choose with KVM's `KVM_ARM_VCPU_TIMER_IRQ_VTIMER`. The
+    /// physical interrupt behind it is always PPI 27.
+    pub const TIMER_INTID_SHIFT: u32 = 24;
+    /// The timer's PPI when [`TIMER_INTID_SHIFT`]'s field is 0.
+    pub const TIMER_DEFAULT_INTID: u32 = 27;
     /// Every bit this ABI version defines.
-    pub const ALL: u64 = TIMER_DISABLED | 0xFF << TIMER_PRIORITY_SHIFT | TIMER_GROUP0;
+    pub const ALL: u64 =
+        TIMER_DISABLED | 0xFF << TIMER_PRIORITY_SHIFT | TIMER_GROUP0 | 0xFF << TIMER_INTID_SHIFT;
+
+    /// The timer's virtual INTID in flags `f`; `None` if the field names
+    /// no PPI.
+    pub const fn timer_intid(f: u64) -> Option<u32> {
+        match ((f >> TIMER_INTID_SHIFT) & 0xFF) as u32 {
+            0 => Some(TIMER_DEFAULT_INTID),
+            i @ 16..=31 => Some(i),
+            _ => None,
+        }
+    }
 }
 /// Entry word: the answer to the previous exit: the value an MMIO read
 /// returns, or `x0` of a PSCI call KServ handled. Ignored after other exits.
@@ -151,6 +169,12 @@ pub mod exit_flags {
     pub const SGI_ASGI1R: u64 = 1 << 3;
     /// SGI exit: `ICC_SGI0R_EL1` (group 0).
     pub const SGI_SGI0R: u64 = 1 << 4;
+    /// Memory fault (with [`WRITE`]): a write to a page KServ shares with
+    /// the (non-protected) VM that is write-protected for dirty logging
+    /// (`HostProtectGuest`). The write did not happen; KServ records the
+    /// page dirty, makes it writable (`HostUnprotectGuest`) and runs the
+    /// vCPU again, which repeats it.
+    pub const WRITE_PROTECTED: u64 = 1 << 5;
 }
 
 /// One virtual interrupt, as a word: `vintid` in bits 0..32, priority in

@@ -50,6 +50,12 @@ pub const RET_INVALID_PARAMETER: u64 = -3i64 as u64;
 /// Vendor hypervisor service "call UID" query (SMC32 form, as Linux issues it).
 pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_FF01;
 
+/// KVM's vendor hypervisor UID (`28b46fb6-2ec5-11e9-a9ca-4b564d003a74`)
+/// in `x0..x3`, as guests of KVM (and pKVM) expect it from
+/// [`VENDOR_HYP_CALL_UID`]: KCore answers it for protected guests, the shim
+/// for the others.
+pub const KVM_UID: [u64; 4] = [0xb66f_b428, 0xe911_c52e, 0x564b_caa9, 0x743a_004d];
+
 /// KCore's UID, returned in `x0..x3` (each register holding 32 bits) by
 /// [`VENDOR_HYP_CALL_UID`]: a random UUID, `4b636f72-652d-4b53-6572-76d2a1b83c17`.
 pub const KCORE_UID: [u32; 4] = [0x726f_634b, 0x534b_2d65, 0xd276_7265, 0x173c_b8a1];

@@ -9,7 +9,7 @@
 
 use super::context::{Pending, Sys, mask, status};
 use super::guest_call::guest_call;
-use super::loaded::{ExitReport, Loaded, Step};
+use super::loaded::{ExitReport, Loaded, Step, WriteFault};
 use crate::addr::{Gfn, PAGE_SHIFT};
 use crate::exception::{Esr, SysRegTrap, ec, fault_ipa};
 use crate::vm::VmKind;
@@ -208,10 +208,12 @@ fn abort(l: &mut Loaded, e: &GuestExit) -> Step {
     let translation = esr.is_translation_or_access_fault();
     let permission = esr.is_permission_fault();
     let ipa = fault_ipa(e.hpfar, e.far);
-    // A write to a page KServ shared read-only with a non-protected VM
-    // (a read-only memory slot): emulated by KServ, as KVM does.
+    // A write to a page a non-protected VM's stage 2 maps read-only: a
+    // read-only memory slot (emulated by KServ, as KVM does) or a page
+    // write-protected for dirty logging; which, the run loop asks under
+    // KCore's lock ([`write_fault`]).
     if permission && is_data && esr.is_write() && l.kind == VmKind::NonProtected {
-        return mmio(l, e, ipa);
+        return Step::WriteFault { ipa };
     }
     if !translation || ipa >= l.ipa_limit {
         l.ctx.inject_abort(e.esr, e.far);
@@ -242,6 +244,26 @@ fn abort(l: &mut Loaded, e: &GuestExit) -> Step {
         return Step::Resume;
     }
     mmio(l, e, ipa)
+}
+
+/// Finishes a [`Step::WriteFault`] at `ipa` once KCore's stage 2 said what
+/// the page is: a memory fault for a write-protected page (the page only;
+/// the write is repeated once KServ made it writable), an MMIO write for a
+/// read-only share, or nothing (the guest repeats the write).
+pub fn write_fault(l: &mut Loaded, e: &GuestExit, ipa: u64, what: WriteFault) -> Step {
+    match what {
+        WriteFault::Logged => report(
+            l,
+            exit::MEM_FAULT,
+            ExitReport {
+                flags: exit_flags::WRITE | exit_flags::WRITE_PROTECTED,
+                addr: ipa & !((1 << PAGE_SHIFT) - 1),
+                ..ExitReport::default()
+            },
+        ),
+        WriteFault::ReadOnly => mmio(l, e, ipa),
+        WriteFault::Retry => Step::Resume,
+    }
 }
 
 /// An MMIO access KServ emulates: only a data access the hardware
@@ -422,6 +444,37 @@ mod tests {
         l.ctx.x[0] = 0x8400_0000;
         assert_eq!(step(&mut l, &sync(ec::HVC64 << 26 | 1, 0)), Step::Resume);
         assert_eq!(l.ctx.x[0], NOT_SUPPORTED, "HVC #1");
+    }
+
+    #[test]
+    fn a_non_protected_vms_other_calls_go_to_kserv() {
+        let mut l = loaded();
+        l.kind = VmKind::NonProtected;
+        for fid in [
+            0xC600_1234u64,
+            0x8600_0042,
+            0x8000_0001,
+            0x8600_FF01,
+            0x8600_0000,
+        ] {
+            l.ctx.x[..4].copy_from_slice(&[fid, 1, 2, 3]);
+            let r = step(&mut l, &sync(ec::HVC64 << 26, 0));
+            assert_eq!(r, Step::Exit, "{fid:#x}");
+            assert_eq!(l.report.reason, exit::PSCI);
+            assert_eq!((l.report.data, l.report.args), (fid, [1, 2, 3]));
+            l.ctx.complete(7);
+            assert_eq!(l.ctx.x[..4], [7, 1, 2, 3]);
+        }
+        // Still KCore's: SMCCC_VERSION, pKVM's calls, 64-bit ids.
+        l.ctx.x[0] = 0x8000_0000;
+        assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Resume);
+        assert_eq!(l.ctx.x[0], smccc::VERSION_1_1);
+        l.ctx.x[..4].copy_from_slice(&[0xC600_0002, 0, 0, 0]);
+        assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Resume);
+        assert_eq!(l.ctx.x[0], 4096);
+        l.ctx.x[0] = 0xC500_0020 | 1 << 32;
+        assert_eq!(step(&mut l, &sync(ec::HVC64 << 26, 0)), Step::Resume);
+        assert_eq!(l.ctx.x[0], NOT_SUPPORTED);
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! The guest's `HVC #0` and `SMC #0` calls: the SMCCC queries and KVM's
-//! vendor hypervisor service KCore answers itself, pKVM's guest
-//! `MEM_SHARE`/`MEM_UNSHARE` (turned into [`Step::GuestMem`]), PSCI (and
-//! KVM's PSCI 0.1 ids, [`kcore_abi::psci::v0_1`]), which
-//! goes to KServ with its function id and `x1..x3` only (`CPU_ON` first
-//! recorded by KCore, [`Step::CpuOn`]), and `NOT_SUPPORTED` for anything
-//! else; KVM's vendor ids are in [`guest_fid`], SMCCC's and PSCI's in
-//! [`kcore_abi::smccc`] and [`kcore_abi::psci`].
+//! The guest's `HVC #0` and `SMC #0` calls: `SMCCC_VERSION` and pKVM's
+//! guest `HYP_MEMINFO`, `MEM_SHARE`/`MEM_UNSHARE` (turned into
+//! [`Step::GuestMem`]) KCore answers itself for every VM; PSCI (and KVM's
+//! PSCI 0.1 ids, [`kcore_abi::psci::v0_1`]) goes to KServ with its
+//! function id and `x1..x3` only (`CPU_ON` first recorded by KCore,
+//! [`Step::CpuOn`]). The other SMCCC queries and KVM's vendor service
+//! (`SMCCC_ARCH_FEATURES`, the vendor UID, `KVM_FEATURES`) KCore answers
+//! for a protected VM, with `NOT_SUPPORTED` for anything else; a
+//! non-protected VM's go to KServ the way PSCI calls do, as KVM's host
+//! answers them (the firmware feature bitmaps a VMM narrows, TRNG, stolen
+//! time, PTP: `docs/kvm.md`). KVM's vendor ids are in [`guest_fid`],
+//! SMCCC's and PSCI's in [`kcore_abi::smccc`] and [`kcore_abi::psci`].
 
 use super::context::{Pending, index_of_mpidr, status};
 use super::loaded::{ExitReport, Loaded, Step};
 use crate::addr::PAGE_SHIFT;
+use crate::vm::VmKind;
 use kcore_abi::run::exit;
 use kcore_abi::{psci, smccc};
 
@@ -24,10 +29,9 @@ pub mod guest_fid {
     pub const KVM_MEM_SHARE: u32 = 0xC600_0003;
     /// pKVM's guest ABI: end a `MEM_SHARE`.
     pub const KVM_MEM_UNSHARE: u32 = 0xC600_0004;
-    /// KVM's vendor hypervisor UID (`28b46fb6-2ec5-11e9-a9ca-4b564d003a74`)
-    /// in `x0..x3`: guests built for pKVM look for it before using the
-    /// calls above.
-    pub const KVM_UID: [u64; 4] = [0xb66f_b428, 0xe911_c52e, 0x564b_caa9, 0x743a_004d];
+    /// KVM's vendor hypervisor UID: guests built for pKVM look for it
+    /// before using the calls above.
+    pub use kcore_abi::smccc::KVM_UID;
     /// The feature bits KCore offers guests in `KVM_FEATURES`: the query
     /// itself (0), `HYP_MEMINFO` (2), `MEM_SHARE` (3), `MEM_UNSHARE` (4).
     pub const KVM_FEATURE_BITS: u64 = 1 << 0 | 1 << 2 | 1 << 3 | 1 << 4;
@@ -36,10 +40,17 @@ pub mod guest_fid {
 /// An `HVC #0` or `SMC #0` from the guest (PC already past it).
 pub(super) fn guest_call(l: &mut Loaded) -> Step {
     let fid = l.ctx.x[0] as u32;
+    let to_kserv = |l: &Loaded| l.kind == VmKind::NonProtected && l.ctx.x[0] >> 32 == 0;
     match fid {
         smccc::SMCCC_VERSION => {
             l.ctx.x[0] = smccc::VERSION_1_1;
             Step::Resume
+        }
+        smccc::SMCCC_ARCH_FEATURES | smccc::VENDOR_HYP_CALL_UID | guest_fid::KVM_FEATURES
+            if to_kserv(l) =>
+        {
+            report_call(l, fid);
+            Step::Exit
         }
         smccc::SMCCC_ARCH_FEATURES => {
             l.ctx.x[0] = smccc::RET_NOT_SUPPORTED;
@@ -78,13 +89,7 @@ pub(super) fn guest_call(l: &mut Loaded) -> Step {
         }
         _ if (psci::is_psci(fid) || psci::v0_1::is_psci(fid)) && l.ctx.x[0] >> 32 == 0 => {
             let args = [l.ctx.x[1], l.ctx.x[2], l.ctx.x[3]];
-            l.ctx.pending = Pending::Psci;
-            l.report = ExitReport {
-                reason: exit::PSCI,
-                data: fid as u64,
-                args,
-                ..ExitReport::default()
-            };
+            report_call(l, fid);
             match fid {
                 psci::CPU_ON_32 | psci::CPU_ON_64 | psci::v0_1::CPU_ON => {
                     let (entry, context) = if fid == psci::v0_1::CPU_ON {
@@ -117,9 +122,26 @@ pub(super) fn guest_call(l: &mut Loaded) -> Step {
                 _ => Step::Exit,
             }
         }
+        _ if to_kserv(l) => {
+            report_call(l, fid);
+            Step::Exit
+        }
         _ => {
             l.ctx.x[0] = smccc::RET_NOT_SUPPORTED;
             Step::Resume
         }
     }
+}
+
+/// Reports call `fid` to KServ: a `PSCI` exit with the function id and
+/// `x1..x3`, whose completion becomes `x0` (KServ sets a non-protected
+/// vCPU's `x1..x3` itself when a call returns more).
+fn report_call(l: &mut Loaded, fid: u32) {
+    l.ctx.pending = Pending::Psci;
+    l.report = ExitReport {
+        reason: exit::PSCI,
+        data: fid as u64,
+        args: [l.ctx.x[1], l.ctx.x[2], l.ctx.x[3]],
+        ..ExitReport::default()
+    };
 }

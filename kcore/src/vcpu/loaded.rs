@@ -52,17 +52,26 @@ pub struct TimerIrq {
     pub priority: u8,
     /// Group 1 (else group 0).
     pub group1: bool,
+    /// The INTID the guest sees it as (its physical PPI is
+    /// [`crate::vgic::TIMER_PPI`] whatever this is).
+    pub vintid: u32,
 }
 
 impl TimerIrq {
     /// From the entry flags (already checked against
-    /// [`kcore_abi::run::entry_flags::ALL`]).
+    /// [`kcore_abi::run::entry_flags::ALL`] and
+    /// [`kcore_abi::run::entry_flags::timer_intid`]; an INTID that is no
+    /// PPI reads as the default).
     pub const fn from_flags(f: u64) -> TimerIrq {
         use kcore_abi::run::entry_flags as ef;
         TimerIrq {
             enabled: f & ef::TIMER_DISABLED == 0,
             priority: (f >> ef::TIMER_PRIORITY_SHIFT) as u8,
             group1: f & ef::TIMER_GROUP0 == 0,
+            vintid: match ef::timer_intid(f) {
+                Some(i) => i,
+                None => ef::TIMER_DEFAULT_INTID,
+            },
         }
     }
 }
@@ -191,4 +200,28 @@ pub enum Step {
         /// Context id.
         context: u64,
     },
+    /// A non-protected guest's write to a page its stage 2 maps read-only,
+    /// at `ipa`: whether that is a page write-protected for dirty logging
+    /// or a read-only share is decided under the state lock
+    /// ([`crate::mem_protect::MemCore::vcpu_write_fault`]), then
+    /// [`crate::vcpu::write_fault`] finishes the exit.
+    WriteFault {
+        /// The faulting IPA.
+        ipa: u64,
+    },
+}
+
+/// What KCore's stage 2 says about a page a non-protected guest wrote and
+/// took a permission fault on ([`Step::WriteFault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteFault {
+    /// Write-protected for dirty logging: a memory fault KServ sees with
+    /// [`kcore_abi::run::exit_flags::WRITE_PROTECTED`].
+    Logged,
+    /// Read-only because KServ shared it so (a read-only memory slot): an
+    /// MMIO write with its data, as KVM emulates it.
+    ReadOnly,
+    /// Writable or unmapped by now (another CPU changed it since the
+    /// fault): the guest runs again and repeats the access.
+    Retry,
 }

@@ -50,8 +50,8 @@ pub use context::{
     CTX_WORDS, DEBUG_REGS, N_SYS, PSTATE_RESET, Pending, SCTLR_EL1_RESET, Sys, VcpuContext,
     VgicCpu, index_of_mpidr, mpidr_of, pstate_ok, status,
 };
-pub use exit::{ExitKind, GuestExit, step};
+pub use exit::{ExitKind, GuestExit, step, write_fault};
 pub use guest_call::guest_fid;
-pub use loaded::{CtxKey, ExitReport, GuestConfig, Loaded, Step, TimerIrq};
+pub use loaded::{CtxKey, ExitReport, GuestConfig, Loaded, Step, TimerIrq, WriteFault};
 pub use run::{GuestCpu, RunArgs, VcpuHost, run_vcpu, run_vcpu_in};
 pub use timer::{prepare_timer, save_timer};

@@ -5,8 +5,8 @@
 //! their own duration only; [`RunArgs`] is what KServ asked to run.
 
 use super::context::VcpuContext;
-use super::exit::{GuestExit, step};
-use super::loaded::{GuestConfig, Loaded, Step};
+use super::exit::{GuestExit, step, write_fault};
+use super::loaded::{GuestConfig, Loaded, Step, WriteFault};
 use super::timer::{prepare_timer, save_timer};
 use crate::vgic::LrSet;
 use kcore_abi::Error;
@@ -42,6 +42,8 @@ pub trait VcpuHost {
     fn cpu_on(&mut self, l: &mut Loaded, target: usize, entry: u64, context: u64) -> Step;
     /// [`crate::mem_protect::MemCore::vcpu_put`].
     fn put(&mut self, l: &mut Loaded);
+    /// [`crate::mem_protect::MemCore::vcpu_write_fault`].
+    fn write_fault(&mut self, l: &Loaded, ipa: u64) -> WriteFault;
 }
 
 /// `host_vcpu_run`: loads the vCPU, runs it on `cpu` until an exit KServ
@@ -78,6 +80,12 @@ pub fn run_vcpu_in(
             Step::Resume => {}
             Step::Exit => break,
             Step::GuestMem { share, gfn } => host.guest_mem(l, share, gfn),
+            Step::WriteFault { ipa } => {
+                let what = host.write_fault(l, ipa);
+                if write_fault(l, &e, ipa, what) != Step::Resume {
+                    break;
+                }
+            }
             Step::CpuOn {
                 target,
                 entry,

@@ -54,7 +54,7 @@ pub fn prepare_timer(l: &mut Loaded, now: u64, lr_count: usize) {
     l.lrs.len = n;
     if l.ctx.timer_lr != LrState::Invalid {
         let timer = Lr {
-            vintid: TIMER_PPI,
+            vintid: l.timer.vintid,
             priority: l.timer.priority,
             group1: l.timer.group1,
             state: l.ctx.timer_lr,
@@ -86,7 +86,7 @@ pub fn save_timer(l: &mut Loaded) {
         n
     };
     l.ctx.timer_lr = match l.lrs.as_slice().get(at) {
-        Some(lr) if lr.vintid == TIMER_PPI => lr.state,
+        Some(lr) if lr.vintid == l.timer.vintid => lr.state,
         _ => LrState::Invalid,
     };
 }
@@ -121,6 +121,34 @@ mod tests {
         prepare_timer(&mut l, 1000, 4);
         assert_eq!(l.lrs.len, 0);
         assert_eq!(l.ctx.timer_deadline(), u64::MAX);
+    }
+
+    #[test]
+    fn the_guest_sees_its_timer_as_the_ppi_kserv_names() {
+        use super::super::loaded::TimerIrq;
+        use kcore_abi::run::entry_flags::{TIMER_INTID_SHIFT, timer_intid};
+        assert_eq!(timer_intid(0), Some(27));
+        assert_eq!(timer_intid(20 << TIMER_INTID_SHIFT), Some(20));
+        assert_eq!(timer_intid(31 << TIMER_INTID_SHIFT), Some(31));
+        assert_eq!(timer_intid(15 << TIMER_INTID_SHIFT), None);
+        assert_eq!(timer_intid(32 << TIMER_INTID_SHIFT), None);
+        let mut l = loaded();
+        l.timer = TimerIrq::from_flags(20 << TIMER_INTID_SHIFT);
+        l.ctx.cntv_ctl = 1;
+        prepare_timer(&mut l, 0, 4);
+        let lr = l.lrs.as_slice()[0];
+        assert_eq!((lr.vintid, lr.hw), (20, Some(TIMER_PPI)), "physical 27");
+        l.lrs.lrs[0].state = LrState::Active;
+        save_timer(&mut l);
+        assert_eq!(l.ctx.timer_lr, LrState::Active);
+        // KServ may supply neither INTID.
+        use crate::vgic::check_irqs_into;
+        let w = |i: u64| i | 0xA0 << 32 | 1 << 40 | 1 << 41;
+        for i in [20, 27] {
+            let r = check_irqs_into(&[w(i)], 4, 20, &mut l.lrs);
+            assert_eq!(r, Err(kcore_abi::Error::Denied), "{i}");
+        }
+        assert!(check_irqs_into(&[w(21)], 4, 20, &mut l.lrs).is_ok());
     }
 
     #[test]
@@ -161,7 +189,7 @@ mod tests {
             core::array::from_fn(|i| irq::encode(32 + i as u32, 0x80, true, irq::ACTIVE));
         l.irq_words[..4].copy_from_slice(&words);
         l.n_irqs = 4;
-        check_irqs_into(&words, 4, &mut l.lrs).expect("all four list registers");
+        check_irqs_into(&words, 4, TIMER_PPI, &mut l.lrs).expect("all four list registers");
         // Pending, no room: it waits, held active at the GIC meanwhile.
         prepare_timer(&mut l, 100, 4);
         assert_eq!(l.lrs.len, 4);
@@ -171,7 +199,7 @@ mod tests {
         assert_eq!(l.ctx.timer_lr, LrState::Invalid);
         // With a free list register it is delivered.
         l.n_irqs = 3;
-        check_irqs_into(&words[..3], 4, &mut l.lrs).expect("three");
+        check_irqs_into(&words[..3], 4, TIMER_PPI, &mut l.lrs).expect("three");
         prepare_timer(&mut l, 100, 4);
         assert_eq!(l.lrs.as_slice()[3].hw, Some(TIMER_PPI));
         assert_eq!(l.lrs.hold_active, 0);
@@ -181,7 +209,7 @@ mod tests {
         // Active and KServ fills all four again: the timer takes the last
         // place, whose entry is reported as supplied.
         l.n_irqs = 4;
-        check_irqs_into(&words, 4, &mut l.lrs).expect("all four");
+        check_irqs_into(&words, 4, TIMER_PPI, &mut l.lrs).expect("all four");
         prepare_timer(&mut l, 100, 4);
         assert_eq!(l.lrs.len, 4);
         assert!(l.lrs.displaced);

@@ -111,20 +111,16 @@ pub fn donate_guest<C: Conduit>(
 }
 
 /// `HostShareGuest`: KServ's page `pfn` is also mapped in (non-protected)
-/// `vm` at `gfn`, read-only if `read_only` (the guest's writes there exit
-/// as MMIO).
+/// `vm` at `gfn`, with `kcore_abi::share_flags`: `READ_ONLY` (the guest's
+/// writes there exit as MMIO) or `WRITE_PROTECT` (dirty logging: the first
+/// write exits as a memory fault).
 pub fn share_guest<C: Conduit>(
     c: &mut C,
     vm: VmHandle,
     pfn: u64,
     gfn: u64,
-    read_only: bool,
+    flags: u64,
 ) -> Result<(), CallError> {
-    let flags = if read_only {
-        kcore_abi::share_flags::READ_ONLY
-    } else {
-        0
-    };
     let a = args::HostShareGuest {
         handle: vm.0,
         pfn,
@@ -132,6 +128,29 @@ pub fn share_guest<C: Conduit>(
         flags,
     };
     call(c, &a).map(drop)
+}
+
+/// `HostProtectGuest`: the pages KServ shares writable with (non-protected)
+/// `vm` in `[gfn, gfn + pages)` become write-protected for dirty logging
+/// (at most `kcore_abi::MAX_PROTECT_PAGES` a call); how many did.
+pub fn protect_guest<C: Conduit>(
+    c: &mut C,
+    vm: VmHandle,
+    gfn: u64,
+    pages: u64,
+) -> Result<u64, CallError> {
+    let a = args::HostProtectGuest {
+        handle: vm.0,
+        gfn,
+        pages,
+    };
+    call(c, &a).map(|[n, _, _]| n)
+}
+
+/// `HostUnprotectGuest`: the write-protected shared page `vm` sees at
+/// `gfn` is writable again; whether it changed (0: it was writable).
+pub fn unprotect_guest<C: Conduit>(c: &mut C, vm: VmHandle, gfn: u64) -> Result<u64, CallError> {
+    call(c, &args::HostUnprotectGuest { handle: vm.0, gfn }).map(|[n, _, _]| n)
 }
 
 /// `HostUnshareGuest`: ends the sharing of the page `vm` sees at `gfn`.
@@ -303,7 +322,7 @@ mod tests {
 
         let mut c = Scripted::new(OK);
         type Call = fn(&mut Scripted) -> Result<(), CallError>;
-        let cases: [(Call, [u64; 8]); 11] = [
+        let cases: [(Call, [u64; 8]); 14] = [
             (
                 |c| create_vcpu(c, VmHandle(0x1_0003), 1),
                 [0xC600_0003, vm.0, 1, 0, 0, 0, 0, 0],
@@ -317,12 +336,24 @@ mod tests {
                 [0xC600_0005, vm.0, 7, 9, 0, 0, 0, 0],
             ),
             (
-                |c| share_guest(c, VmHandle(0x1_0003), 7, 9, false),
+                |c| share_guest(c, VmHandle(0x1_0003), 7, 9, 0),
                 [0xC600_0006, vm.0, 7, 9, 0, 0, 0, 0],
             ),
             (
-                |c| share_guest(c, VmHandle(0x1_0003), 7, 9, true),
+                |c| share_guest(c, VmHandle(0x1_0003), 7, 9, 1),
                 [0xC600_0006, vm.0, 7, 9, 1, 0, 0, 0],
+            ),
+            (
+                |c| share_guest(c, VmHandle(0x1_0003), 7, 9, 2),
+                [0xC600_0006, vm.0, 7, 9, 2, 0, 0, 0],
+            ),
+            (
+                |c| protect_guest(c, VmHandle(0x1_0003), 9, 3).map(drop),
+                [0xC600_0012, vm.0, 9, 3, 0, 0, 0, 0],
+            ),
+            (
+                |c| unprotect_guest(c, VmHandle(0x1_0003), 9).map(drop),
+                [0xC600_0013, vm.0, 9, 0, 0, 0, 0, 0],
             ),
             (
                 |c| unshare_guest(c, VmHandle(0x1_0003), 9),

@@ -167,7 +167,15 @@ pub const CREATE_DEVICE: u32 = ioc(3, 0xE0, 12);
 pub const SET_DEVICE_ATTR: u32 = ioc(1, 0xE1, 24);
 pub const GET_DEVICE_ATTR: u32 = ioc(1, 0xE2, 24);
 pub const IRQFD: u32 = ioc(1, 0x76, 32);
+/// `KVM_SIGNAL_MSI` (`struct kvm_msi`, 32 bytes).
+pub const SIGNAL_MSI: u32 = ioc(1, 0xA5, 32);
+pub const HAS_DEVICE_ATTR: u32 = ioc(1, 0xE3, 24);
 pub const IOEVENTFD: u32 = ioc(1, 0x79, 64);
+pub const GET_DIRTY_LOG: u32 = ioc(1, 0x42, 16);
+pub const CLEAR_DIRTY_LOG: u32 = ioc(3, 0xC0, 24);
+pub const MEM_LOG_DIRTY_PAGES: u32 = 1 << 0;
+pub const CAP_MANUAL_DIRTY_LOG_PROTECT2: u64 = 168;
+pub const CAP_DIRTY_LOG_RING: u64 = 192;
 pub const IOEVENTFD_DATAMATCH: u32 = 1 << 0;
 pub const IOEVENTFD_DEASSIGN: u32 = 1 << 2;
 pub const IRQFD_DEASSIGN: u32 = 1 << 0;
@@ -187,6 +195,8 @@ pub const CAP_IRQFD: u64 = 32;
 pub const CAP_IOEVENTFD: u64 = 36;
 pub const CAP_IRQFD_RESAMPLE: u64 = 82;
 pub const CAP_IOEVENTFD_ANY_LENGTH: u64 = 122;
+pub const CAP_SIGNAL_MSI: u64 = 77;
+pub const CAP_MSI_DEVID: u64 = 131;
 
 pub const REG_U32: u64 = 0x6020_0000_0010_0000;
 pub const REG_U64: u64 = 0x6030_0000_0010_0000;

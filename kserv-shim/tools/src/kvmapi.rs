@@ -9,7 +9,7 @@
 //! userspace; with a signature, the same guest again in a protected VM whose
 //! image KCore verifies (`KSERV_VM_VERIFY_IMAGE`).
 //!
-//! Four further modes skip the API checks:
+//! Five further modes skip the API checks:
 //!
 //! - `kvmapi --guest GUEST_IMAGE [SIGNATURE]`: the test guest once (in a
 //!   protected VM given a signature);
@@ -18,6 +18,9 @@
 //!   a child process (`--guest`) whose exit tears its VM down; after each,
 //!   where KServ's debugfs offers it, KCore's self-check must pass with no
 //!   page left in any guest's stage 2;
+//! - `kvmapi --dirty GUEST_IMAGE`: the guest's dirty program in a
+//!   non-protected VM with dirty page logging ([`dirty`]); the API checks
+//!   run it too;
 //! - `kvmapi --eventfd GUEST_IMAGE [SIGNATURE]`: the guest's eventfd program
 //!   (`KVM_IOEVENTFD`, `KVM_IRQFD`, see [`eventfd_guest`]), in a protected VM
 //!   given a signature; the API checks run it too, in both kinds of VM;
@@ -36,6 +39,7 @@
 //! nothing failed. The ioctls are raw system calls (no libc crate).
 
 pub mod attack;
+mod dirty;
 
 use crate::kvm::*;
 use kcore_test_guest::testdev::{self, Width};
@@ -44,7 +48,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::SeqCst};
 
 // ---- checks ---------------------------------------------------------------------------
 
@@ -90,6 +94,7 @@ pub fn main(args: &[String]) -> ExitCode {
         Some("--sigbus") => only_guest(&mut c, &args[1..], Mode::Sigbus),
         Some("--eventfd") => only_guest(&mut c, &args[1..], Mode::Eventfd),
         Some("--cycles") => cycles(&mut c, &args[1..]),
+        Some("--dirty") => only_guest(&mut c, &args[1..], Mode::Dirty),
         _ => api(&mut c, args),
     }
     println!("kvmapi: result: {} passed, {} failed", c.passed, c.failed);
@@ -109,6 +114,9 @@ enum Mode {
     Sigbus,
     /// The guest's eventfd program instead of its tests ([`eventfd_guest`]).
     Eventfd,
+    /// The guest's dirty program instead of its tests, non-protected only
+    /// ([`dirty::dirty_guest`]).
+    Dirty,
 }
 
 /// Reads a file; a failed check if it cannot.
@@ -132,7 +140,7 @@ fn only_guest(c: &mut Checks, args: &[String], mode: Mode) {
         return;
     };
     let sig = match (args.get(1), mode) {
-        (None, Mode::Plain | Mode::Eventfd) => None,
+        (None, Mode::Plain | Mode::Eventfd | Mode::Dirty) => None,
         (path, _) => match read_arg(c, "signature", path) {
             Some(s) => Some(s),
             None => return,
@@ -265,6 +273,7 @@ fn api(c: &mut Checks, args: &[String]) {
                     Ok(image) => {
                         run_guest(c, &kvm, target, &image, None, Mode::Plain);
                         run_guest(c, &kvm, target, &image, None, Mode::Eventfd);
+                        run_guest(c, &kvm, target, &image, None, Mode::Dirty);
                         if let Some(sig) = args.get(1) {
                             match std::fs::read(sig) {
                                 Ok(sig) => {
@@ -300,6 +309,7 @@ fn system(c: &mut Checks, kvm: &File) -> u32 {
         ("cap-protected-vm", CAP_ARM_PROTECTED_VM, 1),
         ("cap-irqfd", CAP_IRQFD, 1),
         ("cap-irqfd-resample", CAP_IRQFD_RESAMPLE, 1),
+        ("cap-signal-msi", CAP_SIGNAL_MSI, 1),
         ("cap-ioeventfd", CAP_IOEVENTFD, 1),
         ("cap-ioeventfd-any-length", CAP_IOEVENTFD_ANY_LENGTH, 1),
         ("cap-max-vcpus", CAP_MAX_VCPUS, 64),
@@ -390,10 +400,17 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         set_region(&vm, region(32, 0, 0x5000_0000, 0x1000, ua)),
         EINVAL,
     );
-    c.errno(
+    // Dirty logging is offered (non-protected VMs): a logging slot, gone
+    // again.
+    c.ok(
         "memslot-dirty-log",
         set_region(&vm, region(1, 1, 0x5000_0000, 0x1000, ua)),
-        EINVAL,
+        0,
+    );
+    c.ok(
+        "memslot-dirty-log-delete",
+        set_region(&vm, region(1, 1, 0, 0, 0)),
+        0,
     );
     c.errno(
         "memslot-beyond-ipa",
@@ -562,6 +579,7 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         ioctl(&vm, CREATE_DEVICE, dev.as_mut_ptr() as u64),
         0,
     );
+    its_checks(c, &vm)?;
 
     // A protected VM: registers are KCore's.
     let pvm = owned(
@@ -597,6 +615,96 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// The in-kernel ITS of a non-protected VM (`KVM_DEV_TYPE_ARM_VGIC_ITS`,
+/// after its GICv3): its own device fd, its address, registers and
+/// controls, and `KVM_SIGNAL_MSI` refused while the guest has not enabled
+/// it, all with KVM's values and errnos.
+fn its_checks(c: &mut Checks, vm: &OwnedFd) -> Result<(), String> {
+    const ITS: u64 = 0x0808_0000;
+    c.ok(
+        "its-msi-devid-before",
+        ioctl(vm, CHECK_EXTENSION, CAP_MSI_DEVID),
+        0,
+    );
+    let _gic = make_vgic(vm, None)?;
+    let mut dev = [8u32, 0, 0];
+    ioctl(vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
+        .map_err(|e| format!("KVM_CREATE_DEVICE ITS: errno {e}"))?;
+    let its = owned(i64::from(dev[1]));
+    c.ok(
+        "its-msi-devid",
+        ioctl(vm, CHECK_EXTENSION, CAP_MSI_DEVID),
+        1,
+    );
+    let mut base = 0u64;
+    let r = device_attr(&its, GET_DEVICE_ATTR, 0, 4, ptr_mut(&mut base));
+    c.check("its-addr-undef", r == Ok(0) && base == u64::MAX, || {
+        format!("{r:?} {base:#x}")
+    });
+    c.errno(
+        "its-addr-unaligned",
+        device_attr(&its, SET_DEVICE_ATTR, 0, 4, ptr(&(ITS + 0x1000))),
+        EINVAL,
+    );
+    c.ok(
+        "its-addr",
+        device_attr(&its, SET_DEVICE_ATTR, 0, 4, ptr(&ITS)),
+        0,
+    );
+    c.errno(
+        "its-addr-again",
+        device_attr(&its, SET_DEVICE_ATTR, 0, 4, ptr(&ITS)),
+        EEXIST,
+    );
+    c.errno(
+        "its-addr-other-type",
+        device_attr(&its, SET_DEVICE_ATTR, 0, 2, ptr(&ITS)),
+        ENODEV,
+    );
+    c.ok("its-init", device_attr(&its, SET_DEVICE_ATTR, 4, 0, 0), 0);
+    for (name, attr) in [
+        ("its-has-reset", 4),
+        ("its-has-save", 1),
+        ("its-has-restore", 2),
+    ] {
+        c.ok(name, device_attr(&its, HAS_DEVICE_ATTR, 4, attr, 0), 0);
+    }
+    c.ok("its-reset", device_attr(&its, SET_DEVICE_ATTR, 4, 4, 0), 0);
+    for (name, offset, want) in [
+        ("its-typer", 0x8, 0x1_EF71u64),
+        ("its-iidr", 0x4, 0x4B00_043B),
+        ("its-ctlr", 0x0, 1 << 31),
+    ] {
+        let mut v = 0u64;
+        let r = device_attr(&its, GET_DEVICE_ATTR, 8, offset, ptr_mut(&mut v));
+        c.check(name, r == Ok(0) && v == want, || format!("{r:?} {v:#x}"));
+    }
+    c.errno(
+        "its-regs-misaligned",
+        device_attr(&its, HAS_DEVICE_ATTR, 8, 0x8C, 0),
+        EINVAL,
+    );
+    // The guest never enabled the ITS: EBUSY; no device id or a doorbell
+    // outside the frame: EINVAL.
+    let msi = |addr: u64, flags: u32| [addr, 2 | u64::from(flags) << 32, 7, 0];
+    c.errno(
+        "signal-msi-its-disabled",
+        ioctl(vm, SIGNAL_MSI, ptr(&msi(ITS + 0x1_0040, 1))),
+        EBUSY,
+    );
+    c.errno(
+        "signal-msi-no-devid",
+        ioctl(vm, SIGNAL_MSI, ptr(&msi(ITS + 0x1_0040, 0))),
+        EINVAL,
+    );
+    c.errno(
+        "signal-msi-not-its",
+        ioctl(vm, SIGNAL_MSI, ptr(&msi(GICD_BASE, 1))),
+        EINVAL,
+    );
+    Ok(())
+}
+
 // ---- running the test guest ------------------------------------------------------------
 
 /// What the test device saw.
@@ -605,6 +713,11 @@ struct Device {
     scratch: AtomicU64,
     status: AtomicU64,
     checksum: AtomicU64,
+    /// The dirty program's VM fd + 1 (0: not that program): its round
+    /// reports read the dirty log ([`dirty::check_round`]) ...
+    dirty_vm: AtomicI32,
+    /// ... with these outcomes, in order.
+    rounds: std::sync::Mutex<Vec<Result<(), String>>>,
 }
 
 /// Runs a vCPU until the guest turns the machine off; the console lines it
@@ -642,6 +755,12 @@ fn drive(v: &Vcpu, dev: &Device, idx: usize) -> Result<Vec<String>, String> {
                         testdev::SCRATCH => dev
                             .scratch
                             .store(testdev::scratch_store(data, width), SeqCst),
+                        guest::dirty::ROUND if dev.dirty_vm.load(SeqCst) > 0 => {
+                            let r = dirty::check_round(dev.dirty_vm.load(SeqCst) - 1, data);
+                            if let Ok(mut rounds) = dev.rounds.lock() {
+                                rounds.push(r);
+                            }
+                        }
                         _ => return Err(format!("vCPU {idx}: MMIO write at {addr:#x}")),
                     }
                 } else {
@@ -680,6 +799,7 @@ fn run_guest(
     mode: Mode,
 ) {
     let tag = match (sig.is_some(), mode) {
+        (_, Mode::Dirty) => "dirty",
         (true, Mode::Eventfd) => "protected-eventfd",
         (false, Mode::Eventfd) => "eventfd",
         (true, _) => "protected-guest",
@@ -687,6 +807,8 @@ fn run_guest(
     };
     let r = if mode == Mode::Eventfd {
         eventfd_guest(c, kvm, target, image, sig, tag)
+    } else if mode == Mode::Dirty {
+        dirty::dirty_guest(c, kvm, target, image)
     } else {
         try_run_guest(c, kvm, target, image, sig, tag, mode)
     };

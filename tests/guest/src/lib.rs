@@ -294,6 +294,51 @@ pub mod touch {
     }
 }
 
+/// `x0` of vCPU 0 that makes the guest run the [`dirty`] program
+/// ("dirtylog").
+pub const DIRTY_X0: u64 = 0x6469_7274_796c_6f67;
+
+/// The dirty program, for a host's dirty page logging
+/// (`KVM_GET_DIRTY_LOG`): two vCPUs, RAM in one slot that logs. vCPU 0
+/// starts vCPU 1 (PSCI `CPU_ON` with [`dirty::SECONDARY_CTX`]); then, for
+/// each round `r` of [`dirty::ROUNDS`], each vCPU `v` writes the first word
+/// of every page `p` of the region at [`dirty::BASE`] for which
+/// [`dirty::writes`]`(r, v, p)`, and once both did, vCPU 0 writes `r` to
+/// [`dirty::ROUND`] (64-bit). Before the next entry the host reads the
+/// slot's dirty log: of the region, exactly the pages of round `r` must be
+/// dirty (the rest of RAM past the region is never written; the guest's own
+/// image, stacks and data below it are). vCPU 1 keeps running meanwhile,
+/// waiting for the next round. Last vCPU 0 writes [`testdev::STATUS`]
+/// (`passed`: the rounds both vCPUs finished) and turns the VM off.
+pub mod dirty {
+    /// First byte of the region the rounds write.
+    pub const BASE: u64 = super::RAM_BASE + (12 << 20);
+    /// Pages in the region.
+    pub const PAGES: u64 = 256;
+    /// Rounds.
+    pub const ROUNDS: u64 = 4;
+    /// Test device register: the round both vCPUs finished (64-bit write).
+    pub const ROUND: u64 = 0x050;
+    /// The context id vCPU 0 passes to PSCI `CPU_ON` for vCPU 1 ("dirty-v1").
+    pub const SECONDARY_CTX: u64 = 0x6469_7274_792d_7631;
+
+    const _: () = assert!(BASE + PAGES * 4096 <= super::RAM_BASE + super::RAM_SIZE);
+
+    /// Whether vCPU `vcpu` writes page `page` of the region in round
+    /// `round`: vCPU 0 the even pages, vCPU 1 the odd ones; every round a
+    /// quarter of them (pages `8k`, `8k + 1`: their writes are logged only
+    /// if each read of the log write-protected them again) and a third that
+    /// moves from round to round.
+    pub const fn writes(round: u64, vcpu: u64, page: u64) -> bool {
+        page % 2 == vcpu && ((page / 2 + round).is_multiple_of(3) || page % 8 < 2)
+    }
+
+    /// The word vCPU `vcpu` writes into a page in round `round`.
+    pub const fn word(round: u64, vcpu: u64) -> u64 {
+        0x6469_7274_0000_0000 | round << 8 | vcpu
+    }
+}
+
 /// Every test the guest reports, in the order it reports them.
 pub const TESTS: &[&str] = &[
     "x0",
@@ -437,9 +482,30 @@ mod tests {
             assert!(a.iterations > 0);
             assert!(BENCHES[i + 1..].iter().all(|b| a.name != b.name));
         }
-        let programs = [BOOT_X0, EVENTFD_X0, BENCH_X0, TOUCH_X0];
+        let programs = [BOOT_X0, EVENTFD_X0, BENCH_X0, TOUCH_X0, DIRTY_X0];
         for (i, a) in programs.iter().enumerate() {
             assert!(programs[i + 1..].iter().all(|b| a != b));
+        }
+    }
+
+    #[test]
+    fn every_dirty_round_writes_pages_of_both_vcpus_and_changes() {
+        use super::dirty::{PAGES, ROUNDS, writes};
+        let set = |r| (0..PAGES).filter(move |&p| writes(r, 0, p) || writes(r, 1, p));
+        for r in 0..ROUNDS {
+            assert!((0..PAGES).any(|p| writes(r, 0, p)) && (0..PAGES).any(|p| writes(r, 1, p)));
+            assert!((0..PAGES).all(|p| !(writes(r, 0, p) && writes(r, 1, p))));
+            if r > 0 {
+                assert!(set(r).ne(set(r - 1)), "round {r} repeats the last");
+                assert!(
+                    set(r).any(|p| set(r - 1).any(|q| q == p)),
+                    "round {r} rewrites none"
+                );
+                assert!(
+                    set(r).any(|p| set(r - 1).all(|q| q != p)),
+                    "round {r} writes nothing new"
+                );
+            }
         }
     }
 

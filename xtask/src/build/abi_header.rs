@@ -69,7 +69,14 @@ pub fn header() -> String {
 
     h.section("Flags and features (vm_flags, share_flags, features)");
     consts!(h, "KC_VM_", vm_flags { PROTECTED });
-    consts!(h, "KC_SHARE_", share_flags { READ_ONLY });
+    consts!(
+        h,
+        "KC_SHARE_",
+        share_flags {
+            READ_ONLY,
+            WRITE_PROTECT
+        }
+    );
     consts!(
         h,
         "KC_FEATURE_",
@@ -175,7 +182,8 @@ pub fn header() -> String {
             EXEC,
             WFE,
             SGI_ASGI1R,
-            SGI_SGI0R
+            SGI_SGI0R,
+            WRITE_PROTECTED
         }
     );
     consts!(

@@ -93,6 +93,14 @@ pub trait KvmEnv: Conduit + PageIo {
     fn irqfd_detach(&mut self, hook: u64);
     /// Logs a line.
     fn log(&mut self, line: &[u8]);
+    /// 64 random bits from the kernel's generator (the guest's TRNG).
+    fn random_u64(&mut self) -> u64;
+    /// The wall clock (ns since 1970) and the physical counter at one
+    /// instant, if the kernel's clock source is the counter (KVM's PTP).
+    fn ptp_snapshot(&mut self) -> Option<(u64, u64)>;
+    /// The calling thread's time waiting on a run queue so far (ns; the
+    /// kernel's `sched_info.run_delay`).
+    fn run_delay(&mut self) -> u64;
 }
 
 /// A glue array as a slice.

@@ -88,6 +88,9 @@ unsafe extern "C" {
     fn kserv_glue_kvm_now() -> u64;
     fn kserv_glue_kvm_cpu() -> u32;
     fn kserv_glue_kvm_relax();
+    fn kserv_glue_kvm_random() -> u64;
+    fn kserv_glue_kvm_ptp(real: *mut u64, cycles: *mut u64) -> u32;
+    fn kserv_glue_kvm_run_delay() -> u64;
 }
 
 /// [`KvmEnv`] over the glue for one call.
@@ -293,6 +296,20 @@ impl KvmEnv for Glue {
     fn irqfd_detach(&mut self, hook: u64) {
         // SAFETY: a hook of `irqfd_attach`, detached once.
         unsafe { kserv_glue_kvm_irqfd_detach(hook) }
+    }
+    fn random_u64(&mut self) -> u64 {
+        // SAFETY: reads the kernel's random number generator.
+        unsafe { kserv_glue_kvm_random() }
+    }
+    fn ptp_snapshot(&mut self) -> Option<(u64, u64)> {
+        let (mut real, mut cycles) = (0, 0);
+        // SAFETY: two valid u64s to write.
+        let ok = unsafe { kserv_glue_kvm_ptp(&mut real, &mut cycles) };
+        (ok != 0).then_some((real, cycles))
+    }
+    fn run_delay(&mut self) -> u64 {
+        // SAFETY: reads the current task's scheduler statistics.
+        unsafe { kserv_glue_kvm_run_delay() }
     }
 }
 
@@ -508,8 +525,8 @@ pub unsafe extern "C" fn kserv_core_kvm_vcpu_ioctl(
     ioctl_ret(vcpu::ioctl(&mut env, vm, &host, v, cmd, arg))
 }
 
-/// `KVM_CREATE_DEVICE`'s decision: 1 make a device fd, 0 a successful
-/// test, or a negative errno.
+/// `KVM_CREATE_DEVICE`'s decision: 1 make a vGIC device fd, 2 an ITS
+/// device fd, 0 a successful test, or a negative errno.
 ///
 /// # Safety
 ///
@@ -525,7 +542,7 @@ pub unsafe extern "C" fn kserv_core_kvm_device_create(
     let mut env = unsafe { Glue::new(ctx) };
     // SAFETY: per the caller's guarantees.
     let vm = unsafe { vm_ref(vm) };
-    ioctl_ret(vm::device_create(&mut env, vm, ty, flags).map(i64::from))
+    ioctl_ret(vm::device_create(&mut env, vm, ty, flags))
 }
 
 /// A vGIC device fd's ioctl.
@@ -547,6 +564,25 @@ pub unsafe extern "C" fn kserv_core_kvm_device_ioctl(
     ioctl_ret(vm::device_ioctl(&mut env, vm, cmd, arg))
 }
 
+/// An ITS device fd's ioctl.
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_its_ioctl(
+    ctx: *mut c_void,
+    vm: *mut c_void,
+    cmd: u32,
+    arg: u64,
+) -> i64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    ioctl_ret(super::vgic::its::device_ioctl(&mut env, vm, cmd, arg))
+}
+
 /// An irqfd's worker: its eventfd was signalled.
 ///
 /// # Safety
@@ -565,6 +601,31 @@ pub unsafe extern "C" fn kserv_core_kvm_irqfd_inject(
     // SAFETY: per the caller's guarantees.
     let vm = unsafe { vm_ref(vm) };
     vm::irqfd_inject(&mut env, vm, gsi, resample != 0);
+}
+
+/// `read(2)` of a stats fd (`KVM_GET_STATS_FD`) of the VM (`vcpu` < 0)
+/// or of its vCPU `vcpu`: up to `len` bytes from `offset` to the caller's
+/// `uaddr`; the bytes read or a negative errno.
+///
+/// # Safety
+///
+/// As for [`kserv_core_kvm_vm_ioctl`]; `vcpu` created if not negative.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_kvm_stats_read(
+    ctx: *mut c_void,
+    vm: *mut c_void,
+    pid: u32,
+    vcpu: i32,
+    offset: i64,
+    uaddr: u64,
+    len: u64,
+) -> i64 {
+    // SAFETY: per the caller's guarantees.
+    let mut env = unsafe { Glue::new(ctx) };
+    // SAFETY: per the caller's guarantees.
+    let vm = unsafe { vm_ref(vm) };
+    let vcpu = u32::try_from(vcpu).ok();
+    ioctl_ret(super::stats::read(&mut env, vm, pid, vcpu, offset, uaddr, len).map(|n| n as i64))
 }
 
 /// Frees a vCPU's pages (after [`kserv_core_kvm_vm_destroy`]).

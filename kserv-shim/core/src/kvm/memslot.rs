@@ -7,7 +7,9 @@
 //! `uaddr`. Pages are pinned and given to the VM one by one, on the
 //! guest's first touch (a `MEM_FAULT` exit), and remembered in the slot's
 //! page array (one word per page, [`page`] encoding), which the module's
-//! glue allocates.
+//! glue allocates. A slot with `KVM_MEM_LOG_DIRTY_PAGES` (non-protected VMs)
+//! also has a dirty bitmap, one bit a page in 64-bit words as KVM's
+//! `unsigned long` bitmap on arm64 ([`bitmap_words`]).
 
 use super::errno::{EEXIST, EFAULT, EINVAL, Errno};
 use super::uapi::mem;
@@ -79,6 +81,15 @@ pub struct Slot {
     /// The glue's page array (`pages` words), as an address; 0 before it
     /// is allocated.
     pub array: u64,
+    /// The dirty bitmap ([`bitmap_words`] words), as an address, while the
+    /// slot logs dirty pages; else 0.
+    pub dirty: u64,
+}
+
+/// Words of a slot's dirty bitmap: one bit a page, rounded up to 64 pages
+/// (`kvm_dirty_bitmap_bytes`).
+pub const fn bitmap_words(pages: u64) -> usize {
+    pages.div_ceil(64) as usize
 }
 
 impl Slot {
@@ -89,6 +100,10 @@ impl Slot {
     /// Whether the guest may only read it.
     pub const fn readonly(&self) -> bool {
         self.flags & mem::READONLY != 0
+    }
+    /// Whether it logs dirty pages.
+    pub const fn logging(&self) -> bool {
+        self.flags & mem::LOG_DIRTY_PAGES != 0
     }
     /// Whether `gfn` is inside.
     pub const fn contains(&self, gfn: u64) -> bool {
@@ -107,22 +122,25 @@ pub enum Change {
     Create,
     /// The slot goes.
     Delete,
-    /// The slot moves to another `gfn` (same memory, size and flags).
+    /// The slot moves to another `gfn` (same memory, size and read-only
+    /// flag; dirty logging may change with it).
     Move,
+    /// Only the dirty-logging flag changes (`KVM_MR_FLAGS_ONLY`).
+    Flags,
     /// The request repeats the slot as it is.
     Nothing,
 }
 
 /// Checks a `KVM_SET_USER_MEMORY_REGION` request against the slots of a
 /// VM with an IPA space of `ipa_bits`, with KVM's errors in KVM's order:
-/// unknown flags (dirty logging is not offered), a size, guest address or
+/// unknown flags, a size, guest address or
 /// user address that is not page aligned, a user range that wraps or
 /// leaves user space, a slot id out of range, a wrapping guest range:
 /// `EINVAL`; deleting an unused slot: `EINVAL`; changing a slot's memory,
 /// size or read-only flag: `EINVAL`; overlapping another slot: `EEXIST`;
 /// reaching past the IPA space: `EFAULT`.
 pub fn check(slots: &[Slot; MAX_SLOTS], r: &Region, ipa_bits: u32) -> Result<Change, Errno> {
-    if r.flags & !mem::READONLY != 0 {
+    if r.flags & !(mem::READONLY | mem::LOG_DIRTY_PAGES) != 0 {
         return Err(EINVAL);
     }
     if !r.size.is_multiple_of(PAGE_SIZE)
@@ -166,6 +184,8 @@ pub fn check(slots: &[Slot; MAX_SLOTS], r: &Region, ipa_bits: u32) -> Result<Cha
         }
         if gfn != old.gfn {
             Change::Move
+        } else if r.flags != old.flags {
+            return Ok(Change::Flags);
         } else {
             return Ok(Change::Nothing);
         }
@@ -270,6 +290,7 @@ mod tests {
                 pages,
                 uaddr: 0x7000_0000 + (id as u64) * 0x1000_0000,
                 array: 0,
+                dirty: 0,
             };
         }
         s
@@ -294,29 +315,18 @@ mod tests {
         let empty = with(&[]);
         let ok = region(0, 0, 0x4000_0000, 0x10_0000, 0x7000_0000);
         assert_eq!(check(&empty, &ok, 40), Ok(Change::Create));
-        // Flags: read-only is fine, dirty logging and unknown bits are not.
-        assert_eq!(
-            check(
-                &empty,
-                &Region {
-                    flags: mem::READONLY,
-                    ..ok
-                },
-                40
-            ),
-            Ok(Change::Create)
-        );
-        assert_eq!(
-            check(
-                &empty,
-                &Region {
-                    flags: mem::LOG_DIRTY_PAGES,
-                    ..ok
-                },
-                40
-            ),
-            Err(EINVAL)
-        );
+        // Flags: read-only and dirty logging, alone or both, are fine;
+        // unknown bits are not.
+        for flags in [
+            mem::READONLY,
+            mem::LOG_DIRTY_PAGES,
+            mem::READONLY | mem::LOG_DIRTY_PAGES,
+        ] {
+            assert_eq!(
+                check(&empty, &Region { flags, ..ok }, 40),
+                Ok(Change::Create)
+            );
+        }
         assert_eq!(check(&empty, &Region { flags: 4, ..ok }, 40), Err(EINVAL));
         // Alignment.
         assert_eq!(
@@ -421,6 +431,39 @@ mod tests {
                 40
             ),
             Ok(Change::Move)
+        );
+        // Dirty logging on or off: a flags-only change, or a move with it.
+        let logged = Region {
+            flags: mem::LOG_DIRTY_PAGES,
+            ..same
+        };
+        assert_eq!(check(&s, &logged, 40), Ok(Change::Flags));
+        assert_eq!(
+            check(
+                &s,
+                &Region {
+                    gpa: 0x8000_0000,
+                    ..logged
+                },
+                40
+            ),
+            Ok(Change::Move)
+        );
+        assert_eq!(
+            check(
+                &s,
+                &Region {
+                    flags: mem::READONLY | mem::LOG_DIRTY_PAGES,
+                    ..same
+                },
+                40
+            ),
+            Err(EINVAL),
+            "the read-only flag still cannot change"
+        );
+        assert_eq!(
+            (bitmap_words(1), bitmap_words(64), bitmap_words(65)),
+            (1, 1, 2)
         );
         // Another size, memory or read-only flag: EINVAL.
         assert_eq!(

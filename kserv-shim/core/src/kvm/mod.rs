@@ -10,15 +10,22 @@
 //!   delivery through KCore's list registers);
 //! - [`eventfd`]: `KVM_IOEVENTFD` and `KVM_IRQFD`;
 //! - [`icc`]: the vGIC's CPU interface registers for save and restore;
+//! - [`hypercalls`]: a guest's SMCCC calls but PSCI, and the firmware
+//!   feature bitmaps; [`pvtime`]: stolen time; [`timer`]: the timers' PPIs;
+//! - [`stats`]: `KVM_GET_STATS_FD`'s counters and file layout;
 //! - [`memslot`], [`regs`], [`uapi`], [`errno`]: the API's rules, register
 //!   ids and numbers.
 
 pub mod env;
 pub mod errno;
 pub mod eventfd;
+pub mod hypercalls;
 pub mod icc;
 pub mod memslot;
+pub mod pvtime;
 pub mod regs;
+pub mod stats;
+pub mod timer;
 pub mod uapi;
 pub mod vcpu;
 pub mod vgic;

@@ -73,9 +73,8 @@ pub enum Reg {
     /// may only write that (KVM takes no level above the host's).
     Workaround,
     /// `KVM_REG_ARM_{STD,STD_HYP,VENDOR_HYP}_BMAP` (0..=2): the hypercall
-    /// services the guest has. Only KVM's vendor feature query is offered
-    /// (in the vendor bitmap); a VMM may write back exactly what is offered
-    /// (`EINVAL` for other bits, and for narrowing it: `docs/kvm.md`).
+    /// services the guest has, which a VMM may narrow before the VM runs
+    /// ([`super::hypercalls`]).
     FeatureBitmap(u64),
 }
 
@@ -100,14 +99,6 @@ const DEBUG_REGS: usize = kr::sys::DEBUG_REGS;
 /// The `i`th debug register's encoding (`i < DEBUG_REGS`).
 const fn debug_encoding(i: usize) -> u64 {
     kr::sys::debug(i) & 0xFFFF
-}
-
-/// The vendor hypervisor services offered in `KVM_REG_ARM_VENDOR_HYP_BMAP`.
-const VENDOR_HYP_OFFERED: u64 = id::VENDOR_HYP_FUNC_FEAT;
-
-/// The value of feature bitmap `n` (0..=2).
-pub const fn feature_bitmap(n: u64) -> u64 {
-    if n == 2 { VENDOR_HYP_OFFERED } else { 0 }
 }
 
 /// The EL1 system registers offered, in the order of their ids (as KVM
@@ -465,8 +456,6 @@ mod tests {
         assert_eq!(decode(id::workaround(1)), Ok(Reg::Workaround));
         assert_eq!(decode(id::workaround(3)), Ok(Reg::Workaround));
         assert_eq!(decode(id::feature_bitmap(2)), Ok(Reg::FeatureBitmap(2)));
-        assert_eq!(feature_bitmap(2), id::VENDOR_HYP_FUNC_FEAT);
-        assert_eq!((feature_bitmap(0), feature_bitmap(1)), (0, 0));
         // Breakpoints and watchpoints are KCore's.
         assert_eq!(
             decode(id::sys(2, 0, 0, 0, 4)),

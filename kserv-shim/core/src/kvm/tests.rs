@@ -123,6 +123,9 @@ struct Fake {
     eventfd_count: BTreeMap<u64, u64>,
     hooks: BTreeMap<u64, (u64, u32, bool)>,
     next_hook: u64,
+    // The random numbers handed out so far, and the thread's run delay.
+    randoms: u64,
+    run_delay: u64,
     // KCore.
     k: Option<Box<Kcore>>,
 }
@@ -434,6 +437,16 @@ impl KvmEnv for Fake {
     fn leave_guest(&mut self) {}
     fn relax(&mut self) {}
     fn log(&mut self, _line: &[u8]) {}
+    fn random_u64(&mut self) -> u64 {
+        self.randoms += 1;
+        0x0123_4567_89AB_CDEF_u64.rotate_left(self.randoms as u32)
+    }
+    fn ptp_snapshot(&mut self) -> Option<(u64, u64)> {
+        Some((0x1_2345_6789, 5000))
+    }
+    fn run_delay(&mut self) -> u64 {
+        self.run_delay
+    }
     fn eventfd_get(&mut self, fd: i32) -> Result<u64, Errno> {
         match self.fds.get(&fd) {
             None => Err(EBADF),
@@ -716,6 +729,38 @@ fn run_exits_mmio_memory_psci_and_refusals() {
     // signal (the fake's wait brings one).
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Err(EINTR));
     assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::INTR);
+    // The vCPU's stats file counted those exits: three exits (a fault, an
+    // MMIO read for the VMM, a PSCI call) and the signal.
+    let at = 0x7000_0000;
+    let n = super::stats::read(&mut f, &vm, 5, Some(0), 0, at, 4096);
+    let n = n.unwrap_or_else(|e| panic!("stats {e}")) as usize;
+    let mut b = vec![0u8; n];
+    f.copy_from_user(at, &mut b).ok();
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    let data = u32::from_le_bytes(b[20..24].try_into().unwrap_or([0; 4])) as usize;
+    let value = |name: &str| {
+        let descs = (72..data).step_by(64);
+        let d = descs
+            .into_iter()
+            .find(|&d| b[d + 16..].starts_with(name.as_bytes()));
+        let d = d.unwrap_or_else(|| panic!("no {name}"));
+        word(data + u32::from_le_bytes(b[d + 8..d + 12].try_into().unwrap_or([0; 4])) as usize)
+    };
+    assert_eq!(&b[24..37], b"kvm-5/vcpu-0\0");
+    assert_eq!(value("exits"), 3);
+    assert_eq!(value("mem_faults"), 1);
+    assert_eq!(value("mmio_exit_user"), 1);
+    assert_eq!(value("mmio_exit_kernel"), 0);
+    assert_eq!(value("hvc_exit_stat"), 1);
+    assert_eq!(value("signal_exits"), 1);
+    assert_eq!(value("wfi_exit_stat"), 0);
+    // A read past the end reads nothing; a negative offset is refused.
+    let past = super::stats::read(&mut f, &vm, 5, Some(0), n as i64, at, 8);
+    assert_eq!(past, Ok(0));
+    assert_eq!(
+        super::stats::read(&mut f, &vm, 5, None, -1, at, 8),
+        Err(EINVAL)
+    );
 }
 
 #[test]
@@ -1012,7 +1057,7 @@ fn vgic(f: &mut Fake, vm: &Vm) {
     use super::uapi::vgic_attr::{ADDR_TYPE_DIST, ADDR_TYPE_REDIST, CTRL_INIT, GRP_ADDR, GRP_CTRL};
     assert_eq!(
         vm::device_create(f, vm, uapi::device::TYPE_ARM_VGIC_V3, 0),
-        Ok(true)
+        Ok(vm::DEVICE_VGIC)
     );
     for (ty, base) in [(ADDR_TYPE_DIST, GICD), (ADDR_TYPE_REDIST, GICR)] {
         let value = user(f, 0xA000, &[base]);
@@ -1391,17 +1436,32 @@ fn gic_attr(
     attr: u64,
     value: u32,
 ) -> Result<u32, Errno> {
+    let v = device_attr(f, vm, vm::device_ioctl, op, group, attr, u64::from(value))?;
+    Ok(v as u32)
+}
+
+/// A device attribute through `ioctl` (a device fd's): `op` 0 set, 1 get,
+/// 2 has; the value (64 bits) at 0xA000 before and after.
+fn device_attr(
+    f: &mut Fake,
+    vm: &Vm,
+    ioctl: fn(&mut Fake, &Vm, u32, u64) -> Result<i64, Errno>,
+    op: u32,
+    group: u32,
+    attr: u64,
+    value: u64,
+) -> Result<u64, Errno> {
     let cmd = [
         uapi::SET_DEVICE_ATTR,
         uapi::GET_DEVICE_ATTR,
         uapi::HAS_DEVICE_ATTR,
     ][op as usize];
-    let v = user(f, 0xA000, &[u64::from(value)]);
+    let v = user(f, 0xA000, &[value]);
     let a = user(f, 0xA100, &[u64::from(group) << 32, attr, v]);
-    vm::device_ioctl(f, vm, cmd, a)?;
-    let mut b = [0u8; 4];
+    ioctl(f, vm, cmd, a)?;
+    let mut b = [0u8; 8];
     f.copy_from_user(0xA000, &mut b)?;
-    Ok(u32::from_le_bytes(b))
+    Ok(u64::from_le_bytes(b))
 }
 
 /// What KVM's `vgic_irq` selftest needs beyond plain injection: routing
@@ -1667,3 +1727,245 @@ fn reinit_resets_a_non_protected_vcpu_only() {
         );
     }
 }
+
+/// Reads `KVM_REG_ARM_*_BMAP` `n` through `GET_ONE_REG`.
+fn get_bitmap(f: &mut Fake, vm: &Vm, v: &mut Vcpu, n: u64) -> Result<u64, Errno> {
+    let one = user(f, 0x9100, &[uapi::reg::feature_bitmap(n), 0xA000]);
+    ioctl(f, vm, v, uapi::GET_ONE_REG, one)?;
+    let mut b = [0u8; 8];
+    f.copy_from_user(0xA000, &mut b).ok();
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Writes `KVM_REG_ARM_*_BMAP` `n` through `SET_ONE_REG`.
+fn set_bitmap(f: &mut Fake, vm: &Vm, v: &mut Vcpu, n: u64, value: u64) -> Result<i64, Errno> {
+    user(f, 0xA000, &[value]);
+    let one = user(f, 0x9100, &[uapi::reg::feature_bitmap(n), 0xA000]);
+    ioctl(f, vm, v, uapi::SET_ONE_REG, one)
+}
+
+/// A `KVM_{SET,GET,HAS}_DEVICE_ATTR` of the vCPU with the value at 0xA000.
+fn vcpu_attr(
+    f: &mut Fake,
+    vm: &Vm,
+    v: &mut Vcpu,
+    cmd: u32,
+    group: u64,
+    attr: u64,
+) -> Result<i64, Errno> {
+    let a = user(f, 0x9200, &[group << 32, attr, 0xA000]);
+    ioctl(f, vm, v, cmd, a)
+}
+
+#[test]
+fn firmware_calls_follow_the_bitmaps_and_stolen_time_is_counted() {
+    use super::hypercalls::fid;
+    use super::pvtime::{GROUP, PV_TIME_FEATURES, PV_TIME_ST};
+    use kcore_abi::smccc;
+    let mut f = Fake::new();
+    let vm = new_vm(&mut f, 0);
+    slot(&mut f, &vm);
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    // Every service offered at first; bits beyond them are EINVAL.
+    let all = [1, 1, 3];
+    for n in 0..3 {
+        assert_eq!(get_bitmap(&mut f, &vm, &mut v, n), Ok(all[n as usize]));
+        let beyond = all[n as usize] + 1;
+        assert_eq!(set_bitmap(&mut f, &vm, &mut v, n, beyond), Err(EINVAL));
+    }
+    // PV time: KVM's rules for the IPA.
+    use uapi::{GET_DEVICE_ATTR as GET, HAS_DEVICE_ATTR as HAS, SET_DEVICE_ATTR as SET};
+    assert_eq!(
+        vcpu_attr(&mut f, &vm, &mut v, HAS, u64::from(GROUP), 0),
+        Ok(0)
+    );
+    assert_eq!(
+        vcpu_attr(&mut f, &vm, &mut v, HAS, u64::from(GROUP), 1),
+        Err(ENXIO)
+    );
+    assert_eq!(
+        vcpu_attr(&mut f, &vm, &mut v, HAS, 0, 0),
+        Err(ENXIO),
+        "no PMU"
+    );
+    assert_eq!(
+        vcpu_attr(&mut f, &vm, &mut v, GET, u64::from(GROUP), 0),
+        Ok(0)
+    );
+    let mut b = [0u8; 8];
+    f.copy_from_user(0xA000, &mut b).ok();
+    assert_eq!(u64::from_le_bytes(b), u64::MAX, "no IPA yet");
+    let st = RAM + 0x8000;
+    for (ipa, want) in [
+        (st + 8, Err(EINVAL)),
+        (0x100_0000, Err(EINVAL)),
+        (st, Ok(0)),
+    ] {
+        user(&mut f, 0xA000, &[ipa]);
+        assert_eq!(
+            vcpu_attr(&mut f, &vm, &mut v, SET, u64::from(GROUP), 0),
+            want
+        );
+    }
+    assert_eq!(
+        vcpu_attr(&mut f, &vm, &mut v, SET, u64::from(GROUP), 0),
+        Err(EEXIST)
+    );
+    // Narrow the vendor bitmap to the feature query: PTP is refused then.
+    assert_eq!(set_bitmap(&mut f, &vm, &mut v, 2, 1), Ok(0));
+    assert_eq!(get_bitmap(&mut f, &vm, &mut v, 2), Ok(1));
+    // The guest's calls, each answered at its next entry.
+    let calls: [(u32, u64); 9] = [
+        (smccc::SMCCC_ARCH_FEATURES, u64::from(PV_TIME_FEATURES)),
+        (PV_TIME_FEATURES, u64::from(PV_TIME_ST)),
+        (PV_TIME_ST, 0),
+        (fid::TRNG_VERSION, 0),
+        (fid::TRNG_RND64, 100),
+        (fid::TRNG_RND32, 97),
+        (fid::KVM_FEATURES, 0),
+        (fid::KVM_PTP, 0),
+        (smccc::VENDOR_HYP_CALL_UID, 0),
+    ];
+    user(&mut f, UADDR + 0x8000, &[7, 9]);
+    f.run_delay = 500;
+    f.script(calls.map(|(fid, a1)| (exit::PSCI, 0, 0, u64::from(fid), 0, [a1, 0, 0])));
+    // Then a read for the VMM ends the run.
+    let to_vmm = (exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3]);
+    f.script([to_vmm]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    let x = |f: &mut Fake, i: usize| f.k().guest.entries[i + 1].0.x;
+    assert_eq!(x(&mut f, 0)[0], 0, "ARCH_FEATURES(PV_TIME_FEATURES)");
+    assert_eq!(x(&mut f, 1)[0], 0, "PV_TIME_FEATURES(PV_TIME_ST)");
+    assert_eq!(x(&mut f, 2)[0], st, "PV_TIME_ST");
+    assert_eq!(x(&mut f, 3)[..2], [0x1_0000, 0], "TRNG 1.0");
+    let rnd64 = x(&mut f, 4);
+    assert_eq!(rnd64[0], 0);
+    assert_eq!((rnd64[1], rnd64[2] >> 36), (0, 0), "100 bits");
+    assert_ne!(rnd64[3], 0);
+    assert_eq!(x(&mut f, 5)[0], -2i64 as u64, "RND32 takes 96 bits at most");
+    assert_eq!(x(&mut f, 6)[0], 1, "KVM_FEATURES: the narrowed bitmap");
+    assert_eq!(x(&mut f, 7)[0], smccc::RET_NOT_SUPPORTED, "PTP cleared");
+    assert_eq!(x(&mut f, 8)[..4], smccc::KVM_UID);
+    // PV_TIME_ST zeroed the structure.
+    let mut s = [0xFFu8; 16];
+    f.copy_from_user(UADDR + 0x8000, &mut s).ok();
+    assert_eq!(s, [0; 16]);
+    // The VM ran: the bitmaps keep their values (EBUSY for a change).
+    assert_eq!(set_bitmap(&mut f, &vm, &mut v, 2, 3), Err(EBUSY));
+    assert_eq!(set_bitmap(&mut f, &vm, &mut v, 2, 1), Ok(0));
+    // The next KVM_RUN adds the run delay since PV_TIME_ST.
+    f.run_delay = 2500;
+    f.script([to_vmm]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    f.copy_from_user(UADDR + 0x8000, &mut s).ok();
+    assert_eq!(
+        u64::from_le_bytes(s[8..].try_into().unwrap_or_default()),
+        2000
+    );
+    assert_eq!(s[..8], [0; 8], "revision and attributes 0");
+}
+
+#[test]
+fn a_protected_vm_has_no_stolen_time_and_fixed_bitmaps() {
+    let mut f = Fake::new();
+    let vm = new_vm(&mut f, 1 << 31);
+    slot(&mut f, &vm);
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    let g = u64::from(super::pvtime::GROUP);
+    assert_eq!(
+        vcpu_attr(&mut f, &vm, &mut v, uapi::HAS_DEVICE_ATTR, g, 0),
+        Err(ENXIO)
+    );
+    user(&mut f, 0xA000, &[RAM]);
+    assert_eq!(
+        vcpu_attr(&mut f, &vm, &mut v, uapi::SET_DEVICE_ATTR, g, 0),
+        Err(ENXIO)
+    );
+    assert_eq!(get_bitmap(&mut f, &vm, &mut v, 0), Ok(0));
+    assert_eq!(get_bitmap(&mut f, &vm, &mut v, 2), Ok(1));
+    assert_eq!(
+        set_bitmap(&mut f, &vm, &mut v, 2, 0),
+        Err(EINVAL),
+        "KCore answers"
+    );
+    assert_eq!(set_bitmap(&mut f, &vm, &mut v, 2, 1), Ok(0));
+}
+
+#[test]
+fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
+    use super::timer::{GROUP, IRQ_PTIMER, IRQ_VTIMER};
+    use uapi::{GET_DEVICE_ATTR as GET, HAS_DEVICE_ATTR as HAS, SET_DEVICE_ATTR as SET};
+    let g = u64::from(GROUP);
+    let mut f = Fake::new();
+    let vm = new_vm(&mut f, 0);
+    slot(&mut f, &vm);
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    let mut v1 = new_vcpu(&mut f, &vm, 1);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    init(&mut f, &vm, &mut v1, 1 << 2);
+    let read = |f: &mut Fake| {
+        let mut b = [0u8; 4];
+        f.copy_from_user(0xA000, &mut b).ok();
+        u32::from_le_bytes(b)
+    };
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, HAS, g, IRQ_VTIMER), Ok(0));
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, HAS, g, IRQ_PTIMER), Ok(0));
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, HAS, g, 2), Err(ENXIO));
+    for (attr, default) in [(IRQ_VTIMER, 27), (IRQ_PTIMER, 30)] {
+        assert_eq!(vcpu_attr(&mut f, &vm, &mut v, GET, g, attr), Ok(0));
+        assert_eq!(read(&mut f), default);
+    }
+    // No in-kernel vGIC yet.
+    user(&mut f, 0xA000, &[20]);
+    assert_eq!(
+        vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_VTIMER),
+        Err(EINVAL)
+    );
+    vgic(&mut f, &vm);
+    for bad in [15, 32, 0xFFFF_FFFF] {
+        user(&mut f, 0xA000, &[bad]);
+        assert_eq!(
+            vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_VTIMER),
+            Err(EINVAL)
+        );
+    }
+    user(&mut f, 0xA000, &[20]);
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, SET, g, 2), Err(ENXIO));
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_VTIMER), Ok(0));
+    // One pair for the VM: vCPU 1 reads it.
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v1, GET, g, IRQ_VTIMER), Ok(0));
+    assert_eq!(read(&mut f), 20);
+    // Both on one PPI: the first run refuses.
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_PTIMER), Ok(0));
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Err(EINVAL));
+    user(&mut f, 0xA000, &[30]);
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_PTIMER), Ok(0));
+    // The guest enables PPI 20: KCore is told it is the timer, and accepts.
+    let isenabler0 = GICR + 0x1_0000 + 0x100;
+    vm.with_gic(&mut f, |gic| {
+        (
+            (),
+            gic.mmio(0, isenabler0, 4, true, 1 << 20).map_or(0, |r| r.1),
+        )
+    });
+    let flags = vm.with_gic(&mut f, |gic| (gic.timer_flags(0), 0));
+    use kcore_abi::run::entry_flags::{TIMER_DISABLED, TIMER_INTID_SHIFT};
+    assert_eq!(
+        (flags >> TIMER_INTID_SHIFT, flags & TIMER_DISABLED),
+        (20, 0)
+    );
+    f.script([(exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3])]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
+    // This vCPU ran: its attributes are fixed; vCPU 1 may still set them.
+    user(&mut f, 0xA000, &[21]);
+    assert_eq!(
+        vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_VTIMER),
+        Err(EBUSY)
+    );
+    assert_eq!(vcpu_attr(&mut f, &vm, &mut v1, SET, g, IRQ_PTIMER), Ok(0));
+}
+mod dirty_log;
+mod its;

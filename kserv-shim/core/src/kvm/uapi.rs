@@ -62,6 +62,11 @@ pub mod size {
     pub const IRQFD: usize = super::super::eventfd::irq::SIZE;
     /// `struct kvm_ioeventfd`.
     pub const IOEVENTFD: usize = super::super::eventfd::io::SIZE;
+    /// `struct kvm_dirty_log`: `slot`, padding, `dirty_bitmap`.
+    pub const DIRTY_LOG: usize = 16;
+    /// `struct kvm_clear_dirty_log`: `slot`, `num_pages`, `first_page`,
+    /// `dirty_bitmap`.
+    pub const CLEAR_DIRTY_LOG: usize = 24;
 }
 
 /// `KVM_GET_API_VERSION`.
@@ -113,6 +118,15 @@ pub const GET_MP_STATE: u32 = ior(0x98, size::MP_STATE);
 pub const SET_MP_STATE: u32 = iow(0x99, size::MP_STATE);
 /// `KVM_ENABLE_CAP`.
 pub const ENABLE_CAP: u32 = iow(0xA3, size::ENABLE_CAP);
+/// `KVM_GET_STATS_FD` (the glue makes the fd; [`super::stats`]).
+pub const GET_STATS_FD: u32 = io(0xCE);
+/// `KVM_SIGNAL_MSI` (`struct kvm_msi`: `address_lo`, `address_hi`, `data`,
+/// `flags`, `devid`, 12 bytes of padding).
+pub const SIGNAL_MSI: u32 = iow(0xA5, 32);
+/// `KVM_GET_DIRTY_LOG`.
+pub const GET_DIRTY_LOG: u32 = iow(0x42, size::DIRTY_LOG);
+/// `KVM_CLEAR_DIRTY_LOG`.
+pub const CLEAR_DIRTY_LOG: u32 = iowr(0xC0, size::CLEAR_DIRTY_LOG);
 
 /// Capabilities (`KVM_CHECK_EXTENSION`).
 pub mod cap {
@@ -149,6 +163,10 @@ pub mod cap {
     pub const READONLY_MEM: u64 = 81;
     /// `KVM_CAP_IRQFD_RESAMPLE`.
     pub const IRQFD_RESAMPLE: u64 = 82;
+    /// `KVM_CAP_SIGNAL_MSI`.
+    pub const SIGNAL_MSI: u64 = 77;
+    /// `KVM_CAP_MSI_DEVID` (a VM's: 1 once it has an ITS).
+    pub const MSI_DEVID: u64 = 131;
     /// `KVM_CAP_ARM_PSCI`.
     pub const ARM_PSCI: u64 = 87;
     /// `KVM_CAP_DEVICE_CTRL`.
@@ -171,6 +189,28 @@ pub mod cap {
     pub const SYSTEM_EVENT_DATA: u64 = 215;
     /// `KVM_CAP_ARM_SYSTEM_SUSPEND`.
     pub const ARM_SYSTEM_SUSPEND: u64 = 216;
+    /// `KVM_CAP_BINARY_STATS_FD`.
+    pub const BINARY_STATS_FD: u64 = 203;
+    /// `KVM_CAP_STEAL_TIME`.
+    pub const STEAL_TIME: u64 = 187;
+    /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`.
+    pub const MANUAL_DIRTY_LOG_PROTECT2: u64 = 168;
+    /// `KVM_CAP_DIRTY_LOG_RING` (not offered: 0).
+    pub const DIRTY_LOG_RING: u64 = 192;
+}
+
+/// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`'s options (`KVM_ENABLE_CAP`'s
+/// `args[0]`).
+pub mod dirty_log {
+    /// `KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE`: `KVM_GET_DIRTY_LOG` neither
+    /// clears nor write-protects; `KVM_CLEAR_DIRTY_LOG` does.
+    pub const MANUAL_PROTECT_ENABLE: u64 = 1 << 0;
+    /// `KVM_DIRTY_LOG_INITIALLY_SET`: a slot starts logging with every
+    /// page dirty and none write-protected.
+    pub const INITIALLY_SET: u64 = 1 << 1;
+    /// arm64's `KVM_DIRTY_LOG_MANUAL_CAPS`, what `KVM_CHECK_EXTENSION`
+    /// answers.
+    pub const MANUAL_CAPS: u64 = MANUAL_PROTECT_ENABLE | INITIALLY_SET;
 }
 
 /// `struct kvm_mp_state` values arm64 KVM knows.
@@ -362,6 +402,19 @@ pub mod vgic_attr {
     /// info << 10 | intid` (info 0, `VGIC_LEVEL_INFO_LINE_LEVEL`, the only
     /// one; `intid` a multiple of 32), the value the 32 lines from there.
     pub const GRP_LEVEL_INFO: u32 = 7;
+    /// `KVM_DEV_ARM_VGIC_GRP_ITS_REGS` (an ITS device's registers by
+    /// offset in its frame).
+    pub const GRP_ITS_REGS: u32 = 8;
+    /// `KVM_VGIC_ITS_ADDR_TYPE` (an ITS device's `GRP_ADDR`).
+    pub const ITS_ADDR_TYPE: u64 = 4;
+    /// `KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES` (the GICv3's `GRP_CTRL`).
+    pub const SAVE_PENDING_TABLES: u64 = 3;
+    /// `KVM_DEV_ARM_ITS_SAVE_TABLES`.
+    pub const ITS_SAVE_TABLES: u64 = 1;
+    /// `KVM_DEV_ARM_ITS_RESTORE_TABLES`.
+    pub const ITS_RESTORE_TABLES: u64 = 2;
+    /// `KVM_DEV_ARM_ITS_CTRL_RESET`.
+    pub const ITS_CTRL_RESET: u64 = 4;
     /// `KVM_VGIC_V3_ADDR_TYPE_DIST`.
     pub const ADDR_TYPE_DIST: u64 = 2;
     /// `KVM_VGIC_V3_ADDR_TYPE_REDIST`.
@@ -445,9 +498,6 @@ pub mod reg {
     pub const fn feature_bitmap(n: u64) -> u64 {
         ARM64 | SIZE_U64 | FW_FEAT_BMAP | n
     }
-    /// `KVM_REG_ARM_VENDOR_HYP_BIT_FUNC_FEAT`: KVM's vendor hypervisor
-    /// feature query (`ARM_SMCCC_VENDOR_HYP_KVM_FEATURES_FUNC_ID`).
-    pub const VENDOR_HYP_FUNC_FEAT: u64 = 1 << 0;
     /// A core register: `offset` in 32-bit words into `struct kvm_regs`.
     pub const fn core(size: u64, offset: u64) -> u64 {
         ARM64 | size | CORE | offset
@@ -456,7 +506,7 @@ pub mod reg {
 
 /// What the glue checks against the kernel's headers when the module loads,
 /// in this order (`kserv_core.h` lists the same names).
-pub const CHECKED: [u64; 36] = [
+pub const CHECKED: [u64; 41] = [
     GET_API_VERSION as u64,
     CREATE_VM as u64,
     CHECK_EXTENSION as u64,
@@ -493,6 +543,11 @@ pub const CHECKED: [u64; 36] = [
     reg::PSCI_VERSION,
     reg::core(reg::SIZE_U32, 212),
     reg::core(reg::SIZE_U128, 84),
+    GET_STATS_FD as u64,
+    super::stats::HEADER_SIZE as u64,
+    super::stats::DESC_SIZE as u64,
+    GET_DIRTY_LOG as u64,
+    CLEAR_DIRTY_LOG as u64,
 ];
 
 #[cfg(test)]
@@ -518,6 +573,10 @@ mod tests {
         assert_eq!(GET_MP_STATE, 0x8004_AE98);
         assert_eq!(SET_MP_STATE, 0x4004_AE99);
         assert_eq!(ENABLE_CAP, 0x4068_AEA3);
+        assert_eq!(GET_STATS_FD, 0xAECE);
+        assert_eq!(SIGNAL_MSI, 0x4020_AEA5);
+        assert_eq!(GET_DIRTY_LOG, 0x4010_AE42);
+        assert_eq!(CLEAR_DIRTY_LOG, 0xC018_AEC0);
         assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);
         assert_eq!(reg::TIMER_CVAL, 0x6030_0000_0013_DF02);
         assert_eq!(reg::TIMER_CTL, 0x6030_0000_0013_DF19);

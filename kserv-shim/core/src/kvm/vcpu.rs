@@ -11,7 +11,11 @@
 
 use super::env::KvmEnv;
 use super::errno::{E2BIG, EFAULT, EINTR, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENXIO, EPERM, Errno};
+use super::hypercalls;
+use super::pvtime::{self, PvTime};
 use super::regs::{self, Reg};
+use super::stats::bump;
+use super::timer;
 use super::uapi::{self, exit as kexit, run as krun, system_event, vcpu_init};
 use super::vgic::{IRQ_SLOTS, MAX_VCPUS};
 use super::vm::{self, Host, Vm, errno_of, power};
@@ -39,6 +43,8 @@ pub struct Vcpu {
     completion: u64,
     /// Bytes of an MMIO read the VMM completes (0: none pending).
     mmio_read: u8,
+    /// Stolen time.
+    pv: PvTime,
 }
 
 /// Creates vCPU `id` (reserved with [`vm::vcpu_reserve`]) in `v`, zeroed by
@@ -52,6 +58,7 @@ pub fn create<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, id: u64) -> Result<
     v.id = id as u32;
     v.created = true;
     v.run_pfn = pfn;
+    bump(&vm.stats.vcpus);
     Ok(())
 }
 
@@ -131,8 +138,42 @@ pub fn ioctl<E: KvmEnv>(
             env.copy_from_user(arg, &mut b)?;
             set_mp_state(env, vm, v, u32::from_le_bytes(b)).map(|()| 0)
         }
-        uapi::SET_DEVICE_ATTR | uapi::GET_DEVICE_ATTR | uapi::HAS_DEVICE_ATTR => Err(ENXIO),
+        uapi::SET_DEVICE_ATTR | uapi::GET_DEVICE_ATTR | uapi::HAS_DEVICE_ATTR => {
+            let mut b = [0u8; uapi::size::DEVICE_ATTR];
+            env.copy_from_user(arg, &mut b)?;
+            device_attr(env, vm, v, cmd, &b).map(|()| 0)
+        }
         _ => Err(EINVAL),
+    }
+}
+
+/// The vCPU's device attributes (`struct kvm_device_attr` in `b`), as
+/// `kvm_arm_vcpu_arch_{set,get,has}_attr`: `KVM_ARM_VCPU_TIMER_CTRL`
+/// ([`timer`]), `KVM_ARM_VCPU_PVTIME_CTRL` ([`pvtime`]); no PMU (`ENXIO`).
+fn device_attr<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    v: &mut Vcpu,
+    cmd: u32,
+    b: &[u8; uapi::size::DEVICE_ATTR],
+) -> Result<(), Errno> {
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    let group = u32::from_le_bytes(b[4..8].try_into().unwrap_or([0; 4]));
+    let (attr, addr) = (word(8), word(16));
+    if group == timer::GROUP {
+        return match cmd {
+            uapi::SET_DEVICE_ATTR => timer::set_attr(env, vm, v.ran, attr, addr),
+            uapi::GET_DEVICE_ATTR => timer::get_attr(env, vm, attr, addr),
+            _ => timer::has_attr(attr),
+        };
+    }
+    if group != pvtime::GROUP {
+        return Err(ENXIO);
+    }
+    match cmd {
+        uapi::SET_DEVICE_ATTR => pvtime::set_attr(env, vm, &mut v.pv, attr, addr),
+        uapi::GET_DEVICE_ATTR => pvtime::get_attr(env, vm, &v.pv, attr, addr),
+        _ => pvtime::has_attr(vm, attr),
     }
 }
 
@@ -285,7 +326,7 @@ fn read_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, r: Reg) -> Result<[u8; 16
         // NOT_AVAIL: KCore answers the guest's SMCCC_ARCH_FEATURES with
         // NOT_SUPPORTED.
         Reg::Zero | Reg::Workaround => {}
-        Reg::FeatureBitmap(n) => out[..8].copy_from_slice(&regs::feature_bitmap(n).to_le_bytes()),
+        Reg::FeatureBitmap(n) => out[..8].copy_from_slice(&hypercalls::bitmap(vm, n).to_le_bytes()),
     }
     Ok(out)
 }
@@ -321,13 +362,7 @@ fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
     // the host offers nor, here, less: `docs/kvm.md`).
     match r {
         Reg::Zero | Reg::Workaround => return if lo == 0 { Ok(()) } else { Err(EINVAL) },
-        Reg::FeatureBitmap(n) => {
-            return if lo == regs::feature_bitmap(n) {
-                Ok(())
-            } else {
-                Err(EINVAL)
-            };
-        }
+        Reg::FeatureBitmap(n) => return hypercalls::set_bitmap(env, vm, n, lo),
         _ => {}
     }
     if let Reg::Id(k) = r {
@@ -474,14 +509,17 @@ fn run_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Result<i64, Errno>
         return Err(EINTR);
     }
     if !v.ran {
+        timer::check(vm)?;
         vm::prepare_run(env, vm)?;
     }
+    pvtime::update(env, vm, &mut v.pv);
     run_u32(env, krun::EXIT_REASON, kexit::UNKNOWN);
     env.run_write(krun::FLAGS, &0u16.to_le_bytes());
     let me = &vm.vcpus[v.id as usize];
     loop {
         if env.signal_pending() {
             exit_to(env, kexit::INTR);
+            bump(&me.stats.signal_exits);
             return Err(EINTR);
         }
         me.kicked.store(false, SeqCst);
@@ -503,15 +541,19 @@ fn run_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Result<i64, Errno>
 fn idle<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, deadline: u64) {
     let id = v.id as usize;
     let me = &vm.vcpus[id];
+    let mut waited = false;
     loop {
-        if env.signal_pending()
-            || me.power.load(SeqCst) != power::ON
-            || env.now() >= deadline
-            || vm.with_gic(env, |g| (g.has_work(id), 0))
-        {
+        if env.signal_pending() || me.power.load(SeqCst) != power::ON || env.now() >= deadline {
+            return;
+        }
+        if vm.with_gic(env, |g| (g.has_work(id), 0)) {
+            if waited {
+                bump(&me.stats.halt_wakeup);
+            }
             return;
         }
         env.wait(deadline);
+        waited = true;
         if me.kicked.swap(false, SeqCst) {
             continue;
         }
@@ -551,6 +593,8 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
     };
     v.ran = true;
     v.completion = 0;
+    let st = &vm.vcpus[id].stats;
+    bump(&st.exits);
     let e = Exit::read(env, v.run_pfn);
     match e.irq_states(n) {
         Some(states) => {
@@ -565,18 +609,44 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
         None => return internal_error(env, reason, e.word(run::EXIT_IRQ_COUNT)),
     }
     match ExitReason::from_raw(reason) {
-        Some(ExitReason::Irq) => Next::Enter,
-        Some(ExitReason::Mmio) => mmio(env, vm, v, &e),
+        Some(ExitReason::Irq) => {
+            bump(&st.irq_exits);
+            Next::Enter
+        }
+        Some(ExitReason::Mmio) => {
+            let next = mmio(env, vm, v, &e);
+            bump(match next {
+                Next::Return(0) => &st.mmio_exit_user,
+                _ => &st.mmio_exit_kernel,
+            });
+            next
+        }
         Some(ExitReason::MemFault) => {
             let gfn = e.word(run::EXIT_ADDR) >> 12;
-            match vm.with_cfg(env, |env, c| c.back(env, vm, gfn)) {
-                Ok(()) => Next::Enter,
+            let flags = e.word(run::EXIT_FLAGS);
+            match vm::mem_fault(env, vm, gfn, flags) {
+                Ok(()) => {
+                    bump(&st.mem_faults);
+                    if flags & exit_flags::WRITE_PROTECTED == 0 {
+                        bump(&vm.stats.pages_backed);
+                    }
+                    Next::Enter
+                }
                 Err(err) => Next::Return(super::errno::ret(err)),
             }
         }
-        Some(ExitReason::Wfi) if e.word(run::EXIT_FLAGS) & exit_flags::WFE != 0 => Next::Enter,
-        Some(ExitReason::Wfi) => Next::Idle(e.word(run::EXIT_TIMER_DEADLINE)),
-        Some(ExitReason::Psci) => psci_call(env, vm, v, &e),
+        Some(ExitReason::Wfi) if e.word(run::EXIT_FLAGS) & exit_flags::WFE != 0 => {
+            bump(&st.wfe_exit_stat);
+            Next::Enter
+        }
+        Some(ExitReason::Wfi) => {
+            bump(&st.wfi_exit_stat);
+            Next::Idle(e.word(run::EXIT_TIMER_DEADLINE))
+        }
+        Some(ExitReason::Psci) => {
+            bump(&st.hvc_exit_stat);
+            psci_call(env, vm, v, &e)
+        }
         Some(ExitReason::Sgi) => {
             let g1 =
                 e.word(run::EXIT_FLAGS) & (exit_flags::SGI_ASGI1R | exit_flags::SGI_SGI0R) == 0;
@@ -611,6 +681,12 @@ fn mmio<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
     let write = e.word(run::EXIT_FLAGS) & exit_flags::WRITE != 0;
     let data = e.word(run::EXIT_DATA);
     let id = v.id as usize;
+    if let Some(value) = super::vgic::its::mmio(env, vm, addr, width, write, data) {
+        if !write {
+            v.completion = value;
+        }
+        return Next::Enter;
+    }
     if let Some(value) = vm.with_gic(env, |g| match g.mmio(id, addr, width, write, data) {
         Some((value, kick)) => (Some(value), kick),
         None => (None, 0),
@@ -642,7 +718,12 @@ fn mmio<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
         if !(s.readonly() && vm.protected()) {
             // Map the page (read-only for a read-only slot): the next
             // accesses go straight to memory.
-            let _ = vm.with_cfg(env, |env, c| c.back(env, vm, gfn));
+            let _ = vm.with_cfg(env, |env, c| {
+                if write {
+                    c.written(gfn);
+                }
+                c.back(env, vm, gfn, write)
+            });
         }
         return Next::Enter;
     }
@@ -658,6 +739,21 @@ fn mmio<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
         v.mmio_read = width as u8;
     }
     Next::Return(0)
+}
+
+/// Another SMCCC call of a non-protected guest ([`hypercalls`]): `x0` is
+/// the next entry's completion, `x1..x3` are set now (KVM sets all four).
+fn firmware_call<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, fid: u32, e: &Exit) -> Next {
+    let args = [0, 1, 2].map(|i| e.word(run::EXIT_ARGS + i));
+    let r = hypercalls::call(env, vm, &mut v.pv, fid, args);
+    for (i, x) in r.iter().enumerate().skip(1) {
+        let set = hypercall::vcpu_set_reg(env, vm.handle(), u64::from(v.id), kr::x(i as u64), *x);
+        if let Err(err) = set {
+            return Next::Return(super::errno::ret(errno_of(err)));
+        }
+    }
+    v.completion = r[0];
+    Next::Enter
 }
 
 /// `KVM_EXIT_SYSTEM_EVENT`: every vCPU stopped (until re-init), as KVM's
@@ -683,6 +779,9 @@ fn system_event<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, ty: u32, flags: u
 /// other call `NOT_SUPPORTED`, as the other version's are).
 fn psci_call<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, e: &Exit) -> Next {
     let raw = e.word(run::EXIT_DATA) as u32;
+    if !psci::is_psci(raw) && !psci::v0_1::is_psci(raw) {
+        return firmware_call(env, vm, v, raw, e);
+    }
     let v0_1 = v.features & 1 << vcpu_init::PSCI_0_2 == 0;
     // A 0.1 call is answered as the 0.2 call it names, with its arguments
     // whole; anything of the other version is not supported.

@@ -1,7 +1,8 @@
 //! The virtual GICv3 of a VM (`KVM_DEV_TYPE_ARM_VGIC_V3`): distributor and
 //! redistributor registers emulated on the guest's MMIO exits, interrupt
-//! state for SGIs, PPIs and SPIs (no LPIs, no ITS), and the choice of the
-//! interrupts KServ hands KCore for a vCPU's list registers at each entry.
+//! state for SGIs, PPIs, SPIs and LPIs (mapped by the ITS, [`its`]), and the
+//! choice of the interrupts KServ hands KCore for a vCPU's list registers
+//! at each entry.
 //!
 //! An interrupt is *pending* when its latch is set (an edge, a write to
 //! `ISPENDR`, an SGI), when it is level-sensitive and its line is high, or
@@ -18,8 +19,11 @@
 //! take read as zero and are ignored, SGI and PPI configuration is read-only,
 //! `GICR_WAKER` reads as zero, priorities keep their top 5 bits.
 
+pub mod its;
+
 use super::errno::{EBUSY, EINVAL, Errno};
 use crate::psci::{mpidr_of, sgi_targets, vcpu_of_mpidr};
+use its::LPI_START;
 use kcore_abi::run::irq;
 
 /// Most vCPUs a VM has (KCore's limit).
@@ -72,8 +76,26 @@ pub const ACKED_WORDS: usize = (MAX_IRQS - NR_PRIVATE).div_ceil(64) as usize;
 pub const MAX_ROUTES: usize = super::uapi::routing::MAX_ROUTES as usize;
 /// Words of a bitmap of GSIs.
 pub const GSI_WORDS: usize = MAX_ROUTES / 64;
-/// A GSI's route in [`Vgic::set_routes`]: an MSI (never fires: no ITS).
-pub const ROUTE_MSI: u16 = u16::MAX;
+/// A GSI's route in [`Vgic::set_routes`]: an MSI, `ROUTE_MSI | n` for
+/// the `n`th of [`Vgic::set_msi_route`]'s, which the ITS translates.
+pub const ROUTE_MSI: u16 = 0x8000;
+/// MSI routes a routing table may hold (KVM takes as many as GSIs; a table
+/// with more is refused, `ENOSPC`).
+pub const MAX_MSI_ROUTES: usize = 512;
+
+/// An MSI route: the doorbell address, the data (the event id) and the
+/// device id (`KVM_MSI_VALID_DEVID`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsiRoute {
+    /// `address_hi << 32 | address_lo`.
+    pub addr: u64,
+    /// `data`.
+    pub data: u32,
+    /// `devid`, when the entry has `KVM_MSI_VALID_DEVID`.
+    pub devid: u32,
+    /// The entry has `KVM_MSI_VALID_DEVID`.
+    pub has_devid: bool,
+}
 
 /// One interrupt's state. All zero is a valid (disabled) interrupt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -153,9 +175,11 @@ pub struct Vgic {
     /// `KVM_SET_GSI_ROUTING`'s table, in force when `routed` (else KVM's
     /// default routing, which `KVM_DEV_ARM_VGIC_CTRL_INIT` installs: GSI
     /// `n` is SPI `32 + n` for each SPI): per GSI its irqchip pin plus one,
-    /// [`ROUTE_MSI`] for an MSI entry (which never fires: no ITS), 0 none.
+    /// [`ROUTE_MSI`] and an index for an MSI entry, 0 none.
     routes: [u16; MAX_ROUTES],
     routed: bool,
+    /// The MSI routes of the table in force.
+    msi_routes: [MsiRoute; MAX_MSI_ROUTES],
     /// Resampled SPIs the guest completed, by pin (`INTID - 32`), for
     /// their resamplefds.
     acked: [u64; ACKED_WORDS],
@@ -168,6 +192,13 @@ pub struct Vgic {
     /// INTID - 32.
     maybe_private: [u32; MAX_VCPUS],
     maybe_spi: [u64; ACKED_WORDS],
+    /// The PPI the guest's virtual timer is (`KVM_ARM_VCPU_TIMER_IRQ_VTIMER`;
+    /// 0: [`TIMER_PPI`]): KCore delivers it, the shim never hands it over.
+    vtimer: u32,
+    /// The ITS and its LPIs ([`its`]).
+    pub its: its::Its,
+    /// vCPUs whose `GICR_CTLR.EnableLPIs` is set.
+    lpis_on: u64,
 }
 
 /// `(count, base, flags, index)` of an `ADDR_TYPE_REDIST_REGION` value.
@@ -202,6 +233,8 @@ impl Vgic {
         self.vcpu_mask = 0;
         self.enabled = false;
         self.routed = false;
+        self.its.created = false;
+        self.lpis_on = 0;
     }
 
     /// Interrupts in use (private ones included).
@@ -363,6 +396,9 @@ impl Vgic {
             self.private.get(v)?.get(intid as usize)
         } else if intid < self.nr_irqs {
             self.spis.get((intid - NR_PRIVATE) as usize)
+        } else if intid >= LPI_START {
+            let s = self.its.lpi_slot(intid)?;
+            Some(&self.its.lpis[s].irq)
         } else {
             None
         }
@@ -378,6 +414,10 @@ impl Vgic {
             let s = (intid - NR_PRIVATE) as usize;
             *self.maybe_spi.get_mut(s / 64)? |= 1 << (s % 64);
             self.spis.get_mut(s)
+        } else if intid >= LPI_START {
+            let s = self.its.lpi_slot(intid)?;
+            self.its.maybe[s / 64] |= 1 << (s % 64);
+            Some(&mut self.its.lpis[s].irq)
         } else {
             None
         }
@@ -427,6 +467,21 @@ impl Vgic {
                 }
             }
         }
+        for w in 0..self.its.maybe.len() {
+            let mut rest = self.its.maybe[w];
+            while rest != 0 {
+                let b = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                let keep = self
+                    .its
+                    .lpis
+                    .get(w * 64 + b)
+                    .is_some_and(|l| l.intid != 0 && Self::may_be_candidate(&l.irq));
+                if !keep {
+                    self.its.maybe[w] &= !(1 << b);
+                }
+            }
+        }
     }
 
     /// The vCPU an interrupt goes to: `v` for its private ones, the routed
@@ -434,6 +489,11 @@ impl Vgic {
     fn target(&self, v: usize, intid: u32, irq: &Irq) -> Option<usize> {
         if intid < NR_PRIVATE {
             return Some(v);
+        }
+        if intid >= LPI_START {
+            // An LPI's route is its collection's vCPU.
+            let t = irq.route as usize;
+            return self.exists(t).then_some(t);
         }
         vcpu_of_mpidr(u64::from(irq.route), MAX_VCPUS).filter(|&t| self.exists(t))
     }
@@ -463,7 +523,7 @@ impl Vgic {
         if !self.ready {
             return Err(EBUSY);
         }
-        if intid < NR_PRIVATE && !self.exists(v) {
+        if intid < NR_PRIVATE && !self.exists(v) || intid >= self.nr_irqs {
             return Err(EINVAL);
         }
         let irq = self.irq_mut(v, intid).ok_or(EINVAL)?;
@@ -515,8 +575,26 @@ impl Vgic {
             return (gsi < spis).then_some(gsi + NR_PRIVATE);
         }
         match self.routes.get(gsi as usize).copied() {
-            None | Some(0) | Some(ROUTE_MSI) => None,
+            None | Some(0) => None,
+            Some(r) if r & ROUTE_MSI != 0 => None,
             Some(pin) => Some(u32::from(pin) - 1 + NR_PRIVATE),
+        }
+    }
+
+    /// The MSI route of `gsi`, if the table in force has one.
+    pub fn msi_of(&self, gsi: u32) -> Option<MsiRoute> {
+        let r = *self.routes.get(gsi as usize).filter(|_| self.routed)?;
+        if r & ROUTE_MSI == 0 {
+            return None;
+        }
+        self.msi_routes.get(usize::from(r & !ROUTE_MSI)).copied()
+    }
+
+    /// Sets MSI route `n` (`KVM_SET_GSI_ROUTING`, before [`Self::set_routes`]
+    /// names it); ignored past [`MAX_MSI_ROUTES`].
+    pub fn set_msi_route(&mut self, n: usize, r: MsiRoute) {
+        if let Some(m) = self.msi_routes.get_mut(n) {
+            *m = r;
         }
     }
 
@@ -541,7 +619,7 @@ impl Vgic {
         let mut last = [u16::MAX; ACKED_WORDS * 64];
         for (gsi, &r) in self.routes.iter().enumerate() {
             if r != 0
-                && r != ROUTE_MSI
+                && r & ROUTE_MSI == 0
                 && let Some(l) = last.get_mut(usize::from(r) - 1)
             {
                 *l = gsi as u16;
@@ -669,7 +747,10 @@ impl Vgic {
             let intid = rest.trailing_zeros();
             rest &= rest - 1;
             let irq = &self.private[v][intid as usize];
-            if intid != TIMER_PPI && irq.owner == 0 && self.wanted(irq) && take(intid, irq) {
+            // KCore's: the timer's PPI, and PPI 27 behind it (which
+            // KCore refuses from the shim whatever the guest's timer is).
+            let timer = intid == TIMER_PPI || intid == self.vtimer();
+            if !timer && irq.owner == 0 && self.wanted(irq) && take(intid, irq) {
                 return true;
             }
         }
@@ -693,21 +774,63 @@ impl Vgic {
                 }
             }
         }
+        for (w, &word) in self.its.maybe.iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                let s = w * 64 + rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                let Some(l) = self.its.lpis.get(s) else {
+                    continue;
+                };
+                if l.intid != 0
+                    && l.irq.owner == 0
+                    && self.wanted(&l.irq)
+                    && l.irq.route == v as u32
+                    && take(l.intid, &l.irq)
+                {
+                    return true;
+                }
+            }
+        }
         false
+    }
+
+    /// The virtual timer's PPI.
+    pub fn vtimer(&self) -> u32 {
+        if self.vtimer == 0 {
+            TIMER_PPI
+        } else {
+            self.vtimer
+        }
+    }
+
+    /// Makes PPI `ppi` (16..=31) the virtual timer's.
+    pub fn set_vtimer(&mut self, ppi: u32) {
+        self.vtimer = ppi;
     }
 
     /// How vCPU `v`'s timer PPI is configured, as `run::entry_flags` for
     /// KCore, which delivers it: disabled (or the distributor is), its
     /// priority and group. 0 (KCore's default) without a vGIC.
     pub fn timer_flags(&self, v: usize) -> u64 {
-        use kcore_abi::run::entry_flags::{TIMER_DISABLED, TIMER_GROUP0, TIMER_PRIORITY_SHIFT};
-        let Some(t) = self.private.get(v).map(|p| p[TIMER_PPI as usize]) else {
+        use kcore_abi::run::entry_flags::{
+            TIMER_DISABLED, TIMER_GROUP0, TIMER_INTID_SHIFT, TIMER_PRIORITY_SHIFT,
+        };
+        let ppi = self.vtimer();
+        let Some(t) = self
+            .private
+            .get(v)
+            .map(|p| p[ppi as usize % NR_PRIVATE as usize])
+        else {
             return 0;
         };
         if !self.ready {
             return 0;
         }
         let mut flags = u64::from(t.priority) << TIMER_PRIORITY_SHIFT;
+        if ppi != TIMER_PPI {
+            flags |= u64::from(ppi) << TIMER_INTID_SHIFT;
+        }
         if !self.enabled || !t.enabled() {
             flags |= TIMER_DISABLED;
         }
@@ -832,6 +955,15 @@ impl Vgic {
                 !Self::may_be_candidate(irq) || self.maybe_spi[s / 64] & (1 << (s % 64)) != 0,
                 "SPI {} is a candidate but not marked",
                 s + NR_PRIVATE as usize
+            );
+        }
+        for (s, l) in self.its.lpis.iter().enumerate() {
+            assert!(
+                l.intid == 0
+                    || !Self::may_be_candidate(&l.irq)
+                    || self.its.maybe[s / 64] & (1 << (s % 64)) != 0,
+                "LPI {} is a candidate but not marked",
+                l.intid
             );
         }
     }
@@ -995,10 +1127,15 @@ impl Vgic {
                     (u64::from(self.enabled) << 1 | 1 << 4 | 1 << 6, 0)
                 }
             }
-            (0x4, 4) => (
-                u64::from((self.nr_irqs >> 5).saturating_sub(1)) | (10 - 1) << 19,
-                0,
-            ),
+            (0x4, 4) => {
+                // With an ITS: LPIs and 16 ID bits, else 10 (as KVM).
+                let lpis = if self.its.created {
+                    1 << 17 | u64::from(its::ID_BITS - 1) << 19
+                } else {
+                    (10 - 1) << 19
+                };
+                (u64::from((self.nr_irqs >> 5).saturating_sub(1)) | lpis, 0)
+            }
             (0x8, 4) => (IIDR, 0),
             (0x80..=0x7FF, _) | (0xC00..=0xCFF, _) => {
                 let first = match o {
@@ -1051,6 +1188,14 @@ impl Vgic {
 
     fn rd_access(&mut self, t: usize, o: u64, width: u64, write: bool, data: u64) -> u64 {
         match (o, width) {
+            (0x0, 4) => {
+                if write {
+                    self.write_rd_ctlr(t, data);
+                    0
+                } else {
+                    u64::from(self.lpis_enabled(t))
+                }
+            }
             (0x4, 4) => IIDR,
             (0x8, 8) | (0x8, 4) | (0xC, 4) => {
                 let i = self.rd_vcpu[..self.nr_vcpus]
@@ -1058,7 +1203,8 @@ impl Vgic {
                     .position(|&x| x as usize == t)
                     .unwrap_or(0);
                 let last = u64::from(i + 1 == self.nr_vcpus) << 4;
-                let typer = mpidr_of(t) << 32 | (t as u64 & 0xFFFF) << 8 | last;
+                let plpis = u64::from(self.its.created);
+                let typer = mpidr_of(t) << 32 | (t as u64 & 0xFFFF) << 8 | last | plpis;
                 match (o, width) {
                     (0x8, 8) => typer,
                     (0x8, _) => typer & 0xFFFF_FFFF,
@@ -1066,6 +1212,7 @@ impl Vgic {
                 }
             }
             (0x70, 8) | (0x78, 8) | (0x70, 4) | (0x74, 4) | (0x78, 4) | (0x7C, 4) => {
+                let lpis_on = self.lpis_enabled(t);
                 let reg = if o < 0x78 {
                     &mut self.propbaser
                 } else {
@@ -1078,7 +1225,10 @@ impl Vgic {
                     0xFFFF_FFFF << shift
                 };
                 if write {
-                    *reg = (*reg & !mask) | ((data << shift) & mask);
+                    // Fixed once LPIs are on (KVM ignores such writes).
+                    if !lpis_on {
+                        *reg = (*reg & !mask) | ((data << shift) & mask);
+                    }
                     0
                 } else {
                     (*reg & mask) >> shift

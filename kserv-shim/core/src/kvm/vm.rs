@@ -26,6 +26,7 @@ use super::errno::{
 };
 use super::eventfd::{Eventfds, IoArgs, IrqArgs};
 use super::memslot::{self, Change, MAX_SLOTS, PAGE_SIZE, Region, Slot, page};
+use super::stats::{VcpuStats, VmStats};
 use super::uapi::{self, cap, device, irq_line, vgic_attr, vm_type};
 use super::vgic::{ACKED_WORDS, MAX_VCPUS, Vgic};
 use crate::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
@@ -34,7 +35,10 @@ use core::sync::atomic::Ordering::SeqCst;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use kcore_abi::kvm_ext::{self, verify_image};
 use kcore_abi::manifest::Manifest;
-use kcore_abi::{Error, PageOwner, vm_flags};
+use kcore_abi::{Error, PageOwner, share_flags, vm_flags};
+
+mod dirty;
+pub use dirty::mem_fault;
 
 /// `log2` of the block donated at creation for the stage-2 root: 16 pages
 /// cover the largest concatenated root KCore builds; what the root does not
@@ -65,6 +69,8 @@ pub struct VcpuShared {
     pub power: AtomicU32,
     /// Set by a kicker, cleared by the vCPU before it enters the guest.
     pub kicked: AtomicBool,
+    /// Its counters (`KVM_GET_STATS_FD`).
+    pub stats: VcpuStats,
 }
 
 /// A VM's configuration, under [`Lock::Vm`].
@@ -108,6 +114,16 @@ pub struct Vm {
     /// `KVM_CAP_ARM_SYSTEM_SUSPEND` enabled: PSCI `SYSTEM_SUSPEND` exits to
     /// the VMM as `KVM_SYSTEM_EVENT_SUSPEND`.
     pub system_suspend: AtomicBool,
+    /// Its counters (`KVM_GET_STATS_FD`).
+    pub stats: VmStats,
+    /// The firmware feature bitmaps' bits the VMM cleared
+    /// ([`super::hypercalls`]).
+    pub fw_cleared: [AtomicU64; 3],
+    /// The virtual and physical timers' PPIs (0: the default;
+    /// [`super::timer`]).
+    pub timer_ppi: [AtomicU32; 2],
+    /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`'s options (`uapi::dirty_log`).
+    manual_dirty: AtomicU64,
 }
 
 // SAFETY: the cells are only reached through `with_cfg`/`with_gic`, which
@@ -226,12 +242,16 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::MP_STATE
         | cap::ENABLE_CAP_VM
         | cap::ARM_SYSTEM_SUSPEND
+        | cap::BINARY_STATS_FD
+        | cap::STEAL_TIME
+        | cap::SIGNAL_MSI
         | kvm_ext::CAP_ARM_PROTECTED_VM => 1,
         cap::NR_VCPUS => i64::from(host.online_cpus.clamp(1, MAX_VCPUS as u32)),
         cap::MAX_VCPUS | cap::MAX_VCPU_ID => MAX_VCPUS as i64,
         cap::NR_MEMSLOTS => MAX_SLOTS as i64,
         cap::ARM_VM_IPA_SIZE => i64::from(host.ipa_limit),
         cap::IRQ_ROUTING => i64::from(uapi::routing::MAX_ROUTES),
+        cap::MANUAL_DIRTY_LOG_PROTECT2 => uapi::dirty_log::MANUAL_CAPS as i64,
         _ => 0,
     }
 }
@@ -243,6 +263,8 @@ pub fn dev_ioctl(host: &Host, cmd: u32, arg: u64) -> i64 {
     use super::errno::ret;
     match cmd {
         uapi::GET_API_VERSION if arg == 0 => uapi::API_VERSION,
+        // A VM's question only (KVM: EINVAL on /dev/kvm).
+        uapi::CHECK_EXTENSION if arg == cap::MSI_DEVID => ret(EINVAL),
         uapi::CHECK_EXTENSION => check_extension(host, arg),
         uapi::GET_VCPU_MMAP_SIZE if arg == 0 => PAGE_SIZE as i64,
         _ => ret(EINVAL),
@@ -365,8 +387,16 @@ impl VmCfg {
     /// Backs `gfn` with the VMM's page: pinned, then shared with the VM
     /// (non-protected; read-only for a read-only slot) or donated to it
     /// (protected, whose read-only slots are emulated: `EFAULT`). Nothing to
-    /// do if it is backed already.
-    pub fn back<E: KvmEnv>(&mut self, env: &mut E, vm: &Vm, gfn: u64) -> Result<(), Errno> {
+    /// do if it is backed already. In a slot that logs dirty pages a first
+    /// touch that is not a `write` is shared write-protected, a write
+    /// shares it writable and marks it dirty (as KVM maps it).
+    pub fn back<E: KvmEnv>(
+        &mut self,
+        env: &mut E,
+        vm: &Vm,
+        gfn: u64,
+        write: bool,
+    ) -> Result<(), Errno> {
         let i = memslot::find(&self.slots, gfn).ok_or(EFAULT)?;
         let s = self.slots[i];
         let protected = vm.protected();
@@ -380,11 +410,19 @@ impl VmCfg {
         }
         let pfn = env.pin_user_page(s.uaddr + k as u64 * PAGE_SIZE, !read_only)?;
         let h = vm.handle();
+        let logged = s.logging() && !read_only && !protected;
+        let flags = if read_only {
+            share_flags::READ_ONLY
+        } else if logged && !write {
+            share_flags::WRITE_PROTECT
+        } else {
+            0
+        };
         let r = self.with_pool(env, h, |env| {
             if protected {
                 hypercall::donate_guest(env, h, pfn, gfn)
             } else {
-                hypercall::share_guest(env, h, pfn, gfn, read_only)
+                hypercall::share_guest(env, h, pfn, gfn, flags)
             }
         });
         match r {
@@ -395,6 +433,9 @@ impl VmCfg {
                     page::SHARED
                 };
                 self.slot_pages(i)[k] = pfn | page::PINNED | how;
+                if logged && write {
+                    self.written(gfn);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -403,6 +444,11 @@ impl VmCfg {
                 Err(if e == ENOMEM { ENOMEM } else { EFAULT })
             }
         }
+    }
+
+    /// Whether a vCPU of the VM entered the guest.
+    pub fn has_run(&self) -> bool {
+        self.ran
     }
 
     /// The slot holding `gfn`.
@@ -488,7 +534,13 @@ pub fn ioctl<E: KvmEnv>(
     arg: u64,
 ) -> Result<i64, Errno> {
     match cmd {
+        // MSIs need a device id once an ITS exists (KVM's
+        // `msis_require_devid`).
+        uapi::CHECK_EXTENSION if arg == cap::MSI_DEVID => {
+            Ok(i64::from(vm.with_gic(env, |g| (g.its.created, 0))))
+        }
         uapi::CHECK_EXTENSION => Ok(check_extension(host, arg)),
+        uapi::SIGNAL_MSI => super::vgic::its::signal_msi(env, vm, arg),
         uapi::SET_USER_MEMORY_REGION => {
             let mut b = [0u8; uapi::size::USERSPACE_MEMORY_REGION];
             env.copy_from_user(arg, &mut b)?;
@@ -526,6 +578,8 @@ pub fn ioctl<E: KvmEnv>(
             .map(|()| 0)
         }
         uapi::SET_GSI_ROUTING => set_gsi_routing(env, vm, arg).map(|()| 0),
+        uapi::GET_DIRTY_LOG => dirty::get_dirty_log(env, vm, arg).map(|()| 0),
+        uapi::CLEAR_DIRTY_LOG => dirty::clear_dirty_log(env, vm, arg).map(|()| 0),
         uapi::IRQFD => {
             let mut b = [0u8; uapi::size::IRQFD];
             env.copy_from_user(arg, &mut b)?;
@@ -563,11 +617,27 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
     let h = vm.handle();
     let ipa_bits = vm.ipa_bits();
     let protected = vm.protected();
+    // KServ learns nothing of where a protected VM writes.
+    if protected && r.flags & uapi::mem::LOG_DIRTY_PAGES != 0 {
+        return Err(EINVAL);
+    }
+    let manual = vm.manual_dirty.load(SeqCst);
     vm.with_cfg(env, |env, c| {
         let change = memslot::check(&c.slots, r, ipa_bits)?;
         let id = (r.slot & 0xFFFF) as usize;
+        // The dirty log as the new flags say; on failure the slot stays
+        // without one.
+        let log = |env: &mut E, c: &mut VmCfg| {
+            c.slots[id].flags = r.flags;
+            let done = c.set_logging(env, h, id, manual);
+            if done.is_err() {
+                c.slots[id].flags &= !uapi::mem::LOG_DIRTY_PAGES;
+            }
+            done
+        };
         match change {
             Change::Nothing => Ok(()),
+            Change::Flags => log(env, c),
             Change::Create => {
                 let pages = r.size / PAGE_SIZE;
                 let array = env.alloc_array(pages as usize).ok_or(ENOMEM)?;
@@ -577,8 +647,14 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
                     pages,
                     uaddr: r.uaddr,
                     array,
+                    dirty: 0,
                 };
-                Ok(())
+                let done = log(env, c);
+                if done.is_err() {
+                    env.free_array(array);
+                    c.slots[id] = Slot::default();
+                }
+                done
             }
             Change::Delete | Change::Move => {
                 let old = c.slots[id];
@@ -605,11 +681,15 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
                 }
                 if change == Change::Delete {
                     env.free_array(old.array);
+                    if old.dirty != 0 {
+                        env.free_array(old.dirty);
+                    }
                     c.slots[id] = Slot::default();
+                    Ok(())
                 } else {
                     c.slots[id].gfn = r.gpa / PAGE_SIZE;
+                    log(env, c)
                 }
-                Ok(())
             }
         }
     })
@@ -653,9 +733,14 @@ pub fn irq_line<E: KvmEnv>(env: &mut E, vm: &Vm, irq: u32, level: bool) -> Resul
 /// `32 + gsi`, gets an edge, or its line is held high until the guest
 /// completes it (`resample`).
 pub fn irqfd_inject<E: KvmEnv>(env: &mut E, vm: &Vm, gsi: u32, resample: bool) {
-    vm.with_gic(env, |g| match g.spi_of(gsi) {
-        Some(intid) => ((), g.irqfd(intid, resample)),
-        None => ((), 0),
+    vm.with_gic(env, |g| match (g.spi_of(gsi), g.msi_of(gsi)) {
+        (Some(intid), _) => ((), g.irqfd(intid, resample)),
+        // An MSI route: through the ITS, an edge whatever `resample`.
+        (None, Some(m)) => match g.its_msi(m.addr, m.data, m.has_devid.then_some(m.devid)) {
+            Ok((_, kick)) => ((), kick),
+            Err(_) => ((), 0),
+        },
+        (None, None) => ((), 0),
     });
 }
 
@@ -680,13 +765,14 @@ pub fn resampled<E: KvmEnv>(env: &mut E, vm: &Vm, acked: &[u64; ACKED_WORDS]) {
 /// `kvm_set_routing_entry`): at most `KVM_MAX_IRQ_ROUTES` entries and no
 /// flags (`EINVAL`); each entry a GSI below that limit, either an irqchip
 /// route (no flags, irqchip 0, a pin below `KVM_IRQCHIP_NUM_PINS`) or an MSI
-/// (only the `VALID_DEVID` flag; it never fires, there is no ITS), one entry
-/// per GSI: anything else `EINVAL`, and the table in force stays. The
+/// (only the `VALID_DEVID` flag; the ITS translates it), one entry
+/// per GSI: anything else `EINVAL`, and the table in force stays; more than
+/// `vgic::MAX_MSI_ROUTES` MSI entries are `ENOSPC`. The
 /// table is built in a scratch array first, so a failure changes nothing.
 /// `KVM_DEV_ARM_VGIC_CTRL_INIT` installs KVM's default routing again.
 fn set_gsi_routing<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errno> {
     use super::uapi::routing::{ENTRY_SIZE, IRQCHIP, MAX_ROUTES, MSI, MSI_VALID_DEVID, NUM_PINS};
-    use super::vgic::ROUTE_MSI;
+    use super::vgic::{MAX_MSI_ROUTES, MsiRoute, ROUTE_MSI};
     let mut h = [0u8; 8];
     env.copy_from_user(arg, &mut h)?;
     let nr = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
@@ -694,12 +780,15 @@ fn set_gsi_routing<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errn
     if nr > MAX_ROUTES || flags != 0 {
         return Err(EINVAL);
     }
-    // One u16 per GSI, four to a word.
+    // One u16 per GSI, four to a word; then three words per MSI route:
+    // address, data, device id (bit 32: `VALID_DEVID`).
     let words = MAX_ROUTES as usize / 4;
-    let scratch = env.alloc_array(words).ok_or(ENOMEM)?;
-    // SAFETY: just allocated with `words` words, freed below, referenced
+    let all = words + 3 * MAX_MSI_ROUTES;
+    let scratch = env.alloc_array(all).ok_or(ENOMEM)?;
+    // SAFETY: just allocated with `all` words, freed below, referenced
     // nowhere else.
-    let table = unsafe { array(scratch, words) };
+    let (table, msis) = unsafe { array(scratch, all) }.split_at_mut(words);
+    let mut n_msi = 0;
     let mut filled = || -> Result<(), Errno> {
         for i in 0..u64::from(nr) {
             let mut e = [0u8; ENTRY_SIZE];
@@ -713,7 +802,17 @@ fn set_gsi_routing<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errn
                 IRQCHIP if flags == 0 && word(16) == 0 && word(20) < NUM_PINS => {
                     word(20) as u16 + 1
                 }
-                MSI if flags & !MSI_VALID_DEVID == 0 => ROUTE_MSI,
+                MSI if flags & !MSI_VALID_DEVID == 0 => {
+                    if n_msi >= MAX_MSI_ROUTES {
+                        return Err(ENOSPC);
+                    }
+                    let m = &mut msis[3 * n_msi..3 * n_msi + 3];
+                    m[0] = u64::from(word(16)) | u64::from(word(20)) << 32;
+                    m[1] = u64::from(word(24));
+                    m[2] = u64::from(word(28)) | u64::from(flags) << 32;
+                    n_msi += 1;
+                    ROUTE_MSI | (n_msi - 1) as u16
+                }
                 _ => return Err(EINVAL),
             };
             let (w, shift) = (gsi as usize / 4, (gsi % 4) * 16);
@@ -727,6 +826,15 @@ fn set_gsi_routing<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errn
     let r = filled();
     if r.is_ok() {
         vm.with_gic(env, |g| {
+            for (n, m) in msis.chunks_exact(3).take(n_msi).enumerate() {
+                let route = MsiRoute {
+                    addr: m[0],
+                    data: m[1] as u32,
+                    devid: m[2] as u32,
+                    has_devid: m[2] >> 32 != 0,
+                };
+                g.set_msi_route(n, route);
+            }
             g.set_routes(|gsi| (table[gsi / 4] >> ((gsi % 4) * 16)) as u16);
             ((), 0)
         });
@@ -775,7 +883,7 @@ pub fn verify_image<E: KvmEnv>(
         let first = gpa / PAGE_SIZE;
         let last = (end - 1) / PAGE_SIZE;
         for gfn in first..=last {
-            c.back(env, vm, gfn)?;
+            c.back(env, vm, gfn, false)?;
         }
         let sig_pfn = env.alloc_pages(0).ok_or(ENOMEM)?;
         env.write(sig_pfn, 0, &block[..sig_len]);
@@ -840,17 +948,24 @@ pub fn vcpu_create<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) -> Result<(), Errno
 
 // ---- the vGIC device ------------------------------------------------------------------------
 
-/// `KVM_CREATE_DEVICE`: `Ok(true)` when a device fd is to be made,
-/// `Ok(false)` for a successful `KVM_CREATE_DEVICE_TEST`. Only a GICv3 is
-/// offered (`ENODEV` otherwise, as a GICv3 host without GICv2
-/// compatibility answers); a second one is `EEXIST`, one after a vCPU ran
-/// `EBUSY`.
-pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Result<bool, Errno> {
+/// `KVM_CREATE_DEVICE`: [`DEVICE_VGIC`] or [`DEVICE_ITS`] when a device
+/// fd is to be made, 0 for a successful `KVM_CREATE_DEVICE_TEST`. A GICv3
+/// and its ITS are offered (`ENODEV` otherwise, as a GICv3 host without
+/// GICv2 compatibility answers; an ITS only for a non-protected VM, whose
+/// memory the shim can read); a second GICv3 is `EEXIST`, one after a vCPU
+/// ran `EBUSY`.
+pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Result<i64, Errno> {
+    if ty == device::TYPE_ARM_VGIC_ITS && !vm.protected() {
+        if flags & device::CREATE_TEST != 0 {
+            return Ok(0);
+        }
+        return vm.with_gic(env, |g| (g.its_create().map(|()| DEVICE_ITS), 0));
+    }
     if ty != device::TYPE_ARM_VGIC_V3 {
         return Err(ENODEV);
     }
     if flags & device::CREATE_TEST != 0 {
-        return Ok(false);
+        return Ok(0);
     }
     if vm.with_cfg(env, |_, c| c.ran) {
         return Err(EBUSY);
@@ -860,10 +975,15 @@ pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Re
             (Err(EEXIST), 0)
         } else {
             g.created = true;
-            (Ok(true), 0)
+            (Ok(DEVICE_VGIC), 0)
         }
     })
 }
+
+/// [`device_create`]: make a GICv3 device fd.
+pub const DEVICE_VGIC: i64 = 1;
+/// [`device_create`]: make an ITS device fd.
+pub const DEVICE_ITS: i64 = 2;
 
 /// `KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS` (`op`: 0 set, 1 get, 2 has): a
 /// vCPU's GIC CPU interface register ([`super::icc`]), through KCore's
@@ -925,12 +1045,17 @@ fn enable_cap(vm: &Vm, b: &[u8; uapi::size::ENABLE_CAP]) -> Result<(), Errno> {
             vm.system_suspend.store(true, SeqCst);
             Ok(())
         }
+        cap::MANUAL_DIRTY_LOG_PROTECT2 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[8..16]);
+            dirty::enable_manual(vm, u64::from_le_bytes(a))
+        }
         _ => Err(EINVAL),
     }
 }
 
 /// The vGIC device fd's ioctls: `KVM_{SET,GET,HAS}_DEVICE_ATTR` for the
-/// groups `ADDR` (DIST, REDIST, REDIST_REGION), `NR_IRQS`, `CTRL` (`INIT`), the
+/// groups `ADDR` (DIST, REDIST, REDIST_REGION), `NR_IRQS`, `CTRL` (`INIT`, `SAVE_PENDING_TABLES`), the
 /// 32-bit registers of `DIST_REGS` and `REDIST_REGS` and `LEVEL_INFO`; other
 /// attributes `ENXIO`, other ioctls `ENOTTY` (`kvm_device_ioctl`).
 pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Result<i64, Errno> {
@@ -1070,6 +1195,12 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             }
             Ok(0)
         }
+        (vgic_attr::GRP_CTRL, vgic_attr::SAVE_PENDING_TABLES) if op != 1 => {
+            if op == 0 {
+                super::vgic::its::save_pending(env, vm)?;
+            }
+            Ok(0)
+        }
         (vgic_attr::GRP_CTRL, vgic_attr::CTRL_INIT) if op != 1 => {
             if op == 0 {
                 let order = vm.with_cfg(env, |_, c| {
@@ -1154,6 +1285,9 @@ pub fn destroy<E: KvmEnv>(env: &mut E, vm: &Vm) -> Teardown {
                 }
             }
             env.free_array(c.slots[i].array);
+            if c.slots[i].dirty != 0 {
+                env.free_array(c.slots[i].dirty);
+            }
             c.slots[i] = Slot::default();
         }
         for k in 0..c.pool_len {

@@ -302,7 +302,9 @@ impl Fake {
             | HypercallId::HostVcpuGetReg
             | HypercallId::HostVcpuSetReg
             | HypercallId::HostSelfCheck
-            | HypercallId::HostGuestIdReg => Err(Error::NotSupported),
+            | HypercallId::HostGuestIdReg
+            | HypercallId::HostProtectGuest
+            | HypercallId::HostUnprotectGuest => Err(Error::NotSupported),
         }
     }
 }

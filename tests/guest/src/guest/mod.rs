@@ -4,7 +4,8 @@
 //! [`EVENTFD_X0`](kcore_test_guest::EVENTFD_X0), vCPU 0 runs [`eventfd`]'s
 //! program instead; with [`BENCH_X0`](kcore_test_guest::BENCH_X0), both run
 //! [`bench`]'s; with [`TOUCH_X0`](kcore_test_guest::TOUCH_X0), vCPU 0 runs
-//! [`bench::touch`].
+//! [`bench::touch`]; with [`DIRTY_X0`](kcore_test_guest::DIRTY_X0), both run
+//! [`dirty`]'s.
 //!
 //! Both vCPUs keep IRQs masked except in [`irq::wait_until`]'s window after
 //! each WFI, so interrupt handlers never run in the middle of other code.
@@ -13,6 +14,7 @@ mod bench;
 mod boot;
 mod console;
 mod cpu;
+mod dirty;
 mod eventfd;
 mod exception;
 mod fpsimd;

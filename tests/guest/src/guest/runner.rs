@@ -8,7 +8,7 @@ use core::fmt;
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use kcore_test_guest::testdev::{STATUS, Width};
-use kcore_test_guest::{BENCH_X0, EVENTFD_X0, RESULT_NAME, Status, TESTS, TOUCH_X0};
+use kcore_test_guest::{BENCH_X0, DIRTY_X0, EVENTFD_X0, RESULT_NAME, Status, TESTS, TOUCH_X0};
 
 /// A test failed; its FAIL line is already printed.
 #[derive(Debug)]
@@ -55,6 +55,9 @@ extern "C" fn guest_primary_main(x0: u64, other_registers: u64) -> ! {
     }
     if x0 == TOUCH_X0 {
         super::bench::touch()
+    }
+    if x0 == DIRTY_X0 {
+        super::dirty::run()
     }
     tests::record_boot_registers(x0, other_registers);
     for (i, &(name, test)) in tests::ALL.iter().enumerate() {

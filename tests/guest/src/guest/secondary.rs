@@ -137,6 +137,9 @@ extern "C" fn guest_secondary_main(context: u64) -> ! {
     if context == kcore_test_guest::bench::SECONDARY_CTX {
         super::bench::secondary()
     }
+    if context == kcore_test_guest::dirty::SECONDARY_CTX {
+        super::dirty::secondary()
+    }
     gic::init();
     SHARED.x0.store(context, Ordering::SeqCst);
     SHARED.mpidr.store(cpu::mpidr(), Ordering::SeqCst);

@@ -1,0 +1,256 @@
+//! Dirty page logging through the KVM API against the real KCore: the
+//! slot flag, `KVM_GET_DIRTY_LOG`, `KVM_CLEAR_DIRTY_LOG` and manual
+//! protect with KVM 6.1's errors, the guest's writes to write-protected
+//! pages reported as dirty, and a protected VM refused.
+
+use super::*;
+use kcore_abi::run::exit_flags::WRITE;
+use uapi::dirty_log::{INITIALLY_SET, MANUAL_PROTECT_ENABLE};
+use uapi::mem::LOG_DIRTY_PAGES;
+
+/// A 256-page slot 0 at `RAM` with `flags`.
+fn region(f: &mut Fake, vm: &Vm, flags: u32) -> Result<i64, Errno> {
+    let a = user(f, 0x8000, &[u64::from(flags) << 32, RAM, 0x10_0000, UADDR]);
+    vm::ioctl(f, vm, &HOST, uapi::SET_USER_MEMORY_REGION, a)
+}
+
+/// `KVM_GET_DIRTY_LOG` of `slot` into user memory at `0xD000`: the
+/// bitmap's four words.
+fn get_log(f: &mut Fake, vm: &Vm, slot: u64) -> Result<[u64; 4], Errno> {
+    let a = user(f, 0x8100, &[slot, 0xD000]);
+    vm::ioctl(f, vm, &HOST, uapi::GET_DIRTY_LOG, a)?;
+    let mut out = [0u64; 4];
+    for (i, w) in out.iter_mut().enumerate() {
+        let mut b = [0u8; 8];
+        f.copy_from_user(0xD000 + 8 * i as u64, &mut b).ok();
+        *w = u64::from_le_bytes(b);
+    }
+    Ok(out)
+}
+
+/// `KVM_CLEAR_DIRTY_LOG` of `num` pages from `first` with `mask` words.
+fn clear_log(f: &mut Fake, vm: &Vm, num: u64, first: u64, mask: &[u64]) -> Result<i64, Errno> {
+    user(f, 0xE000, mask);
+    let a = user(f, 0x8200, &[num << 32, first, 0xE000]);
+    vm::ioctl(f, vm, &HOST, uapi::CLEAR_DIRTY_LOG, a)
+}
+
+/// Runs the vCPU through guest accesses to the pages `(page, write,
+/// write-protected)` of the slot, then an MMIO read that ends `KVM_RUN`.
+fn touch(f: &mut Fake, vm: &Vm, v: &mut Vcpu, pages: &[(u64, bool, bool)]) {
+    let mut s: Vec<Script> = pages
+        .iter()
+        .map(|&(p, write, wp)| {
+            let flags = if write { WRITE } else { 0 } | if wp { READ_ONLY_PAGE } else { 0 };
+            (exit::MEM_FAULT, flags, RAM + p * 0x1000 + 8, 0, 8, [0; 3])
+        })
+        .collect();
+    s.push((exit::MMIO, 0, 0x0900_0008, 0, 4, [0; 3]));
+    f.script(s);
+    assert_eq!(ioctl(f, vm, v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
+}
+
+fn enable_cap(f: &mut Fake, vm: &Vm, flags: u64, options: u64) -> Result<i64, Errno> {
+    let mut words = [0u64; 13];
+    words[0] = uapi::cap::MANUAL_DIRTY_LOG_PROTECT2 | flags << 32;
+    words[1] = options;
+    let a = user(f, 0x8300, &words);
+    vm::ioctl(f, vm, &HOST, uapi::ENABLE_CAP, a)
+}
+
+#[test]
+fn written_pages_are_logged_and_write_protected_again() {
+    let mut f = Fake::new();
+    assert_eq!(
+        vm::check_extension(&HOST, uapi::cap::MANUAL_DIRTY_LOG_PROTECT2),
+        3
+    );
+    assert_eq!(vm::check_extension(&HOST, uapi::cap::DIRTY_LOG_RING), 0);
+    let vm = new_vm(&mut f, 0);
+    assert_eq!(region(&mut f, &vm, LOG_DIRTY_PAGES), Ok(0));
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    // Page 1 read first (shared write-protected), then written; page 2
+    // first touched by a write (writable, dirty); page 3 only read.
+    touch(
+        &mut f,
+        &vm,
+        &mut v,
+        &[
+            (1, false, false),
+            (1, true, true),
+            (2, true, false),
+            (3, false, false),
+        ],
+    );
+    assert_eq!(f.accepted(HypercallId::HostUnprotectGuest).len(), 1);
+    let pages = f.guest_pages();
+    for p in 1..4 {
+        let pfn = pages[&((RAM >> 12) + p)];
+        assert_eq!(
+            f.owner(pfn),
+            (Some(PageOwner::HostSharedWithGuest), (RAM >> 12) + p),
+            "logging never changes an owner"
+        );
+    }
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([0b110, 0, 0, 0]));
+    // Cleared, and both pages write-protected again: their next writes
+    // are logged again; a repeated GET is empty.
+    let protected = f.accepted(HypercallId::HostProtectGuest);
+    assert_eq!(
+        protected.last().map(|a| (a[1], a[2])),
+        Some(((RAM >> 12) + 1, 2))
+    );
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([0; 4]));
+    // Page 3, first read while logging, was shared write-protected: its
+    // first write is logged too.
+    touch(&mut f, &vm, &mut v, &[(2, true, true), (3, true, true)]);
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([0b1100, 0, 0, 0]));
+    // KVM's errors.
+    assert_eq!(get_log(&mut f, &vm, 1), Err(ENOENT), "an unused slot");
+    assert_eq!(get_log(&mut f, &vm, 32), Err(EINVAL));
+    assert_eq!(get_log(&mut f, &vm, 1 << 16), Err(EINVAL));
+    let a = user(&mut f, 0x8100, &[0, 0x10]);
+    assert_eq!(
+        vm::ioctl(&mut f, &vm, &HOST, uapi::GET_DIRTY_LOG, a),
+        Err(EFAULT)
+    );
+    // Logging off (a flags-only change): no log; on again: every shared
+    // page write-protected at once.
+    assert_eq!(region(&mut f, &vm, 0), Ok(0));
+    assert_eq!(get_log(&mut f, &vm, 0), Err(ENOENT));
+    let before = f.accepted(HypercallId::HostProtectGuest).len();
+    assert_eq!(region(&mut f, &vm, LOG_DIRTY_PAGES), Ok(0));
+    let protected = f.accepted(HypercallId::HostProtectGuest);
+    assert_eq!(
+        protected[before..]
+            .iter()
+            .map(|a| (a[1], a[2]))
+            .collect::<Vec<_>>(),
+        [((RAM >> 12) + 1, 3)]
+    );
+    touch(&mut f, &vm, &mut v, &[(3, true, true)]);
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([0b1000, 0, 0, 0]));
+    // Read-only and logging together are allowed; its writes are MMIO.
+    let a = user(
+        &mut f,
+        0x8000,
+        &[
+            1 | u64::from(LOG_DIRTY_PAGES | uapi::mem::READONLY) << 32,
+            RAM + 0x10_0000,
+            0x1000,
+            UADDR + 0x10_0000,
+        ],
+    );
+    assert_eq!(
+        vm::ioctl(&mut f, &vm, &HOST, uapi::SET_USER_MEMORY_REGION, a),
+        Ok(0)
+    );
+    assert_eq!(get_log(&mut f, &vm, 1), Ok([0; 4]));
+    let t = vm::destroy(&mut f, &vm);
+    assert_eq!(t.kept, 0);
+    vcpu::destroy(&mut f, &mut v);
+    assert!(f.arrays.is_empty(), "every bitmap freed");
+}
+
+#[test]
+fn manual_protect_clears_only_what_the_vmm_asks() {
+    let mut f = Fake::new();
+    let vm = new_vm(&mut f, 0);
+    assert_eq!(
+        enable_cap(&mut f, &vm, 1, MANUAL_PROTECT_ENABLE),
+        Err(EINVAL),
+        "flags"
+    );
+    assert_eq!(enable_cap(&mut f, &vm, 0, INITIALLY_SET), Err(EINVAL));
+    assert_eq!(
+        enable_cap(&mut f, &vm, 0, 4 | MANUAL_PROTECT_ENABLE),
+        Err(EINVAL)
+    );
+    assert_eq!(
+        enable_cap(&mut f, &vm, 0, MANUAL_PROTECT_ENABLE | INITIALLY_SET),
+        Ok(0)
+    );
+    assert_eq!(region(&mut f, &vm, LOG_DIRTY_PAGES), Ok(0));
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    // Initially set: every page dirty, and GET does not clear.
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([u64::MAX; 4]));
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([u64::MAX; 4]));
+    touch(&mut f, &vm, &mut v, &[(1, true, false), (70, false, false)]);
+    assert_eq!(
+        f.calls_of(HypercallId::HostProtectGuest),
+        0,
+        "nothing protected yet"
+    );
+    // KVM's rules for the range.
+    assert_eq!(
+        clear_log(&mut f, &vm, 64, 1, &[u64::MAX]),
+        Err(EINVAL),
+        "first page"
+    );
+    assert_eq!(
+        clear_log(&mut f, &vm, 65, 0, &[u64::MAX; 2]),
+        Err(EINVAL),
+        "short of the end, not 64s"
+    );
+    assert_eq!(
+        clear_log(&mut f, &vm, 257, 0, &[u64::MAX; 5]),
+        Err(EINVAL),
+        "past the end"
+    );
+    assert_eq!(clear_log(&mut f, &vm, 64, 320, &[u64::MAX]), Err(EINVAL));
+    let a = user(&mut f, 0x8200, &[1 | 64 << 32, 0, 0xE000]);
+    assert_eq!(
+        vm::ioctl(&mut f, &vm, &HOST, uapi::CLEAR_DIRTY_LOG, a),
+        Err(ENOENT)
+    );
+    let a = user(&mut f, 0x8200, &[64 << 32, 0, 0x10]);
+    assert_eq!(
+        vm::ioctl(&mut f, &vm, &HOST, uapi::CLEAR_DIRTY_LOG, a),
+        Err(EFAULT)
+    );
+    assert_eq!(
+        get_log(&mut f, &vm, 0),
+        Ok([u64::MAX; 4]),
+        "nothing cleared"
+    );
+    // Clear pages 0..64 but 5, and 64..128: pages 1 and 70 (shared) are
+    // write-protected.
+    assert_eq!(
+        clear_log(&mut f, &vm, 128, 0, &[!(1 << 5), u64::MAX]),
+        Ok(0)
+    );
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 5, 0, u64::MAX, u64::MAX]));
+    let protected = f.accepted(HypercallId::HostProtectGuest);
+    assert_eq!(
+        protected.iter().map(|a| (a[1], a[2])).collect::<Vec<_>>(),
+        [((RAM >> 12) + 1, 1), ((RAM >> 12) + 70, 1)]
+    );
+    // The tail of a slot may be cleared with any count.
+    assert_eq!(
+        clear_log(&mut f, &vm, 56, 192 + 8, &[u64::MAX]),
+        Err(EINVAL),
+        "unaligned first page"
+    );
+    assert_eq!(clear_log(&mut f, &vm, 64, 192, &[u64::MAX]), Ok(0));
+    touch(&mut f, &vm, &mut v, &[(70, true, true)]);
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 5, 1 << 6, u64::MAX, 0]));
+}
+
+#[test]
+fn a_protected_vm_has_no_dirty_log() {
+    let mut f = Fake::new();
+    let vm = new_vm(&mut f, 1 << 31);
+    assert_eq!(region(&mut f, &vm, LOG_DIRTY_PAGES), Err(EINVAL));
+    assert_eq!(region(&mut f, &vm, 0), Ok(0));
+    assert_eq!(
+        region(&mut f, &vm, LOG_DIRTY_PAGES),
+        Err(EINVAL),
+        "nor later"
+    );
+    assert_eq!(get_log(&mut f, &vm, 0), Err(EINVAL));
+    assert_eq!(clear_log(&mut f, &vm, 64, 0, &[1]), Err(EINVAL));
+    assert_eq!(f.calls_of(HypercallId::HostProtectGuest), 0);
+}

@@ -1,0 +1,300 @@
+//! Dirty page logging for non-protected VMs, as KVM 6.1 offers it
+//! (`KVM_MEM_LOG_DIRTY_PAGES`, `KVM_GET_DIRTY_LOG`, `KVM_CLEAR_DIRTY_LOG`,
+//! `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`), on KCore's `HostProtectGuest` and
+//! `HostUnprotectGuest`.
+//!
+//! A logging slot has a bitmap (one bit a page, [`memslot::bitmap_words`]
+//! words from the glue, under [`super::Lock::Vm`]). Its shared pages are
+//! write-protected in KCore when logging starts (unless the VMM enabled
+//! `KVM_DIRTY_LOG_INITIALLY_SET`: then every bit starts set and nothing is
+//! protected), and again when `KVM_GET_DIRTY_LOG` (or, with manual protect,
+//! `KVM_CLEAR_DIRTY_LOG`) clears their bits. A guest write to a
+//! write-protected page exits as a memory fault marked `WRITE_PROTECTED`:
+//! the page is marked dirty and made writable ([`mem_fault`]). A page the
+//! guest first touches while its slot logs is shared write-protected on a
+//! read and writable (and dirty) on a write, as KVM maps it. Errors follow
+//! `kvm_get_dirty_log_protect` and `kvm_clear_dirty_log_protect`; a
+//! protected VM has no dirty log (`EINVAL`).
+
+use super::super::env::{KvmEnv, array};
+use super::super::errno::{EFAULT, EINVAL, ENOENT, ENOMEM, Errno};
+use super::super::memslot::{self, MAX_SLOTS, page};
+use super::super::uapi::{dirty_log, size};
+use super::{Vm, VmCfg, errno_of};
+use crate::hypercall::{self, CallError, VmHandle};
+use core::sync::atomic::Ordering::SeqCst;
+use kcore_abi::Error;
+use kcore_abi::run::exit_flags;
+
+impl VmCfg {
+    /// Slot `i`'s dirty bitmap (empty when it does not log).
+    fn bitmap(&mut self, i: usize) -> &mut [u64] {
+        let s = self.slots[i];
+        // SAFETY: a logging slot's bitmap has `bitmap_words(pages)` words
+        // (allocated in `set_logging`), used only under the VM lock.
+        unsafe { array(s.dirty, memslot::bitmap_words(s.pages)) }
+    }
+
+    /// Marks page `k` of slot `i` dirty, if the slot logs.
+    fn mark_dirty(&mut self, i: usize, k: u64) {
+        if let Some(w) = self.bitmap(i).get_mut((k / 64) as usize) {
+            *w |= 1 << (k % 64);
+        }
+    }
+
+    /// The guest's memory at `gfn` was written other than through its
+    /// stage 2 (the shim emulated the access): dirty, if its slot logs.
+    pub fn written(&mut self, gfn: u64) {
+        if let Some(i) = memslot::find(&self.slots, gfn) {
+            let k = gfn - self.slots[i].gfn;
+            self.mark_dirty(i, k);
+        }
+    }
+
+    /// Of the 64 pages from page `64 * w` of slot `i`, those shared with
+    /// the VM (KCore maps them), as a mask.
+    fn shared_mask(&mut self, i: usize, w: usize) -> u64 {
+        let pages = self.slot_pages(i);
+        (0..64)
+            .filter(|b| pages.get(64 * w + b).is_some_and(|p| p & page::SHARED != 0))
+            .fold(0, |m, b| m | 1 << b)
+    }
+
+    /// Write-protects in KCore the shared pages of slot `i` among the 64
+    /// from page `64 * w` whose bits `mask` sets, a run of pages a call.
+    fn protect<E: KvmEnv>(
+        &mut self,
+        env: &mut E,
+        h: VmHandle,
+        i: usize,
+        w: usize,
+        mask: u64,
+    ) -> Result<(), Errno> {
+        let mut m = mask & self.shared_mask(i, w);
+        let first = self.slots[i].gfn + 64 * w as u64;
+        while m != 0 {
+            let start = m.trailing_zeros();
+            let len = (m >> start).trailing_ones();
+            hypercall::protect_guest(env, h, first + u64::from(start), u64::from(len))
+                .map_err(errno_of)?;
+            m &= !(((1u128 << len) - 1) << start) as u64;
+        }
+        Ok(())
+    }
+
+    /// Starts or stops slot `i`'s dirty log as its flags now say: a new
+    /// bitmap (every bit set with `KVM_DIRTY_LOG_INITIALLY_SET` in
+    /// `manual`; otherwise the slot's shared pages write-protected), or
+    /// the bitmap freed (pages still write-protected become writable at
+    /// their next write, unlogged).
+    pub fn set_logging<E: KvmEnv>(
+        &mut self,
+        env: &mut E,
+        h: VmHandle,
+        i: usize,
+        manual: u64,
+    ) -> Result<(), Errno> {
+        let s = self.slots[i];
+        let words = memslot::bitmap_words(s.pages);
+        if !s.logging() {
+            if s.dirty != 0 {
+                env.free_array(s.dirty);
+                self.slots[i].dirty = 0;
+            }
+            return Ok(());
+        }
+        if s.dirty != 0 {
+            return Ok(());
+        }
+        self.slots[i].dirty = env.alloc_array(words).ok_or(ENOMEM)?;
+        if manual & dirty_log::INITIALLY_SET != 0 {
+            let pages = s.pages;
+            for (w, bits) in self.bitmap(i).iter_mut().enumerate() {
+                let left = pages - 64 * w as u64;
+                *bits = if left >= 64 {
+                    u64::MAX
+                } else {
+                    (1 << left) - 1
+                };
+            }
+            return Ok(());
+        }
+        for w in 0..words {
+            self.protect(env, h, i, w, u64::MAX)?;
+        }
+        Ok(())
+    }
+
+    /// A write-protected page was written: dirty (if its slot still logs)
+    /// and writable again. Nothing to do for a page no longer shared (its
+    /// slot went meanwhile: the guest faults again).
+    fn unprotect<E: KvmEnv>(&mut self, env: &mut E, vm: &Vm, gfn: u64) -> Result<(), Errno> {
+        let Some(i) = memslot::find(&self.slots, gfn) else {
+            return Ok(());
+        };
+        let k = gfn - self.slots[i].gfn;
+        if self.slot_pages(i)[k as usize] & page::SHARED == 0 {
+            return Ok(());
+        }
+        self.mark_dirty(i, k);
+        match hypercall::unprotect_guest(env, vm.handle(), gfn) {
+            Ok(_) | Err(CallError::Kcore(Error::NotFound)) => Ok(()),
+            Err(_) => {
+                env.log(b"kvm: a dirty-logged page could not be made writable");
+                Err(EFAULT)
+            }
+        }
+    }
+}
+
+/// A `MEM_FAULT` exit at `gfn` with KCore's exit flags: a write to a page
+/// write-protected for dirty logging (marked dirty, made writable), or a
+/// first touch (backed: [`VmCfg::back`]).
+pub fn mem_fault<E: KvmEnv>(env: &mut E, vm: &Vm, gfn: u64, flags: u64) -> Result<(), Errno> {
+    let write = flags & exit_flags::WRITE != 0;
+    vm.with_cfg(env, |env, c| {
+        if flags & exit_flags::WRITE_PROTECTED != 0 {
+            c.unprotect(env, vm, gfn)
+        } else {
+            c.back(env, vm, gfn, write)
+        }
+    })
+}
+
+/// `KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)` with `args[0]`:
+/// `KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE`, with or without
+/// `KVM_DIRTY_LOG_INITIALLY_SET`, or 0 (off); anything else `EINVAL`.
+pub fn enable_manual(vm: &Vm, options: u64) -> Result<(), Errno> {
+    let allowed = if options & dirty_log::MANUAL_PROTECT_ENABLE != 0 {
+        dirty_log::MANUAL_CAPS
+    } else {
+        dirty_log::MANUAL_PROTECT_ENABLE
+    };
+    if options & !allowed != 0 {
+        return Err(EINVAL);
+    }
+    vm.manual_dirty.store(options, SeqCst);
+    Ok(())
+}
+
+/// A dirty-log request's `N` bytes at `arg` and the slot id its first
+/// word names: `EINVAL` for a protected VM (it has no dirty log) or a slot
+/// outside address space 0 and [`MAX_SLOTS`].
+fn request<E: KvmEnv, const N: usize>(
+    env: &mut E,
+    vm: &Vm,
+    arg: u64,
+) -> Result<([u8; N], usize), Errno> {
+    let mut b = [0u8; N];
+    env.copy_from_user(arg, &mut b)?;
+    let slot = u32_at(&b, 0);
+    let (as_id, id) = (slot >> 16, (slot & 0xFFFF) as usize);
+    if vm.protected() || as_id != 0 || id >= MAX_SLOTS {
+        return Err(EINVAL);
+    }
+    Ok((b, id))
+}
+
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from(u32_at(b, i)) | u64::from(u32_at(b, i + 4)) << 32
+}
+
+/// Runs `f` with a zeroed scratch array of `words` words (`ENOMEM`).
+fn with_scratch<E: KvmEnv, R>(
+    env: &mut E,
+    words: usize,
+    f: impl FnOnce(&mut E, &mut [u64]) -> Result<R, Errno>,
+) -> Result<R, Errno> {
+    let addr = env.alloc_array(words.max(1)).ok_or(ENOMEM)?;
+    // SAFETY: just allocated with at least `words` words, freed below,
+    // referenced nowhere else.
+    let r = f(env, unsafe { array(addr, words) });
+    env.free_array(addr);
+    r
+}
+
+/// `KVM_GET_DIRTY_LOG` (`struct kvm_dirty_log` at `arg`): copies slot's
+/// bitmap to the VMM; without manual protect it clears it and
+/// write-protects the pages that were dirty first. `EINVAL` for a
+/// protected VM or a bad slot id, `ENOENT` for a slot that does not log,
+/// `EFAULT` if the bitmap cannot be written (its bits are cleared then,
+/// as in KVM).
+pub fn get_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errno> {
+    let (b, id) = request::<_, { size::DIRTY_LOG }>(env, vm, arg)?;
+    let to = u64_at(&b, 8);
+    let manual = vm.manual_dirty.load(SeqCst) & dirty_log::MANUAL_PROTECT_ENABLE != 0;
+    let h = vm.handle();
+    vm.with_cfg(env, |env, c| {
+        let s = c.slots[id];
+        if !s.used() || s.dirty == 0 {
+            return Err(ENOENT);
+        }
+        let words = memslot::bitmap_words(s.pages);
+        with_scratch(env, words, |env, out| {
+            for (w, o) in out.iter_mut().enumerate() {
+                let bits = &mut c.bitmap(id)[w];
+                *o = *bits;
+                if !manual && *o != 0 {
+                    *bits = 0;
+                    c.protect(env, h, id, w, *o)?;
+                }
+            }
+            for (w, o) in out.iter().enumerate() {
+                env.copy_to_user(to + 8 * w as u64, &o.to_le_bytes())?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// `KVM_CLEAR_DIRTY_LOG` (`struct kvm_clear_dirty_log` at `arg`): clears
+/// the bits the VMM's bitmap sets for `num_pages` pages from `first_page`
+/// (a multiple of 64) and write-protects those that were set. `EINVAL` for
+/// a protected VM, a bad slot id, an unaligned first page or a range
+/// outside the slot (or, short of its end, not a multiple of 64 pages);
+/// `ENOENT` for a slot that does not log; `EFAULT` if the bitmap cannot be
+/// read (nothing cleared).
+pub fn clear_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errno> {
+    let (b, id) = request::<_, { size::CLEAR_DIRTY_LOG }>(env, vm, arg)?;
+    let num = u64::from(u32_at(&b, 4));
+    let first = u64_at(&b, 8);
+    let from = u64_at(&b, 16);
+    if !first.is_multiple_of(64) {
+        return Err(EINVAL);
+    }
+    let h = vm.handle();
+    vm.with_cfg(env, |env, c| {
+        let s = c.slots[id];
+        if !s.used() || s.dirty == 0 {
+            return Err(ENOENT);
+        }
+        if first > s.pages
+            || num > s.pages - first
+            || (num < s.pages - first && !num.is_multiple_of(64))
+        {
+            return Err(EINVAL);
+        }
+        let words = memslot::bitmap_words(num);
+        with_scratch(env, words, |env, mask| {
+            for (j, m) in mask.iter_mut().enumerate() {
+                let mut x = [0u8; 8];
+                env.copy_from_user(from + 8 * j as u64, &mut x)?;
+                *m = u64::from_le_bytes(x);
+            }
+            let base = (first / 64) as usize;
+            for (j, m) in mask.iter().enumerate() {
+                let bits = &mut c.bitmap(id)[base + j];
+                let cleared = *m & *bits;
+                *bits &= !cleared;
+                if cleared != 0 {
+                    c.protect(env, h, id, base + j, cleared)?;
+                }
+            }
+            Ok(())
+        })
+    })
+}
