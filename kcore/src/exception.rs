@@ -29,6 +29,14 @@ pub mod ec {
     pub const DABT_LOW: u64 = 0x24;
     /// Data abort from the same EL.
     pub const DABT_CUR: u64 = 0x25;
+    /// A breakpoint from a lower EL.
+    pub const BKPT_LOW: u64 = 0x30;
+    /// A software step completed at a lower EL.
+    pub const SOFTSTP_LOW: u64 = 0x32;
+    /// A watchpoint from a lower EL.
+    pub const WATCHPT_LOW: u64 = 0x34;
+    /// `BRK` in AArch64.
+    pub const BRK64: u64 = 0x3C;
 }
 
 /// `ESR_ELx.ISS` fault status codes (`DFSC`/`IFSC`) KCore tells apart

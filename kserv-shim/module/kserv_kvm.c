@@ -981,6 +981,9 @@ int kserv_kvm_init(void)
 		offsetof(struct kvm_stats_desc, name),
 		KVM_GET_DIRTY_LOG,
 		KVM_CLEAR_DIRTY_LOG,
+		KVM_SET_GUEST_DEBUG,
+		offsetof(struct kvm_run, debug.arch.hsr_high),
+		offsetof(struct kvm_run, debug.arch.far),
 	};
 	u32 bad;
 	int ret;

@@ -59,10 +59,6 @@ const GAPS: &[(&str, &str)] = &[
         "aarch64/vcpu_width_config",
         "AArch32 EL1 guests are refused (no KVM_CAP_ARM_EL1_32BIT: the test skips): a limit of KCore, which runs AArch64 guests only",
     ),
-    (
-        "aarch64/debug-exceptions",
-        "the guest's breakpoint and watchpoint registers read as zero: KCore does not switch debug state yet",
-    ),
 ];
 
 /// One column: test name to its verdict word (`PASS`, `FAIL`, `SKIP`,

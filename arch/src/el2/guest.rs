@@ -479,11 +479,15 @@ impl GuestCpu for El2Guest {
         );
         let vmid = VTTBR_EL2::VMID.val(u64::from(cfg.vmid));
         msr!("vttbr_el2", vmid.value | cfg.root.raw());
-        let mdcr_traps = MDCR_EL2::TPM::SET
+        let mut mdcr_traps = MDCR_EL2::TPM::SET
             + MDCR_EL2::TPMCR::SET
             + MDCR_EL2::TDA::SET
             + MDCR_EL2::TDOSA::SET
             + MDCR_EL2::TDRA::SET;
+        // KServ debugs the guest: its debug exceptions come to EL2.
+        if ctx.host_debug() {
+            mdcr_traps += MDCR_EL2::TDE::SET;
+        }
         msr!("mdcr_el2", host.mdcr | mdcr_traps.value);
         let cptr_traps = CPTR_EL2_NVHE::TZ::SET + CPTR_EL2_NVHE::TSM::SET + CPTR_EL2_NVHE::TTA::SET;
         let guest_cptr = host.cptr | cptr_traps.value;
@@ -492,7 +496,7 @@ impl GuestCpu for El2Guest {
         msr!("cnthctl_el2", CNTHCTL_EL2::EL1PCTEN::SET.value);
         msr!("hcr_el2", hcr);
         msr!("elr_el2", ctx.pc);
-        msr!("spsr_el2", ctx.pstate);
+        msr!("spsr_el2", ctx.pstate_to_load());
         msr!("vbar_el2", vectors::guest_vectors_addr());
         // SAFETY: a context synchronization barrier; no memory access.
         unsafe { asm!("isb", options(nostack, preserves_flags)) };
@@ -535,7 +539,7 @@ impl GuestCpu for El2Guest {
             fp: fp_loaded,
         };
         ctx.pc = mrs!("elr_el2");
-        ctx.pstate = mrs!("spsr_el2");
+        ctx.finish_pstate(mrs!("spsr_el2"));
 
         // A virtual SError the guest has not taken yet stays pending.
         if mrs!("hcr_el2") & HCR_VSE != 0 {

@@ -42,6 +42,22 @@ pub const ICH_VMCR: u64 = 0x82;
 pub const ICH_AP0R: u64 = 0x84;
 /// `ICH_AP1R<n>_EL2` is `ICH_AP1R + n` (`n < 4`).
 pub const ICH_AP1R: u64 = 0x88;
+/// KServ's debugging of a non-protected vCPU (KVM's `KVM_SET_GUEST_DEBUG`),
+/// bits of [`guest_debug`]: while set, the guest's debug exceptions go to
+/// KServ as `exit::DEBUG` (`MDCR_EL2.TDE`), not to the guest.
+pub const GUEST_DEBUG: u64 = 0x8C;
+
+/// Bits of [`GUEST_DEBUG`]; any other bit is `InvalidParameter`.
+pub mod guest_debug {
+    /// Step one instruction per entry: each entry returns after one guest
+    /// instruction (or an exception it takes) with `exit::DEBUG`.
+    pub const SINGLE_STEP: u64 = 1 << 0;
+    /// Debug exceptions (`BRK`, breakpoints, watchpoints, the guest's own
+    /// steps) exit to KServ.
+    pub const ENABLE: u64 = 1 << 1;
+    /// Every bit.
+    pub const ALL: u64 = SINGLE_STEP | ENABLE;
+}
 /// The bits of `ICH_VMCR_EL2` that exist: `VENG0`, `VENG1`, `VAckCtl`,
 /// `VFIQEn`, `VCBPR`, `VEOIM`, `VBPR1`, `VBPR0`, `VPMR`.
 pub const ICH_VMCR_VALID: u64 = 0x1F | 1 << 9 | 0x3FFF << 18;

@@ -107,6 +107,13 @@ pub mod exit {
     /// `ICC_SGI0R_EL1`; which one in [`super::exit_flags`]): KServ's vGIC
     /// delivers it.
     pub const SGI: u64 = 6;
+    /// A debug exception KServ asked to see (`reg::GUEST_DEBUG`; only a
+    /// non-protected vCPU): a software step completed, a `BRK`, a
+    /// breakpoint or a watchpoint. [`super::EXIT_DATA`] is its syndrome
+    /// (`ESR_EL2`), [`super::EXIT_ADDR`] the faulting address of a
+    /// watchpoint (`FAR_EL2`, else 0). The PC is where the guest continues:
+    /// the next instruction to step, the `BRK` itself.
+    pub const DEBUG: u64 = 7;
 }
 
 /// The [`exit`] reasons as a type, for matching on what KCore reported.
@@ -125,17 +132,20 @@ pub enum ExitReason {
     Psci = exit::PSCI,
     /// [`exit::SGI`].
     Sgi = exit::SGI,
+    /// [`exit::DEBUG`].
+    Debug = exit::DEBUG,
 }
 
 impl ExitReason {
     /// Every exit reason.
-    pub const ALL: [ExitReason; 6] = [
+    pub const ALL: [ExitReason; 7] = [
         ExitReason::Irq,
         ExitReason::Mmio,
         ExitReason::MemFault,
         ExitReason::Wfi,
         ExitReason::Psci,
         ExitReason::Sgi,
+        ExitReason::Debug,
     ];
 
     /// Decodes `x1` of the call or [`EXIT_REASON`]; `None` for a reason
@@ -246,7 +256,7 @@ mod tests {
             assert_eq!(ExitReason::from_raw(r.raw()), Some(r));
         }
         assert_eq!(ExitReason::from_raw(0), None);
-        assert_eq!(ExitReason::from_raw(exit::SGI + 1), None);
+        assert_eq!(ExitReason::from_raw(exit::DEBUG + 1), None);
         assert_eq!(
             ExitReason::ALL.map(ExitReason::raw),
             [
@@ -255,7 +265,8 @@ mod tests {
                 exit::MEM_FAULT,
                 exit::WFI,
                 exit::PSCI,
-                exit::SGI
+                exit::SGI,
+                exit::DEBUG
             ]
         );
     }

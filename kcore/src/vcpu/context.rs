@@ -151,6 +151,16 @@ pub mod status {
     pub const OS_LOCK: u64 = 1 << 3;
     /// A virtual SError is pending for the guest.
     pub const VSERROR: u64 = 1 << 4;
+    /// KServ debugs the vCPU (`reg::guest_debug::ENABLE`): its debug
+    /// exceptions exit to KServ.
+    pub const HOST_DEBUG: u64 = 1 << 5;
+    /// KServ single-steps the vCPU (`reg::guest_debug::SINGLE_STEP`).
+    pub const HOST_STEP: u64 = 1 << 6;
+    /// KServ single-steps the vCPU and KCore emulated an instruction: the
+    /// step completed, its exception is taken before the next instruction.
+    pub const STEP_PENDING: u64 = 1 << 7;
+    /// What KServ's `reg::GUEST_DEBUG` sets.
+    pub const HOST_DEBUG_BITS: u64 = HOST_DEBUG | HOST_STEP | STEP_PENDING;
 }
 
 /// `OSLSR_EL1.OSLM` = 0b10: the OS lock is implemented.
@@ -516,6 +526,7 @@ impl VcpuContext {
             reg::FPCR => self.fpcr,
             reg::CNTVOFF => self.cntvoff,
             reg::POWER_OFF => u64::from(self.status & status::OFF != 0),
+            reg::GUEST_DEBUG => self.guest_debug(),
             reg::sys::OSLSR_EL1 => self.oslsr(),
             reg::ICH_VMCR => self.vgic.vmcr,
             _ if (reg::ICH_AP0R..reg::ICH_AP0R + 4).contains(&id) => {
@@ -541,13 +552,77 @@ impl VcpuContext {
     /// lock set without the enables of breakpoints, watchpoints and
     /// software step (`MDE`, `KDE`, `SS`), as the lock disables every debug
     /// exception but `BRK`'s.
+    /// KServ's single step ([`Self::host_debug`]) sets `SS`.
     pub fn mdscr_to_load(&self) -> u64 {
         let mdscr = self.sys(Sys::Mdscr);
-        if self.status & status::OS_LOCK != 0 {
+        let mdscr = if self.status & status::OS_LOCK != 0 {
             mdscr & !(MDSCR_MDE | MDSCR_KDE | MDSCR_SS)
         } else {
             mdscr
+        };
+        if self.status & status::HOST_STEP != 0 {
+            mdscr | MDSCR_SS
+        } else {
+            mdscr
         }
+    }
+
+    /// The [`reg::GUEST_DEBUG`] bits KServ set.
+    pub fn guest_debug(&self) -> u64 {
+        let mut v = 0;
+        if self.status & status::HOST_DEBUG != 0 {
+            v |= reg::guest_debug::ENABLE;
+        }
+        if self.status & status::HOST_STEP != 0 {
+            v |= reg::guest_debug::SINGLE_STEP;
+        }
+        v
+    }
+
+    /// Whether KServ debugs the vCPU: its debug exceptions must then go to
+    /// EL2 (`MDCR_EL2.TDE`) and on to KServ.
+    pub fn host_debug(&self) -> bool {
+        self.status & (status::HOST_DEBUG | status::HOST_STEP) != 0
+    }
+
+    /// The PSTATE to enter the guest with (`SPSR_EL2`): the guest's, but
+    /// under KServ's single step with `SS` set, so one instruction runs
+    /// before the step exception, or clear when KCore just emulated one
+    /// (the step completed: the exception comes first).
+    pub fn pstate_to_load(&self) -> u64 {
+        if self.status & status::HOST_STEP == 0 {
+            self.pstate
+        } else if self.status & status::STEP_PENDING != 0 {
+            self.pstate & !PSTATE_SS
+        } else {
+            self.pstate | PSTATE_SS
+        }
+    }
+
+    /// Takes the guest's PSTATE back from `spsr` (`SPSR_EL2`) after a run
+    /// entered with [`Self::pstate_to_load`]. Under KServ's single step the
+    /// guest keeps its own `SS`, and `spsr`'s is the step machine's: clear
+    /// when the exit came with the step complete but its exception not yet
+    /// taken (an interrupt first, an exception-generating instruction), so
+    /// the next entry takes it at once.
+    pub fn finish_pstate(&mut self, spsr: u64) {
+        if self.status & status::HOST_STEP == 0 {
+            self.pstate = spsr;
+            self.status &= !status::STEP_PENDING;
+            return;
+        }
+        self.pstate = (spsr & !PSTATE_SS) | (self.pstate & PSTATE_SS);
+        if spsr & PSTATE_SS == 0 {
+            self.status |= status::STEP_PENDING;
+        } else {
+            self.status &= !status::STEP_PENDING;
+        }
+    }
+
+    /// KServ's step exception was taken: the next entry steps the next
+    /// instruction.
+    pub fn step_taken(&mut self) {
+        self.status &= !status::STEP_PENDING;
     }
 
     /// The breakpoint and watchpoint registers the hardware must have while
@@ -564,7 +639,11 @@ impl VcpuContext {
     /// (the step completed) rather than after it.
     pub fn skip_instr(&mut self) {
         self.pc = self.pc.wrapping_add(4);
-        self.pstate &= !PSTATE_SS;
+        if self.status & status::HOST_STEP != 0 {
+            self.status |= status::STEP_PENDING;
+        } else {
+            self.pstate &= !PSTATE_SS;
+        }
     }
 
     /// `OSLSR_EL1` as the guest reads it: the OS lock implemented, and
@@ -596,9 +675,11 @@ impl VcpuContext {
             return false;
         }
         let (pc, x0, mpidr, cntvoff) = (self.boot_pc, self.boot_x0, self.mpidr, self.cntvoff);
+        // KServ's debugging outlives the guest's reset, as KVM's does.
+        let debug = self.status & (status::HOST_DEBUG | status::HOST_STEP);
         *self = VcpuContext::reset(idx);
         (self.pc, self.x[0], self.mpidr, self.cntvoff) = (pc, x0, mpidr, cntvoff);
-        self.status = status::STARTED;
+        self.status = status::STARTED | debug;
         true
     }
 
@@ -617,6 +698,16 @@ impl VcpuContext {
             reg::POWER_OFF if v == 1 => self.status |= status::OFF,
             reg::POWER_OFF if v == 0 => self.status &= !status::OFF,
             reg::POWER_OFF => return Err(Error::InvalidParameter),
+            reg::GUEST_DEBUG if v & !reg::guest_debug::ALL == 0 => {
+                self.status &= !status::HOST_DEBUG_BITS;
+                if v & reg::guest_debug::ENABLE != 0 {
+                    self.status |= status::HOST_DEBUG;
+                }
+                if v & reg::guest_debug::SINGLE_STEP != 0 {
+                    self.status |= status::HOST_STEP;
+                }
+            }
+            reg::GUEST_DEBUG => return Err(Error::InvalidParameter),
             reg::sys::OSLSR_EL1 if v & !OSLSR_OSLK == OSLSR_OSLM_IMPLEMENTED => {
                 self.set_os_lock(v & OSLSR_OSLK != 0)
             }

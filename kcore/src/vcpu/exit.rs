@@ -97,6 +97,26 @@ pub fn step(l: &mut Loaded, e: &GuestExit) -> Step {
             Step::Resume
         }
         ec::SYS64 => sysreg(l, esr),
+        // Only KServ's debugging (MDCR_EL2.TDE) routes these to EL2.
+        ec::SOFTSTP_LOW | ec::BKPT_LOW | ec::WATCHPT_LOW | ec::BRK64 if l.ctx.host_debug() => {
+            if esr.ec() == ec::SOFTSTP_LOW {
+                l.ctx.step_taken();
+            }
+            let far = if esr.ec() == ec::WATCHPT_LOW {
+                e.far
+            } else {
+                0
+            };
+            report(
+                l,
+                exit::DEBUG,
+                ExitReport {
+                    data: e.esr,
+                    addr: far,
+                    ..ExitReport::default()
+                },
+            )
+        }
         ec::DABT_LOW | ec::IABT_LOW => abort(l, e),
         _ => {
             l.ctx.inject_undef();
@@ -652,6 +672,68 @@ mod tests {
         assert_eq!(l.ctx.pc, 0x8200);
         assert_eq!(l.ctx.sys(Sys::ElrEl1), pc);
         assert_eq!(Esr(l.ctx.sys(Sys::Esr)).ec(), ec::UNKNOWN);
+    }
+
+    #[test]
+    fn kservs_debugging_steps_and_reports_debug_exceptions() {
+        use kcore_abi::reg::guest_debug::{ENABLE, SINGLE_STEP};
+        let mut l = loaded();
+        const SS: u64 = 1 << 21;
+        // Esr of a software step completed at EL1 (EC 0x32), a BRK #5.
+        let softstep = 0x32 << 26 | 1 << 25 | 0x22;
+        let brk = 0x3C << 26 | 1 << 25 | 5;
+        // Without KServ's debugging these never reach EL2: UNDEFINED.
+        l.ctx.set_sys(Sys::Vbar, 0x8000);
+        step(&mut l, &sync(softstep, 0));
+        assert_eq!(l.ctx.pc, 0x8200);
+        assert!(l.ctx.set_reg(reg::GUEST_DEBUG, 4).is_err(), "unknown bit");
+        assert!(
+            l.ctx
+                .set_reg(reg::GUEST_DEBUG, ENABLE | SINGLE_STEP)
+                .is_ok()
+        );
+        assert_eq!(l.ctx.get_reg(reg::GUEST_DEBUG), Some(ENABLE | SINGLE_STEP));
+        assert!(l.ctx.host_debug());
+        // Each entry steps one instruction: SS set in SPSR and MDSCR; the
+        // guest's own SS (clear) is kept.
+        l.ctx.pc = 0x1000;
+        assert_eq!(l.ctx.pstate_to_load() & SS, SS);
+        assert_eq!(l.ctx.mdscr_to_load() & 1, 1);
+        // The step exception: the hardware's SPSR.SS is clear then.
+        l.ctx.finish_pstate(l.ctx.pstate_to_load() & !SS);
+        assert_eq!(l.ctx.pstate & SS, 0, "the guest's own SS");
+        assert_eq!(step(&mut l, &sync(softstep, 0)), Step::Exit);
+        assert_eq!(l.ctx.pstate_to_load() & SS, SS, "a new step next");
+        assert_eq!(
+            (l.report.reason, l.report.data, l.report.addr),
+            (exit::DEBUG, softstep, 0)
+        );
+        assert_eq!(step(&mut l, &sync(brk, 0)), Step::Exit);
+        assert_eq!((l.report.reason, l.report.data), (exit::DEBUG, brk));
+        // An emulated instruction completes the step: the next entry takes
+        // the step exception before the next instruction (SS clear), once.
+        // MRS x3, MDSCR_EL1 (op0 2, op2 2, CRm 2), emulated.
+        let mrs_mdscr = 0x18 << 26 | 1 << 25 | 2 << 20 | 2 << 17 | 3 << 5 | 2 << 1 | 1;
+        step(&mut l, &sync(mrs_mdscr, 0));
+        assert_eq!(l.ctx.pc, 0x1004);
+        assert_eq!(l.ctx.pstate_to_load() & SS, 0);
+        // An interrupt before the pending step exception keeps it pending;
+        // the exception itself ends it.
+        l.ctx.finish_pstate(l.ctx.pstate_to_load());
+        assert_eq!(l.ctx.pstate_to_load() & SS, 0);
+        step(&mut l, &sync(softstep, 0));
+        assert_eq!(l.ctx.pstate_to_load() & SS, SS);
+        // An interrupt before the stepped instruction ran: SS stays set.
+        l.ctx.finish_pstate(l.ctx.pstate_to_load());
+        assert_eq!(l.ctx.pstate_to_load() & SS, SS);
+        // A guest's reset by CPU_ON keeps KServ's debugging.
+        l.ctx.status |= status::BOOT;
+        assert!(l.ctx.start_from_boot(0));
+        assert!(l.ctx.host_debug());
+        // Off again: the guest's MDSCR alone.
+        assert!(l.ctx.set_reg(reg::GUEST_DEBUG, 0).is_ok());
+        assert!(!l.ctx.host_debug());
+        assert_eq!(l.ctx.mdscr_to_load(), 0);
     }
 
     #[test]

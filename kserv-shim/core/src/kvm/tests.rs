@@ -185,6 +185,18 @@ impl Fake {
                     });
                     Some(0)
                 }
+                // A debug exception KServ's debugging routes to EL2: `data`
+                // is its syndrome, `addr` the watchpoint's address.
+                exit::DEBUG => {
+                    k.guest.then(GuestExit {
+                        kind: ExitKind::Sync,
+                        esr: data,
+                        far: addr,
+                        hpfar: 0,
+                        fp: false,
+                    });
+                    None
+                }
                 _ => {
                     k.guest.then(GuestExit {
                         kind: ExitKind::Irq,
@@ -1969,3 +1981,47 @@ fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
 }
 mod dirty_log;
 mod its;
+
+#[test]
+fn guest_debug_steps_through_kcore_and_exits_as_kvm_exit_debug() {
+    use uapi::guest_debug::{ENABLE, SINGLESTEP, USE_HW, USE_SW_BP};
+    let mut f = Fake::new();
+    let vm = new_vm(&mut f, 0);
+    slot(&mut f, &vm);
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    let set = |f: &mut Fake, v: &mut Vcpu, control: u32| {
+        let a = user(f, 0x9000, &[u64::from(control)]);
+        ioctl(f, &vm, v, uapi::SET_GUEST_DEBUG, a)
+    };
+    assert_eq!(set(&mut f, &mut v, 1 << 3), Err(EINVAL), "not a valid bit");
+    assert_eq!(set(&mut f, &mut v, ENABLE | USE_HW), Err(EINVAL), "no HW");
+    assert_eq!(set(&mut f, &mut v, ENABLE | SINGLESTEP | USE_SW_BP), Ok(0));
+    assert_eq!(
+        f.get_reg(0, kr::GUEST_DEBUG),
+        Some(kr::guest_debug::ENABLE | kr::guest_debug::SINGLE_STEP)
+    );
+    // KCore's debug exit: KVM_EXIT_DEBUG with the full syndrome.
+    let esr = 0x32u64 << 26 | 1 << 25 | 0x22 | 1 << 32;
+    f.script([(exit::DEBUG, 0, 0, esr, 0, [0; 3])]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::DEBUG);
+    assert_eq!(f.run_u32(krun::DEBUG_HSR), esr as u32);
+    assert_eq!(f.run_u32(krun::DEBUG_HSR_HIGH), 1);
+    assert_eq!(f.run_u64(krun::DEBUG_FAR), 0);
+    // Without ENABLE the rest is ignored and debugging stops.
+    assert_eq!(set(&mut f, &mut v, SINGLESTEP), Ok(0));
+    assert_eq!(f.get_reg(0, kr::GUEST_DEBUG), Some(0));
+    assert_eq!(
+        vm::check_extension(&HOST, uapi::cap::SET_GUEST_DEBUG2),
+        i64::from(ENABLE | SINGLESTEP | USE_SW_BP)
+    );
+    // A protected vCPU is not debugged.
+    let pvm = new_vm(&mut f, 1 << 31);
+    let mut pv = new_vcpu(&mut f, &pvm, 0);
+    let a = user(&mut f, 0x9000, &[u64::from(ENABLE)]);
+    assert_eq!(
+        vcpu::ioctl(&mut f, &pvm, &HOST, &mut pv, uapi::SET_GUEST_DEBUG, a),
+        Err(EPERM)
+    );
+}

@@ -123,6 +123,27 @@ pub const GET_STATS_FD: u32 = io(0xCE);
 /// `KVM_SIGNAL_MSI` (`struct kvm_msi`: `address_lo`, `address_hi`, `data`,
 /// `flags`, `devid`, 12 bytes of padding).
 pub const SIGNAL_MSI: u32 = iow(0xA5, 32);
+/// `KVM_SET_GUEST_DEBUG` (`struct kvm_guest_debug`: `control`, `pad`, then
+/// `struct kvm_guest_debug_arch`'s 64 breakpoint and watchpoint registers).
+pub const SET_GUEST_DEBUG: u32 = iow(0x9b, 8 + 512);
+
+/// `kvm_guest_debug.control` bits.
+pub mod guest_debug {
+    /// `KVM_GUESTDBG_ENABLE`.
+    pub const ENABLE: u32 = 1 << 0;
+    /// `KVM_GUESTDBG_SINGLESTEP`.
+    pub const SINGLESTEP: u32 = 1 << 1;
+    /// `KVM_GUESTDBG_USE_SW_BP`.
+    pub const USE_SW_BP: u32 = 1 << 16;
+    /// `KVM_GUESTDBG_USE_HW`.
+    pub const USE_HW: u32 = 1 << 17;
+    /// arm64's `KVM_GUESTDBG_VALID_MASK`.
+    pub const VALID: u32 = ENABLE | SINGLESTEP | USE_SW_BP | USE_HW;
+    /// What the shim offers (`KVM_CAP_SET_GUEST_DEBUG2`): no hardware
+    /// breakpoints or watchpoints of the VMM's.
+    pub const OFFERED: u32 = ENABLE | SINGLESTEP | USE_SW_BP;
+}
+
 /// `KVM_GET_DIRTY_LOG`.
 pub const GET_DIRTY_LOG: u32 = iow(0x42, size::DIRTY_LOG);
 /// `KVM_CLEAR_DIRTY_LOG`.
@@ -189,6 +210,10 @@ pub mod cap {
     pub const SYSTEM_EVENT_DATA: u64 = 215;
     /// `KVM_CAP_ARM_SYSTEM_SUSPEND`.
     pub const ARM_SYSTEM_SUSPEND: u64 = 216;
+    /// `KVM_CAP_SET_GUEST_DEBUG`.
+    pub const SET_GUEST_DEBUG: u64 = 23;
+    /// `KVM_CAP_SET_GUEST_DEBUG2`: the `control` bits offered.
+    pub const SET_GUEST_DEBUG2: u64 = 195;
     /// `KVM_CAP_BINARY_STATS_FD`.
     pub const BINARY_STATS_FD: u64 = 203;
     /// `KVM_CAP_STEAL_TIME`.
@@ -245,6 +270,8 @@ pub mod mem {
 pub mod exit {
     /// `KVM_EXIT_UNKNOWN`.
     pub const UNKNOWN: u32 = 0;
+    /// `KVM_EXIT_DEBUG`.
+    pub const DEBUG: u32 = 4;
     /// `KVM_EXIT_MMIO`.
     pub const MMIO: u32 = 6;
     /// `KVM_EXIT_FAIL_ENTRY`.
@@ -305,6 +332,12 @@ pub mod run {
     pub const INTERNAL_NDATA: usize = UNION + 4;
     /// `internal.data[]` (u64 each).
     pub const INTERNAL_DATA: usize = UNION + 8;
+    /// `debug.arch.hsr` (u32): `ESR_EL2[31:0]`.
+    pub const DEBUG_HSR: usize = UNION;
+    /// `debug.arch.hsr_high` (u32): `ESR_EL2[61:32]`.
+    pub const DEBUG_HSR_HIGH: usize = UNION + 4;
+    /// `debug.arch.far` (u64).
+    pub const DEBUG_FAR: usize = UNION + 8;
     /// `system_event.type` (u32).
     pub const SYSTEM_EVENT_TYPE: usize = UNION;
     /// `system_event.ndata` (u32).
@@ -506,7 +539,7 @@ pub mod reg {
 
 /// What the glue checks against the kernel's headers when the module loads,
 /// in this order (`kserv_core.h` lists the same names).
-pub const CHECKED: [u64; 41] = [
+pub const CHECKED: [u64; 44] = [
     GET_API_VERSION as u64,
     CREATE_VM as u64,
     CHECK_EXTENSION as u64,
@@ -548,6 +581,9 @@ pub const CHECKED: [u64; 41] = [
     super::stats::DESC_SIZE as u64,
     GET_DIRTY_LOG as u64,
     CLEAR_DIRTY_LOG as u64,
+    SET_GUEST_DEBUG as u64,
+    run::DEBUG_HSR_HIGH as u64,
+    run::DEBUG_FAR as u64,
 ];
 
 #[cfg(test)]
@@ -577,6 +613,7 @@ mod tests {
         assert_eq!(SIGNAL_MSI, 0x4020_AEA5);
         assert_eq!(GET_DIRTY_LOG, 0x4010_AE42);
         assert_eq!(CLEAR_DIRTY_LOG, 0xC018_AEC0);
+        assert_eq!(SET_GUEST_DEBUG, 0x4208_AE9B);
         assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);
         assert_eq!(reg::TIMER_CVAL, 0x6030_0000_0013_DF02);
         assert_eq!(reg::TIMER_CTL, 0x6030_0000_0013_DF19);

@@ -133,6 +133,11 @@ pub fn ioctl<E: KvmEnv>(
             env.copy_to_user(arg, &state.to_le_bytes())?;
             Ok(0)
         }
+        uapi::SET_GUEST_DEBUG => {
+            let mut b = [0u8; 4];
+            env.copy_from_user(arg, &mut b)?;
+            set_guest_debug(env, vm, v, u32::from_le_bytes(b)).map(|()| 0)
+        }
         uapi::SET_MP_STATE => {
             let mut b = [0u8; uapi::size::MP_STATE];
             env.copy_from_user(arg, &mut b)?;
@@ -197,6 +202,31 @@ fn set_mp_state<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, state: u32) -> Result
         vm.kick(env, v.id as usize);
     }
     Ok(())
+}
+
+/// `KVM_SET_GUEST_DEBUG` (`kvm_arch_vcpu_ioctl_set_guest_debug`): bits
+/// outside arm64's valid mask are `EINVAL`; without `ENABLE` debugging
+/// stops; with it the guest's debug exceptions (`BRK` included, as KVM
+/// routes them with `USE_SW_BP` or not) exit as `KVM_EXIT_DEBUG`, and
+/// `SINGLESTEP` steps one instruction per `KVM_RUN`. `USE_HW` (the VMM's own
+/// breakpoints and watchpoints) is not offered (`EINVAL`;
+/// `KVM_CAP_GUEST_DEBUG_HW_BPS` is 0); a protected vCPU is not debugged
+/// (`EPERM`).
+fn set_guest_debug<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, control: u32) -> Result<(), Errno> {
+    use uapi::guest_debug as g;
+    if control & !g::VALID != 0 || control & g::ENABLE != 0 && control & g::USE_HW != 0 {
+        return Err(EINVAL);
+    }
+    if vm.protected() {
+        return Err(EPERM);
+    }
+    let bits = match control & g::ENABLE {
+        0 => 0,
+        _ if control & g::SINGLESTEP != 0 => kr::guest_debug::ENABLE | kr::guest_debug::SINGLE_STEP,
+        _ => kr::guest_debug::ENABLE,
+    };
+    hypercall::vcpu_set_reg(env, vm.handle(), u64::from(v.id), kr::GUEST_DEBUG, bits)
+        .map_err(errno_of)
 }
 
 /// `KVM_ARM_VCPU_INIT`: the preferred target only, features `POWER_OFF`
@@ -646,6 +676,14 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
         Some(ExitReason::Psci) => {
             bump(&st.hvc_exit_stat);
             psci_call(env, vm, v, &e)
+        }
+        Some(ExitReason::Debug) => {
+            exit_to(env, kexit::DEBUG);
+            let esr = e.word(run::EXIT_DATA);
+            run_u32(env, krun::DEBUG_HSR, esr as u32);
+            run_u32(env, krun::DEBUG_HSR_HIGH, (esr >> 32) as u32);
+            run_u64(env, krun::DEBUG_FAR, e.word(run::EXIT_ADDR));
+            Next::Return(0)
         }
         Some(ExitReason::Sgi) => {
             let g1 =

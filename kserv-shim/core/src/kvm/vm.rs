@@ -225,6 +225,7 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::DESTROY_MEMORY_REGION_WORKS
         | cap::JOIN_MEMORY_REGIONS_WORKS
         | cap::INTERNAL_ERROR_DATA
+        | cap::SET_GUEST_DEBUG
         | cap::ONE_REG
         | cap::ARM_PSCI
         | cap::ARM_PSCI_0_2
@@ -251,6 +252,7 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         cap::NR_MEMSLOTS => MAX_SLOTS as i64,
         cap::ARM_VM_IPA_SIZE => i64::from(host.ipa_limit),
         cap::IRQ_ROUTING => i64::from(uapi::routing::MAX_ROUTES),
+        cap::SET_GUEST_DEBUG2 => i64::from(uapi::guest_debug::OFFERED),
         cap::MANUAL_DIRTY_LOG_PROTECT2 => uapi::dirty_log::MANUAL_CAPS as i64,
         _ => 0,
     }
