@@ -161,6 +161,7 @@ fn kserv(fetched: &Fetched, shared: &Shared<'_>) -> Result<Kserv> {
             vm_image_sig: &shared.vm_image.signature,
             test_guest: &shared.test_guest.image,
             test_guest_sig: &shared.test_guest.signature,
+            test_guest_touch_sig: &shared.test_guest.touch_signature,
             test_guest_tests: &shared.test_guest.tests,
             guest: &guest,
             selftests: &shared.selftests,

@@ -288,6 +288,16 @@ pub mod touch {
     /// The first page it touches: past everything the guest itself uses.
     pub const FIRST: u64 = super::RAM_BASE + (1 << 20);
 
+    /// The RAM of KServ's `kvmbench-vm` benchmark VM, in MiB.
+    pub const BENCH_MIB: u64 = 256;
+
+    /// The page of the first store past `mib` MiB of RAM, which ends the
+    /// run: a protected VM's signed manifest must offer it as MMIO
+    /// (`test-guest.touch.sig`), as KCore emulates no other access there.
+    pub const fn end_of_ram(mib: u64) -> u64 {
+        super::RAM_BASE + (mib << 20)
+    }
+
     /// What it stores at `addr`.
     pub const fn word(addr: u64) -> u64 {
         addr ^ 0x7061_6765_7061_6765

@@ -21,6 +21,8 @@
 //! /lib/kserv/vm-test.img.sig   its signature, made with build/keys/
 //! /lib/kserv/test-guest.img    the flat test guest image (`test_guest.rs`)
 //! /lib/kserv/test-guest.img.sig  its signature
+//! /lib/kserv/test-guest.touch.sig  its signature for `kvmbench-vm`'s
+//!                              protected VM (the page past its RAM MMIO)
 //! /lib/kserv/test-guest.tests  the names of the guest's tests, in order
 //! /usr/bin/kcore-vmm           the VMM (`vmm/`, `vmm.rs`)
 //! /lib/kserv/guest/Image       the Linux guest it boots: KServ's own kernel
@@ -60,6 +62,8 @@ pub struct Inputs<'a> {
     pub test_guest: &'a [u8],
     /// Its signature.
     pub test_guest_sig: &'a [u8],
+    /// Its signature for the `kvmbench-vm` benchmark.
+    pub test_guest_touch_sig: &'a [u8],
     /// The names of its tests, one per line.
     pub test_guest_tests: &'a str,
     /// `kcore-vmm` and the Linux guest of the `kvmguest` test.
@@ -197,6 +201,11 @@ fn entries(recipe: &Path, inputs: &Inputs<'_>) -> Result<Vec<Entry>> {
         "lib/kserv/test-guest.img.sig",
         0o644,
         inputs.test_guest_sig.to_vec(),
+    ));
+    e.push(file(
+        "lib/kserv/test-guest.touch.sig",
+        0o644,
+        inputs.test_guest_touch_sig.to_vec(),
     ));
     e.push(file(
         "lib/kserv/test-guest.tests",

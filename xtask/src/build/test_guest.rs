@@ -13,6 +13,7 @@ use super::{cargo, keys};
 use crate::cmd;
 use crate::{paths, sign};
 use anyhow::{Context, Result, bail};
+use kcore_abi::manifest::{self, Manifest};
 use std::fs;
 use std::process::Command;
 
@@ -31,6 +32,10 @@ pub struct TestGuest {
     pub image: Vec<u8>,
     /// Its signature block: the 64-byte signature and the signed MMIO manifest.
     pub signature: Vec<u8>,
+    /// The signature block of the `kvmbench-vm` benchmark's protected VM:
+    /// its manifest also offers the page past the VM's RAM as MMIO, where
+    /// the touch program's last store ends the run.
+    pub touch_signature: Vec<u8>,
     /// The names of its tests, one per line.
     pub tests: String,
 }
@@ -71,11 +76,16 @@ pub fn build() -> Result<TestGuest> {
     }
     let pair = keys::load_secret(&keys::secret_path())?;
     let signature = sign::sign(&pair, &image, &sign::default_manifest())?;
+    let end = kcore_test_guest::touch::end_of_ram(kcore_test_guest::touch::BENCH_MIB) >> 12;
+    let touch_manifest = Manifest::new(&[manifest::LOW_DEVICE_SPACE, (end, 1)])
+        .map_err(|e| anyhow::anyhow!("the touch benchmark's manifest: {e:?}"))?;
+    let touch_signature = sign::sign(&pair, &image, &touch_manifest)?;
     let tests = test_list();
     let sig_path = dir.join("test-guest.img.sig");
     let tests_path = dir.join("test-guest.tests");
     let changed = cmd::write_if_changed(&image_path, &image)?;
-    let sig_changed = cmd::write_if_changed(&sig_path, &signature)?;
+    let sig_changed = cmd::write_if_changed(&sig_path, &signature)?
+        | cmd::write_if_changed(&dir.join("test-guest.touch.sig"), &touch_signature)?;
     let tests_changed = cmd::write_if_changed(&tests_path, tests.as_bytes())?;
     cmd::step(
         "test guest",
@@ -91,6 +101,7 @@ pub fn build() -> Result<TestGuest> {
     Ok(TestGuest {
         image,
         signature,
+        touch_signature,
         tests,
     })
 }
