@@ -313,7 +313,7 @@ fn system(c: &mut Checks, kvm: &File) -> u32 {
         ("cap-ioeventfd", CAP_IOEVENTFD, 1),
         ("cap-ioeventfd-any-length", CAP_IOEVENTFD_ANY_LENGTH, 1),
         ("cap-max-vcpus", CAP_MAX_VCPUS, 64),
-        ("cap-nr-memslots", CAP_NR_MEMSLOTS, 32),
+        ("cap-nr-memslots", CAP_NR_MEMSLOTS, 32767),
         ("cap-unknown", 9999, 0),
     ] {
         c.ok(name, ioctl(kvm, CHECK_EXTENSION, cap), want);

@@ -1981,6 +1981,7 @@ fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
 }
 mod dirty_log;
 mod its;
+mod memslots;
 
 #[test]
 fn guest_debug_steps_through_kcore_and_exits_as_kvm_exit_debug() {

@@ -25,7 +25,7 @@ use super::errno::{
     EBUSY, EEXIST, EFAULT, EINVAL, EIO, EKEYREJECTED, ENODEV, ENOMEM, ENOSPC, ENXIO, Errno,
 };
 use super::eventfd::{Eventfds, IoArgs, IrqArgs};
-use super::memslot::{self, Change, MAX_SLOTS, PAGE_SIZE, Region, Slot, page};
+use super::memslot::{self, Change, MAX_SLOTS, PAGE_SIZE, Region, Slot, Slots, page};
 use super::stats::{VcpuStats, VmStats};
 use super::uapi::{self, cap, device, irq_line, vgic_attr, vm_type};
 use super::vgic::{ACKED_WORDS, MAX_VCPUS, Vgic};
@@ -75,7 +75,7 @@ pub struct VcpuShared {
 
 /// A VM's configuration, under [`Lock::Vm`].
 pub struct VmCfg {
-    slots: [Slot; MAX_SLOTS],
+    slots: Slots,
     /// The table pool's pages (an array of [`MAX_POOL`] pfns).
     pool: u64,
     pool_len: usize,
@@ -399,7 +399,7 @@ impl VmCfg {
         gfn: u64,
         write: bool,
     ) -> Result<(), Errno> {
-        let i = memslot::find(&self.slots, gfn).ok_or(EFAULT)?;
+        let i = self.slots.find(gfn).ok_or(EFAULT)?;
         let s = self.slots[i];
         let protected = vm.protected();
         let read_only = s.readonly();
@@ -455,7 +455,7 @@ impl VmCfg {
 
     /// The slot holding `gfn`.
     pub fn slot_of(&self, gfn: u64) -> Option<Slot> {
-        memslot::find(&self.slots, gfn).map(|i| self.slots[i])
+        self.slots.find(gfn).map(|i| self.slots[i])
     }
 
     /// Declares `[gfn, gfn + pages)` MMIO if KCore has room.
@@ -626,45 +626,50 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
     let manual = vm.manual_dirty.load(SeqCst);
     vm.with_cfg(env, |env, c| {
         let change = memslot::check(&c.slots, r, ipa_bits)?;
-        let id = (r.slot & 0xFFFF) as usize;
+        let id = r.slot & 0xFFFF;
         // The dirty log as the new flags say; on failure the slot stays
         // without one.
-        let log = |env: &mut E, c: &mut VmCfg| {
-            c.slots[id].flags = r.flags;
-            let done = c.set_logging(env, h, id, manual);
+        let log = |env: &mut E, c: &mut VmCfg, i: usize| {
+            c.slots[i].flags = r.flags;
+            let done = c.set_logging(env, h, i, manual);
             if done.is_err() {
-                c.slots[id].flags &= !uapi::mem::LOG_DIRTY_PAGES;
+                c.slots[i].flags &= !uapi::mem::LOG_DIRTY_PAGES;
             }
             done
         };
-        match change {
-            Change::Nothing => Ok(()),
-            Change::Flags => log(env, c),
-            Change::Create => {
-                let pages = r.size / PAGE_SIZE;
-                let array = env.alloc_array(pages as usize).ok_or(ENOMEM)?;
-                c.slots[id] = Slot {
-                    flags: r.flags,
-                    gfn: r.gpa / PAGE_SIZE,
-                    pages,
-                    uaddr: r.uaddr,
-                    array,
-                    dirty: 0,
-                };
-                let done = log(env, c);
-                if done.is_err() {
-                    env.free_array(array);
-                    c.slots[id] = Slot::default();
-                }
-                done
+        let Some(i) = c.slots.index_of(id) else {
+            // Create: the only change of an unused id.
+            let pages = r.size / PAGE_SIZE;
+            let array = env.alloc_array(pages as usize).ok_or(ENOMEM)?;
+            let slot = Slot {
+                flags: r.flags,
+                id,
+                gfn: r.gpa / PAGE_SIZE,
+                pages,
+                uaddr: r.uaddr,
+                array,
+                dirty: 0,
+            };
+            let done = c.slots.insert(env, slot).and_then(|i| {
+                log(env, c, i).inspect_err(|_| {
+                    c.slots.remove(i);
+                })
+            });
+            if done.is_err() {
+                env.free_array(array);
             }
+            return done;
+        };
+        match change {
+            Change::Nothing | Change::Create => Ok(()),
+            Change::Flags => log(env, c, i),
             Change::Delete | Change::Move => {
-                let old = c.slots[id];
-                if protected && c.slot_pages(id).iter().any(|w| w & page::DONATED != 0) {
+                let old = c.slots[i];
+                if protected && c.slot_pages(i).iter().any(|w| w & page::DONATED != 0) {
                     return Err(EBUSY);
                 }
                 for k in 0..old.pages as usize {
-                    let w = c.slot_pages(id)[k];
+                    let w = c.slot_pages(i)[k];
                     if w & page::SHARED != 0 {
                         let gfn = old.gfn + k as u64;
                         if hypercall::unshare_guest(env, h, gfn).is_err() {
@@ -673,7 +678,7 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
                             return Err(EIO);
                         }
                         env.unpin_page(w & page::PFN);
-                        c.slot_pages(id)[k] = 0;
+                        c.slot_pages(i)[k] = 0;
                     }
                 }
                 if c.ran {
@@ -686,11 +691,11 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
                     if old.dirty != 0 {
                         env.free_array(old.dirty);
                     }
-                    c.slots[id] = Slot::default();
+                    c.slots.remove(i);
                     Ok(())
                 } else {
-                    c.slots[id].gfn = r.gpa / PAGE_SIZE;
-                    log(env, c)
+                    let i = c.slots.move_to(i, r.gpa / PAGE_SIZE);
+                    log(env, c, i)
                 }
             }
         }
@@ -1264,10 +1269,7 @@ pub fn destroy<E: KvmEnv>(env: &mut E, vm: &Vm) -> Teardown {
         )
     };
     vm.with_cfg(env, |env, c| {
-        for i in 0..MAX_SLOTS {
-            if !c.slots[i].used() {
-                continue;
-            }
+        for i in 0..c.slots.len() {
             for k in 0..c.slots[i].pages as usize {
                 let w = c.slot_pages(i)[k];
                 if w & page::PINNED == 0 {
@@ -1290,8 +1292,8 @@ pub fn destroy<E: KvmEnv>(env: &mut E, vm: &Vm) -> Teardown {
             if c.slots[i].dirty != 0 {
                 env.free_array(c.slots[i].dirty);
             }
-            c.slots[i] = Slot::default();
         }
+        c.slots.release(env);
         for k in 0..c.pool_len {
             let pfn = c.pool()[k];
             let returned = hypercall::reclaim_page(env, h, pfn).is_ok();

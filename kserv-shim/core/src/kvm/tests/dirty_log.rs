@@ -109,7 +109,8 @@ fn written_pages_are_logged_and_write_protected_again() {
     assert_eq!(get_log(&mut f, &vm, 0), Ok([0b1100, 0, 0, 0]));
     // KVM's errors.
     assert_eq!(get_log(&mut f, &vm, 1), Err(ENOENT), "an unused slot");
-    assert_eq!(get_log(&mut f, &vm, 32), Err(EINVAL));
+    assert_eq!(get_log(&mut f, &vm, 32766), Err(ENOENT), "unused, as KVM");
+    assert_eq!(get_log(&mut f, &vm, 32767), Err(EINVAL), "past KVM's ids");
     assert_eq!(get_log(&mut f, &vm, 1 << 16), Err(EINVAL));
     let a = user(&mut f, 0x8100, &[0, 0x10]);
     assert_eq!(
