@@ -20,6 +20,7 @@
 //! `GICR_WAKER` reads as zero, priorities keep their top 5 bits.
 
 pub mod its;
+pub mod rdist;
 
 use super::errno::{EBUSY, EINVAL, Errno};
 use crate::psci::{mpidr_of, sgi_targets, vcpu_of_mpidr};
@@ -148,12 +149,8 @@ pub struct Vgic {
     pub ready: bool,
     /// Distributor base, plus one (0: unset).
     dist: u64,
-    /// Redistributor region base, plus one (0: unset).
-    redist: u64,
-    /// Redistributors in the region when it was set as
-    /// `ADDR_TYPE_REDIST_REGION` (0: set as `ADDR_TYPE_REDIST`, one per
-    /// vCPU).
-    redist_count: u64,
+    /// The redistributors' regions.
+    rd: rdist::Regions,
     /// Interrupts configured (0: unset, [`DEFAULT_IRQS`] at init).
     nr_irqs: u32,
     /// vCPUs at init, and their ids in redistributor order.
@@ -201,14 +198,18 @@ pub struct Vgic {
     lpis_on: u64,
 }
 
-/// `(count, base, flags, index)` of an `ADDR_TYPE_REDIST_REGION` value.
-fn region_fields(value: u64) -> (u64, u64, u64, u64) {
-    (
-        value >> 52,
-        value & 0x000F_FFFF_FFFF_0000,
-        (value >> 12) & 0xF,
-        value & 0xFFF,
-    )
+/// `vgic_check_iorange`: `size` bytes at `addr`, 64 KiB aligned and not
+/// wrapping (`EINVAL`), inside an IPA space of `ipa_bits` (`E2BIG`).
+pub fn check_iorange(addr: u64, size: u64, ipa_bits: u32) -> Result<(), Errno> {
+    use super::errno::E2BIG;
+    if !addr.is_multiple_of(0x1_0000) {
+        return Err(EINVAL);
+    }
+    let end = addr.checked_add(size).ok_or(EINVAL)?;
+    if end > 1u64 << ipa_bits {
+        return Err(E2BIG);
+    }
+    Ok(())
 }
 
 /// Where an MMIO access landed.
@@ -226,8 +227,7 @@ impl Vgic {
         self.created = false;
         self.ready = false;
         self.dist = 0;
-        self.redist = 0;
-        self.redist_count = 0;
+        self.rd.reset();
         self.nr_irqs = 0;
         self.nr_vcpus = 0;
         self.vcpu_mask = 0;
@@ -243,86 +243,66 @@ impl Vgic {
     }
 
     /// `KVM_DEV_ARM_VGIC_GRP_ADDR`: the distributor's or the
-    /// redistributors' base (`None` when unset, KVM's `VGIC_ADDR_UNDEF`).
+    /// redistributors' (region 0's) base (`None` when unset, KVM's
+    /// `VGIC_ADDR_UNDEF`).
     pub fn base(&self, redist: bool) -> Option<u64> {
-        let b = if redist { self.redist } else { self.dist };
-        b.checked_sub(1)
+        if redist {
+            self.rd.first_base()
+        } else {
+            self.dist.checked_sub(1)
+        }
     }
 
-    /// Sets a base: `EEXIST` when already set, `EINVAL` unaligned (64 KiB),
-    /// `E2BIG` outside an IPA space of `ipa_bits` (`vgic_check_iorange`).
-    pub fn set_base(&mut self, redist: bool, addr: u64, ipa_bits: u32) -> Result<(), Errno> {
-        use super::errno::{E2BIG, EEXIST};
-        use super::uapi::vgic_attr::{DIST_SIZE, REDIST_SIZE};
-        if redist && self.redist_count != 0 {
-            // Set as a region: the legacy type does not mix with it.
-            return Err(EINVAL);
+    /// Sets a base: the distributor's (`EEXIST` when already set, `EINVAL`
+    /// unaligned (64 KiB), `E2BIG` outside an IPA space of `ipa_bits`:
+    /// `vgic_check_iorange`), or a legacy redistributor region for
+    /// `vcpus` vCPUs ([`rdist::Regions::set_legacy`]).
+    pub fn set_base(
+        &mut self,
+        redist: bool,
+        addr: u64,
+        ipa_bits: u32,
+        vcpus: usize,
+    ) -> Result<(), Errno> {
+        use super::errno::EEXIST;
+        use super::uapi::vgic_attr::DIST_SIZE;
+        if redist {
+            let dist = self.base(false);
+            return self.rd.set_legacy(addr, ipa_bits, vcpus, dist);
         }
-        if self.base(redist).is_some() {
+        if self.base(false).is_some() {
             return Err(EEXIST);
         }
-        let size = if redist { REDIST_SIZE } else { DIST_SIZE };
-        if !addr.is_multiple_of(0x1_0000) {
-            return Err(EINVAL);
-        }
-        let limit = 1u64 << ipa_bits;
-        if addr >= limit || addr.checked_add(size).is_none_or(|e| e > limit) {
-            return Err(E2BIG);
-        }
-        if redist {
-            self.redist = addr + 1;
-        } else {
-            self.dist = addr + 1;
-        }
+        check_iorange(addr, DIST_SIZE, ipa_bits)?;
+        self.dist = addr + 1;
         Ok(())
     }
 
-    /// `KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION` (`vgic_v3_set_redist_base`):
-    /// region `index` of `count` redistributors at `base`. Regions come in
-    /// index order (another index `EINVAL`), cannot be mixed with the legacy
-    /// `ADDR_TYPE_REDIST` (`EINVAL`), need a count and no flags (`EINVAL`),
-    /// 64 KiB alignment (`EINVAL`) and room in the IPA space (`E2BIG`).
-    /// Only one region is held: a second is `ENOSPC` (KVM takes several;
-    /// `docs/kvm.md`).
-    pub fn set_redist_region(&mut self, value: u64, ipa_bits: u32) -> Result<(), Errno> {
-        use super::errno::{E2BIG, ENOSPC};
-        use super::uapi::vgic_attr::REDIST_SIZE;
-        let (count, base, flags, index) = region_fields(value);
-        if flags != 0 || count == 0 {
-            return Err(EINVAL);
-        }
-        if self.base(true).is_some() {
-            // The next index after ours, or a mix with the legacy type.
-            return Err(if self.redist_count != 0 && index == 1 {
-                ENOSPC
-            } else {
-                EINVAL
-            });
-        }
-        if index != 0 {
-            return Err(EINVAL);
-        }
-        let limit = 1u64 << ipa_bits;
-        let end = count
-            .checked_mul(REDIST_SIZE)
-            .and_then(|size| base.checked_add(size));
-        if base >= limit || end.is_none_or(|e| e > limit) {
-            return Err(E2BIG);
-        }
-        self.redist = base + 1;
-        self.redist_count = count;
-        Ok(())
+    /// `KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION`'s write with `vcpus` vCPUs
+    /// ([`rdist::Regions::set_region`]).
+    pub fn set_redist_region(
+        &mut self,
+        value: u64,
+        ipa_bits: u32,
+        vcpus: usize,
+    ) -> Result<(), Errno> {
+        self.rd.set_region(value, ipa_bits, vcpus)
     }
 
     /// The region `value`'s index names, as `ADDR_TYPE_REDIST_REGION` reads
     /// it back (`ENOENT` if there is none).
     pub fn redist_region(&self, value: u64) -> Result<u64, Errno> {
-        let (_, _, _, index) = region_fields(value);
-        match self.base(true) {
-            Some(base) if index == 0 && self.redist_count != 0 => {
-                Ok(self.redist_count << 52 | base)
-            }
-            _ => Err(super::errno::ENOENT),
+        self.rd.region(value)
+    }
+
+    /// The first run's checks of the frames (`vgic_v3_map_resources`): both
+    /// bases set, every vCPU a redistributor (`ENXIO`), no region over the
+    /// distributor (`EINVAL`).
+    pub fn check_frames(&self) -> Result<(), Errno> {
+        use super::errno::ENXIO;
+        match (self.base(false), self.base(true)) {
+            (Some(d), Some(_)) => self.rd.check_run(self.nr_vcpus, d),
+            _ => Err(ENXIO),
         }
     }
 
@@ -1036,20 +1016,14 @@ impl Vgic {
     // ---- MMIO ------------------------------------------------------------------------
 
     fn frame(&self, addr: u64) -> Option<Frame> {
-        use super::uapi::vgic_attr::{DIST_SIZE, REDIST_SIZE};
+        use super::uapi::vgic_attr::DIST_SIZE;
         if let Some(d) = self.base(false)
             && addr.wrapping_sub(d) < DIST_SIZE
         {
             return Some(Frame::Dist(addr - d));
         }
-        let r = self.base(true)?;
-        let off = addr.wrapping_sub(r);
-        let i = (off / REDIST_SIZE) as usize;
-        if i >= self.nr_vcpus || (self.redist_count != 0 && i as u64 >= self.redist_count) {
-            return None;
-        }
+        let (i, o) = self.rd.locate(addr, self.nr_vcpus)?;
         let v = self.rd_vcpu[i] as usize;
-        let o = off % REDIST_SIZE;
         Some(if o < 0x1_0000 {
             Frame::Rd(v, o)
         } else {
@@ -1202,7 +1176,7 @@ impl Vgic {
                     .iter()
                     .position(|&x| x as usize == t)
                     .unwrap_or(0);
-                let last = u64::from(i + 1 == self.nr_vcpus) << 4;
+                let last = u64::from(self.rd.is_last(i, self.nr_vcpus)) << 4;
                 let plpis = u64::from(self.its.created);
                 let typer = mpidr_of(t) << 32 | (t as u64 & 0xFFFF) << 8 | last | plpis;
                 match (o, width) {

@@ -481,8 +481,8 @@ impl VmCfg {
     }
 }
 
-/// The first `KVM_RUN` of the VM: the vGIC must be initialised and placed
-/// (`EBUSY`, `ENXIO`), and every unbacked part of the IPA space is declared
+/// The first `KVM_RUN` of the VM: the vGIC must be initialised (`EBUSY`)
+/// and placed ([`Vgic::check_frames`]: `ENXIO`, `EINVAL`), and every unbacked part of the IPA space is declared
 /// MMIO (`ENOSPC` if more than KCore's 16 ranges). Once per VM.
 pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
     let gic = vm.with_gic(env, |g| {
@@ -490,10 +490,8 @@ pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
             Ok(())
         } else if !g.ready {
             Err(EBUSY)
-        } else if g.base(false).is_none() || g.base(true).is_none() {
-            Err(ENXIO)
         } else {
-            Ok(())
+            g.check_frames()
         };
         (r, 0)
     });
@@ -1091,7 +1089,8 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
                     let mut v = [0u8; 8];
                     env.copy_from_user(addr, &mut v)?;
                     let base = u64::from_le_bytes(v);
-                    vm.with_gic(env, |g| (g.set_base(redist, base, ipa_bits), 0))?;
+                    let vcpus = vm.with_cfg(env, |_, c| c.n_vcpus);
+                    vm.with_gic(env, |g| (g.set_base(redist, base, ipa_bits, vcpus), 0))?;
                 }
                 1 => {
                     let base = vm.with_gic(env, |g| (g.base(redist), 0));
@@ -1110,7 +1109,8 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             env.copy_from_user(addr, &mut v)?;
             let value = u64::from_le_bytes(v);
             if op == 0 {
-                vm.with_gic(env, |g| (g.set_redist_region(value, ipa_bits), 0))?;
+                let vcpus = vm.with_cfg(env, |_, c| c.n_vcpus);
+                vm.with_gic(env, |g| (g.set_redist_region(value, ipa_bits, vcpus), 0))?;
             } else {
                 let region = vm.with_gic(env, |g| (g.redist_region(value), 0))?;
                 env.copy_to_user(addr, &region.to_le_bytes())?;
