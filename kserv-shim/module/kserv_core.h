@@ -74,7 +74,7 @@ struct kserv_kvm_host {
 static_assert(sizeof(struct kserv_kvm_host) == 16);
 
 /* Number of values kserv_core_kvm_check_uapi compares (kvm::uapi::CHECKED). */
-#define KSERV_KVM_CHECKED 44
+#define KSERV_KVM_CHECKED 46
 
 void kserv_core_kvm_sizes(struct kserv_kvm_sizes *out);
 u32 kserv_core_kvm_check_uapi(const u64 *values, u32 n);	/* 0: all agree */

@@ -984,6 +984,8 @@ int kserv_kvm_init(void)
 		KVM_SET_GUEST_DEBUG,
 		offsetof(struct kvm_run, debug.arch.hsr_high),
 		offsetof(struct kvm_run, debug.arch.far),
+		KVM_GET_VCPU_EVENTS,
+		KVM_SET_VCPU_EVENTS,
 	};
 	u32 bad;
 	int ret;

@@ -314,6 +314,7 @@ fn system(c: &mut Checks, kvm: &File) -> u32 {
         ("cap-ioeventfd-any-length", CAP_IOEVENTFD_ANY_LENGTH, 1),
         ("cap-max-vcpus", CAP_MAX_VCPUS, 64),
         ("cap-nr-memslots", CAP_NR_MEMSLOTS, 32767),
+        ("cap-vcpu-events", 41, 1),
         ("cap-unknown", 9999, 0),
     ] {
         c.ok(name, ioctl(kvm, CHECK_EXTENSION, cap), want);
@@ -558,6 +559,28 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         "psci-version",
         get_reg(&vcpu, REG_PSCI_VERSION).map(|v| v as i64),
         0x1_0001,
+    );
+    // KVM_{GET,SET}_VCPU_EVENTS: nothing pending, taken back as it is;
+    // reserved bytes EINVAL.
+    let mut events = [u64::MAX; 8];
+    c.ok(
+        "events-get",
+        ioctl(&vcpu, ioc(2, 0x9f, 64), ptr_mut(&mut events)),
+        0,
+    );
+    c.check("events-none-pending", events == [0; 8], || {
+        format!("{events:x?}")
+    });
+    c.ok(
+        "events-set-none",
+        ioctl(&vcpu, ioc(1, 0xa0, 64), ptr(&events)),
+        0,
+    );
+    events[7] = 1;
+    c.errno(
+        "events-set-reserved",
+        ioctl(&vcpu, ioc(1, 0xa0, 64), ptr(&events)),
+        EINVAL,
     );
     c.errno(
         "verify-non-protected",

@@ -1982,6 +1982,7 @@ fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
 mod dirty_log;
 mod its;
 mod memslots;
+mod vcpu_events;
 
 #[test]
 fn guest_debug_steps_through_kcore_and_exits_as_kvm_exit_debug() {

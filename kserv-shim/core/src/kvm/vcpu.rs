@@ -133,6 +133,16 @@ pub fn ioctl<E: KvmEnv>(
             env.copy_to_user(arg, &state.to_le_bytes())?;
             Ok(0)
         }
+        uapi::GET_VCPU_EVENTS | uapi::SET_VCPU_EVENTS if !v.initialized => Err(ENOEXEC),
+        uapi::GET_VCPU_EVENTS => {
+            env.copy_to_user(arg, &super::events::get())?;
+            Ok(0)
+        }
+        uapi::SET_VCPU_EVENTS => {
+            let mut b = [0u8; super::events::SIZE];
+            env.copy_from_user(arg, &mut b)?;
+            super::events::set(&b).map(|()| 0)
+        }
         uapi::SET_GUEST_DEBUG => {
             let mut b = [0u8; 4];
             env.copy_from_user(arg, &mut b)?;

@@ -226,6 +226,7 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::JOIN_MEMORY_REGIONS_WORKS
         | cap::INTERNAL_ERROR_DATA
         | cap::SET_GUEST_DEBUG
+        | cap::VCPU_EVENTS
         | cap::ONE_REG
         | cap::ARM_PSCI
         | cap::ARM_PSCI_0_2
