@@ -110,7 +110,7 @@ void kserv_glue_kvm_run_write(void *ctx, u32 offset, const u8 *data, u32 len);
 void kserv_glue_kvm_lock(void *ctx, u32 which);		/* 0: the VM's mutex, 1: its GIC spinlock */
 void kserv_glue_kvm_unlock(void *ctx, u32 which);
 u32 kserv_glue_kvm_signal_pending(void);
-void kserv_glue_kvm_wait(void *ctx, u64 deadline);
+void kserv_glue_kvm_wait(void *ctx, u64 deadline, u64 max_poll_ns);	/* U64_MAX: halt_poll_ns */
 void kserv_glue_kvm_kick(void *ctx, u32 id);
 void kserv_glue_kvm_enter_guest(void *ctx);
 void kserv_glue_kvm_leave_guest(void *ctx);

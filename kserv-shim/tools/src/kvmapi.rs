@@ -315,6 +315,7 @@ fn system(c: &mut Checks, kvm: &File) -> u32 {
         ("cap-max-vcpus", CAP_MAX_VCPUS, 64),
         ("cap-nr-memslots", CAP_NR_MEMSLOTS, 32767),
         ("cap-vcpu-events", 41, 1),
+        ("cap-halt-poll", 182, 1),
         ("cap-unknown", 9999, 0),
     ] {
         c.ok(name, ioctl(kvm, CHECK_EXTENSION, cap), want);

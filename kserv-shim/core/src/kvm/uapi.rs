@@ -218,6 +218,8 @@ pub mod cap {
     pub const SET_GUEST_DEBUG: u64 = 23;
     /// `KVM_CAP_VCPU_EVENTS`.
     pub const VCPU_EVENTS: u64 = 41;
+    /// `KVM_CAP_HALT_POLL`.
+    pub const HALT_POLL: u64 = 182;
     /// `KVM_CAP_SET_GUEST_DEBUG2`: the `control` bits offered.
     pub const SET_GUEST_DEBUG2: u64 = 195;
     /// `KVM_CAP_BINARY_STATS_FD`.

@@ -564,7 +564,7 @@ fn run_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Result<i64, Errno>
         }
         me.kicked.store(false, SeqCst);
         if me.power.load(SeqCst) != power::ON {
-            env.wait(u64::MAX);
+            env.wait(u64::MAX, vm.max_halt_poll_ns());
             continue;
         }
         let next = enter(env, vm, v);
@@ -592,7 +592,7 @@ fn idle<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, deadline: u64) {
             }
             return;
         }
-        env.wait(deadline);
+        env.wait(deadline, vm.max_halt_poll_ns());
         waited = true;
         if me.kicked.swap(false, SeqCst) {
             continue;

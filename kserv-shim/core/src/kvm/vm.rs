@@ -124,7 +124,13 @@ pub struct Vm {
     pub timer_ppi: [AtomicU32; 2],
     /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`'s options (`uapi::dirty_log`).
     manual_dirty: AtomicU64,
+    /// `KVM_CAP_HALT_POLL`: [`HALT_POLL_SET`] and the VM's longest halt
+    /// polling window in ns; 0 before the VMM chose one.
+    halt_poll: AtomicU64,
 }
+
+/// [`Vm::halt_poll`]'s mark of a window the VMM chose.
+const HALT_POLL_SET: u64 = 1 << 63;
 
 // SAFETY: the cells are only reached through `with_cfg`/`with_gic`, which
 // hold the glue's lock for them; the rest is atomics.
@@ -138,6 +144,17 @@ impl Vm {
     /// Whether it is protected.
     pub fn protected(&self) -> bool {
         self.protected.load(SeqCst)
+    }
+    /// The longest halt-polling window of its vCPUs (ns): what
+    /// `KVM_CAP_HALT_POLL` set, else [`super::env::DEFAULT_POLL`] (the
+    /// module's `halt_poll_ns`), as KVM's `kvm_vcpu_max_halt_poll_ns`.
+    pub fn max_halt_poll_ns(&self) -> u64 {
+        let h = self.halt_poll.load(SeqCst);
+        if h & HALT_POLL_SET != 0 {
+            h & !HALT_POLL_SET
+        } else {
+            super::env::DEFAULT_POLL
+        }
     }
     /// Its IPA size in bits.
     pub fn ipa_bits(&self) -> u32 {
@@ -227,6 +244,7 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::INTERNAL_ERROR_DATA
         | cap::SET_GUEST_DEBUG
         | cap::VCPU_EVENTS
+        | cap::HALT_POLL
         | cap::ONE_REG
         | cap::ARM_PSCI
         | cap::ARM_PSCI_0_2
@@ -1039,7 +1057,9 @@ fn cpu_sysreg<E: KvmEnv>(env: &mut E, vm: &Vm, op: u8, attr: u64, addr: u64) -> 
 }
 
 /// `KVM_ENABLE_CAP` on the VM (`kvm_vm_ioctl_enable_cap`): flags must be 0;
-/// only `KVM_CAP_ARM_SYSTEM_SUSPEND` is offered (any other `EINVAL`).
+/// `KVM_CAP_ARM_SYSTEM_SUSPEND`, `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` and
+/// `KVM_CAP_HALT_POLL` (`args[0]` the vCPUs' longest halt-polling window
+/// in ns, more than 32 bits `EINVAL`) are offered, any other is `EINVAL`.
 fn enable_cap(vm: &Vm, b: &[u8; uapi::size::ENABLE_CAP]) -> Result<(), Errno> {
     let cap = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let flags = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
@@ -1055,6 +1075,14 @@ fn enable_cap(vm: &Vm, b: &[u8; uapi::size::ENABLE_CAP]) -> Result<(), Errno> {
             let mut a = [0u8; 8];
             a.copy_from_slice(&b[8..16]);
             dirty::enable_manual(vm, u64::from_le_bytes(a))
+        }
+        cap::HALT_POLL => {
+            // `args[0]`: the window in ns, an `unsigned int` in KVM.
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[8..16]);
+            let ns = u32::try_from(u64::from_le_bytes(a)).map_err(|_| EINVAL)?;
+            vm.halt_poll.store(HALT_POLL_SET | u64::from(ns), SeqCst);
+            Ok(())
         }
         _ => Err(EINVAL),
     }

@@ -52,11 +52,7 @@ fn touch(f: &mut Fake, vm: &Vm, v: &mut Vcpu, pages: &[(u64, bool, bool)]) {
 }
 
 fn enable_cap(f: &mut Fake, vm: &Vm, flags: u64, options: u64) -> Result<i64, Errno> {
-    let mut words = [0u64; 13];
-    words[0] = uapi::cap::MANUAL_DIRTY_LOG_PROTECT2 | flags << 32;
-    words[1] = options;
-    let a = user(f, 0x8300, &words);
-    vm::ioctl(f, vm, &HOST, uapi::ENABLE_CAP, a)
+    super::enable_cap(f, vm, uapi::cap::MANUAL_DIRTY_LOG_PROTECT2, flags, options)
 }
 
 #[test]
