@@ -1995,6 +1995,7 @@ mod dirty_log;
 mod halt_poll;
 mod its;
 mod memslots;
+mod pending;
 mod vcpu_events;
 
 #[test]

@@ -14,7 +14,9 @@
 //! pending state moves into the list register when it is handed over, as in
 //! KVM's `vgic_v3_populate_lr`, so an edge that comes in meanwhile is not
 //! lost. KCore delivers the guest's virtual timer (PPI 27) itself: it is
-//! never handed over. Register behaviour follows KVM's
+//! never handed over, and its PPI reads as pending (`ISPENDR`/`ICPENDR`)
+//! while the timer asserts it, as of the vCPU's last exit report and the
+//! counter at the access, as KVM reads the timer's line level. Register behaviour follows KVM's
 //! `vgic-mmio-v3.c` (Linux 6.1): accesses of a width a register does not
 //! take read as zero and are ignored, SGI and PPI configuration is read-only,
 //! `GICR_WAKER` reads as zero, priorities keep their top 5 bits.
@@ -196,6 +198,13 @@ pub struct Vgic {
     pub its: its::Its,
     /// vCPUs whose `GICR_CTLR.EnableLPIs` is set.
     lpis_on: u64,
+    /// Per vCPU, the physical counter value at which its virtual timer
+    /// fires, plus one, as its last exit reported (0: disabled or masked):
+    /// the timer's output, which KCore delivers, for reads of its PPI's
+    /// pending state ([`Self::set_clock`]).
+    timer_at: [u64; MAX_VCPUS],
+    /// The physical counter as of the last exit or register access.
+    clock: u64,
 }
 
 /// `vgic_check_iorange`: `size` bytes at `addr`, 64 KiB aligned and not
@@ -358,8 +367,32 @@ impl Vgic {
         self.routed = false;
         // Nothing is pending at reset.
         self.maybe_private = [0; MAX_VCPUS];
+        self.timer_at = [0; MAX_VCPUS];
         self.maybe_spi = [0; ACKED_WORDS];
         self.ready = true;
+    }
+
+    /// vCPU `v` left the guest at counter `now` with its virtual timer
+    /// due at `deadline` (`u64::MAX`: disabled or masked), as KCore's exit
+    /// report says.
+    pub fn timer_exit(&mut self, v: usize, deadline: u64, now: u64) {
+        if let Some(at) = self.timer_at.get_mut(v) {
+            *at = deadline.wrapping_add(1);
+        }
+        self.clock = now;
+    }
+
+    /// The physical counter now, for the timers' output in register reads.
+    pub fn set_clock(&mut self, now: u64) {
+        self.clock = now;
+    }
+
+    /// Whether vCPU `v`'s virtual timer asserts its interrupt (KCore
+    /// delivers it; KVM's line level of the timer's PPI).
+    fn timer_output(&self, v: usize) -> bool {
+        self.timer_at
+            .get(v)
+            .is_some_and(|&at| at != 0 && at - 1 <= self.clock)
     }
 
     /// Whether vCPU `v` has a redistributor (it existed at init).
@@ -1260,6 +1293,9 @@ impl Vgic {
         let count = (width as u32 * 8) / bits;
         let mut value = 0u64;
         let mut kick = 0u64;
+        // The timer's PPI is pending while the timer asserts it, as its
+        // line level in KVM.
+        let timer = (self.vtimer(), self.timer_output(v));
         for k in 0..count {
             let id = intid + k;
             let field = (data >> (k * bits)) & ((1 << bits) - 1);
@@ -1271,7 +1307,7 @@ impl Vgic {
                 let got = match first {
                     0x80 => u64::from(irq.has(f::GROUP1)),
                     0x100 | 0x180 => u64::from(irq.enabled()),
-                    0x200 | 0x280 => u64::from(irq.pending()),
+                    0x200 | 0x280 => u64::from(irq.pending() || timer == (id, true)),
                     0x300 | 0x380 => u64::from(irq.active()),
                     0x400 => u64::from(irq.priority),
                     _ => u64::from(irq.has(f::EDGE)) << 1,

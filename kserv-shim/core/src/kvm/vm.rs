@@ -1182,11 +1182,14 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
                 env.copy_from_user(addr, &mut v)?;
             }
             let value = u32::from_le_bytes(v);
-            let (read, kick) =
-                vm.with_gic(env, |g| match g.uaccess(rd, offset, op == 0, value) {
+            let now = env.now();
+            let (read, kick) = vm.with_gic(env, |g| {
+                g.set_clock(now);
+                match g.uaccess(rd, offset, op == 0, value) {
                     Ok(r) => (Ok(r), 0),
                     Err(e) => (Err(e), 0),
-                })?;
+                }
+            })?;
             vm.kick_mask(env, kick);
             if op == 1 {
                 env.copy_to_user(addr, &(read as u32).to_le_bytes())?;
