@@ -399,7 +399,7 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
     );
     c.errno(
         "memslot-id",
-        set_region(&vm, region(32, 0, 0x5000_0000, 0x1000, ua)),
+        set_region(&vm, region(32767, 0, 0x5000_0000, 0x1000, ua)),
         EINVAL,
     );
     // Dirty logging is offered (non-protected VMs): a logging slot, gone
