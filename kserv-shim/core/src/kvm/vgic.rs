@@ -208,14 +208,16 @@ pub struct Vgic {
 }
 
 /// `vgic_check_iorange`: `size` bytes at `addr`, 64 KiB aligned and not
-/// wrapping (`EINVAL`), inside an IPA space of `ipa_bits` (`E2BIG`).
+/// wrapping (`EINVAL`), inside an IPA space of `ipa_bits` (`E2BIG`; also
+/// an empty range at its end, as KVM's `addr & ~kvm_phys_mask`).
 pub fn check_iorange(addr: u64, size: u64, ipa_bits: u32) -> Result<(), Errno> {
     use super::errno::E2BIG;
     if !addr.is_multiple_of(0x1_0000) {
         return Err(EINVAL);
     }
     let end = addr.checked_add(size).ok_or(EINVAL)?;
-    if end > 1u64 << ipa_bits {
+    let limit = 1u64 << ipa_bits;
+    if addr >= limit || end > limit {
         return Err(E2BIG);
     }
     Ok(())

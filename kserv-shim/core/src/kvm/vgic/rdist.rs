@@ -319,6 +319,11 @@ mod tests {
         );
         assert_eq!(g.set_legacy(R + 0x1000, 40, 2, Some(D)), Err(EINVAL));
         assert_eq!(g.set_legacy((1 << 40) - RS, 40, 2, Some(D)), Err(E2BIG));
+        assert_eq!(
+            g.set_legacy(1 << 40, 40, 0, None),
+            Err(E2BIG),
+            "no vCPU yet"
+        );
         assert_eq!(g.set_legacy(R, 40, 2, Some(D)), Ok(()));
         assert_eq!(g.set_legacy(R, 40, 2, Some(D)), Err(EEXIST));
         assert_eq!(g.region(0), Ok(R), "index 0, count 0");
