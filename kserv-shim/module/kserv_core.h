@@ -74,7 +74,7 @@ struct kserv_kvm_host {
 static_assert(sizeof(struct kserv_kvm_host) == 16);
 
 /* Number of values kserv_core_kvm_check_uapi compares (kvm::uapi::CHECKED). */
-#define KSERV_KVM_CHECKED 44
+#define KSERV_KVM_CHECKED 46
 
 void kserv_core_kvm_sizes(struct kserv_kvm_sizes *out);
 u32 kserv_core_kvm_check_uapi(const u64 *values, u32 n);	/* 0: all agree */
@@ -110,7 +110,7 @@ void kserv_glue_kvm_run_write(void *ctx, u32 offset, const u8 *data, u32 len);
 void kserv_glue_kvm_lock(void *ctx, u32 which);		/* 0: the VM's mutex, 1: its GIC spinlock */
 void kserv_glue_kvm_unlock(void *ctx, u32 which);
 u32 kserv_glue_kvm_signal_pending(void);
-void kserv_glue_kvm_wait(void *ctx, u64 deadline);
+void kserv_glue_kvm_wait(void *ctx, u64 deadline, u64 max_poll_ns);	/* U64_MAX: halt_poll_ns */
 void kserv_glue_kvm_kick(void *ctx, u32 id);
 void kserv_glue_kvm_enter_guest(void *ctx);
 void kserv_glue_kvm_leave_guest(void *ctx);

@@ -308,7 +308,8 @@ u32 kserv_glue_kvm_signal_pending(void)
  * interrupt the VMM injects) costs neither a sleep nor a trip through the
  * scheduler. Each vCPU's window adapts: it starts at nothing, grows
  * (from 10 us, doubling) while wake-ups come within the longest window, and
- * drops to nothing when a wait outlasts it. 0 turns polling off.
+ * drops to nothing when a wait outlasts it. 0 turns polling off. A VM's
+ * KVM_CAP_HALT_POLL replaces the parameter for its vCPUs (the core passes it).
  */
 static unsigned int halt_poll_ns = 500000;
 module_param(halt_poll_ns, uint, 0644);
@@ -332,11 +333,12 @@ static bool kkvm_poll(struct kkvm_vcpu *v, u64 end)
 	return atomic_read_acquire(&v->kick);
 }
 
-void kserv_glue_kvm_wait(void *ctx, u64 deadline)
+void kserv_glue_kvm_wait(void *ctx, u64 deadline, u64 max_poll_ns)
 {
 	struct kkvm_vcpu *v = ((struct kkvm_ctx *)ctx)->vcpu;
 	u64 now = __arch_counter_get_cntpct();
-	u64 start = now, max = READ_ONCE(halt_poll_ns);
+	u64 start = now;
+	u64 max = max_poll_ns == U64_MAX ? READ_ONCE(halt_poll_ns) : max_poll_ns;
 	u64 ns, waited;
 
 	if (!v || deadline <= now)
@@ -984,6 +986,8 @@ int kserv_kvm_init(void)
 		KVM_SET_GUEST_DEBUG,
 		offsetof(struct kvm_run, debug.arch.hsr_high),
 		offsetof(struct kvm_run, debug.arch.far),
+		KVM_GET_VCPU_EVENTS,
+		KVM_SET_VCPU_EVENTS,
 	};
 	u32 bad;
 	int ret;

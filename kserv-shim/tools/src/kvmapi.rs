@@ -313,7 +313,9 @@ fn system(c: &mut Checks, kvm: &File) -> u32 {
         ("cap-ioeventfd", CAP_IOEVENTFD, 1),
         ("cap-ioeventfd-any-length", CAP_IOEVENTFD_ANY_LENGTH, 1),
         ("cap-max-vcpus", CAP_MAX_VCPUS, 64),
-        ("cap-nr-memslots", CAP_NR_MEMSLOTS, 32),
+        ("cap-nr-memslots", CAP_NR_MEMSLOTS, 32767),
+        ("cap-vcpu-events", 41, 1),
+        ("cap-halt-poll", 182, 1),
         ("cap-unknown", 9999, 0),
     ] {
         c.ok(name, ioctl(kvm, CHECK_EXTENSION, cap), want);
@@ -397,7 +399,7 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
     );
     c.errno(
         "memslot-id",
-        set_region(&vm, region(32, 0, 0x5000_0000, 0x1000, ua)),
+        set_region(&vm, region(32767, 0, 0x5000_0000, 0x1000, ua)),
         EINVAL,
     );
     // Dirty logging is offered (non-protected VMs): a logging slot, gone
@@ -559,6 +561,28 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         get_reg(&vcpu, REG_PSCI_VERSION).map(|v| v as i64),
         0x1_0001,
     );
+    // KVM_{GET,SET}_VCPU_EVENTS: nothing pending, taken back as it is;
+    // reserved bytes EINVAL.
+    let mut events = [u64::MAX; 8];
+    c.ok(
+        "events-get",
+        ioctl(&vcpu, ioc(2, 0x9f, 64), ptr_mut(&mut events)),
+        0,
+    );
+    c.check("events-none-pending", events == [0; 8], || {
+        format!("{events:x?}")
+    });
+    c.ok(
+        "events-set-none",
+        ioctl(&vcpu, ioc(1, 0xa0, 64), ptr(&events)),
+        0,
+    );
+    events[7] = 1;
+    c.errno(
+        "events-set-reserved",
+        ioctl(&vcpu, ioc(1, 0xa0, 64), ptr(&events)),
+        EINVAL,
+    );
     c.errno(
         "verify-non-protected",
         ioctl(&vm, KSERV_VM_VERIFY_IMAGE, ptr(&[gb, 4096u64, ua, 80])),
@@ -580,6 +604,7 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         0,
     );
     its_checks(c, &vm)?;
+    redist_region_checks(c, kvm)?;
 
     // A protected VM: registers are KCore's.
     let pvm = owned(
@@ -611,6 +636,43 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         "protected-mpidr",
         get_reg(&pv, REG_MPIDR).map(|v| v as i64),
         0x8000_0000,
+    );
+    Ok(())
+}
+
+/// `KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION` on a fresh VM's GICv3 with two
+/// vCPUs: regions in index order, KVM's errors, read back by index.
+fn redist_region_checks(c: &mut Checks, kvm: &File) -> Result<(), String> {
+    const REGION: u64 = 5;
+    let vm = owned(ioctl(kvm, CREATE_VM, 0).map_err(|e| format!("KVM_CREATE_VM: errno {e}"))?);
+    for id in 0..2 {
+        ioctl(&vm, CREATE_VCPU, id).map_err(|e| format!("KVM_CREATE_VCPU: errno {e}"))?;
+    }
+    let mut dev = [7u32, 0, 0];
+    ioctl(&vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
+        .map_err(|e| format!("KVM_CREATE_DEVICE: errno {e}"))?;
+    let gic = owned(i64::from(dev[1]));
+    let region = |count: u64, base: u64, index: u64| count << 52 | base | index;
+    let set = |v: u64| device_attr(&gic, SET_DEVICE_ATTR, 0, REGION, ptr(&v));
+    let get = |index: u64| {
+        let mut v = index;
+        device_attr(&gic, GET_DEVICE_ATTR, 0, REGION, ptr_mut(&mut v)).map(|_| v as i64)
+    };
+    let r0 = GICR_BASE;
+    let r1 = GICR_BASE + 0x10_0000;
+    c.errno("rdreg-index-1-first", set(region(1, r0, 1)), EINVAL);
+    c.errno("rdreg-no-count", set(region(0, r0, 0)), EINVAL);
+    c.ok("rdreg-0", set(region(1, r0, 0)), 0);
+    c.errno("rdreg-skip-index", set(region(1, r1, 2)), EINVAL);
+    c.errno("rdreg-overlap", set(region(1, r0, 1)), EINVAL);
+    c.errno("rdreg-unaligned", set(region(1, r1 + 0x1000, 1)), EINVAL);
+    c.ok("rdreg-1", set(region(1, r1, 1)), 0);
+    c.ok("rdreg-read-1", get(1), region(1, r1, 1) as i64);
+    c.errno("rdreg-read-2", get(2), ENOENT);
+    c.errno(
+        "rdreg-legacy-mix",
+        device_attr(&gic, SET_DEVICE_ATTR, 0, 3, ptr(&r1)),
+        EINVAL,
     );
     Ok(())
 }

@@ -58,8 +58,10 @@ pub trait KvmEnv: Conduit + PageIo {
     fn signal_pending(&mut self) -> bool;
     /// Sleeps (the calling vCPU's thread) until [`KvmEnv::kick`] for it
     /// (also one since its last wait), a signal, or the counter reaching
-    /// `deadline`; it may return earlier.
-    fn wait(&mut self, deadline: u64);
+    /// `deadline`; it may return earlier. It polls for a kick first, for a
+    /// window that adapts up to `max_poll_ns` ([`DEFAULT_POLL`]: the
+    /// module's `halt_poll_ns`; 0: no polling).
+    fn wait(&mut self, deadline: u64, max_poll_ns: u64);
     /// Wakes vCPU `id`'s thread from [`KvmEnv::wait`], and makes it leave
     /// the guest if it runs one (an interrupt to its CPU).
     fn kick(&mut self, id: usize);
@@ -102,6 +104,10 @@ pub trait KvmEnv: Conduit + PageIo {
     /// kernel's `sched_info.run_delay`).
     fn run_delay(&mut self) -> u64;
 }
+
+/// [`KvmEnv::wait`]'s longest polling window when the VM did not choose
+/// one (`KVM_CAP_HALT_POLL`): the module parameter's.
+pub const DEFAULT_POLL: u64 = u64::MAX;
 
 /// A glue array as a slice.
 ///

@@ -58,7 +58,7 @@ unsafe extern "C" {
     fn kserv_glue_kvm_lock(ctx: *mut c_void, which: u32);
     fn kserv_glue_kvm_unlock(ctx: *mut c_void, which: u32);
     fn kserv_glue_kvm_signal_pending() -> u32;
-    fn kserv_glue_kvm_wait(ctx: *mut c_void, deadline: u64);
+    fn kserv_glue_kvm_wait(ctx: *mut c_void, deadline: u64, max_poll_ns: u64);
     fn kserv_glue_kvm_kick(ctx: *mut c_void, id: u32);
     fn kserv_glue_kvm_enter_guest(ctx: *mut c_void);
     fn kserv_glue_kvm_leave_guest(ctx: *mut c_void);
@@ -240,9 +240,9 @@ impl KvmEnv for Glue {
         // SAFETY: reads the current task's signal state.
         unsafe { kserv_glue_kvm_signal_pending() != 0 }
     }
-    fn wait(&mut self, deadline: u64) {
+    fn wait(&mut self, deadline: u64, max_poll_ns: u64) {
         // SAFETY: sleeps on the calling vCPU's wait queue.
-        unsafe { kserv_glue_kvm_wait(self.ctx, deadline) }
+        unsafe { kserv_glue_kvm_wait(self.ctx, deadline, max_poll_ns) }
     }
     fn kick(&mut self, id: usize) {
         // SAFETY: wakes and interrupts vCPU `id` of this VM, if it exists.

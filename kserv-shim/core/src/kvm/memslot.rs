@@ -10,12 +10,18 @@
 //! glue allocates. A slot with `KVM_MEM_LOG_DIRTY_PAGES` (non-protected VMs)
 //! also has a dirty bitmap, one bit a page in 64-bit words as KVM's
 //! `unsigned long` bitmap on arm64 ([`bitmap_words`]).
+//!
+//! A VM's slots ([`Slots`]) are a table sorted by `gfn` in a glue array
+//! that grows on demand (doubling, from 8 entries), with an index by slot
+//! id beside it, so a VM with few slots pays for few and a lookup by
+//! address or by id is a binary search, up to KVM's [`MAX_SLOTS`].
 
-use super::errno::{EEXIST, EFAULT, EINVAL, Errno};
+use super::errno::{EEXIST, EFAULT, EINVAL, ENOMEM, Errno};
 use super::uapi::mem;
 
-/// Memory slots per VM (`KVM_CAP_NR_MEMSLOTS`).
-pub const MAX_SLOTS: usize = 32;
+/// Memory slot ids per VM (`KVM_CAP_NR_MEMSLOTS`): Linux 6.1's
+/// `KVM_USER_MEM_SLOTS` on arm64 (`SHRT_MAX`, no internal slots).
+pub const MAX_SLOTS: usize = 32767;
 /// Bytes in a page.
 pub const PAGE_SIZE: u64 = 4096;
 /// Pages one slot may have (`KVM_MEM_MAX_NR_PAGES` is larger; the page
@@ -67,11 +73,15 @@ impl Region {
     }
 }
 
-/// One slot. All zero: unused.
+/// One slot. All zero: unused. Laid out as 6 words: [`Slots`] keeps
+/// slots in glue arrays of `u64`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Slot {
     /// `KVM_MEM_*` flags.
     pub flags: u32,
+    /// Its id (`slot`'s low 16 bits; address space 0).
+    pub id: u32,
     /// First guest frame.
     pub gfn: u64,
     /// Pages; 0 for an unused slot.
@@ -115,6 +125,225 @@ impl Slot {
     }
 }
 
+/// Words of a [`Slot`] in a glue array.
+const SLOT_WORDS: usize = size_of::<Slot>() / 8;
+const _: () = assert!(size_of::<Slot>() == 48 && align_of::<Slot>() == 8);
+/// Entries of a slot table's first allocation.
+const FIRST_CAPACITY: usize = 8;
+
+/// Zeroed `u64` arrays from the kernel (the module's `kvzalloc`; every
+/// [`super::env::KvmEnv`] is one).
+pub trait Arrays {
+    /// A zeroed array of `words` u64, as an address.
+    fn alloc_array(&mut self, words: usize) -> Option<u64>;
+    /// Frees an array of [`Arrays::alloc_array`].
+    fn free_array(&mut self, addr: u64);
+}
+
+impl<E: super::env::KvmEnv> Arrays for E {
+    fn alloc_array(&mut self, words: usize) -> Option<u64> {
+        super::env::KvmEnv::alloc_array(self, words)
+    }
+    fn free_array(&mut self, addr: u64) {
+        super::env::KvmEnv::free_array(self, addr);
+    }
+}
+
+/// A VM's used slots, sorted by `gfn` (they never overlap), in a glue
+/// array of `cap` entries; beside it `ids`, `cap` words `id << 48 | gfn`
+/// sorted (so by id). All zero: no slot, nothing allocated. Touched only
+/// under the VM's lock.
+#[derive(Debug, Default)]
+pub struct Slots {
+    table: u64,
+    ids: u64,
+    cap: usize,
+    len: usize,
+}
+
+/// An `ids` word.
+const fn id_word(id: u32, gfn: u64) -> u64 {
+    (id as u64) << 48 | gfn
+}
+
+impl Slots {
+    /// The slots, by ascending `gfn`.
+    pub fn as_slice(&self) -> &[Slot] {
+        if self.table == 0 {
+            return &[];
+        }
+        // SAFETY: `table` holds `cap` zero-initialised `Slot`s (6 aligned
+        // words each, every bit pattern valid), owned by `self`; the first
+        // `len` are the used ones.
+        unsafe { core::slice::from_raw_parts(self.table as *const Slot, self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Slot] {
+        if self.table == 0 {
+            return &mut [];
+        }
+        // SAFETY: as in `as_slice`, borrowed mutably through `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.table as *mut Slot, self.len) }
+    }
+
+    fn ids(&self) -> &[u64] {
+        // SAFETY: `ids` has `cap` words owned by `self`, `len` used.
+        unsafe { super::env::array(self.ids, self.cap) }
+            .split_at(self.len)
+            .0
+    }
+
+    fn ids_mut(&mut self) -> &mut [u64] {
+        // SAFETY: as in `ids`, borrowed mutably through `self`.
+        unsafe { super::env::array(self.ids, self.cap) }
+    }
+
+    /// How many slots are used.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no slot is used.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The index (in [`Slots::as_slice`]) of slot `id`, if used.
+    pub fn index_of(&self, id: u32) -> Option<usize> {
+        let ids = self.ids();
+        let k = ids.partition_point(|&w| w >> 48 < u64::from(id));
+        let w = *ids.get(k)?;
+        if w >> 48 != u64::from(id) {
+            return None;
+        }
+        let gfn = w & ((1 << 48) - 1);
+        self.as_slice().binary_search_by_key(&gfn, |s| s.gfn).ok()
+    }
+
+    /// Slot `id`, if used.
+    pub fn by_id(&self, id: u32) -> Option<Slot> {
+        self.index_of(id).map(|i| self.as_slice()[i])
+    }
+
+    /// The index of the slot holding `gfn`, if any.
+    pub fn find(&self, gfn: u64) -> Option<usize> {
+        let slots = self.as_slice();
+        // The first slot ending past `gfn` (ends ascend as starts do).
+        let i = slots.partition_point(|s| s.gfn + s.pages <= gfn);
+        slots.get(i).filter(|s| s.contains(gfn)).map(|_| i)
+    }
+
+    /// Whether a slot other than `id` overlaps `[gfn, gfn + pages)`.
+    pub fn overlaps(&self, id: u32, gfn: u64, pages: u64) -> bool {
+        let slots = self.as_slice();
+        let from = slots.partition_point(|s| s.gfn + s.pages <= gfn);
+        slots[from..]
+            .iter()
+            .take_while(|s| s.gfn < gfn + pages)
+            .any(|s| s.id != id)
+    }
+
+    /// Grows the arrays to hold one more slot (`ENOMEM`).
+    fn reserve<A: Arrays>(&mut self, env: &mut A) -> Result<(), Errno> {
+        if self.len < self.cap {
+            return Ok(());
+        }
+        let cap = (self.cap * 2).clamp(FIRST_CAPACITY, MAX_SLOTS);
+        if cap <= self.len {
+            return Err(ENOMEM);
+        }
+        let table = env.alloc_array(cap * SLOT_WORDS).ok_or(ENOMEM)?;
+        let Some(ids) = env.alloc_array(cap) else {
+            env.free_array(table);
+            return Err(ENOMEM);
+        };
+        let mut grown = Slots {
+            table,
+            ids,
+            cap,
+            len: self.len,
+        };
+        grown.as_mut_slice().copy_from_slice(self.as_slice());
+        grown.ids_mut()[..self.len].copy_from_slice(self.ids());
+        self.release(env);
+        *self = grown;
+        Ok(())
+    }
+
+    /// Adds `slot` (checked: its id unused, no overlap); its index.
+    /// `ENOMEM` if the arrays cannot grow.
+    pub fn insert<A: Arrays>(&mut self, env: &mut A, slot: Slot) -> Result<usize, Errno> {
+        self.reserve(env)?;
+        let i = self.as_slice().partition_point(|s| s.gfn < slot.gfn);
+        let word = id_word(slot.id, slot.gfn);
+        let k = self.ids().partition_point(|&w| w < word);
+        let len = self.len;
+        self.len += 1;
+        let table = self.as_mut_slice();
+        table.copy_within(i..len, i + 1);
+        table[i] = slot;
+        let ids = self.ids_mut();
+        ids.copy_within(k..len, k + 1);
+        ids[k] = word;
+        Ok(i)
+    }
+
+    /// Removes the slot at index `i` and returns it.
+    pub fn remove(&mut self, i: usize) -> Slot {
+        let s = self.as_slice()[i];
+        let word = id_word(s.id, s.gfn);
+        let k = self.ids().partition_point(|&w| w < word);
+        let len = self.len;
+        self.as_mut_slice().copy_within(i + 1.., i);
+        self.ids_mut().copy_within(k + 1..len, k);
+        self.len -= 1;
+        s
+    }
+
+    /// Moves the slot at index `i` to `gfn` (checked: no overlap); its
+    /// new index.
+    pub fn move_to(&mut self, i: usize, gfn: u64) -> usize {
+        let s = self.remove(i);
+        // The arrays keep their room: this cannot fail.
+        let mut nothing = NoArrays;
+        self.insert(&mut nothing, Slot { gfn, ..s }).unwrap_or(i)
+    }
+
+    /// Frees the arrays (the slots' own arrays are the caller's).
+    pub fn release<A: Arrays>(&mut self, env: &mut A) {
+        if self.table != 0 {
+            env.free_array(self.table);
+            env.free_array(self.ids);
+        }
+        *self = Slots::default();
+    }
+}
+
+impl core::ops::Index<usize> for Slots {
+    type Output = Slot;
+    fn index(&self, i: usize) -> &Slot {
+        &self.as_slice()[i]
+    }
+}
+
+impl core::ops::IndexMut<usize> for Slots {
+    /// For a slot's `flags`, `array` and `dirty`: its `gfn` and `id` key
+    /// the arrays and change only through [`Slots::move_to`].
+    fn index_mut(&mut self, i: usize) -> &mut Slot {
+        &mut self.as_mut_slice()[i]
+    }
+}
+
+/// An allocator with nothing to give.
+struct NoArrays;
+
+impl Arrays for NoArrays {
+    fn alloc_array(&mut self, _words: usize) -> Option<u64> {
+        None
+    }
+    fn free_array(&mut self, _addr: u64) {}
+}
+
 /// What a valid request does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -139,7 +368,7 @@ pub enum Change {
 /// `EINVAL`; deleting an unused slot: `EINVAL`; changing a slot's memory,
 /// size or read-only flag: `EINVAL`; overlapping another slot: `EEXIST`;
 /// reaching past the IPA space: `EFAULT`.
-pub fn check(slots: &[Slot; MAX_SLOTS], r: &Region, ipa_bits: u32) -> Result<Change, Errno> {
+pub fn check(slots: &Slots, r: &Region, ipa_bits: u32) -> Result<Change, Errno> {
     if r.flags & !(mem::READONLY | mem::LOG_DIRTY_PAGES) != 0 {
         return Err(EINVAL);
     }
@@ -155,8 +384,8 @@ pub fn check(slots: &[Slot; MAX_SLOTS], r: &Region, ipa_bits: u32) -> Result<Cha
     {
         return Err(EINVAL);
     }
-    let (as_id, id) = (r.slot >> 16, (r.slot & 0xFFFF) as usize);
-    if as_id != 0 || id >= MAX_SLOTS {
+    let (as_id, id) = (r.slot >> 16, r.slot & 0xFFFF);
+    if as_id != 0 || id as usize >= MAX_SLOTS {
         return Err(EINVAL);
     }
     if r.gpa.checked_add(r.size).is_none() {
@@ -166,18 +395,16 @@ pub fn check(slots: &[Slot; MAX_SLOTS], r: &Region, ipa_bits: u32) -> Result<Cha
     if pages > MAX_SLOT_PAGES {
         return Err(EINVAL);
     }
-    let old = &slots[id];
+    let old = slots.by_id(id);
     if pages == 0 {
-        return if old.used() {
+        return if old.is_some() {
             Ok(Change::Delete)
         } else {
             Err(EINVAL)
         };
     }
     let gfn = r.gpa / PAGE_SIZE;
-    let change = if !old.used() {
-        Change::Create
-    } else {
+    let change = if let Some(old) = old {
         if r.uaddr != old.uaddr || pages != old.pages || (r.flags ^ old.flags) & mem::READONLY != 0
         {
             return Err(EINVAL);
@@ -189,23 +416,16 @@ pub fn check(slots: &[Slot; MAX_SLOTS], r: &Region, ipa_bits: u32) -> Result<Cha
         } else {
             return Ok(Change::Nothing);
         }
+    } else {
+        Change::Create
     };
-    let overlap = slots
-        .iter()
-        .enumerate()
-        .any(|(i, s)| i != id && s.overlaps(gfn, pages));
-    if overlap {
+    if slots.overlaps(id, gfn, pages) {
         return Err(EEXIST);
     }
     if gfn + pages > 1u64 << (ipa_bits - 12) {
         return Err(EFAULT);
     }
     Ok(change)
-}
-
-/// The slot holding `gfn`, if any.
-pub fn find(slots: &[Slot; MAX_SLOTS], gfn: u64) -> Option<usize> {
-    slots.iter().position(|s| s.contains(gfn))
 }
 
 /// The guest frames of an IPA space of `ipa_pages` pages that no slot
@@ -215,33 +435,32 @@ pub fn find(slots: &[Slot; MAX_SLOTS], gfn: u64) -> Option<usize> {
 /// read-only); otherwise the shim emulates them and they count as not
 /// backed.
 pub fn unbacked<const N: usize>(
-    slots: &[Slot; MAX_SLOTS],
+    slots: &Slots,
     ipa_pages: u64,
     readonly_mapped: bool,
     out: &mut [(u64, u64); N],
 ) -> Option<usize> {
     let mut n = 0;
     let mut at = 0u64;
-    loop {
-        // The lowest backing slot at or after `at`.
-        let next = slots
-            .iter()
-            .filter(|s| s.used() && (readonly_mapped || !s.readonly()) && s.gfn + s.pages > at)
-            .min_by_key(|s| s.gfn);
-        let (hole_end, resume) = match next {
-            Some(s) => (s.gfn.max(at), s.gfn + s.pages),
-            None => (ipa_pages, ipa_pages),
-        };
-        let hole_end = hole_end.min(ipa_pages);
+    // The backing slots, by ascending gfn, then the end of the space.
+    let backing = slots
+        .as_slice()
+        .iter()
+        .filter(|s| readonly_mapped || !s.readonly())
+        .map(|s| (s.gfn, s.gfn + s.pages))
+        .chain([(ipa_pages, ipa_pages)]);
+    for (start, end) in backing {
+        let hole_end = start.min(ipa_pages);
         if hole_end > at {
             *out.get_mut(n)? = (at, hole_end - at);
             n += 1;
         }
-        if resume >= ipa_pages {
-            return Some(n);
+        at = at.max(end);
+        if at >= ipa_pages {
+            break;
         }
-        at = resume;
     }
+    Some(n)
 }
 
 /// Narrows the first `n` ranges of `ranges` (sorted `(gfn, pages)`) to
@@ -281,18 +500,47 @@ mod tests {
         }
     }
 
-    fn with(list: &[(usize, u64, u64, u32)]) -> [Slot; MAX_SLOTS] {
-        let mut s = [Slot::default(); MAX_SLOTS];
-        for &(id, gfn, pages, flags) in list {
-            s[id] = Slot {
-                flags,
-                gfn,
-                pages,
-                uaddr: 0x7000_0000 + (id as u64) * 0x1000_0000,
-                array: 0,
-                dirty: 0,
-            };
+    extern crate std;
+    use std::boxed::Box;
+    use std::collections::HashMap;
+
+    /// The kernel's arrays, counted.
+    #[derive(Default)]
+    struct Heap(HashMap<u64, Box<[u64]>>);
+
+    impl Arrays for Heap {
+        fn alloc_array(&mut self, words: usize) -> Option<u64> {
+            let b = std::vec![0u64; words].into_boxed_slice();
+            let a = b.as_ptr() as u64;
+            self.0.insert(a, b);
+            Some(a)
         }
+        fn free_array(&mut self, addr: u64) {
+            assert!(self.0.remove(&addr).is_some(), "freed twice");
+        }
+    }
+
+    fn slot(id: u32, gfn: u64, pages: u64, flags: u32) -> Slot {
+        Slot {
+            flags,
+            id,
+            gfn,
+            pages,
+            uaddr: 0x7000_0000 + u64::from(id) * 0x1000_0000,
+            array: 0,
+            dirty: 0,
+        }
+    }
+
+    fn with(list: &[(u32, u64, u64, u32)]) -> Slots {
+        let mut heap = Heap::default();
+        let mut s = Slots::default();
+        for &(id, gfn, pages, flags) in list {
+            s.insert(&mut heap, slot(id, gfn, pages, flags))
+                .expect("room");
+        }
+        // The test's slots live as long as the test.
+        core::mem::forget(heap);
         s
     }
 
@@ -346,7 +594,14 @@ mod tests {
             Err(EINVAL)
         );
         // Slot ids and address spaces.
-        assert_eq!(check(&empty, &Region { slot: 32, ..ok }, 40), Err(EINVAL));
+        assert_eq!(
+            check(&empty, &Region { slot: 32766, ..ok }, 40),
+            Ok(Change::Create)
+        );
+        assert_eq!(
+            check(&empty, &Region { slot: 32767, ..ok }, 40),
+            Err(EINVAL)
+        );
         assert_eq!(
             check(
                 &empty,
@@ -535,9 +790,9 @@ mod tests {
             ),
             Err(EEXIST)
         );
-        assert_eq!(find(&s, 0x400FF), Some(0));
-        assert_eq!(find(&s, 0x40100), None);
-        assert_eq!(find(&s, 0x5000F), Some(1));
+        assert_eq!(s.find(0x400FF), Some(0));
+        assert_eq!(s.find(0x40100), None);
+        assert_eq!(s.find(0x5000F), Some(1));
     }
 
     #[test]
@@ -600,5 +855,57 @@ mod tests {
         );
         r[0] = (0, 0x10);
         assert_eq!(intersect(&mut r, 1, &[(0, 1), (2, 1)]), None, "too many");
+    }
+
+    #[test]
+    fn the_table_grows_on_demand_and_stays_sorted() {
+        let mut heap = Heap::default();
+        let mut s = Slots::default();
+        assert_eq!(s.find(0), None);
+        assert_eq!(s.index_of(0), None);
+        assert!(heap.0.is_empty(), "no slot, no allocation");
+        // KVM's maximum, inserted from the top down (each one at the
+        // front), ids and addresses in opposite orders.
+        let n = MAX_SLOTS as u32;
+        for id in 0..n {
+            let gfn = 2 * u64::from(n - 1 - id);
+            let r = region(id, 0, gfn * PAGE_SIZE, PAGE_SIZE, 0x1000);
+            assert_eq!(check(&s, &r, 40), Ok(Change::Create), "slot {id}");
+            assert_eq!(s.insert(&mut heap, slot(id, gfn, 1, 0)), Ok(0));
+        }
+        assert_eq!(s.len(), MAX_SLOTS);
+        assert_eq!(heap.0.len(), 2, "one table and one index");
+        assert!(
+            s.as_slice()
+                .windows(2)
+                .all(|w| w[0].gfn + w[0].pages <= w[1].gfn)
+        );
+        for id in [0, 1, 4000, n - 1] {
+            let i = s.index_of(id).expect("used");
+            assert_eq!(s[i].id, id);
+            assert_eq!(s.find(2 * u64::from(n - 1 - id)), Some(i));
+            assert_eq!(s.find(2 * u64::from(n - 1 - id) + 1), None, "a hole");
+        }
+        // One id more is KVM's EINVAL; an overlap EEXIST; the holes fit.
+        let past = region(n, 0, 0x1_0000_0000, PAGE_SIZE, 0x1000);
+        assert_eq!(check(&s, &past, 40), Err(EINVAL));
+        let i = s.index_of(7).expect("used");
+        let gfn = s[i].gfn;
+        let moved = region(7, 0, (gfn + 1) * PAGE_SIZE, PAGE_SIZE, s[i].uaddr);
+        assert_eq!(check(&s, &moved, 40), Ok(Change::Move));
+        let onto = region(7, 0, (gfn + 2) * PAGE_SIZE, PAGE_SIZE, s[i].uaddr);
+        assert_eq!(check(&s, &onto, 40), Err(EEXIST));
+        // A move re-sorts; a removal closes the gap.
+        let top = 2 * u64::from(n) + 10;
+        let j = s.move_to(i, top);
+        assert_eq!((j, s.index_of(7)), (MAX_SLOTS - 1, Some(MAX_SLOTS - 1)));
+        assert_eq!(s.find(gfn), None);
+        assert_eq!(s.find(top), Some(j));
+        assert_eq!(s.remove(s.index_of(3).expect("used")).id, 3);
+        assert_eq!((s.index_of(3), s.len()), (None, MAX_SLOTS - 1));
+        assert!(s.as_slice().windows(2).all(|w| w[0].gfn < w[1].gfn));
+        assert_eq!(s.by_id(4).map(|x| x.gfn), Some(2 * u64::from(n - 5)));
+        s.release(&mut heap);
+        assert!(heap.0.is_empty() && s.is_empty());
     }
 }

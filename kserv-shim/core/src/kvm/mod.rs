@@ -12,13 +12,15 @@
 //! - [`icc`]: the vGIC's CPU interface registers for save and restore;
 //! - [`hypercalls`]: a guest's SMCCC calls but PSCI, and the firmware
 //!   feature bitmaps; [`pvtime`]: stolen time; [`timer`]: the timers' PPIs;
-//! - [`stats`]: `KVM_GET_STATS_FD`'s counters and file layout;
+//! - [`stats`]: `KVM_GET_STATS_FD`'s counters and file layout; [`events`]:
+//!   `KVM_{GET,SET}_VCPU_EVENTS`;
 //! - [`memslot`], [`regs`], [`uapi`], [`errno`]: the API's rules, register
 //!   ids and numbers.
 
 pub mod env;
 pub mod errno;
 pub mod eventfd;
+pub mod events;
 pub mod hypercalls;
 pub mod icc;
 pub mod memslot;

@@ -108,6 +108,8 @@ struct Fake {
     next_pfn: u64,
     allocated: Vec<u64>,
     arrays: BTreeMap<u64, Box<[u64]>>,
+    /// Each wait's longest polling window.
+    polls: Vec<u64>,
     user: BTreeMap<u64, u8>,
     pinned: BTreeMap<u64, u64>,
     freed: BTreeSet<u64>,
@@ -438,9 +440,10 @@ impl KvmEnv for Fake {
     fn signal_pending(&mut self) -> bool {
         self.signal
     }
-    fn wait(&mut self, _deadline: u64) {
+    fn wait(&mut self, _deadline: u64, max_poll_ns: u64) {
         // Nothing else runs: a wait would be forever.
         self.signal = true;
+        self.polls.push(max_poll_ns);
     }
     fn kick(&mut self, id: usize) {
         self.kicks.push(id);
@@ -551,6 +554,15 @@ fn ioctl(f: &mut Fake, vm: &Vm, v: &mut Vcpu, cmd: u32, arg: u64) -> Result<i64,
 fn init(f: &mut Fake, vm: &Vm, v: &mut Vcpu, features: u64) {
     let a = user(f, 0x9000, &[5 | features << 32, 0, 0, 0]);
     assert_eq!(ioctl(f, vm, v, uapi::ARM_VCPU_INIT, a), Ok(0));
+}
+
+/// `KVM_ENABLE_CAP` of `cap` on the VM with `flags` and `args[0]`.
+fn enable_cap(f: &mut Fake, vm: &Vm, cap: u64, flags: u64, arg: u64) -> Result<i64, Errno> {
+    let mut words = [0u64; 13];
+    words[0] = cap | flags << 32;
+    words[1] = arg;
+    let a = user(f, 0x8300, &words);
+    vm::ioctl(f, vm, &HOST, uapi::ENABLE_CAP, a)
 }
 
 const RAM: u64 = 0x4000_0000;
@@ -1980,7 +1992,11 @@ fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
     assert_eq!(vcpu_attr(&mut f, &vm, &mut v1, SET, g, IRQ_PTIMER), Ok(0));
 }
 mod dirty_log;
+mod halt_poll;
 mod its;
+mod memslots;
+mod pending;
+mod vcpu_events;
 
 #[test]
 fn guest_debug_steps_through_kcore_and_exits_as_kvm_exit_debug() {

@@ -126,6 +126,10 @@ pub const SIGNAL_MSI: u32 = iow(0xA5, 32);
 /// `KVM_SET_GUEST_DEBUG` (`struct kvm_guest_debug`: `control`, `pad`, then
 /// `struct kvm_guest_debug_arch`'s 64 breakpoint and watchpoint registers).
 pub const SET_GUEST_DEBUG: u32 = iow(0x9b, 8 + 512);
+/// `KVM_GET_VCPU_EVENTS`.
+pub const GET_VCPU_EVENTS: u32 = ior(0x9f, super::events::SIZE);
+/// `KVM_SET_VCPU_EVENTS`.
+pub const SET_VCPU_EVENTS: u32 = iow(0xa0, super::events::SIZE);
 
 /// `kvm_guest_debug.control` bits.
 pub mod guest_debug {
@@ -212,6 +216,10 @@ pub mod cap {
     pub const ARM_SYSTEM_SUSPEND: u64 = 216;
     /// `KVM_CAP_SET_GUEST_DEBUG`.
     pub const SET_GUEST_DEBUG: u64 = 23;
+    /// `KVM_CAP_VCPU_EVENTS`.
+    pub const VCPU_EVENTS: u64 = 41;
+    /// `KVM_CAP_HALT_POLL`.
+    pub const HALT_POLL: u64 = 182;
     /// `KVM_CAP_SET_GUEST_DEBUG2`: the `control` bits offered.
     pub const SET_GUEST_DEBUG2: u64 = 195;
     /// `KVM_CAP_BINARY_STATS_FD`.
@@ -539,7 +547,7 @@ pub mod reg {
 
 /// What the glue checks against the kernel's headers when the module loads,
 /// in this order (`kserv_core.h` lists the same names).
-pub const CHECKED: [u64; 44] = [
+pub const CHECKED: [u64; 46] = [
     GET_API_VERSION as u64,
     CREATE_VM as u64,
     CHECK_EXTENSION as u64,
@@ -584,6 +592,8 @@ pub const CHECKED: [u64; 44] = [
     SET_GUEST_DEBUG as u64,
     run::DEBUG_HSR_HIGH as u64,
     run::DEBUG_FAR as u64,
+    GET_VCPU_EVENTS as u64,
+    SET_VCPU_EVENTS as u64,
 ];
 
 #[cfg(test)]
@@ -610,6 +620,8 @@ mod tests {
         assert_eq!(SET_MP_STATE, 0x4004_AE99);
         assert_eq!(ENABLE_CAP, 0x4068_AEA3);
         assert_eq!(GET_STATS_FD, 0xAECE);
+        assert_eq!(GET_VCPU_EVENTS, 0x8040_AE9F);
+        assert_eq!(SET_VCPU_EVENTS, 0x4040_AEA0);
         assert_eq!(SIGNAL_MSI, 0x4020_AEA5);
         assert_eq!(GET_DIRTY_LOG, 0x4010_AE42);
         assert_eq!(CLEAR_DIRTY_LOG, 0xC018_AEC0);

@@ -133,6 +133,16 @@ pub fn ioctl<E: KvmEnv>(
             env.copy_to_user(arg, &state.to_le_bytes())?;
             Ok(0)
         }
+        uapi::GET_VCPU_EVENTS | uapi::SET_VCPU_EVENTS if !v.initialized => Err(ENOEXEC),
+        uapi::GET_VCPU_EVENTS => {
+            env.copy_to_user(arg, &super::events::get())?;
+            Ok(0)
+        }
+        uapi::SET_VCPU_EVENTS => {
+            let mut b = [0u8; super::events::SIZE];
+            env.copy_from_user(arg, &mut b)?;
+            super::events::set(&b).map(|()| 0)
+        }
         uapi::SET_GUEST_DEBUG => {
             let mut b = [0u8; 4];
             env.copy_from_user(arg, &mut b)?;
@@ -554,7 +564,7 @@ fn run_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Result<i64, Errno>
         }
         me.kicked.store(false, SeqCst);
         if me.power.load(SeqCst) != power::ON {
-            env.wait(u64::MAX);
+            env.wait(u64::MAX, vm.max_halt_poll_ns());
             continue;
         }
         let next = enter(env, vm, v);
@@ -582,7 +592,7 @@ fn idle<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, deadline: u64) {
             }
             return;
         }
-        env.wait(deadline);
+        env.wait(deadline, vm.max_halt_poll_ns());
         waited = true;
         if me.kicked.swap(false, SeqCst) {
             continue;
@@ -626,9 +636,11 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
     let st = &vm.vcpus[id].stats;
     bump(&st.exits);
     let e = Exit::read(env, v.run_pfn);
+    let (deadline, now) = (e.word(run::EXIT_TIMER_DEADLINE), env.now());
     match e.irq_states(n) {
         Some(states) => {
             let acked = vm.with_gic(env, |g| {
+                g.timer_exit(id, deadline, now);
                 let k = g.fold(id, &irqs[..n], states);
                 (g.take_acked(), k)
             });

@@ -14,12 +14,15 @@
 //! pending state moves into the list register when it is handed over, as in
 //! KVM's `vgic_v3_populate_lr`, so an edge that comes in meanwhile is not
 //! lost. KCore delivers the guest's virtual timer (PPI 27) itself: it is
-//! never handed over. Register behaviour follows KVM's
+//! never handed over, and its PPI reads as pending (`ISPENDR`/`ICPENDR`)
+//! while the timer asserts it, as of the vCPU's last exit report and the
+//! counter at the access, as KVM reads the timer's line level. Register behaviour follows KVM's
 //! `vgic-mmio-v3.c` (Linux 6.1): accesses of a width a register does not
 //! take read as zero and are ignored, SGI and PPI configuration is read-only,
 //! `GICR_WAKER` reads as zero, priorities keep their top 5 bits.
 
 pub mod its;
+pub mod rdist;
 
 use super::errno::{EBUSY, EINVAL, Errno};
 use crate::psci::{mpidr_of, sgi_targets, vcpu_of_mpidr};
@@ -148,12 +151,8 @@ pub struct Vgic {
     pub ready: bool,
     /// Distributor base, plus one (0: unset).
     dist: u64,
-    /// Redistributor region base, plus one (0: unset).
-    redist: u64,
-    /// Redistributors in the region when it was set as
-    /// `ADDR_TYPE_REDIST_REGION` (0: set as `ADDR_TYPE_REDIST`, one per
-    /// vCPU).
-    redist_count: u64,
+    /// The redistributors' regions.
+    rd: rdist::Regions,
     /// Interrupts configured (0: unset, [`DEFAULT_IRQS`] at init).
     nr_irqs: u32,
     /// vCPUs at init, and their ids in redistributor order.
@@ -199,16 +198,29 @@ pub struct Vgic {
     pub its: its::Its,
     /// vCPUs whose `GICR_CTLR.EnableLPIs` is set.
     lpis_on: u64,
+    /// Per vCPU, the physical counter value at which its virtual timer
+    /// fires, plus one, as its last exit reported (0: disabled or masked):
+    /// the timer's output, which KCore delivers, for reads of its PPI's
+    /// pending state ([`Self::set_clock`]).
+    timer_at: [u64; MAX_VCPUS],
+    /// The physical counter as of the last exit or register access.
+    clock: u64,
 }
 
-/// `(count, base, flags, index)` of an `ADDR_TYPE_REDIST_REGION` value.
-fn region_fields(value: u64) -> (u64, u64, u64, u64) {
-    (
-        value >> 52,
-        value & 0x000F_FFFF_FFFF_0000,
-        (value >> 12) & 0xF,
-        value & 0xFFF,
-    )
+/// `vgic_check_iorange`: `size` bytes at `addr`, 64 KiB aligned and not
+/// wrapping (`EINVAL`), inside an IPA space of `ipa_bits` (`E2BIG`; also
+/// an empty range at its end, as KVM's `addr & ~kvm_phys_mask`).
+pub fn check_iorange(addr: u64, size: u64, ipa_bits: u32) -> Result<(), Errno> {
+    use super::errno::E2BIG;
+    if !addr.is_multiple_of(0x1_0000) {
+        return Err(EINVAL);
+    }
+    let end = addr.checked_add(size).ok_or(EINVAL)?;
+    let limit = 1u64 << ipa_bits;
+    if addr >= limit || end > limit {
+        return Err(E2BIG);
+    }
+    Ok(())
 }
 
 /// Where an MMIO access landed.
@@ -226,8 +238,7 @@ impl Vgic {
         self.created = false;
         self.ready = false;
         self.dist = 0;
-        self.redist = 0;
-        self.redist_count = 0;
+        self.rd.reset();
         self.nr_irqs = 0;
         self.nr_vcpus = 0;
         self.vcpu_mask = 0;
@@ -243,86 +254,66 @@ impl Vgic {
     }
 
     /// `KVM_DEV_ARM_VGIC_GRP_ADDR`: the distributor's or the
-    /// redistributors' base (`None` when unset, KVM's `VGIC_ADDR_UNDEF`).
+    /// redistributors' (region 0's) base (`None` when unset, KVM's
+    /// `VGIC_ADDR_UNDEF`).
     pub fn base(&self, redist: bool) -> Option<u64> {
-        let b = if redist { self.redist } else { self.dist };
-        b.checked_sub(1)
+        if redist {
+            self.rd.first_base()
+        } else {
+            self.dist.checked_sub(1)
+        }
     }
 
-    /// Sets a base: `EEXIST` when already set, `EINVAL` unaligned (64 KiB),
-    /// `E2BIG` outside an IPA space of `ipa_bits` (`vgic_check_iorange`).
-    pub fn set_base(&mut self, redist: bool, addr: u64, ipa_bits: u32) -> Result<(), Errno> {
-        use super::errno::{E2BIG, EEXIST};
-        use super::uapi::vgic_attr::{DIST_SIZE, REDIST_SIZE};
-        if redist && self.redist_count != 0 {
-            // Set as a region: the legacy type does not mix with it.
-            return Err(EINVAL);
+    /// Sets a base: the distributor's (`EEXIST` when already set, `EINVAL`
+    /// unaligned (64 KiB), `E2BIG` outside an IPA space of `ipa_bits`:
+    /// `vgic_check_iorange`), or a legacy redistributor region for
+    /// `vcpus` vCPUs ([`rdist::Regions::set_legacy`]).
+    pub fn set_base(
+        &mut self,
+        redist: bool,
+        addr: u64,
+        ipa_bits: u32,
+        vcpus: usize,
+    ) -> Result<(), Errno> {
+        use super::errno::EEXIST;
+        use super::uapi::vgic_attr::DIST_SIZE;
+        if redist {
+            let dist = self.base(false);
+            return self.rd.set_legacy(addr, ipa_bits, vcpus, dist);
         }
-        if self.base(redist).is_some() {
+        if self.base(false).is_some() {
             return Err(EEXIST);
         }
-        let size = if redist { REDIST_SIZE } else { DIST_SIZE };
-        if !addr.is_multiple_of(0x1_0000) {
-            return Err(EINVAL);
-        }
-        let limit = 1u64 << ipa_bits;
-        if addr >= limit || addr.checked_add(size).is_none_or(|e| e > limit) {
-            return Err(E2BIG);
-        }
-        if redist {
-            self.redist = addr + 1;
-        } else {
-            self.dist = addr + 1;
-        }
+        check_iorange(addr, DIST_SIZE, ipa_bits)?;
+        self.dist = addr + 1;
         Ok(())
     }
 
-    /// `KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION` (`vgic_v3_set_redist_base`):
-    /// region `index` of `count` redistributors at `base`. Regions come in
-    /// index order (another index `EINVAL`), cannot be mixed with the legacy
-    /// `ADDR_TYPE_REDIST` (`EINVAL`), need a count and no flags (`EINVAL`),
-    /// 64 KiB alignment (`EINVAL`) and room in the IPA space (`E2BIG`).
-    /// Only one region is held: a second is `ENOSPC` (KVM takes several;
-    /// `docs/kvm.md`).
-    pub fn set_redist_region(&mut self, value: u64, ipa_bits: u32) -> Result<(), Errno> {
-        use super::errno::{E2BIG, ENOSPC};
-        use super::uapi::vgic_attr::REDIST_SIZE;
-        let (count, base, flags, index) = region_fields(value);
-        if flags != 0 || count == 0 {
-            return Err(EINVAL);
-        }
-        if self.base(true).is_some() {
-            // The next index after ours, or a mix with the legacy type.
-            return Err(if self.redist_count != 0 && index == 1 {
-                ENOSPC
-            } else {
-                EINVAL
-            });
-        }
-        if index != 0 {
-            return Err(EINVAL);
-        }
-        let limit = 1u64 << ipa_bits;
-        let end = count
-            .checked_mul(REDIST_SIZE)
-            .and_then(|size| base.checked_add(size));
-        if base >= limit || end.is_none_or(|e| e > limit) {
-            return Err(E2BIG);
-        }
-        self.redist = base + 1;
-        self.redist_count = count;
-        Ok(())
+    /// `KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION`'s write with `vcpus` vCPUs
+    /// ([`rdist::Regions::set_region`]).
+    pub fn set_redist_region(
+        &mut self,
+        value: u64,
+        ipa_bits: u32,
+        vcpus: usize,
+    ) -> Result<(), Errno> {
+        self.rd.set_region(value, ipa_bits, vcpus)
     }
 
     /// The region `value`'s index names, as `ADDR_TYPE_REDIST_REGION` reads
     /// it back (`ENOENT` if there is none).
     pub fn redist_region(&self, value: u64) -> Result<u64, Errno> {
-        let (_, _, _, index) = region_fields(value);
-        match self.base(true) {
-            Some(base) if index == 0 && self.redist_count != 0 => {
-                Ok(self.redist_count << 52 | base)
-            }
-            _ => Err(super::errno::ENOENT),
+        self.rd.region(value)
+    }
+
+    /// The first run's checks of the frames (`vgic_v3_map_resources`): both
+    /// bases set, every vCPU a redistributor (`ENXIO`), no region over the
+    /// distributor (`EINVAL`).
+    pub fn check_frames(&self) -> Result<(), Errno> {
+        use super::errno::ENXIO;
+        match (self.base(false), self.base(true)) {
+            (Some(d), Some(_)) => self.rd.check_run(self.nr_vcpus, d),
+            _ => Err(ENXIO),
         }
     }
 
@@ -378,8 +369,32 @@ impl Vgic {
         self.routed = false;
         // Nothing is pending at reset.
         self.maybe_private = [0; MAX_VCPUS];
+        self.timer_at = [0; MAX_VCPUS];
         self.maybe_spi = [0; ACKED_WORDS];
         self.ready = true;
+    }
+
+    /// vCPU `v` left the guest at counter `now` with its virtual timer
+    /// due at `deadline` (`u64::MAX`: disabled or masked), as KCore's exit
+    /// report says.
+    pub fn timer_exit(&mut self, v: usize, deadline: u64, now: u64) {
+        if let Some(at) = self.timer_at.get_mut(v) {
+            *at = deadline.wrapping_add(1);
+        }
+        self.clock = now;
+    }
+
+    /// The physical counter now, for the timers' output in register reads.
+    pub fn set_clock(&mut self, now: u64) {
+        self.clock = now;
+    }
+
+    /// Whether vCPU `v`'s virtual timer asserts its interrupt (KCore
+    /// delivers it; KVM's line level of the timer's PPI).
+    fn timer_output(&self, v: usize) -> bool {
+        self.timer_at
+            .get(v)
+            .is_some_and(|&at| at != 0 && at - 1 <= self.clock)
     }
 
     /// Whether vCPU `v` has a redistributor (it existed at init).
@@ -1036,20 +1051,14 @@ impl Vgic {
     // ---- MMIO ------------------------------------------------------------------------
 
     fn frame(&self, addr: u64) -> Option<Frame> {
-        use super::uapi::vgic_attr::{DIST_SIZE, REDIST_SIZE};
+        use super::uapi::vgic_attr::DIST_SIZE;
         if let Some(d) = self.base(false)
             && addr.wrapping_sub(d) < DIST_SIZE
         {
             return Some(Frame::Dist(addr - d));
         }
-        let r = self.base(true)?;
-        let off = addr.wrapping_sub(r);
-        let i = (off / REDIST_SIZE) as usize;
-        if i >= self.nr_vcpus || (self.redist_count != 0 && i as u64 >= self.redist_count) {
-            return None;
-        }
+        let (i, o) = self.rd.locate(addr, self.nr_vcpus)?;
         let v = self.rd_vcpu[i] as usize;
-        let o = off % REDIST_SIZE;
         Some(if o < 0x1_0000 {
             Frame::Rd(v, o)
         } else {
@@ -1202,7 +1211,7 @@ impl Vgic {
                     .iter()
                     .position(|&x| x as usize == t)
                     .unwrap_or(0);
-                let last = u64::from(i + 1 == self.nr_vcpus) << 4;
+                let last = u64::from(self.rd.is_last(i, self.nr_vcpus)) << 4;
                 let plpis = u64::from(self.its.created);
                 let typer = mpidr_of(t) << 32 | (t as u64 & 0xFFFF) << 8 | last | plpis;
                 match (o, width) {
@@ -1286,6 +1295,9 @@ impl Vgic {
         let count = (width as u32 * 8) / bits;
         let mut value = 0u64;
         let mut kick = 0u64;
+        // The timer's PPI is pending while the timer asserts it, as its
+        // line level in KVM.
+        let timer = (self.vtimer(), self.timer_output(v));
         for k in 0..count {
             let id = intid + k;
             let field = (data >> (k * bits)) & ((1 << bits) - 1);
@@ -1297,7 +1309,7 @@ impl Vgic {
                 let got = match first {
                     0x80 => u64::from(irq.has(f::GROUP1)),
                     0x100 | 0x180 => u64::from(irq.enabled()),
-                    0x200 | 0x280 => u64::from(irq.pending()),
+                    0x200 | 0x280 => u64::from(irq.pending() || timer == (id, true)),
                     0x300 | 0x380 => u64::from(irq.active()),
                     0x400 => u64::from(irq.priority),
                     _ => u64::from(irq.has(f::EDGE)) << 1,

@@ -25,7 +25,7 @@ use super::errno::{
     EBUSY, EEXIST, EFAULT, EINVAL, EIO, EKEYREJECTED, ENODEV, ENOMEM, ENOSPC, ENXIO, Errno,
 };
 use super::eventfd::{Eventfds, IoArgs, IrqArgs};
-use super::memslot::{self, Change, MAX_SLOTS, PAGE_SIZE, Region, Slot, page};
+use super::memslot::{self, Change, MAX_SLOTS, PAGE_SIZE, Region, Slot, Slots, page};
 use super::stats::{VcpuStats, VmStats};
 use super::uapi::{self, cap, device, irq_line, vgic_attr, vm_type};
 use super::vgic::{ACKED_WORDS, MAX_VCPUS, Vgic};
@@ -75,7 +75,7 @@ pub struct VcpuShared {
 
 /// A VM's configuration, under [`Lock::Vm`].
 pub struct VmCfg {
-    slots: [Slot; MAX_SLOTS],
+    slots: Slots,
     /// The table pool's pages (an array of [`MAX_POOL`] pfns).
     pool: u64,
     pool_len: usize,
@@ -124,7 +124,13 @@ pub struct Vm {
     pub timer_ppi: [AtomicU32; 2],
     /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`'s options (`uapi::dirty_log`).
     manual_dirty: AtomicU64,
+    /// `KVM_CAP_HALT_POLL`: [`HALT_POLL_SET`] and the VM's longest halt
+    /// polling window in ns; 0 before the VMM chose one.
+    halt_poll: AtomicU64,
 }
+
+/// [`Vm::halt_poll`]'s mark of a window the VMM chose.
+const HALT_POLL_SET: u64 = 1 << 63;
 
 // SAFETY: the cells are only reached through `with_cfg`/`with_gic`, which
 // hold the glue's lock for them; the rest is atomics.
@@ -138,6 +144,17 @@ impl Vm {
     /// Whether it is protected.
     pub fn protected(&self) -> bool {
         self.protected.load(SeqCst)
+    }
+    /// The longest halt-polling window of its vCPUs (ns): what
+    /// `KVM_CAP_HALT_POLL` set, else [`super::env::DEFAULT_POLL`] (the
+    /// module's `halt_poll_ns`), as KVM's `kvm_vcpu_max_halt_poll_ns`.
+    pub fn max_halt_poll_ns(&self) -> u64 {
+        let h = self.halt_poll.load(SeqCst);
+        if h & HALT_POLL_SET != 0 {
+            h & !HALT_POLL_SET
+        } else {
+            super::env::DEFAULT_POLL
+        }
     }
     /// Its IPA size in bits.
     pub fn ipa_bits(&self) -> u32 {
@@ -226,6 +243,8 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::JOIN_MEMORY_REGIONS_WORKS
         | cap::INTERNAL_ERROR_DATA
         | cap::SET_GUEST_DEBUG
+        | cap::VCPU_EVENTS
+        | cap::HALT_POLL
         | cap::ONE_REG
         | cap::ARM_PSCI
         | cap::ARM_PSCI_0_2
@@ -399,7 +418,7 @@ impl VmCfg {
         gfn: u64,
         write: bool,
     ) -> Result<(), Errno> {
-        let i = memslot::find(&self.slots, gfn).ok_or(EFAULT)?;
+        let i = self.slots.find(gfn).ok_or(EFAULT)?;
         let s = self.slots[i];
         let protected = vm.protected();
         let read_only = s.readonly();
@@ -455,7 +474,7 @@ impl VmCfg {
 
     /// The slot holding `gfn`.
     pub fn slot_of(&self, gfn: u64) -> Option<Slot> {
-        memslot::find(&self.slots, gfn).map(|i| self.slots[i])
+        self.slots.find(gfn).map(|i| self.slots[i])
     }
 
     /// Declares `[gfn, gfn + pages)` MMIO if KCore has room.
@@ -481,8 +500,8 @@ impl VmCfg {
     }
 }
 
-/// The first `KVM_RUN` of the VM: the vGIC must be initialised and placed
-/// (`EBUSY`, `ENXIO`), and every unbacked part of the IPA space is declared
+/// The first `KVM_RUN` of the VM: the vGIC must be initialised (`EBUSY`)
+/// and placed ([`Vgic::check_frames`]: `ENXIO`, `EINVAL`), and every unbacked part of the IPA space is declared
 /// MMIO (`ENOSPC` if more than KCore's 16 ranges). Once per VM.
 pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
     let gic = vm.with_gic(env, |g| {
@@ -490,10 +509,8 @@ pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
             Ok(())
         } else if !g.ready {
             Err(EBUSY)
-        } else if g.base(false).is_none() || g.base(true).is_none() {
-            Err(ENXIO)
         } else {
-            Ok(())
+            g.check_frames()
         };
         (r, 0)
     });
@@ -626,45 +643,50 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
     let manual = vm.manual_dirty.load(SeqCst);
     vm.with_cfg(env, |env, c| {
         let change = memslot::check(&c.slots, r, ipa_bits)?;
-        let id = (r.slot & 0xFFFF) as usize;
+        let id = r.slot & 0xFFFF;
         // The dirty log as the new flags say; on failure the slot stays
         // without one.
-        let log = |env: &mut E, c: &mut VmCfg| {
-            c.slots[id].flags = r.flags;
-            let done = c.set_logging(env, h, id, manual);
+        let log = |env: &mut E, c: &mut VmCfg, i: usize| {
+            c.slots[i].flags = r.flags;
+            let done = c.set_logging(env, h, i, manual);
             if done.is_err() {
-                c.slots[id].flags &= !uapi::mem::LOG_DIRTY_PAGES;
+                c.slots[i].flags &= !uapi::mem::LOG_DIRTY_PAGES;
             }
             done
         };
-        match change {
-            Change::Nothing => Ok(()),
-            Change::Flags => log(env, c),
-            Change::Create => {
-                let pages = r.size / PAGE_SIZE;
-                let array = env.alloc_array(pages as usize).ok_or(ENOMEM)?;
-                c.slots[id] = Slot {
-                    flags: r.flags,
-                    gfn: r.gpa / PAGE_SIZE,
-                    pages,
-                    uaddr: r.uaddr,
-                    array,
-                    dirty: 0,
-                };
-                let done = log(env, c);
-                if done.is_err() {
-                    env.free_array(array);
-                    c.slots[id] = Slot::default();
-                }
-                done
+        let Some(i) = c.slots.index_of(id) else {
+            // Create: the only change of an unused id.
+            let pages = r.size / PAGE_SIZE;
+            let array = env.alloc_array(pages as usize).ok_or(ENOMEM)?;
+            let slot = Slot {
+                flags: r.flags,
+                id,
+                gfn: r.gpa / PAGE_SIZE,
+                pages,
+                uaddr: r.uaddr,
+                array,
+                dirty: 0,
+            };
+            let done = c.slots.insert(env, slot).and_then(|i| {
+                log(env, c, i).inspect_err(|_| {
+                    c.slots.remove(i);
+                })
+            });
+            if done.is_err() {
+                env.free_array(array);
             }
+            return done;
+        };
+        match change {
+            Change::Nothing | Change::Create => Ok(()),
+            Change::Flags => log(env, c, i),
             Change::Delete | Change::Move => {
-                let old = c.slots[id];
-                if protected && c.slot_pages(id).iter().any(|w| w & page::DONATED != 0) {
+                let old = c.slots[i];
+                if protected && c.slot_pages(i).iter().any(|w| w & page::DONATED != 0) {
                     return Err(EBUSY);
                 }
                 for k in 0..old.pages as usize {
-                    let w = c.slot_pages(id)[k];
+                    let w = c.slot_pages(i)[k];
                     if w & page::SHARED != 0 {
                         let gfn = old.gfn + k as u64;
                         if hypercall::unshare_guest(env, h, gfn).is_err() {
@@ -673,7 +695,7 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
                             return Err(EIO);
                         }
                         env.unpin_page(w & page::PFN);
-                        c.slot_pages(id)[k] = 0;
+                        c.slot_pages(i)[k] = 0;
                     }
                 }
                 if c.ran {
@@ -686,11 +708,11 @@ pub fn set_memory_region<E: KvmEnv>(env: &mut E, vm: &Vm, r: &Region) -> Result<
                     if old.dirty != 0 {
                         env.free_array(old.dirty);
                     }
-                    c.slots[id] = Slot::default();
+                    c.slots.remove(i);
                     Ok(())
                 } else {
-                    c.slots[id].gfn = r.gpa / PAGE_SIZE;
-                    log(env, c)
+                    let i = c.slots.move_to(i, r.gpa / PAGE_SIZE);
+                    log(env, c, i)
                 }
             }
         }
@@ -1035,7 +1057,9 @@ fn cpu_sysreg<E: KvmEnv>(env: &mut E, vm: &Vm, op: u8, attr: u64, addr: u64) -> 
 }
 
 /// `KVM_ENABLE_CAP` on the VM (`kvm_vm_ioctl_enable_cap`): flags must be 0;
-/// only `KVM_CAP_ARM_SYSTEM_SUSPEND` is offered (any other `EINVAL`).
+/// `KVM_CAP_ARM_SYSTEM_SUSPEND`, `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` and
+/// `KVM_CAP_HALT_POLL` (`args[0]` the vCPUs' longest halt-polling window
+/// in ns, more than 32 bits `EINVAL`) are offered, any other is `EINVAL`.
 fn enable_cap(vm: &Vm, b: &[u8; uapi::size::ENABLE_CAP]) -> Result<(), Errno> {
     let cap = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let flags = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
@@ -1051,6 +1075,14 @@ fn enable_cap(vm: &Vm, b: &[u8; uapi::size::ENABLE_CAP]) -> Result<(), Errno> {
             let mut a = [0u8; 8];
             a.copy_from_slice(&b[8..16]);
             dirty::enable_manual(vm, u64::from_le_bytes(a))
+        }
+        cap::HALT_POLL => {
+            // `args[0]`: the window in ns, an `unsigned int` in KVM.
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[8..16]);
+            let ns = u32::try_from(u64::from_le_bytes(a)).map_err(|_| EINVAL)?;
+            vm.halt_poll.store(HALT_POLL_SET | u64::from(ns), SeqCst);
+            Ok(())
         }
         _ => Err(EINVAL),
     }
@@ -1086,7 +1118,8 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
                     let mut v = [0u8; 8];
                     env.copy_from_user(addr, &mut v)?;
                     let base = u64::from_le_bytes(v);
-                    vm.with_gic(env, |g| (g.set_base(redist, base, ipa_bits), 0))?;
+                    let vcpus = vm.with_cfg(env, |_, c| c.n_vcpus);
+                    vm.with_gic(env, |g| (g.set_base(redist, base, ipa_bits, vcpus), 0))?;
                 }
                 1 => {
                     let base = vm.with_gic(env, |g| (g.base(redist), 0));
@@ -1105,7 +1138,8 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             env.copy_from_user(addr, &mut v)?;
             let value = u64::from_le_bytes(v);
             if op == 0 {
-                vm.with_gic(env, |g| (g.set_redist_region(value, ipa_bits), 0))?;
+                let vcpus = vm.with_cfg(env, |_, c| c.n_vcpus);
+                vm.with_gic(env, |g| (g.set_redist_region(value, ipa_bits, vcpus), 0))?;
             } else {
                 let region = vm.with_gic(env, |g| (g.redist_region(value), 0))?;
                 env.copy_to_user(addr, &region.to_le_bytes())?;
@@ -1148,11 +1182,14 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
                 env.copy_from_user(addr, &mut v)?;
             }
             let value = u32::from_le_bytes(v);
-            let (read, kick) =
-                vm.with_gic(env, |g| match g.uaccess(rd, offset, op == 0, value) {
+            let now = env.now();
+            let (read, kick) = vm.with_gic(env, |g| {
+                g.set_clock(now);
+                match g.uaccess(rd, offset, op == 0, value) {
                     Ok(r) => (Ok(r), 0),
                     Err(e) => (Err(e), 0),
-                })?;
+                }
+            })?;
             vm.kick_mask(env, kick);
             if op == 1 {
                 env.copy_to_user(addr, &(read as u32).to_le_bytes())?;
@@ -1264,10 +1301,7 @@ pub fn destroy<E: KvmEnv>(env: &mut E, vm: &Vm) -> Teardown {
         )
     };
     vm.with_cfg(env, |env, c| {
-        for i in 0..MAX_SLOTS {
-            if !c.slots[i].used() {
-                continue;
-            }
+        for i in 0..c.slots.len() {
             for k in 0..c.slots[i].pages as usize {
                 let w = c.slot_pages(i)[k];
                 if w & page::PINNED == 0 {
@@ -1290,8 +1324,8 @@ pub fn destroy<E: KvmEnv>(env: &mut E, vm: &Vm) -> Teardown {
             if c.slots[i].dirty != 0 {
                 env.free_array(c.slots[i].dirty);
             }
-            c.slots[i] = Slot::default();
         }
+        c.slots.release(env);
         for k in 0..c.pool_len {
             let pfn = c.pool()[k];
             let returned = hypercall::reclaim_page(env, h, pfn).is_ok();

@@ -71,8 +71,13 @@ pub fn dirty_guest(c: &mut Checks, kvm: &File, target: u32, image: &[u8]) -> Res
         get_log(fd, 0) == Err(ENOENT),
         || "expected ENOENT".into(),
     );
-    // Address space 1 (arm64 has one). (Slot 32 would be EINVAL on KServ's
-    // 32 slots, ENOENT on KVM's more.)
+    // An unused id below KVM's 32767 (ENOENT), address space 1 (arm64
+    // has one: EINVAL).
+    c.check(
+        "dirty-log-unused-slot",
+        get_log(fd, 32) == Err(ENOENT),
+        || "expected ENOENT".into(),
+    );
     c.check(
         "dirty-log-bad-slot",
         get_log(fd, 1 << 16) == Err(EINVAL),

@@ -52,11 +52,7 @@ fn touch(f: &mut Fake, vm: &Vm, v: &mut Vcpu, pages: &[(u64, bool, bool)]) {
 }
 
 fn enable_cap(f: &mut Fake, vm: &Vm, flags: u64, options: u64) -> Result<i64, Errno> {
-    let mut words = [0u64; 13];
-    words[0] = uapi::cap::MANUAL_DIRTY_LOG_PROTECT2 | flags << 32;
-    words[1] = options;
-    let a = user(f, 0x8300, &words);
-    vm::ioctl(f, vm, &HOST, uapi::ENABLE_CAP, a)
+    super::enable_cap(f, vm, uapi::cap::MANUAL_DIRTY_LOG_PROTECT2, flags, options)
 }
 
 #[test]
@@ -109,7 +105,8 @@ fn written_pages_are_logged_and_write_protected_again() {
     assert_eq!(get_log(&mut f, &vm, 0), Ok([0b1100, 0, 0, 0]));
     // KVM's errors.
     assert_eq!(get_log(&mut f, &vm, 1), Err(ENOENT), "an unused slot");
-    assert_eq!(get_log(&mut f, &vm, 32), Err(EINVAL));
+    assert_eq!(get_log(&mut f, &vm, 32766), Err(ENOENT), "unused, as KVM");
+    assert_eq!(get_log(&mut f, &vm, 32767), Err(EINVAL), "past KVM's ids");
     assert_eq!(get_log(&mut f, &vm, 1 << 16), Err(EINVAL));
     let a = user(&mut f, 0x8100, &[0, 0x10]);
     assert_eq!(

@@ -17,9 +17,9 @@ fn gic(n: u32) -> Box<Vgic> {
     let mut g: Box<Vgic> = unsafe { Box::new_zeroed().assume_init() };
     g.reset();
     g.created = true;
-    g.set_base(false, D, 40)
+    g.set_base(false, D, 40, 2)
         .unwrap_or_else(|e| panic!("dist {e}"));
-    g.set_base(true, R, 40)
+    g.set_base(true, R, 40, 2)
         .unwrap_or_else(|e| panic!("redist {e}"));
     g.set_nr_irqs(n).unwrap_or_else(|e| panic!("nr_irqs {e}"));
     g.init(&[0, 1]);
@@ -47,10 +47,10 @@ fn attributes_follow_kvm() {
     // SAFETY: as in `gic`.
     let mut g: Box<Vgic> = unsafe { Box::new_zeroed().assume_init() };
     assert_eq!(g.base(false), None);
-    assert_eq!(g.set_base(false, 0x1000, 40), Err(EINVAL));
-    assert_eq!(g.set_base(false, 1 << 40, 40), Err(E2BIG));
-    assert_eq!(g.set_base(false, D, 40), Ok(()));
-    assert_eq!(g.set_base(false, D, 40), Err(EEXIST));
+    assert_eq!(g.set_base(false, 0x1000, 40, 2), Err(EINVAL));
+    assert_eq!(g.set_base(false, 1 << 40, 40, 2), Err(E2BIG));
+    assert_eq!(g.set_base(false, D, 40, 2), Ok(()));
+    assert_eq!(g.set_base(false, D, 40, 2), Err(EEXIST));
     assert_eq!(g.set_nr_irqs(48), Err(EINVAL));
     assert_eq!(g.set_nr_irqs(100), Err(EINVAL));
     assert_eq!(g.set_nr_irqs(1024), Err(EINVAL));
@@ -270,63 +270,86 @@ fn irqfd_edges_and_resampled_lines() {
 
 #[test]
 fn a_redistributor_region_places_and_limits_the_frames() {
-    use crate::kvm::errno::{E2BIG, EEXIST, ENOENT, ENOSPC};
+    use crate::kvm::errno::{EEXIST, ENOENT};
     // SAFETY: as in `gic`: all zero is a valid vGIC.
     let mut g: Box<Vgic> = unsafe { Box::new_zeroed().assume_init() };
     g.reset();
     g.created = true;
     let region =
         |count: u64, base: u64, flags: u64, index: u64| count << 52 | base | flags << 12 | index;
+    // The errors are `rdist`'s tests'.
     assert_eq!(g.redist_region(0), Err(ENOENT));
-    assert_eq!(
-        g.set_redist_region(region(0, R, 0, 0), 40),
-        Err(EINVAL),
-        "no count"
-    );
-    assert_eq!(
-        g.set_redist_region(region(1, R, 1, 0), 40),
-        Err(EINVAL),
-        "flags"
-    );
-    assert_eq!(
-        g.set_redist_region(region(1, R, 0, 1), 40),
-        Err(EINVAL),
-        "index 1 first"
-    );
-    assert_eq!(
-        g.set_redist_region(region(1, R + 0x1000, 0, 0), 40),
-        Err(EINVAL)
-    );
-    assert_eq!(
-        g.set_redist_region(region(2, (1 << 40) - 0x2_0000, 0, 0), 40),
-        Err(E2BIG)
-    );
-    // One redistributor for two vCPUs: vCPU 1 has none.
-    assert_eq!(g.set_redist_region(region(1, R, 0, 0), 40), Ok(()));
+    // One redistributor in region 0, the second vCPU's in region 1, away
+    // from it.
+    assert_eq!(g.set_redist_region(region(1, R, 0, 0), 40, 2), Ok(()));
     assert_eq!(g.redist_region(0), Ok(region(1, R, 0, 0)));
     assert_eq!(g.redist_region(1), Err(ENOENT));
     assert_eq!(
-        g.set_redist_region(region(1, R + 0x2_0000, 0, 1), 40),
-        Err(ENOSPC)
+        g.set_redist_region(region(1, R + 0x4_0000, 0, 1), 40, 2),
+        Ok(()),
+        "a second region, index 1"
     );
     assert_eq!(
-        g.set_redist_region(region(1, R, 0, 0), 40),
+        g.set_redist_region(region(1, R, 0, 0), 40, 2),
         Err(EINVAL),
         "index 0 again"
     );
     assert_eq!(
-        g.set_base(true, R, 40),
+        g.set_base(true, R, 40, 2),
         Err(EINVAL),
         "the legacy type does not mix"
     );
-    assert_eq!(g.set_base(false, D, 40), Ok(()));
-    assert_eq!(g.set_base(false, D, 40), Err(EEXIST));
+    assert_eq!(g.set_base(false, D, 40, 2), Ok(()));
+    assert_eq!(g.set_base(false, D, 40, 2), Err(EEXIST));
+    assert_eq!(g.redist_region(1), Ok(region(1, R + 0x4_0000, 0, 1)));
     g.init(&[0, 1]);
+    assert_eq!(g.check_frames(), Ok(()));
     assert!(g.claims(R) && g.claims(R + 0x1_0000));
     assert!(
         !g.claims(R + 0x2_0000),
-        "only one redistributor in the region"
+        "only one redistributor in region 0"
     );
+    // The guest finds vCPU 1's frames in region 1, both marked Last (the
+    // regions are not contiguous), each with its own affinity.
+    assert!(g.claims(R + 0x4_0000) && g.claims(R + 0x5_0000));
+    assert!(!g.claims(R + 0x6_0000));
+    let typer = |g: &mut Vgic, base: u64| r(g, 0, base + 8) | r(g, 0, base + 0xC) << 32;
+    assert_eq!(typer(&mut g, R), 1 << 4);
+    assert_eq!(typer(&mut g, R + 0x4_0000), 1 << 32 | 1 << 8 | 1 << 4);
+    // The SGI frame of region 1's redistributor is vCPU 1's: enabling
+    // PPI 20 there shows in vCPU 1's redistributor, not vCPU 0's.
+    w(&mut g, 0, R + 0x5_0100, 1 << 20);
+    assert_eq!(
+        g.uaccess(Some(1), 0x1_0100, false, 0)
+            .map(|x| x.0 & 1 << 20),
+        Ok(1 << 20)
+    );
+    assert_eq!(
+        g.uaccess(Some(0), 0x1_0100, false, 0)
+            .map(|x| x.0 & 1 << 20),
+        Ok(0)
+    );
+}
+
+#[test]
+fn the_first_run_needs_a_redistributor_per_vcpu() {
+    use crate::kvm::errno::ENXIO;
+    // SAFETY: as in `gic`.
+    let mut g: Box<Vgic> = unsafe { Box::new_zeroed().assume_init() };
+    g.reset();
+    g.created = true;
+    let region = |count: u64, base: u64, index: u64| count << 52 | base | index;
+    assert_eq!(g.set_base(false, D, 40, 3), Ok(()));
+    assert_eq!(g.set_redist_region(region(2, R, 0), 40, 3), Ok(()));
+    g.init(&[0, 1, 2]);
+    assert_eq!(g.check_frames(), Err(ENXIO), "2 redistributors, 3 vCPUs");
+    // A region over the distributor is refused at the first run, as KVM's
+    // `vgic_v3_check_base`.
+    assert_eq!(g.set_redist_region(region(1, D, 1), 40, 3), Ok(()));
+    assert_eq!(g.check_frames(), Err(EINVAL));
+    g.reset();
+    g.created = true;
+    assert_eq!(g.check_frames(), Err(ENXIO), "nothing placed");
 }
 
 /// What the guest of KVM's `vgic_irq` selftest does in its preemption test:

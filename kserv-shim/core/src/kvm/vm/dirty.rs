@@ -45,7 +45,7 @@ impl VmCfg {
     /// The guest's memory at `gfn` was written other than through its
     /// stage 2 (the shim emulated the access): dirty, if its slot logs.
     pub fn written(&mut self, gfn: u64) {
-        if let Some(i) = memslot::find(&self.slots, gfn) {
+        if let Some(i) = self.slots.find(gfn) {
             let k = gfn - self.slots[i].gfn;
             self.mark_dirty(i, k);
         }
@@ -129,7 +129,7 @@ impl VmCfg {
     /// and writable again. Nothing to do for a page no longer shared (its
     /// slot went meanwhile: the guest faults again).
     fn unprotect<E: KvmEnv>(&mut self, env: &mut E, vm: &Vm, gfn: u64) -> Result<(), Errno> {
-        let Some(i) = memslot::find(&self.slots, gfn) else {
+        let Some(i) = self.slots.find(gfn) else {
             return Ok(());
         };
         let k = gfn - self.slots[i].gfn;
@@ -179,17 +179,18 @@ pub fn enable_manual(vm: &Vm, options: u64) -> Result<(), Errno> {
 
 /// A dirty-log request's `N` bytes at `arg` and the slot id its first
 /// word names: `EINVAL` for a protected VM (it has no dirty log) or a slot
-/// outside address space 0 and [`MAX_SLOTS`].
+/// outside address space 0 and [`MAX_SLOTS`] (an unused one is the
+/// caller's `ENOENT`).
 fn request<E: KvmEnv, const N: usize>(
     env: &mut E,
     vm: &Vm,
     arg: u64,
-) -> Result<([u8; N], usize), Errno> {
+) -> Result<([u8; N], u32), Errno> {
     let mut b = [0u8; N];
     env.copy_from_user(arg, &mut b)?;
     let slot = u32_at(&b, 0);
-    let (as_id, id) = (slot >> 16, (slot & 0xFFFF) as usize);
-    if vm.protected() || as_id != 0 || id >= MAX_SLOTS {
+    let (as_id, id) = (slot >> 16, slot & 0xFFFF);
+    if vm.protected() || as_id != 0 || id as usize >= MAX_SLOTS {
         return Err(EINVAL);
     }
     Ok((b, id))
@@ -229,8 +230,9 @@ pub fn get_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Er
     let manual = vm.manual_dirty.load(SeqCst) & dirty_log::MANUAL_PROTECT_ENABLE != 0;
     let h = vm.handle();
     vm.with_cfg(env, |env, c| {
+        let id = c.slots.index_of(id).ok_or(ENOENT)?;
         let s = c.slots[id];
-        if !s.used() || s.dirty == 0 {
+        if s.dirty == 0 {
             return Err(ENOENT);
         }
         let words = memslot::bitmap_words(s.pages);
@@ -268,8 +270,9 @@ pub fn clear_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), 
     }
     let h = vm.handle();
     vm.with_cfg(env, |env, c| {
+        let id = c.slots.index_of(id).ok_or(ENOENT)?;
         let s = c.slots[id];
-        if !s.used() || s.dirty == 0 {
+        if s.dirty == 0 {
             return Err(ENOENT);
         }
         if first > s.pages

@@ -27,8 +27,8 @@ fn gic() -> Box<Vgic> {
     let mut g: Box<Vgic> = unsafe { Box::new_zeroed().assume_init() };
     g.reset();
     g.created = true;
-    g.set_base(false, D, 40).expect("dist");
-    g.set_base(true, R, 40).expect("redist");
+    g.set_base(false, D, 40, 2).expect("dist");
+    g.set_base(true, R, 40, 2).expect("redist");
     g.its_create().expect("its");
     g.its.set_base(ITS, 40).expect("its base");
     g.init(&[0, 1]);
