@@ -337,29 +337,28 @@ fn read_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, r: Reg) -> Result<[u8; 16
             out[8..].copy_from_slice(&get(env, kr::V_HI + n)?.to_le_bytes());
         }
         Reg::Spsr32 => {}
-        Reg::TimerCnt => {
-            let off = if vm.protected() {
+        // One arm for the timers' pseudo-registers: more arms would make
+        // this match a jump table (an indirect branch, which the module
+        // must not have).
+        Reg::TimerCnt | Reg::PtimerCnt | Reg::PtimerCtl => {
+            let v = if vm.protected() {
                 return Err(EPERM);
+            } else if r == Reg::PtimerCtl {
+                // ISTATUS as of now, as KVM's `read_timer_ctl`.
+                let ctl = get(env, kr::sys::CNTP_CTL_EL0)? & !CNT_CTL_ISTATUS;
+                let cval = get(env, kr::sys::CNTP_CVAL_EL0)?;
+                ctl | if env.now() >= cval {
+                    CNT_CTL_ISTATUS
+                } else {
+                    0
+                }
+            } else if r == Reg::PtimerCnt {
+                // No physical offset.
+                env.now()
             } else {
-                get(env, kr::CNTVOFF)?
+                env.now().wrapping_sub(get(env, kr::CNTVOFF)?)
             };
-            out[..8].copy_from_slice(&env.now().wrapping_sub(off).to_le_bytes());
-        }
-        Reg::PtimerCtl => {
-            let ctl = get(env, kr::sys::CNTP_CTL_EL0)? & !CNT_CTL_ISTATUS;
-            let cval = get(env, kr::sys::CNTP_CVAL_EL0)?;
-            let fired = if env.now() >= cval {
-                CNT_CTL_ISTATUS
-            } else {
-                0
-            };
-            out[..8].copy_from_slice(&(ctl | fired).to_le_bytes());
-        }
-        Reg::PtimerCnt => {
-            if vm.protected() {
-                return Err(EPERM);
-            }
-            out[..8].copy_from_slice(&env.now().to_le_bytes());
+            out[..8].copy_from_slice(&v.to_le_bytes());
         }
         Reg::PsciVersion => {
             // KVM_ARM_PSCI_0_1 for a vCPU without KVM_ARM_VCPU_PSCI_0_2.
