@@ -17,7 +17,8 @@ use crate::hw::Hardware;
 use crate::mem_protect::MemCore;
 use crate::ownership::PageState;
 use crate::vcpu::{
-    CtxKey, ExitReport, GuestConfig, Loaded, Pending, RunArgs, Step, TimerIrq, VcpuContext, status,
+    CtxKey, ExitReport, GuestConfig, Loaded, Pending, RunArgs, Step, Timer, TimerIrq, VcpuContext,
+    status,
 };
 use crate::vgic;
 use crate::vm::{MAX_VCPUS, Vm, VmId, VmKind, VmState};
@@ -261,7 +262,10 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         let mut entry = [0u64; run::IRQS];
         hw.read_words(run_page, &mut entry);
         let flags = entry[run::FLAGS];
-        let Some(timer_intid) = run::entry_flags::timer_intid(flags) else {
+        let intids =
+            run::entry_flags::timer_intid(flags).zip(run::entry_flags::ptimer_intid(flags));
+        // Two list register entries with one INTID are UNPREDICTABLE.
+        let Some(timer_intids) = intids.filter(|(v, p)| v != p) else {
             return Err(Error::InvalidParameter);
         };
         if flags & !run::entry_flags::ALL != 0 {
@@ -277,7 +281,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         vgic::check_irqs_into(
             &out.irq_words[..n_irqs],
             lr_count,
-            timer_intid,
+            [timer_intids.0, timer_intids.1],
             &mut out.lrs,
         )?;
 
@@ -337,7 +341,8 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         out.n_irqs = n_irqs;
         out.mmio = vm.mmio;
         out.ipa_limit = vm.stage2.geometry().input_limit();
-        out.timer = TimerIrq::from_flags(entry[run::FLAGS]);
+        out.timer = TimerIrq::of(Timer::Virt, flags);
+        out.ptimer = TimerIrq::of(Timer::Phys, flags);
         out.report = ExitReport::default();
         // The view is fixed at boot: copied once per CPU, not per run.
         if out.ids_version != self.guest_ids_version {

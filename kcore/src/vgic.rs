@@ -6,8 +6,8 @@
 //! shim, as KVM does) and tells KCore, at each entry, which virtual
 //! interrupts should be pending or active. KCore refuses anything that could
 //! reach beyond the VM: a hardware-mapped entry (KServ owns no physical
-//! interrupt that is delegated to a guest), the virtual timer's PPI (KCore
-//! delivers the guest's own timer itself), INTIDs outside the SGI/PPI/SPI
+//! interrupt that is delegated to a guest), the timers' PPIs (KCore
+//! delivers the guest's own virtual and physical timers itself), INTIDs outside the SGI/PPI/SPI
 //! and LPI ranges, duplicates, more entries than the hardware has list
 //! registers. LPIs (`LPI_START..LPI_END`, the 16 ID bits every GICv3 CPU
 //! interface implements) come from KServ's ITS emulation; like an SPI, an
@@ -20,6 +20,8 @@ use kcore_abi::run::irq;
 
 /// The virtual timer's PPI (the architected `CNTV` interrupt).
 pub const TIMER_PPI: u32 = 27;
+/// The EL1 physical timer's PPI (the architected `CNTP` interrupt).
+pub const PTIMER_PPI: u32 = 30;
 /// First INTID that is not an SPI (1020..1023 are special).
 const SPI_END: u32 = 1020;
 /// First LPI.
@@ -81,7 +83,8 @@ pub struct Lr {
 }
 
 /// The entries loaded for one entry into a guest: KServ's first (in the
-/// order supplied), then KCore's own timer entry if it has one.
+/// order supplied), then KCore's own timer entries if it has any (the only
+/// hardware-mapped ones).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LrSet {
     /// The entries; only the first `len` count.
@@ -91,14 +94,9 @@ pub struct LrSet {
     /// Private interrupts (bit = INTID < 32) whose physical line the guest
     /// asserts but which are not delivered now: held active at the
     /// physical GIC for the run, so that they cannot end it again and
-    /// again (the guest timer while KServ's vGIC has its PPI disabled, or
+    /// again (a guest timer while KServ's vGIC has its PPI disabled, or
     /// while every list register holds one of KServ's entries).
     pub hold_active: u32,
-    /// KCore's timer entry took the place of KServ's last entry for this
-    /// run: KServ had filled every list register while the guest held the
-    /// timer active, whose completion must reach the hardware. The entry
-    /// it replaced was not loaded and is reported back as supplied.
-    pub displaced: bool,
 }
 
 impl LrSet {
@@ -124,12 +122,13 @@ impl LrSet {
 
 /// Checks KServ's interrupt words for one entry and turns them into list
 /// register entries. `free_lrs` is how many list registers KServ may fill:
-/// all of them (KCore's timer entry takes a free one when it needs one; see
-/// `vcpu::timer::prepare_timer`). The timer's INTIDs (the physical
-/// [`TIMER_PPI`] and the guest's `timer_intid`) are KCore's.
-pub fn check_irqs(words: &[u64], free_lrs: usize, timer_intid: u32) -> Result<LrSet, Error> {
+/// all of them (KCore's timer entries take free ones when they need them;
+/// see `vcpu::timer::prepare_timer`). The timers' INTIDs (the physical
+/// [`TIMER_PPI`] and [`PTIMER_PPI`], and the guest's `timer_intids`, the
+/// virtual and physical timers' as the guest sees them) are KCore's.
+pub fn check_irqs(words: &[u64], free_lrs: usize, timer_intids: [u32; 2]) -> Result<LrSet, Error> {
     let mut set = LrSet::default();
-    check_irqs_into(words, free_lrs, timer_intid, &mut set)?;
+    check_irqs_into(words, free_lrs, timer_intids, &mut set)?;
     Ok(set)
 }
 
@@ -139,12 +138,11 @@ pub fn check_irqs(words: &[u64], free_lrs: usize, timer_intid: u32) -> Result<Lr
 pub fn check_irqs_into(
     words: &[u64],
     free_lrs: usize,
-    timer_intid: u32,
+    timer_intids: [u32; 2],
     set: &mut LrSet,
 ) -> Result<(), Error> {
     set.len = 0;
     set.hold_active = 0;
-    set.displaced = false;
     if words.len() > free_lrs || words.len() > MAX_LRS {
         return Err(Error::InvalidParameter);
     }
@@ -153,7 +151,7 @@ pub fn check_irqs_into(
             return Err(Error::Denied);
         }
         let vintid = irq::vintid(w);
-        if vintid == TIMER_PPI || vintid == timer_intid {
+        if vintid == TIMER_PPI || vintid == PTIMER_PPI || timer_intids.contains(&vintid) {
             return Err(Error::Denied);
         }
         if vintid >= SPI_END && !(LPI_START..LPI_END).contains(&vintid) {
@@ -182,8 +180,8 @@ pub fn check_irqs_into(
 }
 
 /// The word reporting `lr`'s state after an exit, for KServ's entry `w`:
-/// `w` as supplied when `lr` is not its entry (KCore's timer entry took its
-/// place, [`LrSet::displaced`]: the guest never saw it).
+/// `w` as supplied when `lr` is not its entry (a timer entry of KCore's,
+/// hardware-mapped, took its place for the run: the guest never saw it).
 pub fn report(w: u64, lr: &Lr) -> u64 {
     if lr.vintid != irq::vintid(w) || lr.hw.is_some() {
         return w;
@@ -195,13 +193,16 @@ pub fn report(w: u64, lr: &Lr) -> u64 {
 mod tests {
     use super::*;
 
+    /// The timers' default INTIDs.
+    const TIMERS: [u32; 2] = [TIMER_PPI, PTIMER_PPI];
+
     fn w(vintid: u32, state: u64) -> u64 {
         irq::encode(vintid, 0xa0, true, state)
     }
 
     #[test]
     fn accepts_sgis_ppis_spis() {
-        let s = check_irqs(&[w(1, 1), w(30, 2), w(1019, 3)], 3, TIMER_PPI).expect("valid");
+        let s = check_irqs(&[w(1, 1), w(28, 2), w(1019, 3)], 3, TIMERS).expect("valid");
         assert_eq!(s.len, 3);
         assert_eq!(s.lrs[0].vintid, 1);
         assert_eq!(s.lrs[1].state, LrState::Active);
@@ -213,11 +214,11 @@ mod tests {
 
     #[test]
     fn accepts_lpis_within_16_id_bits() {
-        let s = check_irqs(&[w(LPI_START, 1), w(LPI_END - 1, 3)], 3, TIMER_PPI).expect("LPIs");
+        let s = check_irqs(&[w(LPI_START, 1), w(LPI_END - 1, 3)], 3, TIMERS).expect("LPIs");
         assert_eq!(s.lrs[0].vintid, 8192);
         assert_eq!(s.lrs[1].vintid, 65535);
         assert_eq!(
-            check_irqs(&[w(8200, 1), w(8200, 1)], 3, TIMER_PPI),
+            check_irqs(&[w(8200, 1), w(8200, 1)], 3, TIMERS),
             Err(Error::InvalidParameter),
             "duplicates"
         );
@@ -226,17 +227,27 @@ mod tests {
     #[test]
     fn refuses_what_is_not_kservs() {
         assert_eq!(
-            check_irqs(&[w(40, 1) | irq::HW | 40 << 44], 3, TIMER_PPI),
+            check_irqs(&[w(40, 1) | irq::HW | 40 << 44], 3, TIMERS),
             Err(Error::Denied)
         );
         assert_eq!(
-            check_irqs(&[w(40, 1) | irq::HW], 3, TIMER_PPI),
+            check_irqs(&[w(40, 1) | irq::HW], 3, TIMERS),
             Err(Error::Denied)
         );
-        assert_eq!(
-            check_irqs(&[w(TIMER_PPI, 1)], 3, TIMER_PPI),
-            Err(Error::Denied)
-        );
+        // Both timers' physical PPIs and their INTIDs as the guest sees
+        // them, whatever those are.
+        for (i, timers) in [
+            (TIMER_PPI, TIMERS),
+            (PTIMER_PPI, TIMERS),
+            (20, [20, 21]),
+            (21, [20, 21]),
+            (27, [20, 21]),
+            (30, [20, 21]),
+        ] {
+            assert_eq!(check_irqs(&[w(i, 1)], 3, timers), Err(Error::Denied), "{i}");
+        }
+        assert!(check_irqs(&[w(27, 1)], 3, [27, 30]).is_err());
+        assert!(check_irqs(&[w(22, 1)], 3, [20, 21]).is_ok());
     }
 
     #[test]
@@ -253,17 +264,17 @@ mod tests {
         ];
         for b in bad {
             assert_eq!(
-                check_irqs(b, 3, TIMER_PPI),
+                check_irqs(b, 3, TIMERS),
                 Err(Error::InvalidParameter),
                 "{b:x?}"
             );
         }
         assert_eq!(
-            check_irqs(&[w(1, 1), w(2, 1), w(3, 1), w(4, 1)], 3, TIMER_PPI),
+            check_irqs(&[w(1, 1), w(2, 1), w(3, 1), w(4, 1)], 3, TIMERS),
             Err(Error::InvalidParameter),
             "more than the free list registers"
         );
-        assert!(check_irqs(&[], 0, TIMER_PPI).is_ok());
+        assert!(check_irqs(&[], 0, TIMERS).is_ok());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use kcore::image::VerifyKey;
 use kcore::vcpu::{
     CTX_WORDS, ExitKind, GuestExit, Loaded, RunArgs, VcpuContext, mpidr_of, run_vcpu_in,
 };
-use kcore::vgic::{LrState, TIMER_PPI};
+use kcore::vgic::{LrState, PTIMER_PPI, TIMER_PPI};
 use kcore_abi::run::{self, exit, exit_flags, irq};
 use kcore_abi::{Error, HypercallId as H, psci, reg, vm_flags};
 use kcore_arch::host_cpu::ScriptedGuest;
@@ -730,6 +730,140 @@ fn the_guest_timer_is_delivered_by_kcore() {
     );
 }
 
+/// The run page's entry half with `flags` and KServ's interrupts `irqs`.
+fn run_page_with_flags(v: &mut Vm, flags: u64, irqs: &[u64]) {
+    run_page(v, 0, irqs);
+    v.w.hw.write(RUN_PFN << 12, &flags.to_le_bytes());
+}
+
+#[test]
+fn the_physical_timer_is_delivered_by_kcore_and_is_each_vcpus_own() {
+    let (mut v, mut g) = two_plain_vcpus();
+    g.now = 1000;
+    g.then_do(irq_exit(), |ctx, _| {
+        (ctx.cntp_ctl, ctx.cntp_cval) = (1, 1500);
+        (ctx.cntv_ctl, ctx.cntv_cval) = (1, 3000);
+    });
+    run(&mut v, 0, &mut g);
+    let out = exit_words(&v.w);
+    assert_eq!(out[run::EXIT_TIMER_CTL], 1, "the virtual timer's");
+    assert_eq!(
+        out[run::EXIT_TIMER_DEADLINE],
+        1500,
+        "the earlier deadline: KServ wakes the vCPU then"
+    );
+    // vCPU 1's physical timer is its own: off, nothing delivered, no
+    // deadline; vCPU 0's state stays in vCPU 0.
+    g.now = 2000;
+    g.then(irq_exit());
+    run(&mut v, 1, &mut g);
+    assert_eq!((g.entries[1].0.cntp_ctl, g.entries[1].0.cntp_cval), (0, 0));
+    assert_eq!(g.entries[1].1.len, 0);
+    assert_eq!(exit_words(&v.w)[run::EXIT_TIMER_DEADLINE], u64::MAX);
+    // vCPU 0's fired meanwhile: delivered as PPI 30, behind PPI 30.
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(
+        (g.entries[2].0.cntp_ctl, g.entries[2].0.cntp_cval),
+        (1, 1500)
+    );
+    assert_eq!(g.entries[2].1.len, 1);
+    let lr = g.entries[2].1.lrs[0];
+    assert_eq!(
+        (lr.vintid, lr.hw, lr.state),
+        (PTIMER_PPI, Some(PTIMER_PPI), LrState::Pending)
+    );
+    // KServ's registers of a plain vCPU, each vCPU's own.
+    assert_eq!(get(&mut v, 0, reg::sys::CNTP_CVAL_EL0)[..2], [0, 1500]);
+    assert_eq!(get(&mut v, 1, reg::sys::CNTP_CVAL_EL0)[..2], [0, 0]);
+    assert_eq!(set(&mut v, 1, reg::sys::CNTP_CTL_EL0, 0xFF), 0);
+    assert_eq!(
+        get(&mut v, 1, reg::sys::CNTP_CTL_EL0)[1],
+        3,
+        "ENABLE, IMASK"
+    );
+    assert_eq!(get(&mut v, 0, reg::sys::CNTP_CTL_EL0)[1], 1);
+    // At the INTID KServ names for it.
+    use kcore_abi::run::entry_flags::{PTIMER_SHIFT, TIMER_INTID_SHIFT};
+    run_page_with_flags(&mut v, 21 << TIMER_INTID_SHIFT << PTIMER_SHIFT, &[]);
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    let lr = g.entries[3].1.lrs[0];
+    assert_eq!((lr.vintid, lr.hw), (21, Some(PTIMER_PPI)));
+}
+
+#[test]
+fn the_timers_intids_are_distinct_ppis_and_kcores() {
+    use kcore_abi::run::entry_flags::{PTIMER_SHIFT, TIMER_INTID_SHIFT};
+    let (mut v, mut g) = two_plain_vcpus();
+    let vt = |i: u64| i << TIMER_INTID_SHIFT;
+    let pt = |i: u64| i << TIMER_INTID_SHIFT << PTIMER_SHIFT;
+    let bad = Error::InvalidParameter.to_x0();
+    for (flags, what) in [
+        (vt(20) | pt(20), "one INTID for both"),
+        (pt(27), "the virtual timer's default"),
+        (vt(30), "the physical timer's default"),
+        (pt(40), "no PPI"),
+        (pt(15), "an SGI"),
+        (1 << 33, "undefined bit"),
+    ] {
+        run_page_with_flags(&mut v, flags, &[]);
+        assert_eq!(run(&mut v, 0, &mut g).0, bad, "{what}");
+    }
+    assert!(g.entries.is_empty());
+    // Swapped is fine.
+    run_page_with_flags(&mut v, vt(30) | pt(27), &[]);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    // KServ may hand over neither timer's INTID nor PPIs 27 and 30.
+    let denied = Error::Denied.to_x0();
+    for i in [20, 21, 27, 30] {
+        let w = irq::encode(i, 0xa0, true, irq::PENDING);
+        run_page_with_flags(&mut v, vt(20) | pt(21), &[w]);
+        assert_eq!(run(&mut v, 0, &mut g).0, denied, "{i}");
+    }
+    let w = irq::encode(22, 0xa0, true, irq::PENDING);
+    run_page_with_flags(&mut v, vt(20) | pt(21), &[w]);
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+}
+
+#[test]
+fn a_protected_vcpus_physical_timer_is_not_kservs() {
+    let mut v = vm(true, 1);
+    let denied = Error::Denied.to_x0();
+    for id in [reg::sys::CNTP_CTL_EL0, reg::sys::CNTP_CVAL_EL0] {
+        assert_eq!(set(&mut v, 0, id, 0), denied, "{id:#x} before the run");
+    }
+    assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
+    run_page(&mut v, 0, &[]);
+    let mut g = ScriptedGuest::new(4);
+    g.now = 1000;
+    const SECRET: u64 = 0x5EC0_0000_1234_5678;
+    // Masked: no deadline either.
+    g.then_do(irq_exit(), |ctx, _| {
+        (ctx.cntp_ctl, ctx.cntp_cval) = (3, SECRET)
+    });
+    assert_eq!(run(&mut v, 0, &mut g), (0, exit::IRQ));
+    let out = exit_words(&v.w);
+    assert!(!out.contains(&SECRET), "{out:x?}");
+    assert!(!out.contains(&3), "its control");
+    assert_eq!(out[run::EXIT_TIMER_DEADLINE], u64::MAX);
+    for id in [reg::sys::CNTP_CTL_EL0, reg::sys::CNTP_CVAL_EL0] {
+        assert_eq!(get(&mut v, 0, id)[0], denied, "get {id:#x}");
+        assert_eq!(set(&mut v, 0, id, 0), denied, "set {id:#x}");
+    }
+    // Unmasked, KServ learns when it is due (to wake the vCPU), as it does
+    // for the virtual timer, and KCore delivers it.
+    g.then_do(irq_exit(), |ctx, _| {
+        (ctx.cntp_ctl, ctx.cntp_cval) = (1, 1200)
+    });
+    run(&mut v, 0, &mut g);
+    assert_eq!(exit_words(&v.w)[run::EXIT_TIMER_DEADLINE], 1200);
+    g.now = 1200;
+    g.then(irq_exit());
+    run(&mut v, 0, &mut g);
+    assert_eq!(g.entries[2].1.lrs[0].hw, Some(PTIMER_PPI));
+}
+
 #[test]
 fn the_run_page_must_be_kservs_and_well_formed() {
     let mut v = vm(false, 1);
@@ -989,6 +1123,7 @@ mod noninterference {
             mmio,
             ipa_limit: 1 << 40,
             timer: kcore::vcpu::TimerIrq::from_flags(0),
+            ptimer: kcore::vcpu::TimerIrq::of(kcore::vcpu::Timer::Phys, 0),
             report: ExitReport::default(),
             ctx_key: None,
             v_in_page: false,

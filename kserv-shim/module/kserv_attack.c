@@ -1198,7 +1198,7 @@ static bool atk_regs(u64 seed)
 	return kcore_answers() && ok;
 }
 
-/* Interrupts KServ may not inject: hardware-mapped ones, the guest's timer. */
+/* Interrupts KServ may not inject: hardware-mapped ones, the guest's timers. */
 static bool atk_hw_irq(u64 seed)
 {
 	static const struct { const char *what; u64 word; s64 want; } bad_irqs[] = {
@@ -1206,6 +1206,7 @@ static bool atk_hw_irq(u64 seed)
 		{ "hardware-mapped PPI 30 (the host timer)", IRQ_WORD(30, 0xa0, KC_IRQ_PENDING) | KC_IRQ_HW | 30ULL << KC_IRQ_HW_INTID_SHIFT, KC_ERR_DENIED },
 		{ "hardware-mapped PPI 27", IRQ_WORD(27, 0xa0, KC_IRQ_PENDING) | KC_IRQ_HW | 27ULL << KC_IRQ_HW_INTID_SHIFT, KC_ERR_DENIED },
 		{ "INTID 27 (the guest's timer)", IRQ_WORD(27, 0xa0, KC_IRQ_PENDING), KC_ERR_DENIED },
+		{ "INTID 30 (the guest's physical timer)", IRQ_WORD(30, 0xa0, KC_IRQ_PENDING), KC_ERR_DENIED },
 		{ "INTID 1020", IRQ_WORD(1020, 0xa0, KC_IRQ_PENDING), KC_ERR_INVALID_PARAMETER },
 		{ "state 0", IRQ_WORD(40, 0xa0, 0), KC_ERR_INVALID_PARAMETER },
 	};

@@ -3,7 +3,8 @@
 //!
 //! KServ's state is saved on the EL2 stack of the CPU it called from: the
 //! `ELR_EL2`/`SPSR_EL2` of its `HVC`, `SP_EL0`, the EL1 system registers,
-//! FP/SIMD, its virtual timer and the EL2 configuration it runs under. The
+//! FP/SIMD, its virtual and EL1 physical timers and the EL2 configuration
+//! it runs under. The
 //! vCPU's state comes from, and goes back into, the [`VcpuContext`] KCore
 //! copied out of the VM's context page; nothing of it stays in a register
 //! KServ can read once the switch back is done (the EL1 registers, FP/SIMD,
@@ -14,9 +15,12 @@
 //! `FMO`, `AMO`), so any interrupt KServ should see ends the run; KServ's
 //! own virtual timer deadline is carried over by the EL2 physical timer
 //! (`CNTHP`), so KServ's tick is never lost to a guest that does not exit.
-//! The guest's timer interrupt reaches it through a hardware-mapped list
-//! register: the physical PPI is made active for the run so that it cannot
-//! fire again until the guest deactivates the virtual one.
+//! The guest's timer interrupts reach it through hardware-mapped list
+//! registers: the physical PPI is made active for the run so that it cannot
+//! fire again until the guest deactivates the virtual one. The guest owns
+//! the EL1 physical timer while it runs (`CNTHCTL_EL2.EL1PCEN`): its
+//! `CNTP_CTL/CVAL` are loaded and saved like `CNTV`'s, KServ's put back, so
+//! the guest's deadline never fires into KServ.
 //!
 //! The guest's reads of the feature ID registers trap (`HCR_EL2.TID3`)
 //! and KCore answers them from its sanitised view (`kcore::idregs`), the
@@ -40,9 +44,9 @@ use core::arch::asm;
 use core::mem::MaybeUninit;
 use kcore::exception::{Esr, ec};
 use kcore::vcpu::{
-    DEBUG_REGS, ExitKind, GuestConfig, GuestCpu, GuestExit, N_SYS, Sys, VcpuContext, status,
+    DEBUG_REGS, ExitKind, GuestConfig, GuestCpu, GuestExit, N_SYS, Sys, Timer, VcpuContext, status,
 };
-use kcore::vgic::{Lr, LrSet, LrState, MAX_LRS, TIMER_PPI};
+use kcore::vgic::{Lr, LrSet, LrState, MAX_LRS};
 
 macro_rules! mrs {
     ($name:literal) => {{
@@ -379,6 +383,8 @@ struct Host {
     fpcr: u64,
     cntv_ctl: u64,
     cntv_cval: u64,
+    cntp_ctl: u64,
+    cntp_cval: u64,
     hcr: u64,
     mdcr: u64,
     cptr: u64,
@@ -407,6 +413,8 @@ impl GuestCpu for El2Guest {
             fpcr: 0,
             cntv_ctl: mrs!("cntv_ctl_el0"),
             cntv_cval: mrs!("cntv_cval_el0"),
+            cntp_ctl: mrs!("cntp_ctl_el0"),
+            cntp_cval: mrs!("cntp_cval_el0"),
             hcr: mrs!("hcr_el2"),
             mdcr: mrs!("mdcr_el2"),
             cptr: mrs!("cptr_el2"),
@@ -446,6 +454,15 @@ impl GuestCpu for El2Guest {
         msr!("cntvoff_el2", ctx.cntvoff);
         msr!("cntv_cval_el0", ctx.cntv_cval);
         msr!("cntv_ctl_el0", ctx.cntv_ctl);
+        // The EL1 physical timer: the guest's (KServ's CNTP was saved above).
+        // Its PPI is enabled at the redistributor while it can fire, so the
+        // interrupt ends the run (KServ's Linux, on the virtual timer, never
+        // enables it).
+        msr!("cntp_cval_el0", ctx.cntp_cval);
+        msr!("cntp_ctl_el0", ctx.cntp_ctl);
+        if ctx.deadline_of(Timer::Phys) != u64::MAX {
+            gicv3::enable_private(Timer::Phys.ppi());
+        }
         msr!("vmpidr_el2", ctx.mpidr);
         let n = lrs.len.min(self.lrs);
         let held = lrs.hold_active;
@@ -492,8 +509,12 @@ impl GuestCpu for El2Guest {
         let cptr_traps = CPTR_EL2_NVHE::TZ::SET + CPTR_EL2_NVHE::TSM::SET + CPTR_EL2_NVHE::TTA::SET;
         let guest_cptr = host.cptr | cptr_traps.value;
         msr!("cptr_el2", guest_cptr | CPTR_EL2_NVHE::TFP::SET.value);
-        // EL1PCTEN only: the physical timer traps.
-        msr!("cnthctl_el2", CNTHCTL_EL2::EL1PCTEN::SET.value);
+        // The physical counter and the EL1 physical timer are the guest's
+        // (it has no physical offset: CNTP counts CNTPCT).
+        msr!(
+            "cnthctl_el2",
+            (CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET).value
+        );
         msr!("hcr_el2", hcr);
         msr!("elr_el2", ctx.pc);
         msr!("spsr_el2", ctx.pstate_to_load());
@@ -565,20 +586,33 @@ impl GuestCpu for El2Guest {
         }
         ctx.cntv_ctl = mrs!("cntv_ctl_el0");
         ctx.cntv_cval = mrs!("cntv_cval_el0");
-        // The guest's own timer as the interrupt that ended the run: KCore
-        // delivers it without a round trip through KServ. (Enabled, not
-        // masked, condition met; its PPI the highest pending interrupt —
-        // read before the timer is disabled and the line drops.)
+        ctx.cntp_ctl = mrs!("cntp_ctl_el0");
+        ctx.cntp_cval = mrs!("cntp_cval_el0");
+        // One of the guest's own timers as the interrupt that ended the
+        // run: KCore delivers it without a round trip through KServ.
+        // (Enabled, not masked, condition met; its PPI the highest pending
+        // interrupt — read before the timers are disabled and the lines
+        // drop.)
         let mut exit = exit;
-        if exit.kind == ExitKind::Irq
-            && CNTV_CTL_EL0::ENABLE.is_set(ctx.cntv_ctl)
-            && !CNTV_CTL_EL0::IMASK.is_set(ctx.cntv_ctl)
-            && CNTV_CTL_EL0::ISTATUS.is_set(ctx.cntv_ctl)
-            && ICC_HPPIR1_EL1::INTID.read(mrs!("S3_0_C12_C12_2")) == u64::from(TIMER_PPI)
-        {
-            exit.kind = ExitKind::GuestTimer;
+        if exit.kind == ExitKind::Irq {
+            let hppi = ICC_HPPIR1_EL1::INTID.read(mrs!("S3_0_C12_C12_2"));
+            let fired = |ctl: u64| {
+                CNTV_CTL_EL0::ENABLE.is_set(ctl)
+                    && !CNTV_CTL_EL0::IMASK.is_set(ctl)
+                    && CNTV_CTL_EL0::ISTATUS.is_set(ctl)
+            };
+            let own = [(Timer::Virt, ctx.cntv_ctl), (Timer::Phys, ctx.cntp_ctl)];
+            if own
+                .iter()
+                .any(|&(t, ctl)| fired(ctl) && hppi == u64::from(t.ppi()))
+            {
+                exit.kind = ExitKind::GuestTimer;
+            }
         }
+        // Both off before anything of KServ's returns: the guest's
+        // deadlines never fire into KServ.
         msr!("cntv_ctl_el0", 0);
+        msr!("cntp_ctl_el0", 0);
         for (i, lr) in lrs.as_mut_slice().iter_mut().take(n).enumerate() {
             lr.state = LrState::from_bits(ICH_LR0_EL2::State.read(read_lr(i)));
             write_lr(i, 0);
@@ -607,6 +641,8 @@ impl GuestCpu for El2Guest {
         msr!("cntvoff_el2", 0);
         msr!("cntv_cval_el0", host.cntv_cval);
         msr!("cntv_ctl_el0", host.cntv_ctl);
+        msr!("cntp_cval_el0", host.cntp_cval);
+        msr!("cntp_ctl_el0", host.cntp_ctl);
         msr!("vmpidr_el2", mrs!("mpidr_el1"));
         msr!("elr_el2", host.elr);
         msr!("spsr_el2", host.spsr);

@@ -119,6 +119,12 @@ pub mod sys {
     pub const CNTV_CTL_EL0: u64 = SYSREG | sysreg(3, 3, 14, 3, 1);
     /// `CNTV_CVAL_EL0`.
     pub const CNTV_CVAL_EL0: u64 = SYSREG | sysreg(3, 3, 14, 3, 2);
+    /// `CNTP_CTL_EL0`, the EL1 physical timer's control (ABI 0.11): only
+    /// `ENABLE` and `IMASK` are kept (`ISTATUS` is the hardware's).
+    pub const CNTP_CTL_EL0: u64 = SYSREG | sysreg(3, 3, 14, 2, 1);
+    /// `CNTP_CVAL_EL0`, the EL1 physical timer's compare value (ABI 0.11),
+    /// against the physical count: guests have no physical offset.
+    pub const CNTP_CVAL_EL0: u64 = SYSREG | sysreg(3, 3, 14, 2, 2);
     /// `MDSCR_EL1`.
     pub const MDSCR_EL1: u64 = SYSREG | sysreg(2, 0, 0, 2, 2);
     /// `OSLSR_EL1` as the guest reads it (`OSLM` = 0b10, the OS lock

@@ -8,10 +8,14 @@
 //! KCore writes nothing else and reads nothing else.
 
 /// Entry word: [`entry_flags`]: how KServ's vGIC model configures the
-/// guest's timer interrupt (0: enabled, priority 0, group 1).
+/// guest's two timer interrupts (0: both enabled, priority 0, group 1, at
+/// their default PPIs).
 pub const FLAGS: usize = 0;
 
-/// Bits of [`FLAGS`]; any other bit is `InvalidParameter`.
+/// Bits of [`FLAGS`]; any other bit is `InvalidParameter`. Bits 0..32
+/// describe the virtual timer's interrupt; bits 32..64 (ABI 0.11) describe
+/// the EL1 physical timer's in the same layout, shifted by
+/// [`PTIMER_SHIFT`].
 pub mod entry_flags {
     /// The guest disabled its timer PPI: KCore delivers no new timer
     /// interrupt (one already pending or active stays).
@@ -27,18 +31,40 @@ pub mod entry_flags {
     pub const TIMER_INTID_SHIFT: u32 = 24;
     /// The timer's PPI when [`TIMER_INTID_SHIFT`]'s field is 0.
     pub const TIMER_DEFAULT_INTID: u32 = 27;
-    /// Every bit this ABI version defines.
-    pub const ALL: u64 =
+    /// Shift of the EL1 physical timer's half (ABI 0.11): its disable bit,
+    /// priority, group and INTID are the virtual timer's bits above,
+    /// shifted by this much; 0 in its INTID field means PPI 30
+    /// ([`PTIMER_DEFAULT_INTID`], KVM's `KVM_ARM_VCPU_TIMER_IRQ_PTIMER`
+    /// default). The physical interrupt behind it is always PPI 30.
+    pub const PTIMER_SHIFT: u32 = 32;
+    /// The physical timer's PPI when its INTID field is 0.
+    pub const PTIMER_DEFAULT_INTID: u32 = 30;
+    /// The bits of one timer's half.
+    const HALF: u64 =
         TIMER_DISABLED | 0xFF << TIMER_PRIORITY_SHIFT | TIMER_GROUP0 | 0xFF << TIMER_INTID_SHIFT;
+    /// Every bit this ABI version defines.
+    pub const ALL: u64 = HALF | HALF << PTIMER_SHIFT;
 
-    /// The timer's virtual INTID in flags `f`; `None` if the field names
+    /// The INTID field of one half, or `default` for 0; `None` if it names
     /// no PPI.
-    pub const fn timer_intid(f: u64) -> Option<u32> {
-        match ((f >> TIMER_INTID_SHIFT) & 0xFF) as u32 {
-            0 => Some(TIMER_DEFAULT_INTID),
+    const fn intid(half: u64, default: u32) -> Option<u32> {
+        match ((half >> TIMER_INTID_SHIFT) & 0xFF) as u32 {
+            0 => Some(default),
             i @ 16..=31 => Some(i),
             _ => None,
         }
+    }
+
+    /// The virtual timer's virtual INTID in flags `f`; `None` if the field
+    /// names no PPI.
+    pub const fn timer_intid(f: u64) -> Option<u32> {
+        intid(f, TIMER_DEFAULT_INTID)
+    }
+
+    /// The physical timer's virtual INTID in flags `f`; `None` if the
+    /// field names no PPI.
+    pub const fn ptimer_intid(f: u64) -> Option<u32> {
+        intid(f >> PTIMER_SHIFT, PTIMER_DEFAULT_INTID)
     }
 }
 /// Entry word: the answer to the previous exit: the value an MMIO read
@@ -73,8 +99,10 @@ pub const EXIT_WIDTH: usize = EXIT + 4;
 pub const EXIT_ARGS: usize = EXIT + 5;
 /// Exit word: the guest's `CNTV_CTL_EL0`.
 pub const EXIT_TIMER_CTL: usize = EXIT + 8;
-/// Exit word: the physical counter value at which the guest's virtual timer
-/// fires, or `u64::MAX` if it is disabled or masked.
+/// Exit word: the physical counter value at which the guest's next timer
+/// interrupt is due: the earlier of its virtual timer's and (ABI 0.11) its
+/// EL1 physical timer's deadlines, `u64::MAX` if both are disabled or
+/// masked. KServ wakes a vCPU idling in `WFI` then.
 pub const EXIT_TIMER_DEADLINE: usize = EXIT + 9;
 /// Exit word: how many [`irq`] words follow.
 pub const EXIT_IRQ_COUNT: usize = EXIT + 10;

@@ -2,15 +2,44 @@
 //! and the layout of the context page it is stored in (the word
 //! (de)serialisation and the in-place copies of the run path), the EL1
 //! system registers a vCPU carries ([`Sys`]), its [`status`] bits and the
-//! exit awaiting completion ([`Pending`]), its state at reset, which PSTATE
+//! exit awaiting completion ([`Pending`]), its two EL1 timers ([`Timer`]),
+//! its state at reset, which PSTATE
 //! values KCore returns into ([`pstate_ok`]) and the MPIDR of each vCPU
 //! index ([`mpidr_of`], [`index_of_mpidr`]).
 
 use crate::addr::Pa;
 use crate::exception::{Injection, TrapState, inject_external_abort, inject_undef};
 use crate::hw::PhysMemory;
-use crate::vgic::LrState;
+use crate::vgic::{LrState, PTIMER_PPI, TIMER_PPI};
 use kcore_abi::{Error, reg};
+
+/// One of the guest's two EL1 timers, both KCore's to switch and deliver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// The virtual timer (`CNTV_*`, counting `CNTPCT - CNTVOFF`).
+    Virt,
+    /// The EL1 physical timer (`CNTP_*`, counting `CNTPCT`: guests have no
+    /// physical offset).
+    Phys,
+}
+
+impl Timer {
+    /// Both, in the order their list register entries are chosen.
+    pub const BOTH: [Timer; 2] = [Timer::Virt, Timer::Phys];
+
+    /// The physical PPI the timer asserts ([`TIMER_PPI`], [`PTIMER_PPI`]).
+    pub const fn ppi(self) -> u32 {
+        match self {
+            Timer::Virt => TIMER_PPI,
+            Timer::Phys => PTIMER_PPI,
+        }
+    }
+}
+
+/// `CNTx_CTL_EL0.ENABLE`.
+const CTL_ENABLE: u64 = 1;
+/// `CNTx_CTL_EL0.IMASK`.
+const CTL_IMASK: u64 = 2;
 
 /// The EL1 system registers a vCPU carries, indices into [`VcpuContext::sys`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -248,10 +277,16 @@ pub struct VcpuContext {
     pub cntv_cval: u64,
     /// `CNTVOFF_EL2`.
     pub cntvoff: u64,
+    /// `CNTP_CTL_EL0`.
+    pub cntp_ctl: u64,
+    /// `CNTP_CVAL_EL0`.
+    pub cntp_cval: u64,
     /// The virtual CPU interface.
     pub vgic: VgicCpu,
-    /// State of KCore's list register entry for the guest's timer.
+    /// State of KCore's list register entry for the guest's virtual timer.
     pub timer_lr: LrState,
+    /// State of KCore's list register entry for the guest's physical timer.
+    pub ptimer_lr: LrState,
     /// `VMPIDR_EL2`: what the guest reads as `MPIDR_EL1`.
     pub mpidr: u64,
     /// [`status`] bits.
@@ -273,7 +308,7 @@ pub struct VcpuContext {
 pub const DEBUG_REGS: usize = reg::sys::DEBUG_REGS;
 
 /// Words a [`VcpuContext`] takes in its page.
-pub const CTX_WORDS: usize = 31 + 3 + N_SYS + 64 + 2 + 3 + 9 + 1 + 1 + 1 + 2 + 1 + DEBUG_REGS;
+pub const CTX_WORDS: usize = 31 + 3 + N_SYS + 64 + 2 + 5 + 9 + 2 + 1 + 1 + 2 + 1 + DEBUG_REGS;
 const _: () = assert!(CTX_WORDS * 8 <= 4096);
 /// Where the context page's groups start (words): `x0..x30`, then
 /// `SP_EL0`, PC, PSTATE; the EL1 registers; FP/SIMD; the rest; the debug
@@ -283,7 +318,7 @@ const CTX_SYS: usize = CTX_X + 34;
 const CTX_V: usize = CTX_SYS + N_SYS;
 /// Words after FP/SIMD ([`VcpuContext::tail`]).
 const CTX_TAIL: usize = CTX_WORDS - CTX_V - 64 - DEBUG_REGS;
-const _: () = assert!(CTX_TAIL == 20);
+const _: () = assert!(CTX_TAIL == 23);
 const CTX_DBG: usize = CTX_V + 64 + CTX_TAIL;
 
 /// `MDSCR_EL1.MDE`: breakpoint and watchpoint exceptions enabled.
@@ -357,12 +392,15 @@ impl VcpuContext {
             cntv_ctl: 0,
             cntv_cval: 0,
             cntvoff: 0,
+            cntp_ctl: 0,
+            cntp_cval: 0,
             vgic: VgicCpu {
                 vmcr: 0,
                 ap0r: [0; 4],
                 ap1r: [0; 4],
             },
             timer_lr: LrState::Invalid,
+            ptimer_lr: LrState::Invalid,
             mpidr: mpidr_of(idx),
             status: 0,
             boot_pc: 0,
@@ -420,6 +458,8 @@ impl VcpuContext {
             self.cntv_ctl,
             self.cntv_cval,
             self.cntvoff,
+            self.cntp_ctl,
+            self.cntp_cval,
             self.vgic.vmcr,
             a0,
             a1,
@@ -430,6 +470,7 @@ impl VcpuContext {
             b2,
             b3,
             self.timer_lr.bits(),
+            self.ptimer_lr.bits(),
             self.mpidr,
             self.status,
             self.boot_pc,
@@ -446,9 +487,12 @@ impl VcpuContext {
             ctl,
             cval,
             off,
+            pctl,
+            pcval,
             vmcr,
             ap @ ..,
             lr,
+            plr,
             mpidr,
             st,
             bpc,
@@ -461,11 +505,14 @@ impl VcpuContext {
             self.cntv_ctl,
             self.cntv_cval,
             self.cntvoff,
-        ) = (fpsr, fpcr, ctl, cval, off);
+            self.cntp_ctl,
+            self.cntp_cval,
+        ) = (fpsr, fpcr, ctl, cval, off, pctl, pcval);
         self.vgic.vmcr = vmcr;
         self.vgic.ap0r.copy_from_slice(&ap[..4]);
         self.vgic.ap1r.copy_from_slice(&ap[4..]);
         self.timer_lr = LrState::from_bits(lr);
+        self.ptimer_lr = LrState::from_bits(plr);
         (self.mpidr, self.status, self.boot_pc, self.boot_x0) = (mpidr, st, bpc, bx0);
         self.pending = Pending::decode(pending);
     }
@@ -541,6 +588,8 @@ impl VcpuContext {
             }
             reg::sys::CNTV_CTL_EL0 => self.cntv_ctl,
             reg::sys::CNTV_CVAL_EL0 => self.cntv_cval,
+            reg::sys::CNTP_CTL_EL0 => self.cntp_ctl,
+            reg::sys::CNTP_CVAL_EL0 => self.cntp_cval,
             reg::sys::MPIDR_EL1 => self.mpidr,
             _ if reg::sys::debug_index(id).is_some() => self.dbg[reg::sys::debug_index(id)?],
             _ => self.sys(Sys::from_reg(id)?),
@@ -731,6 +780,9 @@ impl VcpuContext {
             }
             reg::sys::CNTV_CTL_EL0 => self.cntv_ctl = v,
             reg::sys::CNTV_CVAL_EL0 => self.cntv_cval = v,
+            // ISTATUS is the hardware's to compute; nothing else is defined.
+            reg::sys::CNTP_CTL_EL0 => self.cntp_ctl = v & (CTL_ENABLE | CTL_IMASK),
+            reg::sys::CNTP_CVAL_EL0 => self.cntp_cval = v,
             reg::sys::MPIDR_EL1 => return Err(Error::Denied),
             _ if reg::sys::debug_index(id).is_some() => {
                 if let Some(i) = reg::sys::debug_index(id) {
@@ -745,22 +797,47 @@ impl VcpuContext {
         Ok(())
     }
 
-    /// Whether the guest's virtual timer asserts its interrupt at physical
-    /// counter value `now`.
-    pub fn timer_asserts(&self, now: u64) -> bool {
-        const ENABLE: u64 = 1;
-        const IMASK: u64 = 2;
-        self.cntv_ctl & (ENABLE | IMASK) == ENABLE
-            && now.wrapping_sub(self.cntvoff) >= self.cntv_cval
+    /// Timer `t`'s `CTL`, `CVAL` and the offset its count is the physical
+    /// count minus.
+    pub fn timer_regs(&self, t: Timer) -> (u64, u64, u64) {
+        match t {
+            Timer::Virt => (self.cntv_ctl, self.cntv_cval, self.cntvoff),
+            Timer::Phys => (self.cntp_ctl, self.cntp_cval, 0),
+        }
     }
 
-    /// The physical counter value at which the timer fires, or `u64::MAX`.
-    pub fn timer_deadline(&self) -> u64 {
-        if self.cntv_ctl & 3 == 1 {
-            self.cntv_cval.saturating_add(self.cntvoff)
+    /// The state of KCore's list register entry for timer `t`.
+    pub fn timer_lr_mut(&mut self, t: Timer) -> &mut LrState {
+        match t {
+            Timer::Virt => &mut self.timer_lr,
+            Timer::Phys => &mut self.ptimer_lr,
+        }
+    }
+
+    /// Whether the guest's timer `t` asserts its interrupt at physical
+    /// counter value `now`: enabled, not masked, its condition met.
+    pub fn timer_asserts(&self, t: Timer, now: u64) -> bool {
+        let (ctl, cval, off) = self.timer_regs(t);
+        ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE && now.wrapping_sub(off) >= cval
+    }
+
+    /// The physical counter value at which timer `t` fires, or `u64::MAX`
+    /// (disabled or masked).
+    pub fn deadline_of(&self, t: Timer) -> u64 {
+        let (ctl, cval, off) = self.timer_regs(t);
+        if ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE {
+            cval.saturating_add(off)
         } else {
             u64::MAX
         }
+    }
+
+    /// The physical counter value at which the guest's next timer
+    /// interrupt is due, the earlier of its two timers', or `u64::MAX`:
+    /// what KServ waits for while the vCPU idles.
+    pub fn timer_deadline(&self) -> u64 {
+        self.deadline_of(Timer::Virt)
+            .min(self.deadline_of(Timer::Phys))
     }
 
     fn trap_state(&self, esr: u64, far: u64) -> TrapState {
@@ -925,7 +1002,8 @@ mod tests {
             *w = 0x5000 + i as u64;
         }
         // The tail's timer list register and pending exit: valid values.
-        words[CTX_DBG - 6] = LrState::Pending.bits();
+        words[CTX_DBG - 7] = LrState::Pending.bits();
+        words[CTX_DBG - 6] = LrState::Active.bits();
         words[CTX_DBG - 1] = Pending::MmioRead {
             rt: 3,
             width: 4,

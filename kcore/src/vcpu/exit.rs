@@ -1,6 +1,6 @@
 //! What each exit means ([`step`]) and what of it KServ may learn. An
 //! exit, as `kcore-arch` read its syndrome ([`GuestExit`], [`ExitKind`]),
-//! is either handled inside KCore — the guest's own timer, a guest call
+//! is either handled inside KCore — the guest's own timers, a guest call
 //! KCore answers, a debug or PMU register, a fault the guest made itself
 //! (injected back into it) — or becomes a report with exactly what
 //! emulation needs: for MMIO the address, width, direction and the one
@@ -24,9 +24,10 @@ pub enum ExitKind {
     Sync,
     /// A physical IRQ.
     Irq,
-    /// A physical IRQ that is the guest's own virtual timer (its PPI is
-    /// the highest pending and the guest's timer asserts): KCore delivers
-    /// it at the next entry without involving KServ.
+    /// A physical IRQ that is one of the guest's own timers, virtual or
+    /// EL1 physical (its PPI is the highest pending and that timer
+    /// asserts): KCore delivers it at the next entry without involving
+    /// KServ.
     GuestTimer,
     /// A physical FIQ.
     Fiq,

@@ -1,12 +1,12 @@
 //! A vCPU taken out of its page for a run ([`Loaded`]) and what travels
 //! with it: the VM's entry configuration ([`GuestConfig`]), how KServ's
-//! vGIC model configures the guest's timer interrupt ([`TimerIrq`]), the
+//! vGIC model configures the guest's timer interrupts ([`TimerIrq`]), the
 //! report KServ gets at the exit ([`ExitReport`]), which context-page
 //! version the copy is ([`CtxKey`]), and what to do after one exit
 //! ([`Step`]). The exit decoding, the guest calls, the timer and the run
 //! loop all work on these types.
 
-use super::context::VcpuContext;
+use super::context::{Timer, VcpuContext};
 use crate::addr::Pa;
 use crate::idregs::GuestIdRegs;
 use crate::pgtable::Geometry;
@@ -42,8 +42,8 @@ pub struct ExitReport {
     pub args: [u64; 3],
 }
 
-/// The guest's timer interrupt as KServ's vGIC model configures it (the
-/// run page's entry flags).
+/// One of the guest's timer interrupts as KServ's vGIC model configures it
+/// (the run page's entry flags).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimerIrq {
     /// The guest has it enabled.
@@ -52,25 +52,38 @@ pub struct TimerIrq {
     pub priority: u8,
     /// Group 1 (else group 0).
     pub group1: bool,
-    /// The INTID the guest sees it as (its physical PPI is
-    /// [`crate::vgic::TIMER_PPI`] whatever this is).
+    /// The INTID the guest sees it as (its physical PPI is the timer's,
+    /// [`Timer::ppi`], whatever this is).
     pub vintid: u32,
 }
 
 impl TimerIrq {
-    /// From the entry flags (already checked against
-    /// [`kcore_abi::run::entry_flags::ALL`] and
-    /// [`kcore_abi::run::entry_flags::timer_intid`]; an INTID that is no
-    /// PPI reads as the default).
+    /// The virtual timer's, from the entry flags: [`Self::of`].
     pub const fn from_flags(f: u64) -> TimerIrq {
+        TimerIrq::of(Timer::Virt, f)
+    }
+
+    /// Timer `t`'s, from the entry flags (already checked against
+    /// [`kcore_abi::run::entry_flags::ALL`],
+    /// [`kcore_abi::run::entry_flags::timer_intid`] and `ptimer_intid`; an
+    /// INTID that is no PPI reads as the default).
+    pub const fn of(t: Timer, f: u64) -> TimerIrq {
         use kcore_abi::run::entry_flags as ef;
+        let (half, intid, default) = match t {
+            Timer::Virt => (f, ef::timer_intid(f), ef::TIMER_DEFAULT_INTID),
+            Timer::Phys => (
+                f >> ef::PTIMER_SHIFT,
+                ef::ptimer_intid(f),
+                ef::PTIMER_DEFAULT_INTID,
+            ),
+        };
         TimerIrq {
-            enabled: f & ef::TIMER_DISABLED == 0,
-            priority: (f >> ef::TIMER_PRIORITY_SHIFT) as u8,
-            group1: f & ef::TIMER_GROUP0 == 0,
-            vintid: match ef::timer_intid(f) {
+            enabled: half & ef::TIMER_DISABLED == 0,
+            priority: (half >> ef::TIMER_PRIORITY_SHIFT) as u8,
+            group1: half & ef::TIMER_GROUP0 == 0,
+            vintid: match intid {
                 Some(i) => i,
-                None => ef::TIMER_DEFAULT_INTID,
+                None => default,
             },
         }
     }
@@ -98,14 +111,16 @@ pub struct Loaded {
     pub irq_words: [u64; run::MAX_IRQS],
     /// How many.
     pub n_irqs: usize,
-    /// The list registers: KServ's entries first, then the timer's.
+    /// The list registers: KServ's entries first, then the timers'.
     pub lrs: LrSet,
     /// The VM's MMIO ranges.
     pub mmio: MmioRanges,
     /// The VM's IPA limit (bytes).
     pub ipa_limit: u64,
-    /// How KServ's vGIC configures the guest's timer interrupt.
+    /// How KServ's vGIC configures the guest's virtual timer interrupt.
     pub timer: TimerIrq,
+    /// How KServ's vGIC configures the guest's physical timer interrupt.
+    pub ptimer: TimerIrq,
     /// The report for KServ, once an exit needs it.
     pub report: ExitReport,
     /// Set by [`crate::mem_protect::MemCore::vcpu_put`]: `ctx` is what the
@@ -143,6 +158,14 @@ pub struct CtxKey {
 }
 
 impl Loaded {
+    /// How KServ's vGIC configures timer `t`'s interrupt.
+    pub fn timer_irq(&self, t: Timer) -> TimerIrq {
+        match t {
+            Timer::Virt => self.timer,
+            Timer::Phys => self.ptimer,
+        }
+    }
+
     /// A placeholder for [`crate::vcpu::VcpuHost::load`] to fill.
     pub fn empty() -> Loaded {
         Loaded {
@@ -162,7 +185,8 @@ impl Loaded {
             lrs: LrSet::default(),
             mmio: MmioRanges::default(),
             ipa_limit: 0,
-            timer: TimerIrq::from_flags(0),
+            timer: TimerIrq::of(Timer::Virt, 0),
+            ptimer: TimerIrq::of(Timer::Phys, 0),
             report: ExitReport::default(),
             ctx_key: None,
             v_in_page: false,

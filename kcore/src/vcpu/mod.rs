@@ -19,14 +19,14 @@
 //! everything public is re-exported here:
 //!
 //! - `context`: [`VcpuContext`] and its page layout, [`Sys`], [`status`],
-//!   [`Pending`], the reset state, [`pstate_ok`] and the MPIDR helpers;
+//!   [`Pending`], the guest's timers ([`Timer`]), the reset state, [`pstate_ok`] and the MPIDR helpers;
 //! - `loaded`: [`Loaded`], a vCPU taken out of its page for a run, with
 //!   [`GuestConfig`], [`TimerIrq`], [`ExitReport`], [`CtxKey`] and [`Step`];
 //! - `guest_call`: the guest's HVC/SMC calls, and the ids of KVM's vendor
 //!   hypervisor calls ([`guest_fid`]; SMCCC's and PSCI's are in
 //!   [`kcore_abi::smccc`] and [`kcore_abi::psci`]);
 //! - `exit`: [`GuestExit`] and [`step`], the decoding of an exit;
-//! - `timer`: the guest timer's list register entry ([`prepare_timer`],
+//! - `timer`: the guest timers' list register entries ([`prepare_timer`],
 //!   [`save_timer`]);
 //! - `run`: the run loop ([`run_vcpu_in`]) between KCore's state
 //!   ([`VcpuHost`]) and the CPU ([`GuestCpu`]), and [`RunArgs`].
@@ -47,7 +47,7 @@ mod test_util;
 mod timer;
 
 pub use context::{
-    CTX_WORDS, DEBUG_REGS, N_SYS, PSTATE_RESET, Pending, SCTLR_EL1_RESET, Sys, VcpuContext,
+    CTX_WORDS, DEBUG_REGS, N_SYS, PSTATE_RESET, Pending, SCTLR_EL1_RESET, Sys, Timer, VcpuContext,
     VgicCpu, index_of_mpidr, mpidr_of, pstate_ok, status,
 };
 pub use exit::{ExitKind, GuestExit, step, write_fault};

@@ -931,8 +931,9 @@ fn try_run_guest(
     let ctlr = 2u32;
     device_attr(&gic, SET_DEVICE_ATTR, 1, 0, ptr(&ctlr))
         .map_err(|e| format!("GICD_CTLR: errno {e}"))?;
-    // Nor its redistributors: the timer PPI (27) enabled on both vCPUs.
-    let timer = 1u32 << 27;
+    // Nor its redistributors: the timers' PPIs (virtual 27, physical 30)
+    // enabled on both vCPUs.
+    let timer = 1u32 << 27 | 1 << 30;
     for mpidr in [0u64, 1] {
         device_attr(
             &gic,

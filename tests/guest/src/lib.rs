@@ -368,6 +368,7 @@ pub const TESTS: &[&str] = &[
     "fpsimd",
     "vtimer",
     "wfi-timer",
+    "ptimer",
     "cpu-on",
     "sgi",
     "fpsimd-vcpu1",
@@ -391,6 +392,8 @@ pub mod gic {
     pub const SGI_PONG: u32 = 2;
     /// The EL1 virtual timer's PPI.
     pub const TIMER_INTID: u32 = 27;
+    /// The EL1 physical timer's PPI.
+    pub const PTIMER_INTID: u32 = 30;
 }
 
 /// The test device: one page of MMIO whose accesses exit to the host.

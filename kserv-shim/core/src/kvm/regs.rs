@@ -6,7 +6,9 @@
 //! `pstate`, `sp_el1`, `elr_el1`, `spsr[5]`, then the 16-byte aligned
 //! `fp_regs`: `vregs[32]` of 128 bits, `fpsr`, `fpcr`); system registers use
 //! the same `op0:op1:CRn:CRm:op2` encoding as KCore's; the virtual timer is
-//! `KVM_REG_ARM_TIMER_*` (whose CNT and CVAL encodings are swapped); the
+//! `KVM_REG_ARM_TIMER_*` (whose CNT and CVAL encodings are swapped) and the
+//! EL1 physical timer `KVM_REG_ARM_PTIMER_*` (which KVM 6.1 does not list
+//! either, so neither does [`list`]); the
 //! PSCI version is a firmware pseudo-register. The error numbers follow
 //! arm64 KVM (`arch/arm64/kvm/guest.c`): a core offset outside `kvm_regs`
 //! is `ENOENT`, an id of the wrong size or inside a field `EINVAL`, an
@@ -53,6 +55,14 @@ pub enum Reg {
     /// `KVM_REG_ARM_TIMER_CNT`: the guest's virtual count (the physical
     /// count minus the vCPU's `CNTVOFF`).
     TimerCnt,
+    /// `KVM_REG_ARM_PTIMER_CTL`: KCore's `CNTP_CTL_EL0` (`ENABLE`, `IMASK`)
+    /// with `ISTATUS` as of now (set once the count reached `CVAL`, as KVM
+    /// reads it whether or not the timer is enabled).
+    PtimerCtl,
+    /// `KVM_REG_ARM_PTIMER_CNT`: the guest's physical count, the physical
+    /// count itself. Read-only: guests have no physical counter offset
+    /// under KCore (`EINVAL` for a write).
+    PtimerCnt,
     /// `KVM_REG_ARM_PSCI_VERSION`.
     PsciVersion,
     /// An identification register (KCore's id `SYSREG | encoding` of
@@ -182,6 +192,9 @@ pub fn decode(reg: u64) -> Result<Reg, Errno> {
             id::TIMER_CTL => Ok(Reg::Kcore(kr::sys::CNTV_CTL_EL0)),
             id::TIMER_CVAL => Ok(Reg::Kcore(kr::sys::CNTV_CVAL_EL0)),
             id::TIMER_CNT => Ok(Reg::TimerCnt),
+            id::PTIMER_CTL => Ok(Reg::PtimerCtl),
+            id::PTIMER_CVAL => Ok(Reg::Kcore(kr::sys::CNTP_CVAL_EL0)),
+            id::PTIMER_CNT => Ok(Reg::PtimerCnt),
             _ if reg & id::COPROC_MASK == id::SYSREG && size == 8 => {
                 let enc = kr::SYSREG | (reg & 0xFFFF);
                 if reg & !(id::ARM64 | id::SIZE_MASK | id::SYSREG | 0xFFFF) != 0 {
@@ -411,7 +424,7 @@ mod tests {
         assert_eq!(decode(0x4030_0000_0010_0000), Err(EINVAL));
         // A system register KCore does not carry: ENOENT.
         assert_eq!(decode(id::sys(3, 0, 0, 0, 1)), Err(ENOENT));
-        assert_eq!(decode(id::sys(3, 3, 14, 2, 1)), Err(ENOENT));
+        assert_eq!(decode(id::sys(3, 3, 14, 2, 0)), Err(ENOENT), "CNTP_TVAL");
         assert_eq!(decode(id::PSCI_VERSION + 4), Err(ENOENT));
         assert_eq!(decode(id::feature_bitmap(3)), Err(ENOENT));
     }
@@ -425,6 +438,17 @@ mod tests {
         );
         assert_eq!(decode(id::TIMER_CNT), Ok(Reg::TimerCnt));
         assert_eq!(decode(id::PSCI_VERSION), Ok(Reg::PsciVersion));
+        // The physical timer's are not swapped, and not listed (KVM 6.1's
+        // `KVM_GET_REG_LIST` has only the virtual timer's three).
+        assert_eq!(decode(id::PTIMER_CTL), Ok(Reg::PtimerCtl));
+        assert_eq!(
+            decode(id::PTIMER_CVAL),
+            Ok(Reg::Kcore(kr::sys::CNTP_CVAL_EL0))
+        );
+        assert_eq!(decode(id::PTIMER_CNT), Ok(Reg::PtimerCnt));
+        for p in [id::PTIMER_CTL, id::PTIMER_CVAL, id::PTIMER_CNT] {
+            assert!((0..COUNT).all(|i| list(i) != p), "{p:#x} listed");
+        }
     }
 
     #[test]

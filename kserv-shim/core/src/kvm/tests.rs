@@ -116,6 +116,8 @@ struct Fake {
     run: Vec<u8>,
     signal: bool,
     kicks: Vec<usize>,
+    /// The deadline of every wait.
+    waits: Vec<u64>,
     /// Pages pinned for reading only.
     pinned_ro: BTreeSet<u64>,
     // Eventfds: the caller's fds (an fd of another kind maps to 0), each
@@ -440,8 +442,9 @@ impl KvmEnv for Fake {
     fn signal_pending(&mut self) -> bool {
         self.signal
     }
-    fn wait(&mut self, _deadline: u64, max_poll_ns: u64) {
+    fn wait(&mut self, deadline: u64, max_poll_ns: u64) {
         // Nothing else runs: a wait would be forever.
+        self.waits.push(deadline);
         self.signal = true;
         self.polls.push(max_poll_ns);
     }
@@ -1964,22 +1967,22 @@ fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
     // Both on one PPI: the first run refuses.
     assert_eq!(vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_PTIMER), Ok(0));
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Err(EINVAL));
-    user(&mut f, 0xA000, &[30]);
+    user(&mut f, 0xA000, &[21]);
     assert_eq!(vcpu_attr(&mut f, &vm, &mut v, SET, g, IRQ_PTIMER), Ok(0));
-    // The guest enables PPI 20: KCore is told it is the timer, and accepts.
+    // The guest enables PPIs 20 and 21: KCore is told they are the timers,
+    // and accepts.
     let isenabler0 = GICR + 0x1_0000 + 0x100;
     vm.with_gic(&mut f, |gic| {
         (
             (),
-            gic.mmio(0, isenabler0, 4, true, 1 << 20).map_or(0, |r| r.1),
+            gic.mmio(0, isenabler0, 4, true, 3 << 20).map_or(0, |r| r.1),
         )
     });
     let flags = vm.with_gic(&mut f, |gic| (gic.timer_flags(0), 0));
-    use kcore_abi::run::entry_flags::{TIMER_DISABLED, TIMER_INTID_SHIFT};
-    assert_eq!(
-        (flags >> TIMER_INTID_SHIFT, flags & TIMER_DISABLED),
-        (20, 0)
-    );
+    use kcore_abi::run::entry_flags::{PTIMER_SHIFT, TIMER_DISABLED, TIMER_INTID_SHIFT};
+    let half = |h: u64| ((h >> TIMER_INTID_SHIFT) & 0xFF, h & TIMER_DISABLED);
+    assert_eq!(half(flags), (20, 0));
+    assert_eq!(half(flags >> PTIMER_SHIFT), (21, 0));
     f.script([(exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3])]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
     assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
@@ -1997,6 +2000,7 @@ mod its;
 mod memslots;
 mod pending;
 mod vcpu_events;
+mod ptimer;
 
 #[test]
 fn guest_debug_steps_through_kcore_and_exits_as_kvm_exit_debug() {

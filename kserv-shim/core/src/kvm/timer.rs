@@ -4,11 +4,9 @@
 //! (`KVM_ARM_VCPU_TIMER_IRQ_PTIMER`, 30) timers, one pair for the whole VM,
 //! set through any vCPU until that vCPU first runs (`EBUSY` after), only
 //! with an in-kernel vGIC (`EINVAL`), only PPIs (`EINVAL`); the first
-//! `KVM_RUN` refuses two timers on one PPI (`EINVAL`). KCore delivers the
-//! virtual timer itself: the shim names its PPI in the run page's entry
-//! flags and leaves that PPI out of what it hands over. Guests have no EL1
-//! physical timer under KCore, so the physical timer's PPI is only
-//! stored and reported.
+//! `KVM_RUN` refuses two timers on one PPI (`EINVAL`). KCore delivers both
+//! timers itself: the shim names their PPIs in the run page's entry flags
+//! and leaves those PPIs out of what it hands over.
 
 use super::env::KvmEnv;
 use super::errno::{EBUSY, EINVAL, ENXIO, Errno};
@@ -64,9 +62,7 @@ pub fn set_attr<E: KvmEnv>(
     }
     has_attr(attr)?;
     vm.timer_ppi[attr as usize].store(irq as u32, SeqCst);
-    if attr == IRQ_VTIMER {
-        vm.with_gic(env, |g| (g.set_vtimer(irq as u32), 0));
-    }
+    vm.with_gic(env, |g| (g.set_timer_ppi(attr as usize, irq as u32), 0));
     Ok(())
 }
 

@@ -529,6 +529,12 @@ pub mod reg {
     pub const TIMER_CVAL: u64 = sys(3, 3, 14, 0, 2);
     /// `KVM_REG_ARM_TIMER_CNT`: the virtual count, encoded as `CNTV_CVAL_EL0`.
     pub const TIMER_CNT: u64 = sys(3, 3, 14, 3, 2);
+    /// `KVM_REG_ARM_PTIMER_CTL` (`CNTP_CTL_EL0`).
+    pub const PTIMER_CTL: u64 = sys(3, 3, 14, 2, 1);
+    /// `KVM_REG_ARM_PTIMER_CVAL` (`CNTP_CVAL_EL0`; no swap here).
+    pub const PTIMER_CVAL: u64 = sys(3, 3, 14, 2, 2);
+    /// `KVM_REG_ARM_PTIMER_CNT`: the physical count (`CNTPCT_EL0`).
+    pub const PTIMER_CNT: u64 = sys(3, 3, 14, 0, 1);
     /// `KVM_REG_ARM_PSCI_VERSION`.
     pub const PSCI_VERSION: u64 = ARM64 | SIZE_U64 | FW;
     /// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1`, `_2`, `_3`: `FW | 1..=3`.
@@ -629,6 +635,9 @@ mod tests {
         assert_eq!(reg::TIMER_CNT, 0x6030_0000_0013_DF1A);
         assert_eq!(reg::TIMER_CVAL, 0x6030_0000_0013_DF02);
         assert_eq!(reg::TIMER_CTL, 0x6030_0000_0013_DF19);
+        assert_eq!(reg::PTIMER_CTL, 0x6030_0000_0013_DF11);
+        assert_eq!(reg::PTIMER_CVAL, 0x6030_0000_0013_DF12);
+        assert_eq!(reg::PTIMER_CNT, 0x6030_0000_0013_DF01);
         assert_eq!(reg::PSCI_VERSION, 0x6030_0000_0014_0000);
     }
 

@@ -292,8 +292,8 @@ fn init<E: KvmEnv>(
 }
 
 /// Every register of `KVM_GET_REG_LIST` that KCore keeps back to its reset
-/// value (`regs::reset_value`); the VM's timer offset and PSCI version and
-/// the vCPU's `MPIDR_EL1` stay.
+/// value (`regs::reset_value`), and the physical timer stopped; the VM's
+/// timer offset and PSCI version and the vCPU's `MPIDR_EL1` stay.
 fn reset_registers<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu) -> Result<(), Errno> {
     let h = vm.handle();
     let vid = u64::from(v.id);
@@ -313,7 +313,9 @@ fn reset_registers<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu) -> Result<(), Errn
             _ => {}
         }
     }
-    Ok(())
+    // The physical timer, which the list leaves out: stopped, as KVM's
+    // `kvm_timer_vcpu_reset` leaves both timers.
+    set(env, kr::sys::CNTP_CTL_EL0, 0)
 }
 
 /// The value of `r` for `GET_ONE_REG`, as little-endian bytes (16 for a
@@ -345,13 +347,28 @@ fn read_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, r: Reg) -> Result<[u8; 16
             out[8..].copy_from_slice(&get(env, kr::V_HI + n)?.to_le_bytes());
         }
         Reg::Spsr32 => {}
-        Reg::TimerCnt => {
-            let off = if vm.protected() {
+        // One arm for the timers' pseudo-registers: more arms would make
+        // this match a jump table (an indirect branch, which the module
+        // must not have).
+        Reg::TimerCnt | Reg::PtimerCnt | Reg::PtimerCtl => {
+            let v = if vm.protected() {
                 return Err(EPERM);
+            } else if r == Reg::PtimerCtl {
+                // ISTATUS as of now, as KVM's `read_timer_ctl`.
+                let ctl = get(env, kr::sys::CNTP_CTL_EL0)? & !CNT_CTL_ISTATUS;
+                let cval = get(env, kr::sys::CNTP_CVAL_EL0)?;
+                ctl | if env.now() >= cval {
+                    CNT_CTL_ISTATUS
+                } else {
+                    0
+                }
+            } else if r == Reg::PtimerCnt {
+                // No physical offset.
+                env.now()
             } else {
-                get(env, kr::CNTVOFF)?
+                env.now().wrapping_sub(get(env, kr::CNTVOFF)?)
             };
-            out[..8].copy_from_slice(&env.now().wrapping_sub(off).to_le_bytes());
+            out[..8].copy_from_slice(&v.to_le_bytes());
         }
         Reg::PsciVersion => {
             // KVM_ARM_PSCI_0_1 for a vCPU without KVM_ARM_VCPU_PSCI_0_2.
@@ -376,6 +393,9 @@ fn get_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
     let bytes = read_reg(env, vm, v, r)?;
     env.copy_to_user(addr, &bytes[..uapi::reg::size(id).min(16)])
 }
+
+/// `CNTx_CTL_EL0.ISTATUS`: the timer's condition is met.
+const CNT_CTL_ISTATUS: u64 = 1 << 2;
 
 /// `SET_ONE_REG`. A protected VM's vCPU 0 takes only its PC and `x0`, and
 /// only before it first ran; its other vCPUs take nothing (they start where
@@ -421,7 +441,7 @@ fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
             let same = match r {
                 Reg::V(_) => lo == 0 && hi == 0,
                 Reg::PsciVersion => return set_psci_version(vm, v, lo),
-                Reg::TimerCnt => false,
+                Reg::TimerCnt | Reg::PtimerCnt => false,
                 r => lo == regs::reset_value(r, mpidr),
             };
             return if same && !v.ran { Ok(()) } else { Err(EPERM) };
@@ -471,6 +491,9 @@ fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) ->
             }
             Ok(())
         }
+        Reg::PtimerCtl => set(env, kr::sys::CNTP_CTL_EL0, lo),
+        // No physical counter offset: the count is the machine's.
+        Reg::PtimerCnt => Err(EINVAL),
         Reg::PsciVersion => set_psci_version(vm, v, lo),
         Reg::Id(_) | Reg::Zero | Reg::Workaround | Reg::FeatureBitmap(_) => Ok(()),
     }

@@ -13,10 +13,11 @@
 //! (the exit reports each list register's state, [`Vgic::fold`]). An edge's
 //! pending state moves into the list register when it is handed over, as in
 //! KVM's `vgic_v3_populate_lr`, so an edge that comes in meanwhile is not
-//! lost. KCore delivers the guest's virtual timer (PPI 27) itself: it is
-//! never handed over, and its PPI reads as pending (`ISPENDR`/`ICPENDR`)
-//! while the timer asserts it, as of the vCPU's last exit report and the
-//! counter at the access, as KVM reads the timer's line level. Register behaviour follows KVM's
+//! lost. KCore delivers the guest's virtual and EL1 physical timers (PPIs 27
+//! and 30, or those the VMM chose) itself: they are never handed over, and
+//! their PPIs read as pending (`ISPENDR`/`ICPENDR`) while the timer asserts
+//! it, as of the vCPU's last exit report and the counter at the access, as
+//! KVM reads the timers' line level. Register behaviour follows KVM's
 //! `vgic-mmio-v3.c` (Linux 6.1): accesses of a width a register does not
 //! take read as zero and are ignored, SGI and PPI configuration is read-only,
 //! `GICR_WAKER` reads as zero, priorities keep their top 5 bits.
@@ -40,16 +41,19 @@ pub const MAX_IRQS: u32 = 992;
 pub const DEFAULT_IRQS: u32 = 256;
 /// Most interrupts handed to KCore per entry: the list registers of QEMU's
 /// GICv3 (and of the Cortex-A cores' GIC CPU interfaces), four. KCore's
-/// timer entry takes a free one when the guest's timer needs it, so the
+/// timer entries take free ones when the guest's timers need them, so the
 /// last is only filled when the three before it are all active
 /// ([`SPARE_SLOTS`]): only then does the guest need it (a fourth level of
-/// preemption, four interrupts restored active), and the timer never waits
-/// behind a pending interrupt.
+/// preemption, four interrupts restored active), and a timer never waits
+/// behind a pending interrupt (only the physical timer behind the virtual
+/// one, when both fire together and three interrupts are pending).
 pub const IRQ_SLOTS: usize = 4;
 /// Entries handed over while fewer than that many are active.
 pub const SPARE_SLOTS: usize = 3;
 /// The guest's virtual timer, which KCore delivers.
 pub const TIMER_PPI: u32 = 27;
+/// The guest's EL1 physical timer, which KCore delivers.
+pub const PTIMER_PPI: u32 = 30;
 
 /// `GICD_IIDR`/`GICR_IIDR`: KVM's product id, Arm as implementer,
 /// revision 2 (groups are guest-configurable).
@@ -191,9 +195,10 @@ pub struct Vgic {
     /// INTID - 32.
     maybe_private: [u32; MAX_VCPUS],
     maybe_spi: [u64; ACKED_WORDS],
-    /// The PPI the guest's virtual timer is (`KVM_ARM_VCPU_TIMER_IRQ_VTIMER`;
-    /// 0: [`TIMER_PPI`]): KCore delivers it, the shim never hands it over.
-    vtimer: u32,
+    /// The PPIs the guest's virtual and physical timers are
+    /// (`KVM_ARM_VCPU_TIMER_IRQ_VTIMER`, `_PTIMER`; 0: [`TIMER_PPI`],
+    /// [`PTIMER_PPI`]): KCore delivers them, the shim never hands them over.
+    timer_ppis: [u32; 2],
     /// The ITS and its LPIs ([`its`]).
     pub its: its::Its,
     /// vCPUs whose `GICR_CTLR.EnableLPIs` is set.
@@ -762,9 +767,13 @@ impl Vgic {
             let intid = rest.trailing_zeros();
             rest &= rest - 1;
             let irq = &self.private[v][intid as usize];
-            // KCore's: the timer's PPI, and PPI 27 behind it (which
-            // KCore refuses from the shim whatever the guest's timer is).
-            let timer = intid == TIMER_PPI || intid == self.vtimer();
+            // KCore's: the timers' PPIs, and PPIs 27 and 30 behind them
+            // (which KCore refuses from the shim whatever the guest's
+            // timers are).
+            let timer = intid == TIMER_PPI
+                || intid == PTIMER_PPI
+                || intid == self.timer_ppi(0)
+                || intid == self.timer_ppi(1);
             if !timer && irq.owner == 0 && self.wanted(irq) && take(intid, irq) {
                 return true;
             }
@@ -810,28 +819,37 @@ impl Vgic {
         false
     }
 
-    /// The virtual timer's PPI.
-    pub fn vtimer(&self) -> u32 {
-        if self.vtimer == 0 {
-            TIMER_PPI
-        } else {
-            self.vtimer
+    /// Timer `t`'s PPI: the virtual timer's (0) or the physical timer's
+    /// (1).
+    pub fn timer_ppi(&self, t: usize) -> u32 {
+        match self.timer_ppis[t % 2] {
+            0 => [TIMER_PPI, PTIMER_PPI][t % 2],
+            p => p,
         }
     }
 
-    /// Makes PPI `ppi` (16..=31) the virtual timer's.
-    pub fn set_vtimer(&mut self, ppi: u32) {
-        self.vtimer = ppi;
+    /// Makes PPI `ppi` (16..=31) timer `t`'s ([`Self::timer_ppi`]).
+    pub fn set_timer_ppi(&mut self, t: usize, ppi: u32) {
+        self.timer_ppis[t % 2] = ppi;
     }
 
-    /// How vCPU `v`'s timer PPI is configured, as `run::entry_flags` for
-    /// KCore, which delivers it: disabled (or the distributor is), its
-    /// priority and group. 0 (KCore's default) without a vGIC.
+    /// How vCPU `v`'s timer PPIs are configured, as `run::entry_flags` for
+    /// KCore, which delivers them: each disabled (or the distributor is),
+    /// its priority, group and INTID, the virtual timer's in the low half,
+    /// the physical timer's in the high one. 0 (KCore's defaults) without
+    /// a vGIC.
     pub fn timer_flags(&self, v: usize) -> u64 {
+        use kcore_abi::run::entry_flags::PTIMER_SHIFT;
+        self.timer_half(v, self.timer_ppi(0), TIMER_PPI)
+            | self.timer_half(v, self.timer_ppi(1), PTIMER_PPI) << PTIMER_SHIFT
+    }
+
+    /// One timer's half of [`Self::timer_flags`]: PPI `ppi`, whose default
+    /// (INTID field 0) is `default`.
+    fn timer_half(&self, v: usize, ppi: u32, default: u32) -> u64 {
         use kcore_abi::run::entry_flags::{
             TIMER_DISABLED, TIMER_GROUP0, TIMER_INTID_SHIFT, TIMER_PRIORITY_SHIFT,
         };
-        let ppi = self.vtimer();
         let Some(t) = self
             .private
             .get(v)
@@ -843,7 +861,7 @@ impl Vgic {
             return 0;
         }
         let mut flags = u64::from(t.priority) << TIMER_PRIORITY_SHIFT;
-        if ppi != TIMER_PPI {
+        if ppi != default {
             flags |= u64::from(ppi) << TIMER_INTID_SHIFT;
         }
         if !self.enabled || !t.enabled() {

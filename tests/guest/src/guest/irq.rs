@@ -3,6 +3,7 @@
 //! The handler acknowledges one interrupt and:
 //! - the virtual timer: if it fired, masks it (the tests re-arm it) and
 //!   counts it with the counter value it saw (a stale one is ignored);
+//! - the physical timer: alike, with the physical counter's value;
 //! - [`SGI_PING`] (on vCPU 1): counts it and answers with [`SGI_PONG`] to
 //!   vCPU 0;
 //! - [`SGI_PONG`] (on vCPU 0): counts it;
@@ -15,7 +16,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kcore_test_guest::VCPUS;
 use kcore_test_guest::bench::IRQ_GSI;
 use kcore_test_guest::eventfd::{EDGE_GSI, LEVEL_GSI, spi};
-use kcore_test_guest::gic::{SGI_PING, SGI_PONG, TIMER_INTID};
+use kcore_test_guest::gic::{PTIMER_INTID, SGI_PING, SGI_PONG, TIMER_INTID};
 
 /// The eventfd program's SPIs.
 const EDGE_SPI: u32 = spi(EDGE_GSI);
@@ -33,6 +34,13 @@ pub struct TimerIrqs {
 
 /// Timer interrupts taken, by vCPU index.
 pub static TIMER: [TimerIrqs; VCPUS as usize] = [const {
+    TimerIrqs {
+        count: AtomicU32::new(0),
+        at: AtomicU64::new(0),
+    }
+}; VCPUS as usize];
+/// Physical timer interrupts taken, by vCPU index (`at`: `CNTPCT_EL0`).
+pub static PTIMER: [TimerIrqs; VCPUS as usize] = [const {
     TimerIrqs {
         count: AtomicU32::new(0),
         at: AtomicU64::new(0),
@@ -74,6 +82,17 @@ pub fn handle() {
                 timer::mask();
                 TIMER[vcpu].at.store(timer::counter(), Ordering::SeqCst);
                 TIMER[vcpu].count.fetch_add(1, Ordering::SeqCst);
+            } else {
+                SPURIOUS_TIMER.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        (PTIMER_INTID, _) if vcpu < PTIMER.len() => {
+            let fired = timer::CTL_ENABLE | timer::CTL_ISTATUS;
+            if timer::physical::control() & (fired | timer::CTL_IMASK) == fired {
+                timer::physical::mask();
+                let at = timer::physical::counter();
+                PTIMER[vcpu].at.store(at, Ordering::SeqCst);
+                PTIMER[vcpu].count.fetch_add(1, Ordering::SeqCst);
             } else {
                 SPURIOUS_TIMER.fetch_add(1, Ordering::SeqCst);
             }

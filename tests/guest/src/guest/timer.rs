@@ -1,6 +1,7 @@
 //! The generic timer: the virtual counter (every timeout in the guest) and
 //! the EL1 virtual timer, whose interrupt is PPI
-//! [`TIMER_INTID`](kcore_test_guest::gic::TIMER_INTID).
+//! [`TIMER_INTID`](kcore_test_guest::gic::TIMER_INTID), and the EL1
+//! physical timer ([`physical`]).
 
 use core::arch::asm;
 
@@ -100,4 +101,73 @@ pub fn control() -> u64 {
     // SAFETY: reads this vCPU's timer control; no side effects.
     unsafe { asm!("mrs {}, cntv_ctl_el0", out(reg) v, options(nomem, nostack, preserves_flags)) };
     v
+}
+
+/// The EL1 physical timer (`CNTP_*`, against the physical counter), whose
+/// interrupt is PPI [`PTIMER_INTID`](kcore_test_guest::gic::PTIMER_INTID).
+pub mod physical {
+    use super::{CTL_ENABLE, CTL_IMASK};
+    use core::arch::asm;
+
+    /// `CNTPCT_EL0`, read after all earlier instructions.
+    pub fn counter() -> u64 {
+        let v: u64;
+        // SAFETY: reads the physical counter; no side effects.
+        unsafe {
+            asm!("isb", "mrs {}, cntpct_el0", out(reg) v, options(nomem, nostack, preserves_flags))
+        };
+        v
+    }
+
+    /// Writes `CNTP_CTL_EL0`.
+    fn set_control(ctl: u64) {
+        // SAFETY: programs this vCPU's physical timer; no memory access.
+        unsafe {
+            asm!(
+                "msr cntp_ctl_el0, {ctl}",
+                "isb",
+                ctl = in(reg) ctl,
+                options(nomem, nostack, preserves_flags)
+            )
+        };
+    }
+
+    /// Arms the timer `ticks` ahead through `CNTP_TVAL_EL0`; returns the
+    /// compare value that set (`CNTP_CVAL_EL0`).
+    pub fn arm_in(ticks: u64) -> u64 {
+        let cval: u64;
+        // SAFETY: programs this vCPU's physical timer; no memory access.
+        unsafe {
+            asm!(
+                "msr cntp_tval_el0, {tval}",
+                "isb",
+                "mrs {cval}, cntp_cval_el0",
+                tval = in(reg) ticks,
+                cval = out(reg) cval,
+                options(nomem, nostack, preserves_flags),
+            )
+        };
+        set_control(CTL_ENABLE);
+        cval
+    }
+
+    /// Keeps the timer running but stops it asserting its interrupt.
+    pub fn mask() {
+        set_control(CTL_ENABLE | CTL_IMASK);
+    }
+
+    /// Turns the timer off.
+    pub fn disarm() {
+        set_control(0);
+    }
+
+    /// `CNTP_CTL_EL0`.
+    pub fn control() -> u64 {
+        let v: u64;
+        // SAFETY: reads this vCPU's timer control; no side effects.
+        unsafe {
+            asm!("mrs {}, cntp_ctl_el0", out(reg) v, options(nomem, nostack, preserves_flags))
+        };
+        v
+    }
 }

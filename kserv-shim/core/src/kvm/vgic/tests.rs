@@ -194,16 +194,26 @@ fn private_configuration_is_read_only_and_priorities_keep_five_bits() {
 
 #[test]
 fn the_timer_ppi_configuration_goes_to_kcore() {
-    use kcore_abi::run::entry_flags::{TIMER_DISABLED, TIMER_GROUP0};
+    use kcore_abi::run::entry_flags::{PTIMER_SHIFT, TIMER_DISABLED, TIMER_GROUP0};
     let mut g = gic(64);
-    assert_eq!(g.timer_flags(0), TIMER_DISABLED, "PPIs start disabled");
+    let both = TIMER_DISABLED | TIMER_DISABLED << PTIMER_SHIFT;
+    assert_eq!(g.timer_flags(0), both, "PPIs start disabled");
     let sgi_frame = R + 0x1_0000;
     w(&mut g, 0, sgi_frame + 0x100, 1 << 27);
     g.mmio(0, sgi_frame + 0x41B, 1, true, 0xA0);
-    assert_eq!(g.timer_flags(0), 0xA0 << 8);
+    let ptimer_off = TIMER_DISABLED << PTIMER_SHIFT;
+    assert_eq!(g.timer_flags(0), 0xA0 << 8 | ptimer_off);
     w(&mut g, 0, sgi_frame + 0x80, !(1u64 << 27) & 0xFFFF_FFFF);
-    assert_eq!(g.timer_flags(0), 0xA0 << 8 | TIMER_GROUP0);
-    assert_eq!(g.timer_flags(1), TIMER_DISABLED, "vCPU 1's own PPI");
+    assert_eq!(g.timer_flags(0), 0xA0 << 8 | TIMER_GROUP0 | ptimer_off);
+    assert_eq!(g.timer_flags(1), both, "vCPU 1's own PPI");
+    // The physical timer's PPI 30, in the high half, alike; moved to PPI
+    // 22 it names its INTID.
+    w(&mut g, 0, sgi_frame + 0x100, 1 << 30);
+    g.mmio(0, sgi_frame + 0x41E, 1, true, 0x50);
+    assert_eq!(g.timer_flags(0) >> PTIMER_SHIFT, 0x50 << 8, "group 1");
+    g.set_timer_ppi(1, 22);
+    assert_eq!(g.timer_flags(0) >> PTIMER_SHIFT, 22 << 24 | TIMER_DISABLED);
+    g.set_timer_ppi(1, 30);
     w(&mut g, 0, D, 0);
     assert_eq!(
         g.timer_flags(0) & TIMER_DISABLED,

@@ -19,7 +19,7 @@ use kcore_test_guest::TESTS;
 pub type Test = (&'static str, fn() -> TestResult);
 
 /// Every test, in order.
-pub const ALL: [Test; 22] = [
+pub const ALL: [Test; 23] = [
     ("x0", boot::x0),
     ("mmu", boot::mmu),
     ("mmio8", mmio::mmio8),
@@ -37,6 +37,7 @@ pub const ALL: [Test; 22] = [
     ("fpsimd", traps::fpsimd),
     ("vtimer", timer::vtimer),
     ("wfi-timer", timer::wfi_timer),
+    ("ptimer", timer::ptimer),
     ("cpu-on", vcpu1::cpu_on),
     ("sgi", vcpu1::sgi),
     ("fpsimd-vcpu1", vcpu1::fpsimd),

@@ -1,12 +1,13 @@
 //! The virtual timer: its interrupt through the GIC CPU interface
 //! (`vtimer`), and waking a vCPU that idles in WFI with the interrupt
-//! masked (`wfi-timer`).
+//! masked (`wfi-timer`); the EL1 physical timer's interrupt, with the
+//! vCPU idling in WFI meanwhile (`ptimer`).
 
 use crate::guest::runner::{TestResult, ensure};
 use crate::guest::timer::{self, CTL_IMASK, CTL_ISTATUS};
 use crate::guest::{cpu, gic, irq};
 use core::sync::atomic::Ordering;
-use kcore_test_guest::gic::TIMER_INTID;
+use kcore_test_guest::gic::{PTIMER_INTID, TIMER_INTID};
 
 /// The `vtimer` test's deadline.
 const VTIMER_MS: u64 = 2;
@@ -104,6 +105,55 @@ pub fn wfi_timer() -> TestResult {
     ensure!(
         at >= cval,
         "interrupt at counter {at:#x}, before CVAL {cval:#x}"
+    );
+    Ok(())
+}
+
+/// Arms the physical timer 2 ms ahead through `CNTP_TVAL_EL0` and idles in
+/// WFI (the virtual timer off: only the physical one can end the waits)
+/// until the handler has taken its interrupt: exactly INTID 30, not before
+/// the compare value, with the timer condition still met and masked by the
+/// handler, and nothing else taken.
+pub fn ptimer() -> TestResult {
+    let taken = || irq::PTIMER[0].count.load(Ordering::SeqCst);
+    let before = taken();
+    let spurious = irq::SPURIOUS_TIMER.load(Ordering::SeqCst);
+    let unexpected = irq::UNEXPECTED.load(Ordering::SeqCst);
+    let ticks = timer::ticks_in_ms(VTIMER_MS);
+    let start = timer::physical::counter();
+    let cval = timer::physical::arm_in(ticks);
+    ensure!(
+        start + ticks <= cval && cval <= timer::physical::counter() + ticks,
+        "CNTP_TVAL_EL0 {ticks:#x} at counter {start:#x} set CNTP_CVAL_EL0 {cval:#x}"
+    );
+    let timeout = timer::deadline_after_ms(TIMEOUT_MS);
+    while taken() == before && timer::counter() < timeout {
+        cpu::wfi();
+        cpu::take_pending_irqs();
+    }
+    let end = timer::physical::counter();
+    let ctl = timer::physical::control();
+    timer::physical::disarm();
+    ensure!(
+        taken() != before,
+        "no interrupt {PTIMER_INTID} within {TIMEOUT_MS} ms (CNTP_CTL_EL0 {ctl:#x}, {} other interrupts)",
+        irq::UNEXPECTED.load(Ordering::SeqCst) - unexpected
+    );
+    let at = irq::PTIMER[0].at.load(Ordering::SeqCst);
+    ensure!(
+        cval <= at && at <= end,
+        "interrupt at counter {at:#x}: CVAL was {cval:#x}, the wait ended at {end:#x}"
+    );
+    let early = irq::SPURIOUS_TIMER.load(Ordering::SeqCst) - spurious;
+    ensure!(early == 0, "{early} stale timer interrupts");
+    ensure!(
+        ctl & (CTL_ISTATUS | CTL_IMASK) == CTL_ISTATUS | CTL_IMASK,
+        "CNTP_CTL_EL0 is {ctl:#x} after the interrupt"
+    );
+    ensure!(
+        irq::UNEXPECTED.load(Ordering::SeqCst) == unexpected,
+        "unexpected INTID {}",
+        irq::LAST_UNEXPECTED.load(Ordering::SeqCst)
     );
     Ok(())
 }
