@@ -466,6 +466,11 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         }
         put(run::EXIT_TIMER_CTL, l.ctx.cntv_ctl);
         put(run::EXIT_TIMER_DEADLINE, l.ctx.timer_deadline());
+        put(run::EXIT_TIMER_DEADLINES, l.ctx.deadline_of(Timer::Virt));
+        put(
+            run::EXIT_TIMER_DEADLINES + 1,
+            l.ctx.deadline_of(Timer::Phys),
+        );
         put(run::EXIT_IRQ_COUNT, l.n_irqs as u64);
         for i in 0..l.n_irqs {
             let lr = l.lrs.as_slice().get(i).copied().unwrap_or_default();

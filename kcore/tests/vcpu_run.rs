@@ -752,6 +752,11 @@ fn the_physical_timer_is_delivered_by_kcore_and_is_each_vcpus_own() {
         1500,
         "the earlier deadline: KServ wakes the vCPU then"
     );
+    assert_eq!(
+        out[run::EXIT_TIMER_DEADLINES..][..2],
+        [3000, 1500],
+        "each timer's own, for the PPIs' line levels"
+    );
     // vCPU 1's physical timer is its own: off, nothing delivered, no
     // deadline; vCPU 0's state stays in vCPU 0.
     g.now = 2000;
@@ -760,6 +765,10 @@ fn the_physical_timer_is_delivered_by_kcore_and_is_each_vcpus_own() {
     assert_eq!((g.entries[1].0.cntp_ctl, g.entries[1].0.cntp_cval), (0, 0));
     assert_eq!(g.entries[1].1.len, 0);
     assert_eq!(exit_words(&v.w)[run::EXIT_TIMER_DEADLINE], u64::MAX);
+    assert_eq!(
+        exit_words(&v.w)[run::EXIT_TIMER_DEADLINES..][..2],
+        [u64::MAX; 2]
+    );
     // vCPU 0's fired meanwhile: delivered as PPI 30, behind PPI 30.
     g.then(irq_exit());
     run(&mut v, 0, &mut g);

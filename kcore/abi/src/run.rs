@@ -104,11 +104,16 @@ pub const EXIT_TIMER_CTL: usize = EXIT + 8;
 /// EL1 physical timer's deadlines, `u64::MAX` if both are disabled or
 /// masked. KServ wakes a vCPU idling in `WFI` then.
 pub const EXIT_TIMER_DEADLINE: usize = EXIT + 9;
+/// Exit words (ABI 0.11): each timer's own deadline, the virtual timer's
+/// then the EL1 physical timer's (`u64::MAX`: disabled or masked): what
+/// KServ's vGIC reads as each timer PPI's line (`GICR_ISPENDR0`).
+/// [`EXIT_TIMER_DEADLINE`] is the earlier of the two.
+pub const EXIT_TIMER_DEADLINES: usize = EXIT + 10;
 /// Exit word: how many [`irq`] words follow.
-pub const EXIT_IRQ_COUNT: usize = EXIT + 10;
+pub const EXIT_IRQ_COUNT: usize = EXIT + 12;
 /// Exit words: the state now of each interrupt KServ supplied, in the order
 /// supplied; an interrupt the guest completed has state 0.
-pub const EXIT_IRQS: usize = EXIT + 11;
+pub const EXIT_IRQS: usize = EXIT + 13;
 /// Words of the whole page that KCore uses.
 pub const WORDS: usize = EXIT_IRQS + MAX_IRQS;
 

@@ -159,6 +159,7 @@ pub fn header() -> String {
             EXIT_ARGS,
             EXIT_TIMER_CTL,
             EXIT_TIMER_DEADLINE,
+            EXIT_TIMER_DEADLINES,
             EXIT_IRQ_COUNT,
             EXIT_IRQS,
             WORDS,

@@ -1999,8 +1999,8 @@ mod halt_poll;
 mod its;
 mod memslots;
 mod pending;
-mod vcpu_events;
 mod ptimer;
+mod vcpu_events;
 
 #[test]
 fn guest_debug_steps_through_kcore_and_exits_as_kvm_exit_debug() {

@@ -659,11 +659,15 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
     let st = &vm.vcpus[id].stats;
     bump(&st.exits);
     let e = Exit::read(env, v.run_pfn);
-    let (deadline, now) = (e.word(run::EXIT_TIMER_DEADLINE), env.now());
+    let deadlines = [
+        e.word(run::EXIT_TIMER_DEADLINES),
+        e.word(run::EXIT_TIMER_DEADLINES + 1),
+    ];
+    let now = env.now();
     match e.irq_states(n) {
         Some(states) => {
             let acked = vm.with_gic(env, |g| {
-                g.timer_exit(id, deadline, now);
+                g.timer_exit(id, deadlines, now);
                 let k = g.fold(id, &irqs[..n], states);
                 (g.take_acked(), k)
             });

@@ -207,7 +207,7 @@ pub struct Vgic {
     /// fires, plus one, as its last exit reported (0: disabled or masked):
     /// the timer's output, which KCore delivers, for reads of its PPI's
     /// pending state ([`Self::set_clock`]).
-    timer_at: [u64; MAX_VCPUS],
+    timer_at: [[u64; 2]; MAX_VCPUS],
     /// The physical counter as of the last exit or register access.
     clock: u64,
 }
@@ -374,17 +374,17 @@ impl Vgic {
         self.routed = false;
         // Nothing is pending at reset.
         self.maybe_private = [0; MAX_VCPUS];
-        self.timer_at = [0; MAX_VCPUS];
+        self.timer_at = [[0; 2]; MAX_VCPUS];
         self.maybe_spi = [0; ACKED_WORDS];
         self.ready = true;
     }
 
-    /// vCPU `v` left the guest at counter `now` with its virtual timer
-    /// due at `deadline` (`u64::MAX`: disabled or masked), as KCore's exit
-    /// report says.
-    pub fn timer_exit(&mut self, v: usize, deadline: u64, now: u64) {
+    /// vCPU `v` left the guest at counter `now` with its virtual and EL1
+    /// physical timers due at `deadlines` (`u64::MAX`: disabled or masked),
+    /// as KCore's exit report says.
+    pub fn timer_exit(&mut self, v: usize, deadlines: [u64; 2], now: u64) {
         if let Some(at) = self.timer_at.get_mut(v) {
-            *at = deadline.wrapping_add(1);
+            *at = deadlines.map(|d| d.wrapping_add(1));
         }
         self.clock = now;
     }
@@ -394,12 +394,12 @@ impl Vgic {
         self.clock = now;
     }
 
-    /// Whether vCPU `v`'s virtual timer asserts its interrupt (KCore
-    /// delivers it; KVM's line level of the timer's PPI).
-    fn timer_output(&self, v: usize) -> bool {
+    /// Whether vCPU `v`'s timer `t` (0: virtual, 1: physical) asserts its
+    /// interrupt (KCore delivers it; KVM's line level of the timer's PPI).
+    fn timer_output(&self, v: usize, t: usize) -> bool {
         self.timer_at
             .get(v)
-            .is_some_and(|&at| at != 0 && at - 1 <= self.clock)
+            .is_some_and(|at| at[t % 2] != 0 && at[t % 2] - 1 <= self.clock)
     }
 
     /// Whether vCPU `v` has a redistributor (it existed at init).
@@ -1315,7 +1315,8 @@ impl Vgic {
         let mut kick = 0u64;
         // The timer's PPI is pending while the timer asserts it, as its
         // line level in KVM.
-        let timer = (self.vtimer(), self.timer_output(v));
+        let asserted = |id: u32| (0..2).any(|t| self.timer_ppi(t) == id && self.timer_output(v, t));
+        let timers: [bool; 32] = core::array::from_fn(|id| asserted(id as u32));
         for k in 0..count {
             let id = intid + k;
             let field = (data >> (k * bits)) & ((1 << bits) - 1);
@@ -1327,7 +1328,9 @@ impl Vgic {
                 let got = match first {
                     0x80 => u64::from(irq.has(f::GROUP1)),
                     0x100 | 0x180 => u64::from(irq.enabled()),
-                    0x200 | 0x280 => u64::from(irq.pending() || timer == (id, true)),
+                    0x200 | 0x280 => u64::from(
+                        irq.pending() || timers.get(id as usize).copied().unwrap_or(false),
+                    ),
                     0x300 | 0x380 => u64::from(irq.active()),
                     0x400 => u64::from(irq.priority),
                     _ => u64::from(irq.has(f::EDGE)) << 1,

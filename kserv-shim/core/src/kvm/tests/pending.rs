@@ -1,6 +1,6 @@
 //! Pending state through the emulated distributor and redistributors: a
-//! pending SPI and the guest's virtual timer PPI (which KCore delivers:
-//! its pending state is the timer's output, from KCore's exit reports)
+//! pending SPI and the guest's timer PPIs (which KCore delivers: their
+//! pending state is each timer's output, from KCore's exit reports)
 //! read as pending in `GICD_ISPENDR`/`GICR_ISPENDR0`, both to the VMM
 //! (`KVM_DEV_ARM_VGIC_GRP_{DIST,REDIST}_REGS`) and to the guest's MMIO.
 
@@ -12,16 +12,19 @@ fn ispendr0(f: &mut Fake, vm: &Vm) -> u32 {
     gic_attr(f, vm, 1, GRP_REDIST_REGS, 0x1_0200, 0).expect("ISPENDR0")
 }
 
-/// One guest run: a read of `GICR_ISPENDR0` with the timer's `CNTV_CTL`
-/// set to `ctl` (due at once: `CVAL` 0), then an exit to the VMM; what the
-/// guest read.
-fn guest_reads_ispendr0(f: &mut Fake, vm: &Vm, v: &mut Vcpu, ctl: u64) -> u64 {
+/// One guest run: a read of `GICR_ISPENDR0` with the virtual timer's
+/// `CNTV_CTL` set to `ctl` and the physical timer's `CNTP_CTL` to `pctl`
+/// (each due at once: `CVAL` 0), then an exit to the VMM; what the guest
+/// read.
+fn guest_reads_ispendr0_both(f: &mut Fake, vm: &Vm, v: &mut Vcpu, ctl: u64, pctl: u64) -> u64 {
     let k = f.k();
     k.guest.then_do(
         data_abort(GICR + 0x1_0200, false, 4, false),
         move |ctx, _| {
             ctx.cntv_ctl = ctl;
             ctx.cntv_cval = 0;
+            ctx.cntp_ctl = pctl;
+            ctx.cntp_cval = 0;
         },
     );
     k.answer_regs.push(Some(RT));
@@ -29,6 +32,11 @@ fn guest_reads_ispendr0(f: &mut Fake, vm: &Vm, v: &mut Vcpu, ctl: u64) -> u64 {
     assert_eq!(ioctl(f, vm, v, uapi::RUN, 0), Ok(0));
     assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
     *f.answers().last().expect("the read completed")
+}
+
+/// [`guest_reads_ispendr0_both`] with the physical timer off.
+fn guest_reads_ispendr0(f: &mut Fake, vm: &Vm, v: &mut Vcpu, ctl: u64) -> u64 {
+    guest_reads_ispendr0_both(f, vm, v, ctl, 0)
 }
 
 #[test]
@@ -55,6 +63,14 @@ fn a_pending_spi_and_the_timers_ppi_read_as_pending() {
     let got = guest_reads_ispendr0(&mut f, &vm, &mut v, 3);
     assert_eq!(got & 1 << 27, 0, "{got:#x}");
     assert_eq!(ispendr0(&mut f, &vm) & 1 << 27, 0);
+    // The physical timer alone due: PPI 30, not 27 (each timer's own
+    // deadline from KCore's exit report).
+    let got = guest_reads_ispendr0_both(&mut f, &vm, &mut v, 3, 1);
+    assert_eq!(got & (1 << 27 | 1 << 30), 1 << 30, "{got:#x}");
+    assert_eq!(ispendr0(&mut f, &vm) & (1 << 27 | 1 << 30), 1 << 30);
+    // Both due: both pending.
+    let got = guest_reads_ispendr0_both(&mut f, &vm, &mut v, 1, 1);
+    assert_eq!(got & (1 << 27 | 1 << 30), 1 << 27 | 1 << 30, "{got:#x}");
     // A PPI the VMM raises is pending too (its line).
     assert_eq!(vm::irq_line(&mut f, &vm, 2 << 24 | 20, true), Ok(()));
     assert_eq!(ispendr0(&mut f, &vm) & 1 << 20, 1 << 20);
