@@ -251,28 +251,92 @@ impl Vgic {
 
     /// Sets a base: `EEXIST` when already set, `EINVAL` unaligned (64 KiB),
     /// `E2BIG` outside an IPA space of `ipa_bits` (`vgic_check_iorange`).
+    /// The redistributors' as [`Self::set_redist_base`] with one vCPU.
     pub fn set_base(&mut self, redist: bool, addr: u64, ipa_bits: u32) -> Result<(), Errno> {
         use super::errno::{E2BIG, EEXIST};
-        use super::uapi::vgic_attr::{DIST_SIZE, REDIST_SIZE};
-        if redist && self.redist_count != 0 {
-            // Set as a region: the legacy type does not mix with it.
-            return Err(EINVAL);
+        use super::uapi::vgic_attr::DIST_SIZE;
+        if redist {
+            return self.set_redist_base(addr, 1, ipa_bits);
         }
-        if self.base(redist).is_some() {
+        if self.base(false).is_some() {
             return Err(EEXIST);
         }
-        let size = if redist { REDIST_SIZE } else { DIST_SIZE };
         if !addr.is_multiple_of(0x1_0000) {
             return Err(EINVAL);
         }
         let limit = 1u64 << ipa_bits;
-        if addr >= limit || addr.checked_add(size).is_none_or(|e| e > limit) {
+        if addr >= limit || addr.checked_add(DIST_SIZE).is_none_or(|e| e > limit) {
             return Err(E2BIG);
         }
-        if redist {
-            self.redist = addr + 1;
+        self.dist = addr + 1;
+        Ok(())
+    }
+
+    /// `KVM_VGIC_V3_ADDR_TYPE_REDIST` (`vgic_v3_alloc_redist_region`
+    /// without a count): one redistributor per vCPU, sized by the `vcpus`
+    /// created so far, as KVM sizes it. Set already: `EEXIST` (`EINVAL` if
+    /// set as a region, which the legacy type does not mix with);
+    /// overlapping the distributor `EINVAL`; then `vgic_check_iorange`'s
+    /// alignment `EINVAL` and range `E2BIG`.
+    pub fn set_redist_base(&mut self, addr: u64, vcpus: u64, ipa_bits: u32) -> Result<(), Errno> {
+        use super::errno::{E2BIG, EEXIST};
+        use super::uapi::vgic_attr::{DIST_SIZE, REDIST_SIZE};
+        let end = vcpus
+            .checked_mul(REDIST_SIZE)
+            .and_then(|size| addr.checked_add(size))
+            .ok_or(EINVAL)?;
+        if self.base(true).is_some() {
+            return Err(if self.redist_count != 0 {
+                EINVAL
+            } else {
+                EEXIST
+            });
+        }
+        if let Some(d) = self.base(false)
+            && end > d
+            && addr < d + DIST_SIZE
+        {
+            return Err(EINVAL);
+        }
+        if !addr.is_multiple_of(0x1_0000) {
+            return Err(EINVAL);
+        }
+        let limit = 1u64 << ipa_bits;
+        if addr >= limit || end > limit {
+            return Err(E2BIG);
+        }
+        self.redist = addr + 1;
+        Ok(())
+    }
+
+    /// The first `KVM_RUN`'s checks of the frames with `vcpus` vCPUs
+    /// (`vgic_v3_map_resources`, in its order): a vCPU without a
+    /// redistributor (none placed, or a region with fewer than `vcpus`) or
+    /// no distributor `ENXIO`; redistributors past the IPA space or
+    /// overlapping the distributor `EINVAL` (`vgic_v3_check_base`); not
+    /// initialised `EBUSY`.
+    pub fn check_run(&self, vcpus: u64, ipa_bits: u32) -> Result<(), Errno> {
+        use super::errno::ENXIO;
+        use super::uapi::vgic_attr::{DIST_SIZE, REDIST_SIZE};
+        let r = self.base(true).ok_or(ENXIO)?;
+        if self.redist_count != 0 && self.redist_count < vcpus {
+            return Err(ENXIO);
+        }
+        let d = self.base(false).ok_or(ENXIO)?;
+        let frames = if self.redist_count != 0 {
+            self.redist_count
         } else {
-            self.dist = addr + 1;
+            vcpus
+        };
+        let end = frames
+            .checked_mul(REDIST_SIZE)
+            .and_then(|size| r.checked_add(size))
+            .ok_or(EINVAL)?;
+        if end > 1u64 << ipa_bits || (end > d && r < d + DIST_SIZE) {
+            return Err(EINVAL);
+        }
+        if !self.ready {
+            return Err(EBUSY);
         }
         Ok(())
     }
@@ -292,12 +356,9 @@ impl Vgic {
             return Err(EINVAL);
         }
         if self.base(true).is_some() {
-            // The next index after ours, or a mix with the legacy type.
-            return Err(if self.redist_count != 0 && index == 1 {
-                ENOSPC
-            } else {
-                EINVAL
-            });
+            // Index 1 would be KVM's second region (after a region or the
+            // legacy type alike): the limit here. Any other index `EINVAL`.
+            return Err(if index == 1 { ENOSPC } else { EINVAL });
         }
         if index != 0 {
             return Err(EINVAL);
@@ -1087,8 +1148,9 @@ impl Vgic {
     /// `KVM_DEV_ARM_VGIC_GRP_{DIST,REDIST}_REGS`: a 32-bit register at
     /// `offset` of the distributor, or of vCPU `rd`'s redistributor (RD
     /// then SGI frame), as the guest would access it. `EBUSY` before init,
-    /// `ENXIO` for no such vCPU or offset. Returns the value read (0 for a
-    /// write) and the vCPUs to kick.
+    /// `ENXIO` for a vCPU without a redistributor; an offset with no
+    /// register reads 0 and ignores a write. Returns the value read (0 for
+    /// a write) and the vCPUs to kick.
     pub fn uaccess(
         &mut self,
         rd: Option<usize>,
@@ -1102,14 +1164,16 @@ impl Vgic {
         }
         let data = u64::from(value);
         match rd {
+            Some(v) if !self.exists(v) => Err(ENXIO),
+            // No register there (unaligned, or past the frames): reads 0,
+            // a write is ignored, as `vgic_uaccess_{read,write}` answer.
+            _ if !offset.is_multiple_of(4) => Ok((0, 0)),
             None if offset < 0x1_0000 => Ok(self.dist_access(0, offset, 4, write, data)),
-            Some(v) if self.exists(v) && offset < 0x1_0000 => {
-                Ok((self.rd_access(v, offset, 4, write, data), 0))
-            }
-            Some(v) if self.exists(v) && offset < 0x2_0000 => {
+            Some(v) if offset < 0x1_0000 => Ok((self.rd_access(v, offset, 4, write, data), 0)),
+            Some(v) if offset < 0x2_0000 => {
                 Ok(self.sgi_frame_access(v, offset - 0x1_0000, 4, write, data))
             }
-            _ => Err(ENXIO),
+            _ => Ok((0, 0)),
         }
     }
 
