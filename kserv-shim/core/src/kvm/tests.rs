@@ -1980,6 +1980,7 @@ fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
     assert_eq!(vcpu_attr(&mut f, &vm, &mut v1, SET, g, IRQ_PTIMER), Ok(0));
 }
 mod dirty_log;
+mod errno_audit;
 mod its;
 
 #[test]
