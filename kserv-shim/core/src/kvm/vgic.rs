@@ -309,30 +309,54 @@ impl Vgic {
         Ok(())
     }
 
-    /// The first `KVM_RUN`'s checks of the frames with `vcpus` vCPUs
-    /// (`vgic_v3_map_resources`, in its order): a vCPU without a
-    /// redistributor (none placed, or a region with fewer than `vcpus`) or
-    /// no distributor `ENXIO`; redistributors past the IPA space or
-    /// overlapping the distributor `EINVAL` (`vgic_v3_check_base`); not
-    /// initialised `EBUSY`.
-    pub fn check_run(&self, vcpus: u64, ipa_bits: u32) -> Result<(), Errno> {
-        use super::errno::ENXIO;
+    /// Whether the frames placed so far fit with `vcpus` vCPUs
+    /// (`vgic_v3_check_base`, which KVM runs whenever a vCPU gets a
+    /// redistributor and at the first run): the redistributors (a region's
+    /// count, else one per vCPU) inside the IPA space and off the
+    /// distributor.
+    pub fn layout_ok(&self, vcpus: u64, ipa_bits: u32) -> bool {
         use super::uapi::vgic_attr::{DIST_SIZE, REDIST_SIZE};
-        let r = self.base(true).ok_or(ENXIO)?;
-        if self.redist_count != 0 && self.redist_count < vcpus {
-            return Err(ENXIO);
-        }
-        let d = self.base(false).ok_or(ENXIO)?;
+        let Some(r) = self.base(true) else {
+            return true;
+        };
         let frames = if self.redist_count != 0 {
             self.redist_count
         } else {
             vcpus
         };
-        let end = frames
+        let Some(end) = frames
             .checked_mul(REDIST_SIZE)
             .and_then(|size| r.checked_add(size))
-            .ok_or(EINVAL)?;
-        if end > 1u64 << ipa_bits || (end > d && r < d + DIST_SIZE) {
+        else {
+            return false;
+        };
+        let limit = 1u64 << ipa_bits;
+        let off_dist = self
+            .base(false)
+            .is_none_or(|d| end <= d || r >= d + DIST_SIZE);
+        r < limit && end <= limit && off_dist
+    }
+
+    /// Whether a vCPU created now would get a redistributor (KVM then
+    /// checks the layout: [`Self::layout_ok`]): a legacy base is set, or a
+    /// region with room past the `vcpus` there are.
+    pub fn redist_free(&self, vcpus: u64) -> bool {
+        self.base(true).is_some() && (self.redist_count == 0 || self.redist_count > vcpus)
+    }
+
+    /// The first `KVM_RUN`'s checks of the frames with `vcpus` vCPUs
+    /// (`vgic_v3_map_resources`, in its order): a vCPU without a
+    /// redistributor (none placed, or a region with fewer than `vcpus`) or
+    /// no distributor `ENXIO`; a layout that does not fit
+    /// ([`Self::layout_ok`]) `EINVAL`; not initialised `EBUSY`.
+    pub fn check_run(&self, vcpus: u64, ipa_bits: u32) -> Result<(), Errno> {
+        use super::errno::ENXIO;
+        self.base(true).ok_or(ENXIO)?;
+        if self.redist_count != 0 && self.redist_count < vcpus {
+            return Err(ENXIO);
+        }
+        self.base(false).ok_or(ENXIO)?;
+        if !self.layout_ok(vcpus, ipa_bits) {
             return Err(EINVAL);
         }
         if !self.ready {
@@ -345,10 +369,18 @@ impl Vgic {
     /// region `index` of `count` redistributors at `base`. Regions come in
     /// index order (another index `EINVAL`), cannot be mixed with the legacy
     /// `ADDR_TYPE_REDIST` (`EINVAL`), need a count and no flags (`EINVAL`),
-    /// 64 KiB alignment (`EINVAL`) and room in the IPA space (`E2BIG`).
+    /// 64 KiB alignment (`EINVAL`) and room in the IPA space (`E2BIG`);
+    /// with `vcpus` vCPUs, the first of them gets a redistributor there and
+    /// the layout must then fit ([`Self::layout_ok`], `EINVAL`: the region
+    /// is not kept), as `vgic_register_all_redist_iodevs` checks.
     /// Only one region is held: a second is `ENOSPC` (KVM takes several;
     /// `docs/kvm.md`).
-    pub fn set_redist_region(&mut self, value: u64, ipa_bits: u32) -> Result<(), Errno> {
+    pub fn set_redist_region(
+        &mut self,
+        value: u64,
+        vcpus: u64,
+        ipa_bits: u32,
+    ) -> Result<(), Errno> {
         use super::errno::{E2BIG, ENOSPC};
         use super::uapi::vgic_attr::REDIST_SIZE;
         let (count, base, flags, index) = region_fields(value);
@@ -372,6 +404,11 @@ impl Vgic {
         }
         self.redist = base + 1;
         self.redist_count = count;
+        if vcpus > 0 && !self.layout_ok(vcpus, ipa_bits) {
+            self.redist = 0;
+            self.redist_count = 0;
+            return Err(EINVAL);
+        }
         Ok(())
     }
 

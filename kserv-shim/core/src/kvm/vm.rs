@@ -897,17 +897,28 @@ pub fn verify_image<E: KvmEnv>(
 
 // ---- vCPU creation -------------------------------------------------------------------------
 
-/// Reserves vCPU `id` for `KVM_CREATE_VCPU`: `EINVAL` past
-/// `KVM_CAP_MAX_VCPU_ID`, `EEXIST` if taken, `EBUSY` once the vGIC is
-/// initialised.
+/// Reserves vCPU `id` for `KVM_CREATE_VCPU`, in `kvm_vm_ioctl_create_vcpu`'s
+/// order: `EINVAL` past `KVM_CAP_MAX_VCPU_ID`, `EBUSY` once the vGIC is
+/// initialised, `EINVAL` if the vCPU would get a redistributor and the
+/// vGIC's frames then do not fit (`kvm_vgic_vcpu_init`), `EEXIST` if taken.
 pub fn vcpu_reserve<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) -> Result<(), Errno> {
     if id >= MAX_VCPUS as u64 {
         return Err(EINVAL);
     }
-    if vm.with_gic(env, |g| (g.ready, 0)) {
-        return Err(EBUSY);
-    }
-    vm.with_cfg(env, |_, c| {
+    let ipa_bits = vm.ipa_bits();
+    vm.with_cfg(env, |env, c| {
+        let vcpus = c.n_vcpus as u64;
+        let gic = vm.with_gic(env, |g| {
+            let r = if g.ready {
+                Err(EBUSY)
+            } else if g.created && g.redist_free(vcpus) && !g.layout_ok(vcpus, ipa_bits) {
+                Err(EINVAL)
+            } else {
+                Ok(())
+            };
+            (r, 0)
+        });
+        gic?;
         if c.vcpu_state[id as usize] != 0 {
             return Err(EEXIST);
         }
@@ -1142,7 +1153,8 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             env.copy_from_user(addr, &mut v)?;
             let value = u64::from_le_bytes(v);
             if op == 0 {
-                vm.with_gic(env, |g| (g.set_redist_region(value, ipa_bits), 0))?;
+                let vcpus = vm.with_cfg(env, |_, c| c.n_vcpus as u64);
+                vm.with_gic(env, |g| (g.set_redist_region(value, vcpus, ipa_bits), 0))?;
             } else {
                 let region = vm.with_gic(env, |g| (g.redist_region(value), 0))?;
                 env.copy_to_user(addr, &region.to_le_bytes())?;

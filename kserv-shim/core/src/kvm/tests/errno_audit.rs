@@ -19,9 +19,9 @@
 //! use an address the fake kernel's `copy_{from,to}_user` refuses, as the
 //! glue's do for an unmapped one.
 //!
-//! [`LIMITS`]-style rows ([`limits`]) are where KServ differs by design
-//! (`docs/kvm.md`, "Where it differs from KVM"): they pin the shim's answer
-//! so that a change is noticed and the document updated.
+//! The rows of [`limits`] are where KServ differs by design (`docs/kvm.md`,
+//! "Where it differs from KVM" and "Errors"): they pin the shim's answer so
+//! that a change is noticed and the document updated.
 
 use super::*;
 use crate::kvm::eventfd::{io, irq};
@@ -469,6 +469,20 @@ fn vm_rows() -> Vec<Row> {
         }),
         row(d, "KVM_CREATE_VCPU", "id taken", Vcpu, EEXIST,
             "kvm_main.c kvm_vm_ioctl_create_vcpu (kvm_get_vcpu_by_id)", |c| c.create_vcpu(0)),
+        row(d, "KVM_CREATE_VCPU", "its redistributor would overlap the distributor", Vm, EINVAL,
+            "vgic-init.c kvm_vgic_vcpu_init -> vgic-mmio-v3.c vgic_register_redist_iodev", |c| {
+            c.create_device(device::TYPE_ARM_VGIC_V3, 0)?;
+            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_DIST, GICD)?;
+            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST_REGION, 2 << 52 | GICD)?;
+            c.create_vcpu(0)
+        }),
+        row(d, "KVM_CREATE_VCPU", "overlapping layout, id taken (EINVAL first)", Gic, EINVAL,
+            "kvm_main.c kvm_vm_ioctl_create_vcpu (kvm_arch_vcpu_create before EEXIST)", |c| {
+            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_DIST, GICR + 0x2_0000)?;
+            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST, GICR)?;
+            c.add_vcpu(1);
+            c.create_vcpu(0)
+        }),
         row(d, "KVM_CREATE_VCPU", "after the vGIC's init", GicReady, EBUSY,
             "arm.c kvm_arch_vcpu_precreate (vgic_initialized)", |c| c.create_vcpu(1)),
         // KVM_SET_USER_MEMORY_REGION
@@ -622,6 +636,14 @@ fn vm_rows() -> Vec<Row> {
             "kvm_main.c kvm_vm_ioctl_enable_cap_generic (cap->flags)", |c| {
             c.enable_cap(cap::MANUAL_DIRTY_LOG_PROTECT2, 1, dirty_log::MANUAL_PROTECT_ENABLE)
         }),
+        row(d, "KVM_ENABLE_CAP", "SYSTEM_SUSPEND with arguments", Vm, 0,
+            "arm.c kvm_vm_ioctl_enable_cap (args not looked at)", |c| {
+            c.enable_cap(cap::ARM_SYSTEM_SUSPEND, 0, 7)
+        }),
+        row(d, "KVM_ENABLE_CAP", "MANUAL_DIRTY_LOG_PROTECT2 off (0)", Vm, 0,
+            "kvm_main.c kvm_vm_ioctl_enable_cap_generic", |c| {
+            c.enable_cap(cap::MANUAL_DIRTY_LOG_PROTECT2, 0, 0)
+        }),
         row(d, "KVM_ENABLE_CAP", "unreadable structure", Vm, EFAULT,
             "kvm_main.c kvm_vm_ioctl (copy_from_user)", |c| c.vm_at(uapi::ENABLE_CAP, BAD)),
         // KVM_IRQ_LINE
@@ -737,6 +759,12 @@ fn vm_rows() -> Vec<Row> {
             "irqchip.c setup_routing_entry", |c| {
             c.routing(2, 0, &[(0, routing::IRQCHIP, 0, 0, 1), (0, routing::IRQCHIP, 0, 0, 2)])
         }),
+        row(d, "KVM_SET_GSI_ROUTING", "no entries", GicReady, 0,
+            "irqchip.c kvm_set_irq_routing (an empty table)", |c| c.routing(0, 0, &[])),
+        row(d, "KVM_SET_GSI_ROUTING", "before a vGIC exists", Vm, 0,
+            "kvm_main.c kvm_arch_can_set_irq_routing (true on arm64)", |c| {
+            c.routing(1, 0, &[(0, routing::IRQCHIP, 0, 0, 0)])
+        }),
         row(d, "KVM_SET_GSI_ROUTING", "unreadable header", GicReady, EFAULT, routing_src, |c| {
             c.vm_at(uapi::SET_GSI_ROUTING, BAD)
         }),
@@ -777,6 +805,18 @@ fn vm_rows() -> Vec<Row> {
             "eventfd.c kvm_deassign_ioeventfd_idx (eventfd_ctx_fdget)", |c| {
             c.ioeventfd(0x0A00_0000, 4, 77, io::DEASSIGN)
         }),
+        row(d, "KVM_IOEVENTFD", "on the PIO bus", Vm, 0,
+            "eventfd.c ioeventfd_bus_from_flags (KVM_PIO_BUS exists on arm64)", |c| {
+            c.ioeventfd(0x1000, 2, EVENTFD, io::PIO)
+        }),
+        row(d, "KVM_IOEVENTFD", "on the virtio-ccw bus", Vm, 0,
+            "eventfd.c ioeventfd_bus_from_flags (KVM_VIRTIO_CCW_NOTIFY_BUS)", |c| {
+            c.ioeventfd(0x1000, 8, EVENTFD, io::VIRTIO_CCW_NOTIFY)
+        }),
+        row(d, "KVM_IOEVENTFD", "len 0 (any length)", Vm, 0,
+            "eventfd.c kvm_assign_ioeventfd (len 0 without DATAMATCH)", |c| {
+            c.ioeventfd(0x0A00_0000, 0, EVENTFD, 0)
+        }),
         row(d, "KVM_IOEVENTFD", "unreadable structure", Vm, EFAULT,
             "kvm_main.c kvm_vm_ioctl (copy_from_user)", |c| c.vm_at(uapi::IOEVENTFD, BAD)),
         // KVM_IRQFD
@@ -807,6 +847,10 @@ fn vm_rows() -> Vec<Row> {
         }),
         row(d, "KVM_IRQFD", "deassign of none", GicReady, 0,
             "eventfd.c kvm_irqfd_deassign (always 0)", |c| c.irqfd(EVENTFD, 0, irq::DEASSIGN, 0)),
+        row(d, "KVM_IRQFD", "a GSI no route names", GicReady, 0,
+            "eventfd.c kvm_irqfd_assign (no check of the GSI; irqfd_update finds no route)", |c| {
+            c.irqfd(EVENTFD, 5000, 0, 0)
+        }),
         row(d, "KVM_IRQFD", "unreadable structure", GicReady, EFAULT,
             "kvm_main.c kvm_vm_ioctl (copy_from_user)", |c| c.vm_at(uapi::IRQFD, BAD)),
         // KVM_SIGNAL_MSI
@@ -887,10 +931,19 @@ fn vcpu_rows() -> Vec<Row> {
             c.gic(0, va::GRP_CTRL, va::CTRL_INIT, 0)?;
             c.run()
         }),
-        row(d, "KVM_RUN", "redistributor region over the distributor", Gic, EINVAL,
-            "vgic-v3.c vgic_v3_check_base (vgic_v3_rdist_overlap)", |c| {
+        row(d, "KVM_RUN", "later vCPUs' redistributors over the distributor", Gic, EINVAL,
+            "vgic-v3.c vgic_v3_map_resources (vgic_v3_check_base); vgic_init selftest", |c| {
+            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_DIST, GICR + 0x2_0000)?;
+            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST, GICR)?;
+            c.add_vcpu(1);
+            c.gic(0, va::GRP_CTRL, va::CTRL_INIT, 0)?;
+            c.run()
+        }),
+        row(d, "KVM_RUN", "later vCPUs' redistributors past the IPA space", Gic, EINVAL,
+            "vgic-v3.c vgic_v3_check_base (vgic_check_iorange); vgic_init selftest", |c| {
             c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_DIST, GICD)?;
-            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST_REGION, 1 << 52 | GICD)?;
+            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST, (1 << 40) - 0x2_0000)?;
+            c.add_vcpu(1);
             c.gic(0, va::GRP_CTRL, va::CTRL_INIT, 0)?;
             c.run()
         }),
@@ -1022,6 +1075,19 @@ fn vcpu_rows() -> Vec<Row> {
         row(d, "KVM_SET_ONE_REG", "PSCI_VERSION with a 32-bit size", Init, ENOENT,
             "hypercalls.c kvm_arm_set_fw_reg (KVM_REG_SIZE != 8)", |c| {
             c.one_reg(true, id::PSCI_VERSION & !id::SIZE_MASK | id::SIZE_U32, 1 << 16)
+        }),
+        row(d, "KVM_SET_ONE_REG", "PSCI 0.2 on a vCPU without PSCI_0_2", Vcpu, EINVAL,
+            "hypercalls.c kvm_arm_set_fw_reg (KVM_ARM_PSCI_0_2, !wants_02)", |c| {
+            c.vcpu_init(TARGET, [0; 7])?;
+            c.one_reg(true, id::PSCI_VERSION, 2)
+        }),
+        row(d, "KVM_GET_DEVICE_ATTR", "timer PPI unwritable", Init, EFAULT,
+            "arch_timer.c kvm_arm_timer_get_attr (put_user)", |c| {
+            c.vcpu(uapi::GET_DEVICE_ATTR, &[u64::from(timer::GROUP) << 32, 0, BAD])
+        }),
+        row(d, "KVM_GET_DEVICE_ATTR", "PV time IPA unwritable", Init, EFAULT,
+            "pvtime.c kvm_arm_pvtime_get_attr (put_user)", |c| {
+            c.vcpu(uapi::GET_DEVICE_ATTR, &[u64::from(pvtime::GROUP) << 32, pvtime::IPA, BAD])
         }),
         row(d, "KVM_SET_ONE_REG", "feature bitmap bit not offered", Init, EINVAL,
             "hypercalls.c kvm_arm_set_fw_reg_bmap (val & ~fw_reg_features)", |c| {
@@ -1219,6 +1285,17 @@ fn vgic_rows() -> Vec<Row> {
             c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_DIST, GICR)?;
             c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST, GICR)
         }),
+        row(d, "GRP_ADDR set", "REDIST_REGION over the distributor, a vCPU there", Gic, EINVAL,
+            "vgic-mmio-v3.c vgic_register_redist_iodev (vgic_v3_check_base); vgic_init selftest", |c| {
+            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_DIST, GICR)?;
+            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST_REGION, 1 << 52 | GICR)
+        }),
+        row(d, "GRP_ADDR set", "REDIST_REGION over the distributor, no vCPU", Vm, 0,
+            "vgic-mmio-v3.c vgic_v3_alloc_redist_region (no dist check for a region)", |c| {
+            c.create_device(device::TYPE_ARM_VGIC_V3, 0)?;
+            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_DIST, GICR)?;
+            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST_REGION, 1 << 52 | GICR)
+        }),
         row(d, "GRP_ADDR set", "REDIST twice", Gic, EEXIST, alloc, |c| {
             c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST, GICR)?;
             c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST, GICR + 0x10_0000)
@@ -1297,6 +1374,30 @@ fn vgic_rows() -> Vec<Row> {
         }),
         row(d, "GRP_CTRL get", "SAVE_PENDING_TABLES", GicReady, ENXIO, "vgic-kvm-device.c vgic_get_common_attr", |c| {
             c.gic(1, va::GRP_CTRL, va::SAVE_PENDING_TABLES, 0)
+        }),
+        row(d, "GRP_CTRL set", "CTRL_INIT twice", GicReady, 0, "vgic-init.c vgic_init (initialised: 0)", |c| {
+            c.gic(0, va::GRP_CTRL, va::CTRL_INIT, 0)
+        }),
+        row(d, "GRP_CTRL set", "CTRL_INIT while a vCPU is being created", Gic, EBUSY,
+            "vgic-init.c vgic_init (created_vcpus != online_vcpus)", |c| {
+            c.create_vcpu(1)?;
+            c.gic(0, va::GRP_CTRL, va::CTRL_INIT, 0)
+        }),
+        row(d, "GRP_CTRL set", "SAVE_PENDING_TABLES before init", Gic, ENXIO,
+            "vgic-v3.c vgic_v3_save_pending_tables (!vgic_initialized)", |c| {
+            c.gic(0, va::GRP_CTRL, va::SAVE_PENDING_TABLES, 0)
+        }),
+        row(d, "GRP_CTRL set", "SAVE_PENDING_TABLES without LPIs", GicReady, 0,
+            "vgic-v3.c vgic_v3_save_pending_tables (nothing to save)", |c| {
+            c.gic(0, va::GRP_CTRL, va::SAVE_PENDING_TABLES, 0)
+        }),
+        row(d, "GRP_ADDR get", "REDIST before it is set: VGIC_ADDR_UNDEF", Gic, 0,
+            "vgic-kvm-device.c kvm_vgic_addr (undef_value)", |c| {
+            c.gic(1, va::GRP_ADDR, va::ADDR_TYPE_REDIST, 0)
+        }),
+        row(d, "GRP_NR_IRQS get", "before it is set", Gic, 0,
+            "vgic-kvm-device.c vgic_get_common_attr (nr_spis + 32)", |c| {
+            c.gic(1, va::GRP_NR_IRQS, 0, 0)
         }),
         // GRP_DIST_REGS / GRP_REDIST_REGS
         row(d, "GRP_DIST_REGS get", "before init", Gic, EBUSY, regs, |c| {
@@ -1393,6 +1494,10 @@ fn vgic_rows() -> Vec<Row> {
         }),
         row(d, "GRP_LEVEL_INFO get", "MPIDR of no vCPU, before init", Gic, EINVAL, parse, |c| {
             c.gic(1, va::GRP_LEVEL_INFO, 5 << 32 | 32, 0)
+        }),
+        row(d, "GRP_LEVEL_INFO get", "INTIDs past the vGIC's: reads 0", GicReady, 0,
+            "vgic-mmio.c vgic_read_irq_line_level_info (missing interrupts skipped)", |c| {
+            c.gic(1, va::GRP_LEVEL_INFO, 992, 0)
         }),
         row(d, "GRP_LEVEL_INFO set", "unreadable value", GicReady, EFAULT, regs, |c| {
             c.attr_with(vm::device_ioctl, 0, va::GRP_LEVEL_INFO, 32, 0, BAD)
@@ -1546,6 +1651,34 @@ fn limits() -> Vec<Row> {
         row(d, "KVM_GET_ONE_REG", "a protected vCPU's x1", ProtectedInit, EPERM,
             "KCore keeps a protected vCPU's registers", |c| {
             c.one_reg(false, id::core(id::SIZE_U64, 2), 0)
+        }),
+        row(d, "KVM_ENABLE_CAP", "ARM_NISV_TO_USER", Vm, EINVAL,
+            "KVM reports syndrome-less aborts to the VMM; not offered here (capability 0)", |c| {
+            c.enable_cap(177, 0, 0)
+        }),
+        row(d, "KVM_SET_ONE_REG", "an AArch32 SPSR (abt) not 0", Init, EINVAL,
+            "KVM stores it; KCore has no AArch32 state", |c| {
+            c.one_reg(true, id::core(id::SIZE_U64, 74), 1)
+        }),
+        row(d, "KVM_SET_ONE_REG", "MPIDR_EL1 another value", Init, EINVAL,
+            "KVM stores it; KCore derives it from the vCPU index", |c| {
+            c.one_reg(true, id::sys(3, 0, 0, 0, 5), 1 << 31 | 7)
+        }),
+        row(d, "KVM_SET_ONE_REG", "ACTLR_EL1 not 0", Init, EINVAL,
+            "KVM stores it; RAZ/WI in KCore's guests", |c| {
+            c.one_reg(true, id::sys(3, 0, 1, 0, 1), 1)
+        }),
+        row(d, "KVM_SET_ONE_REG", "SMCCC_ARCH_WORKAROUND_1 AVAIL", Init, EINVAL,
+            "KVM takes what the host's mitigation offers; KCore's guests get NOT_AVAIL", |c| {
+            c.one_reg(true, id::workaround(1), 1)
+        }),
+        row(d, "KVM_GET_ONE_REG", "CCSIDR (DEMUX) of level 1 data", Init, ENOENT,
+            "KVM lists and reads the host's cache geometry; KCore does not give it", |c| {
+            c.one_reg(false, id::ARM64 | id::SIZE_U32 | 0x0011_0000, 0)
+        }),
+        row(d, "KVM_SET_GUEST_DEBUG", "a protected vCPU", ProtectedInit, EPERM,
+            "KVM debugs any vCPU; KCore does not let KServ into a protected one", |c| {
+            c.vcpu(uapi::SET_GUEST_DEBUG, &[u64::from(uapi::guest_debug::ENABLE)])
         }),
         row(d, "KVM_HAS_DEVICE_ATTR", "PV time on a protected VM", ProtectedInit, ENXIO,
             "KVM offers stolen time; a protected VM's memory is not the shim's to write", |c| {

@@ -279,38 +279,38 @@ fn a_redistributor_region_places_and_limits_the_frames() {
         |count: u64, base: u64, flags: u64, index: u64| count << 52 | base | flags << 12 | index;
     assert_eq!(g.redist_region(0), Err(ENOENT));
     assert_eq!(
-        g.set_redist_region(region(0, R, 0, 0), 40),
+        g.set_redist_region(region(0, R, 0, 0), 0, 40),
         Err(EINVAL),
         "no count"
     );
     assert_eq!(
-        g.set_redist_region(region(1, R, 1, 0), 40),
+        g.set_redist_region(region(1, R, 1, 0), 0, 40),
         Err(EINVAL),
         "flags"
     );
     assert_eq!(
-        g.set_redist_region(region(1, R, 0, 1), 40),
+        g.set_redist_region(region(1, R, 0, 1), 0, 40),
         Err(EINVAL),
         "index 1 first"
     );
     assert_eq!(
-        g.set_redist_region(region(1, R + 0x1000, 0, 0), 40),
+        g.set_redist_region(region(1, R + 0x1000, 0, 0), 0, 40),
         Err(EINVAL)
     );
     assert_eq!(
-        g.set_redist_region(region(2, (1 << 40) - 0x2_0000, 0, 0), 40),
+        g.set_redist_region(region(2, (1 << 40) - 0x2_0000, 0, 0), 0, 40),
         Err(E2BIG)
     );
     // One redistributor for two vCPUs: vCPU 1 has none.
-    assert_eq!(g.set_redist_region(region(1, R, 0, 0), 40), Ok(()));
+    assert_eq!(g.set_redist_region(region(1, R, 0, 0), 0, 40), Ok(()));
     assert_eq!(g.redist_region(0), Ok(region(1, R, 0, 0)));
     assert_eq!(g.redist_region(1), Err(ENOENT));
     assert_eq!(
-        g.set_redist_region(region(1, R + 0x2_0000, 0, 1), 40),
+        g.set_redist_region(region(1, R + 0x2_0000, 0, 1), 0, 40),
         Err(ENOSPC)
     );
     assert_eq!(
-        g.set_redist_region(region(1, R, 0, 0), 40),
+        g.set_redist_region(region(1, R, 0, 0), 0, 40),
         Err(EINVAL),
         "index 0 again"
     );
