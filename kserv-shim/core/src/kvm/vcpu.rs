@@ -73,6 +73,10 @@ pub fn destroy<E: KvmEnv>(env: &mut E, v: &mut Vcpu) {
     v.created = false;
 }
 
+/// `struct kvm_guest_debug`'s size: `control`, `pad`, 64 debug registers
+/// (`uapi::SET_GUEST_DEBUG`'s).
+const GUEST_DEBUG_SIZE: usize = 8 + 512;
+
 /// `KVM_ARM_VCPU_FINALIZE` (`_IOW(KVMIO, 0xc2, int)`).
 pub const ARM_VCPU_FINALIZE: u32 =
     kcore_abi::kvm_ext::kvm_ioc(kcore_abi::kvm_ext::IOC_WRITE, 0xC2, 4);
@@ -140,9 +144,12 @@ pub fn ioctl<E: KvmEnv>(
             Ok(0)
         }
         uapi::SET_GUEST_DEBUG => {
-            let mut b = [0u8; 4];
+            // The whole `struct kvm_guest_debug`, as `kvm_vcpu_ioctl`
+            // copies it (`EFAULT`), though only `control` is used.
+            let mut b = [0u8; GUEST_DEBUG_SIZE];
             env.copy_from_user(arg, &mut b)?;
-            set_guest_debug(env, vm, v, u32::from_le_bytes(b)).map(|()| 0)
+            let control = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            set_guest_debug(env, vm, v, control).map(|()| 0)
         }
         uapi::SET_MP_STATE => {
             let mut b = [0u8; uapi::size::MP_STATE];

@@ -215,6 +215,9 @@ pub struct Host {
     pub online_cpus: u32,
     /// `MIDR_EL1`.
     pub midr: u64,
+    /// Where user addresses end (`TASK_SIZE_MAX`: Debian's 6.1 has a 48-bit
+    /// user address space, its 6.12 a 52-bit one).
+    pub user_limit: u64,
 }
 
 /// `KVM_CHECK_EXTENSION` on `/dev/kvm` or a VM fd: what the shim
@@ -544,7 +547,16 @@ pub fn ioctl<E: KvmEnv>(
         uapi::SET_USER_MEMORY_REGION => {
             let mut b = [0u8; uapi::size::USERSPACE_MEMORY_REGION];
             env.copy_from_user(arg, &mut b)?;
-            set_memory_region(env, vm, &Region::parse(&b)).map(|()| 0)
+            let r = Region::parse(&b);
+            // `access_ok` of the user range (`__kvm_set_memory_region`; its
+            // other checks before `EEXIST` are `EINVAL` too).
+            if r.uaddr
+                .checked_add(r.size)
+                .is_none_or(|e| e > host.user_limit)
+            {
+                return Err(EINVAL);
+            }
+            set_memory_region(env, vm, &r).map(|()| 0)
         }
         uapi::IRQ_LINE => {
             let mut b = [0u8; uapi::size::IRQ_LEVEL];

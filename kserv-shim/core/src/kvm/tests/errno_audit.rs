@@ -505,6 +505,14 @@ fn vm_rows() -> Vec<Row> {
             "kvm_main.c __kvm_set_memory_region (access_ok)", |c| {
             c.region(0, 0, RAM, 0x2000, (1 << 52) - 0x1000)
         }),
+        row(d, region, "user range past a 48-bit user space", Vm, EINVAL,
+            "kvm_main.c __kvm_set_memory_region (access_ok: TASK_SIZE_MAX)", |c| {
+            c.region(0, 0, RAM, 0x2000, (1 << 48) - 0x1000)
+        }),
+        row(d, region, "delete with a user address past user space", Slot, EINVAL,
+            "kvm_main.c __kvm_set_memory_region (access_ok before the delete)", |c| {
+            c.region(0, 0, RAM, 0, (1 << 48) + 0x1000)
+        }),
         row(d, region, "user range wraps", Vm, EINVAL,
             "kvm_main.c __kvm_set_memory_region (access_ok)", |c| {
             c.region(0, 0, RAM, 0x2000, u64::MAX - 0xFFF)
