@@ -70,8 +70,9 @@ struct kserv_kvm_host {
 	u32 ipa_limit;		/* IPA bits a VM may have */
 	u32 online_cpus;
 	u64 midr;
+	u64 user_limit;		/* TASK_SIZE_MAX: where access_ok's user addresses end */
 };
-static_assert(sizeof(struct kserv_kvm_host) == 16);
+static_assert(sizeof(struct kserv_kvm_host) == 24);
 
 /* Number of values kserv_core_kvm_check_uapi compares (kvm::uapi::CHECKED). */
 #define KSERV_KVM_CHECKED 46

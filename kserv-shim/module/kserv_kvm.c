@@ -104,6 +104,7 @@ static void kkvm_host(struct kserv_kvm_host *h)
 	h->ipa_limit = kkvm_ipa_limit;
 	h->online_cpus = num_online_cpus();
 	h->midr = read_cpuid_id();
+	h->user_limit = TASK_SIZE_MAX;
 }
 
 /* ---- callbacks for the core ---------------------------------------------- */

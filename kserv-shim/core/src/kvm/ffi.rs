@@ -34,6 +34,8 @@ pub struct KvmHost {
     pub online_cpus: u32,
     /// `MIDR_EL1`.
     pub midr: u64,
+    /// `TASK_SIZE_MAX`.
+    pub user_limit: u64,
 }
 
 impl KvmHost {
@@ -42,6 +44,7 @@ impl KvmHost {
             ipa_limit: self.ipa_limit,
             online_cpus: self.online_cpus,
             midr: self.midr,
+            user_limit: self.user_limit,
         }
     }
 }

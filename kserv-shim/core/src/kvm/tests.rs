@@ -32,6 +32,7 @@ const HOST: Host = Host {
     ipa_limit: 44,
     online_cpus: 4,
     midr: 0x410F_D083,
+    user_limit: 1 << 48,
 };
 
 /// The machine's RAM: 16 MiB, of which KCore keeps the first 256 KiB.
@@ -1996,6 +1997,7 @@ fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
 }
 mod dirty_log;
 mod halt_poll;
+mod errno_audit;
 mod its;
 mod memslots;
 mod pending;

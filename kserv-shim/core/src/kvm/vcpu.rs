@@ -10,7 +10,9 @@
 //! an entry is `KVM_EXIT_FAIL_ENTRY` with KCore's status.
 
 use super::env::KvmEnv;
-use super::errno::{E2BIG, EFAULT, EINTR, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENXIO, EPERM, Errno};
+use super::errno::{
+    E2BIG, EFAULT, EINTR, EINVAL, ENODEV, ENOENT, ENOEXEC, ENOMEM, ENXIO, EPERM, Errno,
+};
 use super::hypercalls;
 use super::pvtime::{self, PvTime};
 use super::regs::{self, Reg};
@@ -71,8 +73,16 @@ pub fn destroy<E: KvmEnv>(env: &mut E, v: &mut Vcpu) {
     v.created = false;
 }
 
-/// The vCPU fd's ioctls. Unknown ones are `EINVAL`; vCPU device
-/// attributes (timer and PMU interrupt numbers) are not offered: `ENXIO`.
+/// `struct kvm_guest_debug`'s size: `control`, `pad`, 64 debug registers
+/// (`uapi::SET_GUEST_DEBUG`'s).
+const GUEST_DEBUG_SIZE: usize = 8 + 512;
+
+/// `KVM_ARM_VCPU_FINALIZE` (`_IOW(KVMIO, 0xc2, int)`).
+pub const ARM_VCPU_FINALIZE: u32 =
+    kcore_abi::kvm_ext::kvm_ioc(kcore_abi::kvm_ext::IOC_WRITE, 0xC2, 4);
+
+/// The vCPU fd's ioctls. Unknown ones are `EINVAL` (`kvm_arch_vcpu_ioctl`);
+/// vCPU device attributes as [`device_attr`] says.
 pub fn ioctl<E: KvmEnv>(
     env: &mut E,
     vm: &Vm,
@@ -144,9 +154,12 @@ pub fn ioctl<E: KvmEnv>(
             super::events::set(&b).map(|()| 0)
         }
         uapi::SET_GUEST_DEBUG => {
-            let mut b = [0u8; 4];
+            // The whole `struct kvm_guest_debug`, as `kvm_vcpu_ioctl`
+            // copies it (`EFAULT`), though only `control` is used.
+            let mut b = [0u8; GUEST_DEBUG_SIZE];
             env.copy_from_user(arg, &mut b)?;
-            set_guest_debug(env, vm, v, u32::from_le_bytes(b)).map(|()| 0)
+            let control = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            set_guest_debug(env, vm, v, control).map(|()| 0)
         }
         uapi::SET_MP_STATE => {
             let mut b = [0u8; uapi::size::MP_STATE];
@@ -158,13 +171,32 @@ pub fn ioctl<E: KvmEnv>(
             env.copy_from_user(arg, &mut b)?;
             device_attr(env, vm, v, cmd, &b).map(|()| 0)
         }
+        ARM_VCPU_FINALIZE => {
+            // `kvm_arm_vcpu_finalize`: only SVE is finalised, and no vCPU
+            // here has it (`KVM_CAP_ARM_SVE` is 0).
+            if !v.initialized {
+                return Err(ENOEXEC);
+            }
+            let mut b = [0u8; 4];
+            env.copy_from_user(arg, &mut b)?;
+            Err(EINVAL)
+        }
         _ => Err(EINVAL),
     }
 }
 
+/// `KVM_ARM_VCPU_PMU_V3_CTRL`: the vCPU attribute group of the PMU.
+const PMU_GROUP: u32 = 0;
+/// `KVM_ARM_VCPU_PMU_V3_IRQ`.
+const PMU_IRQ: u64 = 0;
+
 /// The vCPU's device attributes (`struct kvm_device_attr` in `b`), as
 /// `kvm_arm_vcpu_arch_{set,get,has}_attr`: `KVM_ARM_VCPU_TIMER_CTRL`
-/// ([`timer`]), `KVM_ARM_VCPU_PVTIME_CTRL` ([`pvtime`]); no PMU (`ENXIO`).
+/// ([`timer`]), `KVM_ARM_VCPU_PVTIME_CTRL` ([`pvtime`]); other groups
+/// `ENXIO`. No vCPU has a PMU, so `KVM_ARM_VCPU_PMU_V3_CTRL` answers as
+/// `kvm_arm_pmu_v3_{set,get,has}_attr` do for a vCPU without one: a set
+/// `ENODEV`; a get of the PMU's interrupt `EINVAL` without a vGIC, else
+/// `ENODEV`; any other get, and every has, `ENXIO`.
 fn device_attr<E: KvmEnv>(
     env: &mut E,
     vm: &Vm,
@@ -175,6 +207,19 @@ fn device_attr<E: KvmEnv>(
     let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
     let group = u32::from_le_bytes(b[4..8].try_into().unwrap_or([0; 4]));
     let (attr, addr) = (word(8), word(16));
+    if group == PMU_GROUP {
+        return Err(match cmd {
+            uapi::SET_DEVICE_ATTR => ENODEV,
+            uapi::GET_DEVICE_ATTR if attr == PMU_IRQ => {
+                if vm.with_gic(env, |g| (g.created, 0)) {
+                    ENODEV
+                } else {
+                    EINVAL
+                }
+            }
+            _ => ENXIO,
+        });
+    }
     if group == timer::GROUP {
         return match cmd {
             uapi::SET_DEVICE_ATTR => timer::set_attr(env, vm, v.ran, attr, addr),
@@ -262,14 +307,17 @@ fn init<E: KvmEnv>(
         let o = 4 + 4 * i;
         *f = u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     }
-    if features[0] >> vcpu_init::MAX_FEATURES != 0 || features[1..].iter().any(|&f| f != 0) {
+    // `kvm_vcpu_set_target`'s order: a known feature that differs from a
+    // previous init, then an unknown one, then one not offered.
+    let known = (1u32 << vcpu_init::MAX_FEATURES) - 1;
+    if v.initialized && features[0] & known != v.features {
+        return Err(EINVAL);
+    }
+    if features[0] & !known != 0 || features[1..].iter().any(|&f| f != 0) {
         return Err(ENOENT);
     }
     let offered = 1 << vcpu_init::POWER_OFF | 1 << vcpu_init::PSCI_0_2;
     if features[0] & !offered != 0 {
-        return Err(EINVAL);
-    }
-    if v.initialized && features[0] != v.features {
         return Err(EINVAL);
     }
     if v.ran {
@@ -557,6 +605,12 @@ fn run_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Result<i64, Errno>
     if !v.initialized {
         return Err(ENOEXEC);
     }
+    if !v.ran {
+        // KVM's first-run work (`kvm_arch_vcpu_run_pid_change`): the vGIC's
+        // resources, then the timers, before `immediate_exit` is looked at.
+        vm::prepare_run(env, vm)?;
+        timer::check(vm)?;
+    }
     if v.mmio_read != 0 {
         // The VMM's answer to the MMIO read it was asked for.
         let mut d = [0u8; 8];
@@ -570,10 +624,6 @@ fn run_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Result<i64, Errno>
     env.run_read(krun::IMMEDIATE_EXIT, &mut ie);
     if ie[0] != 0 {
         return Err(EINTR);
-    }
-    if !v.ran {
-        timer::check(vm)?;
-        vm::prepare_run(env, vm)?;
     }
     pvtime::update(env, vm, &mut v.pv);
     run_u32(env, krun::EXIT_REASON, kexit::UNKNOWN);

@@ -311,6 +311,19 @@ impl Vgic {
         self.rd.region(value)
     }
 
+    /// Whether a vCPU created now, with `vcpus` there, gets a
+    /// redistributor ([`rdist::Regions::has_room`]).
+    pub fn redist_free(&self, vcpus: u64) -> bool {
+        self.rd.has_room(vcpus as usize)
+    }
+
+    /// Whether the frames placed fit with `vcpus` vCPUs
+    /// ([`rdist::Regions::fits`]; KVM checks whenever a vCPU gets a
+    /// redistributor).
+    pub fn layout_ok(&self, vcpus: u64, ipa_bits: u32) -> bool {
+        self.rd.fits(vcpus as usize, ipa_bits, self.base(false))
+    }
+
     /// The first run's checks of the frames (`vgic_v3_map_resources`): both
     /// bases set, every vCPU a redistributor (`ENXIO`), no region over the
     /// distributor (`EINVAL`).
@@ -1114,8 +1127,9 @@ impl Vgic {
     /// `KVM_DEV_ARM_VGIC_GRP_{DIST,REDIST}_REGS`: a 32-bit register at
     /// `offset` of the distributor, or of vCPU `rd`'s redistributor (RD
     /// then SGI frame), as the guest would access it. `EBUSY` before init,
-    /// `ENXIO` for no such vCPU or offset. Returns the value read (0 for a
-    /// write) and the vCPUs to kick.
+    /// `ENXIO` for a vCPU without a redistributor; an offset with no
+    /// register reads 0 and ignores a write. Returns the value read (0 for
+    /// a write) and the vCPUs to kick.
     pub fn uaccess(
         &mut self,
         rd: Option<usize>,
@@ -1129,14 +1143,16 @@ impl Vgic {
         }
         let data = u64::from(value);
         match rd {
+            Some(v) if !self.exists(v) => Err(ENXIO),
+            // No register there (unaligned, or past the frames): reads 0,
+            // a write is ignored, as `vgic_uaccess_{read,write}` answer.
+            _ if !offset.is_multiple_of(4) => Ok((0, 0)),
             None if offset < 0x1_0000 => Ok(self.dist_access(0, offset, 4, write, data)),
-            Some(v) if self.exists(v) && offset < 0x1_0000 => {
-                Ok((self.rd_access(v, offset, 4, write, data), 0))
-            }
-            Some(v) if self.exists(v) && offset < 0x2_0000 => {
+            Some(v) if offset < 0x1_0000 => Ok((self.rd_access(v, offset, 4, write, data), 0)),
+            Some(v) if offset < 0x2_0000 => {
                 Ok(self.sgi_frame_access(v, offset - 0x1_0000, 4, write, data))
             }
-            _ => Err(ENXIO),
+            _ => Ok((0, 0)),
         }
     }
 

@@ -232,6 +232,9 @@ pub struct Host {
     pub online_cpus: u32,
     /// `MIDR_EL1`.
     pub midr: u64,
+    /// Where user addresses end (`TASK_SIZE_MAX`: Debian's 6.1 has a 48-bit
+    /// user address space, its 6.12 a 52-bit one).
+    pub user_limit: u64,
 }
 
 /// `KVM_CHECK_EXTENSION` on `/dev/kvm` or a VM fd: what the shim
@@ -500,23 +503,24 @@ impl VmCfg {
     }
 }
 
-/// The first `KVM_RUN` of the VM: the vGIC must be initialised (`EBUSY`)
-/// and placed ([`Vgic::check_frames`]: `ENXIO`, `EINVAL`), and every unbacked part of the IPA space is declared
-/// MMIO (`ENOSPC` if more than KCore's 16 ranges). Once per VM.
+/// The first `KVM_RUN` of the VM: a created vGIC must be placed
+/// ([`Vgic::check_frames`]: `ENXIO`, `EINVAL`) and initialised (`EBUSY`),
+/// in KVM's order (`vgic_v3_map_resources`), and every unbacked part of the
+/// IPA space is declared MMIO (`ENOSPC` if more than KCore's 16 ranges).
+/// Once per VM.
 pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
-    let gic = vm.with_gic(env, |g| {
-        let r = if !g.created {
-            Ok(())
-        } else if !g.ready {
-            Err(EBUSY)
-        } else {
+    let ipa_bits = vm.ipa_bits();
+    vm.with_gic(env, |g| {
+        let r = if g.created {
             g.check_frames()
+                .and_then(|()| if g.ready { Ok(()) } else { Err(EBUSY) })
+        } else {
+            Ok(())
         };
         (r, 0)
-    });
-    gic?;
+    })?;
     let h = vm.handle();
-    let ipa_pages = 1u64 << (vm.ipa_bits() - 12);
+    let ipa_pages = 1u64 << (ipa_bits - 12);
     vm.with_cfg(env, |env, c| {
         if c.ran {
             return Ok(());
@@ -563,7 +567,16 @@ pub fn ioctl<E: KvmEnv>(
         uapi::SET_USER_MEMORY_REGION => {
             let mut b = [0u8; uapi::size::USERSPACE_MEMORY_REGION];
             env.copy_from_user(arg, &mut b)?;
-            set_memory_region(env, vm, &Region::parse(&b)).map(|()| 0)
+            let r = Region::parse(&b);
+            // `access_ok` of the user range (`__kvm_set_memory_region`; its
+            // other checks before `EEXIST` are `EINVAL` too).
+            if r.uaddr
+                .checked_add(r.size)
+                .is_none_or(|e| e > host.user_limit)
+            {
+                return Err(EINVAL);
+            }
+            set_memory_region(env, vm, &r).map(|()| 0)
         }
         uapi::IRQ_LINE => {
             let mut b = [0u8; uapi::size::IRQ_LEVEL];
@@ -921,17 +934,28 @@ pub fn verify_image<E: KvmEnv>(
 
 // ---- vCPU creation -------------------------------------------------------------------------
 
-/// Reserves vCPU `id` for `KVM_CREATE_VCPU`: `EINVAL` past
-/// `KVM_CAP_MAX_VCPU_ID`, `EEXIST` if taken, `EBUSY` once the vGIC is
-/// initialised.
+/// Reserves vCPU `id` for `KVM_CREATE_VCPU`, in `kvm_vm_ioctl_create_vcpu`'s
+/// order: `EINVAL` past `KVM_CAP_MAX_VCPU_ID`, `EBUSY` once the vGIC is
+/// initialised, `EINVAL` if the vCPU would get a redistributor and the
+/// vGIC's frames then do not fit (`kvm_vgic_vcpu_init`), `EEXIST` if taken.
 pub fn vcpu_reserve<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) -> Result<(), Errno> {
     if id >= MAX_VCPUS as u64 {
         return Err(EINVAL);
     }
-    if vm.with_gic(env, |g| (g.ready, 0)) {
-        return Err(EBUSY);
-    }
-    vm.with_cfg(env, |_, c| {
+    let ipa_bits = vm.ipa_bits();
+    vm.with_cfg(env, |env, c| {
+        let vcpus = c.n_vcpus as u64;
+        let gic = vm.with_gic(env, |g| {
+            let r = if g.ready {
+                Err(EBUSY)
+            } else if g.created && g.redist_free(vcpus) && !g.layout_ok(vcpus, ipa_bits) {
+                Err(EINVAL)
+            } else {
+                Ok(())
+            };
+            (r, 0)
+        });
+        gic?;
         if c.vcpu_state[id as usize] != 0 {
             return Err(EEXIST);
         }
@@ -976,8 +1000,9 @@ pub fn vcpu_create<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) -> Result<(), Errno
 /// fd is to be made, 0 for a successful `KVM_CREATE_DEVICE_TEST`. A GICv3
 /// and its ITS are offered (`ENODEV` otherwise, as a GICv3 host without
 /// GICv2 compatibility answers; an ITS only for a non-protected VM, whose
-/// memory the shim can read); a second GICv3 is `EEXIST`, one after a vCPU
-/// ran `EBUSY`.
+/// memory the shim can read); a second GICv3 is `EEXIST`, a first one
+/// after a vCPU ran `EBUSY` (`kvm_vgic_create`'s order). Flags other than
+/// `KVM_CREATE_DEVICE_TEST` are ignored, as KVM ignores them.
 pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Result<i64, Errno> {
     if ty == device::TYPE_ARM_VGIC_ITS && !vm.protected() {
         if flags & device::CREATE_TEST != 0 {
@@ -991,12 +1016,12 @@ pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Re
     if flags & device::CREATE_TEST != 0 {
         return Ok(0);
     }
-    if vm.with_cfg(env, |_, c| c.ran) {
-        return Err(EBUSY);
-    }
+    let ran = vm.with_cfg(env, |_, c| c.ran);
     vm.with_gic(env, |g| {
         if g.created {
             (Err(EEXIST), 0)
+        } else if ran {
+            (Err(EBUSY), 0)
         } else {
             g.created = true;
             (Ok(DEVICE_VGIC), 0)
@@ -1009,21 +1034,53 @@ pub const DEVICE_VGIC: i64 = 1;
 /// [`device_create`]: make an ITS device fd.
 pub const DEVICE_ITS: i64 = 2;
 
-/// `KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS` (`op`: 0 set, 1 get, 2 has): a
-/// vCPU's GIC CPU interface register ([`super::icc`]), through KCore's
-/// view of the guest's virtual CPU interface. Unknown registers are
-/// `ENXIO`, unknown vCPUs `EINVAL`; a protected vCPU's are KCore's alone
-/// (`EPERM`); a running vCPU's `EBUSY`.
-fn cpu_sysreg<E: KvmEnv>(env: &mut E, vm: &Vm, op: u8, attr: u64, addr: u64) -> Result<(), Errno> {
+/// The vCPU a vGIC register attribute names (`vgic_v3_parse_attr`): for
+/// `GRP_DIST_REGS` the first created (KVM's vCPU 0), for the others the one
+/// whose MPIDR is in bits 32..63; `EINVAL` if there is none.
+fn attr_vcpu<E: KvmEnv>(env: &mut E, vm: &Vm, group: u32, attr: u64) -> Result<usize, Errno> {
+    let wanted = if group == vgic_attr::GRP_DIST_REGS {
+        None
+    } else {
+        Some(crate::psci::vcpu_of_mpidr(attr >> 32, MAX_VCPUS).ok_or(EINVAL)?)
+    };
+    let found = vm.with_cfg(env, |_, c| match wanted {
+        None => c.vcpu_order().first().map(|&v| usize::from(v)),
+        Some(v) => c.vcpu_order().contains(&(v as u8)).then_some(v),
+    });
+    found.ok_or(EINVAL)
+}
+
+/// `KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS` (`op`: 0 set, 1 get, 2 has) of vCPU
+/// `v` ([`attr_vcpu`]): a GIC CPU interface register ([`super::icc`]),
+/// through KCore's view of the guest's virtual CPU interface. A has says
+/// whether the register exists (`ENXIO`); a set or get needs the vGIC
+/// initialised (`EBUSY`), then, as `kvm_sys_reg_{set,get}_user`, a set
+/// reads the value first (`EFAULT`) and an unknown register is `ENOENT`.
+/// A protected vCPU's are KCore's alone (`EPERM`); a running vCPU's
+/// `EBUSY`.
+fn cpu_sysreg<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    op: u8,
+    v: usize,
+    attr: u64,
+    addr: u64,
+) -> Result<(), Errno> {
+    use super::errno::ENOENT;
     use super::icc::{self, Icc, Write};
     use kcore_abi::reg as kr;
-    let r = icc::decode(attr & 0xFFFF).ok_or(ENXIO)?;
+    let known = icc::decode(attr & 0xFFFF);
     if op == 2 {
-        return Ok(());
+        return known.map(|_| ()).ok_or(ENXIO);
     }
-    let v = crate::psci::vcpu_of_mpidr(attr >> 32, MAX_VCPUS)
-        .filter(|&v| vm.with_cfg(env, |_, c| c.vcpu_order().contains(&(v as u8))))
-        .ok_or(EINVAL)?;
+    if !vm.with_gic(env, |g| (g.ready, 0)) {
+        return Err(EBUSY);
+    }
+    let mut b = [0u8; 8];
+    if op == 0 {
+        env.copy_from_user(addr, &mut b)?;
+    }
+    let r = known.ok_or(ENOENT)?;
     if vm.protected() {
         return Err(super::errno::EPERM);
     }
@@ -1043,8 +1100,6 @@ fn cpu_sysreg<E: KvmEnv>(env: &mut E, vm: &Vm, op: u8, attr: u64, addr: u64) -> 
         let value = icc::read(r, vmcr, apr, vtr)?;
         return env.copy_to_user(addr, &value.to_le_bytes());
     }
-    let mut b = [0u8; 8];
-    env.copy_from_user(addr, &mut b)?;
     match icc::write(r, vmcr, u64::from_le_bytes(b), vtr)? {
         Write::Vmcr(n) => hypercall::vcpu_set_reg(env, h, id, kr::ICH_VMCR, n),
         Write::Apr(n) => match apr_id {
@@ -1163,15 +1218,14 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             Ok(0)
         }
         (vgic_attr::GRP_DIST_REGS | vgic_attr::GRP_REDIST_REGS, _) => {
+            let v = attr_vcpu(env, vm, group, attr)?;
             let offset = attr & 0xFFFF_FFFF;
-            let rd = if group == vgic_attr::GRP_REDIST_REGS {
-                let mpidr = attr >> 32;
-                Some(crate::psci::vcpu_of_mpidr(mpidr, MAX_VCPUS).ok_or(ENXIO)?)
-            } else {
-                None
-            };
+            let rd = (group == vgic_attr::GRP_REDIST_REGS).then_some(v);
             if op == 2 {
-                return if offset.is_multiple_of(4) && offset < 0x2_0000 {
+                // `vgic_v3_has_attr_regs`: aligned 32-bit registers of the
+                // frame(s) (the distributor's 64 KiB, the RD and SGI frames).
+                let frame = if rd.is_some() { 0x2_0000 } else { 0x1_0000 };
+                return if offset.is_multiple_of(4) && offset < frame {
                     Ok(0)
                 } else {
                     Err(ENXIO)
@@ -1196,23 +1250,21 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             }
             Ok(0)
         }
-        (vgic_attr::GRP_CPU_SYSREGS, _) => cpu_sysreg(env, vm, op, attr, addr).map(|()| 0),
+        (vgic_attr::GRP_CPU_SYSREGS, _) => {
+            let v = attr_vcpu(env, vm, group, attr)?;
+            cpu_sysreg(env, vm, op, v, attr, addr).map(|()| 0)
+        }
         (vgic_attr::GRP_LEVEL_INFO, _) => {
-            // `vgic_v3_attr_regs_access`: info 0 (line level) only, the
-            // vCPU by MPIDR, a multiple of 32 (each `EINVAL`), `EBUSY`
-            // before init.
+            // `vgic_v3_attr_regs_access`'s order: the vCPU by MPIDR
+            // (`EINVAL`), the value (`EFAULT`), `EBUSY` before init, then
+            // info 0 (line level) only and a multiple of 32 (each `EINVAL`).
+            // A has asks only about the info (`vgic_v3_has_attr`).
             let info = (attr >> 10) & 0x3F_FFFF;
             let intid = (attr & 0x3FF) as u32;
-            if info != 0 {
-                return Err(if op == 2 { ENXIO } else { EINVAL });
-            }
             if op == 2 {
-                return Ok(0);
+                return if info == 0 { Ok(0) } else { Err(ENXIO) };
             }
-            let v = crate::psci::vcpu_of_mpidr(attr >> 32, MAX_VCPUS).ok_or(EINVAL)?;
-            if !intid.is_multiple_of(32) {
-                return Err(EINVAL);
-            }
+            let v = attr_vcpu(env, vm, group, attr)?;
             let mut b = [0u8; 4];
             if op == 0 {
                 env.copy_from_user(addr, &mut b)?;
@@ -1221,7 +1273,7 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             let read = vm.with_gic(env, |g| {
                 if !g.ready {
                     (Err(EBUSY), 0)
-                } else if !g.has_vcpu(v) {
+                } else if info != 0 || !intid.is_multiple_of(32) || !g.has_vcpu(v) {
                     (Err(EINVAL), 0)
                 } else if op == 0 {
                     (Ok(0), g.set_line_levels(v, intid, val))

@@ -100,6 +100,34 @@ impl Regions {
         Ok(())
     }
 
+    /// Whether one more vCPU than `vcpus` gets a redistributor: a legacy
+    /// region holds every vCPU, counted regions their counts
+    /// (`vgic_v3_rdist_free_slot`).
+    pub fn has_room(&self, vcpus: usize) -> bool {
+        let used = self.used();
+        used.iter().any(|r| r.count == 0)
+            || used.iter().map(|r| r.count).sum::<u64>() > vcpus as u64
+    }
+
+    /// Whether the regions fit with `vcpus` vCPUs (`vgic_v3_check_base`,
+    /// run whenever a vCPU gets a redistributor): each inside the IPA space
+    /// of `ipa_bits`, off the distributor at `dist` (a legacy one grows
+    /// with the vCPUs) and off each other.
+    pub fn fits(&self, vcpus: usize, ipa_bits: u32, dist: Option<u64>) -> bool {
+        let used = self.used();
+        used.iter().enumerate().all(|(i, r)| {
+            let size = Self::size(r, vcpus);
+            let Some(end) = r.base.checked_add(size) else {
+                return false;
+            };
+            super::check_iorange(r.base, size, ipa_bits).is_ok()
+                && dist.is_none_or(|d| end <= d || r.base >= d + DIST_SIZE)
+                && used[..i]
+                    .iter()
+                    .all(|o| end <= o.base || o.base + Self::size(o, vcpus) <= r.base)
+        })
+    }
+
     /// `KVM_VGIC_V3_ADDR_TYPE_REDIST`: a legacy region 0 at `base`.
     pub fn set_legacy(
         &mut self,

@@ -14,11 +14,13 @@
 //! guest first touches while its slot logs is shared write-protected on a
 //! read and writable (and dirty) on a write, as KVM maps it. Errors follow
 //! `kvm_get_dirty_log_protect` and `kvm_clear_dirty_log_protect`; a
-//! protected VM has no dirty log (`EINVAL`).
+//! protected VM has no dirty log (`KVM_MEM_LOG_DIRTY_PAGES` on its slots is
+//! `EINVAL`, and its slots answer the dirty-log ioctls as slots without a
+//! log do: `ENOENT`).
 
 use super::super::env::{KvmEnv, array};
 use super::super::errno::{EFAULT, EINVAL, ENOENT, ENOMEM, Errno};
-use super::super::memslot::{self, MAX_SLOTS, page};
+use super::super::memslot::{self, Slot, page};
 use super::super::uapi::{dirty_log, size};
 use super::{Vm, VmCfg, errno_of};
 use crate::hypercall::{self, CallError, VmHandle};
@@ -177,23 +179,34 @@ pub fn enable_manual(vm: &Vm, options: u64) -> Result<(), Errno> {
     Ok(())
 }
 
+/// `KVM_USER_MEM_SLOTS` of Linux 6.1: the slot ids KVM's dirty-log ioctls
+/// take (`SHRT_MAX`); those at or past [`memslot::MAX_SLOTS`] are never used here.
+const KVM_USER_MEM_SLOTS: usize = 0x7FFF;
+
 /// A dirty-log request's `N` bytes at `arg` and the slot id its first
-/// word names: `EINVAL` for a protected VM (it has no dirty log) or a slot
-/// outside address space 0 and [`MAX_SLOTS`] (an unused one is the
-/// caller's `ENOENT`).
-fn request<E: KvmEnv, const N: usize>(
-    env: &mut E,
-    vm: &Vm,
-    arg: u64,
-) -> Result<([u8; N], u32), Errno> {
+/// word names: `EINVAL` for a slot outside address space 0 and
+/// `KVM_USER_MEM_SLOTS`, as `kvm_get_dirty_log_protect` and
+/// `kvm_clear_dirty_log_protect` check.
+fn request<E: KvmEnv, const N: usize>(env: &mut E, arg: u64) -> Result<([u8; N], usize), Errno> {
     let mut b = [0u8; N];
     env.copy_from_user(arg, &mut b)?;
     let slot = u32_at(&b, 0);
-    let (as_id, id) = (slot >> 16, slot & 0xFFFF);
-    if vm.protected() || as_id != 0 || id as usize >= MAX_SLOTS {
+    let (as_id, id) = (slot >> 16, (slot & 0xFFFF) as usize);
+    if as_id != 0 || id >= KVM_USER_MEM_SLOTS {
         return Err(EINVAL);
     }
     Ok((b, id))
+}
+
+/// Slot `id` of a dirty-log request, if it logs: `ENOENT` for an unused
+/// id (past [`memslot::MAX_SLOTS`] too), a slot without a log and any slot of a
+/// protected VM (which has no dirty log), as KVM answers for a slot
+/// without a bitmap.
+fn logging_slot(vm: &Vm, c: &VmCfg, id: usize) -> Result<Slot, Errno> {
+    match c.slots.index_of(id as u32).map(|i| c.slots[i]) {
+        Some(s) if s.dirty != 0 && !vm.protected() => Ok(s),
+        _ => Err(ENOENT),
+    }
 }
 
 fn u32_at(b: &[u8], i: usize) -> u32 {
@@ -220,21 +233,17 @@ fn with_scratch<E: KvmEnv, R>(
 
 /// `KVM_GET_DIRTY_LOG` (`struct kvm_dirty_log` at `arg`): copies slot's
 /// bitmap to the VMM; without manual protect it clears it and
-/// write-protects the pages that were dirty first. `EINVAL` for a
-/// protected VM or a bad slot id, `ENOENT` for a slot that does not log,
+/// write-protects the pages that were dirty first. `EINVAL` for a bad
+/// slot id, `ENOENT` for a slot that does not log (any of a protected VM),
 /// `EFAULT` if the bitmap cannot be written (its bits are cleared then,
 /// as in KVM).
 pub fn get_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errno> {
-    let (b, id) = request::<_, { size::DIRTY_LOG }>(env, vm, arg)?;
+    let (b, id) = request::<_, { size::DIRTY_LOG }>(env, arg)?;
     let to = u64_at(&b, 8);
     let manual = vm.manual_dirty.load(SeqCst) & dirty_log::MANUAL_PROTECT_ENABLE != 0;
     let h = vm.handle();
     vm.with_cfg(env, |env, c| {
-        let id = c.slots.index_of(id).ok_or(ENOENT)?;
-        let s = c.slots[id];
-        if s.dirty == 0 {
-            return Err(ENOENT);
-        }
+        let s = logging_slot(vm, c, id)?;
         let words = memslot::bitmap_words(s.pages);
         with_scratch(env, words, |env, out| {
             for (w, o) in out.iter_mut().enumerate() {
@@ -256,12 +265,13 @@ pub fn get_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Er
 /// `KVM_CLEAR_DIRTY_LOG` (`struct kvm_clear_dirty_log` at `arg`): clears
 /// the bits the VMM's bitmap sets for `num_pages` pages from `first_page`
 /// (a multiple of 64) and write-protects those that were set. `EINVAL` for
-/// a protected VM, a bad slot id, an unaligned first page or a range
+/// a bad slot id, an unaligned first page or a range
 /// outside the slot (or, short of its end, not a multiple of 64 pages);
-/// `ENOENT` for a slot that does not log; `EFAULT` if the bitmap cannot be
+/// `ENOENT` for a slot that does not log (any of a protected VM); `EFAULT`
+/// if the bitmap cannot be
 /// read (nothing cleared).
 pub fn clear_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Errno> {
-    let (b, id) = request::<_, { size::CLEAR_DIRTY_LOG }>(env, vm, arg)?;
+    let (b, id) = request::<_, { size::CLEAR_DIRTY_LOG }>(env, arg)?;
     let num = u64::from(u32_at(&b, 4));
     let first = u64_at(&b, 8);
     let from = u64_at(&b, 16);
@@ -270,11 +280,7 @@ pub fn clear_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), 
     }
     let h = vm.handle();
     vm.with_cfg(env, |env, c| {
-        let id = c.slots.index_of(id).ok_or(ENOENT)?;
-        let s = c.slots[id];
-        if s.dirty == 0 {
-            return Err(ENOENT);
-        }
+        let s = logging_slot(vm, c, id)?;
         if first > s.pages
             || num > s.pages - first
             || (num < s.pages - first && !num.is_multiple_of(64))
