@@ -1996,8 +1996,8 @@ fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
     assert_eq!(vcpu_attr(&mut f, &vm, &mut v1, SET, g, IRQ_PTIMER), Ok(0));
 }
 mod dirty_log;
-mod halt_poll;
 mod errno_audit;
+mod halt_poll;
 mod its;
 mod memslots;
 mod pending;

@@ -284,7 +284,8 @@ impl Vgic {
         use super::uapi::vgic_attr::DIST_SIZE;
         if redist {
             let dist = self.base(false);
-            return self.rd.set_legacy(addr, ipa_bits, vcpus, dist);
+            self.rd.set_legacy(addr, ipa_bits, vcpus, dist)?;
+            return self.registered(vcpus, ipa_bits);
         }
         if self.base(false).is_some() {
             return Err(EEXIST);
@@ -302,7 +303,20 @@ impl Vgic {
         ipa_bits: u32,
         vcpus: usize,
     ) -> Result<(), Errno> {
-        self.rd.set_region(value, ipa_bits, vcpus)
+        self.rd.set_region(value, ipa_bits, vcpus)?;
+        self.registered(vcpus, ipa_bits)
+    }
+
+    /// After a region was added with `vcpus` vCPUs there: KVM registers
+    /// their redistributors at once (`vgic_register_all_redist_iodevs`),
+    /// checking the frames (`vgic_v3_check_base`); if they do not fit, the
+    /// region is freed again and the answer is `EINVAL`.
+    fn registered(&mut self, vcpus: usize, ipa_bits: u32) -> Result<(), Errno> {
+        if vcpus > 0 && !self.layout_ok(vcpus as u64, ipa_bits) {
+            self.rd.pop();
+            return Err(EINVAL);
+        }
+        Ok(())
     }
 
     /// The region `value`'s index names, as `ADDR_TYPE_REDIST_REGION` reads
@@ -326,11 +340,19 @@ impl Vgic {
 
     /// The first run's checks of the frames (`vgic_v3_map_resources`): both
     /// bases set, every vCPU a redistributor (`ENXIO`), no region over the
-    /// distributor (`EINVAL`).
-    pub fn check_frames(&self) -> Result<(), Errno> {
+    /// distributor, each inside the IPA space of `ipa_bits` and off the
+    /// others (`vgic_v3_check_base`: `EINVAL`).
+    pub fn check_frames(&self, ipa_bits: u32) -> Result<(), Errno> {
         use super::errno::ENXIO;
         match (self.base(false), self.base(true)) {
-            (Some(d), Some(_)) => self.rd.check_run(self.nr_vcpus, d),
+            (Some(d), Some(_)) => {
+                self.rd.check_run(self.nr_vcpus, d)?;
+                if self.rd.fits(self.nr_vcpus, ipa_bits, Some(d)) {
+                    Ok(())
+                } else {
+                    Err(EINVAL)
+                }
+            }
             _ => Err(ENXIO),
         }
     }

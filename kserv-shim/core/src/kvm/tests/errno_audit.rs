@@ -652,6 +652,18 @@ fn vm_rows() -> Vec<Row> {
             "kvm_main.c kvm_vm_ioctl_enable_cap_generic", |c| {
             c.enable_cap(cap::MANUAL_DIRTY_LOG_PROTECT2, 0, 0)
         }),
+        row(d, "KVM_ENABLE_CAP", "HALT_POLL flags != 0", Vm, EINVAL,
+            "kvm_main.c kvm_vm_ioctl_enable_cap_generic (KVM_CAP_HALT_POLL: cap->flags)", |c| {
+            c.enable_cap(CAP_HALT_POLL, 1, 1000)
+        }),
+        row(d, "KVM_ENABLE_CAP", "HALT_POLL wider than 32 bits", Vm, EINVAL,
+            "kvm_main.c kvm_vm_ioctl_enable_cap_generic (args[0] != (unsigned int)args[0])", |c| {
+            c.enable_cap(CAP_HALT_POLL, 0, 1 << 32)
+        }),
+        row(d, "KVM_ENABLE_CAP", "HALT_POLL 1000 ns", Vm, 0,
+            "kvm_main.c kvm_vm_ioctl_enable_cap_generic (max_halt_poll_ns)", |c| {
+            c.enable_cap(CAP_HALT_POLL, 0, 1000)
+        }),
         row(d, "KVM_ENABLE_CAP", "unreadable structure", Vm, EFAULT,
             "kvm_main.c kvm_vm_ioctl (copy_from_user)", |c| c.vm_at(uapi::ENABLE_CAP, BAD)),
         // KVM_IRQ_LINE
@@ -1592,10 +1604,6 @@ fn limits() -> Vec<Row> {
     use Setup::*;
     let d = "limit";
     rows! {
-        row(d, "KVM_SET_USER_MEMORY_REGION", "slot id 32", Vm, EINVAL,
-            "KVM takes 32767 slots (KVM_CAP_NR_MEMSLOTS); KServ's 32", |c| {
-            c.region(32, 0, RAM, 0x1000, UADDR)
-        }),
         row(d, "KVM_SET_USER_MEMORY_REGION", "a slot of more than 8 GiB", Vm, EINVAL,
             "KVM takes 2^31 - 1 pages a slot; KServ's page arrays 2^21", |c| {
             c.region(0, 0, 0, (1 << 33) + 0x1000, UADDR)
@@ -1633,20 +1641,6 @@ fn limits() -> Vec<Row> {
         row(d, "KVM_SET_GUEST_DEBUG", "ENABLE | USE_HW", Init, EINVAL,
             "KVM programs the VMM's breakpoints; KCore does not (KVM_CAP_GUEST_DEBUG_HW_BPS 0)", |c| {
             c.vcpu(uapi::SET_GUEST_DEBUG, &[u64::from(uapi::guest_debug::ENABLE | uapi::guest_debug::USE_HW)])
-        }),
-        row(d, "KVM_ENABLE_CAP", "HALT_POLL", Vm, EINVAL,
-            "KVM takes a per-VM halt-polling limit; KServ's is a module parameter", |c| {
-            c.enable_cap(CAP_HALT_POLL, 0, 1000)
-        }),
-        row(d, "GRP_ADDR set", "REDIST_REGION index 1", Gic, ENOSPC,
-            "KVM takes several redistributor regions; the shim one", |c| {
-            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST_REGION, 1 << 52 | GICR)?;
-            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST_REGION, 1 << 52 | (GICR + 0x10_0000) | 1)
-        }),
-        row(d, "GRP_ADDR set", "REDIST_REGION index 1 after the legacy type", Gic, ENOSPC,
-            "KVM takes a region after the legacy one; the shim one", |c| {
-            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST, GICR)?;
-            c.gic(0, va::GRP_ADDR, va::ADDR_TYPE_REDIST_REGION, 1 << 52 | (GICR + 0x10_0000) | 1)
         }),
         row(d, "KVM_CREATE_DEVICE", "a second ITS", Its, EEXIST,
             "KVM takes several ITSs; the shim one", |c| {

@@ -128,6 +128,12 @@ impl Regions {
         })
     }
 
+    /// Takes back the last region added (`vgic_v3_set_redist_base` frees
+    /// a region its vCPUs' redistributors do not fit with).
+    pub fn pop(&mut self) {
+        self.n = self.n.saturating_sub(1);
+    }
+
     /// `KVM_VGIC_V3_ADDR_TYPE_REDIST`: a legacy region 0 at `base`.
     pub fn set_legacy(
         &mut self,

@@ -313,7 +313,7 @@ fn a_redistributor_region_places_and_limits_the_frames() {
     assert_eq!(g.set_base(false, D, 40, 2), Err(EEXIST));
     assert_eq!(g.redist_region(1), Ok(region(1, R + 0x4_0000, 0, 1)));
     g.init(&[0, 1]);
-    assert_eq!(g.check_frames(), Ok(()));
+    assert_eq!(g.check_frames(40), Ok(()));
     assert!(g.claims(R) && g.claims(R + 0x1_0000));
     assert!(
         !g.claims(R + 0x2_0000),
@@ -352,14 +352,22 @@ fn the_first_run_needs_a_redistributor_per_vcpu() {
     assert_eq!(g.set_base(false, D, 40, 3), Ok(()));
     assert_eq!(g.set_redist_region(region(2, R, 0), 40, 3), Ok(()));
     g.init(&[0, 1, 2]);
-    assert_eq!(g.check_frames(), Err(ENXIO), "2 redistributors, 3 vCPUs");
-    // A region over the distributor is refused at the first run, as KVM's
-    // `vgic_v3_check_base`.
-    assert_eq!(g.set_redist_region(region(1, D, 1), 40, 3), Ok(()));
-    assert_eq!(g.check_frames(), Err(EINVAL));
+    assert_eq!(g.check_frames(40), Err(ENXIO), "2 redistributors, 3 vCPUs");
+    // A region over the distributor, with vCPUs whose redistributors it
+    // would hold, is refused and freed at once (KVM registers them then:
+    // `vgic_register_all_redist_iodevs`, `vgic_v3_check_base`).
+    assert_eq!(g.set_redist_region(region(1, D, 1), 40, 3), Err(EINVAL));
+    assert_eq!(g.check_frames(40), Err(ENXIO), "the region was freed");
+    // Without vCPUs the same region is taken, and the first run refuses it.
     g.reset();
     g.created = true;
-    assert_eq!(g.check_frames(), Err(ENXIO), "nothing placed");
+    assert_eq!(g.set_base(false, D, 40, 0), Ok(()));
+    assert_eq!(g.set_redist_region(region(1, D, 0), 40, 0), Ok(()));
+    g.init(&[0]);
+    assert_eq!(g.check_frames(40), Err(EINVAL));
+    g.reset();
+    g.created = true;
+    assert_eq!(g.check_frames(40), Err(ENXIO), "nothing placed");
 }
 
 /// What the guest of KVM's `vgic_irq` selftest does in its preemption test:

@@ -198,13 +198,14 @@ fn request<E: KvmEnv, const N: usize>(env: &mut E, arg: u64) -> Result<([u8; N],
     Ok((b, id))
 }
 
-/// Slot `id` of a dirty-log request, if it logs: `ENOENT` for an unused
+/// Slot `id` of a dirty-log request, if it logs, and its index in the
+/// VM's table: `ENOENT` for an unused
 /// id (past [`memslot::MAX_SLOTS`] too), a slot without a log and any slot of a
 /// protected VM (which has no dirty log), as KVM answers for a slot
 /// without a bitmap.
-fn logging_slot(vm: &Vm, c: &VmCfg, id: usize) -> Result<Slot, Errno> {
-    match c.slots.index_of(id as u32).map(|i| c.slots[i]) {
-        Some(s) if s.dirty != 0 && !vm.protected() => Ok(s),
+fn logging_slot(vm: &Vm, c: &VmCfg, id: usize) -> Result<(usize, Slot), Errno> {
+    match c.slots.index_of(id as u32).map(|i| (i, c.slots[i])) {
+        Some((i, s)) if s.dirty != 0 && !vm.protected() => Ok((i, s)),
         _ => Err(ENOENT),
     }
 }
@@ -243,7 +244,7 @@ pub fn get_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Er
     let manual = vm.manual_dirty.load(SeqCst) & dirty_log::MANUAL_PROTECT_ENABLE != 0;
     let h = vm.handle();
     vm.with_cfg(env, |env, c| {
-        let s = logging_slot(vm, c, id)?;
+        let (id, s) = logging_slot(vm, c, id)?;
         let words = memslot::bitmap_words(s.pages);
         with_scratch(env, words, |env, out| {
             for (w, o) in out.iter_mut().enumerate() {
@@ -280,7 +281,7 @@ pub fn clear_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), 
     }
     let h = vm.handle();
     vm.with_cfg(env, |env, c| {
-        let s = logging_slot(vm, c, id)?;
+        let (id, s) = logging_slot(vm, c, id)?;
         if first > s.pages
             || num > s.pages - first
             || (num < s.pages - first && !num.is_multiple_of(64))
