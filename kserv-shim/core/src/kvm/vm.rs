@@ -512,8 +512,10 @@ pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
     let ipa_bits = vm.ipa_bits();
     vm.with_gic(env, |g| {
         let r = if g.created {
-            g.check_frames(ipa_bits)
-                .and_then(|()| if g.ready { Ok(()) } else { Err(EBUSY) })
+            match g.check_frames(ipa_bits) {
+                Ok(()) if !g.ready => Err(EBUSY),
+                r => r,
+            }
         } else {
             Ok(())
         };
