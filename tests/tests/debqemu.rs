@@ -12,8 +12,9 @@
 //! Both columns must boot the guest with `its=off` and with the default
 //! `its=on` (the in-kernel ITS) on both QEMUs; the migration of the running
 //! guest to a file and back (dirty logging, the vGIC's and devices' state)
-//! is reported, not required yet: one KCore run of QEMU 10's hung after the
-//! restore (`docs/kvm.md`, "Debian's QEMU").
+//! is reported, not required yet: about one KCore run of QEMU 10's in six
+//! under load leaves the resumed guest deaf to its console (`docs/kvm.md`,
+//! "Debian's QEMU").
 
 use kcore_qemu::{Boot, Machine};
 use kcore_systests::{
