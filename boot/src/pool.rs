@@ -1,14 +1,18 @@
 //! Where KCore's pool lies and how it is cut up: the arithmetic of
 //! `boot_kserv`, kept apart from the hardware so that it is tested on the host.
 //!
-//! The pool is the top of the RAM bank KCore runs in, cut down to a 2 MiB
-//! boundary and sized in whole 2 MiB blocks. It holds, in order, the space for
+//! The pool is the top of a RAM bank, cut down to a 2 MiB boundary and sized in whole 2 MiB blocks. It holds, in order, the space for
 //! KServ's stage-2 root ([`S2_ROOT_SPACE`]), the ownership table (8 bytes a
 //! page of RAM, in whole pages), the pages KServ's stage-2 tables come from,
 //! and the secondary CPUs' EL2 stacks ([`SECONDARY_STACK`] each). [`place`]
 //! computes that layout and the space kept for KServ's device tree, and
 //! refuses one that does not fit the bank, that overflows, or that overlaps
 //! KCore and KServ's kernel, KServ's device tree or a reserved region.
+//! [`pool_banks`] says which banks to try: the highest bank that starts at or
+//! above 1 GiB first, when there is one, since on the Raspberry Pi 4 the
+//! memory below 1 GiB is what its 30-bit DMA masters, the kernel's CMA pool
+//! and the firmware need (Xen keeps dom0's low bank for the same reason);
+//! then the bank KCore runs in.
 
 use core::fmt;
 
@@ -31,7 +35,7 @@ const BLOCK: u64 = 2 << 20;
 /// What [`place`] needs to know.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolRequest<'a> {
-    /// The RAM bank KCore runs in; the pool is cut from its top.
+    /// The RAM bank the pool is cut from (its top): one of [`pool_banks`].
     pub bank: MemRange,
     /// Entries of the ownership table: one per page of RAM.
     pub owner_entries: usize,
@@ -113,6 +117,26 @@ const fn align_up(v: u64, a: u64) -> Option<u64> {
     match v.checked_add(a - 1) {
         Some(x) => Some(x & !(a - 1)),
         None => None,
+    }
+}
+
+/// Where DMA-limited devices of the Raspberry Pi 4 reach: KCore's pool
+/// goes above it when the machine has RAM there.
+pub const LOW_DMA_LIMIT: u64 = 1 << 30;
+
+/// The banks to try for KCore's pool, in order: the highest bank of `banks`
+/// that starts at or above [`LOW_DMA_LIMIT`], if any, then `kcore_bank` (the
+/// bank KCore runs in), without repeating it.
+pub fn pool_banks(banks: &[MemRange], kcore_bank: MemRange) -> [Option<MemRange>; 2] {
+    let high = banks
+        .iter()
+        .filter(|b| b.base() >= LOW_DMA_LIMIT)
+        .max_by_key(|b| b.base())
+        .copied()
+        .filter(|&b| b != kcore_bank);
+    match high {
+        Some(h) => [Some(h), Some(kcore_bank)],
+        None => [Some(kcore_bank), None],
     }
 }
 
@@ -219,6 +243,32 @@ mod tests {
             dt_len: 0x10_0000,
             reserved,
         }
+    }
+
+    #[test]
+    fn pool_prefers_the_highest_bank_above_1_gib() {
+        // Pi 4 with 4 GB: KCore in the low bank, RAM with holes above.
+        let low = range(0, 0x3b40_0000);
+        let mid = range(GIB, 0xbc00_0000);
+        let top = range(0x1_0000_0000, GIB);
+        assert_eq!(pool_banks(&[low, mid, top], low), [Some(top), Some(low)]);
+        assert_eq!(pool_banks(&[top, low, mid], low), [Some(top), Some(low)]);
+        // Only RAM below 1 GiB (QEMU raspi4b): KCore's bank.
+        assert_eq!(pool_banks(&[low], low), [Some(low), None]);
+        // QEMU virt: KCore's bank is the highest one, tried once.
+        let virt = range(GIB, GIB);
+        assert_eq!(pool_banks(&[virt], virt), [Some(virt), None]);
+        // A bank straddling 1 GiB does not count as high.
+        let straddle = range(GIB / 2, GIB);
+        assert_eq!(pool_banks(&[straddle], low), [Some(low), None]);
+        // The pool lands in the high bank, away from KCore and the kernel.
+        let mut req = request(&[]);
+        req.bank = top;
+        req.kcore_start = 0x20_0000;
+        req.kernel_end = 0x400_0000;
+        req.dt_base = 0x400_0000;
+        let l = place(&req).unwrap();
+        assert!(top.contains_range(&l.pool) && l.pool.end() == top.end());
     }
 
     #[test]

@@ -273,7 +273,7 @@ fn pi4_shaped_tree_moves_to_psci() {
     assert_eq!(flat.props_map("/psci").len(), 2);
     let p = platform::parse(&out).unwrap();
     assert_eq!(p.cpus.len(), 4);
-    assert_eq!(p.uart.map(|u| u.base), Some(0xfe20_1000));
+    assert_eq!(p.uart.map(|u| u.base), Some(0xfe21_5040));
 }
 
 /// A root with the given cells and whatever `body` adds.

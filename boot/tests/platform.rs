@@ -7,7 +7,8 @@ mod common;
 use common::*;
 use kcore::addr::MemRange;
 use kcore_boot::platform::{
-    Conduit, Cpu, DtError, EnableMethod, Gic, GicVersion, Psci, Psci01Ids, Uart, parse,
+    Conduit, Cpu, DtError, EnableMethod, Gic, GicVersion, MINI_UART_COMPATIBLE, Psci, Psci01Ids,
+    Uart, UartKind, parse,
 };
 
 const fn r(base: u64, size: u64) -> MemRange {
@@ -42,7 +43,8 @@ fn check_qemu_common(p: &kcore_boot::Platform) {
         p.uart,
         Some(Uart {
             base: 0x0900_0000,
-            size: 0x1000
+            size: 0x1000,
+            kind: UartKind::Pl011,
         })
     );
     assert_eq!(p.psci, Some(QEMU_PSCI));
@@ -140,18 +142,78 @@ fn pi4_shaped_tree() {
             its: vec![],
         })
     );
-    // stdout-path names the mini UART (not a PL011): the first PL011 is used.
+    // stdout-path names the mini UART through the `serial1` alias, behind
+    // /soc's ranges: 0x7e21_5040 -> 0xfe21_5040.
     assert_eq!(
         p.uart,
         Some(Uart {
-            base: 0xfe20_1000,
-            size: 0x200
+            base: 0xfe21_5040,
+            size: 0x40,
+            kind: UartKind::MiniUart,
         })
     );
     assert_eq!(p.psci, None);
     assert_eq!(
         p.bootargs.as_deref(),
         Some("coherent_pool=1M 8250.nr_uarts=1")
+    );
+    // No /psci and spin-table secondaries: KCore starts them itself.
+    assert!(p.spin_table(0));
+}
+
+#[test]
+fn spin_table_only_without_psci() {
+    // QEMU virt: PSCI CPUs and a /psci node.
+    let p = parse(&fixture("qemu-virt-gicv3-a72.dtb")).unwrap();
+    assert!(!p.spin_table(0));
+    // A Pi with TF-A as its armstub: a /psci node, so the firmware path.
+    let mut p = parse(&fixture("pi4-like.dtb")).unwrap();
+    p.psci = Some(QEMU_PSCI);
+    assert!(!p.spin_table(0));
+    // One secondary with another method: not a spin-table platform.
+    let mut p = parse(&fixture("pi4-like.dtb")).unwrap();
+    p.cpus[2].enable_method = EnableMethod::Other;
+    assert!(!p.spin_table(0));
+    // The boot CPU's own method does not matter; a lone CPU has nothing to
+    // release.
+    let mut p = parse(&fixture("pi4-like.dtb")).unwrap();
+    p.cpus[0].enable_method = EnableMethod::Other;
+    assert!(p.spin_table(0));
+    p.cpus.truncate(1);
+    assert!(!p.spin_table(0));
+}
+
+#[test]
+fn pm_watchdog_behind_soc_ranges() {
+    // The shape of Debian's bcm2711-rpi-4-b.dtb: the PM block at
+    // 0x7e100000 on the bus, 0xfe100000 for the CPU.
+    let dtb = tree(|w| {
+        let soc = w.begin_node("soc").unwrap();
+        w.property_string("compatible", "simple-bus").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        w.property_array_u32("ranges", &[0x7e00_0000, 0, 0xfe00_0000, 0x180_0000])
+            .unwrap();
+        let wd = w.begin_node("watchdog@7e100000").unwrap();
+        w.property_string_list(
+            "compatible",
+            vec!["brcm,bcm2711-pm".into(), "brcm,bcm2835-pm-wdt".into()],
+        )
+        .unwrap();
+        w.property_array_u32("reg", &[0x7e10_0000, 0x114, 0x7e00_a000, 0x24])
+            .unwrap();
+        w.end_node(wd).unwrap();
+        w.end_node(soc).unwrap();
+    });
+    assert_eq!(
+        parse(&dtb).unwrap().pm_watchdog,
+        Some(r(0xfe10_0000, 0x114))
+    );
+    assert_eq!(
+        parse(&fixture("qemu-virt-gicv3-a72.dtb"))
+            .unwrap()
+            .pm_watchdog,
+        None
     );
 }
 
@@ -202,7 +264,8 @@ fn stdout_path_selects_the_console_pl011() {
             p.uart,
             Some(Uart {
                 base: 0x0904_0000,
-                size: 0x1000
+                size: 0x1000,
+                kind: UartKind::Pl011,
             }),
             "{stdout}"
         );
@@ -256,6 +319,33 @@ fn empty_device_reg_entries_are_refused_and_empty_memory_dropped() {
         w.end_node(n).unwrap();
     });
     assert_eq!(parse(&dtb).unwrap().memory, [r(0x8000_0000, 0x1000)]);
+}
+
+#[test]
+fn console_without_a_driver_falls_back_to_the_first_pl011() {
+    // stdout-path names an 8250 through an alias: KCore has no driver for
+    // it, so the first PL011 is the console; with a mini UART named, it is.
+    for (stdout_compat, want) in [
+        ("ns16550a", (0x0900_0000, UartKind::Pl011)),
+        (MINI_UART_COMPATIBLE, (0x7e21_5040, UartKind::MiniUart)),
+    ] {
+        let dtb = tree(|w| {
+            pl011(w, "pl011@9000000", 0x0900_0000);
+            let n = w.begin_node("serial@7e215040").unwrap();
+            w.property_string("compatible", stdout_compat).unwrap();
+            w.property_array_u64("reg", &[0x7e21_5040, 0x40]).unwrap();
+            w.end_node(n).unwrap();
+            let a = w.begin_node("aliases").unwrap();
+            w.property_string("serial1", "/serial@7e215040").unwrap();
+            w.end_node(a).unwrap();
+            let c = w.begin_node("chosen").unwrap();
+            w.property_string("stdout-path", "serial1:115200n8")
+                .unwrap();
+            w.end_node(c).unwrap();
+        });
+        let u = parse(&dtb).unwrap().uart.unwrap();
+        assert_eq!((u.base, u.kind), want, "{stdout_compat}");
+    }
 }
 
 #[test]
@@ -475,7 +565,8 @@ fn address_translation_through_buses() {
         p.uart,
         Some(Uart {
             base: 0x1000,
-            size: 0x100
+            size: 0x100,
+            kind: UartKind::Pl011,
         })
     );
     // Second of two windows; child 1 cell, parent 2 cells, size 1 cell.
@@ -485,7 +576,8 @@ fn address_translation_through_buses() {
         p.uart,
         Some(Uart {
             base: 0x4_0000_0800,
-            size: 0x100
+            size: 0x100,
+            kind: UartKind::Pl011,
         })
     );
     // A region that crosses the end of its window is refused.

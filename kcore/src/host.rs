@@ -46,6 +46,14 @@ pub enum Resume {
     /// Power this CPU off through the firmware; if that returns, report with
     /// [`Host::cpu_off_failed`] and [`Resume::Skip`].
     CpuOff,
+    /// No firmware ([`crate::psci::Backend::SpinTable`]): park every CPU.
+    /// KServ's VMs were wiped already.
+    SystemOff,
+    /// No firmware: reset through the board's reset device, with KCore's
+    /// lock still held; if that returns, report with
+    /// [`Host::system_reset_failed`] and [`Resume::Skip`]. KServ's VMs were
+    /// wiped already.
+    SystemReset,
     /// `host_vcpu_run`: run the vCPU with [`crate::vcpu::run_vcpu_in`] in the
     /// CPU's kept slot (the EL2 code drops the state lock while the guest
     /// runs), put the status in
@@ -373,7 +381,15 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
             }
             PsciOutcome::StartCpu { mpidr, cpu } => Resume::StartCpu { mpidr, cpu },
             PsciOutcome::CpuOff { .. } => Resume::CpuOff,
+            PsciOutcome::SystemOff => Resume::SystemOff,
+            PsciOutcome::SystemReset => Resume::SystemReset,
         }
+    }
+
+    /// The board's reset returned (or there is none): KServ's `SYSTEM_RESET`
+    /// fails.
+    pub fn system_reset_failed(&mut self, regs: &mut Regs) {
+        regs[0] = crate::psci::PsciError::InternalFailure.to_x0();
     }
 
     /// Reports the firmware's answer to [`Resume::StartCpu`] into KServ's `x0`.

@@ -8,6 +8,18 @@
 //! report a CPU's affinity state). Every argument KServ passes is checked
 //! first: an unknown MPIDR or an entry point outside KServ's memory never
 //! reaches the firmware.
+//!
+//! On a platform with no PSCI firmware, whose CPUs start through a spin
+//! table (the Raspberry Pi 4 with its stock armstub, where `SMC` is
+//! UNDEFINED), the relay is built with [`Backend::SpinTable`] and calls no
+//! firmware at all: KCore released every secondary CPU at boot into a pen of
+//! its own, so `CPU_ON` posts the entry point to the pen
+//! ([`PsciOutcome::StartCpu`], then [`PsciRelay::finish_cpu_on`] with
+//! success), `CPU_OFF` sends the CPU back to the pen, `AFFINITY_INFO` is
+//! answered from the relay's own state, and `SYSTEM_OFF`/`SYSTEM_RESET` come
+//! back to the caller as [`PsciOutcome::SystemOff`]/[`PsciOutcome::SystemReset`]
+//! (park every CPU; the board's reset device). `PSCI_FEATURES` and
+//! `MIGRATE_INFO_TYPE` (no Trusted OS) answer the same on both backends.
 
 use crate::hw::Firmware;
 use kcore_abi::{psci, smccc};
@@ -56,6 +68,16 @@ pub enum CpuState {
     On,
 }
 
+/// Who starts and stops CPUs and the system under KCore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// PSCI firmware, reached through [`Firmware`].
+    Firmware,
+    /// No firmware: secondary CPUs wait in KCore's pen; KCore answers
+    /// everything itself and never calls [`Firmware`].
+    SpinTable,
+}
+
 /// What KCore must do after a PSCI call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PsciOutcome {
@@ -76,6 +98,13 @@ pub enum PsciOutcome {
         /// Index of the calling CPU.
         cpu: usize,
     },
+    /// [`Backend::SpinTable`]'s `SYSTEM_OFF`: park every CPU (the board has
+    /// no power-off).
+    SystemOff,
+    /// [`Backend::SpinTable`]'s `SYSTEM_RESET`: reset through the board's
+    /// reset device; if there is none, or it returns, put
+    /// [`PsciError::InternalFailure`] in KServ's `x0`.
+    SystemReset,
 }
 
 /// KCore's PSCI state: the CPUs the platform has and where each one is.
@@ -84,6 +113,7 @@ pub struct PsciRelay<const CPUS: usize> {
     mpidrs: [u64; CPUS],
     state: [CpuState; CPUS],
     count: usize,
+    backend: Backend,
 }
 
 impl<const CPUS: usize> PsciRelay<CPUS> {
@@ -94,6 +124,7 @@ impl<const CPUS: usize> PsciRelay<CPUS> {
             mpidrs: [0; CPUS],
             state: [CpuState::Off; CPUS],
             count: 0,
+            backend: Backend::Firmware,
         };
         for (i, m) in mpidrs.iter().take(CPUS).enumerate() {
             r.mpidrs[i] = m & psci::MPIDR_AFFINITY;
@@ -103,6 +134,16 @@ impl<const CPUS: usize> PsciRelay<CPUS> {
             r.state[boot_cpu] = CpuState::On;
         }
         r
+    }
+
+    /// The same relay over `backend`.
+    pub fn with_backend(self, backend: Backend) -> Self {
+        PsciRelay { backend, ..self }
+    }
+
+    /// Who starts and stops CPUs.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Number of CPUs known.
@@ -155,12 +196,19 @@ impl<const CPUS: usize> PsciRelay<CPUS> {
                     return Return(PsciError::InvalidParameters.to_x0());
                 }
                 match self.cpu_index(target) {
-                    Some(i) if target & !psci::MPIDR_AFFINITY == 0 => {
-                        Return(fw.smc(fid, [self.mpidrs[i], 0, 0]))
-                    }
+                    Some(i) if target & !psci::MPIDR_AFFINITY == 0 => match self.backend {
+                        Backend::Firmware => Return(fw.smc(fid, [self.mpidrs[i], 0, 0])),
+                        Backend::SpinTable => Return(match self.state[i] {
+                            CpuState::On => psci::AFFINITY_ON,
+                            CpuState::Off => psci::AFFINITY_OFF,
+                            CpuState::OnPending { .. } => psci::AFFINITY_ON_PENDING,
+                        }),
+                    },
                     _ => Return(PsciError::InvalidParameters.to_x0()),
                 }
             }
+            psci::SYSTEM_OFF if self.backend == Backend::SpinTable => PsciOutcome::SystemOff,
+            psci::SYSTEM_RESET if self.backend == Backend::SpinTable => PsciOutcome::SystemReset,
             psci::SYSTEM_OFF | psci::SYSTEM_RESET => {
                 let r = fw.smc(fid, [0; 3]);
                 // Only reached if the firmware refused.
@@ -338,6 +386,68 @@ mod tests {
         let on_again = r.handle(0, psci::CPU_ON_64, [0x1, 0x4008_0000, 7], &mut fw, in_ram);
         assert_eq!(on_again, PsciOutcome::Return(PsciError::AlreadyOn.to_x0()));
         assert!(fw.1.is_none());
+    }
+
+    #[test]
+    fn spin_table_answers_without_firmware() {
+        let mut r = relay().with_backend(Backend::SpinTable);
+        assert_eq!(r.backend(), Backend::SpinTable);
+        let mut fw = Fw(0x77, None);
+        let ok = |_| true;
+        let info = |r: &mut PsciRelay<4>, fw: &mut Fw, m: u64| {
+            r.handle(3, psci::AFFINITY_INFO_64, [m, 0, 0], fw, ok)
+        };
+        use PsciOutcome::Return;
+        assert_eq!(info(&mut r, &mut fw, 0x0), Return(psci::AFFINITY_ON));
+        assert_eq!(info(&mut r, &mut fw, 0x1), Return(psci::AFFINITY_OFF));
+        // CPU_ON: the same checks, then the pen; the relay tracks the rest.
+        assert_eq!(
+            r.handle(0, psci::CPU_ON_64, [0x1, 0x4000_0000, 9], &mut fw, ok),
+            PsciOutcome::StartCpu { mpidr: 1, cpu: 1 }
+        );
+        assert_eq!(
+            info(&mut r, &mut fw, 0x1),
+            Return(psci::AFFINITY_ON_PENDING)
+        );
+        assert_eq!(r.finish_cpu_on(1, psci::SUCCESS), psci::SUCCESS);
+        assert_eq!(r.take_boot_args(1), Some((0x4000_0000, 9)));
+        assert_eq!(info(&mut r, &mut fw, 0x1), Return(psci::AFFINITY_ON));
+        // CPU_OFF: back to the pen, and seen off at once.
+        assert_eq!(
+            r.handle(1, psci::CPU_OFF, [0; 3], &mut fw, ok),
+            PsciOutcome::CpuOff { cpu: 1 }
+        );
+        assert_eq!(info(&mut r, &mut fw, 0x1), Return(psci::AFFINITY_OFF));
+        assert_eq!(
+            info(&mut r, &mut fw, 0x2),
+            Return(PsciError::InvalidParameters.to_x0())
+        );
+        assert_eq!(
+            r.handle(0, psci::SYSTEM_OFF, [0; 3], &mut fw, ok),
+            PsciOutcome::SystemOff
+        );
+        assert_eq!(
+            r.handle(0, psci::SYSTEM_RESET, [0; 3], &mut fw, ok),
+            PsciOutcome::SystemReset
+        );
+        assert_eq!(
+            r.handle(0, psci::MIGRATE_INFO_TYPE, [0; 3], &mut fw, ok),
+            Return(psci::NO_TRUSTED_OS)
+        );
+        for f in [psci::SYSTEM_OFF, psci::SYSTEM_RESET, psci::AFFINITY_INFO_64] {
+            assert_eq!(
+                r.handle(0, psci::FEATURES, [f as u64, 0, 0], &mut fw, ok),
+                Return(0)
+            );
+        }
+        assert!(fw.1.is_none(), "nothing reached the firmware");
+        // The firmware backend still forwards the system calls.
+        let mut f = relay();
+        assert_eq!(
+            f.handle(0, psci::SYSTEM_RESET, [0; 3], &mut fw, ok),
+            Return(0x77)
+        );
+        assert_eq!(fw.1, Some((psci::SYSTEM_RESET, [0; 3])));
     }
 
     #[test]

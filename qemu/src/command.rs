@@ -83,6 +83,7 @@ impl QemuCommand {
         };
         let words: Vec<&str> = base
             .split_whitespace()
+            .chain(self.machine.kernel_args().split_whitespace())
             .chain(self.append.iter().map(String::as_str))
             .collect();
         (!words.is_empty()).then(|| words.join(" "))

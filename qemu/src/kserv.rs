@@ -15,7 +15,7 @@ use std::fmt;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use crate::{Error, Pattern, Session};
+use crate::{Error, Machine, Pattern, Session};
 
 /// The prefix of every line KCore prints.
 pub const KCORE_PREFIX: &str = "kcore: ";
@@ -261,6 +261,9 @@ pub struct BatchReport {
     pub linux_banner: Option<usize>,
     /// QEMU's exit status, if it exited.
     pub exit: Option<ExitStatus>,
+    /// On a machine that cannot power off: KCore said it parked every CPU
+    /// ([`PARKED_MARKER`]) and the harness ended QEMU.
+    pub parked: bool,
 }
 
 impl BatchReport {
@@ -336,6 +339,7 @@ impl BatchReport {
             Some(_) => {}
         }
         match self.exit {
+            None if self.parked => {}
             None => problems.push("QEMU did not exit".to_string()),
             Some(s) if !s.success() => problems.push(format!("QEMU exited with {s}")),
             Some(_) => {}
@@ -354,6 +358,18 @@ impl BatchReport {
 pub fn run_batch(session: &mut Session, timeout: Duration) -> Result<BatchReport, Error> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
+    wait_done(session, deadline)?;
+    // `/init` powers off right after `KSERV-DONE`; a minute is generous.
+    let status = session.wait_exit(left().min(POWER_OFF_TIMEOUT))?;
+    let mut report = BatchReport::from_lines(&session.lines());
+    report.exit = Some(status);
+    Ok(report)
+}
+
+/// Waits until `deadline` for `KSERV-DONE`; fails (with the console) on a
+/// Linux panic.
+fn wait_done(session: &mut Session, deadline: Instant) -> Result<(), Error> {
+    let left = || deadline.saturating_duration_since(Instant::now());
     let (which, _) = session.wait_for_any(
         &[Pattern::from(DONE_MARKER), Pattern::from(KERNEL_PANIC)],
         left(),
@@ -363,10 +379,31 @@ pub fn run_batch(session: &mut Session, timeout: Duration) -> Result<BatchReport
         let _ = session.wait_for(KERNEL_PANIC_END, left().min(Duration::from_secs(5)));
         return Err(session.failure(format!("{}: KServ's kernel panicked", session.name())));
     }
-    // `/init` powers off right after `KSERV-DONE`; a minute is generous.
-    let status = session.wait_exit(left().min(POWER_OFF_TIMEOUT))?;
+    Ok(())
+}
+
+/// What KCore prints when KServ's `SYSTEM_OFF` parked every CPU on a
+/// machine with no power-off (a spin-table platform such as `raspi4b`).
+pub const PARKED_MARKER: &str = "kcore: system off: every CPU parked";
+
+/// [`run_batch`] on `machine`: where the machine cannot power itself off
+/// ([`Machine::can_power_off`]), waits for KCore's [`PARKED_MARKER`] after
+/// `KSERV-DONE` instead of QEMU's exit, then ends QEMU.
+pub fn run_batch_on(
+    session: &mut Session,
+    machine: &Machine,
+    timeout: Duration,
+) -> Result<BatchReport, Error> {
+    if machine.can_power_off() {
+        return run_batch(session, timeout);
+    }
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    wait_done(session, deadline)?;
+    session.wait_for(PARKED_MARKER, left().min(POWER_OFF_TIMEOUT))?;
+    session.kill();
     let mut report = BatchReport::from_lines(&session.lines());
-    report.exit = Some(status);
+    report.parked = true;
     Ok(report)
 }
 

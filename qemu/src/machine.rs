@@ -1,5 +1,7 @@
 //! The machines we boot: QEMU `virt` with EL2 enabled (`virtualization=on`), a
-//! GICv2 or GICv3, a CPU model, a CPU count, an amount of RAM and, for
+//! GICv2 or GICv3, a CPU model, a CPU count, an amount of RAM, or QEMU's
+//! Raspberry Pi 4 (`raspi4b`: four Cortex-A72s started at EL2, a GIC-400, 1
+//! GiB, booted with a device tree the harness edited), and, for
 //! benchmarks, `-icount shift=0,sleep=off` (one instruction = one nanosecond of
 //! virtual time, and an idle CPU skips ahead instead of sleeping, so every time
 //! the guest reads is a deterministic function of the instructions executed).
@@ -8,6 +10,7 @@
 //! QEMU arguments.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// The interrupt controller of the `virt` board (`-M virt,gic-version=..`).
@@ -68,9 +71,26 @@ impl FromStr for Cpu {
     }
 }
 
-/// A QEMU `virt` machine with EL2 (`virtualization=on`).
+/// The board QEMU emulates.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Board {
+    /// `-M virt`: the other fields of [`Machine`] say how it is built.
+    Virt,
+    /// `-M raspi4b` with this device tree (`-dtb`). QEMU fixes the CPUs
+    /// (four Cortex-A72s), the GIC (a GIC-400) and the RAM (1 GiB, of
+    /// which its tree shows 960 MiB); it has no PSCI firmware and no
+    /// power-off.
+    Raspi4b {
+        /// The device tree to boot with.
+        dtb: PathBuf,
+    },
+}
+
+/// A QEMU machine with EL2: `virt` (`virtualization=on`) or `raspi4b`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Machine {
+    /// The board.
+    pub board: Board,
     /// The interrupt controller.
     pub gic: Gic,
     /// The CPU model of every CPU.
@@ -92,6 +112,7 @@ impl Machine {
     /// `virt` with a GICv3, 4 Cortex-A72 CPUs and 1 GiB of RAM: the default.
     pub fn virt_gicv3() -> Self {
         Machine {
+            board: Board::Virt,
             gic: Gic::V3,
             cpu: Cpu::CortexA72,
             smp: 4,
@@ -106,6 +127,33 @@ impl Machine {
         Machine {
             gic: Gic::V2,
             ..Self::virt_gicv3()
+        }
+    }
+
+    /// QEMU's Raspberry Pi 4 (`raspi4b`), booted with the device tree `dtb`:
+    /// 4 Cortex-A72s, a GIC-400 (GICv2), 1 GiB.
+    pub fn raspi4b(dtb: impl Into<PathBuf>) -> Self {
+        Machine {
+            board: Board::Raspi4b { dtb: dtb.into() },
+            gic: Gic::V2,
+            ..Self::virt_gicv3()
+        }
+    }
+
+    /// Whether the machine can power itself off: `raspi4b` has neither PSCI
+    /// firmware nor a power controller, so a harness ends QEMU itself once
+    /// KCore parked every CPU.
+    pub fn can_power_off(&self) -> bool {
+        self.board == Board::Virt
+    }
+
+    /// Kernel command-line arguments the board needs: on `raspi4b`,
+    /// `clk_ignore_unused` (QEMU models none of the clocks Linux would
+    /// otherwise turn off as unused, and the console's among them).
+    pub fn kernel_args(&self) -> &'static str {
+        match self.board {
+            Board::Virt => "",
+            Board::Raspi4b { .. } => "clk_ignore_unused",
         }
     }
 
@@ -136,6 +184,20 @@ impl Machine {
 
     /// Checks what QEMU would otherwise reject with a less helpful message.
     pub fn validate(&self) -> Result<(), String> {
+        if let Board::Raspi4b { dtb } = &self.board {
+            if self.smp != 4 || self.mem_mib != 1024 || self.cpu != Cpu::CortexA72 || self.icount {
+                return Err(
+                    "raspi4b is fixed at 4 Cortex-A72s and 1 GiB (and runs without -icount)".into(),
+                );
+            }
+            if !dtb.is_file() {
+                return Err(format!(
+                    "{} is missing: run `cargo xtask build` first",
+                    dtb.display()
+                ));
+            }
+            return Ok(());
+        }
         if self.smp == 0 {
             return Err("a machine needs at least one CPU".into());
         }
@@ -153,6 +215,14 @@ impl Machine {
 
     /// QEMU's arguments for this machine (everything but what to boot).
     pub fn args(&self) -> Vec<String> {
+        if let Board::Raspi4b { dtb } = &self.board {
+            return vec![
+                "-M".to_string(),
+                "raspi4b".to_string(),
+                "-dtb".to_string(),
+                dtb.display().to_string(),
+            ];
+        }
         let virtualization = if self.el2 { "on" } else { "off" };
         let mut board = format!(
             "virt,virtualization={virtualization},gic-version={}",
@@ -190,6 +260,13 @@ impl Default for Machine {
 
 impl fmt::Display for Machine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Board::Raspi4b { dtb } = &self.board {
+            return write!(
+                f,
+                "raspi4b, GIC-400, cortex-a72, 4 CPUs, 1024 MiB, {}",
+                dtb.display()
+            );
+        }
         write!(
             f,
             "virt, GICv{}, {}, {} CPU{}, {} MiB",
@@ -262,6 +339,25 @@ mod tests {
         assert!(Machine::virt_gicv2().with_smp(9).validate().is_err());
         assert!(Machine::virt_gicv3().with_smp(9).validate().is_ok());
         assert!(Machine::default().with_mem_mib(64).validate().is_err());
+    }
+
+    #[test]
+    fn raspi4b_arguments_and_limits() {
+        let dtb = std::env::temp_dir().join("kcore-qemu-raspi4b-test.dtb");
+        std::fs::write(&dtb, b"x").unwrap();
+        let m = Machine::raspi4b(&dtb);
+        assert_eq!(
+            m.args(),
+            ["-M", "raspi4b", "-dtb", &dtb.display().to_string()]
+        );
+        assert!(m.validate().is_ok());
+        assert!(!m.can_power_off() && Machine::default().can_power_off());
+        assert_eq!(m.kernel_args(), "clk_ignore_unused");
+        assert!(m.clone().with_smp(2).validate().is_err());
+        assert!(m.clone().with_mem_mib(2048).validate().is_err());
+        assert!(m.with_icount(true).validate().is_err());
+        std::fs::remove_file(&dtb).unwrap();
+        assert!(Machine::raspi4b(&dtb).validate().is_err(), "no tree");
     }
 
     #[test]

@@ -175,7 +175,9 @@ pub fn spawn(name: &str, cmd: &QemuCommand) -> anyhow::Result<SlotSession> {
 }
 
 /// Boots `boot` on `machine` in batch mode with `tests`, waits for
-/// `KSERV-DONE` and QEMU's power-off, and checks that every test passed.
+/// `KSERV-DONE` and QEMU's power-off (on a machine that cannot power off,
+/// KCore's word that it parked every CPU, then ends QEMU), and checks that
+/// every test passed.
 /// Returns the report and the console lines for further checks.
 pub fn batch(
     name: &str,
@@ -198,7 +200,7 @@ pub fn batch_within(
     let cmd =
         QemuCommand::new(machine.clone(), boot).append(&kserv::batch_args(tests, machine.smp));
     let mut run = spawn(name, &cmd)?;
-    let report = kserv::run_batch(&mut run.session, timeout)?;
+    let report = kserv::run_batch_on(&mut run.session, &machine, timeout)?;
     if let Err(problems) = report.check(tests) {
         return Err(run
             .session

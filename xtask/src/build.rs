@@ -8,7 +8,9 @@
 //! `Image` and command line next to them in `build/kserv/`, and the packed
 //! boot image `build/kcore.img` (`docs/boot-image.md`); then the same for
 //! Debian's 6.12 from bookworm-backports in `build/kserv-6.12/` and
-//! `build/kcore-6.12.img` (`cargo xtask run --kernel 6.12`). The second
+//! `build/kcore-6.12.img` (`cargo xtask run --kernel 6.12`), and the
+//! Raspberry Pi 4 tree QEMU's `raspi4b` boots with
+//! (`build/raspi4b/`, [`raspi4b`]). The second
 //! image costs only a Kbuild run, an initramfs and a pack: everything else
 //! is shared. Every step is incremental: cargo
 //! and Kbuild rebuild what changed, and outputs are rewritten only when their
@@ -24,6 +26,7 @@ pub mod keys;
 mod kvm_selftests;
 mod module;
 mod pack;
+mod raspi4b;
 mod test_guest;
 mod tools;
 mod vm_image;
@@ -71,6 +74,7 @@ pub fn all() -> Result<Built> {
     deps::ensure()?;
     let fetched = fetch::ensure()?;
     let kcore_bin = kcore::build()?;
+    raspi4b::build(&fetched.dtb_dir)?;
     // Before KServ's initramfs: it carries a test image signed with the key.
     let vm_verify_key = keys::ensure()?;
     let shared = Shared::build(&fetched, &kcore_bin, &vm_verify_key)?;

@@ -66,3 +66,9 @@ pub fn kserv_initramfs(series: Series) -> PathBuf {
 pub fn kserv_cmdline(series: Series) -> PathBuf {
     kserv_dir(series).join("cmdline")
 }
+
+/// The Raspberry Pi 4 device tree edited for QEMU's `raspi4b`
+/// (`build/raspi4b/bcm2711-rpi-4-b-qemu.dtb`).
+pub fn raspi4b_dtb() -> PathBuf {
+    build_dir().join("raspi4b").join("bcm2711-rpi-4-b-qemu.dtb")
+}

@@ -47,6 +47,9 @@ pub enum MachineKind {
     VirtGicv3,
     /// QEMU `virt` with a GICv2.
     VirtGicv2,
+    /// QEMU's Raspberry Pi 4 (`raspi4b`) with Debian's tree edited for QEMU
+    /// (`build/raspi4b/`): 4 CPUs and 1 GiB, whatever --smp and --mem say.
+    Raspi4b,
 }
 
 /// The CPU model.
@@ -116,6 +119,8 @@ impl RunArgs {
         let machine = match self.machine {
             MachineKind::VirtGicv3 => Machine::virt_gicv3(),
             MachineKind::VirtGicv2 => Machine::virt_gicv2(),
+            // QEMU fixes the rest of the board.
+            MachineKind::Raspi4b => return Machine::raspi4b(paths::raspi4b_dtb()),
         };
         let cpu = match self.cpu {
             CpuKind::CortexA72 => Cpu::CortexA72,
@@ -246,7 +251,7 @@ fn batch(args: &RunArgs, machine: Machine, boot: Boot, what: &str) -> anyhow::Re
         log.display()
     );
     let mut session = Session::spawn_with(&cmd, &log, SessionOptions { echo: args.verbose })?;
-    let report = kserv::run_batch(&mut session, Duration::from_secs(args.timeout))?;
+    let report = kserv::run_batch_on(&mut session, &machine, Duration::from_secs(args.timeout))?;
     let secs = session.elapsed().as_secs_f64();
     drop(session);
 
@@ -260,8 +265,13 @@ fn batch(args: &RunArgs, machine: Machine, boot: Boot, what: &str) -> anyhow::Re
         .count();
     match report.check(&names) {
         Ok(()) => {
+            let end = if report.parked {
+                "KCore parked every CPU"
+            } else {
+                "QEMU powered off"
+            };
             println!(
-                "run: PASS: {passed}/{} tests passed, QEMU powered off after {secs:.1} s (log: {})",
+                "run: PASS: {passed}/{} tests passed, {end} after {secs:.1} s (log: {})",
                 names.len(),
                 log.display()
             );

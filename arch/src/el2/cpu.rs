@@ -356,6 +356,34 @@ pub fn halt() -> ! {
     }
 }
 
+/// Releases a CPU waiting in a spin table (Linux `smp_spin_table.c`, Xen
+/// `arm64/smpboot.c`): writes `entry` to its release slot, cleans the slot
+/// to the point of coherency (the waiting CPU reads it with its MMU off),
+/// then `dsb sy; sev` wakes it from `wfe`.
+///
+/// # Safety
+/// `slot` must be the 8-byte aligned, EL2-mapped `cpu-release-addr` of a
+/// CPU of this machine; `entry` is where that CPU jumps, at EL2, MMU off.
+pub unsafe fn spin_table_release(slot: u64, entry: u64) {
+    // SAFETY: forwarded contract: the slot is mapped and aligned.
+    unsafe { (slot as *mut u64).write_volatile(entry) };
+    clean_dcache_range(slot, 8);
+    send_event();
+}
+
+/// Wakes every CPU waiting in `wfe` (after a full barrier, so that what
+/// this CPU wrote before is visible to them).
+pub fn send_event() {
+    // SAFETY: a barrier and an event; no memory is touched.
+    unsafe { asm!("dsb sy", "sev", options(nostack, preserves_flags)) };
+}
+
+/// Waits for an event (`wfe`) with everything masked at EL2.
+pub fn wait_for_event() {
+    // SAFETY: waits; touches no memory.
+    unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
+}
+
 /// Cleans and invalidates the data cache lines covering `[addr, addr+len)`
 /// to the point of coherency (for data a CPU with its MMU off will read).
 pub fn clean_dcache_range(addr: u64, len: u64) {

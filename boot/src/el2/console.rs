@@ -1,14 +1,33 @@
-//! KCore's console: the `log` crate over the PL011 the device tree names.
+//! KCore's console: the `log` crate over the UART the device tree names (a
+//! PL011, or the Raspberry Pi's mini UART; see
+//! [`kcore_boot::platform::Platform::uart`]).
 //!
 //! Every line starts with `kcore: `. The UART is shared with KServ; KCore
 //! writes whole lines under its own lock and never blocks forever on it.
 
 use core::fmt::Write;
+use kcore_arch::el2::miniuart::MiniUart;
 use kcore_arch::el2::pl011::Pl011;
+use kcore_boot::platform::{Uart, UartKind};
 use log::{LevelFilter, Log, Metadata, Record};
 use spin::Mutex;
 
-static UART: Mutex<Option<Pl011>> = Mutex::new(None);
+/// The console's driver.
+enum Driver {
+    Pl011(Pl011),
+    Mini(MiniUart),
+}
+
+impl Write for Driver {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        match self {
+            Driver::Pl011(u) => u.write_str(s),
+            Driver::Mini(u) => u.write_str(s),
+        }
+    }
+}
+
+static UART: Mutex<Option<Driver>> = Mutex::new(None);
 
 struct Console;
 
@@ -39,14 +58,20 @@ impl Log for Console {
     fn flush(&self) {}
 }
 
-/// Starts the console on the PL011 at `base`.
+/// Starts the console on `uart`.
 ///
 /// # Safety
-/// `base` must be a PL011 register block, mapped as device memory at EL2 (or
-/// the MMU off) for as long as KCore runs.
-pub unsafe fn init(base: u64) {
-    // SAFETY: forwarded contract.
-    *UART.lock() = Some(unsafe { Pl011::new(base as usize) });
+/// `uart` must be a register block of its kind, mapped as device memory at
+/// EL2 (or the MMU off) for as long as KCore runs.
+pub unsafe fn init(uart: &Uart) {
+    let base = uart.base as usize;
+    let driver = match uart.kind {
+        // SAFETY: forwarded contract.
+        UartKind::Pl011 => Driver::Pl011(unsafe { Pl011::new(base) }),
+        // SAFETY: forwarded contract.
+        UartKind::MiniUart => Driver::Mini(unsafe { MiniUart::new(base) }),
+    };
+    *UART.lock() = Some(driver);
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(LevelFilter::Info);
 }

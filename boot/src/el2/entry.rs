@@ -9,7 +9,14 @@
 //! index, take their stack and MMU configuration from [`SecondaryBoot`]
 //! (cleaned to the point of coherency by the primary, since they read it with
 //! the MMU off), turn the MMU on and call `kcore_secondary_main(cpu)`.
+//! On a spin-table platform (no PSCI firmware) KCore releases every
+//! secondary CPU at boot to `kcore_spin_entry` instead: such a CPU arrives
+//! with `x0 = 0`, finds its index by looking its MPIDR up in
+//! [`KCORE_CPU_TABLE`] (written and cleaned by the primary before the
+//! release) and goes on as `kcore_secondary_entry`; a CPU not in the table
+//! parks.
 
+use super::state::MAX_CPUS;
 use core::mem::offset_of;
 use kcore_arch::el2::cpu::{MmuConfig, SCTLR_EL2_RES1};
 
@@ -40,6 +47,24 @@ pub static mut KCORE_SECONDARY_BOOT: SecondaryBoot = SecondaryBoot {
     stacks: 0,
     stack_size: 0,
     cpus: 0,
+};
+
+/// The CPUs' MPIDRs (affinity fields), by CPU index, for CPUs released
+/// from a spin table.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct CpuTable {
+    /// Entries of `mpidrs` in use.
+    pub count: u64,
+    /// MPIDR affinity fields of CPU `i`.
+    pub mpidrs: [u64; MAX_CPUS],
+}
+
+/// Written by the primary CPU before it releases any secondary CPU.
+#[unsafe(no_mangle)]
+pub static mut KCORE_CPU_TABLE: CpuTable = CpuTable {
+    count: 0,
+    mpidrs: [0; MAX_CPUS],
 };
 
 core::arch::global_asm!(
@@ -134,7 +159,34 @@ kcore_secondary_entry:
     bl kcore_secondary_main
 7:  wfe
     b 7b
+
+.global kcore_spin_entry
+kcore_spin_entry:
+    msr daifset, #0xf
+    ldr x1, ={sctlr_off}
+    msr sctlr_el2, x1
+    isb
+    mrs x2, mpidr_el1
+    ldr x3, ={affinity}
+    and x2, x2, x3
+    adrp x1, KCORE_CPU_TABLE
+    add x1, x1, :lo12:KCORE_CPU_TABLE
+    ldr x4, [x1, #{count}]
+    add x1, x1, #{mpidrs}
+    mov x0, #0
+8:  cmp x0, x4
+    b.hs 9f
+    ldr x5, [x1, x0, lsl #3]
+    cmp x5, x2
+    b.eq kcore_secondary_entry
+    add x0, x0, #1
+    b 8b
+9:  wfe
+    b 9b
 "#,
+    affinity = const kcore_abi::psci::MPIDR_AFFINITY,
+    count = const offset_of!(CpuTable, count),
+    mpidrs = const offset_of!(CpuTable, mpidrs),
     sctlr_off = const SCTLR_EL2_RES1,
     cpus = const offset_of!(SecondaryBoot, cpus),
     stacks = const offset_of!(SecondaryBoot, stacks),
@@ -152,6 +204,7 @@ unsafe extern "C" {
     static __kcore_end: u8;
     static __boot_stack_top: u8;
     fn kcore_secondary_entry();
+    fn kcore_spin_entry();
 }
 
 /// KCore's image sections, as loaded.
@@ -169,6 +222,8 @@ pub struct ImageLayout {
     pub boot_stack_top: u64,
     /// `kcore_secondary_entry`.
     pub secondary_entry: u64,
+    /// `kcore_spin_entry`: where a spin table releases a secondary CPU.
+    pub spin_entry: u64,
 }
 
 /// Where the linker put things, at the load address.
@@ -181,5 +236,6 @@ pub fn layout() -> ImageLayout {
         end: addr_of!(__kcore_end) as u64,
         boot_stack_top: addr_of!(__boot_stack_top) as u64,
         secondary_entry: kcore_secondary_entry as *const () as u64,
+        spin_entry: kcore_spin_entry as *const () as u64,
     }
 }

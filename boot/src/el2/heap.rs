@@ -14,7 +14,10 @@ static mut HEAP_AREA: HeapArea = HeapArea([0; HEAP_SIZE]);
 #[global_allocator]
 static HEAP: LockedHeap<32> = LockedHeap::empty();
 
-/// Hands the heap area to the allocator. Call once, with the MMU on.
+/// Hands the heap area to the allocator. Call once, on the primary CPU,
+/// before the first allocation: [`super::early::discover`] does, with the
+/// MMU still off (the area is KCore's bss, which the EL2 map keeps at the
+/// same address).
 pub fn init() {
     let start = core::ptr::addr_of_mut!(HEAP_AREA) as usize;
     // SAFETY: the area is KCore's bss, mapped read-write, used by nothing

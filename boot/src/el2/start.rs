@@ -1,15 +1,19 @@
 //! Bring-up: from the first Rust instruction on the primary CPU to KServ at
 //! EL1, and the same for every secondary CPU KServ starts through PSCI.
 //!
-//! Order on the primary CPU (DESIGN.md section 3): console, EL check, KCore's
-//! EL2 stage 1 and MMU, heap, a private copy of the device tree, the
-//! platform, the payload, KCore's pool, KServ's device tree, KServ's stage 2,
+//! Order on the primary CPU (DESIGN.md section 3): a private copy of the
+//! device tree, the heap and the platform ([`early`]), console, EL check,
+//! KCore's EL2 stage 1 and MMU, the payload, KCore's pool, KServ's device tree, KServ's stage 2,
 //! the EL2 configuration for KServ, and the drop to EL1. Any failure prints
 //! why and stops the machine cleanly ([`stop`]).
 
-use super::entry::{self, ImageLayout, KCORE_SECONDARY_BOOT, SecondaryBoot};
-use super::state::{FEATURES, KcoreState, MAP_RANGES, MAX_CPUS, POWER, STATE, stop};
-use super::{console, early, heap, trap};
+use super::entry::{
+    self, CpuTable, ImageLayout, KCORE_CPU_TABLE, KCORE_SECONDARY_BOOT, SecondaryBoot,
+};
+use super::state::{
+    FEATURES, KcoreState, MAP_RANGES, MAX_CPUS, POWER, RESET, STATE, park_if_off, stop,
+};
+use super::{console, early, trap};
 use alloc::vec::Vec;
 use kcore::addr::{MemRange, PAGE_SIZE, Pa, RangeSet};
 use kcore::gic_guard;
@@ -19,13 +23,13 @@ use kcore::image::VerifyKey;
 use kcore::mem_protect::MemCore;
 use kcore::ownership::OwnershipTable;
 use kcore::pgtable::{Attrs, El2Stage1, Geometry, PageTable, Stage2};
-use kcore::psci::PsciRelay;
+use kcore::psci::{Backend, PsciRelay};
 use kcore_arch::el2::cpu::{self, Features, HostConfig, MmuConfig};
 use kcore_arch::el2::gicv3;
 use kcore_arch::el2::phys_memory::{PagePool, PhysTables};
 use kcore_arch::el2::vectors;
 use kcore_arch::sysreg;
-use kcore_boot::platform::{self, MaybeRegion, Platform};
+use kcore_boot::platform::{self, EnableMethod, MaybeRegion, Platform};
 use kcore_boot::{kserv_dt, pool};
 use log::{info, warn};
 
@@ -66,12 +70,12 @@ fn subtract<E>(
 }
 
 /// Builds KCore's EL2 stage 1: its image with section permissions, all RAM
-/// read-write never-executable, the console as device memory.
+/// read-write never-executable, the `devices` (console, GICv3
+/// redistributors, the Pi's PM block) as device memory.
 fn build_el2_map(
     img: &ImageLayout,
-    ram: &RangeSet<{ early::MAX_BANKS }>,
-    uart: Option<u64>,
-    gicr: &[Option<(u64, u64)>],
+    ram: &[MemRange],
+    devices: &[MemRange],
     f: &Features,
 ) -> Option<MmuConfig> {
     // SAFETY: the table area is KCore's bss, used for nothing else, and the
@@ -115,22 +119,9 @@ fn build_el2_map(
         )
         .ok()?;
     }
-    if let Some(u) = uart {
-        let page = u & !(PAGE_SIZE - 1);
-        t.map(
-            &mut mem,
-            &mut pool,
-            &in_area,
-            page,
-            Pa(page),
-            PAGE_SIZE,
-            Attrs::DEVICE,
-        )
-        .ok()?;
-    }
-    for &(base, size) in gicr.iter().flatten() {
-        let start = base & !(PAGE_SIZE - 1);
-        let end = align_up(base.checked_add(size)?, PAGE_SIZE)?;
+    for r in devices {
+        let start = r.base() & !(PAGE_SIZE - 1);
+        let end = align_up(r.end(), PAGE_SIZE)?;
         t.map(
             &mut mem,
             &mut pool,
@@ -166,10 +157,13 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
         // No console without a device tree: nothing can be reported.
         Err(_) => cpu::halt(),
     };
-    POWER.call_once(|| early.psci);
-    if let Some(uart) = early.uart {
-        // SAFETY: the device tree names a PL011 there; the MMU is off (every
-        // access is device-typed) and the EL2 map built below keeps it mapped.
+    let plat = early.plat;
+    POWER.call_once(|| plat.psci.map(|p| p.method));
+    RESET.call_once(|| plat.pm_watchdog.map(|r| r.base()));
+    if let Some(uart) = &plat.uart {
+        // SAFETY: the device tree names a UART of this kind there; the MMU is
+        // off (every access is device-typed) and the EL2 map built below
+        // keeps it mapped.
         unsafe { console::init(uart) };
     }
     let el = cpu::current_el();
@@ -186,28 +180,34 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     );
     let f = *FEATURES.call_once(cpu::features);
     let img = entry::layout();
-    let Some(mmu) = build_el2_map(&img, &early.ram, early.uart, &early.gicr, &f) else {
+    let redist: &[MemRange] = match &plat.gic {
+        Some(g) => &g.redist,
+        None => &[],
+    };
+    let devices: Vec<MemRange> = plat
+        .uart
+        .and_then(|u| MemRange::new(u.base, u.size))
+        .into_iter()
+        .chain(redist.iter().copied())
+        .chain(plat.pm_watchdog)
+        .collect();
+    let Some(mmu) = build_el2_map(&img, &plat.memory, &devices, &f) else {
         stop(format_args!("cannot build KCore's EL2 page tables"));
     };
     // SAFETY: the map covers KCore's image (code, data, this stack), all RAM
     // and the console, each at its current address.
     unsafe { cpu::enable_mmu(&mmu) };
     cpu::set_vectors(vectors::vectors_addr());
-    heap::init();
     #[cfg(feature = "self-check")]
     if let Err(e) = kcore_arch::el2::memcpy::check() {
         stop(format_args!("self-check: {e}"));
     }
-    let regions: Vec<(u64, u64)> = early.gicr.iter().flatten().copied().collect();
+    let regions: Vec<(u64, u64)> = redist.iter().map(|r| (r.base(), r.size())).collect();
     gicv3::set_regions(&regions);
 
     // `early` validated the loader's tree and made KCore's own copy: the
     // loader's copy lives in memory KServ will own.
     let dt = early.dt;
-    let plat = match platform::parse(dt) {
-        Ok(p) => p,
-        Err(e) => stop(format_args!("bad device tree: {e}")),
-    };
     let boot = boot_kserv(&plat, dt, &img, &mmu, &f);
     info!(
         "entering KServ at EL1: kernel {:#x}, device tree {:#x}, {} CPUs ({} us since reset)",
@@ -310,23 +310,41 @@ fn boot_kserv(
     let owner_entries = OwnershipTable::<&mut [u64], MAP_RANGES>::entries_needed(&ram_banks);
     // KCore's pool: a stage-2 root, the ownership table, KServ's stage-2
     // tables, the secondary CPUs' stacks (`kcore_boot::pool`).
-    let layout = match pool::place(&pool::PoolRequest {
-        bank,
-        owner_entries,
-        cpus: MAX_CPUS,
-        kcore_start: img.start,
-        kernel_end,
-        dt_base,
-        dt_len: dt.len() as u64,
-        reserved: &plat.reserved,
-    }) {
+    // Above 1 GiB when the machine has RAM there (`pool::pool_banks`), else
+    // in KCore's bank.
+    let mut placed = Err(pool::PoolError::Overflow);
+    for candidate in pool::pool_banks(banks, bank).into_iter().flatten() {
+        placed = pool::place(&pool::PoolRequest {
+            bank: candidate,
+            owner_entries,
+            cpus: MAX_CPUS,
+            kcore_start: img.start,
+            kernel_end,
+            dt_base,
+            dt_len: dt.len() as u64,
+            reserved: &plat.reserved,
+        });
+        if placed.is_ok() {
+            break;
+        }
+    }
+    let layout = match placed {
         Ok(l) => l,
         Err(e) => stop(format_args!("{e}")),
     };
     let pool = layout.pool;
     let image = MemRange::from_bounds(img.start, img.end).unwrap_or_default();
     let dt_limit = layout.dt.end();
-    let kcore_regions = [image, pool];
+    let me = cpu::mpidr();
+    let spin = plat.spin_table(me);
+    let mut kcore_regions = alloc::vec![image, pool];
+    if spin {
+        // A CPU still waiting in the loader's stub jumps, at EL2, to
+        // whatever its release slot holds: the slots' pages are KCore's,
+        // out of KServ's stage 2, even though every CPU is released below.
+        kcore_regions.extend(spin_table_pages(plat));
+    }
+    platform::normalize_regions(&mut kcore_regions);
     let initrd = match initrd {
         None => None,
         Some((base, len)) => match MemRange::new(base, len) {
@@ -336,8 +354,16 @@ fn boot_kserv(
             )),
         },
     };
+    // KServ's tree reserves KCore's regions, except those the loader's
+    // tree already reserves (the Pi's stub page, in `/memreserve/`): Linux
+    // refuses to reserve a region twice, and says so.
+    let kserv_reserved: Vec<MemRange> = kcore_regions
+        .iter()
+        .copied()
+        .filter(|k| !plat.reserved.iter().any(|r| r.contains_range(k)))
+        .collect();
     let edits = kserv_dt::KservDtEdits {
-        kcore_regions: &kcore_regions,
+        kcore_regions: &kserv_reserved,
         initrd,
         payload_cmdline: cmdline,
         abi_version: kcore_abi::abi_version() as u32,
@@ -366,7 +392,7 @@ fn boot_kserv(
             stop(format_args!("cannot record RAM bank {b:?}"));
         }
     }
-    for k in kcore_regions {
+    for &k in &kcore_regions {
         if map.add_kcore(k).is_err() {
             stop(format_args!("cannot record KCore region {k:?}"));
         }
@@ -439,7 +465,7 @@ fn boot_kserv(
         Ok(o) => o,
         Err(e) => stop(format_args!("cannot build the ownership table: {e:?}")),
     };
-    for k in kcore_regions {
+    for &k in &kcore_regions {
         if let Err(e) = owners.mark_kcore(k) {
             stop(format_args!("cannot mark KCore's memory {k:?}: {e:?}"));
         }
@@ -457,7 +483,6 @@ fn boot_kserv(
         stop(format_args!("cannot build KServ's stage 2: {e:?}"));
     }
     let mpidrs: Vec<u64> = plat.cpus.iter().map(|c| c.mpidr).collect();
-    let me = cpu::mpidr();
     let Some(boot_cpu) = mpidrs.iter().position(|&m| m == me) else {
         stop(format_args!(
             "the boot CPU (MPIDR {me:#x}) is not in the device tree"
@@ -493,9 +518,19 @@ fn boot_kserv(
         mem.set_verify_key(k);
     }
     *STATE.lock() = Some(KcoreState {
-        host: Host::new(mem, PsciRelay::new(&mpidrs, boot_cpu)),
+        host: Host::new(
+            mem,
+            PsciRelay::new(&mpidrs, boot_cpu).with_backend(if spin {
+                Backend::SpinTable
+            } else {
+                Backend::Firmware
+            }),
+        ),
         pool: pages,
     });
+    if spin {
+        release_secondaries(plat, &mpidrs, me, img.spin_entry);
+    }
     trap::set_secondary_entry(img.secondary_entry);
     cpu::set_cpu_index(boot_cpu);
     find_redistributor(boot_cpu);
@@ -517,6 +552,96 @@ fn boot_kserv(
     }
 }
 
+/// The pages of the CPUs' spin-table release slots that lie in RAM.
+fn spin_table_pages(plat: &Platform) -> Vec<MemRange> {
+    plat.cpus
+        .iter()
+        .filter_map(|c| match c.enable_method {
+            EnableMethod::SpinTable { release_addr } => {
+                MemRange::new(release_addr & !(PAGE_SIZE - 1), PAGE_SIZE)
+            }
+            _ => None,
+        })
+        .filter(|p| plat.memory.iter().any(|b| b.contains_range(p)))
+        .collect()
+}
+
+/// Releases every secondary CPU from the loader's spin table into KCore's
+/// pen (`kcore_spin_entry`, then [`pen`]), before KServ runs: from then on
+/// no CPU waits on a slot KServ could write. The CPU table the entry reads
+/// is written and cleaned to the point of coherency first.
+fn release_secondaries(plat: &Platform, mpidrs: &[u64], me: u64, entry: u64) {
+    let mut table = CpuTable {
+        count: mpidrs.len().min(MAX_CPUS) as u64,
+        mpidrs: [0; MAX_CPUS],
+    };
+    for (slot, m) in table.mpidrs.iter_mut().zip(mpidrs) {
+        *slot = m & kcore_abi::psci::MPIDR_AFFINITY;
+    }
+    let t = &raw mut KCORE_CPU_TABLE;
+    // SAFETY: no secondary CPU runs yet; this is the only writer.
+    unsafe { t.write_volatile(table) };
+    cpu::clean_dcache_range(
+        core::ptr::addr_of!(KCORE_CPU_TABLE) as u64,
+        size_of::<CpuTable>() as u64,
+    );
+    let mut released = 0;
+    for c in plat.cpus.iter().take(MAX_CPUS).filter(|c| c.mpidr != me) {
+        let EnableMethod::SpinTable { release_addr } = c.enable_method else {
+            continue;
+        };
+        let in_ram = plat
+            .memory
+            .iter()
+            .any(|b| b.contains(release_addr) && b.contains(release_addr + 7));
+        if !release_addr.is_multiple_of(8) || !in_ram {
+            warn!(
+                "CPU {:#x}: release address {release_addr:#x} is not aligned RAM; not started",
+                c.mpidr
+            );
+            continue;
+        }
+        // SAFETY: an aligned slot in RAM, which the EL2 map covers; the
+        // entry sets up EL2 from scratch with the MMU off.
+        unsafe { cpu::spin_table_release(release_addr, entry) };
+        released += 1;
+    }
+    info!(
+        "no PSCI firmware: {released} secondary CPUs released from the spin table into KCore's pen"
+    );
+}
+
+/// KCore's pen, for a platform with no PSCI firmware: this CPU waits
+/// (`wfe`) until KServ's `CPU_ON` posts an entry point for it, then enters
+/// KServ there. A CPU that KServ's `CPU_OFF` sent here starts again the same
+/// way, on a fresh EL2 stack. On the firmware backend a CPU with nothing
+/// posted parks (the firmware started it without KServ asking).
+pub fn pen(cpu: usize) -> ! {
+    let (entry, context) = loop {
+        park_if_off();
+        {
+            let mut guard = STATE.lock();
+            let Some(s) = guard.as_mut() else { cpu::halt() };
+            if let Some(args) = s.host.take_boot_args(cpu) {
+                break args;
+            }
+            if s.host.psci().backend() != Backend::SpinTable {
+                drop(guard);
+                warn!("CPU {cpu} started without a pending CPU_ON; parking it");
+                cpu::halt();
+            }
+        }
+        cpu::wait_for_event();
+    };
+    let slot = &raw const KCORE_SECONDARY_BOOT;
+    // SAFETY: read-only; the primary wrote it before any secondary ran.
+    let sb = unsafe { slot.read_volatile() };
+    let top = sb.stacks + (cpu as u64 + 1) * sb.stack_size;
+    // SAFETY: `entry` was checked to be KServ RAM by the PSCI relay; the
+    // stack is this CPU's own in KCore's pool.
+    unsafe { cpu::enter_el1(entry, context, top) }
+}
+
 /// Records this CPU's GICv3 redistributor, which running guests needs.
 fn find_redistributor(cpu: usize) {
     if FEATURES.get().is_some_and(|f| f.gicv3_sysregs) && !gicv3::init_cpu(cpu, cpu::mpidr()) {
@@ -535,18 +660,5 @@ extern "C" fn kcore_secondary_main(cpu: usize) -> ! {
     find_redistributor(cpu);
     // SAFETY: the same stage 2 as the primary's, complete before any CPU_ON.
     unsafe { cpu::configure_for_host(f, host_cfg) };
-    let args = STATE
-        .lock()
-        .as_mut()
-        .and_then(|s| s.host.take_boot_args(cpu));
-    let Some((entry, context)) = args else {
-        warn!("CPU {cpu} started without a pending CPU_ON; parking it");
-        cpu::halt();
-    };
-    let slot = &raw const KCORE_SECONDARY_BOOT;
-    // SAFETY: read-only; the primary wrote it before any CPU_ON.
-    let sb = unsafe { slot.read_volatile() };
-    let top = sb.stacks + (cpu as u64 + 1) * sb.stack_size;
-    // SAFETY: `entry` was checked to be KServ RAM by the PSCI relay.
-    unsafe { cpu::enter_el1(entry, context, top) }
+    pen(cpu)
 }

@@ -49,6 +49,21 @@ pub static FEATURES: spin::Once<Features> = spin::Once::new();
 /// How to power the machine off ([`stop`]): the device tree's PSCI conduit.
 pub static POWER: spin::Once<Option<Conduit>> = spin::Once::new();
 
+/// The board's reset device when there is no PSCI firmware: the base of the
+/// Raspberry Pi's PM block (`kcore_arch::el2::bcm2835_pm`), if the tree has
+/// one.
+pub static RESET: spin::Once<Option<u64>> = spin::Once::new();
+/// Set by KServ's `SYSTEM_OFF` on a platform with no firmware: every CPU
+/// that enters KCore from then on parks.
+pub static PARKED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Parks this CPU if KServ powered the system off ([`PARKED`]).
+pub fn park_if_off() {
+    if PARKED.load(core::sync::atomic::Ordering::Acquire) {
+        cpu::halt();
+    }
+}
+
 /// Prints `why`, then powers the machine off through PSCI if the platform
 /// has it (over the device tree's conduit: `HVC` only when KCore was wrongly
 /// entered at EL1), else parks this CPU. Never returns.

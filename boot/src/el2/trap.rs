@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::exception::fault_ipa;
 use kcore::host::{Resume, run_result};
 use kcore::mem_protect::MemCore;
+use kcore::psci::Backend;
 use kcore::vcpu::{Loaded, RunArgs, Step, VcpuHost, WriteFault, run_vcpu_in};
 use kcore_abi::Error;
 use kcore_abi::psci as fid;
@@ -20,7 +21,7 @@ use kcore_arch::el2::firmware::{self, SmcFirmware};
 use kcore_arch::el2::guest::El2Guest;
 use kcore_arch::el2::phys_memory::PhysTables;
 use kcore_arch::el2::vectors::HostFrame;
-use log::{error, warn};
+use log::{error, info, warn};
 
 static SECONDARY_ENTRY: AtomicU64 = AtomicU64::new(0);
 
@@ -64,6 +65,7 @@ pub fn set_secondary_entry(pa: u64) {
 /// saved registers.
 #[unsafe(no_mangle)]
 extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
+    state::park_if_off();
     let cpu = cpu::cpu_index();
     let trap = el1::trap_state();
     let mut guard = STATE.lock();
@@ -96,6 +98,7 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
             trap.esr, trap.elr
         ),
     );
+    let spin_table = state.host.psci().backend() == Backend::SpinTable;
     match resume {
         Resume::Retry => {}
         Resume::Skip => el1::skip_instruction(),
@@ -112,6 +115,13 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
                     trap.elr
                 );
             }
+        }
+        Resume::StartCpu { cpu: target, .. } if spin_table => {
+            // The target waits in KCore's pen: the relay holds its entry.
+            state.host.finish_cpu_on(target, fid::SUCCESS, frame);
+            drop(guard);
+            cpu::send_event();
+            el1::skip_instruction();
         }
         Resume::StartCpu { mpidr, cpu: target } => {
             drop(guard);
@@ -140,6 +150,31 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
                 None => Err(Error::NotSupported),
             };
             run_result(r, frame);
+        }
+        Resume::CpuOff if spin_table => {
+            drop(guard);
+            super::start::pen(cpu);
+        }
+        Resume::SystemOff => {
+            // KServ's VMs are wiped; the board has no power-off.
+            state::PARKED.store(true, Ordering::Release);
+            drop(guard);
+            info!("system off: every CPU parked (KServ's others as they next enter KCore)");
+            cpu::send_event();
+            cpu::halt();
+        }
+        Resume::SystemReset => {
+            // KServ's VMs are wiped; the lock stays held so that nothing
+            // changes before the reset.
+            if let Some(Some(pm)) = state::RESET.get() {
+                info!("system reset through the PM watchdog");
+                // SAFETY: the tree's PM block, mapped as device memory at
+                // EL2 (`start::build_el2_map`); KCore's lock is held.
+                unsafe { kcore_arch::el2::bcm2835_pm::reset(*pm) };
+            }
+            state.host.system_reset_failed(frame);
+            drop(guard);
+            el1::skip_instruction();
         }
         Resume::CpuOff => {
             drop(guard);

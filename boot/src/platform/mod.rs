@@ -115,13 +115,28 @@ pub struct Gic {
 /// `compatible` of a GICv3 ITS node.
 pub const ITS_COMPATIBLE: &str = "arm,gic-v3-its";
 
-/// A PL011 UART.
+/// Which UART driver the console needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UartKind {
+    /// An Arm PL011 (`arm,pl011`).
+    Pl011,
+    /// The BCM2835/BCM2711 auxiliary mini UART (`brcm,bcm2835-aux-uart`),
+    /// the Raspberry Pi's default console.
+    MiniUart,
+}
+
+/// `compatible` of the Raspberry Pi's mini UART.
+pub const MINI_UART_COMPATIBLE: &str = "brcm,bcm2835-aux-uart";
+
+/// The console UART.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Uart {
-    /// Physical address of its registers.
+    /// Physical address of its registers (translated through `ranges`).
     pub base: u64,
     /// Size of the register frame.
     pub size: u64,
+    /// Its driver.
+    pub kind: UartKind,
 }
 
 /// The instruction that reaches PSCI firmware.
@@ -172,12 +187,18 @@ pub struct Platform {
     pub cpus: Vec<Cpu>,
     /// The interrupt controller.
     pub gic: Option<Gic>,
-    /// The console: the PL011 `/chosen/stdout-path` names, else the first PL011.
+    /// The console: the PL011 or mini UART `/chosen/stdout-path` names
+    /// (directly or through an alias), else the first usable PL011.
     pub uart: Option<Uart>,
     /// PSCI, if the tree describes it.
     pub psci: Option<Psci>,
     /// `/chosen/bootargs`.
     pub bootargs: Option<String>,
+    /// The BCM2835/BCM2711 power-management block whose watchdog resets the
+    /// board (the first `reg` of the first usable node compatible with one
+    /// of [`PM_WATCHDOG_COMPATIBLES`]), translated: KCore's `SYSTEM_RESET`
+    /// on a Raspberry Pi, which has no PSCI firmware.
+    pub pm_watchdog: Option<MemRange>,
     /// The register frames of devices that master memory with no SMMU of
     /// KCore's in front of them ([`DMA_MASTER_COMPATIBLES`]), translated to
     /// physical addresses, sorted and merged. KCore keeps them: KServ could
@@ -197,6 +218,25 @@ pub const DMA_MASTER_COMPATIBLES: [&str; 4] = [
     "pci-host-cam-generic",
     "virtio,mmio",
 ];
+
+/// `compatible`s of the Raspberry Pi's power-management block (watchdog and
+/// reset).
+pub const PM_WATCHDOG_COMPATIBLES: [&str; 3] =
+    ["brcm,bcm2711-pm", "brcm,bcm2835-pm", "brcm,bcm2835-pm-wdt"];
+
+impl Platform {
+    /// Whether KCore must start the secondary CPUs itself: no PSCI in the
+    /// tree, and every CPU but the boot CPU `boot_mpidr` starts through a
+    /// spin table (the Raspberry Pi 4 with its stock armstub). With TF-A as
+    /// the armstub the tree has a `/psci` node and the firmware path is
+    /// used.
+    pub fn spin_table(&self, boot_mpidr: u64) -> bool {
+        let mut secondaries = self.cpus.iter().filter(|c| c.mpidr != boot_mpidr);
+        self.psci.is_none()
+            && self.cpus.len() > 1
+            && secondaries.all(|c| matches!(c.enable_method, EnableMethod::SpinTable { .. }))
+    }
+}
 
 /// Why a device tree was refused. Messages name the node and property, so
 /// that KCore's console says what to fix.
@@ -382,7 +422,22 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, DtError> {
             None => None,
         },
         dma_masters: dma_masters(&tree)?,
+        pm_watchdog: pm_watchdog(&tree)?,
     })
+}
+
+/// The first `reg` region of the first usable PM block.
+fn pm_watchdog(tree: &Tree<'_, '_>) -> Result<Option<MemRange>, DtError> {
+    let found = (0..tree.nodes.len()).find(|&i| {
+        PM_WATCHDOG_COMPATIBLES
+            .iter()
+            .any(|c| tree.is_compatible(i, c))
+            && tree.is_available(i)
+    });
+    match found {
+        Some(i) => Ok(tree.device_reg(i)?.first().copied()),
+        None => Ok(None),
+    }
 }
 
 /// Whether node `i` is a device KCore keeps from KServ: a GICv3 ITS or a
@@ -575,21 +630,36 @@ fn gic(tree: &Tree<'_, '_>) -> Result<Option<Gic>, DtError> {
     }))
 }
 
-/// The PL011 `/chosen/stdout-path` names, else the first usable PL011.
+/// The UART `/chosen/stdout-path` names if KCore has a driver for it (a
+/// PL011 or a mini UART), else the first usable PL011.
 fn uart(tree: &Tree<'_, '_>) -> Result<Option<Uart>, DtError> {
-    let is_pl011 = |i: usize| tree.is_compatible(i, "arm,pl011");
+    let kind = |i: usize| {
+        if tree.is_compatible(i, "arm,pl011") {
+            Some(UartKind::Pl011)
+        } else if tree.is_compatible(i, MINI_UART_COMPATIBLE) {
+            Some(UartKind::MiniUart)
+        } else {
+            None
+        }
+    };
     let chosen_one = match tree.child(ROOT, "chosen") {
         Some(chosen) => match tree.string(chosen, "stdout-path")? {
             Some(path) => {
                 let path = path.split(':').next().unwrap_or_default();
-                tree.resolve(path).filter(|&i| is_pl011(i))
+                tree.resolve(path)
+                    .and_then(|i| Some((i, kind(i)?)))
+                    .filter(|&(i, _)| tree.is_available(i))
             }
             None => None,
         },
         None => None,
     };
-    let first = || (0..tree.nodes.len()).find(|&i| is_pl011(i) && tree.is_available(i));
-    let Some(i) = chosen_one.or_else(first) else {
+    let first = || {
+        (0..tree.nodes.len())
+            .find(|&i| kind(i) == Some(UartKind::Pl011) && tree.is_available(i))
+            .map(|i| (i, UartKind::Pl011))
+    };
+    let Some((i, kind)) = chosen_one.or_else(first) else {
         return Ok(None);
     };
     let region = tree
@@ -600,6 +670,7 @@ fn uart(tree: &Tree<'_, '_>) -> Result<Option<Uart>, DtError> {
     Ok(Some(Uart {
         base: region.base(),
         size: region.size(),
+        kind,
     }))
 }
 

@@ -1263,9 +1263,13 @@ fn glue_psci(
             }
             Ok(())
         }
-        Resume::Retry | Resume::Inject(_) | Resume::RunVcpu(_) => {
-            Err(format!("SMC resumed as {resume:?}"))
-        }
+        // The firmware backend's relay never answers with the spin table's
+        // outcomes.
+        Resume::Retry
+        | Resume::Inject(_)
+        | Resume::RunVcpu(_)
+        | Resume::SystemOff
+        | Resume::SystemReset => Err(format!("SMC resumed as {resume:?}")),
     }
 }
 
