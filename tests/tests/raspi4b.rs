@@ -34,6 +34,9 @@ fn raspi4b_spin_table_4_cpus_at_el1() -> TestResult {
             "KCore did not release 3 CPUs from the spin table".into(),
         ));
     }
+    if !has("kcore: the spin table's page [0x0, 0x1000) is KCore's") {
+        return Err(fail("the stub's page 0 was not made KCore's".into()));
+    }
     let boot_line = report.tests.iter().find(|t| t.name == "boot");
     if !boot_line.is_some_and(|t| t.detail.contains("4 CPUs online") && t.detail.contains("EL1")) {
         return Err(fail(format!(

@@ -342,7 +342,12 @@ fn boot_kserv(
         // A CPU still waiting in the loader's stub jumps, at EL2, to
         // whatever its release slot holds: the slots' pages are KCore's,
         // out of KServ's stage 2, even though every CPU is released below.
-        kcore_regions.extend(spin_table_pages(plat));
+        let mut pages = spin_table_pages(plat);
+        platform::normalize_regions(&mut pages);
+        for page in pages {
+            info!("the spin table's page {page} is KCore's");
+            kcore_regions.push(page);
+        }
     }
     platform::normalize_regions(&mut kcore_regions);
     let initrd = match initrd {
