@@ -214,6 +214,34 @@ pub fn batch_within(
     Ok((report, run))
 }
 
+/// Boots `build/kcore.img` on `machine` with KServ's `reset` test: KServ
+/// comes up, Linux says "reboot: Restarting system", each line of `then`
+/// follows in turn, and QEMU (run with `-no-reboot`) exits by itself,
+/// successfully.
+pub fn expect_reset(name: &str, machine: Machine, then: &[&str]) -> TestResult {
+    let cmd = QemuCommand::new(
+        machine,
+        Boot::Kcore {
+            image: kcore_image()?,
+        },
+    )
+    .append("kserv.mode=batch kserv.tests=reset");
+    let mut run = spawn(name, &cmd)?;
+    let s = &mut run.session;
+    s.wait_for("kserv-shim: KCore ABI version", BOOT_TIMEOUT)?;
+    s.wait_for("reboot: Restarting system", Duration::from_secs(60))?;
+    for line in then {
+        s.wait_for(*line, Duration::from_secs(30))?;
+    }
+    let status = s.wait_exit(Duration::from_secs(60))?;
+    if !status.success() {
+        return Err(Failure::from(
+            s.failure(format!("{name}: QEMU exited with {status}")),
+        ));
+    }
+    Ok(())
+}
+
 /// Fails if any non-blank console line repeats more than `max_repeats`
 /// times: the sign of an exception or error loop.
 pub fn check_no_repeats(lines: &[String], max_repeats: usize) -> Result<(), String> {

@@ -8,10 +8,13 @@
 //! back to the pen, AFFINITY_INFO from KCore's own state, CPU_ON from the
 //! pen), `protection` and `vmisolation`. The run ends with KServ's
 //! `SYSTEM_OFF`, which parks the CPUs (the board has no power-off), and the
-//! harness then ends QEMU.
+//! harness then ends QEMU. A second run checks `SYSTEM_RESET` through the PM
+//! watchdog.
 
 use kcore_qemu::{Boot, Machine};
-use kcore_systests::{Failure, TestResult, artefact, batch, kcore_image, kcore_trouble};
+use kcore_systests::{
+    Failure, TestResult, artefact, batch, expect_reset, kcore_image, kcore_trouble,
+};
 
 const TESTS: &[&str] = &["boot", "hvc", "hotplug", "protection", "vmisolation"];
 
@@ -50,4 +53,16 @@ fn raspi4b_spin_table_4_cpus_at_el1() -> TestResult {
         return Err(fail(format!("KCore reported trouble: {l}")));
     }
     Ok(())
+}
+
+/// KServ's `SYSTEM_RESET` on `raspi4b` (no firmware): KCore wipes the VMs
+/// and arms the PM watchdog it found in the tree; QEMU's model of the
+/// watchdog resets the board, and QEMU (run with `-no-reboot`) exits.
+#[test]
+fn raspi4b_system_reset_through_the_pm_watchdog() -> TestResult {
+    expect_reset(
+        "raspi4b-reset",
+        Machine::raspi4b(artefact("raspi4b/bcm2711-rpi-4-b-qemu.dtb")?),
+        &["kcore: system reset through the PM watchdog"],
+    )
 }
