@@ -4,7 +4,12 @@
 //! Lock order: a CPU's own [`LOADED`] slot, then [`STATE`],
 //! then the console. The state lock is dropped around firmware calls that
 //! start or stop CPUs, since a CPU started by the firmware takes it on
-//! arrival, and while a guest runs.
+//! arrival, and while a guest runs. With no firmware (the spin-table
+//! backend, `kcore::psci::Backend::SpinTable`) `CPU_ON` is recorded under
+//! the lock and the pen is woken (`sev`) after it is dropped; `CPU_OFF`
+//! drops it before the CPU goes to the pen ([`super::start::pen`]);
+//! `SYSTEM_RESET` keeps it across the PM watchdog's reset, so nothing
+//! changes between the VM wipe and the reset.
 
 use super::state::{self, MAP_RANGES, MAX_CPUS, MAX_VMS, STATE, stop};
 use alloc::vec::Vec;
