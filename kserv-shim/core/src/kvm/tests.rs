@@ -103,6 +103,9 @@ fn data_abort(ipa: u64, write: bool, width: u64, permission: bool) -> GuestExit 
     }
 }
 
+/// Another thread's work, run on the fake kernel.
+type Preempt = Box<dyn FnOnce(&mut Fake)>;
+
 #[derive(Default)]
 struct Fake {
     // The kernel.
@@ -131,6 +134,10 @@ struct Fake {
     // The random numbers handed out so far, and the thread's run delay.
     randoms: u64,
     run_delay: u64,
+    // The shim's locks this thread holds, and another thread's work to
+    // run at a chosen point where it holds none (`races`).
+    held: Vec<Lock>,
+    preempt: Option<(usize, Preempt)>,
     // KCore.
     k: Option<Box<Kcore>>,
 }
@@ -432,8 +439,29 @@ impl KvmEnv for Fake {
     fn run_write(&mut self, offset: usize, data: &[u8]) {
         self.run[offset..offset + data.len()].copy_from_slice(data);
     }
-    fn lock(&mut self, _l: Lock) {}
-    fn unlock(&mut self, _l: Lock) {}
+    fn lock(&mut self, l: Lock) {
+        // `Lock`'s order: the VM's mutex before the vGIC's spinlock, each
+        // once.
+        assert!(
+            self.held.iter().all(|&h| (h as u32) < (l as u32)),
+            "{l:?} taken holding {:?}",
+            self.held
+        );
+        self.held.push(l);
+    }
+    fn unlock(&mut self, l: Lock) {
+        assert_eq!(self.held.pop(), Some(l), "unlock order");
+        if self.held.is_empty()
+            && let Some((n, work)) = self.preempt.take()
+        {
+            // Another thread would get the locks here.
+            if n == 0 {
+                work(self);
+            } else {
+                self.preempt = Some((n - 1, work));
+            }
+        }
+    }
     fn now(&mut self) -> u64 {
         1000
     }
@@ -2002,6 +2030,7 @@ mod its;
 mod memslots;
 mod pending;
 mod ptimer;
+mod races;
 mod vcpu_events;
 
 #[test]

@@ -507,23 +507,26 @@ impl VmCfg {
 /// ([`Vgic::check_frames`]: `ENXIO`, `EINVAL`) and initialised (`EBUSY`),
 /// in KVM's order (`vgic_v3_map_resources`), and every unbacked part of the
 /// IPA space is declared MMIO (`ENOSPC` if more than KCore's 16 ranges).
-/// Once per VM.
+/// Once per VM. The vGIC is looked at under the VM's mutex that marks the
+/// VM as run, so a [`device_create`] is wholly before (this sees its vGIC)
+/// or after (it sees the mark: `EBUSY`), as `kvm_vgic_create` and the
+/// first run exclude each other through the vCPU's mutex.
 pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
     let ipa_bits = vm.ipa_bits();
-    vm.with_gic(env, |g| {
-        let r = if g.created {
-            match g.check_frames(ipa_bits) {
-                Ok(()) if !g.ready => Err(EBUSY),
-                r => r,
-            }
-        } else {
-            Ok(())
-        };
-        (r, 0)
-    })?;
     let h = vm.handle();
     let ipa_pages = 1u64 << (ipa_bits - 12);
     vm.with_cfg(env, |env, c| {
+        vm.with_gic(env, |g| {
+            let r = if g.created {
+                match g.check_frames(ipa_bits) {
+                    Ok(()) if !g.ready => Err(EBUSY),
+                    r => r,
+                }
+            } else {
+                Ok(())
+            };
+            (r, 0)
+        })?;
         if c.ran {
             return Ok(());
         }
@@ -1004,7 +1007,9 @@ pub fn vcpu_create<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) -> Result<(), Errno
 /// GICv2 compatibility answers; an ITS only for a non-protected VM, whose
 /// memory the shim can read); a second GICv3 is `EEXIST`, a first one
 /// after a vCPU ran `EBUSY` (`kvm_vgic_create`'s order). Flags other than
-/// `KVM_CREATE_DEVICE_TEST` are ignored, as KVM ignores them.
+/// `KVM_CREATE_DEVICE_TEST` are ignored, as KVM ignores them. The VM's
+/// mark of a first run is read and the vGIC created under one hold of the
+/// VM's mutex ([`prepare_run`]).
 pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Result<i64, Errno> {
     if ty == device::TYPE_ARM_VGIC_ITS && !vm.protected() {
         if flags & device::CREATE_TEST != 0 {
@@ -1018,16 +1023,17 @@ pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Re
     if flags & device::CREATE_TEST != 0 {
         return Ok(0);
     }
-    let ran = vm.with_cfg(env, |_, c| c.ran);
-    vm.with_gic(env, |g| {
-        if g.created {
-            (Err(EEXIST), 0)
-        } else if ran {
-            (Err(EBUSY), 0)
-        } else {
-            g.created = true;
-            (Ok(DEVICE_VGIC), 0)
-        }
+    vm.with_cfg(env, |env, c| {
+        vm.with_gic(env, |g| {
+            if g.created {
+                (Err(EEXIST), 0)
+            } else if c.ran {
+                (Err(EBUSY), 0)
+            } else {
+                g.created = true;
+                (Ok(DEVICE_VGIC), 0)
+            }
+        })
     })
 }
 
@@ -1296,20 +1302,19 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
         }
         (vgic_attr::GRP_CTRL, vgic_attr::CTRL_INIT) if op != 1 => {
             if op == 0 {
-                let order = vm.with_cfg(env, |_, c| {
-                    // A vCPU in the middle of its creation: KVM's EBUSY.
-                    let busy = c.vcpu_state.contains(&1);
-                    let mut o = [0u8; MAX_VCPUS];
-                    o[..c.n_vcpus].copy_from_slice(c.vcpu_order());
-                    (busy, o, c.n_vcpus)
-                });
-                if order.0 {
-                    return Err(EBUSY);
-                }
-                vm.with_gic(env, |g| {
-                    g.init(&order.1[..order.2]);
-                    ((), 0)
-                });
+                // Under the VM's mutex, as `vcpu_reserve`'s check of the
+                // vGIC: a creation is wholly before (the vGIC gets its
+                // vCPU), in the middle (KVM's EBUSY) or after (EBUSY).
+                vm.with_cfg(env, |env, c| {
+                    if c.vcpu_state.contains(&1) {
+                        return Err(EBUSY);
+                    }
+                    vm.with_gic(env, |g| {
+                        g.init(c.vcpu_order());
+                        ((), 0)
+                    });
+                    Ok(())
+                })?;
             }
             Ok::<i64, Errno>(0)
         }
