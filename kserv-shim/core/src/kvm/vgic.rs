@@ -57,6 +57,57 @@ pub const PTIMER_PPI: u32 = 30;
 
 /// `GICD_IIDR`/`GICR_IIDR`: KVM's product id, Arm as implementer,
 /// revision 2 (groups are guest-configurable).
+/// A register region of userspace's (`KVM_DEV_ARM_VGIC_GRP_*_REGS`):
+/// offset, bytes, bits per interrupt (0: not per interrupt, else only the
+/// interrupts below `nr_irqs` are there). Each takes 32-bit accesses.
+type Region = (u64, u64, u64);
+
+/// The distributor's, as KVM 6.1's `vgic_v3_dist_registers`.
+const DIST_REGS: [Region; 15] = [
+    (0x0, 16, 0),       // GICD_CTLR, TYPER, IIDR, TYPER2
+    (0x10, 4, 0),       // GICD_STATUSR
+    (0x80, 128, 1),     // GICD_IGROUPR
+    (0x100, 128, 1),    // GICD_ISENABLER
+    (0x180, 128, 1),    // GICD_ICENABLER
+    (0x200, 128, 1),    // GICD_ISPENDR
+    (0x280, 128, 1),    // GICD_ICPENDR
+    (0x300, 128, 1),    // GICD_ISACTIVER
+    (0x380, 128, 1),    // GICD_ICACTIVER
+    (0x400, 1024, 8),   // GICD_IPRIORITYR
+    (0x800, 1024, 8),   // GICD_ITARGETSR
+    (0xC00, 256, 2),    // GICD_ICFGR
+    (0xD00, 128, 1),    // GICD_IGRPMODR
+    (0x6000, 8192, 64), // GICD_IROUTER
+    (0xFFD0, 48, 0),    // the ID registers
+];
+
+/// A redistributor's, RD frame then SGI frame, as KVM 6.1's
+/// `vgic_v3_rd_registers`.
+const RD_REGS: [Region; 22] = [
+    (0x0, 4, 0),       // GICR_CTLR
+    (0x4, 4, 0),       // GICR_IIDR
+    (0x8, 8, 0),       // GICR_TYPER
+    (0x10, 4, 0),      // GICR_STATUSR
+    (0x14, 4, 0),      // GICR_WAKER
+    (0x70, 8, 0),      // GICR_PROPBASER
+    (0x78, 8, 0),      // GICR_PENDBASER
+    (0xA0, 8, 0),      // GICR_INVLPIR
+    (0xB0, 8, 0),      // GICR_INVALLR
+    (0xC0, 4, 0),      // GICR_SYNCR
+    (0xFFD0, 48, 0),   // the ID registers
+    (0x1_0080, 4, 0),  // GICR_IGROUPR0
+    (0x1_0100, 4, 0),  // GICR_ISENABLER0
+    (0x1_0180, 4, 0),  // GICR_ICENABLER0
+    (0x1_0200, 4, 0),  // GICR_ISPENDR0
+    (0x1_0280, 4, 0),  // GICR_ICPENDR0
+    (0x1_0300, 4, 0),  // GICR_ISACTIVER0
+    (0x1_0380, 4, 0),  // GICR_ICACTIVER0
+    (0x1_0400, 32, 0), // GICR_IPRIORITYR0..7
+    (0x1_0C00, 8, 0),  // GICR_ICFGR0, 1
+    (0x1_0D00, 4, 0),  // GICR_IGRPMODR0
+    (0x1_0E00, 4, 0),  // GICR_NSACR
+];
+
 const IIDR: u64 = 0x4B << 24 | 2 << 12 | 0x43B;
 /// `GICD_PIDR2`/`GICR_PIDR2`: a GICv3.
 const PIDR2: u64 = 0x3B;
@@ -1146,12 +1197,25 @@ impl Vgic {
         })
     }
 
+    /// Whether userspace reaches a 32-bit register at `offset` of the
+    /// distributor or (`rd`) a redistributor ([`DIST_REGS`], [`RD_REGS`]):
+    /// `KVM_HAS_DEVICE_ATTR`'s answer, and where [`Vgic::uaccess`] goes
+    /// further (KVM's `vgic_get_mmio_region`).
+    pub fn has_reg(&self, rd: bool, offset: u64) -> bool {
+        let table: &[Region] = if rd { &RD_REGS } else { &DIST_REGS };
+        let irqs = u64::from(self.nr_irqs.max(NR_PRIVATE));
+        offset.is_multiple_of(4)
+            && table.iter().any(|&(at, len, bits)| {
+                (at..at + len).contains(&offset) && (bits == 0 || (offset - at) * 8 / bits < irqs)
+            })
+    }
+
     /// `KVM_DEV_ARM_VGIC_GRP_{DIST,REDIST}_REGS`: a 32-bit register at
     /// `offset` of the distributor, or of vCPU `rd`'s redistributor (RD
     /// then SGI frame), as the guest would access it. `EBUSY` before init,
     /// `ENXIO` for a vCPU without a redistributor; an offset with no
-    /// register reads 0 and ignores a write. Returns the value read (0 for
-    /// a write) and the vCPUs to kick.
+    /// register ([`Vgic::has_reg`]) reads 0 and ignores a write. Returns
+    /// the value read (0 for a write) and the vCPUs to kick.
     pub fn uaccess(
         &mut self,
         rd: Option<usize>,
@@ -1166,9 +1230,9 @@ impl Vgic {
         let data = u64::from(value);
         match rd {
             Some(v) if !self.exists(v) => Err(ENXIO),
-            // No register there (unaligned, or past the frames): reads 0,
-            // a write is ignored, as `vgic_uaccess_{read,write}` answer.
-            _ if !offset.is_multiple_of(4) => Ok((0, 0)),
+            // No register there: reads 0, a write is ignored, as
+            // `vgic_uaccess_{read,write}` answer.
+            _ if !self.has_reg(rd.is_some(), offset) => Ok((0, 0)),
             None if offset < 0x1_0000 => Ok(self.dist_access(0, offset, 4, write, data)),
             Some(v) if offset < 0x1_0000 => Ok((self.rd_access(v, offset, 4, write, data), 0)),
             Some(v) if offset < 0x2_0000 => {

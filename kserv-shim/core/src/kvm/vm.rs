@@ -1230,14 +1230,10 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             let offset = attr & 0xFFFF_FFFF;
             let rd = (group == vgic_attr::GRP_REDIST_REGS).then_some(v);
             if op == 2 {
-                // `vgic_v3_has_attr_regs`: aligned 32-bit registers of the
-                // frame(s) (the distributor's 64 KiB, the RD and SGI frames).
-                let frame = if rd.is_some() { 0x2_0000 } else { 0x1_0000 };
-                return if offset.is_multiple_of(4) && offset < frame {
-                    Ok(0)
-                } else {
-                    Err(ENXIO)
-                };
+                // `vgic_v3_has_attr_regs`: the register table GET and SET
+                // go through.
+                let has = vm.with_gic(env, |g| (g.has_reg(rd.is_some(), offset), 0));
+                return if has { Ok(0) } else { Err(ENXIO) };
             }
             let mut v = [0u8; 4];
             if op == 0 {

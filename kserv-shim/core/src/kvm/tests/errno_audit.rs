@@ -1462,6 +1462,21 @@ fn vgic_rows() -> Vec<Row> {
             "vgic-mmio-v3.c vgic_v3_has_attr_regs (no region)", |c| {
             c.gic(2, va::GRP_REDIST_REGS, 0x2_0000, 0)
         }),
+        // What is a register of userspace's: `vgic_get_mmio_region` on KVM's tables.
+        row(d, "GRP_DIST_REGS has", "GICD_SETSPI_NSR (no register of userspace's)", GicReady, ENXIO,
+            "vgic-mmio-v3.c vgic_v3_has_attr_regs (no region)", |c| c.gic(2, va::GRP_DIST_REGS, 0x40, 0)),
+        row(d, "GRP_DIST_REGS has", "ISENABLER of SPIs past nr_irqs", GicReady, ENXIO,
+            "vgic-mmio.c check_region (intid >= nr_irqs)", |c| c.gic(2, va::GRP_DIST_REGS, 0x120, 0)),
+        row(d, "GRP_DIST_REGS has", "ISENABLER of SPIs before NR_IRQS or init", Gic, ENXIO,
+            "vgic-mmio.c check_region (nr_spis 0)", |c| c.gic(2, va::GRP_DIST_REGS, 0x104, 0)),
+        row(d, "GRP_DIST_REGS has", "IROUTER of an SGI", GicReady, 0,
+            "vgic-mmio-v3.c vgic_v3_dist_registers (GICD_IROUTER)", |c| c.gic(2, va::GRP_DIST_REGS, 0x6000, 0)),
+        row(d, "GRP_REDIST_REGS has", "GICR_SETLPIR (no register of userspace's)", GicReady, ENXIO,
+            "vgic-mmio-v3.c vgic_v3_has_attr_regs (no region)", |c| c.gic(2, va::GRP_REDIST_REGS, 0x40, 0)),
+        row(d, "GRP_REDIST_REGS has", "GICR_NSACR", GicReady, 0,
+            "vgic-mmio-v3.c vgic_v3_rd_registers (GICR_NSACR)", |c| c.gic(2, va::GRP_REDIST_REGS, 0x1_0E00, 0)),
+        row(d, "GRP_CPU_SYSREGS has", "ICC_AP1R3_EL1", GicReady, 0, "vgic-sys-reg-v3.c gic_v3_icc_reg_descs",
+            |c| c.gic(2, va::GRP_CPU_SYSREGS, 3 << 14 | 12 << 7 | 9 << 3 | 3, 0)),
         row(d, "GRP_REDIST_REGS set", "before init", Gic, EBUSY, regs, |c| {
             c.gic(0, va::GRP_REDIST_REGS, 0, 0)
         }),

@@ -456,3 +456,51 @@ fn routing_tables_map_gsis_to_spis_and_completions_back() {
     g.init(&[0]);
     assert_eq!(g.spi_of(5), Some(37));
 }
+
+#[test]
+fn userspace_reaches_kvms_register_table_only() {
+    // SAFETY: as in `gic`.
+    let mut fresh: Box<Vgic> = unsafe { Box::new_zeroed().assume_init() };
+    fresh.reset();
+    // Before NR_IRQS or init KVM has no SPIs: only private interrupts' bits.
+    assert!(fresh.has_reg(false, 0x100));
+    assert!(!fresh.has_reg(false, 0x104), "ISENABLER of SPIs 32..63");
+    let mut g = gic(64);
+    for (rd, offset, has) in [
+        (false, 0x0, true),
+        (false, 0xC, true),     // GICD_TYPER2
+        (false, 0x14, false),   // nothing between STATUSR and IGROUPR
+        (false, 0x40, false),   // GICD_SETSPI_NSR: not userspace's
+        (false, 0x104, true),   // SPIs 32..63
+        (false, 0x108, false),  // SPIs 64..95: past nr_irqs
+        (false, 0x43C, true),   // priorities of 60..63
+        (false, 0x440, false),  // of 64..67
+        (false, 0x6000, true),  // IROUTER of interrupt 0, as KVM
+        (false, 0x61F8, true),  // of 63
+        (false, 0x6200, false), // of 64
+        (false, 0xE00, false),  // GICD_NSACR is not in KVM's table
+        (false, 0xFFCC, false),
+        (false, 0xFFFC, true),
+        (false, 0x1_0000, false),
+        (true, 0x0, true),
+        (true, 0xC, true),   // GICR_TYPER's upper half
+        (true, 0x40, false), // GICR_SETLPIR
+        (true, 0xC4, false),
+        (true, 0x1_0000, false), // the SGI frame's first word
+        (true, 0x1_0084, false), // IGROUPR1 would be an ESPI's
+        (true, 0x1_041C, true),  // IPRIORITYR7
+        (true, 0x1_0420, false),
+        (true, 0x1_0C04, true), // ICFGR1
+        (true, 0x1_0E00, true), // GICR_NSACR
+        (true, 0x2_0000, false),
+        (true, 0x2, false),
+    ] {
+        assert_eq!(g.has_reg(rd, offset), has, "rd {rd} {offset:#x}");
+        // GET and SET go through the same table: no register, 0 and no
+        // effect.
+        if !has {
+            assert_eq!(g.uaccess(rd.then_some(1), offset, true, !0), Ok((0, 0)));
+            assert_eq!(g.uaccess(rd.then_some(1), offset, false, 0), Ok((0, 0)));
+        }
+    }
+}
