@@ -133,6 +133,7 @@ u64 kserv_glue_kvm_random(void);
 /* The wall clock (ns) and CNTPCT_EL0 at one instant; 0 if the clock source is not the counter. */
 u32 kserv_glue_kvm_ptp(u64 *real, u64 *cycles);
 u64 kserv_glue_kvm_run_delay(void);	/* current's run-queue wait so far, ns */
+u32 kserv_glue_kvm_ccsidr(u32 csselr);	/* this CPU's CCSIDR_EL1 of that cache */
 
 /* kserv_kvm.c: /dev/kvm's registration. */
 int kserv_kvm_init(void);

@@ -241,6 +241,20 @@ u32 kserv_glue_kvm_ptp(u64 *real, u64 *cycles)
 	return 1;
 }
 
+u32 kserv_glue_kvm_ccsidr(u32 csselr)
+{
+	unsigned long flags;
+	u32 ccsidr;
+
+	/* Nothing else on this CPU may select another cache meanwhile. */
+	local_irq_save(flags);
+	write_sysreg(csselr, csselr_el1);
+	isb();
+	ccsidr = read_sysreg(ccsidr_el1);
+	local_irq_restore(flags);
+	return ccsidr;
+}
+
 u64 kserv_glue_kvm_run_delay(void)
 {
 #ifdef CONFIG_SCHED_INFO

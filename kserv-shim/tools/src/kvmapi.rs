@@ -463,7 +463,6 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         E2BIG,
     );
     let n = list[0] as usize;
-    c.check("reg-list-count", n == 239, || format!("n = {n}"));
     list[0] = 255;
     c.ok(
         "reg-list",
@@ -471,6 +470,30 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         0,
     );
     let ids = &list[1..1 + n.min(255)];
+    // KVM 6.1's 239, then a CCSIDR_EL1 (KVM_REG_ARM_DEMUX) per cache the
+    // CPU's CLIDR_EL1 has, last.
+    let ccsidrs = ids
+        .iter()
+        .filter(|&&id| id & 0x0FFF_0000 == 0x0011_0000)
+        .count();
+    let last = ids
+        .iter()
+        .skip(239)
+        .all(|&id| id & 0x0FFF_0000 == 0x0011_0000);
+    c.check(
+        "reg-list-count",
+        n == 239 + ccsidrs && ccsidrs > 0 && last,
+        || format!("n = {n}, {ccsidrs} CCSIDRs"),
+    );
+    if let Some(&ccsidr) = ids.last() {
+        let value = get_reg(&vcpu, ccsidr).unwrap_or(0) & 0xFFFF_FFFF;
+        c.ok("ccsidr-set-same", set_reg(&vcpu, ccsidr, value), 0);
+        c.errno(
+            "ccsidr-set-other",
+            set_reg(&vcpu, ccsidr, value ^ 1),
+            EINVAL,
+        );
+    }
     let all = ids.iter().all(|&id| {
         get_reg(&vcpu, id).is_ok() || id & 0x00F0_0000_0000_0000 == 0x0040_0000_0000_0000
     });

@@ -103,6 +103,9 @@ pub trait KvmEnv: Conduit + PageIo {
     /// The calling thread's time waiting on a run queue so far (ns; the
     /// kernel's `sched_info.run_delay`).
     fn run_delay(&mut self) -> u64;
+    /// This CPU's `CCSIDR_EL1` for the cache `csselr` selects (written to
+    /// `CSSELR_EL1` with interrupts off, as KVM 6.1's `get_ccsidr`).
+    fn ccsidr(&mut self, csselr: u8) -> u32;
 }
 
 /// [`KvmEnv::wait`]'s longest polling window when the VM did not choose

@@ -94,6 +94,7 @@ unsafe extern "C" {
     fn kserv_glue_kvm_random() -> u64;
     fn kserv_glue_kvm_ptp(real: *mut u64, cycles: *mut u64) -> u32;
     fn kserv_glue_kvm_run_delay() -> u64;
+    fn kserv_glue_kvm_ccsidr(csselr: u32) -> u32;
 }
 
 /// [`KvmEnv`] over the glue for one call.
@@ -313,6 +314,10 @@ impl KvmEnv for Glue {
     fn run_delay(&mut self) -> u64 {
         // SAFETY: reads the current task's scheduler statistics.
         unsafe { kserv_glue_kvm_run_delay() }
+    }
+    fn ccsidr(&mut self, csselr: u8) -> u32 {
+        // SAFETY: selects a cache and reads its geometry on this CPU.
+        unsafe { kserv_glue_kvm_ccsidr(u32::from(csselr)) }
     }
 }
 

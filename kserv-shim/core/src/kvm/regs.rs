@@ -9,7 +9,8 @@
 //! `KVM_REG_ARM_TIMER_*` (whose CNT and CVAL encodings are swapped) and the
 //! EL1 physical timer `KVM_REG_ARM_PTIMER_*` (which KVM 6.1 does not list
 //! either, so neither does [`list`]); the
-//! PSCI version is a firmware pseudo-register. The error numbers follow
+//! PSCI version is a firmware pseudo-register; `KVM_REG_ARM_DEMUX` ids
+//! name the caches' `CCSIDR_EL1`s ([`ccsidr_of`]). The error numbers follow
 //! arm64 KVM (`arch/arm64/kvm/guest.c`): a core offset outside `kvm_regs`
 //! is `ENOENT`, an id of the wrong size or inside a field `EINVAL`, an
 //! unknown system register `ENOENT`, an id of another architecture `EINVAL`.
@@ -86,6 +87,56 @@ pub enum Reg {
     /// services the guest has, which a VMM may narrow before the VM runs
     /// ([`super::hypercalls`]).
     FeatureBitmap(u64),
+}
+
+/// The `CSSELR_EL1` value of a `KVM_REG_ARM_DEMUX_ID_CCSIDR` id, whose
+/// register is the `CCSIDR_EL1` of the cache it selects (if `CLIDR_EL1`
+/// has it, [`csselr_valid`]); `ENOENT` for other bits, another demux id
+/// or a size but 32 bits (`demux_c15_get`); `None` for an id [`decode`]
+/// answers. (Not a [`Reg`]: another arm in the vCPU's matches on it would
+/// make a jump table, an indirect branch the module must not have.)
+pub fn ccsidr_of(reg: u64) -> Result<Option<u8>, Errno> {
+    if (reg & !id::SIZE_MASK) >> 32 != id::ARM64 >> 32 || reg & id::COPROC_MASK != id::DEMUX {
+        return Ok(None);
+    }
+    if reg & 0xF000_FF00 != 0 || id::size(reg) != 4 {
+        return Err(ENOENT);
+    }
+    Ok(Some(reg as u8))
+}
+
+/// `CSSELR_EL1` values KVM 6.1 offers as `KVM_REG_ARM_DEMUX` registers
+/// (`CSSELR_MAX`): level 1..7, instruction or data.
+pub const CSSELR_LIMIT: u8 = 14;
+
+/// Whether `CLIDR_EL1` has the cache `csselr` selects, as KVM 6.1's
+/// `is_valid_cache`: its level's type (levels from the first without a
+/// cache on are ignored) says instruction only (`InD` set), data or
+/// unified (`InD` clear), or separate (both).
+pub fn csselr_valid(clidr: u64, csselr: u8) -> bool {
+    if csselr >= CSSELR_LIMIT {
+        return false;
+    }
+    let level = u32::from(csselr >> 1);
+    let instruction = csselr & 1 != 0;
+    if (0..level).any(|l| (clidr >> (3 * l)) & 7 == 0) {
+        return false;
+    }
+    match (clidr >> (3 * level)) & 7 {
+        1 => instruction,
+        2 | 4 => !instruction,
+        3 => true,
+        _ => false,
+    }
+}
+
+/// The `KVM_REG_ARM_DEMUX` registers `KVM_GET_REG_LIST` reports after the
+/// [`COUNT`] of [`list`]: the [`csselr_valid`] ones, in `CSSELR_EL1` order
+/// (KVM's `write_demux_regids`).
+pub fn demux_ids(clidr: u64) -> impl Iterator<Item = u64> {
+    (0..CSSELR_LIMIT)
+        .filter(move |&s| csselr_valid(clidr, s))
+        .map(|s| id::ccsidr(u64::from(s)))
 }
 
 /// The registers of [`Reg::Zero`] but `FPEXC32_EL2`, as
@@ -374,6 +425,7 @@ mod tests {
     extern crate std;
     use super::*;
     use std::collections::BTreeSet;
+    use std::vec::Vec;
 
     #[test]
     fn core_ids_map_to_kcore() {
@@ -544,6 +596,28 @@ mod tests {
             decode(id::sys(3, 0, 0, 0, 5)),
             Ok(Reg::Kcore(kr::sys::MPIDR_EL1))
         );
+    }
+
+    #[test]
+    fn caches_as_kvms_is_valid_cache() {
+        // L1 instruction only, L2 data only, L3 separate, L4 unified, L5
+        // none, L6 unified (ignored after L5).
+        let clidr = 1 | 2 << 3 | 3 << 6 | 4 << 9 | 4 << 15;
+        let valid: Vec<u8> = (0..=255).filter(|&s| csselr_valid(clidr, s)).collect();
+        assert_eq!(valid, [1, 2, 4, 5, 6]);
+        // Reserved types (5..7) are no cache.
+        assert!(!csselr_valid(5, 0) && !csselr_valid(7, 1));
+        let ids: Vec<u64> = demux_ids(clidr).collect();
+        assert_eq!(ids.len(), 5);
+        assert_eq!(ids[0], id::ARM64 | id::SIZE_U32 | id::DEMUX | 1);
+        assert_eq!(ccsidr_of(ids[4]), Ok(Some(6)));
+        assert_eq!(ccsidr_of(ids[4] | 0x100), Err(ENOENT), "another demux id");
+        assert_eq!(ccsidr_of(ids[4] | 0x1000_0000), Err(ENOENT), "unknown bits");
+        assert_eq!(ccsidr_of(ids[4] ^ id::SIZE_U32 ^ id::SIZE_U64), Err(ENOENT));
+        assert_eq!(ccsidr_of(0x4030_0000_0011_0000), Ok(None), "not arm64");
+        assert_eq!(ccsidr_of(id::PSCI_VERSION), Ok(None));
+        assert_eq!(decode(ids[4]), Err(ENOENT), "decode's answer: none");
+        assert_eq!(demux_ids(0).count(), 0);
     }
 
     #[test]

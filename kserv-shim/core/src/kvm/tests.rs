@@ -494,6 +494,10 @@ impl KvmEnv for Fake {
     fn run_delay(&mut self) -> u64 {
         self.run_delay
     }
+    fn ccsidr(&mut self, csselr: u8) -> u32 {
+        // Line size, ways and sets that tell the caches apart.
+        0x7000_E01A ^ u32::from(csselr) << 13
+    }
     fn eventfd_get(&mut self, fd: i32) -> Result<u64, Errno> {
         match self.fds.get(&fd) {
             None => Err(EBADF),
@@ -2023,6 +2027,7 @@ fn timer_ppis_follow_kvms_rules_and_reach_kcore() {
     );
     assert_eq!(vcpu_attr(&mut f, &vm, &mut v1, SET, g, IRQ_PTIMER), Ok(0));
 }
+mod ccsidr;
 mod dirty_log;
 mod errno_audit;
 mod halt_poll;

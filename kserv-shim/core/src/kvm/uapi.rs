@@ -513,6 +513,12 @@ pub mod reg {
     pub const FW: u64 = 0x0014 << 16;
     /// `KVM_REG_ARM_FW_FEAT_BMAP`.
     pub const FW_FEAT_BMAP: u64 = 0x0016 << 16;
+    /// `KVM_REG_ARM_DEMUX`.
+    pub const DEMUX: u64 = 0x0011 << 16;
+    /// `KVM_REG_ARM_DEMUX_ID_CCSIDR`'s id of the cache `csselr` selects.
+    pub const fn ccsidr(csselr: u64) -> u64 {
+        ARM64 | SIZE_U32 | DEMUX | (csselr & 0xFF)
+    }
 
     /// The bytes an id says its value has.
     pub const fn size(id: u64) -> usize {

@@ -126,12 +126,17 @@ pub fn ioctl<E: KvmEnv>(
             let mut b = [0u8; 8];
             env.copy_from_user(arg, &mut b)?;
             let n = u64::from_le_bytes(b);
-            env.copy_to_user(arg, &(regs::COUNT as u64).to_le_bytes())?;
-            if n < regs::COUNT as u64 {
+            let clidr = guest_id_reg(env, kr::SYSREG | kr::id::CLIDR_EL1)?;
+            let count = regs::COUNT + regs::demux_ids(clidr).count();
+            env.copy_to_user(arg, &(count as u64).to_le_bytes())?;
+            if n < count as u64 {
                 return Err(E2BIG);
             }
-            for i in 0..regs::COUNT {
-                env.copy_to_user(arg + 8 + 8 * i as u64, &regs::list(i).to_le_bytes())?;
+            let ids = (0..regs::COUNT)
+                .map(regs::list)
+                .chain(regs::demux_ids(clidr));
+            for (i, r) in ids.enumerate() {
+                env.copy_to_user(arg + 8 + 8 * i as u64, &r.to_le_bytes())?;
             }
             Ok(0)
         }
@@ -437,6 +442,10 @@ fn read_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, r: Reg) -> Result<[u8; 16
 }
 
 fn get_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) -> Result<(), Errno> {
+    if let Some(csselr) = regs::ccsidr_of(id)? {
+        let c = ccsidr(env, csselr)?;
+        return env.copy_to_user(addr, &c.to_le_bytes());
+    }
     let r = regs::decode(id)?;
     let bytes = read_reg(env, vm, v, r)?;
     env.copy_to_user(addr, &bytes[..uapi::reg::size(id).min(16)])
@@ -450,6 +459,18 @@ const CNT_CTL_ISTATUS: u64 = 1 << 2;
 /// the guest's PSCI `CPU_ON` says). Anything else is `EPERM`, except a write
 /// of the value the register holds at reset (so VMMs' ordinary setup works).
 fn set_one_reg<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, id: u64, addr: u64) -> Result<(), Errno> {
+    if let Some(csselr) = regs::ccsidr_of(id)? {
+        // A cache's geometry is invariant: only its own value, and no such
+        // cache is `ENOENT` before the value is read (`demux_c15_set`).
+        let c = ccsidr(env, csselr)?;
+        let mut b = [0u8; 4];
+        env.copy_from_user(addr, &mut b)?;
+        return if b == c.to_le_bytes() {
+            Ok(())
+        } else {
+            Err(EINVAL)
+        };
+    }
     let r = regs::decode(id)?;
     let size = uapi::reg::size(id).min(16);
     let mut b = [0u8; 16];
@@ -554,6 +575,20 @@ fn guest_id_reg<E: KvmEnv>(env: &mut E, k: u64) -> Result<u64, Errno> {
         CallError::Kcore(Error::NotFound) => ENOENT,
         e => errno_of(e),
     })
+}
+
+/// `KVM_REG_ARM_DEMUX_ID_CCSIDR`: the geometry of the cache `csselr`
+/// selects as this CPU reads it, which is what the guest reads (KCore does
+/// not trap `CCSIDR_EL1`), if KCore's `CLIDR_EL1` (the guest's) has that
+/// cache (`ENOENT`), as KVM 6.1's `demux_c15_get`. Not secret: the same
+/// for protected VMs.
+fn ccsidr<E: KvmEnv>(env: &mut E, csselr: u8) -> Result<u32, Errno> {
+    let clidr = guest_id_reg(env, kr::SYSREG | kr::id::CLIDR_EL1)?;
+    if regs::csselr_valid(clidr, csselr) {
+        Ok(env.ccsidr(csselr))
+    } else {
+        Err(ENOENT)
+    }
 }
 
 /// `KVM_REG_ARM_PSCI_VERSION` (`kvm_arm_set_fw_reg`): 0.2, 1.0 or 1.1 for

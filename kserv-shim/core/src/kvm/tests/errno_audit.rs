@@ -221,6 +221,15 @@ impl Ctx {
         self.vcpu(cmd, &[reg, VALUE])
     }
 
+    /// `cmd` (`KVM_{GET,SET}_ONE_REG`) of `reg` with its value at `at`,
+    /// on a CPU with [`ccsidr`]'s caches (a set of [`VALUE`] writes
+    /// 0, no cache's geometry).
+    fn caches(&mut self, cmd: u32, reg: u64, at: u64) -> Res {
+        ccsidr::with_caches(&mut self.f);
+        user(&mut self.f, VALUE, &[0]);
+        self.vcpu(cmd, &[reg, at])
+    }
+
     /// `KVM_ARM_VCPU_INIT` of vCPU 0.
     fn vcpu_init(&mut self, target: u64, features: [u64; 7]) -> Res {
         let w = |i: usize| features[i] | features[i + 1] << 32;
@@ -1122,6 +1131,21 @@ fn vcpu_rows() -> Vec<Row> {
         }),
         row(d, "KVM_SET_ONE_REG", "unreadable structure", Init, EFAULT,
             "arm.c kvm_arch_vcpu_ioctl (copy_from_user)", |c| c.vcpu_at(uapi::SET_ONE_REG, BAD)),
+        // KVM_REG_ARM_DEMUX: the caches' CCSIDR_EL1 (`Ctx::caches`: L1 I+D, unified L2).
+        row(d, "KVM_GET_ONE_REG", "CCSIDR of L1 data", Init, 0, "sys_regs.c demux_c15_get",
+            |c| c.caches(uapi::GET_ONE_REG, id::ccsidr(0), VALUE)),
+        row(d, "KVM_GET_ONE_REG", "CCSIDR of L2 instruction (unified L2)", Init, ENOENT,
+            "sys_regs.c demux_c15_get (!is_valid_cache)", |c| c.caches(uapi::GET_ONE_REG, id::ccsidr(3), VALUE)),
+        row(d, "KVM_GET_ONE_REG", "CCSIDR as 64 bits", Init, ENOENT, "sys_regs.c demux_c15_get (KVM_REG_SIZE != 4)",
+            |c| c.caches(uapi::GET_ONE_REG, id::ccsidr(0) ^ id::SIZE_U32 ^ id::SIZE_U64, VALUE)),
+        row(d, "KVM_GET_ONE_REG", "CCSIDR, unwritable value", Init, EFAULT, "sys_regs.c demux_c15_get (put_user)",
+            |c| c.caches(uapi::GET_ONE_REG, id::ccsidr(2), BAD)),
+        row(d, "KVM_SET_ONE_REG", "CCSIDR to another value", Init, EINVAL,
+            "sys_regs.c demux_c15_set (newval != get_ccsidr)", |c| c.caches(uapi::SET_ONE_REG, id::ccsidr(1), VALUE)),
+        row(d, "KVM_SET_ONE_REG", "CCSIDR of L3 (none), unreadable value", Init, ENOENT,
+            "sys_regs.c demux_c15_set (is_valid_cache first)", |c| c.caches(uapi::SET_ONE_REG, id::ccsidr(4), BAD)),
+        row(d, "KVM_SET_ONE_REG", "CCSIDR, unreadable value", Init, EFAULT, "sys_regs.c demux_c15_set (get_user)",
+            |c| c.caches(uapi::SET_ONE_REG, id::ccsidr(0), BAD)),
         row(d, "KVM_GET_ONE_REG", "wrong sizes", Init, EINVAL, one, |c| {
             c.one_reg(false, id::core(id::SIZE_U128, 0), 0)
         }),
@@ -1688,10 +1712,6 @@ fn limits() -> Vec<Row> {
         row(d, "KVM_SET_ONE_REG", "SMCCC_ARCH_WORKAROUND_1 AVAIL", Init, EINVAL,
             "KVM takes what the host's mitigation offers; KCore's guests get NOT_AVAIL", |c| {
             c.one_reg(true, id::workaround(1), 1)
-        }),
-        row(d, "KVM_GET_ONE_REG", "CCSIDR (DEMUX) of level 1 data", Init, ENOENT,
-            "KVM lists and reads the host's cache geometry; KCore does not give it", |c| {
-            c.one_reg(false, id::ARM64 | id::SIZE_U32 | 0x0011_0000, 0)
         }),
         row(d, "KVM_SET_GUEST_DEBUG", "a protected vCPU", ProtectedInit, EPERM,
             "KVM debugs any vCPU; KCore does not let KServ into a protected one", |c| {
