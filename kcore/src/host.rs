@@ -328,6 +328,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
             Hypercall::HostUnprotectGuest(a) => m
                 .host_unprotect_guest(a.handle, a.gfn, hw)
                 .map(|n| [n, 0, 0]),
+            Hypercall::HostSetVgicCpu(a) => {
+                m.host_set_vgic_cpu(a.handle, a.gfn, hw).map(|()| [0; 3])
+            }
             Hypercall::HostGuestIdReg(a) => a
                 .reg
                 .checked_sub(kcore_abi::reg::SYSREG)
