@@ -269,6 +269,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
         let result: Result<[u64; 3], Error> = match Hypercall::decode(id, &args) {
             Hypercall::Version(_) | Hypercall::Features(_) => {
                 abi_query(imm, regs);
+                if id == HypercallId::Version && m.gicv.is_some() {
+                    regs[2] |= kcore_abi::features::GICV2;
+                }
                 return None;
             }
             Hypercall::HostVcpuRun(a) => return Some(a),

@@ -13,7 +13,7 @@ use common::{FIRST_HOST_PFN, World, check_invariants, hvc, vm_walk, world};
 use kcore::addr::Pa;
 use kcore::pgtable::MemKind;
 use kcore::vm::VmId;
-use kcore_abi::{Error, HypercallId as H, vm_flags};
+use kcore_abi::{Error, HypercallId as H, features, vm_flags};
 
 /// QEMU `virt`'s GICv2 `GICV` frame.
 const GICV: u64 = 0x0804_0000;
@@ -125,11 +125,13 @@ fn gicv3_hosts_and_large_vms() {
         hvc(&mut w, H::HostSetVgicCpu, &[r[1], GICC_GFN])[0],
         err(Error::NotSupported)
     );
+    assert_eq!(hvc(&mut w, H::Version, &[])[2] & features::GICV2, 0);
     // A GICv2 names at most 8 CPUs.
     let mut w = world();
     w.host.mem_mut().set_gicv(Pa(GICV));
     let r = hvc(&mut w, H::HostCreateVm, &[0, 0, 9, FIRST_HOST_PFN, 16]);
     assert_eq!(r[0], err(Error::InvalidParameter));
+    assert_ne!(hvc(&mut w, H::Version, &[])[2] & features::GICV2, 0);
     let (mut w, h) = v2_vm(vm_flags::PROTECTED, 8);
     // A protected VM gets it too (it shows only its own vCPU's interface).
     assert_eq!(hvc(&mut w, H::HostSetVgicCpu, &[h, GICC_GFN])[0], 0);

@@ -296,6 +296,10 @@ pub mod features {
     pub const VCPUS: u64 = 1 << 3;
     /// A test image: [`super::HypercallId::HostSelfCheck`] is built in.
     pub const SELF_CHECK: u64 = 1 << 4;
+    /// (ABI 0.12) The host's GIC is a GICv2: VMs get a GICv2 virtual CPU
+    /// interface ([`super::HypercallId::HostSetVgicCpu`]) and at most 8
+    /// vCPUs; without it, a GICv3's.
+    pub const GICV2: u64 = 1 << 5;
 }
 
 /// Error codes returned in `x0`. The values below `-16` are KCore's own; the
