@@ -107,9 +107,12 @@ pub fn enable_private(intid: u32, enable: bool) {
     gicd_bit(if enable { ISENABLER0 } else { ICENABLER0 }, intid);
 }
 
-/// Whether PPI/SGI `intid` (< 32) is pending on this CPU.
-pub fn private_pending(intid: u32) -> bool {
-    base(&GICD)
-        .filter(|_| intid < 32)
-        .is_some_and(|b| read32(b + ISPENDR0) & (1 << intid) != 0)
+/// Whether PPI/SGI `intid` (< 32) is pending and not active on this CPU:
+/// one that can be what interrupted it (an active one, e.g. a timer KCore
+/// holds active for a hardware-mapped list register, cannot).
+pub fn private_signalling(intid: u32) -> bool {
+    base(&GICD).filter(|_| intid < 32).is_some_and(|b| {
+        let bit = 1 << intid;
+        read32(b + ISPENDR0) & bit != 0 && read32(b + ISACTIVER0) & bit == 0
+    })
 }

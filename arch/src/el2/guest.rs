@@ -502,12 +502,15 @@ impl El2Guest {
     }
 
     /// Whether the guest timer `ppi` is the interrupt that ended the run:
-    /// the highest pending (GICv3), or pending at this CPU (GICv2, whose
-    /// CPU interface is KServ's).
+    /// the highest pending (GICv3), or pending and not active at this CPU
+    /// (GICv2, whose CPU interface is KServ's: an active timer PPI, held
+    /// for a list register, is pending too while its line is high, but
+    /// cannot have interrupted — taking it for the cause would re-enter the
+    /// guest at once, for ever, while KServ's own interrupt waits).
     fn timer_pending(&self, ppi: u32, hppi: u64) -> bool {
         match self.gic {
             Gic::V3 { .. } => hppi == u64::from(ppi),
-            Gic::V2 => gicv2::private_pending(ppi),
+            Gic::V2 => gicv2::private_signalling(ppi),
         }
     }
 }
