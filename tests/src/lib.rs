@@ -197,8 +197,22 @@ pub fn batch_within(
     tests: &[&str],
     timeout: Duration,
 ) -> anyhow::Result<(BatchReport, SlotSession)> {
-    let cmd =
-        QemuCommand::new(machine.clone(), boot).append(&kserv::batch_args(tests, machine.smp));
+    batch_appending(name, machine, boot, tests, timeout, "")
+}
+
+/// [`batch_within`] with `extra` kernel arguments before the batch ones
+/// (after the payload's command line and the machine's own).
+pub fn batch_appending(
+    name: &str,
+    machine: Machine,
+    boot: Boot,
+    tests: &[&str],
+    timeout: Duration,
+    extra: &str,
+) -> anyhow::Result<(BatchReport, SlotSession)> {
+    let cmd = QemuCommand::new(machine.clone(), boot)
+        .append(extra)
+        .append(&kserv::batch_args(tests, machine.smp));
     let mut run = spawn(name, &cmd)?;
     let report = kserv::run_batch_on(&mut run.session, &machine, timeout)?;
     if let Err(problems) = report.check(tests) {

@@ -10,7 +10,8 @@
 //! Debian's 6.12 from bookworm-backports in `build/kserv-6.12/` and
 //! `build/kcore-6.12.img` (`cargo xtask run --kernel 6.12`), and the
 //! Raspberry Pi 4 tree QEMU's `raspi4b` boots with
-//! (`build/raspi4b/`, [`raspi4b`]). The second
+//! (`build/raspi4b/`, [`raspi4b`]), and the Raspberry Pi 4 SD-card image
+//! `build/rpi4-sd.img` ([`rpi4_sd`]). The second
 //! image costs only a Kbuild run, an initramfs and a pack: everything else
 //! is shared. Every step is incremental: cargo
 //! and Kbuild rebuild what changed, and outputs are rewritten only when their
@@ -27,6 +28,7 @@ mod kvm_selftests;
 mod module;
 mod pack;
 mod raspi4b;
+mod rpi4_sd;
 mod test_guest;
 mod tools;
 mod vm_image;
@@ -67,6 +69,8 @@ pub struct Built {
     pub boot_image: PathBuf,
     /// The boot image whose KServ is Debian's 6.12 (`build/kcore-6.12.img`).
     pub boot_image_6_12: PathBuf,
+    /// The Raspberry Pi 4 SD-card image (`build/rpi4-sd.img`).
+    pub rpi4_sd: PathBuf,
 }
 
 /// Builds everything and packs `build/kcore.img` and `build/kcore-6.12.img`.
@@ -82,6 +86,7 @@ pub fn all() -> Result<Built> {
     let kserv_6_12 = kserv(&fetch::ensure_series(Series::Linux6_12)?, &shared)?;
     // The boot image of the `debqemu` test: the 6.1 one with Debian's QEMU
     // appended to KServ's initramfs (`debqemu.rs`).
+    let rpi4_sd = rpi4(&fetched, &kcore_bin, &kserv_6_1, &vm_verify_key)?;
     let debqemu = debqemu::build(&kserv_6_1.initramfs)?;
     pack(
         &kcore_bin,
@@ -100,6 +105,32 @@ pub fn all() -> Result<Built> {
         cmdline: KSERV_CMDLINE.to_string(),
         boot_image: kserv_6_1.boot_image,
         boot_image_6_12: kserv_6_12.boot_image,
+        rpi4_sd,
+    })
+}
+
+/// The Raspberry Pi 4's boot image (`build/rpi4/kcore.img`: KCore and the
+/// 6.1 KServ of `kserv` with the Pi's command line) and the SD-card image
+/// holding it (`build/rpi4-sd.img`, [`rpi4_sd`]).
+fn rpi4(
+    fetched: &Fetched,
+    kcore_bin: &Path,
+    kserv: &Kserv,
+    vm_verify_key: &[u8; 32],
+) -> Result<PathBuf> {
+    let firmware = fetch::raspi_firmware()?;
+    let kcore_img = pack(
+        kcore_bin,
+        &kserv.kernel,
+        &kserv.initramfs,
+        rpi4_sd::RPI4_CMDLINE,
+        Some(vm_verify_key),
+        &paths::rpi4_dir().join("kcore.img"),
+    )?;
+    rpi4_sd::build(&rpi4_sd::Inputs {
+        dtb_dir: &fetched.dtb_dir,
+        firmware: &firmware,
+        kcore_img: &kcore_img,
     })
 }
 

@@ -188,6 +188,41 @@ fn resolve_and_fetch(series: Series) -> Result<Fetched> {
     })
 }
 
+/// Debian's Raspberry Pi boot firmware (`raspi-firmware`, bookworm's
+/// `non-free-firmware` component, which `scripts/host-deps.sh` adds to apt),
+/// fetched into `.cache/debian/` if needed; returns the directory holding
+/// `start4.elf` and `fixup4.dat` (`usr/lib/raspi-firmware`).
+pub fn raspi_firmware() -> Result<PathBuf> {
+    const PACKAGE: &str = "raspi-firmware";
+    let cache = paths::cache_dir().join("debian");
+    let policy = cmd::output(Command::new("apt-cache").args(["policy", PACKAGE]))?;
+    let version = parse_candidate(&policy, PACKAGE).with_context(|| {
+        format!(
+            "apt has no candidate version of {PACKAGE} (is bookworm's non-free-firmware \
+             component in apt's sources? `cargo xtask deps` adds it):\n{policy}"
+        )
+    })?;
+    let dir = cache.join(format!("{PACKAGE}_{}", file_safe(&version)));
+    let cached = extract_once(&dir, &[format!("{PACKAGE}={version}")], &cache)?;
+    let firmware = dir.join("usr").join("lib").join(PACKAGE);
+    for file in ["start4.elf", "fixup4.dat"] {
+        if !firmware.join(file).is_file() {
+            bail!(
+                "{PACKAGE} {version} has no {}",
+                firmware.join(file).display()
+            );
+        }
+    }
+    cmd::step(
+        "fetch",
+        format!(
+            "Debian {PACKAGE} {version}{}",
+            if cached { " (cached)" } else { "" }
+        ),
+    );
+    Ok(firmware)
+}
+
 /// Debian's kernel source of `fetched`'s version (`linux-source-6.1`), fetched
 /// into `.cache/debian/` if needed; returns the path of its tarball
 /// (`usr/src/linux-source-6.1.tar.xz`). [`forget_source`] drops it again.

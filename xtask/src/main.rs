@@ -34,8 +34,15 @@ enum Command {
     /// Download Debian's arm64 kernels (6.1 and 6.12), headers and busybox into `.cache/`.
     Fetch,
     /// Build KCore, the shim modules, KServ's initramfs and pack `build/kcore.img`
-    /// (and `build/kcore-6.12.img`, KServ on Debian's 6.12).
+    /// (and `build/kcore-6.12.img`, KServ on Debian's 6.12; `build/rpi4-sd.img`, the Pi 4's card).
     Build,
+    /// Build everything and write a board's SD-card image (`rpi4`:
+    /// `build/rpi4-sd.img`, docs/platforms.md).
+    Image {
+        /// The board.
+        #[arg(value_enum)]
+        board: ImageBoard,
+    },
     /// Build everything, then boot the stack under QEMU.
     Run(run::RunArgs),
     /// Run every test: formatting, lints, host tests, QEMU system tests.
@@ -52,6 +59,13 @@ enum Command {
     SignImage(sign::SignArgs),
 }
 
+/// Boards `cargo xtask image` writes a card for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImageBoard {
+    /// Raspberry Pi 4 Model B.
+    Rpi4,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -62,6 +76,19 @@ fn main() -> anyhow::Result<()> {
             fetch::ensure_series(fetch::Series::Linux6_12).map(|_| ())
         }
         Command::Build => build::all().map(|_| ()),
+        Command::Image {
+            board: ImageBoard::Rpi4,
+        } => {
+            let built = build::all()?;
+            cmd::step(
+                "card",
+                format!(
+                    "write it with: dd if={} of=/dev/<card> bs=4M conv=fsync (docs/platforms.md)",
+                    cmd::show(&built.rpi4_sd)
+                ),
+            );
+            Ok(())
+        }
         Command::Run(args) => run::main(args),
         Command::Test(args) => test::main(args),
         Command::Security(args) => security::main(args),

@@ -72,3 +72,14 @@ pub fn kserv_cmdline(series: Series) -> PathBuf {
 pub fn raspi4b_dtb() -> PathBuf {
     build_dir().join("raspi4b").join("bcm2711-rpi-4-b-qemu.dtb")
 }
+
+/// The Raspberry Pi 4 SD card's parts: its `kcore.img`, `config.txt`,
+/// `cmdline.txt` (`build/rpi4/`).
+pub fn rpi4_dir() -> PathBuf {
+    build_dir().join("rpi4")
+}
+
+/// The Raspberry Pi 4 SD-card image (`build/rpi4-sd.img`).
+pub fn rpi4_sd_image() -> PathBuf {
+    build_dir().join("rpi4-sd.img")
+}
