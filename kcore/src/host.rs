@@ -47,8 +47,13 @@ pub enum Resume {
     /// [`Host::cpu_off_failed`] and [`Resume::Skip`].
     CpuOff,
     /// No firmware ([`crate::psci::Backend::SpinTable`]): park every CPU.
-    /// KServ's VMs were wiped already.
+    /// KServ's VMs were wiped already, and KServ's stage 2 is revoked
+    /// ([`MemCore::revoke_host`]): every other CPU still running KServ
+    /// faults into KCore and gets [`Resume::Park`].
     SystemOff,
+    /// The system is off ([`Resume::SystemOff`]): park this CPU without
+    /// returning to KServ. Every trap from KServ gets this from then on.
+    Park,
     /// No firmware: reset through the board's reset device, with KCore's
     /// lock still held; if that returns, report with
     /// [`Host::system_reset_failed`] and [`Resume::Skip`]. KServ's VMs were
@@ -82,6 +87,9 @@ pub struct Host<S, const BANKS: usize, const CPUS: usize, const VMS: usize> {
     mem: MemCore<S, BANKS, VMS>,
     psci: PsciRelay<CPUS>,
     stats: HostStats,
+    /// KServ's `SYSTEM_OFF` on the spin-table backend went through: KServ
+    /// never runs again.
+    off: bool,
 }
 
 /// Features KCore reports in the version call.
@@ -110,7 +118,14 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
             mem,
             psci,
             stats: HostStats::default(),
+            off: false,
         }
+    }
+
+    /// Whether KServ powered the system off with no firmware to do it
+    /// ([`Resume::SystemOff`]): no CPU may return to KServ.
+    pub fn is_off(&self) -> bool {
+        self.off
     }
 
     /// The memory side.
@@ -200,6 +215,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
         alloc: &mut impl PageAllocator,
         fw: &mut impl Firmware,
     ) -> Resume {
+        if self.off {
+            return Resume::Park;
+        }
         let esr = Esr(trap.esr);
         match esr.ec() {
             ec::HVC64 => match self.handle_hvc(esr.imm16(), regs, hw) {
@@ -387,7 +405,13 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
             }
             PsciOutcome::StartCpu { mpidr, cpu } => Resume::StartCpu { mpidr, cpu },
             PsciOutcome::CpuOff { .. } => Resume::CpuOff,
-            PsciOutcome::SystemOff => Resume::SystemOff,
+            PsciOutcome::SystemOff => {
+                // The board cannot power off: KServ loses its memory on
+                // every CPU at once instead.
+                self.off = true;
+                self.mem.revoke_host(hw);
+                Resume::SystemOff
+            }
             PsciOutcome::SystemReset => Resume::SystemReset,
         }
     }
@@ -410,7 +434,11 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
 
     /// A secondary CPU arrived at KCore's entry: KServ's entry point and
     /// context, once.
+    /// Nothing once the system is off ([`Self::is_off`]).
     pub fn take_boot_args(&mut self, cpu: usize) -> Option<(u64, u64)> {
+        if self.off {
+            return None;
+        }
         self.psci.take_boot_args(cpu)
     }
 }

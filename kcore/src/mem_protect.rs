@@ -838,6 +838,22 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         scrubbed
     }
 
+    /// `SYSTEM_OFF` with no firmware to power the board off: takes every
+    /// page away from KServ at once. Its stage-2 root is emptied (the lower
+    /// tables are left as they are, unreachable) and every translation of
+    /// its VMID dropped on every CPU, so that a CPU still running KServ
+    /// faults into KCore at its next instruction fetch or access that the
+    /// flushed TLBs no longer cover, where it finds the system off and parks
+    /// ([`crate::host::Resume::Park`]). KServ's stage 2 is never built again.
+    pub fn revoke_host(&mut self, hw: &mut impl Hardware) {
+        let table = self.host.table();
+        let root = table.root();
+        for i in 0..table.geometry().root_tables() as u64 {
+            hw.zero_page(Pa(root.raw() + i * PAGE_SIZE));
+        }
+        hw.flush_vmid(HOST_VMID);
+    }
+
     /// Checks `host_reclaim_page`: a page of a dying VM (memory or table)
     /// returns to KServ.
     pub fn check_host_reclaim_page(&self, handle: u64, pfn: u64) -> Result<ReclaimTicket, Error> {

@@ -8,11 +8,13 @@
 
 mod common;
 
-use common::{GICR, GICR_STRIDE, RAM, World, check_invariants, host_walk, world};
+use common::{GICR, GICR_STRIDE, RAM, World, check_invariants, host_walk, world, world_with};
 use kcore::exception::{Esr, TrapState, ec};
 use kcore::host::{Regs, Resume};
+use kcore::psci::{Backend, PsciRelay};
 use kcore_abi::{Error, HypercallId, psci};
 use kcore_arch::host_cpu::FakeFirmware;
+use kcore_arch::host_memory::Flush;
 
 const KCORE_PAGE: u64 = RAM + 0x2000;
 const HOST_RAM: u64 = RAM + 0x20_0000;
@@ -92,6 +94,54 @@ fn smc_psci_is_relayed_and_skipped() {
     );
     assert_eq!(regs[0], u64::MAX);
     assert!(fw.calls.is_empty());
+}
+
+/// `SYSTEM_OFF` with no firmware (the spin-table backend): KServ's stage 2
+/// is emptied and flushed on every CPU, and every later trap from KServ, on
+/// any CPU, parks it without mapping anything or reaching the firmware; a
+/// `CPU_ON` posted before it never starts.
+#[test]
+fn spin_table_system_off_revokes_kserv_on_every_cpu() {
+    let mut w = world_with(PsciRelay::new(&[0, 1, 2, 3], 0).with_backend(Backend::SpinTable));
+    let mut fw = FakeFirmware::default();
+    let mut regs = [0u64; 31];
+    assert!(host_walk(&w, HOST_RAM).is_some(), "KServ's RAM is mapped");
+    regs[..4].copy_from_slice(&[psci::CPU_ON_64 as u64, 1, HOST_RAM, 42]);
+    let smc = trap(ec::SMC64, 0, 0, 0);
+    assert_eq!(
+        run(&mut w, &mut fw, &smc, &mut regs),
+        Resume::StartCpu { mpidr: 1, cpu: 1 }
+    );
+    w.host.finish_cpu_on(1, psci::SUCCESS, &mut regs);
+    assert!(!w.host.is_off());
+
+    regs[0] = psci::SYSTEM_OFF as u64;
+    assert_eq!(run(&mut w, &mut fw, &smc, &mut regs), Resume::SystemOff);
+    assert!(w.host.is_off());
+    assert!(
+        host_walk(&w, HOST_RAM).is_none(),
+        "KServ's stage 2 is empty"
+    );
+    assert!(host_walk(&w, 0x0900_0000).is_none());
+    assert_eq!(w.hw.flushes().last(), Some(&Flush::Vmid(0)), "flushed");
+    assert_eq!(w.host.take_boot_args(1), None, "the pen starts nothing");
+
+    // CPU 2 still ran KServ: its next access faults in and parks, and the
+    // page is not mapped again; so do an HVC, an SMC and a device access.
+    let fault = trap(ec::DABT_LOW, 0x07, 0, (HOST_RAM >> 12) << 4);
+    let device = trap(ec::DABT_LOW, 0x06, 0, (0x0900_0000u64 >> 12) << 4);
+    let hvc = trap(ec::HVC64, 0, 0, 0);
+    for t in [&fault, &device, &hvc, &smc] {
+        regs[0] = HypercallId::Version.function_id() as u64;
+        let r = w
+            .host
+            .handle_trap(2, t, &mut regs, &mut w.hw, &mut w.alloc, &mut fw);
+        assert_eq!(r, Resume::Park, "{t:?}");
+    }
+    assert!(host_walk(&w, HOST_RAM).is_none());
+    assert!(host_walk(&w, 0x0900_0000).is_none());
+    assert_eq!(w.host.stats().mapped, 0);
+    assert!(fw.calls.is_empty(), "no firmware call, ever");
 }
 
 #[test]

@@ -18,6 +18,14 @@
  *   /sys/kernel/debug/kserv_attack/mem   mmap at offset pa: maps that
  *                                        physical page into the caller, with
  *                                        none of /dev/mem's checks
+ *   /sys/kernel/debug/kserv_attack/rogue_off  write anything: a KServ that
+ *                                        keeps running past its own power-off:
+ *                                        another online CPU loops with
+ *                                        interrupts off, printing, and this
+ *                                        CPU calls PSCI SYSTEM_OFF straight
+ *                                        away (no smp_send_stop first);
+ *                                        nothing may print after KCore's
+ *                                        "system off" line
  *
  * `scan` must run first: it asks KCore who owns every page of RAM
  * (HostPageOwner) and picks the live VM with the most private pages as the
@@ -50,6 +58,7 @@
 #include <linux/mutex.h>
 #include <linux/of.h>
 #include <linux/of_address.h>
+#include <uapi/linux/psci.h>
 #include <linux/sched.h>
 #include <linux/sched/task.h>
 #include <linux/sizes.h>
@@ -2132,6 +2141,58 @@ static const struct file_operations mem_fops = {
 	.mmap = mem_mmap,
 };
 
+/*
+ * rogue_off: the looping CPU prints through printk (the console driver
+ * polls its UART, so each line needs nothing but that CPU) and never
+ * enters KCore on its own: no HVC, no SMC, interrupts off.
+ */
+static atomic_t rogue_lines = ATOMIC_INIT(0);
+
+static int rogue_loop(void *unused)
+{
+	local_irq_disable();
+	for (;;) {
+		pr_info("rogue CPU %d still running (%d)\n", smp_processor_id(),
+			atomic_inc_return(&rogue_lines));
+		mdelay(100);
+	}
+	return 0;
+}
+
+static ssize_t rogue_off_write(struct file *file, const char __user *ubuf, size_t count,
+			       loff_t *ppos)
+{
+	struct arm_smccc_res res;
+	struct task_struct *t;
+	unsigned int cpu;
+
+	/* This task stays off the rogue CPU, which never schedules again. */
+	migrate_disable();
+	cpu = cpumask_any_but(cpu_online_mask, smp_processor_id());
+	if (cpu >= nr_cpu_ids) {
+		migrate_enable();
+		return -ENODEV;
+	}
+	t = kthread_create_on_cpu(rogue_loop, NULL, cpu, "kserv-rogue/%u");
+	if (IS_ERR(t)) {
+		migrate_enable();
+		return PTR_ERR(t);
+	}
+	wake_up_process(t);
+	while (atomic_read(&rogue_lines) < 3)
+		msleep(10);
+	pr_info("SYSTEM_OFF from CPU %d with CPU %u still running\n", smp_processor_id(), cpu);
+	arm_smccc_smc(PSCI_0_2_FN_SYSTEM_OFF, 0, 0, 0, 0, 0, 0, 0, &res);
+	migrate_enable();
+	pr_err("SYSTEM_OFF returned %ld\n", (long)res.a0);
+	return -EIO;
+}
+
+static const struct file_operations rogue_off_fops = {
+	.owner = THIS_MODULE,
+	.write = rogue_off_write,
+};
+
 static struct dentry *dir;
 
 static int __init kserv_attack_init(void)
@@ -2152,6 +2213,7 @@ static int __init kserv_attack_init(void)
 	debugfs_create_file("residue", 0600, dir, NULL, &residue_fops);
 	/* Not proxied: debugfs's proxy has no mmap. */
 	debugfs_create_file_unsafe("mem", 0600, dir, NULL, &mem_fops);
+	debugfs_create_file("rogue_off", 0200, dir, NULL, &rogue_off_fops);
 	pr_info("loaded: %zu attacks\n", ARRAY_SIZE(attacks));
 	return 0;
 }

@@ -14,14 +14,16 @@
 //! `kcore.img` it holds to KServ's `boot` test.
 
 use anyhow::{Context, bail, ensure};
-use kcore_qemu::{Boot, Machine};
+use kcore_qemu::kserv::PARKED_MARKER;
+use kcore_qemu::{Boot, Machine, QemuCommand};
 use kcore_systests::{
     BOOT_TIMEOUT, Failure, TestResult, artefact, batch, batch_appending, build_dir, expect_reset,
-    kcore_image, kcore_trouble,
+    kcore_image, kcore_trouble, spawn,
 };
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 const TESTS: &[&str] = &["boot", "hvc", "hotplug", "protection", "vmisolation"];
 
@@ -72,6 +74,57 @@ fn raspi4b_system_reset_through_the_pm_watchdog() -> TestResult {
         Machine::raspi4b(artefact("raspi4b/bcm2711-rpi-4-b-qemu.dtb")?),
         &["kcore: system reset through the PM watchdog"],
     )
+}
+
+/// KServ's `SYSTEM_OFF` while another of its CPUs keeps running
+/// (KServ's `rogueoff` test: `kserv_attack.ko` loops on another CPU with
+/// interrupts off, printing every 100 ms, and calls `SYSTEM_OFF` without
+/// stopping it first). KCore revokes KServ's stage 2 on every CPU, so
+/// nothing of KServ's may print after KCore's parked line: the run goes on
+/// for 3 s more (30 lines' worth) and the console is checked.
+#[test]
+fn raspi4b_system_off_stops_every_cpu() -> TestResult {
+    const ROGUE: &str = "kserv-attack: rogue CPU ";
+    let name = "raspi4b-rogueoff";
+    let machine = Machine::raspi4b(artefact("raspi4b/bcm2711-rpi-4-b-qemu.dtb")?);
+    let cmd = QemuCommand::new(
+        machine,
+        Boot::Kcore {
+            image: kcore_image()?,
+        },
+    )
+    .append("kserv.mode=batch kserv.tests=rogueoff");
+    let mut run = spawn(name, &cmd)?;
+    let s = &mut run.session;
+    let early = "KSERV-TEST rogueoff: ";
+    let (i, m) = s.wait_for_any(&[ROGUE.into(), early.into()], BOOT_TIMEOUT)?;
+    if i == 1 {
+        return Err(Failure::from(
+            s.failure(format!("{name}: before any rogue line: {}", m.line)),
+        ));
+    }
+    s.wait_for(PARKED_MARKER, Duration::from_secs(60))?;
+    std::thread::sleep(Duration::from_secs(3));
+    let lines = s.lines();
+    let fail = |what: String| Failure::from(s.failure(format!("{name}: {what}")));
+    let Some(at) = lines.iter().rposition(|l| l.contains(PARKED_MARKER)) else {
+        return Err(fail("KCore's parked line went missing".into()));
+    };
+    let before = lines[..at].iter().filter(|l| l.contains(ROGUE)).count();
+    let after: Vec<&String> = lines[at + 1..]
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if before < 3 || !after.is_empty() {
+        return Err(fail(format!(
+            "{before} rogue lines before KCore parked the CPUs (3 or more expected), and \
+             after it: {after:?}"
+        )));
+    }
+    if let Some(l) = lines.iter().find(|l| kcore_trouble(l)) {
+        return Err(fail(format!("KCore reported trouble: {l}")));
+    }
+    Ok(())
 }
 
 /// The files of the card's FAT partition.

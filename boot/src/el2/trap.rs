@@ -71,6 +71,15 @@ pub fn set_secondary_entry(pa: u64) {
 #[unsafe(no_mangle)]
 extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
     state::park_if_off();
+    host_sync(frame);
+    // Every way back to KServ, a vCPU run's included, with KCore's lock
+    // dropped: KServ's SYSTEM_OFF on another CPU (no firmware) may have come
+    // meanwhile.
+    state::park_if_off();
+}
+
+/// [`kcore_host_sync`] between its checks for a system off.
+fn host_sync(frame: &mut HostFrame) {
     let cpu = cpu::cpu_index();
     let trap = el1::trap_state();
     let mut guard = STATE.lock();
@@ -161,11 +170,21 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
             super::start::pen(cpu);
         }
         Resume::SystemOff => {
-            // KServ's VMs are wiped; the board has no power-off.
+            // KServ's VMs are wiped and its stage 2 revoked (flushed on
+            // every CPU before `handle_trap` returned); the board has no
+            // power-off. A CPU running KServ faults into KCore at once and
+            // parks (`Resume::Park`, or `park_if_off` before the lock); one
+            // running a guest finds the guest's stage 2 empty too, and
+            // parks on its way back to KServ; the pen's CPUs are woken to
+            // park.
             state::PARKED.store(true, Ordering::Release);
             drop(guard);
-            info!("system off: every CPU parked (KServ's others as they next enter KCore)");
+            info!("system off: every CPU parked (KServ's stage 2 revoked on every CPU)");
             cpu::send_event();
+            cpu::halt();
+        }
+        Resume::Park => {
+            drop(guard);
             cpu::halt();
         }
         Resume::SystemReset => {

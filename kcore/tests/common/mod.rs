@@ -32,6 +32,11 @@ pub const GICR_STRIDE: u64 = 0x2_0000;
 pub use kcore_arch::host_world::World;
 
 pub fn world() -> World {
+    world_with(PsciRelay::new(&[0, 1, 2, 3], 0))
+}
+
+/// [`world`] with this PSCI relay (the spin-table backend, say).
+pub fn world_with(psci: PsciRelay<4>) -> World {
     let mut banks = RangeSet::<4>::new();
     banks.insert(MemRange::new(RAM, RAM_SIZE).unwrap()).unwrap();
     let storage = vec![0u64; OwnershipTable::<Vec<u64>, 4>::entries_needed(&banks)];
@@ -62,7 +67,7 @@ pub fn world() -> World {
         .unwrap();
     let mem = MemCore::new(owners, s2, PA_BITS);
     World {
-        host: Host::new(mem, PsciRelay::new(&[0, 1, 2, 3], 0)),
+        host: Host::new(mem, psci),
         hw,
         alloc,
     }

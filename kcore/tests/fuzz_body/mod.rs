@@ -1276,6 +1276,7 @@ fn glue_psci(
         | Resume::Inject(_)
         | Resume::RunVcpu(_)
         | Resume::SystemOff
+        | Resume::Park
         | Resume::SystemReset => Err(format!("SMC resumed as {resume:?}")),
     }
 }
