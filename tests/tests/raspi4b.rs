@@ -138,7 +138,7 @@ const CARD_FILES: [&str; 6] = [
 ];
 
 /// KServ's command line on the card's `kcore.img` (xtask `rpi4_sd.rs`).
-const PI_CMDLINE: &str = "console=ttyS1,115200 earlycon rdinit=/init";
+const PI_CMDLINE: &str = "console=ttyS1,115200 earlycon rdinit=/init kserv.demo=0";
 
 /// The first partition of an MBR disk: its byte offset, after checking that
 /// it is the only one, bootable, FAT32 (0x0c) and inside the image.

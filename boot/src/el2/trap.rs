@@ -9,7 +9,10 @@
 //! the lock and the pen is woken (`sev`) after it is dropped; `CPU_OFF`
 //! drops it before the CPU goes to the pen ([`super::start::pen`]);
 //! `SYSTEM_RESET` keeps it across the PM watchdog's reset, so nothing
-//! changes between the VM wipe and the reset.
+//! changes between the VM wipe and the reset; `SYSTEM_OFF` revokes KServ's
+//! stage 2 under it, and from then on every trap from KServ, on any CPU,
+//! parks its CPU (`Resume::Park`, and [`state::park_if_off`] on the way in
+//! and on every way back to KServ).
 
 use super::state::{self, MAP_RANGES, MAX_CPUS, MAX_VMS, STATE, stop};
 use alloc::vec::Vec;

@@ -34,9 +34,11 @@ use std::time::UNIX_EPOCH;
 /// Linux's `8250_bcm2835aux` names `ttyS1` after the tree's `serial1` alias,
 /// at the 115200 baud the firmware set with `enable_uart=1`; early output
 /// through the tree's `stdout-path` (the same UART); the initramfs' `/init`,
-/// which ends in a shell. No `panic=-1`: a panic stays on the console rather
+/// which ends in a shell, without first booting the protected demo guest
+/// (`kserv.demo=0`: KCore runs no guests on the Pi's GIC-400 yet,
+/// `docs/platforms.md`). No `panic=-1`: a panic stays on the console rather
 /// than resetting the board.
-pub const RPI4_CMDLINE: &str = "console=ttyS1,115200 earlycon rdinit=/init";
+pub const RPI4_CMDLINE: &str = "console=ttyS1,115200 earlycon rdinit=/init kserv.demo=0";
 
 /// `config.txt`. `device_tree=` names the tree the firmware loads (and edits)
 /// for the kernel; the rest is BOARDS.md A.2.1.
