@@ -304,8 +304,7 @@ impl Fake {
             | HypercallId::HostSelfCheck
             | HypercallId::HostGuestIdReg
             | HypercallId::HostProtectGuest
-            | HypercallId::HostUnprotectGuest
-            | HypercallId::HostSetVgicCpu => Err(Error::NotSupported),
+            | HypercallId::HostUnprotectGuest => Err(Error::NotSupported),
         }
     }
 }
