@@ -162,8 +162,11 @@ pub fn audit<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usiz
                     if size != PAGE_SIZE {
                         err.get_or_insert(fail(Finding::VmBlock, va, Some(id)));
                     }
-                    mapped += 1;
                     let gfn = va >> 12;
+                    if crate::gicv::is_gicv_leaf(vm, mem.gicv, gfn, leaf.pa, leaf.attrs) {
+                        return;
+                    }
+                    mapped += 1;
                     match state(leaf.pa.raw()) {
                         Some(PageState::Guest { vm, gfn: g })
                         | Some(PageState::GuestSharedWithHost { vm, gfn: g })

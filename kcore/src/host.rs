@@ -287,6 +287,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
         let result: Result<[u64; 3], Error> = match Hypercall::decode(id, &args) {
             Hypercall::Version(_) | Hypercall::Features(_) => {
                 abi_query(imm, regs);
+                if id == HypercallId::Version && m.gicv.is_some() {
+                    regs[2] |= kcore_abi::features::GICV2;
+                }
                 return None;
             }
             Hypercall::HostVcpuRun(a) => return Some(a),
@@ -346,6 +349,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
             Hypercall::HostUnprotectGuest(a) => m
                 .host_unprotect_guest(a.handle, a.gfn, hw)
                 .map(|n| [n, 0, 0]),
+            Hypercall::HostSetVgicCpu(a) => {
+                m.host_set_vgic_cpu(a.handle, a.gfn, hw).map(|()| [0; 3])
+            }
             Hypercall::HostGuestIdReg(a) => a
                 .reg
                 .checked_sub(kcore_abi::reg::SYSREG)

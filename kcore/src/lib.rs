@@ -13,6 +13,7 @@ pub mod audit;
 pub mod dirty_log;
 pub mod exception;
 pub mod gic_guard;
+pub mod gicv;
 pub mod host;
 pub mod host_stage2;
 pub mod hw;

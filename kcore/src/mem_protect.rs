@@ -72,6 +72,9 @@ pub struct MemCore<S, const BANKS: usize, const VMS: usize> {
     /// How often [`Self::set_guest_id_regs`] ran: a vCPU load copies the
     /// view into its CPU's `Loaded` only when this changed.
     pub(crate) guest_ids_version: u64,
+    /// A GICv2 host's virtual CPU interface frame (`GICV`), which
+    /// `host_set_vgic_cpu` maps into VMs ([`crate::gicv`]).
+    pub(crate) gicv: Option<Pa>,
 }
 
 /// The broken-invariant count. A check (`&self`) that finds a table
@@ -184,6 +187,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             broken: BrokenCount::default(),
             guest_ids: GuestIdRegs::EMPTY,
             guest_ids_version: 0,
+            gicv: None,
         }
     }
 
@@ -337,7 +341,13 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             return Err(Error::InvalidParameter);
         }
         let geometry = Geometry::stage2(ipa_bits).ok_or(Error::InvalidParameter)?;
-        if a.max_vcpus == 0 || a.max_vcpus > MAX_VCPUS as u64 {
+        // A GICv2 names at most 8 CPUs (`GICD_ITARGETSR`, an SGI's source).
+        let most = if self.gicv.is_some() {
+            8
+        } else {
+            MAX_VCPUS as u64
+        };
+        if a.max_vcpus == 0 || a.max_vcpus > most {
             return Err(Error::InvalidParameter);
         }
         let root = geometry.root_tables() as u64;
@@ -413,6 +423,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 ran: false,
                 mmio: MmioRanges::default(),
                 manifest: Manifest::default(),
+                gicv: None,
             },
         );
         if !inserted {

@@ -282,8 +282,17 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             &out.irq_words[..n_irqs],
             lr_count,
             [timer_intids.0, timer_intids.1],
+            match self.gicv {
+                Some(_) => vgic::IrqSpace::V2 {
+                    vcpus: vm.max_vcpus.min(8) as u8,
+                },
+                None => vgic::IrqSpace::V3,
+            },
             &mut out.lrs,
         )?;
+        // With fewer than two entries the underflow interrupt would end
+        // the run at once.
+        out.lrs.underflow = flags & run::entry_flags::MORE_QUEUED != 0 && n_irqs >= 2;
 
         let current = CtxKey {
             handle: a.handle,

@@ -219,6 +219,9 @@ pub struct Vm {
     /// signature block: [`Self::mmio`] may only lie inside it (empty before
     /// verification and for non-protected VMs).
     pub manifest: kcore_abi::manifest::Manifest,
+    /// Where the host's GICv2 `GICV` frame is mapped (its first gfn; two
+    /// pages), once `host_set_vgic_cpu` set it ([`crate::gicv`]).
+    pub gicv: Option<Gfn>,
 }
 
 /// Most vCPUs a VM may have (a bitmap of 64).

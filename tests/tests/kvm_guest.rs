@@ -5,23 +5,32 @@
 //! and protected (image verified by KCore, memory donated on first touch,
 //! PL011 console) — each printing its marker and the expected checksum of
 //! a workload it generated, then powering off. KServ's `version` test
-//! afterwards shows KCore still serving; KCore must report no trouble.
+//! afterwards shows KCore still serving; KCore must report no trouble. The
+//! same runs on a GICv2 host.
 
 use kcore_qemu::{Boot, Machine};
 use kcore_systests::{Failure, TestResult, batch, kcore_image, kcore_trouble, kvmguest_shortfall};
 
 #[test]
 fn linux_guests_on_kcore_protected_and_not() -> TestResult {
-    let name = "kvm-guest";
+    linux_guests("kvm-guest", Machine::virt_gicv3().with_smp(4))
+}
+
+/// The same on a GICv2 host (QEMU `virt,gic-version=2`): KCore runs the
+/// guests' GICv2 virtual interface (GICH list registers, its GICV mapped
+/// at the guest's GICC), the shim offers `KVM_DEV_TYPE_ARM_VGIC_V2` and
+/// `kcore-vmm` gives the guest an `arm,cortex-a15-gic`.
+#[test]
+fn linux_guests_on_a_gicv2_host() -> TestResult {
+    linux_guests("kvm-guest-gicv2", Machine::virt_gicv2().with_smp(2))
+}
+
+/// KServ's `kvmguest` and `version` tests under KCore on `machine`.
+fn linux_guests(name: &str, machine: Machine) -> TestResult {
     let boot = Boot::Kcore {
         image: kcore_image()?,
     };
-    let (report, run) = batch(
-        name,
-        Machine::virt_gicv3().with_smp(4),
-        boot,
-        &["kvmguest", "version"],
-    )?;
+    let (report, run) = batch(name, machine, boot, &["kvmguest", "version"])?;
     let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
     let lines = run.session.lines();
     if let Some(problem) = kvmguest_shortfall(&report, &lines) {

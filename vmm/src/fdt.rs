@@ -1,10 +1,11 @@
 //! The device tree the guest boots with, made with `vm-fdt`: CPUs started
-//! through PSCI, RAM, `/chosen`, the architected timer, the GICv3, the UART,
+//! through PSCI, RAM, `/chosen`, the architected timer, the GIC (a GICv3,
+//! or on a GICv2 host an `arm,cortex-a15-gic`), the UART,
 //! the RTC and the virtio-mmio devices of `layout.rs`.
 
 use crate::layout::{
-    self, BootLayout, GIC_DIST_BASE, GIC_DIST_SIZE, GIC_REDIST_BASE, Gpa, PRIMECELL_SIZE, RTC_BASE,
-    RTC_SPI, Spi, UART_BASE, UART_SPI, VIRTIO_SIZE,
+    self, BootLayout, GIC_CPU_BASE, GIC_CPU_SIZE, GIC_DIST_BASE, GIC_DIST_SIZE, GIC_REDIST_BASE,
+    GICV2_DIST_SIZE, Gpa, PRIMECELL_SIZE, RTC_BASE, RTC_SPI, Spi, UART_BASE, UART_SPI, VIRTIO_SIZE,
 };
 use vm_fdt::FdtWriter;
 
@@ -36,6 +37,15 @@ pub enum Console {
     Virtio,
 }
 
+/// The interrupt controller's architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicVersion {
+    /// `arm,gic-v3`: distributor and redistributors.
+    V3,
+    /// `arm,cortex-a15-gic`: distributor and CPU interface (a GICv2 host).
+    V2,
+}
+
 /// What the tree describes.
 #[derive(Clone, Debug)]
 pub struct FdtConfig<'a> {
@@ -49,6 +59,8 @@ pub struct FdtConfig<'a> {
     pub console: Console,
     /// virtio-mmio windows and their interrupts.
     pub virtio: &'a [(Gpa, Spi)],
+    /// The GIC.
+    pub gic: GicVersion,
 }
 
 /// The path of the UART node (`stdout-path`).
@@ -110,21 +122,24 @@ pub fn build(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, vm_fdt::Error> {
     f.end_node(psci)?;
 
     let gic = f.begin_node(&format!("intc@{:x}", GIC_DIST_BASE.0))?;
-    f.property_string("compatible", "arm,gic-v3")?;
+    let (compatible, second) = match cfg.gic {
+        GicVersion::V3 => (
+            "arm,gic-v3",
+            [GIC_REDIST_BASE.0, layout::redist_size(cfg.vcpus)],
+        ),
+        GicVersion::V2 => ("arm,cortex-a15-gic", [GIC_CPU_BASE.0, GIC_CPU_SIZE]),
+    };
+    let dist_size = match cfg.gic {
+        GicVersion::V3 => GIC_DIST_SIZE,
+        GicVersion::V2 => GICV2_DIST_SIZE,
+    };
+    f.property_string("compatible", compatible)?;
     f.property_u32("#interrupt-cells", 3)?;
     f.property_null("interrupt-controller")?;
     f.property_u32("#address-cells", 2)?;
     f.property_u32("#size-cells", 2)?;
     f.property_null("ranges")?;
-    f.property_array_u64(
-        "reg",
-        &[
-            GIC_DIST_BASE.0,
-            GIC_DIST_SIZE,
-            GIC_REDIST_BASE.0,
-            layout::redist_size(cfg.vcpus),
-        ],
-    )?;
+    f.property_array_u64("reg", &[GIC_DIST_BASE.0, dist_size, second[0], second[1]])?;
     f.property_phandle(PHANDLE_GIC)?;
     f.end_node(gic)?;
 
@@ -133,9 +148,15 @@ pub fn build(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, vm_fdt::Error> {
         "compatible",
         vec!["arm,armv8-timer".into(), "arm,armv7-timer".into()],
     )?;
+    // A GICv2's PPI cells also name the CPUs that have it (bits 15:8), as
+    // QEMU's `virt` writes them (`GIC_FDT_IRQ_PPI_CPU_START`).
+    let cpu_mask = match cfg.gic {
+        GicVersion::V3 => 0,
+        GicVersion::V2 => ((1u32 << cfg.vcpus.min(8)) - 1) << 8,
+    };
     let cells: Vec<u32> = TIMER_PPIS
         .iter()
-        .flat_map(|&ppi| [GIC_PPI, ppi, IRQ_LEVEL_HIGH])
+        .flat_map(|&ppi| [GIC_PPI, ppi, IRQ_LEVEL_HIGH | cpu_mask])
         .collect();
     f.property_array_u32("interrupts", &cells)?;
     f.property_null("always-on")?;
@@ -204,6 +225,33 @@ mod tests {
     }
 
     #[test]
+    fn gicv2_guest_tree() {
+        let l = layout();
+        let dtb = build(&FdtConfig {
+            vcpus: 2,
+            layout: &l,
+            cmdline: "console=ttyAMA0",
+            console: Console::Pl011,
+            virtio: &[],
+            gic: GicVersion::V2,
+        })
+        .unwrap();
+        let fdt = Fdt::new(&dtb).unwrap();
+        assert!(fdt.find_compatible(&["arm,gic-v3"]).is_none());
+        let gic = fdt.find_compatible(&["arm,cortex-a15-gic"]).unwrap();
+        let regs: Vec<_> = gic.reg().unwrap().collect();
+        assert_eq!(regs[0].starting_address as u64, GIC_DIST_BASE.0);
+        assert_eq!(regs[0].size, Some(0x1000));
+        assert_eq!(regs[1].starting_address as u64, GIC_CPU_BASE.0);
+        assert_eq!(regs[1].size, Some(0x2000));
+        assert_eq!(gic.interrupt_cells(), Some(3));
+        // The timer's PPIs name both CPUs (bits 15:8).
+        let timer = fdt.find_compatible(&["arm,armv8-timer"]).unwrap();
+        let t = cells(timer.property("interrupts").unwrap().value);
+        assert_eq!(t, [1, 13, 0x304, 1, 14, 0x304, 1, 11, 0x304, 1, 10, 0x304]);
+    }
+
+    #[test]
     fn pl011_guest_tree() {
         let l = layout();
         let dtb = build(&FdtConfig {
@@ -212,6 +260,7 @@ mod tests {
             cmdline: "console=ttyAMA0 earlycon",
             console: Console::Pl011,
             virtio: &[],
+            gic: GicVersion::V3,
         })
         .unwrap();
         assert!(dtb.len() as u64 <= layout::DTB_MAX);
@@ -309,6 +358,7 @@ mod tests {
             cmdline: "console=hvc0",
             console: Console::Virtio,
             virtio: &virtio,
+            gic: GicVersion::V3,
         })
         .unwrap();
         let fdt = Fdt::new(&dtb).unwrap();

@@ -43,6 +43,14 @@ pub const KVM_ARM_VCPU_PSCI_0_2: u32 = 2;
 
 /// `KVM_DEV_TYPE_ARM_VGIC_V3` for `KVM_CREATE_DEVICE`.
 pub const KVM_DEV_TYPE_ARM_VGIC_V3: u32 = 7;
+/// `KVM_DEV_TYPE_ARM_VGIC_V2` for `KVM_CREATE_DEVICE` (a GICv2 host's).
+pub const KVM_DEV_TYPE_ARM_VGIC_V2: u32 = 5;
+/// `KVM_CREATE_DEVICE_TEST`: only ask whether the type could be created.
+pub const KVM_CREATE_DEVICE_TEST: u32 = 1;
+/// vGIC address attribute: GICv2 distributor (4 KiB).
+pub const KVM_VGIC_V2_ADDR_TYPE_DIST: u64 = 0;
+/// vGIC address attribute: GICv2 CPU interface (8 KiB).
+pub const KVM_VGIC_V2_ADDR_TYPE_CPU: u64 = 1;
 /// vGIC attribute group: base addresses.
 pub const KVM_DEV_ARM_VGIC_GRP_ADDR: u32 = 0;
 /// vGIC attribute group: number of interrupts (a `u32`, multiple of 32).

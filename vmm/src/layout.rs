@@ -5,7 +5,8 @@
 //! guest expects):
 //!
 //! ```text
-//! 0x0800_0000  GICv3 distributor             64 KiB
+//! 0x0800_0000  GICv3 distributor             64 KiB (GICv2: 4 KiB)
+//! 0x0801_0000  GICv2 CPU interface           8 KiB (a GICv2 host's VMs only)
 //! 0x080a_0000  GICv3 redistributors          128 KiB per vCPU (up to 123)
 //! 0x0900_0000  PL011 UART                    4 KiB, SPI 1 (INTID 33)
 //! 0x0901_0000  PL031 RTC                     4 KiB, SPI 2 (INTID 34)
@@ -52,6 +53,16 @@ const GIC_REDIST_LIMIT: u64 = 0x0900_0000;
 /// The most vCPUs whose redistributors fit below the UART.
 pub const MAX_VCPUS: u32 =
     ((GIC_REDIST_LIMIT - GIC_REDIST_BASE.0) / GIC_REDIST_SIZE_PER_CPU) as u32;
+
+/// A GICv2's distributor is at [`GIC_DIST_BASE`] too, 4 KiB.
+pub const GICV2_DIST_SIZE: u64 = 0x1000;
+/// A GICv2's CPU interface, where KCore maps the hardware's virtual one
+/// (QEMU `virt`'s GICC address).
+pub const GIC_CPU_BASE: Gpa = Gpa(0x0801_0000);
+/// Its size (`KVM_VGIC_V2_CPU_SIZE`).
+pub const GIC_CPU_SIZE: u64 = 0x2000;
+/// Most vCPUs a GICv2 names.
+pub const GICV2_MAX_VCPUS: u32 = 8;
 
 /// PL011 UART.
 pub const UART_BASE: Gpa = Gpa(0x0900_0000);

@@ -25,7 +25,7 @@
 use crate::args::Options;
 use crate::bus::{MmioBus, MmioDevice, SharedDevice};
 use crate::exit::{self, Exit, ExitStats, Next, Stop};
-use crate::fdt::{self, Console, FdtConfig};
+use crate::fdt::{self, Console, FdtConfig, GicVersion};
 use crate::image::{HEADER_LEN, ImageHeader};
 use crate::irq::{IrqLine, kvm_irq_line_spi};
 use crate::kvm_abi::{self, KservVerifyImage};
@@ -61,6 +61,10 @@ const _: () = {
     assert!(k::KVM_ARM_VCPU_POWER_OFF == b::KVM_ARM_VCPU_POWER_OFF);
     assert!(k::KVM_ARM_VCPU_PSCI_0_2 == b::KVM_ARM_VCPU_PSCI_0_2);
     assert!(k::KVM_DEV_TYPE_ARM_VGIC_V3 == b::kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3);
+    assert!(k::KVM_DEV_TYPE_ARM_VGIC_V2 == b::kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2);
+    assert!(k::KVM_CREATE_DEVICE_TEST == b::KVM_CREATE_DEVICE_TEST);
+    assert!(k::KVM_VGIC_V2_ADDR_TYPE_DIST == b::KVM_VGIC_V2_ADDR_TYPE_DIST as u64);
+    assert!(k::KVM_VGIC_V2_ADDR_TYPE_CPU == b::KVM_VGIC_V2_ADDR_TYPE_CPU as u64);
     assert!(k::KVM_DEV_ARM_VGIC_GRP_ADDR == b::KVM_DEV_ARM_VGIC_GRP_ADDR);
     assert!(k::KVM_DEV_ARM_VGIC_GRP_NR_IRQS == b::KVM_DEV_ARM_VGIC_GRP_NR_IRQS);
     assert!(k::KVM_DEV_ARM_VGIC_GRP_CTRL == b::KVM_DEV_ARM_VGIC_GRP_CTRL);
@@ -239,7 +243,13 @@ struct Loaded {
 }
 
 /// Loads the kernel, the initrd and the device tree.
-fn load(mem: &GuestMem, opts: &Options, virtio: &[(Gpa, Spi)], v: Verbose) -> Result<Loaded> {
+fn load(
+    mem: &GuestMem,
+    opts: &Options,
+    virtio: &[(Gpa, Spi)],
+    gic: GicVersion,
+    v: Verbose,
+) -> Result<Loaded> {
     let kpath = &opts.kernel;
     let mut kfile =
         File::open(kpath).with_context(|| format!("cannot open the kernel {}", kpath.display()))?;
@@ -290,6 +300,7 @@ fn load(mem: &GuestMem, opts: &Options, virtio: &[(Gpa, Spi)], v: Verbose) -> Re
         cmdline,
         console: opts.console,
         virtio,
+        gic,
     })
     .map_err(|e| anyhow::anyhow!("building the device tree: {e}"))?;
     ensure!(
@@ -397,33 +408,65 @@ fn set_attr(dev: &DeviceFd, group: u32, attr: u64, addr: u64, what: &str) -> Res
         .with_context(|| format!("KVM_SET_DEVICE_ATTR of the vGIC: {what}"))
 }
 
-/// The in-kernel GICv3, after every vCPU exists.
-fn create_vgic(vm: &VmFd, vcpus: u32) -> Result<DeviceFd> {
+/// The vGIC the host offers: a GICv3, else a GICv2 (the device type
+/// `KVM_CREATE_DEVICE_TEST` accepts; a GICv2 host's KVM offers only a
+/// GICv2, a GICv3 host's usually only a GICv3).
+fn gic_version(vm: &VmFd) -> Result<GicVersion> {
+    for (ty, version) in [
+        (kvm_abi::KVM_DEV_TYPE_ARM_VGIC_V3, GicVersion::V3),
+        (kvm_abi::KVM_DEV_TYPE_ARM_VGIC_V2, GicVersion::V2),
+    ] {
+        let mut dev = kvm_create_device {
+            type_: ty,
+            fd: 0,
+            flags: kvm_abi::KVM_CREATE_DEVICE_TEST,
+        };
+        if vm.create_device(&mut dev).is_ok() {
+            return Ok(version);
+        }
+    }
+    anyhow::bail!("KVM_CREATE_DEVICE offers neither a GICv3 nor a GICv2")
+}
+
+/// The in-kernel GIC of `version`, after every vCPU exists.
+fn create_vgic(vm: &VmFd, vcpus: u32, version: GicVersion) -> Result<DeviceFd> {
+    let (ty, frames) = match version {
+        GicVersion::V3 => (
+            kvm_abi::KVM_DEV_TYPE_ARM_VGIC_V3,
+            [
+                (kvm_abi::KVM_VGIC_V3_ADDR_TYPE_DIST, layout::GIC_DIST_BASE.0),
+                (
+                    kvm_abi::KVM_VGIC_V3_ADDR_TYPE_REDIST,
+                    layout::GIC_REDIST_BASE.0,
+                ),
+            ],
+        ),
+        GicVersion::V2 => (
+            kvm_abi::KVM_DEV_TYPE_ARM_VGIC_V2,
+            [
+                (kvm_abi::KVM_VGIC_V2_ADDR_TYPE_DIST, layout::GIC_DIST_BASE.0),
+                (kvm_abi::KVM_VGIC_V2_ADDR_TYPE_CPU, layout::GIC_CPU_BASE.0),
+            ],
+        ),
+    };
     let mut dev = kvm_create_device {
-        type_: kvm_abi::KVM_DEV_TYPE_ARM_VGIC_V3,
+        type_: ty,
         fd: 0,
         flags: 0,
     };
-    let gic = vm.create_device(&mut dev).context(
-        "KVM_CREATE_DEVICE of a GICv3 (KVM_DEV_TYPE_ARM_VGIC_V3): the host needs a GICv3",
-    )?;
-    let dist = layout::GIC_DIST_BASE.0;
-    let redist = layout::GIC_REDIST_BASE.0;
+    let gic = vm
+        .create_device(&mut dev)
+        .with_context(|| format!("KVM_CREATE_DEVICE of a {version:?} vGIC (type {ty})"))?;
     let nr_irqs: u32 = layout::NR_IRQS;
-    set_attr(
-        &gic,
-        kvm_abi::KVM_DEV_ARM_VGIC_GRP_ADDR,
-        kvm_abi::KVM_VGIC_V3_ADDR_TYPE_DIST,
-        &dist as *const u64 as u64,
-        "distributor address",
-    )?;
-    set_attr(
-        &gic,
-        kvm_abi::KVM_DEV_ARM_VGIC_GRP_ADDR,
-        kvm_abi::KVM_VGIC_V3_ADDR_TYPE_REDIST,
-        &redist as *const u64 as u64,
-        "redistributor address",
-    )?;
+    for (attr, base) in frames {
+        set_attr(
+            &gic,
+            kvm_abi::KVM_DEV_ARM_VGIC_GRP_ADDR,
+            attr,
+            &base as *const u64 as u64,
+            &format!("address type {attr}"),
+        )?;
+    }
     set_attr(
         &gic,
         kvm_abi::KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
@@ -569,12 +612,19 @@ pub fn run(opts: &Options, escapes: bool) -> Result<Stop> {
     let vm = Arc::new(create_vm(&kvm, opts, v)?);
     let mem = create_memory(&vm, opts)?;
     let virtio = crate::virtio_slots(opts);
-    let loaded = load(&mem, opts, &virtio, v)?;
+    let gic = gic_version(&vm)?;
+    ensure!(
+        gic == GicVersion::V3 || opts.vcpus <= layout::GICV2_MAX_VCPUS,
+        "a GICv2 takes at most {} vCPUs",
+        layout::GICV2_MAX_VCPUS
+    );
+    v.say(|| format!("vGIC: {gic:?}"));
+    let loaded = load(&mem, opts, &virtio, gic, v)?;
     if opts.protected {
         verify_image(&vm, opts, &loaded, v)?;
     }
     let vcpus = create_vcpus(&vm, opts)?;
-    let _gic = create_vgic(&vm, opts.vcpus)?;
+    let _gic = create_vgic(&vm, opts.vcpus, gic)?;
     let boot = vcpus.first().context("no vCPU")?;
     boot.set_one_reg(kvm_abi::REG_PC, &loaded.layout.kernel_entry.0.to_le_bytes())
         .context("KVM_SET_ONE_REG of vCPU 0's PC")?;

@@ -26,6 +26,7 @@ const TYPER_LAST: u64 = 1 << 4;
 const FRAME: u64 = 0x1_0000;
 const SGI_OFFSET: u64 = 0x1_0000;
 const ISENABLER0: u64 = 0x100;
+const ICENABLER0: u64 = 0x180;
 const ISACTIVER0: u64 = 0x300;
 const ICACTIVER0: u64 = 0x380;
 
@@ -126,5 +127,12 @@ pub fn set_private_active(intid: u32, active: bool) {
 pub fn enable_private(intid: u32) {
     if let Some(f) = frame().filter(|_| intid < 32) {
         write32(f + ISENABLER0, 1 << intid);
+    }
+}
+
+/// Disables PPI `intid` (< 32) on this CPU.
+pub fn disable_private(intid: u32) {
+    if let Some(f) = frame().filter(|_| intid < 32) {
+        write32(f + ICENABLER0, 1 << intid);
     }
 }

@@ -30,15 +30,23 @@
 //! an invalidate by set/way cleans as well, so a guest can lose no one's
 //! data, only make caches colder.
 //!
-//! Only GICv3 with the system-register interface is supported here; the
-//! list-register encoding is the one place a GICv2 (`GICH` MMIO) back end
-//! would differ.
+//! The GIC virtual interface has two back ends: a GICv3's system registers
+//! (`ICH_*_EL2`, the redistributor's SGI frame for the private interrupts,
+//! [`gicv3`]) and a GICv2's `GICH` MMIO frame (the distributor's banked
+//! registers for the private interrupts, [`gicv2`]). Each entry loads the
+//! list registers, `VMCR`, the active-priority registers and `HCR` (`En`,
+//! and `UIE` when KServ has more interrupts queued than it handed over, so
+//! that the underflow maintenance interrupt, enabled at the GIC for the
+//! run, ends it); each exit saves the list registers' states, `VMCR` and
+//! the active priorities, empties the list registers and writes `HCR` = 0.
+//! On a GICv2 the guest reaches its CPU interface through `GICV`, which
+//! KCore maps into its stage 2 (`kcore::gicv`).
 
-use super::{cpu, gicv3, vectors};
+use super::{cpu, gicv2, gicv3, vectors};
 use crate::sysreg::{self, CPTR_EL2_NVHE, ICC_HPPIR1_EL1};
 use aarch64_cpu::registers::{
-    CNTHCTL_EL2, CNTHP_CTL_EL2, CNTV_CTL_EL0, HCR_EL2, ICH_HCR_EL2, ICH_LR0_EL2, ICH_VTR_EL2,
-    ID_AA64DFR0_EL1, ID_AA64MMFR1_EL1, MDCR_EL2, Readable, VTTBR_EL2,
+    CNTHCTL_EL2, CNTHP_CTL_EL2, CNTV_CTL_EL0, HCR_EL2, ICH_LR0_EL2, ICH_VTR_EL2, ID_AA64DFR0_EL1,
+    ID_AA64MMFR1_EL1, MDCR_EL2, Readable, VTTBR_EL2,
 };
 use core::arch::asm;
 use core::mem::MaybeUninit;
@@ -321,11 +329,31 @@ const HCR_VSE: u64 = HCR_EL2::VSE::SET.value;
 /// The EL2 physical timer's PPI (`CNTHP`).
 const HYP_TIMER_PPI: u32 = 26;
 
+/// The maintenance interrupt's PPI on a GICv3 (SBSA) and on a GICv2 (the
+/// GIC-400, QEMU's `virt`).
+const MAINTENANCE_PPI_V3: u32 = 25;
+const MAINTENANCE_PPI_V2: u32 = 9;
+
+/// `ICH_HCR_EL2.En` and `GICH_HCR.En`: the virtual CPU interface on.
+const HCR_EN: u64 = 1 << 0;
+/// `ICH_HCR_EL2.UIE` and `GICH_HCR.UIE`: the underflow maintenance
+/// interrupt.
+const HCR_UIE: u64 = 1 << 1;
+
+/// Which GIC virtual interface this CPU has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gic {
+    /// GICv3 system registers; `aprs` active-priority registers per group.
+    V3 { aprs: usize },
+    /// GICv2 `GICH` MMIO.
+    V2,
+}
+
 /// The CPU side of running guests on this platform.
 #[derive(Clone, Copy, Debug)]
 pub struct El2Guest {
     lrs: usize,
-    aprs: usize,
+    gic: Gic,
     hcr: u64,
     /// Breakpoints and watchpoints the CPU has (`ID_AA64DFR0_EL1`).
     brps: usize,
@@ -333,16 +361,22 @@ pub struct El2Guest {
 }
 
 impl El2Guest {
-    /// The guest configuration this CPU supports; `None` without a GICv3
-    /// system-register interface and a known redistributor for this CPU.
+    /// The guest configuration this CPU supports; `None` without either a
+    /// GICv3 system-register interface and a known redistributor for this
+    /// CPU, or a GICv2 whose distributor and `GICH` KCore mapped.
     pub fn new(f: &cpu::Features) -> Option<El2Guest> {
-        if !f.gicv3_sysregs || !gicv3::available() {
+        let (lrs, gic) = if f.gicv3_sysregs && gicv3::available() {
+            let vtr = ICH_VTR_EL2.get();
+            let lrs = ICH_VTR_EL2::ListRegs.read(vtr) as usize + 1;
+            let pre_bits = ICH_VTR_EL2::PREbits.read(vtr) + 1;
+            let aprs = 1usize << pre_bits.saturating_sub(5).min(2);
+            (lrs, Gic::V3 { aprs })
+        } else if gicv2::available() {
+            (gicv2::list_registers(), Gic::V2)
+        } else {
             return None;
-        }
-        let vtr = ICH_VTR_EL2.get();
-        let lrs = (ICH_VTR_EL2::ListRegs.read(vtr) as usize + 1).min(MAX_LRS);
-        let pre_bits = ICH_VTR_EL2::PREbits.read(vtr) + 1;
-        let aprs = 1usize << pre_bits.saturating_sub(5).min(2);
+        };
+        let lrs = lrs.min(MAX_LRS);
         let mut hcr = HCR_EL2::VM::Enable
             + HCR_EL2::SWIO::SET
             + HCR_EL2::FMO::SET
@@ -363,11 +397,121 @@ impl El2Guest {
         let dfr0 = ID_AA64DFR0_EL1.get();
         Some(El2Guest {
             lrs,
-            aprs,
+            gic,
             hcr: hcr.value,
             brps: ID_AA64DFR0_EL1::BRPs.read(dfr0) as usize + 1,
             wrps: ID_AA64DFR0_EL1::WRPs.read(dfr0) as usize + 1,
         })
+    }
+}
+
+impl El2Guest {
+    /// Sets or clears the active state of private interrupt `p` on this CPU.
+    fn set_private_active(&self, p: u32, active: bool) {
+        match self.gic {
+            Gic::V3 { .. } => gicv3::set_private_active(p, active),
+            Gic::V2 => gicv2::set_private_active(p, active),
+        }
+    }
+
+    /// Enables PPI `p` on this CPU.
+    fn enable_private(&self, p: u32) {
+        match self.gic {
+            Gic::V3 { .. } => gicv3::enable_private(p),
+            Gic::V2 => gicv2::enable_private(p, true),
+        }
+    }
+
+    /// The maintenance PPI: enabled for a run that asks for an underflow
+    /// interrupt, disabled again after it (KServ's GIC driver never
+    /// enables it).
+    fn set_maintenance(&self, on: bool) {
+        match (self.gic, on) {
+            (Gic::V3 { .. }, true) => gicv3::enable_private(MAINTENANCE_PPI_V3),
+            (Gic::V3 { .. }, false) => gicv3::disable_private(MAINTENANCE_PPI_V3),
+            (Gic::V2, on) => gicv2::enable_private(MAINTENANCE_PPI_V2, on),
+        }
+    }
+
+    /// Loads the guest's virtual CPU interface: the first `n` entries of
+    /// `lrs` (the other list registers empty), its VMCR and active
+    /// priorities, then `HCR`.
+    fn load_vgic(&self, ctx: &VcpuContext, lrs: &LrSet, n: usize) {
+        let hcr = HCR_EN | if lrs.underflow { HCR_UIE } else { 0 };
+        for i in 0..self.lrs {
+            let lr = lrs.as_slice().get(i).filter(|_| i < n);
+            if let Some(p) = lr.and_then(|l| l.hw) {
+                self.set_private_active(p, true);
+            }
+            match self.gic {
+                Gic::V3 { .. } => write_lr(i, lr.map_or(0, encode_lr)),
+                Gic::V2 => gicv2::write_lr(i, lr.and_then(Lr::to_gicv2).unwrap_or(0)),
+            }
+        }
+        match self.gic {
+            Gic::V3 { aprs } => {
+                msr!("S3_4_C12_C11_7", ctx.vgic.vmcr); // ICH_VMCR_EL2
+                load_aprs(aprs, &ctx.vgic.ap0r, &ctx.vgic.ap1r);
+                msr!("S3_4_C12_C11_0", hcr); // ICH_HCR_EL2
+            }
+            Gic::V2 => {
+                gicv2::gich_write(gicv2::VMCR, ctx.vgic.vmcr as u32);
+                gicv2::gich_write(gicv2::APR, ctx.vgic.ap1r[0] as u32);
+                gicv2::gich_write(gicv2::HCR, hcr as u32);
+            }
+        }
+        if lrs.underflow {
+            self.set_maintenance(true);
+        }
+    }
+
+    /// Saves the guest's virtual CPU interface (the states of the first
+    /// `n` entries of `lrs`, VMCR, active priorities) and leaves it empty
+    /// and disabled (`HCR` = 0).
+    fn save_vgic(&self, ctx: &mut VcpuContext, lrs: &mut LrSet, n: usize) {
+        for (i, lr) in lrs.as_mut_slice().iter_mut().take(n).enumerate() {
+            lr.state = match self.gic {
+                Gic::V3 { .. } => LrState::from_bits(ICH_LR0_EL2::State.read(read_lr(i))),
+                Gic::V2 => Lr::gicv2_state(gicv2::read_lr(i)),
+            };
+            match self.gic {
+                Gic::V3 { .. } => write_lr(i, 0),
+                Gic::V2 => gicv2::write_lr(i, 0),
+            }
+            if let Some(p) = lr.hw {
+                self.set_private_active(p, false);
+            }
+        }
+        match self.gic {
+            Gic::V3 { aprs } => {
+                ctx.vgic.vmcr = mrs!("S3_4_C12_C11_7");
+                save_aprs(aprs, &mut ctx.vgic.ap0r, &mut ctx.vgic.ap1r);
+                load_aprs(aprs, &[0; 4], &[0; 4]);
+                msr!("S3_4_C12_C11_0", 0);
+            }
+            Gic::V2 => {
+                ctx.vgic.vmcr = u64::from(gicv2::gich_read(gicv2::VMCR));
+                ctx.vgic.ap1r[0] = u64::from(gicv2::gich_read(gicv2::APR));
+                gicv2::gich_write(gicv2::APR, 0);
+                gicv2::gich_write(gicv2::HCR, 0);
+            }
+        }
+        if lrs.underflow {
+            self.set_maintenance(false);
+        }
+    }
+
+    /// Whether the guest timer `ppi` is the interrupt that ended the run:
+    /// the highest pending (GICv3), or pending and not active at this CPU
+    /// (GICv2, whose CPU interface is KServ's: an active timer PPI, held
+    /// for a list register, is pending too while its line is high, but
+    /// cannot have interrupted — taking it for the cause would re-enter the
+    /// guest at once, for ever, while KServ's own interrupt waits).
+    fn timer_pending(&self, ppi: u32, hppi: u64) -> bool {
+        match self.gic {
+            Gic::V3 { .. } => hppi == u64::from(ppi),
+            Gic::V2 => gicv2::private_signalling(ppi),
+        }
     }
 }
 
@@ -431,7 +575,7 @@ impl GuestCpu for El2Guest {
         if host.cntv_ctl & (enabled + CNTV_CTL_EL0::IMASK::SET).value == enabled.value {
             msr!("S3_4_C14_C2_2", host.cntv_cval); // CNTHP_CVAL_EL2 (KServ's CNTVOFF is 0)
             msr!("S3_4_C14_C2_1", CNTHP_CTL_EL2::ENABLE::SET.value); // CNTHP_CTL_EL2
-            gicv3::enable_private(HYP_TIMER_PPI);
+            self.enable_private(HYP_TIMER_PPI);
         }
 
         // The vCPU. Its MDSCR_EL1 as KCore emulates it (the guest's accesses
@@ -461,29 +605,15 @@ impl GuestCpu for El2Guest {
         msr!("cntp_cval_el0", ctx.cntp_cval);
         msr!("cntp_ctl_el0", ctx.cntp_ctl);
         if ctx.deadline_of(Timer::Phys) != u64::MAX {
-            gicv3::enable_private(Timer::Phys.ppi());
+            self.enable_private(Timer::Phys.ppi());
         }
         msr!("vmpidr_el2", ctx.mpidr);
         let n = lrs.len.min(self.lrs);
         let held = lrs.hold_active;
         for p in ppis(held) {
-            gicv3::set_private_active(p, true);
+            self.set_private_active(p, true);
         }
-        for i in 0..self.lrs {
-            let v = match lrs.as_slice().get(i).filter(|_| i < n) {
-                Some(lr) => {
-                    if let Some(p) = lr.hw {
-                        gicv3::set_private_active(p, true);
-                    }
-                    encode_lr(lr)
-                }
-                None => 0,
-            };
-            write_lr(i, v);
-        }
-        msr!("S3_4_C12_C11_7", ctx.vgic.vmcr); // ICH_VMCR_EL2
-        load_aprs(self.aprs, &ctx.vgic.ap0r, &ctx.vgic.ap1r);
-        msr!("S3_4_C12_C11_0", ICH_HCR_EL2::En::SET.value); // ICH_HCR_EL2
+        self.load_vgic(ctx, lrs, n);
 
         let mut hcr = self.hcr;
         if ctx.status & status::VSERROR != 0 {
@@ -595,7 +725,10 @@ impl GuestCpu for El2Guest {
         // drop.)
         let mut exit = exit;
         if exit.kind == ExitKind::Irq {
-            let hppi = ICC_HPPIR1_EL1::INTID.read(mrs!("S3_0_C12_C12_2"));
+            let hppi = match self.gic {
+                Gic::V3 { .. } => ICC_HPPIR1_EL1::INTID.read(mrs!("S3_0_C12_C12_2")),
+                Gic::V2 => u64::MAX,
+            };
             let fired = |ctl: u64| {
                 CNTV_CTL_EL0::ENABLE.is_set(ctl)
                     && !CNTV_CTL_EL0::IMASK.is_set(ctl)
@@ -604,7 +737,7 @@ impl GuestCpu for El2Guest {
             let own = [(Timer::Virt, ctx.cntv_ctl), (Timer::Phys, ctx.cntp_ctl)];
             if own
                 .iter()
-                .any(|&(t, ctl)| fired(ctl) && hppi == u64::from(t.ppi()))
+                .any(|&(t, ctl)| fired(ctl) && self.timer_pending(t.ppi(), hppi))
             {
                 exit.kind = ExitKind::GuestTimer;
             }
@@ -613,20 +746,10 @@ impl GuestCpu for El2Guest {
         // deadlines never fire into KServ.
         msr!("cntv_ctl_el0", 0);
         msr!("cntp_ctl_el0", 0);
-        for (i, lr) in lrs.as_mut_slice().iter_mut().take(n).enumerate() {
-            lr.state = LrState::from_bits(ICH_LR0_EL2::State.read(read_lr(i)));
-            write_lr(i, 0);
-            if let Some(p) = lr.hw {
-                gicv3::set_private_active(p, false);
-            }
-        }
+        self.save_vgic(ctx, lrs, n);
         for p in ppis(held) {
-            gicv3::set_private_active(p, false);
+            self.set_private_active(p, false);
         }
-        ctx.vgic.vmcr = mrs!("S3_4_C12_C11_7");
-        save_aprs(self.aprs, &mut ctx.vgic.ap0r, &mut ctx.vgic.ap1r);
-        load_aprs(self.aprs, &[0; 4], &[0; 4]);
-        msr!("S3_4_C12_C11_0", 0);
         msr!("S3_4_C14_C2_1", 0); // CNTHP_CTL_EL2: off
 
         // KServ.

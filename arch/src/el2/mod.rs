@@ -8,6 +8,7 @@
 pub mod bcm2835_pm;
 pub mod cpu;
 pub mod firmware;
+pub mod gicv2;
 pub mod gicv3;
 pub mod guest;
 pub mod idregs;

@@ -25,11 +25,11 @@ use kcore::ownership::OwnershipTable;
 use kcore::pgtable::{Attrs, El2Stage1, Geometry, PageTable, Stage2};
 use kcore::psci::{Backend, PsciRelay};
 use kcore_arch::el2::cpu::{self, Features, HostConfig, MmuConfig};
-use kcore_arch::el2::gicv3;
 use kcore_arch::el2::phys_memory::{PagePool, PhysTables};
 use kcore_arch::el2::vectors;
+use kcore_arch::el2::{gicv2, gicv3};
 use kcore_arch::sysreg;
-use kcore_boot::platform::{self, EnableMethod, MaybeRegion, Platform};
+use kcore_boot::platform::{self, EnableMethod, GicVersion, MaybeRegion, Platform};
 use kcore_boot::{kserv_dt, pool};
 use log::{info, warn};
 
@@ -67,6 +67,15 @@ fn subtract<E>(
         f(cur, end)?;
     }
     Ok(())
+}
+
+/// A GICv2's pages KCore maps at EL2 to run guests: the distributor's
+/// first page (its banked private-interrupt registers) and the virtual
+/// interface control (`GICH`), both translated through the tree's `ranges`.
+fn gicv2_frames(plat: &Platform) -> Option<[MemRange; 2]> {
+    let g = plat.gic.as_ref().filter(|g| g.version == GicVersion::V2)?;
+    let page = |r: MemRange| MemRange::new(r.base(), PAGE_SIZE.min(r.size()));
+    Some([page(g.dist)?, page(g.hyp_if?)?])
 }
 
 /// Builds KCore's EL2 stage 1: its image with section permissions, all RAM
@@ -190,6 +199,7 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
         .into_iter()
         .chain(redist.iter().copied())
         .chain(plat.pm_watchdog)
+        .chain(gicv2_frames(&plat).into_iter().flatten())
         .collect();
     let Some(mmu) = build_el2_map(&img, &plat.memory, &devices, &f) else {
         stop(format_args!("cannot build KCore's EL2 page tables"));
@@ -204,6 +214,9 @@ extern "C" fn kcore_primary_main(dtb: u64, _load: u64) -> ! {
     }
     let regions: Vec<(u64, u64)> = redist.iter().map(|r| (r.base(), r.size())).collect();
     gicv3::set_regions(&regions);
+    if let Some([gicd, gich]) = gicv2_frames(&plat) {
+        gicv2::set_frames(gicd.base(), gich.base());
+    }
 
     // `early` validated the loader's tree and made KCore's own copy: the
     // loader's copy lives in memory KServ will own.
@@ -521,6 +534,14 @@ fn boot_kserv(
     let mut mem = MemCore::new(owners, s2, f.pa_bits);
     if let Some(k) = verify_key {
         mem.set_verify_key(k);
+    }
+    // A GICv2's virtual CPU interface, 8 KiB, which KServ's stage 2 never
+    // maps (above): VMs get it at their GICC address (`kcore::gicv`).
+    if let Some(gic) = plat.gic.as_ref().filter(|g| g.version == GicVersion::V2)
+        && gicv2::available()
+        && let Some(v) = gic.vcpu_if.filter(|v| v.size() >= 2 * PAGE_SIZE)
+    {
+        mem.set_gicv(Pa(v.base()));
     }
     *STATE.lock() = Some(KcoreState {
         host: Host::new(

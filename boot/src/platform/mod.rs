@@ -391,7 +391,7 @@ impl fmt::Display for DtError {
 }
 
 /// Compatible strings of GICv2-architecture interrupt controllers.
-const GIC_V2_COMPATIBLE: [&str; 8] = [
+pub const GIC_V2_COMPATIBLE: [&str; 8] = [
     "arm,gic-400",
     "arm,cortex-a15-gic",
     "arm,cortex-a9-gic",

@@ -241,6 +241,13 @@ calls! {
         /// The write-protected shared page's gfn.
         gfn: 2,
     }
+    /// [`HypercallId::HostSetVgicCpu`].
+    HostSetVgicCpu {
+        /// The VM's handle.
+        handle: 1,
+        /// The first of the two pages of the guest's `GICC`.
+        gfn: 2,
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub mod smccc;
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 11;
+pub const ABI_VERSION_MINOR: u16 = 12;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.
@@ -149,6 +149,13 @@ pub enum HypercallId {
     /// (or [`share_flags::WRITE_PROTECT`]) made read-only: writable again.
     /// Returns `x1` = 1, or 0 if the page was writable already.
     HostUnprotectGuest = HYPERCALL_BASE + 19,
+    /// `host_set_vgic_cpu` (ABI 0.12, GICv2 hosts only): `x1` = handle of a
+    /// VM none of whose vCPUs ran, `x2` = the gfn of the guest's GIC CPU
+    /// interface (`GICC`, 8 KiB: `x2` and `x2 + 1`). KCore maps the
+    /// hardware's virtual CPU interface (`GICV`) there in the VM's stage 2,
+    /// once: both pages must be unmapped, outside the VM's MMIO ranges and
+    /// its IPA space. [`Error::NotSupported`] on a GICv3 host.
+    HostSetVgicCpu = HYPERCALL_BASE + 20,
 }
 
 /// Most pages one [`HypercallId::HostProtectGuest`] covers (2 MiB): bounds
@@ -157,7 +164,7 @@ pub const MAX_PROTECT_PAGES: u64 = 512;
 
 impl HypercallId {
     /// Every hypercall this ABI version defines.
-    pub const ALL: [HypercallId; 20] = [
+    pub const ALL: [HypercallId; 21] = [
         HypercallId::Version,
         HypercallId::Features,
         HypercallId::HostCreateVm,
@@ -178,6 +185,7 @@ impl HypercallId {
         HypercallId::HostGuestIdReg,
         HypercallId::HostProtectGuest,
         HypercallId::HostUnprotectGuest,
+        HypercallId::HostSetVgicCpu,
     ];
 
     /// The SMCCC function id of this call.
@@ -288,6 +296,10 @@ pub mod features {
     pub const VCPUS: u64 = 1 << 3;
     /// A test image: [`super::HypercallId::HostSelfCheck`] is built in.
     pub const SELF_CHECK: u64 = 1 << 4;
+    /// (ABI 0.12) The host's GIC is a GICv2: VMs get a GICv2 virtual CPU
+    /// interface ([`super::HypercallId::HostSetVgicCpu`]) and at most 8
+    /// vCPUs; without it, a GICv3's.
+    pub const GICV2: u64 = 1 << 5;
 }
 
 /// Error codes returned in `x0`. The values below `-16` are KCore's own; the

@@ -42,8 +42,14 @@ pub mod entry_flags {
     /// The bits of one timer's half.
     const HALF: u64 =
         TIMER_DISABLED | 0xFF << TIMER_PRIORITY_SHIFT | TIMER_GROUP0 | 0xFF << TIMER_INTID_SHIFT;
+    /// (ABI 0.12) KServ's vGIC has more interrupts queued for the vCPU
+    /// than the interrupt words hold (more than the list registers): KCore
+    /// asks the GIC for an underflow maintenance interrupt (`UIE`), so the
+    /// run ends once the guest has taken all but at most one of them and
+    /// KServ can hand over the rest.
+    pub const MORE_QUEUED: u64 = 1 << 2;
     /// Every bit this ABI version defines.
-    pub const ALL: u64 = HALF | HALF << PTIMER_SHIFT;
+    pub const ALL: u64 = HALF | HALF << PTIMER_SHIFT | MORE_QUEUED;
 
     /// The INTID field of one half, or `default` for 0; `None` if it names
     /// no PPI.
@@ -239,6 +245,13 @@ pub mod irq {
     pub const HW: u64 = 1 << 43;
     /// Shift of a hardware-mapped interrupt's physical INTID.
     pub const HW_INTID_SHIFT: u32 = 44;
+    /// Shift of a GICv2 SGI's source CPU (ABI 0.12; 3 bits, 56..58): the
+    /// vCPU the guest's `GICC_IAR` names as the sender. Only for an SGI
+    /// (INTID 0..15) on a GICv2 host, below the VM's vCPU count; 0
+    /// otherwise (on GICv3 always 0).
+    pub const SGI_SOURCE_SHIFT: u32 = 56;
+    /// The source field's mask (after shifting).
+    pub const SGI_SOURCE_MASK: u64 = 7;
 
     /// Encodes an interrupt word.
     pub const fn encode(vintid: u32, priority: u8, group1: bool, state: u64) -> u64 {
@@ -266,6 +279,10 @@ pub mod irq {
     /// With the state replaced.
     pub const fn with_state(w: u64, state: u64) -> u64 {
         (w & !(3 << STATE_SHIFT)) | (state & 3) << STATE_SHIFT
+    }
+    /// A GICv2 SGI's source CPU ([`SGI_SOURCE_SHIFT`]).
+    pub const fn sgi_source(w: u64) -> u8 {
+        ((w >> SGI_SOURCE_SHIFT) & SGI_SOURCE_MASK) as u8
     }
     /// Hardware-mapped: the physical INTID, if the bit is set.
     pub const fn hw(w: u64) -> Option<u32> {

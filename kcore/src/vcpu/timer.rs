@@ -68,6 +68,7 @@ fn prepare_one(l: &mut Loaded, t: Timer, now: u64, n: usize, cap: usize) {
         group1: irq.group1,
         state,
         hw,
+        source: 0,
     };
     let loaded = match taken {
         // Keeps its place (an empty entry once completed: KServ's entry
@@ -173,10 +174,12 @@ mod tests {
         use crate::vgic::check_irqs_into;
         let w = |i: u64| i | 0xA0 << 32 | 1 << 40 | 1 << 41;
         for i in [20, 27] {
-            let r = check_irqs_into(&[w(i)], 4, [20, 30], &mut l.lrs);
+            let r = check_irqs_into(&[w(i)], 4, [20, 30], crate::vgic::IrqSpace::V3, &mut l.lrs);
             assert_eq!(r, Err(kcore_abi::Error::Denied), "{i}");
         }
-        assert!(check_irqs_into(&[w(21)], 4, [20, 30], &mut l.lrs).is_ok());
+        assert!(
+            check_irqs_into(&[w(21)], 4, [20, 30], crate::vgic::IrqSpace::V3, &mut l.lrs).is_ok()
+        );
     }
 
     #[test]
@@ -217,7 +220,8 @@ mod tests {
             core::array::from_fn(|i| irq::encode(32 + i as u32, 0x80, true, irq::ACTIVE));
         l.irq_words[..4].copy_from_slice(&words);
         l.n_irqs = 4;
-        check_irqs_into(&words, 4, TIMERS, &mut l.lrs).expect("all four list registers");
+        check_irqs_into(&words, 4, TIMERS, crate::vgic::IrqSpace::V3, &mut l.lrs)
+            .expect("all four list registers");
         // Pending, no room: it waits, held active at the GIC meanwhile.
         prepare_timer(&mut l, 100, 4);
         assert_eq!(l.lrs.len, 4);
@@ -227,7 +231,14 @@ mod tests {
         assert_eq!(l.ctx.timer_lr, LrState::Invalid);
         // With a free list register it is delivered.
         l.n_irqs = 3;
-        check_irqs_into(&words[..3], 4, TIMERS, &mut l.lrs).expect("three");
+        check_irqs_into(
+            &words[..3],
+            4,
+            TIMERS,
+            crate::vgic::IrqSpace::V3,
+            &mut l.lrs,
+        )
+        .expect("three");
         prepare_timer(&mut l, 100, 4);
         assert_eq!(l.lrs.as_slice()[3].hw, Some(TIMER_PPI));
         assert_eq!(l.lrs.hold_active, 0);
@@ -237,7 +248,8 @@ mod tests {
         // Active and KServ fills all four again: the timer takes the last
         // place, whose entry is reported as supplied.
         l.n_irqs = 4;
-        check_irqs_into(&words, 4, TIMERS, &mut l.lrs).expect("all four");
+        check_irqs_into(&words, 4, TIMERS, crate::vgic::IrqSpace::V3, &mut l.lrs)
+            .expect("all four");
         prepare_timer(&mut l, 100, 4);
         assert_eq!(l.lrs.len, 4);
         let last = l.lrs.as_slice()[3];
@@ -344,7 +356,8 @@ mod tests {
             core::array::from_fn(|i| irq::encode(32 + i as u32, 0x80, true, irq::PENDING));
         l.irq_words[..4].copy_from_slice(&words);
         l.n_irqs = 4;
-        check_irqs_into(&words, 4, TIMERS, &mut l.lrs).expect("all four");
+        check_irqs_into(&words, 4, TIMERS, crate::vgic::IrqSpace::V3, &mut l.lrs)
+            .expect("all four");
         prepare_timer(&mut l, 100, 4);
         let s = l.lrs.as_slice();
         assert_eq!(l.lrs.len, 4);

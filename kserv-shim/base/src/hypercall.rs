@@ -153,6 +153,18 @@ pub fn unprotect_guest<C: Conduit>(c: &mut C, vm: VmHandle, gfn: u64) -> Result<
     call(c, &args::HostUnprotectGuest { handle: vm.0, gfn }).map(|[n, _, _]| n)
 }
 
+/// `HostSetVgicCpu` (GICv2 hosts): KCore maps the GIC's virtual CPU
+/// interface (8 KiB) into `vm` at `gfn`, where the guest's GICC is.
+pub fn set_vgic_cpu<C: Conduit>(c: &mut C, vm: VmHandle, gfn: u64) -> Result<(), CallError> {
+    call(c, &args::HostSetVgicCpu { handle: vm.0, gfn }).map(drop)
+}
+
+/// Whether the host's GIC is a GICv2 (KCore's `features::GICV2`); false
+/// when KCore does not answer.
+pub fn host_gicv2<C: Conduit>(c: &mut C) -> bool {
+    crate::version::query(c).is_ok_and(|v| v.features & kcore_abi::features::GICV2 != 0)
+}
+
 /// `HostUnshareGuest`: ends the sharing of the page `vm` sees at `gfn`.
 pub fn unshare_guest<C: Conduit>(c: &mut C, vm: VmHandle, gfn: u64) -> Result<(), CallError> {
     call(c, &args::HostUnshareGuest { handle: vm.0, gfn }).map(drop)

@@ -2037,6 +2037,7 @@ mod pending;
 mod ptimer;
 mod races;
 mod vcpu_events;
+mod vgic_v2;
 
 #[test]
 fn guest_debug_steps_through_kcore_and_exits_as_kvm_exit_debug() {

@@ -24,6 +24,7 @@
 
 pub mod its;
 pub mod rdist;
+pub mod v2;
 
 use super::errno::{EBUSY, EINVAL, Errno};
 use crate::psci::{mpidr_of, sgi_targets, vcpu_of_mpidr};
@@ -261,6 +262,17 @@ pub struct Vgic {
     timer_at: [[u64; 2]; MAX_VCPUS],
     /// The physical counter as of the last exit or register access.
     clock: u64,
+    /// The host's GIC is a GICv2: this vGIC is one ([`v2`]).
+    host_v2: bool,
+    /// A GICv2's CPU interface base, plus one (0: unset), and whether
+    /// KCore mapped `GICV` there.
+    cpu: u64,
+    cpu_mapped: bool,
+    /// A GICv2's pending SGIs per target vCPU and SGI: a mask of sources.
+    sgi_src: [[u8; 16]; MAX_VCPUS],
+    /// vCPUs that had more interrupts to take than their last entry held
+    /// (KCore then asks for an underflow maintenance interrupt).
+    queued_more: u64,
 }
 
 /// `vgic_check_iorange`: `size` bytes at `addr`, 64 KiB aligned and not
@@ -277,6 +289,22 @@ pub fn check_iorange(addr: u64, size: u64, ipa_bits: u32) -> Result<(), Errno> {
         return Err(E2BIG);
     }
     Ok(())
+}
+
+/// The first offset of the per-interrupt register bank holding distributor
+/// offset `o` (`0x80..=0x7FF` or `0xC00..=0xCFF`).
+fn reg_first(o: u64) -> u64 {
+    match o {
+        0x80..=0xFF => 0x80,
+        0x100..=0x17F => 0x100,
+        0x180..=0x1FF => 0x180,
+        0x200..=0x27F => 0x200,
+        0x280..=0x2FF => 0x280,
+        0x300..=0x37F => 0x300,
+        0x380..=0x3FF => 0x380,
+        0x400..=0x7FF => 0x400,
+        _ => 0xC00,
+    }
 }
 
 /// Where an MMIO access landed.
@@ -302,6 +330,9 @@ impl Vgic {
         self.routed = false;
         self.its.created = false;
         self.lpis_on = 0;
+        self.cpu = 0;
+        self.cpu_mapped = false;
+        self.queued_more = 0;
     }
 
     /// Interrupts in use (private ones included).
@@ -436,11 +467,14 @@ impl Vgic {
             self.rd_vcpu[i] = v;
             self.vcpu_mask |= 1 << (v as usize % MAX_VCPUS);
         }
+        // A GICv2's interrupts reset to group 0 (KVM's `vgic_init`).
+        let group = if self.host_v2 { 0 } else { f::GROUP1 };
+        self.sgi_src = [[0; 16]; MAX_VCPUS];
         for v in 0..MAX_VCPUS {
             for (i, irq) in self.private[v].iter_mut().enumerate() {
                 *irq = Irq {
                     // SGIs: enabled, edge; PPIs: level.
-                    flags: f::GROUP1 | if i < 16 { f::ENABLED | f::EDGE } else { 0 },
+                    flags: group | if i < 16 { f::ENABLED | f::EDGE } else { 0 },
                     ..Irq::default()
                 };
             }
@@ -450,7 +484,7 @@ impl Vgic {
         }
         for irq in self.spis.iter_mut() {
             *irq = Irq {
-                flags: f::GROUP1,
+                flags: group,
                 ..Irq::default()
             };
         }
@@ -600,6 +634,9 @@ impl Vgic {
             // An LPI's route is its collection's vCPU.
             let t = irq.route as usize;
             return self.exists(t).then_some(t);
+        }
+        if self.host_v2 {
+            return self.target_v2(irq.route);
         }
         vcpu_of_mpidr(u64::from(irq.route), MAX_VCPUS).filter(|&t| self.exists(t))
     }
@@ -926,8 +963,14 @@ impl Vgic {
     /// a vGIC.
     pub fn timer_flags(&self, v: usize) -> u64 {
         use kcore_abi::run::entry_flags::PTIMER_SHIFT;
+        let more = if self.queued_more & (1 << (v % MAX_VCPUS)) != 0 {
+            kcore_abi::run::entry_flags::MORE_QUEUED
+        } else {
+            0
+        };
         self.timer_half(v, self.timer_ppi(0), TIMER_PPI)
             | self.timer_half(v, self.timer_ppi(1), PTIMER_PPI) << PTIMER_SHIFT
+            | more
     }
 
     /// One timer's half of [`Self::timer_flags`]: PPI `ppi`, whose default
@@ -969,6 +1012,7 @@ impl Vgic {
         }
         // (key, intid): active first, then priority, then INTID.
         let mut best: [(u32, u32); IRQ_SLOTS] = [(u32::MAX, 0); IRQ_SLOTS];
+        let mut wanted = 0usize;
         let mut insert = |key: u32, intid: u32| {
             if key < best[IRQ_SLOTS - 1].0 {
                 let mut i = IRQ_SLOTS - 1;
@@ -988,10 +1032,12 @@ impl Vgic {
                 && (irq.active() || self.deliverable(irq))
             {
                 insert(key(intid, irq), intid);
+                wanted += 1;
             }
         }
         self.candidates(v, |intid, irq| {
             insert(key(intid, irq), intid);
+            wanted += 1;
             false
         });
         // The last list register only for an interrupt beyond three active
@@ -1013,15 +1059,10 @@ impl Vgic {
             {
                 continue;
             }
-            if let Some(irq) = self.irq_mut(v, intid) {
-                if irq.has(f::EDGE) && irq.has(f::LR_PENDING) {
-                    irq.set(f::LATCH, true);
-                }
-                irq.set(f::LR_PENDING, false);
-                irq.owner = 0;
-            }
+            self.unload(v, intid);
         }
         let mut n = 0;
+        let v2 = self.host_v2;
         for &(k, intid) in &best[..take] {
             if k == u32::MAX {
                 break;
@@ -1039,20 +1080,46 @@ impl Vgic {
             if irq.active() {
                 state |= irq::ACTIVE;
             }
-            if pending && irq.has(f::EDGE) {
-                irq.set(f::LATCH, false);
-            }
-            irq.set(f::LR_PENDING, pending);
             irq.owner = v as u8 + 1;
-            out[n] = irq::encode(intid, irq.priority, irq.has(f::GROUP1), state);
+            let word = irq::encode(intid, irq.priority, irq.has(f::GROUP1), 0);
+            out[n] = if v2 && intid < 16 {
+                word | self.sgi_word(v, intid, state)
+            } else {
+                if pending && irq.has(f::EDGE) {
+                    irq.set(f::LATCH, false);
+                }
+                irq.set(f::LR_PENDING, pending);
+                irq::with_state(word, state)
+            };
             self.owned[v][n] = intid as u16;
             n += 1;
         }
         self.n_owned[v] = n as u8;
+        // More to take than was handed over.
+        let more = wanted > n;
+        self.queued_more = self.queued_more & !(1 << v) | u64::from(v2 && more && n >= 2) << v;
         self.prune(v);
         #[cfg(test)]
         self.check_marks();
         n
+    }
+
+    /// Takes interrupt `intid` back from vCPU `v`'s list registers: an
+    /// edge still pending there is latched again (a GICv2 SGI's source
+    /// pending again).
+    fn unload(&mut self, v: usize, intid: u32) {
+        let v2_sgi = self.host_v2 && intid < 16;
+        if let Some(q) = self.irq_mut(v, intid) {
+            let repend = q.has(f::EDGE) && q.has(f::LR_PENDING);
+            if repend {
+                q.set(f::LATCH, true);
+            }
+            q.set(f::LR_PENDING, false);
+            q.owner = 0;
+            if repend && v2_sgi {
+                self.sgi_unload(v, intid);
+            }
+        }
     }
 
     /// Every interrupt that could be a candidate is marked (the superset
@@ -1126,13 +1193,7 @@ impl Vgic {
             }
             let target = self.target(v, intid, &irq);
             if !irq.active() && (!irq.pending() || target != Some(v)) {
-                if let Some(q) = self.irq_mut(v, intid) {
-                    if q.has(f::EDGE) && q.has(f::LR_PENDING) {
-                        q.set(f::LATCH, true);
-                    }
-                    q.set(f::LR_PENDING, false);
-                    q.owner = 0;
-                }
+                self.unload(v, intid);
                 kick |= self.kick_for(v, intid);
             }
         }
@@ -1156,10 +1217,18 @@ impl Vgic {
 
     fn frame(&self, addr: u64) -> Option<Frame> {
         use super::uapi::vgic_attr::DIST_SIZE;
+        let size = if self.host_v2 {
+            v2::DIST_SIZE
+        } else {
+            DIST_SIZE
+        };
         if let Some(d) = self.base(false)
-            && addr.wrapping_sub(d) < DIST_SIZE
+            && addr.wrapping_sub(d) < size
         {
             return Some(Frame::Dist(addr - d));
+        }
+        if self.host_v2 {
+            return None;
         }
         let (i, o) = self.rd.locate(addr, self.nr_vcpus)?;
         let v = self.rd_vcpu[i] as usize;
@@ -1191,6 +1260,7 @@ impl Vgic {
         }
         let frame = self.frame(addr)?;
         Some(match frame {
+            Frame::Dist(o) if self.host_v2 => self.dist_access_v2(v, o, width, write, data),
             Frame::Dist(o) => self.dist_access(v, o, width, write, data),
             Frame::Rd(t, o) => (self.rd_access(t, o, width, write, data), 0),
             Frame::Sgi(t, o) => self.sgi_frame_access(t, o, width, write, data),
@@ -1242,6 +1312,17 @@ impl Vgic {
         }
     }
 
+    /// `KVM_DEV_ARM_VGIC_GRP_DIST_REGS` of a GICv2: the 32-bit register
+    /// at `offset` as vCPU `v` sees it (unaligned or past the 4 KiB frame:
+    /// reads 0, a write ignored). Returns the value read and the vCPUs to
+    /// kick.
+    pub fn uaccess_v2(&mut self, v: usize, offset: u64, write: bool, value: u32) -> (u64, u64) {
+        if !offset.is_multiple_of(4) || offset >= v2::DIST_SIZE {
+            return (0, 0);
+        }
+        self.dist_access_v2(v, offset, 4, write, u64::from(value))
+    }
+
     fn dist_access(&mut self, v: usize, o: u64, width: u64, write: bool, data: u64) -> (u64, u64) {
         match (o, width) {
             (0x0, 4) => {
@@ -1267,17 +1348,7 @@ impl Vgic {
             }
             (0x8, 4) => (IIDR, 0),
             (0x80..=0x7FF, _) | (0xC00..=0xCFF, _) => {
-                let first = match o {
-                    0x80..=0xFF => 0x80,
-                    0x100..=0x17F => 0x100,
-                    0x180..=0x1FF => 0x180,
-                    0x200..=0x27F => 0x200,
-                    0x280..=0x2FF => 0x280,
-                    0x300..=0x37F => 0x300,
-                    0x380..=0x3FF => 0x380,
-                    0x400..=0x7FF => 0x400,
-                    _ => 0xC00,
-                };
+                let first = reg_first(o);
                 let bits = match first {
                     0x400 => 8,
                     0xC00 => 2,
@@ -1422,9 +1493,14 @@ impl Vgic {
         for k in 0..count {
             let id = intid + k;
             let field = (data >> (k * bits)) & ((1 << bits) - 1);
+            // A GICv2's SGIs are pended per source (`GICD_SPENDSGIR`).
+            let v2_sgi = self.host_v2 && id < 16 && matches!(first, 0x200 | 0x280);
             let Some(irq) = self.irq_mut(v, id) else {
                 continue;
             };
+            if write && v2_sgi {
+                continue;
+            }
             let shift = k * bits;
             if !write {
                 let got = match first {

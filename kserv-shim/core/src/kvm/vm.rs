@@ -28,7 +28,7 @@ use super::eventfd::{Eventfds, IoArgs, IrqArgs};
 use super::memslot::{self, Change, MAX_SLOTS, PAGE_SIZE, Region, Slot, Slots, page};
 use super::stats::{VcpuStats, VmStats};
 use super::uapi::{self, cap, device, irq_line, vgic_attr, vm_type};
-use super::vgic::{ACKED_WORDS, MAX_VCPUS, Vgic};
+use super::vgic::{ACKED_WORDS, MAX_VCPUS, Vgic, v2};
 use crate::hypercall::{self, CallError, CreateVm, PageInfo, VmHandle};
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::SeqCst;
@@ -320,12 +320,14 @@ pub fn init<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u64, host: &Host) -> Result<(),
         return Err(ENOMEM);
     };
     let root_pages = 1u64 << ROOT_ORDER;
+    // A GICv2 host's VMs have a GICv2 and at most 8 vCPUs.
+    let v2 = hypercall::host_gicv2(env);
     let created = hypercall::create_vm(
         env,
         &CreateVm {
             flags: if protected { vm_flags::PROTECTED } else { 0 },
             ipa_bits: u64::from(ipa_bits),
-            max_vcpus: MAX_VCPUS as u64,
+            max_vcpus: if v2 { v2::MAX_CPUS } else { MAX_VCPUS } as u64,
             pool_pfn: root,
             pool_pages: root_pages,
         },
@@ -356,7 +358,9 @@ pub fn init<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u64, host: &Host) -> Result<(),
         c.pool_len = root_pages as usize;
     });
     // SAFETY: nothing else can reach the new VM's vGIC yet.
-    unsafe { &mut *vm.gic.get() }.reset();
+    let gic = unsafe { &mut *vm.gic.get() };
+    gic.reset();
+    gic.set_host_v2(v2);
     Ok(())
 }
 
@@ -516,19 +520,32 @@ pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
     let h = vm.handle();
     let ipa_pages = 1u64 << (ipa_bits - 12);
     vm.with_cfg(env, |env, c| {
-        vm.with_gic(env, |g| {
-            let r = if g.created {
-                match g.check_frames(ipa_bits) {
-                    Ok(()) if !g.ready => Err(EBUSY),
-                    r => r,
-                }
-            } else {
-                Ok(())
+        // A GICv2's CPU interface address (`None` for a GICv3 or none).
+        let gicc = vm.with_gic(env, |g| {
+            let r = match (g.created, g.is_v2()) {
+                (false, _) => Ok(None),
+                (true, false) => g.check_frames(ipa_bits).map(|()| None),
+                (true, true) => g.check_frames_v2(),
+            };
+            let r = match r {
+                Ok(_) if g.created && !g.ready => Err(EBUSY),
+                r => r,
             };
             (r, 0)
         })?;
         if c.ran {
             return Ok(());
+        }
+        // A GICv2's CPU interface: KCore maps GICV there (before the
+        // unbacked space becomes MMIO), growing the table pool as needed.
+        if let Some(base) = gicc {
+            loop {
+                match hypercall::set_vgic_cpu(env, h, base >> 12) {
+                    Err(CallError::Kcore(Error::NoMemory)) => c.grow_pool(env, h)?,
+                    r => break r.map_err(errno_of)?,
+                }
+            }
+            vm.with_gic(env, |g| (g.set_cpu_mapped(), 0));
         }
         let mut ranges = [(0u64, 0u64); MAX_MMIO];
         let mut n =
@@ -944,7 +961,12 @@ pub fn verify_image<E: KvmEnv>(
 /// initialised, `EINVAL` if the vCPU would get a redistributor and the
 /// vGIC's frames then do not fit (`kvm_vgic_vcpu_init`), `EEXIST` if taken.
 pub fn vcpu_reserve<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) -> Result<(), Errno> {
-    if id >= MAX_VCPUS as u64 {
+    let most = if vm.with_gic(env, |g| (g.is_v2(), 0)) {
+        v2::MAX_CPUS
+    } else {
+        MAX_VCPUS
+    };
+    if id >= most as u64 {
         return Err(EINVAL);
     }
     let ipa_bits = vm.ipa_bits();
@@ -1011,13 +1033,21 @@ pub fn vcpu_create<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) -> Result<(), Errno
 /// mark of a first run is read and the vGIC created under one hold of the
 /// VM's mutex ([`prepare_run`]).
 pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Result<i64, Errno> {
-    if ty == device::TYPE_ARM_VGIC_ITS && !vm.protected() {
+    let v2 = vm.with_gic(env, |g| (g.is_v2(), 0));
+    if ty == device::TYPE_ARM_VGIC_ITS && !vm.protected() && !v2 {
         if flags & device::CREATE_TEST != 0 {
             return Ok(0);
         }
         return vm.with_gic(env, |g| (g.its_create().map(|()| DEVICE_ITS), 0));
     }
-    if ty != device::TYPE_ARM_VGIC_V3 {
+    // The host's GIC's own version only: a GICv2 on a GICv3 would need its
+    // GICC compatibility interface, a GICv3 on a GICv2 cannot be.
+    let ours = if v2 {
+        device::TYPE_ARM_VGIC_V2
+    } else {
+        device::TYPE_ARM_VGIC_V3
+    };
+    if ty != ours {
         return Err(ENODEV);
     }
     if flags & device::CREATE_TEST != 0 {
@@ -1173,25 +1203,22 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
     let group = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
     let (attr, addr) = (w(8), w(16));
     let ipa_bits = vm.ipa_bits();
+    if vm.with_gic(env, |g| (g.is_v2(), 0)) {
+        return device_ioctl_v2(env, vm, op, group, attr, addr);
+    }
     match (group, attr) {
         (vgic_attr::GRP_ADDR, vgic_attr::ADDR_TYPE_DIST | vgic_attr::ADDR_TYPE_REDIST) => {
             let redist = attr == vgic_attr::ADDR_TYPE_REDIST;
-            match op {
-                0 => {
-                    let mut v = [0u8; 8];
-                    env.copy_from_user(addr, &mut v)?;
-                    let base = u64::from_le_bytes(v);
+            base_attr(
+                env,
+                op,
+                addr,
+                |env, base| {
                     let vcpus = vm.with_cfg(env, |_, c| c.n_vcpus);
-                    vm.with_gic(env, |g| (g.set_base(redist, base, ipa_bits, vcpus), 0))?;
-                }
-                1 => {
-                    let base = vm.with_gic(env, |g| (g.base(redist), 0));
-                    let v = base.unwrap_or(vgic_attr::ADDR_UNDEF);
-                    env.copy_to_user(addr, &v.to_le_bytes())?;
-                }
-                _ => {}
-            }
-            Ok(0)
+                    vm.with_gic(env, |g| (g.set_base(redist, base, ipa_bits, vcpus), 0))
+                },
+                |env| vm.with_gic(env, |g| (g.base(redist), 0)),
+            )
         }
         (vgic_attr::GRP_ADDR, vgic_attr::ADDR_TYPE_REDIST_REGION) => {
             if op == 2 {
@@ -1209,22 +1236,7 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             }
             Ok(0)
         }
-        (vgic_attr::GRP_NR_IRQS, _) => {
-            match op {
-                0 => {
-                    let mut v = [0u8; 4];
-                    env.copy_from_user(addr, &mut v)?;
-                    let n = u32::from_le_bytes(v);
-                    vm.with_gic(env, |g| (g.set_nr_irqs(n), 0))?;
-                }
-                1 => {
-                    let n = vm.with_gic(env, |g| (g.nr_irqs().max(32), 0));
-                    env.copy_to_user(addr, &n.to_le_bytes())?;
-                }
-                _ => {}
-            }
-            Ok(0)
-        }
+        (vgic_attr::GRP_NR_IRQS, _) => nr_irqs(env, vm, op, addr),
         (vgic_attr::GRP_DIST_REGS | vgic_attr::GRP_REDIST_REGS, _) => {
             let v = attr_vcpu(env, vm, group, attr)?;
             let offset = attr & 0xFFFF_FFFF;
@@ -1296,23 +1308,137 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
             }
             Ok(0)
         }
-        (vgic_attr::GRP_CTRL, vgic_attr::CTRL_INIT) if op != 1 => {
-            if op == 0 {
-                // Under the VM's mutex, as `vcpu_reserve`'s check of the
-                // vGIC: a creation is wholly before (the vGIC gets its
-                // vCPU), in the middle (KVM's EBUSY) or after (EBUSY).
-                vm.with_cfg(env, |env, c| {
-                    if c.vcpu_state.contains(&1) {
-                        return Err(EBUSY);
-                    }
-                    vm.with_gic(env, |g| {
-                        g.init(c.vcpu_order());
-                        ((), 0)
-                    });
-                    Ok(())
-                })?;
+        (vgic_attr::GRP_CTRL, vgic_attr::CTRL_INIT) if op != 1 => ctrl_init(env, vm, op),
+        _ => Err(ENXIO),
+    }
+}
+
+/// A `KVM_DEV_ARM_VGIC_GRP_ADDR` base (`op`: 0 set from the user's `u64`
+/// at `addr`, 1 get into it, `VGIC_ADDR_UNDEF` when unset, 2 has).
+fn base_attr<E: KvmEnv>(
+    env: &mut E,
+    op: u8,
+    addr: u64,
+    set: impl FnOnce(&mut E, u64) -> Result<(), Errno>,
+    get: impl FnOnce(&mut E) -> Option<u64>,
+) -> Result<i64, Errno> {
+    match op {
+        0 => {
+            let mut v = [0u8; 8];
+            env.copy_from_user(addr, &mut v)?;
+            set(env, u64::from_le_bytes(v))?;
+        }
+        1 => {
+            let v = get(env).unwrap_or(vgic_attr::ADDR_UNDEF);
+            env.copy_to_user(addr, &v.to_le_bytes())?;
+        }
+        _ => {}
+    }
+    Ok(0)
+}
+
+/// `KVM_DEV_ARM_VGIC_GRP_NR_IRQS` (`op`: 0 set, 1 get, 2 has).
+fn nr_irqs<E: KvmEnv>(env: &mut E, vm: &Vm, op: u8, addr: u64) -> Result<i64, Errno> {
+    match op {
+        0 => {
+            let mut v = [0u8; 4];
+            env.copy_from_user(addr, &mut v)?;
+            let n = u32::from_le_bytes(v);
+            vm.with_gic(env, |g| (g.set_nr_irqs(n), 0))?;
+        }
+        1 => {
+            let n = vm.with_gic(env, |g| (g.nr_irqs().max(32), 0));
+            env.copy_to_user(addr, &n.to_le_bytes())?;
+        }
+        _ => {}
+    }
+    Ok(0)
+}
+
+/// `KVM_DEV_ARM_VGIC_CTRL_INIT` (`op`: 0 set, 2 has).
+fn ctrl_init<E: KvmEnv>(env: &mut E, vm: &Vm, op: u8) -> Result<i64, Errno> {
+    if op == 0 {
+        // Under the VM's mutex, as `vcpu_reserve`'s check of the
+        // vGIC: a creation is wholly before (the vGIC gets its
+        // vCPU), in the middle (KVM's EBUSY) or after (EBUSY).
+        vm.with_cfg(env, |env, c| {
+            if c.vcpu_state.contains(&1) {
+                return Err(EBUSY);
             }
-            Ok::<i64, Errno>(0)
+            vm.with_gic(env, |g| {
+                g.init(c.vcpu_order());
+                ((), 0)
+            });
+            Ok(())
+        })?;
+    }
+    Ok(0)
+}
+
+/// A GICv2 device fd's attributes (`vgic_v2_{set,get,has}_attr`): `ADDR`
+/// (`KVM_VGIC_V2_ADDR_TYPE_DIST`, `_CPU`: [`v2::ADDR_TYPE_DIST`]),
+/// `NR_IRQS`, `CTRL_INIT` and the distributor's registers (`DIST_REGS`,
+/// the vCPU in bits 39..32); everything else `ENXIO`, including GICv3
+/// address types (KVM's `ENODEV` from `vgic_check_type`, reported as
+/// `ENXIO`) and the CPU interface's registers (`GRP_CPU_REGS`: KCore's
+/// `GICV` state, not offered yet).
+fn device_ioctl_v2<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    op: u8,
+    group: u32,
+    attr: u64,
+    addr: u64,
+) -> Result<i64, Errno> {
+    match (group, attr) {
+        (vgic_attr::GRP_ADDR, _) => {
+            // `kvm_vgic_addr`: a write's value first (`EFAULT`), then the
+            // type.
+            let mut v = [0u8; 8];
+            if op == 0 {
+                env.copy_from_user(addr, &mut v)?;
+            }
+            let cpu = match attr {
+                v2::ADDR_TYPE_DIST => false,
+                v2::ADDR_TYPE_CPU => true,
+                _ => return Err(ENXIO),
+            };
+            let ipa_bits = vm.ipa_bits();
+            base_attr(
+                env,
+                op,
+                addr,
+                |env, base| vm.with_gic(env, |g| (g.set_base_v2(cpu, base, ipa_bits), 0)),
+                |env| vm.with_gic(env, |g| (g.base_v2(cpu), 0)),
+            )
+        }
+        (vgic_attr::GRP_NR_IRQS, _) => nr_irqs(env, vm, op, addr),
+        (vgic_attr::GRP_CTRL, vgic_attr::CTRL_INIT) if op != 1 => ctrl_init(env, vm, op),
+        (vgic_attr::GRP_DIST_REGS, _) => {
+            let offset = attr & 0xFFFF_FFFF;
+            if op == 2 {
+                return if offset.is_multiple_of(4) && offset < v2::DIST_SIZE {
+                    Ok(0)
+                } else {
+                    Err(ENXIO)
+                };
+            }
+            let mut b = [0u8; 4];
+            if op == 0 {
+                env.copy_from_user(addr, &mut b)?;
+            }
+            let now = env.now();
+            let (read, kick) = vm.with_gic(env, |g| {
+                g.set_clock(now);
+                let r = v2::attr_cpu(g, attr)
+                    .map(|(v, o)| g.uaccess_v2(v, o, op == 0, u32::from_le_bytes(b)));
+                (r, 0)
+            })?;
+            vm.kick_mask(env, kick);
+            if op == 1 {
+                env.copy_to_user(addr, &(read as u32).to_le_bytes())?;
+            }
+            Ok(0)
         }
         _ => Err(ENXIO),
     }

@@ -304,7 +304,8 @@ impl Fake {
             | HypercallId::HostSelfCheck
             | HypercallId::HostGuestIdReg
             | HypercallId::HostProtectGuest
-            | HypercallId::HostUnprotectGuest => Err(Error::NotSupported),
+            | HypercallId::HostUnprotectGuest
+            | HypercallId::HostSetVgicCpu => Err(Error::NotSupported),
         }
     }
 }
