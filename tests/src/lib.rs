@@ -390,6 +390,25 @@ pub fn kvmguest_shortfall(report: &BatchReport, lines: &[String]) -> Option<Stri
     })
 }
 
+/// KServ's `kvmguest` and `version` tests under KCore on `machine`, done
+/// within `timeout` of QEMU's start (`kvmguest_shortfall` must find nothing
+/// missing, KCore must report no trouble); `name` names the run's log.
+pub fn linux_guests(name: &str, machine: Machine, timeout: Duration) -> TestResult {
+    let boot = Boot::Kcore {
+        image: kcore_image()?,
+    };
+    let (report, run) = batch_within(name, machine, boot, &["kvmguest", "version"], timeout)?;
+    let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
+    let lines = run.session.lines();
+    if let Some(problem) = kvmguest_shortfall(&report, &lines) {
+        return Err(fail(problem));
+    }
+    if let Some(bad) = lines.iter().find(|l| kcore_trouble(l)) {
+        return Err(fail(format!("KCore reported trouble: {bad:?}")));
+    }
+    Ok(())
+}
+
 /// The first of `markers` that no console line prefixed `prefix` carries,
 /// as `prefix` + marker (a guest's console relayed by a KServ test).
 pub fn missing_marker(lines: &[String], prefix: &str, markers: &[&str]) -> Option<String> {

@@ -8,12 +8,12 @@
 //! afterwards shows KCore still serving; KCore must report no trouble. The
 //! same runs on a GICv2 host.
 
-use kcore_qemu::{Boot, Machine};
-use kcore_systests::{Failure, TestResult, batch, kcore_image, kcore_trouble, kvmguest_shortfall};
+use kcore_qemu::Machine;
+use kcore_systests::{BOOT_TIMEOUT, TestResult, linux_guests};
 
 #[test]
 fn linux_guests_on_kcore_protected_and_not() -> TestResult {
-    linux_guests("kvm-guest", Machine::virt_gicv3().with_smp(4))
+    linux_guests("kvm-guest", Machine::virt_gicv3().with_smp(4), BOOT_TIMEOUT)
 }
 
 /// The same on a GICv2 host (QEMU `virt,gic-version=2`): KCore runs the
@@ -22,22 +22,9 @@ fn linux_guests_on_kcore_protected_and_not() -> TestResult {
 /// `kcore-vmm` gives the guest an `arm,cortex-a15-gic`.
 #[test]
 fn linux_guests_on_a_gicv2_host() -> TestResult {
-    linux_guests("kvm-guest-gicv2", Machine::virt_gicv2().with_smp(2))
-}
-
-/// KServ's `kvmguest` and `version` tests under KCore on `machine`.
-fn linux_guests(name: &str, machine: Machine) -> TestResult {
-    let boot = Boot::Kcore {
-        image: kcore_image()?,
-    };
-    let (report, run) = batch(name, machine, boot, &["kvmguest", "version"])?;
-    let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
-    let lines = run.session.lines();
-    if let Some(problem) = kvmguest_shortfall(&report, &lines) {
-        return Err(fail(problem));
-    }
-    if let Some(bad) = lines.iter().find(|l| kcore_trouble(l)) {
-        return Err(fail(format!("KCore reported trouble: {bad:?}")));
-    }
-    Ok(())
+    linux_guests(
+        "kvm-guest-gicv2",
+        Machine::virt_gicv2().with_smp(2),
+        BOOT_TIMEOUT,
+    )
 }

@@ -11,14 +11,16 @@
 //! harness then ends QEMU. A second run checks `SYSTEM_RESET` through the PM
 //! watchdog. A third opens the SD-card image (`build/rpi4-sd.img`): its MBR,
 //! every file of its FAT partition and the config lines, then boots the
-//! `kcore.img` it holds to KServ's `boot` test.
+//! `kcore.img` it holds to KServ's `boot` test. A fourth boots Linux guests
+//! through the shim's `/dev/kvm` on the Pi's GIC-400 (KServ's `kvmguest`:
+//! 2 vCPUs, 128 MiB each, PL011, virtio and protected).
 
 use anyhow::{Context, bail, ensure};
 use kcore_qemu::kserv::PARKED_MARKER;
 use kcore_qemu::{Boot, Machine, QemuCommand};
 use kcore_systests::{
     BOOT_TIMEOUT, Failure, TestResult, artefact, batch, batch_appending, build_dir, expect_reset,
-    kcore_image, kcore_trouble, spawn,
+    kcore_image, kcore_trouble, linux_guests, spawn,
 };
 use std::fs;
 use std::path::Path;
@@ -62,6 +64,21 @@ fn raspi4b_spin_table_4_cpus_at_el1() -> TestResult {
         return Err(fail(format!("KCore reported trouble: {l}")));
     }
     Ok(())
+}
+
+/// Linux guests through `/dev/kvm` on the Pi's GIC-400 (GICv2: 4 list
+/// registers, maintenance PPI 9, GICV behind `/soc`'s `ranges`): KServ's
+/// `kvmguest` — the guest with 2 vCPUs and 128 MiB, non-protected with the
+/// PL011 console, with virtio console and disk, and protected — in QEMU's
+/// 960 MiB beside KServ. About 140 s alone on a quiet machine (the guests
+/// boot under TCG on the Pi's Cortex-A72), so 600 s are allowed.
+#[test]
+fn raspi4b_linux_guests_on_the_gic_400() -> TestResult {
+    linux_guests(
+        "raspi4b-kvmguest",
+        Machine::raspi4b(artefact("raspi4b/bcm2711-rpi-4-b-qemu.dtb")?),
+        Duration::from_secs(600),
+    )
 }
 
 /// KServ's `SYSTEM_RESET` on `raspi4b` (no firmware): KCore wipes the VMs
