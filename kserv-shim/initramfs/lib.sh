@@ -34,6 +34,14 @@ skip() { echo "KSERV-TEST $KSERV_TEST: PASS skipped: $*"; exit 0; }
 # Whether kserv-shim is loaded.
 shim_loaded() { grep -q '^kserv_shim ' /proc/modules; }
 
+# Whether the host's GIC is a GICv2 (a GIC-400 or Cortex-A15 GIC in the
+# device tree, wherever its node is: under /soc on the Raspberry Pi).
+# /proc/device-tree is a symlink: the slash makes find walk it.
+host_gicv2() {
+    find /proc/device-tree/ -name compatible | xargs cat 2>/dev/null | tr '\0' '\n' |
+        grep -qx -e arm,cortex-a15-gic -e arm,gic-400
+}
+
 KSERV_DEBUGFS=/sys/kernel/debug/kserv
 # The test images' self-test module (kserv_selftest.ko) and its debugfs files.
 KSERV_SELFTEST=/sys/kernel/debug/kserv_selftest

@@ -5,7 +5,8 @@
 //! emulated in userspace. On the GICv3 `virt` machine with four Cortex-A72
 //! CPUs every check must pass, the guest's every test must pass in both VMs,
 //! each VM must be torn down with every page back once the tool exits, and
-//! `version` must pass afterwards (KCore keeps serving).
+//! `version` must pass afterwards (KCore keeps serving). The same on the
+//! GICv2 `virt` machine, where the GICv3-only checks are skipped.
 
 use kcore_qemu::kserv::Verdict;
 use kcore_qemu::{Boot, Machine};
@@ -13,16 +14,29 @@ use kcore_systests::{Failure, TestResult, batch, kcore_image, kvmapi_shortfall};
 
 #[test]
 fn the_kvm_api_runs_the_test_guest() -> TestResult {
-    let name = "kvmapi";
+    kvmapi("kvmapi", Machine::virt_gicv3().with_smp(4), &[])
+}
+
+/// The same on a GICv2 host (QEMU `virt,gic-version=2`): the tool makes a
+/// `KVM_DEV_TYPE_ARM_VGIC_V2`, the test guest runs on its GICv2 back end,
+/// and the GICv3-only checks (ITS, redistributor regions) say they are
+/// skipped and why.
+#[test]
+fn the_kvm_api_runs_the_test_guest_on_a_gicv2_host() -> TestResult {
+    kvmapi(
+        "kvmapi-gicv2",
+        Machine::virt_gicv2().with_smp(2),
+        &["its", "redist-regions"],
+    )
+}
+
+/// KServ's `kvmapi` and `version` tests under KCore on `machine`; each of
+/// `skipped` must have a line saying it is skipped as GICv3-only.
+fn kvmapi(name: &str, machine: Machine, skipped: &[&str]) -> TestResult {
     let boot = Boot::Kcore {
         image: kcore_image()?,
     };
-    let (report, run) = batch(
-        name,
-        Machine::virt_gicv3().with_smp(4),
-        boot,
-        &["kvmapi", "version"],
-    )?;
+    let (report, run) = batch(name, machine, boot, &["kvmapi", "version"])?;
     let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
     let order: Vec<&str> = report.tests.iter().map(|t| t.name.as_str()).collect();
     if order != ["kvmapi", "version"]
@@ -38,6 +52,13 @@ fn the_kvm_api_runs_the_test_guest() -> TestResult {
     // protected) passed every test.
     if let Some(problem) = kvmapi_shortfall(&report) {
         return Err(fail(problem));
+    }
+    let lines = run.session.lines();
+    for what in skipped {
+        let skip = format!("kvmapi: {what}: SKIP GICv3 only");
+        if !lines.iter().any(|l| l.contains(&skip)) {
+            return Err(fail(format!("no `{skip}` line on the console")));
+        }
     }
     Ok(())
 }

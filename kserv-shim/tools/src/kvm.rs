@@ -222,6 +222,13 @@ pub const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 /// expects it).
 pub const GICD_BASE: u64 = guest::eventfd::GICD;
 pub const GICR_BASE: u64 = guest::eventfd::GICR;
+/// A GICv2 VM's CPU interface (`KVM_VGIC_V2_ADDR_TYPE_CPU`).
+pub const GICC_BASE: u64 = guest::gic::GICC;
+/// `KVM_DEV_TYPE_ARM_VGIC_V2` and `_V3`.
+pub const DEV_VGIC_V2: u32 = 5;
+pub const DEV_VGIC_V3: u32 = 7;
+/// `KVM_CREATE_DEVICE_TEST`: only whether the device could be made.
+pub const CREATE_DEVICE_TEST: u32 = 1;
 
 // ---- helpers ------------------------------------------------------------------------
 
@@ -345,14 +352,35 @@ impl Vcpu {
     }
 }
 
-/// The VM's GICv3 (after its vCPUs): created, placed at [`GICD_BASE`] and
-/// [`GICR_BASE`], with `nr_irqs` interrupts if given, initialised.
+/// Whether `vm`'s host can only give it a GICv2: a test creation of a
+/// GICv3 (`KVM_CREATE_DEVICE_TEST`) is `ENODEV`, as on a GICv2 host both
+/// under KVM and under the shim.
+pub fn host_gic_v2(vm: &OwnedFd) -> bool {
+    let mut dev = [DEV_VGIC_V3, 0, CREATE_DEVICE_TEST];
+    ioctl(vm, CREATE_DEVICE, dev.as_mut_ptr() as u64) == Err(ENODEV)
+}
+
+/// The `GRP_ADDR` attributes and addresses of the VM's vGIC: a GICv3's
+/// distributor and redistributors ([`GICD_BASE`], [`GICR_BASE`]), a
+/// GICv2's distributor and CPU interface ([`GICD_BASE`], [`GICC_BASE`]).
+pub fn vgic_addresses(v2: bool) -> [(u64, u64); 2] {
+    if v2 {
+        [(0, GICD_BASE), (1, GICC_BASE)]
+    } else {
+        [(2, GICD_BASE), (3, GICR_BASE)]
+    }
+}
+
+/// The VM's vGIC (after its vCPUs), the kind its host offers ([`host_gic_v2`]):
+/// created, placed at [`vgic_addresses`], with `nr_irqs` interrupts if
+/// given, initialised.
 pub fn make_vgic(vm: &OwnedFd, nr_irqs: Option<u32>) -> Result<OwnedFd, String> {
-    let mut dev = [7u32, 0, 0];
+    let v2 = host_gic_v2(vm);
+    let mut dev = [if v2 { DEV_VGIC_V2 } else { DEV_VGIC_V3 }, 0, 0];
     ioctl(vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
         .map_err(|e| format!("KVM_CREATE_DEVICE: errno {e}"))?;
     let gic = owned(i64::from(dev[1]));
-    for (attr, base) in [(2u64, GICD_BASE), (3, GICR_BASE)] {
+    for (attr, base) in vgic_addresses(v2) {
         device_attr(&gic, SET_DEVICE_ATTR, 0, attr, ptr(&base))
             .map_err(|e| format!("vGIC address {attr}: errno {e}"))?;
     }

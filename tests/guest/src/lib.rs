@@ -383,9 +383,15 @@ pub const TESTS: &[&str] = &[
 /// [`kcore_abi::psci`]'s.
 pub const UNKNOWN_FUNCTIONS: [u64; 2] = [0xC600_1234, 0x8600_0042];
 
-/// Interrupts, delivered through the GICv3 CPU interface's system registers
-/// (there is no distributor or redistributor to program).
+/// Interrupts. On a GICv3 (the default) they come through the CPU
+/// interface's system registers (the tests program no distributor or
+/// redistributor); on a GICv2 (the host's GIC is one, and the VMM says so
+/// in [`testdev::GIC`]) through the memory-mapped CPU interface at
+/// [`gic::GICC`] and the distributor at [`eventfd::GICD`] (`GICD_SGIR`,
+/// `ITARGETSR`).
 pub mod gic {
+    /// A GICv2 VM's CPU interface (QEMU `virt`'s and `kcore-vmm`'s GICC).
+    pub const GICC: u64 = 0x0801_0000;
     /// The SGI vCPU 0 sends to vCPU 1.
     pub const SGI_PING: u32 = 1;
     /// The SGI vCPU 1 sends back to vCPU 0 for every [`SGI_PING`].
@@ -412,6 +418,12 @@ pub mod testdev {
     /// Read-inverting scratch register; see [`scratch_store`] and
     /// [`scratch_load`].
     pub const SCRATCH: u64 = 0x100;
+    /// 64-bit read, by each program before it touches the GIC: the VM's
+    /// GIC, [`GIC_V2`] for a GICv2 and anything else (a VMM that does not
+    /// know the register reads 0) for a GICv3.
+    pub const GIC: u64 = 0x058;
+    /// [`GIC`]'s value for a GICv2.
+    pub const GIC_V2: u64 = 2;
 
     /// The width of one MMIO access.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -102,10 +102,12 @@ pub fn dirty_guest(c: &mut Checks, kvm: &File, target: u32, image: &[u8]) -> Res
     c.errno("dirty-clear-past-end", clear(RAM_PAGES - 64, 128), EINVAL);
     let v0 = make_vcpu(&vm, 0, target, 1 << 2)?;
     let v1 = make_vcpu(&vm, 1, target, 1 << 2 | 1)?;
+    let v2 = host_gic_v2(&vm);
     let _gic = make_vgic(&vm, Some(64))?;
     set_reg(&v0.fd, REG_PC, guest::RAM_BASE).map_err(|e| format!("PC: errno {e}"))?;
     set_reg(&v0.fd, REG_X0, guest::DIRTY_X0).map_err(|e| format!("x0: errno {e}"))?;
     let dev = Arc::new(Device::default());
+    dev.gic_v2.store(v2, SeqCst);
     dev.dirty_vm.store(fd + 1, SeqCst);
     let d1 = Arc::clone(&dev);
     std::thread::spawn(move || {

@@ -66,7 +66,8 @@ pub static LAST_UNEXPECTED: AtomicU32 = AtomicU32::new(0);
 
 /// Handles one IRQ (called from the vector table).
 pub fn handle() {
-    let intid = gic::acknowledge();
+    let irq = gic::acknowledge();
+    let intid = irq.intid;
     if gic::SPECIAL_INTIDS.contains(&intid) {
         return;
     }
@@ -118,7 +119,7 @@ pub fn handle() {
             UNEXPECTED.fetch_add(1, Ordering::SeqCst);
         }
     }
-    gic::end_of_interrupt(intid);
+    gic::end_of_interrupt(irq);
 }
 
 /// Idles in WFI until `done()` holds or the counter reaches `deadline`;

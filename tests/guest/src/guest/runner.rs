@@ -47,6 +47,7 @@ static FINISHING: AtomicBool = AtomicBool::new(false);
 /// `x1`..`x30` as they were at entry.
 #[unsafe(no_mangle)]
 extern "C" fn guest_primary_main(x0: u64, other_registers: u64) -> ! {
+    super::gic::detect();
     if x0 == EVENTFD_X0 {
         super::eventfd::run()
     }
