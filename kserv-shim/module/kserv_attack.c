@@ -746,6 +746,50 @@ static bool atk_gicr(u64 seed)
 }
 
 /*
+ * A GICv2 host's virtual interface control (GICH) holds the running vCPU's
+ * list registers, and its virtual CPU interface (GICV) is the running vCPU's
+ * own CPU interface. Both are KCore's: KServ's tree still names them (reg
+ * entries 2 and 3 of the GIC node), but they are never in KServ's stage 2,
+ * so a fresh mapping of either faults on read and on write.
+ */
+static bool gicv2_frame(int index, const char *what, const char *read_name,
+			const char *write_name, unsigned long read_off, unsigned long write_off)
+{
+	static const char *const compatibles[] = { "arm,cortex-a15-gic", "arm,gic-400" };
+	struct resource res;
+	bool available, found = false, ok = true;
+	void __iomem *frame;
+	unsigned int i;
+
+	if (!need_victim())
+		return false;
+	for (i = 0; i < ARRAY_SIZE(compatibles) && !found; i++)
+		found = gic_region(compatibles[i], index, &res, &available);
+	if (!found)
+		return bad("KServ's device tree names no GICv2 %s frame (reg %d)", what, index);
+	frame = ioremap(res.start, SZ_4K);
+	if (!frame)
+		return bad("ioremap of the %s at %pa failed", what, &res.start);
+	note("%s at %pa: ", what, &res.start);
+	ok = expect_fault(frame + read_off, false, read_name) && ok;
+	ok = expect_fault(frame + write_off, true, write_name) && ok;
+	iounmap(frame);
+	return kcore_answers() && ok;
+}
+
+/* GICH: GICH_HCR read, GICH_LR0 written (a forged interrupt for the vCPU). */
+static bool atk_gich(u64 seed)
+{
+	return gicv2_frame(2, "GICH", "atk-gich-hcr", "atk-gich-lr0", 0x0, 0x100);
+}
+
+/* GICV: GICV_CTLR read, GICV_PMR written. */
+static bool atk_gicv(u64 seed)
+{
+	return gicv2_frame(3, "GICV", "atk-gicv-ctlr", "atk-gicv-pmr", 0x0, 0x4);
+}
+
+/*
  * Devices that read and write memory by physical address with no SMMU in
  * between are KCore's: fw_cfg's DMA interface, the PCIe host bridge (its
  * config space makes any device a bus master; QEMU's virt has a virtio-net
@@ -1931,6 +1975,8 @@ static const struct attack attacks[] = {
 	{ "toctou", "KCore completes an MMIO read from its own record of the exit, whatever KServ rewrote in the run page: only the load's register changes, with the load's width and sign; a run page scribbled during entry is used whole or refused", atk_toctou },
 	{ "its", "the ITS is KCore's: KServ's device tree shows it disabled, and pointing GITS_BASER0 at KCore's memory or a protected page, writing GITS_CBASER or reading GITS_CTLR faults", atk_its },
 	{ "gic-redist", "GICR_PROPBASER and GICR_PENDBASER written with a protected page's and KCore's addresses read back 0, GICR_CTLR.EnableLPIs stays clear, GICR_TYPER and GICR_WAKER still answer", atk_gicr },
+	{ "gich", "on a GICv2 host the virtual interface control (GICH) is KCore's: a fresh mapping faults on reading GICH_HCR and on writing GICH_LR0", atk_gich },
+	{ "gicv", "on a GICv2 host the virtual CPU interface (GICV) is KCore's: a fresh mapping faults on reading GICV_CTLR and on writing GICV_PMR", atk_gicv },
 	{ "dma-masters", "fw_cfg's DMA interface, the PCIe host bridge and the virtio-mmio transports are KCore's: disabled in KServ's tree, and pointing fw_cfg's DMA at KCore's memory or reading PCIe config space or a transport faults", atk_dma_masters },
 	{ "mmio-consent", "on a fresh protected VM with the signed test guest, MMIO is declared only after verification and only inside the manifest its signature covers: before, over the guest's RAM or image, or past the manifest it is Denied; no page is donated where devices are", atk_mmio_consent },
 	{ "secondary", "a verified protected VM's vCPU 1 takes no PC or x0 from KServ and does not run before the guest's own CPU_ON (all Denied); vCPU 0 takes its first PC inside the image", atk_secondary },

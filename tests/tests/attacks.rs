@@ -8,7 +8,10 @@
 //! page rewritten between exit and entry and during entry; the run page
 //! offered away while its vCPU runs; the GIC's ITS and redistributor table
 //! registers aimed at KCore's and the victim's memory; teardown during
-//! exits; 100,000 random hypercalls from 2 CPUs. Every row must be there
+//! exits; 100,000 random hypercalls from 2 CPUs. On a GICv2 host (QEMU
+//! `virt,gic-version=2`) the ITS and redistributor rows are not applicable
+//! (and must say so) and KCore's own GICv2 frames take their place: a fresh
+//! mapping of GICH or GICV faults in KServ. Every row must be there
 //! and pass, the victim must keep its memory and finish with its marker and
 //! checksum, KCore's self-check must agree afterwards, KServ's `version`
 //! test must still find KCore answering, and KCore must report no trouble.
@@ -19,7 +22,7 @@ use kcore_qemu::{Boot, Machine};
 use kcore_systests::{Failure, TestResult, batch_within, kcore_image, kcore_trouble};
 use std::time::Duration;
 
-/// Every row the suite must report, in order.
+/// Every row the suite must report on a GICv3 host, in order.
 const ROWS: [&str; 27] = [
     "scan",
     "linear-read",
@@ -50,15 +53,35 @@ const ROWS: [&str; 27] = [
     "self-check",
 ];
 
+/// The rows a GICv2 host runs instead of the GICv3-only ones, and those it
+/// reports as not applicable.
+const GICV2_ROWS: [(&str, &str); 2] = [("its", "gich"), ("gic-redist", "gicv")];
+
 #[test]
 fn every_attack_is_refused_or_faults_in_kserv() -> TestResult {
-    let name = "attacks";
+    attacks("attacks", Machine::virt_gicv3().with_smp(4), false)
+}
+
+/// The same on a GICv2 host. Ignored for now: every attack row passes
+/// there (2026-12-07), but the victim never reads the `stop` it is told,
+/// so its row fails: console input (the PL011's receive interrupt) does
+/// not reach a guest on a GICv2 host, protected or not. Run it with
+/// `--ignored` once that is fixed.
+#[test]
+#[ignore = "a GICv2 guest never receives console input, so the victim cannot be stopped"]
+fn every_attack_is_refused_or_faults_in_kserv_on_a_gicv2_host() -> TestResult {
+    attacks("attacks-gicv2", Machine::virt_gicv2().with_smp(4), true)
+}
+
+/// KServ's `attacks` and `version` tests under KCore on `machine`, whose
+/// GIC is a GICv2 if `gicv2`.
+fn attacks(name: &str, machine: Machine, gicv2: bool) -> TestResult {
     let boot = Boot::Kcore {
         image: kcore_image()?,
     };
     let (_report, run) = batch_within(
         name,
-        Machine::virt_gicv3().with_smp(4),
+        machine,
         boot,
         &["attacks", "version"],
         Duration::from_secs(900),
@@ -67,8 +90,34 @@ fn every_attack_is_refused_or_faults_in_kserv() -> TestResult {
     let lines = run.session.lines();
     let rows = attack_rows(&lines);
     let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-    if names != ROWS {
-        return Err(fail(format!("rows {names:?}, expected {ROWS:?}")));
+    let (want, not_applicable): (Vec<&str>, Vec<&str>) = if gicv2 {
+        let swap = |r: &'static str| {
+            GICV2_ROWS
+                .iter()
+                .find(|(v3, _)| *v3 == r)
+                .map_or(r, |(_, v2)| *v2)
+        };
+        (
+            ROWS.iter().map(|r| swap(r)).collect(),
+            GICV2_ROWS.iter().map(|(v3, _)| *v3).collect(),
+        )
+    } else {
+        (
+            ROWS.to_vec(),
+            GICV2_ROWS.iter().map(|(_, v2)| *v2).collect(),
+        )
+    };
+    if names != want {
+        return Err(fail(format!("rows {names:?}, expected {want:?}")));
+    }
+    if let Some(r) = not_applicable.iter().find(|r| {
+        !lines.iter().any(|l| {
+            l.contains(&format!(
+                "KSERV-ATTACK {r} not-applicable the host's GIC is"
+            ))
+        })
+    }) {
+        return Err(fail(format!("no line saying row {r} is not applicable")));
     }
     if let Some(r) = rows.iter().find(|r| r.passed != Some(true)) {
         return Err(fail(format!(
