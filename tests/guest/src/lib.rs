@@ -418,7 +418,8 @@ pub mod testdev {
     /// Read-inverting scratch register; see [`scratch_store`] and
     /// [`scratch_load`].
     pub const SCRATCH: u64 = 0x100;
-    /// 64-bit read, by each program before it touches the GIC: the VM's
+    /// 64-bit read, by vCPU 0 first thing (except in the bench and touch
+    /// programs, which assume a GICv3): the VM's
     /// GIC, [`GIC_V2`] for a GICv2 and anything else (a VMM that does not
     /// know the register reads 0) for a GICv3.
     pub const GIC: u64 = 0x058;
