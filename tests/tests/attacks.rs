@@ -62,13 +62,8 @@ fn every_attack_is_refused_or_faults_in_kserv() -> TestResult {
     attacks("attacks", Machine::virt_gicv3().with_smp(4), false)
 }
 
-/// The same on a GICv2 host. Ignored for now: every attack row passes
-/// there (2026-12-07), but the victim never reads the `stop` it is told,
-/// so its row fails: console input (the PL011's receive interrupt) does
-/// not reach a guest on a GICv2 host, protected or not. Run it with
-/// `--ignored` once that is fixed.
+/// The same on a GICv2 host.
 #[test]
-#[ignore = "a GICv2 guest never receives console input, so the victim cannot be stopped"]
 fn every_attack_is_refused_or_faults_in_kserv_on_a_gicv2_host() -> TestResult {
     attacks("attacks-gicv2", Machine::virt_gicv2().with_smp(4), true)
 }
