@@ -63,6 +63,7 @@ const _: () = {
     assert!(k::KVM_DEV_TYPE_ARM_VGIC_V3 == b::kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3);
     assert!(k::KVM_DEV_TYPE_ARM_VGIC_V2 == b::kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2);
     assert!(k::KVM_CREATE_DEVICE_TEST == b::KVM_CREATE_DEVICE_TEST);
+    assert!(KVM_CREATE_DEVICE == 0xC00C_AEE0);
     assert!(k::KVM_VGIC_V2_ADDR_TYPE_DIST == b::KVM_VGIC_V2_ADDR_TYPE_DIST as u64);
     assert!(k::KVM_VGIC_V2_ADDR_TYPE_CPU == b::KVM_VGIC_V2_ADDR_TYPE_CPU as u64);
     assert!(k::KVM_DEV_ARM_VGIC_GRP_ADDR == b::KVM_DEV_ARM_VGIC_GRP_ADDR);
@@ -408,9 +409,22 @@ fn set_attr(dev: &DeviceFd, group: u32, attr: u64, addr: u64, what: &str) -> Res
         .with_context(|| format!("KVM_SET_DEVICE_ATTR of the vGIC: {what}"))
 }
 
+/// `KVM_CREATE_DEVICE` = `_IOWR(KVMIO, 0xe0, struct kvm_create_device)`
+/// (`IOC_READ` is 2).
+const KVM_CREATE_DEVICE: u32 = kcore_abi::kvm_ext::kvm_ioc(
+    kcore_abi::kvm_ext::IOC_WRITE | 2,
+    0xe0,
+    size_of::<kvm_create_device>(),
+);
+
 /// The vGIC the host offers: a GICv3, else a GICv2 (the device type
 /// `KVM_CREATE_DEVICE_TEST` accepts; a GICv2 host's KVM offers only a
 /// GICv2, a GICv3 host's usually only a GICv3).
+///
+/// The probe is a raw ioctl, not `VmFd::create_device`: a test creates no
+/// file descriptor and leaves the structure's `fd` as it was, and
+/// `create_device` would wrap that 0 in a `DeviceFd` whose drop closes the
+/// VMM's stdin — the guest's console input.
 fn gic_version(vm: &VmFd) -> Result<GicVersion> {
     for (ty, version) in [
         (kvm_abi::KVM_DEV_TYPE_ARM_VGIC_V3, GicVersion::V3),
@@ -421,7 +435,12 @@ fn gic_version(vm: &VmFd) -> Result<GicVersion> {
             fd: 0,
             flags: kvm_abi::KVM_CREATE_DEVICE_TEST,
         };
-        if vm.create_device(&mut dev).is_ok() {
+        // SAFETY: `vm` is an open VM file descriptor; the kernel reads and
+        // may write the 12-byte `dev`, alive for the call.
+        let ret = unsafe {
+            vmm_sys_util::ioctl::ioctl_with_mut_ref(vm, KVM_CREATE_DEVICE as _, &mut dev)
+        };
+        if ret == 0 {
             return Ok(version);
         }
     }
