@@ -332,6 +332,8 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         } else {
             ctx.complete(entry[run::COMPLETION]);
         }
+        // The MMIO exit is over: KServ's `INJECT_DABT` no longer steps back.
+        ctx.status &= !status::MMIO_EXIT;
         if !crate::vcpu::pstate_ok(ctx.pstate) {
             // Never reached by a context KCore kept; refuse rather than
             // return to EL2 or AArch32.

@@ -176,6 +176,18 @@ fn protected_first_run_takes_only_a_pc_in_the_image_and_x0() {
     for id in [reg::POWER_OFF, reg::ICH_VMCR, reg::ICH_AP0R] {
         assert_eq!(set(&mut v, 0, id, 0), denied, "set {id:#x} before the run");
     }
+    // Nor KServ's debugging, its breakpoints, an SError or an abort.
+    for (id, val) in [
+        (
+            reg::GUEST_DEBUG,
+            reg::guest_debug::ENABLE | reg::guest_debug::USE_HW,
+        ),
+        (reg::HOST_DEBUG_REG + 1, 0x1e7),
+        (reg::SERROR, reg::serror::PENDING),
+        (reg::INJECT_DABT, 0),
+    ] {
+        assert_eq!(set(&mut v, 0, id, val), denied, "set {id:#x}");
+    }
     assert_eq!(get(&mut v, 0, reg::PC)[0], denied);
     // A PC outside the verified image: refused at run time, nothing runs.
     assert_eq!(set(&mut v, 0, reg::PC, (GFN << 12) + IMAGE_LEN as u64), 0);

@@ -52,7 +52,8 @@ use core::arch::asm;
 use core::mem::MaybeUninit;
 use kcore::exception::{Esr, ec};
 use kcore::vcpu::{
-    DEBUG_REGS, ExitKind, GuestConfig, GuestCpu, GuestExit, N_SYS, Sys, Timer, VcpuContext, status,
+    DEBUG_REGS, DebugCounts, ExitKind, GuestConfig, GuestCpu, GuestExit, N_SYS, Sys, Timer,
+    VcpuContext, status,
 };
 use kcore::vgic::{Lr, LrSet, LrState, MAX_LRS};
 
@@ -356,8 +357,9 @@ pub struct El2Guest {
     gic: Gic,
     hcr: u64,
     /// Breakpoints and watchpoints the CPU has (`ID_AA64DFR0_EL1`).
-    brps: usize,
-    wrps: usize,
+    dbg: DebugCounts,
+    /// The CPU has RAS (`ID_AA64PFR0_EL1.RAS`): `VSESR_EL2` exists.
+    ras: bool,
 }
 
 impl El2Guest {
@@ -394,13 +396,12 @@ impl El2Guest {
         if ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::LO) != 0 {
             hcr += HCR_EL2::TLOR::SET;
         }
-        let dfr0 = ID_AA64DFR0_EL1.get();
         Some(El2Guest {
             lrs,
             gic,
             hcr: hcr.value,
-            brps: ID_AA64DFR0_EL1::BRPs.read(dfr0) as usize + 1,
-            wrps: ID_AA64DFR0_EL1::WRPs.read(dfr0) as usize + 1,
+            dbg: DebugCounts::from_dfr0(ID_AA64DFR0_EL1.get()),
+            ras: (mrs!("id_aa64pfr0_el1") >> 28) & 0xF != 0,
         })
     }
 }
@@ -587,11 +588,14 @@ impl GuestCpu for El2Guest {
         // (else KServ's cannot fire in it and stay). Its accesses to them
         // trap (MDCR_EL2.TDA), so the hardware never holds a value of its
         // that KCore has not seen.
-        let guest_debug = ctx.debug_to_load();
+        // Under KServ's `USE_HW` they are KServ's own for the guest,
+        // sanitised by `debug_to_load`; the guest's stay in `ctx.dbg`.
+        let guest_debug = ctx.debug_to_load(&self.dbg);
+        let (brps, wrps) = (self.dbg.brps, self.dbg.wrps);
         let mut host_debug = [0u64; DEBUG_REGS];
         if let Some(regs) = &guest_debug {
-            save_debug(&mut host_debug, self.brps, self.wrps);
-            load_debug(regs, self.brps, self.wrps);
+            save_debug(&mut host_debug, brps, wrps);
+            load_debug(regs, brps, wrps);
         }
         // FP/SIMD stays KServ's until the guest touches it (`CPTR_EL2.TFP`
         // traps the first access): most exits then move none of it.
@@ -619,6 +623,10 @@ impl GuestCpu for El2Guest {
         if ctx.status & status::VSERROR != 0 {
             hcr |= HCR_VSE;
             ctx.status &= !status::VSERROR;
+            // Its syndrome, where the CPU has one to give (RAS).
+            if self.ras {
+                msr!("S3_4_C5_C2_3", ctx.vsesr); // VSESR_EL2
+            }
         }
         msr!(
             "vtcr_el2",
@@ -755,7 +763,7 @@ impl GuestCpu for El2Guest {
         // KServ.
         load_el1(&host.el1);
         if guest_debug.is_some() {
-            load_debug(&host_debug, self.brps, self.wrps);
+            load_debug(&host_debug, brps, wrps);
         }
         if fp_loaded {
             load_fp_saved(&host.fp, host.fpsr, host.fpcr);

@@ -55,9 +55,45 @@ pub mod guest_debug {
     /// Debug exceptions (`BRK`, breakpoints, watchpoints, the guest's own
     /// steps) exit to KServ.
     pub const ENABLE: u64 = 1 << 1;
+    /// With [`ENABLE`] (ABI 0.13): the breakpoints and watchpoints of the
+    /// run are KServ's ([`super::HOST_DEBUG_REG`]), sanitised, instead of
+    /// the guest's, which stay as the guest left them.
+    pub const USE_HW: u64 = 1 << 2;
     /// Every bit.
-    pub const ALL: u64 = SINGLE_STEP | ENABLE;
+    pub const ALL: u64 = SINGLE_STEP | ENABLE | USE_HW;
 }
+
+/// KServ's own breakpoint and watchpoint registers for a non-protected
+/// vCPU (ABI 0.13, KVM's `kvm_guest_debug_arch`): `HOST_DEBUG_REG + i`
+/// for `i < sys::DEBUG_REGS`, in [`sys::debug`]'s order. Any value is
+/// stored; KCore loads only the breakpoints and watchpoints the CPU has,
+/// under [`guest_debug::USE_HW`], and only what can match at EL1 or EL0
+/// of the guest's security state (see `docs/abi.md`).
+pub const HOST_DEBUG_REG: u64 = 0xC0;
+
+/// A virtual SError pending for a non-protected vCPU (ABI 0.13, KVM's
+/// `serror_pending`/`serror_esr`): 0, nothing pending, or
+/// [`serror::PENDING`] with the syndrome (`VSESR_EL2`'s ISS, 25 bits) the
+/// guest reads in `ESR_EL1` when the CPU has RAS. Reads report it until
+/// the guest takes it.
+pub const SERROR: u64 = 0x8D;
+
+/// Bits of [`SERROR`]; any other bit is `InvalidParameter`.
+pub mod serror {
+    /// An SError is pending.
+    pub const PENDING: u64 = 1 << 63;
+    /// The syndrome's bits (`ESR_ELx.ISS`).
+    pub const ESR: u64 = 0x1FF_FFFF;
+    /// `ISS.IDS`: an implementation-defined syndrome (KVM's ESR for an
+    /// SError without one).
+    pub const IDS: u64 = 1 << 24;
+}
+
+/// Write-only (ABI 0.13, KVM's `ext_dabt_pending`): writing the address
+/// (`FAR_EL1`) makes a non-protected vCPU take a synchronous external data
+/// abort at its PC, an exception entry to its EL1 as the Arm ARM builds
+/// it; a pending MMIO or PSCI completion is dropped (the access faulted).
+pub const INJECT_DABT: u64 = 0x8E;
 /// The bits of `ICH_VMCR_EL2` that exist: `VENG0`, `VENG1`, `VAckCtl`,
 /// `VFIQEn`, `VCBPR`, `VEOIM`, `VBPR1`, `VBPR0`, `VPMR`.
 pub const ICH_VMCR_VALID: u64 = 0x1F | 1 << 9 | 0x3FFF << 18;

@@ -7,8 +7,9 @@
 //! values KCore returns into ([`pstate_ok`]) and the MPIDR of each vCPU
 //! index ([`mpidr_of`], [`index_of_mpidr`]).
 
+use super::hwdebug::{self, DebugCounts};
 use crate::addr::Pa;
-use crate::exception::{Injection, TrapState, inject_external_abort, inject_undef};
+use crate::exception::{Injection, TrapState, ec, inject_external_abort, inject_undef};
 use crate::hw::PhysMemory;
 use crate::vgic::{LrState, PTIMER_PPI, TIMER_PPI};
 use kcore_abi::{Error, reg};
@@ -188,8 +189,14 @@ pub mod status {
     /// KServ single-steps the vCPU and KCore emulated an instruction: the
     /// step completed, its exception is taken before the next instruction.
     pub const STEP_PENDING: u64 = 1 << 7;
+    /// KServ's breakpoints and watchpoints replace the guest's
+    /// (`reg::guest_debug::USE_HW`).
+    pub const HOST_HW: u64 = 1 << 8;
     /// What KServ's `reg::GUEST_DEBUG` sets.
-    pub const HOST_DEBUG_BITS: u64 = HOST_DEBUG | HOST_STEP | STEP_PENDING;
+    pub const HOST_DEBUG_BITS: u64 = HOST_DEBUG | HOST_STEP | STEP_PENDING | HOST_HW;
+    /// The last exit was an MMIO access, whose instruction KCore already
+    /// stepped over; cleared at the next entry.
+    pub const MMIO_EXIT: u64 = 1 << 9;
 }
 
 /// `OSLSR_EL1.OSLM` = 0b10: the OS lock is implemented.
@@ -302,24 +309,34 @@ pub struct VcpuContext {
     /// are answered from here; the hardware has them while the guest runs
     /// with debug exceptions enabled ([`Self::debug_to_load`]).
     pub dbg: [u64; DEBUG_REGS],
+    /// `VSESR_EL2` for the pending virtual SError (`status::VSERROR`).
+    pub vsesr: u64,
+    /// `FAR_EL2` of the last abort exit: the address of an external abort
+    /// KServ injects (`reg::INJECT_DABT`).
+    pub fault_far: u64,
+    /// KServ's breakpoints and watchpoints (`reg::HOST_DEBUG_REG`), as it
+    /// wrote them; loaded sanitised under `status::HOST_HW`.
+    pub host_dbg: [u64; DEBUG_REGS],
 }
 
 /// Breakpoint and watchpoint registers a vCPU carries.
 pub const DEBUG_REGS: usize = reg::sys::DEBUG_REGS;
 
 /// Words a [`VcpuContext`] takes in its page.
-pub const CTX_WORDS: usize = 31 + 3 + N_SYS + 64 + 2 + 5 + 9 + 2 + 1 + 1 + 2 + 1 + DEBUG_REGS;
+pub const CTX_WORDS: usize =
+    31 + 3 + N_SYS + 64 + 2 + 5 + 9 + 2 + 1 + 1 + 2 + 1 + 2 + 2 * DEBUG_REGS;
 const _: () = assert!(CTX_WORDS * 8 <= 4096);
 /// Where the context page's groups start (words): `x0..x30`, then
 /// `SP_EL0`, PC, PSTATE; the EL1 registers; FP/SIMD; the rest; the debug
-/// registers.
+/// registers, KServ's.
 const CTX_X: usize = 0;
 const CTX_SYS: usize = CTX_X + 34;
 const CTX_V: usize = CTX_SYS + N_SYS;
 /// Words after FP/SIMD ([`VcpuContext::tail`]).
-const CTX_TAIL: usize = CTX_WORDS - CTX_V - 64 - DEBUG_REGS;
-const _: () = assert!(CTX_TAIL == 23);
+const CTX_TAIL: usize = CTX_WORDS - CTX_V - 64 - 2 * DEBUG_REGS;
+const _: () = assert!(CTX_TAIL == 25);
 const CTX_DBG: usize = CTX_V + 64 + CTX_TAIL;
+const CTX_HOST_DBG: usize = CTX_DBG + DEBUG_REGS;
 
 /// `MDSCR_EL1.MDE`: breakpoint and watchpoint exceptions enabled.
 const MDSCR_MDE: u64 = 1 << 15;
@@ -407,6 +424,9 @@ impl VcpuContext {
             boot_x0: 0,
             pending: Pending::None,
             dbg: [0; DEBUG_REGS],
+            vsesr: 0,
+            fault_far: 0,
+            host_dbg: [0; DEBUG_REGS],
         }
     }
 
@@ -430,6 +450,7 @@ impl VcpuContext {
         w.put(&self.v);
         w.put(&self.tail());
         w.put(&self.dbg);
+        w.put(&self.host_dbg);
         out
     }
 
@@ -444,6 +465,7 @@ impl VcpuContext {
         r.take(&mut c.v);
         c.set_tail(r.array());
         r.take(&mut c.dbg);
+        r.take(&mut c.host_dbg);
         c
     }
 
@@ -476,6 +498,8 @@ impl VcpuContext {
             self.boot_pc,
             self.boot_x0,
             self.pending.encode(),
+            self.vsesr,
+            self.fault_far,
         ]
     }
 
@@ -498,6 +522,8 @@ impl VcpuContext {
             bpc,
             bx0,
             pending,
+            vsesr,
+            fault_far,
         ] = t;
         (
             self.fpsr,
@@ -515,6 +541,7 @@ impl VcpuContext {
         self.ptimer_lr = LrState::from_bits(plr);
         (self.mpidr, self.status, self.boot_pc, self.boot_x0) = (mpidr, st, bpc, bx0);
         self.pending = Pending::decode(pending);
+        (self.vsesr, self.fault_far) = (vsesr, fault_far);
     }
 
     /// Reads the context from its page in place, group by group, with no
@@ -532,6 +559,7 @@ impl VcpuContext {
         mem.read_words(at(CTX_V + 64), &mut t);
         self.set_tail(t);
         mem.read_words(at(CTX_DBG), &mut self.dbg);
+        mem.read_words(at(CTX_HOST_DBG), &mut self.host_dbg);
     }
 
     /// Writes the context into its page, group by group: the same words as
@@ -548,6 +576,7 @@ impl VcpuContext {
         }
         mem.write_words(at(CTX_V + 64), &self.tail());
         mem.write_words(at(CTX_DBG), &self.dbg);
+        mem.write_words(at(CTX_HOST_DBG), &self.host_dbg);
     }
 
     /// Register `n` as an instruction names it: 31 is the zero register.
@@ -574,6 +603,11 @@ impl VcpuContext {
             reg::CNTVOFF => self.cntvoff,
             reg::POWER_OFF => u64::from(self.status & status::OFF != 0),
             reg::GUEST_DEBUG => self.guest_debug(),
+            reg::SERROR if self.status & status::VSERROR != 0 => reg::serror::PENDING | self.vsesr,
+            reg::SERROR => 0,
+            _ if (reg::HOST_DEBUG_REG..reg::HOST_DEBUG_REG + DEBUG_REGS as u64).contains(&id) => {
+                self.host_dbg[(id - reg::HOST_DEBUG_REG) as usize]
+            }
             reg::sys::OSLSR_EL1 => self.oslsr(),
             reg::ICH_VMCR => self.vgic.vmcr,
             _ if (reg::ICH_AP0R..reg::ICH_AP0R + 4).contains(&id) => {
@@ -601,11 +635,17 @@ impl VcpuContext {
     /// lock set without the enables of breakpoints, watchpoints and
     /// software step (`MDE`, `KDE`, `SS`), as the lock disables every debug
     /// exception but `BRK`'s.
-    /// KServ's single step ([`Self::host_debug`]) sets `SS`.
+    /// KServ's single step ([`Self::host_debug`]) sets `SS`, its own
+    /// breakpoints and watchpoints (`status::HOST_HW`) `MDE`.
     pub fn mdscr_to_load(&self) -> u64 {
         let mdscr = self.sys(Sys::Mdscr);
         let mdscr = if self.status & status::OS_LOCK != 0 {
             mdscr & !(MDSCR_MDE | MDSCR_KDE | MDSCR_SS)
+        } else {
+            mdscr
+        };
+        let mdscr = if self.status & status::HOST_HW != 0 {
+            mdscr | MDSCR_MDE
         } else {
             mdscr
         };
@@ -624,6 +664,9 @@ impl VcpuContext {
         }
         if self.status & status::HOST_STEP != 0 {
             v |= reg::guest_debug::SINGLE_STEP;
+        }
+        if self.status & status::HOST_HW != 0 {
+            v |= reg::guest_debug::USE_HW;
         }
         v
     }
@@ -675,10 +718,14 @@ impl VcpuContext {
     }
 
     /// The breakpoint and watchpoint registers the hardware must have while
-    /// the guest runs, or `None` if [`Self::mdscr_to_load`] leaves them
-    /// disabled (`MDE` and `KDE` clear: none fires, so KServ's may stay
-    /// loaded).
-    pub fn debug_to_load(&self) -> Option<[u64; DEBUG_REGS]> {
+    /// the guest runs on a CPU with counts `k`, or `None` if
+    /// [`Self::mdscr_to_load`] leaves them disabled (`MDE` and `KDE` clear:
+    /// none fires, so KServ's may stay loaded): the guest's, or under
+    /// `status::HOST_HW` KServ's, sanitised ([`hwdebug::sanitise`]).
+    pub fn debug_to_load(&self, k: &DebugCounts) -> Option<[u64; DEBUG_REGS]> {
+        if self.status & status::HOST_HW != 0 {
+            return Some(hwdebug::sanitise(&self.host_dbg, k));
+        }
         (self.mdscr_to_load() & (MDSCR_MDE | MDSCR_KDE) != 0).then_some(self.dbg)
     }
 
@@ -725,9 +772,11 @@ impl VcpuContext {
         }
         let (pc, x0, mpidr, cntvoff) = (self.boot_pc, self.boot_x0, self.mpidr, self.cntvoff);
         // KServ's debugging outlives the guest's reset, as KVM's does.
-        let debug = self.status & (status::HOST_DEBUG | status::HOST_STEP);
+        let debug = self.status & (status::HOST_DEBUG | status::HOST_STEP | status::HOST_HW);
+        let host_dbg = self.host_dbg;
         *self = VcpuContext::reset(idx);
         (self.pc, self.x[0], self.mpidr, self.cntvoff) = (pc, x0, mpidr, cntvoff);
+        self.host_dbg = host_dbg;
         self.status = status::STARTED | debug;
         true
     }
@@ -738,7 +787,10 @@ impl VcpuContext {
         match id {
             0..=30 => self.x[id as usize] = v,
             reg::SP_EL0 => self.sp_el0 = v,
-            reg::PC => self.pc = v,
+            reg::PC => {
+                self.pc = v;
+                self.status &= !status::MMIO_EXIT;
+            }
             reg::PSTATE if pstate_ok(v) => self.pstate = v,
             reg::PSTATE => return Err(Error::InvalidParameter),
             reg::FPSR => self.fpsr = v,
@@ -748,15 +800,33 @@ impl VcpuContext {
             reg::POWER_OFF if v == 0 => self.status &= !status::OFF,
             reg::POWER_OFF => return Err(Error::InvalidParameter),
             reg::GUEST_DEBUG if v & !reg::guest_debug::ALL == 0 => {
-                self.status &= !status::HOST_DEBUG_BITS;
-                if v & reg::guest_debug::ENABLE != 0 {
-                    self.status |= status::HOST_DEBUG;
+                use reg::guest_debug::{ENABLE, SINGLE_STEP, USE_HW};
+                if v & USE_HW != 0 && v & ENABLE == 0 {
+                    return Err(Error::InvalidParameter);
                 }
-                if v & reg::guest_debug::SINGLE_STEP != 0 {
-                    self.status |= status::HOST_STEP;
+                self.status &= !status::HOST_DEBUG_BITS;
+                for (bit, st) in [
+                    (ENABLE, status::HOST_DEBUG),
+                    (SINGLE_STEP, status::HOST_STEP),
+                    (USE_HW, status::HOST_HW),
+                ] {
+                    if v & bit != 0 {
+                        self.status |= st;
+                    }
                 }
             }
             reg::GUEST_DEBUG => return Err(Error::InvalidParameter),
+            _ if (reg::HOST_DEBUG_REG..reg::HOST_DEBUG_REG + DEBUG_REGS as u64).contains(&id) => {
+                self.host_dbg[(id - reg::HOST_DEBUG_REG) as usize] = v
+            }
+            reg::SERROR if v == 0 => self.status &= !status::VSERROR,
+            reg::SERROR if v & !reg::serror::ESR == reg::serror::PENDING => {
+                self.vsesr = v & reg::serror::ESR;
+                self.status |= status::VSERROR;
+            }
+            reg::SERROR => return Err(Error::InvalidParameter),
+            reg::INJECT_DABT if v == 0 => self.inject_dabt(),
+            reg::INJECT_DABT => return Err(Error::InvalidParameter),
             reg::sys::OSLSR_EL1 if v & !OSLSR_OSLK == OSLSR_OSLM_IMPLEMENTED => {
                 self.set_os_lock(v & OSLSR_OSLK != 0)
             }
@@ -875,6 +945,21 @@ impl VcpuContext {
     pub fn inject_abort(&mut self, esr: u64, far: u64) {
         let i = inject_external_abort(&self.trap_state(esr, far));
         self.apply(&i);
+    }
+
+    /// KServ's external data abort (`reg::INJECT_DABT`, KVM's
+    /// `kvm_inject_dabt`): the guest takes a synchronous external abort on
+    /// a data access at the instruction it is at (an MMIO access KCore
+    /// already stepped over, if that was the last exit: whose completion
+    /// is dropped), reporting the last abort exit's address.
+    pub fn inject_dabt(&mut self) {
+        if self.status & status::MMIO_EXIT != 0 {
+            self.pc = self.pc.wrapping_sub(4);
+        }
+        self.status &= !status::MMIO_EXIT;
+        self.pending = Pending::None;
+        let far = self.fault_far;
+        self.inject_abort(ec::DABT_LOW << 26, far);
     }
 
     /// Finishes the exit the last run ended with, using KServ's completion.
@@ -1002,9 +1087,9 @@ mod tests {
             *w = 0x5000 + i as u64;
         }
         // The tail's timer list register and pending exit: valid values.
-        words[CTX_DBG - 7] = LrState::Pending.bits();
-        words[CTX_DBG - 6] = LrState::Active.bits();
-        words[CTX_DBG - 1] = Pending::MmioRead {
+        words[CTX_DBG - 9] = LrState::Pending.bits();
+        words[CTX_DBG - 8] = LrState::Active.bits();
+        words[CTX_DBG - 3] = Pending::MmioRead {
             rt: 3,
             width: 4,
             sign: false,

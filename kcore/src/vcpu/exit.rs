@@ -64,6 +64,9 @@ pub fn step(l: &mut Loaded, e: &GuestExit) -> Step {
         ExitKind::SError => {
             // A physical SError while the guest ran is the guest's: deliver
             // it as a virtual SError; KServ gets the CPU back meanwhile.
+            if l.ctx.status & status::VSERROR == 0 {
+                l.ctx.vsesr = reg::serror::IDS;
+            }
             l.ctx.status |= status::VSERROR;
             return report(l, exit::IRQ, ExitReport::default());
         }
@@ -118,7 +121,10 @@ pub fn step(l: &mut Loaded, e: &GuestExit) -> Step {
                 },
             )
         }
-        ec::DABT_LOW | ec::IABT_LOW => abort(l, e),
+        ec::DABT_LOW | ec::IABT_LOW => {
+            l.ctx.fault_far = e.far;
+            abort(l, e)
+        }
         _ => {
             l.ctx.inject_undef();
             Step::Resume
@@ -301,6 +307,7 @@ fn mmio(l: &mut Loaded, e: &GuestExit, ipa: u64) -> Step {
     let sf = esr.sixty_four();
     let write = esr.is_write();
     l.ctx.skip_instr();
+    l.ctx.status |= status::MMIO_EXIT;
     let mut r = ExitReport {
         addr: ipa,
         width,
@@ -323,7 +330,8 @@ fn mmio(l: &mut Loaded, e: &GuestExit, ipa: u64) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vcpu::context::mpidr_of;
+    use crate::vcpu::context::{VcpuContext, mpidr_of};
+    use crate::vcpu::hwdebug::DebugCounts;
     use crate::vcpu::test_util::loaded;
     use kcore_abi::{psci, smccc};
 
@@ -629,9 +637,9 @@ mod tests {
         // Loaded only with debug exceptions enabled; the OS lock (still
         // clear here) disables them.
         l.ctx.set_sys(Sys::Mdscr, 0);
-        assert_eq!(l.ctx.debug_to_load(), None);
+        assert_eq!(l.ctx.debug_to_load(&ALL16), None);
         l.ctx.set_sys(Sys::Mdscr, 1 << 15);
-        let regs = l.ctx.debug_to_load().expect("MDE set");
+        let regs = l.ctx.debug_to_load(&ALL16).expect("MDE set");
         assert_eq!(
             (regs[12], regs[13], regs[63]),
             (0xffff_0000_1000, 0x1e7, 0x5)
@@ -641,7 +649,7 @@ mod tests {
         // only: the guest reads its MDSCR_EL1 unchanged.
         l.ctx.set_sys(Sys::Mdscr, 1 << 15 | 1 << 13 | 1 << 12 | 1);
         l.ctx.set_os_lock(true);
-        assert_eq!(l.ctx.debug_to_load(), None);
+        assert_eq!(l.ctx.debug_to_load(&ALL16), None);
         assert_eq!(l.ctx.mdscr_to_load(), 1 << 12);
         step(&mut l, &sync(sys(2, 0, 0, 2, 2, 15, true), 0));
         assert_eq!(l.ctx.x[15], 1 << 15 | 1 << 13 | 1 << 12 | 1);
@@ -687,7 +695,7 @@ mod tests {
         l.ctx.set_sys(Sys::Vbar, 0x8000);
         step(&mut l, &sync(softstep, 0));
         assert_eq!(l.ctx.pc, 0x8200);
-        assert!(l.ctx.set_reg(reg::GUEST_DEBUG, 4).is_err(), "unknown bit");
+        assert!(l.ctx.set_reg(reg::GUEST_DEBUG, 8).is_err(), "unknown bit");
         assert!(
             l.ctx
                 .set_reg(reg::GUEST_DEBUG, ENABLE | SINGLE_STEP)
@@ -735,6 +743,158 @@ mod tests {
         assert!(l.ctx.set_reg(reg::GUEST_DEBUG, 0).is_ok());
         assert!(!l.ctx.host_debug());
         assert_eq!(l.ctx.mdscr_to_load(), 0);
+    }
+
+    /// A CPU with 16 of each, all context-aware.
+    const ALL16: DebugCounts = DebugCounts::from_dfr0(0xF0F0_F000);
+
+    #[test]
+    fn kservs_hardware_breakpoints_replace_the_guests_for_the_run() {
+        use kcore_abi::reg::guest_debug::{ENABLE, USE_HW};
+        // QEMU's cortex-a72: 6 breakpoints, 4 watchpoints.
+        let a72 = DebugCounts::from_dfr0(0x1030_5106);
+        let mut l = loaded();
+        let host = |i: u64| reg::HOST_DEBUG_REG + i;
+        assert_eq!(
+            l.ctx.set_reg(reg::GUEST_DEBUG, USE_HW),
+            Err(kcore_abi::Error::InvalidParameter),
+            "USE_HW needs ENABLE"
+        );
+        // The guest's own breakpoint 0, which must survive.
+        l.ctx.dbg[0] = 0x4000;
+        l.ctx.dbg[1] = 0x1e7;
+        // KServ's: an EL1/EL0 breakpoint 0, a breakpoint 1 that would match
+        // at EL2 (HMC), a watchpoint 3, and a breakpoint 7 the CPU lacks.
+        let bcr = 1 | 3 << 1 | 0xF << 5;
+        let wcr = 1 | 3 << 1 | 3 << 3 | 0xFF << 5;
+        for (i, v) in [
+            (0, 0xffff_8000_0010_0000),
+            (1, bcr),
+            (5, bcr | 1 << 13),
+            (14, 0xffff_8000_0020_0008),
+            (15, wcr),
+            (29, bcr),
+        ] {
+            assert_eq!(l.ctx.set_reg(host(i), v), Ok(()));
+        }
+        assert_eq!(l.ctx.get_reg(host(5)), Some(bcr | 1 << 13), "as written");
+        assert_eq!(l.ctx.set_reg(reg::GUEST_DEBUG, ENABLE | USE_HW), Ok(()));
+        assert_eq!(l.ctx.get_reg(reg::GUEST_DEBUG), Some(ENABLE | USE_HW));
+        assert!(l.ctx.host_debug(), "debug exceptions to EL2 (TDE)");
+        // Breakpoints and watchpoints enabled in the hardware only (MDE);
+        // the guest's MDSCR_EL1 and registers are untouched.
+        assert_eq!(l.ctx.mdscr_to_load(), 1 << 15);
+        assert_eq!(l.ctx.sys(Sys::Mdscr), 0);
+        let regs = l.ctx.debug_to_load(&a72).expect("KServ's");
+        assert_eq!((regs[0], regs[1]), (0xffff_8000_0010_0000, bcr));
+        assert_eq!(regs[5] & 1, 0, "HMC: disabled");
+        assert_eq!((regs[14], regs[15]), (0xffff_8000_0020_0008, wcr));
+        assert_eq!(regs[29], 0, "breakpoint 7: none on this CPU");
+        assert_eq!((l.ctx.dbg[0], l.ctx.dbg[1]), (0x4000, 0x1e7));
+        // A breakpoint hit and a watchpoint hit exit to KServ, the latter
+        // with the address.
+        let bkpt = ec::BKPT_LOW << 26 | 1 << 25 | 0x22;
+        let wpt = ec::WATCHPT_LOW << 26 | 1 << 25 | 1 << 6 | 0x22;
+        let hit = |esr, far| GuestExit {
+            far,
+            ..sync(esr, 0)
+        };
+        assert_eq!(step(&mut l, &hit(bkpt, 0x1234)), Step::Exit);
+        assert_eq!(
+            (l.report.reason, l.report.data, l.report.addr),
+            (exit::DEBUG, bkpt, 0)
+        );
+        assert_eq!(step(&mut l, &hit(wpt, 0xffff_8000_0020_0008)), Step::Exit);
+        assert_eq!(
+            (l.report.reason, l.report.data, l.report.addr),
+            (exit::DEBUG, wpt, 0xffff_8000_0020_0008)
+        );
+        // A guest's reset keeps KServ's registers and mode.
+        l.ctx.status |= status::BOOT;
+        assert!(l.ctx.start_from_boot(0));
+        assert_eq!(l.ctx.get_reg(reg::GUEST_DEBUG), Some(ENABLE | USE_HW));
+        assert_eq!(l.ctx.get_reg(host(1)), Some(bcr));
+        // Off: the guest's registers again, loaded only as its MDSCR says.
+        l.ctx.dbg[0] = 0x4000;
+        assert_eq!(l.ctx.set_reg(reg::GUEST_DEBUG, ENABLE), Ok(()));
+        assert_eq!(l.ctx.debug_to_load(&a72), None);
+        l.ctx.set_sys(Sys::Mdscr, 1 << 15);
+        assert_eq!(l.ctx.debug_to_load(&a72).map(|r| r[0]), Some(0x4000));
+    }
+
+    #[test]
+    fn a_pending_serror_is_kservs_to_set_and_read_until_taken() {
+        use kcore_abi::reg::serror::{IDS, PENDING};
+        let mut l = loaded();
+        assert_eq!(l.ctx.get_reg(reg::SERROR), Some(0));
+        for bad in [1, PENDING | 1 << 25, PENDING | 1 << 40] {
+            assert_eq!(
+                l.ctx.set_reg(reg::SERROR, bad),
+                Err(kcore_abi::Error::InvalidParameter),
+                "{bad:#x}"
+            );
+        }
+        assert_eq!(l.ctx.set_reg(reg::SERROR, PENDING | 0x1234), Ok(()));
+        assert_eq!(l.ctx.get_reg(reg::SERROR), Some(PENDING | 0x1234));
+        assert_ne!(l.ctx.status & status::VSERROR, 0, "HCR_EL2.VSE next entry");
+        // A physical SError meanwhile keeps KServ's syndrome.
+        let serror = GuestExit {
+            kind: ExitKind::SError,
+            ..sync(0, 0)
+        };
+        step(&mut l, &serror);
+        assert_eq!(l.ctx.get_reg(reg::SERROR), Some(PENDING | 0x1234));
+        assert_eq!(l.ctx.set_reg(reg::SERROR, 0), Ok(()));
+        assert_eq!(l.ctx.get_reg(reg::SERROR), Some(0));
+        // KCore's own forwarded SError: an implementation-defined one.
+        step(&mut l, &serror);
+        assert_eq!(l.ctx.get_reg(reg::SERROR), Some(PENDING | IDS));
+        // Survives the context page.
+        let back = VcpuContext::from_words(&l.ctx.to_words());
+        assert_eq!(back.get_reg(reg::SERROR), Some(PENDING | IDS));
+    }
+
+    #[test]
+    fn an_injected_external_data_abort_enters_the_guests_el1() {
+        const EL1H_MASKED: u64 = 0x3C5;
+        let mut l = loaded();
+        l.ctx.set_sys(Sys::Vbar, 0x8000);
+        // An MMIO read at EL1h from 0x1000: KCore steps over it at the exit.
+        l.ctx.pc = 0x1000;
+        l.ctx.pstate = 0x6000_0005; // EL1h, Z and C, unmasked
+        let e = sync(dabt(false, 2, false, 3, false), 0x900_0010);
+        assert_eq!(step(&mut l, &e), Step::Exit);
+        assert_eq!(l.ctx.pc, 0x1004);
+        assert_eq!(
+            l.ctx.set_reg(reg::INJECT_DABT, 1),
+            Err(kcore_abi::Error::InvalidParameter)
+        );
+        assert_eq!(l.ctx.set_reg(reg::INJECT_DABT, 0), Ok(()));
+        // EC 0x25 (same EL), IL, FSC 0x10 (synchronous external abort);
+        // FAR the access's; the vector of the current EL with SP_ELx.
+        assert_eq!(l.ctx.sys(Sys::Esr), 0x25 << 26 | 1 << 25 | 0x10);
+        assert_eq!(l.ctx.sys(Sys::Far), e.far);
+        assert_eq!(l.ctx.sys(Sys::ElrEl1), 0x1000, "the faulting instruction");
+        assert_eq!(l.ctx.sys(Sys::SpsrEl1), 0x6000_0005);
+        assert_eq!(
+            (l.ctx.pc, l.ctx.pstate),
+            (0x8200, EL1H_MASKED),
+            "SPAN: PAN kept"
+        );
+        assert_eq!(l.ctx.pending, Pending::None, "the read never completes");
+        // From EL0, not after an MMIO exit: EC 0x24, the lower-EL vector,
+        // ELR the PC as it is.
+        l.ctx.pc = 0x2000;
+        l.ctx.pstate = 0;
+        assert_eq!(l.ctx.set_reg(reg::INJECT_DABT, 0), Ok(()));
+        assert_eq!(l.ctx.sys(Sys::Esr), 0x24 << 26 | 1 << 25 | 0x10);
+        assert_eq!((l.ctx.sys(Sys::ElrEl1), l.ctx.pc), (0x2000, 0x8400));
+        // From EL1t: the current EL with SP_EL0 vector.
+        l.ctx.pc = 0x3000;
+        l.ctx.pstate = 0x3C4;
+        assert_eq!(l.ctx.set_reg(reg::INJECT_DABT, 0), Ok(()));
+        assert_eq!((l.ctx.sys(Sys::ElrEl1), l.ctx.pc), (0x3000, 0x8000));
+        assert_eq!(l.ctx.get_reg(reg::INJECT_DABT), None, "write-only");
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! `addr`, `exception`, `hw`, `pgtable`, `vgic` and `vm`), are private;
 //! everything public is re-exported here:
 //!
+//! - `hwdebug`: KServ's breakpoints and watchpoints made safe to load
+//!   ([`DebugCounts`], [`sanitise_debug`]);
 //! - `context`: [`VcpuContext`] and its page layout, [`Sys`], [`status`],
 //!   [`Pending`], the guest's timers ([`Timer`]), the reset state, [`pstate_ok`] and the MPIDR helpers;
 //! - `loaded`: [`Loaded`], a vCPU taken out of its page for a run, with
@@ -40,6 +42,7 @@
 mod context;
 mod exit;
 mod guest_call;
+mod hwdebug;
 mod loaded;
 mod run;
 #[cfg(test)]
@@ -52,6 +55,7 @@ pub use context::{
 };
 pub use exit::{ExitKind, GuestExit, step, write_fault};
 pub use guest_call::guest_fid;
+pub use hwdebug::{DebugCounts, sanitise as sanitise_debug};
 pub use loaded::{CtxKey, ExitReport, GuestConfig, Loaded, Step, TimerIrq, WriteFault};
 pub use run::{GuestCpu, RunArgs, VcpuHost, run_vcpu, run_vcpu_in};
 pub use timer::{prepare_timer, save_timer};
