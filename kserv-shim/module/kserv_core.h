@@ -71,8 +71,10 @@ struct kserv_kvm_host {
 	u32 online_cpus;
 	u64 midr;
 	u64 user_limit;		/* TASK_SIZE_MAX: where access_ok's user addresses end */
+	u64 dfr0;		/* ID_AA64DFR0_EL1, sanitised: breakpoints, watchpoints */
+	u64 pfr0;		/* ID_AA64PFR0_EL1, sanitised: RAS */
 };
-static_assert(sizeof(struct kserv_kvm_host) == 24);
+static_assert(sizeof(struct kserv_kvm_host) == 40);
 
 /* Number of values kserv_core_kvm_check_uapi compares (kvm::uapi::CHECKED). */
 #define KSERV_KVM_CHECKED 46

@@ -54,6 +54,7 @@
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <asm/arch_timer.h>
+#include <asm/cpufeature.h>
 #include <asm/cputype.h>
 #include <asm/sysreg.h>
 
@@ -105,6 +106,8 @@ static void kkvm_host(struct kserv_kvm_host *h)
 	h->online_cpus = num_online_cpus();
 	h->midr = read_cpuid_id();
 	h->user_limit = TASK_SIZE_MAX;
+	h->dfr0 = read_sanitised_ftr_reg(SYS_ID_AA64DFR0_EL1);
+	h->pfr0 = read_sanitised_ftr_reg(SYS_ID_AA64PFR0_EL1);
 }
 
 /* ---- callbacks for the core ---------------------------------------------- */

@@ -2,7 +2,8 @@
 //! the way a VMM does, ioctl by ioctl, and checks KVM's answers and errnos:
 //! the system fd (API version, extensions, VM types), memory slots, vCPU
 //! init, `ONE_REG` and `KVM_GET_REG_LIST` on a non-protected vCPU, what a
-//! protected vCPU refuses, the vGIC device, and then runs `kcore-test-guest`
+//! protected vCPU refuses, the vGIC device, the VMM's hardware breakpoints
+//! and injected exceptions ([`debug`]), and then runs `kcore-test-guest`
 //! (`tests/guest`) through `KVM_RUN` in a non-protected VM with two vCPUs
 //! (vCPU 1 on its own thread, started by the guest's PSCI `CPU_ON`),
 //! emulating the guest's test device from `KVM_EXIT_MMIO` exits in
@@ -39,6 +40,7 @@
 //! nothing failed. The ioctls are raw system calls (no libc crate).
 
 pub mod attack;
+mod debug;
 mod dirty;
 
 use crate::kvm::*;
@@ -267,6 +269,9 @@ fn api(c: &mut Checks, args: &[String]) {
             let target = system(c, &kvm);
             if let Err(e) = vm_checks(c, &kvm, target) {
                 c.check("vm", false, || e);
+            }
+            if let Err(e) = debug::checks(c, &kvm, target) {
+                c.check("debug", false, || e);
             }
             if let Some(path) = args.first() {
                 match std::fs::read(path) {
@@ -672,6 +677,13 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
         EPERM,
     );
     c.errno("protected-set-x1", set_reg(&pv, core64(2), 5), EPERM);
+    // No SError or abort of KServ's for it.
+    let serror = [1u64, 0, 0, 0, 0, 0, 0, 0];
+    c.errno(
+        "protected-events-serror",
+        ioctl(&pv, ioc(1, 0xa0, 64), ptr(&serror)),
+        EPERM,
+    );
     c.ok(
         "protected-mpidr",
         get_reg(&pv, REG_MPIDR).map(|v| v as i64),

@@ -36,6 +36,10 @@ pub struct KvmHost {
     pub midr: u64,
     /// `TASK_SIZE_MAX`.
     pub user_limit: u64,
+    /// `ID_AA64DFR0_EL1`, sanitised.
+    pub dfr0: u64,
+    /// `ID_AA64PFR0_EL1`, sanitised.
+    pub pfr0: u64,
 }
 
 impl KvmHost {
@@ -45,6 +49,8 @@ impl KvmHost {
             online_cpus: self.online_cpus,
             midr: self.midr,
             user_limit: self.user_limit,
+            dfr0: self.dfr0,
+            pfr0: self.pfr0,
         }
     }
 }

@@ -33,6 +33,9 @@ const HOST: Host = Host {
     online_cpus: 4,
     midr: 0x410F_D083,
     user_limit: 1 << 48,
+    // QEMU's cortex-a72: 6 breakpoints, 4 watchpoints; no RAS.
+    dfr0: 0x1030_5106,
+    pfr0: 0x1122,
 };
 
 /// The machine's RAM: 16 MiB, of which KCore keeps the first 256 KiB.
@@ -2040,6 +2043,49 @@ mod vcpu_events;
 mod vgic_v2;
 
 #[test]
+fn guest_debug_use_hw_gives_kcore_the_vmms_breakpoints_and_watchpoints() {
+    use uapi::guest_debug::{ENABLE, USE_HW};
+    let mut f = Fake::new();
+    let vm = new_vm(&mut f, 0);
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    // The cortex-a72's counts, as KVM answers them.
+    assert_eq!(vm::check_extension(&HOST, uapi::cap::GUEST_DEBUG_HW_BPS), 6);
+    assert_eq!(vm::check_extension(&HOST, uapi::cap::GUEST_DEBUG_HW_WPS), 4);
+    // struct kvm_guest_debug: control, pad, dbg_bcr[16], dbg_bvr[16],
+    // dbg_wcr[16], dbg_wvr[16].
+    let mut words = [0u64; 65];
+    words[0] = u64::from(ENABLE | USE_HW);
+    words[1 + 2] = 0x1e7; // dbg_bcr[2]
+    words[1 + 16 + 2] = 0x4000_1000; // dbg_bvr[2]
+    words[1 + 32 + 3] = 0x1ff7; // dbg_wcr[3]
+    words[1 + 48 + 3] = 0x4000_2000; // dbg_wvr[3]
+    let a = user(&mut f, 0x9000, &words);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::SET_GUEST_DEBUG, a), Ok(0));
+    assert_eq!(
+        f.get_reg(0, kr::GUEST_DEBUG),
+        Some(kr::guest_debug::ENABLE | kr::guest_debug::USE_HW)
+    );
+    let host = |i: u64| kr::HOST_DEBUG_REG + i;
+    assert_eq!(f.get_reg(0, host(8)), Some(0x4000_1000), "BVR2");
+    assert_eq!(f.get_reg(0, host(9)), Some(0x1e7), "BCR2");
+    assert_eq!(f.get_reg(0, host(14)), Some(0x4000_2000), "WVR3");
+    assert_eq!(f.get_reg(0, host(15)), Some(0x1ff7), "WCR3");
+    // The guest's own registers are not touched.
+    assert_eq!(f.get_reg(0, kr::sys::debug(9)), Some(0));
+    // A watchpoint exit: KVM_EXIT_DEBUG with the address.
+    let esr = 0x34u64 << 26 | 1 << 25 | 1 << 6 | 0x22;
+    f.script([(exit::DEBUG, 0, 0x4000_2000, esr, 0, [0; 3])]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::DEBUG);
+    assert_eq!(f.run_u32(krun::DEBUG_HSR), esr as u32);
+    // USE_HW without ENABLE: debugging off, as KVM.
+    let a = user(&mut f, 0x9000, &[u64::from(USE_HW)]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::SET_GUEST_DEBUG, a), Ok(0));
+    assert_eq!(f.get_reg(0, kr::GUEST_DEBUG), Some(0));
+}
+
+#[test]
 fn guest_debug_steps_through_kcore_and_exits_as_kvm_exit_debug() {
     use uapi::guest_debug::{ENABLE, SINGLESTEP, USE_HW, USE_SW_BP};
     let mut f = Fake::new();
@@ -2052,7 +2098,6 @@ fn guest_debug_steps_through_kcore_and_exits_as_kvm_exit_debug() {
         ioctl(f, &vm, v, uapi::SET_GUEST_DEBUG, a)
     };
     assert_eq!(set(&mut f, &mut v, 1 << 3), Err(EINVAL), "not a valid bit");
-    assert_eq!(set(&mut f, &mut v, ENABLE | USE_HW), Err(EINVAL), "no HW");
     assert_eq!(set(&mut f, &mut v, ENABLE | SINGLESTEP | USE_SW_BP), Ok(0));
     assert_eq!(
         f.get_reg(0, kr::GUEST_DEBUG),
@@ -2071,7 +2116,7 @@ fn guest_debug_steps_through_kcore_and_exits_as_kvm_exit_debug() {
     assert_eq!(f.get_reg(0, kr::GUEST_DEBUG), Some(0));
     assert_eq!(
         vm::check_extension(&HOST, uapi::cap::SET_GUEST_DEBUG2),
-        i64::from(ENABLE | SINGLESTEP | USE_SW_BP)
+        i64::from(ENABLE | SINGLESTEP | USE_SW_BP | USE_HW)
     );
     // A protected vCPU is not debugged.
     let pvm = new_vm(&mut f, 1 << 31);

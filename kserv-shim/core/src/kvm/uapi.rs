@@ -143,9 +143,8 @@ pub mod guest_debug {
     pub const USE_HW: u32 = 1 << 17;
     /// arm64's `KVM_GUESTDBG_VALID_MASK`.
     pub const VALID: u32 = ENABLE | SINGLESTEP | USE_SW_BP | USE_HW;
-    /// What the shim offers (`KVM_CAP_SET_GUEST_DEBUG2`): no hardware
-    /// breakpoints or watchpoints of the VMM's.
-    pub const OFFERED: u32 = ENABLE | SINGLESTEP | USE_SW_BP;
+    /// What the shim offers (`KVM_CAP_SET_GUEST_DEBUG2`): all of it.
+    pub const OFFERED: u32 = VALID;
 }
 
 /// `KVM_GET_DIRTY_LOG`.
@@ -222,6 +221,14 @@ pub mod cap {
     pub const HALT_POLL: u64 = 182;
     /// `KVM_CAP_SET_GUEST_DEBUG2`: the `control` bits offered.
     pub const SET_GUEST_DEBUG2: u64 = 195;
+    /// `KVM_CAP_GUEST_DEBUG_HW_BPS`: the VMM's hardware breakpoints.
+    pub const GUEST_DEBUG_HW_BPS: u64 = 119;
+    /// `KVM_CAP_GUEST_DEBUG_HW_WPS`: the VMM's hardware watchpoints.
+    pub const GUEST_DEBUG_HW_WPS: u64 = 120;
+    /// `KVM_CAP_ARM_INJECT_SERROR_ESR`: an SError's ESR (RAS only).
+    pub const ARM_INJECT_SERROR_ESR: u64 = 158;
+    /// `KVM_CAP_ARM_INJECT_EXT_DABT`: `ext_dabt_pending`.
+    pub const ARM_INJECT_EXT_DABT: u64 = 178;
     /// `KVM_CAP_BINARY_STATS_FD`.
     pub const BINARY_STATS_FD: u64 = 203;
     /// `KVM_CAP_STEAL_TIME`.

@@ -150,21 +150,36 @@ pub fn ioctl<E: KvmEnv>(
         }
         uapi::GET_VCPU_EVENTS | uapi::SET_VCPU_EVENTS if !v.initialized => Err(ENOEXEC),
         uapi::GET_VCPU_EVENTS => {
-            env.copy_to_user(arg, &super::events::get())?;
+            let serror = match vm.protected() {
+                true => 0,
+                false => hypercall::vcpu_get_reg(env, vm.handle(), u64::from(v.id), kr::SERROR)
+                    .map_err(errno_of)?,
+            };
+            env.copy_to_user(arg, &super::events::get(serror, host.ras()))?;
             Ok(0)
         }
         uapi::SET_VCPU_EVENTS => {
             let mut b = [0u8; super::events::SIZE];
             env.copy_from_user(arg, &mut b)?;
-            super::events::set(&b).map(|()| 0)
+            let ev = super::events::set(&b, host.ras())?;
+            if ev.any() && vm.protected() {
+                return Err(EPERM);
+            }
+            let (h, id) = (vm.handle(), u64::from(v.id));
+            if let Some(serror) = ev.serror {
+                hypercall::vcpu_set_reg(env, h, id, kr::SERROR, serror).map_err(errno_of)?;
+            }
+            if ev.ext_dabt {
+                hypercall::vcpu_set_reg(env, h, id, kr::INJECT_DABT, 0).map_err(errno_of)?;
+            }
+            Ok(0)
         }
         uapi::SET_GUEST_DEBUG => {
             // The whole `struct kvm_guest_debug`, as `kvm_vcpu_ioctl`
-            // copies it (`EFAULT`), though only `control` is used.
+            // copies it (`EFAULT`).
             let mut b = [0u8; GUEST_DEBUG_SIZE];
             env.copy_from_user(arg, &mut b)?;
-            let control = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            set_guest_debug(env, vm, v, control).map(|()| 0)
+            set_guest_debug(env, vm, v, &b).map(|()| 0)
         }
         uapi::SET_MP_STATE => {
             let mut b = [0u8; uapi::size::MP_STATE];
@@ -267,26 +282,54 @@ fn set_mp_state<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, state: u32) -> Result
 /// `KVM_SET_GUEST_DEBUG` (`kvm_arch_vcpu_ioctl_set_guest_debug`): bits
 /// outside arm64's valid mask are `EINVAL`; without `ENABLE` debugging
 /// stops; with it the guest's debug exceptions (`BRK` included, as KVM
-/// routes them with `USE_SW_BP` or not) exit as `KVM_EXIT_DEBUG`, and
-/// `SINGLESTEP` steps one instruction per `KVM_RUN`. `USE_HW` (the VMM's own
-/// breakpoints and watchpoints) is not offered (`EINVAL`;
-/// `KVM_CAP_GUEST_DEBUG_HW_BPS` is 0); a protected vCPU is not debugged
-/// (`EPERM`).
-fn set_guest_debug<E: KvmEnv>(env: &mut E, vm: &Vm, v: &Vcpu, control: u32) -> Result<(), Errno> {
+/// routes them with `USE_SW_BP` or not) exit as `KVM_EXIT_DEBUG`,
+/// `SINGLESTEP` steps one instruction per `KVM_RUN`, and `USE_HW` runs the
+/// guest on the VMM's breakpoints and watchpoints (`kvm_guest_debug_arch`,
+/// KCore's `reg::HOST_DEBUG_REG`, which KCore sanitises) instead of its
+/// own. A protected vCPU is not debugged (`EPERM`).
+fn set_guest_debug<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    v: &Vcpu,
+    b: &[u8; GUEST_DEBUG_SIZE],
+) -> Result<(), Errno> {
+    use kr::guest_debug as k;
     use uapi::guest_debug as g;
-    if control & !g::VALID != 0 || control & g::ENABLE != 0 && control & g::USE_HW != 0 {
+    let word = |i: usize| {
+        let mut w = [0; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    let control = word(0) as u32;
+    if control & !g::VALID != 0 {
         return Err(EINVAL);
     }
     if vm.protected() {
         return Err(EPERM);
     }
-    let bits = match control & g::ENABLE {
-        0 => 0,
-        _ if control & g::SINGLESTEP != 0 => kr::guest_debug::ENABLE | kr::guest_debug::SINGLE_STEP,
-        _ => kr::guest_debug::ENABLE,
-    };
-    hypercall::vcpu_set_reg(env, vm.handle(), u64::from(v.id), kr::GUEST_DEBUG, bits)
-        .map_err(errno_of)
+    let (h, id) = (vm.handle(), u64::from(v.id));
+    let mut bits = 0;
+    if control & g::ENABLE != 0 {
+        bits = k::ENABLE;
+        if control & g::SINGLESTEP != 0 {
+            bits |= k::SINGLE_STEP;
+        }
+        if control & g::USE_HW != 0 {
+            bits |= k::USE_HW;
+            // `dbg_bcr[16]`, `dbg_bvr[16]`, `dbg_wcr[16]`, `dbg_wvr[16]`
+            // after `control` and `pad`, into KCore's order per pair `n`:
+            // `BVR`, `BCR`, `WVR`, `WCR`.
+            for n in 0..16 {
+                let at = |array: usize| 8 + 128 * array + 8 * n;
+                let pair = [word(at(1)), word(at(0)), word(at(3)), word(at(2))];
+                for (j, val) in pair.into_iter().enumerate() {
+                    let r = kr::HOST_DEBUG_REG + (4 * n + j) as u64;
+                    hypercall::vcpu_set_reg(env, h, id, r, val).map_err(errno_of)?;
+                }
+            }
+        }
+    }
+    hypercall::vcpu_set_reg(env, h, id, kr::GUEST_DEBUG, bits).map_err(errno_of)
 }
 
 /// `KVM_ARM_VCPU_INIT`: the preferred target only, features `POWER_OFF`

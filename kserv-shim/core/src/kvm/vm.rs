@@ -235,6 +235,24 @@ pub struct Host {
     /// Where user addresses end (`TASK_SIZE_MAX`: Debian's 6.1 has a 48-bit
     /// user address space, its 6.12 a 52-bit one).
     pub user_limit: u64,
+    /// `ID_AA64DFR0_EL1` (Linux's sanitised view): the breakpoints and
+    /// watchpoints a VMM's `KVM_GUESTDBG_USE_HW` has.
+    pub dfr0: u64,
+    /// `ID_AA64PFR0_EL1` (Linux's sanitised view): RAS, for an SError's ESR.
+    pub pfr0: u64,
+}
+
+impl Host {
+    /// The CPUs' breakpoints and watchpoints (`BRPs + 1`, `WRPs + 1`).
+    pub const fn debug_counts(&self) -> (u64, u64) {
+        ((self.dfr0 >> 12 & 0xF) + 1, (self.dfr0 >> 20 & 0xF) + 1)
+    }
+
+    /// The CPUs have RAS (`ID_AA64PFR0_EL1.RAS`): an SError can carry an
+    /// ESR (`VSESR_EL2`).
+    pub const fn ras(&self) -> bool {
+        self.pfr0 >> 28 & 0xF != 0
+    }
 }
 
 /// `KVM_CHECK_EXTENSION` on `/dev/kvm` or a VM fd: what the shim
@@ -268,7 +286,11 @@ pub fn check_extension(host: &Host, c: u64) -> i64 {
         | cap::BINARY_STATS_FD
         | cap::STEAL_TIME
         | cap::SIGNAL_MSI
+        | cap::ARM_INJECT_EXT_DABT
         | kvm_ext::CAP_ARM_PROTECTED_VM => 1,
+        cap::ARM_INJECT_SERROR_ESR => i64::from(host.ras()),
+        cap::GUEST_DEBUG_HW_BPS => host.debug_counts().0 as i64,
+        cap::GUEST_DEBUG_HW_WPS => host.debug_counts().1 as i64,
         cap::NR_VCPUS => i64::from(host.online_cpus.clamp(1, MAX_VCPUS as u32)),
         cap::MAX_VCPUS | cap::MAX_VCPU_ID => MAX_VCPUS as i64,
         cap::NR_MEMSLOTS => MAX_SLOTS as i64,

@@ -1184,6 +1184,19 @@ fn vcpu_rows() -> Vec<Row> {
         }),
         row(d, "KVM_SET_GUEST_DEBUG", "unreadable structure", Init, EFAULT,
             "kvm_main.c kvm_vcpu_ioctl (copy_from_user)", |c| c.vcpu_at(uapi::SET_GUEST_DEBUG, BAD)),
+        row(d, "KVM_SET_GUEST_DEBUG", "ENABLE | USE_HW", Init, 0,
+            "guest.c kvm_arch_vcpu_ioctl_set_guest_debug (external_debug_state)", |c| {
+            c.vcpu(uapi::SET_GUEST_DEBUG, &[u64::from(uapi::guest_debug::ENABLE | uapi::guest_debug::USE_HW)])
+        }),
+        // KVM_SET_VCPU_EVENTS
+        row(d, "KVM_SET_VCPU_EVENTS", "serror_has_esr without RAS", Init, EINVAL,
+            "guest.c __kvm_arm_vcpu_set_events (ARM64_HAS_RAS_EXTN)", |c| {
+            c.vcpu(uapi::SET_VCPU_EVENTS, &[0x0101, 0x11, 0, 0, 0, 0, 0, 0])
+        }),
+        row(d, "KVM_SET_VCPU_EVENTS", "serror_pending and ext_dabt_pending", Init, 0,
+            "guest.c __kvm_arm_vcpu_set_events (kvm_inject_vabt, kvm_inject_dabt)", |c| {
+            c.vcpu(uapi::SET_VCPU_EVENTS, &[0x01_0001, 0, 0, 0, 0, 0, 0, 0])
+        }),
         // vCPU device attributes
         row(d, "KVM_SET_DEVICE_ATTR", "unknown group 9", Init, ENXIO,
             "guest.c kvm_arm_vcpu_arch_set_attr (default)", |c| c.vcpu_attr(0, 9, 0, 0)),
@@ -1677,10 +1690,6 @@ fn limits() -> Vec<Row> {
             "KVM parks the vCPU as in WFI; not offered here", |c| {
             c.vcpu(uapi::SET_MP_STATE, &[u64::from(mp_state::SUSPENDED)])
         }),
-        row(d, "KVM_SET_GUEST_DEBUG", "ENABLE | USE_HW", Init, EINVAL,
-            "KVM programs the VMM's breakpoints; KCore does not (KVM_CAP_GUEST_DEBUG_HW_BPS 0)", |c| {
-            c.vcpu(uapi::SET_GUEST_DEBUG, &[u64::from(uapi::guest_debug::ENABLE | uapi::guest_debug::USE_HW)])
-        }),
         row(d, "KVM_CREATE_DEVICE", "a second ITS", Its, EEXIST,
             "KVM takes several ITSs; the shim one", |c| {
             c.create_device(device::TYPE_ARM_VGIC_ITS, 0)
@@ -1716,6 +1725,14 @@ fn limits() -> Vec<Row> {
         row(d, "KVM_SET_GUEST_DEBUG", "a protected vCPU", ProtectedInit, EPERM,
             "KVM debugs any vCPU; KCore does not let KServ into a protected one", |c| {
             c.vcpu(uapi::SET_GUEST_DEBUG, &[u64::from(uapi::guest_debug::ENABLE)])
+        }),
+        row(d, "KVM_SET_VCPU_EVENTS", "an SError for a protected vCPU", ProtectedInit, EPERM,
+            "KVM injects into any vCPU; KCore does not let KServ into a protected one", |c| {
+            c.vcpu(uapi::SET_VCPU_EVENTS, &[1, 0, 0, 0, 0, 0, 0, 0])
+        }),
+        row(d, "KVM_SET_VCPU_EVENTS", "an external abort for a protected vCPU", ProtectedInit, EPERM,
+            "KVM injects into any vCPU; KCore does not let KServ into a protected one", |c| {
+            c.vcpu(uapi::SET_VCPU_EVENTS, &[1 << 16, 0, 0, 0, 0, 0, 0, 0])
         }),
         row(d, "KVM_HAS_DEVICE_ATTR", "PV time on a protected VM", ProtectedInit, ENXIO,
             "KVM offers stolen time; a protected VM's memory is not the shim's to write", |c| {
