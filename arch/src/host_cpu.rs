@@ -23,6 +23,9 @@ impl Firmware for FakeFirmware {
         self.calls.push((fid, args));
         self.answer
     }
+    fn smc_regs(&mut self, fid: u32, args: [u64; 3]) -> [u64; 4] {
+        [self.smc(fid, args), 0, 0, 0]
+    }
 }
 
 /// A guest CPU that plays back a script of exits: each run records what

@@ -379,8 +379,13 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
         fw: &mut impl Firmware,
     ) -> Resume {
         let id = regs[0];
-        if imm != 0 || id > u32::MAX as u64 || !psci::is_psci(id as u32) {
+        if imm != 0 || id > u32::MAX as u64 {
             regs[0] = smccc::RET_NOT_SUPPORTED;
+            return Resume::Skip;
+        }
+        if !psci::is_psci(id as u32) {
+            let with_firmware = self.psci.backend() == crate::psci::Backend::Firmware;
+            crate::smc_forward::handle(id as u32, regs, with_firmware, fw);
             return Resume::Skip;
         }
         if matches!(id as u32, psci::SYSTEM_OFF | psci::SYSTEM_RESET) {

@@ -36,6 +36,9 @@ pub trait Firmware {
     /// Issues an SMCCC call with `x0 = fid` and the given arguments and returns
     /// `x0`.
     fn smc(&mut self, fid: u32, args: [u64; 3]) -> u64;
+    /// The same call, returning `x0..x3` (SMCCC calls with more than one
+    /// result: `TRNG_RND`, `TRNG_GET_UUID`).
+    fn smc_regs(&mut self, fid: u32, args: [u64; 3]) -> [u64; 4];
 }
 
 /// RAM as KCore reads and writes it on behalf of ownership changes: hashing a

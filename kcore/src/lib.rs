@@ -23,6 +23,7 @@ pub mod mem_protect;
 pub mod ownership;
 pub mod pgtable;
 pub mod psci;
+pub mod smc_forward;
 pub mod vcpu;
 pub mod vcpu_mem;
 pub mod vgic;

@@ -178,7 +178,7 @@ impl<const CPUS: usize> PsciRelay<CPUS> {
         let arg = |i: usize| smccc::arg(fid, args[i]);
         match fid {
             psci::VERSION => Return(psci::VERSION_1_0),
-            psci::FEATURES => Return(Self::features(arg(0) as u32)),
+            psci::FEATURES => Return(self.features(arg(0) as u32, fw)),
             psci::MIGRATE_INFO_TYPE => Return(psci::NO_TRUSTED_OS),
             psci::CPU_ON_32 | psci::CPU_ON_64 => {
                 self.start_cpu_on(arg(0), arg(1), arg(2), &entry_ok)
@@ -222,8 +222,13 @@ impl<const CPUS: usize> PsciRelay<CPUS> {
         }
     }
 
-    fn features(f: u32) -> u64 {
+    /// `PSCI_FEATURES`: KCore's own calls, and `SMCCC_VERSION` as the
+    /// firmware answers it (KCore forwards it, [`crate::smc_forward`]).
+    fn features(&self, f: u32, fw: &mut impl Firmware) -> u64 {
         match f {
+            smccc::SMCCC_VERSION if self.backend == Backend::Firmware => {
+                fw.smc(psci::FEATURES, [u64::from(f), 0, 0])
+            }
             psci::VERSION
             | psci::FEATURES
             | psci::CPU_OFF
@@ -311,6 +316,9 @@ mod tests {
         fn smc(&mut self, fid: u32, args: [u64; 3]) -> u64 {
             self.1 = Some((fid, args));
             self.0
+        }
+        fn smc_regs(&mut self, fid: u32, args: [u64; 3]) -> [u64; 4] {
+            [self.smc(fid, args), 0, 0, 0]
         }
     }
 

@@ -790,6 +790,79 @@ static bool atk_gicv(u64 seed)
 }
 
 /*
+ * KServ's SMCs outside PSCI go through KCore's allow-list (docs/abi.md, "SMC:
+ * the firmware calls KServ may make"). SDEI above all must never reach the
+ * firmware, which would enter a KServ-chosen address at EL2 on an event:
+ * SDEI_EVENT_REGISTER is offered this module's own code as the entry point.
+ * Every refused call must answer NOT_SUPPORTED with x1..x3 as KServ set
+ * them; the allow-listed SMCCC and TRNG calls must come back (with what the
+ * firmware says: QEMU's PSCI firmware refuses them, TF-A answers) with
+ * x1..x3 untouched where the call returns only x0, and KCore must keep
+ * serving. QEMU's firmware would refuse SDEI too, so that KCore itself
+ * never passes it on is shown by the dispatcher fuzzer, which checks every
+ * call KCore makes to its firmware double.
+ */
+static bool atk_smc(u64 seed)
+{
+	static const struct {
+		unsigned long fid;
+		const char *name;
+		bool allowed;
+	} calls[] = {
+		{ 0x84000020, "SDEI_VERSION", false },
+		{ 0xC4000021, "SDEI_EVENT_REGISTER", false },
+		{ 0x84000022, "SDEI_EVENT_ENABLE", false },
+		{ 0x8400002C, "SDEI_PE_UNMASK", false },
+		{ 0xC4000030, "SDEI_SHARED_RESET", false },
+		{ 0x80000002, "SMCCC_ARCH_SOC_ID", false },
+		{ 0xC2000001, "a SiP call", false },
+		{ 0x83000000, "an OEM call", false },
+		{ 0xB2000000, "a Trusted OS call", false },
+		{ 0x1C4000021, "SDEI_EVENT_REGISTER with bit 32 set", false },
+		{ 0x80000000, "SMCCC_VERSION", true },
+		{ 0x80008000, "SMCCC_ARCH_WORKAROUND_1", true },
+		{ 0x80003FFF, "SMCCC_ARCH_WORKAROUND_3", true },
+		{ 0x84000050, "TRNG_VERSION", true },
+	};
+	unsigned long entry = (unsigned long)atk_smc;
+	struct arm_smccc_res res;
+	unsigned int i, refused = 0, answered = 0;
+	bool ok = true;
+
+	for (i = 0; i < ARRAY_SIZE(calls); i++) {
+		/* x1 = event 0, x2 = entry point, x3 = its argument. */
+		unsigned long a1 = 0, a2 = entry, a3 = seed;
+
+		arm_smccc_smc(calls[i].fid, a1, a2, a3, 0, 0, 0, 0, &res);
+		if (res.a1 != a1 || res.a2 != a2 || res.a3 != a3)
+			ok = bad("%s changed x1..x3 to 0x%lx 0x%lx 0x%lx", calls[i].name, res.a1,
+				 res.a2, res.a3);
+		if (calls[i].allowed) {
+			note("%s answered 0x%lx; ", calls[i].name, res.a0);
+			answered++;
+		} else if (res.a0 != (unsigned long)SMCCC_RET_NOT_SUPPORTED) {
+			ok = bad("%s answered 0x%lx, not NOT_SUPPORTED", calls[i].name, res.a0);
+		} else {
+			refused++;
+		}
+	}
+	/* Feature queries: only the workarounds', and TRNG_RND with a count. */
+	arm_smccc_smc(0x80000001, 0x84000021, 0, 0, 0, 0, 0, 0, &res);
+	if (res.a0 != (unsigned long)SMCCC_RET_NOT_SUPPORTED)
+		ok = bad("SMCCC_ARCH_FEATURES(SDEI_EVENT_REGISTER) answered 0x%lx", res.a0);
+	else
+		refused++;
+	arm_smccc_smc(0x80000001, 0x80008000, 0, 0, 0, 0, 0, 0, &res);
+	note("SMCCC_ARCH_FEATURES(WORKAROUND_1) answered 0x%lx; ", res.a0);
+	arm_smccc_smc(0xC4000053, 64, 0, 0, 0, 0, 0, 0, &res);
+	note("TRNG_RND64(64) answered 0x%lx; ", res.a0);
+	answered += 2;
+	note("%u calls refused with NOT_SUPPORTED (SDEI, SiP, OEM, Trusted OS, SOC_ID), %u "
+	     "allow-listed calls answered; ", refused, answered);
+	return kcore_answers() && ok;
+}
+
+/*
  * Devices that read and write memory by physical address with no SMMU in
  * between are KCore's: fw_cfg's DMA interface, the PCIe host bridge (its
  * config space makes any device a bus master; QEMU's virt has a virtio-net
@@ -1977,6 +2050,7 @@ static const struct attack attacks[] = {
 	{ "gic-redist", "GICR_PROPBASER and GICR_PENDBASER written with a protected page's and KCore's addresses read back 0, GICR_CTLR.EnableLPIs stays clear, GICR_TYPER and GICR_WAKER still answer", atk_gicr },
 	{ "gich", "on a GICv2 host the virtual interface control (GICH) is KCore's: a fresh mapping faults on reading GICH_HCR and on writing GICH_LR0", atk_gich },
 	{ "gicv", "on a GICv2 host the virtual CPU interface (GICV) is KCore's: a fresh mapping faults on reading GICV_CTLR and on writing GICV_PMR", atk_gicv },
+	{ "smc", "KServ's SMCs outside PSCI: SDEI (an event registered with KServ's code as its EL2 entry), SiP, OEM, Trusted OS and SOC_ID calls answer NOT_SUPPORTED with x1..x3 untouched; the allow-listed SMCCC and TRNG calls come back; KCore keeps serving", atk_smc },
 	{ "dma-masters", "fw_cfg's DMA interface, the PCIe host bridge and the virtio-mmio transports are KCore's: disabled in KServ's tree, and pointing fw_cfg's DMA at KCore's memory or reading PCIe config space or a transport faults", atk_dma_masters },
 	{ "mmio-consent", "on a fresh protected VM with the signed test guest, MMIO is declared only after verification and only inside the manifest its signature covers: before, over the guest's RAM or image, or past the manifest it is Denied; no page is donated where devices are", atk_mmio_consent },
 	{ "secondary", "a verified protected VM's vCPU 1 takes no PC or x0 from KServ and does not run before the guest's own CPU_ON (all Denied); vCPU 0 takes its first PC inside the image", atk_secondary },

@@ -8,8 +8,8 @@
 //! page rewritten between exit and entry and during entry; the run page
 //! offered away while its vCPU runs; the GIC's ITS and redistributor table
 //! registers aimed at KCore's and the victim's memory; teardown during
-//! exits; 100,000 random hypercalls from 2 CPUs. On a GICv2 host (QEMU
-//! `virt,gic-version=2`) the ITS and redistributor rows are not applicable
+//! exits; SDEI and other non-PSCI SMCs; 100,000 random hypercalls from 2
+//! CPUs. On a GICv2 host (QEMU `virt,gic-version=2`) the ITS and redistributor rows are not applicable
 //! (and must say so) and KCore's own GICv2 frames take their place: a fresh
 //! mapping of GICH or GICV faults in KServ. Every row must be there
 //! and pass, the victim must keep its memory and finish with its marker and
@@ -23,7 +23,7 @@ use kcore_systests::{Failure, TestResult, batch_within, kcore_image, kcore_troub
 use std::time::Duration;
 
 /// Every row the suite must report on a GICv3 host, in order.
-const ROWS: [&str; 27] = [
+const ROWS: [&str; 28] = [
     "scan",
     "linear-read",
     "linear-write",
@@ -47,6 +47,7 @@ const ROWS: [&str; 27] = [
     "dma-masters",
     "mmio-consent",
     "secondary",
+    "smc",
     "destroy-in-exit",
     "fuzz",
     "victim",

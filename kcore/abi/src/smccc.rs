@@ -59,3 +59,29 @@ pub const KVM_UID: [u64; 4] = [0xb66f_b428, 0xe911_c52e, 0x564b_caa9, 0x743a_004
 /// KCore's UID, returned in `x0..x3` (each register holding 32 bits) by
 /// [`VENDOR_HYP_CALL_UID`]: a random UUID, `4b636f72-652d-4b53-6572-76d2a1b83c17`.
 pub const KCORE_UID: [u32; 4] = [0x726f_634b, 0x534b_2d65, 0xd276_7265, 0x173c_b8a1];
+
+/// SMCCC `SMCCC_ARCH_WORKAROUND_1` (Spectre v2: invalidate the branch
+/// predictor).
+pub const ARCH_WORKAROUND_1: u32 = 0x8000_8000;
+/// SMCCC `SMCCC_ARCH_WORKAROUND_2` (Spectre v4: `x1` = 1 turns the calling
+/// CPU's speculative-store-bypass mitigation on, 0 off).
+pub const ARCH_WORKAROUND_2: u32 = 0x8000_7FFF;
+/// SMCCC `SMCCC_ARCH_WORKAROUND_3` (Spectre-BHB).
+pub const ARCH_WORKAROUND_3: u32 = 0x8000_3FFF;
+
+/// The Arm TRNG firmware interface (Arm DEN0098): `TRNG_VERSION`.
+pub const TRNG_VERSION: u32 = 0x8400_0050;
+/// `TRNG_FEATURES`: `x1` = a TRNG function id.
+pub const TRNG_FEATURES: u32 = 0x8400_0051;
+/// `TRNG_GET_UUID`: the implementation's UUID in `x0..x3`.
+pub const TRNG_GET_UUID: u32 = 0x8400_0052;
+/// `TRNG_RND` (SMC32): `x1` = bits wanted (at most 96), entropy in `x1..x3`.
+pub const TRNG_RND32: u32 = 0x8400_0053;
+/// `TRNG_RND` (SMC64): `x1` = bits wanted (at most 192), entropy in `x1..x3`.
+pub const TRNG_RND64: u32 = 0xC400_0053;
+
+/// Whether `fid` is an SDEI call (Arm DEN0054: standard secure service,
+/// numbers 0x20..=0x3F, SMC32 or SMC64).
+pub const fn is_sdei(fid: u32) -> bool {
+    matches!(fid, 0x8400_0020..=0x8400_003F | 0xC400_0020..=0xC400_003F)
+}

@@ -955,6 +955,39 @@ const FIRMWARE_FIDS: [u32; 4] = [
     psci::SYSTEM_RESET,
 ];
 
+/// The non-PSCI calls (and the one `PSCI_FEATURES` query) KCore may pass
+/// on for KServ, with the only arguments it may pass: the allow-list of
+/// `docs/abi.md` ("KServ's other SMCs"), written out independently of
+/// `kcore::smc_forward`. SDEI is never among them.
+fn forwarded_ok(f: u32, args: [u64; 3]) -> bool {
+    use kcore_abi::smccc as s;
+    let wa = [
+        s::ARCH_WORKAROUND_1,
+        s::ARCH_WORKAROUND_2,
+        s::ARCH_WORKAROUND_3,
+    ]
+    .map(u64::from);
+    let trng = [
+        s::TRNG_VERSION,
+        s::TRNG_FEATURES,
+        s::TRNG_GET_UUID,
+        s::TRNG_RND32,
+        s::TRNG_RND64,
+    ]
+    .map(u64::from);
+    match (f, args) {
+        (s::SMCCC_VERSION | s::ARCH_WORKAROUND_1 | s::ARCH_WORKAROUND_3, [0, 0, 0]) => true,
+        (s::ARCH_WORKAROUND_2, [1, 0, 0]) => true,
+        (s::SMCCC_ARCH_FEATURES, [q, 0, 0]) => wa.contains(&q),
+        (s::TRNG_VERSION | s::TRNG_GET_UUID, [0, 0, 0]) => true,
+        (s::TRNG_FEATURES, [q, 0, 0]) => trng.contains(&q),
+        (s::TRNG_RND32, [n, 0, 0]) => n >> 32 == 0,
+        (s::TRNG_RND64, [_, 0, 0]) => true,
+        (psci::FEATURES, [q, 0, 0]) => q == u64::from(s::SMCCC_VERSION),
+        _ => false,
+    }
+}
+
 /// What one trap did to the world's state.
 struct Effects {
     /// It wrote the ownership table.
@@ -1096,7 +1129,7 @@ fn apply(
         }
     }
     for (f, args) in &fw.calls[fw_calls..] {
-        if !FIRMWARE_FIDS.contains(f) {
+        if !FIRMWARE_FIDS.contains(f) && !forwarded_ok(*f, *args) {
             return Err(format!("KCore passed {f:#x}{args:x?} to the firmware"));
         }
         if matches!(*f, psci::AFFINITY_INFO_32 | psci::AFFINITY_INFO_64)
