@@ -3,7 +3,9 @@
 //!
 //! This crate root only wires the modules: [`platform`] reads the loader's
 //! device tree (behind a guard that validates the blob before the `fdt` crate
-//! sees it), [`kserv_dt`] writes the edited tree KServ boots with, and
+//! sees it), [`kserv_dt`] writes the edited tree KServ boots with,
+//! [`dtb_writer`] serializes trees (for [`kserv_dt`] and the EFI loader's
+//! ACPI translation), and
 //! [`pool`] places KCore's pool and cuts it up. All are plain `no_std` +
 //! `alloc` Rust with no hardware access, compiled for the host in `cargo test`
 //! and for `aarch64-unknown-none-softfloat` into KCore.
@@ -12,6 +14,7 @@
 
 extern crate alloc;
 
+pub mod dtb_writer;
 pub mod kserv_dt;
 pub mod platform;
 pub mod pool;

@@ -1,0 +1,159 @@
+//! The ACPI tables KServ sees: pure functions on byte buffers. The loader
+//! places their results in KCore-owned memory and points KServ at the new
+//! RSDP.
+//!
+//! - [`kserv_madt`]: every GICC's GICV and GICH base and VGIC maintenance
+//!   GSIV zeroed (KCore owns the virtual interface; Xen's
+//!   `gicv3_make_hwdom_madt` does the same), GICD, GICR and ITS kept.
+//! - [`kserv_xsdt`]: the XSDT with entries repointed at replaced tables or
+//!   dropped (the MCFG, while KCore keeps the PCIe host bridge from KServ).
+//! - [`kserv_rsdp`]: the RSDP pointing at the new XSDT.
+//!
+//! Each fixes the checksums it invalidates.
+
+use alloc::vec::Vec;
+
+use crate::Error;
+use crate::tables::{HEADER_LEN, MADT_GICC, le32, le64, signature, walk_madt};
+
+/// Offset of the checksum byte in an SDT header.
+const SDT_CHECKSUM: usize = 9;
+/// GICC field offsets: GICV, GICH (8 bytes each), VGIC maintenance GSIV.
+const GICC_GICV: usize = 40;
+const GICC_GICH: usize = 48;
+const GICC_VGIC_GSIV: usize = 56;
+
+/// Checks `table` is one whole SDT with signature `sig` and a good checksum.
+fn check_sdt(table: &[u8], sig: &[u8; 4]) -> Result<(), Error> {
+    let bad = |reason| Error::BadTable {
+        signature: *sig,
+        reason,
+    };
+    if table.len() < HEADER_LEN || signature(table) != *sig {
+        return Err(bad("is not a whole table with this signature"));
+    }
+    if le32(table, 4).map(|l| l as usize) != Some(table.len()) {
+        return Err(bad("has a length that is not the buffer's"));
+    }
+    if !crate::tables::sums_to_zero(table) {
+        return Err(Error::BadChecksum { signature: *sig });
+    }
+    Ok(())
+}
+
+/// Sets byte `at` so that `bytes[range]` sums to zero.
+fn fix_checksum(bytes: &mut [u8], len: usize, at: usize) {
+    if let Some(b) = bytes.get_mut(at) {
+        *b = 0;
+    }
+    let sum = bytes
+        .get(..len)
+        .unwrap_or_default()
+        .iter()
+        .fold(0u8, |s, &b| s.wrapping_add(b));
+    if let Some(b) = bytes.get_mut(at) {
+        *b = 0u8.wrapping_sub(sum);
+    }
+}
+
+/// The MADT KServ sees: a copy of `madt` with every GICC's GICV, GICH and
+/// VGIC maintenance GSIV zeroed and the checksum fixed.
+pub fn kserv_madt(madt: &[u8]) -> Result<Vec<u8>, Error> {
+    check_sdt(madt, b"APIC")?;
+    let mut gicc_offsets = Vec::new();
+    let base = madt.as_ptr() as usize;
+    walk_madt(madt, |ty, entry| {
+        if ty == MADT_GICC {
+            gicc_offsets.push(entry.as_ptr() as usize - base);
+        }
+        Ok(())
+    })?;
+    let mut out = madt.to_vec();
+    for at in gicc_offsets {
+        for (field, len) in [(GICC_GICV, 8), (GICC_GICH, 8), (GICC_VGIC_GSIV, 4)] {
+            if let Some(f) = out.get_mut(at + field..at + field + len) {
+                f.fill(0);
+            }
+        }
+    }
+    let len = out.len();
+    fix_checksum(&mut out, len, SDT_CHECKSUM);
+    Ok(out)
+}
+
+/// What happens to one XSDT entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XsdtEdit {
+    /// The table at `old` now lives at `new`.
+    Replace {
+        /// Its address in the firmware's XSDT.
+        old: u64,
+        /// The address of its replacement.
+        new: u64,
+    },
+    /// The table at this address is not listed.
+    Drop(u64),
+}
+
+/// The XSDT KServ sees: `xsdt` with `edits` applied, entries in their order.
+/// An edit naming an address the XSDT does not list is an error.
+pub fn kserv_xsdt(xsdt: &[u8], edits: &[XsdtEdit]) -> Result<Vec<u8>, Error> {
+    check_sdt(xsdt, b"XSDT")?;
+    let entries: Vec<u64> = (HEADER_LEN..xsdt.len())
+        .step_by(8)
+        .map(|k| le64(xsdt, k))
+        .collect::<Option<_>>()
+        .ok_or(Error::BadTable {
+            signature: *b"XSDT",
+            reason: "has a partial 64-bit entry",
+        })?;
+    for e in edits {
+        let (XsdtEdit::Replace { old: a, .. } | XsdtEdit::Drop(a)) = *e;
+        if !entries.contains(&a) {
+            return Err(Error::BadEdit(
+                "an XSDT edit names a table the XSDT does not list",
+            ));
+        }
+    }
+    let mut out = xsdt.get(..HEADER_LEN).unwrap_or_default().to_vec();
+    for a in entries {
+        let edit = edits.iter().find(
+            |e| matches!(e, XsdtEdit::Replace { old, .. } | XsdtEdit::Drop(old) if *old == a),
+        );
+        match edit {
+            Some(XsdtEdit::Drop(_)) => {}
+            Some(XsdtEdit::Replace { new, .. }) => out.extend_from_slice(&new.to_le_bytes()),
+            None => out.extend_from_slice(&a.to_le_bytes()),
+        }
+    }
+    let len = out.len();
+    let len32 = u32::try_from(len).map_err(|_| Error::BadEdit("XSDT too long"))?;
+    if let Some(f) = out.get_mut(4..8) {
+        f.copy_from_slice(&len32.to_le_bytes());
+    }
+    fix_checksum(&mut out, len, SDT_CHECKSUM);
+    Ok(out)
+}
+
+/// The RSDP KServ sees: `rsdp` (revision 2 or later) pointing at `xsdt`,
+/// both checksums fixed. The 32-bit RSDT address is cleared: KServ reads the
+/// XSDT.
+pub fn kserv_rsdp(rsdp: &[u8], xsdt: u64) -> Result<Vec<u8>, Error> {
+    if rsdp.get(..8) != Some(b"RSD PTR ".as_slice()) || rsdp.get(15).is_none_or(|&r| r < 2) {
+        return Err(Error::Rsdp("not an ACPI 2.0 RSDP"));
+    }
+    let len = le32(rsdp, 20)
+        .map(|l| l as usize)
+        .filter(|&l| l >= 36 && l == rsdp.len())
+        .ok_or(Error::Rsdp("length is not the buffer's"))?;
+    let mut out = rsdp.to_vec();
+    if let Some(f) = out.get_mut(16..20) {
+        f.fill(0);
+    }
+    if let Some(f) = out.get_mut(24..32) {
+        f.copy_from_slice(&xsdt.to_le_bytes());
+    }
+    fix_checksum(&mut out, 20, 8);
+    fix_checksum(&mut out, len, 32);
+    Ok(out)
+}

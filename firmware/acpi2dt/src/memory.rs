@@ -1,0 +1,115 @@
+//! The EFI memory map as KCore's RAM banks and reserved ranges.
+//!
+//! A descriptor is RAM KCore may hand out ([`usable`]) exactly when Linux's
+//! `is_usable_memory` (`drivers/firmware/efi/efi-init.c`) says so: loader,
+//! boot-services, conventional, persistent and ACPI-reclaim memory that can
+//! be mapped write-back. Usable descriptors are sorted and merged into
+//! banks, so maps of hundreds of entries become a few banks. ACPI-reclaim
+//! memory stays in the banks but is also reserved, as Linux's
+//! `reserve_regions` keeps it: it holds the tables KServ reads after KCore
+//! has placed its pool. Runtime-services code and data, ACPI NVS, MMIO and
+//! reserved descriptors are not RAM to KCore.
+
+use alloc::vec::Vec;
+
+use kcore::addr::MemRange;
+use kcore_boot::platform::normalize_regions;
+
+use crate::Error;
+
+/// One descriptor of the EFI memory map (`EFI_MEMORY_DESCRIPTOR`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemDesc {
+    /// `Type` (`EfiConventionalMemory` is 7).
+    pub ty: u32,
+    /// `PhysicalStart`.
+    pub base: u64,
+    /// `NumberOfPages` (4 KiB each).
+    pub pages: u64,
+    /// `Attribute` (`EFI_MEMORY_WB` is bit 3).
+    pub attribute: u64,
+}
+
+/// EFI memory types (UEFI 2.10, table 7.10).
+pub mod efi_type {
+    /// `EfiReservedMemoryType`.
+    pub const RESERVED: u32 = 0;
+    /// `EfiLoaderCode`.
+    pub const LOADER_CODE: u32 = 1;
+    /// `EfiLoaderData`.
+    pub const LOADER_DATA: u32 = 2;
+    /// `EfiBootServicesCode`.
+    pub const BOOT_SERVICES_CODE: u32 = 3;
+    /// `EfiBootServicesData`.
+    pub const BOOT_SERVICES_DATA: u32 = 4;
+    /// `EfiRuntimeServicesCode`.
+    pub const RUNTIME_SERVICES_CODE: u32 = 5;
+    /// `EfiRuntimeServicesData`.
+    pub const RUNTIME_SERVICES_DATA: u32 = 6;
+    /// `EfiConventionalMemory`.
+    pub const CONVENTIONAL: u32 = 7;
+    /// `EfiUnusableMemory`.
+    pub const UNUSABLE: u32 = 8;
+    /// `EfiACPIReclaimMemory`.
+    pub const ACPI_RECLAIM: u32 = 9;
+    /// `EfiACPIMemoryNVS`.
+    pub const ACPI_NVS: u32 = 10;
+    /// `EfiMemoryMappedIO`.
+    pub const MMIO: u32 = 11;
+    /// `EfiPersistentMemory`.
+    pub const PERSISTENT: u32 = 14;
+}
+
+/// `EFI_MEMORY_WB`: the region can be mapped write-back cacheable.
+pub const EFI_MEMORY_WB: u64 = 1 << 3;
+
+/// Whether a descriptor of type `ty` with `attribute` is RAM the OS may use
+/// after `ExitBootServices` (Linux's `is_usable_memory`).
+pub fn usable(ty: u32, attribute: u64) -> bool {
+    use efi_type::*;
+    matches!(
+        ty,
+        LOADER_CODE
+            | LOADER_DATA
+            | ACPI_RECLAIM
+            | BOOT_SERVICES_CODE
+            | BOOT_SERVICES_DATA
+            | CONVENTIONAL
+            | PERSISTENT
+    ) && attribute & EFI_MEMORY_WB != 0
+}
+
+/// KCore's view of the map.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Banks {
+    /// Usable descriptors, sorted and merged.
+    pub memory: Vec<MemRange>,
+    /// Usable ranges whose contents must survive (ACPI reclaim), sorted and
+    /// merged.
+    pub reserved: Vec<MemRange>,
+}
+
+/// Sorts and merges the usable descriptors of `map` into banks. Descriptors
+/// with no pages are skipped; one that wraps is an error.
+pub fn banks(map: &[MemDesc]) -> Result<Banks, Error> {
+    let mut out = Banks::default();
+    for d in map.iter().filter(|d| d.pages != 0) {
+        let range = d
+            .pages
+            .checked_mul(4096)
+            .and_then(|size| MemRange::new(d.base, size))
+            .ok_or(Error::BadMemoryMap {
+                base: d.base,
+                pages: d.pages,
+            })?;
+        if usable(d.ty, d.attribute) {
+            out.memory.push(range);
+            if d.ty == efi_type::ACPI_RECLAIM {
+                out.reserved.push(range);
+            }
+        }
+    }
+    normalize_regions(&mut out.memory);
+    normalize_regions(&mut out.reserved);
+    Ok(out)
+}

@@ -1,0 +1,493 @@
+//! ACPI tables built as a server's firmware would give them, translated to
+//! KCore's device tree and read back through `kcore_boot::platform::parse`;
+//! KServ's MADT/XSDT/RSDP rewrites; malformed tables; a mutation loop.
+#![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use common::*;
+use kcore::addr::MemRange;
+use kcore_acpi::{
+    Chosen, Error, MAX_CPUS, MemDesc, Tables, XsdtEdit, describe, kserv_madt, kserv_rsdp,
+    kserv_xsdt, platform_dt,
+};
+use kcore_boot::platform::{
+    Conduit, Cpu, EnableMethod, Gic, GicVersion, Platform, Psci, Uart, UartKind, parse,
+};
+
+fn r(base: u64, size: u64) -> MemRange {
+    MemRange::new(base, size).unwrap()
+}
+
+fn load(mem_bytes: &[u8], rsdp: u64) -> Result<Tables, Error> {
+    Tables::load(&mem(mem_bytes), rsdp)
+}
+
+/// Translates `m` with an EFI map of `banks` banks; returns the tree and
+/// its parse.
+fn translate(m: &Machine, banks: usize) -> (Vec<u8>, Platform, Vec<(u64, u64)>) {
+    let (bytes, rsdp) = layout(&m.tables());
+    let tables = load(&bytes, rsdp).unwrap();
+    let (map, expect) = efi_map(banks);
+    let loader = [r(0xa000_0000, 0x20_0000)];
+    let chosen = Chosen {
+        bootargs: Some("console=ttyAMA0 acpi=force"),
+        reserved: &loader,
+    };
+    let dt = platform_dt(&tables, &map, &chosen).unwrap();
+    let p = parse(&dt).unwrap();
+    (dt, p, expect)
+}
+
+fn check_server(m: &Machine, banks: usize) -> (Vec<u8>, Platform) {
+    let (dt, p, expect) = translate(m, banks);
+    if let Some(verdict) = dtc_accepts(&dt) {
+        verdict.unwrap();
+    }
+    let method = match m.psci {
+        Some(_) => EnableMethod::Psci,
+        None => EnableMethod::Other,
+    };
+    let cpus: Vec<Cpu> = (0..m.cpus)
+        .map(|i| Cpu {
+            mpidr: mpidr(i),
+            enable_method: method,
+        })
+        .collect();
+    assert_eq!(p.cpus, cpus);
+    let redist = if m.gicr_structure {
+        vec![r(GICR, 0x2_0000 * m.cpus as u64)]
+    } else {
+        (0..m.cpus as u64)
+            .map(|i| r(GICR + 0x2_0000 * i, 0x2_0000))
+            .collect()
+    };
+    assert_eq!(
+        p.gic,
+        Some(Gic {
+            version: GicVersion::V3,
+            dist: r(GICD, 0x1_0000),
+            redist,
+            cpu_if: Some(r(GICC, 0x2000)),
+            hyp_if: Some(r(GICH, 0x2000)),
+            vcpu_if: Some(r(GICV, 0x2000)),
+            maintenance_irq: Some(25),
+            its: m.its.iter().map(|&b| r(b, 0x2_0000)).collect(),
+        })
+    );
+    assert_eq!(
+        p.psci,
+        m.psci.map(|hvc| Psci {
+            method: if hvc { Conduit::Hvc } else { Conduit::Smc },
+            v0_1_ids: None,
+        })
+    );
+    assert_eq!(
+        p.uart,
+        Some(Uart {
+            base: UART,
+            size: 0x1000,
+            kind: UartKind::Pl011
+        })
+    );
+    let banks_expected: Vec<MemRange> = expect.iter().map(|&(b, s)| r(b, s)).collect();
+    assert_eq!(p.memory, banks_expected);
+    // ACPI reclaim (the tables) and the loader's range.
+    assert_eq!(
+        p.reserved,
+        vec![r(MEM_BASE, 0x10_0000), r(0xa000_0000, 0x20_0000)]
+    );
+    assert_eq!(p.bootargs.as_deref(), Some("console=ttyAMA0 acpi=force"));
+    // The PCIe host bridge from the MCFG is a DMA master KCore keeps.
+    assert_eq!(p.dma_masters, vec![r(ECAM, 256 << 20)]);
+    (dt, p)
+}
+
+#[test]
+fn four_cpu_server_with_gicr_structure() {
+    let m = Machine::server(4);
+    let (dt, _) = check_server(&m, 4);
+    // What Platform does not read: the timer, the SMMU.
+    let fdt = fdt::Fdt::new(&dt).unwrap();
+    let timer = fdt.find_node("/timer").unwrap();
+    let ints: Vec<u8> = timer.property("interrupts").unwrap().value.to_vec();
+    let cells: Vec<u32> = ints
+        .chunks(4)
+        .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(cells, [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]);
+    let smmu = fdt.find_compatible(&["arm,smmu-v3"]).unwrap();
+    let reg: Vec<_> = smmu.reg().unwrap().collect();
+    assert_eq!(reg[0].starting_address as u64, SMMU);
+    assert_eq!(reg[0].size, Some(0x2_0000));
+}
+
+#[test]
+fn smc_and_no_psci() {
+    let mut m = Machine::server(4);
+    m.psci = Some(false);
+    check_server(&m, 2);
+    m.psci = None;
+    let (_, p) = check_server(&m, 2);
+    assert!(p.psci.is_none());
+}
+
+#[test]
+fn gicr_per_cpu_from_gicc() {
+    let mut m = Machine::server(4);
+    m.gicr_structure = false;
+    check_server(&m, 3);
+}
+
+/// 256 CPUs on two Aff3 "sockets", one redistributor region each, and an
+/// EFI map of 400 descriptors merged into 100 banks.
+#[test]
+fn server_scale_256_cpus_one_redistributor_region_each() {
+    let mut m = Machine::server(256);
+    m.gicr_structure = false;
+    let (dt, p) = check_server(&m, 100);
+    assert_eq!(p.gic.as_ref().unwrap().redist.len(), 256);
+    assert_eq!(p.memory.len(), 101);
+    assert!(dt.len() < 64 * 1024, "{} bytes", dt.len());
+    // And with one GICR structure, 256 CPUs.
+    let m = Machine::server(256);
+    check_server(&m, 100);
+}
+
+/// The most CPUs this crate accepts, each with its own redistributor
+/// region: `kcore_boot::platform::parse` has no limit of its own below it.
+#[test]
+fn max_cpus_parse() {
+    let mut m = Machine::server(MAX_CPUS);
+    m.gicr_structure = false;
+    let (_, p) = check_server(&m, 1);
+    assert_eq!(p.cpus.len(), 4096);
+    assert_eq!(p.gic.unwrap().redist.len(), 4096);
+}
+
+#[test]
+fn sbsa_uart_and_mini_uart() {
+    for (ty, kind) in [
+        (0x0e, UartKind::Pl011),
+        (0x0d, UartKind::Pl011),
+        (0x10, UartKind::MiniUart),
+    ] {
+        let mut m = Machine::server(2);
+        m.spcr_type = ty;
+        let (_, p, _) = translate(&m, 1);
+        assert_eq!(p.uart.unwrap().kind, kind, "SPCR type {ty:#x}");
+        assert_eq!(p.uart.unwrap().base, UART);
+    }
+    // A 16550: KCore has no driver, so no console rather than a wrong one.
+    let mut m = Machine::server(2);
+    m.spcr_type = 0;
+    let (_, p, _) = translate(&m, 1);
+    assert_eq!(p.uart, None);
+}
+
+#[test]
+fn usable_follows_linux() {
+    use kcore_acpi::memory::{EFI_MEMORY_WB, efi_type::*};
+    let usable = [
+        LOADER_CODE,
+        LOADER_DATA,
+        BOOT_SERVICES_CODE,
+        BOOT_SERVICES_DATA,
+        CONVENTIONAL,
+        ACPI_RECLAIM,
+        PERSISTENT,
+    ];
+    for ty in 0..16 {
+        assert_eq!(
+            kcore_acpi::usable(ty, EFI_MEMORY_WB),
+            usable.contains(&ty),
+            "type {ty}"
+        );
+        assert!(!kcore_acpi::usable(ty, 0), "type {ty} without WB");
+    }
+    assert!(!kcore_acpi::usable(RUNTIME_SERVICES_DATA, EFI_MEMORY_WB));
+    assert!(!kcore_acpi::usable(RESERVED, EFI_MEMORY_WB));
+}
+
+#[test]
+fn wrapping_memory_descriptor_is_refused() {
+    let map = [MemDesc {
+        ty: 7,
+        base: u64::MAX - 0xfff,
+        pages: 2,
+        attribute: 8,
+    }];
+    assert!(matches!(
+        kcore_acpi::banks(&map),
+        Err(Error::BadMemoryMap { .. })
+    ));
+}
+
+/// The tables KServ sees: GICV/GICH/maintenance gone from every GICC,
+/// everything else the same, MCFG dropped; read back through the loader.
+#[test]
+fn kserv_tables_hide_the_virtual_interface() {
+    let m = Machine::server(8);
+    let (mut bytes, rsdp) = layout(&m.tables());
+    let tables = load(&bytes, rsdp).unwrap();
+    let before = describe(&tables).unwrap();
+    let (madt_at, madt) = tables.find(b"APIC").unwrap();
+    let (mcfg_at, _) = tables.find(b"MCFG").unwrap();
+    let new_madt = kserv_madt(madt).unwrap();
+    assert_eq!(new_madt.len(), madt.len());
+    // Append the new MADT, XSDT and RSDP to "memory".
+    let place = |bytes: &mut Vec<u8>, t: &[u8]| {
+        bytes.resize(bytes.len().next_multiple_of(16), 0);
+        let at = MEM_BASE + bytes.len() as u64;
+        bytes.extend_from_slice(t);
+        at
+    };
+    let new_madt_at = place(&mut bytes, &new_madt);
+    let xsdt = tables.bytes(tables.xsdt_address()).unwrap().to_vec();
+    let new_xsdt = kserv_xsdt(
+        &xsdt,
+        &[
+            XsdtEdit::Replace {
+                old: madt_at,
+                new: new_madt_at,
+            },
+            XsdtEdit::Drop(mcfg_at),
+        ],
+    )
+    .unwrap();
+    assert_eq!(new_xsdt.len(), xsdt.len() - 8);
+    let new_xsdt_at = place(&mut bytes, &new_xsdt);
+    let old_rsdp = tables.bytes(rsdp).unwrap().to_vec();
+    let new_rsdp = kserv_rsdp(&old_rsdp, new_xsdt_at).unwrap();
+    let new_rsdp_at = place(&mut bytes, &new_rsdp);
+
+    let kserv = load(&bytes, new_rsdp_at).unwrap();
+    assert_eq!(kserv.find(b"APIC").unwrap().0, new_madt_at);
+    assert!(kserv.find(b"MCFG").is_none());
+    let after = describe(&kserv).unwrap();
+    assert_eq!(after.cpus, before.cpus);
+    assert_eq!(after.gic.redist, before.gic.redist);
+    assert_eq!(after.gic.its, before.gic.its);
+    assert_eq!(after.gic.dist, before.gic.dist);
+    assert_eq!(after.gic.cpu_if, before.gic.cpu_if);
+    assert_eq!(
+        (after.gic.hyp_if, after.gic.vcpu_if, after.gic.maintenance),
+        (0, 0, 0)
+    );
+    assert!(after.ecam.is_empty());
+    // KCore's tree from KServ's tables has no virtual interface.
+    let (map, _) = efi_map(1);
+    let p = parse(&platform_dt(&kserv, &map, &Chosen::default()).unwrap()).unwrap();
+    let gic = p.gic.unwrap();
+    assert_eq!(
+        (gic.hyp_if, gic.vcpu_if, gic.maintenance_irq),
+        (None, None, None)
+    );
+
+    // Bad input to the rewrites.
+    assert!(kserv_madt(&new_madt[..40]).is_err());
+    let mut bad = new_madt.clone();
+    bad[50] ^= 1;
+    assert_eq!(
+        kserv_madt(&bad),
+        Err(Error::BadChecksum {
+            signature: *b"APIC"
+        })
+    );
+    assert!(kserv_xsdt(&xsdt, &[XsdtEdit::Drop(0x1234)]).is_err());
+    assert!(kserv_rsdp(&old_rsdp[..20], 0).is_err());
+}
+
+/// Replaces table `k` of the machine's tables by `f(table)` and loads.
+fn load_edited(m: &Machine, k: usize, f: impl FnOnce(&mut Vec<u8>)) -> Result<Vec<u8>, Error> {
+    let mut tables = m.tables();
+    f(&mut tables[k]);
+    let (bytes, rsdp) = layout(&tables);
+    let t = load(&bytes, rsdp)?;
+    let (map, _) = efi_map(1);
+    platform_dt(&t, &map, &Chosen::default())
+}
+
+const MADT: usize = 1;
+
+#[test]
+fn malformed_tables_give_clear_errors() {
+    let m = Machine::server(4);
+    // Bad checksum.
+    let e = load_edited(&m, MADT, |t| t[60] ^= 0x40).unwrap_err();
+    assert_eq!(
+        e,
+        Error::BadChecksum {
+            signature: *b"APIC"
+        }
+    );
+    assert_eq!(format!("{e}"), "ACPI table APIC: bad checksum");
+    // A length running past the end of memory (1 MiB); in a table this
+    // crate does not read (the PPTT) that is not its concern.
+    let past_end = |t: &mut Vec<u8>| {
+        put32(t, 4, 0x10_0000);
+        refix(t);
+    };
+    let e = load_edited(&m, 2, past_end).unwrap_err();
+    assert!(matches!(e, Error::Unreadable { .. }), "{e:?}");
+    assert!(load_edited(&m, 6, past_end).is_ok());
+    // An entry of length 0, and one running past the table's end.
+    let e = load_edited(&m, MADT, |t| {
+        t[44 + 1] = 0;
+        refix(t);
+    })
+    .unwrap_err();
+    assert!(matches!(e, Error::BadTable { .. }), "{e:?}");
+    let e = load_edited(&m, MADT, |t| {
+        let last = t.len() - 20; // the last ITS entry
+        t[last + 1] = 40;
+        refix(t);
+    })
+    .unwrap_err();
+    assert!(matches!(e, Error::BadTable { .. }), "{e:?}");
+    // A GICC too short for its MPIDR.
+    let e = load_edited(&m, MADT, |t| {
+        *t = madt(&[gicc(0, 0, GICR, true)[..72].to_vec(), gicd(GICD, 3)]);
+        t[44 + 1] = 72;
+        refix(t);
+    })
+    .unwrap_err();
+    assert!(matches!(e, Error::BadTable { .. }), "{e:?}");
+    // Zero (enabled) CPUs.
+    let e = load_edited(&m, MADT, |t| *t = madt(&[gicd(GICD, 3)])).unwrap_err();
+    assert_eq!(e, Error::NoCpus);
+    let e = load_edited(&m, MADT, |t| {
+        *t = madt(&[gicc(0, 0, GICR, false), gicd(GICD, 3)])
+    })
+    .unwrap_err();
+    assert_eq!(e, Error::NoCpus);
+    // Duplicate MPIDRs.
+    let e = load_edited(&m, MADT, |t| {
+        *t = madt(&[
+            gicc(0, 0x100, GICR, true),
+            gicc(1, 0x100, GICR, true),
+            gicd(GICD, 3),
+        ])
+    })
+    .unwrap_err();
+    assert_eq!(e, Error::DuplicateMpidr(0x100));
+    // No GICD; a GICv2 GICD; no redistributor anywhere.
+    let e = load_edited(&m, MADT, |t| *t = madt(&[gicc(0, 0, GICR, true)])).unwrap_err();
+    assert!(matches!(e, Error::BadTable { .. }), "{e:?}");
+    let e = load_edited(&m, MADT, |t| {
+        *t = madt(&[gicc(0, 0, 0, true), gicd(GICD, 2)])
+    })
+    .unwrap_err();
+    assert_eq!(e, Error::UnsupportedGic(2));
+    let e = load_edited(&m, MADT, |t| {
+        *t = madt(&[gicc(0, 0, 0, true), gicd(GICD, 3)])
+    })
+    .unwrap_err();
+    assert!(matches!(e, Error::BadTable { .. }), "{e:?}");
+    // Two ITSs at one base.
+    let e = load_edited(&m, MADT, |t| {
+        *t = madt(&[
+            gicc(0, 0, GICR, true),
+            gicd(GICD, 3),
+            its(0, ITS0),
+            its(1, ITS0),
+        ])
+    })
+    .unwrap_err();
+    assert_eq!(e, Error::DuplicateIts(ITS0));
+    // No MADT at all.
+    let e = load_edited(&m, MADT, |t| *t = sdt(b"SSDT", 2, &[0; 8])).unwrap_err();
+    assert_eq!(e, Error::Missing(*b"APIC"));
+    // More CPUs than any arm64 Linux.
+    let e = load_edited(&m, MADT, |t| {
+        let mut e: Vec<_> = (0..=MAX_CPUS)
+            .map(|i| gicc(i as u32, mpidr(i), GICR, true))
+            .collect();
+        e.push(gicd(GICD, 3));
+        *t = madt(&e);
+    })
+    .unwrap_err();
+    assert_eq!(e, Error::TooManyCpus { limit: MAX_CPUS });
+    // A GTDT whose timers are not PPIs: no timer node, no error.
+    assert!(load_edited(&m, 2, |t| *t = gtdt([0, 30, 27, 26], 0)).is_ok());
+    // IORT node running past the table.
+    let e = load_edited(&m, 4, |t| {
+        put16(t, 48 + 24 + 1, 200);
+        refix(t);
+    })
+    .unwrap_err();
+    assert!(matches!(e, Error::BadTable { .. }), "{e:?}");
+}
+
+#[test]
+fn malformed_rsdp_and_xsdt() {
+    let m = Machine::server(2);
+    let (bytes, rsdp) = layout(&m.tables());
+    let mut b = bytes.clone();
+    b[0] = b'X';
+    assert!(matches!(load(&b, rsdp), Err(Error::Rsdp(_))));
+    let mut b = bytes.clone();
+    b[8] ^= 1;
+    assert!(matches!(load(&b, rsdp), Err(Error::Rsdp(_))));
+    let mut b = bytes.clone();
+    b[15] = 0;
+    assert!(matches!(load(&b, rsdp), Err(Error::Rsdp(_))));
+    // RSDP pointing nowhere, truncated memory.
+    assert!(matches!(
+        load(&bytes, 0x1000),
+        Err(Error::Unreadable { .. })
+    ));
+    assert!(matches!(
+        load(&bytes[..bytes.len() - 100], rsdp),
+        Err(Error::Unreadable { .. })
+    ));
+    // XSDT entry pointing outside memory.
+    let mut b = bytes.clone();
+    put64(&mut b, 48 + 36, 0xdead_0000);
+    let xlen = 36 + 8 * m.tables().len();
+    fix(&mut b[48..], xlen, 9);
+    assert!(matches!(load(&b, rsdp), Err(Error::Unreadable { .. })));
+}
+
+/// Random mutations of a valid image (with the touched table's checksum
+/// fixed half the time, to get past it): never a panic, and every tree
+/// produced parses.
+#[test]
+fn mutations_never_panic() {
+    let m = Machine::server(4);
+    let (bytes, rsdp) = layout(&m.tables());
+    let (map, _) = efi_map(2);
+    let table_starts: Vec<usize> = {
+        let t = load(&bytes, rsdp).unwrap();
+        [b"FACP", b"APIC", b"GTDT", b"SPCR", b"IORT", b"MCFG"]
+            .iter()
+            .map(|s| (t.find(s).unwrap().0 - MEM_BASE) as usize)
+            .collect()
+    };
+    let mut rng = Rng(0x5eed_acb1);
+    let mut ok = 0;
+    for _ in 0..3000 {
+        let mut b = bytes.clone();
+        let start = table_starts[rng.below(table_starts.len())];
+        let len = u32::from_le_bytes(b[start + 4..start + 8].try_into().unwrap()) as usize;
+        for _ in 0..1 + rng.below(4) {
+            let at = start + rng.below(len);
+            b[at] = rng.next() as u8;
+        }
+        if rng.below(2) == 0 {
+            let l = (u32::from_le_bytes(b[start + 4..start + 8].try_into().unwrap()) as usize)
+                .min(b.len() - start);
+            fix(&mut b[start..], l, 9);
+        }
+        if rng.below(8) == 0 {
+            let cut = rng.below(b.len());
+            b.truncate(cut);
+        }
+        let Ok(t) = load(&b, rsdp) else { continue };
+        if let Ok(dt) = platform_dt(&t, &map, &Chosen::default()) {
+            parse(&dt).unwrap();
+            ok += 1;
+        }
+    }
+    assert!(ok > 100, "only {ok} mutated images translated");
+}
