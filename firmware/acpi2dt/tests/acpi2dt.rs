@@ -491,3 +491,94 @@ fn mutations_never_panic() {
     }
     assert!(ok > 100, "only {ok} mutated images translated");
 }
+
+/// QEMU's own tables (`tests/fixtures/qemu-10-virt-gicv3-smmuv3.hex` says
+/// how they were recorded), behind an RSDP and XSDT of the builder's.
+fn qemu_tables() -> Vec<(String, Vec<u8>)> {
+    let text = include_str!("fixtures/qemu-10-virt-gicv3-smmuv3.hex");
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(name) = line.strip_prefix("== ") {
+            out.push((name.to_string(), Vec::new()));
+        } else {
+            let bytes = line
+                .split_whitespace()
+                .map(|h| u8::from_str_radix(h, 16).unwrap());
+            out.last_mut().unwrap().1.extend(bytes);
+        }
+    }
+    out
+}
+
+#[test]
+fn qemu_virt_tables() {
+    let named = qemu_tables();
+    let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "APIC", "DBG2", "FACP", "GTDT", "IORT", "MCFG", "PPTT", "SPCR"
+        ]
+    );
+    let tables: Vec<Vec<u8>> = named.into_iter().map(|(_, t)| t).collect();
+    let (bytes, rsdp) = layout(&tables);
+    let t = load(&bytes, rsdp).unwrap();
+    let (map, expect) = efi_map(2);
+    let dt = platform_dt(&t, &map, &Chosen::default()).unwrap();
+    dtc_accepts(&dt).map(Result::unwrap);
+    let p = parse(&dt).unwrap();
+    assert_eq!(
+        p.cpus,
+        [0, 1].map(|mpidr| Cpu {
+            mpidr,
+            enable_method: EnableMethod::Psci
+        })
+    );
+    assert_eq!(
+        p.psci,
+        Some(Psci {
+            method: Conduit::Smc,
+            v0_1_ids: None
+        })
+    );
+    assert_eq!(
+        p.uart,
+        Some(Uart {
+            base: 0x0900_0000,
+            size: 0x1000,
+            kind: UartKind::Pl011
+        })
+    );
+    let gic = p.gic.unwrap();
+    assert_eq!(gic.version, GicVersion::V3);
+    assert_eq!(gic.dist, r(0x0800_0000, 0x1_0000));
+    // QEMU's GICR structure covers its whole redistributor region, as its
+    // device tree's does.
+    assert_eq!(gic.redist, [r(0x080a_0000, 0xf6_0000)]);
+    assert_eq!(gic.its, [r(0x0808_0000, 0x2_0000)]);
+    assert_eq!(gic.maintenance_irq, Some(25));
+    // QEMU's GICv3 GICCs give no GICC, GICH or GICV frame (its device
+    // tree has none either).
+    assert_eq!((gic.cpu_if, gic.hyp_if, gic.vcpu_if), (None, None, None));
+    assert_eq!(p.dma_masters, [r(0x40_1000_0000, 256 << 20)]);
+    let banks: Vec<MemRange> = expect.iter().map(|&(b, s)| r(b, s)).collect();
+    assert_eq!(p.memory, banks);
+    let d = describe(&t).unwrap();
+    assert_eq!(d.smmu_v3, [0x0905_0000]);
+    assert_eq!(
+        d.timer.map(|t| t.map(|(intid, _)| intid)),
+        Some([29, 30, 27, 26])
+    );
+
+    // KServ's MADT from QEMU's: same CPUs and GIC, no virtual interface.
+    let (_, madt) = t.find(b"APIC").unwrap();
+    let mut tables = tables.clone();
+    tables[0] = kserv_madt(madt).unwrap();
+    let (bytes, rsdp) = layout(&tables);
+    let k = describe(&load(&bytes, rsdp).unwrap()).unwrap();
+    assert_eq!(
+        (k.cpus, k.gic.redist, k.gic.its),
+        (d.cpus, d.gic.redist, d.gic.its)
+    );
+    assert_eq!((k.gic.hyp_if, k.gic.vcpu_if, k.gic.maintenance), (0, 0, 0));
+}
