@@ -149,6 +149,7 @@ fn server_scale_256_cpus_one_redistributor_region_each() {
     assert_eq!(p.gic.as_ref().unwrap().redist.len(), 256);
     assert_eq!(p.memory.len(), 101);
     assert!(dt.len() < 64 * 1024, "{} bytes", dt.len());
+    println!("256 CPUs, 101 banks: {} bytes", dt.len());
     // And with one GICR structure, 256 CPUs.
     let m = Machine::server(256);
     check_server(&m, 100);
@@ -160,7 +161,11 @@ fn server_scale_256_cpus_one_redistributor_region_each() {
 fn max_cpus_parse() {
     let mut m = Machine::server(MAX_CPUS);
     m.gicr_structure = false;
-    let (_, p) = check_server(&m, 1);
+    let (dt, p) = check_server(&m, 1);
+    // KCore copies the loader's tree into a buffer of `MAX_DT_SIZE`
+    // (`boot/src/el2/early.rs`, 2 MiB).
+    assert!(dt.len() <= 2 << 20, "{} bytes", dt.len());
+    println!("4096 CPUs: {} bytes", dt.len());
     assert_eq!(p.cpus.len(), 4096);
     assert_eq!(p.gic.unwrap().redist.len(), 4096);
 }
@@ -450,24 +455,35 @@ fn malformed_rsdp_and_xsdt() {
 }
 
 /// Random mutations of a valid image (with the touched table's checksum
-/// fixed half the time, to get past it): never a panic, and every tree
-/// produced parses.
+/// fixed half the time, to get past it), of the builder's tables and of
+/// QEMU's: never a panic, and every tree produced parses.
 #[test]
 fn mutations_never_panic() {
-    let m = Machine::server(4);
-    let (bytes, rsdp) = layout(&m.tables());
+    let qemu: Vec<Vec<u8>> = qemu_tables().into_iter().map(|(_, t)| t).collect();
+    for (seed, tables) in [
+        (0x5eed_acb1, Machine::server(4).tables()),
+        (0x0e1d_2c3b, qemu),
+    ] {
+        let (bytes, rsdp) = layout(&tables);
+        let ok = mutate(&bytes, rsdp, seed, 3000);
+        assert!(ok > 100, "only {ok} mutated images translated");
+    }
+}
+
+/// `rounds` mutations of the image `bytes`; returns how many translated.
+fn mutate(bytes: &[u8], rsdp: u64, seed: u64, rounds: usize) -> usize {
     let (map, _) = efi_map(2);
     let table_starts: Vec<usize> = {
-        let t = load(&bytes, rsdp).unwrap();
+        let t = load(bytes, rsdp).unwrap();
         [b"FACP", b"APIC", b"GTDT", b"SPCR", b"IORT", b"MCFG"]
             .iter()
             .map(|s| (t.find(s).unwrap().0 - MEM_BASE) as usize)
             .collect()
     };
-    let mut rng = Rng(0x5eed_acb1);
+    let mut rng = Rng(seed);
     let mut ok = 0;
-    for _ in 0..3000 {
-        let mut b = bytes.clone();
+    for _ in 0..rounds {
+        let mut b = bytes.to_vec();
         let start = table_starts[rng.below(table_starts.len())];
         let len = u32::from_le_bytes(b[start + 4..start + 8].try_into().unwrap()) as usize;
         for _ in 0..1 + rng.below(4) {
@@ -483,13 +499,20 @@ fn mutations_never_panic() {
             let cut = rng.below(b.len());
             b.truncate(cut);
         }
+        // The rewrites take raw bytes: any table, mutated, checksum or not.
+        let raw = &b[start.min(b.len())..(start + len).min(b.len())];
+        if let Ok(madt) = kserv_madt(raw) {
+            assert_eq!(madt.len(), raw.len());
+        }
+        let _ = kserv_xsdt(raw, &[XsdtEdit::Drop(0)]);
+        let _ = kserv_rsdp(raw, 0);
         let Ok(t) = load(&b, rsdp) else { continue };
         if let Ok(dt) = platform_dt(&t, &map, &Chosen::default()) {
             parse(&dt).unwrap();
             ok += 1;
         }
     }
-    assert!(ok > 100, "only {ok} mutated images translated");
+    ok
 }
 
 /// QEMU's own tables (`tests/fixtures/qemu-10-virt-gicv3-smmuv3.hex` says
