@@ -5,6 +5,8 @@
 //! `kcore/` never learns about ACPI.
 //!
 //! ```text
+//! let readable = memory::readable(&efi_map)?;
+//! let mem = unsafe { IdentityMem::new(&readable) }; // boot services' 1:1 map
 //! let tables = Tables::load(&mem, rsdp)?;        // copies + validation
 //! let dt = platform_dt(&tables, &efi_map, &Chosen { .. })?;
 //! let madt = kserv_madt(tables.find(b"APIC")?.1)?; // KServ's MADT ...
@@ -65,7 +67,7 @@ use kcore_boot::platform::DtError;
 pub use describe::{Description, describe};
 pub use kserv::{XsdtEdit, kserv_madt, kserv_rsdp, kserv_xsdt};
 pub use memory::{MemDesc, banks, usable};
-pub use tables::{PhysMem, SliceMem, Tables};
+pub use tables::{IdentityMem, PhysMem, SliceMem, Tables};
 
 /// The most enabled CPUs a MADT may list: Linux's arm64 `NR_CPUS` limit
 /// (4096). KCore itself manages fewer (`MAX_CPUS` in `boot/src/el2`).

@@ -56,6 +56,8 @@ pub mod efi_type {
     pub const ACPI_NVS: u32 = 10;
     /// `EfiMemoryMappedIO`.
     pub const MMIO: u32 = 11;
+    /// `EfiMemoryMappedIOPortSpace`.
+    pub const MMIO_PORT_SPACE: u32 = 12;
     /// `EfiPersistentMemory`.
     pub const PERSISTENT: u32 = 14;
 }
@@ -94,14 +96,7 @@ pub struct Banks {
 pub fn banks(map: &[MemDesc]) -> Result<Banks, Error> {
     let mut out = Banks::default();
     for d in map.iter().filter(|d| d.pages != 0) {
-        let range = d
-            .pages
-            .checked_mul(4096)
-            .and_then(|size| MemRange::new(d.base, size))
-            .ok_or(Error::BadMemoryMap {
-                base: d.base,
-                pages: d.pages,
-            })?;
+        let range = descriptor_range(d)?;
         if usable(d.ty, d.attribute) {
             out.memory.push(range);
             if d.ty == efi_type::ACPI_RECLAIM {
@@ -112,4 +107,31 @@ pub fn banks(map: &[MemDesc]) -> Result<Banks, Error> {
     normalize_regions(&mut out.memory);
     normalize_regions(&mut out.reserved);
     Ok(out)
+}
+
+/// The ranges of `map` a loader may read tables from: every descriptor that
+/// is not MMIO, sorted and merged (ACPI tables live in ACPI-reclaim, ACPI
+/// NVS, runtime or reserved memory depending on the firmware). For
+/// [`crate::tables::IdentityMem`].
+pub fn readable(map: &[MemDesc]) -> Result<Vec<MemRange>, Error> {
+    let mut out = Vec::new();
+    for d in map.iter().filter(|d| d.pages != 0) {
+        if matches!(d.ty, efi_type::MMIO | efi_type::MMIO_PORT_SPACE) {
+            continue;
+        }
+        out.push(descriptor_range(d)?);
+    }
+    normalize_regions(&mut out);
+    Ok(out)
+}
+
+/// The range `d` covers; an error if it wraps.
+fn descriptor_range(d: &MemDesc) -> Result<MemRange, Error> {
+    d.pages
+        .checked_mul(4096)
+        .and_then(|size| MemRange::new(d.base, size))
+        .ok_or(Error::BadMemoryMap {
+            base: d.base,
+            pages: d.pages,
+        })
 }

@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 use core::ptr::NonNull;
 
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
+use kcore::addr::MemRange;
 
 use crate::Error;
 
@@ -41,6 +42,45 @@ impl PhysMem for SliceMem<'_> {
     fn read(&self, address: u64, len: usize) -> Option<&[u8]> {
         let start = usize::try_from(address.checked_sub(self.base)?).ok()?;
         self.bytes.get(start..start.checked_add(len)?)
+    }
+}
+
+/// The firmware's memory as the EFI loader sees it: identity-mapped, and
+/// read only inside the ranges given (for example
+/// [`crate::memory::readable`] of the EFI memory map), so that a table
+/// address pointing at MMIO or at nothing gives [`Error::Unreadable`]
+/// rather than a fault.
+#[derive(Clone, Copy, Debug)]
+pub struct IdentityMem<'a> {
+    readable: &'a [MemRange],
+}
+
+impl<'a> IdentityMem<'a> {
+    /// # Safety
+    ///
+    /// Every byte of every range in `readable` must be mapped at its
+    /// physical address, readable, and not written while the result (or a
+    /// slice it returned) lives.
+    pub unsafe fn new(readable: &'a [MemRange]) -> Self {
+        IdentityMem { readable }
+    }
+}
+
+impl PhysMem for IdentityMem<'_> {
+    fn read(&self, address: u64, len: usize) -> Option<&[u8]> {
+        let end = address.checked_add(u64::try_from(len).ok()?)?;
+        let inside = self
+            .readable
+            .iter()
+            .any(|r| r.base() <= address && end <= r.end());
+        if !inside || address == 0 {
+            return None;
+        }
+        let ptr = usize::try_from(address).ok()? as *const u8;
+        // SAFETY: `[address, end)` lies in one range `new`'s caller promised
+        // is identity-mapped, readable and unchanging while `self` lives; a
+        // byte slice has alignment 1, and `address` is not null.
+        Some(unsafe { core::slice::from_raw_parts(ptr, len) })
     }
 }
 

@@ -605,3 +605,36 @@ fn qemu_virt_tables() {
     );
     assert_eq!((k.gic.hyp_if, k.gic.vcpu_if, k.gic.maintenance), (0, 0, 0));
 }
+
+/// The loader's reader: identity-mapped memory, only inside the ranges
+/// given (here, this process's own copy of the tables).
+#[test]
+fn identity_mem_reads_only_inside_its_ranges() {
+    use kcore_acpi::{IdentityMem, PhysMem};
+    let tables = Machine::server(2).tables();
+    let mut bytes = vec![0; layout(&tables).0.len()];
+    let at = bytes.as_ptr() as u64;
+    bytes.copy_from_slice(&layout_at(&tables, at).0);
+    let ranges = [r(at, bytes.len() as u64)];
+    // SAFETY: `bytes` is this process's memory, at its own address, and not
+    // written while `mem` lives.
+    let mem = unsafe { IdentityMem::new(&ranges) };
+    assert_eq!(mem.read(at, 8), Some(&bytes[..8]));
+    assert_eq!(
+        mem.read(at + bytes.len() as u64 - 4, 4),
+        Some(&bytes[bytes.len() - 4..])
+    );
+    assert_eq!(mem.read(at + bytes.len() as u64 - 4, 5), None);
+    assert_eq!(mem.read(at - 1, 2), None);
+    assert_eq!(mem.read(u64::MAX - 2, 8), None);
+    let t = Tables::load(&mem, at).unwrap();
+    assert_eq!(describe(&t).unwrap().cpus, [mpidr(0), mpidr(1)]);
+    // The EFI map's readable ranges: everything but MMIO, merged.
+    let (map, _) = efi_map(3);
+    let readable = kcore_acpi::memory::readable(&map).unwrap();
+    assert!(readable.iter().all(|x| {
+        !map.iter()
+            .any(|d| d.ty == kcore_acpi::memory::efi_type::MMIO && x.contains(d.base))
+    }));
+    assert!(readable.iter().any(|x| x.contains(MEM_BASE)));
+}

@@ -275,6 +275,11 @@ impl Machine {
 /// Lays out `tables` after an RSDP and XSDT in one buffer starting at
 /// [`MEM_BASE`]. Returns the buffer and the RSDP's address.
 pub fn layout(tables: &[Vec<u8>]) -> (Vec<u8>, u64) {
+    layout_at(tables, MEM_BASE)
+}
+
+/// [`layout`] for a buffer that will live at `base`.
+pub fn layout_at(tables: &[Vec<u8>], base: u64) -> (Vec<u8>, u64) {
     let mut mem = rsdp(0);
     let align = |m: &mut Vec<u8>| m.resize(m.len().next_multiple_of(16), 0);
     align(&mut mem);
@@ -284,15 +289,15 @@ pub fn layout(tables: &[Vec<u8>]) -> (Vec<u8>, u64) {
     align(&mut mem);
     let mut addrs = Vec::new();
     for t in tables {
-        addrs.push(MEM_BASE + mem.len() as u64);
+        addrs.push(base + mem.len() as u64);
         mem.extend_from_slice(t);
         align(&mut mem);
     }
     let x = xsdt(&addrs);
     mem[xsdt_at..xsdt_at + xsdt_len].copy_from_slice(&x);
-    let r = rsdp(MEM_BASE + xsdt_at as u64);
+    let r = rsdp(base + xsdt_at as u64);
     mem[..36].copy_from_slice(&r);
-    (mem, MEM_BASE)
+    (mem, base)
 }
 
 pub fn mem(bytes: &[u8]) -> SliceMem<'_> {
