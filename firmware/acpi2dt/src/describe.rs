@@ -87,8 +87,7 @@ pub struct Ecam {
 /// What the tables describe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Description {
-    /// MPIDRs of the enabled CPUs, in MADT order (the boot CPU first, as
-    /// ACPI asks).
+    /// MPIDRs of the enabled CPUs, in MADT order.
     pub cpus: Vec<u64>,
     /// The GIC.
     pub gic: GicDesc,

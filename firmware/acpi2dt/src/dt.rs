@@ -146,6 +146,8 @@ pub(crate) fn write(d: &Description, banks: &Banks, chosen: &Chosen<'_>) -> Resu
     reserved.extend_from_slice(chosen.reserved);
     normalize_regions(&mut reserved);
     let reservations: Vec<(u64, u64)> = reserved.iter().map(|r| (r.base(), r.size())).collect();
+    // `boot_cpuid_phys`: the first enabled GICC's MPIDR, truncated to
+    // 32 bits; KCore finds its boot CPU by reading MPIDR_EL1, not this.
     let boot_cpu = d.cpus.first().copied().unwrap_or_default();
     Ok(w.finish(&reservations, boot_cpu as u32)?)
 }

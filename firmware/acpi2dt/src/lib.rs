@@ -15,11 +15,14 @@
 //! ```
 //!
 //! The tables are read with the `acpi` crate (5.2, `default-features =
-//! false`: 6.x needs a nightly compiler) after [`Tables::load`] copied them
-//! out of memory and checked every signature, length and checksum and the
-//! MADT's entry list, since the crate trusts them (see [`tables`]). The
-//! crate has no GTDT or IORT; their fixed fields are read here from the
-//! validated bytes.
+//! false`: 6.x needs a nightly compiler) after [`Tables::load`] copied the
+//! RSDP, the XSDT and the six tables used here (MADT, FADT, SPCR, GTDT,
+//! IORT, MCFG) out of memory and checked their signatures, lengths and
+//! checksums and the MADT's entry list, since the crate trusts them (see
+//! [`tables`]); other tables are not read. The crate has no GTDT or IORT;
+//! their fixed fields are read here from the validated bytes. Malformed
+//! input gives an [`Error`], never a panic (host tests mutate tables at
+//! random).
 //!
 //! | ACPI | device tree written |
 //! |---|---|
@@ -35,8 +38,8 @@
 //! | GTDT secure EL1, EL1, virtual, EL2 timer GSIVs and flags | `/timer` `arm,armv8-timer` `interrupts`, only when all four are PPIs |
 //! | IORT SMMUv3 node (type 4) base | `iommu@<base>` `arm,smmu-v3`, 128 KiB |
 //! | MCFG entry | `pcie@<ecam>` `pci-host-ecam-generic` (KCore keeps it from KServ as a DMA master, as on the DT path) |
-//! | EFI memory map, usable types ([`memory::usable`]) | `memory@<base>` per merged bank |
-//! | EFI ACPI-reclaim descriptors, and [`Chosen::reserved`] | `/memreserve/` entries |
+//! | EFI memory map: descriptors that are memory (WB, WT or WC attribute) | `memory@<base>` per merged bank |
+//! | of those, the ones not [`memory::usable`] (runtime, ACPI NVS, reserved, ...), ACPI reclaim, and [`Chosen::reserved`] | `/memreserve/` entries |
 //! | [`Chosen::bootargs`] | `/chosen/bootargs` |
 //!
 //! Not translated: the DSDT and SSDTs (AML; so QEMU's fw_cfg and

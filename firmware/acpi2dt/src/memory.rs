@@ -1,14 +1,16 @@
-//! The EFI memory map as KCore's RAM banks and reserved ranges.
+//! The EFI memory map as KCore's RAM banks and reserved ranges, as Linux's
+//! `reserve_regions` (`drivers/firmware/efi/efi-init.c`) reads it.
 //!
-//! A descriptor is RAM KCore may hand out ([`usable`]) exactly when Linux's
-//! `is_usable_memory` (`drivers/firmware/efi/efi-init.c`) says so: loader,
-//! boot-services, conventional, persistent and ACPI-reclaim memory that can
-//! be mapped write-back. Usable descriptors are sorted and merged into
-//! banks, so maps of hundreds of entries become a few banks. ACPI-reclaim
-//! memory stays in the banks but is also reserved, as Linux's
-//! `reserve_regions` keeps it: it holds the tables KServ reads after KCore
-//! has placed its pool. Runtime-services code and data, ACPI NVS, MMIO and
-//! reserved descriptors are not RAM to KCore.
+//! Every descriptor that is memory (write-back, write-through or
+//! write-combining: Linux's `is_memory`) goes into the banks, sorted and
+//! merged, so maps of hundreds of entries become a few banks and KServ's
+//! stage 2 maps firmware memory (runtime services, ACPI tables) as normal
+//! memory, not device memory. Of those, what is not [`usable`] (Linux's
+//! `is_usable_memory`: loader, boot-services, conventional, persistent and
+//! ACPI-reclaim memory that can be mapped write-back) is reserved, where
+//! Linux marks it `nomap`, and so is ACPI-reclaim memory, which Linux keeps
+//! (`memblock_reserve`): it holds the tables KServ reads after KCore has
+//! placed its pool. MMIO and uncached descriptors are not memory.
 
 use alloc::vec::Vec;
 
@@ -64,6 +66,14 @@ pub mod efi_type {
 
 /// `EFI_MEMORY_WB`: the region can be mapped write-back cacheable.
 pub const EFI_MEMORY_WB: u64 = 1 << 3;
+/// `EFI_MEMORY_WC` and `EFI_MEMORY_WT`: write-combining, write-through.
+pub const EFI_MEMORY_WC_WT: u64 = (1 << 1) | (1 << 2);
+
+/// Whether a descriptor with `attribute` is memory rather than MMIO
+/// (Linux's `is_memory`).
+pub fn is_memory(attribute: u64) -> bool {
+    attribute & (EFI_MEMORY_WB | EFI_MEMORY_WC_WT) != 0
+}
 
 /// Whether a descriptor of type `ty` with `attribute` is RAM the OS may use
 /// after `ExitBootServices` (Linux's `is_usable_memory`).
@@ -84,24 +94,26 @@ pub fn usable(ty: u32, attribute: u64) -> bool {
 /// KCore's view of the map.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Banks {
-    /// Usable descriptors, sorted and merged.
+    /// Memory descriptors ([`is_memory`]), sorted and merged.
     pub memory: Vec<MemRange>,
-    /// Usable ranges whose contents must survive (ACPI reclaim), sorted and
-    /// merged.
+    /// Memory KCore must not take: descriptors that are not [`usable`], and
+    /// ACPI reclaim; sorted and merged.
     pub reserved: Vec<MemRange>,
 }
 
-/// Sorts and merges the usable descriptors of `map` into banks. Descriptors
-/// with no pages are skipped; one that wraps is an error.
+/// Sorts and merges the memory descriptors of `map` into banks and
+/// reserves what is not usable. Descriptors with no pages are skipped; one
+/// that wraps is an error.
 pub fn banks(map: &[MemDesc]) -> Result<Banks, Error> {
     let mut out = Banks::default();
     for d in map.iter().filter(|d| d.pages != 0) {
         let range = descriptor_range(d)?;
-        if usable(d.ty, d.attribute) {
-            out.memory.push(range);
-            if d.ty == efi_type::ACPI_RECLAIM {
-                out.reserved.push(range);
-            }
+        if !is_memory(d.attribute) {
+            continue;
+        }
+        out.memory.push(range);
+        if !usable(d.ty, d.attribute) || d.ty == efi_type::ACPI_RECLAIM {
+            out.reserved.push(range);
         }
     }
     normalize_regions(&mut out.memory);

@@ -25,18 +25,19 @@ fn load(mem_bytes: &[u8], rsdp: u64) -> Result<Tables, Error> {
 
 /// Translates `m` with an EFI map of `banks` banks; returns the tree and
 /// its parse.
-fn translate(m: &Machine, banks: usize) -> (Vec<u8>, Platform, Vec<(u64, u64)>) {
+fn translate(m: &Machine, banks: usize) -> (Vec<u8>, Platform, EfiMap) {
     let (bytes, rsdp) = layout(&m.tables());
     let tables = load(&bytes, rsdp).unwrap();
-    let (map, expect) = efi_map(banks);
+    let efi = efi_map(banks);
+    let map = &efi.map;
     let loader = [r(0xa000_0000, 0x20_0000)];
     let chosen = Chosen {
         bootargs: Some("console=ttyAMA0 acpi=force"),
         reserved: &loader,
     };
-    let dt = platform_dt(&tables, &map, &chosen).unwrap();
+    let dt = platform_dt(&tables, map, &chosen).unwrap();
     let p = parse(&dt).unwrap();
-    (dt, p, expect)
+    (dt, p, efi)
 }
 
 fn check_server(m: &Machine, banks: usize) -> (Vec<u8>, Platform) {
@@ -90,13 +91,13 @@ fn check_server(m: &Machine, banks: usize) -> (Vec<u8>, Platform) {
             kind: UartKind::Pl011
         })
     );
-    let banks_expected: Vec<MemRange> = expect.iter().map(|&(b, s)| r(b, s)).collect();
-    assert_eq!(p.memory, banks_expected);
-    // ACPI reclaim (the tables) and the loader's range.
-    assert_eq!(
-        p.reserved,
-        vec![r(MEM_BASE, 0x10_0000), r(0xa000_0000, 0x20_0000)]
-    );
+    let ranges = |v: &[(u64, u64)]| v.iter().map(|&(b, s)| r(b, s)).collect::<Vec<_>>();
+    assert_eq!(p.memory, ranges(&expect.memory));
+    // Runtime data, ACPI reclaim (the tables) and the loader's range.
+    let mut reserved = expect.reserved.clone();
+    reserved.push((0xa000_0000, 0x20_0000));
+    reserved.sort();
+    assert_eq!(p.reserved, ranges(&reserved));
     assert_eq!(p.bootargs.as_deref(), Some("console=ttyAMA0 acpi=force"));
     // The PCIe host bridge from the MCFG is a DMA master KCore keeps.
     assert_eq!(p.dma_masters, vec![r(ECAM, 256 << 20)]);
@@ -211,6 +212,10 @@ fn usable_follows_linux() {
         assert!(!kcore_acpi::usable(ty, 0), "type {ty} without WB");
     }
     assert!(!kcore_acpi::usable(RUNTIME_SERVICES_DATA, EFI_MEMORY_WB));
+    // Memory (in the banks) is any cacheable descriptor: WB, WT or WC.
+    use kcore_acpi::memory::is_memory;
+    assert!(is_memory(EFI_MEMORY_WB) && is_memory(1 << 2) && is_memory(1 << 1));
+    assert!(!is_memory(1) && !is_memory(0));
     assert!(!kcore_acpi::usable(RESERVED, EFI_MEMORY_WB));
 }
 
@@ -281,7 +286,7 @@ fn kserv_tables_hide_the_virtual_interface() {
     );
     assert!(after.ecam.is_empty());
     // KCore's tree from KServ's tables has no virtual interface.
-    let (map, _) = efi_map(1);
+    let map = efi_map(1).map;
     let p = parse(&platform_dt(&kserv, &map, &Chosen::default()).unwrap()).unwrap();
     let gic = p.gic.unwrap();
     assert_eq!(
@@ -309,7 +314,7 @@ fn load_edited(m: &Machine, k: usize, f: impl FnOnce(&mut Vec<u8>)) -> Result<Ve
     f(&mut tables[k]);
     let (bytes, rsdp) = layout(&tables);
     let t = load(&bytes, rsdp)?;
-    let (map, _) = efi_map(1);
+    let map = efi_map(1).map;
     platform_dt(&t, &map, &Chosen::default())
 }
 
@@ -472,7 +477,7 @@ fn mutations_never_panic() {
 
 /// `rounds` mutations of the image `bytes`; returns how many translated.
 fn mutate(bytes: &[u8], rsdp: u64, seed: u64, rounds: usize) -> usize {
-    let (map, _) = efi_map(2);
+    let map = efi_map(2).map;
     let table_starts: Vec<usize> = {
         let t = load(bytes, rsdp).unwrap();
         [b"FACP", b"APIC", b"GTDT", b"SPCR", b"IORT", b"MCFG"]
@@ -546,8 +551,8 @@ fn qemu_virt_tables() {
     let tables: Vec<Vec<u8>> = named.into_iter().map(|(_, t)| t).collect();
     let (bytes, rsdp) = layout(&tables);
     let t = load(&bytes, rsdp).unwrap();
-    let (map, expect) = efi_map(2);
-    let dt = platform_dt(&t, &map, &Chosen::default()).unwrap();
+    let efi = efi_map(2);
+    let dt = platform_dt(&t, &efi.map, &Chosen::default()).unwrap();
     dtc_accepts(&dt).map(Result::unwrap);
     let p = parse(&dt).unwrap();
     assert_eq!(
@@ -584,7 +589,7 @@ fn qemu_virt_tables() {
     // tree has none either).
     assert_eq!((gic.cpu_if, gic.hyp_if, gic.vcpu_if), (None, None, None));
     assert_eq!(p.dma_masters, [r(0x40_1000_0000, 256 << 20)]);
-    let banks: Vec<MemRange> = expect.iter().map(|&(b, s)| r(b, s)).collect();
+    let banks: Vec<MemRange> = efi.memory.iter().map(|&(b, s)| r(b, s)).collect();
     assert_eq!(p.memory, banks);
     let d = describe(&t).unwrap();
     assert_eq!(d.smmu_v3, [0x0905_0000]);
@@ -630,7 +635,7 @@ fn identity_mem_reads_only_inside_its_ranges() {
     let t = Tables::load(&mem, at).unwrap();
     assert_eq!(describe(&t).unwrap().cpus, [mpidr(0), mpidr(1)]);
     // The EFI map's readable ranges: everything but MMIO, merged.
-    let (map, _) = efi_map(3);
+    let map = efi_map(3).map;
     let readable = kcore_acpi::memory::readable(&map).unwrap();
     assert!(readable.iter().all(|x| {
         !map.iter()

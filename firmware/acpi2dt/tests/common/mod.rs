@@ -307,12 +307,21 @@ pub fn mem(bytes: &[u8]) -> SliceMem<'_> {
     }
 }
 
-/// An EFI memory map of `banks` banks of 256 MiB from 0x8000_0000, each
-/// made of three usable descriptors of different types, with a runtime,
-/// MMIO or not-write-back descriptor in every gap, given in a scrambled
-/// order; plus the ACPI-reclaim range holding the tables. Returns the map
-/// and the expected banks `(base, size)`.
-pub fn efi_map(banks: usize) -> (Vec<MemDesc>, Vec<(u64, u64)>) {
+/// An EFI memory map made of `banks` banks of 256 MiB from 0x8000_0000,
+/// each of three usable descriptors of different types, followed by a
+/// 1 MiB descriptor that is runtime-services data (memory, not usable),
+/// MMIO, or uncached conventional memory (not memory) in turn; plus the
+/// ACPI-reclaim range holding the tables. Scrambled, as nothing orders a
+/// firmware's map.
+pub struct EfiMap {
+    pub map: Vec<MemDesc>,
+    /// The banks KCore should see.
+    pub memory: Vec<(u64, u64)>,
+    /// The ranges it should reserve.
+    pub reserved: Vec<(u64, u64)>,
+}
+
+pub fn efi_map(banks: usize) -> EfiMap {
     let d = |ty, base: u64, size: u64, attribute| MemDesc {
         ty,
         base,
@@ -320,8 +329,11 @@ pub fn efi_map(banks: usize) -> (Vec<MemDesc>, Vec<(u64, u64)>) {
         attribute,
     };
     let wb = EFI_MEMORY_WB | 1;
-    let mut map = Vec::new();
-    let mut expect = Vec::new();
+    let mut out = EfiMap {
+        map: Vec::new(),
+        memory: Vec::new(),
+        reserved: Vec::new(),
+    };
     for k in 0..banks as u64 {
         let base = 0x8000_0000 + k * 0x2000_0000;
         let size = 0x1000_0000;
@@ -331,6 +343,7 @@ pub fn efi_map(banks: usize) -> (Vec<MemDesc>, Vec<(u64, u64)>) {
             efi_type::LOADER_CODE,
         ];
         let third = size / 4;
+        let map = &mut out.map;
         map.push(d(kinds[k as usize % 3], base, third, wb));
         map.push(d(kinds[(k as usize + 1) % 3], base + third, third, wb));
         map.push(d(
@@ -339,22 +352,33 @@ pub fn efi_map(banks: usize) -> (Vec<MemDesc>, Vec<(u64, u64)>) {
             size - 2 * third,
             wb,
         ));
-        let gap = match k % 3 {
-            0 => d(efi_type::RUNTIME_SERVICES_DATA, base + size, 0x10_0000, wb),
-            1 => d(efi_type::MMIO, base + size, 0x10_0000, 1),
-            _ => d(efi_type::CONVENTIONAL, base + size, 0x10_0000, 1), // not WB
-        };
-        map.push(gap);
-        expect.push((base, size));
+        let gap = 0x10_0000;
+        match k % 3 {
+            0 => {
+                map.push(d(efi_type::RUNTIME_SERVICES_DATA, base + size, gap, wb));
+                out.memory.push((base, size + gap));
+                out.reserved.push((base + size, gap));
+            }
+            1 => {
+                map.push(d(efi_type::MMIO, base + size, gap, 1));
+                out.memory.push((base, size));
+            }
+            _ => {
+                map.push(d(efi_type::CONVENTIONAL, base + size, gap, 1));
+                out.memory.push((base, size));
+            }
+        }
     }
     // The tables' memory, ACPI reclaim, adjacent to nothing else.
-    map.push(d(efi_type::ACPI_RECLAIM, MEM_BASE, 0x10_0000, wb));
-    expect.push((MEM_BASE, 0x10_0000));
-    expect.sort();
-    // Scramble deterministically.
-    let n = map.len();
+    out.map
+        .push(d(efi_type::ACPI_RECLAIM, MEM_BASE, 0x10_0000, wb));
+    out.memory.push((MEM_BASE, 0x10_0000));
+    out.reserved.push((MEM_BASE, 0x10_0000));
+    out.memory.sort();
+    out.reserved.sort();
+    let n = out.map.len();
     for i in 0..n {
-        map.swap(i, (i * 7919 + 13) % n);
+        out.map.swap(i, (i * 7919 + 13) % n);
     }
-    (map, expect)
+    out
 }
