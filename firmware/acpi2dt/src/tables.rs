@@ -149,8 +149,7 @@ fn read_sdt<'m>(
     let header = mem
         .read(address, HEADER_LEN)
         .ok_or(unreadable(HEADER_LEN as u64))?;
-    let mut signature = [0; 4];
-    signature.copy_from_slice(header.get(..4).unwrap_or_default());
+    let signature = signature(header);
     if let Some(e) = expect
         && *e != signature
     {
