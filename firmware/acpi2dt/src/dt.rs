@@ -14,6 +14,9 @@ use crate::describe::{
 use crate::memory::Banks;
 use crate::{Chosen, Error};
 
+/// The GIC's phandle, the only one in the tree.
+const GIC_PHANDLE: u32 = 1;
+
 /// Big-endian cells.
 fn cells(values: &[u32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_be_bytes()).collect()
@@ -52,6 +55,9 @@ pub(crate) fn write(d: &Description, banks: &Banks, chosen: &Chosen<'_>) -> Resu
     w.prop("#address-cells", &cells(&[2]))?;
     w.prop("#size-cells", &cells(&[2]))?;
     w.prop("compatible", &strings(&["kcore,acpi-platform"]))?;
+    // Every `interrupts` (the timer's, the GIC's own) resolves through the
+    // GIC.
+    w.prop("interrupt-parent", &cells(&[GIC_PHANDLE]))?;
 
     let uart_path = d.uart.map(|(base, _)| format!("/serial@{base:x}"));
     w.begin_node("chosen");
@@ -161,6 +167,7 @@ fn write_gic(w: &mut DtbWriter, d: &Description) -> Result<(), Error> {
     w.prop("compatible", &strings(&["arm,gic-v3"]))?;
     w.prop("interrupt-controller", &[])?;
     w.prop("#interrupt-cells", &cells(&[3]))?;
+    w.prop("phandle", &cells(&[GIC_PHANDLE]))?;
     w.prop("#address-cells", &cells(&[2]))?;
     w.prop("#size-cells", &cells(&[2]))?;
     w.prop("ranges", &[])?;

@@ -27,7 +27,7 @@
 //! | ACPI | device tree written |
 //! |---|---|
 //! | MADT GICC, flags bit 0 (enabled) | `/cpus/cpu@<mpidr>`: `reg` = GICC `MPIDR` (2 cells), `enable-method = "psci"` when the FADT has PSCI; disabled GICCs are left out |
-//! | MADT GICD | `interrupt-controller@<base>`, `arm,gic-v3`, first `reg` = base + 64 KiB; GIC version 3, 4 or 0 (discover); 1 and 2 are refused |
+//! | MADT GICD | `interrupt-controller@<base>`, `arm,gic-v3`, first `reg` = base + 64 KiB, the root's `interrupt-parent`; GIC version 3, 4 or 0 (discover); 1 and 2 are refused |
 //! | MADT GICR (each) | next `reg` entries, `#redistributor-regions` = their number |
 //! | GICC `GICR base`, when there is no GICR structure | one redistributor region per enabled CPU, 128 KiB (256 KiB on GICv4) |
 //! | GICC `Physical Base Address`, `GICH`, `GICV` (first enabled GICC) | `reg` entries after the redistributors (GICC; GICH and GICV only with all three), 8 KiB each |

@@ -117,6 +117,16 @@ fn four_cpu_server_with_gicr_structure() {
         .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
         .collect();
     assert_eq!(cells, [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]);
+    // The timer's interrupts resolve through the GIC (root
+    // `interrupt-parent` = the GIC's phandle), as Linux needs.
+    let phandle = |n: fdt::node::FdtNode<'_, '_>, p: &str| {
+        u32::from_be_bytes(n.property(p).unwrap().value.try_into().unwrap())
+    };
+    let gic = fdt.find_compatible(&["arm,gic-v3"]).unwrap();
+    assert_eq!(
+        phandle(fdt.find_node("/").unwrap(), "interrupt-parent"),
+        phandle(gic, "phandle")
+    );
     let smmu = fdt.find_compatible(&["arm,smmu-v3"]).unwrap();
     let reg: Vec<_> = smmu.reg().unwrap().collect();
     assert_eq!(reg[0].starting_address as u64, SMMU);
