@@ -34,6 +34,26 @@ pub struct TrapFrames {
 }
 
 impl TrapFrames {
+    /// `self` and `next` as one region, when `next` starts where `self`
+    /// ends, has the same frames and `self` holds whole frames (so every
+    /// frame keeps its place): one region per CPU, as an ACPI MADT gives a
+    /// server's redistributors, becomes one region per contiguous run.
+    pub fn joined(&self, next: &TrapFrames) -> Option<TrapFrames> {
+        let whole = self.stride != 0 && self.region.size().is_multiple_of(self.stride);
+        if !whole
+            || self.stride != next.stride
+            || self.offsets != next.offsets
+            || self.region.end() != next.region.base()
+        {
+            return None;
+        }
+        let region = MemRange::new(
+            self.region.base(),
+            self.region.size().checked_add(next.region.size())?,
+        )?;
+        Some(TrapFrames { region, ..*self })
+    }
+
     /// Whether `addr` lies in a trapped page.
     pub fn contains(&self, addr: u64) -> bool {
         if !self.region.contains(addr) || !self.stride.is_power_of_two() {
@@ -61,8 +81,9 @@ impl TrapFrames {
     }
 }
 
-/// Most [`TrapFrames`] regions (a GIC's redistributor regions).
-pub const MAX_TRAP_FRAMES: usize = 4;
+/// Most [`TrapFrames`] regions (a GIC's redistributor regions, after
+/// contiguous ones are [`TrapFrames::joined`]: one per socket or per gap).
+pub const MAX_TRAP_FRAMES: usize = 16;
 
 /// The platform's memory as far as KServ's stage 2 is concerned.
 #[derive(Clone, Debug, Default)]
@@ -105,6 +126,11 @@ impl<const N: usize> HostMemoryMap<N> {
             .ok_or(RangeSetError::Full)?;
         *slot = Some(t);
         Ok(())
+    }
+
+    /// How many [`TrapFrames`] regions were added.
+    pub fn trapped_regions(&self) -> usize {
+        self.trapped.iter().flatten().count()
     }
 
     /// Whether `addr` lies in a page KServ reaches only through KCore.

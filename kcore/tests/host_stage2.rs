@@ -409,3 +409,62 @@ fn a_page_mapped_by_a_partial_block_attempt_is_not_refused() {
     );
     assert_eq!(s2.denied_count(), 0);
 }
+
+/// A server's redistributors, one region per CPU (an ACPI MADT without a
+/// GICR structure), join into one trapped region per contiguous run, and
+/// the joined region traps exactly the pages the separate ones did.
+#[test]
+fn per_cpu_redistributor_regions_join_into_one_trap_region() {
+    use kcore::host_stage2::TrapFrames;
+    const BASE: u64 = 0x0800_0000;
+    const STRIDE: u64 = 0x2_0000;
+    let one = |i: u64, stride: u64| TrapFrames {
+        region: MemRange::new(BASE + i * stride, stride).unwrap(),
+        stride,
+        offsets: [Some(0), None],
+    };
+    // 256 CPUs: one region.
+    let mut run = one(0, STRIDE);
+    for i in 1..256 {
+        run = run.joined(&one(i, STRIDE)).unwrap();
+    }
+    assert_eq!(run.region, MemRange::new(BASE, 256 * STRIDE).unwrap());
+    for i in [0, 1, 100, 255] {
+        let frame = BASE + i * STRIDE;
+        assert!(run.contains(frame), "CPU {i}'s control page");
+        assert!(run.contains(frame + PAGE_SIZE - 8));
+        assert!(!run.contains(frame + PAGE_SIZE), "CPU {i}'s other pages");
+        assert!(!run.contains(frame + 0x1_0000), "CPU {i}'s SGI frame");
+    }
+    assert!(!run.contains(BASE + 256 * STRIDE));
+    // A gap, another stride (GICv4), other offsets or a region holding a
+    // partial frame do not join.
+    let a = one(0, STRIDE);
+    assert_eq!(a.joined(&one(2, STRIDE)), None, "gap");
+    let v4 = TrapFrames {
+        region: MemRange::new(BASE + STRIDE, 0x4_0000).unwrap(),
+        stride: 0x4_0000,
+        offsets: [Some(0), None],
+    };
+    assert_eq!(a.joined(&v4), None, "stride");
+    let vlpi = TrapFrames {
+        offsets: [Some(0), Some(0x3_0000)],
+        ..one(1, STRIDE)
+    };
+    assert_eq!(a.joined(&vlpi), None, "offsets");
+    let partial = TrapFrames {
+        region: MemRange::new(BASE, STRIDE + PAGE_SIZE).unwrap(),
+        ..a
+    };
+    let after = TrapFrames {
+        region: MemRange::new(BASE + STRIDE + PAGE_SIZE, STRIDE).unwrap(),
+        ..a
+    };
+    assert_eq!(partial.joined(&after), None, "a partial frame");
+    // Joined regions go into a map as one slot each.
+    let mut map = HostMemoryMap::<8>::new();
+    for _ in 0..kcore::host_stage2::MAX_TRAP_FRAMES {
+        map.add_trapped(run).unwrap();
+    }
+    assert!(map.add_trapped(run).is_err(), "every slot taken");
+}

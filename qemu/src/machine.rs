@@ -106,6 +106,9 @@ pub struct Machine {
     /// Whether the CPUs have EL2 (`virtualization=on`). Without it the loader
     /// enters KCore at EL1, which KCore must refuse.
     pub el2: bool,
+    /// NUMA nodes on `virt` (0 or 1: none): the RAM and the CPUs split evenly
+    /// between them, each node's RAM a memory node of its own in the tree.
+    pub numa: u32,
 }
 
 impl Machine {
@@ -119,6 +122,7 @@ impl Machine {
             mem_mib: 1024,
             icount: false,
             el2: true,
+            numa: 0,
         }
     }
 
@@ -182,6 +186,14 @@ impl Machine {
         Machine { el2, ..self }
     }
 
+    /// The same `virt` machine split into `nodes` NUMA nodes.
+    pub fn with_numa(self, nodes: u32) -> Self {
+        Machine {
+            numa: nodes,
+            ..self
+        }
+    }
+
     /// Checks what QEMU would otherwise reject with a less helpful message.
     pub fn validate(&self) -> Result<(), String> {
         if let Board::Raspi4b { dtb } = &self.board {
@@ -203,6 +215,12 @@ impl Machine {
         }
         if self.gic == Gic::V2 && self.smp > 8 {
             return Err(format!("a GICv2 serves at most 8 CPUs, not {}", self.smp));
+        }
+        if self.numa > 1 && (self.numa > self.smp || !self.mem_mib.is_multiple_of(self.numa)) {
+            return Err(format!(
+                "{} NUMA nodes need at least as many CPUs (not {}) and RAM that divides evenly ({} MiB)",
+                self.numa, self.smp, self.mem_mib
+            ));
         }
         if self.mem_mib < 128 {
             return Err(format!(
@@ -248,6 +266,21 @@ impl Machine {
             args.push("-icount".to_string());
             args.push("shift=0,sleep=off".to_string());
         }
+        if self.numa > 1 {
+            let (mib, cpus) = (self.mem_mib / self.numa, self.smp / self.numa);
+            for i in 0..self.numa {
+                let first = i * cpus;
+                let last = if i + 1 == self.numa {
+                    self.smp - 1
+                } else {
+                    first + cpus - 1
+                };
+                args.push("-object".to_string());
+                args.push(format!("memory-backend-ram,id=ram{i},size={mib}M"));
+                args.push("-numa".to_string());
+                args.push(format!("node,nodeid={i},cpus={first}-{last},memdev=ram{i}"));
+            }
+        }
         args
     }
 }
@@ -279,6 +312,9 @@ impl fmt::Display for Machine {
         if self.icount {
             f.write_str(", -icount shift=0,sleep=off")?;
         }
+        if self.numa > 1 {
+            write!(f, ", {} NUMA nodes", self.numa)?;
+        }
         Ok(())
     }
 }
@@ -286,6 +322,27 @@ impl fmt::Display for Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numa_nodes_split_cpus_and_ram() {
+        let m = Machine::virt_gicv3()
+            .with_smp(8)
+            .with_mem_mib(2048)
+            .with_numa(2);
+        let args = m.args();
+        for want in [
+            "memory-backend-ram,id=ram0,size=1024M",
+            "node,nodeid=0,cpus=0-3,memdev=ram0",
+            "memory-backend-ram,id=ram1,size=1024M",
+            "node,nodeid=1,cpus=4-7,memdev=ram1",
+        ] {
+            assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+        }
+        assert!(m.validate().is_ok());
+        assert!(m.clone().with_numa(3).validate().is_err(), "2048 MiB in 3");
+        assert!(m.with_smp(1).validate().is_err(), "2 nodes, 1 CPU");
+        assert!(!Machine::default().args().iter().any(|a| a == "-numa"));
+    }
 
     #[test]
     fn default_machine_arguments() {

@@ -10,9 +10,10 @@
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Most CPUs KCore records a redistributor for.
-pub const MAX_CPUS: usize = 64;
-/// Most redistributor regions.
-pub const MAX_REGIONS: usize = 4;
+pub const MAX_CPUS: usize = 256;
+/// Most redistributor regions: one per CPU, as an ACPI MADT without a GICR
+/// structure gives them (each GICC names its own redistributor).
+pub const MAX_REGIONS: usize = MAX_CPUS;
 
 static REGIONS: [(AtomicU64, AtomicU64); MAX_REGIONS] =
     [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX_REGIONS];

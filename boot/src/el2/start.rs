@@ -69,6 +69,17 @@ fn subtract<E>(
     Ok(())
 }
 
+/// Records `frames` (redistributors' control pages) as reaching KServ only
+/// through KCore, or stops.
+fn trap_redistributors(map: &mut HostMemoryMap<MAP_RANGES>, frames: TrapFrames) {
+    if map.add_trapped(frames).is_err() {
+        stop(format_args!(
+            "cannot trap the control pages of redistributor region {}",
+            frames.region
+        ));
+    }
+}
+
 /// A GICv2's pages KCore maps at EL2 to run guests: the distributor's
 /// first page (its banked private-interrupt registers) and the virtual
 /// interface control (`GICH`), both translated through the tree's `ranges`.
@@ -330,7 +341,7 @@ fn boot_kserv(
         placed = pool::place(&pool::PoolRequest {
             bank: candidate,
             owner_entries,
-            cpus: MAX_CPUS,
+            cpus: plat.cpus.len().clamp(1, MAX_CPUS),
             kcore_start: img.start,
             kernel_end,
             dt_base,
@@ -446,7 +457,9 @@ fn boot_kserv(
             }
         }
         // The redistributors' control pages (LPI table bases) reach KServ
-        // only through KCore's checks (`kcore::gic_guard`).
+        // only through KCore's checks (`kcore::gic_guard`). Contiguous
+        // regions (one per CPU on an ACPI server) are trapped as one.
+        let mut run: Option<TrapFrames> = None;
         for (i, r) in gic.redist.iter().enumerate() {
             let (range, Some(stride)) = (*r, gicv3::stride(i)) else {
                 stop(format_args!(
@@ -459,12 +472,24 @@ fn boot_kserv(
                 stride,
                 offsets: [Some(0), vlpi],
             };
-            if map.add_trapped(frames).is_err() {
-                stop(format_args!(
-                    "cannot trap the control pages of redistributor region {r}"
-                ));
-            }
+            run = match run.map(|cur| (cur, cur.joined(&frames))) {
+                Some((_, Some(joined))) => Some(joined),
+                Some((cur, None)) => {
+                    trap_redistributors(&mut map, cur);
+                    Some(frames)
+                }
+                None => Some(frames),
+            };
         }
+        if let Some(last) = run {
+            trap_redistributors(&mut map, last);
+        }
+        info!(
+            "{} RAM banks; {} redistributor regions, trapped as {} runs",
+            ram_banks.len(),
+            gic.redist.len(),
+            map.trapped_regions()
+        );
     }
     let Some(geometry) = Geometry::stage2(f.pa_bits) else {
         stop(format_args!("unsupported PA range"))

@@ -12,10 +12,12 @@ use kcore_arch::el2::phys_memory::PagePool;
 use kcore_boot::platform::Conduit;
 use log::error;
 
-/// Most CPUs KCore manages.
-pub const MAX_CPUS: usize = 64;
-/// Ranges KServ's memory map may hold (RAM banks and KCore regions).
-pub const MAP_RANGES: usize = 16;
+/// Most CPUs KCore manages (two 128-core sockets); the secondary CPUs'
+/// stacks in KCore's pool are sized by the device tree's count, not by this.
+pub const MAX_CPUS: usize = kcore_arch::el2::gicv3::MAX_CPUS;
+/// Ranges KServ's memory map may hold (RAM banks and KCore regions): a
+/// server's EFI map, merged into banks, has about a hundred.
+pub const MAP_RANGES: usize = 128;
 /// Most VMs at once (hardware VMIDs 1..=MAX_VMS; 8-bit VMIDs).
 pub const MAX_VMS: usize = 16;
 
