@@ -68,8 +68,9 @@ fi
 # gcc and libc6-dev-arm64-cross: the kernel's `make headers` and the static KVM
 # selftests. kmod: modinfo (the build checks the module's vermagic); gzip: a compressed
 # vmlinuz, should Debian ship one. mtools: the FAT partition of build/rpi4-sd.img
-# (mformat, mcopy) and the test that reads it back (mdir, mtype).
-for p in gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu linux-kbuild-6.1 cpio make bc flex bison libelf-dev xz-utils device-tree-compiler kmod gzip mtools; do
+# (mformat, mcopy) and the test that reads it back (mdir, mtype). qemu-efi-aarch64:
+# EDK2 for QEMU virt (/usr/share/qemu-efi-aarch64/QEMU_EFI.fd), which boots build/kcore.efi.
+for p in gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu linux-kbuild-6.1 cpio make bc flex bison libelf-dev xz-utils device-tree-compiler kmod gzip mtools qemu-efi-aarch64; do
     have "$p" || need+=("$p")
 done
 

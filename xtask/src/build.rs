@@ -11,7 +11,8 @@
 //! `build/kcore-6.12.img` (`cargo xtask run --kernel 6.12`), and the
 //! Raspberry Pi 4 tree QEMU's `raspi4b` boots with
 //! (`build/raspi4b/`, [`raspi4b`]), and the Raspberry Pi 4 SD-card image
-//! `build/rpi4-sd.img` ([`rpi4_sd`]). The second
+//! `build/rpi4-sd.img` ([`rpi4_sd`]), and `build/kcore.efi` with its EFI
+//! system partition `build/esp/` ([`efi`]). The second
 //! image costs only a Kbuild run, an initramfs and a pack: everything else
 //! is shared. Every step is incremental: cargo
 //! and Kbuild rebuild what changed, and outputs are rewritten only when their
@@ -21,6 +22,7 @@ mod abi_header;
 pub mod cargo;
 mod cpio;
 mod debqemu;
+mod efi;
 mod initramfs;
 mod kcore;
 pub mod keys;
@@ -71,6 +73,8 @@ pub struct Built {
     pub boot_image_6_12: PathBuf,
     /// The Raspberry Pi 4 SD-card image (`build/rpi4-sd.img`).
     pub rpi4_sd: PathBuf,
+    /// The UEFI application embedding the boot image (`build/kcore.efi`).
+    pub kcore_efi: PathBuf,
 }
 
 /// Builds everything and packs `build/kcore.img` and `build/kcore-6.12.img`.
@@ -87,6 +91,7 @@ pub fn all() -> Result<Built> {
     // The boot image of the `debqemu` test: the 6.1 one with Debian's QEMU
     // appended to KServ's initramfs (`debqemu.rs`).
     let rpi4_sd = rpi4(&fetched, &kcore_bin, &kserv_6_1, &vm_verify_key)?;
+    let kcore_efi = efi::build(&kserv_6_1.boot_image)?;
     let debqemu = debqemu::build(&kserv_6_1.initramfs)?;
     pack(
         &kcore_bin,
@@ -106,6 +111,7 @@ pub fn all() -> Result<Built> {
         boot_image: kserv_6_1.boot_image,
         boot_image_6_12: kserv_6_12.boot_image,
         rpi4_sd,
+        kcore_efi,
     })
 }
 

@@ -67,6 +67,18 @@ pub fn kserv_cmdline(series: Series) -> PathBuf {
     kserv_dir(series).join("cmdline")
 }
 
+/// The UEFI application booting KCore and the 6.1 KServ
+/// (`build/kcore.efi`, `efi/`).
+pub fn kcore_efi() -> PathBuf {
+    build_dir().join("kcore.efi")
+}
+
+/// The EFI system partition (a directory) holding `kcore.efi`
+/// (`build/esp/`).
+pub fn esp_dir() -> PathBuf {
+    build_dir().join("esp")
+}
+
 /// The Raspberry Pi 4 device tree edited for QEMU's `raspi4b`
 /// (`build/raspi4b/bcm2711-rpi-4-b-qemu.dtb`).
 pub fn raspi4b_dtb() -> PathBuf {

@@ -49,6 +49,11 @@ const MUSL_CRATES: &[&str] = &["kserv-tools", "kcore-vmm"];
 /// allowed, unlike KCore).
 const GUEST_CRATES: &[&str] = &["kcore-test-guest"];
 const GUEST_TARGET: &str = "aarch64-unknown-none";
+/// The UEFI application (`efi/`), linted for its own target. It embeds the
+/// boot image named by `KCORE_EFI_IMAGE`; the lint gets an empty stand-in
+/// ([`lint_boot_image`]), since a host-only run has built no image.
+const UEFI_CRATE: &str = "kcore-efi";
+const UEFI_TARGET: &str = "aarch64-unknown-uefi";
 const MUSL_TARGET: &str = "aarch64-unknown-linux-musl";
 
 /// The target of KCore.
@@ -125,6 +130,16 @@ fn steps(args: &TestArgs) -> Vec<Step> {
         }
         guest.extend(["--target", GUEST_TARGET, "--", "-D", "warnings"]);
         steps.push(cargo(&guest));
+        steps.push(cargo(&[
+            "clippy",
+            "-p",
+            UEFI_CRATE,
+            "--target",
+            UEFI_TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ]));
     }
     // The system tests are a workspace member (so clippy sees them) but need
     // build artefacts and QEMU: they run last, after the build.
@@ -196,6 +211,15 @@ struct Outcome {
     results: Vec<String>,
 }
 
+/// An empty file standing in for the boot image when `kcore-efi` is
+/// linted (`build/kcore-efi-lint.img`).
+fn lint_boot_image() -> anyhow::Result<std::path::PathBuf> {
+    let path = paths::build_dir().join("kcore-efi-lint.img");
+    std::fs::create_dir_all(paths::build_dir())?;
+    std::fs::write(&path, b"").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
 /// Runs one step; returns cargo test's `test result:` lines (echoed live as
 /// well).
 fn run(step: &Step) -> anyhow::Result<Vec<String>> {
@@ -207,6 +231,9 @@ fn run(step: &Step) -> anyhow::Result<Vec<String>> {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
             let mut cmd = Command::new(&cargo);
             cmd.args(args).current_dir(paths::root());
+            if args.iter().any(|a| a == UEFI_TARGET) {
+                cmd.env("KCORE_EFI_IMAGE", lint_boot_image()?);
+            }
             let is_test = args.first().is_some_and(|a| a == "test");
             if is_test {
                 cmd.stdout(Stdio::piped());
@@ -296,6 +323,7 @@ mod tests {
                  -- -D warnings",
                 "cargo clippy -p kserv-tools -p kcore-vmm --target aarch64-unknown-linux-musl -- -D warnings",
                 "cargo clippy -p kcore-test-guest --target aarch64-unknown-none -- -D warnings",
+                "cargo clippy -p kcore-efi --target aarch64-unknown-uefi -- -D warnings",
                 "cargo test --workspace --exclude kcore-systests",
                 "build (cargo xtask build)",
                 "cargo test -p kcore-systests --no-fail-fast -- --test-threads=2",

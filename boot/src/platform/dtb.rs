@@ -14,21 +14,27 @@ use fdt::Fdt;
 
 use super::DtError;
 
-const FDT_MAGIC: u32 = 0xd00d_feed;
-const FDT_BEGIN_NODE: u32 = 1;
-const FDT_END_NODE: u32 = 2;
-const FDT_PROP: u32 = 3;
-const FDT_NOP: u32 = 4;
-const FDT_END: u32 = 9;
+/// The header's magic.
+pub const FDT_MAGIC: u32 = 0xd00d_feed;
+/// Structure-block token: a node starts (its name follows).
+pub const FDT_BEGIN_NODE: u32 = 1;
+/// Structure-block token: a node ends.
+pub const FDT_END_NODE: u32 = 2;
+/// Structure-block token: a property (length, name offset, value).
+pub const FDT_PROP: u32 = 3;
+/// Structure-block token: nothing.
+pub const FDT_NOP: u32 = 4;
+/// Structure-block token: the block ends.
+pub const FDT_END: u32 = 9;
 /// Size of the version-17 header.
-pub(crate) const FDT_HEADER_SIZE: usize = 40;
+pub const FDT_HEADER_SIZE: usize = 40;
 /// The format version KCore reads and writes.
-pub(crate) const FDT_VERSION: u32 = 17;
+pub const FDT_VERSION: u32 = 17;
 /// Deepest node nesting accepted (the `fdt` crate's own limit is 64).
 pub const MAX_DEPTH: u32 = 32;
 
 /// Big-endian `u32` at `at`, `None` past the end.
-pub(crate) fn be32(bytes: &[u8], at: usize) -> Option<u32> {
+pub fn be32(bytes: &[u8], at: usize) -> Option<u32> {
     let b = bytes.get(at..at.checked_add(4)?)?;
     let mut w = [0u8; 4];
     w.copy_from_slice(b);
@@ -44,7 +50,7 @@ fn be64(bytes: &[u8], at: usize) -> Option<u64> {
 }
 
 /// `x` rounded up to a multiple of 4, `None` on overflow.
-fn align4(x: usize) -> Option<usize> {
+pub fn align4(x: usize) -> Option<usize> {
     Some(x.checked_add(3)? & !3)
 }
 
@@ -54,7 +60,7 @@ fn sub(bytes: &[u8], start: usize, len: usize) -> Option<&[u8]> {
 }
 
 /// The NUL-terminated string at the start of `bytes`, without its NUL.
-fn cstr(bytes: &[u8]) -> Option<&[u8]> {
+pub fn cstr(bytes: &[u8]) -> Option<&[u8]> {
     let end = bytes.iter().position(|&b| b == 0)?;
     bytes.get(..end)
 }

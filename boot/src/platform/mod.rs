@@ -15,7 +15,7 @@
 //! here touches hardware, so all of it is tested on the host against real
 //! QEMU trees.
 
-pub(crate) mod dtb;
+pub mod dtb;
 pub(crate) mod tree;
 
 use alloc::string::String;

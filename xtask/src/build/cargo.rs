@@ -21,9 +21,23 @@ pub fn build(
     target_name: &str,
     kind: &str,
 ) -> Result<Vec<PathBuf>> {
+    build_with_env(package, extra, triple, target_name, kind, &[])
+}
+
+/// [`build`] with environment variables set for the compiler (the crate
+/// reads them with `env!`; cargo rebuilds when they change).
+pub fn build_with_env(
+    package: &str,
+    extra: &[&str],
+    triple: &str,
+    target_name: &str,
+    kind: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<Vec<PathBuf>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut c = Command::new(cargo);
     c.current_dir(paths::root())
+        .envs(env.iter().copied())
         .args([
             "build",
             "--quiet",

@@ -1,0 +1,24 @@
+//! The host-testable logic of `kcore.efi` (`docs/platforms.md`, "UEFI
+//! servers"): everything that decides, and nothing that touches firmware or
+//! hardware. The UEFI application (`main.rs`, built for
+//! `aarch64-unknown-uefi`) gathers the inputs from the firmware and hands
+//! them to these functions.
+//!
+//! - [`memmap`]: the EFI memory map → the RAM banks KCore and KServ may use.
+//! - [`dt`]: the firmware's device tree → the tree KCore boots with (its
+//!   memory nodes replaced by those banks, `/chosen/bootargs` from the load
+//!   options).
+//! - [`image`]: where `kcore.img` goes (its Image header) and how much
+//!   memory to set aside for it.
+//! - [`cmdline`]: the application's load options → the bootargs.
+//!
+//! [`dt`] and [`memmap`] do not allocate: they run after
+//! `ExitBootServices` and write into buffers the application sized before.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod cmdline;
+pub mod dt;
+pub mod image;
+pub mod memmap;
