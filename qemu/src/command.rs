@@ -3,7 +3,12 @@
 //! Two ways to boot KServ, both on the same [`Machine`]:
 //! [`Boot::Kcore`] hands the boot image (KCore + payload, `docs/boot-image.md`)
 //! to QEMU's `-kernel` loader; KCore appends `-append` to the payload's own
-//! command line. [`Boot::Direct`] boots Debian's kernel straight at EL2 without
+//! command line. [`Boot::Efi`] boots `kcore.efi` from an EFI system
+//! partition through UEFI firmware (a [`Machine`] with [`Machine::uefi`]):
+//! the partition is a directory QEMU shows as a read-only FAT disk
+//! (`fat:`), holding `kcore.efi` and a `startup.nsh` that the UEFI Shell
+//! runs, with the kernel arguments as the application's load options
+//! ([`QemuCommand::prepare`] writes it). [`Boot::Direct`] boots Debian's kernel straight at EL2 without
 //! KCore (the stock-KVM baseline), with its initramfs and full command line.
 //! Console and monitor are on stdio (`-nographic`) and a reset or a reboot
 //! request ends QEMU (`-no-reboot`), so a guest that dies never loops.
@@ -22,6 +27,14 @@ pub enum Boot {
     Kcore {
         /// The image file.
         image: PathBuf,
+    },
+    /// `kcore.efi` (normally `build/kcore.efi`) from an EFI system
+    /// partition made in the directory `esp`.
+    Efi {
+        /// The application.
+        efi: PathBuf,
+        /// The partition's directory; [`QemuCommand::prepare`] fills it.
+        esp: PathBuf,
     },
     /// A Linux Image booted directly at EL2, without KCore.
     Direct {
@@ -78,7 +91,7 @@ impl QemuCommand {
     /// The string given to `-append`, or `None` when there is nothing to pass.
     pub fn kernel_cmdline(&self) -> Option<String> {
         let base = match &self.boot {
-            Boot::Kcore { .. } => "",
+            Boot::Kcore { .. } | Boot::Efi { .. } => "",
             Boot::Direct { cmdline, .. } => cmdline.trim(),
         };
         let words: Vec<&str> = base
@@ -106,6 +119,12 @@ impl QemuCommand {
                 args.push("-kernel".into());
                 args.push(image.into());
             }
+            Boot::Efi { esp, .. } => {
+                args.push("-drive".into());
+                let mut drive = OsString::from("if=virtio,format=raw,readonly=on,file=fat:");
+                drive.push(esp);
+                args.push(drive);
+            }
             Boot::Direct { kernel, initrd, .. } => {
                 args.push("-kernel".into());
                 args.push(kernel.into());
@@ -115,11 +134,46 @@ impl QemuCommand {
                 }
             }
         }
-        if let Some(cmdline) = self.kernel_cmdline() {
+        if let Some(cmdline) = self.kernel_cmdline()
+            && !matches!(self.boot, Boot::Efi { .. })
+        {
             args.push("-append".into());
             args.push(cmdline.into());
         }
         args
+    }
+
+    /// Checks that the boot method suits the machine, and for [`Boot::Efi`]
+    /// fills the partition's directory: `kcore.efi` (a hard link to `efi`,
+    /// or a copy across file systems) and `startup.nsh`, which selects the
+    /// partition (`fs0:`, the only disk) and starts `kcore.efi` with the
+    /// kernel arguments.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m.to_string());
+        let Boot::Efi { efi, esp } = &self.boot else {
+            if self.machine.uefi.is_some() {
+                return Err(bad(
+                    "a machine with UEFI firmware boots kcore.efi (Boot::Efi)",
+                ));
+            }
+            return Ok(());
+        };
+        if self.machine.uefi.is_none() {
+            return Err(bad("kcore.efi needs a machine with UEFI firmware"));
+        }
+        std::fs::create_dir_all(esp)?;
+        let app = esp.join("kcore.efi");
+        let _ = std::fs::remove_file(&app);
+        if std::fs::hard_link(efi, &app).is_err() {
+            std::fs::copy(efi, &app)?;
+        }
+        std::fs::write(esp.join("startup.nsh"), self.startup_nsh())
+    }
+
+    /// The UEFI Shell script that boots [`Boot::Efi`].
+    pub fn startup_nsh(&self) -> String {
+        let args = self.kernel_cmdline().unwrap_or_default();
+        format!("fs0:\r\n\\kcore.efi {args}\r\n")
     }
 
     /// A [`Command`] running QEMU (the binary from [`qemu_binary`]) with
@@ -165,6 +219,51 @@ mod tests {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn efi_boot_from_a_prepared_partition() {
+        let dir = std::env::temp_dir().join(format!("kcore-qemu-esp-{}", std::process::id()));
+        let efi = dir.join("app.efi");
+        let esp = dir.join("esp");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(&efi, b"MZ-not-really").expect("efi");
+        let cmd = QemuCommand::new(
+            Machine::virt_efi_dt(),
+            Boot::Efi {
+                efi: efi.clone(),
+                esp: esp.clone(),
+            },
+        )
+        .append("kserv.mode=batch kserv.tests=hvc");
+        let args = strings(&cmd);
+        assert!(!args.iter().any(|a| a == "-append" || a == "-kernel"));
+        let drive = format!(
+            "if=virtio,format=raw,readonly=on,file=fat:{}",
+            esp.display()
+        );
+        assert!(args.windows(2).any(|w| w[0] == "-drive" && w[1] == drive));
+        cmd.prepare().expect("prepare");
+        // Twice: a second run replaces the link and the script.
+        cmd.prepare().expect("prepare again");
+        assert_eq!(
+            std::fs::read(esp.join("kcore.efi")).expect("app"),
+            b"MZ-not-really"
+        );
+        assert_eq!(
+            std::fs::read_to_string(esp.join("startup.nsh")).expect("script"),
+            "fs0:\r\n\\kcore.efi kserv.mode=batch kserv.tests=hvc\r\n"
+        );
+        let mismatched = QemuCommand::new(Machine::virt_gicv3(), cmd.boot.clone());
+        assert!(mismatched.prepare().is_err());
+        let mismatched = QemuCommand::new(
+            Machine::virt_efi_dt(),
+            Boot::Kcore {
+                image: "build/kcore.img".into(),
+            },
+        );
+        assert!(mismatched.prepare().is_err());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod version;
 pub use command::{Boot, QemuCommand};
 pub use console::{Match, Pattern};
 pub use error::{Error, ErrorKind, TAIL_LINES};
-pub use machine::{Board, Cpu, Gic, Machine};
+pub use machine::{Board, Cpu, EDK2_FIRMWARE, Gic, Machine, Uefi};
 pub use regex::Regex;
 pub use session::{Session, SessionOptions};
 pub use version::{MIN_QEMU_MAJOR, QEMU_ENV, QemuVersion, check_qemu, parse_version, qemu_binary};

@@ -109,7 +109,22 @@ pub struct Machine {
     /// NUMA nodes on `virt` (0 or 1: none): the RAM and the CPUs split evenly
     /// between them, each node's RAM a memory node of its own in the tree.
     pub numa: u32,
+    /// UEFI firmware (Debian's EDK2, `-bios`) instead of QEMU's own loader,
+    /// and how it describes the machine; `None` boots with `-kernel`.
+    pub uefi: Option<Uefi>,
 }
+
+/// How the UEFI firmware of `virt` describes the machine to what it boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Uefi {
+    /// A device tree in the configuration table: QEMU's `acpi=off`.
+    DeviceTree,
+    /// ACPI tables only (QEMU's default with UEFI firmware), as on servers.
+    Acpi,
+}
+
+/// Debian's EDK2 build for QEMU `virt` (package `qemu-efi-aarch64`).
+pub const EDK2_FIRMWARE: &str = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd";
 
 impl Machine {
     /// `virt` with a GICv3, 4 Cortex-A72 CPUs and 1 GiB of RAM: the default.
@@ -123,6 +138,25 @@ impl Machine {
             icount: false,
             el2: true,
             numa: 0,
+            uefi: None,
+        }
+    }
+
+    /// `virt` with a GICv3, booted by Debian's EDK2 with a device tree
+    /// (`acpi=off`): the UEFI server path in its device-tree mode.
+    pub fn virt_efi_dt() -> Self {
+        Machine {
+            uefi: Some(Uefi::DeviceTree),
+            ..Self::virt_gicv3()
+        }
+    }
+
+    /// `virt` with a GICv3, booted by Debian's EDK2 describing it with ACPI
+    /// only, as a server's firmware does.
+    pub fn virt_efi_acpi() -> Self {
+        Machine {
+            uefi: Some(Uefi::Acpi),
+            ..Self::virt_gicv3()
         }
     }
 
@@ -196,6 +230,11 @@ impl Machine {
 
     /// Checks what QEMU would otherwise reject with a less helpful message.
     pub fn validate(&self) -> Result<(), String> {
+        if self.uefi.is_some() && !std::path::Path::new(EDK2_FIRMWARE).is_file() {
+            return Err(format!(
+                "{EDK2_FIRMWARE} is missing: install Debian's qemu-efi-aarch64 (scripts/host-deps.sh)"
+            ));
+        }
         if let Board::Raspi4b { dtb } = &self.board {
             if self.smp != 4 || self.mem_mib != 1024 || self.cpu != Cpu::CortexA72 || self.icount {
                 return Err(
@@ -246,6 +285,9 @@ impl Machine {
             "virt,virtualization={virtualization},gic-version={}",
             self.gic.version()
         );
+        if self.uefi == Some(Uefi::DeviceTree) {
+            board.push_str(",acpi=off");
+        }
         if self.icount {
             // QEMU puts fresh random `kaslr-seed` and `rng-seed` values in the
             // device tree on every boot; they move the kernel and change its
@@ -281,6 +323,11 @@ impl Machine {
                 args.push(format!("node,nodeid={i},cpus={first}-{last},memdev=ram{i}"));
             }
         }
+        if self.uefi.is_some() {
+            // No network device: EDK2 would first spend minutes on PXE and
+            // HTTP boot.
+            args.extend(["-bios", EDK2_FIRMWARE, "-nic", "none"].map(String::from));
+        }
         args
     }
 }
@@ -315,6 +362,11 @@ impl fmt::Display for Machine {
         if self.numa > 1 {
             write!(f, ", {} NUMA nodes", self.numa)?;
         }
+        match self.uefi {
+            Some(Uefi::DeviceTree) => f.write_str(", EDK2 with a device tree")?,
+            Some(Uefi::Acpi) => f.write_str(", EDK2 with ACPI")?,
+            None => {}
+        }
         Ok(())
     }
 }
@@ -342,6 +394,33 @@ mod tests {
         assert!(m.clone().with_numa(3).validate().is_err(), "2048 MiB in 3");
         assert!(m.with_smp(1).validate().is_err(), "2 nodes, 1 CPU");
         assert!(!Machine::default().args().iter().any(|a| a == "-numa"));
+    }
+
+    #[test]
+    fn uefi_with_a_device_tree() {
+        let m = Machine::virt_efi_dt().with_smp(2);
+        assert_eq!(
+            m.args(),
+            [
+                "-M",
+                "virt,virtualization=on,gic-version=3,acpi=off",
+                "-cpu",
+                "cortex-a72",
+                "-smp",
+                "2",
+                "-m",
+                "1024",
+                "-bios",
+                EDK2_FIRMWARE,
+                "-nic",
+                "none"
+            ]
+        );
+        assert!(m.to_string().ends_with(", EDK2 with a device tree"));
+        let acpi = Machine::virt_efi_acpi();
+        assert_eq!(acpi.args()[1], "virt,virtualization=on,gic-version=3");
+        assert!(acpi.args().iter().any(|a| a == EDK2_FIRMWARE));
+        assert!(acpi.to_string().ends_with(", EDK2 with ACPI"));
     }
 
     #[test]

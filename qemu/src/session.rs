@@ -84,6 +84,8 @@ impl Session {
         cmd.machine
             .validate()
             .map_err(|e| Error::new(ErrorKind::Spawn, e))?;
+        cmd.prepare()
+            .map_err(|e| Error::new(ErrorKind::Spawn, format!("cannot prepare the boot: {e}")))?;
         Self::spawn_program(cmd.command(), &cmd.display(), log_path.as_ref(), options)
     }
 

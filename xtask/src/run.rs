@@ -50,6 +50,10 @@ pub enum MachineKind {
     /// QEMU's Raspberry Pi 4 (`raspi4b`) with Debian's tree edited for QEMU
     /// (`build/raspi4b/`): 4 CPUs and 1 GiB, whatever --smp and --mem say.
     Raspi4b,
+    /// QEMU `virt` with a GICv3 booted by Debian's EDK2 with a device tree
+    /// (`acpi=off`): `build/kcore.efi` from an EFI system partition
+    /// (`build/esp-run/`, made for the run).
+    VirtEfiDt,
 }
 
 /// The CPU model.
@@ -119,6 +123,7 @@ impl RunArgs {
         let machine = match self.machine {
             MachineKind::VirtGicv3 => Machine::virt_gicv3(),
             MachineKind::VirtGicv2 => Machine::virt_gicv2(),
+            MachineKind::VirtEfiDt => Machine::virt_efi_dt(),
             // QEMU fixes the rest of the board.
             MachineKind::Raspi4b => return Machine::raspi4b(paths::raspi4b_dtb()),
         };
@@ -169,6 +174,23 @@ pub fn boot_target(series: Series, direct: bool, image: Option<&Path>) -> anyhow
     }
 }
 
+/// What a machine with UEFI firmware boots: `build/kcore.efi` (or
+/// `image`, an EFI application) from the partition `build/<esp>/`, which
+/// the run fills ([`QemuCommand::prepare`]).
+pub fn efi_target(direct: bool, image: Option<&Path>, esp: &str) -> anyhow::Result<Boot> {
+    if direct {
+        bail!("--direct boots Debian's kernel with QEMU's loader, not through UEFI firmware");
+    }
+    let efi = match image {
+        Some(image) => require(image)?,
+        None => require(&paths::kcore_efi())?,
+    };
+    Ok(Boot::Efi {
+        efi,
+        esp: paths::build_dir().join(esp),
+    })
+}
+
 fn require(path: &Path) -> anyhow::Result<PathBuf> {
     if path.is_file() {
         Ok(path.to_path_buf())
@@ -194,9 +216,14 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     let machine = args.machine();
     machine.validate().map_err(anyhow::Error::msg)?;
     let series = args.kernel.series();
-    let boot = boot_target(series, args.direct, args.image.as_deref())?;
+    let boot = if machine.uefi.is_some() {
+        efi_target(args.direct, args.image.as_deref(), "esp-run")?
+    } else {
+        boot_target(series, args.direct, args.image.as_deref())?
+    };
     let what = match &boot {
         Boot::Kcore { image } => format!("KCore -> KServ from {}", image.display()),
+        Boot::Efi { efi, .. } => format!("KCore -> KServ from {} (UEFI)", efi.display()),
         Boot::Direct { .. } => format!(
             "Debian's {} kernel directly at EL2 (no KCore)",
             series.name()
@@ -216,6 +243,7 @@ fn interactive(args: &RunArgs, machine: Machine, boot: Boot, what: &str) -> anyh
     eprintln!("run: booting {what} on {machine}");
     eprintln!("run: {}", cmd.display());
     eprintln!("run: the console is this terminal; quit with Ctrl-A X (Ctrl-A H: help)");
+    cmd.prepare().context("preparing the boot")?;
     let status = cmd.command().status().context("starting QEMU")?;
     if status.success() {
         Ok(())
