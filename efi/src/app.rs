@@ -9,7 +9,9 @@
 //! 3. copies the embedded `kcore.img` to a 2 MiB-aligned home of
 //!    `EfiLoaderData` pages ([`kcore_efi::image`]);
 //! 4. sizes the buffers for what runs after `ExitBootServices` and checks
-//!    the device-tree edits once on the current memory map;
+//!    the device-tree edits once on the current memory map, printing the
+//!    RAM banks (normally those of the final map too: allocations since
+//!    turn free memory into loader data, which is usable as well);
 //! 5. exits boot services (the `uefi` crate retries once when the map
 //!    changed in between, and resets the machine if that fails too), turns
 //!    the final memory map into RAM banks ([`kcore_efi::memmap`]) and edits
@@ -32,7 +34,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use aarch64_cpu::registers::{CurrentEL, Readable};
+use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, CurrentEL, Readable};
 use kcore_efi::memmap::{Bank, Descriptor};
 use kcore_efi::{cmdline, dt, image, memmap};
 use uefi::boot::{self, AllocateType};
@@ -88,8 +90,9 @@ type Failure = (Status, String);
 
 fn prepare() -> Result<Ready, Failure> {
     println!(
-        "kcore.efi: KCore boot loader, boot image of {} KiB",
-        KCORE_IMG.len() / 1024
+        "kcore.efi: KCore boot loader, boot image of {} KiB ({} ms since reset)",
+        KCORE_IMG.len() / 1024,
+        millis_since_reset()
     );
     let el = CurrentEL.read(CurrentEL::EL);
     if el != 2 {
@@ -146,9 +149,13 @@ fn prepare() -> Result<Ready, Failure> {
             format!("the firmware's device tree: {e}"),
         )
     })?;
+    for b in &banks[..n] {
+        println!("kcore.efi: RAM [{:#x}, {:#x})", b.base, b.end);
+    }
     println!(
-        "kcore.efi: KCore at {entry:#x}, {n} RAM banks, bootargs \"{}\"; exiting boot services",
-        bootargs.as_deref().unwrap_or("")
+        "kcore.efi: KCore at {entry:#x}, {n} RAM banks, bootargs \"{}\"; exiting boot services ({} ms since reset)",
+        bootargs.as_deref().unwrap_or(""),
+        millis_since_reset()
     );
     Ok(Ready {
         fw_dt,
@@ -158,6 +165,13 @@ fn prepare() -> Result<Ready, Failure> {
         banks,
         out,
     })
+}
+
+/// The physical counter in milliseconds: time since reset on QEMU and on
+/// firmware that does not reset the counter later.
+fn millis_since_reset() -> u64 {
+    let freq = CNTFRQ_EL0.get().max(1);
+    CNTPCT_EL0.get().saturating_mul(1000) / freq
 }
 
 /// The device tree KCore is to boot with, from the firmware's description

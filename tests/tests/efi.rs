@@ -8,7 +8,9 @@
 //! its load options in `/chosen/bootargs`, exits boot services and enters
 //! KCore at EL2 with the MMU off. The test checks that KServ comes up at
 //! EL1 on all 4 CPUs and passes `hvc`, `protection` and `vmisolation`,
-//! that KCore's memory lies in the RAM `kcore.efi` described, and reports
+//! that the RAM `kcore.efi` described leaves memory out (the firmware's
+//! runtime and reserved regions) and holds KCore's image and pool and all
+//! of KServ's memory, and reports
 //! the time from reset to KServ's `/init` (EDK2, the UEFI Shell's 5 s
 //! countdown and the copy of the image included).
 //!
@@ -79,12 +81,18 @@ fn efi_device_tree_4_cpus_at_el1() -> TestResult {
             "KServ is not up with 4 CPUs at EL1: {boot_line:?}"
         )));
     }
-    // KCore's image and pool lie in the RAM kcore.efi described, which
-    // KServ's kernel lists as its memory nodes.
+    // The RAM kcore.efi described leaves out what the firmware keeps
+    // (runtime services, reserved memory): less than the machine's 1 GiB.
+    // KCore's image and pool, and all the memory KServ's kernel sees, lie
+    // inside it.
+    let banks: Vec<(u64, u64)> = lines
+        .iter()
+        .flat_map(|l| ranges_after(l, "kcore.efi: RAM"))
+        .collect();
     let owns = find("KCore owns")
         .map(|i| ranges_after(&lines[i], "KCore owns"))
         .unwrap_or_default();
-    let banks: Vec<(u64, u64)> = lines
+    let kserv: Vec<(u64, u64)> = lines
         .iter()
         .filter_map(|l| l.split("node   0: [mem 0x").nth(1))
         .filter_map(|r| {
@@ -94,15 +102,23 @@ fn efi_device_tree_4_cpus_at_el1() -> TestResult {
             Some((base, last + 1))
         })
         .collect();
-    if owns.len() != 2 || banks.is_empty() {
+    if banks.is_empty() || owns.len() != 2 || kserv.is_empty() {
         return Err(fail(format!(
-            "cannot read KCore's regions ({owns:x?}) or KServ's memory ({banks:x?})"
+            "cannot read kcore.efi's RAM ({banks:x?}), KCore's regions ({owns:x?}) or KServ's memory ({kserv:x?})"
         )));
     }
-    for r in &owns {
+    let described: u64 = banks.iter().map(|b| b.1 - b.0).sum();
+    let ram = (1u64 << 30, 2u64 << 30);
+    if described >= ram.1 - ram.0 || banks.iter().any(|b| b.0 < ram.0 || b.1 > ram.1) {
+        return Err(fail(format!(
+            "kcore.efi described {described:#x} bytes ({banks:x?}), not the free part of [{:#x}, {:#x})",
+            ram.0, ram.1
+        )));
+    }
+    for r in owns.iter().chain(&kserv) {
         if !banks.iter().any(|b| b.0 <= r.0 && r.1 <= b.1) {
             return Err(fail(format!(
-                "KCore's region {r:x?} is not in the RAM kcore.efi described ({banks:x?})"
+                "{r:x?} (KCore's or KServ's) is not in the RAM kcore.efi described ({banks:x?})"
             )));
         }
     }
