@@ -87,7 +87,8 @@ pub struct RunArgs {
     /// Boot Debian's kernel directly at EL2, without KCore (the stock-KVM baseline).
     #[arg(long, conflicts_with = "image")]
     direct: bool,
-    /// Boot this image instead of build/kcore.img (e.g. a damaged copy).
+    /// Boot this image instead of build/kcore.img (e.g. a damaged copy); with
+    /// --machine virt-efi-dt, this EFI application instead of build/kcore.efi.
     #[arg(long, value_name = "PATH")]
     image: Option<PathBuf>,
     /// Run KServ's tests non-interactively, wait for QEMU to power off, report.
