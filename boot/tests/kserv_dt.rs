@@ -504,3 +504,20 @@ fn output_is_compact_and_well_formed() {
     let again = build(&out, &edits(None, Some(INITRD))).unwrap();
     assert_eq!(flatten(&again), flatten(&out));
 }
+
+/// A two-socket server's tree: both ITSes are KCore's (disabled for
+/// KServ), the redistributor regions and NUMA nodes pass through untouched.
+#[test]
+fn server_shaped_tree_keeps_every_its() {
+    let orig = fixture("server-like.dtb");
+    let e = edits(Some("console=ttyAMA0"), Some(INITRD));
+    let out = build(&orig, &e).unwrap();
+    check(&orig, &out, &e, Some("console=ttyAMA0"));
+    let flat = flatten(&out);
+    for its in [
+        "/interrupt-controller@100000000000/its@100000040000",
+        "/interrupt-controller@100000000000/its@200000040000",
+    ] {
+        assert_eq!(flat.prop(its, "status"), Some(&b"disabled\0"[..]), "{its}");
+    }
+}

@@ -708,3 +708,59 @@ fn an_empty_tree_describes_nothing() {
         (None, None, None, None)
     );
 }
+
+/// A two-socket server's shape (`server-like.dts`): 8 CPUs in two NUMA
+/// nodes, a redistributor region per CPU, two ITSes, RAM in three banks.
+/// KCore reads all of it, and the per-CPU regions join into one trapped
+/// run per socket (`kcore::host_stage2::TrapFrames::joined`).
+#[test]
+fn server_shaped_tree() {
+    use kcore::host_stage2::TrapFrames;
+    let p = parse(&fixture("server-like.dtb")).unwrap();
+    let mpidrs: Vec<u64> = p.cpus.iter().map(|c| c.mpidr).collect();
+    assert_eq!(mpidrs, [0, 1, 2, 3, 0x1_0000, 0x1_0001, 0x1_0002, 0x1_0003]);
+    assert!(p.cpus.iter().all(|c| c.enable_method == EnableMethod::Psci));
+    assert_eq!(
+        p.memory,
+        [
+            r(0x8000_0000, 0x7c00_0000),
+            r(0x8_8000_0000, 0x3_8000_0000),
+            r(0x8800_0000_0000, 0x4_0000_0000)
+        ]
+    );
+    assert_eq!(p.reserved, [r(0xfbf0_0000, 0x10_0000)]);
+    let gic = p.gic.as_ref().unwrap();
+    assert_eq!(gic.version, GicVersion::V3);
+    assert_eq!(gic.dist, r(0x1000_0000_0000, 0x1_0000));
+    let bases: Vec<u64> = gic.redist.iter().map(|r| r.base()).collect();
+    let socket = |hi: u64| (0..4).map(move |i| hi | (0x10_0000 + i * 0x2_0000));
+    let want: Vec<u64> = socket(0x1000_0000_0000)
+        .chain(socket(0x2000_0000_0000))
+        .collect();
+    assert_eq!(bases, want);
+    assert!(gic.redist.iter().all(|r| r.size() == 0x2_0000));
+    assert_eq!(
+        gic.its,
+        [r(0x1000_0004_0000, 0x2_0000), r(0x2000_0004_0000, 0x2_0000)]
+    );
+    assert_eq!(p.psci.map(|s| s.method), Some(Conduit::Smc));
+    assert_eq!(p.uart.map(|u| u.base), Some(0x1000_0200_0000));
+    // Trapped as KCore traps them at boot: one run per socket.
+    let mut runs: Vec<TrapFrames> = Vec::new();
+    for region in &gic.redist {
+        let t = TrapFrames {
+            region: *region,
+            stride: 0x2_0000,
+            offsets: [Some(0), None],
+        };
+        match runs.last().and_then(|last| last.joined(&t)) {
+            Some(j) => *runs.last_mut().unwrap() = j,
+            None => runs.push(t),
+        }
+    }
+    let spans: Vec<MemRange> = runs.iter().map(|t| t.region).collect();
+    assert_eq!(
+        spans,
+        [r(0x1000_0010_0000, 0x8_0000), r(0x2000_0010_0000, 0x8_0000)]
+    );
+}

@@ -11,11 +11,12 @@ pub const QEMU_FIXTURES: [&str; 3] = [
     "qemu-virt-gicv2-a72.dtb",
     "qemu-virt-gicv3-max.dtb",
 ];
-pub const ALL_FIXTURES: [&str; 4] = [
+pub const ALL_FIXTURES: [&str; 5] = [
     "qemu-virt-gicv3-a72.dtb",
     "qemu-virt-gicv2-a72.dtb",
     "qemu-virt-gicv3-max.dtb",
     "pi4-like.dtb",
+    "server-like.dtb",
 ];
 
 pub fn fixture(name: &str) -> Vec<u8> {
