@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{FIRST_HOST_PFN, RAM, World, check_invariants, hvc, world};
+use common::{FIRST_HOST_PFN, RAM, World, check_invariants, host_walk, hvc, world, world_with};
 use ed25519_compact::{KeyPair, Seed};
 use kcore::addr::Pa;
 use kcore::exception::ec;
@@ -46,7 +46,11 @@ struct Vm {
 
 /// A VM with `vcpus` vCPUs (protected: with a verified image at `GFN`).
 fn vm(protected: bool, vcpus: u64) -> Vm {
-    let mut w = world();
+    vm_in(world(), protected, vcpus)
+}
+
+/// [`vm`] in the world `w`.
+fn vm_in(mut w: World, protected: bool, vcpus: u64) -> Vm {
     let kp = KeyPair::from_seed(Seed::new([3; 32]));
     w.host
         .mem_mut()
@@ -1106,6 +1110,186 @@ fn system_reset_leaves_no_vm_data_in_ram() {
     let mut g = ScriptedGuest::new(4);
     assert_eq!(run(&mut v, 0, &mut g).0, Error::Denied.to_x0(), "dying");
     assert!(g.entries.is_empty());
+}
+
+/// `SYSTEM_OFF` on a board with no firmware (the spin-table backend) while
+/// another CPU runs a protected vCPU: KCore drops its lock while the guest
+/// runs, so the call can come before the run's load, between the load and
+/// the put, after the put, or after that CPU's next trap. In every order:
+/// every later trap from KServ, on either CPU, parks it (a run asked for
+/// after the call never loads); a put that was due still completes, writing
+/// only the vCPU's context page and its pinned run page; KServ's stage 2
+/// maps nothing afterwards, no VM page is KServ's, every page a VM held is
+/// scrubbed but the context page the put wrote, and KCore's invariants hold.
+#[test]
+fn spin_table_system_off_against_a_running_vcpu_in_every_order() {
+    use kcore::exception::TrapState;
+    use kcore::host::Resume;
+    use kcore::ownership::PageState;
+    use kcore::psci::{Backend, PsciRelay};
+    use kcore_arch::host_cpu::FakeFirmware;
+
+    let trap = |esr: u64, hpfar: u64| TrapState {
+        esr,
+        far: 0,
+        hpfar,
+        elr: 0xffff_8000_0810_0000,
+        spsr: 0x3c5,
+        vbar_el1: 0,
+        sctlr_el1: 0,
+    };
+    let smc = trap(ec::SMC64 << 26 | 1 << 25, 0);
+    let hvc_trap = trap(ec::HVC64 << 26 | 1 << 25, 0);
+    // A touch of KServ's own page, which faults once its stage 2 is gone.
+    let own_fault = trap(ec::DABT_LOW << 26 | 1 << 25 | 7, SPARE_PFN << 4);
+    for off_at in 0..4 {
+        let relay = PsciRelay::new(&[0, 1, 2, 3], 0).with_backend(Backend::SpinTable);
+        let mut v = vm_in(world_with(relay), true, 1);
+        assert!(host_walk(&v.w, SPARE_PFN << 12).is_some(), "KServ's page");
+        assert_eq!(set(&mut v, 0, reg::PC, ENTRY), 0);
+        run_page(&mut v, 0, &[]);
+        let mut fw = FakeFirmware::default();
+        let mut loaded: Option<Loaded> = None;
+        let mut parked = false;
+        for step in 0..4 {
+            if step == off_at {
+                let mut regs: Regs = [0; 31];
+                regs[0] = u64::from(psci::SYSTEM_OFF);
+                let r =
+                    v.w.host
+                        .handle_trap(0, &smc, &mut regs, &mut v.w.hw, &mut v.w.alloc, &mut fw);
+                assert_eq!(r, Resume::SystemOff, "off at {off_at}");
+            }
+            let mut regs: Regs = [0; 31];
+            match step {
+                // CPU 1 asks for the run.
+                0 => {
+                    regs[0] = H::HostVcpuRun.function_id() as u64;
+                    regs[1..4].copy_from_slice(&[v.h, 0, RUN_PFN]);
+                    match v.w.host.handle_trap(
+                        1,
+                        &hvc_trap,
+                        &mut regs,
+                        &mut v.w.hw,
+                        &mut v.w.alloc,
+                        &mut fw,
+                    ) {
+                        Resume::RunVcpu(a) => {
+                            assert!(off_at > 0, "a run after SYSTEM_OFF");
+                            loaded = Some(v.w.host.mem_mut().vcpu_load(a, 4, &mut v.w.hw).unwrap());
+                        }
+                        Resume::Park => {
+                            assert_eq!(off_at, 0);
+                            parked = true;
+                        }
+                        other => panic!("the run: {other:?}"),
+                    }
+                }
+                // The guest exits; the put writes the exit back: after
+                // SYSTEM_OFF, into the context page and the run page only.
+                1 => {
+                    let pages: Vec<u64> =
+                        v.w.host.mem().owners().iter().map(|(p, _)| p.0).collect();
+                    let snapshot = |w: &World| -> Vec<Vec<u8>> {
+                        pages
+                            .iter()
+                            .map(|p| {
+                                let mut b = vec![0u8; 4096];
+                                w.hw.read(Pa(p << 12), &mut b);
+                                b
+                            })
+                            .collect()
+                    };
+                    let before = snapshot(&v.w);
+                    if let Some(l) = loaded.as_mut() {
+                        v.w.host.mem_mut().vcpu_put(l, &mut v.w.hw);
+                    }
+                    if off_at == 1 {
+                        let ctx = loaded.as_ref().map(|l| l.ctx_page.raw() >> 12);
+                        for (i, (a, b)) in before.iter().zip(snapshot(&v.w)).enumerate() {
+                            let p = pages[i];
+                            if *a != b {
+                                assert!(
+                                    p == RUN_PFN || Some(p) == ctx,
+                                    "the put wrote page {p:#x}"
+                                );
+                            }
+                        }
+                    }
+                }
+                // Back in KServ on CPU 1: a hypercall, then a touch of its
+                // own RAM.
+                _ if parked => {}
+                2 => {
+                    regs[0] = H::Version.function_id() as u64;
+                    let r = v.w.host.handle_trap(
+                        1,
+                        &hvc_trap,
+                        &mut regs,
+                        &mut v.w.hw,
+                        &mut v.w.alloc,
+                        &mut fw,
+                    );
+                    if v.w.host.is_off() {
+                        assert_eq!(r, Resume::Park, "off at {off_at}");
+                        parked = true;
+                    } else {
+                        assert_eq!(r, Resume::Retry);
+                    }
+                }
+                _ => {
+                    let r = v.w.host.handle_trap(
+                        1,
+                        &own_fault,
+                        &mut regs,
+                        &mut v.w.hw,
+                        &mut v.w.alloc,
+                        &mut fw,
+                    );
+                    if v.w.host.is_off() {
+                        assert_eq!(r, Resume::Park, "off at {off_at}");
+                    }
+                }
+            }
+        }
+        assert!(v.w.host.is_off());
+        assert!(fw.calls.is_empty(), "no firmware on this board");
+        assert!(
+            host_walk(&v.w, SPARE_PFN << 12).is_none(),
+            "off at {off_at}"
+        );
+        assert!(host_walk(&v.w, RUN_PFN << 12).is_none());
+        // Every later trap from KServ, on any CPU, parks.
+        for cpu in 0..4 {
+            let mut regs: Regs = [0; 31];
+            regs[0] = H::HostVcpuRun.function_id() as u64;
+            regs[1..4].copy_from_slice(&[v.h, 0, RUN_PFN]);
+            for t in [&hvc_trap, &smc, &own_fault] {
+                let r =
+                    v.w.host
+                        .handle_trap(cpu, t, &mut regs, &mut v.w.hw, &mut v.w.alloc, &mut fw);
+                assert_eq!(r, Resume::Park, "CPU {cpu}, off at {off_at}");
+            }
+        }
+        check_invariants(&v.w).unwrap();
+        let ctx = loaded.map(|l| l.ctx_page.raw() >> 12);
+        let mut vm_pages = 0;
+        for (pfn, s) in v.w.host.mem().owners().iter() {
+            if (IMAGE_PFN..IMAGE_PFN + 2).contains(&pfn.0) {
+                assert!(matches!(s, PageState::Guest { .. }), "{pfn:?} is {s:?}");
+            }
+            if matches!(s, PageState::Guest { .. } | PageState::VmTable { .. }) {
+                vm_pages += 1;
+                if Some(pfn.0) != ctx || off_at > 1 {
+                    assert!(
+                        v.w.hw.is_zero(pfn.0 << 12),
+                        "{pfn:?} ({s:?}), off at {off_at}"
+                    );
+                }
+            }
+        }
+        assert!(vm_pages > 8, "off at {off_at}: {vm_pages}");
+    }
 }
 
 mod noninterference {
