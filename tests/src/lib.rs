@@ -397,6 +397,17 @@ pub fn linux_guests(name: &str, machine: Machine, timeout: Duration) -> TestResu
     let boot = Boot::Kcore {
         image: kcore_image()?,
     };
+    linux_guests_booted(name, machine, boot, timeout)
+}
+
+/// [`linux_guests`] with KCore booted by `boot` (`kcore.efi` from an ESP,
+/// say).
+pub fn linux_guests_booted(
+    name: &str,
+    machine: Machine,
+    boot: Boot,
+    timeout: Duration,
+) -> TestResult {
     let (report, run) = batch_within(name, machine, boot, &["kvmguest", "version"], timeout)?;
     let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
     let lines = run.session.lines();
