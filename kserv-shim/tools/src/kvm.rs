@@ -360,6 +360,13 @@ pub fn host_gic_v2(vm: &OwnedFd) -> bool {
     ioctl(vm, CREATE_DEVICE, dev.as_mut_ptr() as u64) == Err(ENODEV)
 }
 
+/// What a read of the test device's `GIC` register
+/// ([`guest::testdev::GIC`]) returns for a VM with a GICv2 (`v2`) or a
+/// GICv3.
+pub fn gic_word(v2: bool) -> u64 {
+    if v2 { guest::testdev::GIC_V2 } else { 0 }
+}
+
 /// The `GRP_ADDR` attributes and addresses of the VM's vGIC: a GICv3's
 /// distributor and redistributors ([`GICD_BASE`], [`GICR_BASE`]), a
 /// GICv2's distributor and CPU interface ([`GICD_BASE`], [`GICC_BASE`]).

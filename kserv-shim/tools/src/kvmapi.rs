@@ -836,12 +836,6 @@ struct Device {
     rounds: std::sync::Mutex<Vec<Result<(), String>>>,
 }
 
-/// What a read of [`testdev::GIC`] returns for a VM with a GICv2 (`v2`) or
-/// a GICv3.
-fn gic_word(v2: bool) -> u64 {
-    if v2 { testdev::GIC_V2 } else { 0 }
-}
-
 /// Runs a vCPU until the guest turns the machine off; the console lines it
 /// printed. `Err` with what went wrong.
 fn drive(v: &Vcpu, dev: &Device, idx: usize) -> Result<Vec<String>, String> {

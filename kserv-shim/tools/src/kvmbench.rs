@@ -2,8 +2,9 @@
 //! ([`guest::bench`]) through `/dev/kvm`, whichever implements it (KCore's
 //! shim or Linux's own KVM): a non-protected VM with two vCPUs, 16 MiB of
 //! RAM without transparent huge pages (so every first touch of a page is a
-//! stage-2 fault on any host), the vGIC, and the test device emulated
-//! here. vCPU 0 runs on this thread pinned to CPU 0, vCPU 1 on another
+//! stage-2 fault on any host), the host's kind of vGIC (a GICv2 on a GICv2
+//! host, which the test device's GIC register tells the guest), and the
+//! test device emulated here. vCPU 0 runs on this thread pinned to CPU 0, vCPU 1 on another
 //! pinned to CPU 1 (where there is one), so that every run places the work
 //! alike.
 //!
@@ -34,7 +35,7 @@ use crate::counter;
 use crate::kvm::{
     ARM_PREFERRED_TARGET, CREATE_VM, EINTR, EXIT_MMIO, EXIT_SYSTEM_EVENT, IRQ_LINE,
     KSERV_VM_VERIFY_IMAGE, REG_PC, REG_X0, RUN, SYSTEM_EVENT_SHUTDOWN, VM_TYPE_ARM_PROTECTED, Vcpu,
-    anon, ioctl, load_guest, make_vcpu, make_vgic, owned, ptr, set_reg, sys,
+    anon, gic_word, host_gic_v2, ioctl, load_guest, make_vcpu, make_vgic, owned, ptr, set_reg, sys,
 };
 use kcore_test_guest::bench::{self, BENCHES};
 use kcore_test_guest::testdev;
@@ -136,6 +137,9 @@ fn micro(image: &[u8]) -> Result<Status, String> {
     load_guest(&vm, ram, image)?;
     let v0 = make_vcpu(&vm, 0, target, PSCI_0_2)?;
     let v1 = make_vcpu(&vm, 1, target, PSCI_0_2 | POWER_OFF)?;
+    // The host's kind of vGIC (`make_vgic`), which the guest asks for
+    // through the test device's GIC register.
+    let v2 = host_gic_v2(&vm);
     let _gic = make_vgic(&vm, Some(64))?;
     set_reg(&v0.fd, REG_PC, guest::RAM_BASE).map_err(|e| format!("PC: errno {e}"))?;
     set_reg(&v0.fd, REG_X0, guest::BENCH_X0).map_err(|e| format!("x0: errno {e}"))?;
@@ -149,7 +153,7 @@ fn micro(image: &[u8]) -> Result<Status, String> {
         }
     });
     pin(0);
-    primary(&vm, &v0)
+    primary(&vm, &v0, v2)
 }
 
 /// KVM_RUN, again after a signal.
@@ -181,8 +185,9 @@ fn irq_line(vm: &OwnedFd, intid: u32, level: bool) -> Result<(), String> {
 }
 
 /// Runs vCPU 0 until the guest turns the VM off, serving the test device
-/// and printing each result as it comes.
-fn primary(vm: &OwnedFd, v: &Vcpu) -> Result<Status, String> {
+/// (its GIC register says GICv2 if `v2`) and printing each result as it
+/// comes.
+fn primary(vm: &OwnedFd, v: &Vcpu, v2: bool) -> Result<Status, String> {
     let spi = guest::eventfd::spi(bench::IRQ_GSI);
     let mut cntfrq = 0;
     let mut line = String::new();
@@ -200,6 +205,7 @@ fn primary(vm: &OwnedFd, v: &Vcpu) -> Result<Status, String> {
             (bench::MMIO, false) if len == 4 => {
                 v.set_run_u64(40, u64::from(bench::MMIO_VALUE));
             }
+            (testdev::GIC, false) => v.set_run_u64(40, gic_word(v2)),
             (bench::IRQ_REQUEST, true) => {
                 irq_line(vm, spi, true)?;
                 irq_line(vm, spi, false)?;

@@ -29,7 +29,7 @@ impl Series {
 
 /// Runs `cargo xtask bench boot`.
 pub fn main(args: &Args) -> anyhow::Result<()> {
-    let pair = Pair::new(args.no_build, args.smp, args.mem, &["boot"])?;
+    let pair = Pair::new(args, &["boot"])?;
     let machine = &pair.machine;
     let timeout = Duration::from_secs(args.timeout);
 

@@ -176,7 +176,7 @@ impl Row {
 
 /// Runs `cargo xtask bench kvm`.
 pub fn main(args: &Args) -> anyhow::Result<()> {
-    let pair = Pair::new(args.no_build, args.smp, args.mem, TESTS)?;
+    let pair = Pair::new(args, TESTS)?;
     let machine = &pair.machine;
     let timeout = Duration::from_secs(args.timeout);
     eprintln!(
@@ -467,6 +467,12 @@ mod tests {
         assert_eq!(json["rows"][0]["name"], "hvc");
         assert_eq!(json["rows"][0]["ratio_kcore_over_kvm"], Value::Null);
         assert_eq!(json["rows"][0]["target"], 1.0);
+        assert_eq!(json["machine"]["gic"], 3);
+        // The GICv2 table says so, in its header and its JSON.
+        let v2 = Machine::virt_gicv2();
+        assert!(table(&v2, 1, &rows).contains(&v2.to_string()));
+        assert_ne!(v2.to_string(), Machine::virt_gicv3().to_string());
+        assert_eq!(to_json(&v2, 1, &rows)["machine"]["gic"], 2);
     }
 
     #[test]

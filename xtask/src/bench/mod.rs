@@ -49,6 +49,10 @@ pub struct Args {
     /// RAM in MiB (the same for both).
     #[arg(long, value_name = "MiB", default_value_t = 1024)]
     mem: u32,
+    /// The `virt` board's GIC version (`gic-version=`, the same for both):
+    /// 3, or 2 for the GICv2 table (the guests get the host's kind of vGIC).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    gic: u8,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -113,15 +117,16 @@ struct Pair {
 }
 
 impl Pair {
-    /// Builds first unless `no_build`; batch runs of KServ's `tests`.
-    fn new(no_build: bool, smp: u32, mem_mib: u32, tests: &[&str]) -> anyhow::Result<Self> {
-        if !no_build {
+    /// Builds first unless `args.no_build`; batch runs of KServ's `tests`
+    /// on `args`' machine.
+    fn new(args: &Args, tests: &[&str]) -> anyhow::Result<Self> {
+        if !args.no_build {
             crate::build::all()?;
         }
         kcore_qemu::check_qemu()?;
-        let machine = Machine::virt_gicv3()
-            .with_smp(smp)
-            .with_mem_mib(mem_mib)
+        let machine = virt_machine(args.gic)
+            .with_smp(args.smp)
+            .with_mem_mib(args.mem)
             .with_icount(true);
         machine.validate().map_err(anyhow::Error::msg)?;
         let extra = kserv::batch_args(tests, machine.smp);
@@ -148,6 +153,15 @@ impl Pair {
             let d = s.spawn(|| f(&self.direct, Side::Direct));
             Ok((join(k)?, join(d)?))
         })
+    }
+}
+
+/// QEMU's `virt` board with GIC version `gic` (2, or 3 for anything else).
+fn virt_machine(gic: u8) -> Machine {
+    if gic == 2 {
+        Machine::virt_gicv2()
+    } else {
+        Machine::virt_gicv3()
     }
 }
 
@@ -186,5 +200,11 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&[7.0]), 7.0);
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn gic_picks_the_board() {
+        assert_eq!(virt_machine(2).gic.version(), 2);
+        assert_eq!(virt_machine(3).gic.version(), 3);
     }
 }

@@ -4,6 +4,10 @@
 //!
 //! [`touch`] is the touch program ([`kcore_test_guest::touch`]).
 //!
+//! The GIC is the VM's, GICv3 or GICv2 ([`gic`]'s back ends, which the
+//! runner picked before it called [`run`]): `GICD_TYPER` is at the same
+//! distributor offset on both.
+//!
 //! Every benchmark checks what it measured (the hypercall's answer, the
 //! values read, the interrupts taken, the pages written), so a hypervisor
 //! that skips the work reports a failure, not a fast figure.
