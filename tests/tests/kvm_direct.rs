@@ -17,7 +17,8 @@ fn linux_guest_on_stock_kvm() -> TestResult {
 
 /// The same on a GICv2 host, where `kvmguest` also runs the test guest's
 /// tests on KVM's GICv2 (`kserv-tools kvmapi --guest`: its GICv2 back end
-/// held to KVM's) besides its eventfd and dirty-log programs.
+/// held to KVM's) and the `GRP_CPU_REGS` checks (`kvmapi --gicv2-cpu`)
+/// besides its eventfd and dirty-log programs.
 #[test]
 fn linux_guest_on_stock_kvm_gicv2() -> TestResult {
     linux_guest(
@@ -25,6 +26,7 @@ fn linux_guest_on_stock_kvm_gicv2() -> TestResult {
         Machine::virt_gicv2().with_smp(2),
         &[
             "test guest on KVM's GICv2: 20 of 23 passed",
+            "GICv2 CPU registers result: 9 passed, 0 failed",
             "ioeventfd/irqfd program result: 26 passed, 0 failed",
             "dirty-log program result: 15 passed, 0 failed",
         ],

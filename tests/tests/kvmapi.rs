@@ -19,8 +19,9 @@ fn the_kvm_api_runs_the_test_guest() -> TestResult {
 
 /// The same on a GICv2 host (QEMU `virt,gic-version=2`): the tool makes a
 /// `KVM_DEV_TYPE_ARM_VGIC_V2`, the test guest runs on its GICv2 back end,
-/// and the GICv3-only checks (ITS, redistributor regions) say they are
-/// skipped and why.
+/// the GICv3-only checks (ITS, redistributor regions) say they are
+/// skipped and why, and the GICv2 CPU interface's registers
+/// (`GRP_CPU_REGS`) are set and read back.
 #[test]
 fn the_kvm_api_runs_the_test_guest_on_a_gicv2_host() -> TestResult {
     kvmapi(
@@ -31,7 +32,8 @@ fn the_kvm_api_runs_the_test_guest_on_a_gicv2_host() -> TestResult {
 }
 
 /// KServ's `kvmapi` and `version` tests under KCore on `machine`; each of
-/// `skipped` must have a line saying it is skipped as GICv3-only.
+/// `skipped` must have a line saying it is skipped as GICv3-only, and on a
+/// GICv2 host (some skipped) the `GRP_CPU_REGS` checks must have run.
 fn kvmapi(name: &str, machine: Machine, skipped: &[&str]) -> TestResult {
     let boot = Boot::Kcore {
         image: kcore_image()?,
@@ -58,6 +60,13 @@ fn kvmapi(name: &str, machine: Machine, skipped: &[&str]) -> TestResult {
         let skip = format!("kvmapi: {what}: SKIP GICv3 only");
         if !lines.iter().any(|l| l.contains(&skip)) {
             return Err(fail(format!("no `{skip}` line on the console")));
+        }
+    }
+    let gicv2_checks = ["gicv2-cpu-get-pmr", "gicv2-cpu-get-bpr", "gicv2-cpu-iidr"];
+    for check in gicv2_checks.iter().filter(|_| !skipped.is_empty()) {
+        let pass = format!("kvmapi: {check}: PASS");
+        if !lines.iter().any(|l| l.contains(&pass)) {
+            return Err(fail(format!("no `{pass}` line on the console")));
         }
     }
     Ok(())

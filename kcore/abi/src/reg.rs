@@ -36,11 +36,13 @@ pub const CNTVOFF: u64 = 0x80;
 pub const POWER_OFF: u64 = 0x81;
 /// The guest's GIC virtual CPU interface, for KServ's save and restore of a
 /// non-protected vCPU (`KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS`): `ICH_VMCR_EL2`
-/// (reserved bits must be zero).
+/// (reserved bits must be zero). On a GICv2 host it holds `GICH_VMCR`, as
+/// the world switch saves and loads it (`KVM_DEV_ARM_VGIC_GRP_CPU_REGS`).
 pub const ICH_VMCR: u64 = 0x82;
 /// `ICH_AP0R<n>_EL2` is `ICH_AP0R + n` (`n < 4`).
 pub const ICH_AP0R: u64 = 0x84;
-/// `ICH_AP1R<n>_EL2` is `ICH_AP1R + n` (`n < 4`).
+/// `ICH_AP1R<n>_EL2` is `ICH_AP1R + n` (`n < 4`); on a GICv2 host
+/// `ICH_AP1R + 0` holds `GICH_APR`.
 pub const ICH_AP1R: u64 = 0x88;
 /// KServ's debugging of a non-protected vCPU (KVM's `KVM_SET_GUEST_DEBUG`),
 /// bits of [`guest_debug`]: while set, the guest's debug exceptions go to

@@ -2,7 +2,8 @@
 //! the way a VMM does, ioctl by ioctl, and checks KVM's answers and errnos:
 //! the system fd (API version, extensions, VM types), memory slots, vCPU
 //! init, `ONE_REG` and `KVM_GET_REG_LIST` on a non-protected vCPU, what a
-//! protected vCPU refuses, the vGIC device, the VMM's hardware breakpoints
+//! protected vCPU refuses, the vGIC device (on a GICv2 host its CPU
+//! interface's registers, [`gicv2`]), the VMM's hardware breakpoints
 //! and injected exceptions ([`debug`]), and then runs `kcore-test-guest`
 //! (`tests/guest`) through `KVM_RUN` in a non-protected VM with two vCPUs
 //! (vCPU 1 on its own thread, started by the guest's PSCI `CPU_ON`),
@@ -10,7 +11,7 @@
 //! userspace; with a signature, the same guest again in a protected VM whose
 //! image KCore verifies (`KSERV_VM_VERIFY_IMAGE`).
 //!
-//! Five further modes skip the API checks:
+//! Six further modes skip the API checks:
 //!
 //! - `kvmapi --guest GUEST_IMAGE [SIGNATURE]`: the test guest once (in a
 //!   protected VM given a signature);
@@ -25,6 +26,8 @@
 //! - `kvmapi --eventfd GUEST_IMAGE [SIGNATURE]`: the guest's eventfd program
 //!   (`KVM_IOEVENTFD`, `KVM_IRQFD`, see [`eventfd_guest`]), in a protected VM
 //!   given a signature; the API checks run it too, in both kinds of VM;
+//! - `kvmapi --gicv2-cpu`: only the GICv2 CPU interface's register checks
+//!   ([`gicv2`]; the API checks run them on a GICv2 host);
 //! - `kvmapi --sigbus GUEST_IMAGE SIGNATURE`: a protected VM whose RAM is a
 //!   shared anonymous mapping filled with a pattern and the image; once
 //!   `KSERV_VM_VERIFY_IMAGE` donated the image's pages, a forked child that
@@ -42,6 +45,7 @@
 pub mod attack;
 mod debug;
 mod dirty;
+mod gicv2;
 
 use crate::kvm::*;
 use kcore_test_guest::testdev::{self, Width};
@@ -97,6 +101,7 @@ pub fn main(args: &[String]) -> ExitCode {
         Some("--eventfd") => only_guest(&mut c, &args[1..], Mode::Eventfd),
         Some("--cycles") => cycles(&mut c, &args[1..]),
         Some("--dirty") => only_guest(&mut c, &args[1..], Mode::Dirty),
+        Some("--gicv2-cpu") => gicv2::only(&mut c),
         _ => api(&mut c, args),
     }
     println!("kvmapi: result: {} passed, {} failed", c.passed, c.failed);
@@ -646,6 +651,7 @@ fn vm_checks(c: &mut Checks, kvm: &File, target: u32) -> Result<(), String> {
                 "kvmapi: {what}: SKIP GICv3 only (ITS, LPIs, redistributor regions): the host's GIC is a GICv2"
             );
         }
+        gicv2::checks(c, kvm)?;
     } else {
         its_checks(c, &vm)?;
         redist_region_checks(c, kvm)?;

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
                  \x20      kserv-tools kvmapi --guest GUEST_IMAGE [SIGNATURE]\n\
                  \x20      kserv-tools kvmapi --cycles N GUEST_IMAGE SIGNATURE\n\
                  \x20      kserv-tools kvmapi --sigbus GUEST_IMAGE SIGNATURE\n\
+                 \x20      kserv-tools kvmapi --gicv2-cpu\n\
                  \x20      kserv-tools attack ROW ARGS.. (the attack suite's rows)\n\
                  \x20      kserv-tools kvmbench GUEST_IMAGE"
             );

@@ -50,8 +50,10 @@ pub const fn decode(enc: u64) -> Option<Icc> {
     })
 }
 
-/// `ICH_VMCR_EL2` fields (shift, width).
-mod vmcr {
+/// `ICH_VMCR_EL2` fields (shift, width); `GICH_VMCR` has `ENG0`..`EOIM`,
+/// `BPR1` (`VMABP`) and `BPR0` (`VMBP`) at the same places
+/// ([`super::gicc`]).
+pub(super) mod vmcr {
     pub const ENG0: (u32, u32) = (0, 1);
     pub const ENG1: (u32, u32) = (1, 1);
     pub const CBPR: (u32, u32) = (4, 1);
@@ -61,11 +63,13 @@ mod vmcr {
     pub const PMR: (u32, u32) = (24, 8);
 }
 
-const fn get(v: u64, (shift, width): (u32, u32)) -> u64 {
+/// Field `(shift, width)` of `v` (also [`super::gicc`]'s).
+pub(super) const fn get(v: u64, (shift, width): (u32, u32)) -> u64 {
     (v >> shift) & ((1 << width) - 1)
 }
 
-const fn with(v: u64, (shift, width): (u32, u32), x: u64) -> u64 {
+/// `v` with field `(shift, width)` set to `x`'s low bits.
+pub(super) const fn with(v: u64, (shift, width): (u32, u32), x: u64) -> u64 {
     let mask = ((1 << width) - 1) << shift;
     (v & !mask) | ((x << shift) & mask)
 }
@@ -117,7 +121,8 @@ pub fn read(r: Icc, vmcr_value: u64, apr: u64, vtr: u64) -> Result<u64, Errno> {
 /// What a write of `value` to `r` changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Write {
-    /// `ICH_VMCR_EL2` becomes this.
+    /// KCore's `ICH_VMCR` becomes this (`ICH_VMCR_EL2`; [`super::gicc`]:
+    /// `GICH_VMCR`).
     Vmcr(u64),
     /// The active-priority register becomes this.
     Apr(u64),

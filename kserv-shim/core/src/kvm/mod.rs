@@ -21,6 +21,7 @@ pub mod env;
 pub mod errno;
 pub mod eventfd;
 pub mod events;
+pub mod gicc;
 pub mod hypercalls;
 pub mod icc;
 pub mod memslot;

@@ -437,6 +437,9 @@ pub mod vgic_attr {
     pub const GRP_ADDR: u32 = 0;
     /// `KVM_DEV_ARM_VGIC_GRP_DIST_REGS`.
     pub const GRP_DIST_REGS: u32 = 1;
+    /// `KVM_DEV_ARM_VGIC_GRP_CPU_REGS` (a GICv2's): the vCPU in bits
+    /// 39..32, an offset in the CPU interface's frame in bits 31..0.
+    pub const GRP_CPU_REGS: u32 = 2;
     /// `KVM_DEV_ARM_VGIC_GRP_NR_IRQS`.
     pub const GRP_NR_IRQS: u32 = 3;
     /// `KVM_DEV_ARM_VGIC_GRP_CTRL`.

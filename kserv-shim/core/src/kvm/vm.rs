@@ -1127,7 +1127,7 @@ fn cpu_sysreg<E: KvmEnv>(
     addr: u64,
 ) -> Result<(), Errno> {
     use super::errno::ENOENT;
-    use super::icc::{self, Icc, Write};
+    use super::icc::{self, Icc};
     use kcore_abi::reg as kr;
     let known = icc::decode(attr & 0xFFFF);
     if op == 2 {
@@ -1141,34 +1141,105 @@ fn cpu_sysreg<E: KvmEnv>(
         env.copy_from_user(addr, &mut b)?;
     }
     let r = known.ok_or(ENOENT)?;
-    if vm.protected() {
-        return Err(super::errno::EPERM);
-    }
-    let (h, id) = (vm.handle(), v as u64);
     let vtr = hypercall::guest_id_reg(env, kr::SYSREG | kr::id::ICH_VTR_EL2).map_err(errno_of)?;
-    let vmcr = hypercall::vcpu_get_reg(env, h, id, kr::ICH_VMCR).map_err(errno_of)?;
     let apr_id = match r {
-        Icc::Ap0r(n) => Some(kr::ICH_AP0R + u64::from(n)),
-        Icc::Ap1r(n) => Some(kr::ICH_AP1R + u64::from(n)),
+        Icc::Ap0r(n) if n < icc::aprs(vtr) => Some(kr::ICH_AP0R + u64::from(n)),
+        Icc::Ap1r(n) if n < icc::aprs(vtr) => Some(kr::ICH_AP1R + u64::from(n)),
         _ => None,
     };
-    let apr = match apr_id.filter(|_| icc::read(r, vmcr, 0, vtr).is_ok()) {
-        Some(k) => hypercall::vcpu_get_reg(env, h, id, k).map_err(errno_of)?,
-        None => 0,
-    };
+    let (vmcr, apr) = cpuif_state(env, vm, v, apr_id)?;
     if op == 1 {
         let value = icc::read(r, vmcr, apr, vtr)?;
         return env.copy_to_user(addr, &value.to_le_bytes());
     }
-    match icc::write(r, vmcr, u64::from_le_bytes(b), vtr)? {
-        Write::Vmcr(n) => hypercall::vcpu_set_reg(env, h, id, kr::ICH_VMCR, n),
-        Write::Apr(n) => match apr_id {
-            Some(k) => hypercall::vcpu_set_reg(env, h, id, k, n),
-            None => Ok(()),
-        },
-        Write::Nothing => Ok(()),
+    let w = icc::write(r, vmcr, u64::from_le_bytes(b), vtr)?;
+    cpuif_write(env, vm, v, apr_id, w)
+}
+
+/// vCPU `v`'s virtual CPU interface as KCore holds it: its `ICH_VMCR`
+/// pseudo register (`ICH_VMCR_EL2`, or `GICH_VMCR` on a GICv2 host) and
+/// the active-priority register `apr` (0 for none). A protected vCPU's
+/// are KCore's alone (`EPERM`); a running vCPU's `EBUSY` (KCore's `Busy`).
+fn cpuif_state<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    v: usize,
+    apr: Option<u64>,
+) -> Result<(u64, u64), Errno> {
+    if vm.protected() {
+        return Err(super::errno::EPERM);
+    }
+    let (h, id) = (vm.handle(), v as u64);
+    let vmcr = hypercall::vcpu_get_reg(env, h, id, kcore_abi::reg::ICH_VMCR).map_err(errno_of)?;
+    let apr = match apr {
+        Some(k) => hypercall::vcpu_get_reg(env, h, id, k).map_err(errno_of)?,
+        None => 0,
+    };
+    Ok((vmcr, apr))
+}
+
+/// Writes what a VMM's write to vCPU `v`'s CPU interface changes (`w`;
+/// [`Write::Apr`] to the active-priority register `apr`) to KCore.
+fn cpuif_write<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    v: usize,
+    apr: Option<u64>,
+    w: super::icc::Write,
+) -> Result<(), Errno> {
+    use super::icc::Write;
+    let (h, id) = (vm.handle(), v as u64);
+    match (w, apr) {
+        (Write::Vmcr(n), _) => hypercall::vcpu_set_reg(env, h, id, kcore_abi::reg::ICH_VMCR, n),
+        (Write::Apr(n), Some(k)) => hypercall::vcpu_set_reg(env, h, id, k, n),
+        (Write::Apr(_), None) | (Write::Nothing, _) => Ok(()),
     }
     .map_err(errno_of)
+}
+
+/// `KVM_DEV_ARM_VGIC_GRP_CPU_REGS` of a GICv2 (`op`: 0 set, 1 get, 2 has;
+/// `vgic_v2_attr_regs_access`): a GICv2 CPU interface register of the vCPU
+/// in `attr`'s bits 39..32 by its offset in bits 31..0 ([`super::gicc`]),
+/// through KCore's copy of the guest's `GICH_VMCR` and `GICH_APR`. A has
+/// says whether KVM's table has the register (`ENXIO`); a set reads the
+/// value first (`EFAULT`); then, as `GRP_DIST_REGS`, the vGIC must be
+/// initialised (`EBUSY`) and have the vCPU (`EINVAL`); an offset of no
+/// register reads as 0 and takes no write, as KVM's `vgic_uaccess`. A
+/// protected vCPU's are KCore's alone (`EPERM`); a running vCPU's `EBUSY`.
+fn cpu_regs_v2<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    op: u8,
+    attr: u64,
+    addr: u64,
+) -> Result<i64, Errno> {
+    use super::gicc::{self, Gicc};
+    let known = gicc::decode(attr & 0xFFFF_FFFF);
+    if op == 2 {
+        return known.map(|_| 0).ok_or(ENXIO);
+    }
+    let mut b = [0u8; 4];
+    if op == 0 {
+        env.copy_from_user(addr, &mut b)?;
+    }
+    let (v, _) = vm.with_gic(env, |g| (v2::attr_cpu(g, attr), 0))?;
+    let value = match known {
+        None => 0,
+        Some(r) => {
+            // GICH_APR is KCore's `ICH_AP1R` + 0.
+            let apr_id = (r == Gicc::Apr(0)).then_some(kcore_abi::reg::ICH_AP1R);
+            let (vmcr, apr) = cpuif_state(env, vm, v, apr_id)?;
+            if op == 0 {
+                let w = gicc::write(r, vmcr, u32::from_le_bytes(b));
+                cpuif_write(env, vm, v, apr_id, w)?;
+            }
+            gicc::read(r, vmcr, apr)
+        }
+    };
+    if op == 1 {
+        env.copy_to_user(addr, &value.to_le_bytes())?;
+    }
+    Ok(0)
 }
 
 /// `KVM_ENABLE_CAP` on the VM (`kvm_vm_ioctl_enable_cap`): flags must be 0;
@@ -1402,8 +1473,8 @@ fn ctrl_init<E: KvmEnv>(env: &mut E, vm: &Vm, op: u8) -> Result<i64, Errno> {
 /// `NR_IRQS`, `CTRL_INIT` and the distributor's registers (`DIST_REGS`,
 /// the vCPU in bits 39..32); everything else `ENXIO`, including GICv3
 /// address types (KVM's `ENODEV` from `vgic_check_type`, reported as
-/// `ENXIO`) and the CPU interface's registers (`GRP_CPU_REGS`: KCore's
-/// `GICV` state, not offered yet).
+/// `ENXIO`), and the CPU interface's registers (`GRP_CPU_REGS`,
+/// [`cpu_regs_v2`]).
 fn device_ioctl_v2<E: KvmEnv>(
     env: &mut E,
     vm: &Vm,
@@ -1436,6 +1507,7 @@ fn device_ioctl_v2<E: KvmEnv>(
         }
         (vgic_attr::GRP_NR_IRQS, _) => nr_irqs(env, vm, op, addr),
         (vgic_attr::GRP_CTRL, vgic_attr::CTRL_INIT) if op != 1 => ctrl_init(env, vm, op),
+        (vgic_attr::GRP_CPU_REGS, _) => cpu_regs_v2(env, vm, op, attr, addr),
         (vgic_attr::GRP_DIST_REGS, _) => {
             let offset = attr & 0xFFFF_FFFF;
             if op == 2 {

@@ -77,6 +77,8 @@ enum Setup {
     /// `Init` and the vGIC placed (distributor and legacy
     /// redistributors) and initialised.
     GicReady,
+    /// `Init` on a GICv2 host, a GICv2 placed and initialised.
+    GicV2Ready,
     /// `GicReady` and an ITS, not placed.
     Its,
     /// `Its` placed at [`ITS_BASE`].
@@ -98,6 +100,9 @@ impl Ctx {
     fn new(setup: Setup) -> Ctx {
         use Setup as S;
         let mut f = Fake::new();
+        if matches!(setup, S::GicV2Ready) {
+            vgic_v2::make_v2_host(&mut f);
+        }
         f.fds.insert(EVENTFD, 0xE0);
         f.fds.insert(NOT_EVENTFD, 0);
         let protected = matches!(setup, S::Protected | S::ProtectedSlot | S::ProtectedInit);
@@ -133,6 +138,7 @@ impl Ctx {
                 assert_eq!(r, Ok(vm::DEVICE_VGIC));
             }
             S::GicReady | S::Its | S::ItsPlaced => vgic(&mut c.f, &c.vm),
+            S::GicV2Ready => vgic_v2::vgic_v2(&mut c.f, &c.vm),
             S::Ran => assert_eq!(vm::prepare_run(&mut c.f, &c.vm), Ok(())),
             _ => {}
         }
@@ -1546,6 +1552,35 @@ fn vgic_rows() -> Vec<Row> {
         row(d, "GRP_CPU_SYSREGS get", "unwritable value", GicReady, EFAULT,
             "sys_regs.c kvm_sys_reg_get_user (put_user)", |c| {
             c.attr_with(vm::device_ioctl, 1, va::GRP_CPU_SYSREGS, ICC_PMR, 0, BAD)
+        }),
+        // GRP_CPU_REGS (a GICv2's)
+        row(d, "GRP_CPU_REGS has", "GICC_IAR (no register of userspace's)", GicV2Ready, ENXIO,
+            "vgic-kvm-device.c vgic_v2_has_attr_regs (no region)", |c| {
+            c.gic(2, va::GRP_CPU_REGS, 0x0C, 0)
+        }),
+        row(d, "GRP_CPU_REGS has", "unaligned offset", GicV2Ready, ENXIO,
+            "vgic-kvm-device.c vgic_v2_has_attr_regs (addr & 3)", |c| {
+            c.gic(2, va::GRP_CPU_REGS, 0x05, 0)
+        }),
+        row(d, "GRP_CPU_REGS has", "GICC_APR3", GicV2Ready, 0,
+            "vgic-mmio-v2.c vgic_v2_cpu_registers (GIC_CPU_ACTIVEPRIO, 16 bytes)", |c| {
+            c.gic(2, va::GRP_CPU_REGS, 0xDC, 0)
+        }),
+        row(d, "GRP_CPU_REGS get", "vCPU index of no vCPU", GicV2Ready, EINVAL,
+            "vgic-kvm-device.c vgic_v2_parse_attr (no such vCPU)", |c| {
+            c.gic(1, va::GRP_CPU_REGS, 5 << 32 | 0x04, 0)
+        }),
+        row(d, "GRP_CPU_REGS get", "GICC_IAR: reads as zero", GicV2Ready, 0,
+            "vgic-mmio.c vgic_uaccess_read (no region: 0)", |c| {
+            c.gic(1, va::GRP_CPU_REGS, 0x0C, 0)
+        }),
+        row(d, "GRP_CPU_REGS set", "unreadable value", GicV2Ready, EFAULT,
+            "vgic-kvm-device.c vgic_v2_attr_regs_access (get_user)", |c| {
+            c.attr_with(vm::device_ioctl, 0, va::GRP_CPU_REGS, 0x04, 0, BAD)
+        }),
+        row(d, "GRP_CPU_REGS get", "unwritable value", GicV2Ready, EFAULT,
+            "vgic-kvm-device.c vgic_v2_attr_regs_access (put_user)", |c| {
+            c.attr_with(vm::device_ioctl, 1, va::GRP_CPU_REGS, 0x04, 0, BAD)
         }),
         // GRP_LEVEL_INFO
         row(d, "GRP_LEVEL_INFO has", "info 1", GicReady, ENXIO, "vgic-kvm-device.c vgic_v3_has_attr", |c| {

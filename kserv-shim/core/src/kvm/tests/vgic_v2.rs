@@ -1,16 +1,17 @@
 //! The GICv2 device on a GICv2 host (`KVM_DEV_TYPE_ARM_VGIC_V2`): offered
 //! only there (and a GICv3 only on a GICv3 host), KVM's address
 //! attributes and errnos, the distributor's banked, target-mask and SGI
-//! registers, per-source SGIs in the interrupt words, and KCore mapping
-//! its `GICV` at the guest's GICC at the first run, against the real
-//! KCore.
+//! registers, per-source SGIs in the interrupt words, KCore mapping its
+//! `GICV` at the guest's GICC at the first run, and the CPU interface's
+//! registers (`GRP_CPU_REGS`) in KCore's `GICH_VMCR` and `GICH_APR`
+//! copies, against the real KCore.
 
 use super::*;
 use crate::kvm::errno::{E2BIG, EEXIST, ENXIO};
 use crate::kvm::vgic::v2::{ADDR_TYPE_CPU, ADDR_TYPE_DIST};
 use kcore::addr::Pa;
 use kcore_abi::run::irq;
-use uapi::vgic_attr::{CTRL_INIT, GRP_ADDR, GRP_CTRL, GRP_DIST_REGS, GRP_NR_IRQS};
+use uapi::vgic_attr::{CTRL_INIT, GRP_ADDR, GRP_CPU_REGS, GRP_CTRL, GRP_DIST_REGS, GRP_NR_IRQS};
 
 /// QEMU `virt`'s GICv2 frames as kcore-vmm places them for the guest.
 const GICD2: u64 = 0x0800_0000;
@@ -21,8 +22,13 @@ const HOST_GICV: u64 = 0x0804_0000;
 /// A fake machine whose GIC is a GICv2.
 fn v2_host() -> Fake {
     let mut f = Fake::new();
-    f.k().w.host.mem_mut().set_gicv(Pa(HOST_GICV));
+    make_v2_host(&mut f);
     f
+}
+
+/// Makes `f`'s machine a GICv2 one (before any VM is created).
+pub(super) fn make_v2_host(f: &mut Fake) {
+    f.k().w.host.mem_mut().set_gicv(Pa(HOST_GICV));
 }
 
 fn addr(f: &mut Fake, vm: &Vm, op: u32, ty: u64, base: u64) -> Result<u64, Errno> {
@@ -30,7 +36,7 @@ fn addr(f: &mut Fake, vm: &Vm, op: u32, ty: u64, base: u64) -> Result<u64, Errno
 }
 
 /// Creates, places and initialises a GICv2 and enables its distributor.
-fn vgic_v2(f: &mut Fake, vm: &Vm) {
+pub(super) fn vgic_v2(f: &mut Fake, vm: &Vm) {
     assert_eq!(
         vm::device_create(f, vm, uapi::device::TYPE_ARM_VGIC_V2, 0),
         Ok(vm::DEVICE_VGIC)
@@ -133,12 +139,12 @@ fn address_attributes_follow_kvm() {
     assert_eq!(f.calls_of(HypercallId::HostSetVgicCpu), 0);
 }
 
-/// A GICv2 host's VM with memory, `n` initialised vCPUs and its GICv2
-/// placed, initialised and enabled.
+/// A GICv2 host's VM of type `ty` (a protected VM: 1 << 31) with memory,
+/// `n` initialised vCPUs and its GICv2 placed, initialised and enabled.
 #[allow(clippy::vec_box, reason = "new_vcpu hands out boxes, as the glue does")]
-fn v2_vm(n: u64) -> (Fake, Box<Vm>, Vec<Box<Vcpu>>) {
+fn v2_vm(ty: u64, n: u64) -> (Fake, Box<Vm>, Vec<Box<Vcpu>>) {
     let mut f = v2_host();
-    let vm = new_vm(&mut f, 0);
+    let vm = new_vm(&mut f, ty);
     slot(&mut f, &vm);
     let mut vcpus = Vec::new();
     for i in 0..n {
@@ -152,7 +158,7 @@ fn v2_vm(n: u64) -> (Fake, Box<Vm>, Vec<Box<Vcpu>>) {
 
 #[test]
 fn first_run_maps_gicv_at_the_guests_gicc() {
-    let (mut f, vm, mut vcpus) = v2_vm(1);
+    let (mut f, vm, mut vcpus) = v2_vm(0, 1);
     let v = &mut vcpus[0];
     f.script([(exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3])]);
     assert_eq!(ioctl(&mut f, &vm, v, uapi::RUN, 0), Ok(0));
@@ -190,7 +196,7 @@ fn flush_sgi3(f: &mut Fake, vm: &Vm, out: &mut [u64; 4]) -> (usize, u64) {
 
 #[test]
 fn distributor_banks_targets_and_sgis() {
-    let (mut f, vm, _vcpus) = v2_vm(2);
+    let (mut f, vm, _vcpus) = v2_vm(0, 2);
     // GICD_TYPER: 256 interrupts (7 lines of 32, minus 1), 2 CPUs.
     assert_eq!(mmio(&mut f, &vm, 0, 0x4, 4, false, 0), 7 | 1 << 5);
     assert_eq!(mmio(&mut f, &vm, 0, 0x0, 4, false, 0), 1);
@@ -252,4 +258,77 @@ fn distributor_banks_targets_and_sgis() {
         gic_attr(&mut f, &vm, 2, GRP_DIST_REGS, 0x1000, 0),
         Err(ENXIO)
     );
+}
+
+#[test]
+fn cpu_regs_live_in_kcores_gich_copies() {
+    use kcore_abi::reg::{ICH_AP1R, ICH_VMCR};
+    let (mut f, vm, _vcpus) = v2_vm(0, 2);
+    let cpu = |f: &mut Fake, op, vcpu: u64, off: u64, value| {
+        gic_attr(f, &vm, op, GRP_CPU_REGS, vcpu << 32 | off, value)
+    };
+    // vCPU 1's priority mask (KVM's ABI: the 5-bit VMPriMask) and binary
+    // points, set and read back; KCore holds them as GICH_VMCR.
+    assert_eq!(cpu(&mut f, 1, 1, 0x04, 0), Ok(0));
+    assert_eq!(cpu(&mut f, 0, 1, 0x04, 0x1E), Ok(0x1E));
+    assert_eq!(cpu(&mut f, 0, 1, 0x08, 2), Ok(2));
+    assert_eq!(cpu(&mut f, 0, 1, 0x1C, 3), Ok(3));
+    assert_eq!(cpu(&mut f, 0, 1, 0x00, 0x203), Ok(0x203));
+    for (off, want) in [(0x04, 0x1E), (0x08, 2), (0x1C, 3), (0x00, 0x203)] {
+        assert_eq!(cpu(&mut f, 1, 1, off, 0), Ok(want), "{off:#x}");
+    }
+    assert_eq!(
+        f.get_reg(1, ICH_VMCR),
+        Some(0x1E << 27 | 2 << 21 | 3 << 18 | 1 << 9 | 3)
+    );
+    assert_eq!(f.get_reg(0, ICH_VMCR), Some(0), "vCPU 0's is its own");
+    // What the guest's world switch saved is what the VMM reads.
+    assert!(f.set_reg(0, ICH_VMCR, 0xF0 << 24 | 1));
+    assert_eq!(cpu(&mut f, 1, 0, 0x04, 0), Ok(0x1E));
+    assert_eq!(cpu(&mut f, 1, 0, 0x00, 0), Ok(1));
+    // GICC_APR0 is GICH_APR (KCore's ICH_AP1R + 0); APR1..3 read as zero.
+    assert_eq!(cpu(&mut f, 0, 1, 0xD0, 0x8000_0000), Ok(0x8000_0000));
+    assert_eq!(f.get_reg(1, ICH_AP1R), Some(0x8000_0000));
+    assert_eq!(cpu(&mut f, 0, 1, 0xD4, 5), Ok(5));
+    assert_eq!(cpu(&mut f, 1, 1, 0xD4, 7), Ok(0));
+    // GICC_IIDR: KVM's, read-only.
+    assert_eq!(cpu(&mut f, 0, 1, 0xFC, 0), Ok(0));
+    assert_eq!(cpu(&mut f, 1, 1, 0xFC, 0), Ok(0x04B2_043B));
+    // No register there (GICC_IAR, unaligned, past the frame): has says
+    // ENXIO; a get reads 0 and a set changes nothing, as KVM.
+    for off in [0x0C, 0x06, 0x2000] {
+        assert_eq!(cpu(&mut f, 2, 1, off, 0), Err(ENXIO), "{off:#x}");
+        assert_eq!(cpu(&mut f, 1, 1, off, 7), Ok(0), "{off:#x}");
+        assert_eq!(cpu(&mut f, 0, 1, off, 7), Ok(7), "{off:#x}");
+    }
+    assert_eq!(cpu(&mut f, 1, 1, 0x04, 0), Ok(0x1E));
+    for off in [0x00, 0x04, 0x08, 0x1C, 0xD0, 0xDC, 0xFC] {
+        assert_eq!(cpu(&mut f, 2, 1, off, 0), Ok(0), "{off:#x}");
+    }
+    // A vCPU the VM does not have: EINVAL.
+    assert_eq!(cpu(&mut f, 1, 5, 0x04, 0), Err(EINVAL));
+    assert_eq!(cpu(&mut f, 0, 2, 0x04, 0), Err(EINVAL));
+}
+
+#[test]
+fn cpu_regs_errors() {
+    // Before CTRL_INIT: EBUSY, as the distributor's registers.
+    let mut f = v2_host();
+    let vm = new_vm(&mut f, 0);
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    assert_eq!(
+        vm::device_create(&mut f, &vm, uapi::device::TYPE_ARM_VGIC_V2, 0),
+        Ok(vm::DEVICE_VGIC)
+    );
+    assert_eq!(gic_attr(&mut f, &vm, 1, GRP_CPU_REGS, 0x04, 0), Err(EBUSY));
+    assert_eq!(gic_attr(&mut f, &vm, 2, GRP_CPU_REGS, 0x04, 0), Ok(0));
+    // A protected vCPU's CPU interface is KCore's alone.
+    let (mut f, vm, _vcpus) = v2_vm(1 << 31, 1);
+    assert_eq!(gic_attr(&mut f, &vm, 1, GRP_CPU_REGS, 0x04, 0), Err(EPERM));
+    assert_eq!(
+        gic_attr(&mut f, &vm, 0, GRP_CPU_REGS, 0x04, 0x1F),
+        Err(EPERM)
+    );
+    assert_eq!(f.get_reg(0, kcore_abi::reg::ICH_VMCR), None);
 }
