@@ -1201,7 +1201,8 @@ fn cpuif_write<E: KvmEnv>(
 /// `vgic_v2_attr_regs_access`): a GICv2 CPU interface register of the vCPU
 /// in `attr`'s bits 39..32 by its offset in bits 31..0 ([`super::gicc`]),
 /// through KCore's copy of the guest's `GICH_VMCR` and `GICH_APR`. A has
-/// says whether KVM's table has the register (`ENXIO`); a set reads the
+/// says whether the VM has the vCPU (`EINVAL`), then whether KVM's table
+/// has the register (`ENXIO`); a set reads the
 /// value first (`EFAULT`); then, as `GRP_DIST_REGS`, the vGIC must be
 /// initialised (`EBUSY`) and have the vCPU (`EINVAL`); an offset of no
 /// register reads as 0 and takes no write, as KVM's `vgic_uaccess`. A
@@ -1216,6 +1217,11 @@ fn cpu_regs_v2<E: KvmEnv>(
     use super::gicc::{self, Gicc};
     let known = gicc::decode(attr & 0xFFFF_FFFF);
     if op == 2 {
+        // `vgic_v2_parse_attr` first: a vCPU the VM has (`EINVAL`).
+        let v = (attr >> 32) as u8;
+        if !vm.with_cfg(env, |_, c| c.vcpu_order().contains(&v)) {
+            return Err(EINVAL);
+        }
         return known.map(|_| 0).ok_or(ENXIO);
     }
     let mut b = [0u8; 4];

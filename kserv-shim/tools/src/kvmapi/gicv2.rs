@@ -64,5 +64,6 @@ pub fn checks(c: &mut Checks, kvm: &File) -> Result<(), String> {
     );
     c.ok("gicv2-cpu-iidr", get(reg(1, GICC_IIDR)), 0x04B2_043B);
     c.errno("gicv2-cpu-no-vcpu", get(reg(5, GICC_PMR)), EINVAL);
+    c.errno("gicv2-cpu-has-no-vcpu", has(reg(5, GICC_PMR)), EINVAL);
     Ok(())
 }

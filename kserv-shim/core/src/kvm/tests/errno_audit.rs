@@ -1566,6 +1566,10 @@ fn vgic_rows() -> Vec<Row> {
             "vgic-mmio-v2.c vgic_v2_cpu_registers (GIC_CPU_ACTIVEPRIO, 16 bytes)", |c| {
             c.gic(2, va::GRP_CPU_REGS, 0xDC, 0)
         }),
+        row(d, "GRP_CPU_REGS has", "vCPU index of no vCPU", GicV2Ready, EINVAL,
+            "vgic-kvm-device.c vgic_v2_has_attr_regs (vgic_v2_parse_attr)", |c| {
+            c.gic(2, va::GRP_CPU_REGS, 5 << 32 | 0x04, 0)
+        }),
         row(d, "GRP_CPU_REGS get", "vCPU index of no vCPU", GicV2Ready, EINVAL,
             "vgic-kvm-device.c vgic_v2_parse_attr (no such vCPU)", |c| {
             c.gic(1, va::GRP_CPU_REGS, 5 << 32 | 0x04, 0)

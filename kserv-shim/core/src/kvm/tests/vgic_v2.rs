@@ -305,8 +305,9 @@ fn cpu_regs_live_in_kcores_gich_copies() {
     for off in [0x00, 0x04, 0x08, 0x1C, 0xD0, 0xDC, 0xFC] {
         assert_eq!(cpu(&mut f, 2, 1, off, 0), Ok(0), "{off:#x}");
     }
-    // A vCPU the VM does not have: EINVAL.
+    // A vCPU the VM does not have: EINVAL, to a has too.
     assert_eq!(cpu(&mut f, 1, 5, 0x04, 0), Err(EINVAL));
+    assert_eq!(cpu(&mut f, 2, 5, 0x04, 0), Err(EINVAL));
     assert_eq!(cpu(&mut f, 0, 2, 0x04, 0), Err(EINVAL));
 }
 
