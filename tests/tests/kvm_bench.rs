@@ -5,23 +5,19 @@
 //! guest's iterations and a non-zero tick count; and its `kvmbench-vm`
 //! test reports a 256 MiB VM's life (on KCore a protected VM's too, whose
 //! run ends at an MMIO page its signed manifest offers). Nothing is timed
-//! here: the figures themselves are `cargo xtask bench`'s business.
+//! here: the figures themselves are `cargo xtask bench`'s business. The
+//! same on a GICv2 host, where the bench program uses its GICv2 back end.
 
 use kcore_qemu::kserv::{BatchReport, Verdict};
 use kcore_qemu::{Boot, Machine};
 use kcore_systests::{Failure, TestResult, batch, direct_boot, kcore_image};
 use kcore_test_guest::bench::BENCHES;
 
-/// Boots `boot` with the `kvmbench` and `kvmbench-vm` tests; checks their
-/// details name `kvm` and every benchmark's figure is there, the VM's
-/// lives' (`vms`) too.
-fn bench_on(name: &str, boot: Boot, kvm: &str, vms: &[&str]) -> TestResult {
-    let (report, run) = batch(
-        name,
-        Machine::virt_gicv3().with_smp(2),
-        boot,
-        &["kvmbench", "kvmbench-vm"],
-    )?;
+/// Boots `boot` on `machine` with the `kvmbench` and `kvmbench-vm` tests;
+/// checks their details name `kvm` and every benchmark's figure is there,
+/// the VM's lives' (`vms`) too.
+fn bench_on(name: &str, machine: Machine, boot: Boot, kvm: &str, vms: &[&str]) -> TestResult {
+    let (report, run) = batch(name, machine, boot, &["kvmbench", "kvmbench-vm"])?;
     let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
     let detail = report
         .tests
@@ -73,21 +69,39 @@ fn figures(report: &BatchReport) -> Result<(), String> {
 
 #[test]
 fn bench_program_on_kcore() -> TestResult {
+    on_kcore("kvm-bench", Machine::virt_gicv3())
+}
+
+#[test]
+fn bench_program_on_stock_kvm() -> TestResult {
+    on_stock_kvm("kvm-bench-direct", Machine::virt_gicv3())
+}
+
+/// Both on a GICv2 host (`cargo xtask bench --gic 2`): the bench program
+/// on the guest's GICv2 back end, the VMM's vGIC a GICv2.
+#[test]
+fn bench_program_on_a_gicv2_host() -> TestResult {
+    on_kcore("kvm-bench-gicv2", Machine::virt_gicv2())?;
+    on_stock_kvm("kvm-bench-direct-gicv2", Machine::virt_gicv2())
+}
+
+fn on_kcore(name: &str, machine: Machine) -> TestResult {
     let boot = Boot::Kcore {
         image: kcore_image()?,
     };
     bench_on(
-        "kvm-bench",
+        name,
+        machine.with_smp(2),
         boot,
         "kserv-shim on KCore",
         &["vm-256m", "vm-256m-protected"],
     )
 }
 
-#[test]
-fn bench_program_on_stock_kvm() -> TestResult {
+fn on_stock_kvm(name: &str, machine: Machine) -> TestResult {
     bench_on(
-        "kvm-bench-direct",
+        name,
+        machine.with_smp(2),
         direct_boot()?,
         "stock KVM",
         &["vm-256m"],
