@@ -1,13 +1,16 @@
 //! Where KCore's pool lies and how it is cut up: the arithmetic of
 //! `boot_kserv`, kept apart from the hardware so that it is tested on the host.
 //!
-//! The pool is the top of a RAM bank, cut down to a 2 MiB boundary and sized in whole 2 MiB blocks. It holds, in order, the space for
+//! The pool is the top of a free stretch of a RAM bank, cut down to a 2 MiB boundary and sized in whole 2 MiB blocks. It holds, in order, the space for
 //! KServ's stage-2 root ([`S2_ROOT_SPACE`]), the ownership table (8 bytes a
 //! page of RAM, in whole pages), the pages KServ's stage-2 tables come from,
 //! and the secondary CPUs' EL2 stacks ([`SECONDARY_STACK`] each). [`place`]
-//! computes that layout and the space kept for KServ's device tree, and
-//! refuses one that does not fit the bank, that overflows, or that overlaps
-//! KCore and KServ's kernel, KServ's device tree or a reserved region.
+//! computes that layout and the space kept for KServ's device tree. It
+//! steers the pool below whatever is in use at the bank's top: the pool is
+//! the highest 2 MiB-aligned gap of the bank that holds it and overlaps
+//! neither KCore and KServ's kernel, nor KServ's device tree, nor a reserved
+//! region (EDK2 keeps its runtime regions at the top of RAM); with no such
+//! gap, or on overflow, it refuses.
 //! [`pool_banks`] says which banks to try: the highest bank that starts at or
 //! above 1 GiB first, when there is one, since on the Raspberry Pi 4 the
 //! memory below 1 GiB is what its 30-bit DMA masters, the kernel's CMA pool
@@ -85,13 +88,15 @@ pub enum PoolError {
         /// Bytes the pool needs.
         needed: u64,
     },
-    /// The pool would overlap memory already in use.
-    Overlap {
-        /// Where the pool would lie.
-        pool: MemRange,
-        /// What it would overlap.
-        what: &'static str,
-        /// That region.
+    /// No gap of the bank below its highest obstacle holds the pool.
+    NoGap {
+        /// The bank.
+        bank: MemRange,
+        /// Bytes the pool needs.
+        needed: u64,
+        /// The first region in use (KCore and KServ's kernel, KServ's device
+        /// tree or a reserved region) the pool had to avoid at the bank's
+        /// top.
         with: MemRange,
     },
 }
@@ -104,9 +109,11 @@ impl fmt::Display for PoolError {
                 f,
                 "RAM bank {bank:?} too small for KCore's pool ({needed:#x} bytes)"
             ),
-            PoolError::Overlap { pool, what, with } => write!(
+            PoolError::NoGap { bank, needed, with } => write!(
                 f,
-                "not enough RAM: KCore's pool at {pool:?} would overlap {what} at {with:?}"
+                "not enough RAM: no gap of {needed:#x} bytes for KCore's pool in RAM bank {bank:?} \
+                 clear of KCore, KServ's kernel and device tree and reserved memory (the first \
+                 in the way: {with:?})"
             ),
         }
     }
@@ -140,6 +147,54 @@ pub fn pool_banks(banks: &[MemRange], kcore_bank: MemRange) -> [Option<MemRange>
     }
 }
 
+/// The highest `needed`-byte range of `req.bank` that ends on a 2 MiB
+/// boundary and overlaps neither KCore and KServ's kernel, nor KServ's
+/// device tree `dt`, nor a reserved region: tried from the bank's last 2 MiB
+/// boundary down, each obstacle moving the pool's end below it (EDK2 puts
+/// its runtime regions at the top of RAM).
+fn highest_gap(req: &PoolRequest<'_>, needed: u64, dt: MemRange) -> Result<MemRange, PoolError> {
+    let kernel = MemRange::from_bounds(req.kcore_start, req.kernel_end);
+    let obstacles = || {
+        kernel
+            .into_iter()
+            .chain(core::iter::once(dt))
+            .chain(req.reserved.iter().copied())
+    };
+    let mut end = req.bank.end() & !(BLOCK - 1);
+    let mut first_obstacle = None;
+    loop {
+        let Some(pool) = end
+            .checked_sub(needed)
+            .and_then(|base| MemRange::from_bounds(base, end))
+            .filter(|p| req.bank.contains_range(p))
+        else {
+            return Err(match first_obstacle {
+                None => PoolError::TooLittleRam {
+                    bank: req.bank,
+                    needed,
+                },
+                Some(with) => PoolError::NoGap {
+                    bank: req.bank,
+                    needed,
+                    with,
+                },
+            });
+        };
+        // The lowest obstacle in the way: everything above it is too
+        // little room (or the pool would have fit there).
+        match obstacles()
+            .filter(|o| o.overlaps(&pool))
+            .min_by_key(|o| o.base())
+        {
+            None => return Ok(pool),
+            Some(o) => {
+                first_obstacle.get_or_insert(o);
+                end = o.base() & !(BLOCK - 1);
+            }
+        }
+    }
+}
+
 /// Places KCore's pool at the top of `req.bank` and cuts it up (see the
 /// module documentation).
 pub fn place(req: &PoolRequest<'_>) -> Result<PoolLayout, PoolError> {
@@ -163,39 +218,19 @@ pub fn place(req: &PoolRequest<'_>) -> Result<PoolLayout, PoolError> {
         .and_then(|s| s.checked_add(stacks_bytes))
         .and_then(|s| align_up(s, BLOCK))
         .ok_or(PoolError::Overflow)?;
-    let too_little = PoolError::TooLittleRam {
-        bank: req.bank,
-        needed,
-    };
-    let pool_end = req.bank.end() & !(BLOCK - 1);
-    let pool = pool_end
-        .checked_sub(needed)
-        .and_then(|base| MemRange::from_bounds(base, pool_end))
-        .filter(|p| req.bank.contains_range(p))
-        .ok_or(too_little)?;
-    if owner_bytes == 0 {
-        return Err(too_little);
-    }
-
     let dt_end = req
         .dt_base
         .checked_add(req.dt_len)
         .and_then(|e| e.checked_add(DT_SLACK))
         .ok_or(PoolError::Overflow)?;
     let dt = MemRange::from_bounds(req.dt_base, dt_end).ok_or(PoolError::Overflow)?;
-    let overlap = |what, with: MemRange| PoolError::Overlap { pool, what, with };
-    if let Some(kernel) = MemRange::from_bounds(req.kcore_start, req.kernel_end)
-        && kernel.overlaps(&pool)
-    {
-        return Err(overlap("KCore and KServ's kernel", kernel));
+    if owner_bytes == 0 {
+        return Err(PoolError::TooLittleRam {
+            bank: req.bank,
+            needed,
+        });
     }
-    if dt.overlaps(&pool) {
-        return Err(overlap("KServ's device tree", dt));
-    }
-    if let Some(r) = req.reserved.iter().find(|r| r.overlaps(&pool)) {
-        return Err(overlap("a reserved region", *r));
-    }
-
+    let pool = highest_gap(req, needed, dt)?;
     // The pool is at least the sum of the parts, so every cut below lies in
     // it and the table pages are never empty (HOST_S2_HEADROOM).
     let owners_base = pool.base() + S2_ROOT_SPACE;
@@ -335,47 +370,64 @@ mod tests {
     }
 
     #[test]
-    fn refuses_to_overlap_the_kernel_the_device_tree_or_reserved_memory() {
-        let pool = range(2 * GIB - 8 * MIB, 8 * MIB);
-        let mut req = request(&[]);
-        req.kernel_end = 2 * GIB - 8 * MIB + 1;
+    fn steers_below_the_kernel_the_device_tree_and_reserved_memory() {
+        // EDK2's runtime regions at the top of RAM: the pool ends on the
+        // 2 MiB boundary below the lowest of them that is in the way.
+        let reserved = [
+            range(2 * GIB - MIB, 0x1000),
+            range(2 * GIB - 5 * MIB - 0x3000, 0x2000),
+            range(GIB + 100 * MIB, MIB),
+        ];
+        let l = place(&request(&reserved)).unwrap();
+        assert_eq!(l.pool, range(2 * GIB - 14 * MIB, 8 * MIB));
+        // Reserved memory elsewhere is no obstacle; one right below the
+        // pool neither.
+        let below = [range(2 * GIB - 8 * MIB - 0x1000, 0x1000)];
         assert_eq!(
-            place(&req),
-            Err(PoolError::Overlap {
-                pool,
-                what: "KCore and KServ's kernel",
-                with: range(GIB, GIB - 8 * MIB + 1),
-            })
+            place(&request(&below)).unwrap().pool,
+            range(2 * GIB - 8 * MIB, 8 * MIB)
         );
+        // The kernel or the device tree high in the bank: the pool goes
+        // below them, or clear of the bank's top (one byte is enough).
         let mut req = request(&[]);
+        req.kcore_start = 2 * GIB - 40 * MIB;
+        req.kernel_end = 2 * GIB - 30 * MIB;
+        req.dt_base = 2 * GIB - 30 * MIB;
+        assert_eq!(place(&req).unwrap().pool, range(2 * GIB - 8 * MIB, 8 * MIB));
         req.dt_base = 2 * GIB - 8 * MIB - DT_SLACK;
         req.dt_len = 1;
-        assert!(matches!(
-            place(&req),
-            Err(PoolError::Overlap {
-                what: "KServ's device tree",
-                ..
-            })
-        ));
-        // Just below the pool is fine, one byte into it is not.
+        assert_eq!(place(&req).unwrap().pool, range(2 * GIB - 18 * MIB, 8 * MIB));
         req.dt_len = 0;
-        assert!(place(&req).is_ok());
-        let reserved = [
-            MemRange::new(GIB + 100 * MIB, MIB).unwrap(),
-            MemRange::new(2 * GIB - MIB, 0x1000).unwrap(),
-        ];
+        assert_eq!(place(&req).unwrap().pool, range(2 * GIB - 8 * MIB, 8 * MIB));
+        // Every gap the pool finds overlaps nothing.
+        let l = place(&request(&reserved)).unwrap();
+        assert!(reserved.iter().all(|r| !r.overlaps(&l.pool)));
+    }
+
+    #[test]
+    fn refuses_when_no_gap_holds_the_pool() {
+        // Reserved memory every 6 MiB: no 8 MiB gap above the kernel.
+        let reserved: alloc::vec::Vec<MemRange> = (0..160)
+            .map(|i| range(2 * GIB - (i * 6 + 1) * MIB, 0x1000))
+            .collect();
+        let mut req = request(&reserved);
         assert_eq!(
-            place(&request(&reserved)),
-            Err(PoolError::Overlap {
-                pool,
-                what: "a reserved region",
-                with: range(2 * GIB - MIB, 0x1000),
+            place(&req),
+            Err(PoolError::NoGap {
+                bank: req.bank,
+                needed: 8 * MIB,
+                with: range(2 * GIB - 7 * MIB, 0x1000),
             })
         );
-        // Reserved memory elsewhere is no obstacle (an empty region cannot
-        // be one: `MemRange` is never empty).
-        let elsewhere = [reserved[0]];
-        assert!(place(&request(&elsewhere)).is_ok());
+        // The kernel at the top of the bank, nothing free below it.
+        req.reserved = &[];
+        req.kcore_start = GIB;
+        req.kernel_end = 2 * GIB - MIB;
+        req.dt_base = 2 * GIB - MIB;
+        req.dt_len = 0;
+        let e = place(&req).unwrap_err();
+        assert!(matches!(e, PoolError::NoGap { with, .. } if with.base() == GIB));
+        assert!(format!("{e}").contains("no gap"));
     }
 
     #[test]
@@ -403,9 +455,9 @@ mod tests {
                 bank: r,
                 needed: MIB,
             },
-            PoolError::Overlap {
-                pool: r,
-                what: "a reserved region",
+            PoolError::NoGap {
+                bank: r,
+                needed: MIB,
                 with: r,
             },
         ] {
