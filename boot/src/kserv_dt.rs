@@ -56,6 +56,82 @@ pub fn build(orig: &[u8], edits: &KservDtEdits<'_>) -> Result<Vec<u8>, DtError> 
     w.finish(&dtb.reservations, dtb.boot_cpuid_phys)
 }
 
+/// KServ's bootargs, NUL-terminated: the payload's command line, then the
+/// loader's `/chosen/bootargs` (`None` when both are empty).
+fn bootargs(
+    tree: &Tree<'_, '_>,
+    chosen: Option<usize>,
+    edits: &KservDtEdits<'_>,
+) -> Option<Vec<u8>> {
+    let loader_args = chosen
+        .and_then(|c| tree.prop(c, "bootargs"))
+        .and_then(|v| v.split(|&b| b == 0).next())
+        .filter(|v| !v.is_empty());
+    let payload_args = edits
+        .payload_cmdline
+        .map(str::as_bytes)
+        .filter(|c| !c.is_empty());
+    match (payload_args, loader_args) {
+        (Some(p), Some(l)) => Some([p, b" ", l, b"\0"].concat()),
+        (Some(a), None) | (None, Some(a)) => Some([a, b"\0"].concat()),
+        (None, None) => None,
+    }
+}
+
+/// The prefix of the `/chosen` properties by which a UEFI loader hands
+/// Linux the system table and the memory map
+/// (`drivers/firmware/efi/fdtparams.c`).
+pub const UEFI_PROP_PREFIX: &str = "linux,uefi-";
+/// The memory map's length in bytes (a `u32`).
+pub const MMAP_SIZE_PROP: &str = "linux,uefi-mmap-size";
+
+/// KServ's tree on an ACPI machine (the loader's `/chosen` has
+/// [`crate::platform::ACPI_MARKER`]): only `/chosen`, so that Linux's
+/// `dt_is_stub()` (`arch/arm64/kernel/acpi.c`) leaves ACPI on, holding the
+/// bootargs, the initramfs, every `linux,uefi-*` property of the loader's
+/// `/chosen` (system table, memory map) and `kcore,abi-version`, by which
+/// the shim finds KCore (there is no `/hypervisor` node: Linux would turn
+/// ACPI off for it). KCore's memory is reserved in the EFI memory map
+/// instead (`crate::efi_map`), and `mmap_size` replaces
+/// `linux,uefi-mmap-size` (the map grows when KCore splits descriptors);
+/// the tree has no `/memreserve/` entries.
+pub fn stub(orig: &[u8], edits: &KservDtEdits<'_>, mmap_size: u32) -> Result<Vec<u8>, DtError> {
+    check_edits(edits)?;
+    let dtb = Dtb::check(orig)?;
+    let fdt = dtb.fdt()?;
+    let tree = Tree::new(&fdt)?;
+    let chosen = tree
+        .child(ROOT, "chosen")
+        .filter(|&c| tree.name(c) == "chosen");
+    let mut w = DtbWriter::default();
+    w.begin_node("");
+    w.prop("#address-cells", &2u32.to_be_bytes())?;
+    w.prop("#size-cells", &2u32.to_be_bytes())?;
+    w.begin_node("chosen");
+    if let Some(args) = bootargs(&tree, chosen, edits) {
+        w.prop("bootargs", &args)?;
+    }
+    if let Some(r) = edits.initrd {
+        w.prop("linux,initrd-start", &r.base().to_be_bytes())?;
+        w.prop("linux,initrd-end", &r.end().to_be_bytes())?;
+    }
+    for (name, value) in chosen
+        .into_iter()
+        .flat_map(|c| tree.props(c))
+        .filter(|(n, _)| n.starts_with(UEFI_PROP_PREFIX))
+    {
+        if name == MMAP_SIZE_PROP {
+            w.prop(name, &mmap_size.to_be_bytes())?;
+        } else {
+            w.prop(name, value)?;
+        }
+    }
+    w.prop(dt::ABI_VERSION_PROP, &edits.abi_version.to_be_bytes())?;
+    w.end_node();
+    w.end_node();
+    w.finish(&[], dtb.boot_cpuid_phys)
+}
+
 /// Refuses edits that would produce a contradictory tree.
 fn check_edits(edits: &KservDtEdits<'_>) -> Result<(), DtError> {
     // Regions are never empty and never wrap (`MemRange`); they may still
@@ -158,20 +234,10 @@ impl<'t, 'b, 'a> Plan<'t, 'b, 'a> {
             .filter(|&c| tree.name(c) == "hypervisor");
         let cpus = tree.child(ROOT, "cpus").filter(|&c| tree.name(c) == "cpus");
 
-        // bootargs: the payload's command line, then the loader's.
-        let loader_args = chosen
-            .and_then(|c| tree.prop(c, "bootargs"))
-            .and_then(|v| v.split(|&b| b == 0).next())
-            .filter(|v| !v.is_empty());
-        let payload_args = edits
-            .payload_cmdline
-            .map(str::as_bytes)
-            .filter(|c| !c.is_empty());
-        let bootargs = match (payload_args, loader_args) {
-            (Some(p), Some(l)) => Some([p, b" ", l, b"\0"].concat()),
-            (Some(p), None) => Some([p, b"\0"].concat()),
+        let bootargs = match edits.payload_cmdline.filter(|c| !c.is_empty()) {
+            Some(_) => bootargs(tree, chosen, edits),
             // Without a payload command line, the loader's stays as it is.
-            (None, _) => None,
+            None => None,
         };
         let mut chosen_edits = Vec::new();
         if let Some(v) = bootargs {

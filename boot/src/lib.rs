@@ -15,6 +15,7 @@
 extern crate alloc;
 
 pub mod dtb_writer;
+pub mod efi_map;
 pub mod kserv_dt;
 pub mod platform;
 pub mod pool;

@@ -396,7 +396,10 @@ mod tests {
         assert_eq!(place(&req).unwrap().pool, range(2 * GIB - 8 * MIB, 8 * MIB));
         req.dt_base = 2 * GIB - 8 * MIB - DT_SLACK;
         req.dt_len = 1;
-        assert_eq!(place(&req).unwrap().pool, range(2 * GIB - 18 * MIB, 8 * MIB));
+        assert_eq!(
+            place(&req).unwrap().pool,
+            range(2 * GIB - 18 * MIB, 8 * MIB)
+        );
         req.dt_len = 0;
         assert_eq!(place(&req).unwrap().pool, range(2 * GIB - 8 * MIB, 8 * MIB));
         // Every gap the pool finds overlaps nothing.

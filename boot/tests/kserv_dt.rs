@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use kcore::addr::MemRange;
-use kcore_boot::kserv_dt::{KservDtEdits, PSCI_COMPATIBLE, build};
+use kcore_boot::kserv_dt::{KservDtEdits, PSCI_COMPATIBLE, build, stub};
 use kcore_boot::platform::{self, Conduit, DMA_MASTER_COMPATIBLES, DtError, EnableMethod};
 
 const KCORE: [MemRange; 2] = [
@@ -520,4 +520,128 @@ fn server_shaped_tree_keeps_every_its() {
     ] {
         assert_eq!(flat.prop(its, "status"), Some(&b"disabled\0"[..]), "{its}");
     }
+}
+
+/// A KCore tree as `kcore.efi` writes it on an ACPI machine: the marker and
+/// the UEFI hand-off in `/chosen`, beside nodes KServ must not see.
+fn acpi_loader_tree(bootargs: Option<&str>) -> Vec<u8> {
+    tree(2, 2, |w| {
+        let c = w.begin_node("chosen").unwrap();
+        if let Some(a) = bootargs {
+            w.property_string("bootargs", a).unwrap();
+        }
+        w.property_string("stdout-path", "/serial@9000000").unwrap();
+        w.property_u64("linux,uefi-system-table", 0x5bfe_0018)
+            .unwrap();
+        w.property_u64("linux,uefi-mmap-start", 0x5a00_0000)
+            .unwrap();
+        w.property_u32("linux,uefi-mmap-size", 48 * 40).unwrap();
+        w.property_u32("linux,uefi-mmap-desc-size", 48).unwrap();
+        w.property_u32("linux,uefi-mmap-desc-ver", 1).unwrap();
+        w.property_null(platform::ACPI_MARKER).unwrap();
+        w.property_u32(platform::MMAP_CAPACITY_PROP, 48 * 56)
+            .unwrap();
+        w.end_node(c).unwrap();
+        let m = w.begin_node("memory@40000000").unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_array_u64("reg", &[0x4000_0000, 0x4000_0000])
+            .unwrap();
+        w.end_node(m).unwrap();
+        let h = w.begin_node("hypervisor").unwrap();
+        w.end_node(h).unwrap();
+    })
+}
+
+#[test]
+fn acpi_stub_tree_holds_only_chosen() {
+    let orig = acpi_loader_tree(Some("acpi=force"));
+    let p = platform::parse(&orig).unwrap();
+    assert!(p.kserv_stub);
+    let map = p.efi_map.unwrap();
+    assert_eq!(
+        (map.start, map.size, map.desc_size, map.capacity),
+        (0x5a00_0000, 48 * 40, 48, 48 * 56)
+    );
+    let e = edits(Some("quiet"), Some(INITRD));
+    let out = flatten(&stub(&orig, &e, 48 * 42).unwrap());
+    // Linux's dt_is_stub(): nothing but /chosen under the root.
+    assert_eq!(out.paths(), ["/", "/chosen"]);
+    assert!(out.reservations.is_empty());
+    let chosen = out.props_map("/chosen");
+    let names: Vec<&str> = chosen.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "bootargs",
+            kcore_abi::dt::ABI_VERSION_PROP,
+            "linux,initrd-end",
+            "linux,initrd-start",
+            "linux,uefi-mmap-desc-size",
+            "linux,uefi-mmap-desc-ver",
+            "linux,uefi-mmap-size",
+            "linux,uefi-mmap-start",
+            "linux,uefi-system-table",
+        ]
+    );
+    assert_eq!(chosen["bootargs"], s("quiet acpi=force"));
+    assert_eq!(chosen[kcore_abi::dt::ABI_VERSION_PROP], ABI.to_be_bytes());
+    assert_eq!(chosen["linux,initrd-start"], INITRD.base().to_be_bytes());
+    assert_eq!(chosen["linux,initrd-end"], INITRD.end().to_be_bytes());
+    assert_eq!(
+        chosen["linux,uefi-mmap-start"],
+        0x5a00_0000u64.to_be_bytes()
+    );
+    assert_eq!(chosen["linux,uefi-mmap-desc-size"], 48u32.to_be_bytes());
+    // The map's size is KCore's, after its splits.
+    assert_eq!(chosen["linux,uefi-mmap-size"], (48u32 * 42).to_be_bytes());
+    // Without a payload command line the loader's bootargs are kept; with
+    // neither there is none; without an initramfs no initrd properties.
+    let out = flatten(&stub(&orig, &edits(None, None), 0).unwrap());
+    assert_eq!(
+        out.prop("/chosen", "bootargs"),
+        Some(s("acpi=force").as_slice())
+    );
+    assert_eq!(out.prop("/chosen", "linux,initrd-start"), None);
+    let bare = acpi_loader_tree(None);
+    let out = flatten(&stub(&bare, &edits(None, None), 0).unwrap());
+    assert_eq!(out.prop("/chosen", "bootargs"), None);
+    // A device-tree machine has no marker and no memory map.
+    let dt = platform::parse(&fixture("qemu-virt-gicv3-a72.dtb")).unwrap();
+    assert!(!dt.kserv_stub && dt.efi_map.is_none());
+}
+
+/// A `/chosen` with a memory map of 480 bytes at 0x5a00_0000 and the
+/// buffer's `capacity`, if any.
+fn mmap_tree(capacity: Option<u32>) -> Vec<u8> {
+    tree(2, 2, |w| {
+        let c = w.begin_node("chosen").unwrap();
+        w.property_u64("linux,uefi-mmap-start", 0x5a00_0000)
+            .unwrap();
+        w.property_u32("linux,uefi-mmap-size", 480).unwrap();
+        w.property_u32("linux,uefi-mmap-desc-size", 48).unwrap();
+        if let Some(c) = capacity {
+            w.property_u32(platform::MMAP_CAPACITY_PROP, c).unwrap();
+        }
+        w.end_node(c).unwrap();
+    })
+}
+
+#[test]
+fn efi_map_properties_come_all_or_none() {
+    assert!(
+        platform::parse(&mmap_tree(Some(480)))
+            .unwrap()
+            .efi_map
+            .is_some()
+    );
+    // No capacity, or less than the map.
+    assert!(platform::parse(&mmap_tree(None)).is_err());
+    assert!(platform::parse(&mmap_tree(Some(96))).is_err());
+    let short = tree(2, 2, |w| {
+        let c = w.begin_node("chosen").unwrap();
+        w.property_u32("linux,uefi-mmap-start", 0x5a00_0000)
+            .unwrap();
+        w.end_node(c).unwrap();
+    });
+    assert!(platform::parse(&short).is_err());
 }

@@ -30,7 +30,7 @@ use kcore_arch::el2::vectors;
 use kcore_arch::el2::{gicv2, gicv3};
 use kcore_arch::sysreg;
 use kcore_boot::platform::{self, EnableMethod, GicVersion, MaybeRegion, Platform};
-use kcore_boot::{kserv_dt, pool};
+use kcore_boot::{efi_map, kserv_dt, pool};
 use log::{info, warn};
 
 /// Pages of the EL2 stage-1 table area in bss.
@@ -67,6 +67,54 @@ fn subtract<E>(
         f(cur, end)?;
     }
     Ok(())
+}
+
+/// KServ's stub tree on an ACPI machine (`kserv_dt::stub`), after
+/// reserving KCore's `kcore_regions` in the EFI memory map the loader hands
+/// on to KServ (`kcore_boot::efi_map`), in place.
+fn kserv_efi_stub(
+    plat: &Platform,
+    dt: &[u8],
+    edits: &kserv_dt::KservDtEdits<'_>,
+    kcore_regions: &[MemRange],
+) -> Result<Vec<u8>, platform::DtError> {
+    let Some(map) = plat.efi_map else {
+        stop(format_args!(
+            "the loader booted an ACPI machine but gave no EFI memory map for KServ"
+        ));
+    };
+    let buffer = map.buffer();
+    let in_ram = buffer.is_some_and(|b| plat.memory.iter().any(|m| m.contains_range(&b)));
+    if !in_ram
+        || kcore_regions
+            .iter()
+            .any(|k| buffer.is_some_and(|b| b.overlaps(k)))
+    {
+        stop(format_args!(
+            "the EFI memory map's buffer {buffer:?} is not RAM outside KCore's memory"
+        ));
+    }
+    // SAFETY: the buffer is RAM (checked above), mapped read-write at EL2
+    // like all RAM, outside KCore's image and pool, and nothing else uses
+    // it before KServ runs.
+    let buf =
+        unsafe { core::slice::from_raw_parts_mut(map.start as *mut u8, map.capacity as usize) };
+    let len = match efi_map::reserve(
+        buf,
+        map.size as usize,
+        map.desc_size as usize,
+        kcore_regions,
+    ) {
+        Ok(l) => l,
+        Err(e) => stop(format_args!("{e}")),
+    };
+    info!(
+        "ACPI machine: KServ gets a stub device tree; the EFI memory map at {:#x} reserves KCore's memory ({} descriptors)",
+        map.start,
+        len / (map.desc_size as usize).max(1)
+    );
+    // `len` is at most the capacity, a u32.
+    kserv_dt::stub(dt, edits, u32::try_from(len).unwrap_or(map.capacity))
 }
 
 /// Records `frames` (redistributors' control pages) as reaching KServ only
@@ -397,7 +445,12 @@ fn boot_kserv(
         payload_cmdline: cmdline,
         abi_version: kcore_abi::abi_version() as u32,
     };
-    let kdt = match kserv_dt::build(dt, &edits) {
+    let kdt = if plat.kserv_stub {
+        kserv_efi_stub(plat, dt, &edits, &kcore_regions)
+    } else {
+        kserv_dt::build(dt, &edits)
+    };
+    let kdt = match kdt {
         Ok(d) => d,
         Err(e) => stop(format_args!("cannot build KServ's device tree: {e}")),
     };

@@ -204,7 +204,22 @@ pub struct Platform {
     /// physical addresses, sorted and merged. KCore keeps them: KServ could
     /// make them write anywhere, KCore's memory included.
     pub dma_masters: Vec<MemRange>,
+    /// `/chosen/kcore,acpi` ([`ACPI_MARKER`]): the loader (`kcore.efi`)
+    /// booted an ACPI machine, and KServ gets a stub tree holding only
+    /// `/chosen` (`crate::kserv_dt::stub`) and reads the ACPI tables.
+    pub kserv_stub: bool,
+    /// The EFI memory map the loader hands on to KServ
+    /// (`/chosen/linux,uefi-mmap-*` and [`MMAP_CAPACITY_PROP`]), in which
+    /// KCore reserves its memory (`crate::efi_map`).
+    pub efi_map: Option<crate::efi_map::EfiMap>,
 }
+
+/// The `/chosen` property by which `kcore.efi` tells KCore it booted an
+/// ACPI machine: KServ gets a stub tree (KCore's loader ABI, not KServ's).
+pub const ACPI_MARKER: &str = "kcore,acpi";
+/// The `/chosen` property giving the bytes of the EFI memory map's buffer
+/// (a `u32`), room included for the descriptors KCore splits.
+pub const MMAP_CAPACITY_PROP: &str = "kcore,uefi-mmap-capacity";
 
 /// `compatible`s of devices that read and write memory by physical address
 /// (DMA) and that KCore keeps from KServ while it has no SMMU to put in
@@ -423,7 +438,44 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, DtError> {
         },
         dma_masters: dma_masters(&tree)?,
         pm_watchdog: pm_watchdog(&tree)?,
+        kserv_stub: tree
+            .child(ROOT, "chosen")
+            .is_some_and(|c| tree.prop(c, ACPI_MARKER).is_some()),
+        efi_map: efi_map(&tree)?,
     })
+}
+
+/// The EFI memory map's buffer from `/chosen`: all four properties, or
+/// none.
+fn efi_map(tree: &Tree<'_, '_>) -> Result<Option<crate::efi_map::EfiMap>, DtError> {
+    let Some(c) = tree.child(ROOT, "chosen") else {
+        return Ok(None);
+    };
+    let start = match tree.prop(c, "linux,uefi-mmap-start") {
+        None => return Ok(None),
+        Some(v) => v
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| tree.bad(c, "linux,uefi-mmap-start", "is not one 64-bit value"))?,
+    };
+    let need = |name: &'static str| {
+        tree.u32_prop(c, name)?
+            .ok_or_else(|| tree.bad(c, name, "is missing beside linux,uefi-mmap-start"))
+    };
+    let map = crate::efi_map::EfiMap {
+        start,
+        size: need(crate::kserv_dt::MMAP_SIZE_PROP)?,
+        desc_size: need("linux,uefi-mmap-desc-size")?,
+        capacity: need(MMAP_CAPACITY_PROP)?,
+    };
+    if map.capacity < map.size {
+        return Err(tree.bad(
+            c,
+            MMAP_CAPACITY_PROP,
+            "is smaller than linux,uefi-mmap-size",
+        ));
+    }
+    Ok(Some(map))
 }
 
 /// The first `reg` region of the first usable PM block.

@@ -70,6 +70,9 @@ pub(crate) fn write(d: &Description, banks: &Banks, chosen: &Chosen<'_>) -> Resu
     if let Some(p) = &uart_path {
         w.prop("stdout-path", &strings(&[p]))?;
     }
+    for (name, value) in chosen.extra {
+        w.prop(name, value)?;
+    }
     w.end_node();
 
     for bank in &banks.memory {

@@ -4,7 +4,8 @@
 //!
 //! - [`kserv_madt`]: every GICC's GICV and GICH base and VGIC maintenance
 //!   GSIV zeroed (KCore owns the virtual interface; Xen's
-//!   `gicv3_make_hwdom_madt` does the same), GICD, GICR and ITS kept.
+//!   `gicv3_make_hwdom_madt` does the same), GIC ITS structures left out
+//!   (KCore keeps the ITSes), GICD and GICR kept.
 //! - [`kserv_xsdt`]: the XSDT with entries repointed at replaced tables or
 //!   dropped (the MCFG, while KCore keeps the PCIe host bridge from KServ).
 //! - [`kserv_rsdp`]: the RSDP pointing at the new XSDT.
@@ -14,7 +15,9 @@
 use alloc::vec::Vec;
 
 use crate::Error;
-use crate::tables::{HEADER_LEN, MADT_GICC, le32, le64, signature, walk_madt};
+use crate::tables::{
+    HEADER_LEN, MADT_ENTRIES, MADT_GICC, MADT_ITS, le32, le64, signature, walk_madt,
+};
 
 /// Offset of the checksum byte in an SDT header.
 const SDT_CHECKSUM: usize = 9;
@@ -56,27 +59,34 @@ fn fix_checksum(bytes: &mut [u8], len: usize, at: usize) {
     }
 }
 
-/// The MADT KServ sees: a copy of `madt` with every GICC's GICV, GICH and
-/// VGIC maintenance GSIV zeroed and the checksum fixed.
+/// The MADT KServ sees: `madt` with every GICC's GICV, GICH and VGIC
+/// maintenance GSIV zeroed, every GIC ITS structure left out (KCore keeps
+/// the ITSes from KServ, as `kserv_dt` disables them on the device-tree
+/// path: they write their tables by physical address), the length and the
+/// checksum fixed.
 pub fn kserv_madt(madt: &[u8]) -> Result<Vec<u8>, Error> {
     check_sdt(madt, b"APIC")?;
-    let mut gicc_offsets = Vec::new();
-    let base = madt.as_ptr() as usize;
+    let mut out = madt.get(..MADT_ENTRIES).unwrap_or_default().to_vec();
     walk_madt(madt, |ty, entry| {
+        if ty == MADT_ITS {
+            return Ok(());
+        }
+        let at = out.len();
+        out.extend_from_slice(entry);
         if ty == MADT_GICC {
-            gicc_offsets.push(entry.as_ptr() as usize - base);
+            for (field, len) in [(GICC_GICV, 8), (GICC_GICH, 8), (GICC_VGIC_GSIV, 4)] {
+                if let Some(f) = out.get_mut(at + field..at + field + len) {
+                    f.fill(0);
+                }
+            }
         }
         Ok(())
     })?;
-    let mut out = madt.to_vec();
-    for at in gicc_offsets {
-        for (field, len) in [(GICC_GICV, 8), (GICC_GICH, 8), (GICC_VGIC_GSIV, 4)] {
-            if let Some(f) = out.get_mut(at + field..at + field + len) {
-                f.fill(0);
-            }
-        }
-    }
     let len = out.len();
+    let len32 = u32::try_from(len).map_err(|_| Error::BadEdit("MADT too long"))?;
+    if let Some(f) = out.get_mut(4..8) {
+        f.copy_from_slice(&len32.to_le_bytes());
+    }
     fix_checksum(&mut out, len, SDT_CHECKSUM);
     Ok(out)
 }

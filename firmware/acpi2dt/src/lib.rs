@@ -41,6 +41,7 @@
 //! | EFI memory map: descriptors that are memory (WB, WT or WC attribute) | `memory@<base>` per merged bank |
 //! | of those, the ones not [`memory::usable`] (runtime, ACPI NVS, reserved, ...), ACPI reclaim, and [`Chosen::reserved`] | `/memreserve/` entries |
 //! | [`Chosen::bootargs`] | `/chosen/bootargs` |
+//! | [`Chosen::extra`] | further `/chosen` properties, as given |
 //!
 //! Not translated: the DSDT and SSDTs (AML; so QEMU's fw_cfg and
 //! virtio-mmio devices, which only the DSDT describes, are not kept from
@@ -84,6 +85,10 @@ pub struct Chosen<'a> {
     /// Ranges of usable memory KCore must not take (the loader's own data,
     /// the tables it wrote for KServ): `/memreserve/` entries.
     pub reserved: &'a [MemRange],
+    /// Further `/chosen` properties `(name, value)`, written as given: the
+    /// UEFI hand-off (`linux,uefi-*`) and KCore's loader properties
+    /// (`kcore,acpi`, `kcore,uefi-mmap-capacity`).
+    pub extra: &'a [(&'a str, &'a [u8])],
 }
 
 /// Why the tables or the memory map were refused.
