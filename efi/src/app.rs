@@ -54,7 +54,7 @@ const DTB_TABLE_GUID: Guid = guid!("b1b621d5-f19c-41a5-830b-d9152c69aae0");
 
 /// Banks the final memory map may have beyond the first map's descriptor
 /// count (exiting boot services may split a few more).
-const BANK_SLACK: usize = 64;
+pub(crate) const BANK_SLACK: usize = 64;
 
 #[entry]
 fn main() -> Status {
@@ -62,7 +62,8 @@ fn main() -> Status {
         return Status::ABORTED;
     }
     match prepare() {
-        Ok(ready) => boot(ready),
+        Ok(Prepared::Dt(ready)) => boot(ready),
+        Ok(Prepared::Acpi(ready)) => crate::acpi_boot::boot(ready),
         Err((status, message)) => {
             println!("kcore.efi: {message}");
             status
@@ -86,9 +87,15 @@ struct Ready {
     out: Vec<u8>,
 }
 
-type Failure = (Status, String);
+pub(crate) type Failure = (Status, String);
 
-fn prepare() -> Result<Ready, Failure> {
+/// What [`prepare`] readied, by how the firmware describes the machine.
+enum Prepared {
+    Dt(Ready),
+    Acpi(crate::acpi_boot::Ready),
+}
+
+fn prepare() -> Result<Prepared, Failure> {
     println!(
         "kcore.efi: KCore boot loader, boot image of {} KiB ({} ms since reset)",
         KCORE_IMG.len() / 1024,
@@ -101,35 +108,19 @@ fn prepare() -> Result<Ready, Failure> {
             format!("started at EL{el}; KCore runs at EL2 (is the firmware's EL2 enabled?)"),
         ));
     }
-    let fw_dt = machine_dt()?;
     let bootargs = load_options_bootargs();
+    let fw_dt = match machine()? {
+        Machine::Dt(tree) => tree,
+        Machine::Acpi(rsdp) => {
+            return crate::acpi_boot::prepare(rsdp, bootargs).map(Prepared::Acpi);
+        }
+    };
     let dt_room = dt::max_len(
         fw_dt.len(),
         memory_map_len()? + BANK_SLACK,
         bootargs.as_ref().map_or(0, String::len),
     );
-    let layout = image::layout(KCORE_IMG, dt_room as u64)
-        .map_err(|e| (Status::LOAD_ERROR, format!("the embedded kcore.img: {e}")))?;
-    let pages = layout.alloc_bytes().div_ceil(memmap::EFI_PAGE) as usize;
-    let alloc = boot::allocate_pages(AllocateType::AnyPages, MemoryType::LOADER_DATA, pages)
-        .map_err(|e| {
-            (
-                Status::OUT_OF_RESOURCES,
-                format!(
-                    "cannot allocate {} MiB for kcore.img: {e}",
-                    layout.alloc_bytes() >> 20
-                ),
-            )
-        })?;
-    let entry = layout.image_address(alloc.as_ptr() as u64);
-    // SAFETY: [entry, entry + KCORE_IMG.len()) lies inside the pages just
-    // allocated (`Layout::alloc_bytes` covers the alignment and the
-    // footprint, which is at least the file), which nothing else uses;
-    // firmware memory is identity-mapped, so the address is the pointer.
-    unsafe {
-        core::ptr::copy_nonoverlapping(KCORE_IMG.as_ptr(), entry as *mut u8, KCORE_IMG.len());
-    }
-    let home = (entry - layout.text_offset, layout.reserve);
+    let (entry, home) = load_image(dt_room)?;
 
     // Check the edits once now, while errors can still be printed: after
     // ExitBootServices only the memory map changes.
@@ -157,42 +148,71 @@ fn prepare() -> Result<Ready, Failure> {
         bootargs.as_deref().unwrap_or(""),
         millis_since_reset()
     );
-    Ok(Ready {
+    Ok(Prepared::Dt(Ready {
         fw_dt,
         bootargs,
         entry,
         home,
         banks,
         out,
-    })
+    }))
+}
+
+/// Copies the embedded `kcore.img` to a 2 MiB-aligned home of
+/// `EfiLoaderData` pages with `dt_room` bytes for KServ's tree; returns its
+/// `Image` entry and `(base, bytes KCore may touch)`.
+pub(crate) fn load_image(dt_room: usize) -> Result<(u64, (u64, u64)), Failure> {
+    let layout = image::layout(KCORE_IMG, dt_room as u64)
+        .map_err(|e| (Status::LOAD_ERROR, format!("the embedded kcore.img: {e}")))?;
+    let pages = layout.alloc_bytes().div_ceil(memmap::EFI_PAGE) as usize;
+    let alloc = boot::allocate_pages(AllocateType::AnyPages, MemoryType::LOADER_DATA, pages)
+        .map_err(|e| {
+            (
+                Status::OUT_OF_RESOURCES,
+                format!(
+                    "cannot allocate {} MiB for kcore.img: {e}",
+                    layout.alloc_bytes() >> 20
+                ),
+            )
+        })?;
+    let entry = layout.image_address(alloc.as_ptr() as u64);
+    // SAFETY: [entry, entry + KCORE_IMG.len()) lies inside the pages just
+    // allocated (`Layout::alloc_bytes` covers the alignment and the
+    // footprint, which is at least the file), which nothing else uses;
+    // firmware memory is identity-mapped, so the address is the pointer.
+    unsafe {
+        core::ptr::copy_nonoverlapping(KCORE_IMG.as_ptr(), entry as *mut u8, KCORE_IMG.len());
+    }
+    let home = (entry - layout.text_offset, layout.reserve);
+    Ok((entry, home))
 }
 
 /// The physical counter in milliseconds: time since reset on QEMU and on
 /// firmware that does not reset the counter later.
-fn millis_since_reset() -> u64 {
+pub(crate) fn millis_since_reset() -> u64 {
     let freq = CNTFRQ_EL0.get().max(1);
     CNTPCT_EL0.get().saturating_mul(1000) / freq
 }
 
-/// The device tree KCore is to boot with, from the firmware's description
-/// of the machine: its own device tree when the configuration table has
-/// one. A machine described only by ACPI is where a tree built from the
-/// ACPI tables (MADT, GTDT, SPCR, ...) plugs in; until then it is refused.
-fn machine_dt() -> Result<Vec<u8>, Failure> {
+/// How the firmware describes the machine.
+enum Machine {
+    /// Its device tree (a copy).
+    Dt(Vec<u8>),
+    /// ACPI only: the RSDP's address.
+    Acpi(u64),
+}
+
+/// The firmware's description of the machine, from the configuration
+/// table: its device tree when it has one (`EFI_DTB_TABLE_GUID`), else the
+/// ACPI 2.0 RSDP.
+fn machine() -> Result<Machine, Failure> {
     let (dtb, acpi) = uefi::system::with_config_table(|t| {
         let find = |guid| t.iter().find(|e| e.guid == guid).map(|e| e.address as u64);
         (find(DTB_TABLE_GUID), find(ConfigTableEntry::ACPI2_GUID))
     });
     match (dtb, acpi) {
-        (Some(addr), _) => copy_dt(addr),
-        (None, Some(rsdp)) => Err((
-            Status::UNSUPPORTED,
-            format!(
-                "the firmware describes this machine with ACPI only (RSDP at {rsdp:#x}), \
-                 which kcore.efi cannot hand to KCore yet; boot with a device tree \
-                 (QEMU: -machine ...,acpi=off)"
-            ),
-        )),
+        (Some(addr), _) => copy_dt(addr).map(Machine::Dt),
+        (None, Some(rsdp)) => Ok(Machine::Acpi(rsdp)),
         (None, None) => Err((
             Status::UNSUPPORTED,
             "the firmware offers neither a device tree nor ACPI tables".into(),
@@ -232,13 +252,13 @@ fn load_options_bootargs() -> Option<String> {
 }
 
 /// Descriptors in the current memory map.
-fn memory_map_len() -> Result<usize, Failure> {
+pub(crate) fn memory_map_len() -> Result<usize, Failure> {
     boot::memory_map(MemoryType::LOADER_DATA)
         .map(|m| m.len())
         .map_err(|e| (Status::ABORTED, format!("no memory map: {e}")))
 }
 
-fn descriptor(d: &uefi::mem::memory_map::MemoryDescriptor) -> Descriptor {
+pub(crate) fn descriptor(d: &uefi::mem::memory_map::MemoryDescriptor) -> Descriptor {
     Descriptor {
         ty: d.ty.0,
         base: d.phys_start,
@@ -287,7 +307,7 @@ fn boot(mut r: Ready) -> ! {
 /// Must run at EL2 after `ExitBootServices`, from identity-mapped memory,
 /// with `entry` the `Image` entry of a KCore image copied into `home`, and
 /// the tree in memory that nothing overwrites before KCore has copied it.
-unsafe fn enter_kcore(entry: u64, home: (u64, u64), dt: u64, dt_len: u64) -> ! {
+pub(crate) unsafe fn enter_kcore(entry: u64, home: (u64, u64), dt: u64, dt_len: u64) -> ! {
     // SAFETY: the caller's contract; the routine only cleans caches over
     // the given ranges and its own code, then leaves for KCore for good.
     unsafe {

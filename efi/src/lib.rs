@@ -11,6 +11,8 @@
 //! - [`image`]: where `kcore.img` goes (its Image header) and how much
 //!   memory to set aside for it.
 //! - [`cmdline`]: the application's load options → the bootargs.
+//! - [`handoff`]: in ACPI mode, the memory map KServ receives (runtime
+//!   services mapped 1:1) and the `/chosen` properties naming it.
 //!
 //! [`dt`] and [`memmap`] do not allocate: they run after
 //! `ExitBootServices` and write into buffers the application sized before.
@@ -20,5 +22,6 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod dt;
+pub mod handoff;
 pub mod image;
 pub mod memmap;

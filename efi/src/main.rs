@@ -9,7 +9,11 @@
 extern crate alloc;
 
 #[cfg(target_os = "uefi")]
+mod acpi_boot;
+#[cfg(target_os = "uefi")]
 mod app;
+#[cfg(target_os = "uefi")]
+mod arena;
 
 #[cfg(not(target_os = "uefi"))]
 fn main() {

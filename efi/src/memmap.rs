@@ -42,6 +42,17 @@ pub struct Descriptor {
     pub attr: u64,
 }
 
+impl From<Descriptor> for kcore_acpi::MemDesc {
+    fn from(d: Descriptor) -> Self {
+        kcore_acpi::MemDesc {
+            ty: d.ty,
+            base: d.base,
+            pages: d.pages,
+            attribute: d.attr,
+        }
+    }
+}
+
 impl Descriptor {
     /// Whether KCore and KServ may use this memory once boot services are
     /// gone.

@@ -72,6 +72,9 @@
 
 #include "kcore_abi.h"
 
+/* kserv_shim.ko: KCore's ABI version from /chosen on an ACPI machine. */
+int kserv_shim_chosen_abi(u32 *dt_abi);
+
 #define KR_X(n)		(KC_REG_X0 + (n))
 #define IRQ_WORD(vintid, prio, state) \
 	((u64)(vintid) | (u64)(prio) << KC_IRQ_PRIORITY_SHIFT | KC_IRQ_GROUP1 | \
@@ -2318,9 +2321,16 @@ static struct dentry *dir;
 static int __init kserv_attack_init(void)
 {
 	struct device_node *np = of_find_node_by_path("/hypervisor");
+	u32 chosen_abi;
 
-	/* HVCs only with KCore underneath (see kserv_shim_glue.c). */
-	if (is_kernel_in_hyp_mode() || !np || !of_device_is_compatible(np, "kcore,hypervisor")) {
+	/*
+	 * HVCs only with KCore underneath (see kserv_shim_glue.c): its
+	 * /hypervisor node, or on an ACPI machine /chosen/kcore,abi-version.
+	 */
+	if (!is_kernel_in_hyp_mode() && !np && !kserv_shim_chosen_abi(&chosen_abi)) {
+		pr_info("KCore announced in /chosen (ACPI machine)\n");
+	} else if (is_kernel_in_hyp_mode() || !np ||
+		   !of_device_is_compatible(np, "kcore,hypervisor")) {
 		of_node_put(np);
 		pr_err("no KCore underneath: not loading\n");
 		return -ENODEV;

@@ -40,6 +40,8 @@ enum kserv_core_compat {
 const char *kserv_core_dt_hypervisor_compatible(void);
 const char *kserv_core_dt_abi_version_prop(void);
 const char *kserv_core_dt_reserved_compatible(void);
+/* /chosen/kcore,abi-version of a flattened tree (ACPI machines), or -1. */
+s64 kserv_core_fdt_chosen_abi(const u8 *fdt, size_t len);
 
 /* The ABI version the shim was built against: major << 16 | minor. */
 u32 kserv_core_abi_version(void);

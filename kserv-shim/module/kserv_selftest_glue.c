@@ -26,6 +26,7 @@
 
 #include <linux/completion.h>
 #include <linux/debugfs.h>
+#include <linux/efi.h>
 #include <linux/err.h>
 #include <linux/fs.h>
 #include <linux/gfp.h>
@@ -138,6 +139,29 @@ static int probe_reader(void *data)
 	return 0;
 }
 
+/*
+ * On an ACPI machine KServ's tree is a stub without /reserved-memory, and
+ * KCore marks its memory EfiReservedMemoryType in the EFI memory map: the
+ * base of the first such descriptor that is write-back memory. (Firmware
+ * that reserves memory of its own below KCore's would make the probe read
+ * that instead and fail, never pass wrongly.)
+ */
+static int kcore_efi_reserved_base(phys_addr_t *base)
+{
+	efi_memory_desc_t *md;
+
+	if (!efi_enabled(EFI_MEMMAP))
+		return -ENOENT;
+	for_each_efi_memory_desc(md) {
+		if (md->type == EFI_RESERVED_TYPE && (md->attribute & EFI_MEMORY_WB) &&
+		    md->num_pages) {
+			*base = md->phys_addr;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
 /* The base of the first /reserved-memory child that covers KCore. */
 static int kcore_reserved_base(phys_addr_t *base)
 {
@@ -148,7 +172,7 @@ static int kcore_reserved_base(phys_addr_t *base)
 
 	parent = of_find_node_by_path("/reserved-memory");
 	if (!parent)
-		return -ENOENT;
+		return kcore_efi_reserved_base(base);
 	for_each_child_of_node(parent, child) {
 		if (!of_device_is_compatible(child, compat))
 			continue;
@@ -178,7 +202,7 @@ static ssize_t probe_write(struct file *file, const char __user *ubuf, size_t co
 
 	ret = kcore_reserved_base(&pa);
 	if (ret) {
-		pr_info("probe_kcore: FAIL no /reserved-memory node compatible \"%s\" (%d)\n",
+		pr_info("probe_kcore: FAIL no /reserved-memory node compatible \"%s\" and no reserved EFI memory (%d)\n",
 			kserv_core_dt_reserved_compatible(), ret);
 		return -EIO;
 	}

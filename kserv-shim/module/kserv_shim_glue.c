@@ -20,12 +20,19 @@
  * itself. With no hypervisor at EL2 an HVC is undefined and kills the kernel;
  * with Linux's own hyp stub or KVM at EL2 it talks to the wrong party. So the
  * module refuses to load, without a single HVC, when the kernel itself runs
- * at EL2 or when the device tree lacks KCore's /hypervisor node.
+ * at EL2 or when the device tree announces no KCore: neither a /hypervisor
+ * node nor, on an ACPI machine (where KServ's tree is a stub holding only
+ * /chosen, which Linux does not unflatten), /chosen/kcore,abi-version in the
+ * flattened tree at /sys/firmware/fdt.
  */
 #define pr_fmt(fmt) "kserv-shim: " fmt
 
+#include <linux/acpi.h>
 #include <linux/debugfs.h>
 #include <linux/fs.h>
+#include <linux/kernel_read_file.h>
+#include <linux/sizes.h>
+#include <linux/vmalloc.h>
 #include <linux/module.h>
 #include <linux/of.h>
 #include <linux/string.h>
@@ -76,6 +83,33 @@ EXPORT_SYMBOL_GPL(kserv_core_version);
 EXPORT_SYMBOL_GPL(kserv_core_dt_reserved_compatible);
 
 /*
+ * On an ACPI machine: the ABI version in /chosen/kcore,abi-version of the
+ * flattened tree the kernel booted with (/sys/firmware/fdt). Returns 0 and
+ * the version, or -ENODEV. Exported for kserv_attack.ko.
+ */
+int kserv_shim_chosen_abi(u32 *dt_abi);
+int kserv_shim_chosen_abi(u32 *dt_abi)
+{
+	void *buf = NULL;
+	ssize_t n;
+	s64 abi;
+
+	if (acpi_disabled)
+		return -ENODEV;
+	n = kernel_read_file_from_path("/sys/firmware/fdt", 0, &buf, SZ_1M, NULL,
+				       READING_UNKNOWN);
+	if (n < 0)
+		return -ENODEV;
+	abi = kserv_core_fdt_chosen_abi(buf, n);
+	vfree(buf);
+	if (abi < 0)
+		return -ENODEV;
+	*dt_abi = (u32)abi;
+	return 0;
+}
+EXPORT_SYMBOL_GPL(kserv_shim_chosen_abi);
+
+/*
  * Decides, without any hypercall, whether KCore is underneath this kernel.
  * Returns 0 and the ABI version the device tree announces, or -ENODEV after
  * saying why not.
@@ -92,8 +126,12 @@ static int kcore_underneath(u32 *dt_abi)
 	}
 	np = of_find_compatible_node(NULL, NULL, compat);
 	if (!np) {
-		pr_err("no KCore underneath this kernel (no device-tree node compatible \"%s\")\n",
-		       compat);
+		if (!kserv_shim_chosen_abi(dt_abi)) {
+			pr_info("KCore announced in /chosen (ACPI machine)\n");
+			return 0;
+		}
+		pr_err("no KCore underneath this kernel (no device-tree node compatible \"%s\", no /chosen/%s)\n",
+		       compat, kserv_core_dt_abi_version_prop());
 		return -ENODEV;
 	}
 	ret = of_property_read_u32(np, kserv_core_dt_abi_version_prop(), dt_abi);

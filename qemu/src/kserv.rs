@@ -52,6 +52,7 @@ pub const TESTS: &[&str] = &[
     "attacks",
     "reset",
     "debqemu",
+    "efi",
 ];
 
 /// The kernel arguments for a batch run of `tests` expecting `cpus` CPUs.

@@ -14,14 +14,17 @@
 //! the time from reset to KServ's `/init` (EDK2, the UEFI Shell's 5 s
 //! countdown and the copy of the image included).
 //!
-//! With ACPI only, `kcore.efi` must refuse cleanly: a message naming ACPI
-//! and a return to the firmware, without exiting boot services.
+//! With ACPI only (`efi_acpi_4_cpus_at_el1`), `kcore.efi` builds KCore's
+//! tree from the ACPI tables and KServ runs on ACPI with a stub tree: the
+//! test checks KServ's log (its tables, PSCI from ACPI, all CPUs at EL1, no
+//! PCI host bridge, the shim finding KCore in `/chosen`), the same tests
+//! and KServ's `efi` test (efivars through the runtime services
+//! `kcore.efi` mapped 1:1).
 
 use anyhow::Context;
-use kcore_qemu::{Boot, Machine, QemuCommand, Regex};
-use kcore_systests::{
-    BOOT_TIMEOUT, Failure, TestResult, artefact, batch, build_dir, kcore_trouble, spawn,
-};
+use kcore_qemu::kserv::BatchReport;
+use kcore_qemu::{Boot, Machine, Regex};
+use kcore_systests::{Failure, SlotSession, TestResult, artefact, batch, build_dir, kcore_trouble};
 
 const TESTS: &[&str] = &["boot", "hvc", "protection", "vmisolation"];
 
@@ -50,35 +53,74 @@ fn ranges_after(line: &str, prefix: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
-#[test]
-fn efi_device_tree_4_cpus_at_el1() -> TestResult {
-    let name = "efi-dt";
-    let machine = Machine::virt_efi_dt();
-    let (report, run) = batch(name, machine, efi_boot("esp-systest-efi-dt")?, TESTS)?;
-    let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
+/// Boots `machine` through `kcore.efi` (from `build/esp-systest-<name>`)
+/// with KServ's `tests`, which must pass; checks that KCore started after
+/// `kcore.efi`'s hand-off and returns the report, the run and the index of
+/// that hand-off line.
+fn efi_batch(
+    name: &str,
+    machine: Machine,
+    tests: &[&str],
+) -> anyhow::Result<(BatchReport, SlotSession, usize)> {
+    let (report, run) = batch(
+        name,
+        machine,
+        efi_boot(&format!("esp-systest-{name}"))?,
+        tests,
+    )?;
     let lines = run.session.lines();
-    let find = |s: &str| lines.iter().position(|l| l.contains(s));
-    let Some(loader) = find("kcore.efi: KCore at ") else {
-        return Err(fail("kcore.efi did not report where it put KCore".into()));
+    let loader = lines
+        .iter()
+        .position(|l| l.contains("kcore.efi: KCore at "));
+    let problem = match (loader, report.kcore_banner) {
+        (None, _) => Some("kcore.efi did not report where it put KCore"),
+        (_, None) => Some("no KCore banner: KCore did not start"),
+        (Some(l), Some(b)) if b < l => Some("KCore's banner came before kcore.efi's hand-off"),
+        _ => None,
     };
-    if !lines[loader].contains("bootargs \"kserv.") {
-        return Err(fail(format!(
-            "the load options did not become bootargs: {}",
-            lines[loader]
-        )));
+    match (problem, loader) {
+        (None, Some(l)) => Ok((report, run, l)),
+        (p, _) => Err(run
+            .session
+            .failure(format!("{name}: {}", p.unwrap_or("no hand-off")))
+            .into()),
     }
-    let Some(banner) = report.kcore_banner else {
-        return Err(fail("no KCore banner: KCore did not start".into()));
-    };
-    if banner < loader {
-        return Err(fail(
-            "KCore's banner came before kcore.efi's hand-off".into(),
-        ));
-    }
+}
+
+/// The checks both machines share once the batch passed: KServ up with 4
+/// CPUs at EL1, no trouble from KCore; prints the boot time.
+fn finish(name: &str, report: &BatchReport, run: &SlotSession) -> TestResult {
+    let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
     let boot_line = report.tests.iter().find(|t| t.name == "boot");
     if !boot_line.is_some_and(|t| t.detail.contains("4 CPUs online") && t.detail.contains("EL1")) {
         return Err(fail(format!(
             "KServ is not up with 4 CPUs at EL1: {boot_line:?}"
+        )));
+    }
+    let lines = run.session.lines();
+    if let Some(l) = lines.iter().find(|l| kcore_trouble(l)) {
+        return Err(fail(format!("KCore reported trouble: {l}")));
+    }
+    let init = report.time.as_ref().context("no KSERV-TIME line")?;
+    eprintln!(
+        "{name}: reset to KServ's /init in {:.1} s (EDK2, the Shell's countdown, kcore.efi, KCore, Linux), whole run {:.1} s",
+        init.millis() / 1000.0,
+        run.session.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[test]
+fn efi_device_tree_4_cpus_at_el1() -> TestResult {
+    let name = "efi-dt";
+    let (report, run, loader) = efi_batch(name, Machine::virt_efi_dt(), TESTS)?;
+    let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
+    let lines = run.session.lines();
+    let find = |s: &str| lines.iter().position(|l| l.contains(s));
+    if !lines[loader].contains("bootargs \"kserv.") {
+        return Err(fail(format!(
+            "the load options did not become bootargs: {}",
+            lines[loader]
         )));
     }
     // The RAM kcore.efi described leaves out what the firmware keeps
@@ -122,41 +164,65 @@ fn efi_device_tree_4_cpus_at_el1() -> TestResult {
             )));
         }
     }
-    if let Some(l) = lines.iter().find(|l| kcore_trouble(l)) {
-        return Err(fail(format!("KCore reported trouble: {l}")));
-    }
-    let init = report.time.as_ref().context("no KSERV-TIME line")?;
-    eprintln!(
-        "{name}: reset to KServ's /init in {:.1} s (EDK2, the Shell's countdown, kcore.efi, KCore, Linux), whole run {:.1} s",
-        init.millis() / 1000.0,
-        run.session.elapsed().as_secs_f64()
-    );
-    Ok(())
+    finish(name, &report, &run)
 }
 
+/// `Machine::virt_efi_acpi()`: EDK2 describes the machine with ACPI only.
+/// `kcore.efi` builds KCore's tree from the tables, hands KServ its own
+/// MADT/DSDT/FADT/XSDT/RSDP and the EFI memory map, maps runtime services
+/// 1:1; KCore gives KServ a stub tree; KServ runs on ACPI at EL1.
 #[test]
-fn efi_acpi_only_is_refused_cleanly() -> TestResult {
+fn efi_acpi_4_cpus_at_el1() -> TestResult {
     let name = "efi-acpi";
-    let cmd = QemuCommand::new(Machine::virt_efi_acpi(), efi_boot("esp-systest-efi-acpi")?);
-    let mut run = spawn(name, &cmd)?;
-    run.session
-        .wait_for("kcore.efi: KCore boot loader", BOOT_TIMEOUT)?;
-    let refusal = run.session.wait_for(
-        "kcore.efi: the firmware describes this machine with ACPI only",
-        BOOT_TIMEOUT,
-    )?;
-    // The refusal comes before anything is allocated or exited: the
-    // application returns to the Shell with boot services running.
+    let tests = [TESTS, &["efi"]].concat();
+    let (report, run, loader) = efi_batch(name, Machine::virt_efi_acpi(), &tests)?;
+    let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
     let lines = run.session.lines();
-    if lines
-        .iter()
-        .any(|l| l.contains("exiting boot services") || l.contains("kcore: KCore"))
-    {
-        return Err(Failure::from(run.session.failure(format!(
-            "{name}: kcore.efi went on after refusing: {}",
-            refusal.line
-        ))));
+    let find = |s: &str| lines.iter().position(|l| l.contains(s));
+    if !lines[loader].contains("4 CPUs from the MADT") {
+        return Err(fail(format!(
+            "kcore.efi did not read 4 CPUs: {}",
+            lines[loader]
+        )));
     }
-    run.session.kill();
-    Ok(())
+    // KCore's side: the stub tree and KCore's memory reserved in the map.
+    if find("kcore: ACPI machine: KServ gets a stub device tree").is_none() {
+        return Err(fail(
+            "KCore did not give KServ a stub tree after kcore.efi's hand-off".into(),
+        ));
+    }
+    // KServ's side, in its kernel log: ACPI on with KServ's tables (the
+    // RSDP kcore.efi wrote), PSCI from the FADT, every CPU at EL1, no PCI
+    // host bridge probed (KCore keeps the ECAM), the shim finding KCore
+    // through /chosen.
+    let expected = [
+        "ACPI: RSDP 0x",
+        "psci: probing for conduit method from ACPI",
+        "CPU: All CPU(s) started at EL1",
+        "Remapping and enabling EFI services",
+        "kserv-shim: KCore announced in /chosen (ACPI machine)",
+        "kserv-shim: kvm: /dev/kvm registered",
+    ];
+    if let Some(missing) = expected.iter().find(|e| find(e).is_none()) {
+        return Err(fail(format!("KServ's log lacks \"{missing}\"")));
+    }
+    if let Some(l) = lines.iter().find(|l| l.contains("PCI host bridge to bus")) {
+        return Err(fail(format!(
+            "KServ probed the PCI host bridge KCore keeps: {l}"
+        )));
+    }
+    let tables = find("kcore.efi: KServ's ACPI tables: RSDP ")
+        .and_then(|i| lines[i].split("RSDP 0x").nth(1))
+        .and_then(|r| r.split(',').next())
+        .map(|r| r.to_string());
+    let rsdp = find("ACPI: RSDP 0x").map(|i| lines[i].to_ascii_lowercase());
+    match (tables, rsdp) {
+        (Some(t), Some(r)) if r.contains(&t) => {}
+        (t, r) => {
+            return Err(fail(format!(
+                "KServ does not read the RSDP kcore.efi wrote ({t:?} vs {r:?})"
+            )));
+        }
+    }
+    finish(name, &report, &run)
 }

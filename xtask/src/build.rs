@@ -190,6 +190,12 @@ struct Kserv {
 fn kserv(fetched: &Fetched, shared: &Shared<'_>) -> Result<Kserv> {
     let module = module::build(fetched)?;
     let guest = vmm::build(fetched)?;
+    // efivarfs, for KServ's `efi` test (Debian builds it as a module).
+    let efivarfs = vmm::kernel_module(
+        fetched,
+        "kernel/fs/efivarfs/efivarfs.ko",
+        "CONFIG_EFIVAR_FS",
+    )?;
     let initramfs = initramfs::build(
         fetched.series,
         &initramfs::Inputs {
@@ -197,6 +203,7 @@ fn kserv(fetched: &Fetched, shared: &Shared<'_>) -> Result<Kserv> {
             module: &module.shim,
             selftest_module: &module.selftest,
             attack_module: &module.attack,
+            efivarfs: efivarfs.as_deref(),
             tools: &shared.tools,
             vm_image: &shared.vm_image.image,
             vm_image_sig: &shared.vm_image.signature,

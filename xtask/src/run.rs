@@ -54,6 +54,10 @@ pub enum MachineKind {
     /// (`acpi=off`): `build/kcore.efi` from an EFI system partition
     /// (`build/esp-run/`, made for the run).
     VirtEfiDt,
+    /// QEMU `virt` with a GICv3 booted by Debian's EDK2 describing it with
+    /// ACPI only, as a server's firmware does: `build/kcore.efi` from an
+    /// EFI system partition, KServ on ACPI.
+    VirtEfiAcpi,
 }
 
 /// The CPU model.
@@ -125,6 +129,7 @@ impl RunArgs {
             MachineKind::VirtGicv3 => Machine::virt_gicv3(),
             MachineKind::VirtGicv2 => Machine::virt_gicv2(),
             MachineKind::VirtEfiDt => Machine::virt_efi_dt(),
+            MachineKind::VirtEfiAcpi => Machine::virt_efi_acpi(),
             // QEMU fixes the rest of the board.
             MachineKind::Raspi4b => return Machine::raspi4b(paths::raspi4b_dtb()),
         };

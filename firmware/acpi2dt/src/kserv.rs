@@ -8,6 +8,9 @@
 //!   (KCore keeps the ITSes), GICD and GICR kept.
 //! - [`kserv_xsdt`]: the XSDT with entries repointed at replaced tables or
 //!   dropped (the MCFG, while KCore keeps the PCIe host bridge from KServ).
+//! - [`kserv_dsdt`]: the DSDT with the devices KCore keeps (PCI host
+//!   bridges, QEMU's fw_cfg and virtio-mmio) renamed so no driver binds,
+//!   and [`kserv_fadt`] pointing at it.
 //! - [`kserv_rsdp`]: the RSDP pointing at the new XSDT.
 //!
 //! Each fixes the checksums it invalidates.
@@ -89,6 +92,111 @@ pub fn kserv_madt(madt: &[u8]) -> Result<Vec<u8>, Error> {
     }
     fix_checksum(&mut out, len, SDT_CHECKSUM);
     Ok(out)
+}
+
+/// FADT offsets of the 32-bit `DSDT` and the 64-bit `X_DSDT` addresses.
+const FADT_DSDT: usize = 40;
+const FADT_X_DSDT: usize = 140;
+
+/// The DSDT address of `fadt`: `X_DSDT` when the table has it and it is
+/// not zero, else `DSDT`.
+pub fn fadt_dsdt(fadt: &[u8]) -> Result<u64, Error> {
+    check_sdt(fadt, b"FACP")?;
+    let x = le64(fadt, FADT_X_DSDT).filter(|&x| x != 0);
+    let dsdt = x.or_else(|| le32(fadt, FADT_DSDT).map(u64::from).filter(|&d| d != 0));
+    dsdt.ok_or(Error::BadTable {
+        signature: *b"FACP",
+        reason: "names no DSDT",
+    })
+}
+
+/// The FADT KServ sees: `fadt` pointing at the DSDT at `dsdt` (`X_DSDT`,
+/// and `DSDT` when the address fits 32 bits, else 0), checksum fixed.
+pub fn kserv_fadt(fadt: &[u8], dsdt: u64) -> Result<Vec<u8>, Error> {
+    check_sdt(fadt, b"FACP")?;
+    let mut out = fadt.to_vec();
+    let low = u32::try_from(dsdt).unwrap_or(0);
+    if let Some(f) = out.get_mut(FADT_DSDT..FADT_DSDT + 4) {
+        f.copy_from_slice(&low.to_le_bytes());
+    }
+    if let Some(f) = out.get_mut(FADT_X_DSDT..FADT_X_DSDT + 8) {
+        f.copy_from_slice(&dsdt.to_le_bytes());
+    } else if low == 0 {
+        return Err(Error::BadEdit(
+            "the FADT has no X_DSDT for a DSDT above 4 GiB",
+        ));
+    }
+    let len = out.len();
+    fix_checksum(&mut out, len, SDT_CHECKSUM);
+    Ok(out)
+}
+
+/// Hardware IDs (`_HID`, `_CID`) of DSDT devices KCore keeps from KServ:
+/// PCI host bridges (PNP0A08, PNP0A03: KCore keeps the ECAM, the bridge is
+/// a DMA master), QEMU's fw_cfg (QEMU0002) and virtio-mmio transports
+/// (LNRO0005). AML gives a PNP ID as an EISA ID (`DWordConst`) or a string,
+/// an ACPI ID as a string.
+const HIDDEN_EISA_IDS: [[u8; 4]; 2] = [[0x41, 0xd0, 0x0a, 0x08], [0x41, 0xd0, 0x0a, 0x03]];
+const HIDDEN_STRING_IDS: [&[u8]; 4] = [b"PNP0A08", b"PNP0A03", b"QEMU0002", b"LNRO0005"];
+/// What a hidden ID becomes: the vendor `KCR` for a PNP ID (EISA-encoded
+/// or not), `KCOR` for an ACPI ID, so that no driver matches.
+const KCORE_EISA_VENDOR: [u8; 2] = [0x2c, 0x72];
+const KCORE_PNP_VENDOR: &[u8; 3] = b"KCR";
+const KCORE_ACPI_VENDOR: &[u8; 4] = b"KCOR";
+
+/// The DSDT KServ sees: `dsdt` with the `_HID`/`_CID` of the devices KCore
+/// keeps (PCI host bridges, QEMU's fw_cfg and virtio-mmio) renamed to IDs no
+/// driver binds to, so that KServ's kernel does not probe them (it would
+/// touch memory KCore keeps, or drive a DMA master). The AML is not
+/// parsed: only the exact encodings `Name (_HID|_CID, EisaId/String)` are
+/// patched, in place, so every offset and length stays as it was; the
+/// checksum is fixed. Returns the table and how many IDs were renamed.
+///
+/// This is not confinement: a device ACPI alone describes is not in
+/// KCore's tree, so KServ can still reach its registers (`docs/security.md`).
+pub fn kserv_dsdt(dsdt: &[u8]) -> Result<(Vec<u8>, usize), Error> {
+    check_sdt(dsdt, b"DSDT")?;
+    let mut out = dsdt.to_vec();
+    let mut renamed = 0;
+    let mut at = HEADER_LEN;
+    while at + 6 < out.len() {
+        // NameOp, then _HID or _CID.
+        let name = out.get(at..at + 5).unwrap_or_default();
+        let is_id = name == b"\x08_HID" || name == b"\x08_CID";
+        if !is_id {
+            at += 1;
+            continue;
+        }
+        let value = at + 6;
+        match out.get(at + 5) {
+            // DWordPrefix + EISA ID.
+            Some(0x0c) => {
+                if let Some(id) = out.get_mut(value..value + 4)
+                    && HIDDEN_EISA_IDS.iter().any(|h| h == id)
+                {
+                    id[..2].copy_from_slice(&KCORE_EISA_VENDOR);
+                    renamed += 1;
+                }
+            }
+            // StringPrefix + a PNP (7) or ACPI (8) ID + NUL.
+            Some(0x0d) => {
+                for (len, vendor) in [(7, &KCORE_PNP_VENDOR[..]), (8, &KCORE_ACPI_VENDOR[..])] {
+                    if let Some(id) = out.get_mut(value..value + len + 1)
+                        && id[len] == 0
+                        && HIDDEN_STRING_IDS.iter().any(|h| h[..] == id[..len])
+                    {
+                        id[..vendor.len()].copy_from_slice(vendor);
+                        renamed += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        at += 5;
+    }
+    let len = out.len();
+    fix_checksum(&mut out, len, SDT_CHECKSUM);
+    Ok((out, renamed))
 }
 
 /// What happens to one XSDT entry.

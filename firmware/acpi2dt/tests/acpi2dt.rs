@@ -660,3 +660,103 @@ fn identity_mem_reads_only_inside_its_ranges() {
     }));
     assert!(readable.iter().any(|x| x.contains(MEM_BASE)));
 }
+
+/// `Name (<name>, EisaId (<id>))` in AML.
+fn aml_eisa(name: &[u8; 4], id: [u8; 4]) -> Vec<u8> {
+    [&[0x08][..], name, &[0x0c], &id].concat()
+}
+
+/// `Name (<name>, "<id>")` in AML.
+fn aml_string(name: &[u8; 4], id: &[u8]) -> Vec<u8> {
+    [&[0x08][..], name, &[0x0d], id, &[0]].concat()
+}
+
+/// KServ's DSDT: the PCI host bridge, fw_cfg and virtio-mmio renamed, the
+/// rest byte for byte; the FADT pointing at it.
+#[test]
+fn kserv_dsdt_renames_the_devices_kcore_keeps() {
+    let pnp0a08 = [0x41, 0xd0, 0x0a, 0x08];
+    let pnp0a03 = [0x41, 0xd0, 0x0a, 0x03];
+    let pnp0c02 = [0x41, 0xd0, 0x0c, 0x02];
+    let body = [
+        aml_string(b"_HID", b"ARMH0011"),
+        aml_string(b"_HID", b"QEMU0002"),
+        aml_string(b"_HID", b"LNRO0005"),
+        aml_string(b"_HID", b"LNRO0005"),
+        aml_eisa(b"_HID", pnp0a08),
+        aml_eisa(b"_CID", pnp0a03),
+        aml_eisa(b"_HID", pnp0c02),
+        // QEMU's PCI0 names its IDs as strings.
+        aml_string(b"_HID", b"PNP0A08"),
+        aml_string(b"_CID", b"PNP0A03"),
+        aml_string(b"_HID", b"PNP0C02"),
+        // Not a _HID/_CID: left alone.
+        aml_eisa(b"_UID", pnp0a08),
+        aml_string(b"_STR", b"QEMU0002"),
+    ]
+    .concat();
+    let dsdt = sdt(b"DSDT", 2, &body);
+    let (out, renamed) = kcore_acpi::kserv_dsdt(&dsdt).unwrap();
+    assert_eq!(renamed, 7);
+    assert_eq!(out.len(), dsdt.len());
+    assert_eq!(out.iter().fold(0u8, |s, &b| s.wrapping_add(b)), 0);
+    let expect = [
+        aml_string(b"_HID", b"ARMH0011"),
+        aml_string(b"_HID", b"KCOR0002"),
+        aml_string(b"_HID", b"KCOR0005"),
+        aml_string(b"_HID", b"KCOR0005"),
+        aml_eisa(b"_HID", [0x2c, 0x72, 0x0a, 0x08]),
+        aml_eisa(b"_CID", [0x2c, 0x72, 0x0a, 0x03]),
+        aml_eisa(b"_HID", pnp0c02),
+        aml_string(b"_HID", b"KCR0A08"),
+        aml_string(b"_CID", b"KCR0A03"),
+        aml_string(b"_HID", b"PNP0C02"),
+        aml_eisa(b"_UID", pnp0a08),
+        aml_string(b"_STR", b"QEMU0002"),
+    ]
+    .concat();
+    assert_eq!(&out[36..], &expect[..]);
+    assert_eq!(&out[10..36], &dsdt[10..36]);
+    // Bad input.
+    assert!(kcore_acpi::kserv_dsdt(&dsdt[..30]).is_err());
+    let mut bad = dsdt.clone();
+    bad[40] ^= 1;
+    assert!(kcore_acpi::kserv_dsdt(&bad).is_err());
+    // A truncated ID at the end of the table is left alone.
+    let tail = sdt(b"DSDT", 2, &aml_string(b"_HID", b"QEMU0002")[..10]);
+    assert_eq!(kcore_acpi::kserv_dsdt(&tail).unwrap().1, 0);
+
+    // The FADT: the DSDT it names, then a copy naming another.
+    let mut f = fadt(true, false);
+    put32(&mut f, 40, 0x7c43_7518);
+    refix(&mut f);
+    assert_eq!(kcore_acpi::fadt_dsdt(&f), Ok(0x7c43_7518));
+    let moved = kcore_acpi::kserv_fadt(&f, 0x1_2345_6000).unwrap();
+    assert_eq!(kcore_acpi::fadt_dsdt(&moved), Ok(0x1_2345_6000));
+    assert_eq!(&moved[40..44], &[0; 4]);
+    let low = kcore_acpi::kserv_fadt(&f, 0x7c34_0000).unwrap();
+    assert_eq!(&low[40..44], &0x7c34_0000u32.to_le_bytes());
+    assert_eq!(kcore_acpi::fadt_dsdt(&low), Ok(0x7c34_0000));
+    // A FADT without X_DSDT cannot name a DSDT above 4 GiB.
+    let mut short = f[..140].to_vec();
+    put32(&mut short, 4, 140);
+    refix(&mut short);
+    assert!(kcore_acpi::kserv_fadt(&short, 0x1_0000_0000).is_err());
+    assert_eq!(kcore_acpi::fadt_dsdt(&short), Ok(0x7c43_7518));
+    let mut none = short.clone();
+    put32(&mut none, 40, 0);
+    refix(&mut none);
+    assert!(kcore_acpi::fadt_dsdt(&none).is_err());
+    // Random bytes never panic.
+    let mut rng = Rng(7);
+    for _ in 0..2000 {
+        let mut t = dsdt.clone();
+        for _ in 0..4 {
+            let k = 36 + rng.below(t.len() - 36);
+            t[k] = rng.next() as u8;
+        }
+        refix(&mut t);
+        let (o, _) = kcore_acpi::kserv_dsdt(&t).unwrap();
+        assert_eq!(o.len(), t.len());
+    }
+}

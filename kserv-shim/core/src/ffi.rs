@@ -51,6 +51,23 @@ pub extern "C" fn kserv_core_dt_reserved_compatible() -> *const c_char {
     DT_RESERVED_COMPATIBLE.as_ptr().cast()
 }
 
+/// `/chosen/kcore,abi-version` of the flattened device tree at `fdt`
+/// (`len` bytes: `/sys/firmware/fdt`, KServ's stub tree on an ACPI
+/// machine), or -1 when it has none ([`crate::chosen`]).
+///
+/// # Safety
+///
+/// `fdt` must point at `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kserv_core_fdt_chosen_abi(fdt: *const u8, len: usize) -> i64 {
+    if fdt.is_null() {
+        return -1;
+    }
+    // SAFETY: the caller's contract.
+    let blob = unsafe { core::slice::from_raw_parts(fdt, len) };
+    crate::chosen::chosen_abi_version(blob).map_or(-1, i64::from)
+}
+
 /// The ABI version this shim was built against, `major << 16 | minor`.
 #[unsafe(no_mangle)]
 pub extern "C" fn kserv_core_abi_version() -> u32 {

@@ -21,6 +21,7 @@
 
 pub use kserv_base::{conduit, hypercall, version};
 
+pub mod chosen;
 #[cfg(target_arch = "aarch64")]
 pub mod ffi;
 pub mod kvm;

@@ -15,6 +15,7 @@
 //! /lib/modules/kserv_shim.ko   kserv-shim/module
 //! /lib/modules/kserv_selftest.ko kserv-shim/module (the self-tests')
 //! /lib/modules/kserv_attack.ko kserv-shim/module (the attack suite's)
+//! /lib/modules/efivarfs.ko     the kernel package's (the `efi` test's)
 //! /lib/kserv/lib.sh            kserv-shim/initramfs/lib.sh
 //! /lib/kserv/tests/<name>      kserv-shim/initramfs/tests/<name>
 //! /lib/kserv/vm-test.img       the test VM image (`vm_image.rs`)
@@ -52,6 +53,8 @@ pub struct Inputs<'a> {
     pub selftest_module: &'a Path,
     /// The attack suite's module.
     pub attack_module: &'a Path,
+    /// The kernel's `efivarfs.ko`, unless the kernel has it built in.
+    pub efivarfs: Option<&'a [u8]>,
     /// The static `kserv-tools` binary.
     pub tools: &'a Path,
     /// The test VM image of the `vmisolation` test.
@@ -170,6 +173,9 @@ fn entries(recipe: &Path, inputs: &Inputs<'_>) -> Result<Vec<Entry>> {
         0o644,
         read(inputs.attack_module)?,
     ));
+    if let Some(m) = inputs.efivarfs {
+        e.push(file("lib/modules/efivarfs.ko", 0o644, m.to_vec()));
+    }
     e.push(file("init", 0o755, read(&recipe.join("init"))?));
     e.push(file(
         "lib/kserv/lib.sh",

@@ -90,17 +90,30 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// The guest's initramfs.
-fn initrd(fetched: &Fetched) -> Result<Vec<u8>> {
+/// The kernel package's `lib/modules/<release>/`.
+fn modules_dir(fetched: &Fetched) -> Result<PathBuf> {
     // `config` is `<extracted package>/boot/config-<release>`.
-    let modules = fetched
+    Ok(fetched
         .config
         .parent()
         .and_then(Path::parent)
         .context("the kernel package's config has no parent directory")?
         .join("lib")
         .join("modules")
-        .join(&fetched.release);
+        .join(&fetched.release))
+}
+
+/// The `fetched` kernel's module `path` (under `lib/modules/<release>/`),
+/// or `None` if its `config` builds it in (`symbol=y`).
+pub fn kernel_module(fetched: &Fetched, path: &str, symbol: &str) -> Result<Option<Vec<u8>>> {
+    let config = fs::read_to_string(&fetched.config)
+        .with_context(|| format!("cannot read {}", fetched.config.display()))?;
+    module_bytes(&modules_dir(fetched)?.join(path), &config, symbol)
+}
+
+/// The guest's initramfs.
+fn initrd(fetched: &Fetched) -> Result<Vec<u8>> {
+    let modules = modules_dir(fetched)?;
     let dir = |path: &str| Entry::Dir {
         path: path.into(),
         mode: 0o755,

@@ -1,0 +1,364 @@
+//! `kcore.efi` on a machine the firmware describes with ACPI only
+//! (`docs/platforms.md`, "UEFI servers", ACPI mode).
+//!
+//! While boot services run ([`prepare`]):
+//!
+//! 1. the tables are loaded from the RSDP with `kcore-acpi` (validating
+//!    copies; the reader is bounded by the memory map);
+//! 2. the tables KServ sees are written to `EfiACPIReclaimMemory` pages:
+//!    its MADT (no GICV/GICH/maintenance interrupt, no ITS), its DSDT (the
+//!    PCI host bridge, fw_cfg and virtio-mmio renamed so that no driver
+//!    binds: KCore keeps the ECAM, as the device-tree path disables these
+//!    DMA masters) and a FADT pointing at it, an XSDT pointing at those
+//!    without the MCFG, and an RSDP pointing at that XSDT, which replaces
+//!    the firmware's in the configuration table's ACPI 2.0 entry;
+//! 3. a buffer for the memory map KServ receives (with room for the
+//!    descriptors KCore splits), the home of `kcore.img`, and an arena for
+//!    what is allocated after `ExitBootServices` ([`crate::arena`]) are set
+//!    aside, and KCore's tree is built once on the current map to report
+//!    errors while they can be printed.
+//!
+//! After `ExitBootServices` ([`boot`]): the final map is copied into the
+//! buffer with every runtime descriptor mapped 1:1, `SetVirtualAddressMap`
+//! gets that map (runtime services then run at their physical addresses in
+//! KServ, as Xen arranges for dom0), KCore's tree is built from the final
+//! map with `/chosen` carrying the UEFI hand-off and the ACPI marker
+//! ([`kcore_efi::handoff`]), and KCore is entered as on the device-tree
+//! path. KCore then gives KServ a stub tree and reserves its own memory in
+//! the map (`kcore_boot::efi_map`).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use kcore::addr::MemRange;
+use kcore_acpi::{Chosen, IdentityMem, MemDesc, PhysMem, Tables, XsdtEdit, platform_dt};
+use kcore_efi::handoff::{self, MapInfo};
+use kcore_efi::memmap;
+use uefi::boot::{self, AllocateType};
+use uefi::mem::memory_map::{MemoryMap, MemoryType};
+use uefi::runtime::{self, ResetType};
+use uefi::table::cfg::ConfigTableEntry;
+use uefi::{Status, println};
+
+use crate::app::{self, Failure};
+
+/// Descriptors KCore may add to KServ's memory map by splitting (its image
+/// and pool, each splitting one descriptor into three).
+const SPLIT_ROOM: usize = 16;
+/// The arena's bytes beyond twice KCore's tree and the map's descriptors.
+const ARENA_BASE_BYTES: usize = 1 << 20;
+
+/// Everything [`boot`] needs, prepared while boot services run.
+pub(crate) struct Ready {
+    tables: Tables,
+    bootargs: Option<String>,
+    entry: u64,
+    home: (u64, u64),
+    /// The buffer of KServ's memory map and its bytes.
+    map_buf: (u64, usize),
+    /// Ranges of usable memory KCore must not take: the map's buffer.
+    reserved: Vec<MemRange>,
+    /// `linux,uefi-secure-boot`.
+    secure_boot: u32,
+}
+
+/// The `SecureBoot` variable's value, if it can be read.
+fn secure_boot() -> Option<u8> {
+    let mut buf = [0u8; 8];
+    let (value, _) = runtime::get_variable(
+        uefi::cstr16!("SecureBoot"),
+        &runtime::VariableVendor::GLOBAL_VARIABLE,
+        &mut buf,
+    )
+    .ok()?;
+    value.first().copied()
+}
+
+fn failed(what: &str) -> impl Fn(kcore_acpi::Error) -> Failure + '_ {
+    move |e| (Status::LOAD_ERROR, format!("{what}: {e}"))
+}
+
+fn no_memory(what: &'static str) -> impl Fn(uefi::Error) -> Failure {
+    move |e| {
+        (
+            Status::OUT_OF_RESOURCES,
+            format!("cannot allocate {what}: {e}"),
+        )
+    }
+}
+
+fn mem_desc(d: &uefi::mem::memory_map::MemoryDescriptor) -> MemDesc {
+    app::descriptor(d).into()
+}
+
+/// Pages of `ty` for `bytes`, as a physical address.
+fn allocate(ty: MemoryType, bytes: usize, what: &'static str) -> Result<u64, Failure> {
+    let pages = (bytes as u64).div_ceil(memmap::EFI_PAGE) as usize;
+    boot::allocate_pages(AllocateType::AnyPages, ty, pages.max(1))
+        .map(|p| p.as_ptr() as u64)
+        .map_err(no_memory(what))
+}
+
+/// Steps 1 to 3 of the module documentation.
+pub(crate) fn prepare(rsdp: u64, bootargs: Option<String>) -> Result<Ready, Failure> {
+    println!("kcore.efi: ACPI machine, RSDP at {rsdp:#x}");
+    let map = boot::memory_map(MemoryType::LOADER_DATA)
+        .map_err(|e| (Status::ABORTED, format!("no memory map: {e}")))?;
+    let desc_size = map.meta().desc_size;
+    let descs: Vec<MemDesc> = map.entries().map(mem_desc).collect();
+    drop(map);
+    let readable = kcore_acpi::memory::readable(&descs).map_err(failed("the memory map"))?;
+    // SAFETY: boot services run, so memory is identity-mapped, and every
+    // range of `readable` is memory (not MMIO) of the firmware's map.
+    let mem = unsafe { IdentityMem::new(&readable) };
+    let tables = Tables::load(&mem, rsdp).map_err(failed("the ACPI tables"))?;
+    install_kserv_tables(&tables, &mem)?;
+
+    // KServ's memory map: the final one, with room for KCore's splits.
+    let capacity = (app::memory_map_len()? + app::BANK_SLACK + SPLIT_ROOM) * desc_size;
+    let map_base = allocate(MemoryType::LOADER_DATA, capacity, "KServ's memory map")?;
+    let map_range = MemRange::new(map_base, capacity as u64)
+        .ok_or((Status::LOAD_ERROR, "KServ's memory map wraps".into()))?;
+    let reserved = alloc::vec![map_range];
+
+    // KCore's tree on the current map, to size the buffers and report
+    // errors now.
+    let map = boot::memory_map(MemoryType::LOADER_DATA)
+        .map_err(|e| (Status::ABORTED, format!("no memory map: {e}")))?;
+    let descs: Vec<MemDesc> = map.entries().map(mem_desc).collect();
+    drop(map);
+    let info = MapInfo {
+        start: map_base,
+        size: (descs.len() * desc_size) as u32,
+        desc_size: desc_size as u32,
+        desc_ver: 1,
+        capacity: capacity as u32,
+    };
+    let secure_boot = handoff::secure_boot_mode(secure_boot());
+    let extra = handoff::chosen(0, &info, secure_boot);
+    let extra: Vec<(&str, &[u8])> = extra.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    let chosen = Chosen {
+        bootargs: bootargs.as_deref(),
+        reserved: &reserved,
+        extra: &extra,
+    };
+    let tree = platform_dt(&tables, &descs, &chosen).map_err(failed("KCore's device tree"))?;
+    let banks = kcore_acpi::banks(&descs).map_err(failed("the memory map"))?;
+    let dt_room = tree.len() + (app::BANK_SLACK + SPLIT_ROOM) * 64 + (64 << 10);
+    let (entry, home) = app::load_image(dt_room)?;
+    // The arena: KCore's tree (built twice over, with room), the map's
+    // descriptors as `MemDesc`s, the `/chosen` properties.
+    let arena_len = ARENA_BASE_BYTES + 4 * dt_room + 2 * capacity;
+    let arena = allocate(MemoryType::LOADER_DATA, arena_len, "the loader's arena")?;
+    crate::arena::set_arena(arena as usize, arena_len);
+    for b in &banks.memory {
+        println!("kcore.efi: RAM [{:#x}, {:#x})", b.base(), b.end());
+    }
+    println!(
+        "kcore.efi: KCore at {entry:#x}, {} RAM banks, {} CPUs from the MADT, bootargs \"{}\"; exiting boot services ({} ms since reset)",
+        banks.memory.len(),
+        kcore_acpi::describe(&tables).map_or(0, |d| d.cpus.len()),
+        bootargs.as_deref().unwrap_or(""),
+        app::millis_since_reset()
+    );
+    Ok(Ready {
+        tables,
+        bootargs,
+        entry,
+        home,
+        map_buf: (map_base, capacity),
+        reserved,
+        secure_boot,
+    })
+}
+
+/// The DSDT `fadt` names, read through `mem` (its header says how long it
+/// is, up to `kcore_acpi::tables::MAX_TABLE_LEN`).
+fn read_dsdt<'m>(fadt: &[u8], mem: &'m dyn PhysMem) -> Result<&'m [u8], Failure> {
+    let at = kcore_acpi::fadt_dsdt(fadt).map_err(failed("the FADT"))?;
+    let unreadable = || {
+        (
+            Status::LOAD_ERROR,
+            format!("ACPI: cannot read the DSDT at {at:#x}"),
+        )
+    };
+    let header = mem.read(at, 36).ok_or_else(unreadable)?;
+    let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if !(36..=kcore_acpi::tables::MAX_TABLE_LEN).contains(&len) {
+        return Err(unreadable());
+    }
+    mem.read(at, len as usize).ok_or_else(unreadable)
+}
+
+/// Writes the tables KServ sees (MADT, FADT, DSDT, XSDT, RSDP; module
+/// documentation) to ACPI-reclaim pages and points the configuration
+/// table's ACPI 2.0 entry at the new RSDP.
+fn install_kserv_tables(tables: &Tables, mem: &dyn PhysMem) -> Result<(), Failure> {
+    let missing = |what: &str| (Status::LOAD_ERROR, format!("ACPI: no {what}"));
+    let (madt_at, madt) = tables.find(b"APIC").ok_or_else(|| missing("MADT"))?;
+    let madt = kcore_acpi::kserv_madt(madt).map_err(failed("KServ's MADT"))?;
+    let (fadt_at, fadt) = tables.find(b"FACP").ok_or_else(|| missing("FADT"))?;
+    let (dsdt, hidden) =
+        kcore_acpi::kserv_dsdt(read_dsdt(fadt, mem)?).map_err(failed("KServ's DSDT"))?;
+    let xsdt = tables
+        .bytes(tables.xsdt_address())
+        .ok_or_else(|| missing("XSDT"))?;
+    let old_rsdp = tables
+        .bytes(tables.rsdp_address())
+        .ok_or_else(|| missing("RSDP"))?;
+    // MADT, FADT, DSDT, XSDT, RSDP, each 16-byte aligned (the FADT keeps
+    // its length, the XSDT never grows).
+    let sizes = [
+        madt.len(),
+        fadt.len(),
+        dsdt.len(),
+        xsdt.len(),
+        old_rsdp.len(),
+    ];
+    let total: usize = sizes.iter().map(|l| l.next_multiple_of(16)).sum();
+    let base = allocate(MemoryType::ACPI_RECLAIM, total, "KServ's ACPI tables")?;
+    let mut at = [0u64; 5];
+    let mut next = base;
+    for (a, l) in at.iter_mut().zip(sizes) {
+        *a = next;
+        next += l.next_multiple_of(16) as u64;
+    }
+    let [madt_new, fadt_new, dsdt_new, xsdt_new, rsdp_new] = at;
+    let fadt = kcore_acpi::kserv_fadt(fadt, dsdt_new).map_err(failed("KServ's FADT"))?;
+    let mut edits = alloc::vec![
+        XsdtEdit::Replace {
+            old: madt_at,
+            new: madt_new,
+        },
+        XsdtEdit::Replace {
+            old: fadt_at,
+            new: fadt_new,
+        },
+    ];
+    if let Some((mcfg_at, _)) = tables.find(b"MCFG") {
+        edits.push(XsdtEdit::Drop(mcfg_at));
+    }
+    let xsdt = kcore_acpi::kserv_xsdt(xsdt, &edits).map_err(failed("KServ's XSDT"))?;
+    let rsdp = kcore_acpi::kserv_rsdp(old_rsdp, xsdt_new).map_err(failed("KServ's RSDP"))?;
+    for (to, t) in [
+        (madt_new, &madt),
+        (fadt_new, &fadt),
+        (dsdt_new, &dsdt),
+        (xsdt_new, &xsdt),
+        (rsdp_new, &rsdp),
+    ] {
+        // SAFETY: the pages were just allocated for these tables, each in
+        // its own slot sized for it, and are identity-mapped.
+        unsafe { core::ptr::copy_nonoverlapping(t.as_ptr(), to as *mut u8, t.len()) };
+    }
+    // SAFETY: the RSDP is ACPI-reclaim memory that stays as it is (nothing
+    // writes or frees it).
+    unsafe {
+        boot::install_configuration_table(&ConfigTableEntry::ACPI2_GUID, rsdp_new as *const _)
+    }
+    .map_err(|e| {
+        (
+            Status::ABORTED,
+            format!("cannot install KServ's RSDP in the configuration table: {e}"),
+        )
+    })?;
+    println!(
+        "kcore.efi: KServ's ACPI tables: RSDP {rsdp_new:#x}, XSDT {xsdt_new:#x} ({} tables), MADT {madt_new:#x} ({} bytes), DSDT {dsdt_new:#x} ({hidden} device IDs hidden)",
+        (xsdt.len() - 36) / 8,
+        madt.len()
+    );
+    Ok(())
+}
+
+/// Exits boot services, hands runtime services on 1:1, builds KCore's tree
+/// and enters KCore. Nothing can be printed from here on; if the tree
+/// cannot be built (it could on the previous map), the machine is powered
+/// off.
+pub(crate) fn boot(r: Ready) -> ! {
+    // SAFETY: no protocol is open, and nothing allocated from the pool is
+    // freed afterwards (the arena allocator ignores frees once armed).
+    let map = unsafe { boot::exit_boot_services(None) };
+    crate::arena::arm();
+    let meta = map.meta();
+    let (map_base, capacity) = r.map_buf;
+    let size = meta.map_size.min(capacity);
+    // SAFETY: `[map_base, map_base + capacity)` is the buffer allocated for
+    // KServ's map, which nothing else uses.
+    let buf = unsafe { core::slice::from_raw_parts_mut(map_base as *mut u8, capacity) };
+    buf[..size].copy_from_slice(&map.buffer()[..size]);
+    handoff::map_runtime_1to1(&mut buf[..size], meta.desc_size);
+    let system_table = uefi::table::system_table_raw().map_or(0, |t| t.as_ptr() as u64);
+    set_virtual_address_map_1to1(&buf[..size], meta.desc_size, meta.desc_version);
+    let descs: Vec<MemDesc> = map.entries().map(mem_desc).collect();
+    let info = MapInfo {
+        start: map_base,
+        size: size as u32,
+        desc_size: meta.desc_size as u32,
+        desc_ver: meta.desc_version,
+        capacity: capacity as u32,
+    };
+    let extra = handoff::chosen(system_table, &info, r.secure_boot);
+    let extra: Vec<(&str, &[u8])> = extra.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    let chosen = Chosen {
+        bootargs: r.bootargs.as_deref(),
+        reserved: &r.reserved,
+        extra: &extra,
+    };
+    let Ok(tree) = platform_dt(&r.tables, &descs, &chosen) else {
+        runtime::reset(ResetType::SHUTDOWN, Status::LOAD_ERROR, None);
+    };
+    clean_to_poc(map_base, capacity);
+    // SAFETY: boot services have exited, so nothing else runs or uses the
+    // home of kcore.img, the tree (in the arena) or the map's buffer.
+    unsafe { app::enter_kcore(r.entry, r.home, tree.as_ptr() as u64, tree.len() as u64) }
+}
+
+/// `SetVirtualAddressMap` with `map` (`desc_size` apart, runtime
+/// descriptors already 1:1). A failure leaves the firmware in physical
+/// mode, where the same 1:1 addresses are as good: it is ignored.
+fn set_virtual_address_map_1to1(map: &[u8], desc_size: usize, desc_version: u32) {
+    let Some(st) = uefi::table::system_table_raw() else {
+        return;
+    };
+    // SAFETY: the system table is the firmware's, valid for as long as
+    // the machine runs.
+    let rt = unsafe { (*st.as_ptr()).runtime_services };
+    if rt.is_null() {
+        return;
+    }
+    // SAFETY: as above for the runtime services table.
+    let svam = unsafe { (*rt).set_virtual_address_map };
+    // SAFETY: after ExitBootServices runtime services may be called, one at
+    // a time (one CPU runs); `map` is a whole memory map of the firmware's
+    // layout.
+    let _ = unsafe { svam(map.len(), desc_size, desc_version, map.as_ptr().cast()) };
+}
+
+/// Cleans and invalidates `[base, base + len)` to the point of coherency,
+/// for KCore, which starts with its caches off.
+fn clean_to_poc(base: u64, len: usize) {
+    let end = base + len as u64;
+    // SAFETY: data cache maintenance by address on memory the loader owns;
+    // it changes no memory contents.
+    unsafe {
+        core::arch::asm!(
+            "mrs {line}, ctr_el0",
+            "ubfx {line}, {line}, #16, #4",
+            "mov {tmp}, #4",
+            "lsl {line}, {tmp}, {line}",
+            "sub {tmp}, {line}, #1",
+            "bic {cur}, {cur}, {tmp}",
+            "2: dc civac, {cur}",
+            "add {cur}, {cur}, {line}",
+            "cmp {cur}, {end}",
+            "b.lo 2b",
+            "dsb sy",
+            cur = inout(reg) base => _,
+            end = in(reg) end,
+            line = out(reg) _,
+            tmp = out(reg) _,
+            options(nostack),
+        );
+    }
+}
