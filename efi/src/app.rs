@@ -3,9 +3,9 @@
 //!
 //! 1. checks that it runs at EL2 (KCore refuses anything else);
 //! 2. takes the machine's description from the configuration table
-//!    ([`machine_dt`]): the firmware's device tree (`EFI_DTB_TABLE_GUID`);
-//!    a machine described by ACPI alone is refused with a clear message and
-//!    the application returns to the firmware;
+//!    ([`machine`]): the firmware's device tree (`EFI_DTB_TABLE_GUID`), the
+//!    steps below; without one, the ACPI 2.0 RSDP, and the ACPI path of
+//!    [`crate::acpi_boot`] takes over;
 //! 3. copies the embedded `kcore.img` to a 2 MiB-aligned home of
 //!    `EfiLoaderData` pages ([`kcore_efi::image`]);
 //! 4. sizes the buffers for what runs after `ExitBootServices` and checks
@@ -19,7 +19,8 @@
 //! 6. enters KCore at its `Image` entry at EL2 with the MMU and caches off
 //!    and `x0` = the tree ([`enter_kcore`]).
 //!
-//! Runtime services are not handed on: `SetVirtualAddressMap` is not
+//! In device-tree mode runtime services are not handed on (ACPI mode hands
+//! them on 1:1, [`crate::acpi_boot`]): `SetVirtualAddressMap` is not
 //! called and KServ's tree has no `linux,uefi-*` properties, so KServ runs
 //! without EFI runtime services (no efivars, no EFI reset: it resets and
 //! powers off through KCore's PSCI). Their memory stays out of every RAM
