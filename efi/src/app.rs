@@ -241,15 +241,26 @@ fn copy_dt(addr: u64) -> Result<Vec<u8>, Failure> {
     Ok(tree.to_vec())
 }
 
-/// The bootargs in this image's load options (`kcore_efi::cmdline`).
+/// The bootargs in this image's load options (`kcore_efi::cmdline`), else
+/// in the file `cmdline::ARGS_FILE` of its partition.
 fn load_options_bootargs() -> Option<String> {
-    let image = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle()).ok()?;
-    let bytes = image.load_options_as_bytes()?;
-    let ucs2: Vec<u16> = bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    cmdline::bootargs(&ucs2)
+    let from_options = {
+        let image = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle()).ok()?;
+        image.load_options_as_bytes().and_then(|bytes| {
+            let ucs2: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            cmdline::bootargs(&ucs2)
+        })
+    };
+    from_options.or_else(|| {
+        let sfs = boot::get_image_file_system(boot::image_handle()).ok()?;
+        let bytes = uefi::fs::FileSystem::new(sfs)
+            .read(uefi::CString16::try_from(cmdline::ARGS_FILE).ok()?.as_ref())
+            .ok()?;
+        cmdline::from_file(&bytes)
+    })
 }
 
 /// Descriptors in the current memory map.

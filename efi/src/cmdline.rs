@@ -7,6 +7,10 @@
 //! word is dropped when it names an `.efi` file. What remains becomes
 //! `/chosen/bootargs`, which KCore appends to the payload's own command
 //! line (`docs/boot-image.md`).
+//!
+//! Started with no load options (the firmware's removable-media path,
+//! `\EFI\BOOT\BOOTAA64.EFI`), the application takes them from the file
+//! [`ARGS_FILE`] at the root of its partition instead ([`from_file`]).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -34,9 +38,36 @@ pub fn bootargs(options: &[u16]) -> Option<String> {
     (!args.is_empty()).then_some(args)
 }
 
+/// The file at the root of the application's partition whose text is the
+/// bootargs when the load options give none.
+pub const ARGS_FILE: &str = "\\kcore.args";
+
+/// The bootargs in the bytes of [`ARGS_FILE`]: UTF-8 text, its words (lines
+/// included) separated by one space; `None` when there are none or the
+/// text is not UTF-8 or holds a NUL.
+pub fn from_file(bytes: &[u8]) -> Option<String> {
+    let text = core::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| !t.contains('\0'))?;
+    let args = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!args.is_empty()).then_some(args)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn args_file_text_becomes_bootargs() {
+        assert_eq!(
+            from_file(b"kserv.mode=batch\r\n  kserv.tests=hvc\n").as_deref(),
+            Some("kserv.mode=batch kserv.tests=hvc")
+        );
+        assert_eq!(from_file(b" \r\n"), None);
+        assert_eq!(from_file(b""), None);
+        assert_eq!(from_file(b"a\0b"), None);
+        assert_eq!(from_file(&[0xff, 0x41]), None);
+    }
 
     fn ucs2(s: &str) -> Vec<u16> {
         s.encode_utf16().collect()

@@ -144,10 +144,13 @@ impl QemuCommand {
     }
 
     /// Checks that the boot method suits the machine, and for [`Boot::Efi`]
-    /// fills the partition's directory: `kcore.efi` (a hard link to `efi`,
-    /// or a copy across file systems) and `startup.nsh`, which selects the
-    /// partition (`fs0:`, the only disk) and starts `kcore.efi` with the
-    /// kernel arguments.
+    /// fills the partition's directory: the application (a hard link to
+    /// `efi`, or a copy across file systems) as `EFI/BOOT/BOOTAA64.EFI`,
+    /// which EDK2's removable-media boot option starts directly, with the
+    /// kernel arguments in `kcore.args` (read by `kcore.efi` when it has no
+    /// load options); and as `kcore.efi` with `startup.nsh`, which selects
+    /// the partition (`fs0:`, the only disk) and starts it with the kernel
+    /// arguments, should the firmware fall back to the UEFI Shell.
     pub fn prepare(&self) -> std::io::Result<()> {
         let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m.to_string());
         let Boot::Efi { efi, esp } = &self.boot else {
@@ -161,12 +164,18 @@ impl QemuCommand {
         if self.machine.uefi.is_none() {
             return Err(bad("kcore.efi needs a machine with UEFI firmware"));
         }
-        std::fs::create_dir_all(esp)?;
-        let app = esp.join("kcore.efi");
-        let _ = std::fs::remove_file(&app);
-        if std::fs::hard_link(efi, &app).is_err() {
-            std::fs::copy(efi, &app)?;
+        let boot_dir = esp.join("EFI").join("BOOT");
+        std::fs::create_dir_all(&boot_dir)?;
+        for app in [esp.join("kcore.efi"), boot_dir.join("BOOTAA64.EFI")] {
+            let _ = std::fs::remove_file(&app);
+            if std::fs::hard_link(efi, &app).is_err() {
+                std::fs::copy(efi, &app)?;
+            }
         }
+        std::fs::write(
+            esp.join("kcore.args"),
+            self.kernel_cmdline().unwrap_or_default(),
+        )?;
         std::fs::write(esp.join("startup.nsh"), self.startup_nsh())
     }
 
@@ -246,14 +255,24 @@ mod tests {
         cmd.prepare().expect("prepare");
         // Twice: a second run replaces the link and the script.
         cmd.prepare().expect("prepare again");
-        assert_eq!(
-            std::fs::read(esp.join("kcore.efi")).expect("app"),
-            b"MZ-not-really"
-        );
-        assert_eq!(
-            std::fs::read_to_string(esp.join("startup.nsh")).expect("script"),
-            "fs0:\r\n\\kcore.efi kserv.mode=batch kserv.tests=hvc\r\n"
-        );
+        // The application for the Shell and for the removable-media path,
+        // the Shell's script and the arguments file.
+        let expected: [(&str, &[u8]); 4] = [
+            ("kcore.efi", b"MZ-not-really"),
+            ("EFI/BOOT/BOOTAA64.EFI", b"MZ-not-really"),
+            (
+                "startup.nsh",
+                b"fs0:\r\n\\kcore.efi kserv.mode=batch kserv.tests=hvc\r\n",
+            ),
+            ("kcore.args", b"kserv.mode=batch kserv.tests=hvc"),
+        ];
+        for (file, content) in expected {
+            assert_eq!(
+                std::fs::read(esp.join(file)).expect(file),
+                content,
+                "{file}"
+            );
+        }
         let mismatched = QemuCommand::new(Machine::virt_gicv3(), cmd.boot.clone());
         assert!(mismatched.prepare().is_err());
         let mismatched = QemuCommand::new(

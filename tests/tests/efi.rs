@@ -11,8 +11,10 @@
 //! that the RAM `kcore.efi` described leaves memory out (the firmware's
 //! runtime and reserved regions) and holds KCore's image and pool and all
 //! of KServ's memory, and reports
-//! the time from reset to KServ's `/init` (EDK2, the UEFI Shell's 5 s
-//! countdown and the copy of the image included).
+//! the time from reset to KServ's `/init` (EDK2 and the copy of the image
+//! included; EDK2 starts the application from the partition's
+//! removable-media path, `EFI/BOOT/BOOTAA64.EFI`, with no UEFI Shell and
+//! its 5 s countdown, and the arguments come from `kcore.args`).
 //!
 //! With ACPI only (`efi_acpi_4_cpus_at_el1`), `kcore.efi` builds KCore's
 //! tree from the ACPI tables and KServ runs on ACPI with a stub tree: the
@@ -103,7 +105,7 @@ fn finish(name: &str, report: &BatchReport, run: &SlotSession) -> TestResult {
     }
     let init = report.time.as_ref().context("no KSERV-TIME line")?;
     eprintln!(
-        "{name}: reset to KServ's /init in {:.1} s (EDK2, the Shell's countdown, kcore.efi, KCore, Linux), whole run {:.1} s",
+        "{name}: reset to KServ's /init in {:.1} s (EDK2, kcore.efi, KCore, Linux), whole run {:.1} s",
         init.millis() / 1000.0,
         run.session.elapsed().as_secs_f64()
     );
