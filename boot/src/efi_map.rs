@@ -34,7 +34,8 @@ pub struct EfiMap {
     /// `linux,uefi-mmap-desc-size`: the stride of the descriptors.
     pub desc_size: u32,
     /// `kcore,uefi-mmap-capacity`: the bytes the buffer holds (at least
-    /// `size`), room for the descriptors [`reserve`] adds.
+    /// `size`), room for the descriptors [`reserve`] adds; `size` when the
+    /// loader does not say.
     pub capacity: u32,
 }
 

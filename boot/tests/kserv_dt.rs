@@ -627,15 +627,12 @@ fn mmap_tree(capacity: Option<u32>) -> Vec<u8> {
 }
 
 #[test]
-fn efi_map_properties_come_all_or_none() {
-    assert!(
-        platform::parse(&mmap_tree(Some(480)))
-            .unwrap()
-            .efi_map
-            .is_some()
-    );
-    // No capacity, or less than the map.
-    assert!(platform::parse(&mmap_tree(None)).is_err());
+fn efi_map_properties_come_together() {
+    let capacity = |t: &[u8]| platform::parse(t).unwrap().efi_map.unwrap().capacity;
+    assert_eq!(capacity(&mmap_tree(Some(960))), 960);
+    // No capacity: the map's own size (another loader, no room to split).
+    assert_eq!(capacity(&mmap_tree(None)), 480);
+    // Less than the map.
     assert!(platform::parse(&mmap_tree(Some(96))).is_err());
     let short = tree(2, 2, |w| {
         let c = w.begin_node("chosen").unwrap();

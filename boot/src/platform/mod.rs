@@ -445,8 +445,9 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, DtError> {
     })
 }
 
-/// The EFI memory map's buffer from `/chosen`: all four properties, or
-/// none.
+/// The EFI memory map's buffer from `/chosen`: the three `linux,uefi-mmap-*`
+/// properties KCore uses, or none; without [`MMAP_CAPACITY_PROP`] (a loader
+/// other than `kcore.efi`) the buffer holds just the map.
 fn efi_map(tree: &Tree<'_, '_>) -> Result<Option<crate::efi_map::EfiMap>, DtError> {
     let Some(c) = tree.child(ROOT, "chosen") else {
         return Ok(None);
@@ -462,11 +463,12 @@ fn efi_map(tree: &Tree<'_, '_>) -> Result<Option<crate::efi_map::EfiMap>, DtErro
         tree.u32_prop(c, name)?
             .ok_or_else(|| tree.bad(c, name, "is missing beside linux,uefi-mmap-start"))
     };
+    let size = need(crate::kserv_dt::MMAP_SIZE_PROP)?;
     let map = crate::efi_map::EfiMap {
         start,
-        size: need(crate::kserv_dt::MMAP_SIZE_PROP)?,
+        size,
         desc_size: need("linux,uefi-mmap-desc-size")?,
-        capacity: need(MMAP_CAPACITY_PROP)?,
+        capacity: tree.u32_prop(c, MMAP_CAPACITY_PROP)?.unwrap_or(size),
     };
     if map.capacity < map.size {
         return Err(tree.bad(
