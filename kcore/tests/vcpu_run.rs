@@ -1129,6 +1129,18 @@ fn spin_table_system_off_against_a_running_vcpu_in_every_order() {
     use kcore::psci::{Backend, PsciRelay};
     use kcore_arch::host_cpu::FakeFirmware;
 
+    /// KServ's trap `t` on CPU `cpu`, as the EL2 glue hands it to KCore.
+    fn trap_on(
+        v: &mut Vm,
+        cpu: usize,
+        t: &TrapState,
+        regs: &mut Regs,
+        fw: &mut FakeFirmware,
+    ) -> Resume {
+        v.w.host
+            .handle_trap(cpu, t, regs, &mut v.w.hw, &mut v.w.alloc, fw)
+    }
+
     let trap = |esr: u64, hpfar: u64| TrapState {
         esr,
         far: 0,
@@ -1155,9 +1167,7 @@ fn spin_table_system_off_against_a_running_vcpu_in_every_order() {
             if step == off_at {
                 let mut regs: Regs = [0; 31];
                 regs[0] = u64::from(psci::SYSTEM_OFF);
-                let r =
-                    v.w.host
-                        .handle_trap(0, &smc, &mut regs, &mut v.w.hw, &mut v.w.alloc, &mut fw);
+                let r = trap_on(&mut v, 0, &smc, &mut regs, &mut fw);
                 assert_eq!(r, Resume::SystemOff, "off at {off_at}");
             }
             let mut regs: Regs = [0; 31];
@@ -1166,14 +1176,7 @@ fn spin_table_system_off_against_a_running_vcpu_in_every_order() {
                 0 => {
                     regs[0] = H::HostVcpuRun.function_id() as u64;
                     regs[1..4].copy_from_slice(&[v.h, 0, RUN_PFN]);
-                    match v.w.host.handle_trap(
-                        1,
-                        &hvc_trap,
-                        &mut regs,
-                        &mut v.w.hw,
-                        &mut v.w.alloc,
-                        &mut fw,
-                    ) {
+                    match trap_on(&mut v, 1, &hvc_trap, &mut regs, &mut fw) {
                         Resume::RunVcpu(a) => {
                             assert!(off_at > 0, "a run after SYSTEM_OFF");
                             loaded = Some(v.w.host.mem_mut().vcpu_load(a, 4, &mut v.w.hw).unwrap());
@@ -1222,14 +1225,7 @@ fn spin_table_system_off_against_a_running_vcpu_in_every_order() {
                 _ if parked => {}
                 2 => {
                     regs[0] = H::Version.function_id() as u64;
-                    let r = v.w.host.handle_trap(
-                        1,
-                        &hvc_trap,
-                        &mut regs,
-                        &mut v.w.hw,
-                        &mut v.w.alloc,
-                        &mut fw,
-                    );
+                    let r = trap_on(&mut v, 1, &hvc_trap, &mut regs, &mut fw);
                     if v.w.host.is_off() {
                         assert_eq!(r, Resume::Park, "off at {off_at}");
                         parked = true;
@@ -1238,14 +1234,7 @@ fn spin_table_system_off_against_a_running_vcpu_in_every_order() {
                     }
                 }
                 _ => {
-                    let r = v.w.host.handle_trap(
-                        1,
-                        &own_fault,
-                        &mut regs,
-                        &mut v.w.hw,
-                        &mut v.w.alloc,
-                        &mut fw,
-                    );
+                    let r = trap_on(&mut v, 1, &own_fault, &mut regs, &mut fw);
                     if v.w.host.is_off() {
                         assert_eq!(r, Resume::Park, "off at {off_at}");
                     }
@@ -1265,9 +1254,7 @@ fn spin_table_system_off_against_a_running_vcpu_in_every_order() {
             regs[0] = H::HostVcpuRun.function_id() as u64;
             regs[1..4].copy_from_slice(&[v.h, 0, RUN_PFN]);
             for t in [&hvc_trap, &smc, &own_fault] {
-                let r =
-                    v.w.host
-                        .handle_trap(cpu, t, &mut regs, &mut v.w.hw, &mut v.w.alloc, &mut fw);
+                let r = trap_on(&mut v, cpu, t, &mut regs, &mut fw);
                 assert_eq!(r, Resume::Park, "CPU {cpu}, off at {off_at}");
             }
         }
