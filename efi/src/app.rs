@@ -242,25 +242,51 @@ fn copy_dt(addr: u64) -> Result<Vec<u8>, Failure> {
 }
 
 /// The bootargs in this image's load options (`kcore_efi::cmdline`), else
-/// in the file `cmdline::ARGS_FILE` of its partition.
+/// in the file `cmdline::ARGS_FILE` of its partition. Says where they came
+/// from, or why the file gave none: a boot that silently lost its arguments
+/// would run KServ with its defaults.
 fn load_options_bootargs() -> Option<String> {
-    let from_options = {
-        let image = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle()).ok()?;
-        image.load_options_as_bytes().and_then(|bytes| {
-            let ucs2: Vec<u16> = bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect();
-            cmdline::bootargs(&ucs2)
-        })
-    };
-    from_options.or_else(|| {
-        let sfs = boot::get_image_file_system(boot::image_handle()).ok()?;
-        let bytes = uefi::fs::FileSystem::new(sfs)
-            .read(uefi::CString16::try_from(cmdline::ARGS_FILE).ok()?.as_ref())
-            .ok()?;
-        cmdline::from_file(&bytes)
-    })
+    let from_options = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle())
+        .ok()
+        .and_then(|image| {
+            image.load_options_as_bytes().and_then(|bytes| {
+                let ucs2: Vec<u16> = bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                cmdline::bootargs(&ucs2)
+            })
+        });
+    if from_options.is_some() {
+        println!("kcore.efi: bootargs from the load options");
+        return from_options;
+    }
+    match args_file() {
+        Ok(args) => {
+            println!(
+                "kcore.efi: bootargs from {}{}",
+                cmdline::ARGS_FILE,
+                if args.is_some() { "" } else { " (empty)" }
+            );
+            args
+        }
+        Err(why) => {
+            println!("kcore.efi: no bootargs: {} {why}", cmdline::ARGS_FILE);
+            None
+        }
+    }
+}
+
+/// The arguments in `cmdline::ARGS_FILE` of this image's partition.
+fn args_file() -> Result<Option<String>, String> {
+    let sfs = boot::get_image_file_system(boot::image_handle())
+        .map_err(|e| format!("cannot be opened: no file system ({:?})", e.status()))?;
+    let path = uefi::CString16::try_from(cmdline::ARGS_FILE)
+        .map_err(|_| String::from("is not a UCS-2 path"))?;
+    let bytes = uefi::fs::FileSystem::new(sfs)
+        .read(path.as_ref())
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    Ok(cmdline::from_file(&bytes))
 }
 
 /// Descriptors in the current memory map.

@@ -5,17 +5,18 @@
 //! they are missing. Each QEMU run has a timeout, logs its console to
 //! `build/logs/systest-<name>.log` and, on failure, shows the end of it.
 //! The machines have 2 host cores to share, so at most [`MAX_QEMUS`] QEMUs
-//! run at once in one test binary, whatever `--test-threads` says
-//! (`$KCORE_QEMU_JOBS` changes that); cargo runs the test binaries one after
-//! the other. Run them with
+//! run at once on the machine, whatever `--test-threads` says and however
+//! many test processes run (`$KCORE_QEMU_JOBS` changes the number; see
+//! [`QemuSlot`]). `cargo xtask test` runs every test in its own process, the
+//! slowest first, as many at once as there are slots; by hand, run them with
 //! `cargo test -p kcore-systests -- --test-threads=2`.
 
 pub mod image;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -106,24 +107,22 @@ pub fn log_path(name: &str) -> PathBuf {
     build_dir().join("logs").join(format!("systest-{name}.log"))
 }
 
-/// Permission to run one QEMU; released on drop.
+/// Permission to run one QEMU: an exclusive lock on one of the files
+/// `0`..`n-1` in [`slots_dir`], released on drop or when the process ends.
+/// The locks are the operating system's (`flock`), so the limit holds across
+/// every test process at once: `cargo xtask test` runs the test binaries side
+/// by side and they share the machine's [`MAX_QEMUS`] (or `$KCORE_QEMU_JOBS`).
 pub struct QemuSlot {
-    _private: (),
+    _lock: File,
 }
 
-struct Slots {
-    in_use: Mutex<usize>,
-    freed: Condvar,
+/// `build/logs/qemu-slots`, where the slot files live.
+pub fn slots_dir() -> PathBuf {
+    build_dir().join("logs").join("qemu-slots")
 }
 
-static SLOTS: Slots = Slots {
-    in_use: Mutex::new(0),
-    freed: Condvar::new(),
-};
-
-fn lock_slots() -> MutexGuard<'static, usize> {
-    SLOTS.in_use.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// How often a test waiting for a slot tries again.
+const SLOT_POLL: Duration = Duration::from_millis(200);
 
 fn max_qemus() -> usize {
     std::env::var("KCORE_QEMU_JOBS")
@@ -134,25 +133,41 @@ fn max_qemus() -> usize {
 }
 
 impl QemuSlot {
-    /// Waits until fewer than the allowed number of QEMUs run in this process.
-    pub fn acquire() -> Self {
-        let max = max_qemus();
-        let mut in_use = lock_slots();
-        while *in_use >= max {
-            in_use = SLOTS
-                .freed
-                .wait(in_use)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        *in_use += 1;
-        QemuSlot { _private: () }
+    /// Waits until one of the machine's QEMU slots is free and takes it.
+    pub fn acquire() -> anyhow::Result<Self> {
+        Self::acquire_in(&slots_dir(), max_qemus())
     }
-}
 
-impl Drop for QemuSlot {
-    fn drop(&mut self) {
-        *lock_slots() -= 1;
-        SLOTS.freed.notify_one();
+    /// Waits for one of the `count` slot files in `dir`.
+    fn acquire_in(dir: &Path, count: usize) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        loop {
+            if let Some(slot) = Self::try_acquire_in(dir, count)? {
+                return Ok(slot);
+            }
+            std::thread::sleep(SLOT_POLL);
+        }
+    }
+
+    /// Takes a free slot of the `count` in `dir`, if there is one.
+    fn try_acquire_in(dir: &Path, count: usize) -> anyhow::Result<Option<Self>> {
+        for i in 0..count {
+            let path = dir.join(i.to_string());
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(QemuSlot { _lock: file })),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()));
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -166,7 +181,7 @@ pub struct SlotSession {
 
 /// Starts `cmd` once a QEMU slot is free, logging to [`log_path`]`(name)`.
 pub fn spawn(name: &str, cmd: &QemuCommand) -> anyhow::Result<SlotSession> {
-    let slot = QemuSlot::acquire();
+    let slot = QemuSlot::acquire()?;
     let session = Session::spawn(cmd, log_path(name))?;
     Ok(SlotSession {
         session,
@@ -457,12 +472,20 @@ mod tests {
     }
 
     #[test]
-    fn slots_limit_concurrency() {
-        let a = QemuSlot::acquire();
-        let b = QemuSlot::acquire();
-        assert_eq!(*lock_slots(), 2);
+    fn slots_limit_concurrency_across_processes() {
+        // Locks on separately opened files conflict as separate processes'
+        // would (`flock` is per open file).
+        let dir = std::env::temp_dir().join(format!("kcore-slots-{}", std::process::id()));
+        let a = QemuSlot::acquire_in(&dir, 2).expect("first slot");
+        let b = QemuSlot::acquire_in(&dir, 2).expect("second slot");
+        assert!(
+            QemuSlot::try_acquire_in(&dir, 2).expect("trying").is_none(),
+            "a third QEMU must wait"
+        );
         drop(a);
-        drop(b);
-        assert_eq!(*lock_slots(), 0);
+        let c = QemuSlot::try_acquire_in(&dir, 2).expect("trying again");
+        assert!(c.is_some(), "a freed slot is taken again");
+        drop((b, c));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

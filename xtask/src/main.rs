@@ -16,6 +16,7 @@ mod run;
 mod security;
 mod sign;
 mod soak;
+mod systests;
 mod test;
 
 use clap::{Parser, Subcommand};

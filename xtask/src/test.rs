@@ -6,7 +6,8 @@
 //! (`deps::reinstall_check`); then formatting, clippy for the host and for
 //! the EL2 target, the host tests, the build (`build/kcore.img`,
 //! `build/kcore-6.12.img` and KServ's artefacts), then the QEMU system
-//! tests (`kcore-systests`, at most two QEMUs at a time). Each step is printed
+//! tests (`kcore-systests`, each test in its own process, the slowest first,
+//! at most two QEMUs at a time: [`crate::systests`]). Each step is printed
 //! with its wall time, cargo's own output (including its `test result:`
 //! summaries) is shown as is, and the first failing step stops the run with a
 //! non-zero exit.
@@ -29,6 +30,10 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     skip_lint: bool,
+    /// Only the QEMU system tests, on what `cargo xtask build` left in
+    /// `build/`, as the full run schedules them.
+    #[arg(long, conflicts_with_all = ["host_only", "skip_lint"])]
+    systests_only: bool,
 }
 
 /// The crates built for the EL2 target and linted there.
@@ -74,6 +79,8 @@ enum Action {
     Cargo(Vec<String>),
     /// `crate::build::all()`.
     Build,
+    /// `crate::systests::run()`: the QEMU system tests.
+    SysTests,
 }
 
 struct Step {
@@ -90,6 +97,13 @@ fn cargo(args: &[&str]) -> Step {
 }
 
 fn steps(args: &TestArgs) -> Vec<Step> {
+    let systests = Step {
+        name: format!("system tests ({SYSTESTS}, each test in its own process)"),
+        action: Action::SysTests,
+    };
+    if args.systests_only {
+        return vec![systests];
+    }
     // Before anything that compiles for a cross target: a fresh machine has
     // only the host's standard library.
     let mut steps = vec![
@@ -149,15 +163,9 @@ fn steps(args: &TestArgs) -> Vec<Step> {
             name: "build (cargo xtask build)".into(),
             action: Action::Build,
         });
-        // `--no-fail-fast`: one failing case should not hide the others' results.
-        steps.push(cargo(&[
-            "test",
-            "-p",
-            SYSTESTS,
-            "--no-fail-fast",
-            "--",
-            "--test-threads=2",
-        ]));
+        // Every test runs, whatever fails: one failing case should not hide
+        // the others' results.
+        steps.push(systests);
     }
     steps
 }
@@ -227,6 +235,7 @@ fn run(step: &Step) -> anyhow::Result<Vec<String>> {
         Action::Deps => crate::deps::ensure().map(|_| Vec::new()),
         Action::DepsCheck => crate::deps::reinstall_check().map(|_| Vec::new()),
         Action::Build => crate::build::all().map(|_| Vec::new()),
+        Action::SysTests => crate::systests::run(),
         Action::Cargo(args) => {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
             let mut cmd = Command::new(&cargo);
@@ -311,7 +320,8 @@ mod tests {
         assert_eq!(
             names(TestArgs {
                 host_only: false,
-                skip_lint: false
+                skip_lint: false,
+                systests_only: false,
             }),
             [
                 "install what is missing (cargo xtask deps)",
@@ -326,7 +336,7 @@ mod tests {
                 "cargo clippy -p kcore-efi --target aarch64-unknown-uefi -- -D warnings",
                 "cargo test --workspace --exclude kcore-systests",
                 "build (cargo xtask build)",
-                "cargo test -p kcore-systests --no-fail-fast -- --test-threads=2",
+                "system tests (kcore-systests, each test in its own process)",
             ]
         );
     }
@@ -346,13 +356,26 @@ mod tests {
         assert_eq!(
             names(TestArgs {
                 host_only: true,
-                skip_lint: true
+                skip_lint: true,
+                systests_only: false,
             }),
             [
                 "install what is missing (cargo xtask deps)",
                 "check: the install path restores a removed Rust target",
                 "cargo test --workspace --exclude kcore-systests"
             ]
+        );
+    }
+
+    #[test]
+    fn systests_only() {
+        assert_eq!(
+            names(TestArgs {
+                host_only: false,
+                skip_lint: false,
+                systests_only: true,
+            }),
+            ["system tests (kcore-systests, each test in its own process)"]
         );
     }
 }
