@@ -10,7 +10,10 @@
 //! device KCore keeps `status = "disabled"` (a GICv3 ITS and the DMA masters
 //! of `platform::DMA_MASTER_COMPATIBLES`: they write memory by physical
 //! address, `kcore::gic_guard`), and the `/hypervisor` node announcing
-//! KCore's ABI version.
+//! KCore's ABI version. Booted by `kcore.efi`, `/chosen` keeps the UEFI
+//! hand-off (`linux,uefi-*`, with `linux,uefi-mmap-size` the length of the
+//! map KCore reserved its memory in) and loses the loader's own
+//! `kcore,uefi-mmap-capacity` and `kcore,acpi`.
 //!
 //! The tree is written with [`crate::dtb_writer::DtbWriter`].
 
@@ -21,9 +24,9 @@ use alloc::vec::Vec;
 use kcore_abi::dt;
 
 use crate::dtb_writer::DtbWriter;
-use crate::platform::DtError;
 use crate::platform::dtb::Dtb;
 use crate::platform::tree::{ROOT, Tree};
+use crate::platform::{ACPI_MARKER, DtError, MMAP_CAPACITY_PROP};
 use kcore::addr::MemRange;
 
 /// What KCore changes in the loader's device tree before KServ sees it.
@@ -37,6 +40,10 @@ pub struct KservDtEdits<'a> {
     pub payload_cmdline: Option<&'a str>,
     /// `major << 16 | minor` of the hypercall ABI.
     pub abi_version: u32,
+    /// The length of the EFI memory map the loader handed on, after KCore
+    /// reserved its memory in it (`crate::efi_map`): `linux,uefi-mmap-size`
+    /// becomes it. `None` without UEFI.
+    pub uefi_mmap_size: Option<u32>,
 }
 
 /// `compatible` of the PSCI node KServ sees (a string list).
@@ -246,6 +253,12 @@ impl<'t, 'b, 'a> Plan<'t, 'b, 'a> {
                 value: Some(v),
             });
         }
+        if let Some(len) = edits.uefi_mmap_size {
+            chosen_edits.push(PropEdit::set(MMAP_SIZE_PROP, &len.to_be_bytes()));
+        }
+        // KCore's loader ABI, not KServ's.
+        chosen_edits.push(PropEdit::remove(MMAP_CAPACITY_PROP));
+        chosen_edits.push(PropEdit::remove(ACPI_MARKER));
         match edits.initrd {
             Some(r) => {
                 chosen_edits.push(PropEdit::set("linux,initrd-start", &r.base().to_be_bytes()));

@@ -22,6 +22,7 @@ fn edits<'a>(cmdline: Option<&'a str>, initrd: Option<MemRange>) -> KservDtEdits
         initrd,
         payload_cmdline: cmdline,
         abi_version: ABI,
+        uefi_mmap_size: None,
     }
 }
 
@@ -525,6 +526,12 @@ fn server_shaped_tree_keeps_every_its() {
 /// A KCore tree as `kcore.efi` writes it on an ACPI machine: the marker and
 /// the UEFI hand-off in `/chosen`, beside nodes KServ must not see.
 fn acpi_loader_tree(bootargs: Option<&str>) -> Vec<u8> {
+    efi_loader_tree(bootargs, true)
+}
+
+/// A KCore tree as `kcore.efi` writes it: the UEFI hand-off in `/chosen`,
+/// with the ACPI marker if `acpi`.
+fn efi_loader_tree(bootargs: Option<&str>, acpi: bool) -> Vec<u8> {
     tree(2, 2, |w| {
         let c = w.begin_node("chosen").unwrap();
         if let Some(a) = bootargs {
@@ -538,7 +545,9 @@ fn acpi_loader_tree(bootargs: Option<&str>) -> Vec<u8> {
         w.property_u32("linux,uefi-mmap-size", 48 * 40).unwrap();
         w.property_u32("linux,uefi-mmap-desc-size", 48).unwrap();
         w.property_u32("linux,uefi-mmap-desc-ver", 1).unwrap();
-        w.property_null(platform::ACPI_MARKER).unwrap();
+        if acpi {
+            w.property_null(platform::ACPI_MARKER).unwrap();
+        }
         w.property_u32(platform::MMAP_CAPACITY_PROP, 48 * 56)
             .unwrap();
         w.end_node(c).unwrap();
@@ -608,6 +617,51 @@ fn acpi_stub_tree_holds_only_chosen() {
     // A device-tree machine has no marker and no memory map.
     let dt = platform::parse(&fixture("qemu-virt-gicv3-a72.dtb")).unwrap();
     assert!(!dt.kserv_stub && dt.efi_map.is_none());
+}
+
+/// `kcore.efi` in device-tree mode: the firmware's whole tree, its
+/// `/chosen` with the UEFI hand-off and the loader's capacity property.
+#[test]
+fn efi_device_tree_keeps_the_uefi_hand_off_with_kcores_map_size() {
+    let orig = efi_loader_tree(None, false);
+    let p = platform::parse(&orig).unwrap();
+    assert!(!p.kserv_stub);
+    assert!(p.efi_map.is_some());
+    let e = KservDtEdits {
+        uefi_mmap_size: Some(48 * 42),
+        ..edits(None, None)
+    };
+    let out = flatten(&build(&orig, &e).unwrap());
+    // The whole tree, not a stub: KServ reads the devices from it.
+    assert!(out.paths().contains(&"/memory@40000000"));
+    assert!(out.paths().contains(&"/hypervisor"));
+    assert_eq!(
+        out.prop("/chosen", "stdout-path"),
+        Some(s("/serial@9000000").as_slice())
+    );
+    let chosen = out.props_map("/chosen");
+    assert_eq!(
+        chosen["linux,uefi-system-table"],
+        0x5bfe_0018u64.to_be_bytes()
+    );
+    assert_eq!(
+        chosen["linux,uefi-mmap-start"],
+        0x5a00_0000u64.to_be_bytes()
+    );
+    assert_eq!(chosen["linux,uefi-mmap-desc-size"], 48u32.to_be_bytes());
+    // The map's size is KCore's, after its splits; the loader's own
+    // property does not reach KServ.
+    assert_eq!(chosen["linux,uefi-mmap-size"], (48u32 * 42).to_be_bytes());
+    assert!(!chosen.contains_key(platform::MMAP_CAPACITY_PROP));
+    assert!(!chosen.contains_key(platform::ACPI_MARKER));
+    // Without UEFI nothing of the kind is added.
+    let plain = flatten(&build(&fixture("qemu-virt-gicv3-a72.dtb"), &edits(None, None)).unwrap());
+    assert!(
+        plain
+            .props_map("/chosen")
+            .keys()
+            .all(|k| !k.starts_with("linux,uefi-"))
+    );
 }
 
 /// A `/chosen` with a memory map of 480 bytes at 0x5a00_0000 and the

@@ -14,6 +14,7 @@ const EDITS: KservDtEdits<'static> = KservDtEdits {
     initrd: Some(MemRange::new(0x4800_0000, 0x10_0000).unwrap()),
     payload_cmdline: Some("console=ttyAMA0"),
     abi_version: 1,
+    uefi_mmap_size: None,
 };
 
 /// Runs both entry points on `blob`; they must not panic. Returns whether

@@ -45,7 +45,7 @@ use crate::app::{self, Failure};
 
 /// Descriptors KCore may add to KServ's memory map by splitting (its image
 /// and pool, each splitting one descriptor into three).
-const SPLIT_ROOM: usize = 16;
+pub(crate) const SPLIT_ROOM: usize = 16;
 /// The arena's bytes beyond twice KCore's tree and the map's descriptors.
 const ARENA_BASE_BYTES: usize = 1 << 20;
 
@@ -64,7 +64,7 @@ pub(crate) struct Ready {
 }
 
 /// The `SecureBoot` variable's value, if it can be read.
-fn secure_boot() -> Option<u8> {
+pub(crate) fn secure_boot() -> Option<u8> {
     let mut buf = [0u8; 8];
     let (value, _) = runtime::get_variable(
         uefi::cstr16!("SecureBoot"),
@@ -280,24 +280,8 @@ pub(crate) fn boot(r: Ready) -> ! {
     // freed afterwards (the arena allocator ignores frees once armed).
     let map = unsafe { boot::exit_boot_services(None) };
     crate::arena::arm();
-    let meta = map.meta();
-    let (map_base, capacity) = r.map_buf;
-    let size = meta.map_size.min(capacity);
-    // SAFETY: `[map_base, map_base + capacity)` is the buffer allocated for
-    // KServ's map, which nothing else uses.
-    let buf = unsafe { core::slice::from_raw_parts_mut(map_base as *mut u8, capacity) };
-    buf[..size].copy_from_slice(&map.buffer()[..size]);
-    handoff::map_runtime_1to1(&mut buf[..size], meta.desc_size);
-    let system_table = uefi::table::system_table_raw().map_or(0, |t| t.as_ptr() as u64);
-    set_virtual_address_map_1to1(&buf[..size], meta.desc_size, meta.desc_version);
+    let (info, system_table) = app::hand_on_runtime(&map, r.map_buf);
     let descs: Vec<MemDesc> = map.entries().map(mem_desc).collect();
-    let info = MapInfo {
-        start: map_base,
-        size: size as u32,
-        desc_size: meta.desc_size as u32,
-        desc_ver: meta.desc_version,
-        capacity: capacity as u32,
-    };
     let extra = handoff::chosen(system_table, &info, r.secure_boot);
     let extra: Vec<(&str, &[u8])> = extra.iter().map(|(n, v)| (*n, v.as_slice())).collect();
     let chosen = Chosen {
@@ -308,7 +292,7 @@ pub(crate) fn boot(r: Ready) -> ! {
     let Ok(tree) = platform_dt(&r.tables, &descs, &chosen) else {
         runtime::reset(ResetType::SHUTDOWN, Status::LOAD_ERROR, None);
     };
-    clean_to_poc(map_base, capacity);
+    clean_to_poc(info.start, info.capacity as usize);
     // SAFETY: boot services have exited, so nothing else runs or uses the
     // home of kcore.img, the tree (in the arena) or the map's buffer.
     unsafe { app::enter_kcore(r.entry, r.home, tree.as_ptr() as u64, tree.len() as u64) }
@@ -317,7 +301,7 @@ pub(crate) fn boot(r: Ready) -> ! {
 /// `SetVirtualAddressMap` with `map` (`desc_size` apart, runtime
 /// descriptors already 1:1). A failure leaves the firmware in physical
 /// mode, where the same 1:1 addresses are as good: it is ignored.
-fn set_virtual_address_map_1to1(map: &[u8], desc_size: usize, desc_version: u32) {
+pub(crate) fn set_virtual_address_map_1to1(map: &[u8], desc_size: usize, desc_version: u32) {
     let Some(st) = uefi::table::system_table_raw() else {
         return;
     };
@@ -337,7 +321,7 @@ fn set_virtual_address_map_1to1(map: &[u8], desc_size: usize, desc_version: u32)
 
 /// Cleans and invalidates `[base, base + len)` to the point of coherency,
 /// for KCore, which starts with its caches off.
-fn clean_to_poc(base: u64, len: usize) {
+pub(crate) fn clean_to_poc(base: u64, len: usize) {
     let end = base + len as u64;
     // SAFETY: data cache maintenance by address on memory the loader owns;
     // it changes no memory contents.

@@ -10,21 +10,28 @@
 //!    `EfiLoaderData` pages ([`kcore_efi::image`]);
 //! 4. sizes the buffers for what runs after `ExitBootServices` and checks
 //!    the device-tree edits once on the current memory map, printing the
-//!    RAM banks (normally those of the final map too: allocations since
-//!    turn free memory into loader data, which is usable as well);
+//!    RAM banks and reserved ranges (normally those of the final map too:
+//!    allocations since turn free memory into loader data, which is usable
+//!    as well);
 //! 5. exits boot services (the `uefi` crate retries once when the map
 //!    changed in between, and resets the machine if that fails too), turns
-//!    the final memory map into RAM banks ([`kcore_efi::memmap`]) and edits
-//!    the tree ([`kcore_efi::dt`]);
+//!    the final memory map into RAM banks and reserved ranges
+//!    ([`ram_layout`]) and edits the tree ([`kcore_efi::dt`]);
 //! 6. enters KCore at its `Image` entry at EL2 with the MMU and caches off
 //!    and `x0` = the tree ([`enter_kcore`]).
 //!
-//! In device-tree mode runtime services are not handed on (ACPI mode hands
-//! them on 1:1, [`crate::acpi_boot`]): `SetVirtualAddressMap` is not
-//! called and KServ's tree has no `linux,uefi-*` properties, so KServ runs
-//! without EFI runtime services (no efivars, no EFI reset: it resets and
-//! powers off through KCore's PSCI). Their memory stays out of every RAM
-//! bank, so neither KCore's pool nor KServ ever uses it.
+//! Runtime services are handed on as in ACPI mode ([`crate::acpi_boot`]):
+//! a buffer set aside before `ExitBootServices` receives the final memory
+//! map with every runtime descriptor mapped 1:1, `SetVirtualAddressMap`
+//! gets it, and the tree's `/chosen` carries the system table and the map
+//! (`linux,uefi-*`, [`kcore_efi::handoff`]) with the buffer in
+//! `/memreserve/`. KCore reserves its own memory in that map and KServ's
+//! kernel finds the hand-off in its tree (efivars, EFI reset). The memory
+//! is read from the map as Linux's `reserve_regions` reads it, as in ACPI
+//! mode (`kcore_acpi::banks`): every write-back descriptor is RAM, so
+//! KServ's stage 2 maps the firmware's memory (runtime services, SMBIOS)
+//! for its kernel to use, and what is not usable RAM is a `/memreserve/`
+//! entry, so neither KCore's pool nor KServ's allocator ever takes it.
 //!
 //! Nothing allocated from the firmware's pool is freed after
 //! `ExitBootServices`: the functions that run then never return
@@ -36,10 +43,12 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, CurrentEL, Readable};
+use kcore_acpi::MemDesc;
+use kcore_efi::handoff::{self, MapInfo};
 use kcore_efi::memmap::{Bank, Descriptor};
 use kcore_efi::{cmdline, dt, image, memmap};
 use uefi::boot::{self, AllocateType};
-use uefi::mem::memory_map::{MemoryMap, MemoryType};
+use uefi::mem::memory_map::{MemoryMap, MemoryMapOwned, MemoryType};
 use uefi::proto::loaded_image::LoadedImage;
 use uefi::runtime::{self, ResetType};
 use uefi::table::cfg::ConfigTableEntry;
@@ -82,11 +91,19 @@ struct Ready {
     entry: u64,
     /// The 2 MiB-aligned base and the bytes KCore may touch from it.
     home: (u64, u64),
-    /// Room for the banks of the final memory map.
-    banks: Vec<Bank>,
     /// Room for the tree KCore gets.
     out: Vec<u8>,
+    /// The buffer of KServ's memory map and its bytes.
+    map_buf: (u64, usize),
+    /// `linux,uefi-secure-boot`.
+    secure_boot: u32,
 }
+
+/// Bytes of the arena for what [`boot`] allocates after `ExitBootServices`
+/// (the `/chosen` properties).
+const DT_ARENA_BYTES: usize = 64 << 10;
+/// Bytes of `/chosen` values and `/memreserve/` entries the hand-off adds.
+const HANDOFF_BYTES: usize = 256;
 
 pub(crate) type Failure = (Status, String);
 
@@ -120,20 +137,43 @@ fn prepare() -> Result<Prepared, Failure> {
         fw_dt.len(),
         memory_map_len()? + BANK_SLACK,
         bootargs.as_ref().map_or(0, String::len),
+        HANDOFF_BYTES + (memory_map_len()? + BANK_SLACK) * 16,
     );
     let (entry, home) = load_image(dt_room)?;
+    // KServ's memory map, with room for KCore's splits, and the arena.
+    let desc_size = boot::memory_map(MemoryType::LOADER_DATA)
+        .map_err(|e| (Status::ABORTED, format!("no memory map: {e}")))?
+        .meta()
+        .desc_size;
+    let capacity = (memory_map_len()? + BANK_SLACK + crate::acpi_boot::SPLIT_ROOM) * desc_size;
+    let map_base = allocate_pages(capacity, "KServ's memory map")?;
+    let arena = allocate_pages(DT_ARENA_BYTES, "the loader's arena")?;
+    crate::arena::set_arena(arena as usize, DT_ARENA_BYTES);
+    let secure_boot = handoff::secure_boot_mode(crate::acpi_boot::secure_boot());
 
     // Check the edits once now, while errors can still be printed: after
     // ExitBootServices only the memory map changes.
-    let mut banks = vec![Bank::default(); memory_map_len()? + BANK_SLACK];
     let mut out = vec![0u8; dt_room];
     let map = boot::memory_map(MemoryType::LOADER_DATA)
         .map_err(|e| (Status::ABORTED, format!("no memory map: {e}")))?;
-    let n = memmap::banks(map.entries().map(descriptor), &mut banks)
-        .map_err(|e| (Status::LOAD_ERROR, format!("{e}")))?;
+    let descs: Vec<MemDesc> = map.entries().map(|d| descriptor(d).into()).collect();
+    let layout = ram_layout(&descs, (map_base, capacity as u64))
+        .map_err(|e| (Status::LOAD_ERROR, format!("the memory map: {e}")))?;
+    let info = MapInfo {
+        start: map_base,
+        size: (map.len() * desc_size) as u32,
+        desc_size: desc_size as u32,
+        desc_ver: 1,
+        capacity: capacity as u32,
+    };
+    drop(map);
+    let props = handoff::uefi_chosen(0, &info, secure_boot);
+    let props: Vec<(&str, &[u8])> = props.iter().map(|(n, v)| (*n, v.as_slice())).collect();
     let edits = dt::Edits {
-        banks: &banks[..n],
+        banks: &layout.banks,
         bootargs: bootargs.as_deref(),
+        chosen: &props,
+        reserve: &layout.reserve,
     };
     dt::rewrite(&fw_dt, &edits, &mut out).map_err(|e| {
         (
@@ -141,11 +181,15 @@ fn prepare() -> Result<Prepared, Failure> {
             format!("the firmware's device tree: {e}"),
         )
     })?;
-    for b in &banks[..n] {
+    for b in &layout.banks {
         println!("kcore.efi: RAM [{:#x}, {:#x})", b.base, b.end);
     }
+    for &(base, size) in &layout.reserve {
+        println!("kcore.efi: reserved [{base:#x}, {:#x})", base + size);
+    }
     println!(
-        "kcore.efi: KCore at {entry:#x}, {n} RAM banks, bootargs \"{}\"; exiting boot services ({} ms since reset)",
+        "kcore.efi: KCore at {entry:#x}, {} RAM banks, bootargs \"{}\"; exiting boot services ({} ms since reset)",
+        layout.banks.len(),
         bootargs.as_deref().unwrap_or(""),
         millis_since_reset()
     );
@@ -154,9 +198,59 @@ fn prepare() -> Result<Prepared, Failure> {
         bootargs,
         entry,
         home,
-        banks,
         out,
+        map_buf: (map_base, capacity),
+        secure_boot,
     }))
+}
+
+/// The RAM banks and `/memreserve/` entries of KCore's tree.
+struct RamLayout {
+    banks: Vec<Bank>,
+    /// `(base, size)`.
+    reserve: Vec<(u64, u64)>,
+}
+
+/// The memory map `descs` read as Linux's `reserve_regions` reads it
+/// (`kcore_acpi::banks`: every memory descriptor is RAM, what is not usable
+/// or is ACPI-reclaim reserved), and KServ's map's buffer `map_buf`
+/// reserved too.
+fn ram_layout(descs: &[MemDesc], map_buf: (u64, u64)) -> Result<RamLayout, kcore_acpi::Error> {
+    let banks = kcore_acpi::banks(descs)?;
+    let mut reserve: Vec<(u64, u64)> = banks
+        .reserved
+        .iter()
+        .map(|r| (r.base(), r.size()))
+        .collect();
+    reserve.push(map_buf);
+    Ok(RamLayout {
+        banks: banks
+            .memory
+            .iter()
+            .map(|m| Bank {
+                base: m.base(),
+                end: m.end(),
+            })
+            .collect(),
+        reserve,
+    })
+}
+
+/// Pages of `EfiLoaderData` for `bytes`.
+fn allocate_pages(bytes: usize, what: &str) -> Result<u64, Failure> {
+    let pages = (bytes as u64).div_ceil(memmap::EFI_PAGE) as usize;
+    boot::allocate_pages(
+        AllocateType::AnyPages,
+        MemoryType::LOADER_DATA,
+        pages.max(1),
+    )
+    .map(|p| p.as_ptr() as u64)
+    .map_err(|e| {
+        (
+            Status::OUT_OF_RESOURCES,
+            format!("no memory for {what}: {e}"),
+        )
+    })
 }
 
 /// Copies the embedded `kcore.img` to a 2 MiB-aligned home of
@@ -305,6 +399,32 @@ pub(crate) fn descriptor(d: &uefi::mem::memory_map::MemoryDescriptor) -> Descrip
     }
 }
 
+/// After `ExitBootServices`: copies the final memory `map` into the buffer
+/// `map_buf` set aside for KServ's, every runtime descriptor mapped 1:1,
+/// and hands it to `SetVirtualAddressMap` (runtime services then run at
+/// their physical addresses in KServ, as Xen arranges for dom0). Returns
+/// where the map is and the system table's address.
+pub(crate) fn hand_on_runtime(map: &MemoryMapOwned, map_buf: (u64, usize)) -> (MapInfo, u64) {
+    let meta = map.meta();
+    let (map_base, capacity) = map_buf;
+    let size = meta.map_size.min(capacity);
+    // SAFETY: `[map_base, map_base + capacity)` is the buffer allocated for
+    // KServ's map, which nothing else uses.
+    let buf = unsafe { core::slice::from_raw_parts_mut(map_base as *mut u8, capacity) };
+    buf[..size].copy_from_slice(&map.buffer()[..size]);
+    handoff::map_runtime_1to1(&mut buf[..size], meta.desc_size);
+    crate::acpi_boot::set_virtual_address_map_1to1(&buf[..size], meta.desc_size, meta.desc_version);
+    let system_table = uefi::table::system_table_raw().map_or(0, |t| t.as_ptr() as u64);
+    let info = MapInfo {
+        start: map_base,
+        size: size as u32,
+        desc_size: meta.desc_size as u32,
+        desc_ver: meta.desc_version,
+        capacity: capacity as u32,
+    };
+    (info, system_table)
+}
+
 /// Exits boot services, edits the tree for the final memory map and enters
 /// KCore. Nothing can be printed from here on; if the edits fail (they
 /// succeeded on the previous map), the machine is powered off.
@@ -314,18 +434,27 @@ fn boot(mut r: Ready) -> ! {
     // the pool is freed afterwards: this function never returns and drops
     // nothing.
     let map = unsafe { boot::exit_boot_services(None) };
-    let edited = memmap::banks(map.entries().map(descriptor), &mut r.banks)
+    crate::arena::arm();
+    let (info, system_table) = hand_on_runtime(&map, r.map_buf);
+    let props = handoff::uefi_chosen(system_table, &info, r.secure_boot);
+    let props: Vec<(&str, &[u8])> = props.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    let descs: Vec<MemDesc> = map.entries().map(|d| descriptor(d).into()).collect();
+    let (map_base, capacity) = r.map_buf;
+    let edited = ram_layout(&descs, (map_base, capacity as u64))
         .ok()
-        .and_then(|n| {
+        .and_then(|layout| {
             let edits = dt::Edits {
-                banks: &r.banks[..n],
+                banks: &layout.banks,
                 bootargs: r.bootargs.as_deref(),
+                chosen: &props,
+                reserve: &layout.reserve,
             };
             dt::rewrite(&r.fw_dt, &edits, &mut r.out).ok()
         });
     let Some(len) = edited else {
         runtime::reset(ResetType::SHUTDOWN, Status::LOAD_ERROR, None);
     };
+    crate::acpi_boot::clean_to_poc(map_base, capacity);
     // SAFETY: boot services have exited, so nothing else runs or uses the
     // home of kcore.img or the tree; `home` is the allocation made for the
     // image, `out[..len]` the tree.

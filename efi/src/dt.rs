@@ -5,14 +5,19 @@
 //! 1. **Memory.** Every child of the root that describes memory (named
 //!    `memory` or `memory@...`, or with `device_type = "memory"`) is dropped,
 //!    and one `/memory@<base>` node takes their place, its `reg` holding the
-//!    banks of [`crate::memmap::banks`]: the RAM the EFI memory map says is
-//!    free once boot services are gone. A firmware tree lists all of RAM,
-//!    runtime services and reserved memory included; KCore carves its pool
-//!    from the top of a bank and KServ maps every bank, so those regions
-//!    must not be in one.
+//!    banks the loader read from the EFI memory map (`app::ram_layout`, as
+//!    Linux's `reserve_regions` reads it): every write-back region, with
+//!    what the firmware keeps after `ExitBootServices` (runtime services,
+//!    ACPI tables, reserved memory) in [`Edits::reserve`], so KCore places
+//!    its pool elsewhere and KServ's kernel does not allocate it.
 //! 2. **`/chosen/bootargs`** becomes the application's load options when
 //!    there are any (KCore appends them to the payload's command line, as
 //!    it does with any loader's bootargs); `/chosen` is created if missing.
+//! 3. **`/chosen`'s UEFI hand-off** ([`Edits::chosen`]: the system table and
+//!    memory map as `linux,uefi-*`, `kcore_efi::handoff`) is added, each
+//!    property replacing one of the same name, and the memory map's buffer
+//!    becomes a `/memreserve/` entry ([`Edits::reserve`]), so neither KCore's
+//!    pool nor KServ takes it.
 //!
 //! Everything else (other nodes and properties, phandles, `/memreserve/`
 //! entries, `boot_cpuid_phys`) is copied byte for byte; `FDT_NOP` tokens
@@ -66,7 +71,18 @@ pub struct Edits<'a> {
     pub banks: &'a [Bank],
     /// The new `/chosen/bootargs`, or `None` to keep the tree's.
     pub bootargs: Option<&'a str>,
+    /// Properties `/chosen` gets (at most [`MAX_CHOSEN`]), replacing any of
+    /// the same name.
+    pub chosen: &'a [(&'a str, &'a [u8])],
+    /// `(base, size)` entries added to the memory reservation block.
+    pub reserve: &'a [(u64, u64)],
 }
+
+/// The most properties [`Edits::chosen`] may hold.
+pub const MAX_CHOSEN: usize = 8;
+/// Bytes of property names the tree may lack (the memory node's, `bootargs`
+/// and those of [`Edits::chosen`]).
+const EXTRA_NAMES: usize = 320;
 
 /// The size of the tree whose header starts `header` (at least 40 bytes
 /// of it), checked against the magic.
@@ -82,11 +98,14 @@ pub fn total_size(header: &[u8]) -> Result<usize, DtError> {
 }
 
 /// An output buffer size that always suffices for [`rewrite`] of a tree of
-/// `dtb_len` bytes with `banks` banks and `bootargs_len` bytes of bootargs.
-pub fn max_len(dtb_len: usize, banks: usize, bootargs_len: usize) -> usize {
+/// `dtb_len` bytes with `banks` banks, `bootargs_len` bytes of bootargs and
+/// `chosen_len` bytes of [`Edits::chosen`] values and [`Edits::reserve`]
+/// entries.
+pub fn max_len(dtb_len: usize, banks: usize, bootargs_len: usize, chosen_len: usize) -> usize {
     // The new memory node (name, device_type, reg), a new /chosen and its
-    // bootargs, the new strings, the header and the padding of each.
-    dtb_len + 512 + banks * 16 + bootargs_len
+    // bootargs, the new properties (a 12-byte header and padding each),
+    // the new strings, the header and the padding of each.
+    dtb_len + 512 + banks * 16 + bootargs_len + chosen_len + MAX_CHOSEN * 16 + EXTRA_NAMES
 }
 
 /// Writes `dtb` with `edits` applied into `out`; returns the new tree's
@@ -94,6 +113,9 @@ pub fn max_len(dtb_len: usize, banks: usize, bootargs_len: usize) -> usize {
 pub fn rewrite(dtb: &[u8], edits: &Edits<'_>, out: &mut [u8]) -> Result<usize, DtError> {
     if edits.banks.is_empty() {
         return Err(DtError::NoRam);
+    }
+    if edits.chosen.len() > MAX_CHOSEN {
+        return Err(DtError::OutputTooSmall);
     }
     let total = total_size(dtb)?;
     let dtb = dtb.get(..total).ok_or(DtError::Truncated)?;
@@ -109,26 +131,37 @@ pub fn rewrite(dtb: &[u8], edits: &Edits<'_>, out: &mut [u8]) -> Result<usize, D
 
     let mut o = Out { buf: out, pos: 0 };
     o.put(&[0; HEADER_LEN])?;
-    // The memory reservation block, up to and including its (0, 0) end.
+    // The memory reservation block, then the new entries and the (0, 0)
+    // end.
     let mut at = off_rsv as usize;
     loop {
         let entry = dtb.get(at..at + 16).ok_or(DtError::Truncated)?;
-        o.put(entry)?;
         at += 16;
         if entry.iter().all(|&b| b == 0) {
             break;
         }
+        o.put(entry)?;
     }
+    for &(base, size) in edits.reserve {
+        o.put(&base.to_be_bytes())?;
+        o.put(&size.to_be_bytes())?;
+    }
+    o.put(&[0; 16])?;
     let struct_start = o.pos;
     let mut names = Names {
         orig: strings,
-        extra: [0; 32],
+        extra: [0; EXTRA_NAMES],
         len: 0,
     };
+    let mut chosen = [0u32; MAX_CHOSEN];
+    for (slot, (name, _)) in chosen.iter_mut().zip(edits.chosen) {
+        *slot = names.offset(name.as_bytes())?;
+    }
     let names = Props {
         device_type: names.offset(b"device_type")?,
         reg: names.offset(b"reg")?,
         bootargs: names.offset(b"bootargs")?,
+        chosen,
         table: names,
     };
     emit_structure(structure, &names, edits, &mut o)?;
@@ -162,12 +195,14 @@ struct Props<'a> {
     device_type: u32,
     reg: u32,
     bootargs: u32,
+    /// Those of [`Edits::chosen`], in its order.
+    chosen: [u32; MAX_CHOSEN],
 }
 
 /// The tree's string table plus the names it lacked.
 struct Names<'a> {
     orig: &'a [u8],
-    extra: [u8; 32],
+    extra: [u8; EXTRA_NAMES],
     len: usize,
 }
 
@@ -322,8 +357,11 @@ fn emit_structure(
                 if depth == 1 && pname == b"#size-cells" {
                     cells.1 = be32(value, 0)?;
                 }
-                let replaced = depth == 2 && in_chosen && pname == b"bootargs";
-                if !(replaced && edits.bootargs.is_some()) {
+                let replaced = depth == 2
+                    && in_chosen
+                    && ((pname == b"bootargs" && edits.bootargs.is_some())
+                        || edits.chosen.iter().any(|(n, _)| n.as_bytes() == pname));
+                if !replaced {
                     o.prop(name, value)?;
                 }
             }
@@ -332,17 +370,15 @@ fn emit_structure(
                     0 => return Err(DtError::BadStructure("unbalanced end of node")),
                     1 => {
                         o.memory_node(edits.banks, cells, names)?;
-                        if let (false, Some(args)) = (chosen_seen, edits.bootargs) {
+                        if !chosen_seen && (edits.bootargs.is_some() || !edits.chosen.is_empty()) {
                             o.begin_node(b"chosen")?;
-                            o.string_prop(names.bootargs, args)?;
+                            o.chosen_props(edits, names)?;
                             o.u32(FDT_END_NODE)?;
                         }
                         root_done = true;
                     }
                     2 if in_chosen => {
-                        if let Some(args) = edits.bootargs {
-                            o.string_prop(names.bootargs, args)?;
-                        }
+                        o.chosen_props(edits, names)?;
                         in_chosen = false;
                     }
                     _ => {}
@@ -410,6 +446,17 @@ impl Out<'_> {
         self.put(value.as_bytes())?;
         self.put(&[0])?;
         self.pad()
+    }
+
+    /// The bootargs and the other properties `/chosen` gets.
+    fn chosen_props(&mut self, edits: &Edits<'_>, names: &Props<'_>) -> Result<(), DtError> {
+        if let Some(args) = edits.bootargs {
+            self.string_prop(names.bootargs, args)?;
+        }
+        for (&name, (_, value)) in names.chosen.iter().zip(edits.chosen) {
+            self.prop(name, value)?;
+        }
+        Ok(())
     }
 
     /// `/memory@<first base>` with `device_type` and `reg` = `banks`.
@@ -524,11 +571,22 @@ mod tests {
 
     /// `dtb` rewritten with `banks` and `bootargs`, which must succeed.
     fn edited(dtb: &[u8], banks: &[Bank], bootargs: Option<&str>) -> Vec<u8> {
-        edit(dtb, &Edits { banks, bootargs }).expect("rewrite")
+        edit(
+            dtb,
+            &Edits {
+                banks,
+                bootargs,
+                chosen: &[],
+                reserve: &[],
+            },
+        )
+        .expect("rewrite")
     }
 
     fn edit(dtb: &[u8], edits: &Edits<'_>) -> Result<Vec<u8>, DtError> {
-        let mut out = vec![0; max_len(dtb.len(), edits.banks.len(), 64)];
+        let extra: usize =
+            edits.chosen.iter().map(|(_, v)| v.len()).sum::<usize>() + edits.reserve.len() * 16;
+        let mut out = vec![0; max_len(dtb.len(), edits.banks.len(), 64, extra)];
         let n = rewrite(dtb, edits, &mut out)?;
         out.truncate(n);
         Ok(out)
@@ -595,6 +653,50 @@ mod tests {
     }
 
     #[test]
+    fn the_uefi_hand_off_joins_chosen_and_the_map_is_reserved() {
+        let table = 0x5bfe_0018u64.to_be_bytes();
+        let start = 0x5a00_0000u64.to_be_bytes();
+        let size = 480u32.to_be_bytes();
+        let chosen = [
+            ("linux,uefi-system-table", &table[..]),
+            ("linux,uefi-mmap-start", &start[..]),
+            ("linux,uefi-mmap-size", &size[..]),
+            ("stdout-path", &b"/pl011@9000000\0"[..]),
+        ];
+        let reserve = [(0x5a00_0000, 0x3000)];
+        for with_chosen in [true, false] {
+            let dtb = qemu_like(2, Some("old"), with_chosen);
+            let e = Edits {
+                banks: &BANKS,
+                bootargs: Some("a b"),
+                chosen: &chosen,
+                reserve: &reserve,
+            };
+            let out = edit(&dtb, &e).expect("rewrite");
+            let fdt = fdt::Fdt::new(&out).expect("a valid tree");
+            let node = fdt.find_node("/chosen").expect("chosen");
+            let raw = |n: &str| node.property(n).map(|p| p.value.to_vec());
+            assert_eq!(raw("linux,uefi-system-table"), Some(table.to_vec()));
+            assert_eq!(raw("linux,uefi-mmap-start"), Some(start.to_vec()));
+            assert_eq!(raw("linux,uefi-mmap-size"), Some(size.to_vec()));
+            assert_eq!(fdt.chosen().bootargs(), Some("a b"));
+            // A property of the same name is replaced, not repeated.
+            let names: Vec<&str> = node.properties().map(|p| p.name).collect();
+            assert_eq!(
+                names.iter().filter(|&&n| n == "stdout-path").count(),
+                1,
+                "{names:?}"
+            );
+            assert_eq!(names.len(), 5, "{names:?}");
+            let reserved: Vec<_> = fdt
+                .memory_reservations()
+                .map(|r| (r.address() as u64, r.size()))
+                .collect();
+            assert_eq!(reserved, [(0x4800_0000, 0x1000), (0x5a00_0000, 0x3000)]);
+        }
+    }
+
+    #[test]
     fn one_cell_trees_take_only_low_banks() {
         let dtb = qemu_like(1, None, true);
         let out = edited(&dtb, &BANKS, None);
@@ -607,6 +709,8 @@ mod tests {
         let e = Edits {
             banks: &high,
             bootargs: None,
+            chosen: &[],
+            reserve: &[],
         };
         assert_eq!(edit(&dtb, &e), Err(DtError::CellsTooSmall));
     }
@@ -614,17 +718,28 @@ mod tests {
     #[test]
     fn bad_input_is_an_error_never_a_panic() {
         let dtb = qemu_like(2, Some("x"), true);
+        let value = 0x5bfe_0018u64.to_be_bytes();
+        let chosen = [("linux,uefi-system-table", &value[..])];
         let e = Edits {
             banks: &BANKS,
             bootargs: Some("y"),
+            chosen: &chosen,
+            reserve: &[(0x5a00_0000, 0x3000)],
         };
         assert_eq!(edit(&[], &e), Err(DtError::BadHeader));
         assert_eq!(edit(&dtb[..dtb.len() - 8], &e), Err(DtError::Truncated));
         let none = Edits {
             banks: &[],
             bootargs: None,
+            chosen: &[],
+            reserve: &[],
         };
         assert_eq!(edit(&dtb, &none), Err(DtError::NoRam));
+        let many = [("linux,uefi-x", &value[..]); MAX_CHOSEN + 1];
+        assert_eq!(
+            edit(&dtb, &Edits { chosen: &many, ..e }),
+            Err(DtError::OutputTooSmall)
+        );
         let mut small = vec![0; dtb.len() / 2];
         assert_eq!(rewrite(&dtb, &e, &mut small), Err(DtError::OutputTooSmall));
         // Every truncation and every single-byte corruption of the header

@@ -63,11 +63,23 @@ pub fn map_runtime_1to1(buf: &mut [u8], desc_size: usize) -> usize {
     runtime
 }
 
-/// The `/chosen` properties of KCore's tree in ACPI mode: the system
-/// table and memory map for KServ (`linux,uefi-*`, which KCore copies into
-/// KServ's stub tree), the ACPI marker and the map buffer's capacity
-/// (KCore's own).
+/// The `/chosen` properties of KCore's tree in ACPI mode: [`uefi_chosen`]
+/// and the ACPI marker.
 pub fn chosen(system_table: u64, map: &MapInfo, secure_boot: u32) -> Vec<(&'static str, Vec<u8>)> {
+    let mut props = uefi_chosen(system_table, map, secure_boot);
+    props.push((ACPI_MARKER, Vec::new()));
+    props
+}
+
+/// The `/chosen` properties of KCore's tree that hand UEFI on, in either
+/// mode: the system table and memory map for KServ (`linux,uefi-*`, which
+/// KCore copies into KServ's tree) and the map buffer's capacity (KCore's
+/// own).
+pub fn uefi_chosen(
+    system_table: u64,
+    map: &MapInfo,
+    secure_boot: u32,
+) -> Vec<(&'static str, Vec<u8>)> {
     alloc::vec![
         (
             "linux,uefi-system-table",
@@ -85,7 +97,6 @@ pub fn chosen(system_table: u64, map: &MapInfo, secure_boot: u32) -> Vec<(&'stat
         ),
         ("linux,uefi-secure-boot", secure_boot.to_be_bytes().to_vec()),
         (MMAP_CAPACITY_PROP, map.capacity.to_be_bytes().to_vec()),
-        (ACPI_MARKER, Vec::new()),
     ]
 }
 
@@ -156,5 +167,9 @@ mod tests {
         );
         assert_eq!(get(MMAP_CAPACITY_PROP), 960u32.to_be_bytes());
         assert!(get(ACPI_MARKER).is_empty());
+        // Device-tree mode: the same hand-off without the ACPI marker.
+        let dt_mode = uefi_chosen(0x5bfe_0018, &map, secure_boot_mode(Some(0)));
+        assert_eq!(dt_mode[..], props[..props.len() - 1]);
+        assert!(dt_mode.iter().all(|p| p.0 != ACPI_MARKER));
     }
 }

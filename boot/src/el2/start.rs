@@ -69,20 +69,11 @@ fn subtract<E>(
     Ok(())
 }
 
-/// KServ's stub tree on an ACPI machine (`kserv_dt::stub`), after
-/// reserving KCore's `kcore_regions` in the EFI memory map the loader hands
-/// on to KServ (`kcore_boot::efi_map`), in place.
-fn kserv_efi_stub(
-    plat: &Platform,
-    dt: &[u8],
-    edits: &kserv_dt::KservDtEdits<'_>,
-    kcore_regions: &[MemRange],
-) -> Result<Vec<u8>, platform::DtError> {
-    let Some(map) = plat.efi_map else {
-        stop(format_args!(
-            "the loader booted an ACPI machine but gave no EFI memory map for KServ"
-        ));
-    };
+/// Reserves KCore's `kcore_regions` in the EFI memory map the loader hands
+/// on to KServ (`kcore_boot::efi_map`), in place, and returns the map's new
+/// length; `None` when the loader handed no map on (a boot without UEFI).
+fn reserve_in_efi_map(plat: &Platform, kcore_regions: &[MemRange]) -> Option<u32> {
+    let map = plat.efi_map?;
     let buffer = map.buffer();
     let in_ram = buffer.is_some_and(|b| plat.memory.iter().any(|m| m.contains_range(&b)));
     if !in_ram
@@ -109,12 +100,12 @@ fn kserv_efi_stub(
         Err(e) => stop(format_args!("{e}")),
     };
     info!(
-        "ACPI machine: KServ gets a stub device tree; the EFI memory map at {:#x} reserves KCore's memory ({} descriptors)",
+        "the EFI memory map at {:#x} for KServ reserves KCore's memory ({} descriptors)",
         map.start,
         len / (map.desc_size as usize).max(1)
     );
     // `len` is at most the capacity, a u32.
-    kserv_dt::stub(dt, edits, u32::try_from(len).unwrap_or(map.capacity))
+    Some(u32::try_from(len).unwrap_or(map.capacity))
 }
 
 /// Records `frames` (redistributors' control pages) as reaching KServ only
@@ -439,16 +430,23 @@ fn boot_kserv(
         .copied()
         .filter(|k| !plat.reserved.iter().any(|r| r.contains_range(k)))
         .collect();
+    let uefi_mmap_size = reserve_in_efi_map(plat, &kcore_regions);
     let edits = kserv_dt::KservDtEdits {
         kcore_regions: &kserv_reserved,
         initrd,
         payload_cmdline: cmdline,
         abi_version: kcore_abi::abi_version() as u32,
+        uefi_mmap_size,
     };
-    let kdt = if plat.kserv_stub {
-        kserv_efi_stub(plat, dt, &edits, &kcore_regions)
-    } else {
-        kserv_dt::build(dt, &edits)
+    let kdt = match (plat.kserv_stub, uefi_mmap_size) {
+        (true, Some(len)) => {
+            info!("ACPI machine: KServ gets a stub device tree");
+            kserv_dt::stub(dt, &edits, len)
+        }
+        (true, None) => stop(format_args!(
+            "the loader booted an ACPI machine but gave no EFI memory map for KServ"
+        )),
+        (false, _) => kserv_dt::build(dt, &edits),
     };
     let kdt = match kdt {
         Ok(d) => d,

@@ -10,7 +10,12 @@
 //! ACPI-reclaim memory that can be mapped write-back) is reserved, where
 //! Linux marks it `nomap`, and so is ACPI-reclaim memory, which Linux keeps
 //! (`memblock_reserve`): it holds the tables KServ reads after KCore has
-//! placed its pool. MMIO and uncached descriptors are not memory.
+//! placed its pool. MMIO and uncached descriptors are not memory, nor are
+//! MMIO descriptors that say they could be cached (QEMU's EDK2 gives its
+//! variable-store flash `EFI_MEMORY_WB` among its capabilities): Linux
+//! would add them as `nomap` memory, but to KCore RAM is what it may own,
+//! scrub and hand to a VM, and a device's frames never are (KServ's stage
+//! 2 maps them as device memory, as every MMIO region).
 
 use alloc::vec::Vec;
 
@@ -108,7 +113,7 @@ pub fn banks(map: &[MemDesc]) -> Result<Banks, Error> {
     let mut out = Banks::default();
     for d in map.iter().filter(|d| d.pages != 0) {
         let range = descriptor_range(d)?;
-        if !is_memory(d.attribute) {
+        if !is_memory(d.attribute) || matches!(d.ty, efi_type::MMIO | efi_type::MMIO_PORT_SPACE) {
             continue;
         }
         out.memory.push(range);

@@ -234,6 +234,30 @@ fn usable_follows_linux() {
     assert!(!kcore_acpi::usable(RESERVED, EFI_MEMORY_WB));
 }
 
+/// MMIO descriptors are never RAM, whatever caching they allow (QEMU's
+/// EDK2 lists its variable-store flash as MMIO with `EFI_MEMORY_WB`).
+#[test]
+fn mmio_is_never_ram() {
+    use kcore_acpi::memory::efi_type::{CONVENTIONAL, MMIO, MMIO_PORT_SPACE};
+    let d = |ty, base, pages, attribute| MemDesc {
+        ty,
+        base,
+        pages,
+        attribute,
+    };
+    let map = [
+        d(MMIO, 0x400_0000, 0x4000, 0x8000_0000_0000_000f),
+        d(MMIO_PORT_SPACE, 0x3eff_0000, 0x10, 0xf),
+        d(CONVENTIONAL, 0x4000_0000, 0x100, 0xf),
+    ];
+    let banks = kcore_acpi::banks(&map).unwrap();
+    assert_eq!(
+        banks.memory,
+        [MemRange::new(0x4000_0000, 0x10_0000).unwrap()]
+    );
+    assert!(banks.reserved.is_empty());
+}
+
 #[test]
 fn wrapping_memory_descriptor_is_refused() {
     let map = [MemDesc {
