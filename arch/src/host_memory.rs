@@ -37,6 +37,7 @@ pub struct FakeMachine {
     flushes: Vec<Flush>,
     scrubbed: Vec<Pa>,
     synced: Vec<Pa>,
+    store_barriers: usize,
     /// Device registers by address, as KCore last wrote them (or a test
     /// set them); unset ones read as zero.
     pub registers: BTreeMap<u64, u64>,
@@ -100,6 +101,30 @@ impl FakeMachine {
     /// Pages scrubbed so far, in order.
     pub fn scrubbed(&self) -> &[Pa] {
         &self.scrubbed
+    }
+    /// Store barriers so far ([`PhysMemory::store_barrier`]).
+    pub fn store_barriers(&self) -> usize {
+        self.store_barriers
+    }
+
+    /// The pages whose contents differ from `before`'s (a page never
+    /// written reads as zeros), in address order.
+    pub fn pages_changed_since(&self, before: &FakeMachine) -> Vec<u64> {
+        let zero = [0u8; PAGE];
+        let mut all: Vec<u64> = self
+            .pages
+            .keys()
+            .chain(before.pages.keys())
+            .copied()
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.retain(|p| {
+            let a = self.pages.get(p).map_or(&zero, |b| &**b);
+            let b = before.pages.get(p).map_or(&zero, |b| &**b);
+            a != b
+        });
+        all
     }
 
     fn word(&self, addr: u64) -> u64 {
@@ -170,6 +195,9 @@ impl PhysMemory for FakeMachine {
         for (i, w) in words.iter().enumerate() {
             self.write(pa.raw() + 8 * i as u64, &w.to_le_bytes());
         }
+    }
+    fn store_barrier(&mut self) {
+        self.store_barriers += 1;
     }
     fn sync_for_guest(&mut self, page: Pa) {
         assert!(

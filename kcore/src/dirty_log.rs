@@ -25,6 +25,18 @@
 //! ([`MemCore::vcpu_write_fault`]), against the stage 2 as it is then: the
 //! page may have been made writable, unshared or re-shared by another CPU
 //! since the fault.
+//!
+//! The fast path (ABI 0.14): a write to a page KCore write-protected for
+//! dirty logging does not leave the guest while the dirty ring of the
+//! vCPU's run page has room. KCore makes the page writable, as
+//! `host_unprotect_guest` would, appends its gfn to the ring
+//! ([`kcore_abi::run::DIRTY_RING`]) and re-enters the guest, which repeats
+//! the write; KServ drains the ring into its dirty bitmaps. Only a full
+//! ring (or counts KServ corrupted) makes the write exit as before. The
+//! change is only ever to a `HostSharedWithGuest` page of the VM at its
+//! recorded gfn whose leaf carries the dirty-log bit, so a read-only share
+//! stays read-only and a protected VM never gets here; the only KServ
+//! memory written is the ring of the run page the vCPU's load pinned.
 
 use crate::addr::{Gfn, Ipa, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
 use crate::hw::{Hardware, PageAllocator, TableMemory};
@@ -33,6 +45,7 @@ use crate::ownership::PageState;
 use crate::pgtable::{Attrs, Leaf, MemKind};
 use crate::vcpu::{Loaded, WriteFault};
 use crate::vm::{VmId, VmKind, VmState};
+use kcore_abi::run;
 use kcore_abi::{Error, MAX_PROTECT_PAGES};
 
 /// Pages `host_protect_guest` changes at a time (its stack holds them).
@@ -232,6 +245,18 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         if !attrs.dirty_log {
             return Err(Error::Denied);
         }
+        self.make_writable(id, gfn, (pfn, attrs), hw);
+        Ok(1)
+    }
+
+    /// VM `id`'s page at `gfn`, shared from `at.0` and write-protected for
+    /// dirty logging with attributes `at.1` (as [`Self::shared_at`] found it just
+    /// now, under this same lock), made writable: break, flush the IPA on
+    /// every CPU, make. The flush also drops any TLB entry of the old
+    /// read-only leaf, so no CPU keeps faulting on a page that is
+    /// writable.
+    fn make_writable(&mut self, id: VmId, gfn: Gfn, at: (Pfn, Attrs), hw: &mut impl Hardware) {
+        let (pfn, attrs) = at;
         let writable = Attrs {
             write: true,
             dirty_log: false,
@@ -239,17 +264,20 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         };
         let done = self.unmake(id, gfn, true, hw) && self.remake(id, gfn, pfn, writable, hw);
         if !done {
-            // Found mapped through the VM's own tables just above.
+            // Found mapped through the VM's own tables by the caller.
             self.broke();
         }
-        Ok(1)
     }
 
     /// A write permission fault of the loaded non-protected vCPU `l` at
     /// `ipa`, classified under KCore's lock against the VM's stage 2 as it
     /// is now: a page write-protected for dirty logging, a read-only share
-    /// (emulated as MMIO), or neither any more (the guest retries).
-    pub fn vcpu_write_fault(&self, l: &Loaded, ipa: u64, hw: &impl TableMemory) -> WriteFault {
+    /// (emulated as MMIO), or neither any more (the guest retries). A
+    /// write-protected page is made writable and its gfn appended to the
+    /// dirty ring of `l`'s run page when the ring has room
+    /// ([`WriteFault::Recorded`], [`Self::record_write`]); otherwise it
+    /// exits to KServ as before ([`WriteFault::Logged`]).
+    pub fn vcpu_write_fault(&mut self, l: &Loaded, ipa: u64, hw: &mut impl Hardware) -> WriteFault {
         let live = self
             .vms
             .get(l.vm)
@@ -257,13 +285,58 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         if !live || ipa >= l.ipa_limit {
             return WriteFault::Retry;
         }
-        match self.shared_at(l.vm, Gfn(ipa >> PAGE_SHIFT), hw) {
+        let gfn = Gfn(ipa >> PAGE_SHIFT);
+        match self.shared_at(l.vm, gfn, hw) {
             Ok(Shared::Page(_, a) | Shared::Other(a)) if a.write => WriteFault::Retry,
-            Ok(Shared::Page(_, a)) if a.dirty_log => WriteFault::Logged,
+            Ok(Shared::Page(pfn, a)) if a.dirty_log => self.record_write(l, gfn, pfn, a, hw),
             Ok(Shared::Unmapped) => WriteFault::Retry,
             // A read-only share, or anything KServ must sort out (a table
             // KCore found corrupt, counted): an exit.
             Ok(_) | Err(_) => WriteFault::ReadOnly,
         }
+    }
+
+    /// The fast path of dirty logging: the guest of `l` wrote its page at
+    /// `gfn`, shared from `pfn` and write-protected for dirty logging with
+    /// `attrs`. If the dirty ring of `l`'s run page has room
+    /// ([`run::dirty_room`] of the counts read from the page: any values
+    /// KServ left there are safe, a bad pair reads as full), the page
+    /// becomes writable, the gfn is appended and the guest repeats the
+    /// write without an exit ([`WriteFault::Recorded`]). Otherwise, or if
+    /// the run page is not the one the load pinned (a KCore bug, counted),
+    /// nothing changes and the write exits ([`WriteFault::Logged`]).
+    ///
+    /// The entry is written before the new producer count, with a store
+    /// barrier between, so KServ draining the ring on another CPU (without
+    /// KCore's lock) never reads an entry not yet written. Both happen
+    /// under KCore's lock after the stage-2 change, so a `HostProtectGuest`
+    /// either comes before all of it (and the write finds the page
+    /// write-protected) or after all of it.
+    fn record_write(
+        &mut self,
+        l: &Loaded,
+        gfn: Gfn,
+        pfn: Pfn,
+        attrs: Attrs,
+        hw: &mut impl Hardware,
+    ) -> WriteFault {
+        if self.run_page_pins(l).is_none() {
+            self.broke();
+            return WriteFault::Logged;
+        }
+        // The run page is page-aligned and every word below lies within
+        // `run::PAGE_WORDS`, inside it.
+        let word = |i: usize| Pa(l.run_page.raw() + 8 * i as u64);
+        let mut counts = [0u64; 2];
+        hw.read_words(word(run::DIRTY_HEAD), &mut counts);
+        let [head, tail] = counts;
+        if !run::dirty_room(head, tail) {
+            return WriteFault::Logged;
+        }
+        self.make_writable(l.vm, gfn, (pfn, attrs), hw);
+        hw.write_words(word(run::dirty_slot(head)), &[gfn.0]);
+        hw.store_barrier();
+        hw.write_words(word(run::DIRTY_HEAD), &[head.wrapping_add(1)]);
+        WriteFault::Recorded
     }
 }

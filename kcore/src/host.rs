@@ -480,7 +480,7 @@ impl<
         self.host.mem.vcpu_put(l, self.hw)
     }
     fn write_fault(&mut self, l: &Loaded, ipa: u64) -> WriteFault {
-        self.host.mem.vcpu_write_fault(l, ipa, self.hw)
+        self.host.mem.vcpu_write_fault(l, ipa, &mut *self.hw)
     }
 }
 

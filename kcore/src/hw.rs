@@ -52,8 +52,14 @@ pub trait PhysMemory {
     /// within one page: a vCPU's context page, KServ's run page.
     fn read_words(&self, pa: Pa, buf: &mut [u64]);
     /// Writes words to the 8-byte aligned `pa`, within one page. KCore
-    /// writes only its own pages and the exit half of a run page.
+    /// writes only its own pages and the exit half and dirty ring of a run
+    /// page.
     fn write_words(&mut self, pa: Pa, words: &[u64]);
+    /// A store barrier for memory another CPU reads without KCore's lock
+    /// (a run page's dirty ring): every write before it is visible to the
+    /// other CPUs of the inner shareable domain before any write after it
+    /// (`DMB ISHST`).
+    fn store_barrier(&mut self);
     /// Fills the 4 KiB page at `page` with zeros.
     fn scrub_page(&mut self, page: Pa);
     /// Makes the 4 KiB page at `page` as KServ wrote it visible to a guest

@@ -445,6 +445,22 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         Step::Exit
     }
 
+    /// The pins of `l`'s run page, if it is the page `l`'s load pinned and
+    /// recorded for the vCPU, and still pinned: the only KServ page KCore
+    /// may write for this run, since no other CPU can give it away.
+    pub(crate) fn run_page_pins(&self, l: &Loaded) -> Option<u32> {
+        let run_pfn = Pfn::of(l.run_page);
+        let recorded = self
+            .vms
+            .get(l.vm)
+            .filter(|vm| vm.loaded & (1 << l.idx) != 0)
+            .and_then(|vm| vm.run_pages.get(l.idx).copied());
+        match (recorded, self.owners.get(run_pfn)) {
+            (Some(p), Some(PageState::HostPinned { pins })) if p == run_pfn.0 => Some(pins),
+            _ => None,
+        }
+    }
+
     /// Last half of `host_vcpu_run`: the context back into its page, the
     /// exit half of the run page written (the report, the guest's timer,
     /// the state of KServ's interrupts), the vCPU no longer running. `l`
@@ -492,13 +508,8 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
         // other CPU can have given it away meanwhile.
         let used = (run::EXIT_IRQS - run::EXIT + l.n_irqs).min(out.len());
         let run_pfn = Pfn::of(l.run_page);
-        let recorded = self
-            .vms
-            .get(l.vm)
-            .filter(|vm| vm.loaded & (1 << l.idx) != 0)
-            .and_then(|vm| vm.run_pages.get(l.idx).copied());
-        match (recorded, self.owners.get(run_pfn)) {
-            (Some(p), Some(PageState::HostPinned { pins })) if p == run_pfn.0 => {
+        match self.run_page_pins(l) {
+            Some(pins) => {
                 hw.write_words(Pa(l.run_page.raw() + 8 * run::EXIT as u64), &out[..used]);
                 let now = match pins {
                     1 => PageState::Host,

@@ -90,6 +90,9 @@ impl PhysMemory for Spy {
         self.touch(pa.raw());
         self.m.write_words(pa, words);
     }
+    fn store_barrier(&mut self) {
+        self.m.store_barrier();
+    }
     fn scrub_page(&mut self, page: Pa) {
         self.touch(page.raw());
         self.m.scrub_page(page);

@@ -42,6 +42,9 @@ struct Vm {
     /// The one simulated CPU's loaded vCPU, kept between runs as the EL2
     /// glue keeps it: every test runs through the kept-context path.
     cpu: Loaded,
+    /// The pages each write-fault classification of the last
+    /// [`racing_run`] changed.
+    changed: Vec<Vec<u64>>,
 }
 
 /// A VM with `vcpus` vCPUs (protected: with a verified image at `GFN`).
@@ -86,6 +89,7 @@ fn vm_in(mut w: World, protected: bool, vcpus: u64) -> Vm {
         w,
         h,
         cpu: Loaded::empty(),
+        changed: Vec::new(),
     }
 }
 
@@ -252,6 +256,7 @@ fn a_protected_vm_runs_only_once_verified() {
         w,
         h: r[1],
         cpu: Loaded::empty(),
+        changed: Vec::new(),
     };
     run_page(&mut v, 0, &[]);
     let mut g = ScriptedGuest::new(4);
@@ -1710,10 +1715,28 @@ fn dirty_logging_write_protects_shared_pages_without_changing_owners() {
     assert_eq!(protect(&mut v, 0x200, 4), [0, 0]);
 }
 
+/// Sets the run page's dirty ring counts (what KServ keeps there).
+fn set_ring(v: &mut Vm, head: u64, tail: u64) {
+    let mut bytes = head.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&tail.to_le_bytes());
+    v.w.hw
+        .write((RUN_PFN << 12) + 8 * run::DIRTY_HEAD as u64, &bytes);
+}
+
+/// The run page's dirty ring: its head, tail and entries.
+fn ring(v: &Vm) -> (u64, u64, Vec<u64>) {
+    let mut words = vec![0u64; run::PAGE_WORDS];
+    v.w.hw.read_words(Pa(RUN_PFN << 12), &mut words);
+    let entries = words[run::DIRTY_RING..].to_vec();
+    (words[run::DIRTY_HEAD], words[run::DIRTY_TAIL], entries)
+}
+
 #[test]
-fn a_write_to_a_write_protected_page_is_a_memory_fault_not_mmio() {
+fn with_the_dirty_ring_full_a_write_to_a_write_protected_page_is_a_memory_fault_not_mmio() {
     let mut v = logged_vm(2, Some(1));
     assert_eq!(protect(&mut v, 0x200, 2), [0, 1]);
+    set_ring(&mut v, 300, 300 - run::DIRTY_ENTRIES as u64);
+    let ring_before = ring(&v);
     run_page(&mut v, 0, &[]);
     let mut g = ScriptedGuest::new(4);
     g.then_do(write_permission_fault(0x20_0010), |ctx, _| {
@@ -1729,6 +1752,13 @@ fn a_write_to_a_write_protected_page_is_a_memory_fault_not_mmio() {
             0
         ),
         "the page and the direction only"
+    );
+    assert_eq!(ring(&v), ring_before, "nothing appended");
+    assert!(
+        !common::vm_walk(&v.w, vm_id(&v), 0x20_0000)
+            .unwrap()
+            .attrs
+            .write
     );
     assert_eq!(
         get(&mut v, 0, reg::PC)[1],
@@ -1793,20 +1823,23 @@ fn a_write_fault_is_classified_against_the_stage_2_as_it_is_now() {
     let mut l = Loaded::empty();
     l.vm = vm_id(&v);
     l.ipa_limit = 1 << 40;
-    let class = |v: &Vm, l: &Loaded, ipa: u64| v.w.host.mem().vcpu_write_fault(l, ipa, &v.w.hw);
-    assert_eq!(class(&v, &l, 0x20_0000), WriteFault::Logged);
-    assert_eq!(class(&v, &l, 0x20_1000), WriteFault::ReadOnly);
-    assert_eq!(class(&v, &l, GFN << 12), WriteFault::Retry, "writable");
-    assert_eq!(class(&v, &l, 0x30_0000), WriteFault::Retry, "unmapped");
+    // Not loaded: its run page is none KCore pinned, so KCore never
+    // records in it (it exits, and counts the broken invariant).
+    let class =
+        |v: &mut Vm, l: &Loaded, ipa: u64| v.w.host.mem_mut().vcpu_write_fault(l, ipa, &mut v.w.hw);
+    assert_eq!(class(&mut v, &l, 0x20_0000), WriteFault::Logged);
+    assert_eq!(class(&mut v, &l, 0x20_1000), WriteFault::ReadOnly);
+    assert_eq!(class(&mut v, &l, GFN << 12), WriteFault::Retry, "writable");
+    assert_eq!(class(&mut v, &l, 0x30_0000), WriteFault::Retry, "unmapped");
     assert_eq!(
-        class(&v, &l, 1 << 40),
+        class(&mut v, &l, 1 << 40),
         WriteFault::Retry,
         "past the IPA space"
     );
     // Another CPU unshared it meanwhile: the guest's retry faults again
     // and KServ sees an ordinary memory fault then.
     assert_eq!(hvc(&mut v.w, H::HostUnshareGuest, &[v.h, 0x200])[0], 0);
-    assert_eq!(class(&v, &l, 0x20_0000), WriteFault::Retry);
+    assert_eq!(class(&mut v, &l, 0x20_0000), WriteFault::Retry);
     // ... or made it writable.
     let r = hvc(
         &mut v.w,
@@ -1814,15 +1847,19 @@ fn a_write_fault_is_classified_against_the_stage_2_as_it_is_now() {
         &[v.h, FIRST_HOST_PFN + 90, 0x200, 2],
     );
     assert_eq!(r[0], 0);
-    assert_eq!(class(&v, &l, 0x20_0000), WriteFault::Logged);
+    assert_eq!(class(&mut v, &l, 0x20_0000), WriteFault::Logged);
     assert_eq!(
         hvc(&mut v.w, H::HostUnprotectGuest, &[v.h, 0x200])[..2],
         [0, 1]
     );
-    assert_eq!(class(&v, &l, 0x20_0000), WriteFault::Retry);
+    assert_eq!(class(&mut v, &l, 0x20_0000), WriteFault::Retry);
+    assert!(
+        v.w.host.mem().broken_invariants() > 0,
+        "an unpinned run page"
+    );
     // A dying VM's tables are not walked.
     assert_eq!(hvc(&mut v.w, H::HostTeardownVm, &[v.h])[0], 0);
-    assert_eq!(class(&v, &l, 0x20_1000), WriteFault::Retry);
+    assert_eq!(class(&mut v, &l, 0x20_1000), WriteFault::Retry);
 }
 
 #[test]
@@ -1907,6 +1944,8 @@ struct Racing<'a> {
     calls: Vec<(H, Vec<u64>)>,
     /// Their `x0`s.
     results: Vec<u64>,
+    /// The pages each classification itself changed.
+    changed: Vec<Vec<u64>>,
 }
 
 impl kcore::vcpu::VcpuHost for Racing<'_> {
@@ -1936,7 +1975,14 @@ impl kcore::vcpu::VcpuHost for Racing<'_> {
             let r = hvc(self.w, id, &args)[0];
             self.results.push(r);
         }
-        self.w.host.mem().vcpu_write_fault(l, ipa, &self.w.hw)
+        let before = self.w.hw.clone();
+        let what = self
+            .w
+            .host
+            .mem_mut()
+            .vcpu_write_fault(l, ipa, &mut self.w.hw);
+        self.changed.push(self.w.hw.pages_changed_since(&before));
+        what
     }
 }
 
@@ -1953,10 +1999,12 @@ fn racing_run(v: &mut Vm, g: &mut ScriptedGuest, calls: Vec<(H, Vec<u64>)>) -> (
         w: &mut v.w,
         calls,
         results: Vec::new(),
+        changed: Vec::new(),
     };
     let reason = run_vcpu_in(&mut r, g, a, &mut v.cpu).unwrap();
-    let results = r.results;
+    let (results, changed) = (r.results, r.changed);
     check_invariants(&v.w).unwrap();
+    v.changed = changed;
     (reason, results)
 }
 
@@ -1965,6 +2013,8 @@ fn another_cpu_changes_the_page_between_a_write_fault_and_its_classification() {
     use kcore_abi::share_flags;
     let mut v = logged_vm(1, None);
     let page = FIRST_HOST_PFN + 90;
+    // The exits of the slow path (the fast one: below).
+    set_ring(&mut v, run::DIRTY_ENTRIES as u64, 0);
     // KServ made the page writable meanwhile (another vCPU's fault came
     // first): the guest just repeats its write, no exit for it.
     assert_eq!(protect(&mut v, 0x200, 1), [0, 1]);
@@ -2023,4 +2073,149 @@ fn another_cpu_changes_the_page_between_a_write_fault_and_its_classification() {
         racing_run(&mut v, &mut g, calls),
         (exit::MEM_FAULT, vec![Error::Busy.to_x0()])
     );
+}
+
+/// The pages of a fast-path write fault's classification, checked: the run
+/// page and one stage-2 table page of the VM, nothing else.
+fn only_the_run_page_and_a_table_changed(v: &Vm, changed: &[u64]) {
+    let others: Vec<u64> = changed
+        .iter()
+        .copied()
+        .filter(|&p| p != RUN_PFN << 12)
+        .collect();
+    assert!(changed.contains(&(RUN_PFN << 12)), "{changed:x?}");
+    assert_eq!(others.len(), 1, "{changed:x?}");
+    let owner = v.w.host.mem().host_page_owner(others[0] >> 12);
+    assert!(
+        matches!(owner, Ok(kcore::ownership::PageState::VmTable { .. })),
+        "{owner:?}"
+    );
+}
+
+#[test]
+fn a_write_to_a_write_protected_page_is_recorded_in_the_ring_without_an_exit() {
+    let mut v = logged_vm(3, Some(1));
+    let id = vm_id(&v);
+    assert_eq!(protect(&mut v, 0x200, 3), [0, 2]);
+    let barriers = v.w.hw.store_barriers();
+    // Two logged writes and a write to the read-only share, in one run.
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_0010));
+    g.then(write_permission_fault(0x20_2ff8));
+    g.then_do(write_permission_fault(0x20_1008), |ctx, _| ctx.x[7] = 0x55);
+    assert_eq!(racing_run(&mut v, &mut g, vec![]).0, exit::MMIO);
+    assert_eq!(g.entries.len(), 3, "no exit for the logged writes");
+    assert_eq!(fault_words(&v), (exit_flags::WRITE, 0x20_1008, 0x55));
+    let (head, tail, entries) = ring(&v);
+    assert_eq!((head, tail, &entries[..3]), (2, 0, &[0x200, 0x202, 0][..]));
+    for (gfn, write) in [(0x200, true), (0x201, false), (0x202, true)] {
+        let leaf = common::vm_walk(&v.w, id, gfn << 12).unwrap();
+        assert_eq!(leaf.attrs.write, write, "{gfn:#x}");
+        assert!(!(write && leaf.attrs.dirty_log), "{gfn:#x}");
+    }
+    assert_eq!(v.w.hw.unflushed(), 0, "break, flush, make");
+    assert_eq!(
+        v.w.hw.store_barriers(),
+        barriers + 2,
+        "entry, barrier, head"
+    );
+    let changed = v.changed.clone();
+    assert_eq!(changed.len(), 3);
+    only_the_run_page_and_a_table_changed(&v, &changed[0]);
+    only_the_run_page_and_a_table_changed(&v, &changed[1]);
+    assert_eq!(
+        changed[2],
+        Vec::<u64>::new(),
+        "the read-only share: nothing"
+    );
+    // The same page again, writable now: no new entry.
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_0010));
+    g.then(irq_exit());
+    assert_eq!(racing_run(&mut v, &mut g, vec![]).0, exit::IRQ);
+    assert_eq!(ring(&v).0, 2);
+    // KServ took both entries; protected again, the next write is
+    // recorded after them.
+    set_ring(&mut v, 2, 2);
+    assert_eq!(protect(&mut v, 0x200, 3), [0, 2]);
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(0x20_2000));
+    g.then(irq_exit());
+    assert_eq!(racing_run(&mut v, &mut g, vec![]).0, exit::IRQ);
+    let (head, tail, entries) = ring(&v);
+    assert_eq!((head, tail, entries[2]), (3, 2, 0x202));
+    assert!(!common::vm_walk(&v.w, id, 0x20_0000).unwrap().attrs.write);
+    check_invariants(&v.w).unwrap();
+}
+
+#[test]
+fn any_ring_counts_kserv_leaves_are_safe() {
+    let n = run::DIRTY_ENTRIES as u64;
+    // (head, tail, recorded)
+    let cases = [
+        (0, 0, true),
+        (n - 1, 0, true),
+        (n, 0, false),
+        (u64::MAX, u64::MAX - n, false),
+        (u64::MAX, u64::MAX - (n - 1), true),
+        (7, 8, false),
+        (0, u64::MAX, true),
+        (5, u64::MAX - 300, false),
+        (u64::MAX / 3, 0, false),
+    ];
+    for (head, tail, recorded) in cases {
+        let mut v = logged_vm(1, None);
+        let id = vm_id(&v);
+        assert_eq!(protect(&mut v, 0x200, 1), [0, 1]);
+        set_ring(&mut v, head, tail);
+        let mut g = ScriptedGuest::new(4);
+        g.then(write_permission_fault(0x20_0000));
+        g.then(irq_exit());
+        let (reason, _) = racing_run(&mut v, &mut g, vec![]);
+        let what = format!("head {head:#x} tail {tail:#x}");
+        let (h, t, entries) = ring(&v);
+        let leaf = common::vm_walk(&v.w, id, 0x20_0000).unwrap();
+        assert_eq!(leaf.attrs.write, recorded, "{what}");
+        if recorded {
+            assert_eq!(reason, exit::IRQ, "{what}");
+            assert_eq!((h, t), (head.wrapping_add(1), tail), "{what}");
+            let slot = run::dirty_slot(head) - run::DIRTY_RING;
+            assert_eq!(entries[slot], 0x200, "{what}");
+            only_the_run_page_and_a_table_changed(&v, &v.changed[0]);
+        } else {
+            assert_eq!(reason, exit::MEM_FAULT, "{what}: the slow path");
+            assert_eq!((h, t), (head, tail), "{what}");
+            assert!(entries.iter().all(|&e| e == 0), "{what}");
+            assert_eq!(v.changed[0], Vec::<u64>::new(), "{what}");
+        }
+        assert_eq!(v.w.host.mem().broken_invariants(), 0, "{what}");
+    }
+}
+
+#[test]
+fn a_protected_vcpus_write_fault_never_records_or_makes_anything_writable() {
+    use kcore::vcpu::WriteFault;
+    let mut p = vm(true, 1);
+    let mut l = Loaded::empty();
+    l.vm = p.w.host.mem().vms().lookup(p.h).unwrap().0;
+    l.kind = kcore::vm::VmKind::Protected;
+    l.ipa_limit = 1 << 40;
+    l.run_page = Pa(RUN_PFN << 12);
+    let before = p.w.hw.clone();
+    for ipa in [GFN << 12, (GFN + 1) << 12, 0x20_0000] {
+        assert_eq!(
+            p.w.host.mem_mut().vcpu_write_fault(&l, ipa, &mut p.w.hw),
+            WriteFault::Retry
+        );
+    }
+    assert_eq!(p.w.hw.pages_changed_since(&before), Vec::<u64>::new());
+    // Through the run loop: a protected guest's permission fault is its
+    // own (an abort injected), never a write fault KCore classifies.
+    assert_eq!(set(&mut p, 0, reg::PC, ENTRY), 0);
+    let mut g = ScriptedGuest::new(4);
+    g.then(write_permission_fault(GFN << 12));
+    g.then(irq_exit());
+    assert_eq!(racing_run(&mut p, &mut g, vec![]).0, exit::IRQ);
+    assert!(p.changed.is_empty(), "not classified");
+    assert_eq!(ring(&p).0, 0);
 }

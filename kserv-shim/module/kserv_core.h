@@ -133,6 +133,7 @@ void kserv_glue_kvm_page_read(void *ctx, u64 pfn, u32 offset, u8 *buf, u32 len);
 u64 kserv_glue_kvm_now(void);		/* CNTPCT_EL0 */
 u32 kserv_glue_kvm_cpu(void);
 void kserv_glue_kvm_relax(void);
+void kserv_glue_kvm_fence(void);	/* smp_mb() */
 u64 kserv_glue_kvm_random(void);
 /* The wall clock (ns) and CNTPCT_EL0 at one instant; 0 if the clock source is not the counter. */
 u32 kserv_glue_kvm_ptp(u64 *real, u64 *cycles);

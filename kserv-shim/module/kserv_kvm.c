@@ -227,6 +227,11 @@ void kserv_glue_kvm_relax(void)
 	cond_resched();
 }
 
+void kserv_glue_kvm_fence(void)
+{
+	smp_mb();
+}
+
 u64 kserv_glue_kvm_random(void)
 {
 	return get_random_u64();

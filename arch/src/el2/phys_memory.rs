@@ -166,11 +166,15 @@ impl kcore::hw::PhysMemory for PhysTables {
     }
     fn write_words(&mut self, pa: Pa, words: &[u64]) {
         // SAFETY: KCore writes only its own context pages and the exit half
-        // of a KServ run page it checked is KServ's (the trait's contract);
+        // and dirty ring of a KServ run page it checked is KServ's (the trait's contract);
         // RAM is mapped read-write at EL2.
         unsafe {
             super::memcpy::copy_words(pa.raw() as usize as *mut u64, words.as_ptr(), words.len())
         };
+    }
+    fn store_barrier(&mut self) {
+        // SAFETY: a barrier; no memory is accessed.
+        unsafe { asm!("dmb ishst", options(nostack, preserves_flags)) };
     }
     fn sync_for_guest(&mut self, page: Pa) {
         crate::el2::cpu::clean_dcache_range(page.raw(), PAGE_SIZE);

@@ -26,7 +26,7 @@ pub mod smccc;
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 13;
+pub const ABI_VERSION_MINOR: u16 = 14;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.

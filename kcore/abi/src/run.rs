@@ -5,7 +5,9 @@
 //! call and KCore copies them once, then checks the copy (so a KServ CPU
 //! rewriting the page during the call changes nothing). Words from
 //! [`EXIT`] on are the exit half, written by KCore before the call returns.
-//! KCore writes nothing else and reads nothing else.
+//! Words from [`DIRTY_HEAD`] on (ABI 0.14) are the dirty ring, which KCore
+//! appends to while the guest runs. KCore writes nothing else and reads
+//! nothing else.
 
 /// Entry word: [`entry_flags`]: how KServ's vGIC model configures the
 /// guest's two timer interrupts (0: both enabled, priority 0, group 1, at
@@ -120,8 +122,47 @@ pub const EXIT_IRQ_COUNT: usize = EXIT + 12;
 /// Exit words: the state now of each interrupt KServ supplied, in the order
 /// supplied; an interrupt the guest completed has state 0.
 pub const EXIT_IRQS: usize = EXIT + 13;
-/// Words of the whole page that KCore uses.
+/// Words of the entry and exit halves.
 pub const WORDS: usize = EXIT_IRQS + MAX_IRQS;
+
+/// Word (ABI 0.14): the dirty ring's producer count, written by KCore
+/// only: how many gfns it has ever appended to this page's ring. The ring
+/// records a non-protected guest's writes to pages write-protected for
+/// dirty logging that KCore made writable again by itself, without an
+/// exit. KCore reads it back from the page (it keeps no copy): KServ
+/// keeps it, like [`DIRTY_TAIL`], as a free-running count, 0 when the
+/// page is new.
+pub const DIRTY_HEAD: usize = 64;
+/// Word (ABI 0.14): the dirty ring's consumer count, written by KServ
+/// only: how many entries it has taken. KCore appends only while
+/// `DIRTY_HEAD - DIRTY_TAIL` (wrapping) is below [`DIRTY_ENTRIES`]; at any
+/// other value (a full ring, or counts KServ corrupted) the write exits as
+/// before, a `MEM_FAULT` with [`exit_flags::WRITE_PROTECTED`].
+pub const DIRTY_TAIL: usize = 65;
+/// Words (ABI 0.14): the ring's entries, each a gfn; entry number `n`
+/// (counting from 0 as [`DIRTY_HEAD`] does) is at word
+/// `DIRTY_RING + n % DIRTY_ENTRIES`. KCore writes the entry, then (with a
+/// store barrier between) the new [`DIRTY_HEAD`]: a consumer that reads
+/// the head, then (after a read barrier) the entries below it, then
+/// (after a full barrier) writes the tail, never sees an entry before it
+/// is written nor has one overwritten before it was read.
+pub const DIRTY_RING: usize = 66;
+/// Entries of the dirty ring.
+pub const DIRTY_ENTRIES: usize = 256;
+/// Words of the whole page that KCore uses.
+pub const PAGE_WORDS: usize = DIRTY_RING + DIRTY_ENTRIES;
+
+/// The word of dirty ring entry number `n` (a count as [`DIRTY_HEAD`]
+/// keeps): always inside the ring, whatever `n`.
+pub const fn dirty_slot(n: u64) -> usize {
+    DIRTY_RING + (n % DIRTY_ENTRIES as u64) as usize
+}
+
+/// Whether a ring with producer count `head` and consumer count `tail`
+/// (as read from the page: any values) has room for another entry.
+pub const fn dirty_room(head: u64, tail: u64) -> bool {
+    head.wrapping_sub(tail) < DIRTY_ENTRIES as u64
+}
 
 /// Exit reasons (`x1` of the call and [`EXIT_REASON`]); [`ExitReason`]
 /// decodes them.
@@ -220,9 +261,12 @@ pub mod exit_flags {
     pub const SGI_SGI0R: u64 = 1 << 4;
     /// Memory fault (with [`WRITE`]): a write to a page KServ shares with
     /// the (non-protected) VM that is write-protected for dirty logging
-    /// (`HostProtectGuest`). The write did not happen; KServ records the
-    /// page dirty, makes it writable (`HostUnprotectGuest`) and runs the
-    /// vCPU again, which repeats it.
+    /// (`HostProtectGuest`), while the run page's dirty ring
+    /// ([`super::DIRTY_RING`], ABI 0.14) had no room (with room KCore
+    /// records the write there and the guest goes on without an exit).
+    /// The write did not happen; KServ records the page dirty, makes it
+    /// writable (`HostUnprotectGuest`) and runs the vCPU again, which
+    /// repeats it.
     pub const WRITE_PROTECTED: u64 = 1 << 5;
 }
 
@@ -294,7 +338,7 @@ pub mod irq {
     }
 }
 
-const _: () = assert!(ENTRY_WORDS <= EXIT && WORDS * 8 <= 4096);
+const _: () = assert!(ENTRY_WORDS <= EXIT && WORDS <= DIRTY_HEAD && PAGE_WORDS * 8 <= 4096);
 
 #[cfg(test)]
 mod tests {
@@ -319,6 +363,20 @@ mod tests {
                 exit::DEBUG
             ]
         );
+    }
+
+    #[test]
+    fn the_dirty_ring_stays_inside_its_words_whatever_the_counts() {
+        for n in [0, 1, 255, 256, 257, u64::MAX - 1, u64::MAX] {
+            assert!((DIRTY_RING..PAGE_WORDS).contains(&dirty_slot(n)), "{n}");
+        }
+        assert_eq!(dirty_slot(256 + 3), DIRTY_RING + 3);
+        assert!(dirty_room(0, 0));
+        assert!(dirty_room(255, 0));
+        assert!(!dirty_room(256, 0), "full");
+        assert!(dirty_room(u64::MAX, u64::MAX - 255), "across the wrap");
+        assert!(!dirty_room(0, 1), "a tail past the head");
+        assert!(!dirty_room(5, u64::MAX - 300), "a tail far behind");
     }
 
     #[test]

@@ -1075,6 +1075,7 @@ mod tests {
             let at = (pa.raw() - 0x8000) as usize / 8;
             self.0[at..at + words.len()].copy_from_slice(words);
         }
+        fn store_barrier(&mut self) {}
         fn scrub_page(&mut self, _: Pa) {}
         fn sync_for_guest(&mut self, _: Pa) {}
     }

@@ -274,9 +274,11 @@ fn abort(l: &mut Loaded, e: &GuestExit) -> Step {
 }
 
 /// Finishes a [`Step::WriteFault`] at `ipa` once KCore's stage 2 said what
-/// the page is: a memory fault for a write-protected page (the page only;
-/// the write is repeated once KServ made it writable), an MMIO write for a
-/// read-only share, or nothing (the guest repeats the write).
+/// the page is: a memory fault for a write-protected page the dirty ring
+/// had no room for (the page only; the write is repeated once KServ made
+/// it writable), an MMIO write for a read-only share, or nothing (the
+/// guest repeats the write: the page is writable by now, or KCore made it
+/// so and logged it in the ring).
 pub fn write_fault(l: &mut Loaded, e: &GuestExit, ipa: u64, what: WriteFault) -> Step {
     match what {
         WriteFault::Logged => report(
@@ -289,7 +291,7 @@ pub fn write_fault(l: &mut Loaded, e: &GuestExit, ipa: u64, what: WriteFault) ->
             },
         ),
         WriteFault::ReadOnly => mmio(l, e, ipa),
-        WriteFault::Retry => Step::Resume,
+        WriteFault::Retry | WriteFault::Recorded => Step::Resume,
     }
 }
 

@@ -239,9 +239,15 @@ pub enum Step {
 /// took a permission fault on ([`Step::WriteFault`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteFault {
-    /// Write-protected for dirty logging: a memory fault KServ sees with
+    /// Write-protected for dirty logging, and the run page's dirty ring is
+    /// full: a memory fault KServ sees with
     /// [`kcore_abi::run::exit_flags::WRITE_PROTECTED`].
     Logged,
+    /// Write-protected for dirty logging, and now writable again with its
+    /// gfn appended to the run page's dirty ring
+    /// ([`kcore_abi::run::DIRTY_RING`]): the guest runs again and repeats
+    /// the write, with no exit.
+    Recorded,
     /// Read-only because KServ shared it so (a read-only memory slot): an
     /// MMIO write with its data, as KVM emulates it.
     ReadOnly,

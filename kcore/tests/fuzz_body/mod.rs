@@ -212,6 +212,7 @@ impl PhysMemory for Machine {
             self.write_entry(page, first + i, *w);
         }
     }
+    fn store_barrier(&mut self) {}
     fn sync_for_guest(&mut self, page: Pa) {
         self.fake.sync_for_guest(page);
     }

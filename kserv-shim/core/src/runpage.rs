@@ -21,6 +21,11 @@ pub trait PageIo {
         }
         self.write(pfn, 8 * first, &buf[..8 * n]);
     }
+    /// A full memory barrier (`smp_mb()`) between this CPU's accesses to
+    /// a page that another CPU accesses at the same time: a run page's
+    /// dirty ring, which KCore appends to while the vCPU runs. By default
+    /// none (a test's pages have no other CPU).
+    fn fence(&mut self) {}
     /// Reads `words` (little-endian) from page `pfn` from word `first` on.
     /// By default through [`Self::read`].
     fn read_words(&mut self, pfn: u64, first: usize, words: &mut [u64]) {

@@ -163,6 +163,11 @@ pub fn header() -> String {
             EXIT_IRQ_COUNT,
             EXIT_IRQS,
             WORDS,
+            DIRTY_HEAD,
+            DIRTY_TAIL,
+            DIRTY_RING,
+            DIRTY_ENTRIES,
+            PAGE_WORDS,
         }
     );
     consts!(

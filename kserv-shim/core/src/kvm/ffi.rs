@@ -97,6 +97,7 @@ unsafe extern "C" {
     fn kserv_glue_kvm_now() -> u64;
     fn kserv_glue_kvm_cpu() -> u32;
     fn kserv_glue_kvm_relax();
+    fn kserv_glue_kvm_fence();
     fn kserv_glue_kvm_random() -> u64;
     fn kserv_glue_kvm_ptp(real: *mut u64, cycles: *mut u64) -> u32;
     fn kserv_glue_kvm_run_delay() -> u64;
@@ -174,6 +175,10 @@ impl PageIo for Glue {
         // SAFETY: `words` is valid for writing `len` bytes, and any bytes
         // make valid words; `ctx` as in `page_write`.
         unsafe { kserv_glue_kvm_page_read(self.ctx, pfn, offset, words.as_mut_ptr().cast(), len) }
+    }
+    fn fence(&mut self) {
+        // SAFETY: `smp_mb()`; no memory is accessed.
+        unsafe { kserv_glue_kvm_fence() }
     }
 }
 

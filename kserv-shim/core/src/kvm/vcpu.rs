@@ -60,6 +60,7 @@ pub fn create<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu, id: u64) -> Result<
     v.id = id as u32;
     v.created = true;
     v.run_pfn = pfn;
+    vm.vcpus[id as usize].run_pfn.store(pfn, SeqCst);
     bump(&vm.stats.vcpus);
     Ok(())
 }
@@ -786,6 +787,9 @@ fn enter<E: KvmEnv>(env: &mut E, vm: &Vm, v: &mut Vcpu) -> Next {
     v.completion = 0;
     let st = &vm.vcpus[id].stats;
     bump(&st.exits);
+    // The pages KCore logged without an exit, into the bitmaps before this
+    // exit's own fault (if any) is handled, and so the ring has room.
+    vm::drain_ring(env, vm, v.run_pfn);
     let e = Exit::read(env, v.run_pfn);
     let deadlines = [
         e.word(run::EXIT_TIMER_DEADLINES),

@@ -38,7 +38,7 @@ use kcore_abi::manifest::Manifest;
 use kcore_abi::{Error, PageOwner, share_flags, vm_flags};
 
 mod dirty;
-pub use dirty::mem_fault;
+pub use dirty::{drain_ring, mem_fault};
 
 /// `log2` of the block donated at creation for the stage-2 root: 16 pages
 /// cover the largest concatenated root KCore builds; what the root does not
@@ -71,6 +71,11 @@ pub struct VcpuShared {
     pub kicked: AtomicBool,
     /// Its counters (`KVM_GET_STATS_FD`).
     pub stats: VcpuStats,
+    /// Its run page (0: none yet), whose dirty ring the VM's dirty-log
+    /// ioctls drain ([`VmCfg::drain_rings`]). Set once the vCPU is
+    /// created; the page is freed only after the VM's teardown, when no
+    /// VM ioctl runs any more.
+    pub run_pfn: AtomicU64,
 }
 
 /// A VM's configuration, under [`Lock::Vm`].

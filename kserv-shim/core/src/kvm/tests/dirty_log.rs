@@ -5,6 +5,8 @@
 //! log).
 
 use super::*;
+use core::sync::atomic::Ordering::SeqCst;
+use kcore_abi::run;
 use kcore_abi::run::exit_flags::WRITE;
 use uapi::dirty_log::{INITIALLY_SET, MANUAL_PROTECT_ENABLE};
 use uapi::mem::LOG_DIRTY_PAGES;
@@ -52,6 +54,24 @@ fn touch(f: &mut Fake, vm: &Vm, v: &mut Vcpu, pages: &[(u64, bool, bool)]) {
     assert_eq!(f.run_u32(krun::EXIT_REASON), kexit::MMIO);
 }
 
+/// vCPU `id`'s dirty ring counts: head, tail.
+fn ring(f: &mut Fake, vm: &Vm, id: usize) -> (u64, u64) {
+    let pfn = vm.vcpus[id].run_pfn.load(SeqCst);
+    let mut w = [0u64; 2];
+    f.read_words(pfn, run::DIRTY_HEAD, &mut w);
+    (w[0], w[1])
+}
+
+/// Appends `gfns` to vCPU `id`'s dirty ring as KCore does while the vCPU
+/// runs on another CPU (from `head` on, the tail as it is).
+fn append(f: &mut Fake, vm: &Vm, id: usize, head: u64, gfns: &[u64]) {
+    let pfn = vm.vcpus[id].run_pfn.load(SeqCst);
+    for (i, g) in gfns.iter().enumerate() {
+        f.write_words(pfn, run::dirty_slot(head + i as u64), &[*g]);
+    }
+    f.write_words(pfn, run::DIRTY_HEAD, &[head + gfns.len() as u64]);
+}
+
 fn enable_cap(f: &mut Fake, vm: &Vm, flags: u64, options: u64) -> Result<i64, Errno> {
     super::enable_cap(f, vm, uapi::cap::MANUAL_DIRTY_LOG_PROTECT2, flags, options)
 }
@@ -81,7 +101,10 @@ fn written_pages_are_logged_and_write_protected_again() {
             (3, false, false),
         ],
     );
-    assert_eq!(f.accepted(HypercallId::HostUnprotectGuest).len(), 1);
+    // KCore made page 1 writable itself and appended it to the run page's
+    // dirty ring, which the next exit drained: no unprotect, no exit.
+    assert_eq!(f.accepted(HypercallId::HostUnprotectGuest).len(), 0);
+    assert_eq!(ring(&mut f, &vm, 0), (1, 1));
     let pages = f.guest_pages();
     for p in 1..4 {
         let pfn = pages[&((RAM >> 12) + p)];
@@ -252,4 +275,94 @@ fn a_protected_vm_has_no_dirty_log() {
     assert_eq!(get_log(&mut f, &vm, 0), Err(ENOENT));
     assert_eq!(clear_log(&mut f, &vm, 64, 0, &[1]), Err(ENOENT));
     assert_eq!(f.calls_of(HypercallId::HostProtectGuest), 0);
+}
+
+/// A VM whose slot 0 logs, with vCPU 0 initialised.
+fn logging_vm(f: &mut Fake) -> (Box<Vm>, Box<Vcpu>) {
+    let vm = new_vm(f, 0);
+    assert_eq!(region(f, &vm, LOG_DIRTY_PAGES), Ok(0));
+    let mut v = new_vcpu(f, &vm, 0);
+    init(f, &vm, &mut v, 1 << 2);
+    (vm, v)
+}
+
+#[test]
+fn the_dirty_log_ioctls_drain_every_vcpus_ring() {
+    let mut f = Fake::new();
+    let (vm, mut v0) = logging_vm(&mut f);
+    let _v1 = new_vcpu(&mut f, &vm, 1);
+    let g = RAM >> 12;
+    // vCPU 1 runs on another CPU and KCore logs its writes there: pages 3
+    // and 200, a gfn no slot covers, and page 3 again, across the ring's
+    // wrap.
+    let near_wrap = run::DIRTY_ENTRIES as u64 * 5 - 2;
+    let pfn = vm.vcpus[1].run_pfn.load(SeqCst);
+    f.write_words(pfn, run::DIRTY_HEAD, &[near_wrap, near_wrap]);
+    append(
+        &mut f,
+        &vm,
+        1,
+        near_wrap,
+        &[g + 3, g + 200, 0x7_0000, g + 3],
+    );
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 3, 0, 0, 1 << 8]));
+    assert_eq!(
+        ring(&mut f, &vm, 1),
+        (near_wrap + 4, near_wrap + 4),
+        "taken"
+    );
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([0; 4]), "taken once");
+    // An entry KCore appends after a drain stays for the next one.
+    append(&mut f, &vm, 1, near_wrap + 4, &[g + 9]);
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 9, 0, 0, 0]));
+    // With manual protect the clear drains too: an entry appended after
+    // the GET is not cleared by a mask that did not include it.
+    assert_eq!(enable_cap(&mut f, &vm, 0, MANUAL_PROTECT_ENABLE), Ok(0));
+    append(&mut f, &vm, 1, near_wrap + 5, &[g + 10]);
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 10, 0, 0, 0]));
+    append(&mut f, &vm, 1, near_wrap + 6, &[g + 11]);
+    assert_eq!(clear_log(&mut f, &vm, 256, 0, &[1 << 10, 0, 0, 0]), Ok(0));
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 11, 0, 0, 0]));
+    // Manual protect off again: each GET clears.
+    assert_eq!(enable_cap(&mut f, &vm, 0, 0), Ok(0));
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 11, 0, 0, 0]));
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([0; 4]));
+    // Logging off: an entry drained meanwhile (vCPU 0's, at its exit) is
+    // dropped.
+    assert_eq!(region(&mut f, &vm, 0), Ok(0));
+    append(&mut f, &vm, 0, 0, &[g + 12]);
+    touch(&mut f, &vm, &mut v0, &[]);
+    assert_eq!(ring(&mut f, &vm, 0), (1, 1), "drained at the exit");
+    assert_eq!(region(&mut f, &vm, LOG_DIRTY_PAGES), Ok(0));
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([0; 4]));
+    // Counts the ring cannot hold (KServ's own memory gone bad): dropped,
+    // and the ring usable again.
+    f.write_words(pfn, run::DIRTY_HEAD, &[7, 1000]);
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([0; 4]));
+    assert_eq!(ring(&mut f, &vm, 1), (7, 7));
+    append(&mut f, &vm, 1, 7, &[g + 13]);
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 13, 0, 0, 0]));
+}
+
+#[test]
+fn a_full_ring_makes_the_write_exit_as_before() {
+    let mut f = Fake::new();
+    let (vm, mut v) = logging_vm(&mut f);
+    touch(&mut f, &vm, &mut v, &[(1, false, false)]);
+    // A ring full of gfns no slot covers, not drained yet.
+    let n = run::DIRTY_ENTRIES as u64;
+    append(&mut f, &vm, 0, 0, &vec![0x7_0000; n as usize]);
+    touch(&mut f, &vm, &mut v, &[(1, true, true)]);
+    assert_eq!(
+        f.accepted(HypercallId::HostUnprotectGuest).len(),
+        1,
+        "KCore had no room: the exit, and the shim made it writable"
+    );
+    assert_eq!(ring(&mut f, &vm, 0), (n, n), "drained at the exit");
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 1, 0, 0, 0]));
+    // Room again: the next logged write takes the fast path.
+    touch(&mut f, &vm, &mut v, &[(1, true, true)]);
+    assert_eq!(f.accepted(HypercallId::HostUnprotectGuest).len(), 1);
+    assert_eq!(ring(&mut f, &vm, 0), (n + 1, n + 1));
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 1, 0, 0, 0]));
 }

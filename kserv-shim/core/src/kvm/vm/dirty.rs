@@ -26,7 +26,7 @@ use super::{Vm, VmCfg, errno_of};
 use crate::hypercall::{self, CallError, VmHandle};
 use core::sync::atomic::Ordering::SeqCst;
 use kcore_abi::Error;
-use kcore_abi::run::exit_flags;
+use kcore_abi::run::{self, exit_flags};
 
 impl VmCfg {
     /// Slot `i`'s dirty bitmap (empty when it does not log).
@@ -41,6 +41,62 @@ impl VmCfg {
     fn mark_dirty(&mut self, i: usize, k: u64) {
         if let Some(w) = self.bitmap(i).get_mut((k / 64) as usize) {
             *w |= 1 << (k % 64);
+        }
+    }
+
+    /// Takes the entries of the dirty ring of run page `pfn` (KCore's
+    /// record of the guest's writes to write-protected pages it made
+    /// writable without an exit, `kcore_abi::run::DIRTY_RING`) into the
+    /// bitmaps: each gfn is dirty if a slot that logs covers it, else
+    /// dropped. KCore may append meanwhile on another CPU: the head is
+    /// read first, then (after a barrier) the entries below it, then
+    /// (after another) the tail written, so no entry is read before KCore
+    /// wrote it nor overwritten before it was read; an entry appended
+    /// after the head was read stays for the next drain. A head the ring
+    /// cannot hold (never KCore's) drops the ring. Under the VM lock, which
+    /// makes the drains of one ring one at a time. Returns how many.
+    pub fn drain_ring<E: KvmEnv>(&mut self, env: &mut E, pfn: u64) -> u64 {
+        /// Entries read at a time.
+        const CHUNK: usize = 32;
+        let mut counts = [0u64; 2];
+        env.read_words(pfn, run::DIRTY_HEAD, &mut counts);
+        let [head, tail] = counts;
+        if head == tail {
+            return 0;
+        }
+        let n = head.wrapping_sub(tail);
+        if n > run::DIRTY_ENTRIES as u64 {
+            env.log(b"kvm: a dirty ring's counts were corrupt; its entries are lost");
+        } else {
+            env.fence();
+            let mut k = tail;
+            while k != head {
+                let slot = run::dirty_slot(k);
+                let len = head
+                    .wrapping_sub(k)
+                    .min((run::PAGE_WORDS - slot) as u64)
+                    .min(CHUNK as u64) as usize;
+                let mut buf = [0u64; CHUNK];
+                env.read_words(pfn, slot, &mut buf[..len]);
+                for &gfn in &buf[..len] {
+                    self.written(gfn);
+                }
+                k = k.wrapping_add(len as u64);
+            }
+            env.fence();
+        }
+        env.write_words(pfn, run::DIRTY_TAIL, &[head]);
+        n
+    }
+
+    /// [`Self::drain_ring`] of every vCPU of `vm` (running or not).
+    pub fn drain_rings<E: KvmEnv>(&mut self, env: &mut E, vm: &Vm) {
+        for i in 0..self.n_vcpus {
+            let id = usize::from(self.order[i]);
+            let pfn = vm.vcpus.get(id).map_or(0, |v| v.run_pfn.load(SeqCst));
+            if pfn != 0 {
+                self.drain_ring(env, pfn);
+            }
         }
     }
 
@@ -149,6 +205,17 @@ impl VmCfg {
     }
 }
 
+/// After an exit of a vCPU with run page `pfn`: its dirty ring drained
+/// into the bitmaps ([`VmCfg::drain_ring`]), if KCore appended anything
+/// (looked at without the VM lock first: most exits find it empty).
+pub fn drain_ring<E: KvmEnv>(env: &mut E, vm: &Vm, pfn: u64) {
+    let mut counts = [0u64; 2];
+    env.read_words(pfn, run::DIRTY_HEAD, &mut counts);
+    if counts[0] != counts[1] {
+        vm.with_cfg(env, |env, c| c.drain_ring(env, pfn));
+    }
+}
+
 /// A `MEM_FAULT` exit at `gfn` with KCore's exit flags: a write to a page
 /// write-protected for dirty logging (marked dirty, made writable), or a
 /// first touch (backed: [`VmCfg::back`]).
@@ -245,6 +312,7 @@ pub fn get_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Er
     let h = vm.handle();
     vm.with_cfg(env, |env, c| {
         let (id, s) = logging_slot(vm, c, id)?;
+        c.drain_rings(env, vm);
         let words = memslot::bitmap_words(s.pages);
         with_scratch(env, words, |env, out| {
             for (w, o) in out.iter_mut().enumerate() {
@@ -288,6 +356,7 @@ pub fn clear_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), 
         {
             return Err(EINVAL);
         }
+        c.drain_rings(env, vm);
         let words = memslot::bitmap_words(num);
         with_scratch(env, words, |env, mask| {
             for (j, m) in mask.iter_mut().enumerate() {
