@@ -1,6 +1,8 @@
 //! Dirty page logging for non-protected VMs: KServ write-protects pages it
-//! shares with a VM (`host_protect_guest`), the guest's next write to one
-//! exits to KServ as a memory fault marked
+//! shares with a VM (`host_protect_guest`); the guest's next write to one
+//! is recorded by KCore in the run page's dirty ring and the page made
+//! writable (the fast path, below) or, with the ring full, exits to KServ
+//! as a memory fault marked
 //! [`WRITE_PROTECTED`](kcore_abi::run::exit_flags::WRITE_PROTECTED), and
 //! KServ, having recorded the page dirty, makes it writable again
 //! (`host_unprotect_guest`).
@@ -275,7 +277,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
     /// (emulated as MMIO), or neither any more (the guest retries). A
     /// write-protected page is made writable and its gfn appended to the
     /// dirty ring of `l`'s run page when the ring has room
-    /// ([`WriteFault::Recorded`], [`Self::record_write`]); otherwise it
+    /// ([`WriteFault::Recorded`]); otherwise it
     /// exits to KServ as before ([`WriteFault::Logged`]).
     pub fn vcpu_write_fault(&mut self, l: &Loaded, ipa: u64, hw: &mut impl Hardware) -> WriteFault {
         let live = self

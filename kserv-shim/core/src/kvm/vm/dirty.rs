@@ -9,8 +9,13 @@
 //! `KVM_DIRTY_LOG_INITIALLY_SET`: then every bit starts set and nothing is
 //! protected), and again when `KVM_GET_DIRTY_LOG` (or, with manual protect,
 //! `KVM_CLEAR_DIRTY_LOG`) clears their bits. A guest write to a
-//! write-protected page exits as a memory fault marked `WRITE_PROTECTED`:
-//! the page is marked dirty and made writable ([`mem_fault`]). A page the
+//! write-protected page is made writable by KCore itself, which appends
+//! the gfn to the dirty ring of the vCPU's run page (ABI 0.14); the shim
+//! drains a vCPU's ring at its exits ([`drain_ring`]) and every vCPU's in
+//! the dirty-log ioctls ([`VmCfg::drain_rings`]; `docs/kvm.md` argues why
+//! no write is lost while vCPUs run meanwhile). Only with the ring full
+//! does the write exit as a memory fault marked `WRITE_PROTECTED`: the
+//! page is marked dirty and made writable ([`mem_fault`]). A page the
 //! guest first touches while its slot logs is shared write-protected on a
 //! read and writable (and dirty) on a write, as KVM maps it. Errors follow
 //! `kvm_get_dirty_log_protect` and `kvm_clear_dirty_log_protect`; a
