@@ -7,9 +7,11 @@
 //!    copies; the reader is bounded by the memory map);
 //! 2. the tables KServ sees are written to `EfiACPIReclaimMemory` pages:
 //!    its MADT (no GICV/GICH/maintenance interrupt, no ITS), its DSDT (the
-//!    PCI host bridge, fw_cfg and virtio-mmio renamed so that no driver
-//!    binds: KCore keeps the ECAM, as the device-tree path disables these
-//!    DMA masters) and a FADT pointing at it, an XSDT pointing at those
+//!    devices KCore keeps, `kcore_acpi::namespace`, renamed so that no
+//!    driver binds: on QEMU's `virt` the PCI host bridge, fw_cfg and the
+//!    virtio-mmio transports, whose frames KCore's tree lists, as the
+//!    device-tree path disables these DMA masters; each kept device and its
+//!    ranges are printed) and a FADT pointing at it, an XSDT pointing at those
 //!    without the MCFG, and an RSDP pointing at that XSDT, which replaces
 //!    the firmware's in the configuration table's ACPI 2.0 entry;
 //! 3. a buffer for the memory map KServ receives (with room for the
@@ -32,7 +34,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use kcore::addr::MemRange;
-use kcore_acpi::{Chosen, IdentityMem, MemDesc, PhysMem, Tables, XsdtEdit, platform_dt};
+use kcore_acpi::{Chosen, IdentityMem, MemDesc, Tables, XsdtEdit, namespace, platform_dt};
 use kcore_efi::handoff::{self, MapInfo};
 use kcore_efi::memmap;
 use uefi::boot::{self, AllocateType};
@@ -113,7 +115,7 @@ pub(crate) fn prepare(rsdp: u64, bootargs: Option<String>) -> Result<Ready, Fail
     // range of `readable` is memory (not MMIO) of the firmware's map.
     let mem = unsafe { IdentityMem::new(&readable) };
     let tables = Tables::load(&mem, rsdp).map_err(failed("the ACPI tables"))?;
-    install_kserv_tables(&tables, &mem)?;
+    install_kserv_tables(&tables)?;
 
     // KServ's memory map: the final one, with room for KCore's splits.
     let capacity = (app::memory_map_len()? + app::BANK_SLACK + SPLIT_ROOM) * desc_size;
@@ -173,34 +175,34 @@ pub(crate) fn prepare(rsdp: u64, bootargs: Option<String>) -> Result<Ready, Fail
     })
 }
 
-/// The DSDT `fadt` names, read through `mem` (its header says how long it
-/// is, up to `kcore_acpi::tables::MAX_TABLE_LEN`).
-fn read_dsdt<'m>(fadt: &[u8], mem: &'m dyn PhysMem) -> Result<&'m [u8], Failure> {
-    let at = kcore_acpi::fadt_dsdt(fadt).map_err(failed("the FADT"))?;
-    let unreadable = || {
-        (
-            Status::LOAD_ERROR,
-            format!("ACPI: cannot read the DSDT at {at:#x}"),
-        )
-    };
-    let header = mem.read(at, 36).ok_or_else(unreadable)?;
-    let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if !(36..=kcore_acpi::tables::MAX_TABLE_LEN).contains(&len) {
-        return Err(unreadable());
-    }
-    mem.read(at, len as usize).ok_or_else(unreadable)
-}
-
 /// Writes the tables KServ sees (MADT, FADT, DSDT, XSDT, RSDP; module
 /// documentation) to ACPI-reclaim pages and points the configuration
 /// table's ACPI 2.0 entry at the new RSDP.
-fn install_kserv_tables(tables: &Tables, mem: &dyn PhysMem) -> Result<(), Failure> {
+fn install_kserv_tables(tables: &Tables) -> Result<(), Failure> {
     let missing = |what: &str| (Status::LOAD_ERROR, format!("ACPI: no {what}"));
     let (madt_at, madt) = tables.find(b"APIC").ok_or_else(|| missing("MADT"))?;
     let madt = kcore_acpi::kserv_madt(madt).map_err(failed("KServ's MADT"))?;
     let (fadt_at, fadt) = tables.find(b"FACP").ok_or_else(|| missing("FADT"))?;
-    let (dsdt, hidden) =
-        kcore_acpi::kserv_dsdt(read_dsdt(fadt, mem)?).map_err(failed("KServ's DSDT"))?;
+    let (_, dsdt) = tables.dsdt().ok_or_else(|| missing("DSDT"))?;
+    // The devices of the AML: those KCore keeps are in its tree
+    // (`platform_dt`) and renamed in KServ's DSDT.
+    let devices = namespace::devices(&tables.aml()).map_err(failed("the ACPI tables"))?;
+    for d in devices.iter().filter(|d| namespace::kept_by_kcore(d)) {
+        let ranges: Vec<String> = d
+            .ranges
+            .iter()
+            .map(|&(b, s)| format!("[{b:#x}, {:#x})", b.saturating_add(s)))
+            .collect();
+        println!(
+            "kcore.efi: KCore keeps {} ({}): {}",
+            d.path,
+            d.hid.as_deref().unwrap_or("no _HID"),
+            ranges.join(" ")
+        );
+    }
+    let hide = namespace::ids_to_hide(&devices);
+    let hide: Vec<&str> = hide.iter().map(String::as_str).collect();
+    let (dsdt, hidden) = kcore_acpi::kserv_dsdt(dsdt, &hide).map_err(failed("KServ's DSDT"))?;
     let xsdt = tables
         .bytes(tables.xsdt_address())
         .ok_or_else(|| missing("XSDT"))?;

@@ -226,13 +226,21 @@ pub const MMAP_CAPACITY_PROP: &str = "kcore,uefi-mmap-capacity";
 /// front of them: QEMU's fw_cfg (its DMA interface), a generic PCIe host
 /// bridge (every device behind it can be made a bus master through its
 /// config space; QEMU's `virt` puts a virtio-net NIC there by default) and
-/// virtio-mmio transports (their queues live wherever the driver says).
-pub const DMA_MASTER_COMPATIBLES: [&str; 4] = [
+/// virtio-mmio transports (their queues live wherever the driver says),
+/// and [`ACPI_DEVICE_COMPATIBLE`].
+pub const DMA_MASTER_COMPATIBLES: [&str; 5] = [
     "qemu,fw-cfg-mmio",
     "pci-host-ecam-generic",
     "pci-host-cam-generic",
     "virtio,mmio",
+    ACPI_DEVICE_COMPATIBLE,
 ];
+
+/// The `compatible` `kcore.efi` gives a device the DSDT or an SSDT
+/// describes and KCore keeps (every device whose `_CRS` names memory, but
+/// for a short allow-list: `kcore_acpi::namespace`); its `reg` is the
+/// device's memory. KCore's loader ABI, not a binding of KServ's.
+pub const ACPI_DEVICE_COMPATIBLE: &str = "kcore,acpi-device";
 
 /// `compatible`s of the Raspberry Pi's power-management block (watchdog and
 /// reset).

@@ -3,7 +3,8 @@
 //!
 //! The MADT, FADT, SPCR and MCFG are read through the `acpi` crate; the
 //! GTDT and IORT, which it does not model, are read here from their fixed
-//! fields in the validated copies (`tables`).
+//! fields in the validated copies (`tables`); the DSDT's and SSDTs' AML by
+//! the `aml` crate ([`crate::namespace`]).
 
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
@@ -14,6 +15,7 @@ use acpi::mcfg::Mcfg;
 use acpi::spcr::{Spcr, SpcrInterfaceType};
 use acpi::{AcpiError, AcpiTables};
 
+use crate::namespace::{self, AcpiDevice};
 use crate::tables::{Handler, Tables, le16, le32, le64};
 use crate::{Error, MAX_CPUS};
 
@@ -103,6 +105,9 @@ pub struct Description {
     pub smmu_v3: Vec<u64>,
     /// PCIe ECAM windows from the MCFG.
     pub ecam: Vec<Ecam>,
+    /// The devices of the DSDT and SSDTs KCore keeps from KServ
+    /// ([`crate::namespace`]).
+    pub acpi_devices: Vec<AcpiDevice>,
 }
 
 impl From<AcpiError> for Error {
@@ -158,6 +163,7 @@ pub fn describe(tables: &Tables) -> Result<Description, Error> {
         timer,
         smmu_v3,
         ecam,
+        acpi_devices: namespace::kept(&tables.aml())?,
     })
 }
 

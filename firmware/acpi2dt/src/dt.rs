@@ -6,12 +6,13 @@ use alloc::vec::Vec;
 
 use kcore::addr::MemRange;
 use kcore_boot::dtb_writer::DtbWriter;
-use kcore_boot::platform::normalize_regions;
+use kcore_boot::platform::{ACPI_DEVICE_COMPATIBLE, normalize_regions};
 
 use crate::describe::{
     Description, GIC_CPU_FRAME_SIZE, GICD_SIZE, ITS_SIZE, SMMU_V3_SIZE, UART_SIZE, UartType,
 };
 use crate::memory::Banks;
+use crate::namespace::DT_COMPATIBLES;
 use crate::{Chosen, Error};
 
 /// The GIC's phandle, the only one in the tree.
@@ -149,6 +150,7 @@ pub(crate) fn write(d: &Description, banks: &Banks, chosen: &Chosen<'_>) -> Resu
         w.prop("#size-cells", &cells(&[2]))?;
         w.end_node();
     }
+    write_acpi_devices(&mut w, d)?;
     w.end_node();
 
     let mut reserved: Vec<MemRange> = banks.reserved.clone();
@@ -159,6 +161,40 @@ pub(crate) fn write(d: &Description, banks: &Banks, chosen: &Chosen<'_>) -> Resu
     // 32 bits; KCore finds its boot CPU by reading MPIDR_EL1, not this.
     let boot_cpu = d.cpus.first().copied().unwrap_or_default();
     Ok(w.finish(&reservations, boot_cpu as u32)?)
+}
+
+/// One `acpi-device@<base>` node per DSDT/SSDT device KCore keeps:
+/// `compatible` = its DT equivalent if it has one, then
+/// [`ACPI_DEVICE_COMPATIBLE`] (both DMA masters to `kcore_boot`, which
+/// keeps their `reg` out of KServ's stage 2), `reg` = its `_CRS` memory,
+/// and its ACPI path and `_HID` for the reader.
+fn write_acpi_devices(w: &mut DtbWriter, d: &Description) -> Result<(), Error> {
+    let mut names = alloc::collections::BTreeSet::new();
+    for dev in &d.acpi_devices {
+        let base = dev.ranges.first().map_or(0, |r| r.0);
+        let mut name = format!("acpi-device@{base:x}");
+        let mut n = 1;
+        while !names.insert(name.clone()) {
+            name = format!("acpi-device-{n}@{base:x}");
+            n += 1;
+        }
+        w.begin_node(&name);
+        let mut compatible: Vec<&str> = dev
+            .ids()
+            .filter_map(|id| DT_COMPATIBLES.iter().find(|(h, _)| *h == id))
+            .map(|(_, c)| *c)
+            .take(1)
+            .collect();
+        compatible.push(ACPI_DEVICE_COMPATIBLE);
+        w.prop("compatible", &strings(&compatible))?;
+        w.prop("reg", &reg(&dev.ranges))?;
+        w.prop("kcore,acpi-path", &strings(&[&dev.path]))?;
+        if let Some(hid) = &dev.hid {
+            w.prop("kcore,acpi-hid", &strings(&[hid]))?;
+        }
+        w.end_node();
+    }
+    Ok(())
 }
 
 /// The `arm,gic-v3` node: `reg` = GICD, the redistributor regions, then

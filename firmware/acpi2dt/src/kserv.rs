@@ -8,8 +8,9 @@
 //!   (KCore keeps the ITSes), GICD and GICR kept.
 //! - [`kserv_xsdt`]: the XSDT with entries repointed at replaced tables or
 //!   dropped (the MCFG, while KCore keeps the PCIe host bridge from KServ).
-//! - [`kserv_dsdt`]: the DSDT with the devices KCore keeps (PCI host
-//!   bridges, QEMU's fw_cfg and virtio-mmio) renamed so no driver binds,
+//! - [`kserv_dsdt`]: the DSDT with the devices KCore keeps (those of
+//!   `namespace::kept_by_kcore`, on QEMU's `virt` the PCI host bridge,
+//!   fw_cfg and the virtio-mmio transports) renamed so no driver binds,
 //!   and [`kserv_fadt`] pointing at it.
 //! - [`kserv_rsdp`]: the RSDP pointing at the new XSDT.
 //!
@@ -131,31 +132,33 @@ pub fn kserv_fadt(fadt: &[u8], dsdt: u64) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// Hardware IDs (`_HID`, `_CID`) of DSDT devices KCore keeps from KServ:
-/// PCI host bridges (PNP0A08, PNP0A03: KCore keeps the ECAM, the bridge is
-/// a DMA master), QEMU's fw_cfg (QEMU0002) and virtio-mmio transports
-/// (LNRO0005). AML gives a PNP ID as an EISA ID (`DWordConst`) or a string,
-/// an ACPI ID as a string.
-const HIDDEN_EISA_IDS: [[u8; 4]; 2] = [[0x41, 0xd0, 0x0a, 0x08], [0x41, 0xd0, 0x0a, 0x03]];
-const HIDDEN_STRING_IDS: [&[u8]; 4] = [b"PNP0A08", b"PNP0A03", b"QEMU0002", b"LNRO0005"];
+/// Hardware IDs (`_HID`, `_CID`) [`kserv_dsdt`] always renames: PCI host
+/// bridges (PNP0A08, PNP0A03: KCore keeps the ECAM, the bridge is a DMA
+/// master), whatever their `_CRS` says.
+pub const PCI_HOST_IDS: [&str; 2] = ["PNP0A08", "PNP0A03"];
 /// What a hidden ID becomes: the vendor `KCR` for a PNP ID (EISA-encoded
 /// or not), `KCOR` for an ACPI ID, so that no driver matches.
 const KCORE_EISA_VENDOR: [u8; 2] = [0x2c, 0x72];
 const KCORE_PNP_VENDOR: &[u8; 3] = b"KCR";
 const KCORE_ACPI_VENDOR: &[u8; 4] = b"KCOR";
 
-/// The DSDT KServ sees: `dsdt` with the `_HID`/`_CID` of the devices KCore
-/// keeps (PCI host bridges, QEMU's fw_cfg and virtio-mmio) renamed to IDs no
-/// driver binds to, so that KServ's kernel does not probe them (it would
-/// touch memory KCore keeps, or drive a DMA master). The AML is not
-/// parsed: only the exact encodings `Name (_HID|_CID, EisaId/String)` are
-/// patched, in place, so every offset and length stays as it was; the
-/// checksum is fixed. Returns the table and how many IDs were renamed.
-///
-/// This is not confinement: a device ACPI alone describes is not in
-/// KCore's tree, so KServ can still reach its registers (`docs/security.md`).
-pub fn kserv_dsdt(dsdt: &[u8]) -> Result<(Vec<u8>, usize), Error> {
+/// The DSDT KServ sees: `dsdt` with the `_HID`/`_CID`s in `hidden` (the
+/// IDs of the devices KCore keeps, `namespace::ids_to_hide`) and
+/// [`PCI_HOST_IDS`] renamed to IDs no driver binds to, so that KServ's
+/// kernel does not probe them (it would touch memory KCore keeps and take
+/// an external abort). The AML is not parsed: only the exact encodings
+/// `Name (_HID|_CID, EisaId/String)` are patched, in place, so every offset
+/// and length stays as it was (a `_CID` package, or an ID a method returns,
+/// is not renamed); the checksum is fixed. Returns the table and how many
+/// IDs were renamed.
+pub fn kserv_dsdt(dsdt: &[u8], hidden: &[&str]) -> Result<(Vec<u8>, usize), Error> {
     check_sdt(dsdt, b"DSDT")?;
+    let hide = |id: &[u8]| {
+        hidden
+            .iter()
+            .chain(&PCI_HOST_IDS)
+            .any(|h| h.as_bytes() == id)
+    };
     let mut out = dsdt.to_vec();
     let mut renamed = 0;
     let mut at = HEADER_LEN;
@@ -172,7 +175,9 @@ pub fn kserv_dsdt(dsdt: &[u8]) -> Result<(Vec<u8>, usize), Error> {
             // DWordPrefix + EISA ID.
             Some(0x0c) => {
                 if let Some(id) = out.get_mut(value..value + 4)
-                    && HIDDEN_EISA_IDS.iter().any(|h| h == id)
+                    && let Some(text) =
+                        le32(id, 0).and_then(|v| crate::namespace::eisa_id(v.into()))
+                    && hide(text.as_bytes())
                 {
                     id[..2].copy_from_slice(&KCORE_EISA_VENDOR);
                     renamed += 1;
@@ -183,7 +188,7 @@ pub fn kserv_dsdt(dsdt: &[u8]) -> Result<(Vec<u8>, usize), Error> {
                 for (len, vendor) in [(7, &KCORE_PNP_VENDOR[..]), (8, &KCORE_ACPI_VENDOR[..])] {
                     if let Some(id) = out.get_mut(value..value + len + 1)
                         && id[len] == 0
-                        && HIDDEN_STRING_IDS.iter().any(|h| h[..] == id[..len])
+                        && hide(&id[..len])
                     {
                         id[..vendor.len()].copy_from_slice(vendor);
                         renamed += 1;

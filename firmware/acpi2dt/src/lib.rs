@@ -15,11 +15,13 @@
 //! ```
 //!
 //! The tables are read with the `acpi` crate (5.2, `default-features =
-//! false`: 6.x needs a nightly compiler) after [`Tables::load`] copied the
+//! false`: 6.x declares a nightly feature) after [`Tables::load`] copied the
 //! RSDP, the XSDT and the six tables used here (MADT, FADT, SPCR, GTDT,
-//! IORT, MCFG) out of memory and checked their signatures, lengths and
+//! IORT, MCFG), the DSDT and the SSDTs out of memory and checked their signatures, lengths and
 //! checksums and the MADT's entry list, since the crate trusts them (see
-//! [`tables`]); other tables are not read. The crate has no GTDT or IORT;
+//! [`tables`]); other tables are not read. The AML of the DSDT and SSDTs is
+//! read by 6.1.1's interpreter (built on our stable toolchain with
+//! `RUSTC_BOOTSTRAP=acpi`), see [`namespace`]. The crate has no GTDT or IORT;
 //! their fixed fields are read here from the validated bytes. Malformed
 //! input gives an [`Error`], never a panic (host tests mutate tables at
 //! random).
@@ -38,14 +40,14 @@
 //! | GTDT secure EL1, EL1, virtual, EL2 timer GSIVs and flags | `/timer` `arm,armv8-timer` `interrupts`, only when all four are PPIs |
 //! | IORT SMMUv3 node (type 4) base | `iommu@<base>` `arm,smmu-v3`, 128 KiB |
 //! | MCFG entry | `pcie@<ecam>` `pci-host-ecam-generic` (KCore keeps it from KServ as a DMA master, as on the DT path) |
+//! | DSDT/SSDT `Device` whose `_CRS` names memory, `_HID` not in [`namespace::KSERV_DEVICES`] | `acpi-device@<base>`, `compatible` = its DT equivalent (fw_cfg, virtio-mmio) and `kcore,acpi-device` (a DMA master KCore keeps), `reg` = the memory, `kcore,acpi-path`, `kcore,acpi-hid` ([`namespace`]) |
 //! | EFI memory map: descriptors that are memory (WB, WT or WC attribute) | `memory@<base>` per merged bank |
 //! | of those, the ones not [`memory::usable`] (runtime, ACPI NVS, reserved, ...), ACPI reclaim, and [`Chosen::reserved`] | `/memreserve/` entries |
 //! | [`Chosen::bootargs`] | `/chosen/bootargs` |
 //! | [`Chosen::extra`] | further `/chosen` properties, as given |
 //!
-//! Not translated: the DSDT and SSDTs (AML; so QEMU's fw_cfg and
-//! virtio-mmio devices, which only the DSDT describes, are not kept from
-//! KServ as the DT path keeps them), GICv2 and GIC MSI frames, the ACPI
+//! Not translated: AML beyond the devices' IDs and memory (no `_STA`,
+//! interrupts, `_DSD` properties), GICv2 and GIC MSI frames, the ACPI
 //! parking protocol (CPUs get no `enable-method` without PSCI), GICC
 //! `online capable` CPUs, IORT SMMUv1/v2 and ID mappings, NUMA (SRAT/SLIT),
 //! DBG2, PPTT. The sizes of frames ACPI gives only a base for are the
@@ -60,6 +62,7 @@ pub mod describe;
 mod dt;
 pub mod kserv;
 pub mod memory;
+pub mod namespace;
 pub mod tables;
 
 use alloc::string::String;
@@ -120,6 +123,10 @@ pub enum Error {
     Missing([u8; 4]),
     /// The `acpi` crate refused a table.
     Acpi(String),
+    /// The DSDT's or an SSDT's AML cannot be read or a device's objects
+    /// cannot be evaluated: KCore cannot tell which memory KServ may have
+    /// ([`namespace`]).
+    Aml(String),
     /// The MADT lists no enabled CPU.
     NoCpus,
     /// The MADT lists more enabled CPUs than [`MAX_CPUS`].
@@ -155,7 +162,7 @@ impl From<DtError> for Error {
 }
 
 /// A signature for messages.
-struct Sig<'a>(&'a [u8; 4]);
+pub(crate) struct Sig<'a>(pub(crate) &'a [u8; 4]);
 
 impl fmt::Display for Sig<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -182,6 +189,10 @@ impl fmt::Display for Error {
             }
             Error::Missing(signature) => write!(f, "ACPI table {} is missing", Sig(signature)),
             Error::Acpi(e) => write!(f, "ACPI: the acpi crate refused a table: {e}"),
+            Error::Aml(e) => write!(
+                f,
+                "ACPI AML: {e}; KCore cannot tell which devices may master memory, so it does not boot"
+            ),
             Error::NoCpus => f.write_str("ACPI MADT lists no enabled CPU"),
             Error::TooManyCpus { limit } => {
                 write!(f, "ACPI MADT lists more than {limit} enabled CPUs")

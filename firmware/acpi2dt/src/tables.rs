@@ -93,7 +93,8 @@ pub const PAD: usize = 512;
 pub const MAX_TABLE_LEN: u32 = 16 << 20;
 /// Length of an SDT header.
 pub const HEADER_LEN: usize = 36;
-/// The tables copied and read: MADT, FADT, SPCR, GTDT, IORT, MCFG.
+/// The tables copied and read: MADT, FADT, SPCR, GTDT, IORT, MCFG (and the
+/// DSDT the FADT names and every SSDT, for their AML).
 pub const READ_SIGNATURES: [&[u8; 4]; 6] = [b"APIC", b"FACP", b"SPCR", b"GTDT", b"IORT", b"MCFG"];
 
 /// MADT entry types and the minimum lengths this crate needs of them.
@@ -116,6 +117,8 @@ pub(crate) const MADT_ENTRIES: usize = 44;
 pub struct Tables {
     rsdp: u64,
     xsdt: u64,
+    /// The DSDT the FADT names, then the SSDTs in XSDT order: the AML.
+    aml: Vec<u64>,
     /// Physical address → copy (table bytes, then [`PAD`] zeroes).
     copies: BTreeMap<u64, Vec<u8>>,
 }
@@ -257,15 +260,20 @@ impl Tables {
         let padded = |b: &[u8]| [b, &[0; PAD]].concat();
         copies.insert(rsdp, padded(rsdp_bytes));
         copies.insert(xsdt, padded(xsdt_bytes));
+        let mut ssdts = Vec::new();
         for k in (HEADER_LEN..xsdt_bytes.len()).step_by(8) {
             let address = le64(xsdt_bytes, k).unwrap_or_default();
             let header = mem
                 .read(address, 4)
                 .ok_or(Error::Unreadable { address, len: 4 })?;
-            if !READ_SIGNATURES.iter().any(|s| s.as_slice() == header) {
+            let ssdt = header == b"SSDT";
+            if !ssdt && !READ_SIGNATURES.iter().any(|s| s.as_slice() == header) {
                 continue;
             }
             let table = read_sdt(mem, address, None)?;
+            if ssdt && !ssdts.contains(&address) {
+                ssdts.push(address);
+            }
             if copies.contains_key(&address) {
                 continue;
             }
@@ -274,7 +282,37 @@ impl Tables {
             }
             copies.insert(address, padded(table));
         }
-        Ok(Tables { rsdp, xsdt, copies })
+        let mut t = Tables {
+            rsdp,
+            xsdt,
+            aml: Vec::new(),
+            copies,
+        };
+        // The DSDT, if the FADT names one (a FADT naming none describes no
+        // AML devices; `kcore.efi` refuses it when it writes KServ's).
+        let dsdt = t
+            .find(b"FACP")
+            .and_then(|(_, fadt)| crate::kserv::fadt_dsdt(fadt).ok());
+        if let Some(address) = dsdt {
+            let table = read_sdt(mem, address, Some(b"DSDT"))?;
+            t.copies.insert(address, padded(table));
+            t.aml.push(address);
+        }
+        t.aml.extend(ssdts);
+        Ok(t)
+    }
+
+    /// The AML tables, whole: the DSDT (if the FADT names one), then the
+    /// SSDTs in XSDT order.
+    pub fn aml(&self) -> Vec<&[u8]> {
+        self.aml.iter().filter_map(|&a| self.bytes(a)).collect()
+    }
+
+    /// The DSDT's address and bytes, if the FADT names one.
+    pub fn dsdt(&self) -> Option<(u64, &[u8])> {
+        let a = *self.aml.first()?;
+        let t = self.bytes(a)?;
+        (signature(t) == *b"DSDT").then_some((a, t))
     }
 
     /// Physical address of the RSDP.

@@ -565,16 +565,14 @@ fn mutate(bytes: &[u8], rsdp: u64, seed: u64, rounds: usize) -> usize {
 /// QEMU's own tables (`tests/fixtures/qemu-10-virt-gicv3-smmuv3.hex` says
 /// how they were recorded), behind an RSDP and XSDT of the builder's.
 fn qemu_tables() -> Vec<(String, Vec<u8>)> {
-    let text = include_str!("fixtures/qemu-10-virt-gicv3-smmuv3.hex");
-    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        if let Some(name) = line.strip_prefix("== ") {
-            out.push((name.to_string(), Vec::new()));
-        } else {
-            let bytes = line
-                .split_whitespace()
-                .map(|h| u8::from_str_radix(h, 16).unwrap());
-            out.last_mut().unwrap().1.extend(bytes);
+    let mut out = hex_sections(include_str!("fixtures/qemu-10-virt-gicv3-smmuv3.hex"));
+    // The FADT names QEMU's DSDT, which is not laid out here (tests/aml.rs
+    // loads it): it names none.
+    for (name, t) in &mut out {
+        if name == "FACP" {
+            t[40..44].fill(0);
+            t[140..148].fill(0);
+            refix(t);
         }
     }
     out
@@ -695,8 +693,9 @@ fn aml_string(name: &[u8; 4], id: &[u8]) -> Vec<u8> {
     [&[0x08][..], name, &[0x0d], id, &[0]].concat()
 }
 
-/// KServ's DSDT: the PCI host bridge, fw_cfg and virtio-mmio renamed, the
-/// rest byte for byte; the FADT pointing at it.
+/// KServ's DSDT: the PCI host bridge and the IDs given (fw_cfg and
+/// virtio-mmio here) renamed, the rest byte for byte; the FADT pointing at
+/// it.
 #[test]
 fn kserv_dsdt_renames_the_devices_kcore_keeps() {
     let pnp0a08 = [0x41, 0xd0, 0x0a, 0x08];
@@ -720,7 +719,7 @@ fn kserv_dsdt_renames_the_devices_kcore_keeps() {
     ]
     .concat();
     let dsdt = sdt(b"DSDT", 2, &body);
-    let (out, renamed) = kcore_acpi::kserv_dsdt(&dsdt).unwrap();
+    let (out, renamed) = kcore_acpi::kserv_dsdt(&dsdt, &["QEMU0002", "LNRO0005"]).unwrap();
     assert_eq!(renamed, 7);
     assert_eq!(out.len(), dsdt.len());
     assert_eq!(out.iter().fold(0u8, |s, &b| s.wrapping_add(b)), 0);
@@ -741,14 +740,25 @@ fn kserv_dsdt_renames_the_devices_kcore_keeps() {
     .concat();
     assert_eq!(&out[36..], &expect[..]);
     assert_eq!(&out[10..36], &dsdt[10..36]);
+    // Any ID given is renamed, EISA-encoded or not; the PCI host bridge's
+    // always are.
+    let (out, renamed) = kcore_acpi::kserv_dsdt(&dsdt, &["PNP0C02"]).unwrap();
+    assert_eq!(renamed, 6);
+    assert!(out.windows(7).any(|w| w == b"KCR0C02"));
+    assert!(
+        out.windows(4)
+            .any(|w| w == [0x2c, 0x72, 0x0c, 0x02].as_slice())
+    );
+    assert!(out.windows(8).any(|w| w == b"QEMU0002"));
     // Bad input.
-    assert!(kcore_acpi::kserv_dsdt(&dsdt[..30]).is_err());
+    let none: &[&str] = &[];
+    assert!(kcore_acpi::kserv_dsdt(&dsdt[..30], none).is_err());
     let mut bad = dsdt.clone();
     bad[40] ^= 1;
-    assert!(kcore_acpi::kserv_dsdt(&bad).is_err());
+    assert!(kcore_acpi::kserv_dsdt(&bad, none).is_err());
     // A truncated ID at the end of the table is left alone.
     let tail = sdt(b"DSDT", 2, &aml_string(b"_HID", b"QEMU0002")[..10]);
-    assert_eq!(kcore_acpi::kserv_dsdt(&tail).unwrap().1, 0);
+    assert_eq!(kcore_acpi::kserv_dsdt(&tail, &["QEMU0002"]).unwrap().1, 0);
 
     // The FADT: the DSDT it names, then a copy naming another.
     let mut f = fadt(true, false);
@@ -780,7 +790,7 @@ fn kserv_dsdt_renames_the_devices_kcore_keeps() {
             t[k] = rng.next() as u8;
         }
         refix(&mut t);
-        let (o, _) = kcore_acpi::kserv_dsdt(&t).unwrap();
+        let (o, _) = kcore_acpi::kserv_dsdt(&t, &["QEMU0002", "LNRO0005"]).unwrap();
         assert_eq!(o.len(), t.len());
     }
 }

@@ -382,3 +382,20 @@ pub fn efi_map(banks: usize) -> EfiMap {
     }
     out
 }
+
+/// The `== NAME` sections of a recorded fixture (`tests/fixtures/*.hex`:
+/// `#` comments, then `od -An -tx1` lines under each name), as bytes.
+pub fn hex_sections(text: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(name) = line.strip_prefix("== ") {
+            out.push((name.to_string(), Vec::new()));
+        } else {
+            let bytes = line
+                .split_whitespace()
+                .map(|h| u8::from_str_radix(h, 16).unwrap());
+            out.last_mut().unwrap().1.extend(bytes);
+        }
+    }
+    out
+}
