@@ -41,6 +41,7 @@
  */
 #define pr_fmt(fmt) "kserv-attack: " fmt
 
+#include <linux/acpi.h>
 #include <linux/arm-smccc.h>
 #include <linux/completion.h>
 #include <linux/debugfs.h>
@@ -50,6 +51,7 @@
 #include <linux/gfp.h>
 #include <linux/highmem.h>
 #include <linux/io.h>
+#include <linux/ioport.h>
 #include <linux/jiffies.h>
 #include <linux/kernel_read_file.h>
 #include <linux/kthread.h>
@@ -516,12 +518,15 @@ static bool need_victim(void)
 /* ---- scan ---------------------------------------------------------------- */
 
 #define MAX_VMS_SEEN 16
+#define MAX_SCAN_RANGES 32
+
 static bool atk_scan(u64 seed)
 {
 	struct { u64 handle, guest, table, guest_pfn, table_pfn; } seen[MAX_VMS_SEEN] = {};
+	struct { u64 first, last; } ranges[MAX_SCAN_RANGES];
 	struct device_node *np;
 	u64 total = 0, best = 0;
-	unsigned int n_seen = 0, i;
+	unsigned int n_seen = 0, n_ranges = 0, i, k;
 	struct kc_ret r;
 
 	memset(&vic, 0, sizeof(vic));
@@ -530,8 +535,37 @@ static bool atk_scan(u64 seed)
 		struct resource res;
 		int idx;
 
-		for (idx = 0; !of_address_to_resource(np, idx, &res); idx++) {
-			u64 pfn, first = PFN_UP(res.start), last = PFN_DOWN(res.end + 1);
+		for (idx = 0; !of_address_to_resource(np, idx, &res) && n_ranges < MAX_SCAN_RANGES;
+		     idx++) {
+			ranges[n_ranges].first = PFN_UP(res.start);
+			ranges[n_ranges++].last = PFN_DOWN(res.end + 1);
+		}
+	}
+	/*
+	 * An ACPI boot has no memory nodes: the span of the top-level System
+	 * RAM resources (from the EFI map), holes included (KCore's memory is
+	 * a nomap hole in it). walk_system_ram_range is not exported; the
+	 * resource tree no longer changes once the suite runs.
+	 */
+	if (!n_ranges) {
+		u64 span[2] = { U64_MAX, 0 };
+		struct resource *p;
+
+		for (p = iomem_resource.child; p; p = p->sibling) {
+			if ((p->flags & IORESOURCE_SYSTEM_RAM) != IORESOURCE_SYSTEM_RAM)
+				continue;
+			span[0] = min_t(u64, span[0], PFN_UP(p->start));
+			span[1] = max_t(u64, span[1], PFN_DOWN(p->end + 1));
+		}
+		if (span[0] < span[1]) {
+			ranges[0].first = span[0];
+			ranges[0].last = span[1];
+			n_ranges = 1;
+		}
+	}
+	for (k = 0; k < n_ranges; k++) {
+		{
+			u64 pfn, first = ranges[k].first, last = ranges[k].last;
 
 			vic.ram_first = min(vic.ram_first, first);
 			vic.ram_last = max(vic.ram_last, last - 1);
@@ -652,15 +686,74 @@ static bool atk_kcore_map(u64 seed)
 
 /* ---- the GIC's memory tables ---------------------------------------------- */
 
+/* QEMU virt's GICv3 distributor and ITS (hw/arm/virt.c's memory map). */
+#define VIRT_GICD	0x08000000ULL
+#define VIRT_ITS	0x08080000ULL
+
+/*
+ * On an ACPI boot KServ's tree is a /chosen stub: the GICv3's distributor
+ * (index 0) and first redistributor region (index 1) come from KServ's
+ * MADT. Its MADT has no ITS (kcore.efi leaves KCore's ITSes out), so the
+ * ITS is QEMU virt's fixed address, taken only when the MADT's distributor
+ * is virt's: a clearly labelled fallback for the one machine the suite runs
+ * on with ACPI.
+ */
+static bool acpi_gic_region(const char *compatible, int index, struct resource *res)
+{
+#ifdef CONFIG_ACPI
+	struct acpi_table_header *hdr;
+	u64 gicd = 0, gicr = 0, gicr_len = 0;
+	u8 *p, *end;
+
+	if (acpi_disabled || ACPI_FAILURE(acpi_get_table(ACPI_SIG_MADT, 0, &hdr)))
+		return false;
+	p = (u8 *)hdr + sizeof(struct acpi_table_madt);
+	end = (u8 *)hdr + hdr->length;
+	while (p + sizeof(struct acpi_subtable_header) <= end) {
+		struct acpi_subtable_header *e = (void *)p;
+
+		if (e->length < sizeof(*e) || p + e->length > end)
+			break;
+		if (e->type == ACPI_MADT_TYPE_GENERIC_DISTRIBUTOR && !gicd &&
+		    e->length >= sizeof(struct acpi_madt_generic_distributor))
+			gicd = ((struct acpi_madt_generic_distributor *)e)->base_address;
+		if (e->type == ACPI_MADT_TYPE_GENERIC_REDISTRIBUTOR && !gicr &&
+		    e->length >= sizeof(struct acpi_madt_generic_redistributor)) {
+			gicr = ((struct acpi_madt_generic_redistributor *)e)->base_address;
+			gicr_len = ((struct acpi_madt_generic_redistributor *)e)->length;
+		}
+		p += e->length;
+	}
+	acpi_put_table(hdr);
+	if (!strcmp(compatible, "arm,gic-v3") && index == 0 && gicd) {
+		*res = (struct resource)DEFINE_RES_MEM(gicd, SZ_64K);
+		return true;
+	}
+	if (!strcmp(compatible, "arm,gic-v3") && index == 1 && gicr) {
+		*res = (struct resource)DEFINE_RES_MEM(gicr, gicr_len);
+		return true;
+	}
+	if (!strcmp(compatible, "arm,gic-v3-its") && gicd == VIRT_GICD) {
+		note("ITS at QEMU virt's fixed address (KServ's MADT lists none): ");
+		*res = (struct resource)DEFINE_RES_MEM(VIRT_ITS, SZ_128K);
+		return true;
+	}
+#endif
+	return false;
+}
+
 /* The GICv3 node's register region `index` (0 the distributor, 1 the first
- * redistributor region), or an ITS node's: from KServ's device tree. */
+ * redistributor region), or an ITS node's: from KServ's device tree, or on
+ * an ACPI boot from its MADT (not available to KServ's drivers as a node). */
 static bool gic_region(const char *compatible, int index, struct resource *res, bool *available)
 {
 	struct device_node *np = of_find_compatible_node(NULL, NULL, compatible);
 	int err;
 
-	if (!np)
-		return false;
+	if (!np) {
+		*available = false;
+		return acpi_gic_region(compatible, index, res);
+	}
 	*available = of_device_is_available(np);
 	err = of_address_to_resource(np, index, res);
 	of_node_put(np);
@@ -866,25 +959,62 @@ static bool atk_smc(u64 seed)
 }
 
 /*
+ * On an ACPI boot (kcore.efi in ACPI mode) KServ's tree is a /chosen stub;
+ * the devices KCore keeps are in KServ's DSDT under the IDs kcore.efi
+ * renamed them to (KCOR0002 for fw_cfg, KCOR0005 for virtio-mmio,
+ * KCR0C02 for the ECAM's reservation): their first memory resource.
+ */
+static bool acpi_region(const char *hid, struct resource *res)
+{
+#ifdef CONFIG_ACPI
+	struct acpi_device *adev;
+	struct resource_entry *e;
+	LIST_HEAD(list);
+	bool found = false;
+
+	if (acpi_disabled || !hid)
+		return false;
+	adev = acpi_dev_get_first_match_dev(hid, NULL, -1);
+	if (!adev)
+		return false;
+	if (acpi_dev_get_resources(adev, &list, NULL, NULL) > 0) {
+		resource_list_for_each_entry(e, &list) {
+			if (resource_type(e->res) == IORESOURCE_MEM) {
+				*res = *e->res;
+				found = true;
+				break;
+			}
+		}
+	}
+	acpi_dev_free_resource_list(&list);
+	acpi_dev_put(adev);
+	return found;
+#else
+	return false;
+#endif
+}
+
+/*
  * Devices that read and write memory by physical address with no SMMU in
  * between are KCore's: fw_cfg's DMA interface, the PCIe host bridge (its
  * config space makes any device a bus master; QEMU's virt has a virtio-net
  * NIC there) and the virtio-mmio transports. KServ's tree shows them
- * disabled, and touching them faults.
+ * disabled (on an ACPI boot, KServ's DSDT renames them), and touching them
+ * faults. On ACPI, fw_cfg and a transport must be found.
  */
 static bool atk_dma_masters(u64 seed)
 {
 	static const struct {
-		const char *compatible, *what;
+		const char *compatible, *acpi_hid, *what;
 		unsigned long offset;
-		bool write;
+		bool write, needed_on_acpi;
 	} dev[] = {
 		/* FW_CFG_DMA: the address of a DMA descriptor, big-endian. */
-		{ "qemu,fw-cfg-mmio", "fw_cfg DMA address", 0x10, true },
+		{ "qemu,fw-cfg-mmio", "KCOR0002", "fw_cfg DMA address", 0x10, true, true },
 		/* Device 0's vendor and device id in config space. */
-		{ "pci-host-ecam-generic", "PCIe config space", 0x0, false },
+		{ "pci-host-ecam-generic", "KCR0C02", "PCIe config space", 0x0, false, false },
 		/* A transport's magic value. */
-		{ "virtio,mmio", "virtio-mmio transport", 0x0, false },
+		{ "virtio,mmio", "KCOR0005", "virtio-mmio transport", 0x0, false, true },
 	};
 	bool ok = true;
 	unsigned int i;
@@ -897,14 +1027,23 @@ static bool atk_dma_masters(u64 seed)
 		void __iomem *va;
 		char name[32];
 
-		if (!gic_region(dev[i].compatible, 0, &res, &available)) {
-			note("no %s in KServ's tree; ", dev[i].what);
+		if (gic_region(dev[i].compatible, 0, &res, &available)) {
+			if (available)
+				ok = bad("the %s at %pa is available to KServ", dev[i].what,
+					 &res.start);
+			else
+				note("%s at %pa disabled in KServ's tree: ", dev[i].what,
+				     &res.start);
+		} else if (acpi_region(dev[i].acpi_hid, &res)) {
+			note("%s at %pa renamed %s in KServ's DSDT: ", dev[i].what, &res.start,
+			     dev[i].acpi_hid);
+		} else if (!acpi_disabled && dev[i].needed_on_acpi) {
+			ok = bad("no %s in KServ's DSDT (%s)", dev[i].what, dev[i].acpi_hid);
+			continue;
+		} else {
+			note("no %s in KServ's tree or DSDT; ", dev[i].what);
 			continue;
 		}
-		if (available)
-			ok = bad("the %s at %pa is available to KServ", dev[i].what, &res.start);
-		else
-			note("%s at %pa disabled in KServ's tree: ", dev[i].what, &res.start);
 		va = ioremap(res.start, PAGE_SIZE);
 		if (!va) {
 			ok = bad("ioremap of the %s failed", dev[i].what);
