@@ -25,8 +25,9 @@
 //! and KServ's `efi` test (efivars through the runtime services
 //! `kcore.efi` mapped 1:1), that `kcore.efi` kept the DSDT's fw_cfg,
 //! virtio-mmio transports and PCI host bridge for KCore and left the
-//! console UART to KServ, and then, in the same boot, the whole attack
-//! suite: every row must pass, and `dma-masters` must find fw_cfg and a
+//! console UART to KServ, the Linux guests of KServ's `kvmguest` test
+//! (protected and not, through `/dev/kvm` on a KServ that runs on ACPI),
+//! and then, in the same boot, the whole attack suite: every row must pass, and `dma-masters` must find fw_cfg and a
 //! transport under their renamed IDs in KServ's DSDT and fault on both
 //! (the suite adds about 93 s of KServ's time; the test took 129 s).
 
@@ -36,7 +37,7 @@ use kcore_qemu::kserv::attack_rows;
 use kcore_qemu::{Boot, Machine, Regex};
 use kcore_systests::{
     BOOT_TIMEOUT, Failure, SlotSession, TestResult, artefact, batch_within, build_dir,
-    kcore_trouble,
+    kcore_trouble, kvmguest_shortfall,
 };
 use std::time::Duration;
 
@@ -204,10 +205,11 @@ fn efi_device_tree_4_cpus_at_el1() -> TestResult {
 #[test]
 fn efi_acpi_4_cpus_at_el1() -> TestResult {
     let name = "efi-acpi";
-    // The attack suite last, in the same boot: its `dma-masters` row must
-    // find fw_cfg and a virtio-mmio transport in KServ's DSDT and fault on
-    // both (KCore keeps the devices the DSDT describes).
-    let tests = [TESTS, &["efi", "attacks"]].concat();
+    // The Linux guests, protected and not, through `/dev/kvm` on KServ's
+    // ACPI; then the attack suite, in the same boot: its `dma-masters` row
+    // must find fw_cfg and a virtio-mmio transport in KServ's DSDT and fault
+    // on both (KCore keeps the devices the DSDT describes).
+    let tests = [TESTS, &["efi", "kvmguest", "attacks"]].concat();
     let (report, run, loader) = efi_batch_within(
         name,
         Machine::virt_efi_acpi(),
@@ -257,6 +259,9 @@ fn efi_acpi_4_cpus_at_el1() -> TestResult {
     }
     if let Some(l) = lines.iter().find(|l| l.contains("KCore keeps \\_SB_.COM0")) {
         return Err(fail(format!("KCore took KServ's console: {l}")));
+    }
+    if let Some(problem) = kvmguest_shortfall(&report, &lines) {
+        return Err(fail(problem));
     }
     let rows = attack_rows(&lines);
     if let Some(r) = rows.iter().find(|r| r.passed != Some(true)) {

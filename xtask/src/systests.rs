@@ -40,6 +40,7 @@ const JOBS: usize = 2;
 /// these, in binary order.
 const SLOW_FIRST: &[&str] = &[
     "kvm_life",
+    "efi::efi_acpi_4_cpus_at_el1",
     "raspi4b::raspi4b_linux_guests_on_the_gic_400",
     "kserv_612",
     "debqemu",
