@@ -186,7 +186,9 @@ fn install_kserv_tables(tables: &Tables) -> Result<(), Failure> {
     let (_, dsdt) = tables.dsdt().ok_or_else(|| missing("DSDT"))?;
     // The devices of the AML: those KCore keeps are in its tree
     // (`platform_dt`) and renamed in KServ's DSDT.
+    crate::panic::set_phase(crate::panic::Phase::Aml);
     let devices = namespace::devices(&tables.aml()).map_err(failed("the ACPI tables"))?;
+    crate::panic::set_phase(crate::panic::Phase::Loading);
     for d in devices.iter().filter(|d| namespace::kept_by_kcore(d)) {
         let ranges: Vec<String> = d
             .ranges
@@ -278,6 +280,7 @@ fn install_kserv_tables(tables: &Tables) -> Result<(), Failure> {
 /// cannot be built (it could on the previous map), the machine is powered
 /// off.
 pub(crate) fn boot(r: Ready) -> ! {
+    crate::panic::leaving_boot_services();
     // SAFETY: no protocol is open, and nothing allocated from the pool is
     // freed afterwards (the arena allocator ignores frees once armed).
     let map = unsafe { boot::exit_boot_services(None) };

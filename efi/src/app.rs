@@ -429,6 +429,7 @@ pub(crate) fn hand_on_runtime(map: &MemoryMapOwned, map_buf: (u64, usize)) -> (M
 /// KCore. Nothing can be printed from here on; if the edits fail (they
 /// succeeded on the previous map), the machine is powered off.
 fn boot(mut r: Ready) -> ! {
+    crate::panic::leaving_boot_services();
     // SAFETY: no protocol is open (the loaded-image protocol was closed
     // when `load_options_bootargs` returned), and nothing allocated from
     // the pool is freed afterwards: this function never returns and drops

@@ -14,6 +14,8 @@ mod acpi_boot;
 mod app;
 #[cfg(target_os = "uefi")]
 mod arena;
+#[cfg(target_os = "uefi")]
+mod panic;
 
 #[cfg(not(target_os = "uefi"))]
 fn main() {
