@@ -91,7 +91,7 @@ fn no_memory(what: &'static str) -> impl Fn(uefi::Error) -> Failure {
 }
 
 fn mem_desc(d: &uefi::mem::memory_map::MemoryDescriptor) -> MemDesc {
-    app::descriptor(d).into()
+    app::descriptor(d)
 }
 
 /// Pages of `ty` for `bytes`, as a physical address.

@@ -45,7 +45,7 @@ use alloc::vec::Vec;
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, CurrentEL, Readable};
 use kcore_acpi::MemDesc;
 use kcore_efi::handoff::{self, MapInfo};
-use kcore_efi::memmap::{Bank, Descriptor};
+use kcore_efi::memmap::Bank;
 use kcore_efi::{cmdline, dt, image, memmap};
 use uefi::boot::{self, AllocateType};
 use uefi::mem::memory_map::{MemoryMap, MemoryMapOwned, MemoryType};
@@ -156,7 +156,7 @@ fn prepare() -> Result<Prepared, Failure> {
     let mut out = vec![0u8; dt_room];
     let map = boot::memory_map(MemoryType::LOADER_DATA)
         .map_err(|e| (Status::ABORTED, format!("no memory map: {e}")))?;
-    let descs: Vec<MemDesc> = map.entries().map(|d| descriptor(d).into()).collect();
+    let descs: Vec<MemDesc> = map.entries().map(descriptor).collect();
     let layout = ram_layout(&descs, (map_base, capacity as u64))
         .map_err(|e| (Status::LOAD_ERROR, format!("the memory map: {e}")))?;
     let info = MapInfo {
@@ -390,12 +390,12 @@ pub(crate) fn memory_map_len() -> Result<usize, Failure> {
         .map_err(|e| (Status::ABORTED, format!("no memory map: {e}")))
 }
 
-pub(crate) fn descriptor(d: &uefi::mem::memory_map::MemoryDescriptor) -> Descriptor {
-    Descriptor {
+pub(crate) fn descriptor(d: &uefi::mem::memory_map::MemoryDescriptor) -> MemDesc {
+    MemDesc {
         ty: d.ty.0,
         base: d.phys_start,
         pages: d.page_count,
-        attr: d.att.bits(),
+        attribute: d.att.bits(),
     }
 }
 
@@ -439,7 +439,7 @@ fn boot(mut r: Ready) -> ! {
     let (info, system_table) = hand_on_runtime(&map, r.map_buf);
     let props = handoff::uefi_chosen(system_table, &info, r.secure_boot);
     let props: Vec<(&str, &[u8])> = props.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-    let descs: Vec<MemDesc> = map.entries().map(|d| descriptor(d).into()).collect();
+    let descs: Vec<MemDesc> = map.entries().map(descriptor).collect();
     let (map_base, capacity) = r.map_buf;
     let edited = ram_layout(&descs, (map_base, capacity as u64))
         .ok()

@@ -1,8 +1,8 @@
-//! The EFI memory map's descriptors and the RAM banks of KCore's tree.
+//! The RAM banks of KCore's tree and the UEFI page size.
 //!
 //! How the map becomes banks and reserved ranges is `kcore_acpi::banks`
 //! (Linux's `reserve_regions`), shared by both modes of `kcore.efi`: every
-//! write-back descriptor is RAM, and what the firmware keeps after
+//! write-back descriptor except MMIO is RAM, and what the firmware keeps after
 //! `ExitBootServices` (runtime services code and data, ACPI tables and NVS,
 //! reserved and unusable memory) is reserved, so KCore never places its
 //! pool there (`boot/src/pool.rs`) and KServ's kernel never allocates it.
@@ -11,30 +11,6 @@
 
 /// The UEFI page size.
 pub const EFI_PAGE: u64 = 4096;
-
-/// One descriptor of the EFI memory map.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Descriptor {
-    /// The EFI memory type.
-    pub ty: u32,
-    /// Physical start address.
-    pub base: u64,
-    /// Length in 4 KiB pages.
-    pub pages: u64,
-    /// The attribute bits (`EFI_MEMORY_*`).
-    pub attr: u64,
-}
-
-impl From<Descriptor> for kcore_acpi::MemDesc {
-    fn from(d: Descriptor) -> Self {
-        kcore_acpi::MemDesc {
-            ty: d.ty,
-            base: d.base,
-            pages: d.pages,
-            attribute: d.attr,
-        }
-    }
-}
 
 /// A range of RAM, `[base, end)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
