@@ -35,6 +35,7 @@ use alloc::vec::Vec;
 
 use kcore::addr::MemRange;
 use kcore_acpi::{Chosen, IdentityMem, MemDesc, Tables, XsdtEdit, namespace, platform_dt};
+use kcore_efi::fault::{self, Fault};
 use kcore_efi::handoff::{self, MapInfo};
 use kcore_efi::memmap;
 use uefi::boot::{self, AllocateType};
@@ -115,7 +116,13 @@ pub(crate) fn prepare(rsdp: u64, bootargs: Option<String>) -> Result<Ready, Fail
     // range of `readable` is memory (not MMIO) of the firmware's map.
     let mem = unsafe { IdentityMem::new(&readable) };
     let tables = Tables::load(&mem, rsdp).map_err(failed("the ACPI tables"))?;
-    install_kserv_tables(&tables)?;
+    let fault = Fault::from_bootargs(bootargs.as_deref().unwrap_or("")).map_err(|v| {
+        (
+            Status::INVALID_PARAMETER,
+            format!("{}{v}: no such fault (aml-loop, aml-panic)", fault::OPTION),
+        )
+    })?;
+    install_kserv_tables(&tables, fault)?;
 
     // KServ's memory map: the final one, with room for KCore's splits.
     let capacity = (app::memory_map_len()? + app::BANK_SLACK + SPLIT_ROOM) * desc_size;
@@ -145,7 +152,10 @@ pub(crate) fn prepare(rsdp: u64, bootargs: Option<String>) -> Result<Ready, Fail
         reserved: &reserved,
         extra: &extra,
     };
+    let aml = crate::panic::reading_aml();
     let tree = platform_dt(&tables, &descs, &chosen).map_err(failed("KCore's device tree"))?;
+    let cpus = kcore_acpi::describe(&tables).map_or(0, |d| d.cpus.len());
+    drop(aml);
     let banks = kcore_acpi::banks(&descs).map_err(failed("the memory map"))?;
     let dt_room = tree.len() + (app::BANK_SLACK + SPLIT_ROOM) * 64 + (64 << 10);
     let (entry, home) = app::load_image(dt_room)?;
@@ -160,7 +170,7 @@ pub(crate) fn prepare(rsdp: u64, bootargs: Option<String>) -> Result<Ready, Fail
     println!(
         "kcore.efi: KCore at {entry:#x}, {} RAM banks, {} CPUs from the MADT, bootargs \"{}\"; exiting boot services ({} ms since reset)",
         banks.memory.len(),
-        kcore_acpi::describe(&tables).map_or(0, |d| d.cpus.len()),
+        cpus,
         bootargs.as_deref().unwrap_or(""),
         app::millis_since_reset()
     );
@@ -177,8 +187,9 @@ pub(crate) fn prepare(rsdp: u64, bootargs: Option<String>) -> Result<Ready, Fail
 
 /// Writes the tables KServ sees (MADT, FADT, DSDT, XSDT, RSDP; module
 /// documentation) to ACPI-reclaim pages and points the configuration
-/// table's ACPI 2.0 entry at the new RSDP.
-fn install_kserv_tables(tables: &Tables) -> Result<(), Failure> {
+/// table's ACPI 2.0 entry at the new RSDP. A `fault` adds its SSDT to the
+/// AML read ([`kcore_efi::fault`]).
+fn install_kserv_tables(tables: &Tables, fault: Option<Fault>) -> Result<(), Failure> {
     let missing = |what: &str| (Status::LOAD_ERROR, format!("ACPI: no {what}"));
     let (madt_at, madt) = tables.find(b"APIC").ok_or_else(|| missing("MADT"))?;
     let madt = kcore_acpi::kserv_madt(madt).map_err(failed("KServ's MADT"))?;
@@ -186,9 +197,26 @@ fn install_kserv_tables(tables: &Tables) -> Result<(), Failure> {
     let (_, dsdt) = tables.dsdt().ok_or_else(|| missing("DSDT"))?;
     // The devices of the AML: those KCore keeps are in its tree
     // (`platform_dt`) and renamed in KServ's DSDT.
-    crate::panic::set_phase(crate::panic::Phase::Aml);
-    let devices = namespace::devices(&tables.aml()).map_err(failed("the ACPI tables"))?;
-    crate::panic::set_phase(crate::panic::Phase::Loading);
+    let fault_ssdt = fault.map(|f| {
+        println!(
+            "kcore.efi: {}{}: adding a faulty SSDT to the AML",
+            fault::OPTION,
+            f.name()
+        );
+        f.ssdt()
+    });
+    let mut aml = tables.aml();
+    aml.extend(fault_ssdt.as_deref());
+    let started = app::millis_since_reset();
+    let reading = crate::panic::reading_aml();
+    let devices = namespace::devices(&aml).map_err(failed("the ACPI tables"))?;
+    drop(reading);
+    println!(
+        "kcore.efi: read the AML of {} tables in {} ms: {} devices",
+        aml.len(),
+        app::millis_since_reset().saturating_sub(started),
+        devices.len()
+    );
     for d in devices.iter().filter(|d| namespace::kept_by_kcore(d)) {
         let ranges: Vec<String> = d
             .ranges

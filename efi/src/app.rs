@@ -71,6 +71,10 @@ fn main() -> Status {
     if uefi::helpers::init().is_err() {
         return Status::ABORTED;
     }
+    // The `log` records of the crates (the `acpi` interpreter traces every
+    // operation: thousands of console lines per reading of the AML) only
+    // from warnings up.
+    log::set_max_level(log::LevelFilter::Warn);
     match prepare() {
         Ok(Prepared::Dt(ready)) => boot(ready),
         Ok(Prepared::Acpi(ready)) => crate::acpi_boot::boot(ready),

@@ -24,6 +24,7 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod dt;
+pub mod fault;
 pub mod handoff;
 pub mod image;
 pub mod memmap;

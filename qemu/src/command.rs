@@ -59,6 +59,13 @@ pub struct QemuCommand {
     /// Whether a reset restarts the machine (RAM kept, the images loaded
     /// again) instead of ending QEMU (`-no-reboot`, the default).
     pub reboot: bool,
+    /// For [`Boot::Efi`]: starts of `kcore.efi` that must fail before the
+    /// one that boots, each given as the arguments it adds to the kernel
+    /// command line. The first is the removable-media boot's (its
+    /// `kcore.args`); when it returns, EDK2 goes on to its next boot option,
+    /// the UEFI Shell, whose `startup.nsh` makes the others and then the
+    /// start that boots, with the command line alone.
+    pub efi_failing_starts: Vec<String>,
 }
 
 impl QemuCommand {
@@ -69,7 +76,14 @@ impl QemuCommand {
             boot,
             append: Vec::new(),
             reboot: false,
+            efi_failing_starts: Vec::new(),
         }
+    }
+
+    /// Sets [`Self::efi_failing_starts`].
+    pub fn efi_failing_first(mut self, starts: &[&str]) -> Self {
+        self.efi_failing_starts = starts.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     /// Lets a reset restart the machine, as a board's warm reset does: RAM
@@ -172,17 +186,31 @@ impl QemuCommand {
                 std::fs::copy(efi, &app)?;
             }
         }
-        std::fs::write(
-            esp.join("kcore.args"),
-            self.kernel_cmdline().unwrap_or_default(),
-        )?;
+        let first = self.efi_failing_starts.first().map_or("", String::as_str);
+        std::fs::write(esp.join("kcore.args"), self.efi_args(first))?;
         std::fs::write(esp.join("startup.nsh"), self.startup_nsh())
     }
 
-    /// The UEFI Shell script that boots [`Boot::Efi`].
-    pub fn startup_nsh(&self) -> String {
+    /// The kernel command line with `extra` after it.
+    fn efi_args(&self, extra: &str) -> String {
         let args = self.kernel_cmdline().unwrap_or_default();
-        format!("fs0:\r\n\\kcore.efi {args}\r\n")
+        let words: Vec<&str> = args
+            .split_whitespace()
+            .chain(extra.split_whitespace())
+            .collect();
+        words.join(" ")
+    }
+
+    /// The UEFI Shell script that boots [`Boot::Efi`]: the failing starts
+    /// after the first ([`Self::efi_failing_starts`]), then the one that
+    /// boots.
+    pub fn startup_nsh(&self) -> String {
+        let extras = self.efi_failing_starts.iter().skip(1).map(String::as_str);
+        let mut script = String::from("fs0:\r\n");
+        for extra in extras.chain([""]) {
+            script.push_str(&format!("\\kcore.efi {}\r\n", self.efi_args(extra)));
+        }
+        script
     }
 
     /// A [`Command`] running QEMU (the binary from [`qemu_binary`]) with
@@ -273,6 +301,18 @@ mod tests {
                 "{file}"
             );
         }
+        // Starts that fail first: the removable-media boot's arguments,
+        // then the Shell's, then the boot.
+        let failing = cmd.clone().efi_failing_first(&["f=1", "f=2"]);
+        failing.prepare().expect("prepare with failing starts");
+        assert_eq!(
+            std::fs::read_to_string(esp.join("kcore.args")).expect("args"),
+            "kserv.mode=batch kserv.tests=hvc f=1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(esp.join("startup.nsh")).expect("nsh"),
+            "fs0:\r\n\\kcore.efi kserv.mode=batch kserv.tests=hvc f=2\r\n\\kcore.efi kserv.mode=batch kserv.tests=hvc\r\n"
+        );
         let mismatched = QemuCommand::new(Machine::virt_gicv3(), cmd.boot.clone());
         assert!(mismatched.prepare().is_err());
         let mismatched = QemuCommand::new(

@@ -225,9 +225,20 @@ pub fn batch_appending(
     timeout: Duration,
     extra: &str,
 ) -> anyhow::Result<(BatchReport, SlotSession)> {
-    let cmd = QemuCommand::new(machine.clone(), boot)
-        .append(extra)
-        .append(&kserv::batch_args(tests, machine.smp));
+    let cmd = QemuCommand::new(machine, boot).append(extra);
+    batch_command(name, cmd, tests, timeout)
+}
+
+/// [`batch_within`] on a prepared command (its batch arguments are added
+/// here).
+pub fn batch_command(
+    name: &str,
+    cmd: QemuCommand,
+    tests: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<(BatchReport, SlotSession)> {
+    let machine = cmd.machine.clone();
+    let cmd = cmd.append(&kserv::batch_args(tests, machine.smp));
     let mut run = spawn(name, &cmd)?;
     let report = kserv::run_batch_on(&mut run.session, &machine, timeout)?;
     if let Err(problems) = report.check(tests) {

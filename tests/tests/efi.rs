@@ -30,13 +30,19 @@
 //! and then, in the same boot, the whole attack suite: every row must pass, and `dma-masters` must find fw_cfg and a
 //! transport under their renamed IDs in KServ's DSDT and fault on both
 //! (the suite adds about 93 s of KServ's time; the test took 129 s).
+//! Before that boot, `kcore.efi` is started twice on AML that breaks the
+//! `acpi` crate's interpreter (`kcore.efi_fault=`, `efi/src/fault.rs`):
+//! from the removable-media path on AML that runs for ever, which the 10 s
+//! limit must stop, then from the UEFI Shell's `startup.nsh` on AML that
+//! panics it; each must say why it stopped and return to the firmware,
+//! which goes on (about 30 s more).
 
 use anyhow::Context;
 use kcore_qemu::kserv::BatchReport;
 use kcore_qemu::kserv::attack_rows;
-use kcore_qemu::{Boot, Machine, Regex};
+use kcore_qemu::{Boot, Machine, QemuCommand, Regex};
 use kcore_systests::{
-    BOOT_TIMEOUT, Failure, SlotSession, TestResult, artefact, batch_within, build_dir,
+    BOOT_TIMEOUT, Failure, SlotSession, TestResult, artefact, batch_command, build_dir,
     kcore_trouble, kvmguest_shortfall,
 };
 use std::time::Duration;
@@ -77,23 +83,21 @@ fn efi_batch(
     machine: Machine,
     tests: &[&str],
 ) -> anyhow::Result<(BatchReport, SlotSession, usize)> {
-    efi_batch_within(name, machine, tests, BOOT_TIMEOUT)
+    efi_batch_within(name, machine, tests, BOOT_TIMEOUT, &[])
 }
 
-/// [`efi_batch`] for tests that take longer than [`BOOT_TIMEOUT`].
+/// [`efi_batch`] for tests that take longer than [`BOOT_TIMEOUT`], after
+/// `failing` starts of `kcore.efi` (`QemuCommand::efi_failing_starts`).
 fn efi_batch_within(
     name: &str,
     machine: Machine,
     tests: &[&str],
     timeout: Duration,
+    failing: &[&str],
 ) -> anyhow::Result<(BatchReport, SlotSession, usize)> {
-    let (report, run) = batch_within(
-        name,
-        machine,
-        efi_boot(&format!("esp-systest-{name}"))?,
-        tests,
-        timeout,
-    )?;
+    let boot = efi_boot(&format!("esp-systest-{name}"))?;
+    let cmd = QemuCommand::new(machine, boot).efi_failing_first(failing);
+    let (report, run) = batch_command(name, cmd, tests, timeout)?;
     let lines = run.session.lines();
     let loader = lines
         .iter()
@@ -210,15 +214,46 @@ fn efi_acpi_4_cpus_at_el1() -> TestResult {
     // must find fw_cfg and a virtio-mmio transport in KServ's DSDT and fault
     // on both (KCore keeps the devices the DSDT describes).
     let tests = [TESTS, &["efi", "kvmguest", "attacks"]].concat();
+    // Before the boot, two starts of kcore.efi that must stop while reading
+    // AML that breaks the interpreter (`kcore_efi::fault`): the
+    // removable-media boot's on AML that loops for ever, then the UEFI
+    // Shell's on AML that panics it; each must say so and return to the
+    // firmware, which goes on to the next start.
     let (report, run, loader) = efi_batch_within(
         name,
         Machine::virt_efi_acpi(),
         &tests,
         Duration::from_secs(900),
+        &["kcore.efi_fault=aml-loop", "kcore.efi_fault=aml-panic"],
     )?;
     let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
     let lines = run.session.lines();
     let find = |s: &str| lines.iter().position(|l| l.contains(s));
+    let stopped = "kcore.efi: stopped while reading the firmware's AML";
+    let stops: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains(stopped))
+        .collect();
+    let expected_stops = [
+        "it ran for more than 10 s without end",
+        "out of range for slice",
+    ];
+    let stops_ok = stops.len() == 2
+        && stops
+            .iter()
+            .zip(expected_stops)
+            .all(|(&i, e)| lines[i].contains(e))
+        && stops.iter().all(|&i| {
+            lines
+                .get(i + 1)
+                .is_some_and(|l| l.contains("KCore is not started; back to the firmware"))
+        })
+        && stops[1] < loader;
+    if !stops_ok {
+        let said: Vec<&String> = stops.iter().map(|&i| &lines[i]).collect();
+        return Err(fail(format!(
+            "kcore.efi did not stop on the looping and then the panicking AML, each returning to the firmware, before the start that boots: {said:?}"
+        )));
+    }
     if !lines[loader].contains("4 CPUs from the MADT") {
         return Err(fail(format!(
             "kcore.efi did not read 4 CPUs: {}",

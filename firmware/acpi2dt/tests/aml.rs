@@ -252,10 +252,11 @@ fn resource_templates_are_bounds_checked() {
 /// malformed AML (a package length past its block: slice indexing in
 /// `MethodContext::start_new_block`); those panics are caught here, counted
 /// and checked to come from the crate's code. In `kcore.efi` such a panic
-/// stops the boot before KCore starts (the `uefi` crate's handler prints it):
-/// it fails closed, without our message (`docs/security.md`). So does AML
-/// that loops for ever while the table loads (the interpreter has no loop
-/// limit), counted here as still running after 2 s.
+/// stops the boot before KCore starts, with a message, back to the firmware
+/// (`efi/src/panic.rs`, `docs/security.md`). So does AML that runs for ever
+/// while the table loads (the interpreter has no loop limit, and spins
+/// without calling out: `kcore.efi` stops it with a timer event), counted
+/// here as still running after 2 s.
 #[test]
 fn mutated_aml_never_panics_here() {
     use std::panic;
