@@ -116,7 +116,9 @@ pub fn start<E: KvmEnv>(env: &mut E, vm: &Vm, pv: &mut PvTime) -> u64 {
     pv.last = env.run_delay();
     if let Some(u) = user_addr(env, vm, pv.ipa, SIZE as u64) {
         // As KVM's `kvm_write_guest_lock`, a failure is not the guest's.
-        let _ = env.copy_to_user(u, &[0u8; SIZE]);
+        if env.copy_to_user(u, &[0u8; SIZE]).is_ok() {
+            written(env, vm, pv.ipa);
+        }
     }
     pv.ipa
 }
@@ -137,5 +139,14 @@ pub fn update<E: KvmEnv>(env: &mut E, vm: &Vm, pv: &mut PvTime) {
     let now = env.run_delay();
     let stolen = u64::from_le_bytes(b).wrapping_add(now.wrapping_sub(pv.last));
     pv.last = now;
-    let _ = env.copy_to_user(u, &stolen.to_le_bytes());
+    if env.copy_to_user(u, &stolen.to_le_bytes()).is_ok() {
+        written(env, vm, pv.ipa + STOLEN);
+    }
+}
+
+/// The record's page at `ipa` was written through the VMM's mapping, which
+/// no dirty-log fault sees: dirty, if its slot logs (as KVM's
+/// `kvm_put_guest` marks it), so a migration carries the record.
+fn written<E: KvmEnv>(env: &mut E, vm: &Vm, ipa: u64) {
+    vm.with_cfg(env, |_, c| c.written(ipa >> 12));
 }

@@ -1917,7 +1917,23 @@ fn firmware_calls_follow_the_bitmaps_and_stolen_time_is_counted() {
     // The VM ran: the bitmaps keep their values (EBUSY for a change).
     assert_eq!(set_bitmap(&mut f, &vm, &mut v, 2, 3), Err(EBUSY));
     assert_eq!(set_bitmap(&mut f, &vm, &mut v, 2, 1), Ok(0));
-    // The next KVM_RUN adds the run delay since PV_TIME_ST.
+    // The next KVM_RUN adds the run delay since PV_TIME_ST, through the
+    // VMM's mapping: a slot that logs dirty pages (a migration) gets the
+    // record's page marked, as no guest fault records that write.
+    let logging = u64::from(uapi::mem::LOG_DIRTY_PAGES) << 32;
+    let a = user(&mut f, 0x8000, &[logging, RAM, 0x10_0000, UADDR]);
+    assert_eq!(
+        vm::ioctl(&mut f, &vm, &HOST, uapi::SET_USER_MEMORY_REGION, a),
+        Ok(0)
+    );
+    let first_word = |f: &mut Fake, vm: &Vm| {
+        let a = user(f, 0x8100, &[0, 0xD000]);
+        assert_eq!(vm::ioctl(f, vm, &HOST, uapi::GET_DIRTY_LOG, a), Ok(0));
+        let mut b = [0u8; 8];
+        f.copy_from_user(0xD000, &mut b).ok();
+        u64::from_le_bytes(b)
+    };
+    assert_eq!(first_word(&mut f, &vm), 0);
     f.run_delay = 2500;
     f.script([to_vmm]);
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
@@ -1926,6 +1942,7 @@ fn firmware_calls_follow_the_bitmaps_and_stolen_time_is_counted() {
         u64::from_le_bytes(s[8..].try_into().unwrap_or_default()),
         2000
     );
+    assert_eq!(first_word(&mut f, &vm), 1 << 8, "the record's page");
     assert_eq!(s[..8], [0; 8], "revision and attributes 0");
 }
 

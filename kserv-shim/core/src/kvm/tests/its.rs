@@ -13,6 +13,7 @@ use crate::kvm::uapi::vgic_attr::{
 };
 use crate::kvm::vgic::its;
 use kcore_abi::run::exit_flags::WRITE;
+use uapi::mem::LOG_DIRTY_PAGES;
 
 const ITS: u64 = 0x0808_0000;
 /// Guest tables in the slot at [`RAM`]: device and collection tables, the
@@ -246,6 +247,32 @@ fn its_device_commands_and_msis_reach_the_guest_as_lpis() {
     assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
     assert_eq!(f.last_entry_irqs(), [8197]);
     assert_eq!(its_attr(&mut f, &vm, 1, GRP_ITS_REGS, 0x90, 0), Ok(4 * 32));
+    // A migration logs the slot's dirty pages. The saves below write the
+    // guest's tables through the VMM's mapping, which no guest fault
+    // records: they must mark those pages dirty themselves, or the copy
+    // would carry them stale (as a migration with the ITS did).
+    let a = user(
+        &mut f,
+        0x8000,
+        &[u64::from(LOG_DIRTY_PAGES) << 32, RAM, 0x10_0000, UADDR],
+    );
+    assert_eq!(
+        vm::ioctl(&mut f, &vm, &HOST, uapi::SET_USER_MEMORY_REGION, a),
+        Ok(0)
+    );
+    let dirty = |f: &mut Fake| -> Vec<u64> {
+        let a = user(f, 0x8100, &[0, 0xD000]);
+        assert_eq!(vm::ioctl(f, &vm, &HOST, uapi::GET_DIRTY_LOG, a), Ok(0));
+        let mut pages = Vec::new();
+        for w in 0..4u64 {
+            let mut b = [0u8; 8];
+            f.copy_from_user(0xD000 + 8 * w, &mut b).expect("bitmap");
+            let bits = u64::from_le_bytes(b);
+            pages.extend((0..64).filter(|k| bits >> k & 1 != 0).map(|k| 64 * w + k));
+        }
+        pages
+    };
+    assert_eq!(dirty(&mut f), Vec::<u64>::new());
     // Save: KVM's ABI revision 0 entries in the guest's tables.
     assert_eq!(
         its_attr(&mut f, &vm, 2, GRP_CTRL, ITS_SAVE_TABLES, 0),
@@ -255,6 +282,8 @@ fn its_device_commands_and_msis_reach_the_guest_as_lpis() {
         its_attr(&mut f, &vm, 0, GRP_CTRL, ITS_SAVE_TABLES, 0),
         Ok(0)
     );
+    // The device table's, the collection table's and the ITT's pages.
+    assert_eq!(dirty(&mut f), [0x10, 0x20, 0x80]);
     let read = |f: &mut Fake, gpa: u64| {
         let mut b = [0u8; 8];
         f.copy_from_user(UADDR + gpa - RAM, &mut b)
@@ -282,6 +311,7 @@ fn its_device_commands_and_msis_reach_the_guest_as_lpis() {
         assert_eq!(r, Ok(0));
     }
     assert_eq!(pend(&mut f), 1 << 5);
+    assert_eq!(dirty(&mut f), [(PEND - RAM) >> 12]);
     // Restore into a reset ITS, as a VMM does after migration: registers
     // first, then the tables; the MSI reaches LPI 8197 again.
     assert_eq!(its_attr(&mut f, &vm, 0, GRP_CTRL, ITS_CTRL_RESET, 0), Ok(0));

@@ -1152,13 +1152,18 @@ fn table_entry<E: KvmEnv>(env: &mut E, c: &VmCfg, baser: u64, id: u32) -> Option
     c.slot_of(addr >> 12).map(|_| addr)
 }
 
-/// Writes one byte of guest memory through a writable slot (`EFAULT`).
-fn write_u8<E: KvmEnv>(env: &mut E, c: &VmCfg, gpa: u64, value: u8) -> Result<(), Errno> {
+/// Writes one byte of guest memory through a writable slot (`EFAULT`),
+/// and marks its page dirty (as KVM's `vgic_write_guest_lock`): the write
+/// goes through the VMM's mapping, not the guest's stage 2, so no dirty-log
+/// fault records it, and a migration would carry the page stale.
+fn write_u8<E: KvmEnv>(env: &mut E, c: &mut VmCfg, gpa: u64, value: u8) -> Result<(), Errno> {
     let s = c
         .slot_of(gpa >> 12)
         .filter(|s| !s.readonly())
         .ok_or(crate::kvm::errno::EFAULT)?;
-    env.copy_to_user(s.uaddr + (gpa - s.gfn * 4096), &[value])
+    env.copy_to_user(s.uaddr + (gpa - s.gfn * 4096), &[value])?;
+    c.written(gpa >> 12);
+    Ok(())
 }
 
 /// A little-endian u64 of guest memory.
@@ -1169,14 +1174,17 @@ fn read_u64<E: KvmEnv>(env: &mut E, c: &VmCfg, gpa: u64) -> Result<u64, Errno> {
 }
 
 /// Writes a little-endian u64 into guest memory at `gpa` (8-aligned: one
-/// page) through a writable slot (`EFAULT` where none is).
-fn write_u64<E: KvmEnv>(env: &mut E, c: &VmCfg, gpa: u64, value: u64) -> Result<(), Errno> {
+/// page) through a writable slot (`EFAULT` where none is), and marks its
+/// page dirty ([`write_u8`]).
+fn write_u64<E: KvmEnv>(env: &mut E, c: &mut VmCfg, gpa: u64, value: u64) -> Result<(), Errno> {
     use crate::kvm::errno::EFAULT;
     let s = c
         .slot_of(gpa >> 12)
         .filter(|s| !s.readonly() && gpa.is_multiple_of(8))
         .ok_or(EFAULT)?;
-    env.copy_to_user(s.uaddr + (gpa - s.gfn * 4096), &value.to_le_bytes())
+    env.copy_to_user(s.uaddr + (gpa - s.gfn * 4096), &value.to_le_bytes())?;
+    c.written(gpa >> 12);
+    Ok(())
 }
 
 /// Runs the ITS's command queue until it is empty (or once round it: a
@@ -1325,7 +1333,12 @@ fn restore_collections<E: KvmEnv>(
 }
 
 /// The device table of `baser`, flat or two-level.
-fn restore_devices<E: KvmEnv>(env: &mut E, vm: &Vm, c: &VmCfg, baser: u64) -> Result<(), Errno> {
+fn restore_devices<E: KvmEnv>(
+    env: &mut E,
+    vm: &Vm,
+    c: &mut VmCfg,
+    baser: u64,
+) -> Result<(), Errno> {
     let size = ((baser & 0xFF) + 1) * 0x1_0000;
     let base = table_base(baser);
     if baser & INDIRECT == 0 {
@@ -1348,7 +1361,7 @@ fn restore_devices<E: KvmEnv>(env: &mut E, vm: &Vm, c: &VmCfg, baser: u64) -> Re
 fn scan_devices<E: KvmEnv>(
     env: &mut E,
     vm: &Vm,
-    c: &VmCfg,
+    c: &mut VmCfg,
     baser: u64,
     table: (u64, u64),
     first: u64,
@@ -1382,7 +1395,7 @@ fn scan_devices<E: KvmEnv>(
 fn restore_itt<E: KvmEnv>(
     env: &mut E,
     vm: &Vm,
-    c: &VmCfg,
+    c: &mut VmCfg,
     dev: (u32, u64, u32),
 ) -> Result<(), Errno> {
     let (id, itt, bits) = dev;
@@ -1442,7 +1455,7 @@ pub fn save_pending<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
 
 /// A newly mapped LPI takes its pending state from its target's pending
 /// table, whose bit is then cleared (`vgic_v3_lpi_sync_pending_status`).
-fn sync_pending<E: KvmEnv>(env: &mut E, vm: &Vm, c: &VmCfg, s: usize) {
+fn sync_pending<E: KvmEnv>(env: &mut E, vm: &Vm, c: &mut VmCfg, s: usize) {
     let Some((gpa, bit, _, intid)) = vm.with_gic(env, |g| (g.its_pending_of(s), 0)) else {
         return;
     };
