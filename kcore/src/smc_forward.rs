@@ -24,9 +24,26 @@
 //! is `NOT_SUPPORTED`. Only `TRNG_GET_UUID` and `TRNG_RND` return more than
 //! `x0`; for the others KServ's `x1..x3` are left as they were, so nothing
 //! the firmware leaves in them reaches KServ.
+//!
+//! None of it reads or changes KCore's state, so the EL2 entry code answers
+//! these `SMC`s ([`stateless`], then [`handle`]) before it takes KCore's
+//! lock: a slow firmware call (a TRNG draw) stalls no other CPU's
+//! hypercalls. The firmware serialises what it must itself, as it does for
+//! any OS calling it from several CPUs.
 
+use crate::exception::{Esr, TrapState, ec};
 use crate::hw::Firmware;
 use kcore_abi::smccc;
+
+/// The function id of KServ's trap `trap` (its `x0` being `x0`) when it
+/// is an `SMC` KCore answers without its state: an `SMC #0` whose id is a
+/// 32-bit SMCCC id and not PSCI's (`SMC`s with another immediate or a
+/// wider id are refused by [`crate::host`], PSCI is KCore's own).
+pub fn stateless(trap: &TrapState, x0: u64) -> Option<u32> {
+    let esr = Esr(trap.esr);
+    let fid = u32::try_from(x0).ok()?;
+    (esr.ec() == ec::SMC64 && esr.imm16() == 0 && !kcore_abi::psci::is_psci(fid)).then_some(fid)
+}
 
 /// What KCore does with one of KServ's non-PSCI `SMC`s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -266,3 +266,68 @@ fn gic_redistributor_control_pages_are_guarded() {
     assert!(host_walk(&w, rd1).is_none());
     check_invariants(&w).unwrap();
 }
+
+/// The `SMC`s the EL2 entry code answers before taking KCore's lock
+/// (`smc_forward::stateless`, then `smc_forward::handle`) get exactly what
+/// `Host::handle_trap` would have given them under the lock, on both PSCI
+/// backends, and every other `SMC` (PSCI, another immediate, a wider id) is
+/// left to the lock.
+#[test]
+fn smcs_answered_without_the_lock_match_the_host() {
+    use kcore::smc_forward::{handle, stateless};
+    use kcore_abi::smccc;
+    let calls: [(u64, [u64; 3]); 11] = [
+        (smccc::SMCCC_VERSION.into(), [7, 8, 9]),
+        (
+            smccc::SMCCC_ARCH_FEATURES.into(),
+            [smccc::ARCH_WORKAROUND_1.into(), 8, 9],
+        ),
+        (
+            smccc::SMCCC_ARCH_FEATURES.into(),
+            [psci::VERSION.into(), 0, 0],
+        ),
+        (smccc::ARCH_WORKAROUND_2.into(), [1, 0, 0]),
+        (smccc::ARCH_WORKAROUND_2.into(), [0, 0, 0]),
+        (smccc::TRNG_RND64.into(), [192, 5, 6]),
+        (0xC400_0021, [0x1000, 0, 0]), // SDEI_EVENT_REGISTER
+        (0xC200_0000, [1, 2, 3]),
+        (0x8400_0000, [0, 0, 0]), // PSCI_VERSION: KCore's own
+        (1 << 32 | 0x8000_0000, [0, 0, 0]),
+        (u64::from(psci::CPU_OFF), [0, 0, 0]),
+    ];
+    for backend in [Backend::Firmware, Backend::SpinTable] {
+        for imm in [0, 1] {
+            for &(x0, args) in &calls {
+                let t = trap(ec::SMC64, imm, 0, 0);
+                let mut regs = [0u64; 31];
+                regs[0] = x0;
+                regs[1..4].copy_from_slice(&args);
+                let expect_lockfree =
+                    imm == 0 && u32::try_from(x0).is_ok_and(|f| !psci::is_psci(f));
+                let Some(fid) = stateless(&t, x0) else {
+                    assert!(!expect_lockfree, "{x0:#x} imm {imm} left to the lock");
+                    continue;
+                };
+                assert!(expect_lockfree, "{x0:#x} imm {imm} taken without the lock");
+                assert_eq!(u64::from(fid), x0);
+                let mut fw_free = FakeFirmware {
+                    answer: 0x55,
+                    ..FakeFirmware::default()
+                };
+                let mut free = regs;
+                handle(fid, &mut free, backend == Backend::Firmware, &mut fw_free);
+                let mut w = world_with(PsciRelay::new(&[0, 1, 2, 3], 0).with_backend(backend));
+                let mut fw = FakeFirmware {
+                    answer: 0x55,
+                    ..FakeFirmware::default()
+                };
+                let mut locked = regs;
+                assert_eq!(run(&mut w, &mut fw, &t, &mut locked), Resume::Skip);
+                assert_eq!(free, locked, "{x0:#x} on {backend:?}");
+                assert_eq!(fw_free.calls, fw.calls, "{x0:#x} on {backend:?}");
+            }
+        }
+    }
+    // And only SMCs: an HVC is the hypercall ABI's.
+    assert_eq!(stateless(&trap(ec::HVC64, 0, 0, 0), 0x8000_0000), None);
+}

@@ -630,6 +630,7 @@ fn boot_kserv(
         ),
         pool: pages,
     });
+    trap::set_smc_firmware(!spin);
     if spin {
         release_secondaries(plat, &mpidrs, me, img.spin_entry);
     }

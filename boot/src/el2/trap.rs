@@ -16,11 +16,12 @@
 
 use super::state::{self, MAP_RANGES, MAX_CPUS, MAX_VMS, STATE, stop};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::exception::fault_ipa;
 use kcore::host::{Resume, run_result};
 use kcore::mem_protect::MemCore;
 use kcore::psci::Backend;
+use kcore::smc_forward;
 use kcore::vcpu::{Loaded, RunArgs, Step, VcpuHost, WriteFault, run_vcpu_in};
 use kcore_abi::Error;
 use kcore_abi::psci as fid;
@@ -69,6 +70,15 @@ pub fn set_secondary_entry(pa: u64) {
     SECONDARY_ENTRY.store(pa, Ordering::Relaxed);
 }
 
+/// Whether firmware answers `SMC`s below KCore (PSCI's backend is
+/// `Firmware`), for the `SMC`s answered without KCore's lock.
+static SMC_FIRMWARE: AtomicBool = AtomicBool::new(false);
+
+/// Records whether firmware answers `SMC`s (set once, at boot).
+pub fn set_smc_firmware(present: bool) {
+    SMC_FIRMWARE.store(present, Ordering::Relaxed);
+}
+
 /// A synchronous exception from KServ. Called by the vector table with the
 /// saved registers.
 #[unsafe(no_mangle)]
@@ -85,6 +95,15 @@ extern "C" fn kcore_host_sync(frame: &mut HostFrame) {
 fn host_sync(frame: &mut HostFrame) {
     let cpu = cpu::cpu_index();
     let trap = el1::trap_state();
+    // The `SMC`s that touch none of KCore's state (the forwarding
+    // allow-list) are answered without its lock: a slow firmware call
+    // stalls no other CPU.
+    if let Some(fid) = smc_forward::stateless(&trap, frame[0]) {
+        let firmware = SMC_FIRMWARE.load(Ordering::Relaxed);
+        smc_forward::handle(fid, &mut frame[..], firmware, &mut SmcFirmware);
+        el1::skip_instruction();
+        return;
+    }
     let mut guard = STATE.lock();
     let Some(state) = guard.as_mut() else {
         stop(format_args!(
