@@ -9,8 +9,9 @@
 //! table, memory map with runtime services mapped 1:1) in `/chosen`'s
 //! `linux,uefi-*`, exits boot services and enters KCore at EL2 with the MMU
 //! off. The test checks that KServ comes up at EL1 on all 4 CPUs and passes
-//! `hvc`, `protection`, `vmisolation` and `efi` (efivars through the
-//! runtime services), that the RAM `kcore.efi` described holds KCore's
+//! `hvc`, `protection`, `vmisolation`, `efi` (efivars through the runtime
+//! services) and `kvmguest` (the Linux guests, protected and not, through
+//! `/dev/kvm`), that the RAM `kcore.efi` described holds KCore's
 //! image and pool outside every range it reserved (the firmware's runtime
 //! and reserved regions, KServ's memory map), and reports
 //! the time from reset to KServ's `/init` (EDK2 and the copy of the image
@@ -75,19 +76,10 @@ fn ranges_after(line: &str, prefix: &str) -> Vec<(u64, u64)> {
 }
 
 /// Boots `machine` through `kcore.efi` (from `build/esp-systest-<name>`)
-/// with KServ's `tests`, which must pass; checks that KCore started after
-/// `kcore.efi`'s hand-off and returns the report, the run and the index of
-/// that hand-off line.
-fn efi_batch(
-    name: &str,
-    machine: Machine,
-    tests: &[&str],
-) -> anyhow::Result<(BatchReport, SlotSession, usize)> {
-    efi_batch_within(name, machine, tests, BOOT_TIMEOUT, &[])
-}
-
-/// [`efi_batch`] for tests that take longer than [`BOOT_TIMEOUT`], after
-/// `failing` starts of `kcore.efi` (`QemuCommand::efi_failing_starts`).
+/// with KServ's `tests`, which must pass within `timeout`, after `failing`
+/// starts of `kcore.efi` (`QemuCommand::efi_failing_starts`); checks that
+/// KCore started after `kcore.efi`'s hand-off and returns the report, the
+/// run and the index of that hand-off line.
 fn efi_batch_within(
     name: &str,
     machine: Machine,
@@ -143,8 +135,14 @@ fn finish(name: &str, report: &BatchReport, run: &SlotSession) -> TestResult {
 #[test]
 fn efi_device_tree_4_cpus_at_el1() -> TestResult {
     let name = "efi-dt";
-    let tests = [TESTS, &["efi"]].concat();
-    let (report, run, loader) = efi_batch(name, Machine::virt_efi_dt(), &tests)?;
+    let tests = [TESTS, &["efi", "kvmguest"]].concat();
+    let (report, run, loader) = efi_batch_within(
+        name,
+        Machine::virt_efi_dt(),
+        &tests,
+        BOOT_TIMEOUT + Duration::from_secs(120),
+        &[],
+    )?;
     let fail = |what: String| Failure::from(run.session.failure(format!("{name}: {what}")));
     let lines = run.session.lines();
     let find = |s: &str| lines.iter().position(|l| l.contains(s));
@@ -156,6 +154,9 @@ fn efi_device_tree_4_cpus_at_el1() -> TestResult {
     }
     // Runtime services handed on: KServ's kernel maps them (the `efi`
     // test then reads the variables through them).
+    if let Some(problem) = kvmguest_shortfall(&report, &lines) {
+        return Err(fail(problem));
+    }
     if find("Remapping and enabling EFI services").is_none() {
         return Err(fail(
             "KServ's kernel did not enable EFI runtime services".into(),

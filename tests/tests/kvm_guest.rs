@@ -6,13 +6,12 @@
 //! PL011 console) — each printing its marker and the expected checksum of
 //! a workload it generated, then powering off. KServ's `version` test
 //! afterwards shows KCore still serving; KCore must report no trouble. The
-//! same runs on a GICv2 host, and with KCore booted by `kcore.efi` from
-//! Debian's EDK2.
+//! same runs on a GICv2 host; with KCore booted by `kcore.efi` from
+//! Debian's EDK2, the `efi` system tests run the guests in both of its
+//! modes.
 
-use kcore_qemu::{Boot, Machine};
-use kcore_systests::{
-    BOOT_TIMEOUT, TestResult, artefact, build_dir, linux_guests, linux_guests_booted,
-};
+use kcore_qemu::Machine;
+use kcore_systests::{BOOT_TIMEOUT, TestResult, linux_guests};
 
 #[test]
 fn linux_guests_on_kcore_protected_and_not() -> TestResult {
@@ -29,22 +28,5 @@ fn linux_guests_on_a_gicv2_host() -> TestResult {
         "kvm-guest-gicv2",
         Machine::virt_gicv2().with_smp(2),
         BOOT_TIMEOUT,
-    )
-}
-
-/// The same with KCore booted as a UEFI application: Debian's EDK2 on QEMU
-/// `virt` in device-tree mode starts `build/kcore.efi` from an ESP
-/// (`docs/platforms.md`, "UEFI servers").
-#[test]
-fn linux_guests_on_kcore_booted_by_uefi() -> TestResult {
-    let boot = Boot::Efi {
-        efi: artefact("kcore.efi")?,
-        esp: build_dir().join("esp-systest-kvm-guest-efi"),
-    };
-    linux_guests_booted(
-        "kvm-guest-efi",
-        Machine::virt_efi_dt().with_smp(4),
-        boot,
-        BOOT_TIMEOUT + std::time::Duration::from_secs(60),
     )
 }

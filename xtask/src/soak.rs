@@ -10,7 +10,7 @@
 //! KServ's free memory must be back within 1 MiB, kernel cache growth
 //! counted apart (kserv-shim/initramfs/
 //! tests/kvmlife says how it is measured). The system test `kvm_life` runs
-//! the same test with 20 cycles of each; this is the long version, too long
+//! the same test with 20 test-guest and 6 Linux cycles; this is the long version, too long
 //! for every CI run. The outcome goes to `docs/soak.md`.
 
 use std::fmt::Write as _;
@@ -113,7 +113,7 @@ fn render(cycles: u32, machine: &str, line: &str, secs: u64) -> String {
          move), not an ownership count. Before the \
          cycles the same test runs two guests at once, kills a VMM mid-boot and checks \
          SIGBUS for forked readers of donated pages. The system test `kvm_life` runs it \
-         with 20 cycles of each in every `cargo xtask test`.\n\n\
+         with 20 test-guest and 6 Linux guest cycles in every `cargo xtask test`.\n\n\
          Last run: {machine}; {secs} s of wall-clock time.\n\n\
          ```text\n\
          kvmlife: {line}\n\

@@ -34,22 +34,22 @@ const PACKAGE: &str = "kcore-systests";
 const JOBS: usize = 2;
 
 /// Tests (`binary::test`) and whole binaries by their measured wall time,
-/// longest first (two QEMUs on a loaded two-core machine, at 5b489d6): a
-/// job takes the place of the first entry naming it or its binary; within
-/// one place jobs keep their binary's order. Jobs named nowhere run after
-/// these, in binary order.
+/// longest first (two QEMUs on a two-core machine; `cargo xtask test`
+/// prints each job's time): a job takes the place of the first entry
+/// naming it or its binary; within one place jobs keep their binary's
+/// order. Jobs named nowhere run after these, in binary order.
 const SLOW_FIRST: &[&str] = &[
-    "kvm_life",
     "efi::efi_acpi_4_cpus_at_el1",
-    "raspi4b::raspi4b_linux_guests_on_the_gic_400",
-    "kserv_612",
+    "kvm_life",
     "debqemu",
     "attacks",
+    "efi",
+    "raspi4b::raspi4b_linux_guests_on_the_gic_400",
+    "kserv_612",
     "kvm_guest",
     "kvm_direct",
     "kvm_bench",
     "residue",
-    "efi",
     "raspi4b",
     "server",
 ];
