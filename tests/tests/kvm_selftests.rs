@@ -176,6 +176,7 @@ fn quick_selftests_side_by_side() -> TestResult {
 #[test]
 #[ignore = "about 50 minutes under TCG; run with --ignored after cargo xtask build"]
 fn slow_selftests_side_by_side() -> TestResult {
-    // 900 s: rseq_test took 645 s on KCore alone (449 s on stock KVM).
+    // 900 s: rseq_test took 645 s on KCore alone, 740 s in the whole set
+    // (docs/kvm.md).
     side_by_side(SLOW, 900)
 }
