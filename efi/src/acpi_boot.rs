@@ -11,9 +11,12 @@
 //!    driver binds: on QEMU's `virt` the PCI host bridge, fw_cfg and the
 //!    virtio-mmio transports, whose frames KCore's tree lists, as the
 //!    device-tree path disables these DMA masters; each kept device and its
-//!    ranges are printed) and a FADT pointing at it, an XSDT pointing at those
-//!    without the MCFG, and an RSDP pointing at that XSDT, which replaces
-//!    the firmware's in the configuration table's ACPI 2.0 entry;
+//!    ranges are printed) and a FADT pointing at it, a copy of each SSDT in
+//!    which such a device's ID was renamed the same way
+//!    (`kcore_acpi::kserv_aml`), an XSDT pointing at those (in the
+//!    originals' places) without the MCFG, and an RSDP pointing at that
+//!    XSDT, which replaces the firmware's in the configuration table's ACPI
+//!    2.0 entry;
 //! 3. a buffer for the memory map KServ receives (with room for the
 //!    descriptors KCore splits), the home of `kcore.img`, and an arena for
 //!    what is allocated after `ExitBootServices` ([`crate::arena`]) are set
@@ -185,10 +188,10 @@ pub(crate) fn prepare(rsdp: u64, bootargs: Option<String>) -> Result<Ready, Fail
     })
 }
 
-/// Writes the tables KServ sees (MADT, FADT, DSDT, XSDT, RSDP; module
-/// documentation) to ACPI-reclaim pages and points the configuration
-/// table's ACPI 2.0 entry at the new RSDP. A `fault` adds its SSDT to the
-/// AML read ([`kcore_efi::fault`]).
+/// Writes the tables KServ sees (MADT, FADT, DSDT, the SSDTs with IDs
+/// renamed, XSDT, RSDP; module documentation) to ACPI-reclaim pages and
+/// points the configuration table's ACPI 2.0 entry at the new RSDP. A
+/// `fault` adds its SSDT to the AML read ([`kcore_efi::fault`]).
 fn install_kserv_tables(tables: &Tables, fault: Option<Fault>) -> Result<(), Failure> {
     let missing = |what: &str| (Status::LOAD_ERROR, format!("ACPI: no {what}"));
     let (madt_at, madt) = tables.find(b"APIC").ok_or_else(|| missing("MADT"))?;
@@ -196,7 +199,7 @@ fn install_kserv_tables(tables: &Tables, fault: Option<Fault>) -> Result<(), Fai
     let (fadt_at, fadt) = tables.find(b"FACP").ok_or_else(|| missing("FADT"))?;
     let (_, dsdt) = tables.dsdt().ok_or_else(|| missing("DSDT"))?;
     // The devices of the AML: those KCore keeps are in its tree
-    // (`platform_dt`) and renamed in KServ's DSDT.
+    // (`platform_dt`) and renamed in KServ's DSDT and SSDTs.
     let fault_ssdt = fault.map(|f| {
         println!(
             "kcore.efi: {}{}: adding a faulty SSDT to the AML",
@@ -232,31 +235,47 @@ fn install_kserv_tables(tables: &Tables, fault: Option<Fault>) -> Result<(), Fai
     }
     let hide = namespace::ids_to_hide(&devices);
     let hide: Vec<&str> = hide.iter().map(String::as_str).collect();
-    let (dsdt, hidden) = kcore_acpi::kserv_dsdt(dsdt, &hide).map_err(failed("KServ's DSDT"))?;
+    let (dsdt, mut hidden) = kcore_acpi::kserv_aml(dsdt, &hide).map_err(failed("KServ's DSDT"))?;
+    // The SSDTs with an ID renamed, by their firmware addresses; the others
+    // KServ reads where they are.
+    let mut ssdts = Vec::new();
+    for (at, t) in tables.ssdts() {
+        let (t, n) = kcore_acpi::kserv_aml(t, &hide).map_err(failed("KServ's SSDT"))?;
+        hidden += n;
+        if n > 0 {
+            ssdts.push((at, t));
+        }
+    }
     let xsdt = tables
         .bytes(tables.xsdt_address())
         .ok_or_else(|| missing("XSDT"))?;
     let old_rsdp = tables
         .bytes(tables.rsdp_address())
         .ok_or_else(|| missing("RSDP"))?;
-    // MADT, FADT, DSDT, XSDT, RSDP, each 16-byte aligned (the FADT keeps
-    // its length, the XSDT never grows).
-    let sizes = [
+    // MADT, FADT, DSDT, XSDT, RSDP, then the edited SSDTs, each 16-byte
+    // aligned, in one allocation (the FADT keeps its length, the XSDT never
+    // grows: every edit replaces or drops an entry).
+    let fixed = [
         madt.len(),
         fadt.len(),
         dsdt.len(),
         xsdt.len(),
         old_rsdp.len(),
     ];
-    let total: usize = sizes.iter().map(|l| l.next_multiple_of(16)).sum();
+    let total: usize = fixed
+        .into_iter()
+        .chain(ssdts.iter().map(|(_, t)| t.len()))
+        .map(|l| l.next_multiple_of(16))
+        .sum();
     let base = allocate(MemoryType::ACPI_RECLAIM, total, "KServ's ACPI tables")?;
-    let mut at = [0u64; 5];
     let mut next = base;
-    for (a, l) in at.iter_mut().zip(sizes) {
-        *a = next;
-        next += l.next_multiple_of(16) as u64;
-    }
-    let [madt_new, fadt_new, dsdt_new, xsdt_new, rsdp_new] = at;
+    let mut place = |len: usize| {
+        let at = next;
+        next += len.next_multiple_of(16) as u64;
+        at
+    };
+    let [madt_new, fadt_new, dsdt_new, xsdt_new, rsdp_new] = fixed.map(&mut place);
+    let ssdts_new: Vec<u64> = ssdts.iter().map(|(_, t)| place(t.len())).collect();
     let fadt = kcore_acpi::kserv_fadt(fadt, dsdt_new).map_err(failed("KServ's FADT"))?;
     let mut edits = alloc::vec![
         XsdtEdit::Replace {
@@ -268,18 +287,24 @@ fn install_kserv_tables(tables: &Tables, fault: Option<Fault>) -> Result<(), Fai
             new: fadt_new,
         },
     ];
+    for ((old, _), &new) in ssdts.iter().zip(&ssdts_new) {
+        edits.push(XsdtEdit::Replace { old: *old, new });
+    }
     if let Some((mcfg_at, _)) = tables.find(b"MCFG") {
         edits.push(XsdtEdit::Drop(mcfg_at));
     }
     let xsdt = kcore_acpi::kserv_xsdt(xsdt, &edits).map_err(failed("KServ's XSDT"))?;
     let rsdp = kcore_acpi::kserv_rsdp(old_rsdp, xsdt_new).map_err(failed("KServ's RSDP"))?;
-    for (to, t) in [
+    let placed = [
         (madt_new, &madt),
         (fadt_new, &fadt),
         (dsdt_new, &dsdt),
         (xsdt_new, &xsdt),
         (rsdp_new, &rsdp),
-    ] {
+    ]
+    .into_iter()
+    .chain(ssdts_new.iter().copied().zip(ssdts.iter().map(|(_, t)| t)));
+    for (to, t) in placed {
         // SAFETY: the pages were just allocated for these tables, each in
         // its own slot sized for it, and are identity-mapped.
         unsafe { core::ptr::copy_nonoverlapping(t.as_ptr(), to as *mut u8, t.len()) };
@@ -296,9 +321,11 @@ fn install_kserv_tables(tables: &Tables, fault: Option<Fault>) -> Result<(), Fai
         )
     })?;
     println!(
-        "kcore.efi: KServ's ACPI tables: RSDP {rsdp_new:#x}, XSDT {xsdt_new:#x} ({} tables), MADT {madt_new:#x} ({} bytes), DSDT {dsdt_new:#x} ({hidden} device IDs hidden)",
+        "kcore.efi: KServ's ACPI tables: RSDP {rsdp_new:#x}, XSDT {xsdt_new:#x} ({} tables), MADT {madt_new:#x} ({} bytes), DSDT {dsdt_new:#x}, {} of {} SSDTs edited ({hidden} device IDs hidden)",
         (xsdt.len() - 36) / 8,
-        madt.len()
+        madt.len(),
+        ssdts.len(),
+        tables.ssdts().len()
     );
     Ok(())
 }

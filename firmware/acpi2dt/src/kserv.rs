@@ -8,10 +8,10 @@
 //!   (KCore keeps the ITSes), GICD and GICR kept.
 //! - [`kserv_xsdt`]: the XSDT with entries repointed at replaced tables or
 //!   dropped (the MCFG, while KCore keeps the PCIe host bridge from KServ).
-//! - [`kserv_dsdt`]: the DSDT with the devices KCore keeps (those of
-//!   `namespace::kept_by_kcore`, on QEMU's `virt` the PCI host bridge,
-//!   fw_cfg and the virtio-mmio transports) renamed so no driver binds,
-//!   and [`kserv_fadt`] pointing at it.
+//! - [`kserv_aml`]: the DSDT and each SSDT with the devices KCore keeps
+//!   (those of `namespace::kept_by_kcore`, on QEMU's `virt` the PCI host
+//!   bridge, fw_cfg and the virtio-mmio transports) renamed so no driver
+//!   binds, and [`kserv_fadt`] pointing at KServ's DSDT.
 //! - [`kserv_rsdp`]: the RSDP pointing at the new XSDT.
 //!
 //! Each fixes the checksums it invalidates.
@@ -132,7 +132,7 @@ pub fn kserv_fadt(fadt: &[u8], dsdt: u64) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// Hardware IDs (`_HID`, `_CID`) [`kserv_dsdt`] always renames: PCI host
+/// Hardware IDs (`_HID`, `_CID`) [`kserv_aml`] always renames: PCI host
 /// bridges (PNP0A08, PNP0A03: KCore keeps the ECAM, the bridge is a DMA
 /// master), whatever their `_CRS` says.
 pub const PCI_HOST_IDS: [&str; 2] = ["PNP0A08", "PNP0A03"];
@@ -142,66 +142,168 @@ const KCORE_EISA_VENDOR: [u8; 2] = [0x2c, 0x72];
 const KCORE_PNP_VENDOR: &[u8; 3] = b"KCR";
 const KCORE_ACPI_VENDOR: &[u8; 4] = b"KCOR";
 
-/// The DSDT KServ sees: `dsdt` with the `_HID`/`_CID`s in `hidden` (the
-/// IDs of the devices KCore keeps, `namespace::ids_to_hide`) and
-/// [`PCI_HOST_IDS`] renamed to IDs no driver binds to, so that KServ's
-/// kernel does not probe them (it would touch memory KCore keeps and take
-/// an external abort). The AML is not parsed: only the exact encodings
-/// `Name (_HID|_CID, EisaId/String)` are patched, in place, so every offset
-/// and length stays as it was (a `_CID` package, or an ID a method returns,
-/// is not renamed); the checksum is fixed. Returns the table and how many
-/// IDs were renamed.
-pub fn kserv_dsdt(dsdt: &[u8], hidden: &[&str]) -> Result<(Vec<u8>, usize), Error> {
-    check_sdt(dsdt, b"DSDT")?;
+/// AML opcodes [`kserv_aml`] reads (ACPI 6.5, 20.2): `Name`, `Method`,
+/// `Return`, `Package`, and the prefixes of the constants an ID is.
+const NAME_OP: u8 = 0x08;
+const METHOD_OP: u8 = 0x14;
+const RETURN_OP: u8 = 0xa4;
+const PACKAGE_OP: u8 = 0x12;
+const WORD_PREFIX: u8 = 0x0b;
+const DWORD_PREFIX: u8 = 0x0c;
+const STRING_PREFIX: u8 = 0x0d;
+/// The names whose values are IDs.
+const ID_NAMES: [&[u8; 4]; 2] = [b"_HID", b"_CID"];
+
+/// An AML table KServ sees: `table` (a DSDT or an SSDT; any other
+/// signature is refused) with the `_HID`/`_CID`s in `hidden` (the IDs of
+/// the devices KCore keeps, `namespace::ids_to_hide`) and [`PCI_HOST_IDS`]
+/// renamed to IDs no driver binds to, so that KServ's kernel does not probe
+/// them (it would touch memory KCore keeps and take an external abort).
+///
+/// The AML is not parsed: the table is searched for the exact encodings of
+/// an ID's definition, and the IDs among their values are patched in place,
+/// so every offset and length stays as it was; the checksum is fixed. The
+/// definitions are `Name (_HID|_CID, <value>)` and `Method (_HID|_CID, 0,
+/// ...) { Return (<value>) ... }` (the method's first statement: it always
+/// returns that value), both with the name as one segment (a device's own
+/// object, not a path); a value is an ID constant (`EisaId`, encoded as a
+/// DWord or Word constant, or a string) or a `Package` of them (a `_CID`
+/// list: its elements in order, until one is not such a constant, each
+/// whole inside the package). A package whose length runs past the table is
+/// left alone. Not renamed: an ID a method computes or returns from
+/// another object, a `VarPackage`. Returns the table and how many IDs were
+/// renamed.
+pub fn kserv_aml(table: &[u8], hidden: &[&str]) -> Result<(Vec<u8>, usize), Error> {
+    let sig = signature(table);
+    if sig != *b"DSDT" && sig != *b"SSDT" {
+        return Err(Error::BadTable {
+            signature: sig,
+            reason: "is not an AML table (a DSDT or an SSDT)",
+        });
+    }
+    check_sdt(table, &sig)?;
     let hide = |id: &[u8]| {
         hidden
             .iter()
             .chain(&PCI_HOST_IDS)
             .any(|h| h.as_bytes() == id)
     };
-    let mut out = dsdt.to_vec();
+    let mut out = table.to_vec();
     let mut renamed = 0;
-    let mut at = HEADER_LEN;
-    while at + 6 < out.len() {
-        // NameOp, then _HID or _CID.
-        let name = out.get(at..at + 5).unwrap_or_default();
-        let is_id = name == b"\x08_HID" || name == b"\x08_CID";
-        if !is_id {
-            at += 1;
-            continue;
+    for at in HEADER_LEN..out.len() {
+        if let Some((value, end)) = id_definition(&out, at) {
+            renamed += rename_value(&mut out, value, end, &hide);
         }
-        let value = at + 6;
-        match out.get(at + 5) {
-            // DWordPrefix + EISA ID.
-            Some(0x0c) => {
-                if let Some(id) = out.get_mut(value..value + 4)
-                    && let Some(text) =
-                        le32(id, 0).and_then(|v| crate::namespace::eisa_id(v.into()))
-                    && hide(text.as_bytes())
-                {
-                    id[..2].copy_from_slice(&KCORE_EISA_VENDOR);
-                    renamed += 1;
-                }
-            }
-            // StringPrefix + a PNP (7) or ACPI (8) ID + NUL.
-            Some(0x0d) => {
-                for (len, vendor) in [(7, &KCORE_PNP_VENDOR[..]), (8, &KCORE_ACPI_VENDOR[..])] {
-                    if let Some(id) = out.get_mut(value..value + len + 1)
-                        && id[len] == 0
-                        && hide(&id[..len])
-                    {
-                        id[..vendor.len()].copy_from_slice(vendor);
-                        renamed += 1;
-                    }
-                }
-            }
-            _ => {}
-        }
-        at += 5;
     }
     let len = out.len();
     fix_checksum(&mut out, len, SDT_CHECKSUM);
     Ok((out, renamed))
+}
+
+/// If an ID's definition starts at `at` ([`kserv_aml`]), where its value
+/// starts and the end of the bytes it may take.
+fn id_definition(aml: &[u8], at: usize) -> Option<(usize, usize)> {
+    let is_id = |name: usize| {
+        aml.get(name..name + 4)
+            .is_some_and(|n| ID_NAMES.iter().any(|id| id.as_slice() == n))
+    };
+    match *aml.get(at)? {
+        NAME_OP if is_id(at + 1) => Some((at + 5, aml.len())),
+        METHOD_OP => {
+            let (len, skip) = pkg_length(aml, at + 1)?;
+            let end = (at + 1).checked_add(len).filter(|&e| e <= aml.len())?;
+            let name = at + 1 + skip;
+            // No arguments, and `Return` first.
+            let flags = *aml.get(name + 4)?;
+            let first = *aml.get(name + 5)?;
+            (is_id(name) && flags & 7 == 0 && first == RETURN_OP).then_some((name + 6, end))
+        }
+        _ => None,
+    }
+}
+
+/// A PkgLength at `at` (ACPI 6.5, 20.2.4): its value (which counts its own
+/// bytes) and how many bytes it takes.
+fn pkg_length(aml: &[u8], at: usize) -> Option<(usize, usize)> {
+    let lead = *aml.get(at)?;
+    let follow = usize::from(lead >> 6);
+    if follow == 0 {
+        return Some((usize::from(lead & 0x3f), 1));
+    }
+    let mut len = usize::from(lead & 0x0f);
+    for k in 0..follow {
+        len |= usize::from(*aml.get(at + 1 + k)?) << (4 + 8 * k);
+    }
+    Some((len, 1 + follow))
+}
+
+/// Renames the hidden IDs of the value at `at`, which ends by `end`: an ID
+/// constant or a package of them. Returns how many it renamed.
+fn rename_value(aml: &mut [u8], at: usize, end: usize, hide: &dyn Fn(&[u8]) -> bool) -> usize {
+    if aml.get(at) != Some(&PACKAGE_OP) {
+        return rename_id(aml, at, end, hide).map_or(0, |(_, hit)| usize::from(hit));
+    }
+    let Some((len, skip)) = pkg_length(aml, at + 1) else {
+        return 0;
+    };
+    let Some(end) = (at + 1).checked_add(len).filter(|&e| e <= end) else {
+        return 0;
+    };
+    let Some(&count) = aml.get(at + 1 + skip) else {
+        return 0;
+    };
+    let mut next = at + 2 + skip;
+    let mut renamed = 0;
+    for _ in 0..count {
+        let Some((after, hit)) = rename_id(aml, next, end, hide) else {
+            break;
+        };
+        renamed += usize::from(hit);
+        next = after;
+    }
+    renamed
+}
+
+/// Renames the ID constant at `at` if it is hidden, touching only bytes
+/// before `end`: a DWord or Word constant (an EISA ID; its vendor becomes
+/// `KCR`) or a string (a PNP ID of 7 characters, its vendor becoming `KCR`,
+/// or an ACPI ID of 8, `KCOR`). Returns where the constant ends and whether
+/// it was renamed; `None` if no such constant lies whole before `end`.
+fn rename_id(
+    aml: &mut [u8],
+    at: usize,
+    end: usize,
+    hide: &dyn Fn(&[u8]) -> bool,
+) -> Option<(usize, bool)> {
+    let prefix = *aml.get(at)?;
+    let body = aml.get_mut(at + 1..end)?;
+    match prefix {
+        WORD_PREFIX | DWORD_PREFIX => {
+            let width = if prefix == WORD_PREFIX { 2 } else { 4 };
+            let id = body.get_mut(..width)?;
+            let value = id.iter().rev().fold(0u64, |v, &b| (v << 8) | u64::from(b));
+            let hit = crate::namespace::eisa_id(value).is_some_and(|t| hide(t.as_bytes()));
+            if hit {
+                id.get_mut(..2)?.copy_from_slice(&KCORE_EISA_VENDOR);
+            }
+            Some((at + 1 + width, hit))
+        }
+        STRING_PREFIX => {
+            let len = body.iter().position(|&b| b == 0)?;
+            let id = body.get_mut(..len)?;
+            let vendor: &[u8] = match len {
+                7 => KCORE_PNP_VENDOR,
+                8 => KCORE_ACPI_VENDOR,
+                _ => &[],
+            };
+            let hit = !vendor.is_empty() && hide(id);
+            if hit {
+                id.get_mut(..vendor.len())?.copy_from_slice(vendor);
+            }
+            Some((at + 2 + len, hit))
+        }
+        _ => None,
+    }
 }
 
 /// What happens to one XSDT entry.

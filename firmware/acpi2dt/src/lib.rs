@@ -72,7 +72,7 @@ use kcore::addr::MemRange;
 use kcore_boot::platform::DtError;
 
 pub use describe::{Description, describe};
-pub use kserv::{XsdtEdit, fadt_dsdt, kserv_dsdt, kserv_fadt, kserv_madt, kserv_rsdp, kserv_xsdt};
+pub use kserv::{XsdtEdit, fadt_dsdt, kserv_aml, kserv_fadt, kserv_madt, kserv_rsdp, kserv_xsdt};
 pub use memory::{MemDesc, banks, usable};
 pub use tables::{IdentityMem, PhysMem, SliceMem, Tables};
 

@@ -502,7 +502,7 @@ pub fn kept(aml_tables: &[&[u8]]) -> Result<Vec<AcpiDevice>, Error> {
     Ok(all)
 }
 
-/// The IDs (`_HID`, `_CID`) `kserv_dsdt` renames in KServ's DSDT: those of
+/// The IDs (`_HID`, `_CID`) `kserv_aml` renames in KServ's DSDT and SSDTs: those of
 /// the devices KCore keeps, but for IDs a device KServ keeps also has (the
 /// rename is by ID, and must not hide KServ's own devices from its
 /// drivers).

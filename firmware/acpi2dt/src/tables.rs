@@ -308,6 +308,15 @@ impl Tables {
         self.aml.iter().filter_map(|&a| self.bytes(a)).collect()
     }
 
+    /// The SSDTs in XSDT order (each once): their addresses and bytes.
+    pub fn ssdts(&self) -> Vec<(u64, &[u8])> {
+        self.aml
+            .iter()
+            .filter_map(|&a| Some((a, self.bytes(a)?)))
+            .filter(|(_, t)| signature(t) == *b"SSDT")
+            .collect()
+    }
+
     /// The DSDT's address and bytes, if the FADT names one.
     pub fn dsdt(&self) -> Option<(u64, &[u8])> {
         let a = *self.aml.first()?;

@@ -697,7 +697,7 @@ fn aml_string(name: &[u8; 4], id: &[u8]) -> Vec<u8> {
 /// virtio-mmio here) renamed, the rest byte for byte; the FADT pointing at
 /// it.
 #[test]
-fn kserv_dsdt_renames_the_devices_kcore_keeps() {
+fn kserv_aml_renames_the_devices_kcore_keeps() {
     let pnp0a08 = [0x41, 0xd0, 0x0a, 0x08];
     let pnp0a03 = [0x41, 0xd0, 0x0a, 0x03];
     let pnp0c02 = [0x41, 0xd0, 0x0c, 0x02];
@@ -719,7 +719,7 @@ fn kserv_dsdt_renames_the_devices_kcore_keeps() {
     ]
     .concat();
     let dsdt = sdt(b"DSDT", 2, &body);
-    let (out, renamed) = kcore_acpi::kserv_dsdt(&dsdt, &["QEMU0002", "LNRO0005"]).unwrap();
+    let (out, renamed) = kcore_acpi::kserv_aml(&dsdt, &["QEMU0002", "LNRO0005"]).unwrap();
     assert_eq!(renamed, 7);
     assert_eq!(out.len(), dsdt.len());
     assert_eq!(out.iter().fold(0u8, |s, &b| s.wrapping_add(b)), 0);
@@ -742,7 +742,7 @@ fn kserv_dsdt_renames_the_devices_kcore_keeps() {
     assert_eq!(&out[10..36], &dsdt[10..36]);
     // Any ID given is renamed, EISA-encoded or not; the PCI host bridge's
     // always are.
-    let (out, renamed) = kcore_acpi::kserv_dsdt(&dsdt, &["PNP0C02"]).unwrap();
+    let (out, renamed) = kcore_acpi::kserv_aml(&dsdt, &["PNP0C02"]).unwrap();
     assert_eq!(renamed, 6);
     assert!(out.windows(7).any(|w| w == b"KCR0C02"));
     assert!(
@@ -752,13 +752,13 @@ fn kserv_dsdt_renames_the_devices_kcore_keeps() {
     assert!(out.windows(8).any(|w| w == b"QEMU0002"));
     // Bad input.
     let none: &[&str] = &[];
-    assert!(kcore_acpi::kserv_dsdt(&dsdt[..30], none).is_err());
+    assert!(kcore_acpi::kserv_aml(&dsdt[..30], none).is_err());
     let mut bad = dsdt.clone();
     bad[40] ^= 1;
-    assert!(kcore_acpi::kserv_dsdt(&bad, none).is_err());
+    assert!(kcore_acpi::kserv_aml(&bad, none).is_err());
     // A truncated ID at the end of the table is left alone.
     let tail = sdt(b"DSDT", 2, &aml_string(b"_HID", b"QEMU0002")[..10]);
-    assert_eq!(kcore_acpi::kserv_dsdt(&tail, &["QEMU0002"]).unwrap().1, 0);
+    assert_eq!(kcore_acpi::kserv_aml(&tail, &["QEMU0002"]).unwrap().1, 0);
 
     // The FADT: the DSDT it names, then a copy naming another.
     let mut f = fadt(true, false);
@@ -790,7 +790,7 @@ fn kserv_dsdt_renames_the_devices_kcore_keeps() {
             t[k] = rng.next() as u8;
         }
         refix(&mut t);
-        let (o, _) = kcore_acpi::kserv_dsdt(&t, &["QEMU0002", "LNRO0005"]).unwrap();
+        let (o, _) = kcore_acpi::kserv_aml(&t, &["QEMU0002", "LNRO0005"]).unwrap();
         assert_eq!(o.len(), t.len());
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use kcore::addr::MemRange;
 use kcore_acpi::namespace::{self, AcpiDevice, kept_by_kcore, memory_ranges};
-use kcore_acpi::{Chosen, Error, Tables, kserv_dsdt, platform_dt};
+use kcore_acpi::{Chosen, Error, Tables, XsdtEdit, kserv_aml, kserv_xsdt, platform_dt};
 use kcore_boot::platform::parse;
 
 fn section(text: &str, name: &str) -> Vec<u8> {
@@ -134,7 +134,7 @@ fn qemu_dsdt_devices_kcore_keeps() {
         ["LNRO0005", "PNP0A03", "PNP0A08", "PNP0C02", "QEMU0002"]
     );
     let hide: Vec<&str> = hide.iter().map(String::as_str).collect();
-    let (k, renamed) = kserv_dsdt(&dsdt, &hide).unwrap();
+    let (k, renamed) = kserv_aml(&dsdt, &hide).unwrap();
     assert_eq!(renamed, 32 + 1 + 2 + 1);
     let kall = namespace::devices(&[&k]).unwrap();
     let ids: Vec<&str> = kall.iter().flat_map(AcpiDevice::ids).collect();
@@ -319,4 +319,264 @@ fn eisa_ids() {
     assert_eq!(namespace::eisa_id(0x0300_722c).as_deref(), Some("KCR0003"));
     assert_eq!(namespace::eisa_id(0), None);
     assert_eq!(namespace::eisa_id(1 << 40), None);
+}
+
+/// Bytes at which `a` and `b` differ, but for the checksum.
+fn changed(a: &[u8], b: &[u8]) -> usize {
+    assert_eq!(a.len(), b.len());
+    (0..a.len()).filter(|&k| k != 9 && a[k] != b[k]).count()
+}
+
+fn sums_to_zero(t: &[u8]) -> bool {
+    t.iter().fold(0u8, |s, &b| s.wrapping_add(b)) == 0
+}
+
+/// KServ's copies of the SSDTs: the IDs of the devices KCore keeps renamed
+/// in every form `kserv_aml` reads (`Name`, a method returning a constant
+/// or a package, `_CID` packages with 1- and 2-byte PkgLengths), the IDs of
+/// KServ's devices left alone; KServ's XSDT pointing at a copy.
+#[test]
+fn kserv_ssdts_rename_the_devices_kcore_keeps() {
+    let (mix, ids) = (section(CASES, "mix"), section(CASES, "ids"));
+    let (bytes, rsdp) = qemu_with(&qemu_dsdt(), &[mix.clone(), ids.clone()]);
+    let t = load(&bytes, rsdp).unwrap();
+    let ssdts = t.ssdts();
+    assert_eq!(ssdts.len(), 2);
+    assert_eq!((ssdts[0].1, ssdts[1].1), (&mix[..], &ids[..]));
+    let all = namespace::devices(&t.aml()).unwrap();
+    let hide = namespace::ids_to_hide(&all);
+    let hide: Vec<&str> = hide.iter().map(String::as_str).collect();
+    for id in [
+        "KCTS0002", "KCTS1002", "KCTS0004", "KCTS1004", "PNP0C33", "KCTS2006",
+    ] {
+        assert!(hide.contains(&id), "{id}");
+    }
+    for id in ["ARMH0011", "ARMH0061", "KCTS0005", "KCTS1005"] {
+        assert!(!hide.contains(&id), "{id}");
+    }
+    let (dsdt, _) = kserv_aml(t.dsdt().unwrap().1, &hide).unwrap();
+    let (kmix, n_mix) = kserv_aml(&mix, &hide).unwrap();
+    let (kids, n_ids) = kserv_aml(&ids, &hide).unwrap();
+    // mix: DMA0's _HID and both elements of its _CID package. ids: DEV1's
+    // method _HID and two of its method _CID's package; DEV2's _HID and
+    // seven of its package's eight.
+    assert_eq!((n_mix, n_ids), (3, 11));
+    // Two bytes for each: `KCTS` to `KCOR`, an EISA vendor to `KCR`.
+    assert_eq!((changed(&mix, &kmix), changed(&ids, &kids)), (6, 22));
+    for (k, t) in [(&kmix, &mix), (&kids, &ids)] {
+        assert!(sums_to_zero(k));
+        assert_eq!(k[..9], t[..9]);
+        assert_eq!(k[10..36], t[10..36]);
+    }
+    let kall = namespace::devices(&[&dsdt, &kmix, &kids]).unwrap();
+    let ids_of = |path: &str| {
+        let d = find(&kall, path);
+        (d.hid.clone().unwrap(), d.cids.join(" "))
+    };
+    let expect = [
+        ("\\_SB_.DMA0", "KCOR0002", "KCOR1002 KCR0C02"),
+        ("\\_SB_.DEV1", "KCOR0004", "KCR0C02 ARMH0011 KCOR1004"),
+        (
+            "\\_SB_.DEV2",
+            "KCR0C33",
+            "KCOR2001 KCOR2002 KCOR2003 KCOR2004 KCOR2005 KCOR2006 ARMH0011 KCR0A03",
+        ),
+        ("\\_SB_.DEV3", "KCTS0005", "KCTS1005"),
+        ("\\_SB_.COM1", "ARMH0011", ""),
+        ("\\_SB_.GPIO", "ARMH0061", ""),
+    ];
+    for (path, hid, cids) in expect {
+        assert_eq!(ids_of(path), (hid.to_string(), cids.to_string()), "{path}");
+    }
+    // The same devices keep the same memory.
+    let ranges = |d: &[AcpiDevice]| d.iter().map(|d| d.ranges.clone()).collect::<Vec<_>>();
+    assert_eq!(ranges(&kall), ranges(&all));
+    // KServ's XSDT names the copy in the SSDT's place, and does not grow.
+    let xsdt = t.bytes(t.xsdt_address()).unwrap();
+    let new = 0x7e00_0000u64;
+    let edit = XsdtEdit::Replace {
+        old: ssdts[1].0,
+        new,
+    };
+    let kx = kserv_xsdt(xsdt, &[edit]).unwrap();
+    assert_eq!(kx.len(), xsdt.len());
+    let entries = |x: &[u8]| -> Vec<u64> {
+        x[36..]
+            .chunks(8)
+            .map(|e| u64::from_le_bytes(e.try_into().unwrap()))
+            .collect()
+    };
+    let (old_entries, new_entries) = (entries(xsdt), entries(&kx));
+    let k = old_entries.iter().position(|&a| a == ssdts[1].0).unwrap();
+    assert_eq!(new_entries[k], new);
+    assert_eq!(new_entries[..k], old_entries[..k]);
+    assert_eq!(new_entries[k + 1..], old_entries[k + 1..]);
+}
+
+/// `EisaId (<id>)`, a string, in AML.
+fn eisa(id: [u8; 4]) -> Vec<u8> {
+    [&[0x0c][..], &id].concat()
+}
+fn string(id: &[u8]) -> Vec<u8> {
+    [&[0x0d][..], id, &[0]].concat()
+}
+
+/// `Package` with NumElements `count` and `elements`, its PkgLength the
+/// right one in 1, 2 or 3 bytes.
+fn package(count: u8, elements: &[Vec<u8>]) -> Vec<u8> {
+    let body = [&[count][..], &elements.concat()].concat();
+    let length = |bytes: usize| body.len() + bytes;
+    let pkg_length = if length(1) < 64 {
+        vec![length(1) as u8]
+    } else if length(2) < 1 << 12 {
+        let l = length(2);
+        vec![0x40 | (l & 0xf) as u8, (l >> 4) as u8]
+    } else {
+        let l = length(3);
+        vec![0x80 | (l & 0xf) as u8, (l >> 4) as u8, (l >> 12) as u8]
+    };
+    [&[0x12][..], &pkg_length, &body].concat()
+}
+
+/// A `_CID` package gets exactly its hidden elements renamed, whatever its
+/// PkgLength's size; `Method (_HID)` only when it has no arguments and
+/// returns the constant first; malformed packages (a PkgLength past the
+/// table, more elements than follow, a string without its NUL) rename
+/// nothing outside them and never panic.
+#[test]
+fn cid_packages_and_methods() {
+    let pnp0a03 = [0x41, 0xd0, 0x0a, 0x03];
+    let pnp0c0c = [0x41, 0xd0, 0x0c, 0x0c];
+    let hidden = ["QEMU0002", "PNP0C02"];
+    let cid = |p: Vec<u8>| [b"\x08_CID".to_vec(), p].concat();
+    let elements = |qemu: &[u8], pnp: &[u8]| {
+        vec![
+            eisa(pnp0a03),
+            string(b"ACPI0004"),
+            string(qemu),
+            eisa(pnp0c0c),
+            string(b"ARMH0011"),
+            string(pnp),
+        ]
+    };
+    let good = sdt(
+        b"SSDT",
+        2,
+        &cid(package(6, &elements(b"QEMU0002", b"PNP0C02"))),
+    );
+    let (out, n) = kserv_aml(&good, &hidden).unwrap();
+    assert_eq!(n, 3);
+    let mut want = elements(b"KCOR0002", b"KCR0C02");
+    want[0] = eisa([0x2c, 0x72, 0x0a, 0x03]);
+    assert_eq!(out[36..], cid(package(6, &want))[..]);
+    assert!(sums_to_zero(&out));
+
+    // A 3-byte PkgLength: the last of 255 elements is still renamed.
+    let mut many = vec![string(&[b'X'; 19]); 254];
+    many.push(string(b"QEMU0002"));
+    let big = sdt(b"SSDT", 2, &cid(package(255, &many)));
+    assert_eq!(big[42] >> 6, 2);
+    let (out, n) = kserv_aml(&big, &hidden).unwrap();
+    assert_eq!((n, changed(&big, &out)), (1, 4));
+    assert_eq!(out[out.len() - 9..], *b"KCOR0002\0");
+
+    // More elements than the package holds: those inside are renamed, the
+    // ID after the package is not.
+    let mut short = cid(package(5, &[string(b"QEMU0002")]));
+    short.extend(string(b"QEMU0002"));
+    let short = sdt(b"SSDT", 2, &short);
+    let (out, n) = kserv_aml(&short, &hidden).unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(out[out.len() - 9..], *b"QEMU0002\0");
+    // A string whose NUL is past the package's end is not renamed.
+    let mut no_nul = cid(package(1, &[string(b"QEMU0002")]));
+    no_nul[6] -= 1;
+    no_nul.pop();
+    no_nul.extend([0, 0]);
+    let no_nul = sdt(b"SSDT", 2, &no_nul);
+    assert_eq!(kserv_aml(&no_nul, &hidden).unwrap().1, 0);
+    // A PkgLength past the end of the table: nothing in it is renamed,
+    // though its elements are whole.
+    for extra in [1, 2, 20] {
+        let mut past = cid(package(1, &[string(b"QEMU0002")]));
+        past[6] += extra;
+        let past = sdt(b"SSDT", 2, &past);
+        let (out, n) = kserv_aml(&past, &hidden).unwrap();
+        assert_eq!((n, changed(&past, &out)), (0, 0), "{extra}");
+    }
+    // No NUL before the end of the table.
+    let tail = sdt(b"DSDT", 2, &cid(package(1, &[string(b"QEMU0002")]))[..15]);
+    assert_eq!(kserv_aml(&tail, &hidden).unwrap().1, 0);
+
+    // Methods: `Method (_HID, 0) { Return ("QEMU0002") }` is renamed, in
+    // a DSDT too; with an argument, a statement before `Return`, or a
+    // PkgLength that ends before the constant, it is not.
+    let method = |flags: u8, body: &[u8], cut: u8| {
+        let len = 1 + 4 + 1 + body.len() as u8 - cut;
+        [&[0x14, len][..], b"_HID", &[flags], body].concat()
+    };
+    let ret = [&[0xa4][..], &string(b"QEMU0002")].concat();
+    let noop_ret = [&[0xa3][..], &ret].concat();
+    for (sig, flags, body, cut, renamed) in [
+        (b"SSDT", 0, &ret, 0, 1),
+        (b"DSDT", 0x08, &ret, 0, 1),
+        (b"SSDT", 1, &ret, 0, 0),
+        (b"SSDT", 0, &noop_ret, 0, 0),
+        (b"SSDT", 0, &ret, 1, 0),
+    ] {
+        let t = sdt(sig, 2, &method(flags, body, cut));
+        let (out, n) = kserv_aml(&t, &hidden).unwrap();
+        assert_eq!(n, renamed, "{flags} {body:x?} {cut}");
+        assert_eq!(changed(&t, &out), 4 * renamed);
+    }
+}
+
+/// Only DSDTs and SSDTs are AML; mutated tables are never a panic nor a
+/// write outside an ID.
+#[test]
+fn kserv_aml_refuses_other_tables_and_survives_mutations() {
+    let ids = section(CASES, "ids");
+    for sig in [b"FACP", b"APIC", b"XSDT", b"SSDX", b"dsdt"] {
+        let mut t = ids.clone();
+        t[..4].copy_from_slice(sig);
+        refix(&mut t);
+        let e = kserv_aml(&t, &[]).unwrap_err();
+        assert!(
+            matches!(e, Error::BadTable { signature, .. } if signature == *sig),
+            "{e}"
+        );
+    }
+    let mut bad = ids.clone();
+    bad[40] ^= 1;
+    assert_eq!(
+        kserv_aml(&bad, &[]),
+        Err(Error::BadChecksum {
+            signature: *b"SSDT"
+        })
+    );
+    assert!(kserv_aml(&ids[..30], &[]).is_err());
+    assert!(kserv_aml(&[], &[]).is_err());
+
+    let hidden = ["KCTS0004", "KCTS1004", "PNP0C02", "KCTS2001", "KCTS2006"];
+    let mut rng = Rng(5);
+    let mut renamed = 0;
+    for round in 0..5000 {
+        // Every fifth table cut short (its length fixed), then one to four
+        // bytes of its AML replaced.
+        let len = match round % 5 {
+            0 => 37 + rng.below(ids.len() - 37),
+            _ => ids.len(),
+        };
+        let mut t = ids[..len].to_vec();
+        put32(&mut t, 4, len as u32);
+        for _ in 0..=round % 4 {
+            t[36 + rng.below(len - 36)] = rng.next() as u8;
+        }
+        refix(&mut t);
+        let (out, n) = kserv_aml(&t, &hidden).unwrap();
+        assert!(sums_to_zero(&out));
+        assert!(changed(&t, &out) <= 4 * n, "round {round}");
+        renamed += n;
+    }
+    assert!(renamed > 0);
 }
