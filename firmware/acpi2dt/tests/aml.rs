@@ -439,10 +439,11 @@ fn package(count: u8, elements: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// A `_CID` package gets exactly its hidden elements renamed, whatever its
-/// PkgLength's size; `Method (_HID)` only when it has no arguments and
-/// returns the constant first; malformed packages (a PkgLength past the
-/// table, more elements than follow, a string without its NUL) rename
-/// nothing outside them and never panic.
+/// PkgLength's size; an `EisaId` as a Word constant is renamed;
+/// `Method (_HID)` only when it has no arguments and returns the constant
+/// first; malformed packages (a PkgLength past the table, more elements
+/// than follow, a string without its NUL) rename nothing outside them and
+/// never panic.
 #[test]
 fn cid_packages_and_methods() {
     let pnp0a03 = [0x41, 0xd0, 0x0a, 0x03];
@@ -507,6 +508,15 @@ fn cid_packages_and_methods() {
     // No NUL before the end of the table.
     let tail = sdt(b"DSDT", 2, &cid(package(1, &[string(b"QEMU0002")]))[..15]);
     assert_eq!(kserv_aml(&tail, &hidden).unwrap().1, 0);
+
+    // `EisaId ("PNP0000")`: iasl encodes it as a Word constant.
+    let word = sdt(
+        b"SSDT",
+        2,
+        &[0x08, b'_', b'H', b'I', b'D', 0x0b, 0x41, 0xd0],
+    );
+    let (out, n) = kserv_aml(&word, &["PNP0000"]).unwrap();
+    assert_eq!((n, &out[41..]), (1, &[0x0b, 0x2c, 0x72][..]));
 
     // Methods: `Method (_HID, 0) { Return ("QEMU0002") }` is renamed, in
     // a DSDT too; with an argument, a statement before `Return`, or a
