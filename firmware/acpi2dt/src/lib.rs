@@ -10,6 +10,8 @@
 //! let tables = Tables::load(&mem, rsdp)?;        // copies + validation
 //! let dt = platform_dt(&tables, &efi_map, &Chosen { .. })?;
 //! let madt = kserv_madt(tables.find(b"APIC")?.1)?; // KServ's MADT ...
+//! let hide = namespace::ids_to_hide(&namespace::devices(&tables.aml())?);
+//! let (dsdt, _) = kserv_aml(tables.dsdt()?.1, &hide)?; // ... and each of tables.ssdts()
 //! let xsdt = kserv_xsdt(tables.bytes(tables.xsdt_address())?, &[Replace { .. }])?;
 //! let rsdp = kserv_rsdp(tables.bytes(tables.rsdp_address())?, new_xsdt)?;
 //! ```
