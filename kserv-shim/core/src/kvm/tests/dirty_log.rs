@@ -72,6 +72,15 @@ fn append(f: &mut Fake, vm: &Vm, id: usize, head: u64, gfns: &[u64]) {
     f.write_words(pfn, run::DIRTY_HEAD, &[head + gfns.len() as u64]);
 }
 
+/// The `(gfn, pages)` of the `HostProtectGuest` calls KCore accepted after
+/// the first `before`.
+fn protected_since(f: &mut Fake, before: usize) -> Vec<(u64, u64)> {
+    f.accepted(HypercallId::HostProtectGuest)[before..]
+        .iter()
+        .map(|a| (a[1], a[2]))
+        .collect()
+}
+
 fn enable_cap(f: &mut Fake, vm: &Vm, flags: u64, options: u64) -> Result<i64, Errno> {
     super::enable_cap(f, vm, uapi::cap::MANUAL_DIRTY_LOG_PROTECT2, flags, options)
 }
@@ -143,14 +152,7 @@ fn written_pages_are_logged_and_write_protected_again() {
     assert_eq!(get_log(&mut f, &vm, 0), Err(ENOENT));
     let before = f.accepted(HypercallId::HostProtectGuest).len();
     assert_eq!(region(&mut f, &vm, LOG_DIRTY_PAGES), Ok(0));
-    let protected = f.accepted(HypercallId::HostProtectGuest);
-    assert_eq!(
-        protected[before..]
-            .iter()
-            .map(|a| (a[1], a[2]))
-            .collect::<Vec<_>>(),
-        [((RAM >> 12) + 1, 3)]
-    );
+    assert_eq!(protected_since(&mut f, before), [((RAM >> 12) + 1, 3)]);
     touch(&mut f, &vm, &mut v, &[(3, true, true)]);
     assert_eq!(get_log(&mut f, &vm, 0), Ok([0b1000, 0, 0, 0]));
     // Read-only and logging together are allowed; its writes are MMIO.
@@ -365,4 +367,24 @@ fn a_full_ring_makes_the_write_exit_as_before() {
     assert_eq!(f.accepted(HypercallId::HostUnprotectGuest).len(), 1);
     assert_eq!(ring(&mut f, &vm, 0), (n + 1, n + 1));
     assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 1, 0, 0, 0]));
+}
+
+/// Dirty pages that run on from one word of the bitmap into the next are
+/// write-protected again in one call, not one a word.
+#[test]
+fn a_run_across_bitmap_words_is_one_call() {
+    let mut f = Fake::new();
+    let vm = new_vm(&mut f, 0);
+    assert_eq!(region(&mut f, &vm, LOG_DIRTY_PAGES), Ok(0));
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    // First writes while logging: shared writable, and dirty.
+    let pages: Vec<(u64, bool, bool)> = (60..68).map(|p| (p, true, false)).collect();
+    touch(&mut f, &vm, &mut v, &pages);
+    let before = f.accepted(HypercallId::HostProtectGuest).len();
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([0xF << 60, 0xF, 0, 0]));
+    assert_eq!(protected_since(&mut f, before), [((RAM >> 12) + 60, 8)]);
+    // And each is logged at its next write.
+    touch(&mut f, &vm, &mut v, &[(63, true, true), (64, true, true)]);
+    assert_eq!(get_log(&mut f, &vm, 0), Ok([1 << 63, 1, 0, 0]));
 }

@@ -33,6 +33,51 @@ use core::sync::atomic::Ordering::SeqCst;
 use kcore_abi::Error;
 use kcore_abi::run::{self, exit_flags};
 
+/// Pages to write-protect, gathered into runs across the bitmap's words:
+/// one `HostProtectGuest` covers a run of up to
+/// [`kcore_abi::MAX_PROTECT_PAGES`], where a call a word made one for
+/// every 64 pages of a fully dirty slot. The pages protected are the same;
+/// only the calls are fewer (each a world switch, and KCore's TLB flushes
+/// go by call batch). [`ProtectRun::flush`] makes the last call.
+struct ProtectRun {
+    vm: VmHandle,
+    gfn: u64,
+    pages: u64,
+}
+
+impl ProtectRun {
+    fn new(vm: VmHandle) -> Self {
+        ProtectRun {
+            vm,
+            gfn: 0,
+            pages: 0,
+        }
+    }
+
+    /// `pages` pages from `gfn`: they continue the run, or the run is
+    /// protected and they start the next.
+    fn add<E: KvmEnv>(&mut self, env: &mut E, gfn: u64, pages: u64) -> Result<(), Errno> {
+        let continues = self.pages != 0 && gfn == self.gfn + self.pages;
+        if continues && self.pages + pages <= kcore_abi::MAX_PROTECT_PAGES {
+            self.pages += pages;
+            return Ok(());
+        }
+        self.flush(env)?;
+        self.gfn = gfn;
+        self.pages = pages;
+        Ok(())
+    }
+
+    /// Protects the run gathered so far, if any.
+    fn flush<E: KvmEnv>(&mut self, env: &mut E) -> Result<(), Errno> {
+        if self.pages != 0 {
+            hypercall::protect_guest(env, self.vm, self.gfn, self.pages).map_err(errno_of)?;
+            self.pages = 0;
+        }
+        Ok(())
+    }
+}
+
 impl VmCfg {
     /// Slot `i`'s dirty bitmap (empty when it does not log).
     fn bitmap(&mut self, i: usize) -> &mut [u64] {
@@ -124,11 +169,12 @@ impl VmCfg {
     }
 
     /// Write-protects in KCore the shared pages of slot `i` among the 64
-    /// from page `64 * w` whose bits `mask` sets, a run of pages a call.
+    /// from page `64 * w` whose bits `mask` sets: each run of them joins
+    /// `run`, which makes the call when a run does not continue it.
     fn protect<E: KvmEnv>(
         &mut self,
         env: &mut E,
-        h: VmHandle,
+        run: &mut ProtectRun,
         i: usize,
         w: usize,
         mask: u64,
@@ -138,8 +184,7 @@ impl VmCfg {
         while m != 0 {
             let start = m.trailing_zeros();
             let len = (m >> start).trailing_ones();
-            hypercall::protect_guest(env, h, first + u64::from(start), u64::from(len))
-                .map_err(errno_of)?;
+            run.add(env, first + u64::from(start), u64::from(len))?;
             m &= !(((1u128 << len) - 1) << start) as u64;
         }
         Ok(())
@@ -182,10 +227,11 @@ impl VmCfg {
             }
             return Ok(());
         }
+        let mut run = ProtectRun::new(h);
         for w in 0..words {
-            self.protect(env, h, i, w, u64::MAX)?;
+            self.protect(env, &mut run, i, w, u64::MAX)?;
         }
-        Ok(())
+        run.flush(env)
     }
 
     /// A write-protected page was written: dirty (if its slot still logs)
@@ -320,14 +366,16 @@ pub fn get_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), Er
         c.drain_rings(env, vm);
         let words = memslot::bitmap_words(s.pages);
         with_scratch(env, words, |env, out| {
+            let mut run = ProtectRun::new(h);
             for (w, o) in out.iter_mut().enumerate() {
                 let bits = &mut c.bitmap(id)[w];
                 *o = *bits;
                 if !manual && *o != 0 {
                     *bits = 0;
-                    c.protect(env, h, id, w, *o)?;
+                    c.protect(env, &mut run, id, w, *o)?;
                 }
             }
+            run.flush(env)?;
             for (w, o) in out.iter().enumerate() {
                 env.copy_to_user(to + 8 * w as u64, &o.to_le_bytes())?;
             }
@@ -370,15 +418,16 @@ pub fn clear_dirty_log<E: KvmEnv>(env: &mut E, vm: &Vm, arg: u64) -> Result<(), 
                 *m = u64::from_le_bytes(x);
             }
             let base = (first / 64) as usize;
+            let mut run = ProtectRun::new(h);
             for (j, m) in mask.iter().enumerate() {
                 let bits = &mut c.bitmap(id)[base + j];
                 let cleared = *m & *bits;
                 *bits &= !cleared;
                 if cleared != 0 {
-                    c.protect(env, h, id, base + j, cleared)?;
+                    c.protect(env, &mut run, id, base + j, cleared)?;
                 }
             }
-            Ok(())
+            run.flush(env)
         })
     })
 }
