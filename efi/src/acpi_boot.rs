@@ -4,7 +4,8 @@
 //! While boot services run ([`prepare`]):
 //!
 //! 1. the tables are loaded from the RSDP with `kcore-acpi` (validating
-//!    copies; the reader is bounded by the memory map);
+//!    copies; the reader is bounded by the memory map) and the machine is
+//!    read from them, the AML within [`crate::panic::AML_LIMIT`];
 //! 2. the tables KServ sees are written to `EfiACPIReclaimMemory` pages:
 //!    its MADT (no GICV/GICH/maintenance interrupt, no ITS), its DSDT (the
 //!    devices KCore keeps, `kcore_acpi::namespace`, renamed so that no
@@ -26,18 +27,23 @@
 //! After `ExitBootServices` ([`boot`]): the final map is copied into the
 //! buffer with every runtime descriptor mapped 1:1, `SetVirtualAddressMap`
 //! gets that map (runtime services then run at their physical addresses in
-//! KServ, as Xen arranges for dom0), KCore's tree is built from the final
-//! map with `/chosen` carrying the UEFI hand-off and the ACPI marker
+//! KServ, as Xen arranges for dom0), KCore's tree is built from the
+//! machine as read in step 1 (no AML is interpreted after
+//! `ExitBootServices`) and the final map, with `/chosen` carrying the UEFI
+//! hand-off and the ACPI marker
 //! ([`kcore_efi::handoff`]), and KCore is entered as on the device-tree
 //! path. KCore then gives KServ a stub tree and reserves its own memory in
 //! the map (`kcore_boot::efi_map`).
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use kcore::addr::MemRange;
-use kcore_acpi::{Chosen, IdentityMem, MemDesc, Tables, XsdtEdit, namespace, platform_dt};
+use kcore_acpi::{
+    Chosen, Description, IdentityMem, MemDesc, Tables, XsdtEdit, namespace, platform_dt_of,
+};
 use kcore_efi::fault::{self, Fault};
 use kcore_efi::handoff::{self, MapInfo};
 use kcore_efi::memmap;
@@ -57,7 +63,9 @@ const ARENA_BASE_BYTES: usize = 1 << 20;
 
 /// Everything [`boot`] needs, prepared while boot services run.
 pub(crate) struct Ready {
-    tables: Tables,
+    /// The machine as the tables describe it, read once (with the AML)
+    /// while boot services run.
+    description: Box<Description>,
     bootargs: Option<String>,
     entry: u64,
     home: (u64, u64),
@@ -125,6 +133,13 @@ pub(crate) fn prepare(rsdp: u64, bootargs: Option<String>) -> Result<Ready, Fail
             format!("{}{v}: no such fault (aml-loop, aml-panic)", fault::OPTION),
         )
     })?;
+    // The machine (CPUs, GIC, the AML's devices KCore keeps), read once,
+    // before anything of the firmware's is changed: KCore's tree is built
+    // from it here and again after `ExitBootServices`, where no time limit
+    // can stop the interpreter.
+    let aml = crate::panic::reading_aml();
+    let description = Box::new(kcore_acpi::describe(&tables).map_err(failed("the ACPI tables"))?);
+    drop(aml);
     install_kserv_tables(&tables, fault)?;
 
     // KServ's memory map: the final one, with room for KCore's splits.
@@ -155,10 +170,8 @@ pub(crate) fn prepare(rsdp: u64, bootargs: Option<String>) -> Result<Ready, Fail
         reserved: &reserved,
         extra: &extra,
     };
-    let aml = crate::panic::reading_aml();
-    let tree = platform_dt(&tables, &descs, &chosen).map_err(failed("KCore's device tree"))?;
-    let cpus = kcore_acpi::describe(&tables).map_or(0, |d| d.cpus.len());
-    drop(aml);
+    let tree =
+        platform_dt_of(&description, &descs, &chosen).map_err(failed("KCore's device tree"))?;
     let banks = kcore_acpi::banks(&descs).map_err(failed("the memory map"))?;
     let dt_room = tree.len() + (app::BANK_SLACK + SPLIT_ROOM) * 64 + (64 << 10);
     let (entry, home) = app::load_image(dt_room)?;
@@ -173,12 +186,12 @@ pub(crate) fn prepare(rsdp: u64, bootargs: Option<String>) -> Result<Ready, Fail
     println!(
         "kcore.efi: KCore at {entry:#x}, {} RAM banks, {} CPUs from the MADT, bootargs \"{}\"; exiting boot services ({} ms since reset)",
         banks.memory.len(),
-        cpus,
+        description.cpus.len(),
         bootargs.as_deref().unwrap_or(""),
         app::millis_since_reset()
     );
     Ok(Ready {
-        tables,
+        description,
         bootargs,
         entry,
         home,
@@ -349,7 +362,7 @@ pub(crate) fn boot(r: Ready) -> ! {
         reserved: &r.reserved,
         extra: &extra,
     };
-    let Ok(tree) = platform_dt(&r.tables, &descs, &chosen) else {
+    let Ok(tree) = platform_dt_of(&r.description, &descs, &chosen) else {
         runtime::reset(ResetType::SHUTDOWN, Status::LOAD_ERROR, None);
     };
     clean_to_poc(info.start, info.capacity as usize);

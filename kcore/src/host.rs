@@ -384,6 +384,9 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
             return Resume::Skip;
         }
         if !psci::is_psci(id as u32) {
+            // The EL2 entry code answers these before taking KCore's lock
+            // (`smc_forward::stateless`); this is the same answer for a
+            // caller that comes here with the trap.
             let with_firmware = self.psci.backend() == crate::psci::Backend::Firmware;
             crate::smc_forward::handle(id as u32, regs, with_firmware, fw);
             return Resume::Skip;

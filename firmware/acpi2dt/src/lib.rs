@@ -226,7 +226,18 @@ pub fn platform_dt(
     memory: &[MemDesc],
     chosen: &Chosen<'_>,
 ) -> Result<alloc::vec::Vec<u8>, Error> {
-    let d = describe(tables)?;
+    platform_dt_of(&describe(tables)?, memory, chosen)
+}
+
+/// [`platform_dt`] for a machine already read ([`describe`]), so that a
+/// loader that builds the tree more than once (on the memory map before
+/// and after `ExitBootServices`) reads the tables and interprets the AML
+/// once.
+pub fn platform_dt_of(
+    d: &Description,
+    memory: &[MemDesc],
+    chosen: &Chosen<'_>,
+) -> Result<alloc::vec::Vec<u8>, Error> {
     let banks = banks(memory)?;
-    dt::write(&d, &banks, chosen)
+    dt::write(d, &banks, chosen)
 }
