@@ -352,6 +352,10 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const CPUS: usize, cons
             Hypercall::HostSetVgicCpu(a) => {
                 m.host_set_vgic_cpu(a.handle, a.gfn, hw).map(|()| [0; 3])
             }
+            Hypercall::HostSetGicFrames(a) => m
+                .host_set_gic_frames(a.handle, a.kind, a.gfn, a.frames)
+                .map(|()| [0; 3]),
+            Hypercall::HostReadGicTable(a) => m.host_read_gic_table(a.handle, a.ipa, a.len, hw),
             Hypercall::HostGuestIdReg(a) => a
                 .reg
                 .checked_sub(kcore_abi::reg::SYSREG)

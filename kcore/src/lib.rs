@@ -13,6 +13,8 @@ pub mod audit;
 pub mod dirty_log;
 pub mod exception;
 pub mod gic_guard;
+pub mod gic_reads;
+pub mod gic_tables;
 pub mod gicv;
 pub mod host;
 pub mod host_stage2;

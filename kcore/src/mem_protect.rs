@@ -424,6 +424,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
                 mmio: MmioRanges::default(),
                 manifest: Manifest::default(),
                 gicv: None,
+                gic: crate::gic_tables::GicTables::new(),
             },
         );
         if !inserted {

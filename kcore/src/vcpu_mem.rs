@@ -522,6 +522,16 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>, const BANKS: usize, const VMS: usize> MemCo
             _ => self.broke(),
         }
         if let Some(vm) = self.vms.get_mut(l.vm) {
+            // A protected guest's write to its ITS's or redistributors'
+            // registers, as reported (`crate::gic_tables`): recorded before
+            // KServ, which emulates it, learns of it.
+            let r = &l.report;
+            if l.kind == VmKind::Protected
+                && r.reason == run::exit::MMIO
+                && r.flags & run::exit_flags::WRITE != 0
+            {
+                vm.gic.record_write(r.addr, r.width, r.data);
+            }
             vm.loaded &= !(1 << l.idx);
         }
     }

@@ -222,10 +222,16 @@ pub struct Vm {
     /// Where the host's GICv2 `GICV` frame is mapped (its first gfn; two
     /// pages), once `host_set_vgic_cpu` set it ([`crate::gicv`]).
     pub gicv: Option<Gfn>,
+    /// A protected VM's ITS and redistributor frames and the LPI tables
+    /// its guest programmed there ([`crate::gic_tables`]).
+    pub gic: crate::gic_tables::GicTables,
 }
 
 /// Most vCPUs a VM may have (a bitmap of 64).
 pub const MAX_VCPUS: u16 = 64;
+
+// Each vCPU's redistributor has its pending table in a VM's GIC tables.
+const _: () = assert!(MAX_VCPUS as usize == crate::gic_tables::MAX_FRAMES);
 
 /// The VM slots.
 #[derive(Clone, Debug)]

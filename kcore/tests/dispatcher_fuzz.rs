@@ -108,6 +108,11 @@ fn committed_corpus() {
         .filter_map(|(name, data)| run_one(name, data, true, &mut tally).err())
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let placed = HypercallId::ALL
+        .iter()
+        .position(|&id| id == HypercallId::HostSetGicFrames)
+        .map(|i| tally.hvc_ok[i]);
+    assert_eq!(placed, Some(1), "the seed gic_frames places one ITS");
 }
 
 /// The committed seeds are exactly what `fuzz_body::seeds` generates. Run
@@ -174,7 +179,19 @@ fn random_inputs() {
         if !matches!(id, HypercallId::Version | HypercallId::HostSelfCheck) {
             assert!(tally.hvc_refused[i] > 0, "{id:?} never refused: {tally:?}");
         }
-        assert!(tally.hvc_ok[i] > 0, "{id:?} never succeeded: {tally:?}");
+        // Placing GIC frames succeeds only on a verified protected VM's
+        // declared MMIO on a GICv3 host, which random traps do not reach
+        // (the seed `gic_frames` does, `committed_corpus`); a read of its
+        // ITS tables needs a guest that programmed them on its own MMIO
+        // exits, which no trap here makes (`kcore/tests/gic_tables.rs` and
+        // the shim's host tests read them). Both are refused here, and
+        // checked like every call.
+        if !matches!(
+            id,
+            HypercallId::HostSetGicFrames | HypercallId::HostReadGicTable
+        ) {
+            assert!(tally.hvc_ok[i] > 0, "{id:?} never succeeded: {tally:?}");
+        }
     }
     assert!(
         tally.hvc_other > 0 && tally.smc > 0 && tally.undef > 0,

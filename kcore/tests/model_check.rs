@@ -223,6 +223,12 @@ enum Op {
     VcpuPut {
         vm: usize,
     },
+    /// `host_read_gic_table` of 8 bytes at the start of `gfn`: KServ asks
+    /// KCore for a VM's memory as its ITS emulation does.
+    ReadGicTable {
+        vm: VmArg,
+        gfn: usize,
+    },
 }
 
 fn alphabet() -> Vec<Op> {
@@ -254,6 +260,7 @@ fn alphabet() -> Vec<Op> {
         }
         for gfn in 0..GFNS.len() {
             ops.push(Op::UnshareGuest { vm, gfn });
+            ops.push(Op::ReadGicTable { vm, gfn });
         }
         ops.push(Op::TeardownVm { vm });
         for &page in pages.iter().chain(&tables) {
@@ -580,6 +587,9 @@ fn apply(p: &mut Pair, op: Op) -> Result<[Outcome; 2], String> {
         Op::ReclaimPage { vm, page } => Some((H::HostReclaimPage, vec![h(vm), page.pfn()])),
         Op::PageOwner { page } => Some((H::HostPageOwner, vec![page.pfn()])),
         Op::CreateVcpu { vm } => Some((H::HostCreateVcpu, vec![h(vm), 0])),
+        Op::ReadGicTable { vm, gfn } => {
+            Some((H::HostReadGicTable, vec![h(vm), GFNS[gfn] << 12, 8]))
+        }
         _ => None,
     };
     let cpu = |vm: VmArg| match vm {
@@ -1162,6 +1172,14 @@ fn spec_call(
             }
             post.set(i, to);
             Ok([0; 3])
+        }
+        Op::ReadGicTable { vm, .. } => {
+            // Only inside a window a protected guest opened with its own
+            // ITS register writes; no guest in the model runs one (its
+            // protected VMs are never verified), so every read of a live
+            // VM's memory is refused, its secret included.
+            pre.live(before.handle(vm))?;
+            Err(Error::Denied)
         }
         Op::HostRead { .. }
         | Op::HostWrite { .. }

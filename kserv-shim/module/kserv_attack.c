@@ -1174,6 +1174,77 @@ static bool atk_mmio_consent(u64 seed)
 }
 
 /*
+ * A protected VM's ITS tables are read through KCore (HostReadGicTable),
+ * only inside the windows its guest itself programmed into its ITS and
+ * redistributor registers, as KCore recorded them from the guest's exits.
+ * KServ only names the frames, before the first run, inside the VM's MMIO
+ * ranges: it cannot open a window. On a fresh verified protected VM with
+ * its ITS placed (no guest ran), reading its image is Denied, and so are a
+ * second ITS and a frame outside its MMIO ranges; on the running victim
+ * (no ITS), placing one is Denied and reading its private page too. A
+ * GICv2 host has no such frames (NotSupported).
+ */
+#define TG_ITS_GFN	0x8080ULL	/* QEMU virt's ITS frame, inside the manifest */
+
+static bool atk_gic_table(u64 seed)
+{
+	struct sac_vm vm;
+	u64 sig_pfn = 0, gfn;
+	ssize_t img_len;
+	bool ok = true, v2;
+	struct kc_ret r;
+	s64 s;
+
+	if (!need_victim())
+		return false;
+	r = kc(KC_HOST_PAGE_OWNER, vic.guest_pfn, 0, 0, 0, 0);
+	if (r.status != KC_SUCCESS || r.x1 != KC_OWNER_GUEST || r.x2 != vic.handle)
+		return bad("the victim's page %#llx is no longer its own", vic.guest_pfn);
+	gfn = r.x3;
+	s = kc(KC_HOST_READ_GIC_TABLE, vic.handle, gfn << PAGE_SHIFT, 8, 0, 0).status;
+	ok = refused("reading the victim's private page", s, KC_ERR_DENIED, KC_ERR_DENIED) && ok;
+	s = kc(KC_HOST_SET_GIC_FRAMES, vic.handle, KC_GIC_FRAME_ITS, TG_ITS_GFN, 1, 0).status;
+	v2 = s == KC_ERR_NOT_SUPPORTED;
+	ok = refused("placing an ITS in the running victim", s, KC_ERR_DENIED, KC_ERR_NOT_SUPPORTED) && ok;
+
+	img_len = tg_protected_vm(&vm, &sig_pfn);
+	if (!img_len) {
+		settle();
+		return false;
+	}
+	s = kc(KC_HOST_VERIFY_IMAGE, vm.handle, TG_RAM_GFN, img_len, sig_pfn, 0).status;
+	if (s != KC_SUCCESS) {
+		ok = bad("the signed test guest did not verify: %lld", s);
+		return settle() && ok;
+	}
+	s = kc(KC_HOST_SET_GIC_FRAMES, vm.handle, KC_GIC_FRAME_ITS, TG_ITS_GFN, 1, 0).status;
+	ok = refused("placing the ITS before its MMIO is declared", s, KC_ERR_DENIED,
+		     KC_ERR_NOT_SUPPORTED) && ok;
+	s = kc(KC_HOST_DECLARE_MMIO, vm.handle, TG_ITS_GFN, 32, 0, 0).status;
+	if (s != KC_SUCCESS)
+		ok = bad("declaring the ITS frame MMIO: %lld", s);
+	s = kc(KC_HOST_SET_GIC_FRAMES, vm.handle, KC_GIC_FRAME_ITS, TG_ITS_GFN, 1, 0).status;
+	if (s != (v2 ? KC_ERR_NOT_SUPPORTED : KC_SUCCESS))
+		ok = bad("placing the ITS inside the VM's MMIO: %lld", s);
+	s = kc(KC_HOST_SET_GIC_FRAMES, vm.handle, KC_GIC_FRAME_ITS, TG_ITS_GFN + 64, 1, 0).status;
+	ok = refused("placing a second ITS", s, KC_ERR_DENIED, KC_ERR_NOT_SUPPORTED) && ok;
+	s = kc(KC_HOST_SET_GIC_FRAMES, vm.handle, KC_GIC_FRAME_REDIST, TG_RAM_GFN, 1, 0).status;
+	ok = refused("placing redistributors over the image", s, KC_ERR_DENIED,
+		     KC_ERR_NOT_SUPPORTED) && ok;
+	for (gfn = TG_RAM_GFN; gfn < TG_RAM_GFN + 2; gfn++) {
+		s = kc(KC_HOST_READ_GIC_TABLE, vm.handle, gfn << PAGE_SHIFT, KC_GIC_FRAME_MAX_READ,
+		       0, 0).status;
+		ok = refused("reading the image through the ITS path", s, KC_ERR_DENIED,
+			     KC_ERR_DENIED) && ok;
+	}
+	if (ok)
+		note("%s; the victim's private page and a fresh VM's image: Denied; ",
+		     v2 ? "a GICv2 host: no ITS frames (NotSupported)" :
+		     "an ITS placed in a fresh VM's MMIO, not outside it, not twice, not once it ran");
+	return settle() && ok;
+}
+
+/*
  * A protected VM's secondary vCPUs start only through the guest's own PSCI
  * CPU_ON, at the entry and context id it gives: KServ once set vCPU 1's PC
  * inside the image and ran it. On a verified protected VM, setting vCPU 1's
@@ -2195,6 +2266,7 @@ static const struct attack attacks[] = {
 	{ "smc", "KServ's SMCs outside PSCI: SDEI (an event registered with KServ's code as its EL2 entry), SiP, OEM, Trusted OS and SOC_ID calls answer NOT_SUPPORTED with x1..x3 untouched; the allow-listed SMCCC and TRNG calls come back; KCore keeps serving", atk_smc },
 	{ "dma-masters", "fw_cfg's DMA interface, the PCIe host bridge and the virtio-mmio transports are KCore's: disabled in KServ's tree, and pointing fw_cfg's DMA at KCore's memory or reading PCIe config space or a transport faults", atk_dma_masters },
 	{ "mmio-consent", "on a fresh protected VM with the signed test guest, MMIO is declared only after verification and only inside the manifest its signature covers: before, over the guest's RAM or image, or past the manifest it is Denied; no page is donated where devices are", atk_mmio_consent },
+	{ "gic-table", "a protected VM's memory is read through KCore's ITS path only inside tables its guest programmed: on the running victim and on a fresh verified VM whose ITS KServ placed, reads of private pages and of the image are Denied, and frames go only into the VM's MMIO, once, before it ran", atk_gic_table },
 	{ "secondary", "a verified protected VM's vCPU 1 takes no PC or x0 from KServ and does not run before the guest's own CPU_ON (all Denied); vCPU 0 takes its first PC inside the image", atk_secondary },
 	{ "run-page", "while another CPU runs a vCPU, its run page (pinned by KCore: owner HostPinned) offered as a new VM's root, a table-pool page, a protected VM's memory or a page shared into the VM is Busy every time (20 of each); every page comes back; the self-check agrees", atk_run_page },
 	{ "destroy-in-exit", "tearing a VM down while another CPU runs its vCPU is Busy until the vCPU is out; then every run is refused and every page comes back scrubbed", atk_destroy_in_exit },

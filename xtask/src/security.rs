@@ -222,6 +222,7 @@ fn render(rows: &[AttackRow], machine: &str, seed: u64, commit: &str, secs: u64)
          them back needs what pKVM and Xen use: an SMMU owned by KCore in front of every DMA \
          master, and for MSIs an ITS whose command queue KCore owns and whose every `MAPD` it \
          checks. On a board without an SMMU (the Raspberry Pi 4) DMA remains a platform limit.\n\n\
+         {ACPI_SECTION}\n\
          ## What a protected guest still shows KServ\n\n\
          An unmodified protected guest (no pKVM guest calls) shows KServ exactly this, and \
          nothing of its registers or private memory besides:\n\n\
@@ -235,7 +236,16 @@ fn render(rows: &[AttackRow], machine: &str, seed: u64, commit: &str, secs: u64)
          - PSCI calls with their function id and arguments (`CPU_ON` targets, entry points and \
          context ids; `SYSTEM_OFF`), SMCCC version queries, WFI/WFE, the target list of each \
          SGI, the virtual timer's deadline at each exit, and when it exits at all.\n\
-         - The pages it shares itself (`MEM_SHARE`), whole.\n\n\
+         - The pages it shares itself (`MEM_SHARE`), whole.\n\
+         - With an ITS (`KVM_DEV_TYPE_ARM_VGIC_ITS`): what it handed its interrupt controller, \
+         read-only, 24 bytes at a time through KCore (`HostReadGicTable`): its ITS command \
+         queue, device and collection tables, LPI property table and the pending tables of \
+         redistributors with LPIs enabled, each only where, and while, the guest's own writes to \
+         `GITS_CBASER`, `GITS_BASER0/1`, `GICR_PROPBASER`, `GICR_PENDBASER` and `GICR_CTLR` put \
+         it, as KCore recorded them from its MMIO exits (`kcore::gic_tables`). The frames whose \
+         registers count are fixed before the first run and lie inside the signed manifest; a \
+         write to the same offset of any other frame opens nothing. What KServ says or writes in \
+         the run page counts for nothing (row `gic-table`).\n\n\
          A guest built with the pKVM guest ABI's MMIO guard could narrow the first item to \
          the exact pages it maps as devices; KCore does not implement MMIO_GUARD yet.\n\n\
          ## What the rows do not cover yet\n\n\
@@ -253,6 +263,10 @@ fn render(rows: &[AttackRow], machine: &str, seed: u64, commit: &str, secs: u64)
     t.push_str(RPI4_SECTION);
     t
 }
+
+/// What KCore keeps from KServ on an ACPI machine (`kcore.efi`), and how
+/// the `dma-masters` row holds there, the same on every run.
+const ACPI_SECTION: &str = include_str!("security_acpi.md");
 
 /// The Raspberry Pi 4's caveats (no SMMU: what holds there and what does
 /// not), the same on every run.

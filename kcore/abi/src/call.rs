@@ -248,6 +248,26 @@ calls! {
         /// The first of the two pages of the guest's `GICC`.
         gfn: 2,
     }
+    /// [`HypercallId::HostSetGicFrames`].
+    HostSetGicFrames {
+        /// The protected VM's handle.
+        handle: 1,
+        /// 0: the ITS; 1: a region of redistributors.
+        kind: 2,
+        /// The first gfn.
+        gfn: 3,
+        /// How many frames.
+        frames: 4,
+    }
+    /// [`HypercallId::HostReadGicTable`].
+    HostReadGicTable {
+        /// The protected VM's handle.
+        handle: 1,
+        /// The guest address.
+        ipa: 2,
+        /// Bytes (1..=24).
+        len: 3,
+    }
 }
 
 #[cfg(test)]

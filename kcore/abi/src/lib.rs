@@ -26,7 +26,7 @@ pub mod smccc;
 /// Major version of the hypercall ABI. Incompatible changes bump it.
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor version of the hypercall ABI. Backwards-compatible additions bump it.
-pub const ABI_VERSION_MINOR: u16 = 14;
+pub const ABI_VERSION_MINOR: u16 = 15;
 
 /// The ABI version as returned by [`HypercallId::Version`] in `x1`:
 /// `major << 16 | minor`.
@@ -156,6 +156,35 @@ pub enum HypercallId {
     /// once: both pages must be unmapped, outside the VM's MMIO ranges and
     /// its IPA space. [`Error::NotSupported`] on a GICv3 host.
     HostSetVgicCpu = HYPERCALL_BASE + 20,
+    /// `host_set_gic_frames` (ABI 0.15, GICv3 hosts): `x1` = handle of a
+    /// protected VM none of whose vCPUs ran, `x2` = the frame kind (0: the
+    /// ITS, one 128 KiB frame; 1: a region of redistributors, 128 KiB
+    /// each, in frame order after the regions placed before), `x3` = its
+    /// first gfn (64 KiB aligned), `x4` = how many frames (ITS: 1; at most
+    /// 64 redistributors in at most 8 regions). Each frame's first page
+    /// must lie in the VM's MMIO ranges. KCore then records the guest's own
+    /// writes to the ITS's `GITS_CTLR`, `GITS_CBASER`, `GITS_BASER0/1` and
+    /// the redistributors' `GICR_CTLR`, `GICR_PROPBASER`, `GICR_PENDBASER`
+    /// (`kcore::gic_tables`). [`Error::NotSupported`] on a GICv2 host.
+    HostSetGicFrames = HYPERCALL_BASE + 21,
+    /// `host_read_gic_table` (ABI 0.15): `x1` = handle of a protected VM,
+    /// `x2` = a guest address, `x3` = a length (1..=24, inside one page).
+    /// Returns the VM's bytes there little-endian in `x1..x3`, only inside
+    /// a window its guest opened for its ITS: the command queue, the device
+    /// and collection tables, the LPI property table and the pending tables
+    /// of redistributors with LPIs enabled. [`Error::Denied`] elsewhere,
+    /// [`Error::NotFound`] where the VM has no page of its own.
+    HostReadGicTable = HYPERCALL_BASE + 22,
+}
+
+/// The frame kinds of [`HypercallId::HostSetGicFrames`] (`x2`).
+pub mod gic_frame {
+    /// The ITS frame (one 128 KiB frame).
+    pub const ITS: u64 = 0;
+    /// A region of redistributors (128 KiB each).
+    pub const REDIST: u64 = 1;
+    /// Most bytes one [`super::HypercallId::HostReadGicTable`] returns.
+    pub const MAX_READ: u64 = 24;
 }
 
 /// Most pages one [`HypercallId::HostProtectGuest`] covers (2 MiB): bounds
@@ -164,7 +193,7 @@ pub const MAX_PROTECT_PAGES: u64 = 512;
 
 impl HypercallId {
     /// Every hypercall this ABI version defines.
-    pub const ALL: [HypercallId; 21] = [
+    pub const ALL: [HypercallId; 23] = [
         HypercallId::Version,
         HypercallId::Features,
         HypercallId::HostCreateVm,
@@ -186,6 +215,8 @@ impl HypercallId {
         HypercallId::HostProtectGuest,
         HypercallId::HostUnprotectGuest,
         HypercallId::HostSetVgicCpu,
+        HypercallId::HostSetGicFrames,
+        HypercallId::HostReadGicTable,
     ];
 
     /// The SMCCC function id of this call.

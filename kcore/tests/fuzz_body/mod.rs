@@ -1614,6 +1614,10 @@ enum Arg {
     Flags,
     /// A register id in or near the identification registers.
     IdReg,
+    /// A `HostSetGicFrames` kind (mostly 0 or 1) ...
+    GicKind,
+    /// ... and frame count (mostly 1 or 2).
+    GicFrames,
     /// Anything.
     Any,
 }
@@ -1702,7 +1706,8 @@ impl Encoder {
             Arg::ImageLen if v % 10 < 5 => self.val(Val::Raw(IMAGE_LEN)),
             Arg::ImageLen => self.val(Val::Raw(v % (4 * PAGE_SIZE))),
             Arg::SigPage => self.push_special(SIG_PAGE),
-            Arg::Vcpu | Arg::Flags => self.bytes.push((v % 3) as u8),
+            Arg::Vcpu | Arg::Flags | Arg::GicKind => self.bytes.push((v % 3) as u8),
+            Arg::GicFrames => self.bytes.push((1 + v % 3) as u8),
             // The feature space `CRm` 0..=8 (0 and 8 mostly outside it).
             Arg::IdReg => self.val(Val::Raw(
                 kcore_abi::reg::SYSREG
@@ -1738,8 +1743,8 @@ impl Encoder {
     /// aborts, a few of anything else.
     pub fn random_trap(&mut self, r: &mut dyn FnMut() -> u64) -> &mut Self {
         use Arg::{
-            Addr, Any, Fid, Flags, Gfn, Handle, ImageLen, Mpidr, Pfn, RunPage, SigPage, Small,
-            Vcpu, VmPage,
+            Addr, Any, Fid, Flags, Gfn, GicFrames, GicKind, Handle, ImageLen, Mpidr, Pfn, RunPage,
+            SigPage, Small, Vcpu, VmPage,
         };
         let high = (r() as u8) & 0xF8;
         let class_byte = match r() % 100 {
@@ -1796,6 +1801,8 @@ impl Encoder {
             (Some(HypercallId::HostVcpuSetReg), _) => &[Handle, Vcpu, Small, Any],
             (Some(HypercallId::HostSelfCheck), _) => &[],
             (Some(HypercallId::HostGuestIdReg), _) => &[Arg::IdReg],
+            (Some(HypercallId::HostSetGicFrames), _) => &[Handle, GicKind, Gfn, GicFrames],
+            (Some(HypercallId::HostReadGicTable), _) => &[Handle, Any, Small],
             (Some(_), _) => &[Handle, Gfn, Small, Pfn],
             (None, Some(&f)) if f == psci::CPU_ON_32 as u64 || f == psci::CPU_ON_64 as u64 => {
                 &[Mpidr, Addr, Small]
@@ -1984,6 +1991,37 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             .hvc(id(H::HostCreateVcpu), &[a, Raw(1)])
             .hvc(id(H::HostTeardownVm), &[a]),
     );
+    // On a GICv3 host (an input of odd length: the trailing byte decodes as
+    // an unknown HVC): the verified protected VM's ITS frame goes into its
+    // declared MMIO once, not outside it, not into a non-protected VM; its
+    // memory is not readable through the ITS path while no guest programmed
+    // a table there.
+    let mut gic = Encoder::new();
+    gic.hvc(
+        id(H::HostVerifyImage),
+        &[a, Raw(0x10), Raw(IMAGE_LEN), Raw(SIG_PAGE)],
+    )
+    .hvc(id(H::HostDeclareMmio), &[a, Raw(0x9000), Raw(1)])
+    .hvc(
+        id(H::HostSetGicFrames),
+        &[a, Raw(kcore_abi::gic_frame::ITS), Raw(0x9000), Raw(1)],
+    )
+    .hvc(
+        id(H::HostSetGicFrames),
+        &[a, Raw(kcore_abi::gic_frame::ITS), Raw(0x9000), Raw(1)],
+    )
+    .hvc(
+        id(H::HostSetGicFrames),
+        &[a, Raw(kcore_abi::gic_frame::REDIST), Raw(0x9020), Raw(1)],
+    )
+    .hvc(
+        id(H::HostSetGicFrames),
+        &[b, Raw(kcore_abi::gic_frame::ITS), Raw(0x9000), Raw(1)],
+    )
+    .hvc(id(H::HostReadGicTable), &[a, Raw(0x10 << 12), Raw(8)])
+    .hvc(id(H::HostReadGicTable), &[a, Raw(0x9000 << 12), Raw(24)]);
+    gic.bytes.push(class::HVC);
+    add("gic_frames", &mut gic);
     add(
         "verify_image_bad",
         Encoder::new()

@@ -159,6 +159,44 @@ pub fn set_vgic_cpu<C: Conduit>(c: &mut C, vm: VmHandle, gfn: u64) -> Result<(),
     call(c, &args::HostSetVgicCpu { handle: vm.0, gfn }).map(drop)
 }
 
+/// `HostSetGicFrames` (GICv3 hosts, protected VMs, before the first run):
+/// where `vm`'s ITS frame (`kind` 0, one frame) or a region of `frames`
+/// redistributors (`kind` 1) lies, from `gfn`.
+pub fn set_gic_frames<C: Conduit>(
+    c: &mut C,
+    vm: VmHandle,
+    kind: u64,
+    gfn: u64,
+    frames: u64,
+) -> Result<(), CallError> {
+    let a = args::HostSetGicFrames {
+        handle: vm.0,
+        kind,
+        gfn,
+        frames,
+    };
+    call(c, &a).map(drop)
+}
+
+/// `HostReadGicTable`: `len` (1..=24, inside one page) bytes of protected
+/// `vm`'s memory at `ipa`, inside an ITS or LPI table its guest programmed;
+/// little-endian in three words.
+pub fn read_gic_table<C: Conduit>(
+    c: &mut C,
+    vm: VmHandle,
+    ipa: u64,
+    len: u64,
+) -> Result<[u64; 3], CallError> {
+    call(
+        c,
+        &args::HostReadGicTable {
+            handle: vm.0,
+            ipa,
+            len,
+        },
+    )
+}
+
 /// Whether the host's GIC is a GICv2 (KCore's `features::GICV2`); false
 /// when KCore does not answer.
 pub fn host_gicv2<C: Conduit>(c: &mut C) -> bool {

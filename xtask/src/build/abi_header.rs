@@ -11,7 +11,7 @@
 
 use kcore_abi::{
     ABI_VERSION_MAJOR, ABI_VERSION_MINOR, Error, HYPERCALL_BASE, HypercallId, PageOwner, SUCCESS,
-    features, manifest, psci, reg, run, run::ExitReason, share_flags, smccc, vm_flags,
+    features, gic_frame, manifest, psci, reg, run, run::ExitReason, share_flags, smccc, vm_flags,
 };
 use std::fmt::Debug;
 use std::fmt::Write as _;
@@ -75,6 +75,15 @@ pub fn header() -> String {
         share_flags {
             READ_ONLY,
             WRITE_PROTECT
+        }
+    );
+    consts!(
+        h,
+        "KC_GIC_FRAME_",
+        gic_frame {
+            ITS,
+            REDIST,
+            MAX_READ
         }
     );
     consts!(

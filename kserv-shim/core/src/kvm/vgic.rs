@@ -199,6 +199,10 @@ impl Irq {
     }
 }
 
+/// Redistributor regions [`Vgic::lpi_frames`] reports at most (one more
+/// than KCore takes).
+pub const LPI_REGIONS: usize = 9;
+
 /// A VM's virtual GIC. All zero: not created.
 pub struct Vgic {
     /// `KVM_CREATE_DEVICE` made it.
@@ -418,6 +422,22 @@ impl Vgic {
     /// redistributor).
     pub fn layout_ok(&self, vcpus: u64, ipa_bits: u32) -> bool {
         self.rd.fits(vcpus as usize, ipa_bits, self.base(false))
+    }
+
+    /// Where a protected VM's ITS and redistributors lie, for KCore
+    /// ([`super::vm::prepare_run`]): the ITS frame's base (`None` without a
+    /// placed ITS), and the redistributor regions that hold vCPUs, each
+    /// with how many, in frame order (at most [`LPI_REGIONS`]: KCore takes
+    /// 8, so a ninth makes it refuse).
+    pub fn lpi_frames(&self) -> (Option<u64>, [(u64, u64); LPI_REGIONS], usize) {
+        let mut out = [(0, 0); LPI_REGIONS];
+        let mut n = 0;
+        let its = self.its.base().filter(|_| self.its.created);
+        for (slot, r) in out.iter_mut().zip(self.rd.filled_regions(self.nr_vcpus)) {
+            *slot = r;
+            n += 1;
+        }
+        (its, out, n)
     }
 
     /// The first run's checks of the frames (`vgic_v3_map_resources`): both

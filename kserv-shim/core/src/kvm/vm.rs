@@ -98,6 +98,9 @@ pub struct VmCfg {
     n_vcpus: usize,
     /// `KVM_IOEVENTFD`s and `KVM_IRQFD`s.
     eventfds: Eventfds,
+    /// A protected VM's handle (0: not protected): its memory is read
+    /// through KCore ([`VmCfg::kcore_reads`]).
+    protected_handle: u64,
 }
 
 /// A VM. All zero until [`init`]; the glue allocates it zeroed (and frees
@@ -376,6 +379,7 @@ pub fn init<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u64, host: &Host) -> Result<(),
     let now = env.now();
     vm.cntvoff.store(now, SeqCst);
     vm.with_cfg(env, |_, c| {
+        c.protected_handle = if protected { h.0 } else { 0 };
         c.pool = pool;
         // SAFETY: the array has MAX_POOL words and is the VM's alone.
         let list = unsafe { array(pool, MAX_POOL) };
@@ -506,6 +510,12 @@ impl VmCfg {
         self.ran
     }
 
+    /// A protected VM's handle: KServ cannot read its memory, KCore reads
+    /// the guest's ITS and LPI tables for it (`HostReadGicTable`).
+    pub fn kcore_reads(&self) -> Option<VmHandle> {
+        (self.protected_handle != 0).then_some(VmHandle(self.protected_handle))
+    }
+
     /// The slot holding `gfn`.
     pub fn slot_of(&self, gfn: u64) -> Option<Slot> {
         self.slots.find(gfn).map(|i| self.slots[i])
@@ -588,9 +598,33 @@ pub fn prepare_run<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
         for &(gfn, pages) in &ranges[..n] {
             c.declare(env, h, gfn, pages)?;
         }
+        if vm.protected() {
+            place_gic_frames(env, vm)?;
+        }
         c.ran = true;
         Ok(())
     })
+}
+
+/// A protected VM's ITS: tells KCore where the ITS frame and the
+/// redistributors that hold vCPUs lie (`HostSetGicFrames`), so that KCore
+/// records the guest's programming of their tables and reads those for the
+/// ITS emulation. Nothing without an ITS. A frame outside the MMIO just
+/// declared (over a memory slot, or where the manifest allows no MMIO) is
+/// refused by KCore: `EPERM`; more than 8 regions in use `EINVAL`.
+fn place_gic_frames<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
+    use kcore_abi::gic_frame as frame_kind;
+    let h = vm.handle();
+    let (its, regions, n) = vm.with_gic(env, |g| (g.lpi_frames(), 0));
+    let Some(its) = its else {
+        return Ok(());
+    };
+    hypercall::set_gic_frames(env, h, frame_kind::ITS, its >> 12, 1).map_err(errno_of)?;
+    for &(base, frames) in &regions[..n] {
+        hypercall::set_gic_frames(env, h, frame_kind::REDIST, base >> 12, frames)
+            .map_err(errno_of)?;
+    }
+    Ok(())
 }
 
 // ---- VM fd ioctls -----------------------------------------------------------------------
@@ -1053,15 +1087,15 @@ pub fn vcpu_create<E: KvmEnv>(env: &mut E, vm: &Vm, id: u64) -> Result<(), Errno
 /// `KVM_CREATE_DEVICE`: [`DEVICE_VGIC`] or [`DEVICE_ITS`] when a device
 /// fd is to be made, 0 for a successful `KVM_CREATE_DEVICE_TEST`. A GICv3
 /// and its ITS are offered (`ENODEV` otherwise, as a GICv3 host without
-/// GICv2 compatibility answers; an ITS only for a non-protected VM, whose
-/// memory the shim can read); a second GICv3 is `EEXIST`, a first one
+/// GICv2 compatibility answers; a protected VM's ITS reads the guest's
+/// tables through KCore, [`prepare_run`]); a second GICv3 is `EEXIST`, a first one
 /// after a vCPU ran `EBUSY` (`kvm_vgic_create`'s order). Flags other than
 /// `KVM_CREATE_DEVICE_TEST` are ignored, as KVM ignores them. The VM's
 /// mark of a first run is read and the vGIC created under one hold of the
 /// VM's mutex ([`prepare_run`]).
 pub fn device_create<E: KvmEnv>(env: &mut E, vm: &Vm, ty: u32, flags: u32) -> Result<i64, Errno> {
     let v2 = vm.with_gic(env, |g| (g.is_v2(), 0));
-    if ty == device::TYPE_ARM_VGIC_ITS && !vm.protected() && !v2 {
+    if ty == device::TYPE_ARM_VGIC_ITS && !v2 {
         if flags & device::CREATE_TEST != 0 {
             return Ok(0);
         }

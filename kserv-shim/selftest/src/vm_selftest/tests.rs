@@ -305,7 +305,9 @@ impl Fake {
             | HypercallId::HostGuestIdReg
             | HypercallId::HostProtectGuest
             | HypercallId::HostUnprotectGuest
-            | HypercallId::HostSetVgicCpu => Err(Error::NotSupported),
+            | HypercallId::HostSetVgicCpu
+            | HypercallId::HostSetGicFrames
+            | HypercallId::HostReadGicTable => Err(Error::NotSupported),
         }
     }
 }

@@ -1733,9 +1733,10 @@ fn limits() -> Vec<Row> {
             "KVM takes several ITSs; the shim one", |c| {
             c.create_device(device::TYPE_ARM_VGIC_ITS, 0)
         }),
-        row(d, "KVM_CREATE_DEVICE", "an ITS for a protected VM", Protected, ENODEV,
-            "the shim cannot read a protected VM's tables", |c| {
-            c.create_device(device::TYPE_ARM_VGIC_ITS, 0)
+        row(d, "KVM_SET_DEVICE_ATTR", "ITS_SAVE_TABLES of a protected VM's ITS", Protected, EPERM,
+            "a protected VM's memory is not KServ's to write", |c| {
+            c.create_device(device::TYPE_ARM_VGIC_ITS, 0)?;
+            c.its(0, va::GRP_CTRL, va::ITS_SAVE_TABLES, 0)
         }),
         row(d, "KVM_GET_ONE_REG", "a protected vCPU's x1", ProtectedInit, EPERM,
             "KCore keeps a protected vCPU's registers", |c| {

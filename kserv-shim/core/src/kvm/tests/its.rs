@@ -42,6 +42,24 @@ fn guest_write(f: &mut Fake, gpa: u64, data: &[u8]) {
         .expect("guest memory");
 }
 
+/// The guest's commands: MAPD device 7 (8 event bits, its ITT at `RAM +
+/// 0x8_0000`), MAPC 3 to vCPU 0, MAPTI event 2 to LPI 8197, SYNC.
+const COMMANDS: [[u64; 4]; 4] = [
+    [0x08 | 7 << 32, 7, (1 << 63) | (RAM + 0x8_0000), 0],
+    [0x09, 0, 1 << 63 | 3, 0],
+    [0x0A | 7 << 32, 2 | 8197 << 32, 3, 0],
+    [0x05, 0, 0, 0],
+];
+
+/// [`COMMANDS`] into the guest's queue at [`QUEUE`].
+fn write_commands(f: &mut Fake) {
+    for (i, c) in COMMANDS.iter().enumerate() {
+        for (k, w) in c.iter().enumerate() {
+            guest_write(f, QUEUE + 32 * i as u64 + 8 * k as u64, &w.to_le_bytes());
+        }
+    }
+}
+
 /// `KVM_SIGNAL_MSI` of `struct kvm_msi` (`flags` and `devid` in `fd`).
 fn signal_msi(f: &mut Fake, vm: &Vm, addr: u64, data: u32, fd: (u32, u32)) -> Result<i64, Errno> {
     let (flags, devid) = fd;
@@ -158,23 +176,8 @@ fn its_device_commands_and_msis_reach_the_guest_as_lpis() {
     let answers = f.answers();
     assert_eq!(answers[0], 0x1_EF71, "GITS_TYPER");
     assert_eq!(answers[1], 1 << 31 | 1, "enabled, quiescent");
-    // Commands: MAPD device 7 (8 event bits), MAPC 3 to vCPU 0, MAPTI event
-    // 2 to LPI 8197, SYNC; then CWRITER on an MMIO exit runs them.
-    let cmds: [[u64; 4]; 4] = [
-        [0x08 | 7 << 32, 7, (1 << 63) | (RAM + 0x8_0000), 0],
-        [0x09, 0, 1 << 63 | 3, 0],
-        [0x0A | 7 << 32, 2 | 8197 << 32, 3, 0],
-        [0x05, 0, 0, 0],
-    ];
-    for (i, c) in cmds.iter().enumerate() {
-        for (k, w) in c.iter().enumerate() {
-            guest_write(
-                &mut f,
-                QUEUE + 32 * i as u64 + 8 * k as u64,
-                &w.to_le_bytes(),
-            );
-        }
-    }
+    // The commands, then CWRITER on an MMIO exit runs them.
+    write_commands(&mut f);
     f.script([
         (exit::MMIO, WRITE, ITS + 0x88, 4 * 32, 8, [0; 3]),
         (exit::MMIO, 0, ITS + 0x90, 0, 8, [0; 3]),
@@ -367,12 +370,93 @@ fn its_device_commands_and_msis_reach_the_guest_as_lpis() {
     assert_eq!(f.eventfd_refs(), 0);
 }
 
+/// A protected VM's ITS: the guest's tables are in memory KServ cannot
+/// read (donated on first touch), so the shim reads them through KCore,
+/// which lets it read only what the guest itself programmed into its ITS
+/// and redistributor registers on its MMIO exits. The same commands as
+/// above run, the MSI reaches the guest as LPI 8197, and nothing else of
+/// the guest's memory is readable, nor its ITS state saved.
 #[test]
-fn a_protected_vm_has_no_its() {
+fn a_protected_vms_its_reads_only_what_its_guest_programmed() {
     let mut f = Fake::new();
     let vm = new_vm(&mut f, kcore_abi::kvm_ext::VM_TYPE_ARM_PROTECTED);
+    slot(&mut f, &vm);
+    let mut v = new_vcpu(&mut f, &vm, 0);
+    init(&mut f, &vm, &mut v, 1 << 2);
+    // What the VMM loads before anything is donated: the guest's property
+    // table entry for LPI 8197, its command queue, a secret.
+    guest_write(&mut f, PROP + 5, &[0x81]);
+    write_commands(&mut f);
+    const SECRET: u64 = RAM + 0x9_0000;
+    guest_write(&mut f, SECRET, &0x5EC2_E700_u64.to_le_bytes());
+    // Its image (the first page), signed to allow MMIO below 1 GiB.
+    f.trust_signer();
+    let req = signed_request(&mut f, 0x1000, &[(0, 0x4_0000)]);
     assert_eq!(
-        vm::device_create(&mut f, &vm, uapi::device::TYPE_ARM_VGIC_ITS, 0),
-        Err(ENODEV)
+        vm::ioctl(&mut f, &vm, &HOST, KSERV_VM_VERIFY_IMAGE, req),
+        Ok(0)
     );
+    start_in_image(&mut f, &vm, &mut v);
+    vgic(&mut f, &vm);
+    let ty = uapi::device::TYPE_ARM_VGIC_ITS;
+    assert_eq!(vm::device_create(&mut f, &vm, ty, 0), Ok(vm::DEVICE_ITS));
+    assert_eq!(
+        its_attr(&mut f, &vm, 0, GRP_ADDR, ITS_ADDR_TYPE, ITS),
+        Ok(ITS)
+    );
+    assert_eq!(its_attr(&mut f, &vm, 0, GRP_CTRL, CTRL_INIT, 0), Ok(0));
+    // The guest touches its tables' pages (each donated), then programs
+    // its redistributor and ITS, and runs the queue.
+    let dev = 1 << 63 | DEV_TABLE;
+    let coll = 1 << 63 | COLL_TABLE;
+    let mut exits: Vec<Script> = [QUEUE, PROP, PEND, DEV_TABLE, COLL_TABLE, SECRET]
+        .iter()
+        .map(|&a| (exit::MEM_FAULT, 0, a, 0, 0, [0; 3]))
+        .collect();
+    exits.extend([
+        (exit::MMIO, WRITE, GICR + 0x70, PROP | 15, 8, [0; 3]),
+        (exit::MMIO, WRITE, GICR + 0x78, PEND, 8, [0; 3]),
+        (exit::MMIO, WRITE, GICR, 1, 4, [0; 3]),
+        (exit::MMIO, WRITE, ITS + 0x100, dev, 8, [0; 3]),
+        (exit::MMIO, WRITE, ITS + 0x108, coll, 8, [0; 3]),
+        (exit::MMIO, WRITE, ITS + 0x80, 1 << 63 | QUEUE, 8, [0; 3]),
+        (exit::MMIO, WRITE, ITS, 1, 4, [0; 3]),
+        (exit::MMIO, WRITE, ITS + 0x88, 4 * 32, 8, [0; 3]),
+        (exit::MMIO, 0, ITS + 0x90, 0, 8, [0; 3]),
+        (exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3]),
+    ]);
+    f.script(exits);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.answers()[0], 4 * 32, "CREADR: every command read");
+    assert!(f.guest_pages().contains_key(&(QUEUE >> 12)), "donated");
+    // The commands took: the MSI is delivered, with the property the
+    // guest's table gives (enabled), and reaches the vCPU as LPI 8197.
+    assert_eq!(
+        signal_msi(&mut f, &vm, ITS + 0x1_0040, 2, (MSI_VALID_DEVID, 7)),
+        Ok(1)
+    );
+    f.script([(exit::MMIO, 0, 0x0900_0000, 0, 4, [0; 3])]);
+    assert_eq!(ioctl(&mut f, &vm, &mut v, uapi::RUN, 0), Ok(0));
+    assert_eq!(f.last_entry_irqs(), [8197]);
+    // KServ reads the queue through KCore, but nothing the guest did not
+    // hand its ITS: not the secret, not the ITT MAPD named.
+    let h = vm.handle();
+    let q = crate::hypercall::read_gic_table(&mut f, h, QUEUE + 32, 24);
+    assert_eq!(
+        q.ok(),
+        Some([COMMANDS[1][0], COMMANDS[1][1], COMMANDS[1][2]])
+    );
+    for addr in [SECRET, RAM + 0x8_0000, RAM] {
+        assert!(crate::hypercall::read_gic_table(&mut f, h, addr, 8).is_err());
+    }
+    // No state of a protected VM is saved, nor restored into it.
+    for attr in [ITS_SAVE_TABLES, ITS_RESTORE_TABLES] {
+        assert_eq!(its_attr(&mut f, &vm, 0, GRP_CTRL, attr, 0), Err(EPERM));
+    }
+    assert_eq!(
+        gic_attr(&mut f, &vm, 0, GRP_CTRL, SAVE_PENDING_TABLES, 0),
+        Err(EPERM)
+    );
+    vcpu::destroy(&mut f, &mut v);
+    vm::destroy(&mut f, &vm);
 }

@@ -1099,9 +1099,29 @@ impl Vgic {
 // ---- guest memory, outside the vGIC's lock ---------------------------------------------
 
 /// Reads guest memory at `gpa` through the VM's memory slots (the VMM's
-/// memory: a non-protected VM's), `EFAULT` where no slot is.
+/// memory: a non-protected VM's), `EFAULT` where no slot is. A protected
+/// VM's memory is not KServ's: KCore reads it, only inside the tables the
+/// guest programmed into its ITS and redistributors (`HostReadGicTable`,
+/// up to 24 bytes a call), `EFAULT` elsewhere.
 fn read_guest<E: KvmEnv>(env: &mut E, c: &VmCfg, gpa: u64, buf: &mut [u8]) -> Result<(), Errno> {
     use crate::kvm::errno::EFAULT;
+    if let Some(h) = c.kcore_reads() {
+        let mut done = 0;
+        while done < buf.len() {
+            let a = gpa.checked_add(done as u64).ok_or(EFAULT)?;
+            let in_page = (0x1000 - (a & 0xFFF)) as usize;
+            let n = in_page
+                .min(buf.len() - done)
+                .min(kcore_abi::gic_frame::MAX_READ as usize);
+            let words =
+                crate::hypercall::read_gic_table(env, h, a, n as u64).map_err(|_| EFAULT)?;
+            for (k, b) in buf[done..done + n].iter_mut().enumerate() {
+                *b = (words[k / 8] >> (8 * (k % 8))) as u8;
+            }
+            done += n;
+        }
+        return Ok(());
+    }
     let mut done = 0;
     while done < buf.len() {
         let a = gpa.checked_add(done as u64).ok_or(EFAULT)?;
@@ -1157,6 +1177,9 @@ fn table_entry<E: KvmEnv>(env: &mut E, c: &VmCfg, baser: u64, id: u32) -> Option
 /// goes through the VMM's mapping, not the guest's stage 2, so no dirty-log
 /// fault records it, and a migration would carry the page stale.
 fn write_u8<E: KvmEnv>(env: &mut E, c: &mut VmCfg, gpa: u64, value: u8) -> Result<(), Errno> {
+    if c.kcore_reads().is_some() {
+        return Err(crate::kvm::errno::EFAULT);
+    }
     let s = c
         .slot_of(gpa >> 12)
         .filter(|s| !s.readonly())
@@ -1178,6 +1201,9 @@ fn read_u64<E: KvmEnv>(env: &mut E, c: &VmCfg, gpa: u64) -> Result<u64, Errno> {
 /// page dirty ([`write_u8`]).
 fn write_u64<E: KvmEnv>(env: &mut E, c: &mut VmCfg, gpa: u64, value: u64) -> Result<(), Errno> {
     use crate::kvm::errno::EFAULT;
+    if c.kcore_reads().is_some() {
+        return Err(EFAULT);
+    }
     let s = c
         .slot_of(gpa >> 12)
         .filter(|s| !s.readonly() && gpa.is_multiple_of(8))
@@ -1437,6 +1463,9 @@ pub fn save_pending<E: KvmEnv>(env: &mut E, vm: &Vm) -> Result<(), Errno> {
     if !vm.with_gic(env, |g| (g.ready, 0)) {
         return Err(crate::kvm::errno::ENXIO);
     }
+    if vm.protected() {
+        return Err(crate::kvm::errno::EPERM);
+    }
     vm.with_cfg(env, |env, c| {
         for s in 0..MAX_LPIS {
             let Some((gpa, bit, pending, _)) = vm.with_gic(env, |g| (g.its_pending_of(s), 0))
@@ -1598,6 +1627,11 @@ pub fn device_ioctl<E: KvmEnv>(env: &mut E, vm: &Vm, cmd: u32, arg: u64) -> Resu
                 Ok(0)
             }
             (2, va::ITS_SAVE_TABLES | va::ITS_RESTORE_TABLES) => Ok(0),
+            // A protected VM's memory is not KServ's to write: no saving
+            // or restoring its ITS (nor any of its state).
+            (_, va::ITS_SAVE_TABLES | va::ITS_RESTORE_TABLES) if vm.protected() => {
+                Err(crate::kvm::errno::EPERM)
+            }
             (_, va::ITS_SAVE_TABLES) => save_tables(env, vm).map(|()| 0),
             (_, va::ITS_RESTORE_TABLES) => restore_tables(env, vm).map(|()| 0),
             (2, _) => Err(ENXIO),

@@ -204,6 +204,14 @@ impl Regions {
         None
     }
 
+    /// Each region that holds some of `vcpus` redistributors, in index
+    /// (frame) order: its base and how many it holds.
+    pub fn filled_regions(&self, vcpus: usize) -> impl Iterator<Item = (u64, u64)> + '_ {
+        (0..self.n)
+            .map(move |k| (self.regions[k].base, self.filled(k, vcpus)))
+            .filter(|&(_, n)| n > 0)
+    }
+
     /// Redistributors region `k` holds of `vcpus`.
     fn filled(&self, k: usize, vcpus: usize) -> u64 {
         let r = self.used()[k];
