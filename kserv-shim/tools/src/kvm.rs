@@ -227,6 +227,12 @@ pub const GICC_BASE: u64 = guest::gic::GICC;
 /// `KVM_DEV_TYPE_ARM_VGIC_V2` and `_V3`.
 pub const DEV_VGIC_V2: u32 = 5;
 pub const DEV_VGIC_V3: u32 = 7;
+/// `KVM_DEV_TYPE_ARM_VGIC_ITS`.
+pub const DEV_VGIC_ITS: u32 = 8;
+/// Where the ITS goes (QEMU `virt`'s address, as the test guest expects it).
+pub const ITS_BASE: u64 = guest::gic::ITS;
+/// `KVM_MSI_VALID_DEVID`.
+pub const MSI_VALID_DEVID: u32 = 1;
 /// `KVM_CREATE_DEVICE_TEST`: only whether the device could be made.
 pub const CREATE_DEVICE_TEST: u32 = 1;
 
@@ -364,7 +370,7 @@ pub fn host_gic_v2(vm: &OwnedFd) -> bool {
 /// ([`guest::testdev::GIC`]) returns for a VM with a GICv2 (`v2`) or a
 /// GICv3.
 pub fn gic_word(v2: bool) -> u64 {
-    if v2 { guest::testdev::GIC_V2 } else { 0 }
+    guest::testdev::gic_word(v2, false)
 }
 
 /// The `GRP_ADDR` attributes and addresses of the VM's vGIC: a GICv3's
@@ -397,6 +403,35 @@ pub fn make_vgic(vm: &OwnedFd, nr_irqs: Option<u32>) -> Result<OwnedFd, String> 
     }
     device_attr(&gic, SET_DEVICE_ATTR, 4, 0, 0).map_err(|e| format!("vGIC init: errno {e}"))?;
     Ok(gic)
+}
+
+/// An ITS for `vm` (after its GICv3, before a vCPU runs):
+/// `KVM_DEV_TYPE_ARM_VGIC_ITS` created, placed at [`ITS_BASE`]
+/// (`KVM_VGIC_ITS_ADDR_TYPE`), initialised (`KVM_DEV_ARM_VGIC_CTRL_INIT`).
+pub fn make_its(vm: &OwnedFd) -> Result<OwnedFd, String> {
+    let mut dev = [DEV_VGIC_ITS, 0, 0];
+    ioctl(vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
+        .map_err(|e| format!("KVM_CREATE_DEVICE: errno {e}"))?;
+    let its = owned(i64::from(dev[1]));
+    device_attr(&its, SET_DEVICE_ATTR, 0, 4, ptr(&ITS_BASE))
+        .map_err(|e| format!("KVM_VGIC_ITS_ADDR_TYPE: errno {e}"))?;
+    device_attr(&its, SET_DEVICE_ATTR, 4, 0, 0)
+        .map_err(|e| format!("KVM_DEV_ARM_VGIC_CTRL_INIT: errno {e}"))?;
+    Ok(its)
+}
+
+/// `KVM_SIGNAL_MSI` on the VM `vm` (a raw fd) through its ITS at
+/// [`ITS_BASE`]: the MSI of `device` with `event`.
+pub fn signal_msi(vm: RawFd, device: u32, event: u32) -> Result<i64, i32> {
+    let doorbell = ITS_BASE + guest::gic::ITS_TRANSLATER;
+    // struct kvm_msi: address_lo, address_hi, data, flags, devid, pad.
+    let msi = [
+        doorbell,
+        u64::from(event) | u64::from(MSI_VALID_DEVID) << 32,
+        u64::from(device),
+        0,
+    ];
+    sys::ioctl(vm, SIGNAL_MSI, ptr(&msi))
 }
 
 pub fn make_vcpu(vm: &OwnedFd, id: u64, target: u32, features: u32) -> Result<Vcpu, String> {

@@ -6,9 +6,10 @@
 //! interface's registers, [`gicv2`]), the VMM's hardware breakpoints
 //! and injected exceptions ([`debug`]), and then runs `kcore-test-guest`
 //! (`tests/guest`) through `KVM_RUN` in a non-protected VM with two vCPUs
-//! (vCPU 1 on its own thread, started by the guest's PSCI `CPU_ON`),
-//! emulating the guest's test device from `KVM_EXIT_MMIO` exits in
-//! userspace; with a signature, the same guest again in a protected VM whose
+//! (vCPU 1 on its own thread, started by the guest's PSCI `CPU_ON`) and,
+//! on a GICv3 host, an ITS, emulating the guest's test device from
+//! `KVM_EXIT_MMIO` exits in userspace (its MSI requests answered with
+//! `KVM_SIGNAL_MSI`); with a signature, the same guest again in a protected VM whose
 //! image KCore verifies (`KSERV_VM_VERIFY_IMAGE`).
 //!
 //! Six further modes skip the API checks:
@@ -740,14 +741,14 @@ fn redist_region_checks(c: &mut Checks, kvm: &File) -> Result<(), String> {
 /// controls, and `KVM_SIGNAL_MSI` refused while the guest has not enabled
 /// it, all with KVM's values and errnos.
 fn its_checks(c: &mut Checks, vm: &OwnedFd) -> Result<(), String> {
-    const ITS: u64 = 0x0808_0000;
+    const ITS: u64 = ITS_BASE;
     c.ok(
         "its-msi-devid-before",
         ioctl(vm, CHECK_EXTENSION, CAP_MSI_DEVID),
         0,
     );
     let _gic = make_vgic(vm, None)?;
-    let mut dev = [8u32, 0, 0];
+    let mut dev = [DEV_VGIC_ITS, 0, 0];
     ioctl(vm, CREATE_DEVICE, dev.as_mut_ptr() as u64)
         .map_err(|e| format!("KVM_CREATE_DEVICE ITS: errno {e}"))?;
     let its = owned(i64::from(dev[1]));
@@ -807,14 +808,15 @@ fn its_checks(c: &mut Checks, vm: &OwnedFd) -> Result<(), String> {
     // The guest never enabled the ITS: EBUSY; no device id or a doorbell
     // outside the frame: EINVAL.
     let msi = |addr: u64, flags: u32| [addr, 2 | u64::from(flags) << 32, 7, 0];
+    let doorbell = ITS + guest::gic::ITS_TRANSLATER;
     c.errno(
         "signal-msi-its-disabled",
-        ioctl(vm, SIGNAL_MSI, ptr(&msi(ITS + 0x1_0040, 1))),
+        ioctl(vm, SIGNAL_MSI, ptr(&msi(doorbell, MSI_VALID_DEVID))),
         EBUSY,
     );
     c.errno(
         "signal-msi-no-devid",
-        ioctl(vm, SIGNAL_MSI, ptr(&msi(ITS + 0x1_0040, 0))),
+        ioctl(vm, SIGNAL_MSI, ptr(&msi(doorbell, 0))),
         EINVAL,
     );
     c.errno(
@@ -832,6 +834,13 @@ fn its_checks(c: &mut Checks, vm: &OwnedFd) -> Result<(), String> {
 struct Device {
     /// The VM has a GICv2: [`testdev::GIC`] reads [`testdev::GIC_V2`].
     gic_v2: AtomicBool,
+    /// The VM's fd + 1 if it has an ITS (0: none): [`testdev::GIC`] has
+    /// [`testdev::GIC_ITS`], and writes of [`testdev::MSI`] signal MSIs
+    /// through it ...
+    its_vm: AtomicI32,
+    /// ... the last one's [`testdev::msi_result`] ([`testdev::MSI_NONE`]
+    /// before the first), which [`testdev::MSI`] reads.
+    msi: AtomicU64,
     scratch: AtomicU64,
     status: AtomicU64,
     checksum: AtomicU64,
@@ -877,6 +886,16 @@ fn drive(v: &Vcpu, dev: &Device, idx: usize) -> Result<Vec<String>, String> {
                         testdev::SCRATCH => dev
                             .scratch
                             .store(testdev::scratch_store(data, width), SeqCst),
+                        testdev::MSI => {
+                            let vm = dev.its_vm.load(SeqCst);
+                            let r = if vm > 0 {
+                                let (device, event) = testdev::parse_msi(data);
+                                testdev::msi_result(signal_msi(vm - 1, device, event))
+                            } else {
+                                testdev::MSI_NONE
+                            };
+                            dev.msi.store(r, SeqCst);
+                        }
                         guest::dirty::ROUND if dev.dirty_vm.load(SeqCst) > 0 => {
                             let r = dirty::check_round(dev.dirty_vm.load(SeqCst) - 1, data);
                             if let Ok(mut rounds) = dev.rounds.lock() {
@@ -888,7 +907,10 @@ fn drive(v: &Vcpu, dev: &Device, idx: usize) -> Result<Vec<String>, String> {
                 } else {
                     let value = match off {
                         testdev::SCRATCH => testdev::scratch_load(dev.scratch.load(SeqCst), width),
-                        testdev::GIC => gic_word(dev.gic_v2.load(SeqCst)),
+                        testdev::GIC => {
+                            testdev::gic_word(dev.gic_v2.load(SeqCst), dev.its_vm.load(SeqCst) > 0)
+                        }
+                        testdev::MSI => dev.msi.load(SeqCst),
                         _ => 0,
                     };
                     v.set_run_u64(40, value);
@@ -1007,6 +1029,14 @@ fn try_run_guest(
         )
         .map_err(|e| format!("ISENABLER0 of vCPU {vcpu}: errno {e}"))?;
     }
+    // An ITS on a GICv3 host, for the guest; it learns of it from the test
+    // device's GIC word. A VM that cannot have one (a protected VM, today)
+    // runs without.
+    let its = if v2 {
+        Err("GICv3 only: the host's GIC is a GICv2".to_string())
+    } else {
+        make_its(&vm)
+    };
     let mut back = 0u32;
     let r = device_attr(&gic, GET_DEVICE_ATTR, 1, 4, ptr_mut(&mut back));
     c.check(
@@ -1053,6 +1083,10 @@ fn try_run_guest(
 
     let dev = Arc::new(Device::default());
     dev.gic_v2.store(v2, SeqCst);
+    if its.is_ok() {
+        dev.its_vm.store(vm.as_raw_fd() + 1, SeqCst);
+    }
+    dev.msi.store(testdev::MSI_NONE, SeqCst);
     let d1 = Arc::clone(&dev);
     // vCPU 1 waits in KVM_RUN until the guest's CPU_ON; when the guest
     // turns the machine off it stays stopped there, and the process's exit

@@ -51,6 +51,7 @@ const _: () = assert!(CHECKSUM_BASE >= RAM_BASE + (1 << 20));
 const _: () = assert!(CHECKSUM_BASE + CHECKSUM_BYTES <= RAM_BASE + RAM_SIZE);
 const _: () = assert!(testdev::BASE + testdev::SIZE <= RAM_BASE);
 const _: () = assert!(testdev::SCRATCH + 8 <= testdev::SIZE);
+const _: () = assert!(testdev::BASE >= gic::ITS + gic::ITS_SIZE);
 
 /// `x0` of vCPU 0 that makes the guest run the [`eventfd`] program
 /// instead of its tests ("eventfd!").
@@ -400,6 +401,36 @@ pub mod gic {
     pub const TIMER_INTID: u32 = 27;
     /// The EL1 physical timer's PPI.
     pub const PTIMER_INTID: u32 = 30;
+
+    /// A GICv3 VM's ITS, when the VMM makes one (and says so with
+    /// [`testdev::GIC_ITS`](crate::testdev::GIC_ITS)): its 128 KiB frame
+    /// (`KVM_VGIC_ITS_ADDR_TYPE`: the control page, then the translation
+    /// page), where QEMU `virt` has it, between the distributor
+    /// ([`eventfd::GICD`](crate::eventfd::GICD), 64 KiB; a GICv2's CPU
+    /// interface [`GICC`] after it) and the redistributors
+    /// ([`eventfd::GICR`](crate::eventfd::GICR)).
+    pub const ITS: u64 = 0x0808_0000;
+    /// Bytes of [`ITS`]'s frame (`KVM_VGIC_V3_ITS_SIZE`).
+    pub const ITS_SIZE: u64 = 0x2_0000;
+    /// `GITS_TRANSLATER`'s offset in [`ITS`]'s frame: the doorbell address
+    /// of the MSIs the VMM signals for the guest
+    /// ([`testdev::MSI`](crate::testdev::MSI)).
+    pub const ITS_TRANSLATER: u64 = 0x1_0040;
+    /// The device id the `its` tests map in the ITS.
+    pub const ITS_DEVICE: u32 = 7;
+    /// The event of [`ITS_DEVICE`] they map.
+    pub const ITS_EVENT: u32 = 3;
+    /// The LPI that event is translated to (LPIs start at 8192).
+    pub const ITS_LPI: u32 = 8192 + 35;
+
+    // The ITS frame is 64 KiB aligned and overlaps neither the
+    // distributor, a GICv2's CPU interface (8 KiB) nor the redistributors.
+    const _: () = assert!(ITS.is_multiple_of(0x1_0000));
+    const _: () = assert!(ITS >= crate::eventfd::GICD + 0x1_0000 && ITS >= GICC + 0x2000);
+    const _: () = assert!(ITS + ITS_SIZE <= crate::eventfd::GICR);
+    const _: () = assert!(ITS_TRANSLATER < ITS_SIZE);
+    // An LPI (from 8192) the ITS's 16 ID bits reach.
+    const _: () = assert!(ITS_LPI >= 8192 && ITS_LPI < 1 << 16);
 }
 
 /// The test device: one page of MMIO whose accesses exit to the host.
@@ -425,6 +456,55 @@ pub mod testdev {
     pub const GIC: u64 = 0x058;
     /// [`GIC`]'s value for a GICv2.
     pub const GIC_V2: u64 = 2;
+    /// [`GIC`]'s bit for a GICv3 VM with an ITS at [`crate::gic::ITS`]
+    /// (created and initialised before the first vCPU ran), whose MSIs the
+    /// VMM signals on request ([`MSI`]). A VMM that reads 0 makes none.
+    pub const GIC_ITS: u64 = 1 << 8;
+    /// 64-bit write of [`msi_word`]`(device, event)`: before the vCPU runs
+    /// again, the VMM signals that MSI through the VM's ITS
+    /// (`KVM_SIGNAL_MSI`: doorbell [`crate::gic::ITS`] +
+    /// [`ITS_TRANSLATER`](crate::gic::ITS_TRANSLATER), data `event`, flags
+    /// `KVM_MSI_VALID_DEVID`, `devid` `device`). 64-bit read: what the last
+    /// one returned, [`msi_result`]`(r)`: 1 delivered, 0 blocked (the ITS
+    /// maps nothing for it), or `-errno`; [`MSI_NONE`] before the first
+    /// and in a VM without an ITS.
+    pub const MSI: u64 = 0x060;
+    /// What [`MSI`] reads before the first MSI, or without an ITS.
+    pub const MSI_NONE: u64 = 1 << 63;
+
+    /// What the VMM's [`GIC`] register reads: a GICv2 (`v2`), or a GICv3
+    /// with an ITS (`its`) or without one.
+    pub const fn gic_word(v2: bool, its: bool) -> u64 {
+        match (v2, its) {
+            (true, _) => GIC_V2,
+            (false, true) => GIC_ITS,
+            (false, false) => 0,
+        }
+    }
+
+    /// Whether a [`GIC`] word says the VM has an ITS (a GICv2 never has).
+    pub const fn gic_has_its(word: u64) -> bool {
+        word != GIC_V2 && word & GIC_ITS != 0
+    }
+
+    /// The [`MSI`] word of an MSI from `device` with `event`.
+    pub const fn msi_word(device: u32, event: u32) -> u64 {
+        (device as u64) << 32 | event as u64
+    }
+
+    /// `(device, event)` of an [`MSI`] word.
+    pub const fn parse_msi(word: u64) -> (u32, u32) {
+        ((word >> 32) as u32, word as u32)
+    }
+
+    /// What [`MSI`] reads after a `KVM_SIGNAL_MSI` that returned `r` (an
+    /// errno as its negation).
+    pub const fn msi_result(r: Result<i64, i32>) -> u64 {
+        match r {
+            Ok(n) => n as u64,
+            Err(e) => (-(e as i64)) as u64,
+        }
+    }
 
     /// The width of one MMIO access.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -532,6 +612,31 @@ mod tests {
                     "round {r} writes nothing new"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_gic_word_says_gic_and_its() {
+        use testdev::{GIC_V2, gic_has_its, gic_word};
+        assert_eq!(gic_word(true, false), GIC_V2);
+        assert_eq!(gic_word(true, true), GIC_V2);
+        assert!(!gic_has_its(gic_word(true, true)));
+        assert!(gic_has_its(gic_word(false, true)));
+        // A VMM that does not know the register: a GICv3 without an ITS.
+        assert!(gic_word(false, true) != GIC_V2 && !gic_has_its(0));
+        assert_eq!(gic_word(false, false), 0);
+    }
+
+    #[test]
+    fn msi_words_round_trip() {
+        use testdev::{MSI_NONE, msi_result, msi_word, parse_msi};
+        assert_eq!(msi_word(7, 3), 0x7_0000_0003);
+        assert_eq!(parse_msi(msi_word(gic::ITS_DEVICE, gic::ITS_EVENT)), (7, 3));
+        assert_eq!(msi_result(Ok(1)), 1);
+        assert_eq!(msi_result(Ok(0)), 0);
+        assert_eq!(msi_result(Err(16)) as i64, -16);
+        for r in [Ok(0), Ok(1), Err(1), Err(22)] {
+            assert_ne!(msi_result(r), MSI_NONE);
         }
     }
 
