@@ -49,8 +49,9 @@ mod dirty;
 mod gicv2;
 
 use crate::kvm::*;
+use kcore_test_guest::gic::ITS_TESTS;
 use kcore_test_guest::testdev::{self, Width};
-use kcore_test_guest::{self as guest, Status};
+use kcore_test_guest::{self as guest, Line, Status};
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -1029,9 +1030,9 @@ fn try_run_guest(
         )
         .map_err(|e| format!("ISENABLER0 of vCPU {vcpu}: errno {e}"))?;
     }
-    // An ITS on a GICv3 host, for the guest; it learns of it from the test
-    // device's GIC word. A VM that cannot have one (a protected VM, today)
-    // runs without.
+    // An ITS on a GICv3 host, for the guest's ITS tests; they learn of it
+    // from the test device's GIC word. A VM that cannot have one (a
+    // protected VM, today) runs without.
     let its = if v2 {
         Err("GICv3 only: the host's GIC is a GICv2".to_string())
     } else {
@@ -1112,19 +1113,31 @@ fn try_run_guest(
         );
     }
     let status = Status::from_word(dev.status.load(SeqCst));
-    let passes = lines.iter().filter(|l| l.ends_with(": PASS")).count();
+    let parsed: Vec<Line<'_>> = lines.iter().filter_map(|l| guest::parse_line(l)).collect();
+    let passes = parsed
+        .iter()
+        .filter(|l| matches!(l, Line::Pass { .. }))
+        .count();
+    // Only the ITS tests skip, and only without an ITS.
+    let skips = parsed
+        .iter()
+        .filter(
+            |l| matches!(l, Line::Skip { name, .. } if its.is_err() && ITS_TESTS.contains(name)),
+        )
+        .count();
     c.check(
         tag,
-        status.all_passed() && passes == guest::TESTS.len(),
+        status.all_passed() && passes + skips == guest::TESTS.len(),
         || {
             format!(
-                "{} passed, {} failed, {passes} PASS lines of {}",
+                "{} passed, {} failed, {passes} PASS and {skips} SKIP lines of {}",
                 status.passed,
                 status.failed,
                 guest::TESTS.len()
             )
         },
     );
+    its_results(c, tag, &parsed, &its, sig.is_none() && !v2);
     let sum = dev.checksum.load(SeqCst);
     c.check(
         &format!("{tag}-checksum"),
@@ -1132,6 +1145,62 @@ fn try_run_guest(
         || format!("{sum:#x}, expected {:#x}", guest::expected_checksum()),
     );
     Ok(())
+}
+
+/// The guest's ITS tests, as check `<tag>-its`: with an ITS every one must
+/// pass. Without one each must say SKIP, and so does this check's line
+/// (with why there is none), unless the VM should have had one
+/// (`expected`: a non-protected VM on a GICv3 host), which fails it.
+fn its_results(
+    c: &mut Checks,
+    tag: &str,
+    lines: &[Line<'_>],
+    its: &Result<OwnedFd, String>,
+    expected: bool,
+) {
+    let name = format!("{tag}-its");
+    let line = |test: &str| {
+        lines.iter().find(|l| match l {
+            Line::Pass { name } | Line::Skip { name, .. } | Line::Fail { name, .. } => {
+                *name == test
+            }
+            Line::Result(_) => false,
+        })
+    };
+    let shown = || {
+        ITS_TESTS
+            .iter()
+            .map(|t| match line(t) {
+                Some(Line::Pass { .. }) => format!("{t}: PASS"),
+                Some(Line::Skip { why, .. }) => format!("{t}: SKIP {why}"),
+                Some(Line::Fail { detail, .. }) => format!("{t}: FAIL {detail}"),
+                _ => format!("no {t} line"),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match its {
+        Ok(_) => c.check(
+            &name,
+            ITS_TESTS
+                .iter()
+                .all(|t| matches!(line(t), Some(Line::Pass { .. }))),
+            shown,
+        ),
+        Err(why) if expected => c.check(&name, false, || format!("no ITS: {why}")),
+        Err(why) => {
+            let skipped = ITS_TESTS
+                .iter()
+                .all(|t| matches!(line(t), Some(Line::Skip { .. })));
+            if skipped {
+                println!("kvmapi: {name}: SKIP no ITS ({why})");
+            } else {
+                c.check(&name, false, || {
+                    format!("no ITS ({why}), yet the guest's ITS tests ran: {}", shown())
+                });
+            }
+        }
+    }
 }
 
 // ---- reads of donated memory ----------------------------------------------------------------

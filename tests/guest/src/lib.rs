@@ -375,6 +375,9 @@ pub const TESTS: &[&str] = &[
     "fpsimd-vcpu1",
     "cpu-off",
     "checksum",
+    "its",
+    "its-int",
+    "its-discard",
 ];
 
 /// SMCCC (Arm DEN 0028) function ids nobody implements; the host must
@@ -422,6 +425,10 @@ pub mod gic {
     pub const ITS_EVENT: u32 = 3;
     /// The LPI that event is translated to (LPIs start at 8192).
     pub const ITS_LPI: u32 = 8192 + 35;
+    /// The tests that need an ITS; without one ([`testdev::GIC`](crate::testdev::GIC)
+    /// lacks [`GIC_ITS`](crate::testdev::GIC_ITS)) each prints a SKIP line
+    /// instead ([`crate::Line::Skip`]), and no other test ever does.
+    pub const ITS_TESTS: [&str; 3] = ["its", "its-int", "its-discard"];
 
     // The ITS frame is 64 KiB aligned and overlaps neither the
     // distributor, a GICv2's CPU interface (8 KiB) nor the redistributors.
@@ -458,7 +465,8 @@ pub mod testdev {
     pub const GIC_V2: u64 = 2;
     /// [`GIC`]'s bit for a GICv3 VM with an ITS at [`crate::gic::ITS`]
     /// (created and initialised before the first vCPU ran), whose MSIs the
-    /// VMM signals on request ([`MSI`]). A VMM that reads 0 makes none.
+    /// VMM signals on request ([`MSI`]). A VMM that reads 0 makes none, and
+    /// the guest's [`ITS_TESTS`](crate::gic::ITS_TESTS) print SKIP lines.
     pub const GIC_ITS: u64 = 1 << 8;
     /// 64-bit write of [`msi_word`]`(device, event)`: before the vCPU runs
     /// again, the VMM signals that MSI through the VM's ITS
@@ -637,6 +645,13 @@ mod tests {
         assert_eq!(msi_result(Err(16)) as i64, -16);
         for r in [Ok(0), Ok(1), Err(1), Err(22)] {
             assert_ne!(msi_result(r), MSI_NONE);
+        }
+    }
+
+    #[test]
+    fn the_its_tests_are_tests() {
+        for name in gic::ITS_TESTS {
+            assert!(TESTS.contains(&name), "{name}");
         }
     }
 

@@ -2,7 +2,10 @@
 //!
 //! Every test in [`crate::TESTS`] prints one line, in order:
 //! `kcore-test-guest: <name>: PASS` or `kcore-test-guest: <name>: FAIL
-//! <detail>`. The last line is `kcore-test-guest: result: <p> passed, <f>
+//! <detail>`; or, only for one of [`crate::gic::ITS_TESTS`] in a VM without
+//! an ITS, `kcore-test-guest: <name>: SKIP <why>`: it did not run, and
+//! counts as passed in the status (the driver, which knows what the VM has,
+//! decides whether the skip was right). The last line is `kcore-test-guest: result: <p> passed, <f>
 //! failed`, after which the guest writes [`Status::to_word`] to
 //! [`crate::testdev::STATUS`] and calls PSCI `SYSTEM_OFF`. If a test dies (an
 //! unexpected exception), its FAIL line says so and the tests after it count
@@ -18,7 +21,7 @@ pub const RESULT_NAME: &str = "result";
 /// The guest's final tally, written to [`crate::testdev::STATUS`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Status {
-    /// Tests that passed.
+    /// Tests that passed (or skipped).
     pub passed: u32,
     /// Tests that failed or never ran.
     pub failed: u32,
@@ -38,7 +41,7 @@ impl Status {
         }
     }
 
-    /// Whether every test in [`crate::TESTS`] passed.
+    /// Whether every test in [`crate::TESTS`] passed (or skipped).
     pub const fn all_passed(self) -> bool {
         self.failed == 0 && self.passed as usize == crate::TESTS.len()
     }
@@ -58,6 +61,13 @@ pub enum Line<'a> {
         name: &'a str,
         /// What went wrong, as the guest put it.
         detail: &'a str,
+    },
+    /// `<name>: SKIP <why>`.
+    Skip {
+        /// The test's name.
+        name: &'a str,
+        /// Why it did not run, as the guest put it.
+        why: &'a str,
     },
     /// `result: <p> passed, <f> failed`.
     Result(Status),
@@ -81,10 +91,13 @@ pub fn parse_line(line: &str) -> Option<Line<'_>> {
     match rest {
         "PASS" => Some(Line::Pass { name }),
         "FAIL" => Some(Line::Fail { name, detail: "" }),
-        _ => Some(Line::Fail {
-            name,
-            detail: rest.strip_prefix("FAIL ")?,
-        }),
+        _ => match rest.strip_prefix("SKIP ") {
+            Some(why) if !why.is_empty() => Some(Line::Skip { name, why }),
+            _ => Some(Line::Fail {
+                name,
+                detail: rest.strip_prefix("FAIL ")?,
+            }),
+        },
     }
 }
 
@@ -122,6 +135,13 @@ mod tests {
             })
         );
         assert_eq!(
+            parse_line("kcore-test-guest: its: SKIP no ITS"),
+            Some(Line::Skip {
+                name: "its",
+                why: "no ITS"
+            })
+        );
+        assert_eq!(
             parse_line("kcore-test-guest: result: 21 passed, 1 failed\n"),
             Some(Line::Result(Status {
                 passed: 21,
@@ -139,6 +159,8 @@ mod tests {
             "kcore-test-guest: mmio8 PASS",
             "kcore-test-guest: a b: PASS",
             "kcore-test-guest: mmio8: FAILED",
+            "kcore-test-guest: its: SKIP",
+            "kcore-test-guest: its: SKIP ",
             "kcore-test-guest: result: 3 passed",
             "kcore-test-guest: result: x passed, 0 failed",
         ] {

@@ -23,6 +23,16 @@ pub fn wfi() {
     unsafe { asm!("dsb sy", "wfi", options(nomem, nostack, preserves_flags)) };
 }
 
+/// Makes this vCPU's earlier stores to memory visible to every observer
+/// in the inner shareable domain before any later access (`dsb ish`), a
+/// device register's included: what a device that reads the memory (the
+/// ITS, its tables and queue) needs before the write that tells it to.
+pub fn publish_stores() {
+    // SAFETY: a barrier; no memory or register changes. Not `nomem`: it
+    // orders the memory accesses around it.
+    unsafe { asm!("dsb ish", options(nostack, preserves_flags)) };
+}
+
 /// Unmasks IRQs for a moment so that any pending interrupt is taken now,
 /// then masks them again.
 pub fn take_pending_irqs() {

@@ -18,7 +18,7 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kcore_test_guest::eventfd::{GICD, GICR};
 use kcore_test_guest::gic::{GICC, TIMER_INTID};
-use kcore_test_guest::testdev::{GIC, GIC_V2, Width};
+use kcore_test_guest::testdev::{GIC, GIC_V2, Width, gic_has_its};
 
 /// `ICC_SRE_EL1.SRE`: use the system-register interface.
 const ICC_SRE_EL1_SRE: u64 = 1 << 0;
@@ -52,13 +52,20 @@ const GICV2_INTID_MASK: u32 = 0x3ff;
 /// the GIC).
 static V2: AtomicBool = AtomicBool::new(false);
 
-/// Asks the VMM which GIC the VM has ([`testdev::GIC`]); vCPU 0 calls it
-/// first thing, before it starts vCPU 1.
+/// The VM's GICv3 has an ITS (set once by [`detect`]).
+static ITS: AtomicBool = AtomicBool::new(false);
+
+/// Asks the VMM which GIC the VM has, and whether it has an ITS
+/// ([`testdev::GIC`]); vCPU 0 calls it first thing, before it starts vCPU 1.
 pub fn detect() {
-    V2.store(
-        testdev::read(GIC, Width::Double) == GIC_V2,
-        Ordering::SeqCst,
-    );
+    let word = testdev::read(GIC, Width::Double);
+    V2.store(word == GIC_V2, Ordering::SeqCst);
+    ITS.store(gic_has_its(word), Ordering::SeqCst);
+}
+
+/// Whether the VM has an ITS at [`kcore_test_guest::gic::ITS`].
+pub fn has_its() -> bool {
+    ITS.load(Ordering::SeqCst)
 }
 
 /// Whether the VM's GIC is a GICv2.

@@ -9,6 +9,7 @@
 //! - [`SGI_PONG`] (on vCPU 0): counts it;
 //! - the eventfd program's SPIs (on vCPU 0): counts them;
 //! - the bench program's SPI (on vCPU 0): counts it;
+//! - the ITS tests' LPI (on vCPU 0): counts it;
 //! - anything else: counts it as unexpected.
 
 use super::{cpu, gic, timer};
@@ -16,7 +17,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kcore_test_guest::VCPUS;
 use kcore_test_guest::bench::IRQ_GSI;
 use kcore_test_guest::eventfd::{EDGE_GSI, LEVEL_GSI, spi};
-use kcore_test_guest::gic::{PTIMER_INTID, SGI_PING, SGI_PONG, TIMER_INTID};
+use kcore_test_guest::gic::{ITS_LPI, PTIMER_INTID, SGI_PING, SGI_PONG, TIMER_INTID};
 
 /// The eventfd program's SPIs.
 const EDGE_SPI: u32 = spi(EDGE_GSI);
@@ -56,6 +57,8 @@ pub static EDGE_SPIS: AtomicU32 = AtomicU32::new(0);
 pub static LEVEL_SPIS: AtomicU32 = AtomicU32::new(0);
 /// The bench program's SPIs taken by vCPU 0.
 pub static BENCH_SPIS: AtomicU32 = AtomicU32::new(0);
+/// The ITS tests' LPIs ([`ITS_LPI`]) taken by vCPU 0.
+pub static ITS_LPIS: AtomicU32 = AtomicU32::new(0);
 /// Timer interrupts taken whose timer had not fired (stale ones, see
 /// [`handle`]).
 pub static SPURIOUS_TIMER: AtomicU32 = AtomicU32::new(0);
@@ -113,6 +116,9 @@ pub fn handle() {
         }
         (BENCH_SPI, 0) => {
             BENCH_SPIS.fetch_add(1, Ordering::SeqCst);
+        }
+        (ITS_LPI, 0) => {
+            ITS_LPIS.fetch_add(1, Ordering::SeqCst);
         }
         _ => {
             LAST_UNEXPECTED.store(intid, Ordering::SeqCst);

@@ -20,6 +20,7 @@ mod exception;
 mod fpsimd;
 mod gic;
 mod irq;
+mod its;
 mod mmu;
 mod psci;
 mod runner;

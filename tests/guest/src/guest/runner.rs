@@ -1,5 +1,6 @@
 //! vCPU 0's main loop: runs [`tests::ALL`] in order and prints one line per
-//! test (PASS here, FAIL where the test fails), then the result line; writes
+//! test (PASS here, FAIL where the test fails, SKIP where it cannot run in
+//! this VM), then the result line; writes
 //! the status register and turns the VM off. Also the panic handler, and
 //! [`abort`] for when a test dies.
 
@@ -36,10 +37,25 @@ macro_rules! ensure {
 }
 pub(crate) use ensure;
 
+/// Ends the enclosing test without running the rest of it: prints its
+/// SKIP line with the formatted reason and returns `Ok` (a skipped test
+/// counts as passed in the status; only the [`ITS_TESTS`] may, without an
+/// ITS).
+///
+/// [`ITS_TESTS`]: kcore_test_guest::gic::ITS_TESTS
+macro_rules! skip {
+    ($($arg:tt)*) => {
+        return $crate::guest::runner::report_skip(format_args!($($arg)*))
+    };
+}
+pub(crate) use skip;
+
 /// The index in [`TESTS`] of the test running now.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 /// Tests that passed so far.
 static PASSED: AtomicU32 = AtomicU32::new(0);
+/// The running test printed its SKIP line.
+static SKIPPED: AtomicBool = AtomicBool::new(false);
 /// Set once the run is ending (so a fault while ending cannot recurse).
 static FINISHING: AtomicBool = AtomicBool::new(false);
 
@@ -66,7 +82,9 @@ extern "C" fn guest_primary_main(x0: u64, other_registers: u64) -> ! {
         CURRENT.store(i, Ordering::SeqCst);
         if test().is_ok() {
             PASSED.fetch_add(1, Ordering::SeqCst);
-            console::line(format_args!("{name}: PASS"));
+            if !SKIPPED.swap(false, Ordering::SeqCst) {
+                console::line(format_args!("{name}: PASS"));
+            }
         }
     }
     finish()
@@ -79,6 +97,16 @@ pub fn report_failure(detail: fmt::Arguments<'_>) -> Failed {
         .unwrap_or(&"guest");
     console::line(format_args!("{name}: FAIL {detail}"));
     Failed
+}
+
+/// Prints the running test's SKIP line with `why` (through [`skip!`]).
+pub fn report_skip(why: fmt::Arguments<'_>) -> TestResult {
+    let name = TESTS
+        .get(CURRENT.load(Ordering::SeqCst))
+        .unwrap_or(&"guest");
+    console::line(format_args!("{name}: SKIP {why}"));
+    SKIPPED.store(true, Ordering::SeqCst);
+    Ok(())
 }
 
 /// Fails the running test with `why`, counts the tests after it as failed

@@ -5,6 +5,7 @@
 
 mod boot;
 mod calls;
+mod its;
 mod memory;
 mod mmio;
 mod timer;
@@ -19,7 +20,7 @@ use kcore_test_guest::TESTS;
 pub type Test = (&'static str, fn() -> TestResult);
 
 /// Every test, in order.
-pub const ALL: [Test; 23] = [
+pub const ALL: [Test; 26] = [
     ("x0", boot::x0),
     ("mmu", boot::mmu),
     ("mmio8", mmio::mmio8),
@@ -43,6 +44,9 @@ pub const ALL: [Test; 23] = [
     ("fpsimd-vcpu1", vcpu1::fpsimd),
     ("cpu-off", vcpu1::cpu_off),
     ("checksum", memory::checksum),
+    ("its", its::its),
+    ("its-int", its::int),
+    ("its-discard", its::discard),
 ];
 
 /// Whether `tests` has exactly the names of `names`, in order.
