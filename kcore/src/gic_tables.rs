@@ -30,6 +30,13 @@
 //! redistributor's pending table (8 KiB: 2^16 bits) while its LPIs are
 //! enabled. A guest that wrote an address there handed that memory to its
 //! interrupt controller, as it would to a hardware GIC.
+//!
+//! Two vCPUs' writes are recorded in the order of their puts, which the
+//! shim may apply in another order. Only a guest that races its own writes
+//! (say `GITS_CBASER` on one vCPU against enabling the ITS on another, which
+//! the architecture leaves unpredictable) can tell: the shim may then read
+//! where KCore recorded nothing, is refused, and the guest's ITS stalls.
+//! Nothing is read outside what the guest wrote.
 
 use crate::addr::{Gfn, PAGE_SHIFT};
 
