@@ -1,4 +1,4 @@
-//! The ITS of a non-protected VM (`KVM_DEV_TYPE_ARM_VGIC_ITS`) and the LPIs
+//! The ITS of a VM (`KVM_DEV_TYPE_ARM_VGIC_ITS`) and the LPIs
 //! it maps, as Linux 6.1's `vgic-its.c` offers them: the ITS frame's
 //! registers (`GITS_CTLR`, `IIDR`, `TYPER`, `CBASER`, `CWRITER`, `CREADR`,
 //! `BASER0` for devices and `BASER1` for collections, the ID registers;
@@ -20,8 +20,14 @@
 //! serialises command processing ([`process`]). An LPI's configuration
 //! (priority, enable) is read from the guest's property table
 //! (`GICR_PROPBASER`) when KVM reads it: when it is mapped, on `INV` and on
-//! `INVALL`. Pending state is kept here only (the guest's pending tables are
-//! neither read nor written).
+//! `INVALL`. Pending state is kept here; a newly mapped LPI takes its bit
+//! from its target's pending table, and the saves write them.
+//!
+//! A protected VM's memory is not KServ's: its guest memory is read through
+//! KCore (`HostReadGicTable`), only inside the queue and tables the guest
+//! itself programmed (`kcore::gic_tables`), and never written (its saves and
+//! restores are `EPERM`; a pending bit found at a mapping stays set in the
+//! guest's table, where only a save could have put it).
 //!
 //! Everything is bounded, whatever the guest does: [`MAX_DEVICES`] mapped
 //! devices, [`MAX_ITES`] mapped events, [`MAX_COLLECTIONS`] collections and
