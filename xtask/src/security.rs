@@ -190,7 +190,11 @@ fn render(rows: &[AttackRow], machine: &str, seed: u64, commit: &str, secs: u64)
          check on `HostDeclareMmio` and its rules for protected secondaries taken out, \
          `mmio-consent` fails (MMIO declared before verification, over the RAM after the \
          image, over the image and past the manifest, all accepted) and `secondary` fails \
-         (vCPU 1's PC and `x0` set, and vCPU 1 run before any `CPU_ON`).\n\n\
+         (vCPU 1's PC and `x0` set, and vCPU 1 run before any `CPU_ON`). With KCore's window \
+         check on `HostReadGicTable` (`GicTables::allows`) and its MMIO check on \
+         `HostSetGicFrames` taken out, `gic-table` fails, and no other row: the victim's private \
+         page and a fresh VM's image are read, an ITS is placed before its MMIO was declared and \
+         redistributors over the image.\n\n\
          Residue across a reset is the system test `residue` (`cargo xtask test`): a protected \
          guest fills 4 MiB of its memory with 16 random bytes, KServ resets the machine with \
          the guest alive (QEMU keeps RAM, as a warm reset does), and after the second boot no \
