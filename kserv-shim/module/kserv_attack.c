@@ -1783,6 +1783,19 @@ static bool atk_destroy_in_exit(u64 seed)
 	/* Let it run a while, then tear down until KCore agrees. */
 	while (READ_ONCE(r.runs) < 20 && !completion_done(&r.done))
 		usleep_range(100, 200);
+	/*
+	 * The first teardown goes in while KCore reports the run page pinned
+	 * (the vCPU is in): one that fell into a gap between two runs would
+	 * succeed at once and show nothing (seen on a slow machine).
+	 */
+	for (i = 0; i < 200000 && !completion_done(&r.done); i++) {
+		struct kc_ret o = kc(KC_HOST_PAGE_OWNER, l.run_pfn, 0, 0, 0, 0);
+
+		if (o.status == KC_SUCCESS && o.x1 == KC_OWNER_HOST_PINNED)
+			break;
+		if (!(i % 64))
+			cond_resched();
+	}
 	do {
 		s = kc(KC_HOST_TEARDOWN_VM, l.vm.handle, 0, 0, 0, 0).status;
 		tries++;
