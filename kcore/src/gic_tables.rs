@@ -152,7 +152,7 @@ impl GicTables {
             frame_kind::ITS if frames == 1 => ITS_PAGES,
             frame_kind::REDIST
                 if frames >= 1
-                    && self.frames + frames <= MAX_FRAMES as u64
+                    && frames <= MAX_FRAMES as u64 - self.frames
                     && self.n_regions < MAX_RD_REGIONS =>
             {
                 RD_PAGES * frames
@@ -363,6 +363,11 @@ mod tests {
             g.check_place(frame_kind::REDIST, 0x9000, 63),
             Err(PlaceError::Invalid),
             "65 frames"
+        );
+        assert_eq!(
+            g.check_place(frame_kind::REDIST, 0x9000, u64::MAX),
+            Err(PlaceError::Invalid),
+            "a count that would wrap the total"
         );
         assert_eq!(
             g.check_place(frame_kind::ITS, 0x9000, 2),
